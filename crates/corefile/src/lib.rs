@@ -1,0 +1,1 @@
+//! sextant-corefile: placeholder, filled in by its owner.

@@ -1,0 +1,1 @@
+//! sextant-fakeapi: placeholder, filled in by its owner.

@@ -1,0 +1,1 @@
+//! sextant-kube: placeholder, filled in by its owner.

@@ -1,0 +1,1 @@
+//! sextant-testkit: placeholder, filled in by its owner.

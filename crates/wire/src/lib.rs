@@ -1,0 +1,1 @@
+//! sextant-wire: placeholder, filled in by its owner.

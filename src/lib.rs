@@ -1,0 +1,1 @@
+//! Sextant: a Kubernetes cluster DNS server that reads CoreDNS Corefiles.

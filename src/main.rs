@@ -1,0 +1,2 @@
+//! The `sextant` binary: CoreDNS-compatible command line.
+fn main() {}
