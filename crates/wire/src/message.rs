@@ -1,0 +1,867 @@
+//! DNS messages: header flags, EDNS(0), parsing with strict limits, and encoding with name
+//! compression and truncation at RRset boundaries. No I/O.
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use crate::name::{Name, MAX_LABEL_LEN, MAX_NAME_LEN};
+use crate::rr::{RData, Record, Soa, Srv};
+use crate::types::{opcode, Class, RType, Rcode};
+use crate::WireError;
+
+/// Header length.
+pub const HEADER_LEN: usize = 12;
+/// Most compression pointers followed in one name before giving up.
+const MAX_POINTER_HOPS: usize = 127;
+
+/// The fixed header, without the section counts (those follow from the sections).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Header {
+    pub id: u16,
+    pub qr: bool,
+    pub opcode: u8,
+    pub aa: bool,
+    pub tc: bool,
+    pub rd: bool,
+    pub ra: bool,
+    pub z: bool,
+    pub ad: bool,
+    pub cd: bool,
+    /// Low four bits of the rcode; the high bits live in the OPT record.
+    pub rcode: u8,
+}
+
+impl Header {
+    /// Decodes the 16 flag bits.
+    pub fn from_flags(id: u16, flags: u16) -> Header {
+        Header {
+            id,
+            qr: flags & 0x8000 != 0,
+            opcode: ((flags >> 11) & 0x0f) as u8,
+            aa: flags & 0x0400 != 0,
+            tc: flags & 0x0200 != 0,
+            rd: flags & 0x0100 != 0,
+            ra: flags & 0x0080 != 0,
+            z: flags & 0x0040 != 0,
+            ad: flags & 0x0020 != 0,
+            cd: flags & 0x0010 != 0,
+            rcode: (flags & 0x000f) as u8,
+        }
+    }
+
+    /// Encodes the 16 flag bits.
+    pub fn flags(&self) -> u16 {
+        let mut f = ((self.opcode as u16 & 0x0f) << 11) | (self.rcode as u16 & 0x0f);
+        for (set, bit) in [
+            (self.qr, 0x8000),
+            (self.aa, 0x0400),
+            (self.tc, 0x0200),
+            (self.rd, 0x0100),
+            (self.ra, 0x0080),
+            (self.z, 0x0040),
+            (self.ad, 0x0020),
+            (self.cd, 0x0010),
+        ] {
+            if set {
+                f |= bit;
+            }
+        }
+        f
+    }
+
+    /// Set flags joined by `,` in CoreDNS's order `qr,aa,tc,rd,ra,z,ad,cd`.
+    pub fn flags_string(&self) -> String {
+        let mut out = String::new();
+        for (set, name) in [
+            (self.qr, "qr"),
+            (self.aa, "aa"),
+            (self.tc, "tc"),
+            (self.rd, "rd"),
+            (self.ra, "ra"),
+            (self.z, "z"),
+            (self.ad, "ad"),
+            (self.cd, "cd"),
+        ] {
+            if set {
+                if !out.is_empty() {
+                    out.push(',');
+                }
+                out.push_str(name);
+            }
+        }
+        out
+    }
+}
+
+/// One question.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Question {
+    pub name: Name,
+    pub qtype: RType,
+    pub qclass: Class,
+}
+
+impl Question {
+    pub fn new(name: Name, qtype: RType) -> Question {
+        Question {
+            name,
+            qtype,
+            qclass: Class::IN,
+        }
+    }
+}
+
+/// One EDNS option.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EdnsOption {
+    pub code: u16,
+    pub data: Vec<u8>,
+}
+
+/// The OPT pseudo-record (RFC 6891).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Edns {
+    pub udp_size: u16,
+    /// High eight bits of the rcode.
+    pub ext_rcode: u8,
+    pub version: u8,
+    pub dnssec_ok: bool,
+    /// Flag bits other than DO (must be zero in replies).
+    pub z: u16,
+    pub options: Vec<EdnsOption>,
+}
+
+impl Edns {
+    pub fn new(udp_size: u16) -> Edns {
+        Edns {
+            udp_size,
+            ext_rcode: 0,
+            version: 0,
+            dnssec_ok: false,
+            z: 0,
+            options: Vec::new(),
+        }
+    }
+
+    fn wire_len(&self) -> usize {
+        11 + self.options.iter().map(|o| 4 + o.data.len()).sum::<usize>()
+    }
+}
+
+/// A whole DNS message.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Message {
+    pub header: Header,
+    pub questions: Vec<Question>,
+    pub answers: Vec<Record>,
+    pub authority: Vec<Record>,
+    /// Additional records, without the OPT record (that is `edns`).
+    pub additional: Vec<Record>,
+    pub edns: Option<Edns>,
+}
+
+/// Why a packet could not be parsed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    /// Fewer than 12 bytes: nothing to answer.
+    #[error("packet shorter than a DNS header")]
+    NoHeader,
+    /// The header was read; the rest is malformed. Enough is kept to send FORMERR.
+    #[error("malformed message: {error}")]
+    Malformed {
+        header: Header,
+        question: Option<Question>,
+        error: WireError,
+    },
+}
+
+impl Message {
+    /// A query for `name`/`qtype` with RD set.
+    pub fn query(id: u16, name: Name, qtype: RType) -> Message {
+        Message {
+            header: Header {
+                id,
+                rd: true,
+                ..Header::default()
+            },
+            questions: vec![Question::new(name, qtype)],
+            ..Message::default()
+        }
+    }
+
+    /// The skeleton of a reply to `req`: same ID, opcode, RD, CD and question; QR set (like
+    /// miekg/dns `SetReply`).
+    pub fn reply_to(req: &Message) -> Message {
+        Message {
+            header: Header {
+                id: req.header.id,
+                qr: true,
+                opcode: req.header.opcode,
+                rd: req.header.rd,
+                cd: req.header.cd,
+                ..Header::default()
+            },
+            questions: req.questions.iter().take(1).cloned().collect(),
+            ..Message::default()
+        }
+    }
+
+    /// The first question, if any.
+    pub fn question(&self) -> Option<&Question> {
+        self.questions.first()
+    }
+
+    /// The full (extended) rcode.
+    pub fn rcode(&self) -> Rcode {
+        let hi = self.edns.as_ref().map(|e| e.ext_rcode as u16).unwrap_or(0);
+        Rcode((hi << 4) | self.header.rcode as u16)
+    }
+
+    /// Sets the full rcode; the high bits go into the OPT record (one is added if the rcode needs
+    /// it and there is none).
+    pub fn set_rcode(&mut self, rcode: Rcode) {
+        self.header.rcode = rcode.low();
+        if rcode.high() != 0 {
+            self.edns.get_or_insert_with(|| Edns::new(1232)).ext_rcode = rcode.high();
+        } else if let Some(e) = self.edns.as_mut() {
+            e.ext_rcode = 0;
+        }
+    }
+
+    /// Parses a message, enforcing RFC 1035 limits: label and name lengths, label types,
+    /// compression pointers that only point backwards, section counts matching content, one OPT
+    /// record at the root in the additional section, no trailing bytes.
+    pub fn parse(buf: &[u8]) -> Result<Message, ParseError> {
+        if buf.len() < HEADER_LEN {
+            return Err(ParseError::NoHeader);
+        }
+        let id = u16::from_be_bytes([buf[0], buf[1]]);
+        let flags = u16::from_be_bytes([buf[2], buf[3]]);
+        let header = Header::from_flags(id, flags);
+        let counts = [
+            u16::from_be_bytes([buf[4], buf[5]]),
+            u16::from_be_bytes([buf[6], buf[7]]),
+            u16::from_be_bytes([buf[8], buf[9]]),
+            u16::from_be_bytes([buf[10], buf[11]]),
+        ];
+        let mut r = Reader {
+            buf,
+            pos: HEADER_LEN,
+        };
+        let mut msg = Message {
+            header,
+            ..Message::default()
+        };
+        let fail = |msg: &Message, error: WireError| ParseError::Malformed {
+            header,
+            question: msg.questions.first().cloned(),
+            error,
+        };
+        for _ in 0..counts[0] {
+            let q = r.question().map_err(|e| fail(&msg, e))?;
+            msg.questions.push(q);
+        }
+        for (section, count) in counts[1..].iter().enumerate() {
+            for _ in 0..*count {
+                let rr = r.record().map_err(|e| fail(&msg, e))?;
+                if rr.rtype == RType::OPT {
+                    if section != 2 {
+                        return Err(fail(&msg, WireError::OptOutsideAdditional));
+                    }
+                    if msg.edns.is_some() {
+                        return Err(fail(&msg, WireError::MultipleOpt));
+                    }
+                    if !rr.name.is_root() {
+                        return Err(fail(&msg, WireError::OptNotRoot));
+                    }
+                    let edns = opt_from_record(&rr).map_err(|e| fail(&msg, e))?;
+                    msg.edns = Some(edns);
+                    continue;
+                }
+                match section {
+                    0 => msg.answers.push(rr),
+                    1 => msg.authority.push(rr),
+                    _ => msg.additional.push(rr),
+                }
+            }
+        }
+        if r.pos != buf.len() {
+            return Err(fail(&msg, WireError::TrailingData));
+        }
+        Ok(msg)
+    }
+
+    /// Encodes the whole message with name compression.
+    pub fn to_wire(&self) -> Vec<u8> {
+        self.encode(usize::MAX).0
+    }
+
+    /// Encodes the message into at most `max_len` bytes (at least 512 are always allowed). When the
+    /// answer or authority section does not fit it is cut at an RRset boundary, the sections after
+    /// it are dropped and TC is set; additional RRsets that do not fit are left out without TC.
+    /// The OPT record is always kept. Returns the bytes and whether TC was set by truncation.
+    pub fn to_wire_limited(&self, max_len: usize) -> (Vec<u8>, bool) {
+        self.encode(max_len.max(512))
+    }
+
+    fn encode(&self, max_len: usize) -> (Vec<u8>, bool) {
+        let mut e = Encoder::new();
+        e.buf.extend_from_slice(&[0u8; HEADER_LEN]);
+        let mut header = self.header;
+        for q in &self.questions {
+            e.name(&q.name, true);
+            e.u16(q.qtype.0);
+            e.u16(q.qclass.0);
+        }
+        let opt_len = self.edns.as_ref().map(Edns::wire_len).unwrap_or(0);
+        let budget = max_len.saturating_sub(opt_len);
+        let mut counts = [self.questions.len() as u16, 0, 0, 0];
+        let mut truncated = false;
+        'sections: for (idx, section) in [&self.answers, &self.authority, &self.additional]
+            .into_iter()
+            .enumerate()
+        {
+            let mut i = 0;
+            while i < section.len() {
+                let mut j = i + 1;
+                while j < section.len() && section[j].same_rrset(&section[i]) {
+                    j += 1;
+                }
+                let mark = e.buf.len();
+                for rr in &section[i..j] {
+                    e.record(rr);
+                }
+                if e.buf.len() > budget {
+                    e.rollback(mark);
+                    if idx < 2 {
+                        truncated = true;
+                        break 'sections;
+                    }
+                    i = j;
+                    continue;
+                }
+                counts[idx + 1] += (j - i) as u16;
+                i = j;
+            }
+        }
+        if let Some(edns) = &self.edns {
+            e.opt(edns);
+            counts[3] += 1;
+        }
+        if truncated {
+            header.tc = true;
+        }
+        let flags = header.flags();
+        e.buf[0..2].copy_from_slice(&header.id.to_be_bytes());
+        e.buf[2..4].copy_from_slice(&flags.to_be_bytes());
+        for (k, c) in counts.iter().enumerate() {
+            e.buf[4 + 2 * k..6 + 2 * k].copy_from_slice(&c.to_be_bytes());
+        }
+        (e.buf, truncated)
+    }
+}
+
+fn opt_from_record(rr: &Record) -> Result<Edns, WireError> {
+    let RData::Unknown(data) = &rr.data else {
+        return Err(WireError::BadRdata);
+    };
+    let mut options = Vec::new();
+    let mut p = 0;
+    while p < data.len() {
+        let hdr = data.get(p..p + 4).ok_or(WireError::BadOption)?;
+        let code = u16::from_be_bytes([hdr[0], hdr[1]]);
+        let len = u16::from_be_bytes([hdr[2], hdr[3]]) as usize;
+        let body = data.get(p + 4..p + 4 + len).ok_or(WireError::BadOption)?;
+        options.push(EdnsOption {
+            code,
+            data: body.to_vec(),
+        });
+        p += 4 + len;
+    }
+    Ok(Edns {
+        udp_size: rr.class.0,
+        ext_rcode: (rr.ttl >> 24) as u8,
+        version: (rr.ttl >> 16) as u8,
+        dnssec_ok: rr.ttl & 0x8000 != 0,
+        z: (rr.ttl & 0x7fff) as u16,
+        options,
+    })
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl Reader<'_> {
+    fn u8(&mut self) -> Result<u8, WireError> {
+        let v = *self.buf.get(self.pos).ok_or(WireError::ShortMessage)?;
+        self.pos += 1;
+        Ok(v)
+    }
+
+    fn u16(&mut self) -> Result<u16, WireError> {
+        let b = self
+            .buf
+            .get(self.pos..self.pos + 2)
+            .ok_or(WireError::ShortMessage)?;
+        self.pos += 2;
+        Ok(u16::from_be_bytes([b[0], b[1]]))
+    }
+
+    fn u32(&mut self) -> Result<u32, WireError> {
+        let b = self
+            .buf
+            .get(self.pos..self.pos + 4)
+            .ok_or(WireError::ShortMessage)?;
+        self.pos += 4;
+        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    fn bytes(&mut self, n: usize) -> Result<&[u8], WireError> {
+        let b = self
+            .buf
+            .get(self.pos..self.pos + n)
+            .ok_or(WireError::ShortMessage)?;
+        self.pos += n;
+        Ok(b)
+    }
+
+    /// Reads a possibly compressed name. Pointers must point strictly backwards and past the
+    /// header, so a name always terminates.
+    fn name(&mut self) -> Result<Name, WireError> {
+        let (name, next) = read_name(self.buf, self.pos)?;
+        self.pos = next;
+        Ok(name)
+    }
+
+    fn question(&mut self) -> Result<Question, WireError> {
+        let name = self.name()?;
+        let qtype = RType(self.u16()?);
+        let qclass = Class(self.u16()?);
+        Ok(Question {
+            name,
+            qtype,
+            qclass,
+        })
+    }
+
+    fn record(&mut self) -> Result<Record, WireError> {
+        let name = self.name()?;
+        let rtype = RType(self.u16()?);
+        let class = Class(self.u16()?);
+        let ttl = self.u32()?;
+        let rdlen = self.u16()? as usize;
+        let start = self.pos;
+        let end = start + rdlen;
+        if end > self.buf.len() {
+            return Err(WireError::ShortMessage);
+        }
+        let data = self.rdata(rtype, end)?;
+        if self.pos != end {
+            return Err(WireError::BadRdata);
+        }
+        Ok(Record {
+            name,
+            rtype,
+            class,
+            ttl,
+            data,
+        })
+    }
+
+    fn rdata(&mut self, rtype: RType, end: usize) -> Result<RData, WireError> {
+        let len = end - self.pos;
+        // Names inside RDATA may not run past the RDATA.
+        let within = |r: &Reader| {
+            if r.pos > end {
+                Err(WireError::BadRdata)
+            } else {
+                Ok(())
+            }
+        };
+        let data = match rtype {
+            RType::A => {
+                if len != 4 {
+                    return Err(WireError::BadRdata);
+                }
+                let b = self.bytes(4)?;
+                RData::A(Ipv4Addr::new(b[0], b[1], b[2], b[3]))
+            }
+            RType::AAAA => {
+                if len != 16 {
+                    return Err(WireError::BadRdata);
+                }
+                let b = self.bytes(16)?;
+                let mut o = [0u8; 16];
+                o.copy_from_slice(b);
+                RData::Aaaa(Ipv6Addr::from(o))
+            }
+            RType::NS | RType::CNAME | RType::PTR | RType::DNAME => {
+                let n = self.name()?;
+                within(self)?;
+                match rtype {
+                    RType::NS => RData::Ns(n),
+                    RType::CNAME => RData::Cname(n),
+                    RType::PTR => RData::Ptr(n),
+                    _ => RData::Dname(n),
+                }
+            }
+            RType::SOA => {
+                let mname = self.name()?;
+                let rname = self.name()?;
+                within(self)?;
+                let soa = Soa {
+                    mname,
+                    rname,
+                    serial: self.u32()?,
+                    refresh: self.u32()?,
+                    retry: self.u32()?,
+                    expire: self.u32()?,
+                    minimum: self.u32()?,
+                };
+                RData::Soa(soa)
+            }
+            RType::MX => {
+                let preference = self.u16()?;
+                let exchange = self.name()?;
+                within(self)?;
+                RData::Mx {
+                    preference,
+                    exchange,
+                }
+            }
+            RType::SRV => {
+                let priority = self.u16()?;
+                let weight = self.u16()?;
+                let port = self.u16()?;
+                let target = self.name()?;
+                within(self)?;
+                RData::Srv(Srv {
+                    priority,
+                    weight,
+                    port,
+                    target,
+                })
+            }
+            RType::TXT => {
+                let mut parts = Vec::new();
+                while self.pos < end {
+                    let l = self.u8()? as usize;
+                    if self.pos + l > end {
+                        return Err(WireError::BadRdata);
+                    }
+                    parts.push(self.bytes(l)?.to_vec());
+                }
+                RData::Txt(parts)
+            }
+            RType::HINFO => {
+                let l = self.u8()? as usize;
+                let cpu = self.bytes(l)?.to_vec();
+                let l = self.u8()? as usize;
+                let os = self.bytes(l)?.to_vec();
+                within(self)?;
+                RData::Hinfo { cpu, os }
+            }
+            _ => RData::Unknown(self.bytes(len)?.to_vec()),
+        };
+        Ok(data)
+    }
+}
+
+/// Reads a possibly compressed name at `pos` of `buf`; returns it and the offset after it.
+pub fn read_name(buf: &[u8], pos: usize) -> Result<(Name, usize), WireError> {
+    let mut wire = Vec::with_capacity(32);
+    let mut p = pos;
+    let mut next = None;
+    let mut hops = 0;
+    loop {
+        let len = *buf.get(p).ok_or(WireError::NameTruncated)? as usize;
+        match len & 0xc0 {
+            0x00 => {
+                if len == 0 {
+                    wire.push(0);
+                    if wire.len() > MAX_NAME_LEN {
+                        return Err(WireError::NameTooLong);
+                    }
+                    let after = next.unwrap_or(p + 1);
+                    return Ok((Name::from_wire(&wire)?, after));
+                }
+                if len > MAX_LABEL_LEN {
+                    return Err(WireError::LabelTooLong);
+                }
+                let label = buf
+                    .get(p + 1..p + 1 + len)
+                    .ok_or(WireError::NameTruncated)?;
+                wire.push(len as u8);
+                wire.extend_from_slice(label);
+                if wire.len() + 1 > MAX_NAME_LEN {
+                    return Err(WireError::NameTooLong);
+                }
+                p += 1 + len;
+            }
+            0xc0 => {
+                let lo = *buf.get(p + 1).ok_or(WireError::NameTruncated)? as usize;
+                let target = ((len & 0x3f) << 8) | lo;
+                if target >= p || target < HEADER_LEN {
+                    return Err(WireError::BadPointer);
+                }
+                hops += 1;
+                if hops > MAX_POINTER_HOPS {
+                    return Err(WireError::BadPointer);
+                }
+                if next.is_none() {
+                    next = Some(p + 2);
+                }
+                p = target;
+            }
+            _ => return Err(WireError::BadLabelType),
+        }
+    }
+}
+
+struct Encoder {
+    buf: Vec<u8>,
+    /// Lower-cased wire suffix -> offset where it was written.
+    names: HashMap<Vec<u8>, u16>,
+}
+
+impl Encoder {
+    fn new() -> Encoder {
+        Encoder {
+            buf: Vec::with_capacity(512),
+            names: HashMap::new(),
+        }
+    }
+
+    fn u16(&mut self, v: u16) {
+        self.buf.extend_from_slice(&v.to_be_bytes());
+    }
+
+    fn u32(&mut self, v: u32) {
+        self.buf.extend_from_slice(&v.to_be_bytes());
+    }
+
+    fn rollback(&mut self, len: usize) {
+        self.buf.truncate(len);
+        self.names.retain(|_, off| (*off as usize) < len);
+    }
+
+    fn name(&mut self, name: &Name, compress: bool) {
+        let wire = name.wire();
+        let mut p = 0;
+        while wire[p] != 0 {
+            let suffix = &wire[p..];
+            if compress {
+                let key = suffix.to_ascii_lowercase();
+                if let Some(&off) = self.names.get(&key) {
+                    self.u16(0xc000 | off);
+                    return;
+                }
+                if self.buf.len() < 0x4000 {
+                    self.names.insert(key, self.buf.len() as u16);
+                }
+            }
+            let l = wire[p] as usize;
+            self.buf.extend_from_slice(&wire[p..p + 1 + l]);
+            p += 1 + l;
+        }
+        self.buf.push(0);
+    }
+
+    fn record(&mut self, rr: &Record) {
+        self.name(&rr.name, true);
+        self.u16(rr.rtype.0);
+        self.u16(rr.class.0);
+        self.u32(rr.ttl);
+        let len_at = self.buf.len();
+        self.u16(0);
+        match &rr.data {
+            RData::A(a) => self.buf.extend_from_slice(&a.octets()),
+            RData::Aaaa(a) => self.buf.extend_from_slice(&a.octets()),
+            RData::Ns(n) | RData::Cname(n) | RData::Ptr(n) => self.name(n, true),
+            RData::Dname(n) => self.name(n, false),
+            RData::Soa(s) => {
+                self.name(&s.mname, true);
+                self.name(&s.rname, true);
+                for v in [s.serial, s.refresh, s.retry, s.expire, s.minimum] {
+                    self.u32(v);
+                }
+            }
+            RData::Mx {
+                preference,
+                exchange,
+            } => {
+                self.u16(*preference);
+                self.name(exchange, true);
+            }
+            RData::Srv(s) => {
+                self.u16(s.priority);
+                self.u16(s.weight);
+                self.u16(s.port);
+                self.name(&s.target, false);
+            }
+            RData::Txt(parts) => {
+                for p in parts {
+                    let p = &p[..p.len().min(255)];
+                    self.buf.push(p.len() as u8);
+                    self.buf.extend_from_slice(p);
+                }
+            }
+            RData::Hinfo { cpu, os } => {
+                for p in [cpu, os] {
+                    let p = &p[..p.len().min(255)];
+                    self.buf.push(p.len() as u8);
+                    self.buf.extend_from_slice(p);
+                }
+            }
+            RData::Unknown(d) => self.buf.extend_from_slice(d),
+        }
+        let rdlen = (self.buf.len() - len_at - 2).min(u16::MAX as usize) as u16;
+        self.buf[len_at..len_at + 2].copy_from_slice(&rdlen.to_be_bytes());
+    }
+
+    fn opt(&mut self, e: &Edns) {
+        self.buf.push(0);
+        self.u16(RType::OPT.0);
+        self.u16(e.udp_size);
+        let ttl = ((e.ext_rcode as u32) << 24)
+            | ((e.version as u32) << 16)
+            | if e.dnssec_ok { 0x8000 } else { 0 }
+            | (e.z as u32 & 0x7fff);
+        self.u32(ttl);
+        let len: usize = e.options.iter().map(|o| 4 + o.data.len()).sum();
+        self.u16(len.min(u16::MAX as usize) as u16);
+        for o in &e.options {
+            self.u16(o.code);
+            self.u16(o.data.len() as u16);
+            self.buf.extend_from_slice(&o.data);
+        }
+    }
+}
+
+/// True for opcodes Sextant serves (QUERY; NOTIFY is not served).
+pub fn opcode_supported(op: u8) -> bool {
+    op == opcode::QUERY
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn n(s: &str) -> Name {
+        Name::parse(s).unwrap()
+    }
+
+    #[test]
+    fn round_trip_with_compression() {
+        let q = Message::query(7, n("www.example.com"), RType::A);
+        let mut m = Message::reply_to(&q);
+        m.header.aa = true;
+        m.answers.push(Record::new(
+            n("www.example.com"),
+            300,
+            RData::Cname(n("web.example.com")),
+        ));
+        m.answers.push(Record::new(
+            n("web.example.com"),
+            300,
+            RData::A(Ipv4Addr::new(192, 0, 2, 1)),
+        ));
+        m.authority.push(Record::new(
+            n("example.com"),
+            60,
+            RData::Soa(Soa {
+                mname: n("ns.example.com"),
+                rname: n("hostmaster.example.com"),
+                serial: 1,
+                refresh: 2,
+                retry: 3,
+                expire: 4,
+                minimum: 5,
+            }),
+        ));
+        m.edns = Some(Edns::new(1232));
+        let wire = m.to_wire();
+        let back = Message::parse(&wire).unwrap();
+        assert_eq!(back, m);
+        // Compression made it smaller than the sum of uncompressed names.
+        assert_eq!(wire.len(), 128);
+    }
+
+    #[test]
+    fn rejects_pointer_loops_and_bad_labels() {
+        // header with qdcount 1, then a pointer to itself.
+        let mut p = vec![0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+        p.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1]);
+        assert!(matches!(
+            Message::parse(&p),
+            Err(ParseError::Malformed {
+                error: WireError::BadPointer,
+                ..
+            })
+        ));
+        let mut p = vec![0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+        p.extend_from_slice(&[0x40, 0, 0, 1, 0, 1]);
+        assert!(matches!(
+            Message::parse(&p),
+            Err(ParseError::Malformed {
+                error: WireError::BadLabelType,
+                ..
+            })
+        ));
+        assert_eq!(Message::parse(&[1, 2, 3]), Err(ParseError::NoHeader));
+    }
+
+    #[test]
+    fn two_opts_is_an_error() {
+        let mut q = Message::query(1, n("a."), RType::A);
+        q.edns = Some(Edns::new(1232));
+        let mut w = q.to_wire();
+        // Append a second OPT and bump ARCOUNT.
+        w.extend_from_slice(&[0, 0, 41, 4, 0xd0, 0, 0, 0, 0, 0, 0]);
+        w[11] = 2;
+        assert!(matches!(
+            Message::parse(&w),
+            Err(ParseError::Malformed {
+                error: WireError::MultipleOpt,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn truncation_at_rrset_boundary() {
+        let q = Message::query(1, n("big.example."), RType::A);
+        let mut m = Message::reply_to(&q);
+        for i in 0..100u8 {
+            m.answers.push(Record::new(
+                n("big.example."),
+                5,
+                RData::A(Ipv4Addr::new(10, 0, 0, i)),
+            ));
+        }
+        m.authority
+            .push(Record::new(n("example."), 5, RData::Ns(n("ns.example."))));
+        let (w, tc) = m.to_wire_limited(512);
+        assert!(tc);
+        assert!(w.len() <= 512);
+        let back = Message::parse(&w).unwrap();
+        assert!(back.header.tc);
+        assert!(back.answers.is_empty(), "one RRset: all or nothing");
+        assert!(back.authority.is_empty());
+        let (w, tc) = m.to_wire_limited(4096);
+        assert!(!tc);
+        assert_eq!(Message::parse(&w).unwrap().answers.len(), 100);
+    }
+
+    #[test]
+    fn extended_rcode() {
+        let q = Message::query(1, n("a."), RType::A);
+        let mut m = Message::reply_to(&q);
+        m.set_rcode(Rcode::BADVERS);
+        let back = Message::parse(&m.to_wire()).unwrap();
+        assert_eq!(back.rcode(), Rcode::BADVERS);
+        assert_eq!(back.header.rcode, 0);
+    }
+}

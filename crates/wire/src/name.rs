@@ -1,0 +1,381 @@
+//! Domain names: wire-format storage, case-insensitive comparison, presentation format. No I/O.
+
+use std::fmt;
+use std::hash::{Hash, Hasher};
+
+use crate::WireError;
+
+/// Longest name in wire form, root label included (RFC 1035 §2.3.4).
+pub const MAX_NAME_LEN: usize = 255;
+/// Longest label.
+pub const MAX_LABEL_LEN: usize = 63;
+
+/// A fully qualified domain name held in uncompressed wire form (length-prefixed labels ending
+/// with the root label). Case is preserved; equality and hashing ignore ASCII case.
+#[derive(Clone)]
+pub struct Name {
+    wire: Vec<u8>,
+}
+
+impl Name {
+    /// The root name `.`.
+    pub fn root() -> Name {
+        Name { wire: vec![0] }
+    }
+
+    /// Builds a name from wire bytes that are already known to be valid (uncompressed, ending
+    /// with the root label, within limits). Checks them anyway and fails on anything else.
+    pub fn from_wire(wire: &[u8]) -> Result<Name, WireError> {
+        let mut pos = 0;
+        loop {
+            let len = *wire.get(pos).ok_or(WireError::NameTruncated)? as usize;
+            if len == 0 {
+                break;
+            }
+            if len > MAX_LABEL_LEN {
+                return Err(WireError::LabelTooLong);
+            }
+            pos += 1 + len;
+        }
+        if pos + 1 != wire.len() {
+            return Err(WireError::TrailingData);
+        }
+        if wire.len() > MAX_NAME_LEN {
+            return Err(WireError::NameTooLong);
+        }
+        Ok(Name {
+            wire: wire.to_vec(),
+        })
+    }
+
+    /// Builds a name from labels (without the root label).
+    pub fn from_labels<'a, I>(labels: I) -> Result<Name, WireError>
+    where
+        I: IntoIterator<Item = &'a [u8]>,
+    {
+        let mut wire = Vec::with_capacity(32);
+        for l in labels {
+            if l.is_empty() {
+                return Err(WireError::EmptyLabel);
+            }
+            if l.len() > MAX_LABEL_LEN {
+                return Err(WireError::LabelTooLong);
+            }
+            wire.push(l.len() as u8);
+            wire.extend_from_slice(l);
+            if wire.len() + 1 > MAX_NAME_LEN {
+                return Err(WireError::NameTooLong);
+            }
+        }
+        wire.push(0);
+        Ok(Name { wire })
+    }
+
+    /// Parses presentation format (`www.example.com.`, `www.example.com`, `\.` and `\DDD`
+    /// escapes). A name without a trailing dot is taken as fully qualified. `.` and `` are
+    /// the root.
+    pub fn parse(s: &str) -> Result<Name, WireError> {
+        let bytes = s.as_bytes();
+        if bytes.is_empty() || bytes == b"." {
+            return Ok(Name::root());
+        }
+        let mut labels: Vec<Vec<u8>> = Vec::new();
+        let mut cur = Vec::new();
+        let mut i = 0;
+        while i < bytes.len() {
+            let c = bytes[i];
+            match c {
+                b'.' => {
+                    if cur.is_empty() {
+                        return Err(WireError::EmptyLabel);
+                    }
+                    labels.push(std::mem::take(&mut cur));
+                    i += 1;
+                }
+                b'\\' => {
+                    let d = bytes.get(i + 1..i + 4);
+                    match d {
+                        Some(d) if d.iter().all(u8::is_ascii_digit) => {
+                            let v = (d[0] - b'0') as u32 * 100
+                                + (d[1] - b'0') as u32 * 10
+                                + (d[2] - b'0') as u32;
+                            if v > 255 {
+                                return Err(WireError::BadEscape);
+                            }
+                            cur.push(v as u8);
+                            i += 4;
+                        }
+                        _ => {
+                            let n = *bytes.get(i + 1).ok_or(WireError::BadEscape)?;
+                            cur.push(n);
+                            i += 2;
+                        }
+                    }
+                }
+                _ => {
+                    cur.push(c);
+                    i += 1;
+                }
+            }
+        }
+        if !cur.is_empty() {
+            labels.push(cur);
+        }
+        Name::from_labels(labels.iter().map(|l| l.as_slice()))
+    }
+
+    /// The uncompressed wire form.
+    pub fn wire(&self) -> &[u8] {
+        &self.wire
+    }
+
+    /// Length of the uncompressed wire form.
+    pub fn wire_len(&self) -> usize {
+        self.wire.len()
+    }
+
+    pub fn is_root(&self) -> bool {
+        self.wire.len() == 1
+    }
+
+    /// Labels from left to right, without the root label.
+    pub fn labels(&self) -> Labels<'_> {
+        Labels {
+            wire: &self.wire,
+            pos: 0,
+        }
+    }
+
+    /// Number of labels, root excluded (`example.com.` has 2).
+    pub fn label_count(&self) -> usize {
+        self.labels().count()
+    }
+
+    /// True if `self` equals `zone` or is below it (case-insensitive, label aligned).
+    pub fn is_subdomain_of(&self, zone: &Name) -> bool {
+        let (a, b) = (self.wire.len(), zone.wire.len());
+        if b > a {
+            return false;
+        }
+        let off = a - b;
+        if !self.wire[off..].eq_ignore_ascii_case(&zone.wire) {
+            return false;
+        }
+        // `off` must be a label boundary.
+        let mut pos = 0;
+        while pos < off {
+            pos += 1 + self.wire[pos] as usize;
+        }
+        pos == off
+    }
+
+    /// The labels of `self` in front of `zone`, if `self` is at or below `zone`.
+    pub fn prefix_labels(&self, zone: &Name) -> Option<Vec<&[u8]>> {
+        if !self.is_subdomain_of(zone) {
+            return None;
+        }
+        let keep = self.label_count() - zone.label_count();
+        Some(self.labels().take(keep).collect())
+    }
+
+    /// The name with its first label removed; the root stays the root.
+    pub fn parent(&self) -> Name {
+        if self.is_root() {
+            return Name::root();
+        }
+        let skip = 1 + self.wire[0] as usize;
+        Name {
+            wire: self.wire[skip..].to_vec(),
+        }
+    }
+
+    /// `label.self`.
+    pub fn prepend(&self, label: &[u8]) -> Result<Name, WireError> {
+        if label.is_empty() {
+            return Err(WireError::EmptyLabel);
+        }
+        if label.len() > MAX_LABEL_LEN {
+            return Err(WireError::LabelTooLong);
+        }
+        if self.wire.len() + 1 + label.len() > MAX_NAME_LEN {
+            return Err(WireError::NameTooLong);
+        }
+        let mut wire = Vec::with_capacity(self.wire.len() + 1 + label.len());
+        wire.push(label.len() as u8);
+        wire.extend_from_slice(label);
+        wire.extend_from_slice(&self.wire);
+        Ok(Name { wire })
+    }
+
+    /// `prefix-labels.suffix`: the labels of `self` above `old` moved under `new`.
+    pub fn replace_suffix(&self, old: &Name, new: &Name) -> Option<Name> {
+        let prefix = self.prefix_labels(old)?;
+        let mut wire = Vec::with_capacity(self.wire.len() + new.wire.len());
+        for l in prefix {
+            wire.push(l.len() as u8);
+            wire.extend_from_slice(l);
+        }
+        wire.extend_from_slice(&new.wire);
+        if wire.len() > MAX_NAME_LEN {
+            return None;
+        }
+        Some(Name { wire })
+    }
+
+    /// A copy with ASCII letters lower-cased.
+    pub fn to_lowercase(&self) -> Name {
+        Name {
+            wire: self.wire.to_ascii_lowercase(),
+        }
+    }
+
+    /// Lower-cases in place.
+    pub fn make_lowercase(&mut self) {
+        self.wire.make_ascii_lowercase();
+    }
+
+    /// Presentation form lower-cased (CoreDNS logs names this way).
+    pub fn to_lowercase_string(&self) -> String {
+        self.to_lowercase().to_string()
+    }
+
+    /// Compares with exact case.
+    pub fn eq_case_sensitive(&self, other: &Name) -> bool {
+        self.wire == other.wire
+    }
+
+    /// Canonical ordering (RFC 4034 §6.1): by labels from the right, case-insensitive.
+    pub fn canonical_cmp(&self, other: &Name) -> std::cmp::Ordering {
+        let a: Vec<&[u8]> = self.labels().collect();
+        let b: Vec<&[u8]> = other.labels().collect();
+        for (x, y) in a.iter().rev().zip(b.iter().rev()) {
+            let xl = x.to_ascii_lowercase();
+            let yl = y.to_ascii_lowercase();
+            match xl.cmp(&yl) {
+                std::cmp::Ordering::Equal => continue,
+                o => return o,
+            }
+        }
+        a.len().cmp(&b.len())
+    }
+}
+
+/// Iterator over a name's labels.
+pub struct Labels<'a> {
+    wire: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Iterator for Labels<'a> {
+    type Item = &'a [u8];
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let len = *self.wire.get(self.pos)? as usize;
+        if len == 0 {
+            return None;
+        }
+        let l = self.wire.get(self.pos + 1..self.pos + 1 + len)?;
+        self.pos += 1 + len;
+        Some(l)
+    }
+}
+
+impl PartialEq for Name {
+    fn eq(&self, other: &Name) -> bool {
+        self.wire.eq_ignore_ascii_case(&other.wire)
+    }
+}
+
+impl Eq for Name {}
+
+impl Hash for Name {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        for b in &self.wire {
+            state.write_u8(b.to_ascii_lowercase());
+        }
+    }
+}
+
+impl std::str::FromStr for Name {
+    type Err = WireError;
+    fn from_str(s: &str) -> Result<Name, WireError> {
+        Name::parse(s)
+    }
+}
+
+/// Writes one label in presentation form, escaping like BIND and miekg/dns.
+pub fn write_label(f: &mut impl fmt::Write, label: &[u8]) -> fmt::Result {
+    for &b in label {
+        match b {
+            b'.' | b'\\' | b'"' | b'(' | b')' | b';' | b' ' | b'@' | b'$' => {
+                f.write_char('\\')?;
+                f.write_char(b as char)?;
+            }
+            0x21..=0x7e => f.write_char(b as char)?,
+            _ => write!(f, "\\{:03}", b)?,
+        }
+    }
+    Ok(())
+}
+
+impl fmt::Display for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_root() {
+            return f.write_str(".");
+        }
+        for l in self.labels() {
+            write_label(f, l)?;
+            f.write_str(".")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Name({})", self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_and_display() {
+        let n = Name::parse("WWW.Example.com").unwrap();
+        assert_eq!(n.to_string(), "WWW.Example.com.");
+        assert_eq!(n.to_lowercase_string(), "www.example.com.");
+        assert_eq!(n.label_count(), 3);
+        assert_eq!(Name::parse(".").unwrap().to_string(), ".");
+        assert_eq!(Name::parse("a\\.b.c.").unwrap().label_count(), 2);
+        assert_eq!(Name::parse("a\\.b.c.").unwrap().to_string(), "a\\.b.c.");
+        assert_eq!(Name::parse("\\065b").unwrap().to_string(), "Ab.");
+        assert!(Name::parse("a..b").is_err());
+        assert!(Name::parse(&"a".repeat(64)).is_err());
+        let long = vec!["abcdefghi"; 26].join(".");
+        assert!(Name::parse(&long).is_err());
+    }
+
+    #[test]
+    fn case_insensitive_eq_and_subdomain() {
+        let a = Name::parse("Foo.Cluster.Local.").unwrap();
+        let z = Name::parse("cluster.local.").unwrap();
+        assert!(a.is_subdomain_of(&z));
+        assert!(z.is_subdomain_of(&z));
+        assert!(a.is_subdomain_of(&Name::root()));
+        assert!(!Name::parse("xcluster.local.").unwrap().is_subdomain_of(&z));
+        assert_eq!(a, Name::parse("foo.cluster.local").unwrap());
+        assert_eq!(a.prefix_labels(&z).unwrap(), vec![b"Foo".as_slice()]);
+        assert_eq!(a.parent().to_string(), "Cluster.Local.");
+        let r = a
+            .replace_suffix(&z, &Name::parse("example.org").unwrap())
+            .unwrap();
+        assert_eq!(r.to_string(), "Foo.example.org.");
+    }
+
+    #[test]
+    fn label_escaping_in_display() {
+        let n = Name::from_labels([b"a b".as_slice(), &[0u8, 200]]).unwrap();
+        assert_eq!(n.to_string(), "a\\ b.\\000\\200.");
+    }
+}

@@ -1,0 +1,167 @@
+//! In-place query scanner for the hot path: reads the header, the one question and the OPT
+//! record straight from the packet without allocating. No I/O.
+//!
+//! Anything unusual (more than one question, answer or authority records, extra additional
+//! records, compression in the question) is reported as [`ScanError::Unusual`] so the caller can
+//! fall back to the full parser in [`crate::message`], which decides on FORMERR.
+
+use crate::message::HEADER_LEN;
+use crate::name::{MAX_LABEL_LEN, MAX_NAME_LEN};
+use crate::types::{Class, RType};
+
+/// What the scanner saw in the OPT record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OptView {
+    pub udp_size: u16,
+    pub version: u8,
+    pub dnssec_ok: bool,
+    /// Offset of the OPT record in the packet.
+    pub offset: usize,
+}
+
+/// A query as it sits in the packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QueryView<'a> {
+    pub packet: &'a [u8],
+    pub id: u16,
+    pub flags: u16,
+    /// The question name's wire bytes (uncompressed), root label included.
+    pub qname: &'a [u8],
+    pub qtype: RType,
+    pub qclass: Class,
+    /// Offset just after the question.
+    pub question_end: usize,
+    pub opt: Option<OptView>,
+}
+
+/// Why the scanner gave up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScanError {
+    /// Shorter than a header: drop.
+    NoHeader,
+    /// Not a plain query with one question: use the full parser.
+    Unusual,
+}
+
+fn be16(b: &[u8], at: usize) -> Option<u16> {
+    b.get(at..at + 2).map(|s| u16::from_be_bytes([s[0], s[1]]))
+}
+
+/// Scans a plain query: QR=0, QDCOUNT=1, ANCOUNT=NSCOUNT=0, ARCOUNT<=1 (an OPT at the root), no
+/// compression in the question, no trailing bytes.
+pub fn scan_query(packet: &[u8]) -> Result<QueryView<'_>, ScanError> {
+    if packet.len() < HEADER_LEN {
+        return Err(ScanError::NoHeader);
+    }
+    let id = u16::from_be_bytes([packet[0], packet[1]]);
+    let flags = u16::from_be_bytes([packet[2], packet[3]]);
+    let counts = [
+        be16(packet, 4),
+        be16(packet, 6),
+        be16(packet, 8),
+        be16(packet, 10),
+    ];
+    if counts != [Some(1), Some(0), Some(0), Some(0)]
+        && counts != [Some(1), Some(0), Some(0), Some(1)]
+    {
+        return Err(ScanError::Unusual);
+    }
+    let mut p = HEADER_LEN;
+    loop {
+        let len = *packet.get(p).ok_or(ScanError::Unusual)? as usize;
+        if len == 0 {
+            p += 1;
+            break;
+        }
+        if len > MAX_LABEL_LEN {
+            return Err(ScanError::Unusual);
+        }
+        p += 1 + len;
+        if p - HEADER_LEN + 1 > MAX_NAME_LEN {
+            return Err(ScanError::Unusual);
+        }
+    }
+    if p > packet.len() {
+        return Err(ScanError::Unusual);
+    }
+    let qname = &packet[HEADER_LEN..p];
+    let qtype = RType(be16(packet, p).ok_or(ScanError::Unusual)?);
+    let qclass = Class(be16(packet, p + 2).ok_or(ScanError::Unusual)?);
+    let question_end = p + 4;
+    let mut opt = None;
+    if counts[3] == Some(1) {
+        let o = question_end;
+        if packet.get(o) != Some(&0) || be16(packet, o + 1) != Some(RType::OPT.0) {
+            return Err(ScanError::Unusual);
+        }
+        let udp_size = be16(packet, o + 3).ok_or(ScanError::Unusual)?;
+        let ttl_hi = be16(packet, o + 5).ok_or(ScanError::Unusual)?;
+        let ttl_lo = be16(packet, o + 7).ok_or(ScanError::Unusual)?;
+        let rdlen = be16(packet, o + 9).ok_or(ScanError::Unusual)? as usize;
+        let end = o + 11 + rdlen;
+        if end != packet.len() {
+            return Err(ScanError::Unusual);
+        }
+        // Walk the options so a malformed option list goes to the full parser.
+        let mut q = o + 11;
+        while q < end {
+            let l = be16(packet, q + 2).ok_or(ScanError::Unusual)? as usize;
+            q += 4 + l;
+        }
+        if q != end {
+            return Err(ScanError::Unusual);
+        }
+        opt = Some(OptView {
+            udp_size,
+            version: (ttl_hi & 0xff) as u8,
+            dnssec_ok: ttl_lo & 0x8000 != 0,
+            offset: o,
+        });
+    } else if question_end != packet.len() {
+        return Err(ScanError::Unusual);
+    }
+    Ok(QueryView {
+        packet,
+        id,
+        flags,
+        qname,
+        qtype,
+        qclass,
+        question_end,
+        opt,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Edns, Message, Name};
+
+    #[test]
+    fn scans_plain_and_edns_queries() {
+        let mut q = Message::query(
+            0x1234,
+            Name::parse("Kubernetes.default.svc.").unwrap(),
+            RType::AAAA,
+        );
+        let w = q.to_wire();
+        let v = scan_query(&w).unwrap();
+        assert_eq!(v.id, 0x1234);
+        assert_eq!(v.qtype, RType::AAAA);
+        assert_eq!(v.qclass, Class::IN);
+        assert_eq!(
+            v.qname,
+            Name::parse("Kubernetes.default.svc.").unwrap().wire()
+        );
+        assert!(v.opt.is_none());
+        let mut e = Edns::new(4096);
+        e.dnssec_ok = true;
+        q.edns = Some(e);
+        let w = q.to_wire();
+        let v = scan_query(&w).unwrap();
+        let o = v.opt.unwrap();
+        assert_eq!((o.udp_size, o.version, o.dnssec_ok), (4096, 0, true));
+        assert_eq!(scan_query(&w[..w.len() - 1]), Err(ScanError::Unusual));
+        assert_eq!(scan_query(&w[..5]), Err(ScanError::NoHeader));
+    }
+}
