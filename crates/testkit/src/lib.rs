@@ -1,1 +1,23 @@
-//! sextant-testkit: placeholder, filled in by its owner.
+//! sextant-testkit: blocking helpers for Sextant's end-to-end tests — a process harness for
+//! the `sextant` binary, a DNS client, a scripted upstream server, a fault-injecting proxy,
+//! reference servers (Knot, Unbound) and network namespaces. Test-only: never linked into
+//! the server. Every socket it opens is on loopback or inside a namespace it created.
+//!
+//! See `README.md` in this crate for examples.
+
+mod client;
+mod error;
+mod ports;
+mod rng;
+mod text;
+
+pub use client::{tcp, tcp_raw, udp, udp_raw, AsWire, EdnsInfo, Query, Reply, TcpConn};
+pub use error::{Error, Result};
+pub use ports::{free_addr, free_port, free_ports};
+pub use rng::Rng;
+pub use text::{parse_record, parse_records, rcode_name, record_to_string};
+
+/// Re-export of the hickory-proto crate used as the DNS oracle.
+pub use hickory_proto;
+pub use hickory_proto::op::{Message, ResponseCode};
+pub use hickory_proto::rr::{Record, RecordType};
