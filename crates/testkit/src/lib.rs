@@ -9,13 +9,19 @@ mod client;
 mod error;
 mod ports;
 mod rng;
+mod sched;
 mod text;
+mod upstream;
 
 pub use client::{tcp, tcp_raw, udp, udp_raw, AsWire, EdnsInfo, Query, Reply, TcpConn};
 pub use error::{Error, Result};
 pub use ports::{free_addr, free_port, free_ports};
 pub use rng::Rng;
 pub use text::{parse_record, parse_records, rcode_name, record_to_string};
+pub use upstream::{
+    closed_port, records_handler, reply_to, Action, Handler, Proto, ReplyBuilder, Upstream,
+    UpstreamRequest, UpstreamStats,
+};
 
 /// Re-export of the hickory-proto crate used as the DNS oracle.
 pub use hickory_proto;

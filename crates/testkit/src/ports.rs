@@ -10,13 +10,6 @@ fn handed_out() -> &'static Mutex<HashSet<u16>> {
     SET.get_or_init(|| Mutex::new(HashSet::new()))
 }
 
-/// Remember `port` as used so that [`free_port`] never returns it.
-pub(crate) fn reserve(port: u16) {
-    if let Ok(mut set) = handed_out().lock() {
-        set.insert(port);
-    }
-}
-
 /// A port on 127.0.0.1 that is currently free for both UDP and TCP, and that this process
 /// has not handed out before.
 ///
