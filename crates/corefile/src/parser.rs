@@ -22,6 +22,8 @@ pub(crate) const MAX_SNIPPET_EXPANSIONS: usize = 10_000;
 pub(crate) const MAX_FILE_EXPANSIONS: usize = 100_000;
 /// Cap on tokens consumed in one parse after expansion (Sextant's own guard against import blow-ups).
 pub(crate) const MAX_TOKENS: usize = 1_000_000;
+/// Cap on nested `{ }` blocks inside a server block (parsing recurses per level; real Corefiles use 2-3).
+pub(crate) const MAX_NESTING: usize = 100;
 
 const IMPORT: &str = "import";
 
@@ -55,6 +57,7 @@ struct Parser<'a> {
     file_expansions: usize,
     tokens_taken: usize,
     blocks_seen: usize,
+    depth: usize,
 }
 
 /// How the key list of a server block ended.
@@ -97,6 +100,7 @@ pub(crate) fn parse(
         file_expansions: 0,
         tokens_taken: 0,
         blocks_seen: 0,
+        depth: 0,
     };
     let blocks = p.parse_all()?;
     Ok(Corefile {
@@ -348,7 +352,16 @@ impl Parser<'_> {
             }
             let Some(t) = self.next()? else { break };
             if t.tok.is_bare("{") {
-                block = Some(self.lines(Some(&t), Some(&name.text))?);
+                if self.depth >= MAX_NESTING {
+                    return Err(t.tok.err(
+                        &name.text,
+                        format!("blocks nested too deeply (more than {MAX_NESTING} levels)"),
+                    ));
+                }
+                self.depth += 1;
+                let sub = self.lines(Some(&t), Some(&name.text));
+                self.depth -= 1;
+                block = Some(sub?);
                 if let Some(q) = self.peek() {
                     if !q.newline && !q.tok.is_bare("}") {
                         return Err(q.tok.err(

@@ -543,3 +543,29 @@ fn snippet_expansion_cap() {
     let text = text.replace(" import s4", " import s3");
     assert_eq!(parse(&text).blocks[0].directives.len(), 1331);
 }
+
+#[test]
+fn deep_nesting_is_an_error_not_a_crash() {
+    let depth = 20_000;
+    let text = format!(". {{\n{}{}}}\n", "a {\n".repeat(depth), "}\n".repeat(depth));
+    let e = parse_err(&text);
+    assert!(e.msg.contains("nested too deeply"), "{e}");
+    assert_eq!(e.pos.to_string(), "Corefile:102:3");
+    // 100 levels are fine
+    let text = format!(". {{\n{}{}}}\n", "a {\n".repeat(100), "}\n".repeat(100));
+    let mut d = &parse(&text).blocks[0].directives[0];
+    for _ in 0..99 {
+        d = &d.sub()[0];
+    }
+    assert!(d.sub().is_empty());
+}
+
+#[test]
+fn token_cap_bounds_expansion() {
+    // 600 imports of a 2 000-token snippet = 1.2 million tokens > 1 000 000 (but only 601 expansions).
+    let mut text = format!("(big) {{\n{}\n}}\n(many) {{\n", "x ".repeat(2000));
+    text.push_str(&" import big\n".repeat(600));
+    text.push_str("}\n. {\n import many\n}\n");
+    let e = parse_err(&text);
+    assert!(e.msg.contains("too large"), "{e}");
+}
