@@ -8,6 +8,7 @@
 mod client;
 mod error;
 mod ports;
+mod process;
 mod rng;
 mod sched;
 mod text;
@@ -16,6 +17,7 @@ mod upstream;
 pub use client::{tcp, tcp_raw, udp, udp_raw, AsWire, EdnsInfo, Query, Reply, TcpConn};
 pub use error::{Error, Result};
 pub use ports::{free_addr, free_port, free_ports};
+pub use process::{http_get, send_signal, wait_dns, Sextant, SextantBuilder, Stream};
 pub use rng::Rng;
 pub use text::{parse_record, parse_records, rcode_name, record_to_string};
 pub use upstream::{
@@ -27,3 +29,5 @@ pub use upstream::{
 pub use hickory_proto;
 pub use hickory_proto::op::{Message, ResponseCode};
 pub use hickory_proto::rr::{Record, RecordType};
+/// Re-export of libc, for signal numbers (`sextant_testkit::libc::SIGTERM`).
+pub use libc;
