@@ -199,11 +199,10 @@ fn spawn_reader<R: Read + Send + 'static>(
 /// ```no_run
 /// use sextant_testkit::*;
 /// use std::time::Duration;
+/// // In an integration test of the root crate: Path::new(env!("CARGO_BIN_EXE_sextant"))
+/// let bin = std::path::Path::new("target/debug/sextant");
 /// let port = free_port();
-/// let s = Sextant::start(
-///     std::path::Path::new(env!("CARGO_BIN_EXE_sextant")),
-///     &format!(".:{port} {{\n  whoami\n}}\n"),
-/// );
+/// let mut s = Sextant::start(bin, &format!(".:{port} {{\n  whoami\n}}\n"));
 /// let addr = format!("127.0.0.1:{port}").parse().unwrap();
 /// s.wait_dns(addr, Duration::from_secs(5)).unwrap();
 /// ```
@@ -516,7 +515,7 @@ pub fn http_get(addr: SocketAddr, path: &str, timeout: Duration) -> Result<(u16,
     s.write_all(req.as_bytes())?;
     let mut raw = Vec::new();
     let mut chunk = [0u8; 8192];
-    let mut parsed: Option<(u16, usize, Option<usize>, bool)> = None;
+    let mut parsed: Option<Head> = None;
     loop {
         if let Some((_, body_at, Some(len), false)) = parsed {
             if raw.len() >= body_at + len {
@@ -572,7 +571,10 @@ pub fn http_get(addr: SocketAddr, path: &str, timeout: Duration) -> Result<(u16,
 }
 
 /// Parse the status line and headers once complete: (status, body offset, content-length, chunked).
-fn parse_head(raw: &[u8]) -> Result<Option<(u16, usize, Option<usize>, bool)>> {
+/// Parsed response head: (status, body offset, content-length, chunked).
+type Head = (u16, usize, Option<usize>, bool);
+
+fn parse_head(raw: &[u8]) -> Result<Option<Head>> {
     let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
         return Ok(None);
     };
