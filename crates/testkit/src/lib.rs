@@ -9,6 +9,7 @@ mod client;
 mod error;
 mod ports;
 mod process;
+mod proxy;
 mod rng;
 mod sched;
 mod text;
@@ -18,6 +19,7 @@ pub use client::{tcp, tcp_raw, udp, udp_raw, AsWire, EdnsInfo, Query, Reply, Tcp
 pub use error::{Error, Result};
 pub use ports::{free_addr, free_port, free_ports};
 pub use process::{http_get, send_signal, wait_dns, Sextant, SextantBuilder, Stream};
+pub use proxy::{FaultProxy, Faults, ProxyStats};
 pub use rng::Rng;
 pub use text::{parse_record, parse_records, rcode_name, record_to_string};
 pub use upstream::{
