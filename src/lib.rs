@@ -1,1 +1,8 @@
 //! Sextant: a Kubernetes cluster DNS server that reads CoreDNS Corefiles.
+
+pub mod cli;
+pub mod log;
+pub mod metrics;
+pub mod plugin;
+pub mod plugins;
+pub mod server;

@@ -1,2 +1,6 @@
 //! The `sextant` binary: CoreDNS-compatible command line.
-fn main() {}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    std::process::exit(sextant::cli::main(args));
+}

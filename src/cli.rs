@@ -1,0 +1,284 @@
+//! The command line: CoreDNS's flags (`-conf`, `-dns.port`, `-plugins`, `-version`, `-quiet`,
+//! `-pidfile`) plus `-check`, and the main loop (signals, reload polling).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::log;
+use crate::server::runtime::{Runtime, Source};
+
+/// The built-in configuration used when there is no Corefile, like CoreDNS.
+pub const DEFAULT_COREFILE: &str = ".:{port} {\n    whoami\n    log\n}\n";
+
+/// Parsed flags.
+#[derive(Debug, Default)]
+pub struct Flags {
+    pub conf: Option<PathBuf>,
+    pub dns_port: Option<u16>,
+    pub plugins: bool,
+    pub version: bool,
+    pub quiet: bool,
+    pub pidfile: Option<PathBuf>,
+    pub check: bool,
+}
+
+fn usage() -> String {
+    "Usage of sextant:\n  -check\n    \tparse and set up the Corefile, print every error, do not serve\n  -conf string\n    \tCorefile to load (default \"Corefile\")\n  -dns.port string\n    \tDefault port (default \"53\")\n  -pidfile string\n    \tPath to write pid file\n  -plugins\n    \tList installed plugins\n  -quiet\n    \tQuiet mode (no initialization output)\n  -version\n    \tShow version\n".to_string()
+}
+
+/// Parses Go-style flags: `-flag value`, `-flag=value`, `--flag`.
+pub fn parse_flags(args: &[String]) -> Result<Flags, String> {
+    let mut f = Flags::default();
+    let mut i = 0;
+    while i < args.len() {
+        let a = &args[i];
+        let stripped = a.trim_start_matches('-');
+        if stripped.len() == a.len() {
+            return Err(format!("unexpected argument {a:?}\n{}", usage()));
+        }
+        let (name, inline) = match stripped.split_once('=') {
+            Some((n, v)) => (n, Some(v.to_string())),
+            None => (stripped, None),
+        };
+        let mut value = || -> Result<String, String> {
+            if let Some(v) = &inline {
+                return Ok(v.clone());
+            }
+            i += 1;
+            args.get(i)
+                .cloned()
+                .ok_or_else(|| format!("flag needs an argument: -{name}\n{}", usage()))
+        };
+        let boolean = |v: &Option<String>| !matches!(v.as_deref(), Some("false") | Some("0"));
+        match name {
+            "conf" => f.conf = Some(PathBuf::from(value()?)),
+            "dns.port" => {
+                let v = value()?;
+                f.dns_port = Some(
+                    v.parse()
+                        .map_err(|_| format!("invalid value {v:?} for flag -dns.port"))?,
+                );
+            }
+            "pidfile" => f.pidfile = Some(PathBuf::from(value()?)),
+            "plugins" => f.plugins = boolean(&inline),
+            "version" => f.version = boolean(&inline),
+            "quiet" => f.quiet = boolean(&inline),
+            "check" => f.check = boolean(&inline),
+            "h" | "help" => return Err(usage()),
+            other => {
+                return Err(format!(
+                    "flag provided but not defined: -{other}\n{}",
+                    usage()
+                ))
+            }
+        }
+        i += 1;
+    }
+    Ok(f)
+}
+
+fn version_text() -> String {
+    format!(
+        "Sextant-{}\nCoreDNS-{} compatible\nlinux/{}, rust",
+        env!("CARGO_PKG_VERSION"),
+        crate::metrics::COREDNS_VERSION,
+        std::env::consts::ARCH
+    )
+}
+
+fn plugins_text() -> String {
+    let mut s = String::from(
+        "Server types:\n  dns\n\nCaddyfile loaders:\n  flag\n  default\n\nOther plugins:\n",
+    );
+    for p in crate::plugins::ORDER {
+        s.push_str(&format!("  dns.{}\n", p.name));
+    }
+    s
+}
+
+/// Entry point; returns the process exit code.
+pub fn main(args: Vec<String>) -> i32 {
+    let flags = match parse_flags(&args) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("{e}");
+            return 2;
+        }
+    };
+    if flags.version {
+        println!("{}", version_text());
+        return 0;
+    }
+    if flags.plugins {
+        print!("{}", plugins_text());
+        return 0;
+    }
+    let port = flags.dns_port.unwrap_or(53);
+    let source = match &flags.conf {
+        Some(p) => Source::File(p.clone()),
+        None => {
+            let p = PathBuf::from("Corefile");
+            if p.exists() {
+                Source::File(p)
+            } else {
+                Source::Inline(DEFAULT_COREFILE.replace("{port}", &port.to_string()))
+            }
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("sextant")
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start runtime: {e}");
+            return 1;
+        }
+    };
+    rt.block_on(run(flags, source, port))
+}
+
+async fn run(flags: Flags, source: Source, port: u16) -> i32 {
+    crate::metrics::init();
+    let runtime = Runtime::new(source, port);
+    if flags.check {
+        return match runtime.build() {
+            Ok((gen, _)) => {
+                let n: usize = gen.sites.len();
+                println!("Corefile OK: {n} listener(s)");
+                0
+            }
+            Err(e) => {
+                for line in e.lines() {
+                    println!("{}", explain(line));
+                }
+                1
+            }
+        };
+    }
+    let (gen, hash) = match runtime.build() {
+        Ok(x) => x,
+        Err(e) => {
+            for line in e.lines() {
+                log::raw(&format!("[FATAL] {}", explain(line)));
+            }
+            return 1;
+        }
+    };
+    let banner = match runtime.apply(gen, hash.clone()).await {
+        Ok(b) => b,
+        Err(e) => {
+            log::raw(&format!("[FATAL] {e}"));
+            return 1;
+        }
+    };
+    crate::metrics::RELOAD_VERSION
+        .with_label_values(&["sha512", &hash])
+        .set(1.0);
+    if !flags.quiet {
+        for l in &banner {
+            println!("{l}");
+        }
+        println!("CoreDNS-{}", crate::metrics::COREDNS_VERSION);
+        println!(
+            "linux/{}, rust, sextant-{}",
+            std::env::consts::ARCH,
+            env!("CARGO_PKG_VERSION")
+        );
+    }
+    if let Some(p) = &flags.pidfile {
+        if let Err(e) = std::fs::write(p, format!("{}\n", std::process::id())) {
+            log::error(&format!("failed to write pidfile: {e}"));
+        }
+    }
+    if runtime.reload_settings().await.is_some() {
+        log::PluginLog("reload").info(&format!("Running configuration SHA512 = {hash}"));
+    }
+    let code = signals(runtime.clone()).await;
+    if let Some(p) = &flags.pidfile {
+        let _ = std::fs::remove_file(p);
+    }
+    code
+}
+
+/// Names plugins that CoreDNS has but this build does not, so `-check` says so plainly.
+fn explain(line: &str) -> String {
+    for p in crate::plugins::PENDING {
+        if line.ends_with(&format!("Unknown directive '{p}'")) {
+            return line.replace(
+                &format!("Unknown directive '{p}'"),
+                &format!("Unknown directive '{p}' (a CoreDNS plugin this Sextant build does not have yet)"),
+            );
+        }
+    }
+    line.to_string()
+}
+
+/// Waits for signals and the reload timer; returns the exit code.
+async fn signals(runtime: Arc<Runtime>) -> i32 {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int), Ok(mut quit), Ok(mut usr1), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::quit()),
+        signal(SignalKind::user_defined1()),
+        signal(SignalKind::hangup()),
+    ) else {
+        log::error("cannot install signal handlers");
+        return 1;
+    };
+    loop {
+        let wait = match runtime.reload_settings().await {
+            Some((interval, jitter)) => {
+                let j = jitter.as_millis() as u64;
+                let off = if j > 0 {
+                    rand::random::<u64>() % (2 * j + 1)
+                } else {
+                    0
+                };
+                (interval + Duration::from_millis(off)).saturating_sub(jitter)
+            }
+            None => Duration::from_secs(3600),
+        };
+        tokio::select! {
+            _ = term.recv() => {
+                log::info("SIGTERM: Shutting down servers then terminating");
+                runtime.shutdown().await;
+                return 0;
+            }
+            _ = int.recv() => {
+                log::info("SIGINT: Shutting down");
+                runtime.shutdown().await;
+                return 0;
+            }
+            _ = quit.recv() => {
+                log::info("SIGQUIT: Shutting down");
+                return 0;
+            }
+            _ = hup.recv() => {
+                log::info("SIGHUP: Hanging up");
+            }
+            _ = usr1.recv() => {
+                log::info("SIGUSR1: Reloading");
+                reload(&runtime, true).await;
+            }
+            _ = tokio::time::sleep(wait) => {
+                if runtime.reload_settings().await.is_some() {
+                    reload(&runtime, false).await;
+                }
+            }
+        }
+    }
+}
+
+async fn reload(runtime: &Runtime, force: bool) {
+    if let Err(e) = runtime.reload(force).await {
+        crate::metrics::RELOAD_FAILED.inc();
+        log::PluginLog("reload").error(&format!(
+            "Corefile changed but reload failed: {}",
+            e.replace('\n', "; ")
+        ));
+    }
+}

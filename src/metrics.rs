@@ -1,0 +1,196 @@
+//! Process-wide Prometheus metrics with CoreDNS's names, labels and buckets (server level,
+//! reload, health, build info). Plugins define their own next to their code.
+
+use std::sync::LazyLock;
+
+use prometheus::{
+    register_counter, register_counter_vec, register_gauge_vec, register_histogram,
+    register_histogram_vec, Counter, CounterVec, GaugeVec, Histogram, HistogramVec,
+};
+use sextant_wire::{RType, Rcode};
+
+use crate::plugin::{Proto, Request};
+
+/// Version reported as CoreDNS's (dashboards key on it) and ours.
+pub const COREDNS_VERSION: &str = "1.14.7";
+
+fn exp_buckets(start: f64, factor: f64, n: usize) -> Vec<f64> {
+    (0..n).map(|i| start * factor.powi(i as i32)).collect()
+}
+
+const SIZE_BUCKETS: &[f64] = &[
+    0.0, 100.0, 200.0, 300.0, 400.0, 511.0, 1023.0, 2047.0, 4095.0, 8291.0, 16e3, 32e3, 48e3, 64e3,
+];
+
+macro_rules! lazy {
+    ($name:ident : $t:ty = $e:expr) => {
+        pub static $name: LazyLock<$t> = LazyLock::new(|| $e.expect("metric registers once"));
+    };
+}
+
+lazy!(BUILD_INFO: GaugeVec = register_gauge_vec!(
+    "coredns_build_info",
+    "A metric with a constant '1' value labeled by version, revision, and goversion from which CoreDNS was built.",
+    &["version", "revision", "goversion"]
+));
+lazy!(PANICS: Counter = register_counter!("coredns_panics_total", "A metrics that counts the number of panics."));
+lazy!(REQUESTS: CounterVec = register_counter_vec!(
+    "coredns_dns_requests_total",
+    "Counter of DNS requests made per zone, protocol and family.",
+    &["server", "zone", "view", "proto", "family", "type"]
+));
+lazy!(DURATION: HistogramVec = register_histogram_vec!(
+    "coredns_dns_request_duration_seconds",
+    "Histogram of the time (in seconds) each request took per zone.",
+    &["server", "zone", "view"],
+    exp_buckets(0.00025, 2.0, 16)
+));
+lazy!(REQUEST_SIZE: HistogramVec = register_histogram_vec!(
+    "coredns_dns_request_size_bytes",
+    "Size of the EDNS0 UDP buffer in bytes (64K for TCP) per zone and protocol.",
+    &["server", "zone", "view", "proto"],
+    SIZE_BUCKETS.to_vec()
+));
+lazy!(RESPONSE_SIZE: HistogramVec = register_histogram_vec!(
+    "coredns_dns_response_size_bytes",
+    "Size of the returned response in bytes.",
+    &["server", "zone", "view", "proto"],
+    SIZE_BUCKETS.to_vec()
+));
+lazy!(DO_REQUESTS: CounterVec = register_counter_vec!(
+    "coredns_dns_do_requests_total",
+    "Counter of DNS requests with DO bit set per zone.",
+    &["server", "zone", "view"]
+));
+lazy!(RESPONSES: CounterVec = register_counter_vec!(
+    "coredns_dns_responses_total",
+    "Counter of response status codes.",
+    &["server", "zone", "view", "rcode", "plugin"]
+));
+lazy!(PLUGIN_ENABLED: GaugeVec = register_gauge_vec!(
+    "coredns_plugin_enabled",
+    "A metric that indicates whether a plugin is enabled on per server and zone basis.",
+    &["server", "zone", "view", "name"]
+));
+lazy!(RELOAD_FAILED: Counter = register_counter!(
+    "coredns_reload_failed_total",
+    "Counter of the number of failed reload attempts."
+));
+lazy!(RELOAD_VERSION: GaugeVec = register_gauge_vec!(
+    "coredns_reload_version_info",
+    "A metric with a constant '1' value labeled by hash, and value which type of hash generated.",
+    &["hash", "value"]
+));
+lazy!(HEALTH_DURATION: Histogram = register_histogram!(
+    "coredns_health_request_duration_seconds",
+    "Histogram of the time (in seconds) each request took.",
+    exp_buckets(0.00025, 10.0, 5)
+));
+lazy!(HEALTH_FAILURES: Counter = register_counter!(
+    "coredns_health_request_failures_total",
+    "The number of times the health check failed."
+));
+
+/// The `type` label: CoreDNS's monitored types, else `other`.
+pub fn type_label(t: RType) -> &'static str {
+    match t {
+        RType::A
+        | RType::AAAA
+        | RType::CNAME
+        | RType::DNSKEY
+        | RType::DS
+        | RType::MX
+        | RType::NSEC3
+        | RType::NSEC
+        | RType::NS
+        | RType::PTR
+        | RType::RRSIG
+        | RType::SOA
+        | RType::SRV
+        | RType::TXT
+        | RType::HTTPS
+        | RType::SVCB
+        | RType::IXFR
+        | RType::AXFR
+        | RType::ANY => t.mnemonic().unwrap_or("other"),
+        _ => "other",
+    }
+}
+
+fn family(req: &Request) -> &'static str {
+    if req.client.is_ipv4() {
+        "1"
+    } else {
+        "2"
+    }
+}
+
+fn zone_label(req: &Request) -> String {
+    req.zone.to_lowercase_string()
+}
+
+/// Records one answered request for the `prometheus` plugin (CoreDNS `vars.Report`).
+pub fn report(req: &Request, rcode: Rcode, plugin: &str, reply_size: usize) {
+    let zone = zone_label(req);
+    let server = &*req.server;
+    REQUESTS
+        .with_label_values(&[
+            server,
+            &zone,
+            "",
+            req.proto.as_str(),
+            family(req),
+            type_label(req.qtype()),
+        ])
+        .inc();
+    if req.do_bit() {
+        DO_REQUESTS.with_label_values(&[server, &zone, ""]).inc();
+    }
+    DURATION
+        .with_label_values(&[server, &zone, ""])
+        .observe(req.start.elapsed().as_secs_f64());
+    REQUEST_SIZE
+        .with_label_values(&[server, &zone, "", req.proto.as_str()])
+        .observe(req.size as f64);
+    RESPONSE_SIZE
+        .with_label_values(&[server, &zone, "", req.proto.as_str()])
+        .observe(reply_size as f64);
+    RESPONSES
+        .with_label_values(&[server, &zone, "", &rcode.to_string(), plugin])
+        .inc();
+}
+
+/// Records a request the server answered before any block (no zone matched, malformed).
+pub fn record_dropped(server: &str, proto: Proto, size: usize, rcode: Rcode) {
+    REQUESTS
+        .with_label_values(&[server, "dropped", "", proto.as_str(), "1", "other"])
+        .inc();
+    REQUEST_SIZE
+        .with_label_values(&[server, "dropped", "", proto.as_str()])
+        .observe(size as f64);
+    RESPONSES
+        .with_label_values(&[server, "dropped", "", &rcode.to_string(), ""])
+        .inc();
+}
+
+/// Registers build info and makes every always-present metric exist.
+pub fn init() {
+    BUILD_INFO
+        .with_label_values(&[COREDNS_VERSION, env!("CARGO_PKG_VERSION"), "rust"])
+        .set(1.0);
+    LazyLock::force(&PANICS);
+    LazyLock::force(&RELOAD_FAILED);
+    LazyLock::force(&HEALTH_FAILURES);
+    LazyLock::force(&HEALTH_DURATION);
+}
+
+/// The text exposition of every registered metric.
+pub fn gather_text() -> Vec<u8> {
+    use prometheus::Encoder;
+    let mut out = Vec::new();
+    let enc = prometheus::TextEncoder::new();
+    if let Err(e) = enc.encode(&prometheus::gather(), &mut out) {
+        crate::log::error(&format!("encoding metrics: {e}"));
+    }
+    out
+}

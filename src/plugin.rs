@@ -1,0 +1,269 @@
+//! The plugin contract: requests, outcomes, the handler trait, the chain runner and the setup
+//! context a plugin's Corefile lines are parsed in. No sockets here.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+
+use sextant_corefile::{Directive, Error as ConfigError};
+use sextant_wire::{Class, Message, Name, RType, Rcode};
+
+/// A boxed future, the return type of every handler.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Transport a query came in on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Proto {
+    Udp,
+    Tcp,
+}
+
+impl Proto {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Proto::Udp => "udp",
+            Proto::Tcp => "tcp",
+        }
+    }
+}
+
+/// Re-enters the whole server (every block, the full chain) with a new question, the way
+/// CoreDNS's `plugin/pkg/upstream` does. Used to resolve CNAME targets outside a plugin's zone.
+pub trait Resolver: Send + Sync {
+    fn resolve<'a>(&'a self, req: &'a Request, name: Name, qtype: RType) -> BoxFuture<'a, Outcome>;
+}
+
+/// One query travelling down the chain.
+pub struct Request {
+    /// The query as it is now (plugins such as `rewrite` may change it).
+    pub msg: Message,
+    pub client: SocketAddr,
+    pub local: SocketAddr,
+    pub proto: Proto,
+    /// Size of the query as received, in bytes.
+    pub size: usize,
+    pub start: Instant,
+    /// The server block zone that matched (`.` for the root).
+    pub zone: Name,
+    /// Metric label of the listener, e.g. `dns://:53`.
+    pub server: Arc<str>,
+    /// How many times this request re-entered the server (CNAME chasing depth).
+    pub depth: u8,
+    /// The server, to re-enter it (None in unit tests).
+    pub resolver: Option<Arc<dyn Resolver>>,
+}
+
+impl Request {
+    /// A request for tests and internal lookups.
+    pub fn new(msg: Message, client: SocketAddr, proto: Proto) -> Request {
+        Request {
+            size: msg.to_wire().len(),
+            msg,
+            client,
+            local: SocketAddr::from(([127, 0, 0, 1], 53)),
+            proto,
+            start: Instant::now(),
+            zone: Name::root(),
+            server: Arc::from("dns://:53"),
+            depth: 0,
+            resolver: None,
+        }
+    }
+
+    /// The question name as sent (case preserved); the root if there is no question.
+    pub fn qname(&self) -> Name {
+        self.msg
+            .question()
+            .map(|q| q.name.clone())
+            .unwrap_or_else(Name::root)
+    }
+
+    pub fn qtype(&self) -> RType {
+        self.msg.question().map(|q| q.qtype).unwrap_or_default()
+    }
+
+    pub fn qclass(&self) -> Class {
+        self.msg.question().map(|q| q.qclass).unwrap_or_default()
+    }
+
+    /// EDNS DO bit.
+    pub fn do_bit(&self) -> bool {
+        self.msg.edns.as_ref().is_some_and(|e| e.dnssec_ok)
+    }
+
+    /// The client's buffer size as CoreDNS reports it: UDP max(advertised, 512), 512 without
+    /// EDNS, 65535 over TCP.
+    pub fn bufsize(&self) -> u16 {
+        match self.proto {
+            Proto::Tcp => u16::MAX,
+            Proto::Udp => self
+                .msg
+                .edns
+                .as_ref()
+                .map(|e| e.udp_size.max(512))
+                .unwrap_or(512),
+        }
+    }
+
+    /// A reply skeleton for this request.
+    pub fn reply(&self) -> Message {
+        Message::reply_to(&self.msg)
+    }
+
+    /// Resolves `name`/`qtype` through the whole server, if the request came from one.
+    pub async fn resolve(&self, name: Name, qtype: RType) -> Outcome {
+        match &self.resolver {
+            Some(r) if self.depth < 10 => r.resolve(self, name, qtype).await,
+            Some(_) => Outcome::error("", Rcode::SERVFAIL, "too many CNAME redirections"),
+            None => Outcome::error("", Rcode::SERVFAIL, "no server to resolve through"),
+        }
+    }
+}
+
+/// What a handler returns, modelled on CoreDNS's `(rcode, error)` plus the written reply.
+#[derive(Debug)]
+pub struct Outcome {
+    /// The reply, if a plugin wrote one.
+    pub reply: Option<Message>,
+    /// The plugin that wrote the reply (metric label `plugin`), or "" for the server.
+    pub writer: &'static str,
+    /// The rcode the chain returned. When there is no reply and this is SERVFAIL, REFUSED,
+    /// FORMERR or NOTIMP, the server writes an error reply with it.
+    pub rcode: Rcode,
+    /// An error for the `errors` plugin to log.
+    pub error: Option<String>,
+}
+
+impl Outcome {
+    /// A written reply.
+    pub fn reply(plugin: &'static str, msg: Message) -> Outcome {
+        Outcome {
+            rcode: msg.rcode(),
+            reply: Some(msg),
+            writer: plugin,
+            error: None,
+        }
+    }
+
+    /// No reply; the server answers with `rcode`; `error` is logged by `errors`.
+    pub fn error(plugin: &'static str, rcode: Rcode, error: impl Into<String>) -> Outcome {
+        Outcome {
+            reply: None,
+            writer: plugin,
+            rcode,
+            error: Some(error.into()),
+        }
+    }
+
+    /// No reply and no error (e.g. a silent REFUSED).
+    pub fn rcode(plugin: &'static str, rcode: Rcode) -> Outcome {
+        Outcome {
+            reply: None,
+            writer: plugin,
+            rcode,
+            error: None,
+        }
+    }
+
+    /// The rcode a client will see.
+    pub fn final_rcode(&self) -> Rcode {
+        match &self.reply {
+            Some(m) => m.rcode(),
+            None => self.rcode,
+        }
+    }
+}
+
+/// A plugin's query handler.
+pub trait Handler: Send + Sync + 'static {
+    /// The plugin's name as in the Corefile.
+    fn name(&self) -> &'static str;
+    /// Serves a query; call `next.run(req)` to pass it down the chain.
+    fn serve<'a>(&'a self, req: &'a mut Request, next: Next<'a>) -> BoxFuture<'a, Outcome>;
+}
+
+/// The rest of the chain after the current handler.
+#[derive(Clone, Copy)]
+pub struct Next<'a> {
+    rest: &'a [Arc<dyn Handler>],
+}
+
+impl<'a> Next<'a> {
+    pub fn new(rest: &'a [Arc<dyn Handler>]) -> Next<'a> {
+        Next { rest }
+    }
+
+    /// Runs the next handler, or fails like CoreDNS's `NextOrFailure` at the end of the chain.
+    pub fn run<'b>(self, req: &'b mut Request) -> BoxFuture<'b, Outcome>
+    where
+        'a: 'b,
+    {
+        match self.rest.split_first() {
+            Some((h, rest)) => h.serve(req, Next { rest }),
+            None => Box::pin(async { Outcome::error("", Rcode::SERVFAIL, "no next plugin found") }),
+        }
+    }
+
+    /// Name of the next plugin, if any.
+    pub fn name(&self) -> Option<&'static str> {
+        self.rest.first().map(|h| h.name())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rest.is_empty()
+    }
+}
+
+/// A readiness check registered by a plugin (`ready` plugin polls these).
+pub trait Readiness: Send + Sync {
+    fn ready(&self) -> bool;
+}
+
+/// Something to run when a configuration generation is retired (reload or shutdown), e.g. stop
+/// watchers or background health checks.
+pub type ShutdownHook = Box<dyn FnOnce() + Send>;
+
+/// What a plugin's setup sees of its server block.
+pub struct BlockInfo {
+    /// Zones of the block's keys, normalised (lower-case FQDN).
+    pub zones: Vec<String>,
+    /// Ports of the block's keys.
+    pub port: u16,
+    /// Index of the block in the Corefile (for unique naming).
+    pub index: usize,
+}
+
+/// Parses one plugin's lines in one server block and registers what it needs.
+pub struct SetupCtx<'a> {
+    pub block: &'a BlockInfo,
+    pub(crate) handlers: Vec<Arc<dyn Handler>>,
+    pub(crate) gen: &'a mut crate::server::config::GenerationBuilder,
+}
+
+impl SetupCtx<'_> {
+    /// Adds a handler to this block's chain at this plugin's position.
+    pub fn add_handler(&mut self, h: Arc<dyn Handler>) {
+        self.handlers.push(h);
+    }
+
+    /// Process-wide pieces of the generation being built (HTTP endpoints, readiness, hooks).
+    pub fn generation(&mut self) -> &mut crate::server::config::GenerationBuilder {
+        self.gen
+    }
+}
+
+/// A plugin's setup function: all of the plugin's directive lines in one block at once.
+pub type SetupFn = fn(&mut SetupCtx<'_>, &[&Directive]) -> Result<(), ConfigError>;
+
+/// One compiled-in plugin.
+pub struct PluginDef {
+    pub name: &'static str,
+    /// Only one line of this directive per server block (CoreDNS `plugin.ErrOnce`).
+    pub once: bool,
+    pub setup: SetupFn,
+}
+
+/// The error CoreDNS gives for a second line of a once-only plugin.
+pub const ERR_ONCE: &str = "this plugin can only be used once per Server Block";

@@ -1,0 +1,13 @@
+//! The `debug` plugin: turns on `[DEBUG]` log lines (process-wide).
+
+use sextant_corefile::{Directive, Error};
+
+use crate::plugin::SetupCtx;
+
+pub fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), Error> {
+    for d in lines {
+        d.arg_count(0, 0)?;
+    }
+    ctx.generation().debug = true;
+    Ok(())
+}

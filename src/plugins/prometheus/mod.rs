@@ -1,0 +1,65 @@
+//! The `prometheus` plugin: serves `/metrics` on an HTTP address (shared by blocks naming the same
+//! address) and records the server-level request metrics for its block.
+
+use std::sync::Arc;
+
+use sextant_corefile::{Directive, Error};
+
+use crate::plugin::{BoxFuture, Handler, Next, Outcome, Request, SetupCtx};
+use crate::server::http::{resolve_addr, HttpHandler, HttpResponse};
+
+pub const DEFAULT_ADDR: &str = "localhost:9153";
+
+struct MetricsPage;
+
+impl HttpHandler for MetricsPage {
+    fn get(&self, _path: &str) -> HttpResponse {
+        HttpResponse {
+            status: 200,
+            content_type: "text/plain; version=0.0.4; charset=utf-8",
+            body: crate::metrics::gather_text(),
+        }
+    }
+}
+
+pub struct Prometheus;
+
+pub fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), Error> {
+    let d = lines[0];
+    d.arg_count(0, 1)?;
+    let addr = d
+        .args
+        .first()
+        .map(|t| t.text.clone())
+        .unwrap_or_else(|| DEFAULT_ADDR.to_string());
+    resolve_addr(&addr).map_err(|e| d.err(e))?;
+    for sub in d.sub() {
+        match sub.name.text.as_str() {
+            // Go runtime metrics have no Rust equivalent; accepted for compatibility.
+            "runtime_metrics" => sub.arg_count(0, 0)?,
+            other => return Err(sub.err(format!("unknown property '{other}'"))),
+        }
+    }
+    crate::metrics::init();
+    let block = ctx.block.index;
+    let g = ctx.generation();
+    g.add_http(&addr, "/metrics", Arc::new(MetricsPage));
+    g.enable_metrics(block);
+    ctx.add_handler(Arc::new(Prometheus));
+    Ok(())
+}
+
+impl Handler for Prometheus {
+    fn name(&self) -> &'static str {
+        "prometheus"
+    }
+
+    fn serve<'a>(&'a self, req: &'a mut Request, next: Next<'a>) -> BoxFuture<'a, Outcome> {
+        Box::pin(async move {
+            let out = next.run(req).await;
+            let size = out.reply.as_ref().map(|m| m.to_wire().len()).unwrap_or(0);
+            crate::metrics::report(req, out.final_rcode(), out.writer, size);
+            out
+        })
+    }
+}

@@ -1,0 +1,93 @@
+//! The `ready` plugin: `/ready` answers 200 `OK` once every plugin that reports readiness is
+//! ready, 503 with the comma-separated names of those that are not, and 503 `Shutting down` once
+//! shutdown began.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use sextant_corefile::{Directive, Error};
+
+use crate::plugin::SetupCtx;
+use crate::server::config::ReadinessList;
+use crate::server::http::{resolve_addr, HttpHandler, HttpResponse};
+
+pub const DEFAULT_ADDR: &str = ":8181";
+
+struct Ready {
+    list: ReadinessList,
+    /// `monitor until-ready`: once ready, stay ready (CoreDNS's default).
+    until_ready: bool,
+    was_ready: AtomicBool,
+}
+
+impl HttpHandler for Ready {
+    fn get(&self, _path: &str) -> HttpResponse {
+        if crate::server::runtime::shutting_down() {
+            return HttpResponse::text(503, "Shutting down");
+        }
+        if self.until_ready && self.was_ready.load(Ordering::Relaxed) {
+            return HttpResponse::text(200, "OK");
+        }
+        let mut not_ready: Vec<String> = match self.list.read() {
+            Ok(l) => l
+                .iter()
+                .filter(|(_, r)| !r.ready())
+                .map(|(n, _)| n.clone())
+                .collect(),
+            Err(_) => vec!["ready".to_string()],
+        };
+        not_ready.sort();
+        not_ready.dedup();
+        if not_ready.is_empty() {
+            self.was_ready.store(true, Ordering::Relaxed);
+            HttpResponse::text(200, "OK")
+        } else {
+            let names = not_ready.join(",");
+            crate::log::PluginLog("ready").info(&format!("Plugins not ready: {names:?}"));
+            HttpResponse::text(503, names)
+        }
+    }
+}
+
+pub fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), Error> {
+    let d = lines[0];
+    d.arg_count(0, 1)?;
+    let addr = d
+        .args
+        .first()
+        .map(|t| t.text.clone())
+        .unwrap_or_else(|| DEFAULT_ADDR.to_string());
+    resolve_addr(&addr).map_err(|e| d.err(e))?;
+    let mut until_ready = true;
+    for sub in d.sub() {
+        match sub.name.text.as_str() {
+            "monitor" => {
+                sub.arg_count(1, 1)?;
+                until_ready =
+                    match sub.args[0].text.as_str() {
+                        "until-ready" => true,
+                        "continuously" => false,
+                        other => return Err(sub.err_at(
+                            &sub.args[0],
+                            format!(
+                                "monitor type must be until-ready or continuously, got '{other}'"
+                            ),
+                        )),
+                    };
+            }
+            other => return Err(sub.err(format!("unknown property '{other}'"))),
+        }
+    }
+    let g = ctx.generation();
+    let list = g.readiness_list();
+    g.add_http(
+        &addr,
+        "/ready",
+        Arc::new(Ready {
+            list,
+            until_ready,
+            was_ready: AtomicBool::new(false),
+        }),
+    );
+    Ok(())
+}

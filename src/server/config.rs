@@ -1,0 +1,315 @@
+//! Builds a configuration generation from a parsed Corefile: checks directives against the
+//! compiled-in plugin list, runs each plugin's setup in execution order, and lays the blocks out
+//! on listener addresses. Collects every error instead of stopping at the first. No sockets.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sextant_corefile::{Corefile, Directive, Error as ConfigError, Pos, Scheme};
+use sextant_wire::Name;
+
+use crate::plugin::{BlockInfo, Handler, Readiness, SetupCtx, ShutdownHook, ERR_ONCE};
+use crate::server::http::HttpHandler;
+use crate::server::site::{Block, Site};
+
+/// Where a listener binds: a specific address or every address, and a port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ListenKey {
+    pub ip: Option<IpAddr>,
+    pub port: u16,
+}
+
+impl ListenKey {
+    /// The `server` metric label: `dns://:53` or `dns://127.0.0.1:53`.
+    pub fn label(&self) -> String {
+        match self.ip {
+            None => format!("dns://:{}", self.port),
+            Some(IpAddr::V4(a)) => format!("dns://{a}:{}", self.port),
+            Some(IpAddr::V6(a)) => format!("dns://[{a}]:{}", self.port),
+        }
+    }
+}
+
+/// Readiness checks of a generation, shared with the `ready` handler (filled during setup).
+pub type ReadinessList = Arc<std::sync::RwLock<Vec<(String, Arc<dyn Readiness>)>>>;
+
+/// A future run before the listeners open (e.g. kubernetes waiting for its first sync).
+pub type StartupWait = Pin<Box<dyn Future<Output = ()> + Send>>;
+/// A callback run once the listeners are open, with the addresses of its block.
+pub type StartedHook = Box<dyn FnOnce(Vec<SocketAddr>) + Send>;
+
+/// Process-wide parts of a generation that plugins register during setup.
+#[derive(Default)]
+pub struct GenerationBuilder {
+    pub(crate) http: BTreeMap<String, crate::server::http::Routes>,
+    pub(crate) readiness: ReadinessList,
+    pub(crate) hooks: Vec<ShutdownHook>,
+    pub(crate) waits: Vec<StartupWait>,
+    pub(crate) started: Vec<(usize, StartedHook)>,
+    pub(crate) binds: HashMap<usize, Vec<IpAddr>>,
+    pub(crate) chaos: HashMap<usize, bool>,
+    pub(crate) metrics: HashMap<usize, bool>,
+    pub lameduck: Option<Duration>,
+    pub reload: Option<(Duration, Duration)>,
+    pub debug: bool,
+}
+
+impl GenerationBuilder {
+    /// Serves `path` on the HTTP address `addr` (`:8080`, `localhost:9153`, `[::1]:8181`). Several
+    /// blocks may register the same address and path; the first handler wins.
+    pub fn add_http(&mut self, addr: &str, path: &str, h: Arc<dyn HttpHandler>) {
+        let routes = self.http.entry(addr.to_string()).or_default();
+        if !routes.iter().any(|(p, _)| p == path) {
+            routes.push((path.to_string(), h));
+        }
+    }
+
+    /// True if something already serves `path` on `addr`.
+    pub fn has_http(&self, addr: &str, path: &str) -> bool {
+        self.http
+            .get(addr)
+            .is_some_and(|r| r.iter().any(|(p, _)| p == path))
+    }
+
+    /// A readiness check the `ready` plugin reports under `name`.
+    pub fn add_readiness(&mut self, name: &str, r: Arc<dyn Readiness>) {
+        if let Ok(mut l) = self.readiness.write() {
+            l.push((name.to_string(), r));
+        }
+    }
+
+    /// The generation's readiness checks (the `ready` plugin keeps this).
+    pub fn readiness_list(&self) -> ReadinessList {
+        self.readiness.clone()
+    }
+
+    /// Runs when this generation is retired (reload or exit).
+    pub fn on_shutdown(&mut self, hook: ShutdownHook) {
+        self.hooks.push(hook);
+    }
+
+    /// Awaited before the listeners open.
+    pub fn startup_wait(&mut self, w: StartupWait) {
+        self.waits.push(w);
+    }
+
+    /// Runs after the listeners of block `block` are open.
+    pub fn on_started(&mut self, block: usize, hook: StartedHook) {
+        self.started.push((block, hook));
+    }
+
+    /// Restricts block `block` to these addresses (the `bind` plugin).
+    pub fn bind(&mut self, block: usize, ips: Vec<IpAddr>) {
+        self.binds.entry(block).or_default().extend(ips);
+    }
+
+    /// Lets CH-class queries into block `block` (the `chaos` plugin).
+    pub fn allow_chaos(&mut self, block: usize) {
+        self.chaos.insert(block, true);
+    }
+
+    /// Marks block `block` as exporting metrics (the `prometheus` plugin).
+    pub fn enable_metrics(&mut self, block: usize) {
+        self.metrics.insert(block, true);
+    }
+}
+
+/// A fully set-up configuration, ready to be bound and swapped in.
+pub struct Generation {
+    pub sites: BTreeMap<ListenKey, Arc<Site>>,
+    pub builder: GenerationBuilder,
+    /// (server label, zone, plugin names) for `coredns_plugin_enabled`.
+    pub enabled: Vec<(String, String, Vec<&'static str>)>,
+    /// Banner lines (`.:53`, `cluster.local.:53 on 127.0.0.1`).
+    pub banner: Vec<String>,
+    /// Listener addresses per block index.
+    pub block_addrs: HashMap<usize, Vec<SocketAddr>>,
+}
+
+fn err(pos: &Pos, directive: Option<&str>, msg: impl Into<String>) -> ConfigError {
+    ConfigError {
+        pos: pos.clone(),
+        directive: directive.map(str::to_string),
+        msg: msg.into(),
+    }
+}
+
+/// Builds a generation. Every problem found is returned, in file order.
+pub fn build(cf: &Corefile, default_port: u16) -> Result<Generation, Vec<ConfigError>> {
+    let order = crate::plugins::ORDER;
+    let mut errors = Vec::new();
+    let mut gen = GenerationBuilder::default();
+    // (block index, zone addrs, chain, plugin names)
+    let mut blocks = Vec::new();
+    for (bi, sb) in cf.blocks.iter().enumerate() {
+        let mut addrs = Vec::new();
+        for k in &sb.keys {
+            match sextant_corefile::parse_key(k, default_port) {
+                Ok(z) => {
+                    for za in z {
+                        if za.scheme != Scheme::Dns {
+                            errors.push(err(
+                                &k.pos,
+                                None,
+                                format!(
+                                    "scheme {}:// is not supported by this build (only dns://)",
+                                    za.scheme
+                                ),
+                            ));
+                            continue;
+                        }
+                        addrs.push(za);
+                    }
+                }
+                Err(e) => errors.push(e),
+            }
+        }
+        let mut by_name: HashMap<&str, Vec<&Directive>> = HashMap::new();
+        for d in &sb.directives {
+            let name = d.name.text.as_str();
+            match order.iter().find(|p| p.name == name) {
+                None => errors.push(err(
+                    &d.name.pos,
+                    Some(name),
+                    format!("Unknown directive '{name}'"),
+                )),
+                Some(def) => {
+                    let lines = by_name.entry(def.name).or_default();
+                    if def.once && !lines.is_empty() {
+                        errors.push(err(&d.name.pos, Some(name), ERR_ONCE));
+                    } else {
+                        lines.push(d);
+                    }
+                }
+            }
+        }
+        let info = BlockInfo {
+            zones: addrs.iter().map(|a| a.zone.clone()).collect(),
+            port: addrs.first().map(|a| a.port).unwrap_or(default_port),
+            index: bi,
+        };
+        let mut chain: Vec<Arc<dyn Handler>> = Vec::new();
+        let mut names = Vec::new();
+        for def in order {
+            let Some(lines) = by_name.get(def.name) else {
+                continue;
+            };
+            let mut ctx = SetupCtx {
+                block: &info,
+                handlers: Vec::new(),
+                gen: &mut gen,
+            };
+            match (def.setup)(&mut ctx, lines) {
+                Ok(()) => {
+                    if !ctx.handlers.is_empty() {
+                        names.push(def.name);
+                    }
+                    chain.extend(ctx.handlers);
+                }
+                Err(e) => errors.push(e),
+            }
+        }
+        blocks.push((
+            bi,
+            addrs,
+            chain,
+            names,
+            sb.keys.first().map(|k| k.pos.clone()),
+        ));
+    }
+
+    // Lay blocks out on listeners.
+    let mut site_zones: BTreeMap<ListenKey, Vec<(Name, Arc<Block>)>> = BTreeMap::new();
+    let mut enabled = Vec::new();
+    let mut banner = Vec::new();
+    let mut block_addrs: HashMap<usize, Vec<SocketAddr>> = HashMap::new();
+    for (bi, addrs, chain, names, pos) in blocks {
+        let pos = pos.unwrap_or_else(|| Pos::file_only("Corefile"));
+        let zones: Vec<Name> = addrs
+            .iter()
+            .filter_map(|a| Name::parse(&a.zone).ok())
+            .collect();
+        let block = Arc::new(Block {
+            zones: zones.clone(),
+            chain,
+            chaos: gen.chaos.get(&bi).copied().unwrap_or(false),
+            metrics: gen.metrics.get(&bi).copied().unwrap_or(false),
+        });
+        let ips: Vec<Option<IpAddr>> = match gen.binds.get(&bi) {
+            Some(ips) if !ips.is_empty() => ips.iter().copied().map(Some).collect(),
+            _ => vec![None],
+        };
+        for za in &addrs {
+            let Ok(zone) = Name::parse(&za.zone) else {
+                errors.push(err(&pos, None, format!("invalid zone {}", za.zone)));
+                continue;
+            };
+            for ip in &ips {
+                let key = ListenKey {
+                    ip: *ip,
+                    port: za.port,
+                };
+                let list = site_zones.entry(key).or_default();
+                if list.iter().any(|(z, _)| *z == zone) {
+                    errors.push(err(
+                        &pos,
+                        None,
+                        format!(
+                            "cannot serve dns://{}:{} - it is already defined",
+                            za.zone, za.port
+                        ),
+                    ));
+                    continue;
+                }
+                list.push((zone.clone(), block.clone()));
+                let sock = SocketAddr::new(ip.unwrap_or(IpAddr::from([127, 0, 0, 1])), za.port);
+                block_addrs.entry(bi).or_default().push(sock);
+                enabled.push((key.label(), za.zone.clone(), names.clone()));
+                banner.push(match ip {
+                    None => format!("{}:{}", za.zone, za.port),
+                    Some(ip) => format!("{}:{} on {}", za.zone, za.port, ip),
+                });
+            }
+        }
+    }
+    // A bound and an unbound listener on one port claiming the same zone overlap.
+    for (k, zones) in &site_zones {
+        if k.ip.is_some() {
+            let wild = ListenKey {
+                ip: None,
+                port: k.port,
+            };
+            if let Some(wz) = site_zones.get(&wild) {
+                for (z, _) in zones {
+                    if wz.iter().any(|(w, _)| w == z) {
+                        errors.push(err(
+                            &Pos::file_only(&cf.files.first().map(|f| f.display().to_string()).unwrap_or_else(|| "Corefile".into())),
+                            None,
+                            format!("zone overlap listener capacity: {z} on port {} is served both bound to {} and on every address", k.port, k.ip.map(|i| i.to_string()).unwrap_or_default()),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let sites = site_zones
+        .into_iter()
+        .map(|(k, zones)| (k, Arc::new(Site::new(&k.label(), zones))))
+        .collect();
+    banner.sort();
+    banner.dedup();
+    Ok(Generation {
+        sites,
+        builder: gen,
+        enabled,
+        banner,
+        block_addrs,
+    })
+}

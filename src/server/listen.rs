@@ -1,0 +1,284 @@
+//! DNS listeners: per address, SO_REUSEPORT UDP sockets (one per core) and one TCP listener with
+//! RFC 7766 behaviour (pipelining, out-of-order answers, idle and read timeouts, connection and
+//! in-flight caps). The routing table they serve is swapped atomically on reload.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::{Mutex, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use crate::plugin::Proto;
+use crate::server::config::ListenKey;
+use crate::server::site::Site;
+
+/// TCP idle timeout between queries (CoreDNS: 10 s).
+pub const TCP_IDLE: Duration = Duration::from_secs(10);
+/// Time allowed to receive the rest of a started message (CoreDNS: 3 s).
+pub const TCP_READ: Duration = Duration::from_secs(3);
+/// Time allowed to write an answer (CoreDNS: 5 s).
+pub const TCP_WRITE: Duration = Duration::from_secs(5);
+/// Open TCP connections per listener.
+pub const TCP_MAX_CONNS: usize = 1024;
+/// Queries in flight per TCP connection before reading pauses.
+pub const TCP_MAX_INFLIGHT: usize = 128;
+
+/// A bound listener address.
+pub struct Listener {
+    pub site: Arc<ArcSwap<Site>>,
+    pub cancel: CancellationToken,
+    pub inflight: Arc<AtomicUsize>,
+    pub local: Vec<SocketAddr>,
+}
+
+fn udp_socket(addr: SocketAddr, reuseport: bool) -> std::io::Result<std::net::UdpSocket> {
+    let domain = if addr.is_ipv4() {
+        Domain::IPV4
+    } else {
+        Domain::IPV6
+    };
+    let s = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    s.set_reuse_address(true)?;
+    if reuseport {
+        s.set_reuse_port(true)?;
+    }
+    let _ = s.set_recv_buffer_size(4 << 20);
+    let _ = s.set_send_buffer_size(4 << 20);
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    Ok(s.into())
+}
+
+fn tcp_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let domain = if addr.is_ipv4() {
+        Domain::IPV4
+    } else {
+        Domain::IPV6
+    };
+    let s = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    s.set_reuse_address(true)?;
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    s.listen(1024)?;
+    Ok(s.into())
+}
+
+/// Guard counting a request in flight.
+struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    fn new(c: &Arc<AtomicUsize>) -> InFlight {
+        c.fetch_add(1, Ordering::AcqRel);
+        InFlight(c.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Listener {
+    /// Binds every socket of `key` now; fails without leaving anything bound.
+    pub fn bind(key: ListenKey, site: Arc<Site>) -> std::io::Result<Listener> {
+        let addrs: Vec<SocketAddr> = match key.ip {
+            Some(ip) => vec![SocketAddr::new(ip, key.port)],
+            None => vec![SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), key.port)],
+        };
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        let mut tcp = Vec::new();
+        let mut udp = Vec::new();
+        let mut local = Vec::new();
+        for a in &addrs {
+            // TCP first, without SO_REUSEPORT, so a port held by another process is an error.
+            let t = tcp_listener(*a)?;
+            let bound = t.local_addr()?;
+            local.push(bound);
+            tcp.push(t);
+            for _ in 0..cores {
+                udp.push(udp_socket(bound, true)?);
+            }
+        }
+        // Best effort: also every IPv6 address when listening on every address.
+        if key.ip.is_none() {
+            let v6 = SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), local[0].port());
+            if let (Ok(t), Ok(u)) = (tcp_listener(v6), udp_socket(v6, true)) {
+                tcp.push(t);
+                udp.push(u);
+            }
+        }
+        let site = Arc::new(ArcSwap::new(site));
+        let cancel = CancellationToken::new();
+        let inflight = Arc::new(AtomicUsize::new(0));
+        for u in udp {
+            let sock = UdpSocket::from_std(u)?;
+            tokio::spawn(udp_loop(
+                Arc::new(sock),
+                site.clone(),
+                cancel.clone(),
+                inflight.clone(),
+            ));
+        }
+        for t in tcp {
+            let l = TcpListener::from_std(t)?;
+            tokio::spawn(tcp_accept(
+                l,
+                site.clone(),
+                cancel.clone(),
+                inflight.clone(),
+            ));
+        }
+        Ok(Listener {
+            site,
+            cancel,
+            inflight,
+            local,
+        })
+    }
+
+    /// Stops reading; answers in flight still go out.
+    pub fn stop(&self) {
+        self.cancel.cancel();
+    }
+}
+
+async fn udp_loop(
+    sock: Arc<UdpSocket>,
+    site: Arc<ArcSwap<Site>>,
+    cancel: CancellationToken,
+    inflight: Arc<AtomicUsize>,
+) {
+    let local = sock
+        .local_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+    let mut buf = vec![0u8; 65535];
+    loop {
+        let (n, src) = tokio::select! {
+            _ = cancel.cancelled() => break,
+            r = sock.recv_from(&mut buf) => match r {
+                Ok(x) => x,
+                Err(_) => continue,
+            },
+        };
+        let packet = buf[..n].to_vec();
+        let site = site.load_full();
+        let sock = sock.clone();
+        let guard = InFlight::new(&inflight);
+        tokio::spawn(async move {
+            let _guard = guard;
+            if let Some(reply) = site.handle(&packet, src, local, Proto::Udp).await {
+                let _ = sock.send_to(&reply, src).await;
+            }
+        });
+    }
+}
+
+async fn tcp_accept(
+    l: TcpListener,
+    site: Arc<ArcSwap<Site>>,
+    cancel: CancellationToken,
+    inflight: Arc<AtomicUsize>,
+) {
+    let conns = Arc::new(Semaphore::new(TCP_MAX_CONNS));
+    loop {
+        let permit = tokio::select! {
+            _ = cancel.cancelled() => break,
+            p = conns.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+        };
+        let (stream, peer) = tokio::select! {
+            _ = cancel.cancelled() => break,
+            r = l.accept() => match r {
+                Ok(x) => x,
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+        };
+        let site = site.clone();
+        let cancel = cancel.clone();
+        let inflight = inflight.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            tcp_conn(stream, peer, site, cancel, inflight).await;
+        });
+    }
+}
+
+async fn tcp_conn(
+    stream: TcpStream,
+    peer: SocketAddr,
+    site: Arc<ArcSwap<Site>>,
+    cancel: CancellationToken,
+    inflight: Arc<AtomicUsize>,
+) {
+    let _ = stream.set_nodelay(true);
+    let local = stream
+        .local_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+    let (mut rd, wr) = stream.into_split();
+    let wr = Arc::new(Mutex::new(wr));
+    let slots = Arc::new(Semaphore::new(TCP_MAX_INFLIGHT));
+    loop {
+        let mut len = [0u8; 2];
+        // Wait for the first byte of the next message up to the idle timeout.
+        let first = tokio::select! {
+            _ = cancel.cancelled() => break,
+            r = tokio::time::timeout(TCP_IDLE, rd.read(&mut len[..1])) => r,
+        };
+        match first {
+            Ok(Ok(1)) => {}
+            _ => break,
+        }
+        let rest = async {
+            rd.read_exact(&mut len[1..]).await?;
+            let n = u16::from_be_bytes(len) as usize;
+            let mut body = vec![0u8; n];
+            rd.read_exact(&mut body).await?;
+            Ok::<_, std::io::Error>(body)
+        };
+        let body = match tokio::time::timeout(TCP_READ, rest).await {
+            Ok(Ok(b)) => b,
+            _ => break,
+        };
+        if body.is_empty() {
+            break;
+        }
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            break;
+        };
+        let site = site.load_full();
+        let wr = wr.clone();
+        let guard = InFlight::new(&inflight);
+        tokio::spawn(async move {
+            let _guard = guard;
+            let _slot = slot;
+            if let Some(reply) = site.handle(&body, peer, local, Proto::Tcp).await {
+                let mut out = Vec::with_capacity(reply.len() + 2);
+                out.extend_from_slice(&(reply.len() as u16).to_be_bytes());
+                out.extend_from_slice(&reply);
+                let mut w = wr.lock().await;
+                let _ = tokio::time::timeout(TCP_WRITE, w.write_all(&out)).await;
+            }
+        });
+    }
+    // Let answers in flight on this connection go out before closing it.
+    let _ = tokio::time::timeout(TCP_WRITE, slots.acquire_many(TCP_MAX_INFLIGHT as u32)).await;
+    let mut w = wr.lock().await;
+    let _ = w.shutdown().await;
+}

@@ -1,0 +1,7 @@
+//! The DNS server: configuration generations, listeners, routing and the process runtime.
+
+pub mod config;
+pub mod http;
+pub mod listen;
+pub mod runtime;
+pub mod site;
