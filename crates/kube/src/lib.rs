@@ -1,1 +1,56 @@
-//! sextant-kube: placeholder, filled in by its owner.
+//! sextant-kube: the Kubernetes data side of Sextant. Lists and watches Services,
+//! EndpointSlices, Namespaces and (with `pods verified`) Pods, and folds them into a compact
+//! index of DNS-visible data that the query path reads as one atomic snapshot.
+//!
+//! Contract for the `kubernetes` plugin:
+//! * [`start`] (or [`Index::new_static`] + [`Index::apply_objects`]) gives an [`Index`].
+//! * Per query: `let snap = index.snapshot();` then [`Snapshot`] lookups; names are compared
+//!   as stored (Kubernetes names are lower-case: lower-case the query labels first).
+//! * [`Index::synced`] is false until every watcher completed its first list (answer SERVFAIL
+//!   instead of NXDOMAIN until then). After a sync the index is never emptied by an outage.
+//! * [`Index::subscribe`] yields a [`Change`] per published update for cache invalidation.
+
+mod client;
+mod fold;
+mod index;
+mod manifests;
+mod metrics;
+mod model;
+mod persist;
+mod snapshot;
+mod watch;
+
+pub use client::{build_client, ClientConfig, RateLimits, USER_AGENT};
+pub use fold::{Res, SERVICE_NAME_LABEL, TRIGGER_TIME_ANNOTATION};
+pub use index::Index;
+pub use manifests::load_manifests;
+pub use model::{
+    Change, Counts, EndpointHit, EndpointRef, Namespace, Pod, Port, Proto, Service, ServiceKind,
+    Source,
+};
+pub use snapshot::Snapshot;
+pub use watch::{start, start_with_client, PodsMode, WatchOptions, POD_FIELD_SELECTOR};
+
+/// Errors of this crate.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Client configuration could not be built (kubeconfig, URL, certificates, in-cluster env).
+    #[error("kubernetes client config: {0}")]
+    Config(String),
+    /// A manifest or snapshot file could not be read or parsed.
+    #[error("{path}: {reason}")]
+    File {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// An object could not be decoded.
+    #[error("object {name:?}: {reason}")]
+    Object {
+        /// `metadata.name` of the object.
+        name: String,
+        /// Decoder message.
+        reason: String,
+    },
+}

@@ -1,0 +1,749 @@
+//! Folding Kubernetes objects into the compact index: conversion from API types to the
+//! DNS-visible model, in-place upserts/deletes on persistent maps, re-list bookkeeping (upsert
+//! in place, delete the unseen at the end) and change notices. No I/O, no async.
+
+use std::collections::{HashMap as StdMap, HashSet};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{Namespace as K8sNamespace, Pod as K8sPod, Service as K8sService};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::Resource;
+
+use crate::model::{Change, Endpoint, Namespace, Pod, Port, Proto, Service, ServiceKind, Slice};
+use crate::snapshot::{Few, Snapshot};
+
+/// The four watched resources.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Res {
+    /// v1 Service
+    Service,
+    /// discovery.k8s.io/v1 EndpointSlice
+    EndpointSlice,
+    /// v1 Pod
+    Pod,
+    /// v1 Namespace
+    Namespace,
+}
+
+impl Res {
+    pub(crate) const ALL: [Res; 4] = [Res::Service, Res::EndpointSlice, Res::Pod, Res::Namespace];
+
+    /// Resource name, as used in logs and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Res::Service => "services",
+            Res::EndpointSlice => "endpointslices",
+            Res::Pod => "pods",
+            Res::Namespace => "namespaces",
+        }
+    }
+
+    fn bit(self) -> u8 {
+        match self {
+            Res::Service => 1,
+            Res::EndpointSlice => 2,
+            Res::Pod => 4,
+            Res::Namespace => 8,
+        }
+    }
+}
+
+/// Label of an EndpointSlice naming its Service.
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+/// Annotation used for the DNS programming latency metric.
+pub const TRIGGER_TIME_ANNOTATION: &str = "endpoints.kubernetes.io/last-change-trigger-time";
+
+/// Above this many listed items a change notice becomes `all`.
+const MAX_CHANGE_ITEMS: usize = 4096;
+
+/// String interner; entries only the interner still holds are dropped by `gc`.
+#[derive(Default)]
+struct Interner {
+    strs: HashSet<Arc<str>>,
+    labels: HashSet<Arc<[(Arc<str>, Arc<str>)]>>,
+    added: usize,
+}
+
+impl Interner {
+    fn str(&mut self, s: &str) -> Arc<str> {
+        if let Some(a) = self.strs.get(s) {
+            return a.clone();
+        }
+        let a: Arc<str> = Arc::from(s);
+        self.strs.insert(a.clone());
+        self.added += 1;
+        a
+    }
+
+    fn labels(&mut self, l: Vec<(Arc<str>, Arc<str>)>) -> Arc<[(Arc<str>, Arc<str>)]> {
+        if let Some(a) = self.labels.get(l.as_slice()) {
+            return a.clone();
+        }
+        let a: Arc<[(Arc<str>, Arc<str>)]> = Arc::from(l);
+        self.labels.insert(a.clone());
+        self.added += 1;
+        a
+    }
+
+    fn maybe_gc(&mut self) {
+        if self.added > 1024 && self.added > self.strs.len() / 2 {
+            self.gc();
+        }
+    }
+
+    fn gc(&mut self) {
+        self.labels.retain(|l| Arc::strong_count(l) > 1);
+        self.strs.retain(|s| Arc::strong_count(s) > 1);
+        self.strs.shrink_to_fit();
+        self.labels.shrink_to_fit();
+        self.added = 0;
+    }
+}
+
+fn now_unix() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
+}
+
+fn parse_ips<'a>(it: impl IntoIterator<Item = &'a str>) -> Vec<IpAddr> {
+    let mut out: Vec<IpAddr> = it.into_iter().filter_map(|s| s.trim().parse().ok()).collect();
+    out.dedup();
+    out.shrink_to_fit();
+    out
+}
+
+fn sentinel_port(i: &mut Interner) -> Port {
+    Port {
+        name: i.str(""),
+        port: -1,
+        protocol: Proto::Tcp,
+    }
+}
+
+/// Programming-latency observations (service kind, seconds) collected while folding.
+pub(crate) type Observations = Vec<(&'static str, f64)>;
+
+/// The single writer of the index. Owns the master snapshot; callers publish clones of it.
+pub(crate) struct Writer {
+    pub snap: Snapshot,
+    strs: Interner,
+    /// Seen keys per resource while a (re-)list is in progress.
+    relist: StdMap<Res, HashSet<(Arc<str>, Arc<str>)>>,
+    /// (namespace, slice name) -> service name.
+    slice_loc: StdMap<(Arc<str>, Arc<str>), Arc<str>>,
+    pub change: Change,
+    pub dirty: bool,
+    zonal: bool,
+    synced: u8,
+    pub observations: Observations,
+}
+
+impl Writer {
+    pub fn new(zonal: bool) -> Self {
+        Writer {
+            snap: Snapshot::default(),
+            strs: Interner::default(),
+            relist: StdMap::new(),
+            slice_loc: StdMap::new(),
+            change: Change::default(),
+            dirty: false,
+            zonal,
+            synced: 0,
+            observations: Vec::new(),
+        }
+    }
+
+    /// Whether every resource in `needed` has completed its first list.
+    pub fn synced(&self, needed: &[Res]) -> bool {
+        needed.iter().all(|r| self.synced & r.bit() != 0)
+    }
+
+    pub fn in_relist(&self, r: Res) -> bool {
+        self.relist.contains_key(&r)
+    }
+
+    fn touch(&mut self) {
+        self.dirty = true;
+        self.snap.serial = now_unix();
+    }
+
+    fn note_service(&mut self, ns: &Arc<str>, name: &Arc<str>) {
+        if self.change.all {
+            return;
+        }
+        if self.change.services.len() >= MAX_CHANGE_ITEMS {
+            self.change_all();
+            return;
+        }
+        self.change.services.push((ns.clone(), name.clone()));
+    }
+
+    fn note_ips(&mut self, ips: impl IntoIterator<Item = IpAddr>) {
+        if self.change.all {
+            return;
+        }
+        self.change.ips.extend(ips);
+        if self.change.ips.len() >= MAX_CHANGE_ITEMS {
+            self.change_all();
+        }
+    }
+
+    fn change_all(&mut self) {
+        self.change = Change {
+            all: true,
+            pods: true,
+            ..Change::default()
+        };
+    }
+
+    /// Takes the accumulated change notice.
+    pub fn take_change(&mut self) -> Change {
+        std::mem::take(&mut self.change)
+    }
+
+    fn mark_seen(&mut self, r: Res, ns: &Arc<str>, name: &Arc<str>) {
+        if let Some(seen) = self.relist.get_mut(&r) {
+            seen.insert((ns.clone(), name.clone()));
+        }
+    }
+
+    /// A (re-)list of `r` starts: objects are upserted in place and the unseen are deleted at
+    /// `end_relist`, so no second copy of the data is built.
+    pub fn begin_relist(&mut self, r: Res) {
+        self.relist.insert(r, HashSet::new());
+    }
+
+    /// The (re-)list of `r` finished: delete everything it did not mention.
+    pub fn end_relist(&mut self, r: Res) {
+        let Some(seen) = self.relist.remove(&r) else {
+            return;
+        };
+        let mut stale: Vec<(Arc<str>, Arc<str>)> = Vec::new();
+        match r {
+            Res::Service => {
+                for (ns, m) in self.snap.services.iter() {
+                    stale.extend(
+                        m.keys()
+                            .filter(|n| !seen.contains(&(ns.clone(), (*n).clone())))
+                            .map(|n| (ns.clone(), n.clone())),
+                    );
+                }
+            }
+            Res::EndpointSlice => stale.extend(
+                self.slice_loc
+                    .keys()
+                    .filter(|k| !seen.contains(*k))
+                    .cloned(),
+            ),
+            Res::Pod => {
+                for (ns, m) in self.snap.pods.iter() {
+                    stale.extend(
+                        m.keys()
+                            .filter(|n| !seen.contains(&(ns.clone(), (*n).clone())))
+                            .map(|n| (ns.clone(), n.clone())),
+                    );
+                }
+            }
+            Res::Namespace => stale.extend(
+                self.snap
+                    .namespaces
+                    .keys()
+                    .filter(|n| !seen.contains(&(Arc::from(""), (*n).clone())))
+                    .map(|n| (Arc::from(""), n.clone())),
+            ),
+        }
+        drop(seen);
+        for (ns, name) in stale {
+            self.delete(r, &ns, &name);
+        }
+        self.synced |= r.bit();
+        self.strs.gc();
+    }
+
+    /// Deletes one object by key (namespace "" for Namespaces).
+    pub fn delete(&mut self, r: Res, ns: &str, name: &str) {
+        match r {
+            Res::Service => self.remove_service(ns, name),
+            Res::EndpointSlice => self.remove_slice(ns, name),
+            Res::Pod => self.remove_pod(ns, name),
+            Res::Namespace => {
+                if let Some(old) = self.snap.namespaces.remove(name) {
+                    self.snap.counts.namespaces -= 1;
+                    if !self.change.all {
+                        self.change.namespaces.push(old.name);
+                    }
+                    self.touch();
+                }
+            }
+        }
+    }
+
+    // ---------------- namespaces ----------------
+
+    pub fn upsert_namespace(&mut self, name: &str) {
+        let name = self.strs.str(name);
+        let empty = self.strs.str("");
+        self.mark_seen(Res::Namespace, &empty, &name);
+        if self.snap.namespaces.contains_key(&name) {
+            return;
+        }
+        self.snap
+            .namespaces
+            .insert(name.clone(), Namespace { name: name.clone() });
+        self.snap.counts.namespaces += 1;
+        if !self.change.all {
+            self.change.namespaces.push(name);
+        }
+        self.touch();
+    }
+
+    // ---------------- services ----------------
+
+    fn convert_service(&mut self, ns: Arc<str>, name: Arc<str>, s: &K8sService) -> Service {
+        let spec = s.spec.as_ref();
+        let ty = spec.and_then(|s| s.type_.as_deref()).unwrap_or("ClusterIP");
+        let kind = if ty == "ExternalName" {
+            let target = spec
+                .and_then(|s| s.external_name.as_deref())
+                .unwrap_or("");
+            ServiceKind::ExternalName(self.strs.str(target))
+        } else {
+            let cip = spec.and_then(|s| s.cluster_ip.as_deref()).unwrap_or("");
+            if cip == "None" {
+                ServiceKind::Headless
+            } else {
+                let ips = match spec.and_then(|s| s.cluster_ips.as_ref()) {
+                    Some(list) if !list.is_empty() => parse_ips(list.iter().map(String::as_str)),
+                    _ => parse_ips([cip]),
+                };
+                ServiceKind::ClusterIp(ips)
+            }
+        };
+        let mut ports: Vec<Port> = spec
+            .and_then(|s| s.ports.as_ref())
+            .map(|ps| {
+                ps.iter()
+                    .map(|p| Port {
+                        name: self.strs.str(p.name.as_deref().unwrap_or("")),
+                        port: p.port,
+                        protocol: Proto::parse(p.protocol.as_deref()),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        if ports.is_empty() {
+            ports.push(sentinel_port(&mut self.strs));
+        }
+        ports.shrink_to_fit();
+        let mut ext: Vec<&str> = spec
+            .and_then(|s| s.external_ips.as_ref())
+            .map(|v| v.iter().map(String::as_str).collect())
+            .unwrap_or_default();
+        if let Some(ing) = s
+            .status
+            .as_ref()
+            .and_then(|st| st.load_balancer.as_ref())
+            .and_then(|lb| lb.ingress.as_ref())
+        {
+            ext.extend(ing.iter().filter_map(|i| i.ip.as_deref()));
+        }
+        Service {
+            namespace: ns,
+            name,
+            kind,
+            ports,
+            external_ips: parse_ips(ext),
+        }
+    }
+
+    pub fn upsert_service(&mut self, s: &K8sService) {
+        let Some((ns, name)) = self.key_of(s.meta()) else {
+            return;
+        };
+        self.mark_seen(Res::Service, &ns, &name);
+        let new = self.convert_service(ns.clone(), name.clone(), s);
+        let old = self.snap.services.get(&ns).and_then(|m| m.get(&name)).cloned();
+        if old.as_deref() == Some(&new) {
+            return;
+        }
+        if let Some(old) = &old {
+            self.unindex_service(old);
+        } else {
+            self.snap.counts.services += 1;
+        }
+        let new = Arc::new(new);
+        for ip in new.cluster_ips() {
+            let e = self.snap.services_by_ip.entry(*ip).or_default();
+            e.push(new.clone());
+        }
+        self.note_ips(new.cluster_ips().iter().copied());
+        match self.snap.services.get_mut(&ns) {
+            Some(m) => {
+                m.insert(name.clone(), new);
+            }
+            None => {
+                self.snap
+                    .services
+                    .insert(ns.clone(), imbl::OrdMap::unit(name.clone(), new));
+            }
+        }
+        self.note_service(&ns, &name);
+        self.touch();
+    }
+
+    fn unindex_service(&mut self, old: &Service) {
+        for ip in old.cluster_ips() {
+            remove_from(&mut self.snap.services_by_ip, *ip, |s| {
+                s.name == old.name && s.namespace == old.namespace
+            });
+        }
+        self.note_ips(old.cluster_ips().iter().copied());
+    }
+
+    fn remove_service(&mut self, ns: &str, name: &str) {
+        let Some(m) = self.snap.services.get_mut(ns) else {
+            return;
+        };
+        let Some(old) = m.remove(name) else {
+            return;
+        };
+        if m.is_empty() {
+            self.snap.services.remove(ns);
+        }
+        self.snap.counts.services -= 1;
+        self.unindex_service(&old);
+        self.note_service(&old.namespace, &old.name);
+        self.touch();
+    }
+
+    // ---------------- endpoint slices ----------------
+
+    fn convert_slice(
+        &mut self,
+        ns: Arc<str>,
+        name: Arc<str>,
+        service: Arc<str>,
+        s: &EndpointSlice,
+    ) -> Slice {
+        let mut ports: Vec<Port> = s
+            .ports
+            .as_ref()
+            .map(|ps| {
+                ps.iter()
+                    .map(|p| Port {
+                        name: self.strs.str(p.name.as_deref().unwrap_or("")),
+                        port: p.port.unwrap_or(-1),
+                        protocol: Proto::parse(p.protocol.as_deref()),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        if ports.is_empty() {
+            ports.push(sentinel_port(&mut self.strs));
+        }
+        let mut eps: Vec<Endpoint> = Vec::new();
+        for e in &s.endpoints {
+            // Ready true or unset (null) counts as ready.
+            let ready = e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
+            if !ready {
+                continue;
+            }
+            let hostname = e.hostname.as_deref().filter(|h| !h.is_empty());
+            let pod = e
+                .target_ref
+                .as_ref()
+                .filter(|r| r.kind.as_deref().is_none_or(|k| k == "Pod"))
+                .and_then(|r| r.name.as_deref())
+                .filter(|n| !n.is_empty() && n.len() < 64);
+            let node = e.node_name.as_deref().filter(|n| !n.is_empty());
+            let zone = if self.zonal {
+                e.zone.as_deref().filter(|z| !z.is_empty())
+            } else {
+                None
+            };
+            for ip in parse_ips(e.addresses.iter().map(String::as_str)) {
+                if eps
+                    .iter()
+                    .any(|x| x.ip == ip && x.hostname.as_deref() == hostname)
+                {
+                    continue;
+                }
+                eps.push(Endpoint {
+                    ip,
+                    hostname: hostname.map(|h| self.strs.str(h)),
+                    pod_name: pod.map(|p| self.strs.str(p)),
+                    node_name: node.map(|n| self.strs.str(n)),
+                    zone: zone.map(|z| self.strs.str(&z.to_ascii_lowercase())),
+                });
+            }
+        }
+        Slice {
+            namespace: ns,
+            name,
+            service,
+            ports: ports.into_boxed_slice(),
+            endpoints: eps.into_boxed_slice(),
+        }
+    }
+
+    pub fn upsert_slice(&mut self, s: &EndpointSlice) {
+        let Some((ns, name)) = self.key_of(&s.metadata) else {
+            return;
+        };
+        self.mark_seen(Res::EndpointSlice, &ns, &name);
+        let svc = s
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(SERVICE_NAME_LABEL))
+            .filter(|v| !v.is_empty());
+        let Some(svc) = svc else {
+            // Not tied to a service: nothing DNS-visible.
+            self.remove_slice(&ns, &name);
+            return;
+        };
+        let svc = self.strs.str(svc);
+        let new = self.convert_slice(ns.clone(), name.clone(), svc.clone(), s);
+        let key = (ns.clone(), name.clone());
+        let old_svc = self.slice_loc.get(&key).cloned();
+        if old_svc.as_ref() == Some(&svc) {
+            let same = self
+                .snap
+                .slices
+                .get(&ns)
+                .and_then(|m| m.get(&svc))
+                .and_then(|m| m.get(&name))
+                .is_some_and(|old| **old == new);
+            if same {
+                return;
+            }
+        }
+        if old_svc.is_some() {
+            self.remove_slice(&ns, &name);
+        }
+        if !self.in_relist(Res::EndpointSlice) {
+            self.observe_programming(s, &ns, &svc);
+        }
+        let new = Arc::new(new);
+        for e in new.endpoints.iter() {
+            self.snap
+                .endpoints_by_ip
+                .entry(e.ip)
+                .or_default()
+                .push(new.clone());
+        }
+        self.snap.counts.endpoints += new.endpoints.len();
+        self.note_ips(new.endpoints.iter().map(|e| e.ip));
+        let by_svc = match self.snap.slices.get_mut(&ns) {
+            Some(m) => m,
+            None => {
+                self.snap.slices.insert(ns.clone(), imbl::HashMap::new());
+                match self.snap.slices.get_mut(&ns) {
+                    Some(m) => m,
+                    None => return,
+                }
+            }
+        };
+        match by_svc.get_mut(&svc) {
+            Some(m) => {
+                m.insert(name.clone(), new);
+            }
+            None => {
+                by_svc.insert(svc.clone(), imbl::OrdMap::unit(name.clone(), new));
+            }
+        }
+        self.slice_loc.insert(key, svc.clone());
+        self.note_service(&ns, &svc);
+        self.touch();
+    }
+
+    fn observe_programming(&mut self, s: &EndpointSlice, ns: &str, svc: &str) {
+        let Some(t) = s
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(TRIGGER_TIME_ANNOTATION))
+        else {
+            return;
+        };
+        let Ok(t) = chrono::DateTime::parse_from_rfc3339(t) else {
+            return;
+        };
+        let kind = match self.snap.services.get(ns).and_then(|m| m.get(svc)) {
+            Some(s) if s.is_headless() => "headless_with_selector",
+            Some(s) if !s.cluster_ips().is_empty() => "cluster_ip",
+            _ => return,
+        };
+        let secs = (chrono::Utc::now() - t.with_timezone(&chrono::Utc))
+            .num_milliseconds()
+            .max(0) as f64
+            / 1000.0;
+        self.observations.push((kind, secs));
+    }
+
+    fn remove_slice(&mut self, ns: &str, name: &str) {
+        let key: (Arc<str>, Arc<str>) = (Arc::from(ns), Arc::from(name));
+        let Some(svc) = self.slice_loc.remove(&key) else {
+            return;
+        };
+        let Some(by_svc) = self.snap.slices.get_mut(ns) else {
+            return;
+        };
+        let Some(m) = by_svc.get_mut(&svc) else {
+            return;
+        };
+        let Some(old) = m.remove(name) else {
+            return;
+        };
+        if m.is_empty() {
+            by_svc.remove(&svc);
+            if by_svc.is_empty() {
+                self.snap.slices.remove(ns);
+            }
+        }
+        for e in old.endpoints.iter() {
+            remove_from(&mut self.snap.endpoints_by_ip, e.ip, |s| {
+                s.name == old.name && s.namespace == old.namespace
+            });
+        }
+        self.snap.counts.endpoints -= old.endpoints.len();
+        self.note_ips(old.endpoints.iter().map(|e| e.ip));
+        self.note_service(&old.namespace, &old.service);
+        self.touch();
+    }
+
+    // ---------------- pods ----------------
+
+    pub fn upsert_pod(&mut self, p: &K8sPod) {
+        let Some((ns, name)) = self.key_of(&p.metadata) else {
+            return;
+        };
+        if p.metadata.deletion_timestamp.is_some() {
+            // Terminating pods are dropped (and count as not seen in a re-list).
+            self.remove_pod(&ns, &name);
+            return;
+        }
+        self.mark_seen(Res::Pod, &ns, &name);
+        let status = p.status.as_ref();
+        let ips = match status.and_then(|s| s.pod_ips.as_ref()) {
+            Some(list) if !list.is_empty() => parse_ips(list.iter().map(|i| i.ip.as_str())),
+            _ => parse_ips(status.and_then(|s| s.pod_ip.as_deref())),
+        };
+        let mut labels: Vec<(Arc<str>, Arc<str>)> = p
+            .metadata
+            .labels
+            .iter()
+            .flatten()
+            .map(|(k, v)| (self.strs.str(k), self.strs.str(v)))
+            .collect();
+        labels.sort();
+        let new = Pod {
+            namespace: ns.clone(),
+            name: name.clone(),
+            ips,
+            labels: self.strs.labels(labels),
+        };
+        let old = self.snap.pods.get(&ns).and_then(|m| m.get(&name)).cloned();
+        if old.as_deref() == Some(&new) {
+            return;
+        }
+        if old.is_some() {
+            self.remove_pod(&ns, &name);
+        }
+        let new = Arc::new(new);
+        for ip in &new.ips {
+            self.snap
+                .pods_by_ip
+                .entry(*ip)
+                .or_default()
+                .push(new.clone());
+        }
+        match self.snap.pods.get_mut(&ns) {
+            Some(m) => {
+                m.insert(name.clone(), new);
+            }
+            None => {
+                self.snap
+                    .pods
+                    .insert(ns.clone(), imbl::HashMap::unit(name.clone(), new));
+            }
+        }
+        self.snap.counts.pods += 1;
+        self.change.pods = true;
+        self.touch();
+    }
+
+    fn remove_pod(&mut self, ns: &str, name: &str) {
+        let Some(m) = self.snap.pods.get_mut(ns) else {
+            return;
+        };
+        let Some(old) = m.remove(name) else {
+            return;
+        };
+        if m.is_empty() {
+            self.snap.pods.remove(ns);
+        }
+        for ip in &old.ips {
+            remove_from(&mut self.snap.pods_by_ip, *ip, |p| {
+                p.name == old.name && p.namespace == old.namespace
+            });
+        }
+        self.snap.counts.pods -= 1;
+        self.change.pods = true;
+        self.touch();
+    }
+
+    fn key_of(&mut self, m: &ObjectMeta) -> Option<(Arc<str>, Arc<str>)> {
+        let name = m.name.as_deref().filter(|n| !n.is_empty())?;
+        let ns = m.namespace.as_deref().unwrap_or("");
+        self.strs.maybe_gc();
+        Some((self.strs.str(ns), self.strs.str(name)))
+    }
+
+    /// Folds one JSON object (Service, EndpointSlice, Pod or Namespace); other kinds are ignored.
+    /// Returns the namespace the object lives in, if any.
+    pub fn upsert_json(&mut self, v: &serde_json::Value) -> Result<Option<String>, String> {
+        let kind = v.get("kind").and_then(|k| k.as_str()).unwrap_or("");
+        fn de<T: serde::de::DeserializeOwned>(v: &serde_json::Value) -> Result<T, String> {
+            serde_json::from_value(v.clone()).map_err(|e| e.to_string())
+        }
+        let ns = v
+            .pointer("/metadata/namespace")
+            .and_then(|n| n.as_str())
+            .map(str::to_string);
+        match kind {
+            "Service" => self.upsert_service(&de::<K8sService>(v)?),
+            "EndpointSlice" => self.upsert_slice(&de::<EndpointSlice>(v)?),
+            "Pod" => self.upsert_pod(&de::<K8sPod>(v)?),
+            "Namespace" => {
+                let n = de::<K8sNamespace>(v)?;
+                if let Some(name) = n.metadata.name.as_deref() {
+                    self.upsert_namespace(name);
+                }
+                return Ok(None);
+            }
+            _ => return Ok(None),
+        }
+        Ok(ns)
+    }
+}
+
+fn remove_from<T>(
+    map: &mut imbl::HashMap<IpAddr, Few<Arc<T>>>,
+    ip: IpAddr,
+    pred: impl Fn(&T) -> bool,
+) {
+    let empty = match map.get_mut(&ip) {
+        Some(list) => {
+            list.retain(|x| !pred(x));
+            list.is_empty()
+        }
+        None => false,
+    };
+    if empty {
+        map.remove(&ip);
+    }
+}

@@ -1,0 +1,192 @@
+//! The shared index handle: holds the writer behind a mutex, publishes snapshots through
+//! `ArcSwap`, tracks sync state and broadcasts change notices. No network I/O here.
+
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::sync::{broadcast, watch};
+
+use crate::fold::{Res, Writer};
+use crate::model::{Change, Source};
+use crate::snapshot::Snapshot;
+use crate::Error;
+
+pub(crate) struct Shared {
+    snap: ArcSwap<Snapshot>,
+    writer: Mutex<Writer>,
+    needed: Vec<Res>,
+    synced_tx: watch::Sender<bool>,
+    changes: broadcast::Sender<Change>,
+    pub(crate) stop_tx: watch::Sender<bool>,
+    source: AtomicU8,
+}
+
+/// Handle to the index; cheap to clone (an `Arc` inside).
+#[derive(Clone)]
+pub struct Index {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Index {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Index")
+            .field("synced", &self.synced())
+            .field("source", &self.source())
+            .finish()
+    }
+}
+
+fn lock(m: &Mutex<Writer>) -> MutexGuard<'_, Writer> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Index {
+    pub(crate) fn with_needed(needed: Vec<Res>, zonal: bool, source: Source) -> Index {
+        Index {
+            shared: Arc::new(Shared {
+                snap: ArcSwap::from_pointee(Snapshot::default()),
+                writer: Mutex::new(Writer::new(zonal)),
+                needed,
+                synced_tx: watch::channel(false).0,
+                changes: broadcast::channel(1024).0,
+                stop_tx: watch::channel(false).0,
+                source: AtomicU8::new(source as u8),
+            }),
+        }
+    }
+
+    /// An empty index fed without an API server (manifests, snapshots, tests). It counts as
+    /// synced from the start; zone data is stored.
+    pub fn new_static() -> Index {
+        let idx = Index::with_needed(Vec::new(), true, Source::Manifests);
+        idx.shared.synced_tx.send_replace(true);
+        idx
+    }
+
+    /// The current snapshot: one atomic load; hold it for the duration of one query.
+    pub fn snapshot(&self) -> arc_swap::Guard<Arc<Snapshot>> {
+        self.shared.snap.load()
+    }
+
+    /// True once every watcher has completed its first full list (static indexes: always).
+    pub fn synced(&self) -> bool {
+        *self.shared.synced_tx.borrow()
+    }
+
+    /// Waits until synced or `timeout`; returns `synced()`.
+    pub async fn wait_synced(&self, timeout: Duration) -> bool {
+        let mut rx = self.shared.synced_tx.subscribe();
+        let _ = tokio::time::timeout(timeout, rx.wait_for(|s| *s)).await;
+        self.synced()
+    }
+
+    /// Change notices, one per published snapshot (lagging receivers should flush everything).
+    pub fn subscribe(&self) -> broadcast::Receiver<Change> {
+        self.shared.changes.subscribe()
+    }
+
+    /// Stops the watchers (and manifest/persist tasks); the last snapshot stays readable.
+    pub fn stop(&self) {
+        self.shared.stop_tx.send_replace(true);
+    }
+
+    /// True after [`Index::stop`].
+    pub fn stopped(&self) -> bool {
+        *self.shared.stop_tx.borrow()
+    }
+
+    /// Where the data currently comes from.
+    pub fn source(&self) -> Source {
+        match self.shared.source.load(Ordering::Relaxed) {
+            x if x == Source::Snapshot as u8 => Source::Snapshot,
+            x if x == Source::Manifests as u8 => Source::Manifests,
+            _ => Source::Api,
+        }
+    }
+
+    pub(crate) fn set_source(&self, s: Source) {
+        self.shared.source.store(s as u8, Ordering::Relaxed);
+    }
+
+    /// Runs `f` on the writer and publishes if it changed anything.
+    pub(crate) fn write<R>(&self, f: impl FnOnce(&mut Writer) -> R) -> R {
+        let mut w = lock(&self.shared.writer);
+        let r = f(&mut w);
+        self.publish_locked(&mut w);
+        r
+    }
+
+    /// Runs `f` on the writer without publishing (during a re-list).
+    pub(crate) fn write_quiet<R>(&self, f: impl FnOnce(&mut Writer) -> R) -> R {
+        f(&mut lock(&self.shared.writer))
+    }
+
+    fn publish_locked(&self, w: &mut Writer) {
+        let obs = std::mem::take(&mut w.observations);
+        for (kind, secs) in obs {
+            crate::metrics::observe_programming(kind, secs);
+        }
+        if w.dirty {
+            w.dirty = false;
+            let snap = w.snap.clone();
+            crate::metrics::set_counts(snap.counts);
+            self.shared.snap.store(Arc::new(snap));
+            let ch = w.take_change();
+            if !ch.is_empty() {
+                let _ = self.shared.changes.send(ch);
+            }
+        }
+        if !self.synced() && w.synced(&self.shared.needed) {
+            self.shared.synced_tx.send_replace(true);
+            if !self.shared.needed.is_empty() {
+                self.set_source(Source::Api);
+            }
+        }
+    }
+
+    /// Replaces the whole content with these objects (Service, EndpointSlice, Pod, Namespace as
+    /// Kubernetes JSON; `List` kinds are unwrapped; others ignored). Namespaces referenced by
+    /// objects are created implicitly. Returns the first object that failed to decode, if any,
+    /// after applying all the others.
+    pub fn apply_objects(&self, objs: Vec<serde_json::Value>) -> Result<(), Error> {
+        self.write(|w| {
+            for r in Res::ALL {
+                w.begin_relist(r);
+            }
+            let mut first_err = None;
+            let mut stack = objs;
+            while let Some(o) = stack.pop() {
+                if o
+                    .get("kind")
+                    .and_then(|k| k.as_str())
+                    .is_some_and(|k| k.ends_with("List"))
+                {
+                    if let Some(items) = o.get("items").and_then(|i| i.as_array()) {
+                        stack.extend(items.iter().cloned());
+                    }
+                    continue;
+                }
+                match w.upsert_json(&o) {
+                    Ok(Some(ns)) => w.upsert_namespace(&ns),
+                    Ok(None) => {}
+                    Err(e) => {
+                        if first_err.is_none() {
+                            let name = o
+                                .pointer("/metadata/name")
+                                .and_then(|n| n.as_str())
+                                .unwrap_or("?")
+                                .to_string();
+                            first_err = Some(Error::Object { name, reason: e });
+                        }
+                    }
+                }
+            }
+            for r in Res::ALL {
+                w.end_relist(r);
+            }
+            first_err.map_or(Ok(()), Err)
+        })
+    }
+}

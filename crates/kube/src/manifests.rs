@@ -1,0 +1,130 @@
+//! The `manifests` source: reads Kubernetes YAML (multi-document) / JSON files or folders into
+//! JSON objects, and re-applies them to an index when their modification times change.
+//! File I/O only; errors name the file.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::index::Index;
+use crate::model::Source;
+use crate::Error;
+
+fn file_err(path: &Path, reason: impl ToString) -> Error {
+    Error::File {
+        path: path.to_path_buf(),
+        reason: reason.to_string(),
+    }
+}
+
+fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>, Error> {
+    let mut out = Vec::new();
+    for p in paths {
+        let md = std::fs::metadata(p).map_err(|e| file_err(p, e))?;
+        if md.is_dir() {
+            let mut files: Vec<PathBuf> = std::fs::read_dir(p)
+                .map_err(|e| file_err(p, e))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| {
+                    matches!(
+                        f.extension().and_then(|x| x.to_str()),
+                        Some("yaml" | "yml" | "json")
+                    )
+                })
+                .collect();
+            files.sort();
+            out.extend(files);
+        } else {
+            out.push(p.clone());
+        }
+    }
+    Ok(out)
+}
+
+fn unwrap_lists(v: Value, out: &mut Vec<Value>) {
+    if v.is_null() {
+        return;
+    }
+    let is_list = v
+        .get("kind")
+        .and_then(Value::as_str)
+        .is_some_and(|k| k.ends_with("List"));
+    if is_list {
+        if let Some(Value::Array(items)) = v.get("items").cloned() {
+            for i in items {
+                unwrap_lists(i, out);
+            }
+        }
+    } else {
+        out.push(v);
+    }
+}
+
+fn parse_file(path: &Path, out: &mut Vec<Value>) -> Result<(), Error> {
+    let text = std::fs::read_to_string(path).map_err(|e| file_err(path, e))?;
+    let is_json = path.extension().and_then(|x| x.to_str()) == Some("json");
+    if is_json {
+        let v: Value = serde_json::from_str(&text).map_err(|e| file_err(path, e))?;
+        unwrap_lists(v, out);
+        return Ok(());
+    }
+    for doc in serde_yaml_ng::Deserializer::from_str(&text) {
+        let v = Value::deserialize(doc).map_err(|e| file_err(path, e))?;
+        unwrap_lists(v, out);
+    }
+    Ok(())
+}
+
+/// Reads Kubernetes objects from YAML (multi-document) or JSON files, or from every
+/// `.yaml`/`.yml`/`.json` file in the given folders (sorted). `List` kinds are unwrapped.
+pub fn load_manifests(paths: &[PathBuf]) -> Result<Vec<Value>, Error> {
+    let mut out = Vec::new();
+    for f in expand(paths)? {
+        parse_file(&f, &mut out)?;
+    }
+    Ok(out)
+}
+
+fn mtimes(paths: &[PathBuf]) -> Vec<(PathBuf, Option<SystemTime>)> {
+    let files = expand(paths).unwrap_or_else(|_| paths.to_vec());
+    files
+        .into_iter()
+        .map(|f| {
+            let t = std::fs::metadata(&f).and_then(|m| m.modified()).ok();
+            (f, t)
+        })
+        .collect()
+}
+
+impl Index {
+    /// Loads the manifests now (replacing the content) and re-reads them whenever a file's
+    /// modification time changes (polled every second) until [`Index::stop`]. A broken file is
+    /// logged and the previous data kept.
+    pub fn watch_manifests(&self, paths: Vec<PathBuf>) -> Result<(), Error> {
+        self.set_source(Source::Manifests);
+        self.apply_objects(load_manifests(&paths)?)?;
+        let idx = self.clone();
+        let mut seen = mtimes(&paths);
+        tokio::spawn(async move {
+            let mut stop = idx.shared.stop_tx.subscribe();
+            loop {
+                tokio::select! {
+                    _ = stop.wait_for(|s| *s) => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+                let now = mtimes(&paths);
+                if now == seen {
+                    continue;
+                }
+                seen = now;
+                match load_manifests(&paths).and_then(|objs| idx.apply_objects(objs)) {
+                    Ok(()) => tracing::info!("plugin/kubernetes: manifests reloaded"),
+                    Err(e) => tracing::error!("plugin/kubernetes: manifests: {e}"),
+                }
+            }
+        });
+        Ok(())
+    }
+}

@@ -1,0 +1,240 @@
+//! The compact, DNS-visible data model published by the index: services, ports, endpoints,
+//! pods, namespaces and change notices. Plain data: no I/O, no Kubernetes API types.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+/// Port protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub enum Proto {
+    /// TCP (also the default when the object leaves it unset).
+    #[default]
+    Tcp,
+    /// UDP
+    Udp,
+    /// SCTP
+    Sctp,
+}
+
+impl Proto {
+    /// Parses `TCP` / `UDP` / `SCTP` case-insensitively; anything else (or unset) is TCP.
+    pub fn parse(s: Option<&str>) -> Proto {
+        match s {
+            Some(p) if p.eq_ignore_ascii_case("udp") => Proto::Udp,
+            Some(p) if p.eq_ignore_ascii_case("sctp") => Proto::Sctp,
+            _ => Proto::Tcp,
+        }
+    }
+
+    /// Upper-case name as Kubernetes spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Proto::Tcp => "TCP",
+            Proto::Udp => "UDP",
+            Proto::Sctp => "SCTP",
+        }
+    }
+
+    /// Lower-case name as used in SRV labels (`_tcp`).
+    pub fn as_lower(self) -> &'static str {
+        match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+            Proto::Sctp => "sctp",
+        }
+    }
+}
+
+/// A service or endpoint port. An object without ports is stored with a single sentinel port
+/// `{name: "", port: -1}` (as CoreDNS does) which must produce no SRV record.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Port {
+    /// Port name, "" if unnamed.
+    pub name: Arc<str>,
+    /// Port number, -1 sentinel if none.
+    pub port: i32,
+    /// Protocol.
+    pub protocol: Proto,
+}
+
+impl Port {
+    /// Whether this is the "no ports" sentinel.
+    pub fn is_sentinel(&self) -> bool {
+        self.port == -1
+    }
+}
+
+/// What kind of DNS answer a service gives for its own name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServiceKind {
+    /// ClusterIP service: `spec.clusterIPs` (or `[spec.clusterIP]`), all families, in order.
+    /// May be empty for a service whose IP is not allocated yet.
+    ClusterIp(Vec<IpAddr>),
+    /// `clusterIP: None`: answers come from ready endpoints.
+    Headless,
+    /// `type: ExternalName`: the target, as written in the object (may be an IP literal, which
+    /// CoreDNS ignores).
+    ExternalName(Arc<str>),
+}
+
+/// A Service, stripped to what DNS needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Service {
+    /// Namespace (interned).
+    pub namespace: Arc<str>,
+    /// Name.
+    pub name: Arc<str>,
+    /// Kind and addresses.
+    pub kind: ServiceKind,
+    /// Ports (sentinel `-1` entry if the service declares none).
+    pub ports: Vec<Port>,
+    /// `spec.externalIPs` plus LoadBalancer ingress IPs.
+    pub external_ips: Vec<IpAddr>,
+}
+
+impl Service {
+    /// True for headless services.
+    pub fn is_headless(&self) -> bool {
+        matches!(self.kind, ServiceKind::Headless)
+    }
+
+    /// ClusterIPs (empty for headless and ExternalName).
+    pub fn cluster_ips(&self) -> &[IpAddr] {
+        match &self.kind {
+            ServiceKind::ClusterIp(ips) => ips,
+            _ => &[],
+        }
+    }
+}
+
+/// One ready endpoint address as stored (one entry per address of an EndpointSlice endpoint).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Endpoint {
+    pub ip: IpAddr,
+    pub hostname: Option<Arc<str>>,
+    pub pod_name: Option<Arc<str>>,
+    pub node_name: Option<Arc<str>>,
+    pub zone: Option<Arc<str>>,
+}
+
+/// One EndpointSlice as stored: only its ready endpoints and its ports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Slice {
+    pub namespace: Arc<str>,
+    pub name: Arc<str>,
+    /// Value of the `kubernetes.io/service-name` label.
+    pub service: Arc<str>,
+    pub ports: Box<[Port]>,
+    pub endpoints: Box<[Endpoint]>,
+}
+
+/// A ready endpoint address of a service, borrowed from a snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EndpointRef<'a> {
+    /// The address.
+    pub ip: IpAddr,
+    /// `hostname` field of the endpoint.
+    pub hostname: Option<&'a str>,
+    /// `targetRef.name` when it is a Pod and shorter than 64 characters.
+    pub pod_name: Option<&'a str>,
+    /// `nodeName`.
+    pub node_name: Option<&'a str>,
+    /// `zone` (stored only with the `zonal` option).
+    pub zone: Option<&'a str>,
+    /// Ports of the EndpointSlice this address came from (sentinel `-1` entry if none).
+    pub ports: &'a [Port],
+}
+
+impl Endpoint {
+    pub(crate) fn as_ref<'a>(&'a self, slice: &'a Slice) -> EndpointRef<'a> {
+        EndpointRef {
+            ip: self.ip,
+            hostname: self.hostname.as_deref(),
+            pod_name: self.pod_name.as_deref(),
+            node_name: self.node_name.as_deref(),
+            zone: self.zone.as_deref(),
+            ports: &slice.ports,
+        }
+    }
+}
+
+/// An endpoint found by IP, with the service it belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EndpointHit<'a> {
+    /// Namespace of the EndpointSlice.
+    pub namespace: &'a str,
+    /// Service name (from the slice's `kubernetes.io/service-name` label).
+    pub service: &'a str,
+    /// The endpoint.
+    pub endpoint: EndpointRef<'a>,
+}
+
+/// A Pod (indexed only with `pods verified`; pods being deleted are dropped).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pod {
+    /// Namespace.
+    pub namespace: Arc<str>,
+    /// Name.
+    pub name: Arc<str>,
+    /// `status.podIPs` (or `[status.podIP]`).
+    pub ips: Vec<IpAddr>,
+    /// Labels, sorted by key; label sets are shared between pods that have the same ones.
+    pub labels: Arc<[(Arc<str>, Arc<str>)]>,
+}
+
+/// A Namespace that exists (and matched `namespace_labels`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Namespace {
+    /// Name.
+    pub name: Arc<str>,
+}
+
+/// Object counts, for the `sextant_kubernetes_indexed_objects` gauge and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Services.
+    pub services: usize,
+    /// Ready endpoint addresses (over all EndpointSlices).
+    pub endpoints: usize,
+    /// Pods.
+    pub pods: usize,
+    /// Namespaces.
+    pub namespaces: usize,
+}
+
+/// What changed in one published update: enough for a DNS cache to drop affected names.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Change {
+    /// Services (namespace, name) whose records may have changed (service or its endpoints).
+    pub services: Vec<(Arc<str>, Arc<str>)>,
+    /// Namespaces that appeared or disappeared.
+    pub namespaces: Vec<Arc<str>>,
+    /// Addresses whose reverse (PTR) answers may have changed.
+    pub ips: Vec<IpAddr>,
+    /// Pods changed (pod names / autopath answers may differ).
+    pub pods: bool,
+    /// Too much changed to list (e.g. a full re-list): drop everything.
+    pub all: bool,
+}
+
+impl Change {
+    /// True when nothing is recorded.
+    pub fn is_empty(&self) -> bool {
+        self.services.is_empty()
+            && self.namespaces.is_empty()
+            && self.ips.is_empty()
+            && !self.pods
+            && !self.all
+    }
+}
+
+/// Where the index's data currently comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// Live list/watch of the API server.
+    Api,
+    /// A persisted snapshot file (API not reached yet).
+    Snapshot,
+    /// Static manifest files / `apply_objects`.
+    Manifests,
+}

@@ -1,0 +1,170 @@
+//! The `snapshot FILE` option: writes the index as a Kubernetes `List` JSON (atomically, temp
+//! file + rename, at a bounded rate) and loads it back at start. File I/O only.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::index::Index;
+use crate::model::{Port, ServiceKind, Source};
+use crate::snapshot::Snapshot;
+use crate::Error;
+
+fn ports(ps: &[Port]) -> Value {
+    Value::Array(
+        ps.iter()
+            .filter(|p| !p.is_sentinel())
+            .map(|p| json!({"name": &*p.name, "port": p.port, "protocol": p.protocol.as_str()}))
+            .collect(),
+    )
+}
+
+/// Renders a snapshot as Kubernetes objects (what `apply_objects` reads back).
+pub(crate) fn to_objects(s: &Snapshot) -> Vec<Value> {
+    let mut out = Vec::new();
+    for ns in s.namespaces() {
+        out.push(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": &*ns.name}}));
+    }
+    for svc in s.services() {
+        let mut spec = json!({"ports": ports(&svc.ports)});
+        match &svc.kind {
+            ServiceKind::ClusterIp(ips) => {
+                let ips: Vec<String> = ips.iter().map(|i| i.to_string()).collect();
+                if let Some(f) = ips.first() {
+                    spec["clusterIP"] = json!(f);
+                }
+                spec["clusterIPs"] = json!(ips);
+            }
+            ServiceKind::Headless => spec["clusterIP"] = json!("None"),
+            ServiceKind::ExternalName(t) => {
+                spec["type"] = json!("ExternalName");
+                spec["externalName"] = json!(&**t);
+            }
+        }
+        if !svc.external_ips.is_empty() {
+            spec["externalIPs"] = json!(svc
+                .external_ips
+                .iter()
+                .map(|i| i.to_string())
+                .collect::<Vec<_>>());
+        }
+        out.push(json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"namespace": &*svc.namespace, "name": &*svc.name}, "spec": spec}));
+    }
+    for (_, by_svc) in s.slices.iter() {
+        for (_, slices) in by_svc.iter() {
+            for (_, sl) in slices.iter() {
+                let eps: Vec<Value> = sl
+                    .endpoints
+                    .iter()
+                    .map(|e| {
+                        let mut v = json!({"addresses": [e.ip.to_string()], "conditions": {"ready": true}});
+                        if let Some(h) = &e.hostname {
+                            v["hostname"] = json!(&**h);
+                        }
+                        if let Some(n) = &e.node_name {
+                            v["nodeName"] = json!(&**n);
+                        }
+                        if let Some(z) = &e.zone {
+                            v["zone"] = json!(&**z);
+                        }
+                        if let Some(p) = &e.pod_name {
+                            v["targetRef"] = json!({"kind": "Pod", "name": &**p});
+                        }
+                        v
+                    })
+                    .collect();
+                out.push(json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                    "metadata": {"namespace": &*sl.namespace, "name": &*sl.name,
+                        "labels": {crate::SERVICE_NAME_LABEL: &*sl.service}},
+                    "addressType": "IPv4", "endpoints": eps, "ports": ports(&sl.ports)}));
+            }
+        }
+    }
+    for (_, pods) in s.pods.iter() {
+        for (_, p) in pods.iter() {
+            let labels: serde_json::Map<String, Value> = p
+                .labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), json!(&**v)))
+                .collect();
+            let ips: Vec<Value> = p.ips.iter().map(|i| json!({"ip": i.to_string()})).collect();
+            out.push(json!({"apiVersion": "v1", "kind": "Pod",
+                "metadata": {"namespace": &*p.namespace, "name": &*p.name, "labels": labels},
+                "status": {"podIPs": ips}}));
+        }
+    }
+    out
+}
+
+fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, data)?;
+    std::fs::rename(&tmp, path)
+}
+
+impl Index {
+    /// Writes the current snapshot to `path` now.
+    pub fn write_snapshot(&self, path: &Path) -> Result<(), Error> {
+        let list = json!({"apiVersion": "v1", "kind": "List", "items": to_objects(&self.snapshot())});
+        let data = serde_json::to_vec(&list).map_err(|e| Error::File {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        write_atomic(path, &data).map_err(|e| Error::File {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Writes the index to `path` after every change, at most once per `min_interval`, until
+    /// [`Index::stop`] (only once synced, so a partial list is never persisted).
+    pub fn persist_to(&self, path: PathBuf, min_interval: Duration) {
+        let idx = self.clone();
+        let mut changes = self.subscribe();
+        tokio::spawn(async move {
+            let mut stop = idx.shared.stop_tx.subscribe();
+            let mut dirty = idx.synced();
+            loop {
+                if dirty && idx.synced() {
+                    let p = path.clone();
+                    let i = idx.clone();
+                    let res = tokio::task::spawn_blocking(move || i.write_snapshot(&p)).await;
+                    match res {
+                        Ok(Err(e)) => tracing::warn!("plugin/kubernetes: snapshot: {e}"),
+                        Err(e) => tracing::warn!("plugin/kubernetes: snapshot: {e}"),
+                        Ok(Ok(())) => {}
+                    }
+                    tokio::select! {
+                        _ = stop.wait_for(|s| *s) => return,
+                        _ = tokio::time::sleep(min_interval) => {}
+                    }
+                }
+                tokio::select! {
+                    _ = stop.wait_for(|s| *s) => return,
+                    r = changes.recv() => match r {
+                        Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => dirty = true,
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                    }
+                }
+            }
+        });
+    }
+
+    /// Loads a snapshot written by [`Index::persist_to`] so last-known data can be served while
+    /// the API server is unreachable at start. Does not change `synced()`; the source becomes
+    /// `Snapshot` until the API watchers publish.
+    pub fn load_snapshot(&self, path: &Path) -> Result<(), Error> {
+        let objs = crate::load_manifests(&[path.to_path_buf()])?;
+        self.set_source(Source::Snapshot);
+        self.write(|w| {
+            for o in &objs {
+                let _ = w.upsert_json(o);
+            }
+        });
+        Ok(())
+    }
+}

@@ -1,0 +1,303 @@
+//! The list/watch loops: one kube-runtime watcher per resource, folded into the index, with
+//! exponential backoff on errors (at most ~1 request/s per resource while failing), re-list on
+//! 410 (done by the watcher), and a periodic consistency re-list. Network I/O via kube only.
+
+use std::fmt::Debug;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Namespace as K8sNamespace, Pod as K8sPod, Service as K8sService};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::runtime::watcher::{self, watcher, Event};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use tokio::time::Instant;
+
+use crate::client::{build_client, ClientConfig, RateLimits};
+use crate::fold::{Res, Writer};
+use crate::index::Index;
+use crate::model::Source;
+use crate::Error;
+
+/// `pods` option.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PodsMode {
+    /// No pod records (default).
+    #[default]
+    Disabled,
+    /// Pod records for any parseable IP; no pod watch.
+    Insecure,
+    /// Pod records only for existing pods: watches Pods.
+    Verified,
+}
+
+/// Field selector of the Pod watch (as CoreDNS).
+pub const POD_FIELD_SELECTOR: &str =
+    "status.phase!=Succeeded,status.phase!=Failed,status.phase!=Unknown";
+
+/// What to watch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WatchOptions {
+    /// Label selector for the Namespace watch (`namespace_labels`).
+    pub namespace_labels: Option<String>,
+    /// Label selector for Services, EndpointSlices and Pods (`labels`).
+    pub labels: Option<String>,
+    /// Pods mode; only `Verified` watches Pods.
+    pub pods: PodsMode,
+    /// Watch EndpointSlices (false with `noendpoints`).
+    pub endpoints: bool,
+    /// Store endpoint zones (`zonal`).
+    pub zonal: bool,
+    /// Period of the consistency re-list (0 = never). Default 5 minutes.
+    pub resync: Duration,
+    /// Page size of LIST requests (0 = kube default, 500).
+    pub page_size: u32,
+    /// First retry delay after an error; doubles up to `backoff_max`. Default 1 s.
+    pub backoff_min: Duration,
+    /// Retry delay cap. Default 30 s.
+    pub backoff_max: Duration,
+}
+
+impl Default for WatchOptions {
+    fn default() -> Self {
+        Self {
+            namespace_labels: None,
+            labels: None,
+            pods: PodsMode::Disabled,
+            endpoints: true,
+            zonal: false,
+            resync: Duration::from_secs(300),
+            page_size: 0,
+            backoff_min: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Builds the client and starts the watchers on the current tokio runtime; returns at once.
+pub async fn start(
+    client: ClientConfig,
+    limits: RateLimits,
+    opts: WatchOptions,
+) -> Result<Index, Error> {
+    let client = build_client(&client, &limits).await?;
+    Ok(start_with_client(client, opts))
+}
+
+/// Starts the watchers with an existing client (tests, shared clients).
+pub fn start_with_client(client: Client, opts: WatchOptions) -> Index {
+    let mut needed = vec![Res::Namespace, Res::Service];
+    if opts.endpoints {
+        needed.push(Res::EndpointSlice);
+    }
+    if opts.pods == PodsMode::Verified {
+        needed.push(Res::Pod);
+    }
+    let index = Index::with_needed(needed.clone(), opts.zonal, Source::Api);
+    let base = |sel: &Option<String>| {
+        let mut c = watcher::Config::default();
+        if let Some(l) = sel.as_deref().filter(|l| !l.trim().is_empty()) {
+            c = c.labels(l);
+        }
+        if opts.page_size > 0 {
+            c = c.page_size(opts.page_size);
+        }
+        c
+    };
+    for r in needed {
+        let idx = index.clone();
+        let o = opts.clone();
+        match r {
+            Res::Namespace => {
+                let api: Api<K8sNamespace> = Api::all(client.clone());
+                tokio::spawn(run(idx, api, base(&opts.namespace_labels), o));
+            }
+            Res::Service => {
+                let api: Api<K8sService> = Api::all(client.clone());
+                tokio::spawn(run(idx, api, base(&opts.labels), o));
+            }
+            Res::EndpointSlice => {
+                let api: Api<EndpointSlice> = Api::all(client.clone());
+                tokio::spawn(run(idx, api, base(&opts.labels), o));
+            }
+            Res::Pod => {
+                let api: Api<K8sPod> = Api::all(client.clone());
+                let cfg = base(&opts.labels).fields(POD_FIELD_SELECTOR);
+                tokio::spawn(run(idx, api, cfg, o));
+            }
+        }
+    }
+    index
+}
+
+/// A watched Kubernetes type and how it folds into the index.
+pub(crate) trait Watched:
+    Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static
+{
+    const RES: Res;
+    fn fold(&self, w: &mut Writer);
+}
+
+impl Watched for K8sService {
+    const RES: Res = Res::Service;
+    fn fold(&self, w: &mut Writer) {
+        w.upsert_service(self);
+    }
+}
+impl Watched for EndpointSlice {
+    const RES: Res = Res::EndpointSlice;
+    fn fold(&self, w: &mut Writer) {
+        w.upsert_slice(self);
+    }
+}
+impl Watched for K8sPod {
+    const RES: Res = Res::Pod;
+    fn fold(&self, w: &mut Writer) {
+        w.upsert_pod(self);
+    }
+}
+impl Watched for K8sNamespace {
+    const RES: Res = Res::Namespace;
+    fn fold(&self, w: &mut Writer) {
+        if let Some(n) = self.metadata.name.as_deref() {
+            w.upsert_namespace(n);
+        }
+    }
+}
+
+/// Exponential backoff; resets after a quiet period without errors.
+struct Backoff {
+    min: Duration,
+    max: Duration,
+    next: Duration,
+    last_err: Option<Instant>,
+}
+
+impl Backoff {
+    fn new(min: Duration, max: Duration) -> Self {
+        let min = min.max(Duration::from_millis(10));
+        Backoff {
+            min,
+            max: max.max(min),
+            next: min,
+            last_err: None,
+        }
+    }
+    fn on_error(&mut self) -> Duration {
+        let now = Instant::now();
+        if self
+            .last_err
+            .is_some_and(|t| now.duration_since(t) > self.max * 2)
+        {
+            self.next = self.min;
+        }
+        self.last_err = Some(now);
+        let d = self.next;
+        self.next = (self.next * 2).min(self.max);
+        d
+    }
+}
+
+fn api_error(e: &watcher::Error) -> Option<&kube::core::ErrorResponse> {
+    match e {
+        watcher::Error::WatchError(r) => Some(r),
+        watcher::Error::InitialListFailed(kube::Error::Api(r))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(r))
+        | watcher::Error::WatchFailed(kube::Error::Api(r)) => Some(r),
+        _ => None,
+    }
+}
+
+fn log_error(res: Res, e: &watcher::Error, retry: Duration) {
+    let what = res.as_str();
+    match api_error(e).map(|r| r.code) {
+        Some(401) => tracing::error!(
+            "plugin/kubernetes: {what}: unauthorized (401): token expired or invalid; retrying in {retry:?}: {e}"
+        ),
+        Some(403) => tracing::error!(
+            "plugin/kubernetes: {what}: forbidden (403): check RBAC (list/watch {what}); retrying in {retry:?}: {e}"
+        ),
+        Some(410) => tracing::info!(
+            "plugin/kubernetes: {what}: resource version expired (410); re-listing: {e}"
+        ),
+        Some(429) => tracing::warn!(
+            "plugin/kubernetes: {what}: throttled by the API server (429); retrying in {retry:?}"
+        ),
+        Some(c) if c >= 500 => tracing::warn!(
+            "plugin/kubernetes: {what}: API server error ({c}); retrying in {retry:?}: {e}"
+        ),
+        _ => tracing::warn!("plugin/kubernetes: {what}: {e}; retrying in {retry:?}"),
+    }
+}
+
+async fn run<K: Watched>(index: Index, api: Api<K>, cfg: watcher::Config, opts: WatchOptions) {
+    let mut stop = index.shared.stop_tx.subscribe();
+    let mut backoff = Backoff::new(opts.backoff_min, opts.backoff_max);
+    let far = Duration::from_secs(86400 * 365);
+    let resync = if opts.resync.is_zero() { far } else { opts.resync };
+    loop {
+        if *stop.borrow_and_update() {
+            return;
+        }
+        // A fresh watcher starts with a full list: this is the consistency re-list.
+        let stream = watcher(api.clone(), cfg.clone());
+        futures::pin_mut!(stream);
+        let resync_at = tokio::time::sleep(resync);
+        tokio::pin!(resync_at);
+        let mut in_init = false;
+        loop {
+            tokio::select! {
+                _ = stop.changed() => return,
+                _ = &mut resync_at, if !in_init => {
+                    tracing::debug!("plugin/kubernetes: {}: periodic re-list", K::RES.as_str());
+                    break;
+                }
+                ev = stream.next() => match ev {
+                    None => break,
+                    Some(Ok(ev)) => fold_event(&index, ev, &mut in_init),
+                    Some(Err(e)) => {
+                        let d = backoff.on_error();
+                        log_error(K::RES, &e, d);
+                        tokio::select! {
+                            _ = stop.changed() => return,
+                            _ = tokio::time::sleep(d) => {}
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn fold_event<K: Watched>(index: &Index, ev: Event<K>, in_init: &mut bool) {
+    match ev {
+        Event::Init => {
+            *in_init = true;
+            index.write_quiet(|w| w.begin_relist(K::RES));
+        }
+        Event::InitApply(o) => index.write_quiet(|w| o.fold(w)),
+        Event::InitDone => {
+            *in_init = false;
+            index.write(|w| w.end_relist(K::RES));
+            tracing::debug!("plugin/kubernetes: {}: list complete", K::RES.as_str());
+        }
+        Event::Apply(o) => index.write(|w| o.fold(w)),
+        Event::Delete(o) => {
+            let ns = o.namespace().unwrap_or_default();
+            let name = o.name_any();
+            index.write(|w| w.delete(K::RES, &ns, &name));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        let mut b = Backoff::new(Duration::from_secs(1), Duration::from_secs(4));
+        let d: Vec<_> = (0..5).map(|_| b.on_error().as_secs()).collect();
+        assert_eq!(d, vec![1, 2, 4, 4, 4]);
+    }
+}
