@@ -122,21 +122,23 @@ impl Knot {
         let dir = tempfile::Builder::new().prefix("knot-test-").tempdir()?;
         let addr = free_addr();
         let d = dir.path();
-        let mut zone = zone_name.trim_end_matches('.').to_string();
-        if zone.is_empty() {
-            zone = ".".into();
-        }
+        let zone = zone_name.trim_end_matches('.');
+        let origin = if zone.is_empty() {
+            ".".to_string()
+        } else {
+            format!("{zone}.")
+        };
         std::fs::create_dir_all(d.join("db"))?;
         std::fs::write(
             d.join("zone.db"),
-            format!("$ORIGIN {zone}.\n{zone_text}\n").replace("..\n", ".\n"),
+            format!("$ORIGIN {origin}\n{zone_text}\n"),
         )?;
         let conf = format!(
             "server:\n    listen: {ip}@{port}\n    rundir: \"{dir}\"\n    pidfile: \"{dir}/knot.pid\"\n    udp-workers: 1\n    tcp-workers: 1\n    background-workers: 1\n\
              database:\n    storage: \"{dir}/db\"\n\
              control:\n    listen: \"{dir}/knot.sock\"\n\
              log:\n  - target: stderr\n    any: info\n\
-             zone:\n  - domain: \"{zone}\"\n    storage: \"{dir}\"\n    file: \"zone.db\"\n",
+             zone:\n  - domain: \"{origin}\"\n    storage: \"{dir}\"\n    file: \"zone.db\"\n",
             ip = addr.ip(),
             port = addr.port(),
             dir = d.display(),
@@ -145,7 +147,7 @@ impl Knot {
         let mut cmd = Command::new(KNOTD);
         cmd.arg("-c").arg(d.join("knot.conf"));
         let mut daemon = Daemon::spawn(cmd, dir, addr, "knotd")?;
-        let q = Query::new(&format!("{zone}."), RecordType::SOA).rd(false);
+        let q = Query::new(&origin, RecordType::SOA).rd(false);
         daemon.wait_ready(&q, Duration::from_secs(10), "knotd to answer")?;
         Ok(Knot { d: daemon })
     }
