@@ -7,6 +7,7 @@
 
 mod client;
 mod error;
+mod ns;
 mod ports;
 mod process;
 mod proxy;
@@ -18,6 +19,7 @@ mod upstream;
 
 pub use client::{tcp, tcp_raw, udp, udp_raw, AsWire, EdnsInfo, Query, Reply, TcpConn};
 pub use error::{Error, Result};
+pub use ns::{NetNs, Veth, IP};
 pub use ports::{free_addr, free_port, free_ports};
 pub use process::{http_get, send_signal, wait_dns, Sextant, SextantBuilder, Stream};
 pub use proxy::{FaultProxy, Faults, ProxyStats};
