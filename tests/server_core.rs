@@ -483,7 +483,7 @@ fn reload_applies_good_edit_and_keeps_serving_through_bad_one() {
     let good = format!(
         ".:{port} {{\n    reload 2s 1s\n    prometheus 127.0.0.1:{mport}\n    whoami\n}}\n"
     );
-    let mut s = start(&good, port);
+    let s = start(&good, port);
     s.wait_for_line("plugin/reload: Running configuration SHA512 = ", T)
         .unwrap();
     let stop = Arc::new(AtomicBool::new(false));
@@ -547,6 +547,7 @@ fn reload_to_an_occupied_port_fails_atomically() {
 #[test]
 fn check_reports_missing_plugins_by_name_and_line_and_syntax_errors() {
     let kubeadm = ".:53 {\n    errors\n    health {\n       lameduck 5s\n    }\n    ready\n    kubernetes cluster.local in-addr.arpa ip6.arpa {\n       pods insecure\n       fallthrough in-addr.arpa ip6.arpa\n       ttl 30\n    }\n    prometheus :9153\n    forward . /etc/resolv.conf {\n       max_concurrent 1000\n    }\n    cache 30 {\n       disable success cluster.local\n       disable denial cluster.local\n    }\n    loop\n    reload\n    loadbalance\n}\n";
+    let pos_re = regex::Regex::new(r"Corefile:\d+:\d+").unwrap();
     let (code, out, _) = Sextant::check(bin(), kubeadm).unwrap();
     // Every line printed names a plugin this build does not have, with its position.
     let pending = sextant_plugins_pending();
@@ -560,12 +561,7 @@ fn check_reports_missing_plugins_by_name_and_line_and_syntax_errors() {
             ))),
             "unexpected -check output line: {line}"
         );
-        assert!(
-            regex::Regex::new(r"Corefile:\d+:\d+: ")
-                .unwrap()
-                .is_match(line),
-            "{line}"
-        );
+        assert!(pos_re.is_match(line), "{line}");
     }
     // Broken Corefiles: file:line:col and a non-zero exit.
     for (text, want) in [
@@ -595,12 +591,7 @@ fn check_reports_missing_plugins_by_name_and_line_and_syntax_errors() {
         assert_ne!(code, 0, "{text}");
         let all = format!("{out}{err}");
         assert!(all.contains(want), "want {want:?} in {all:?}");
-        assert!(
-            regex::Regex::new(r"Corefile:\d+:\d+")
-                .unwrap()
-                .is_match(&all),
-            "{all}"
-        );
+        assert!(pos_re.is_match(&all), "{all}");
     }
     let (code, out, _) = Sextant::check(bin(), ".:53 {\n    whoami\n    log\n}\n").unwrap();
     assert_eq!(code, 0, "{out}");
