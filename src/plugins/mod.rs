@@ -8,6 +8,7 @@ pub mod bind;
 pub mod chaos;
 pub mod debug;
 pub mod errors;
+pub mod forward;
 pub mod health;
 pub mod log;
 pub mod prometheus;
@@ -69,6 +70,11 @@ pub static ORDER: &[PluginDef] = &[
         setup: chaos::setup,
     },
     PluginDef {
+        name: "forward",
+        once: false,
+        setup: forward::setup,
+    },
+    PluginDef {
         name: "whoami",
         once: true,
         setup: whoami::setup,
@@ -86,5 +92,4 @@ pub static PENDING: &[&str] = &[
     "hosts",
     "kubernetes",
     "loop",
-    "forward",
 ];
