@@ -311,10 +311,11 @@ impl Forward {
                 }
             }
         };
-        match rx.wait_for(Option::is_some).await {
-            Ok(v) => v.clone().unwrap_or(Resolution::Error("no healthy proxies".into())),
-            Err(_) => Resolution::Error("forward: resolution task ended without a result".into()),
-        }
+        let res = match rx.wait_for(Option::is_some).await {
+            Ok(v) => v.clone(),
+            Err(_) => None,
+        };
+        res.unwrap_or_else(|| Resolution::Error("forward: resolution ended without a result".into()))
     }
 }
 

@@ -506,11 +506,6 @@ impl Proxy {
             me.probing.store(false, Ordering::Release);
         });
     }
-
-    #[cfg(test)]
-    pub fn set_fails(&self, n: u32) {
-        self.fails.store(n, Ordering::Relaxed);
-    }
 }
 
 #[cfg(test)]
