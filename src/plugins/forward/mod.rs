@@ -90,9 +90,8 @@ pub fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), Error> 
             let tls = match (trans, &tls_cfg) {
                 (Transport::Tls, Some(c)) => {
                     let server_name = match &cfg.tls_servername {
-                        Some(n) => ServerName::try_from(n.clone()).map_err(|_| {
-                            d.err(format!("invalid tls_servername '{n}'"))
-                        })?,
+                        Some(n) => ServerName::try_from(n.clone())
+                            .map_err(|_| d.err(format!("invalid tls_servername '{n}'")))?,
                         None => ServerName::IpAddress(addr.ip().into()),
                     };
                     Some(TlsSettings {
@@ -255,7 +254,11 @@ impl Inner {
             if next_is_forward && cfg.next.contains(&rcode) {
                 return Resolution::Next;
             }
-            if next_is_forward && cfg.next_on_nodata && rcode == Rcode::NOERROR && m.answers.is_empty() {
+            if next_is_forward
+                && cfg.next_on_nodata
+                && rcode == Rcode::NOERROR
+                && m.answers.is_empty()
+            {
                 return Resolution::Next;
             }
             return Resolution::Reply(Arc::new(m));
@@ -315,7 +318,9 @@ impl Forward {
             Ok(v) => v.clone(),
             Err(_) => None,
         };
-        res.unwrap_or_else(|| Resolution::Error("forward: resolution ended without a result".into()))
+        res.unwrap_or_else(|| {
+            Resolution::Error("forward: resolution ended without a result".into())
+        })
     }
 }
 

@@ -6,7 +6,7 @@
 use std::collections::VecDeque;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -70,6 +70,8 @@ pub struct Proxy {
     pub health: HealthSettings,
     fails: AtomicU32,
     probing: AtomicBool,
+    /// Bumped by every successful probe.
+    ok_epoch: AtomicU64,
     pool: Mutex<VecDeque<Pooled>>,
     avg_dial_ns: AtomicI64,
     stop: CancellationToken,
@@ -119,7 +121,8 @@ pub fn match_reply(bytes: &[u8], query: &Message) -> Option<Message> {
         return None;
     }
     let q = query.questions.first()?;
-    let same = |n: &Name, t: RType, c: sextant_wire::Class| *n == q.name && t == q.qtype && c == q.qclass;
+    let same =
+        |n: &Name, t: RType, c: sextant_wire::Class| *n == q.name && t == q.qtype && c == q.qclass;
     match Message::parse(bytes) {
         Ok(m) => match m.questions.as_slice() {
             [rq] if same(&rq.name, rq.qtype, rq.qclass) => Some(m),
@@ -175,6 +178,7 @@ impl Proxy {
             health,
             fails: AtomicU32::new(0),
             probing: AtomicBool::new(false),
+            ok_epoch: AtomicU64::new(0),
             pool: Mutex::new(VecDeque::new()),
             avg_dial_ns: AtomicI64::new(0),
             stop,
@@ -196,7 +200,12 @@ impl Proxy {
 
     /// Sends `query` (the client's message; a fresh random ID is used on the wire) and returns
     /// the upstream's reply with the client's ID restored.
-    pub async fn connect(&self, query: &Message, net: Net, deadline: Instant) -> Result<Message, String> {
+    pub async fn connect(
+        &self,
+        query: &Message,
+        net: Net,
+        deadline: Instant,
+    ) -> Result<Message, String> {
         let start = Instant::now();
         let mut q = query.clone();
         q.header.id = rand::random();
@@ -218,7 +227,12 @@ impl Proxy {
         Ok(m)
     }
 
-    async fn exchange_udp(&self, wire: &[u8], q: &Message, until: Instant) -> Result<Message, String> {
+    async fn exchange_udp(
+        &self,
+        wire: &[u8],
+        q: &Message,
+        until: Instant,
+    ) -> Result<Message, String> {
         let bind = SocketAddr::new(self.source.unwrap_or_else(|| unspecified(&self.addr)), 0);
         let sock = UdpSocket::bind(bind)
             .await
@@ -236,7 +250,11 @@ impl Proxy {
             match timeout_at(until.into(), sock.recv(&mut buf)).await {
                 Err(_) => return Err(format!("read udp {local}->{}: i/o timeout", self.addr)),
                 Ok(Err(e)) => {
-                    return Err(format!("read udp {local}->{}: read: {}", self.addr, io_text(&e)))
+                    return Err(format!(
+                        "read udp {local}->{}: read: {}",
+                        self.addr,
+                        io_text(&e)
+                    ))
                 }
                 Ok(Ok(n)) => match match_reply(&buf[..n], q) {
                     Some(m) => return Ok(m),
@@ -303,9 +321,7 @@ impl Proxy {
         }
         let tcp = match timeout_at(until.into(), sock.connect(self.addr)).await {
             Err(_) => return Err(format!("dial tcp {}: i/o timeout", self.addr)),
-            Ok(Err(e)) => {
-                return Err(format!("dial tcp {}: connect: {}", self.addr, io_text(&e)))
-            }
+            Ok(Err(e)) => return Err(format!("dial tcp {}: connect: {}", self.addr, io_text(&e))),
             Ok(Ok(s)) => s,
         };
         let dialed = started.elapsed().as_nanos().min(i64::MAX as u128) as i64;
@@ -463,9 +479,11 @@ impl Proxy {
         }
     }
 
-    /// Starts probing after a failed query, unless a probe loop already runs: probe now, then
-    /// every interval until a probe succeeds (CoreDNS `Healthcheck` + `up.Probe`). Each failed
-    /// probe adds one to the failure count; a success resets it, which re-admits the upstream.
+    /// Starts probing after a failed query, unless probing already runs: one probe now, then
+    /// one every interval until a probe succeeds (CoreDNS `Healthcheck` + `up.Probe`). Each
+    /// failed probe adds one to the failure count; a success resets it, which re-admits the
+    /// upstream. Unlike CoreDNS, a probe does not hold back the next one while it waits for its
+    /// 1 s timeout, so a recovered upstream is seen within one interval.
     pub fn healthcheck(self: &Arc<Self>) {
         if self.health.interval.is_zero() || self.stop.is_cancelled() {
             return;
@@ -478,32 +496,47 @@ impl Proxy {
             return;
         };
         let me = self.clone();
+        let start_epoch = self.ok_epoch.load(Ordering::Acquire);
         rt.spawn(async move {
+            let mut probes = tokio::task::JoinSet::new();
             loop {
-                let res = tokio::select! {
-                    _ = me.stop.cancelled() => break,
-                    r = me.probe() => r,
-                };
-                match res {
-                    Ok(()) => {
-                        me.fails.store(0, Ordering::Relaxed);
-                        break;
-                    }
-                    Err(_) => {
-                        HC_FAILURES
-                            .with_label_values(&[PROXY_NAME, &me.label])
-                            .inc();
-                        let _ = me.fails.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |f| {
-                            Some(f.saturating_add(1))
-                        });
-                    }
+                if me.ok_epoch.load(Ordering::Acquire) != start_epoch {
+                    break;
                 }
+                let p = me.clone();
+                probes.spawn(async move {
+                    let epoch = p.ok_epoch.load(Ordering::Acquire);
+                    let res = tokio::select! {
+                        _ = p.stop.cancelled() => return,
+                        r = p.probe() => r,
+                    };
+                    match res {
+                        Ok(()) => {
+                            p.fails.store(0, Ordering::Relaxed);
+                            p.ok_epoch.fetch_add(1, Ordering::AcqRel);
+                        }
+                        // A probe sent before a success that was already seen does not count.
+                        Err(_) if p.ok_epoch.load(Ordering::Acquire) == epoch => {
+                            HC_FAILURES.with_label_values(&[PROXY_NAME, &p.label]).inc();
+                            let _ =
+                                p.fails
+                                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |f| {
+                                        Some(f.saturating_add(1))
+                                    });
+                        }
+                        Err(_) => {}
+                    }
+                });
+                // Reap finished probes so the set stays small.
+                while probes.try_join_next().is_some() {}
                 tokio::select! {
                     _ = me.stop.cancelled() => break,
                     _ = tokio::time::sleep(me.health.interval) => {}
                 }
             }
             me.probing.store(false, Ordering::Release);
+            // Outstanding probes finish on their own (each is bounded by its 1 s timeout).
+            probes.detach_all();
         });
     }
 }

@@ -168,14 +168,11 @@ fn parse_to(d: &Directive, t: &Token, out: &mut Vec<(Transport, SocketAddr)>) ->
             }));
             Ok(())
         }
-        Err(_) => Err(d.err_at(
-            t,
-            format!("not an IP address or file: \"{}\"", t.text),
-        )),
+        Err(_) => Err(d.err_at(t, format!("not an IP address or file: \"{}\"", t.text))),
     }
 }
 
-fn one_arg<'a>(sub: &'a Directive) -> Result<&'a Token, Error> {
+fn one_arg(sub: &Directive) -> Result<&Token, Error> {
     sub.arg_count(1, 1)?;
     Ok(&sub.args[0])
 }
@@ -273,9 +270,7 @@ fn parse_option(sub: &Directive, c: &mut Config) -> Result<(), Error> {
                         i += 1;
                     }
                     other => {
-                        return Err(
-                            sub.err_at(t, format!("health_check: unknown option {other}"))
-                        )
+                        return Err(sub.err_at(t, format!("health_check: unknown option {other}")))
                     }
                 }
                 i += 1;
@@ -362,7 +357,10 @@ mod tests {
     fn defaults() {
         let c = cfg(". {\n forward . 127.0.0.1\n}\n");
         assert!(c.from.is_root());
-        assert_eq!(c.to, vec![(Transport::Dns, "127.0.0.1:53".parse().unwrap())]);
+        assert_eq!(
+            c.to,
+            vec![(Transport::Dns, "127.0.0.1:53".parse().unwrap())]
+        );
         assert_eq!(c.expire, Duration::from_secs(10));
         assert_eq!(c.max_fails, 2);
         assert_eq!(c.max_connect_attempts, None);
@@ -410,7 +408,10 @@ mod tests {
         let empty = dir.path().join("empty.conf");
         std::fs::write(&empty, "search x\n").unwrap();
         let e = err(&format!(". {{\n forward . {}\n}}\n", empty.display()));
-        assert!(e.starts_with("Corefile:2:12: forward: no nameservers found in"), "{e}");
+        assert!(
+            e.starts_with("Corefile:2:12: forward: no nameservers found in"),
+            "{e}"
+        );
     }
 
     #[test]
