@@ -19,7 +19,7 @@ fn cert() -> (String, String, rustls::pki_types::CertificateDer<'static>) {
         rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()])
             .unwrap();
     let der = c.cert.der().clone();
-    (c.cert.pem(), c.key_pair.serialize_pem(), der)
+    (c.cert.pem(), c.signing_key.serialize_pem(), der)
 }
 
 fn exchange(

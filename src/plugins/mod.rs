@@ -8,6 +8,7 @@ pub mod bind;
 pub mod chaos;
 pub mod debug;
 pub mod errors;
+pub mod forward;
 pub mod health;
 pub mod log;
 pub mod prometheus;
@@ -31,6 +32,7 @@ pub static ORDER: &[PluginDef] = &[
     PluginDef { name: "any", once: true, setup: any::setup },
     PluginDef { name: "chaos", once: true, setup: chaos::setup },
     PluginDef { name: "tls", once: true, setup: tls::setup },
+    PluginDef { name: "forward", once: false, setup: forward::setup },
     PluginDef { name: "whoami", once: true, setup: whoami::setup },
 ];
 
@@ -44,5 +46,4 @@ pub static PENDING: &[&str] = &[
     "hosts",
     "kubernetes",
     "loop",
-    "forward",
 ];
