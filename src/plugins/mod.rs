@@ -9,6 +9,7 @@ pub mod chaos;
 pub mod debug;
 pub mod errors;
 pub mod health;
+pub mod hosts;
 pub mod log;
 pub mod prometheus;
 pub mod ready;
@@ -69,6 +70,11 @@ pub static ORDER: &[PluginDef] = &[
         setup: chaos::setup,
     },
     PluginDef {
+        name: "hosts",
+        once: true,
+        setup: hosts::setup,
+    },
+    PluginDef {
         name: "whoami",
         once: true,
         setup: whoami::setup,
@@ -83,7 +89,6 @@ pub static PENDING: &[&str] = &[
     "cache",
     "tls",
     "transfer",
-    "hosts",
     "kubernetes",
     "loop",
     "forward",
