@@ -10,6 +10,7 @@ pub mod debug;
 pub mod errors;
 pub mod health;
 pub mod hosts;
+pub mod loadbalance;
 pub mod log;
 pub mod prometheus;
 pub mod ready;
@@ -70,6 +71,11 @@ pub static ORDER: &[PluginDef] = &[
         setup: chaos::setup,
     },
     PluginDef {
+        name: "loadbalance",
+        once: false,
+        setup: loadbalance::setup,
+    },
+    PluginDef {
         name: "hosts",
         once: true,
         setup: hosts::setup,
@@ -83,7 +89,6 @@ pub static ORDER: &[PluginDef] = &[
 
 /// CoreDNS plugins this build does not have yet: named in `-check` errors as such.
 pub static PENDING: &[&str] = &[
-    "loadbalance",
     "rewrite",
     "autopath",
     "cache",
