@@ -109,7 +109,10 @@ fn now_unix() -> u32 {
 }
 
 fn parse_ips<'a>(it: impl IntoIterator<Item = &'a str>) -> Vec<IpAddr> {
-    let mut out: Vec<IpAddr> = it.into_iter().filter_map(|s| s.trim().parse().ok()).collect();
+    let mut out: Vec<IpAddr> = it
+        .into_iter()
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
     out.dedup();
     out.shrink_to_fit();
     out
@@ -306,9 +309,7 @@ impl Writer {
         let spec = s.spec.as_ref();
         let ty = spec.and_then(|s| s.type_.as_deref()).unwrap_or("ClusterIP");
         let kind = if ty == "ExternalName" {
-            let target = spec
-                .and_then(|s| s.external_name.as_deref())
-                .unwrap_or("");
+            let target = spec.and_then(|s| s.external_name.as_deref()).unwrap_or("");
             ServiceKind::ExternalName(self.strs.str(target))
         } else {
             let cip = spec.and_then(|s| s.cluster_ip.as_deref()).unwrap_or("");
@@ -365,7 +366,12 @@ impl Writer {
         };
         self.mark_seen(Res::Service, &ns, &name);
         let new = self.convert_service(ns.clone(), name.clone(), s);
-        let old = self.snap.services.get(&ns).and_then(|m| m.get(&name)).cloned();
+        let old = self
+            .snap
+            .services
+            .get(&ns)
+            .and_then(|m| m.get(&name))
+            .cloned();
         if old.as_deref() == Some(&new) {
             return;
         }

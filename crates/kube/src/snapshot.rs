@@ -85,8 +85,7 @@ impl Snapshot {
                 t.name < slice.name
                     && t.service == slice.service
                     && t.namespace == slice.namespace
-                    && t
-                        .endpoints
+                    && t.endpoints
                         .iter()
                         .any(|e| e.ip == ip && e.hostname.as_deref() == hostname)
             })
@@ -109,7 +108,9 @@ impl Snapshot {
             .flat_map(move |sl| {
                 sl.endpoints
                     .iter()
-                    .filter(move |e| !multi || !self.dup_in_earlier(sl, e.ip, e.hostname.as_deref()))
+                    .filter(move |e| {
+                        !multi || !self.dup_in_earlier(sl, e.ip, e.hostname.as_deref())
+                    })
                     .map(move |e| e.as_ref(sl))
             })
     }
@@ -149,7 +150,10 @@ impl Snapshot {
     /// A pod with this IP (the first, if several share it, e.g. hostNetwork pods). Only filled
     /// with `pods verified`.
     pub fn pod_by_ip(&self, ip: IpAddr) -> Option<&Pod> {
-        self.pods_by_ip.get(&ip).and_then(|l| l.first()).map(|p| &**p)
+        self.pods_by_ip
+            .get(&ip)
+            .and_then(|l| l.first())
+            .map(|p| &**p)
     }
 
     /// Every pod with this IP.

@@ -154,7 +154,7 @@ impl Weighted {
                 (i, w)
             })
             .collect();
-        wa.sort_by(|a, b| b.1.cmp(&a.1));
+        wa.sort_by_key(|w| std::cmp::Reverse(w.1));
         let sum: u32 = wa.iter().map(|w| w.1).sum();
         let v = rand::random_range(0..sum.max(1));
         let mut acc = 0;
