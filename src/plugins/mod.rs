@@ -12,6 +12,7 @@ pub mod health;
 pub mod hosts;
 pub mod loadbalance;
 pub mod log;
+pub mod r#loop;
 pub mod prometheus;
 pub mod ready;
 pub mod reload;
@@ -81,6 +82,11 @@ pub static ORDER: &[PluginDef] = &[
         setup: hosts::setup,
     },
     PluginDef {
+        name: "loop",
+        once: true,
+        setup: r#loop::setup,
+    },
+    PluginDef {
         name: "whoami",
         once: true,
         setup: whoami::setup,
@@ -95,6 +101,5 @@ pub static PENDING: &[&str] = &[
     "tls",
     "transfer",
     "kubernetes",
-    "loop",
     "forward",
 ];
