@@ -16,6 +16,7 @@ pub mod r#loop;
 pub mod prometheus;
 pub mod ready;
 pub mod reload;
+pub mod rewrite;
 pub mod util;
 pub mod whoami;
 
@@ -77,6 +78,11 @@ pub static ORDER: &[PluginDef] = &[
         setup: loadbalance::setup,
     },
     PluginDef {
+        name: "rewrite",
+        once: false,
+        setup: rewrite::setup,
+    },
+    PluginDef {
         name: "hosts",
         once: true,
         setup: hosts::setup,
@@ -95,7 +101,6 @@ pub static ORDER: &[PluginDef] = &[
 
 /// CoreDNS plugins this build does not have yet: named in `-check` errors as such.
 pub static PENDING: &[&str] = &[
-    "rewrite",
     "autopath",
     "cache",
     "tls",
