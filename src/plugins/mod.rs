@@ -4,6 +4,7 @@
 use crate::plugin::PluginDef;
 
 pub mod any;
+pub mod autopath;
 pub mod bind;
 pub mod chaos;
 pub mod debug;
@@ -83,6 +84,11 @@ pub static ORDER: &[PluginDef] = &[
         setup: rewrite::setup,
     },
     PluginDef {
+        name: "autopath",
+        once: false,
+        setup: autopath::setup,
+    },
+    PluginDef {
         name: "hosts",
         once: true,
         setup: hosts::setup,
@@ -100,11 +106,4 @@ pub static ORDER: &[PluginDef] = &[
 ];
 
 /// CoreDNS plugins this build does not have yet: named in `-check` errors as such.
-pub static PENDING: &[&str] = &[
-    "autopath",
-    "cache",
-    "tls",
-    "transfer",
-    "kubernetes",
-    "forward",
-];
+pub static PENDING: &[&str] = &["cache", "tls", "transfer", "kubernetes", "forward"];
