@@ -18,7 +18,10 @@ fn addr(port: u16) -> SocketAddr {
 }
 
 fn both(port: u16, q: &Query) -> [Reply; 2] {
-    [udp(addr(port), q, T).unwrap(), tcp(addr(port), q, T).unwrap()]
+    [
+        udp(addr(port), q, T).unwrap(),
+        tcp(addr(port), q, T).unwrap(),
+    ]
 }
 
 #[test]
@@ -37,7 +40,10 @@ fn search_path_walk_with_cname_and_metric() {
     s.wait_dns(addr(port), Duration::from_secs(10)).unwrap();
 
     // Found under the second search element: CNAME from the asked name, then the answer.
-    for r in both(port, &Query::new("web.ns.svc.cluster.local.", RecordType::A).id(7)) {
+    for r in both(
+        port,
+        &Query::new("web.ns.svc.cluster.local.", RecordType::A).id(7),
+    ) {
         assert_eq!(r.id(), 7);
         assert_eq!(r.rcode_name(), "NOERROR");
         assert_eq!(r.flags(), "qr,aa,rd");
@@ -51,7 +57,10 @@ fn search_path_walk_with_cname_and_metric() {
         );
     }
     // The bare name is the last try.
-    for r in both(port, &Query::new("example.org.ns.svc.cluster.local.", RecordType::A)) {
+    for r in both(
+        port,
+        &Query::new("example.org.ns.svc.cluster.local.", RecordType::A),
+    ) {
         assert_eq!(r.rcode_name(), "NOERROR");
         assert_eq!(
             r.answers(),
@@ -62,17 +71,38 @@ fn search_path_walk_with_cname_and_metric() {
         );
     }
     // Found on the first try: no CNAME (same owner).
-    for r in both(port, &Query::new("direct.ns.svc.cluster.local.", RecordType::A)) {
-        assert_eq!(r.answers(), vec!["direct.ns.svc.cluster.local. 30 IN A 10.0.0.5"]);
+    for r in both(
+        port,
+        &Query::new("direct.ns.svc.cluster.local.", RecordType::A),
+    ) {
+        assert_eq!(
+            r.answers(),
+            vec!["direct.ns.svc.cluster.local. 30 IN A 10.0.0.5"]
+        );
     }
     // Nothing anywhere: the first try's result (hosts: SERVFAIL).
-    let r = udp(addr(port), &Query::new("none.ns.svc.cluster.local.", RecordType::A), T).unwrap();
+    let r = udp(
+        addr(port),
+        &Query::new("none.ns.svc.cluster.local.", RecordType::A),
+        T,
+    )
+    .unwrap();
     assert_eq!(r.rcode_name(), "SERVFAIL");
     // Not below the first search element: untouched.
-    let r = udp(addr(port), &Query::new("web.svc.cluster.local.", RecordType::A), T).unwrap();
+    let r = udp(
+        addr(port),
+        &Query::new("web.svc.cluster.local.", RecordType::A),
+        T,
+    )
+    .unwrap();
     assert_eq!(r.answers(), vec!["web.svc.cluster.local. 30 IN A 10.0.0.1"]);
     // Exactly the first search element: CoreDNS's TrimZone fails, SERVFAIL.
-    let r = tcp(addr(port), &Query::new("ns.svc.cluster.local.", RecordType::A), T).unwrap();
+    let r = tcp(
+        addr(port),
+        &Query::new("ns.svc.cluster.local.", RecordType::A),
+        T,
+    )
+    .unwrap();
     assert_eq!(r.rcode_name(), "SERVFAIL");
 
     // Every query answered through the search path counts (first element included): 3 x 2.
@@ -89,18 +119,28 @@ fn zones_limit_autopath() {
         ".:{port} {{\n  autopath example.net resolv.conf\n  hosts {{\n    10.0.0.1 web.svc.cluster.local\n  }}\n}}\n"
     );
     let mut s = Sextant::builder(bin(), &cf)
-        .file("resolv.conf", "search ns.svc.cluster.local svc.cluster.local\n")
+        .file(
+            "resolv.conf",
+            "search ns.svc.cluster.local svc.cluster.local\n",
+        )
         .start();
     s.wait_dns(addr(port), Duration::from_secs(10)).unwrap();
-    let r = udp(addr(port), &Query::new("web.ns.svc.cluster.local.", RecordType::A), T).unwrap();
+    let r = udp(
+        addr(port),
+        &Query::new("web.ns.svc.cluster.local.", RecordType::A),
+        T,
+    )
+    .unwrap();
     assert_eq!(r.rcode_name(), "SERVFAIL");
 }
 
 #[test]
 fn missing_resolv_conf_is_a_config_error() {
-    let (code, out, err) =
-        Sextant::check(bin(), ".:1053 {\n  autopath /nonexistent/resolv.conf\n  whoami\n}\n")
-            .unwrap();
+    let (code, out, err) = Sextant::check(
+        bin(),
+        ".:1053 {\n  autopath /nonexistent/resolv.conf\n  whoami\n}\n",
+    )
+    .unwrap();
     assert_ne!(code, 0);
     let all = format!("{out}{err}");
     assert!(

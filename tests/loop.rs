@@ -29,7 +29,9 @@ fn probe_reaches_itself_then_lookalikes_are_harmless() {
     let cf = format!("example.org:{port} {{\n  log\n  loop\n  whoami\n}}\n");
     let mut s = Sextant::start(bin(), &cf);
     s.wait_dns(addr(port), Duration::from_secs(10)).unwrap();
-    let line = s.wait_for_line("\"HINFO IN ", Duration::from_secs(5)).unwrap();
+    let line = s
+        .wait_for_line("\"HINFO IN ", Duration::from_secs(5))
+        .unwrap();
     let qname = probe_name(&line);
     // <62-bit>.<62-bit>.<first zone of the block>
     let labels: Vec<&str> = qname.split('.').collect();
@@ -62,7 +64,9 @@ fn probe_goes_to_the_root_zone_block() {
     let cf = format!(".:{port} {{\n  log\n  loop\n  whoami\n}}\n");
     let mut s = Sextant::start(bin(), &cf);
     s.wait_dns(addr(port), Duration::from_secs(10)).unwrap();
-    let line = s.wait_for_line("\"HINFO IN ", Duration::from_secs(5)).unwrap();
+    let line = s
+        .wait_for_line("\"HINFO IN ", Duration::from_secs(5))
+        .unwrap();
     let qname = probe_name(&line);
     assert_eq!(qname.split('.').count(), 3, "{qname}");
     assert!(s.exited().is_none());
@@ -73,9 +77,15 @@ fn loop_takes_no_arguments_and_only_once() {
     let (code, out, err) = Sextant::check(bin(), ".:1053 {\n  loop x\n}\n").unwrap();
     assert_ne!(code, 0);
     let all = format!("{out}{err}");
-    assert!(all.contains(":2:8: loop: wrong argument count: expected 0, got 1"), "{all}");
+    assert!(
+        all.contains(":2:8: loop: wrong argument count: expected 0, got 1"),
+        "{all}"
+    );
     let (code, out, err) = Sextant::check(bin(), ".:1053 {\n  loop\n  loop\n}\n").unwrap();
     assert_ne!(code, 0);
     let all = format!("{out}{err}");
-    assert!(all.contains("this plugin can only be used once per Server Block"), "{all}");
+    assert!(
+        all.contains("this plugin can only be used once per Server Block"),
+        "{all}"
+    );
 }

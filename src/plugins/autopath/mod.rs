@@ -8,7 +8,7 @@ use std::sync::{Arc, LazyLock, Mutex, OnceLock};
 
 use prometheus::{register_counter_vec, CounterVec};
 use sextant_corefile::{Directive, Error};
-use sextant_wire::{Message, Name, RData, RType, Rcode, Record};
+use sextant_wire::{Message, Name, RData, Rcode, Record};
 
 use crate::plugin::{BoxFuture, Handler, Next, Outcome, Request, SetupCtx};
 use crate::plugins::hosts::zones_from_args;
@@ -219,6 +219,7 @@ impl Handler for AutoPath {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sextant_wire::RType;
     use std::path::Path;
 
     fn n(s: &str) -> Name {
