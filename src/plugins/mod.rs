@@ -45,9 +45,4 @@ pub static ORDER: &[PluginDef] = &[
 ];
 
 /// CoreDNS plugins this build does not have yet: named in `-check` errors as such.
-pub static PENDING: &[&str] = &[
-    "cache",
-    "transfer",
-    "kubernetes",
-    "forward",
-];
+pub static PENDING: &[&str] = &["cache", "transfer", "kubernetes", "forward"];
