@@ -73,7 +73,9 @@ fn dns_over_tls_answers_pipelined_queries() {
     let qs: Vec<Query> = (0..5)
         .map(|i| Query::new(&format!("t{i}.example."), RecordType::A).id(100 + i))
         .collect();
-    let replies = exchange(port, &der, &qs);
+    let mut replies = exchange(port, &der, &qs);
+    // Pipelined queries may be answered in any order (RFC 7766 §7).
+    replies.sort_by_key(|r| r.id());
     for (i, r) in replies.iter().enumerate() {
         assert_eq!(r.rcode_name(), "NOERROR");
         assert_eq!(r.id(), 100 + i as u16);
