@@ -17,7 +17,7 @@ use tokio::sync::Semaphore;
 use tower::buffer::Buffer;
 use tower::{BoxError, Layer, Service, ServiceExt};
 
-use crate::metrics::{RATE_LIMITER_DURATION, REQUESTS_TOTAL, REQUEST_DURATION};
+use crate::metrics::{count_request, observe, RATE_LIMITER_DURATION, REQUEST_DURATION};
 use crate::Error;
 
 /// User-Agent sent to the API server.
@@ -238,21 +238,23 @@ where
                 Some(s) => Some(s.clone().acquire_owned().await?),
                 None => None,
             };
-            RATE_LIMITER_DURATION
-                .with_label_values(&[verb.as_str(), &host])
-                .observe(t0.elapsed().as_secs_f64());
+            observe(
+                &RATE_LIMITER_DURATION,
+                &[verb.as_str(), &host],
+                t0.elapsed().as_secs_f64(),
+            );
             let t1 = Instant::now();
             let res = svc.oneshot(req).await;
-            REQUEST_DURATION
-                .with_label_values(&[verb.as_str(), &host])
-                .observe(t1.elapsed().as_secs_f64());
+            observe(
+                &REQUEST_DURATION,
+                &[verb.as_str(), &host],
+                t1.elapsed().as_secs_f64(),
+            );
             let code = match &res {
                 Ok(r) => r.status().as_u16().to_string(),
                 Err(_) => "<error>".to_string(),
             };
-            REQUESTS_TOTAL
-                .with_label_values(&[code.as_str(), verb.as_str(), &host])
-                .inc();
+            count_request(&code, &verb, &host);
             res
         })
     }

@@ -11,7 +11,9 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
 
-use crate::model::{Change, Endpoint, Namespace, Pod, Port, Proto, Service, ServiceKind, Slice};
+use crate::model::{
+    Change, Endpoint, Labels, Namespace, Pod, Port, Proto, Service, ServiceKind, Slice,
+};
 use crate::snapshot::{Few, Snapshot};
 
 /// The four watched resources.
@@ -50,6 +52,9 @@ impl Res {
     }
 }
 
+/// (namespace, name) of an object; namespace "" for cluster-scoped ones.
+type Key = (Arc<str>, Arc<str>);
+
 /// Label of an EndpointSlice naming its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 /// Annotation used for the DNS programming latency metric.
@@ -62,7 +67,7 @@ const MAX_CHANGE_ITEMS: usize = 4096;
 #[derive(Default)]
 struct Interner {
     strs: HashSet<Arc<str>>,
-    labels: HashSet<Arc<[(Arc<str>, Arc<str>)]>>,
+    labels: HashSet<Labels>,
     added: usize,
 }
 
@@ -77,11 +82,11 @@ impl Interner {
         a
     }
 
-    fn labels(&mut self, l: Vec<(Arc<str>, Arc<str>)>) -> Arc<[(Arc<str>, Arc<str>)]> {
+    fn labels(&mut self, l: Vec<(Arc<str>, Arc<str>)>) -> Labels {
         if let Some(a) = self.labels.get(l.as_slice()) {
             return a.clone();
         }
-        let a: Arc<[(Arc<str>, Arc<str>)]> = Arc::from(l);
+        let a: Labels = Arc::from(l);
         self.labels.insert(a.clone());
         self.added += 1;
         a
@@ -134,7 +139,7 @@ pub(crate) struct Writer {
     pub snap: Snapshot,
     strs: Interner,
     /// Seen keys per resource while a (re-)list is in progress.
-    relist: StdMap<Res, HashSet<(Arc<str>, Arc<str>)>>,
+    relist: StdMap<Res, HashSet<Key>>,
     /// (namespace, slice name) -> service name.
     slice_loc: StdMap<(Arc<str>, Arc<str>), Arc<str>>,
     pub change: Change,

@@ -42,7 +42,9 @@ async fn until(idx: &Index, pred: impl Fn(&Snapshot) -> bool) -> bool {
             return true;
         }
         match tokio::time::timeout_at(deadline, rx.recv()).await {
-            Err(_) => return pred(&idx.snapshot()),
+            Err(_) | Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) => {
+                return pred(&idx.snapshot())
+            }
             Ok(_) => {}
         }
     }
