@@ -5,6 +5,7 @@ use crate::plugin::PluginDef;
 
 pub mod any;
 pub mod bind;
+pub mod cache;
 pub mod chaos;
 pub mod debug;
 pub mod errors;
@@ -69,6 +70,11 @@ pub static ORDER: &[PluginDef] = &[
         setup: chaos::setup,
     },
     PluginDef {
+        name: "cache",
+        once: true,
+        setup: cache::setup,
+    },
+    PluginDef {
         name: "whoami",
         once: true,
         setup: whoami::setup,
@@ -80,7 +86,6 @@ pub static PENDING: &[&str] = &[
     "loadbalance",
     "rewrite",
     "autopath",
-    "cache",
     "tls",
     "transfer",
     "hosts",

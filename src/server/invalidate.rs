@@ -127,7 +127,7 @@ mod tests {
         };
         bus.publish(&inv);
         assert_eq!(bus.seq(), 1);
-        assert_eq!(a.0.lock().unwrap().as_slice(), &[inv.clone()]);
+        assert_eq!(a.0.lock().unwrap().as_slice(), std::slice::from_ref(&inv));
         assert_eq!(bus.subscribers(), 1);
         drop(a);
         assert_eq!(bus.subscribers(), 0);
