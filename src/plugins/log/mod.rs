@@ -171,7 +171,11 @@ impl Handler for Log {
                             header: w.header(),
                             ..Message::default()
                         };
-                        (&synthetic, w.bytes.len())
+                        let rsize = w
+                            .to_message()
+                            .map(|m| m.uncompressed_len())
+                            .unwrap_or(w.bytes.len());
+                        (&synthetic, rsize)
                     }
                     (None, None) => {
                         let mut m = req.reply();
