@@ -288,3 +288,69 @@ impl Resolver for Site {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sextant_wire::{RData, Record};
+    use std::net::Ipv4Addr;
+
+    fn stored(name: &str, n: usize) -> Vec<u8> {
+        let q = Message::query(0, Name::parse(name).unwrap(), RType::A);
+        let mut m = Message::reply_to(&q);
+        m.header.aa = true;
+        for i in 0..n {
+            m.answers.push(Record::new(
+                Name::parse(name).unwrap(),
+                30,
+                RData::A(Ipv4Addr::new(10, 0, (i / 256) as u8, i as u8)),
+            ));
+        }
+        m.to_wire()
+    }
+
+    #[test]
+    fn finish_wire_patches_id_question_and_adds_opt() {
+        let mut q = Message::query(0xbeef, Name::parse("A.Example.Org.").unwrap(), RType::A);
+        let bytes = stored("a.example.org.", 2);
+        let out = finish_wire(&q, &bytes, Proto::Udp).unwrap();
+        let m = Message::parse(&out).unwrap();
+        assert_eq!(m.header.id, 0xbeef);
+        assert!(m.header.qr && m.header.aa);
+        assert!(m.questions[0].name.eq_case_sensitive(&q.questions[0].name));
+        assert_eq!(m.answers.len(), 2);
+        assert!(m.edns.is_none());
+
+        let mut e = Edns::new(4096);
+        e.dnssec_ok = true;
+        q.edns = Some(e);
+        let m = Message::parse(&finish_wire(&q, &bytes, Proto::Udp).unwrap()).unwrap();
+        let e = m.edns.unwrap();
+        assert_eq!(
+            (e.udp_size, e.dnssec_ok, e.version),
+            (MAX_UDP_PAYLOAD, true, 0)
+        );
+
+        // Another question, or too big for the client: None (the caller decodes and truncates).
+        let other = Message::query(1, Name::parse("b.example.org.").unwrap(), RType::A);
+        assert!(finish_wire(&other, &bytes, Proto::Udp).is_none());
+        let aaaa = Message::query(1, Name::parse("a.example.org.").unwrap(), RType::AAAA);
+        assert!(finish_wire(&aaaa, &bytes, Proto::Udp).is_none());
+        let big = stored("a.example.org.", 40);
+        let q512 = Message::query(2, Name::parse("a.example.org.").unwrap(), RType::A);
+        assert!(finish_wire(&q512, &big, Proto::Udp).is_none());
+        assert!(finish_wire(&q512, &big, Proto::Tcp).is_some());
+    }
+
+    #[test]
+    fn a_wire_outcome_too_big_for_udp_is_truncated_by_finish() {
+        let q = Message::query(3, Name::parse("a.example.org.").unwrap(), RType::A);
+        let out = Outcome::wire("cache", stored("a.example.org.", 40));
+        let reply = outcome_to_reply(&q, out);
+        let bytes = finish(&q, reply, Proto::Udp);
+        assert!(bytes.len() <= 512);
+        let m = Message::parse(&bytes).unwrap();
+        assert!(m.header.tc);
+        assert_eq!(m.header.id, 3);
+    }
+}
