@@ -214,3 +214,80 @@ fn check_reports_config_errors_with_position() {
         "{all}"
     );
 }
+
+/// Starts sextant with `cache_body` in front of `forward . <upstream>`.
+fn start_forward(cache_body: &str, up: &Upstream) -> (Sextant, SocketAddr) {
+    let port = free_port();
+    let text = format!(
+        ".:{port} {{\n{cache_body}\n    forward . {}\n}}\n",
+        up.addr()
+    );
+    let mut s = Sextant::start(bin(), &text);
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    s.wait_dns(addr, Duration::from_secs(5)).unwrap();
+    (s, addr)
+}
+
+#[test]
+fn forwarded_answers_are_cached_clamped_and_counted_down() {
+    let up = Upstream::start(|req: &UpstreamRequest| match req.name().as_str() {
+        "a.example.org." => req
+            .reply()
+            .answer("a.example.org. 300 IN A 192.0.2.1")
+            .answer("a.example.org. 20 IN A 192.0.2.2")
+            .action(),
+        "nx.example.org." => req
+            .reply()
+            .rcode(ResponseCode::NXDomain)
+            .authority(
+                "example.org. 3600 IN SOA ns.example.org. h.example.org. 1 7200 1800 86400 60",
+            )
+            .action(),
+        "nosoa.example.org." => req.reply().rcode(ResponseCode::NXDomain).action(),
+        "refused.example.org." => req.reply().rcode(ResponseCode::Refused).action(),
+        "sf.example.org." => req.reply().rcode(ResponseCode::ServFail).action(),
+        _ => req
+            .reply()
+            .answer(&format!("{} 60 IN A 192.0.2.9", req.name()))
+            .action(),
+    })
+    .unwrap();
+    let (_s, addr) = start_forward("    cache", &up);
+    let q = |n: &str| Query::new(n, RecordType::A).edns(1232);
+
+    let r = udp(addr, &q("a.example.org."), T).unwrap();
+    assert_eq!(r.rcode_name(), "NOERROR");
+    assert_eq!(r.answers().len(), 2);
+    assert_eq!(ttls(&r), vec![20, 20], "every RR gets the lowest TTL");
+    let r = tcp(addr, &q("a.example.org."), T).unwrap();
+    assert!(
+        r.flags().contains("aa"),
+        "hits are authoritative: {}",
+        r.flags()
+    );
+    assert!(ttls(&r).iter().all(|t| (19..=20).contains(t)));
+    assert_eq!(up.queries_for("a.example.org."), 1);
+
+    let r = udp(addr, &q("nx.example.org."), T).unwrap();
+    assert_eq!(r.rcode_name(), "NXDOMAIN");
+    assert_eq!(ttls(&r), Vec::<u32>::new());
+    let auth_ttl = r.message().authorities[0].ttl;
+    assert_eq!(auth_ttl, 60, "min(SOA TTL, SOA MINIMUM)");
+    let r = udp(addr, &q("nx.example.org."), T).unwrap();
+    assert_eq!(r.rcode_name(), "NXDOMAIN");
+    assert_eq!(up.queries_for("nx.example.org."), 1);
+
+    for name in ["nosoa.example.org.", "refused.example.org."] {
+        udp(addr, &q(name), T).unwrap();
+        udp(addr, &q(name), T).unwrap();
+        assert_eq!(up.queries_for(name), 2, "{name} is not cached");
+    }
+    let r = udp(addr, &q("sf.example.org."), T).unwrap();
+    assert_eq!(r.rcode_name(), "SERVFAIL");
+    udp(addr, &q("sf.example.org."), T).unwrap();
+    assert_eq!(
+        up.queries_for("sf.example.org."),
+        1,
+        "SERVFAIL cached for 5 s"
+    );
+}
