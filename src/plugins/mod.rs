@@ -6,6 +6,7 @@ use crate::plugin::PluginDef;
 pub mod any;
 pub mod autopath;
 pub mod bind;
+pub mod cache;
 pub mod chaos;
 pub mod debug;
 pub mod errors;
@@ -39,6 +40,7 @@ pub static ORDER: &[PluginDef] = &[
     PluginDef { name: "loadbalance", once: false, setup: loadbalance::setup },
     PluginDef { name: "rewrite", once: false, setup: rewrite::setup },
     PluginDef { name: "autopath", once: false, setup: autopath::setup },
+    PluginDef { name: "cache", once: true, setup: cache::setup },
     PluginDef { name: "tls", once: true, setup: tls::setup },
     PluginDef { name: "hosts", once: true, setup: hosts::setup },
     PluginDef { name: "loop", once: true, setup: r#loop::setup },
@@ -47,4 +49,4 @@ pub static ORDER: &[PluginDef] = &[
 ];
 
 /// CoreDNS plugins this build does not have yet: named in `-check` errors as such.
-pub static PENDING: &[&str] = &["cache", "transfer", "kubernetes"];
+pub static PENDING: &[&str] = &["transfer", "kubernetes"];

@@ -184,7 +184,9 @@ impl Handler for AutoPath {
                     continue;
                 };
                 req.msg.questions[0].name = new;
-                let out = next.run(req).await;
+                let mut out = next.run(req).await;
+                // Cache hits come back as bytes; decode so the reply can be inspected and edited.
+                out.message_mut();
                 req.msg.questions[0] = orig_q.clone();
                 if out.error.is_some() {
                     return out;
@@ -201,7 +203,6 @@ impl Handler for AutoPath {
                     }
                     continue;
                 }
-                let mut out = out;
                 if let Some(m) = out.reply.as_mut() {
                     cnamer(m, &qname);
                 }

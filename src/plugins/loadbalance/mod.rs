@@ -423,7 +423,7 @@ impl Handler for LoadBalance {
     fn serve<'a>(&'a self, req: &'a mut Request, next: Next<'a>) -> BoxFuture<'a, Outcome> {
         Box::pin(async move {
             let mut out = next.run(req).await;
-            if let Some(m) = out.reply.as_mut() {
+            if let Some(m) = out.message_mut() {
                 self.apply(m);
             }
             out

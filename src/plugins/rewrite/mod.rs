@@ -114,6 +114,8 @@ impl Handler for Rewrite {
                 return next.run(req).await;
             }
             let mut out = next.run(req).await;
+            // A reply a later plugin (cache) wrote as bytes is decoded so it can be rewritten.
+            out.message_mut();
             let mut reply = match out.reply.take() {
                 Some(m) => m,
                 None => {
