@@ -5,8 +5,11 @@
 //!
 //! See `README.md` in this crate for examples.
 
+#![deny(missing_docs)]
+
 mod client;
 mod error;
+mod ns;
 mod ports;
 mod process;
 mod proxy;
@@ -18,6 +21,7 @@ mod upstream;
 
 pub use client::{tcp, tcp_raw, udp, udp_raw, AsWire, EdnsInfo, Query, Reply, TcpConn};
 pub use error::{Error, Result};
+pub use ns::{NetNs, Veth, IP};
 pub use ports::{free_addr, free_port, free_ports};
 pub use process::{http_get, send_signal, wait_dns, Sextant, SextantBuilder, Stream};
 pub use proxy::{FaultProxy, Faults, ProxyStats};
