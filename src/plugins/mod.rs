@@ -9,10 +9,12 @@ pub mod chaos;
 pub mod debug;
 pub mod errors;
 pub mod health;
+pub mod kubernetes;
 pub mod log;
 pub mod prometheus;
 pub mod ready;
 pub mod reload;
+pub mod transfer;
 pub mod util;
 pub mod whoami;
 
@@ -69,6 +71,16 @@ pub static ORDER: &[PluginDef] = &[
         setup: chaos::setup,
     },
     PluginDef {
+        name: "transfer",
+        once: false,
+        setup: transfer::setup,
+    },
+    PluginDef {
+        name: "kubernetes",
+        once: true,
+        setup: kubernetes::setup,
+    },
+    PluginDef {
         name: "whoami",
         once: true,
         setup: whoami::setup,
@@ -82,9 +94,7 @@ pub static PENDING: &[&str] = &[
     "autopath",
     "cache",
     "tls",
-    "transfer",
     "hosts",
-    "kubernetes",
     "loop",
     "forward",
 ];

@@ -1,0 +1,1 @@
+//! Unit tests of the kubernetes answer logic over in-memory data.
