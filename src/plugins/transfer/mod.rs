@@ -228,11 +228,11 @@ mod tests {
         let e = lines("cluster.local {\n transfer\n}\n").unwrap_err();
         assert_eq!(e.to_string(), "Corefile:2:2: transfer: 'to' is required");
         let e = lines("cluster.local {\n transfer {\n  to nope\n }\n}\n").unwrap_err();
-        assert!(e.to_string().starts_with("Corefile:3:6 "), "{e}");
+        assert!(e.to_string().starts_with("Corefile:3:6:"), "{e}");
         let e = lines("cluster.local {\n transfer {\n  from 1.2.3.4\n }\n}\n").unwrap_err();
         assert!(e.to_string().contains("unknown property \"from\""), "{e}");
-        assert!(e.to_string().starts_with("Corefile:3:3 "), "{e}");
+        assert!(e.to_string().starts_with("Corefile:3:3:"), "{e}");
         let e = lines("cluster.local {\n transfer {\n  to\n }\n}\n").unwrap_err();
-        assert!(e.to_string().starts_with("Corefile:3:3 "), "{e}");
+        assert!(e.to_string().starts_with("Corefile:3:3:"), "{e}");
     }
 }
