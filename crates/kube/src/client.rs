@@ -190,9 +190,7 @@ type RespFuture = Pin<Box<dyn Future<Output = Result<Response<Box<DynBody>>, Box
 
 impl<S> Layer<S> for LimitLayer
 where
-    S: Service<Request<Body>, Response = Response<Box<DynBody>>, Error = BoxError>
-        + Send
-        + 'static,
+    S: Service<Request<Body>, Response = Response<Box<DynBody>>, Error = BoxError> + Send + 'static,
     S::Future: Send + 'static,
 {
     type Service = LimitService<S>;
@@ -212,9 +210,7 @@ pub(crate) struct LimitService<S: Service<Request<Body>>> {
 
 impl<S> Service<Request<Body>> for LimitService<S>
 where
-    S: Service<Request<Body>, Response = Response<Box<DynBody>>, Error = BoxError>
-        + Send
-        + 'static,
+    S: Service<Request<Body>, Response = Response<Box<DynBody>>, Error = BoxError> + Send + 'static,
     S::Future: Send + 'static,
 {
     type Response = Response<Box<DynBody>>;
@@ -277,7 +273,10 @@ mod tests {
         assert_eq!(b.reserve(), Duration::ZERO);
         assert_eq!(b.reserve(), Duration::ZERO);
         let w = b.reserve();
-        assert!(w > Duration::from_millis(80) && w <= Duration::from_millis(100), "{w:?}");
+        assert!(
+            w > Duration::from_millis(80) && w <= Duration::from_millis(100),
+            "{w:?}"
+        );
         let w2 = b.reserve();
         assert!(w2 > w);
     }

@@ -109,7 +109,10 @@ fn now_unix() -> u32 {
 }
 
 fn parse_ips<'a>(it: impl IntoIterator<Item = &'a str>) -> Vec<IpAddr> {
-    let mut out: Vec<IpAddr> = it.into_iter().filter_map(|s| s.trim().parse().ok()).collect();
+    let mut out: Vec<IpAddr> = it
+        .into_iter()
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
     out.dedup();
     out.shrink_to_fit();
     out
@@ -306,9 +309,7 @@ impl Writer {
         let spec = s.spec.as_ref();
         let ty = spec.and_then(|s| s.type_.as_deref()).unwrap_or("ClusterIP");
         let kind = if ty == "ExternalName" {
-            let target = spec
-                .and_then(|s| s.external_name.as_deref())
-                .unwrap_or("");
+            let target = spec.and_then(|s| s.external_name.as_deref()).unwrap_or("");
             ServiceKind::ExternalName(self.strs.str(target))
         } else {
             let cip = spec.and_then(|s| s.cluster_ip.as_deref()).unwrap_or("");
@@ -365,7 +366,12 @@ impl Writer {
         };
         self.mark_seen(Res::Service, &ns, &name);
         let new = self.convert_service(ns.clone(), name.clone(), s);
-        let old = self.snap.services.get(&ns).and_then(|m| m.get(&name)).cloned();
+        let old = self
+            .snap
+            .services
+            .get(&ns)
+            .and_then(|m| m.get(&name))
+            .cloned();
         if old.as_deref() == Some(&new) {
             return;
         }
@@ -529,18 +535,17 @@ impl Writer {
         }
         let new = Arc::new(new);
         for e in new.endpoints.iter() {
-            self.snap
-                .endpoints_by_ip
-                .entry(e.ip)
-                .or_default()
-                .push(new.clone());
+            let list = self.snap.endpoints_by_ip.entry(e.ip).or_default();
+            if !list.iter().any(|s| Arc::ptr_eq(s, &new)) {
+                list.push(new.clone());
+            }
         }
         self.snap.counts.endpoints += new.endpoints.len();
         self.note_ips(new.endpoints.iter().map(|e| e.ip));
         let by_svc = match self.snap.slices.get_mut(&ns) {
             Some(m) => m,
             None => {
-                self.snap.slices.insert(ns.clone(), imbl::HashMap::new());
+                self.snap.slices.insert(ns.clone(), imbl::OrdMap::new());
                 match self.snap.slices.get_mut(&ns) {
                     Some(m) => m,
                     None => return,
@@ -668,7 +673,7 @@ impl Writer {
             None => {
                 self.snap
                     .pods
-                    .insert(ns.clone(), imbl::HashMap::unit(name.clone(), new));
+                    .insert(ns.clone(), imbl::OrdMap::unit(name.clone(), new));
             }
         }
         self.snap.counts.pods += 1;
@@ -732,7 +737,7 @@ impl Writer {
 }
 
 fn remove_from<T>(
-    map: &mut imbl::HashMap<IpAddr, Few<Arc<T>>>,
+    map: &mut imbl::OrdMap<IpAddr, Few<Arc<T>>>,
     ip: IpAddr,
     pred: impl Fn(&T) -> bool,
 ) {

@@ -47,8 +47,10 @@ pub(crate) static REQUESTS_TOTAL: LazyLock<IntCounterVec> = LazyLock::new(|| {
     or_unregistered(
         register_int_counter_vec!(opts.clone(), &["code", "method", "host"]),
         || {
-            IntCounterVec::new(opts, &["code", "method", "host"])
-                .unwrap_or_else(|_| IntCounterVec::new(prometheus::Opts::new("x", "x"), &["code", "method", "host"]).unwrap_or_else(|_| unreachable!()))
+            IntCounterVec::new(opts, &["code", "method", "host"]).unwrap_or_else(|_| {
+                IntCounterVec::new(prometheus::Opts::new("x", "x"), &["code", "method", "host"])
+                    .unwrap_or_else(|_| unreachable!())
+            })
         },
     )
 });
@@ -72,14 +74,17 @@ static INDEXED: LazyLock<IntGaugeVec> = LazyLock::new(|| {
         "Objects held in the Kubernetes DNS index, by kind.",
     );
     or_unregistered(register_int_gauge_vec!(opts.clone(), &["kind"]), || {
-        IntGaugeVec::new(opts, &["kind"])
-            .unwrap_or_else(|_| IntGaugeVec::new(prometheus::Opts::new("x", "x"), &["kind"]).unwrap_or_else(|_| unreachable!()))
+        IntGaugeVec::new(opts, &["kind"]).unwrap_or_else(|_| {
+            IntGaugeVec::new(prometheus::Opts::new("x", "x"), &["kind"])
+                .unwrap_or_else(|_| unreachable!())
+        })
     })
 });
 
 fn unreachable_hist() -> HistogramVec {
     // A fixed, valid descriptor: cannot fail.
-    HistogramVec::new(prometheus::HistogramOpts::new("x", "x"), &["l"]).unwrap_or_else(|_| unreachable!())
+    HistogramVec::new(prometheus::HistogramOpts::new("x", "x"), &["l"])
+        .unwrap_or_else(|_| unreachable!())
 }
 
 pub(crate) fn observe_programming(kind: &str, secs: f64) {
@@ -91,5 +96,6 @@ pub(crate) fn set_counts(c: Counts) {
     g.with_label_values(&["services"]).set(c.services as i64);
     g.with_label_values(&["endpoints"]).set(c.endpoints as i64);
     g.with_label_values(&["pods"]).set(c.pods as i64);
-    g.with_label_values(&["namespaces"]).set(c.namespaces as i64);
+    g.with_label_values(&["namespaces"])
+        .set(c.namespaces as i64);
 }
