@@ -558,3 +558,39 @@ fn kubeadm_like_corefile_with_available_plugins() {
         "client metrics exported"
     );
 }
+
+#[test]
+fn external_name_out_of_zone_goes_through_forward() {
+    let up = Upstream::records(&["www.example.org. 300 IN A 192.0.2.53"]).expect("upstream");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let api = api_with_basics(&rt);
+    api.apply(service("shop", "site").external_name("www.example.org"))
+        .unwrap();
+    let port = free_port();
+    // The kubeadm Corefile's kubernetes and forward lines (cache, loop, loadbalance are not on
+    // main yet).
+    let core = format!(
+        ".:{port} {{\n    errors\n    kubernetes cluster.local in-addr.arpa ip6.arpa {{\n       endpoint {}\n       pods insecure\n       fallthrough in-addr.arpa ip6.arpa\n       ttl 30\n    }}\n    forward . {}\n}}\n",
+        api.url(),
+        up.addr()
+    );
+    let mut s = Sextant::start(bin(), &core);
+    let a = addr(port);
+    s.wait_dns(a, Duration::from_secs(10)).unwrap();
+    expect(
+        a,
+        "site.shop.svc.cluster.local.",
+        RecordType::A,
+        "NOERROR",
+        &[
+            "site.shop.svc.cluster.local. 30 IN CNAME www.example.org.",
+            "www.example.org. 300 IN A 192.0.2.53",
+        ],
+    );
+    // Names outside the cluster zone go to forward.
+    let r = udp(a, &Query::new("www.example.org.", RecordType::A), T).unwrap();
+    assert_eq!(
+        norm(r.answers()),
+        vec!["www.example.org. 300 IN A 192.0.2.53".to_string()]
+    );
+}
