@@ -259,6 +259,18 @@ pub trait Handler: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     /// Serves a query; call `next.run(req)` to pass it down the chain.
     fn serve<'a>(&'a self, req: &'a mut Request, next: Next<'a>) -> BoxFuture<'a, Outcome>;
+    /// The zone-transfer side of this plugin, if it has one (CoreDNS `transfer.Transferer`); the
+    /// `transfer` plugin looks for it among the handlers after itself.
+    fn transferer(&self) -> Option<&dyn Transferer> {
+        None
+    }
+}
+
+/// A plugin that can hand out a whole zone for AXFR (CoreDNS `transfer.Transferer`).
+pub trait Transferer: Send + Sync {
+    /// The records of `zone` in transfer order (SOA first and last), or just the SOA when
+    /// `serial` (from an IXFR) is current; None when the plugin is not authoritative for it.
+    fn transfer(&self, zone: &Name, serial: u32) -> Option<Vec<sextant_wire::Record>>;
 }
 
 /// The rest of the chain after the current handler.
@@ -287,6 +299,11 @@ impl<'a> Next<'a> {
     /// background prefetch): run it later with `Next::new(&chain).run(..)`.
     pub fn to_owned_chain(&self) -> Vec<Arc<dyn Handler>> {
         self.rest.to_vec()
+    }
+
+    /// The handlers still to run, in order.
+    pub fn handlers(&self) -> &'a [Arc<dyn Handler>] {
+        self.rest
     }
 
     /// Name of the next plugin, if any.

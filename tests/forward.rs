@@ -241,7 +241,9 @@ fn one_of_three_dead_keeps_success_high_and_gets_only_health_checks() {
         "slow: {}",
         slow.load(Ordering::Relaxed)
     );
-    // Once down, the dead upstream only sees health checks.
+    // Once down, the dead upstream only sees health checks, and those go on every interval
+    // (give them a few intervals: the burst above can finish in well under 300 ms).
+    std::thread::sleep(Duration::from_millis(500));
     let reached = non_hc_queries(&dead);
     assert_eq!(reached, 0, "dead upstream got {reached} queries");
     let hc = dead.requests().len() - reached;

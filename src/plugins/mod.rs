@@ -13,6 +13,7 @@ pub mod errors;
 pub mod forward;
 pub mod health;
 pub mod hosts;
+pub mod kubernetes;
 pub mod loadbalance;
 pub mod log;
 pub mod r#loop;
@@ -21,6 +22,7 @@ pub mod ready;
 pub mod reload;
 pub mod rewrite;
 pub mod tls;
+pub mod transfer;
 pub mod util;
 pub mod whoami;
 
@@ -42,11 +44,13 @@ pub static ORDER: &[PluginDef] = &[
     PluginDef { name: "autopath", once: false, setup: autopath::setup },
     PluginDef { name: "cache", once: true, setup: cache::setup },
     PluginDef { name: "tls", once: true, setup: tls::setup },
+    PluginDef { name: "transfer", once: false, setup: transfer::setup },
     PluginDef { name: "hosts", once: true, setup: hosts::setup },
+    PluginDef { name: "kubernetes", once: true, setup: kubernetes::setup },
     PluginDef { name: "loop", once: true, setup: r#loop::setup },
     PluginDef { name: "forward", once: false, setup: forward::setup },
     PluginDef { name: "whoami", once: true, setup: whoami::setup },
 ];
 
 /// CoreDNS plugins this build does not have yet: named in `-check` errors as such.
-pub static PENDING: &[&str] = &["transfer", "kubernetes"];
+pub static PENDING: &[&str] = &[];
