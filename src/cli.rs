@@ -99,6 +99,11 @@ fn plugins_text() -> String {
 
 /// Entry point; returns the process exit code.
 pub fn main(args: Vec<String>) -> i32 {
+    // A panic while serving a query ends that query's task only; count and log it like CoreDNS.
+    std::panic::set_hook(Box::new(|info| {
+        crate::metrics::PANICS.inc();
+        log::error(&format!("Recovered from panic in server: {info}"));
+    }));
     let flags = match parse_flags(&args) {
         Ok(f) => f,
         Err(e) => {

@@ -8,71 +8,32 @@ pub mod bind;
 pub mod chaos;
 pub mod debug;
 pub mod errors;
+pub mod forward;
 pub mod health;
 pub mod log;
 pub mod prometheus;
 pub mod ready;
 pub mod reload;
+pub mod tls;
 pub mod util;
 pub mod whoami;
 
 /// Execution order, whatever the order in the Corefile.
+#[rustfmt::skip]
 pub static ORDER: &[PluginDef] = &[
-    PluginDef {
-        name: "reload",
-        once: true,
-        setup: reload::setup,
-    },
-    PluginDef {
-        name: "bind",
-        once: false,
-        setup: bind::setup,
-    },
-    PluginDef {
-        name: "debug",
-        once: true,
-        setup: debug::setup,
-    },
-    PluginDef {
-        name: "ready",
-        once: true,
-        setup: ready::setup,
-    },
-    PluginDef {
-        name: "health",
-        once: true,
-        setup: health::setup,
-    },
-    PluginDef {
-        name: "prometheus",
-        once: true,
-        setup: prometheus::setup,
-    },
-    PluginDef {
-        name: "errors",
-        once: true,
-        setup: errors::setup,
-    },
-    PluginDef {
-        name: "log",
-        once: false,
-        setup: log::setup,
-    },
-    PluginDef {
-        name: "any",
-        once: true,
-        setup: any::setup,
-    },
-    PluginDef {
-        name: "chaos",
-        once: true,
-        setup: chaos::setup,
-    },
-    PluginDef {
-        name: "whoami",
-        once: true,
-        setup: whoami::setup,
-    },
+    PluginDef { name: "reload", once: true, setup: reload::setup },
+    PluginDef { name: "bind", once: false, setup: bind::setup },
+    PluginDef { name: "debug", once: true, setup: debug::setup },
+    PluginDef { name: "ready", once: true, setup: ready::setup },
+    PluginDef { name: "health", once: true, setup: health::setup },
+    PluginDef { name: "prometheus", once: true, setup: prometheus::setup },
+    PluginDef { name: "errors", once: true, setup: errors::setup },
+    PluginDef { name: "log", once: false, setup: log::setup },
+    PluginDef { name: "any", once: true, setup: any::setup },
+    PluginDef { name: "chaos", once: true, setup: chaos::setup },
+    PluginDef { name: "tls", once: true, setup: tls::setup },
+    PluginDef { name: "forward", once: false, setup: forward::setup },
+    PluginDef { name: "whoami", once: true, setup: whoami::setup },
 ];
 
 /// CoreDNS plugins this build does not have yet: named in `-check` errors as such.
@@ -81,10 +42,8 @@ pub static PENDING: &[&str] = &[
     "rewrite",
     "autopath",
     "cache",
-    "tls",
     "transfer",
     "hosts",
     "kubernetes",
     "loop",
-    "forward",
 ];
