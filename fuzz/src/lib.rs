@@ -87,9 +87,21 @@ pub fn differential(data: &[u8]) {
                 (o.udp_size, o.version, o.dnssec_ok)
             );
         }
-        let h = hickory
-            .as_ref()
-            .unwrap_or_else(|e| panic!("scanner accepted, hickory rejected: {e}"));
+        // hickory-proto validates the contents of EDNS options it knows (ECS, cookies, ...);
+        // a server ignores what it does not use (miekg/dns accepts e.g. ECS family 0), so when
+        // hickory rejects, judge it again on the packet with the OPT's options cut off.
+        let stripped;
+        let h = match (&hickory, v.opt) {
+            (Ok(h), _) => h,
+            (Err(_), Some(o)) => {
+                let mut b = data[..o.offset + 9].to_vec();
+                b.extend_from_slice(&[0, 0]);
+                stripped = HMessage::from_bytes(&b)
+                    .unwrap_or_else(|e| panic!("scanner accepted, hickory rejected: {e}"));
+                &stripped
+            }
+            (Err(e), None) => panic!("scanner accepted, hickory rejected: {e}"),
+        };
         assert_eq!(h.queries.len(), 1);
         let hq = &h.queries[0];
         let hname = hq.name().to_bytes().unwrap_or_default();
