@@ -252,10 +252,9 @@ fn pipelined_flood_on_one_connection_is_back_pressured() {
         "flood: {N} pipelined queries on one connection; written while the client did not \
          read: {written_while_paused}; all answered in {took:?}; RSS {base_rss} -> peak {peak} KiB"
     );
-    assert!(
-        written_while_paused < N as u64,
-        "server read all {N} queries without the client reading: no back-pressure"
-    );
+    // How many of the queries the kernel's socket buffers absorbed while the client did not
+    // read depends on loopback buffer autotuning (all 100 000 on an idle machine), so it is
+    // reported, not asserted; the server's own memory is the criterion.
     assert!(peak < base_rss + 32 * 1024, "RSS {base_rss} -> {peak} KiB");
     assert!(s.exited().is_none());
 }
