@@ -74,15 +74,22 @@ impl Site {
                 if header.qr {
                     return None;
                 }
+                // Like miekg/dns's accept filter, the opcode is judged before the body: an
+                // unsupported opcode is NOTIMP whatever follows the header.
+                let rcode = if header.opcode != opcode::QUERY {
+                    Rcode::NOTIMP
+                } else {
+                    Rcode::FORMERR
+                };
                 let mut r = Message::default();
                 r.header.id = header.id;
                 r.header.qr = true;
                 r.header.opcode = header.opcode;
-                r.header.rcode = Rcode::FORMERR.low();
+                r.header.rcode = rcode.low();
                 if let Some(q) = question {
                     r.questions.push(q);
                 }
-                crate::metrics::record_dropped(&self.label, proto, packet.len(), Rcode::FORMERR);
+                crate::metrics::record_dropped(&self.label, proto, packet.len(), rcode);
                 return Some(r.to_wire_limited(512).0);
             }
         };
