@@ -158,6 +158,11 @@ async fn initial_sync_and_events_are_folded() {
     );
     drop(s);
 
+    // A pod that completes leaves the field selection: DELETED for the watcher.
+    api.apply(pod("ns", "head-0").ip("10.1.0.1").phase("Succeeded"))
+        .unwrap();
+    assert!(until(&idx, |s| s.pod_by_ip(ip("10.1.0.1")).is_none()).await);
+
     // MODIFIED: new cluster IP; the old one stops resolving.
     let mut changes = idx.subscribe();
     api.apply(service("ns", "dual").cluster_ip("10.0.0.11"))
@@ -236,6 +241,13 @@ async fn paging_and_label_selectors() {
     )
     .unwrap();
     assert!(until(&idx, |s| s.service("a", "s1").is_some()).await);
+    api.apply(
+        service("a", "s0")
+            .cluster_ip("10.2.0.0")
+            .label("expose", "no"),
+    )
+    .unwrap();
+    assert!(until(&idx, |s| s.service("a", "s0").is_none()).await);
     idx.stop();
 }
 
