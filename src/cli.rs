@@ -100,6 +100,11 @@ fn plugins_text() -> String {
 
 /// Entry point; returns the process exit code.
 pub fn main(args: Vec<String>) -> i32 {
+    // A panic while serving a query ends that query's task only; count and log it like CoreDNS.
+    std::panic::set_hook(Box::new(|info| {
+        crate::metrics::PANICS.inc();
+        log::error(&format!("Recovered from panic in server: {info}"));
+    }));
     match args.first().map(String::as_str) {
         Some("node-cache") => return crate::nodecache::main(&args[1..]),
         Some("migrate") => return crate::nodecache::migrate::main(&args[1..]),

@@ -5,6 +5,8 @@
 //!
 //! See `README.md` in this crate for examples.
 
+#![deny(missing_docs)]
+
 mod client;
 mod error;
 mod ns;

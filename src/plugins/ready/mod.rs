@@ -63,17 +63,18 @@ pub fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), Error> 
         match sub.name.text.as_str() {
             "monitor" => {
                 sub.arg_count(1, 1)?;
-                until_ready =
-                    match sub.args[0].text.as_str() {
-                        "until-ready" => true,
-                        "continuously" => false,
-                        other => return Err(sub.err_at(
+                until_ready = match sub.args[0].text.as_str() {
+                    "until-ready" => true,
+                    "continuously" => false,
+                    other => {
+                        return Err(sub.err_at(
                             &sub.args[0],
                             format!(
                                 "monitor type must be until-ready or continuously, got '{other}'"
                             ),
-                        )),
-                    };
+                        ))
+                    }
+                };
             }
             other => return Err(sub.err(format!("unknown property '{other}'"))),
         }

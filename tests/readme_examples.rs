@@ -1,0 +1,95 @@
+//! Every Corefile example in every plugin README (``` ~~~ corefile ``` blocks) passes `-check` and
+//! starts a server that answers, so the docs cannot rot. Ports in the examples are moved to free
+//! ones so the examples can run side by side.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use sextant_testkit::*;
+
+fn bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_sextant"))
+}
+
+/// Extracts the bodies of ```` ~~~ corefile ```` (or ```` ```corefile ````) fenced blocks.
+fn corefile_examples(readme: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur: Option<String> = None;
+    for line in readme.lines() {
+        let t = line.trim();
+        match &mut cur {
+            None => {
+                if t == "~~~ corefile" || t == "~~~corefile" || t == "```corefile" || t == "``` corefile" {
+                    cur = Some(String::new());
+                }
+            }
+            Some(body) => {
+                if t == "~~~" || t == "```" {
+                    out.push(std::mem::take(body));
+                    cur = None;
+                } else {
+                    body.push_str(line);
+                    body.push('\n');
+                }
+            }
+        }
+    }
+    out
+}
+
+fn readmes() -> Vec<PathBuf> {
+    let mut v = Vec::new();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/plugins");
+    for e in std::fs::read_dir(&root).unwrap() {
+        let p = e.unwrap().path().join("README.md");
+        if p.exists() {
+            v.push(p);
+        }
+    }
+    v.sort();
+    v
+}
+
+/// Replaces well-known ports (DNS 53/1053, health 8080, ready 8181, metrics 9153/9253 and the
+/// 1xxxx variants used in examples) with free ones; returns the new text and the DNS port.
+fn relocate(text: &str) -> (String, u16) {
+    let dns = free_port();
+    let mut out = text.to_string();
+    for p in ["18080", "18181", "19153", "19253", "8080", "8181", "9153", "9253"] {
+        let re = regex::Regex::new(&format!(r":{p}\b")).unwrap();
+        if re.is_match(&out) {
+            out = re.replace_all(&out, format!(":{}", free_port()).as_str()).to_string();
+        }
+    }
+    for p in ["1053", "53"] {
+        let re = regex::Regex::new(&format!(r":{p}\b")).unwrap();
+        out = re.replace_all(&out, format!(":{dns}").as_str()).to_string();
+    }
+    (out, dns)
+}
+
+#[test]
+fn every_readme_corefile_example_checks_and_serves() {
+    let files = readmes();
+    assert!(files.len() >= 10, "plugin READMEs found: {files:?}");
+    let mut count = 0;
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap();
+        for (i, ex) in corefile_examples(&text).into_iter().enumerate() {
+            count += 1;
+            let (cf, port) = relocate(&ex);
+            let (code, out, err) = Sextant::check(bin(), &cf).unwrap();
+            assert_eq!(code, 0, "{} example {i} fails -check:\n{cf}\n{out}{err}", f.display());
+            let mut s = Sextant::builder(bin(), &cf)
+                .arg("-dns.port")
+                .arg(port.to_string())
+                .start();
+            let addr = SocketAddr::from(([127, 0, 0, 1], port));
+            if let Err(e) = s.wait_dns(addr, Duration::from_secs(10)) {
+                panic!("{} example {i} does not serve: {e}\n{cf}\n{}", f.display(), s.output());
+            }
+        }
+    }
+    assert!(count >= 10, "examples found: {count}");
+}
