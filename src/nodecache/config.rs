@@ -101,7 +101,10 @@ pub fn is_host_port(s: &str) -> bool {
 pub fn read_dir(dir: &Path) -> Result<(BTreeMap<String, String>, String), String> {
     let meta = std::fs::metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     if !meta.is_dir() {
-        return Err(format!("config path {:?} is not a directory", dir.display().to_string()));
+        return Err(format!(
+            "config path {:?} is not a directory",
+            dir.display().to_string()
+        ));
     }
     let mut data = BTreeMap::new();
     let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -118,8 +121,8 @@ pub fn read_dir(dir: &Path) -> Result<(BTreeMap<String, String>, String), String
             continue;
         }
         let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let text = String::from_utf8(bytes)
-            .map_err(|_| format!("non-utf8 data in {}", path.display()))?;
+        let text =
+            String::from_utf8(bytes).map_err(|_| format!("non-utf8 data in {}", path.display()))?;
         data.insert(name, text);
     }
     let mut h = Sha256::new();
@@ -215,16 +218,26 @@ mod tests {
         let r = render(TEMPLATE, &KubeDnsConfig::default(), &params());
         assert_eq!(r.upstream_servers, "/etc/resolv.conf");
         assert!(r.text.contains("bind 169.254.20.10 10.0.0.10 \n"));
-        assert!(r.text.contains("forward . 10.0.0.11 {\n            force_tcp"));
-        assert!(r.text.contains("forward . /etc/resolv.conf {\n            force_tcp"));
+        assert!(r
+            .text
+            .contains("forward . 10.0.0.11 {\n            force_tcp"));
+        assert!(r
+            .text
+            .contains("forward . /etc/resolv.conf {\n            force_tcp"));
         assert!(!r.text.contains("__PILLAR__"));
     }
 
     #[test]
     fn custom_upstreams_switch_to_udp_and_stub_domains_append() {
         let mut data = BTreeMap::new();
-        data.insert("upstreamNameservers".into(), r#"["8.8.8.8", "8.8.4.4:5353"]"#.into());
-        data.insert("stubDomains".into(), r#"{"acme.local": ["1.2.3.4"], "b.example": ["5.6.7.8", "9.9.9.9"]}"#.into());
+        data.insert(
+            "upstreamNameservers".into(),
+            r#"["8.8.8.8", "8.8.4.4:5353"]"#.into(),
+        );
+        data.insert(
+            "stubDomains".into(),
+            r#"{"acme.local": ["1.2.3.4"], "b.example": ["5.6.7.8", "9.9.9.9"]}"#.into(),
+        );
         let cfg = KubeDnsConfig::from_data(&data).unwrap();
         cfg.validate_for_node_cache().unwrap();
         let r = render(TEMPLATE, &cfg, &params());
@@ -249,7 +262,10 @@ mod tests {
 
     #[test]
     fn missing_cluster_ip_leaves_the_variable() {
-        let p = RenderParams { cluster_dns: None, ..params() };
+        let p = RenderParams {
+            cluster_dns: None,
+            ..params()
+        };
         let r = render(TEMPLATE, &KubeDnsConfig::default(), &p);
         assert!(r.text.contains("forward . __PILLAR__CLUSTER__DNS__ {"));
     }
@@ -258,7 +274,9 @@ mod tests {
     fn invalid_config() {
         let mut data = BTreeMap::new();
         data.insert("stubDomains".into(), "{not json".into());
-        assert!(KubeDnsConfig::from_data(&data).unwrap_err().starts_with("invalid stubDomains value"));
+        assert!(KubeDnsConfig::from_data(&data)
+            .unwrap_err()
+            .starts_with("invalid stubDomains value"));
         let cfg = KubeDnsConfig {
             upstream_nameservers: vec!["https://dns.example".into()],
             ..Default::default()
@@ -271,9 +289,16 @@ mod tests {
             stub_domains: [("a.b".to_string(), vec!["ns.example.com".to_string()])].into(),
             ..Default::default()
         };
-        assert!(cfg.validate_for_node_cache().unwrap_err().contains("for the stub domain a.b"));
+        assert!(cfg
+            .validate_for_node_cache()
+            .unwrap_err()
+            .contains("for the stub domain a.b"));
         let ok = KubeDnsConfig {
-            upstream_nameservers: vec!["tls://1.1.1.1".into(), "[::1]:53".into(), "dns://9.9.9.9:53".into()],
+            upstream_nameservers: vec![
+                "tls://1.1.1.1".into(),
+                "[::1]:53".into(),
+                "dns://9.9.9.9:53".into(),
+            ],
             ..Default::default()
         };
         ok.validate_for_node_cache().unwrap();
@@ -282,7 +307,10 @@ mod tests {
     #[test]
     fn service_env_names() {
         assert_eq!(service_env("kube-dns"), "KUBE_DNS_SERVICE_HOST");
-        assert_eq!(service_env("kube-dns-upstream"), "KUBE_DNS_UPSTREAM_SERVICE_HOST");
+        assert_eq!(
+            service_env("kube-dns-upstream"),
+            "KUBE_DNS_UPSTREAM_SERVICE_HOST"
+        );
     }
 
     #[test]
@@ -300,7 +328,9 @@ mod tests {
         assert_eq!(v.len(), 64);
         let cfg = KubeDnsConfig::from_data(&d).unwrap();
         assert_eq!(cfg.stub_domains["x.y"], vec!["1.2.3.4".to_string()]);
-        assert!(read_dir(&dir.join("stubDomains")).unwrap_err().contains("is not a directory"));
+        assert!(read_dir(&dir.join("stubDomains"))
+            .unwrap_err()
+            .contains("is not a directory"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -68,23 +68,93 @@ pub fn usage() -> String {
         "Usage of sextant node-cache:\nRuns Sextant as a node-local DNS cache listening on the specified ip:port\n\n",
     );
     for (name, kind, help, def) in [
-        ("basecorefile", "string", "Path to the template Corefile for node-cache", "/etc/coredns/Corefile.base"),
-        ("conf", "string", "Corefile to load (overrides -corefile)", ""),
-        ("corefile", "string", "Path to the Corefile to be used by node-cache", "/etc/Corefile"),
+        (
+            "basecorefile",
+            "string",
+            "Path to the template Corefile for node-cache",
+            "/etc/coredns/Corefile.base",
+        ),
+        (
+            "conf",
+            "string",
+            "Corefile to load (overrides -corefile)",
+            "",
+        ),
+        (
+            "corefile",
+            "string",
+            "Path to the Corefile to be used by node-cache",
+            "/etc/Corefile",
+        ),
         ("dns.port", "string", "Default port", "53"),
-        ("health-port", "string", "port used by health plugin", "8080"),
-        ("interfacename", "string", "name of the interface to be created", "nodelocaldns"),
-        ("kubednscm", "string", "Path where the kube-dns configmap will be mounted", ""),
-        ("localip", "string", "comma-separated string of ip addresses to bind dnscache to", ""),
-        ("metrics-listen-address", "string", "address to serve metrics on", "0.0.0.0:9353"),
+        (
+            "health-port",
+            "string",
+            "port used by health plugin",
+            "8080",
+        ),
+        (
+            "interfacename",
+            "string",
+            "name of the interface to be created",
+            "nodelocaldns",
+        ),
+        (
+            "kubednscm",
+            "string",
+            "Path where the kube-dns configmap will be mounted",
+            "",
+        ),
+        (
+            "localip",
+            "string",
+            "comma-separated string of ip addresses to bind dnscache to",
+            "",
+        ),
+        (
+            "metrics-listen-address",
+            "string",
+            "address to serve metrics on",
+            "0.0.0.0:9353",
+        ),
         ("pidfile", "string", "Path to write pid file", ""),
         ("quiet", "", "Quiet mode (no initialization output)", ""),
-        ("reloadwithsignal", "", "use SIGUSR1 on self to reload CoreDNS", ""),
-        ("setupinterface", "", "indicates whether network interface should be setup", "true"),
-        ("setupiptables", "", "indicates whether iptables rules should be setup", "true"),
-        ("skipteardown", "", "indicates whether iptables rules should be torn down on exit", ""),
-        ("syncinterval", "duration", "interval(in seconds) to check for iptables rules", "60"),
-        ("upstreamsvc", "string", "Service name whose cluster IP is upstream for node-cache", "kube-dns"),
+        (
+            "reloadwithsignal",
+            "",
+            "use SIGUSR1 on self to reload CoreDNS",
+            "",
+        ),
+        (
+            "setupinterface",
+            "",
+            "indicates whether network interface should be setup",
+            "true",
+        ),
+        (
+            "setupiptables",
+            "",
+            "indicates whether iptables rules should be setup",
+            "true",
+        ),
+        (
+            "skipteardown",
+            "",
+            "indicates whether iptables rules should be torn down on exit",
+            "",
+        ),
+        (
+            "syncinterval",
+            "duration",
+            "interval(in seconds) to check for iptables rules",
+            "60",
+        ),
+        (
+            "upstreamsvc",
+            "string",
+            "Service name whose cluster IP is upstream for node-cache",
+            "kube-dns",
+        ),
     ] {
         s.push_str(&format!("  -{name} {kind}\n    \t{help}"));
         if !def.is_empty() {
@@ -110,13 +180,17 @@ fn parse_bool(name: &str, v: &str) -> Result<bool, String> {
 fn parse_interval(v: &str) -> Result<Duration, String> {
     if let Ok(n) = v.parse::<u64>() {
         if n == 0 {
-            return Err(format!("invalid value {v:?} for flag -syncinterval: must be > 0"));
+            return Err(format!(
+                "invalid value {v:?} for flag -syncinterval: must be > 0"
+            ));
         }
         return Ok(Duration::from_secs(n));
     }
     match humantime::parse_duration(v) {
         Ok(d) if !d.is_zero() => Ok(d),
-        _ => Err(format!("invalid value {v:?} for flag -syncinterval: parse error")),
+        _ => Err(format!(
+            "invalid value {v:?} for flag -syncinterval: parse error"
+        )),
     }
 }
 
@@ -266,7 +340,10 @@ mod tests {
     #[test]
     fn defaults() {
         let p = parse(&args(&["-localip", "169.254.20.10"])).unwrap();
-        assert_eq!(p.local_ips, vec!["169.254.20.10".parse::<IpAddr>().unwrap()]);
+        assert_eq!(
+            p.local_ips,
+            vec!["169.254.20.10".parse::<IpAddr>().unwrap()]
+        );
         assert!(p.setup_interface && p.setup_iptables);
         assert!(!p.skip_teardown && !p.reload_with_signal);
         assert_eq!(p.interface_name, "nodelocaldns");
@@ -345,14 +422,23 @@ mod tests {
     fn errors() {
         let e = |a: &[&str]| parse(&args(a)).unwrap_err();
         assert_eq!(e(&[]), "invalid localip specified - \"\"");
-        assert_eq!(e(&["-localip=1.2.3.4,x"]), "invalid localip specified - \"x\"");
+        assert_eq!(
+            e(&["-localip=1.2.3.4,x"]),
+            "invalid localip specified - \"x\""
+        );
         assert_eq!(
             e(&["-localip=1.2.3.4,::1"]),
             "unexpected IP Family for localIP - \"::1\", want IPv6=false"
         );
         assert_eq!(e(&["-localip"]), "flag needs an argument: -localip");
-        assert_eq!(e(&["-localip=1.2.3.4", "-nope"]), "flag provided but not defined: -nope");
-        assert_eq!(e(&["-localip=1.2.3.4", "stray"]), "unexpected argument \"stray\"");
+        assert_eq!(
+            e(&["-localip=1.2.3.4", "-nope"]),
+            "flag provided but not defined: -nope"
+        );
+        assert_eq!(
+            e(&["-localip=1.2.3.4", "stray"]),
+            "unexpected argument \"stray\""
+        );
         assert_eq!(
             e(&["-localip=1.2.3.4", "-dns.port=x"]),
             "invalid port specified - \"x\""
@@ -365,8 +451,10 @@ mod tests {
             e(&["-localip=1.2.3.4", "-skipteardown=maybe"]),
             "invalid boolean value \"maybe\" for -skipteardown: parse error"
         );
-        assert!(e(&["-localip=1.2.3.4", "-interfacename=averyveryverylongname"])
-            .starts_with("invalid interface name"));
+        assert!(
+            e(&["-localip=1.2.3.4", "-interfacename=averyveryverylongname"])
+                .starts_with("invalid interface name")
+        );
         assert!(e(&["-h"]).starts_with("Usage of sextant node-cache"));
     }
 }

@@ -20,14 +20,30 @@ pub struct Rule {
 
 impl std::fmt::Display for Rule {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{{{} {} [{}]}}", self.table, self.chain, self.args.join(" "))
+        write!(
+            f,
+            "{{{} {} [{}]}}",
+            self.table,
+            self.chain,
+            self.args.join(" ")
+        )
     }
 }
 
-fn rule(table: &'static str, chain: &'static str, args: &[&str], target: &str, comment: &str) -> Rule {
+fn rule(
+    table: &'static str,
+    chain: &'static str,
+    args: &[&str],
+    target: &str,
+    comment: &str,
+) -> Rule {
     let mut a: Vec<String> = args.iter().map(|s| s.to_string()).collect();
     a.extend(["-j", target, "-m", "comment", "--comment", comment].map(String::from));
-    Rule { table, chain, args: a }
+    Rule {
+        table,
+        chain,
+        args: a,
+    }
 }
 
 /// The rules for every local IP, in the order k8s-dns-node-cache ensures them (each prepended,
@@ -41,22 +57,64 @@ pub fn rules(local_ips: &str, dns_port: u16, health_port: u16) -> Vec<Rule> {
         let skip = COMMENT_SKIP_CONNTRACK;
         let allow = COMMENT_ALLOW_TRAFFIC;
         for proto in ["tcp", "udp"] {
-            out.push(rule("raw", "PREROUTING", &["-p", proto, "-d", ip, "--dport", p], "NOTRACK", skip));
+            out.push(rule(
+                "raw",
+                "PREROUTING",
+                &["-p", proto, "-d", ip, "--dport", p],
+                "NOTRACK",
+                skip,
+            ));
         }
         for proto in ["tcp", "udp"] {
-            out.push(rule("filter", "INPUT", &["-p", proto, "-d", ip, "--dport", p], "ACCEPT", allow));
+            out.push(rule(
+                "filter",
+                "INPUT",
+                &["-p", proto, "-d", ip, "--dport", p],
+                "ACCEPT",
+                allow,
+            ));
         }
         for proto in ["tcp", "udp"] {
-            out.push(rule("raw", "OUTPUT", &["-p", proto, "-s", ip, "--sport", p], "NOTRACK", skip));
+            out.push(rule(
+                "raw",
+                "OUTPUT",
+                &["-p", proto, "-s", ip, "--sport", p],
+                "NOTRACK",
+                skip,
+            ));
         }
         for proto in ["tcp", "udp"] {
-            out.push(rule("filter", "OUTPUT", &["-p", proto, "-s", ip, "--sport", p], "ACCEPT", allow));
+            out.push(rule(
+                "filter",
+                "OUTPUT",
+                &["-p", proto, "-s", ip, "--sport", p],
+                "ACCEPT",
+                allow,
+            ));
         }
         for proto in ["tcp", "udp"] {
-            out.push(rule("raw", "OUTPUT", &["-p", proto, "-d", ip, "--dport", p], "NOTRACK", skip));
+            out.push(rule(
+                "raw",
+                "OUTPUT",
+                &["-p", proto, "-d", ip, "--dport", p],
+                "NOTRACK",
+                skip,
+            ));
         }
-        out.push(rule("raw", "OUTPUT", &["-p", "tcp", "-d", ip, "--dport", hp], "NOTRACK", skip));
-        out.push(rule("raw", "OUTPUT", &["-p", "tcp", "-s", ip, "--sport", hp], "NOTRACK", skip));
+        out.push(rule(
+            "raw",
+            "OUTPUT",
+            &["-p", "tcp", "-d", ip, "--dport", hp],
+            "NOTRACK",
+            skip,
+        ));
+        out.push(rule(
+            "raw",
+            "OUTPUT",
+            &["-p", "tcp", "-s", ip, "--sport", hp],
+            "NOTRACK",
+            skip,
+        ));
     }
     out
 }
@@ -154,8 +212,7 @@ impl Iptables {
 
     /// Deletes every copy of the rule (bounded loop). Returns how many were deleted.
     pub fn delete_all(&self, r: &Rule) -> Result<usize, IptError> {
-        let mut n = 0;
-        for _ in 0..64 {
+        for n in 0..64 {
             if let Check::Absent = self.check(r)? {
                 return Ok(n);
             }
@@ -163,9 +220,10 @@ impl Iptables {
             if !out.status.success() {
                 return Err(self.failure("-D", r, &out));
             }
-            n += 1;
         }
-        Err(IptError::Other(format!("rule {r} still present after 64 deletions")))
+        Err(IptError::Other(format!(
+            "rule {r} still present after 64 deletions"
+        )))
     }
 }
 
@@ -184,11 +242,23 @@ mod tests {
             "-p tcp -d 169.254.20.10 --dport 53 -j NOTRACK -m comment --comment NodeLocal DNS Cache: skip conntrack"
         );
         assert_eq!((r[3].table, r[3].chain), ("filter", "INPUT"));
-        assert!(r[3].args.join(" ").starts_with("-p udp -d 169.254.20.10 --dport 53 -j ACCEPT"));
+        assert!(r[3]
+            .args
+            .join(" ")
+            .starts_with("-p udp -d 169.254.20.10 --dport 53 -j ACCEPT"));
         assert_eq!((r[6].table, r[6].chain), ("filter", "OUTPUT"));
-        assert!(r[6].args.join(" ").starts_with("-p tcp -s 169.254.20.10 --sport 53 -j ACCEPT"));
-        assert!(r[10].args.join(" ").starts_with("-p tcp -d 169.254.20.10 --dport 8080 -j NOTRACK"));
-        assert!(r[11].args.join(" ").starts_with("-p tcp -s 169.254.20.10 --sport 8080 -j NOTRACK"));
+        assert!(r[6]
+            .args
+            .join(" ")
+            .starts_with("-p tcp -s 169.254.20.10 --sport 53 -j ACCEPT"));
+        assert!(r[10]
+            .args
+            .join(" ")
+            .starts_with("-p tcp -d 169.254.20.10 --dport 8080 -j NOTRACK"));
+        assert!(r[11]
+            .args
+            .join(" ")
+            .starts_with("-p tcp -s 169.254.20.10 --sport 8080 -j NOTRACK"));
         assert!(r[12].args.join(" ").contains("-d 10.0.0.10 "));
     }
 

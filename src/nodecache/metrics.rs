@@ -52,7 +52,13 @@ impl HttpHandler for Page {
 /// Serves `/metrics` on `addr`; the server lives until the process exits.
 pub async fn serve(addr: &str) -> Result<HttpServer, String> {
     let sa = crate::server::http::resolve_addr(addr)?;
-    HttpServer::bind(sa, vec![("/metrics".to_string(), Arc::new(Page) as Arc<dyn HttpHandler>)])
-        .await
-        .map_err(|e| format!("listen tcp {sa}: {e}"))
+    HttpServer::bind(
+        sa,
+        vec![(
+            "/metrics".to_string(),
+            Arc::new(Page) as Arc<dyn HttpHandler>,
+        )],
+    )
+    .await
+    .map_err(|e| format!("listen tcp {sa}: {e}"))
 }

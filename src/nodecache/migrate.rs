@@ -263,11 +263,36 @@ const REMOVED_PLUGINS: &[(&str, &str, &str)] = &[
 
 /// kubernetes options CoreDNS deprecated or removed.
 const KUBERNETES_OPTIONS: &[(&str, Severity, &str, &str)] = &[
-    ("upstream", Severity::Ignored, "1.5.0", "delete it: external CNAME targets are always resolved through the server itself"),
-    ("resyncperiod", Severity::Ignored, "1.7.0", "delete it: watches keep the data current"),
-    ("transfer", Severity::Removed, "1.7.0", "use the transfer plugin: transfer { to ADDRESS }"),
-    ("cidrs", Severity::Removed, "1.1.0", "list the reverse zones (for example 10.in-addr.arpa) in the kubernetes plugin's zones"),
-    ("autopath", Severity::Removed, "1.0.0", "use the autopath plugin: autopath @kubernetes"),
+    (
+        "upstream",
+        Severity::Ignored,
+        "1.5.0",
+        "delete it: external CNAME targets are always resolved through the server itself",
+    ),
+    (
+        "resyncperiod",
+        Severity::Ignored,
+        "1.7.0",
+        "delete it: watches keep the data current",
+    ),
+    (
+        "transfer",
+        Severity::Removed,
+        "1.7.0",
+        "use the transfer plugin: transfer { to ADDRESS }",
+    ),
+    (
+        "cidrs",
+        Severity::Removed,
+        "1.1.0",
+        "list the reverse zones (for example 10.in-addr.arpa) in the kubernetes plugin's zones",
+    ),
+    (
+        "autopath",
+        Severity::Removed,
+        "1.0.0",
+        "use the autopath plugin: autopath @kubernetes",
+    ),
     ("federation", Severity::Removed, "1.7.0", "no replacement"),
 ];
 
@@ -286,7 +311,11 @@ pub fn corefile(cf: &Corefile) -> Vec<Note> {
                 if name == "proxy" && !d.args.is_empty() {
                     msg.push_str(&format!("; here: forward {}", d.arg_strs().join(" ")));
                 }
-                notes.push(Note { at: at(d), severity: Severity::Removed, msg });
+                notes.push(Note {
+                    at: at(d),
+                    severity: Severity::Removed,
+                    msg,
+                });
                 continue;
             }
             if name == "kubernetes" {
@@ -378,7 +407,9 @@ data:
     #[test]
     fn kube_dns_doc_example() {
         let m = kube_dns(DOC_EXAMPLE, "cluster.local").unwrap();
-        assert!(m.corefile.contains("    forward . 8.8.8.8 8.8.4.4 {\n       max_concurrent 1000\n    }\n"));
+        assert!(m
+            .corefile
+            .contains("    forward . 8.8.8.8 8.8.4.4 {\n       max_concurrent 1000\n    }\n"));
         assert!(m.corefile.contains(
             "abc.com:53 {\n    errors\n    cache 30\n    loop\n    forward . 1.2.3.4\n}\n"
         ));
@@ -392,19 +423,28 @@ data:
         let y = "kind: ConfigMap\ndata:\n  stubDomains: '{\"foo.com\": [\"service.consul\"], \"bar.com\": [\"1.2.3.4:5300\", \"ns.x\"]}'\n  upstreamNameservers: '[\"dns.google\"]'\n";
         let m = kube_dns(y, "k.local").unwrap();
         assert!(m.corefile.contains("forward . /etc/resolv.conf {"));
-        assert!(m.corefile.contains("kubernetes k.local in-addr.arpa ip6.arpa {"));
-        assert!(m.corefile.contains("bar.com:53 {\n    errors\n    cache 30\n    loop\n    forward . 1.2.3.4:5300\n}"));
+        assert!(m
+            .corefile
+            .contains("kubernetes k.local in-addr.arpa ip6.arpa {"));
+        assert!(m.corefile.contains(
+            "bar.com:53 {\n    errors\n    cache 30\n    loop\n    forward . 1.2.3.4:5300\n}"
+        ));
         assert!(!m.corefile.contains("foo.com"));
         assert_eq!(m.notes.len(), 5, "{:?}", m.notes);
     }
 
     #[test]
     fn no_configmap_is_an_error() {
-        assert_eq!(kube_dns("kind: Service\n", "c").err().unwrap(), "no ConfigMap document found");
-        assert!(kube_dns("kind: ConfigMap\ndata:\n  stubDomains: '{x'\n", "c")
-            .err()
-            .unwrap()
-            .starts_with("invalid stubDomains value"));
+        assert_eq!(
+            kube_dns("kind: Service\n", "c").err().unwrap(),
+            "no ConfigMap document found"
+        );
+        assert!(
+            kube_dns("kind: ConfigMap\ndata:\n  stubDomains: '{x'\n", "c")
+                .err()
+                .unwrap()
+                .starts_with("invalid stubDomains value")
+        );
     }
 
     #[test]
@@ -412,11 +452,27 @@ data:
         let text = ".:53 {\n    proxy . 8.8.8.8\n    kubernetes cluster.local {\n        upstream\n        resyncperiod 30s\n        transfer to *\n    }\n    federation\n}\n";
         let cf = sextant_corefile::parse_str("Corefile", text, Path::new(".")).unwrap();
         let notes: Vec<String> = corefile(&cf).iter().map(|n| n.to_string()).collect();
-        assert!(notes.iter().any(|n| n.starts_with("Corefile:2:5: removed: plugin \"proxy\" was removed in CoreDNS 1.6.0") && n.ends_with("here: forward . 8.8.8.8")), "{notes:#?}");
-        assert!(notes.iter().any(|n| n.starts_with("Corefile:4:9: ignored: option \"upstream\"")));
-        assert!(notes.iter().any(|n| n.starts_with("Corefile:5:9: ignored: option \"resyncperiod\"")));
-        assert!(notes.iter().any(|n| n.starts_with("Corefile:6:9: removed: option \"transfer\"") && n.contains("transfer plugin")));
-        assert!(notes.iter().any(|n| n.starts_with("Corefile:8:5: removed: plugin \"federation\"")));
-        assert!(notes.iter().any(|n| n.contains("new default") && n.contains("\"ready\"")));
+        assert!(
+            notes.iter().any(|n| n.starts_with(
+                "Corefile:2:5: removed: plugin \"proxy\" was removed in CoreDNS 1.6.0"
+            ) && n.ends_with("here: forward . 8.8.8.8")),
+            "{notes:#?}"
+        );
+        assert!(notes
+            .iter()
+            .any(|n| n.starts_with("Corefile:4:9: ignored: option \"upstream\"")));
+        assert!(notes
+            .iter()
+            .any(|n| n.starts_with("Corefile:5:9: ignored: option \"resyncperiod\"")));
+        assert!(notes.iter().any(
+            |n| n.starts_with("Corefile:6:9: removed: option \"transfer\"")
+                && n.contains("transfer plugin")
+        ));
+        assert!(notes
+            .iter()
+            .any(|n| n.starts_with("Corefile:8:5: removed: plugin \"federation\"")));
+        assert!(notes
+            .iter()
+            .any(|n| n.contains("new default") && n.contains("\"ready\"")));
     }
 }

@@ -149,10 +149,9 @@ impl App {
         if signal && self.p.reload_with_signal {
             let pid = std::process::id();
             log::info(&format!("Sending reload signal to PID {pid}"));
-            if let Err(e) = nix::sys::signal::kill(
-                nix::unistd::Pid::this(),
-                nix::sys::signal::Signal::SIGUSR1,
-            ) {
+            if let Err(e) =
+                nix::sys::signal::kill(nix::unistd::Pid::this(), nix::sys::signal::Signal::SIGUSR1)
+            {
                 log::error(&format!("Failed to trigger CoreDNS reload: {e}"));
             }
         }
@@ -201,7 +200,9 @@ impl App {
                     )),
                     Ok(false) => log::info(&format!("Added back nodelocaldns rule - {r}")),
                     Err(e) => {
-                        log::error(&format!("Error checking/adding iptables rule {r}, error - {e}"));
+                        log::error(&format!(
+                            "Error checking/adding iptables rule {r}, error - {e}"
+                        ));
                         metrics::error(e.metric_label());
                     }
                 }
@@ -394,12 +395,11 @@ async fn run(p: Params) -> i32 {
             }
         };
         a.update_corefile(&cfg, false);
-        let base_dir = a
-            .p
-            .base_corefile
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from("."));
+        let base_dir =
+            a.p.base_corefile
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| PathBuf::from("."));
         let base_version = config::read_dir(&base_dir)
             .map(|(_, v)| v)
             .unwrap_or_default();
