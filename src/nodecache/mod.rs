@@ -348,7 +348,7 @@ async fn periodic(app: Arc<App>, stop: CancellationToken) {
     loop {
         tokio::select! {
             _ = stop.cancelled() => {
-                log::warning("Exiting iptables/interface check goroutine");
+                log::warning("Exiting iptables/interface check loop");
                 return;
             }
             _ = tokio::time::sleep(app.p.interval) => {}
