@@ -20,7 +20,11 @@ fn corefile_examples(readme: &str) -> Vec<String> {
         let t = line.trim();
         match &mut cur {
             None => {
-                if t == "~~~ corefile" || t == "~~~corefile" || t == "```corefile" || t == "``` corefile" {
+                if t == "~~~ corefile"
+                    || t == "~~~corefile"
+                    || t == "```corefile"
+                    || t == "``` corefile"
+                {
                     cur = Some(String::new());
                 }
             }
@@ -56,12 +60,21 @@ fn readmes() -> Vec<PathBuf> {
 fn relocate(text: &str) -> (String, u16) {
     let dns = free_port();
     let mut out = text.to_string();
-    for p in ["18080", "18181", "19153", "19253", "8080", "8181", "9153", "9253"] {
+    for p in [
+        "18080", "18181", "19153", "19253", "8080", "8181", "9153", "9253",
+    ] {
         let re = regex::Regex::new(&format!(r":{p}\b")).unwrap();
         if re.is_match(&out) {
-            out = re.replace_all(&out, format!(":{}", free_port()).as_str()).to_string();
+            out = re
+                .replace_all(&out, format!(":{}", free_port()).as_str())
+                .to_string();
         }
     }
+    let tls = free_port();
+    out = regex::Regex::new(r":8853\b")
+        .unwrap()
+        .replace_all(&out, format!(":{tls}").as_str())
+        .to_string();
     for p in ["1053", "53"] {
         let re = regex::Regex::new(&format!(r":{p}\b")).unwrap();
         out = re.replace_all(&out, format!(":{dns}").as_str()).to_string();
@@ -79,15 +92,36 @@ fn every_readme_corefile_example_checks_and_serves() {
         for (i, ex) in corefile_examples(&text).into_iter().enumerate() {
             count += 1;
             let (cf, port) = relocate(&ex);
-            let (code, out, err) = Sextant::check(bin(), &cf).unwrap();
-            assert_eq!(code, 0, "{} example {i} fails -check:\n{cf}\n{out}{err}", f.display());
-            let mut s = Sextant::builder(bin(), &cf)
-                .arg("-dns.port")
-                .arg(port.to_string())
-                .start();
+            // Examples that name certificate files get a fresh self-signed pair.
+            let pair = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+            let builder = || {
+                Sextant::builder(bin(), &cf)
+                    .file("cert.pem", pair.cert.pem())
+                    .file("key.pem", pair.signing_key.serialize_pem())
+                    .arg("-dns.port")
+                    .arg(port.to_string())
+            };
+            let (code, out, err) =
+                Sextant::run_to_end(builder().arg("-check"), Duration::from_secs(30)).unwrap();
+            assert_eq!(
+                code,
+                0,
+                "{} example {i} fails -check:\n{cf}\n{out}{err}",
+                f.display()
+            );
+            let mut s = builder().start();
+            if cf.lines().any(|l| l.trim_start().starts_with("tls://")) {
+                // DNS over TLS only: the banner says it listens.
+                s.wait_for_line("tls://", Duration::from_secs(10)).unwrap();
+                continue;
+            }
             let addr = SocketAddr::from(([127, 0, 0, 1], port));
             if let Err(e) = s.wait_dns(addr, Duration::from_secs(10)) {
-                panic!("{} example {i} does not serve: {e}\n{cf}\n{}", f.display(), s.output());
+                panic!(
+                    "{} example {i} does not serve: {e}\n{cf}\n{}",
+                    f.display(),
+                    s.output()
+                );
             }
         }
     }

@@ -4,87 +4,49 @@
 use crate::plugin::PluginDef;
 
 pub mod any;
+pub mod autopath;
 pub mod bind;
+pub mod cache;
 pub mod chaos;
 pub mod debug;
 pub mod errors;
+pub mod forward;
 pub mod health;
+pub mod hosts;
+pub mod loadbalance;
 pub mod log;
+pub mod r#loop;
 pub mod prometheus;
 pub mod ready;
 pub mod reload;
+pub mod rewrite;
+pub mod tls;
 pub mod util;
 pub mod whoami;
 
 /// Execution order, whatever the order in the Corefile.
+#[rustfmt::skip]
 pub static ORDER: &[PluginDef] = &[
-    PluginDef {
-        name: "reload",
-        once: true,
-        setup: reload::setup,
-    },
-    PluginDef {
-        name: "bind",
-        once: false,
-        setup: bind::setup,
-    },
-    PluginDef {
-        name: "debug",
-        once: true,
-        setup: debug::setup,
-    },
-    PluginDef {
-        name: "ready",
-        once: true,
-        setup: ready::setup,
-    },
-    PluginDef {
-        name: "health",
-        once: true,
-        setup: health::setup,
-    },
-    PluginDef {
-        name: "prometheus",
-        once: true,
-        setup: prometheus::setup,
-    },
-    PluginDef {
-        name: "errors",
-        once: true,
-        setup: errors::setup,
-    },
-    PluginDef {
-        name: "log",
-        once: false,
-        setup: log::setup,
-    },
-    PluginDef {
-        name: "any",
-        once: true,
-        setup: any::setup,
-    },
-    PluginDef {
-        name: "chaos",
-        once: true,
-        setup: chaos::setup,
-    },
-    PluginDef {
-        name: "whoami",
-        once: true,
-        setup: whoami::setup,
-    },
+    PluginDef { name: "reload", once: true, setup: reload::setup },
+    PluginDef { name: "bind", once: false, setup: bind::setup },
+    PluginDef { name: "debug", once: true, setup: debug::setup },
+    PluginDef { name: "ready", once: true, setup: ready::setup },
+    PluginDef { name: "health", once: true, setup: health::setup },
+    PluginDef { name: "prometheus", once: true, setup: prometheus::setup },
+    PluginDef { name: "errors", once: true, setup: errors::setup },
+    PluginDef { name: "log", once: false, setup: log::setup },
+    PluginDef { name: "any", once: true, setup: any::setup },
+    PluginDef { name: "chaos", once: true, setup: chaos::setup },
+    PluginDef { name: "loadbalance", once: false, setup: loadbalance::setup },
+    PluginDef { name: "rewrite", once: false, setup: rewrite::setup },
+    PluginDef { name: "autopath", once: false, setup: autopath::setup },
+    PluginDef { name: "cache", once: true, setup: cache::setup },
+    PluginDef { name: "tls", once: true, setup: tls::setup },
+    PluginDef { name: "hosts", once: true, setup: hosts::setup },
+    PluginDef { name: "loop", once: true, setup: r#loop::setup },
+    PluginDef { name: "forward", once: false, setup: forward::setup },
+    PluginDef { name: "whoami", once: true, setup: whoami::setup },
 ];
 
 /// CoreDNS plugins this build does not have yet: named in `-check` errors as such.
-pub static PENDING: &[&str] = &[
-    "loadbalance",
-    "rewrite",
-    "autopath",
-    "cache",
-    "tls",
-    "transfer",
-    "hosts",
-    "kubernetes",
-    "loop",
-    "forward",
-];
+pub static PENDING: &[&str] = &["transfer", "kubernetes"];

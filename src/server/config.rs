@@ -14,6 +14,7 @@ use sextant_wire::Name;
 
 use crate::plugin::{BlockInfo, Handler, Readiness, SetupCtx, ShutdownHook, ERR_ONCE};
 use crate::server::http::HttpHandler;
+use crate::server::invalidate::InvalidationBus;
 use crate::server::site::{Block, Site};
 
 /// Where a listener binds: a specific address or every address, and a port.
@@ -21,15 +22,18 @@ use crate::server::site::{Block, Site};
 pub struct ListenKey {
     pub ip: Option<IpAddr>,
     pub port: u16,
+    /// DNS over TLS (`tls://` keys) instead of plain UDP and TCP.
+    pub tls: bool,
 }
 
 impl ListenKey {
-    /// The `server` metric label: `dns://:53` or `dns://127.0.0.1:53`.
+    /// The `server` metric label: `dns://:53`, `dns://127.0.0.1:53`, `tls://:853`.
     pub fn label(&self) -> String {
+        let scheme = if self.tls { "tls" } else { "dns" };
         match self.ip {
-            None => format!("dns://:{}", self.port),
-            Some(IpAddr::V4(a)) => format!("dns://{a}:{}", self.port),
-            Some(IpAddr::V6(a)) => format!("dns://[{a}]:{}", self.port),
+            None => format!("{scheme}://:{}", self.port),
+            Some(IpAddr::V4(a)) => format!("{scheme}://{a}:{}", self.port),
+            Some(IpAddr::V6(a)) => format!("{scheme}://[{a}]:{}", self.port),
         }
     }
 }
@@ -53,6 +57,8 @@ pub struct GenerationBuilder {
     pub(crate) binds: HashMap<usize, Vec<IpAddr>>,
     pub(crate) chaos: HashMap<usize, bool>,
     pub(crate) metrics: HashMap<usize, bool>,
+    pub(crate) invalidation: HashMap<usize, Arc<InvalidationBus>>,
+    pub(crate) tls: HashMap<usize, Arc<rustls::ServerConfig>>,
     pub lameduck: Option<Duration>,
     pub reload: Option<(Duration, Duration)>,
     pub debug: bool,
@@ -112,6 +118,17 @@ impl GenerationBuilder {
         self.chaos.insert(block, true);
     }
 
+    /// The cache invalidation bus of block `block` (created on first use; see
+    /// [`crate::server::invalidate`] for the contract between publishers and caches).
+    pub fn invalidation(&mut self, block: usize) -> Arc<InvalidationBus> {
+        self.invalidation.entry(block).or_default().clone()
+    }
+
+    /// Serves block `block`'s `tls://` keys with this TLS configuration (the `tls` plugin).
+    pub fn set_tls(&mut self, block: usize, cfg: Arc<rustls::ServerConfig>) {
+        self.tls.insert(block, cfg);
+    }
+
     /// Marks block `block` as exporting metrics (the `prometheus` plugin).
     pub fn enable_metrics(&mut self, block: usize) {
         self.metrics.insert(block, true);
@@ -121,6 +138,8 @@ impl GenerationBuilder {
 /// A fully set-up configuration, ready to be bound and swapped in.
 pub struct Generation {
     pub sites: BTreeMap<ListenKey, Arc<Site>>,
+    /// TLS configuration of each `tls://` listener.
+    pub tls: BTreeMap<ListenKey, Arc<rustls::ServerConfig>>,
     pub builder: GenerationBuilder,
     /// (server label, zone, plugin names) for `coredns_plugin_enabled`.
     pub enabled: Vec<(String, String, Vec<&'static str>)>,
@@ -151,12 +170,12 @@ pub fn build(cf: &Corefile, default_port: u16) -> Result<Generation, Vec<ConfigE
             match sextant_corefile::parse_key(k, default_port) {
                 Ok(z) => {
                     for za in z {
-                        if za.scheme != Scheme::Dns {
+                        if za.scheme != Scheme::Dns && za.scheme != Scheme::Tls {
                             errors.push(err(
                                 &k.pos,
                                 None,
                                 format!(
-                                    "scheme {}:// is not supported by this build (only dns://)",
+                                    "scheme {}:// is not supported by this build (only dns:// and tls://)",
                                     za.scheme
                                 ),
                             ));
@@ -227,6 +246,7 @@ pub fn build(cf: &Corefile, default_port: u16) -> Result<Generation, Vec<ConfigE
     let mut enabled = Vec::new();
     let mut banner = Vec::new();
     let mut block_addrs: HashMap<usize, Vec<SocketAddr>> = HashMap::new();
+    let mut tls_cfgs: BTreeMap<ListenKey, Arc<rustls::ServerConfig>> = BTreeMap::new();
     for (bi, addrs, chain, names, pos) in blocks {
         let pos = pos.unwrap_or_else(|| Pos::file_only("Corefile"));
         let zones: Vec<Name> = addrs
@@ -248,11 +268,27 @@ pub fn build(cf: &Corefile, default_port: u16) -> Result<Generation, Vec<ConfigE
                 errors.push(err(&pos, None, format!("invalid zone {}", za.zone)));
                 continue;
             };
+            let tls = za.scheme == Scheme::Tls;
+            if tls && !gen.tls.contains_key(&bi) {
+                errors.push(err(
+                    &pos,
+                    None,
+                    format!(
+                        "tls://{}:{} needs the tls plugin in its block (tls CERT KEY [CA])",
+                        za.zone, za.port
+                    ),
+                ));
+                continue;
+            }
             for ip in &ips {
                 let key = ListenKey {
                     ip: *ip,
                     port: za.port,
+                    tls,
                 };
+                if let Some(cfg) = gen.tls.get(&bi).filter(|_| tls) {
+                    tls_cfgs.entry(key).or_insert_with(|| cfg.clone());
+                }
                 let list = site_zones.entry(key).or_default();
                 if list.iter().any(|(z, _)| *z == zone) {
                     errors.push(err(
@@ -269,9 +305,10 @@ pub fn build(cf: &Corefile, default_port: u16) -> Result<Generation, Vec<ConfigE
                 let sock = SocketAddr::new(ip.unwrap_or(IpAddr::from([127, 0, 0, 1])), za.port);
                 block_addrs.entry(bi).or_default().push(sock);
                 enabled.push((key.label(), za.zone.clone(), names.clone()));
+                let scheme = if tls { "tls://" } else { "" };
                 banner.push(match ip {
-                    None => format!("{}:{}", za.zone, za.port),
-                    Some(ip) => format!("{}:{} on {}", za.zone, za.port, ip),
+                    None => format!("{scheme}{}:{}", za.zone, za.port),
+                    Some(ip) => format!("{scheme}{}:{} on {}", za.zone, za.port, ip),
                 });
             }
         }
@@ -282,6 +319,7 @@ pub fn build(cf: &Corefile, default_port: u16) -> Result<Generation, Vec<ConfigE
             let wild = ListenKey {
                 ip: None,
                 port: k.port,
+                tls: k.tls,
             };
             if let Some(wz) = site_zones.get(&wild) {
                 for (z, _) in zones {
@@ -307,6 +345,7 @@ pub fn build(cf: &Corefile, default_port: u16) -> Result<Generation, Vec<ConfigE
     banner.dedup();
     Ok(Generation {
         sites,
+        tls: tls_cfgs,
         builder: gen,
         enabled,
         banner,

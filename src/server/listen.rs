@@ -10,7 +10,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{Mutex, Semaphore};
 use tokio_util::sync::CancellationToken;
 
@@ -32,6 +32,9 @@ pub const TCP_MAX_INFLIGHT: usize = 128;
 /// A bound listener address.
 pub struct Listener {
     pub site: Arc<ArcSwap<Site>>,
+    /// TLS configuration of a `tls://` listener (swapped on reload: new certificates apply to
+    /// new connections).
+    pub tls: Option<Arc<ArcSwap<rustls::ServerConfig>>>,
     pub cancel: CancellationToken,
     pub inflight: Arc<AtomicUsize>,
     pub local: Vec<SocketAddr>,
@@ -93,7 +96,11 @@ impl Drop for InFlight {
 
 impl Listener {
     /// Binds every socket of `key` now; fails without leaving anything bound.
-    pub fn bind(key: ListenKey, site: Arc<Site>) -> std::io::Result<Listener> {
+    pub fn bind(
+        key: ListenKey,
+        site: Arc<Site>,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> std::io::Result<Listener> {
         let addrs: Vec<SocketAddr> = match key.ip {
             Some(ip) => vec![SocketAddr::new(ip, key.port)],
             None => vec![SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), key.port)],
@@ -110,12 +117,14 @@ impl Listener {
             let bound = t.local_addr()?;
             local.push(bound);
             tcp.push(t);
-            for _ in 0..cores {
-                udp.push(udp_socket(bound, true)?);
+            if !key.tls {
+                for _ in 0..cores {
+                    udp.push(udp_socket(bound, true)?);
+                }
             }
         }
         // Best effort: also every IPv6 address when listening on every address.
-        if key.ip.is_none() {
+        if key.ip.is_none() && !key.tls {
             let v6 = SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), local[0].port());
             if let (Ok(t), Ok(u)) = (tcp_listener(v6), udp_socket(v6, true)) {
                 tcp.push(t);
@@ -134,17 +143,20 @@ impl Listener {
                 inflight.clone(),
             ));
         }
+        let tls = tls.map(|c| Arc::new(ArcSwap::new(c)));
         for t in tcp {
             let l = TcpListener::from_std(t)?;
             tokio::spawn(tcp_accept(
                 l,
                 site.clone(),
+                tls.clone(),
                 cancel.clone(),
                 inflight.clone(),
             ));
         }
         Ok(Listener {
             site,
+            tls,
             cancel,
             inflight,
             local,
@@ -188,9 +200,13 @@ async fn udp_loop(
     }
 }
 
+/// Time allowed for a TLS handshake.
+pub const TLS_HANDSHAKE: Duration = Duration::from_secs(5);
+
 async fn tcp_accept(
     l: TcpListener,
     site: Arc<ArcSwap<Site>>,
+    tls: Option<Arc<ArcSwap<rustls::ServerConfig>>>,
     cancel: CancellationToken,
     inflight: Arc<AtomicUsize>,
 ) {
@@ -213,25 +229,39 @@ async fn tcp_accept(
         let site = site.clone();
         let cancel = cancel.clone();
         let inflight = inflight.clone();
+        let tls = tls.as_ref().map(|t| t.load_full());
         tokio::spawn(async move {
             let _permit = permit;
-            tcp_conn(stream, peer, site, cancel, inflight).await;
+            let _ = stream.set_nodelay(true);
+            let local = stream
+                .local_addr()
+                .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+            match tls {
+                None => tcp_conn(stream, peer, local, site, cancel, inflight).await,
+                Some(cfg) => {
+                    let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
+                    if let Ok(Ok(s)) =
+                        tokio::time::timeout(TLS_HANDSHAKE, acceptor.accept(stream)).await
+                    {
+                        tcp_conn(s, peer, local, site, cancel, inflight).await;
+                    }
+                }
+            }
         });
     }
 }
 
-async fn tcp_conn(
-    stream: TcpStream,
+async fn tcp_conn<S>(
+    stream: S,
     peer: SocketAddr,
+    local: SocketAddr,
     site: Arc<ArcSwap<Site>>,
     cancel: CancellationToken,
     inflight: Arc<AtomicUsize>,
-) {
-    let _ = stream.set_nodelay(true);
-    let local = stream
-        .local_addr()
-        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
-    let (mut rd, wr) = stream.into_split();
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let (mut rd, wr) = tokio::io::split(stream);
     let wr = Arc::new(Mutex::new(wr));
     let slots = Arc::new(Semaphore::new(TCP_MAX_INFLIGHT));
     loop {

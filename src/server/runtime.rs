@@ -115,7 +115,7 @@ impl Runtime {
         let mut new_listeners = BTreeMap::new();
         for (k, site) in &gen.sites {
             if !live.listeners.contains_key(k) {
-                match Listener::bind(*k, site.clone()) {
+                match Listener::bind(*k, site.clone(), gen.tls.get(k).cloned()) {
                     Ok(l) => {
                         new_listeners.insert(*k, l);
                     }
@@ -163,6 +163,9 @@ impl Runtime {
         for (k, site) in &gen.sites {
             if let Some(l) = live.listeners.get(k) {
                 l.site.store(site.clone());
+                if let (Some(slot), Some(cfg)) = (&l.tls, gen.tls.get(k)) {
+                    slot.store(cfg.clone());
+                }
             }
         }
         for (sa, routes) in &wanted_http {

@@ -304,8 +304,19 @@ impl Message {
         self.encode(max_len.max(512))
     }
 
-    fn encode(&self, max_len: usize) -> (Vec<u8>, bool) {
+    /// Length of the message encoded without name compression (miekg/dns `Len()` of a message
+    /// that has `Compress` off, which is what CoreDNS logs as the response size).
+    pub fn uncompressed_len(&self) -> usize {
         let mut e = Encoder::new();
+        e.compress = false;
+        self.encode_with(e, usize::MAX).0.len()
+    }
+
+    fn encode(&self, max_len: usize) -> (Vec<u8>, bool) {
+        self.encode_with(Encoder::new(), max_len)
+    }
+
+    fn encode_with(&self, mut e: Encoder, max_len: usize) -> (Vec<u8>, bool) {
         e.buf.extend_from_slice(&[0u8; HEADER_LEN]);
         let mut header = self.header;
         for q in &self.questions {
@@ -624,6 +635,7 @@ struct Encoder {
     buf: Vec<u8>,
     /// Lower-cased wire suffix -> offset where it was written.
     names: HashMap<Vec<u8>, u16>,
+    compress: bool,
 }
 
 impl Encoder {
@@ -631,6 +643,7 @@ impl Encoder {
         Encoder {
             buf: Vec::with_capacity(512),
             names: HashMap::new(),
+            compress: true,
         }
     }
 
@@ -648,6 +661,7 @@ impl Encoder {
     }
 
     fn name(&mut self, name: &Name, compress: bool) {
+        let compress = compress && self.compress;
         let wire = name.wire();
         let mut p = 0;
         while wire[p] != 0 {
@@ -787,6 +801,10 @@ mod tests {
         assert_eq!(back, m);
         // Compression made it smaller than the sum of uncompressed names.
         assert_eq!(wire.len(), 128);
+        assert_eq!(
+            m.uncompressed_len(),
+            12 + 21 + 17 + 10 + 17 + 17 + 10 + 4 + 13 + 10 + 16 + 24 + 20 + 11
+        );
     }
 
     #[test]

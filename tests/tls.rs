@@ -1,0 +1,117 @@
+//! DNS over TLS end to end: a `tls://` block with the `tls` plugin, queried with a rustls client.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sextant_testkit::*;
+
+const T: Duration = Duration::from_secs(5);
+
+fn bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_sextant"))
+}
+
+fn cert() -> (String, String, rustls::pki_types::CertificateDer<'static>) {
+    let c =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+            .unwrap();
+    let der = c.cert.der().clone();
+    (c.cert.pem(), c.signing_key.serialize_pem(), der)
+}
+
+fn exchange(
+    port: u16,
+    der: &rustls::pki_types::CertificateDer<'static>,
+    queries: &[Query],
+) -> Vec<Reply> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(der.clone()).unwrap();
+    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let conn = rustls::ClientConnection::new(Arc::new(cfg), name).unwrap();
+    let sock = TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], port)), T).unwrap();
+    sock.set_read_timeout(Some(T)).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, sock);
+    for q in queries {
+        let b = q.to_bytes();
+        let mut framed = (b.len() as u16).to_be_bytes().to_vec();
+        framed.extend_from_slice(&b);
+        tls.write_all(&framed).unwrap();
+    }
+    let mut out = Vec::new();
+    for _ in queries {
+        let mut len = [0u8; 2];
+        tls.read_exact(&mut len).unwrap();
+        let mut body = vec![0u8; u16::from_be_bytes(len) as usize];
+        tls.read_exact(&mut body).unwrap();
+        out.push(Reply::parse(body).unwrap());
+    }
+    out
+}
+
+#[test]
+fn dns_over_tls_answers_pipelined_queries() {
+    let (port, mport) = (free_port(), free_port());
+    let (cpem, kpem, der) = cert();
+    let cf = format!(
+        "tls://.:{port} {{\n    tls cert.pem key.pem\n    prometheus 127.0.0.1:{mport}\n    whoami\n}}\n"
+    );
+    let s = Sextant::builder(bin(), &cf)
+        .file("cert.pem", cpem)
+        .file("key.pem", kpem)
+        .start();
+    s.wait_for_line(&format!("tls://.:{port}"), T).unwrap();
+    let qs: Vec<Query> = (0..5)
+        .map(|i| Query::new(&format!("t{i}.example."), RecordType::A).id(100 + i))
+        .collect();
+    let mut replies = exchange(port, &der, &qs);
+    // Pipelined queries may be answered in any order (RFC 7766 §7).
+    replies.sort_by_key(|r| r.id());
+    for (i, r) in replies.iter().enumerate() {
+        assert_eq!(r.rcode_name(), "NOERROR");
+        assert_eq!(r.id(), 100 + i as u16);
+        assert_eq!(r.additional()[0], format!("t{i}.example. 0 IN A 127.0.0.1"));
+        assert!(r.additional()[1].starts_with(&format!("_tcp.t{i}.example. 0 IN SRV")));
+    }
+    let (_, body) = http_get(SocketAddr::from(([127, 0, 0, 1], mport)), "/metrics", T).unwrap();
+    assert!(
+        body.contains(&format!("server=\"tls://:{port}\"")),
+        "{body}"
+    );
+    // Plain TCP on the TLS port gets no DNS answer.
+    let r = tcp_raw(
+        SocketAddr::from(([127, 0, 0, 1], port)),
+        &Query::new("x.", RecordType::A),
+        Duration::from_millis(500),
+    );
+    assert!(!matches!(r, Ok(Some(_))));
+}
+
+#[test]
+fn tls_key_without_tls_plugin_or_with_bad_files_is_an_error() {
+    let (code, out, err) = Sextant::check(bin(), "tls://.:8853 {\n    whoami\n}\n").unwrap();
+    assert_ne!(code, 0);
+    assert!(
+        format!("{out}{err}").contains("needs the tls plugin"),
+        "{out}{err}"
+    );
+    let (code, out, err) = Sextant::check(
+        bin(),
+        "tls://.:8853 {\n    tls /nonexistent/c.pem /nonexistent/k.pem\n    whoami\n}\n",
+    )
+    .unwrap();
+    assert_ne!(code, 0);
+    assert!(
+        format!("{out}{err}").contains(":2:9: tls: cannot read certificate"),
+        "{out}{err}"
+    );
+}
