@@ -1,5 +1,6 @@
 //! The command line: CoreDNS's flags (`-conf`, `-dns.port`, `-plugins`, `-version`, `-quiet`,
-//! `-pidfile`) plus `-check`, and the main loop (signals, reload polling).
+//! `-pidfile`) plus `-check`, the `node-cache` and `migrate` subcommands' dispatch, and the main
+//! loop (signals, reload polling).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -104,6 +105,11 @@ pub fn main(args: Vec<String>) -> i32 {
         crate::metrics::PANICS.inc();
         log::error(&format!("Recovered from panic in server: {info}"));
     }));
+    match args.first().map(String::as_str) {
+        Some("node-cache") => return crate::nodecache::main(&args[1..]),
+        Some("migrate") => return crate::nodecache::migrate::main(&args[1..]),
+        _ => {}
+    }
     let flags = match parse_flags(&args) {
         Ok(f) => f,
         Err(e) => {
@@ -145,7 +151,8 @@ pub fn main(args: Vec<String>) -> i32 {
     rt.block_on(run(flags, source, port))
 }
 
-async fn run(flags: Flags, source: Source, port: u16) -> i32 {
+/// Runs the server until a terminating signal; node-cache mode calls this in-process.
+pub(crate) async fn run(flags: Flags, source: Source, port: u16) -> i32 {
     crate::metrics::init();
     let runtime = Runtime::new(source, port);
     if flags.check {

@@ -3,6 +3,7 @@
 pub mod cli;
 pub mod log;
 pub mod metrics;
+pub mod nodecache;
 pub mod plugin;
 pub mod plugins;
 pub mod server;

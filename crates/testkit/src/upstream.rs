@@ -561,6 +561,22 @@ impl Upstream {
         }))
     }
 
+    /// Start on a given address (for example port 53 of an address inside a network
+    /// namespace the calling thread has entered) with `handler`.
+    pub fn start_on(addr: SocketAddr, handler: Handler) -> Result<Upstream> {
+        let shared = Arc::new(Shared {
+            handler: RwLock::new(handler),
+            stats: Mutex::new((UpstreamStats::default(), Vec::new())),
+            cv: Condvar::new(),
+        });
+        let r = spawn_listeners(addr, &shared)?;
+        Ok(Upstream {
+            addr,
+            shared,
+            running: Mutex::new(Some(r)),
+        })
+    }
+
     /// A static authoritative responder (see [`records_handler`]).
     ///
     /// ```

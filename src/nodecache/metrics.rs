@@ -1,0 +1,64 @@
+//! `coredns_nodecache_setup_errors_total{errortype}` and the HTTP endpoint that serves the
+//! process's metrics on `-metrics-listen-address` (k8s-dns-node-cache's port 9353).
+
+use std::sync::{Arc, LazyLock};
+
+use prometheus::{register_counter_vec, CounterVec};
+
+use crate::server::http::{HttpHandler, HttpResponse, HttpServer};
+
+/// The error types, all pre-initialised to 0.
+pub const ERROR_TYPES: [&str; 5] = [
+    "iptables",
+    "iptables_lock",
+    "interface_add",
+    "interface_check",
+    "configmap",
+];
+
+pub static SETUP_ERRORS: LazyLock<CounterVec> = LazyLock::new(|| {
+    register_counter_vec!(
+        "coredns_nodecache_setup_errors_total",
+        "The number of errors during periodic network setup for node-cache",
+        &["errortype"]
+    )
+    .expect("metric registers once")
+});
+
+/// Makes every error type exist with value 0.
+pub fn init() {
+    for t in ERROR_TYPES {
+        SETUP_ERRORS.with_label_values(&[t]);
+    }
+}
+
+/// Counts one setup error.
+pub fn error(kind: &str) {
+    SETUP_ERRORS.with_label_values(&[kind]).inc();
+}
+
+struct Page;
+
+impl HttpHandler for Page {
+    fn get(&self, _path: &str) -> HttpResponse {
+        HttpResponse {
+            status: 200,
+            content_type: "text/plain; version=0.0.4; charset=utf-8",
+            body: crate::metrics::gather_text(),
+        }
+    }
+}
+
+/// Serves `/metrics` on `addr`; the server lives until the process exits.
+pub async fn serve(addr: &str) -> Result<HttpServer, String> {
+    let sa = crate::server::http::resolve_addr(addr)?;
+    HttpServer::bind(
+        sa,
+        vec![(
+            "/metrics".to_string(),
+            Arc::new(Page) as Arc<dyn HttpHandler>,
+        )],
+    )
+    .await
+    .map_err(|e| format!("listen tcp {sa}: {e}"))
+}
