@@ -20,6 +20,7 @@ use sextant_wire::{Name, RData, RType, Rcode, Record};
 
 use crate::log::PluginLog;
 use crate::plugin::{BoxFuture, Handler, Next, Outcome, Readiness, Request, SetupCtx, Transferer};
+use crate::server::invalidate::{Invalidation, InvalidationBus};
 
 use lookup::{addr_record, Host, KResult, NameError, View};
 use setup::{Config, DataSource};
@@ -97,12 +98,17 @@ pub fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), Error> 
     let cfg = Arc::new(setup::parse(d, &ctx.block.zones)?);
     let slot: Arc<ArcSwapOption<Index>> = Arc::new(ArcSwapOption::empty());
     let stopped = Arc::new(AtomicBool::new(false));
+    // Caches in this block drop what the index changes (Sextant's coherent cache).
+    let bi = ctx.block.index;
+    let bus = ctx.generation().invalidation(bi);
+    let stop_bridge = tokio_util::sync::CancellationToken::new();
     match &cfg.source {
         DataSource::Manifests(paths) => {
             let objs = sextant_kube::load_manifests(paths).map_err(|e| d.err(e.to_string()))?;
             let idx = Index::new_static();
             idx.apply_objects(objs).map_err(|e| d.err(e.to_string()))?;
             slot.store(Some(Arc::new(idx.clone())));
+            let bridge = (idx.clone(), cfg.clone(), bus.clone(), stop_bridge.clone());
             let paths = paths.clone();
             let snapshot = cfg.snapshot.clone();
             let stopped = stopped.clone();
@@ -110,6 +116,8 @@ pub fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), Error> 
                 if stopped.load(Ordering::SeqCst) {
                     return;
                 }
+                let (bi, bc, bb, bs) = bridge;
+                tokio::spawn(invalidation_bridge(bi, bc, bb, bs));
                 if let Err(e) = idx.watch_manifests(paths) {
                     LOG.error(&e.to_string());
                 }
@@ -134,6 +142,7 @@ pub fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), Error> 
             let snapshot = cfg.snapshot.clone();
             let slot2 = slot.clone();
             let stopped = stopped.clone();
+            let (bc, bb, bs) = (cfg.clone(), bus.clone(), stop_bridge.clone());
             ctx.generation().startup_wait(Box::pin(async move {
                 if stopped.load(Ordering::SeqCst) {
                     return;
@@ -149,6 +158,7 @@ pub fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), Error> 
                             idx.persist_to(p.clone(), Duration::from_secs(5));
                         }
                         slot2.store(Some(Arc::new(idx.clone())));
+                        tokio::spawn(invalidation_bridge(idx.clone(), bc, bb, bs));
                         if stopped.load(Ordering::SeqCst) {
                             idx.stop();
                             return;
@@ -180,6 +190,7 @@ pub fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), Error> 
     g.add_readiness("kubernetes", Arc::new(Ready(slot.clone())));
     let slot3 = slot.clone();
     g.on_shutdown(Box::new(move || {
+        stop_bridge.cancel();
         stopped.store(true, Ordering::SeqCst);
         if let Some(i) = slot3.load_full() {
             i.stop();
@@ -192,6 +203,94 @@ pub fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), Error> 
         local_ips,
     }));
     Ok(())
+}
+
+/// Forwards the index's change notices to the block's cache invalidation bus until `stop`.
+async fn invalidation_bridge(
+    idx: Index,
+    cfg: Arc<Config>,
+    bus: Arc<InvalidationBus>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let mut rx = idx.subscribe();
+    loop {
+        let change = tokio::select! {
+            _ = stop.cancelled() => return,
+            c = rx.recv() => c,
+        };
+        match change {
+            Ok(c) => bus.publish(&invalidation_for(&c, &cfg.zones)),
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                bus.publish(&Invalidation {
+                    all: true,
+                    ..Invalidation::default()
+                })
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+/// The cached names an index change makes stale, in every zone of the plugin.
+pub fn invalidation_for(c: &sextant_kube::Change, zones: &[Name]) -> Invalidation {
+    let mut inv = Invalidation {
+        all: c.all,
+        ..Invalidation::default()
+    };
+    if c.all {
+        return inv;
+    }
+    let forward: Vec<&Name> = zones
+        .iter()
+        .filter(|z| {
+            let s = z.to_lowercase_string();
+            !s.ends_with("in-addr.arpa.") && !s.ends_with("ip6.arpa.")
+        })
+        .collect();
+    let under = |labels: &[&str], z: &Name| -> Option<Name> {
+        let mut n = z.clone();
+        for l in labels.iter().rev() {
+            n = n.prepend(l.as_bytes()).ok()?;
+        }
+        Some(n)
+    };
+    for z in &forward {
+        for (ns, svc) in &c.services {
+            inv.subtrees.extend(under(&[svc, ns, "svc"], z));
+            inv.negative_subtrees.extend(under(&[ns, "svc"], z));
+        }
+        for ns in &c.namespaces {
+            inv.subtrees.extend(under(&[ns, "svc"], z));
+            inv.subtrees.extend(under(&[ns, "pod"], z));
+        }
+        if c.pods {
+            inv.subtrees.extend(under(&["pod"], z));
+        }
+    }
+    for ip in &c.ips {
+        if let Ok(n) = Name::parse(&reverse_name(*ip)) {
+            inv.names.push(n);
+        }
+    }
+    inv
+}
+
+/// `d.c.b.a.in-addr.arpa.` or the 32-nibble `ip6.arpa.` name of an address.
+fn reverse_name(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(a) => {
+            let o = a.octets();
+            format!("{}.{}.{}.{}.in-addr.arpa.", o[3], o[2], o[1], o[0])
+        }
+        IpAddr::V6(a) => {
+            let mut s = String::with_capacity(72);
+            for b in a.octets().iter().rev() {
+                s.push_str(&format!("{:x}.{:x}.", b & 0xf, b >> 4));
+            }
+            s.push_str("ip6.arpa.");
+            s
+        }
+    }
 }
 
 /// A fully built reply of the plugin.
