@@ -100,6 +100,7 @@ fn plugins_text() -> String {
 
 /// Entry point; returns the process exit code.
 pub fn main(args: Vec<String>) -> i32 {
+    crate::tracing_bridge::install();
     // A panic while serving a query ends that query's task only; count and log it like CoreDNS.
     std::panic::set_hook(Box::new(|info| {
         crate::metrics::PANICS.inc();

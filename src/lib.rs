@@ -7,3 +7,4 @@ pub mod nodecache;
 pub mod plugin;
 pub mod plugins;
 pub mod server;
+pub mod tracing_bridge;
