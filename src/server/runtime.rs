@@ -20,6 +20,11 @@ use crate::server::listen::Listener;
 
 static SHUTTING_DOWN: AtomicBool = AtomicBool::new(false);
 
+/// Marks the start of shutdown: from now on `ready` answers 503 `Shutting down`.
+pub fn mark_shutting_down() {
+    SHUTTING_DOWN.store(true, Ordering::Relaxed);
+}
+
 /// True once shutdown began (`ready` answers 503 `Shutting down`).
 pub fn shutting_down() -> bool {
     SHUTTING_DOWN.load(Ordering::Relaxed)
