@@ -111,31 +111,13 @@ impl Runtime {
             w.await;
         }
         let mut live = self.live.lock().await;
-        // 1. Bind new DNS listeners and HTTP servers; fail atomically.
-        let mut new_listeners = BTreeMap::new();
-        for (k, site) in &gen.sites {
-            if !live.listeners.contains_key(k) {
-                match Listener::bind(*k, site.clone(), gen.tls.get(k).cloned()) {
-                    Ok(l) => {
-                        new_listeners.insert(*k, l);
-                    }
-                    Err(e) => {
-                        for l in new_listeners.values() {
-                            Listener::stop(l);
-                        }
-                        return Err(format!("listen {}: {e}", k.label()));
-                    }
-                }
-            }
-        }
+        // 1. Bind new HTTP servers, then DNS listeners (so health, ready and metrics answer as
+        //    soon as DNS does); fail atomically.
         let mut wanted_http = BTreeMap::new();
         for (addr, routes) in std::mem::take(&mut gen.builder.http) {
             let sa = match resolve_addr(&addr) {
                 Ok(a) => a,
-                Err(e) => {
-                    new_listeners.values().for_each(Listener::stop);
-                    return Err(e);
-                }
+                Err(e) => return Err(e),
             };
             wanted_http
                 .entry(sa)
@@ -150,11 +132,29 @@ impl Runtime {
                         new_http.insert(*sa, h);
                     }
                     Err(e) => {
-                        new_listeners.values().for_each(Listener::stop);
                         new_http
                             .values()
                             .for_each(|h: &HttpServer| h.cancel.cancel());
                         return Err(format!("listen tcp {sa}: {e}"));
+                    }
+                }
+            }
+        }
+        let mut new_listeners = BTreeMap::new();
+        for (k, site) in &gen.sites {
+            if !live.listeners.contains_key(k) {
+                match Listener::bind(*k, site.clone(), gen.tls.get(k).cloned()) {
+                    Ok(l) => {
+                        new_listeners.insert(*k, l);
+                    }
+                    Err(e) => {
+                        for l in new_listeners.values() {
+                            Listener::stop(l);
+                        }
+                        new_http
+                            .values()
+                            .for_each(|h: &HttpServer| h.cancel.cancel());
+                        return Err(format!("listen {}: {e}", k.label()));
                     }
                 }
             }
