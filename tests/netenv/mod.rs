@@ -152,7 +152,7 @@ pub fn wait_dns_in(s: &mut Sextant, ns: &NetNs, addr: SocketAddr) {
         let ok = in_ns(ns.name(), move || {
             udp(
                 addr,
-                &Query::new("health.check.", RecordType::A),
+                &Query::new("health.check.", RecordType::SOA),
                 Duration::from_millis(300),
             )
             .is_ok()
