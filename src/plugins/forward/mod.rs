@@ -357,7 +357,17 @@ impl Handler for Forward {
                 }
             };
             let next_is_forward = next.name() == Some("forward");
-            match self.coalesced(req, net, next_is_forward).await {
+            // HINFO is never coalesced: the `loop` plugin's probe must reach the server again
+            // each time round a forwarding loop (CoreDNS does not coalesce at all), else the
+            // copy coming back would wait on itself and the loop would go unnoticed.
+            let res = if req.qtype() == RType::HINFO {
+                self.inner
+                    .resolve(req.msg.clone(), net, next_is_forward)
+                    .await
+            } else {
+                self.coalesced(req, net, next_is_forward).await
+            };
+            match res {
                 Resolution::Reply(m) => {
                     let mut m = (*m).clone();
                     m.header.id = req.msg.header.id;
