@@ -48,7 +48,13 @@ struct Key {
     cd: bool,
     rd: bool,
     net: Net,
+    /// The EDNS buffer size and options sent upstream: queries that differ there (ECS set per
+    /// client by `rewrite`, a smaller buffer) can get different answers and are not merged.
+    edns: Option<(u16, EdnsOptions)>,
 }
+
+/// EDNS options as (code, data) pairs.
+type EdnsOptions = Vec<(u16, Vec<u8>)>;
 
 type Inflight = Mutex<HashMap<Key, watch::Sender<Option<Resolution>>>>;
 
@@ -289,6 +295,12 @@ impl Forward {
             cd: req.msg.header.cd,
             rd: req.msg.header.rd,
             net,
+            edns: req.msg.edns.as_ref().map(|e| {
+                (
+                    e.udp_size,
+                    e.options.iter().map(|o| (o.code, o.data.clone())).collect(),
+                )
+            }),
         };
         let mut rx = {
             let Ok(mut map) = self.inflight.lock() else {
