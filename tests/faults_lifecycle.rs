@@ -79,24 +79,35 @@ fn sigterm_lameduck_under_load() {
             .unwrap();
     }
     std::thread::sleep(Duration::from_millis(1800).saturating_sub(t0.elapsed()));
-    assert_eq!(http_status(health, "/health"), 200, "health during lameduck");
+    assert_eq!(
+        http_status(health, "/health"),
+        200,
+        "health during lameduck"
+    );
     let stats = load.stop();
     assert_eq!(stats.failed(), 0, "{}", stats.report());
     assert!(stats.ok() > 1000, "{}", stats.report());
     let mut ids = Vec::new();
     for _ in 0..20 {
-        let r = c.recv_reply(Duration::from_secs(4)).expect("in-flight TCP answer");
+        let r = c
+            .recv_reply(Duration::from_secs(4))
+            .expect("in-flight TCP answer");
         assert_eq!(r.rcode_name(), "NOERROR");
         assert_eq!(r.answers(), vec!["slow.test. 60 IN A 192.0.2.9"]);
         ids.push(r.id());
     }
     ids.sort();
     assert_eq!(ids, (0..20).collect::<Vec<_>>());
-    let st = s.wait_exit(Duration::from_secs(7)).expect("exit within lameduck + 5 s");
+    let st = s
+        .wait_exit(Duration::from_secs(7))
+        .expect("exit within lameduck + 5 s");
     let took = t0.elapsed();
     eprintln!("exited {took:?} after SIGTERM with {st:?}");
     assert!(st.success(), "{st:?}");
-    assert!(took >= Duration::from_secs(2), "lameduck honoured: {took:?}");
+    assert!(
+        took >= Duration::from_secs(2),
+        "lameduck honoured: {took:?}"
+    );
     assert!(s.count_lines("Going into lameduck mode for 2s") == 1);
     assert_eq!(s.count_lines("panic"), 0);
 }
@@ -129,13 +140,21 @@ fn sigkill_restart_serves_within_one_second() {
     let deadline = Instant::now() + Duration::from_secs(5);
     while first.iter().any(Option::is_none) && Instant::now() < deadline {
         if first[0].is_none() {
-            if let Ok(r) = udp(a, &Query::new("a.example.org.", RecordType::A), Duration::from_millis(50)) {
+            if let Ok(r) = udp(
+                a,
+                &Query::new("a.example.org.", RecordType::A),
+                Duration::from_millis(50),
+            ) {
                 assert_eq!(r.answers(), vec!["a.example.org. 30 IN A 192.0.2.1"]); // capped by cache 30
                 first[0] = Some(t0.elapsed());
             }
         }
         if first[1].is_none() {
-            if let Ok(r) = tcp(a, &Query::new("www.example.net.", RecordType::A), Duration::from_millis(200)) {
+            if let Ok(r) = tcp(
+                a,
+                &Query::new("www.example.net.", RecordType::A),
+                Duration::from_millis(200),
+            ) {
                 assert_eq!(r.answers(), vec!["www.example.net. 30 IN A 192.0.2.7"]);
                 first[1] = Some(t0.elapsed());
             }
@@ -212,7 +231,13 @@ fn bind_in_use_or_not_permitted_fails_cleanly() {
     let core = ".:53 {\n    bind 127.0.0.1\n    whoami\n}\n";
     std::fs::write(dir.join("Corefile"), core).unwrap();
     let out = std::process::Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"])
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+        ])
         .arg(bin())
         .arg("-conf")
         .arg(dir.join("Corefile"))
@@ -225,7 +250,10 @@ fn bind_in_use_or_not_permitted_fails_cleanly() {
     );
     eprintln!("as nobody: {:?}\n{text}", out.status);
     assert_eq!(out.status.code(), Some(1), "{text}");
-    assert!(text.contains("[FATAL]") && text.to_lowercase().contains("permission denied"), "{text}");
+    assert!(
+        text.contains("[FATAL]") && text.to_lowercase().contains("permission denied"),
+        "{text}"
+    );
     assert!(!text.contains("CoreDNS-"), "{text}");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -244,3 +244,23 @@ pub fn until_answer(
 pub fn http_status(port: u16, path: &str) -> u16 {
     http_get(lo(port), path, T).map(|(c, _)| c).unwrap_or(0)
 }
+
+/// Checks NOERROR with one A record per name whose address is as given (any TTL: caches count
+/// it down).
+pub fn address_check(want: Vec<(String, String)>) -> Check {
+    Arc::new(move |name: &str, r: &Reply| {
+        let Some((_, ip)) = want.iter().find(|(n, _)| n == name) else {
+            return Err(format!("{name}: no expectation"));
+        };
+        let ans = r.answers();
+        let ok = r.rcode_name() == "NOERROR"
+            && ans.len() == 1
+            && ans[0].starts_with(&format!("{name} "))
+            && ans[0].ends_with(&format!(" IN A {ip}"));
+        if ok {
+            Ok(())
+        } else {
+            Err(format!("{name}: {} {ans:?}", r.rcode_name()))
+        }
+    })
+}
