@@ -110,11 +110,26 @@ impl Runtime {
         Ok((gen, hash))
     }
 
-    /// Binds what is new, swaps routing tables, retires what is gone. On error nothing changes.
+    /// Binds what is new, swaps routing tables, retires what is gone. On error nothing changes:
+    /// the new generation's shutdown hooks run, so what it started (watches) stops again.
     pub async fn apply(&self, mut gen: Generation, hash: String) -> Result<Vec<String>, String> {
         for w in gen.builder.waits.drain(..) {
             w.await;
         }
+        let res = self.apply_started(&mut gen, hash).await;
+        if res.is_err() {
+            for hook in std::mem::take(&mut gen.builder.hooks) {
+                hook();
+            }
+        }
+        res
+    }
+
+    async fn apply_started(
+        &self,
+        gen: &mut Generation,
+        hash: String,
+    ) -> Result<Vec<String>, String> {
         let mut live = self.live.lock().await;
         // 1. Bind new HTTP servers, then DNS listeners (so health, ready and metrics answer as
         //    soon as DNS does); fail atomically.
@@ -244,7 +259,7 @@ impl Runtime {
                 .unwrap_or_default();
             hook(addrs);
         }
-        Ok(gen.banner)
+        Ok(std::mem::take(&mut gen.banner))
     }
 
     pub async fn reload_settings(&self) -> Option<(Duration, Duration)> {
