@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use sextant_corefile::{Directive, Error as ConfigError};
-use sextant_wire::{Class, Message, Name, RType, Rcode};
+use sextant_wire::{Class, Header, Message, Name, RType, Rcode};
 
 /// A boxed future, the return type of every handler.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -134,6 +134,42 @@ pub struct Outcome {
     pub rcode: Rcode,
     /// An error for the `errors` plugin to log.
     pub error: Option<String>,
+    /// A reply a plugin wrote as wire bytes (the cache's hit path), instead of `reply`. The server
+    /// sends it after patching the ID and the question spelling and adding OPT; plugins that
+    /// post-process replies (rewrite, loadbalance, ...) call [`Outcome::message_mut`], which turns
+    /// it into a `Message` first.
+    pub wire: Option<WireReply>,
+}
+
+/// A reply encoded by a plugin: a whole DNS message for the request's question, without an OPT
+/// record (the server adds one as the client asked). The ID and the question name's spelling are
+/// patched by the server; everything else (flags, rcode, sections, TTLs) is sent as is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WireReply {
+    pub bytes: Vec<u8>,
+}
+
+impl WireReply {
+    /// The header (ID and flags); a zero header if the bytes are shorter than one.
+    pub fn header(&self) -> Header {
+        match self.bytes.get(..4) {
+            Some(b) => Header::from_flags(
+                u16::from_be_bytes([b[0], b[1]]),
+                u16::from_be_bytes([b[2], b[3]]),
+            ),
+            None => Header::default(),
+        }
+    }
+
+    /// The rcode (wire replies carry no OPT, so only the low four bits exist).
+    pub fn rcode(&self) -> Rcode {
+        Rcode(self.header().rcode as u16)
+    }
+
+    /// Decodes the bytes into a message.
+    pub fn to_message(&self) -> Option<Message> {
+        Message::parse(&self.bytes).ok()
+    }
 }
 
 impl Outcome {
@@ -144,6 +180,19 @@ impl Outcome {
             reply: Some(msg),
             writer: plugin,
             error: None,
+            wire: None,
+        }
+    }
+
+    /// A reply already encoded (see [`WireReply`]).
+    pub fn wire(plugin: &'static str, bytes: Vec<u8>) -> Outcome {
+        let w = WireReply { bytes };
+        Outcome {
+            rcode: w.rcode(),
+            reply: None,
+            writer: plugin,
+            error: None,
+            wire: Some(w),
         }
     }
 
@@ -154,6 +203,7 @@ impl Outcome {
             writer: plugin,
             rcode,
             error: Some(error.into()),
+            wire: None,
         }
     }
 
@@ -164,14 +214,41 @@ impl Outcome {
             writer: plugin,
             rcode,
             error: None,
+            wire: None,
         }
     }
 
     /// The rcode a client will see.
     pub fn final_rcode(&self) -> Rcode {
-        match &self.reply {
-            Some(m) => m.rcode(),
-            None => self.rcode,
+        match (&self.reply, &self.wire) {
+            (Some(m), _) => m.rcode(),
+            (None, Some(w)) => w.rcode(),
+            (None, None) => self.rcode,
+        }
+    }
+
+    /// True if a plugin wrote a reply (as a message or as wire bytes).
+    pub fn has_reply(&self) -> bool {
+        self.reply.is_some() || self.wire.is_some()
+    }
+
+    /// The written reply as a message to inspect or change; a wire reply is decoded (and
+    /// dropped) first, so later code sees one reply only.
+    pub fn message_mut(&mut self) -> Option<&mut Message> {
+        if let Some(w) = self.wire.take() {
+            if self.reply.is_none() {
+                self.reply = w.to_message();
+            }
+        }
+        self.reply.as_mut()
+    }
+
+    /// Size in bytes of the written reply before the server's final touches (0 if none).
+    pub fn reply_size(&self) -> usize {
+        match (&self.reply, &self.wire) {
+            (Some(m), _) => m.to_wire().len(),
+            (None, Some(w)) => w.bytes.len(),
+            (None, None) => 0,
         }
     }
 }
@@ -182,6 +259,18 @@ pub trait Handler: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     /// Serves a query; call `next.run(req)` to pass it down the chain.
     fn serve<'a>(&'a self, req: &'a mut Request, next: Next<'a>) -> BoxFuture<'a, Outcome>;
+    /// The zone-transfer side of this plugin, if it has one (CoreDNS `transfer.Transferer`); the
+    /// `transfer` plugin looks for it among the handlers after itself.
+    fn transferer(&self) -> Option<&dyn Transferer> {
+        None
+    }
+}
+
+/// A plugin that can hand out a whole zone for AXFR (CoreDNS `transfer.Transferer`).
+pub trait Transferer: Send + Sync {
+    /// The records of `zone` in transfer order (SOA first and last), or just the SOA when
+    /// `serial` (from an IXFR) is current; None when the plugin is not authoritative for it.
+    fn transfer(&self, zone: &Name, serial: u32) -> Option<Vec<sextant_wire::Record>>;
 }
 
 /// The rest of the chain after the current handler.
@@ -204,6 +293,17 @@ impl<'a> Next<'a> {
             Some((h, rest)) => h.serve(req, Next { rest }),
             None => Box::pin(async { Outcome::error("", Rcode::SERVFAIL, "no next plugin found") }),
         }
+    }
+
+    /// The rest of the chain as an owned list, for work that outlives this request (a cache's
+    /// background prefetch): run it later with `Next::new(&chain).run(..)`.
+    pub fn to_owned_chain(&self) -> Vec<Arc<dyn Handler>> {
+        self.rest.to_vec()
+    }
+
+    /// The handlers still to run, in order.
+    pub fn handlers(&self) -> &'a [Arc<dyn Handler>] {
+        self.rest
     }
 
     /// Name of the next plugin, if any.

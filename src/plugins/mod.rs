@@ -4,16 +4,25 @@
 use crate::plugin::PluginDef;
 
 pub mod any;
+pub mod autopath;
 pub mod bind;
+pub mod cache;
 pub mod chaos;
 pub mod debug;
 pub mod errors;
+pub mod forward;
 pub mod health;
+pub mod hosts;
+pub mod kubernetes;
+pub mod loadbalance;
 pub mod log;
+pub mod r#loop;
 pub mod prometheus;
 pub mod ready;
 pub mod reload;
+pub mod rewrite;
 pub mod tls;
+pub mod transfer;
 pub mod util;
 pub mod whoami;
 
@@ -30,19 +39,18 @@ pub static ORDER: &[PluginDef] = &[
     PluginDef { name: "log", once: false, setup: log::setup },
     PluginDef { name: "any", once: true, setup: any::setup },
     PluginDef { name: "chaos", once: true, setup: chaos::setup },
+    PluginDef { name: "loadbalance", once: false, setup: loadbalance::setup },
+    PluginDef { name: "rewrite", once: false, setup: rewrite::setup },
+    PluginDef { name: "autopath", once: false, setup: autopath::setup },
+    PluginDef { name: "cache", once: true, setup: cache::setup },
     PluginDef { name: "tls", once: true, setup: tls::setup },
+    PluginDef { name: "transfer", once: false, setup: transfer::setup },
+    PluginDef { name: "hosts", once: true, setup: hosts::setup },
+    PluginDef { name: "kubernetes", once: true, setup: kubernetes::setup },
+    PluginDef { name: "loop", once: true, setup: r#loop::setup },
+    PluginDef { name: "forward", once: false, setup: forward::setup },
     PluginDef { name: "whoami", once: true, setup: whoami::setup },
 ];
 
 /// CoreDNS plugins this build does not have yet: named in `-check` errors as such.
-pub static PENDING: &[&str] = &[
-    "loadbalance",
-    "rewrite",
-    "autopath",
-    "cache",
-    "transfer",
-    "hosts",
-    "kubernetes",
-    "loop",
-    "forward",
-];
+pub static PENDING: &[&str] = &[];

@@ -14,6 +14,7 @@ use sextant_wire::Name;
 
 use crate::plugin::{BlockInfo, Handler, Readiness, SetupCtx, ShutdownHook, ERR_ONCE};
 use crate::server::http::HttpHandler;
+use crate::server::invalidate::InvalidationBus;
 use crate::server::site::{Block, Site};
 
 /// Where a listener binds: a specific address or every address, and a port.
@@ -56,6 +57,7 @@ pub struct GenerationBuilder {
     pub(crate) binds: HashMap<usize, Vec<IpAddr>>,
     pub(crate) chaos: HashMap<usize, bool>,
     pub(crate) metrics: HashMap<usize, bool>,
+    pub(crate) invalidation: HashMap<usize, Arc<InvalidationBus>>,
     pub(crate) tls: HashMap<usize, Arc<rustls::ServerConfig>>,
     pub lameduck: Option<Duration>,
     pub reload: Option<(Duration, Duration)>,
@@ -114,6 +116,12 @@ impl GenerationBuilder {
     /// Lets CH-class queries into block `block` (the `chaos` plugin).
     pub fn allow_chaos(&mut self, block: usize) {
         self.chaos.insert(block, true);
+    }
+
+    /// The cache invalidation bus of block `block` (created on first use; see
+    /// [`crate::server::invalidate`] for the contract between publishers and caches).
+    pub fn invalidation(&mut self, block: usize) -> Arc<InvalidationBus> {
+        self.invalidation.entry(block).or_default().clone()
     }
 
     /// Serves block `block`'s `tls://` keys with this TLS configuration (the `tls` plugin).

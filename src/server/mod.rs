@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod http;
+pub mod invalidate;
 pub mod listen;
 pub mod runtime;
 pub mod site;

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use sextant_wire::{opcode, Class, Edns, Message, Name, ParseError, RType, Rcode};
+use sextant_wire::{opcode, Class, Edns, Message, Name, ParseError, RType, Rcode, HEADER_LEN};
 
 use crate::plugin::{BoxFuture, Handler, Next, Outcome, Proto, Request, Resolver};
 
@@ -74,15 +74,22 @@ impl Site {
                 if header.qr {
                     return None;
                 }
+                // Like miekg/dns's accept filter, the opcode is judged before the body: an
+                // unsupported opcode is NOTIMP whatever follows the header.
+                let rcode = if header.opcode != opcode::QUERY {
+                    Rcode::NOTIMP
+                } else {
+                    Rcode::FORMERR
+                };
                 let mut r = Message::default();
                 r.header.id = header.id;
                 r.header.qr = true;
                 r.header.opcode = header.opcode;
-                r.header.rcode = Rcode::FORMERR.low();
+                r.header.rcode = rcode.low();
                 if let Some(q) = question {
                     r.questions.push(q);
                 }
-                crate::metrics::record_dropped(&self.label, proto, packet.len(), Rcode::FORMERR);
+                crate::metrics::record_dropped(&self.label, proto, packet.len(), rcode);
                 return Some(r.to_wire_limited(512).0);
             }
         };
@@ -137,6 +144,11 @@ impl Site {
             resolver: Some(self.clone() as Arc<dyn Resolver>),
         };
         let out = run_chain(&block, &mut req).await;
+        if let Some(w) = &out.wire {
+            if let Some(bytes) = finish_wire(&query, &w.bytes, proto) {
+                return Some(bytes);
+            }
+        }
         let reply = outcome_to_reply(&query, out);
         Some(finish(&query, reply, proto))
     }
@@ -148,7 +160,8 @@ async fn run_chain(block: &Block, req: &mut Request) -> Outcome {
 }
 
 /// Turns what the chain returned into a reply message.
-pub fn outcome_to_reply(query: &Message, out: Outcome) -> Message {
+pub fn outcome_to_reply(query: &Message, mut out: Outcome) -> Message {
+    out.message_mut();
     match out.reply {
         Some(m) => m,
         None => {
@@ -199,6 +212,56 @@ pub fn finish(query: &Message, mut reply: Message, proto: Proto) -> Vec<u8> {
     reply.to_wire_limited(limit).0
 }
 
+/// The fast path for a reply a plugin sent as wire bytes (see [`crate::plugin::WireReply`]):
+/// copies them, patches the ID, QR/opcode/Z and the client's spelling of the question, and adds
+/// the OPT record the client should see. None when the bytes do not fit this query (a different
+/// question, or larger than the client's limit): the caller then decodes them and uses [`finish`],
+/// which truncates.
+pub fn finish_wire(query: &Message, bytes: &[u8], proto: Proto) -> Option<Vec<u8>> {
+    let q = query.questions.first()?;
+    let qname = q.name.wire();
+    let qend = HEADER_LEN + qname.len();
+    let stored_q = bytes.get(HEADER_LEN..qend + 4)?;
+    let (sname, stc) = stored_q.split_at(qname.len());
+    if bytes.get(4..6)? != [0, 1]
+        || !sname.eq_ignore_ascii_case(qname)
+        || stc[..2] != q.qtype.0.to_be_bytes()
+        || stc[2..] != q.qclass.0.to_be_bytes()
+    {
+        return None;
+    }
+    let limit = match proto {
+        Proto::Tcp => u16::MAX as usize,
+        Proto::Udp => query
+            .edns
+            .as_ref()
+            .map(|e| e.udp_size.clamp(512, MAX_UDP_PAYLOAD))
+            .unwrap_or(512) as usize,
+    };
+    let opt_len = if query.edns.is_some() { 11 } else { 0 };
+    if bytes.len() + opt_len > limit {
+        return None;
+    }
+    let mut out = Vec::with_capacity(bytes.len() + opt_len);
+    out.extend_from_slice(bytes);
+    out[0..2].copy_from_slice(&query.header.id.to_be_bytes());
+    // QR set, opcode from the query, Z clear; AA/TC/RD/RA/AD/CD/rcode as the plugin wrote them.
+    out[2] = (out[2] & 0x87) | 0x80 | ((query.header.opcode & 0x0f) << 3);
+    out[3] &= !0x40;
+    out[HEADER_LEN..qend].copy_from_slice(qname);
+    if let Some(qe) = &query.edns {
+        let arcount = u16::from_be_bytes([out[10], out[11]]).checked_add(1)?;
+        out[10..12].copy_from_slice(&arcount.to_be_bytes());
+        out.push(0); // root owner
+        out.extend_from_slice(&RType::OPT.0.to_be_bytes());
+        out.extend_from_slice(&MAX_UDP_PAYLOAD.to_be_bytes());
+        // Extended rcode 0 (wire replies carry a four-bit rcode), version 0, DO as asked.
+        out.extend_from_slice(&[0, 0, if qe.dnssec_ok { 0x80 } else { 0 }, 0]);
+        out.extend_from_slice(&[0, 0]);
+    }
+    Some(out)
+}
+
 impl Resolver for Site {
     fn resolve<'a>(&'a self, req: &'a Request, name: Name, qtype: RType) -> BoxFuture<'a, Outcome> {
         Box::pin(async move {
@@ -225,7 +288,76 @@ impl Resolver for Site {
                 resolver: req.resolver.clone(),
             };
             let block = block.clone();
-            Next::new(&block.chain).run(&mut sub).await
+            let mut out = Next::new(&block.chain).run(&mut sub).await;
+            // Callers inspect the reply as a message.
+            out.message_mut();
+            out
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sextant_wire::{RData, Record};
+    use std::net::Ipv4Addr;
+
+    fn stored(name: &str, n: usize) -> Vec<u8> {
+        let q = Message::query(0, Name::parse(name).unwrap(), RType::A);
+        let mut m = Message::reply_to(&q);
+        m.header.aa = true;
+        for i in 0..n {
+            m.answers.push(Record::new(
+                Name::parse(name).unwrap(),
+                30,
+                RData::A(Ipv4Addr::new(10, 0, (i / 256) as u8, i as u8)),
+            ));
+        }
+        m.to_wire()
+    }
+
+    #[test]
+    fn finish_wire_patches_id_question_and_adds_opt() {
+        let mut q = Message::query(0xbeef, Name::parse("A.Example.Org.").unwrap(), RType::A);
+        let bytes = stored("a.example.org.", 2);
+        let out = finish_wire(&q, &bytes, Proto::Udp).unwrap();
+        let m = Message::parse(&out).unwrap();
+        assert_eq!(m.header.id, 0xbeef);
+        assert!(m.header.qr && m.header.aa);
+        assert!(m.questions[0].name.eq_case_sensitive(&q.questions[0].name));
+        assert_eq!(m.answers.len(), 2);
+        assert!(m.edns.is_none());
+
+        let mut e = Edns::new(4096);
+        e.dnssec_ok = true;
+        q.edns = Some(e);
+        let m = Message::parse(&finish_wire(&q, &bytes, Proto::Udp).unwrap()).unwrap();
+        let e = m.edns.unwrap();
+        assert_eq!(
+            (e.udp_size, e.dnssec_ok, e.version),
+            (MAX_UDP_PAYLOAD, true, 0)
+        );
+
+        // Another question, or too big for the client: None (the caller decodes and truncates).
+        let other = Message::query(1, Name::parse("b.example.org.").unwrap(), RType::A);
+        assert!(finish_wire(&other, &bytes, Proto::Udp).is_none());
+        let aaaa = Message::query(1, Name::parse("a.example.org.").unwrap(), RType::AAAA);
+        assert!(finish_wire(&aaaa, &bytes, Proto::Udp).is_none());
+        let big = stored("a.example.org.", 40);
+        let q512 = Message::query(2, Name::parse("a.example.org.").unwrap(), RType::A);
+        assert!(finish_wire(&q512, &big, Proto::Udp).is_none());
+        assert!(finish_wire(&q512, &big, Proto::Tcp).is_some());
+    }
+
+    #[test]
+    fn a_wire_outcome_too_big_for_udp_is_truncated_by_finish() {
+        let q = Message::query(3, Name::parse("a.example.org.").unwrap(), RType::A);
+        let out = Outcome::wire("cache", stored("a.example.org.", 40));
+        let reply = outcome_to_reply(&q, out);
+        let bytes = finish(&q, reply, Proto::Udp);
+        assert!(bytes.len() <= 512);
+        let m = Message::parse(&bytes).unwrap();
+        assert!(m.header.tc);
+        assert_eq!(m.header.id, 3);
     }
 }

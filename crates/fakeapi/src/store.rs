@@ -106,6 +106,9 @@ pub struct Event {
     pub ty: EventType,
     /// The object as of this event.
     pub object: Arc<Value>,
+    /// The object before this event (MODIFIED only), to turn selector transitions into
+    /// ADDED/DELETED as the real API server does.
+    pub prev: Option<Arc<Value>>,
 }
 
 impl Event {
@@ -191,7 +194,7 @@ impl Store {
         self.rv
     }
 
-    fn record(&mut self, kind: Kind, ty: EventType, object: Arc<Value>) {
+    fn record(&mut self, kind: Kind, ty: EventType, object: Arc<Value>, prev: Option<Arc<Value>>) {
         if self.skip_events {
             return;
         }
@@ -200,6 +203,7 @@ impl Store {
             kind,
             ty,
             object,
+            prev,
         });
         while self.history.len() > self.max_history {
             if let Some(e) = self.history.pop_front() {
@@ -227,9 +231,9 @@ impl Store {
         };
         let key = (kind, ns, name);
         self.rv += 1;
-        let old_uid = self
-            .objects
-            .get(&key)
+        let prev = self.objects.get(&key).cloned();
+        let old_uid = prev
+            .as_ref()
             .and_then(|o| o.pointer("/metadata/uid").cloned());
         let ty = if old_uid.is_some() || self.objects.contains_key(&key) {
             EventType::Modified
@@ -254,7 +258,7 @@ impl Store {
         }
         let obj = Arc::new(obj);
         self.objects.insert(key, obj.clone());
-        self.record(kind, ty, obj.clone());
+        self.record(kind, ty, obj.clone(), prev);
         Ok(obj)
     }
 
@@ -269,7 +273,7 @@ impl Store {
         if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
             meta.insert("resourceVersion".into(), Value::String(self.rv.to_string()));
         }
-        self.record(kind, EventType::Deleted, Arc::new(obj));
+        self.record(kind, EventType::Deleted, Arc::new(obj), None);
         true
     }
 
@@ -319,11 +323,28 @@ impl Store {
             return Err(());
         }
         let first = self.history.partition_point(|e| e.rv <= since);
+        // Like the API server: an object entering the selection is ADDED, one leaving it is
+        // DELETED (with its new state).
         Ok(self
             .history
             .range(first..)
-            .filter(|e| e.kind == kind && filter.matches(&e.object))
-            .cloned()
+            .filter(|e| e.kind == kind)
+            .filter_map(|e| {
+                let now = filter.matches(&e.object);
+                let before = e.prev.as_ref().is_some_and(|p| filter.matches(p));
+                match (e.ty, now, before) {
+                    (EventType::Modified, true, false) => Some(Event {
+                        ty: EventType::Added,
+                        ..e.clone()
+                    }),
+                    (EventType::Modified, false, true) => Some(Event {
+                        ty: EventType::Deleted,
+                        ..e.clone()
+                    }),
+                    (_, true, _) => Some(e.clone()),
+                    _ => None,
+                }
+            })
             .collect())
     }
 

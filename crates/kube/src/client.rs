@@ -17,7 +17,7 @@ use tokio::sync::Semaphore;
 use tower::buffer::Buffer;
 use tower::{BoxError, Layer, Service, ServiceExt};
 
-use crate::metrics::{RATE_LIMITER_DURATION, REQUESTS_TOTAL, REQUEST_DURATION};
+use crate::metrics::{count_request, observe, RATE_LIMITER_DURATION, REQUEST_DURATION};
 use crate::Error;
 
 /// User-Agent sent to the API server.
@@ -190,9 +190,7 @@ type RespFuture = Pin<Box<dyn Future<Output = Result<Response<Box<DynBody>>, Box
 
 impl<S> Layer<S> for LimitLayer
 where
-    S: Service<Request<Body>, Response = Response<Box<DynBody>>, Error = BoxError>
-        + Send
-        + 'static,
+    S: Service<Request<Body>, Response = Response<Box<DynBody>>, Error = BoxError> + Send + 'static,
     S::Future: Send + 'static,
 {
     type Service = LimitService<S>;
@@ -212,9 +210,7 @@ pub(crate) struct LimitService<S: Service<Request<Body>>> {
 
 impl<S> Service<Request<Body>> for LimitService<S>
 where
-    S: Service<Request<Body>, Response = Response<Box<DynBody>>, Error = BoxError>
-        + Send
-        + 'static,
+    S: Service<Request<Body>, Response = Response<Box<DynBody>>, Error = BoxError> + Send + 'static,
     S::Future: Send + 'static,
 {
     type Response = Response<Box<DynBody>>;
@@ -242,21 +238,23 @@ where
                 Some(s) => Some(s.clone().acquire_owned().await?),
                 None => None,
             };
-            RATE_LIMITER_DURATION
-                .with_label_values(&[verb.as_str(), &host])
-                .observe(t0.elapsed().as_secs_f64());
+            observe(
+                &RATE_LIMITER_DURATION,
+                &[verb.as_str(), &host],
+                t0.elapsed().as_secs_f64(),
+            );
             let t1 = Instant::now();
             let res = svc.oneshot(req).await;
-            REQUEST_DURATION
-                .with_label_values(&[verb.as_str(), &host])
-                .observe(t1.elapsed().as_secs_f64());
+            observe(
+                &REQUEST_DURATION,
+                &[verb.as_str(), &host],
+                t1.elapsed().as_secs_f64(),
+            );
             let code = match &res {
                 Ok(r) => r.status().as_u16().to_string(),
                 Err(_) => "<error>".to_string(),
             };
-            REQUESTS_TOTAL
-                .with_label_values(&[code.as_str(), verb.as_str(), &host])
-                .inc();
+            count_request(&code, &verb, &host);
             res
         })
     }
@@ -277,7 +275,10 @@ mod tests {
         assert_eq!(b.reserve(), Duration::ZERO);
         assert_eq!(b.reserve(), Duration::ZERO);
         let w = b.reserve();
-        assert!(w > Duration::from_millis(80) && w <= Duration::from_millis(100), "{w:?}");
+        assert!(
+            w > Duration::from_millis(80) && w <= Duration::from_millis(100),
+            "{w:?}"
+        );
         let w2 = b.reserve();
         assert!(w2 > w);
     }

@@ -11,7 +11,9 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
 
-use crate::model::{Change, Endpoint, Namespace, Pod, Port, Proto, Service, ServiceKind, Slice};
+use crate::model::{
+    Change, Endpoint, Labels, Namespace, Pod, Port, Proto, Service, ServiceKind, Slice,
+};
 use crate::snapshot::{Few, Snapshot};
 
 /// The four watched resources.
@@ -50,6 +52,9 @@ impl Res {
     }
 }
 
+/// (namespace, name) of an object; namespace "" for cluster-scoped ones.
+type Key = (Arc<str>, Arc<str>);
+
 /// Label of an EndpointSlice naming its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 /// Annotation used for the DNS programming latency metric.
@@ -62,7 +67,7 @@ const MAX_CHANGE_ITEMS: usize = 4096;
 #[derive(Default)]
 struct Interner {
     strs: HashSet<Arc<str>>,
-    labels: HashSet<Arc<[(Arc<str>, Arc<str>)]>>,
+    labels: HashSet<Labels>,
     added: usize,
 }
 
@@ -77,11 +82,11 @@ impl Interner {
         a
     }
 
-    fn labels(&mut self, l: Vec<(Arc<str>, Arc<str>)>) -> Arc<[(Arc<str>, Arc<str>)]> {
+    fn labels(&mut self, l: Vec<(Arc<str>, Arc<str>)>) -> Labels {
         if let Some(a) = self.labels.get(l.as_slice()) {
             return a.clone();
         }
-        let a: Arc<[(Arc<str>, Arc<str>)]> = Arc::from(l);
+        let a: Labels = Arc::from(l);
         self.labels.insert(a.clone());
         self.added += 1;
         a
@@ -109,7 +114,10 @@ fn now_unix() -> u32 {
 }
 
 fn parse_ips<'a>(it: impl IntoIterator<Item = &'a str>) -> Vec<IpAddr> {
-    let mut out: Vec<IpAddr> = it.into_iter().filter_map(|s| s.trim().parse().ok()).collect();
+    let mut out: Vec<IpAddr> = it
+        .into_iter()
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
     out.dedup();
     out.shrink_to_fit();
     out
@@ -131,7 +139,7 @@ pub(crate) struct Writer {
     pub snap: Snapshot,
     strs: Interner,
     /// Seen keys per resource while a (re-)list is in progress.
-    relist: StdMap<Res, HashSet<(Arc<str>, Arc<str>)>>,
+    relist: StdMap<Res, HashSet<Key>>,
     /// (namespace, slice name) -> service name.
     slice_loc: StdMap<(Arc<str>, Arc<str>), Arc<str>>,
     pub change: Change,
@@ -306,9 +314,7 @@ impl Writer {
         let spec = s.spec.as_ref();
         let ty = spec.and_then(|s| s.type_.as_deref()).unwrap_or("ClusterIP");
         let kind = if ty == "ExternalName" {
-            let target = spec
-                .and_then(|s| s.external_name.as_deref())
-                .unwrap_or("");
+            let target = spec.and_then(|s| s.external_name.as_deref()).unwrap_or("");
             ServiceKind::ExternalName(self.strs.str(target))
         } else {
             let cip = spec.and_then(|s| s.cluster_ip.as_deref()).unwrap_or("");
@@ -365,7 +371,12 @@ impl Writer {
         };
         self.mark_seen(Res::Service, &ns, &name);
         let new = self.convert_service(ns.clone(), name.clone(), s);
-        let old = self.snap.services.get(&ns).and_then(|m| m.get(&name)).cloned();
+        let old = self
+            .snap
+            .services
+            .get(&ns)
+            .and_then(|m| m.get(&name))
+            .cloned();
         if old.as_deref() == Some(&new) {
             return;
         }
@@ -529,18 +540,17 @@ impl Writer {
         }
         let new = Arc::new(new);
         for e in new.endpoints.iter() {
-            self.snap
-                .endpoints_by_ip
-                .entry(e.ip)
-                .or_default()
-                .push(new.clone());
+            let list = self.snap.endpoints_by_ip.entry(e.ip).or_default();
+            if !list.iter().any(|s| Arc::ptr_eq(s, &new)) {
+                list.push(new.clone());
+            }
         }
         self.snap.counts.endpoints += new.endpoints.len();
         self.note_ips(new.endpoints.iter().map(|e| e.ip));
         let by_svc = match self.snap.slices.get_mut(&ns) {
             Some(m) => m,
             None => {
-                self.snap.slices.insert(ns.clone(), imbl::HashMap::new());
+                self.snap.slices.insert(ns.clone(), imbl::OrdMap::new());
                 match self.snap.slices.get_mut(&ns) {
                     Some(m) => m,
                     None => return,
@@ -668,7 +678,7 @@ impl Writer {
             None => {
                 self.snap
                     .pods
-                    .insert(ns.clone(), imbl::HashMap::unit(name.clone(), new));
+                    .insert(ns.clone(), imbl::OrdMap::unit(name.clone(), new));
             }
         }
         self.snap.counts.pods += 1;
@@ -732,7 +742,7 @@ impl Writer {
 }
 
 fn remove_from<T>(
-    map: &mut imbl::HashMap<IpAddr, Few<Arc<T>>>,
+    map: &mut imbl::OrdMap<IpAddr, Few<Arc<T>>>,
     ip: IpAddr,
     pred: impl Fn(&T) -> bool,
 ) {

@@ -158,8 +158,7 @@ impl Index {
             let mut first_err = None;
             let mut stack = objs;
             while let Some(o) = stack.pop() {
-                if o
-                    .get("kind")
+                if o.get("kind")
                     .and_then(|k| k.as_str())
                     .is_some_and(|k| k.ends_with("List"))
                 {

@@ -25,8 +25,8 @@ pub use fold::{Res, SERVICE_NAME_LABEL, TRIGGER_TIME_ANNOTATION};
 pub use index::Index;
 pub use manifests::load_manifests;
 pub use model::{
-    Change, Counts, EndpointHit, EndpointRef, Namespace, Pod, Port, Proto, Service, ServiceKind,
-    Source,
+    Change, Counts, EndpointHit, EndpointRef, Labels, Namespace, Pod, Port, Proto, Service,
+    ServiceKind, Source,
 };
 pub use snapshot::Snapshot;
 pub use watch::{start, start_with_client, PodsMode, WatchOptions, POD_FIELD_SELECTOR};

@@ -169,6 +169,9 @@ pub struct EndpointHit<'a> {
     pub endpoint: EndpointRef<'a>,
 }
 
+/// A label set: (key, value) pairs sorted by key, shared between objects with equal sets.
+pub type Labels = Arc<[(Arc<str>, Arc<str>)]>;
+
 /// A Pod (indexed only with `pods verified`; pods being deleted are dropped).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pod {
@@ -179,7 +182,7 @@ pub struct Pod {
     /// `status.podIPs` (or `[status.podIP]`).
     pub ips: Vec<IpAddr>,
     /// Labels, sorted by key; label sets are shared between pods that have the same ones.
-    pub labels: Arc<[(Arc<str>, Arc<str>)]>,
+    pub labels: Labels,
 }
 
 /// A Namespace that exists (and matched `namespace_labels`).

@@ -59,7 +59,8 @@ pub(crate) fn to_objects(s: &Snapshot) -> Vec<Value> {
                     .endpoints
                     .iter()
                     .map(|e| {
-                        let mut v = json!({"addresses": [e.ip.to_string()], "conditions": {"ready": true}});
+                        let mut v =
+                            json!({"addresses": [e.ip.to_string()], "conditions": {"ready": true}});
                         if let Some(h) = &e.hostname {
                             v["hostname"] = json!(&**h);
                         }
@@ -75,10 +76,12 @@ pub(crate) fn to_objects(s: &Snapshot) -> Vec<Value> {
                         v
                     })
                     .collect();
-                out.push(json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                out.push(
+                    json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
                     "metadata": {"namespace": &*sl.namespace, "name": &*sl.name,
                         "labels": {crate::SERVICE_NAME_LABEL: &*sl.service}},
-                    "addressType": "IPv4", "endpoints": eps, "ports": ports(&sl.ports)}));
+                    "addressType": "IPv4", "endpoints": eps, "ports": ports(&sl.ports)}),
+                );
             }
         }
     }
@@ -109,7 +112,8 @@ fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
 impl Index {
     /// Writes the current snapshot to `path` now.
     pub fn write_snapshot(&self, path: &Path) -> Result<(), Error> {
-        let list = json!({"apiVersion": "v1", "kind": "List", "items": to_objects(&self.snapshot())});
+        let list =
+            json!({"apiVersion": "v1", "kind": "List", "items": to_objects(&self.snapshot())});
         let data = serde_json::to_vec(&list).map_err(|e| Error::File {
             path: path.to_path_buf(),
             reason: e.to_string(),

@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use imbl::{HashMap, OrdMap};
+use imbl::OrdMap;
 use smallvec::SmallVec;
 
 use crate::model::{Counts, EndpointHit, EndpointRef, Namespace, Pod, Service, Slice};
@@ -21,13 +21,13 @@ pub struct Snapshot {
     pub(crate) namespaces: OrdMap<Arc<str>, Namespace>,
     /// namespace -> name -> service.
     pub(crate) services: OrdMap<Arc<str>, OrdMap<Arc<str>, Arc<Service>>>,
-    pub(crate) services_by_ip: HashMap<IpAddr, Few<Arc<Service>>>,
+    pub(crate) services_by_ip: OrdMap<IpAddr, Few<Arc<Service>>>,
     /// namespace -> service name -> slice name -> slice.
-    pub(crate) slices: HashMap<Arc<str>, HashMap<Arc<str>, SliceMap>>,
-    pub(crate) endpoints_by_ip: HashMap<IpAddr, Few<Arc<Slice>>>,
+    pub(crate) slices: OrdMap<Arc<str>, OrdMap<Arc<str>, SliceMap>>,
+    pub(crate) endpoints_by_ip: OrdMap<IpAddr, Few<Arc<Slice>>>,
     /// namespace -> name -> pod.
-    pub(crate) pods: HashMap<Arc<str>, HashMap<Arc<str>, Arc<Pod>>>,
-    pub(crate) pods_by_ip: HashMap<IpAddr, Few<Arc<Pod>>>,
+    pub(crate) pods: OrdMap<Arc<str>, OrdMap<Arc<str>, Arc<Pod>>>,
+    pub(crate) pods_by_ip: OrdMap<IpAddr, Few<Arc<Pod>>>,
     pub(crate) counts: Counts,
 }
 
@@ -85,8 +85,7 @@ impl Snapshot {
                 t.name < slice.name
                     && t.service == slice.service
                     && t.namespace == slice.namespace
-                    && t
-                        .endpoints
+                    && t.endpoints
                         .iter()
                         .any(|e| e.ip == ip && e.hostname.as_deref() == hostname)
             })
@@ -109,7 +108,9 @@ impl Snapshot {
             .flat_map(move |sl| {
                 sl.endpoints
                     .iter()
-                    .filter(move |e| !multi || !self.dup_in_earlier(sl, e.ip, e.hostname.as_deref()))
+                    .filter(move |e| {
+                        !multi || !self.dup_in_earlier(sl, e.ip, e.hostname.as_deref())
+                    })
                     .map(move |e| e.as_ref(sl))
             })
     }
@@ -149,7 +150,10 @@ impl Snapshot {
     /// A pod with this IP (the first, if several share it, e.g. hostNetwork pods). Only filled
     /// with `pods verified`.
     pub fn pod_by_ip(&self, ip: IpAddr) -> Option<&Pod> {
-        self.pods_by_ip.get(&ip).and_then(|l| l.first()).map(|p| &**p)
+        self.pods_by_ip
+            .get(&ip)
+            .and_then(|l| l.first())
+            .map(|p| &**p)
     }
 
     /// Every pod with this IP.

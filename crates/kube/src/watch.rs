@@ -234,7 +234,11 @@ async fn run<K: Watched>(index: Index, api: Api<K>, cfg: watcher::Config, opts: 
     let mut stop = index.shared.stop_tx.subscribe();
     let mut backoff = Backoff::new(opts.backoff_min, opts.backoff_max);
     let far = Duration::from_secs(86400 * 365);
-    let resync = if opts.resync.is_zero() { far } else { opts.resync };
+    let resync = if opts.resync.is_zero() {
+        far
+    } else {
+        opts.resync
+    };
     loop {
         if *stop.borrow_and_update() {
             return;

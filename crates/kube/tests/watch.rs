@@ -42,7 +42,9 @@ async fn until(idx: &Index, pred: impl Fn(&Snapshot) -> bool) -> bool {
             return true;
         }
         match tokio::time::timeout_at(deadline, rx.recv()).await {
-            Err(_) => return pred(&idx.snapshot()),
+            Err(_) | Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) => {
+                return pred(&idx.snapshot())
+            }
             Ok(_) => {}
         }
     }
@@ -79,7 +81,12 @@ async fn initial_sync_and_events_are_folded() {
         .unwrap();
     api.apply(
         endpoint_slice("ns", "head-1", "head")
-            .endpoint(endpoint("10.1.0.1").hostname("pet-0").pod("head-0").node("n1"))
+            .endpoint(
+                endpoint("10.1.0.1")
+                    .hostname("pet-0")
+                    .pod("head-0")
+                    .node("n1"),
+            )
             .endpoint(endpoint("10.1.0.2").ready(None).pod(&"x".repeat(70)))
             .endpoint(endpoint("10.1.0.3").ready(Some(false)))
             .port("http", 80, "TCP"),
@@ -110,13 +117,23 @@ async fn initial_sync_and_events_are_folded() {
     );
     assert_eq!(dual.ports.len(), 2);
     assert_eq!(&*dual.ports[1].name, "");
-    assert_eq!(s.services_by_ip(ip("fd00::10")).next().unwrap().name.as_ref(), "dual");
+    assert_eq!(
+        s.services_by_ip(ip("fd00::10"))
+            .next()
+            .unwrap()
+            .name
+            .as_ref(),
+        "dual"
+    );
     assert!(s.service("ns", "head").unwrap().is_headless());
     assert_eq!(
         s.service("ns", "ext").unwrap().kind,
         ServiceKind::ExternalName("www.example.com".into())
     );
-    assert_eq!(s.service("default", "kubernetes").unwrap().ports[0].port, 443);
+    assert_eq!(
+        s.service("default", "kubernetes").unwrap().ports[0].port,
+        443
+    );
     // A service without ports carries the -1 sentinel.
     assert!(s.service("ns", "ext").unwrap().ports[0].is_sentinel());
     // Ready and null-ready endpoints are kept; not-ready dropped; long pod names dropped.
@@ -135,25 +152,53 @@ async fn initial_sync_and_events_are_folded() {
     assert!(s.pod_by_ip(ip("10.1.0.9")).is_none());
     assert!(s.pod_by_ip(ip("10.1.0.8")).is_none());
     let c = s.counts();
-    assert_eq!((c.services, c.endpoints, c.pods, c.namespaces), (4, 2, 1, 2));
+    assert_eq!(
+        (c.services, c.endpoints, c.pods, c.namespaces),
+        (4, 2, 1, 2)
+    );
     drop(s);
+
+    // A pod that completes leaves the field selection: DELETED for the watcher.
+    api.apply(pod("ns", "head-0").ip("10.1.0.1").phase("Succeeded"))
+        .unwrap();
+    assert!(until(&idx, |s| s.pod_by_ip(ip("10.1.0.1")).is_none()).await);
 
     // MODIFIED: new cluster IP; the old one stops resolving.
     let mut changes = idx.subscribe();
-    api.apply(service("ns", "dual").cluster_ip("10.0.0.11")).unwrap();
+    api.apply(service("ns", "dual").cluster_ip("10.0.0.11"))
+        .unwrap();
     assert!(until(&idx, |s| s.services_by_ip(ip("10.0.0.11")).next().is_some()).await);
-    assert!(idx.snapshot().services_by_ip(ip("10.0.0.10")).next().is_none());
-    let ch = tokio::time::timeout(T, changes.recv()).await.unwrap().unwrap();
-    assert!(ch.all || ch.services.iter().any(|(n, s)| &**n == "ns" && &**s == "dual"));
+    assert!(idx
+        .snapshot()
+        .services_by_ip(ip("10.0.0.10"))
+        .next()
+        .is_none());
+    let ch = tokio::time::timeout(T, changes.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        ch.all
+            || ch
+                .services
+                .iter()
+                .any(|(n, s)| &**n == "ns" && &**s == "dual")
+    );
     // DELETED.
     api.delete(Kind::Service, "ns", "dual");
     api.delete(Kind::EndpointSlice, "ns", "head-1");
     api.delete(Kind::Namespace, "", "default");
-    assert!(until(&idx, |s| s.service("ns", "dual").is_none()
-        && s.endpoints("ns", "head").next().is_none()
-        && s.namespace("default").is_none())
-    .await);
-    assert!(idx.snapshot().endpoints_by_ip(ip("10.1.0.1")).next().is_none());
+    assert!(
+        until(&idx, |s| s.service("ns", "dual").is_none()
+            && s.endpoints("ns", "head").next().is_none()
+            && s.namespace("default").is_none())
+        .await
+    );
+    assert!(idx
+        .snapshot()
+        .endpoints_by_ip(ip("10.1.0.1"))
+        .next()
+        .is_none());
     idx.stop();
 }
 
@@ -164,8 +209,12 @@ async fn paging_and_label_selectors() {
     api.apply(namespace("b")).unwrap();
     for i in 0..9 {
         let lbl = if i % 3 == 0 { "yes" } else { "no" };
-        api.apply(service("a", &format!("s{i}")).cluster_ip(&format!("10.2.0.{i}")).label("expose", lbl))
-            .unwrap();
+        api.apply(
+            service("a", &format!("s{i}"))
+                .cluster_ip(&format!("10.2.0.{i}"))
+                .label("expose", lbl),
+        )
+        .unwrap();
     }
     let idx = connect(
         &api,
@@ -185,9 +234,20 @@ async fn paging_and_label_selectors() {
     // 3 matching services at page size 2 need 2 pages.
     assert!(api.requests("list", "services") >= 2);
     // A label change moves a service in and out of the selection.
-    api.apply(service("a", "s1").cluster_ip("10.2.0.1").label("expose", "yes"))
-        .unwrap();
+    api.apply(
+        service("a", "s1")
+            .cluster_ip("10.2.0.1")
+            .label("expose", "yes"),
+    )
+    .unwrap();
     assert!(until(&idx, |s| s.service("a", "s1").is_some()).await);
+    api.apply(
+        service("a", "s0")
+            .cluster_ip("10.2.0.0")
+            .label("expose", "no"),
+    )
+    .unwrap();
+    assert!(until(&idx, |s| s.service("a", "s0").is_none()).await);
     idx.stop();
 }
 
@@ -201,7 +261,11 @@ async fn dropped_watch_loses_no_event() {
         api.apply(service("ns", &format!("w{i}")).cluster_ip(&format!("10.3.0.{i}")))
             .unwrap();
     }
-    assert!(until(&idx, |s| (0..5).all(|i| s.service("ns", &format!("w{i}")).is_some())).await);
+    assert!(
+        until(&idx, |s| (0..5)
+            .all(|i| s.service("ns", &format!("w{i}")).is_some()))
+        .await
+    );
     idx.stop();
 }
 
@@ -209,21 +273,33 @@ async fn dropped_watch_loses_no_event() {
 async fn expired_rv_relists_and_outage_keeps_data() {
     let api = FakeApi::start().await.unwrap();
     base(&api);
-    api.apply(service("ns", "old").cluster_ip("10.4.0.1")).unwrap();
+    api.apply(service("ns", "old").cluster_ip("10.4.0.1"))
+        .unwrap();
     let idx = connect(&api, opts()).await;
     let lists_before = api.requests("list", "services");
 
     // Down: data stays. Changes made meanwhile, history compacted -> 410 -> re-list.
     api.go_down();
     api.delete(Kind::Service, "ns", "old");
-    api.apply(service("ns", "new").cluster_ip("10.4.0.2")).unwrap();
+    api.apply(service("ns", "new").cluster_ip("10.4.0.2"))
+        .unwrap();
     api.compact();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(idx.snapshot().service("ns", "old").is_some(), "outage emptied the index");
+    assert!(
+        idx.snapshot().service("ns", "old").is_some(),
+        "outage emptied the index"
+    );
     assert!(idx.synced());
     api.come_up().await.unwrap();
-    assert!(until(&idx, |s| s.service("ns", "old").is_none() && s.service("ns", "new").is_some()).await);
-    assert!(api.requests("list", "services") > lists_before, "no re-list after 410");
+    assert!(
+        until(&idx, |s| s.service("ns", "old").is_none()
+            && s.service("ns", "new").is_some())
+        .await
+    );
+    assert!(
+        api.requests("list", "services") > lists_before,
+        "no re-list after 410"
+    );
     assert!(idx.snapshot().service("default", "kubernetes").is_some());
     idx.stop();
 }
@@ -253,7 +329,8 @@ async fn errors_back_off_without_hot_loop() {
         assert!(idx.snapshot().service("default", "kubernetes").is_some());
     }
     api.clear_failures();
-    api.apply(service("ns", "after").cluster_ip("10.5.0.1")).unwrap();
+    api.apply(service("ns", "after").cluster_ip("10.5.0.1"))
+        .unwrap();
     assert!(until(&idx, |s| s.service("ns", "after").is_some()).await);
     idx.stop();
     // After stop, watches close.
@@ -270,7 +347,8 @@ async fn errors_back_off_without_hot_loop() {
 async fn periodic_relist_detects_skipped_events() {
     let api = FakeApi::start().await.unwrap();
     base(&api);
-    api.apply(service("ns", "stale").cluster_ip("10.6.0.1")).unwrap();
+    api.apply(service("ns", "stale").cluster_ip("10.6.0.1"))
+        .unwrap();
     let idx = connect(
         &api,
         WatchOptions {
@@ -280,10 +358,15 @@ async fn periodic_relist_detects_skipped_events() {
     )
     .await;
     api.skip_events(true);
-    api.apply(service("ns", "hidden").cluster_ip("10.6.0.2")).unwrap();
+    api.apply(service("ns", "hidden").cluster_ip("10.6.0.2"))
+        .unwrap();
     api.delete(Kind::Service, "ns", "stale");
     api.skip_events(false);
-    assert!(until(&idx, |s| s.service("ns", "hidden").is_some() && s.service("ns", "stale").is_none()).await);
+    assert!(
+        until(&idx, |s| s.service("ns", "hidden").is_some()
+            && s.service("ns", "stale").is_none())
+        .await
+    );
     idx.stop();
 }
 
@@ -323,10 +406,21 @@ async fn qps_limit_is_honoured() {
     };
     let t0 = std::time::Instant::now();
     // page size 1: 10 service pages + namespaces + slices lists ~ 12+ requests at 5/s.
-    let idx = start(cfg, limits, WatchOptions { page_size: 1, ..opts() })
-        .await
-        .unwrap();
+    let idx = start(
+        cfg,
+        limits,
+        WatchOptions {
+            page_size: 1,
+            ..opts()
+        },
+    )
+    .await
+    .unwrap();
     assert!(idx.wait_synced(T).await);
-    assert!(t0.elapsed() >= Duration::from_millis(1800), "{:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() >= Duration::from_millis(1800),
+        "{:?}",
+        t0.elapsed()
+    );
     idx.stop();
 }

@@ -801,7 +801,10 @@ mod tests {
         assert_eq!(back, m);
         // Compression made it smaller than the sum of uncompressed names.
         assert_eq!(wire.len(), 128);
-        assert_eq!(m.uncompressed_len(), 12 + 21 + 17 + 10 + 17 + 17 + 10 + 4 + 13 + 10 + 16 + 24 + 20 + 11);
+        assert_eq!(
+            m.uncompressed_len(),
+            12 + 21 + 17 + 10 + 17 + 17 + 10 + 4 + 13 + 10 + 16 + 24 + 20 + 11
+        );
     }
 
     #[test]

@@ -163,16 +163,27 @@ impl Handler for Log {
             if rule.classes.is_empty() || rule.classes.contains(&classify(rcode)) {
                 // Like CoreDNS: log what was written, or a synthetic reply with the rcode.
                 let synthetic;
-                let reply = match &out.reply {
-                    Some(m) => m,
-                    None => {
+                let (reply, rsize) = match (&out.reply, &out.wire) {
+                    (Some(m), _) => (m, m.uncompressed_len()),
+                    (None, Some(w)) => {
+                        // A reply sent as bytes: the header is all the format needs.
+                        synthetic = Message {
+                            header: w.header(),
+                            ..Message::default()
+                        };
+                        let rsize = w
+                            .to_message()
+                            .map(|m| m.uncompressed_len())
+                            .unwrap_or(w.bytes.len());
+                        (&synthetic, rsize)
+                    }
+                    (None, None) => {
                         let mut m = req.reply();
                         m.set_rcode(rcode);
                         synthetic = m;
-                        &synthetic
+                        (&synthetic, synthetic.uncompressed_len())
                     }
                 };
-                let rsize = reply.uncompressed_len();
                 crate::log::raw(&format!(
                     "[INFO] {}",
                     render(&rule.format, req, reply, rsize)

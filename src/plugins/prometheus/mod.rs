@@ -57,7 +57,7 @@ impl Handler for Prometheus {
     fn serve<'a>(&'a self, req: &'a mut Request, next: Next<'a>) -> BoxFuture<'a, Outcome> {
         Box::pin(async move {
             let out = next.run(req).await;
-            let size = out.reply.as_ref().map(|m| m.to_wire().len()).unwrap_or(0);
+            let size = out.reply_size();
             crate::metrics::report(req, out.final_rcode(), out.writer, size);
             out
         })

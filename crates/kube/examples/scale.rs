@@ -1,0 +1,204 @@
+//! Memory/scale check (not a test): 10k services, 100k endpoints (10k EndpointSlices), 30k pods
+//! in the fake API server on loopback; prints time-to-sync, RSS after sync above a baseline,
+//! peak RSS during a forced re-list (410 after a history compaction), and bytes per object.
+//! Run: `cargo run --release -p sextant-kube --example scale`.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use sextant_fakeapi::{endpoint, endpoint_slice, namespace, pod, service, FakeApi};
+use sextant_kube::{start, ClientConfig, PodsMode, RateLimits, WatchOptions};
+
+/// Counts live heap bytes so the index's own footprint can be told apart from allocator slack.
+struct Counting;
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: defers every call to the system allocator unchanged; only adds counters.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        let now = LIVE.fetch_add(l.size(), Ordering::Relaxed) + l.size();
+        PEAK.fetch_max(now, Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        LIVE.fetch_sub(l.size(), Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(p, l) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn live_mib() -> f64 {
+    LIVE.load(Ordering::Relaxed) as f64 / 1048576.0
+}
+
+fn rss_kib(field: &str) -> u64 {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    s.lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let (services, per_slice, pods, nss) = (10_000usize, 10usize, 30_000usize, 100usize);
+    let api = FakeApi::start().await.expect("fake api");
+    let mut objs: Vec<Value> = Vec::new();
+    for n in 0..nss {
+        objs.push(namespace(&format!("ns-{n}")).build());
+    }
+    for i in 0..services {
+        let ns = format!("ns-{}", i % nss);
+        let name = format!("svc-{i}");
+        let (a, b) = (i / 256, i % 256);
+        let mut svc = service(&ns, &name)
+            .port("http", 80, "TCP")
+            .port("metrics", 9090, "TCP");
+        svc = if i % 5 == 0 {
+            svc.headless()
+        } else {
+            svc.cluster_ip(&format!("10.96.{a}.{b}"))
+        };
+        objs.push(svc.build());
+        let mut sl = endpoint_slice(&ns, &format!("{name}-abcde"), &name)
+            .port("http", 8080, "TCP")
+            .port("metrics", 9090, "TCP")
+            .annotation(
+                "endpoints.kubernetes.io/last-change-trigger-time",
+                "2024-01-01T00:00:00Z",
+            );
+        for e in 0..per_slice {
+            let k = i * per_slice + e;
+            sl = sl.endpoint(
+                endpoint(&format!(
+                    "10.{}.{}.{}",
+                    128 + k / 65536,
+                    (k / 256) % 256,
+                    k % 256
+                ))
+                .pod(&format!("{name}-7d9c8b6f5-{e:05}"))
+                .node(&format!("node-{}", k % 500))
+                .zone(&format!("zone-{}", k % 3)),
+            );
+        }
+        objs.push(sl.build());
+    }
+    for p in 0..pods {
+        let ns = format!("ns-{}", p % nss);
+        objs.push(
+            pod(&ns, &format!("pod-{p}-7d9c8b6f5-xk2p9"))
+                .ip(&format!(
+                    "10.{}.{}.{}",
+                    200 + p / 65536,
+                    (p / 256) % 256,
+                    p % 256
+                ))
+                .label("app", &format!("app-{}", p % 1000))
+                .label("pod-template-hash", "7d9c8b6f5")
+                .build(),
+        );
+    }
+    api.apply_many(objs).expect("apply");
+    api.compact();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let base = rss_kib("VmRSS:");
+    let live_base = LIVE.load(Ordering::Relaxed);
+    println!(
+        "fixture: {services} services, {} endpoints, {pods} pods, {nss} namespaces",
+        services * per_slice
+    );
+    println!("baseline RSS (fake API loaded): {:.1} MiB", mib(base));
+
+    let t0 = Instant::now();
+    let cfg = ClientConfig::Endpoint {
+        url: api.url(),
+        tls: None,
+    };
+    let opts = WatchOptions {
+        pods: PodsMode::Verified,
+        zonal: true,
+        ..WatchOptions::default()
+    };
+    let idx = start(cfg, RateLimits::default(), opts)
+        .await
+        .expect("start");
+    assert!(idx.wait_synced(Duration::from_secs(300)).await, "no sync");
+    let sync = t0.elapsed();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = rss_kib("VmRSS:");
+    let c = idx.snapshot().counts();
+    let objects = c.services + c.endpoints + c.pods;
+    let live_after = LIVE.load(Ordering::Relaxed);
+    println!(
+        "live heap: {:.1} MiB baseline, {:.1} MiB after sync: index+client = {:.0} bytes/object",
+        live_base as f64 / 1048576.0,
+        live_mib(),
+        live_after.saturating_sub(live_base) as f64 / objects as f64
+    );
+    println!("time to sync: {:.2} s", sync.as_secs_f64());
+    println!("counts: {c:?}");
+    println!(
+        "RSS after sync: {:.1} MiB (+{:.1} MiB over baseline) = {:.0} bytes/object over {objects} objects",
+        mib(after),
+        mib(after.saturating_sub(base)),
+        (after.saturating_sub(base) * 1024) as f64 / objects as f64
+    );
+
+    // Forced re-list: forget history, drop watches -> every watcher gets 410 and lists again.
+    let _ = std::fs::write("/proc/self/clear_refs", "5"); // reset VmHWM
+    let lists0 = api.requests("list", "endpointslices");
+    let steady = rss_kib("VmRSS:");
+    PEAK.store(LIVE.load(Ordering::Relaxed), Ordering::Relaxed);
+    let t1 = Instant::now();
+    // Watchers come back with an rv older than the compacted history: 410, then a full re-list.
+    api.go_down();
+    api.apply(namespace("relist-trigger")).expect("apply");
+    api.compact();
+    api.come_up().await.expect("up");
+    let mut peak = steady;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while Instant::now() < deadline {
+        peak = peak.max(rss_kib("VmRSS:"));
+        let pages = api.requests("list", "endpointslices") - lists0;
+        if pages >= 20 && idx.snapshot().counts().namespaces == c.namespaces + 1 {
+            // all 10k slices re-listed (500 per page) and the index is whole again
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    peak = peak.max(rss_kib("VmHWM:"));
+    println!(
+        "re-list: {:.2} s; RSS steady {:.1} MiB, peak during re-list {:.1} MiB ({:.2}x steady; index part {:.2}x)",
+        t1.elapsed().as_secs_f64(),
+        mib(steady),
+        mib(peak),
+        peak as f64 / steady as f64,
+        (peak.saturating_sub(base)) as f64 / (steady.saturating_sub(base)).max(1) as f64
+    );
+    println!(
+        "live heap: steady {:.1} MiB, peak during re-list {:.1} MiB (index+client part {:.2}x)",
+        live_after as f64 / 1048576.0,
+        PEAK.load(Ordering::Relaxed) as f64 / 1048576.0,
+        PEAK.load(Ordering::Relaxed).saturating_sub(live_base) as f64
+            / live_after.saturating_sub(live_base).max(1) as f64
+    );
+    println!(
+        "after re-list RSS {:.1} MiB, counts {:?}",
+        mib(rss_kib("VmRSS:")),
+        idx.snapshot().counts()
+    );
+    idx.stop();
+}

@@ -1,0 +1,116 @@
+#!/usr/bin/env python3
+"""Writes the checked-in seed corpus for the packet targets (valid queries and faults.md §5.5
+single-packet kills) and the Corefile target. Re-run after changing it; files are stable."""
+import os, struct, hashlib
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+def hdr(i, flags, qd, an, ns, ar):
+    return struct.pack(">HHHHHH", i, flags, qd, an, ns, ar)
+
+def name(n):
+    out = b""
+    for l in n.strip(".").split("."):
+        if l:
+            out += bytes([len(l)]) + l.encode()
+    return out + b"\0"
+
+def q(n, t=1, c=1):
+    return name(n) + struct.pack(">HH", t, c)
+
+def opt(owner=b"\0", size=1232, ver=0, flags=0, rdata=b""):
+    return owner + struct.pack(">HHBBHH", 41, size, 0, ver, flags, len(rdata)) + rdata
+
+packets = {
+    "plain_a": hdr(1, 0x0100, 1, 0, 0, 0) + q("example.org."),
+    "edns_aaaa": hdr(2, 0x0100, 1, 0, 0, 1) + q("Kubernetes.default.svc.cluster.local.", 28) + opt(),
+    "edns_do_opts": hdr(3, 0x0110, 1, 0, 0, 1) + q("_http._tcp.web.ns.svc.cluster.local.", 33)
+        + opt(size=4096, flags=0x8000, rdata=struct.pack(">HH", 10, 8) + b"abcdefgh" + struct.pack(">HH", 3, 0)),
+    "root_ns": hdr(4, 0, 1, 0, 0, 0) + q(".", 2),
+    "any": hdr(5, 0x0100, 1, 0, 0, 0) + q("example.org.", 255),
+    "chaos": hdr(6, 0x0100, 1, 0, 0, 0) + q("version.bind.", 16, 3),
+    "type666": hdr(7, 0, 1, 0, 0, 1) + q("cluster.local.", 666) + opt(),
+    "edns1": hdr(8, 0, 1, 0, 0, 1) + q("cluster.local.", 6) + opt(ver=1, rdata=struct.pack(">HH", 100, 0)),
+    "opcode15": hdr(9, 15 << 11, 0, 0, 0, 0),
+    "notify": hdr(10, 4 << 11, 1, 1, 0, 0) + q("example.org.", 6) + b"\xc0\x0c" + struct.pack(">HHIH", 6, 1, 0, 0),
+    "qr1": hdr(11, 0x8180, 1, 0, 0, 0) + q("example.org."),
+    "self_pointer": hdr(12, 0x0100, 1, 0, 0, 0) + b"\xc0\x0c\0\1\0\1",
+    "two_cycle": hdr(13, 0x0100, 1, 0, 0, 0) + b"\xc0\x0e\xc0\x0c\0\1\0\1",
+    "into_header": hdr(14, 0x0100, 1, 0, 0, 0) + b"\xc0\x04\0\1\0\1",
+    "beyond_end": hdr(15, 0x0100, 1, 0, 0, 0) + b"\xff\xff\0\1\0\1",
+    "label_0x40": hdr(16, 0x0100, 1, 0, 0, 0) + b"\x41a\0\0\1\0\1",
+    "label_0x80": hdr(17, 0x0100, 1, 0, 0, 0) + b"\x81a\0\0\1\0\1",
+    "name_256": hdr(18, 0x0100, 1, 0, 0, 0) + b"".join(bytes([l]) + b"a" * l for l in (63, 63, 63, 62)) + b"\0\0\1\0\1",
+    "labels_128": hdr(19, 0x0100, 1, 0, 0, 0) + b"\1a" * 128 + b"\0\0\1\0\1",
+    "qdcount0": hdr(20, 0x0100, 0, 0, 0, 0),
+    "qdcount_max": hdr(21, 0x0100, 65535, 0, 0, 0) + q("example.org."),
+    "qdcount1_none": hdr(22, 0x0100, 1, 0, 0, 0),
+    "counts_max": hdr(23, 0x0100, 1, 65535, 65535, 65535) + q("example.org."),
+    "two_opts": hdr(24, 0x0100, 1, 0, 0, 2) + q("example.org.") + opt() + opt(size=4096),
+    "opt_not_root": hdr(25, 0x0100, 1, 0, 0, 1) + q("example.org.") + opt(owner=name("example.org.")),
+    "opt_in_answer": hdr(26, 0x0100, 1, 1, 0, 0) + q("example.org.") + opt(),
+    "opt_len_past_end": hdr(27, 0x0100, 1, 0, 0, 1) + q("example.org.") + opt(rdata=struct.pack(">HH", 10, 40) + b"1234"),
+    "trailing": hdr(28, 0x0100, 1, 0, 0, 0) + q("example.org.") + b"garbage",
+    "short": b"\x00\x01\x02",
+    "compressed_answer": hdr(29, 0x8180, 1, 1, 0, 0) + q("www.example.org.") + b"\xc0\x0c" + struct.pack(">HHIH", 1, 1, 60, 4) + b"\xc0\0\2\1",
+}
+# A backward chain of 100 pointers in an unknown record, used by the next owner name.
+chain = hdr(30, 0x0100, 1, 0, 0, 2) + q("chain.example.")
+rec = b"\0" + struct.pack(">HHI", 0xff00, 1, 0)
+start = len(chain) + len(rec) + 2
+rd = b"\xc0\x0c" + b"".join(struct.pack(">H", 0xc000 | (start + 2 * (i - 1))) for i in range(1, 100))
+chain += rec + struct.pack(">H", len(rd)) + rd + struct.pack(">H", 0xc000 | (start + 2 * 99 - 2)) + struct.pack(">HHIH", 0xff00, 1, 0, 0)
+packets["chain_100"] = chain
+
+corefiles = {
+    "k8s_default": """.:53 {
+    errors
+    health {
+       lameduck 5s
+    }
+    ready
+    kubernetes cluster.local in-addr.arpa ip6.arpa {
+       pods insecure
+       fallthrough in-addr.arpa ip6.arpa
+       ttl 30
+    }
+    prometheus :9153
+    forward . /etc/resolv.conf {
+       max_concurrent 1000
+    }
+    cache 30
+    loop
+    reload
+    loadbalance
+}
+""",
+    "snippets_env": """(common) {
+    errors
+    log . "{remote} {type} {name}"
+}
+example.org:1053 10.0.0.0/24 {
+    import common
+    whoami
+    hosts {
+        192.0.2.1 a.example.org
+        fallthrough
+    }
+}
+dns://.:{$PORT} {
+    chaos Sextant-1 "Some One" {$AUTHOR}
+}
+""",
+    "import_glob": "import *.conf\n. {\n  import missing/**/x\n}\n",
+    "broken": ".:53 {\n  forward . 127.0.0.1 {\n    policy random\n  \n",
+    "nested": ".:53 {\n" + "  a {\n" * 50 + "  }\n" * 50 + "}\n",
+}
+
+for target in ("wire_parse", "scan_query", "differential", "request_path"):
+    d = os.path.join(HERE, "corpus", target)
+    os.makedirs(d, exist_ok=True)
+    for k, v in packets.items():
+        open(os.path.join(d, k), "wb").write(v)
+d = os.path.join(HERE, "corpus", "corefile")
+os.makedirs(d, exist_ok=True)
+for k, v in corefiles.items():
+    open(os.path.join(d, k), "w").write(v)

@@ -1,0 +1,625 @@
+//! The `cache` plugin: a success and a denial cache in front of the rest of the chain, with
+//! CoreDNS's keys, TTL clamping, prefetch, serve_stale, SERVFAIL caching and metrics. Hits are
+//! served from stored wire bytes (TTL fields patched in place). Caches subscribe to their block's
+//! invalidation bus, so a `kubernetes` plugin in the same block can drop changed names.
+
+pub mod classify;
+pub mod config;
+pub mod metrics;
+pub mod store;
+
+use std::hash::BuildHasher;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use sextant_corefile::{Directive, Error};
+use sextant_wire::{Class, Message, Name, RType, Rcode};
+
+use crate::plugin::{BoxFuture, Handler, Next, Outcome, Proto, Request, SetupCtx};
+use crate::server::invalidate::{Invalidate, Invalidation, InvalidationBus};
+use classify::{cache_type, cacheable, clamp_ttl, minimal_ttl, MsgType};
+pub use config::Config;
+use store::{Clock, Item, Kind, Store, SystemClock};
+
+const NAME: &str = "cache";
+
+pub fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), Error> {
+    let cfg = config::parse(lines[0], &ctx.block.zones)?;
+    let block = ctx.block.index;
+    let bus = ctx.generation().invalidation(block);
+    let cache = Cache::new(cfg, Arc::new(SystemClock), bus);
+    ctx.add_handler(Arc::new(cache));
+    Ok(())
+}
+
+/// The handler; the state lives in [`Inner`] so background refreshes can hold it.
+pub struct Cache {
+    inner: Arc<Inner>,
+}
+
+/// A cache's state, shared with its background refreshes and the invalidation bus.
+pub struct Inner {
+    cfg: Config,
+    zones: Vec<Name>,
+    zones_label: String,
+    pcache: Store,
+    ncache: Store,
+    pexcept: Vec<Name>,
+    nexcept: Vec<Name>,
+    hasher: std::collections::hash_map::RandomState,
+    clock: Arc<dyn Clock>,
+    bus: Arc<InvalidationBus>,
+}
+
+/// What identifies one lookup.
+#[derive(Clone)]
+struct Key {
+    name: Name,
+    qtype: RType,
+    qclass: Class,
+    do_bit: bool,
+    cd: bool,
+    ad: bool,
+    rd: bool,
+    hash: u64,
+}
+
+impl Key {
+    fn matches(&self, i: &Item) -> bool {
+        i.matches(&self.name, self.qtype, self.qclass, self.do_bit, self.cd)
+    }
+}
+
+/// How a reply from the rest of the chain is written back.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Writer {
+    /// A miss: cache it and send it.
+    Normal,
+    /// A prefetch: cache it, nothing is sent.
+    Prefetch,
+    /// Verifying a stale item: only a usable refresh counts (RFC 8767 section 4).
+    Verify { prefetch: bool },
+}
+
+/// What a refresh produced.
+struct Refreshed {
+    out: Outcome,
+    refreshed: bool,
+    item: Option<Arc<Item>>,
+}
+
+fn label_zone(z: &Name, name: &Name) -> bool {
+    name.is_subdomain_of(z)
+}
+
+impl Cache {
+    pub fn new(cfg: Config, clock: Arc<dyn Clock>, bus: Arc<InvalidationBus>) -> Cache {
+        let zones = cfg
+            .zones
+            .iter()
+            .filter_map(|z| Name::parse(z).ok())
+            .collect();
+        let inner = Arc::new(Inner {
+            zones_label: cfg.zones.join(","),
+            pcache: Store::new(cfg.pcap),
+            ncache: Store::new(cfg.ncap),
+            pexcept: cfg.pexcept.clone(),
+            nexcept: cfg.nexcept.clone(),
+            zones,
+            cfg,
+            hasher: Default::default(),
+            clock,
+            bus: bus.clone(),
+        });
+        let weak: Weak<dyn Invalidate> = Arc::downgrade(&(inner.clone() as Arc<dyn Invalidate>));
+        bus.subscribe(weak);
+        Cache { inner }
+    }
+
+    /// The shared state (tests, metrics).
+    pub fn inner(&self) -> &Arc<Inner> {
+        &self.inner
+    }
+}
+
+impl Inner {
+    fn key(&self, req: &Request) -> Key {
+        let name = req.qname();
+        let (qtype, qclass, do_bit, cd) =
+            (req.qtype(), req.qclass(), req.do_bit(), req.msg.header.cd);
+        Key {
+            hash: self.hasher.hash_one((&name, qtype.0, qclass.0, do_bit, cd)),
+            name,
+            qtype,
+            qclass,
+            do_bit,
+            cd,
+            ad: req.msg.header.ad,
+            rd: req.msg.header.rd,
+        }
+    }
+
+    fn labels<'a>(&'a self, server: &'a str) -> [&'a str; 3] {
+        [server, &self.zones_label, ""]
+    }
+
+    fn update_entries(&self, server: &str) {
+        for (k, s) in [(Kind::Success, &self.pcache), (Kind::Denial, &self.ncache)] {
+            metrics::ENTRIES
+                .with_label_values(&[server, k.label(), &self.zones_label, ""])
+                .set(s.len() as f64);
+        }
+    }
+
+    /// Entries in the success and the denial cache.
+    pub fn len(&self) -> (usize, usize) {
+        (self.pcache.len(), self.ncache.len())
+    }
+
+    fn in_stale_window(&self, ttl: i64) -> bool {
+        ttl > 0 || (!self.cfg.stale_up_to.is_zero() && -ttl < self.cfg.stale_up_to.as_secs() as i64)
+    }
+
+    fn hit(&self, server: &str, kind: Kind) {
+        metrics::HITS
+            .with_label_values(&[server, kind.label(), &self.zones_label, ""])
+            .inc();
+    }
+
+    /// CoreDNS `getIfNotStale`.
+    fn get_if_not_stale(&self, now: Instant, k: &Key, server: &str) -> Option<Arc<Item>> {
+        metrics::REQUESTS
+            .with_label_values(&self.labels(server))
+            .inc();
+        if self.cfg.prefer_positive && !self.cfg.stale_up_to.is_zero() {
+            if let Some(i) = self.pcache.get(k.hash).and_then(|i| answering_item(&i, k)) {
+                if self.in_stale_window(i.ttl(now)) {
+                    self.hit(server, Kind::Success);
+                    return Some(i);
+                }
+            }
+        }
+        if let Some(i) = self.ncache.get(k.hash) {
+            if k.matches(&i) && self.in_stale_window(i.ttl(now)) {
+                if i.rcode == Rcode::SERVFAIL {
+                    // A cached SERVFAIL does not shadow a usable positive answer.
+                    if let Some(p) = self.pcache.get(k.hash) {
+                        if k.matches(&p) && self.in_stale_window(p.ttl(now)) {
+                            self.hit(server, Kind::Success);
+                            return Some(p);
+                        }
+                    }
+                }
+                self.hit(server, Kind::Denial);
+                return Some(i);
+            }
+        }
+        if let Some(i) = self.pcache.get(k.hash) {
+            if k.matches(&i) && self.in_stale_window(i.ttl(now)) {
+                self.hit(server, Kind::Success);
+                return Some(i);
+            }
+        }
+        metrics::MISSES
+            .with_label_values(&self.labels(server))
+            .inc();
+        None
+    }
+
+    /// CoreDNS's `ResponseWriter.WriteMsg`: clamps every TTL of `res` to the cache duration,
+    /// stores it if it may be cached, clears AD for clients that did not want it. Returns the
+    /// stored item.
+    fn on_reply(
+        &self,
+        k: &Key,
+        res: &mut Message,
+        prefetch: bool,
+        seq: u64,
+        server: &str,
+    ) -> Option<Arc<Item>> {
+        let mt = cache_type(res);
+        let has_key = cacheable(res, mt);
+        let duration = match mt {
+            MsgType::NameError | MsgType::NoData => clamp_ttl(
+                minimal_ttl(res, mt, self.cfg.nttl),
+                self.cfg.minnttl,
+                self.cfg.nttl,
+            ),
+            MsgType::ServerError => self.cfg.failttl.as_secs().min(u32::MAX as u64) as u32,
+            _ => clamp_ttl(
+                minimal_ttl(res, mt, self.cfg.pttl),
+                self.cfg.minpttl,
+                self.cfg.pttl,
+            ),
+        };
+        for r in res
+            .answers
+            .iter_mut()
+            .chain(res.authority.iter_mut())
+            .chain(res.additional.iter_mut())
+        {
+            r.ttl = duration;
+        }
+        let mut stored = None;
+        if has_key && duration > 0 {
+            let q_ok = res.header.qr
+                && res.questions.len() == 1
+                && res.questions[0].name == k.name
+                && res.questions[0].qtype == k.qtype
+                && res.questions[0].qclass == k.qclass;
+            if !q_ok {
+                metrics::DROPS.with_label_values(&self.labels(server)).inc();
+            } else if self.bus.seq() == seq {
+                stored = self.set(k, res, mt, duration, prefetch, server);
+                self.update_entries(server);
+            }
+        }
+        if !k.do_bit && !k.ad {
+            res.header.ad = false;
+        }
+        stored
+    }
+
+    fn excepted(list: &[Name], name: &Name) -> bool {
+        list.iter().any(|z| label_zone(z, name))
+    }
+
+    fn set(
+        &self,
+        k: &Key,
+        m: &Message,
+        mt: MsgType,
+        duration: u32,
+        prefetch: bool,
+        server: &str,
+    ) -> Option<Arc<Item>> {
+        let now = self.clock.now();
+        let answering = classify::answers_question(m);
+        match mt {
+            MsgType::NoError | MsgType::Delegation => {
+                if Self::excepted(&self.pexcept, &k.name) {
+                    return None;
+                }
+                let mut i = Item::new(m, k.do_bit, k.cd, answering, duration, now)?;
+                if self.cfg.prefer_positive && !answering {
+                    if let Some(prev) = self.pcache.get(k.hash) {
+                        i.last_known_good = answering_item(&prev, k);
+                    }
+                }
+                let i = Arc::new(i);
+                if self.pcache.add(k.hash, i.clone()) {
+                    metrics::EVICTIONS
+                        .with_label_values(&[server, "success", &self.zones_label, ""])
+                        .inc();
+                }
+                if (!self.cfg.prefer_positive && prefetch)
+                    || (self.cfg.prefer_positive && answering)
+                {
+                    self.ncache.remove(k.hash);
+                }
+                Some(i)
+            }
+            MsgType::NameError | MsgType::NoData | MsgType::ServerError => {
+                if Self::excepted(&self.nexcept, &k.name) {
+                    return None;
+                }
+                let i = Arc::new(Item::new(m, k.do_bit, k.cd, answering, duration, now)?);
+                if self.ncache.add(k.hash, i.clone()) {
+                    metrics::EVICTIONS
+                        .with_label_values(&[server, "denial", &self.zones_label, ""])
+                        .inc();
+                }
+                Some(i)
+            }
+            _ => None,
+        }
+    }
+
+    /// Passes the request down the chain (AD set, as CoreDNS asks upstream) and writes the reply
+    /// back through `writer`.
+    async fn refresh(
+        &self,
+        req: &mut Request,
+        next: Next<'_>,
+        k: &Key,
+        writer: Writer,
+    ) -> Refreshed {
+        let seq = self.bus.seq();
+        let ad = req.msg.header.ad;
+        req.msg.header.ad = true;
+        let mut out = next.run(req).await;
+        req.msg.header.ad = ad;
+        let server = req.server.clone();
+        let prefetch = matches!(writer, Writer::Prefetch | Writer::Verify { prefetch: true });
+        let Some(res) = out.message_mut() else {
+            return Refreshed {
+                out,
+                refreshed: false,
+                item: None,
+            };
+        };
+        match writer {
+            Writer::Normal | Writer::Prefetch => {
+                let item = self.on_reply(k, res, prefetch, seq, &server);
+                Refreshed {
+                    out,
+                    refreshed: true,
+                    item,
+                }
+            }
+            Writer::Verify { .. } => {
+                let q_ok = res.questions.first().is_some_and(|q| {
+                    q.name == k.name && q.qtype == k.qtype && q.qclass == k.qclass
+                });
+                if res.header.tc || !q_ok {
+                    return Refreshed {
+                        out,
+                        refreshed: false,
+                        item: None,
+                    };
+                }
+                if self.cfg.prefer_positive {
+                    let usable =
+                        cache_type(res) == MsgType::NoError && classify::answers_question(res);
+                    let item = self.on_reply(k, res, prefetch || !usable, seq, &server);
+                    return Refreshed {
+                        out,
+                        refreshed: usable,
+                        item: item.filter(|_| usable),
+                    };
+                }
+                let t = classify::typify(res);
+                let rc = res.rcode();
+                if matches!(t, MsgType::OtherError | MsgType::Meta | MsgType::Update)
+                    || (rc != Rcode::NOERROR && rc != Rcode::NXDOMAIN)
+                {
+                    return Refreshed {
+                        out,
+                        refreshed: false,
+                        item: None,
+                    };
+                }
+                let item = self.on_reply(k, res, prefetch, seq, &server);
+                Refreshed {
+                    out,
+                    refreshed: true,
+                    item,
+                }
+            }
+        }
+    }
+
+    fn should_prefetch(&self, i: &Item, now: Instant) -> bool {
+        if self.cfg.prefetch == 0 {
+            return false;
+        }
+        let hits = i.update_freq(self.cfg.prefetch_window, now);
+        let threshold = (self.cfg.prefetch_pct as u64 * i.orig_ttl as u64).div_ceil(100) as i64;
+        hits >= self.cfg.prefetch && i.ttl(now) <= threshold
+    }
+
+    /// Starts one background refresh of `i` unless one is running (or a failed one is waiting
+    /// out its recheck delay).
+    fn try_prefetch(
+        self: &Arc<Self>,
+        i: &Arc<Item>,
+        req: &Request,
+        next: Next<'_>,
+        k: &Key,
+        now: Instant,
+        stale: bool,
+    ) {
+        let recheck = if stale {
+            self.cfg.stale_recheck
+        } else {
+            Duration::ZERO
+        };
+        if !i.begin_refresh(self.clock.now(), recheck) {
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            i.end_refresh(self.clock.now(), recheck, false);
+            return;
+        };
+        let chain = next.to_owned_chain();
+        let mut bg = background_request(req);
+        let me = self.clone();
+        let i = i.clone();
+        let k = k.clone();
+        rt.spawn(async move {
+            metrics::PREFETCH
+                .with_label_values(&me.labels(&bg.server.clone()))
+                .inc();
+            let writer = if stale {
+                Writer::Verify { prefetch: true }
+            } else {
+                Writer::Prefetch
+            };
+            let r = me.refresh(&mut bg, Next::new(&chain), &k, writer).await;
+            if r.refreshed {
+                // Keep the popularity the old item had.
+                if let Some(i1) = me.exists(k.hash) {
+                    i1.reset_freq(now, i.hits());
+                }
+            }
+            i.end_refresh(me.clock.now(), recheck, r.refreshed);
+        });
+    }
+
+    fn exists(&self, hash: u64) -> Option<Arc<Item>> {
+        self.ncache.get(hash).or_else(|| self.pcache.get(hash))
+    }
+
+    /// Verifies a stale item in the background, waiting at most `verify_timeout` for it.
+    async fn verify_with_timeout(
+        self: &Arc<Self>,
+        req: &Request,
+        next: Next<'_>,
+        k: &Key,
+        i: &Arc<Item>,
+    ) -> Option<Outcome> {
+        let chain = next.to_owned_chain();
+        let mut bg = background_request(req);
+        bg.proto = req.proto;
+        let me = self.clone();
+        let kk = k.clone();
+        let ii = i.clone();
+        let recheck = self.cfg.stale_recheck;
+        let task = tokio::spawn(async move {
+            let r = me
+                .refresh(
+                    &mut bg,
+                    Next::new(&chain),
+                    &kk,
+                    Writer::Verify { prefetch: true },
+                )
+                .await;
+            if !recheck.is_zero() {
+                ii.end_refresh(me.clock.now(), recheck, r.refreshed);
+            }
+            r
+        });
+        let r = tokio::time::timeout(self.cfg.verify_timeout, task)
+            .await
+            .ok()?
+            .ok()?;
+        if !r.refreshed {
+            return None;
+        }
+        match r.item {
+            Some(item) => {
+                let ttl = if self.cfg.keepttl {
+                    item.orig_ttl
+                } else {
+                    item.ttl(self.clock.now()).max(0) as u32
+                };
+                Some(Outcome::wire(
+                    NAME,
+                    item.to_wire(k.rd, k.cd, k.do_bit, k.ad, ttl),
+                ))
+            }
+            None => {
+                let mut out = r.out;
+                out.writer = NAME;
+                Some(out)
+            }
+        }
+    }
+
+    /// CoreDNS `ServeDNS` for a name in the cache's zones.
+    async fn serve_zone(self: &Arc<Self>, req: &mut Request, next: Next<'_>) -> Outcome {
+        let k = self.key(req);
+        let now = self.clock.now();
+        let server = req.server.clone();
+        let Some(i) = self.get_if_not_stale(now, &k, &server) else {
+            return self.refresh(req, next, &k, Writer::Normal).await.out;
+        };
+        let ttl = i.ttl(now);
+        let stale = ttl <= 0;
+        if stale {
+            if self.cfg.verify_stale {
+                let recheck = self.cfg.stale_recheck;
+                let track = !recheck.is_zero();
+                if !track || i.begin_refresh(now, recheck) {
+                    if self.cfg.verify_timeout.is_zero() {
+                        let r = self
+                            .refresh(req, next, &k, Writer::Verify { prefetch: false })
+                            .await;
+                        if track {
+                            i.end_refresh(self.clock.now(), recheck, r.refreshed);
+                        }
+                        if r.refreshed {
+                            return r.out;
+                        }
+                    } else if let Some(out) = self.verify_with_timeout(req, next, &k, &i).await {
+                        return out;
+                    }
+                }
+            } else {
+                // The refresh's popularity reset is taken at the moment the item expired.
+                let expired_at = now
+                    .checked_sub(Duration::from_secs(ttl.unsigned_abs()))
+                    .unwrap_or(now);
+                self.try_prefetch(&i, req, next, &k, expired_at, true);
+            }
+            metrics::SERVED_STALE
+                .with_label_values(&self.labels(&server))
+                .inc();
+        } else if self.should_prefetch(&i, now) {
+            self.try_prefetch(&i, req, next, &k, now, false);
+        }
+        let out_ttl = if stale && self.cfg.stale_ttl > 0 {
+            self.cfg.stale_ttl
+        } else if self.cfg.keepttl {
+            i.orig_ttl
+        } else {
+            ttl.max(0) as u32
+        };
+        Outcome::wire(NAME, i.to_wire(k.rd, k.cd, k.do_bit, k.ad, out_ttl))
+    }
+}
+
+/// The item that answers `k`: `i` itself or the last known good answer it keeps.
+fn answering_item(i: &Arc<Item>, k: &Key) -> Option<Arc<Item>> {
+    if i.answering && k.matches(i) {
+        return Some(i.clone());
+    }
+    i.last_known_good
+        .as_ref()
+        .filter(|l| l.answering && k.matches(l))
+        .cloned()
+}
+
+/// A copy of `req` for a refresh nobody waits on: over TCP (so upstream replies are not
+/// truncated), same question, DO and CD.
+fn background_request(req: &Request) -> Request {
+    Request {
+        msg: req.msg.clone(),
+        client: req.client,
+        local: req.local,
+        proto: Proto::Tcp,
+        size: req.size,
+        start: Instant::now(),
+        zone: req.zone.clone(),
+        server: req.server.clone(),
+        depth: req.depth,
+        resolver: req.resolver.clone(),
+    }
+}
+
+impl Invalidate for Inner {
+    fn invalidate(&self, inv: &Invalidation) {
+        let hit = |i: &Item| {
+            inv.all
+                || inv.names.contains(&i.name)
+                || inv.subtrees.iter().any(|z| i.name.is_subdomain_of(z))
+        };
+        self.pcache.remove_if(hit);
+        self.ncache.remove_if(|i| {
+            hit(i)
+                || inv
+                    .negative_subtrees
+                    .iter()
+                    .any(|z| i.name.is_subdomain_of(z))
+        });
+    }
+}
+
+impl Handler for Cache {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn serve<'a>(&'a self, req: &'a mut Request, next: Next<'a>) -> BoxFuture<'a, Outcome> {
+        Box::pin(async move {
+            let qname = req.qname();
+            if !self.inner.zones.iter().any(|z| qname.is_subdomain_of(z)) {
+                return next.run(req).await;
+            }
+            self.inner.serve_zone(req, next).await
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,414 @@
+//! The cache's storage: an injectable clock, cached items (the encoded reply plus the offsets of
+//! its TTL fields, so a hit is a copy and a few patches) and a 256-shard map with random
+//! eviction per shard, like CoreDNS's `plugin/pkg/cache`. No I/O.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sextant_wire::{read_name, Class, Message, Name, RType, Rcode, HEADER_LEN};
+
+/// Source of time; tests inject a manual one.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> Instant;
+}
+
+/// The monotonic system clock.
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+}
+
+/// A clock that moves only when told to (tests).
+pub struct ManualClock {
+    base: Instant,
+    offset: Mutex<Duration>,
+}
+
+impl ManualClock {
+    pub fn new() -> ManualClock {
+        ManualClock {
+            base: Instant::now(),
+            offset: Mutex::new(Duration::ZERO),
+        }
+    }
+
+    pub fn advance(&self, d: Duration) {
+        if let Ok(mut o) = self.offset.lock() {
+            *o += d;
+        }
+    }
+}
+
+impl Default for ManualClock {
+    fn default() -> Self {
+        ManualClock::new()
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Instant {
+        self.base + self.offset.lock().map(|o| *o).unwrap_or_default()
+    }
+}
+
+/// Which of the two caches an item lives in (also the metric `type` label).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Success,
+    Denial,
+}
+
+impl Kind {
+    pub fn label(self) -> &'static str {
+        match self {
+            Kind::Success => "success",
+            Kind::Denial => "denial",
+        }
+    }
+}
+
+/// One cached reply.
+pub struct Item {
+    pub name: Name,
+    pub qtype: RType,
+    pub qclass: Class,
+    pub do_bit: bool,
+    pub cd: bool,
+    pub rcode: Rcode,
+    pub ad: bool,
+    pub ra: bool,
+    /// True if the reply answers its question (for `serve_stale_policy prefer_positive`).
+    pub answering: bool,
+    /// The reply encoded without OPT, every TTL set to `orig_ttl`.
+    pub wire: Vec<u8>,
+    /// Where the four TTL bytes of each record sit in `wire`.
+    pub ttl_offsets: Vec<usize>,
+    pub orig_ttl: u32,
+    pub stored: Instant,
+    /// A positive answer kept when a non-answer replaced it (prefer_positive).
+    pub last_known_good: Option<Arc<Item>>,
+    freq: Mutex<(Option<Instant>, u64)>,
+    refreshing: AtomicBool,
+    retry_after: Mutex<Option<Instant>>,
+}
+
+/// Offsets of the TTL fields of every record in an encoded message (None if it is malformed).
+pub fn ttl_offsets(wire: &[u8]) -> Option<Vec<usize>> {
+    let count = |i: usize| -> Option<usize> {
+        Some(u16::from_be_bytes([*wire.get(i)?, *wire.get(i + 1)?]) as usize)
+    };
+    let (qd, an, ns, ar) = (count(4)?, count(6)?, count(8)?, count(10)?);
+    let mut p = HEADER_LEN;
+    for _ in 0..qd {
+        p = read_name(wire, p).ok()?.1 + 4;
+    }
+    let mut out = Vec::with_capacity(an + ns + ar);
+    for _ in 0..an + ns + ar {
+        p = read_name(wire, p).ok()?.1;
+        let rdlen = count(p + 8)?;
+        out.push(p + 4);
+        p += 10 + rdlen;
+    }
+    (p == wire.len()).then_some(out)
+}
+
+impl Item {
+    /// Encodes `m` (TTLs already rewritten to `ttl`) for storing.
+    pub fn new(
+        m: &Message,
+        do_bit: bool,
+        cd: bool,
+        answering: bool,
+        ttl: u32,
+        now: Instant,
+    ) -> Option<Item> {
+        let q = m.question()?;
+        let mut enc = m.clone();
+        enc.edns = None;
+        enc.header.id = 0;
+        let wire = enc.to_wire();
+        let ttl_offsets = ttl_offsets(&wire)?;
+        Some(Item {
+            name: q.name.clone(),
+            qtype: q.qtype,
+            qclass: q.qclass,
+            do_bit,
+            cd,
+            rcode: m.rcode(),
+            ad: m.header.ad,
+            ra: m.header.ra,
+            answering,
+            wire,
+            ttl_offsets,
+            orig_ttl: ttl,
+            stored: now,
+            last_known_good: None,
+            freq: Mutex::new((None, 0)),
+            refreshing: AtomicBool::new(false),
+            retry_after: Mutex::new(None),
+        })
+    }
+
+    /// Seconds left (negative once expired), truncated like Go's `int(d.Seconds())`.
+    pub fn ttl(&self, now: Instant) -> i64 {
+        self.orig_ttl as i64 - now.saturating_duration_since(self.stored).as_secs() as i64
+    }
+
+    /// Same question (name case-insensitively, type, class) and the same DO/CD bits.
+    pub fn matches(
+        &self,
+        name: &Name,
+        qtype: RType,
+        qclass: Class,
+        do_bit: bool,
+        cd: bool,
+    ) -> bool {
+        self.qtype == qtype
+            && self.qclass == qclass
+            && self.do_bit == do_bit
+            && self.cd == cd
+            && self.name == *name
+    }
+
+    /// The reply for a query with header flags `rd`/`cd` and DO/AD wishes, every TTL `ttl`.
+    /// Like CoreDNS's `toMsg`: AA always set, RA and rcode as stored, AD only if the client
+    /// asked with DO or AD.
+    pub fn to_wire(&self, rd: bool, cd: bool, do_bit: bool, ad: bool, ttl: u32) -> Vec<u8> {
+        let mut out = self.wire.clone();
+        let mut f: u16 = 0x8000 | 0x0400 | (self.rcode.low() as u16 & 0x0f);
+        if rd {
+            f |= 0x0100;
+        }
+        if self.ra {
+            f |= 0x0080;
+        }
+        if self.ad && (do_bit || ad) {
+            f |= 0x0020;
+        }
+        if cd {
+            f |= 0x0010;
+        }
+        if out.len() >= HEADER_LEN {
+            out[2..4].copy_from_slice(&f.to_be_bytes());
+        }
+        let t = ttl.to_be_bytes();
+        for &o in &self.ttl_offsets {
+            if let Some(dst) = out.get_mut(o..o + 4) {
+                dst.copy_from_slice(&t);
+            }
+        }
+        out
+    }
+
+    /// CoreDNS `freq.Update`: counts hits with gaps shorter than `d`.
+    pub fn update_freq(&self, d: Duration, now: Instant) -> u64 {
+        let Ok(mut f) = self.freq.lock() else {
+            return 0;
+        };
+        let fresh = match f.0 {
+            Some(last) => now.checked_sub(d).is_none_or(|earliest| last >= earliest),
+            None => false,
+        };
+        f.0 = Some(now);
+        f.1 = if fresh { f.1 + 1 } else { 1 };
+        f.1
+    }
+
+    pub fn hits(&self) -> u64 {
+        self.freq.lock().map(|f| f.1).unwrap_or(0)
+    }
+
+    pub fn reset_freq(&self, now: Instant, hits: u64) {
+        if let Ok(mut f) = self.freq.lock() {
+            *f = (Some(now), hits);
+        }
+    }
+
+    /// At most one refresh in flight; none before `retry_after` when a recheck delay is set.
+    pub fn begin_refresh(&self, now: Instant, recheck: Duration) -> bool {
+        if !recheck.is_zero() {
+            if let Ok(r) = self.retry_after.lock() {
+                if r.is_some_and(|t| now < t) {
+                    return false;
+                }
+            }
+        }
+        self.refreshing
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    pub fn end_refresh(&self, now: Instant, recheck: Duration, refreshed: bool) {
+        if let Ok(mut r) = self.retry_after.lock() {
+            *r = (!recheck.is_zero() && !refreshed).then(|| now + recheck);
+        }
+        self.refreshing.store(false, Ordering::Release);
+    }
+}
+
+const SHARDS: usize = 256;
+
+/// 256 shards of `key -> item`, each holding at most `shard_cap` items.
+pub struct Store {
+    shards: Vec<Mutex<HashMap<u64, Arc<Item>>>>,
+    shard_cap: usize,
+}
+
+impl Store {
+    /// CoreDNS: `max(size / 256, 4)` per shard, so 9984 for 10000 and never below 1024.
+    pub fn new(cap: i64) -> Store {
+        let shard_cap = (cap / SHARDS as i64).max(4) as usize;
+        Store {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shard_cap,
+        }
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.shard_cap * SHARDS
+    }
+
+    fn shard(&self, key: u64) -> &Mutex<HashMap<u64, Arc<Item>>> {
+        &self.shards[(key as usize) & (SHARDS - 1)]
+    }
+
+    pub fn get(&self, key: u64) -> Option<Arc<Item>> {
+        self.shard(key).lock().ok()?.get(&key).cloned()
+    }
+
+    /// Inserts or replaces; true if another item was evicted (at random) to make room.
+    pub fn add(&self, key: u64, item: Arc<Item>) -> bool {
+        let Ok(mut s) = self.shard(key).lock() else {
+            return false;
+        };
+        let mut evicted = false;
+        if s.len() >= self.shard_cap && !s.contains_key(&key) {
+            let victim = s.keys().nth(rand::random_range(0..s.len())).copied();
+            if let Some(v) = victim {
+                s.remove(&v);
+                evicted = true;
+            }
+        }
+        s.insert(key, item);
+        evicted
+    }
+
+    pub fn remove(&self, key: u64) {
+        if let Ok(mut s) = self.shard(key).lock() {
+            s.remove(&key);
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().map(|s| s.len()).unwrap_or(0))
+            .sum()
+    }
+
+    /// Drops every item `drop` says yes to; returns how many went.
+    pub fn remove_if(&self, drop: impl Fn(&Item) -> bool) -> usize {
+        let mut n = 0;
+        for s in &self.shards {
+            if let Ok(mut s) = s.lock() {
+                let before = s.len();
+                s.retain(|_, i| !drop(i));
+                n += before - s.len();
+            }
+        }
+        n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sextant_wire::{RData, Record};
+    use std::net::Ipv4Addr;
+
+    fn item(now: Instant) -> Item {
+        let mut m = Message::reply_to(&Message::query(
+            7,
+            Name::parse("a.example.").unwrap(),
+            RType::A,
+        ));
+        for i in 0..3 {
+            m.answers.push(Record::new(
+                Name::parse("a.example.").unwrap(),
+                30,
+                RData::A(Ipv4Addr::new(10, 0, 0, i)),
+            ));
+        }
+        m.additional.push(Record::new(
+            Name::parse("ns.example.").unwrap(),
+            30,
+            RData::A(Ipv4Addr::new(10, 0, 1, 1)),
+        ));
+        Item::new(&m, false, false, true, 30, now).unwrap()
+    }
+
+    #[test]
+    fn ttl_patching_and_flags() {
+        let now = Instant::now();
+        let i = item(now);
+        assert_eq!(i.ttl_offsets.len(), 4);
+        let w = i.to_wire(true, true, false, false, 17);
+        let m = Message::parse(&w).unwrap();
+        assert!(m.header.aa && m.header.rd && m.header.cd && m.header.qr);
+        assert!(!m.header.ad && !m.header.tc);
+        assert!(m.answers.iter().chain(&m.additional).all(|r| r.ttl == 17));
+        assert_eq!(m.answers.len(), 3);
+        assert_eq!(i.ttl(now + Duration::from_millis(29_999)), 1);
+        assert_eq!(i.ttl(now + Duration::from_secs(31)), -1);
+    }
+
+    #[test]
+    fn shard_capacity_and_eviction() {
+        assert_eq!(Store::new(10000).capacity(), 9984);
+        assert_eq!(Store::new(100).capacity(), 1024);
+        assert_eq!(Store::new(5000).capacity(), 4864);
+        let s = Store::new(1024);
+        let now = Instant::now();
+        let it = Arc::new(item(now));
+        // Keys in shard 0 only: the fifth evicts one.
+        let mut evictions = 0;
+        for k in 0..6u64 {
+            if s.add(k * 256, it.clone()) {
+                evictions += 1;
+            }
+        }
+        assert_eq!(evictions, 2);
+        assert_eq!(s.len(), 4);
+        assert!(s.get(5 * 256).is_some(), "the newest item is kept");
+        // Replacing an existing key never evicts.
+        assert!(!s.add(5 * 256, it.clone()));
+        assert_eq!(s.remove_if(|_| true), 4);
+    }
+
+    #[test]
+    fn freq_and_refresh_gate() {
+        let now = Instant::now();
+        let i = item(now);
+        let m = Duration::from_secs(60);
+        assert_eq!(i.update_freq(m, now), 1);
+        assert_eq!(i.update_freq(m, now + Duration::from_secs(10)), 2);
+        assert_eq!(i.update_freq(m, now + Duration::from_secs(100)), 1);
+        let r = Duration::from_secs(30);
+        assert!(i.begin_refresh(now, r));
+        assert!(!i.begin_refresh(now, r), "one refresh at a time");
+        i.end_refresh(now, r, false);
+        assert!(!i.begin_refresh(now + Duration::from_secs(29), r));
+        assert!(i.begin_refresh(now + Duration::from_secs(30), r));
+        i.end_refresh(now, Duration::ZERO, true);
+        assert!(i.begin_refresh(now, Duration::ZERO));
+    }
+}

@@ -1,0 +1,66 @@
+//! Prometheus metrics of the `forward` plugin, with CoreDNS's names, labels and buckets
+//! (`coredns_proxy_*` from `plugin/pkg/proxy`, `coredns_forward_*`), plus Sextant's count of
+//! rejected bogus upstream replies. No I/O.
+
+use std::sync::LazyLock;
+
+use prometheus::{
+    register_counter, register_counter_vec, register_histogram_vec, Counter, CounterVec,
+    HistogramVec,
+};
+
+/// The `proxy_name` label value this plugin uses.
+pub const PROXY_NAME: &str = "forward";
+
+macro_rules! lazy {
+    ($name:ident : $t:ty = $e:expr) => {
+        pub static $name: LazyLock<$t> = LazyLock::new(|| $e.expect("metric registers once"));
+    };
+}
+
+lazy!(REQUEST_DURATION: HistogramVec = register_histogram_vec!(
+    "coredns_proxy_request_duration_seconds",
+    "Histogram of the time each request to an upstream took.",
+    &["proxy_name", "to", "rcode"],
+    (0..16).map(|i| 0.00025 * 2f64.powi(i)).collect()
+));
+lazy!(HC_FAILURES: CounterVec = register_counter_vec!(
+    "coredns_proxy_healthcheck_failures_total",
+    "Counter of the number of failed health checks per upstream.",
+    &["proxy_name", "to"]
+));
+lazy!(CONN_HITS: CounterVec = register_counter_vec!(
+    "coredns_proxy_conn_cache_hits_total",
+    "Counter of upstream connections taken from the connection cache.",
+    &["proxy_name", "to", "proto"]
+));
+lazy!(CONN_MISSES: CounterVec = register_counter_vec!(
+    "coredns_proxy_conn_cache_misses_total",
+    "Counter of upstream connections that had to be opened (not in the cache).",
+    &["proxy_name", "to", "proto"]
+));
+lazy!(HC_BROKEN: Counter = register_counter!(
+    "coredns_forward_healthcheck_broken_total",
+    "Counter of the number of times every upstream was unhealthy and one was picked at random."
+));
+lazy!(MAX_CONCURRENT_REJECTS: Counter = register_counter!(
+    "coredns_forward_max_concurrent_rejects_total",
+    "Counter of queries refused because max_concurrent was reached."
+));
+lazy!(BOGUS_REPLIES: CounterVec = register_counter_vec!(
+    "sextant_forward_bogus_replies_total",
+    "Counter of upstream replies dropped because ID, question or format did not match the query.",
+    &["to"]
+));
+
+/// Registers the label-less counters so they show up (at 0) as soon as `forward` is configured,
+/// like CoreDNS registering its metrics at start-up.
+pub fn init() {
+    LazyLock::force(&HC_BROKEN);
+    LazyLock::force(&MAX_CONCURRENT_REJECTS);
+    LazyLock::force(&REQUEST_DURATION);
+    LazyLock::force(&HC_FAILURES);
+    LazyLock::force(&CONN_HITS);
+    LazyLock::force(&CONN_MISSES);
+    LazyLock::force(&BOGUS_REPLIES);
+}

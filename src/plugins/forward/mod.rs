@@ -1,0 +1,371 @@
+//! The `forward` plugin: relays queries for FROM (minus `except`) to up to 15 upstreams over
+//! UDP, TCP or TLS, with CoreDNS's selection loop (policies, health, `max_fails`,
+//! `max_connect_attempts`, 5 s deadline, `next`/`failover`), `max_concurrent`, and coalescing of
+//! identical in-flight queries. Wire exchange and health checks live in `proxy`.
+
+mod metrics;
+mod proxy;
+pub mod setup;
+mod tls;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rand::seq::SliceRandom;
+use rustls::pki_types::ServerName;
+use sextant_corefile::{Directive, Error};
+use sextant_wire::{Class, Message, Name, RType, Rcode};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::plugin::{BoxFuture, Handler, Next, Outcome, Proto, Request, SetupCtx};
+use proxy::{HealthSettings, Net, Proxy, TlsSettings};
+use setup::{Config, Policy, Transport};
+
+/// Overall time one client query may spend on upstreams (CoreDNS `defaultTimeout`).
+const OVERALL_DEADLINE: Duration = Duration::from_secs(5);
+/// Connect attempts per upstream when `max_connect_attempts` is not set.
+const DEFAULT_ATTEMPTS_PER_UPSTREAM: usize = 2;
+
+/// What one resolution ended in; shared by every coalesced client query.
+#[derive(Clone, Debug)]
+enum Resolution {
+    Reply(Arc<Message>),
+    /// Hand the query to the next plugin (`next` / `next_on_nodata`).
+    Next,
+    Error(String),
+}
+
+/// Identical in-flight queries share one upstream exchange.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Key {
+    name: Name,
+    qtype: RType,
+    qclass: Class,
+    do_bit: bool,
+    cd: bool,
+    rd: bool,
+    net: Net,
+}
+
+type Inflight = Mutex<HashMap<Key, watch::Sender<Option<Resolution>>>>;
+
+struct Inner {
+    cfg: Config,
+    proxies: Vec<Arc<Proxy>>,
+    robin: AtomicU32,
+}
+
+/// One `forward` line.
+pub struct Forward {
+    inner: Arc<Inner>,
+    concurrent: AtomicU64,
+    inflight: Arc<Inflight>,
+    limit_error: String,
+}
+
+struct ConcurrencyGuard<'a>(&'a AtomicU64);
+
+impl Drop for ConcurrencyGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+pub fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), Error> {
+    metrics::init();
+    let stop = CancellationToken::new();
+    let mut all = Vec::new();
+    for d in lines {
+        let cfg = setup::parse(d)?;
+        let tls_cfg = match (&cfg.tls, cfg.to.iter().any(|t| t.0 == Transport::Tls)) {
+            (_, false) => None,
+            (Some(args), true) => Some(tls::client_config(args).map_err(|e| d.err(e))?),
+            (None, true) => Some(tls::client_config(&[]).map_err(|e| d.err(e))?),
+        };
+        let mut proxies = Vec::new();
+        for (trans, addr) in &cfg.to {
+            let tls = match (trans, &tls_cfg) {
+                (Transport::Tls, Some(c)) => {
+                    let server_name = match &cfg.tls_servername {
+                        Some(n) => ServerName::try_from(n.clone())
+                            .map_err(|_| d.err(format!("invalid tls_servername '{n}'")))?,
+                        None => ServerName::IpAddress(addr.ip().into()),
+                    };
+                    Some(TlsSettings {
+                        connector: tokio_rustls::TlsConnector::from(c.clone()),
+                        server_name,
+                    })
+                }
+                _ => None,
+            };
+            proxies.push(Arc::new(Proxy::new(
+                *addr,
+                tls,
+                cfg.read_timeout,
+                cfg.expire,
+                cfg.max_idle_conns,
+                cfg.source_address,
+                HealthSettings {
+                    interval: cfg.hc_interval,
+                    recursion_desired: cfg.hc_recursion_desired,
+                    domain: cfg.hc_domain.clone(),
+                    tcp: cfg.force_tcp,
+                },
+                stop.clone(),
+            )));
+        }
+        let limit_error = format!("concurrent queries exceeded maximum {}", cfg.max_concurrent);
+        let f = Arc::new(Forward {
+            inner: Arc::new(Inner {
+                cfg,
+                proxies,
+                robin: AtomicU32::new(0),
+            }),
+            concurrent: AtomicU64::new(0),
+            inflight: Arc::new(Mutex::new(HashMap::new())),
+            limit_error,
+        });
+        all.push(f.clone());
+        ctx.add_handler(f);
+    }
+    // Close cached connections that outlived `expire`, until the generation is retired.
+    if let Ok(rt) = tokio::runtime::Handle::try_current() {
+        let (s, fs) = (stop.clone(), all.clone());
+        let every = all
+            .iter()
+            .map(|f| f.inner.cfg.expire)
+            .min()
+            .unwrap_or(Duration::from_secs(10))
+            .max(Duration::from_millis(100));
+        rt.spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = s.cancelled() => break,
+                    _ = tokio::time::sleep(every) => {}
+                }
+                for f in &fs {
+                    for p in &f.inner.proxies {
+                        p.sweep();
+                    }
+                }
+            }
+        });
+    }
+    ctx.generation().on_shutdown(Box::new(move || {
+        stop.cancel();
+        for f in &all {
+            for p in &f.inner.proxies {
+                p.clear();
+            }
+        }
+    }));
+    Ok(())
+}
+
+impl Inner {
+    /// The order upstreams are tried in for one query.
+    fn list(&self) -> Vec<usize> {
+        let n = self.proxies.len();
+        let mut idx: Vec<usize> = (0..n).collect();
+        match self.cfg.policy {
+            Policy::Sequential => {}
+            Policy::Random => idx.shuffle(&mut rand::rng()),
+            Policy::RoundRobin => {
+                let start = self.robin.fetch_add(1, Ordering::Relaxed).wrapping_add(1) as usize;
+                if n > 0 {
+                    idx.rotate_left(start % n);
+                }
+            }
+        }
+        idx
+    }
+
+    /// CoreDNS's `ServeDNS` loop for one query.
+    async fn resolve(&self, msg: Message, net: Net, next_is_forward: bool) -> Resolution {
+        let cfg = &self.cfg;
+        let n = self.proxies.len();
+        let list = self.list();
+        let deadline = Instant::now() + OVERALL_DEADLINE;
+        let max_attempts = match cfg.max_connect_attempts {
+            Some(a) => a as usize,
+            None => DEFAULT_ATTEMPTS_PER_UPSTREAM * n,
+        };
+        let (mut attempts, mut fails, mut failovers, mut i) = (0usize, 0usize, 0usize, 0usize);
+        let mut upstream_err: Option<String> = None;
+        while Instant::now() < deadline && (max_attempts == 0 || attempts < max_attempts) {
+            if i >= list.len() {
+                i = 0;
+                fails = 0;
+            }
+            let mut p = &self.proxies[list[i]];
+            i += 1;
+            if p.down(cfg.max_fails) {
+                fails += 1;
+                if fails < n {
+                    continue;
+                }
+                metrics::HC_BROKEN.inc();
+                if cfg.failfast {
+                    break;
+                }
+                // Every upstream looks down: assume the health check is broken, pick one.
+                p = &self.proxies[rand::random_range(0..n)];
+            }
+            let mut this_net = if p.tls.is_some() { Net::Tcp } else { net };
+            let res = loop {
+                let r = p.connect(&msg, this_net, deadline).await;
+                if let Ok(m) = &r {
+                    if m.header.tc && this_net == Net::Udp && !cfg.force_tcp && cfg.prefer_udp {
+                        this_net = Net::Tcp;
+                        continue;
+                    }
+                }
+                break r;
+            };
+            let m = match res {
+                Err(e) => {
+                    upstream_err = Some(e);
+                    if cfg.max_fails != 0 {
+                        p.healthcheck();
+                    }
+                    if max_attempts > 0 {
+                        attempts += 1;
+                        if attempts >= max_attempts {
+                            break;
+                        }
+                    }
+                    if fails < n {
+                        continue;
+                    }
+                    break;
+                }
+                Ok(m) => m,
+            };
+            let rcode = m.rcode();
+            if cfg.failover.contains(&rcode) {
+                failovers += 1;
+                if failovers < n {
+                    continue;
+                }
+            }
+            if next_is_forward && cfg.next.contains(&rcode) {
+                return Resolution::Next;
+            }
+            if next_is_forward
+                && cfg.next_on_nodata
+                && rcode == Rcode::NOERROR
+                && m.answers.is_empty()
+            {
+                return Resolution::Next;
+            }
+            return Resolution::Reply(Arc::new(m));
+        }
+        Resolution::Error(upstream_err.unwrap_or_else(|| "no healthy proxies".to_string()))
+    }
+}
+
+impl Forward {
+    fn matches(&self, qname: &Name) -> bool {
+        let cfg = &self.inner.cfg;
+        if !qname.is_subdomain_of(&cfg.from) {
+            return false;
+        }
+        if *qname == cfg.from {
+            return true;
+        }
+        !cfg.except.iter().any(|e| qname.is_subdomain_of(e))
+    }
+
+    /// Runs the resolution for `req`, sharing it with identical queries already in flight.
+    async fn coalesced(&self, req: &Request, net: Net, next_is_forward: bool) -> Resolution {
+        let key = Key {
+            name: req.qname().to_lowercase(),
+            qtype: req.qtype(),
+            qclass: req.qclass(),
+            do_bit: req.do_bit(),
+            cd: req.msg.header.cd,
+            rd: req.msg.header.rd,
+            net,
+        };
+        let mut rx = {
+            let Ok(mut map) = self.inflight.lock() else {
+                return Resolution::Error("forward: in-flight table poisoned".into());
+            };
+            match map.get(&key) {
+                Some(tx) => tx.subscribe(),
+                None => {
+                    let (tx, rx) = watch::channel(None);
+                    map.insert(key.clone(), tx);
+                    let (inner, inflight, msg) =
+                        (self.inner.clone(), self.inflight.clone(), req.msg.clone());
+                    // The exchange runs in its own task so that no waiting client can cancel
+                    // it for the others.
+                    tokio::spawn(async move {
+                        let res = inner.resolve(msg, net, next_is_forward).await;
+                        let tx = inflight.lock().ok().and_then(|mut m| m.remove(&key));
+                        if let Some(tx) = tx {
+                            tx.send_replace(Some(res));
+                        }
+                    });
+                    rx
+                }
+            }
+        };
+        let res = match rx.wait_for(Option::is_some).await {
+            Ok(v) => v.clone(),
+            Err(_) => None,
+        };
+        res.unwrap_or_else(|| {
+            Resolution::Error("forward: resolution ended without a result".into())
+        })
+    }
+}
+
+impl Handler for Forward {
+    fn name(&self) -> &'static str {
+        "forward"
+    }
+
+    fn serve<'a>(&'a self, req: &'a mut Request, next: Next<'a>) -> BoxFuture<'a, Outcome> {
+        Box::pin(async move {
+            if !self.matches(&req.qname()) {
+                return next.run(req).await;
+            }
+            let cfg = &self.inner.cfg;
+            let _guard = if cfg.max_concurrent > 0 {
+                let count = self.concurrent.fetch_add(1, Ordering::Relaxed) + 1;
+                let g = ConcurrencyGuard(&self.concurrent);
+                if count > cfg.max_concurrent {
+                    metrics::MAX_CONCURRENT_REJECTS.inc();
+                    return Outcome::error("forward", Rcode::REFUSED, self.limit_error.clone());
+                }
+                Some(g)
+            } else {
+                None
+            };
+            let net = if cfg.force_tcp {
+                Net::Tcp
+            } else if cfg.prefer_udp {
+                Net::Udp
+            } else {
+                match req.proto {
+                    Proto::Udp => Net::Udp,
+                    Proto::Tcp => Net::Tcp,
+                }
+            };
+            let next_is_forward = next.name() == Some("forward");
+            match self.coalesced(req, net, next_is_forward).await {
+                Resolution::Reply(m) => {
+                    let mut m = (*m).clone();
+                    m.header.id = req.msg.header.id;
+                    Outcome::reply("forward", m)
+                }
+                Resolution::Next => next.run(req).await,
+                Resolution::Error(e) => Outcome::error("forward", Rcode::SERVFAIL, e),
+            }
+        })
+    }
+}

@@ -1,0 +1,617 @@
+//! One upstream of `forward`: query exchange over UDP (a fresh socket per query), TCP and TLS
+//! (cached connections with `expire`/`max_idle_conns`), RFC 5452 reply matching (ID, question,
+//! source via connected sockets; bogus replies are counted and never end the wait), and the
+//! failure-triggered health check that marks the upstream up or down.
+
+use std::collections::VecDeque;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rustls::pki_types::ServerName;
+use sextant_wire::{Message, Name, ParseError, RType};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpSocket, UdpSocket};
+use tokio::time::timeout_at;
+use tokio_util::sync::CancellationToken;
+
+use super::metrics::{
+    BOGUS_REPLIES, CONN_HITS, CONN_MISSES, HC_FAILURES, PROXY_NAME, REQUEST_DURATION,
+};
+
+/// Transport of one exchange (TLS upstreams always use TLS over TCP).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Net {
+    Udp,
+    Tcp,
+}
+
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+struct Pooled {
+    stream: Box<dyn Stream>,
+    local: SocketAddr,
+    used: Instant,
+}
+
+/// TLS settings of a `tls://` upstream.
+pub struct TlsSettings {
+    pub connector: tokio_rustls::TlsConnector,
+    pub server_name: ServerName<'static>,
+}
+
+/// Health-check settings.
+pub struct HealthSettings {
+    pub interval: Duration,
+    pub recursion_desired: bool,
+    pub domain: Name,
+    /// Checks over TCP (`force_tcp`) instead of UDP; TLS upstreams always check over TLS.
+    pub tcp: bool,
+}
+
+/// How long a health-check probe waits (CoreDNS `plugin/pkg/proxy/health.go`).
+const HC_TIMEOUT: Duration = Duration::from_secs(1);
+const MIN_DIAL_TIMEOUT: Duration = Duration::from_secs(1);
+const MAX_DIAL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One upstream server.
+pub struct Proxy {
+    pub addr: SocketAddr,
+    /// Metric label `to` (`IP:port`, IPv6 bracketed).
+    pub label: String,
+    pub tls: Option<TlsSettings>,
+    pub read_timeout: Duration,
+    pub expire: Duration,
+    pub max_idle: usize,
+    pub source: Option<IpAddr>,
+    pub health: HealthSettings,
+    fails: AtomicU32,
+    probing: AtomicBool,
+    /// Bumped by every successful probe.
+    ok_epoch: AtomicU64,
+    pool: Mutex<VecDeque<Pooled>>,
+    avg_dial_ns: AtomicI64,
+    stop: CancellationToken,
+}
+
+/// Why an exchange over a stream failed.
+enum StreamError {
+    /// A cached connection turned out to be closed before anything was read: retry.
+    CachedClosed,
+    Other(String),
+}
+
+/// Go-like text for an I/O error (`connection refused`, `connection reset by peer`).
+fn io_text(e: &io::Error) -> String {
+    match e.kind() {
+        io::ErrorKind::ConnectionRefused => "connection refused".into(),
+        io::ErrorKind::ConnectionReset => "connection reset by peer".into(),
+        io::ErrorKind::BrokenPipe => "broken pipe".into(),
+        io::ErrorKind::TimedOut => "i/o timeout".into(),
+        io::ErrorKind::UnexpectedEof => "EOF".into(),
+        _ => {
+            let s = e.to_string();
+            let s = match s.find(" (os error") {
+                Some(i) => s[..i].to_string(),
+                None => s,
+            };
+            let mut c = s.chars();
+            match c.next() {
+                Some(f) => f.to_lowercase().chain(c).collect(),
+                None => s,
+            }
+        }
+    }
+}
+
+/// Checks an upstream reply against the query: QR set, same ID, same question (name compared
+/// case-insensitively, type, class). A reply that does not parse but has a matching header with
+/// TC set becomes an empty truncated reply (CoreDNS does the same for overflowing UDP answers).
+/// A reply without a question is accepted only as an error (FORMERR, SERVFAIL, NOTIMP,
+/// REFUSED), as EDNS-intolerant servers send.
+pub fn match_reply(bytes: &[u8], query: &Message) -> Option<Message> {
+    if bytes.len() < 12 {
+        return None;
+    }
+    let id = u16::from_be_bytes([bytes[0], bytes[1]]);
+    if id != query.header.id || bytes[2] & 0x80 == 0 {
+        return None;
+    }
+    let q = query.questions.first()?;
+    let same =
+        |n: &Name, t: RType, c: sextant_wire::Class| *n == q.name && t == q.qtype && c == q.qclass;
+    match Message::parse(bytes) {
+        Ok(m) => match m.questions.as_slice() {
+            [rq] if same(&rq.name, rq.qtype, rq.qclass) => Some(m),
+            [] if matches!(m.header.rcode, 1 | 2 | 4 | 5) && m.answers.is_empty() => Some(m),
+            _ => None,
+        },
+        Err(ParseError::Malformed {
+            header, question, ..
+        }) if header.tc => {
+            if let Some(rq) = &question {
+                if !same(&rq.name, rq.qtype, rq.qclass) {
+                    return None;
+                }
+            }
+            let mut m = Message {
+                header,
+                ..Message::default()
+            };
+            m.questions = query.questions.clone();
+            Some(m)
+        }
+        Err(_) => None,
+    }
+}
+
+fn unspecified(addr: &SocketAddr) -> IpAddr {
+    match addr {
+        SocketAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        SocketAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+    }
+}
+
+impl Proxy {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        addr: SocketAddr,
+        tls: Option<TlsSettings>,
+        read_timeout: Duration,
+        expire: Duration,
+        max_idle: usize,
+        source: Option<IpAddr>,
+        health: HealthSettings,
+        stop: CancellationToken,
+    ) -> Proxy {
+        Proxy {
+            addr,
+            label: addr.to_string(),
+            tls,
+            read_timeout,
+            expire,
+            max_idle,
+            source,
+            health,
+            fails: AtomicU32::new(0),
+            probing: AtomicBool::new(false),
+            ok_epoch: AtomicU64::new(0),
+            pool: Mutex::new(VecDeque::new()),
+            avg_dial_ns: AtomicI64::new(0),
+            stop,
+        }
+    }
+
+    /// CoreDNS's `Down`: more failed health checks in a row than `max_fails` (never with 0).
+    pub fn down(&self, max_fails: u32) -> bool {
+        max_fails != 0 && self.fails.load(Ordering::Relaxed) > max_fails
+    }
+
+    fn stream_proto(&self) -> &'static str {
+        if self.tls.is_some() {
+            "tcp-tls"
+        } else {
+            "tcp"
+        }
+    }
+
+    /// Sends `query` (the client's message; a fresh random ID is used on the wire) and returns
+    /// the upstream's reply with the client's ID restored.
+    pub async fn connect(
+        &self,
+        query: &Message,
+        net: Net,
+        deadline: Instant,
+    ) -> Result<Message, String> {
+        let start = Instant::now();
+        let mut q = query.clone();
+        q.header.id = rand::random();
+        let wire = q.to_wire();
+        let until = (start + self.read_timeout).min(deadline);
+        let res = if self.tls.is_none() && net == Net::Udp {
+            CONN_MISSES
+                .with_label_values(&[PROXY_NAME, &self.label, "udp"])
+                .inc();
+            self.exchange_udp(&wire, &q, until).await
+        } else {
+            self.exchange_stream(&wire, &q, until, deadline).await
+        };
+        let mut m = res?;
+        m.header.id = query.header.id;
+        REQUEST_DURATION
+            .with_label_values(&[PROXY_NAME, &self.label, &m.rcode().to_string()])
+            .observe(start.elapsed().as_secs_f64());
+        Ok(m)
+    }
+
+    async fn exchange_udp(
+        &self,
+        wire: &[u8],
+        q: &Message,
+        until: Instant,
+    ) -> Result<Message, String> {
+        let bind = SocketAddr::new(self.source.unwrap_or_else(|| unspecified(&self.addr)), 0);
+        let sock = UdpSocket::bind(bind)
+            .await
+            .map_err(|e| format!("dial udp {}: {}", self.addr, io_text(&e)))?;
+        // A connected socket: the kernel drops datagrams from any other address or port.
+        sock.connect(self.addr)
+            .await
+            .map_err(|e| format!("dial udp {}: {}", self.addr, io_text(&e)))?;
+        let local = sock.local_addr().unwrap_or(bind);
+        sock.send(wire)
+            .await
+            .map_err(|e| format!("write udp {local}->{}: write: {}", self.addr, io_text(&e)))?;
+        let mut buf = vec![0u8; 65_535];
+        loop {
+            match timeout_at(until.into(), sock.recv(&mut buf)).await {
+                Err(_) => return Err(format!("read udp {local}->{}: i/o timeout", self.addr)),
+                Ok(Err(e)) => {
+                    return Err(format!(
+                        "read udp {local}->{}: read: {}",
+                        self.addr,
+                        io_text(&e)
+                    ))
+                }
+                Ok(Ok(n)) => match match_reply(&buf[..n], q) {
+                    Some(m) => return Ok(m),
+                    None => BOGUS_REPLIES.with_label_values(&[&self.label]).inc(),
+                },
+            }
+        }
+    }
+
+    fn take_pooled(&self) -> Option<Pooled> {
+        let mut pool = self.pool.lock().ok()?;
+        while let Some(p) = pool.pop_front() {
+            if p.used.elapsed() <= self.expire {
+                return Some(p);
+            }
+        }
+        None
+    }
+
+    fn give_back(&self, p: Pooled) {
+        if let Ok(mut pool) = self.pool.lock() {
+            if self.max_idle == 0 || pool.len() < self.max_idle {
+                pool.push_back(p);
+            }
+        }
+    }
+
+    /// Closes cached connections idle for longer than `expire` (run periodically).
+    pub fn sweep(&self) {
+        if let Ok(mut pool) = self.pool.lock() {
+            pool.retain(|p| p.used.elapsed() <= self.expire);
+        }
+    }
+
+    /// Drops every cached connection.
+    pub fn clear(&self) {
+        if let Ok(mut pool) = self.pool.lock() {
+            pool.clear();
+        }
+    }
+
+    fn dial_timeout(&self) -> Duration {
+        let avg = Duration::from_nanos(self.avg_dial_ns.load(Ordering::Relaxed).max(0) as u64);
+        if avg < MIN_DIAL_TIMEOUT {
+            MIN_DIAL_TIMEOUT
+        } else if avg < MAX_DIAL_TIMEOUT / 2 {
+            2 * avg
+        } else {
+            MAX_DIAL_TIMEOUT
+        }
+    }
+
+    async fn dial(&self, deadline: Instant) -> Result<Pooled, String> {
+        let started = Instant::now();
+        let until = (started + self.dial_timeout()).min(deadline);
+        let sock = match self.addr {
+            SocketAddr::V4(_) => TcpSocket::new_v4(),
+            SocketAddr::V6(_) => TcpSocket::new_v6(),
+        }
+        .map_err(|e| format!("dial tcp {}: {}", self.addr, io_text(&e)))?;
+        if let Some(ip) = self.source {
+            sock.bind(SocketAddr::new(ip, 0))
+                .map_err(|e| format!("dial tcp {}: bind: {}", self.addr, io_text(&e)))?;
+        }
+        let tcp = match timeout_at(until.into(), sock.connect(self.addr)).await {
+            Err(_) => return Err(format!("dial tcp {}: i/o timeout", self.addr)),
+            Ok(Err(e)) => return Err(format!("dial tcp {}: connect: {}", self.addr, io_text(&e))),
+            Ok(Ok(s)) => s,
+        };
+        let dialed = started.elapsed().as_nanos().min(i64::MAX as u128) as i64;
+        let avg = self.avg_dial_ns.load(Ordering::Relaxed);
+        self.avg_dial_ns
+            .fetch_add((dialed - avg) / 4, Ordering::Relaxed);
+        let _ = tcp.set_nodelay(true);
+        let local = tcp
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::new(unspecified(&self.addr), 0));
+        let stream: Box<dyn Stream> = match &self.tls {
+            None => Box::new(tcp),
+            Some(t) => {
+                let hs = t.connector.connect(t.server_name.clone(), tcp);
+                match timeout_at(until.into(), hs).await {
+                    Err(_) => return Err(format!("tls handshake with {}: i/o timeout", self.addr)),
+                    Ok(Err(e)) => return Err(format!("tls handshake with {}: {e}", self.addr)),
+                    Ok(Ok(s)) => Box::new(s),
+                }
+            }
+        };
+        Ok(Pooled {
+            stream,
+            local,
+            used: Instant::now(),
+        })
+    }
+
+    async fn exchange_stream(
+        &self,
+        wire: &[u8],
+        q: &Message,
+        until: Instant,
+        deadline: Instant,
+    ) -> Result<Message, String> {
+        loop {
+            let (mut conn, cached) = match self.take_pooled() {
+                Some(c) => {
+                    CONN_HITS
+                        .with_label_values(&[PROXY_NAME, &self.label, self.stream_proto()])
+                        .inc();
+                    (c, true)
+                }
+                None => {
+                    CONN_MISSES
+                        .with_label_values(&[PROXY_NAME, &self.label, self.stream_proto()])
+                        .inc();
+                    (self.dial(deadline.min(until)).await?, false)
+                }
+            };
+            match self.roundtrip(&mut conn, wire, q, until, cached).await {
+                Ok(m) => {
+                    conn.used = Instant::now();
+                    self.give_back(conn);
+                    return Ok(m);
+                }
+                // Each retry consumes one cached connection, so this ends.
+                Err(StreamError::CachedClosed) => continue,
+                Err(StreamError::Other(e)) => return Err(e),
+            }
+        }
+    }
+
+    async fn roundtrip(
+        &self,
+        conn: &mut Pooled,
+        wire: &[u8],
+        q: &Message,
+        until: Instant,
+        cached: bool,
+    ) -> Result<Message, StreamError> {
+        let (local, remote) = (conn.local, self.addr);
+        let net = if self.tls.is_some() { "tcp-tls" } else { "tcp" };
+        let mut framed = Vec::with_capacity(wire.len() + 2);
+        framed.extend_from_slice(&(wire.len() as u16).to_be_bytes());
+        framed.extend_from_slice(wire);
+        let write = async {
+            conn.stream.write_all(&framed).await?;
+            conn.stream.flush().await
+        };
+        match timeout_at(until.into(), write).await {
+            Err(_) => {
+                return Err(StreamError::Other(format!(
+                    "write {net} {local}->{remote}: i/o timeout"
+                )))
+            }
+            Ok(Err(_)) if cached => return Err(StreamError::CachedClosed),
+            Ok(Err(e)) => {
+                return Err(StreamError::Other(format!(
+                    "write {net} {local}->{remote}: write: {}",
+                    io_text(&e)
+                )))
+            }
+            Ok(Ok(())) => {}
+        }
+        let mut first = true;
+        loop {
+            let mut len = [0u8; 2];
+            let read = async {
+                let n = conn.stream.read(&mut len[..1]).await?;
+                if n == 0 {
+                    return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
+                }
+                conn.stream.read_exact(&mut len[1..]).await?;
+                let size = u16::from_be_bytes(len) as usize;
+                let mut body = vec![0u8; size];
+                conn.stream.read_exact(&mut body).await?;
+                Ok::<_, io::Error>(body)
+            };
+            let body = match timeout_at(until.into(), read).await {
+                Err(_) => {
+                    return Err(StreamError::Other(format!(
+                        "read {net} {local}->{remote}: i/o timeout"
+                    )))
+                }
+                Ok(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                    if cached && first {
+                        return Err(StreamError::CachedClosed);
+                    }
+                    return Err(StreamError::Other("EOF".into()));
+                }
+                Ok(Err(e)) => {
+                    return Err(StreamError::Other(format!(
+                        "read {net} {local}->{remote}: read: {}",
+                        io_text(&e)
+                    )))
+                }
+                Ok(Ok(b)) => b,
+            };
+            first = false;
+            match match_reply(&body, q) {
+                Some(m) => return Ok(m),
+                None => BOGUS_REPLIES.with_label_values(&[&self.label]).inc(),
+            }
+        }
+    }
+
+    /// One health-check probe: `<domain> IN NS`, RD unless `no_rec`, 1 s timeout. Any reply
+    /// that matches the probe counts as healthy, whatever its rcode.
+    async fn probe(&self) -> Result<(), String> {
+        let mut q = Message::query(0, self.health.domain.clone(), RType::NS);
+        q.header.rd = self.health.recursion_desired;
+        q.header.id = rand::random();
+        let wire = q.to_wire();
+        let until = Instant::now() + HC_TIMEOUT;
+        if self.tls.is_none() && !self.health.tcp {
+            self.exchange_udp(&wire, &q, until).await.map(|_| ())
+        } else {
+            let mut conn = self.dial(until).await?;
+            match self.roundtrip(&mut conn, &wire, &q, until, false).await {
+                Ok(_) => Ok(()),
+                Err(StreamError::CachedClosed) => Err("EOF".into()),
+                Err(StreamError::Other(e)) => Err(e),
+            }
+        }
+    }
+
+    /// Starts probing after a failed query, unless probing already runs: one probe now, then
+    /// one every interval until a probe succeeds (CoreDNS `Healthcheck` + `up.Probe`). Each
+    /// failed probe adds one to the failure count; a success resets it, which re-admits the
+    /// upstream. Unlike CoreDNS, a probe does not hold back the next one while it waits for its
+    /// 1 s timeout, so a recovered upstream is seen within one interval.
+    pub fn healthcheck(self: &Arc<Self>) {
+        if self.health.interval.is_zero() || self.stop.is_cancelled() {
+            return;
+        }
+        if self.probing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            self.probing.store(false, Ordering::Release);
+            return;
+        };
+        let me = self.clone();
+        let start_epoch = self.ok_epoch.load(Ordering::Acquire);
+        rt.spawn(async move {
+            let mut probes = tokio::task::JoinSet::new();
+            loop {
+                if me.ok_epoch.load(Ordering::Acquire) != start_epoch {
+                    break;
+                }
+                let p = me.clone();
+                probes.spawn(async move {
+                    let epoch = p.ok_epoch.load(Ordering::Acquire);
+                    let res = tokio::select! {
+                        _ = p.stop.cancelled() => return,
+                        r = p.probe() => r,
+                    };
+                    match res {
+                        Ok(()) => {
+                            p.fails.store(0, Ordering::Relaxed);
+                            p.ok_epoch.fetch_add(1, Ordering::AcqRel);
+                        }
+                        // A probe sent before a success that was already seen does not count.
+                        Err(_) if p.ok_epoch.load(Ordering::Acquire) == epoch => {
+                            HC_FAILURES.with_label_values(&[PROXY_NAME, &p.label]).inc();
+                            let _ =
+                                p.fails
+                                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |f| {
+                                        Some(f.saturating_add(1))
+                                    });
+                        }
+                        Err(_) => {}
+                    }
+                });
+                // Reap finished probes so the set stays small.
+                while probes.try_join_next().is_some() {}
+                tokio::select! {
+                    _ = me.stop.cancelled() => break,
+                    _ = tokio::time::sleep(me.health.interval) => {}
+                }
+            }
+            me.probing.store(false, Ordering::Release);
+            // Outstanding probes finish on their own (each is bounded by its 1 s timeout).
+            probes.detach_all();
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sextant_wire::{Class, Question};
+
+    fn query() -> Message {
+        let mut q = Message::query(0x1234, Name::parse("www.Example.org.").unwrap(), RType::A);
+        q.header.rd = true;
+        q
+    }
+
+    fn reply(q: &Message) -> Message {
+        let mut r = Message::reply_to(q);
+        r.header.ra = true;
+        r
+    }
+
+    #[test]
+    fn matching_accepts_only_the_right_reply() {
+        let q = query();
+        let good = reply(&q);
+        assert!(match_reply(&good.to_wire(), &q).is_some());
+        // Question name compared case-insensitively.
+        let mut case = good.clone();
+        case.questions[0].name = Name::parse("WWW.example.ORG.").unwrap();
+        assert!(match_reply(&case.to_wire(), &q).is_some());
+        let mut wrong_id = good.clone();
+        wrong_id.header.id ^= 1;
+        assert!(match_reply(&wrong_id.to_wire(), &q).is_none());
+        let mut not_reply = good.clone();
+        not_reply.header.qr = false;
+        assert!(match_reply(&not_reply.to_wire(), &q).is_none());
+        let mut wrong_name = good.clone();
+        wrong_name.questions[0].name = Name::parse("evil.example.org.").unwrap();
+        assert!(match_reply(&wrong_name.to_wire(), &q).is_none());
+        let mut wrong_type = good.clone();
+        wrong_type.questions[0].qtype = RType::AAAA;
+        assert!(match_reply(&wrong_type.to_wire(), &q).is_none());
+        let mut wrong_class = good.clone();
+        wrong_class.questions[0] = Question {
+            qclass: Class::CH,
+            ..wrong_class.questions[0].clone()
+        };
+        assert!(match_reply(&wrong_class.to_wire(), &q).is_none());
+        assert!(match_reply(&[0x12, 0x34, 0x80], &q).is_none());
+        let mut garbage = good.to_wire();
+        garbage.extend_from_slice(&[1, 2, 3]);
+        assert!(match_reply(&garbage, &q).is_none());
+    }
+
+    #[test]
+    fn question_less_errors_and_broken_truncated_replies() {
+        let q = query();
+        let mut formerr = reply(&q);
+        formerr.questions.clear();
+        formerr.header.rcode = 1;
+        assert!(match_reply(&formerr.to_wire(), &q).is_some());
+        let mut noerror = formerr.clone();
+        noerror.header.rcode = 0;
+        assert!(match_reply(&noerror.to_wire(), &q).is_none());
+        // TC set and an answer count with no answer behind it: an empty truncated reply.
+        let mut tc = reply(&q);
+        tc.header.tc = true;
+        let mut bytes = tc.to_wire();
+        bytes[7] = 3;
+        let m = match_reply(&bytes, &q).unwrap();
+        assert!(m.header.tc);
+        assert!(m.answers.is_empty());
+        assert_eq!(m.questions, q.questions);
+        // The same without TC is bogus.
+        bytes[2] &= !0x02;
+        assert!(match_reply(&bytes, &q).is_none());
+    }
+}

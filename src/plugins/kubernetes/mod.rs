@@ -1,0 +1,437 @@
+//! The `kubernetes` plugin: serves the cluster DNS zone (Kubernetes DNS spec 1.1.0 with CoreDNS's
+//! extensions) from the `sextant-kube` index. Owns setup wiring (index start/stop, startup wait,
+//! readiness), the query handler (NXDOMAIN/NODATA/SERVFAIL rules, CNAME chasing through the
+//! server) and the AXFR record list for the `transfer` plugin. Answer logic is in `lookup`.
+
+pub mod lookup;
+pub mod setup;
+mod xfr;
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::{ArcSwap, ArcSwapOption};
+use sextant_corefile::{Directive, Error};
+use sextant_kube::{Index, Snapshot, WatchOptions};
+use sextant_wire::{Name, RData, RType, Rcode, Record};
+
+use crate::log::PluginLog;
+use crate::plugin::{BoxFuture, Handler, Next, Outcome, Readiness, Request, SetupCtx, Transferer};
+
+use lookup::{addr_record, Host, KResult, NameError, View};
+use setup::{Config, DataSource};
+
+const LOG: PluginLog = PluginLog("kubernetes");
+
+/// The running plugin: configuration plus the index (set once the data source started).
+pub struct Kubernetes {
+    cfg: Arc<Config>,
+    index: Arc<ArcSwapOption<Index>>,
+    empty: Arc<Snapshot>,
+    local_ips: Arc<ArcSwap<Vec<IpAddr>>>,
+}
+
+struct Ready(Arc<ArcSwapOption<Index>>);
+
+impl Readiness for Ready {
+    fn ready(&self) -> bool {
+        self.0.load().as_ref().is_some_and(|i| i.synced())
+    }
+}
+
+/// Non-loopback addresses of this host's interfaces (CoreDNS `boundIPs` without `bind`).
+fn interface_ips() -> Vec<IpAddr> {
+    let mut out = Vec::new();
+    if let Ok(addrs) = nix::ifaddrs::getifaddrs() {
+        for a in addrs {
+            let Some(sa) = a.address else { continue };
+            let ip = if let Some(v4) = sa.as_sockaddr_in() {
+                IpAddr::V4(v4.ip())
+            } else if let Some(v6) = sa.as_sockaddr_in6() {
+                IpAddr::V6(v6.ip())
+            } else {
+                continue;
+            };
+            if !ip.is_loopback() && !out.contains(&ip) {
+                out.push(ip);
+            }
+        }
+    }
+    out
+}
+
+fn watch_options(cfg: &Config) -> WatchOptions {
+    WatchOptions {
+        namespace_labels: cfg.namespace_labels.clone(),
+        labels: cfg.labels.clone(),
+        pods: cfg.pods,
+        endpoints: !cfg.noendpoints,
+        zonal: cfg.zonal,
+        ..WatchOptions::default()
+    }
+}
+
+/// Waits for the first sync up to the startup timeout, logging like CoreDNS.
+async fn wait_for_sync(idx: Index, timeout: Duration) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            LOG.warning("starting server with unsynced Kubernetes API");
+            return;
+        }
+        if idx.wait_synced(left.min(Duration::from_millis(500))).await {
+            return;
+        }
+        if tokio::time::Instant::now() < deadline {
+            LOG.info("waiting for Kubernetes API before starting server");
+        }
+    }
+}
+
+pub fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), Error> {
+    let d = lines[0];
+    let cfg = Arc::new(setup::parse(d, &ctx.block.zones)?);
+    let slot: Arc<ArcSwapOption<Index>> = Arc::new(ArcSwapOption::empty());
+    let stopped = Arc::new(AtomicBool::new(false));
+    match &cfg.source {
+        DataSource::Manifests(paths) => {
+            let objs = sextant_kube::load_manifests(paths).map_err(|e| d.err(e.to_string()))?;
+            let idx = Index::new_static();
+            idx.apply_objects(objs).map_err(|e| d.err(e.to_string()))?;
+            slot.store(Some(Arc::new(idx.clone())));
+            let paths = paths.clone();
+            let snapshot = cfg.snapshot.clone();
+            let stopped = stopped.clone();
+            ctx.generation().startup_wait(Box::pin(async move {
+                if stopped.load(Ordering::SeqCst) {
+                    return;
+                }
+                if let Err(e) = idx.watch_manifests(paths) {
+                    LOG.error(&e.to_string());
+                }
+                if let Some(p) = snapshot {
+                    idx.persist_to(p, Duration::from_secs(5));
+                }
+            }));
+        }
+        DataSource::Api(client) => {
+            if let sextant_kube::ClientConfig::Kubeconfig { path, .. } = client {
+                if !path.exists() {
+                    return Err(d.err(format!(
+                        "stat {}: no such file or directory",
+                        path.display()
+                    )));
+                }
+            }
+            let client = client.clone();
+            let limits = cfg.limits;
+            let opts = watch_options(&cfg);
+            let timeout = cfg.startup_timeout;
+            let snapshot = cfg.snapshot.clone();
+            let slot2 = slot.clone();
+            let stopped = stopped.clone();
+            ctx.generation().startup_wait(Box::pin(async move {
+                if stopped.load(Ordering::SeqCst) {
+                    return;
+                }
+                match sextant_kube::start(client, limits, opts).await {
+                    Ok(idx) => {
+                        if let Some(p) = &snapshot {
+                            if p.exists() {
+                                if let Err(e) = idx.load_snapshot(p) {
+                                    LOG.warning(&format!("snapshot: {e}"));
+                                }
+                            }
+                            idx.persist_to(p.clone(), Duration::from_secs(5));
+                        }
+                        slot2.store(Some(Arc::new(idx.clone())));
+                        if stopped.load(Ordering::SeqCst) {
+                            idx.stop();
+                            return;
+                        }
+                        wait_for_sync(idx, timeout).await;
+                    }
+                    Err(e) => LOG.error(&e.to_string()),
+                }
+            }));
+        }
+    }
+    let local_ips = Arc::new(ArcSwap::from_pointee(interface_ips()));
+    let li = local_ips.clone();
+    let block = ctx.block.index;
+    let g = ctx.generation();
+    g.on_started(
+        block,
+        Box::new(move |addrs| {
+            let bound: Vec<IpAddr> = addrs
+                .iter()
+                .map(|a| a.ip())
+                .filter(|ip| !ip.is_loopback() && !ip.is_unspecified())
+                .collect();
+            if !bound.is_empty() {
+                li.store(Arc::new(bound));
+            }
+        }),
+    );
+    g.add_readiness("kubernetes", Arc::new(Ready(slot.clone())));
+    let slot3 = slot.clone();
+    g.on_shutdown(Box::new(move || {
+        stopped.store(true, Ordering::SeqCst);
+        if let Some(i) = slot3.load_full() {
+            i.stop();
+        }
+    }));
+    ctx.add_handler(Arc::new(Kubernetes {
+        cfg,
+        index: slot,
+        empty: Arc::new(Snapshot::default()),
+        local_ips,
+    }));
+    Ok(())
+}
+
+/// A fully built reply of the plugin.
+struct Answer {
+    answer: Vec<Record>,
+    extra: Vec<Record>,
+    tc: bool,
+}
+
+impl Answer {
+    fn of(answer: Vec<Record>) -> Answer {
+        Answer {
+            answer,
+            extra: Vec::new(),
+            tc: false,
+        }
+    }
+}
+
+impl Kubernetes {
+    /// Builds a handler over a fixed index (tests, benchmarks).
+    pub fn with_index(cfg: Config, index: Index, local_ips: Vec<IpAddr>) -> Kubernetes {
+        Kubernetes {
+            cfg: Arc::new(cfg),
+            index: Arc::new(ArcSwapOption::from_pointee(index)),
+            empty: Arc::new(Snapshot::default()),
+            local_ips: Arc::new(ArcSwap::from_pointee(local_ips)),
+        }
+    }
+
+    fn snapshot(&self) -> (Arc<Snapshot>, bool) {
+        match self.index.load_full() {
+            Some(i) => (Arc::clone(&i.snapshot()), i.synced()),
+            None => (self.empty.clone(), false),
+        }
+    }
+
+    /// CoreDNS `plugin.A` / `plugin.AAAA`: addresses, following ExternalName CNAMEs inside the
+    /// zone here and outside it through the whole server.
+    fn addresses<'a>(
+        &'a self,
+        req: &'a Request,
+        view: &'a View<'a>,
+        zone: &'a Name,
+        qname: Name,
+        qtype: RType,
+        prev: Vec<Record>,
+    ) -> BoxFuture<'a, KResult<(Vec<Record>, bool)>> {
+        Box::pin(async move {
+            let v6 = qtype == RType::AAAA;
+            let items = view.services(&qname, zone, Some(v6), false)?;
+            let mut out = Vec::new();
+            let mut tc = false;
+            let mut dup: HashSet<IpAddr> = HashSet::new();
+            for it in items {
+                match it.host {
+                    Host::Name(target) => {
+                        if target.is_subdomain_of(&qname) || prev.len() > 7 {
+                            continue;
+                        }
+                        if prev
+                            .iter()
+                            .any(|r| matches!(&r.data, RData::Cname(t) if *t == target))
+                        {
+                            continue;
+                        }
+                        let cname =
+                            Record::new(qname.clone(), it.ttl, RData::Cname(target.clone()));
+                        if target.is_subdomain_of(zone) {
+                            let mut p2 = prev.clone();
+                            p2.push(cname.clone());
+                            if let Ok((next, t)) = self
+                                .addresses(req, view, zone, target.clone(), qtype, p2)
+                                .await
+                            {
+                                if !next.is_empty() {
+                                    out.push(cname);
+                                    out.extend(next);
+                                }
+                                tc |= t;
+                            }
+                            continue;
+                        }
+                        if req.resolver.is_none() || req.depth >= 10 {
+                            continue;
+                        }
+                        let o = req.resolve(target.clone(), qtype).await;
+                        out.push(cname);
+                        if let Some(m) = o.reply {
+                            tc |= m.header.tc;
+                            out.extend(m.answers);
+                        }
+                    }
+                    Host::Ip(ip) => {
+                        if ip.is_ipv6() == v6 && dup.insert(ip) {
+                            out.push(addr_record(qname.clone(), it.ttl, ip));
+                        }
+                    }
+                    Host::Text(_) => {}
+                }
+            }
+            Ok((out, tc))
+        })
+    }
+
+    async fn answer(
+        &self,
+        req: &Request,
+        view: &View<'_>,
+        zone: &Name,
+        qname: &Name,
+        qtype: RType,
+    ) -> Option<KResult<Answer>> {
+        let at_apex = qname.label_count() == zone.label_count();
+        Some(match qtype {
+            RType::A | RType::AAAA => self
+                .addresses(req, view, zone, qname.clone(), qtype, Vec::new())
+                .await
+                .map(|(a, tc)| Answer {
+                    answer: a,
+                    extra: Vec::new(),
+                    tc,
+                }),
+            RType::TXT => view.txt(qname, zone).map(Answer::of),
+            RType::CNAME => view.services(qname, zone, None, false).map(|items| {
+                let rec = items.first().and_then(|i| match &i.host {
+                    Host::Name(t) => {
+                        Some(Record::new(qname.clone(), i.ttl, RData::Cname(t.clone())))
+                    }
+                    _ => None,
+                });
+                Answer::of(rec.into_iter().collect())
+            }),
+            RType::PTR => view.ptr(qname, zone).map(Answer::of),
+            RType::MX => view
+                .services(qname, zone, None, false)
+                .map(|_| Answer::of(Vec::new())),
+            RType::SRV => view.srv(qname, zone).map(|(a, e)| Answer {
+                answer: a,
+                extra: e,
+                tc: false,
+            }),
+            RType::SOA => Ok(Answer::of(if at_apex {
+                vec![view.soa(zone)]
+            } else {
+                Vec::new()
+            })),
+            RType::AXFR | RType::IXFR => return None,
+            RType::NS if at_apex => {
+                let (a, e) = view.ns(qname, zone);
+                Ok(Answer {
+                    answer: a,
+                    extra: e,
+                    tc: false,
+                })
+            }
+            // A "fake A lookup" tells NODATA from NXDOMAIN for every other type.
+            _ => view
+                .services(qname, zone, Some(false), false)
+                .map(|_| Answer::of(Vec::new())),
+        })
+    }
+
+    fn negative(&self, req: &Request, view: &View<'_>, zone: &Name, rcode: Rcode) -> Outcome {
+        let mut m = req.reply();
+        m.header.aa = true;
+        m.set_rcode(rcode);
+        m.authority.push(view.soa(zone));
+        Outcome::reply("kubernetes", m)
+    }
+}
+
+impl Handler for Kubernetes {
+    fn name(&self) -> &'static str {
+        "kubernetes"
+    }
+
+    fn serve<'a>(&'a self, req: &'a mut Request, next: Next<'a>) -> BoxFuture<'a, Outcome> {
+        Box::pin(async move {
+            let qname = req.qname();
+            let qtype = req.qtype();
+            let (snap, synced) = self.snapshot();
+            let local = self.local_ips.load_full();
+            let view = View {
+                cfg: &self.cfg,
+                snap: &snap,
+                local_ips: &local,
+            };
+            let Some(zone) = view.match_zone(&qname) else {
+                return next.run(req).await;
+            };
+            let res = {
+                let r: &Request = req;
+                self.answer(r, &view, &zone, &qname, qtype).await
+            };
+            let Some(res) = res else {
+                return Outcome::rcode("kubernetes", Rcode::REFUSED);
+            };
+            match res {
+                Err(NameError) => {
+                    if self.cfg.falls_through(&qname) {
+                        return next.run(req).await;
+                    }
+                    let rcode = if synced {
+                        Rcode::NXDOMAIN
+                    } else {
+                        Rcode::SERVFAIL
+                    };
+                    self.negative(req, &view, &zone, rcode)
+                }
+                Ok(a) if a.answer.is_empty() => self.negative(req, &view, &zone, Rcode::NOERROR),
+                Ok(a) => {
+                    let mut m = req.reply();
+                    m.header.aa = true;
+                    m.header.tc = a.tc;
+                    m.answers = a.answer;
+                    m.additional = a.extra;
+                    Outcome::reply("kubernetes", m)
+                }
+            }
+        })
+    }
+
+    fn transferer(&self) -> Option<&dyn Transferer> {
+        Some(self)
+    }
+}
+
+impl Transferer for Kubernetes {
+    fn transfer(&self, zone: &Name, serial: u32) -> Option<Vec<Record>> {
+        let (snap, _) = self.snapshot();
+        let local = self.local_ips.load_full();
+        let view = View {
+            cfg: &self.cfg,
+            snap: &snap,
+            local_ips: &local,
+        };
+        xfr::records(&view, &zone.to_lowercase(), serial)
+    }
+}
+
+#[cfg(test)]
+mod tests;

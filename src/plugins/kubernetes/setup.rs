@@ -1,0 +1,406 @@
+//! Parses the `kubernetes` directive into a [`Config`]: zones, data source, every option of
+//! CoreDNS 1.14.7 plus Sextant's `manifests` and `snapshot`. No I/O beyond checking that named
+//! files exist.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use sextant_corefile::{normalize_zone, Directive, Error, Token};
+use sextant_kube::{ClientConfig, PodsMode, RateLimits};
+use sextant_wire::Name;
+
+use crate::plugins::util::parse_go_duration;
+
+/// Where the plugin's data comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DataSource {
+    /// A Kubernetes API server (`endpoint`, `kubeconfig` or in-cluster).
+    Api(ClientConfig),
+    /// Static YAML/JSON files, re-read when they change (Sextant extension).
+    Manifests(Vec<PathBuf>),
+}
+
+/// The parsed `kubernetes` block.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Authoritative zones, lower-case FQDN, in the order given.
+    pub zones: Vec<Name>,
+    /// Index into `zones` of the first non-reverse zone (PTR targets live there).
+    pub primary: usize,
+    pub source: DataSource,
+    pub limits: RateLimits,
+    /// `namespaces`: only these are exposed (empty = all).
+    pub namespaces: BTreeSet<String>,
+    pub namespace_labels: Option<String>,
+    pub labels: Option<String>,
+    pub pods: PodsMode,
+    pub endpoint_pod_names: bool,
+    pub ttl: u32,
+    /// `noendpoints`: EndpointSlices are not watched (and ignored when given as manifests).
+    pub noendpoints: bool,
+    /// `fallthrough`: None = off; Some(empty) = all zones.
+    pub fallthrough: Option<Vec<Name>>,
+    pub ignore_empty_service: bool,
+    pub zonal: bool,
+    pub startup_timeout: Duration,
+    /// `snapshot FILE`: persist the index there and load it at start.
+    pub snapshot: Option<PathBuf>,
+}
+
+impl Config {
+    fn new(zones: Vec<Name>, primary: usize) -> Config {
+        Config {
+            zones,
+            primary,
+            source: DataSource::Api(ClientConfig::InCluster),
+            limits: RateLimits::default(),
+            namespaces: BTreeSet::new(),
+            namespace_labels: None,
+            labels: None,
+            pods: PodsMode::Disabled,
+            endpoint_pod_names: false,
+            ttl: 5,
+            noendpoints: false,
+            fallthrough: None,
+            ignore_empty_service: false,
+            zonal: false,
+            startup_timeout: Duration::from_secs(5),
+            snapshot: None,
+        }
+    }
+
+    /// The zone PTR targets are built in.
+    pub fn primary_zone(&self) -> &Name {
+        &self.zones[self.primary]
+    }
+
+    /// Whether `fallthrough` applies to `qname`.
+    pub fn falls_through(&self, qname: &Name) -> bool {
+        match &self.fallthrough {
+            None => false,
+            Some(z) if z.is_empty() => true,
+            Some(z) => z.iter().any(|z| qname.is_subdomain_of(z)),
+        }
+    }
+}
+
+/// True for names under `in-addr.arpa.` or `ip6.arpa.`.
+pub fn is_reverse(name: &Name) -> bool {
+    let labels: Vec<&[u8]> = name.labels().collect();
+    let n = labels.len();
+    n >= 2
+        && labels[n - 1].eq_ignore_ascii_case(b"arpa")
+        && (labels[n - 2].eq_ignore_ascii_case(b"in-addr")
+            || labels[n - 2].eq_ignore_ascii_case(b"ip6"))
+}
+
+fn zones_from(d: &Directive, args: &[Token], block_zones: &[String]) -> Result<Vec<Name>, Error> {
+    let mut out = Vec::new();
+    if args.is_empty() {
+        for z in block_zones {
+            let n = Name::parse(z).map_err(|e| d.err(format!("invalid zone '{z}': {e}")))?;
+            out.push(n);
+        }
+    } else {
+        for t in args {
+            for z in normalize_zone(t)? {
+                let n = Name::parse(&z).map_err(|e| d.err_at(t, format!("invalid zone: {e}")))?;
+                out.push(n);
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn one_arg(sub: &Directive) -> Result<&Token, Error> {
+    sub.arg_count(1, 1)?;
+    Ok(&sub.args[0])
+}
+
+fn no_args(sub: &Directive) -> Result<(), Error> {
+    sub.arg_count(0, 0)
+}
+
+/// Parses one `kubernetes` directive line and its block.
+pub fn parse(d: &Directive, block_zones: &[String]) -> Result<Config, Error> {
+    let zones = zones_from(d, &d.args, block_zones)?;
+    let Some(primary) = zones.iter().position(|z| !is_reverse(z)) else {
+        return Err(d.err("non-reverse zone name must be used"));
+    };
+    let mut c = Config::new(zones, primary);
+    let mut endpoint: Option<String> = None;
+    let mut tls: Option<(PathBuf, PathBuf, PathBuf)> = None;
+    let mut kubeconfig: Option<(PathBuf, Option<String>)> = None;
+    let mut manifests: Vec<PathBuf> = Vec::new();
+    for sub in d.sub() {
+        let name = sub.name.text.as_str();
+        match name {
+            "endpoint_pod_names" => {
+                no_args(sub)?;
+                c.endpoint_pod_names = true;
+            }
+            "pods" => {
+                let t = one_arg(sub)?;
+                c.pods = match t.text.as_str() {
+                    "disabled" => PodsMode::Disabled,
+                    "insecure" => PodsMode::Insecure,
+                    "verified" => PodsMode::Verified,
+                    other => {
+                        return Err(sub.err_at(
+                            t,
+                            format!(
+                                "wrong value for pods: {other},  must be one of: disabled, verified, insecure"
+                            ),
+                        ))
+                    }
+                };
+            }
+            "namespaces" => {
+                sub.arg_count(1, usize::MAX)?;
+                for a in &sub.args {
+                    c.namespaces.insert(a.text.clone());
+                }
+            }
+            "endpoint" => {
+                sub.arg_count(1, usize::MAX)?;
+                if sub.args.len() > 1 {
+                    crate::log::PluginLog("kubernetes").warning(&format!(
+                        "Multiple endpoints have been deprecated, only the first specified endpoint '{}' is used",
+                        sub.args[0].text
+                    ));
+                }
+                endpoint = Some(sub.args[0].text.clone());
+            }
+            "tls" => {
+                sub.arg_count(3, 3)?;
+                tls = Some((
+                    PathBuf::from(&sub.args[0].text),
+                    PathBuf::from(&sub.args[1].text),
+                    PathBuf::from(&sub.args[2].text),
+                ));
+            }
+            "labels" | "namespace_labels" => {
+                sub.arg_count(1, usize::MAX)?;
+                let sel = sub.arg_strs().join(" ");
+                if let Err(e) = check_selector(&sel) {
+                    let what = if name == "labels" {
+                        "label selector"
+                    } else {
+                        "namespace_label selector"
+                    };
+                    return Err(sub.err(format!("unable to parse {what} value: '{sel}': {e}")));
+                }
+                if name == "labels" {
+                    c.labels = Some(sel);
+                } else {
+                    c.namespace_labels = Some(sel);
+                }
+            }
+            "fallthrough" => {
+                let mut z = Vec::new();
+                for t in &sub.args {
+                    for n in normalize_zone(t)? {
+                        z.push(
+                            Name::parse(&n)
+                                .map_err(|e| sub.err_at(t, format!("invalid zone: {e}")))?,
+                        );
+                    }
+                }
+                c.fallthrough = Some(z);
+            }
+            "ttl" => {
+                sub.arg_count(1, usize::MAX)?;
+                let t = &sub.args[0];
+                let v: i64 = t.text.parse().map_err(|_| {
+                    sub.err_at(
+                        t,
+                        format!("strconv.Atoi: parsing {:?}: invalid syntax", t.text),
+                    )
+                })?;
+                if !(0..=3600).contains(&v) {
+                    return Err(sub.err_at(t, format!("ttl must be in range [0, 3600]: {v}")));
+                }
+                c.ttl = v as u32;
+            }
+            "noendpoints" => {
+                no_args(sub)?;
+                c.noendpoints = true;
+            }
+            "zonal" => {
+                no_args(sub)?;
+                c.zonal = true;
+            }
+            "ignore" => {
+                // CoreDNS accepts a bare `ignore` silently; so do we.
+                if let Some(t) = sub.args.first() {
+                    if t.text != "empty_service" {
+                        return Err(
+                            sub.err_at(t, format!("unable to parse ignore value: '{}'", t.text))
+                        );
+                    }
+                    c.ignore_empty_service = true;
+                }
+            }
+            "kubeconfig" => {
+                sub.arg_count(1, 2)?;
+                kubeconfig = Some((
+                    PathBuf::from(&sub.args[0].text),
+                    sub.args.get(1).map(|t| t.text.clone()),
+                ));
+            }
+            "multicluster" => {
+                return Err(sub.err("multicluster is not supported yet by Sextant"));
+            }
+            "startup_timeout" => {
+                sub.arg_count(1, usize::MAX)?;
+                let t = &sub.args[0];
+                c.startup_timeout = parse_go_duration(&t.text).ok_or_else(|| {
+                    sub.err_at(
+                        t,
+                        format!(
+                            "failed to parse startup_timeout: {}, time: invalid duration {:?}",
+                            t.text, t.text
+                        ),
+                    )
+                })?;
+            }
+            "apiserver_qps" => {
+                let t = one_arg(sub)?;
+                let q: f32 = t
+                    .text
+                    .parse()
+                    .map_err(|_| sub.err_at(t, format!("invalid apiserver_qps {:?}", t.text)))?;
+                if q < 0.0 || !q.is_finite() {
+                    return Err(sub.err_at(t, "apiserver_qps must be >= 0"));
+                }
+                c.limits.qps = q;
+            }
+            "apiserver_burst" | "apiserver_max_inflight" => {
+                let t = one_arg(sub)?;
+                let v: i64 = t
+                    .text
+                    .parse()
+                    .map_err(|_| sub.err_at(t, format!("invalid {name} {:?}", t.text)))?;
+                if v < 0 {
+                    return Err(sub.err_at(t, format!("{name} must be >= 0")));
+                }
+                let v = u32::try_from(v).unwrap_or(u32::MAX);
+                if name == "apiserver_burst" {
+                    c.limits.burst = v;
+                } else {
+                    c.limits.max_inflight = v;
+                }
+            }
+            "manifests" => {
+                sub.arg_count(1, usize::MAX)?;
+                for a in &sub.args {
+                    let p = PathBuf::from(&a.text);
+                    if !p.exists() {
+                        return Err(sub.err_at(a, format!("manifests: {}: no such file", a.text)));
+                    }
+                    manifests.push(p);
+                }
+            }
+            "snapshot" => {
+                let t = one_arg(sub)?;
+                c.snapshot = Some(PathBuf::from(&t.text));
+            }
+            other => return Err(sub.err(format!("unknown property '{other}'"))),
+        }
+    }
+    if !c.namespaces.is_empty() && c.namespace_labels.is_some() {
+        return Err(d.err("namespaces and namespace_labels cannot both be set"));
+    }
+    if c.zonal && c.noendpoints {
+        return Err(d.err("zonal requires the endpoint cache; remove noendpoints"));
+    }
+    c.source = if !manifests.is_empty() {
+        DataSource::Manifests(manifests)
+    } else if let Some((path, context)) = kubeconfig {
+        DataSource::Api(ClientConfig::Kubeconfig { path, context })
+    } else if let Some(url) = endpoint {
+        DataSource::Api(ClientConfig::Endpoint { url, tls })
+    } else {
+        DataSource::Api(ClientConfig::InCluster)
+    };
+    Ok(c)
+}
+
+/// A light syntax check of a Kubernetes label selector (`a=b,c!=d,e in (x, y),!f,g`), so typos
+/// fail at config time like CoreDNS's `ParseToLabelSelector`.
+pub fn check_selector(sel: &str) -> Result<(), String> {
+    let mut depth = 0i32;
+    let mut part = String::new();
+    let mut parts = Vec::new();
+    for ch in sel.chars() {
+        match ch {
+            '(' => {
+                depth += 1;
+                part.push(ch);
+            }
+            ')' => {
+                depth -= 1;
+                if depth < 0 {
+                    return Err("unbalanced ')'".into());
+                }
+                part.push(ch);
+            }
+            ',' if depth == 0 => parts.push(std::mem::take(&mut part)),
+            _ => part.push(ch),
+        }
+    }
+    if depth != 0 {
+        return Err("unbalanced '('".into());
+    }
+    parts.push(part);
+    let key_ok = |k: &str| {
+        !k.is_empty()
+            && k.len() <= 317
+            && k.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
+    };
+    for p in parts {
+        let p = p.trim();
+        if p.is_empty() {
+            return Err("found '', expected: !, identifier, or 'end of string'".into());
+        }
+        if let Some(k) = p.strip_prefix('!') {
+            if !key_ok(k.trim()) {
+                return Err(format!("invalid label key {:?}", k.trim()));
+            }
+            continue;
+        }
+        let (k, rest) = if let Some(i) = p.find("!=") {
+            (&p[..i], &p[i + 2..])
+        } else if let Some(i) = p.find("==") {
+            (&p[..i], &p[i + 2..])
+        } else if let Some(i) = p.find('=') {
+            (&p[..i], &p[i + 1..])
+        } else if let Some(i) = p.find(" notin ") {
+            (&p[..i], &p[i + 7..])
+        } else if let Some(i) = p.find(" in ") {
+            (&p[..i], &p[i + 4..])
+        } else {
+            if !key_ok(p) {
+                return Err(format!("invalid label key {p:?}"));
+            }
+            continue;
+        };
+        if !key_ok(k.trim()) {
+            return Err(format!("invalid label key {:?}", k.trim()));
+        }
+        let rest = rest.trim();
+        if rest.starts_with('(') {
+            if !rest.ends_with(')') {
+                return Err("expected ')'".into());
+            }
+        } else if !rest
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return Err(format!("invalid label value {rest:?}"));
+        }
+    }
+    Ok(())
+}
