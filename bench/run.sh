@@ -29,7 +29,7 @@ fi
 
 # Reference servers and tools (Debian packages).
 missing=()
-for pair in knotd:knot nsd:nsd unbound:unbound dnsmasq:dnsmasq dnsperf:dnsperf valgrind:valgrind taskset:util-linux; do
+for pair in knotd:knot nsd:nsd unbound:unbound dnsmasq:dnsmasq dnsperf:dnsperf valgrind:valgrind dig:bind9-dnsutils taskset:util-linux; do
     cmd=${pair%%:*} pkg=${pair##*:}
     command -v "$cmd" >/dev/null 2>&1 || [[ -x /usr/sbin/$cmd ]] || missing+=("$pkg")
 done
