@@ -343,7 +343,9 @@ def measure(servers, qfiles, args, warm=False, per_lookup=None, lat_files=None):
             c1 = s.cpu()
             e = res[s.label]
             e["qps"].append(r["qps"])
-            e["cpu_per_k"].append((c1 - c0) / r["completed"] * 1000 if r["completed"] else float("nan"))
+            # per 1,000 answered queries, or per 1,000 lookups where a lookup is several queries
+            units = r["completed"] / (per_lookup[s.label] if per_lookup else 1)
+            e["cpu_per_k"].append((c1 - c0) / units * 1000 if units else float("nan"))
             e["lost"] += int(r["lost"])
             e["sent"] += int(r["sent"])
             e["completed"] += int(r["completed"])
@@ -351,8 +353,11 @@ def measure(servers, qfiles, args, warm=False, per_lookup=None, lat_files=None):
             log(f"  {s.label:34s} run {rep + 1}: {r['qps']:10.0f} q/s, lost {int(r['lost'])}")
     for s in servers:
         lf = (lat_files or qfiles)[s.label]("lat")
+        # the same lookup rate for everyone: args.rate queries/s of five-query lookups
+        rate = args.rate * per_lookup[s.label] // 5 if per_lookup else args.rate
         r = dnsperf(s.port, lf, duration=None if per_lookup else args.lat_duration,
-                    runs=1 if per_lookup else None, rate=args.rate, verbose=True)
+                    runs=1 if per_lookup else None, rate=rate, verbose=True)
+        e["lat_rate"] = rate
         e = res[s.label]
         e["p50_ms"] = pct(r["lat"], 50) * 1000
         e["p99_ms"] = pct(r["lat"], 99) * 1000
@@ -506,7 +511,7 @@ def scenario_search(env, upstream_port, args):
             counter[0] += 1
             tag = f"m{counter[0]}x{random.randrange(10**6)}"
             path = env.path(f"search-{counter[0]}.txt")
-            n = lookups if rep != "lat" else max(200, args.rate * args.lat_duration // 5)
+            n = lookups if rep != "lat" else max(200, args.rate // 5 * args.lat_duration)
             gen.write_queries(path, gen.search_path_queries(n, tag, per[label] == 1))
             return path
         return f
@@ -671,7 +676,12 @@ def report(all_res, cg, large, args, started, load_before, load_after, sextant_r
         res = sc["res"]
         L += [f"## {sc['title']}", ""]
         lk = "lookups_med" if sc.get("per") else "qps_med"
-        L += [f"| server | {sc['unit']} (median) | q/s | CPU s / 1k answered | p50 ms | p99 ms | lost "
+        if sc.get("per"):
+            L += [f"Lookups/s and CPU are per lookup (five queries, or one with autopath). Latency is per "
+                  f"query at the same lookup rate for all ({args.rate // 5:,} lookups/s); without autopath a "
+                  f"client's lookup takes five such queries in sequence.", ""]
+        cpu_unit = "lookups" if sc.get("per") else "answered"
+        L += [f"| server | {sc['unit']} (median) | q/s | CPU s / 1k {cpu_unit} | p50 ms | p99 ms | lost "
               f"(throughput / latency runs) | VmRSS MiB | VmHWM MiB | rcodes (last run) |",
               "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
         for label, e in res.items():
