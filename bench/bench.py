@@ -369,7 +369,7 @@ def measure(servers, qfiles, args, warm=False, per_lookup=None, lat_files=None):
         e["cpu_per_k_med"] = median(e["cpu_per_k"])
         if per_lookup:
             e["lookups_med"] = e["qps_med"] / per_lookup[s.label]
-        log(f"  {s.label:34s} p50 {e['p50_ms']:.3f} ms p99 {e['p99_ms']:.3f} ms at {args.rate} q/s; "
+        log(f"  {s.label:34s} p50 {e['p50_ms']:.3f} ms p99 {e['p99_ms']:.3f} ms at {rate} q/s; "
             f"RSS {rss} KiB")
     return res
 
@@ -561,8 +561,37 @@ def scenario_nodecache(env, cl, upstream_port, args):
             "ratios": [("sextant node-cache", "unbound")] if ok else [], "unit": "q/s"}
 
 
+def callgrind_ir(make, qf, label, env):
+    """Ir of a server started by make(port, wrap) for start+stop alone and with qf sent once."""
+    irs = {}
+    for mode in ("idle", "run"):
+        p = free_port()
+        outf = env.path(f"callgrind.{label}.{mode}.out")
+        s = make(p, ["valgrind", "--tool=callgrind", f"--callgrind-out-file={outf}"])
+        s.ready_timeout = 300
+        s.start()
+        if mode == "run":
+            r = dnsperf(p, qf, runs=1, clients=1, outstanding=20)
+            irs["answered"] = int(r["completed"])
+        s.stop()
+        ir = None
+        try:
+            with open(outf) as f:
+                for line in f:
+                    if line.startswith("summary:") or line.startswith("totals:"):
+                        ir = int(line.split()[1])
+        except OSError:
+            pass
+        irs[mode] = ir
+    if irs.get("idle") is None or irs.get("run") is None or not irs.get("answered"):
+        return None
+    irs["per_query"] = (irs["run"] - irs["idle"]) / irs["answered"]
+    return irs
+
+
 def callgrind(env, args):
-    """Instructions per cluster-name query: (Ir(run with N queries) - Ir(start+stop)) / N."""
+    """Instructions per cluster-name query: (Ir(run with N queries) - Ir(start+stop)) / N, for
+    Sextant and, as the reference, Knot answering the same zone."""
     if not shutil.which("valgrind"):
         return None
     n = args.cg_queries
@@ -570,31 +599,21 @@ def callgrind(env, args):
     cl = gen.Cluster(args.services, args.eps, 10**9, 1)
     gen.write_queries(qf, cl.cluster_queries(n, 21))
     body = k8s_block(env, env.path("cluster.json")) if env.has("kubernetes") else "    whoami\n"
-    irs = {}
-    for mode in ("idle", "run"):
-        p = free_port()
-        outf = env.path(f"callgrind.{mode}.out")
-        wrap = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={outf}"]
-        s = sextant(env, f"callgrind {mode}", f".:{p} {{\n    errors\n{body}}}\n", p,
-                    probe_name="cluster.local.", timeout=300, wrap=wrap)
-        s.core = SERVER_CORE
-        s.start()
-        if mode == "run":
-            r = dnsperf(p, qf, runs=1, clients=1, outstanding=20)
-            irs["answered"] = int(r["completed"])
-        s.stop()
-        ir = None
-        with open(outf) as f:
-            for line in f:
-                if line.startswith("summary:") or line.startswith("totals:"):
-                    ir = int(line.split()[1])
-        irs[mode] = ir
-    if irs.get("idle") is None or irs.get("run") is None or not irs.get("answered"):
+    out = {"plugin": "kubernetes" if env.has("kubernetes") else "whoami", "queries": n}
+    out["sextant"] = callgrind_ir(
+        lambda p, wrap: sextant(env, "callgrind", f".:{p} {{\n    errors\n{body}}}\n", p,
+                                probe_name="cluster.local.", timeout=300, wrap=wrap), qf, "sextant", env)
+    zones = ["cluster.local", "in-addr.arpa", "ip6.arpa"]
+
+    def mk_knot(p, wrap):
+        k = knot(env, "callgrind-knot", zones, env.path("zones"), p)
+        k.argv = wrap + k.argv
+        return k
+
+    out["knot"] = callgrind_ir(mk_knot, qf, "knot", env)
+    if not out["sextant"]:
         return None
-    irs["per_query"] = (irs["run"] - irs["idle"]) / irs["answered"]
-    irs["plugin"] = "kubernetes" if env.has("kubernetes") else "whoami"
-    irs["queries"] = n
-    return irs
+    return out
 
 
 def large_cluster(env, args):
@@ -681,11 +700,13 @@ def report(all_res, cg, large, args, started, load_before, load_after, sextant_r
                   f"query at the same lookup rate for all ({args.rate // 5:,} lookups/s); without autopath a "
                   f"client's lookup takes five such queries in sequence.", ""]
         cpu_unit = "lookups" if sc.get("per") else "answered"
-        L += [f"| server | {sc['unit']} (median) | q/s | CPU s / 1k {cpu_unit} | p50 ms | p99 ms | lost "
-              f"(throughput / latency runs) | VmRSS MiB | VmHWM MiB | rcodes (last run) |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+        per = bool(sc.get("per"))
+        L += [f"| server | {sc['unit']} (median) |{' q/s |' if per else ''} CPU s / 1k {cpu_unit} | p50 ms | "
+              f"p99 ms | lost (throughput / latency runs) | VmRSS MiB | VmHWM MiB | rcodes (last run) |",
+              "|---|---:|" + ("---:|" if per else "") + "---:|---:|---:|---:|---:|---:|---|"]
         for label, e in res.items():
-            L.append(f"| {label} | {fmt(e.get(lk))} | {fmt(e['qps_med'])} | {fmt(e['cpu_per_k_med'], 4)} | "
+            qcol = f" {fmt(e['qps_med'])} |" if per else ""
+            L.append(f"| {label} | {fmt(e.get(lk))} |{qcol} {fmt(e['cpu_per_k_med'], 4)} | "
                      f"{fmt(e['p50_ms'], 3)} | {fmt(e['p99_ms'], 3)} | {e['lost']} / {e['lat_lost']} | "
                      f"{fmt(e['rss_kib'] / 1024, 1)} | {fmt(e['hwm_kib'] / 1024, 1)} | {e['rcodes']} |")
         L.append("")
@@ -706,11 +727,19 @@ def report(all_res, cg, large, args, started, load_before, load_after, sextant_r
                     L.append(f"| `log` overhead: capacity with log (CPU per query without / with) | "
                              f"{cap:.2f} | target ≥ 0.70: **{'met' if cap >= 0.7 else 'NOT met'}** | | | |")
             L.append("")
+    if cg and cg.get("knot"):
+        chart.append(("instructions per\ncluster query\n/ knot", None,
+                      cg["sextant"]["per_query"] / cg["knot"]["per_query"]))
     L += ["## Instructions per query (callgrind)", ""]
     if cg:
-        L += [f"**{cg['per_query']:,.0f} instructions per {cg['plugin']} cluster-name query** "
-              f"(Ir {cg['run']:,} with {cg['answered']:,} answered queries minus Ir {cg['idle']:,} for "
-              f"start-up and shutdown alone).", ""]
+        sx, kn = cg["sextant"], cg.get("knot")
+        L += [f"**{sx['per_query']:,.0f} instructions per {cg['plugin']} cluster-name query** "
+              f"(Ir {sx['run']:,} with {sx['answered']:,} answered queries of the cluster mix minus Ir "
+              f"{sx['idle']:,} for start-up and shutdown alone)."]
+        if kn:
+            L += ["", f"Knot DNS on the same zone and queries: {kn['per_query']:,.0f} instructions per query; "
+                  f"ratio Sextant / Knot **{sx['per_query'] / kn['per_query']:.2f}**."]
+        L += [""]
     else:
         L += ["Not measured (valgrind missing or the run failed).", ""]
     L += ["## Memory for a large cluster", ""]
@@ -778,6 +807,8 @@ def update_docs(root, mdp, pngp, md):
     rel_png = os.path.relpath(pngp, os.path.join(root, "docs"))
     body = md.split("\n", 1)[1]
     body = body.split("\n## Commands")[0]
+    fp = os.path.join(root, "bench", "findings.md")
+    findings = open(fp).read() if os.path.exists(fp) else ""
     text = f"""# Performance
 
 Sextant is measured side by side with the reference DNS servers from Debian (Knot DNS and NSD for
@@ -830,6 +861,7 @@ Published anchors for orientation: CoreDNS did 33,669 queries/s for cluster name
 about 60k/s per core on loopback; on this kind of 2-core machine Knot DNS and NSD answer about 390k
 queries/s from one worker thread, Unbound about 365k cache hits/s, dnsmasq about 300k.
 
+{findings}
 ## Latest results
 
 From [{os.path.basename(mdp)}]({rel_md}):
