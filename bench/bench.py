@@ -25,6 +25,7 @@ import gen
 HERE = os.path.dirname(os.path.abspath(__file__))
 COMMANDS = []  # every command run, for the report
 NOTES = []
+CONFIGS = {}  # Sextant label -> Corefile (ports masked), for the report
 CLK = os.sysconf("SC_CLK_TCK")
 SERVER_CORE = "0"
 CLIENT_CORE = "1"
@@ -188,7 +189,7 @@ def dnsperf(port, qfile, duration=None, runs=None, rate=None, verbose=False, cli
         argv += ["-Q", str(rate)]
     if verbose:
         argv += ["-v"]
-    shown = [a if a != qfile else "QUERYFILE" for a in argv]
+    shown = ["QUERYFILE" if a == qfile else "PORT" if a == str(port) else a for a in argv]
     record(shown)
     r = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     out = r.stdout
@@ -250,6 +251,7 @@ def sextant(env, label, corefile, port, probe_name="probe.invalid.", out=None, t
     os.makedirs(d, exist_ok=True)
     with open(os.path.join(d, "Corefile"), "w") as f:
         f.write(corefile)
+    CONFIGS.setdefault(label, re.sub(r":\d{4,5}\b", ":PORT", corefile))
     argv = (wrap or []) + [env.bin, "-conf", os.path.join(d, "Corefile"), "-quiet"]
     return Proc(label, argv, d, port, out=out, probe_name=probe_name, ready_timeout=timeout)
 
@@ -760,6 +762,9 @@ def report(all_res, cg, large, args, started, load_before, load_after, sextant_r
         L += ["Not measured on this build.", ""]
     L += ["## Commands", "", "Reproduce with `bench/run.sh" + (" --quick" if args.quick else "") + "`. "
           "Every command the run started (query files and temp dirs vary):", "", "```"] + COMMANDS + ["```", ""]
+    L += ["Sextant Corefiles (ports masked; `manifests` paths are the generated cluster):", ""]
+    for label, cf in CONFIGS.items():
+        L += [f"`{label}`:", "", "```", cf.rstrip(), "```", ""]
     md = "\n".join(L)
     os.makedirs(args.out, exist_ok=True)
     mdp = os.path.join(args.out, f"{date}.md")
@@ -774,6 +779,7 @@ def draw(chart, path, started):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
     if not chart:
         chart = [("no Sextant\nratios yet", 0, 0)]
     fig, ax = plt.subplots(figsize=(max(6, 1.5 * len(chart)), 4.5))
@@ -790,6 +796,10 @@ def draw(chart, path, started):
                 ax.annotate(f"{h:.2f}", (b.get_x() + b.get_width() / 2, h), ha="center", va="bottom", fontsize=7)
     if any((c[1] or 0) > 0 for c in chart):
         ax.set_yscale("log")
+        fmt_ = matplotlib.ticker.FormatStrFormatter("%.1f")
+        ax.yaxis.set_major_formatter(fmt_)
+        ax.yaxis.set_minor_formatter(fmt_)
+        ax.tick_params(axis="y", which="minor", labelsize=7)
     ax.axhline(1.0, color="black", linewidth=0.8)
     ax.set_xticks(list(xs))
     ax.set_xticklabels([c[0] for c in chart], fontsize=8)
