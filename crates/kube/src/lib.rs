@@ -23,7 +23,7 @@ mod watch;
 pub use client::{build_client, ClientConfig, RateLimits, USER_AGENT};
 pub use fold::{Res, SERVICE_NAME_LABEL, TRIGGER_TIME_ANNOTATION};
 pub use index::Index;
-pub use manifests::load_manifests;
+pub use manifests::{load_manifests, release_memory};
 pub use model::{
     Change, Counts, EndpointHit, EndpointRef, Labels, Namespace, Pod, Port, Proto, Service,
     ServiceKind, Source,

@@ -103,8 +103,17 @@ impl Index {
     /// modification time changes (polled every second) until [`Index::stop`]. A broken file is
     /// logged and the previous data kept.
     pub fn watch_manifests(&self, paths: Vec<PathBuf>) -> Result<(), Error> {
-        self.set_source(Source::Manifests);
         self.apply_objects(load_manifests(&paths)?)?;
+        release_memory();
+        self.follow_manifests(paths);
+        Ok(())
+    }
+
+    /// Like [`Index::watch_manifests`] for an index that already holds the files' objects (loaded
+    /// with [`load_manifests`] and [`Index::apply_objects`]): only re-reads them when they change,
+    /// so start-up parses each file once.
+    pub fn follow_manifests(&self, paths: Vec<PathBuf>) {
+        self.set_source(Source::Manifests);
         let idx = self.clone();
         let mut seen = mtimes(&paths);
         tokio::spawn(async move {
@@ -123,8 +132,19 @@ impl Index {
                     Ok(()) => tracing::info!("plugin/kubernetes: manifests reloaded"),
                     Err(e) => tracing::error!("plugin/kubernetes: manifests: {e}"),
                 }
+                release_memory();
             }
         });
-        Ok(())
+    }
+}
+
+/// Hands the memory freed after parsing a large manifest back to the system. Parsing builds a
+/// `serde_json::Value` tree tens of times the file's size; glibc keeps those pages unless asked.
+pub fn release_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks glibc's own arenas and returns free pages to the kernel; it
+    // takes no pointers from us and is safe to call at any time from any thread.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }

@@ -108,6 +108,7 @@ pub fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), Error> 
             let objs = sextant_kube::load_manifests(paths).map_err(|e| d.err(e.to_string()))?;
             let idx = Index::new_static();
             idx.apply_objects(objs).map_err(|e| d.err(e.to_string()))?;
+            sextant_kube::release_memory();
             slot.store(Some(Arc::new(idx.clone())));
             let bridge = (idx.clone(), cfg.clone(), bus.clone(), stop_bridge.clone());
             let paths = paths.clone();
@@ -119,9 +120,8 @@ pub fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), Error> 
                 }
                 let (bi, bc, bb, bs) = bridge;
                 tokio::spawn(invalidation_bridge(bi, bc, bb, bs));
-                if let Err(e) = idx.watch_manifests(paths) {
-                    LOG.error(&e.to_string());
-                }
+                // Loaded above already: only follow changes from here on.
+                idx.follow_manifests(paths);
                 if let Some(p) = snapshot {
                     idx.persist_to(p, Duration::from_secs(5));
                 }
