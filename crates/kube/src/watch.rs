@@ -187,7 +187,7 @@ impl Backoff {
             last_err: None,
         }
     }
-    /// A successful list: the next error starts from the minimum again.
+    /// A successful event: the next error starts from the minimum again.
     fn reset(&mut self) {
         self.next = self.min;
         self.last_err = None;
@@ -268,9 +268,10 @@ async fn run<K: Watched>(index: Index, api: Api<K>, cfg: watcher::Config, opts: 
                 ev = stream.next() => match ev {
                     None => break,
                     Some(Ok(ev)) => {
-                        if matches!(ev, Event::InitDone) {
-                            backoff.reset();
-                        }
+                        // Any event means the API server answers again: the next error backs
+                        // off from the minimum (a watch that resumes after errors does not
+                        // re-list, so waiting for InitDone would carry a long delay over).
+                        backoff.reset();
                         fold_event(&index, ev, &mut in_init)
                     }
                     Some(Err(e)) => {
