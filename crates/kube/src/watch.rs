@@ -3,6 +3,7 @@
 //! 410 (done by the watcher), and a periodic consistency re-list. Network I/O via kube only.
 
 use std::fmt::Debug;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -56,6 +57,9 @@ pub struct WatchOptions {
     pub backoff_min: Duration,
     /// Retry delay cap. Default 30 s.
     pub backoff_max: Duration,
+    /// A file written by [`Index::persist_to`], loaded before the watchers start: its data is
+    /// served (as synced) until the API's lists replace it. Missing file: ignored.
+    pub snapshot: Option<PathBuf>,
 }
 
 impl Default for WatchOptions {
@@ -70,6 +74,7 @@ impl Default for WatchOptions {
             page_size: 0,
             backoff_min: Duration::from_secs(1),
             backoff_max: Duration::from_secs(30),
+            snapshot: None,
         }
     }
 }
@@ -94,6 +99,16 @@ pub fn start_with_client(client: Client, opts: WatchOptions) -> Index {
         needed.push(Res::Pod);
     }
     let index = Index::with_needed(needed.clone(), opts.zonal, Source::Api);
+    if let Some(p) = opts.snapshot.as_deref().filter(|p| p.exists()) {
+        // Before any watcher runs, so a list never races with (and loses to) older data.
+        match index.load_snapshot(p) {
+            Ok(()) => tracing::info!(
+                "plugin/kubernetes: serving last-known data from snapshot {} until the API answers",
+                p.display()
+            ),
+            Err(e) => tracing::warn!("plugin/kubernetes: snapshot: {e}"),
+        }
+    }
     let base = |sel: &Option<String>| {
         let mut c = watcher::Config::default();
         if let Some(l) = sel.as_deref().filter(|l| !l.trim().is_empty()) {
