@@ -96,10 +96,20 @@ fn autopath_from_the_client_pods_namespace() {
     let api = api_with(&rt);
     // The test client's own address is this pod's address.
     api.apply(pod("shop", "client-0").ip("127.0.0.1")).unwrap();
+    // The upstream knows example.test only; NXDOMAIN for everything else.
+    let up = Upstream::start(|req: &UpstreamRequest| {
+        if req.name() == "example.test." {
+            req.reply().answer("example.test. 60 IN A 192.0.2.7").action()
+        } else {
+            req.reply().rcode(ResponseCode::NXDomain).action()
+        }
+    })
+    .unwrap();
     let (port, mport) = (free_port(), free_port());
     let core = format!(
-        ".:{port} {{\n  autopath @kubernetes\n  prometheus 127.0.0.1:{mport}\n  kubernetes cluster.local {{\n    endpoint {}\n    pods verified\n  }}\n  hosts {{\n    192.0.2.7 example.test\n  }}\n}}\n",
-        api.url()
+        ".:{port} {{\n  autopath @kubernetes\n  prometheus 127.0.0.1:{mport}\n  kubernetes cluster.local {{\n    endpoint {}\n    pods verified\n  }}\n  forward . {}\n}}\n",
+        api.url(),
+        up.addr()
     );
     let mut s = Sextant::start(bin(), &core);
     let a = addr(port);
@@ -126,17 +136,27 @@ fn autopath_from_the_client_pods_namespace() {
         "NOERROR",
         &["web.shop.svc.cluster.local. 5 IN A 10.96.3.3"],
     );
-    // An outside name: the bare name is answered by the next plugin (hosts, TTL 3600).
-    expect(
-        a,
-        "example.test.shop.svc.cluster.local.",
-        RecordType::A,
-        "NOERROR",
-        &[
-            "example.test.shop.svc.cluster.local. 3600 IN CNAME example.test.",
-            "example.test. 3600 IN A 192.0.2.7",
-        ],
-    );
+    // An outside name: the bare name is answered through forward (not authoritative).
+    for r in [
+        udp(a, &Query::new("example.test.shop.svc.cluster.local.", RecordType::A), T).unwrap(),
+        tcp(a, &Query::new("example.test.shop.svc.cluster.local.", RecordType::A), T).unwrap(),
+    ] {
+        assert_eq!(r.rcode_name(), "NOERROR");
+        assert_eq!(r.flags(), "qr,rd"); // as the scripted upstream sent it
+        assert_eq!(
+            r.question().unwrap(),
+            "example.test.shop.svc.cluster.local. IN A"
+        );
+        assert_eq!(
+            norm(r.answers()),
+            vec![
+                "example.test.shop.svc.cluster.local. 60 IN CNAME example.test.",
+                "example.test. 60 IN A 192.0.2.7",
+            ]
+        );
+        assert!(r.authority().is_empty());
+    }
+    assert!(up.queries_for("example.test.") >= 2);
     // Nothing anywhere: the first try's NXDOMAIN as it was.
     expect(
         a,

@@ -132,6 +132,7 @@ impl Index {
         let mut changes = self.subscribe();
         tokio::spawn(async move {
             let mut stop = idx.shared.stop_tx.subscribe();
+            let mut synced = idx.shared.synced_tx.subscribe();
             let mut dirty = idx.synced();
             loop {
                 if dirty && idx.synced() {
@@ -143,6 +144,7 @@ impl Index {
                         Err(e) => tracing::warn!("plugin/kubernetes: snapshot: {e}"),
                         Ok(Ok(())) => {}
                     }
+                    dirty = false;
                     tokio::select! {
                         _ = stop.wait_for(|s| *s) => return,
                         _ = tokio::time::sleep(min_interval) => {}
@@ -150,6 +152,13 @@ impl Index {
                 }
                 tokio::select! {
                     _ = stop.wait_for(|s| *s) => return,
+                    // The last list to finish may change nothing, yet completes the sync.
+                    r = synced.changed(), if !*synced.borrow() => {
+                        if r.is_err() {
+                            return;
+                        }
+                        dirty = true;
+                    }
                     r = changes.recv() => match r {
                         Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => dirty = true,
                         Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
