@@ -54,7 +54,14 @@ fn expect(a: SocketAddr, name: &str, t: RecordType, rcode: &str, answers: &[&str
 }
 
 /// Polls over UDP until the rcode and answers are the wanted ones, or fails after `within`.
-fn wait_for(a: SocketAddr, name: &str, t: RecordType, rcode: &str, want: &[&str], within: Duration) {
+fn wait_for(
+    a: SocketAddr,
+    name: &str,
+    t: RecordType,
+    rcode: &str,
+    want: &[&str],
+    within: Duration,
+) {
     let deadline = Instant::now() + within;
     let want: Vec<String> = want.iter().map(|s| s.to_string()).collect();
     loop {
@@ -99,7 +106,9 @@ fn autopath_from_the_client_pods_namespace() {
     // The upstream knows example.test only; NXDOMAIN for everything else.
     let up = Upstream::start(|req: &UpstreamRequest| {
         if req.name() == "example.test." {
-            req.reply().answer("example.test. 60 IN A 192.0.2.7").action()
+            req.reply()
+                .answer("example.test. 60 IN A 192.0.2.7")
+                .action()
         } else {
             req.reply().rcode(ResponseCode::NXDomain).action()
         }
@@ -138,8 +147,18 @@ fn autopath_from_the_client_pods_namespace() {
     );
     // An outside name: the bare name is answered through forward (not authoritative).
     for r in [
-        udp(a, &Query::new("example.test.shop.svc.cluster.local.", RecordType::A), T).unwrap(),
-        tcp(a, &Query::new("example.test.shop.svc.cluster.local.", RecordType::A), T).unwrap(),
+        udp(
+            a,
+            &Query::new("example.test.shop.svc.cluster.local.", RecordType::A),
+            T,
+        )
+        .unwrap(),
+        tcp(
+            a,
+            &Query::new("example.test.shop.svc.cluster.local.", RecordType::A),
+            T,
+        )
+        .unwrap(),
     ] {
         assert_eq!(r.rcode_name(), "NOERROR");
         assert_eq!(r.flags(), "qr,rd"); // as the scripted upstream sent it
@@ -180,7 +199,14 @@ fn autopath_from_the_client_pods_namespace() {
 
     // Once the client pod is gone, the client is not a pod: no autopath, plain NXDOMAIN.
     api.delete(Kind::Pod, "shop", "client-0");
-    wait_for(a, name, RecordType::A, "NXDOMAIN", &[], Duration::from_secs(10));
+    wait_for(
+        a,
+        name,
+        RecordType::A,
+        "NXDOMAIN",
+        &[],
+        Duration::from_secs(10),
+    );
     expect(a, name, RecordType::A, "NXDOMAIN", &[]);
 }
 

@@ -99,7 +99,10 @@ fn watch_event_to_answer_delay_at_scale() {
         assert!(t0.elapsed() < Duration::from_secs(300), "never synced");
         std::thread::sleep(Duration::from_millis(50));
     }
-    println!("sextant synced and answering after {:.2} s", t0.elapsed().as_secs_f64());
+    println!(
+        "sextant synced and answering after {:.2} s",
+        t0.elapsed().as_secs_f64()
+    );
 
     let n = 200;
     let mut delays = Vec::with_capacity(n);
@@ -128,7 +131,10 @@ fn watch_event_to_answer_delay_at_scale() {
             if answer(a, &qname).iter().any(|r| *r == want) {
                 break;
             }
-            assert!(t.elapsed() < Duration::from_secs(30), "{qname} never changed");
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "{qname} never changed"
+            );
         }
         delays.push(t.elapsed().as_secs_f64() * 1000.0);
         std::thread::sleep(Duration::from_millis(20));

@@ -492,9 +492,9 @@ impl Writer {
                 .as_deref()
                 .map_or(NO_ATOM, |z| atom(&mut atoms, &mut self.strs, z));
             for ip in ips {
-                let dup = eps.iter().any(|x| {
-                    x.ip == ip && text_of(&text, x.hostname) == text_of(&text, host_ref)
-                });
+                let dup = eps
+                    .iter()
+                    .any(|x| x.ip == ip && text_of(&text, x.hostname) == text_of(&text, host_ref));
                 if dup {
                     continue;
                 }

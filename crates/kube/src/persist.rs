@@ -144,7 +144,6 @@ impl Index {
                         Err(e) => tracing::warn!("plugin/kubernetes: snapshot: {e}"),
                         Ok(Ok(())) => {}
                     }
-                    dirty = false;
                     tokio::select! {
                         _ = stop.wait_for(|s| *s) => return,
                         _ = tokio::time::sleep(min_interval) => {}

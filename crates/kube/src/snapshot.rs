@@ -108,9 +108,7 @@ impl Snapshot {
             .flat_map(move |sl| {
                 sl.endpoints
                     .iter()
-                    .filter(move |e| {
-                        !multi || !self.dup_in_earlier(sl, e.ip, sl.hostname(e))
-                    })
+                    .filter(move |e| !multi || !self.dup_in_earlier(sl, e.ip, sl.hostname(e)))
                     .map(move |e| e.as_ref(sl))
             })
     }
