@@ -51,7 +51,9 @@ pub struct WatchOptions {
     pub zonal: bool,
     /// Period of the consistency re-list (0 = never). Default 5 minutes.
     pub resync: Duration,
-    /// Page size of LIST requests (0 = kube default, 500).
+    /// Page size of LIST requests (0 = kube's default, 500). Default 100: a page is held
+    /// decoded while it is folded, and at 500 the pages of the four watchers made a re-list of a
+    /// 140k-object cluster peak at 1.28x the steady heap (1.09x at 100; same re-list time).
     pub page_size: u32,
     /// First retry delay after an error; doubles up to `backoff_max`. Default 1 s.
     pub backoff_min: Duration,
@@ -71,7 +73,7 @@ impl Default for WatchOptions {
             endpoints: true,
             zonal: false,
             resync: Duration::from_secs(300),
-            page_size: 0,
+            page_size: 100,
             backoff_min: Duration::from_secs(1),
             backoff_max: Duration::from_secs(30),
             snapshot: None,
