@@ -128,7 +128,7 @@ fn watch_event_to_answer_delay_at_scale() {
         api.apply(service(&ns, &name).cluster_ip(&ip).port("http", 80, "TCP"))
             .unwrap();
         loop {
-            if answer(a, &qname).iter().any(|r| *r == want) {
+            if answer(a, &qname).contains(&want) {
                 break;
             }
             assert!(

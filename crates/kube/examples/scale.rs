@@ -301,7 +301,8 @@ async fn main() {
     PEAK.store(LIVE.load(Ordering::Relaxed), Ordering::Relaxed);
     let t1 = Instant::now();
     api.force_relist().await;
-    let pages_needed = (SERVICES as u64).div_ceil(u64::from(if page_size == 0 { 500 } else { page_size }));
+    let pages_needed =
+        (SERVICES as u64).div_ceil(u64::from(if page_size == 0 { 500 } else { page_size }));
     let mut peak = steady;
     let deadline = Instant::now() + Duration::from_secs(300);
     while Instant::now() < deadline {
