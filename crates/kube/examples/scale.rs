@@ -2,6 +2,10 @@
 //! in the fake API server on loopback; prints time-to-sync, RSS after sync above a baseline,
 //! peak RSS during a forced re-list (410 after a history compaction), and bytes per object.
 //! Run: `cargo run --release -p sextant-kube --example scale`.
+//! The fake API server runs in a child process (this program with `--serve-api`), so the heap
+//! and RSS figures are the client's and the index's alone. `SCALE_INPROCESS=1` keeps it in
+//! this process (the earlier way of measuring, which counts the server's list buffers too);
+//! `SCALE_PAGE_SIZE=N` sets the LIST page size (default: `WatchOptions`'s, 100).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -51,10 +55,14 @@ fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() {
-    let (services, per_slice, pods, nss) = (10_000usize, 10usize, 30_000usize, 100usize);
-    let api = FakeApi::start().await.expect("fake api");
+/// The cluster of the measurement.
+const SERVICES: usize = 10_000;
+const PER_SLICE: usize = 10;
+const PODS: usize = 30_000;
+const NSS: usize = 100;
+
+fn fixture() -> Vec<Value> {
+    let (services, per_slice, pods, nss) = (SERVICES, PER_SLICE, PODS, NSS);
     let mut objs: Vec<Value> = Vec::new();
     for n in 0..nss {
         objs.push(namespace(&format!("ns-{n}")).build());
@@ -110,14 +118,143 @@ async fn main() {
                 .build(),
         );
     }
-    api.apply_many(objs).expect("apply");
+    objs
+}
+
+/// The fake API, here or in a child process.
+enum Api {
+    Local(FakeApi),
+    Child {
+        child: std::process::Child,
+        input: std::process::ChildStdin,
+        output: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+        url: String,
+    },
+}
+
+impl Api {
+    fn url(&self) -> String {
+        match self {
+            Api::Local(a) => a.url(),
+            Api::Child { url, .. } => url.clone(),
+        }
+    }
+
+    fn cmd(&mut self, c: &str) -> u64 {
+        use std::io::Write;
+        match self {
+            Api::Local(_) => 0,
+            Api::Child { input, output, .. } => {
+                writeln!(input, "{c}").expect("child stdin");
+                input.flush().expect("child stdin");
+                let line = output.next().expect("child line").expect("child line");
+                line.trim().parse().unwrap_or(0)
+            }
+        }
+    }
+
+    fn list_requests(&mut self) -> u64 {
+        match self {
+            Api::Local(a) => a.requests("list", "endpointslices"),
+            _ => self.cmd("lists"),
+        }
+    }
+
+    /// Watchers come back with an rv older than the compacted history: 410, then a re-list.
+    async fn force_relist(&mut self) {
+        match self {
+            Api::Local(api) => {
+                api.go_down();
+                api.apply(namespace("relist-trigger")).expect("apply");
+                api.compact();
+                api.come_up().await.expect("up");
+            }
+            _ => {
+                self.cmd("relist");
+            }
+        }
+    }
+}
+
+impl Drop for Api {
+    fn drop(&mut self) {
+        if let Api::Child { child, .. } = self {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// `--serve-api`: loads the fixture, prints the URL, then serves commands from stdin.
+async fn serve_api() {
+    use std::io::{BufRead, Write};
+    let api = FakeApi::start().await.expect("fake api");
+    api.apply_many(fixture()).expect("apply");
     api.compact();
+    println!("{}", api.url());
+    let _ = std::io::stdout().flush();
+    let mut lines = std::io::BufReader::new(std::io::stdin()).lines();
+    while let Some(Ok(l)) = tokio::task::block_in_place(|| lines.next()) {
+        match l.trim() {
+            "lists" => println!("{}", api.requests("list", "endpointslices")),
+            "relist" => {
+                api.go_down();
+                api.apply(namespace("relist-trigger")).expect("apply");
+                api.compact();
+                api.come_up().await.expect("up");
+                println!("0");
+            }
+            _ => println!("0"),
+        }
+        let _ = std::io::stdout().flush();
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    if std::env::args().any(|a| a == "--serve-api") {
+        serve_api().await;
+        return;
+    }
+    let (services, per_slice, pods, nss) = (SERVICES, PER_SLICE, PODS, NSS);
+    let _ = nss;
+    let inprocess = std::env::var_os("SCALE_INPROCESS").is_some();
+    let mut api = if inprocess {
+        let api = FakeApi::start().await.expect("fake api");
+        api.apply_many(fixture()).expect("apply");
+        api.compact();
+        Api::Local(api)
+    } else {
+        use std::io::BufRead;
+        use std::process::{Command, Stdio};
+        let mut child = Command::new(std::env::current_exe().expect("exe"))
+            .arg("--serve-api")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn fake api");
+        let input = child.stdin.take().expect("stdin");
+        let mut output = std::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let url = output.next().expect("url").expect("url");
+        Api::Child {
+            child,
+            input,
+            output,
+            url,
+        }
+    };
+    let page_size: u32 = std::env::var("SCALE_PAGE_SIZE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(WatchOptions::default().page_size);
     tokio::time::sleep(Duration::from_millis(200)).await;
     let base = rss_kib("VmRSS:");
     let live_base = LIVE.load(Ordering::Relaxed);
     println!(
-        "fixture: {services} services, {} endpoints, {pods} pods, {nss} namespaces",
-        services * per_slice
+        "fixture: {services} services, {} endpoints, {pods} pods, {NSS} namespaces; fake API {}; page size {}",
+        services * per_slice,
+        if inprocess { "in this process" } else { "in a child process" },
+        if page_size == 0 { 500 } else { page_size }
     );
     println!("baseline RSS (fake API loaded): {:.1} MiB", mib(base));
 
@@ -129,6 +266,7 @@ async fn main() {
     let opts = WatchOptions {
         pods: PodsMode::Verified,
         zonal: true,
+        page_size,
         ..WatchOptions::default()
     };
     let idx = start(cfg, RateLimits::default(), opts)
@@ -158,21 +296,19 @@ async fn main() {
 
     // Forced re-list: forget history, drop watches -> every watcher gets 410 and lists again.
     let _ = std::fs::write("/proc/self/clear_refs", "5"); // reset VmHWM
-    let lists0 = api.requests("list", "endpointslices");
+    let lists0 = api.list_requests();
     let steady = rss_kib("VmRSS:");
     PEAK.store(LIVE.load(Ordering::Relaxed), Ordering::Relaxed);
     let t1 = Instant::now();
-    // Watchers come back with an rv older than the compacted history: 410, then a full re-list.
-    api.go_down();
-    api.apply(namespace("relist-trigger")).expect("apply");
-    api.compact();
-    api.come_up().await.expect("up");
+    api.force_relist().await;
+    let pages_needed =
+        (SERVICES as u64).div_ceil(u64::from(if page_size == 0 { 500 } else { page_size }));
     let mut peak = steady;
     let deadline = Instant::now() + Duration::from_secs(300);
     while Instant::now() < deadline {
         peak = peak.max(rss_kib("VmRSS:"));
-        let pages = api.requests("list", "endpointslices") - lists0;
-        if pages >= 20 && idx.snapshot().counts().namespaces == c.namespaces + 1 {
+        let pages = api.list_requests() - lists0;
+        if pages >= pages_needed && idx.snapshot().counts().namespaces == c.namespaces + 1 {
             // all 10k slices re-listed (500 per page) and the index is whole again
             break;
         }

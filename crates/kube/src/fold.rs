@@ -12,7 +12,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
 
 use crate::model::{
-    Change, Endpoint, Labels, Namespace, Pod, Port, Proto, Service, ServiceKind, Slice,
+    Change, Endpoint, Labels, Namespace, Pod, Port, Proto, Service, ServiceKind, Slice, TextRef,
+    NO_ATOM,
 };
 use crate::snapshot::{Few, Snapshot};
 
@@ -456,6 +457,8 @@ impl Writer {
             ports.push(sentinel_port(&mut self.strs));
         }
         let mut eps: Vec<Endpoint> = Vec::new();
+        let mut text = String::new();
+        let mut atoms: Vec<Arc<str>> = Vec::new();
         for e in &s.endpoints {
             // Ready true or unset (null) counts as ready.
             let ready = e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
@@ -471,23 +474,36 @@ impl Writer {
                 .filter(|n| !n.is_empty() && n.len() < 64);
             let node = e.node_name.as_deref().filter(|n| !n.is_empty());
             let zone = if self.zonal {
-                e.zone.as_deref().filter(|z| !z.is_empty())
+                e.zone
+                    .as_deref()
+                    .filter(|z| !z.is_empty())
+                    .map(str::to_ascii_lowercase)
             } else {
                 None
             };
-            for ip in parse_ips(e.addresses.iter().map(String::as_str)) {
-                if eps
+            let ips = parse_ips(e.addresses.iter().map(String::as_str));
+            if ips.is_empty() {
+                continue;
+            }
+            let host_ref = push_text(&mut text, hostname);
+            let pod_ref = push_text(&mut text, pod);
+            let node_i = node.map_or(NO_ATOM, |n| atom(&mut atoms, &mut self.strs, n));
+            let zone_i = zone
+                .as_deref()
+                .map_or(NO_ATOM, |z| atom(&mut atoms, &mut self.strs, z));
+            for ip in ips {
+                let dup = eps
                     .iter()
-                    .any(|x| x.ip == ip && x.hostname.as_deref() == hostname)
-                {
+                    .any(|x| x.ip == ip && text_of(&text, x.hostname) == text_of(&text, host_ref));
+                if dup {
                     continue;
                 }
                 eps.push(Endpoint {
                     ip,
-                    hostname: hostname.map(|h| self.strs.str(h)),
-                    pod_name: pod.map(|p| self.strs.str(p)),
-                    node_name: node.map(|n| self.strs.str(n)),
-                    zone: zone.map(|z| self.strs.str(&z.to_ascii_lowercase())),
+                    hostname: host_ref,
+                    pod_name: pod_ref,
+                    node_name: node_i,
+                    zone: zone_i,
                 });
             }
         }
@@ -497,11 +513,13 @@ impl Writer {
             service,
             ports: ports.into_boxed_slice(),
             endpoints: eps.into_boxed_slice(),
+            text: text.into_boxed_str(),
+            atoms: atoms.into_boxed_slice(),
         }
     }
 
     pub fn upsert_slice(&mut self, s: &EndpointSlice) {
-        let Some((ns, name)) = self.key_of(&s.metadata) else {
+        let Some((ns, name)) = self.key_of_unique(Res::EndpointSlice, &s.metadata) else {
             return;
         };
         self.mark_seen(Res::EndpointSlice, &ns, &name);
@@ -628,7 +646,7 @@ impl Writer {
     // ---------------- pods ----------------
 
     pub fn upsert_pod(&mut self, p: &K8sPod) {
-        let Some((ns, name)) = self.key_of(&p.metadata) else {
+        let Some((ns, name)) = self.key_of_unique(Res::Pod, &p.metadata) else {
             return;
         };
         if p.metadata.deletion_timestamp.is_some() {
@@ -706,6 +724,30 @@ impl Writer {
         self.touch();
     }
 
+    /// Like `key_of` for objects whose names nothing else refers to (pods, EndpointSlices): the
+    /// name is not interned, which would only add an interner entry per object.
+    /// The key already stored for the object is reused, so a re-list allocates nothing for it.
+    fn key_of_unique(&mut self, r: Res, m: &ObjectMeta) -> Option<(Arc<str>, Arc<str>)> {
+        let name = m.name.as_deref().filter(|n| !n.is_empty())?;
+        let ns = m.namespace.as_deref().unwrap_or("");
+        self.strs.maybe_gc();
+        let ns = self.strs.str(ns);
+        let existing = match r {
+            Res::Pod => self
+                .snap
+                .pods
+                .get(&ns)
+                .and_then(|m| m.get_key_value(name))
+                .map(|(k, _)| k.clone()),
+            _ => self
+                .slice_loc
+                .get_key_value(&(ns.clone(), Arc::from(name)))
+                .map(|(k, _)| k.1.clone()),
+        };
+        let name = existing.unwrap_or_else(|| Arc::from(name));
+        Some((ns, name))
+    }
+
     fn key_of(&mut self, m: &ObjectMeta) -> Option<(Arc<str>, Arc<str>)> {
         let name = m.name.as_deref().filter(|n| !n.is_empty())?;
         let ns = m.namespace.as_deref().unwrap_or("");
@@ -739,6 +781,45 @@ impl Writer {
         }
         Ok(ns)
     }
+}
+
+/// Appends `s` to a slice's text; strings longer than `u16::MAX - 1` or beyond 4 GiB of text
+/// are not stored (Kubernetes limits these names to 253 characters).
+fn push_text(text: &mut String, s: Option<&str>) -> TextRef {
+    let Some(s) = s else {
+        return TextRef::NONE;
+    };
+    let (Ok(start), Ok(len)) = (u32::try_from(text.len()), u16::try_from(s.len())) else {
+        return TextRef::NONE;
+    };
+    if len == u16::MAX {
+        return TextRef::NONE;
+    }
+    text.push_str(s);
+    TextRef { start, len }
+}
+
+fn text_of(text: &str, r: TextRef) -> Option<&str> {
+    if r.len == u16::MAX {
+        return None;
+    }
+    let start = r.start as usize;
+    text.get(start..start + usize::from(r.len))
+}
+
+/// Index of `s` in the slice's atom table (interned, added if new); `NO_ATOM` when full.
+fn atom(atoms: &mut Vec<Arc<str>>, strs: &mut Interner, s: &str) -> u16 {
+    if let Some(i) = atoms.iter().position(|a| &**a == s) {
+        return u16::try_from(i).unwrap_or(NO_ATOM);
+    }
+    let Ok(i) = u16::try_from(atoms.len()) else {
+        return NO_ATOM;
+    };
+    if i == NO_ATOM {
+        return NO_ATOM;
+    }
+    atoms.push(strs.str(s));
+    i
 }
 
 fn remove_from<T>(

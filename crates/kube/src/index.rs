@@ -17,7 +17,7 @@ pub(crate) struct Shared {
     snap: ArcSwap<Snapshot>,
     writer: Mutex<Writer>,
     needed: Vec<Res>,
-    synced_tx: watch::Sender<bool>,
+    pub(crate) synced_tx: watch::Sender<bool>,
     changes: broadcast::Sender<Change>,
     pub(crate) stop_tx: watch::Sender<bool>,
     source: AtomicU8,
@@ -44,6 +44,7 @@ fn lock(m: &Mutex<Writer>) -> MutexGuard<'_, Writer> {
 
 impl Index {
     pub(crate) fn with_needed(needed: Vec<Res>, zonal: bool, source: Source) -> Index {
+        crate::metrics::set_source(source);
         Index {
             shared: Arc::new(Shared {
                 snap: ArcSwap::from_pointee(Snapshot::default()),
@@ -108,6 +109,7 @@ impl Index {
 
     pub(crate) fn set_source(&self, s: Source) {
         self.shared.source.store(s as u8, Ordering::Relaxed);
+        crate::metrics::set_source(s);
     }
 
     /// Runs `f` on the writer and publishes if it changed anything.
@@ -138,11 +140,15 @@ impl Index {
                 let _ = self.shared.changes.send(ch);
             }
         }
+        if !self.shared.needed.is_empty()
+            && self.source() != Source::Api
+            && w.synced(&self.shared.needed)
+        {
+            // Every watcher listed the API: a loaded snapshot's data is replaced by now.
+            self.set_source(Source::Api);
+        }
         if !self.synced() && w.synced(&self.shared.needed) {
             self.shared.synced_tx.send_replace(true);
-            if !self.shared.needed.is_empty() {
-                self.set_source(Source::Api);
-            }
         }
     }
 

@@ -79,6 +79,33 @@ static INDEXED: LazyLock<Option<IntGaugeVec>> = LazyLock::new(|| {
     .map(register)
 });
 
+static DATA_SOURCE: LazyLock<Option<IntGaugeVec>> = LazyLock::new(|| {
+    IntGaugeVec::new(
+        Opts::new(
+            "sextant_kubernetes_data_source",
+            "Where the Kubernetes DNS index's answers come from: 1 for the current source.",
+        ),
+        &["source"],
+    )
+    .ok()
+    .map(register)
+});
+
+/// Sets the data-source gauge: 1 for `s`, 0 for the others.
+pub(crate) fn set_source(s: crate::model::Source) {
+    let Some(g) = DATA_SOURCE.as_ref() else {
+        return;
+    };
+    use crate::model::Source;
+    for (x, name) in [
+        (Source::Api, "api"),
+        (Source::Snapshot, "snapshot"),
+        (Source::Manifests, "manifests"),
+    ] {
+        g.with_label_values(&[name]).set(i64::from(x == s));
+    }
+}
+
 /// Observes `secs` in a histogram vector, if it exists.
 pub(crate) fn observe(h: &LazyLock<Option<HistogramVec>>, labels: &[&str], secs: f64) {
     if let Some(h) = h.as_ref() {

@@ -107,14 +107,34 @@ impl Service {
     }
 }
 
+/// A string stored in its slice's `text` (`start`, `len`); `len == u16::MAX` means none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TextRef {
+    pub start: u32,
+    pub len: u16,
+}
+
+impl TextRef {
+    pub const NONE: TextRef = TextRef {
+        start: 0,
+        len: u16::MAX,
+    };
+}
+
+/// Index into a slice's `atoms`; `u16::MAX` means none.
+pub(crate) const NO_ATOM: u16 = u16::MAX;
+
 /// One ready endpoint address as stored (one entry per address of an EndpointSlice endpoint).
+/// Kept small (36 bytes): names that are unique per endpoint (hostname, pod name) live in the
+/// slice's `text`, names shared across the cluster (node, zone) are interned `atoms` of the
+/// slice referenced by index.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Endpoint {
     pub ip: IpAddr,
-    pub hostname: Option<Arc<str>>,
-    pub pod_name: Option<Arc<str>>,
-    pub node_name: Option<Arc<str>>,
-    pub zone: Option<Arc<str>>,
+    pub hostname: TextRef,
+    pub pod_name: TextRef,
+    pub node_name: u16,
+    pub zone: u16,
 }
 
 /// One EndpointSlice as stored: only its ready endpoints and its ports.
@@ -126,6 +146,28 @@ pub(crate) struct Slice {
     pub service: Arc<str>,
     pub ports: Box<[Port]>,
     pub endpoints: Box<[Endpoint]>,
+    /// Hostnames and pod names of the endpoints, concatenated.
+    pub text: Box<str>,
+    /// Distinct node and zone names of the endpoints (interned, shared between slices).
+    pub atoms: Box<[Arc<str>]>,
+}
+
+impl Slice {
+    pub(crate) fn text(&self, r: TextRef) -> Option<&str> {
+        if r.len == u16::MAX {
+            return None;
+        }
+        let start = r.start as usize;
+        self.text.get(start..start + usize::from(r.len))
+    }
+
+    pub(crate) fn atom(&self, i: u16) -> Option<&str> {
+        self.atoms.get(usize::from(i)).map(|a| &**a)
+    }
+
+    pub(crate) fn hostname(&self, e: &Endpoint) -> Option<&str> {
+        self.text(e.hostname)
+    }
 }
 
 /// A ready endpoint address of a service, borrowed from a snapshot.
@@ -146,13 +188,13 @@ pub struct EndpointRef<'a> {
 }
 
 impl Endpoint {
-    pub(crate) fn as_ref<'a>(&'a self, slice: &'a Slice) -> EndpointRef<'a> {
+    pub(crate) fn as_ref<'a>(&self, slice: &'a Slice) -> EndpointRef<'a> {
         EndpointRef {
             ip: self.ip,
-            hostname: self.hostname.as_deref(),
-            pod_name: self.pod_name.as_deref(),
-            node_name: self.node_name.as_deref(),
-            zone: self.zone.as_deref(),
+            hostname: slice.text(self.hostname),
+            pod_name: slice.text(self.pod_name),
+            node_name: slice.atom(self.node_name),
+            zone: slice.atom(self.zone),
             ports: &slice.ports,
         }
     }

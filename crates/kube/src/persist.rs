@@ -61,17 +61,18 @@ pub(crate) fn to_objects(s: &Snapshot) -> Vec<Value> {
                     .map(|e| {
                         let mut v =
                             json!({"addresses": [e.ip.to_string()], "conditions": {"ready": true}});
-                        if let Some(h) = &e.hostname {
-                            v["hostname"] = json!(&**h);
+                        let r = e.as_ref(sl);
+                        if let Some(h) = r.hostname {
+                            v["hostname"] = json!(h);
                         }
-                        if let Some(n) = &e.node_name {
-                            v["nodeName"] = json!(&**n);
+                        if let Some(n) = r.node_name {
+                            v["nodeName"] = json!(n);
                         }
-                        if let Some(z) = &e.zone {
-                            v["zone"] = json!(&**z);
+                        if let Some(z) = r.zone {
+                            v["zone"] = json!(z);
                         }
-                        if let Some(p) = &e.pod_name {
-                            v["targetRef"] = json!({"kind": "Pod", "name": &**p});
+                        if let Some(p) = r.pod_name {
+                            v["targetRef"] = json!({"kind": "Pod", "name": p});
                         }
                         v
                     })
@@ -131,6 +132,7 @@ impl Index {
         let mut changes = self.subscribe();
         tokio::spawn(async move {
             let mut stop = idx.shared.stop_tx.subscribe();
+            let mut synced = idx.shared.synced_tx.subscribe();
             let mut dirty = idx.synced();
             loop {
                 if dirty && idx.synced() {
@@ -149,6 +151,13 @@ impl Index {
                 }
                 tokio::select! {
                     _ = stop.wait_for(|s| *s) => return,
+                    // The last list to finish may change nothing, yet completes the sync.
+                    r = synced.changed(), if !*synced.borrow() => {
+                        if r.is_err() {
+                            return;
+                        }
+                        dirty = true;
+                    }
                     r = changes.recv() => match r {
                         Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => dirty = true,
                         Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
@@ -159,8 +168,10 @@ impl Index {
     }
 
     /// Loads a snapshot written by [`Index::persist_to`] so last-known data can be served while
-    /// the API server is unreachable at start. Does not change `synced()`; the source becomes
-    /// `Snapshot` until the API watchers publish.
+    /// the API server is unreachable at start. Call it before the watchers start (see
+    /// [`crate::WatchOptions::snapshot`]). The index then counts as synced (answers, NXDOMAIN
+    /// included, come from the snapshot) with source `Snapshot`, until every watcher completed
+    /// a list from the API and the source becomes `Api`.
     pub fn load_snapshot(&self, path: &Path) -> Result<(), Error> {
         let objs = crate::load_manifests(&[path.to_path_buf()])?;
         self.set_source(Source::Snapshot);
@@ -169,6 +180,7 @@ impl Index {
                 let _ = w.upsert_json(o);
             }
         });
+        self.shared.synced_tx.send_replace(true);
         Ok(())
     }
 }

@@ -87,7 +87,7 @@ impl Snapshot {
                     && t.namespace == slice.namespace
                     && t.endpoints
                         .iter()
-                        .any(|e| e.ip == ip && e.hostname.as_deref() == hostname)
+                        .any(|e| e.ip == ip && t.hostname(e) == hostname)
             })
         })
     }
@@ -108,9 +108,7 @@ impl Snapshot {
             .flat_map(move |sl| {
                 sl.endpoints
                     .iter()
-                    .filter(move |e| {
-                        !multi || !self.dup_in_earlier(sl, e.ip, e.hostname.as_deref())
-                    })
+                    .filter(move |e| !multi || !self.dup_in_earlier(sl, e.ip, sl.hostname(e)))
                     .map(move |e| e.as_ref(sl))
             })
     }
@@ -138,7 +136,7 @@ impl Snapshot {
                 sl.endpoints
                     .iter()
                     .filter(move |e| e.ip == ip)
-                    .filter(move |e| !self.dup_in_earlier(sl, e.ip, e.hostname.as_deref()))
+                    .filter(move |e| !self.dup_in_earlier(sl, e.ip, sl.hostname(e)))
                     .map(move |e| EndpointHit {
                         namespace: &sl.namespace,
                         service: &sl.service,

@@ -4,6 +4,7 @@
 //! 410 (done by the watcher), and a periodic consistency re-list. Network I/O via kube only.
 
 use std::fmt::Debug;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -51,12 +52,17 @@ pub struct WatchOptions {
     pub zonal: bool,
     /// Period of the consistency re-list (0 = never). Default 5 minutes.
     pub resync: Duration,
-    /// Page size of LIST requests (0 = kube default, 500).
+    /// Page size of LIST requests (0 = kube's default, 500). Default 100: a page is held
+    /// decoded while it is folded, and at 500 the pages of the four watchers made a re-list of a
+    /// 140k-object cluster peak at 1.28x the steady heap (1.09x at 100; same re-list time).
     pub page_size: u32,
     /// First retry delay after an error; doubles up to `backoff_max`. Default 1 s.
     pub backoff_min: Duration,
     /// Retry delay cap. Default 30 s.
     pub backoff_max: Duration,
+    /// A file written by [`Index::persist_to`], loaded before the watchers start: its data is
+    /// served (as synced) until the API's lists replace it. Missing file: ignored.
+    pub snapshot: Option<PathBuf>,
 }
 
 impl Default for WatchOptions {
@@ -68,9 +74,10 @@ impl Default for WatchOptions {
             endpoints: true,
             zonal: false,
             resync: Duration::from_secs(300),
-            page_size: 0,
+            page_size: 100,
             backoff_min: Duration::from_secs(1),
             backoff_max: Duration::from_secs(30),
+            snapshot: None,
         }
     }
 }
@@ -95,6 +102,16 @@ pub fn start_with_client(client: Client, opts: WatchOptions) -> Index {
         needed.push(Res::Pod);
     }
     let index = Index::with_needed(needed.clone(), opts.zonal, Source::Api);
+    if let Some(p) = opts.snapshot.as_deref().filter(|p| p.exists()) {
+        // Before any watcher runs, so a list never races with (and loses to) older data.
+        match index.load_snapshot(p) {
+            Ok(()) => tracing::info!(
+                "plugin/kubernetes: serving last-known data from snapshot {} until the API answers",
+                p.display()
+            ),
+            Err(e) => tracing::warn!("plugin/kubernetes: snapshot: {e}"),
+        }
+    }
     let base = |sel: &Option<String>| {
         let mut c = watcher::Config::default();
         if let Some(l) = sel.as_deref().filter(|l| !l.trim().is_empty()) {

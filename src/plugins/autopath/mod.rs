@@ -24,10 +24,11 @@ pub static SUCCESS: LazyLock<CounterVec> = LazyLock::new(|| {
 
 /// A plugin that knows a client's search path (the `kubernetes` plugin, from the client pod's
 /// namespace with `pods verified`). The list is in resolv.conf order, fully qualified, and ends
-/// with the root name standing for the bare name. `None` (or an empty list) means: don't
-/// autopath this query.
+/// with the root name standing for the bare name. `qname` is the asked name (the provider picks
+/// the zone it falls in, as CoreDNS's `AutoPath(state)` does). `None` (or an empty list) means:
+/// don't autopath this query.
 pub trait SearchPath: Send + Sync {
-    fn search_path(&self, client: IpAddr) -> Option<Vec<Name>>;
+    fn search_path(&self, client: IpAddr, qname: &Name) -> Option<Vec<Name>>;
 }
 
 type Slot = Arc<OnceLock<Arc<dyn SearchPath>>>;
@@ -140,12 +141,12 @@ fn join(base: &[&[u8]], suffix: &Name) -> Option<Name> {
 }
 
 impl AutoPath {
-    fn search(&self, client: IpAddr) -> Vec<Name> {
+    fn search(&self, client: IpAddr, qname: &Name) -> Vec<Name> {
         match &self.source {
             Source::Static(v) => v.clone(),
             Source::Plugin(_, slot) => slot
                 .get()
-                .and_then(|p| p.search_path(client))
+                .and_then(|p| p.search_path(client, qname))
                 .unwrap_or_default(),
         }
     }
@@ -162,7 +163,7 @@ impl Handler for AutoPath {
             if !self.zones.iter().any(|z| qname.is_subdomain_of(z)) {
                 return next.run(req).await;
             }
-            let path = self.search(req.client.ip());
+            let path = self.search(req.client.ip(), &qname);
             let Some(first) = path.first() else {
                 return next.run(req).await;
             };
@@ -303,7 +304,7 @@ mod tests {
 
     struct Fixed(Vec<Name>);
     impl SearchPath for Fixed {
-        fn search_path(&self, _client: IpAddr) -> Option<Vec<Name>> {
+        fn search_path(&self, _client: IpAddr, _qname: &Name) -> Option<Vec<Name>> {
             Some(self.0.clone())
         }
     }
@@ -325,7 +326,7 @@ mod tests {
             source: Source::Plugin("kubernetes".into(), slot),
         };
         assert_eq!(
-            ap.search("10.0.0.1".parse().unwrap()),
+            ap.search("10.0.0.1".parse().unwrap(), &n("x.a.")),
             vec![n("a."), Name::root()]
         );
     }

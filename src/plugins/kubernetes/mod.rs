@@ -44,6 +44,51 @@ impl Readiness for Ready {
     }
 }
 
+/// `autopath @kubernetes` (CoreDNS `plugin/kubernetes/autopath.go`): with `pods verified`, the
+/// search path of the client pod found by source address: `<podns>.svc.<zone>`, `svc.<zone>`,
+/// `<zone>` for the zone the question falls in, then the `search` list of this server's own
+/// resolv.conf, then the root (the bare name).
+struct AutoPathSearch {
+    cfg: Arc<Config>,
+    index: Arc<ArcSwapOption<Index>>,
+    resolv: Vec<Name>,
+}
+
+impl crate::plugins::autopath::SearchPath for AutoPathSearch {
+    fn search_path(&self, client: IpAddr, qname: &Name) -> Option<Vec<Name>> {
+        if self.cfg.pods != sextant_kube::PodsMode::Verified {
+            return None;
+        }
+        let zone = self
+            .cfg
+            .zones
+            .iter()
+            .filter(|z| qname.is_subdomain_of(z))
+            .max_by_key(|z| z.label_count())?;
+        let idx = self.index.load_full()?;
+        let snap = idx.snapshot();
+        let pod = snap.pod_by_ip(client)?;
+        let svc = zone.prepend(b"svc").ok()?;
+        let mut out = Vec::with_capacity(4 + self.resolv.len());
+        out.push(svc.prepend(pod.namespace.as_bytes()).ok()?);
+        out.push(svc);
+        out.push(zone.clone());
+        out.extend(self.resolv.iter().cloned());
+        out.push(Name::root());
+        Some(out)
+    }
+}
+
+/// The `search` list of a resolv.conf as lower-case names (unparseable entries skipped).
+fn resolv_search(path: &std::path::Path) -> Vec<Name> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    crate::plugins::autopath::parse_resolv(&text)
+        .iter()
+        .filter_map(|s| Name::parse(s).ok())
+        .map(|n| n.to_lowercase())
+        .collect()
+}
+
 /// Non-loopback addresses of this host's interfaces (CoreDNS `boundIPs` without `bind`).
 fn interface_ips() -> Vec<IpAddr> {
     let mut out = Vec::new();
@@ -72,6 +117,8 @@ fn watch_options(cfg: &Config) -> WatchOptions {
         pods: cfg.pods,
         endpoints: !cfg.noendpoints,
         zonal: cfg.zonal,
+        resync: cfg.relist_period,
+        snapshot: cfg.snapshot.clone(),
         ..WatchOptions::default()
     }
 }
@@ -165,12 +212,8 @@ pub fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), Error> 
                 }
                 match sextant_kube::start(client, limits, opts).await {
                     Ok(idx) => {
+                        // A snapshot file, if any, was loaded by `start` before its watchers.
                         if let Some(p) = &snapshot {
-                            if p.exists() {
-                                if let Err(e) = idx.load_snapshot(p) {
-                                    LOG.warning(&format!("snapshot: {e}"));
-                                }
-                            }
                             idx.persist_to(p.clone(), Duration::from_secs(5));
                         }
                         shared::register(&key, idx.clone());
@@ -205,6 +248,15 @@ pub fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), Error> 
         }),
     );
     g.add_readiness("kubernetes", Arc::new(Ready(slot.clone())));
+    crate::plugins::autopath::provide(
+        block,
+        "kubernetes",
+        Arc::new(AutoPathSearch {
+            cfg: cfg.clone(),
+            index: slot.clone(),
+            resolv: resolv_search(std::path::Path::new("/etc/resolv.conf")),
+        }),
+    );
     let slot3 = slot.clone();
     // API indexes are shared across reloads and stopped by their last user (shared::release).
     let own_index = !matches!(cfg.source, DataSource::Api(_));

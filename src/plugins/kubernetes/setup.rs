@@ -46,6 +46,9 @@ pub struct Config {
     pub startup_timeout: Duration,
     /// `snapshot FILE`: persist the index there and load it at start.
     pub snapshot: Option<PathBuf>,
+    /// `relist_period DURATION` (Sextant extension): period of the consistency re-list that
+    /// repairs events the API server never delivered; 0 disables it. Default 5 minutes.
+    pub relist_period: Duration,
 }
 
 impl Config {
@@ -67,6 +70,7 @@ impl Config {
             zonal: false,
             startup_timeout: Duration::from_secs(5),
             snapshot: None,
+            relist_period: Duration::from_secs(300),
         }
     }
 
@@ -301,6 +305,18 @@ pub fn parse(d: &Directive, block_zones: &[String]) -> Result<Config, Error> {
                     }
                     manifests.push(p);
                 }
+            }
+            "relist_period" => {
+                let t = one_arg(sub)?;
+                c.relist_period = parse_go_duration(&t.text).ok_or_else(|| {
+                    sub.err_at(
+                        t,
+                        format!(
+                            "failed to parse relist_period: {}, time: invalid duration {:?}",
+                            t.text, t.text
+                        ),
+                    )
+                })?;
             }
             "snapshot" => {
                 let t = one_arg(sub)?;
