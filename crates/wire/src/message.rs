@@ -633,16 +633,71 @@ pub fn read_name(buf: &[u8], pos: usize) -> Result<(Name, usize), WireError> {
 
 struct Encoder {
     buf: Vec<u8>,
-    /// Lower-cased wire suffix -> offset where it was written.
-    names: HashMap<Vec<u8>, u16>,
+    names: Compression,
     compress: bool,
+}
+
+/// Name suffixes already written, for compression: a flat table searched linearly while it is
+/// small (the usual answer has a handful of names), with a hash index once it grows.
+#[derive(Default)]
+struct Compression {
+    /// Lower-cased wire suffixes, back to back.
+    arena: Vec<u8>,
+    /// (start in `arena`, length, offset in the message).
+    entries: Vec<(u32, u16, u16)>,
+    /// Index over `entries` once there are more than [`Compression::LINEAR`].
+    index: Option<HashMap<Vec<u8>, u16>>,
+}
+
+impl Compression {
+    const LINEAR: usize = 48;
+
+    fn get(&self, suffix: &[u8]) -> Option<u16> {
+        if let Some(ix) = &self.index {
+            return ix.get(&suffix.to_ascii_lowercase()).copied();
+        }
+        self.entries.iter().find_map(|&(start, len, off)| {
+            let stored = &self.arena[start as usize..start as usize + len as usize];
+            (len as usize == suffix.len() && stored.eq_ignore_ascii_case(suffix)).then_some(off)
+        })
+    }
+
+    fn insert(&mut self, suffix: &[u8], off: u16) {
+        if let Some(ix) = &mut self.index {
+            ix.insert(suffix.to_ascii_lowercase(), off);
+            return;
+        }
+        let start = self.arena.len() as u32;
+        self.arena
+            .extend(suffix.iter().map(|b| b.to_ascii_lowercase()));
+        self.entries.push((start, suffix.len() as u16, off));
+        if self.entries.len() > Self::LINEAR {
+            let mut ix = HashMap::with_capacity(self.entries.len() * 2);
+            for &(start, len, off) in &self.entries {
+                let key = self.arena[start as usize..start as usize + len as usize].to_vec();
+                ix.entry(key).or_insert(off);
+            }
+            self.index = Some(ix);
+        }
+    }
+
+    fn truncate(&mut self, len: usize) {
+        match &mut self.index {
+            Some(ix) => ix.retain(|_, off| (*off as usize) < len),
+            None => self.entries.retain(|&(_, _, off)| (off as usize) < len),
+        }
+    }
 }
 
 impl Encoder {
     fn new() -> Encoder {
         Encoder {
             buf: Vec::with_capacity(512),
-            names: HashMap::new(),
+            names: Compression {
+                arena: Vec::with_capacity(256),
+                entries: Vec::with_capacity(16),
+                index: None,
+            },
             compress: true,
         }
     }
@@ -657,7 +712,7 @@ impl Encoder {
 
     fn rollback(&mut self, len: usize) {
         self.buf.truncate(len);
-        self.names.retain(|_, off| (*off as usize) < len);
+        self.names.truncate(len);
     }
 
     fn name(&mut self, name: &Name, compress: bool) {
@@ -667,13 +722,12 @@ impl Encoder {
         while wire[p] != 0 {
             let suffix = &wire[p..];
             if compress {
-                let key = suffix.to_ascii_lowercase();
-                if let Some(&off) = self.names.get(&key) {
+                if let Some(off) = self.names.get(suffix) {
                     self.u16(0xc000 | off);
                     return;
                 }
                 if self.buf.len() < 0x4000 {
-                    self.names.insert(key, self.buf.len() as u16);
+                    self.names.insert(suffix, self.buf.len() as u16);
                 }
             }
             let l = wire[p] as usize;
