@@ -323,3 +323,43 @@ pub fn gather_text() -> Vec<u8> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sextant_wire::Message;
+
+    /// Cached handles count into the same series as `with_label_values`, per proto, type,
+    /// rcode and plugin, and a new server label (a reload) gets its own series.
+    #[test]
+    fn cached_handles_count_into_the_labelled_series() {
+        let q = Message::query(1, Name::parse("a.cached.test.").unwrap(), RType::AAAA);
+        let mut req = Request::new(q, "127.0.0.1:5000".parse().unwrap(), Proto::Udp);
+        req.zone = Name::parse("Cached.Test.").unwrap();
+        req.server = Arc::from("dns://:15999");
+        for _ in 0..3 {
+            report(&req, Rcode::NOERROR, "whoami", 60);
+        }
+        report(&req, Rcode::NXDOMAIN, "whoami", 60);
+        req.proto = Proto::Tcp;
+        report(&req, Rcode::NOERROR, "whoami", 60);
+        let get = |s: &str, proto: &str| {
+            REQUESTS
+                .with_label_values(&[s, "cached.test.", "", proto, "1", "AAAA"])
+                .get()
+        };
+        assert_eq!(get("dns://:15999", "udp"), 4.0);
+        assert_eq!(get("dns://:15999", "tcp"), 1.0);
+        let rc = |r: &str| {
+            RESPONSES
+                .with_label_values(&["dns://:15999", "cached.test.", "", r, "whoami"])
+                .get()
+        };
+        assert_eq!((rc("NOERROR"), rc("NXDOMAIN")), (4.0, 1.0));
+        let sizes = RESPONSE_SIZE.with_label_values(&["dns://:15999", "cached.test.", "", "udp"]);
+        assert_eq!(sizes.get_sample_count(), 4);
+        req.server = Arc::from("dns://:15999");
+        report(&req, Rcode::NOERROR, "whoami", 60);
+        assert_eq!(get("dns://:15999", "tcp"), 2.0);
+    }
+}

@@ -817,6 +817,62 @@ pub fn opcode_supported(op: u8) -> bool {
 mod tests {
     use super::*;
 
+    /// Compression with the linear table and, past its size, the hash index: every name comes
+    /// back as written (case-insensitive matches reuse earlier spellings' offsets), pointers
+    /// point backwards, and the message is as small as with the old hash-only encoder.
+    #[test]
+    fn compression_table_small_and_large() {
+        for n in [3usize, 40, 200] {
+            let q = Message::query(
+                7,
+                Name::parse("Svc.NS.svc.cluster.local.").unwrap(),
+                RType::A,
+            );
+            let mut m = Message::reply_to(&q);
+            for i in 0..n {
+                let owner = Name::parse(&format!("h{i}.svc.ns.SVC.cluster.local.")).unwrap();
+                m.answers.push(Record::new(
+                    owner,
+                    5,
+                    RData::A(Ipv4Addr::new(10, 0, (i / 256) as u8, i as u8)),
+                ));
+            }
+            let w = m.to_wire();
+            let back = Message::parse(&w).unwrap();
+            assert_eq!(back.answers.len(), n);
+            for (i, rr) in back.answers.iter().enumerate() {
+                assert_eq!(
+                    rr.name.to_lowercase_string(),
+                    format!("h{i}.svc.ns.svc.cluster.local.")
+                );
+            }
+            // Question name 26 bytes + type/class; per answer: label "hN" + pointer + 10 fixed + 4 rdata.
+            let labels: usize = (0..n).map(|i| 1 + format!("h{i}").len()).sum();
+            assert_eq!(w.len(), HEADER_LEN + 26 + 4 + labels + n * (2 + 10 + 4));
+        }
+    }
+
+    /// Truncation rolls the table back: names after the cut are written in full again.
+    #[test]
+    fn compression_survives_truncation() {
+        let q = Message::query(1, Name::parse("a.example.org.").unwrap(), RType::A);
+        let mut m = Message::reply_to(&q);
+        for i in 0..100u8 {
+            m.answers.push(Record::new(
+                Name::parse(&format!("n{i}.x.example.org.")).unwrap(),
+                5,
+                RData::A(Ipv4Addr::new(10, 0, 0, i)),
+            ));
+        }
+        let (w, _) = m.to_wire_limited(512);
+        assert!(w.len() <= 512);
+        let back = Message::parse(&w).unwrap();
+        assert!(back.header.tc || back.answers.len() == 100);
+        for (i, rr) in back.answers.iter().enumerate() {
+            assert_eq!(rr.name.to_string(), format!("n{i}.x.example.org."));
+        }
+    }
+
     fn n(s: &str) -> Name {
         Name::parse(s).unwrap()
     }

@@ -362,6 +362,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn write_lowercase_matches_display() {
+        for t in [
+            "WWW.Example.com.",
+            ".",
+            "a\\.B.c.",
+            "x\\032Y.z.",
+            "_Srv._TCP.k8s.local.",
+        ] {
+            let n = Name::parse(t).unwrap();
+            let mut out = String::from("> ");
+            n.write_lowercase(&mut out);
+            assert_eq!(out, format!("> {}", n.to_lowercase()));
+            assert_eq!(n.to_lowercase_string(), n.to_lowercase().to_string());
+        }
+    }
+
+    #[test]
     fn parse_and_display() {
         let n = Name::parse("WWW.Example.com").unwrap();
         assert_eq!(n.to_string(), "WWW.Example.com.");
