@@ -3,7 +3,8 @@
 EDNS group, restated in faults.md §3.2) plus the RFC 1035/9619/6891/7766 checks of §3.3 that
 apply to a server without DNSSEC or cookies. Runs every check against Knot DNS (the reference,
 started here on a loopback port with a small `cluster.local` zone) and against Sextant in the
-same run, prints both side by side, and exits 1 when Sextant shows a deviation that is not in
+same run (Sextant serving a small cluster with the `kubernetes` plugin from manifests, in the
+same zone), prints both side by side, and exits 1 when Sextant shows a deviation that is not in
 ACCEPTED (each with its reason).
 
     python3 conformance/run.py --sextant target/debug/sextant [--knotd /usr/sbin/knotd]
@@ -43,13 +44,29 @@ kubernetes.default.svc 5 IN A 10.96.0.1
 TIMEOUT = 2.0
 
 # Sextant deviations that are known and accepted, with the reason. Key: (check, tag).
-_NOSOA = ("no authoritative plugin on main yet: the Sextant side runs `whoami` for cluster.local, "
-          "which has no SOA (the kubernetes plugin with `manifests` replaces it when it lands)")
-ACCEPTED = {
-    (check, "nosoa"): _NOSOA
-    for check in ("dns", "aa", "ad", "cd", "rd", "zflag", "tcp", "edns", "ednsopt", "do",
-                  "ednsflags", "optlist", "case", "edns@100", "type666")
-}
+# Empty since the Sextant side serves cluster.local with the kubernetes plugin (SOA at the apex,
+# NODATA with SOA for other types), like Knot does from its zone file.
+ACCEPTED = {}
+
+# The small cluster Sextant serves (`kubernetes` with `manifests`): the same names as Knot's zone.
+CLUSTER_YAML = """apiVersion: v1
+kind: Namespace
+metadata: {name: default}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: kube-system}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: kubernetes, namespace: default}
+spec: {clusterIP: 10.96.0.1, ports: [{name: https, port: 443, protocol: TCP}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: kube-dns, namespace: kube-system}
+spec: {clusterIP: 10.96.0.10, ports: [{name: dns, port: 53, protocol: UDP}]}
+"""
 
 
 def free_port():
@@ -103,7 +120,10 @@ def start_sextant(binary, tmp):
     os.makedirs(d)
     corefile = os.path.join(d, "Corefile")
     with open(corefile, "w") as f:
-        f.write(f"{ZONE}:{port} {{\n    whoami\n}}\n")
+        f.write(f"{ZONE}:{port} {{\n    kubernetes {ZONE} {{\n        manifests cluster.yaml\n"
+                f"        ttl 30\n    }}\n}}\n")
+    with open(os.path.join(d, "cluster.yaml"), "w") as f:
+        f.write(CLUSTER_YAML)
     log = open(os.path.join(d, "sextant.log"), "w")
     p = subprocess.Popen([binary, "-conf", corefile], stdout=log, stderr=log,
                          stdin=subprocess.DEVNULL, cwd=d)

@@ -79,12 +79,22 @@ pub fn parse_flags(args: &[String]) -> Result<Flags, String> {
     Ok(f)
 }
 
+/// Go's name for the architecture (`amd64`, `arm64`), as CoreDNS prints it.
+pub fn go_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        other => other,
+    }
+}
+
 fn version_text() -> String {
     format!(
         "Sextant-{}\nCoreDNS-{} compatible\nlinux/{}, rust",
         env!("CARGO_PKG_VERSION"),
         crate::metrics::COREDNS_VERSION,
-        std::env::consts::ARCH
+        go_arch()
     )
 }
 
@@ -197,7 +207,7 @@ pub(crate) async fn run(flags: Flags, source: Source, port: u16) -> i32 {
         println!("CoreDNS-{}", crate::metrics::COREDNS_VERSION);
         println!(
             "linux/{}, rust, sextant-{}",
-            std::env::consts::ARCH,
+            go_arch(),
             env!("CARGO_PKG_VERSION")
         );
     }
@@ -257,11 +267,13 @@ async fn signals(runtime: Arc<Runtime>) -> i32 {
         };
         tokio::select! {
             _ = term.recv() => {
+                crate::server::runtime::mark_shutting_down();
                 log::info("SIGTERM: Shutting down servers then terminating");
                 runtime.shutdown().await;
                 return 0;
             }
             _ = int.recv() => {
+                crate::server::runtime::mark_shutting_down();
                 log::info("SIGINT: Shutting down");
                 runtime.shutdown().await;
                 return 0;

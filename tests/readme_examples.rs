@@ -127,3 +127,32 @@ fn every_readme_corefile_example_checks_and_serves() {
     }
     assert!(count >= 10, "examples found: {count}");
 }
+
+/// The README's "run it" command: `sextant -conf examples/Corefile` from the repository root
+/// serves the example cluster on 127.0.0.1:1053.
+#[test]
+fn readme_run_command_serves_the_example_cluster() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    assert!(readme.contains("cargo run --release -- -conf examples/Corefile"));
+    assert!(readme.contains("dig @127.0.0.1 -p 1053 kubernetes.default.svc.cluster.local"));
+    let cf = std::fs::read_to_string(root.join("examples/Corefile")).unwrap();
+    let mut s = Sextant::builder(bin(), &cf)
+        .conf_flag(false)
+        .cwd(root)
+        .arg("-conf")
+        .arg(root.join("examples/Corefile").as_os_str())
+        .start();
+    let addr = SocketAddr::from(([127, 0, 0, 1], 1053));
+    s.wait_dns(addr, Duration::from_secs(10)).unwrap();
+    let r = udp(
+        addr,
+        &Query::new("kubernetes.default.svc.cluster.local.", RecordType::A),
+        Duration::from_secs(3),
+    )
+    .unwrap();
+    assert_eq!(r.rcode_name(), "NOERROR");
+    assert_eq!(r.flags(), "qr,aa,rd");
+    assert_eq!(r.answers().len(), 1, "{:?}", r.answers());
+    assert!(r.answers()[0].starts_with("kubernetes.default.svc.cluster.local. 5 IN A "));
+}

@@ -20,6 +20,11 @@ use crate::server::listen::Listener;
 
 static SHUTTING_DOWN: AtomicBool = AtomicBool::new(false);
 
+/// Marks the start of shutdown: from now on `ready` answers 503 `Shutting down`.
+pub fn mark_shutting_down() {
+    SHUTTING_DOWN.store(true, Ordering::Relaxed);
+}
+
 /// True once shutdown began (`ready` answers 503 `Shutting down`).
 pub fn shutting_down() -> bool {
     SHUTTING_DOWN.load(Ordering::Relaxed)
@@ -105,37 +110,34 @@ impl Runtime {
         Ok((gen, hash))
     }
 
-    /// Binds what is new, swaps routing tables, retires what is gone. On error nothing changes.
+    /// Binds what is new, swaps routing tables, retires what is gone. On error nothing changes:
+    /// the new generation's shutdown hooks run, so what it started (watches) stops again.
     pub async fn apply(&self, mut gen: Generation, hash: String) -> Result<Vec<String>, String> {
         for w in gen.builder.waits.drain(..) {
             w.await;
         }
-        let mut live = self.live.lock().await;
-        // 1. Bind new DNS listeners and HTTP servers; fail atomically.
-        let mut new_listeners = BTreeMap::new();
-        for (k, site) in &gen.sites {
-            if !live.listeners.contains_key(k) {
-                match Listener::bind(*k, site.clone(), gen.tls.get(k).cloned()) {
-                    Ok(l) => {
-                        new_listeners.insert(*k, l);
-                    }
-                    Err(e) => {
-                        for l in new_listeners.values() {
-                            Listener::stop(l);
-                        }
-                        return Err(format!("listen {}: {e}", k.label()));
-                    }
-                }
+        let res = self.apply_started(&mut gen, hash).await;
+        if res.is_err() {
+            for hook in std::mem::take(&mut gen.builder.hooks) {
+                hook();
             }
         }
+        res
+    }
+
+    async fn apply_started(
+        &self,
+        gen: &mut Generation,
+        hash: String,
+    ) -> Result<Vec<String>, String> {
+        let mut live = self.live.lock().await;
+        // 1. Bind new HTTP servers, then DNS listeners (so health, ready and metrics answer as
+        //    soon as DNS does); fail atomically.
         let mut wanted_http = BTreeMap::new();
         for (addr, routes) in std::mem::take(&mut gen.builder.http) {
             let sa = match resolve_addr(&addr) {
                 Ok(a) => a,
-                Err(e) => {
-                    new_listeners.values().for_each(Listener::stop);
-                    return Err(e);
-                }
+                Err(e) => return Err(e),
             };
             wanted_http
                 .entry(sa)
@@ -150,11 +152,29 @@ impl Runtime {
                         new_http.insert(*sa, h);
                     }
                     Err(e) => {
-                        new_listeners.values().for_each(Listener::stop);
                         new_http
                             .values()
                             .for_each(|h: &HttpServer| h.cancel.cancel());
                         return Err(format!("listen tcp {sa}: {e}"));
+                    }
+                }
+            }
+        }
+        let mut new_listeners = BTreeMap::new();
+        for (k, site) in &gen.sites {
+            if !live.listeners.contains_key(k) {
+                match Listener::bind(*k, site.clone(), gen.tls.get(k).cloned()) {
+                    Ok(l) => {
+                        new_listeners.insert(*k, l);
+                    }
+                    Err(e) => {
+                        for l in new_listeners.values() {
+                            Listener::stop(l);
+                        }
+                        new_http
+                            .values()
+                            .for_each(|h: &HttpServer| h.cancel.cancel());
+                        return Err(format!("listen {}: {e}", k.label()));
                     }
                 }
             }
@@ -239,7 +259,7 @@ impl Runtime {
                 .unwrap_or_default();
             hook(addrs);
         }
-        Ok(gen.banner)
+        Ok(std::mem::take(&mut gen.banner))
     }
 
     pub async fn reload_settings(&self) -> Option<(Duration, Duration)> {

@@ -1,5 +1,6 @@
 //! The list/watch loops: one kube-runtime watcher per resource, folded into the index, with
-//! exponential backoff on errors (at most ~1 request/s per resource while failing), re-list on
+//! exponential backoff on HTTP errors, a 1 s retry while unreachable (at most ~1 request/s per
+//! resource while failing), re-list on
 //! 410 (done by the watcher), and a periodic consistency re-list. Network I/O via kube only.
 
 use std::fmt::Debug;
@@ -165,6 +166,9 @@ impl Watched for K8sNamespace {
     }
 }
 
+/// Retry delay cap while the API server cannot be reached at all (connect refused, reset).
+const UNREACHABLE_RETRY: Duration = Duration::from_secs(1);
+
 /// Exponential backoff; resets after a quiet period without errors.
 struct Backoff {
     min: Duration,
@@ -182,6 +186,11 @@ impl Backoff {
             next: min,
             last_err: None,
         }
+    }
+    /// A successful list: the next error starts from the minimum again.
+    fn reset(&mut self) {
+        self.next = self.min;
+        self.last_err = None;
     }
     fn on_error(&mut self) -> Duration {
         let now = Instant::now();
@@ -258,9 +267,22 @@ async fn run<K: Watched>(index: Index, api: Api<K>, cfg: watcher::Config, opts: 
                 }
                 ev = stream.next() => match ev {
                     None => break,
-                    Some(Ok(ev)) => fold_event(&index, ev, &mut in_init),
+                    Some(Ok(ev)) => {
+                        if matches!(ev, Event::InitDone) {
+                            backoff.reset();
+                        }
+                        fold_event(&index, ev, &mut in_init)
+                    }
                     Some(Err(e)) => {
+                        // An unreachable API server costs nothing to retry: once a second, so
+                        // the index converges within a second of it coming back. HTTP errors
+                        // (429, 5xx, 403) back off exponentially.
                         let d = backoff.on_error();
+                        let d = if api_error(&e).is_none() {
+                            d.min(UNREACHABLE_RETRY)
+                        } else {
+                            d
+                        };
                         log_error(K::RES, &e, d);
                         tokio::select! {
                             _ = stop.changed() => return,

@@ -118,9 +118,14 @@ impl Knot {
     /// Start knotd for `zone_name` with `zone_text` (zone-file syntax; `$ORIGIN` is the zone)
     /// and wait (up to 10 s) until it answers the zone's SOA.
     pub fn start(zone_name: &str, zone_text: &str) -> Result<Knot> {
+        Self::start_on(free_addr(), zone_name, zone_text)
+    }
+
+    /// Like [`Knot::start`], listening on `addr` (e.g. port 53 on an address inside a network
+    /// namespace; start it from a thread that entered the namespace).
+    pub fn start_on(addr: SocketAddr, zone_name: &str, zone_text: &str) -> Result<Knot> {
         require(KNOTD, "knot")?;
         let dir = tempfile::Builder::new().prefix("knot-test-").tempdir()?;
-        let addr = free_addr();
         let d = dir.path();
         let zone = zone_name.trim_end_matches('.');
         let origin = if zone.is_empty() {

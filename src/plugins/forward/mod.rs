@@ -48,7 +48,13 @@ struct Key {
     cd: bool,
     rd: bool,
     net: Net,
+    /// The EDNS buffer size and options sent upstream: queries that differ there (ECS set per
+    /// client by `rewrite`, a smaller buffer) can get different answers and are not merged.
+    edns: Option<(u16, EdnsOptions)>,
 }
+
+/// EDNS options as (code, data) pairs.
+type EdnsOptions = Vec<(u16, Vec<u8>)>;
 
 type Inflight = Mutex<HashMap<Key, watch::Sender<Option<Resolution>>>>;
 
@@ -289,6 +295,12 @@ impl Forward {
             cd: req.msg.header.cd,
             rd: req.msg.header.rd,
             net,
+            edns: req.msg.edns.as_ref().map(|e| {
+                (
+                    e.udp_size,
+                    e.options.iter().map(|o| (o.code, o.data.clone())).collect(),
+                )
+            }),
         };
         let mut rx = {
             let Ok(mut map) = self.inflight.lock() else {
@@ -357,7 +369,17 @@ impl Handler for Forward {
                 }
             };
             let next_is_forward = next.name() == Some("forward");
-            match self.coalesced(req, net, next_is_forward).await {
+            // HINFO is never coalesced: the `loop` plugin's probe must reach the server again
+            // each time round a forwarding loop (CoreDNS does not coalesce at all), else the
+            // copy coming back would wait on itself and the loop would go unnoticed.
+            let res = if req.qtype() == RType::HINFO {
+                self.inner
+                    .resolve(req.msg.clone(), net, next_is_forward)
+                    .await
+            } else {
+                self.coalesced(req, net, next_is_forward).await
+            };
+            match res {
                 Resolution::Reply(m) => {
                     let mut m = (*m).clone();
                     m.header.id = req.msg.header.id;

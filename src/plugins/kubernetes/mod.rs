@@ -5,6 +5,7 @@
 
 pub mod lookup;
 pub mod setup;
+pub mod shared;
 mod xfr;
 
 use std::collections::HashSet;
@@ -143,8 +144,23 @@ pub fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), Error> 
             let slot2 = slot.clone();
             let stopped = stopped.clone();
             let (bc, bb, bs) = (cfg.clone(), bus.clone(), stop_bridge.clone());
+            // The same data source in the next generation takes over this index on reload.
+            let key = format!("{client:?}|{limits:?}|{opts:?}|{snapshot:?}");
+            let acquired = Arc::new(AtomicBool::new(false));
+            let (key2, acquired2) = (key.clone(), acquired.clone());
+            ctx.generation().on_shutdown(Box::new(move || {
+                if acquired2.load(Ordering::SeqCst) {
+                    shared::release(&key2);
+                }
+            }));
             ctx.generation().startup_wait(Box::pin(async move {
                 if stopped.load(Ordering::SeqCst) {
+                    return;
+                }
+                if let Some(idx) = shared::acquire(&key) {
+                    acquired.store(true, Ordering::SeqCst);
+                    slot2.store(Some(Arc::new(idx.clone())));
+                    tokio::spawn(invalidation_bridge(idx, bc, bb, bs));
                     return;
                 }
                 match sextant_kube::start(client, limits, opts).await {
@@ -157,10 +173,11 @@ pub fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), Error> 
                             }
                             idx.persist_to(p.clone(), Duration::from_secs(5));
                         }
+                        shared::register(&key, idx.clone());
+                        acquired.store(true, Ordering::SeqCst);
                         slot2.store(Some(Arc::new(idx.clone())));
                         tokio::spawn(invalidation_bridge(idx.clone(), bc, bb, bs));
                         if stopped.load(Ordering::SeqCst) {
-                            idx.stop();
                             return;
                         }
                         wait_for_sync(idx, timeout).await;
@@ -189,11 +206,15 @@ pub fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), Error> 
     );
     g.add_readiness("kubernetes", Arc::new(Ready(slot.clone())));
     let slot3 = slot.clone();
+    // API indexes are shared across reloads and stopped by their last user (shared::release).
+    let own_index = !matches!(cfg.source, DataSource::Api(_));
     g.on_shutdown(Box::new(move || {
         stop_bridge.cancel();
         stopped.store(true, Ordering::SeqCst);
-        if let Some(i) = slot3.load_full() {
-            i.stop();
+        if own_index {
+            if let Some(i) = slot3.load_full() {
+                i.stop();
+            }
         }
     }));
     ctx.add_handler(Arc::new(Kubernetes {

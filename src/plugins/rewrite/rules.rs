@@ -1,10 +1,17 @@
 //! `rewrite` rules: parsing the argument list of one rule (CoreDNS's error texts) and applying
-//! it to a query, plus the response rules a matched rule hands back. No I/O.
+//! it to a query, plus the response rules a matched rule hands back. No I/O. The `edns0` and
+//! `cname` rule types live in `edns0.rs` and `cname.rs`.
+
+use std::net::SocketAddr;
 
 use regex::Regex;
 use sextant_wire::{Class, Message, Name, RData, RType, Rcode, Record};
 
-const MAX_REGEXP_LEN: usize = 10000;
+use super::cname::CnameRule;
+use super::edns0::{Edns0Rule, Env, Revert};
+use crate::plugin::Proto;
+
+pub const MAX_REGEXP_LEN: usize = 10000;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -112,6 +119,10 @@ pub enum ResponseRule {
     Value(StrRewriter),
     Ttl(u32, u32),
     Rcode(Rcode, Rcode),
+    /// Undo of an `edns0 ... revert` rule, on the reply's OPT and the query's OPT it echoes.
+    Edns(Revert),
+    /// A `cname` rule: rewrite a CNAME target and resolve the new target (the handler does it).
+    Cname(CnameRule),
 }
 
 fn rewrite_name(n: &Name, rw: &StrRewriter) -> Option<Name> {
@@ -172,6 +183,8 @@ pub enum Kind {
     Class(Class, Class),
     /// Matches the name and only changes the reply.
     Respond(Matcher, ResponseRule),
+    Edns0(Edns0Rule),
+    Cname(CnameRule),
 }
 
 #[derive(Clone, Debug)]
@@ -454,9 +467,8 @@ impl Rule {
             }
             "ttl" => parse_ttl(rest)?,
             "rcode" => parse_rcode(rest)?,
-            "edns0" | "cname" => {
-                return Err(format!("{field} rules are not supported by Sextant yet"))
-            }
+            "edns0" => Kind::Edns0(Edns0Rule::parse(rest)?),
+            "cname" => Kind::Cname(CnameRule::parse(rest)?),
             _ => return Err(format!("invalid rule type \"{}\"", args[0])),
         };
         Ok(Rule { mode, kind })
@@ -465,6 +477,29 @@ impl Rule {
     /// Applies the rule to the query. `Ok(None)`: did not match. `Ok(Some(rules))`: matched,
     /// with the response rules to apply later. `Err(name)`: the new name is not a valid name.
     pub fn rewrite(&self, msg: &mut Message) -> Result<Option<Vec<ResponseRule>>, String> {
+        let env = Env {
+            client: SocketAddr::from(([127, 0, 0, 1], 40000)),
+            local: SocketAddr::from(([127, 0, 0, 1], 53)),
+            proto: Proto::Udp,
+        };
+        self.rewrite_env(msg, &env)
+    }
+
+    /// [`Rule::rewrite`] for a query from `env` (client and server addresses, transport).
+    pub fn rewrite_env(
+        &self,
+        msg: &mut Message,
+        env: &Env,
+    ) -> Result<Option<Vec<ResponseRule>>, String> {
+        match &self.kind {
+            Kind::Edns0(r) => {
+                return Ok(r
+                    .rewrite(msg, env)
+                    .map(|v| v.into_iter().map(ResponseRule::Edns).collect()))
+            }
+            Kind::Cname(c) => return Ok(c.active().then(|| vec![ResponseRule::Cname(c.clone())])),
+            _ => {}
+        }
         let Some(q) = msg.questions.first_mut() else {
             return Ok(None);
         };
@@ -485,6 +520,7 @@ impl Rule {
                 Ok(None)
             }
             Kind::Respond(m, r) => Ok(m.is_match(&name).then(|| vec![r.clone()])),
+            Kind::Edns0(_) | Kind::Cname(_) => Ok(None),
             Kind::Name {
                 matcher,
                 to,

@@ -6,8 +6,11 @@ use std::path::Path;
 use sextant_corefile::Directive;
 use sextant_wire::{Class, Message, Name, RData, RType, Rcode, Record};
 
+use super::edns0::{subnet_data, Action, Data, Edns0Rule, Env, Revert, Variable};
 use super::rules::{Kind, Mode, ResponseRule};
 use super::{parse, rewrite_reply};
+use crate::plugin::Proto;
+use sextant_wire::{Edns, EdnsOption};
 
 fn rules(text: &str) -> Result<Vec<super::rules::Rule>, String> {
     let cf = sextant_corefile::parse_str("Corefile", text, Path::new(".")).unwrap();
@@ -251,9 +254,485 @@ fn errors_have_positions() {
         ("rewrite rcode a FOO NOERROR", "Corefile:2:10: rewrite: invalid matching RCODE 'FOO' for a rcode rule"),
         ("rewrite rcode a NOERROR 24", "Corefile:2:10: rewrite: invalid replacement RCODE '24' for a rcode rule"),
         ("rewrite rcode a b c d e", "Corefile:2:10: rewrite: many few arguments for a rcode rule"),
-        ("rewrite edns0 local set 0xffee abc", "Corefile:2:10: rewrite: edns0 rules are not supported by Sextant yet"),
     ];
     for (line, want) in cases {
         assert_eq!(err(line), want, "{line}");
     }
+}
+
+fn edns0(line: &str) -> Edns0Rule {
+    match one(line).kind {
+        Kind::Edns0(e) => e,
+        k => panic!("{line}: {k:?}"),
+    }
+}
+
+#[test]
+fn edns0_rules_parse() {
+    assert_eq!(
+        edns0("rewrite edns0 local set 0xffee 0x61626364"),
+        Edns0Rule::Local {
+            action: Action::Set,
+            code: 0xffee,
+            data: Data::Bytes(b"abcd".to_vec()),
+            revert: false
+        }
+    );
+    assert_eq!(
+        edns0("rewrite edns0 LOCAL Append 65518 abcd revert"),
+        Edns0Rule::Local {
+            action: Action::Append,
+            code: 65518,
+            data: Data::Bytes(b"abcd".to_vec()),
+            revert: true
+        }
+    );
+    // Go's base-0 integers: octal with a leading zero, separators after a prefix.
+    assert!(matches!(
+        edns0("rewrite edns0 local replace 0o17 x"),
+        Edns0Rule::Local { code: 15, .. }
+    ));
+    assert!(matches!(
+        edns0("rewrite edns0 local replace 017 x"),
+        Edns0Rule::Local { code: 15, .. }
+    ));
+    assert!(matches!(
+        edns0("rewrite edns0 local replace 0xff_ee x"),
+        Edns0Rule::Local { code: 0xffee, .. }
+    ));
+    for (v, want) in [
+        ("{qname}", Variable::Qname),
+        ("{qtype}", Variable::Qtype),
+        ("{client_ip}", Variable::ClientIp),
+        ("{client_port}", Variable::ClientPort),
+        ("{protocol}", Variable::Protocol),
+        ("{server_ip}", Variable::ServerIp),
+        ("{server_port}", Variable::ServerPort),
+        (
+            "{kubernetes/pod}",
+            Variable::Metadata("kubernetes/pod".into()),
+        ),
+    ] {
+        assert_eq!(
+            edns0(&format!("rewrite edns0 local set 0xffee {v}")),
+            Edns0Rule::Local {
+                action: Action::Set,
+                code: 0xffee,
+                data: Data::Var(want),
+                revert: false
+            }
+        );
+    }
+    assert_eq!(
+        edns0("rewrite edns0 local unset 0xffee"),
+        Edns0Rule::Local {
+            action: Action::Unset,
+            code: 0xffee,
+            data: Data::Bytes(Vec::new()),
+            revert: false
+        }
+    );
+    assert_eq!(
+        edns0("rewrite continue edns0 nsid set revert"),
+        Edns0Rule::Nsid {
+            action: Action::Set,
+            revert: true
+        }
+    );
+    assert_eq!(
+        edns0("rewrite edns0 nsid unset"),
+        Edns0Rule::Nsid {
+            action: Action::Unset,
+            revert: false
+        }
+    );
+    assert_eq!(
+        edns0("rewrite edns0 subnet replace 24 56"),
+        Edns0Rule::Subnet {
+            action: Action::Replace,
+            v4: 24,
+            v6: 56,
+            revert: false
+        }
+    );
+    assert_eq!(
+        edns0("rewrite edns0 subnet unset"),
+        Edns0Rule::Subnet {
+            action: Action::Unset,
+            v4: 0,
+            v6: 0,
+            revert: false
+        }
+    );
+    // Block form.
+    let r = rules(".:53 {\n rewrite continue {\n  edns0 local set 0xffee abcd\n }\n}\n")
+        .unwrap()
+        .remove(0);
+    assert_eq!(r.mode, Mode::Continue);
+    assert!(matches!(r.kind, Kind::Edns0(Edns0Rule::Local { .. })));
+}
+
+#[test]
+fn edns0_and_cname_errors_have_positions() {
+    let cases = [
+        (
+            "rewrite edns0 local",
+            "Corefile:2:10: rewrite: too few arguments for an EDNS0 rule",
+        ),
+        (
+            "rewrite edns0 local bogus 1 2",
+            "Corefile:2:10: rewrite: invalid action: \"bogus\"",
+        ),
+        (
+            "rewrite edns0 local set 0xffee",
+            "Corefile:2:10: rewrite: EDNS0 local rules require three or four args",
+        ),
+        (
+            "rewrite edns0 local set 0xffee abcd revert x",
+            "Corefile:2:10: rewrite: EDNS0 local rules require three or four args",
+        ),
+        (
+            "rewrite edns0 local set 0xffee revert",
+            "Corefile:2:10: rewrite: EDNS0 local rules require three or four args",
+        ),
+        (
+            "rewrite edns0 local set zz abcd",
+            "Corefile:2:10: rewrite: strconv.ParseUint: parsing \"zz\": invalid syntax",
+        ),
+        (
+            "rewrite edns0 local set 70000 abcd",
+            "Corefile:2:10: rewrite: strconv.ParseUint: parsing \"70000\": value out of range",
+        ),
+        (
+            "rewrite edns0 local set 1__0 abcd",
+            "Corefile:2:10: rewrite: strconv.ParseUint: parsing \"1__0\": invalid syntax",
+        ),
+        (
+            "rewrite edns0 local set 0xffee 0xabc",
+            "Corefile:2:10: rewrite: encoding/hex: odd length hex string",
+        ),
+        (
+            "rewrite edns0 local set 0xffee 0xag",
+            "Corefile:2:10: rewrite: encoding/hex: invalid byte: U+0067 'g'",
+        ),
+        (
+            "rewrite edns0 local set 0xffee {bogus}",
+            "Corefile:2:10: rewrite: unsupported variable name \"{bogus}\"",
+        ),
+        (
+            "rewrite edns0 local set 0xffee {/x}",
+            "Corefile:2:10: rewrite: unsupported variable name \"{/x}\"",
+        ),
+        (
+            "rewrite edns0 local unset",
+            "Corefile:2:10: rewrite: local unset action requires exactly two arguments",
+        ),
+        (
+            "rewrite edns0 local unset 1 2",
+            "Corefile:2:10: rewrite: local unset action requires exactly two arguments",
+        ),
+        (
+            "rewrite edns0 nsid set x",
+            "Corefile:2:10: rewrite: EDNS0 NSID rules can accept no more than one arg",
+        ),
+        (
+            "rewrite edns0 nsid unset x",
+            "Corefile:2:10: rewrite: nsid unset action requires exactly one argument",
+        ),
+        (
+            "rewrite edns0 subnet set 24",
+            "Corefile:2:10: rewrite: EDNS0 subnet rules require three or four args",
+        ),
+        (
+            "rewrite edns0 subnet set 33 56",
+            "Corefile:2:10: rewrite: invalid IPv4 bit mask length 33",
+        ),
+        (
+            "rewrite edns0 subnet set 24 129",
+            "Corefile:2:10: rewrite: invalid IPv6 bit mask length 129",
+        ),
+        (
+            "rewrite edns0 subnet set x 56",
+            "Corefile:2:10: rewrite: strconv.ParseUint: parsing \"x\": invalid syntax",
+        ),
+        (
+            "rewrite edns0 subnet unset 1",
+            "Corefile:2:10: rewrite: subnet unset action requires exactly one argument",
+        ),
+        (
+            "rewrite edns0 cookie set 1",
+            "Corefile:2:10: rewrite: invalid rule type \"cookie\"",
+        ),
+        (
+            "rewrite edns0 cookie unset",
+            "Corefile:2:10: rewrite: invalid rule type \"cookie\"",
+        ),
+        (
+            "rewrite cname a",
+            "Corefile:2:10: rewrite: too few (1) arguments for a cname rule",
+        ),
+        (
+            "rewrite cname a b c d",
+            "Corefile:2:10: rewrite: too few (4) arguments for a cname rule",
+        ),
+        (
+            "rewrite cname fuzzy a b",
+            "Corefile:2:10: rewrite: unknown cname rewrite type: fuzzy",
+        ),
+        (
+            "rewrite stop cname regex ( b",
+            "Corefile:2:10: rewrite: invalid cname rewrite regex pattern: unclosed group",
+        ),
+    ];
+    for (line, want) in cases {
+        assert_eq!(err(line), want, "{line}");
+    }
+}
+
+fn env(client: &str, proto: Proto) -> Env {
+    Env {
+        client: client.parse().unwrap(),
+        local: "127.0.0.1:1053".parse().unwrap(),
+        proto,
+    }
+}
+
+fn opts(m: &Message) -> Vec<(u16, Vec<u8>)> {
+    m.edns
+        .as_ref()
+        .map(|e| e.options.iter().map(|o| (o.code, o.data.clone())).collect())
+        .unwrap_or_default()
+}
+
+fn with_opts(o: &[(u16, &[u8])]) -> Message {
+    let mut m = q("a.example.", RType::AAAA);
+    let mut e = Edns::new(1232);
+    e.options = o
+        .iter()
+        .map(|(c, d)| EdnsOption {
+            code: *c,
+            data: d.to_vec(),
+        })
+        .collect();
+    m.edns = Some(e);
+    m
+}
+
+#[test]
+fn edns0_local_actions() {
+    let e = env("192.0.2.7:5353", Proto::Udp);
+    // No OPT: one is created (4096, DO clear) and the option appended.
+    let mut m = q("a.example.", RType::A);
+    let r = edns0("rewrite edns0 local set 0xffee abcd");
+    assert_eq!(r.rewrite(&mut m, &e), Some(vec![]));
+    let opt = m.edns.as_ref().unwrap();
+    assert_eq!((opt.udp_size, opt.dnssec_ok), (4096, false));
+    assert_eq!(opts(&m), vec![(0xffee, b"abcd".to_vec())]);
+    // set replaces the first local option with the code; with revert the old one comes back.
+    let mut m = with_opts(&[(0xffee, b"old"), (0xffee, b"two")]);
+    let r = edns0("rewrite edns0 local set 0xffee new revert");
+    let rv = r.rewrite(&mut m, &e).unwrap();
+    assert_eq!(
+        opts(&m),
+        vec![(0xffee, b"new".to_vec()), (0xffee, b"two".to_vec())]
+    );
+    assert_eq!(
+        rv,
+        vec![Revert::Restore(EdnsOption {
+            code: 0xffee,
+            data: b"old".to_vec()
+        })]
+    );
+    // replace without a match does nothing; append always adds (CoreDNS's fixed-data rule).
+    let mut m = with_opts(&[(100, b"x")]);
+    assert_eq!(
+        edns0("rewrite edns0 local replace 0xffee abcd").rewrite(&mut m, &e),
+        None
+    );
+    let rv = edns0("rewrite edns0 local append 100 y revert")
+        .rewrite(&mut m, &e)
+        .unwrap();
+    assert_eq!(opts(&m), vec![(100, b"x".to_vec()), (100, b"y".to_vec())]);
+    assert_eq!(rv, vec![Revert::Remove(100)]);
+    // A code miekg/dns decodes into a typed option (8, ECS) is not a local option: set appends.
+    let mut m = with_opts(&[(8, b"\x00\x01\x00\x00")]);
+    edns0("rewrite edns0 local set 8 zz").rewrite(&mut m, &e);
+    assert_eq!(opts(&m).len(), 2);
+    // unset removes every option with the code.
+    let mut m = with_opts(&[(0xffee, b"a"), (3, b""), (0xffee, b"b")]);
+    assert_eq!(
+        edns0("rewrite edns0 local unset 0xffee").rewrite(&mut m, &e),
+        Some(vec![])
+    );
+    assert_eq!(opts(&m), vec![(3, vec![])]);
+}
+
+#[test]
+fn edns0_variables() {
+    let e4 = env("192.0.2.7:5353", Proto::Udp);
+    let e6 = Env {
+        client: "[2001:db8::7]:5353".parse().unwrap(),
+        local: "[2001:db8::1]:53".parse().unwrap(),
+        proto: Proto::Tcp,
+    };
+    let cases: [(&str, &Env, Vec<u8>); 9] = [
+        ("{qname}", &e4, b"a.example.".to_vec()),
+        ("{qtype}", &e4, vec![0, 28]),
+        ("{client_ip}", &e4, vec![192, 0, 2, 7]),
+        ("{client_port}", &e4, vec![0x14, 0xe9]),
+        ("{protocol}", &e4, b"udp".to_vec()),
+        ("{server_ip}", &e4, vec![127, 0, 0, 1]),
+        ("{server_port}", &e4, vec![0x04, 0x1d]),
+        ("{protocol}", &e6, b"tcp".to_vec()),
+        (
+            "{client_ip}",
+            &e6,
+            vec![0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7],
+        ),
+    ];
+    for (var, env, want) in cases {
+        let mut m = with_opts(&[]);
+        let r = edns0(&format!("rewrite edns0 local set 0xffee {var}"));
+        assert_eq!(r.rewrite(&mut m, env), Some(vec![]), "{var}");
+        assert_eq!(opts(&m), vec![(0xffee, want)], "{var}");
+    }
+    // A metadata label never has a value here: ignored, and no OPT is created.
+    let mut m = q("a.example.", RType::A);
+    assert_eq!(
+        edns0("rewrite edns0 local set 0xffee {a/b}").rewrite(&mut m, &e4),
+        None
+    );
+    assert!(m.edns.is_none());
+    // A variable rule with append leaves an existing option alone.
+    let mut m = with_opts(&[(0xffee, b"x")]);
+    assert_eq!(
+        edns0("rewrite edns0 local append 0xffee {qname}").rewrite(&mut m, &e4),
+        None
+    );
+    assert_eq!(opts(&m), vec![(0xffee, b"x".to_vec())]);
+}
+
+#[test]
+fn edns0_nsid_and_subnet() {
+    let e = env("192.0.2.77:5353", Proto::Udp);
+    let mut m = with_opts(&[(3, b"abc")]);
+    let rv = edns0("rewrite edns0 nsid replace revert")
+        .rewrite(&mut m, &e)
+        .unwrap();
+    assert_eq!(opts(&m), vec![(3, vec![])]);
+    assert_eq!(
+        rv,
+        vec![Revert::Restore(EdnsOption {
+            code: 3,
+            data: b"abc".to_vec()
+        })]
+    );
+    let mut m = with_opts(&[]);
+    assert_eq!(
+        edns0("rewrite edns0 nsid replace").rewrite(&mut m, &e),
+        None
+    );
+    edns0("rewrite edns0 nsid append").rewrite(&mut m, &e);
+    assert_eq!(opts(&m), vec![(3, vec![])]);
+    edns0("rewrite edns0 nsid unset").rewrite(&mut m, &e);
+    assert_eq!(opts(&m), vec![]);
+
+    assert_eq!(
+        subnet_data("192.0.2.77".parse().unwrap(), 24, 56),
+        vec![0, 1, 24, 0, 192, 0, 2]
+    );
+    assert_eq!(
+        subnet_data("192.0.2.77".parse().unwrap(), 20, 56),
+        vec![0, 1, 20, 0, 192, 0, 0]
+    );
+    assert_eq!(
+        subnet_data("192.0.2.77".parse().unwrap(), 0, 56),
+        vec![0, 1, 0, 0]
+    );
+    assert_eq!(
+        subnet_data("2001:db8:aaaa:bbbb::1".parse().unwrap(), 24, 56),
+        vec![0, 2, 56, 0, 0x20, 0x01, 0x0d, 0xb8, 0xaa, 0xaa, 0xbb]
+    );
+    assert_eq!(
+        subnet_data("::ffff:10.1.2.3".parse().unwrap(), 32, 56),
+        vec![0, 1, 32, 0, 10, 1, 2, 3]
+    );
+    let mut m = with_opts(&[]);
+    let rv = edns0("rewrite edns0 subnet set 24 56 revert")
+        .rewrite(&mut m, &e)
+        .unwrap();
+    assert_eq!(opts(&m), vec![(8, vec![0, 1, 24, 0, 192, 0, 2])]);
+    assert_eq!(rv, vec![Revert::Remove(8)]);
+    // append leaves an existing ECS alone (ignored), replace rewrites it.
+    assert_eq!(
+        edns0("rewrite edns0 subnet append 16 56").rewrite(&mut m, &e),
+        None
+    );
+    edns0("rewrite edns0 subnet replace 16 56").rewrite(&mut m, &e);
+    assert_eq!(opts(&m), vec![(8, vec![0, 1, 16, 0, 192, 0])]);
+}
+
+#[test]
+fn edns0_reverts_apply_to_the_reply_opt() {
+    // Two records plus the OPT: a Remove applies once per record, so up to three options go.
+    let mut reply = with_opts(&[(100, b"a"), (100, b"b"), (100, b"c"), (100, b"d"), (7, b"")]);
+    reply.header.qr = true;
+    for i in 0..2 {
+        reply.answers.push(Record::new(
+            Name::parse("a.example.").unwrap(),
+            30,
+            RData::A(std::net::Ipv4Addr::new(192, 0, 2, i)),
+        ));
+    }
+    rewrite_reply(&mut reply, &[ResponseRule::Edns(Revert::Remove(100))]);
+    assert_eq!(opts(&reply), vec![(100, b"d".to_vec()), (7, vec![])]);
+    rewrite_reply(
+        &mut reply,
+        &[ResponseRule::Edns(Revert::Restore(EdnsOption {
+            code: 100,
+            data: b"orig".to_vec(),
+        }))],
+    );
+    assert_eq!(opts(&reply), vec![(100, b"orig".to_vec()), (7, vec![])]);
+}
+
+#[test]
+fn cname_rules_parse_and_match() {
+    let c = |line: &str| match one(line).kind {
+        Kind::Cname(c) => c,
+        k => panic!("{k:?}"),
+    };
+    let r = c("rewrite cname Old.Example.NET new.example.net");
+    assert_eq!(
+        (r.from.as_str(), r.to.as_str()),
+        ("old.example.net.", "new.example.net.")
+    );
+    assert_eq!(
+        r.new_target("old.example.net."),
+        Some("new.example.net.".into())
+    );
+    assert_eq!(r.new_target("x.old.example.net."), None);
+    let r = c("rewrite cname prefix foo. bar.");
+    assert_eq!(r.new_target("foo.example."), Some("bar.example.".into()));
+    assert_eq!(r.new_target("x.foo.example."), None);
+    let r = c("rewrite cname suffix .cdn.example.net. .other.cdn.com.");
+    assert_eq!(
+        r.new_target("a.cdn.example.net."),
+        Some("a.other.cdn.com.".into())
+    );
+    let r = c("rewrite cname substring cdn edge");
+    assert_eq!(
+        r.new_target("a.cdn.cdn.org."),
+        Some("a.edge.edge.org.".into())
+    );
+    let r = c("rewrite cname regex (.*)\\.CDN\\.example\\.net\\. {1}.other.cdn.com.");
+    assert_eq!(
+        r.new_target("my-app.com.cdn.example.net."),
+        Some("my-app.com.other.cdn.com.".into())
+    );
+    assert_eq!(r.new_target("my-app.com.cdn.example.org."), None);
+    // The default mode is stop, like every rule; a cname rule always "matches".
+    let rule = one("rewrite cname a b");
+    assert_eq!(rule.mode, Mode::Stop);
+    assert!(rule.rewrite(&mut q("x.", RType::A)).unwrap().is_some());
 }

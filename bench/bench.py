@@ -1,0 +1,979 @@
+"""The side-by-side benchmark driver: starts Sextant and the reference servers (Knot DNS, NSD,
+Unbound, dnsmasq) on 127.0.0.1 high ports pinned to core 0, drives them with dnsperf pinned to
+core 1, and writes bench/results/<date>.md, <date>.png and docs/performance.md.
+Only ever talks to 127.0.0.1. Called by bench/run.sh (which builds and installs first)."""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import random
+import re
+import shlex
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+
+import gen
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+COMMANDS = []  # every command run, for the report
+NOTES = []
+CONFIGS = {}  # Sextant label -> Corefile (ports masked), for the report
+CLK = os.sysconf("SC_CLK_TCK")
+SERVER_CORE = "0"
+CLIENT_CORE = "1"
+
+
+def log(msg):
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def record(argv):
+    s = " ".join(shlex.quote(a) for a in argv)
+    if s not in COMMANDS:
+        COMMANDS.append(s)
+
+
+def free_port():
+    while True:
+        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        u.bind(("127.0.0.1", 0))
+        port = u.getsockname()[1]
+        t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            t.bind(("127.0.0.1", port))
+            return port
+        except OSError:
+            continue
+        finally:
+            u.close()
+            t.close()
+
+
+def probe(port, name="probe.invalid.", timeout=0.3):
+    """One UDP query to 127.0.0.1:port; True on any reply."""
+    qid = random.randrange(65536)
+    q = struct.pack(">HHHHHH", qid, 0x0100, 1, 0, 0, 0)
+    for label in name.rstrip(".").split("."):
+        q += bytes([len(label)]) + label.encode()
+    q += b"\x00" + struct.pack(">HH", 1, 1)
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(timeout)
+    try:
+        s.sendto(q, ("127.0.0.1", port))
+        data, _ = s.recvfrom(4096)
+        return len(data) >= 12 and struct.unpack(">H", data[:2])[0] == qid
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+# ---- processes -------------------------------------------------------------------------------
+
+
+def children_map():
+    kids = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                st = f.read()
+        except OSError:
+            continue
+        ppid = int(st.rsplit(")", 1)[1].split()[1])
+        kids.setdefault(ppid, []).append(int(d))
+    return kids
+
+
+class Proc:
+    """A server process (and its children: NSD forks) pinned to a core."""
+
+    def __init__(self, label, argv, cwd, port, core=SERVER_CORE, out=None, probe_name="probe.invalid.",
+                 ready_timeout=60, env=None):
+        self.label, self.argv, self.cwd, self.port, self.core = label, argv, cwd, port, core
+        self.out = out or os.path.join(cwd, label.replace(" ", "_").replace("/", "_") + ".log")
+        self.probe_name, self.ready_timeout, self.env = probe_name, ready_timeout, env
+        self.p = None
+
+    def start(self):
+        argv = ["taskset", "-c", self.core] + self.argv
+        record(argv)
+        self.fh = open(self.out, "ab")
+        self.p = subprocess.Popen(argv, cwd=self.cwd, stdout=self.fh, stderr=subprocess.STDOUT,
+                                  stdin=subprocess.DEVNULL, env=self.env, start_new_session=True)
+        end = time.time() + self.ready_timeout
+        while time.time() < end:
+            if self.p.poll() is not None:
+                raise RuntimeError(f"{self.label} exited with {self.p.returncode}; log:\n{self.tail()}")
+            if probe(self.port, self.probe_name):
+                return self
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"{self.label} did not answer on port {self.port}; log:\n{self.tail()}")
+
+    def tail(self):
+        try:
+            with open(self.out, "rb") as f:
+                return f.read()[-3000:].decode(errors="replace")
+        except OSError:
+            return ""
+
+    def pids(self):
+        if not self.p or self.p.poll() is not None:
+            return []
+        kids = children_map()
+        out, todo = [], [self.p.pid]
+        while todo:
+            x = todo.pop()
+            out.append(x)
+            todo += kids.get(x, [])
+        return out
+
+    def cpu(self):
+        t = 0
+        for pid in self.pids():
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                t += int(fields[11]) + int(fields[12])  # utime, stime
+            except OSError:
+                pass
+        return t / CLK
+
+    def mem(self):
+        rss = hwm = 0
+        for pid in self.pids():
+            try:
+                with open(f"/proc/{pid}/status") as f:
+                    for line in f:
+                        if line.startswith("VmRSS:"):
+                            rss += int(line.split()[1])
+                        elif line.startswith("VmHWM:"):
+                            hwm += int(line.split()[1])
+            except OSError:
+                pass
+        return rss, hwm  # KiB
+
+    def stop(self):
+        if self.p and self.p.poll() is None:
+            self.p.send_signal(signal.SIGTERM)
+            try:
+                self.p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait()
+        if getattr(self, "fh", None):
+            self.fh.close()
+
+
+# ---- dnsperf ---------------------------------------------------------------------------------
+
+
+def dnsperf(port, qfile, duration=None, runs=None, rate=None, verbose=False, clients=4, outstanding=200):
+    argv = ["taskset", "-c", CLIENT_CORE, "dnsperf", "-s", "127.0.0.1", "-p", str(port), "-d", qfile,
+            "-T", "1", "-c", str(clients), "-q", str(outstanding), "-t", "2"]
+    if duration:
+        argv += ["-l", str(duration)]
+    if runs:
+        argv += ["-n", str(runs)]
+    if rate:
+        argv += ["-Q", str(rate)]
+    if verbose:
+        argv += ["-v"]
+    shown = ["QUERYFILE" if a == qfile else "PORT" if a == str(port) else a for a in argv]
+    record(shown)
+    r = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    out = r.stdout
+    res = {"lat": []}
+    for key, pat in (("sent", r"Queries sent:\s+(\d+)"), ("completed", r"Queries completed:\s+(\d+)"),
+                     ("lost", r"Queries lost:\s+(\d+)"), ("qps", r"Queries per second:\s+([\d.]+)"),
+                     ("runtime", r"Run time \(s\):\s+([\d.]+)")):
+        m = re.search(pat, out)
+        res[key] = float(m.group(1)) if m else 0.0
+    m = re.search(r"Response codes:\s+(.*)", out)
+    res["rcodes"] = m.group(1).strip() if m else ""
+    if verbose:
+        for line in out.splitlines():
+            if line.startswith("> "):
+                try:
+                    res["lat"].append(float(line.rsplit(" ", 1)[1]))
+                except ValueError:
+                    pass
+    if res["completed"] == 0:
+        log(f"dnsperf got no answers from port {port}:\n{out[-2000:]}")
+    return res
+
+
+def pct(xs, p):
+    if not xs:
+        return float("nan")
+    xs = sorted(xs)
+    k = min(len(xs) - 1, max(0, int(round(p / 100.0 * len(xs) + 0.5)) - 1))
+    return xs[k]
+
+
+def median(xs):
+    xs = sorted(xs)
+    if not xs:
+        return float("nan")
+    n = len(xs)
+    return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
+
+
+# ---- server configurations -------------------------------------------------------------------
+
+
+class Env:
+    def __init__(self, args, work):
+        self.args, self.work = args, work
+        self.bin = args.bin
+        out = subprocess.run([self.bin, "-plugins"], stdout=subprocess.PIPE, text=True).stdout
+        self.plugins = {l.strip()[4:] for l in out.splitlines() if l.strip().startswith("dns.")}
+
+    def has(self, *names):
+        return all(n in self.plugins for n in names)
+
+    def path(self, *p):
+        return os.path.join(self.work, *p)
+
+
+def sextant(env, label, corefile, port, probe_name="probe.invalid.", out=None, timeout=90, wrap=None):
+    d = env.path("sx-" + re.sub(r"[^a-z0-9]+", "-", label.lower()))
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, "Corefile"), "w") as f:
+        f.write(corefile)
+    CONFIGS.setdefault(label, re.sub(r":\d{4,5}\b", ":PORT", corefile))
+    argv = (wrap or []) + [env.bin, "-conf", os.path.join(d, "Corefile"), "-quiet"]
+    return Proc(label, argv, d, port, out=out, probe_name=probe_name, ready_timeout=timeout)
+
+
+def knot(env, label, zones, zdir, port, core=SERVER_CORE):
+    d = env.path("knot-" + label.replace(" ", "-"))
+    os.makedirs(os.path.join(d, "db"), exist_ok=True)
+    conf = (f"server:\n    listen: 127.0.0.1@{port}\n    rundir: \"{d}\"\n    pidfile: \"{d}/knot.pid\"\n"
+            f"    udp-workers: 1\n    tcp-workers: 1\n    background-workers: 1\n"
+            f"database:\n    storage: \"{d}/db\"\ncontrol:\n    listen: \"{d}/knot.sock\"\n"
+            f"log:\n  - target: stderr\n    any: notice\n"
+            f"template:\n  - id: default\n    storage: \"{zdir}\"\n    semantic-checks: off\n"
+            f"    journal-content: none\n    zonefile-sync: -1\nzone:\n")
+    for z in zones:
+        conf += f"  - domain: {z}.\n    file: {z}.zone\n"
+    with open(os.path.join(d, "knot.conf"), "w") as f:
+        f.write(conf)
+    return Proc(label, ["knotd", "-c", os.path.join(d, "knot.conf")], d, port, core=core,
+                probe_name=zones[0] + ".")
+
+
+def nsd(env, label, zones, zdir, port):
+    d = env.path("nsd-" + label.replace(" ", "-"))
+    os.makedirs(d, exist_ok=True)
+    conf = (f"server:\n    ip-address: 127.0.0.1@{port}\n    server-count: 1\n    do-ip6: no\n"
+            f"    username: \"\"\n    chroot: \"\"\n    zonesdir: \"{zdir}\"\n    pidfile: \"{d}/nsd.pid\"\n"
+            f"    xfrdfile: \"{d}/xfrd.state\"\n    zonelistfile: \"{d}/zone.list\"\n    database: \"\"\n"
+            f"    logfile: \"{d}/nsd-server.log\"\n    verbosity: 1\n    hide-version: yes\n    rrl-ratelimit: 0\n"
+            f"remote-control:\n    control-enable: no\n")
+    for z in zones:
+        conf += f"zone:\n    name: \"{z}.\"\n    zonefile: \"{z}.zone\"\n"
+    with open(os.path.join(d, "nsd.conf"), "w") as f:
+        f.write(conf)
+    return Proc(label, ["nsd", "-d", "-c", os.path.join(d, "nsd.conf")], d, port, probe_name=zones[0] + ".")
+
+
+def unbound(env, label, port, forwards, extra=""):
+    """forwards: list of (zone, port, tcp)."""
+    d = env.path("unbound-" + label.replace(" ", "-"))
+    os.makedirs(d, exist_ok=True)
+    conf = (f"server:\n    interface: 127.0.0.1\n    port: {port}\n    do-daemonize: no\n    chroot: \"\"\n"
+            f"    username: \"\"\n    directory: \"{d}\"\n    pidfile: \"{d}/unbound.pid\"\n"
+            f"    use-syslog: no\n    logfile: \"\"\n    verbosity: 0\n    num-threads: 1\n    do-ip6: no\n"
+            f"    so-reuseport: no\n    access-control: 127.0.0.0/8 allow\n    do-not-query-localhost: no\n"
+            f"    module-config: \"iterator\"\n    qname-minimisation: no\n    minimal-responses: no\n"
+            f"    cache-max-ttl: 30\n    cache-max-negative-ttl: 30\n"
+            f"    local-zone: \"10.in-addr.arpa.\" nodefault\n    local-zone: \"d.f.ip6.arpa.\" nodefault\n"
+            f"    local-zone: \"local.\" nodefault\n{extra}"
+            f"remote-control:\n    control-enable: no\n")
+    for z, p, tcp in forwards:
+        conf += (f"forward-zone:\n    name: \"{z.rstrip('.')}.\"\n    forward-addr: 127.0.0.1@{p}\n"
+                 f"    forward-tcp-upstream: {'yes' if tcp else 'no'}\n")
+    with open(os.path.join(d, "unbound.conf"), "w") as f:
+        f.write(conf)
+    return Proc(label, ["unbound", "-d", "-c", os.path.join(d, "unbound.conf")], d, port,
+                probe_name="localhost.")
+
+
+def dnsmasq(env, label, port, upstream):
+    d = env.path("dnsmasq-" + label.replace(" ", "-"))
+    os.makedirs(d, exist_ok=True)
+    argv = ["dnsmasq", "-k", "--conf-file=/dev/null", "--no-resolv", "--no-hosts", "--no-poll",
+            f"--server=127.0.0.1#{upstream}", "--listen-address=127.0.0.1", "--bind-interfaces",
+            f"--port={port}", "--cache-size=10000", "--max-cache-ttl=30", "--user=root",
+            f"--pid-file={d}/dnsmasq.pid", "--dns-forward-max=1000"]
+    return Proc(label, argv, d, port, probe_name="localhost.")
+
+
+def k8s_block(env, manifests, extra="", pods="insecure"):
+    return (f"    kubernetes cluster.local in-addr.arpa ip6.arpa {{\n        manifests {manifests}\n"
+            f"        pods {pods}\n        ttl 30\n{extra}    }}\n")
+
+
+# ---- scenarios -------------------------------------------------------------------------------
+
+
+def measure(servers, qfiles, args, warm=False, per_lookup=None, lat_files=None):
+    """Round-robin over servers for each repetition (so the machine's load hits all alike), then a
+    fixed-rate latency run each. qfiles / lat_files: label -> callable(rep) -> path."""
+    res = {s.label: {"qps": [], "cpu_per_k": [], "lost": 0, "sent": 0, "completed": 0, "rcodes": ""}
+           for s in servers}
+    if warm:
+        for s in servers:
+            dnsperf(s.port, qfiles[s.label](-1), runs=1)
+    for rep in range(args.runs):
+        for s in servers:
+            qf = qfiles[s.label](rep)
+            c0 = s.cpu()
+            r = dnsperf(s.port, qf, duration=None if per_lookup else args.duration,
+                        runs=1 if per_lookup else None)
+            c1 = s.cpu()
+            e = res[s.label]
+            e["qps"].append(r["qps"])
+            # per 1,000 answered queries, or per 1,000 lookups where a lookup is several queries
+            units = r["completed"] / (per_lookup[s.label] if per_lookup else 1)
+            e["cpu_per_k"].append((c1 - c0) / units * 1000 if units else float("nan"))
+            e["lost"] += int(r["lost"])
+            e["sent"] += int(r["sent"])
+            e["completed"] += int(r["completed"])
+            e["rcodes"] = r["rcodes"]
+            log(f"  {s.label:34s} run {rep + 1}: {r['qps']:10.0f} q/s, lost {int(r['lost'])}")
+    for s in servers:
+        lf = (lat_files or qfiles)[s.label]("lat")
+        # the same lookup rate for everyone: args.rate queries/s of five-query lookups
+        rate = args.rate * per_lookup[s.label] // 5 if per_lookup else args.rate
+        r = dnsperf(s.port, lf, duration=None if per_lookup else args.lat_duration,
+                    runs=1 if per_lookup else None, rate=rate, verbose=True)
+        e["lat_rate"] = rate
+        e = res[s.label]
+        e["p50_ms"] = pct(r["lat"], 50) * 1000
+        e["p99_ms"] = pct(r["lat"], 99) * 1000
+        e["lat_lost"] = int(r["lost"])
+        e["lat_qps"] = r["qps"]
+        rss, hwm = s.mem()
+        e["rss_kib"], e["hwm_kib"] = rss, hwm
+        e["qps_med"] = median(e["qps"])
+        e["cpu_per_k_med"] = median(e["cpu_per_k"])
+        if per_lookup:
+            e["lookups_med"] = e["qps_med"] / per_lookup[s.label]
+        log(f"  {s.label:34s} p50 {e['p50_ms']:.3f} ms p99 {e['p99_ms']:.3f} ms at {rate} q/s; "
+            f"RSS {rss} KiB")
+    return res
+
+
+def run_servers(servers, fn):
+    started = []
+    try:
+        for s in servers:
+            log(f"starting {s.label} on 127.0.0.1:{s.port}")
+            s.start()
+            started.append(s)
+        return fn(started)
+    finally:
+        for s in started:
+            s.stop()
+
+
+def dig_answer(port, name, qtype):
+    """rcode, flags and every section (sorted, SOA serial masked) as dig prints them."""
+    argv = ["dig", "+norec", "+time=2", "+tries=1", "-p", str(port), "@127.0.0.1", name, qtype]
+    out = subprocess.run(argv, stdout=subprocess.PIPE, text=True).stdout
+    head = " ".join(re.findall(r"status: [A-Z]+|flags: [a-z ]+", out))
+    rrs = sorted(re.sub(r"(SOA\s+\S+\s+\S+\s+)\d+", r"\1SERIAL", l)
+                 for l in out.splitlines() if l and not l.startswith(";"))
+    return head, rrs
+
+
+def parity(a, b, qf, n):
+    """Sends n sampled queries of the mix to both servers; returns (differing, checked, examples)."""
+    if not shutil.which("dig"):
+        return None
+    lines = open(qf).read().split("\n")
+    rnd = random.Random(5)
+    sample = [l.split() for l in rnd.sample([l for l in lines if l], min(n, len(lines) - 1))]
+    bad, ex = 0, []
+    for name, t in sample:
+        x, y = dig_answer(a.port, name, t), dig_answer(b.port, name, t)
+        if x != y:
+            bad += 1
+            if len(ex) < 3:
+                ex.append(f"{name} {t}: {a.label} {x[0]} {len(x[1])} RRs / {b.label} {y[0]} {len(y[1])} RRs")
+    record(["dig", "+norec", "-p", "PORT", "@127.0.0.1", "NAME", "TYPE"])
+    return bad, len(sample), ex
+
+
+def scenario_cluster(env, cl, args):
+    """1. Cluster names: Sextant kubernetes (manifests) with and without log vs Knot and NSD."""
+    zdir = env.path("zones")
+    qf = env.path("cluster-queries.txt")
+    gen.write_queries(qf, cl.cluster_queries(args.queries, 7))
+    servers = []
+    if env.has("kubernetes"):
+        body = k8s_block(env, env.path("cluster.json"))
+        what = "kubernetes"
+    else:
+        body = "    whoami\n"
+        what = "whoami"
+        NOTES.append("Cluster names: this build has no `kubernetes` plugin yet, so Sextant ran `whoami` "
+                     "(the server core + one plugin) against Knot/NSD answering the real zone.")
+    p1, p2 = free_port(), free_port()
+    servers.append(sextant(env, f"sextant {what}", f".:{p1} {{\n    errors\n{body}}}\n", p1,
+                           probe_name="cluster.local."))
+    servers.append(sextant(env, f"sextant {what}+log", f".:{p2} {{\n    errors\n    log\n{body}}}\n", p2,
+                           probe_name="cluster.local.", out="/dev/null"))
+    servers.append(knot(env, "knot", ["cluster.local", "in-addr.arpa", "ip6.arpa"], zdir, free_port()))
+    servers.append(nsd(env, "nsd", ["cluster.local", "in-addr.arpa", "ip6.arpa"], zdir, free_port()))
+    qfiles = {s.label: (lambda rep: qf) for s in servers}
+
+    def go(st):
+        if what == "kubernetes":
+            r = parity(st[0], st[2], qf, args.parity)
+            if r:
+                NOTES.append(f"Cluster names: {r[1] - r[0]} of {r[1]} sampled queries got the same answer "
+                             f"from Sextant and Knot (rcode, flags, every section; SOA serial masked)"
+                             + ("; differing: " + "; ".join(r[2]) if r[2] else "") + ".")
+                log(NOTES[-1])
+        return measure(st, qfiles, args)
+
+    res = run_servers(servers, go)
+    sx, sl = f"sextant {what}", f"sextant {what}+log"
+    return {"title": "1. Cluster names (authoritative)", "res": res,
+            "ratios": [(sx, "knot"), (sx, "nsd"), (sl, sx)], "unit": "q/s"}
+
+
+def scenario_hits(env, upstream_port, args):
+    """2. Cache hits: Sextant cache+forward vs Unbound and dnsmasq, warmed, same upstream."""
+    qf = env.path("hit-queries.txt")
+    gen.write_queries(qf, gen.hit_queries(args.hosts, args.queries, 11))
+    servers = []
+    ok = env.has("cache", "forward")
+    if ok:
+        p = free_port()
+        servers.append(sextant(env, "sextant cache+forward",
+                               f".:{p} {{\n    errors\n    cache 30\n    forward . 127.0.0.1:{upstream_port}\n}}\n",
+                               p, probe_name="localhost."))
+    else:
+        NOTES.append("Cache hits: this build lacks `cache`/`forward`; only the reference servers ran.")
+    servers.append(unbound(env, "unbound", free_port(), [(".", upstream_port, False)]))
+    servers.append(dnsmasq(env, "dnsmasq", free_port(), upstream_port))
+    qfiles = {s.label: (lambda rep: qf) for s in servers}
+    res = run_servers(servers, lambda st: measure(st, qfiles, args, warm=True))
+    r = [("sextant cache+forward", "unbound"), ("sextant cache+forward", "dnsmasq")] if ok else []
+    return {"title": "2. Cache hits (forwarder, warmed)", "res": res, "ratios": r, "unit": "q/s"}
+
+
+def scenario_search(env, upstream_port, args):
+    """3. Cache misses and ndots:5 search-path expansion: five queries per lookup (four NXDOMAIN),
+    or one with autopath, vs Unbound (cluster.local as a static local zone)."""
+    servers, per = [], {}
+    resolv = env.path("autopath-resolv.conf")
+    with open(resolv, "w") as f:
+        f.write(f"search ns-0.svc.{gen.ZONE} svc.{gen.ZONE} {gen.ZONE} {gen.HOST_SEARCH}\noptions ndots:5\n")
+    base = (f"    errors\n{k8s_block(env, env.path('cluster.json'), '        fallthrough in-addr.arpa ip6.arpa' + chr(10))}"
+            f"    forward . 127.0.0.1:{upstream_port}\n"
+            f"    cache 30 {{\n        disable success cluster.local\n        disable denial cluster.local\n    }}\n")
+    if env.has("kubernetes", "forward", "cache"):
+        p = free_port()
+        servers.append(sextant(env, "sextant kubeadm", f".:{p} {{\n{base}}}\n", p, probe_name="localhost."))
+        per["sextant kubeadm"] = 5
+        if env.has("autopath"):
+            p = free_port()
+            servers.append(sextant(env, "sextant kubeadm+autopath",
+                                   f".:{p} {{\n{base}    autopath {resolv}\n}}\n", p, probe_name="localhost."))
+            per["sextant kubeadm+autopath"] = 1
+        else:
+            NOTES.append("Search path: this build lacks `autopath`; the autopath row is missing.")
+    else:
+        NOTES.append("Search path: this build lacks `kubernetes`/`forward`/`cache`; only Unbound ran.")
+    z = gen.ZONE + "."
+    ub_extra = (f"    local-zone: \"{z}\" static\n"
+                f"    local-data: \"{z} 30 IN SOA ns.dns.{z} hostmaster.{z} 1 7200 1800 86400 30\"\n")
+    servers.append(unbound(env, "unbound", free_port(), [(".", upstream_port, False)], ub_extra))
+    per["unbound"] = 5
+    lookups = max(500, args.queries // 5)
+    counter = [0]
+
+    def files_for(label):
+        def f(rep):
+            counter[0] += 1
+            tag = f"m{counter[0]}x{random.randrange(10**6)}"
+            path = env.path(f"search-{counter[0]}.txt")
+            n = lookups if rep != "lat" else max(200, args.rate // 5 * args.lat_duration)
+            gen.write_queries(path, gen.search_path_queries(n, tag, per[label] == 1))
+            return path
+        return f
+
+    qfiles = {s.label: files_for(s.label) for s in servers}
+    res = run_servers(servers, lambda st: measure(st, qfiles, args, per_lookup=per))
+    ratios = [(x, "unbound") for x in ("sextant kubeadm", "sextant kubeadm+autopath") if x in per]
+    return {"title": "3. Cache misses with the ndots:5 search path (lookups, 5 queries each; 1 with autopath)",
+            "res": res, "ratios": ratios, "unit": "lookups/s", "per": per}
+
+
+def nodecache_corefile(p, cluster_port, upstream_port, hp, mp):
+    zones = [("cluster.local", "    cache {\n            success 9984 30\n            denial 9984 5\n    }\n"),
+             ("in-addr.arpa", "    cache 30\n"), ("ip6.arpa", "    cache 30\n")]
+    out = ""
+    for z, cache in zones:
+        out += (f"{z}:{p} {{\n    errors\n{cache}    reload\n    loop\n    bind 127.0.0.1\n"
+                f"    forward . 127.0.0.1:{cluster_port} {{\n            force_tcp\n    }}\n"
+                f"    prometheus 127.0.0.1:{mp}\n")
+        out += f"    health 127.0.0.1:{hp}\n    }}\n" if z == "cluster.local" else "    }\n"
+    out += (f".:{p} {{\n    errors\n    cache 30\n    reload\n    loop\n    bind 127.0.0.1\n"
+            f"    forward . 127.0.0.1:{upstream_port}\n    prometheus 127.0.0.1:{mp}\n    }}\n")
+    return out
+
+
+def scenario_nodecache(env, cl, upstream_port, args):
+    """4. Node-cache mode: the NodeLocal DNSCache Corefile (loopback addresses) vs Unbound."""
+    qf = env.path("nodecache-queries.txt")
+    gen.write_queries(qf, gen.nodecache_queries(cl, args.hosts, args.queries, 13))
+    servers = []
+    need = ("cache", "forward", "bind", "loop", "reload", "health", "prometheus", "errors")
+    ok = env.has(*need)
+    if ok:
+        p = free_port()
+        servers.append(sextant(env, "sextant node-cache",
+                               nodecache_corefile(p, upstream_port, upstream_port, free_port(), free_port()),
+                               p, probe_name="cluster.local."))
+    else:
+        NOTES.append("Node cache: this build lacks " + ", ".join(n for n in need if not env.has(n))
+                     + "; only Unbound ran.")
+    fw = [(z, upstream_port, True) for z in ("cluster.local", "in-addr.arpa", "ip6.arpa")]
+    servers.append(unbound(env, "unbound", free_port(), fw + [(".", upstream_port, False)],
+                           "    cache-max-negative-ttl: 5\n"))
+    qfiles = {s.label: (lambda rep: qf) for s in servers}
+    res = run_servers(servers, lambda st: measure(st, qfiles, args, warm=True))
+    return {"title": "4. Node-cache mode (NodeLocal DNSCache Corefile, warmed)", "res": res,
+            "ratios": [("sextant node-cache", "unbound")] if ok else [], "unit": "q/s"}
+
+
+def callgrind_ir(make, qf, label, env):
+    """Ir of a server started by make(port, wrap) for start+stop alone and with qf sent once."""
+    irs = {}
+    for mode in ("idle", "run"):
+        p = free_port()
+        outf = env.path(f"callgrind.{label}.{mode}.out")
+        s = make(p, ["valgrind", "--tool=callgrind", f"--callgrind-out-file={outf}"])
+        s.ready_timeout = 300
+        s.start()
+        if mode == "run":
+            r = dnsperf(p, qf, runs=1, clients=1, outstanding=20)
+            irs["answered"] = int(r["completed"])
+        s.stop()
+        ir = None
+        try:
+            with open(outf) as f:
+                for line in f:
+                    if line.startswith("summary:") or line.startswith("totals:"):
+                        ir = int(line.split()[1])
+        except OSError:
+            pass
+        irs[mode] = ir
+    if irs.get("idle") is None or irs.get("run") is None or not irs.get("answered"):
+        return None
+    irs["per_query"] = (irs["run"] - irs["idle"]) / irs["answered"]
+    return irs
+
+
+def callgrind(env, args):
+    """Instructions per cluster-name query: (Ir(run with N queries) - Ir(start+stop)) / N, for
+    Sextant and, as the reference, Knot answering the same zone."""
+    if not shutil.which("valgrind"):
+        return None
+    n = args.cg_queries
+    qf = env.path("cg-queries.txt")
+    cl = gen.Cluster(args.services, args.eps, 10**9, 1)
+    gen.write_queries(qf, cl.cluster_queries(n, 21))
+    body = k8s_block(env, env.path("cluster.json")) if env.has("kubernetes") else "    whoami\n"
+    out = {"plugin": "kubernetes" if env.has("kubernetes") else "whoami", "queries": n}
+    out["sextant"] = callgrind_ir(
+        lambda p, wrap: sextant(env, "callgrind", f".:{p} {{\n    errors\n{body}}}\n", p,
+                                probe_name="cluster.local.", timeout=300, wrap=wrap), qf, "sextant", env)
+    zones = ["cluster.local", "in-addr.arpa", "ip6.arpa"]
+
+    def mk_knot(p, wrap):
+        k = knot(env, "callgrind-knot", zones, env.path("zones"), p)
+        k.argv = wrap + k.argv
+        return k
+
+    out["knot"] = callgrind_ir(mk_knot, qf, "knot", env)
+    if not out["sextant"]:
+        return None
+    return out
+
+
+def large_cluster(env, args):
+    """RSS after loading a large generated cluster from manifests, and bytes per object."""
+    if not env.has("kubernetes"):
+        NOTES.append("Large cluster memory: needs the `kubernetes` plugin; not measured on this build.")
+        return None
+    big = gen.Cluster(args.large_services, args.large_eps, args.large_pods, 3)
+    path = env.path("large.json")
+    big.write_manifests(path)
+    empty = env.path("empty.json")
+    with open(empty, "w") as f:
+        json.dump({"apiVersion": "v1", "kind": "List", "items": [
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}}]}, f)
+    out = {"counts": big.counts(), "manifest_bytes": os.path.getsize(path)}
+    for key, mf in (("empty", empty), ("large", path)):
+        p = free_port()
+        s = sextant(env, f"large {key}", f".:{p} {{\n{k8s_block(env, mf, pods='verified')}}}\n", p,
+                    probe_name="cluster.local.", timeout=300)
+        t0 = time.time()
+        s.start()
+        out[f"{key}_start_s"] = time.time() - t0
+        time.sleep(1)
+        out[f"{key}_rss_kib"], out[f"{key}_hwm_kib"] = s.mem()
+        s.stop()
+    c = out["counts"]
+    objs = c["services"] + c["endpoints"] + c["pods"]
+    out["objects"] = objs
+    out["bytes_per_object"] = (out["large_rss_kib"] - out["empty_rss_kib"]) * 1024 / objs
+    return out
+
+
+# ---- report ----------------------------------------------------------------------------------
+
+
+def fmt(x, nd=0):
+    if x is None or x != x:
+        return "–"
+    return f"{x:,.{nd}f}"
+
+
+def machine_note():
+    la = open("/proc/loadavg").read().split()[:3]
+    cpu = ""
+    for line in open("/proc/cpuinfo"):
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    top = subprocess.run(["ps", "-eo", "pcpu,comm", "--sort=-pcpu"], stdout=subprocess.PIPE,
+                         text=True).stdout.splitlines()[1:6]
+    return (f"{platform.node()}: {os.cpu_count()} CPUs ({cpu}), Linux {platform.release()}; "
+            f"load average {' '.join(la)}; busiest processes: "
+            + ", ".join(" ".join(t.split()) for t in top))
+
+
+def ratio(a, b):
+    if not a or not b or a != a or b != b:
+        return None
+    return a / b
+
+
+def report(all_res, cg, large, args, started, load_before, load_after, sextant_rev):
+    date = started.strftime("%Y-%m-%d-%H%M")
+    L = [f"# Sextant side-by-side benchmark, {started.strftime('%Y-%m-%d %H:%M')} UTC", ""]
+    L += [f"Sextant `{sextant_rev}`; mode: {'quick' if args.quick else 'full'}; "
+          f"cluster: {args.services} services ({args.eps} endpoints each on average); "
+          f"{args.runs} run(s) of {args.duration} s per figure (median); latency at a fixed "
+          f"{args.rate:,} q/s for {args.lat_duration} s. Every server pinned to core {SERVER_CORE} "
+          f"(`taskset -c {SERVER_CORE}`), dnsperf and the upstream Knot on core {CLIENT_CORE}. "
+          f"Only 127.0.0.1.", ""]
+    L += ["**Machine load.** Before: " + load_before, "", "After: " + load_after, "",
+          "Wall-clock figures on a shared 2-CPU machine move with whatever else runs; compare the "
+          "ratios (measured interleaved, in the same run), and track instructions per query, which "
+          "does not depend on load.", ""]
+    if NOTES:
+        L += ["**Notes.**", ""] + [f"* {n}" for n in NOTES] + [""]
+    chart = []
+    for sc in all_res:
+        res = sc["res"]
+        L += [f"## {sc['title']}", ""]
+        lk = "lookups_med" if sc.get("per") else "qps_med"
+        if sc.get("per"):
+            L += [f"Lookups/s and CPU are per lookup (five queries, or one with autopath). Latency is per "
+                  f"query at the same lookup rate for all ({args.rate // 5:,} lookups/s); without autopath a "
+                  f"client's lookup takes five such queries in sequence.", ""]
+        cpu_unit = "lookups" if sc.get("per") else "answered"
+        per = bool(sc.get("per"))
+        L += [f"| server | {sc['unit']} (median) |{' q/s |' if per else ''} CPU s / 1k {cpu_unit} | p50 ms | "
+              f"p99 ms | lost (throughput / latency runs) | VmRSS MiB | VmHWM MiB | rcodes (last run) |",
+              "|---|---:|" + ("---:|" if per else "") + "---:|---:|---:|---:|---:|---:|---|"]
+        for label, e in res.items():
+            qcol = f" {fmt(e['qps_med'])} |" if per else ""
+            L.append(f"| {label} | {fmt(e.get(lk))} |{qcol} {fmt(e['cpu_per_k_med'], 4)} | "
+                     f"{fmt(e['p50_ms'], 3)} | {fmt(e['p99_ms'], 3)} | {e['lost']} / {e['lat_lost']} | "
+                     f"{fmt(e['rss_kib'] / 1024, 1)} | {fmt(e['hwm_kib'] / 1024, 1)} | {e['rcodes']} |")
+        L.append("")
+        if sc["ratios"]:
+            L += ["| ratio | throughput (higher is better) | CPU per query (lower is better) | p50 | p99 | RSS |",
+                  "|---|---:|---:|---:|---:|---:|"]
+            for a, b in sc["ratios"]:
+                if a not in res or b not in res:
+                    continue
+                ea, eb = res[a], res[b]
+                rr = [ratio(ea.get(lk), eb.get(lk)), ratio(ea["cpu_per_k_med"], eb["cpu_per_k_med"]),
+                      ratio(ea["p50_ms"], eb["p50_ms"]), ratio(ea["p99_ms"], eb["p99_ms"]),
+                      ratio(ea["rss_kib"], eb["rss_kib"])]
+                L.append(f"| {a} / {b} | " + " | ".join(fmt(x, 2) for x in rr) + " |")
+                chart.append((f"{a.replace('sextant ', '')}\n/ {b.replace('sextant ', '')}", rr[0], rr[1]))
+                if a.endswith("+log") and rr[0] and rr[1]:
+                    cap = 1 / rr[1]
+                    L.append(f"| `log` overhead: capacity with log (CPU per query without / with) | "
+                             f"{cap:.2f} | target ≥ 0.70: **{'met' if cap >= 0.7 else 'NOT met'}** | | | |")
+            L.append("")
+    if cg and cg.get("knot"):
+        chart.append(("instructions per\ncluster query\n/ knot", None,
+                      cg["sextant"]["per_query"] / cg["knot"]["per_query"]))
+    L += ["## Instructions per query (callgrind)", ""]
+    if cg:
+        sx, kn = cg["sextant"], cg.get("knot")
+        L += [f"**{sx['per_query']:,.0f} instructions per {cg['plugin']} cluster-name query** "
+              f"(Ir {sx['run']:,} with {sx['answered']:,} answered queries of the cluster mix minus Ir "
+              f"{sx['idle']:,} for start-up and shutdown alone)."]
+        if kn:
+            L += ["", f"Knot DNS on the same zone and queries: {kn['per_query']:,.0f} instructions per query; "
+                  f"ratio Sextant / Knot **{sx['per_query'] / kn['per_query']:.2f}**."]
+        L += [""]
+    else:
+        L += ["Not measured (valgrind missing or the run failed).", ""]
+    L += ["## Memory for a large cluster", ""]
+    if large:
+        c = large["counts"]
+        L += [f"{c['services']:,} services, {c['endpointslices']:,} EndpointSlices with {c['endpoints']:,} "
+              f"endpoints, {c['pods']:,} pods, {c['namespaces']} namespaces from manifests "
+              f"({large['manifest_bytes'] / 2**20:.0f} MiB JSON), `pods verified`:", "",
+              "| | VmRSS MiB | VmHWM MiB | ready after s |", "|---|---:|---:|---:|",
+              f"| empty cluster | {large['empty_rss_kib'] / 1024:.1f} | {large['empty_hwm_kib'] / 1024:.1f} | "
+              f"{large['empty_start_s']:.1f} |",
+              f"| large cluster | {large['large_rss_kib'] / 1024:.1f} | {large['large_hwm_kib'] / 1024:.1f} | "
+              f"{large['large_start_s']:.1f} |", "",
+              f"**{large['bytes_per_object']:,.0f} bytes per object** (RSS difference / "
+              f"{large['objects']:,} services + endpoints + pods). VmHWM includes parsing the manifest "
+              "file, which an API-server watch does in pages.", ""]
+    else:
+        L += ["Not measured on this build.", ""]
+    L += ["## Commands", "", "Reproduce with `bench/run.sh" + (" --quick" if args.quick else "") + "`. "
+          "Every command the run started (query files and temp dirs vary):", "", "```"] + COMMANDS + ["```", ""]
+    L += ["Sextant Corefiles (ports masked; `manifests` paths are the generated cluster):", ""]
+    for label, cf in CONFIGS.items():
+        L += [f"`{label}`:", "", "```", cf.rstrip(), "```", ""]
+    md = "\n".join(L)
+    os.makedirs(args.out, exist_ok=True)
+    mdp = os.path.join(args.out, f"{date}.md")
+    with open(mdp, "w") as f:
+        f.write(md)
+    pngp = os.path.join(args.out, f"{date}.png")
+    draw(chart, pngp, started)
+    return mdp, pngp, md
+
+
+def draw(chart, path, started):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+    if not chart:
+        chart = [("no Sextant\nratios yet", 0, 0)]
+    fig, ax = plt.subplots(figsize=(max(6, 1.5 * len(chart)), 4.5))
+    xs = range(len(chart))
+    w = 0.38
+    b1 = ax.bar([x - w / 2 for x in xs], [c[1] or 0 for c in chart], w,
+                label="throughput ratio (higher is better)")
+    b2 = ax.bar([x + w / 2 for x in xs], [c[2] or 0 for c in chart], w,
+                label="CPU per query ratio (lower is better)")
+    for bars in (b1, b2):
+        for b in bars:
+            h = b.get_height()
+            if h > 0:
+                ax.annotate(f"{h:.2f}", (b.get_x() + b.get_width() / 2, h), ha="center", va="bottom", fontsize=7)
+    if any((c[1] or 0) > 0 for c in chart):
+        ax.set_yscale("log")
+        fmt_ = matplotlib.ticker.FormatStrFormatter("%.1f")
+        ax.yaxis.set_major_formatter(fmt_)
+        ax.yaxis.set_minor_formatter(fmt_)
+        ax.tick_params(axis="y", which="minor", labelsize=7)
+    ax.axhline(1.0, color="black", linewidth=0.8)
+    ax.set_xticks(list(xs))
+    ax.set_xticklabels([c[0] for c in chart], fontsize=8)
+    ax.set_ylabel("Sextant / reference")
+    ax.set_title(f"Sextant vs reference servers, {started.strftime('%Y-%m-%d %H:%M')}")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def update_docs(root, mdp, pngp, md):
+    doc = os.path.join(root, "docs", "performance.md")
+    rel_md = os.path.relpath(mdp, os.path.join(root, "docs"))
+    rel_png = os.path.relpath(pngp, os.path.join(root, "docs"))
+    body = md.split("\n", 1)[1]
+    body = body.split("\n## Commands")[0]
+    fp = os.path.join(root, "bench", "findings.md")
+    findings = open(fp).read() if os.path.exists(fp) else ""
+    text = f"""# Performance
+
+Sextant is measured side by side with the reference DNS servers from Debian (Knot DNS and NSD for
+authoritative cluster names, Unbound and dnsmasq as caches) in one run of `bench/run.sh`, on
+127.0.0.1 high ports, every server pinned to one core and dnsperf on the other. The numbers to
+watch are the **ratios** (Sextant / reference, measured interleaved under the same load) and
+**instructions per query** from callgrind; absolute queries per second depend on the machine and on
+whatever else it is doing.
+
+## How to reproduce
+
+```
+bench/run.sh            # full run: 3 runs per figure, a few minutes per scenario
+bench/run.sh --quick    # one short run each, to try it out
+bench/run.sh --help     # sizes, durations, rate, which scenarios
+```
+
+`run.sh` builds the release binary, installs `knot nsd unbound dnsmasq dnsperf valgrind` from Debian
+if missing and matplotlib into `bench/.venv`, generates the cluster (manifests for Sextant, zone
+files for Knot/NSD from the same generator, `bench/gen.py`), runs the scenarios (`bench/bench.py`)
+and writes `bench/results/<date>.md` and `.png` and this page.
+
+What each scenario does:
+
+1. **Cluster names**: Sextant's `kubernetes` plugin reading the generated cluster from `manifests`
+   (kubeadm options `pods insecure`, `ttl 30`), with and without `log`, against Knot DNS and NSD
+   serving the same records as `cluster.local`, `in-addr.arpa` and `ip6.arpa` zone files (A/AAAA,
+   `_port._proto` SRV with CoreDNS's weights, bare-name SRV, endpoint names, PTR, apex SOA/NS).
+   Query mix: A+AAAA pairs for ClusterIP and headless services, StatefulSet pod names, SRV, PTR, and
+   20% search-path NXDOMAINs (`svc.ns.<podns>.svc.cluster.local`, external names under the cluster
+   domain).
+2. **Cache hits**: `cache 30` + `forward` against Unbound and dnsmasq (30 s max TTL each), all
+   forwarding to the same Knot on loopback, warmed before measuring.
+3. **Cache misses and the ndots:5 search path**: unique external names per run, looked up the way a
+   pod in `ns-0` does (`name.ns-0.svc.cluster.local`, `name.svc.cluster.local`,
+   `name.cluster.local`, `name.corp.example.net`, `name`: four NXDOMAIN, then the answer) with the
+   kubeadm Corefile, and with `autopath` (one query per lookup), against Unbound with
+   `cluster.local` as a static local zone. Compared in lookups per second.
+4. **Node-cache mode**: the NodeLocal DNSCache Corefile (reference §6) rendered with 127.0.0.1,
+   forwarding `cluster.local`/reverse zones over TCP to the cluster zone on Knot, against Unbound
+   configured the same way.
+
+Per server: median queries/s of the throughput runs, server CPU seconds per 1,000 answered queries
+(utime+stime of the server's process tree from `/proc/<pid>/stat`; dnsperf saturates its own core,
+so CPU per query is the fairer efficiency figure), p50/p99 latency at a fixed rate (from dnsperf
+`-v` per-query lines), lost queries, VmRSS/VmHWM. Plus callgrind instructions per cluster-name
+query, the `log` overhead, and memory for a large cluster (10k services, ~100k endpoints, 30k pods).
+
+Published anchors for orientation: CoreDNS did 33,669 queries/s for cluster names on 2 vCPUs and
+about 60k/s per core on loopback; on this kind of 2-core machine Knot DNS and NSD answer about 390k
+queries/s from one worker thread, Unbound about 365k cache hits/s, dnsmasq about 300k.
+
+{findings}
+## Latest results
+
+From [{os.path.basename(mdp)}]({rel_md}):
+
+![ratios]({rel_png})
+{body}
+"""
+    with open(doc, "w") as f:
+        f.write(text)
+    return doc
+
+
+# ---- main ------------------------------------------------------------------------------------
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--bin", required=True)
+    ap.add_argument("--root", required=True)
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--services", type=int, default=2000)
+    ap.add_argument("--eps", type=int, default=3)
+    ap.add_argument("--hosts", type=int, default=2000, help="external names for the cache scenarios")
+    ap.add_argument("--queries", type=int, default=200000, help="lines per query file")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--duration", type=int, default=10)
+    ap.add_argument("--lat-duration", type=int, default=5)
+    ap.add_argument("--rate", type=int, default=20000, help="fixed rate for the latency runs")
+    ap.add_argument("--parity", type=int, default=300, help="sampled queries compared with Knot")
+    ap.add_argument("--cg-queries", type=int, default=20000)
+    ap.add_argument("--large-services", type=int, default=10000)
+    ap.add_argument("--large-eps", type=int, default=11)
+    ap.add_argument("--large-pods", type=int, default=30000)
+    ap.add_argument("--scenarios", default="cluster,hits,search,nodecache,callgrind,large")
+    ap.add_argument("--keep", action="store_true", help="keep the temp dir")
+    args = ap.parse_args()
+    if args.quick:
+        args.runs, args.duration, args.lat_duration = 1, 3, 2
+        args.queries, args.cg_queries = min(args.queries, 50000), min(args.cg_queries, 5000)
+        args.large_services, args.large_pods = min(args.large_services, 2000), min(args.large_pods, 6000)
+    args.out = args.out or os.path.join(args.root, "bench", "results")
+    started = datetime.datetime.now(datetime.timezone.utc)
+    load_before = machine_note()
+    work = tempfile.mkdtemp(prefix="sextant-bench-")
+    env = Env(args, work)
+    log(f"work dir {work}; Sextant plugins: {', '.join(sorted(env.plugins))}")
+    want = set(args.scenarios.split(","))
+    cl = gen.Cluster(args.services, args.eps, 10**9, 1)
+    cl.write_manifests(env.path("cluster.json"))
+    zdir = env.path("zones")
+    os.makedirs(zdir)
+    cl.write_zones(zdir)
+    gen.external_zone(zdir, args.hosts)
+    log(f"cluster: {cl.counts()}")
+    all_res, cg, large = [], None, None
+    upstream = None
+    try:
+        if "cluster" in want:
+            log("scenario 1: cluster names")
+            all_res.append(scenario_cluster(env, cl, args))
+        if want & {"hits", "search", "nodecache"}:
+            up_port = free_port()
+            upstream = knot(env, "upstream knot", [gen.EXT_ZONE, gen.HOST_SEARCH, "cluster.local",
+                                                   "in-addr.arpa", "ip6.arpa"], zdir, up_port, core=CLIENT_CORE)
+            log(f"starting upstream Knot on 127.0.0.1:{up_port} (core {CLIENT_CORE})")
+            upstream.start()
+            if "hits" in want:
+                log("scenario 2: cache hits")
+                all_res.append(scenario_hits(env, up_port, args))
+            if "search" in want:
+                log("scenario 3: search path / misses")
+                all_res.append(scenario_search(env, up_port, args))
+            if "nodecache" in want:
+                log("scenario 4: node cache")
+                all_res.append(scenario_nodecache(env, cl, up_port, args))
+            upstream.stop()
+            upstream = None
+        if "callgrind" in want:
+            log("callgrind: instructions per query")
+            cg = callgrind(env, args)
+            log(f"callgrind: {cg}")
+        if "large" in want:
+            log("large cluster memory")
+            large = large_cluster(env, args)
+            log(f"large: {large}")
+    finally:
+        if upstream:
+            upstream.stop()
+    rev = subprocess.run(["git", "-C", args.root, "describe", "--always", "--dirty"], stdout=subprocess.PIPE,
+                         text=True).stdout.strip()
+    mdp, pngp, md = report(all_res, cg, large, args, started, load_before, machine_note(), rev)
+    doc = update_docs(args.root, mdp, pngp, md)
+    with open(os.path.join(args.out, "latest.json"), "w") as f:
+        json.dump({"results": all_res, "callgrind": cg, "large": large, "notes": NOTES}, f, indent=1,
+                  default=str)
+    log(f"wrote {mdp}, {pngp}, {doc}")
+    if not args.keep:
+        shutil.rmtree(work, ignore_errors=True)
+    else:
+        log(f"kept {work}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
