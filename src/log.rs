@@ -3,6 +3,8 @@
 
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, Once};
+use std::time::Duration;
 
 static DEBUG: AtomicBool = AtomicBool::new(false);
 
@@ -15,11 +17,56 @@ pub fn debug_enabled() -> bool {
     DEBUG.load(Ordering::Relaxed)
 }
 
-/// Writes one line as is (the query log uses this; the line carries its own `[INFO] `).
+/// Query log lines waiting to be written (see [`query`]).
+static PENDING: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+/// Flush once this much is pending.
+const PENDING_MAX: usize = 32 * 1024;
+/// How long a query log line may wait before it is written.
+const PENDING_DELAY: Duration = Duration::from_millis(20);
+static FLUSHER: Once = Once::new();
+
+fn write_pending(pending: &mut Vec<u8>) {
+    if !pending.is_empty() {
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(pending);
+        let _ = out.flush();
+        pending.clear();
+    }
+}
+
+/// Writes out the query log lines still buffered (before exit, and before any other line so
+/// the order of lines is kept).
+pub fn flush() {
+    let mut p = PENDING.lock().unwrap_or_else(|e| e.into_inner());
+    write_pending(&mut p);
+}
+
+/// Writes one line as is (the line carries its own `[INFO] `), now.
 pub fn raw(line: &str) {
+    let mut p = PENDING.lock().unwrap_or_else(|e| e.into_inner());
+    write_pending(&mut p);
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(line.as_bytes());
     let _ = out.write_all(b"\n");
+}
+
+/// Queues one query log line: lines go out in batches, at the latest [`PENDING_DELAY`] later,
+/// so the hot path makes no write system call per query.
+pub fn query(line: &[u8]) {
+    FLUSHER.call_once(|| {
+        let _ = std::thread::Builder::new()
+            .name("sextant-log".into())
+            .spawn(|| loop {
+                std::thread::sleep(PENDING_DELAY);
+                flush();
+            });
+    });
+    let mut p = PENDING.lock().unwrap_or_else(|e| e.into_inner());
+    p.extend_from_slice(line);
+    p.push(b'\n');
+    if p.len() >= PENDING_MAX {
+        write_pending(&mut p);
+    }
 }
 
 fn emit(level: &str, msg: &str) {
@@ -66,6 +113,7 @@ impl PluginLog {
     /// `[FATAL]` then exit 1, like CoreDNS's `log.Fatal`.
     pub fn fatal(&self, msg: &str) -> ! {
         emit("FATAL", &format!("plugin/{}: {msg}", self.0));
+        flush();
         let _ = std::io::stdout().flush();
         std::process::exit(1);
     }

@@ -2,5 +2,7 @@
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    std::process::exit(sextant::cli::main(args));
+    let code = sextant::cli::main(args);
+    sextant::log::flush();
+    std::process::exit(code);
 }

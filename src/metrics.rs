@@ -7,7 +7,10 @@ use prometheus::{
     register_counter, register_counter_vec, register_gauge_vec, register_histogram,
     register_histogram_vec, Counter, CounterVec, GaugeVec, Histogram, HistogramVec,
 };
-use sextant_wire::{RType, Rcode};
+use std::cell::RefCell;
+use std::sync::Arc;
+
+use sextant_wire::{Name, RType, Rcode};
 
 use crate::plugin::{Proto, Request};
 
@@ -129,8 +132,134 @@ fn zone_label(req: &Request) -> String {
     req.zone.to_lowercase_string()
 }
 
+/// Label handles of one (server, zone), resolved once per thread: `with_label_values` hashes
+/// the labels and takes a lock on every call, a cached handle is one atomic add.
+struct ZoneHandles {
+    server: Arc<str>,
+    zone: Name,
+    do_requests: Counter,
+    duration: Histogram,
+    /// Indexed by [`proto_index`].
+    request_size: [Histogram; 2],
+    response_size: [Histogram; 2],
+    /// (proto, family, type label) -> counter.
+    requests: Vec<((Proto, bool, &'static str), Counter)>,
+    /// (rcode, plugin) -> counter.
+    responses: Vec<((Rcode, &'static str), Counter)>,
+}
+
+fn proto_index(p: Proto) -> usize {
+    match p {
+        Proto::Udp => 0,
+        Proto::Tcp => 1,
+    }
+}
+
+impl ZoneHandles {
+    fn new(server: &Arc<str>, zone: &Name) -> ZoneHandles {
+        let z = zone.to_lowercase_string();
+        let s = &**server;
+        let sizes = |v: &HistogramVec| {
+            [Proto::Udp, Proto::Tcp].map(|p| v.with_label_values(&[s, &z, "", p.as_str()]))
+        };
+        ZoneHandles {
+            server: server.clone(),
+            zone: zone.clone(),
+            do_requests: DO_REQUESTS.with_label_values(&[s, &z, ""]),
+            duration: DURATION.with_label_values(&[s, &z, ""]),
+            request_size: sizes(&REQUEST_SIZE),
+            response_size: sizes(&RESPONSE_SIZE),
+            requests: Vec::new(),
+            responses: Vec::new(),
+        }
+    }
+}
+
+/// Per-thread handle caches are bounded: past this many (server, zone) pairs, or label
+/// combinations within one, the slow path is used.
+const HANDLE_CACHE_MAX: usize = 64;
+
+thread_local! {
+    static HANDLES: RefCell<Vec<ZoneHandles>> = const { RefCell::new(Vec::new()) };
+}
+
 /// Records one answered request for the `prometheus` plugin (CoreDNS `vars.Report`).
-pub fn report(req: &Request, rcode: Rcode, plugin: &str, reply_size: usize) {
+pub fn report(req: &Request, rcode: Rcode, plugin: &'static str, reply_size: usize) {
+    let done = HANDLES.with(|cell| {
+        let Ok(mut all) = cell.try_borrow_mut() else {
+            return false;
+        };
+        let pos = all
+            .iter()
+            .position(|h| Arc::ptr_eq(&h.server, &req.server) && h.zone == req.zone);
+        let h = match pos {
+            Some(i) => &mut all[i],
+            None => {
+                // Old generations' servers (reloads) age out: start over when full.
+                if all.len() >= HANDLE_CACHE_MAX {
+                    all.clear();
+                }
+                all.push(ZoneHandles::new(&req.server, &req.zone));
+                let last = all.len() - 1;
+                &mut all[last]
+            }
+        };
+        report_cached(h, req, rcode, plugin, reply_size)
+    });
+    if !done {
+        report_slow(req, rcode, plugin, reply_size);
+    }
+}
+
+fn report_cached(
+    h: &mut ZoneHandles,
+    req: &Request,
+    rcode: Rcode,
+    plugin: &'static str,
+    reply_size: usize,
+) -> bool {
+    let rkey = (req.proto, req.client.is_ipv4(), type_label(req.qtype()));
+    let requests = match h.requests.iter().position(|(k, _)| *k == rkey) {
+        Some(i) => i,
+        None if h.requests.len() < HANDLE_CACHE_MAX => {
+            let z = h.zone.to_lowercase_string();
+            let c = REQUESTS.with_label_values(&[
+                &*h.server,
+                &z,
+                "",
+                req.proto.as_str(),
+                family(req),
+                rkey.2,
+            ]);
+            h.requests.push((rkey, c));
+            h.requests.len() - 1
+        }
+        None => return false,
+    };
+    let skey = (rcode, plugin);
+    let responses = match h.responses.iter().position(|(k, _)| *k == skey) {
+        Some(i) => i,
+        None if h.responses.len() < HANDLE_CACHE_MAX => {
+            let z = h.zone.to_lowercase_string();
+            let c = RESPONSES.with_label_values(&[&*h.server, &z, "", &rcode.to_string(), plugin]);
+            h.responses.push((skey, c));
+            h.responses.len() - 1
+        }
+        None => return false,
+    };
+    h.requests[requests].1.inc();
+    if req.do_bit() {
+        h.do_requests.inc();
+    }
+    h.duration.observe(req.start.elapsed().as_secs_f64());
+    let pi = proto_index(req.proto);
+    h.request_size[pi].observe(req.size as f64);
+    h.response_size[pi].observe(reply_size as f64);
+    h.responses[responses].1.inc();
+    true
+}
+
+fn report_slow(req: &Request, rcode: Rcode, plugin: &str, reply_size: usize) {
     let zone = zone_label(req);
     let server = &*req.server;
     REQUESTS
@@ -193,4 +322,44 @@ pub fn gather_text() -> Vec<u8> {
         crate::log::error(&format!("encoding metrics: {e}"));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sextant_wire::Message;
+
+    /// Cached handles count into the same series as `with_label_values`, per proto, type,
+    /// rcode and plugin, and a new server label (a reload) gets its own series.
+    #[test]
+    fn cached_handles_count_into_the_labelled_series() {
+        let q = Message::query(1, Name::parse("a.cached.test.").unwrap(), RType::AAAA);
+        let mut req = Request::new(q, "127.0.0.1:5000".parse().unwrap(), Proto::Udp);
+        req.zone = Name::parse("Cached.Test.").unwrap();
+        req.server = Arc::from("dns://:15999");
+        for _ in 0..3 {
+            report(&req, Rcode::NOERROR, "whoami", 60);
+        }
+        report(&req, Rcode::NXDOMAIN, "whoami", 60);
+        req.proto = Proto::Tcp;
+        report(&req, Rcode::NOERROR, "whoami", 60);
+        let get = |s: &str, proto: &str| {
+            REQUESTS
+                .with_label_values(&[s, "cached.test.", "", proto, "1", "AAAA"])
+                .get()
+        };
+        assert_eq!(get("dns://:15999", "udp"), 4.0);
+        assert_eq!(get("dns://:15999", "tcp"), 1.0);
+        let rc = |r: &str| {
+            RESPONSES
+                .with_label_values(&["dns://:15999", "cached.test.", "", r, "whoami"])
+                .get()
+        };
+        assert_eq!((rc("NOERROR"), rc("NXDOMAIN")), (4.0, 1.0));
+        let sizes = RESPONSE_SIZE.with_label_values(&["dns://:15999", "cached.test.", "", "udp"]);
+        assert_eq!(sizes.get_sample_count(), 4);
+        req.server = Arc::from("dns://:15999");
+        report(&req, Rcode::NOERROR, "whoami", 60);
+        assert_eq!(get("dns://:15999", "tcp"), 2.0);
+    }
 }

@@ -2,6 +2,7 @@
 //! RFC 7766 behaviour (pipelining, out-of-order answers, idle and read timeouts, connection and
 //! in-flight caps). The routing table they serve is swapped atomically on reload.
 
+use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -181,22 +182,74 @@ async fn udp_loop(
     let mut buf = vec![0u8; 65535];
     loop {
         let (n, src) = tokio::select! {
+            biased;
             _ = cancel.cancelled() => break,
             r = sock.recv_from(&mut buf) => match r {
                 Ok(x) => x,
                 Err(_) => continue,
             },
         };
-        let packet = buf[..n].to_vec();
-        let site = site.load_full();
-        let sock = sock.clone();
-        let guard = InFlight::new(&inflight);
-        tokio::spawn(async move {
-            let _guard = guard;
-            if let Some(reply) = site.handle(&packet, src, local, Proto::Udp).await {
-                let _ = sock.send_to(&reply, src).await;
+        serve_udp(&sock, &site, &inflight, &buf[..n], src, local);
+    }
+}
+
+/// Answers one datagram. The handler future is polled once right here: answers that need no
+/// waiting (kubernetes, cache hits, whoami, ...) are sent without a task or a copy of the
+/// packet; only a future that is still pending (forward, a blocked plugin) becomes a task.
+fn serve_udp(
+    sock: &Arc<UdpSocket>,
+    site: &Arc<ArcSwap<Site>>,
+    inflight: &Arc<AtomicUsize>,
+    packet: &[u8],
+    src: SocketAddr,
+    local: SocketAddr,
+) {
+    let guard = InFlight::new(inflight);
+    let site = site.load_full();
+    let mut fut = Box::pin(handle_owned(site, packet.to_vec(), src, local));
+    let waker = std::task::Waker::noop();
+    let mut cx = std::task::Context::from_waker(waker);
+    match fut.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(reply) => {
+            drop(fut);
+            if let Some(reply) = reply {
+                send_udp(sock, reply, src, guard);
             }
-        });
+        }
+        std::task::Poll::Pending => {
+            // The spawned task polls the future again at once with its own waker (futures
+            // register the waker of their latest poll), so no wake-up is lost.
+            let sock = sock.clone();
+            tokio::spawn(async move {
+                let _guard = guard;
+                if let Some(reply) = fut.await {
+                    let _ = sock.send_to(&reply, src).await;
+                }
+            });
+        }
+    }
+}
+
+async fn handle_owned(
+    site: Arc<Site>,
+    packet: Vec<u8>,
+    src: SocketAddr,
+    local: SocketAddr,
+) -> Option<Vec<u8>> {
+    site.handle(&packet, src, local, Proto::Udp).await
+}
+
+/// Sends a reply now, or from a task when the socket buffer is full.
+fn send_udp(sock: &Arc<UdpSocket>, reply: Vec<u8>, dst: SocketAddr, guard: InFlight) {
+    match sock.try_send_to(&reply, dst) {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+            let sock = sock.clone();
+            tokio::spawn(async move {
+                let _guard = guard;
+                let _ = sock.send_to(&reply, dst).await;
+            });
+        }
+        _ => {}
     }
 }
 

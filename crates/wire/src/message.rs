@@ -633,16 +633,71 @@ pub fn read_name(buf: &[u8], pos: usize) -> Result<(Name, usize), WireError> {
 
 struct Encoder {
     buf: Vec<u8>,
-    /// Lower-cased wire suffix -> offset where it was written.
-    names: HashMap<Vec<u8>, u16>,
+    names: Compression,
     compress: bool,
+}
+
+/// Name suffixes already written, for compression: a flat table searched linearly while it is
+/// small (the usual answer has a handful of names), with a hash index once it grows.
+#[derive(Default)]
+struct Compression {
+    /// Lower-cased wire suffixes, back to back.
+    arena: Vec<u8>,
+    /// (start in `arena`, length, offset in the message).
+    entries: Vec<(u32, u16, u16)>,
+    /// Index over `entries` once there are more than [`Compression::LINEAR`].
+    index: Option<HashMap<Vec<u8>, u16>>,
+}
+
+impl Compression {
+    const LINEAR: usize = 48;
+
+    fn get(&self, suffix: &[u8]) -> Option<u16> {
+        if let Some(ix) = &self.index {
+            return ix.get(&suffix.to_ascii_lowercase()).copied();
+        }
+        self.entries.iter().find_map(|&(start, len, off)| {
+            let stored = &self.arena[start as usize..start as usize + len as usize];
+            (len as usize == suffix.len() && stored.eq_ignore_ascii_case(suffix)).then_some(off)
+        })
+    }
+
+    fn insert(&mut self, suffix: &[u8], off: u16) {
+        if let Some(ix) = &mut self.index {
+            ix.insert(suffix.to_ascii_lowercase(), off);
+            return;
+        }
+        let start = self.arena.len() as u32;
+        self.arena
+            .extend(suffix.iter().map(|b| b.to_ascii_lowercase()));
+        self.entries.push((start, suffix.len() as u16, off));
+        if self.entries.len() > Self::LINEAR {
+            let mut ix = HashMap::with_capacity(self.entries.len() * 2);
+            for &(start, len, off) in &self.entries {
+                let key = self.arena[start as usize..start as usize + len as usize].to_vec();
+                ix.entry(key).or_insert(off);
+            }
+            self.index = Some(ix);
+        }
+    }
+
+    fn truncate(&mut self, len: usize) {
+        match &mut self.index {
+            Some(ix) => ix.retain(|_, off| (*off as usize) < len),
+            None => self.entries.retain(|&(_, _, off)| (off as usize) < len),
+        }
+    }
 }
 
 impl Encoder {
     fn new() -> Encoder {
         Encoder {
             buf: Vec::with_capacity(512),
-            names: HashMap::new(),
+            names: Compression {
+                arena: Vec::with_capacity(256),
+                entries: Vec::with_capacity(16),
+                index: None,
+            },
             compress: true,
         }
     }
@@ -657,7 +712,7 @@ impl Encoder {
 
     fn rollback(&mut self, len: usize) {
         self.buf.truncate(len);
-        self.names.retain(|_, off| (*off as usize) < len);
+        self.names.truncate(len);
     }
 
     fn name(&mut self, name: &Name, compress: bool) {
@@ -667,13 +722,12 @@ impl Encoder {
         while wire[p] != 0 {
             let suffix = &wire[p..];
             if compress {
-                let key = suffix.to_ascii_lowercase();
-                if let Some(&off) = self.names.get(&key) {
+                if let Some(off) = self.names.get(suffix) {
                     self.u16(0xc000 | off);
                     return;
                 }
                 if self.buf.len() < 0x4000 {
-                    self.names.insert(key, self.buf.len() as u16);
+                    self.names.insert(suffix, self.buf.len() as u16);
                 }
             }
             let l = wire[p] as usize;
@@ -762,6 +816,62 @@ pub fn opcode_supported(op: u8) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Compression with the linear table and, past its size, the hash index: every name comes
+    /// back as written (case-insensitive matches reuse earlier spellings' offsets), pointers
+    /// point backwards, and the message is as small as with the old hash-only encoder.
+    #[test]
+    fn compression_table_small_and_large() {
+        for n in [3usize, 40, 200] {
+            let q = Message::query(
+                7,
+                Name::parse("Svc.NS.svc.cluster.local.").unwrap(),
+                RType::A,
+            );
+            let mut m = Message::reply_to(&q);
+            for i in 0..n {
+                let owner = Name::parse(&format!("h{i}.svc.ns.SVC.cluster.local.")).unwrap();
+                m.answers.push(Record::new(
+                    owner,
+                    5,
+                    RData::A(Ipv4Addr::new(10, 0, (i / 256) as u8, i as u8)),
+                ));
+            }
+            let w = m.to_wire();
+            let back = Message::parse(&w).unwrap();
+            assert_eq!(back.answers.len(), n);
+            for (i, rr) in back.answers.iter().enumerate() {
+                assert_eq!(
+                    rr.name.to_lowercase_string(),
+                    format!("h{i}.svc.ns.svc.cluster.local.")
+                );
+            }
+            // Question name 26 bytes + type/class; per answer: label "hN" + pointer + 10 fixed + 4 rdata.
+            let labels: usize = (0..n).map(|i| 1 + format!("h{i}").len()).sum();
+            assert_eq!(w.len(), HEADER_LEN + 26 + 4 + labels + n * (2 + 10 + 4));
+        }
+    }
+
+    /// Truncation rolls the table back: names after the cut are written in full again.
+    #[test]
+    fn compression_survives_truncation() {
+        let q = Message::query(1, Name::parse("a.example.org.").unwrap(), RType::A);
+        let mut m = Message::reply_to(&q);
+        for i in 0..100u8 {
+            m.answers.push(Record::new(
+                Name::parse(&format!("n{i}.x.example.org.")).unwrap(),
+                5,
+                RData::A(Ipv4Addr::new(10, 0, 0, i)),
+            ));
+        }
+        let (w, _) = m.to_wire_limited(512);
+        assert!(w.len() <= 512);
+        let back = Message::parse(&w).unwrap();
+        assert!(back.header.tc || back.answers.len() == 100);
+        for (i, rr) in back.answers.iter().enumerate() {
+            assert_eq!(rr.name.to_string(), format!("n{i}.x.example.org."));
+        }
+    }
 
     fn n(s: &str) -> Name {
         Name::parse(s).unwrap()

@@ -236,7 +236,28 @@ impl Name {
 
     /// Presentation form lower-cased (CoreDNS logs names this way).
     pub fn to_lowercase_string(&self) -> String {
-        self.to_lowercase().to_string()
+        let mut out = String::with_capacity(self.wire.len());
+        self.write_lowercase(&mut out);
+        out
+    }
+
+    /// Appends the lower-cased presentation form (as [`Name::to_lowercase_string`]) to `out`,
+    /// without allocating when `out` has room.
+    pub fn write_lowercase(&self, out: &mut String) {
+        if self.is_root() {
+            out.push('.');
+            return;
+        }
+        for l in self.labels() {
+            if l.iter()
+                .all(|&b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                out.extend(l.iter().map(|b| b.to_ascii_lowercase() as char));
+            } else {
+                let _ = write_label(out, &l.to_ascii_lowercase());
+            }
+            out.push('.');
+        }
     }
 
     /// Compares with exact case.
@@ -339,6 +360,23 @@ impl fmt::Debug for Name {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn write_lowercase_matches_display() {
+        for t in [
+            "WWW.Example.com.",
+            ".",
+            "a\\.B.c.",
+            "x\\032Y.z.",
+            "_Srv._TCP.k8s.local.",
+        ] {
+            let n = Name::parse(t).unwrap();
+            let mut out = String::from("> ");
+            n.write_lowercase(&mut out);
+            assert_eq!(out, format!("> {}", n.to_lowercase()));
+            assert_eq!(n.to_lowercase_string(), n.to_lowercase().to_string());
+        }
+    }
 
     #[test]
     fn parse_and_display() {

@@ -100,51 +100,79 @@ pub fn classify(rcode: Rcode) -> Class {
 /// Fills in a log format for one answered query.
 pub fn render(format: &str, req: &Request, reply: &Message, rsize: usize) -> String {
     let mut out = String::with_capacity(format.len() + 64);
+    render_into(&mut out, format, req, reply, rsize);
+    out
+}
+
+/// [`render`] appending to `out`, with no allocation per placeholder.
+pub fn render_into(out: &mut String, format: &str, req: &Request, reply: &Message, rsize: usize) {
     let mut rest = format;
-    while let Some(open) = rest.find('{') {
+    // Byte searches: '{' and '}' are ASCII, so the split points are char boundaries.
+    while let Some(open) = rest.bytes().position(|b| b == b'{') {
         out.push_str(&rest[..open]);
         let after = &rest[open..];
-        let Some(close) = after.find('}') else {
+        let Some(close) = after.bytes().position(|b| b == b'}') else {
             out.push_str(after);
-            return out;
+            return;
         };
         let key = &after[1..close];
-        match value(key, req, reply, rsize) {
-            Some(v) => out.push_str(&v),
-            None => out.push_str(&after[..=close]),
+        if !value(out, key, req, reply, rsize) {
+            out.push_str(&after[..=close]);
         }
         rest = &after[close + 1..];
     }
     out.push_str(rest);
-    out
 }
 
-fn value(key: &str, req: &Request, reply: &Message, rsize: usize) -> Option<String> {
-    Some(match key {
-        "remote" => match req.client.ip() {
-            std::net::IpAddr::V4(a) => a.to_string(),
-            std::net::IpAddr::V6(a) => format!("[{a}]"),
-        },
-        "port" => req.client.port().to_string(),
-        "local" => match req.local.ip() {
-            std::net::IpAddr::V4(a) => a.to_string(),
-            std::net::IpAddr::V6(a) => format!("[{a}]"),
-        },
-        ">id" => req.msg.header.id.to_string(),
-        ">opcode" => req.msg.header.opcode.to_string(),
-        "type" => req.qtype().to_string(),
-        "class" => req.qclass().to_string(),
-        "name" => req.qname().to_lowercase_string(),
-        "proto" => req.proto.as_str().to_string(),
-        "size" => req.size.to_string(),
-        ">do" => req.do_bit().to_string(),
-        ">bufsize" => req.bufsize().to_string(),
-        "rcode" => reply.rcode().to_string(),
-        ">rflags" => reply.header.flags_string(),
-        "rsize" => rsize.to_string(),
-        "duration" => format!("{}s", req.start.elapsed().as_secs_f64()),
-        _ => return None,
-    })
+fn write_ip(out: &mut String, ip: std::net::IpAddr) {
+    use std::fmt::Write;
+    let _ = match ip {
+        std::net::IpAddr::V4(a) => write!(out, "{a}"),
+        std::net::IpAddr::V6(a) => write!(out, "[{a}]"),
+    };
+}
+
+/// Appends the value of placeholder `key`; false when the key is unknown.
+fn value(out: &mut String, key: &str, req: &Request, reply: &Message, rsize: usize) -> bool {
+    use std::fmt::Write;
+    let _ = match key {
+        "remote" => {
+            write_ip(out, req.client.ip());
+            Ok(())
+        }
+        "port" => write!(out, "{}", req.client.port()),
+        "local" => {
+            write_ip(out, req.local.ip());
+            Ok(())
+        }
+        ">id" => write!(out, "{}", req.msg.header.id),
+        ">opcode" => write!(out, "{}", req.msg.header.opcode),
+        "type" => write!(out, "{}", req.qtype()),
+        "class" => write!(out, "{}", req.qclass()),
+        "name" => {
+            match req.msg.question() {
+                Some(q) => q.name.write_lowercase(out),
+                None => out.push('.'),
+            }
+            Ok(())
+        }
+        "proto" => {
+            out.push_str(req.proto.as_str());
+            Ok(())
+        }
+        "size" => write!(out, "{}", req.size),
+        ">do" => write!(out, "{}", req.do_bit()),
+        ">bufsize" => write!(out, "{}", req.bufsize()),
+        "rcode" => write!(out, "{}", reply.rcode()),
+        ">rflags" => {
+            out.push_str(&reply.header.flags_string());
+            Ok(())
+        }
+        "rsize" => write!(out, "{rsize}"),
+        "duration" => write!(out, "{}s", req.start.elapsed().as_secs_f64()),
+        _ => return false,
+    };
+    true
 }
 
 impl Handler for Log {
@@ -154,7 +182,8 @@ impl Handler for Log {
 
     fn serve<'a>(&'a self, req: &'a mut Request, next: Next<'a>) -> BoxFuture<'a, Outcome> {
         Box::pin(async move {
-            let qname = req.qname();
+            let root = Name::root();
+            let qname = req.msg.question().map(|q| &q.name).unwrap_or(&root);
             let Some(rule) = self.rules.iter().find(|r| qname.is_subdomain_of(&r.scope)) else {
                 return next.run(req).await;
             };
@@ -184,10 +213,10 @@ impl Handler for Log {
                         (&synthetic, synthetic.uncompressed_len())
                     }
                 };
-                crate::log::raw(&format!(
-                    "[INFO] {}",
-                    render(&rule.format, req, reply, rsize)
-                ));
+                let mut line = String::with_capacity(rule.format.len() + 96);
+                line.push_str("[INFO] ");
+                render_into(&mut line, &rule.format, req, reply, rsize);
+                crate::log::query(line.as_bytes());
             }
             out
         })
