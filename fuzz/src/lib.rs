@@ -111,11 +111,21 @@ pub fn differential(data: &[u8]) {
         assert!(hname.eq_ignore_ascii_case(v.qname), "hickory qname differs");
         assert_eq!(u16::from(hq.query_type()), v.qtype.0, "hickory qtype");
         assert_eq!(u16::from(hq.query_class()), v.qclass.0, "hickory qclass");
-        let d = domain_view(data).unwrap_or_else(|e| panic!("scanner accepted, domain rejected: {e}"));
-        assert!(d.qname.eq_ignore_ascii_case(v.qname), "domain qname differs");
-        assert_eq!((d.qtype, d.qclass), (v.qtype.0, v.qclass.0), "domain qtype/qclass");
+        let d =
+            domain_view(data).unwrap_or_else(|e| panic!("scanner accepted, domain rejected: {e}"));
+        assert!(
+            d.qname.eq_ignore_ascii_case(v.qname),
+            "domain qname differs"
+        );
+        assert_eq!(
+            (d.qtype, d.qclass),
+            (v.qtype.0, v.qclass.0),
+            "domain qtype/qclass"
+        );
         assert_eq!(d.id, v.id, "domain id");
-        let dopt = d.opt.map(|(size, version, dnssec_ok)| (size, version, dnssec_ok));
+        let dopt = d
+            .opt
+            .map(|(size, version, dnssec_ok)| (size, version, dnssec_ok));
         let sopt = v.opt.map(|o| (o.udp_size, o.version, o.dnssec_ok));
         assert_eq!(dopt, sopt, "domain OPT");
         return;
@@ -352,19 +362,29 @@ pub fn kube_objects(data: &[u8]) {
         c
     };
     let _ = idx.apply_objects(objs);
-    assert_eq!(idx.snapshot().counts(), first, "applying again changed the counts");
+    assert_eq!(
+        idx.snapshot().counts(),
+        first,
+        "applying again changed the counts"
+    );
     let _ = idx.apply_objects(Vec::new());
     let c = idx.snapshot().counts();
-    assert_eq!((c.services, c.endpoints, c.pods), (0, 0, 0), "empty re-list left {c:?}");
+    assert_eq!(
+        (c.services, c.endpoints, c.pods),
+        (0, 0, 0),
+        "empty re-list left {c:?}"
+    );
 }
 
 /// Corefile text that names device or kernel files (`hosts /dev/stdin` would block, `/dev/zero`
 /// never ends) is skipped: reading those is not a parser bug.
 fn names_special_files(text: &str) -> bool {
     let t = text.to_ascii_lowercase();
-    ["dev/", "proc/", "sys/", "/dev", "/proc", "/sys", "stdin", "fd/"]
-        .iter()
-        .any(|w| t.contains(w))
+    [
+        "dev/", "proc/", "sys/", "/dev", "/proc", "/sys", "stdin", "fd/",
+    ]
+    .iter()
+    .any(|w| t.contains(w))
 }
 
 /// Parse and set up a whole Corefile the way `sextant -check` does (`Runtime::build`: parse
@@ -393,7 +413,10 @@ pub fn setup(data: &[u8]) {
         );
         if let Ok((gen, hash)) = runtime.build() {
             assert_eq!(hash.len(), 128, "SHA512 hex");
-            assert!(!gen.sites.is_empty(), "a Corefile that sets up has a listener");
+            assert!(
+                !gen.sites.is_empty(),
+                "a Corefile that sets up has a listener"
+            );
             drop(gen);
         }
     }
