@@ -123,9 +123,7 @@ pub fn differential(data: &[u8]) {
             "domain qtype/qclass"
         );
         assert_eq!(d.id, v.id, "domain id");
-        let dopt = d
-            .opt
-            .map(|(size, version, dnssec_ok)| (size, version, dnssec_ok));
+        let dopt = d.opt;
         let sopt = v.opt.map(|o| (o.udp_size, o.version, o.dnssec_ok));
         assert_eq!(dopt, sopt, "domain OPT");
         return;
