@@ -23,8 +23,10 @@ export CARGO_PROFILE_RELEASE_CODEGEN_UNITS="${CARGO_PROFILE_RELEASE_CODEGEN_UNIT
 # An explicit --target keeps RUSTFLAGS away from build scripts and proc macros.
 triple="$(rustc -vV | sed -n 's/^host: //p')"
 # All targets in one build: after the first, the others are already there.
+# Dependencies at opt-level 1 (they are most of the build; our crates stay at 3); set
+# FUZZ_DEPS_OPT=3 for long runs.
 cargo build --release --manifest-path "$here/Cargo.toml" --features libfuzzer --bins \
-  --target "$triple"
+  --target "$triple" --config "profile.release.package.\"*\".opt-level=${FUZZ_DEPS_OPT:-1}"
 if [ "$target" = all ]; then
   for t in wire_parse scan_query differential request_path corefile hosts_file kube_objects setup; do
     echo "== fuzz $t for ${secs}s"
@@ -32,7 +34,7 @@ if [ "$target" = all ]; then
   done
   exit 0
 fi
-mkdir -p "$here/artifacts/$target" "$here/work/$target"
+mkdir -p "$here/artifacts/$target" "$here/work/$target" "$here/regressions/$target"
 exec "$CARGO_TARGET_DIR/$triple/release/$target" -max_total_time="$secs" -max_len=4096 \
   -artifact_prefix="$here/artifacts/$target/" "$here/work/$target" "$here/corpus/$target" \
   "$here/regressions/$target" "$@"
