@@ -409,12 +409,9 @@ pub fn setup(data: &[u8]) {
             sextant::server::runtime::Source::Inline(text.to_string()),
             53,
         );
+        // An empty Corefile sets up with no listener at all: only the hash is checked.
         if let Ok((gen, hash)) = runtime.build() {
             assert_eq!(hash.len(), 128, "SHA512 hex");
-            assert!(
-                !gen.sites.is_empty(),
-                "a Corefile that sets up has a listener"
-            );
             drop(gen);
         }
     }
