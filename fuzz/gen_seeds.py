@@ -114,3 +114,96 @@ d = os.path.join(HERE, "corpus", "corefile")
 os.makedirs(d, exist_ok=True)
 for k, v in corefiles.items():
     open(os.path.join(d, k), "w").write(v)
+
+# hosts_file: /etc/hosts text of many shapes.
+hosts = {
+    "etc_hosts": "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+                 "fe00::0 ip6-localnet\nff02::1 ip6-allnodes\n10.0.0.1 router.lan router # gateway\n",
+    "many_names": "192.0.2.1 a.example.org b.example.org. C.Example.Org *.wild.example.org\n",
+    "v6_zone_mapped": "fe80::1%eth0 link.local\n::ffff:192.0.2.7 mapped.example\n2001:db8::1 six.example\n",
+    "bad_lines": "not-an-ip name\n300.1.1.1 big.example\n\n   \t\n# only a comment\n1.2.3.4\n1.2.3.4 bad..name\n",
+    "long_label": "192.0.2.9 " + "a" * 64 + ".example " + ".".join(["b" * 63] * 4) + "\n",
+    "reverse_names": "4.3.2.1.in-addr.arpa.\n1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa.\n"
+                     "256.0.0.1.in-addr.arpa.\nx.ip6.arpa.\n192.0.2.1 1.2.0.192.in-addr.arpa\n",
+    "dup": "192.0.2.1 dup.example\n192.0.2.1 dup.example\n192.0.2.2 dup.example\n",
+}
+d = os.path.join(HERE, "corpus", "hosts_file")
+os.makedirs(d, exist_ok=True)
+for k, v in hosts.items():
+    open(os.path.join(d, k), "w").write(v)
+
+# kube_objects: API JSON (objects, arrays, watch events, Lists) from examples/cluster.yaml
+# plus hand-made odd ones.
+import json
+try:
+    import yaml
+    docs = [x for x in yaml.safe_load_all(open(os.path.join(HERE, "..", "examples", "cluster.yaml"))) if x]
+except ImportError:
+    docs = []
+kube = {
+    "cluster_array": docs,
+    "list": {"kind": "ServiceList", "items": [x for x in docs if x.get("kind") == "Service"]},
+    "watch_added": {"type": "ADDED", "object": next((x for x in docs if x.get("kind") == "Service"), {})},
+    "headless": {"kind": "Service", "metadata": {"name": "h", "namespace": "ns"},
+                 "spec": {"clusterIP": "None", "ports": [{"port": 80}]}},
+    "external_name": {"kind": "Service", "metadata": {"name": "e", "namespace": "ns"},
+                      "spec": {"type": "ExternalName", "externalName": "example.org."}},
+    "bad_ips": {"kind": "Service", "metadata": {"name": "b", "namespace": "ns"},
+                "spec": {"clusterIP": "10.0.0.300", "clusterIPs": ["x", "", "::1"], "externalIPs": ["1.1.1.1", 5],
+                         "ports": [{"port": 70000, "protocol": "SCTP", "name": "UPPER"}]}},
+    "slice_dup": {"kind": "EndpointSlice", "metadata": {"name": "s", "namespace": "ns",
+                  "labels": {"kubernetes.io/service-name": "h"}}, "addressType": "IPv4",
+                  "endpoints": [{"addresses": ["10.1.1.1", "10.1.1.1"], "hostname": "x"},
+                                {"addresses": ["10.1.1.2"], "conditions": {"ready": False}}],
+                  "ports": [{"port": 80}]},
+    "pod": {"kind": "Pod", "metadata": {"name": "p", "namespace": "ns"},
+            "status": {"podIP": "10.2.0.1", "podIPs": [{"ip": "10.2.0.1"}, {"ip": "fd00::1"}]}},
+    "no_name": {"kind": "Service", "metadata": {}},
+    "namespace": {"kind": "Namespace", "metadata": {"name": "ns", "labels": {"a": "b"}}},
+}
+d = os.path.join(HERE, "corpus", "kube_objects")
+os.makedirs(d, exist_ok=True)
+for k, v in kube.items():
+    open(os.path.join(d, k), "w").write(json.dumps(v, sort_keys=True))
+
+# setup: every `~~~ corefile` example of the plugin READMEs, the example Corefile, and a few
+# Corefiles with every plugin at once.
+import glob, re
+setups = {}
+for readme in sorted(glob.glob(os.path.join(HERE, "..", "src", "plugins", "*", "README.md"))):
+    plugin = os.path.basename(os.path.dirname(readme))
+    blocks = re.findall(r"^~~~ corefile\n(.*?)^~~~", open(readme).read(), re.S | re.M)
+    for i, b in enumerate(blocks):
+        setups[f"readme_{plugin}_{i}"] = b
+setups["example"] = open(os.path.join(HERE, "..", "examples", "Corefile")).read()
+setups["everything"] = """.:1053 {
+    bind 127.0.0.1
+    debug
+    errors
+    log . "{remote} {name}"
+    health 127.0.0.1:18080 { lameduck 1s }
+    ready 127.0.0.1:18181
+    prometheus 127.0.0.1:19153
+    reload 10s 2s
+    any
+    chaos Sextant a b
+    loadbalance round_robin
+    rewrite name exact a.example.org b.example.org
+    autopath @kubernetes
+    cache 30 { success 1000 denial 100 prefetch 2 serve_stale 1h }
+    hosts { 192.0.2.1 h.example.org
+        fallthrough }
+    kubernetes cluster.local in-addr.arpa ip6.arpa { manifests ../examples/cluster.yaml
+        pods verified
+        fallthrough in-addr.arpa ip6.arpa }
+    loop
+    forward . 127.0.0.1:9 [::1]:9 { max_concurrent 100 policy sequential health_check 1s }
+    whoami
+    transfer { to * }
+}
+"""
+setups["bad_everything"] = ".:x {\n  cache -1\n  forward\n  hosts a b c d { reload bogus }\n  kubernetes { pods nope }\n  bind 999.1.1.1\n}\n"
+d = os.path.join(HERE, "corpus", "setup")
+os.makedirs(d, exist_ok=True)
+for k, v in setups.items():
+    open(os.path.join(d, k), "w").write(v)

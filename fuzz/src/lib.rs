@@ -23,6 +23,9 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("differential", differential),
     ("request_path", request_path),
     ("corefile", corefile),
+    ("hosts_file", hosts_file),
+    ("kube_objects", kube_objects),
+    ("setup", setup),
 ];
 
 /// `Message::parse` never panics; whatever it accepts encodes, and the encoding parses back to
@@ -108,6 +111,21 @@ pub fn differential(data: &[u8]) {
         assert!(hname.eq_ignore_ascii_case(v.qname), "hickory qname differs");
         assert_eq!(u16::from(hq.query_type()), v.qtype.0, "hickory qtype");
         assert_eq!(u16::from(hq.query_class()), v.qclass.0, "hickory qclass");
+        let d =
+            domain_view(data).unwrap_or_else(|e| panic!("scanner accepted, domain rejected: {e}"));
+        assert!(
+            d.qname.eq_ignore_ascii_case(v.qname),
+            "domain qname differs"
+        );
+        assert_eq!(
+            (d.qtype, d.qclass),
+            (v.qtype.0, v.qclass.0),
+            "domain qtype/qclass"
+        );
+        assert_eq!(d.id, v.id, "domain id");
+        let dopt = d.opt;
+        let sopt = v.opt.map(|o| (o.udp_size, o.version, o.dnssec_ok));
+        assert_eq!(dopt, sopt, "domain OPT");
         return;
     }
     if let (Ok(m), Ok(h)) = (&parsed, &hickory) {
@@ -120,6 +138,61 @@ pub fn differential(data: &[u8]) {
             assert_eq!(u16::from(h.queries[0].query_type()), m.questions[0].qtype.0);
         }
     }
+    if let (Ok(m), Ok(d)) = (&parsed, domain_view(data)) {
+        if m.questions.len() == 1 {
+            let q = &m.questions[0];
+            assert!(
+                d.qname.eq_ignore_ascii_case(q.name.wire()),
+                "parser and domain disagree on the question name"
+            );
+            assert_eq!((d.qtype, d.qclass), (q.qtype.0, q.qclass.0));
+        }
+    }
+}
+
+/// What NLnet Labs' `domain` makes of a one-question message: the question (name in wire
+/// form, uncompressed), the id and the OPT's (payload size, version, DO). `Err` when `domain`
+/// rejects the header, the question, or any record of the other sections (record headers and
+/// the OPT's option list; other RDATA is left unparsed, as `domain` does lazily).
+pub struct DomainView {
+    /// Message id.
+    pub id: u16,
+    /// Question name, uncompressed wire form.
+    pub qname: Vec<u8>,
+    /// QTYPE.
+    pub qtype: u16,
+    /// QCLASS.
+    pub qclass: u16,
+    /// (UDP payload size, EDNS version, DO) of the first OPT in ADDITIONAL.
+    pub opt: Option<(u16, u8, bool)>,
+}
+
+/// Parses `data` with `domain` (see [`DomainView`]).
+pub fn domain_view(data: &[u8]) -> Result<DomainView, String> {
+    use domain::base::name::ToName;
+    use domain::base::opt::Opt;
+    use domain::base::Message as DMessage;
+    let msg = DMessage::from_octets(data).map_err(|e| e.to_string())?;
+    let q = msg.sole_question().map_err(|e| e.to_string())?;
+    let (_, an, ns, ar) = msg.sections().map_err(|e| e.to_string())?;
+    for section in [an, ns, ar] {
+        for rr in section {
+            let rr = rr.map_err(|e| e.to_string())?;
+            if rr.rtype() == domain::base::iana::Rtype::OPT {
+                rr.to_record::<Opt<_>>().map_err(|e| e.to_string())?;
+            }
+        }
+    }
+    let opt = msg
+        .opt()
+        .map(|o| (o.udp_payload_size(), o.version(), o.dnssec_ok()));
+    Ok(DomainView {
+        id: msg.header().id(),
+        qname: q.qname().to_vec().into_octets(),
+        qtype: q.qtype().to_int(),
+        qclass: q.qclass().to_int(),
+        opt,
+    })
 }
 
 struct Served {
@@ -184,4 +257,163 @@ pub fn corefile(data: &[u8]) {
         return;
     };
     let _ = sextant_corefile::parse_str("Corefile", text, Path::new("/nonexistent-fuzz-dir"));
+}
+
+/// The hosts-file parser never panics, and what it stores is consistent: every address it
+/// returns for a line's name is the line's address, every automatic PTR name maps back to an
+/// address with that name, and reverse-name decoding of the address's own reverse name gives
+/// the address back. Input is hosts-file text (invalid UTF-8 is replaced, as a lossy reader
+/// would).
+pub fn hosts_file(data: &[u8]) {
+    use sextant::plugins::hosts::file::{address_from_reverse, parse_ip, Map, ParseOpts};
+    use sextant_wire::Name;
+    let text = String::from_utf8_lossy(data);
+    let Ok(root) = Name::parse(".") else {
+        return;
+    };
+    let opts = ParseOpts {
+        origins: vec![root],
+        auto_reverse: true,
+    };
+    let m = Map::parse(&text, &opts);
+    let _ = m.len();
+    for line in text.lines() {
+        let line = line.split('#').next().unwrap_or("");
+        let mut fields = line.split_ascii_whitespace();
+        let Some(ip) = fields.next().and_then(parse_ip) else {
+            continue;
+        };
+        for name in m.names(&ip) {
+            match ip {
+                std::net::IpAddr::V4(a) => assert!(m.v4(name).contains(&a), "PTR without A"),
+                std::net::IpAddr::V6(a) => assert!(m.v6(name).contains(&a), "PTR without AAAA"),
+            }
+        }
+        let rev = match ip {
+            std::net::IpAddr::V4(a) => {
+                let o = a.octets();
+                format!("{}.{}.{}.{}.in-addr.arpa.", o[3], o[2], o[1], o[0])
+            }
+            std::net::IpAddr::V6(a) => {
+                let mut s = String::new();
+                for b in a.octets().iter().rev() {
+                    s.push_str(&format!("{:x}.{:x}.", b & 0xf, b >> 4));
+                }
+                s + "ip6.arpa."
+            }
+        };
+        let rev = Name::parse(&rev).unwrap_or_else(|e| panic!("reverse name {rev}: {e}"));
+        assert_eq!(address_from_reverse(&rev), Some(ip), "reverse round trip");
+        for f in fields {
+            if let Ok(n) = Name::parse(f) {
+                let _ = (m.v4(&n), m.v6(&n));
+            }
+        }
+    }
+    // Reverse-name decoding of arbitrary names.
+    for line in text.lines() {
+        if let Ok(n) = Name::parse(line.trim()) {
+            let _ = address_from_reverse(&n);
+        }
+    }
+}
+
+/// The Kubernetes object decoder and index fold (`Index::apply_objects`, the path that turns
+/// API JSON into index entries; watch events `{"type":..,"object":..}` are unwrapped) never
+/// panics; the snapshot it builds is consistent (counts match what iterates, every ClusterIP
+/// finds its service by address); applying the same objects again changes no count, and a
+/// re-list with nothing in it empties the index.
+pub fn kube_objects(data: &[u8]) {
+    use serde_json::Value;
+    let Ok(v) = serde_json::from_slice::<Value>(data) else {
+        return;
+    };
+    let unwrap_event = |v: Value| match v {
+        Value::Object(mut o) if o.contains_key("type") && o.contains_key("object") => {
+            o.remove("object").unwrap_or(Value::Null)
+        }
+        v => v,
+    };
+    let objs: Vec<Value> = match v {
+        Value::Array(a) => a.into_iter().map(unwrap_event).collect(),
+        v => vec![unwrap_event(v)],
+    };
+    let idx = sextant_kube::Index::new_static();
+    let _ = idx.apply_objects(objs.clone());
+    let first = {
+        let snap = idx.snapshot();
+        let c = snap.counts();
+        assert_eq!(c.services, snap.services().count(), "service count");
+        for s in snap.services() {
+            assert!(snap.service(&s.namespace, &s.name).is_some());
+            for ip in s.cluster_ips() {
+                assert!(
+                    snap.services_by_ip(*ip).any(|x| x.name == s.name),
+                    "ClusterIP {ip} does not find {}",
+                    s.name
+                );
+            }
+            for e in snap.endpoints(&s.namespace, &s.name) {
+                let _ = e;
+            }
+        }
+        c
+    };
+    let _ = idx.apply_objects(objs);
+    assert_eq!(
+        idx.snapshot().counts(),
+        first,
+        "applying again changed the counts"
+    );
+    let _ = idx.apply_objects(Vec::new());
+    let c = idx.snapshot().counts();
+    assert_eq!(
+        (c.services, c.endpoints, c.pods),
+        (0, 0, 0),
+        "empty re-list left {c:?}"
+    );
+}
+
+/// Corefile text that names device or kernel files (`hosts /dev/stdin` would block, `/dev/zero`
+/// never ends) is skipped: reading those is not a parser bug.
+fn names_special_files(text: &str) -> bool {
+    let t = text.to_ascii_lowercase();
+    [
+        "dev/", "proc/", "sys/", "/dev", "/proc", "/sys", "stdin", "fd/",
+    ]
+    .iter()
+    .any(|w| t.contains(w))
+}
+
+/// Parse and set up a whole Corefile the way `sextant -check` does (`Runtime::build`: parse
+/// with imports, every plugin's setup, routing, listener keys), without binding anything or
+/// running what setup schedules (a runtime is entered, never driven, then dropped, so no watch
+/// or health check starts and nothing goes on the network). No panic, no hang; errors are
+/// fine. Relative paths resolve against the current directory.
+pub fn setup(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if names_special_files(text) {
+        return;
+    }
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return;
+    };
+    {
+        let _guard = rt.enter();
+        let runtime = sextant::server::runtime::Runtime::new(
+            sextant::server::runtime::Source::Inline(text.to_string()),
+            53,
+        );
+        // An empty Corefile sets up with no listener at all: only the hash is checked.
+        if let Ok((gen, hash)) = runtime.build() {
+            assert_eq!(hash.len(), 128, "SHA512 hex");
+            drop(gen);
+        }
+    }
+    drop(rt);
 }
