@@ -54,13 +54,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ports_are_distinct_and_bindable() {
+    fn ports_are_distinct_and_nonzero() {
+        // Each port was bound for UDP and TCP when it was handed out; whether it is still free
+        // later depends on every other process on the machine, so that is not asserted here.
         let ports = free_ports(20);
         let set: HashSet<u16> = ports.iter().copied().collect();
         assert_eq!(set.len(), 20);
-        for p in ports {
-            let _u = UdpSocket::bind((Ipv4Addr::LOCALHOST, p)).unwrap();
-            let _t = TcpListener::bind((Ipv4Addr::LOCALHOST, p)).unwrap();
-        }
+        assert!(ports.iter().all(|p| *p != 0));
+        assert!(!set.contains(&free_port()), "never handed out twice");
     }
 }
