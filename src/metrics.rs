@@ -25,71 +25,75 @@ const SIZE_BUCKETS: &[f64] = &[
     0.0, 100.0, 200.0, 300.0, 400.0, 511.0, 1023.0, 2047.0, 4095.0, 8291.0, 16e3, 32e3, 48e3, 64e3,
 ];
 
-macro_rules! lazy {
+/// Defines a metric registered in the default registry on first use. Registration only fails
+/// for a duplicate name, a programming error, never because of input.
+macro_rules! lazy_metric {
     ($name:ident : $t:ty = $e:expr) => {
-        pub static $name: LazyLock<$t> = LazyLock::new(|| $e.expect("metric registers once"));
+        pub static $name: ::std::sync::LazyLock<$t> =
+            ::std::sync::LazyLock::new(|| $e.expect("metric registers once"));
     };
 }
+pub(crate) use lazy_metric;
 
-lazy!(BUILD_INFO: GaugeVec = register_gauge_vec!(
+lazy_metric!(BUILD_INFO: GaugeVec = register_gauge_vec!(
     "coredns_build_info",
     "A metric with a constant '1' value labeled by version, revision, and goversion from which CoreDNS was built.",
     &["version", "revision", "goversion"]
 ));
-lazy!(PANICS: Counter = register_counter!("coredns_panics_total", "A metrics that counts the number of panics."));
-lazy!(REQUESTS: CounterVec = register_counter_vec!(
+lazy_metric!(PANICS: Counter = register_counter!("coredns_panics_total", "A metrics that counts the number of panics."));
+lazy_metric!(REQUESTS: CounterVec = register_counter_vec!(
     "coredns_dns_requests_total",
     "Counter of DNS requests made per zone, protocol and family.",
     &["server", "zone", "view", "proto", "family", "type"]
 ));
-lazy!(DURATION: HistogramVec = register_histogram_vec!(
+lazy_metric!(DURATION: HistogramVec = register_histogram_vec!(
     "coredns_dns_request_duration_seconds",
     "Histogram of the time (in seconds) each request took per zone.",
     &["server", "zone", "view"],
     exp_buckets(0.00025, 2.0, 16)
 ));
-lazy!(REQUEST_SIZE: HistogramVec = register_histogram_vec!(
+lazy_metric!(REQUEST_SIZE: HistogramVec = register_histogram_vec!(
     "coredns_dns_request_size_bytes",
     "Size of the EDNS0 UDP buffer in bytes (64K for TCP) per zone and protocol.",
     &["server", "zone", "view", "proto"],
     SIZE_BUCKETS.to_vec()
 ));
-lazy!(RESPONSE_SIZE: HistogramVec = register_histogram_vec!(
+lazy_metric!(RESPONSE_SIZE: HistogramVec = register_histogram_vec!(
     "coredns_dns_response_size_bytes",
     "Size of the returned response in bytes.",
     &["server", "zone", "view", "proto"],
     SIZE_BUCKETS.to_vec()
 ));
-lazy!(DO_REQUESTS: CounterVec = register_counter_vec!(
+lazy_metric!(DO_REQUESTS: CounterVec = register_counter_vec!(
     "coredns_dns_do_requests_total",
     "Counter of DNS requests with DO bit set per zone.",
     &["server", "zone", "view"]
 ));
-lazy!(RESPONSES: CounterVec = register_counter_vec!(
+lazy_metric!(RESPONSES: CounterVec = register_counter_vec!(
     "coredns_dns_responses_total",
     "Counter of response status codes.",
     &["server", "zone", "view", "rcode", "plugin"]
 ));
-lazy!(PLUGIN_ENABLED: GaugeVec = register_gauge_vec!(
+lazy_metric!(PLUGIN_ENABLED: GaugeVec = register_gauge_vec!(
     "coredns_plugin_enabled",
     "A metric that indicates whether a plugin is enabled on per server and zone basis.",
     &["server", "zone", "view", "name"]
 ));
-lazy!(RELOAD_FAILED: Counter = register_counter!(
+lazy_metric!(RELOAD_FAILED: Counter = register_counter!(
     "coredns_reload_failed_total",
     "Counter of the number of failed reload attempts."
 ));
-lazy!(RELOAD_VERSION: GaugeVec = register_gauge_vec!(
+lazy_metric!(RELOAD_VERSION: GaugeVec = register_gauge_vec!(
     "coredns_reload_version_info",
     "A metric with a constant '1' value labeled by hash, and value which type of hash generated.",
     &["hash", "value"]
 ));
-lazy!(HEALTH_DURATION: Histogram = register_histogram!(
+lazy_metric!(HEALTH_DURATION: Histogram = register_histogram!(
     "coredns_health_request_duration_seconds",
     "Histogram of the time (in seconds) each request took.",
     exp_buckets(0.00025, 10.0, 5)
 ));
-lazy!(HEALTH_FAILURES: Counter = register_counter!(
+lazy_metric!(HEALTH_FAILURES: Counter = register_counter!(
     "coredns_health_request_failures_total",
     "The number of times the health check failed."
 ));

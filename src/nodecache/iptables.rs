@@ -46,6 +46,18 @@ fn rule(
     }
 }
 
+/// The DNS rules per local IP and protocol, in k8s-dns-node-cache's order:
+/// (table, chain, address flag, port flag, target). `-d`/`--dport` match traffic to the IP,
+/// `-s`/`--sport` traffic from it.
+const DNS_RULES: [(&str, &str, &str, &str, &str); 5] = [
+    ("raw", "PREROUTING", "-d", "--dport", "NOTRACK"),
+    ("filter", "INPUT", "-d", "--dport", "ACCEPT"),
+    ("raw", "OUTPUT", "-s", "--sport", "NOTRACK"),
+    ("filter", "OUTPUT", "-s", "--sport", "ACCEPT"),
+    // Host-network clients.
+    ("raw", "OUTPUT", "-d", "--dport", "NOTRACK"),
+];
+
 /// The rules for every local IP, in the order k8s-dns-node-cache ensures them (each prepended,
 /// so the chain ends up holding them in reverse).
 pub fn rules(local_ips: &str, dns_port: u16, health_port: u16) -> Vec<Rule> {
@@ -54,67 +66,32 @@ pub fn rules(local_ips: &str, dns_port: u16, health_port: u16) -> Vec<Rule> {
     let (p, hp) = (port.as_str(), hport.as_str());
     let mut out = Vec::new();
     for ip in local_ips.split(',') {
-        let skip = COMMENT_SKIP_CONNTRACK;
-        let allow = COMMENT_ALLOW_TRAFFIC;
-        for proto in ["tcp", "udp"] {
-            out.push(rule(
-                "raw",
-                "PREROUTING",
-                &["-p", proto, "-d", ip, "--dport", p],
-                "NOTRACK",
-                skip,
-            ));
+        for (table, chain, addr, port_flag, target) in DNS_RULES {
+            let comment = if target == "ACCEPT" {
+                COMMENT_ALLOW_TRAFFIC
+            } else {
+                COMMENT_SKIP_CONNTRACK
+            };
+            for proto in ["tcp", "udp"] {
+                out.push(rule(
+                    table,
+                    chain,
+                    &["-p", proto, addr, ip, port_flag, p],
+                    target,
+                    comment,
+                ));
+            }
         }
-        for proto in ["tcp", "udp"] {
-            out.push(rule(
-                "filter",
-                "INPUT",
-                &["-p", proto, "-d", ip, "--dport", p],
-                "ACCEPT",
-                allow,
-            ));
-        }
-        for proto in ["tcp", "udp"] {
+        // The health probe on the local IP.
+        for (addr, port_flag) in [("-d", "--dport"), ("-s", "--sport")] {
             out.push(rule(
                 "raw",
                 "OUTPUT",
-                &["-p", proto, "-s", ip, "--sport", p],
+                &["-p", "tcp", addr, ip, port_flag, hp],
                 "NOTRACK",
-                skip,
+                COMMENT_SKIP_CONNTRACK,
             ));
         }
-        for proto in ["tcp", "udp"] {
-            out.push(rule(
-                "filter",
-                "OUTPUT",
-                &["-p", proto, "-s", ip, "--sport", p],
-                "ACCEPT",
-                allow,
-            ));
-        }
-        for proto in ["tcp", "udp"] {
-            out.push(rule(
-                "raw",
-                "OUTPUT",
-                &["-p", proto, "-d", ip, "--dport", p],
-                "NOTRACK",
-                skip,
-            ));
-        }
-        out.push(rule(
-            "raw",
-            "OUTPUT",
-            &["-p", "tcp", "-d", ip, "--dport", hp],
-            "NOTRACK",
-            skip,
-        ));
-        out.push(rule(
-            "raw",
-            "OUTPUT",
-            &["-p", "tcp", "-s", ip, "--sport", hp],
-            "NOTRACK",
-            skip,
-        ));
     }
     out
 }

@@ -12,42 +12,38 @@ use prometheus::{
 /// The `proxy_name` label value this plugin uses.
 pub const PROXY_NAME: &str = "forward";
 
-macro_rules! lazy {
-    ($name:ident : $t:ty = $e:expr) => {
-        pub static $name: LazyLock<$t> = LazyLock::new(|| $e.expect("metric registers once"));
-    };
-}
+use crate::metrics::lazy_metric;
 
-lazy!(REQUEST_DURATION: HistogramVec = register_histogram_vec!(
+lazy_metric!(REQUEST_DURATION: HistogramVec = register_histogram_vec!(
     "coredns_proxy_request_duration_seconds",
     "Histogram of the time each request to an upstream took.",
     &["proxy_name", "to", "rcode"],
     (0..16).map(|i| 0.00025 * 2f64.powi(i)).collect()
 ));
-lazy!(HC_FAILURES: CounterVec = register_counter_vec!(
+lazy_metric!(HC_FAILURES: CounterVec = register_counter_vec!(
     "coredns_proxy_healthcheck_failures_total",
     "Counter of the number of failed health checks per upstream.",
     &["proxy_name", "to"]
 ));
-lazy!(CONN_HITS: CounterVec = register_counter_vec!(
+lazy_metric!(CONN_HITS: CounterVec = register_counter_vec!(
     "coredns_proxy_conn_cache_hits_total",
     "Counter of upstream connections taken from the connection cache.",
     &["proxy_name", "to", "proto"]
 ));
-lazy!(CONN_MISSES: CounterVec = register_counter_vec!(
+lazy_metric!(CONN_MISSES: CounterVec = register_counter_vec!(
     "coredns_proxy_conn_cache_misses_total",
     "Counter of upstream connections that had to be opened (not in the cache).",
     &["proxy_name", "to", "proto"]
 ));
-lazy!(HC_BROKEN: Counter = register_counter!(
+lazy_metric!(HC_BROKEN: Counter = register_counter!(
     "coredns_forward_healthcheck_broken_total",
     "Counter of the number of times every upstream was unhealthy and one was picked at random."
 ));
-lazy!(MAX_CONCURRENT_REJECTS: Counter = register_counter!(
+lazy_metric!(MAX_CONCURRENT_REJECTS: Counter = register_counter!(
     "coredns_forward_max_concurrent_rejects_total",
     "Counter of queries refused because max_concurrent was reached."
 ));
-lazy!(BOGUS_REPLIES: CounterVec = register_counter_vec!(
+lazy_metric!(BOGUS_REPLIES: CounterVec = register_counter_vec!(
     "sextant_forward_bogus_replies_total",
     "Counter of upstream replies dropped because ID, question or format did not match the query.",
     &["to"]
