@@ -384,7 +384,8 @@ mod tests {
         let mut e = Edns::new(4096);
         e.dnssec_ok = true;
         q.edns = Some(e);
-        let m = Message::parse(&finish_wire(&Asked::of(&q), bytes.clone(), Proto::Udp).unwrap()).unwrap();
+        let m = Message::parse(&finish_wire(&Asked::of(&q), bytes.clone(), Proto::Udp).unwrap())
+            .unwrap();
         let e = m.edns.unwrap();
         assert_eq!(
             (e.udp_size, e.dnssec_ok, e.version),

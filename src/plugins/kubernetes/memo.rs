@@ -15,7 +15,7 @@ use sextant_kube::Snapshot;
 /// full it becomes the previous one and the one before is dropped; a hit in the previous
 /// generation moves the reply back into the current one. So the names a cluster keeps asking
 /// stay, a flood of distinct names costs at most two generations per thread, and nothing scans.
-pub const MAX_ENTRIES: usize = 16384;
+pub const MAX_ENTRIES: usize = 32768;
 /// Plugin instances remembered per thread (older generations after reloads fall out).
 const MAX_TABLES: usize = 4;
 /// Longest key: a name (255) plus type, class and flags.
