@@ -136,11 +136,15 @@ impl Handles {
     }
 
     pub fn inc(&self, server: &Arc<str>, c: Ctr) {
-        match self.server(server) {
-            Some(h) => h.ctrs[c as usize]
-                .get_or_init(|| c.resolve(server, &self.zones))
-                .inc(),
-            None => c.resolve(server, &self.zones).inc(),
+        self.meter(server).inc(c);
+    }
+
+    /// The handles of `server`, looked up once for several counts.
+    pub fn meter<'a>(&'a self, server: &'a Arc<str>) -> Meter<'a> {
+        Meter {
+            zones: &self.zones,
+            server,
+            slot: self.server(server),
         }
     }
 
@@ -153,6 +157,24 @@ impl Handles {
                 .get_or_init(resolve)
                 .set(n as f64),
             None => resolve().set(n as f64),
+        }
+    }
+}
+
+/// One server label's handles, looked up once per request.
+pub struct Meter<'a> {
+    zones: &'a str,
+    server: &'a Arc<str>,
+    slot: Option<&'a ServerHandles>,
+}
+
+impl Meter<'_> {
+    pub fn inc(&self, c: Ctr) {
+        match self.slot {
+            Some(h) => h.ctrs[c as usize]
+                .get_or_init(|| c.resolve(self.server, self.zones))
+                .inc(),
+            None => c.resolve(self.server, self.zones).inc(),
         }
     }
 }

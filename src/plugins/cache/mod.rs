@@ -19,7 +19,7 @@ use crate::plugin::{BoxFuture, Handler, Next, Outcome, Proto, Request, SetupCtx}
 use crate::server::invalidate::{Invalidate, Invalidation, InvalidationBus};
 use classify::{cache_type, cacheable, clamp_ttl, minimal_ttl, MsgType};
 pub use config::Config;
-use metrics::{Ctr, Handles};
+use metrics::{Ctr, Handles, Meter};
 use store::{Clock, Item, Kind, Store, SystemClock};
 
 const NAME: &str = "cache";
@@ -42,6 +42,8 @@ pub struct Cache {
 pub struct Inner {
     cfg: Config,
     zones: Vec<Name>,
+    /// True when one of `zones` is the root (every name is in).
+    all_zones: bool,
     /// Metric handles (and the `zones` label).
     metrics: Handles,
     pcache: Store,
@@ -146,12 +148,13 @@ fn label_zone(z: &Name, name: &Name) -> bool {
 
 impl Cache {
     pub fn new(cfg: Config, clock: Arc<dyn Clock>, bus: Arc<InvalidationBus>) -> Cache {
-        let zones = cfg
+        let zones: Vec<Name> = cfg
             .zones
             .iter()
             .filter_map(|z| Name::parse(z).ok())
             .collect();
         let inner = Arc::new(Inner {
+            all_zones: zones.iter().any(Name::is_root),
             metrics: Handles::new(cfg.zones.join(",")),
             pcache: Store::new(cfg.pcap),
             ncache: Store::new(cfg.ncap),
@@ -228,47 +231,55 @@ impl Inner {
         ttl > 0 || (!self.cfg.stale_up_to.is_zero() && -ttl < self.cfg.stale_up_to.as_secs() as i64)
     }
 
-    fn hit(&self, server: &Arc<str>, kind: Kind) {
-        let c = match kind {
+    fn hit(m: &Meter<'_>, kind: Kind) {
+        m.inc(match kind {
             Kind::Success => Ctr::HitSuccess,
             Kind::Denial => Ctr::HitDenial,
-        };
-        self.metrics.inc(server, c);
+        });
     }
 
-    /// CoreDNS `getIfNotStale`.
-    fn get_if_not_stale(&self, now: Instant, k: Probe<'_>, server: &Arc<str>) -> Option<Arc<Item>> {
-        self.metrics.inc(server, Ctr::Requests);
+    /// CoreDNS `getIfNotStale`; the item with its TTL left at `now`.
+    fn get_if_not_stale(
+        &self,
+        now: Instant,
+        k: Probe<'_>,
+        m: &Meter<'_>,
+    ) -> Option<(Arc<Item>, i64)> {
+        m.inc(Ctr::Requests);
         if self.cfg.prefer_positive && !self.cfg.stale_up_to.is_zero() {
             if let Some(i) = self.pcache.get(k.hash).and_then(|i| answering_item(&i, &k)) {
-                if self.in_stale_window(i.ttl(now)) {
-                    self.hit(server, Kind::Success);
-                    return Some(i);
+                let ttl = i.ttl(now);
+                if self.in_stale_window(ttl) {
+                    Self::hit(m, Kind::Success);
+                    return Some((i, ttl));
                 }
             }
         }
         if let Some(i) = self.ncache.get(k.hash) {
-            if k.matches(&i) && self.in_stale_window(i.ttl(now)) {
+            let ttl = i.ttl(now);
+            if k.matches(&i) && self.in_stale_window(ttl) {
                 if i.rcode == Rcode::SERVFAIL {
                     // A cached SERVFAIL does not shadow a usable positive answer.
                     if let Some(p) = self.pcache.get(k.hash) {
-                        if k.matches(&p) && self.in_stale_window(p.ttl(now)) {
-                            self.hit(server, Kind::Success);
-                            return Some(p);
+                        let pttl = p.ttl(now);
+                        if k.matches(&p) && self.in_stale_window(pttl) {
+                            Self::hit(m, Kind::Success);
+                            return Some((p, pttl));
                         }
                     }
                 }
-                self.hit(server, Kind::Denial);
-                return Some(i);
+                Self::hit(m, Kind::Denial);
+                return Some((i, ttl));
             }
         }
         if let Some(i) = self.pcache.get(k.hash) {
-            if k.matches(&i) && self.in_stale_window(i.ttl(now)) {
-                self.hit(server, Kind::Success);
-                return Some(i);
+            let ttl = i.ttl(now);
+            if k.matches(&i) && self.in_stale_window(ttl) {
+                Self::hit(m, Kind::Success);
+                return Some((i, ttl));
             }
         }
-        self.metrics.inc(server, Ctr::Misses);
+        m.inc(Ctr::Misses);
         None
     }
 
@@ -572,11 +583,11 @@ impl Inner {
     async fn serve_zone(self: &Arc<Self>, req: &mut Request, next: Next<'_>) -> Outcome {
         let now = self.clock.now();
         let p = self.probe(req);
-        let Some(i) = self.get_if_not_stale(now, p, &req.server) else {
+        let meter = self.metrics.meter(&req.server);
+        let Some((i, ttl)) = self.get_if_not_stale(now, p, &meter) else {
             let k = p.to_key();
             return self.refresh(req, next, &k, Writer::Normal).await.out;
         };
-        let ttl = i.ttl(now);
         if ttl > 0 && !self.should_prefetch(&i, now) {
             let out_ttl = if self.cfg.keepttl {
                 i.orig_ttl
@@ -697,7 +708,7 @@ impl Handler for Cache {
     fn serve<'a>(&'a self, req: &'a mut Request, next: Next<'a>) -> BoxFuture<'a, Outcome> {
         Box::pin(async move {
             let qname = req.msg.question().map_or(&*ROOT, |q| &q.name);
-            if !self.inner.zones.iter().any(|z| qname.is_subdomain_of(z)) {
+            if !self.inner.all_zones && !self.inner.zones.iter().any(|z| qname.is_subdomain_of(z)) {
                 return next.run(req).await;
             }
             self.inner.serve_zone(req, next).await
