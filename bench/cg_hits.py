@@ -1,7 +1,8 @@
 """Instructions per cache hit for `cache 30` + `forward` (issue 6), with callgrind.
 Ir(start + warm-up + N hits) - Ir(start + warm-up), divided by N. Upstream: Knot on loopback
 (not under valgrind). Only talks to 127.0.0.1. Usage:
-  python3 bench/cg_hits.py --bin target/release/sextant [--hits 20000] [--hosts 200] [--keep]"""
+  python3 bench/cg_hits.py --bin target/release/sextant [--hits 20000] [--hosts 200] [--keep]
+With --unbound, the same measurement for Unbound (one thread, same upstream) as the reference."""
 
 import argparse
 import os
@@ -20,6 +21,7 @@ def main():
     ap.add_argument("--hits", type=int, default=20000)
     ap.add_argument("--hosts", type=int, default=200)
     ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--unbound", action="store_true", help="measure Unbound instead of Sextant")
     args = ap.parse_args()
     args.bin = os.path.abspath(args.bin)
     work = tempfile.mkdtemp(prefix="sextant-cghits-")
@@ -39,9 +41,15 @@ def main():
         for mode in ("warm", "hits"):
             p = bench.free_port()
             outf = env.path(f"callgrind.{mode}.out")
-            corefile = f".:{p} {{\n    errors\n    cache 30\n    forward . 127.0.0.1:{up_port}\n}}\n"
-            s = bench.sextant(env, f"cg {mode}", corefile, p, probe_name="localhost.", timeout=300,
-                              wrap=["valgrind", "--tool=callgrind", f"--callgrind-out-file={outf}"])
+            wrap = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={outf}"]
+            if args.unbound:
+                s = bench.unbound(env, f"cg {mode}", p, [(".", up_port, False)])
+                s.argv = wrap + s.argv
+                s.ready_timeout = 300
+            else:
+                corefile = f".:{p} {{\n    errors\n    cache 30\n    forward . 127.0.0.1:{up_port}\n}}\n"
+                s = bench.sextant(env, f"cg {mode}", corefile, p, probe_name="localhost.", timeout=300,
+                                  wrap=wrap)
             s.start()
             r = bench.dnsperf(p, warm, runs=1, clients=1, outstanding=20)
             print(f"{mode}: warm-up answered {int(r['completed'])} ({r['rcodes']})", flush=True)
