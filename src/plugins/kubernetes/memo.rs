@@ -11,11 +11,21 @@ use std::sync::{Arc, Weak};
 
 use sextant_kube::Snapshot;
 
-/// Replies kept per generation, plugin instance and thread. When the current generation is
-/// full it becomes the previous one and the one before is dropped; a hit in the previous
-/// generation moves the reply back into the current one. So the names a cluster keeps asking
-/// stay, a flood of distinct names costs at most two generations per thread, and nothing scans.
-pub const MAX_ENTRIES: usize = 32768;
+/// Replies kept per generation, plugin instance and thread: [`BUDGET`] shared out over the
+/// worker threads (one per core), at least [`MIN_ENTRIES`]. When the current generation is full
+/// it becomes the previous one and the one before is dropped; a hit in the previous generation
+/// moves the reply back into the current one. So the names a cluster keeps asking stay, a flood
+/// of distinct names costs at most two generations per thread, and nothing scans.
+pub fn max_entries() -> usize {
+    static MAX: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *MAX.get_or_init(|| {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        (BUDGET / threads).max(MIN_ENTRIES)
+    })
+}
+/// Entries per generation over all threads (a reply is ~100-300 bytes).
+const BUDGET: usize = 65536;
+const MIN_ENTRIES: usize = 2048;
 /// Plugin instances remembered per thread (older generations after reloads fall out).
 const MAX_TABLES: usize = 4;
 /// Longest key: a name (255) plus type, class and flags.
@@ -178,7 +188,7 @@ pub fn put(
 
 impl Table {
     fn insert(&mut self, k: Box<[u8]>, e: Entry) {
-        if self.map.len() >= MAX_ENTRIES {
+        if self.map.len() >= max_entries() {
             self.previous = std::mem::take(&mut self.map);
         }
         self.map.insert(k, e);
@@ -257,9 +267,9 @@ mod tests {
         };
         let hot = Key::new(b"\x03hot\x00", 1, 1, false, false).unwrap();
         put(id, &snap, &local, true, &hot, entry(b"hot"));
-        for i in 0..(3 * MAX_ENTRIES) {
+        for i in 0..(3 * max_entries()) {
             put(id, &snap, &local, true, &key(i), entry(b"x"));
-            assert!(len(id) <= 2 * MAX_ENTRIES);
+            assert!(len(id) <= 2 * max_entries());
             if i % 1000 == 0 {
                 assert!(
                     get(id, &snap, &local, true, &hot).is_some(),
@@ -269,7 +279,7 @@ mod tests {
         }
         // The oldest cold names are gone, the newest are there.
         assert!(get(id, &snap, &local, true, &key(0)).is_none());
-        assert!(get(id, &snap, &local, true, &key(3 * MAX_ENTRIES - 1)).is_some());
+        assert!(get(id, &snap, &local, true, &key(3 * max_entries() - 1)).is_some());
         let long = vec![1u8; 300];
         assert!(Key::new(&long, 1, 1, false, false).is_none());
     }
