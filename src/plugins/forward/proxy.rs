@@ -7,11 +7,12 @@ use std::collections::VecDeque;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use prometheus::{Counter, Histogram};
 use rustls::pki_types::ServerName;
-use sextant_wire::{Message, Name, ParseError, RType};
+use sextant_wire::{Message, Name, ParseError, RType, Rcode};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpSocket, UdpSocket};
 use tokio::time::timeout_at;
@@ -75,7 +76,16 @@ pub struct Proxy {
     pool: Mutex<VecDeque<Pooled>>,
     avg_dial_ns: AtomicI64,
     stop: CancellationToken,
+    /// This upstream's `conn_cache_misses_total{proto="udp"}`, looked up on first use (so the
+    /// series appears with the first UDP query, as before).
+    udp_misses: OnceLock<Counter>,
+    /// This upstream's `request_duration_seconds` per rcode below [`RCODE_HANDLES`], looked up
+    /// on first use (a label lookup hashes and allocates per query).
+    durations: [OnceLock<Histogram>; RCODE_HANDLES],
 }
+
+/// Rcodes whose duration histogram handle is kept per upstream (the others are looked up).
+const RCODE_HANDLES: usize = 24;
 
 /// Why an exchange over a stream failed.
 enum StreamError {
@@ -112,12 +122,32 @@ fn io_text(e: &io::Error) -> String {
 /// TC set becomes an empty truncated reply (CoreDNS does the same for overflowing UDP answers).
 /// A reply without a question is accepted only as an error (FORMERR, SERVFAIL, NOTIMP,
 /// REFUSED), as EDNS-intolerant servers send.
+#[cfg(test)]
 pub fn match_reply(bytes: &[u8], query: &Message) -> Option<Message> {
+    match_sent(
+        bytes,
+        Sent {
+            id: query.header.id,
+            msg: query,
+        },
+    )
+}
+
+/// A query as sent upstream: the message and the ID it went out with.
+#[derive(Clone, Copy)]
+pub struct Sent<'a> {
+    pub id: u16,
+    pub msg: &'a Message,
+}
+
+/// [`match_reply`] for a query sent with `sent.id` in place of its own ID.
+pub fn match_sent(bytes: &[u8], sent: Sent<'_>) -> Option<Message> {
+    let query = sent.msg;
     if bytes.len() < 12 {
         return None;
     }
     let id = u16::from_be_bytes([bytes[0], bytes[1]]);
-    if id != query.header.id || bytes[2] & 0x80 == 0 {
+    if id != sent.id || bytes[2] & 0x80 == 0 {
         return None;
     }
     let q = query.questions.first()?;
@@ -167,9 +197,9 @@ impl Proxy {
         health: HealthSettings,
         stop: CancellationToken,
     ) -> Proxy {
+        let label = addr.to_string();
         Proxy {
             addr,
-            label: addr.to_string(),
             tls,
             read_timeout,
             expire,
@@ -182,6 +212,21 @@ impl Proxy {
             pool: Mutex::new(VecDeque::new()),
             avg_dial_ns: AtomicI64::new(0),
             stop,
+            udp_misses: OnceLock::new(),
+            durations: std::array::from_fn(|_| OnceLock::new()),
+            label,
+        }
+    }
+
+    fn observe_duration(&self, rcode: Rcode, secs: f64) {
+        let labels = |r: Rcode| [PROXY_NAME.to_string(), self.label.clone(), r.to_string()];
+        match self.durations.get(rcode.0 as usize) {
+            Some(h) => h
+                .get_or_init(|| REQUEST_DURATION.with_label_values(&labels(rcode)))
+                .observe(secs),
+            None => REQUEST_DURATION
+                .with_label_values(&labels(rcode))
+                .observe(secs),
         }
     }
 
@@ -207,30 +252,33 @@ impl Proxy {
         deadline: Instant,
     ) -> Result<Message, String> {
         let start = Instant::now();
-        let mut q = query.clone();
-        q.header.id = rand::random();
-        let wire = q.to_wire();
+        // The client's message encoded as it is, then the fresh ID written over the first two
+        // bytes (no copy of the message).
+        let id: u16 = rand::random();
+        let mut wire = query.to_wire();
+        if wire.len() >= 2 {
+            wire[..2].copy_from_slice(&id.to_be_bytes());
+        }
+        let q = Sent { id, msg: query };
         let until = (start + self.read_timeout).min(deadline);
         let res = if self.tls.is_none() && net == Net::Udp {
-            CONN_MISSES
-                .with_label_values(&[PROXY_NAME, &self.label, "udp"])
+            self.udp_misses
+                .get_or_init(|| CONN_MISSES.with_label_values(&[PROXY_NAME, &self.label, "udp"]))
                 .inc();
-            self.exchange_udp(&wire, &q, until).await
+            self.exchange_udp(&wire, q, until).await
         } else {
-            self.exchange_stream(&wire, &q, until, deadline).await
+            self.exchange_stream(&wire, q, until, deadline).await
         };
         let mut m = res?;
         m.header.id = query.header.id;
-        REQUEST_DURATION
-            .with_label_values(&[PROXY_NAME, &self.label, &m.rcode().to_string()])
-            .observe(start.elapsed().as_secs_f64());
+        self.observe_duration(m.rcode(), start.elapsed().as_secs_f64());
         Ok(m)
     }
 
     async fn exchange_udp(
         &self,
         wire: &[u8],
-        q: &Message,
+        q: Sent<'_>,
         until: Instant,
     ) -> Result<Message, String> {
         let bind = SocketAddr::new(self.source.unwrap_or_else(|| unspecified(&self.addr)), 0);
@@ -245,9 +293,12 @@ impl Proxy {
         sock.send(wire)
             .await
             .map_err(|e| format!("write udp {local}->{}: write: {}", self.addr, io_text(&e)))?;
-        let mut buf = vec![0u8; 65_535];
+        // Room for the largest datagram, left uninitialised: `recv_buf` writes into the spare
+        // capacity (zero-filling 64 KiB per query was most of a forwarded query's cost).
+        let mut buf = Vec::with_capacity(65_535);
         loop {
-            match timeout_at(until.into(), sock.recv(&mut buf)).await {
+            buf.clear();
+            match timeout_at(until.into(), sock.recv_buf(&mut buf)).await {
                 Err(_) => return Err(format!("read udp {local}->{}: i/o timeout", self.addr)),
                 Ok(Err(e)) => {
                     return Err(format!(
@@ -256,7 +307,7 @@ impl Proxy {
                         io_text(&e)
                     ))
                 }
-                Ok(Ok(n)) => match match_reply(&buf[..n], q) {
+                Ok(Ok(_)) => match match_sent(&buf, q) {
                     Some(m) => return Ok(m),
                     None => BOGUS_REPLIES.with_label_values(&[&self.label]).inc(),
                 },
@@ -353,7 +404,7 @@ impl Proxy {
     async fn exchange_stream(
         &self,
         wire: &[u8],
-        q: &Message,
+        q: Sent<'_>,
         until: Instant,
         deadline: Instant,
     ) -> Result<Message, String> {
@@ -389,7 +440,7 @@ impl Proxy {
         &self,
         conn: &mut Pooled,
         wire: &[u8],
-        q: &Message,
+        q: Sent<'_>,
         until: Instant,
         cached: bool,
     ) -> Result<Message, StreamError> {
@@ -452,7 +503,7 @@ impl Proxy {
                 Ok(Ok(b)) => b,
             };
             first = false;
-            match match_reply(&body, q) {
+            match match_sent(&body, q) {
                 Some(m) => return Ok(m),
                 None => BOGUS_REPLIES.with_label_values(&[&self.label]).inc(),
             }
@@ -468,10 +519,16 @@ impl Proxy {
         let wire = q.to_wire();
         let until = Instant::now() + HC_TIMEOUT;
         if self.tls.is_none() && !self.health.tcp {
-            self.exchange_udp(&wire, &q, until).await.map(|_| ())
+            self.exchange_udp(&wire, Sent { id: q.header.id, msg: &q }, until)
+                .await
+                .map(|_| ())
         } else {
             let mut conn = self.dial(until).await?;
-            match self.roundtrip(&mut conn, &wire, &q, until, false).await {
+            let sent = Sent {
+                id: q.header.id,
+                msg: &q,
+            };
+            match self.roundtrip(&mut conn, &wire, sent, until, false).await {
                 Ok(_) => Ok(()),
                 Err(StreamError::CachedClosed) => Err("EOF".into()),
                 Err(StreamError::Other(e)) => Err(e),
