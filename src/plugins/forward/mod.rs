@@ -9,6 +9,7 @@ pub mod setup;
 mod tls;
 
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -39,7 +40,7 @@ enum Resolution {
 }
 
 /// Identical in-flight queries share one upstream exchange.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 struct Key {
     name: Name,
     qtype: RType,
@@ -51,6 +52,19 @@ struct Key {
     /// The EDNS buffer size and options sent upstream: queries that differ there (ECS set per
     /// client by `rewrite`, a smaller buffer) can get different answers and are not merged.
     edns: Option<(u16, EdnsOptions)>,
+}
+
+impl Hash for Key {
+    /// The name is stored lower-cased, so its wire bytes go in as one slice (the `Name` impl
+    /// folds case byte by byte); equal keys still hash alike.
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write(self.name.wire());
+        self.qtype.hash(state);
+        self.qclass.hash(state);
+        state.write_u8(self.do_bit as u8 | (self.cd as u8) << 1 | (self.rd as u8) << 2);
+        self.net.hash(state);
+        self.edns.hash(state);
+    }
 }
 
 /// EDNS options as (code, data) pairs.
@@ -193,7 +207,7 @@ impl Inner {
     }
 
     /// CoreDNS's `ServeDNS` loop for one query.
-    async fn resolve(&self, msg: Message, net: Net, next_is_forward: bool) -> Resolution {
+    async fn resolve(&self, msg: &Message, net: Net, next_is_forward: bool) -> Resolution {
         let cfg = &self.cfg;
         let n = self.proxies.len();
         let list = self.list();
@@ -225,7 +239,7 @@ impl Inner {
             }
             let mut this_net = if p.tls.is_some() { Net::Tcp } else { net };
             let res = loop {
-                let r = p.connect(&msg, this_net, deadline).await;
+                let r = p.connect(msg, this_net, deadline).await;
                 if let Ok(m) = &r {
                     if m.header.tc && this_net == Net::Udp && !cfg.force_tcp && cfg.prefer_udp {
                         this_net = Net::Tcp;
@@ -288,7 +302,10 @@ impl Forward {
         !cfg.except.iter().any(|e| qname.is_subdomain_of(e))
     }
 
-    /// Runs the resolution for `req`, sharing it with identical queries already in flight.
+    /// Runs the resolution for `req`, sharing it with identical queries already in flight. The
+    /// first query for a key (the leader) runs the exchange itself; the others wait for its
+    /// result. Should the leader's future be dropped before it has one, its entry goes with it
+    /// and each waiting query starts over (one of them becoming the new leader).
     async fn coalesced(&self, req: &Request, net: Net, next_is_forward: bool) -> Resolution {
         let key = Key {
             name: req.qname().to_lowercase(),
@@ -305,37 +322,62 @@ impl Forward {
                 )
             }),
         };
-        let mut rx = {
-            let Ok(mut map) = self.inflight.lock() else {
-                return Resolution::Error("forward: in-flight table poisoned".into());
-            };
-            match map.get(&key) {
-                Some(tx) => tx.subscribe(),
-                None => {
-                    let (tx, rx) = watch::channel(None);
-                    map.insert(key.clone(), tx);
-                    let (inner, inflight, msg) =
-                        (self.inner.clone(), self.inflight.clone(), req.msg.clone());
-                    // The exchange runs in its own task so that no waiting client can cancel
-                    // it for the others.
-                    tokio::spawn(async move {
-                        let res = inner.resolve(msg, net, next_is_forward).await;
-                        let tx = inflight.lock().ok().and_then(|mut m| m.remove(&key));
-                        if let Some(tx) = tx {
-                            tx.send_replace(Some(res));
-                        }
-                    });
-                    rx
+        loop {
+            let rx = {
+                let Ok(mut map) = self.inflight.lock() else {
+                    return Resolution::Error("forward: in-flight table poisoned".into());
+                };
+                match map.get(&key) {
+                    Some(tx) => Some(tx.subscribe()),
+                    None => {
+                        map.insert(key.clone(), watch::channel(None).0);
+                        None
+                    }
                 }
+            };
+            let Some(mut rx) = rx else {
+                let mut lead = Leader {
+                    inflight: &self.inflight,
+                    key: Some(key),
+                };
+                let res = self.inner.resolve(&req.msg, net, next_is_forward).await;
+                if let Some(tx) = lead.finish() {
+                    if tx.receiver_count() > 0 {
+                        tx.send_replace(Some(res.clone()));
+                    }
+                }
+                return res;
+            };
+            let got = match rx.wait_for(Option::is_some).await {
+                Ok(v) => v.clone(),
+                Err(_) => None,
+            };
+            if let Some(res) = got {
+                return res;
             }
-        };
-        let res = match rx.wait_for(Option::is_some).await {
-            Ok(v) => v.clone(),
-            Err(_) => None,
-        };
-        res.unwrap_or_else(|| {
-            Resolution::Error("forward: resolution ended without a result".into())
-        })
+            // The leader went away without a result: start over.
+        }
+    }
+}
+
+/// The leader's claim on an in-flight entry: removed when the leader finishes or is dropped.
+struct Leader<'a> {
+    inflight: &'a Inflight,
+    key: Option<Key>,
+}
+
+impl Leader<'_> {
+    /// Takes the entry out of the table, returning its sender.
+    fn finish(&mut self) -> Option<watch::Sender<Option<Resolution>>> {
+        let key = self.key.take()?;
+        self.inflight.lock().ok()?.remove(&key)
+    }
+}
+
+impl Drop for Leader<'_> {
+    fn drop(&mut self) {
+        // Dropping the sender wakes the waiting queries with an error; they start over.
+        drop(self.finish());
     }
 }
 
@@ -376,15 +418,14 @@ impl Handler for Forward {
             // each time round a forwarding loop (CoreDNS does not coalesce at all), else the
             // copy coming back would wait on itself and the loop would go unnoticed.
             let res = if req.qtype() == RType::HINFO {
-                self.inner
-                    .resolve(req.msg.clone(), net, next_is_forward)
-                    .await
+                self.inner.resolve(&req.msg, net, next_is_forward).await
             } else {
                 self.coalesced(req, net, next_is_forward).await
             };
             match res {
                 Resolution::Reply(m) => {
-                    let mut m = (*m).clone();
+                    // The leader without followers holds the only reference: no copy.
+                    let mut m = Arc::try_unwrap(m).unwrap_or_else(|m| (*m).clone());
                     m.header.id = req.msg.header.id;
                     Outcome::reply("forward", m)
                 }
