@@ -120,18 +120,21 @@ fn unique_cname_target<'a>(
 }
 
 /// Follows the CNAME chain from `name`; None for a loop or an ambiguous chain.
-fn canonical_name(answer: &[Record], name: &Name, qclass: Class) -> Option<Name> {
-    let mut visited: Vec<Name> = Vec::new();
-    let mut cur = name.clone();
+fn canonical_name<'a>(answer: &'a [Record], name: &'a Name, qclass: Class) -> Option<&'a Name> {
+    // Borrowed names, and no list at all for the usual chain of length zero or one.
+    let mut visited: Vec<&Name> = Vec::new();
+    let mut cur = name;
     loop {
         if visited.contains(&cur) || visited.len() > answer.len() {
             return None;
         }
-        visited.push(cur.clone());
-        match unique_cname_target(answer, &cur, qclass) {
+        match unique_cname_target(answer, cur, qclass) {
             Err(()) => return None,
             Ok(None) => return Some(cur),
-            Ok(Some(t)) => cur = t.clone(),
+            Ok(Some(t)) => {
+                visited.push(cur);
+                cur = t;
+            }
         }
     }
 }
@@ -156,7 +159,7 @@ pub fn answers_question(m: &Message) -> bool {
     };
     answer
         .iter()
-        .any(|r| r.rtype == q.qtype && class_matches(r.class, q.qclass) && r.name == terminal)
+        .any(|r| r.rtype == q.qtype && class_matches(r.class, q.qclass) && r.name == *terminal)
 }
 
 /// A non-empty answer that does not answer the question (CoreDNS `isNODATA`).

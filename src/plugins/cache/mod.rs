@@ -344,7 +344,7 @@ impl Inner {
     fn set(
         &self,
         k: &Key,
-        m: &Message,
+        m: &mut Message,
         mt: MsgType,
         duration: u32,
         prefetch: bool,
@@ -357,7 +357,7 @@ impl Inner {
                 if Self::excepted(&self.pexcept, &k.name) {
                     return None;
                 }
-                let mut i = Item::new(m, k.do_bit, k.cd, answering, duration, now)?;
+                let mut i = Item::from_reply(m, k.do_bit, k.cd, answering, duration, now)?;
                 if self.cfg.prefer_positive && !answering {
                     if let Some(prev) = self.pcache.get(k.hash) {
                         i.last_known_good = answering_item(&prev, &k.probe());
@@ -378,7 +378,9 @@ impl Inner {
                 if Self::excepted(&self.nexcept, &k.name) {
                     return None;
                 }
-                let i = Arc::new(Item::new(m, k.do_bit, k.cd, answering, duration, now)?);
+                let i = Arc::new(Item::from_reply(
+                    m, k.do_bit, k.cd, answering, duration, now,
+                )?);
                 if self.ncache.add(k.hash, i.clone()) {
                     self.metrics.inc(server, Ctr::EvictDenial);
                 }

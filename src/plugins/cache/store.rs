@@ -131,11 +131,25 @@ impl Item {
         ttl: u32,
         now: Instant,
     ) -> Option<Item> {
+        Item::from_reply(&mut m.clone(), do_bit, cd, answering, ttl, now)
+    }
+
+    /// [`Item::new`] without copying the message: its ID and OPT record are taken out for the
+    /// encoding and put back.
+    pub fn from_reply(
+        m: &mut Message,
+        do_bit: bool,
+        cd: bool,
+        answering: bool,
+        ttl: u32,
+        now: Instant,
+    ) -> Option<Item> {
+        let edns = m.edns.take();
+        let id = std::mem::replace(&mut m.header.id, 0);
+        let wire = m.to_wire();
+        m.edns = edns;
+        m.header.id = id;
         let q = m.question()?;
-        let mut enc = m.clone();
-        enc.edns = None;
-        enc.header.id = 0;
-        let wire = enc.to_wire();
         let ttl_offsets = ttl_offsets(&wire)?;
         Some(Item {
             name: q.name.clone(),

@@ -178,6 +178,45 @@ pub fn match_sent(bytes: &[u8], sent: Sent<'_>) -> Option<Message> {
     }
 }
 
+/// Room for the largest UDP datagram, left uninitialised (`recv_buf` fills the spare capacity;
+/// zero-filling 64 KiB per query was most of a forwarded query's cost). Buffers are kept in a
+/// small per-thread pool: allocating and freeing 64 KiB per query costs a malloc consolidation.
+struct RecvBuf(Vec<u8>);
+
+const RECV_BUF: usize = 65_535;
+/// Buffers kept per thread.
+const RECV_POOL: usize = 4;
+
+thread_local! {
+    static RECV_BUFS: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+impl RecvBuf {
+    fn take() -> RecvBuf {
+        let pooled = RECV_BUFS
+            .try_with(|p| p.try_borrow_mut().ok().and_then(|mut p| p.pop()))
+            .ok()
+            .flatten();
+        RecvBuf(pooled.unwrap_or_else(|| Vec::with_capacity(RECV_BUF)))
+    }
+}
+
+impl Drop for RecvBuf {
+    fn drop(&mut self) {
+        let buf = std::mem::take(&mut self.0);
+        if buf.capacity() != RECV_BUF {
+            return;
+        }
+        let _ = RECV_BUFS.try_with(|p| {
+            if let Ok(mut p) = p.try_borrow_mut() {
+                if p.len() < RECV_POOL {
+                    p.push(buf);
+                }
+            }
+        });
+    }
+}
+
 fn unspecified(addr: &SocketAddr) -> IpAddr {
     match addr {
         SocketAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
@@ -289,25 +328,30 @@ impl Proxy {
         sock.connect(self.addr)
             .await
             .map_err(|e| format!("dial udp {}: {}", self.addr, io_text(&e)))?;
-        let local = sock.local_addr().unwrap_or(bind);
-        sock.send(wire)
-            .await
-            .map_err(|e| format!("write udp {local}->{}: write: {}", self.addr, io_text(&e)))?;
-        // Room for the largest datagram, left uninitialised: `recv_buf` writes into the spare
-        // capacity (zero-filling 64 KiB per query was most of a forwarded query's cost).
-        let mut buf = Vec::with_capacity(65_535);
+        // The local address only goes into error messages: asked for only then.
+        let local = || sock.local_addr().unwrap_or(bind);
+        sock.send(wire).await.map_err(|e| {
+            format!(
+                "write udp {}->{}: write: {}",
+                local(),
+                self.addr,
+                io_text(&e)
+            )
+        })?;
+        let mut buf = RecvBuf::take();
         loop {
-            buf.clear();
-            match timeout_at(until.into(), sock.recv_buf(&mut buf)).await {
-                Err(_) => return Err(format!("read udp {local}->{}: i/o timeout", self.addr)),
+            buf.0.clear();
+            match timeout_at(until.into(), sock.recv_buf(&mut buf.0)).await {
+                Err(_) => return Err(format!("read udp {}->{}: i/o timeout", local(), self.addr)),
                 Ok(Err(e)) => {
                     return Err(format!(
-                        "read udp {local}->{}: read: {}",
+                        "read udp {}->{}: read: {}",
+                        local(),
                         self.addr,
                         io_text(&e)
                     ))
                 }
-                Ok(Ok(_)) => match match_sent(&buf, q) {
+                Ok(Ok(_)) => match match_sent(&buf.0, q) {
                     Some(m) => return Ok(m),
                     None => BOGUS_REPLIES.with_label_values(&[&self.label]).inc(),
                 },
@@ -519,9 +563,16 @@ impl Proxy {
         let wire = q.to_wire();
         let until = Instant::now() + HC_TIMEOUT;
         if self.tls.is_none() && !self.health.tcp {
-            self.exchange_udp(&wire, Sent { id: q.header.id, msg: &q }, until)
-                .await
-                .map(|_| ())
+            self.exchange_udp(
+                &wire,
+                Sent {
+                    id: q.header.id,
+                    msg: &q,
+                },
+                until,
+            )
+            .await
+            .map(|_| ())
         } else {
             let mut conn = self.dial(until).await?;
             let sent = Sent {
