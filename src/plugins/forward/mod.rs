@@ -435,3 +435,101 @@ impl Handler for Forward {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sextant_corefile::parse_str;
+    use std::path::Path;
+
+    /// A `forward` handler for one Corefile block's first directive.
+    fn forward(text: &str) -> Forward {
+        let cf = parse_str("Corefile", text, Path::new(".")).unwrap();
+        let cfg = setup::parse(&cf.blocks[0].directives[0]).unwrap();
+        let proxies = cfg
+            .to
+            .iter()
+            .map(|(_, addr)| {
+                Arc::new(Proxy::new(
+                    *addr,
+                    None,
+                    cfg.read_timeout,
+                    cfg.expire,
+                    cfg.max_idle_conns,
+                    cfg.source_address,
+                    HealthSettings {
+                        interval: cfg.hc_interval,
+                        recursion_desired: cfg.hc_recursion_desired,
+                        domain: cfg.hc_domain.clone(),
+                        tcp: cfg.force_tcp,
+                    },
+                    CancellationToken::new(),
+                ))
+            })
+            .collect();
+        Forward {
+            inner: Arc::new(Inner {
+                cfg,
+                proxies,
+                robin: AtomicU32::new(0),
+            }),
+            concurrent: AtomicU64::new(0),
+            inflight: Arc::new(Mutex::new(HashMap::default())),
+            limit_error: String::new(),
+        }
+    }
+
+    /// A waiting query whose leader is dropped before the reply starts over: it sends its own
+    /// query and gets the upstream's answer, and the in-flight table is left empty.
+    #[tokio::test]
+    async fn a_dropped_leader_hands_over_to_a_waiting_query() {
+        let up = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let port = up.local_addr().unwrap().port();
+        let f = forward(&format!(". {{\n forward . 127.0.0.1:{port}\n}}\n"));
+        let mut q = Message::query(4321, Name::parse("Drop.Example.").unwrap(), RType::A);
+        q.header.rd = true;
+        let req = Request::new(q, "127.0.0.1:5353".parse().unwrap(), Proto::Udp);
+        let mut buf = [0u8; 512];
+
+        // The leader sends its query; the upstream never answers it.
+        let mut leader = Box::pin(f.coalesced(&req, Net::Udp, false));
+        tokio::select! {
+            _ = &mut leader => panic!("the leader finished without a reply"),
+            r = up.recv_from(&mut buf) => { r.unwrap(); }
+        }
+        // A second identical query waits on the leader.
+        let mut follower = Box::pin(f.coalesced(&req, Net::Udp, false));
+        tokio::select! {
+            biased;
+            _ = &mut follower => panic!("the follower finished without a reply"),
+            _ = tokio::task::yield_now() => {}
+        }
+        assert_eq!(f.inflight.lock().unwrap().len(), 1);
+        drop(leader);
+        assert!(f.inflight.lock().unwrap().is_empty());
+
+        // The follower sends its own query, which is answered.
+        let answer = async {
+            let (n, from) = up.recv_from(&mut buf).await.unwrap();
+            let sent = Message::parse(&buf[..n]).unwrap();
+            assert_eq!(sent.questions, req.msg.questions);
+            let mut r = Message::reply_to(&sent);
+            r.header.ra = true;
+            up.send_to(&r.to_wire(), from).await.unwrap();
+        };
+        let (res, ()) = tokio::time::timeout(Duration::from_secs(5), async {
+            tokio::join!(follower, answer)
+        })
+        .await
+        .unwrap();
+        let Resolution::Reply(m) = res else {
+            panic!("expected a reply, got {res:?}");
+        };
+        assert_eq!(m.header.id, 4321);
+        assert!(m.header.qr && m.header.ra && m.header.rd);
+        assert_eq!(m.rcode(), Rcode::NOERROR);
+        assert_eq!(m.questions, req.msg.questions);
+        assert!(m.answers.is_empty());
+        assert!(f.inflight.lock().unwrap().is_empty());
+    }
+}
