@@ -314,6 +314,27 @@ impl Proxy {
         Ok(m)
     }
 
+    /// A fresh non-blocking UDP socket connected to the upstream: the kernel drops datagrams
+    /// from any other address or port. Without `source_address` the kernel picks the local
+    /// address and a random port at `connect` (no separate `bind`, no `ioctl`: two system
+    /// calls fewer per query).
+    fn udp_socket(&self) -> io::Result<UdpSocket> {
+        let domain = match self.addr {
+            SocketAddr::V4(_) => socket2::Domain::IPV4,
+            SocketAddr::V6(_) => socket2::Domain::IPV6,
+        };
+        let sock = socket2::Socket::new(
+            domain,
+            socket2::Type::DGRAM.nonblocking(),
+            Some(socket2::Protocol::UDP),
+        )?;
+        if let Some(ip) = self.source {
+            sock.bind(&SocketAddr::new(ip, 0).into())?;
+        }
+        sock.connect(&self.addr.into())?;
+        UdpSocket::from_std(sock.into())
+    }
+
     async fn exchange_udp(
         &self,
         wire: &[u8],
@@ -321,12 +342,8 @@ impl Proxy {
         until: Instant,
     ) -> Result<Message, String> {
         let bind = SocketAddr::new(self.source.unwrap_or_else(|| unspecified(&self.addr)), 0);
-        let sock = UdpSocket::bind(bind)
-            .await
-            .map_err(|e| format!("dial udp {}: {}", self.addr, io_text(&e)))?;
-        // A connected socket: the kernel drops datagrams from any other address or port.
-        sock.connect(self.addr)
-            .await
+        let sock = self
+            .udp_socket()
             .map_err(|e| format!("dial udp {}: {}", self.addr, io_text(&e)))?;
         // The local address only goes into error messages: asked for only then.
         let local = || sock.local_addr().unwrap_or(bind);
