@@ -6,11 +6,7 @@ use std::collections::{HashMap as StdMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Namespace as K8sNamespace, Pod as K8sPod, Service as K8sService};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::Resource;
-
+use crate::decode::{Meta, Obj, PodIn, ServiceIn, SliceIn};
 use crate::model::{
     Change, Endpoint, Labels, Namespace, Pod, Port, Proto, Service, ServiceKind, Slice, TextRef,
     NO_ATOM,
@@ -311,7 +307,7 @@ impl Writer {
 
     // ---------------- services ----------------
 
-    fn convert_service(&mut self, ns: Arc<str>, name: Arc<str>, s: &K8sService) -> Service {
+    fn convert_service(&mut self, ns: Arc<str>, name: Arc<str>, s: &ServiceIn<'_>) -> Service {
         let spec = s.spec.as_ref();
         let ty = spec.and_then(|s| s.type_.as_deref()).unwrap_or("ClusterIP");
         let kind = if ty == "ExternalName" {
@@ -323,7 +319,7 @@ impl Writer {
                 ServiceKind::Headless
             } else {
                 let ips = match spec.and_then(|s| s.cluster_ips.as_ref()) {
-                    Some(list) if !list.is_empty() => parse_ips(list.iter().map(String::as_str)),
+                    Some(list) if !list.is_empty() => parse_ips(list.iter().map(|s| &**s)),
                     _ => parse_ips([cip]),
                 };
                 ServiceKind::ClusterIp(ips)
@@ -335,7 +331,7 @@ impl Writer {
                 ps.iter()
                     .map(|p| Port {
                         name: self.strs.str(p.name.as_deref().unwrap_or("")),
-                        port: p.port,
+                        port: p.port.unwrap_or(0),
                         protocol: Proto::parse(p.protocol.as_deref()),
                     })
                     .collect()
@@ -347,7 +343,7 @@ impl Writer {
         ports.shrink_to_fit();
         let mut ext: Vec<&str> = spec
             .and_then(|s| s.external_ips.as_ref())
-            .map(|v| v.iter().map(String::as_str).collect())
+            .map(|v| v.iter().map(|s| &**s).collect())
             .unwrap_or_default();
         if let Some(ing) = s
             .status
@@ -366,8 +362,8 @@ impl Writer {
         }
     }
 
-    pub fn upsert_service(&mut self, s: &K8sService) {
-        let Some((ns, name)) = self.key_of(s.meta()) else {
+    pub fn upsert_service(&mut self, s: &ServiceIn<'_>) {
+        let Some((ns, name)) = self.key_of(&s.metadata) else {
             return;
         };
         self.mark_seen(Res::Service, &ns, &name);
@@ -438,7 +434,7 @@ impl Writer {
         ns: Arc<str>,
         name: Arc<str>,
         service: Arc<str>,
-        s: &EndpointSlice,
+        s: &SliceIn<'_>,
     ) -> Slice {
         let mut ports: Vec<Port> = s
             .ports
@@ -459,7 +455,7 @@ impl Writer {
         let mut eps: Vec<Endpoint> = Vec::new();
         let mut text = String::new();
         let mut atoms: Vec<Arc<str>> = Vec::new();
-        for e in &s.endpoints {
+        for e in s.endpoints.iter().flatten() {
             // Ready true or unset (null) counts as ready.
             let ready = e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
             if !ready {
@@ -481,7 +477,7 @@ impl Writer {
             } else {
                 None
             };
-            let ips = parse_ips(e.addresses.iter().map(String::as_str));
+            let ips = parse_ips(e.addresses.iter().flatten().map(|s| &**s));
             if ips.is_empty() {
                 continue;
             }
@@ -518,16 +514,14 @@ impl Writer {
         }
     }
 
-    pub fn upsert_slice(&mut self, s: &EndpointSlice) {
+    pub fn upsert_slice(&mut self, s: &SliceIn<'_>) {
         let Some((ns, name)) = self.key_of_unique(Res::EndpointSlice, &s.metadata) else {
             return;
         };
         self.mark_seen(Res::EndpointSlice, &ns, &name);
         let svc = s
             .metadata
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(SERVICE_NAME_LABEL))
+            .label(SERVICE_NAME_LABEL)
             .filter(|v| !v.is_empty());
         let Some(svc) = svc else {
             // Not tied to a service: nothing DNS-visible.
@@ -588,13 +582,8 @@ impl Writer {
         self.touch();
     }
 
-    fn observe_programming(&mut self, s: &EndpointSlice, ns: &str, svc: &str) {
-        let Some(t) = s
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(TRIGGER_TIME_ANNOTATION))
-        else {
+    fn observe_programming(&mut self, s: &SliceIn<'_>, ns: &str, svc: &str) {
+        let Some(t) = s.metadata.trigger() else {
             return;
         };
         let Ok(t) = chrono::DateTime::parse_from_rfc3339(t) else {
@@ -645,7 +634,7 @@ impl Writer {
 
     // ---------------- pods ----------------
 
-    pub fn upsert_pod(&mut self, p: &K8sPod) {
+    pub fn upsert_pod(&mut self, p: &PodIn<'_>) {
         let Some((ns, name)) = self.key_of_unique(Res::Pod, &p.metadata) else {
             return;
         };
@@ -657,7 +646,9 @@ impl Writer {
         self.mark_seen(Res::Pod, &ns, &name);
         let status = p.status.as_ref();
         let ips = match status.and_then(|s| s.pod_ips.as_ref()) {
-            Some(list) if !list.is_empty() => parse_ips(list.iter().map(|i| i.ip.as_str())),
+            Some(list) if !list.is_empty() => {
+                parse_ips(list.iter().map(|i| i.ip.as_deref().unwrap_or("")))
+            }
             _ => parse_ips(status.and_then(|s| s.pod_ip.as_deref())),
         };
         let mut labels: Vec<(Arc<str>, Arc<str>)> = p
@@ -727,7 +718,7 @@ impl Writer {
     /// Like `key_of` for objects whose names nothing else refers to (pods, EndpointSlices): the
     /// name is not interned, which would only add an interner entry per object.
     /// The key already stored for the object is reused, so a re-list allocates nothing for it.
-    fn key_of_unique(&mut self, r: Res, m: &ObjectMeta) -> Option<(Arc<str>, Arc<str>)> {
+    fn key_of_unique(&mut self, r: Res, m: &Meta<'_>) -> Option<(Arc<str>, Arc<str>)> {
         let name = m.name.as_deref().filter(|n| !n.is_empty())?;
         let ns = m.namespace.as_deref().unwrap_or("");
         self.strs.maybe_gc();
@@ -748,38 +739,46 @@ impl Writer {
         Some((ns, name))
     }
 
-    fn key_of(&mut self, m: &ObjectMeta) -> Option<(Arc<str>, Arc<str>)> {
+    fn key_of(&mut self, m: &Meta<'_>) -> Option<(Arc<str>, Arc<str>)> {
         let name = m.name.as_deref().filter(|n| !n.is_empty())?;
         let ns = m.namespace.as_deref().unwrap_or("");
         self.strs.maybe_gc();
         Some((self.strs.str(ns), self.strs.str(name)))
     }
 
+    /// Folds one decoded object. Returns the namespace a namespaced object lives in.
+    pub fn upsert_obj<'a>(&mut self, o: &'a Obj<'_>) -> Option<&'a str> {
+        let meta = match o {
+            Obj::Service(s) => {
+                self.upsert_service(s);
+                &s.metadata
+            }
+            Obj::Slice(s) => {
+                self.upsert_slice(s);
+                &s.metadata
+            }
+            Obj::Pod(p) => {
+                self.upsert_pod(p);
+                &p.metadata
+            }
+            Obj::Namespace(n) => {
+                if let Some(name) = n.metadata.name.as_deref() {
+                    self.upsert_namespace(name);
+                }
+                return None;
+            }
+        };
+        meta.namespace.as_deref()
+    }
+
     /// Folds one JSON object (Service, EndpointSlice, Pod or Namespace); other kinds are ignored.
     /// Returns the namespace the object lives in, if any.
     pub fn upsert_json(&mut self, v: &serde_json::Value) -> Result<Option<String>, String> {
         let kind = v.get("kind").and_then(|k| k.as_str()).unwrap_or("");
-        fn de<T: serde::de::DeserializeOwned>(v: &serde_json::Value) -> Result<T, String> {
-            serde_json::from_value(v.clone()).map_err(|e| e.to_string())
+        match crate::decode::decode(kind, v)? {
+            Some(o) => Ok(self.upsert_obj(&o).map(str::to_string)),
+            None => Ok(None),
         }
-        let ns = v
-            .pointer("/metadata/namespace")
-            .and_then(|n| n.as_str())
-            .map(str::to_string);
-        match kind {
-            "Service" => self.upsert_service(&de::<K8sService>(v)?),
-            "EndpointSlice" => self.upsert_slice(&de::<EndpointSlice>(v)?),
-            "Pod" => self.upsert_pod(&de::<K8sPod>(v)?),
-            "Namespace" => {
-                let n = de::<K8sNamespace>(v)?;
-                if let Some(name) = n.metadata.name.as_deref() {
-                    self.upsert_namespace(name);
-                }
-                return Ok(None);
-            }
-            _ => return Ok(None),
-        }
-        Ok(ns)
     }
 }
 

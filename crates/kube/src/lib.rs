@@ -11,6 +11,7 @@
 //! * [`Index::subscribe`] yields a [`Change`] per published update for cache invalidation.
 
 mod client;
+mod decode;
 mod fold;
 mod index;
 mod manifests;

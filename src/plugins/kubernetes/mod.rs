@@ -152,10 +152,9 @@ pub fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), Error> 
     let stop_bridge = tokio_util::sync::CancellationToken::new();
     match &cfg.source {
         DataSource::Manifests(paths) => {
-            let objs = sextant_kube::load_manifests(paths).map_err(|e| d.err(e.to_string()))?;
             let idx = Index::new_static();
-            idx.apply_objects(objs).map_err(|e| d.err(e.to_string()))?;
-            sextant_kube::release_memory();
+            idx.load_manifest_files(paths)
+                .map_err(|e| d.err(e.to_string()))?;
             slot.store(Some(Arc::new(idx.clone())));
             let bridge = (idx.clone(), cfg.clone(), bus.clone(), stop_bridge.clone());
             let paths = paths.clone();
