@@ -11,7 +11,7 @@ use crate::model::{
     Change, Endpoint, Labels, Namespace, Pod, Port, Proto, Service, ServiceKind, Slice, TextRef,
     NO_ATOM,
 };
-use crate::snapshot::{Few, Snapshot};
+use crate::snapshot::{SliceList, Snapshot};
 
 /// The four watched resources.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -384,8 +384,7 @@ impl Writer {
         }
         let new = Arc::new(new);
         for ip in new.cluster_ips() {
-            let e = self.snap.services_by_ip.entry(*ip).or_default();
-            e.push(new.clone());
+            self.snap.services_by_ip.insert(*ip, new.clone());
         }
         self.note_ips(new.cluster_ips().iter().copied());
         match self.snap.services.get_mut(&ns) {
@@ -404,9 +403,9 @@ impl Writer {
 
     fn unindex_service(&mut self, old: &Service) {
         for ip in old.cluster_ips() {
-            remove_from(&mut self.snap.services_by_ip, *ip, |s| {
-                s.name == old.name && s.namespace == old.namespace
-            });
+            self.snap
+                .services_by_ip
+                .remove(*ip, |s| s.name == old.name && s.namespace == old.namespace);
         }
         self.note_ips(old.cluster_ips().iter().copied());
     }
@@ -552,10 +551,7 @@ impl Writer {
         }
         let new = Arc::new(new);
         for e in new.endpoints.iter() {
-            let list = self.snap.endpoints_by_ip.entry(e.ip).or_default();
-            if !list.iter().any(|s| Arc::ptr_eq(s, &new)) {
-                list.push(new.clone());
-            }
+            self.snap.endpoints_by_ip.insert(e.ip, new.clone());
         }
         self.snap.counts.endpoints += new.endpoints.len();
         self.note_ips(new.endpoints.iter().map(|e| e.ip));
@@ -570,11 +566,11 @@ impl Writer {
             }
         };
         match by_svc.get_mut(&svc) {
-            Some(m) => {
-                m.insert(name.clone(), new);
-            }
+            Some(m) => m.insert(new),
             None => {
-                by_svc.insert(svc.clone(), imbl::OrdMap::unit(name.clone(), new));
+                let mut m = SliceList::default();
+                m.insert(new);
+                by_svc.insert(svc.clone(), m);
             }
         }
         self.slice_loc.insert(key, svc.clone());
@@ -622,9 +618,9 @@ impl Writer {
             }
         }
         for e in old.endpoints.iter() {
-            remove_from(&mut self.snap.endpoints_by_ip, e.ip, |s| {
-                s.name == old.name && s.namespace == old.namespace
-            });
+            self.snap
+                .endpoints_by_ip
+                .remove(e.ip, |s| s.name == old.name && s.namespace == old.namespace);
         }
         self.snap.counts.endpoints -= old.endpoints.len();
         self.note_ips(old.endpoints.iter().map(|e| e.ip));
@@ -674,11 +670,7 @@ impl Writer {
         }
         let new = Arc::new(new);
         for ip in &new.ips {
-            self.snap
-                .pods_by_ip
-                .entry(*ip)
-                .or_default()
-                .push(new.clone());
+            self.snap.pods_by_ip.insert(*ip, new.clone());
         }
         match self.snap.pods.get_mut(&ns) {
             Some(m) => {
@@ -706,9 +698,9 @@ impl Writer {
             self.snap.pods.remove(ns);
         }
         for ip in &old.ips {
-            remove_from(&mut self.snap.pods_by_ip, *ip, |p| {
-                p.name == old.name && p.namespace == old.namespace
-            });
+            self.snap
+                .pods_by_ip
+                .remove(*ip, |p| p.name == old.name && p.namespace == old.namespace);
         }
         self.snap.counts.pods -= 1;
         self.change.pods = true;
@@ -819,21 +811,4 @@ fn atom(atoms: &mut Vec<Arc<str>>, strs: &mut Interner, s: &str) -> u16 {
     }
     atoms.push(strs.str(s));
     i
-}
-
-fn remove_from<T>(
-    map: &mut imbl::OrdMap<IpAddr, Few<Arc<T>>>,
-    ip: IpAddr,
-    pred: impl Fn(&T) -> bool,
-) {
-    let empty = match map.get_mut(&ip) {
-        Some(list) => {
-            list.retain(|x| !pred(x));
-            list.is_empty()
-        }
-        None => false,
-    };
-    if empty {
-        map.remove(&ip);
-    }
 }

@@ -54,7 +54,7 @@ pub(crate) fn to_objects(s: &Snapshot) -> Vec<Value> {
     }
     for (_, by_svc) in s.slices.iter() {
         for (_, slices) in by_svc.iter() {
-            for (_, sl) in slices.iter() {
+            for sl in slices.values() {
                 let eps: Vec<Value> = sl
                     .endpoints
                     .iter()
