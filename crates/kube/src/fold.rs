@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use crate::decode::{Meta, Obj, PodIn, ServiceIn, SliceIn};
 use crate::model::{
-    Change, Endpoint, Labels, Namespace, Pod, Port, Proto, Service, ServiceKind, Slice, TextRef,
-    NO_ATOM,
+    text_at, Change, Endpoint, Labels, Namespace, Pod, Port, Proto, Service, ServiceKind, Slice,
+    NO_ATOM, NO_TEXT,
 };
 use crate::snapshot::{SliceList, Snapshot};
 
@@ -480,23 +480,28 @@ impl Writer {
             if ips.is_empty() {
                 continue;
             }
-            let host_ref = push_text(&mut text, hostname);
-            let pod_ref = push_text(&mut text, pod);
+            let Ok(start) = u32::try_from(text.len()) else {
+                continue;
+            };
+            let host_len = push_text(&mut text, hostname);
+            let pod_len = push_text(&mut text, pod);
             let node_i = node.map_or(NO_ATOM, |n| atom(&mut atoms, &mut self.strs, n));
             let zone_i = zone
                 .as_deref()
                 .map_or(NO_ATOM, |z| atom(&mut atoms, &mut self.strs, z));
             for ip in ips {
-                let dup = eps
-                    .iter()
-                    .any(|x| x.ip == ip && text_of(&text, x.hostname) == text_of(&text, host_ref));
+                let dup = eps.iter().any(|x| {
+                    x.ip == ip
+                        && text_at(&text, x.text, x.host_len) == text_at(&text, start, host_len)
+                });
                 if dup {
                     continue;
                 }
                 eps.push(Endpoint {
                     ip,
-                    hostname: host_ref,
-                    pod_name: pod_ref,
+                    text: start,
+                    host_len,
+                    pod_len,
                     node_name: node_i,
                     zone: zone_i,
                 });
@@ -774,28 +779,16 @@ impl Writer {
     }
 }
 
-/// Appends `s` to a slice's text; strings longer than `u16::MAX - 1` or beyond 4 GiB of text
-/// are not stored (Kubernetes limits these names to 253 characters).
-fn push_text(text: &mut String, s: Option<&str>) -> TextRef {
-    let Some(s) = s else {
-        return TextRef::NONE;
-    };
-    let (Ok(start), Ok(len)) = (u32::try_from(text.len()), u16::try_from(s.len())) else {
-        return TextRef::NONE;
-    };
-    if len == u16::MAX {
-        return TextRef::NONE;
+/// Appends `s` to a slice's text and returns its length; `NO_TEXT` (nothing stored) for none
+/// or for a name of 255 bytes or more (hostnames and pod names are DNS labels, at most 63).
+fn push_text(text: &mut String, s: Option<&str>) -> u8 {
+    match s.map(|s| (s, u8::try_from(s.len()))) {
+        Some((s, Ok(len))) if len != NO_TEXT => {
+            text.push_str(s);
+            len
+        }
+        _ => NO_TEXT,
     }
-    text.push_str(s);
-    TextRef { start, len }
-}
-
-fn text_of(text: &str, r: TextRef) -> Option<&str> {
-    if r.len == u16::MAX {
-        return None;
-    }
-    let start = r.start as usize;
-    text.get(start..start + usize::from(r.len))
 }
 
 /// Index of `s` in the slice's atom table (interned, added if new); `NO_ATOM` when full.

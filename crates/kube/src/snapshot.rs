@@ -64,7 +64,17 @@ impl<T> IpIndex<T> {
     /// Adds `v` at `ip` (after those already there) unless this very object is there already.
     pub fn insert(&mut self, ip: IpAddr, v: Arc<T>) {
         let (key, low) = bucket(ip);
-        let list = Arc::make_mut(self.map.entry(key).or_default());
+        let slot = self.map.entry(key).or_default();
+        if Arc::get_mut(slot).is_none() {
+            // Shared with a published snapshot: copy with room for exactly one more, so
+            // updates after the first load do not leave doubled capacity behind.
+            let mut v = Vec::with_capacity(slot.len() + 1);
+            v.extend(slot.iter().cloned());
+            *slot = Arc::new(v);
+        }
+        let Some(list) = Arc::get_mut(slot) else {
+            return;
+        };
         let start = list.partition_point(|(b, _)| *b < low);
         let end = start + list[start..].iter().take_while(|(b, _)| *b == low).count();
         if list[start..end].iter().any(|(_, x)| Arc::ptr_eq(x, &v)) {
@@ -76,22 +86,21 @@ impl<T> IpIndex<T> {
     /// Removes the objects at `ip` that match `pred`.
     pub fn remove(&mut self, ip: IpAddr, pred: impl Fn(&T) -> bool) {
         let (key, low) = bucket(ip);
-        let empty = match self.map.get_mut(&key) {
-            Some(list) => {
-                if !list.iter().any(|(b, x)| *b == low && pred(x)) {
-                    return;
-                }
-                let list = Arc::make_mut(list);
-                list.retain(|(b, x)| *b != low || !pred(x));
-                if list.capacity() > 2 * list.len() + 4 {
-                    list.shrink_to_fit();
-                }
-                list.is_empty()
-            }
-            None => false,
+        let Some(cur) = self.map.get(&key) else {
+            return;
         };
-        if empty {
+        if !cur.iter().any(|(b, x)| *b == low && pred(x)) {
+            return;
+        }
+        let kept: Vec<(u8, Arc<T>)> = cur
+            .iter()
+            .filter(|(b, x)| *b != low || !pred(x))
+            .cloned()
+            .collect();
+        if kept.is_empty() {
             self.map.remove(&key);
+        } else {
+            self.map.insert(key, Arc::new(kept));
         }
     }
 }
@@ -281,5 +290,61 @@ impl Snapshot {
     /// Object counts.
     pub fn counts(&self) -> Counts {
         self.counts
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn at(ix: &IpIndex<&'static str>, a: &str) -> Vec<&'static str> {
+        ix.get(ip(a)).map(|v| **v).collect()
+    }
+
+    #[test]
+    fn ip_index_groups_keep_order_and_share_structure() {
+        let mut ix: IpIndex<&'static str> = IpIndex::default();
+        let a = Arc::new("a");
+        ix.insert(ip("10.0.0.7"), a.clone());
+        ix.insert(ip("10.0.0.7"), Arc::new("b"));
+        ix.insert(ip("10.0.0.7"), a.clone()); // the same object again: once
+        ix.insert(ip("10.0.0.6"), Arc::new("c"));
+        ix.insert(ip("10.0.0.255"), Arc::new("d"));
+        ix.insert(ip("10.0.1.0"), Arc::new("e"));
+        ix.insert(ip("::ffff:10.0.0.7"), Arc::new("f"));
+        ix.insert(ip("fd00::7"), Arc::new("g"));
+        assert_eq!(at(&ix, "10.0.0.7"), ["a", "b"]);
+        assert_eq!(at(&ix, "10.0.0.6"), ["c"]);
+        assert_eq!(at(&ix, "10.0.0.255"), ["d"]);
+        assert_eq!(at(&ix, "10.0.1.0"), ["e"]);
+        assert_eq!(at(&ix, "::ffff:10.0.0.7"), ["f"]);
+        assert_eq!(at(&ix, "fd00::7"), ["g"]);
+        assert!(at(&ix, "10.0.0.8").is_empty());
+        assert!(at(&ix, "fd00::107").is_empty());
+
+        let published = ix.clone();
+        ix.remove(ip("10.0.0.7"), |v| *v == "a");
+        ix.remove(ip("10.0.0.6"), |v| *v == "c");
+        ix.insert(ip("10.0.0.7"), Arc::new("h"));
+        assert_eq!(at(&ix, "10.0.0.7"), ["b", "h"]);
+        assert!(at(&ix, "10.0.0.6").is_empty());
+        // The earlier snapshot still sees what it saw.
+        assert_eq!(at(&published, "10.0.0.7"), ["a", "b"]);
+        assert_eq!(at(&published, "10.0.0.6"), ["c"]);
+        // Emptied groups disappear.
+        for (a, v) in [("10.0.0.7", "b"), ("10.0.0.7", "h"), ("10.0.0.255", "d")] {
+            ix.remove(ip(a), |x| *x == v);
+        }
+        assert!(!ix.map.contains_key(&ip("10.0.0.0")));
+        assert_eq!(ix.map.len(), 3);
+    }
+
+    #[test]
+    fn stored_endpoint_is_small() {
+        assert!(std::mem::size_of::<crate::model::Endpoint>() <= 28);
     }
 }
