@@ -32,8 +32,11 @@ fn bucket(ip: IpAddr) -> (IpAddr, u8) {
 /// (last byte, object), 16 bytes per address instead of a map entry of its own. Persistent:
 /// cloning is O(1) and an update copies one group.
 pub(crate) struct IpIndex<T> {
-    map: OrdMap<IpAddr, Arc<Vec<(u8, Arc<T>)>>>,
+    map: OrdMap<IpAddr, Arc<Group<T>>>,
 }
+
+/// The objects of one address group: (last byte, object), sorted by last byte.
+type Group<T> = Vec<(u8, Arc<T>)>;
 
 impl<T> Clone for IpIndex<T> {
     fn clone(&self) -> Self {

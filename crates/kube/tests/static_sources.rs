@@ -378,7 +378,9 @@ fn manifest_files_check_everything_before_applying() {
             {"kind": "Service", "metadata": {"name": "ok", "namespace": "x"}, "spec": {"clusterIP": "10.9.9.9"}}]}"#,
     )
     .unwrap();
-    let err = idx.load_manifest_files(&[broken.clone()]).unwrap_err();
+    let err = idx
+        .load_manifest_files(std::slice::from_ref(&broken))
+        .unwrap_err();
     assert!(err.to_string().contains("wrong-version"), "{err}");
     let s = idx.snapshot();
     assert!(s.service("x", "ok").is_some());
