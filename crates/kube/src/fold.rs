@@ -767,16 +767,6 @@ impl Writer {
         };
         meta.namespace.as_deref()
     }
-
-    /// Folds one JSON object (Service, EndpointSlice, Pod or Namespace); other kinds are ignored.
-    /// Returns the namespace the object lives in, if any.
-    pub fn upsert_json(&mut self, v: &serde_json::Value) -> Result<Option<String>, String> {
-        let kind = v.get("kind").and_then(|k| k.as_str()).unwrap_or("");
-        match crate::decode::decode(kind, v)? {
-            Some(o) => Ok(self.upsert_obj(&o).map(str::to_string)),
-            None => Ok(None),
-        }
-    }
 }
 
 /// Appends `s` to a slice's text and returns its length; `NO_TEXT` (nothing stored) for none

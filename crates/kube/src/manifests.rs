@@ -100,14 +100,14 @@ fn mtimes(paths: &[PathBuf]) -> Vec<(PathBuf, Option<SystemTime>)> {
 }
 
 /// One manifest file, syntax-checked and ready to fold.
-enum Parsed {
+pub(crate) enum Parsed {
     /// JSON text (validated); its objects are decoded straight from it.
     Json(Box<RawValue>),
     /// YAML documents.
     Yaml(Vec<Value>),
 }
 
-fn read_file(path: &Path) -> Result<Parsed, Error> {
+pub(crate) fn read_file(path: &Path) -> Result<Parsed, Error> {
     let text = std::fs::read_to_string(path).map_err(|e| file_err(path, e))?;
     if path.extension().and_then(|x| x.to_str()) == Some("json") {
         // Checks the syntax of the whole file before anything is applied; the text is kept as
@@ -120,6 +120,28 @@ fn read_file(path: &Path) -> Result<Parsed, Error> {
         docs.push(Value::deserialize(doc).map_err(|e| file_err(path, e))?);
     }
     Ok(Parsed::Yaml(docs))
+}
+
+impl Parsed {
+    /// Hands each object of an indexed kind to `fold` (see [`crate::decode::walk_json`]).
+    pub(crate) fn walk<'a>(
+        &'a self,
+        fold: &mut dyn FnMut(crate::decode::Obj<'a>),
+        bad: &mut dyn FnMut(String, String),
+    ) {
+        match self {
+            Parsed::Json(raw) => {
+                if let Err(e) = crate::decode::walk_json(raw, fold, bad) {
+                    bad("?".to_string(), e.to_string());
+                }
+            }
+            Parsed::Yaml(docs) => {
+                for d in docs {
+                    crate::decode::walk_value(d, fold, bad);
+                }
+            }
+        }
+    }
 }
 
 impl Index {
@@ -136,18 +158,7 @@ impl Index {
             .collect::<Result<Vec<_>, _>>()?;
         let r = self.replace_all(|fold, bad| {
             for f in &files {
-                match f {
-                    Parsed::Json(raw) => {
-                        if let Err(e) = crate::decode::walk_json(raw, fold, bad) {
-                            bad("?".to_string(), e.to_string());
-                        }
-                    }
-                    Parsed::Yaml(docs) => {
-                        for d in docs {
-                            crate::decode::walk_value(d, fold, bad);
-                        }
-                    }
-                }
+                f.walk(fold, bad);
             }
         });
         drop(files);
