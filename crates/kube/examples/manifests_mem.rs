@@ -3,6 +3,8 @@
 //! asked for, and the allocator chunks they take), VmRSS and VmHWM, per indexed object.
 //! Run: `cargo run --release -p sextant-kube --example manifests_mem -- FILE...`
 //! (`bench/run.sh --scenarios large --keep` leaves a 10k/100k/30k `large.json` in its work dir).
+//! With `MEM_SNAPSHOT=FILE` it then writes the index as a snapshot file and loads it back,
+//! printing the peak of each step.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::PathBuf;
@@ -96,5 +98,37 @@ fn main() {
         per(rss.saturating_sub(rss0) as usize * 1024),
         status_kib("VmHWM:") as f64 / 1024.0
     );
+    if let Some(snap) = std::env::var_os("MEM_SNAPSHOT").map(PathBuf::from) {
+        // Write the index as a snapshot file and load it into a second index, measuring the
+        // peak of each step (VmHWM reset through /proc/self/clear_refs).
+        let _ = std::fs::write("/proc/self/clear_refs", "5");
+        PEAK.store(LIVE.load(Ordering::Relaxed), Ordering::Relaxed);
+        let t = Instant::now();
+        if let Err(e) = idx.write_snapshot(&snap) {
+            eprintln!("{e}");
+            std::process::exit(1);
+        }
+        println!(
+            "write_snapshot: {:.2} s, peak live heap {:.1} MiB, VmHWM {:.1} MiB",
+            t.elapsed().as_secs_f64(),
+            PEAK.load(Ordering::Relaxed) as f64 / 1048576.0,
+            status_kib("VmHWM:") as f64 / 1024.0
+        );
+        let _ = std::fs::write("/proc/self/clear_refs", "5");
+        PEAK.store(LIVE.load(Ordering::Relaxed), Ordering::Relaxed);
+        let t = Instant::now();
+        let back = Index::new_static();
+        if let Err(e) = back.load_snapshot(&snap) {
+            eprintln!("{e}");
+            std::process::exit(1);
+        }
+        println!(
+            "load_snapshot: {:.2} s, {:?}, peak live heap {:.1} MiB, VmHWM {:.1} MiB",
+            t.elapsed().as_secs_f64(),
+            back.snapshot().counts(),
+            PEAK.load(Ordering::Relaxed) as f64 / 1048576.0,
+            status_kib("VmHWM:") as f64 / 1024.0
+        );
+    }
     drop(idx);
 }
