@@ -147,6 +147,8 @@ pub struct Outcome {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WireReply {
     pub bytes: Vec<u8>,
+    /// The message's uncompressed length, when the writer knows it (saves `log` a decode).
+    pub uncompressed: Option<usize>,
 }
 
 impl WireReply {
@@ -186,7 +188,19 @@ impl Outcome {
 
     /// A reply already encoded (see [`WireReply`]).
     pub fn wire(plugin: &'static str, bytes: Vec<u8>) -> Outcome {
-        let w = WireReply { bytes };
+        Outcome::wire_sized(plugin, bytes, None)
+    }
+
+    /// A reply already encoded, with its uncompressed length if known.
+    pub fn wire_sized(
+        plugin: &'static str,
+        bytes: Vec<u8>,
+        uncompressed: Option<usize>,
+    ) -> Outcome {
+        let w = WireReply {
+            bytes,
+            uncompressed,
+        };
         Outcome {
             rcode: w.rcode(),
             reply: None,

@@ -541,7 +541,7 @@ fn large_udp_answer_is_retruncated_for_the_client() {
 fn bogus_then_right(req: &UpstreamRequest) -> Action {
     let right = req
         .reply()
-        .answer(&format!("{} 60 IN A 192.0.2.44", req.name()));
+        .answer(&format!("{} 60 IN A 192.0.2.44", req.name_as_asked()));
     let wrong_id = req
         .reply()
         .id(req.id().wrapping_add(1))

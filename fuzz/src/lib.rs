@@ -78,6 +78,11 @@ pub fn differential(data: &[u8]) {
         let m = parsed
             .as_ref()
             .unwrap_or_else(|e| panic!("scanner accepted, parser rejected: {e}"));
+        assert_eq!(
+            &v.to_message(),
+            m,
+            "scanned message differs from the parsed one"
+        );
         assert_eq!(m.questions.len(), 1);
         let q = &m.questions[0];
         assert_eq!(q.name.wire(), v.qname, "qname");

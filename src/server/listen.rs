@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::plugin::Proto;
 use crate::server::config::ListenKey;
+use crate::server::mmsg;
 use crate::server::site::Site;
 
 /// TCP idle timeout between queries (CoreDNS: 10 s).
@@ -176,56 +177,110 @@ async fn udp_loop(
     cancel: CancellationToken,
     inflight: Arc<AtomicUsize>,
 ) {
+    use std::os::fd::AsRawFd;
     let local = sock
         .local_addr()
         .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
-    let mut buf = vec![0u8; 65535];
+    let fd = sock.as_raw_fd();
+    let mut batch = mmsg::RecvBatch::new();
+    let mut ready: Vec<(Vec<u8>, SocketAddr)> = Vec::with_capacity(mmsg::BATCH);
+    let cancelled = cancel.cancelled();
+    tokio::pin!(cancelled);
     loop {
-        let (n, src) = tokio::select! {
+        tokio::select! {
             biased;
-            _ = cancel.cancelled() => break,
-            r = sock.recv_from(&mut buf) => match r {
-                Ok(x) => x,
-                Err(_) => continue,
-            },
-        };
-        serve_udp(&sock, &site, &inflight, &buf[..n], src, local);
+            _ = &mut cancelled => break,
+            r = sock.readable() => if r.is_err() { continue },
+        }
+        // Drain the socket a batch at a time: one system call in, one out per batch.
+        loop {
+            let n = match sock.try_io(tokio::io::Interest::READABLE, || batch.recv(fd)) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(_) => break,
+            };
+            if n == 0 {
+                break;
+            }
+            // The whole batch counts as in flight until its replies are out.
+            let batch_guard = InFlight::new(&inflight);
+            let site_now = site.load_full();
+            for i in 0..n {
+                let Some((packet, src)) = batch.get(i) else {
+                    continue;
+                };
+                if let Some(reply) = serve_udp(&sock, &site_now, &inflight, packet, src, local) {
+                    ready.push((reply, src));
+                }
+            }
+            send_batch(&sock, fd, &mut ready, &inflight);
+            drop(batch_guard);
+            if cancel.is_cancelled() || n < mmsg::BATCH {
+                break;
+            }
+        }
+    }
+}
+
+/// Sends the replies that are ready: `sendmmsg` while the socket takes them, then one task per
+/// reply left when its buffer is full.
+fn send_batch(
+    sock: &Arc<UdpSocket>,
+    fd: std::os::fd::RawFd,
+    ready: &mut Vec<(Vec<u8>, SocketAddr)>,
+    inflight: &Arc<AtomicUsize>,
+) {
+    let mut done = 0;
+    while done < ready.len() {
+        match sock.try_io(tokio::io::Interest::WRITABLE, || {
+            mmsg::send(fd, &ready[done..])
+        }) {
+            Ok(0) => break,
+            Ok(k) => done += k,
+            // A reply the kernel refuses (e.g. an unreachable destination) is dropped alone.
+            Err(e) if e.kind() != std::io::ErrorKind::WouldBlock => done += 1,
+            Err(_) => break,
+        }
+    }
+    for (reply, dst) in ready.drain(..).skip(done) {
+        let sock = sock.clone();
+        let guard = InFlight::new(inflight);
+        tokio::spawn(async move {
+            let _guard = guard;
+            let _ = sock.send_to(&reply, dst).await;
+        });
     }
 }
 
 /// Answers one datagram. The handler future is polled once right here: answers that need no
-/// waiting (kubernetes, cache hits, whoami, ...) are sent without a task or a copy of the
-/// packet; only a future that is still pending (forward, a blocked plugin) becomes a task.
+/// waiting (kubernetes, cache hits, whoami, ...) are returned to be sent with the batch, without
+/// a task; only a future that is still pending (forward, a blocked plugin) becomes a task, which
+/// owns a copy of the packet and sends its reply itself.
 fn serve_udp(
     sock: &Arc<UdpSocket>,
-    site: &Arc<ArcSwap<Site>>,
+    site: &Arc<Site>,
     inflight: &Arc<AtomicUsize>,
     packet: &[u8],
     src: SocketAddr,
     local: SocketAddr,
-) {
-    let guard = InFlight::new(inflight);
-    let site = site.load_full();
-    let mut fut = Box::pin(handle_owned(site, packet.to_vec(), src, local));
+) -> Option<Vec<u8>> {
+    let mut fut = Box::pin(handle_owned(site.clone(), packet.to_vec(), src, local));
     let waker = std::task::Waker::noop();
     let mut cx = std::task::Context::from_waker(waker);
     match fut.as_mut().poll(&mut cx) {
-        std::task::Poll::Ready(reply) => {
-            drop(fut);
-            if let Some(reply) = reply {
-                send_udp(sock, reply, src, guard);
-            }
-        }
+        std::task::Poll::Ready(reply) => reply,
         std::task::Poll::Pending => {
             // The spawned task polls the future again at once with its own waker (futures
             // register the waker of their latest poll), so no wake-up is lost.
             let sock = sock.clone();
+            let guard = InFlight::new(inflight);
             tokio::spawn(async move {
                 let _guard = guard;
                 if let Some(reply) = fut.await {
                     let _ = sock.send_to(&reply, src).await;
                 }
             });
+            None
         }
     }
 }
@@ -237,20 +292,6 @@ async fn handle_owned(
     local: SocketAddr,
 ) -> Option<Vec<u8>> {
     site.handle(&packet, src, local, Proto::Udp).await
-}
-
-/// Sends a reply now, or from a task when the socket buffer is full.
-fn send_udp(sock: &Arc<UdpSocket>, reply: Vec<u8>, dst: SocketAddr, guard: InFlight) {
-    match sock.try_send_to(&reply, dst) {
-        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-            let sock = sock.clone();
-            tokio::spawn(async move {
-                let _guard = guard;
-                let _ = sock.send_to(&reply, dst).await;
-            });
-        }
-        _ => {}
-    }
 }
 
 /// Time allowed for a TLS handshake.

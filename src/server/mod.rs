@@ -4,5 +4,6 @@ pub mod config;
 pub mod http;
 pub mod invalidate;
 pub mod listen;
+mod mmsg;
 pub mod runtime;
 pub mod site;

@@ -5,12 +5,65 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use sextant_wire::{opcode, Class, Edns, Message, Name, ParseError, RType, Rcode, HEADER_LEN};
+use sextant_wire::{
+    opcode, scan_query, Class, Edns, Message, Name, ParseError, Question, RType, Rcode, HEADER_LEN,
+};
 
 use crate::plugin::{BoxFuture, Handler, Next, Outcome, Proto, Request, Resolver};
 
 /// Largest UDP payload Sextant sends (DNS Flag Day 2020) and advertises in its OPT record.
 pub const MAX_UDP_PAYLOAD: u16 = 1232;
+
+/// What the server keeps of a query to shape its reply: ID, opcode, RD/CD, the question as the
+/// client spelled it and its EDNS size and DO bit. Plugins may change the request (`rewrite`),
+/// the reply still answers what the client asked.
+#[derive(Clone, Debug)]
+pub struct Asked {
+    pub id: u16,
+    pub opcode: u8,
+    pub rd: bool,
+    pub cd: bool,
+    pub question: Option<Question>,
+    /// (UDP payload size, DO) of the client's OPT record.
+    pub edns: Option<(u16, bool)>,
+}
+
+impl Asked {
+    pub fn of(m: &Message) -> Asked {
+        Asked {
+            id: m.header.id,
+            opcode: m.header.opcode,
+            rd: m.header.rd,
+            cd: m.header.cd,
+            question: m.questions.first().cloned(),
+            edns: m.edns.as_ref().map(|e| (e.udp_size, e.dnssec_ok)),
+        }
+    }
+
+    /// A reply skeleton, like `Message::reply_to` on the original query.
+    pub fn reply(&self) -> Message {
+        let mut r = Message::default();
+        r.header.id = self.id;
+        r.header.qr = true;
+        r.header.opcode = self.opcode;
+        r.header.rd = self.rd;
+        r.header.cd = self.cd;
+        r.questions.extend(self.question.iter().cloned());
+        r
+    }
+
+    /// Largest reply the client takes: 64 KiB over TCP; over UDP its EDNS size within
+    /// 512..=[`MAX_UDP_PAYLOAD`], 512 without EDNS.
+    pub fn limit(&self, proto: Proto) -> usize {
+        match proto {
+            Proto::Tcp => u16::MAX as usize,
+            Proto::Udp => self
+                .edns
+                .map(|(size, _)| size.clamp(512, MAX_UDP_PAYLOAD))
+                .unwrap_or(512) as usize,
+        }
+    }
+}
 
 /// A server block as served on one listener.
 pub struct Block {
@@ -65,7 +118,13 @@ impl Site {
         proto: Proto,
     ) -> Option<Vec<u8>> {
         let start = Instant::now();
-        let msg = match Message::parse(packet) {
+        // The usual query (one question, at most an OPT) is read by the in-place scanner; the
+        // full parser handles the rest and decides on FORMERR.
+        let parsed = match scan_query(packet) {
+            Ok(v) => Ok(v.to_message()),
+            Err(_) => Message::parse(packet),
+        };
+        let msg = match parsed {
             Ok(m) => m,
             Err(ParseError::NoHeader) => return None,
             Err(ParseError::Malformed {
@@ -96,41 +155,41 @@ impl Site {
         if msg.header.qr {
             return None;
         }
+        let asked = Asked::of(&msg);
         if msg.header.opcode != opcode::QUERY {
             let mut r = Message::reply_to(&msg);
             r.header.rd = false;
             r.header.cd = false;
             r.header.rcode = Rcode::NOTIMP.low();
-            return Some(finish(&msg, r, proto));
+            return Some(finish(&asked, r, proto));
         }
         if msg.questions.len() != 1 || msg.answers.len() > 1 || msg.authority.len() > 1 {
             let mut r = Message::reply_to(&msg);
             r.set_rcode(Rcode::FORMERR);
-            return Some(finish(&msg, r, proto));
+            return Some(finish(&asked, r, proto));
         }
         if let Some(e) = &msg.edns {
             if e.version > 0 {
                 let mut r = Message::reply_to(&msg);
                 r.edns = Some(Edns::new(MAX_UDP_PAYLOAD));
                 r.set_rcode(Rcode::BADVERS);
-                return Some(finish(&msg, r, proto));
+                return Some(finish(&asked, r, proto));
             }
         }
-        let q = msg.questions[0].clone();
+        let q = &msg.questions[0];
         let Some((zone, block)) = self.route(&q.name, q.qtype) else {
             crate::metrics::record_dropped(&self.label, proto, packet.len(), Rcode::REFUSED);
             let mut r = Message::reply_to(&msg);
             r.set_rcode(Rcode::REFUSED);
-            return Some(finish(&msg, r, proto));
+            return Some(finish(&asked, r, proto));
         };
         if q.qclass != Class::IN && !(q.qclass == Class::CH && block.chaos) {
             let mut r = Message::reply_to(&msg);
             r.set_rcode(Rcode::REFUSED);
-            return Some(finish(&msg, r, proto));
+            return Some(finish(&asked, r, proto));
         }
         let zone = zone.clone();
         let block = block.clone();
-        let query = msg.clone();
         let mut req = Request {
             msg,
             client,
@@ -143,14 +202,20 @@ impl Site {
             depth: 0,
             resolver: Some(self.clone() as Arc<dyn Resolver>),
         };
-        let out = run_chain(&block, &mut req).await;
-        if let Some(w) = &out.wire {
-            if let Some(bytes) = finish_wire(&query, &w.bytes, proto) {
-                return Some(bytes);
+        let mut out = run_chain(&block, &mut req).await;
+        if let Some(w) = out.wire.take() {
+            match finish_wire(&asked, w.bytes, proto) {
+                Ok(bytes) => return Some(bytes),
+                Err(bytes) => {
+                    out.wire = Some(crate::plugin::WireReply {
+                        bytes,
+                        uncompressed: w.uncompressed,
+                    })
+                }
             }
         }
-        let reply = outcome_to_reply(&query, out);
-        Some(finish(&query, reply, proto))
+        let reply = outcome_to_reply(&asked, out);
+        Some(finish(&asked, reply, proto))
     }
 }
 
@@ -160,12 +225,12 @@ async fn run_chain(block: &Block, req: &mut Request) -> Outcome {
 }
 
 /// Turns what the chain returned into a reply message.
-pub fn outcome_to_reply(query: &Message, mut out: Outcome) -> Message {
+pub fn outcome_to_reply(query: &Asked, mut out: Outcome) -> Message {
     out.message_mut();
     match out.reply {
         Some(m) => m,
         None => {
-            let mut r = Message::reply_to(query);
+            let mut r = query.reply();
             let rc = match out.rcode {
                 Rcode::SERVFAIL | Rcode::REFUSED | Rcode::FORMERR | Rcode::NOTIMP => out.rcode,
                 _ => Rcode::SERVFAIL,
@@ -178,20 +243,20 @@ pub fn outcome_to_reply(query: &Message, mut out: Outcome) -> Message {
 
 /// Final touches before the reply leaves: the client's ID and question, EDNS as the client asked
 /// (our buffer size, DO copied, no options echoed), truncation to what the client can take.
-pub fn finish(query: &Message, mut reply: Message, proto: Proto) -> Vec<u8> {
-    reply.header.id = query.header.id;
+pub fn finish(query: &Asked, mut reply: Message, proto: Proto) -> Vec<u8> {
+    reply.header.id = query.id;
     reply.header.qr = true;
-    reply.header.opcode = query.header.opcode;
+    reply.header.opcode = query.opcode;
     reply.header.z = false;
-    if let Some(q) = query.questions.first() {
+    if let Some(q) = &query.question {
         // Keep the client's spelling of the question.
         reply.questions = vec![q.clone()];
     }
     let rcode = reply.rcode();
-    match &query.edns {
-        Some(qe) => {
+    match query.edns {
+        Some((_, dnssec_ok)) => {
             let mut e = Edns::new(MAX_UDP_PAYLOAD);
-            e.dnssec_ok = qe.dnssec_ok;
+            e.dnssec_ok = dnssec_ok;
             if let Some(re) = &reply.edns {
                 // Options a plugin set on purpose (e.g. NSID) survive; nothing is echoed blindly.
                 e.options = re.options.clone();
@@ -201,65 +266,53 @@ pub fn finish(query: &Message, mut reply: Message, proto: Proto) -> Vec<u8> {
         }
         None => reply.edns = None,
     }
-    let limit = match proto {
-        Proto::Tcp => u16::MAX as usize,
-        Proto::Udp => query
-            .edns
-            .as_ref()
-            .map(|e| e.udp_size.clamp(512, MAX_UDP_PAYLOAD))
-            .unwrap_or(512) as usize,
-    };
-    reply.to_wire_limited(limit).0
+    reply.to_wire_limited(query.limit(proto)).0
 }
 
 /// The fast path for a reply a plugin sent as wire bytes (see [`crate::plugin::WireReply`]):
-/// copies them, patches the ID, QR/opcode/Z and the client's spelling of the question, and adds
-/// the OPT record the client should see. None when the bytes do not fit this query (a different
-/// question, or larger than the client's limit): the caller then decodes them and uses [`finish`],
-/// which truncates.
-pub fn finish_wire(query: &Message, bytes: &[u8], proto: Proto) -> Option<Vec<u8>> {
-    let q = query.questions.first()?;
+/// patches the ID, QR/opcode/Z and the client's spelling of the question in place, and adds the
+/// OPT record the client should see. Gives the bytes back untouched when they do not fit this
+/// query (a different question, or larger than the client's limit): the caller then decodes
+/// them and uses [`finish`], which truncates.
+pub fn finish_wire(query: &Asked, mut out: Vec<u8>, proto: Proto) -> Result<Vec<u8>, Vec<u8>> {
+    let Some(q) = &query.question else {
+        return Err(out);
+    };
     let qname = q.name.wire();
     let qend = HEADER_LEN + qname.len();
-    let stored_q = bytes.get(HEADER_LEN..qend + 4)?;
-    let (sname, stc) = stored_q.split_at(qname.len());
-    if bytes.get(4..6)? != [0, 1]
-        || !sname.eq_ignore_ascii_case(qname)
-        || stc[..2] != q.qtype.0.to_be_bytes()
-        || stc[2..] != q.qclass.0.to_be_bytes()
-    {
-        return None;
-    }
-    let limit = match proto {
-        Proto::Tcp => u16::MAX as usize,
-        Proto::Udp => query
-            .edns
-            .as_ref()
-            .map(|e| e.udp_size.clamp(512, MAX_UDP_PAYLOAD))
-            .unwrap_or(512) as usize,
+    let fits = match out.get(HEADER_LEN..qend + 4) {
+        Some(stored_q) => {
+            let (sname, stc) = stored_q.split_at(qname.len());
+            out[4..6] == [0, 1]
+                && sname.eq_ignore_ascii_case(qname)
+                && stc[..2] == q.qtype.0.to_be_bytes()
+                && stc[2..] == q.qclass.0.to_be_bytes()
+        }
+        None => false,
     };
     let opt_len = if query.edns.is_some() { 11 } else { 0 };
-    if bytes.len() + opt_len > limit {
-        return None;
+    let arcount = match out.get(10..12) {
+        Some(b) if fits => u16::from_be_bytes([b[0], b[1]]),
+        _ => return Err(out),
+    };
+    if out.len() + opt_len > query.limit(proto) || (opt_len > 0 && arcount == u16::MAX) {
+        return Err(out);
     }
-    let mut out = Vec::with_capacity(bytes.len() + opt_len);
-    out.extend_from_slice(bytes);
-    out[0..2].copy_from_slice(&query.header.id.to_be_bytes());
+    out[0..2].copy_from_slice(&query.id.to_be_bytes());
     // QR set, opcode from the query, Z clear; AA/TC/RD/RA/AD/CD/rcode as the plugin wrote them.
-    out[2] = (out[2] & 0x87) | 0x80 | ((query.header.opcode & 0x0f) << 3);
+    out[2] = (out[2] & 0x87) | 0x80 | ((query.opcode & 0x0f) << 3);
     out[3] &= !0x40;
     out[HEADER_LEN..qend].copy_from_slice(qname);
-    if let Some(qe) = &query.edns {
-        let arcount = u16::from_be_bytes([out[10], out[11]]).checked_add(1)?;
-        out[10..12].copy_from_slice(&arcount.to_be_bytes());
+    if let Some((_, dnssec_ok)) = query.edns {
+        out[10..12].copy_from_slice(&(arcount + 1).to_be_bytes());
         out.push(0); // root owner
         out.extend_from_slice(&RType::OPT.0.to_be_bytes());
         out.extend_from_slice(&MAX_UDP_PAYLOAD.to_be_bytes());
         // Extended rcode 0 (wire replies carry a four-bit rcode), version 0, DO as asked.
-        out.extend_from_slice(&[0, 0, if qe.dnssec_ok { 0x80 } else { 0 }, 0]);
+        out.extend_from_slice(&[0, 0, if dnssec_ok { 0x80 } else { 0 }, 0]);
         out.extend_from_slice(&[0, 0]);
     }
-    Some(out)
+    Ok(out)
 }
 
 impl Resolver for Site {
@@ -320,7 +373,7 @@ mod tests {
     fn finish_wire_patches_id_question_and_adds_opt() {
         let mut q = Message::query(0xbeef, Name::parse("A.Example.Org.").unwrap(), RType::A);
         let bytes = stored("a.example.org.", 2);
-        let out = finish_wire(&q, &bytes, Proto::Udp).unwrap();
+        let out = finish_wire(&Asked::of(&q), bytes.clone(), Proto::Udp).unwrap();
         let m = Message::parse(&out).unwrap();
         assert_eq!(m.header.id, 0xbeef);
         assert!(m.header.qr && m.header.aa);
@@ -331,7 +384,8 @@ mod tests {
         let mut e = Edns::new(4096);
         e.dnssec_ok = true;
         q.edns = Some(e);
-        let m = Message::parse(&finish_wire(&q, &bytes, Proto::Udp).unwrap()).unwrap();
+        let m = Message::parse(&finish_wire(&Asked::of(&q), bytes.clone(), Proto::Udp).unwrap())
+            .unwrap();
         let e = m.edns.unwrap();
         assert_eq!(
             (e.udp_size, e.dnssec_ok, e.version),
@@ -340,21 +394,22 @@ mod tests {
 
         // Another question, or too big for the client: None (the caller decodes and truncates).
         let other = Message::query(1, Name::parse("b.example.org.").unwrap(), RType::A);
-        assert!(finish_wire(&other, &bytes, Proto::Udp).is_none());
+        assert!(finish_wire(&Asked::of(&other), bytes.clone(), Proto::Udp).is_err());
         let aaaa = Message::query(1, Name::parse("a.example.org.").unwrap(), RType::AAAA);
-        assert!(finish_wire(&aaaa, &bytes, Proto::Udp).is_none());
+        assert!(finish_wire(&Asked::of(&aaaa), bytes.clone(), Proto::Udp).is_err());
         let big = stored("a.example.org.", 40);
         let q512 = Message::query(2, Name::parse("a.example.org.").unwrap(), RType::A);
-        assert!(finish_wire(&q512, &big, Proto::Udp).is_none());
-        assert!(finish_wire(&q512, &big, Proto::Tcp).is_some());
+        assert!(finish_wire(&Asked::of(&q512), big.clone(), Proto::Udp).is_err());
+        assert!(finish_wire(&Asked::of(&q512), vec![0; 11], Proto::Udp).is_err());
+        assert!(finish_wire(&Asked::of(&q512), big, Proto::Tcp).is_ok());
     }
 
     #[test]
     fn a_wire_outcome_too_big_for_udp_is_truncated_by_finish() {
         let q = Message::query(3, Name::parse("a.example.org.").unwrap(), RType::A);
         let out = Outcome::wire("cache", stored("a.example.org.", 40));
-        let reply = outcome_to_reply(&q, out);
-        let bytes = finish(&q, reply, Proto::Udp);
+        let reply = outcome_to_reply(&Asked::of(&q), out);
+        let bytes = finish(&Asked::of(&q), reply, Proto::Udp);
         assert!(bytes.len() <= 512);
         let m = Message::parse(&bytes).unwrap();
         assert!(m.header.tc);

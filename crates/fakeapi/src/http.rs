@@ -54,9 +54,12 @@ pub(crate) async fn accept_loop(inner: Arc<Inner>, listener: TcpListener) {
             let svc = service_fn(move |req| handle(svc_inner.clone(), req));
             let conn = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), svc);
+            // Biased: once `go_down` has run, nothing more is written on this connection,
+            // not even an event queued after it (an outage must hide later changes).
             tokio::select! {
-                _ = conn => {}
+                biased;
                 _ = conn_rx.changed() => {}
+                _ = conn => {}
             }
         });
     }

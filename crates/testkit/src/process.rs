@@ -664,6 +664,11 @@ mod tests {
         assert_eq!(s.wait_for_line("hi", Duration::from_secs(5)).unwrap(), "hi");
         s.wait_for_line("extra-content", Duration::from_secs(5))
             .unwrap();
+        // stderr is read by its own thread: give it time to catch up with stdout.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while s.lines_of(Stream::Stderr).is_empty() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         assert_eq!(s.lines_of(Stream::Stderr), vec!["err"]);
         assert_eq!(s.count_lines("X=42"), 1);
         let pwd = s.wait_for_line("pwd=", Duration::from_secs(5)).unwrap();

@@ -53,6 +53,16 @@ impl UpstreamRequest {
             .unwrap_or_default()
     }
 
+    /// Query name as the sender spelled it, with final dot (`""` without a question). Real
+    /// servers answer with this spelling (owner names follow the question).
+    pub fn name_as_asked(&self) -> String {
+        self.message
+            .queries
+            .first()
+            .map(|q| q.name().to_ascii())
+            .unwrap_or_default()
+    }
+
     /// Query type (`RecordType::Unknown(0)` if there is no question).
     pub fn qtype(&self) -> RecordType {
         self.message
@@ -291,8 +301,11 @@ pub fn records_handler(records: &[&str]) -> Result<Handler> {
             })
             .collect();
         if !hits.is_empty() {
+            // Like Knot, BIND or Unbound: records at the question name carry its spelling.
             for r in hits {
-                b = b.answer_record(r.clone());
+                let mut r = r.clone();
+                r.name = q.name().clone();
+                b = b.answer_record(r);
             }
             return b.action();
         }

@@ -62,11 +62,12 @@ fn records_responder_answers_nodata_nxdomain() {
     .unwrap();
     let r = udp(up.addr(), &a_query("WWW.example.org."), T).unwrap();
     assert_eq!(r.flags(), "qr,aa,rd");
+    // Owners carry the question's spelling, as real servers answer.
     assert_eq!(
         r.answers_sorted(),
         vec![
-            "www.example.org. 300 IN A 192.0.2.80",
-            "www.example.org. 300 IN A 192.0.2.81"
+            "WWW.example.org. 300 IN A 192.0.2.80",
+            "WWW.example.org. 300 IN A 192.0.2.81"
         ]
     );
     let r = udp(

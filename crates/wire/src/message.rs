@@ -596,7 +596,8 @@ pub fn read_name(buf: &[u8], pos: usize) -> Result<(Name, usize), WireError> {
                         return Err(WireError::NameTooLong);
                     }
                     let after = next.unwrap_or(p + 1);
-                    return Ok((Name::from_wire(&wire)?, after));
+                    // Every label was checked above and the length just now.
+                    return Ok((Name::from_checked_wire(wire), after));
                 }
                 if len > MAX_LABEL_LEN {
                     return Err(WireError::LabelTooLong);
@@ -638,10 +639,12 @@ struct Encoder {
 }
 
 /// Name suffixes already written, for compression: a flat table searched linearly while it is
-/// small (the usual answer has a handful of names), with a hash index once it grows.
+/// small (the usual answer has a handful of names), with a hash index once it grows. Suffixes
+/// match byte for byte, case included, like miekg/dns (CoreDNS): a name is never sent in
+/// another name's spelling.
 #[derive(Default)]
 struct Compression {
-    /// Lower-cased wire suffixes, back to back.
+    /// Wire suffixes as written, back to back.
     arena: Vec<u8>,
     /// (start in `arena`, length, offset in the message).
     entries: Vec<(u32, u16, u16)>,
@@ -654,22 +657,21 @@ impl Compression {
 
     fn get(&self, suffix: &[u8]) -> Option<u16> {
         if let Some(ix) = &self.index {
-            return ix.get(&suffix.to_ascii_lowercase()).copied();
+            return ix.get(suffix).copied();
         }
         self.entries.iter().find_map(|&(start, len, off)| {
             let stored = &self.arena[start as usize..start as usize + len as usize];
-            (len as usize == suffix.len() && stored.eq_ignore_ascii_case(suffix)).then_some(off)
+            (stored == suffix).then_some(off)
         })
     }
 
     fn insert(&mut self, suffix: &[u8], off: u16) {
         if let Some(ix) = &mut self.index {
-            ix.insert(suffix.to_ascii_lowercase(), off);
+            ix.insert(suffix.to_vec(), off);
             return;
         }
         let start = self.arena.len() as u32;
-        self.arena
-            .extend(suffix.iter().map(|b| b.to_ascii_lowercase()));
+        self.arena.extend_from_slice(suffix);
         self.entries.push((start, suffix.len() as u16, off));
         if self.entries.len() > Self::LINEAR {
             let mut ix = HashMap::with_capacity(self.entries.len() * 2);
@@ -830,7 +832,7 @@ mod tests {
             );
             let mut m = Message::reply_to(&q);
             for i in 0..n {
-                let owner = Name::parse(&format!("h{i}.svc.ns.SVC.cluster.local.")).unwrap();
+                let owner = Name::parse(&format!("h{i}.Svc.NS.svc.cluster.local.")).unwrap();
                 m.answers.push(Record::new(
                     owner,
                     5,
@@ -842,14 +844,35 @@ mod tests {
             assert_eq!(back.answers.len(), n);
             for (i, rr) in back.answers.iter().enumerate() {
                 assert_eq!(
-                    rr.name.to_lowercase_string(),
-                    format!("h{i}.svc.ns.svc.cluster.local.")
+                    rr.name.to_string(),
+                    format!("h{i}.Svc.NS.svc.cluster.local.")
                 );
             }
             // Question name 26 bytes + type/class; per answer: label "hN" + pointer + 10 fixed + 4 rdata.
             let labels: usize = (0..n).map(|i| 1 + format!("h{i}").len()).sum();
             assert_eq!(w.len(), HEADER_LEN + 26 + 4 + labels + n * (2 + 10 + 4));
         }
+    }
+
+    /// Compression matches case exactly (miekg/dns does): a name spelled differently from an
+    /// earlier one keeps its own spelling, only the identical suffix is shared.
+    #[test]
+    fn compression_keeps_each_spelling() {
+        let q = Message::query(1, Name::parse("A.Example.ORG.").unwrap(), RType::A);
+        let mut m = Message::reply_to(&q);
+        for owner in ["a.example.org.", "b.Example.ORG.", "A.Example.ORG."] {
+            m.answers.push(Record::new(
+                Name::parse(owner).unwrap(),
+                5,
+                RData::A(Ipv4Addr::new(10, 0, 0, 1)),
+            ));
+        }
+        let back = Message::parse(&m.to_wire()).unwrap();
+        let names: Vec<String> = back.answers.iter().map(|r| r.name.to_string()).collect();
+        assert_eq!(
+            names,
+            ["a.example.org.", "b.Example.ORG.", "A.Example.ORG."]
+        );
     }
 
     /// Truncation rolls the table back: names after the cut are written in full again.

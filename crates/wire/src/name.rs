@@ -48,6 +48,12 @@ impl Name {
         })
     }
 
+    /// A name from wire bytes already checked by the caller (labels, root label, length).
+    pub(crate) fn from_checked_wire(wire: Vec<u8>) -> Name {
+        debug_assert!(Name::from_wire(&wire).is_ok());
+        Name { wire }
+    }
+
     /// Builds a name from labels (without the root label).
     pub fn from_labels<'a, I>(labels: I) -> Result<Name, WireError>
     where

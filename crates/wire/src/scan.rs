@@ -5,8 +5,8 @@
 //! records, compression in the question) is reported as [`ScanError::Unusual`] so the caller can
 //! fall back to the full parser in [`crate::message`], which decides on FORMERR.
 
-use crate::message::HEADER_LEN;
-use crate::name::{MAX_LABEL_LEN, MAX_NAME_LEN};
+use crate::message::{Edns, EdnsOption, Header, Message, Question, HEADER_LEN};
+use crate::name::{Name, MAX_LABEL_LEN, MAX_NAME_LEN};
 use crate::types::{Class, RType};
 
 /// What the scanner saw in the OPT record.
@@ -132,6 +132,55 @@ pub fn scan_query(packet: &[u8]) -> Result<QueryView<'_>, ScanError> {
     })
 }
 
+impl QueryView<'_> {
+    /// The query as a [`Message`], built from what the scan found instead of parsing the packet
+    /// again: the same message `Message::parse` returns for every packet the scanner accepts
+    /// (the `differential` fuzz target checks this).
+    pub fn to_message(&self) -> Message {
+        let edns = self.opt.map(|o| {
+            let p = self.packet;
+            let ttl = u32::from_be_bytes([
+                p[o.offset + 5],
+                p[o.offset + 6],
+                p[o.offset + 7],
+                p[o.offset + 8],
+            ]);
+            let mut options = Vec::new();
+            let mut q = o.offset + 11;
+            // The scanner walked these already: each header and body is inside the packet.
+            while let (Some(code), Some(len)) = (be16(p, q), be16(p, q + 2)) {
+                let len = len as usize;
+                let Some(data) = p.get(q + 4..q + 4 + len) else {
+                    break;
+                };
+                options.push(EdnsOption {
+                    code,
+                    data: data.to_vec(),
+                });
+                q += 4 + len;
+            }
+            Edns {
+                udp_size: o.udp_size,
+                ext_rcode: (ttl >> 24) as u8,
+                version: (ttl >> 16) as u8,
+                dnssec_ok: ttl & 0x8000 != 0,
+                z: (ttl & 0x7fff) as u16,
+                options,
+            }
+        });
+        Message {
+            header: Header::from_flags(self.id, self.flags),
+            questions: vec![Question {
+                name: Name::from_checked_wire(self.qname.to_vec()),
+                qtype: self.qtype,
+                qclass: self.qclass,
+            }],
+            edns,
+            ..Message::default()
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -161,6 +210,17 @@ mod tests {
         let v = scan_query(&w).unwrap();
         let o = v.opt.unwrap();
         assert_eq!((o.udp_size, o.version, o.dnssec_ok), (4096, 0, true));
+        assert_eq!(v.to_message(), Message::parse(&w).unwrap());
+        q.edns.as_mut().unwrap().options.push(crate::EdnsOption {
+            code: 10,
+            data: vec![1, 2, 3, 4, 5, 6, 7, 8],
+        });
+        q.edns.as_mut().unwrap().z = 0x11;
+        let w = q.to_wire();
+        assert_eq!(
+            scan_query(&w).unwrap().to_message(),
+            Message::parse(&w).unwrap()
+        );
         assert_eq!(scan_query(&w[..w.len() - 1]), Err(ScanError::Unusual));
         assert_eq!(scan_query(&w[..5]), Err(ScanError::NoHeader));
     }

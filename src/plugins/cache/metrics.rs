@@ -1,6 +1,9 @@
-//! The cache's Prometheus metrics, with CoreDNS's names, help texts and labels.
+//! The cache's Prometheus metrics, with CoreDNS's names, help texts and labels, and the label
+//! handles a cache keeps so that counting a hit does not look the series up again.
 
-use prometheus::{register_counter_vec, register_gauge_vec, CounterVec, GaugeVec};
+use std::sync::{Arc, OnceLock};
+
+use prometheus::{register_counter_vec, register_gauge_vec, Counter, CounterVec, Gauge, GaugeVec};
 
 use crate::metrics::lazy_metric;
 
@@ -44,3 +47,134 @@ lazy_metric!(EVICTIONS: CounterVec = register_counter_vec!(
     "The count of cache evictions.",
     &["server", "type", "zones", "view"]
 ));
+
+/// The cache's counters with one label set each (the `type` label folded in).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ctr {
+    Requests,
+    Misses,
+    HitSuccess,
+    HitDenial,
+    Prefetch,
+    Drops,
+    ServedStale,
+    EvictSuccess,
+    EvictDenial,
+}
+
+const CTRS: usize = 9;
+
+impl Ctr {
+    /// The series for `server` and `zones` (`with_label_values` hashes and locks: slow path).
+    fn resolve(self, server: &str, zones: &str) -> Counter {
+        let (vec, typ) = match self {
+            Ctr::Requests => (&REQUESTS, None),
+            Ctr::Misses => (&MISSES, None),
+            Ctr::HitSuccess => (&HITS, Some("success")),
+            Ctr::HitDenial => (&HITS, Some("denial")),
+            Ctr::Prefetch => (&PREFETCH, None),
+            Ctr::Drops => (&DROPS, None),
+            Ctr::ServedStale => (&SERVED_STALE, None),
+            Ctr::EvictSuccess => (&EVICTIONS, Some("success")),
+            Ctr::EvictDenial => (&EVICTIONS, Some("denial")),
+        };
+        match typ {
+            Some(t) => vec.with_label_values(&[server, t, zones, ""]),
+            None => vec.with_label_values(&[server, zones, ""]),
+        }
+    }
+}
+
+/// Label handles of one server label, each resolved on first use (so a series appears only
+/// once it is counted, as with `with_label_values` on every call).
+struct ServerHandles {
+    server: Arc<str>,
+    ctrs: [OnceLock<Counter>; CTRS],
+    /// `coredns_cache_entries` for success, denial.
+    entries: [OnceLock<Gauge>; 2],
+}
+
+/// How many server labels one cache keeps handles for (a block is served under one label per
+/// listener key; past this the slow path is used).
+const SERVERS: usize = 8;
+
+/// One cache's metric handles: a hit costs a few pointer compares and atomic adds, no hashing
+/// of label values and no lock.
+pub struct Handles {
+    zones: String,
+    servers: [OnceLock<ServerHandles>; SERVERS],
+}
+
+impl Handles {
+    pub fn new(zones: String) -> Handles {
+        Handles {
+            zones,
+            servers: Default::default(),
+        }
+    }
+
+    /// The `zones` label.
+    pub fn zones(&self) -> &str {
+        &self.zones
+    }
+
+    fn server(&self, server: &Arc<str>) -> Option<&ServerHandles> {
+        for slot in &self.servers {
+            let h = match slot.get() {
+                Some(h) => h,
+                None => slot.get_or_init(|| ServerHandles {
+                    server: server.clone(),
+                    ctrs: Default::default(),
+                    entries: Default::default(),
+                }),
+            };
+            if Arc::ptr_eq(&h.server, server) || *h.server == **server {
+                return Some(h);
+            }
+        }
+        None
+    }
+
+    pub fn inc(&self, server: &Arc<str>, c: Ctr) {
+        self.meter(server).inc(c);
+    }
+
+    /// The handles of `server`, looked up once for several counts.
+    pub fn meter<'a>(&'a self, server: &'a Arc<str>) -> Meter<'a> {
+        Meter {
+            zones: &self.zones,
+            server,
+            slot: self.server(server),
+        }
+    }
+
+    /// Sets `coredns_cache_entries` for `kind` (0 success, 1 denial).
+    pub fn set_entries(&self, server: &Arc<str>, denial: bool, n: usize) {
+        let typ = if denial { "denial" } else { "success" };
+        let resolve = || ENTRIES.with_label_values(&[server, typ, &self.zones, ""]);
+        match self.server(server) {
+            Some(h) => h.entries[denial as usize]
+                .get_or_init(resolve)
+                .set(n as f64),
+            None => resolve().set(n as f64),
+        }
+    }
+}
+
+/// One server label's handles, looked up once per request.
+pub struct Meter<'a> {
+    zones: &'a str,
+    server: &'a Arc<str>,
+    slot: Option<&'a ServerHandles>,
+}
+
+impl Meter<'_> {
+    pub fn inc(&self, c: Ctr) {
+        match self.slot {
+            Some(h) => h.ctrs[c as usize]
+                .get_or_init(|| c.resolve(self.server, self.zones))
+                .inc(),
+            None => c.resolve(self.server, self.zones).inc(),
+        }
+    }
+}

@@ -8,8 +8,8 @@ pub mod config;
 pub mod metrics;
 pub mod store;
 
-use std::hash::BuildHasher;
-use std::sync::{Arc, Weak};
+use std::hash::{BuildHasher, Hasher};
+use std::sync::{Arc, LazyLock, Weak};
 use std::time::{Duration, Instant};
 
 use sextant_corefile::{Directive, Error};
@@ -19,6 +19,7 @@ use crate::plugin::{BoxFuture, Handler, Next, Outcome, Proto, Request, SetupCtx}
 use crate::server::invalidate::{Invalidate, Invalidation, InvalidationBus};
 use classify::{cache_type, cacheable, clamp_ttl, minimal_ttl, MsgType};
 pub use config::Config;
+use metrics::{Ctr, Handles, Meter};
 use store::{Clock, Item, Kind, Store, SystemClock};
 
 const NAME: &str = "cache";
@@ -41,17 +42,54 @@ pub struct Cache {
 pub struct Inner {
     cfg: Config,
     zones: Vec<Name>,
-    zones_label: String,
+    /// True when one of `zones` is the root (every name is in).
+    all_zones: bool,
+    /// Metric handles (and the `zones` label).
+    metrics: Handles,
     pcache: Store,
     ncache: Store,
     pexcept: Vec<Name>,
     nexcept: Vec<Name>,
-    hasher: std::collections::hash_map::RandomState,
+    /// Keys the stores: randomly seeded per cache, so nobody outside can pick names that collide
+    /// (random-subdomain floods).
+    hasher: foldhash::quality::SeedableRandomState,
     clock: Arc<dyn Clock>,
     bus: Arc<InvalidationBus>,
 }
 
-/// What identifies one lookup.
+/// What identifies one lookup, borrowing the request's question name (the hit path).
+#[derive(Clone, Copy)]
+struct Probe<'a> {
+    name: &'a Name,
+    qtype: RType,
+    qclass: Class,
+    do_bit: bool,
+    cd: bool,
+    ad: bool,
+    rd: bool,
+    hash: u64,
+}
+
+impl Probe<'_> {
+    fn matches(&self, i: &Item) -> bool {
+        i.matches(self.name, self.qtype, self.qclass, self.do_bit, self.cd)
+    }
+
+    fn to_key(self) -> Key {
+        Key {
+            name: self.name.clone(),
+            qtype: self.qtype,
+            qclass: self.qclass,
+            do_bit: self.do_bit,
+            cd: self.cd,
+            ad: self.ad,
+            rd: self.rd,
+            hash: self.hash,
+        }
+    }
+}
+
+/// A [`Probe`] that owns its name, for work that outlives the borrow (misses, refreshes).
 #[derive(Clone)]
 struct Key {
     name: Name,
@@ -65,10 +103,26 @@ struct Key {
 }
 
 impl Key {
-    fn matches(&self, i: &Item) -> bool {
-        i.matches(&self.name, self.qtype, self.qclass, self.do_bit, self.cd)
+    fn probe(&self) -> Probe<'_> {
+        Probe {
+            name: &self.name,
+            qtype: self.qtype,
+            qclass: self.qclass,
+            do_bit: self.do_bit,
+            cd: self.cd,
+            ad: self.ad,
+            rd: self.rd,
+            hash: self.hash,
+        }
     }
 }
+
+/// The process's shared hash seed, drawn from the OS random source once.
+static HASH_SEED: LazyLock<foldhash::SharedSeed> =
+    LazyLock::new(|| foldhash::SharedSeed::from_u64(rand::random()));
+
+/// The name of a request without a question (unit tests; the server rejects those).
+static ROOT: LazyLock<Name> = LazyLock::new(Name::root);
 
 /// How a reply from the rest of the chain is written back.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -94,20 +148,21 @@ fn label_zone(z: &Name, name: &Name) -> bool {
 
 impl Cache {
     pub fn new(cfg: Config, clock: Arc<dyn Clock>, bus: Arc<InvalidationBus>) -> Cache {
-        let zones = cfg
+        let zones: Vec<Name> = cfg
             .zones
             .iter()
             .filter_map(|z| Name::parse(z).ok())
             .collect();
         let inner = Arc::new(Inner {
-            zones_label: cfg.zones.join(","),
+            all_zones: zones.iter().any(Name::is_root),
+            metrics: Handles::new(cfg.zones.join(",")),
             pcache: Store::new(cfg.pcap),
             ncache: Store::new(cfg.ncap),
             pexcept: cfg.pexcept.clone(),
             nexcept: cfg.nexcept.clone(),
             zones,
             cfg,
-            hasher: Default::default(),
+            hasher: foldhash::quality::SeedableRandomState::with_seed(rand::random(), &HASH_SEED),
             clock,
             bus: bus.clone(),
         });
@@ -123,12 +178,34 @@ impl Cache {
 }
 
 impl Inner {
-    fn key(&self, req: &Request) -> Key {
-        let name = req.qname();
-        let (qtype, qclass, do_bit, cd) =
-            (req.qtype(), req.qclass(), req.do_bit(), req.msg.header.cd);
-        Key {
-            hash: self.hasher.hash_one((&name, qtype.0, qclass.0, do_bit, cd)),
+    /// The lookup for `req`: its question, DO/CD/AD/RD, and the keyed hash of the question name
+    /// (case-folded), type, class, DO and CD.
+    fn probe<'a>(&self, req: &'a Request) -> Probe<'a> {
+        let (name, qtype, qclass) = match req.msg.question() {
+            Some(q) => (&q.name, q.qtype, q.qclass),
+            None => (&*ROOT, RType::default(), Class::default()),
+        };
+        let do_bit = req.do_bit();
+        let cd = req.msg.header.cd;
+        let mut h = self.hasher.build_hasher();
+        // The name case-folded eight bytes at a time (the last chunk zero-padded: a name's wire
+        // form is self-delimiting, so padding cannot make two names alike).
+        let mut chunks = name.wire().chunks_exact(8);
+        for c in &mut chunks {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(c);
+            h.write_u64(ascii_lower8(u64::from_le_bytes(b)));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut b = [0u8; 8];
+            b[..rest.len()].copy_from_slice(rest);
+            h.write_u64(ascii_lower8(u64::from_le_bytes(b)));
+        }
+        h.write_u64(
+            qtype.0 as u64 | (qclass.0 as u64) << 16 | (do_bit as u64) << 32 | (cd as u64) << 33,
+        );
+        Probe {
             name,
             qtype,
             qclass,
@@ -136,19 +213,13 @@ impl Inner {
             cd,
             ad: req.msg.header.ad,
             rd: req.msg.header.rd,
+            hash: h.finish(),
         }
     }
 
-    fn labels<'a>(&'a self, server: &'a str) -> [&'a str; 3] {
-        [server, &self.zones_label, ""]
-    }
-
-    fn update_entries(&self, server: &str) {
-        for (k, s) in [(Kind::Success, &self.pcache), (Kind::Denial, &self.ncache)] {
-            metrics::ENTRIES
-                .with_label_values(&[server, k.label(), &self.zones_label, ""])
-                .set(s.len() as f64);
-        }
+    fn update_entries(&self, server: &Arc<str>) {
+        self.metrics.set_entries(server, false, self.pcache.len());
+        self.metrics.set_entries(server, true, self.ncache.len());
     }
 
     /// Entries in the success and the denial cache.
@@ -160,49 +231,55 @@ impl Inner {
         ttl > 0 || (!self.cfg.stale_up_to.is_zero() && -ttl < self.cfg.stale_up_to.as_secs() as i64)
     }
 
-    fn hit(&self, server: &str, kind: Kind) {
-        metrics::HITS
-            .with_label_values(&[server, kind.label(), &self.zones_label, ""])
-            .inc();
+    fn hit(m: &Meter<'_>, kind: Kind) {
+        m.inc(match kind {
+            Kind::Success => Ctr::HitSuccess,
+            Kind::Denial => Ctr::HitDenial,
+        });
     }
 
-    /// CoreDNS `getIfNotStale`.
-    fn get_if_not_stale(&self, now: Instant, k: &Key, server: &str) -> Option<Arc<Item>> {
-        metrics::REQUESTS
-            .with_label_values(&self.labels(server))
-            .inc();
+    /// CoreDNS `getIfNotStale`; the item with its TTL left at `now`.
+    fn get_if_not_stale(
+        &self,
+        now: Instant,
+        k: Probe<'_>,
+        m: &Meter<'_>,
+    ) -> Option<(Arc<Item>, i64)> {
+        m.inc(Ctr::Requests);
         if self.cfg.prefer_positive && !self.cfg.stale_up_to.is_zero() {
-            if let Some(i) = self.pcache.get(k.hash).and_then(|i| answering_item(&i, k)) {
-                if self.in_stale_window(i.ttl(now)) {
-                    self.hit(server, Kind::Success);
-                    return Some(i);
+            if let Some(i) = self.pcache.get(k.hash).and_then(|i| answering_item(&i, &k)) {
+                let ttl = i.ttl(now);
+                if self.in_stale_window(ttl) {
+                    Self::hit(m, Kind::Success);
+                    return Some((i, ttl));
                 }
             }
         }
         if let Some(i) = self.ncache.get(k.hash) {
-            if k.matches(&i) && self.in_stale_window(i.ttl(now)) {
+            let ttl = i.ttl(now);
+            if k.matches(&i) && self.in_stale_window(ttl) {
                 if i.rcode == Rcode::SERVFAIL {
                     // A cached SERVFAIL does not shadow a usable positive answer.
                     if let Some(p) = self.pcache.get(k.hash) {
-                        if k.matches(&p) && self.in_stale_window(p.ttl(now)) {
-                            self.hit(server, Kind::Success);
-                            return Some(p);
+                        let pttl = p.ttl(now);
+                        if k.matches(&p) && self.in_stale_window(pttl) {
+                            Self::hit(m, Kind::Success);
+                            return Some((p, pttl));
                         }
                     }
                 }
-                self.hit(server, Kind::Denial);
-                return Some(i);
+                Self::hit(m, Kind::Denial);
+                return Some((i, ttl));
             }
         }
         if let Some(i) = self.pcache.get(k.hash) {
-            if k.matches(&i) && self.in_stale_window(i.ttl(now)) {
-                self.hit(server, Kind::Success);
-                return Some(i);
+            let ttl = i.ttl(now);
+            if k.matches(&i) && self.in_stale_window(ttl) {
+                Self::hit(m, Kind::Success);
+                return Some((i, ttl));
             }
         }
-        metrics::MISSES
-            .with_label_values(&self.labels(server))
-            .inc();
+        m.inc(Ctr::Misses);
         None
     }
 
@@ -215,7 +292,7 @@ impl Inner {
         res: &mut Message,
         prefetch: bool,
         seq: u64,
-        server: &str,
+        server: &Arc<str>,
     ) -> Option<Arc<Item>> {
         let mt = cache_type(res);
         let has_key = cacheable(res, mt);
@@ -248,7 +325,7 @@ impl Inner {
                 && res.questions[0].qtype == k.qtype
                 && res.questions[0].qclass == k.qclass;
             if !q_ok {
-                metrics::DROPS.with_label_values(&self.labels(server)).inc();
+                self.metrics.inc(server, Ctr::Drops);
             } else if self.bus.seq() == seq {
                 stored = self.set(k, res, mt, duration, prefetch, server);
                 self.update_entries(server);
@@ -271,7 +348,7 @@ impl Inner {
         mt: MsgType,
         duration: u32,
         prefetch: bool,
-        server: &str,
+        server: &Arc<str>,
     ) -> Option<Arc<Item>> {
         let now = self.clock.now();
         let answering = classify::answers_question(m);
@@ -283,14 +360,12 @@ impl Inner {
                 let mut i = Item::new(m, k.do_bit, k.cd, answering, duration, now)?;
                 if self.cfg.prefer_positive && !answering {
                     if let Some(prev) = self.pcache.get(k.hash) {
-                        i.last_known_good = answering_item(&prev, k);
+                        i.last_known_good = answering_item(&prev, &k.probe());
                     }
                 }
                 let i = Arc::new(i);
                 if self.pcache.add(k.hash, i.clone()) {
-                    metrics::EVICTIONS
-                        .with_label_values(&[server, "success", &self.zones_label, ""])
-                        .inc();
+                    self.metrics.inc(server, Ctr::EvictSuccess);
                 }
                 if (!self.cfg.prefer_positive && prefetch)
                     || (self.cfg.prefer_positive && answering)
@@ -305,9 +380,7 @@ impl Inner {
                 }
                 let i = Arc::new(Item::new(m, k.do_bit, k.cd, answering, duration, now)?);
                 if self.ncache.add(k.hash, i.clone()) {
-                    metrics::EVICTIONS
-                        .with_label_values(&[server, "denial", &self.zones_label, ""])
-                        .inc();
+                    self.metrics.inc(server, Ctr::EvictDenial);
                 }
                 Some(i)
             }
@@ -427,9 +500,7 @@ impl Inner {
         let i = i.clone();
         let k = k.clone();
         rt.spawn(async move {
-            metrics::PREFETCH
-                .with_label_values(&me.labels(&bg.server.clone()))
-                .inc();
+            me.metrics.inc(&bg.server, Ctr::Prefetch);
             let writer = if stale {
                 Writer::Verify { prefetch: true }
             } else {
@@ -506,15 +577,27 @@ impl Inner {
         }
     }
 
-    /// CoreDNS `ServeDNS` for a name in the cache's zones.
+    /// CoreDNS `ServeDNS` for a name in the cache's zones. A fresh hit that needs no prefetch
+    /// is served from the borrowed question (no allocation but the reply's bytes); everything
+    /// else takes an owned key.
     async fn serve_zone(self: &Arc<Self>, req: &mut Request, next: Next<'_>) -> Outcome {
-        let k = self.key(req);
         let now = self.clock.now();
-        let server = req.server.clone();
-        let Some(i) = self.get_if_not_stale(now, &k, &server) else {
+        let p = self.probe(req);
+        let meter = self.metrics.meter(&req.server);
+        let Some((i, ttl)) = self.get_if_not_stale(now, p, &meter) else {
+            let k = p.to_key();
             return self.refresh(req, next, &k, Writer::Normal).await.out;
         };
-        let ttl = i.ttl(now);
+        if ttl > 0 && !self.should_prefetch(&i, now) {
+            let out_ttl = if self.cfg.keepttl {
+                i.orig_ttl
+            } else {
+                ttl as u32
+            };
+            return Outcome::wire(NAME, i.to_wire(p.rd, p.cd, p.do_bit, p.ad, out_ttl));
+        }
+        let k = p.to_key();
+        let server = req.server.clone();
         let stale = ttl <= 0;
         if stale {
             if self.cfg.verify_stale {
@@ -542,10 +625,9 @@ impl Inner {
                     .unwrap_or(now);
                 self.try_prefetch(&i, req, next, &k, expired_at, true);
             }
-            metrics::SERVED_STALE
-                .with_label_values(&self.labels(&server))
-                .inc();
-        } else if self.should_prefetch(&i, now) {
+            self.metrics.inc(&server, Ctr::ServedStale);
+        } else {
+            // should_prefetch said yes above (it counted this hit).
             self.try_prefetch(&i, req, next, &k, now, false);
         }
         let out_ttl = if stale && self.cfg.stale_ttl > 0 {
@@ -559,8 +641,21 @@ impl Inner {
     }
 }
 
+/// Lower-cases the ASCII letters among eight bytes packed in a `u64` (other bytes, including
+/// those of 0x80 and above, stay as they are), like `to_ascii_lowercase` on each byte.
+fn ascii_lower8(x: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let low7 = x & !HIGH;
+    // High bit of each byte: set where the low seven bits are >= 'A', and where they are > 'Z'.
+    let ge_a = low7 + (0x80 - b'A' as u64) * ONES;
+    let gt_z = low7 + (0x80 - b'Z' as u64 - 1) * ONES;
+    let upper = ge_a & !gt_z & !x & HIGH;
+    x | (upper >> 2)
+}
+
 /// The item that answers `k`: `i` itself or the last known good answer it keeps.
-fn answering_item(i: &Arc<Item>, k: &Key) -> Option<Arc<Item>> {
+fn answering_item(i: &Arc<Item>, k: &Probe<'_>) -> Option<Arc<Item>> {
     if i.answering && k.matches(i) {
         return Some(i.clone());
     }
@@ -612,8 +707,8 @@ impl Handler for Cache {
 
     fn serve<'a>(&'a self, req: &'a mut Request, next: Next<'a>) -> BoxFuture<'a, Outcome> {
         Box::pin(async move {
-            let qname = req.qname();
-            if !self.inner.zones.iter().any(|z| qname.is_subdomain_of(z)) {
+            let qname = req.msg.question().map_or(&*ROOT, |q| &q.name);
+            if !self.inner.all_zones && !self.inner.zones.iter().any(|z| qname.is_subdomain_of(z)) {
                 return next.run(req).await;
             }
             self.inner.serve_zone(req, next).await

@@ -1,10 +1,14 @@
 //! The cache's storage: an injectable clock, cached items (the encoded reply plus the offsets of
 //! its TTL fields, so a hit is a copy and a few patches) and a 256-shard map with random
 //! eviction per shard, like CoreDNS's `plugin/pkg/cache`. No I/O.
+//!
+//! Keys are already the output of the cache's randomly keyed hash, so the shards' maps use them
+//! as they are (no second hash); a hit takes one shard's read lock.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use sextant_wire::{read_name, Class, Message, Name, RType, Rcode, HEADER_LEN};
@@ -253,10 +257,35 @@ impl Item {
 
 const SHARDS: usize = 256;
 
+/// Passes a key that is already a keyed hash through unchanged.
+#[derive(Default, Clone, Copy)]
+pub struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `u64` keys are hashed here; fold anything else in anyway.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ b as u64;
+        }
+    }
+
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+}
+
+type Shard = HashMap<u64, Arc<Item>, BuildHasherDefault<KeyHasher>>;
+
 /// 256 shards of `key -> item`, each holding at most `shard_cap` items.
 pub struct Store {
-    shards: Vec<Mutex<HashMap<u64, Arc<Item>>>>,
+    shards: Vec<RwLock<Shard>>,
     shard_cap: usize,
+    /// Items in all shards (kept under the shard locks, read without them).
+    count: AtomicUsize,
 }
 
 impl Store {
@@ -264,8 +293,9 @@ impl Store {
     pub fn new(cap: i64) -> Store {
         let shard_cap = (cap / SHARDS as i64).max(4) as usize;
         Store {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS).map(|_| RwLock::new(Shard::default())).collect(),
             shard_cap,
+            count: AtomicUsize::new(0),
         }
     }
 
@@ -273,17 +303,23 @@ impl Store {
         self.shard_cap * SHARDS
     }
 
-    fn shard(&self, key: u64) -> &Mutex<HashMap<u64, Arc<Item>>> {
-        &self.shards[(key as usize) & (SHARDS - 1)]
+    /// The shard comes from bits 32..40 of the key: the map inside uses the low bits for its
+    /// buckets and the top seven as tags, so neither is constant within a shard.
+    fn shard(&self, key: u64) -> &RwLock<Shard> {
+        &self.shards[((key >> 32) as usize) & (SHARDS - 1)]
     }
 
     pub fn get(&self, key: u64) -> Option<Arc<Item>> {
-        self.shard(key).lock().ok()?.get(&key).cloned()
+        if self.is_empty() {
+            // No lock to take (an empty denial cache in front of every positive hit).
+            return None;
+        }
+        self.shard(key).read().ok()?.get(&key).cloned()
     }
 
     /// Inserts or replaces; true if another item was evicted (at random) to make room.
     pub fn add(&self, key: u64, item: Arc<Item>) -> bool {
-        let Ok(mut s) = self.shard(key).lock() else {
+        let Ok(mut s) = self.shard(key).write() else {
             return false;
         };
         let mut evicted = false;
@@ -294,13 +330,17 @@ impl Store {
                 evicted = true;
             }
         }
-        s.insert(key, item);
+        if s.insert(key, item).is_none() && !evicted {
+            self.count.fetch_add(1, Ordering::Relaxed);
+        }
         evicted
     }
 
     pub fn remove(&self, key: u64) {
-        if let Ok(mut s) = self.shard(key).lock() {
-            s.remove(&key);
+        if let Ok(mut s) = self.shard(key).write() {
+            if s.remove(&key).is_some() {
+                self.count.fetch_sub(1, Ordering::Relaxed);
+            }
         }
     }
 
@@ -309,20 +349,19 @@ impl Store {
     }
 
     pub fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.lock().map(|s| s.len()).unwrap_or(0))
-            .sum()
+        self.count.load(Ordering::Relaxed)
     }
 
     /// Drops every item `drop` says yes to; returns how many went.
     pub fn remove_if(&self, drop: impl Fn(&Item) -> bool) -> usize {
         let mut n = 0;
         for s in &self.shards {
-            if let Ok(mut s) = s.lock() {
+            if let Ok(mut s) = s.write() {
                 let before = s.len();
                 s.retain(|_, i| !drop(i));
-                n += before - s.len();
+                let gone = before - s.len();
+                self.count.fetch_sub(gone, Ordering::Relaxed);
+                n += gone;
             }
         }
         n

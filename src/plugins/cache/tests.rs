@@ -794,3 +794,117 @@ fn errors_name_position_and_directive() {
         assert_eq!(parse_err(body), want, "{body:?}");
     }
 }
+
+#[test]
+fn ascii_lower8_matches_per_byte_lowercase() {
+    for b in 0..=255u8 {
+        for pos in 0..8 {
+            let mut bytes = [b'Q', 0, 0xC1, b'z', b'@', b'[', 0xFF, b'A'];
+            bytes[pos] = b;
+            let want = u64::from_le_bytes(bytes.map(|x| x.to_ascii_lowercase()));
+            assert_eq!(
+                ascii_lower8(u64::from_le_bytes(bytes)),
+                want,
+                "byte {b:#x} at {pos}"
+            );
+        }
+    }
+}
+
+#[test]
+fn key_hash_ignores_case_at_every_length_and_separates_names() {
+    let t = mk("cache", Upstream::new(a_reply(300, 1)));
+    let inner = t.cache.inner();
+    let hash = |msg: Message| {
+        let req = Request::new(msg, "127.0.0.1:5353".parse().unwrap(), Proto::Udp);
+        inner.probe(&req).hash
+    };
+    let mut seen = std::collections::HashSet::new();
+    for len in 1..40 {
+        let label: String = (0..len)
+            .map(|i| if i % 3 == 0 { 'X' } else { 'y' })
+            .collect();
+        let upper = format!("{label}.Example.ORG.");
+        let h = hash(q(&upper, RType::A));
+        assert_eq!(h, hash(q(&upper.to_lowercase(), RType::A)), "{upper}");
+        assert_ne!(h, hash(q(&upper, RType::AAAA)), "{upper}");
+        assert!(seen.insert(h), "{upper} collides");
+    }
+    // Another cache keys with another seed.
+    let other = mk("cache", Upstream::new(a_reply(300, 1)));
+    let req = Request::new(
+        q("a.example.org.", RType::A),
+        "127.0.0.1:5353".parse().unwrap(),
+        Proto::Udp,
+    );
+    assert_ne!(inner.probe(&req).hash, other.cache.inner().probe(&req).hash);
+}
+
+#[test]
+fn store_counts_items_through_add_replace_evict_and_remove() {
+    let now = std::time::Instant::now();
+    let mut m = Message::reply_to(&q("a.example.org.", RType::A));
+    m.answers.push(Record::new(
+        n("a.example.org."),
+        30,
+        RData::A(Ipv4Addr::new(10, 0, 0, 1)),
+    ));
+    let it = Arc::new(store::Item::new(&m, false, false, true, 30, now).unwrap());
+    let s = Store::new(1024);
+    assert!(s.is_empty() && s.get(1).is_none());
+    for k in 0..6u64 {
+        s.add(k << 32, it.clone()); // shard 0..5, one each
+    }
+    s.add(5 << 32, it.clone()); // a replacement
+    assert_eq!(s.len(), 6);
+    // Shard 0 holds at most 4: the fifth and sixth evict.
+    for k in 1..6u64 {
+        s.add(k, it.clone());
+    }
+    assert_eq!(s.len(), 9);
+    s.remove(5 << 32);
+    s.remove(5 << 32);
+    assert_eq!(s.len(), 8);
+    assert_eq!(s.remove_if(|_| true), 8);
+    assert!(s.is_empty());
+}
+
+#[tokio::test]
+async fn metric_handles_follow_each_server_label() {
+    let t = mk("cache", Upstream::new(a_reply(300, 1)));
+    let labels = ["dns://:9101", "dns://:9102"];
+    let read = |server: &str, c: &prometheus::CounterVec, typ: Option<&str>| {
+        let z = t.cache.inner().metrics.zones().to_string();
+        match typ {
+            Some(ty) => c.with_label_values(&[server, ty, &z, ""]).get(),
+            None => c.with_label_values(&[server, &z, ""]).get(),
+        }
+    };
+    let before: Vec<f64> = labels
+        .iter()
+        .map(|s| read(s, &metrics::HITS, Some("success")))
+        .collect();
+    let chain: Vec<Arc<dyn Handler>> = vec![t.up.clone()];
+    for (i, server) in labels.iter().enumerate() {
+        for _ in 0..=i {
+            let mut req = Request::new(
+                q("m.example.org.", RType::A),
+                "127.0.0.1:5353".parse().unwrap(),
+                Proto::Udp,
+            );
+            req.server = Arc::from(*server);
+            t.cache.serve(&mut req, Next::new(&chain)).await;
+        }
+    }
+    // The first query was the miss (on the first label); the second label had two hits.
+    assert_eq!(
+        read(labels[0], &metrics::HITS, Some("success")) - before[0],
+        0.0
+    );
+    assert_eq!(
+        read(labels[1], &metrics::HITS, Some("success")) - before[1],
+        2.0
+    );
+    assert_eq!(read(labels[0], &metrics::MISSES, None), 1.0);
+    assert_eq!(read(labels[1], &metrics::REQUESTS, None), 2.0);
+}

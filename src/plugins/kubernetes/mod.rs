@@ -4,6 +4,7 @@
 //! server) and the AXFR record list for the `transfer` plugin. Answer logic is in `lookup`.
 
 pub mod lookup;
+mod memo;
 pub mod setup;
 pub mod shared;
 mod xfr;
@@ -17,7 +18,7 @@ use std::time::Duration;
 use arc_swap::{ArcSwap, ArcSwapOption};
 use sextant_corefile::{Directive, Error};
 use sextant_kube::{Index, Snapshot, WatchOptions};
-use sextant_wire::{Name, RData, RType, Rcode, Record};
+use sextant_wire::{Message, Name, RData, RType, Rcode, Record};
 
 use crate::log::PluginLog;
 use crate::plugin::{BoxFuture, Handler, Next, Outcome, Readiness, Request, SetupCtx, Transferer};
@@ -34,6 +35,8 @@ pub struct Kubernetes {
     index: Arc<ArcSwapOption<Index>>,
     empty: Arc<Snapshot>,
     local_ips: Arc<ArcSwap<Vec<IpAddr>>>,
+    /// This instance's key in the per-thread reply memo.
+    memo_id: u64,
 }
 
 struct Ready(Arc<ArcSwapOption<Index>>);
@@ -273,6 +276,7 @@ pub fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), Error> 
         index: slot,
         empty: Arc::new(Snapshot::default()),
         local_ips,
+        memo_id: memo::new_id(),
     }));
     Ok(())
 }
@@ -370,6 +374,9 @@ struct Answer {
     answer: Vec<Record>,
     extra: Vec<Record>,
     tc: bool,
+    /// Part of it came from outside the index (an ExternalName target resolved through the
+    /// server): not a function of the snapshot alone, so never memoised.
+    external: bool,
 }
 
 impl Answer {
@@ -378,6 +385,7 @@ impl Answer {
             answer,
             extra: Vec::new(),
             tc: false,
+            external: false,
         }
     }
 }
@@ -390,6 +398,7 @@ impl Kubernetes {
             index: Arc::new(ArcSwapOption::from_pointee(index)),
             empty: Arc::new(Snapshot::default()),
             local_ips: Arc::new(ArcSwap::from_pointee(local_ips)),
+            memo_id: memo::new_id(),
         }
     }
 
@@ -410,12 +419,14 @@ impl Kubernetes {
         qname: Name,
         qtype: RType,
         prev: Vec<Record>,
-    ) -> BoxFuture<'a, KResult<(Vec<Record>, bool)>> {
+    ) -> BoxFuture<'a, KResult<(Vec<Record>, bool, bool)>> {
         Box::pin(async move {
             let v6 = qtype == RType::AAAA;
             let items = view.services(&qname, zone, Some(v6), false)?;
             let mut out = Vec::new();
             let mut tc = false;
+            // True once an answer came from outside the index (through the server).
+            let mut external = false;
             let mut dup: HashSet<IpAddr> = HashSet::new();
             for it in items {
                 match it.host {
@@ -434,7 +445,7 @@ impl Kubernetes {
                         if target.is_subdomain_of(zone) {
                             let mut p2 = prev.clone();
                             p2.push(cname.clone());
-                            if let Ok((next, t)) = self
+                            if let Ok((next, t, e)) = self
                                 .addresses(req, view, zone, target.clone(), qtype, p2)
                                 .await
                             {
@@ -443,12 +454,14 @@ impl Kubernetes {
                                     out.extend(next);
                                 }
                                 tc |= t;
+                                external |= e;
                             }
                             continue;
                         }
                         if req.resolver.is_none() || req.depth >= 10 {
                             continue;
                         }
+                        external = true;
                         let o = req.resolve(target.clone(), qtype).await;
                         out.push(cname);
                         if let Some(m) = o.reply {
@@ -464,7 +477,7 @@ impl Kubernetes {
                     Host::Text(_) => {}
                 }
             }
-            Ok((out, tc))
+            Ok((out, tc, external))
         })
     }
 
@@ -481,10 +494,11 @@ impl Kubernetes {
             RType::A | RType::AAAA => self
                 .addresses(req, view, zone, qname.clone(), qtype, Vec::new())
                 .await
-                .map(|(a, tc)| Answer {
+                .map(|(a, tc, external)| Answer {
                     answer: a,
                     extra: Vec::new(),
                     tc,
+                    external,
                 }),
             RType::TXT => view.txt(qname, zone).map(Answer::of),
             RType::CNAME => view.services(qname, zone, None, false).map(|items| {
@@ -504,6 +518,7 @@ impl Kubernetes {
                 answer: a,
                 extra: e,
                 tc: false,
+                external: false,
             }),
             RType::SOA => Ok(Answer::of(if at_apex {
                 vec![view.soa(zone)]
@@ -517,6 +532,7 @@ impl Kubernetes {
                     answer: a,
                     extra: e,
                     tc: false,
+                    external: false,
                 })
             }
             // A "fake A lookup" tells NODATA from NXDOMAIN for every other type.
@@ -526,13 +542,29 @@ impl Kubernetes {
         })
     }
 
-    fn negative(&self, req: &Request, view: &View<'_>, zone: &Name, rcode: Rcode) -> Outcome {
+    fn negative(&self, req: &Request, view: &View<'_>, zone: &Name, rcode: Rcode) -> Message {
         let mut m = req.reply();
         m.header.aa = true;
         m.set_rcode(rcode);
         m.authority.push(view.soa(zone));
-        Outcome::reply("kubernetes", m)
+        m
     }
+}
+
+/// The memo key of a request, if its reply may be memoised: a first-level query (re-entered
+/// lookups want a message, not bytes) with one question.
+fn memo_key(req: &Request) -> Option<memo::Key> {
+    if req.depth > 0 {
+        return None;
+    }
+    let q = req.msg.question()?;
+    memo::Key::new(
+        q.name.wire(),
+        q.qtype.0,
+        q.qclass.0,
+        req.msg.header.rd,
+        req.msg.header.cd,
+    )
 }
 
 impl Handler for Kubernetes {
@@ -542,10 +574,16 @@ impl Handler for Kubernetes {
 
     fn serve<'a>(&'a self, req: &'a mut Request, next: Next<'a>) -> BoxFuture<'a, Outcome> {
         Box::pin(async move {
-            let qname = req.qname();
-            let qtype = req.qtype();
             let (snap, synced) = self.snapshot();
             let local = self.local_ips.load_full();
+            let key = memo_key(req);
+            if let Some(k) = &key {
+                if let Some((bytes, ulen)) = memo::get(self.memo_id, &snap, &local, synced, k) {
+                    return Outcome::wire_sized("kubernetes", bytes, Some(ulen));
+                }
+            }
+            let qname = req.qname();
+            let qtype = req.qtype();
             let view = View {
                 cfg: &self.cfg,
                 snap: &snap,
@@ -561,7 +599,7 @@ impl Handler for Kubernetes {
             let Some(res) = res else {
                 return Outcome::rcode("kubernetes", Rcode::REFUSED);
             };
-            match res {
+            let m = match res {
                 Err(NameError) => {
                     if self.cfg.falls_through(&qname) {
                         return next.run(req).await;
@@ -573,15 +611,46 @@ impl Handler for Kubernetes {
                     };
                     self.negative(req, &view, &zone, rcode)
                 }
-                Ok(a) if a.answer.is_empty() => self.negative(req, &view, &zone, Rcode::NOERROR),
+                Ok(a) if a.answer.is_empty() && !a.external => {
+                    self.negative(req, &view, &zone, Rcode::NOERROR)
+                }
+                Ok(a) if a.answer.is_empty() => {
+                    return Outcome::reply(
+                        "kubernetes",
+                        self.negative(req, &view, &zone, Rcode::NOERROR),
+                    );
+                }
                 Ok(a) => {
                     let mut m = req.reply();
                     m.header.aa = true;
                     m.header.tc = a.tc;
                     m.answers = a.answer;
                     m.additional = a.extra;
-                    Outcome::reply("kubernetes", m)
+                    if a.external {
+                        return Outcome::reply("kubernetes", m);
+                    }
+                    m
                 }
+            };
+            // Built from the snapshot alone: remember it as bytes for the next identical question.
+            match key {
+                Some(k) => {
+                    let bytes = m.to_wire();
+                    let ulen = m.uncompressed_len();
+                    memo::put(
+                        self.memo_id,
+                        &snap,
+                        &local,
+                        synced,
+                        &k,
+                        memo::Entry {
+                            bytes: bytes.as_slice().into(),
+                            uncompressed: ulen,
+                        },
+                    );
+                    Outcome::wire_sized("kubernetes", bytes, Some(ulen))
+                }
+                None => Outcome::reply("kubernetes", m),
             }
         })
     }

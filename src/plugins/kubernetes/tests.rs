@@ -102,9 +102,22 @@ fn handler(body: &str, local: Vec<std::net::IpAddr>) -> Kubernetes {
 }
 
 async fn ask(k: &Kubernetes, name: &str, qtype: RType) -> Message {
+    // Asked twice: the second answer comes from the reply memo and must be the same.
+    let first = ask_once(k, name, qtype).await;
+    let again = ask_once(k, name, qtype).await;
+    assert_eq!(
+        first.to_wire(),
+        again.to_wire(),
+        "memoised reply differs for {name} {qtype:?}"
+    );
+    first
+}
+
+async fn ask_once(k: &Kubernetes, name: &str, qtype: RType) -> Message {
     let q = Message::query(1, Name::parse(name).unwrap(), qtype);
     let mut req = Request::new(q, SocketAddr::from(([127, 0, 0, 1], 5353)), Proto::Udp);
-    let out = k.serve(&mut req, Next::new(&[])).await;
+    let mut out = k.serve(&mut req, Next::new(&[])).await;
+    out.message_mut();
     match out.reply {
         Some(m) => m,
         None => {
@@ -650,6 +663,7 @@ async fn not_synced_gives_servfail_with_soa() {
         index: std::sync::Arc::new(arc_swap::ArcSwapOption::empty()),
         empty: std::sync::Arc::new(sextant_kube::Snapshot::default()),
         local_ips: std::sync::Arc::new(arc_swap::ArcSwap::from_pointee(vec![])),
+        memo_id: super::memo::new_id(),
     };
     let m = ask(&k, "svc1.testns.svc.cluster.local.", RType::A).await;
     assert_eq!(m.rcode(), Rcode::SERVFAIL);

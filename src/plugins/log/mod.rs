@@ -200,10 +200,11 @@ impl Handler for Log {
                             header: w.header(),
                             ..Message::default()
                         };
-                        let rsize = w
-                            .to_message()
-                            .map(|m| m.uncompressed_len())
-                            .unwrap_or(w.bytes.len());
+                        let rsize = w.uncompressed.unwrap_or_else(|| {
+                            w.to_message()
+                                .map(|m| m.uncompressed_len())
+                                .unwrap_or(w.bytes.len())
+                        });
                         (&synthetic, rsize)
                     }
                     (None, None) => {

@@ -1,0 +1,286 @@
+//! Per-thread memo of the `kubernetes` plugin's encoded replies: a reply that depends only on
+//! the question (exact spelling, type, class, the RD/CD bits copied into it) and on one index
+//! snapshot is built once, kept as wire bytes and sent again as bytes until the snapshot, the
+//! server's own addresses or the synced state change. No lock: each worker thread has its own.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+
+use sextant_kube::Snapshot;
+
+/// Replies kept per generation, plugin instance and thread: [`BUDGET`] shared out over the
+/// worker threads (one per core), at least [`MIN_ENTRIES`]. When the current generation is full
+/// it becomes the previous one and the one before is dropped; a hit in the previous generation
+/// moves the reply back into the current one. So the names a cluster keeps asking stay, a flood
+/// of distinct names costs at most two generations per thread, and nothing scans.
+pub fn max_entries() -> usize {
+    static MAX: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *MAX.get_or_init(|| {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        (BUDGET / threads).max(MIN_ENTRIES)
+    })
+}
+/// Entries per generation over all threads (a reply is ~100-300 bytes).
+const BUDGET: usize = 65536;
+const MIN_ENTRIES: usize = 2048;
+/// Plugin instances remembered per thread (older generations after reloads fall out).
+const MAX_TABLES: usize = 4;
+/// Longest key: a name (255) plus type, class and flags.
+const MAX_KEY: usize = 255 + 5;
+
+/// Hands out instance ids, so a reloaded plugin never reads its predecessor's replies.
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+pub fn new_id() -> u64 {
+    NEXT_ID.fetch_add(1, Ordering::Relaxed)
+}
+
+/// A remembered reply: the bytes (ID 0, no OPT) and the message's uncompressed length (for
+/// `log`).
+pub struct Entry {
+    pub bytes: Box<[u8]>,
+    pub uncompressed: usize,
+}
+
+impl Entry {
+    /// The bytes in a new buffer with room for the OPT record the server appends.
+    fn copy(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(self.bytes.len() + 11);
+        v.extend_from_slice(&self.bytes);
+        v
+    }
+}
+
+/// What a table's replies were built from. Weak pointers: the memo never keeps an old snapshot's
+/// contents alive, and the allocation it pins cannot be reused by a newer snapshot (no ABA).
+struct Source {
+    snap: Weak<Snapshot>,
+    local: Weak<Vec<IpAddr>>,
+    synced: bool,
+}
+
+impl Source {
+    fn is(&self, snap: &Arc<Snapshot>, local: &Arc<Vec<IpAddr>>, synced: bool) -> bool {
+        self.synced == synced
+            && std::ptr::eq(self.snap.as_ptr(), Arc::as_ptr(snap))
+            && std::ptr::eq(self.local.as_ptr(), Arc::as_ptr(local))
+    }
+}
+
+type Map = HashMap<Box<[u8]>, Entry, foldhash::fast::RandomState>;
+
+struct Table {
+    id: u64,
+    source: Source,
+    map: Map,
+    previous: Map,
+}
+
+thread_local! {
+    static TABLES: RefCell<Vec<Table>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The memo key of a question: name bytes as sent, type, class, RD and CD. None for names
+/// longer than a valid name (never memoised).
+pub struct Key {
+    buf: [u8; MAX_KEY],
+    len: usize,
+}
+
+impl Key {
+    pub fn new(qname: &[u8], qtype: u16, qclass: u16, rd: bool, cd: bool) -> Option<Key> {
+        let n = qname.len();
+        if n + 5 > MAX_KEY {
+            return None;
+        }
+        let mut buf = [0u8; MAX_KEY];
+        buf[..n].copy_from_slice(qname);
+        buf[n..n + 2].copy_from_slice(&qtype.to_be_bytes());
+        buf[n + 2..n + 4].copy_from_slice(&qclass.to_be_bytes());
+        buf[n + 4] = u8::from(rd) | (u8::from(cd) << 1);
+        Some(Key { buf, len: n + 5 })
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+/// Calls `f` with this thread's table for plugin `id` built from `snap`/`local`/`synced`
+/// (emptied first if it was built from anything else).
+fn with_table<R>(
+    id: u64,
+    snap: &Arc<Snapshot>,
+    local: &Arc<Vec<IpAddr>>,
+    synced: bool,
+    f: impl FnOnce(&mut Table) -> R,
+) -> R {
+    TABLES.with(|t| {
+        let mut tables = t.borrow_mut();
+        let pos = match tables.iter().position(|t| t.id == id) {
+            Some(p) => p,
+            None => {
+                if tables.len() >= MAX_TABLES {
+                    tables.remove(0);
+                }
+                tables.push(Table {
+                    id,
+                    source: Source {
+                        snap: Arc::downgrade(snap),
+                        local: Arc::downgrade(local),
+                        synced,
+                    },
+                    map: Map::default(),
+                    previous: Map::default(),
+                });
+                tables.len() - 1
+            }
+        };
+        let table = &mut tables[pos];
+        if !table.source.is(snap, local, synced) {
+            table.map.clear();
+            table.previous.clear();
+            table.source = Source {
+                snap: Arc::downgrade(snap),
+                local: Arc::downgrade(local),
+                synced,
+            };
+        }
+        f(table)
+    })
+}
+
+/// The remembered reply for `key`, copied out: (bytes, uncompressed length).
+pub fn get(
+    id: u64,
+    snap: &Arc<Snapshot>,
+    local: &Arc<Vec<IpAddr>>,
+    synced: bool,
+    key: &Key,
+) -> Option<(Vec<u8>, usize)> {
+    with_table(id, snap, local, synced, |t| {
+        if let Some(e) = t.map.get(key.bytes()) {
+            return Some((e.copy(), e.uncompressed));
+        }
+        let (k, e) = t.previous.remove_entry(key.bytes())?;
+        let out = (e.copy(), e.uncompressed);
+        t.insert(k, e);
+        Some(out)
+    })
+}
+
+/// Remembers a reply built from `snap`/`local`/`synced`.
+pub fn put(
+    id: u64,
+    snap: &Arc<Snapshot>,
+    local: &Arc<Vec<IpAddr>>,
+    synced: bool,
+    key: &Key,
+    entry: Entry,
+) {
+    with_table(id, snap, local, synced, |t| {
+        t.insert(key.bytes().into(), entry)
+    })
+}
+
+impl Table {
+    fn insert(&mut self, k: Box<[u8]>, e: Entry) {
+        if self.map.len() >= max_entries() {
+            self.previous = std::mem::take(&mut self.map);
+        }
+        self.map.insert(k, e);
+    }
+}
+
+/// Entries this thread holds for plugin `id` (tests).
+#[cfg(test)]
+pub fn len(id: u64) -> usize {
+    TABLES.with(|t| {
+        t.borrow()
+            .iter()
+            .find(|t| t.id == id)
+            .map_or(0, |t| t.map.len() + t.previous.len())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(b: &[u8]) -> Entry {
+        Entry {
+            bytes: b.into(),
+            uncompressed: b.len(),
+        }
+    }
+
+    #[test]
+    fn a_reply_is_kept_per_question_spelling_and_flags() {
+        let id = new_id();
+        let snap = Arc::new(Snapshot::default());
+        let local = Arc::new(vec![]);
+        let k = Key::new(b"\x01a\x00", 1, 1, true, false).unwrap();
+        assert!(get(id, &snap, &local, true, &k).is_none());
+        put(id, &snap, &local, true, &k, entry(b"abc"));
+        assert_eq!(get(id, &snap, &local, true, &k).unwrap().0, b"abc");
+        for other in [
+            Key::new(b"\x01A\x00", 1, 1, true, false).unwrap(),
+            Key::new(b"\x01a\x00", 28, 1, true, false).unwrap(),
+            Key::new(b"\x01a\x00", 1, 3, true, false).unwrap(),
+            Key::new(b"\x01a\x00", 1, 1, false, false).unwrap(),
+            Key::new(b"\x01a\x00", 1, 1, true, true).unwrap(),
+        ] {
+            assert!(get(id, &snap, &local, true, &other).is_none());
+        }
+        // Another instance never sees it.
+        assert!(get(new_id(), &snap, &local, true, &k).is_none());
+    }
+
+    #[test]
+    fn a_new_snapshot_addresses_or_sync_state_empties_the_table() {
+        let id = new_id();
+        let snap = Arc::new(Snapshot::default());
+        let local = Arc::new(vec![]);
+        let k = Key::new(b"\x01a\x00", 1, 1, false, false).unwrap();
+        put(id, &snap, &local, true, &k, entry(b"x"));
+        assert!(get(id, &snap, &local, false, &k).is_none());
+        put(id, &snap, &local, true, &k, entry(b"x"));
+        let local2 = Arc::new(vec![IpAddr::from([10, 0, 0, 1])]);
+        assert!(get(id, &snap, &local2, true, &k).is_none());
+        put(id, &snap, &local, true, &k, entry(b"x"));
+        let snap2 = Arc::new(Snapshot::default());
+        assert!(get(id, &snap2, &local, true, &k).is_none());
+        assert_eq!(len(id), 0);
+    }
+
+    #[test]
+    fn the_table_is_bounded_and_keeps_what_is_asked() {
+        let id = new_id();
+        let snap = Arc::new(Snapshot::default());
+        let local = Arc::new(vec![]);
+        let key = |i: usize| {
+            let name = format!("\x06{i:06}\x00");
+            Key::new(name.as_bytes(), 1, 1, false, false).unwrap()
+        };
+        let hot = Key::new(b"\x03hot\x00", 1, 1, false, false).unwrap();
+        put(id, &snap, &local, true, &hot, entry(b"hot"));
+        for i in 0..(3 * max_entries()) {
+            put(id, &snap, &local, true, &key(i), entry(b"x"));
+            assert!(len(id) <= 2 * max_entries());
+            if i % 1000 == 0 {
+                assert!(
+                    get(id, &snap, &local, true, &hot).is_some(),
+                    "hot name lost at {i}"
+                );
+            }
+        }
+        // The oldest cold names are gone, the newest are there.
+        assert!(get(id, &snap, &local, true, &key(0)).is_none());
+        assert!(get(id, &snap, &local, true, &key(3 * max_entries() - 1)).is_some());
+        let long = vec![1u8; 300];
+        assert!(Key::new(&long, 1, 1, false, false).is_none());
+    }
+}
