@@ -323,6 +323,8 @@ fn fold_event<K: Watched>(index: &Index, ev: Event<K>, in_init: &mut bool) {
         Event::InitDone => {
             *in_init = false;
             index.write(|w| w.end_relist(K::RES));
+            // The pages of the list are freed by now: hand their memory back.
+            crate::release_memory();
             tracing::debug!("plugin/kubernetes: {}: list complete", K::RES.as_str());
         }
         Event::Apply(o) => index.write(|w| o.fold(w)),
