@@ -427,7 +427,21 @@ impl Kubernetes {
             let mut tc = false;
             // True once an answer came from outside the index (through the server).
             let mut external = false;
-            let mut dup: HashSet<IpAddr> = HashSet::new();
+            // Addresses already answered: a linear scan for a handful, a set for big headless
+            // services.
+            let many = items.len() > 16;
+            let mut seen_few: Vec<IpAddr> = Vec::new();
+            let mut seen_many: HashSet<IpAddr> = HashSet::new();
+            let mut fresh = |ip: IpAddr| {
+                if many {
+                    seen_many.insert(ip)
+                } else if seen_few.contains(&ip) {
+                    false
+                } else {
+                    seen_few.push(ip);
+                    true
+                }
+            };
             for it in items {
                 match it.host {
                     Host::Name(target) => {
@@ -470,7 +484,7 @@ impl Kubernetes {
                         }
                     }
                     Host::Ip(ip) => {
-                        if ip.is_ipv6() == v6 && dup.insert(ip) {
+                        if ip.is_ipv6() == v6 && fresh(ip) {
                             out.push(addr_record(qname.clone(), it.ttl, ip));
                         }
                     }
