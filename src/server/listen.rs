@@ -192,7 +192,10 @@ async fn udp_loop(
             _ = &mut cancelled => break,
             r = sock.readable() => if r.is_err() { continue },
         }
-        // Drain the socket a batch at a time: one system call in, one out per batch.
+        // Drain the socket a batch at a time: one system call in, one out per batch; after a
+        // few full batches let the other tasks on this thread run (health, TCP, forwards), so a
+        // flood cannot starve them.
+        let mut full_batches = 0;
         loop {
             let n = match sock.try_io(tokio::io::Interest::READABLE, || batch.recv(fd)) {
                 Ok(n) => n,
@@ -217,6 +220,11 @@ async fn udp_loop(
             drop(batch_guard);
             if cancel.is_cancelled() || n < mmsg::BATCH {
                 break;
+            }
+            full_batches += 1;
+            if full_batches == 8 {
+                tokio::task::yield_now().await;
+                full_batches = 0;
             }
         }
     }

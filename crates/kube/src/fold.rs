@@ -6,16 +6,12 @@ use std::collections::{HashMap as StdMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Namespace as K8sNamespace, Pod as K8sPod, Service as K8sService};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::Resource;
-
+use crate::decode::{Meta, Obj, PodIn, ServiceIn, SliceIn};
 use crate::model::{
-    Change, Endpoint, Labels, Namespace, Pod, Port, Proto, Service, ServiceKind, Slice, TextRef,
-    NO_ATOM,
+    text_at, Change, Endpoint, Labels, Namespace, Pod, Port, Proto, Service, ServiceKind, Slice,
+    NO_ATOM, NO_TEXT,
 };
-use crate::snapshot::{Few, Snapshot};
+use crate::snapshot::{SliceList, Snapshot};
 
 /// The four watched resources.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -311,7 +307,7 @@ impl Writer {
 
     // ---------------- services ----------------
 
-    fn convert_service(&mut self, ns: Arc<str>, name: Arc<str>, s: &K8sService) -> Service {
+    fn convert_service(&mut self, ns: Arc<str>, name: Arc<str>, s: &ServiceIn<'_>) -> Service {
         let spec = s.spec.as_ref();
         let ty = spec.and_then(|s| s.type_.as_deref()).unwrap_or("ClusterIP");
         let kind = if ty == "ExternalName" {
@@ -323,7 +319,7 @@ impl Writer {
                 ServiceKind::Headless
             } else {
                 let ips = match spec.and_then(|s| s.cluster_ips.as_ref()) {
-                    Some(list) if !list.is_empty() => parse_ips(list.iter().map(String::as_str)),
+                    Some(list) if !list.is_empty() => parse_ips(list.iter().map(|s| &**s)),
                     _ => parse_ips([cip]),
                 };
                 ServiceKind::ClusterIp(ips)
@@ -335,7 +331,7 @@ impl Writer {
                 ps.iter()
                     .map(|p| Port {
                         name: self.strs.str(p.name.as_deref().unwrap_or("")),
-                        port: p.port,
+                        port: p.port.unwrap_or(0),
                         protocol: Proto::parse(p.protocol.as_deref()),
                     })
                     .collect()
@@ -347,7 +343,7 @@ impl Writer {
         ports.shrink_to_fit();
         let mut ext: Vec<&str> = spec
             .and_then(|s| s.external_ips.as_ref())
-            .map(|v| v.iter().map(String::as_str).collect())
+            .map(|v| v.iter().map(|s| &**s).collect())
             .unwrap_or_default();
         if let Some(ing) = s
             .status
@@ -366,8 +362,8 @@ impl Writer {
         }
     }
 
-    pub fn upsert_service(&mut self, s: &K8sService) {
-        let Some((ns, name)) = self.key_of(s.meta()) else {
+    pub fn upsert_service(&mut self, s: &ServiceIn<'_>) {
+        let Some((ns, name)) = self.key_of(&s.metadata) else {
             return;
         };
         self.mark_seen(Res::Service, &ns, &name);
@@ -388,8 +384,7 @@ impl Writer {
         }
         let new = Arc::new(new);
         for ip in new.cluster_ips() {
-            let e = self.snap.services_by_ip.entry(*ip).or_default();
-            e.push(new.clone());
+            self.snap.services_by_ip.insert(*ip, new.clone());
         }
         self.note_ips(new.cluster_ips().iter().copied());
         match self.snap.services.get_mut(&ns) {
@@ -408,9 +403,9 @@ impl Writer {
 
     fn unindex_service(&mut self, old: &Service) {
         for ip in old.cluster_ips() {
-            remove_from(&mut self.snap.services_by_ip, *ip, |s| {
-                s.name == old.name && s.namespace == old.namespace
-            });
+            self.snap
+                .services_by_ip
+                .remove(*ip, |s| s.name == old.name && s.namespace == old.namespace);
         }
         self.note_ips(old.cluster_ips().iter().copied());
     }
@@ -438,7 +433,7 @@ impl Writer {
         ns: Arc<str>,
         name: Arc<str>,
         service: Arc<str>,
-        s: &EndpointSlice,
+        s: &SliceIn<'_>,
     ) -> Slice {
         let mut ports: Vec<Port> = s
             .ports
@@ -459,7 +454,7 @@ impl Writer {
         let mut eps: Vec<Endpoint> = Vec::new();
         let mut text = String::new();
         let mut atoms: Vec<Arc<str>> = Vec::new();
-        for e in &s.endpoints {
+        for e in s.endpoints.iter().flatten() {
             // Ready true or unset (null) counts as ready.
             let ready = e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
             if !ready {
@@ -481,27 +476,32 @@ impl Writer {
             } else {
                 None
             };
-            let ips = parse_ips(e.addresses.iter().map(String::as_str));
+            let ips = parse_ips(e.addresses.iter().flatten().map(|s| &**s));
             if ips.is_empty() {
                 continue;
             }
-            let host_ref = push_text(&mut text, hostname);
-            let pod_ref = push_text(&mut text, pod);
+            let Ok(start) = u32::try_from(text.len()) else {
+                continue;
+            };
+            let host_len = push_text(&mut text, hostname);
+            let pod_len = push_text(&mut text, pod);
             let node_i = node.map_or(NO_ATOM, |n| atom(&mut atoms, &mut self.strs, n));
             let zone_i = zone
                 .as_deref()
                 .map_or(NO_ATOM, |z| atom(&mut atoms, &mut self.strs, z));
             for ip in ips {
-                let dup = eps
-                    .iter()
-                    .any(|x| x.ip == ip && text_of(&text, x.hostname) == text_of(&text, host_ref));
+                let dup = eps.iter().any(|x| {
+                    x.ip == ip
+                        && text_at(&text, x.text, x.host_len) == text_at(&text, start, host_len)
+                });
                 if dup {
                     continue;
                 }
                 eps.push(Endpoint {
                     ip,
-                    hostname: host_ref,
-                    pod_name: pod_ref,
+                    text: start,
+                    host_len,
+                    pod_len,
                     node_name: node_i,
                     zone: zone_i,
                 });
@@ -518,16 +518,14 @@ impl Writer {
         }
     }
 
-    pub fn upsert_slice(&mut self, s: &EndpointSlice) {
+    pub fn upsert_slice(&mut self, s: &SliceIn<'_>) {
         let Some((ns, name)) = self.key_of_unique(Res::EndpointSlice, &s.metadata) else {
             return;
         };
         self.mark_seen(Res::EndpointSlice, &ns, &name);
         let svc = s
             .metadata
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(SERVICE_NAME_LABEL))
+            .label(SERVICE_NAME_LABEL)
             .filter(|v| !v.is_empty());
         let Some(svc) = svc else {
             // Not tied to a service: nothing DNS-visible.
@@ -558,10 +556,7 @@ impl Writer {
         }
         let new = Arc::new(new);
         for e in new.endpoints.iter() {
-            let list = self.snap.endpoints_by_ip.entry(e.ip).or_default();
-            if !list.iter().any(|s| Arc::ptr_eq(s, &new)) {
-                list.push(new.clone());
-            }
+            self.snap.endpoints_by_ip.insert(e.ip, new.clone());
         }
         self.snap.counts.endpoints += new.endpoints.len();
         self.note_ips(new.endpoints.iter().map(|e| e.ip));
@@ -576,11 +571,11 @@ impl Writer {
             }
         };
         match by_svc.get_mut(&svc) {
-            Some(m) => {
-                m.insert(name.clone(), new);
-            }
+            Some(m) => m.insert(new),
             None => {
-                by_svc.insert(svc.clone(), imbl::OrdMap::unit(name.clone(), new));
+                let mut m = SliceList::default();
+                m.insert(new);
+                by_svc.insert(svc.clone(), m);
             }
         }
         self.slice_loc.insert(key, svc.clone());
@@ -588,13 +583,8 @@ impl Writer {
         self.touch();
     }
 
-    fn observe_programming(&mut self, s: &EndpointSlice, ns: &str, svc: &str) {
-        let Some(t) = s
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(TRIGGER_TIME_ANNOTATION))
-        else {
+    fn observe_programming(&mut self, s: &SliceIn<'_>, ns: &str, svc: &str) {
+        let Some(t) = s.metadata.trigger() else {
             return;
         };
         let Ok(t) = chrono::DateTime::parse_from_rfc3339(t) else {
@@ -633,9 +623,9 @@ impl Writer {
             }
         }
         for e in old.endpoints.iter() {
-            remove_from(&mut self.snap.endpoints_by_ip, e.ip, |s| {
-                s.name == old.name && s.namespace == old.namespace
-            });
+            self.snap
+                .endpoints_by_ip
+                .remove(e.ip, |s| s.name == old.name && s.namespace == old.namespace);
         }
         self.snap.counts.endpoints -= old.endpoints.len();
         self.note_ips(old.endpoints.iter().map(|e| e.ip));
@@ -645,7 +635,7 @@ impl Writer {
 
     // ---------------- pods ----------------
 
-    pub fn upsert_pod(&mut self, p: &K8sPod) {
+    pub fn upsert_pod(&mut self, p: &PodIn<'_>) {
         let Some((ns, name)) = self.key_of_unique(Res::Pod, &p.metadata) else {
             return;
         };
@@ -657,7 +647,9 @@ impl Writer {
         self.mark_seen(Res::Pod, &ns, &name);
         let status = p.status.as_ref();
         let ips = match status.and_then(|s| s.pod_ips.as_ref()) {
-            Some(list) if !list.is_empty() => parse_ips(list.iter().map(|i| i.ip.as_str())),
+            Some(list) if !list.is_empty() => {
+                parse_ips(list.iter().map(|i| i.ip.as_deref().unwrap_or("")))
+            }
             _ => parse_ips(status.and_then(|s| s.pod_ip.as_deref())),
         };
         let mut labels: Vec<(Arc<str>, Arc<str>)> = p
@@ -683,11 +675,7 @@ impl Writer {
         }
         let new = Arc::new(new);
         for ip in &new.ips {
-            self.snap
-                .pods_by_ip
-                .entry(*ip)
-                .or_default()
-                .push(new.clone());
+            self.snap.pods_by_ip.insert(*ip, new.clone());
         }
         match self.snap.pods.get_mut(&ns) {
             Some(m) => {
@@ -715,9 +703,9 @@ impl Writer {
             self.snap.pods.remove(ns);
         }
         for ip in &old.ips {
-            remove_from(&mut self.snap.pods_by_ip, *ip, |p| {
-                p.name == old.name && p.namespace == old.namespace
-            });
+            self.snap
+                .pods_by_ip
+                .remove(*ip, |p| p.name == old.name && p.namespace == old.namespace);
         }
         self.snap.counts.pods -= 1;
         self.change.pods = true;
@@ -727,7 +715,7 @@ impl Writer {
     /// Like `key_of` for objects whose names nothing else refers to (pods, EndpointSlices): the
     /// name is not interned, which would only add an interner entry per object.
     /// The key already stored for the object is reused, so a re-list allocates nothing for it.
-    fn key_of_unique(&mut self, r: Res, m: &ObjectMeta) -> Option<(Arc<str>, Arc<str>)> {
+    fn key_of_unique(&mut self, r: Res, m: &Meta<'_>) -> Option<(Arc<str>, Arc<str>)> {
         let name = m.name.as_deref().filter(|n| !n.is_empty())?;
         let ns = m.namespace.as_deref().unwrap_or("");
         self.strs.maybe_gc();
@@ -748,63 +736,49 @@ impl Writer {
         Some((ns, name))
     }
 
-    fn key_of(&mut self, m: &ObjectMeta) -> Option<(Arc<str>, Arc<str>)> {
+    fn key_of(&mut self, m: &Meta<'_>) -> Option<(Arc<str>, Arc<str>)> {
         let name = m.name.as_deref().filter(|n| !n.is_empty())?;
         let ns = m.namespace.as_deref().unwrap_or("");
         self.strs.maybe_gc();
         Some((self.strs.str(ns), self.strs.str(name)))
     }
 
-    /// Folds one JSON object (Service, EndpointSlice, Pod or Namespace); other kinds are ignored.
-    /// Returns the namespace the object lives in, if any.
-    pub fn upsert_json(&mut self, v: &serde_json::Value) -> Result<Option<String>, String> {
-        let kind = v.get("kind").and_then(|k| k.as_str()).unwrap_or("");
-        fn de<T: serde::de::DeserializeOwned>(v: &serde_json::Value) -> Result<T, String> {
-            serde_json::from_value(v.clone()).map_err(|e| e.to_string())
-        }
-        let ns = v
-            .pointer("/metadata/namespace")
-            .and_then(|n| n.as_str())
-            .map(str::to_string);
-        match kind {
-            "Service" => self.upsert_service(&de::<K8sService>(v)?),
-            "EndpointSlice" => self.upsert_slice(&de::<EndpointSlice>(v)?),
-            "Pod" => self.upsert_pod(&de::<K8sPod>(v)?),
-            "Namespace" => {
-                let n = de::<K8sNamespace>(v)?;
+    /// Folds one decoded object. Returns the namespace a namespaced object lives in.
+    pub fn upsert_obj<'a>(&mut self, o: &'a Obj<'_>) -> Option<&'a str> {
+        let meta = match o {
+            Obj::Service(s) => {
+                self.upsert_service(s);
+                &s.metadata
+            }
+            Obj::Slice(s) => {
+                self.upsert_slice(s);
+                &s.metadata
+            }
+            Obj::Pod(p) => {
+                self.upsert_pod(p);
+                &p.metadata
+            }
+            Obj::Namespace(n) => {
                 if let Some(name) = n.metadata.name.as_deref() {
                     self.upsert_namespace(name);
                 }
-                return Ok(None);
+                return None;
             }
-            _ => return Ok(None),
+        };
+        meta.namespace.as_deref()
+    }
+}
+
+/// Appends `s` to a slice's text and returns its length; `NO_TEXT` (nothing stored) for none
+/// or for a name of 255 bytes or more (hostnames and pod names are DNS labels, at most 63).
+fn push_text(text: &mut String, s: Option<&str>) -> u8 {
+    match s.map(|s| (s, u8::try_from(s.len()))) {
+        Some((s, Ok(len))) if len != NO_TEXT => {
+            text.push_str(s);
+            len
         }
-        Ok(ns)
+        _ => NO_TEXT,
     }
-}
-
-/// Appends `s` to a slice's text; strings longer than `u16::MAX - 1` or beyond 4 GiB of text
-/// are not stored (Kubernetes limits these names to 253 characters).
-fn push_text(text: &mut String, s: Option<&str>) -> TextRef {
-    let Some(s) = s else {
-        return TextRef::NONE;
-    };
-    let (Ok(start), Ok(len)) = (u32::try_from(text.len()), u16::try_from(s.len())) else {
-        return TextRef::NONE;
-    };
-    if len == u16::MAX {
-        return TextRef::NONE;
-    }
-    text.push_str(s);
-    TextRef { start, len }
-}
-
-fn text_of(text: &str, r: TextRef) -> Option<&str> {
-    if r.len == u16::MAX {
-        return None;
-    }
-    let start = r.start as usize;
-    text.get(start..start + usize::from(r.len))
 }
 
 /// Index of `s` in the slice's atom table (interned, added if new); `NO_ATOM` when full.
@@ -820,21 +794,4 @@ fn atom(atoms: &mut Vec<Arc<str>>, strs: &mut Interner, s: &str) -> u16 {
     }
     atoms.push(strs.str(s));
     i
-}
-
-fn remove_from<T>(
-    map: &mut imbl::OrdMap<IpAddr, Few<Arc<T>>>,
-    ip: IpAddr,
-    pred: impl Fn(&T) -> bool,
-) {
-    let empty = match map.get_mut(&ip) {
-        Some(list) => {
-            list.retain(|x| !pred(x));
-            list.is_empty()
-        }
-        None => false,
-    };
-    if empty {
-        map.remove(&ip);
-    }
 }

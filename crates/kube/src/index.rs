@@ -8,6 +8,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use tokio::sync::{broadcast, watch};
 
+use crate::decode::Obj;
 use crate::fold::{Res, Writer};
 use crate::model::{Change, Source};
 use crate::snapshot::Snapshot;
@@ -157,37 +158,37 @@ impl Index {
     /// objects are created implicitly. Returns the first object that failed to decode, if any,
     /// after applying all the others.
     pub fn apply_objects(&self, objs: Vec<serde_json::Value>) -> Result<(), Error> {
+        self.replace_all(|fold, bad| {
+            for o in &objs {
+                crate::decode::walk_value(o, fold, bad);
+            }
+        })
+    }
+
+    /// Replaces the whole content with the objects `feed` hands over (one re-list of every
+    /// resource, published once). Objects that failed to decode are reported through the
+    /// second callback; the first one is returned after everything else was applied.
+    pub(crate) fn replace_all(
+        &self,
+        feed: impl FnOnce(&mut dyn FnMut(Obj<'_>), &mut dyn FnMut(String, String)),
+    ) -> Result<(), Error> {
         self.write(|w| {
             for r in Res::ALL {
                 w.begin_relist(r);
             }
             let mut first_err = None;
-            let mut stack = objs;
-            while let Some(o) = stack.pop() {
-                if o.get("kind")
-                    .and_then(|k| k.as_str())
-                    .is_some_and(|k| k.ends_with("List"))
-                {
-                    if let Some(items) = o.get("items").and_then(|i| i.as_array()) {
-                        stack.extend(items.iter().cloned());
+            feed(
+                &mut |o| {
+                    if let Some(ns) = w.upsert_obj(&o) {
+                        w.upsert_namespace(ns);
                     }
-                    continue;
-                }
-                match w.upsert_json(&o) {
-                    Ok(Some(ns)) => w.upsert_namespace(&ns),
-                    Ok(None) => {}
-                    Err(e) => {
-                        if first_err.is_none() {
-                            let name = o
-                                .pointer("/metadata/name")
-                                .and_then(|n| n.as_str())
-                                .unwrap_or("?")
-                                .to_string();
-                            first_err = Some(Error::Object { name, reason: e });
-                        }
+                },
+                &mut |name, reason| {
+                    if first_err.is_none() {
+                        first_err = Some(Error::Object { name, reason });
                     }
-                }
-            }
+                },
+            );
             for r in Res::ALL {
                 w.end_relist(r);
             }

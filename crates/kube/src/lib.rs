@@ -3,7 +3,8 @@
 //! index of DNS-visible data that the query path reads as one atomic snapshot.
 //!
 //! Contract for the `kubernetes` plugin:
-//! * [`start`] (or [`Index::new_static`] + [`Index::apply_objects`]) gives an [`Index`].
+//! * [`start`] (or [`Index::new_static`] + [`Index::load_manifest_files`] /
+//!   [`Index::apply_objects`]) gives an [`Index`].
 //! * Per query: `let snap = index.snapshot();` then [`Snapshot`] lookups; names are compared
 //!   as stored (Kubernetes names are lower-case: lower-case the query labels first).
 //! * [`Index::synced`] is false until every watcher completed its first list (answer SERVFAIL
@@ -11,6 +12,7 @@
 //! * [`Index::subscribe`] yields a [`Change`] per published update for cache invalidation.
 
 mod client;
+mod decode;
 mod fold;
 mod index;
 mod manifests;

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::index::Index;
@@ -98,13 +99,78 @@ fn mtimes(paths: &[PathBuf]) -> Vec<(PathBuf, Option<SystemTime>)> {
         .collect()
 }
 
+/// One manifest file, syntax-checked and ready to fold.
+pub(crate) enum Parsed {
+    /// JSON text (validated); its objects are decoded straight from it.
+    Json(Box<RawValue>),
+    /// YAML documents.
+    Yaml(Vec<Value>),
+}
+
+pub(crate) fn read_file(path: &Path) -> Result<Parsed, Error> {
+    let text = std::fs::read_to_string(path).map_err(|e| file_err(path, e))?;
+    if path.extension().and_then(|x| x.to_str()) == Some("json") {
+        // Checks the syntax of the whole file before anything is applied; the text is kept as
+        // is (one allocation) and each object is decoded from it later.
+        let raw: Box<RawValue> = serde_json::from_str(&text).map_err(|e| file_err(path, e))?;
+        return Ok(Parsed::Json(raw));
+    }
+    let mut docs = Vec::new();
+    for doc in serde_yaml_ng::Deserializer::from_str(&text) {
+        docs.push(Value::deserialize(doc).map_err(|e| file_err(path, e))?);
+    }
+    Ok(Parsed::Yaml(docs))
+}
+
+impl Parsed {
+    /// Hands each object of an indexed kind to `fold` (see [`crate::decode::walk_json`]).
+    pub(crate) fn walk<'a>(
+        &'a self,
+        fold: &mut dyn FnMut(crate::decode::Obj<'a>),
+        bad: &mut dyn FnMut(String, String),
+    ) {
+        match self {
+            Parsed::Json(raw) => {
+                if let Err(e) = crate::decode::walk_json(raw, fold, bad) {
+                    bad("?".to_string(), e.to_string());
+                }
+            }
+            Parsed::Yaml(docs) => {
+                for d in docs {
+                    crate::decode::walk_value(d, fold, bad);
+                }
+            }
+        }
+    }
+}
+
 impl Index {
+    /// Replaces the content with the objects of these manifest files (or folders, as
+    /// [`load_manifests`] reads them) and hands the memory the parse used back to the system.
+    /// Every file is read and syntax-checked first (a broken file changes nothing); JSON
+    /// objects are then decoded one at a time straight into the index, without a
+    /// `serde_json::Value` tree of the file. Returns the first object that failed to decode,
+    /// after applying all the others.
+    pub fn load_manifest_files(&self, paths: &[PathBuf]) -> Result<(), Error> {
+        let files = expand(paths)?
+            .iter()
+            .map(|f| read_file(f))
+            .collect::<Result<Vec<_>, _>>()?;
+        let r = self.replace_all(|fold, bad| {
+            for f in &files {
+                f.walk(fold, bad);
+            }
+        });
+        drop(files);
+        release_memory();
+        r
+    }
+
     /// Loads the manifests now (replacing the content) and re-reads them whenever a file's
     /// modification time changes (polled every second) until [`Index::stop`]. A broken file is
     /// logged and the previous data kept.
     pub fn watch_manifests(&self, paths: Vec<PathBuf>) -> Result<(), Error> {
-        self.apply_objects(load_manifests(&paths)?)?;
-        release_memory();
+        self.load_manifest_files(&paths)?;
         self.follow_manifests(paths);
         Ok(())
     }
@@ -128,18 +194,17 @@ impl Index {
                     continue;
                 }
                 seen = now;
-                match load_manifests(&paths).and_then(|objs| idx.apply_objects(objs)) {
+                match idx.load_manifest_files(&paths) {
                     Ok(()) => tracing::info!("plugin/kubernetes: manifests reloaded"),
                     Err(e) => tracing::error!("plugin/kubernetes: manifests: {e}"),
                 }
-                release_memory();
             }
         });
     }
 }
 
-/// Hands the memory freed after parsing a large manifest back to the system. Parsing builds a
-/// `serde_json::Value` tree tens of times the file's size; glibc keeps those pages unless asked.
+/// Hands the memory freed after loading a large manifest back to the system (glibc keeps freed
+/// pages unless asked).
 pub fn release_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only walks glibc's own arenas and returns free pages to the kernel; it

@@ -107,32 +107,35 @@ impl Service {
     }
 }
 
-/// A string stored in its slice's `text` (`start`, `len`); `len == u16::MAX` means none.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct TextRef {
-    pub start: u32,
-    pub len: u16,
-}
+/// Length marking "no such name" in [`Endpoint`].
+pub(crate) const NO_TEXT: u8 = u8::MAX;
 
-impl TextRef {
-    pub const NONE: TextRef = TextRef {
-        start: 0,
-        len: u16::MAX,
-    };
+/// The `len` bytes of `text` from `start`; `NO_TEXT` means none.
+pub(crate) fn text_at(text: &str, start: u32, len: u8) -> Option<&str> {
+    if len == NO_TEXT {
+        return None;
+    }
+    let start = start as usize;
+    text.get(start..start + usize::from(len))
 }
 
 /// Index into a slice's `atoms`; `u16::MAX` means none.
 pub(crate) const NO_ATOM: u16 = u16::MAX;
 
 /// One ready endpoint address as stored (one entry per address of an EndpointSlice endpoint).
-/// Kept small (36 bytes): names that are unique per endpoint (hostname, pod name) live in the
-/// slice's `text`, names shared across the cluster (node, zone) are interned `atoms` of the
+/// Kept small (28 bytes): names that are unique per endpoint (hostname, then pod name) live
+/// in the slice's `text` (both are DNS labels, so a byte holds their length; longer ones are
+/// not stored), names shared across the cluster (node, zone) are interned `atoms` of the
 /// slice referenced by index.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Endpoint {
     pub ip: IpAddr,
-    pub hostname: TextRef,
-    pub pod_name: TextRef,
+    /// Start of the hostname in the slice's `text`; the pod name follows it.
+    pub text: u32,
+    /// Length of the hostname, `NO_TEXT` if none.
+    pub host_len: u8,
+    /// Length of the pod name, `NO_TEXT` if none.
+    pub pod_len: u8,
     pub node_name: u16,
     pub zone: u16,
 }
@@ -153,20 +156,21 @@ pub(crate) struct Slice {
 }
 
 impl Slice {
-    pub(crate) fn text(&self, r: TextRef) -> Option<&str> {
-        if r.len == u16::MAX {
-            return None;
-        }
-        let start = r.start as usize;
-        self.text.get(start..start + usize::from(r.len))
-    }
-
     pub(crate) fn atom(&self, i: u16) -> Option<&str> {
         self.atoms.get(usize::from(i)).map(|a| &**a)
     }
 
     pub(crate) fn hostname(&self, e: &Endpoint) -> Option<&str> {
-        self.text(e.hostname)
+        text_at(&self.text, e.text, e.host_len)
+    }
+
+    pub(crate) fn pod_name(&self, e: &Endpoint) -> Option<&str> {
+        let skip = if e.host_len == NO_TEXT { 0 } else { e.host_len };
+        text_at(
+            &self.text,
+            e.text.saturating_add(u32::from(skip)),
+            e.pod_len,
+        )
     }
 }
 
@@ -191,8 +195,8 @@ impl Endpoint {
     pub(crate) fn as_ref<'a>(&self, slice: &'a Slice) -> EndpointRef<'a> {
         EndpointRef {
             ip: self.ip,
-            hostname: slice.text(self.hostname),
-            pod_name: slice.text(self.pod_name),
+            hostname: slice.hostname(self),
+            pod_name: slice.pod_name(self),
             node_name: slice.atom(self.node_name),
             zone: slice.atom(self.zone),
             ports: &slice.ports,

@@ -20,9 +20,9 @@ fn ports(ps: &[Port]) -> Value {
     )
 }
 
-/// Renders a snapshot as Kubernetes objects (what `apply_objects` reads back).
-pub(crate) fn to_objects(s: &Snapshot) -> Vec<Value> {
-    let mut out = Vec::new();
+/// Renders a snapshot as Kubernetes objects (what `apply_objects` reads back), one at a time.
+pub(crate) fn for_each_object(s: &Snapshot, out: &mut dyn FnMut(Value)) {
+    let mut out = Emit(out);
     for ns in s.namespaces() {
         out.push(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": &*ns.name}}));
     }
@@ -54,7 +54,7 @@ pub(crate) fn to_objects(s: &Snapshot) -> Vec<Value> {
     }
     for (_, by_svc) in s.slices.iter() {
         for (_, slices) in by_svc.iter() {
-            for (_, sl) in slices.iter() {
+            for sl in slices.values() {
                 let eps: Vec<Value> = sl
                     .endpoints
                     .iter()
@@ -99,27 +99,50 @@ pub(crate) fn to_objects(s: &Snapshot) -> Vec<Value> {
                 "status": {"podIPs": ips}}));
         }
     }
-    out
 }
 
-fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
+struct Emit<'a>(&'a mut dyn FnMut(Value));
+
+impl Emit<'_> {
+    fn push(&mut self, v: Value) {
+        (self.0)(v)
+    }
+}
+
+/// Writes the snapshot as one Kubernetes `List` to a temporary file, object by object (no
+/// tree of the whole list is built), then renames it over `path`.
+fn write_atomic(path: &Path, s: &Snapshot) -> std::io::Result<()> {
+    use std::io::Write;
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
-    std::fs::write(&tmp, data)?;
+    let mut w = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+    w.write_all(br#"{"apiVersion":"v1","kind":"List","items":["#)?;
+    let mut first = true;
+    let mut failed = None;
+    for_each_object(s, &mut |v| {
+        if failed.is_some() {
+            return;
+        }
+        let r = (if first { Ok(()) } else { w.write_all(b",") })
+            .and_then(|()| serde_json::to_writer(&mut w, &v).map_err(std::io::Error::other));
+        first = false;
+        if let Err(e) = r {
+            failed = Some(e);
+        }
+    });
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    w.write_all(b"]}")?;
+    w.into_inner().map_err(|e| e.into_error())?;
     std::fs::rename(&tmp, path)
 }
 
 impl Index {
     /// Writes the current snapshot to `path` now.
     pub fn write_snapshot(&self, path: &Path) -> Result<(), Error> {
-        let list =
-            json!({"apiVersion": "v1", "kind": "List", "items": to_objects(&self.snapshot())});
-        let data = serde_json::to_vec(&list).map_err(|e| Error::File {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
-        write_atomic(path, &data).map_err(|e| Error::File {
+        write_atomic(path, &self.snapshot()).map_err(|e| Error::File {
             path: path.to_path_buf(),
             reason: e.to_string(),
         })
@@ -173,13 +196,18 @@ impl Index {
     /// included, come from the snapshot) with source `Snapshot`, until every watcher completed
     /// a list from the API and the source becomes `Api`.
     pub fn load_snapshot(&self, path: &Path) -> Result<(), Error> {
-        let objs = crate::load_manifests(&[path.to_path_buf()])?;
+        let file = crate::manifests::read_file(path)?;
         self.set_source(Source::Snapshot);
         self.write(|w| {
-            for o in &objs {
-                let _ = w.upsert_json(o);
-            }
+            file.walk(
+                &mut |o| {
+                    w.upsert_obj(&o);
+                },
+                &mut |_, _| {},
+            );
         });
+        drop(file);
+        crate::release_memory();
         self.shared.synced_tx.send_replace(true);
         Ok(())
     }

@@ -6,13 +6,151 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use imbl::OrdMap;
-use smallvec::SmallVec;
 
 use crate::model::{Counts, EndpointHit, EndpointRef, Namespace, Pod, Service, Slice};
 
-pub(crate) type Few<T> = SmallVec<[T; 1]>;
-/// Slices of one service, by slice name.
-pub(crate) type SliceMap = OrdMap<Arc<str>, Arc<Slice>>;
+/// The bucket of an address: the address with its last byte zeroed, and that byte.
+fn bucket(ip: IpAddr) -> (IpAddr, u8) {
+    match ip {
+        IpAddr::V4(a) => {
+            let mut o = a.octets();
+            let low = o[3];
+            o[3] = 0;
+            (IpAddr::from(o), low)
+        }
+        IpAddr::V6(a) => {
+            let mut o = a.octets();
+            let low = o[15];
+            o[15] = 0;
+            (IpAddr::from(o), low)
+        }
+    }
+}
+
+/// Address -> objects (several per address allowed, kept in insertion order). Addresses are
+/// grouped by all but their last byte: one map entry per group holds a sorted list of
+/// (last byte, object), 16 bytes per address instead of a map entry of its own. Persistent:
+/// cloning is O(1) and an update copies one group.
+pub(crate) struct IpIndex<T> {
+    map: OrdMap<IpAddr, Arc<Group<T>>>,
+}
+
+/// The objects of one address group: (last byte, object), sorted by last byte.
+type Group<T> = Vec<(u8, Arc<T>)>;
+
+impl<T> Clone for IpIndex<T> {
+    fn clone(&self) -> Self {
+        IpIndex {
+            map: self.map.clone(),
+        }
+    }
+}
+
+impl<T> Default for IpIndex<T> {
+    fn default() -> Self {
+        IpIndex { map: OrdMap::new() }
+    }
+}
+
+impl<T> IpIndex<T> {
+    /// Objects at `ip`, in insertion order.
+    pub fn get(&self, ip: IpAddr) -> impl Iterator<Item = &Arc<T>> {
+        let (key, low) = bucket(ip);
+        let list: &[(u8, Arc<T>)] = self.map.get(&key).map_or(&[], |l| l.as_slice());
+        let start = list.partition_point(|(b, _)| *b < low);
+        list[start..]
+            .iter()
+            .take_while(move |(b, _)| *b == low)
+            .map(|(_, v)| v)
+    }
+
+    /// Adds `v` at `ip` (after those already there) unless this very object is there already.
+    pub fn insert(&mut self, ip: IpAddr, v: Arc<T>) {
+        let (key, low) = bucket(ip);
+        let slot = self.map.entry(key).or_default();
+        if Arc::get_mut(slot).is_none() {
+            // Shared with a published snapshot: copy with room for exactly one more, so
+            // updates after the first load do not leave doubled capacity behind.
+            let mut v = Vec::with_capacity(slot.len() + 1);
+            v.extend(slot.iter().cloned());
+            *slot = Arc::new(v);
+        }
+        let Some(list) = Arc::get_mut(slot) else {
+            return;
+        };
+        let start = list.partition_point(|(b, _)| *b < low);
+        let end = start + list[start..].iter().take_while(|(b, _)| *b == low).count();
+        if list[start..end].iter().any(|(_, x)| Arc::ptr_eq(x, &v)) {
+            return;
+        }
+        list.insert(end, (low, v));
+    }
+
+    /// Removes the objects at `ip` that match `pred`.
+    pub fn remove(&mut self, ip: IpAddr, pred: impl Fn(&T) -> bool) {
+        let (key, low) = bucket(ip);
+        let Some(cur) = self.map.get(&key) else {
+            return;
+        };
+        if !cur.iter().any(|(b, x)| *b == low && pred(x)) {
+            return;
+        }
+        let kept: Vec<(u8, Arc<T>)> = cur
+            .iter()
+            .filter(|(b, x)| *b != low || !pred(x))
+            .cloned()
+            .collect();
+        if kept.is_empty() {
+            self.map.remove(&key);
+        } else {
+            self.map.insert(key, Arc::new(kept));
+        }
+    }
+}
+
+/// Slices of one service, sorted by slice name (most services have one or two).
+#[derive(Clone, Default)]
+pub(crate) struct SliceList(Arc<[Arc<Slice>]>);
+
+impl SliceList {
+    fn find(&self, name: &str) -> Result<usize, usize> {
+        self.0.binary_search_by(|s| (*s.name).cmp(name))
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<Slice>> {
+        self.find(name).ok().map(|i| &self.0[i])
+    }
+
+    /// Adds or replaces (by name) a slice.
+    pub fn insert(&mut self, s: Arc<Slice>) {
+        let mut v = self.0.to_vec();
+        match self.find(&s.name) {
+            Ok(i) => v[i] = s,
+            Err(i) => v.insert(i, s),
+        }
+        self.0 = v.into();
+    }
+
+    pub fn remove(&mut self, name: &str) -> Option<Arc<Slice>> {
+        let i = self.find(name).ok()?;
+        let mut v = self.0.to_vec();
+        let old = v.remove(i);
+        self.0 = v.into();
+        Some(old)
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &Arc<Slice>> {
+        self.0.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
 
 /// One consistent view of the index. Cloning is O(1).
 #[derive(Clone, Default)]
@@ -21,13 +159,13 @@ pub struct Snapshot {
     pub(crate) namespaces: OrdMap<Arc<str>, Namespace>,
     /// namespace -> name -> service.
     pub(crate) services: OrdMap<Arc<str>, OrdMap<Arc<str>, Arc<Service>>>,
-    pub(crate) services_by_ip: OrdMap<IpAddr, Few<Arc<Service>>>,
+    pub(crate) services_by_ip: IpIndex<Service>,
     /// namespace -> service name -> slice name -> slice.
-    pub(crate) slices: OrdMap<Arc<str>, OrdMap<Arc<str>, SliceMap>>,
-    pub(crate) endpoints_by_ip: OrdMap<IpAddr, Few<Arc<Slice>>>,
+    pub(crate) slices: OrdMap<Arc<str>, OrdMap<Arc<str>, SliceList>>,
+    pub(crate) endpoints_by_ip: IpIndex<Slice>,
     /// namespace -> name -> pod.
     pub(crate) pods: OrdMap<Arc<str>, OrdMap<Arc<str>, Arc<Pod>>>,
-    pub(crate) pods_by_ip: OrdMap<IpAddr, Few<Arc<Pod>>>,
+    pub(crate) pods_by_ip: IpIndex<Pod>,
     pub(crate) counts: Counts,
 }
 
@@ -80,15 +218,13 @@ impl Snapshot {
     /// True when an earlier (by slice name) slice of the same service already holds this
     /// address with the same hostname: used to de-duplicate across slices.
     fn dup_in_earlier(&self, slice: &Slice, ip: IpAddr, hostname: Option<&str>) -> bool {
-        self.endpoints_by_ip.get(&ip).is_some_and(|list| {
-            list.iter().any(|t| {
-                t.name < slice.name
-                    && t.service == slice.service
-                    && t.namespace == slice.namespace
-                    && t.endpoints
-                        .iter()
-                        .any(|e| e.ip == ip && t.hostname(e) == hostname)
-            })
+        self.endpoints_by_ip.get(ip).any(|t| {
+            t.name < slice.name
+                && t.service == slice.service
+                && t.namespace == slice.namespace
+                && t.endpoints
+                    .iter()
+                    .any(|e| e.ip == ip && t.hostname(e) == hostname)
         })
     }
 
@@ -120,46 +256,33 @@ impl Snapshot {
 
     /// Services whose ClusterIPs (any family) include `ip`.
     pub fn services_by_ip(&self, ip: IpAddr) -> impl Iterator<Item = &Service> {
-        self.services_by_ip
-            .get(&ip)
-            .into_iter()
-            .flat_map(|l| l.iter().map(|s| &**s))
+        self.services_by_ip.get(ip).map(|s| &**s)
     }
 
     /// Ready endpoints with this address, with their service (de-duplicated like `endpoints`).
     pub fn endpoints_by_ip(&self, ip: IpAddr) -> impl Iterator<Item = EndpointHit<'_>> {
-        self.endpoints_by_ip
-            .get(&ip)
-            .into_iter()
-            .flat_map(|l| l.iter())
-            .flat_map(move |sl| {
-                sl.endpoints
-                    .iter()
-                    .filter(move |e| e.ip == ip)
-                    .filter(move |e| !self.dup_in_earlier(sl, e.ip, sl.hostname(e)))
-                    .map(move |e| EndpointHit {
-                        namespace: &sl.namespace,
-                        service: &sl.service,
-                        endpoint: e.as_ref(sl),
-                    })
-            })
+        self.endpoints_by_ip.get(ip).flat_map(move |sl| {
+            sl.endpoints
+                .iter()
+                .filter(move |e| e.ip == ip)
+                .filter(move |e| !self.dup_in_earlier(sl, e.ip, sl.hostname(e)))
+                .map(move |e| EndpointHit {
+                    namespace: &sl.namespace,
+                    service: &sl.service,
+                    endpoint: e.as_ref(sl),
+                })
+        })
     }
 
     /// A pod with this IP (the first, if several share it, e.g. hostNetwork pods). Only filled
     /// with `pods verified`.
     pub fn pod_by_ip(&self, ip: IpAddr) -> Option<&Pod> {
-        self.pods_by_ip
-            .get(&ip)
-            .and_then(|l| l.first())
-            .map(|p| &**p)
+        self.pods_by_ip.get(ip).next().map(|p| &**p)
     }
 
     /// Every pod with this IP.
     pub fn pods_by_ip(&self, ip: IpAddr) -> impl Iterator<Item = &Pod> {
-        self.pods_by_ip
-            .get(&ip)
-            .into_iter()
-            .flat_map(|l| l.iter().map(|p| &**p))
+        self.pods_by_ip.get(ip).map(|p| &**p)
     }
 
     /// A pod by namespace and name.
@@ -170,5 +293,61 @@ impl Snapshot {
     /// Object counts.
     pub fn counts(&self) -> Counts {
         self.counts
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn at(ix: &IpIndex<&'static str>, a: &str) -> Vec<&'static str> {
+        ix.get(ip(a)).map(|v| **v).collect()
+    }
+
+    #[test]
+    fn ip_index_groups_keep_order_and_share_structure() {
+        let mut ix: IpIndex<&'static str> = IpIndex::default();
+        let a = Arc::new("a");
+        ix.insert(ip("10.0.0.7"), a.clone());
+        ix.insert(ip("10.0.0.7"), Arc::new("b"));
+        ix.insert(ip("10.0.0.7"), a.clone()); // the same object again: once
+        ix.insert(ip("10.0.0.6"), Arc::new("c"));
+        ix.insert(ip("10.0.0.255"), Arc::new("d"));
+        ix.insert(ip("10.0.1.0"), Arc::new("e"));
+        ix.insert(ip("::ffff:10.0.0.7"), Arc::new("f"));
+        ix.insert(ip("fd00::7"), Arc::new("g"));
+        assert_eq!(at(&ix, "10.0.0.7"), ["a", "b"]);
+        assert_eq!(at(&ix, "10.0.0.6"), ["c"]);
+        assert_eq!(at(&ix, "10.0.0.255"), ["d"]);
+        assert_eq!(at(&ix, "10.0.1.0"), ["e"]);
+        assert_eq!(at(&ix, "::ffff:10.0.0.7"), ["f"]);
+        assert_eq!(at(&ix, "fd00::7"), ["g"]);
+        assert!(at(&ix, "10.0.0.8").is_empty());
+        assert!(at(&ix, "fd00::107").is_empty());
+
+        let published = ix.clone();
+        ix.remove(ip("10.0.0.7"), |v| *v == "a");
+        ix.remove(ip("10.0.0.6"), |v| *v == "c");
+        ix.insert(ip("10.0.0.7"), Arc::new("h"));
+        assert_eq!(at(&ix, "10.0.0.7"), ["b", "h"]);
+        assert!(at(&ix, "10.0.0.6").is_empty());
+        // The earlier snapshot still sees what it saw.
+        assert_eq!(at(&published, "10.0.0.7"), ["a", "b"]);
+        assert_eq!(at(&published, "10.0.0.6"), ["c"]);
+        // Emptied groups disappear.
+        for (a, v) in [("10.0.0.7", "b"), ("10.0.0.7", "h"), ("10.0.0.255", "d")] {
+            ix.remove(ip(a), |x| *x == v);
+        }
+        assert!(!ix.map.contains_key(&ip("10.0.0.0")));
+        assert_eq!(ix.map.len(), 3);
+    }
+
+    #[test]
+    fn stored_endpoint_is_small() {
+        assert!(std::mem::size_of::<crate::model::Endpoint>() <= 28);
     }
 }

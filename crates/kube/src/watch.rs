@@ -159,19 +159,19 @@ pub(crate) trait Watched:
 impl Watched for K8sService {
     const RES: Res = Res::Service;
     fn fold(&self, w: &mut Writer) {
-        w.upsert_service(self);
+        w.upsert_service(&crate::decode::ServiceIn::from(self));
     }
 }
 impl Watched for EndpointSlice {
     const RES: Res = Res::EndpointSlice;
     fn fold(&self, w: &mut Writer) {
-        w.upsert_slice(self);
+        w.upsert_slice(&crate::decode::SliceIn::from(self));
     }
 }
 impl Watched for K8sPod {
     const RES: Res = Res::Pod;
     fn fold(&self, w: &mut Writer) {
-        w.upsert_pod(self);
+        w.upsert_pod(&crate::decode::PodIn::from(self));
     }
 }
 impl Watched for K8sNamespace {
@@ -323,6 +323,8 @@ fn fold_event<K: Watched>(index: &Index, ev: Event<K>, in_init: &mut bool) {
         Event::InitDone => {
             *in_init = false;
             index.write(|w| w.end_relist(K::RES));
+            // The pages of the list are freed by now: hand their memory back.
+            crate::release_memory();
             tracing::debug!("plugin/kubernetes: {}: list complete", K::RES.as_str());
         }
         Event::Apply(o) => index.write(|w| o.fold(w)),

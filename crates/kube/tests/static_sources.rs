@@ -173,3 +173,229 @@ async fn snapshot_persist_and_load_roundtrip() {
         .load_snapshot(&dir.path().join("missing.json"))
         .is_err());
 }
+
+/// Everything DNS reads from an index, as plain data, to compare two indexes.
+fn dump(idx: &Index) -> Vec<String> {
+    let s = idx.snapshot();
+    let mut out = vec![format!("{:?}", s.counts())];
+    out.extend(s.namespaces().map(|n| format!("ns {}", n.name)));
+    for svc in s.services() {
+        out.push(format!("{svc:?}"));
+        for e in s.endpoints(&svc.namespace, &svc.name) {
+            out.push(format!("  {e:?}"));
+            out.push(format!(
+                "  by ip {:?}",
+                s.endpoints_by_ip(e.ip).collect::<Vec<_>>()
+            ));
+        }
+        for ip in svc.cluster_ips() {
+            let by: Vec<_> = s.services_by_ip(*ip).map(|x| &*x.name).collect();
+            out.push(format!("  svc ip {ip} {by:?}"));
+        }
+    }
+    for ns in s.namespaces() {
+        // Pods are only reachable by name or address; probe the addresses of the fixture.
+        for i in 0..=3u8 {
+            for a in [
+                format!("10.0.0.{i}"),
+                format!("10.0.0.25{i}"),
+                format!("10.0.1.{i}"),
+            ] {
+                let pods: Vec<_> = s
+                    .pods_by_ip(ip(&a))
+                    .filter(|p| *p.namespace == *ns.name)
+                    .collect();
+                if !pods.is_empty() {
+                    out.push(format!("pods {a} {pods:?}"));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// A `kubectl get -o json`-style list: keys sorted (so `items` comes before `kind` and
+/// `endpoints` before `kind`), a nested List, escaped strings, non-object items, other kinds
+/// with fields the index's decoder would not accept, and every field the index reads.
+const KUBECTL_LIST: &str = r#"{
+ "apiVersion": "v1",
+ "items": [
+  {"apiVersion": "v1", "data": {"a": "b"}, "kind": "ConfigMap",
+   "metadata": {"name": "cm", "namespace": "other"}, "spec": {"ports": "not-a-list"}},
+  null, 5, "text",
+  {"apiVersion": "v1", "kind": "Service",
+   "metadata": {"annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{\"a\":\"\\\"b\"}"},
+                "labels": {"app": "web"}, "name": "w\u0065b", "namespace": "prod"},
+   "spec": {"clusterIP": "10.96.0.20", "clusterIPs": ["10.96.0.20", "fd00::20"],
+            "externalIPs": ["192.0.2.7"], "ipFamilies": ["IPv4", "IPv6"],
+            "ports": [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": "http"},
+                      {"name": "dns", "port": 53, "protocol": "UDP"}],
+            "selector": {"app": "web"}, "type": "LoadBalancer"},
+   "status": {"loadBalancer": {"ingress": [{"ip": "198.51.100.1"}, {"hostname": "lb.example"}]}}},
+  {"addressType": "IPv4",
+   "endpoints": [
+     {"addresses": ["10.0.0.1"], "conditions": {"ready": true}, "hostname": "web-0",
+      "nodeName": "node-a", "targetRef": {"kind": "Pod", "name": "web-0", "namespace": "prod"},
+      "zone": "Zone-1"},
+     {"addresses": ["10.0.0.2"], "conditions": {"ready": false}, "nodeName": "node-b"},
+     {"addresses": ["10.0.0.3", "bogus"], "conditions": {"ready": null},
+      "targetRef": {"kind": "Node", "name": "n"}}
+   ],
+   "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+   "metadata": {"annotations": {"endpoints.kubernetes.io/last-change-trigger-time": "2024-01-01T00:00:00Z"},
+                "labels": {"kubernetes.io/service-name": "web"}, "name": "web-x1", "namespace": "prod"},
+   "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}, {"name": null, "port": null}]},
+  {"apiVersion": "v1", "items": [
+     {"apiVersion": "v1", "kind": "Pod",
+      "metadata": {"labels": {"z": "1", "a": "2"}, "name": "web-0", "namespace": "prod"},
+      "spec": {"containers": [{"name": "c", "ports": [{"containerPort": 80}]}]},
+      "status": {"phase": "Running", "podIP": "10.0.0.1", "podIPs": [{"ip": "10.0.0.1"}]}},
+     {"apiVersion": "v1", "kind": "Pod",
+      "metadata": {"name": "host-net", "namespace": "prod"},
+      "status": {"podIP": "10.0.0.1"}},
+     {"apiVersion": "v1", "kind": "Pod",
+      "metadata": {"deletionTimestamp": "2024-01-01T00:00:00Z", "name": "gone", "namespace": "prod"},
+      "status": {"podIP": "10.0.0.3"}},
+     {"kind": "Pod", "metadata": {"name": "edge", "namespace": "prod"},
+      "status": {"podIPs": [{"ip": "10.0.0.255"}, {"ip": "10.0.1.0"}]}}
+   ], "kind": "PodList"},
+  {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "empty-ns"}},
+  {"kind": "Service", "metadata": {"name": "ext", "namespace": "prod"},
+   "spec": {"externalName": "example.org", "type": "ExternalName"}},
+  {"kind": "Service", "metadata": {"name": "h", "namespace": "prod"}, "spec": {"clusterIP": "None"}}
+ ],
+ "kind": "List",
+ "metadata": {"resourceVersion": ""}
+}"#;
+
+#[test]
+fn json_manifests_stream_into_the_same_index_as_apply_objects() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cluster.json");
+    std::fs::write(&path, KUBECTL_LIST).unwrap();
+
+    let streamed = Index::new_static();
+    streamed
+        .load_manifest_files(std::slice::from_ref(&path))
+        .unwrap();
+    let tree = Index::new_static();
+    tree.apply_objects(load_manifests(std::slice::from_ref(&path)).unwrap())
+        .unwrap();
+    let got = dump(&streamed);
+    assert_eq!(got, dump(&tree));
+
+    let s = streamed.snapshot();
+    let c = s.counts();
+    assert_eq!((c.services, c.endpoints, c.pods), (3, 2, 3), "{c:?}");
+    // `other` (ConfigMap only) is not implied; `empty-ns` is listed; `prod` is implied.
+    let nss: Vec<_> = s.namespaces().map(|n| n.name.to_string()).collect();
+    assert_eq!(nss, ["empty-ns", "prod"]);
+    let web = s.service("prod", "web").expect("escaped name decoded");
+    assert_eq!(web.cluster_ips(), [ip("10.96.0.20"), ip("fd00::20")]);
+    assert_eq!(web.external_ips, [ip("192.0.2.7"), ip("198.51.100.1")]);
+    let ports: Vec<_> = web
+        .ports
+        .iter()
+        .map(|p| (&*p.name, p.port, p.protocol.as_str()))
+        .collect();
+    assert_eq!(ports, [("http", 80, "TCP"), ("dns", 53, "UDP")]);
+    assert!(s.service("prod", "h").unwrap().is_headless());
+    let eps: Vec<_> = s.endpoints("prod", "web").collect();
+    assert_eq!(eps.len(), 2, "{eps:?}");
+    assert_eq!(
+        (
+            eps[0].ip,
+            eps[0].hostname,
+            eps[0].pod_name,
+            eps[0].node_name,
+            eps[0].zone
+        ),
+        (
+            ip("10.0.0.1"),
+            Some("web-0"),
+            Some("web-0"),
+            Some("node-a"),
+            Some("zone-1")
+        )
+    );
+    assert_eq!((eps[1].ip, eps[1].pod_name), (ip("10.0.0.3"), None));
+    let ports: Vec<_> = eps[0].ports.iter().map(|p| (&*p.name, p.port)).collect();
+    assert_eq!(ports, [("http", 8080), ("", -1)]);
+    // Two pods on one address: the first listed answers; the terminating pod is dropped.
+    assert_eq!(&*s.pod_by_ip(ip("10.0.0.1")).unwrap().name, "web-0");
+    assert_eq!(s.pods_by_ip(ip("10.0.0.1")).count(), 2);
+    assert!(s.pod_by_ip(ip("10.0.0.3")).is_none());
+    let labels: Vec<_> = s
+        .pod("prod", "web-0")
+        .unwrap()
+        .labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    assert_eq!(labels, ["a=2", "z=1"]);
+    // Addresses on both sides of a /24 boundary, and v4 vs v4-mapped v6.
+    assert_eq!(&*s.pod_by_ip(ip("10.0.0.255")).unwrap().name, "edge");
+    assert_eq!(&*s.pod_by_ip(ip("10.0.1.0")).unwrap().name, "edge");
+    assert!(s.pod_by_ip(ip("10.0.1.1")).is_none());
+    assert!(s.pod_by_ip(ip("::ffff:10.0.0.1")).is_none());
+    assert_eq!(s.services_by_ip(ip("fd00::20")).count(), 1);
+    assert!(s.services_by_ip(ip("fd00::21")).next().is_none());
+    drop(s);
+
+    // Removing one of two pods on an address keeps the other; the address group stays exact.
+    tree.apply_objects(vec![pod("prod", "host-net").ip("10.0.0.1").build()])
+        .unwrap();
+    let s = tree.snapshot();
+    assert_eq!(&*s.pod_by_ip(ip("10.0.0.1")).unwrap().name, "host-net");
+    assert_eq!(s.pods_by_ip(ip("10.0.0.1")).count(), 1);
+    assert!(s.pod_by_ip(ip("10.0.0.255")).is_none());
+}
+
+#[test]
+fn manifest_files_check_everything_before_applying() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("a.json");
+    std::fs::write(&good, KUBECTL_LIST).unwrap();
+    let idx = Index::new_static();
+    idx.load_manifest_files(std::slice::from_ref(&good))
+        .unwrap();
+    let before = dump(&idx);
+
+    // A file that is not JSON: nothing of the good file is re-applied, nothing removed.
+    let broken = dir.path().join("b.json");
+    std::fs::write(&broken, r#"{"kind": "List", "items": [{"kind": "Service""#).unwrap();
+    let err = idx
+        .load_manifest_files(&[good.clone(), broken.clone()])
+        .unwrap_err();
+    assert!(err.to_string().contains("b.json"), "{err}");
+    assert_eq!(dump(&idx), before);
+
+    // Objects that do not decode are named; every other object is applied.
+    std::fs::write(
+        &broken,
+        r#"{"kind": "List", "items": [
+            {"apiVersion": "v2", "kind": "Service", "metadata": {"name": "wrong-version", "namespace": "x"}},
+            {"kind": "Service", "metadata": {"name": "ok", "namespace": "x"}, "spec": {"clusterIP": "10.9.9.9"}}]}"#,
+    )
+    .unwrap();
+    let err = idx
+        .load_manifest_files(std::slice::from_ref(&broken))
+        .unwrap_err();
+    assert!(err.to_string().contains("wrong-version"), "{err}");
+    let s = idx.snapshot();
+    assert!(s.service("x", "ok").is_some());
+    assert!(s.service("x", "wrong-version").is_none());
+    assert!(
+        s.service("prod", "web").is_none(),
+        "the replaced file's objects are gone"
+    );
+    drop(s);
+    std::fs::write(
+        &broken,
+        r#"[{"kind": "Pod", "metadata": {"name": "p", "namespace": "x"}, "status": {"podIP": 7}}]"#,
+    )
+    .unwrap();
+    // A top-level array is not an object: nothing in it is read (as before).
+    idx.load_manifest_files(&[broken]).unwrap();
+    assert_eq!(idx.snapshot().counts().services, 0);
+}

@@ -307,9 +307,13 @@ impl Message {
     /// Length of the message encoded without name compression (miekg/dns `Len()` of a message
     /// that has `Compress` off, which is what CoreDNS logs as the response size).
     pub fn uncompressed_len(&self) -> usize {
-        let mut e = Encoder::new();
-        e.compress = false;
-        self.encode_with(e, usize::MAX).0.len()
+        let q: usize = self.questions.iter().map(|q| q.name.wire_len() + 4).sum();
+        let rr: usize = [&self.answers, &self.authority, &self.additional]
+            .into_iter()
+            .flatten()
+            .map(|r| r.name.wire_len() + 10 + r.data.wire_len())
+            .sum();
+        HEADER_LEN + q + rr + self.edns.as_ref().map_or(0, Edns::wire_len)
     }
 
     fn encode(&self, max_len: usize) -> (Vec<u8>, bool) {
@@ -852,6 +856,91 @@ mod tests {
             let labels: usize = (0..n).map(|i| 1 + format!("h{i}").len()).sum();
             assert_eq!(w.len(), HEADER_LEN + 26 + 4 + labels + n * (2 + 10 + 4));
         }
+    }
+
+    /// The computed uncompressed length is the length of the encoding without compression.
+    #[test]
+    fn uncompressed_len_is_the_plain_encoding_length() {
+        let q = Message::query(1, Name::parse("a.example.org.").unwrap(), RType::A);
+        let mut m = Message::reply_to(&q);
+        let n = |s: &str| Name::parse(s).unwrap();
+        m.answers.push(Record::new(
+            n("a.example.org."),
+            5,
+            RData::A(Ipv4Addr::new(10, 0, 0, 1)),
+        ));
+        m.answers.push(Record::new(
+            n("a.example.org."),
+            5,
+            RData::Aaaa("2001:db8::1".parse().unwrap()),
+        ));
+        m.answers.push(Record::new(
+            n("a.example.org."),
+            5,
+            RData::Cname(n("b.example.org.")),
+        ));
+        m.answers.push(Record::new(
+            n("a.example.org."),
+            5,
+            RData::Txt(vec![vec![b'x'; 300], b"hi".to_vec()]),
+        ));
+        m.answers.push(Record::new(
+            n("a.example.org."),
+            5,
+            RData::Mx {
+                preference: 1,
+                exchange: n("mx.example.org."),
+            },
+        ));
+        m.answers.push(Record::new(
+            n("a.example.org."),
+            5,
+            RData::Hinfo {
+                cpu: b"c".to_vec(),
+                os: b"o".to_vec(),
+            },
+        ));
+        m.authority.push(Record::new(
+            n("example.org."),
+            5,
+            RData::Soa(crate::Soa {
+                mname: n("ns.example.org."),
+                rname: n("h.example.org."),
+                serial: 1,
+                refresh: 2,
+                retry: 3,
+                expire: 4,
+                minimum: 5,
+            }),
+        ));
+        m.additional.push(Record::new(
+            n("b.example.org."),
+            5,
+            RData::Srv(crate::Srv {
+                priority: 0,
+                weight: 1,
+                port: 2,
+                target: n("c.example.org."),
+            }),
+        ));
+        m.additional.push(Record::unknown(
+            n("d.example.org."),
+            RType(99),
+            Class::IN,
+            5,
+            vec![1, 2, 3],
+        ));
+        let mut e = Edns::new(1232);
+        e.options.push(EdnsOption {
+            code: 10,
+            data: vec![0; 8],
+        });
+        m.edns = Some(e);
+        let mut enc = Encoder::new();
+        enc.compress = false;
+        let plain = m.encode_with(enc, usize::MAX).0.len();
+        assert_eq!(m.uncompressed_len(), plain);
+        assert!(m.to_wire().len() < plain);
     }
 
     /// Compression matches case exactly (miekg/dns does): a name spelled differently from an

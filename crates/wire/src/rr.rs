@@ -45,6 +45,21 @@ pub enum RData {
 }
 
 impl RData {
+    /// Length of the data on the wire without name compression.
+    pub fn wire_len(&self) -> usize {
+        match self {
+            RData::A(_) => 4,
+            RData::Aaaa(_) => 16,
+            RData::Ns(n) | RData::Cname(n) | RData::Ptr(n) | RData::Dname(n) => n.wire_len(),
+            RData::Soa(s) => s.mname.wire_len() + s.rname.wire_len() + 20,
+            RData::Mx { exchange, .. } => 2 + exchange.wire_len(),
+            RData::Srv(s) => 6 + s.target.wire_len(),
+            RData::Txt(parts) => parts.iter().map(|p| 1 + p.len().min(255)).sum(),
+            RData::Hinfo { cpu, os } => 2 + cpu.len().min(255) + os.len().min(255),
+            RData::Unknown(d) => d.len(),
+        }
+    }
+
     /// The target name of a record that points at another name.
     pub fn target(&self) -> Option<&Name> {
         match self {

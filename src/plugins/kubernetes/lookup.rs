@@ -54,21 +54,27 @@ fn strip_underscore(s: &str) -> &str {
     s.strip_prefix('_').unwrap_or(s)
 }
 
-/// Splits `qname` (lower-cased) below `zone` into its parts, like CoreDNS `parseRequest`.
+/// A label as text, lower-cased (bytes that are not UTF-8 become U+FFFD, as before).
+fn seg(l: &[u8]) -> String {
+    match std::str::from_utf8(l) {
+        Ok(s) => s.to_ascii_lowercase(),
+        Err(_) => String::from_utf8_lossy(l).to_ascii_lowercase(),
+    }
+}
+
+/// Splits `qname` (lower-cased) below `zone` into its parts, like CoreDNS `parseRequest`. Only
+/// the labels a field takes are turned into strings.
 pub fn parse_request(qname: &Name, zone: &Name, zonal: bool) -> KResult<RecordRequest> {
     let mut r = RecordRequest::default();
-    let Some(labels) = qname.prefix_labels(zone) else {
+    let Some(segs) = qname.prefix_labels(zone) else {
         return Ok(r);
     };
-    let segs: Vec<String> = labels
-        .iter()
-        .map(|l| String::from_utf8_lossy(l).to_ascii_lowercase())
-        .collect();
-    if segs.is_empty() || (segs.len() == 1 && (segs[0] == "svc" || segs[0] == "pod")) {
+    let is = |l: &[u8], w: &str| l.eq_ignore_ascii_case(w.as_bytes());
+    if segs.is_empty() || (segs.len() == 1 && (is(segs[0], "svc") || is(segs[0], "pod"))) {
         return Ok(r);
     }
     let mut last = segs.len() as isize - 1;
-    r.pod_or_svc = segs[last as usize].clone();
+    r.pod_or_svc = seg(segs[last as usize]);
     if r.pod_or_svc != "pod" && r.pod_or_svc != "svc" {
         return Err(NameError);
     }
@@ -76,33 +82,37 @@ pub fn parse_request(qname: &Name, zone: &Name, zonal: bool) -> KResult<RecordRe
     if last < 0 {
         return Ok(r);
     }
-    r.namespace = segs[last as usize].clone();
+    r.namespace = seg(segs[last as usize]);
     last -= 1;
     if last < 0 {
         return Ok(r);
     }
-    r.service = segs[last as usize].clone();
+    r.service = seg(segs[last as usize]);
     last -= 1;
     if last < 0 {
         return Ok(r);
     }
     let l = last as usize;
     match l {
-        0 => r.endpoint = segs[0].clone(),
+        0 => r.endpoint = seg(segs[0]),
         1 => {
-            r.protocol = strip_underscore(&segs[1]).to_string();
-            r.port = strip_underscore(&segs[0]).to_string();
+            r.protocol = strip_underscore(&seg(segs[1])).to_string();
+            r.port = strip_underscore(&seg(segs[0])).to_string();
         }
         _ => {
-            if !zonal || segs[l] != "_zone" || r.pod_or_svc != "svc" {
+            if !zonal || !is(segs[l], "_zone") || r.pod_or_svc != "svc" {
                 return Err(NameError);
             }
-            match segs[l - 1].as_str() {
-                "pin" => {}
-                "prefer" => r.zone_prefer = true,
-                _ => return Err(NameError),
+            if is(segs[l - 1], "prefer") {
+                r.zone_prefer = true;
+            } else if !is(segs[l - 1], "pin") {
+                return Err(NameError);
             }
-            r.zone = segs[..l - 1].join(".");
+            r.zone = segs[..l - 1]
+                .iter()
+                .map(|l| seg(l))
+                .collect::<Vec<_>>()
+                .join(".");
         }
     }
     Ok(r)

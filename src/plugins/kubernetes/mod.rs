@@ -155,10 +155,9 @@ pub fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), Error> 
     let stop_bridge = tokio_util::sync::CancellationToken::new();
     match &cfg.source {
         DataSource::Manifests(paths) => {
-            let objs = sextant_kube::load_manifests(paths).map_err(|e| d.err(e.to_string()))?;
             let idx = Index::new_static();
-            idx.apply_objects(objs).map_err(|e| d.err(e.to_string()))?;
-            sextant_kube::release_memory();
+            idx.load_manifest_files(paths)
+                .map_err(|e| d.err(e.to_string()))?;
             slot.store(Some(Arc::new(idx.clone())));
             let bridge = (idx.clone(), cfg.clone(), bus.clone(), stop_bridge.clone());
             let paths = paths.clone();
@@ -428,7 +427,21 @@ impl Kubernetes {
             let mut tc = false;
             // True once an answer came from outside the index (through the server).
             let mut external = false;
-            let mut dup: HashSet<IpAddr> = HashSet::new();
+            // Addresses already answered: a linear scan for a handful, a set for big headless
+            // services.
+            let many = items.len() > 16;
+            let mut seen_few: Vec<IpAddr> = Vec::new();
+            let mut seen_many: HashSet<IpAddr> = HashSet::new();
+            let mut fresh = |ip: IpAddr| {
+                if many {
+                    seen_many.insert(ip)
+                } else if seen_few.contains(&ip) {
+                    false
+                } else {
+                    seen_few.push(ip);
+                    true
+                }
+            };
             for it in items {
                 match it.host {
                     Host::Name(target) => {
@@ -471,7 +484,7 @@ impl Kubernetes {
                         }
                     }
                     Host::Ip(ip) => {
-                        if ip.is_ipv6() == v6 && dup.insert(ip) {
+                        if ip.is_ipv6() == v6 && fresh(ip) {
                             out.push(addr_record(qname.clone(), it.ttl, ip));
                         }
                     }

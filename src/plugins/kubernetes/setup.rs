@@ -91,12 +91,15 @@ impl Config {
 
 /// True for names under `in-addr.arpa.` or `ip6.arpa.`.
 pub fn is_reverse(name: &Name) -> bool {
-    let labels: Vec<&[u8]> = name.labels().collect();
-    let n = labels.len();
-    n >= 2
-        && labels[n - 1].eq_ignore_ascii_case(b"arpa")
-        && (labels[n - 2].eq_ignore_ascii_case(b"in-addr")
-            || labels[n - 2].eq_ignore_ascii_case(b"ip6"))
+    // The last two labels, without collecting them.
+    let (mut prev, mut last): (Option<&[u8]>, Option<&[u8]>) = (None, None);
+    for l in name.labels() {
+        prev = last;
+        last = Some(l);
+    }
+    matches!((prev, last), (Some(p), Some(l))
+        if l.eq_ignore_ascii_case(b"arpa")
+            && (p.eq_ignore_ascii_case(b"in-addr") || p.eq_ignore_ascii_case(b"ip6")))
 }
 
 fn zones_from(d: &Directive, args: &[Token], block_zones: &[String]) -> Result<Vec<Name>, Error> {
