@@ -11,7 +11,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::TcpListener;
 use tokio::sync::{Mutex, Semaphore};
 use tokio_util::sync::CancellationToken;
 
@@ -136,14 +136,21 @@ impl Listener {
         let site = Arc::new(ArcSwap::new(site));
         let cancel = CancellationToken::new();
         let inflight = Arc::new(AtomicUsize::new(0));
+        let handle = tokio::runtime::Handle::current();
         for u in udp {
-            let sock = UdpSocket::from_std(u)?;
-            tokio::spawn(udp_loop(
-                Arc::new(sock),
+            // A thread per socket, blocked in recvmmsg like Knot's UDP workers: no poller
+            // round trip and no task wake-up per batch.
+            u.set_nonblocking(false)?;
+            u.set_read_timeout(Some(UDP_STOP_CHECK))?;
+            let (site, cancel, inflight, handle) = (
                 site.clone(),
                 cancel.clone(),
                 inflight.clone(),
-            ));
+                handle.clone(),
+            );
+            std::thread::Builder::new()
+                .name("sextant-udp".into())
+                .spawn(move || udp_thread(Arc::new(u), site, cancel, inflight, handle))?;
         }
         let tls = tls.map(|c| Arc::new(ArcSwap::new(c)));
         for t in tcp {
@@ -171,101 +178,102 @@ impl Listener {
     }
 }
 
-async fn udp_loop(
-    sock: Arc<UdpSocket>,
+/// How often a UDP thread blocked in recvmmsg looks whether its listener was stopped.
+const UDP_STOP_CHECK: Duration = Duration::from_millis(100);
+
+fn udp_thread(
+    sock: Arc<std::net::UdpSocket>,
     site: Arc<ArcSwap<Site>>,
     cancel: CancellationToken,
     inflight: Arc<AtomicUsize>,
+    handle: tokio::runtime::Handle,
 ) {
     use std::os::fd::AsRawFd;
+    // Plugins polled here may create timers or spawn tasks: they find the runtime.
+    let _rt = handle.enter();
     let local = sock
         .local_addr()
         .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
     let fd = sock.as_raw_fd();
     let mut batch = mmsg::RecvBatch::new();
     let mut ready: Vec<(Vec<u8>, SocketAddr)> = Vec::with_capacity(mmsg::BATCH);
-    let cancelled = cancel.cancelled();
-    tokio::pin!(cancelled);
-    loop {
-        tokio::select! {
-            biased;
-            _ = &mut cancelled => break,
-            r = sock.readable() => if r.is_err() { continue },
-        }
-        // Drain the socket a batch at a time: one system call in, one out per batch; after a
-        // few full batches let the other tasks on this thread run (health, TCP, forwards), so a
-        // flood cannot starve them.
-        let mut full_batches = 0;
-        loop {
-            let n = match sock.try_io(tokio::io::Interest::READABLE, || batch.recv(fd)) {
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(_) => break,
+    while !cancel.is_cancelled() {
+        let n = match batch.recv_wait(fd) {
+            Ok(n) => n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock
+                        | std::io::ErrorKind::TimedOut
+                        | std::io::ErrorKind::Interrupted
+                ) =>
+            {
+                continue
+            }
+            Err(_) => {
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+        };
+        // The whole batch counts as in flight until its replies are out.
+        let batch_guard = InFlight::new(&inflight);
+        let site_now = site.load_full();
+        for i in 0..n {
+            let Some((packet, src)) = batch.get(i) else {
+                continue;
             };
-            if n == 0 {
-                break;
-            }
-            // The whole batch counts as in flight until its replies are out.
-            let batch_guard = InFlight::new(&inflight);
-            let site_now = site.load_full();
-            for i in 0..n {
-                let Some((packet, src)) = batch.get(i) else {
-                    continue;
-                };
-                if let Some(reply) = serve_udp(&sock, &site_now, &inflight, packet, src, local) {
-                    ready.push((reply, src));
-                }
-            }
-            send_batch(&sock, fd, &mut ready, &inflight);
-            drop(batch_guard);
-            if cancel.is_cancelled() || n < mmsg::BATCH {
-                break;
-            }
-            full_batches += 1;
-            if full_batches == 8 {
-                tokio::task::yield_now().await;
-                full_batches = 0;
+            if let Some(reply) = serve_udp(&sock, &handle, &site_now, &inflight, packet, src, local)
+            {
+                ready.push((reply, src));
             }
         }
+        send_batch(fd, &mut ready);
+        drop(batch_guard);
     }
 }
 
-/// Sends the replies that are ready: `sendmmsg` while the socket takes them, then one task per
-/// reply left when its buffer is full.
-fn send_batch(
-    sock: &Arc<UdpSocket>,
-    fd: std::os::fd::RawFd,
-    ready: &mut Vec<(Vec<u8>, SocketAddr)>,
-    inflight: &Arc<AtomicUsize>,
-) {
+/// Sends the replies that are ready with `sendmmsg`; when the socket buffer is full, waits
+/// for room a little (this thread has nothing better to do) and drops what still does not fit,
+/// as a full buffer would.
+fn send_batch(fd: std::os::fd::RawFd, ready: &mut Vec<(Vec<u8>, SocketAddr)>) {
     let mut done = 0;
+    let mut waits = 0;
     while done < ready.len() {
-        match sock.try_io(tokio::io::Interest::WRITABLE, || {
-            mmsg::send(fd, &ready[done..])
-        }) {
+        match mmsg::send(fd, &ready[done..]) {
             Ok(0) => break,
             Ok(k) => done += k,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && waits < 10 => {
+                waits += 1;
+                std::thread::sleep(Duration::from_millis(1));
+            }
             // A reply the kernel refuses (e.g. an unreachable destination) is dropped alone.
-            Err(e) if e.kind() != std::io::ErrorKind::WouldBlock => done += 1,
-            Err(_) => break,
+            Err(_) => done += 1,
         }
     }
-    for (reply, dst) in ready.drain(..).skip(done) {
-        let sock = sock.clone();
-        let guard = InFlight::new(inflight);
-        tokio::spawn(async move {
-            let _guard = guard;
-            let _ = sock.send_to(&reply, dst).await;
-        });
+    ready.clear();
+}
+
+/// Sends a reply from a task (a query that had to wait): without blocking the runtime's thread,
+/// retrying for a while when the socket buffer is full.
+async fn send_from_task(sock: &std::net::UdpSocket, reply: &[u8], dst: SocketAddr) {
+    use std::os::fd::AsRawFd;
+    for _ in 0..50 {
+        match mmsg::send_one(sock.as_raw_fd(), reply, &dst) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                tokio::time::sleep(Duration::from_millis(1)).await
+            }
+            _ => return,
+        }
     }
 }
 
 /// Answers one datagram. The handler future is polled once right here: answers that need no
 /// waiting (kubernetes, cache hits, whoami, ...) are returned to be sent with the batch, without
-/// a task; only a future that is still pending (forward, a blocked plugin) becomes a task, which
-/// owns a copy of the packet and sends its reply itself.
+/// a task; only a future that is still pending (forward, a blocked plugin) becomes a task on the
+/// runtime, which owns a copy of the packet and sends its reply itself.
 fn serve_udp(
-    sock: &Arc<UdpSocket>,
+    sock: &Arc<std::net::UdpSocket>,
+    handle: &tokio::runtime::Handle,
     site: &Arc<Site>,
     inflight: &Arc<AtomicUsize>,
     packet: &[u8],
@@ -282,10 +290,10 @@ fn serve_udp(
             // register the waker of their latest poll), so no wake-up is lost.
             let sock = sock.clone();
             let guard = InFlight::new(inflight);
-            tokio::spawn(async move {
+            handle.spawn(async move {
                 let _guard = guard;
                 if let Some(reply) = fut.await {
-                    let _ = sock.send_to(&reply, src).await;
+                    send_from_task(&sock, &reply, src).await;
                 }
             });
             None

@@ -51,8 +51,13 @@ impl RecvBatch {
         b
     }
 
-    /// Reads up to [`BATCH`] datagrams without blocking; `WouldBlock` when there are none.
-    pub fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
+    /// Waits for at least one datagram (up to the socket's receive timeout, then `WouldBlock`)
+    /// and reads up to [`BATCH`] of those queued, in one system call.
+    pub fn recv_wait(&mut self, fd: RawFd) -> io::Result<usize> {
+        self.recv_flags(fd, libc::MSG_WAITFORONE)
+    }
+
+    fn recv_flags(&mut self, fd: RawFd, flags: libc::c_int) -> io::Result<usize> {
         for h in &mut self.hdrs {
             h.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as u32;
             h.msg_hdr.msg_flags = 0;
@@ -65,7 +70,7 @@ impl RecvBatch {
                 fd,
                 self.hdrs.as_mut_ptr(),
                 BATCH as u32,
-                libc::MSG_DONTWAIT,
+                flags,
                 std::ptr::null_mut(),
             )
         };
@@ -75,7 +80,7 @@ impl RecvBatch {
         Ok(n as usize)
     }
 
-    /// Datagram `i` of the last [`RecvBatch::recv`]: its bytes and sender. None for a datagram
+    /// Datagram `i` of the last [`RecvBatch::recv_wait`]: its bytes and sender. None for a datagram
     /// that was cut (larger than a slot, impossible for UDP) or from an unknown address family.
     pub fn get(&self, i: usize) -> Option<(&[u8], SocketAddr)> {
         let h = self.hdrs.get(i)?;
@@ -143,6 +148,26 @@ fn to_storage(a: &SocketAddr) -> (libc::sockaddr_storage, u32) {
     (s, len as u32)
 }
 
+/// Sends one datagram without blocking (`WouldBlock` when the socket buffer is full).
+pub fn send_one(fd: RawFd, bytes: &[u8], dst: &SocketAddr) -> io::Result<()> {
+    let (addr, len) = to_storage(dst);
+    // SAFETY: `bytes` and `addr` are valid for the call; the kernel only reads them.
+    let n = unsafe {
+        libc::sendto(
+            fd,
+            bytes.as_ptr().cast(),
+            bytes.len(),
+            libc::MSG_DONTWAIT,
+            (&addr as *const libc::sockaddr_storage).cast(),
+            len,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Sends `out` (reply, destination) with `sendmmsg`, as many as the socket takes without
 /// blocking. Returns how many went out (the caller sends the rest another way), or the error of
 /// the first that could not.
@@ -193,7 +218,7 @@ mod tests {
         let to = server.local_addr().unwrap();
         let mut b = RecvBatch::new();
         assert_eq!(
-            b.recv(server.as_raw_fd()).unwrap_err().kind(),
+            b.recv_wait(server.as_raw_fd()).unwrap_err().kind(),
             io::ErrorKind::WouldBlock
         );
         for i in 0..5u8 {
@@ -202,7 +227,7 @@ mod tests {
         let mut got = Vec::new();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         while got.len() < 5 && std::time::Instant::now() < deadline {
-            match b.recv(server.as_raw_fd()) {
+            match b.recv_wait(server.as_raw_fd()) {
                 Ok(n) => {
                     for i in 0..n {
                         let (d, from) = b.get(i).unwrap();
