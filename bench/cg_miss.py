@@ -13,6 +13,7 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench  # noqa: E402
+import cgkit  # noqa: E402
 import gen  # noqa: E402
 
 
@@ -38,38 +39,14 @@ def main():
     up_port = bench.free_port()
     up = bench.knot(env, "upstream", [gen.EXT_ZONE, gen.HOST_SEARCH], zdir, up_port, core=bench.CLIENT_CORE)
     up.start()
-    irs = {}
     try:
-        for mode in ("warm", "miss"):
-            p = bench.free_port()
-            outf = env.path(f"callgrind.{mode}.out")
-            wrap = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={outf}"]
-            if args.unbound:
-                s = bench.unbound(env, f"cg {mode}", p, [(".", up_port, False)])
-                s.argv = wrap + s.argv
-                s.ready_timeout = 300
-            else:
-                cache = "" if args.no_cache else "    cache 30\n"
-                corefile = f".:{p} {{\n    errors\n{cache}    forward . 127.0.0.1:{up_port}\n}}\n"
-                s = bench.sextant(env, f"cg {mode}", corefile, p, probe_name="localhost.", timeout=300,
-                                  wrap=wrap)
-            s.start()
-            r = bench.dnsperf(p, warm, runs=1, clients=1, outstanding=20)
-            print(f"{mode}: warm-up answered {int(r['completed'])} ({r['rcodes']})", flush=True)
-            if mode == "miss":
-                r = bench.dnsperf(p, miss, runs=1, clients=1, outstanding=20)
-                irs["answered"] = int(r["completed"])
-                print(f"miss: answered {int(r['completed'])} lost {int(r['lost'])} ({r['rcodes']})", flush=True)
-            s.stop()
-            with open(outf) as f:
-                for line in f:
-                    if line.startswith("summary:") or line.startswith("totals:"):
-                        irs[mode] = int(line.split()[1])
-            shutil.copy(outf, f"/tmp/cg_miss.{mode}.out")
+        cache = "" if args.no_cache else "    cache 30\n"
+        body = f"    errors\n{cache}    forward . 127.0.0.1:{up_port}\n"
+        ir_warm, ir_run, answered = cgkit.warm_vs_run(env, args, up_port, warm, miss, "miss", body)
     finally:
         up.stop()
-    per = (irs["miss"] - irs["warm"]) / irs["answered"]
-    print(f"Ir warm-up only {irs['warm']:,}; warm-up + misses {irs['miss']:,}; misses {irs['answered']:,}")
+    per = (ir_run - ir_warm) / answered
+    print(f"Ir warm-up only {ir_warm:,}; warm-up + misses {ir_run:,}; misses {answered:,}")
     print(f"instructions per forwarded query: {per:,.0f}")
     print("profiles: /tmp/cg_miss.warm.out /tmp/cg_miss.miss.out")
     if not args.keep:

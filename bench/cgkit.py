@@ -1,0 +1,44 @@
+"""Shared driver of the callgrind scripts (cg_hits.py, cg_miss.py): a server started under
+callgrind twice, once answering a warm-up file only and once the warm-up then the measured file;
+the difference in instructions, divided by the measured answers, is the cost per query."""
+
+import shutil
+
+import bench
+
+
+def _total_ir(path):
+    with open(path) as f:
+        for line in f:
+            if line.startswith("summary:") or line.startswith("totals:"):
+                return int(line.split()[1])
+    return None
+
+
+def warm_vs_run(env, args, up_port, warm, measured, label, corefile_body):
+    """Ir per query of `measured` after `warm`, for Sextant (`corefile_body` inside `.:PORT { }`)
+    or, with args.unbound, for Unbound forwarding to `up_port`. Profiles are copied to
+    /tmp/cg_<label>.{warm,<label>}.out. Returns (warm Ir, run Ir, answered)."""
+    irs = {}
+    for mode in ("warm", label):
+        p = bench.free_port()
+        outf = env.path(f"callgrind.{mode}.out")
+        wrap = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={outf}"]
+        if args.unbound:
+            s = bench.unbound(env, f"cg {mode}", p, [(".", up_port, False)])
+            s.argv = wrap + s.argv
+            s.ready_timeout = 300
+        else:
+            s = bench.sextant(env, f"cg {mode}", f".:{p} {{\n{corefile_body}}}\n", p,
+                              probe_name="localhost.", timeout=300, wrap=wrap)
+        s.start()
+        r = bench.dnsperf(p, warm, runs=1, clients=1, outstanding=20)
+        print(f"{mode}: warm-up answered {int(r['completed'])} ({r['rcodes']})", flush=True)
+        if mode == label:
+            r = bench.dnsperf(p, measured, runs=1, clients=1, outstanding=20)
+            irs["answered"] = int(r["completed"])
+            print(f"{label}: answered {int(r['completed'])} lost {int(r['lost'])} ({r['rcodes']})", flush=True)
+        s.stop()
+        irs[mode] = _total_ir(outf)
+        shutil.copy(outf, f"/tmp/cg_{label}.{mode}.out")
+    return irs["warm"], irs[label], irs["answered"]
