@@ -1,4 +1,5 @@
-//! DNS listeners: per address, SO_REUSEPORT UDP sockets (one per core) and one TCP listener with
+//! DNS listeners: per address, SO_REUSEPORT UDP sockets (one per core, each read and answered in
+//! batches by its own thread, see `udp_thread`) and one TCP listener with
 //! RFC 7766 behaviour (pipelining, out-of-order answers, idle and read timeouts, connection and
 //! in-flight caps). The routing table they serve is swapped atomically on reload.
 
@@ -42,7 +43,9 @@ pub struct Listener {
     pub local: Vec<SocketAddr>,
 }
 
-fn udp_socket(addr: SocketAddr, reuseport: bool) -> std::io::Result<std::net::UdpSocket> {
+/// A blocking UDP socket sharing its port (SO_REUSEPORT) whose reads give up after
+/// [`UDP_STOP_CHECK`], so its thread can notice a stop.
+fn udp_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
     let domain = if addr.is_ipv4() {
         Domain::IPV4
     } else {
@@ -53,12 +56,10 @@ fn udp_socket(addr: SocketAddr, reuseport: bool) -> std::io::Result<std::net::Ud
         s.set_only_v6(true)?;
     }
     s.set_reuse_address(true)?;
-    if reuseport {
-        s.set_reuse_port(true)?;
-    }
+    s.set_reuse_port(true)?;
     let _ = s.set_recv_buffer_size(4 << 20);
     let _ = s.set_send_buffer_size(4 << 20);
-    s.set_nonblocking(true)?;
+    s.set_read_timeout(Some(UDP_STOP_CHECK))?;
     s.bind(&addr.into())?;
     Ok(s.into())
 }
@@ -121,14 +122,14 @@ impl Listener {
             tcp.push(t);
             if !key.tls {
                 for _ in 0..cores {
-                    udp.push(udp_socket(bound, true)?);
+                    udp.push(udp_socket(bound)?);
                 }
             }
         }
         // Best effort: also every IPv6 address when listening on every address.
         if key.ip.is_none() && !key.tls {
             let v6 = SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), local[0].port());
-            if let (Ok(t), Ok(u)) = (tcp_listener(v6), udp_socket(v6, true)) {
+            if let (Ok(t), Ok(u)) = (tcp_listener(v6), udp_socket(v6)) {
                 tcp.push(t);
                 udp.push(u);
             }
@@ -140,8 +141,6 @@ impl Listener {
         for u in udp {
             // A thread per socket, blocked in recvmmsg like Knot's UDP workers: no poller
             // round trip and no task wake-up per batch.
-            u.set_nonblocking(false)?;
-            u.set_read_timeout(Some(UDP_STOP_CHECK))?;
             let (site, cancel, inflight, handle) = (
                 site.clone(),
                 cancel.clone(),

@@ -54,10 +54,6 @@ impl RecvBatch {
     /// Waits for at least one datagram (up to the socket's receive timeout, then `WouldBlock`)
     /// and reads up to [`BATCH`] of those queued, in one system call.
     pub fn recv_wait(&mut self, fd: RawFd) -> io::Result<usize> {
-        self.recv_flags(fd, libc::MSG_WAITFORONE)
-    }
-
-    fn recv_flags(&mut self, fd: RawFd, flags: libc::c_int) -> io::Result<usize> {
         for h in &mut self.hdrs {
             h.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as u32;
             h.msg_hdr.msg_flags = 0;
@@ -70,7 +66,7 @@ impl RecvBatch {
                 fd,
                 self.hdrs.as_mut_ptr(),
                 BATCH as u32,
-                flags,
+                libc::MSG_WAITFORONE,
                 std::ptr::null_mut(),
             )
         };

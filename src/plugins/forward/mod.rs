@@ -124,21 +124,7 @@ pub fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), Error> 
                 }
                 _ => None,
             };
-            proxies.push(Arc::new(Proxy::new(
-                *addr,
-                tls,
-                cfg.read_timeout,
-                cfg.expire,
-                cfg.max_idle_conns,
-                cfg.source_address,
-                HealthSettings {
-                    interval: cfg.hc_interval,
-                    recursion_desired: cfg.hc_recursion_desired,
-                    domain: cfg.hc_domain.clone(),
-                    tcp: cfg.force_tcp,
-                },
-                stop.clone(),
-            )));
+            proxies.push(Arc::new(new_proxy(&cfg, *addr, tls, stop.clone())));
         }
         let limit_error = format!("concurrent queries exceeded maximum {}", cfg.max_concurrent);
         let f = Arc::new(Forward {
@@ -436,6 +422,30 @@ impl Handler for Forward {
     }
 }
 
+/// The upstream `addr` with the block's timeouts, connection reuse and health-check settings.
+fn new_proxy(
+    cfg: &Config,
+    addr: std::net::SocketAddr,
+    tls: Option<TlsSettings>,
+    stop: CancellationToken,
+) -> Proxy {
+    Proxy::new(
+        addr,
+        tls,
+        cfg.read_timeout,
+        cfg.expire,
+        cfg.max_idle_conns,
+        cfg.source_address,
+        HealthSettings {
+            interval: cfg.hc_interval,
+            recursion_desired: cfg.hc_recursion_desired,
+            domain: cfg.hc_domain.clone(),
+            tcp: cfg.force_tcp,
+        },
+        stop,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -449,23 +459,7 @@ mod tests {
         let proxies = cfg
             .to
             .iter()
-            .map(|(_, addr)| {
-                Arc::new(Proxy::new(
-                    *addr,
-                    None,
-                    cfg.read_timeout,
-                    cfg.expire,
-                    cfg.max_idle_conns,
-                    cfg.source_address,
-                    HealthSettings {
-                        interval: cfg.hc_interval,
-                        recursion_desired: cfg.hc_recursion_desired,
-                        domain: cfg.hc_domain.clone(),
-                        tcp: cfg.force_tcp,
-                    },
-                    CancellationToken::new(),
-                ))
-            })
+            .map(|(_, addr)| Arc::new(new_proxy(&cfg, *addr, None, CancellationToken::new())))
             .collect();
         Forward {
             inner: Arc::new(Inner {

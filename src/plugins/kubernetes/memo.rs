@@ -63,6 +63,14 @@ struct Source {
 }
 
 impl Source {
+    fn new(snap: &Arc<Snapshot>, local: &Arc<Vec<IpAddr>>, synced: bool) -> Source {
+        Source {
+            snap: Arc::downgrade(snap),
+            local: Arc::downgrade(local),
+            synced,
+        }
+    }
+
     fn is(&self, snap: &Arc<Snapshot>, local: &Arc<Vec<IpAddr>>, synced: bool) -> bool {
         self.synced == synced
             && std::ptr::eq(self.snap.as_ptr(), Arc::as_ptr(snap))
@@ -128,11 +136,7 @@ fn with_table<R>(
                 }
                 tables.push(Table {
                     id,
-                    source: Source {
-                        snap: Arc::downgrade(snap),
-                        local: Arc::downgrade(local),
-                        synced,
-                    },
+                    source: Source::new(snap, local, synced),
                     map: Map::default(),
                     previous: Map::default(),
                 });
@@ -143,11 +147,7 @@ fn with_table<R>(
         if !table.source.is(snap, local, synced) {
             table.map.clear();
             table.previous.clear();
-            table.source = Source {
-                snap: Arc::downgrade(snap),
-                local: Arc::downgrade(local),
-                synced,
-            };
+            table.source = Source::new(snap, local, synced);
         }
         f(table)
     })

@@ -613,7 +613,8 @@ impl Handler for Kubernetes {
             let Some(res) = res else {
                 return Outcome::rcode("kubernetes", Rcode::REFUSED);
             };
-            let m = match res {
+            // `external`: part of the reply came from outside the index.
+            let (m, external) = match res {
                 Err(NameError) => {
                     if self.cfg.falls_through(&qname) {
                         return next.run(req).await;
@@ -623,16 +624,10 @@ impl Handler for Kubernetes {
                     } else {
                         Rcode::SERVFAIL
                     };
-                    self.negative(req, &view, &zone, rcode)
-                }
-                Ok(a) if a.answer.is_empty() && !a.external => {
-                    self.negative(req, &view, &zone, Rcode::NOERROR)
+                    (self.negative(req, &view, &zone, rcode), false)
                 }
                 Ok(a) if a.answer.is_empty() => {
-                    return Outcome::reply(
-                        "kubernetes",
-                        self.negative(req, &view, &zone, Rcode::NOERROR),
-                    );
+                    (self.negative(req, &view, &zone, Rcode::NOERROR), a.external)
                 }
                 Ok(a) => {
                     let mut m = req.reply();
@@ -640,31 +635,23 @@ impl Handler for Kubernetes {
                     m.header.tc = a.tc;
                     m.answers = a.answer;
                     m.additional = a.extra;
-                    if a.external {
-                        return Outcome::reply("kubernetes", m);
-                    }
-                    m
+                    (m, a.external)
                 }
             };
-            // Built from the snapshot alone: remember it as bytes for the next identical question.
             match key {
-                Some(k) => {
+                // Built from the snapshot alone: remember it as bytes for the next identical
+                // question.
+                Some(k) if !external => {
                     let bytes = m.to_wire();
                     let ulen = m.uncompressed_len();
-                    memo::put(
-                        self.memo_id,
-                        &snap,
-                        &local,
-                        synced,
-                        &k,
-                        memo::Entry {
-                            bytes: bytes.as_slice().into(),
-                            uncompressed: ulen,
-                        },
-                    );
+                    let entry = memo::Entry {
+                        bytes: bytes.as_slice().into(),
+                        uncompressed: ulen,
+                    };
+                    memo::put(self.memo_id, &snap, &local, synced, &k, entry);
                     Outcome::wire_sized("kubernetes", bytes, Some(ulen))
                 }
-                None => Outcome::reply("kubernetes", m),
+                _ => Outcome::reply("kubernetes", m),
             }
         })
     }
