@@ -50,6 +50,14 @@ debian_sources() {
 # The release binary: static (glibc, static-pie), symbols stripped.
 build_binary() {
     need cargo "cargo (rustup)"
+    # Run from `cargo test`, the variables cargo sets for the test would change build-script
+    # fingerprints (ring reruns on CARGO_MANIFEST_DIR) and rebuild everything twice.
+    local v
+    for v in $(compgen -e); do
+        case $v in
+        CARGO_MANIFEST_* | CARGO_PKG_* | CARGO_CRATE_* | CARGO_BIN_* | CARGO_PRIMARY_PACKAGE | CARGO_TARGET_TMPDIR) unset "$v" ;;
+        esac
+    done
     local host
     host=$(rustc -vV | sed -n 's/^host: //p')
     echo "== cargo build --release ($host, static)" >&2
