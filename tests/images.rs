@@ -411,6 +411,10 @@ fn cluster_dns_image_non_root_on_port_53() {
     images();
     let cfg = image_config(DNS_IMAGE);
     same_as_dockerfile(&cfg, "sextant");
+    // The README's size claim (CoreDNS's image is tens of MB).
+    let size = podman_ok(&["image", "inspect", "-f", "{{.Size}}", DNS_IMAGE]);
+    let size: u64 = size.trim().parse().unwrap();
+    assert!(size < 20_000_000, "{DNS_IMAGE} is {size} bytes");
     let plain = yaml_docs("deploy/sextant.yaml");
     let dep = find(&plain, "Deployment");
     let c = &dep["spec"]["template"]["spec"]["containers"][0];
