@@ -10,11 +10,11 @@ use crate::log;
 use crate::server::runtime::{Runtime, Source};
 
 /// The built-in configuration used when there is no Corefile, like CoreDNS.
-pub const DEFAULT_COREFILE: &str = ".:{port} {\n    whoami\n    log\n}\n";
+pub(crate) const DEFAULT_COREFILE: &str = ".:{port} {\n    whoami\n    log\n}\n";
 
 /// Parsed flags.
 #[derive(Debug, Default)]
-pub struct Flags {
+pub(crate) struct Flags {
     pub conf: Option<PathBuf>,
     pub dns_port: Option<u16>,
     pub plugins: bool,
@@ -29,7 +29,7 @@ fn usage() -> String {
 }
 
 /// Parses Go-style flags: `-flag value`, `-flag=value`, `--flag`.
-pub fn parse_flags(args: &[String]) -> Result<Flags, String> {
+pub(crate) fn parse_flags(args: &[String]) -> Result<Flags, String> {
     let mut f = Flags::default();
     let mut i = 0;
     while i < args.len() {
@@ -80,7 +80,7 @@ pub fn parse_flags(args: &[String]) -> Result<Flags, String> {
 }
 
 /// Go's name for the architecture (`amd64`, `arm64`), as CoreDNS prints it.
-pub fn go_arch() -> &'static str {
+pub(crate) fn go_arch() -> &'static str {
     match std::env::consts::ARCH {
         "x86_64" => "amd64",
         "aarch64" => "arm64",
@@ -109,7 +109,7 @@ fn plugins_text() -> String {
 }
 
 /// Entry point; returns the process exit code.
-pub fn main(args: Vec<String>) -> i32 {
+pub(crate) fn main(args: Vec<String>) -> i32 {
     crate::tracing_bridge::install();
     // A panic while serving a query ends that query's task only; count and log it like CoreDNS.
     std::panic::set_hook(Box::new(|info| {

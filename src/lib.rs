@@ -1,10 +1,71 @@
 //! Sextant: a Kubernetes cluster DNS server that reads CoreDNS Corefiles.
+//!
+//! Everything is crate-private; the binary enters through [`run`], and the fuzz targets reach
+//! the few functions they drive through [`fuzzing`].
 
-pub mod cli;
-pub mod log;
-pub mod metrics;
-pub mod nodecache;
-pub mod plugin;
-pub mod plugins;
-pub mod server;
-pub mod tracing_bridge;
+pub(crate) mod cli;
+pub(crate) mod log;
+pub(crate) mod metrics;
+pub(crate) mod nodecache;
+pub(crate) mod plugin;
+pub(crate) mod plugins;
+pub(crate) mod server;
+pub(crate) mod tracing_bridge;
+
+/// Runs the command line (`sextant ARGS...`) and returns the process exit code, with every log
+/// line written out.
+pub fn run(args: Vec<String>) -> i32 {
+    let code = cli::main(args);
+    log::flush();
+    code
+}
+
+/// What the fuzz targets in `fuzz/` drive; not an API.
+#[doc(hidden)]
+pub mod fuzzing {
+    use std::net::SocketAddr;
+    use std::path::Path;
+    use std::sync::Arc;
+
+    pub use crate::plugin::Proto;
+    pub use crate::plugins::hosts::file::{address_from_reverse, parse_ip, Map, ParseOpts};
+
+    /// One listener's routing table (blocks and their plugin chains).
+    pub struct Site(Arc<crate::server::site::Site>);
+
+    impl Site {
+        /// The whole request path for one packet: the reply bytes, or None for no reply.
+        pub async fn handle(
+            &self,
+            packet: &[u8],
+            client: SocketAddr,
+            local: SocketAddr,
+            proto: Proto,
+        ) -> Option<Vec<u8>> {
+            self.0.handle(packet, client, local, proto).await
+        }
+    }
+
+    /// Sets up `text` as a Corefile (port 53 for keys without one) and returns the routing
+    /// table of its first listener.
+    pub fn first_site(text: &str) -> Result<Site, String> {
+        let cf = sextant_corefile::parse_str("Corefile", text, Path::new("."))
+            .map_err(|e| e.to_string())?;
+        let gen = crate::server::config::build(&cf, 53).map_err(|e| format!("{e:?}"))?;
+        gen.sites
+            .into_values()
+            .next()
+            .map(Site)
+            .ok_or_else(|| "no listener".to_string())
+    }
+
+    /// Builds a configuration generation from Corefile text the way a reload does, and
+    /// returns the configuration hash (SHA512 hex) when it sets up.
+    pub fn build_generation(text: &str) -> Option<String> {
+        let runtime = crate::server::runtime::Runtime::new(
+            crate::server::runtime::Source::Inline(text.to_string()),
+            53,
+        );
+        runtime.build().ok().map(|(_gen, hash)| hash)
+    }
+}

@@ -9,11 +9,11 @@ use std::time::Duration;
 static DEBUG: AtomicBool = AtomicBool::new(false);
 
 /// Turns `[DEBUG]` lines on or off (the `debug` plugin).
-pub fn set_debug(on: bool) {
+pub(crate) fn set_debug(on: bool) {
     DEBUG.store(on, Ordering::Relaxed);
 }
 
-pub fn debug_enabled() -> bool {
+pub(crate) fn debug_enabled() -> bool {
     DEBUG.load(Ordering::Relaxed)
 }
 
@@ -36,13 +36,13 @@ fn write_pending(pending: &mut Vec<u8>) {
 
 /// Writes out the query log lines still buffered (before exit, and before any other line so
 /// the order of lines is kept).
-pub fn flush() {
+pub(crate) fn flush() {
     let mut p = PENDING.lock().unwrap_or_else(|e| e.into_inner());
     write_pending(&mut p);
 }
 
 /// Writes one line as is (the line carries its own `[INFO] `), now.
-pub fn raw(line: &str) {
+pub(crate) fn raw(line: &str) {
     let mut p = PENDING.lock().unwrap_or_else(|e| e.into_inner());
     write_pending(&mut p);
     let mut out = std::io::stdout().lock();
@@ -52,7 +52,7 @@ pub fn raw(line: &str) {
 
 /// Queues one query log line: lines go out in batches, at the latest [`PENDING_DELAY`] later,
 /// so the hot path makes no write system call per query.
-pub fn query(line: &[u8]) {
+pub(crate) fn query(line: &[u8]) {
     FLUSHER.call_once(|| {
         let _ = std::thread::Builder::new()
             .name("sextant-log".into())
@@ -73,19 +73,19 @@ fn emit(level: &str, msg: &str) {
     raw(&format!("[{level}] {msg}"));
 }
 
-pub fn info(msg: &str) {
+pub(crate) fn info(msg: &str) {
     emit("INFO", msg);
 }
 
-pub fn warning(msg: &str) {
+pub(crate) fn warning(msg: &str) {
     emit("WARNING", msg);
 }
 
-pub fn error(msg: &str) {
+pub(crate) fn error(msg: &str) {
     emit("ERROR", msg);
 }
 
-pub fn debug(msg: &str) {
+pub(crate) fn debug(msg: &str) {
     if debug_enabled() {
         emit("DEBUG", msg);
     }
@@ -93,25 +93,25 @@ pub fn debug(msg: &str) {
 
 /// A logger for one plugin: lines read `[LEVEL] plugin/<name>: message`.
 #[derive(Clone, Copy)]
-pub struct PluginLog(pub &'static str);
+pub(crate) struct PluginLog(pub &'static str);
 
 impl PluginLog {
-    pub fn info(&self, msg: &str) {
+    pub(crate) fn info(&self, msg: &str) {
         emit("INFO", &format!("plugin/{}: {msg}", self.0));
     }
-    pub fn warning(&self, msg: &str) {
+    pub(crate) fn warning(&self, msg: &str) {
         emit("WARNING", &format!("plugin/{}: {msg}", self.0));
     }
-    pub fn error(&self, msg: &str) {
+    pub(crate) fn error(&self, msg: &str) {
         emit("ERROR", &format!("plugin/{}: {msg}", self.0));
     }
-    pub fn debug(&self, msg: &str) {
+    pub(crate) fn debug(&self, msg: &str) {
         if debug_enabled() {
             emit("DEBUG", &format!("plugin/{}: {msg}", self.0));
         }
     }
     /// `[FATAL]` then exit 1, like CoreDNS's `log.Fatal`.
-    pub fn fatal(&self, msg: &str) -> ! {
+    pub(crate) fn fatal(&self, msg: &str) -> ! {
         emit("FATAL", &format!("plugin/{}: {msg}", self.0));
         flush();
         let _ = std::io::stdout().flush();

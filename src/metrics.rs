@@ -15,7 +15,7 @@ use sextant_wire::{Name, RType, Rcode};
 use crate::plugin::{Proto, Request};
 
 /// Version reported as CoreDNS's (dashboards key on it) and ours.
-pub const COREDNS_VERSION: &str = "1.14.7";
+pub(crate) const COREDNS_VERSION: &str = "1.14.7";
 
 fn exp_buckets(start: f64, factor: f64, n: usize) -> Vec<f64> {
     (0..n).map(|i| start * factor.powi(i as i32)).collect()
@@ -29,7 +29,7 @@ const SIZE_BUCKETS: &[f64] = &[
 /// for a duplicate name, a programming error, never because of input.
 macro_rules! lazy_metric {
     ($name:ident : $t:ty = $e:expr) => {
-        pub static $name: ::std::sync::LazyLock<$t> =
+        pub(crate) static $name: ::std::sync::LazyLock<$t> =
             ::std::sync::LazyLock::new(|| $e.expect("metric registers once"));
     };
 }
@@ -99,7 +99,7 @@ lazy_metric!(HEALTH_FAILURES: Counter = register_counter!(
 ));
 
 /// The `type` label: CoreDNS's monitored types, else `other`.
-pub fn type_label(t: RType) -> &'static str {
+pub(crate) fn type_label(t: RType) -> &'static str {
     match t {
         RType::A
         | RType::AAAA
@@ -188,7 +188,7 @@ thread_local! {
 }
 
 /// Records one answered request for the `prometheus` plugin (CoreDNS `vars.Report`).
-pub fn report(req: &Request, rcode: Rcode, plugin: &'static str, reply_size: usize) {
+pub(crate) fn report(req: &Request, rcode: Rcode, plugin: &'static str, reply_size: usize) {
     let done = HANDLES.with(|cell| {
         let Ok(mut all) = cell.try_borrow_mut() else {
             return false;
@@ -294,7 +294,7 @@ fn report_slow(req: &Request, rcode: Rcode, plugin: &str, reply_size: usize) {
 }
 
 /// Records a request the server answered before any block (no zone matched, malformed).
-pub fn record_dropped(server: &str, proto: Proto, size: usize, rcode: Rcode) {
+pub(crate) fn record_dropped(server: &str, proto: Proto, size: usize, rcode: Rcode) {
     REQUESTS
         .with_label_values(&[server, "dropped", "", proto.as_str(), "1", "other"])
         .inc();
@@ -307,7 +307,7 @@ pub fn record_dropped(server: &str, proto: Proto, size: usize, rcode: Rcode) {
 }
 
 /// Registers build info and makes every always-present metric exist.
-pub fn init() {
+pub(crate) fn init() {
     BUILD_INFO
         .with_label_values(&[COREDNS_VERSION, env!("CARGO_PKG_VERSION"), "rust"])
         .set(1.0);
@@ -318,7 +318,7 @@ pub fn init() {
 }
 
 /// The text exposition of every registered metric.
-pub fn gather_text() -> Vec<u8> {
+pub(crate) fn gather_text() -> Vec<u8> {
     use prometheus::Encoder;
     let mut out = Vec::new();
     let enc = prometheus::TextEncoder::new();

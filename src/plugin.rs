@@ -11,7 +11,7 @@ use sextant_corefile::{Directive, Error as ConfigError};
 use sextant_wire::{Class, Header, Message, Name, RType, Rcode};
 
 /// A boxed future, the return type of every handler.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Transport a query came in on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -31,12 +31,12 @@ impl Proto {
 
 /// Re-enters the whole server (every block, the full chain) with a new question, the way
 /// CoreDNS's `plugin/pkg/upstream` does. Used to resolve CNAME targets outside a plugin's zone.
-pub trait Resolver: Send + Sync {
+pub(crate) trait Resolver: Send + Sync {
     fn resolve<'a>(&'a self, req: &'a Request, name: Name, qtype: RType) -> BoxFuture<'a, Outcome>;
 }
 
 /// One query travelling down the chain.
-pub struct Request {
+pub(crate) struct Request {
     /// The query as it is now (plugins such as `rewrite` may change it).
     pub msg: Message,
     pub client: SocketAddr,
@@ -56,8 +56,9 @@ pub struct Request {
 }
 
 impl Request {
-    /// A request for tests and internal lookups.
-    pub fn new(msg: Message, client: SocketAddr, proto: Proto) -> Request {
+    /// A request for tests.
+    #[cfg(test)]
+    pub(crate) fn new(msg: Message, client: SocketAddr, proto: Proto) -> Request {
         Request {
             size: msg.to_wire().len(),
             msg,
@@ -73,29 +74,29 @@ impl Request {
     }
 
     /// The question name as sent (case preserved); the root if there is no question.
-    pub fn qname(&self) -> Name {
+    pub(crate) fn qname(&self) -> Name {
         self.msg
             .question()
             .map(|q| q.name.clone())
             .unwrap_or_else(Name::root)
     }
 
-    pub fn qtype(&self) -> RType {
+    pub(crate) fn qtype(&self) -> RType {
         self.msg.question().map(|q| q.qtype).unwrap_or_default()
     }
 
-    pub fn qclass(&self) -> Class {
+    pub(crate) fn qclass(&self) -> Class {
         self.msg.question().map(|q| q.qclass).unwrap_or_default()
     }
 
     /// EDNS DO bit.
-    pub fn do_bit(&self) -> bool {
+    pub(crate) fn do_bit(&self) -> bool {
         self.msg.edns.as_ref().is_some_and(|e| e.dnssec_ok)
     }
 
     /// The client's buffer size as CoreDNS reports it: UDP max(advertised, 512), 512 without
     /// EDNS, 65535 over TCP.
-    pub fn bufsize(&self) -> u16 {
+    pub(crate) fn bufsize(&self) -> u16 {
         match self.proto {
             Proto::Tcp => u16::MAX,
             Proto::Udp => self
@@ -108,12 +109,12 @@ impl Request {
     }
 
     /// A reply skeleton for this request.
-    pub fn reply(&self) -> Message {
+    pub(crate) fn reply(&self) -> Message {
         Message::reply_to(&self.msg)
     }
 
     /// Resolves `name`/`qtype` through the whole server, if the request came from one.
-    pub async fn resolve(&self, name: Name, qtype: RType) -> Outcome {
+    pub(crate) async fn resolve(&self, name: Name, qtype: RType) -> Outcome {
         match &self.resolver {
             Some(r) if self.depth < 10 => r.resolve(self, name, qtype).await,
             Some(_) => Outcome::error("", Rcode::SERVFAIL, "too many CNAME redirections"),
@@ -124,7 +125,7 @@ impl Request {
 
 /// What a handler returns, modelled on CoreDNS's `(rcode, error)` plus the written reply.
 #[derive(Debug)]
-pub struct Outcome {
+pub(crate) struct Outcome {
     /// The reply, if a plugin wrote one.
     pub reply: Option<Message>,
     /// The plugin that wrote the reply (metric label `plugin`), or "" for the server.
@@ -145,7 +146,7 @@ pub struct Outcome {
 /// record (the server adds one as the client asked). The ID and the question name's spelling are
 /// patched by the server; everything else (flags, rcode, sections, TTLs) is sent as is.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct WireReply {
+pub(crate) struct WireReply {
     pub bytes: Vec<u8>,
     /// The message's uncompressed length, when the writer knows it (saves `log` a decode).
     pub uncompressed: Option<usize>,
@@ -153,7 +154,7 @@ pub struct WireReply {
 
 impl WireReply {
     /// The header (ID and flags); a zero header if the bytes are shorter than one.
-    pub fn header(&self) -> Header {
+    pub(crate) fn header(&self) -> Header {
         match self.bytes.get(..4) {
             Some(b) => Header::from_flags(
                 u16::from_be_bytes([b[0], b[1]]),
@@ -164,19 +165,19 @@ impl WireReply {
     }
 
     /// The rcode (wire replies carry no OPT, so only the low four bits exist).
-    pub fn rcode(&self) -> Rcode {
+    pub(crate) fn rcode(&self) -> Rcode {
         Rcode(self.header().rcode as u16)
     }
 
     /// Decodes the bytes into a message.
-    pub fn to_message(&self) -> Option<Message> {
+    pub(crate) fn to_message(&self) -> Option<Message> {
         Message::parse(&self.bytes).ok()
     }
 }
 
 impl Outcome {
     /// A written reply.
-    pub fn reply(plugin: &'static str, msg: Message) -> Outcome {
+    pub(crate) fn reply(plugin: &'static str, msg: Message) -> Outcome {
         Outcome {
             rcode: msg.rcode(),
             reply: Some(msg),
@@ -187,12 +188,12 @@ impl Outcome {
     }
 
     /// A reply already encoded (see [`WireReply`]).
-    pub fn wire(plugin: &'static str, bytes: Vec<u8>) -> Outcome {
+    pub(crate) fn wire(plugin: &'static str, bytes: Vec<u8>) -> Outcome {
         Outcome::wire_sized(plugin, bytes, None)
     }
 
     /// A reply already encoded, with its uncompressed length if known.
-    pub fn wire_sized(
+    pub(crate) fn wire_sized(
         plugin: &'static str,
         bytes: Vec<u8>,
         uncompressed: Option<usize>,
@@ -211,7 +212,7 @@ impl Outcome {
     }
 
     /// No reply; the server answers with `rcode`; `error` is logged by `errors`.
-    pub fn error(plugin: &'static str, rcode: Rcode, error: impl Into<String>) -> Outcome {
+    pub(crate) fn error(plugin: &'static str, rcode: Rcode, error: impl Into<String>) -> Outcome {
         Outcome {
             reply: None,
             writer: plugin,
@@ -222,7 +223,7 @@ impl Outcome {
     }
 
     /// No reply and no error (e.g. a silent REFUSED).
-    pub fn rcode(plugin: &'static str, rcode: Rcode) -> Outcome {
+    pub(crate) fn rcode(plugin: &'static str, rcode: Rcode) -> Outcome {
         Outcome {
             reply: None,
             writer: plugin,
@@ -233,7 +234,7 @@ impl Outcome {
     }
 
     /// The rcode a client will see.
-    pub fn final_rcode(&self) -> Rcode {
+    pub(crate) fn final_rcode(&self) -> Rcode {
         match (&self.reply, &self.wire) {
             (Some(m), _) => m.rcode(),
             (None, Some(w)) => w.rcode(),
@@ -241,14 +242,9 @@ impl Outcome {
         }
     }
 
-    /// True if a plugin wrote a reply (as a message or as wire bytes).
-    pub fn has_reply(&self) -> bool {
-        self.reply.is_some() || self.wire.is_some()
-    }
-
     /// The written reply as a message to inspect or change; a wire reply is decoded (and
     /// dropped) first, so later code sees one reply only.
-    pub fn message_mut(&mut self) -> Option<&mut Message> {
+    pub(crate) fn message_mut(&mut self) -> Option<&mut Message> {
         if let Some(w) = self.wire.take() {
             if self.reply.is_none() {
                 self.reply = w.to_message();
@@ -258,7 +254,7 @@ impl Outcome {
     }
 
     /// Size in bytes of the written reply before the server's final touches (0 if none).
-    pub fn reply_size(&self) -> usize {
+    pub(crate) fn reply_size(&self) -> usize {
         match (&self.reply, &self.wire) {
             (Some(m), _) => m.to_wire().len(),
             (None, Some(w)) => w.bytes.len(),
@@ -268,7 +264,7 @@ impl Outcome {
 }
 
 /// A plugin's query handler.
-pub trait Handler: Send + Sync + 'static {
+pub(crate) trait Handler: Send + Sync + 'static {
     /// The plugin's name as in the Corefile.
     fn name(&self) -> &'static str;
     /// Serves a query; call `next.run(req)` to pass it down the chain.
@@ -281,7 +277,7 @@ pub trait Handler: Send + Sync + 'static {
 }
 
 /// A plugin that can hand out a whole zone for AXFR (CoreDNS `transfer.Transferer`).
-pub trait Transferer: Send + Sync {
+pub(crate) trait Transferer: Send + Sync {
     /// The records of `zone` in transfer order (SOA first and last), or just the SOA when
     /// `serial` (from an IXFR) is current; None when the plugin is not authoritative for it.
     fn transfer(&self, zone: &Name, serial: u32) -> Option<Vec<sextant_wire::Record>>;
@@ -289,17 +285,17 @@ pub trait Transferer: Send + Sync {
 
 /// The rest of the chain after the current handler.
 #[derive(Clone, Copy)]
-pub struct Next<'a> {
+pub(crate) struct Next<'a> {
     rest: &'a [Arc<dyn Handler>],
 }
 
 impl<'a> Next<'a> {
-    pub fn new(rest: &'a [Arc<dyn Handler>]) -> Next<'a> {
+    pub(crate) fn new(rest: &'a [Arc<dyn Handler>]) -> Next<'a> {
         Next { rest }
     }
 
     /// Runs the next handler, or fails like CoreDNS's `NextOrFailure` at the end of the chain.
-    pub fn run<'b>(self, req: &'b mut Request) -> BoxFuture<'b, Outcome>
+    pub(crate) fn run<'b>(self, req: &'b mut Request) -> BoxFuture<'b, Outcome>
     where
         'a: 'b,
     {
@@ -311,36 +307,32 @@ impl<'a> Next<'a> {
 
     /// The rest of the chain as an owned list, for work that outlives this request (a cache's
     /// background prefetch): run it later with `Next::new(&chain).run(..)`.
-    pub fn to_owned_chain(&self) -> Vec<Arc<dyn Handler>> {
+    pub(crate) fn owned_chain(self) -> Vec<Arc<dyn Handler>> {
         self.rest.to_vec()
     }
 
     /// The handlers still to run, in order.
-    pub fn handlers(&self) -> &'a [Arc<dyn Handler>] {
+    pub(crate) fn handlers(&self) -> &'a [Arc<dyn Handler>] {
         self.rest
     }
 
     /// Name of the next plugin, if any.
-    pub fn name(&self) -> Option<&'static str> {
+    pub(crate) fn name(&self) -> Option<&'static str> {
         self.rest.first().map(|h| h.name())
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.rest.is_empty()
     }
 }
 
 /// A readiness check registered by a plugin (`ready` plugin polls these).
-pub trait Readiness: Send + Sync {
+pub(crate) trait Readiness: Send + Sync {
     fn ready(&self) -> bool;
 }
 
 /// Something to run when a configuration generation is retired (reload or shutdown), e.g. stop
 /// watchers or background health checks.
-pub type ShutdownHook = Box<dyn FnOnce() + Send>;
+pub(crate) type ShutdownHook = Box<dyn FnOnce() + Send>;
 
 /// What a plugin's setup sees of its server block.
-pub struct BlockInfo {
+pub(crate) struct BlockInfo {
     /// Zones of the block's keys, normalised (lower-case FQDN).
     pub zones: Vec<String>,
     /// Ports of the block's keys.
@@ -350,7 +342,7 @@ pub struct BlockInfo {
 }
 
 /// Parses one plugin's lines in one server block and registers what it needs.
-pub struct SetupCtx<'a> {
+pub(crate) struct SetupCtx<'a> {
     pub block: &'a BlockInfo,
     pub(crate) handlers: Vec<Arc<dyn Handler>>,
     pub(crate) gen: &'a mut crate::server::config::GenerationBuilder,
@@ -358,21 +350,21 @@ pub struct SetupCtx<'a> {
 
 impl SetupCtx<'_> {
     /// Adds a handler to this block's chain at this plugin's position.
-    pub fn add_handler(&mut self, h: Arc<dyn Handler>) {
+    pub(crate) fn add_handler(&mut self, h: Arc<dyn Handler>) {
         self.handlers.push(h);
     }
 
     /// Process-wide pieces of the generation being built (HTTP endpoints, readiness, hooks).
-    pub fn generation(&mut self) -> &mut crate::server::config::GenerationBuilder {
+    pub(crate) fn generation(&mut self) -> &mut crate::server::config::GenerationBuilder {
         self.gen
     }
 }
 
 /// A plugin's setup function: all of the plugin's directive lines in one block at once.
-pub type SetupFn = fn(&mut SetupCtx<'_>, &[&Directive]) -> Result<(), ConfigError>;
+pub(crate) type SetupFn = fn(&mut SetupCtx<'_>, &[&Directive]) -> Result<(), ConfigError>;
 
 /// One compiled-in plugin.
-pub struct PluginDef {
+pub(crate) struct PluginDef {
     pub name: &'static str,
     /// Only one line of this directive per server block (CoreDNS `plugin.ErrOnce`).
     pub once: bool,
@@ -380,4 +372,4 @@ pub struct PluginDef {
 }
 
 /// The error CoreDNS gives for a second line of a once-only plugin.
-pub const ERR_ONCE: &str = "this plugin can only be used once per Server Block";
+pub(crate) const ERR_ONCE: &str = "this plugin can only be used once per Server Block";

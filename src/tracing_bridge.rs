@@ -74,6 +74,6 @@ impl<S: Subscriber> Layer<S> for Bridge {
 }
 
 /// Installs the bridge as the process's `tracing` subscriber (once; later calls do nothing).
-pub fn install() {
+pub(crate) fn install() {
     let _ = tracing_subscriber::registry().with(Bridge).try_init();
 }

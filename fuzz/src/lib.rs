@@ -3,14 +3,15 @@
 //! `fuzz_targets/` call them; `tests/replay.rs` replays the checked-in corpus and every past
 //! crash in `regressions/` through them on stable Rust.
 
+#![forbid(unsafe_code)]
+
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 
 use hickory_proto::op::Message as HMessage;
 use hickory_proto::serialize::binary::{BinDecodable, BinEncodable};
-use sextant::plugin::Proto;
-use sextant::server::site::Site;
+use sextant::fuzzing::{Proto, Site};
 use sextant_wire::{scan_query as scan, Message, ParseError, ScanError, HEADER_LEN};
 
 /// A fuzz target: arbitrary bytes in, a panic on a bug.
@@ -202,7 +203,7 @@ pub fn domain_view(data: &[u8]) -> Result<DomainView, String> {
 
 struct Served {
     rt: tokio::runtime::Runtime,
-    site: Arc<Site>,
+    site: Site,
 }
 
 fn served() -> &'static Served {
@@ -215,13 +216,8 @@ fn served() -> &'static Served {
         let text = ".:53 {\n    errors\n    any\n    chaos Sextant-1 a b c\n    whoami\n}\n\
                     example.org:53 {\n    whoami\n}\n";
         let site = rt.block_on(async {
-            let cf = sextant_corefile::parse_str("Corefile", text, Path::new("."))
-                .expect("fuzz Corefile parses");
-            let gen = match sextant::server::config::build(&cf, 53) {
-                Ok(g) => g,
-                Err(e) => panic!("fuzz Corefile does not set up: {e:?}"),
-            };
-            gen.sites.into_values().next().expect("one listen address")
+            sextant::fuzzing::first_site(text)
+                .unwrap_or_else(|e| panic!("fuzz Corefile does not set up: {e}"))
         });
         Served { rt, site }
     })
@@ -270,7 +266,7 @@ pub fn corefile(data: &[u8]) {
 /// the address back. Input is hosts-file text (invalid UTF-8 is replaced, as a lossy reader
 /// would).
 pub fn hosts_file(data: &[u8]) {
-    use sextant::plugins::hosts::file::{address_from_reverse, parse_ip, Map, ParseOpts};
+    use sextant::fuzzing::{address_from_reverse, parse_ip, Map, ParseOpts};
     use sextant_wire::Name;
     let text = String::from_utf8_lossy(data);
     let Ok(root) = Name::parse(".") else {
@@ -410,14 +406,9 @@ pub fn setup(data: &[u8]) {
     };
     {
         let _guard = rt.enter();
-        let runtime = sextant::server::runtime::Runtime::new(
-            sextant::server::runtime::Source::Inline(text.to_string()),
-            53,
-        );
         // An empty Corefile sets up with no listener at all: only the hash is checked.
-        if let Ok((gen, hash)) = runtime.build() {
+        if let Some(hash) = sextant::fuzzing::build_generation(text) {
             assert_eq!(hash.len(), 128, "SHA512 hex");
-            drop(gen);
         }
     }
     drop(rt);

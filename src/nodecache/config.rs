@@ -9,10 +9,10 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
-pub const UPSTREAM_SERVERS_VAR: &str = "__PILLAR__UPSTREAM__SERVERS__";
-pub const CLUSTER_DNS_VAR: &str = "__PILLAR__CLUSTER__DNS__";
-pub const LOCAL_DNS_VAR: &str = "__PILLAR__LOCAL__DNS__";
-pub const DNS_SERVER_VAR: &str = "__PILLAR__DNS__SERVER__";
+pub(crate) const UPSTREAM_SERVERS_VAR: &str = "__PILLAR__UPSTREAM__SERVERS__";
+pub(crate) const CLUSTER_DNS_VAR: &str = "__PILLAR__CLUSTER__DNS__";
+pub(crate) const LOCAL_DNS_VAR: &str = "__PILLAR__LOCAL__DNS__";
+pub(crate) const DNS_SERVER_VAR: &str = "__PILLAR__DNS__SERVER__";
 
 /// The TCP forward block of the template that custom upstreams turn into plain UDP.
 const UPSTREAM_TCP_BLOCK: &str =
@@ -21,7 +21,7 @@ const UPSTREAM_UDP_BLOCK: &str = "\n    forward . __PILLAR__UPSTREAM__SERVERS__\
 
 /// The kube-dns ConfigMap's data.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct KubeDnsConfig {
+pub(crate) struct KubeDnsConfig {
     pub federations: BTreeMap<String, String>,
     pub stub_domains: BTreeMap<String, Vec<String>>,
     pub upstream_nameservers: Vec<String>,
@@ -29,7 +29,7 @@ pub struct KubeDnsConfig {
 
 impl KubeDnsConfig {
     /// Builds the config from the ConfigMap's key/value data (values are JSON).
-    pub fn from_data(data: &BTreeMap<String, String>) -> Result<KubeDnsConfig, String> {
+    pub(crate) fn from_data(data: &BTreeMap<String, String>) -> Result<KubeDnsConfig, String> {
         let mut c = KubeDnsConfig::default();
         for (k, v) in data {
             match k.as_str() {
@@ -54,7 +54,7 @@ impl KubeDnsConfig {
 
     /// node-cache's check: every nameserver is an IP (or IP:port), a file, or `dns://`/`tls://`
     /// one of those; other transports are refused.
-    pub fn validate_for_node_cache(&self) -> Result<(), String> {
+    pub(crate) fn validate_for_node_cache(&self) -> Result<(), String> {
         for (domain, ns) in &self.stub_domains {
             validate_forward(ns).map_err(|e| {
                 format!("invalid nameservers {ns:?} for the stub domain {domain}: {e}")
@@ -84,7 +84,7 @@ fn validate_forward(servers: &[String]) -> Result<(), String> {
 }
 
 /// `1.2.3.4`, `1.2.3.4:53`, `::1`, `[::1]:53` (a TLS server name after `%` is allowed too).
-pub fn is_host_port(s: &str) -> bool {
+pub(crate) fn is_host_port(s: &str) -> bool {
     let s = s.split('%').next().unwrap_or(s);
     if s.parse::<IpAddr>().is_ok() {
         return true;
@@ -98,7 +98,7 @@ pub fn is_host_port(s: &str) -> bool {
 /// Reads a ConfigMap folder: every regular file not starting with `.` (Kubernetes' `..data`
 /// symlinks are skipped; the key symlinks are followed). Returns the data and a version hash
 /// (empty when the folder holds no key).
-pub fn read_dir(dir: &Path) -> Result<(BTreeMap<String, String>, String), String> {
+pub(crate) fn read_dir(dir: &Path) -> Result<(BTreeMap<String, String>, String), String> {
     let meta = std::fs::metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     if !meta.is_dir() {
         return Err(format!(
@@ -141,7 +141,7 @@ pub fn read_dir(dir: &Path) -> Result<(BTreeMap<String, String>, String), String
 }
 
 /// What the caller needs to render.
-pub struct RenderParams<'a> {
+pub(crate) struct RenderParams<'a> {
     /// `-localip` as given (comma list).
     pub local_ips: &'a str,
     pub port: u16,
@@ -150,7 +150,7 @@ pub struct RenderParams<'a> {
 }
 
 /// The result of rendering.
-pub struct Rendered {
+pub(crate) struct Rendered {
     pub text: String,
     /// What `__PILLAR__UPSTREAM__SERVERS__` became (for the log line).
     pub upstream_servers: String,
@@ -159,7 +159,7 @@ pub struct Rendered {
 }
 
 /// Renders the Corefile from the template text and the kube-dns config.
-pub fn render(base: &str, cfg: &KubeDnsConfig, p: &RenderParams) -> Rendered {
+pub(crate) fn render(base: &str, cfg: &KubeDnsConfig, p: &RenderParams<'_>) -> Rendered {
     let local = p.local_ips.replace(',', " ");
     let mut text = base.to_string();
     let mut upstream = cfg.upstream_nameservers.join(" ");
@@ -195,7 +195,7 @@ pub fn render(base: &str, cfg: &KubeDnsConfig, p: &RenderParams) -> Rendered {
 }
 
 /// `kube-dns-upstream` → `KUBE_DNS_UPSTREAM_SERVICE_HOST`.
-pub fn service_env(svc: &str) -> String {
+pub(crate) fn service_env(svc: &str) -> String {
     format!("{}_SERVICE_HOST", svc.replace('-', "_").to_uppercase())
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 /// Everything node-cache is told on its command line.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Params {
+pub(crate) struct Params {
     /// `-localip` as given (comma list), used verbatim in iptables rules.
     pub local_ip_str: String,
     /// The parsed local IPs, all of one family.
@@ -63,7 +63,7 @@ impl Default for Params {
 }
 
 /// The usage text, Go `flag.PrintDefaults` style.
-pub fn usage() -> String {
+pub(crate) fn usage() -> String {
     let mut s = String::from(
         "Usage of sextant node-cache:\nRuns Sextant as a node-local DNS cache listening on the specified ip:port\n\n",
     );
@@ -195,7 +195,7 @@ fn parse_interval(v: &str) -> Result<Duration, String> {
 }
 
 /// Parses the arguments after `node-cache`.
-pub fn parse(args: &[String]) -> Result<Params, String> {
+pub(crate) fn parse(args: &[String]) -> Result<Params, String> {
     let mut p = Params::default();
     let mut i = 0;
     while i < args.len() {
@@ -319,12 +319,13 @@ fn validate(p: &mut Params) -> Result<(), String> {
 
 impl Params {
     /// True when the local IPs are IPv6 (they are all of one family).
-    pub fn is_ipv6(&self) -> bool {
+    pub(crate) fn is_ipv6(&self) -> bool {
         self.local_ips.first().is_some_and(|ip| ip.is_ipv6())
     }
 
     /// The local IPs separated by spaces, as substituted into the Corefile.
-    pub fn local_ips_spaced(&self) -> String {
+    #[cfg(test)]
+    pub(crate) fn local_ips_spaced(&self) -> String {
         self.local_ip_str.replace(',', " ")
     }
 }

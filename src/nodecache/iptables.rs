@@ -4,15 +4,15 @@
 
 use std::process::{Command, Stdio};
 
-pub const COMMENT_SKIP_CONNTRACK: &str = "NodeLocal DNS Cache: skip conntrack";
-pub const COMMENT_ALLOW_TRAFFIC: &str = "NodeLocal DNS Cache: allow DNS traffic";
+pub(crate) const COMMENT_SKIP_CONNTRACK: &str = "NodeLocal DNS Cache: skip conntrack";
+pub(crate) const COMMENT_ALLOW_TRAFFIC: &str = "NodeLocal DNS Cache: allow DNS traffic";
 
 /// Seconds to wait for the xtables lock.
 const LOCK_WAIT: &str = "5";
 
 /// One rule: table, chain, match and target arguments.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rule {
+pub(crate) struct Rule {
     pub table: &'static str,
     pub chain: &'static str,
     pub args: Vec<String>,
@@ -60,7 +60,7 @@ const DNS_RULES: [(&str, &str, &str, &str, &str); 5] = [
 
 /// The rules for every local IP, in the order k8s-dns-node-cache ensures them (each prepended,
 /// so the chain ends up holding them in reverse).
-pub fn rules(local_ips: &str, dns_port: u16, health_port: u16) -> Vec<Rule> {
+pub(crate) fn rules(local_ips: &str, dns_port: u16, health_port: u16) -> Vec<Rule> {
     let port = dns_port.to_string();
     let hport = health_port.to_string();
     let (p, hp) = (port.as_str(), hport.as_str());
@@ -98,7 +98,7 @@ pub fn rules(local_ips: &str, dns_port: u16, health_port: u16) -> Vec<Rule> {
 
 /// Why an iptables call failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum IptError {
+pub(crate) enum IptError {
     /// Another program held the xtables lock past our wait (`iptables_lock` metric).
     Lock(String),
     /// Anything else (`iptables` metric).
@@ -106,7 +106,7 @@ pub enum IptError {
 }
 
 impl IptError {
-    pub fn metric_label(&self) -> &'static str {
+    pub(crate) fn metric_label(&self) -> &'static str {
         match self {
             IptError::Lock(_) => "iptables_lock",
             IptError::Other(_) => "iptables",
@@ -124,7 +124,7 @@ impl std::fmt::Display for IptError {
 
 /// Runs iptables (v4) or ip6tables for one family.
 #[derive(Debug, Clone)]
-pub struct Iptables {
+pub(crate) struct Iptables {
     pub program: String,
 }
 
@@ -135,7 +135,7 @@ enum Check {
 }
 
 impl Iptables {
-    pub fn new(ipv6: bool) -> Iptables {
+    pub(crate) fn new(ipv6: bool) -> Iptables {
         Iptables {
             program: if ipv6 { "ip6tables" } else { "iptables" }.to_string(),
         }
@@ -175,7 +175,7 @@ impl Iptables {
     }
 
     /// Makes sure the rule exists, prepending it if not. Returns true if it already existed.
-    pub fn ensure_prepended(&self, r: &Rule) -> Result<bool, IptError> {
+    pub(crate) fn ensure_prepended(&self, r: &Rule) -> Result<bool, IptError> {
         if let Check::Present = self.check(r)? {
             return Ok(true);
         }
@@ -188,7 +188,7 @@ impl Iptables {
     }
 
     /// Deletes every copy of the rule (bounded loop). Returns how many were deleted.
-    pub fn delete_all(&self, r: &Rule) -> Result<usize, IptError> {
+    pub(crate) fn delete_all(&self, r: &Rule) -> Result<usize, IptError> {
         for n in 0..64 {
             if let Check::Absent = self.check(r)? {
                 return Ok(n);

@@ -8,7 +8,7 @@ use prometheus::{register_counter_vec, CounterVec};
 use crate::server::http::{HttpHandler, HttpResponse, HttpServer};
 
 /// The error types, all pre-initialised to 0.
-pub const ERROR_TYPES: [&str; 5] = [
+pub(crate) const ERROR_TYPES: [&str; 5] = [
     "iptables",
     "iptables_lock",
     "interface_add",
@@ -16,7 +16,7 @@ pub const ERROR_TYPES: [&str; 5] = [
     "configmap",
 ];
 
-pub static SETUP_ERRORS: LazyLock<CounterVec> = LazyLock::new(|| {
+pub(crate) static SETUP_ERRORS: LazyLock<CounterVec> = LazyLock::new(|| {
     register_counter_vec!(
         "coredns_nodecache_setup_errors_total",
         "The number of errors during periodic network setup for node-cache",
@@ -26,14 +26,14 @@ pub static SETUP_ERRORS: LazyLock<CounterVec> = LazyLock::new(|| {
 });
 
 /// Makes every error type exist with value 0.
-pub fn init() {
+pub(crate) fn init() {
     for t in ERROR_TYPES {
         SETUP_ERRORS.with_label_values(&[t]);
     }
 }
 
 /// Counts one setup error.
-pub fn error(kind: &str) {
+pub(crate) fn error(kind: &str) {
     SETUP_ERRORS.with_label_values(&[kind]).inc();
 }
 
@@ -50,7 +50,7 @@ impl HttpHandler for Page {
 }
 
 /// Serves `/metrics` on `addr`; the server lives until the process exits.
-pub async fn serve(addr: &str) -> Result<HttpServer, String> {
+pub(crate) async fn serve(addr: &str) -> Result<HttpServer, String> {
     let sa = crate::server::http::resolve_addr(addr)?;
     HttpServer::bind(
         sa,

@@ -16,7 +16,7 @@ fn usage() -> &'static str {
 }
 
 /// Entry point of `sextant migrate ARGS`; returns the exit code.
-pub fn main(args: &[String]) -> i32 {
+pub(crate) fn main(args: &[String]) -> i32 {
     match args.first().map(String::as_str) {
         Some("kube-dns") => {
             let mut domain = "cluster.local".to_string();
@@ -103,7 +103,7 @@ pub fn main(args: &[String]) -> i32 {
 }
 
 /// The result of translating a kube-dns ConfigMap.
-pub struct KubeDnsMigration {
+pub(crate) struct KubeDnsMigration {
     pub corefile: String,
     /// What was dropped or changed, one line each.
     pub notes: Vec<String>,
@@ -156,7 +156,7 @@ fn omit_hostnames(servers: &[String], notes: &mut Vec<String>, what: &str) -> Ve
 }
 
 /// Translates a kube-dns ConfigMap into kubeadm's CoreDNS Corefile for `domain`.
-pub fn kube_dns(yaml: &str, domain: &str) -> Result<KubeDnsMigration, String> {
+pub(crate) fn kube_dns(yaml: &str, domain: &str) -> Result<KubeDnsMigration, String> {
     let data = configmap_data(yaml)?;
     let cfg = KubeDnsConfig::from_data(&data)?;
     let mut notes = Vec::new();
@@ -206,9 +206,7 @@ pub fn kube_dns(yaml: &str, domain: &str) -> Result<KubeDnsMigration, String> {
 
 /// How serious a Corefile finding is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Severity {
-    /// Still accepted, will go away.
-    Deprecated,
+pub(crate) enum Severity {
     /// Accepted but does nothing.
     Ignored,
     /// Refused by current CoreDNS (and by Sextant).
@@ -225,7 +223,6 @@ impl Severity {
     }
     fn as_str(self) -> &'static str {
         match self {
-            Severity::Deprecated => "deprecated",
             Severity::Ignored => "ignored",
             Severity::Removed => "removed",
             Severity::Unsupported => "unsupported",
@@ -236,7 +233,7 @@ impl Severity {
 
 /// One finding, printed as `file:line:col: severity: message`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Note {
+pub(crate) struct Note {
     pub at: String,
     pub severity: Severity,
     pub msg: String,
@@ -297,7 +294,7 @@ const KUBERNETES_OPTIONS: &[(&str, Severity, &str, &str)] = &[
 ];
 
 /// Lists deprecated/removed/unsupported directives and options in `cf`.
-pub fn corefile(cf: &Corefile) -> Vec<Note> {
+pub(crate) fn corefile(cf: &Corefile) -> Vec<Note> {
     let known: Vec<&str> = crate::plugins::ORDER.iter().map(|p| p.name).collect();
     let mut notes = Vec::new();
     let mut has_kubernetes = false;

@@ -3,12 +3,12 @@
 //! its template and the kube-dns ConfigMap (and re-render on change), serve the setup-error metric,
 //! run the normal server, and tear the networking down on exit. Also hosts `sextant migrate`.
 
-pub mod config;
-pub mod flags;
-pub mod iptables;
-pub mod metrics;
-pub mod migrate;
-pub mod netif;
+pub(crate) mod config;
+pub(crate) mod flags;
+pub(crate) mod iptables;
+pub(crate) mod metrics;
+pub(crate) mod migrate;
+pub(crate) mod netif;
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -24,17 +24,17 @@ use flags::Params;
 use iptables::{Iptables, Rule};
 
 /// How often the kube-dns ConfigMap folder and the template folder are re-read.
-pub const CONFIG_SYNC_PERIOD: Duration = Duration::from_secs(10);
+pub(crate) const CONFIG_SYNC_PERIOD: Duration = Duration::from_secs(10);
 /// Where the kube-dns ConfigMap is used from when `-kubednscm` is not given and it exists.
-pub const DEFAULT_KUBEDNS_CM_PATH: &str = "/etc/kube-dns";
+pub(crate) const DEFAULT_KUBEDNS_CM_PATH: &str = "/etc/kube-dns";
 
 /// The version logged at start.
-pub fn version() -> String {
+pub(crate) fn version() -> String {
     format!("sextant-{}", env!("CARGO_PKG_VERSION"))
 }
 
 /// Entry point of `sextant node-cache ARGS`; returns the exit code.
-pub fn main(args: &[String]) -> i32 {
+pub(crate) fn main(args: &[String]) -> i32 {
     log::info(&format!("Starting node-cache image: {}", version()));
     let params = match flags::parse(args) {
         Ok(p) => p,

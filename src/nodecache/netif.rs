@@ -34,7 +34,7 @@ static SEQ: AtomicU32 = AtomicU32::new(1);
 
 /// A netlink failure: the kernel's errno, or a malformed/missing answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum NetlinkError {
+pub(crate) enum NetlinkError {
     Errno(Errno),
     Protocol(String),
 }
@@ -121,12 +121,12 @@ fn u32_at(b: &[u8], at: usize) -> Option<u32> {
 }
 
 /// One open NETLINK_ROUTE socket.
-pub struct Netlink {
+pub(crate) struct Netlink {
     fd: OwnedFd,
 }
 
 impl Netlink {
-    pub fn open() -> Result<Netlink> {
+    pub(crate) fn open() -> Result<Netlink> {
         let fd = socket(
             AddressFamily::Netlink,
             SockType::Raw,
@@ -185,7 +185,7 @@ impl Netlink {
     }
 
     /// The interface index of link `name`, or `None` if there is no such link.
-    pub fn link_index(&self, name: &str) -> Result<Option<i32>> {
+    pub(crate) fn link_index(&self, name: &str) -> Result<Option<i32>> {
         let mut m = Msg::new(RTM_GETLINK, NLM_F_ACK, &ifinfomsg(0, 0, 0));
         m.attr(IFLA_IFNAME, &name_attr(name));
         match self.request(m.finish()) {
@@ -205,7 +205,7 @@ impl Netlink {
     }
 
     /// Creates link `name` of type `kind` (`dummy`, `bridge`).
-    pub fn add_link(&self, name: &str, kind: &str) -> Result<()> {
+    pub(crate) fn add_link(&self, name: &str, kind: &str) -> Result<()> {
         let mut m = Msg::new(
             RTM_NEWLINK,
             NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
@@ -219,14 +219,14 @@ impl Netlink {
     }
 
     /// Deletes link `name`.
-    pub fn del_link(&self, name: &str) -> Result<()> {
+    pub(crate) fn del_link(&self, name: &str) -> Result<()> {
         let mut m = Msg::new(RTM_DELLINK, NLM_F_ACK, &ifinfomsg(0, 0, 0));
         m.attr(IFLA_IFNAME, &name_attr(name));
         self.request(m.finish()).map(|_| ())
     }
 
     /// Adds `ip` as a host address (/32 or /128) to link `index`; `EEXIST` if it is there.
-    pub fn add_addr(&self, index: i32, ip: IpAddr) -> Result<()> {
+    pub(crate) fn add_addr(&self, index: i32, ip: IpAddr) -> Result<()> {
         let (family, prefix, bytes) = match ip {
             IpAddr::V4(a) => (libc::AF_INET as u8, 32u8, a.octets().to_vec()),
             IpAddr::V6(a) => (libc::AF_INET6 as u8, 128u8, a.octets().to_vec()),
@@ -244,7 +244,7 @@ impl Netlink {
 
 /// What `ensure_device` found or did.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Ensured {
+pub(crate) enum Ensured {
     /// The link was there; missing addresses were added back.
     Existed,
     /// Created as a dummy link.
@@ -256,13 +256,16 @@ pub enum Ensured {
 /// A failure of `ensure_device`, saying whether the link already existed (a failed check) or
 /// not (a failed creation).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EnsureError {
+pub(crate) struct EnsureError {
     pub existed: bool,
     pub error: NetlinkError,
 }
 
 /// Makes sure link `name` exists with every IP in `ips` (like k8s-dns's `EnsureDummyDevice`).
-pub fn ensure_device(name: &str, ips: &[IpAddr]) -> std::result::Result<Ensured, EnsureError> {
+pub(crate) fn ensure_device(
+    name: &str,
+    ips: &[IpAddr],
+) -> std::result::Result<Ensured, EnsureError> {
     let fail = |existed: bool| move |error: NetlinkError| EnsureError { existed, error };
     let nl = Netlink::open().map_err(fail(true))?;
     if let Some(idx) = nl.link_index(name).map_err(fail(true))? {
@@ -299,7 +302,7 @@ fn create(nl: &Netlink, name: &str, ips: &[IpAddr]) -> Result<Ensured> {
 }
 
 /// Deletes link `name`; a missing link is not an error.
-pub fn remove_device(name: &str) -> Result<()> {
+pub(crate) fn remove_device(name: &str) -> Result<()> {
     let nl = Netlink::open()?;
     match nl.del_link(name) {
         Ok(()) | Err(NetlinkError::Errno(Errno::ENODEV)) => Ok(()),

@@ -3,32 +3,32 @@
 
 use crate::plugin::PluginDef;
 
-pub mod any;
-pub mod autopath;
-pub mod bind;
-pub mod cache;
-pub mod chaos;
-pub mod debug;
-pub mod errors;
-pub mod forward;
-pub mod health;
-pub mod hosts;
-pub mod kubernetes;
-pub mod loadbalance;
-pub mod log;
-pub mod r#loop;
-pub mod prometheus;
-pub mod ready;
-pub mod reload;
-pub mod rewrite;
-pub mod tls;
-pub mod transfer;
-pub mod util;
-pub mod whoami;
+pub(crate) mod any;
+pub(crate) mod autopath;
+pub(crate) mod bind;
+pub(crate) mod cache;
+pub(crate) mod chaos;
+pub(crate) mod debug;
+pub(crate) mod errors;
+pub(crate) mod forward;
+pub(crate) mod health;
+pub(crate) mod hosts;
+pub(crate) mod kubernetes;
+pub(crate) mod loadbalance;
+pub(crate) mod log;
+pub(crate) mod r#loop;
+pub(crate) mod prometheus;
+pub(crate) mod ready;
+pub(crate) mod reload;
+pub(crate) mod rewrite;
+pub(crate) mod tls;
+pub(crate) mod transfer;
+pub(crate) mod util;
+pub(crate) mod whoami;
 
 /// Execution order, whatever the order in the Corefile.
 #[rustfmt::skip]
-pub static ORDER: &[PluginDef] = &[
+pub(crate) static ORDER: &[PluginDef] = &[
     PluginDef { name: "reload", once: true, setup: reload::setup },
     PluginDef { name: "bind", once: false, setup: bind::setup },
     PluginDef { name: "debug", once: true, setup: debug::setup },
@@ -53,4 +53,4 @@ pub static ORDER: &[PluginDef] = &[
 ];
 
 /// CoreDNS plugins this build does not have yet: named in `-check` errors as such.
-pub static PENDING: &[&str] = &[];
+pub(crate) static PENDING: &[&str] = &[];

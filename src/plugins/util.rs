@@ -5,12 +5,12 @@ use std::time::Duration;
 use sextant_corefile::{Directive, Error, Token};
 
 /// Parses a Go-style duration (`5s`, `1m30s`, `500ms`, `1h`).
-pub fn parse_duration(d: &Directive, t: &Token) -> Result<Duration, Error> {
+pub(crate) fn parse_duration(d: &Directive, t: &Token) -> Result<Duration, Error> {
     parse_go_duration(&t.text).ok_or_else(|| d.err_at(t, format!("invalid duration '{}'", t.text)))
 }
 
 /// Go's `time.ParseDuration` subset: sequences of number+unit (ns, us, µs, ms, s, m, h).
-pub fn parse_go_duration(s: &str) -> Option<Duration> {
+pub(crate) fn parse_go_duration(s: &str) -> Option<Duration> {
     if s == "0" {
         return Some(Duration::ZERO);
     }
@@ -50,14 +50,14 @@ pub fn parse_go_duration(s: &str) -> Option<Duration> {
 }
 
 /// Parses an unsigned integer argument.
-pub fn parse_u64(d: &Directive, t: &Token) -> Result<u64, Error> {
+pub(crate) fn parse_u64(d: &Directive, t: &Token) -> Result<u64, Error> {
     t.text
         .parse()
         .map_err(|_| d.err_at(t, format!("invalid number '{}'", t.text)))
 }
 
 /// Formats a duration the way Go prints it (`5s`, `1m30s`, `500ms`).
-pub fn go_duration(d: Duration) -> String {
+pub(crate) fn go_duration(d: Duration) -> String {
     let ms = d.as_millis();
     if ms < 1000 {
         return format!("{ms}ms");

@@ -19,7 +19,7 @@ use crate::server::site::{Block, Site};
 
 /// Where a listener binds: a specific address or every address, and a port.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ListenKey {
+pub(crate) struct ListenKey {
     pub ip: Option<IpAddr>,
     pub port: u16,
     /// DNS over TLS (`tls://` keys) instead of plain UDP and TCP.
@@ -28,7 +28,7 @@ pub struct ListenKey {
 
 impl ListenKey {
     /// The `server` metric label: `dns://:53`, `dns://127.0.0.1:53`, `tls://:853`.
-    pub fn label(&self) -> String {
+    pub(crate) fn label(&self) -> String {
         let scheme = if self.tls { "tls" } else { "dns" };
         match self.ip {
             None => format!("{scheme}://:{}", self.port),
@@ -39,16 +39,16 @@ impl ListenKey {
 }
 
 /// Readiness checks of a generation, shared with the `ready` handler (filled during setup).
-pub type ReadinessList = Arc<std::sync::RwLock<Vec<(String, Arc<dyn Readiness>)>>>;
+pub(crate) type ReadinessList = Arc<std::sync::RwLock<Vec<(String, Arc<dyn Readiness>)>>>;
 
 /// A future run before the listeners open (e.g. kubernetes waiting for its first sync).
-pub type StartupWait = Pin<Box<dyn Future<Output = ()> + Send>>;
+pub(crate) type StartupWait = Pin<Box<dyn Future<Output = ()> + Send>>;
 /// A callback run once the listeners are open, with the addresses of its block.
-pub type StartedHook = Box<dyn FnOnce(Vec<SocketAddr>) + Send>;
+pub(crate) type StartedHook = Box<dyn FnOnce(Vec<SocketAddr>) + Send>;
 
 /// Process-wide parts of a generation that plugins register during setup.
 #[derive(Default)]
-pub struct GenerationBuilder {
+pub(crate) struct GenerationBuilder {
     pub(crate) http: BTreeMap<String, crate::server::http::Routes>,
     pub(crate) readiness: ReadinessList,
     pub(crate) hooks: Vec<ShutdownHook>,
@@ -67,7 +67,7 @@ pub struct GenerationBuilder {
 impl GenerationBuilder {
     /// Serves `path` on the HTTP address `addr` (`:8080`, `localhost:9153`, `[::1]:8181`). Several
     /// blocks may register the same address and path; the first handler wins.
-    pub fn add_http(&mut self, addr: &str, path: &str, h: Arc<dyn HttpHandler>) {
+    pub(crate) fn add_http(&mut self, addr: &str, path: &str, h: Arc<dyn HttpHandler>) {
         let routes = self.http.entry(addr.to_string()).or_default();
         if !routes.iter().any(|(p, _)| p == path) {
             routes.push((path.to_string(), h));
@@ -75,68 +75,68 @@ impl GenerationBuilder {
     }
 
     /// True if something already serves `path` on `addr`.
-    pub fn has_http(&self, addr: &str, path: &str) -> bool {
+    pub(crate) fn has_http(&self, addr: &str, path: &str) -> bool {
         self.http
             .get(addr)
             .is_some_and(|r| r.iter().any(|(p, _)| p == path))
     }
 
     /// A readiness check the `ready` plugin reports under `name`.
-    pub fn add_readiness(&mut self, name: &str, r: Arc<dyn Readiness>) {
+    pub(crate) fn add_readiness(&mut self, name: &str, r: Arc<dyn Readiness>) {
         if let Ok(mut l) = self.readiness.write() {
             l.push((name.to_string(), r));
         }
     }
 
     /// The generation's readiness checks (the `ready` plugin keeps this).
-    pub fn readiness_list(&self) -> ReadinessList {
+    pub(crate) fn readiness_list(&self) -> ReadinessList {
         self.readiness.clone()
     }
 
     /// Runs when this generation is retired (reload or exit).
-    pub fn on_shutdown(&mut self, hook: ShutdownHook) {
+    pub(crate) fn on_shutdown(&mut self, hook: ShutdownHook) {
         self.hooks.push(hook);
     }
 
     /// Awaited before the listeners open.
-    pub fn startup_wait(&mut self, w: StartupWait) {
+    pub(crate) fn startup_wait(&mut self, w: StartupWait) {
         self.waits.push(w);
     }
 
     /// Runs after the listeners of block `block` are open.
-    pub fn on_started(&mut self, block: usize, hook: StartedHook) {
+    pub(crate) fn on_started(&mut self, block: usize, hook: StartedHook) {
         self.started.push((block, hook));
     }
 
     /// Restricts block `block` to these addresses (the `bind` plugin).
-    pub fn bind(&mut self, block: usize, ips: Vec<IpAddr>) {
+    pub(crate) fn bind(&mut self, block: usize, ips: Vec<IpAddr>) {
         self.binds.entry(block).or_default().extend(ips);
     }
 
     /// Lets CH-class queries into block `block` (the `chaos` plugin).
-    pub fn allow_chaos(&mut self, block: usize) {
+    pub(crate) fn allow_chaos(&mut self, block: usize) {
         self.chaos.insert(block, true);
     }
 
     /// The cache invalidation bus of block `block` (created on first use; see
     /// [`crate::server::invalidate`] for the contract between publishers and caches).
-    pub fn invalidation(&mut self, block: usize) -> Arc<InvalidationBus> {
+    pub(crate) fn invalidation(&mut self, block: usize) -> Arc<InvalidationBus> {
         self.invalidation.entry(block).or_default().clone()
     }
 
     /// Serves block `block`'s `tls://` keys with this TLS configuration (the `tls` plugin).
-    pub fn set_tls(&mut self, block: usize, cfg: Arc<rustls::ServerConfig>) {
+    pub(crate) fn set_tls(&mut self, block: usize, cfg: Arc<rustls::ServerConfig>) {
         self.tls.insert(block, cfg);
     }
 
     /// Marks block `block` as exporting metrics (the `prometheus` plugin).
-    pub fn enable_metrics(&mut self, block: usize) {
+    pub(crate) fn enable_metrics(&mut self, block: usize) {
         self.metrics.insert(block, true);
     }
 }
 
 /// A fully set-up configuration, ready to be bound and swapped in.
-pub struct Generation {
+pub(crate) struct Generation {
     pub sites: BTreeMap<ListenKey, Arc<Site>>,
     /// TLS configuration of each `tls://` listener.
     pub tls: BTreeMap<ListenKey, Arc<rustls::ServerConfig>>,
@@ -158,7 +158,7 @@ fn err(pos: &Pos, directive: Option<&str>, msg: impl Into<String>) -> ConfigErro
 }
 
 /// Builds a generation. Every problem found is returned, in file order.
-pub fn build(cf: &Corefile, default_port: u16) -> Result<Generation, Vec<ConfigError>> {
+pub(crate) fn build(cf: &Corefile, default_port: u16) -> Result<Generation, Vec<ConfigError>> {
     let order = crate::plugins::ORDER;
     let mut errors = Vec::new();
     let mut gen = GenerationBuilder::default();
@@ -249,15 +249,9 @@ pub fn build(cf: &Corefile, default_port: u16) -> Result<Generation, Vec<ConfigE
     let mut tls_cfgs: BTreeMap<ListenKey, Arc<rustls::ServerConfig>> = BTreeMap::new();
     for (bi, addrs, chain, names, pos) in blocks {
         let pos = pos.unwrap_or_else(|| Pos::file_only("Corefile"));
-        let zones: Vec<Name> = addrs
-            .iter()
-            .filter_map(|a| Name::parse(&a.zone).ok())
-            .collect();
         let block = Arc::new(Block {
-            zones: zones.clone(),
             chain,
             chaos: gen.chaos.get(&bi).copied().unwrap_or(false),
-            metrics: gen.metrics.get(&bi).copied().unwrap_or(false),
         });
         let ips: Vec<Option<IpAddr>> = match gen.binds.get(&bi) {
             Some(ips) if !ips.is_empty() => ips.iter().copied().map(Some).collect(),

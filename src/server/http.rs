@@ -11,14 +11,14 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 /// One HTTP answer.
-pub struct HttpResponse {
+pub(crate) struct HttpResponse {
     pub status: u16,
     pub content_type: &'static str,
     pub body: Vec<u8>,
 }
 
 impl HttpResponse {
-    pub fn text(status: u16, body: impl Into<Vec<u8>>) -> HttpResponse {
+    pub(crate) fn text(status: u16, body: impl Into<Vec<u8>>) -> HttpResponse {
         HttpResponse {
             status,
             content_type: "text/plain; charset=utf-8",
@@ -28,15 +28,15 @@ impl HttpResponse {
 }
 
 /// Something served at a path.
-pub trait HttpHandler: Send + Sync {
+pub(crate) trait HttpHandler: Send + Sync {
     fn get(&self, path: &str) -> HttpResponse;
 }
 
 /// Routes of one address: path -> handler.
-pub type Routes = Vec<(String, Arc<dyn HttpHandler>)>;
+pub(crate) type Routes = Vec<(String, Arc<dyn HttpHandler>)>;
 
 /// Resolves a CoreDNS-style HTTP address (`:8080`, `localhost:9153`, `[::1]:8181`).
-pub fn resolve_addr(addr: &str) -> Result<SocketAddr, String> {
+pub(crate) fn resolve_addr(addr: &str) -> Result<SocketAddr, String> {
     if let Some(port) = addr.strip_prefix(':') {
         let port: u16 = port
             .parse()
@@ -53,17 +53,15 @@ pub fn resolve_addr(addr: &str) -> Result<SocketAddr, String> {
 }
 
 /// A running HTTP listener.
-pub struct HttpServer {
+pub(crate) struct HttpServer {
     pub routes: Arc<ArcSwap<Routes>>,
     pub cancel: CancellationToken,
-    pub local: SocketAddr,
 }
 
 impl HttpServer {
     /// Binds now (so a reload can fail before swapping) and serves in the background.
-    pub async fn bind(addr: SocketAddr, routes: Routes) -> std::io::Result<HttpServer> {
+    pub(crate) async fn bind(addr: SocketAddr, routes: Routes) -> std::io::Result<HttpServer> {
         let listener = TcpListener::bind(addr).await?;
-        let local = listener.local_addr()?;
         let routes = Arc::new(ArcSwap::from_pointee(routes));
         let cancel = CancellationToken::new();
         let r = routes.clone();
@@ -82,11 +80,7 @@ impl HttpServer {
                 }
             }
         });
-        Ok(HttpServer {
-            routes,
-            cancel,
-            local,
-        })
+        Ok(HttpServer { routes, cancel })
     }
 }
 

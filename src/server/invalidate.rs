@@ -26,7 +26,7 @@ use sextant_wire::Name;
 
 /// Names whose cached answers are no longer true.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Invalidation {
+pub(crate) struct Invalidation {
     /// Drop every cached answer (positive and negative, any type) for these names and every
     /// name below them.
     pub subtrees: Vec<Name>,
@@ -41,7 +41,7 @@ pub struct Invalidation {
 
 impl Invalidation {
     /// True when it drops nothing.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         !self.all
             && self.subtrees.is_empty()
             && self.names.is_empty()
@@ -50,20 +50,20 @@ impl Invalidation {
 }
 
 /// Something that holds answers and can forget them (a cache).
-pub trait Invalidate: Send + Sync {
+pub(crate) trait Invalidate: Send + Sync {
     fn invalidate(&self, inv: &Invalidation);
 }
 
 /// One block's bus. See the module docs for the contract.
 #[derive(Default)]
-pub struct InvalidationBus {
+pub(crate) struct InvalidationBus {
     seq: AtomicU64,
     subs: RwLock<Vec<Weak<dyn Invalidate>>>,
 }
 
 impl InvalidationBus {
     /// Registers a subscriber; it is dropped from the list once the `Weak` is dead.
-    pub fn subscribe(&self, sub: Weak<dyn Invalidate>) {
+    pub(crate) fn subscribe(&self, sub: Weak<dyn Invalidate>) {
         if let Ok(mut s) = self.subs.write() {
             s.retain(|w| w.strong_count() > 0);
             s.push(sub);
@@ -71,7 +71,7 @@ impl InvalidationBus {
     }
 
     /// Bumps the sequence number, then has every live subscriber drop what `inv` names.
-    pub fn publish(&self, inv: &Invalidation) {
+    pub(crate) fn publish(&self, inv: &Invalidation) {
         if inv.is_empty() {
             return;
         }
@@ -86,12 +86,13 @@ impl InvalidationBus {
     }
 
     /// How many publishes happened so far.
-    pub fn seq(&self) -> u64 {
+    pub(crate) fn seq(&self) -> u64 {
         self.seq.load(Ordering::SeqCst)
     }
 
     /// Number of live subscribers.
-    pub fn subscribers(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn subscribers(&self) -> usize {
         self.subs
             .read()
             .map(|s| s.iter().filter(|w| w.strong_count() > 0).count())

@@ -22,18 +22,18 @@ use crate::server::mmsg;
 use crate::server::site::Site;
 
 /// TCP idle timeout between queries (CoreDNS: 10 s).
-pub const TCP_IDLE: Duration = Duration::from_secs(10);
+pub(crate) const TCP_IDLE: Duration = Duration::from_secs(10);
 /// Time allowed to receive the rest of a started message (CoreDNS: 3 s).
-pub const TCP_READ: Duration = Duration::from_secs(3);
+pub(crate) const TCP_READ: Duration = Duration::from_secs(3);
 /// Time allowed to write an answer (CoreDNS: 5 s).
-pub const TCP_WRITE: Duration = Duration::from_secs(5);
+pub(crate) const TCP_WRITE: Duration = Duration::from_secs(5);
 /// Open TCP connections per listener.
-pub const TCP_MAX_CONNS: usize = 1024;
+pub(crate) const TCP_MAX_CONNS: usize = 1024;
 /// Queries in flight per TCP connection before reading pauses.
-pub const TCP_MAX_INFLIGHT: usize = 128;
+pub(crate) const TCP_MAX_INFLIGHT: usize = 128;
 
 /// A bound listener address.
-pub struct Listener {
+pub(crate) struct Listener {
     pub site: Arc<ArcSwap<Site>>,
     /// TLS configuration of a `tls://` listener (swapped on reload: new certificates apply to
     /// new connections).
@@ -99,7 +99,7 @@ impl Drop for InFlight {
 
 impl Listener {
     /// Binds every socket of `key` now; fails without leaving anything bound.
-    pub fn bind(
+    pub(crate) fn bind(
         key: ListenKey,
         site: Arc<Site>,
         tls: Option<Arc<rustls::ServerConfig>>,
@@ -172,7 +172,7 @@ impl Listener {
     }
 
     /// Stops reading; answers in flight still go out.
-    pub fn stop(&self) {
+    pub(crate) fn stop(&self) {
         self.cancel.cancel();
     }
 }
@@ -310,7 +310,7 @@ async fn handle_owned(
 }
 
 /// Time allowed for a TLS handshake.
-pub const TLS_HANDSHAKE: Duration = Duration::from_secs(5);
+pub(crate) const TLS_HANDSHAKE: Duration = Duration::from_secs(5);
 
 async fn tcp_accept(
     l: TcpListener,

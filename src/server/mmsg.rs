@@ -8,24 +8,25 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::RawFd;
 
 /// Datagrams read per system call.
-pub const BATCH: usize = 32;
+pub(super) const BATCH: usize = 32;
 /// Largest datagram (a UDP payload can be no larger).
 const SLOT: usize = 65535;
 
 /// Receive buffers for one socket: [`BATCH`] full-size slots (allocated zeroed, so untouched
 /// pages cost no memory) and the headers the kernel fills.
-pub struct RecvBatch {
+pub(super) struct RecvBatch {
     buf: Vec<u8>,
     addrs: Vec<libc::sockaddr_storage>,
     iovs: Vec<libc::iovec>,
     hdrs: Vec<libc::mmsghdr>,
 }
 
-// The raw pointers inside point into the batch's own vectors, which never move after `new`.
+// SAFETY: the raw pointers inside point into the batch's own vectors, which never move after
+// `new`; the batch is used by one thread at a time, so sending it to another thread is sound.
 unsafe impl Send for RecvBatch {}
 
 impl RecvBatch {
-    pub fn new() -> RecvBatch {
+    pub(super) fn new() -> RecvBatch {
         let mut b = RecvBatch {
             buf: vec![0u8; SLOT * BATCH],
             // SAFETY: sockaddr_storage is plain old data; all zeroes is a valid value.
@@ -53,7 +54,7 @@ impl RecvBatch {
 
     /// Waits for at least one datagram (up to the socket's receive timeout, then `WouldBlock`)
     /// and reads up to [`BATCH`] of those queued, in one system call.
-    pub fn recv_wait(&mut self, fd: RawFd) -> io::Result<usize> {
+    pub(super) fn recv_wait(&mut self, fd: RawFd) -> io::Result<usize> {
         for h in &mut self.hdrs {
             h.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as u32;
             h.msg_hdr.msg_flags = 0;
@@ -78,7 +79,7 @@ impl RecvBatch {
 
     /// Datagram `i` of the last [`RecvBatch::recv_wait`]: its bytes and sender. None for a datagram
     /// that was cut (larger than a slot, impossible for UDP) or from an unknown address family.
-    pub fn get(&self, i: usize) -> Option<(&[u8], SocketAddr)> {
+    pub(super) fn get(&self, i: usize) -> Option<(&[u8], SocketAddr)> {
         let h = self.hdrs.get(i)?;
         if h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
             return None;
@@ -145,7 +146,7 @@ fn to_storage(a: &SocketAddr) -> (libc::sockaddr_storage, u32) {
 }
 
 /// Sends one datagram without blocking (`WouldBlock` when the socket buffer is full).
-pub fn send_one(fd: RawFd, bytes: &[u8], dst: &SocketAddr) -> io::Result<()> {
+pub(super) fn send_one(fd: RawFd, bytes: &[u8], dst: &SocketAddr) -> io::Result<()> {
     let (addr, len) = to_storage(dst);
     // SAFETY: `bytes` and `addr` are valid for the call; the kernel only reads them.
     let n = unsafe {
@@ -167,7 +168,7 @@ pub fn send_one(fd: RawFd, bytes: &[u8], dst: &SocketAddr) -> io::Result<()> {
 /// Sends `out` (reply, destination) with `sendmmsg`, as many as the socket takes without
 /// blocking. Returns how many went out (the caller sends the rest another way), or the error of
 /// the first that could not.
-pub fn send(fd: RawFd, out: &[(Vec<u8>, SocketAddr)]) -> io::Result<usize> {
+pub(super) fn send(fd: RawFd, out: &[(Vec<u8>, SocketAddr)]) -> io::Result<usize> {
     let n = out.len().min(BATCH);
     if n == 0 {
         return Ok(0);

@@ -1,9 +1,9 @@
 //! The DNS server: configuration generations, listeners, routing and the process runtime.
 
-pub mod config;
-pub mod http;
-pub mod invalidate;
-pub mod listen;
+pub(crate) mod config;
+pub(crate) mod http;
+pub(crate) mod invalidate;
+pub(crate) mod listen;
 mod mmsg;
-pub mod runtime;
-pub mod site;
+pub(crate) mod runtime;
+pub(crate) mod site;

@@ -21,18 +21,18 @@ use crate::server::listen::Listener;
 static SHUTTING_DOWN: AtomicBool = AtomicBool::new(false);
 
 /// Marks the start of shutdown: from now on `ready` answers 503 `Shutting down`.
-pub fn mark_shutting_down() {
+pub(crate) fn mark_shutting_down() {
     SHUTTING_DOWN.store(true, Ordering::Relaxed);
 }
 
 /// True once shutdown began (`ready` answers 503 `Shutting down`).
-pub fn shutting_down() -> bool {
+pub(crate) fn shutting_down() -> bool {
     SHUTTING_DOWN.load(Ordering::Relaxed)
 }
 
 /// Where the configuration comes from.
 #[derive(Clone)]
-pub enum Source {
+pub(crate) enum Source {
     File(PathBuf),
     /// Built-in text (no reload possible).
     Inline(String),
@@ -40,7 +40,7 @@ pub enum Source {
 
 impl Source {
     /// Reads and parses the Corefile with its imports.
-    pub fn load(&self) -> Result<sextant_corefile::Corefile, Vec<sextant_corefile::Error>> {
+    pub(crate) fn load(&self) -> Result<sextant_corefile::Corefile, Vec<sextant_corefile::Error>> {
         match self {
             Source::File(p) => sextant_corefile::parse_file(p).map_err(|e| vec![e]),
             Source::Inline(t) => {
@@ -52,7 +52,7 @@ impl Source {
 }
 
 /// SHA512 over the Corefile and every imported file, hex.
-pub fn config_hash(cf: &sextant_corefile::Corefile, src: &Source) -> String {
+pub(crate) fn config_hash(cf: &sextant_corefile::Corefile, src: &Source) -> String {
     let mut h = Sha512::new();
     match src {
         Source::Inline(t) => h.update(t.as_bytes()),
@@ -77,14 +77,14 @@ struct Live {
 }
 
 /// The process's servers.
-pub struct Runtime {
+pub(crate) struct Runtime {
     live: Mutex<Live>,
     pub source: Source,
     pub default_port: u16,
 }
 
 impl Runtime {
-    pub fn new(source: Source, default_port: u16) -> Arc<Runtime> {
+    pub(crate) fn new(source: Source, default_port: u16) -> Arc<Runtime> {
         Arc::new(Runtime {
             live: Mutex::new(Live {
                 listeners: BTreeMap::new(),
@@ -100,7 +100,7 @@ impl Runtime {
     }
 
     /// Builds a generation from the source. Errors are joined one per line.
-    pub fn build(&self) -> Result<(Generation, String), String> {
+    pub(crate) fn build(&self) -> Result<(Generation, String), String> {
         let cf = self.source.load().map_err(join)?;
         for w in &cf.warnings {
             log::warning(&w.to_string());
@@ -112,7 +112,11 @@ impl Runtime {
 
     /// Binds what is new, swaps routing tables, retires what is gone. On error nothing changes:
     /// the new generation's shutdown hooks run, so what it started (watches) stops again.
-    pub async fn apply(&self, mut gen: Generation, hash: String) -> Result<Vec<String>, String> {
+    pub(crate) async fn apply(
+        &self,
+        mut gen: Generation,
+        hash: String,
+    ) -> Result<Vec<String>, String> {
         for w in gen.builder.waits.drain(..) {
             w.await;
         }
@@ -262,16 +266,16 @@ impl Runtime {
         Ok(std::mem::take(&mut gen.banner))
     }
 
-    pub async fn reload_settings(&self) -> Option<(Duration, Duration)> {
+    pub(crate) async fn reload_settings(&self) -> Option<(Duration, Duration)> {
         self.live.lock().await.reload
     }
 
-    pub async fn current_hash(&self) -> String {
+    pub(crate) async fn current_hash(&self) -> String {
         self.live.lock().await.hash.clone()
     }
 
     /// Re-reads the Corefile; applies it if it changed (or if `force`).
-    pub async fn reload(&self, force: bool) -> Result<bool, String> {
+    pub(crate) async fn reload(&self, force: bool) -> Result<bool, String> {
         let (gen, hash) = match self.build() {
             Ok(x) => x,
             Err(e) => return Err(e),
@@ -292,7 +296,7 @@ impl Runtime {
 
     /// Graceful stop: not ready, lameduck (still serving), close listeners, wait for answers in
     /// flight (at most 5 s), run shutdown hooks.
-    pub async fn shutdown(&self) {
+    pub(crate) async fn shutdown(&self) {
         SHUTTING_DOWN.store(true, Ordering::Relaxed);
         let lameduck = self.live.lock().await.lameduck;
         if let Some(d) = lameduck {

@@ -12,13 +12,13 @@ use sextant_wire::{
 use crate::plugin::{BoxFuture, Handler, Next, Outcome, Proto, Request, Resolver};
 
 /// Largest UDP payload Sextant sends (DNS Flag Day 2020) and advertises in its OPT record.
-pub const MAX_UDP_PAYLOAD: u16 = 1232;
+pub(crate) const MAX_UDP_PAYLOAD: u16 = 1232;
 
 /// What the server keeps of a query to shape its reply: ID, opcode, RD/CD, the question as the
 /// client spelled it and its EDNS size and DO bit. Plugins may change the request (`rewrite`),
 /// the reply still answers what the client asked.
 #[derive(Clone, Debug)]
-pub struct Asked {
+pub(crate) struct Asked {
     pub id: u16,
     pub opcode: u8,
     pub rd: bool,
@@ -29,7 +29,7 @@ pub struct Asked {
 }
 
 impl Asked {
-    pub fn of(m: &Message) -> Asked {
+    pub(crate) fn of(m: &Message) -> Asked {
         Asked {
             id: m.header.id,
             opcode: m.header.opcode,
@@ -41,7 +41,7 @@ impl Asked {
     }
 
     /// A reply skeleton, like `Message::reply_to` on the original query.
-    pub fn reply(&self) -> Message {
+    pub(crate) fn reply(&self) -> Message {
         let mut r = Message::default();
         r.header.id = self.id;
         r.header.qr = true;
@@ -54,7 +54,7 @@ impl Asked {
 
     /// Largest reply the client takes: 64 KiB over TCP; over UDP its EDNS size within
     /// 512..=[`MAX_UDP_PAYLOAD`], 512 without EDNS.
-    pub fn limit(&self, proto: Proto) -> usize {
+    pub(crate) fn limit(&self, proto: Proto) -> usize {
         match proto {
             Proto::Tcp => u16::MAX as usize,
             Proto::Udp => self
@@ -66,18 +66,14 @@ impl Asked {
 }
 
 /// A server block as served on one listener.
-pub struct Block {
-    /// Zones this block claims on this listener (normalised).
-    pub zones: Vec<Name>,
+pub(crate) struct Block {
     pub chain: Vec<Arc<dyn Handler>>,
     /// True when the block has the `chaos` plugin (CH class queries are let in).
     pub chaos: bool,
-    /// True when the block has `prometheus` (server-level drops are counted for it).
-    pub metrics: bool,
 }
 
 /// All blocks on one listener address, searched by longest zone match.
-pub struct Site {
+pub(crate) struct Site {
     /// Metric label, e.g. `dns://:53`.
     pub label: Arc<str>,
     /// (zone, block) sorted by zone length, longest first.
@@ -85,7 +81,7 @@ pub struct Site {
 }
 
 impl Site {
-    pub fn new(label: &str, mut zones: Vec<(Name, Arc<Block>)>) -> Site {
+    pub(crate) fn new(label: &str, mut zones: Vec<(Name, Arc<Block>)>) -> Site {
         zones.sort_by_key(|(z, _)| std::cmp::Reverse(z.label_count()));
         Site {
             label: Arc::from(label),
@@ -95,7 +91,7 @@ impl Site {
 
     /// The block for `qname`: the longest matching zone. DS queries for a zone apex go to the
     /// parent zone's block when there is one, like CoreDNS.
-    pub fn route(&self, qname: &Name, qtype: RType) -> Option<(&Name, &Arc<Block>)> {
+    pub(crate) fn route(&self, qname: &Name, qtype: RType) -> Option<(&Name, &Arc<Block>)> {
         let mut found = None;
         for (z, b) in &self.zones {
             if qname.is_subdomain_of(z) {
@@ -110,7 +106,7 @@ impl Site {
     }
 
     /// Handles one packet; returns the reply bytes, or None to send nothing.
-    pub async fn handle(
+    pub(crate) async fn handle(
         self: &Arc<Site>,
         packet: &[u8],
         client: SocketAddr,
@@ -225,7 +221,7 @@ async fn run_chain(block: &Block, req: &mut Request) -> Outcome {
 }
 
 /// Turns what the chain returned into a reply message.
-pub fn outcome_to_reply(query: &Asked, mut out: Outcome) -> Message {
+pub(crate) fn outcome_to_reply(query: &Asked, mut out: Outcome) -> Message {
     out.message_mut();
     match out.reply {
         Some(m) => m,
@@ -243,7 +239,7 @@ pub fn outcome_to_reply(query: &Asked, mut out: Outcome) -> Message {
 
 /// Final touches before the reply leaves: the client's ID and question, EDNS as the client asked
 /// (our buffer size, DO copied, no options echoed), truncation to what the client can take.
-pub fn finish(query: &Asked, mut reply: Message, proto: Proto) -> Vec<u8> {
+pub(crate) fn finish(query: &Asked, mut reply: Message, proto: Proto) -> Vec<u8> {
     reply.header.id = query.id;
     reply.header.qr = true;
     reply.header.opcode = query.opcode;
@@ -274,7 +270,11 @@ pub fn finish(query: &Asked, mut reply: Message, proto: Proto) -> Vec<u8> {
 /// OPT record the client should see. Gives the bytes back untouched when they do not fit this
 /// query (a different question, or larger than the client's limit): the caller then decodes
 /// them and uses [`finish`], which truncates.
-pub fn finish_wire(query: &Asked, mut out: Vec<u8>, proto: Proto) -> Result<Vec<u8>, Vec<u8>> {
+pub(crate) fn finish_wire(
+    query: &Asked,
+    mut out: Vec<u8>,
+    proto: Proto,
+) -> Result<Vec<u8>, Vec<u8>> {
     let Some(q) = &query.question else {
         return Err(out);
     };

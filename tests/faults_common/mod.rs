@@ -12,22 +12,22 @@ use std::time::{Duration, Instant};
 
 use sextant_testkit::*;
 
-pub const T: Duration = Duration::from_secs(3);
+pub(crate) const T: Duration = Duration::from_secs(3);
 
-pub fn bin() -> &'static Path {
+pub(crate) fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_sextant"))
 }
 
-pub fn lo(port: u16) -> SocketAddr {
+pub(crate) fn lo(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
 
 /// Checks one reply of the stream; `Err` is a failed query.
-pub type Check = Arc<dyn Fn(&str, &Reply) -> Result<(), String> + Send + Sync>;
+pub(crate) type Check = Arc<dyn Fn(&str, &Reply) -> Result<(), String> + Send + Sync>;
 
 /// Checks that the reply is NOERROR with exactly the answers one of `accepted` lists
 /// (presentation form, whitespace-normalised, sorted).
-pub fn answers_one_of(accepted: Vec<(String, Vec<Vec<String>>)>) -> Check {
+pub(crate) fn answers_one_of(accepted: Vec<(String, Vec<Vec<String>>)>) -> Check {
     Arc::new(move |name: &str, r: &Reply| {
         let got = norm(r.answers());
         let Some((_, sets)) = accepted.iter().find(|(n, _)| n == name) else {
@@ -44,7 +44,7 @@ pub fn answers_one_of(accepted: Vec<(String, Vec<Vec<String>>)>) -> Check {
     })
 }
 
-pub fn norm(v: Vec<String>) -> Vec<String> {
+pub(crate) fn norm(v: Vec<String>) -> Vec<String> {
     let mut v: Vec<String> = v
         .into_iter()
         .map(|s| s.split_whitespace().collect::<Vec<_>>().join(" "))
@@ -54,7 +54,7 @@ pub fn norm(v: Vec<String>) -> Vec<String> {
 }
 
 #[derive(Default)]
-pub struct Stats {
+pub(crate) struct Stats {
     pub udp_ok: AtomicU64,
     pub tcp_ok: AtomicU64,
     pub failed: AtomicU64,
@@ -69,13 +69,13 @@ impl Stats {
             f.push(what);
         }
     }
-    pub fn ok(&self) -> u64 {
+    pub(crate) fn ok(&self) -> u64 {
         self.udp_ok.load(Ordering::SeqCst) + self.tcp_ok.load(Ordering::SeqCst)
     }
-    pub fn failed(&self) -> u64 {
+    pub(crate) fn failed(&self) -> u64 {
         self.failed.load(Ordering::SeqCst)
     }
-    pub fn report(&self) -> String {
+    pub(crate) fn report(&self) -> String {
         format!(
             "udp ok {}, tcp ok {}, failed {}: {:?}",
             self.udp_ok.load(Ordering::SeqCst),
@@ -90,7 +90,7 @@ impl Stats {
 /// resolvers) and `tcp_qps` over 2 persistent TCP connections (queries stay in flight across
 /// reloads). One attempt per query, 2 s timeout: a timeout, a wrong answer or a connection
 /// closed under a query is a failure.
-pub struct Load {
+pub(crate) struct Load {
     stop: Arc<AtomicBool>,
     pub stats: Arc<Stats>,
     handles: Vec<JoinHandle<()>>,
@@ -100,7 +100,7 @@ pub struct Load {
 const QT: Duration = Duration::from_secs(2);
 
 impl Load {
-    pub fn start(
+    pub(crate) fn start(
         addr: SocketAddr,
         udp_qps: u32,
         tcp_qps: u32,
@@ -164,7 +164,7 @@ impl Load {
     }
 
     /// Stops the workers (each finishes its query in flight) and returns the totals.
-    pub fn stop(mut self) -> Arc<Stats> {
+    pub(crate) fn stop(mut self) -> Arc<Stats> {
         self.stop.store(true, Ordering::SeqCst);
         for h in self.handles.drain(..) {
             let _ = h.join();
@@ -195,7 +195,7 @@ fn tcp_once(conn: &mut Option<TcpConn>, addr: SocketAddr, q: &Query) -> Result<R
 }
 
 /// (open fds, VmRSS KiB, threads) of a process, from /proc.
-pub fn proc_stats(pid: u32) -> (usize, u64, u64) {
+pub(crate) fn proc_stats(pid: u32) -> (usize, u64, u64) {
     let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
         .map(|d| d.count())
         .unwrap_or(0);
@@ -212,7 +212,7 @@ pub fn proc_stats(pid: u32) -> (usize, u64, u64) {
 }
 
 /// Polls `f` every 20 ms until it returns `Some` or `within` passes.
-pub fn poll<R>(within: Duration, mut f: impl FnMut() -> Option<R>) -> Option<R> {
+pub(crate) fn poll<R>(within: Duration, mut f: impl FnMut() -> Option<R>) -> Option<R> {
     let deadline = Instant::now() + within;
     loop {
         if let Some(r) = f() {
@@ -226,7 +226,7 @@ pub fn poll<R>(within: Duration, mut f: impl FnMut() -> Option<R>) -> Option<R> 
 }
 
 /// Time until a UDP query for `name` gives `rcode` with answers containing `needle`.
-pub fn until_answer(
+pub(crate) fn until_answer(
     a: SocketAddr,
     name: &str,
     t: RecordType,
@@ -241,13 +241,13 @@ pub fn until_answer(
     })
 }
 
-pub fn http_status(port: u16, path: &str) -> u16 {
+pub(crate) fn http_status(port: u16, path: &str) -> u16 {
     http_get(lo(port), path, T).map(|(c, _)| c).unwrap_or(0)
 }
 
 /// Checks NOERROR with one A record per name whose address is as given (any TTL: caches count
 /// it down).
-pub fn address_check(want: Vec<(String, String)>) -> Check {
+pub(crate) fn address_check(want: Vec<(String, String)>) -> Check {
     Arc::new(move |name: &str, r: &Reply| {
         let Some((_, ip)) = want.iter().find(|(n, _)| n == name) else {
             return Err(format!("{name}: no expectation"));

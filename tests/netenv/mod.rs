@@ -13,20 +13,20 @@ use std::time::{Duration, Instant};
 
 use sextant_testkit::*;
 
-pub const T: Duration = Duration::from_secs(3);
+pub(crate) const T: Duration = Duration::from_secs(3);
 
 /// Address of the upstream (Knot) namespace's end of the veth pair.
-pub const UPSTREAM_IP: &str = "169.254.53.2";
+pub(crate) const UPSTREAM_IP: &str = "169.254.53.2";
 /// Address of the DNS namespace's end of the veth pair.
-pub const DNS_IP: &str = "169.254.53.1";
+pub(crate) const DNS_IP: &str = "169.254.53.1";
 
-pub fn bin() -> &'static str {
+pub(crate) fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_sextant")
 }
 
 /// Runs `f` on a thread that entered namespace `name`; sockets and child processes it creates
 /// live there. A panic in `f` is re-raised on the caller with its message.
-pub fn in_ns<R: Send + 'static>(name: &str, f: impl FnOnce() -> R + Send + 'static) -> R {
+pub(crate) fn in_ns<R: Send + 'static>(name: &str, f: impl FnOnce() -> R + Send + 'static) -> R {
     let path = format!("/var/run/netns/{name}");
     let h = std::thread::spawn(move || {
         let file = std::fs::File::open(&path).expect("open netns");
@@ -45,12 +45,12 @@ pub fn in_ns<R: Send + 'static>(name: &str, f: impl FnOnce() -> R + Send + 'stat
 
 /// `/etc/netns/NAME/` with a `resolv.conf`: `ip netns exec NAME` bind-mounts it over
 /// `/etc/resolv.conf`. Removed on drop.
-pub struct EtcNetns {
+pub(crate) struct EtcNetns {
     dir: PathBuf,
 }
 
 impl EtcNetns {
-    pub fn create(ns: &NetNs, resolv_conf: &str) -> EtcNetns {
+    pub(crate) fn create(ns: &NetNs, resolv_conf: &str) -> EtcNetns {
         let dir = Path::new("/etc/netns").join(ns.name());
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("resolv.conf"), resolv_conf).unwrap();
@@ -68,12 +68,12 @@ impl Drop for EtcNetns {
 
 /// Two namespaces joined by a veth pair: `dns` (169.254.53.1/30) and `up` (169.254.53.2/30).
 /// Dropping the namespaces deletes the pair.
-pub struct Pair {
+pub(crate) struct Pair {
     pub up: NetNs,
     pub dns: NetNs,
 }
 
-pub fn pair(prefix: &str) -> Pair {
+pub(crate) fn pair(prefix: &str) -> Pair {
     let dns = NetNs::create(&format!("{prefix}d")).unwrap();
     let up = NetNs::create(&format!("{prefix}u")).unwrap();
     let n = std::process::id() % 0xfffff;
@@ -111,7 +111,7 @@ pub fn pair(prefix: &str) -> Pair {
 
 /// The external world as the upstream sees it: a root zone with `example.test` names and one
 /// reverse name outside the cluster's ranges.
-pub const ROOT_ZONE: &str = "$TTL 300
+pub(crate) const ROOT_ZONE: &str = "$TTL 300
 @ SOA ns.example.test. hostmaster.example.test. 1 7200 1800 86400 60
 @ NS ns.example.test.
 ns.example.test. A 169.254.53.2
@@ -124,7 +124,7 @@ _sip._udp.example.test. SRV 0 5 5060 www.example.test.
 ";
 
 /// Knot (Debian `knot`) authoritative for [`ROOT_ZONE`] on 169.254.53.2:53 inside `ns`.
-pub fn knot_in(ns: &NetNs) -> Knot {
+pub(crate) fn knot_in(ns: &NetNs) -> Knot {
     let addr: SocketAddr = format!("{UPSTREAM_IP}:53").parse().unwrap();
     in_ns(ns.name(), move || {
         Knot::start_on(addr, ".", ROOT_ZONE).unwrap()
@@ -134,7 +134,7 @@ pub fn knot_in(ns: &NetNs) -> Knot {
 /// Starts `sextant -conf Corefile` inside namespace `ns` (through `ip netns exec`, so the
 /// namespace's `/etc/netns/NAME/resolv.conf` is its `/etc/resolv.conf`), with `files` beside
 /// the Corefile. Dropping the returned value kills it.
-pub fn sextant_in(ns: &NetNs, corefile: &str, files: &[(&str, &str)]) -> Sextant {
+pub(crate) fn sextant_in(ns: &NetNs, corefile: &str, files: &[(&str, &str)]) -> Sextant {
     let mut b = Sextant::builder(Path::new(IP), corefile)
         .conf_flag(false)
         .args(["netns", "exec", ns.name(), bin(), "-conf", "Corefile"]);
@@ -145,7 +145,7 @@ pub fn sextant_in(ns: &NetNs, corefile: &str, files: &[(&str, &str)]) -> Sextant
 }
 
 /// Waits until `addr` answers DNS from inside `ns`, failing early if `s` exited.
-pub fn wait_dns_in(s: &mut Sextant, ns: &NetNs, addr: SocketAddr) {
+pub(crate) fn wait_dns_in(s: &mut Sextant, ns: &NetNs, addr: SocketAddr) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         assert!(s.exited().is_none(), "sextant exited:\n{}", s.output());
@@ -170,7 +170,7 @@ pub fn wait_dns_in(s: &mut Sextant, ns: &NetNs, addr: SocketAddr) {
 }
 
 /// Whitespace-normalised, sorted records.
-pub fn norm(v: Vec<String>) -> Vec<String> {
+pub(crate) fn norm(v: Vec<String>) -> Vec<String> {
     let mut v: Vec<String> = v
         .into_iter()
         .map(|s| s.split_whitespace().collect::<Vec<_>>().join(" "))
@@ -181,7 +181,7 @@ pub fn norm(v: Vec<String>) -> Vec<String> {
 
 /// Queries over UDP and TCP (from the current thread's namespace) and checks both give the
 /// same rcode, flags and sections, ignoring TTLs (a cache may count down between the two).
-pub fn both(a: SocketAddr, name: &str, t: RecordType) -> Reply {
+pub(crate) fn both(a: SocketAddr, name: &str, t: RecordType) -> Reply {
     let u = udp(a, &Query::new(name, t), T).expect("udp");
     let c = tcp(a, &Query::new(name, t), T).expect("tcp");
     assert_eq!(u.rcode_name(), c.rcode_name(), "{name} {t}");
@@ -193,7 +193,7 @@ pub fn both(a: SocketAddr, name: &str, t: RecordType) -> Reply {
 }
 
 /// Records without their TTL field, sorted.
-pub fn no_ttl(v: Vec<String>) -> Vec<String> {
+pub(crate) fn no_ttl(v: Vec<String>) -> Vec<String> {
     let mut v: Vec<String> = v
         .into_iter()
         .map(|s| {
@@ -208,14 +208,14 @@ pub fn no_ttl(v: Vec<String>) -> Vec<String> {
 }
 
 /// The TTL of the first answer record.
-pub fn ttl(r: &Reply) -> u32 {
+pub(crate) fn ttl(r: &Reply) -> u32 {
     let a = r.answers();
     a[0].split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
 /// Sum of the samples of `metric` whose label set contains every `labels` fragment
 /// (e.g. `rcode="NOERROR"`).
-pub fn metric(text: &str, metric: &str, labels: &[&str]) -> f64 {
+pub(crate) fn metric(text: &str, metric: &str, labels: &[&str]) -> f64 {
     text.lines()
         .filter(|l| !l.starts_with('#'))
         .filter(|l| {

@@ -5,6 +5,8 @@
 //! of nested [`Directive`]s, snippets removed, imports expanded, `{$VAR}`/`{%VAR%}` substituted);
 //! [`parse_key`] and [`normalize_zone`] turn keys and zone arguments into normalised zones.
 
+#![forbid(unsafe_code)]
+
 mod address;
 mod env;
 mod glob;

@@ -13,6 +13,8 @@
 //! # Ok(()) }
 //! ```
 
+#![forbid(unsafe_code)]
+
 mod builders;
 mod http;
 pub mod selector;

@@ -44,7 +44,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for Str<'a> {
         struct V;
         impl<'de> Visitor<'de> for V {
             type Value = Str<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a string")
             }
             fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Str<'de>, E> {
@@ -79,7 +79,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for Trigger<'a> {
         struct V;
         impl<'de> Visitor<'de> for V {
             type Value = Trigger<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a map of strings")
             }
             fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Trigger<'de>, A::Error> {
@@ -114,11 +114,11 @@ pub(crate) struct Meta<'a> {
 }
 
 impl Meta<'_> {
-    pub fn label(&self, k: &str) -> Option<&str> {
+    pub(crate) fn label(&self, k: &str) -> Option<&str> {
         self.labels.as_ref()?.get(k).map(|v| &**v)
     }
 
-    pub fn trigger(&self) -> Option<&str> {
+    pub(crate) fn trigger(&self) -> Option<&str> {
         self.annotations.as_ref()?.0.as_deref()
     }
 

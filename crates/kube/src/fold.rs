@@ -147,7 +147,7 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
-    pub fn new(zonal: bool) -> Self {
+    pub(crate) fn new(zonal: bool) -> Self {
         Writer {
             snap: Snapshot::default(),
             strs: Interner::default(),
@@ -162,11 +162,11 @@ impl Writer {
     }
 
     /// Whether every resource in `needed` has completed its first list.
-    pub fn synced(&self, needed: &[Res]) -> bool {
+    pub(crate) fn synced(&self, needed: &[Res]) -> bool {
         needed.iter().all(|r| self.synced & r.bit() != 0)
     }
 
-    pub fn in_relist(&self, r: Res) -> bool {
+    pub(crate) fn in_relist(&self, r: Res) -> bool {
         self.relist.contains_key(&r)
     }
 
@@ -205,7 +205,7 @@ impl Writer {
     }
 
     /// Takes the accumulated change notice.
-    pub fn take_change(&mut self) -> Change {
+    pub(crate) fn take_change(&mut self) -> Change {
         std::mem::take(&mut self.change)
     }
 
@@ -217,12 +217,12 @@ impl Writer {
 
     /// A (re-)list of `r` starts: objects are upserted in place and the unseen are deleted at
     /// `end_relist`, so no second copy of the data is built.
-    pub fn begin_relist(&mut self, r: Res) {
+    pub(crate) fn begin_relist(&mut self, r: Res) {
         self.relist.insert(r, HashSet::new());
     }
 
     /// The (re-)list of `r` finished: delete everything it did not mention.
-    pub fn end_relist(&mut self, r: Res) {
+    pub(crate) fn end_relist(&mut self, r: Res) {
         let Some(seen) = self.relist.remove(&r) else {
             return;
         };
@@ -269,7 +269,7 @@ impl Writer {
     }
 
     /// Deletes one object by key (namespace "" for Namespaces).
-    pub fn delete(&mut self, r: Res, ns: &str, name: &str) {
+    pub(crate) fn delete(&mut self, r: Res, ns: &str, name: &str) {
         match r {
             Res::Service => self.remove_service(ns, name),
             Res::EndpointSlice => self.remove_slice(ns, name),
@@ -288,7 +288,7 @@ impl Writer {
 
     // ---------------- namespaces ----------------
 
-    pub fn upsert_namespace(&mut self, name: &str) {
+    pub(crate) fn upsert_namespace(&mut self, name: &str) {
         let name = self.strs.str(name);
         let empty = self.strs.str("");
         self.mark_seen(Res::Namespace, &empty, &name);
@@ -362,7 +362,7 @@ impl Writer {
         }
     }
 
-    pub fn upsert_service(&mut self, s: &ServiceIn<'_>) {
+    pub(crate) fn upsert_service(&mut self, s: &ServiceIn<'_>) {
         let Some((ns, name)) = self.key_of(&s.metadata) else {
             return;
         };
@@ -518,7 +518,7 @@ impl Writer {
         }
     }
 
-    pub fn upsert_slice(&mut self, s: &SliceIn<'_>) {
+    pub(crate) fn upsert_slice(&mut self, s: &SliceIn<'_>) {
         let Some((ns, name)) = self.key_of_unique(Res::EndpointSlice, &s.metadata) else {
             return;
         };
@@ -635,7 +635,7 @@ impl Writer {
 
     // ---------------- pods ----------------
 
-    pub fn upsert_pod(&mut self, p: &PodIn<'_>) {
+    pub(crate) fn upsert_pod(&mut self, p: &PodIn<'_>) {
         let Some((ns, name)) = self.key_of_unique(Res::Pod, &p.metadata) else {
             return;
         };
@@ -744,7 +744,7 @@ impl Writer {
     }
 
     /// Folds one decoded object. Returns the namespace a namespaced object lives in.
-    pub fn upsert_obj<'a>(&mut self, o: &'a Obj<'_>) -> Option<&'a str> {
+    pub(crate) fn upsert_obj<'a>(&mut self, o: &'a Obj<'_>) -> Option<&'a str> {
         let meta = match o {
             Obj::Service(s) => {
                 self.upsert_service(s);

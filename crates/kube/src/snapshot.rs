@@ -54,7 +54,7 @@ impl<T> Default for IpIndex<T> {
 
 impl<T> IpIndex<T> {
     /// Objects at `ip`, in insertion order.
-    pub fn get(&self, ip: IpAddr) -> impl Iterator<Item = &Arc<T>> {
+    pub(crate) fn get(&self, ip: IpAddr) -> impl Iterator<Item = &Arc<T>> {
         let (key, low) = bucket(ip);
         let list: &[(u8, Arc<T>)] = self.map.get(&key).map_or(&[], |l| l.as_slice());
         let start = list.partition_point(|(b, _)| *b < low);
@@ -65,7 +65,7 @@ impl<T> IpIndex<T> {
     }
 
     /// Adds `v` at `ip` (after those already there) unless this very object is there already.
-    pub fn insert(&mut self, ip: IpAddr, v: Arc<T>) {
+    pub(crate) fn insert(&mut self, ip: IpAddr, v: Arc<T>) {
         let (key, low) = bucket(ip);
         let slot = self.map.entry(key).or_default();
         if Arc::get_mut(slot).is_none() {
@@ -87,7 +87,7 @@ impl<T> IpIndex<T> {
     }
 
     /// Removes the objects at `ip` that match `pred`.
-    pub fn remove(&mut self, ip: IpAddr, pred: impl Fn(&T) -> bool) {
+    pub(crate) fn remove(&mut self, ip: IpAddr, pred: impl Fn(&T) -> bool) {
         let (key, low) = bucket(ip);
         let Some(cur) = self.map.get(&key) else {
             return;
@@ -117,12 +117,12 @@ impl SliceList {
         self.0.binary_search_by(|s| (*s.name).cmp(name))
     }
 
-    pub fn get(&self, name: &str) -> Option<&Arc<Slice>> {
+    pub(crate) fn get(&self, name: &str) -> Option<&Arc<Slice>> {
         self.find(name).ok().map(|i| &self.0[i])
     }
 
     /// Adds or replaces (by name) a slice.
-    pub fn insert(&mut self, s: Arc<Slice>) {
+    pub(crate) fn insert(&mut self, s: Arc<Slice>) {
         let mut v = self.0.to_vec();
         match self.find(&s.name) {
             Ok(i) => v[i] = s,
@@ -131,7 +131,7 @@ impl SliceList {
         self.0 = v.into();
     }
 
-    pub fn remove(&mut self, name: &str) -> Option<Arc<Slice>> {
+    pub(crate) fn remove(&mut self, name: &str) -> Option<Arc<Slice>> {
         let i = self.find(name).ok()?;
         let mut v = self.0.to_vec();
         let old = v.remove(i);
@@ -139,15 +139,15 @@ impl SliceList {
         Some(old)
     }
 
-    pub fn values(&self) -> impl Iterator<Item = &Arc<Slice>> {
+    pub(crate) fn values(&self) -> impl Iterator<Item = &Arc<Slice>> {
         self.0.iter()
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.0.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
 }

@@ -5,6 +5,7 @@
 //!
 //! See `README.md` in this crate for examples.
 
+#![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 mod client;

@@ -54,7 +54,7 @@ impl Rng {
 }
 
 /// A random 16-bit value (for DNS message IDs).
-pub fn random_u16() -> u16 {
+pub(crate) fn random_u16() -> u16 {
     (Rng::from_entropy().next_u64() >> 17) as u16
 }
 

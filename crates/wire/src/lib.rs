@@ -2,6 +2,8 @@
 //! truncation) and an in-place query scanner for the hot path. No I/O, no allocation-free promises
 //! outside `scan`.
 
+#![forbid(unsafe_code)]
+
 pub mod message;
 pub mod name;
 pub mod rr;

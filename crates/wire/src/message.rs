@@ -488,7 +488,7 @@ impl Reader<'_> {
     fn rdata(&mut self, rtype: RType, end: usize) -> Result<RData, WireError> {
         let len = end - self.pos;
         // Names inside RDATA may not run past the RDATA.
-        let within = |r: &Reader| {
+        let within = |r: &Reader<'_>| {
             if r.pos > end {
                 Err(WireError::BadRdata)
             } else {

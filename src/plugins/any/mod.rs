@@ -7,9 +7,9 @@ use sextant_wire::{RData, RType, Record};
 
 use crate::plugin::{BoxFuture, Handler, Next, Outcome, Request, SetupCtx};
 
-pub struct Any;
+pub(crate) struct Any;
 
-pub fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), Error> {
+pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), Error> {
     for d in lines {
         d.arg_count(0, 0)?;
     }

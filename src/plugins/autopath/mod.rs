@@ -13,7 +13,7 @@ use sextant_wire::{Message, Name, RData, Rcode, Record};
 use crate::plugin::{BoxFuture, Handler, Next, Outcome, Request, SetupCtx};
 use crate::plugins::hosts::zones_from_args;
 
-pub static SUCCESS: LazyLock<CounterVec> = LazyLock::new(|| {
+pub(crate) static SUCCESS: LazyLock<CounterVec> = LazyLock::new(|| {
     register_counter_vec!(
         "coredns_autopath_success_total",
         "Counter of requests that did autopath.",
@@ -27,7 +27,7 @@ pub static SUCCESS: LazyLock<CounterVec> = LazyLock::new(|| {
 /// with the root name standing for the bare name. `qname` is the asked name (the provider picks
 /// the zone it falls in, as CoreDNS's `AutoPath(state)` does). `None` (or an empty list) means:
 /// don't autopath this query.
-pub trait SearchPath: Send + Sync {
+pub(crate) trait SearchPath: Send + Sync {
     fn search_path(&self, client: IpAddr, qname: &Name) -> Option<Vec<Name>>;
 }
 
@@ -40,7 +40,7 @@ static SLOTS: LazyLock<Mutex<HashMap<(usize, String), Slot>>> =
 /// Called by a plugin's setup (e.g. `kubernetes`) to serve `autopath @<plugin>` in block
 /// `block` (`ctx.block.index`). `autopath` runs before it in setup order, so the slot exists by
 /// then when the block uses `autopath @<plugin>`; otherwise this does nothing.
-pub fn provide(block: usize, plugin: &str, p: Arc<dyn SearchPath>) {
+pub(crate) fn provide(block: usize, plugin: &str, p: Arc<dyn SearchPath>) {
     if let Ok(m) = SLOTS.lock() {
         if let Some(slot) = m.get(&(block, plugin.to_string())) {
             let _ = slot.set(p);
@@ -48,19 +48,19 @@ pub fn provide(block: usize, plugin: &str, p: Arc<dyn SearchPath>) {
     }
 }
 
-pub enum Source {
+pub(crate) enum Source {
     /// resolv.conf search list, ending with the root (bare name).
     Static(Vec<Name>),
     Plugin(String, Slot),
 }
 
-pub struct AutoPath {
+pub(crate) struct AutoPath {
     zones: Vec<Name>,
     source: Source,
 }
 
 /// The `search` (or `domain`) list of a resolv.conf, as miekg/dns reads it.
-pub fn parse_resolv(text: &str) -> Vec<String> {
+pub(crate) fn parse_resolv(text: &str) -> Vec<String> {
     let mut search = Vec::new();
     for line in text.lines() {
         let f: Vec<&str> = line.split_whitespace().collect();
@@ -73,7 +73,7 @@ pub fn parse_resolv(text: &str) -> Vec<String> {
     search
 }
 
-pub fn parse(d: &Directive, block_zones: &[String]) -> Result<(Vec<Name>, Source), Error> {
+pub(crate) fn parse(d: &Directive, block_zones: &[String]) -> Result<(Vec<Name>, Source), Error> {
     let Some((last, zone_args)) = d.args.split_last() else {
         return Err(d.err("no resolv-conf specified"));
     };
@@ -103,7 +103,7 @@ pub fn parse(d: &Directive, block_zones: &[String]) -> Result<(Vec<Name>, Source
     Ok((zones, source))
 }
 
-pub fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), Error> {
+pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), Error> {
     let mut last = None;
     for d in lines {
         last = Some(parse(d, &ctx.block.zones)?);
@@ -122,7 +122,7 @@ pub fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), Error> 
 
 /// CoreDNS's `cnamer`: a CNAME from the asked name to the owner of the first answer record with
 /// another name, put first, with that record's TTL.
-pub fn cnamer(m: &mut Message, original: &Name) {
+pub(crate) fn cnamer(m: &mut Message, original: &Name) {
     if let Some(a) = m.answers.iter().find(|a| a.name != *original) {
         let c = Record::new(original.clone(), a.ttl, RData::Cname(a.name.clone()));
         m.answers.insert(0, c);

@@ -49,7 +49,7 @@ fn resolve(d: &Directive, t: &Token) -> Result<Vec<IpAddr>, Error> {
     })
 }
 
-pub fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), Error> {
+pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), Error> {
     let mut all = Vec::new();
     let mut except = Vec::new();
     for d in lines {

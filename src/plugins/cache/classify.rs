@@ -6,7 +6,7 @@ use sextant_wire::{opcode, Class, Message, Name, RData, RType, Rcode, Record};
 
 /// CoreDNS `response.Type`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MsgType {
+pub(crate) enum MsgType {
     NoError,
     NameError,
     ServerError,
@@ -18,14 +18,14 @@ pub enum MsgType {
 }
 
 /// CoreDNS's floor for TTLs it has to make up (`dnsutil.MinimalDefaultTTL`), seconds.
-pub const MINIMAL_DEFAULT_TTL: u32 = 5;
+pub(crate) const MINIMAL_DEFAULT_TTL: u32 = 5;
 
 fn has_soa(m: &Message) -> bool {
     m.authority.iter().any(|r| r.rtype == RType::SOA)
 }
 
 /// `response.Typify` (without the expired-RRSIG check: Sextant does not interpret RRSIGs).
-pub fn typify(m: &Message) -> MsgType {
+pub(crate) fn typify(m: &Message) -> MsgType {
     if m.header.opcode == opcode::UPDATE {
         return MsgType::Update;
     }
@@ -66,7 +66,7 @@ pub fn typify(m: &Message) -> MsgType {
 
 /// The class the cache files a reply under: a NOERROR reply whose CNAME chain does not reach
 /// the asked type is NODATA when an SOA gives it a negative TTL (CoreDNS `cacheResponseType`).
-pub fn cache_type(m: &Message) -> MsgType {
+pub(crate) fn cache_type(m: &Message) -> MsgType {
     let t = typify(m);
     if t == MsgType::NoError && has_soa(m) && is_nodata(m) {
         return MsgType::NoData;
@@ -76,7 +76,7 @@ pub fn cache_type(m: &Message) -> MsgType {
 
 /// Whether a reply of class `t` may be stored (CoreDNS `key()`, plus the SOA-less empty NODATA
 /// rule of RFC 2308 section 5, see the README).
-pub fn cacheable(m: &Message, t: MsgType) -> bool {
+pub(crate) fn cacheable(m: &Message, t: MsgType) -> bool {
     if m.header.tc {
         return false;
     }
@@ -140,7 +140,7 @@ fn canonical_name<'a>(answer: &'a [Record], name: &'a Name, qclass: Class) -> Op
 }
 
 /// True if a NOERROR reply carries an answer to its question (CoreDNS `answersQuestion`).
-pub fn answers_question(m: &Message) -> bool {
+pub(crate) fn answers_question(m: &Message) -> bool {
     let Some(q) = m.question() else { return false };
     if m.rcode() != Rcode::NOERROR || m.answers.is_empty() {
         return false;
@@ -163,14 +163,14 @@ pub fn answers_question(m: &Message) -> bool {
 }
 
 /// A non-empty answer that does not answer the question (CoreDNS `isNODATA`).
-pub fn is_nodata(m: &Message) -> bool {
+pub(crate) fn is_nodata(m: &Message) -> bool {
     !m.answers.is_empty() && !answers_question(m)
 }
 
 /// CoreDNS `dnsutil.MinimalTTLWithMaximum`: the lowest RR TTL, at most `max`; 5 s for classes
 /// other than NoError/NameError/NoData and for replies without records. For negative answers
 /// the SOA MINIMUM also bounds it (RFC 2308 section 5; CoreDNS looks at RR TTLs only).
-pub fn minimal_ttl(m: &Message, t: MsgType, max: u32) -> u32 {
+pub(crate) fn minimal_ttl(m: &Message, t: MsgType, max: u32) -> u32 {
     if !matches!(t, MsgType::NoError | MsgType::NameError | MsgType::NoData) {
         return MINIMAL_DEFAULT_TTL;
     }
@@ -192,7 +192,7 @@ pub fn minimal_ttl(m: &Message, t: MsgType, max: u32) -> u32 {
 }
 
 /// CoreDNS `computeTTL`: `min(max(ttl, min), max)`.
-pub fn clamp_ttl(ttl: u32, min: u32, max: u32) -> u32 {
+pub(crate) fn clamp_ttl(ttl: u32, min: u32, max: u32) -> u32 {
     ttl.max(min).min(max)
 }
 

@@ -10,7 +10,7 @@ use crate::plugins::util::parse_go_duration;
 
 /// Everything the Corefile says about one cache.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Config {
+pub(crate) struct Config {
     /// Zones cached (normalised, lower-case FQDN).
     pub zones: Vec<String>,
     pub pcap: i64,
@@ -39,13 +39,13 @@ pub struct Config {
 }
 
 /// CoreDNS `defaultCap`.
-pub const DEFAULT_CAP: i64 = 10000;
-pub const MAX_TTL: u32 = 3600;
-pub const MAX_NTTL: u32 = 1800;
-pub const MIN_TTL: u32 = 5;
+pub(crate) const DEFAULT_CAP: i64 = 10000;
+pub(crate) const MAX_TTL: u32 = 3600;
+pub(crate) const MAX_NTTL: u32 = 1800;
+pub(crate) const MIN_TTL: u32 = 5;
 
 impl Config {
-    pub fn new(zones: Vec<String>) -> Config {
+    pub(crate) fn new(zones: Vec<String>) -> Config {
         Config {
             zones,
             pcap: DEFAULT_CAP,
@@ -122,7 +122,7 @@ fn zone_names(d: &Directive, toks: &[Token]) -> Result<Vec<Name>, Error> {
 }
 
 /// Parses the (single) `cache` line of a block with zones `block_zones`.
-pub fn parse(d: &Directive, block_zones: &[String]) -> Result<Config, Error> {
+pub(crate) fn parse(d: &Directive, block_zones: &[String]) -> Result<Config, Error> {
     let mut args: &[Token] = &d.args;
     let mut c = Config::new(Vec::new());
     if let Some(first) = args.first() {

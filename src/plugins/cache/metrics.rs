@@ -50,7 +50,7 @@ lazy_metric!(EVICTIONS: CounterVec = register_counter_vec!(
 
 /// The cache's counters with one label set each (the `type` label folded in).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Ctr {
+pub(crate) enum Ctr {
     Requests,
     Misses,
     HitSuccess,
@@ -100,13 +100,13 @@ const SERVERS: usize = 8;
 
 /// One cache's metric handles: a hit costs a few pointer compares and atomic adds, no hashing
 /// of label values and no lock.
-pub struct Handles {
+pub(crate) struct Handles {
     zones: String,
     servers: [OnceLock<ServerHandles>; SERVERS],
 }
 
 impl Handles {
-    pub fn new(zones: String) -> Handles {
+    pub(crate) fn new(zones: String) -> Handles {
         Handles {
             zones,
             servers: Default::default(),
@@ -114,7 +114,8 @@ impl Handles {
     }
 
     /// The `zones` label.
-    pub fn zones(&self) -> &str {
+    #[cfg(test)]
+    pub(crate) fn zones(&self) -> &str {
         &self.zones
     }
 
@@ -135,12 +136,12 @@ impl Handles {
         None
     }
 
-    pub fn inc(&self, server: &Arc<str>, c: Ctr) {
+    pub(crate) fn inc(&self, server: &Arc<str>, c: Ctr) {
         self.meter(server).inc(c);
     }
 
     /// The handles of `server`, looked up once for several counts.
-    pub fn meter<'a>(&'a self, server: &'a Arc<str>) -> Meter<'a> {
+    pub(crate) fn meter<'a>(&'a self, server: &'a Arc<str>) -> Meter<'a> {
         Meter {
             zones: &self.zones,
             server,
@@ -149,7 +150,7 @@ impl Handles {
     }
 
     /// Sets `coredns_cache_entries` for `kind` (0 success, 1 denial).
-    pub fn set_entries(&self, server: &Arc<str>, denial: bool, n: usize) {
+    pub(crate) fn set_entries(&self, server: &Arc<str>, denial: bool, n: usize) {
         let typ = if denial { "denial" } else { "success" };
         let resolve = || ENTRIES.with_label_values(&[server, typ, &self.zones, ""]);
         match self.server(server) {
@@ -162,14 +163,14 @@ impl Handles {
 }
 
 /// One server label's handles, looked up once per request.
-pub struct Meter<'a> {
+pub(crate) struct Meter<'a> {
     zones: &'a str,
     server: &'a Arc<str>,
     slot: Option<&'a ServerHandles>,
 }
 
 impl Meter<'_> {
-    pub fn inc(&self, c: Ctr) {
+    pub(crate) fn inc(&self, c: Ctr) {
         match self.slot {
             Some(h) => h.ctrs[c as usize]
                 .get_or_init(|| c.resolve(self.server, self.zones))

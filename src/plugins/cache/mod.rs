@@ -3,10 +3,10 @@
 //! served from stored wire bytes (TTL fields patched in place). Caches subscribe to their block's
 //! invalidation bus, so a `kubernetes` plugin in the same block can drop changed names.
 
-pub mod classify;
-pub mod config;
-pub mod metrics;
-pub mod store;
+pub(crate) mod classify;
+pub(crate) mod config;
+pub(crate) mod metrics;
+pub(crate) mod store;
 
 use std::hash::{BuildHasher, Hasher};
 use std::sync::{Arc, LazyLock, Weak};
@@ -18,13 +18,13 @@ use sextant_wire::{Class, Message, Name, RType, Rcode};
 use crate::plugin::{BoxFuture, Handler, Next, Outcome, Proto, Request, SetupCtx};
 use crate::server::invalidate::{Invalidate, Invalidation, InvalidationBus};
 use classify::{cache_type, cacheable, clamp_ttl, minimal_ttl, MsgType};
-pub use config::Config;
+pub(crate) use config::Config;
 use metrics::{Ctr, Handles, Meter};
 use store::{Clock, Item, Kind, Store, SystemClock};
 
 const NAME: &str = "cache";
 
-pub fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), Error> {
+pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), Error> {
     let cfg = config::parse(lines[0], &ctx.block.zones)?;
     let block = ctx.block.index;
     let bus = ctx.generation().invalidation(block);
@@ -34,12 +34,12 @@ pub fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), Error> 
 }
 
 /// The handler; the state lives in [`Inner`] so background refreshes can hold it.
-pub struct Cache {
+pub(crate) struct Cache {
     inner: Arc<Inner>,
 }
 
 /// A cache's state, shared with its background refreshes and the invalidation bus.
-pub struct Inner {
+pub(crate) struct Inner {
     cfg: Config,
     zones: Vec<Name>,
     /// True when one of `zones` is the root (every name is in).
@@ -147,7 +147,7 @@ fn label_zone(z: &Name, name: &Name) -> bool {
 }
 
 impl Cache {
-    pub fn new(cfg: Config, clock: Arc<dyn Clock>, bus: Arc<InvalidationBus>) -> Cache {
+    pub(crate) fn new(cfg: Config, clock: Arc<dyn Clock>, bus: Arc<InvalidationBus>) -> Cache {
         let zones: Vec<Name> = cfg
             .zones
             .iter()
@@ -172,7 +172,8 @@ impl Cache {
     }
 
     /// The shared state (tests, metrics).
-    pub fn inner(&self) -> &Arc<Inner> {
+    #[cfg(test)]
+    pub(crate) fn inner(&self) -> &Arc<Inner> {
         &self.inner
     }
 }
@@ -223,7 +224,8 @@ impl Inner {
     }
 
     /// Entries in the success and the denial cache.
-    pub fn len(&self) -> (usize, usize) {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> (usize, usize) {
         (self.pcache.len(), self.ncache.len())
     }
 
@@ -496,7 +498,7 @@ impl Inner {
             i.end_refresh(self.clock.now(), recheck, false);
             return;
         };
-        let chain = next.to_owned_chain();
+        let chain = next.owned_chain();
         let mut bg = background_request(req);
         let me = self.clone();
         let i = i.clone();
@@ -531,7 +533,7 @@ impl Inner {
         k: &Key,
         i: &Arc<Item>,
     ) -> Option<Outcome> {
-        let chain = next.to_owned_chain();
+        let chain = next.owned_chain();
         let mut bg = background_request(req);
         bg.proto = req.proto;
         let me = self.clone();

@@ -14,12 +14,12 @@ use std::time::{Duration, Instant};
 use sextant_wire::{read_name, Class, Message, Name, RType, Rcode, HEADER_LEN};
 
 /// Source of time; tests inject a manual one.
-pub trait Clock: Send + Sync {
+pub(crate) trait Clock: Send + Sync {
     fn now(&self) -> Instant;
 }
 
 /// The monotonic system clock.
-pub struct SystemClock;
+pub(crate) struct SystemClock;
 
 impl Clock for SystemClock {
     fn now(&self) -> Instant {
@@ -28,32 +28,36 @@ impl Clock for SystemClock {
 }
 
 /// A clock that moves only when told to (tests).
-pub struct ManualClock {
+#[cfg(test)]
+pub(crate) struct ManualClock {
     base: Instant,
     offset: Mutex<Duration>,
 }
 
+#[cfg(test)]
 impl ManualClock {
-    pub fn new() -> ManualClock {
+    pub(crate) fn new() -> ManualClock {
         ManualClock {
             base: Instant::now(),
             offset: Mutex::new(Duration::ZERO),
         }
     }
 
-    pub fn advance(&self, d: Duration) {
+    pub(crate) fn advance(&self, d: Duration) {
         if let Ok(mut o) = self.offset.lock() {
             *o += d;
         }
     }
 }
 
+#[cfg(test)]
 impl Default for ManualClock {
     fn default() -> Self {
         ManualClock::new()
     }
 }
 
+#[cfg(test)]
 impl Clock for ManualClock {
     fn now(&self) -> Instant {
         self.base + self.offset.lock().map(|o| *o).unwrap_or_default()
@@ -62,22 +66,13 @@ impl Clock for ManualClock {
 
 /// Which of the two caches an item lives in (also the metric `type` label).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     Success,
     Denial,
 }
 
-impl Kind {
-    pub fn label(self) -> &'static str {
-        match self {
-            Kind::Success => "success",
-            Kind::Denial => "denial",
-        }
-    }
-}
-
 /// One cached reply.
-pub struct Item {
+pub(crate) struct Item {
     pub name: Name,
     pub qtype: RType,
     pub qclass: Class,
@@ -102,7 +97,7 @@ pub struct Item {
 }
 
 /// Offsets of the TTL fields of every record in an encoded message (None if it is malformed).
-pub fn ttl_offsets(wire: &[u8]) -> Option<Vec<usize>> {
+pub(crate) fn ttl_offsets(wire: &[u8]) -> Option<Vec<usize>> {
     let count = |i: usize| -> Option<usize> {
         Some(u16::from_be_bytes([*wire.get(i)?, *wire.get(i + 1)?]) as usize)
     };
@@ -123,7 +118,8 @@ pub fn ttl_offsets(wire: &[u8]) -> Option<Vec<usize>> {
 
 impl Item {
     /// Encodes `m` (TTLs already rewritten to `ttl`) for storing.
-    pub fn new(
+    #[cfg(test)]
+    pub(crate) fn new(
         m: &Message,
         do_bit: bool,
         cd: bool,
@@ -136,7 +132,7 @@ impl Item {
 
     /// [`Item::new`] without copying the message: its ID and OPT record are taken out for the
     /// encoding and put back.
-    pub fn from_reply(
+    pub(crate) fn from_reply(
         m: &mut Message,
         do_bit: bool,
         cd: bool,
@@ -173,12 +169,12 @@ impl Item {
     }
 
     /// Seconds left (negative once expired), truncated like Go's `int(d.Seconds())`.
-    pub fn ttl(&self, now: Instant) -> i64 {
+    pub(crate) fn ttl(&self, now: Instant) -> i64 {
         self.orig_ttl as i64 - now.saturating_duration_since(self.stored).as_secs() as i64
     }
 
     /// Same question (name case-insensitively, type, class) and the same DO/CD bits.
-    pub fn matches(
+    pub(crate) fn matches(
         &self,
         name: &Name,
         qtype: RType,
@@ -196,7 +192,7 @@ impl Item {
     /// The reply for a query with header flags `rd`/`cd` and DO/AD wishes, every TTL `ttl`.
     /// Like CoreDNS's `toMsg`: AA always set, RA and rcode as stored, AD only if the client
     /// asked with DO or AD.
-    pub fn to_wire(&self, rd: bool, cd: bool, do_bit: bool, ad: bool, ttl: u32) -> Vec<u8> {
+    pub(crate) fn to_wire(&self, rd: bool, cd: bool, do_bit: bool, ad: bool, ttl: u32) -> Vec<u8> {
         let mut out = self.wire.clone();
         let mut f: u16 = 0x8000 | 0x0400 | (self.rcode.low() as u16 & 0x0f);
         if rd {
@@ -224,7 +220,7 @@ impl Item {
     }
 
     /// CoreDNS `freq.Update`: counts hits with gaps shorter than `d`.
-    pub fn update_freq(&self, d: Duration, now: Instant) -> u64 {
+    pub(crate) fn update_freq(&self, d: Duration, now: Instant) -> u64 {
         let Ok(mut f) = self.freq.lock() else {
             return 0;
         };
@@ -237,18 +233,18 @@ impl Item {
         f.1
     }
 
-    pub fn hits(&self) -> u64 {
+    pub(crate) fn hits(&self) -> u64 {
         self.freq.lock().map(|f| f.1).unwrap_or(0)
     }
 
-    pub fn reset_freq(&self, now: Instant, hits: u64) {
+    pub(crate) fn reset_freq(&self, now: Instant, hits: u64) {
         if let Ok(mut f) = self.freq.lock() {
             *f = (Some(now), hits);
         }
     }
 
     /// At most one refresh in flight; none before `retry_after` when a recheck delay is set.
-    pub fn begin_refresh(&self, now: Instant, recheck: Duration) -> bool {
+    pub(crate) fn begin_refresh(&self, now: Instant, recheck: Duration) -> bool {
         if !recheck.is_zero() {
             if let Ok(r) = self.retry_after.lock() {
                 if r.is_some_and(|t| now < t) {
@@ -261,7 +257,7 @@ impl Item {
             .is_ok()
     }
 
-    pub fn end_refresh(&self, now: Instant, recheck: Duration, refreshed: bool) {
+    pub(crate) fn end_refresh(&self, now: Instant, recheck: Duration, refreshed: bool) {
         if let Ok(mut r) = self.retry_after.lock() {
             *r = (!recheck.is_zero() && !refreshed).then(|| now + recheck);
         }
@@ -273,7 +269,7 @@ const SHARDS: usize = 256;
 
 /// Passes a key that is already a keyed hash through unchanged.
 #[derive(Default, Clone, Copy)]
-pub struct KeyHasher(u64);
+pub(crate) struct KeyHasher(u64);
 
 impl Hasher for KeyHasher {
     fn finish(&self) -> u64 {
@@ -295,7 +291,7 @@ impl Hasher for KeyHasher {
 type Shard = HashMap<u64, Arc<Item>, BuildHasherDefault<KeyHasher>>;
 
 /// 256 shards of `key -> item`, each holding at most `shard_cap` items.
-pub struct Store {
+pub(crate) struct Store {
     shards: Vec<RwLock<Shard>>,
     shard_cap: usize,
     /// Items in all shards (kept under the shard locks, read without them).
@@ -304,7 +300,7 @@ pub struct Store {
 
 impl Store {
     /// CoreDNS: `max(size / 256, 4)` per shard, so 9984 for 10000 and never below 1024.
-    pub fn new(cap: i64) -> Store {
+    pub(crate) fn new(cap: i64) -> Store {
         let shard_cap = (cap / SHARDS as i64).max(4) as usize;
         Store {
             shards: (0..SHARDS).map(|_| RwLock::new(Shard::default())).collect(),
@@ -313,7 +309,8 @@ impl Store {
         }
     }
 
-    pub fn capacity(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn capacity(&self) -> usize {
         self.shard_cap * SHARDS
     }
 
@@ -323,7 +320,7 @@ impl Store {
         &self.shards[((key >> 32) as usize) & (SHARDS - 1)]
     }
 
-    pub fn get(&self, key: u64) -> Option<Arc<Item>> {
+    pub(crate) fn get(&self, key: u64) -> Option<Arc<Item>> {
         if self.is_empty() {
             // No lock to take (an empty denial cache in front of every positive hit).
             return None;
@@ -332,7 +329,7 @@ impl Store {
     }
 
     /// Inserts or replaces; true if another item was evicted (at random) to make room.
-    pub fn add(&self, key: u64, item: Arc<Item>) -> bool {
+    pub(crate) fn add(&self, key: u64, item: Arc<Item>) -> bool {
         let Ok(mut s) = self.shard(key).write() else {
             return false;
         };
@@ -350,7 +347,7 @@ impl Store {
         evicted
     }
 
-    pub fn remove(&self, key: u64) {
+    pub(crate) fn remove(&self, key: u64) {
         if let Ok(mut s) = self.shard(key).write() {
             if s.remove(&key).is_some() {
                 self.count.fetch_sub(1, Ordering::Relaxed);
@@ -358,16 +355,16 @@ impl Store {
         }
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.count.load(Ordering::Relaxed)
     }
 
     /// Drops every item `drop` says yes to; returns how many went.
-    pub fn remove_if(&self, drop: impl Fn(&Item) -> bool) -> usize {
+    pub(crate) fn remove_if(&self, drop: impl Fn(&Item) -> bool) -> usize {
         let mut n = 0;
         for s in &self.shards {
             if let Ok(mut s) = s.write() {

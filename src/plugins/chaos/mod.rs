@@ -9,14 +9,14 @@ use sextant_wire::{Class, RData, RType, Record};
 use crate::plugin::{BoxFuture, Handler, Next, Outcome, Request, SetupCtx};
 
 /// Version string answered by default.
-pub const DEFAULT_VERSION: &str = concat!("Sextant-", env!("CARGO_PKG_VERSION"));
+pub(crate) const DEFAULT_VERSION: &str = concat!("Sextant-", env!("CARGO_PKG_VERSION"));
 
-pub struct Chaos {
+pub(crate) struct Chaos {
     version: String,
     authors: Vec<String>,
 }
 
-pub fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), Error> {
+pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), Error> {
     let d = lines[0];
     let mut args = d.args.iter();
     let version = args

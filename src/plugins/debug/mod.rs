@@ -4,7 +4,7 @@ use sextant_corefile::{Directive, Error};
 
 use crate::plugin::SetupCtx;
 
-pub fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), Error> {
+pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), Error> {
     for d in lines {
         d.arg_count(0, 0)?;
     }

@@ -32,7 +32,7 @@ struct Pattern {
     count: AtomicU64,
 }
 
-pub struct Errors {
+pub(crate) struct Errors {
     patterns: Vec<Arc<Pattern>>,
 }
 
@@ -45,7 +45,7 @@ fn emit(level: Level, msg: &str) {
     }
 }
 
-pub fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), Error> {
+pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), Error> {
     let d = lines[0];
     d.arg_count(0, 0)?;
     let mut patterns = Vec::new();

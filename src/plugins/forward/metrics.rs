@@ -10,7 +10,7 @@ use prometheus::{
 };
 
 /// The `proxy_name` label value this plugin uses.
-pub const PROXY_NAME: &str = "forward";
+pub(super) const PROXY_NAME: &str = "forward";
 
 use crate::metrics::lazy_metric;
 
@@ -51,7 +51,7 @@ lazy_metric!(BOGUS_REPLIES: CounterVec = register_counter_vec!(
 
 /// Registers the label-less counters so they show up (at 0) as soon as `forward` is configured,
 /// like CoreDNS registering its metrics at start-up.
-pub fn init() {
+pub(super) fn init() {
     LazyLock::force(&HC_BROKEN);
     LazyLock::force(&MAX_CONCURRENT_REJECTS);
     LazyLock::force(&REQUEST_DURATION);

@@ -5,7 +5,7 @@
 
 mod metrics;
 mod proxy;
-pub mod setup;
+pub(crate) mod setup;
 mod tls;
 
 use std::collections::HashMap;
@@ -82,7 +82,7 @@ struct Inner {
 }
 
 /// One `forward` line.
-pub struct Forward {
+pub(crate) struct Forward {
     inner: Arc<Inner>,
     concurrent: AtomicU64,
     inflight: Arc<Inflight>,
@@ -97,7 +97,7 @@ impl Drop for ConcurrencyGuard<'_> {
     }
 }
 
-pub fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), Error> {
+pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), Error> {
     metrics::init();
     let stop = CancellationToken::new();
     let mut all = Vec::new();

@@ -24,7 +24,7 @@ use super::metrics::{
 
 /// Transport of one exchange (TLS upstreams always use TLS over TCP).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Net {
+pub(super) enum Net {
     Udp,
     Tcp,
 }
@@ -39,13 +39,13 @@ struct Pooled {
 }
 
 /// TLS settings of a `tls://` upstream.
-pub struct TlsSettings {
+pub(super) struct TlsSettings {
     pub connector: tokio_rustls::TlsConnector,
     pub server_name: ServerName<'static>,
 }
 
 /// Health-check settings.
-pub struct HealthSettings {
+pub(super) struct HealthSettings {
     pub interval: Duration,
     pub recursion_desired: bool,
     pub domain: Name,
@@ -59,7 +59,7 @@ const MIN_DIAL_TIMEOUT: Duration = Duration::from_secs(1);
 const MAX_DIAL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// One upstream server.
-pub struct Proxy {
+pub(super) struct Proxy {
     pub addr: SocketAddr,
     /// Metric label `to` (`IP:port`, IPv6 bracketed).
     pub label: String,
@@ -123,7 +123,7 @@ fn io_text(e: &io::Error) -> String {
 /// A reply without a question is accepted only as an error (FORMERR, SERVFAIL, NOTIMP,
 /// REFUSED), as EDNS-intolerant servers send.
 #[cfg(test)]
-pub fn match_reply(bytes: &[u8], query: &Message) -> Option<Message> {
+pub(super) fn match_reply(bytes: &[u8], query: &Message) -> Option<Message> {
     match_sent(
         bytes,
         Sent {
@@ -135,13 +135,13 @@ pub fn match_reply(bytes: &[u8], query: &Message) -> Option<Message> {
 
 /// A query as sent upstream: the message and the ID it went out with.
 #[derive(Clone, Copy)]
-pub struct Sent<'a> {
+pub(super) struct Sent<'a> {
     pub id: u16,
     pub msg: &'a Message,
 }
 
 /// [`match_reply`] for a query sent with `sent.id` in place of its own ID.
-pub fn match_sent(bytes: &[u8], sent: Sent<'_>) -> Option<Message> {
+pub(super) fn match_sent(bytes: &[u8], sent: Sent<'_>) -> Option<Message> {
     let query = sent.msg;
     if bytes.len() < 12 {
         return None;
@@ -226,7 +226,7 @@ fn unspecified(addr: &SocketAddr) -> IpAddr {
 
 impl Proxy {
     #[allow(clippy::too_many_arguments)]
-    pub fn new(
+    pub(super) fn new(
         addr: SocketAddr,
         tls: Option<TlsSettings>,
         read_timeout: Duration,
@@ -270,7 +270,7 @@ impl Proxy {
     }
 
     /// CoreDNS's `Down`: more failed health checks in a row than `max_fails` (never with 0).
-    pub fn down(&self, max_fails: u32) -> bool {
+    pub(super) fn down(&self, max_fails: u32) -> bool {
         max_fails != 0 && self.fails.load(Ordering::Relaxed) > max_fails
     }
 
@@ -284,7 +284,7 @@ impl Proxy {
 
     /// Sends `query` (the client's message; a fresh random ID is used on the wire) and returns
     /// the upstream's reply with the client's ID restored.
-    pub async fn connect(
+    pub(super) async fn connect(
         &self,
         query: &Message,
         net: Net,
@@ -395,14 +395,14 @@ impl Proxy {
     }
 
     /// Closes cached connections idle for longer than `expire` (run periodically).
-    pub fn sweep(&self) {
+    pub(super) fn sweep(&self) {
         if let Ok(mut pool) = self.pool.lock() {
             pool.retain(|p| p.used.elapsed() <= self.expire);
         }
     }
 
     /// Drops every cached connection.
-    pub fn clear(&self) {
+    pub(super) fn clear(&self) {
         if let Ok(mut pool) = self.pool.lock() {
             pool.clear();
         }
@@ -609,7 +609,7 @@ impl Proxy {
     /// failed probe adds one to the failure count; a success resets it, which re-admits the
     /// upstream. Unlike CoreDNS, a probe does not hold back the next one while it waits for its
     /// 1 s timeout, so a recovered upstream is seen within one interval.
-    pub fn healthcheck(self: &Arc<Self>) {
+    pub(super) fn healthcheck(self: &Arc<Self>) {
         if self.health.interval.is_zero() || self.stop.is_cancelled() {
             return;
         }

@@ -10,11 +10,11 @@ use sextant_wire::{Name, Rcode};
 use crate::plugins::util::{parse_duration, parse_u64};
 
 /// Most upstreams one `forward` line may have (CoreDNS `max`).
-pub const MAX_UPSTREAMS: usize = 15;
+pub(crate) const MAX_UPSTREAMS: usize = 15;
 
 /// How an upstream is reached.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Transport {
+pub(crate) enum Transport {
     /// Plain DNS over UDP/TCP.
     Dns,
     /// DNS over TLS.
@@ -23,7 +23,7 @@ pub enum Transport {
 
 /// Upstream selection order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Policy {
+pub(crate) enum Policy {
     Random,
     RoundRobin,
     Sequential,
@@ -31,7 +31,7 @@ pub enum Policy {
 
 /// One `forward` line, parsed.
 #[derive(Clone, Debug)]
-pub struct Config {
+pub(crate) struct Config {
     pub from: Name,
     pub except: Vec<Name>,
     pub to: Vec<(Transport, SocketAddr)>,
@@ -108,7 +108,7 @@ fn split_transport(s: &str) -> Result<(Transport, &str), String> {
 }
 
 /// `IP`, `IP:port`, `[IPv6]:port` with `default_port`.
-pub fn host_port(s: &str, default_port: u16) -> Option<SocketAddr> {
+pub(crate) fn host_port(s: &str, default_port: u16) -> Option<SocketAddr> {
     if let Ok(ip) = s.parse::<IpAddr>() {
         return Some(SocketAddr::new(ip, default_port));
     }
@@ -124,7 +124,7 @@ pub fn host_port(s: &str, default_port: u16) -> Option<SocketAddr> {
 }
 
 /// The `nameserver` lines of a resolv.conf-style file (port 53).
-pub fn resolv_conf(text: &str) -> Vec<SocketAddr> {
+pub(crate) fn resolv_conf(text: &str) -> Vec<SocketAddr> {
     let mut out = Vec::new();
     for line in text.lines() {
         let mut f = line.split_whitespace();
@@ -304,7 +304,7 @@ fn parse_option(sub: &Directive, c: &mut Config) -> Result<(), Error> {
 }
 
 /// Parses one `forward` line.
-pub fn parse(d: &Directive) -> Result<Config, Error> {
+pub(crate) fn parse(d: &Directive) -> Result<Config, Error> {
     d.arg_count(2, usize::MAX)?;
     let mut c = Config::new(zone_name(d, &d.args[0])?);
     for sub in d.sub() {

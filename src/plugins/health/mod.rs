@@ -12,7 +12,7 @@ use crate::plugin::SetupCtx;
 use crate::plugins::util::parse_duration;
 use crate::server::http::{resolve_addr, HttpHandler, HttpResponse};
 
-pub const DEFAULT_ADDR: &str = ":8080";
+pub(crate) const DEFAULT_ADDR: &str = ":8080";
 
 struct Health;
 
@@ -22,7 +22,7 @@ impl HttpHandler for Health {
     }
 }
 
-pub fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), Error> {
+pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), Error> {
     let d = lines[0];
     d.arg_count(0, 1)?;
     let addr = d

@@ -1,7 +1,7 @@
 //! The `hosts` plugin: answers A, AAAA and PTR from an /etc/hosts-style file and inline Corefile
 //! lines, re-reading the file when its mtime or size changes; setup, handler and metrics.
 
-pub mod file;
+pub(crate) mod file;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -21,7 +21,7 @@ use file::{address_from_reverse, Map, ParseOpts};
 
 const LOG: PluginLog = PluginLog("hosts");
 
-pub static ENTRIES: LazyLock<GaugeVec> = LazyLock::new(|| {
+pub(crate) static ENTRIES: LazyLock<GaugeVec> = LazyLock::new(|| {
     register_gauge_vec!(
         "coredns_hosts_entries",
         "The combined number of entries in hosts and Corefile.",
@@ -29,7 +29,7 @@ pub static ENTRIES: LazyLock<GaugeVec> = LazyLock::new(|| {
     )
     .expect("metric registers once")
 });
-pub static RELOAD_TIME: LazyLock<Gauge> = LazyLock::new(|| {
+pub(crate) static RELOAD_TIME: LazyLock<Gauge> = LazyLock::new(|| {
     register_gauge!(
         "coredns_hosts_reload_timestamp_seconds",
         "The timestamp of the last reload of hosts file."
@@ -39,7 +39,7 @@ pub static RELOAD_TIME: LazyLock<Gauge> = LazyLock::new(|| {
 
 /// Zones given as arguments (normalised, CIDRs expanded), or the block's zones if none; the
 /// zone rule CoreDNS's `OriginsFromArgsOrServerBlock` follows.
-pub fn zones_from_args(
+pub(crate) fn zones_from_args(
     d: &Directive,
     args: &[Token],
     block: &[String],
@@ -63,7 +63,7 @@ pub fn zones_from_args(
 }
 
 /// `fallthrough [ZONES...]`: no zones means the root.
-pub fn fallthrough_zones(d: &Directive) -> Result<Vec<Name>, Error> {
+pub(crate) fn fallthrough_zones(d: &Directive) -> Result<Vec<Name>, Error> {
     if d.args.is_empty() {
         return Ok(vec![Name::root()]);
     }
@@ -72,7 +72,7 @@ pub fn fallthrough_zones(d: &Directive) -> Result<Vec<Name>, Error> {
 
 /// Everything the Corefile says about one `hosts` line.
 #[derive(Debug)]
-pub struct Config {
+pub(crate) struct Config {
     pub path: PathBuf,
     pub origins: Vec<Name>,
     pub ttl: u32,
@@ -84,7 +84,7 @@ pub struct Config {
 }
 
 /// Parses a `hosts` directive. Warnings (missing file) are logged, not returned.
-pub fn parse(d: &Directive, block_zones: &[String]) -> Result<Config, Error> {
+pub(crate) fn parse(d: &Directive, block_zones: &[String]) -> Result<Config, Error> {
     let mut c = Config {
         path: PathBuf::from("/etc/hosts"),
         origins: Vec::new(),
@@ -180,7 +180,7 @@ struct FileState {
     size: u64,
 }
 
-pub struct Hosts {
+pub(crate) struct Hosts {
     path: PathBuf,
     label: String,
     zones: Vec<Name>,
@@ -195,7 +195,7 @@ pub struct Hosts {
 }
 
 impl Hosts {
-    pub fn new(c: Config) -> Hosts {
+    pub(crate) fn new(c: Config) -> Hosts {
         let opts = ParseOpts {
             origins: c.origins.clone(),
             auto_reverse: c.auto_reverse,
@@ -221,7 +221,7 @@ impl Hosts {
 
     /// Re-reads the file if its mtime or size changed (CoreDNS's `readHosts`). A file that
     /// cannot be opened keeps the old data.
-    pub fn read_hosts(&self) {
+    pub(crate) fn read_hosts(&self) {
         let Ok(_guard) = self.reload_lock.lock() else {
             return;
         };
@@ -324,7 +324,7 @@ impl Hosts {
     }
 }
 
-pub fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), Error> {
+pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), Error> {
     if lines.len() > 1 {
         return Err(lines[1].err(ERR_ONCE));
     }

@@ -13,24 +13,22 @@ use super::setup::{is_reverse, Config};
 
 /// CoreDNS's `errNoItems` / `errNsNotExposed` / `errInvalidRequest`: a name error (NXDOMAIN).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct NameError;
+pub(crate) struct NameError;
 
-pub type KResult<T> = Result<T, NameError>;
+pub(crate) type KResult<T> = Result<T, NameError>;
 
 /// What a found item points at (CoreDNS `msg.Service.Host`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Host {
+pub(crate) enum Host {
     Ip(IpAddr),
     /// An ExternalName target (a name, never an IP literal).
     Name(Name),
-    /// The `dns-version` text.
-    Text(&'static str),
 }
 
 /// One found item (CoreDNS `msg.Service`): where it points, its port, and the name it lives at
 /// (`msg.Domain(Key)`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Item {
+pub(crate) struct Item {
     pub host: Host,
     pub port: i32,
     pub ttl: u32,
@@ -39,7 +37,7 @@ pub struct Item {
 
 /// The parsed query name (CoreDNS `recordRequest`); "" means not given.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct RecordRequest {
+pub(crate) struct RecordRequest {
     pub port: String,
     pub protocol: String,
     pub endpoint: String,
@@ -64,7 +62,7 @@ fn seg(l: &[u8]) -> String {
 
 /// Splits `qname` (lower-cased) below `zone` into its parts, like CoreDNS `parseRequest`. Only
 /// the labels a field takes are turned into strings.
-pub fn parse_request(qname: &Name, zone: &Name, zonal: bool) -> KResult<RecordRequest> {
+pub(crate) fn parse_request(qname: &Name, zone: &Name, zonal: bool) -> KResult<RecordRequest> {
     let mut r = RecordRequest::default();
     let Some(segs) = qname.prefix_labels(zone) else {
         return Ok(r);
@@ -119,13 +117,13 @@ pub fn parse_request(qname: &Name, zone: &Name, zonal: bool) -> KResult<RecordRe
 }
 
 /// `labels...` followed by `zone` (zone keeps its case).
-pub fn name_in(labels: &[&str], zone: &Name) -> Option<Name> {
+pub(crate) fn name_in(labels: &[&str], zone: &Name) -> Option<Name> {
     Name::from_labels(labels.iter().map(|l| l.as_bytes()).chain(zone.labels())).ok()
 }
 
 /// An endpoint's DNS label: hostname, else pod name (with `endpoint_pod_names`), else the
 /// dashed IP (`::` compressed; a trailing `-` gets a `0`).
-pub fn endpoint_hostname(ep: &EndpointRef<'_>, pod_names: bool) -> String {
+pub(crate) fn endpoint_hostname(ep: &EndpointRef<'_>, pod_names: bool) -> String {
     if let Some(h) = ep.hostname.filter(|h| !h.is_empty()) {
         return h.to_string();
     }
@@ -138,7 +136,7 @@ pub fn endpoint_hostname(ep: &EndpointRef<'_>, pod_names: bool) -> String {
 }
 
 /// `10.0.0.1` -> `10-0-0-1`; `2001:db8::` -> `2001-db8--0`.
-pub fn dashed(ip: IpAddr) -> String {
+pub(crate) fn dashed(ip: IpAddr) -> String {
     match ip {
         IpAddr::V4(a) => a.to_string().replace('.', "-"),
         IpAddr::V6(a) => {
@@ -160,7 +158,7 @@ fn match_port_proto(want_port: &str, port: &sextant_kube::Port, want_proto: &str
 }
 
 /// The IP in a full reverse name (`4.3.2.1.in-addr.arpa.`, 32 nibbles `.ip6.arpa.`).
-pub fn address_from_reverse(name: &Name) -> Option<IpAddr> {
+pub(crate) fn address_from_reverse(name: &Name) -> Option<IpAddr> {
     let labels: Vec<String> = name
         .labels()
         .map(|l| String::from_utf8_lossy(l).to_ascii_lowercase())
@@ -185,7 +183,7 @@ pub fn address_from_reverse(name: &Name) -> Option<IpAddr> {
 }
 
 /// One query's view: configuration, snapshot, and this server's own addresses.
-pub struct View<'a> {
+pub(crate) struct View<'a> {
     pub cfg: &'a Config,
     pub snap: &'a Snapshot,
     /// Non-loopback addresses this server listens on (CoreDNS `localIPs`).
@@ -194,7 +192,7 @@ pub struct View<'a> {
 
 impl View<'_> {
     /// The longest plugin zone containing `qname`, spelled as in `qname`.
-    pub fn match_zone(&self, qname: &Name) -> Option<Name> {
+    pub(crate) fn match_zone(&self, qname: &Name) -> Option<Name> {
         let z = self
             .cfg
             .zones
@@ -205,7 +203,7 @@ impl View<'_> {
         Name::from_labels(qname.labels().skip(skip)).ok()
     }
 
-    pub fn namespace_exposed(&self, ns: &str) -> bool {
+    pub(crate) fn namespace_exposed(&self, ns: &str) -> bool {
         self.snap.namespace(ns).is_some()
             && (self.cfg.namespaces.is_empty() || self.cfg.namespaces.contains(ns))
     }
@@ -222,7 +220,7 @@ impl View<'_> {
     }
 
     /// The zone SOA (CoreDNS `plugin.SOA`), owner `zone` as given.
-    pub fn soa(&self, zone: &Name) -> Record {
+    pub(crate) fn soa(&self, zone: &Name) -> Record {
         let ttl = self.cfg.ttl;
         let mk = |l: &str| zone.prepend(l.as_bytes()).unwrap_or_else(|_| zone.clone());
         let mname = zone
@@ -245,7 +243,7 @@ impl View<'_> {
     }
 
     /// CoreDNS `Records`: services or pods for a forward name.
-    pub fn records(&self, qname: &Name, zone: &Name) -> KResult<Vec<Item>> {
+    pub(crate) fn records(&self, qname: &Name, zone: &Name) -> KResult<Vec<Item>> {
         let r = parse_request(qname, zone, self.cfg.zonal)?;
         if r.pod_or_svc.is_empty() {
             return Ok(Vec::new());
@@ -409,7 +407,7 @@ impl View<'_> {
 
     /// CoreDNS `nsAddrs(false, false, zone)`: (name, address) of this server as seen in the
     /// cluster, else `ns.dns.<zone>` with the local addresses.
-    pub fn ns_addrs(&self, zone: &Name) -> Vec<(Name, IpAddr)> {
+    pub(crate) fn ns_addrs(&self, zone: &Name) -> Vec<(Name, IpAddr)> {
         let mut out = Vec::new();
         let mut found = false;
         for ip in self.local_ips {
@@ -456,7 +454,7 @@ impl View<'_> {
     }
 
     /// CoreDNS `Services` for qtype A/AAAA/SRV/MX/CNAME/PTR-forward (not TXT/NS).
-    pub fn services(
+    pub(crate) fn services(
         &self,
         qname: &Name,
         zone: &Name,
@@ -490,7 +488,7 @@ impl View<'_> {
     }
 
     /// CoreDNS `Services` for TXT: `dns-version`, else NODATA when the name holds anything.
-    pub fn txt(&self, qname: &Name, zone: &Name) -> KResult<Vec<Record>> {
+    pub(crate) fn txt(&self, qname: &Name, zone: &Name) -> KResult<Vec<Record>> {
         let labels = qname.prefix_labels(zone).unwrap_or_default();
         if labels.len() == 1 && labels[0].eq_ignore_ascii_case(b"dns-version") {
             return Ok(vec![Record::new(
@@ -514,7 +512,7 @@ impl View<'_> {
     }
 
     /// CoreDNS `plugin.SRV` (kubernetes items never need the CNAME branch).
-    pub fn srv(&self, qname: &Name, zone: &Name) -> KResult<(Vec<Record>, Vec<Record>)> {
+    pub(crate) fn srv(&self, qname: &Name, zone: &Name) -> KResult<(Vec<Record>, Vec<Record>)> {
         let items = self.services(qname, zone, None, true)?;
         let total = items.len().max(1) as f64;
         let mut weight = (100.0 / total).floor() as u16;
@@ -549,7 +547,7 @@ impl View<'_> {
     }
 
     /// CoreDNS `Reverse` + `plugin.PTR`.
-    pub fn ptr(&self, qname: &Name, zone: &Name) -> KResult<Vec<Record>> {
+    pub(crate) fn ptr(&self, qname: &Name, zone: &Name) -> KResult<Vec<Record>> {
         let Some(ip) = address_from_reverse(qname) else {
             self.records(qname, zone)?;
             return Ok(Vec::new());
@@ -589,7 +587,7 @@ impl View<'_> {
     }
 
     /// CoreDNS `plugin.NS` at the apex: NS records and their glue.
-    pub fn ns(&self, qname: &Name, zone: &Name) -> (Vec<Record>, Vec<Record>) {
+    pub(crate) fn ns(&self, qname: &Name, zone: &Name) -> (Vec<Record>, Vec<Record>) {
         let (mut ans, mut extra) = (Vec::new(), Vec::new());
         let mut seen: HashSet<Name> = HashSet::new();
         for (n, ip) in self.ns_addrs(zone) {
@@ -603,7 +601,7 @@ impl View<'_> {
 }
 
 /// An A or AAAA record for `ip`.
-pub fn addr_record(name: Name, ttl: u32, ip: IpAddr) -> Record {
+pub(crate) fn addr_record(name: Name, ttl: u32, ip: IpAddr) -> Record {
     match ip {
         IpAddr::V4(a) => Record::new(name, ttl, RData::A(a)),
         IpAddr::V6(a) => Record::new(name, ttl, RData::Aaaa(a)),
@@ -611,6 +609,6 @@ pub fn addr_record(name: Name, ttl: u32, ip: IpAddr) -> Record {
 }
 
 /// Lower-case protocol label of a port (`_tcp`).
-pub fn proto_label(p: Proto) -> String {
+pub(crate) fn proto_label(p: Proto) -> String {
     format!("_{}", p.as_lower())
 }

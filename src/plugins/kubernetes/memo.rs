@@ -16,7 +16,7 @@ use sextant_kube::Snapshot;
 /// it becomes the previous one and the one before is dropped; a hit in the previous generation
 /// moves the reply back into the current one. So the names a cluster keeps asking stay, a flood
 /// of distinct names costs at most two generations per thread, and nothing scans.
-pub fn max_entries() -> usize {
+pub(super) fn max_entries() -> usize {
     static MAX: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     *MAX.get_or_init(|| {
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -34,13 +34,13 @@ const MAX_KEY: usize = 255 + 5;
 /// Hands out instance ids, so a reloaded plugin never reads its predecessor's replies.
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
-pub fn new_id() -> u64 {
+pub(super) fn new_id() -> u64 {
     NEXT_ID.fetch_add(1, Ordering::Relaxed)
 }
 
 /// A remembered reply: the bytes (ID 0, no OPT) and the message's uncompressed length (for
 /// `log`).
-pub struct Entry {
+pub(super) struct Entry {
     pub bytes: Box<[u8]>,
     pub uncompressed: usize,
 }
@@ -93,13 +93,13 @@ thread_local! {
 
 /// The memo key of a question: name bytes as sent, type, class, RD and CD. None for names
 /// longer than a valid name (never memoised).
-pub struct Key {
+pub(super) struct Key {
     buf: [u8; MAX_KEY],
     len: usize,
 }
 
 impl Key {
-    pub fn new(qname: &[u8], qtype: u16, qclass: u16, rd: bool, cd: bool) -> Option<Key> {
+    pub(super) fn new(qname: &[u8], qtype: u16, qclass: u16, rd: bool, cd: bool) -> Option<Key> {
         let n = qname.len();
         if n + 5 > MAX_KEY {
             return None;
@@ -154,7 +154,7 @@ fn with_table<R>(
 }
 
 /// The remembered reply for `key`, copied out: (bytes, uncompressed length).
-pub fn get(
+pub(super) fn get(
     id: u64,
     snap: &Arc<Snapshot>,
     local: &Arc<Vec<IpAddr>>,
@@ -173,7 +173,7 @@ pub fn get(
 }
 
 /// Remembers a reply built from `snap`/`local`/`synced`.
-pub fn put(
+pub(super) fn put(
     id: u64,
     snap: &Arc<Snapshot>,
     local: &Arc<Vec<IpAddr>>,
@@ -197,7 +197,7 @@ impl Table {
 
 /// Entries this thread holds for plugin `id` (tests).
 #[cfg(test)]
-pub fn len(id: u64) -> usize {
+pub(super) fn len(id: u64) -> usize {
     TABLES.with(|t| {
         t.borrow()
             .iter()

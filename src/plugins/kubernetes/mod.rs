@@ -3,10 +3,10 @@
 //! readiness), the query handler (NXDOMAIN/NODATA/SERVFAIL rules, CNAME chasing through the
 //! server) and the AXFR record list for the `transfer` plugin. Answer logic is in `lookup`.
 
-pub mod lookup;
+pub(crate) mod lookup;
 mod memo;
-pub mod setup;
-pub mod shared;
+pub(crate) mod setup;
+pub(crate) mod shared;
 mod xfr;
 
 use std::collections::HashSet;
@@ -30,7 +30,7 @@ use setup::{Config, DataSource};
 const LOG: PluginLog = PluginLog("kubernetes");
 
 /// The running plugin: configuration plus the index (set once the data source started).
-pub struct Kubernetes {
+pub(crate) struct Kubernetes {
     cfg: Arc<Config>,
     index: Arc<ArcSwapOption<Index>>,
     empty: Arc<Snapshot>,
@@ -144,7 +144,7 @@ async fn wait_for_sync(idx: Index, timeout: Duration) {
     }
 }
 
-pub fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), Error> {
+pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), Error> {
     let d = lines[0];
     let cfg = Arc::new(setup::parse(d, &ctx.block.zones)?);
     let slot: Arc<ArcSwapOption<Index>> = Arc::new(ArcSwapOption::empty());
@@ -308,7 +308,7 @@ async fn invalidation_bridge(
 }
 
 /// The cached names an index change makes stale, in every zone of the plugin.
-pub fn invalidation_for(c: &sextant_kube::Change, zones: &[Name]) -> Invalidation {
+pub(crate) fn invalidation_for(c: &sextant_kube::Change, zones: &[Name]) -> Invalidation {
     let mut inv = Invalidation {
         all: c.all,
         ..Invalidation::default()
@@ -392,7 +392,8 @@ impl Answer {
 
 impl Kubernetes {
     /// Builds a handler over a fixed index (tests, benchmarks).
-    pub fn with_index(cfg: Config, index: Index, local_ips: Vec<IpAddr>) -> Kubernetes {
+    #[cfg(test)]
+    pub(crate) fn with_index(cfg: Config, index: Index, local_ips: Vec<IpAddr>) -> Kubernetes {
         Kubernetes {
             cfg: Arc::new(cfg),
             index: Arc::new(ArcSwapOption::from_pointee(index)),
@@ -488,7 +489,6 @@ impl Kubernetes {
                             out.push(addr_record(qname.clone(), it.ttl, ip));
                         }
                     }
-                    Host::Text(_) => {}
                 }
             }
             Ok((out, tc, external))

@@ -14,7 +14,7 @@ use crate::plugins::util::parse_go_duration;
 
 /// Where the plugin's data comes from.
 #[derive(Debug, Clone, PartialEq)]
-pub enum DataSource {
+pub(crate) enum DataSource {
     /// A Kubernetes API server (`endpoint`, `kubeconfig` or in-cluster).
     Api(ClientConfig),
     /// Static YAML/JSON files, re-read when they change (Sextant extension).
@@ -23,7 +23,7 @@ pub enum DataSource {
 
 /// The parsed `kubernetes` block.
 #[derive(Debug, Clone)]
-pub struct Config {
+pub(crate) struct Config {
     /// Authoritative zones, lower-case FQDN, in the order given.
     pub zones: Vec<Name>,
     /// Index into `zones` of the first non-reverse zone (PTR targets live there).
@@ -75,12 +75,12 @@ impl Config {
     }
 
     /// The zone PTR targets are built in.
-    pub fn primary_zone(&self) -> &Name {
+    pub(crate) fn primary_zone(&self) -> &Name {
         &self.zones[self.primary]
     }
 
     /// Whether `fallthrough` applies to `qname`.
-    pub fn falls_through(&self, qname: &Name) -> bool {
+    pub(crate) fn falls_through(&self, qname: &Name) -> bool {
         match &self.fallthrough {
             None => false,
             Some(z) if z.is_empty() => true,
@@ -90,7 +90,7 @@ impl Config {
 }
 
 /// True for names under `in-addr.arpa.` or `ip6.arpa.`.
-pub fn is_reverse(name: &Name) -> bool {
+pub(crate) fn is_reverse(name: &Name) -> bool {
     // The last two labels, without collecting them.
     let (mut prev, mut last): (Option<&[u8]>, Option<&[u8]>) = (None, None);
     for l in name.labels() {
@@ -130,7 +130,7 @@ fn no_args(sub: &Directive) -> Result<(), Error> {
 }
 
 /// Parses one `kubernetes` directive line and its block.
-pub fn parse(d: &Directive, block_zones: &[String]) -> Result<Config, Error> {
+pub(crate) fn parse(d: &Directive, block_zones: &[String]) -> Result<Config, Error> {
     let zones = zones_from(d, &d.args, block_zones)?;
     let Some(primary) = zones.iter().position(|z| !is_reverse(z)) else {
         return Err(d.err("non-reverse zone name must be used"));
@@ -348,7 +348,7 @@ pub fn parse(d: &Directive, block_zones: &[String]) -> Result<Config, Error> {
 
 /// A light syntax check of a Kubernetes label selector (`a=b,c!=d,e in (x, y),!f,g`), so typos
 /// fail at config time like CoreDNS's `ParseToLabelSelector`.
-pub fn check_selector(sel: &str) -> Result<(), String> {
+pub(crate) fn check_selector(sel: &str) -> Result<(), String> {
     let mut depth = 0i32;
     let mut part = String::new();
     let mut parts = Vec::new();

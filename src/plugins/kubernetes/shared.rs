@@ -15,7 +15,7 @@ struct Entry {
 static SHARED: LazyLock<Mutex<HashMap<String, Entry>>> = LazyLock::new(Default::default);
 
 /// Takes a running index for `key`, if one is registered and still running.
-pub fn acquire(key: &str) -> Option<Index> {
+pub(crate) fn acquire(key: &str) -> Option<Index> {
     let mut map = SHARED.lock().ok()?;
     match map.get_mut(key) {
         Some(e) if !e.index.stopped() => {
@@ -31,14 +31,14 @@ pub fn acquire(key: &str) -> Option<Index> {
 }
 
 /// Registers a freshly started index for `key` with one user.
-pub fn register(key: &str, index: Index) {
+pub(crate) fn register(key: &str, index: Index) {
     if let Ok(mut map) = SHARED.lock() {
         map.insert(key.to_string(), Entry { index, users: 1 });
     }
 }
 
 /// Gives up one use of `key`'s index; the last user stops its watches.
-pub fn release(key: &str) {
+pub(crate) fn release(key: &str) {
     let Ok(mut map) = SHARED.lock() else {
         return;
     };

@@ -25,7 +25,7 @@ fn srv(owner: Name, ttl: u32, weight: u16, port: i32, target: Name) -> Record {
 }
 
 /// AXFR records for `zone` (lower-case), or None when `zone` is not ours.
-pub fn records(view: &View<'_>, zone: &Name, serial: u32) -> Option<Vec<Record>> {
+pub(super) fn records(view: &View<'_>, zone: &Name, serial: u32) -> Option<Vec<Record>> {
     view.match_zone(zone)?;
     let soa = view.soa(zone);
     let cur = match &soa.data {

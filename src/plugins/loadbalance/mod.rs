@@ -20,14 +20,14 @@ const LOG: PluginLog = PluginLog("loadbalance");
 
 /// A network for `prefer`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Cidr {
+pub(crate) struct Cidr {
     net: IpAddr,
     bits: u8,
 }
 
 impl Cidr {
     /// Go's `net.ParseCIDR`: `IP/BITS`, host bits allowed (masked off).
-    pub fn parse(s: &str) -> Option<Cidr> {
+    pub(crate) fn parse(s: &str) -> Option<Cidr> {
         let (ip, bits) = s.split_once('/')?;
         let ip: IpAddr = ip.parse().ok()?;
         if bits.is_empty() || bits.len() > 3 || !bits.bytes().all(|b| b.is_ascii_digit()) {
@@ -38,7 +38,7 @@ impl Cidr {
         (bits <= max).then_some(Cidr { net: ip, bits })
     }
 
-    pub fn contains(&self, ip: &IpAddr) -> bool {
+    pub(crate) fn contains(&self, ip: &IpAddr) -> bool {
         match (self.net, ip) {
             (IpAddr::V4(n), IpAddr::V4(a)) => {
                 let mask = u32::MAX.checked_shl(32 - self.bits as u32).unwrap_or(0);
@@ -54,10 +54,10 @@ impl Cidr {
 }
 
 /// Parsed weight file: owner name → (address, weight 1..=255).
-pub type Weights = HashMap<Name, Vec<(IpAddr, u8)>>;
+pub(crate) type Weights = HashMap<Name, Vec<(IpAddr, u8)>>;
 
 /// Parses a weight file: a domain line, then `IP WEIGHT` lines for it; `#` lines are comments.
-pub fn parse_weights(text: &str, file: &str) -> Result<Weights, String> {
+pub(crate) fn parse_weights(text: &str, file: &str) -> Result<Weights, String> {
     let mut out: Weights = HashMap::new();
     let mut cur: Option<Name> = None;
     for line in text.lines() {
@@ -105,7 +105,7 @@ pub fn parse_weights(text: &str, file: &str) -> Result<Weights, String> {
 }
 
 /// The weighted policy's state: the file, its last hash and weights.
-pub struct Weighted {
+pub(crate) struct Weighted {
     file: PathBuf,
     reload: Duration,
     state: RwLock<([u8; 32], Arc<Weights>)>,
@@ -170,18 +170,18 @@ impl Weighted {
 }
 
 #[derive(Clone)]
-pub enum Policy {
+pub(crate) enum Policy {
     RoundRobin,
     Weighted(Arc<Weighted>),
 }
 
-pub struct LoadBalance {
+pub(crate) struct LoadBalance {
     policy: Policy,
     prefer: Vec<Cidr>,
 }
 
 /// Parses the `loadbalance` lines of a block.
-pub fn parse(lines: &[&Directive]) -> Result<(Policy, Vec<Cidr>), Error> {
+pub(crate) fn parse(lines: &[&Directive]) -> Result<(Policy, Vec<Cidr>), Error> {
     let mut policy = Policy::RoundRobin;
     let mut prefer = Vec::new();
     for d in lines {
@@ -256,7 +256,7 @@ pub fn parse(lines: &[&Directive]) -> Result<(Policy, Vec<Cidr>), Error> {
     Ok((policy, prefer))
 }
 
-pub fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), Error> {
+pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), Error> {
     let (policy, prefer) = parse(lines)?;
     if let Policy::Weighted(w) = &policy {
         let d = lines[lines.len() - 1];
@@ -348,7 +348,7 @@ fn shuffle(v: &mut [Record]) {
 
 /// `round_robin` on one section: an all-A or all-AAAA section is shuffled as is; otherwise CNAMEs
 /// first, then other records, then shuffled addresses, then shuffled MX.
-pub fn round_robin(input: Vec<Record>) -> Vec<Record> {
+pub(crate) fn round_robin(input: Vec<Record>) -> Vec<Record> {
     if input.len() <= 1 {
         return input;
     }
@@ -366,7 +366,7 @@ pub fn round_robin(input: Vec<Record>) -> Vec<Record> {
 
 /// `prefer`: CNAMEs, then addresses in the listed subnets (in list order), the other addresses,
 /// MX, then the rest.
-pub fn prefer(input: Vec<Record>, nets: &[Cidr]) -> Vec<Record> {
+pub(crate) fn prefer(input: Vec<Record>, nets: &[Cidr]) -> Vec<Record> {
     let (cname, rest, address, mx) = split(input);
     let mut taken = vec![false; address.len()];
     let mut sorted = Vec::with_capacity(address.len());

@@ -9,11 +9,11 @@ use sextant_wire::{Message, Name, Rcode};
 use crate::plugin::{BoxFuture, Handler, Next, Outcome, Request, SetupCtx};
 
 /// `{common}`.
-pub const COMMON: &str = "{remote}:{port} - {>id} \"{type} {class} {name} {proto} {size} {>do} {>bufsize}\" {rcode} {>rflags} {rsize} {duration}";
+pub(crate) const COMMON: &str = "{remote}:{port} - {>id} \"{type} {class} {name} {proto} {size} {>do} {>bufsize}\" {rcode} {>rflags} {rsize} {duration}";
 
 /// Response classes for `class`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Class {
+pub(crate) enum Class {
     Success,
     Denial,
     Error,
@@ -26,7 +26,7 @@ struct Rule {
     classes: Vec<Class>,
 }
 
-pub struct Log {
+pub(crate) struct Log {
     rules: Vec<Rule>,
 }
 
@@ -38,7 +38,7 @@ fn format_arg(s: &str) -> String {
     }
 }
 
-pub fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), Error> {
+pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), Error> {
     let mut rules = Vec::new();
     for d in lines {
         let args: Vec<&str> = d.args.iter().map(|t| t.text.as_str()).collect();
@@ -89,7 +89,7 @@ pub fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), Error> 
 }
 
 /// CoreDNS's `response.Classify` on the rcode.
-pub fn classify(rcode: Rcode) -> Class {
+pub(crate) fn classify(rcode: Rcode) -> Class {
     match rcode {
         Rcode::NOERROR => Class::Success,
         Rcode::NXDOMAIN => Class::Denial,
@@ -97,15 +97,15 @@ pub fn classify(rcode: Rcode) -> Class {
     }
 }
 
-/// Fills in a log format for one answered query.
-pub fn render(format: &str, req: &Request, reply: &Message, rsize: usize) -> String {
-    let mut out = String::with_capacity(format.len() + 64);
-    render_into(&mut out, format, req, reply, rsize);
-    out
-}
-
-/// [`render`] appending to `out`, with no allocation per placeholder.
-pub fn render_into(out: &mut String, format: &str, req: &Request, reply: &Message, rsize: usize) {
+/// Fills in a log format for one answered query, appending to `out`, with no allocation per
+/// placeholder.
+pub(crate) fn render_into(
+    out: &mut String,
+    format: &str,
+    req: &Request,
+    reply: &Message,
+    rsize: usize,
+) {
     let mut rest = format;
     // Byte searches: '{' and '}' are ASCII, so the split points are char boundaries.
     while let Some(open) = rest.bytes().position(|b| b == b'{') {

@@ -20,7 +20,7 @@ const PROBE_DEADLINE: Duration = Duration::from_secs(30);
 /// Timeout of one probe exchange (miekg/dns's default read timeout).
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
-pub struct Loop {
+pub(crate) struct Loop {
     zone: Name,
     qname: Name,
     /// The listener address as shown in the FATAL line (`:53`, or `IP:53` with `bind`).
@@ -31,13 +31,13 @@ pub struct Loop {
 
 /// What the handler decides about one query.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     Pass,
     Loop(String),
 }
 
 impl Loop {
-    pub fn new(zone: Name) -> Loop {
+    pub(crate) fn new(zone: Name) -> Loop {
         let l1 = rand::random_range(0..(1u64 << 62));
         let l2 = rand::random_range(0..(1u64 << 62));
         let text = if zone.is_root() {
@@ -55,15 +55,16 @@ impl Loop {
         }
     }
 
-    pub fn qname(&self) -> &Name {
+    #[cfg(test)]
+    pub(crate) fn qname(&self) -> &Name {
         &self.qname
     }
 
-    pub fn disable(&self) {
+    pub(crate) fn disable(&self) {
         self.off.store(true, Ordering::SeqCst);
     }
 
-    pub fn disabled(&self) -> bool {
+    pub(crate) fn disabled(&self) -> bool {
         self.off.load(Ordering::SeqCst)
     }
 
@@ -78,7 +79,7 @@ impl Loop {
     }
 
     /// Counts the probe query and says whether a loop has been seen (CoreDNS: more than twice).
-    pub fn check(&self, qname: &Name, qtype: RType, remote: SocketAddr) -> Verdict {
+    pub(crate) fn check(&self, qname: &Name, qtype: RType, remote: SocketAddr) -> Verdict {
         if qtype != RType::HINFO || self.disabled() || !qname.is_subdomain_of(&self.zone) {
             return Verdict::Pass;
         }
@@ -126,7 +127,7 @@ impl Loop {
 
     /// CoreDNS's start-up goroutine: probe until one exchange succeeds or 30 s pass, then turn
     /// the check off.
-    pub async fn probe(self: Arc<Self>, to: SocketAddr, shown: String) {
+    pub(crate) async fn probe(self: Arc<Self>, to: SocketAddr, shown: String) {
         let start = Instant::now();
         while start.elapsed() < PROBE_DEADLINE {
             self.set_address(&shown);
@@ -140,7 +141,7 @@ impl Loop {
     }
 }
 
-pub fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), Error> {
+pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), Error> {
     if lines.len() > 1 {
         return Err(lines[1].err(ERR_ONCE));
     }

@@ -8,7 +8,7 @@ use sextant_corefile::{Directive, Error};
 use crate::plugin::{BoxFuture, Handler, Next, Outcome, Request, SetupCtx};
 use crate::server::http::{resolve_addr, HttpHandler, HttpResponse};
 
-pub const DEFAULT_ADDR: &str = "localhost:9153";
+pub(crate) const DEFAULT_ADDR: &str = "localhost:9153";
 
 struct MetricsPage;
 
@@ -22,9 +22,9 @@ impl HttpHandler for MetricsPage {
     }
 }
 
-pub struct Prometheus;
+pub(crate) struct Prometheus;
 
-pub fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), Error> {
+pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), Error> {
     let d = lines[0];
     d.arg_count(0, 1)?;
     let addr = d

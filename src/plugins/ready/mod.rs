@@ -11,7 +11,7 @@ use crate::plugin::SetupCtx;
 use crate::server::config::ReadinessList;
 use crate::server::http::{resolve_addr, HttpHandler, HttpResponse};
 
-pub const DEFAULT_ADDR: &str = ":8181";
+pub(crate) const DEFAULT_ADDR: &str = ":8181";
 
 struct Ready {
     list: ReadinessList,
@@ -49,7 +49,7 @@ impl HttpHandler for Ready {
     }
 }
 
-pub fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), Error> {
+pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), Error> {
     let d = lines[0];
     d.arg_count(0, 1)?;
     let addr = d

@@ -8,10 +8,10 @@ use sextant_corefile::{Directive, Error};
 use crate::plugin::SetupCtx;
 use crate::plugins::util::parse_duration;
 
-pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
-pub const DEFAULT_JITTER: Duration = Duration::from_secs(15);
+pub(crate) const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_JITTER: Duration = Duration::from_secs(15);
 
-pub fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), Error> {
+pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), Error> {
     let d = lines[0];
     d.arg_count(0, 2)?;
     let interval = match d.args.first() {

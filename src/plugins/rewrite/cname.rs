@@ -7,7 +7,7 @@ use regex::Regex;
 use super::rules::MAX_REGEXP_LEN;
 
 #[derive(Clone, Debug)]
-pub enum CnameMatch {
+pub(crate) enum CnameMatch {
     Exact,
     Prefix,
     Suffix,
@@ -16,7 +16,7 @@ pub enum CnameMatch {
 }
 
 #[derive(Clone, Debug)]
-pub struct CnameRule {
+pub(crate) struct CnameRule {
     pub kind: CnameMatch,
     pub from: String,
     pub to: String,
@@ -32,7 +32,7 @@ fn normalize(s: &str) -> String {
 
 impl CnameRule {
     /// Parses the words after `cname`.
-    pub fn parse(args: &[String]) -> Result<CnameRule, String> {
+    pub(crate) fn parse(args: &[String]) -> Result<CnameRule, String> {
         let (kind, from, to) = match args.len() {
             3 => {
                 let k = args[0].to_ascii_lowercase();
@@ -82,13 +82,13 @@ impl CnameRule {
     }
 
     /// True when the rule takes part at all (CoreDNS skips a rule with an empty FROM or TO).
-    pub fn active(&self) -> bool {
+    pub(crate) fn active(&self) -> bool {
         !self.from.is_empty() && !self.to.is_empty()
     }
 
     /// The (FROM, TO) pair for a CNAME target; the record is rewritten when its target equals
     /// FROM. `None` when the target does not match at all.
-    pub fn from_to(&self, target: &str) -> Option<(String, String)> {
+    pub(crate) fn pair_for(&self, target: &str) -> Option<(String, String)> {
         match &self.kind {
             CnameMatch::Exact => Some((self.from.clone(), self.to.clone())),
             CnameMatch::Prefix => target
@@ -112,8 +112,8 @@ impl CnameRule {
     }
 
     /// The new target for a CNAME record's target, if this rule rewrites it.
-    pub fn new_target(&self, target: &str) -> Option<String> {
-        let (from, to) = self.from_to(target)?;
+    pub(crate) fn new_target(&self, target: &str) -> Option<String> {
+        let (from, to) = self.pair_for(target)?;
         (from == target).then_some(to)
     }
 }

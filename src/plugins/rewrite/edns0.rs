@@ -9,8 +9,8 @@ use sextant_wire::{Edns, EdnsOption, Message};
 use crate::plugin::Proto;
 
 /// EDNS0 option codes (RFC 6891 registry).
-pub const NSID: u16 = 3;
-pub const SUBNET: u16 = 8;
+pub(crate) const NSID: u16 = 3;
+pub(crate) const SUBNET: u16 = 8;
 
 /// Options miekg/dns decodes into a typed option; every other code is an `EDNS0_LOCAL`, which is
 /// what a `local` rule looks for when it replaces.
@@ -21,7 +21,7 @@ fn is_local_code(code: u16) -> bool {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Action {
+pub(crate) enum Action {
     Set,
     Append,
     Replace,
@@ -30,13 +30,13 @@ pub enum Action {
 
 /// Data of a `local` rule: fixed bytes or a variable filled in per query.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Data {
+pub(crate) enum Data {
     Bytes(Vec<u8>),
     Var(Variable),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Variable {
+pub(crate) enum Variable {
     Qname,
     Qtype,
     ClientIp,
@@ -50,7 +50,7 @@ pub enum Variable {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Edns0Rule {
+pub(crate) enum Edns0Rule {
     Local {
         action: Action,
         code: u16,
@@ -71,7 +71,7 @@ pub enum Edns0Rule {
 
 /// What a `revert` rule does to the reply's OPT (and to the query's OPT the reply echoes).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Revert {
+pub(crate) enum Revert {
     /// The option was added: remove the first option with this code.
     Remove(u16),
     /// The option was changed: put the old one back in place of the first with its code.
@@ -79,7 +79,7 @@ pub enum Revert {
 }
 
 impl Revert {
-    pub fn apply(&self, options: &mut Vec<EdnsOption>) {
+    pub(crate) fn apply(&self, options: &mut Vec<EdnsOption>) {
         match self {
             Revert::Remove(code) => {
                 if let Some(i) = options.iter().position(|o| o.code == *code) {
@@ -97,14 +97,14 @@ impl Revert {
 
 /// Where the query came from, for variables and the client subnet.
 #[derive(Clone, Copy, Debug)]
-pub struct Env {
+pub(crate) struct Env {
     pub client: SocketAddr,
     pub local: SocketAddr,
     pub proto: Proto,
 }
 
 /// Go's `strconv.ParseUint(s, 0, bits)`, with its error text.
-pub fn parse_uint0(s: &str, bits: u32) -> Result<u64, String> {
+pub(crate) fn parse_uint0(s: &str, bits: u32) -> Result<u64, String> {
     let syntax = || format!("strconv.ParseUint: parsing {s:?}: invalid syntax");
     let lower = s.to_ascii_lowercase();
     let (base, digits) = if let Some(r) = lower.strip_prefix("0x") {
@@ -194,7 +194,7 @@ fn invalid_byte(c: u8) -> String {
 }
 
 /// Go's `hex.DecodeString`, with its error texts.
-pub fn hex_decode(s: &str) -> Result<Vec<u8>, String> {
+pub(crate) fn hex_decode(s: &str) -> Result<Vec<u8>, String> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len() / 2);
     let mut j = 1;
@@ -240,7 +240,7 @@ fn parse_variable(v: &str) -> Option<Variable> {
 
 impl Edns0Rule {
     /// Parses the words after `edns0`.
-    pub fn parse(args: &[String]) -> Result<Edns0Rule, String> {
+    pub(crate) fn parse(args: &[String]) -> Result<Edns0Rule, String> {
         if args.len() < 2 {
             return Err("too few arguments for an EDNS0 rule".into());
         }
@@ -356,7 +356,7 @@ impl Edns0Rule {
 
     /// The option code this rule adds to the codes a reply may echo (CoreDNS registers every
     /// `local` code, unset ones too, as a supported option; NSID always is).
-    pub fn echo_code(&self) -> Option<u16> {
+    pub(crate) fn echo_code(&self) -> Option<u16> {
         match self {
             Edns0Rule::Local { code, .. } => Some(*code),
             Edns0Rule::Nsid { .. } => Some(NSID),
@@ -366,7 +366,7 @@ impl Edns0Rule {
 
     /// Applies the rule to the query. `None`: ignored; `Some(reverts)`: done, with what to undo
     /// in the reply.
-    pub fn rewrite(&self, msg: &mut Message, env: &Env) -> Option<Vec<Revert>> {
+    pub(crate) fn rewrite(&self, msg: &mut Message, env: &Env) -> Option<Vec<Revert>> {
         match self {
             Edns0Rule::Local {
                 action,
@@ -516,7 +516,7 @@ fn variable_data(v: &Variable, msg: &Message, env: &Env) -> Option<Vec<u8>> {
 
 /// ECS option data for the client's address: family, source prefix, scope 0, the address masked
 /// and cut to the prefix's bytes.
-pub fn subnet_data(client: IpAddr, v4: u8, v6: u8) -> Vec<u8> {
+pub(crate) fn subnet_data(client: IpAddr, v4: u8, v6: u8) -> Vec<u8> {
     let (family, bits, addr): (u16, u8, Vec<u8>) = match canonical(client) {
         IpAddr::V4(a) => (1, v4, a.octets().to_vec()),
         IpAddr::V6(a) => (2, v6, a.octets().to_vec()),

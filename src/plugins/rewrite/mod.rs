@@ -3,9 +3,9 @@
 //! targets resolved anew, reverted options), rule by rule in CoreDNS's order; setup and handler.
 //! Rules live in `rules.rs`, `edns0.rs` and `cname.rs`.
 
-pub mod cname;
-pub mod edns0;
-pub mod rules;
+pub(crate) mod cname;
+pub(crate) mod edns0;
+pub(crate) mod rules;
 
 use std::sync::Arc;
 
@@ -20,7 +20,7 @@ use rules::{Kind, Mode, ResponseRule, Rule};
 
 const LOG: PluginLog = PluginLog("rewrite");
 
-pub struct Rewrite {
+pub(crate) struct Rewrite {
     rules: Vec<Rule>,
     /// Option codes a reply without an OPT record echoes from the rewritten query: CoreDNS
     /// attaches the query's OPT to such a reply, keeping the options it supports, among them
@@ -45,7 +45,7 @@ fn flat_args(d: &Directive) -> Vec<String> {
 }
 
 /// Parses every `rewrite` line of a block into rules, in order.
-pub fn parse(lines: &[&Directive]) -> Result<Vec<Rule>, Error> {
+pub(crate) fn parse(lines: &[&Directive]) -> Result<Vec<Rule>, Error> {
     let mut out = Vec::new();
     for d in lines {
         let args = flat_args(d);
@@ -58,7 +58,7 @@ pub fn parse(lines: &[&Directive]) -> Result<Vec<Rule>, Error> {
     Ok(out)
 }
 
-pub fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), Error> {
+pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), Error> {
     let rules = parse(lines)?;
     let mut echo: Vec<u16> = Vec::new();
     for r in &rules {
@@ -87,7 +87,7 @@ const ANSWER: usize = 1;
 /// Applies response rules to a reply: every record of authority, answer and additional (and the
 /// OPT record, for the `edns0` reverts) gets every rule, last rule first; a reply without records
 /// only gets the rcode rules. A `cname` rule resolves the new target through `req`'s server.
-pub async fn respond(m: &mut Message, rules: &[ResponseRule], req: Option<&Request>) {
+pub(crate) async fn respond(m: &mut Message, rules: &[ResponseRule], req: Option<&Request>) {
     if rules.is_empty() {
         return;
     }
@@ -235,7 +235,7 @@ fn echo(reply: &mut Message, query: &Message, resp: &[ResponseRule], codes: &[u1
 
 /// [`respond`] without a server to resolve through, for tests.
 #[cfg(test)]
-pub fn rewrite_reply(m: &mut Message, rules: &[ResponseRule]) {
+pub(crate) fn rewrite_reply(m: &mut Message, rules: &[ResponseRule]) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
@@ -317,11 +317,6 @@ impl Handler for Rewrite {
             }
         })
     }
-}
-
-/// The question name in the lower-case presentation form rules match on.
-pub fn name_str(n: &Name) -> String {
-    n.to_lowercase_string()
 }
 
 #[cfg(test)]

@@ -2,26 +2,23 @@
 //! it to a query, plus the response rules a matched rule hands back. No I/O. The `edns0` and
 //! `cname` rule types live in `edns0.rs` and `cname.rs`.
 
-use std::net::SocketAddr;
-
 use regex::Regex;
 use sextant_wire::{Class, Message, Name, RData, RType, Rcode, Record};
 
 use super::cname::CnameRule;
 use super::edns0::{Edns0Rule, Env, Revert};
-use crate::plugin::Proto;
 
-pub const MAX_REGEXP_LEN: usize = 10000;
+pub(crate) const MAX_REGEXP_LEN: usize = 10000;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mode {
+pub(crate) enum Mode {
     Stop,
     Continue,
 }
 
 /// How a rule matches the question name.
 #[derive(Clone, Debug)]
-pub enum Matcher {
+pub(crate) enum Matcher {
     Exact(String),
     Prefix(String),
     Suffix(String),
@@ -69,7 +66,7 @@ impl Matcher {
 
 /// String rewriters used by response rules.
 #[derive(Clone, Debug)]
-pub enum StrRewriter {
+pub(crate) enum StrRewriter {
     /// Whole string replaced by the template when the regex matches (`{N}` groups).
     Regex(Regex, String),
     /// `orig` or `*.orig` → replacement (answer auto for exact/prefix/substring/regex).
@@ -114,7 +111,7 @@ impl StrRewriter {
 
 /// What a matched rule changes in the reply.
 #[derive(Clone, Debug)]
-pub enum ResponseRule {
+pub(crate) enum ResponseRule {
     Name(StrRewriter),
     Value(StrRewriter),
     Ttl(u32, u32),
@@ -136,7 +133,7 @@ fn rewrite_name(n: &Name, rw: &StrRewriter) -> Option<Name> {
 
 impl ResponseRule {
     /// Applies the rule to one record (or, with `None`, to a reply without records).
-    pub fn apply(&self, rcode: &mut Rcode, rr: Option<&mut Record>) {
+    pub(crate) fn apply(&self, rcode: &mut Rcode, rr: Option<&mut Record>) {
         match (self, rr) {
             (ResponseRule::Rcode(old, new), _) if rcode == old => *rcode = *new,
             (ResponseRule::Name(rw), Some(rr)) => {
@@ -171,7 +168,7 @@ impl ResponseRule {
 }
 
 #[derive(Clone, Debug)]
-pub enum Kind {
+pub(crate) enum Kind {
     /// Question name rewrite: matcher, replacement, auto answer rewrite, static response rules.
     Name {
         matcher: Matcher,
@@ -188,7 +185,7 @@ pub enum Kind {
 }
 
 #[derive(Clone, Debug)]
-pub struct Rule {
+pub(crate) struct Rule {
     pub mode: Mode,
     pub kind: Kind,
 }
@@ -420,7 +417,7 @@ fn parse_rcode(args: &[String]) -> Result<Kind, String> {
 
 impl Rule {
     /// Parses one rule from its flattened arguments (`[continue|stop] FIELD ...`).
-    pub fn parse(args: &[String]) -> Result<Rule, String> {
+    pub(crate) fn parse(args: &[String]) -> Result<Rule, String> {
         if args.is_empty() {
             return Err("no rule type specified for rewrite".into());
         }
@@ -476,17 +473,18 @@ impl Rule {
 
     /// Applies the rule to the query. `Ok(None)`: did not match. `Ok(Some(rules))`: matched,
     /// with the response rules to apply later. `Err(name)`: the new name is not a valid name.
-    pub fn rewrite(&self, msg: &mut Message) -> Result<Option<Vec<ResponseRule>>, String> {
+    #[cfg(test)]
+    pub(crate) fn rewrite(&self, msg: &mut Message) -> Result<Option<Vec<ResponseRule>>, String> {
         let env = Env {
-            client: SocketAddr::from(([127, 0, 0, 1], 40000)),
-            local: SocketAddr::from(([127, 0, 0, 1], 53)),
-            proto: Proto::Udp,
+            client: std::net::SocketAddr::from(([127, 0, 0, 1], 40000)),
+            local: std::net::SocketAddr::from(([127, 0, 0, 1], 53)),
+            proto: crate::plugin::Proto::Udp,
         };
         self.rewrite_env(msg, &env)
     }
 
     /// [`Rule::rewrite`] for a query from `env` (client and server addresses, transport).
-    pub fn rewrite_env(
+    pub(crate) fn rewrite_env(
         &self,
         msg: &mut Message,
         env: &Env,

@@ -39,7 +39,7 @@ enum ClientAuth {
     RequireAndVerify,
 }
 
-pub fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), Error> {
+pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), Error> {
     let d = lines[0];
     d.arg_count(2, 3)?;
     let certs = read_certs(d, &d.args[0])?;

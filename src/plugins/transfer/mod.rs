@@ -15,14 +15,14 @@ const LOG: PluginLog = PluginLog("transfer");
 
 /// Who may transfer.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Peer {
+pub(crate) enum Peer {
     Any,
     Ip(IpAddr),
 }
 
 /// One `transfer` line.
 #[derive(Debug, Clone)]
-pub struct Xfr {
+pub(crate) struct Xfr {
     pub zones: Vec<Name>,
     pub to: Vec<Peer>,
 }
@@ -40,7 +40,7 @@ impl Xfr {
     }
 }
 
-pub struct Transfer {
+pub(crate) struct Transfer {
     xfrs: Vec<Xfr>,
 }
 
@@ -58,7 +58,7 @@ fn parse_peer(s: &str) -> Option<Peer> {
     None
 }
 
-pub fn parse(lines: &[&Directive], block_zones: &[String]) -> Result<Vec<Xfr>, Error> {
+pub(crate) fn parse(lines: &[&Directive], block_zones: &[String]) -> Result<Vec<Xfr>, Error> {
     let mut out = Vec::new();
     for d in lines {
         let mut zones = Vec::new();
@@ -98,7 +98,7 @@ pub fn parse(lines: &[&Directive], block_zones: &[String]) -> Result<Vec<Xfr>, E
     Ok(out)
 }
 
-pub fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), Error> {
+pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), Error> {
     let xfrs = parse(lines, &ctx.block.zones)?;
     ctx.add_handler(Arc::new(Transfer { xfrs }));
     Ok(())

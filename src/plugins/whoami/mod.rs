@@ -8,9 +8,9 @@ use sextant_wire::{RData, Record, Srv};
 
 use crate::plugin::{BoxFuture, Handler, Next, Outcome, Request, SetupCtx};
 
-pub struct Whoami;
+pub(crate) struct Whoami;
 
-pub fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), Error> {
+pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), Error> {
     for d in lines {
         d.arg_count(0, 0)?;
     }
