@@ -395,8 +395,8 @@ fn images_named_by_one_value() {
             .map(|s| s.trim_matches('"').to_string())
             .collect()
     };
-    assert_eq!(images("deploy/sextant.yaml"), [dns.clone()]);
-    assert_eq!(images("deploy/node-local-dns.yaml"), [nc.clone()]);
+    assert_eq!(images("deploy/sextant.yaml"), [dns.as_str()]);
+    assert_eq!(images("deploy/node-local-dns.yaml"), [nc.as_str()]);
 
     let image_of = |docs: &[Value], kind: &str, name: &str| {
         find(docs, kind, name)["spec"]["template"]["spec"]["containers"][0]["image"]
