@@ -51,7 +51,12 @@ install_deps() {
         as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
     fi
     echo "== pip install -r requirements-test.txt"
-    python3 -m pip install -q -r requirements-test.txt
+    local pip=(python3 -m pip install -q --root-user-action=ignore -r requirements-test.txt)
+    # Debian's own python3 refuses pip installs (PEP 668) unless told; pyenv's does not.
+    if python3 -c 'import os, sysconfig, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED")))'; then
+        pip+=(--break-system-packages)
+    fi
+    "${pip[@]}"
     command -v cargo >/dev/null || {
         echo "./test.sh: cargo not found: install Rust (rustup) first" >&2
         exit 1

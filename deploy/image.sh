@@ -104,7 +104,7 @@ common_files() { # root
 }
 
 # A minimal Debian root file system with iptables and nftables, cached in $OUT/debian-rootfs
-# (keyed by the sources and the package list); chrootless extract: no maintainer scripts run,
+# (keyed by the sources, the package list and the day); chrootless extract: no maintainer scripts run,
 # no root needed, works inside a docker build.
 debian_rootfs() {
     need mmdebstrap mmdebstrap
@@ -114,7 +114,8 @@ debian_rootfs() {
         echo "deploy/image.sh: apt has no sources for $(codename) (see /etc/apt/sources.list*)" >&2
         exit 1
     fi
-    key=$(printf '%s\n%s\n%s\n' "$src" "$NC_PACKAGES" "$(codename)" | sha256sum | cut -c1-16)
+    # Rebuilt daily too, so security updates come in.
+    key=$(printf '%s\n%s\n%s\n%s\n' "$src" "$NC_PACKAGES" "$(codename)" "$(date -u +%F)" | sha256sum | cut -c1-16)
     if [ "${SEXTANT_REFRESH_ROOTFS:-}" != 1 ] && [ -f "$cache/.key" ] && [ "$(cat "$cache/.key")" = "$key" ]; then
         echo "== Debian root file system: cached ($cache)" >&2
         return
