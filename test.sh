@@ -43,7 +43,9 @@ install_deps() {
         as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
         as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
             "${missing[@]}" >/dev/null
-        # Debian's unbound/knot packages start system services; the tests start their own.
+    fi
+    # Debian's unbound/knot packages start system services; the tests start their own.
+    if systemctl is-active --quiet unbound knot 2>/dev/null; then
         as_root systemctl stop unbound knot 2>/dev/null || true
     fi
     # deploy/image.sh downloads ca-certificates with apt: it needs package lists.

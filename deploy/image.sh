@@ -184,7 +184,8 @@ bah() { buildah --storage-driver "$DRIVER" "$@"; }
 commit() {
     local name=$1 root=$2 title=$3 desc=$4 base=$5
     shift 6
-    local ctr
+    local ctr old
+    old=$(bah images --quiet --no-trunc --filter reference="$name" 2>/dev/null | head -1)
     ctr=$(bah from --name "sextant-image-$$-$(basename "$root")" scratch)
     CONTAINERS+=("$ctr")
     bah copy --quiet "$ctr" "$root/" / >/dev/null
@@ -192,6 +193,10 @@ commit() {
     while IFS= read -r l; do args+=(--label "$l"); done < <(labels "$title" "$desc" "$base")
     bah config "${args[@]}" "$@" "$ctr"
     bah commit --quiet --rm "$ctr" "$name" >/dev/null
+    # The image this name had before, now untagged: removed, unless a container still uses it.
+    if [ -n "$old" ] && [ "$old" != "$(bah images --quiet --no-trunc --filter reference="$name" | head -1)" ]; then
+        bah rmi "$old" >/dev/null 2>&1 || true
+    fi
 }
 
 CONTAINERS=()
