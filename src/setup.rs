@@ -53,6 +53,7 @@ pub(crate) struct GenerationBuilder {
     pub(crate) chaos: HashMap<usize, bool>,
     pub(crate) invalidation: HashMap<usize, Arc<InvalidationBus>>,
     pub(crate) tls: HashMap<usize, Arc<rustls::ServerConfig>>,
+    pub(crate) transport: HashMap<usize, crate::server::config::BlockTransport>,
     pub(crate) settings: ProcessSettings,
     carry: Arc<Carry>,
     state: Arc<RuntimeState>,
@@ -69,6 +70,7 @@ impl GenerationBuilder {
             chaos: HashMap::new(),
             invalidation: HashMap::new(),
             tls: HashMap::new(),
+            transport: HashMap::new(),
             settings: ProcessSettings::default(),
             carry,
             state,
@@ -212,6 +214,11 @@ impl SetupCtx<'_> {
     /// Serves this block's `tls://` keys with this TLS configuration (the `tls` plugin).
     pub(crate) fn set_tls(&mut self, cfg: Arc<rustls::ServerConfig>) {
         self.gen.tls.insert(self.block.index, cfg);
+    }
+
+    /// This block's transport limits (`https`, `https3`, `quic`, `grpc_server`).
+    pub(crate) fn transport(&mut self) -> &mut crate::server::config::BlockTransport {
+        self.gen.transport.entry(self.block.index).or_default()
     }
 
     /// Process-wide settings (lameduck, reload, debug).

@@ -11,13 +11,18 @@ pub(crate) mod chaos;
 pub(crate) mod debug;
 pub(crate) mod errors;
 pub(crate) mod forward;
+pub(crate) mod grpc;
+pub(crate) mod grpc_server;
 pub(crate) mod health;
+pub(crate) mod https;
+pub(crate) mod https3;
 pub(crate) mod hosts;
 pub(crate) mod kubernetes;
 pub(crate) mod loadbalance;
 pub(crate) mod log;
 pub(crate) mod r#loop;
 pub(crate) mod prometheus;
+pub(crate) mod quic;
 pub(crate) mod ready;
 pub(crate) mod reload;
 pub(crate) mod rewrite;
@@ -29,6 +34,10 @@ pub(crate) mod whoami;
 /// Execution order, whatever the order in the Corefile.
 #[rustfmt::skip]
 pub(crate) static ORDER: &[PluginDef] = &[
+    PluginDef { name: "quic", once: true, setup: quic::setup },
+    PluginDef { name: "grpc_server", once: true, setup: grpc_server::setup },
+    PluginDef { name: "https", once: true, setup: https::setup },
+    PluginDef { name: "https3", once: true, setup: https3::setup },
     PluginDef { name: "reload", once: true, setup: reload::setup },
     PluginDef { name: "bind", once: false, setup: bind::setup },
     PluginDef { name: "debug", once: true, setup: debug::setup },
@@ -49,6 +58,7 @@ pub(crate) static ORDER: &[PluginDef] = &[
     PluginDef { name: "kubernetes", once: true, setup: kubernetes::setup },
     PluginDef { name: "loop", once: true, setup: r#loop::setup },
     PluginDef { name: "forward", once: false, setup: forward::setup },
+    PluginDef { name: "grpc", once: true, setup: grpc::setup },
     PluginDef { name: "whoami", once: true, setup: whoami::setup },
 ];
 

@@ -56,6 +56,39 @@ pub(crate) fn parse_u64(d: &Directive, t: &Token) -> Result<u64, Error> {
         .map_err(|_| d.err_at(t, format!("invalid number '{}'", t.text)))
 }
 
+/// One count option of the transport plugins (`https`, `https3`, `quic`, `grpc_server`):
+/// `NAME VALUE` stored in `slot`, with CoreDNS's errors for a value that is not an integer, is
+/// negative (or zero when `positive`), or was already given in the block.
+pub(crate) fn parse_limit(
+    sub: &Directive,
+    slot: &mut Option<usize>,
+    positive: bool,
+) -> Result<(), Error> {
+    sub.arg_count(1, 1)?;
+    let name = &sub.name.text;
+    let t = &sub.args[0];
+    let v: i64 = t.text.parse().map_err(|_| {
+        sub.err_at(
+            t,
+            format!(
+                "invalid {name} value '{}': strconv.Atoi: parsing \"{}\": invalid syntax",
+                t.text, t.text
+            ),
+        )
+    })?;
+    if positive && v <= 0 {
+        return Err(sub.err_at(t, format!("{name} must be a positive integer: {v}")));
+    }
+    if v < 0 {
+        return Err(sub.err_at(t, format!("{name} must be a non-negative integer: {v}")));
+    }
+    if slot.is_some() {
+        return Err(sub.err(format!("{name} already defined for this server block")));
+    }
+    *slot = Some(usize::try_from(v).unwrap_or(usize::MAX));
+    Ok(())
+}
+
 /// Formats a duration the way Go prints it (`5s`, `1m30s`, `500ms`).
 pub(crate) fn go_duration(d: Duration) -> String {
     let ms = d.as_millis();

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use crate::{Error, Token};
 
 /// The transport a server block listens with.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Scheme {
     Dns,
     Tls,

@@ -9,6 +9,7 @@ pub mod name;
 pub mod rr;
 pub mod scan;
 pub mod types;
+pub mod typify;
 
 pub use message::{
     opcode_supported, read_name, Edns, EdnsOption, Header, Message, ParseError, Question,

@@ -6,7 +6,7 @@
 mod metrics;
 mod proxy;
 pub(crate) mod setup;
-mod tls;
+pub(crate) mod tls;
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};

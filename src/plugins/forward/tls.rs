@@ -31,7 +31,7 @@ fn native_roots() -> RootCertStore {
 /// Builds the client configuration for `tls` with 0 to 3 arguments, like CoreDNS's
 /// `NewTLSConfigFromArgs`: none = system roots; CA; CERT KEY (client certificate, system
 /// roots); CERT KEY CA.
-pub(super) fn client_config(args: &[String]) -> Result<Arc<ClientConfig>, String> {
+pub(crate) fn client_config(args: &[String]) -> Result<Arc<ClientConfig>, String> {
     let (client, ca) = match args {
         [] => (None, None),
         [ca] => (None, Some(ca)),
