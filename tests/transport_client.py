@@ -4,7 +4,7 @@ Python clients (dnspython with httpx/h2/aioquic, grpcio with protobuf), printed 
 flags, the sections as text, and transport details. Used by tests/transports.rs.
 
     transport_client.py KIND HOST PORT QNAME QTYPE [--ca FILE] [--sni NAME] [--post]
-                        [--id N] [--count N] [--raw-hex HEX]
+                        [--id N] [--count N] [--raw-hex HEX] [--keepalive]
 
 KIND: tls, https (HTTP/2), https1 (HTTP/1.1), https3, quic, grpc, grpc-tls.
 """
@@ -79,12 +79,17 @@ def main():
     p.add_argument("--count", type=int, default=1)
     p.add_argument("--raw-hex", default=None, help="send these bytes instead of a query")
     p.add_argument("--timeout", type=float, default=5.0)
+    p.add_argument("--keepalive", action="store_true",
+                   help="add an EDNS TCP keepalive option (not allowed over DoQ)")
     a = p.parse_args()
 
     import dns.message
     import dns.query
 
-    q = dns.message.make_query(a.qname, a.qtype, use_edns=0)
+    import dns.edns
+
+    options = [dns.edns.GenericOption(11, b"")] if a.keepalive else None
+    q = dns.message.make_query(a.qname, a.qtype, use_edns=0, options=options)
     if a.id is not None:
         q.id = a.id
     out = {"results": []}

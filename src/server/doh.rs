@@ -308,7 +308,10 @@ mod tests {
         // Other parameters are ignored; an escaped value is unescaped first.
         let got = request_message(
             &Method::GET,
-            &uri(&format!("/dns-query?ct=x&dns={}&x=%41", b64.replace('-', "%2D"))),
+            &uri(&format!(
+                "/dns-query?ct=x&dns={}&x=%41",
+                b64.replace('-', "%2D")
+            )),
             None,
         );
         assert_eq!(got.unwrap(), q);
@@ -336,14 +339,26 @@ mod tests {
             None
         ));
         // Padding and the standard alphabet are not base64url without padding.
-        assert!(invalid(&Method::GET, &format!("/dns-query?dns={b64}="), None));
+        assert!(invalid(
+            &Method::GET,
+            &format!("/dns-query?dns={b64}="),
+            None
+        ));
         assert!(invalid(&Method::GET, "/dns-query?dns=a+b/", None));
         assert!(invalid(&Method::PUT, "/dns-query", Some(&q)));
         assert!(invalid(&Method::POST, "/dns-query", None));
         assert!(invalid(&Method::POST, "/dns-query", Some(&q[..5])));
-        assert!(invalid(&Method::POST, "/dns-query", Some(&vec![0; MAX_BODY + 1])));
+        assert!(invalid(
+            &Method::POST,
+            "/dns-query",
+            Some(&vec![0; MAX_BODY + 1])
+        ));
         let long = "A".repeat(MAX_BASE64 + 4);
-        assert!(invalid(&Method::GET, &format!("/dns-query?dns={long}"), None));
+        assert!(invalid(
+            &Method::GET,
+            &format!("/dns-query?dns={long}"),
+            None
+        ));
     }
 
     #[test]

@@ -219,7 +219,8 @@ impl Bound {
         let mut endpoint = None;
         match self.scheme {
             Scheme::Quic | Scheme::Https3 => {
-                let tls = tls.ok_or_else(|| std::io::Error::other("QUIC needs a TLS configuration"))?;
+                let tls =
+                    tls.ok_or_else(|| std::io::Error::other("QUIC needs a TLS configuration"))?;
                 let cfg = crate::server::quic::server_config(tls, &opts)
                     .map_err(std::io::Error::other)?;
                 for (u, local) in self.udp.into_iter().zip(self.local.iter()) {
@@ -335,7 +336,11 @@ impl Listener {
     }
 
     /// Takes a reload's TLS configuration and limits: new connections use them.
-    pub(crate) fn update(&self, tls: Option<&Arc<rustls::ServerConfig>>, opts: Option<&TransportOpts>) {
+    pub(crate) fn update(
+        &self,
+        tls: Option<&Arc<rustls::ServerConfig>>,
+        opts: Option<&TransportOpts>,
+    ) {
         if let (Some(slot), Some(cfg)) = (&self.tls, tls) {
             slot.store(cfg.clone());
         }

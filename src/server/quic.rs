@@ -286,8 +286,8 @@ mod tests {
     #[test]
     fn limits_reach_quinn() {
         let pair = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-        let key = rustls::pki_types::PrivateKeyDer::try_from(pair.signing_key.serialize_der())
-            .unwrap();
+        let key =
+            rustls::pki_types::PrivateKeyDer::try_from(pair.signing_key.serialize_der()).unwrap();
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let tls = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()

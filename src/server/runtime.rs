@@ -229,7 +229,11 @@ impl Runtime {
             let Some(site) = gen.sites.get(&k) else {
                 continue;
             };
-            match b.start(site.clone(), gen.tls.get(&k).cloned(), gen.opts.get(&k).copied()) {
+            match b.start(
+                site.clone(),
+                gen.tls.get(&k).cloned(),
+                gen.opts.get(&k).copied(),
+            ) {
                 Ok(l) => {
                     live.listeners.insert(k, l);
                 }

@@ -81,8 +81,7 @@ async fn serve_conn(stream: TcpStream, peer: SocketAddr, s: Arc<Serving>) {
         None => serve_http(TokioIo::new(stream), conn, &s).await,
         Some(cfg) => {
             let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
-            if let Ok(Ok(t)) = tokio::time::timeout(TLS_HANDSHAKE, acceptor.accept(stream)).await
-            {
+            if let Ok(Ok(t)) = tokio::time::timeout(TLS_HANDSHAKE, acceptor.accept(stream)).await {
                 serve_http(TokioIo::new(t), conn, &s).await;
             }
         }

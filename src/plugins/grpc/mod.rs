@@ -118,7 +118,11 @@ fn parse_to(d: &Directive, t: &Token, out: &mut Vec<(Target, String)>) -> Result
             if servers.is_empty() {
                 return Err(d.err_at(t, format!("no nameservers found in {}", t.text)));
             }
-            out.extend(servers.into_iter().map(|sa| (Target::Tcp(sa), sa.to_string())));
+            out.extend(
+                servers
+                    .into_iter()
+                    .map(|sa| (Target::Tcp(sa), sa.to_string())),
+            );
             Ok(())
         }
         Err(_) => Err(d.err_at(t, format!("not an IP address or file: \"{}\"", t.text))),
@@ -276,7 +280,9 @@ impl tower_service::Service<http::Uri> for Connector {
                 (Target::Tcp(sa), Some((cfg, name))) => {
                     let s = tokio::net::TcpStream::connect(sa).await?;
                     let _ = s.set_nodelay(true);
-                    let t = tokio_rustls::TlsConnector::from(cfg).connect(name, s).await?;
+                    let t = tokio_rustls::TlsConnector::from(cfg)
+                        .connect(name, s)
+                        .await?;
                     Either::Left(Either::Right(t))
                 }
             };
@@ -319,10 +325,9 @@ impl Grpc {
                 let tls = self.tls.as_ref().map(|(cfg, name)| {
                     let name = name.clone().unwrap_or_else(|| match &u.target {
                         Target::Tcp(sa) => ServerName::IpAddress(sa.ip().into()),
-                        Target::Unix(_) => ServerName::try_from("localhost")
-                            .unwrap_or(ServerName::IpAddress(
-                                std::net::IpAddr::from([127, 0, 0, 1]).into(),
-                            )),
+                        Target::Unix(_) => ServerName::try_from("localhost").unwrap_or(
+                            ServerName::IpAddress(std::net::IpAddr::from([127, 0, 0, 1]).into()),
+                        ),
                     });
                     (cfg.clone(), name)
                 });
@@ -473,7 +478,10 @@ mod tests {
     #[test]
     fn errors_name_position_and_directive() {
         for (text, want) in [
-            (". {\n grpc .\n}\n", "Corefile:2:2: grpc: wrong argument count"),
+            (
+                ". {\n grpc .\n}\n",
+                "Corefile:2:2: grpc: wrong argument count",
+            ),
             (
                 ". {\n grpc . nowhere\n}\n",
                 "Corefile:2:9: grpc: not an IP address or file: \"nowhere\"",
@@ -498,6 +506,8 @@ mod tests {
             .map(|i| format!("127.0.0.{i}"))
             .collect::<Vec<_>>()
             .join(" ");
-        assert!(err(&format!(". {{\n grpc . {many}\n}}\n")).contains("more than 15 TOs configured: 16"));
+        assert!(
+            err(&format!(". {{\n grpc . {many}\n}}\n")).contains("more than 15 TOs configured: 16")
+        );
     }
 }
