@@ -222,7 +222,7 @@ fn doh_over_http2_and_http1_with_kdig_curl_and_dnspython() {
     }
 
     // kdig over HTTPS (POST and GET) and over TLS, same answer.
-    let at = format!("@127.0.0.1");
+    let at = "@127.0.0.1".to_string();
     for mode in ["+https", "+https-get"] {
         let (status, flags, answers) = kdig(&[
             &at,

@@ -31,7 +31,7 @@ pub(crate) const MIME: &str = "application/dns-message";
 /// Largest POST body read (CoreDNS: 64 KiB).
 pub(crate) const MAX_BODY: usize = 65536;
 /// Longest `dns=` value accepted (the base64 of [`MAX_BODY`] bytes).
-const MAX_BASE64: usize = (MAX_BODY * 8 + 5) / 6;
+const MAX_BASE64: usize = (MAX_BODY * 8).div_ceil(6);
 /// Longest `max-age` (CoreDNS `dnsutil.MaximumDefaultTTL`).
 const MAX_AGE: u32 = 3600;
 /// Time allowed to receive a request's body (CoreDNS's read timeout).
