@@ -70,11 +70,15 @@ fn relocate(text: &str) -> (String, u16) {
                 .to_string();
         }
     }
-    let tls = free_port();
-    out = regex::Regex::new(r":8853\b")
-        .unwrap()
-        .replace_all(&out, format!(":{tls}").as_str())
-        .to_string();
+    // DoT, DoQ, DoH, DoH3 and gRPC ports of the examples.
+    for p in ["8853", "8443", "8053", "443"] {
+        let re = regex::Regex::new(&format!(r":{p}\b")).unwrap();
+        if re.is_match(&out) {
+            out = re
+                .replace_all(&out, format!(":{}", free_port()).as_str())
+                .to_string();
+        }
+    }
     for p in ["1053", "53"] {
         let re = regex::Regex::new(&format!(r":{p}\b")).unwrap();
         out = re.replace_all(&out, format!(":{dns}").as_str()).to_string();
@@ -110,9 +114,31 @@ fn every_readme_corefile_example_checks_and_serves() {
                 f.display()
             );
             let mut s = builder().start();
-            if cf.lines().any(|l| l.trim_start().starts_with("tls://")) {
-                // DNS over TLS only: the banner says it listens.
-                s.wait_for_line("tls://", Duration::from_secs(10)).unwrap();
+            let key = regex::Regex::new(r"(?m)^(tls|https|https3|quic|grpc)://[^:\s]*:(\d+)")
+                .unwrap();
+            if let Some(c) = key.captures(&cf) {
+                // Another transport: its banner, then a query with that transport's client.
+                s.wait_for_line(&format!("{}://", &c[1]), Duration::from_secs(10))
+                    .unwrap();
+                let kind = match &c[1] {
+                    "grpc" if cf.contains("tls cert.pem") => "grpc-tls",
+                    k => k,
+                };
+                let ca = s.dir().join("cert.pem");
+                let out = std::process::Command::new("python3")
+                    .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/transport_client.py"))
+                    .args([kind, "127.0.0.1", &c[2], "example.org", "A", "--ca"])
+                    .arg(&ca)
+                    .output()
+                    .expect("python3 runs");
+                let text = String::from_utf8_lossy(&out.stdout);
+                assert!(
+                    out.status.success() && text.contains("\"rcode\": \"NOERROR\""),
+                    "{} example {i} does not serve over {kind}:\n{cf}\n{text}{}\n{}\n(its Python packages: python3 -m pip install -r requirements-test.txt)",
+                    f.display(),
+                    String::from_utf8_lossy(&out.stderr),
+                    s.output()
+                );
                 continue;
             }
             let addr = SocketAddr::from(([127, 0, 0, 1], port));
