@@ -114,8 +114,8 @@ fn every_readme_corefile_example_checks_and_serves() {
                 f.display()
             );
             let mut s = builder().start();
-            let key = regex::Regex::new(r"(?m)^(tls|https|https3|quic|grpc)://[^:\s]*:(\d+)")
-                .unwrap();
+            let key =
+                regex::Regex::new(r"(?m)^(tls|https|https3|quic|grpc)://[^:\s]*:(\d+)").unwrap();
             if let Some(c) = key.captures(&cf) {
                 // Another transport: its banner, then a query with that transport's client.
                 s.wait_for_line(&format!("{}://", &c[1]), Duration::from_secs(10))

@@ -46,8 +46,8 @@ pub(crate) enum Rejected {
 impl std::fmt::Display for Rejected {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            Rejected::Short => "dns: overflow unpacking uint16",
-            Rejected::NotAQuery => "request rejected",
+            Rejected::Short => "dns: buffer size too small",
+            Rejected::NotAQuery => "dns request rejected",
             Rejected::Malformed => "dns: bad message",
         })
     }
