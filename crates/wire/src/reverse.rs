@@ -234,7 +234,10 @@ mod tests {
     #[test]
     fn parse_like_go() {
         assert_eq!(net("10.1.2.3/8").to_string(), "10.0.0.0/8");
-        assert_eq!(net("10.1.2.3/32").addr(), "10.1.2.3".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            net("10.1.2.3/32").addr(),
+            "10.1.2.3".parse::<IpAddr>().unwrap()
+        );
         assert_eq!(net("0.0.0.0/0").prefix(), 0);
         assert_eq!(net("fd00::1/64").to_string(), "fd00::/64");
         assert_eq!(net("::/0").to_string(), "::/0");

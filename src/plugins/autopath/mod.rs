@@ -10,8 +10,8 @@ use prometheus::{register_counter_vec, CounterVec};
 use sextant_corefile::{Directive, Error};
 use sextant_wire::{Message, Name, RData, Rcode, Record};
 
+use crate::pkg::zones;
 use crate::plugin::{BoxFuture, Handler, Next, Outcome, Request, SetupCtx};
-use crate::plugins::hosts::zones_from_args;
 
 pub(crate) static SUCCESS: LazyLock<CounterVec> = LazyLock::new(|| {
     register_counter_vec!(
@@ -99,7 +99,7 @@ pub(crate) fn parse(d: &Directive, block_zones: &[String]) -> Result<(Vec<Name>,
         list.push(Name::root());
         Source::Static(list)
     };
-    let zones = zones_from_args(d, zone_args, block_zones)?;
+    let zones = zones::from_args(d, zone_args, block_zones)?;
     Ok((zones, source))
 }
 

@@ -20,7 +20,9 @@ use crate::server::invalidate::{Invalidate, Invalidation, InvalidationBus};
 use classify::{cache_type, cacheable, clamp_ttl, minimal_ttl, MsgType};
 pub(crate) use config::Config;
 use metrics::{Ctr, Handles, Meter};
-use store::{Clock, Item, Kind, Store, SystemClock};
+use store::{Item, Kind, Store};
+
+use crate::pkg::clock::Clock;
 
 const NAME: &str = "cache";
 
@@ -28,7 +30,7 @@ pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), 
     let cfg = config::parse(lines[0], &ctx.block.zones)?;
     let block = ctx.block.index;
     let bus = ctx.generation().invalidation(block);
-    let cache = Cache::new(cfg, Arc::new(SystemClock), bus);
+    let cache = Cache::new(cfg, Clock::system(), bus);
     ctx.add_handler(Arc::new(cache));
     Ok(())
 }
@@ -53,7 +55,7 @@ pub(crate) struct Inner {
     /// Keys the stores: randomly seeded per cache, so nobody outside can pick names that collide
     /// (random-subdomain floods).
     hasher: foldhash::quality::SeedableRandomState,
-    clock: Arc<dyn Clock>,
+    clock: Clock,
     bus: Arc<InvalidationBus>,
 }
 
@@ -147,15 +149,12 @@ fn label_zone(z: &Name, name: &Name) -> bool {
 }
 
 impl Cache {
-    pub(crate) fn new(cfg: Config, clock: Arc<dyn Clock>, bus: Arc<InvalidationBus>) -> Cache {
-        let zones: Vec<Name> = cfg
-            .zones
-            .iter()
-            .filter_map(|z| Name::parse(z).ok())
-            .collect();
+    pub(crate) fn new(cfg: Config, clock: Clock, bus: Arc<InvalidationBus>) -> Cache {
+        let zones = cfg.zones.clone();
+        let label: Vec<String> = zones.iter().map(Name::to_string).collect();
         let inner = Arc::new(Inner {
             all_zones: zones.iter().any(Name::is_root),
-            metrics: Handles::new(cfg.zones.join(",")),
+            metrics: Handles::new(label.join(",")),
             pcache: Store::new(cfg.pcap),
             ncache: Store::new(cfg.ncap),
             pexcept: cfg.pexcept.clone(),
@@ -554,7 +553,9 @@ impl Inner {
             }
             r
         });
-        let r = tokio::time::timeout(self.cfg.verify_timeout, task)
+        let r = self
+            .clock
+            .timeout(self.cfg.verify_timeout, task)
             .await
             .ok()?
             .ok()?;

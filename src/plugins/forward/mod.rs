@@ -6,7 +6,6 @@
 mod metrics;
 mod proxy;
 pub(crate) mod setup;
-mod tls;
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -21,6 +20,8 @@ use sextant_wire::{Class, Message, Name, RType, Rcode};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::pkg::clock::Clock;
+use crate::pkg::tls;
 use crate::plugin::{BoxFuture, Handler, Next, Outcome, Proto, Request, SetupCtx};
 use proxy::{HealthSettings, Net, Proxy, TlsSettings};
 use setup::{Config, Policy, Transport};
@@ -105,8 +106,8 @@ pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), 
         let cfg = setup::parse(d)?;
         let tls_cfg = match (&cfg.tls, cfg.to.iter().any(|t| t.0 == Transport::Tls)) {
             (_, false) => None,
-            (Some(args), true) => Some(tls::client_config(args).map_err(|e| d.err(e))?),
-            (None, true) => Some(tls::client_config(&[]).map_err(|e| d.err(e))?),
+            (Some(args), true) => Some(tls::client_config(d, args)?),
+            (None, true) => Some(tls::client_config(d, &[])?),
         };
         let mut proxies = Vec::new();
         for (trans, addr) in &cfg.to {
@@ -124,7 +125,13 @@ pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), 
                 }
                 _ => None,
             };
-            proxies.push(Arc::new(new_proxy(&cfg, *addr, tls, stop.clone())));
+            proxies.push(Arc::new(new_proxy(
+                &cfg,
+                *addr,
+                tls,
+                stop.clone(),
+                Clock::system(),
+            )));
         }
         let limit_error = format!("concurrent queries exceeded maximum {}", cfg.max_concurrent);
         let f = Arc::new(Forward {
@@ -428,6 +435,7 @@ fn new_proxy(
     addr: std::net::SocketAddr,
     tls: Option<TlsSettings>,
     stop: CancellationToken,
+    clock: Clock,
 ) -> Proxy {
     Proxy::new(
         addr,
@@ -443,6 +451,7 @@ fn new_proxy(
             tcp: cfg.force_tcp,
         },
         stop,
+        clock,
     )
 }
 
@@ -459,7 +468,15 @@ mod tests {
         let proxies = cfg
             .to
             .iter()
-            .map(|(_, addr)| Arc::new(new_proxy(&cfg, *addr, None, CancellationToken::new())))
+            .map(|(_, addr)| {
+                Arc::new(new_proxy(
+                    &cfg,
+                    *addr,
+                    None,
+                    CancellationToken::new(),
+                    Clock::system(),
+                ))
+            })
             .collect();
         Forward {
             inner: Arc::new(Inner {

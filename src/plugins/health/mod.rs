@@ -2,17 +2,22 @@
 //! (also during lameduck), and sets the lameduck delay used on shutdown. Self-probes every second
 //! for `coredns_health_request_*`.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sextant_corefile::{Directive, Error};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
 
+use crate::pkg::clock::Clock;
+use crate::pkg::{addr, duration};
 use crate::plugin::SetupCtx;
-use crate::plugins::util::parse_duration;
-use crate::server::http::{resolve_addr, HttpHandler, HttpResponse};
+use crate::server::http::{HttpHandler, HttpResponse};
 
 pub(crate) const DEFAULT_ADDR: &str = ":8080";
+/// How often `/health` probes itself, and how long one probe may take.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
 
 struct Health;
 
@@ -24,19 +29,13 @@ impl HttpHandler for Health {
 
 pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), Error> {
     let d = lines[0];
-    d.arg_count(0, 1)?;
-    let addr = d
-        .args
-        .first()
-        .map(|t| t.text.clone())
-        .unwrap_or_else(|| DEFAULT_ADDR.to_string());
-    let sa = resolve_addr(&addr).map_err(|e| d.err(e))?;
+    let (addr, sa) = addr::http_arg(d, DEFAULT_ADDR)?;
     let mut lameduck = None;
     for sub in d.sub() {
         match sub.name.text.as_str() {
             "lameduck" => {
                 sub.arg_count(1, 1)?;
-                lameduck = Some(parse_duration(sub, &sub.args[0])?);
+                lameduck = Some(duration::arg(sub, &sub.args[0])?);
             }
             other => return Err(sub.err(format!("unknown property '{other}'"))),
         }
@@ -47,27 +46,7 @@ pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), 
         let stop = tokio_util::sync::CancellationToken::new();
         let s2 = stop.clone();
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            handle.spawn(async move {
-                let target = if sa.ip().is_unspecified() {
-                    std::net::SocketAddr::from(([127, 0, 0, 1], sa.port()))
-                } else {
-                    sa
-                };
-                loop {
-                    tokio::select! {
-                        _ = s2.cancelled() => break,
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    }
-                    let start = Instant::now();
-                    let ok = tokio::time::timeout(Duration::from_secs(1), probe(target))
-                        .await
-                        .is_ok_and(|r| r);
-                    crate::metrics::HEALTH_DURATION.observe(start.elapsed().as_secs_f64());
-                    if !ok {
-                        crate::metrics::HEALTH_FAILURES.inc();
-                    }
-                }
-            });
+            handle.spawn(self_probe(sa, Clock::system(), s2));
         }
         g.on_shutdown(Box::new(move || stop.cancel()));
     }
@@ -77,7 +56,32 @@ pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), 
     Ok(())
 }
 
-async fn probe(addr: std::net::SocketAddr) -> bool {
+/// Probes `/health` on `listen` (loopback for an unspecified address) once a second of
+/// `clock` until `stop`, recording `coredns_health_request_duration_seconds` and
+/// `coredns_health_request_failures_total`.
+async fn self_probe(listen: SocketAddr, clock: Clock, stop: CancellationToken) {
+    let target = if listen.ip().is_unspecified() {
+        SocketAddr::from(([127, 0, 0, 1], listen.port()))
+    } else {
+        listen
+    };
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = clock.sleep(PROBE_EVERY) => {}
+        }
+        let start = Instant::now();
+        let ok = tokio::time::timeout(PROBE_EVERY, probe(target))
+            .await
+            .is_ok_and(|r| r);
+        crate::metrics::HEALTH_DURATION.observe(start.elapsed().as_secs_f64());
+        if !ok {
+            crate::metrics::HEALTH_FAILURES.inc();
+        }
+    }
+}
+
+async fn probe(addr: SocketAddr) -> bool {
     let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else {
         return false;
     };
@@ -90,4 +94,72 @@ async fn probe(addr: std::net::SocketAddr) -> bool {
     let mut buf = Vec::new();
     let _ = s.read_to_end(&mut buf).await;
     buf.starts_with(b"HTTP/1.1 200")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pkg::clock::ManualClock;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Waits (bounded) until `n` reaches `want`.
+    async fn until(n: &AtomicUsize, want: usize) {
+        for _ in 0..5000 {
+            if n.load(Ordering::SeqCst) >= want {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        panic!("{} probes, wanted {want}", n.load(Ordering::SeqCst));
+    }
+
+    /// The self-probe runs once per second of its clock: each second the clock moves brings
+    /// exactly one `GET /health`, and none comes while the clock stands still.
+    #[tokio::test]
+    async fn self_probe_runs_once_per_clock_second() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let probes = Arc::new(AtomicUsize::new(0));
+        let n = probes.clone();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                let mut req = [0u8; 256];
+                let got = s.read(&mut req).await.unwrap_or(0);
+                assert!(req[..got].starts_with(b"GET /health HTTP/1.1\r\n"));
+                n.fetch_add(1, Ordering::SeqCst);
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\n\r\nOK").await;
+            }
+        });
+        let m = ManualClock::new();
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(self_probe(addr, m.clock(), stop.clone()));
+        m.sleepers(1).await;
+        m.advance(PROBE_EVERY - Duration::from_millis(1));
+        for _ in 0..200 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(
+            probes.load(Ordering::SeqCst),
+            0,
+            "probed before the first second"
+        );
+        m.advance(Duration::from_millis(1));
+        for want in 1..=3 {
+            until(&probes, want).await;
+            // The probe is done once the loop sleeps on the clock again.
+            m.sleepers(1).await;
+            if want < 3 {
+                m.advance(PROBE_EVERY);
+            }
+        }
+        for _ in 0..200 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(probes.load(Ordering::SeqCst), 3);
+        stop.cancel();
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("the probe stops when cancelled")
+            .unwrap();
+    }
 }

@@ -8,7 +8,7 @@ use sextant_fakeapi::{endpoint, endpoint_slice, namespace, pod, service};
 use sextant_kube::{Index, PodsMode};
 use sextant_wire::{Message, Name, RType, Rcode};
 
-use super::lookup::{address_from_reverse, dashed, parse_request};
+use super::lookup::{dashed, parse_request};
 use super::setup::{parse, Config, DataSource};
 use super::Kubernetes;
 use crate::plugin::{Handler, Next, Proto, Request};
@@ -767,11 +767,15 @@ fn name_helpers() {
         "2001-db8-3333-4444-5555-6666--0"
     );
     assert_eq!(
-        address_from_reverse(&Name::parse("4.3.2.1.in-addr.arpa.").unwrap()),
+        Name::parse("4.3.2.1.in-addr.arpa.")
+            .unwrap()
+            .reverse_address(),
         Some("1.2.3.4".parse().unwrap())
     );
     assert_eq!(
-        address_from_reverse(&Name::parse("3.2.1.in-addr.arpa.").unwrap()),
+        Name::parse("3.2.1.in-addr.arpa.")
+            .unwrap()
+            .reverse_address(),
         None
     );
     let z = Name::parse("cluster.local.").unwrap();
@@ -832,8 +836,8 @@ fn setup_options() {
         (c.limits.qps, c.limits.burst, c.limits.max_inflight),
         (2.5, 7, 3)
     );
-    assert!(c.falls_through(&Name::parse("1.in-addr.arpa.").unwrap()));
-    assert!(!c.falls_through(&Name::parse("x.cluster.local.").unwrap()));
+    assert!(c.fall.through(&Name::parse("1.in-addr.arpa.").unwrap()));
+    assert!(!c.fall.through(&Name::parse("x.cluster.local.").unwrap()));
     let c = cfg_from("kubeconfig /k ctx\n endpoint http://x");
     assert!(
         matches!(&c.source, DataSource::Api(sextant_kube::ClientConfig::Kubeconfig { context: Some(x), .. }) if x == "ctx")
