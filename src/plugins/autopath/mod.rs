@@ -6,21 +6,16 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, LazyLock, Mutex, OnceLock};
 
-use prometheus::{register_counter_vec, CounterVec};
 use sextant_corefile::{Directive, Error};
 use sextant_wire::{Message, Name, RData, Rcode, Record};
 
+use crate::metrics::metrics;
 use crate::pkg::zones;
 use crate::plugin::{BoxFuture, Handler, Next, Outcome, Request, SetupCtx};
 
-pub(crate) static SUCCESS: LazyLock<CounterVec> = LazyLock::new(|| {
-    register_counter_vec!(
-        "coredns_autopath_success_total",
-        "Counter of requests that did autopath.",
-        &["server"]
-    )
-    .expect("metric registers once")
-});
+metrics! {
+    SUCCESS: CounterVec("coredns_autopath_success_total", "Counter of requests that did autopath.", ["server"]);
+}
 
 /// A plugin that knows a client's search path (the `kubernetes` plugin, from the client pod's
 /// namespace with `pods verified`). The list is in resolv.conf order, fully qualified, and ends

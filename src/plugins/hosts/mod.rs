@@ -5,15 +5,15 @@ pub(crate) mod file;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
-use prometheus::{register_gauge, register_gauge_vec, Gauge, GaugeVec};
 use sextant_corefile::{Directive, Error, Token};
 use sextant_wire::{Name, RData, RType, Record};
 
 use crate::log::PluginLog;
+use crate::metrics::metrics;
 use crate::pkg::duration::{self, DurationError};
 use crate::pkg::fallthrough::Fall;
 use crate::pkg::zones;
@@ -23,21 +23,10 @@ use file::{Map, ParseOpts};
 
 const LOG: PluginLog = PluginLog("hosts");
 
-pub(crate) static ENTRIES: LazyLock<GaugeVec> = LazyLock::new(|| {
-    register_gauge_vec!(
-        "coredns_hosts_entries",
-        "The combined number of entries in hosts and Corefile.",
-        &["hostsfile"]
-    )
-    .expect("metric registers once")
-});
-pub(crate) static RELOAD_TIME: LazyLock<Gauge> = LazyLock::new(|| {
-    register_gauge!(
-        "coredns_hosts_reload_timestamp_seconds",
-        "The timestamp of the last reload of hosts file."
-    )
-    .expect("metric registers once")
-});
+metrics! {
+    ENTRIES: GaugeVec("coredns_hosts_entries", "The combined number of entries in hosts and Corefile.", ["hostsfile"]);
+    RELOAD_TIME: Gauge("coredns_hosts_reload_timestamp_seconds", "The timestamp of the last reload of hosts file.");
+}
 
 /// Everything the Corefile says about one `hosts` line.
 #[derive(Debug)]
