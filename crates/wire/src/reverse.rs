@@ -286,27 +286,35 @@ mod tests {
 
     #[test]
     fn reverse_zones_split_on_octets_and_nibbles() {
-        assert_eq!(zones("10.0.0.0/8"), vec!["10.in-addr.arpa."]);
-        assert_eq!(zones("10.0.0.0/24"), vec!["0.0.10.in-addr.arpa."]);
+        assert_eq!(zones("172.16.0.0/16"), vec!["16.172.in-addr.arpa."]);
+        let z = zones("172.16.0.0/12");
+        assert_eq!(z.len(), 16);
         assert_eq!(
-            zones("10.0.0.0/15"),
-            vec!["0.10.in-addr.arpa.", "1.10.in-addr.arpa."]
+            (z[0].as_str(), z[15].as_str()),
+            ("16.172.in-addr.arpa.", "31.172.in-addr.arpa.")
         );
-        let z = zones("10.9.0.0/18");
-        assert_eq!(z.len(), 64);
-        assert_eq!(z[0], "0.9.10.in-addr.arpa.");
-        assert_eq!(z[63], "63.9.10.in-addr.arpa.");
-        assert_eq!(zones("0.0.0.0/0"), vec!["in-addr.arpa."]);
-        assert_eq!(zones("192.168.1.7/32"), vec!["7.1.168.192.in-addr.arpa."]);
         assert_eq!(
-            zones("2001:db8::/30"),
+            zones("192.168.4.9/23"),
+            vec!["4.168.192.in-addr.arpa.", "5.168.192.in-addr.arpa."]
+        );
+        assert_eq!(zones("0.0.0.0/0"), vec!["in-addr.arpa."]);
+        let z = zones("0.0.0.0/1");
+        assert_eq!(z.len(), 128);
+        assert_eq!(
+            (z[0].as_str(), z[127].as_str()),
+            ("0.in-addr.arpa.", "127.in-addr.arpa.")
+        );
+        assert_eq!(zones("198.51.100.7/32"), vec!["7.100.51.198.in-addr.arpa."]);
+        assert_eq!(
+            zones("fd00:ab00::/26"),
             vec![
-                "8.b.d.0.1.0.0.2.ip6.arpa.",
-                "9.b.d.0.1.0.0.2.ip6.arpa.",
-                "a.b.d.0.1.0.0.2.ip6.arpa.",
-                "b.b.d.0.1.0.0.2.ip6.arpa."
+                "0.b.a.0.0.d.f.ip6.arpa.",
+                "1.b.a.0.0.d.f.ip6.arpa.",
+                "2.b.a.0.0.d.f.ip6.arpa.",
+                "3.b.a.0.0.d.f.ip6.arpa."
             ]
         );
+        assert_eq!(zones("fd00::/8"), vec!["d.f.ip6.arpa."]);
         assert_eq!(zones("::/0"), vec!["ip6.arpa."]);
     }
 

@@ -59,10 +59,12 @@ pub(crate) struct Inner {
     bus: Arc<InvalidationBus>,
 }
 
-/// What identifies one lookup, borrowing the request's question name (the hit path).
+/// What identifies one lookup: the question name, type and class, DO/CD/AD/RD and the keyed
+/// hash. The name is borrowed from the request on the hit path ([`Probe`]) and owned for work
+/// that outlives the borrow ([`Key`]: misses, refreshes).
 #[derive(Clone, Copy)]
-struct Probe<'a> {
-    name: &'a Name,
+struct Lookup<N> {
+    name: N,
     qtype: RType,
     qclass: Class,
     do_bit: bool,
@@ -70,6 +72,25 @@ struct Probe<'a> {
     ad: bool,
     rd: bool,
     hash: u64,
+}
+
+type Probe<'a> = Lookup<&'a Name>;
+type Key = Lookup<Name>;
+
+impl<N> Lookup<N> {
+    /// The same lookup with `name` in place of its name.
+    fn with_name<M>(&self, name: M) -> Lookup<M> {
+        Lookup {
+            name,
+            qtype: self.qtype,
+            qclass: self.qclass,
+            do_bit: self.do_bit,
+            cd: self.cd,
+            ad: self.ad,
+            rd: self.rd,
+            hash: self.hash,
+        }
+    }
 }
 
 impl Probe<'_> {
@@ -78,44 +99,13 @@ impl Probe<'_> {
     }
 
     fn to_key(self) -> Key {
-        Key {
-            name: self.name.clone(),
-            qtype: self.qtype,
-            qclass: self.qclass,
-            do_bit: self.do_bit,
-            cd: self.cd,
-            ad: self.ad,
-            rd: self.rd,
-            hash: self.hash,
-        }
+        self.with_name(self.name.clone())
     }
-}
-
-/// A [`Probe`] that owns its name, for work that outlives the borrow (misses, refreshes).
-#[derive(Clone)]
-struct Key {
-    name: Name,
-    qtype: RType,
-    qclass: Class,
-    do_bit: bool,
-    cd: bool,
-    ad: bool,
-    rd: bool,
-    hash: u64,
 }
 
 impl Key {
     fn probe(&self) -> Probe<'_> {
-        Probe {
-            name: &self.name,
-            qtype: self.qtype,
-            qclass: self.qclass,
-            do_bit: self.do_bit,
-            cd: self.cd,
-            ad: self.ad,
-            rd: self.rd,
-            hash: self.hash,
-        }
+        self.with_name(&self.name)
     }
 }
 

@@ -66,21 +66,8 @@ pub(crate) fn ttl_offsets(wire: &[u8]) -> Option<Vec<usize>> {
 }
 
 impl Item {
-    /// Encodes `m` (TTLs already rewritten to `ttl`) for storing.
-    #[cfg(test)]
-    pub(crate) fn new(
-        m: &Message,
-        do_bit: bool,
-        cd: bool,
-        answering: bool,
-        ttl: u32,
-        now: Instant,
-    ) -> Option<Item> {
-        Item::from_reply(&mut m.clone(), do_bit, cd, answering, ttl, now)
-    }
-
-    /// [`Item::new`] without copying the message: its ID and OPT record are taken out for the
-    /// encoding and put back.
+    /// Encodes `m` (TTLs already rewritten to `ttl`) for storing, without copying the message:
+    /// its ID and OPT record are taken out for the encoding and put back.
     pub(crate) fn from_reply(
         m: &mut Message,
         do_bit: bool,
@@ -352,7 +339,7 @@ mod tests {
             30,
             RData::A(Ipv4Addr::new(10, 0, 1, 1)),
         ));
-        Item::new(&m, false, false, true, 30, now).unwrap()
+        Item::from_reply(&mut m.clone(), false, false, true, 30, now).unwrap()
     }
 
     #[test]

@@ -849,7 +849,8 @@ fn store_counts_items_through_add_replace_evict_and_remove() {
         30,
         RData::A(Ipv4Addr::new(10, 0, 0, 1)),
     ));
-    let it = Arc::new(store::Item::new(&m, false, false, true, 30, now).unwrap());
+    let it =
+        Arc::new(store::Item::from_reply(&mut m.clone(), false, false, true, 30, now).unwrap());
     let s = Store::new(1024);
     assert!(s.is_empty() && s.get(1).is_none());
     for k in 0..6u64 {

@@ -133,17 +133,7 @@ pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), 
                 Clock::system(),
             )));
         }
-        let limit_error = format!("concurrent queries exceeded maximum {}", cfg.max_concurrent);
-        let f = Arc::new(Forward {
-            inner: Arc::new(Inner {
-                cfg,
-                proxies,
-                robin: AtomicU32::new(0),
-            }),
-            concurrent: AtomicU64::new(0),
-            inflight: Arc::new(Mutex::new(HashMap::default())),
-            limit_error,
-        });
+        let f = Arc::new(Forward::new(cfg, proxies));
         all.push(f.clone());
         ctx.add_handler(f);
     }
@@ -284,6 +274,21 @@ impl Inner {
 }
 
 impl Forward {
+    /// One `forward` line with its upstreams.
+    fn new(cfg: Config, proxies: Vec<Arc<Proxy>>) -> Forward {
+        let limit_error = format!("concurrent queries exceeded maximum {}", cfg.max_concurrent);
+        Forward {
+            inner: Arc::new(Inner {
+                cfg,
+                proxies,
+                robin: AtomicU32::new(0),
+            }),
+            concurrent: AtomicU64::new(0),
+            inflight: Arc::new(Mutex::new(HashMap::default())),
+            limit_error,
+        }
+    }
+
     fn matches(&self, qname: &Name) -> bool {
         let cfg = &self.inner.cfg;
         if !qname.is_subdomain_of(&cfg.from) {
@@ -478,16 +483,7 @@ mod tests {
                 ))
             })
             .collect();
-        Forward {
-            inner: Arc::new(Inner {
-                cfg,
-                proxies,
-                robin: AtomicU32::new(0),
-            }),
-            concurrent: AtomicU64::new(0),
-            inflight: Arc::new(Mutex::new(HashMap::default())),
-            limit_error: String::new(),
-        }
+        Forward::new(cfg, proxies)
     }
 
     /// A waiting query whose leader is dropped before the reply starts over: it sends its own
