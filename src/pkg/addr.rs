@@ -39,6 +39,7 @@ pub(crate) fn http_arg(d: &Directive, default: &str) -> Result<(String, SocketAd
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pkg::testing::line;
 
     fn sa(s: &str) -> Option<SocketAddr> {
         Some(s.parse().unwrap())
@@ -58,12 +59,6 @@ mod tests {
 
     #[test]
     fn http_argument() {
-        let line = |s: &str| {
-            let text = format!(". {{\n {s}\n}}\n");
-            let cf =
-                sextant_corefile::parse_str("Corefile", &text, std::path::Path::new(".")).unwrap();
-            cf.blocks[0].directives[0].clone()
-        };
         let (a, s) = http_arg(&line("ready"), ":8181").unwrap();
         assert_eq!((a.as_str(), s), (":8181", "0.0.0.0:8181".parse().unwrap()));
         let (a, s) = http_arg(&line("ready 127.0.0.1:9"), ":8181").unwrap();

@@ -13,16 +13,12 @@ pub(crate) fn arg(d: &Directive, t: &Token) -> Result<IpNet, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pkg::testing::line;
 
     #[test]
     fn parses_and_names_the_token() {
-        let cf = sextant_corefile::parse_str(
-            "Corefile",
-            ". {\n loadbalance {\n  prefer 10.1.2.3/16 10.0.0.0/33\n }\n}\n",
-            std::path::Path::new("."),
-        )
-        .unwrap();
-        let sub = &cf.blocks[0].directives[0].sub()[0];
+        let d = line("loadbalance {\n  prefer 10.1.2.3/16 10.0.0.0/33\n }");
+        let sub = &d.sub()[0];
         let net = arg(sub, &sub.args[0]).unwrap();
         assert_eq!(net.to_string(), "10.1.0.0/16");
         assert!(net.contains(&"10.1.9.9".parse().unwrap()));

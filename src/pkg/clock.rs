@@ -136,16 +136,8 @@ impl ManualClock {
     /// Waits (bounded by real time, for the code under test to get there) until `n` tasks
     /// sleep on this clock, so that an `advance` that follows is seen by all of them.
     pub(crate) async fn sleepers(&self, n: usize) {
-        for _ in 0..10_000 {
-            if self.0.offset.receiver_count() >= n {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-        panic!(
-            "{} tasks sleep on the clock, wanted {n}",
-            self.0.offset.receiver_count()
-        );
+        let what = format!("{n} tasks to sleep on the clock");
+        super::testing::eventually(&what, || self.0.offset.receiver_count() >= n).await;
     }
 }
 

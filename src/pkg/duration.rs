@@ -208,6 +208,7 @@ fn split_frac(v: u64, prec: u32) -> (u64, String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pkg::testing::line;
 
     fn ok(s: &str) -> Duration {
         parse(s).unwrap_or_else(|e| panic!("{s}: {e}"))
@@ -305,13 +306,8 @@ mod tests {
 
     #[test]
     fn argument_errors_name_the_token() {
-        let cf = sextant_corefile::parse_str(
-            "Corefile",
-            ". {\n health {\n  lameduck 5x\n }\n}\n",
-            std::path::Path::new("."),
-        )
-        .unwrap();
-        let sub = &cf.blocks[0].directives[0].sub()[0];
+        let d = line("health {\n  lameduck 5x\n }");
+        let sub = &d.sub()[0];
         assert_eq!(
             arg(sub, &sub.args[0]).unwrap_err().to_string(),
             "Corefile:3:12: lameduck: invalid duration '5x'"

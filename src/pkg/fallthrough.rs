@@ -45,11 +45,11 @@ impl Fall {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pkg::testing;
 
     fn fall(line: &str) -> Result<Fall, Error> {
-        let text = format!(". {{\n hosts {{\n  {line}\n }}\n}}\n");
-        let cf = sextant_corefile::parse_str("Corefile", &text, std::path::Path::new(".")).unwrap();
-        Fall::parse(&cf.blocks[0].directives[0].sub()[0])
+        let d = testing::line(&format!("hosts {{\n  {line}\n }}"));
+        Fall::parse(&d.sub()[0])
     }
 
     fn n(s: &str) -> Name {

@@ -23,5 +23,7 @@ pub(crate) mod duration;
 pub(crate) mod fallthrough;
 pub(crate) mod flags;
 pub(crate) mod num;
+#[cfg(test)]
+pub(crate) mod testing;
 pub(crate) mod tls;
 pub(crate) mod zones;

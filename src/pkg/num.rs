@@ -34,16 +34,11 @@ pub(crate) fn count32(d: &Directive, t: &Token) -> Result<u32, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn line(args: &str) -> Directive {
-        let text = format!(". {{\n x {args}\n}}\n");
-        let cf = sextant_corefile::parse_str("Corefile", &text, std::path::Path::new(".")).unwrap();
-        cf.blocks[0].directives[0].clone()
-    }
+    use crate::pkg::testing::line;
 
     #[test]
     fn atoi_like_go() {
-        let d = line("12 +3 -4 x 1.5 99999999999999999999 -");
+        let d = line("x 12 +3 -4 x 1.5 99999999999999999999 -");
         let v: Vec<Result<i64, String>> = d
             .args
             .iter()
@@ -63,7 +58,7 @@ mod tests {
 
     #[test]
     fn counts() {
-        let d = line("7 -1 4294967296");
+        let d = line("x 7 -1 4294967296");
         assert_eq!(count(&d, &d.args[0]).unwrap(), 7);
         assert_eq!(count32(&d, &d.args[0]).unwrap(), 7);
         assert_eq!(

@@ -185,7 +185,7 @@ pub(crate) fn server_config(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::Path;
+    use crate::pkg::testing::line;
 
     /// A directory with a self-signed certificate, its key, another key, and a file that is
     /// not PEM.
@@ -211,9 +211,7 @@ mod tests {
                 .iter()
                 .map(|f| self.dir.path().join(f).display().to_string())
                 .collect();
-            let text = format!(". {{\n tls {}\n}}\n", args.join(" "));
-            let cf = sextant_corefile::parse_str("Corefile", &text, Path::new(".")).unwrap();
-            cf.blocks[0].directives[0].clone()
+            line(&format!("tls {}", args.join(" ")))
         }
 
         fn path(&self, f: &str) -> String {

@@ -49,15 +49,22 @@ pub(crate) fn from_args(
     normalize_all(d, args)
 }
 
+/// The longest of `zones` that `qname` is in (the first of equals), like CoreDNS's
+/// `plugin.Zones.Matches`.
+pub(crate) fn matches<'z>(zones: &'z [Name], qname: &Name) -> Option<&'z Name> {
+    let mut best: Option<&Name> = None;
+    for z in zones {
+        if qname.is_subdomain_of(z) && best.is_none_or(|b| z.label_count() > b.label_count()) {
+            best = Some(z);
+        }
+    }
+    best
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn directive(line: &str) -> Directive {
-        let text = format!(". {{\n {line}\n}}\n");
-        let cf = sextant_corefile::parse_str("Corefile", &text, std::path::Path::new(".")).unwrap();
-        cf.blocks[0].directives[0].clone()
-    }
+    use crate::pkg::testing::line as directive;
 
     fn names(v: &[&str]) -> Vec<Name> {
         v.iter().map(|s| Name::parse(s).unwrap()).collect()
@@ -95,6 +102,19 @@ mod tests {
             names(&["a.example.", "10.in-addr.arpa."])
         );
         assert_eq!(of_block(&block).len(), 2);
+    }
+
+    #[test]
+    fn longest_zone_matches() {
+        let z = names(&["example.org.", "sub.example.org.", ".", "other."]);
+        let m = |q: &str| matches(&z, &Name::parse(q).unwrap()).map(Name::to_string);
+        assert_eq!(m("a.SUB.example.org.").as_deref(), Some("sub.example.org."));
+        assert_eq!(m("a.example.org.").as_deref(), Some("example.org."));
+        assert_eq!(m("example.com.").as_deref(), Some("."));
+        assert_eq!(
+            matches(&z[..2], &Name::parse("example.com.").unwrap()),
+            None
+        );
     }
 
     #[test]

@@ -743,7 +743,9 @@ mod tests {
         assert!(start.elapsed() < Duration::from_secs(5));
     }
 
-    fn serve_once(resp: &'static [u8]) -> SocketAddr {
+    /// Answers one request with `resp`; keeps the connection open a while after it when
+    /// `linger` (the client must not need EOF), else closes it.
+    fn serve_once_with(resp: &'static [u8], linger: bool) -> SocketAddr {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap();
         std::thread::spawn(move || {
@@ -751,10 +753,15 @@ mod tests {
             let mut buf = [0u8; 1024];
             let _ = c.read(&mut buf);
             c.write_all(resp).unwrap();
-            // Keep the connection open a bit: the client must not need EOF.
-            std::thread::sleep(Duration::from_millis(500));
+            if linger {
+                std::thread::sleep(Duration::from_millis(500));
+            }
         });
         addr
+    }
+
+    fn serve_once(resp: &'static [u8]) -> SocketAddr {
+        serve_once_with(resp, true)
     }
 
     #[test]
@@ -771,15 +778,7 @@ mod tests {
             http_get(a, "/ready", Duration::from_secs(2)).unwrap(),
             (503, "kubernetes\n".into())
         );
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = l.local_addr().unwrap();
-        std::thread::spawn(move || {
-            let (mut c, _) = l.accept().unwrap();
-            let mut buf = [0u8; 1024];
-            let _ = c.read(&mut buf);
-            c.write_all(b"HTTP/1.0 404 Not Found\r\n\r\nno such page")
-                .unwrap();
-        });
+        let addr = serve_once_with(b"HTTP/1.0 404 Not Found\r\n\r\nno such page", false);
         assert_eq!(
             http_get(addr, "/x", Duration::from_secs(2)).unwrap(),
             (404, "no such page".into())

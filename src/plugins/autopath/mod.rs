@@ -216,16 +216,11 @@ impl Handler for AutoPath {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pkg::testing::directive;
     use sextant_wire::RType;
-    use std::path::Path;
 
     fn n(s: &str) -> Name {
         Name::parse(s).unwrap()
-    }
-
-    fn directive(text: &str) -> Directive {
-        let cf = sextant_corefile::parse_str("Corefile", text, Path::new(".")).unwrap();
-        cf.blocks[0].directives[0].clone()
     }
 
     #[test]

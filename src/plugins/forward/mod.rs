@@ -463,13 +463,11 @@ fn new_proxy(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sextant_corefile::parse_str;
-    use std::path::Path;
+    use crate::pkg::testing::directive;
 
     /// A `forward` handler for one Corefile block's first directive.
     fn forward(text: &str) -> Forward {
-        let cf = parse_str("Corefile", text, Path::new(".")).unwrap();
-        let cfg = setup::parse(&cf.blocks[0].directives[0]).unwrap();
+        let cfg = setup::parse(&directive(text)).unwrap();
         let proxies = cfg
             .to
             .iter()

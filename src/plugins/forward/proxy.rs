@@ -753,6 +753,7 @@ mod tests {
 mod clock_tests {
     use super::*;
     use crate::pkg::clock::ManualClock;
+    use crate::pkg::testing::eventually;
     use std::sync::atomic::AtomicUsize;
 
     fn proxy(addr: SocketAddr, expire: Duration, interval: Duration, clock: Clock) -> Arc<Proxy> {
@@ -855,16 +856,17 @@ mod clock_tests {
     /// Receives one datagram on a non-blocking std socket, letting the runtime run meanwhile.
     async fn recv_probe(up: &std::net::UdpSocket) -> (Message, SocketAddr) {
         let mut buf = [0u8; 512];
-        for _ in 0..5000 {
-            match up.recv_from(&mut buf) {
-                Ok((n, from)) => return (Message::parse(&buf[..n]).unwrap(), from),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    tokio::time::sleep(Duration::from_millis(1)).await
-                }
-                Err(e) => panic!("{e}"),
+        let mut got = None;
+        eventually("a health-check probe", || match up.recv_from(&mut buf) {
+            Ok((n, from)) => {
+                got = Some((Message::parse(&buf[..n]).unwrap(), from));
+                true
             }
-        }
-        panic!("no health-check probe arrived");
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => false,
+            Err(e) => panic!("{e}"),
+        })
+        .await;
+        got.unwrap()
     }
 
     /// After a failed query the upstream is probed at once, then once per interval of the
@@ -901,17 +903,10 @@ mod clock_tests {
         let (probe, from) = recv_probe(&up).await;
         up.send_to(&Message::reply_to(&probe).to_wire(), from)
             .unwrap();
-        for _ in 0..5000 {
-            if p.ok_epoch.load(Ordering::Acquire) == 1 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-        assert_eq!(
-            p.ok_epoch.load(Ordering::Acquire),
-            1,
-            "the answered probe counts"
-        );
+        eventually("the answered probe to count", || {
+            p.ok_epoch.load(Ordering::Acquire) == 1
+        })
+        .await;
         assert_eq!(p.fails.load(Ordering::Relaxed), 0);
         assert!(
             p.probing.load(Ordering::Acquire),
@@ -919,16 +914,10 @@ mod clock_tests {
         );
         m.sleepers(1).await;
         m.advance(interval);
-        for _ in 0..5000 {
-            if !p.probing.load(Ordering::Acquire) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-        assert!(
-            !p.probing.load(Ordering::Acquire),
-            "probing stops after a success"
-        );
+        eventually("probing to stop after a success", || {
+            !p.probing.load(Ordering::Acquire)
+        })
+        .await;
         assert_eq!(
             up.recv_from(&mut buf).unwrap_err().kind(),
             io::ErrorKind::WouldBlock,

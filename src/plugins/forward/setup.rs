@@ -298,13 +298,7 @@ pub(crate) fn parse(d: &Directive) -> Result<Config, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sextant_corefile::parse_str;
-    use std::path::Path;
-
-    fn directive(text: &str) -> Directive {
-        let cf = parse_str("Corefile", text, Path::new(".")).unwrap();
-        cf.blocks[0].directives[0].clone()
-    }
+    use crate::pkg::testing::directive;
 
     fn cfg(text: &str) -> Config {
         parse(&directive(text)).unwrap()

@@ -100,18 +100,8 @@ async fn probe(addr: SocketAddr) -> bool {
 mod tests {
     use super::*;
     use crate::pkg::clock::ManualClock;
+    use crate::pkg::testing::eventually;
     use std::sync::atomic::{AtomicUsize, Ordering};
-
-    /// Waits (bounded) until `n` reaches `want`.
-    async fn until(n: &AtomicUsize, want: usize) {
-        for _ in 0..5000 {
-            if n.load(Ordering::SeqCst) >= want {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-        panic!("{} probes, wanted {want}", n.load(Ordering::SeqCst));
-    }
 
     /// The self-probe runs once per second of its clock: each second the clock moves brings
     /// exactly one `GET /health`, and none comes while the clock stands still.
@@ -145,7 +135,10 @@ mod tests {
         );
         m.advance(Duration::from_millis(1));
         for want in 1..=3 {
-            until(&probes, want).await;
+            eventually(&format!("probe {want}"), || {
+                probes.load(Ordering::SeqCst) >= want
+            })
+            .await;
             // The probe is done once the loop sleeps on the clock again.
             m.sleepers(1).await;
             if want < 3 {

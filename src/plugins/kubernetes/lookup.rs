@@ -9,6 +9,8 @@ use std::net::IpAddr;
 use sextant_kube::{EndpointRef, PodsMode, Proto, ServiceKind, Snapshot};
 use sextant_wire::{Name, RData, Record, Soa, Srv};
 
+use crate::pkg::zones;
+
 use super::setup::Config;
 
 /// CoreDNS's `errNoItems` / `errNsNotExposed` / `errInvalidRequest`: a name error (NXDOMAIN).
@@ -168,12 +170,7 @@ pub(crate) struct View<'a> {
 impl View<'_> {
     /// The longest plugin zone containing `qname`, spelled as in `qname`.
     pub(crate) fn match_zone(&self, qname: &Name) -> Option<Name> {
-        let z = self
-            .cfg
-            .zones
-            .iter()
-            .filter(|z| qname.is_subdomain_of(z))
-            .max_by_key(|z| z.label_count())?;
+        let z = zones::matches(&self.cfg.zones, qname)?;
         let skip = qname.label_count() - z.label_count();
         Name::from_labels(qname.labels().skip(skip)).ok()
     }

@@ -21,6 +21,7 @@ use sextant_kube::{Index, Snapshot, WatchOptions};
 use sextant_wire::{Message, Name, RData, RType, Rcode, Record};
 
 use crate::log::PluginLog;
+use crate::pkg::zones;
 use crate::plugin::{BoxFuture, Handler, Next, Outcome, Readiness, Request, SetupCtx, Transferer};
 use crate::server::invalidate::{Invalidation, InvalidationBus};
 
@@ -62,12 +63,7 @@ impl crate::plugins::autopath::SearchPath for AutoPathSearch {
         if self.cfg.pods != sextant_kube::PodsMode::Verified {
             return None;
         }
-        let zone = self
-            .cfg
-            .zones
-            .iter()
-            .filter(|z| qname.is_subdomain_of(z))
-            .max_by_key(|z| z.label_count())?;
+        let zone = zones::matches(&self.cfg.zones, qname)?;
         let idx = self.index.load_full()?;
         let snap = idx.snapshot();
         let pod = snap.pod_by_ip(client)?;

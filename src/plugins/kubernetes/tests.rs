@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 
-use sextant_corefile::{parse_str, Directive};
+use sextant_corefile::parse_str;
 use sextant_fakeapi::{endpoint, endpoint_slice, namespace, pod, service};
 use sextant_kube::{Index, PodsMode};
 use sextant_wire::{Message, Name, RType, Rcode};
@@ -11,6 +11,7 @@ use sextant_wire::{Message, Name, RType, Rcode};
 use super::lookup::{dashed, parse_request};
 use super::setup::{parse, Config, DataSource};
 use super::Kubernetes;
+use crate::pkg::testing::directive;
 use crate::plugin::{Handler, Next, Proto, Request};
 
 fn objects() -> Vec<serde_json::Value> {
@@ -91,8 +92,7 @@ fn objects() -> Vec<serde_json::Value> {
 
 fn cfg_from(body: &str) -> Config {
     let text = format!("cluster.local 0.10.in-addr.arpa ip6.arpa {{\n kubernetes cluster.local 10.0.0.0/16 172.0.0.0/8 ip6.arpa {{\n{body}\n }}\n}}\n");
-    let cf = parse_str("Corefile", &text, std::path::Path::new(".")).expect("corefile");
-    parse(&cf.blocks[0].directives[0], &[]).expect("config")
+    parse(&directive(&text), &[]).expect("config")
 }
 
 fn handler(body: &str, local: Vec<std::net::IpAddr>) -> Kubernetes {
@@ -811,9 +811,7 @@ fn name_helpers() {
 
 fn parse_err(body: &str) -> String {
     let text = format!("cluster.local {{\n kubernetes {{\n{body}\n }}\n}}\n");
-    let cf = parse_str("Corefile", &text, std::path::Path::new(".")).expect("corefile");
-    let d: &Directive = &cf.blocks[0].directives[0];
-    parse(d, &["cluster.local.".to_string()])
+    parse(&directive(&text), &["cluster.local.".to_string()])
         .expect_err("must fail")
         .to_string()
 }

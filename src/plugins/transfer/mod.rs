@@ -91,10 +91,11 @@ impl Transfer {
     fn longest_match(&self, name: &Name) -> Option<&Xfr> {
         let mut best: Option<(&Xfr, usize)> = None;
         for x in &self.xfrs {
-            for z in &x.zones {
-                if name.is_subdomain_of(z) && best.is_none_or(|(_, n)| z.label_count() > n) {
-                    best = Some((x, z.label_count()));
-                }
+            let Some(n) = zones::matches(&x.zones, name).map(Name::label_count) else {
+                continue;
+            };
+            if best.is_none_or(|(_, b)| n > b) {
+                best = Some((x, n));
             }
         }
         best.map(|(x, _)| x)
