@@ -10,9 +10,9 @@ use sextant_corefile::{Directive, Error};
 use sextant_kube::{ClientConfig, PodsMode, RateLimits};
 use sextant_wire::Name;
 
-use crate::pkg::duration;
 use crate::pkg::fallthrough::Fall;
 use crate::pkg::zones;
+use crate::pkg::{duration, num};
 
 /// Where the plugin's data comes from.
 #[derive(Debug, Clone, PartialEq)]
@@ -161,12 +161,7 @@ pub(crate) fn parse(d: &Directive, block_zones: &[String]) -> Result<Config, Err
             "ttl" => {
                 sub.arg_count(1, usize::MAX)?;
                 let t = &sub.args[0];
-                let v: i64 = t.text.parse().map_err(|_| {
-                    sub.err_at(
-                        t,
-                        format!("strconv.Atoi: parsing {:?}: invalid syntax", t.text),
-                    )
-                })?;
+                let v = num::atoi(sub, t)?;
                 if !(0..=3600).contains(&v) {
                     return Err(sub.err_at(t, format!("ttl must be in range [0, 3600]: {v}")));
                 }
