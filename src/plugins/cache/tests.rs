@@ -8,6 +8,7 @@ use sextant_wire::{Edns, RData, Record, Soa};
 
 use super::*;
 use crate::pkg::clock::ManualClock;
+use crate::pkg::testing::eventually;
 
 type Script = Box<dyn Fn(&Message) -> Option<Message> + Send + Sync>;
 
@@ -165,20 +166,18 @@ impl T {
         self.clock.advance(Duration::from_secs(secs));
     }
 
-    /// Waits (bounded) until the upstream saw `n` queries.
+    /// Waits (bounded) until the upstream saw `n` queries, then lets the background refresh
+    /// that sent the last one finish storing.
     async fn wait_calls(&self, n: usize) {
-        for _ in 0..200 {
-            if self.up.calls() >= n {
-                // Let the refresh finish storing.
-                for _ in 0..10 {
-                    tokio::task::yield_now().await;
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        panic!("upstream saw {} queries, wanted {n}", self.up.calls());
+        eventually(&format!("{n} upstream queries"), || self.up.calls() >= n).await;
+        settle().await;
+    }
+}
+
+/// Lets every task the test runtime has ready run (background refreshes are spawned on it).
+async fn settle() {
+    for _ in 0..200 {
+        tokio::task::yield_now().await;
     }
 }
 
@@ -587,7 +586,7 @@ async fn serve_stale_response_ttl_and_recheck() {
     t.wait_calls(2).await;
     t.a("s.example.org.").await;
     t.a("s.example.org.").await;
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    settle().await;
     assert_eq!(t.up.calls(), 2, "no new refresh during the recheck delay");
     t.advance(60);
     t.a("s.example.org.").await;
@@ -947,12 +946,10 @@ async fn serve_stale_verify_timeout_runs_on_the_clock() {
         () = t.clock.sleepers(1) => {}
     }
     t.clock.advance(Duration::from_millis(4999));
-    for _ in 0..200 {
-        tokio::select! {
-            biased;
-            _ = &mut serve => panic!("answered before the verify timeout"),
-            () = tokio::task::yield_now() => {}
-        }
+    tokio::select! {
+        biased;
+        _ = &mut serve => panic!("answered before the verify timeout"),
+        () = settle() => {}
     }
     t.clock.advance(Duration::from_millis(1));
     let out = tokio::time::timeout(Duration::from_secs(5), serve)
