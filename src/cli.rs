@@ -154,6 +154,7 @@ pub(crate) async fn run(flags: Flags, source: Source, port: u16) -> i32 {
     crate::metrics::init();
     let runtime = Runtime::new(source, port);
     if flags.check {
+        // Set up only: the generation is dropped uncommitted, so none of its tasks ever runs.
         return match runtime.build() {
             Ok((gen, _)) => {
                 let n: usize = gen.sites.len();
@@ -162,7 +163,7 @@ pub(crate) async fn run(flags: Flags, source: Source, port: u16) -> i32 {
             }
             Err(e) => {
                 for line in e.lines() {
-                    println!("{}", explain(line));
+                    println!("{}", explain(&line));
                 }
                 1
             }
@@ -172,8 +173,15 @@ pub(crate) async fn run(flags: Flags, source: Source, port: u16) -> i32 {
         Ok(x) => x,
         Err(e) => {
             for line in e.lines() {
-                log::raw(&format!("[FATAL] {}", explain(line)));
+                log::raw(&format!("[FATAL] {}", explain(&line)));
             }
+            return 1;
+        }
+    };
+    let sigs = match Signals::install() {
+        Ok(s) => s,
+        Err(e) => {
+            log::raw(&format!("[FATAL] cannot install signal handlers: {e}"));
             return 1;
         }
     };
@@ -206,7 +214,7 @@ pub(crate) async fn run(flags: Flags, source: Source, port: u16) -> i32 {
     if runtime.reload_settings().await.is_some() {
         log::PluginLog("reload").info(&format!("Running configuration SHA512 = {hash}"));
     }
-    let code = signals(runtime.clone(), Clock::system()).await;
+    let code = signals(runtime.clone(), sigs, Clock::system()).await;
     if let Some(p) = &flags.pidfile {
         let _ = std::fs::remove_file(p);
     }
@@ -241,32 +249,47 @@ fn reload_wait(settings: Option<(Duration, Duration)>) -> Duration {
     (interval + Duration::from_millis(off)).saturating_sub(jitter)
 }
 
+/// The signals the server handles, caught from before the first listener opens (a SIGUSR1
+/// that arrives while starting must reload, not kill the process).
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    quit: tokio::signal::unix::Signal,
+    usr1: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            quit: signal(SignalKind::quit())?,
+            usr1: signal(SignalKind::user_defined1())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+}
+
 /// Waits for signals and the reload timer (on `clock`); returns the exit code.
-async fn signals(runtime: Arc<Runtime>, clock: Clock) -> i32 {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int), Ok(mut quit), Ok(mut usr1), Ok(mut hup)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::quit()),
-        signal(SignalKind::user_defined1()),
-        signal(SignalKind::hangup()),
-    ) else {
-        log::error("cannot install signal handlers");
-        return 1;
-    };
+async fn signals(runtime: Arc<Runtime>, sigs: Signals, clock: Clock) -> i32 {
+    let Signals {
+        mut term,
+        mut int,
+        mut quit,
+        mut usr1,
+        mut hup,
+    } = sigs;
     loop {
         let wait = reload_wait(runtime.reload_settings().await);
         tokio::select! {
             _ = term.recv() => {
-                crate::server::runtime::mark_shutting_down();
-                log::info("SIGTERM: Shutting down servers then terminating");
-                runtime.shutdown().await;
+                runtime.shutdown("SIGTERM: Shutting down servers then terminating").await;
                 return 0;
             }
             _ = int.recv() => {
-                crate::server::runtime::mark_shutting_down();
-                log::info("SIGINT: Shutting down");
-                runtime.shutdown().await;
+                runtime.shutdown("SIGINT: Shutting down").await;
                 return 0;
             }
             _ = quit.recv() => {
@@ -294,7 +317,7 @@ async fn reload(runtime: &Runtime, force: bool) {
         crate::metrics::RELOAD_FAILED.inc();
         log::PluginLog("reload").error(&format!(
             "Corefile changed but reload failed: {}",
-            e.replace('\n', "; ")
+            e.lines().join("; ")
         ));
     }
 }

@@ -126,7 +126,12 @@ fn cfg(line: &str) -> Config {
 fn mk(line: &str, up: Arc<Upstream>) -> T {
     let clock = ManualClock::new();
     let bus = Arc::new(InvalidationBus::default());
-    let cache = Cache::new(cfg(line), clock.clock(), bus.clone());
+    let cache = Cache::new(
+        cfg(line),
+        clock.clock(),
+        bus.clone(),
+        crate::server::lifecycle::Spawner::for_tests(),
+    );
     T {
         cache,
         clock,
@@ -757,7 +762,7 @@ fn every_option_parses() {
 fn parse_err(body: &str) -> String {
     let text = format!(". {{\n    {body}\n}}\n");
     let cf = sextant_corefile::parse_str("Corefile", &text, std::path::Path::new(".")).unwrap();
-    match crate::server::config::build(&cf, 1053) {
+    match crate::server::config::build(&cf, 1053, Default::default(), Default::default()) {
         Ok(_) => panic!("{body:?} parsed"),
         Err(e) => e[0].to_string(),
     }

@@ -2,13 +2,13 @@
 //! (also during lameduck), and sets the lameduck delay used on shutdown. Self-probes every second
 //! for `coredns_health_request_*`.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sextant_corefile::{Directive, Error};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio_util::sync::CancellationToken;
 
 use crate::pkg::clock::Clock;
 use crate::pkg::{addr, duration};
@@ -40,34 +40,30 @@ pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), 
             other => return Err(sub.err(format!("unknown property '{other}'"))),
         }
     }
-    let g = ctx.generation();
-    if !g.has_http(&addr, "/health") {
-        g.add_http(&addr, "/health", Arc::new(Health));
-        let stop = tokio_util::sync::CancellationToken::new();
-        let s2 = stop.clone();
-        if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            handle.spawn(self_probe(sa, Clock::system(), s2));
-        }
-        g.on_shutdown(Box::new(move || stop.cancel()));
+    if !ctx.has_http(&addr, "/health") {
+        ctx.add_http(&addr, "/health", Arc::new(Health));
+        // Self-probe once a second for coredns_health_request_*, while the generation runs.
+        ctx.task(move |t| async move { self_probe(sa, Clock::system(), t.cancelled()).await });
     }
     if let Some(l) = lameduck {
-        g.lameduck = Some(l);
+        ctx.settings().lameduck = Some(l);
     }
     Ok(())
 }
 
 /// Probes `/health` on `listen` (loopback for an unspecified address) once a second of
-/// `clock` until `stop`, recording `coredns_health_request_duration_seconds` and
+/// `clock` until `stop` resolves, recording `coredns_health_request_duration_seconds` and
 /// `coredns_health_request_failures_total`.
-async fn self_probe(listen: SocketAddr, clock: Clock, stop: CancellationToken) {
+async fn self_probe(listen: SocketAddr, clock: Clock, stop: impl Future<Output = ()>) {
     let target = if listen.ip().is_unspecified() {
         SocketAddr::from(([127, 0, 0, 1], listen.port()))
     } else {
         listen
     };
+    tokio::pin!(stop);
     loop {
         tokio::select! {
-            _ = stop.cancelled() => break,
+            () = &mut stop => break,
             _ = clock.sleep(PROBE_EVERY) => {}
         }
         let start = Instant::now();
@@ -121,8 +117,8 @@ mod tests {
             }
         });
         let m = ManualClock::new();
-        let stop = CancellationToken::new();
-        let task = tokio::spawn(self_probe(addr, m.clock(), stop.clone()));
+        let stop = tokio_util::sync::CancellationToken::new();
+        let task = tokio::spawn(self_probe(addr, m.clock(), stop.clone().cancelled_owned()));
         m.sleepers(1).await;
         m.advance(PROBE_EVERY - Duration::from_millis(1));
         for _ in 0..200 {

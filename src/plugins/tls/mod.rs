@@ -23,7 +23,6 @@ pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), 
         }
     }
     let cfg = tls::server_config(d, &d.args, auth)?;
-    let bi = ctx.block.index;
-    ctx.generation().set_tls(bi, cfg);
+    ctx.set_tls(cfg);
     Ok(())
 }
