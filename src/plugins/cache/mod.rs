@@ -30,7 +30,7 @@ const NAME: &str = "cache";
 pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), Error> {
     let cfg = config::parse(lines[0], &ctx.block.zones)?;
     let bus = ctx.invalidation();
-    let cache = Cache::new(cfg, Clock::system(), bus, ctx.spawner());
+    let cache = Cache::new(cfg, ctx.clock(), bus, ctx.spawner());
     ctx.add_handler(Arc::new(cache));
     Ok(())
 }
