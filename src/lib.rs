@@ -7,6 +7,7 @@ pub(crate) mod cli;
 pub(crate) mod log;
 pub(crate) mod metrics;
 pub(crate) mod nodecache;
+pub(crate) mod pkg;
 pub(crate) mod plugin;
 pub(crate) mod plugins;
 pub(crate) mod server;

@@ -10,6 +10,7 @@ pub(crate) mod cache;
 pub(crate) mod chaos;
 pub(crate) mod debug;
 pub(crate) mod errors;
+pub(crate) mod file;
 pub(crate) mod forward;
 pub(crate) mod health;
 pub(crate) mod hosts;
@@ -47,6 +48,7 @@ pub(crate) static ORDER: &[PluginDef] = &[
     PluginDef { name: "transfer", once: false, setup: transfer::setup },
     PluginDef { name: "hosts", once: true, setup: hosts::setup },
     PluginDef { name: "kubernetes", once: true, setup: kubernetes::setup },
+    PluginDef { name: "file", once: false, setup: file::setup },
     PluginDef { name: "loop", once: true, setup: r#loop::setup },
     PluginDef { name: "forward", once: false, setup: forward::setup },
     PluginDef { name: "whoami", once: true, setup: whoami::setup },

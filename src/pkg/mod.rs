@@ -1,0 +1,3 @@
+//! Helpers shared by plugins (CoreDNS's `plugin/pkg`).
+
+pub(crate) mod authority;
