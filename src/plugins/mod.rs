@@ -22,6 +22,7 @@ pub(crate) mod prometheus;
 pub(crate) mod ready;
 pub(crate) mod reload;
 pub(crate) mod rewrite;
+pub(crate) mod secondary;
 pub(crate) mod tls;
 pub(crate) mod transfer;
 pub(crate) mod util;
@@ -49,6 +50,7 @@ pub(crate) static ORDER: &[PluginDef] = &[
     PluginDef { name: "hosts", once: true, setup: hosts::setup },
     PluginDef { name: "kubernetes", once: true, setup: kubernetes::setup },
     PluginDef { name: "file", once: false, setup: file::setup },
+    PluginDef { name: "secondary", once: false, setup: secondary::setup },
     PluginDef { name: "loop", once: true, setup: r#loop::setup },
     PluginDef { name: "forward", once: false, setup: forward::setup },
     PluginDef { name: "whoami", once: true, setup: whoami::setup },
