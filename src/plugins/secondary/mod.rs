@@ -99,13 +99,17 @@ pub(crate) fn parse(lines: &[&Directive], block: &[String]) -> Result<Parsed, Er
             match sub.name.text.as_str() {
                 "transfer" => {
                     let Some(kind) = sub.args.first() else {
-                        return Err(sub.err("Wrong argument count or unexpected line ending after 'transfer'"));
+                        return Err(sub.err(
+                            "Wrong argument count or unexpected line ending after 'transfer'",
+                        ));
                     };
                     if kind.text != "from" {
                         return Err(sub.err_at(kind, format!("unknown property {}", kind.text)));
                     }
                     if sub.args.len() < 2 {
-                        return Err(sub.err("Wrong argument count or unexpected line ending after 'from'"));
+                        return Err(
+                            sub.err("Wrong argument count or unexpected line ending after 'from'")
+                        );
                     }
                     for a in &sub.args[1..] {
                         if a.text == "*" {
@@ -218,7 +222,8 @@ impl Secondary {
             let Some(soa) = self.soa() else { return };
             let secs = |v: u32| Duration::from_secs(u64::from(v.max(1)));
             let start = tokio::time::Instant::now();
-            let mut refresh = tokio::time::interval_at(start + secs(soa.refresh), secs(soa.refresh));
+            let mut refresh =
+                tokio::time::interval_at(start + secs(soa.refresh), secs(soa.refresh));
             let mut retry = tokio::time::interval_at(start + secs(soa.retry), secs(soa.retry));
             let mut expire = tokio::time::interval_at(start + secs(soa.expire), secs(soa.expire));
             let mut retry_active = false;
@@ -307,7 +312,12 @@ impl Secondary {
                         last = format!("{p}: rcode {}", m.rcode());
                         continue;
                     }
-                    if let Some(RData::Soa(s)) = m.answers.iter().find(|r| r.rtype == RType::SOA).map(|r| &r.data) {
+                    if let Some(RData::Soa(s)) = m
+                        .answers
+                        .iter()
+                        .find(|r| r.rtype == RType::SOA)
+                        .map(|r| &r.data)
+                    {
                         return Ok(match self.slot.serial() {
                             None => true,
                             Some(ours) => serial_less(ours, s.serial),
@@ -317,7 +327,9 @@ impl Secondary {
                 Err(e) => last = format!("{p}: {e}"),
             }
         }
-        REFRESH_FAILURES.with_label_values(&[&self.zone_label()]).inc();
+        REFRESH_FAILURES
+            .with_label_values(&[&self.zone_label()])
+            .inc();
         Err(last)
     }
 
@@ -332,7 +344,10 @@ impl Secondary {
             if let Some(cur) = current.as_ref().filter(|z| z.serial().is_some()) {
                 got = self.ixfr(*p, cur).await;
                 if let Err(e) = &got {
-                    LOG.info(&format!("IXFR of {} from {p} failed ({e}): trying AXFR", self.slot.origin));
+                    LOG.info(&format!(
+                        "IXFR of {} from {p} failed ({e}): trying AXFR",
+                        self.slot.origin
+                    ));
                 }
             }
             if got.is_err() {
@@ -340,7 +355,9 @@ impl Secondary {
             }
             match got {
                 Ok(Got::UpToDate) => {
-                    TRANSFERS.with_label_values(&[&label, "IXFR", "uptodate"]).inc();
+                    TRANSFERS
+                        .with_label_values(&[&label, "IXFR", "uptodate"])
+                        .inc();
                     self.slot.set_expired(false);
                     EXPIRED.with_label_values(&[&label]).set(0.0);
                     return Ok(());
@@ -350,16 +367,27 @@ impl Secondary {
                     self.slot.set(z);
                     SERIAL.with_label_values(&[&label]).set(f64::from(serial));
                     EXPIRED.with_label_values(&[&label]).set(0.0);
-                    TRANSFERS.with_label_values(&[&label, kind, "success"]).inc();
-                    FILE_LOG.info(&format!("Transferred: {} from {p} ({kind}, serial {serial})", self.slot.origin));
+                    TRANSFERS
+                        .with_label_values(&[&label, kind, "success"])
+                        .inc();
+                    FILE_LOG.info(&format!(
+                        "Transferred: {} from {p} ({kind}, serial {serial})",
+                        self.slot.origin
+                    ));
                     if let Some(n) = self.notifier.get() {
                         n.notify(&self.slot.origin);
                     }
                     return Ok(());
                 }
                 Err(e) => {
-                    FILE_LOG.error(&format!("Failed to transfer `{}' from {:?}: {e}", self.slot.origin, p.to_string()));
-                    TRANSFERS.with_label_values(&[&label, "AXFR", "failure"]).inc();
+                    FILE_LOG.error(&format!(
+                        "Failed to transfer `{}' from {:?}: {e}",
+                        self.slot.origin,
+                        p.to_string()
+                    ));
+                    TRANSFERS
+                        .with_label_values(&[&label, "AXFR", "failure"])
+                        .inc();
                     err = e;
                 }
             }
@@ -485,7 +513,10 @@ impl Secondary {
 /// without case.
 fn rr_key(r: &Record) -> (Name, RType, Class, Vec<u8>) {
     let mut d = sextant_zone::wire::rdata_to_wire(&r.data);
-    if matches!(r.rtype, RType::NS | RType::CNAME | RType::MX | RType::SOA | RType::PTR | RType::SRV | RType::DNAME) {
+    if matches!(
+        r.rtype,
+        RType::NS | RType::CNAME | RType::MX | RType::SOA | RType::PTR | RType::SRV | RType::DNAME
+    ) {
         d.make_ascii_lowercase();
     }
     (r.name.to_lowercase(), r.rtype, r.class, d)
@@ -557,14 +588,24 @@ impl Handler for SecondaryPlugin {
             if let Some(z) = z.filter(|z| z.primaries.iter().any(|p| p.ip() == ip)) {
                 let mut m = req.reply();
                 m.header.aa = true;
-                FILE_LOG.info(&format!("Notify from {ip} for {}: checking transfer", slot.origin));
+                FILE_LOG.info(&format!(
+                    "Notify from {ip} for {}: checking transfer",
+                    slot.origin
+                ));
                 z.notified.notify_one();
                 return Box::pin(async move { Outcome::reply("secondary", m) });
             }
             FILE_LOG.info(&format!("Dropping notify from {ip} for {}", slot.origin));
             return Box::pin(async { Outcome::silent("secondary") });
         }
-        Box::pin(authority::answer("secondary", FILE_LOG, slot, &self.fall, req, next))
+        Box::pin(authority::answer(
+            "secondary",
+            FILE_LOG,
+            slot,
+            &self.fall,
+            req,
+            next,
+        ))
     }
 
     fn transferer(&self) -> Option<&dyn Transferer> {
@@ -589,22 +630,44 @@ mod tests {
 
     fn conf(text: &str) -> Result<Parsed, Error> {
         let cf = parse_str("Corefile", text, std::path::Path::new(".")).expect("corefile");
-        let ds: Vec<&Directive> = cf.blocks[0].directives.iter().filter(|d| d.name.text == "secondary").collect();
+        let ds: Vec<&Directive> = cf.blocks[0]
+            .directives
+            .iter()
+            .filter(|d| d.name.text == "secondary")
+            .collect();
         parse(&ds, &["example.org.".to_string()])
     }
 
     #[test]
     fn options_and_errors() {
         let (z, f) = conf("example.org {\n secondary {\n  transfer from 10.0.1.1 10.1.2.1:5300\n  fallthrough\n }\n}\n").unwrap();
-        assert_eq!(z[0].1, vec!["10.0.1.1:53".parse().unwrap(), "10.1.2.1:5300".parse().unwrap()]);
+        assert_eq!(
+            z[0].1,
+            vec![
+                "10.0.1.1:53".parse().unwrap(),
+                "10.1.2.1:5300".parse().unwrap()
+            ]
+        );
         assert_eq!(f, vec![Name::root()]);
         let e = conf("example.org {\n secondary\n}\n").unwrap_err();
-        assert_eq!(e.to_string(), "Corefile:2:2: secondary: secondary zones require a transfer from property");
+        assert_eq!(
+            e.to_string(),
+            "Corefile:2:2: secondary: secondary zones require a transfer from property"
+        );
         let e = conf("example.org {\n secondary {\n  transfer from *\n }\n}\n").unwrap_err();
-        assert_eq!(e.to_string(), "Corefile:3:17: transfer: can't use '*' in transfer from");
+        assert_eq!(
+            e.to_string(),
+            "Corefile:3:17: transfer: can't use '*' in transfer from"
+        );
         let e = conf("example.org {\n secondary {\n  transfer to 1.2.3.4\n }\n}\n").unwrap_err();
-        assert_eq!(e.to_string(), "Corefile:3:12: transfer: unknown property to");
+        assert_eq!(
+            e.to_string(),
+            "Corefile:3:12: transfer: unknown property to"
+        );
         let e = conf("example.org {\n secondary {\n  transfer from nope\n }\n}\n").unwrap_err();
-        assert_eq!(e.to_string(), "Corefile:3:17: transfer: must specify an IP address: `nope'");
+        assert_eq!(
+            e.to_string(),
+            "Corefile:3:17: transfer: must specify an IP address: `nope'"
+        );
     }
 }
