@@ -57,7 +57,9 @@ pub(crate) fn parse(toks: &[Token]) -> Result<Vec<u8>, Option<Token>> {
     let rest = &toks[i.min(toks.len())..];
     let alt_t = rest.first().ok_or_else(|| toks.last().cloned())?;
     let alt = metres(&alt_t.text).ok_or_else(|| Some(alt_t.clone()))?;
-    let alt = ((alt * 100.0).round() as i64 + 10_000_000).clamp(0, u32::MAX as i64) as u32;
+    let alt = ((alt * 100.0).round() as i64)
+        .saturating_add(10_000_000)
+        .clamp(0, u32::MAX as i64) as u32;
     let mut sizes = [100u64, 1_000_000, 1000];
     for (k, t) in rest[1..].iter().enumerate() {
         if k >= 3 {

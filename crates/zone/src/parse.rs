@@ -233,6 +233,10 @@ fn record_line(
             "expecting RR type, TTL or class, not this...",
         ));
     };
+    // Meta types (OPT, TKEY, TSIG, IXFR, AXFR, MAILB, MAILA, ANY) are not zone data.
+    if rtype.0 == 41 || (249..=255).contains(&rtype.0) {
+        return Err(token_err(&file, &toks[i - 1], "bad RR type"));
+    }
     let ttl = match rec_ttl {
         Some(v) => {
             if !st.default_ttl.is_some_and(|(_, by_directive)| by_directive) {

@@ -63,6 +63,8 @@ impl Lookup {
 pub enum InsertError {
     #[error("record {0} is not in zone {1}")]
     OutOfZone(String, String),
+    #[error("record data of {0} is longer than 65535 octets")]
+    TooLong(String),
 }
 
 /// One RRset: its type, the owner spelling if it differs from the node's (SRV owners keep
@@ -295,6 +297,9 @@ impl Builder {
                 r.to_string(),
                 self.origin.to_string(),
             ));
+        }
+        if r.data.wire_len() > u16::MAX as usize {
+            return Err(InsertError::TooLong(r.name.to_string()));
         }
         if r.rtype != RType::SRV {
             r.name.make_lowercase();
