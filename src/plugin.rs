@@ -52,9 +52,6 @@ pub(crate) struct Request {
     pub depth: u8,
     /// The server, to re-enter it (None in unit tests).
     pub resolver: Option<Arc<dyn Resolver>>,
-    /// The packet as received, kept only when it carries a TSIG record (the `tsig` plugin
-    /// verifies the MAC over the original bytes).
-    pub raw: Option<Arc<[u8]>>,
 }
 
 impl Request {
@@ -72,7 +69,6 @@ impl Request {
             server: Arc::from("dns://:53"),
             depth: 0,
             resolver: None,
-            raw: None,
         }
     }
 

@@ -65,7 +65,11 @@ pub fn zone_file(data: &[u8]) {
         if let Some(w) = z.fast_reply(1, false, false, n.wire(), t, Class::IN) {
             let m = Message::parse(&w).expect("the fast path writes messages that parse");
             let slow = z.lookup(&n.to_lowercase(), t, false, 0);
-            assert_eq!(m.answers.len(), slow.answer.len(), "fast and full lookups of {n} {t}");
+            assert_eq!(
+                m.answers.len(),
+                slow.answer.len(),
+                "fast and full lookups of {n} {t}"
+            );
             let _ = l;
         }
     }

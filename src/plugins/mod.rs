@@ -4,6 +4,7 @@
 use crate::plugin::PluginDef;
 
 pub(crate) mod any;
+pub(crate) mod auto;
 pub(crate) mod autopath;
 pub(crate) mod bind;
 pub(crate) mod cache;
@@ -50,6 +51,7 @@ pub(crate) static ORDER: &[PluginDef] = &[
     PluginDef { name: "hosts", once: true, setup: hosts::setup },
     PluginDef { name: "kubernetes", once: true, setup: kubernetes::setup },
     PluginDef { name: "file", once: false, setup: file::setup },
+    PluginDef { name: "auto", once: false, setup: auto::setup },
     PluginDef { name: "secondary", once: false, setup: secondary::setup },
     PluginDef { name: "loop", once: true, setup: r#loop::setup },
     PluginDef { name: "forward", once: false, setup: forward::setup },

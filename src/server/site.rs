@@ -211,11 +211,6 @@ impl Site {
         }
         let zone = zone.clone();
         let block = block.clone();
-        let raw = msg
-            .additional
-            .last()
-            .is_some_and(|r| r.rtype == RType(250))
-            .then(|| Arc::from(packet));
         let mut req = Request {
             msg,
             client,
@@ -227,7 +222,6 @@ impl Site {
             server: self.label.clone(),
             depth: 0,
             resolver: Some(self.clone() as Arc<dyn Resolver>),
-            raw,
         };
         let mut out = run_chain(&block, &mut req).await;
         if let Some(ext) = out.ext.take() {
@@ -410,7 +404,6 @@ impl Resolver for Site {
                 server: self.label.clone(),
                 depth: req.depth + 1,
                 resolver: req.resolver.clone(),
-                raw: None,
             };
             let block = block.clone();
             let mut out = Next::new(&block.chain).run(&mut sub).await;

@@ -695,7 +695,6 @@ fn background_request(req: &Request) -> Request {
         server: req.server.clone(),
         depth: req.depth,
         resolver: req.resolver.clone(),
-        raw: None,
     }
 }
 
