@@ -24,6 +24,7 @@ const FILE_LOG: PluginLog = PluginLog("file");
 const MAX_REGEXP: usize = 10000;
 
 /// One `auto` line, parsed.
+#[derive(Debug)]
 pub(crate) struct Config {
     pub(crate) origins: Vec<Name>,
     pub(crate) directory: PathBuf,

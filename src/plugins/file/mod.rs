@@ -18,6 +18,7 @@ use crate::plugins::util::parse_duration;
 const LOG: PluginLog = PluginLog("file");
 
 /// The Corefile lines of one block, parsed.
+#[derive(Debug)]
 pub(crate) struct Config {
     /// (zone file, origins) per `file` line.
     pub(crate) files: Vec<(PathBuf, Vec<Name>)>,

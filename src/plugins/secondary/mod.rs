@@ -184,7 +184,7 @@ enum Got {
     /// The primary's copy is the one held (IXFR with a single SOA).
     UpToDate,
     /// A new zone.
-    Zone(Zone, &'static str),
+    Zone(Box<Zone>, &'static str),
 }
 
 impl Secondary {
@@ -351,7 +351,7 @@ impl Secondary {
                 }
             }
             if got.is_err() {
-                got = self.axfr(*p).await.map(|z| Got::Zone(z, "AXFR"));
+                got = self.axfr(*p).await.map(|z| Got::Zone(Box::new(z), "AXFR"));
             }
             match got {
                 Ok(Got::UpToDate) => {
@@ -364,7 +364,7 @@ impl Secondary {
                 }
                 Ok(Got::Zone(z, kind)) => {
                     let serial = z.serial().unwrap_or(0);
-                    self.slot.set(z);
+                    self.slot.set(*z);
                     SERIAL.with_label_values(&[&label]).set(f64::from(serial));
                     EXPIRED.with_label_values(&[&label]).set(0.0);
                     TRANSFERS
@@ -472,7 +472,7 @@ impl Secondary {
             for r in records.into_iter().take(n - 1) {
                 b.insert(r).map_err(|e| e.to_string())?;
             }
-            return Ok(Got::Zone(b.build(), "IXFR"));
+            return Ok(Got::Zone(Box::new(b.build()), "IXFR"));
         }
         // Incremental: (SOA old, deleted..., SOA new, added...)* then the final SOA.
         let mut zone: Vec<Record> = cur.transfer_records();
@@ -505,7 +505,7 @@ impl Secondary {
         for r in zone {
             b.insert(r).map_err(|e| e.to_string())?;
         }
-        Ok(Got::Zone(b.build(), "IXFR"))
+        Ok(Got::Zone(Box::new(b.build()), "IXFR"))
     }
 }
 
