@@ -4,12 +4,14 @@
 use crate::plugin::PluginDef;
 
 pub(crate) mod any;
+pub(crate) mod auto;
 pub(crate) mod autopath;
 pub(crate) mod bind;
 pub(crate) mod cache;
 pub(crate) mod chaos;
 pub(crate) mod debug;
 pub(crate) mod errors;
+pub(crate) mod file;
 pub(crate) mod forward;
 pub(crate) mod grpc;
 pub(crate) mod grpc_server;
@@ -26,9 +28,9 @@ pub(crate) mod quic;
 pub(crate) mod ready;
 pub(crate) mod reload;
 pub(crate) mod rewrite;
+pub(crate) mod secondary;
 pub(crate) mod tls;
 pub(crate) mod transfer;
-pub(crate) mod util;
 pub(crate) mod whoami;
 
 /// Execution order, whatever the order in the Corefile.
@@ -56,6 +58,9 @@ pub(crate) static ORDER: &[PluginDef] = &[
     PluginDef { name: "transfer", once: false, setup: transfer::setup },
     PluginDef { name: "hosts", once: true, setup: hosts::setup },
     PluginDef { name: "kubernetes", once: true, setup: kubernetes::setup },
+    PluginDef { name: "file", once: false, setup: file::setup },
+    PluginDef { name: "auto", once: false, setup: auto::setup },
+    PluginDef { name: "secondary", once: false, setup: secondary::setup },
     PluginDef { name: "loop", once: true, setup: r#loop::setup },
     PluginDef { name: "forward", once: false, setup: forward::setup },
     PluginDef { name: "grpc", once: true, setup: grpc::setup },

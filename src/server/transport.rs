@@ -5,28 +5,17 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use prometheus::{register_counter_vec, CounterVec};
 use sextant_corefile::Scheme;
 use sextant_wire::{opcode, Message};
 use tokio::sync::Notify;
 
-use crate::metrics::lazy_metric;
+use crate::metrics::metrics;
 
-lazy_metric!(HTTPS_RESPONSES: CounterVec = register_counter_vec!(
-    "coredns_dns_https_responses_total",
-    "Counter of DoH responses per server and http status code.",
-    &["server", "status"]
-));
-lazy_metric!(HTTPS3_RESPONSES: CounterVec = register_counter_vec!(
-    "coredns_dns_https3_responses_total",
-    "Counter of DoH3 responses per server and http status code.",
-    &["server", "status"]
-));
-lazy_metric!(QUIC_RESPONSES: CounterVec = register_counter_vec!(
-    "coredns_dns_quic_responses_total",
-    "Counter of DoQ responses per server and QUIC application code.",
-    &["server", "status"]
-));
+metrics! {
+    HTTPS_RESPONSES: CounterVec("coredns_dns_https_responses_total", "Counter of DoH responses per server and http status code.", ["server", "status"]);
+    HTTPS3_RESPONSES: CounterVec("coredns_dns_https3_responses_total", "Counter of DoH3 responses per server and http status code.", ["server", "status"]);
+    QUIC_RESPONSES: CounterVec("coredns_dns_quic_responses_total", "Counter of DoQ responses per server and QUIC application code.", ["server", "status"]);
+}
 
 /// Largest DNS message a DoH body, a DoQ stream or a gRPC packet may carry.
 pub(crate) const MAX_MESSAGE: usize = 65535;

@@ -13,36 +13,26 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use hyper_util::rt::TokioIo;
-use prometheus::{register_counter_vec, register_histogram_vec, CounterVec, HistogramVec};
 use rand::seq::SliceRandom;
 use rustls::pki_types::ServerName;
 use sextant_corefile::{Directive, Error, Token};
 use sextant_wire::{Message, Name, Rcode};
 use tokio_util::either::Either;
 
-use crate::metrics::lazy_metric;
+use crate::metrics::metrics;
+use crate::pkg::addr::host_port;
+use crate::pkg::addr::resolv_conf;
+use crate::pkg::fallthrough::Fall;
 use crate::plugin::{BoxFuture, Handler, Next, Outcome, Request, SetupCtx};
-use crate::plugins::forward::setup::{host_port, resolv_conf};
 use crate::server::grpc::{Codec, DnsPacket, MAX_GRPC_MESSAGE, QUERY_PATH};
 use crate::server::lifecycle::Spawner;
 use crate::server::transport::MAX_MESSAGE;
 
-lazy_metric!(REQUESTS: CounterVec = register_counter_vec!(
-    "coredns_grpc_requests_total",
-    "Counter of requests made per upstream.",
-    &["to"]
-));
-lazy_metric!(RESPONSES: CounterVec = register_counter_vec!(
-    "coredns_grpc_responses_total",
-    "Counter of requests made per upstream.",
-    &["rcode", "to"]
-));
-lazy_metric!(DURATION: HistogramVec = register_histogram_vec!(
-    "coredns_grpc_request_duration_seconds",
-    "Histogram of the time each request took.",
-    &["to"],
-    (0..16).map(|i| 0.00025 * 2f64.powi(i)).collect()
-));
+metrics! {
+    REQUESTS: CounterVec("coredns_grpc_requests_total", "Counter of requests made per upstream.", ["to"]);
+    RESPONSES: CounterVec("coredns_grpc_responses_total", "Counter of requests made per upstream.", ["rcode", "to"]);
+    DURATION: HistogramVec("coredns_grpc_request_duration_seconds", "Histogram of the time each request took.", ["to"], crate::metrics::exp_buckets(0.00025, 2.0, 16));
+}
 
 /// Most upstreams one `grpc` line may name.
 const MAX_UPSTREAMS: usize = 15;
@@ -76,10 +66,10 @@ struct Config {
     from: Name,
     except: Vec<Name>,
     upstreams: Vec<(Target, String)>,
-    tls: Option<Vec<String>>,
+    tls: Option<Vec<Token>>,
     tls_servername: Option<String>,
     policy: Policy,
-    fall: Vec<Name>,
+    fall: Fall,
 }
 
 pub(crate) struct Grpc {
@@ -89,16 +79,12 @@ pub(crate) struct Grpc {
     tls: Option<(Arc<rustls::ClientConfig>, Option<ServerName<'static>>)>,
     policy: Policy,
     robin: AtomicU32,
-    fall: Vec<Name>,
+    fall: Fall,
     spawner: Spawner,
 }
 
 fn zone(d: &Directive, t: &Token) -> Result<Name, Error> {
-    let zones = sextant_corefile::normalize_zone(t).map_err(|e| d.err_at(t, e.msg))?;
-    let Some(z) = zones.first() else {
-        return Err(d.err_at(t, format!("unable to normalize '{}'", t.text)));
-    };
-    Name::parse(z).map_err(|e| d.err_at(t, format!("invalid name '{}': {e}", t.text)))
+    crate::pkg::zones::first(d, t)
 }
 
 /// `HOST[:PORT]` (port 53 by default), `unix://PATH`, or a resolv.conf-style file, like
@@ -143,7 +129,7 @@ fn parse(d: &Directive) -> Result<Config, Error> {
         tls: None,
         tls_servername: None,
         policy: Policy::Random,
-        fall: Vec::new(),
+        fall: Fall::default(),
     };
     for sub in d.sub() {
         match sub.name.text.as_str() {
@@ -155,7 +141,7 @@ fn parse(d: &Directive) -> Result<Config, Error> {
             }
             "tls" => {
                 sub.arg_count(0, 3)?;
-                c.tls = Some(sub.args.iter().map(|t| t.text.clone()).collect());
+                c.tls = Some(sub.args.clone());
             }
             "tls_servername" => {
                 sub.arg_count(1, 1)?;
@@ -171,7 +157,7 @@ fn parse(d: &Directive) -> Result<Config, Error> {
                     other => return Err(sub.err_at(t, format!("unknown policy '{other}'"))),
                 };
             }
-            "fallthrough" => c.fall = crate::plugins::hosts::fallthrough_zones(sub)?,
+            "fallthrough" => c.fall = Fall::parse(sub)?,
             other => return Err(sub.err(format!("unknown property '{other}'"))),
         }
     }
@@ -196,7 +182,7 @@ pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), 
     let tls = match tls_args {
         None => None,
         Some(args) => {
-            let cfg = crate::plugins::forward::tls::client_config(&args).map_err(|e| d.err(e))?;
+            let cfg = crate::pkg::tls::client_config(d, &args)?;
             let mut cfg = (*cfg).clone();
             cfg.alpn_protocols = vec![b"h2".to_vec()];
             let name = match &c.tls_servername {
@@ -300,7 +286,7 @@ impl Grpc {
     }
 
     fn fall_through(&self, qname: &Name) -> bool {
-        self.fall.iter().any(|z| qname.is_subdomain_of(z))
+        self.fall.through(qname)
     }
 
     fn list(&self) -> Vec<usize> {
@@ -469,10 +455,10 @@ mod tests {
             ["127.0.0.1:9005", "[::1]:53", "unix:///run/g.sock"]
         );
         assert_eq!(c.except, [Name::parse("a.example.org.").unwrap()]);
-        assert_eq!(c.tls, Some(vec![]));
+        assert_eq!(c.tls.as_ref().map(Vec::len), Some(0));
         assert_eq!(c.tls_servername.as_deref(), Some("dns.example"));
         assert_eq!(c.policy, Policy::RoundRobin);
-        assert_eq!(c.fall, [Name::parse("in-addr.arpa.").unwrap()]);
+        assert_eq!(c.fall.zones(), [Name::parse("in-addr.arpa.").unwrap()]);
     }
 
     #[test]
@@ -488,15 +474,15 @@ mod tests {
             ),
             (
                 ". {\n grpc . 127.0.0.1 {\n  policy first\n }\n}\n",
-                "Corefile:3:10: grpc: unknown policy 'first'",
+                "Corefile:3:10: policy: unknown policy 'first'",
             ),
             (
                 ". {\n grpc . 127.0.0.1 {\n  bogus\n }\n}\n",
-                "Corefile:3:3: grpc: unknown property 'bogus'",
+                "Corefile:3:3: bogus: unknown property 'bogus'",
             ),
             (
                 ". {\n grpc . 127.0.0.1 {\n  tls a b c d\n }\n}\n",
-                "Corefile:3:3: grpc: wrong argument count",
+                "Corefile:3:13: tls: wrong argument count",
             ),
         ] {
             let got = err(text);

@@ -3,8 +3,8 @@
 
 use sextant_corefile::{Directive, Error};
 
+use crate::pkg::num::limit;
 use crate::plugin::SetupCtx;
-use crate::plugins::util::parse_limit;
 
 pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), Error> {
     let d = lines[0];
@@ -12,8 +12,8 @@ pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), 
     let (mut streams, mut conns) = (None, None);
     for sub in d.sub() {
         match sub.name.text.as_str() {
-            "max_streams" => parse_limit(sub, &mut streams, false)?,
-            "max_connections" => parse_limit(sub, &mut conns, false)?,
+            "max_streams" => limit(sub, &mut streams, false)?,
+            "max_connections" => limit(sub, &mut conns, false)?,
             other => return Err(sub.err(format!("unknown property '{other}'"))),
         }
     }

@@ -4,8 +4,8 @@
 
 use sextant_corefile::{Directive, Error};
 
+use crate::pkg::num::limit;
 use crate::plugin::SetupCtx;
-use crate::plugins::util::parse_limit;
 
 pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), Error> {
     let d = lines[0];
@@ -13,8 +13,8 @@ pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), 
     let (mut streams, mut workers) = (None, None);
     for sub in d.sub() {
         match sub.name.text.as_str() {
-            "max_streams" => parse_limit(sub, &mut streams, true)?,
-            "worker_pool_size" => parse_limit(sub, &mut workers, true)?,
+            "max_streams" => limit(sub, &mut streams, true)?,
+            "worker_pool_size" => limit(sub, &mut workers, true)?,
             other => return Err(sub.err(format!("unknown property '{other}'"))),
         }
     }
