@@ -6,6 +6,7 @@
 
 pub mod message;
 pub mod name;
+pub mod reply;
 pub mod rr;
 pub mod scan;
 pub mod types;
@@ -15,6 +16,7 @@ pub use message::{
     HEADER_LEN,
 };
 pub use name::Name;
+pub use reply::{Asked, Encoded, Reply};
 pub use rr::{RData, Record, Soa, Srv};
 pub use scan::{scan_query, OptView, QueryView, ScanError};
 pub use types::{opcode, Class, RType, Rcode};
