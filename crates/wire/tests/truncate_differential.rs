@@ -46,7 +46,9 @@ fn random_record(rng: &mut Rng) -> Record {
     let target = Name::parse(NAMES[rng.below(NAMES.len())]).unwrap();
     let data = match rng.below(7) {
         0 => RData::A(Ipv4Addr::from(rng.next() as u32)),
-        1 => RData::Aaaa(Ipv6Addr::from(rng.next() as u128 | ((rng.next() as u128) << 64))),
+        1 => RData::Aaaa(Ipv6Addr::from(
+            rng.next() as u128 | ((rng.next() as u128) << 64),
+        )),
         2 => RData::Cname(target),
         3 => RData::Ns(target),
         4 => RData::Mx {
@@ -83,7 +85,12 @@ macro_rules! push {
             RData::Mx {
                 preference,
                 exchange,
-            } => $b.push(DRecord::new(owner, c, ttl, Mx::new(*preference, dname(exchange)))),
+            } => $b.push(DRecord::new(
+                owner,
+                c,
+                ttl,
+                Mx::new(*preference, dname(exchange)),
+            )),
             RData::Srv(s) => $b.push(DRecord::new(
                 owner,
                 c,
@@ -174,7 +181,11 @@ fn truncation_matches_domain_message_builder() {
         let (an, ns, ar, len) = reference(&m, size - opt_len);
         let what = format!("round {round}, size {size}, opt {with_opt}");
         assert_eq!(
-            (back.answers.len(), back.authority.len(), back.additional.len()),
+            (
+                back.answers.len(),
+                back.authority.len(),
+                back.additional.len()
+            ),
             (an, ns, ar),
             "{what}"
         );

@@ -8,7 +8,7 @@ use std::sync::{Arc, LazyLock, Mutex, OnceLock};
 
 use prometheus::{register_counter_vec, CounterVec};
 use sextant_corefile::{Directive, Error};
-use sextant_wire::{Message, Name, RData, Rcode, Record};
+use sextant_wire::{Message, Name, RData, Rcode, Record, Reply};
 
 use crate::plugin::{BoxFuture, Handler, Next, Outcome, Request, SetupCtx};
 use crate::plugins::hosts::zones_from_args;
@@ -192,7 +192,7 @@ impl Handler for AutoPath {
                 if out.error.is_some() {
                     return out;
                 }
-                let Some(reply) = &out.reply else {
+                let Some(reply) = out.reply.as_ref().and_then(Reply::as_message) else {
                     if i == 0 {
                         first_out = Some(out);
                     }
@@ -204,7 +204,7 @@ impl Handler for AutoPath {
                     }
                     continue;
                 }
-                if let Some(m) = out.reply.as_mut() {
+                if let Some(m) = out.message_mut() {
                     cnamer(m, &qname);
                 }
                 SUCCESS.with_label_values(&[&req.server]).inc();

@@ -146,13 +146,13 @@ impl T {
         let chain: Vec<Arc<dyn Handler>> = vec![self.up.clone()];
         let mut req = Request::new(msg, "127.0.0.1:5353".parse().unwrap(), Proto::Udp);
         let out = self.cache.serve(&mut req, Next::new(&chain)).await;
-        match (&out.reply, &out.wire) {
-            (_, Some(w)) => {
+        match &out.reply {
+            Some(sextant_wire::Reply::Encoded(w)) => {
                 assert_eq!(out.writer, "cache");
                 (Some(Message::parse(&w.bytes).unwrap()), true)
             }
-            (Some(m), None) => (Some(m.clone()), false),
-            (None, None) => (None, false),
+            Some(sextant_wire::Reply::Parsed(m)) => (Some(m.clone()), false),
+            None => (None, false),
         }
     }
 
