@@ -94,8 +94,9 @@ impl Request {
         self.msg.edns.as_ref().is_some_and(|e| e.dnssec_ok)
     }
 
-    /// The client's buffer size as CoreDNS reports it (`request.Size`), which is also the size
-    /// its reply is truncated to: UDP max(advertised, 512), 512 without EDNS, 65535 over TCP.
+    /// The client's buffer size as CoreDNS reports it (`request.Size`, the `log` plugin's
+    /// `{>bufsize}`): UDP max(advertised, 512), 512 without EDNS, 65535 over TCP. Replies are
+    /// truncated to it, over UDP to at most 1232 bytes (`site::MAX_UDP_PAYLOAD`).
     pub(crate) fn bufsize(&self) -> u16 {
         sextant_wire::reply::client_limit(
             self.proto == Proto::Tcp,
@@ -140,7 +141,7 @@ impl Outcome {
     pub(crate) fn reply(plugin: &'static str, msg: Message) -> Outcome {
         Outcome {
             rcode: msg.rcode(),
-            reply: Some(Reply::Parsed(msg)),
+            reply: Some(Reply::parsed(msg)),
             writer: plugin,
             error: None,
         }

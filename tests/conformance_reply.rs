@@ -107,9 +107,10 @@ fn truncation_keeps_the_records_that_fit_in_a_plugin_answer() {
         "udp, EDNS 1232",
     );
     check_whole(&tcp(addr(port), &q(), T).unwrap(), "tcp");
-    // Not cut at 1232 any more: a client that takes 4096 gets 4096-byte answers (CoreDNS).
+    // 684 bytes fit a client that takes 4096; its OPT record says 4096.
     let r = udp(addr(port), &q().edns(4096), T).unwrap();
     check_whole(&r, "udp, EDNS 4096");
+    assert_eq!(r.edns().unwrap().udp_size, 4096);
 }
 
 const HEADLESS: &str = r#"

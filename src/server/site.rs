@@ -13,10 +13,12 @@ use sextant_wire::{
 
 use crate::plugin::{BoxFuture, Handler, Next, Outcome, Proto, Request, Resolver};
 
-/// The UDP payload size Sextant advertises in queries it makes itself (re-entering the server
-/// for a CNAME target) and in OPT records a plugin adds for an extended rcode (DNS Flag Day
-/// 2020). Replies carry the client's own size instead (CoreDNS's `SizeAndDo`), and are truncated
-/// to the size the client advertised (`Request::bufsize`), not to this.
+/// Largest UDP reply Sextant sends (DNS Flag Day 2020), whatever size the client advertises:
+/// the amplification bound of faults.md §5.6. Below it replies are truncated to the client's
+/// size as CoreDNS truncates them (`request.Size`, see [`limit`]). Also the size Sextant
+/// advertises in queries it makes itself (re-entering the server for a CNAME target) and in OPT
+/// records a plugin adds for an extended rcode. The OPT record of a reply carries the client's
+/// own size (CoreDNS's `SizeAndDo`), not this.
 pub(crate) const MAX_UDP_PAYLOAD: u16 = 1232;
 
 /// True for the EDNS options a reply without an OPT record of its own echoes from the client's
@@ -26,14 +28,21 @@ pub(crate) fn echoed_option(code: u16) -> bool {
     sextant_wire::reply::ECHOED_OPTIONS.contains(&code)
 }
 
-/// Largest reply the client takes (CoreDNS's `request.Size`).
+/// Largest reply the client gets: CoreDNS's `request.Size` (TCP 65535; UDP the client's EDNS
+/// size, at least 512), over UDP at most [`MAX_UDP_PAYLOAD`].
 fn limit(asked: &Asked, proto: Proto) -> usize {
-    client_limit(proto == Proto::Tcp, asked.edns.as_ref().map(|e| e.udp_size)) as usize
+    let size = client_limit(proto == Proto::Tcp, asked.edns.map(|e| e.udp_size));
+    match proto {
+        Proto::Tcp => size as usize,
+        Proto::Udp => size.min(MAX_UDP_PAYLOAD) as usize,
+    }
 }
 
-/// The bytes sent back for `reply` (see [`Reply::finish`]).
-pub(crate) fn finish(asked: &Asked, reply: Reply, proto: Proto) -> Vec<u8> {
-    reply.finish(asked, limit(asked, proto), echoed_option)
+/// The bytes sent back for `reply` to the client that asked `asked`, echoing options of the
+/// request's OPT record `req_opt` (see [`Reply::finish`]).
+pub(crate) fn finish(asked: &Asked, req_opt: Option<&Edns>, reply: Reply, proto: Proto) -> Vec<u8> {
+    let options = req_opt.map_or(&[][..], |e| &e.options[..]);
+    reply.finish(asked, options, limit(asked, proto), echoed_option)
 }
 
 /// Plugins that open the server to classes other than IN (CoreDNS's `EnableChaos`).
@@ -138,12 +147,12 @@ impl Site {
             r.header.rd = false;
             r.header.cd = false;
             r.header.rcode = Rcode::NOTIMP.low();
-            return Some(finish(&asked, Reply::Parsed(r), proto));
+            return Some(finish(&asked, msg.edns.as_ref(), Reply::parsed(r), proto));
         }
         if msg.questions.len() != 1 || msg.answers.len() > 1 || msg.authority.len() > 1 {
             let mut r = Message::reply_to(&msg);
             r.set_rcode(Rcode::FORMERR);
-            return Some(finish(&asked, Reply::Parsed(r), proto));
+            return Some(finish(&asked, msg.edns.as_ref(), Reply::parsed(r), proto));
         }
         let q = &msg.questions[0];
         // Like CoreDNS's ServeDNS: the class, then the EDNS version, then the zone.
@@ -151,7 +160,7 @@ impl Site {
             crate::metrics::record_dropped(&self.label, proto, packet.len(), Rcode::REFUSED);
             let mut r = Message::reply_to(&msg);
             r.set_rcode(Rcode::REFUSED);
-            return Some(finish(&asked, Reply::Parsed(r), proto));
+            return Some(finish(&asked, msg.edns.as_ref(), Reply::parsed(r), proto));
         }
         if let Some(e) = &msg.edns {
             if e.version > 0 {
@@ -167,7 +176,7 @@ impl Site {
             crate::metrics::record_dropped(&self.label, proto, packet.len(), Rcode::REFUSED);
             let mut r = Message::reply_to(&msg);
             r.set_rcode(Rcode::REFUSED);
-            return Some(finish(&asked, Reply::Parsed(r), proto));
+            return Some(finish(&asked, msg.edns.as_ref(), Reply::parsed(r), proto));
         };
         let zone = zone.clone();
         let block = block.clone();
@@ -184,7 +193,10 @@ impl Site {
             resolver: Some(self.clone() as Arc<dyn Resolver>),
         };
         let out = run_chain(&block, &mut req).await;
-        Some(finish(&asked, outcome_to_reply(&asked, out), proto))
+        // Options are echoed from the request as the chain left it (CoreDNS's rewrite edits
+        // the request its ScrubWriter reads); size and DO are the client's.
+        let reply = outcome_to_reply(&asked, out);
+        Some(finish(&asked, req.msg.edns.as_ref(), reply, proto))
     }
 }
 
@@ -204,7 +216,7 @@ pub(crate) fn outcome_to_reply(query: &Asked, out: Outcome) -> Reply {
                 _ => Rcode::SERVFAIL,
             };
             r.set_rcode(rc);
-            Reply::Parsed(r)
+            Reply::parsed(r)
         }
     }
 }
@@ -268,7 +280,7 @@ mod tests {
         let q = Message::query(3, Name::parse("a.example.org.").unwrap(), RType::A);
         let out = Outcome::wire("cache", stored("a.example.org.", 40));
         let reply = outcome_to_reply(&Asked::of(&q), out);
-        let bytes = finish(&Asked::of(&q), reply, Proto::Udp);
+        let bytes = finish(&Asked::of(&q), None, reply, Proto::Udp);
         assert!(bytes.len() <= 512);
         let m = Message::parse(&bytes).unwrap();
         assert!(m.header.tc);

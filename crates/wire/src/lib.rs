@@ -16,7 +16,7 @@ pub use message::{
     HEADER_LEN,
 };
 pub use name::Name;
-pub use reply::{Asked, Encoded, Reply};
+pub use reply::{Asked, ClientEdns, Encoded, Reply};
 pub use rr::{RData, Record, Soa, Srv};
 pub use scan::{scan_query, OptView, QueryView, ScanError};
 pub use types::{opcode, Class, RType, Rcode};

@@ -5,7 +5,7 @@
 //! An encoded reply is a whole DNS message with one question at offset 12 and no OPT record;
 //! its fast path is a copy and a few patches, never a decode.
 
-use crate::message::{Edns, Header, Message, Question, HEADER_LEN};
+use crate::message::{Edns, EdnsOption, Header, Message, Question, HEADER_LEN};
 use crate::name::Name;
 use crate::read_name;
 use crate::types::{Class, RType, Rcode};
@@ -14,7 +14,9 @@ use crate::types::{Class, RType, Rcode};
 /// plugin kept (the cache, the kubernetes reply memo).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Reply {
-    Parsed(Message),
+    /// Boxed: a reply travels back through every plugin's future, and a small `Reply` keeps
+    /// the encoded fast path free of large moves.
+    Parsed(Box<Message>),
     Encoded(Encoded),
 }
 
@@ -27,8 +29,10 @@ pub struct Encoded {
 }
 
 /// What the client asked, as far as its reply is concerned: ID, opcode, RD/CD, the question as
-/// the client spelled it and its OPT record. Plugins may change the request (`rewrite`); the
-/// reply still answers what the client asked.
+/// the client spelled it and its OPT record's size and flags. Plugins may change the request
+/// (`rewrite`); the reply still answers what the client asked. The options a reply echoes are
+/// read from the request as the chain left it (CoreDNS's `rewrite` edits the request its
+/// `ScrubWriter` reads), and passed to [`Reply::finish`] separately.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Asked {
     pub id: u16,
@@ -36,8 +40,17 @@ pub struct Asked {
     pub rd: bool,
     pub cd: bool,
     pub question: Option<Question>,
-    /// The client's OPT record, as received.
-    pub edns: Option<Edns>,
+    /// The client's OPT record without its options; None without EDNS.
+    pub edns: Option<ClientEdns>,
+}
+
+/// The size and flags of a client's OPT record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientEdns {
+    pub udp_size: u16,
+    pub dnssec_ok: bool,
+    /// The flag bits other than DO.
+    pub z: u16,
 }
 
 /// EDNS option codes CoreDNS echoes from the client's OPT record when the reply has none of
@@ -52,7 +65,11 @@ impl Asked {
             rd: m.header.rd,
             cd: m.header.cd,
             question: m.questions.first().cloned(),
-            edns: m.edns.clone(),
+            edns: m.edns.as_ref().map(|e| ClientEdns {
+                udp_size: e.udp_size,
+                dnssec_ok: e.dnssec_ok,
+                z: e.z,
+            }),
         }
     }
 
@@ -67,35 +84,36 @@ impl Asked {
         r.questions.extend(self.question.iter().cloned());
         r
     }
+}
 
-    /// The OPT record the reply carries, CoreDNS's `SizeAndDo`: none if the client sent none.
-    /// Otherwise the UDP size is the client's, the version 0, DO set if the client or the
-    /// reply's own OPT has it; the options are the reply's own if it has an OPT record, else the
-    /// client's options that `echo` accepts (see [`ECHOED_OPTIONS`]). The extended rcode is
-    /// the reply's (CoreDNS clears it here; Sextant keeps the rcode the reply has).
-    pub fn reply_opt(&self, reply: Option<&Edns>, echo: impl Fn(u16) -> bool) -> Option<Edns> {
-        let client = self.edns.as_ref()?;
-        let mut e = Edns::new(client.udp_size);
-        match reply {
-            Some(r) => {
-                e.dnssec_ok = r.dnssec_ok || client.dnssec_ok;
-                e.z = r.z & 0x7f00;
-                e.ext_rcode = r.ext_rcode;
-                e.options = r.options.clone();
-            }
-            None => {
-                e.dnssec_ok = client.dnssec_ok;
-                e.z = client.z & 0x7f00;
-                e.options = client
-                    .options
-                    .iter()
-                    .filter(|o| echo(o.code))
-                    .cloned()
-                    .collect();
-            }
+/// The OPT record a reply carries, CoreDNS's `SizeAndDo`, for a client whose OPT record is
+/// `client` and a request with `options`: none if the client sent none. Otherwise the UDP size
+/// is the client's, the version 0, DO set if the client or the reply's own OPT record has it;
+/// the options are the reply's own if it has an OPT record (`reply`), else those of `options`
+/// that `echo` accepts (see [`ECHOED_OPTIONS`]). The extended rcode is the reply's (CoreDNS
+/// clears it here; Sextant keeps the rcode the reply has).
+pub fn reply_opt(
+    client: Option<ClientEdns>,
+    options: &[EdnsOption],
+    reply: Option<&Edns>,
+    echo: impl Fn(u16) -> bool,
+) -> Option<Edns> {
+    let client = client?;
+    let mut e = Edns::new(client.udp_size);
+    match reply {
+        Some(r) => {
+            e.dnssec_ok = r.dnssec_ok || client.dnssec_ok;
+            e.z = r.z & 0x7f00;
+            e.ext_rcode = r.ext_rcode;
+            e.options = r.options.clone();
         }
-        Some(e)
+        None => {
+            e.dnssec_ok = client.dnssec_ok;
+            e.z = client.z & 0x7f00;
+            e.options = options.iter().filter(|o| echo(o.code)).cloned().collect();
+        }
     }
+    Some(e)
 }
 
 /// Largest reply a client takes, CoreDNS's `request.Size`: over TCP 65535; over UDP the size
@@ -108,6 +126,11 @@ pub fn client_limit(tcp: bool, edns_size: Option<u16>) -> u16 {
 }
 
 impl Reply {
+    /// A parsed reply.
+    pub fn parsed(m: Message) -> Reply {
+        Reply::Parsed(Box::new(m))
+    }
+
     /// An encoded reply (see [`Encoded`]).
     pub fn encoded(bytes: Vec<u8>, uncompressed: Option<usize>) -> Reply {
         Reply::Encoded(Encoded {
@@ -144,7 +167,7 @@ impl Reply {
     /// reply becomes a parsed one. None if the bytes do not decode (the reply is left as is).
     pub fn message_mut(&mut self) -> Option<&mut Message> {
         if let Reply::Encoded(e) = self {
-            *self = Reply::Parsed(Message::parse(&e.bytes).ok()?);
+            *self = Reply::parsed(Message::parse(&e.bytes).ok()?);
         }
         match self {
             Reply::Parsed(m) => Some(m),
@@ -155,7 +178,7 @@ impl Reply {
     /// The reply as a message, decoding encoded bytes; None if they do not decode.
     pub fn into_message(self) -> Option<Message> {
         match self {
-            Reply::Parsed(m) => Some(m),
+            Reply::Parsed(m) => Some(*m),
             Reply::Encoded(e) => Message::parse(&e.bytes).ok(),
         }
     }
@@ -178,37 +201,58 @@ impl Reply {
         }
     }
 
-    /// The bytes sent to the client that asked `to`, at most `limit` bytes long: the client's
-    /// ID, opcode and question spelling, QR set and Z clear, the OPT record of
-    /// [`Asked::reply_opt`] (options the client sent are echoed when `echo` accepts their code),
+    /// The bytes sent to the client that asked `to`, at most `limit` bytes long: the client's ID,
+    /// opcode and question spelling, QR set and Z clear, the OPT record of [`reply_opt`] (the
+    /// request's `options` are echoed when `echo` accepts their code),
     /// and miekg/dns's truncation when the reply is larger than `limit` (at least 512). An
     /// encoded reply for the asked question that fits is patched in place; anything else is
     /// decoded and encoded again.
-    pub fn finish(self, to: &Asked, limit: usize, echo: impl Fn(u16) -> bool) -> Vec<u8> {
+    #[inline]
+    pub fn finish(
+        self,
+        to: &Asked,
+        options: &[EdnsOption],
+        limit: usize,
+        echo: impl Fn(u16) -> bool,
+    ) -> Vec<u8> {
         let limit = limit.max(512);
-        let msg = match self {
-            Reply::Encoded(e) => match finish_encoded(e.bytes, to, limit, &echo) {
-                Ok(bytes) => return bytes,
-                Err(bytes) => match Message::parse(&bytes) {
-                    Ok(m) => m,
-                    // Unreadable bytes from a plugin: the client gets SERVFAIL, not garbage.
-                    Err(_) => {
-                        let mut r = to.reply();
-                        r.set_rcode(Rcode::SERVFAIL);
-                        r
-                    }
-                },
+        match self {
+            Reply::Encoded(e) => match finish_encoded(e.bytes, to, options, limit, &echo) {
+                Ok(bytes) => bytes,
+                Err(bytes) => finish_undecided(bytes, to, options, limit, echo),
             },
-            Reply::Parsed(m) => m,
-        };
-        finish_message(msg, to, limit, echo)
+            Reply::Parsed(m) => finish_message(*m, to, options, limit, echo),
+        }
     }
+}
+
+/// [`Reply::finish`] for encoded bytes its fast path could not take: decoded and finished as
+/// a message.
+#[cold]
+fn finish_undecided(
+    bytes: Vec<u8>,
+    to: &Asked,
+    options: &[EdnsOption],
+    limit: usize,
+    echo: impl Fn(u16) -> bool,
+) -> Vec<u8> {
+    let msg = match Message::parse(&bytes) {
+        Ok(m) => m,
+        // Unreadable bytes from a plugin: the client gets SERVFAIL, not garbage.
+        Err(_) => {
+            let mut r = to.reply();
+            r.set_rcode(Rcode::SERVFAIL);
+            r
+        }
+    };
+    finish_message(msg, to, options, limit, echo)
 }
 
 /// [`Reply::finish`] for a parsed reply.
 fn finish_message(
     mut reply: Message,
     to: &Asked,
+    options: &[EdnsOption],
     limit: usize,
     echo: impl Fn(u16) -> bool,
 ) -> Vec<u8> {
@@ -222,7 +266,7 @@ fn finish_message(
         reply.questions.push(q.clone());
     }
     let rcode = reply.rcode();
-    reply.edns = to.reply_opt(reply.edns.as_ref(), echo).map(|mut e| {
+    reply.edns = reply_opt(to.edns, options, reply.edns.as_ref(), echo).map(|mut e| {
         e.ext_rcode = rcode.high();
         e
     });
@@ -234,6 +278,7 @@ fn finish_message(
 fn finish_encoded(
     mut out: Vec<u8>,
     to: &Asked,
+    options: &[EdnsOption],
     limit: usize,
     echo: &impl Fn(u16) -> bool,
 ) -> Result<Vec<u8>, Vec<u8>> {
@@ -243,19 +288,21 @@ fn finish_encoded(
     if !answers_question(&out, &q.name, q.qtype, q.qclass) {
         return Err(out);
     }
-    let opt = to.reply_opt(None, echo);
+    let opt = match to.edns {
+        Some(_) => reply_opt(to.edns, options, None, echo),
+        None => None,
+    };
     let opt_len = opt.as_ref().map_or(0, Edns::wire_len);
     if out.len() + opt_len > limit {
         return Err(out);
     }
-    set_id(&mut out, to.id);
+    // answers_question checked the header and the question's length.
+    let qname = q.name.wire();
+    out[HEADER_LEN..HEADER_LEN + qname.len()].copy_from_slice(qname);
+    out[0..2].copy_from_slice(&to.id.to_be_bytes());
     // QR set, opcode from the query, Z clear; AA/TC/RD/RA/AD/CD/rcode as the plugin wrote them.
-    let flags = read_flags(&out).unwrap_or(0);
-    set_flags(
-        &mut out,
-        (flags & 0x87bf) | 0x8000 | ((to.opcode as u16 & 0x0f) << 11),
-    );
-    set_question_spelling(&mut out, &q.name);
+    out[2] = (out[2] & 0x87) | 0x80 | ((to.opcode & 0x0f) << 3);
+    out[3] &= !0x40;
     if let Some(e) = &opt {
         if !push_opt(&mut out, e) {
             return Err(out);
@@ -299,6 +346,7 @@ fn counts(bytes: &[u8]) -> Option<[usize; 4]> {
 
 /// True when the message has exactly one question and it is `name` (compared
 /// case-insensitively, uncompressed at offset 12), `qtype`, `qclass`.
+#[inline]
 pub fn answers_question(bytes: &[u8], name: &Name, qtype: RType, qclass: Class) -> bool {
     let qname = name.wire();
     let qend = HEADER_LEN + qname.len();
@@ -306,7 +354,7 @@ pub fn answers_question(bytes: &[u8], name: &Name, qtype: RType, qclass: Class) 
         Some(stored) => {
             let (sname, tc) = stored.split_at(qname.len());
             bytes[4..6] == [0, 1]
-                && sname.eq_ignore_ascii_case(qname)
+                && (sname == qname || sname.eq_ignore_ascii_case(qname))
                 && tc[..2] == qtype.0.to_be_bytes()
                 && tc[2..] == qclass.0.to_be_bytes()
         }
@@ -369,7 +417,7 @@ pub fn push_opt(bytes: &mut Vec<u8>, e: &Edns) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{EdnsOption, RData, Record};
+    use crate::{RData, Record};
     use std::net::Ipv4Addr;
 
     fn n(s: &str) -> Name {
@@ -390,6 +438,10 @@ mod tests {
         m.to_wire()
     }
 
+    fn opts(q: &Message) -> &[EdnsOption] {
+        q.edns.as_ref().map_or(&[], |e| &e.options)
+    }
+
     fn echo_all(_: u16) -> bool {
         true
     }
@@ -403,7 +455,8 @@ mod tests {
         let mut q = Message::query(0xbeef, n("A.Example.Org."), RType::A);
         q.header.opcode = 0;
         let bytes = stored("a.example.org.", 2);
-        let out = Reply::encoded(bytes.clone(), None).finish(&Asked::of(&q), 512, echo_all);
+        let out =
+            Reply::encoded(bytes.clone(), None).finish(&Asked::of(&q), opts(&q), 512, echo_all);
         let m = Message::parse(&out).unwrap();
         assert_eq!(m.header.id, 0xbeef);
         assert!(m.header.qr && m.header.aa && !m.header.tc);
@@ -434,9 +487,9 @@ mod tests {
         let asked = Asked::of(&q);
         for reply in [
             Reply::encoded(stored("a.example.org.", 2), None),
-            Reply::Parsed(Message::parse(&stored("a.example.org.", 2)).unwrap()),
+            Reply::parsed(Message::parse(&stored("a.example.org.", 2)).unwrap()),
         ] {
-            let m = Message::parse(&reply.finish(&asked, 4096, echo_std)).unwrap();
+            let m = Message::parse(&reply.finish(&asked, opts(&q), 4096, echo_std)).unwrap();
             let e = m.edns.unwrap();
             assert_eq!(
                 (e.udp_size, e.dnssec_ok, e.version, e.z),
@@ -454,7 +507,8 @@ mod tests {
             data: b"ns1".to_vec(),
         });
         m.edns = Some(own);
-        let back = Message::parse(&Reply::Parsed(m).finish(&asked, 4096, echo_std)).unwrap();
+        let back =
+            Message::parse(&Reply::parsed(m).finish(&asked, opts(&q), 4096, echo_std)).unwrap();
         let e = back.edns.unwrap();
         assert_eq!((e.udp_size, e.dnssec_ok), (4096, true));
         assert_eq!(e.options[0].data, b"ns1");
@@ -462,7 +516,7 @@ mod tests {
         let plain = Asked::of(&Message::query(1, n("a.example.org."), RType::A));
         let mut m = Message::parse(&stored("a.example.org.", 1)).unwrap();
         m.edns = Some(Edns::new(1232));
-        let back = Message::parse(&Reply::Parsed(m).finish(&plain, 512, echo_std)).unwrap();
+        let back = Message::parse(&Reply::parsed(m).finish(&plain, &[], 512, echo_std)).unwrap();
         assert!(back.edns.is_none());
     }
 
@@ -475,28 +529,33 @@ mod tests {
         ] {
             let q = Message::query(1, n(name), t);
             let asked = Asked::of(&q);
-            assert!(finish_encoded(bytes.clone(), &asked, 512, &echo_all).is_err());
+            assert!(finish_encoded(bytes.clone(), &asked, &[], 512, &echo_all).is_err());
             // Re-encoded with the asked question.
-            let m =
-                Message::parse(&Reply::encoded(bytes.clone(), None).finish(&asked, 512, echo_all))
-                    .unwrap();
+            let m = Message::parse(&Reply::encoded(bytes.clone(), None).finish(
+                &asked,
+                &[],
+                512,
+                echo_all,
+            ))
+            .unwrap();
             assert_eq!(m.questions[0].name, n(name));
         }
         let q = Message::query(2, n("a.example.org."), RType::A);
         let asked = Asked::of(&q);
         let big = stored("a.example.org.", 40);
-        assert!(finish_encoded(big.clone(), &asked, 512, &echo_all).is_err());
-        assert!(finish_encoded(vec![0; 11], &asked, 512, &echo_all).is_err());
-        assert!(finish_encoded(big.clone(), &asked, 65535, &echo_all).is_ok());
+        assert!(finish_encoded(big.clone(), &asked, &[], 512, &echo_all).is_err());
+        assert!(finish_encoded(vec![0; 11], &asked, &[], 512, &echo_all).is_err());
+        assert!(finish_encoded(big.clone(), &asked, &[], 65535, &echo_all).is_ok());
         // Too big for UDP without EDNS: as many records as fit, TC.
-        let out = Reply::encoded(big, None).finish(&asked, 512, echo_all);
+        let out = Reply::encoded(big, None).finish(&asked, &[], 512, echo_all);
         let m = Message::parse(&out).unwrap();
         assert!(m.header.tc);
         // 12 + 19 question + 16 per record.
         assert_eq!(m.answers.len(), (512 - 31) / 16);
         // Garbage from a plugin: SERVFAIL.
-        let m = Message::parse(&Reply::encoded(vec![0; 13], None).finish(&asked, 512, echo_all))
-            .unwrap();
+        let m =
+            Message::parse(&Reply::encoded(vec![0; 13], None).finish(&asked, &[], 512, echo_all))
+                .unwrap();
         assert_eq!(m.rcode(), Rcode::SERVFAIL);
     }
 

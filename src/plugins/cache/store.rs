@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use sextant_wire::reply::{set_flags, set_ttls, ttl_offsets};
-use sextant_wire::{Class, Header, Message, Name, RType, Rcode};
+use sextant_wire::{Class, Message, Name, RType, Rcode};
 
 /// Source of time; tests inject a manual one.
 pub(crate) trait Clock: Send + Sync {
@@ -175,17 +175,19 @@ impl Item {
     /// asked with DO or AD.
     pub(crate) fn to_wire(&self, rd: bool, cd: bool, do_bit: bool, ad: bool, ttl: u32) -> Vec<u8> {
         let mut out = self.wire.clone();
-        let header = Header {
-            qr: true,
-            aa: true,
-            rd,
-            ra: self.ra,
-            ad: self.ad && (do_bit || ad),
-            cd,
-            rcode: self.rcode.low(),
-            ..Header::default()
-        };
-        set_flags(&mut out, header.flags());
+        // QR and AA always; RD/CD as asked; RA and rcode as stored; AD only for DO or AD.
+        let mut f: u16 = 0x8000 | 0x0400 | (self.rcode.low() as u16 & 0x0f);
+        for (set, bit) in [
+            (rd, 0x0100),
+            (self.ra, 0x0080),
+            (self.ad && (do_bit || ad), 0x0020),
+            (cd, 0x0010),
+        ] {
+            if set {
+                f |= bit;
+            }
+        }
+        set_flags(&mut out, f);
         set_ttls(&mut out, &self.ttl_offsets, ttl);
         out
     }

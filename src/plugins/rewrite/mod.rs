@@ -310,7 +310,7 @@ impl Handler for Rewrite {
                 echo(&mut reply, &req.msg, &resp, &self.echo);
             }
             Outcome {
-                reply: Some(Reply::Parsed(reply)),
+                reply: Some(Reply::parsed(reply)),
                 ..out
             }
         })
