@@ -192,11 +192,16 @@ impl Site {
             depth: 0,
             resolver: Some(self.clone() as Arc<dyn Resolver>),
         };
-        let out = run_chain(&block, &mut req).await;
+        let mut out = run_chain(&block, &mut req).await;
         // Options are echoed from the request as the chain left it (CoreDNS's rewrite edits
         // the request its ScrubWriter reads); size and DO are the client's.
-        let reply = outcome_to_reply(&asked, out);
-        Some(finish(&asked, req.msg.edns.as_ref(), reply, proto))
+        let options = req.msg.edns.as_ref().map_or(&[][..], |e| &e.options[..]);
+        let limit = limit(&asked, proto);
+        Some(match out.reply.as_mut() {
+            // Finished where it lies: a parsed reply is large, moving it costs a copy.
+            Some(r) => r.take_finished(&asked, options, limit, echoed_option),
+            None => outcome_to_reply(&asked, out).finish(&asked, options, limit, echoed_option),
+        })
     }
 }
 

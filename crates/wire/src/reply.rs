@@ -14,9 +14,7 @@ use crate::types::{Class, RType, Rcode};
 /// plugin kept (the cache, the kubernetes reply memo).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Reply {
-    /// Boxed: a reply travels back through every plugin's future, and a small `Reply` keeps
-    /// the encoded fast path free of large moves.
-    Parsed(Box<Message>),
+    Parsed(Message),
     Encoded(Encoded),
 }
 
@@ -58,6 +56,7 @@ pub struct ClientEdns {
 pub const ECHOED_OPTIONS: [u16; 5] = [3, 9, 10, 11, 12];
 
 impl Asked {
+    #[inline]
     pub fn of(m: &Message) -> Asked {
         Asked {
             id: m.header.id,
@@ -118,6 +117,7 @@ pub fn reply_opt(
 
 /// Largest reply a client takes, CoreDNS's `request.Size`: over TCP 65535; over UDP the size
 /// its OPT record advertises, at least 512; 512 without EDNS.
+#[inline]
 pub fn client_limit(tcp: bool, edns_size: Option<u16>) -> u16 {
     if tcp {
         return u16::MAX;
@@ -128,10 +128,11 @@ pub fn client_limit(tcp: bool, edns_size: Option<u16>) -> u16 {
 impl Reply {
     /// A parsed reply.
     pub fn parsed(m: Message) -> Reply {
-        Reply::Parsed(Box::new(m))
+        Reply::Parsed(m)
     }
 
     /// An encoded reply (see [`Encoded`]).
+    #[inline]
     pub fn encoded(bytes: Vec<u8>, uncompressed: Option<usize>) -> Reply {
         Reply::Encoded(Encoded {
             bytes,
@@ -140,6 +141,7 @@ impl Reply {
     }
 
     /// The header (ID and flags); a zero header if encoded bytes are shorter than one.
+    #[inline]
     pub fn header(&self) -> Header {
         match self {
             Reply::Parsed(m) => m.header,
@@ -148,6 +150,7 @@ impl Reply {
     }
 
     /// The full rcode (an encoded reply has no OPT, so only the header's four bits).
+    #[inline]
     pub fn rcode(&self) -> Rcode {
         match self {
             Reply::Parsed(m) => m.rcode(),
@@ -178,7 +181,7 @@ impl Reply {
     /// The reply as a message, decoding encoded bytes; None if they do not decode.
     pub fn into_message(self) -> Option<Message> {
         match self {
-            Reply::Parsed(m) => Some(*m),
+            Reply::Parsed(m) => Some(m),
             Reply::Encoded(e) => Message::parse(&e.bytes).ok(),
         }
     }
@@ -207,9 +210,20 @@ impl Reply {
     /// and miekg/dns's truncation when the reply is larger than `limit` (at least 512). An
     /// encoded reply for the asked question that fits is patched in place; anything else is
     /// decoded and encoded again.
-    #[inline]
     pub fn finish(
-        self,
+        mut self,
+        to: &Asked,
+        options: &[EdnsOption],
+        limit: usize,
+        echo: impl Fn(u16) -> bool,
+    ) -> Vec<u8> {
+        self.take_finished(to, options, limit, echo)
+    }
+
+    /// [`Reply::finish`] without moving the reply (a parsed reply can be large): its contents
+    /// are taken, an empty reply is left behind.
+    pub fn take_finished(
+        &mut self,
         to: &Asked,
         options: &[EdnsOption],
         limit: usize,
@@ -217,11 +231,13 @@ impl Reply {
     ) -> Vec<u8> {
         let limit = limit.max(512);
         match self {
-            Reply::Encoded(e) => match finish_encoded(e.bytes, to, options, limit, &echo) {
-                Ok(bytes) => bytes,
-                Err(bytes) => finish_undecided(bytes, to, options, limit, echo),
-            },
-            Reply::Parsed(m) => finish_message(*m, to, options, limit, echo),
+            Reply::Encoded(e) => {
+                match finish_encoded(std::mem::take(&mut e.bytes), to, options, limit, &echo) {
+                    Ok(bytes) => bytes,
+                    Err(bytes) => finish_undecided(bytes, to, options, limit, echo),
+                }
+            }
+            Reply::Parsed(m) => finish_message(std::mem::take(m), to, options, limit, echo),
         }
     }
 }
@@ -312,17 +328,20 @@ fn finish_encoded(
 }
 
 /// The header of an encoded message, if it has one.
+#[inline]
 pub fn read_header(bytes: &[u8]) -> Option<Header> {
     let id = u16::from_be_bytes([*bytes.first()?, *bytes.get(1)?]);
     Some(Header::from_flags(id, read_flags(bytes)?))
 }
 
 /// The 16 flag bits of an encoded message.
+#[inline]
 pub fn read_flags(bytes: &[u8]) -> Option<u16> {
     Some(u16::from_be_bytes([*bytes.get(2)?, *bytes.get(3)?]))
 }
 
 /// Writes the message ID (nothing if the bytes are shorter than a header).
+#[inline]
 pub fn set_id(bytes: &mut [u8], id: u16) {
     if bytes.len() >= HEADER_LEN {
         bytes[0..2].copy_from_slice(&id.to_be_bytes());
@@ -330,6 +349,7 @@ pub fn set_id(bytes: &mut [u8], id: u16) {
 }
 
 /// Writes the 16 flag bits (nothing if the bytes are shorter than a header).
+#[inline]
 pub fn set_flags(bytes: &mut [u8], flags: u16) {
     if bytes.len() >= HEADER_LEN {
         bytes[2..4].copy_from_slice(&flags.to_be_bytes());
@@ -391,6 +411,7 @@ pub fn ttl_offsets(bytes: &[u8]) -> Option<Vec<usize>> {
 }
 
 /// Writes `ttl` into every TTL field at `offsets` (from [`ttl_offsets`]).
+#[inline]
 pub fn set_ttls(bytes: &mut [u8], offsets: &[usize], ttl: u32) {
     let t = ttl.to_be_bytes();
     for &o in offsets {

@@ -151,7 +151,7 @@ impl T {
                 assert_eq!(out.writer, "cache");
                 (Some(Message::parse(&w.bytes).unwrap()), true)
             }
-            Some(sextant_wire::Reply::Parsed(m)) => (Some((**m).clone()), false),
+            Some(sextant_wire::Reply::Parsed(m)) => (Some(m.clone()), false),
             None => (None, false),
         }
     }

@@ -193,7 +193,7 @@ impl Handler for Log {
                 // Like CoreDNS: log what was written, or a synthetic reply with the rcode.
                 let synthetic;
                 let (reply, rsize) = match &out.reply {
-                    Some(Reply::Parsed(m)) => (&**m, m.uncompressed_len()),
+                    Some(Reply::Parsed(m)) => (m, m.uncompressed_len()),
                     Some(r @ Reply::Encoded(_)) => {
                         // A reply sent as bytes: the header is all the format needs.
                         synthetic = Message {
