@@ -294,6 +294,7 @@ mod tests {
         let out = Outcome::wire("cache", stored("a.example.org.", 40));
         let bytes = finish(
             &Asked::of(&q),
+            None,
             outcome_to_reply(&Asked::of(&q), out),
             Proto::Tcp,
         );
