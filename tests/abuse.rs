@@ -345,7 +345,10 @@ fn udp_amplification_is_bounded() {
         "amplification:\n  {}\n  worst {worst:.1}x",
         report.join("\n  ")
     );
-    assert!(worst <= 10.0, "worst amplification {worst:.1}x (without TXT)");
+    assert!(
+        worst <= 10.0,
+        "worst amplification {worst:.1}x (without TXT)"
+    );
     assert!(s.exited().is_none());
 }
 

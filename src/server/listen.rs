@@ -97,13 +97,79 @@ impl Drop for InFlight {
     }
 }
 
-impl Listener {
-    /// Binds every socket of `key` now; fails without leaving anything bound.
-    pub(crate) fn bind(
-        key: ListenKey,
+/// The sockets of a listener address, bound but not yet read: datagrams and connections queue
+/// in the kernel until [`Bound::start`].
+pub(crate) struct Bound {
+    tcp: Vec<std::net::TcpListener>,
+    udp: Vec<std::net::UdpSocket>,
+    local: Vec<SocketAddr>,
+}
+
+impl Bound {
+    /// The bound addresses (the real port when the Corefile asked for port 0).
+    pub(crate) fn local(&self) -> &[SocketAddr] {
+        &self.local
+    }
+
+    /// Starts reading: one thread per UDP socket, one accept task per TCP listener, serving
+    /// `site`.
+    pub(crate) fn start(
+        self,
         site: Arc<Site>,
         tls: Option<Arc<rustls::ServerConfig>>,
     ) -> std::io::Result<Listener> {
+        let site = Arc::new(ArcSwap::new(site));
+        let cancel = CancellationToken::new();
+        let inflight = Arc::new(AtomicUsize::new(0));
+        let handle = tokio::runtime::Handle::current();
+        for u in self.udp {
+            // A thread per socket, blocked in recvmmsg like Knot's UDP workers: no poller
+            // round trip and no task wake-up per batch.
+            let (site, c, inflight, handle) = (
+                site.clone(),
+                cancel.clone(),
+                inflight.clone(),
+                handle.clone(),
+            );
+            let spawned = std::thread::Builder::new()
+                .name("sextant-udp".into())
+                .spawn(move || udp_thread(Arc::new(u), site, c, inflight, handle));
+            if let Err(e) = spawned {
+                cancel.cancel();
+                return Err(e);
+            }
+        }
+        let tls = tls.map(|c| Arc::new(ArcSwap::new(c)));
+        for t in self.tcp {
+            let l = match TcpListener::from_std(t) {
+                Ok(l) => l,
+                Err(e) => {
+                    cancel.cancel();
+                    return Err(e);
+                }
+            };
+            tokio::spawn(tcp_accept(
+                l,
+                site.clone(),
+                tls.clone(),
+                cancel.clone(),
+                inflight.clone(),
+            ));
+        }
+        Ok(Listener {
+            site,
+            tls,
+            cancel,
+            inflight,
+            local: self.local,
+        })
+    }
+}
+
+impl Listener {
+    /// Binds every socket of `key` now, without reading them; fails without leaving anything
+    /// bound.
+    pub(crate) fn bind(key: ListenKey) -> std::io::Result<Bound> {
         let addrs: Vec<SocketAddr> = match key.ip {
             Some(ip) => vec![SocketAddr::new(ip, key.port)],
             None => vec![SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), key.port)],
@@ -134,41 +200,7 @@ impl Listener {
                 udp.push(u);
             }
         }
-        let site = Arc::new(ArcSwap::new(site));
-        let cancel = CancellationToken::new();
-        let inflight = Arc::new(AtomicUsize::new(0));
-        let handle = tokio::runtime::Handle::current();
-        for u in udp {
-            // A thread per socket, blocked in recvmmsg like Knot's UDP workers: no poller
-            // round trip and no task wake-up per batch.
-            let (site, cancel, inflight, handle) = (
-                site.clone(),
-                cancel.clone(),
-                inflight.clone(),
-                handle.clone(),
-            );
-            std::thread::Builder::new()
-                .name("sextant-udp".into())
-                .spawn(move || udp_thread(Arc::new(u), site, cancel, inflight, handle))?;
-        }
-        let tls = tls.map(|c| Arc::new(ArcSwap::new(c)));
-        for t in tcp {
-            let l = TcpListener::from_std(t)?;
-            tokio::spawn(tcp_accept(
-                l,
-                site.clone(),
-                tls.clone(),
-                cancel.clone(),
-                inflight.clone(),
-            ));
-        }
-        Ok(Listener {
-            site,
-            tls,
-            cancel,
-            inflight,
-            local,
-        })
+        Ok(Bound { tcp, udp, local })
     }
 
     /// Stops reading; answers in flight still go out.
