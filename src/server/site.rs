@@ -103,6 +103,30 @@ impl Site {
         local: SocketAddr,
         proto: Proto,
     ) -> Option<Vec<u8>> {
+        self.handle_inner(packet, client, local, proto, None).await
+    }
+
+    /// Handles one packet received over TCP: the reply, then any further messages of the same
+    /// exchange (a zone transfer) in `more`.
+    pub(crate) async fn handle_stream(
+        self: &Arc<Site>,
+        packet: &[u8],
+        client: SocketAddr,
+        local: SocketAddr,
+        more: &mut Vec<Vec<u8>>,
+    ) -> Option<Vec<u8>> {
+        self.handle_inner(packet, client, local, Proto::Tcp, Some(more))
+            .await
+    }
+
+    async fn handle_inner(
+        self: &Arc<Site>,
+        packet: &[u8],
+        client: SocketAddr,
+        local: SocketAddr,
+        proto: Proto,
+        more: Option<&mut Vec<Vec<u8>>>,
+    ) -> Option<Vec<u8>> {
         let start = Instant::now();
         // The usual query (one question, at most an OPT) is read by the in-place scanner; the
         // full parser handles the rest and decides on FORMERR.
@@ -121,7 +145,7 @@ impl Site {
                 }
                 // Like miekg/dns's accept filter, the opcode is judged before the body: an
                 // unsupported opcode is NOTIMP whatever follows the header.
-                let rcode = if header.opcode != opcode::QUERY {
+                let rcode = if header.opcode != opcode::QUERY && header.opcode != opcode::NOTIFY {
                     Rcode::NOTIMP
                 } else {
                     Rcode::FORMERR
@@ -142,7 +166,8 @@ impl Site {
             return None;
         }
         let asked = Asked::of(&msg);
-        if msg.header.opcode != opcode::QUERY {
+        // Like miekg/dns's accept filter: QUERY and NOTIFY go to the plugins.
+        if msg.header.opcode != opcode::QUERY && msg.header.opcode != opcode::NOTIFY {
             let mut r = Message::reply_to(&msg);
             r.header.rd = false;
             r.header.cd = false;
@@ -193,9 +218,12 @@ impl Site {
             resolver: Some(self.clone() as Arc<dyn Resolver>),
         };
         let mut out = run_chain(&block, &mut req).await;
+        let options = req.msg.edns.as_ref().map_or(&[][..], |e| &e.options[..]);
+        if let Some(ext) = out.ext.take() {
+            return finish_ext(&asked, options, out, *ext, proto, more);
+        }
         // Options are echoed from the request as the chain left it (CoreDNS's rewrite edits
         // the request its ScrubWriter reads); size and DO are the client's.
-        let options = req.msg.edns.as_ref().map_or(&[][..], |e| &e.options[..]);
         let limit = limit(&asked, proto);
         Some(match out.reply.as_mut() {
             // Finished where it lies: a parsed reply is large, moving it costs a copy.
@@ -203,6 +231,39 @@ impl Site {
             None => outcome_to_reply(&asked, out).finish(&asked, options, limit, echoed_option),
         })
     }
+}
+
+/// Finishes an outcome with its rarely used parts: nothing for a silent one; the reply, signed
+/// if a signer asks, and over TCP every further message, each finished and signed in turn.
+fn finish_ext(
+    asked: &Asked,
+    options: &[sextant_wire::EdnsOption],
+    out: Outcome,
+    mut ext: crate::plugin::OutcomeExt,
+    proto: Proto,
+    more: Option<&mut Vec<Vec<u8>>>,
+) -> Option<Vec<u8>> {
+    if ext.silent {
+        return None;
+    }
+    // A signature's bytes are kept free of the client's limit.
+    let reserve = ext.signer.as_ref().map_or(0, |s| s.reserve());
+    let limit = limit(asked, proto).saturating_sub(reserve);
+    let reply = outcome_to_reply(asked, out);
+    let mut first = reply.finish(asked, options, limit, echoed_option);
+    if let Some(s) = ext.signer.as_mut() {
+        s.sign(&mut first);
+    }
+    if let Some(more) = more {
+        for m in std::mem::take(&mut ext.more) {
+            let mut b = Reply::parsed(m).finish(asked, options, limit, echoed_option);
+            if let Some(s) = ext.signer.as_mut() {
+                s.sign(&mut b);
+            }
+            more.push(b);
+        }
+    }
+    Some(first)
 }
 
 /// Runs a block's chain with CoreDNS's panic semantics left to the caller (tasks isolate panics).
