@@ -11,7 +11,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use sextant_wire::{read_name, Class, Message, Name, RType, Rcode, HEADER_LEN};
+use sextant_wire::reply::{set_flags, set_ttls, ttl_offsets};
+use sextant_wire::{Class, Message, Name, RType, Rcode};
 
 /// Which of the two caches an item lives in (also the metric `type` label).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,26 +44,6 @@ pub(crate) struct Item {
     freq: Mutex<(Option<Instant>, u64)>,
     refreshing: AtomicBool,
     retry_after: Mutex<Option<Instant>>,
-}
-
-/// Offsets of the TTL fields of every record in an encoded message (None if it is malformed).
-pub(crate) fn ttl_offsets(wire: &[u8]) -> Option<Vec<usize>> {
-    let count = |i: usize| -> Option<usize> {
-        Some(u16::from_be_bytes([*wire.get(i)?, *wire.get(i + 1)?]) as usize)
-    };
-    let (qd, an, ns, ar) = (count(4)?, count(6)?, count(8)?, count(10)?);
-    let mut p = HEADER_LEN;
-    for _ in 0..qd {
-        p = read_name(wire, p).ok()?.1 + 4;
-    }
-    let mut out = Vec::with_capacity(an + ns + ar);
-    for _ in 0..an + ns + ar {
-        p = read_name(wire, p).ok()?.1;
-        let rdlen = count(p + 8)?;
-        out.push(p + 4);
-        p += 10 + rdlen;
-    }
-    (p == wire.len()).then_some(out)
 }
 
 impl Item {
@@ -130,28 +111,20 @@ impl Item {
     /// asked with DO or AD.
     pub(crate) fn to_wire(&self, rd: bool, cd: bool, do_bit: bool, ad: bool, ttl: u32) -> Vec<u8> {
         let mut out = self.wire.clone();
+        // QR and AA always; RD/CD as asked; RA and rcode as stored; AD only for DO or AD.
         let mut f: u16 = 0x8000 | 0x0400 | (self.rcode.low() as u16 & 0x0f);
-        if rd {
-            f |= 0x0100;
-        }
-        if self.ra {
-            f |= 0x0080;
-        }
-        if self.ad && (do_bit || ad) {
-            f |= 0x0020;
-        }
-        if cd {
-            f |= 0x0010;
-        }
-        if out.len() >= HEADER_LEN {
-            out[2..4].copy_from_slice(&f.to_be_bytes());
-        }
-        let t = ttl.to_be_bytes();
-        for &o in &self.ttl_offsets {
-            if let Some(dst) = out.get_mut(o..o + 4) {
-                dst.copy_from_slice(&t);
+        for (set, bit) in [
+            (rd, 0x0100),
+            (self.ra, 0x0080),
+            (self.ad && (do_bit || ad), 0x0020),
+            (cd, 0x0010),
+        ] {
+            if set {
+                f |= bit;
             }
         }
+        set_flags(&mut out, f);
+        set_ttls(&mut out, &self.ttl_offsets, ttl);
         out
     }
 
