@@ -19,6 +19,26 @@ use crate::server::http::{resolve_addr, HttpServer};
 use crate::server::listen::Listener;
 
 static SHUTTING_DOWN: AtomicBool = AtomicBool::new(false);
+/// Set once a generation has been applied: the listeners are open and read.
+static SERVING: AtomicBool = AtomicBool::new(false);
+
+/// Work run on graceful shutdown after lameduck and before the listeners stop (node-cache moves
+/// its traffic elsewhere there, so closing loses nothing).
+pub(crate) type PreClose =
+    Box<dyn FnOnce() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send>;
+static PRE_CLOSE: std::sync::Mutex<Option<PreClose>> = std::sync::Mutex::new(None);
+
+/// Installs the process's [`PreClose`] step.
+pub(crate) fn set_pre_close(f: PreClose) {
+    if let Ok(mut p) = PRE_CLOSE.lock() {
+        *p = Some(f);
+    }
+}
+
+/// True once the first configuration is being served.
+pub(crate) fn serving() -> bool {
+    SERVING.load(Ordering::Relaxed)
+}
 
 /// Marks the start of shutdown: from now on `ready` answers 503 `Shutting down`.
 pub(crate) fn mark_shutting_down() {
@@ -125,6 +145,17 @@ impl Runtime {
             for hook in std::mem::take(&mut gen.builder.hooks) {
                 hook();
             }
+        } else {
+            SERVING.store(true, Ordering::Relaxed);
+        }
+        // Sockets handed over by another instance that this configuration does not serve.
+        let unclaimed = crate::server::listen::handover::release_unclaimed();
+        if !unclaimed.is_empty() {
+            log::info(&format!(
+                "Closed {} inherited socket(s) this configuration does not serve: {}",
+                unclaimed.len(),
+                unclaimed.join(", ")
+            ));
         }
         res
     }
@@ -306,16 +337,21 @@ impl Runtime {
             ));
             tokio::time::sleep(d).await;
         }
+        let pre_close = PRE_CLOSE.lock().ok().and_then(|mut p| p.take());
+        if let Some(f) = pre_close {
+            f().await;
+        }
         let mut live = self.live.lock().await;
         for l in live.listeners.values() {
             l.stop();
         }
+        // Stopped UDP listeners first drain what is queued to them; then answers in flight.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         while tokio::time::Instant::now() < deadline
             && live
                 .listeners
                 .values()
-                .any(|l| l.inflight.load(Ordering::Acquire) > 0)
+                .any(|l| !l.drained() || l.inflight.load(Ordering::Acquire) > 0)
         {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
