@@ -155,3 +155,221 @@ fn overlapping_upgrade_loses_nothing() {
         "kube-proxy's rules untouched"
     );
 }
+
+/// One node cache alone: a forced reload (SIGUSR1), a reload of a changed Corefile, a reload of
+/// a broken one, then SIGTERM. On SIGTERM the UDP steering rule goes first (new queries reach
+/// the cluster DNS through kube-proxy or the fallback DNAT), the sockets drain, then everything
+/// is torn down. Zero queries lost until the process is gone, and none to the kube-dns
+/// ClusterIP after it either.
+#[test]
+fn reload_bad_reload_and_sigterm_lose_nothing() {
+    let _serial = serial();
+    let lab = Lab::new("ncrl", Proxy::IptablesNft, false);
+    let _knots = [lab.knot(DNS_A), lab.knot(DNS_B), lab.knot(UPSTREAM)];
+    lab.set_endpoints(&[DNS_A, DNS_B]);
+    let local_ips = format!("{NODE_LOCAL},{KUBE_DNS}");
+    let mut a = NodeCache::start(&lab, &opts(&local_ips, &[]));
+    a.wait_serving();
+    wait_until("rules", Duration::from_secs(5), || {
+        rules_iptables(&lab).len() == 37
+    });
+    let s1 = stream(&lab, sa(NODE_LOCAL, 53), QPS, Duration::from_secs(20));
+    let s2 = stream(&lab, sa(KUBE_DNS, 53), QPS, Duration::from_secs(20));
+    std::thread::sleep(Duration::from_secs(1));
+
+    let t_reload = Instant::now();
+    a.s.signal(libc::SIGUSR1).unwrap();
+    a.s.wait_for_nth_line("Reloading complete", 1, Duration::from_secs(5))
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+
+    let t_changed = Instant::now();
+    let conf = a.s.dir().join("Corefile");
+    let good = std::fs::read_to_string(&conf).unwrap();
+    let changed = good.replacen("cache 30", "cache 20", 1);
+    assert_ne!(changed, good);
+    a.s.write_file("Corefile", &changed).unwrap();
+    a.s.signal(libc::SIGUSR1).unwrap();
+    a.s.wait_for_nth_line("Reloading complete", 2, Duration::from_secs(5))
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+
+    let t_bad = Instant::now();
+    a.s.write_file(
+        "Corefile",
+        changed.replacen("    errors\n", "    errors\n    nosuchplugin\n", 1),
+    )
+    .unwrap();
+    a.s.signal(libc::SIGUSR1).unwrap();
+    a.s.wait_for_line("reload failed", Duration::from_secs(5))
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+
+    let t_term = Instant::now();
+    a.s.signal(libc::SIGTERM).unwrap();
+    // When the teardown (the uninstall of the node-local IP) begins: the sockets have drained.
+    let mut t_teardown = None;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let st = loop {
+        if t_teardown.is_none() && a.s.count_lines("[INFO] Tearing down") > 0 {
+            t_teardown = Some(Instant::now());
+        }
+        if let Some(st) = a.s.exited() {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "no exit:\n{}", a.s.output());
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    let t_gone = Instant::now();
+    let t_teardown = t_teardown.unwrap_or(t_gone);
+    assert!(st.success(), "{}", a.s.output());
+    let out = a.s.output();
+    assert!(
+        out.contains("Sending new queries to the cluster DNS while the sockets drain"),
+        "{out}"
+    );
+    assert!(out.contains("[INFO] Tearing down"), "{out}");
+    std::thread::sleep(Duration::from_secs(2));
+    let r1 = s1.finish();
+    let r2 = s2.finish();
+    for (r, what) in [(&r1, "node-local"), (&r2, "kube-dns")] {
+        print(&format!(
+            "{what}: forced reload {} lost, changed-Corefile reload {} lost, bad reload {} lost, SIGTERM until the sockets drained {} lost ({:.2}s), during teardown {} lost, after exit {} lost; of {} queries",
+            r.lost_between(t_reload, t_changed),
+            r.lost_between(t_changed, t_bad),
+            r.lost_between(t_bad, t_term),
+            r.lost_between(t_term, t_teardown),
+            (t_teardown - t_term).as_secs_f64(),
+            r.lost_between(t_teardown, t_gone),
+            r.lost_between(t_gone, Instant::now()),
+            r.sent()
+        ));
+    }
+    assert_eq!(
+        r1.lost_between(r1.start, t_teardown),
+        0,
+        "{}",
+        r1.summary("node-local")
+    );
+    assert_eq!(r2.lost(), 0, "{}", r2.summary("kube-dns"));
+    // Torn down: no rules, no interface; the node-local IP is gone with it (that is what a
+    // teardown is for: an uninstall; restarts keep it with -skipteardown, see the SIGKILL test).
+    assert!(
+        rules_iptables(&lab).is_empty(),
+        "{:?}",
+        rules_iptables(&lab)
+    );
+    assert!(!lab.links().contains(&"nodelocaldns".to_string()));
+}
+
+/// SIGKILL: nothing runs the teardown, but the NOTRACK rules only hold while a socket listens,
+/// so the kernel sends the next queries to the cluster DNS (kube-proxy's DNAT for the ClusterIP,
+/// the fallback DNAT for the node-local IP). A new instance takes over again without loss.
+#[test]
+fn sigkill_falls_back_to_cluster_dns_and_restart_takes_over() {
+    let _serial = serial();
+    let lab = Lab::new("nckl", Proxy::IptablesNft, false);
+    let _knots = [lab.knot(DNS_A), lab.knot(DNS_B), lab.knot(UPSTREAM)];
+    lab.set_endpoints(&[DNS_A, DNS_B]);
+    let local_ips = format!("{NODE_LOCAL},{KUBE_DNS}");
+    let mut a = NodeCache::start(&lab, &opts(&local_ips, &[]));
+    a.wait_serving();
+    wait_until("rules", Duration::from_secs(5), || {
+        rules_iptables(&lab).len() == 37
+    });
+    let rules = rules_iptables(&lab);
+    let s1 = stream(&lab, sa(NODE_LOCAL, 53), QPS, Duration::from_secs(20));
+    let s2 = stream(&lab, sa(KUBE_DNS, 53), QPS, Duration::from_secs(20));
+    std::thread::sleep(Duration::from_millis(1500));
+
+    let t_kill = Instant::now();
+    a.s.kill();
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(
+        rules_iptables(&lab),
+        rules,
+        "a killed process leaves its rules"
+    );
+    let t_restart = Instant::now();
+    let mut b = NodeCache::start(&lab, &opts(&local_ips, &["-skipteardown"]));
+    b.wait_serving();
+    let t_serving = Instant::now();
+    std::thread::sleep(Duration::from_millis(1500));
+    // Queries reach the new instance again (its own request counter moves).
+    let requests = || {
+        let m = in_ns(lab.node.name(), || {
+            http_get(sa("127.0.0.1", 9253), "/metrics", Duration::from_secs(2))
+                .map(|r| r.1)
+                .unwrap_or_default()
+        });
+        m.lines()
+            .filter(|l| l.starts_with("coredns_dns_requests_total{") && l.contains(NODE_LOCAL))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+    };
+    let before = requests();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        requests() > before + 50.0,
+        "the restarted node cache answers again"
+    );
+    let r1 = s1.finish();
+    let r2 = s2.finish();
+    for (r, what) in [(&r1, "node-local"), (&r2, "kube-dns")] {
+        print(&format!(
+            "{what}: SIGKILL at {:.1}s: {} lost, answered again by cluster DNS {:.0} ms after the kill; restart at {:.1}s (serving {:.2}s later): {} lost after; of {} queries",
+            (t_kill - r.start).as_secs_f64(),
+            r.lost_between(t_kill, t_restart),
+            r.recovered_after(t_kill).as_secs_f64() * 1000.0,
+            (t_restart - r.start).as_secs_f64(),
+            (t_serving - t_restart).as_secs_f64(),
+            r.lost_between(t_restart, Instant::now()),
+            r.sent()
+        ));
+        assert!(
+            r.recovered_after(t_kill) < Duration::from_secs(2),
+            "{}",
+            r.summary(what)
+        );
+        assert_eq!(r.lost_between(r.start, t_kill), 0, "{}", r.summary(what));
+        assert_eq!(
+            r.lost_between(t_restart, Instant::now()),
+            0,
+            "{}",
+            r.summary(what)
+        );
+    }
+    // SIGTERM with -skipteardown (a restart without surge): the sockets drain to the cluster
+    // DNS and the interface and rules stay, so both IPs keep answering after the exit.
+    let s3 = stream(&lab, sa(NODE_LOCAL, 53), QPS, Duration::from_secs(20));
+    let s4 = stream(&lab, sa(KUBE_DNS, 53), QPS, Duration::from_secs(20));
+    std::thread::sleep(Duration::from_secs(1));
+    let t_term = Instant::now();
+    b.s.signal(libc::SIGTERM).unwrap();
+    assert!(b.wait_exit(Duration::from_secs(10)).success());
+    let t_gone = Instant::now();
+    std::thread::sleep(Duration::from_secs(2));
+    let r3 = s3.finish();
+    let r4 = s4.finish();
+    for (r, what) in [(&r3, "node-local"), (&r4, "kube-dns")] {
+        print(&format!(
+            "{what}: SIGTERM with -skipteardown at {:.1}s, gone {:.2}s later: {} lost until exit, {} lost after; of {} queries",
+            (t_term - r.start).as_secs_f64(),
+            (t_gone - t_term).as_secs_f64(),
+            r.lost_between(r.start, t_gone),
+            r.lost_between(t_gone, Instant::now()),
+            r.sent()
+        ));
+        assert_eq!(r.lost(), 0, "{}", r.summary(what));
+    }
+    let left = rules_iptables(&lab);
+    assert_eq!(
+        left.len(),
+        37 - 2,
+        "all but the UDP steering rules: {left:?}"
+    );
+    assert!(!left
+        .iter()
+        .any(|l| l.contains("-A PREROUTING") && l.contains("-p udp") && l.contains("-m socket")));
+    assert!(lab.links().contains(&"nodelocaldns".to_string()));
+}

@@ -355,10 +355,24 @@ impl Iptables {
         out
     }
 
-    fn local_events(&self, spec: &Spec, ev: &mut Vec<Event>, delete: bool) {
+    /// Ensures (or, with `delete`, deletes) the local rules; `only_udp_steering` limits it to
+    /// the UDP NOTRACK rules of PREROUTING.
+    fn local_events(
+        &self,
+        spec: &Spec,
+        ev: &mut Vec<Event>,
+        delete: bool,
+        only_udp_steering: bool,
+    ) {
         for (v6, ips) in Self::families(spec) {
             let program = self.program(v6);
             for r in rules(&ips, spec.port, spec.health_port) {
+                if only_udp_steering
+                    && !(r.chain == "PREROUTING"
+                        && r.args.starts_with(&["-p".into(), "udp".into()]))
+                {
+                    continue;
+                }
                 let name = format!("{r}");
                 if delete {
                     match self.delete_all(&program, &r) {
@@ -385,7 +399,7 @@ impl Backend for Iptables {
 
     fn ensure(&self, spec: &Spec, targets: &[IpAddr]) -> Vec<Event> {
         let mut ev = Vec::new();
-        self.local_events(spec, &mut ev, false);
+        self.local_events(spec, &mut ev, false, false);
         for (v6, ips) in Self::families(spec) {
             let program = self.program(v6);
             let fam: Vec<IpAddr> = spec
@@ -438,12 +452,13 @@ impl Backend for Iptables {
 
     fn remove_local(&self, spec: &Spec) -> Vec<Event> {
         let mut ev = Vec::new();
-        self.local_events(spec, &mut ev, true);
+        self.local_events(spec, &mut ev, true, true);
         ev
     }
 
     fn remove_all(&self, spec: &Spec) -> Vec<Event> {
-        let mut ev = self.remove_local(spec);
+        let mut ev = Vec::new();
+        self.local_events(spec, &mut ev, true, false);
         for (v6, ips) in Self::families(spec) {
             let program = self.program(v6);
             for r in fallback_jumps(&ips, spec.port) {

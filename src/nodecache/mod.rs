@@ -366,7 +366,9 @@ impl App {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        if self.p.skip_teardown || self.me.is_none() {
+        // (Also with -skipteardown: the UDP steering rule only applies while a socket listens,
+        // and the next instance puts it back.)
+        if self.me.is_none() {
             return;
         }
         let Some(_lock) = peers::lock(&self.p.interface_name, LOCK_WAIT) else {
@@ -417,9 +419,8 @@ impl App {
         }
         *state = Net::Done;
         log::info("Tearing down");
-        if let Some(b) = &self.backend {
-            report(b.remove_all(&self.spec), true);
-        }
+        // The interface first: while the rules remain, queries to the local IPs are still NATed
+        // to the cluster DNS; only the last step takes the node-local IP away.
         if self.p.setup_interface {
             if let Err(e) = netif::remove_device(&self.p.interface_name) {
                 log::error(&format!(
@@ -427,6 +428,9 @@ impl App {
                     self.p.interface_name
                 ));
             }
+        }
+        if let Some(b) = &self.backend {
+            report(b.remove_all(&self.spec), true);
         }
     }
 }

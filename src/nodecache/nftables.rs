@@ -30,9 +30,9 @@ fn fam(ip: IpAddr) -> &'static str {
     }
 }
 
-/// The table's contents. With `local` false only the fallback NAT chain (what is left while the
-/// sockets drain on shutdown).
-pub(crate) fn script(table: &str, spec: &Spec, targets: &[IpAddr], local: bool) -> String {
+/// The table's contents. With `draining`, without the UDP NOTRACK rules of prerouting (what is
+/// left while the sockets drain on shutdown, see `Backend::remove_local`).
+pub(crate) fn script(table: &str, spec: &Spec, targets: &[IpAddr], draining: bool) -> String {
     let (p, hp) = (spec.port, spec.health_port);
     let skip = format!("comment \"{COMMENT_SKIP_CONNTRACK}\"");
     let allow = format!("comment \"{COMMENT_ALLOW_TRAFFIC}\"");
@@ -45,9 +45,11 @@ pub(crate) fn script(table: &str, spec: &Spec, targets: &[IpAddr], local: bool) 
         let f = fam(*ip);
         for proto in ["tcp", "udp"] {
             // Only while a socket (not a wildcard one) serves the IP.
-            pre.push(format!(
-                "{f} daddr {ip} {proto} dport {p} socket wildcard 0 notrack {skip}"
-            ));
+            if !(draining && proto == "udp") {
+                pre.push(format!(
+                    "{f} daddr {ip} {proto} dport {p} socket wildcard 0 notrack {skip}"
+                ));
+            }
             input.push(format!("{f} daddr {ip} {proto} dport {p} accept {allow}"));
             raw_out.push(format!("{f} saddr {ip} {proto} sport {p} notrack {skip}"));
             output.push(format!("{f} saddr {ip} {proto} sport {p} accept {allow}"));
@@ -87,24 +89,22 @@ pub(crate) fn script(table: &str, spec: &Spec, targets: &[IpAddr], local: bool) 
         c
     };
     let mut s = format!("table inet {table} {{\n");
-    if local {
-        s.push_str(&chain(
-            "raw-prerouting",
-            "prerouting",
-            "filter",
-            "raw",
-            &pre,
-        ));
-        s.push_str(&chain("raw-output", "output", "filter", "raw", &raw_out));
-        s.push_str(&chain("filter-input", "input", "filter", "filter", &input));
-        s.push_str(&chain(
-            "filter-output",
-            "output",
-            "filter",
-            "filter",
-            &output,
-        ));
-    }
+    s.push_str(&chain(
+        "raw-prerouting",
+        "prerouting",
+        "filter",
+        "raw",
+        &pre,
+    ));
+    s.push_str(&chain("raw-output", "output", "filter", "raw", &raw_out));
+    s.push_str(&chain("filter-input", "input", "filter", "filter", &input));
+    s.push_str(&chain(
+        "filter-output",
+        "output",
+        "filter",
+        "filter",
+        &output,
+    ));
     // After kube-proxy's NAT (dstnat): its Service rule wins for the kube-dns ClusterIP.
     s.push_str(&chain(
         "nat-prerouting",
@@ -197,7 +197,7 @@ impl Backend for Nftables {
     }
 
     fn ensure(&self, spec: &Spec, targets: &[IpAddr]) -> Vec<Event> {
-        let want = script(&self.table, spec, targets, true);
+        let want = script(&self.table, spec, targets, false);
         let name = format!(
             "{{table inet {} [{} rules]}}",
             self.table,
@@ -226,7 +226,7 @@ impl Backend for Nftables {
         if self.listing().is_none() {
             return Vec::new();
         }
-        // Keep the NAT chain as installed; drop the rest in the same transaction.
+        // The fallback targets as installed; only the UDP steering goes.
         let targets = self
             .installed
             .lock()
@@ -234,8 +234,8 @@ impl Backend for Nftables {
             .and_then(|i| i.clone())
             .map(|s| targets_in(&s))
             .unwrap_or_default();
-        let keep = script(&self.table, spec, &targets, false);
-        let name = format!("{{table inet {} local rules}}", self.table);
+        let keep = script(&self.table, spec, &targets, true);
+        let name = format!("{{table inet {} UDP steering rules}}", self.table);
         match self.replace(&keep) {
             Ok(()) => vec![Event::Deleted(name)],
             Err(e) => vec![Event::Failed(name, e)],
@@ -297,7 +297,7 @@ mod tests {
             "203.0.113.3".parse().unwrap(),
             "2001:db8::2".parse().unwrap(),
         ];
-        let s = script("sextant-nodelocaldns", &spec(), &targets, true);
+        let s = script("sextant-nodelocaldns", &spec(), &targets, false);
         assert!(s.starts_with("table inet sextant-nodelocaldns {\n\tchain raw-prerouting {\n\t\ttype filter hook prerouting priority raw; policy accept;\n\t\tip daddr 169.254.20.10 tcp dport 53 socket wildcard 0 notrack comment \"NodeLocal DNS Cache: skip conntrack\"\n"), "{s}");
         assert!(s.contains("\t\tip6 daddr fd00::10 udp dport 53 socket wildcard 0 notrack comment"));
         assert!(s.contains("\t\tip daddr 169.254.20.10 udp dport 53 dnat ip to numgen random mod 2 map { 0 : 203.0.113.2, 1 : 203.0.113.3 } comment \"NodeLocal DNS Cache: fallback to cluster DNS\"\n"), "{s}");
@@ -306,10 +306,11 @@ mod tests {
         // 2 IPs x (10 DNS + 2 health) + 2 x 2 fallback.
         assert_eq!(count_rules(&s), 28);
         assert_eq!(targets_in(&s), targets);
-        let keep = script("t", &spec(), &targets, false);
-        assert_eq!(count_rules(&keep), 4);
-        assert!(!keep.contains("notrack"));
+        let keep = script("t", &spec(), &targets, true);
+        assert_eq!(count_rules(&keep), 26);
+        assert!(!keep.contains("udp dport 53 socket"));
+        assert!(keep.contains("tcp dport 53 socket wildcard 0 notrack"));
         assert_eq!(targets_in(&keep), targets);
-        assert_eq!(count_rules(&script("t", &spec(), &[], true)), 24);
+        assert_eq!(count_rules(&script("t", &spec(), &[], false)), 24);
     }
 }

@@ -82,8 +82,10 @@ pub(crate) trait Backend: Send + Sync {
     fn describe(&self) -> String;
     /// Puts back whatever rule is missing and installs the fallback targets if they changed.
     fn ensure(&self, spec: &Spec, targets: &[IpAddr]) -> Vec<Event>;
-    /// Removes the rules that steer DNS traffic to the local sockets, keeping the fallback NAT:
-    /// from then on new queries go to the cluster DNS while the sockets drain.
+    /// Removes the rules that steer UDP queries to the local sockets (the conditional NOTRACK
+    /// of PREROUTING), keeping everything else: new UDP queries go to the cluster DNS (NAT)
+    /// while the sockets drain. TCP needs no such step: once the listener closes, new
+    /// connections find no socket and are NATed, while established ones still find theirs.
     fn remove_local(&self, spec: &Spec) -> Vec<Event>;
     /// Removes everything it added.
     fn remove_all(&self, spec: &Spec) -> Vec<Event>;
