@@ -373,3 +373,296 @@ fn sigkill_falls_back_to_cluster_dns_and_restart_takes_over() {
         .any(|l| l.contains("-A PREROUTING") && l.contains("-p udp") && l.contains("-m socket")));
     assert!(lab.links().contains(&"nodelocaldns".to_string()));
 }
+
+/// A cluster DNS rolling update as a Deployment with `maxSurge: 1, maxUnavailable: 0` does it,
+/// behind the kube-proxy stand-in: a new instance starts, joins the endpoints once `/ready`
+/// says 200; the old one gets SIGTERM, `/ready` turns 503 and it leaves the endpoints while its
+/// lameduck (2 s) keeps it answering, then it exits. Queries through the node cache (which
+/// forwards the cluster domain over TCP to the kube-dns-upstream ClusterIP) and straight to that
+/// ClusterIP: zero lost.
+#[test]
+fn cluster_dns_rolling_update_loses_nothing() {
+    let _serial = serial();
+    let lab = Lab::new("ncru", Proxy::IptablesNft, false);
+    let _up = lab.knot(UPSTREAM);
+    let mut old = cluster_dns(&lab, DNS_A);
+    let mut other = cluster_dns(&lab, DNS_B);
+    for ip in [DNS_A, DNS_B] {
+        wait_until("cluster DNS ready", Duration::from_secs(20), || {
+            ready(&lab, ip) == 200
+        });
+    }
+    lab.set_endpoints(&[DNS_A, DNS_B]);
+    let local_ips = format!("{NODE_LOCAL},{KUBE_DNS}");
+    let mut nc = NodeCache::start(&lab, &opts(&local_ips, &[]));
+    nc.wait_serving();
+    wait_until("rules", Duration::from_secs(5), || {
+        rules_iptables(&lab).len() == 37
+    });
+    let s1 = stream(&lab, sa(KUBE_DNS, 53), QPS, Duration::from_secs(20));
+    let s2 = stream(
+        &lab,
+        sa(KUBE_DNS_UPSTREAM, 53),
+        QPS,
+        Duration::from_secs(20),
+    );
+    std::thread::sleep(Duration::from_secs(1));
+
+    let t_new = Instant::now();
+    let mut new = cluster_dns(&lab, DNS_C);
+    wait_until("new instance ready", Duration::from_secs(20), || {
+        ready(&lab, DNS_C) == 200
+    });
+    lab.set_endpoints(&[DNS_A, DNS_B, DNS_C]);
+    let t_joined = Instant::now();
+    std::thread::sleep(Duration::from_secs(1));
+
+    let t_term = Instant::now();
+    old.signal(libc::SIGTERM).unwrap();
+    wait_until("old instance not ready", Duration::from_secs(2), || {
+        ready(&lab, DNS_A) == 503
+    });
+    // kube-proxy applies the endpoint change a moment later.
+    std::thread::sleep(Duration::from_millis(300));
+    lab.set_endpoints(&[DNS_B, DNS_C]);
+    let t_left = Instant::now();
+    let st = old
+        .wait_exit(Duration::from_secs(10))
+        .expect("old instance exits");
+    let t_gone = Instant::now();
+    assert!(st.success(), "{}", old.output());
+    std::thread::sleep(Duration::from_millis(1500));
+    let r1 = s1.finish();
+    let r2 = s2.finish();
+    for (r, what) in [
+        (&r1, "via node cache"),
+        (&r2, "straight to kube-dns-upstream"),
+    ] {
+        print(&format!(
+            "cluster DNS rolling update, {what} (new instance {:.1}s, joined {:.1}s, old SIGTERM {:.1}s, left endpoints {:.1}s, exited {:.1}s): {}",
+            (t_new - r.start).as_secs_f64(),
+            (t_joined - r.start).as_secs_f64(),
+            (t_term - r.start).as_secs_f64(),
+            (t_left - r.start).as_secs_f64(),
+            (t_gone - r.start).as_secs_f64(),
+            r.summary("stream")
+        ));
+    }
+    assert_eq!(r1.lost(), 0, "{}", r1.summary("via node cache"));
+    assert_eq!(r2.lost(), 0, "{}", r2.summary("kube-dns-upstream"));
+    assert!(other.exited().is_none() && new.exited().is_none());
+    nc.s.signal(libc::SIGTERM).unwrap();
+    assert!(nc.wait_exit(Duration::from_secs(10)).success());
+}
+
+/// nftables mode: node-cache's rules live in a table of its own, next to kube-proxy's rules in
+/// iptables-legacy and another component's rule in iptables-nft, neither touched. The same
+/// fallback after SIGKILL, the same takeover, and a teardown that deletes exactly that table.
+#[test]
+fn nftables_mode_end_to_end() {
+    let _serial = serial();
+    let lab = Lab::new("ncnf", Proxy::IptablesLegacy, false);
+    let _knots = [lab.knot(DNS_A), lab.knot(DNS_B), lab.knot(UPSTREAM)];
+    lab.set_endpoints(&[DNS_A, DNS_B]);
+    output(
+        &lab.node,
+        "iptables-nft",
+        &[
+            "-A",
+            "INPUT",
+            "-p",
+            "tcp",
+            "--dport",
+            "10250",
+            "-m",
+            "comment",
+            "--comment",
+            "kubelet",
+            "-j",
+            "ACCEPT",
+        ],
+    );
+    let legacy_before = lab.proxy_rules();
+    let nft_iptables_before = strip_save_noise(&output(&lab.node, "iptables-nft-save", &[]));
+    assert!(
+        nft_iptables_before.contains("kubelet"),
+        "{nft_iptables_before}"
+    );
+    let local_ips = format!("{NODE_LOCAL},{KUBE_DNS}");
+    let mut a = NodeCache::start(&lab, &opts(&local_ips, &["-rules=nftables"]));
+    a.wait_serving();
+    let table = || {
+        output(
+            &lab.node,
+            "nft",
+            &["list", "table", "inet", "sextant-nodelocaldns"],
+        )
+    };
+    wait_until("nftables table", Duration::from_secs(5), || {
+        table().contains("dnat ip to")
+    });
+    let listing = table();
+    assert_eq!(listing, EXPECTED_NFT, "{listing}");
+    assert!(a
+        .s
+        .output()
+        .contains("Programming the rules with nftables table inet sextant-nodelocaldns"));
+    // Nothing in iptables from node-cache.
+    assert!(nodelocal_lines(&output(&lab.node, "iptables-nft-save", &[])).is_empty());
+    assert!(nodelocal_lines(&output(&lab.node, "iptables-legacy-save", &[])).is_empty());
+
+    let s1 = stream(&lab, sa(NODE_LOCAL, 53), QPS, Duration::from_secs(20));
+    let s2 = stream(&lab, sa(KUBE_DNS, 53), QPS, Duration::from_secs(20));
+    std::thread::sleep(Duration::from_secs(1));
+    let t_kill = Instant::now();
+    a.s.kill();
+    std::thread::sleep(Duration::from_millis(2000));
+    assert_eq!(table(), listing, "a killed process leaves its table");
+    let t_restart = Instant::now();
+    let mut b = NodeCache::start(&lab, &opts(&local_ips, &["-rules=nftables"]));
+    b.wait_serving();
+    std::thread::sleep(Duration::from_millis(1500));
+    let r1 = s1.finish();
+    let r2 = s2.finish();
+    for (r, what) in [(&r1, "node-local"), (&r2, "kube-dns")] {
+        print(&format!(
+            "nftables mode, {what}: SIGKILL: {} lost, answered again by cluster DNS {:.0} ms after the kill; restart: {} lost; of {} queries",
+            r.lost_between(t_kill, t_restart),
+            r.recovered_after(t_kill).as_secs_f64() * 1000.0,
+            r.lost_between(t_restart, Instant::now()),
+            r.sent()
+        ));
+        assert!(
+            r.recovered_after(t_kill) < Duration::from_secs(2),
+            "{}",
+            r.summary(what)
+        );
+        assert_eq!(r.lost_between(r.start, t_kill), 0, "{}", r.summary(what));
+        assert_eq!(
+            r.lost_between(t_restart, Instant::now()),
+            0,
+            "{}",
+            r.summary(what)
+        );
+    }
+    assert_eq!(
+        table(),
+        listing,
+        "the restarted instance keeps the table as it is"
+    );
+    assert!(
+        !b.s.output().contains("Added back nodelocaldns rule"),
+        "{}",
+        b.s.output()
+    );
+
+    // Delete one rule behind its back: the whole table is put back within the sync interval.
+    let handle = output(
+        &lab.node,
+        "nft",
+        &[
+            "-a",
+            "list",
+            "chain",
+            "inet",
+            "sextant-nodelocaldns",
+            "raw-prerouting",
+        ],
+    )
+    .lines()
+    .find(|l| l.contains("udp dport 53") && l.contains("169.254.20.10"))
+    .and_then(|l| l.rsplit("# handle ").next().map(|h| h.trim().to_string()))
+    .expect("rule handle");
+    output(
+        &lab.node,
+        "nft",
+        &[
+            "delete",
+            "rule",
+            "inet",
+            "sextant-nodelocaldns",
+            "raw-prerouting",
+            "handle",
+            &handle,
+        ],
+    );
+    assert_ne!(table(), listing);
+    wait_until("table restored", Duration::from_secs(5), || {
+        table() == listing
+    });
+    b.wait_line(
+        "Added back nodelocaldns rule - {table inet sextant-nodelocaldns [30 rules]}",
+        Duration::from_secs(1),
+    );
+
+    b.s.signal(libc::SIGTERM).unwrap();
+    assert!(b.wait_exit(Duration::from_secs(10)).success());
+    assert!(output(&lab.node, "nft", &["list", "tables"])
+        .lines()
+        .all(|l| !l.contains("sextant")));
+    assert_eq!(
+        lab.proxy_rules(),
+        legacy_before,
+        "kube-proxy's iptables-legacy rules untouched"
+    );
+    assert_eq!(
+        strip_save_noise(&output(&lab.node, "iptables-nft-save", &[])),
+        nft_iptables_before,
+        "iptables-nft rules untouched"
+    );
+    assert!(!lab.links().contains(&"nodelocaldns".to_string()));
+}
+
+/// `nft list table inet sextant-nodelocaldns` with the two local IPs and two cluster DNS pods.
+const EXPECTED_NFT: &str = r#"table inet sextant-nodelocaldns {
+	chain raw-prerouting {
+		type filter hook prerouting priority raw; policy accept;
+		ip daddr 169.254.20.10 tcp dport 53 tcp flags syn / syn,ack socket wildcard 0 notrack comment "NodeLocal DNS Cache: skip conntrack"
+		ip daddr 169.254.20.10 tcp dport 53 tcp flags != syn / syn,ack socket transparent 0 notrack comment "NodeLocal DNS Cache: skip conntrack"
+		ip daddr 169.254.20.10 udp dport 53 socket wildcard 0 notrack comment "NodeLocal DNS Cache: skip conntrack"
+		ip daddr 192.0.2.10 tcp dport 53 tcp flags syn / syn,ack socket wildcard 0 notrack comment "NodeLocal DNS Cache: skip conntrack"
+		ip daddr 192.0.2.10 tcp dport 53 tcp flags != syn / syn,ack socket transparent 0 notrack comment "NodeLocal DNS Cache: skip conntrack"
+		ip daddr 192.0.2.10 udp dport 53 socket wildcard 0 notrack comment "NodeLocal DNS Cache: skip conntrack"
+	}
+
+	chain raw-output {
+		type filter hook output priority raw; policy accept;
+		ip saddr 169.254.20.10 tcp sport 53 notrack comment "NodeLocal DNS Cache: skip conntrack"
+		ip daddr 169.254.20.10 tcp dport 53 notrack comment "NodeLocal DNS Cache: skip conntrack"
+		ip saddr 169.254.20.10 udp sport 53 notrack comment "NodeLocal DNS Cache: skip conntrack"
+		ip daddr 169.254.20.10 udp dport 53 notrack comment "NodeLocal DNS Cache: skip conntrack"
+		ip daddr 169.254.20.10 tcp dport 8080 notrack comment "NodeLocal DNS Cache: skip conntrack"
+		ip saddr 169.254.20.10 tcp sport 8080 notrack comment "NodeLocal DNS Cache: skip conntrack"
+		ip saddr 192.0.2.10 tcp sport 53 notrack comment "NodeLocal DNS Cache: skip conntrack"
+		ip daddr 192.0.2.10 tcp dport 53 notrack comment "NodeLocal DNS Cache: skip conntrack"
+		ip saddr 192.0.2.10 udp sport 53 notrack comment "NodeLocal DNS Cache: skip conntrack"
+		ip daddr 192.0.2.10 udp dport 53 notrack comment "NodeLocal DNS Cache: skip conntrack"
+		ip daddr 192.0.2.10 tcp dport 8080 notrack comment "NodeLocal DNS Cache: skip conntrack"
+		ip saddr 192.0.2.10 tcp sport 8080 notrack comment "NodeLocal DNS Cache: skip conntrack"
+	}
+
+	chain filter-input {
+		type filter hook input priority filter; policy accept;
+		ip daddr 169.254.20.10 tcp dport 53 accept comment "NodeLocal DNS Cache: allow DNS traffic"
+		ip daddr 169.254.20.10 udp dport 53 accept comment "NodeLocal DNS Cache: allow DNS traffic"
+		ip daddr 192.0.2.10 tcp dport 53 accept comment "NodeLocal DNS Cache: allow DNS traffic"
+		ip daddr 192.0.2.10 udp dport 53 accept comment "NodeLocal DNS Cache: allow DNS traffic"
+	}
+
+	chain filter-output {
+		type filter hook output priority filter; policy accept;
+		ip saddr 169.254.20.10 tcp sport 53 accept comment "NodeLocal DNS Cache: allow DNS traffic"
+		ip saddr 169.254.20.10 udp sport 53 accept comment "NodeLocal DNS Cache: allow DNS traffic"
+		ip saddr 192.0.2.10 tcp sport 53 accept comment "NodeLocal DNS Cache: allow DNS traffic"
+		ip saddr 192.0.2.10 udp sport 53 accept comment "NodeLocal DNS Cache: allow DNS traffic"
+	}
+
+	chain nat-prerouting {
+		type nat hook prerouting priority dstnat + 10; policy accept;
+		ip daddr 169.254.20.10 tcp dport 53 dnat ip to numgen random mod 2 map { 0 : 203.0.113.2, 1 : 203.0.113.3 } comment "NodeLocal DNS Cache: fallback to cluster DNS"
+		ip daddr 169.254.20.10 udp dport 53 dnat ip to numgen random mod 2 map { 0 : 203.0.113.2, 1 : 203.0.113.3 } comment "NodeLocal DNS Cache: fallback to cluster DNS"
+		ip daddr 192.0.2.10 tcp dport 53 dnat ip to numgen random mod 2 map { 0 : 203.0.113.2, 1 : 203.0.113.3 } comment "NodeLocal DNS Cache: fallback to cluster DNS"
+		ip daddr 192.0.2.10 udp dport 53 dnat ip to numgen random mod 2 map { 0 : 203.0.113.2, 1 : 203.0.113.3 } comment "NodeLocal DNS Cache: fallback to cluster DNS"
+	}
+}
+"#;

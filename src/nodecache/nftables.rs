@@ -44,10 +44,20 @@ pub(crate) fn script(table: &str, spec: &Spec, targets: &[IpAddr], draining: boo
     for ip in &spec.ips {
         let f = fam(*ip);
         for proto in ["tcp", "udp"] {
-            // Only while a socket (not a wildcard one) serves the IP.
-            if !(draining && proto == "udp") {
+            // Only while a socket (not a wildcard one) serves the IP. `socket wildcard` cannot
+            // look at a connection still in its handshake (no full socket yet), so TCP packets
+            // other than the SYN ask `socket transparent 0` instead, which any socket answers:
+            // for them the lookup finds the connection's own socket first.
+            if proto == "tcp" {
                 pre.push(format!(
-                    "{f} daddr {ip} {proto} dport {p} socket wildcard 0 notrack {skip}"
+                    "{f} daddr {ip} tcp dport {p} tcp flags syn / syn,ack socket wildcard 0 notrack {skip}"
+                ));
+                pre.push(format!(
+                    "{f} daddr {ip} tcp dport {p} tcp flags != syn / syn,ack socket transparent 0 notrack {skip}"
+                ));
+            } else if !draining {
+                pre.push(format!(
+                    "{f} daddr {ip} udp dport {p} socket wildcard 0 notrack {skip}"
                 ));
             }
             input.push(format!("{f} daddr {ip} {proto} dport {p} accept {allow}"));
@@ -298,19 +308,19 @@ mod tests {
             "2001:db8::2".parse().unwrap(),
         ];
         let s = script("sextant-nodelocaldns", &spec(), &targets, false);
-        assert!(s.starts_with("table inet sextant-nodelocaldns {\n\tchain raw-prerouting {\n\t\ttype filter hook prerouting priority raw; policy accept;\n\t\tip daddr 169.254.20.10 tcp dport 53 socket wildcard 0 notrack comment \"NodeLocal DNS Cache: skip conntrack\"\n"), "{s}");
+        assert!(s.starts_with("table inet sextant-nodelocaldns {\n\tchain raw-prerouting {\n\t\ttype filter hook prerouting priority raw; policy accept;\n\t\tip daddr 169.254.20.10 tcp dport 53 tcp flags syn / syn,ack socket wildcard 0 notrack comment \"NodeLocal DNS Cache: skip conntrack\"\n\t\tip daddr 169.254.20.10 tcp dport 53 tcp flags != syn / syn,ack socket transparent 0 notrack comment"), "{s}");
         assert!(s.contains("\t\tip6 daddr fd00::10 udp dport 53 socket wildcard 0 notrack comment"));
         assert!(s.contains("\t\tip daddr 169.254.20.10 udp dport 53 dnat ip to numgen random mod 2 map { 0 : 203.0.113.2, 1 : 203.0.113.3 } comment \"NodeLocal DNS Cache: fallback to cluster DNS\"\n"), "{s}");
         assert!(s.contains("\t\tip6 daddr fd00::10 tcp dport 53 dnat ip6 to 2001:db8::2 comment"));
         assert!(s.contains("type nat hook prerouting priority dstnat + 10; policy accept;"));
-        // 2 IPs x (10 DNS + 2 health) + 2 x 2 fallback.
-        assert_eq!(count_rules(&s), 28);
+        // 2 IPs x (11 DNS + 2 health) + 2 x 2 fallback.
+        assert_eq!(count_rules(&s), 30);
         assert_eq!(targets_in(&s), targets);
         let keep = script("t", &spec(), &targets, true);
-        assert_eq!(count_rules(&keep), 26);
+        assert_eq!(count_rules(&keep), 28);
         assert!(!keep.contains("udp dport 53 socket"));
         assert!(keep.contains("tcp dport 53 socket wildcard 0 notrack"));
         assert_eq!(targets_in(&keep), targets);
-        assert_eq!(count_rules(&script("t", &spec(), &[], false)), 24);
+        assert_eq!(count_rules(&script("t", &spec(), &[], false)), 26);
     }
 }

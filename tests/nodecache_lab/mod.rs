@@ -7,7 +7,7 @@
 
 #![allow(dead_code)]
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -111,6 +111,8 @@ pub(crate) struct Lab {
     pub dns: NetNs,
     pub proxy: Proxy,
     pub v6: bool,
+    /// The endpoints programmed last (to clear conntrack for those removed, as kube-proxy does).
+    endpoints: Mutex<Vec<String>>,
 }
 
 fn sh(ns: &NetNs, prog: &str, args: &[&str]) -> String {
@@ -156,6 +158,7 @@ impl Lab {
             dns,
             proxy,
             v6,
+            endpoints: Mutex::new(Vec::new()),
         };
         lab.wire();
         lab
@@ -286,8 +289,29 @@ impl Lab {
 
     /// Programs (or reprograms, atomically per table) the kube-proxy stand-in: the kube-dns and
     /// kube-dns-upstream ClusterIPs DNATed to `endpoints` (spread with `statistic`, as
-    /// kube-proxy's iptables mode does), in PREROUTING (pods) and OUTPUT (the node).
+    /// kube-proxy's iptables mode does), in PREROUTING (pods) and OUTPUT (the node); then, like
+    /// kube-proxy, deletes the UDP conntrack entries NATed to endpoints that are gone.
     pub(crate) fn set_endpoints(&self, endpoints: &[&str]) {
+        self.program_endpoints(endpoints);
+        let mut last = self.endpoints.lock().unwrap();
+        for gone in last.iter().filter(|e| !endpoints.contains(&e.as_str())) {
+            let svcs: &[&str] = if gone.contains(':') {
+                &[KUBE_DNS6, KUBE_DNS_UPSTREAM6]
+            } else {
+                &[KUBE_DNS, KUBE_DNS_UPSTREAM]
+            };
+            for svc in svcs {
+                // Exit status 1 just means there was nothing to delete.
+                let _ = self.node.exec(
+                    "conntrack",
+                    &["-D", "-p", "udp", "--orig-dst", svc, "--dst-nat", gone],
+                );
+            }
+        }
+        *last = endpoints.iter().map(|e| e.to_string()).collect();
+    }
+
+    fn program_endpoints(&self, endpoints: &[&str]) {
         for v6 in [false, true] {
             if v6 && !self.v6 {
                 continue;
@@ -804,4 +828,26 @@ pub(crate) fn wait_until(what: &str, within: Duration, mut f: impl FnMut() -> bo
         std::thread::sleep(Duration::from_millis(20));
     }
     panic!("timed out after {within:?} waiting for {what}");
+}
+
+/// A cluster DNS instance (a CoreDNS pod's job, done by Sextant) on `ip`:53 in the `dns`
+/// namespace: lameduck 2 s, ready, forwarding to the upstream Knot.
+pub(crate) fn cluster_dns(lab: &Lab, ip: &str) -> Sextant {
+    let corefile = format!(
+        ".:53 {{\n    bind {ip}\n    errors\n    health {ip}:8080 {{\n        lameduck 2s\n    }}\n    ready {ip}:8181\n    forward . {UPSTREAM}\n    cache 30\n}}\n"
+    );
+    Sextant::builder(Path::new(IP), &corefile)
+        .conf_flag(false)
+        .args(["netns", "exec", lab.dns.name(), bin(), "-conf", "Corefile"])
+        .start()
+}
+
+/// `/ready`'s status of the cluster DNS instance on `ip` (0 if it does not answer).
+pub(crate) fn ready(lab: &Lab, ip: &str) -> u16 {
+    let a = sa(ip, 8181);
+    in_ns(lab.dns.name(), move || {
+        http_get(a, "/ready", Duration::from_millis(500))
+            .map(|r| r.0)
+            .unwrap_or(0)
+    })
 }
