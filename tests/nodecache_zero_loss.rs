@@ -666,3 +666,122 @@ const EXPECTED_NFT: &str = r#"table inet sextant-nodelocaldns {
 	}
 }
 "#;
+
+/// IPv4 and IPv6 in one process: four local IPs (node-local and kube-dns ClusterIP of each
+/// family), rules for both families in iptables-legacy (detected with `-rules=auto` from
+/// kube-proxy's chains there), an overlapping upgrade and a SIGKILL measured on all four, then
+/// a teardown that leaves both families as they were.
+#[test]
+fn dual_stack_in_one_process() {
+    let _serial = serial();
+    let lab = Lab::new("ncds", Proxy::IptablesLegacy, true);
+    let _knots = [
+        lab.knot(DNS_A),
+        lab.knot(DNS_B),
+        lab.knot(DNS_A6),
+        lab.knot(DNS_B6),
+        lab.knot(UPSTREAM),
+    ];
+    lab.set_endpoints(&[DNS_A, DNS_B, DNS_A6, DNS_B6]);
+    let proxy_before = lab.proxy_rules();
+    let local_ips = format!("{NODE_LOCAL},{KUBE_DNS},{NODE_LOCAL6},{KUBE_DNS6}");
+    let mut o = opts(&local_ips, &["-rules=auto"]);
+    o.base = o.base.replace(
+        &format!("bind {NODE_LOCAL} {KUBE_DNS}\n"),
+        &format!("bind {NODE_LOCAL} {KUBE_DNS} {NODE_LOCAL6} {KUBE_DNS6}\n"),
+    );
+    let mut a = NodeCache::start(&lab, &o);
+    a.wait_serving();
+    a.wait_line(
+        "Rules mode IptablesLegacy detected: kube-proxy's chains are in iptables-legacy",
+        Duration::from_secs(1),
+    );
+    let v4 = || nodelocal_lines(&output(&lab.node, "iptables-legacy-save", &[]));
+    let v6 = || nodelocal_lines(&output(&lab.node, "ip6tables-legacy-save", &[]));
+    wait_until("rules of both families", Duration::from_secs(5), || {
+        v4().len() == 37 && v6().len() == 37
+    });
+    let six = v6();
+    for want in [
+        format!("-A PREROUTING -d {NODE_LOCAL6}/128 -p udp -m udp --dport 53 -m socket -m comment --comment \"NodeLocal DNS Cache: skip conntrack\" -j NOTRACK"),
+        format!("-A OUTPUT -s {KUBE_DNS6}/128 -p tcp -m tcp --sport 53 -m comment --comment \"NodeLocal DNS Cache: allow DNS traffic\" -j ACCEPT"),
+        format!("-A PREROUTING -d {NODE_LOCAL6}/128 -p udp -m udp --dport 53 -m comment --comment \"NodeLocal DNS Cache: fallback to cluster DNS\" -j NODE-LOCAL-DNS-FALLBACK"),
+        format!("-A NODE-LOCAL-DNS-FALLBACK -d {NODE_LOCAL6}/128 -p udp -m udp --dport 53 -j DNAT --to-destination {DNS_B6}"),
+    ] {
+        assert!(six.contains(&want), "{want}\n{six:#?}");
+    }
+    assert!(v4().iter().all(|l| !l.contains("2001:db8")));
+    let link = output(&lab.node, IP, &["addr", "show", "nodelocaldns"]);
+    for ip in [NODE_LOCAL, KUBE_DNS, NODE_LOCAL6, KUBE_DNS6] {
+        assert!(link.contains(&format!(" {ip}/")), "{link}");
+    }
+
+    let targets = [
+        sa(NODE_LOCAL, 53),
+        sa(KUBE_DNS, 53),
+        sa(NODE_LOCAL6, 53),
+        sa(KUBE_DNS6, 53),
+    ];
+    let streams: Vec<QueryStream> = targets
+        .iter()
+        .map(|t| stream(&lab, *t, QPS / 2, Duration::from_secs(20)))
+        .collect();
+    std::thread::sleep(Duration::from_secs(1));
+    let t_b = Instant::now();
+    let mut b = NodeCache::start(&lab, &o);
+    b.wait_serving();
+    std::thread::sleep(Duration::from_millis(500));
+    let t_term = Instant::now();
+    a.s.signal(libc::SIGTERM).unwrap();
+    assert!(a.wait_exit(Duration::from_secs(10)).success());
+    std::thread::sleep(Duration::from_secs(1));
+    let t_kill = Instant::now();
+    b.s.kill();
+    std::thread::sleep(Duration::from_millis(1500));
+    let t_restart = Instant::now();
+    let mut c = NodeCache::start(&lab, &o);
+    c.wait_serving();
+    std::thread::sleep(Duration::from_secs(1));
+    let reports: Vec<Report> = streams.into_iter().map(QueryStream::finish).collect();
+    for r in &reports {
+        print(&format!(
+            "dual-stack {}: upgrade (B {:.1}s, A SIGTERM {:.1}s) {} lost; SIGKILL {:.1}s: {} lost, answered again {:.0} ms after; restart {:.1}s: {} lost; of {} queries",
+            r.target,
+            (t_b - r.start).as_secs_f64(),
+            (t_term - r.start).as_secs_f64(),
+            r.lost_between(r.start, t_kill),
+            (t_kill - r.start).as_secs_f64(),
+            r.lost_between(t_kill, t_restart),
+            r.recovered_after(t_kill).as_secs_f64() * 1000.0,
+            (t_restart - r.start).as_secs_f64(),
+            r.lost_between(t_restart, Instant::now()),
+            r.sent()
+        ));
+        assert_eq!(
+            r.lost_between(r.start, t_kill),
+            0,
+            "{}",
+            r.summary("upgrade")
+        );
+        assert!(
+            r.recovered_after(t_kill) < Duration::from_secs(2),
+            "{}",
+            r.summary("kill")
+        );
+        assert_eq!(
+            r.lost_between(t_restart, Instant::now()),
+            0,
+            "{}",
+            r.summary("restart")
+        );
+    }
+    c.s.signal(libc::SIGTERM).unwrap();
+    assert!(c.wait_exit(Duration::from_secs(10)).success());
+    assert!(v4().is_empty() && v6().is_empty(), "{:?} {:?}", v4(), v6());
+    assert_eq!(
+        lab.proxy_rules(),
+        proxy_before,
+        "kube-proxy's rules untouched"
+    );
+    assert!(!lab.links().contains(&"nodelocaldns".to_string()));
+}

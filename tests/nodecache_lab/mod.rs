@@ -589,7 +589,7 @@ pub(crate) struct Outcome {
 }
 
 /// A running stream.
-pub(crate) struct Stream {
+pub(crate) struct QueryStream {
     pub target: SocketAddr,
     pub start: Instant,
     stop: Arc<AtomicBool>,
@@ -602,7 +602,7 @@ pub(crate) const LOST_AFTER: Duration = Duration::from_secs(2);
 /// Starts an open-loop stream from the `pod` namespace to `target`: `qps` queries a second
 /// (every tenth over TCP, each on a new connection, every UDP query from a new source port, as a
 /// stub resolver does), until stopped or `max` passed.
-pub(crate) fn stream(lab: &Lab, target: SocketAddr, qps: u32, max: Duration) -> Stream {
+pub(crate) fn stream(lab: &Lab, target: SocketAddr, qps: u32, max: Duration) -> QueryStream {
     let stop = Arc::new(AtomicBool::new(false));
     let st = stop.clone();
     let start = Instant::now();
@@ -613,7 +613,7 @@ pub(crate) fn stream(lab: &Lab, target: SocketAddr, qps: u32, max: Duration) -> 
             .unwrap();
         rt.block_on(run_stream(target, qps, max, st, start))
     });
-    Stream {
+    QueryStream {
         target,
         start,
         stop,
@@ -739,7 +739,7 @@ pub(crate) struct Report {
     pub outcomes: Vec<Outcome>,
 }
 
-impl Stream {
+impl QueryStream {
     /// Stops sending and waits for the answers in flight (at most [`LOST_AFTER`]).
     pub(crate) fn finish(self) -> Report {
         self.stop.store(true, Ordering::SeqCst);
