@@ -1,4 +1,4 @@
-//! Small parsing helpers shared by plugin setups (durations, counts, addresses). No I/O.
+//! Small parsing helpers shared by plugin setups (durations, counts, sizes, addresses). No I/O.
 
 use std::time::Duration;
 
@@ -56,6 +56,27 @@ pub(crate) fn parse_u64(d: &Directive, t: &Token) -> Result<u64, Error> {
         .map_err(|_| d.err_at(t, format!("invalid number '{}'", t.text)))
 }
 
+/// Parses a size in bytes the way Kubernetes writes quantities: a whole number with an optional
+/// suffix `k`, `M`, `G` (powers of 1000) or `Ki`, `Mi`, `Gi` (powers of 1024).
+pub(crate) fn parse_size(s: &str) -> Option<u64> {
+    let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    if digits == 0 {
+        return None;
+    }
+    let n: u64 = s[..digits].parse().ok()?;
+    let mult: u64 = match &s[digits..] {
+        "" => 1,
+        "k" => 1000,
+        "M" => 1000 * 1000,
+        "G" => 1000 * 1000 * 1000,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(mult)
+}
+
 /// Formats a duration the way Go prints it (`5s`, `1m30s`, `500ms`).
 pub(crate) fn go_duration(d: Duration) -> String {
     let ms = d.as_millis();
@@ -88,5 +109,16 @@ mod tests {
         assert_eq!(parse_go_duration("5"), None);
         assert_eq!(go_duration(Duration::from_secs(30)), "30s");
         assert_eq!(go_duration(Duration::from_secs(90)), "1m30s");
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("4096"), Some(4096));
+        assert_eq!(parse_size("64Mi"), Some(64 << 20));
+        assert_eq!(parse_size("2k"), Some(2000));
+        assert_eq!(parse_size("1G"), Some(1_000_000_000));
+        for bad in ["", "Mi", "1.5Mi", "64MB", "-1", "99999999999999999999"] {
+            assert_eq!(parse_size(bad), None, "{bad}");
+        }
     }
 }

@@ -62,6 +62,8 @@ pub(crate) struct GenerationBuilder {
     pub lameduck: Option<Duration>,
     pub reload: Option<(Duration, Duration)>,
     pub debug: bool,
+    /// One value per type shared by the plugins of this generation (see [`Self::shared`]).
+    pub(crate) shared: HashMap<std::any::TypeId, Arc<dyn std::any::Any + Send + Sync>>,
 }
 
 impl GenerationBuilder {
@@ -127,6 +129,18 @@ impl GenerationBuilder {
     /// Serves block `block`'s `tls://` keys with this TLS configuration (the `tls` plugin).
     pub(crate) fn set_tls(&mut self, block: usize, cfg: Arc<rustls::ServerConfig>) {
         self.tls.insert(block, cfg);
+    }
+
+    /// The generation's one value of type `T`, created on first use: state that the plugins of
+    /// several server blocks share (the `cache` plugin's memory budget). A reload builds new ones.
+    pub(crate) fn shared<T: std::any::Any + Send + Sync + Default>(&mut self) -> Arc<T> {
+        let v = self
+            .shared
+            .entry(std::any::TypeId::of::<T>())
+            .or_insert_with(|| Arc::new(T::default()))
+            .clone();
+        // The entry for T's TypeId always holds a T.
+        v.downcast::<T>().unwrap_or_else(|_| Arc::new(T::default()))
     }
 
     /// Marks block `block` as exporting metrics (the `prometheus` plugin).

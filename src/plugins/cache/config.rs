@@ -36,6 +36,8 @@ pub(crate) struct Config {
     pub pexcept: Vec<Name>,
     pub nexcept: Vec<Name>,
     pub keepttl: bool,
+    /// `budget SIZE`: bytes shared by every cache of the Corefile that names a budget.
+    pub budget: Option<u64>,
 }
 
 /// CoreDNS `defaultCap`.
@@ -67,6 +69,7 @@ impl Config {
             pexcept: Vec::new(),
             nexcept: Vec::new(),
             keepttl: false,
+            budget: None,
         }
     }
 }
@@ -306,6 +309,21 @@ pub(crate) fn parse(d: &Directive, block_zones: &[String]) -> Result<Config, Err
             "keepttl" => {
                 sub.arg_count(0, 0)?;
                 c.keepttl = true;
+            }
+            "budget" => {
+                sub.arg_count(1, 1)?;
+                let size = crate::plugins::util::parse_size(&a[0].text)
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| {
+                        sub.err_at(
+                            &a[0],
+                            format!(
+                                "invalid budget size '{}': a number of bytes, optionally with k, M, G, Ki, Mi or Gi",
+                                a[0].text
+                            ),
+                        )
+                    })?;
+                c.budget = Some(size);
             }
             other => return Err(sub.err(format!("unknown property '{other}'"))),
         }
