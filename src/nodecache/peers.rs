@@ -338,13 +338,15 @@ pub(crate) fn lock(iface: &str, wait: Duration) -> Option<Lock> {
     }
 }
 
-/// Takes the sockets of a live instance, if there is one, for this instance's binds.
+/// Takes the sockets of a live instance, if there is one, for this instance's binds: a serving
+/// one first; one still starting may not have bound anything yet.
 pub(crate) fn inherit_from_peers(iface: &str, mine: usize) {
-    for p in peers(iface, mine) {
-        if p.state == State::Stopping {
-            continue;
-        }
+    let mut all = peers(iface, mine);
+    all.retain(|p| p.state != State::Stopping);
+    all.sort_by_key(|p| p.state != State::Serving);
+    for p in all {
         match fetch_sockets(iface, p.slot) {
+            Ok(socks) if socks.is_empty() => continue,
             Ok(socks) => {
                 let n = socks.len();
                 match handover::inherit(socks) {
