@@ -22,6 +22,18 @@ pub(crate) struct Flags {
     pub quiet: bool,
     pub pidfile: Option<PathBuf>,
     pub check: bool,
+    /// Told about the server's life (node-cache; not a command-line flag).
+    pub embedder: Option<EmbedderHandle>,
+}
+
+/// An [`Embedder`](crate::server::runtime::Embedder) in [`Flags`].
+#[derive(Clone)]
+pub(crate) struct EmbedderHandle(pub(crate) Arc<dyn crate::server::runtime::Embedder>);
+
+impl std::fmt::Debug for EmbedderHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EmbedderHandle")
+    }
 }
 
 fn usage() -> String {
@@ -166,7 +178,11 @@ pub(crate) fn main(args: Vec<String>) -> i32 {
 pub(crate) async fn run(flags: Flags, source: Source, port: u16) -> i32 {
     crate::metrics::init();
     let runtime = Runtime::new(source, port);
+    if let Some(e) = &flags.embedder {
+        runtime.set_embedder(e.0.clone());
+    }
     if flags.check {
+        // Set up only: the generation is dropped uncommitted, so none of its tasks ever runs.
         return match runtime.build() {
             Ok((gen, _)) => {
                 let n: usize = gen.sites.len();
@@ -175,7 +191,7 @@ pub(crate) async fn run(flags: Flags, source: Source, port: u16) -> i32 {
             }
             Err(e) => {
                 for line in e.lines() {
-                    println!("{}", explain(line));
+                    println!("{}", explain(&line));
                 }
                 1
             }
@@ -185,8 +201,15 @@ pub(crate) async fn run(flags: Flags, source: Source, port: u16) -> i32 {
         Ok(x) => x,
         Err(e) => {
             for line in e.lines() {
-                log::raw(&format!("[FATAL] {}", explain(line)));
+                log::raw(&format!("[FATAL] {}", explain(&line)));
             }
+            return 1;
+        }
+    };
+    let sigs = match Signals::install() {
+        Ok(s) => s,
+        Err(e) => {
+            log::raw(&format!("[FATAL] cannot install signal handlers: {e}"));
             return 1;
         }
     };
@@ -219,7 +242,7 @@ pub(crate) async fn run(flags: Flags, source: Source, port: u16) -> i32 {
     if runtime.reload_settings().await.is_some() {
         log::PluginLog("reload").info(&format!("Running configuration SHA512 = {hash}"));
     }
-    let code = signals(runtime.clone()).await;
+    let code = signals(runtime.clone(), sigs).await;
     if let Some(p) = &flags.pidfile {
         let _ = std::fs::remove_file(p);
     }
@@ -239,19 +262,38 @@ fn explain(line: &str) -> String {
     line.to_string()
 }
 
+/// The signals the server handles, caught from before the first listener opens (a SIGUSR1
+/// that arrives while starting must reload, not kill the process).
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    quit: tokio::signal::unix::Signal,
+    usr1: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            quit: signal(SignalKind::quit())?,
+            usr1: signal(SignalKind::user_defined1())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+}
+
 /// Waits for signals and the reload timer; returns the exit code.
-async fn signals(runtime: Arc<Runtime>) -> i32 {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int), Ok(mut quit), Ok(mut usr1), Ok(mut hup)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::quit()),
-        signal(SignalKind::user_defined1()),
-        signal(SignalKind::hangup()),
-    ) else {
-        log::error("cannot install signal handlers");
-        return 1;
-    };
+async fn signals(runtime: Arc<Runtime>, sigs: Signals) -> i32 {
+    let Signals {
+        mut term,
+        mut int,
+        mut quit,
+        mut usr1,
+        mut hup,
+    } = sigs;
     loop {
         let wait = match runtime.reload_settings().await {
             Some((interval, jitter)) => {
@@ -267,15 +309,11 @@ async fn signals(runtime: Arc<Runtime>) -> i32 {
         };
         tokio::select! {
             _ = term.recv() => {
-                crate::server::runtime::mark_shutting_down();
-                log::info("SIGTERM: Shutting down servers then terminating");
-                runtime.shutdown().await;
+                runtime.shutdown("SIGTERM: Shutting down servers then terminating").await;
                 return 0;
             }
             _ = int.recv() => {
-                crate::server::runtime::mark_shutting_down();
-                log::info("SIGINT: Shutting down");
-                runtime.shutdown().await;
+                runtime.shutdown("SIGINT: Shutting down").await;
                 return 0;
             }
             _ = quit.recv() => {
@@ -303,7 +341,7 @@ async fn reload(runtime: &Runtime, force: bool) {
         crate::metrics::RELOAD_FAILED.inc();
         log::PluginLog("reload").error(&format!(
             "Corefile changed but reload failed: {}",
-            e.replace('\n', "; ")
+            e.lines().join("; ")
         ));
     }
 }

@@ -10,6 +10,7 @@ pub(crate) mod nodecache;
 pub(crate) mod plugin;
 pub(crate) mod plugins;
 pub(crate) mod server;
+pub(crate) mod setup;
 pub(crate) mod tracing_bridge;
 
 /// Runs the command line (`sextant ARGS...`) and returns the process exit code, with every log
@@ -51,7 +52,8 @@ pub mod fuzzing {
     pub fn first_site(text: &str) -> Result<Site, String> {
         let cf = sextant_corefile::parse_str("Corefile", text, Path::new("."))
             .map_err(|e| e.to_string())?;
-        let gen = crate::server::config::build(&cf, 53).map_err(|e| format!("{e:?}"))?;
+        let gen = crate::server::config::build(&cf, 53, Default::default(), Default::default())
+            .map_err(|e| format!("{e:?}"))?;
         gen.sites
             .into_values()
             .next()

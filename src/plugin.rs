@@ -7,7 +7,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
-use sextant_corefile::{Directive, Error as ConfigError};
 use sextant_wire::{Class, Header, Message, Name, RType, Rcode};
 
 /// A boxed future, the return type of every handler.
@@ -274,6 +273,10 @@ pub(crate) trait Handler: Send + Sync + 'static {
     fn transferer(&self) -> Option<&dyn Transferer> {
         None
     }
+    /// The client search path this plugin knows (`autopath @<plugin>`), if it has one.
+    fn search_path(&self) -> Option<Arc<dyn crate::plugins::autopath::SearchPath>> {
+        None
+    }
 }
 
 /// A plugin that can hand out a whole zone for AXFR (CoreDNS `transfer.Transferer`).
@@ -327,49 +330,4 @@ pub(crate) trait Readiness: Send + Sync {
     fn ready(&self) -> bool;
 }
 
-/// Something to run when a configuration generation is retired (reload or shutdown), e.g. stop
-/// watchers or background health checks.
-pub(crate) type ShutdownHook = Box<dyn FnOnce() + Send>;
-
-/// What a plugin's setup sees of its server block.
-pub(crate) struct BlockInfo {
-    /// Zones of the block's keys, normalised (lower-case FQDN).
-    pub zones: Vec<String>,
-    /// Ports of the block's keys.
-    pub port: u16,
-    /// Index of the block in the Corefile (for unique naming).
-    pub index: usize,
-}
-
-/// Parses one plugin's lines in one server block and registers what it needs.
-pub(crate) struct SetupCtx<'a> {
-    pub block: &'a BlockInfo,
-    pub(crate) handlers: Vec<Arc<dyn Handler>>,
-    pub(crate) gen: &'a mut crate::server::config::GenerationBuilder,
-}
-
-impl SetupCtx<'_> {
-    /// Adds a handler to this block's chain at this plugin's position.
-    pub(crate) fn add_handler(&mut self, h: Arc<dyn Handler>) {
-        self.handlers.push(h);
-    }
-
-    /// Process-wide pieces of the generation being built (HTTP endpoints, readiness, hooks).
-    pub(crate) fn generation(&mut self) -> &mut crate::server::config::GenerationBuilder {
-        self.gen
-    }
-}
-
-/// A plugin's setup function: all of the plugin's directive lines in one block at once.
-pub(crate) type SetupFn = fn(&mut SetupCtx<'_>, &[&Directive]) -> Result<(), ConfigError>;
-
-/// One compiled-in plugin.
-pub(crate) struct PluginDef {
-    pub name: &'static str,
-    /// Only one line of this directive per server block (CoreDNS `plugin.ErrOnce`).
-    pub once: bool,
-    pub setup: SetupFn,
-}
-
-/// The error CoreDNS gives for a second line of a once-only plugin.
-pub(crate) const ERR_ONCE: &str = "this plugin can only be used once per Server Block";
+pub(crate) use crate::setup::{BlockInfo, PluginDef, SetupCtx, ERR_ONCE};

@@ -552,17 +552,20 @@ async fn periodic(app: Arc<App>, stop: CancellationToken) {
     }
 }
 
-/// Marks this instance serving once the server reads its listeners.
-async fn watch_serving(app: Arc<App>, stop: CancellationToken) {
-    loop {
-        if crate::server::runtime::serving() {
-            app.set_state(peers::State::Serving);
-            return;
+/// What the server tells node-cache: when it serves, and when it is about to close its
+/// listeners on a graceful shutdown.
+struct Embedded(Arc<App>);
+
+impl crate::server::runtime::Embedder for Embedded {
+    fn serving(&self) {
+        if self.0.net.lock().is_ok_and(|n| *n == Net::Active) {
+            self.0.set_state(peers::State::Serving);
         }
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_millis(20)) => {}
-        }
+    }
+
+    fn before_close(&self) -> crate::plugin::BoxFuture<'static, ()> {
+        let a = self.0.clone();
+        Box::pin(async move { blocking(move || a.before_close()).await })
     }
 }
 
@@ -625,18 +628,12 @@ async fn run(p: Params) -> i32 {
     let stop = CancellationToken::new();
     tokio::spawn(config_sync(app.clone(), versions, stop.clone()));
     tokio::spawn(periodic(app.clone(), stop.clone()));
-    tokio::spawn(watch_serving(app.clone(), stop.clone()));
-    let a = app.clone();
-    crate::server::runtime::set_pre_close(Box::new(move || {
-        Box::pin(async move {
-            blocking(move || a.before_close()).await;
-        })
-    }));
     let flags = crate::cli::Flags {
         conf: Some(app.p.corefile.clone()),
         dns_port: Some(app.p.local_port),
         pidfile: app.p.pidfile.clone(),
         quiet: app.p.quiet,
+        embedder: Some(crate::cli::EmbedderHandle(Arc::new(Embedded(app.clone())))),
         ..Default::default()
     };
     let code = crate::cli::run(

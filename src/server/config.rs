@@ -3,19 +3,16 @@
 //! on listener addresses. Collects every error instead of stopping at the first. No sockets.
 
 use std::collections::{BTreeMap, HashMap};
-use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
-use std::pin::Pin;
+use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use sextant_corefile::{Corefile, Directive, Error as ConfigError, Pos, Scheme};
 use sextant_wire::Name;
 
-use crate::plugin::{BlockInfo, Handler, Readiness, SetupCtx, ShutdownHook, ERR_ONCE};
-use crate::server::http::HttpHandler;
-use crate::server::invalidate::InvalidationBus;
+use crate::plugin::{BlockInfo, Handler, SetupCtx, ERR_ONCE};
+use crate::server::lifecycle::{Carry, RuntimeState};
 use crate::server::site::{Block, Site};
+pub(crate) use crate::setup::GenerationBuilder;
 
 /// Where a listener binds: a specific address or every address, and a port.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -38,117 +35,6 @@ impl ListenKey {
     }
 }
 
-/// Readiness checks of a generation, shared with the `ready` handler (filled during setup).
-pub(crate) type ReadinessList = Arc<std::sync::RwLock<Vec<(String, Arc<dyn Readiness>)>>>;
-
-/// A future run before the listeners open (e.g. kubernetes waiting for its first sync).
-pub(crate) type StartupWait = Pin<Box<dyn Future<Output = ()> + Send>>;
-/// A callback run once the listeners are open, with the addresses of its block.
-pub(crate) type StartedHook = Box<dyn FnOnce(Vec<SocketAddr>) + Send>;
-
-/// Process-wide parts of a generation that plugins register during setup.
-#[derive(Default)]
-pub(crate) struct GenerationBuilder {
-    pub(crate) http: BTreeMap<String, crate::server::http::Routes>,
-    pub(crate) readiness: ReadinessList,
-    pub(crate) hooks: Vec<ShutdownHook>,
-    pub(crate) waits: Vec<StartupWait>,
-    pub(crate) started: Vec<(usize, StartedHook)>,
-    pub(crate) binds: HashMap<usize, Vec<IpAddr>>,
-    pub(crate) chaos: HashMap<usize, bool>,
-    pub(crate) metrics: HashMap<usize, bool>,
-    pub(crate) invalidation: HashMap<usize, Arc<InvalidationBus>>,
-    pub(crate) tls: HashMap<usize, Arc<rustls::ServerConfig>>,
-    pub lameduck: Option<Duration>,
-    pub reload: Option<(Duration, Duration)>,
-    pub debug: bool,
-    /// One value per type shared by the plugins of this generation (see [`Self::shared`]).
-    pub(crate) shared: HashMap<std::any::TypeId, Arc<dyn std::any::Any + Send + Sync>>,
-}
-
-impl GenerationBuilder {
-    /// Serves `path` on the HTTP address `addr` (`:8080`, `localhost:9153`, `[::1]:8181`). Several
-    /// blocks may register the same address and path; the first handler wins.
-    pub(crate) fn add_http(&mut self, addr: &str, path: &str, h: Arc<dyn HttpHandler>) {
-        let routes = self.http.entry(addr.to_string()).or_default();
-        if !routes.iter().any(|(p, _)| p == path) {
-            routes.push((path.to_string(), h));
-        }
-    }
-
-    /// True if something already serves `path` on `addr`.
-    pub(crate) fn has_http(&self, addr: &str, path: &str) -> bool {
-        self.http
-            .get(addr)
-            .is_some_and(|r| r.iter().any(|(p, _)| p == path))
-    }
-
-    /// A readiness check the `ready` plugin reports under `name`.
-    pub(crate) fn add_readiness(&mut self, name: &str, r: Arc<dyn Readiness>) {
-        if let Ok(mut l) = self.readiness.write() {
-            l.push((name.to_string(), r));
-        }
-    }
-
-    /// The generation's readiness checks (the `ready` plugin keeps this).
-    pub(crate) fn readiness_list(&self) -> ReadinessList {
-        self.readiness.clone()
-    }
-
-    /// Runs when this generation is retired (reload or exit).
-    pub(crate) fn on_shutdown(&mut self, hook: ShutdownHook) {
-        self.hooks.push(hook);
-    }
-
-    /// Awaited before the listeners open.
-    pub(crate) fn startup_wait(&mut self, w: StartupWait) {
-        self.waits.push(w);
-    }
-
-    /// Runs after the listeners of block `block` are open.
-    pub(crate) fn on_started(&mut self, block: usize, hook: StartedHook) {
-        self.started.push((block, hook));
-    }
-
-    /// Restricts block `block` to these addresses (the `bind` plugin).
-    pub(crate) fn bind(&mut self, block: usize, ips: Vec<IpAddr>) {
-        self.binds.entry(block).or_default().extend(ips);
-    }
-
-    /// Lets CH-class queries into block `block` (the `chaos` plugin).
-    pub(crate) fn allow_chaos(&mut self, block: usize) {
-        self.chaos.insert(block, true);
-    }
-
-    /// The cache invalidation bus of block `block` (created on first use; see
-    /// [`crate::server::invalidate`] for the contract between publishers and caches).
-    pub(crate) fn invalidation(&mut self, block: usize) -> Arc<InvalidationBus> {
-        self.invalidation.entry(block).or_default().clone()
-    }
-
-    /// Serves block `block`'s `tls://` keys with this TLS configuration (the `tls` plugin).
-    pub(crate) fn set_tls(&mut self, block: usize, cfg: Arc<rustls::ServerConfig>) {
-        self.tls.insert(block, cfg);
-    }
-
-    /// The generation's one value of type `T`, created on first use: state that the plugins of
-    /// several server blocks share (the `cache` plugin's memory budget). A reload builds new ones.
-    pub(crate) fn shared<T: std::any::Any + Send + Sync + Default>(&mut self) -> Arc<T> {
-        let v = self
-            .shared
-            .entry(std::any::TypeId::of::<T>())
-            .or_insert_with(|| Arc::new(T::default()))
-            .clone();
-        // The entry for T's TypeId always holds a T.
-        v.downcast::<T>().unwrap_or_else(|_| Arc::new(T::default()))
-    }
-
-    /// Marks block `block` as exporting metrics (the `prometheus` plugin).
-    pub(crate) fn enable_metrics(&mut self, block: usize) {
-        self.metrics.insert(block, true);
-    }
-}
-
 /// A fully set-up configuration, ready to be bound and swapped in.
 pub(crate) struct Generation {
     pub sites: BTreeMap<ListenKey, Arc<Site>>,
@@ -159,8 +45,8 @@ pub(crate) struct Generation {
     pub enabled: Vec<(String, String, Vec<&'static str>)>,
     /// Banner lines (`.:53`, `cluster.local.:53 on 127.0.0.1`).
     pub banner: Vec<String>,
-    /// Listener addresses per block index.
-    pub block_addrs: HashMap<usize, Vec<SocketAddr>>,
+    /// Listener addresses of each block, by block index.
+    pub(crate) block_keys: HashMap<usize, Vec<ListenKey>>,
 }
 
 fn err(pos: &Pos, directive: Option<&str>, msg: impl Into<String>) -> ConfigError {
@@ -171,11 +57,17 @@ fn err(pos: &Pos, directive: Option<&str>, msg: impl Into<String>) -> ConfigErro
     }
 }
 
-/// Builds a generation. Every problem found is returned, in file order.
-pub(crate) fn build(cf: &Corefile, default_port: u16) -> Result<Generation, Vec<ConfigError>> {
+/// Builds a generation that takes carried values from `carry` and reads `state`. Every problem
+/// found is returned, in file order. Nothing is started: see [`Generation::lifecycle`].
+pub(crate) fn build(
+    cf: &Corefile,
+    default_port: u16,
+    carry: Arc<Carry>,
+    state: Arc<RuntimeState>,
+) -> Result<Generation, Vec<ConfigError>> {
     let order = crate::plugins::ORDER;
     let mut errors = Vec::new();
-    let mut gen = GenerationBuilder::default();
+    let mut gen = GenerationBuilder::new(carry, state);
     // (block index, zone addrs, chain, plugin names)
     let mut blocks = Vec::new();
     for (bi, sb) in cf.blocks.iter().enumerate() {
@@ -227,6 +119,7 @@ pub(crate) fn build(cf: &Corefile, default_port: u16) -> Result<Generation, Vec<
         };
         let mut chain: Vec<Arc<dyn Handler>> = Vec::new();
         let mut names = Vec::new();
+        let mut links = Vec::new();
         for def in order {
             let Some(lines) = by_name.get(def.name) else {
                 continue;
@@ -234,6 +127,7 @@ pub(crate) fn build(cf: &Corefile, default_port: u16) -> Result<Generation, Vec<
             let mut ctx = SetupCtx {
                 block: &info,
                 handlers: Vec::new(),
+                links: &mut links,
                 gen: &mut gen,
             };
             match (def.setup)(&mut ctx, lines) {
@@ -244,6 +138,12 @@ pub(crate) fn build(cf: &Corefile, default_port: u16) -> Result<Generation, Vec<
                     chain.extend(ctx.handlers);
                 }
                 Err(e) => errors.push(e),
+            }
+        }
+        for (mut at, link) in links {
+            if let Err(msg) = link(&chain) {
+                at.msg = msg;
+                errors.push(at);
             }
         }
         blocks.push((
@@ -259,7 +159,7 @@ pub(crate) fn build(cf: &Corefile, default_port: u16) -> Result<Generation, Vec<
     let mut site_zones: BTreeMap<ListenKey, Vec<(Name, Arc<Block>)>> = BTreeMap::new();
     let mut enabled = Vec::new();
     let mut banner = Vec::new();
-    let mut block_addrs: HashMap<usize, Vec<SocketAddr>> = HashMap::new();
+    let mut block_keys: HashMap<usize, Vec<ListenKey>> = HashMap::new();
     let mut tls_cfgs: BTreeMap<ListenKey, Arc<rustls::ServerConfig>> = BTreeMap::new();
     for (bi, addrs, chain, names, pos) in blocks {
         let pos = pos.unwrap_or_else(|| Pos::file_only("Corefile"));
@@ -310,8 +210,7 @@ pub(crate) fn build(cf: &Corefile, default_port: u16) -> Result<Generation, Vec<
                     continue;
                 }
                 list.push((zone.clone(), block.clone()));
-                let sock = SocketAddr::new(ip.unwrap_or(IpAddr::from([127, 0, 0, 1])), za.port);
-                block_addrs.entry(bi).or_default().push(sock);
+                block_keys.entry(bi).or_default().push(key);
                 enabled.push((key.label(), za.zone.clone(), names.clone()));
                 let scheme = if tls { "tls://" } else { "" };
                 banner.push(match ip {
@@ -357,6 +256,6 @@ pub(crate) fn build(cf: &Corefile, default_port: u16) -> Result<Generation, Vec<
         builder: gen,
         enabled,
         banner,
-        block_addrs,
+        block_keys,
     })
 }

@@ -4,9 +4,8 @@
 //!
 //! # Contract
 //!
-//! * Both sides get the bus of their block with
-//!   `ctx.generation().invalidation(ctx.block.index)` during setup (the same `Arc` for every
-//!   plugin of one block in one generation; a reload builds new buses).
+//! * Both sides get the bus of their block with `ctx.invalidation()` during setup (the same `Arc`
+//!   for every plugin of one block in one generation; a reload builds new buses).
 //! * A cache calls [`InvalidationBus::subscribe`] with a `Weak` to itself. Subscribers are called
 //!   synchronously, in the publisher's task, so they must be quick and must not block on I/O.
 //! * A publisher calls [`InvalidationBus::publish`] **after** its new data is visible to queries

@@ -123,13 +123,92 @@ impl Drop for InFlight {
     }
 }
 
-impl Listener {
-    /// Binds every socket of `key` now; fails without leaving anything bound.
-    pub(crate) fn bind(
-        key: ListenKey,
+/// The sockets of a listener address, bound but not yet read: datagrams and connections queue
+/// in the kernel until [`Bound::start`].
+pub(crate) struct Bound {
+    tcp: Vec<std::net::TcpListener>,
+    udp: Vec<std::net::UdpSocket>,
+    local: Vec<SocketAddr>,
+}
+
+impl Bound {
+    /// The bound addresses (the real port when the Corefile asked for port 0).
+    pub(crate) fn local(&self) -> &[SocketAddr] {
+        &self.local
+    }
+
+    /// Starts reading: one thread per UDP socket, one accept task per TCP listener, serving
+    /// `site`.
+    pub(crate) fn start(
+        self,
         site: Arc<Site>,
         tls: Option<Arc<rustls::ServerConfig>>,
     ) -> std::io::Result<Listener> {
+        let site = Arc::new(ArcSwap::new(site));
+        let cancel = CancellationToken::new();
+        let inflight = Arc::new(AtomicUsize::new(0));
+        let udp_threads = Arc::new(AtomicUsize::new(0));
+        let handle = tokio::runtime::Handle::current();
+        for u in self.udp {
+            // A thread per socket, blocked in recvmmsg like Knot's UDP workers: no poller
+            // round trip and no task wake-up per batch.
+            let u = Arc::new(u);
+            if let Ok(a) = u.local_addr() {
+                handover::register(handover::SocketKind::Udp, a, &u);
+            }
+            let (site, c, inflight, handle) = (
+                site.clone(),
+                cancel.clone(),
+                inflight.clone(),
+                handle.clone(),
+            );
+            let running = ThreadCount::new(&udp_threads);
+            let spawned = std::thread::Builder::new()
+                .name("sextant-udp".into())
+                .spawn(move || {
+                    let _running = running;
+                    udp_thread(u, site, c, inflight, handle)
+                });
+            if let Err(e) = spawned {
+                cancel.cancel();
+                return Err(e);
+            }
+        }
+        let tls = tls.map(|c| Arc::new(ArcSwap::new(c)));
+        for t in self.tcp {
+            let l = match TcpListener::from_std(t) {
+                Ok(l) => Arc::new(l),
+                Err(e) => {
+                    cancel.cancel();
+                    return Err(e);
+                }
+            };
+            if let Ok(a) = l.local_addr() {
+                handover::register(handover::SocketKind::Tcp, a, &l);
+            }
+            tokio::spawn(tcp_accept(
+                l,
+                site.clone(),
+                tls.clone(),
+                cancel.clone(),
+                inflight.clone(),
+            ));
+        }
+        Ok(Listener {
+            site,
+            tls,
+            cancel,
+            inflight,
+            local: self.local,
+            udp_threads,
+        })
+    }
+}
+
+impl Listener {
+    /// Binds every socket of `key` now, without reading them; fails without leaving anything
+    /// bound.
+    pub(crate) fn bind(key: ListenKey) -> std::io::Result<Bound> {
         let addrs: Vec<SocketAddr> = match key.ip {
             Some(ip) => vec![SocketAddr::new(ip, key.port)],
             None => vec![SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), key.port)],
@@ -159,54 +238,7 @@ impl Listener {
                 udp.extend(u);
             }
         }
-        let site = Arc::new(ArcSwap::new(site));
-        let cancel = CancellationToken::new();
-        let inflight = Arc::new(AtomicUsize::new(0));
-        let udp_threads = Arc::new(AtomicUsize::new(0));
-        let handle = tokio::runtime::Handle::current();
-        for u in udp {
-            // A thread per socket, blocked in recvmmsg like Knot's UDP workers: no poller
-            // round trip and no task wake-up per batch.
-            let u = Arc::new(u);
-            if let Ok(a) = u.local_addr() {
-                handover::register(handover::SocketKind::Udp, a, &u);
-            }
-            let (site, cancel, inflight, handle) = (
-                site.clone(),
-                cancel.clone(),
-                inflight.clone(),
-                handle.clone(),
-            );
-            let running = ThreadCount::new(&udp_threads);
-            std::thread::Builder::new()
-                .name("sextant-udp".into())
-                .spawn(move || {
-                    let _running = running;
-                    udp_thread(u, site, cancel, inflight, handle)
-                })?;
-        }
-        let tls = tls.map(|c| Arc::new(ArcSwap::new(c)));
-        for t in tcp {
-            let l = Arc::new(TcpListener::from_std(t)?);
-            if let Ok(a) = l.local_addr() {
-                handover::register(handover::SocketKind::Tcp, a, &l);
-            }
-            tokio::spawn(tcp_accept(
-                l,
-                site.clone(),
-                tls.clone(),
-                cancel.clone(),
-                inflight.clone(),
-            ));
-        }
-        Ok(Listener {
-            site,
-            tls,
-            cancel,
-            inflight,
-            local,
-            udp_threads,
-        })
+        Ok(Bound { tcp, udp, local })
     }
 
     /// Stops reading; datagrams already queued and answers in flight still go out.

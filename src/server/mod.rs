@@ -3,6 +3,7 @@
 pub(crate) mod config;
 pub(crate) mod http;
 pub(crate) mod invalidate;
+pub(crate) mod lifecycle;
 pub(crate) mod listen;
 mod mmsg;
 pub(crate) mod runtime;

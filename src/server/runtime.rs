@@ -2,10 +2,10 @@
 //! tables, close what is gone, keep unchanged sockets), reloads on change or SIGUSR1, and shuts
 //! down gracefully on SIGTERM/SIGINT with lameduck.
 
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,42 +13,11 @@ use sha2::{Digest, Sha512};
 use tokio::sync::Mutex;
 
 use crate::log;
-use crate::plugin::ShutdownHook;
 use crate::server::config::{build, Generation, ListenKey};
 use crate::server::http::{resolve_addr, HttpServer};
+use crate::server::lifecycle::{Carry, Lifecycle, RuntimeState};
 use crate::server::listen::Listener;
-
-static SHUTTING_DOWN: AtomicBool = AtomicBool::new(false);
-/// Set once a generation has been applied: the listeners are open and read.
-static SERVING: AtomicBool = AtomicBool::new(false);
-
-/// Work run on graceful shutdown after lameduck and before the listeners stop (node-cache moves
-/// its traffic elsewhere there, so closing loses nothing).
-pub(crate) type PreClose =
-    Box<dyn FnOnce() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send>;
-static PRE_CLOSE: std::sync::Mutex<Option<PreClose>> = std::sync::Mutex::new(None);
-
-/// Installs the process's [`PreClose`] step.
-pub(crate) fn set_pre_close(f: PreClose) {
-    if let Ok(mut p) = PRE_CLOSE.lock() {
-        *p = Some(f);
-    }
-}
-
-/// True once the first configuration is being served.
-pub(crate) fn serving() -> bool {
-    SERVING.load(Ordering::Relaxed)
-}
-
-/// Marks the start of shutdown: from now on `ready` answers 503 `Shutting down`.
-pub(crate) fn mark_shutting_down() {
-    SHUTTING_DOWN.store(true, Ordering::Relaxed);
-}
-
-/// True once shutdown began (`ready` answers 503 `Shutting down`).
-pub(crate) fn shutting_down() -> bool {
-    SHUTTING_DOWN.load(Ordering::Relaxed)
-}
+use crate::setup::ProcessSettings;
 
 /// Where the configuration comes from.
 #[derive(Clone)]
@@ -87,20 +56,66 @@ pub(crate) fn config_hash(cf: &sextant_corefile::Corefile, src: &Source) -> Stri
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// What a mode embedding the server (`node-cache`) is told about its life.
+pub(crate) trait Embedder: Send + Sync {
+    /// A configuration has been applied: its listeners are read.
+    fn serving(&self);
+    /// Graceful shutdown, after lameduck and before the listeners stop: node-cache moves the
+    /// traffic elsewhere here, so that closing the sockets loses nothing.
+    fn before_close(&self) -> crate::plugin::BoxFuture<'static, ()>;
+}
+
+/// Why a configuration could not be loaded or applied.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ServeError {
+    /// The Corefile (or a file it names) is wrong: every problem, in file order.
+    #[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))]
+    Config(Vec<sextant_corefile::Error>),
+    /// An HTTP address (`health`, `ready`, `prometheus`) is not usable.
+    #[error("{0}")]
+    HttpAddr(String),
+    /// An HTTP listener could not bind.
+    #[error("listen tcp {addr}: {source}")]
+    HttpBind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    /// A DNS listener could not bind or start.
+    #[error("listen {label}: {source}")]
+    DnsBind {
+        label: String,
+        source: std::io::Error,
+    },
+}
+
+impl ServeError {
+    /// One line per problem (a Corefile error per line).
+    pub(crate) fn lines(&self) -> Vec<String> {
+        match self {
+            ServeError::Config(errs) => errs.iter().map(|e| e.to_string()).collect(),
+            other => vec![other.to_string()],
+        }
+    }
+}
+
 struct Live {
     listeners: BTreeMap<ListenKey, Listener>,
     http: BTreeMap<SocketAddr, HttpServer>,
-    hooks: Vec<ShutdownHook>,
-    lameduck: Option<Duration>,
-    reload: Option<(Duration, Duration)>,
+    /// The serving generation's background work.
+    lifecycle: Option<Lifecycle>,
+    settings: ProcessSettings,
     hash: String,
 }
 
 /// The process's servers.
 pub(crate) struct Runtime {
     live: Mutex<Live>,
-    pub source: Source,
-    pub default_port: u16,
+    pub(crate) source: Source,
+    pub(crate) default_port: u16,
+    /// Values handed from one generation to the next.
+    carry: Arc<Carry>,
+    state: Arc<RuntimeState>,
+    embedder: std::sync::Mutex<Option<Arc<dyn Embedder>>>,
 }
 
 impl Runtime {
@@ -109,71 +124,60 @@ impl Runtime {
             live: Mutex::new(Live {
                 listeners: BTreeMap::new(),
                 http: BTreeMap::new(),
-                hooks: Vec::new(),
-                lameduck: None,
-                reload: None,
+                lifecycle: None,
+                settings: ProcessSettings::default(),
                 hash: String::new(),
             }),
             source,
             default_port,
+            carry: Arc::new(Carry::default()),
+            state: Arc::new(RuntimeState::default()),
+            embedder: std::sync::Mutex::new(None),
         })
     }
 
-    /// Builds a generation from the source. Errors are joined one per line.
-    pub(crate) fn build(&self) -> Result<(Generation, String), String> {
-        let cf = self.source.load().map_err(join)?;
+    /// Reports this runtime's life to `e` (see [`Embedder`]).
+    pub(crate) fn set_embedder(&self, e: Arc<dyn Embedder>) {
+        if let Ok(mut g) = self.embedder.lock() {
+            *g = Some(e);
+        }
+    }
+
+    fn embedder(&self) -> Option<Arc<dyn Embedder>> {
+        self.embedder.lock().ok().and_then(|g| g.clone())
+    }
+
+    /// Builds a generation from the source. Nothing is started or bound.
+    pub(crate) fn build(&self) -> Result<(Generation, String), ServeError> {
+        let cf = self.source.load().map_err(ServeError::Config)?;
         for w in &cf.warnings {
             log::warning(&w.to_string());
         }
         let hash = config_hash(&cf, &self.source);
-        let gen = build(&cf, self.default_port).map_err(join)?;
+        let gen = build(
+            &cf,
+            self.default_port,
+            self.carry.clone(),
+            self.state.clone(),
+        )
+        .map_err(ServeError::Config)?;
         Ok((gen, hash))
     }
 
-    /// Binds what is new, swaps routing tables, retires what is gone. On error nothing changes:
-    /// the new generation's shutdown hooks run, so what it started (watches) stops again.
+    /// Commits a generation: binds what is new (without reading it yet), starts the
+    /// generation's tasks and waits for its warmups, then swaps routing tables, starts the new
+    /// listeners, retires what is gone and joins the previous generation's tasks. On a bind
+    /// error nothing changes and nothing of the new generation ever ran.
     pub(crate) async fn apply(
         &self,
         mut gen: Generation,
         hash: String,
-    ) -> Result<Vec<String>, String> {
-        for w in gen.builder.waits.drain(..) {
-            w.await;
-        }
-        let res = self.apply_started(&mut gen, hash).await;
-        if res.is_err() {
-            for hook in std::mem::take(&mut gen.builder.hooks) {
-                hook();
-            }
-        } else {
-            SERVING.store(true, Ordering::Relaxed);
-        }
-        // Sockets handed over by another instance that this configuration does not serve.
-        let unclaimed = crate::server::listen::handover::release_unclaimed();
-        if !unclaimed.is_empty() {
-            log::info(&format!(
-                "Closed {} inherited socket(s) this configuration does not serve: {}",
-                unclaimed.len(),
-                unclaimed.join(", ")
-            ));
-        }
-        res
-    }
-
-    async fn apply_started(
-        &self,
-        gen: &mut Generation,
-        hash: String,
-    ) -> Result<Vec<String>, String> {
+    ) -> Result<Vec<String>, ServeError> {
         let mut live = self.live.lock().await;
-        // 1. Bind new HTTP servers, then DNS listeners (so health, ready and metrics answer as
-        //    soon as DNS does); fail atomically.
+        // 1. Bind new HTTP servers, then DNS sockets; fail atomically.
         let mut wanted_http = BTreeMap::new();
         for (addr, routes) in std::mem::take(&mut gen.builder.http) {
-            let sa = match resolve_addr(&addr) {
-                Ok(a) => a,
-                Err(e) => return Err(e),
-            };
+            let sa = resolve_addr(&addr).map_err(ServeError::HttpAddr)?;
             wanted_http
                 .entry(sa)
                 .or_insert_with(Vec::new)
@@ -186,35 +190,52 @@ impl Runtime {
                     Ok(h) => {
                         new_http.insert(*sa, h);
                     }
-                    Err(e) => {
+                    Err(source) => {
                         new_http
                             .values()
                             .for_each(|h: &HttpServer| h.cancel.cancel());
-                        return Err(format!("listen tcp {sa}: {e}"));
+                        return Err(ServeError::HttpBind { addr: *sa, source });
                     }
                 }
             }
         }
-        let mut new_listeners = BTreeMap::new();
-        for (k, site) in &gen.sites {
+        let mut bound = BTreeMap::new();
+        for k in gen.sites.keys() {
             if !live.listeners.contains_key(k) {
-                match Listener::bind(*k, site.clone(), gen.tls.get(k).cloned()) {
-                    Ok(l) => {
-                        new_listeners.insert(*k, l);
+                match Listener::bind(*k) {
+                    Ok(b) => {
+                        bound.insert(*k, b);
                     }
-                    Err(e) => {
-                        for l in new_listeners.values() {
-                            Listener::stop(l);
-                        }
+                    Err(source) => {
                         new_http
                             .values()
                             .for_each(|h: &HttpServer| h.cancel.cancel());
-                        return Err(format!("listen {}: {e}", k.label()));
+                        return Err(ServeError::DnsBind {
+                            label: k.label(),
+                            source,
+                        });
                     }
                 }
             }
         }
-        // 2. Swap.
+        // 2. Committed: start the generation's tasks, with each block's real addresses.
+        let mut addrs: HashMap<usize, Vec<SocketAddr>> = HashMap::new();
+        for (bi, keys) in &gen.block_keys {
+            for k in keys {
+                let local = match (live.listeners.get(k), bound.get(k)) {
+                    (Some(l), _) => l.local.clone(),
+                    (None, Some(b)) => b.local().to_vec(),
+                    (None, None) => Vec::new(),
+                };
+                addrs
+                    .entry(*bi)
+                    .or_default()
+                    .extend(local.into_iter().map(reachable));
+            }
+        }
+        let mut lifecycle = std::mem::take(&mut gen.builder.lifecycle);
+        lifecycle.start(&addrs).await;
+        // 3. Swap, and start reading the new sockets.
         for (k, site) in &gen.sites {
             if let Some(l) = live.listeners.get(k) {
                 l.site.store(site.clone());
@@ -228,9 +249,20 @@ impl Runtime {
                 h.routes.store(Arc::new(routes.clone()));
             }
         }
-        live.listeners.extend(new_listeners);
+        for (k, b) in bound {
+            let Some(site) = gen.sites.get(&k) else {
+                continue;
+            };
+            match b.start(site.clone(), gen.tls.get(&k).cloned()) {
+                Ok(l) => {
+                    live.listeners.insert(k, l);
+                }
+                // Threads could not be made: this address stays closed, the rest serves.
+                Err(e) => log::error(&format!("listen {}: {e}", k.label())),
+            }
+        }
         live.http.extend(new_http);
-        // 3. Retire what is gone.
+        // 4. Retire what is gone, then the previous generation's work.
         let gone: Vec<ListenKey> = live
             .listeners
             .keys()
@@ -253,14 +285,10 @@ impl Runtime {
                 h.cancel.cancel();
             }
         }
-        for hook in std::mem::take(&mut live.hooks) {
-            hook();
-        }
-        live.hooks = std::mem::take(&mut gen.builder.hooks);
-        live.lameduck = gen.builder.lameduck;
-        live.reload = gen.builder.reload;
+        let previous = live.lifecycle.replace(lifecycle);
+        live.settings = gen.builder.settings;
         live.hash = hash;
-        log::set_debug(gen.builder.debug);
+        log::set_debug(gen.builder.settings.debug);
         crate::metrics::PLUGIN_ENABLED.reset();
         for (server, zone, names) in &gen.enabled {
             for n in names {
@@ -269,36 +297,28 @@ impl Runtime {
                     .set(1.0);
             }
         }
-        // 4. Started hooks get the real bound addresses of their block.
-        let mut bound: BTreeMap<ListenKey, Vec<SocketAddr>> = BTreeMap::new();
-        for (k, l) in &live.listeners {
-            bound.insert(*k, l.local.clone());
-        }
         drop(live);
-        for (bi, hook) in std::mem::take(&mut gen.builder.started) {
-            let addrs: Vec<SocketAddr> = gen
-                .block_addrs
-                .get(&bi)
-                .map(|v| {
-                    v.iter()
-                        .map(|a| {
-                            if a.ip().is_loopback() {
-                                // Unbound listeners: reach them on loopback.
-                                SocketAddr::new(a.ip(), a.port())
-                            } else {
-                                *a
-                            }
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            hook(addrs);
+        // Sockets handed over by another instance that this configuration does not serve: open
+        // and unread they would swallow what the kernel hashes to them.
+        let unclaimed = crate::server::listen::handover::release_unclaimed();
+        if !unclaimed.is_empty() {
+            log::info(&format!(
+                "Closed {} inherited socket(s) this configuration does not serve: {}",
+                unclaimed.len(),
+                unclaimed.join(", ")
+            ));
+        }
+        if let Some(e) = self.embedder() {
+            e.serving();
+        }
+        if let Some(p) = previous {
+            p.retire().await;
         }
         Ok(std::mem::take(&mut gen.banner))
     }
 
     pub(crate) async fn reload_settings(&self) -> Option<(Duration, Duration)> {
-        self.live.lock().await.reload
+        self.live.lock().await.settings.reload
     }
 
     pub(crate) async fn current_hash(&self) -> String {
@@ -306,11 +326,8 @@ impl Runtime {
     }
 
     /// Re-reads the Corefile; applies it if it changed (or if `force`).
-    pub(crate) async fn reload(&self, force: bool) -> Result<bool, String> {
-        let (gen, hash) = match self.build() {
-            Ok(x) => x,
-            Err(e) => return Err(e),
-        };
+    pub(crate) async fn reload(&self, force: bool) -> Result<bool, ServeError> {
+        let (gen, hash) = self.build()?;
         if !force && hash == self.current_hash().await {
             return Ok(false);
         }
@@ -325,11 +342,13 @@ impl Runtime {
         Ok(true)
     }
 
-    /// Graceful stop: not ready, lameduck (still serving), close listeners, wait for answers in
-    /// flight (at most 5 s), run shutdown hooks.
-    pub(crate) async fn shutdown(&self) {
-        SHUTTING_DOWN.store(true, Ordering::Relaxed);
-        let lameduck = self.live.lock().await.lameduck;
+    /// Graceful stop: not ready, then `why` logged, lameduck (still serving), the embedder's
+    /// `before_close`, close listeners (UDP ones drain their queue), wait for answers in flight
+    /// (at most 5 s), retire the generation.
+    pub(crate) async fn shutdown(&self, why: &str) {
+        self.state.begin_shutdown();
+        log::info(why);
+        let lameduck = self.live.lock().await.settings.lameduck;
         if let Some(d) = lameduck {
             log::PluginLog("health").info(&format!(
                 "Going into lameduck mode for {}",
@@ -337,9 +356,8 @@ impl Runtime {
             ));
             tokio::time::sleep(d).await;
         }
-        let pre_close = PRE_CLOSE.lock().ok().and_then(|mut p| p.take());
-        if let Some(f) = pre_close {
-            f().await;
+        if let Some(e) = self.embedder() {
+            e.before_close().await;
         }
         let mut live = self.live.lock().await;
         for l in live.listeners.values() {
@@ -358,15 +376,21 @@ impl Runtime {
         for h in live.http.values() {
             h.cancel.cancel();
         }
-        for hook in std::mem::take(&mut live.hooks) {
-            hook();
+        let current = live.lifecycle.take();
+        drop(live);
+        if let Some(l) = current {
+            l.retire().await;
         }
     }
 }
 
-fn join(errs: Vec<sextant_corefile::Error>) -> String {
-    errs.iter()
-        .map(|e| e.to_string())
-        .collect::<Vec<_>>()
-        .join("\n")
+/// A bound address a block's own tasks can reach: every-address listeners on loopback.
+fn reachable(a: SocketAddr) -> SocketAddr {
+    match a.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => SocketAddr::from(([127, 0, 0, 1], a.port())),
+        IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::new(IpAddr::V6(std::net::Ipv6Addr::LOCALHOST), a.port())
+        }
+        _ => a,
+    }
 }

@@ -2,9 +2,8 @@
 //! answer that is not NXDOMAIN behind a CNAME from the asked name. The search path comes from a
 //! resolv.conf file or from another plugin through [`SearchPath`] (`@kubernetes`).
 
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, LazyLock, Mutex, OnceLock};
+use std::sync::{Arc, LazyLock, OnceLock};
 
 use prometheus::{register_counter_vec, CounterVec};
 use sextant_corefile::{Directive, Error};
@@ -31,22 +30,8 @@ pub(crate) trait SearchPath: Send + Sync {
     fn search_path(&self, client: IpAddr, qname: &Name) -> Option<Vec<Name>>;
 }
 
+/// Filled once the block's chain is complete, with the named plugin's search path.
 type Slot = Arc<OnceLock<Arc<dyn SearchPath>>>;
-
-/// Slots of `autopath @PLUGIN` lines of the generation being built, by (block index, plugin).
-static SLOTS: LazyLock<Mutex<HashMap<(usize, String), Slot>>> =
-    LazyLock::new(|| Mutex::new(HashMap::new()));
-
-/// Called by a plugin's setup (e.g. `kubernetes`) to serve `autopath @<plugin>` in block
-/// `block` (`ctx.block.index`). `autopath` runs before it in setup order, so the slot exists by
-/// then when the block uses `autopath @<plugin>`; otherwise this does nothing.
-pub(crate) fn provide(block: usize, plugin: &str, p: Arc<dyn SearchPath>) {
-    if let Ok(m) = SLOTS.lock() {
-        if let Some(slot) = m.get(&(block, plugin.to_string())) {
-            let _ = slot.set(p);
-        }
-    }
-}
 
 pub(crate) enum Source {
     /// resolv.conf search list, ending with the root (bare name).
@@ -112,8 +97,20 @@ pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), 
         return Ok(());
     };
     if let Source::Plugin(p, slot) = &source {
-        if let Ok(mut m) = SLOTS.lock() {
-            m.insert((ctx.block.index, p.clone()), slot.clone());
+        // Like CoreDNS, a block without that plugin (or one that knows no search path) leaves
+        // autopath with nothing to do, which is not an error.
+        let (p, slot) = (p.clone(), slot.clone());
+        if let Some(d) = lines.last() {
+            ctx.link(d, move |chain| {
+                if let Some(sp) = chain
+                    .iter()
+                    .filter(|h| h.name() == p)
+                    .find_map(|h| h.search_path())
+                {
+                    let _ = slot.set(sp);
+                }
+                Ok(())
+            });
         }
     }
     ctx.add_handler(Arc::new(AutoPath { zones, source }));
@@ -310,17 +307,9 @@ mod tests {
     }
 
     #[test]
-    fn provider_slot_is_filled_by_provide() {
+    fn provider_slot_gives_the_search_path() {
         let slot: Slot = Arc::new(OnceLock::new());
-        SLOTS
-            .lock()
-            .unwrap()
-            .insert((4242, "kubernetes".into()), slot.clone());
-        provide(
-            4242,
-            "kubernetes",
-            Arc::new(Fixed(vec![n("a."), Name::root()])),
-        );
+        let _ = slot.set(Arc::new(Fixed(vec![n("a."), Name::root()])));
         let ap = AutoPath {
             zones: vec![Name::root()],
             source: Source::Plugin("kubernetes".into(), slot),

@@ -77,7 +77,6 @@ pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), 
     if seen.is_empty() {
         return Err(lines[0].err("no addresses to bind to"));
     }
-    let bi = ctx.block.index;
-    ctx.generation().bind(bi, seen);
+    ctx.bind(seen);
     Ok(())
 }

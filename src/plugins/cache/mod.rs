@@ -17,6 +17,7 @@ use sextant_wire::{Class, Message, Name, RType, Rcode};
 
 use crate::plugin::{BoxFuture, Handler, Next, Outcome, Proto, Request, SetupCtx};
 use crate::server::invalidate::{Invalidate, Invalidation, InvalidationBus};
+use crate::server::lifecycle::Spawner;
 use classify::{cache_type, cacheable, clamp_ttl, minimal_ttl, MsgType};
 pub(crate) use config::Config;
 use metrics::{Ctr, Handles, Meter};
@@ -30,11 +31,10 @@ struct BudgetSlot(std::sync::Mutex<Option<Arc<Budget>>>);
 
 pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), Error> {
     let cfg = config::parse(lines[0], &ctx.block.zones)?;
-    let block = ctx.block.index;
     let budget = match cfg.budget {
         None => None,
         Some(size) => {
-            let slot = ctx.generation().shared::<BudgetSlot>();
+            let slot = ctx.shared::<BudgetSlot>();
             let mut g = slot
                 .0
                 .lock()
@@ -54,8 +54,8 @@ pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), 
             Some(b.clone())
         }
     };
-    let bus = ctx.generation().invalidation(block);
-    let cache = Cache::with_budget(cfg, Arc::new(SystemClock), bus, budget);
+    let bus = ctx.invalidation();
+    let cache = Cache::with_budget(cfg, Arc::new(SystemClock), bus, ctx.spawner(), budget);
     ctx.add_handler(Arc::new(cache));
     Ok(())
 }
@@ -82,6 +82,8 @@ pub(crate) struct Inner {
     hasher: foldhash::quality::SeedableRandomState,
     clock: Arc<dyn Clock>,
     bus: Arc<InvalidationBus>,
+    /// Background refreshes run under the generation.
+    spawner: Spawner,
 }
 
 /// What identifies one lookup, borrowing the request's question name (the hit path).
@@ -175,8 +177,13 @@ fn label_zone(z: &Name, name: &Name) -> bool {
 
 impl Cache {
     #[cfg(test)]
-    pub(crate) fn new(cfg: Config, clock: Arc<dyn Clock>, bus: Arc<InvalidationBus>) -> Cache {
-        Cache::with_budget(cfg, clock, bus, None)
+    pub(crate) fn new(
+        cfg: Config,
+        clock: Arc<dyn Clock>,
+        bus: Arc<InvalidationBus>,
+        spawner: Spawner,
+    ) -> Cache {
+        Cache::with_budget(cfg, clock, bus, spawner, None)
     }
 
     /// A cache whose entries also count against a memory budget shared with other caches.
@@ -184,6 +191,7 @@ impl Cache {
         cfg: Config,
         clock: Arc<dyn Clock>,
         bus: Arc<InvalidationBus>,
+        spawner: Spawner,
         budget: Option<Arc<Budget>>,
     ) -> Cache {
         let zones: Vec<Name> = cfg
@@ -203,6 +211,7 @@ impl Cache {
             hasher: foldhash::quality::SeedableRandomState::with_seed(rand::random(), &HASH_SEED),
             clock,
             bus: bus.clone(),
+            spawner,
         });
         let weak: Weak<dyn Invalidate> = Arc::downgrade(&(inner.clone() as Arc<dyn Invalidate>));
         bus.subscribe(weak);
@@ -542,16 +551,13 @@ impl Inner {
         if !i.begin_refresh(self.clock.now(), recheck) {
             return;
         }
-        let Ok(rt) = tokio::runtime::Handle::try_current() else {
-            i.end_refresh(self.clock.now(), recheck, false);
-            return;
-        };
         let chain = next.owned_chain();
         let mut bg = background_request(req);
         let me = self.clone();
-        let i = i.clone();
+        let i2 = i.clone();
         let k = k.clone();
-        rt.spawn(async move {
+        let started = self.spawner.spawn(async move {
+            let i = i2;
             me.metrics.inc(&bg.server, Ctr::Prefetch);
             let writer = if stale {
                 Writer::Verify { prefetch: true }
@@ -567,6 +573,9 @@ impl Inner {
             }
             i.end_refresh(me.clock.now(), recheck, r.refreshed);
         });
+        if !started {
+            i.end_refresh(self.clock.now(), recheck, false);
+        }
     }
 
     fn exists(&self, hash: u64) -> Option<Arc<Item>> {
@@ -588,7 +597,8 @@ impl Inner {
         let kk = k.clone();
         let ii = i.clone();
         let recheck = self.cfg.stale_recheck;
-        let task = tokio::spawn(async move {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let started = self.spawner.spawn(async move {
             let r = me
                 .refresh(
                     &mut bg,
@@ -600,9 +610,12 @@ impl Inner {
             if !recheck.is_zero() {
                 ii.end_refresh(me.clock.now(), recheck, r.refreshed);
             }
-            r
+            let _ = tx.send(r);
         });
-        let r = tokio::time::timeout(self.cfg.verify_timeout, task)
+        if !started {
+            return None;
+        }
+        let r = tokio::time::timeout(self.cfg.verify_timeout, rx)
             .await
             .ok()?
             .ok()?;

@@ -402,6 +402,7 @@ impl Store {
     }
 
     /// Bytes of the items held.
+    #[cfg(test)]
     pub(crate) fn bytes(&self) -> usize {
         self.bytes.load(Ordering::Relaxed)
     }

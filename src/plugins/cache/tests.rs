@@ -125,7 +125,12 @@ fn cfg(line: &str) -> Config {
 fn mk(line: &str, up: Arc<Upstream>) -> T {
     let clock = Arc::new(ManualClock::new());
     let bus = Arc::new(InvalidationBus::default());
-    let cache = Cache::new(cfg(line), clock.clone(), bus.clone());
+    let cache = Cache::new(
+        cfg(line),
+        clock.clone(),
+        bus.clone(),
+        crate::server::lifecycle::Spawner::for_tests(),
+    );
     T {
         cache,
         clock,
@@ -758,7 +763,7 @@ fn every_option_parses() {
 fn parse_err(body: &str) -> String {
     let text = format!(". {{\n    {body}\n}}\n");
     let cf = sextant_corefile::parse_str("Corefile", &text, std::path::Path::new(".")).unwrap();
-    match crate::server::config::build(&cf, 1053) {
+    match crate::server::config::build(&cf, 1053, Default::default(), Default::default()) {
         Ok(_) => panic!("{body:?} parsed"),
         Err(e) => e[0].to_string(),
     }

@@ -28,8 +28,7 @@ pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), 
         authors.push("Sextant developers".to_string());
     }
     authors.sort();
-    let bi = ctx.block.index;
-    ctx.generation().allow_chaos(bi);
+    ctx.allow_chaos();
     ctx.add_handler(Arc::new(Chaos { version, authors }));
     Ok(())
 }

@@ -8,6 +8,6 @@ pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), 
     for d in lines {
         d.arg_count(0, 0)?;
     }
-    ctx.generation().debug = true;
+    ctx.settings().debug = true;
     Ok(())
 }

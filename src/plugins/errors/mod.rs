@@ -90,35 +90,27 @@ pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), 
             other => return Err(sub.err(format!("unknown property '{other}'"))),
         }
     }
-    if !patterns.is_empty() {
-        let stop = tokio_util::sync::CancellationToken::new();
-        if let Ok(h) = tokio::runtime::Handle::try_current() {
-            for p in &patterns {
-                let p = p.clone();
-                let s = stop.clone();
-                h.spawn(async move {
-                    loop {
-                        tokio::select! {
-                            _ = s.cancelled() => break,
-                            _ = tokio::time::sleep(p.period) => {}
-                        }
-                        let n = p.count.swap(0, Ordering::Relaxed);
-                        if n > 0 {
-                            emit(
-                                p.level,
-                                &format!(
-                                    "{n} errors like '{}' occurred in last {}",
-                                    p.text,
-                                    go_duration(p.period)
-                                ),
-                            );
-                        }
-                    }
-                });
+    for p in &patterns {
+        let p = p.clone();
+        ctx.task(move |t| async move {
+            loop {
+                tokio::select! {
+                    _ = t.cancelled() => return,
+                    _ = tokio::time::sleep(p.period) => {}
+                }
+                let n = p.count.swap(0, Ordering::Relaxed);
+                if n > 0 {
+                    emit(
+                        p.level,
+                        &format!(
+                            "{n} errors like '{}' occurred in last {}",
+                            p.text,
+                            go_duration(p.period)
+                        ),
+                    );
+                }
             }
-        }
-        ctx.generation()
-            .on_shutdown(Box::new(move || stop.cancel()));
+        });
     }
     ctx.add_handler(Arc::new(Errors { patterns }));
     Ok(())

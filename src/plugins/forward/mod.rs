@@ -14,12 +14,12 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::server::lifecycle::Spawner;
 use rand::seq::SliceRandom;
 use rustls::pki_types::ServerName;
 use sextant_corefile::{Directive, Error};
 use sextant_wire::{Class, Message, Name, RType, Rcode};
 use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
 
 use crate::plugin::{BoxFuture, Handler, Next, Outcome, Proto, Request, SetupCtx};
 use proxy::{HealthSettings, Net, Proxy, TlsSettings};
@@ -99,7 +99,7 @@ impl Drop for ConcurrencyGuard<'_> {
 
 pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), Error> {
     metrics::init();
-    let stop = CancellationToken::new();
+    let spawner = ctx.spawner();
     let mut all = Vec::new();
     for d in lines {
         let cfg = setup::parse(d)?;
@@ -124,7 +124,7 @@ pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), 
                 }
                 _ => None,
             };
-            proxies.push(Arc::new(new_proxy(&cfg, *addr, tls, stop.clone())));
+            proxies.push(Arc::new(new_proxy(&cfg, *addr, tls, spawner.clone())));
         }
         let limit_error = format!("concurrent queries exceeded maximum {}", cfg.max_concurrent);
         let f = Arc::new(Forward {
@@ -140,37 +140,32 @@ pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), 
         all.push(f.clone());
         ctx.add_handler(f);
     }
-    // Close cached connections that outlived `expire`, until the generation is retired.
-    if let Ok(rt) = tokio::runtime::Handle::try_current() {
-        let (s, fs) = (stop.clone(), all.clone());
-        let every = all
-            .iter()
-            .map(|f| f.inner.cfg.expire)
-            .min()
-            .unwrap_or(Duration::from_secs(10))
-            .max(Duration::from_millis(100));
-        rt.spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = s.cancelled() => break,
-                    _ = tokio::time::sleep(every) => {}
-                }
-                for f in &fs {
-                    for p in &f.inner.proxies {
-                        p.sweep();
-                    }
+    // Close cached connections that outlived `expire` while the generation runs, and every
+    // cached connection when it is retired.
+    let every = all
+        .iter()
+        .map(|f| f.inner.cfg.expire)
+        .min()
+        .unwrap_or(Duration::from_secs(10))
+        .max(Duration::from_millis(100));
+    ctx.task(move |t| async move {
+        loop {
+            tokio::select! {
+                _ = t.cancelled() => break,
+                _ = tokio::time::sleep(every) => {}
+            }
+            for f in &all {
+                for p in &f.inner.proxies {
+                    p.sweep();
                 }
             }
-        });
-    }
-    ctx.generation().on_shutdown(Box::new(move || {
-        stop.cancel();
+        }
         for f in &all {
             for p in &f.inner.proxies {
                 p.clear();
             }
         }
-    }));
+    });
     Ok(())
 }
 
@@ -427,7 +422,7 @@ fn new_proxy(
     cfg: &Config,
     addr: std::net::SocketAddr,
     tls: Option<TlsSettings>,
-    stop: CancellationToken,
+    spawner: Spawner,
 ) -> Proxy {
     Proxy::new(
         addr,
@@ -442,7 +437,7 @@ fn new_proxy(
             domain: cfg.hc_domain.clone(),
             tcp: cfg.force_tcp,
         },
-        stop,
+        spawner,
     )
 }
 
@@ -459,7 +454,7 @@ mod tests {
         let proxies = cfg
             .to
             .iter()
-            .map(|(_, addr)| Arc::new(new_proxy(&cfg, *addr, None, CancellationToken::new())))
+            .map(|(_, addr)| Arc::new(new_proxy(&cfg, *addr, None, Spawner::for_tests())))
             .collect();
         Forward {
             inner: Arc::new(Inner {

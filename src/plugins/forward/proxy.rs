@@ -18,6 +18,8 @@ use tokio::net::{TcpSocket, UdpSocket};
 use tokio::time::timeout_at;
 use tokio_util::sync::CancellationToken;
 
+use crate::server::lifecycle::Spawner;
+
 use super::metrics::{
     BOGUS_REPLIES, CONN_HITS, CONN_MISSES, HC_FAILURES, PROXY_NAME, REQUEST_DURATION,
 };
@@ -75,6 +77,8 @@ pub(super) struct Proxy {
     ok_epoch: AtomicU64,
     pool: Mutex<VecDeque<Pooled>>,
     avg_dial_ns: AtomicI64,
+    /// Health-check probes run under the generation; `stop` is its cancellation.
+    spawner: Spawner,
     stop: CancellationToken,
     /// This upstream's `conn_cache_misses_total{proto="udp"}`, looked up on first use (so the
     /// series appears with the first UDP query, as before).
@@ -234,7 +238,7 @@ impl Proxy {
         max_idle: usize,
         source: Option<IpAddr>,
         health: HealthSettings,
-        stop: CancellationToken,
+        spawner: Spawner,
     ) -> Proxy {
         let label = addr.to_string();
         Proxy {
@@ -250,7 +254,8 @@ impl Proxy {
             ok_epoch: AtomicU64::new(0),
             pool: Mutex::new(VecDeque::new()),
             avg_dial_ns: AtomicI64::new(0),
-            stop,
+            stop: spawner.token(),
+            spawner,
             udp_misses: OnceLock::new(),
             durations: std::array::from_fn(|_| OnceLock::new()),
             label,
@@ -616,13 +621,9 @@ impl Proxy {
         if self.probing.swap(true, Ordering::AcqRel) {
             return;
         }
-        let Ok(rt) = tokio::runtime::Handle::try_current() else {
-            self.probing.store(false, Ordering::Release);
-            return;
-        };
         let me = self.clone();
         let start_epoch = self.ok_epoch.load(Ordering::Acquire);
-        rt.spawn(async move {
+        let started = self.spawner.spawn(async move {
             let mut probes = tokio::task::JoinSet::new();
             loop {
                 if me.ok_epoch.load(Ordering::Acquire) != start_epoch {
@@ -663,6 +664,9 @@ impl Proxy {
             // Outstanding probes finish on their own (each is bounded by its 1 s timeout).
             probes.detach_all();
         });
+        if !started {
+            self.probing.store(false, Ordering::Release);
+        }
     }
 }
 

@@ -41,38 +41,33 @@ pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), 
             other => return Err(sub.err(format!("unknown property '{other}'"))),
         }
     }
-    let g = ctx.generation();
-    if !g.has_http(&addr, "/health") {
-        g.add_http(&addr, "/health", Arc::new(Health));
-        let stop = tokio_util::sync::CancellationToken::new();
-        let s2 = stop.clone();
-        if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            handle.spawn(async move {
-                let target = if sa.ip().is_unspecified() {
-                    std::net::SocketAddr::from(([127, 0, 0, 1], sa.port()))
-                } else {
-                    sa
-                };
-                loop {
-                    tokio::select! {
-                        _ = s2.cancelled() => break,
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    }
-                    let start = Instant::now();
-                    let ok = tokio::time::timeout(Duration::from_secs(1), probe(target))
-                        .await
-                        .is_ok_and(|r| r);
-                    crate::metrics::HEALTH_DURATION.observe(start.elapsed().as_secs_f64());
-                    if !ok {
-                        crate::metrics::HEALTH_FAILURES.inc();
-                    }
+    if !ctx.has_http(&addr, "/health") {
+        ctx.add_http(&addr, "/health", Arc::new(Health));
+        // Self-probe once a second for coredns_health_request_*, while the generation runs.
+        ctx.task(move |t| async move {
+            let target = if sa.ip().is_unspecified() {
+                std::net::SocketAddr::from(([127, 0, 0, 1], sa.port()))
+            } else {
+                sa
+            };
+            loop {
+                tokio::select! {
+                    _ = t.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                 }
-            });
-        }
-        g.on_shutdown(Box::new(move || stop.cancel()));
+                let start = Instant::now();
+                let ok = tokio::time::timeout(Duration::from_secs(1), probe(target))
+                    .await
+                    .is_ok_and(|r| r);
+                crate::metrics::HEALTH_DURATION.observe(start.elapsed().as_secs_f64());
+                if !ok {
+                    crate::metrics::HEALTH_FAILURES.inc();
+                }
+            }
+        });
     }
     if let Some(l) = lameduck {
-        g.lameduck = Some(l);
+        ctx.settings().lameduck = Some(l);
     }
     Ok(())
 }

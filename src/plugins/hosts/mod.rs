@@ -333,25 +333,8 @@ pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), 
     let h = Arc::new(Hosts::new(c));
     h.read_hosts();
     if !reload.is_zero() {
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            let stop = tokio_util::sync::CancellationToken::new();
-            let s = stop.clone();
-            let hh = h.clone();
-            rt.spawn(async move {
-                let mut tick = tokio::time::interval(reload);
-                tick.tick().await;
-                loop {
-                    tokio::select! {
-                        _ = s.cancelled() => break,
-                        _ = tick.tick() => {}
-                    }
-                    let h2 = hh.clone();
-                    let _ = tokio::task::spawn_blocking(move || h2.read_hosts()).await;
-                }
-            });
-            ctx.generation()
-                .on_shutdown(Box::new(move || stop.cancel()));
-        }
+        let hh = h.clone();
+        ctx.periodic(reload, move || hh.read_hosts());
     }
     ctx.add_handler(h);
     Ok(())

@@ -6,12 +6,10 @@
 pub(crate) mod lookup;
 mod memo;
 pub(crate) mod setup;
-pub(crate) mod shared;
 mod xfr;
 
 use std::collections::HashSet;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +21,7 @@ use sextant_wire::{Message, Name, RData, RType, Rcode, Record};
 use crate::log::PluginLog;
 use crate::plugin::{BoxFuture, Handler, Next, Outcome, Readiness, Request, SetupCtx, Transferer};
 use crate::server::invalidate::{Invalidation, InvalidationBus};
+use crate::server::lifecycle::{CarryKey, TaskCtx};
 
 use lookup::{addr_record, Host, KResult, NameError, View};
 use setup::{Config, DataSource};
@@ -32,14 +31,16 @@ const LOG: PluginLog = PluginLog("kubernetes");
 /// The running plugin: configuration plus the index (set once the data source started).
 pub(crate) struct Kubernetes {
     cfg: Arc<Config>,
-    index: Arc<ArcSwapOption<Index>>,
+    index: Slot,
     empty: Arc<Snapshot>,
     local_ips: Arc<ArcSwap<Vec<IpAddr>>>,
     /// This instance's key in the per-thread reply memo.
     memo_id: u64,
+    /// What `autopath @kubernetes` asks.
+    search: Arc<AutoPathSearch>,
 }
 
-struct Ready(Arc<ArcSwapOption<Index>>);
+struct Ready(Slot);
 
 impl Readiness for Ready {
     fn ready(&self) -> bool {
@@ -53,7 +54,7 @@ impl Readiness for Ready {
 /// resolv.conf, then the root (the bare name).
 struct AutoPathSearch {
     cfg: Arc<Config>,
-    index: Arc<ArcSwapOption<Index>>,
+    index: Slot,
     resolv: Vec<Name>,
 }
 
@@ -144,37 +145,61 @@ async fn wait_for_sync(idx: Index, timeout: Duration) {
     }
 }
 
+/// An index in use: stopped (its watches end) when the last generation holding it is dropped.
+pub(crate) struct Running(Index);
+
+impl std::ops::Deref for Running {
+    type Target = Index;
+    fn deref(&self) -> &Index {
+        &self.0
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.stop();
+    }
+}
+
+/// The index slot a generation's handler, readiness check and search path read.
+type Slot = Arc<ArcSwapOption<Running>>;
+
+/// What identifies an API-backed index across reloads: a reload whose data source is unchanged
+/// (same client settings and watch options) keeps the running, synced index instead of starting
+/// new watches, so a reload during an API outage never loses the cluster's data.
+#[derive(PartialEq)]
+struct IndexKey {
+    client: sextant_kube::ClientConfig,
+    limits: sextant_kube::RateLimits,
+    opts: WatchOptions,
+    snapshot: Option<std::path::PathBuf>,
+}
+
+impl CarryKey for IndexKey {
+    type Value = Running;
+}
+
 pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), Error> {
     let d = lines[0];
     let cfg = Arc::new(setup::parse(d, &ctx.block.zones)?);
-    let slot: Arc<ArcSwapOption<Index>> = Arc::new(ArcSwapOption::empty());
-    let stopped = Arc::new(AtomicBool::new(false));
+    let slot: Slot = Arc::new(ArcSwapOption::empty());
     // Caches in this block drop what the index changes (Sextant's coherent cache).
-    let bi = ctx.block.index;
-    let bus = ctx.generation().invalidation(bi);
-    let stop_bridge = tokio_util::sync::CancellationToken::new();
+    let bus = ctx.invalidation();
     match &cfg.source {
         DataSource::Manifests(paths) => {
+            // Loaded now, so a broken file fails the configuration; followed once it runs.
             let idx = Index::new_static();
             idx.load_manifest_files(paths)
                 .map_err(|e| d.err(e.to_string()))?;
-            slot.store(Some(Arc::new(idx.clone())));
-            let bridge = (idx.clone(), cfg.clone(), bus.clone(), stop_bridge.clone());
-            let paths = paths.clone();
-            let snapshot = cfg.snapshot.clone();
-            let stopped = stopped.clone();
-            ctx.generation().startup_wait(Box::pin(async move {
-                if stopped.load(Ordering::SeqCst) {
-                    return;
-                }
-                let (bi, bc, bb, bs) = bridge;
-                tokio::spawn(invalidation_bridge(bi, bc, bb, bs));
-                // Loaded above already: only follow changes from here on.
+            slot.store(Some(Arc::new(Running(idx.clone()))));
+            let (paths, snapshot, cfg2) = (paths.clone(), cfg.snapshot.clone(), cfg.clone());
+            ctx.task(move |t| async move {
                 idx.follow_manifests(paths);
                 if let Some(p) = snapshot {
                     idx.persist_to(p, Duration::from_secs(5));
                 }
-            }));
+                invalidation_bridge(idx, cfg2, bus, t).await;
+            });
         }
         DataSource::Api(client) => {
             if let sextant_kube::ClientConfig::Kubeconfig { path, .. } = client {
@@ -185,113 +210,94 @@ pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), 
                     )));
                 }
             }
-            let client = client.clone();
-            let limits = cfg.limits;
-            let opts = watch_options(&cfg);
+            let key = IndexKey {
+                client: client.clone(),
+                limits: cfg.limits,
+                opts: watch_options(&cfg),
+                snapshot: cfg.snapshot.clone(),
+            };
+            // The same data source in the previous generation: take its index over now.
+            if let Some(running) = ctx.carry().get(&key) {
+                slot.store(Some(running));
+            }
+            let (slot2, carry, cfg2) = (slot.clone(), ctx.carry(), cfg.clone());
             let timeout = cfg.startup_timeout;
-            let snapshot = cfg.snapshot.clone();
-            let slot2 = slot.clone();
-            let stopped = stopped.clone();
-            let (bc, bb, bs) = (cfg.clone(), bus.clone(), stop_bridge.clone());
-            // The same data source in the next generation takes over this index on reload.
-            let key = format!("{client:?}|{limits:?}|{opts:?}|{snapshot:?}");
-            let acquired = Arc::new(AtomicBool::new(false));
-            let (key2, acquired2) = (key.clone(), acquired.clone());
-            ctx.generation().on_shutdown(Box::new(move || {
-                if acquired2.load(Ordering::SeqCst) {
-                    shared::release(&key2);
-                }
-            }));
-            ctx.generation().startup_wait(Box::pin(async move {
-                if stopped.load(Ordering::SeqCst) {
-                    return;
-                }
-                if let Some(idx) = shared::acquire(&key) {
-                    acquired.store(true, Ordering::SeqCst);
-                    slot2.store(Some(Arc::new(idx.clone())));
-                    tokio::spawn(invalidation_bridge(idx, bc, bb, bs));
-                    return;
-                }
-                match sextant_kube::start(client, limits, opts).await {
-                    Ok(idx) => {
-                        // A snapshot file, if any, was loaded by `start` before its watchers.
-                        if let Some(p) = &snapshot {
-                            idx.persist_to(p.clone(), Duration::from_secs(5));
-                        }
-                        shared::register(&key, idx.clone());
-                        acquired.store(true, Ordering::SeqCst);
-                        slot2.store(Some(Arc::new(idx.clone())));
-                        tokio::spawn(invalidation_bridge(idx.clone(), bc, bb, bs));
-                        if stopped.load(Ordering::SeqCst) {
-                            return;
-                        }
-                        wait_for_sync(idx, timeout).await;
+            ctx.warmup(move |t| async move {
+                // Another block of this generation may have started it already.
+                if slot2.load().is_none() {
+                    if let Some(running) = carry.get(&key) {
+                        slot2.store(Some(running));
                     }
-                    Err(e) => LOG.error(&e.to_string()),
                 }
-            }));
+                let idx = match slot2.load_full() {
+                    Some(r) => Index::clone(&r),
+                    None => {
+                        let snapshot = key.snapshot.clone();
+                        match sextant_kube::start(key.client.clone(), key.limits, key.opts.clone())
+                            .await
+                        {
+                            Ok(idx) => {
+                                // A snapshot file, if any, was loaded by `start` before its
+                                // watchers.
+                                if let Some(p) = snapshot {
+                                    idx.persist_to(p, Duration::from_secs(5));
+                                }
+                                let running = Arc::new(Running(idx.clone()));
+                                carry.put(key, &running);
+                                slot2.store(Some(running));
+                                idx
+                            }
+                            Err(e) => {
+                                LOG.error(&e.to_string());
+                                return;
+                            }
+                        }
+                    }
+                };
+                let spawner = t.spawner();
+                spawner.spawn(invalidation_bridge(idx.clone(), cfg2, bus, t));
+                wait_for_sync(idx, timeout).await;
+            });
         }
     }
+    // `ns.dns.<zone>` answers with the block's bound addresses once they are known.
     let local_ips = Arc::new(ArcSwap::from_pointee(interface_ips()));
     let li = local_ips.clone();
-    let block = ctx.block.index;
-    let g = ctx.generation();
-    g.on_started(
-        block,
-        Box::new(move |addrs| {
-            let bound: Vec<IpAddr> = addrs
-                .iter()
-                .map(|a| a.ip())
-                .filter(|ip| !ip.is_loopback() && !ip.is_unspecified())
-                .collect();
-            if !bound.is_empty() {
-                li.store(Arc::new(bound));
-            }
-        }),
-    );
-    g.add_readiness("kubernetes", Arc::new(Ready(slot.clone())));
-    crate::plugins::autopath::provide(
-        block,
-        "kubernetes",
-        Arc::new(AutoPathSearch {
-            cfg: cfg.clone(),
-            index: slot.clone(),
-            resolv: resolv_search(std::path::Path::new("/etc/resolv.conf")),
-        }),
-    );
-    let slot3 = slot.clone();
-    // API indexes are shared across reloads and stopped by their last user (shared::release).
-    let own_index = !matches!(cfg.source, DataSource::Api(_));
-    g.on_shutdown(Box::new(move || {
-        stop_bridge.cancel();
-        stopped.store(true, Ordering::SeqCst);
-        if own_index {
-            if let Some(i) = slot3.load_full() {
-                i.stop();
-            }
+    ctx.task(move |t| async move {
+        let bound: Vec<IpAddr> = t
+            .addrs()
+            .iter()
+            .map(|a| a.ip())
+            .filter(|ip| !ip.is_loopback() && !ip.is_unspecified())
+            .collect();
+        if !bound.is_empty() {
+            li.store(Arc::new(bound));
         }
-    }));
+    });
+    ctx.add_readiness("kubernetes", Arc::new(Ready(slot.clone())));
+    let search = Arc::new(AutoPathSearch {
+        cfg: cfg.clone(),
+        index: slot.clone(),
+        resolv: resolv_search(std::path::Path::new("/etc/resolv.conf")),
+    });
     ctx.add_handler(Arc::new(Kubernetes {
         cfg,
         index: slot,
         empty: Arc::new(Snapshot::default()),
         local_ips,
         memo_id: memo::new_id(),
+        search,
     }));
     Ok(())
 }
 
-/// Forwards the index's change notices to the block's cache invalidation bus until `stop`.
-async fn invalidation_bridge(
-    idx: Index,
-    cfg: Arc<Config>,
-    bus: Arc<InvalidationBus>,
-    stop: tokio_util::sync::CancellationToken,
-) {
+/// Forwards the index's change notices to the block's cache invalidation bus while the
+/// generation runs.
+async fn invalidation_bridge(idx: Index, cfg: Arc<Config>, bus: Arc<InvalidationBus>, t: TaskCtx) {
     let mut rx = idx.subscribe();
     loop {
         let change = tokio::select! {
-            _ = stop.cancelled() => return,
+            _ = t.cancelled() => return,
             c = rx.recv() => c,
         };
         match change {
@@ -394,9 +400,16 @@ impl Kubernetes {
     /// Builds a handler over a fixed index (tests, benchmarks).
     #[cfg(test)]
     pub(crate) fn with_index(cfg: Config, index: Index, local_ips: Vec<IpAddr>) -> Kubernetes {
+        let cfg = Arc::new(cfg);
+        let index: Slot = Arc::new(ArcSwapOption::from_pointee(Running(index)));
         Kubernetes {
-            cfg: Arc::new(cfg),
-            index: Arc::new(ArcSwapOption::from_pointee(index)),
+            search: Arc::new(AutoPathSearch {
+                cfg: cfg.clone(),
+                index: index.clone(),
+                resolv: Vec::new(),
+            }),
+            cfg,
+            index,
             empty: Arc::new(Snapshot::default()),
             local_ips: Arc::new(ArcSwap::from_pointee(local_ips)),
             memo_id: memo::new_id(),
@@ -658,6 +671,10 @@ impl Handler for Kubernetes {
 
     fn transferer(&self) -> Option<&dyn Transferer> {
         Some(self)
+    }
+
+    fn search_path(&self) -> Option<Arc<dyn crate::plugins::autopath::SearchPath>> {
+        Some(self.search.clone())
     }
 }
 

@@ -658,13 +658,8 @@ async fn fallthrough_only_for_name_errors() {
 
 #[tokio::test]
 async fn not_synced_gives_servfail_with_soa() {
-    let k = Kubernetes {
-        cfg: std::sync::Arc::new(cfg_from("")),
-        index: std::sync::Arc::new(arc_swap::ArcSwapOption::empty()),
-        empty: std::sync::Arc::new(sextant_kube::Snapshot::default()),
-        local_ips: std::sync::Arc::new(arc_swap::ArcSwap::from_pointee(vec![])),
-        memo_id: super::memo::new_id(),
-    };
+    let mut k = handler("", vec![]);
+    k.index = std::sync::Arc::new(arc_swap::ArcSwapOption::empty());
     let m = ask(&k, "svc1.testns.svc.cluster.local.", RType::A).await;
     assert_eq!(m.rcode(), Rcode::SERVFAIL);
     assert!(m.header.aa);

@@ -271,27 +271,12 @@ pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), 
             Err(Some(e)) => return Err(d.err(e)),
         }
         if !w.reload.is_zero() {
-            if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                let stop = tokio_util::sync::CancellationToken::new();
-                let s = stop.clone();
-                let w = w.clone();
-                rt.spawn(async move {
-                    let mut tick = tokio::time::interval(w.reload);
-                    tick.tick().await;
-                    loop {
-                        tokio::select! {
-                            _ = s.cancelled() => break,
-                            _ = tick.tick() => {}
-                        }
-                        let w2 = w.clone();
-                        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || w2.update()).await {
-                            LOG.error(&e.unwrap_or_else(|| "weight file open error".into()));
-                        }
-                    }
-                });
-                ctx.generation()
-                    .on_shutdown(Box::new(move || stop.cancel()));
-            }
+            let w = w.clone();
+            ctx.periodic(w.reload, move || {
+                if let Err(e) = w.update() {
+                    LOG.error(&e.unwrap_or_else(|| "weight file open error".into()));
+                }
+            });
         }
     }
     ctx.add_handler(Arc::new(LoadBalance { policy, prefer }));

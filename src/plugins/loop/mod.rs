@@ -153,40 +153,25 @@ pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), 
         .and_then(|z| Name::parse(z).ok())
         .unwrap_or_else(Name::root);
     let l = Arc::new(Loop::new(zone));
-    let index = ctx.block.index;
-    let bound = ctx
-        .generation()
-        .binds
-        .get(&index)
-        .is_some_and(|v| !v.is_empty());
+    let bound = ctx.is_bound();
     let port = ctx.block.port;
-    if let Ok(rt) = tokio::runtime::Handle::try_current() {
-        let stop = tokio_util::sync::CancellationToken::new();
-        let s = stop.clone();
-        let ll = l.clone();
-        ctx.generation().on_started(
-            index,
-            Box::new(move |addrs: Vec<SocketAddr>| {
-                let Some(first) = addrs.first().copied() else {
-                    ll.disable();
-                    return;
-                };
-                let shown = if bound {
-                    first.to_string()
-                } else {
-                    format!(":{port}")
-                };
-                rt.spawn(async move {
-                    tokio::select! {
-                        _ = s.cancelled() => ll.disable(),
-                        _ = ll.clone().probe(first, shown) => {}
-                    }
-                });
-            }),
-        );
-        ctx.generation()
-            .on_shutdown(Box::new(move || stop.cancel()));
-    }
+    // Once the block's listeners are bound, query ourselves through them.
+    let ll = l.clone();
+    ctx.task(move |t| async move {
+        let Some(first) = t.addrs().first().copied() else {
+            ll.disable();
+            return;
+        };
+        let shown = if bound {
+            first.to_string()
+        } else {
+            format!(":{port}")
+        };
+        tokio::select! {
+            _ = ll.clone().probe(first, shown) => {}
+            _ = t.cancelled() => ll.disable(),
+        }
+    });
     ctx.add_handler(l);
     Ok(())
 }

@@ -41,10 +41,7 @@ pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), 
         }
     }
     crate::metrics::init();
-    let block = ctx.block.index;
-    let g = ctx.generation();
-    g.add_http(&addr, "/metrics", Arc::new(MetricsPage));
-    g.enable_metrics(block);
+    ctx.add_http(&addr, "/metrics", Arc::new(MetricsPage));
     ctx.add_handler(Arc::new(Prometheus));
     Ok(())
 }

@@ -8,13 +8,15 @@ use std::sync::Arc;
 use sextant_corefile::{Directive, Error};
 
 use crate::plugin::SetupCtx;
-use crate::server::config::ReadinessList;
 use crate::server::http::{resolve_addr, HttpHandler, HttpResponse};
+use crate::server::lifecycle::RuntimeState;
+use crate::setup::ReadinessList;
 
 pub(crate) const DEFAULT_ADDR: &str = ":8181";
 
 struct Ready {
     list: ReadinessList,
+    state: Arc<RuntimeState>,
     /// `monitor until-ready`: once ready, stay ready (CoreDNS's default).
     until_ready: bool,
     was_ready: AtomicBool,
@@ -22,7 +24,7 @@ struct Ready {
 
 impl HttpHandler for Ready {
     fn get(&self, _path: &str) -> HttpResponse {
-        if crate::server::runtime::shutting_down() {
+        if self.state.shutting_down() {
             return HttpResponse::text(503, "Shutting down");
         }
         if self.until_ready && self.was_ready.load(Ordering::Relaxed) {
@@ -79,13 +81,14 @@ pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), 
             other => return Err(sub.err(format!("unknown property '{other}'"))),
         }
     }
-    let g = ctx.generation();
-    let list = g.readiness_list();
-    g.add_http(
+    let list = ctx.readiness_list();
+    let state = ctx.runtime_state();
+    ctx.add_http(
         &addr,
         "/ready",
         Arc::new(Ready {
             list,
+            state,
             until_ready,
             was_ready: AtomicBool::new(false),
         }),

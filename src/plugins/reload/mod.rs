@@ -31,7 +31,7 @@ pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), 
     if jitter > interval / 2 {
         jitter = interval / 2;
     }
-    let g = ctx.generation();
+    let g = ctx.settings();
     g.reload = Some(match g.reload {
         // Several blocks: the first one's settings win, like CoreDNS.
         Some(prev) => prev,

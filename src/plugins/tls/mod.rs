@@ -100,7 +100,6 @@ pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), 
     let cfg = builder
         .with_single_cert(certs, key)
         .map_err(|e| d.err(format!("certificate and key do not match: {e}")))?;
-    let bi = ctx.block.index;
-    ctx.generation().set_tls(bi, Arc::new(cfg));
+    ctx.set_tls(Arc::new(cfg));
     Ok(())
 }
