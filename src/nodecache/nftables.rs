@@ -319,7 +319,7 @@ mod tests {
         let keep = script("t", &spec(), &targets, true);
         assert_eq!(count_rules(&keep), 28);
         assert!(!keep.contains("udp dport 53 socket"));
-        assert!(keep.contains("tcp dport 53 socket wildcard 0 notrack"));
+        assert!(keep.contains("tcp dport 53 tcp flags syn / syn,ack socket wildcard 0 notrack"));
         assert_eq!(targets_in(&keep), targets);
         assert_eq!(count_rules(&script("t", &spec(), &[], false)), 26);
     }
