@@ -36,6 +36,10 @@ pub(crate) const TCP_WRITE: Duration = Duration::from_secs(5);
 pub(crate) const TCP_MAX_CONNS: usize = 1024;
 /// Queries in flight per TCP connection before reading pauses.
 pub(crate) const TCP_MAX_INFLIGHT: usize = 128;
+/// After a stop, how long an open connection waits for one more query before it closes.
+const TCP_DRAIN: Duration = Duration::from_millis(300);
+/// After a stop, how long open connections are served at most.
+const TCP_DRAIN_MAX: Duration = Duration::from_secs(1);
 
 /// A bound listener address.
 pub(crate) struct Listener {
@@ -46,8 +50,9 @@ pub(crate) struct Listener {
     pub cancel: CancellationToken,
     pub inflight: Arc<AtomicUsize>,
     pub local: Vec<SocketAddr>,
-    /// UDP reader threads still running (they drain their socket after a stop, then exit).
-    udp_threads: Arc<AtomicUsize>,
+    /// UDP reader threads and TCP connections still running (after a stop they drain what is
+    /// queued or already sent to them, then end).
+    running: Arc<AtomicUsize>,
 }
 
 /// A blocking UDP socket sharing its port (SO_REUSEPORT) whose reads give up after
@@ -147,7 +152,7 @@ impl Bound {
         let site = Arc::new(ArcSwap::new(site));
         let cancel = CancellationToken::new();
         let inflight = Arc::new(AtomicUsize::new(0));
-        let udp_threads = Arc::new(AtomicUsize::new(0));
+        let running = Arc::new(AtomicUsize::new(0));
         let handle = tokio::runtime::Handle::current();
         for u in self.udp {
             // A thread per socket, blocked in recvmmsg like Knot's UDP workers: no poller
@@ -162,11 +167,11 @@ impl Bound {
                 inflight.clone(),
                 handle.clone(),
             );
-            let running = ThreadCount::new(&udp_threads);
+            let guard = ThreadCount::new(&running);
             let spawned = std::thread::Builder::new()
                 .name("sextant-udp".into())
                 .spawn(move || {
-                    let _running = running;
+                    let _running = guard;
                     udp_thread(u, site, c, inflight, handle)
                 });
             if let Err(e) = spawned {
@@ -192,6 +197,7 @@ impl Bound {
                 tls.clone(),
                 cancel.clone(),
                 inflight.clone(),
+                running.clone(),
             ));
         }
         Ok(Listener {
@@ -200,7 +206,7 @@ impl Bound {
             cancel,
             inflight,
             local: self.local,
-            udp_threads,
+            running,
         })
     }
 }
@@ -246,9 +252,10 @@ impl Listener {
         self.cancel.cancel();
     }
 
-    /// True once every UDP thread has drained its socket and exited (after [`Listener::stop`]).
+    /// True once every UDP thread has drained its socket and every TCP connection has closed
+    /// (after [`Listener::stop`]).
     pub(crate) fn drained(&self) -> bool {
-        self.udp_threads.load(Ordering::Acquire) == 0
+        self.running.load(Ordering::Acquire) == 0
     }
 }
 
@@ -269,7 +276,7 @@ fn udp_sockets(addr: SocketAddr, n: usize) -> std::io::Result<Vec<std::net::UdpS
     (0..n).map(|_| udp_socket(addr)).collect()
 }
 
-/// Counts a running thread until dropped.
+/// Counts a running thread (or connection task) until dropped.
 struct ThreadCount(Arc<AtomicUsize>);
 
 impl ThreadCount {
@@ -435,12 +442,15 @@ async fn handle_owned(
 /// Time allowed for a TLS handshake.
 pub(crate) const TLS_HANDSHAKE: Duration = Duration::from_secs(5);
 
+/// Accepts connections until stopped; `running` counts the open connections (they drain
+/// after the stop, see `tcp_conn`).
 async fn tcp_accept(
     l: Arc<TcpListener>,
     site: Arc<ArcSwap<Site>>,
     tls: Option<Arc<ArcSwap<rustls::ServerConfig>>>,
     cancel: CancellationToken,
     inflight: Arc<AtomicUsize>,
+    running: Arc<AtomicUsize>,
 ) {
     let conns = Arc::new(Semaphore::new(TCP_MAX_CONNS));
     loop {
@@ -462,8 +472,10 @@ async fn tcp_accept(
         let cancel = cancel.clone();
         let inflight = inflight.clone();
         let tls = tls.as_ref().map(|t| t.load_full());
+        let open = ThreadCount::new(&running);
         tokio::spawn(async move {
             let _permit = permit;
+            let _open = open;
             let _ = stream.set_nodelay(true);
             let local = stream
                 .local_addr()
@@ -496,12 +508,28 @@ async fn tcp_conn<S>(
     let (mut rd, wr) = tokio::io::split(stream);
     let wr = Arc::new(Mutex::new(wr));
     let slots = Arc::new(Semaphore::new(TCP_MAX_INFLIGHT));
+    let mut drain_until: Option<tokio::time::Instant> = None;
     loop {
         let mut len = [0u8; 2];
-        // Wait for the first byte of the next message up to the idle timeout.
-        let first = tokio::select! {
-            _ = cancel.cancelled() => break,
-            r = tokio::time::timeout(TCP_IDLE, rd.read(&mut len[..1])) => r,
+        // Wait for the first byte of the next message up to the idle timeout. Once the
+        // listener stopped, a query already sent (a client that connected just before) is
+        // still answered: the connection closes after TCP_DRAIN without one, or at the latest
+        // TCP_DRAIN_MAX after the stop.
+        let first = match drain_until {
+            Some(end) => {
+                let now = tokio::time::Instant::now();
+                if now >= end {
+                    break;
+                }
+                tokio::time::timeout(TCP_DRAIN.min(end - now), rd.read(&mut len[..1])).await
+            }
+            None => tokio::select! {
+                _ = cancel.cancelled() => {
+                    drain_until = Some(tokio::time::Instant::now() + TCP_DRAIN_MAX);
+                    continue;
+                }
+                r = tokio::time::timeout(TCP_IDLE, rd.read(&mut len[..1])) => r,
+            },
         };
         match first {
             Ok(Ok(1)) => {}
