@@ -453,21 +453,9 @@ async fn tcp_accept(
     running: Arc<AtomicUsize>,
 ) {
     let conns = Arc::new(Semaphore::new(TCP_MAX_CONNS));
-    loop {
-        let permit = tokio::select! {
-            _ = cancel.cancelled() => break,
-            p = conns.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-        };
-        let (stream, peer) = tokio::select! {
-            _ = cancel.cancelled() => break,
-            r = l.accept() => match r {
-                Ok(x) => x,
-                Err(_) => {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-            },
-        };
+    let serve = |stream: tokio::net::TcpStream,
+                 peer: SocketAddr,
+                 permit: tokio::sync::OwnedSemaphorePermit| {
         let site = site.clone();
         let cancel = cancel.clone();
         let inflight = inflight.clone();
@@ -492,6 +480,34 @@ async fn tcp_accept(
                 }
             }
         });
+    };
+    loop {
+        let permit = tokio::select! {
+            _ = cancel.cancelled() => break,
+            p = conns.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+        };
+        let (stream, peer) = tokio::select! {
+            _ = cancel.cancelled() => break,
+            r = l.accept() => match r {
+                Ok(x) => x,
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+        };
+        serve(stream, peer, permit);
+    }
+    // Stopped: connections whose handshake already completed wait in the accept queue, and
+    // closing the listener would reset them. Take them (they are served in drain mode).
+    for _ in 0..TCP_MAX_CONNS {
+        let Ok(permit) = conns.clone().try_acquire_owned() else {
+            break;
+        };
+        match tokio::time::timeout(Duration::from_millis(1), l.accept()).await {
+            Ok(Ok((stream, peer))) => serve(stream, peer, permit),
+            _ => break,
+        }
     }
 }
 
