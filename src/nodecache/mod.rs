@@ -58,11 +58,7 @@ pub(crate) fn main(args: &[String]) -> i32 {
             return 1;
         }
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("sextant")
-        .build()
-    {
+    let rt = match crate::cli::runtime() {
         Ok(r) => r,
         Err(e) => {
             log::raw(&format!("[FATAL] cannot start runtime: {e}"));
@@ -360,7 +356,7 @@ impl App {
                 log::warning(&format!(
                     "Node-cache instance pid {} is still starting after {}; leaving the interface and rules to it",
                     others[0].pid,
-                    humantime::format_duration(HANDOVER_WAIT)
+                    crate::pkg::duration::format(HANDOVER_WAIT)
                 ));
                 return;
             }

@@ -23,7 +23,6 @@ pub(crate) mod reload;
 pub(crate) mod rewrite;
 pub(crate) mod tls;
 pub(crate) mod transfer;
-pub(crate) mod util;
 pub(crate) mod whoami;
 
 /// Execution order, whatever the order in the Corefile.
