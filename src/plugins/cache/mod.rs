@@ -57,7 +57,7 @@ pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), 
         }
     };
     let bus = ctx.invalidation();
-    let cache = Cache::with_budget(cfg, Clock::system(), bus, ctx.spawner(), budget);
+    let cache = Cache::with_budget(cfg, ctx.clock(), bus, ctx.spawner(), budget);
     ctx.add_handler(Arc::new(cache));
     Ok(())
 }

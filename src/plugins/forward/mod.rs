@@ -101,7 +101,7 @@ impl Drop for ConcurrencyGuard<'_> {
 pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), Error> {
     metrics::init();
     let spawner = ctx.spawner();
-    let clock = Clock::system();
+    let clock = ctx.clock();
     let mut all = Vec::new();
     for d in lines {
         let cfg = setup::parse(d)?;

@@ -43,7 +43,8 @@ pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), 
     if !ctx.has_http(&addr, "/health") {
         ctx.add_http(&addr, "/health", Arc::new(Health));
         // Self-probe once a second for coredns_health_request_*, while the generation runs.
-        ctx.task(move |t| async move { self_probe(sa, Clock::system(), t.cancelled()).await });
+        let clock = ctx.clock();
+        ctx.task(move |t| async move { self_probe(sa, clock, t.cancelled()).await });
     }
     if let Some(l) = lameduck {
         ctx.settings().lameduck = Some(l);
