@@ -702,9 +702,11 @@ fn default_corefile_without_a_file_is_whoami_and_log() {
 fn sigquit_exits_at_once_and_port_in_use_is_a_clear_error() {
     let port = free_port();
     let mut s = start(&format!(".:{port} {{\n    whoami\n}}\n"), port);
-    // A second server on the same port fails with a clear error and a non-zero exit.
+    // A port held by a socket without SO_REUSEPORT fails with a clear error and a non-zero exit.
+    let foreign = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = foreign.local_addr().unwrap().port();
     let (code, out, err) = Sextant::run_to_end(
-        Sextant::builder(bin(), &format!(".:{port} {{\n    whoami\n}}\n")),
+        Sextant::builder(bin(), &format!(".:{taken} {{\n    whoami\n}}\n")),
         Duration::from_secs(10),
     )
     .unwrap();
@@ -714,6 +716,15 @@ fn sigquit_exits_at_once_and_port_in_use_is_a_clear_error() {
             || format!("{out}{err}").contains("Address already in use"),
         "{out}{err}"
     );
+    // A second server on the first one's port starts beside it (SO_REUSEPORT on every
+    // listener, as CoreDNS does), so an overlapping restart or upgrade can bind.
+    let mut second = Sextant::builder(bin(), &format!(".:{port} {{\n    whoami\n}}\n")).start();
+    second.wait_for_line(&format!(".:{port}"), T).unwrap();
+    assert!(second.exited().is_none(), "{}", second.output());
+    second.signal(libc::SIGQUIT).unwrap();
+    assert!(second.wait_exit(Duration::from_secs(2)).is_some());
+    let r = udp(addr(port), &Query::new("e.example.", RecordType::A), T).unwrap();
+    assert_eq!(r.rcode_name(), "NOERROR", "the first one still serves");
     s.signal(libc::SIGQUIT).unwrap();
     assert!(s.wait_exit(Duration::from_secs(2)).is_some());
 }
