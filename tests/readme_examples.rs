@@ -107,6 +107,7 @@ fn every_readme_corefile_example_checks_and_serves() {
     let files = readmes();
     assert!(files.len() >= 10, "plugin READMEs found: {files:?}");
     let mut count = 0;
+    let key = regex::Regex::new(r"(?m)^(tls|https|https3|quic|grpc)://[^:\s]*:(\d+)").unwrap();
     for f in files {
         let text = std::fs::read_to_string(&f).unwrap();
         for (i, ex) in corefile_examples(&text).into_iter().enumerate() {
@@ -132,8 +133,6 @@ fn every_readme_corefile_example_checks_and_serves() {
                 f.display()
             );
             let mut s = builder().start();
-            let key =
-                regex::Regex::new(r"(?m)^(tls|https|https3|quic|grpc)://[^:\s]*:(\d+)").unwrap();
             if let Some(c) = key.captures(&cf) {
                 // Another transport: its banner, then a query with that transport's client.
                 s.wait_for_line(&format!("{}://", &c[1]), Duration::from_secs(10))

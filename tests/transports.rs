@@ -430,6 +430,113 @@ fn doh_without_tls_and_malformed_http() {
     assert!(s.exited().is_none(), "{}", s.output());
 }
 
+/// `/health`, `/ready` and `/metrics` are served by the same hyper stack as DoH: keep-alive
+/// (curl reuses one connection for three requests), HEAD (headers, no body), 404 for other
+/// paths, 405 with `Allow` for other methods, HTTP/2 with prior knowledge, a bounded request
+/// head (431) and a request head that never ends closed after the 5 s read timeout.
+#[test]
+fn health_ready_and_metrics_on_the_http_stack() {
+    let (dns, hp, rp, mp) = (free_port(), free_port(), free_port(), free_port());
+    let mut s = start(&format!(
+        "https://.:{dns} {{\n    tls cert.pem key.pem\n    health 127.0.0.1:{hp}\n    ready 127.0.0.1:{rp}\n    prometheus 127.0.0.1:{mp}\n    {HOSTS}\n}}\n"
+    ));
+    let url = |p: u16, path: &str| format!("http://127.0.0.1:{p}{path}");
+    // Keep-alive: one connection serves three requests in a row.
+    let out = Command::new("curl")
+        .args(["-sv", "--max-time", "10"])
+        .args([url(hp, "/health"), url(hp, "/health"), url(hp, "/health")])
+        .output()
+        .expect("curl runs (apt-get install curl)");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "OKOKOK");
+    assert_eq!(err.matches("Connected to").count(), 1, "{err}");
+    assert_eq!(
+        err.matches("Re-using existing connection").count(),
+        2,
+        "{err}"
+    );
+    // GET and HEAD of each page; other paths and methods.
+    for (port, path, ctype) in [
+        (hp, "/health", "text/plain; charset=utf-8"),
+        (rp, "/ready", "text/plain; charset=utf-8"),
+        (mp, "/metrics", "text/plain; version=0.0.4; charset=utf-8"),
+    ] {
+        let (code, _, head, body) = curl(&[&url(port, path)]);
+        assert_eq!(code, 200, "{path}");
+        assert!(
+            head.contains(&format!("content-type: {ctype}\r\n")),
+            "{head}"
+        );
+        assert!(
+            head.contains(&format!("content-length: {}\r\n", body.len())),
+            "{head}"
+        );
+        if path == "/metrics" {
+            let text = String::from_utf8_lossy(&body);
+            assert!(text.contains("# TYPE coredns_build_info gauge"), "{text}");
+        } else {
+            assert_eq!(body, b"OK", "{path}");
+        }
+        // HEAD, then GET on the same connection: the HEAD answer has the page's length and no
+        // body (the GET's answer follows its head directly).
+        let mut c =
+            TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], port)), T).unwrap();
+        c.set_read_timeout(Some(T)).unwrap();
+        c.write_all(
+            format!("HEAD {path} HTTP/1.1\r\nHost: x\r\n\r\nGET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .unwrap();
+        let mut raw = Vec::new();
+        let _ = c.read_to_end(&mut raw);
+        let raw = String::from_utf8_lossy(&raw).to_lowercase();
+        let (first, rest) = raw.split_once("\r\n\r\n").unwrap();
+        assert!(first.starts_with("http/1.1 200 ok\r\n"), "{raw}");
+        assert!(first.contains(&format!("content-type: {ctype}")), "{raw}");
+        assert!(first.contains("content-length: "), "{raw}");
+        assert!(
+            rest.starts_with("http/1.1 200 ok\r\n"),
+            "HEAD {path} sent a body: {raw}"
+        );
+        let (code, _, head, body) = curl(&["-X", "POST", &url(port, path)]);
+        assert_eq!(code, 405, "POST {path}");
+        assert!(head.contains("allow: get, head\r\n"), "{head}");
+        assert_eq!(body, b"405 method not allowed\n");
+        let (code, _, _, body) = curl(&[&url(port, "/nothing")]);
+        assert_eq!((code, body.as_slice()), (404, &b"404 page not found\n"[..]));
+        let (code, version, _, _) = curl(&["--http2-prior-knowledge", &url(port, path)]);
+        assert_eq!((code, version.as_str()), (200, "2"), "h2c {path}");
+    }
+    let addr = SocketAddr::from(([127, 0, 0, 1], hp));
+    // A request head over 16 KiB: 431.
+    let mut c = TcpStream::connect_timeout(&addr, T).unwrap();
+    c.set_read_timeout(Some(T)).unwrap();
+    let big = format!(
+        "GET /health HTTP/1.1\r\nHost: x\r\nX: {}\r\n\r\n",
+        "a".repeat(40_000)
+    );
+    let _ = c.write_all(big.as_bytes());
+    let mut out = Vec::new();
+    let _ = c.read_to_end(&mut out);
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.is_empty() || out.starts_with("HTTP/1.1 431"), "{out}");
+    // A head that never ends: closed after the read timeout, not held open.
+    let mut c = TcpStream::connect_timeout(&addr, T).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    c.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n").unwrap();
+    let t0 = std::time::Instant::now();
+    let mut out = Vec::new();
+    let _ = c.read_to_end(&mut out);
+    let waited = t0.elapsed();
+    assert!(
+        waited >= Duration::from_secs(4) && waited < Duration::from_secs(8),
+        "{waited:?}"
+    );
+    // Still serving.
+    assert_eq!(http_get(addr, "/health", T).unwrap(), (200, "OK".into()));
+    assert!(s.exited().is_none(), "{}", s.output());
+}
+
 #[test]
 fn doq_and_doh3_with_dnspython() {
     let (q, h3, m) = (free_port(), free_port(), free_port());

@@ -6,9 +6,8 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use base64::Engine;
@@ -21,6 +20,7 @@ use sextant_wire::typify::{minimal_ttl, typify};
 use sextant_wire::Message;
 
 use crate::plugin::Proto;
+use crate::server::http::Activity;
 use crate::server::site::Site;
 use crate::server::transport::{check_request, status_label, HTTPS3_RESPONSES, HTTPS_RESPONSES};
 
@@ -206,52 +206,6 @@ pub(crate) struct Conn {
     pub peer: SocketAddr,
     pub local: SocketAddr,
     pub activity: Activity,
-}
-
-/// Requests in progress and the time of the last one's end, for idle timeouts.
-pub(crate) struct Activity {
-    start: Instant,
-    active: AtomicUsize,
-    last_ms: AtomicU64,
-}
-
-impl Default for Activity {
-    fn default() -> Activity {
-        Activity {
-            start: Instant::now(),
-            active: AtomicUsize::new(0),
-            last_ms: AtomicU64::new(0),
-        }
-    }
-}
-
-/// A request in progress; marks the connection active until dropped.
-pub(crate) struct Busy<'a>(&'a Activity);
-
-impl Drop for Busy<'_> {
-    fn drop(&mut self) {
-        self.0.active.fetch_sub(1, Ordering::AcqRel);
-        self.0.touch();
-    }
-}
-
-impl Activity {
-    pub(crate) fn busy(&self) -> Busy<'_> {
-        self.active.fetch_add(1, Ordering::AcqRel);
-        Busy(self)
-    }
-
-    fn touch(&self) {
-        let ms = self.start.elapsed().as_millis().min(u64::MAX as u128) as u64;
-        self.last_ms.store(ms, Ordering::Release);
-    }
-
-    /// True when nothing is in progress and nothing happened for `idle`.
-    pub(crate) fn idle_for(&self, idle: Duration) -> bool {
-        let now = self.start.elapsed().as_millis() as u64;
-        self.active.load(Ordering::Acquire) == 0
-            && now.saturating_sub(self.last_ms.load(Ordering::Acquire)) >= idle.as_millis() as u64
-    }
 }
 
 /// hyper's request handler for `https://`.
