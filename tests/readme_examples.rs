@@ -70,8 +70,9 @@ fn relocate(text: &str) -> (String, u16) {
                 .to_string();
         }
     }
-    // DoT, DoQ, DoH, DoH3 and gRPC ports of the examples.
-    for p in ["8853", "8443", "8053", "443"] {
+    // DoT, DoQ, DoH, DoH3 and gRPC ports of the examples; a transport without a port (443 or
+    // 853 by default) gets a free one too.
+    for p in ["8853", "8443", "8053", "5553", "443"] {
         let re = regex::Regex::new(&format!(r":{p}\b")).unwrap();
         if re.is_match(&out) {
             out = re
@@ -79,6 +80,14 @@ fn relocate(text: &str) -> (String, u16) {
                 .to_string();
         }
     }
+    out = regex::Regex::new(r"(?m)^((?:tls|https|https3|quic|grpc)://[^\s:{]*)(\s)")
+        .unwrap()
+        .replace_all(&out, |c: &regex::Captures<'_>| {
+            format!("{}:{}{}", &c[1], free_port(), &c[2])
+        })
+        .to_string();
+    // `/etc/resolv.conf` becomes a file of the test's own, whose nameserver answers on loopback.
+    out = out.replace("/etc/resolv.conf", "resolv.conf");
     // Addresses of primaries and secondaries in examples (transfer from/to) become loopback, so
     // the examples send nothing off the machine.
     out = regex::Regex::new(r"\b10\.\d{1,3}\.\d{1,3}\.\d{1,3}([^/\d]|$)")
@@ -90,6 +99,56 @@ fn relocate(text: &str) -> (String, u16) {
         out = re.replace_all(&out, format!(":{dns}").as_str()).to_string();
     }
     (out, dns)
+}
+
+/// Answers every query to `ip`:53 (UDP and TCP) with an address, from threads that live as long
+/// as the test. A TCP client that does not speak DNS (a gRPC upstream's HTTP/2 preface announces
+/// a 20 kB message) is disconnected at once, so it fails fast.
+fn answer_everything(ip: &str) {
+    fn reply(packet: &[u8]) -> Option<Vec<u8>> {
+        let q = Message::from_vec(packet).ok()?;
+        let name = q.queries.first()?.name().to_string();
+        reply_to(&q)
+            .answer(&format!("{name} 60 IN A 192.0.2.53"))
+            .build()
+            .to_vec()
+            .ok()
+    }
+    let udp = std::net::UdpSocket::bind(format!("{ip}:53"))
+        .expect("bind port 53 on loopback (tests run as root)");
+    let tcp = std::net::TcpListener::bind(format!("{ip}:53"))
+        .expect("bind port 53 on loopback (tests run as root)");
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 1500];
+        while let Ok((n, from)) = udp.recv_from(&mut buf) {
+            if let Some(r) = reply(&buf[..n]) {
+                let _ = udp.send_to(&r, from);
+            }
+        }
+    });
+    std::thread::spawn(move || {
+        for c in tcp.incoming() {
+            let Ok(mut c) = c else { continue };
+            std::thread::spawn(move || {
+                use std::io::{Read, Write};
+                let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut len = [0u8; 2];
+                while c.read_exact(&mut len).is_ok() {
+                    let n = u16::from_be_bytes(len) as usize;
+                    let mut msg = vec![0u8; n];
+                    if n > 4096 || c.read_exact(&mut msg).is_err() {
+                        return;
+                    }
+                    let Some(r) = reply(&msg) else { return };
+                    let mut out = (r.len() as u16).to_be_bytes().to_vec();
+                    out.extend_from_slice(&r);
+                    if c.write_all(&out).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
 }
 
 /// The zone file the *file* README shows, for examples that name `db.example.org`.
@@ -108,6 +167,14 @@ fn every_readme_corefile_example_checks_and_serves() {
     assert!(files.len() >= 10, "plugin READMEs found: {files:?}");
     let mut count = 0;
     let key = regex::Regex::new(r"(?m)^(tls|https|https3|quic|grpc)://[^:\s]*:(\d+)").unwrap();
+    // The nameserver of the examples' resolv.conf: port 53 (resolv.conf has no ports) of an
+    // unused loopback address, answering every name with an address.
+    let ns = format!(
+        "127.{}.53.{}",
+        10 + std::process::id() % 200,
+        1 + std::process::id() % 250
+    );
+    answer_everything(&ns);
     for f in files {
         let text = std::fs::read_to_string(&f).unwrap();
         for (i, ex) in corefile_examples(&text).into_iter().enumerate() {
@@ -119,6 +186,8 @@ fn every_readme_corefile_example_checks_and_serves() {
                 Sextant::builder(bin(), &cf)
                     .file("cert.pem", pair.cert.pem())
                     .file("key.pem", pair.signing_key.serialize_pem())
+                    .file("ca.pem", pair.cert.pem())
+                    .file("resolv.conf", format!("nameserver {ns}\n"))
                     .file("db.example.org", EXAMPLE_ZONE)
                     .file("example.org.signed", EXAMPLE_ZONE)
                     .arg("-dns.port")
