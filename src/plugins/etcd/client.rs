@@ -443,7 +443,13 @@ impl Client {
         let Some(events) = r["events"].as_array() else {
             return Ok(false);
         };
-        let revision = int(&r["header"]["revision"]);
+        // Replayed events of one revision may come in several responses that all carry the
+        // current header revision: the events' own revisions order them.
+        let revision = events
+            .iter()
+            .map(|e| int(&e["kv"]["mod_revision"]))
+            .max()
+            .unwrap_or(0);
         let mut changes = Vec::with_capacity(events.len());
         let mut new_lease = false;
         for e in events {

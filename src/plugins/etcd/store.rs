@@ -174,7 +174,9 @@ impl Store {
     pub(crate) fn lease_remaining(&self, id: i64, now: Instant) -> Option<i64> {
         let d = self.read();
         let l = d.leases.get(&id)?;
-        let left = l.ttl - now.saturating_duration_since(l.at).as_secs() as i64;
+        // etcd reports whole seconds, truncated: the lease had about half a second more.
+        let ms = l.ttl * 1000 + 500 - now.saturating_duration_since(l.at).as_millis() as i64;
+        let left = ms.div_euclid(1000);
         (left > 0).then_some(left)
     }
 
