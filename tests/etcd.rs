@@ -46,7 +46,10 @@ impl Pki {
         let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
         let write = |name: &str, text: String| std::fs::write(dir.path().join(name), text).unwrap();
         write("ca.pem", ca.pem());
-        for (name, sans) in [("server", vec!["127.0.0.1".to_string()]), ("client", vec!["client".to_string()])] {
+        for (name, sans) in [
+            ("server", vec!["127.0.0.1".to_string()]),
+            ("client", vec!["client".to_string()]),
+        ] {
             let key = KeyPair::generate().unwrap();
             let mut params = CertificateParams::new(sans).unwrap();
             // etcd's JSON gateway refuses client certificates with a CommonName (it would not
@@ -196,7 +199,12 @@ fn until(addr: SocketAddr, query: &Query, what: &str, pred: impl Fn(&Reply) -> b
         if pred(&r) {
             return r;
         }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}: last {:?} {:?}", r.rcode_name(), r.answers());
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: last {:?} {:?}",
+            r.rcode_name(),
+            r.answers()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -227,17 +235,50 @@ fn fill(e: &Etcd) {
     for (k, v) in [
         ("/skydns/local/skydns/x1", r#"{"host":"1.1.1.1","ttl":60}"#),
         ("/skydns/local/skydns/x2", r#"{"host":"1.1.1.2","ttl":60}"#),
-        ("/skydns/local/skydns/x3", r#"{"host":"2003::8:1","ttl":60}"#),
-        ("/skydns/local/skydns/svc/a", r#"{"host":"10.0.0.1","port":80,"priority":10,"weight":25}"#),
-        ("/skydns/local/skydns/svc/b", r#"{"host":"10.0.0.2","port":8080,"priority":10,"weight":75,"ttl":30}"#),
-        ("/skydns/local/skydns/mail/mx1", r#"{"host":"10.0.0.25","mail":true,"priority":5}"#),
-        ("/skydns/local/skydns/dns/ns/ns1", r#"{"host":"10.0.0.53","ttl":3600}"#),
-        ("/skydns/local/skydns/txt", r#"{"text":"this is a random text message.","ttl":60}"#),
-        ("/skydns/local/skydns/alias", r#"{"host":"x1.skydns.local","ttl":120}"#),
-        ("/skydns/local/skydns/g/a", r#"{"host":"10.9.0.1","group":"blue"}"#),
-        ("/skydns/local/skydns/g/a/b", r#"{"host":"10.9.0.2","group":"red"}"#),
-        ("/skydns/local/skydns/g/a/c", r#"{"host":"10.9.0.3","group":"blue"}"#),
-        ("/skydns/arpa/in-addr/10/0/0/127", r#"{"host":"reverse.skydns.local."}"#),
+        (
+            "/skydns/local/skydns/x3",
+            r#"{"host":"2003::8:1","ttl":60}"#,
+        ),
+        (
+            "/skydns/local/skydns/svc/a",
+            r#"{"host":"10.0.0.1","port":80,"priority":10,"weight":25}"#,
+        ),
+        (
+            "/skydns/local/skydns/svc/b",
+            r#"{"host":"10.0.0.2","port":8080,"priority":10,"weight":75,"ttl":30}"#,
+        ),
+        (
+            "/skydns/local/skydns/mail/mx1",
+            r#"{"host":"10.0.0.25","mail":true,"priority":5}"#,
+        ),
+        (
+            "/skydns/local/skydns/dns/ns/ns1",
+            r#"{"host":"10.0.0.53","ttl":3600}"#,
+        ),
+        (
+            "/skydns/local/skydns/txt",
+            r#"{"text":"this is a random text message.","ttl":60}"#,
+        ),
+        (
+            "/skydns/local/skydns/alias",
+            r#"{"host":"x1.skydns.local","ttl":120}"#,
+        ),
+        (
+            "/skydns/local/skydns/g/a",
+            r#"{"host":"10.9.0.1","group":"blue"}"#,
+        ),
+        (
+            "/skydns/local/skydns/g/a/b",
+            r#"{"host":"10.9.0.2","group":"red"}"#,
+        ),
+        (
+            "/skydns/local/skydns/g/a/c",
+            r#"{"host":"10.9.0.3","group":"blue"}"#,
+        ),
+        (
+            "/skydns/arpa/in-addr/10/0/0/127",
+            r#"{"host":"reverse.skydns.local."}"#,
+        ),
     ] {
         e.put(k, v);
     }
@@ -257,7 +298,10 @@ fn answers_from_skydns_keys_and_follows_changes() {
     s.wait_dns(a, Duration::from_secs(10)).unwrap();
 
     let r = udp(a, &q("x1.skydns.local.", RecordType::A), T).unwrap();
-    assert_eq!((r.rcode_name().as_str(), r.flags().as_str()), ("NOERROR", "qr,aa"));
+    assert_eq!(
+        (r.rcode_name().as_str(), r.flags().as_str()),
+        ("NOERROR", "qr,aa")
+    );
     assert_eq!(r.answers(), ["x1.skydns.local. 60 IN A 1.1.1.1"]);
     assert!(r.authority().is_empty() && r.additional().is_empty());
 
@@ -265,7 +309,10 @@ fn answers_from_skydns_keys_and_follows_changes() {
     let r = udp(a, &q("svc.skydns.local.", RecordType::A), T).unwrap();
     assert_eq!(
         r.answers(),
-        ["svc.skydns.local. 300 IN A 10.0.0.1", "svc.skydns.local. 30 IN A 10.0.0.2"]
+        [
+            "svc.skydns.local. 300 IN A 10.0.0.1",
+            "svc.skydns.local. 30 IN A 10.0.0.2"
+        ]
     );
     // SRV: weights shared within a priority, targets named after the keys, addresses added.
     let r = tcp(a, &q("svc.skydns.local.", RecordType::SRV), T).unwrap();
@@ -279,63 +326,146 @@ fn answers_from_skydns_keys_and_follows_changes() {
     );
     assert_eq!(
         r.additional(),
-        ["a.svc.skydns.local. 300 IN A 10.0.0.1", "b.svc.skydns.local. 30 IN A 10.0.0.2"]
+        [
+            "a.svc.skydns.local. 300 IN A 10.0.0.1",
+            "b.svc.skydns.local. 30 IN A 10.0.0.2"
+        ]
     );
     let r = udp(a, &q("mail.skydns.local.", RecordType::MX), T).unwrap();
-    assert_eq!(r.answers(), ["mail.skydns.local. 300 IN MX 5 mx1.mail.skydns.local."]);
-    assert_eq!(r.additional(), ["mx1.mail.skydns.local. 300 IN A 10.0.0.25"]);
+    assert_eq!(
+        r.answers(),
+        ["mail.skydns.local. 300 IN MX 5 mx1.mail.skydns.local."]
+    );
+    assert_eq!(
+        r.additional(),
+        ["mx1.mail.skydns.local. 300 IN A 10.0.0.25"]
+    );
     let r = udp(a, &q("skydns.local.", RecordType::NS), T).unwrap();
-    assert_eq!(r.answers(), ["skydns.local. 3600 IN NS ns1.ns.dns.skydns.local."]);
-    assert_eq!(r.additional(), ["ns1.ns.dns.skydns.local. 3600 IN A 10.0.0.53"]);
+    assert_eq!(
+        r.answers(),
+        ["skydns.local. 3600 IN NS ns1.ns.dns.skydns.local."]
+    );
+    assert_eq!(
+        r.additional(),
+        ["ns1.ns.dns.skydns.local. 3600 IN A 10.0.0.53"]
+    );
     let r = udp(a, &q("txt.skydns.local.", RecordType::TXT), T).unwrap();
-    assert_eq!(r.answers(), ["txt.skydns.local. 60 IN TXT this is a random text message."]);
+    assert_eq!(
+        r.answers(),
+        ["txt.skydns.local. 60 IN TXT this is a random text message."]
+    );
     let r = udp(a, &q("alias.skydns.local.", RecordType::A), T).unwrap();
     assert_eq!(
         r.answers(),
-        ["alias.skydns.local. 120 IN CNAME x1.skydns.local.", "x1.skydns.local. 60 IN A 1.1.1.1"]
+        [
+            "alias.skydns.local. 120 IN CNAME x1.skydns.local.",
+            "x1.skydns.local. 60 IN A 1.1.1.1"
+        ]
     );
     // The zone name: every address of the zone (no apex.dns entry).
     let r = udp(a, &q("skydns.local.", RecordType::AAAA), T).unwrap();
     assert_eq!(r.answers(), ["skydns.local. 60 IN AAAA 2003::8:1"]);
     // Groups: the shortest key's group and entries without one.
     let r = udp(a, &q("g.skydns.local.", RecordType::A), T).unwrap();
-    assert_eq!(r.answers(), ["g.skydns.local. 300 IN A 10.9.0.1", "g.skydns.local. 300 IN A 10.9.0.3"]);
+    assert_eq!(
+        r.answers(),
+        [
+            "g.skydns.local. 300 IN A 10.9.0.1",
+            "g.skydns.local. 300 IN A 10.9.0.3"
+        ]
+    );
     // Wildcards.
     let r = udp(a, &q("b.*.skydns.local.", RecordType::A), T).unwrap();
     assert_eq!(r.answers(), ["b.*.skydns.local. 30 IN A 10.0.0.2"]);
     // Reverse.
     let r = udp(a, &q("127.0.0.10.in-addr.arpa.", RecordType::PTR), T).unwrap();
-    assert_eq!(r.answers(), ["127.0.0.10.in-addr.arpa. 300 IN PTR reverse.skydns.local."]);
+    assert_eq!(
+        r.answers(),
+        ["127.0.0.10.in-addr.arpa. 300 IN PTR reverse.skydns.local."]
+    );
     // NODATA and NXDOMAIN: the zone's SOA, authoritative.
     let r = udp(a, &q("x1.skydns.local.", RecordType::MX), T).unwrap();
-    assert_eq!((r.rcode_name().as_str(), r.flags().as_str()), ("NOERROR", "qr,aa"));
+    assert_eq!(
+        (r.rcode_name().as_str(), r.flags().as_str()),
+        ("NOERROR", "qr,aa")
+    );
     assert!(r.answers().is_empty());
     assert_eq!(authority(&r), [SOA]);
     let r = udp(a, &q("nope.skydns.local.", RecordType::A), T).unwrap();
-    assert_eq!((r.rcode_name().as_str(), r.flags().as_str()), ("NXDOMAIN", "qr,aa"));
+    assert_eq!(
+        (r.rcode_name().as_str(), r.flags().as_str()),
+        ("NXDOMAIN", "qr,aa")
+    );
     assert_eq!(authority(&r), [SOA]);
 
     // Changes arrive through the watch: a new key, a changed one, a deleted one.
-    e.put("/skydns/local/skydns/new", r#"{"host":"192.0.2.7","ttl":15}"#);
-    let r = until(a, &q("new.skydns.local.", RecordType::A), "the new key", |r| r.rcode_name() == "NOERROR");
+    e.put(
+        "/skydns/local/skydns/new",
+        r#"{"host":"192.0.2.7","ttl":15}"#,
+    );
+    let r = until(
+        a,
+        &q("new.skydns.local.", RecordType::A),
+        "the new key",
+        |r| r.rcode_name() == "NOERROR",
+    );
     assert_eq!(r.answers(), ["new.skydns.local. 15 IN A 192.0.2.7"]);
     e.put("/skydns/local/skydns/x1", r#"{"host":"1.1.1.9","ttl":61}"#);
-    until(a, &q("x1.skydns.local.", RecordType::A), "the changed key", |r| {
-        r.answers() == ["x1.skydns.local. 61 IN A 1.1.1.9"]
-    });
+    until(
+        a,
+        &q("x1.skydns.local.", RecordType::A),
+        "the changed key",
+        |r| r.answers() == ["x1.skydns.local. 61 IN A 1.1.1.9"],
+    );
     e.ctl(&["del", "/skydns/local/skydns/new"]);
-    until(a, &q("new.skydns.local.", RecordType::A), "the deleted key", |r| r.rcode_name() == "NXDOMAIN");
+    until(
+        a,
+        &q("new.skydns.local.", RecordType::A),
+        "the deleted key",
+        |r| r.rcode_name() == "NXDOMAIN",
+    );
 
     // A lease: the TTL is the lease's remaining time, at least min-lease-ttl (30 s).
     let out = e.ctl(&["lease", "grant", "600"]);
     let lease = out.split_whitespace().nth(1).unwrap().to_string();
-    e.ctl(&["put", "--lease", &lease, "/skydns/local/skydns/leased", r#"{"host":"192.0.2.8"}"#]);
-    let r = until(a, &q("leased.skydns.local.", RecordType::A), "the leased key", |r| r.rcode_name() == "NOERROR");
-    let ttl: u32 = r.answers()[0].split_whitespace().nth(1).unwrap().parse().unwrap();
+    e.ctl(&[
+        "put",
+        "--lease",
+        &lease,
+        "/skydns/local/skydns/leased",
+        r#"{"host":"192.0.2.8"}"#,
+    ]);
+    let r = until(
+        a,
+        &q("leased.skydns.local.", RecordType::A),
+        "the leased key",
+        |r| r.rcode_name() == "NOERROR",
+    );
+    let ttl: u32 = r.answers()[0]
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((590..=600).contains(&ttl), "{:?}", r.answers());
-    e.ctl(&["put", "--lease", &lease, "/skydns/local/skydns/leased2", r#"{"host":"192.0.2.9","ttl":100}"#]);
-    let r = until(a, &q("leased2.skydns.local.", RecordType::A), "the second leased key", |r| r.rcode_name() == "NOERROR");
-    assert_eq!(r.answers(), ["leased2.skydns.local. 100 IN A 192.0.2.9"], "the smaller of the two");
+    e.ctl(&[
+        "put",
+        "--lease",
+        &lease,
+        "/skydns/local/skydns/leased2",
+        r#"{"host":"192.0.2.9","ttl":100}"#,
+    ]);
+    let r = until(
+        a,
+        &q("leased2.skydns.local.", RecordType::A),
+        "the second leased key",
+        |r| r.rcode_name() == "NOERROR",
+    );
+    assert_eq!(
+        r.answers(),
+        ["leased2.skydns.local. 100 IN A 192.0.2.9"],
+        "the smaller of the two"
+    );
     drop(s);
 }
 
@@ -360,35 +490,71 @@ fn etcd_stopped_mid_run_keeps_the_last_good_data() {
     let a = local(port);
     s.wait_dns(a, Duration::from_secs(10)).unwrap();
     let m = local(mport);
-    s.wait_for_line("synced 13 keys", Duration::from_secs(10)).unwrap();
+    s.wait_for_line("synced 13 keys", Duration::from_secs(10))
+        .unwrap();
     assert_eq!(metric(m, "sextant_etcd_up{"), Some(1.0));
     assert_eq!(metric(m, "sextant_etcd_keys{"), Some(13.0));
 
     e.stop();
-    s.wait_for_line("serving the last good data (13 keys", Duration::from_secs(10))
-        .unwrap();
+    s.wait_for_line(
+        "serving the last good data (13 keys",
+        Duration::from_secs(10),
+    )
+    .unwrap();
     assert_eq!(metric(m, "sextant_etcd_up{"), Some(0.0));
     assert!(metric(m, "sextant_etcd_sync_failures_total{").unwrap() >= 1.0);
     // Every answer still comes from the last good copy, at once.
     let t0 = Instant::now();
     let r = udp(a, &q("x1.skydns.local.", RecordType::A), T).unwrap();
-    assert_eq!((r.rcode_name().as_str(), r.flags().as_str()), ("NOERROR", "qr,aa"));
+    assert_eq!(
+        (r.rcode_name().as_str(), r.flags().as_str()),
+        ("NOERROR", "qr,aa")
+    );
     assert_eq!(r.answers(), ["x1.skydns.local. 60 IN A 1.1.1.1"]);
     let r = udp(a, &q("svc.skydns.local.", RecordType::SRV), T).unwrap();
     assert_eq!(r.answers().len(), 2);
     let r = udp(a, &q("nope.skydns.local.", RecordType::A), T).unwrap();
     assert_eq!(r.rcode_name(), "NXDOMAIN");
-    assert!(t0.elapsed() < Duration::from_secs(1), "answers wait for etcd");
+    assert!(
+        t0.elapsed() < Duration::from_secs(1),
+        "answers wait for etcd"
+    );
     // One error line for the outage, not one per retry.
     std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(s.count_lines("serving the last good data"), 1, "{}", s.output());
+    assert_eq!(
+        s.count_lines("serving the last good data"),
+        1,
+        "{}",
+        s.output()
+    );
+
+    // A reload during the outage keeps the copy (same endpoints, path and credentials).
+    std::fs::write(
+        s.corefile_path(),
+        cf.replace("    prometheus", "    errors\n    prometheus"),
+    )
+    .unwrap();
+    s.signal(libc::SIGUSR1).unwrap();
+    s.wait_for_line("Reloading complete", Duration::from_secs(15))
+        .unwrap();
+    let r = udp(a, &q("x1.skydns.local.", RecordType::A), T).unwrap();
+    assert_eq!(
+        r.answers(),
+        ["x1.skydns.local. 60 IN A 1.1.1.1"],
+        "{}",
+        s.output()
+    );
+    assert_eq!(metric(m, "sextant_etcd_up{"), Some(0.0));
 
     // etcd back (same data): the watch resumes and sees new changes.
     e.run();
     e.put("/skydns/local/skydns/x1", r#"{"host":"1.1.1.10","ttl":60}"#);
-    until(a, &q("x1.skydns.local.", RecordType::A), "the change after the restart", |r| {
-        r.answers() == ["x1.skydns.local. 60 IN A 1.1.1.10"]
-    });
+    until(
+        a,
+        &q("x1.skydns.local.", RecordType::A),
+        "the change after the restart",
+        |r| r.answers() == ["x1.skydns.local. 60 IN A 1.1.1.10"],
+    );
     assert_eq!(metric(m, "sextant_etcd_up{"), Some(1.0));
 }
 
@@ -402,15 +568,21 @@ fn without_etcd_at_start_answers_servfail_then_serves_once_it_is_up() {
     s.wait_dns(a, Duration::from_secs(10)).unwrap();
     let r = udp(a, &q("x1.skydns.local.", RecordType::A), T).unwrap();
     // CoreDNS answers SERVFAIL with the SOA when etcd cannot be read.
-    assert_eq!((r.rcode_name().as_str(), r.flags().as_str()), ("SERVFAIL", "qr,aa"));
+    assert_eq!(
+        (r.rcode_name().as_str(), r.flags().as_str()),
+        ("SERVFAIL", "qr,aa")
+    );
     assert_eq!(authority(&r), [SOA]);
     s.wait_for_line("no data yet, answering SERVFAIL", Duration::from_secs(5))
         .unwrap();
     e.run();
     fill(&e);
-    until(a, &q("x1.skydns.local.", RecordType::A), "the first sync", |r| {
-        r.answers() == ["x1.skydns.local. 60 IN A 1.1.1.1"]
-    });
+    until(
+        a,
+        &q("x1.skydns.local.", RecordType::A),
+        "the first sync",
+        |r| r.answers() == ["x1.skydns.local. 60 IN A 1.1.1.1"],
+    );
 }
 
 #[test]
@@ -421,7 +593,10 @@ fn tls_client_certificates_and_credentials() {
     e.ctl(&["user", "add", "root:s3cret"]);
     e.ctl(&["auth", "enable"]);
     e.user = Some("root:s3cret".into());
-    e.put("/skydns/local/skydns/secure", r#"{"host":"192.0.2.44","ttl":44}"#);
+    e.put(
+        "/skydns/local/skydns/secure",
+        r#"{"host":"192.0.2.44","ttl":44}"#,
+    );
     let p = e.tls.as_ref().unwrap();
     let tls = format!(
         "        tls {} {} {}\n",
@@ -430,21 +605,40 @@ fn tls_client_certificates_and_credentials() {
         p.path("ca.pem")
     );
     let port = free_port();
-    let cf = corefile(port, &e.url(), &format!("{tls}        credentials root s3cret\n"));
+    let cf = corefile(
+        port,
+        &e.url(),
+        &format!("{tls}        credentials root s3cret\n"),
+    );
     let mut s = Sextant::builder(bin(), &cf).start();
     let a = local(port);
     s.wait_dns(a, Duration::from_secs(10)).unwrap();
-    let r = until(a, &q("secure.skydns.local.", RecordType::A), "the TLS sync", |r| r.rcode_name() == "NOERROR");
+    let r = until(
+        a,
+        &q("secure.skydns.local.", RecordType::A),
+        "the TLS sync",
+        |r| r.rcode_name() == "NOERROR",
+    );
     assert_eq!(r.answers(), ["secure.skydns.local. 44 IN A 192.0.2.44"]);
-    e.put("/skydns/local/skydns/secure", r#"{"host":"192.0.2.45","ttl":44}"#);
-    until(a, &q("secure.skydns.local.", RecordType::A), "a change over the TLS watch", |r| {
-        r.answers() == ["secure.skydns.local. 44 IN A 192.0.2.45"]
-    });
+    e.put(
+        "/skydns/local/skydns/secure",
+        r#"{"host":"192.0.2.45","ttl":44}"#,
+    );
+    until(
+        a,
+        &q("secure.skydns.local.", RecordType::A),
+        "a change over the TLS watch",
+        |r| r.answers() == ["secure.skydns.local. 44 IN A 192.0.2.45"],
+    );
     drop(s);
 
     // A wrong password: nothing is read, the log says why.
     let port = free_port();
-    let cf = corefile(port, &e.url(), &format!("{tls}        credentials root wrong\n"));
+    let cf = corefile(
+        port,
+        &e.url(),
+        &format!("{tls}        credentials root wrong\n"),
+    );
     let mut s = Sextant::builder(bin(), &cf).start();
     s.wait_dns(local(port), Duration::from_secs(10)).unwrap();
     s.wait_for_line("authentication failed", Duration::from_secs(10))
@@ -458,11 +652,15 @@ fn tls_client_certificates_and_credentials() {
     let cf = corefile(
         port,
         &e.url(),
-        &format!("        tls {}\n        credentials root s3cret\n", p.path("ca.pem")),
+        &format!(
+            "        tls {}\n        credentials root s3cret\n",
+            p.path("ca.pem")
+        ),
     );
     let mut s = Sextant::builder(bin(), &cf).start();
     s.wait_dns(local(port), Duration::from_secs(10)).unwrap();
-    s.wait_for_line("unreachable", Duration::from_secs(10)).unwrap();
+    s.wait_for_line("unreachable", Duration::from_secs(10))
+        .unwrap();
     let r = udp(local(port), &q("secure.skydns.local.", RecordType::A), T).unwrap();
     assert_eq!(r.rcode_name(), "SERVFAIL");
 }
@@ -470,11 +668,23 @@ fn tls_client_certificates_and_credentials() {
 #[test]
 fn bad_options_name_file_line_column() {
     for (body, want) in [
-        ("credentials root", "Corefile:3:9: credentials: credentials requires 2 arguments, username and password"),
+        (
+            "credentials root",
+            "Corefile:3:9: credentials: credentials requires 2 arguments, username and password",
+        ),
         ("bogus", "Corefile:3:9: bogus: unknown property 'bogus'"),
-        ("min-lease-ttl soon", "Corefile:3:23: min-lease-ttl: invalid min-lease-ttl value"),
-        ("endpoint ftp://x", "Corefile:3:18: endpoint: invalid endpoint 'ftp://x'"),
-        ("tls /nonexistent.pem /nonexistent-key.pem", "Corefile:3:13: tls: cannot read certificate"),
+        (
+            "min-lease-ttl soon",
+            "Corefile:3:23: min-lease-ttl: invalid min-lease-ttl value",
+        ),
+        (
+            "endpoint ftp://x",
+            "Corefile:3:18: endpoint: invalid endpoint 'ftp://x'",
+        ),
+        (
+            "tls /nonexistent.pem /nonexistent-key.pem",
+            "Corefile:3:13: tls: cannot read certificate",
+        ),
     ] {
         let cf = format!("skydns.local:1053 {{\n    etcd {{\n        {body}\n    }}\n}}\n");
         let (code, out, err) = Sextant::check(bin(), &cf).unwrap();
@@ -494,9 +704,15 @@ fn same_answers_as_coredns() {
     };
     let e = Etcd::start(false);
     fill(&e);
-    e.put("/skydns/local/skydns/ext", r#"{"host":"outside.example.","port":443}"#);
+    e.put(
+        "/skydns/local/skydns/ext",
+        r#"{"host":"outside.example.","port":443}"#,
+    );
     e.put("/skydns/local/skydns/bad", r#"{"host":7}"#);
-    e.put("/skydns/local/skydns/long", &format!(r#"{{"text":"{}"}}"#, "y".repeat(300)));
+    e.put(
+        "/skydns/local/skydns/long",
+        &format!(r#"{{"text":"{}"}}"#, "y".repeat(300)),
+    );
     let (p1, p2) = (free_port(), free_port());
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("Corefile"), corefile(p1, &e.url(), "")).unwrap();
@@ -511,7 +727,15 @@ fn same_answers_as_coredns() {
     let mut s = Sextant::builder(bin(), &corefile(p2, &e.url(), "")).start();
     s.wait_dns(local(p2), Duration::from_secs(10)).unwrap();
     wait_dns(local(p1), Duration::from_secs(10)).unwrap();
-    let view = |r: &Reply| (r.rcode_name(), r.flags(), r.answers(), authority(r), r.additional());
+    let view = |r: &Reply| {
+        (
+            r.rcode_name(),
+            r.flags(),
+            r.answers(),
+            authority(r),
+            r.additional(),
+        )
+    };
     for (name, t) in [
         ("x1.skydns.local.", RecordType::A),
         ("X1.SkyDNS.local.", RecordType::A),

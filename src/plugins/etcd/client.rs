@@ -353,7 +353,14 @@ impl Client {
     }
 
     /// Fetches the remaining time of `ids`; failures leave them unknown.
-    async fn leases(&self, ep: &Endpoint, token: Option<&str>, store: &Store, clock: &Clock, ids: Vec<i64>) {
+    async fn leases(
+        &self,
+        ep: &Endpoint,
+        token: Option<&str>,
+        store: &Store,
+        clock: &Clock,
+        ids: Vec<i64>,
+    ) {
         for id in ids {
             let at = clock.now();
             if let Ok(v) = self
@@ -411,7 +418,8 @@ impl Client {
         };
         let was_down = store.status_now() != super::store::Status::Up;
         store.replace(kvs, revision);
-        self.leases(ep, token, store, clock, store.lease_ids()).await;
+        self.leases(ep, token, store, clock, store.lease_ids())
+            .await;
         store.set_up();
         if was_down {
             LOG.info(&format!(
@@ -499,7 +507,9 @@ impl Client {
             if !resp.status().is_success() {
                 let st = resp.status();
                 let b = resp.into_body().collect().await.map(|b| b.to_bytes());
-                let text = b.map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+                let text = b
+                    .map(|b| String::from_utf8_lossy(&b).into_owned())
+                    .unwrap_or_default();
                 return Err(format!("watch: HTTP {st}: {text}"));
             }
             let mut body = resp.into_body();
@@ -572,9 +582,15 @@ mod tests {
     #[test]
     fn endpoints() {
         let e = Endpoint::parse("http://localhost:2379").unwrap();
-        assert_eq!((e.scheme, e.host.as_str(), e.port), (Scheme::Http, "localhost", 2379));
+        assert_eq!(
+            (e.scheme, e.host.as_str(), e.port),
+            (Scheme::Http, "localhost", 2379)
+        );
         let e = Endpoint::parse("https://[::1]:4001/").unwrap();
-        assert_eq!((e.scheme, e.host.as_str(), e.port), (Scheme::Https, "::1", 4001));
+        assert_eq!(
+            (e.scheme, e.host.as_str(), e.port),
+            (Scheme::Https, "::1", 4001)
+        );
         assert_eq!(e.authority(), "[::1]:4001");
         let e = Endpoint::parse("10.0.0.1").unwrap();
         assert_eq!((e.scheme, e.port), (Scheme::Bare, 2379));

@@ -134,8 +134,7 @@ pub(crate) fn parse(d: &Directive, block_zones: &[String]) -> Result<Config, Err
         }
     }
     // Only a user name and a password together turn authentication on, as in CoreDNS.
-    if c
-        .credentials
+    if c.credentials
         .as_ref()
         .is_some_and(|(u, p)| u.is_empty() || p.is_empty())
     {
@@ -278,7 +277,12 @@ fn under(zone: &Name, labels: &[&[u8]]) -> Option<Name> {
 }
 
 /// CoreDNS `isDuplicate`: true when (name, port) or (name, addr) was seen; records it.
-fn is_duplicate(seen: &mut HashSet<(String, u16, String)>, name: &Name, addr: &str, port: u16) -> bool {
+fn is_duplicate(
+    seen: &mut HashSet<(String, u16, String)>,
+    name: &Name,
+    addr: &str,
+    port: u16,
+) -> bool {
     let k = if addr.is_empty() {
         (name.to_string(), port, String::new())
     } else {
@@ -446,28 +450,25 @@ impl Etcd {
                         if target.is_subdomain_of(&lname) {
                             continue; // x CNAME x (or below x) is a loop
                         }
-                        let cname = Record::new(owner.clone(), serv.ttl, RData::Cname(target.clone()));
+                        let cname =
+                            Record::new(owner.clone(), serv.ttl, RData::Cname(target.clone()));
                         if prev.len() > MAX_CNAME_CHAIN {
                             continue;
                         }
-                        if prev
-                            .iter()
-                            .any(|r| matches!(&r.data, RData::Cname(t) if t.eq_case_sensitive(&target)))
-                        {
+                        if prev.iter().any(
+                            |r| matches!(&r.data, RData::Cname(t) if t.eq_case_sensitive(&target)),
+                        ) {
                             continue;
                         }
                         if target.is_subdomain_of(zone) {
                             let mut p2 = prev.clone();
                             p2.push(cname.clone());
-                            match self.chase(req, zone, target, qtype, p2).await {
-                                Ok((next, t)) => {
-                                    tc |= t;
-                                    if !next.is_empty() {
-                                        out.push(cname);
-                                        out.extend(next);
-                                    }
+                            if let Ok((next, t)) = self.chase(req, zone, target, qtype, p2).await {
+                                tc |= t;
+                                if !next.is_empty() {
+                                    out.push(cname);
+                                    out.extend(next);
                                 }
-                                Err(_) => {}
                             }
                             continue;
                         }
@@ -480,24 +481,18 @@ impl Etcd {
                         out.push(cname);
                         out.extend(m.answers);
                     }
-                    HostType::Txt => {
-                        if qtype == RType::TXT && dup.insert(serv.text.clone()) {
-                            out.push(Record::new(
-                                owner.clone(),
-                                serv.ttl,
-                                RData::Txt(service::split255(&serv.text)),
-                            ));
-                        }
+                    HostType::Txt if qtype == RType::TXT && dup.insert(serv.text.clone()) => {
+                        out.push(Record::new(
+                            owner.clone(),
+                            serv.ttl,
+                            RData::Txt(service::split255(&serv.text)),
+                        ));
                     }
-                    HostType::A(a) if qtype == RType::A => {
-                        if dup.insert(serv.host.clone()) {
-                            out.push(Record::new(owner.clone(), serv.ttl, RData::A(a)));
-                        }
+                    HostType::A(a) if qtype == RType::A && dup.insert(serv.host.clone()) => {
+                        out.push(Record::new(owner.clone(), serv.ttl, RData::A(a)));
                     }
-                    HostType::Aaaa(a) if qtype == RType::AAAA => {
-                        if dup.insert(serv.host.clone()) {
-                            out.push(Record::new(owner.clone(), serv.ttl, RData::Aaaa(a)));
-                        }
+                    HostType::Aaaa(a) if qtype == RType::AAAA && dup.insert(serv.host.clone()) => {
+                        out.push(Record::new(owner.clone(), serv.ttl, RData::Aaaa(a)));
                     }
                     _ => {}
                 }
@@ -703,11 +698,19 @@ impl Etcd {
         Ok(a)
     }
 
-    async fn answer(&self, req: &Request, zone: &Name, owner: &Name, qtype: RType) -> LResult<Answer> {
+    async fn answer(
+        &self,
+        req: &Request,
+        zone: &Name,
+        owner: &Name,
+        qtype: RType,
+    ) -> LResult<Answer> {
         let lname = owner.to_lowercase();
         match qtype {
             RType::A | RType::AAAA | RType::TXT => {
-                let (records, tc) = self.chase(req, zone, owner.clone(), qtype, Vec::new()).await?;
+                let (records, tc) = self
+                    .chase(req, zone, owner.clone(), qtype, Vec::new())
+                    .await?;
                 Ok(Answer {
                     records,
                     extra: Vec::new(),
@@ -757,7 +760,13 @@ impl Etcd {
     }
 
     /// CoreDNS `plugin.BackendError`: `rcode` with the zone's SOA.
-    fn backend_error(&self, req: &Request, zone: &Name, rcode: Rcode, err: Option<String>) -> Outcome {
+    fn backend_error(
+        &self,
+        req: &Request,
+        zone: &Name,
+        rcode: Rcode,
+        err: Option<String>,
+    ) -> Outcome {
         let mut m = req.reply();
         m.set_rcode(rcode);
         m.header.aa = true;
@@ -788,8 +797,12 @@ impl Handler for Etcd {
                     }
                     self.backend_error(req, &zone, Rcode::NXDOMAIN, None)
                 }
-                Err(LookupError::Other(e)) => self.backend_error(req, &zone, Rcode::SERVFAIL, Some(e)),
-                Ok(a) if a.records.is_empty() => self.backend_error(req, &zone, Rcode::NOERROR, None),
+                Err(LookupError::Other(e)) => {
+                    self.backend_error(req, &zone, Rcode::SERVFAIL, Some(e))
+                }
+                Ok(a) if a.records.is_empty() => {
+                    self.backend_error(req, &zone, Rcode::NOERROR, None)
+                }
                 Ok(a) => {
                     let mut m = req.reply();
                     m.header.aa = true;

@@ -305,7 +305,11 @@ mod tests {
             br#"[1]"#,
             br#"{"host":"#,
         ] {
-            assert!(Service::from_json(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+            assert!(
+                Service::from_json(bad).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
         }
         assert_eq!(
             Service::from_json(br#"{"port":"80"}"#).unwrap_err(),
@@ -324,8 +328,14 @@ mod tests {
             .host_type()
         };
         assert_eq!(h("10.0.0.1", ""), HostType::A("10.0.0.1".parse().unwrap()));
-        assert_eq!(h("::ffff:10.0.0.1", ""), HostType::A("10.0.0.1".parse().unwrap()));
-        assert_eq!(h("2003::8:1", ""), HostType::Aaaa("2003::8:1".parse().unwrap()));
+        assert_eq!(
+            h("::ffff:10.0.0.1", ""),
+            HostType::A("10.0.0.1".parse().unwrap())
+        );
+        assert_eq!(
+            h("2003::8:1", ""),
+            HostType::Aaaa("2003::8:1".parse().unwrap())
+        );
         assert_eq!(h("a.example", ""), HostType::Name);
         assert_eq!(h("a.example", "t"), HostType::Txt);
         assert_eq!(h("", "t"), HostType::Txt);
@@ -397,7 +407,10 @@ mod tests {
         assert_eq!(split255("abc"), vec![b"abc".to_vec()]);
         let long = "x".repeat(600);
         let parts = split255(&long);
-        assert_eq!(parts.iter().map(Vec::len).collect::<Vec<_>>(), [255, 255, 90]);
+        assert_eq!(
+            parts.iter().map(Vec::len).collect::<Vec<_>>(),
+            [255, 255, 90]
+        );
         assert_eq!(split255(&"y".repeat(255)), vec![vec![b'y'; 255], vec![]]);
     }
 }

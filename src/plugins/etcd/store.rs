@@ -101,12 +101,16 @@ impl Store {
         if d.synced && revision < d.revision {
             return; // an older read (another generation's task) must not roll back
         }
-        d.leases.retain(|id, _| kvs.values().any(|kv| kv.lease == *id));
+        d.leases
+            .retain(|id, _| kvs.values().any(|kv| kv.lease == *id));
         d.kvs = kvs;
         d.revision = revision;
         d.synced = true;
-        KEYS.with_label_values(&self.labels()).set(d.kvs.len() as f64);
-        REVISION.with_label_values(&self.labels()).set(revision as f64);
+        KEYS.with_label_values(&self.labels())
+            .set(d.kvs.len() as f64);
+        REVISION
+            .with_label_values(&self.labels())
+            .set(revision as f64);
     }
 
     /// Applies watched changes at `revision`: a value to put, or None to delete.
@@ -126,8 +130,11 @@ impl Store {
             }
         }
         d.revision = revision;
-        KEYS.with_label_values(&self.labels()).set(d.kvs.len() as f64);
-        REVISION.with_label_values(&self.labels()).set(revision as f64);
+        KEYS.with_label_values(&self.labels())
+            .set(d.kvs.len() as f64);
+        REVISION
+            .with_label_values(&self.labels())
+            .set(revision as f64);
     }
 
     pub(crate) fn revision(&self) -> i64 {
@@ -265,11 +272,13 @@ mod tests {
 
     #[test]
     fn get_is_prefix_then_exact() {
-        let s = store(&["/skydns/a/x", "/skydns/a/x/1", "/skydns/a/x1", "/skydns/a/y/"]);
-        assert_eq!(
-            keys(s.get("/skydns/a/x", true)).unwrap(),
-            ["/skydns/a/x/1"]
-        );
+        let s = store(&[
+            "/skydns/a/x",
+            "/skydns/a/x/1",
+            "/skydns/a/x1",
+            "/skydns/a/y/",
+        ]);
+        assert_eq!(keys(s.get("/skydns/a/x", true)).unwrap(), ["/skydns/a/x/1"]);
         assert_eq!(keys(s.get("/skydns/a/x1", true)).unwrap(), ["/skydns/a/x1"]);
         assert_eq!(keys(s.get("/skydns/a/y", true)).unwrap(), ["/skydns/a/y/"]);
         assert_eq!(keys(s.get("/skydns/a/x", false)).unwrap(), ["/skydns/a/x"]);
@@ -281,10 +290,7 @@ mod tests {
     #[test]
     fn unsynced_is_unavailable_and_old_reads_do_not_roll_back() {
         let s = Store::new("e".into(), "p".into());
-        assert!(matches!(
-            s.get("/x", true),
-            Err(GetError::Unavailable(_))
-        ));
+        assert!(matches!(s.get("/x", true), Err(GetError::Unavailable(_))));
         s.replace(BTreeMap::new(), 7);
         s.apply(vec![("/x".into(), Some(Kv::new(b"{}", 0)))], 8);
         s.apply(vec![("/x".into(), None)], 8); // not newer: ignored

@@ -50,7 +50,10 @@ fn bad_options_name_file_line_column() {
         e("credentials root"),
         "Corefile:3:3: credentials: credentials requires 2 arguments, username and password"
     );
-    assert_eq!(e("bogus 1"), "Corefile:3:3: bogus: unknown property 'bogus'");
+    assert_eq!(
+        e("bogus 1"),
+        "Corefile:3:3: bogus: unknown property 'bogus'"
+    );
     assert_eq!(
         e("min-lease-ttl 5x"),
         "Corefile:3:17: min-lease-ttl: invalid min-lease-ttl value: invalid TTL format, use format like '30', '30s', '5m', '1h', or '2h30m'"
@@ -117,9 +120,15 @@ async fn ask(e: &Etcd, name: &str, qtype: RType) -> (Rcode, Vec<String>, Vec<RTy
     }
     (
         m.rcode(),
-        m.answers.iter().map(|r| r.to_string().replace('\t', " ")).collect(),
+        m.answers
+            .iter()
+            .map(|r| r.to_string().replace('\t', " "))
+            .collect(),
         m.authority.iter().map(|r| r.rtype).collect(),
-        m.additional.iter().map(|r| r.to_string().replace('\t', " ")).collect(),
+        m.additional
+            .iter()
+            .map(|r| r.to_string().replace('\t', " "))
+            .collect(),
     )
 }
 
@@ -133,10 +142,22 @@ async fn addresses_subtrees_and_wildcards() {
         &[
             ("/skydns/local/skydns/x1", r#"{"host":"1.1.1.1","ttl":60}"#),
             ("/skydns/local/skydns/x2", r#"{"host":"1.1.1.2"}"#),
-            ("/skydns/local/skydns/x3", r#"{"host":"2003::8:1","ttl":60}"#),
-            ("/skydns/local/skydns/svc/a", r#"{"host":"10.0.0.1","ttl":10}"#),
-            ("/skydns/local/skydns/svc/b", r#"{"host":"10.0.0.2","ttl":10}"#),
-            ("/skydns/local/skydns/svc/c/d", r#"{"host":"10.0.0.3","ttl":10}"#),
+            (
+                "/skydns/local/skydns/x3",
+                r#"{"host":"2003::8:1","ttl":60}"#,
+            ),
+            (
+                "/skydns/local/skydns/svc/a",
+                r#"{"host":"10.0.0.1","ttl":10}"#,
+            ),
+            (
+                "/skydns/local/skydns/svc/b",
+                r#"{"host":"10.0.0.2","ttl":10}"#,
+            ),
+            (
+                "/skydns/local/skydns/svc/c/d",
+                r#"{"host":"10.0.0.3","ttl":10}"#,
+            ),
             ("/skydns/local/skydns/t", r#"{"text":"hello","ttl":10}"#),
         ],
         false,
@@ -175,7 +196,8 @@ async fn addresses_subtrees_and_wildcards() {
     let (rc, ans, _, _) = ask(&e, "x1.skydns.local.", RType::SOA).await;
     assert_eq!(rc, Rcode::NOERROR);
     assert!(
-        ans[0].starts_with("skydns.local. 30 IN SOA ns.dns.skydns.local. hostmaster.skydns.local. "),
+        ans[0]
+            .starts_with("skydns.local. 30 IN SOA ns.dns.skydns.local. hostmaster.skydns.local. "),
         "{ans:?}"
     );
     assert!(ans[0].ends_with(" 7200 1800 86400 30"), "{ans:?}");
@@ -185,9 +207,15 @@ async fn addresses_subtrees_and_wildcards() {
 async fn cnames_inside_the_zone_and_loops() {
     let e = etcd(
         &[
-            ("/skydns/local/skydns/a", r#"{"host":"b.skydns.local","ttl":20}"#),
+            (
+                "/skydns/local/skydns/a",
+                r#"{"host":"b.skydns.local","ttl":20}"#,
+            ),
             ("/skydns/local/skydns/b", r#"{"host":"10.1.1.1","ttl":30}"#),
-            ("/skydns/local/skydns/loop", r#"{"host":"loop.skydns.local"}"#),
+            (
+                "/skydns/local/skydns/loop",
+                r#"{"host":"loop.skydns.local"}"#,
+            ),
             ("/skydns/local/skydns/l1", r#"{"host":"l2.skydns.local"}"#),
             ("/skydns/local/skydns/l2", r#"{"host":"l1.skydns.local"}"#),
         ],
@@ -213,14 +241,35 @@ async fn cnames_inside_the_zone_and_loops() {
 async fn srv_weights_mx_ns_ptr_and_groups() {
     let e = etcd(
         &[
-            ("/skydns/local/skydns/s/a", r#"{"host":"10.0.0.1","port":80,"priority":10,"weight":25}"#),
-            ("/skydns/local/skydns/s/b", r#"{"host":"10.0.0.2","port":80,"priority":10,"weight":75}"#),
-            ("/skydns/local/skydns/s/c", r#"{"host":"ext.example.","port":81,"priority":20}"#),
-            ("/skydns/local/skydns/m/a", r#"{"host":"10.0.0.9","mail":true,"priority":5,"targetstrip":1}"#),
+            (
+                "/skydns/local/skydns/s/a",
+                r#"{"host":"10.0.0.1","port":80,"priority":10,"weight":25}"#,
+            ),
+            (
+                "/skydns/local/skydns/s/b",
+                r#"{"host":"10.0.0.2","port":80,"priority":10,"weight":75}"#,
+            ),
+            (
+                "/skydns/local/skydns/s/c",
+                r#"{"host":"ext.example.","port":81,"priority":20}"#,
+            ),
+            (
+                "/skydns/local/skydns/m/a",
+                r#"{"host":"10.0.0.9","mail":true,"priority":5,"targetstrip":1}"#,
+            ),
             ("/skydns/local/skydns/dns/ns/ns1", r#"{"host":"10.0.0.53"}"#),
-            ("/skydns/local/skydns/g/a", r#"{"host":"10.0.0.1","group":"g1"}"#),
-            ("/skydns/local/skydns/g/a/b", r#"{"host":"10.0.0.2","group":"g2"}"#),
-            ("/skydns/local/skydns/g/a/c", r#"{"host":"10.0.0.3","group":"g1"}"#),
+            (
+                "/skydns/local/skydns/g/a",
+                r#"{"host":"10.0.0.1","group":"g1"}"#,
+            ),
+            (
+                "/skydns/local/skydns/g/a/b",
+                r#"{"host":"10.0.0.2","group":"g2"}"#,
+            ),
+            (
+                "/skydns/local/skydns/g/a/c",
+                r#"{"host":"10.0.0.3","group":"g1"}"#,
+            ),
             ("/skydns/local/skydns/bad", r#"{"host":1}"#),
         ],
         false,
@@ -245,12 +294,21 @@ async fn srv_weights_mx_ns_ptr_and_groups() {
     assert_eq!(ans, strs(&["m.skydns.local. 300 IN MX 5 m.skydns.local."]));
     assert_eq!(extra, strs(&["a.m.skydns.local. 300 IN A 10.0.0.9"]));
     let (_, ans, _, extra) = ask(&e, "skydns.local.", RType::NS).await;
-    assert_eq!(ans, strs(&["skydns.local. 300 IN NS ns1.ns.dns.skydns.local."]));
-    assert_eq!(extra, strs(&["ns1.ns.dns.skydns.local. 300 IN A 10.0.0.53"]));
+    assert_eq!(
+        ans,
+        strs(&["skydns.local. 300 IN NS ns1.ns.dns.skydns.local."])
+    );
+    assert_eq!(
+        extra,
+        strs(&["ns1.ns.dns.skydns.local. 300 IN A 10.0.0.53"])
+    );
     let (_, ans, _, _) = ask(&e, "g.skydns.local.", RType::A).await;
     assert_eq!(
         ans,
-        strs(&["g.skydns.local. 300 IN A 10.0.0.1", "g.skydns.local. 300 IN A 10.0.0.3"])
+        strs(&[
+            "g.skydns.local. 300 IN A 10.0.0.1",
+            "g.skydns.local. 300 IN A 10.0.0.3"
+        ])
     );
     // A value that does not decode: SERVFAIL with the SOA (and the error logged).
     let (rc, _, auth, _) = ask(&e, "bad.skydns.local.", RType::A).await;
