@@ -46,15 +46,19 @@ impl Pki {
         let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
         let write = |name: &str, text: String| std::fs::write(dir.path().join(name), text).unwrap();
         write("ca.pem", ca.pem());
-        for (name, sans) in [
-            ("server", vec!["127.0.0.1".to_string()]),
-            ("client", vec!["client".to_string()]),
+        // "client" has a subject CommonName (rcgen's default); "anon" has no subject at all,
+        // which etcd's JSON gateway needs once authentication is on (it refuses a CommonName
+        // it would not use as the user).
+        for (name, sans, subject) in [
+            ("server", vec!["127.0.0.1".to_string()], false),
+            ("client", vec!["client".to_string()], true),
+            ("anon", vec!["anon".to_string()], false),
         ] {
             let key = KeyPair::generate().unwrap();
             let mut params = CertificateParams::new(sans).unwrap();
-            // etcd's JSON gateway refuses client certificates with a CommonName (it would not
-            // use it as the user name): no subject at all.
-            params.distinguished_name = rcgen::DistinguishedName::new();
+            if !subject {
+                params.distinguished_name = rcgen::DistinguishedName::new();
+            }
             let cert = params.signed_by(&key, &ca).unwrap();
             write(&format!("{name}.pem"), cert.pem());
             write(&format!("{name}-key.pem"), key.serialize_pem());
@@ -589,6 +593,26 @@ fn without_etcd_at_start_answers_servfail_then_serves_once_it_is_up() {
 fn tls_client_certificates_and_credentials() {
     let mut e = Etcd::start(true);
     fill(&e);
+    let p = e.tls.as_ref().unwrap();
+    // TLS with a client certificate (with a CommonName), no authentication.
+    let port = free_port();
+    let tls_client = format!(
+        "        tls {} {} {}\n",
+        p.path("client.pem"),
+        p.path("client-key.pem"),
+        p.path("ca.pem")
+    );
+    let mut s = Sextant::builder(bin(), &corefile(port, &e.url(), &tls_client)).start();
+    s.wait_dns(local(port), Duration::from_secs(10)).unwrap();
+    let r = until(
+        local(port),
+        &q("x1.skydns.local.", RecordType::A),
+        "the TLS sync",
+        |r| r.rcode_name() == "NOERROR",
+    );
+    assert_eq!(r.answers(), ["x1.skydns.local. 60 IN A 1.1.1.1"]);
+    drop(s);
+
     // Authentication on: a root user with a password.
     e.ctl(&["user", "add", "root:s3cret"]);
     e.ctl(&["auth", "enable"]);
@@ -600,8 +624,8 @@ fn tls_client_certificates_and_credentials() {
     let p = e.tls.as_ref().unwrap();
     let tls = format!(
         "        tls {} {} {}\n",
-        p.path("client.pem"),
-        p.path("client-key.pem"),
+        p.path("anon.pem"),
+        p.path("anon-key.pem"),
         p.path("ca.pem")
     );
     let port = free_port();
@@ -616,7 +640,7 @@ fn tls_client_certificates_and_credentials() {
     let r = until(
         a,
         &q("secure.skydns.local.", RecordType::A),
-        "the TLS sync",
+        "the TLS and password sync",
         |r| r.rcode_name() == "NOERROR",
     );
     assert_eq!(r.answers(), ["secure.skydns.local. 44 IN A 192.0.2.44"]);
