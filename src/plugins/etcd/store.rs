@@ -97,10 +97,8 @@ impl Store {
 
     /// Replaces the copy with a full read at `revision`.
     pub(crate) fn replace(&self, kvs: BTreeMap<String, Kv>, revision: i64) {
+        // A full read is the truth even at a lower revision (an etcd rebuilt from scratch).
         let mut d = self.write();
-        if d.synced && revision < d.revision {
-            return; // an older read (another generation's task) must not roll back
-        }
         d.leases
             .retain(|id, _| kvs.values().any(|kv| kv.lease == *id));
         d.kvs = kvs;
@@ -288,15 +286,16 @@ mod tests {
     }
 
     #[test]
-    fn unsynced_is_unavailable_and_old_reads_do_not_roll_back() {
+    fn unsynced_is_unavailable_and_stale_events_are_ignored() {
         let s = Store::new("e".into(), "p".into());
         assert!(matches!(s.get("/x", true), Err(GetError::Unavailable(_))));
         s.replace(BTreeMap::new(), 7);
         s.apply(vec![("/x".into(), Some(Kv::new(b"{}", 0)))], 8);
         s.apply(vec![("/x".into(), None)], 8); // not newer: ignored
         assert_eq!(s.len(), 1);
-        s.replace(BTreeMap::new(), 6);
-        assert_eq!((s.len(), s.revision()), (1, 8));
+        // An etcd rebuilt from scratch: a full read at a lower revision replaces the copy.
+        s.replace(BTreeMap::new(), 2);
+        assert_eq!((s.len(), s.revision()), (0, 2));
     }
 
     #[test]
