@@ -294,12 +294,39 @@ fn answers_from_skydns_keys_and_follows_changes() {
     fill(&e);
     let port = free_port();
     let cf = format!(
-        "skydns.local:{port} 0.0.10.in-addr.arpa:{port} {{\n    etcd skydns.local 10.0.0.0/24 {{\n        endpoint {}\n    }}\n}}\n",
+        "skydns.local:{port} 0.0.10.in-addr.arpa:{port} {{\n    etcd skydns.local 10.0.0.0/24 {{\n        endpoint {}\n    }}\n}}\nexample.net:{port} {{\n    hosts {{\n        192.0.2.80 outside.example.net\n    }}\n}}\n",
         e.url()
+    );
+    e.put(
+        "/skydns/local/skydns/out",
+        r#"{"host":"outside.example.net","port":25,"ttl":70}"#,
     );
     let mut s = Sextant::builder(bin(), &cf).start();
     let a = local(port);
     s.wait_dns(a, Duration::from_secs(10)).unwrap();
+
+    // A name outside the zone: the CNAME, completed through the whole server (the hosts block).
+    let r = udp(a, &q("out.skydns.local.", RecordType::A), T).unwrap();
+    assert_eq!(
+        (r.rcode_name().as_str(), r.flags().as_str()),
+        ("NOERROR", "qr,aa")
+    );
+    assert_eq!(
+        r.answers(),
+        [
+            "out.skydns.local. 70 IN CNAME outside.example.net.",
+            "outside.example.net. 3600 IN A 192.0.2.80"
+        ]
+    );
+    let r = udp(a, &q("out.skydns.local.", RecordType::SRV), T).unwrap();
+    assert_eq!(
+        r.answers(),
+        ["out.skydns.local. 70 IN SRV 10 100 25 outside.example.net."]
+    );
+    assert_eq!(
+        r.additional(),
+        ["outside.example.net. 3600 IN A 192.0.2.80"]
+    );
 
     let r = udp(a, &q("x1.skydns.local.", RecordType::A), T).unwrap();
     assert_eq!(
@@ -368,7 +395,14 @@ fn answers_from_skydns_keys_and_follows_changes() {
     );
     // The zone name: every address of the zone (no apex.dns entry).
     let r = udp(a, &q("skydns.local.", RecordType::AAAA), T).unwrap();
-    assert_eq!(r.answers(), ["skydns.local. 60 IN AAAA 2003::8:1"]);
+    assert_eq!(
+        r.answers(),
+        [
+            // The out-of-zone CNAME stays even though its target has no AAAA (as in CoreDNS).
+            "skydns.local. 70 IN CNAME outside.example.net.",
+            "skydns.local. 60 IN AAAA 2003::8:1"
+        ]
+    );
     // Groups: the shortest key's group and entries without one.
     let r = udp(a, &q("g.skydns.local.", RecordType::A), T).unwrap();
     assert_eq!(
@@ -734,12 +768,24 @@ fn same_answers_as_coredns() {
     );
     e.put("/skydns/local/skydns/bad", r#"{"host":7}"#);
     e.put(
+        "/skydns/local/skydns/out",
+        r#"{"host":"outside.example.net","port":25,"mail":true,"ttl":70}"#,
+    );
+    e.put(
         "/skydns/local/skydns/long",
         &format!(r#"{{"text":"{}"}}"#, "y".repeat(300)),
     );
     let (p1, p2) = (free_port(), free_port());
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("Corefile"), corefile(p1, &e.url(), "")).unwrap();
+    // A second block answers the names outside the etcd zone that CNAME, SRV and MX targets
+    // point at (resolved through the whole server, CoreDNS's upstream).
+    let with_hosts = |port: u16| {
+        format!(
+            "{}example.net:{port} {{\n    hosts {{\n        192.0.2.80 outside.example.net\n        2001:db8::80 outside.example.net\n    }}\n}}\n",
+            corefile(port, &e.url(), "")
+        )
+    };
+    std::fs::write(dir.path().join("Corefile"), with_hosts(p1)).unwrap();
     let mut child = Command::new(coredns)
         .current_dir(dir.path())
         .arg("-conf")
@@ -748,7 +794,7 @@ fn same_answers_as_coredns() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut s = Sextant::builder(bin(), &corefile(p2, &e.url(), "")).start();
+    let mut s = Sextant::builder(bin(), &with_hosts(p2)).start();
     s.wait_dns(local(p2), Duration::from_secs(10)).unwrap();
     wait_dns(local(p1), Duration::from_secs(10)).unwrap();
     let view = |r: &Reply| {
@@ -790,6 +836,11 @@ fn same_answers_as_coredns() {
         ("x1.skydns.local.", RecordType::PTR),
         ("x1.skydns.local.", RecordType::HINFO),
         ("dns.skydns.local.", RecordType::A),
+        ("out.skydns.local.", RecordType::A),
+        ("out.skydns.local.", RecordType::AAAA),
+        ("out.skydns.local.", RecordType::SRV),
+        ("out.skydns.local.", RecordType::MX),
+        ("out.skydns.local.", RecordType::TXT),
     ] {
         let a = udp(local(p1), &q(name, t).edns(1232), T).unwrap();
         let b = udp(local(p2), &q(name, t).edns(1232), T).unwrap();
