@@ -533,7 +533,14 @@ impl Etcd {
             } else {
                 w1 *= serv.weight as f64;
             }
-            let weight = match w1.floor() as u16 {
+            // Go's float-to-uint16 conversion on amd64 goes through int64 and truncates (a
+            // negative share wraps; an infinite or NaN one becomes 0).
+            let wide = if w1.is_finite() {
+                w1.floor() as i64
+            } else {
+                i64::MIN
+            };
+            let weight = match wide as u16 {
                 0 => 1,
                 w => w,
             };

@@ -330,3 +330,45 @@ async fn fallthrough_and_no_data_yet() {
     let (rc, _, _, _) = ask(&fresh, "other.org.", RType::A).await;
     assert_eq!(rc, Rcode::REFUSED, "not our zone: next plugin");
 }
+
+#[tokio::test]
+async fn srv_weight_overflow_wraps_like_go() {
+    let e = etcd(
+        &[
+            (
+                "/skydns/local/skydns/w/a",
+                r#"{"host":"10.0.0.1","port":1,"weight":100}"#,
+            ),
+            (
+                "/skydns/local/skydns/w/b",
+                r#"{"host":"10.0.0.2","port":2,"weight":-5}"#,
+            ),
+            (
+                "/skydns/local/skydns/z/a",
+                r#"{"host":"10.0.0.3","port":3,"weight":100}"#,
+            ),
+            (
+                "/skydns/local/skydns/z/b",
+                r#"{"host":"10.0.0.4","port":4,"weight":-100}"#,
+            ),
+        ],
+        false,
+    );
+    let (_, ans, _, _) = ask(&e, "w.skydns.local.", RType::SRV).await;
+    assert_eq!(
+        ans,
+        strs(&[
+            "w.skydns.local. 300 IN SRV 10 105 1 a.w.skydns.local.",
+            "w.skydns.local. 300 IN SRV 10 65530 2 b.w.skydns.local."
+        ])
+    );
+    // A total weight of 0: the share is infinite, Go's conversion gives 0, so 1.
+    let (_, ans, _, _) = ask(&e, "z.skydns.local.", RType::SRV).await;
+    assert_eq!(
+        ans,
+        strs(&[
+            "z.skydns.local. 300 IN SRV 10 1 3 a.z.skydns.local.",
+            "z.skydns.local. 300 IN SRV 10 1 4 b.z.skydns.local."
+        ])
+    );
+}
