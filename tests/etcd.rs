@@ -572,9 +572,17 @@ fn etcd_stopped_mid_run_keeps_the_last_good_data() {
         cf.replace("    prometheus", "    errors\n    prometheus"),
     )
     .unwrap();
+    let tasks = metric(m, "sextant_generation_tasks ");
     s.signal(libc::SIGUSR1).unwrap();
     s.wait_for_line("Reloading complete", Duration::from_secs(15))
         .unwrap();
+    // The retired generation's sync task is gone: as many tasks as before.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while metric(m, "sextant_generation_tasks ") != tasks && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(tasks.is_some());
+    assert_eq!(metric(m, "sextant_generation_tasks "), tasks);
     let r = udp(a, &q("x1.skydns.local.", RecordType::A), T).unwrap();
     assert_eq!(
         r.answers(),

@@ -599,6 +599,59 @@ mod tests {
         }
     }
 
+    fn b(s: &str) -> String {
+        B64.encode(s)
+    }
+
+    #[test]
+    fn watch_messages_apply_puts_and_deletes_and_stop_on_compaction() {
+        let c = Client::new(
+            vec![Endpoint::parse("127.0.0.1:1").unwrap()],
+            None,
+            None,
+            "skydns",
+        );
+        assert_eq!(
+            (c.key.as_slice(), c.range_end.as_slice()),
+            (&b"/skydns"[..], &b"/skydnt"[..])
+        );
+        let store = Store::new("e".into(), "p".into());
+        store.replace(BTreeMap::new(), 1);
+        let created = json!({"result": {"header": {"revision": "1"}, "created": true}});
+        assert_eq!(c.watch_message(&store, &created), Ok(false));
+        let put = json!({"result": {"header": {"revision": "3"}, "events": [
+            {"kv": {"key": b("/skydns/a"), "value": b(r#"{"host":"10.0.0.1"}"#), "mod_revision": "2"}},
+            {"kv": {"key": b("/skydns/b"), "value": b("{}"), "mod_revision": "3", "lease": "77"}}
+        ]}});
+        assert_eq!(
+            c.watch_message(&store, &put),
+            Ok(true),
+            "a leased key is new"
+        );
+        assert_eq!((store.len(), store.revision()), (2, 3));
+        assert_eq!(store.unknown_leases(), [77]);
+        let del = json!({"result": {"header": {"revision": "4"}, "events": [
+            {"type": "DELETE", "kv": {"key": b("/skydns/a"), "mod_revision": "4"}}
+        ]}});
+        assert_eq!(c.watch_message(&store, &del), Ok(false));
+        assert_eq!((store.len(), store.revision()), (1, 4));
+        let compacted = json!({"result": {"header": {"revision": "9"}, "compact_revision": "5"}});
+        assert!(c
+            .watch_message(&store, &compacted)
+            .unwrap_err()
+            .contains("compacted"));
+        let canceled = json!({"result": {"canceled": true, "cancel_reason": "x"}});
+        assert!(c
+            .watch_message(&store, &canceled)
+            .unwrap_err()
+            .contains("canceled"));
+        let err = json!({"error": {"grpc_code": 16, "message": "etcdserver: invalid auth token"}});
+        assert_eq!(
+            c.watch_message(&store, &err).unwrap_err(),
+            "watch: etcdserver: invalid auth token"
+        );
+    }
+
     #[test]
     fn prefix_ends() {
         assert_eq!(prefix_end(b"/skydns"), b"/skydnt");
