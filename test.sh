@@ -48,9 +48,9 @@ install_deps() {
         as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
             "${missing[@]}" >/dev/null
     fi
-    # Debian's unbound/knot packages start system services; the tests start their own.
-    if systemctl is-active --quiet unbound knot 2>/dev/null; then
-        as_root systemctl stop unbound knot 2>/dev/null || true
+    # Debian's unbound/knot/etcd-server packages start system services; the tests start their own.
+    if systemctl is-active --quiet unbound knot etcd 2>/dev/null; then
+        as_root systemctl stop unbound knot etcd 2>/dev/null || true
     fi
     # deploy/image.sh downloads ca-certificates with apt: it needs package lists.
     if ! compgen -G '/var/lib/apt/lists/*_Packages*' >/dev/null; then

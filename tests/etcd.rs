@@ -732,6 +732,37 @@ fn tls_client_certificates_and_credentials() {
 }
 
 #[test]
+fn fallthrough_hands_names_without_data_to_the_next_plugin() {
+    let e = Etcd::start(false);
+    fill(&e);
+    let port = free_port();
+    // hosts runs before etcd (CoreDNS's order): it falls through to etcd, which falls through
+    // to whoami for names etcd has no data for.
+    let cf = format!(
+        "skydns.local:{port} {{\n    hosts {{\n        192.0.2.1 fromhosts.skydns.local\n        fallthrough\n    }}\n    etcd {{\n        endpoint {}\n        fallthrough\n    }}\n    whoami\n}}\n",
+        e.url()
+    );
+    let mut s = Sextant::builder(bin(), &cf).start();
+    let a = local(port);
+    s.wait_dns(a, Duration::from_secs(10)).unwrap();
+    let r = udp(a, &q("x1.skydns.local.", RecordType::A), T).unwrap();
+    assert_eq!(r.answers(), ["x1.skydns.local. 60 IN A 1.1.1.1"]);
+    let r = udp(a, &q("fromhosts.skydns.local.", RecordType::A), T).unwrap();
+    assert_eq!(r.answers(), ["fromhosts.skydns.local. 3600 IN A 192.0.2.1"]);
+    // No data in etcd: whoami answers (its A record is the client's address).
+    let r = udp(a, &q("nope.skydns.local.", RecordType::A), T).unwrap();
+    assert_eq!(r.rcode_name(), "NOERROR");
+    assert_eq!(r.additional()[0], "nope.skydns.local. 0 IN A 127.0.0.1");
+    // NODATA is not a missing name: etcd answers it itself.
+    let r = udp(a, &q("x1.skydns.local.", RecordType::MX), T).unwrap();
+    assert_eq!(
+        (r.rcode_name().as_str(), r.flags().as_str()),
+        ("NOERROR", "qr,aa")
+    );
+    assert_eq!(authority(&r), [SOA]);
+}
+
+#[test]
 fn bad_options_name_file_line_column() {
     for (body, want) in [
         (
