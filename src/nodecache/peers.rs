@@ -99,6 +99,22 @@ fn same_user(fd: &OwnedFd) -> bool {
         .is_ok_and(|c| c.uid() == nix::unistd::geteuid().as_raw())
 }
 
+/// Why this instance could not take a control socket.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ClaimError {
+    #[error("control socket: {0}")]
+    Socket(#[source] Errno),
+    #[error("control socket name: {0}")]
+    Name(#[source] Errno),
+    /// Binding or listening on the named socket.
+    #[error("control socket {addr}: {source}")]
+    Bind { addr: String, source: Errno },
+    #[error("control thread: {0}")]
+    Thread(#[source] std::io::Error),
+    #[error("{max} node-cache instances already run for interface {0}", max = MAX_INSTANCES)]
+    Full(String),
+}
+
 /// This instance's control socket, answering the others until dropped.
 pub(crate) struct Instance {
     pub slot: usize,
@@ -108,30 +124,30 @@ pub(crate) struct Instance {
 
 impl Instance {
     /// Takes the first free slot and answers on it from a thread of its own.
-    pub(crate) fn claim(iface: &str) -> Result<Instance, String> {
+    pub(crate) fn claim(iface: &str) -> Result<Instance, ClaimError> {
         for slot in 0..MAX_INSTANCES {
-            let fd = seqpacket().map_err(|e| format!("control socket: {e}"))?;
-            let addr = abstract_name(iface, &slot.to_string())
-                .map_err(|e| format!("control socket name: {e}"))?;
+            let fd = seqpacket().map_err(ClaimError::Socket)?;
+            let addr = abstract_name(iface, &slot.to_string()).map_err(ClaimError::Name)?;
+            let at = |source| ClaimError::Bind {
+                addr: addr.to_string(),
+                source,
+            };
             match bind(fd.as_raw_fd(), &addr) {
                 Ok(()) => {}
                 Err(Errno::EADDRINUSE) => continue,
-                Err(e) => return Err(format!("control socket {addr}: {e}")),
+                Err(e) => return Err(at(e)),
             }
-            listen(&fd, Backlog::new(16).unwrap_or(Backlog::MAXCONN))
-                .map_err(|e| format!("control socket {addr}: {e}"))?;
+            listen(&fd, Backlog::new(16).unwrap_or(Backlog::MAXCONN)).map_err(at)?;
             let fd = Arc::new(fd);
             let state = Arc::new(AtomicU8::new(State::Starting.code()));
             let (f, s) = (fd.clone(), state.clone());
             std::thread::Builder::new()
                 .name("sextant-nc-ctl".into())
                 .spawn(move || serve(f, s))
-                .map_err(|e| format!("control thread: {e}"))?;
+                .map_err(ClaimError::Thread)?;
             return Ok(Instance { slot, fd, state });
         }
-        Err(format!(
-            "{MAX_INSTANCES} node-cache instances already run for interface {iface}"
-        ))
+        Err(ClaimError::Full(iface.to_string()))
     }
 
     pub(crate) fn set_state(&self, s: State) {
