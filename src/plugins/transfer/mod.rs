@@ -111,15 +111,39 @@ const NOTIFY_TRIES: usize = 3;
 /// Time one NOTIFY attempt waits for its answer (miekg/dns client default).
 const NOTIFY_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// A NOTIFY its target did not accept, with the last attempt's outcome (CoreDNS's text).
+#[derive(Debug, thiserror::Error)]
+#[error("notify for zone {:?} was not accepted by {:?}: {last}", zone.to_string(), to.to_string())]
+struct NotifyError {
+    zone: Name,
+    to: SocketAddr,
+    last: NotifyAttempt,
+}
+
+/// How one NOTIFY attempt failed.
+#[derive(Debug, thiserror::Error)]
+enum NotifyAttempt {
+    #[error("rcode was {:?}", .0.to_string())]
+    Rcode(Rcode),
+    #[error("{:?}", .0.to_string())]
+    Io(std::io::Error),
+    #[error("{:?}", "i/o timeout")]
+    Timeout,
+}
+
 /// Sends one NOTIFY for `zone` to `to` over UDP, up to three times, until it is answered
 /// NOERROR (CoreDNS `sendNotify`).
-async fn send_notify(zone: &Name, to: SocketAddr, source: Option<IpAddr>) -> Result<(), String> {
+async fn send_notify(
+    zone: &Name,
+    to: SocketAddr,
+    source: Option<IpAddr>,
+) -> Result<(), NotifyError> {
     let bind = match (source, to) {
         (Some(ip), _) => SocketAddr::new(ip, 0),
         (None, SocketAddr::V4(_)) => SocketAddr::from(([0, 0, 0, 0], 0)),
         (None, SocketAddr::V6(_)) => SocketAddr::from(([0u16; 8], 0)),
     };
-    let mut last = format!("rcode was {:?}", "SERVFAIL");
+    let mut last = NotifyAttempt::Rcode(Rcode::SERVFAIL);
     for _ in 0..NOTIFY_TRIES {
         let mut m = Message::default();
         m.header.id = rand::random();
@@ -142,16 +166,16 @@ async fn send_notify(zone: &Name, to: SocketAddr, source: Option<IpAddr>) -> Res
         };
         match tokio::time::timeout(NOTIFY_TIMEOUT, r).await {
             Ok(Ok(Rcode::NOERROR)) => return Ok(()),
-            Ok(Ok(rc)) => last = format!("rcode was {:?}", rc.to_string()),
-            Ok(Err(e)) => last = format!("{:?}", e.to_string()),
-            Err(_) => last = format!("{:?}", "i/o timeout"),
+            Ok(Ok(rc)) => last = NotifyAttempt::Rcode(rc),
+            Ok(Err(e)) => last = NotifyAttempt::Io(e),
+            Err(_) => last = NotifyAttempt::Timeout,
         }
     }
-    Err(format!(
-        "notify for zone {:?} was not accepted by {:?}: {last}",
-        zone.to_string(),
-        to.to_string()
-    ))
+    Err(NotifyError {
+        zone: zone.clone(),
+        to,
+        last,
+    })
 }
 
 impl Notifier for Transfer {
@@ -181,7 +205,7 @@ impl Notifier for Transfer {
             let mut errs = Vec::new();
             for t in targets {
                 if let Err(e) = send_notify(&zone, t, source).await {
-                    errs.push(e);
+                    errs.push(e.to_string());
                 }
             }
             LOG.debug(&format!(
