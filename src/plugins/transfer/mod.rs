@@ -406,4 +406,32 @@ mod tests {
         assert_eq!(x[0].to[1], Peer::Addr("[::1]:5300".parse().unwrap()));
         assert_eq!(x[0].source, Some("127.0.0.1".parse().unwrap()));
     }
+
+    /// A NOTIFY refused three times over a real UDP socket: CoreDNS's text, with the last rcode.
+    #[tokio::test]
+    async fn refused_notify_names_zone_target_and_rcode() {
+        let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let to = sock.local_addr().unwrap();
+        let answer = tokio::spawn(async move {
+            let mut buf = vec![0u8; 512];
+            for _ in 0..NOTIFY_TRIES {
+                let (n, from) = sock.recv_from(&mut buf).await.unwrap();
+                let mut m = Message::parse(&buf[..n]).unwrap();
+                assert_eq!(m.header.opcode, opcode::NOTIFY);
+                m.header.qr = true;
+                m.set_rcode(Rcode::REFUSED);
+                sock.send_to(&m.to_wire(), from).await.unwrap();
+            }
+        });
+        let zone = Name::parse("example.org.").unwrap();
+        let e = send_notify(&zone, to, None).await.unwrap_err();
+        answer.await.unwrap();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "notify for zone \"example.org.\" was not accepted by \"{to}\": rcode was \"REFUSED\""
+            )
+        );
+        assert_eq!(NotifyAttempt::Timeout.to_string(), "\"i/o timeout\"");
+    }
 }
