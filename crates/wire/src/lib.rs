@@ -10,6 +10,7 @@ pub mod name;
 pub mod reverse;
 pub mod rr;
 pub mod scan;
+pub mod tsig;
 pub mod types;
 
 pub use message::{
