@@ -8,6 +8,9 @@ use crate::codec::absolute_name;
 use crate::lexer::{self, Line, Token};
 use crate::{rdata, types, ZoneError};
 
+/// The record sink: each record with its line.
+type Emit<'a> = dyn FnMut(Record, usize) -> Result<(), String> + 'a;
+
 /// Most `$INCLUDE` levels (as miekg/dns).
 const MAX_INCLUDE_DEPTH: usize = 7;
 /// Most records one `$GENERATE` may produce.
@@ -79,13 +82,34 @@ pub fn parse_zone(
         depth: 0,
         include,
     };
+    parse_text(&mut st, text, &mut |r, _| emit(r))
+}
+
+/// Parses records with a default TTL in force from the start (miekg/dns `ReadRR` reads a lone
+/// record with TTL 3600 when it gives none), handing each record with its line; `$INCLUDE` is
+/// not allowed. Used for DNSKEY key files.
+pub(crate) fn parse_records_default_ttl(
+    text: &str,
+    origin: &Name,
+    file: &str,
+    default_ttl: u32,
+    emit: &mut dyn FnMut(Record, usize) -> Result<(), String>,
+) -> Result<(), ZoneError> {
+    let mut st = State {
+        origin: origin.clone(),
+        default_ttl: Some((default_ttl, false)),
+        owner: None,
+        file: file.to_string(),
+        depth: 0,
+        include: None,
+    };
     parse_text(&mut st, text, emit)
 }
 
 fn parse_text(
     st: &mut State<'_>,
     text: &str,
-    emit: &mut dyn FnMut(Record) -> Result<(), String>,
+    emit: &mut Emit<'_>,
 ) -> Result<(), ZoneError> {
     for line in lexer::lines(text, &st.file)? {
         let first = &line.tokens[0];
@@ -101,7 +125,7 @@ fn parse_text(
 fn directive(
     st: &mut State<'_>,
     line: &Line,
-    emit: &mut dyn FnMut(Record) -> Result<(), String>,
+    emit: &mut Emit<'_>,
 ) -> Result<(), ZoneError> {
     let t = &line.tokens;
     let d = &t[0];
@@ -177,7 +201,7 @@ fn directive(
 fn record_line(
     st: &mut State<'_>,
     line: &Line,
-    emit: &mut dyn FnMut(Record) -> Result<(), String>,
+    emit: &mut Emit<'_>,
 ) -> Result<(), ZoneError> {
     let toks = &line.tokens;
     let file = st.file.clone();
@@ -274,7 +298,7 @@ fn record_line(
         ttl,
         data,
     };
-    emit(rec).map_err(|m| ZoneError {
+    emit(rec, line.line).map_err(|m| ZoneError {
         file: file.clone(),
         line: line.line,
         col: 1,
@@ -333,7 +357,7 @@ fn substitute(tpl: &str, i: i64) -> Option<String> {
 fn generate(
     st: &mut State<'_>,
     line: &Line,
-    emit: &mut dyn FnMut(Record) -> Result<(), String>,
+    emit: &mut Emit<'_>,
 ) -> Result<(), ZoneError> {
     let t = &line.tokens;
     let file = st.file.clone();
