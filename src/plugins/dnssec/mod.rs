@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use prometheus::{Counter, Gauge};
 use sextant_corefile::{Directive, Error};
-use sextant_wire::{Name, RType};
+use sextant_wire::{Name, RType, Reply};
 use sextant_zone::dnssec::SigningKey;
 
 use crate::metrics::metrics;
@@ -183,16 +183,13 @@ impl Handler for Dnssec {
                     return out;
                 }
             }
-            if let Some(w) = out.wire.take() {
-                match self.signer.sign_wire(&w.bytes, &zone, &meter) {
-                    Some(bytes) => {
-                        let writer = out.writer;
-                        let ext = out.ext.take();
-                        let mut o = Outcome::wire(writer, bytes);
-                        o.ext = ext;
-                        return o;
-                    }
-                    None => out.wire = Some(w),
+            if let Some(Reply::Encoded(w)) = &out.reply {
+                if let Some(bytes) = self.signer.sign_wire(&w.bytes, &zone, &meter) {
+                    let writer = out.writer;
+                    let ext = out.ext.take();
+                    let mut o = Outcome::wire(writer, bytes);
+                    o.ext = ext;
+                    return o;
                 }
             }
             let Some(m) = out.message_mut() else {
