@@ -14,9 +14,8 @@ pub(crate) fn read_key(arg: &str, base: &Path) -> Result<SigningKey, String> {
         .or_else(|| arg.strip_suffix(".private"))
         .unwrap_or(arg);
     let (pubf, privf) = (format!("{stem}.key"), format!("{stem}.private"));
-    let read = |f: &str| {
-        std::fs::read_to_string(base.join(f)).map_err(|e| format!("open {f}: {e}"))
-    };
+    let read =
+        |f: &str| std::fs::read_to_string(base.join(f)).map_err(|e| format!("open {f}: {e}"));
     let (pubt, privt) = (read(&pubf)?, read(&privf)?);
     SigningKey::from_files(&pubt, &pubf, &privt, &privf).map_err(|e| e.to_string())
 }

@@ -29,9 +29,9 @@ pub(crate) mod fallthrough;
 pub(crate) mod flags;
 pub(crate) mod keyfile;
 pub(crate) mod num;
+pub(crate) mod shardcache;
 #[cfg(test)]
 pub(crate) mod testing;
-pub(crate) mod shardcache;
 pub(crate) mod tls;
 pub(crate) mod tsig;
 pub(crate) mod zones;

@@ -6,9 +6,7 @@
 use std::collections::HashMap;
 
 use ring::hmac;
-use sextant_wire::tsig::{
-    append_tsig, find_tsig, mac_input, strip_tsig, tsig_error, Tsig,
-};
+use sextant_wire::tsig::{append_tsig, find_tsig, mac_input, strip_tsig, tsig_error, Tsig};
 use sextant_wire::Name;
 
 use crate::plugin::ReplySigner;
@@ -246,18 +244,33 @@ mod tests {
         let q = Message::query(7, n("example.org."), RType::SOA).to_wire();
         for alg in ["hmac-sha1.", "hmac-sha256.", "hmac-sha384.", "hmac-sha512."] {
             let mut m = q.clone();
-            sign_request(&mut m, &n("key.example."), &n(alg), b"0123456789abcdef", now);
+            sign_request(
+                &mut m,
+                &n("key.example."),
+                &n(alg),
+                b"0123456789abcdef",
+                now,
+            );
             let c = check(&m, &secrets(), now + 10).unwrap();
             assert_eq!(c.verdict, Verdict::Ok, "{alg}");
-            assert_eq!(check(&m, &secrets(), now + 301).unwrap().verdict, Verdict::Bad(18));
+            assert_eq!(
+                check(&m, &secrets(), now + 301).unwrap().verdict,
+                Verdict::Bad(18)
+            );
             let mut bad = m.clone();
             let l = bad.len();
             bad[l - 8] ^= 1; // inside the MAC
-            assert_eq!(check(&bad, &secrets(), now).unwrap().verdict, Verdict::Bad(16));
+            assert_eq!(
+                check(&bad, &secrets(), now).unwrap().verdict,
+                Verdict::Bad(16)
+            );
         }
         let mut m = q.clone();
         sign_request(&mut m, &n("other."), &n("hmac-sha256."), b"k", now);
-        assert_eq!(check(&m, &secrets(), now).unwrap().verdict, Verdict::Bad(17));
+        assert_eq!(
+            check(&m, &secrets(), now).unwrap().verdict,
+            Verdict::Bad(17)
+        );
         assert!(check(&q, &secrets(), now).is_none());
     }
 
@@ -265,7 +278,13 @@ mod tests {
     fn replies_chain_their_macs() {
         let now = 1_700_000_000;
         let mut q = Message::query(9, n("example.org."), RType::AXFR).to_wire();
-        let req_mac = sign_request(&mut q, &n("key.example."), &n("hmac-sha256."), b"0123456789abcdef", now);
+        let req_mac = sign_request(
+            &mut q,
+            &n("key.example."),
+            &n("hmac-sha256."),
+            b"0123456789abcdef",
+            now,
+        );
         let c = check(&q, &secrets(), now).unwrap();
         let mut s = Signer::new(c, Box::new(move || now + 1));
         let reply = Message::reply_to(&Message::query(9, n("example.org."), RType::AXFR));
@@ -295,7 +314,13 @@ mod tests {
         assert_eq!((t.error, t.mac.len(), t.time_signed), (17, 0, 0));
         // BADTIME: signed, the request's time, ours in Other Data.
         let mut q = Message::query(9, n("example.org."), RType::SOA).to_wire();
-        let req_mac = sign_request(&mut q, &n("key.example."), &n("hmac-sha256."), b"0123456789abcdef", now - 1000);
+        let req_mac = sign_request(
+            &mut q,
+            &n("key.example."),
+            &n("hmac-sha256."),
+            b"0123456789abcdef",
+            now - 1000,
+        );
         let c = check(&q, &secrets(), now).unwrap();
         assert_eq!(c.verdict, Verdict::Bad(18));
         let mut s = Signer::new(c, Box::new(move || now));

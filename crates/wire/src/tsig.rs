@@ -284,13 +284,8 @@ mod tests {
         assert_eq!(m.additional.last().map(|r: &Record| r.rtype), Some(TSIG));
         // A TSIG that is not last is not a signature.
         let mut q2 = Message::query(1, n("a."), RType::A);
-        q2.additional.push(Record::unknown(
-            n("k."),
-            TSIG,
-            Class::ANY,
-            0,
-            t.rdata(),
-        ));
+        q2.additional
+            .push(Record::unknown(n("k."), TSIG, Class::ANY, 0, t.rdata()));
         q2.edns = Some(Edns::new(1232));
         assert_eq!(find_tsig(&q2.to_wire()).unwrap(), None);
         assert!(find_tsig(&signed[..signed.len() - 1]).is_err());

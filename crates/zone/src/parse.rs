@@ -106,11 +106,7 @@ pub(crate) fn parse_records_default_ttl(
     parse_text(&mut st, text, emit)
 }
 
-fn parse_text(
-    st: &mut State<'_>,
-    text: &str,
-    emit: &mut Emit<'_>,
-) -> Result<(), ZoneError> {
+fn parse_text(st: &mut State<'_>, text: &str, emit: &mut Emit<'_>) -> Result<(), ZoneError> {
     for line in lexer::lines(text, &st.file)? {
         let first = &line.tokens[0];
         if !line.blank_start && first.text.starts_with('$') && !first.quoted {
@@ -122,11 +118,7 @@ fn parse_text(
     Ok(())
 }
 
-fn directive(
-    st: &mut State<'_>,
-    line: &Line,
-    emit: &mut Emit<'_>,
-) -> Result<(), ZoneError> {
+fn directive(st: &mut State<'_>, line: &Line, emit: &mut Emit<'_>) -> Result<(), ZoneError> {
     let t = &line.tokens;
     let d = &t[0];
     let file = st.file.clone();
@@ -198,11 +190,7 @@ fn directive(
     Ok(())
 }
 
-fn record_line(
-    st: &mut State<'_>,
-    line: &Line,
-    emit: &mut Emit<'_>,
-) -> Result<(), ZoneError> {
+fn record_line(st: &mut State<'_>, line: &Line, emit: &mut Emit<'_>) -> Result<(), ZoneError> {
     let toks = &line.tokens;
     let file = st.file.clone();
     let mut i = 0;
@@ -354,11 +342,7 @@ fn substitute(tpl: &str, i: i64) -> Option<String> {
     Some(out)
 }
 
-fn generate(
-    st: &mut State<'_>,
-    line: &Line,
-    emit: &mut Emit<'_>,
-) -> Result<(), ZoneError> {
+fn generate(st: &mut State<'_>, line: &Line, emit: &mut Emit<'_>) -> Result<(), ZoneError> {
     let t = &line.tokens;
     let file = st.file.clone();
     let range = t

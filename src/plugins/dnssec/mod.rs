@@ -47,7 +47,9 @@ pub(crate) fn parse(d: &Directive, block: &[String], base: &Path) -> Result<Conf
         match sub.name.text.as_str() {
             "key" => {
                 let Some(kind) = sub.args.first() else {
-                    return Err(sub.err("Wrong argument count or unexpected line ending after 'key'"));
+                    return Err(
+                        sub.err("Wrong argument count or unexpected line ending after 'key'")
+                    );
                 };
                 match kind.text.as_str() {
                     "file" => {
@@ -57,7 +59,8 @@ pub(crate) fn parse(d: &Directive, block: &[String], base: &Path) -> Result<Conf
                             ));
                         }
                         for a in &sub.args[1..] {
-                            let k = crate::pkg::keyfile::read_key(&a.text, base).map_err(|e| sub.err_at(a, e))?;
+                            let k = crate::pkg::keyfile::read_key(&a.text, base)
+                                .map_err(|e| sub.err_at(a, e))?;
                             keys.push(Arc::new(k));
                         }
                     }
@@ -138,7 +141,9 @@ pub(crate) struct Dnssec {
 impl Dnssec {
     fn meter(&self, server: &Arc<str>) -> Meter {
         if let Ok(m) = self.meters.read() {
-            if let Some((_, x)) = m.iter().find(|(s, _)| Arc::ptr_eq(s, server) || **s == **server)
+            if let Some((_, x)) = m
+                .iter()
+                .find(|(s, _)| Arc::ptr_eq(s, server) || **s == **server)
             {
                 return x.clone();
             }
@@ -179,7 +184,11 @@ impl Handler for Dnssec {
             let mut out = next.run(req).await;
             if out.ext.is_some() {
                 // Transfers, silent outcomes, signed TSIG replies: left as they are.
-                if out.ext.as_ref().is_some_and(|e| e.silent || !e.more.is_empty()) {
+                if out
+                    .ext
+                    .as_ref()
+                    .is_some_and(|e| e.silent || !e.more.is_empty())
+                {
                     return out;
                 }
             }

@@ -76,8 +76,7 @@ pub(crate) fn typify(m: &Message) -> Kind {
     {
         return Kind::Meta;
     }
-    if m
-        .question()
+    if m.question()
         .is_some_and(|q| q.qtype == RType::AXFR || q.qtype == RType::IXFR)
     {
         return Kind::Meta;
@@ -175,7 +174,12 @@ impl Signer {
     fn keys_for(&self, t: RType) -> impl Iterator<Item = &Arc<SigningKey>> {
         let split = self.split;
         self.keys.iter().filter(move |k| {
-            !split || if t == RType::DNSKEY { k.is_ksk() } else { k.is_zsk() }
+            !split
+                || if t == RType::DNSKEY {
+                    k.is_ksk()
+                } else {
+                    k.is_zsk()
+                }
         })
     }
 
@@ -407,7 +411,13 @@ impl Signer {
 
     /// The answer to DNSKEY at a zone apex: the keys, owned by the zone, signed with DO
     /// (CoreDNS `getDNSKEY`: RRSIG TTL 3600).
-    pub(crate) fn dnskey_reply(&self, mut m: Message, zone: &Name, do_bit: bool, meter: &Meter) -> Message {
+    pub(crate) fn dnskey_reply(
+        &self,
+        mut m: Message,
+        zone: &Name,
+        do_bit: bool,
+        meter: &Meter,
+    ) -> Message {
         m.header.aa = true;
         let keys: Vec<Record> = self
             .keys
@@ -435,8 +445,10 @@ impl Signer {
     /// Drops cached signatures past 75% of their validity (CoreDNS `periodicClean`).
     pub(crate) fn sweep(&self) {
         let now = self.now();
-        self.sigs.remove_if(|s| !fresh(s.inception, s.expiration, now));
-        self.memo.remove_if(|s| !fresh(s.inception, s.expiration, now));
+        self.sigs
+            .remove_if(|s| !fresh(s.inception, s.expiration, now));
+        self.memo
+            .remove_if(|s| !fresh(s.inception, s.expiration, now));
     }
 
     /// Cached signature sets (the `coredns_dnssec_cache_entries` gauge).

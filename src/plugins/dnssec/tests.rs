@@ -13,7 +13,10 @@ use sextant_zone::dnssec::{bitmap_types, covered_type, record_text, verify_rrsig
 use super::*;
 use crate::pkg::clock::ManualClock;
 
-const KEYS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/crates/zone/src/dnssec/testdata/");
+const KEYS: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/crates/zone/src/dnssec/testdata/"
+);
 
 fn n(s: &str) -> Name {
     Name::parse(s).unwrap()
@@ -36,7 +39,10 @@ fn options() {
     ))
     .unwrap();
     assert_eq!(c.zones, [n("example.org.")]);
-    assert_eq!(c.keys.iter().map(|k| k.tag).collect::<Vec<_>>(), [57158, 4321, 3534]);
+    assert_eq!(
+        c.keys.iter().map(|k| k.tag).collect::<Vec<_>>(),
+        [57158, 4321, 3534]
+    );
     assert_eq!(c.capacity, 500);
     let c = conf(&format!(
         "example.org {{\n dnssec sub.example.org {{\n  key file {KEYS}Kexample.org.+013+57158\n }}\n}}\n"
@@ -50,7 +56,8 @@ fn options() {
 fn errors_name_position() {
     let e = conf("example.org {\n dnssec {\n  key file /nonexistent/Kx\n }\n}\n").unwrap_err();
     assert!(
-        e.to_string().starts_with("Corefile:3:12: key: open /nonexistent/Kx.key:"),
+        e.to_string()
+            .starts_with("Corefile:3:12: key: open /nonexistent/Kx.key:"),
         "{e}"
     );
     let e = conf(&format!(
@@ -67,22 +74,36 @@ fn errors_name_position() {
         "Corefile:3:18: cache_capacity: strconv.Atoi: parsing \"lots\": invalid syntax"
     );
     let e = conf("example.org {\n dnssec {\n  key aws_secretsmanager K\n }\n}\n").unwrap_err();
-    assert!(e.to_string().starts_with("Corefile:3:7: key: key aws_secretsmanager is not supported"));
+    assert!(e
+        .to_string()
+        .starts_with("Corefile:3:7: key: key aws_secretsmanager is not supported"));
     let e = conf("example.org {\n dnssec {\n  key\n }\n}\n").unwrap_err();
-    assert!(e.to_string().starts_with("Corefile:3:3: key: Wrong argument count"));
+    assert!(e
+        .to_string()
+        .starts_with("Corefile:3:3: key: Wrong argument count"));
     let e = conf("example.org {\n dnssec {\n  bogus\n }\n}\n").unwrap_err();
-    assert_eq!(e.to_string(), "Corefile:3:3: bogus: unknown property 'bogus'");
+    assert_eq!(
+        e.to_string(),
+        "Corefile:3:3: bogus: unknown property 'bogus'"
+    );
     // A malformed key file: the key file's line and the directive's position.
     let dir = tempfile::tempdir().unwrap();
     let base = dir.path().join("Kexample.org.+013+57158");
     let stem = base.display().to_string();
-    std::fs::copy(format!("{KEYS}Kexample.org.+013+57158.key"), format!("{stem}.key")).unwrap();
+    std::fs::copy(
+        format!("{KEYS}Kexample.org.+013+57158.key"),
+        format!("{stem}.key"),
+    )
+    .unwrap();
     std::fs::write(
         format!("{stem}.private"),
         "Private-key-format: v1.3\nAlgorithm: 13 (ECDSAP256SHA256)\nPrivateKey: %%%\n",
     )
     .unwrap();
-    let e = conf(&format!("example.org {{\n dnssec {{\n  key file {stem}\n }}\n}}\n")).unwrap_err();
+    let e = conf(&format!(
+        "example.org {{\n dnssec {{\n  key file {stem}\n }}\n}}\n"
+    ))
+    .unwrap_err();
     assert_eq!(
         e.to_string(),
         format!("Corefile:3:12: key: {stem}.private:3:13: PrivateKey: not valid base64")
@@ -92,7 +113,9 @@ fn errors_name_position() {
 fn signer(keys: &[&str], manual: &ManualClock) -> Signer {
     let keys = keys
         .iter()
-        .map(|k| Arc::new(crate::pkg::keyfile::read_key(&format!("{KEYS}{k}"), Path::new(".")).unwrap()))
+        .map(|k| {
+            Arc::new(crate::pkg::keyfile::read_key(&format!("{KEYS}{k}"), Path::new(".")).unwrap())
+        })
         .collect();
     Signer::new(vec![n("example.org.")], keys, 100, manual.clock())
 }
@@ -159,16 +182,36 @@ fn positive_answers_are_signed_per_rrset_with_cache_hits() {
     let (h0, mi0) = (m0.hits.get(), m0.misses.get());
     let mut m = reply("www.example.org.", RType::A);
     for i in 1..=2 {
-        m.answers.push(Record::new(n("www.example.org."), 120, RData::A(Ipv4Addr::new(192, 0, 2, i))));
+        m.answers.push(Record::new(
+            n("www.example.org."),
+            120,
+            RData::A(Ipv4Addr::new(192, 0, 2, i)),
+        ));
     }
-    m.authority.push(Record::new(n("example.org."), 120, RData::Ns(n("ns.example.org."))));
-    m.additional.push(Record::new(n("ns.example.org."), 120, RData::A(Ipv4Addr::new(192, 0, 2, 53))));
-    m.additional.push(Record::new(n("other.example.net."), 120, RData::A(Ipv4Addr::new(192, 0, 2, 9))));
+    m.authority.push(Record::new(
+        n("example.org."),
+        120,
+        RData::Ns(n("ns.example.org.")),
+    ));
+    m.additional.push(Record::new(
+        n("ns.example.org."),
+        120,
+        RData::A(Ipv4Addr::new(192, 0, 2, 53)),
+    ));
+    m.additional.push(Record::new(
+        n("other.example.net."),
+        120,
+        RData::A(Ipv4Addr::new(192, 0, 2, 9)),
+    ));
     let mut signed = m.clone();
     s.sign_message(&mut signed, &n("example.org."), &m0);
     assert_eq!(signed.answers.len(), 3);
     assert_eq!(signed.authority.len(), 2);
-    assert_eq!(signed.additional.len(), 3, "the name outside the zone is not signed");
+    assert_eq!(
+        signed.additional.len(),
+        3,
+        "the name outside the zone is not signed"
+    );
     let sig = &signed.answers[2];
     assert_eq!(sig.ttl, 120);
     let h = head(sig);
@@ -177,7 +220,9 @@ fn positive_answers_are_signed_per_rrset_with_cache_hits() {
     assert_eq!(h.signer, n("example.org."));
     assert_eq!(h.inception, now - 3 * 3600);
     assert_eq!(h.expiration, now + 8 * 86400);
-    let key = crate::pkg::keyfile::read_key(&format!("{KEYS}Kexample.org.+013+57158"), Path::new(".")).unwrap();
+    let key =
+        crate::pkg::keyfile::read_key(&format!("{KEYS}Kexample.org.+013+57158"), Path::new("."))
+            .unwrap();
     assert_eq!(all_verify(&signed, &key.rdata), 3);
     assert_eq!((m0.hits.get() - h0, m0.misses.get() - mi0), (0.0, 3.0));
     assert_eq!(s.cached(), 3);
@@ -206,7 +251,9 @@ fn positive_answers_are_signed_per_rrset_with_cache_hits() {
 fn nxdomain_becomes_nodata_with_a_black_lie() {
     let manual = ManualClock::new();
     let s = signer(&["Kexample.org.+015+04321"], &manual);
-    let key = crate::pkg::keyfile::read_key(&format!("{KEYS}Kexample.org.+015+04321"), Path::new(".")).unwrap();
+    let key =
+        crate::pkg::keyfile::read_key(&format!("{KEYS}Kexample.org.+015+04321"), Path::new("."))
+            .unwrap();
     let mut m = reply("Nope.example.org.", RType::A);
     m.set_rcode(Rcode::NXDOMAIN);
     m.authority.push(soa());
@@ -225,7 +272,9 @@ fn nxdomain_becomes_nodata_with_a_black_lie() {
     let mut m = reply("example.org.", RType::TXT);
     m.authority.push(soa());
     s.sign_message(&mut m, &n("example.org."), &meter());
-    let RData::Unknown(d) = &m.authority[3].data else { panic!() };
+    let RData::Unknown(d) = &m.authority[3].data else {
+        panic!()
+    };
     let (next, end) = sextant_zone::wire::name_at(d, 0).unwrap();
     assert_eq!(next.to_string(), "\\000.example.org.");
     let types = bitmap_types(&d[end..]).unwrap();
@@ -255,18 +304,34 @@ fn delegations_get_signed_ds_or_an_nsec() {
     let s = signer(&["Kexample.org.+013+57158"], &manual);
     let mut m = reply("host.sub.example.org.", RType::A);
     m.header.aa = false;
-    m.authority.push(Record::new(n("sub.example.org."), 600, RData::Ns(n("ns.sub.example.org."))));
+    m.authority.push(Record::new(
+        n("sub.example.org."),
+        600,
+        RData::Ns(n("ns.sub.example.org.")),
+    ));
     s.sign_message(&mut m, &n("example.org."), &meter());
     assert_eq!(
         m.authority.iter().map(|r| r.rtype).collect::<Vec<_>>(),
         [RType::NS, RType::RRSIG, RType::NSEC]
     );
-    let RData::Unknown(d) = &m.authority[2].data else { panic!() };
+    let RData::Unknown(d) = &m.authority[2].data else {
+        panic!()
+    };
     let (next, _) = sextant_zone::wire::name_at(d, 0).unwrap();
     assert_eq!(next.to_string(), "host\\000.sub.example.org.");
     let mut m = reply("host.sub.example.org.", RType::A);
-    m.authority.push(Record::new(n("sub.example.org."), 600, RData::Ns(n("ns.sub.example.org."))));
-    m.authority.push(Record::unknown(n("sub.example.org."), RType::DS, sextant_wire::Class::IN, 600, vec![1, 2, 13, 2, 0xab]));
+    m.authority.push(Record::new(
+        n("sub.example.org."),
+        600,
+        RData::Ns(n("ns.sub.example.org.")),
+    ));
+    m.authority.push(Record::unknown(
+        n("sub.example.org."),
+        RType::DS,
+        sextant_wire::Class::IN,
+        600,
+        vec![1, 2, 13, 2, 0xab],
+    ));
     s.sign_message(&mut m, &n("example.org."), &meter());
     assert_eq!(covered_type(&m.authority[2]), Some(RType::DS));
     assert_eq!(m.authority.len(), 3);
@@ -275,19 +340,38 @@ fn delegations_get_signed_ds_or_an_nsec() {
 #[test]
 fn dnskey_at_the_apex_with_split_keys() {
     let manual = ManualClock::new();
-    let s = signer(&["Kexample.org.+013+57158", "Kexample.org.+015+04321"], &manual);
-    let m = s.dnskey_reply(reply("example.org.", RType::DNSKEY), &n("example.org."), false, &meter());
+    let s = signer(
+        &["Kexample.org.+013+57158", "Kexample.org.+015+04321"],
+        &manual,
+    );
+    let m = s.dnskey_reply(
+        reply("example.org.", RType::DNSKEY),
+        &n("example.org."),
+        false,
+        &meter(),
+    );
     assert!(m.header.aa);
     assert_eq!(m.answers.len(), 2);
-    let m = s.dnskey_reply(reply("example.org.", RType::DNSKEY), &n("example.org."), true, &meter());
+    let m = s.dnskey_reply(
+        reply("example.org.", RType::DNSKEY),
+        &n("example.org."),
+        true,
+        &meter(),
+    );
     assert_eq!(m.answers.len(), 3, "signed by the KSK only");
     assert_eq!(head(&m.answers[2]).key_tag, 57158);
     assert_eq!(m.answers[2].ttl, 3600);
-    let ksk = crate::pkg::keyfile::read_key(&format!("{KEYS}Kexample.org.+013+57158"), Path::new(".")).unwrap();
+    let ksk =
+        crate::pkg::keyfile::read_key(&format!("{KEYS}Kexample.org.+013+57158"), Path::new("."))
+            .unwrap();
     assert_eq!(all_verify(&m, &ksk.rdata), 1);
     // Everything else by the ZSK.
     let mut a = reply("www.example.org.", RType::A);
-    a.answers.push(Record::new(n("www.example.org."), 60, RData::A(Ipv4Addr::new(192, 0, 2, 1))));
+    a.answers.push(Record::new(
+        n("www.example.org."),
+        60,
+        RData::A(Ipv4Addr::new(192, 0, 2, 1)),
+    ));
     s.sign_message(&mut a, &n("example.org."), &meter());
     assert_eq!(head(&a.answers[1]).key_tag, 4321);
 }
@@ -298,7 +382,11 @@ fn wire_replies_are_remembered_signed() {
     let s = signer(&["Kexample.org.+013+57158"], &manual);
     let m0 = meter_of("memo");
     let mut m = reply("www.example.org.", RType::A);
-    m.answers.push(Record::new(n("www.example.org."), 60, RData::A(Ipv4Addr::new(192, 0, 2, 1))));
+    m.answers.push(Record::new(
+        n("www.example.org."),
+        60,
+        RData::A(Ipv4Addr::new(192, 0, 2, 1)),
+    ));
     let w = m.to_wire();
     let first = s.sign_wire(&w, &n("example.org."), &m0).unwrap();
     let (h, mi) = (m0.hits.get(), m0.misses.get());
@@ -310,7 +398,9 @@ fn wire_replies_are_remembered_signed() {
     assert_eq!((m0.hits.get() - h, m0.misses.get() - mi), (1.0, 0.0));
     let back = Message::parse(&second).unwrap();
     assert_eq!(back.answers.len(), 2);
-    let key = crate::pkg::keyfile::read_key(&format!("{KEYS}Kexample.org.+013+57158"), Path::new(".")).unwrap();
+    let key =
+        crate::pkg::keyfile::read_key(&format!("{KEYS}Kexample.org.+013+57158"), Path::new("."))
+            .unwrap();
     assert_eq!(all_verify(&back, &key.rdata), 1);
     // Other data: signed anew.
     let mut m2 = m.clone();

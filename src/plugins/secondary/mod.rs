@@ -665,7 +665,9 @@ mod tests {
             let (s2, u2) = (serial.clone(), up.clone());
             let task = tokio::spawn(async move {
                 loop {
-                    let Ok((mut c, _)) = l.accept().await else { return };
+                    let Ok((mut c, _)) = l.accept().await else {
+                        return;
+                    };
                     if !u2.load(SeqCst) {
                         continue; // dropped: the client sees the connection close
                     }
@@ -735,7 +737,10 @@ mod tests {
         let p = FakePrimary::start().await;
         let manual = crate::pkg::clock::ManualClock::new();
         let z = Arc::new(Secondary {
-            slot: Arc::new(ZoneSlot::new(Name::parse("example.test.").unwrap(), Default::default())),
+            slot: Arc::new(ZoneSlot::new(
+                Name::parse("example.test.").unwrap(),
+                Default::default(),
+            )),
             primaries: vec![p.addr],
             clock: manual.clock(),
             notified: Notify::new(),
@@ -766,20 +771,33 @@ mod tests {
         p.serial.store(2, SeqCst);
         manual.advance(Duration::from_secs(99));
         tokio::time::sleep(Duration::from_millis(50)).await;
-        assert_eq!(z.slot.serial(), Some(1), "refresh is 100 s away on the clock");
+        assert_eq!(
+            z.slot.serial(),
+            Some(1),
+            "refresh is 100 s away on the clock"
+        );
         // Refresh at 100 s, then up to 5 s of jitter, also on the clock.
         let s = Duration::from_secs(1);
-        advance_until(&manual, s, 20, "serial 2 by refresh", || z.slot.serial() == Some(2)).await;
+        advance_until(&manual, s, 20, "serial 2 by refresh", || {
+            z.slot.serial() == Some(2)
+        })
+        .await;
         // The primary goes away: the next refresh fails, retries fail, the zone expires.
         p.up.store(false, SeqCst);
         manual.sleepers(3).await;
         let ten = Duration::from_secs(10);
-        advance_until(&manual, ten, 200, "the zone to expire", || z.slot.is_expired()).await;
+        advance_until(&manual, ten, 200, "the zone to expire", || {
+            z.slot.is_expired()
+        })
+        .await;
         assert_eq!(z.slot.serial(), Some(2), "the last copy is kept");
         // Back again: the next retry transfers serial 3 and the zone is served again.
         p.serial.store(3, SeqCst);
         p.up.store(true, SeqCst);
-        advance_until(&manual, ten, 100, "serial 3 by retry", || z.slot.serial() == Some(3)).await;
+        advance_until(&manual, ten, 100, "serial 3 by retry", || {
+            z.slot.serial() == Some(3)
+        })
+        .await;
         assert!(!z.slot.is_expired());
         run.abort();
         p.task.abort();

@@ -105,7 +105,10 @@ pub(crate) fn parse(lines: &[&Directive], block: &[String]) -> Result<Vec<ZoneSi
             )));
         };
         if db.text.contains('\u{FFFD}') {
-            return Err(d.err_at(db, format!("dbfile {:?} contains invalid characters", db.text)));
+            return Err(d.err_at(
+                db,
+                format!("dbfile {:?} contains invalid characters", db.text),
+            ));
         }
         let origins = zones::from_args(d, &d.args[1..], block)?;
         let mut keys: Vec<Arc<SigningKey>> = Vec::new();

@@ -9,7 +9,10 @@ use sextant_zone::dnssec::{covered_type, verify_rrsig};
 use super::*;
 use crate::pkg::clock::ManualClock;
 
-const KEYS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/crates/zone/src/dnssec/testdata/");
+const KEYS: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/crates/zone/src/dnssec/testdata/"
+);
 
 fn conf(text: &str) -> Result<Vec<ZoneSigner>, Error> {
     let cf = parse_str("Corefile", text, Path::new(".")).expect("corefile");
@@ -18,7 +21,10 @@ fn conf(text: &str) -> Result<Vec<ZoneSigner>, Error> {
         .iter()
         .filter(|d| d.name.text == "sign")
         .collect();
-    parse(&ds, &["example.org.".to_string(), "example.net.".to_string()])
+    parse(
+        &ds,
+        &["example.org.".to_string(), "example.net.".to_string()],
+    )
 }
 
 #[test]
@@ -36,7 +42,10 @@ fn options() {
     assert!((0..=5 * 86400).contains(&s[0].jitter_expiration));
     let s = conf("example.org {\n sign db miek.org\n}\n").unwrap();
     assert_eq!(s.len(), 1);
-    assert_eq!(s[0].signed_path(), Path::new("/var/lib/coredns/db.miek.org.signed"));
+    assert_eq!(
+        s[0].signed_path(),
+        Path::new("/var/lib/coredns/db.miek.org.signed")
+    );
     // A KSK with a ZSK: accepted (a split the file signs with).
     let s = conf(&format!(
         "example.org {{\n sign db example.org {{\n  key file {KEYS}Kexample.org.+013+57158 {KEYS}Kexample.org.+015+04321\n }}\n}}\n"
@@ -48,23 +57,35 @@ fn options() {
 #[test]
 fn errors_name_position() {
     let e = conf("example.org {\n sign\n}\n").unwrap_err();
-    assert!(e.to_string().starts_with("Corefile:2:2: sign: Wrong argument count"), "{e}");
+    assert!(
+        e.to_string()
+            .starts_with("Corefile:2:2: sign: Wrong argument count"),
+        "{e}"
+    );
     let e = conf("example.org {\n sign db {\n  key directory /etc/keys\n }\n}\n").unwrap_err();
-    assert_eq!(e.to_string(), "Corefile:3:7: key: directory: not implemented");
+    assert_eq!(
+        e.to_string(),
+        "Corefile:3:7: key: directory: not implemented"
+    );
     let e = conf("example.org {\n sign db {\n  directory a b\n }\n}\n").unwrap_err();
     assert_eq!(
         e.to_string(),
         "Corefile:3:3: directory: can only be one argument after \"directory\""
     );
     let e = conf("example.org {\n sign db {\n  nsec3\n }\n}\n").unwrap_err();
-    assert_eq!(e.to_string(), "Corefile:3:3: nsec3: unknown property 'nsec3'");
+    assert_eq!(
+        e.to_string(),
+        "Corefile:3:3: nsec3: unknown property 'nsec3'"
+    );
     let e = conf(&format!(
         "example.org {{\n sign db {{\n  key file {KEYS}Kexample.org.+015+04321.key\n }}\n}}\n"
     ))
     .unwrap_err();
     assert_eq!(
         e.to_string(),
-        format!("Corefile:3:12: key: DNSKEY in \"{KEYS}Kexample.org.+015+04321.key\" is not a CSK/KSK")
+        format!(
+            "Corefile:3:12: key: DNSKEY in \"{KEYS}Kexample.org.+015+04321.key\" is not a CSK/KSK"
+        )
     );
 }
 
@@ -92,7 +113,10 @@ fn signs_into_the_directory_and_follows_the_schedule() {
     let why = why_resign(&s, &clock).unwrap();
     assert_eq!(
         why,
-        format!("open {}/db.example.org.signed: no such file or directory", dir.path().display())
+        format!(
+            "open {}/db.example.org.signed: no such file or directory",
+            dir.path().display()
+        )
     );
     sign_and_log(&s, &why, &clock);
     let signed = std::fs::read_to_string(s.signed_path()).unwrap();
@@ -129,7 +153,10 @@ fn signs_into_the_directory_and_follows_the_schedule() {
     manual.advance(Duration::from_secs(6 * 86400 + 18 * 3600 + 3 * 3600 + 60));
     let why = why_resign(&s, &clock).unwrap();
     assert!(why.starts_with("inception \""), "{why}");
-    assert!(why.contains("\" was more than: 144h0m0s ago from "), "{why}");
+    assert!(
+        why.contains("\" was more than: 144h0m0s ago from "),
+        "{why}"
+    );
     // A source that no longer parses: the old signed file stays.
     std::fs::write(dir.path().join("db.example.org"), "@ SOA broken\n").unwrap();
     sign_and_log(&s, &why, &clock);

@@ -63,7 +63,9 @@ pub(crate) fn parse_secrets_file(text: &str, file: &str) -> Result<Vec<(Name, Ve
         if *first != "key" {
             return Err(format!("{file}:{no}: unexpected token {first:?}"));
         }
-        let raw = fields.get(1).map(|f| f.trim_matches(|c| c == '"' || c == '{'));
+        let raw = fields
+            .get(1)
+            .map(|f| f.trim_matches(|c| c == '"' || c == '{'));
         let Some(name) = raw.filter(|r| !r.is_empty()) else {
             return Err(format!("{file}:{no}: expected key name {:?}", line));
         };
@@ -189,9 +191,9 @@ pub(crate) fn parse(d: &Directive, block: &[String], base: &Path) -> Result<Conf
         match sub.name.text.as_str() {
             "secret" => {
                 if sub.args.len() != 2 {
-                    return Err(sub.err(
-                        "Wrong argument count or unexpected line ending after 'secret'",
-                    ));
+                    return Err(
+                        sub.err("Wrong argument count or unexpected line ending after 'secret'")
+                    );
                 }
                 let (n, k) = (&sub.args[0], &sub.args[1]);
                 let name = key_name(&n.text)
@@ -206,9 +208,9 @@ pub(crate) fn parse(d: &Directive, block: &[String], base: &Path) -> Result<Conf
             }
             "secrets" => {
                 if sub.args.len() != 1 {
-                    return Err(sub.err(
-                        "Wrong argument count or unexpected line ending after 'secrets'",
-                    ));
+                    return Err(
+                        sub.err("Wrong argument count or unexpected line ending after 'secrets'")
+                    );
                 }
                 let a = &sub.args[0];
                 let path = base.join(&a.text);
@@ -331,7 +333,10 @@ mod tests {
         assert!(c.secrets.get(&Name::parse("key.name.").unwrap()).is_some());
         assert_eq!(c.types.set, [1, 28]);
         assert_eq!(c.opcodes.set, [5, 4]);
-        let c = conf(&format!(". {{\n tsig {{\n  secret k {K}\n  require all\n  require_opcode none\n }}\n}}\n")).unwrap();
+        let c = conf(&format!(
+            ". {{\n tsig {{\n  secret k {K}\n  require all\n  require_opcode none\n }}\n}}\n"
+        ))
+        .unwrap();
         assert!(c.types.all && !c.opcodes.all && c.opcodes.set.is_empty());
         assert_eq!(c.zones, [Name::root()]);
         let c = conf(&format!(". {{\n tsig {{\n  secret k {K}\n }}\n}}\n")).unwrap();
@@ -345,21 +350,42 @@ mod tests {
             e.to_string(),
             "Corefile:3:12: secret: secret of key \"k.\" is not valid base64"
         );
-        let e = conf(&format!(". {{\n tsig {{\n  secret k {K}\n  secret K. {K}\n }}\n}}\n"))
-            .unwrap_err();
+        let e = conf(&format!(
+            ". {{\n tsig {{\n  secret k {K}\n  secret K. {K}\n }}\n}}\n"
+        ))
+        .unwrap_err();
         assert_eq!(e.to_string(), "Corefile:4:10: secret: key \"k.\" redefined");
         let e = conf(". {\n tsig {\n  secret k\n }\n}\n").unwrap_err();
-        assert!(e.to_string().starts_with("Corefile:3:3: secret: Wrong argument count"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("Corefile:3:3: secret: Wrong argument count"),
+            "{e}"
+        );
         let e = conf(". {\n tsig {\n  require axfr\n }\n}\n").unwrap_err();
-        assert_eq!(e.to_string(), "Corefile:3:11: require: unknown query type 'axfr'");
+        assert_eq!(
+            e.to_string(),
+            "Corefile:3:11: require: unknown query type 'axfr'"
+        );
         let e = conf(". {\n tsig {\n  require_opcode PUSH\n }\n}\n").unwrap_err();
-        assert_eq!(e.to_string(), "Corefile:3:18: require_opcode: unknown opcode 'PUSH'");
+        assert_eq!(
+            e.to_string(),
+            "Corefile:3:18: require_opcode: unknown opcode 'PUSH'"
+        );
         let e = conf(". {\n tsig {\n  require\n }\n}\n").unwrap_err();
-        assert!(e.to_string().starts_with("Corefile:3:3: require: Wrong argument count"));
+        assert!(e
+            .to_string()
+            .starts_with("Corefile:3:3: require: Wrong argument count"));
         let e = conf(". {\n tsig {\n  bogus\n }\n}\n").unwrap_err();
-        assert_eq!(e.to_string(), "Corefile:3:3: bogus: unknown property 'bogus'");
+        assert_eq!(
+            e.to_string(),
+            "Corefile:3:3: bogus: unknown property 'bogus'"
+        );
         let e = conf(". {\n tsig {\n  secrets /nonexistent/keys\n }\n}\n").unwrap_err();
-        assert!(e.to_string().starts_with("Corefile:3:11: secrets: open /nonexistent/keys:"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("Corefile:3:11: secrets: open /nonexistent/keys:"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -371,9 +397,18 @@ mod tests {
         for (text, want) in [
             ("bogus\n", "keys.conf:1: unexpected token \"bogus\""),
             ("key {\n", "keys.conf:1: expected key name \"key {\""),
-            ("key a {\n secret \"***\";\n};\n", "keys.conf:2: secret of key \"a.\" is not valid base64"),
-            ("key a {\n algorithm x;\n};\n", "keys.conf: expected secret for key \"a.\""),
-            ("key a {\n banana;\n};\n", "keys.conf:2: unexpected token \"banana;\""),
+            (
+                "key a {\n secret \"***\";\n};\n",
+                "keys.conf:2: secret of key \"a.\" is not valid base64",
+            ),
+            (
+                "key a {\n algorithm x;\n};\n",
+                "keys.conf: expected secret for key \"a.\"",
+            ),
+            (
+                "key a {\n banana;\n};\n",
+                "keys.conf:2: unexpected token \"banana;\"",
+            ),
         ] {
             assert_eq!(parse_secrets_file(text, "keys.conf").unwrap_err(), want);
         }

@@ -30,7 +30,11 @@ pub const FLAG_SEP: u16 = 0x0001;
 pub fn key_tag(dnskey: &[u8]) -> u16 {
     let mut ac: u32 = 0;
     for (i, &b) in dnskey.iter().enumerate() {
-        ac += if i & 1 == 1 { b as u32 } else { (b as u32) << 8 };
+        ac += if i & 1 == 1 {
+            b as u32
+        } else {
+            (b as u32) << 8
+        };
     }
     ac += (ac >> 16) & 0xffff;
     (ac & 0xffff) as u16
@@ -248,7 +252,9 @@ impl SigningKey {
                             private_file,
                             line,
                             col,
-                            format!("PrivateKey: does not match the public key of {public_file}: {e}"),
+                            format!(
+                                "PrivateKey: does not match the public key of {public_file}: {e}"
+                            ),
                         )
                     })?;
                 Private::Ecdsa(kp)
@@ -279,7 +285,9 @@ impl SigningKey {
                         private_file,
                         n.1,
                         n.2,
-                        format!("Modulus/PublicExponent: do not match the public key of {public_file}"),
+                        format!(
+                            "Modulus/PublicExponent: do not match the public key of {public_file}"
+                        ),
                     ));
                 }
                 let comp = ring::rsa::KeyPairComponents {

@@ -11,8 +11,8 @@ pub mod zone_sign;
 
 pub use keys::{algorithm_name, ds_rdata, key_tag, verify_bytes, SignError, SigningKey};
 pub use sign::{
-    canonical_rdata, covered_type, nsec_rdata, nsec_record, rrsig_labels, sign_rrset,
-    signed_data, verify_rrsig, RrsigHead, SigParams,
+    canonical_rdata, covered_type, nsec_rdata, nsec_record, rrsig_labels, sign_rrset, signed_data,
+    verify_rrsig, RrsigHead, SigParams,
 };
 pub use text::{bitmap_types, rdata_text, record_text, sig_time_string};
 pub use zone_sign::{keys_for, sign_zone, split_keys, ZoneSigning};

@@ -26,7 +26,8 @@ fn rrsig_sig(r: &Record) -> Vec<u8> {
     d[end..].to_vec()
 }
 
-const RFC8080_1_KEY: &str = "example.com. 3600 IN DNSKEY 257 3 15 ( l02Woi0iS8Aa25FQkUd9RMzZHJpBoRQwAQEX1SxZJA4= )\n";
+const RFC8080_1_KEY: &str =
+    "example.com. 3600 IN DNSKEY 257 3 15 ( l02Woi0iS8Aa25FQkUd9RMzZHJpBoRQwAQEX1SxZJA4= )\n";
 const RFC8080_1_PRIV: &str =
     "Private-key-format: v1.2\nAlgorithm: 15 (ED25519)\nPrivateKey: ODIyNjAzODQ2MjgwODAxMjI2NDUxOTAyMDQxNDIyNjI=\n";
 
@@ -98,8 +99,8 @@ const RFC6605_P256_PRIV: &str = "Private-key-format: v1.2\nAlgorithm: 13 (ECDSAP
 
 #[test]
 fn rfc6605_ecdsa_published_signatures_verify_and_ours_too() {
-    let k = SigningKey::from_files(RFC6605_P256_KEY, "k.key", RFC6605_P256_PRIV, "k.private")
-        .unwrap();
+    let k =
+        SigningKey::from_files(RFC6605_P256_KEY, "k.key", RFC6605_P256_PRIV, "k.private").unwrap();
     assert_eq!(k.tag, 55648);
     let mut want = vec![0xd9, 0x60, 13, 2];
     want.extend(
@@ -118,9 +119,16 @@ fn rfc6605_ecdsa_published_signatures_verify_and_ours_too() {
     };
     let ours = sign_rrset(&k, std::slice::from_ref(&a), &p).unwrap();
     // ECDSA signatures are randomised: the head matches the published one, the signature checks.
-    let RData::Unknown(pd) = &published.data else { panic!() };
-    let RData::Unknown(od) = &ours.data else { panic!() };
-    assert_eq!(RrsigHead::parse(pd).unwrap().0, RrsigHead::parse(od).unwrap().0);
+    let RData::Unknown(pd) = &published.data else {
+        panic!()
+    };
+    let RData::Unknown(od) = &ours.data else {
+        panic!()
+    };
+    assert_eq!(
+        RrsigHead::parse(pd).unwrap().0,
+        RrsigHead::parse(od).unwrap().0
+    );
     assert!(verify_rrsig(&k.rdata, &ours, std::slice::from_ref(&a)));
 
     let k384 = SigningKey::from_files(
@@ -178,7 +186,11 @@ fn bind_key_files_of_each_algorithm_sign_and_verify() {
         assert!(verify_rrsig(&k.rdata, &sig, &rrset), "{base}");
         // Order and duplicates of the RRset do not matter.
         assert!(verify_rrsig(&k.rdata, &sig, &rrset[..2]), "{base}");
-        assert!(verify_rrsig(&k.rdata, &sig, &[rrset[1].clone(), rrset[0].clone()]));
+        assert!(verify_rrsig(
+            &k.rdata,
+            &sig,
+            &[rrset[1].clone(), rrset[0].clone()]
+        ));
         assert!(!verify_rrsig(&k.rdata, &sig, &rrset[..1]), "{base}");
     }
 }
@@ -194,16 +206,31 @@ fn malformed_key_files_name_file_and_line() {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src/dnssec/testdata/");
     let pubt = std::fs::read_to_string(format!("{dir}Kexample.org.+013+57158.key")).unwrap();
     let privt = std::fs::read_to_string(format!("{dir}Kexample.org.+013+57158.private")).unwrap();
-    let e = key_err(&pubt, &privt.replace("PrivateKey: L9Bk", "PrivateKey: !!!!"));
+    let e = key_err(
+        &pubt,
+        &privt.replace("PrivateKey: L9Bk", "PrivateKey: !!!!"),
+    );
     assert_eq!(e, "K.private:3:13: PrivateKey: not valid base64");
     let e = key_err(&pubt, &privt.replace("Algorithm: 13", "Algorithm: 15"));
-    assert!(e.starts_with("K.private:2:12: Algorithm \"15 (ECDSAP256SHA256)\" does not match"), "{e}");
-    let e = key_err(&pubt, &privt.replace("PrivateKey: L9Bk", "PrivateKey: AAAA"));
-    assert!(e.starts_with("K.private:3:13: PrivateKey: does not match the public key of K.key"), "{e}");
+    assert!(
+        e.starts_with("K.private:2:12: Algorithm \"15 (ECDSAP256SHA256)\" does not match"),
+        "{e}"
+    );
+    let e = key_err(
+        &pubt,
+        &privt.replace("PrivateKey: L9Bk", "PrivateKey: AAAA"),
+    );
+    assert!(
+        e.starts_with("K.private:3:13: PrivateKey: does not match the public key of K.key"),
+        "{e}"
+    );
     let e = key_err(&pubt, "Private-key-format: v1.3\nAlgorithm: 13\n");
     assert_eq!(e, "K.private:0:0: no PrivateKey: field");
     let e = key_err(&pubt, "Private-key-format v1.3\n");
-    assert_eq!(e, "K.private:1:1: expected \"Field: value\", got \"Private-key-format v1.3\"");
+    assert_eq!(
+        e,
+        "K.private:1:1: expected \"Field: value\", got \"Private-key-format v1.3\""
+    );
     let e = key_err(&pubt.replace("DNSKEY 257 3 13", "DNSKEY 257 3 13x"), &privt);
     assert!(e.starts_with("K.key:5:"), "{e}");
     let e = key_err("example.org. IN A 192.0.2.1\n", &privt);
@@ -303,7 +330,9 @@ fn zone_signing_chain_and_signatures() {
     };
     let out = sign_zone(zone_records(), &n("example.org."), &p).unwrap();
     let text: Vec<String> = out.iter().map(record_text).collect();
-    assert!(text[0].starts_with("example.org.\t3600\tIN\tSOA\tns1.example.org. hostmaster.example.org. 1700010800 "));
+    assert!(text[0].starts_with(
+        "example.org.\t3600\tIN\tSOA\tns1.example.org. hostmaster.example.org. 1700010800 "
+    ));
     assert!(text[1].starts_with("example.org.\t3600\tIN\tRRSIG\tSOA 13 2 3600 "));
     let nsecs: Vec<&String> = text.iter().filter(|t| t.contains("\tNSEC\t")).collect();
     assert_eq!(
@@ -334,7 +363,10 @@ fn zone_signing_chain_and_signatures() {
         ("ns.sub.example.org.", RType::A),
         ("insecure.example.org.", RType::NS),
     ] {
-        assert!(!signed.contains(&(name.to_string(), t)), "{name} {t} signed");
+        assert!(
+            !signed.contains(&(name.to_string(), t)),
+            "{name} {t} signed"
+        );
     }
     for (name, t) in [
         ("sub.example.org.", RType::DS),
@@ -343,11 +375,16 @@ fn zone_signing_chain_and_signatures() {
         ("example.org.", RType(59)),
         ("*.wild.example.org.", RType::TXT),
     ] {
-        assert!(signed.contains(&(name.to_string(), t)), "{name} {t} not signed");
+        assert!(
+            signed.contains(&(name.to_string(), t)),
+            "{name} {t} not signed"
+        );
     }
     // CDS with SHA-1 and SHA-256, CDNSKEY, DNSKEY at the SOA's TTL.
     assert_eq!(text.iter().filter(|t| t.contains("\tCDS\t")).count(), 2);
-    assert!(text.iter().any(|t| t.starts_with("example.org.\t3600\tIN\tDNSKEY\t257 3 13 ")));
+    assert!(text
+        .iter()
+        .any(|t| t.starts_with("example.org.\t3600\tIN\tDNSKEY\t257 3 13 ")));
     // The output parses back (it is a zone file).
     let joined = text.join("\n") + "\n";
     let mut back = 0;
@@ -361,7 +398,10 @@ fn zone_signing_chain_and_signatures() {
 
 #[test]
 fn split_keys_sign_dnskey_with_the_ksk_only() {
-    let keys = vec![testkey("Kexample.org.+013+57158"), testkey("Kexample.org.+015+04321")];
+    let keys = vec![
+        testkey("Kexample.org.+013+57158"),
+        testkey("Kexample.org.+015+04321"),
+    ];
     let refs: Vec<&SigningKey> = keys.iter().collect();
     assert!(split_keys(&refs));
     let p = ZoneSigning {
@@ -409,19 +449,28 @@ fn resign_schedule() {
     assert_eq!(check(&text(now - 3600, now + 30 * day)), None);
     assert_eq!(
         check(&text(now - 7 * day, now + 30 * day)),
-        Some(Resign::Old { inception: (now - 7 * day) as u32 })
+        Some(Resign::Old {
+            inception: (now - 7 * day) as u32
+        })
     );
     assert_eq!(
         check(&text(now + 60, now + 30 * day)),
-        Some(Resign::Future { inception: (now + 60) as u32 })
+        Some(Resign::Future {
+            inception: (now + 60) as u32
+        })
     );
     assert_eq!(
         check(&text(now - 3600, now + 6 * day)),
-        Some(Resign::Expiring { expiration: (now + 6 * day) as u32 })
+        Some(Resign::Expiring {
+            expiration: (now + 6 * day) as u32
+        })
     );
     let unsigned = "example.org. 1 IN SOA a. b. 1 2 3 4 5\n".repeat(101);
     assert_eq!(check(&unsigned), Some(Resign::NoSoaSig));
-    assert!(matches!(check("example.org. IN SOA"), Some(Resign::Parse(_))));
+    assert!(matches!(
+        check("example.org. IN SOA"),
+        Some(Resign::Parse(_))
+    ));
     // A big zone whose SOA signatures are good is not signed again (CoreDNS would).
     let mut big = text(now - 3600, now + 30 * day);
     for i in 0..200 {

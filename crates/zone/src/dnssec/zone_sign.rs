@@ -99,7 +99,9 @@ pub fn sign_zone(
         }
         _ => return Err("SOA record without SOA data".to_string()),
     };
-    let apex = nodes.entry(origin.clone()).or_insert_with(|| Node { sets: Vec::new() });
+    let apex = nodes
+        .entry(origin.clone())
+        .or_insert_with(|| Node { sets: Vec::new() });
     let split = split_keys(p.keys);
     for k in p.keys {
         apex.push(Record::unknown(
