@@ -101,7 +101,10 @@ fn signed_queries_over_udp_and_tcp_get_signed_answers() {
             "A",
             transport,
         ]);
-        assert!(!out.contains(";; WARNING") && !out.contains(";; ERROR"), "{out}");
+        assert!(
+            !out.contains(";; WARNING") && !out.contains(";; ERROR"),
+            "{out}"
+        );
         assert!(out.contains("status: NOERROR"), "{out}");
         assert!(
             out.contains("Flags: qr aa rd; QUERY: 1; ANSWER: 1; AUTHORITY: 1; ADDITIONAL: 1"),
@@ -159,7 +162,10 @@ fn signed_transfers_sign_every_message_and_unsigned_ones_are_refused() {
         "AXFR",
         "+stats",
     ]);
-    assert!(!out.contains(";; WARNING") && !out.contains(";; ERROR"), "{out}");
+    assert!(
+        !out.contains(";; WARNING") && !out.contains(";; ERROR"),
+        "{out}"
+    );
     assert!(out.contains("(4 messages, 3005 records)"), "{out}");
     let t = tsig_lines(&out);
     assert_eq!(t.len(), 4, "one TSIG per message: {out}");
@@ -176,7 +182,10 @@ fn signed_transfers_sign_every_message_and_unsigned_ones_are_refused() {
         "IXFR=6",
         "+stats",
     ]);
-    assert!(!out.contains(";; WARNING") && !out.contains(";; ERROR"), "{out}");
+    assert!(
+        !out.contains(";; WARNING") && !out.contains(";; ERROR"),
+        "{out}"
+    );
     assert!(out.contains("3005 records"), "{out}");
     assert_eq!(tsig_lines(&out).len(), 4, "{out}");
     // Unsigned: REFUSED by `require`, no records.
