@@ -258,6 +258,9 @@ fn record_line(st: &mut State<'_>, line: &Line, emit: &mut Emit<'_>) -> Result<(
         }
         None => match st.default_ttl {
             Some((v, _)) => v,
+            // miekg/dns: a class before the type (and no TTL, no default yet) leaves the TTL
+            // at 0 (the coredns/helm chart's `zoneFiles` example is written like this).
+            None if class.is_some() => 0,
             None => {
                 return Err(token_err(
                     &file,
@@ -428,6 +431,9 @@ mod tests {
         // Without $TTL, the previous record's TTL is the default.
         let z = all("a 100 A 1.1.1.1\nb A 2.2.2.2\n").unwrap();
         assert_eq!(z[1].ttl, 100);
+        // A class with neither TTL nor default: TTL 0, as CoreDNS 1.14.7 serves it.
+        let z = all("a IN A 1.1.1.1\nb IN A 2.2.2.2\nc 5 IN A 3.3.3.3\nd IN A 4.4.4.4\n").unwrap();
+        assert_eq!(z.iter().map(|r| r.ttl).collect::<Vec<_>>(), [0, 0, 5, 5]);
         assert_eq!(
             all("a A 1.1.1.1\n").unwrap_err().to_string(),
             "db.test:1:3: missing TTL with no previous value: \"A\""
