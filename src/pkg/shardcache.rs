@@ -52,11 +52,6 @@ impl<T> ShardCache<T> {
         }
     }
 
-    #[cfg(test)]
-    pub(crate) fn capacity(&self) -> usize {
-        self.shard_cap * SHARDS
-    }
-
     /// The shard comes from bits 32..40 of the key: the map inside uses the low bits for its
     /// buckets and the top seven as tags, so neither is constant within a shard.
     fn shard(&self, key: u64) -> &RwLock<Shard<T>> {

@@ -320,7 +320,7 @@ fn zone_records() -> Vec<Record> {
 
 #[test]
 fn zone_signing_chain_and_signatures() {
-    let keys = vec![testkey("Kexample.org.+013+57158")];
+    let keys = [testkey("Kexample.org.+013+57158")];
     let refs: Vec<&SigningKey> = keys.iter().collect();
     let p = ZoneSigning {
         keys: &refs,
@@ -398,7 +398,7 @@ fn zone_signing_chain_and_signatures() {
 
 #[test]
 fn split_keys_sign_dnskey_with_the_ksk_only() {
-    let keys = vec![
+    let keys = [
         testkey("Kexample.org.+013+57158"),
         testkey("Kexample.org.+015+04321"),
     ];
@@ -427,7 +427,7 @@ fn split_keys_sign_dnskey_with_the_ksk_only() {
 
 #[test]
 fn resign_schedule() {
-    let keys = vec![testkey("Kexample.org.+015+04321")];
+    let keys = [testkey("Kexample.org.+015+04321")];
     let refs: Vec<&SigningKey> = keys.iter().collect();
     let day = 86400i64;
     let now = 1_700_000_000i64;
