@@ -248,3 +248,53 @@ fn wrong_key_or_secret_gets_badkey_or_badsig_and_require_all_refuses_unsigned() 
         "{out}"
     );
 }
+
+#[test]
+fn secrets_file_keys_sign_and_a_bad_file_names_its_line() {
+    let port = free_port();
+    let keys = format!(
+        "key \"xfr.example.\" {{\n    algorithm hmac-sha512;\n    secret \"{SECRET}\";\n}};\n"
+    );
+    let cf = format!(
+        "example.org:{port} {{\n    tsig {{\n        secrets keys.conf\n        require AXFR\n    }}\n    file db.example\n    transfer {{\n        to *\n    }}\n}}\n"
+    );
+    let mut s = Sextant::builder(bin(), &cf)
+        .file("db.example", zone())
+        .file("keys.conf", &keys)
+        .start();
+    s.wait_dns(local(port), Duration::from_secs(10)).unwrap();
+    let p = port.to_string();
+    let key = format!("hmac-sha512:xfr.example.:{SECRET}");
+    let out = kdig(&[
+        "@127.0.0.1",
+        "-p",
+        &p,
+        "-y",
+        &key,
+        "www.example.org",
+        "A",
+        "+tcp",
+    ]);
+    assert!(
+        out.contains("status: NOERROR") && !out.contains(";; WARNING"),
+        "{out}"
+    );
+    let t = tsig_lines(&out);
+    assert_eq!(t.len(), 1, "{out}");
+    assert_eq!(tsig_fields(t[0])[0], "hmac-sha512.", "{out}");
+    drop(s);
+    // A secret that is not base64: -check names the Corefile position, the directive and the
+    // secrets file's line.
+    let bad = "key \"xfr.example.\" {\n    secret \"not*base64\";\n};\n";
+    let (code, out, err) = Sextant::run_to_end(
+        Sextant::builder(bin(), &cf)
+            .file("db.example", zone())
+            .file("keys.conf", bad)
+            .arg("-check"),
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    assert_ne!(code, 0);
+    let all = format!("{out}{err}");
+    assert!(all.contains("Corefile:3:17: secrets: keys.conf:2: secret of key \"xfr.example.\" is not valid base64"), "{all}");
+}
