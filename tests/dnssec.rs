@@ -293,3 +293,43 @@ fn delv_rejects_answers_against_another_trust_anchor() {
     assert!(!out.contains("fully validated"), "{out}");
     assert!(out.contains("resolution failed"), "{out}");
 }
+
+#[test]
+fn cached_answers_are_signed_and_validate_when_warm() {
+    // `cache` runs after `dnssec` in the chain (as in CoreDNS): its hits are signed too.
+    let port = free_port();
+    let (base, key, private) = testdata_key("Kexample.org.+013+57158");
+    let cf = format!(
+        "example.org:{port} {{\n    dnssec {{\n        key file {base}\n    }}\n    cache\n    file db.example.org\n}}\n"
+    );
+    let mut s = Sextant::builder(bin(), &cf)
+        .file("db.example.org", ZONE)
+        .file(&format!("{base}.key"), &key)
+        .file(&format!("{base}.private"), private)
+        .file("anchor.conf", anchor(&key))
+        .start();
+    s.wait_dns(local(port), Duration::from_secs(10)).unwrap();
+    let a = s.dir().join("anchor.conf");
+    for round in 0..2 {
+        let out = delv(port, &a, "www.example.org", "A");
+        assert!(out.contains("; fully validated"), "round {round}: {out}");
+        let out = delv(port, &a, "nothere.example.org", "A");
+        assert!(
+            out.contains("; negative response, fully validated"),
+            "round {round}: {out}"
+        );
+    }
+    // Without DO the cached answer carries no signature.
+    let r = udp(
+        local(port),
+        &Query::new("www.example.org.", RecordType::A),
+        T,
+    )
+    .unwrap();
+    assert_eq!(r.answers(), ["www.example.org. 300 IN A 10.0.0.2"]);
+    assert!(
+        r.authority().iter().all(|l| !l.contains(" RRSIG ")),
+        "{:?}",
+        r.authority()
+    );
+}
