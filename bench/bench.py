@@ -470,7 +470,7 @@ def scenario_file(env, args):
         while i < n:
             name = f"host{i // 2}"
             f.write(f"{name} A 10.{(i >> 16) & 255}.{(i >> 8) & 255}.{i & 255}\n")
-            f.write(f"{name} AAAA 2001:db8::{i:x}\n")
+            f.write(f"{name} AAAA 2001:db8::{i >> 16:x}:{i & 0xffff:x}\n")
             names.append(name)
             i += 2
     qf = env.path("file-queries.txt")
