@@ -151,7 +151,7 @@ impl Site {
         if msg.header.qr {
             return None;
         }
-        let asked = Asked::of(&msg);
+        let mut asked = Asked::of(&msg);
         if msg.header.opcode != opcode::QUERY {
             let mut r = Message::reply_to(&msg);
             r.header.rd = false;
@@ -197,8 +197,17 @@ impl Site {
             server: self.label.clone(),
             depth: 0,
             resolver: Some(self.clone() as Arc<dyn Resolver>),
+            meta: None,
         };
         let mut out = run_chain(&block, &mut req).await;
+        if out.is_dropped() {
+            return None;
+        }
+        // The reply is truncated to the buffer size as the chain left it (`bufsize` lowers it),
+        // like CoreDNS's ScrubWriter reading the request it passed down.
+        if let (Some((size, _)), Some(e)) = (asked.edns.as_mut(), req.msg.edns.as_ref()) {
+            *size = (*size).min(e.udp_size);
+        }
         if let Some(w) = out.wire.take() {
             match finish_wire(&asked, w.bytes, proto) {
                 Ok(bytes) => return Some(bytes),
@@ -339,6 +348,7 @@ impl Resolver for Site {
                 server: self.label.clone(),
                 depth: req.depth + 1,
                 resolver: req.resolver.clone(),
+                meta: None,
             };
             let block = block.clone();
             let mut out = Next::new(&block.chain).run(&mut sub).await;
