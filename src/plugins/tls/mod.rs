@@ -11,8 +11,12 @@ use sextant_corefile::{Directive, Error, Token};
 
 use crate::plugin::SetupCtx;
 
-fn read_certs(d: &Directive, t: &Token) -> Result<Vec<CertificateDer<'static>>, Error> {
-    let f = std::fs::File::open(Path::new(&t.text))
+fn read_certs(
+    d: &Directive,
+    t: &Token,
+    path: &Path,
+) -> Result<Vec<CertificateDer<'static>>, Error> {
+    let f = std::fs::File::open(path)
         .map_err(|e| d.err_at(t, format!("cannot read certificate {:?}: {e}", t.text)))?;
     let certs: Result<Vec<_>, _> = rustls_pemfile::certs(&mut BufReader::new(f)).collect();
     let certs = certs.map_err(|e| d.err_at(t, format!("bad certificate {:?}: {e}", t.text)))?;
@@ -22,8 +26,8 @@ fn read_certs(d: &Directive, t: &Token) -> Result<Vec<CertificateDer<'static>>, 
     Ok(certs)
 }
 
-fn read_key(d: &Directive, t: &Token) -> Result<PrivateKeyDer<'static>, Error> {
-    let f = std::fs::File::open(Path::new(&t.text))
+fn read_key(d: &Directive, t: &Token, path: &Path) -> Result<PrivateKeyDer<'static>, Error> {
+    let f = std::fs::File::open(path)
         .map_err(|e| d.err_at(t, format!("cannot read key {:?}: {e}", t.text)))?;
     rustls_pemfile::private_key(&mut BufReader::new(f))
         .map_err(|e| d.err_at(t, format!("bad key {:?}: {e}", t.text)))?
@@ -42,10 +46,11 @@ enum ClientAuth {
 pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), Error> {
     let d = lines[0];
     d.arg_count(2, 3)?;
-    let certs = read_certs(d, &d.args[0])?;
-    let key = read_key(d, &d.args[1])?;
+    // Relative names are under the block's `root`.
+    let certs = read_certs(d, &d.args[0], &ctx.file_path(&d.args[0].text))?;
+    let key = read_key(d, &d.args[1], &ctx.file_path(&d.args[1].text))?;
     let ca = match d.args.get(2) {
-        Some(t) => Some(read_certs(d, t)?),
+        Some(t) => Some(read_certs(d, t, &ctx.file_path(&t.text))?),
         None => None,
     };
     let mut auth = ClientAuth::NoCert;
