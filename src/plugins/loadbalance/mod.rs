@@ -38,6 +38,11 @@ impl Cidr {
         (bits <= max).then_some(Cidr { net: ip, bits })
     }
 
+    /// The address as written and the prefix length.
+    pub(crate) fn parts(&self) -> (IpAddr, u8) {
+        (self.net, self.bits)
+    }
+
     pub(crate) fn contains(&self, ip: &IpAddr) -> bool {
         match (self.net, ip) {
             (IpAddr::V4(n), IpAddr::V4(a)) => {
