@@ -1,0 +1,387 @@
+//! The `acl` plugin: allows, blocks (REFUSED), filters (empty NOERROR) or drops queries by
+//! client address and query type, per zone; rules are tried in order and the first match acts.
+
+use std::cell::RefCell;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use prometheus::{register_int_counter_vec, IntCounter, IntCounterVec};
+use sextant_corefile::{Directive, Error};
+use sextant_wire::{Edns, EdnsOption, Name, RType, Rcode};
+
+use crate::metrics::lazy_metric;
+use crate::plugin::{BoxFuture, Handler, Next, Outcome, Request, SetupCtx};
+use crate::plugins::loadbalance::Cidr;
+
+lazy_metric!(BLOCKED: IntCounterVec = register_int_counter_vec!(
+    "coredns_acl_blocked_requests_total",
+    "Counter of DNS requests being blocked.",
+    &["server", "zone", "view"]
+));
+lazy_metric!(FILTERED: IntCounterVec = register_int_counter_vec!(
+    "coredns_acl_filtered_requests_total",
+    "Counter of DNS requests being filtered.",
+    &["server", "zone", "view"]
+));
+lazy_metric!(ALLOWED: IntCounterVec = register_int_counter_vec!(
+    "coredns_acl_allowed_requests_total",
+    "Counter of DNS requests being allowed.",
+    &["server", "view"]
+));
+lazy_metric!(DROPPED: IntCounterVec = register_int_counter_vec!(
+    "coredns_acl_dropped_requests_total",
+    "Counter of DNS requests being dropped.",
+    &["server", "zone", "view"]
+));
+
+/// EDNS option code of Extended DNS Errors (RFC 8914).
+pub(crate) const EDE: u16 = 15;
+const EDE_BLOCKED: u16 = 15;
+const EDE_FILTERED: u16 = 17;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Action {
+    Allow,
+    Block,
+    Filter,
+    Drop,
+}
+
+/// Client networks as (address, mask) pairs over 128 bits: IPv4 as IPv4-mapped IPv6, so one
+/// comparison loop serves both families.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Nets {
+    all: bool,
+    nets: Vec<(u128, u128)>,
+}
+
+impl Nets {
+    fn add(&mut self, c: &Cidr) {
+        let (ip, bits) = c.parts();
+        let (addr, bits) = match ip {
+            IpAddr::V4(a) => (u128::from(a.to_ipv6_mapped()), 96 + bits as u32),
+            IpAddr::V6(a) => (u128::from(a), bits as u32),
+        };
+        let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
+        self.nets.push((addr & mask, mask));
+    }
+
+    #[inline]
+    fn contains(&self, ip: u128) -> bool {
+        self.all || self.nets.iter().any(|&(n, m)| ip & m == n)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Policy {
+    action: Action,
+    /// Empty: every type.
+    types: Vec<RType>,
+    nets: Nets,
+}
+
+#[derive(Debug)]
+struct Rule {
+    zones: Vec<Name>,
+    policies: Vec<Policy>,
+}
+
+pub(crate) struct Acl {
+    rules: Vec<Rule>,
+}
+
+fn is_section(t: &str) -> bool {
+    t.eq_ignore_ascii_case("type") || t.eq_ignore_ascii_case("net")
+}
+
+fn parse_policy(p: &Directive) -> Result<Policy, Error> {
+    let action = match p.name.text.to_ascii_lowercase().as_str() {
+        "allow" => Action::Allow,
+        "block" => Action::Block,
+        "filter" => Action::Filter,
+        "drop" => Action::Drop,
+        _ => {
+            return Err(p.err(format!(
+                "unexpected token {:?}; expect 'allow', 'block', 'filter' or 'drop'",
+                p.name.text
+            )))
+        }
+    };
+    let mut types = Vec::new();
+    let mut all_types = false;
+    let mut nets = Nets::default();
+    let (mut has_type, mut has_net) = (false, false);
+    let mut rest = &p.args[..];
+    while let Some((section, after)) = rest.split_first() {
+        if !is_section(&section.text) {
+            return Err(p.err_at(
+                section,
+                format!("unexpected token {:?}; expect 'type | net'", section.text),
+            ));
+        }
+        let n = after
+            .iter()
+            .position(|t| is_section(&t.text))
+            .unwrap_or(after.len());
+        let (tokens, next) = after.split_at(n);
+        rest = next;
+        let name = section.text.to_ascii_lowercase();
+        if tokens.is_empty() {
+            return Err(p.err_at(section, format!("no token specified in {name:?} section")));
+        }
+        if name == "type" {
+            has_type = true;
+            for t in tokens {
+                if t.text == "*" {
+                    all_types = true;
+                    break;
+                }
+                // miekg/dns's StringToType: upper-case mnemonics only.
+                match RType::from_name(&t.text).filter(|_| t.text == t.text.to_ascii_uppercase()) {
+                    Some(rt) => types.push(rt),
+                    None => {
+                        return Err(p.err_at(
+                            t,
+                            format!("unexpected token {:?}; expect legal QTYPE", t.text),
+                        ))
+                    }
+                }
+            }
+        } else {
+            has_net = true;
+            for t in tokens {
+                if t.text == "*" {
+                    nets.all = true;
+                    break;
+                }
+                let text = normalize(&t.text);
+                let c = Cidr::parse(&text)
+                    .ok_or_else(|| p.err_at(t, format!("illegal CIDR notation {text:?}")))?;
+                nets.add(&c);
+            }
+        }
+    }
+    if !has_type || all_types {
+        types.clear();
+    }
+    if !has_net {
+        nets.all = true;
+    }
+    Ok(Policy {
+        action,
+        types,
+        nets,
+    })
+}
+
+/// A bare address is a host network (`/32` or `/128`), like CoreDNS's `normalize`.
+fn normalize(raw: &str) -> String {
+    if raw.contains('/') {
+        raw.to_string()
+    } else if raw.contains(':') {
+        format!("{raw}/128")
+    } else {
+        format!("{raw}/32")
+    }
+}
+
+fn parse(lines: &[&Directive], block_zones: &[String]) -> Result<Vec<Rule>, Error> {
+    let mut rules = Vec::new();
+    for d in lines {
+        let zones = crate::plugins::hosts::zones_from_args(d, &d.args, block_zones)?;
+        let policies = d.sub().iter().map(parse_policy).collect::<Result<_, _>>()?;
+        rules.push(Rule { zones, policies });
+    }
+    Ok(rules)
+}
+
+pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), Error> {
+    let rules = parse(lines, &ctx.block.zones)?;
+    ctx.add_handler(Arc::new(Acl { rules }));
+    Ok(())
+}
+
+/// The client address as 128 bits (IPv4 as IPv4-mapped).
+fn client_bits(ip: IpAddr) -> u128 {
+    match ip {
+        IpAddr::V4(a) => u128::from(a.to_ipv6_mapped()),
+        IpAddr::V6(a) => u128::from(a),
+    }
+}
+
+thread_local! {
+    /// `coredns_acl_allowed_requests_total` handles by server label (the label lookup hashes
+    /// and locks; a cached handle is one atomic add).
+    static ALLOWED_BY_SERVER: RefCell<Vec<(Arc<str>, IntCounter)>> = const { RefCell::new(Vec::new()) };
+}
+
+fn count_allowed(server: &Arc<str>) {
+    ALLOWED_BY_SERVER.with(|c| {
+        let Ok(mut v) = c.try_borrow_mut() else {
+            ALLOWED.with_label_values(&[server, ""]).inc();
+            return;
+        };
+        if let Some((_, h)) = v.iter().find(|(s, _)| Arc::ptr_eq(s, server)) {
+            h.inc();
+            return;
+        }
+        if v.len() >= 16 {
+            v.clear(); // old generations' server labels age out
+        }
+        let h = ALLOWED.with_label_values(&[server, ""]);
+        h.inc();
+        v.push((server.clone(), h));
+    });
+}
+
+impl Acl {
+    /// The action for this request and the zone of the rule that chose it (None: allowed).
+    fn decide(&self, req: &Request) -> Option<(Action, &Name)> {
+        let q = req.msg.question()?;
+        let ip = client_bits(req.client.ip());
+        for rule in &self.rules {
+            // The longest zone of the rule the name is in.
+            let Some(zone) = rule
+                .zones
+                .iter()
+                .filter(|z| q.name.is_subdomain_of(z))
+                .max_by_key(|z| z.wire_len())
+            else {
+                continue;
+            };
+            let hit = rule.policies.iter().find(|p| {
+                (p.types.is_empty() || p.types.contains(&q.qtype)) && p.nets.contains(ip)
+            });
+            match hit.map(|p| p.action) {
+                None => continue,
+                Some(Action::Allow) => return None,
+                Some(a) => return Some((a, zone)),
+            }
+        }
+        None
+    }
+}
+
+impl Handler for Acl {
+    fn name(&self) -> &'static str {
+        "acl"
+    }
+
+    fn serve<'a>(&'a self, req: &'a mut Request, next: Next<'a>) -> BoxFuture<'a, Outcome> {
+        let Some((action, zone)) = self.decide(req) else {
+            count_allowed(&req.server);
+            return next.run(req);
+        };
+        let labels = [&*req.server, &zone.to_lowercase_string(), ""];
+        let (rcode, ede, counter) = match action {
+            Action::Drop => {
+                DROPPED.with_label_values(&labels).inc();
+                return Box::pin(async { Outcome::dropped("acl") });
+            }
+            Action::Block => (Rcode::REFUSED, EDE_BLOCKED, &BLOCKED),
+            Action::Filter => (Rcode::NOERROR, EDE_FILTERED, &FILTERED),
+            Action::Allow => unreachable!("allow returns above"),
+        };
+        counter.with_label_values(&labels).inc();
+        let mut m = req.reply();
+        m.set_rcode(rcode);
+        let mut e = Edns::new(4096);
+        e.dnssec_ok = true;
+        e.options.push(EdnsOption {
+            code: EDE,
+            data: ede.to_be_bytes().to_vec(),
+        });
+        m.edns = Some(e);
+        Box::pin(async move { Outcome::reply("acl", m) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sextant_wire::Message;
+
+    fn rules(text: &str) -> Result<Vec<Rule>, Error> {
+        let cf = sextant_corefile::parse_str("Corefile", text, std::path::Path::new(".")).unwrap();
+        let d: Vec<&Directive> = cf.blocks[0].directives.iter().collect();
+        parse(&d, &["example.org.".to_string()])
+    }
+
+    fn decide(acl: &Acl, client: &str, name: &str, t: RType) -> Option<Action> {
+        let q = Message::query(1, Name::parse(name).unwrap(), t);
+        let req = Request::new(
+            q,
+            std::net::SocketAddr::new(client.parse().unwrap(), 5353),
+            crate::plugin::Proto::Udp,
+        );
+        acl.decide(&req).map(|(a, _)| a)
+    }
+
+    #[test]
+    fn first_matching_policy_acts() {
+        let acl = Acl {
+            rules: rules(
+                "example.org {\n acl {\n  allow net 192.168.1.0/24\n  block type A AAAA net 192.168.0.0/16 2001:db8::/32\n  filter type MX\n  drop net 10.0.0.1\n }\n}\n",
+            )
+            .unwrap(),
+        };
+        let a = RType::A;
+        assert_eq!(decide(&acl, "192.168.1.9", "a.example.org.", a), None);
+        assert_eq!(
+            decide(&acl, "192.168.2.9", "a.example.org.", a),
+            Some(Action::Block)
+        );
+        assert_eq!(
+            decide(&acl, "::ffff:192.168.2.9", "a.example.org.", a),
+            Some(Action::Block)
+        );
+        assert_eq!(
+            decide(&acl, "2001:db8::5", "a.example.org.", RType::AAAA),
+            Some(Action::Block)
+        );
+        assert_eq!(
+            decide(&acl, "192.168.2.9", "a.example.org.", RType::TXT),
+            None
+        );
+        assert_eq!(
+            decide(&acl, "1.2.3.4", "a.example.org.", RType::MX),
+            Some(Action::Filter)
+        );
+        assert_eq!(
+            decide(&acl, "10.0.0.1", "a.example.org.", RType::TXT),
+            Some(Action::Drop)
+        );
+        assert_eq!(decide(&acl, "10.0.0.2", "a.example.org.", RType::TXT), None);
+        // Outside the zones: no rule applies.
+        assert_eq!(decide(&acl, "10.0.0.1", "a.example.com.", RType::TXT), None);
+    }
+
+    #[test]
+    fn errors_name_the_token() {
+        let e = rules("example.org {\n acl {\n  deny net 1.2.3.4\n }\n}\n").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "Corefile:3:3: deny: unexpected token \"deny\"; expect 'allow', 'block', 'filter' or 'drop'"
+        );
+        let e = rules("example.org {\n acl {\n  block net 1.2.3.400\n }\n}\n").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "Corefile:3:13: block: illegal CIDR notation \"1.2.3.400/32\""
+        );
+        let e = rules("example.org {\n acl {\n  block type XX\n }\n}\n").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "Corefile:3:14: block: unexpected token \"XX\"; expect legal QTYPE"
+        );
+        let e = rules("example.org {\n acl {\n  block type\n }\n}\n").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "Corefile:3:9: block: no token specified in \"type\" section"
+        );
+        let e = rules("example.org {\n acl {\n  block 1.2.3.4\n }\n}\n").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "Corefile:3:9: block: unexpected token \"1.2.3.4\"; expect 'type | net'"
+        );
+    }
+}
