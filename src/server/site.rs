@@ -208,6 +208,10 @@ impl Site {
         if let (Some((size, _)), Some(e)) = (asked.edns.as_mut(), req.msg.edns.as_ref()) {
             *size = (*size).min(e.udp_size);
         }
+        // An error reply the server writes copies RD and CD from the query as the chain left
+        // it (`header` may change them), like CoreDNS's errorFunc.
+        asked.rd = req.msg.header.rd;
+        asked.cd = req.msg.header.cd;
         if let Some(w) = out.wire.take() {
             match finish_wire(&asked, w.bytes, proto) {
                 Ok(bytes) => return Some(bytes),
@@ -265,6 +269,9 @@ pub(crate) fn finish(query: &Asked, mut reply: Message, proto: Proto) -> Vec<u8>
             if let Some(re) = &reply.edns {
                 // Options a plugin set on purpose (e.g. NSID) survive; nothing is echoed blindly.
                 e.options = re.options.clone();
+                // So does a DO bit it set (CoreDNS keeps the plugin's OPT flags: nsid, acl and
+                // template's ederror set DO).
+                e.dnssec_ok |= re.dnssec_ok;
             }
             e.ext_rcode = rcode.high();
             reply.edns = Some(e);

@@ -132,6 +132,8 @@ impl Dns64 {
         m.header.tc = a.header.tc;
         m.authority = a.authority;
         m.additional = a.additional;
+        // CoreDNS copies the lookup's additional section whole, its OPT record included.
+        m.edns = a.edns;
         m.answers = a
             .answers
             .into_iter()

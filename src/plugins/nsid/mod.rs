@@ -62,7 +62,12 @@ impl Handler for Nsid {
             let mut out = next.run(req).await;
             let size = req.msg.edns.as_ref().map(|e| e.udp_size).unwrap_or(512);
             if let Some(m) = out.message_mut() {
-                let e = m.edns.get_or_insert_with(|| Edns::new(size));
+                // CoreDNS's SetEdns0(size, true): an OPT added here has DO set.
+                let e = m.edns.get_or_insert_with(|| {
+                    let mut e = Edns::new(size);
+                    e.dnssec_ok = true;
+                    e
+                });
                 match e.options.iter_mut().find(|o| o.code == NSID) {
                     Some(o) => o.data = self.data.clone(),
                     None => e.options.push(EdnsOption {

@@ -608,9 +608,11 @@ impl Parser {
                                 "if" => out.push(Node::If(self.branch("if")?)),
                                 "range" => out.push(Node::Range(self.branch("range")?)),
                                 "with" => out.push(Node::With(self.branch("with")?)),
-                                other => return Err(self.err(format!(
+                                other => {
+                                    return Err(self.err(format!(
                                     "{{{{{other}}}}} is not supported by Sextant's template subset"
-                                ))),
+                                )))
+                                }
                             }
                         }
                         _ => {
