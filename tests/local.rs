@@ -17,6 +17,9 @@ fn addr(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
 
+/// (name, type, rcode, answer, authority)
+type Case<'a> = (&'a str, RecordType, &'a str, Vec<String>, Vec<String>);
+
 const SOA: &str = "604800 IN SOA localhost. root.localhost. 1 0 0 0 604800";
 
 #[test]
@@ -26,7 +29,7 @@ fn localhost_names_and_reverse_zones() {
     let mut s = Sextant::start(bin(), &cf);
     s.wait_dns(addr(port), Duration::from_secs(10)).unwrap();
     let ask = |n: &str, t| udp(addr(port), &Query::new(n, t), T).unwrap();
-    let cases: Vec<(&str, RecordType, &str, Vec<String>, Vec<String>)> = vec![
+    let cases: Vec<Case<'_>> = vec![
         (
             "localhost.",
             RecordType::A,

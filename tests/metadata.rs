@@ -43,7 +43,7 @@ status:
   podIPs: [{ip: 127.0.0.1}]
 "#;
 
-fn start(with_metadata: bool, port: u16) -> Sextant {
+fn start(with_metadata: bool, port: u16, up: &Upstream) -> Sextant {
     let md = if with_metadata { "metadata" } else { "" };
     let cf = format!(
         r#"cluster.local:{port} example:{port} {{
@@ -57,7 +57,13 @@ fn start(with_metadata: bool, port: u16) -> Sextant {
         pods verified
     }}
 }}
-"#
+example.net:{port} {{
+    metadata
+    log . "UP {{name}} {{/forward/upstream}}"
+    forward . {}
+}}
+"#,
+        up.addr()
     );
     let mut s = Sextant::builder(bin(), &cf)
         .file("cluster.yaml", CLUSTER)
@@ -69,7 +75,8 @@ fn start(with_metadata: bool, port: u16) -> Sextant {
 #[test]
 fn kubernetes_labels_reach_log_and_template() {
     let port = free_port();
-    let s = start(true, port);
+    let up = Upstream::records(&["up.example.net. 5 IN A 192.0.2.1"]).unwrap();
+    let s = start(true, port, &up);
     let r = udp(
         addr(port),
         &Query::new("web.shop.svc.cluster.local.", RecordType::A),
@@ -110,7 +117,13 @@ fn kubernetes_labels_reach_log_and_template() {
     .unwrap();
     let line = s.wait_for_line("META a.b.c.d.e.cluster.local.", T).unwrap();
     assert!(line.contains(" - - - shop client-1 checkout "), "{line}");
-    // Outside the kubernetes zones only the client's labels exist.
+    // Outside the kubernetes zones only the client's labels exist; forward names its upstream.
+    let _ = udp(addr(port), &Query::new("up.example.net.", RecordType::A), T).unwrap();
+    let line = s.wait_for_line("UP up.example.net.", T).unwrap();
+    assert!(
+        line.ends_with(&format!("UP up.example.net. {}", up.addr())),
+        "{line}"
+    );
     let r = udp(addr(port), &Query::new("x.example.", RecordType::TXT), T).unwrap();
     assert_eq!(r.answers(), vec!["x.example. 5 IN TXT shop/client-1"]);
 }
@@ -118,7 +131,8 @@ fn kubernetes_labels_reach_log_and_template() {
 #[test]
 fn without_metadata_labels_are_unset() {
     let port = free_port();
-    let s = start(false, port);
+    let up = Upstream::records(&[]).unwrap();
+    let s = start(false, port, &up);
     let _ = udp(
         addr(port),
         &Query::new("web.shop.svc.cluster.local.", RecordType::A),

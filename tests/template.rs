@@ -324,7 +324,7 @@ fn bad_templates_name_file_line_column_and_reload_keeps_the_old_config() {
 
     let port = free_port();
     let good = format!(".:{port} {{\n    template IN A example {{\n        answer \"{{{{ .Name }}}} 5 IN A 192.0.2.1\"\n    }}\n}}\n");
-    let mut s = start(&good, port);
+    let s = start(&good, port);
     let bad = good.replace("192.0.2.1\"", "192.0.2.2\"\n        match \"(\"");
     s.rewrite_corefile(&bad).unwrap();
     s.signal(libc::SIGUSR1).unwrap();

@@ -125,8 +125,8 @@ impl Dns64 {
         let soa_ttl = orig
             .authority
             .iter()
-            .filter(|r| r.rtype == RType::SOA)
-            .last()
+            .rev()
+            .find(|r| r.rtype == RType::SOA)
             .map_or(600, |r| r.ttl);
         let mut m = req.reply();
         m.header.tc = a.header.tc;

@@ -554,7 +554,7 @@ struct Parser {
     vars: Vec<String>,
 }
 
-enum End {
+enum Until {
     Eof,
     End,
     Else,
@@ -588,11 +588,11 @@ impl Parser {
     }
 
     /// Parses nodes until end of input, `{{end}}` or `{{else}}`.
-    fn list(&mut self) -> Result<(Vec<Node>, End), String> {
+    fn list(&mut self) -> Result<(Vec<Node>, Until), String> {
         let mut out = Vec::new();
         loop {
             match self.next() {
-                None => return Ok((out, End::Eof)),
+                None => return Ok((out, Until::Eof)),
                 Some(Tok::Text(t)) => out.push(Node::Text(t)),
                 Some(Tok::Open) => {
                     self.skip_space();
@@ -602,9 +602,9 @@ impl Parser {
                             match k {
                                 "end" => {
                                     self.close()?;
-                                    return Ok((out, End::End));
+                                    return Ok((out, Until::End));
                                 }
-                                "else" => return Ok((out, End::Else)),
+                                "else" => return Ok((out, Until::Else)),
                                 "if" => out.push(Node::If(self.branch("if")?)),
                                 "range" => out.push(Node::Range(self.branch("range")?)),
                                 "with" => out.push(Node::With(self.branch("with")?)),
@@ -639,9 +639,9 @@ impl Parser {
         let pipe = self.pipeline(kind, false)?;
         let (list, end) = self.list()?;
         let else_list = match end {
-            End::Eof => return Err(self.err(format!("unexpected EOF in {kind}"))),
-            End::End => None,
-            End::Else => {
+            Until::Eof => return Err(self.err(format!("unexpected EOF in {kind}"))),
+            Until::End => None,
+            Until::Else => {
                 self.skip_space();
                 // `{{else if ...}}` / `{{else with ...}}`: a nested branch that shares the end.
                 match self.peek().cloned() {
@@ -658,7 +658,7 @@ impl Parser {
                     _ => {
                         self.close()?;
                         let (l, end) = self.list()?;
-                        if !matches!(end, End::End) {
+                        if !matches!(end, Until::End) {
                             return Err(self.err(format!("expected end; found else in {kind}")));
                         }
                         Some(l)
@@ -861,12 +861,12 @@ impl Template {
         };
         let (root, end) = p.list()?;
         match end {
-            End::Eof => Ok(Template {
+            Until::Eof => Ok(Template {
                 name: name.to_string(),
                 root,
             }),
-            End::End => Err(p.err("unexpected {{end}}")),
-            End::Else => Err(p.err("unexpected {{else}}")),
+            Until::End => Err(p.err("unexpected {{end}}")),
+            Until::Else => Err(p.err("unexpected {{else}}")),
         }
     }
 

@@ -152,7 +152,7 @@ fn char_string(t: &str) -> Result<Vec<u8>, String> {
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'\\' && i + 1 < b.len() {
-            if i + 3 < b.len() + 0 && b[i + 1..i + 4].iter().all(u8::is_ascii_digit) {
+            if i + 3 < b.len() && b[i + 1..i + 4].iter().all(u8::is_ascii_digit) {
                 let v: u32 = t[i + 1..i + 4].parse().unwrap_or(256);
                 out.push(u8::try_from(v).map_err(|_| "dns: bad escape in string")?);
                 i += 4;
