@@ -921,7 +921,11 @@ fn conformance_matrix_against_knot() {
         .output()
         .expect("python3 runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    eprintln!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "conformance matrix failed:\n{stdout}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{stdout}{stderr}");
+    assert!(
+        out.status.success(),
+        "conformance matrix failed:\n{stdout}{stderr}\n(its Python packages: python3 -m pip install -r requirements-test.txt, or run ./test.sh)"
+    );
     assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
 }

@@ -266,7 +266,7 @@ pub fn corefile(data: &[u8]) {
 /// the address back. Input is hosts-file text (invalid UTF-8 is replaced, as a lossy reader
 /// would).
 pub fn hosts_file(data: &[u8]) {
-    use sextant::fuzzing::{address_from_reverse, parse_ip, Map, ParseOpts};
+    use sextant::fuzzing::{parse_ip, Map, ParseOpts};
     use sextant_wire::Name;
     let text = String::from_utf8_lossy(data);
     let Ok(root) = Name::parse(".") else {
@@ -290,21 +290,11 @@ pub fn hosts_file(data: &[u8]) {
                 std::net::IpAddr::V6(a) => assert!(m.v6(name).contains(&a), "PTR without AAAA"),
             }
         }
-        let rev = match ip {
-            std::net::IpAddr::V4(a) => {
-                let o = a.octets();
-                format!("{}.{}.{}.{}.in-addr.arpa.", o[3], o[2], o[1], o[0])
-            }
-            std::net::IpAddr::V6(a) => {
-                let mut s = String::new();
-                for b in a.octets().iter().rev() {
-                    s.push_str(&format!("{:x}.{:x}.", b & 0xf, b >> 4));
-                }
-                s + "ip6.arpa."
-            }
-        };
-        let rev = Name::parse(&rev).unwrap_or_else(|e| panic!("reverse name {rev}: {e}"));
-        assert_eq!(address_from_reverse(&rev), Some(ip), "reverse round trip");
+        assert_eq!(
+            Name::reverse_of(ip).reverse_address(),
+            Some(ip),
+            "reverse round trip"
+        );
         for f in fields {
             if let Ok(n) = Name::parse(f) {
                 let _ = (m.v4(&n), m.v6(&n));
@@ -314,7 +304,7 @@ pub fn hosts_file(data: &[u8]) {
     // Reverse-name decoding of arbitrary names.
     for line in text.lines() {
         if let Ok(n) = Name::parse(line.trim()) {
-            let _ = address_from_reverse(&n);
+            let _ = n.reverse_address();
         }
     }
 }

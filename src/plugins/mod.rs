@@ -35,7 +35,6 @@ pub(crate) mod root;
 pub(crate) mod template;
 pub(crate) mod tls;
 pub(crate) mod transfer;
-pub(crate) mod util;
 pub(crate) mod whoami;
 
 /// Execution order, whatever the order in the Corefile.

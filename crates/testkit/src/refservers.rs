@@ -30,21 +30,22 @@ fn require(program: &str, package: &str) -> Result<()> {
     }
 }
 
-/// A child process killed (SIGKILL) and reaped on Drop, with its temp dir.
-struct Daemon {
+/// A running reference server: the child process, killed (SIGKILL) and reaped on Drop, with
+/// its temp dir. [`Knot`] and [`Unbound`] dereference to it.
+pub struct RefServer {
     child: Child,
     dir: tempfile::TempDir,
     addr: SocketAddr,
     log: std::path::PathBuf,
 }
 
-impl Daemon {
+impl RefServer {
     fn spawn(
         mut cmd: Command,
         dir: tempfile::TempDir,
         addr: SocketAddr,
         name: &str,
-    ) -> Result<Daemon> {
+    ) -> Result<RefServer> {
         let log = dir.path().join(format!("{name}.log"));
         let out = std::fs::File::create(&log)?;
         let err = out.try_clone()?;
@@ -58,7 +59,7 @@ impl Daemon {
                 command: format!("{cmd:?}"),
                 detail: e.to_string(),
             })?;
-        Ok(Daemon {
+        Ok(RefServer {
             child,
             dir,
             addr,
@@ -66,8 +67,19 @@ impl Daemon {
         })
     }
 
-    fn log_text(&self) -> String {
+    /// Address (UDP and TCP).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The temp dir with its config (and, for Knot, zone file and database).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
     }
 
     /// Wait until `q` gets any reply; fail early if the daemon exits.
@@ -78,7 +90,7 @@ impl Daemon {
                 return Err(Error::Exited {
                     status: st.to_string(),
                     what: what.into(),
-                    output: self.log_text(),
+                    output: self.log(),
                 });
             }
             if Instant::now() >= deadline {
@@ -91,12 +103,12 @@ impl Daemon {
         }
         Err(Error::timeout(
             timeout,
-            format!("{what}; log:\n{}", self.log_text()),
+            format!("{what}; log:\n{}", self.log()),
         ))
     }
 }
 
-impl Drop for Daemon {
+impl Drop for RefServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -111,7 +123,7 @@ impl Drop for Daemon {
 /// let r = udp(k.addr(), &Query::new("ns.example.test.", RecordType::A), std::time::Duration::from_secs(2)).unwrap();
 /// ```
 pub struct Knot {
-    d: Daemon,
+    d: RefServer,
 }
 
 impl Knot {
@@ -151,32 +163,24 @@ impl Knot {
         std::fs::write(d.join("knot.conf"), conf)?;
         let mut cmd = Command::new(KNOTD);
         cmd.arg("-c").arg(d.join("knot.conf"));
-        let mut daemon = Daemon::spawn(cmd, dir, addr, "knotd")?;
+        let mut daemon = RefServer::spawn(cmd, dir, addr, "knotd")?;
         let q = Query::new(&origin, RecordType::SOA).rd(false);
         daemon.wait_ready(&q, Duration::from_secs(10), "knotd to answer")?;
         Ok(Knot { d: daemon })
     }
+}
 
-    /// Address (UDP and TCP).
-    pub fn addr(&self) -> SocketAddr {
-        self.d.addr
-    }
-
-    /// knotd's log so far.
-    pub fn log(&self) -> String {
-        self.d.log_text()
-    }
-
-    /// The temp dir with config, zone file and database.
-    pub fn dir(&self) -> &Path {
-        self.d.dir.path()
+impl std::ops::Deref for Knot {
+    type Target = RefServer;
+    fn deref(&self) -> &RefServer {
+        &self.d
     }
 }
 
 /// Unbound as a caching forwarder on 127.0.0.1 (no chroot, no daemon, no remote control,
 /// no DNSSEC validation), forwarding everything to one upstream.
 pub struct Unbound {
-    d: Daemon,
+    d: RefServer,
 }
 
 impl Unbound {
@@ -205,25 +209,17 @@ impl Unbound {
         std::fs::write(d.join("unbound.conf"), conf)?;
         let mut cmd = Command::new(UNBOUND);
         cmd.arg("-d").arg("-c").arg(d.join("unbound.conf"));
-        let mut daemon = Daemon::spawn(cmd, dir, addr, "unbound")?;
+        let mut daemon = RefServer::spawn(cmd, dir, addr, "unbound")?;
         // Any reply counts (even SERVFAIL if the upstream is down): unbound is listening.
         let q = Query::new("localhost.", RecordType::A);
         daemon.wait_ready(&q, Duration::from_secs(10), "unbound to answer")?;
         Ok(Unbound { d: daemon })
     }
+}
 
-    /// Address (UDP and TCP).
-    pub fn addr(&self) -> SocketAddr {
-        self.d.addr
-    }
-
-    /// unbound's log so far.
-    pub fn log(&self) -> String {
-        self.d.log_text()
-    }
-
-    /// The temp dir with the config.
-    pub fn dir(&self) -> &Path {
-        self.d.dir.path()
+impl std::ops::Deref for Unbound {
+    type Target = RefServer;
+    fn deref(&self) -> &RefServer {
+        &self.d
     }
 }

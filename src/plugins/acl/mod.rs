@@ -5,34 +5,20 @@ use std::cell::RefCell;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use prometheus::{register_int_counter_vec, IntCounter, IntCounterVec};
+use prometheus::Counter;
 use sextant_corefile::{Directive, Error};
 use sextant_wire::{Edns, EdnsOption, Name, RType, Rcode};
 
-use crate::metrics::lazy_metric;
+use crate::metrics::metrics;
 use crate::plugin::{BoxFuture, Handler, Next, Outcome, Request, SetupCtx};
-use crate::plugins::loadbalance::Cidr;
+use sextant_wire::IpNet;
 
-lazy_metric!(BLOCKED: IntCounterVec = register_int_counter_vec!(
-    "coredns_acl_blocked_requests_total",
-    "Counter of DNS requests being blocked.",
-    &["server", "zone", "view"]
-));
-lazy_metric!(FILTERED: IntCounterVec = register_int_counter_vec!(
-    "coredns_acl_filtered_requests_total",
-    "Counter of DNS requests being filtered.",
-    &["server", "zone", "view"]
-));
-lazy_metric!(ALLOWED: IntCounterVec = register_int_counter_vec!(
-    "coredns_acl_allowed_requests_total",
-    "Counter of DNS requests being allowed.",
-    &["server", "view"]
-));
-lazy_metric!(DROPPED: IntCounterVec = register_int_counter_vec!(
-    "coredns_acl_dropped_requests_total",
-    "Counter of DNS requests being dropped.",
-    &["server", "zone", "view"]
-));
+metrics! {
+    BLOCKED: CounterVec("coredns_acl_blocked_requests_total", "Counter of DNS requests being blocked.", ["server", "zone", "view"]);
+    FILTERED: CounterVec("coredns_acl_filtered_requests_total", "Counter of DNS requests being filtered.", ["server", "zone", "view"]);
+    ALLOWED: CounterVec("coredns_acl_allowed_requests_total", "Counter of DNS requests being allowed.", ["server", "view"]);
+    DROPPED: CounterVec("coredns_acl_dropped_requests_total", "Counter of DNS requests being dropped.", ["server", "zone", "view"]);
+}
 
 /// EDNS option code of Extended DNS Errors (RFC 8914).
 pub(crate) const EDE: u16 = 15;
@@ -56,8 +42,8 @@ struct Nets {
 }
 
 impl Nets {
-    fn add(&mut self, c: &Cidr) {
-        let (ip, bits) = c.parts();
+    fn add(&mut self, c: &IpNet) {
+        let (ip, bits) = (c.addr(), c.prefix());
         let (addr, bits) = match ip {
             IpAddr::V4(a) => (u128::from(a.to_ipv6_mapped()), 96 + bits as u32),
             IpAddr::V6(a) => (u128::from(a), bits as u32),
@@ -155,8 +141,8 @@ fn parse_policy(p: &Directive) -> Result<Policy, Error> {
                     break;
                 }
                 let text = normalize(&t.text);
-                let c = Cidr::parse(&text)
-                    .ok_or_else(|| p.err_at(t, format!("illegal CIDR notation {text:?}")))?;
+                let c = IpNet::parse(&text)
+                    .map_err(|_| p.err_at(t, format!("illegal CIDR notation {text:?}")))?;
                 nets.add(&c);
             }
         }
@@ -188,7 +174,7 @@ fn normalize(raw: &str) -> String {
 fn parse(lines: &[&Directive], block_zones: &[String]) -> Result<Vec<Rule>, Error> {
     let mut rules = Vec::new();
     for d in lines {
-        let zones = crate::plugins::hosts::zones_from_args(d, &d.args, block_zones)?;
+        let zones = crate::pkg::zones::from_args(d, &d.args, block_zones)?;
         let policies = d.sub().iter().map(parse_policy).collect::<Result<_, _>>()?;
         rules.push(Rule { zones, policies });
     }
@@ -212,7 +198,7 @@ fn client_bits(ip: IpAddr) -> u128 {
 thread_local! {
     /// `coredns_acl_allowed_requests_total` handles by server label (the label lookup hashes
     /// and locks; a cached handle is one atomic add).
-    static ALLOWED_BY_SERVER: RefCell<Vec<(Arc<str>, IntCounter)>> = const { RefCell::new(Vec::new()) };
+    static ALLOWED_BY_SERVER: RefCell<Vec<(Arc<str>, Counter)>> = const { RefCell::new(Vec::new()) };
 }
 
 fn count_allowed(server: &Arc<str>) {

@@ -31,8 +31,13 @@ fn parse(d: &Directive) -> Result<Duration, Error> {
     let timeout = match d.args.first() {
         None => DEFAULT,
         Some(t) => {
-            let dur = crate::plugins::util::parse_go_duration(&t.text)
-                .ok_or_else(|| d.err_at(t, format!("invalid duration: {:?}", t.text)))?;
+            let dur = match crate::pkg::duration::parse(&t.text) {
+                Ok(dur) => dur,
+                Err(crate::pkg::duration::DurationError::Negative(_)) => {
+                    return Err(d.err_at(t, format!("invalid negative duration: {:?}", t.text)))
+                }
+                Err(_) => return Err(d.err_at(t, format!("invalid duration: {:?}", t.text))),
+            };
             if dur.is_zero() {
                 return Err(d.err_at(t, format!("invalid negative duration: {:?}", t.text)));
             }

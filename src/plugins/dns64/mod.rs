@@ -5,20 +5,17 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
-use prometheus::{register_counter_vec, CounterVec};
 use sextant_corefile::{Directive, Error, Token};
 use sextant_wire::{Class, Message, RData, RType, Rcode, Record};
 
-use crate::metrics::lazy_metric;
+use crate::metrics::metrics;
 use crate::plugin::{BoxFuture, Handler, Next, Outcome, Request, SetupCtx};
 use crate::plugins::cache::classify::{typify, MsgType};
-use crate::plugins::loadbalance::Cidr;
+use sextant_wire::IpNet;
 
-lazy_metric!(TRANSLATED: CounterVec = register_counter_vec!(
-    "coredns_dns64_requests_translated_total",
-    "Counter of DNS requests translated by dns64.",
-    &["server"]
-));
+metrics! {
+    TRANSLATED: CounterVec("coredns_dns64_requests_translated_total", "Counter of DNS requests translated by dns64.", ["server"]);
+}
 
 #[derive(Debug, PartialEq, Eq)]
 struct Config {
@@ -35,9 +32,8 @@ pub(crate) struct Dns64 {
 
 /// A NAT64 prefix: IPv6, length 32, 40, 48, 56, 64 or 96 (RFC 6052).
 fn parse_prefix(d: &Directive, t: &Token) -> Result<([u8; 16], u8), Error> {
-    let c = Cidr::parse(&t.text)
-        .ok_or_else(|| d.err_at(t, format!("invalid CIDR address: {}", t.text)))?;
-    let (ip, bits) = c.parts();
+    let c = IpNet::parse(&t.text).map_err(|e| d.err_at(t, e.to_string()))?;
+    let (ip, bits) = (c.addr(), c.prefix());
     let IpAddr::V6(v6) = ip else {
         return Err(d.err_at(t, format!("invalid netmask 32 IPv6 address: {:?}", t.text)));
     };

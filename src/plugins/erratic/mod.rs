@@ -64,7 +64,7 @@ fn parse(lines: &[&Directive]) -> Result<Config, Error> {
                         c.delay = n;
                     }
                     if let Some(t) = sub.args.get(1) {
-                        c.duration = crate::plugins::util::parse_duration(sub, t)?;
+                        c.duration = crate::pkg::duration::arg(sub, t)?;
                     }
                 }
                 "truncate" => {

@@ -5,21 +5,19 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::{Arc, LazyLock};
 
-use prometheus::{register_counter, Counter};
 use sextant_corefile::{Directive, Error};
 use sextant_wire::{Message, Name, RData, RType, Rcode, Record, Soa};
 
 use crate::log::PluginLog;
-use crate::metrics::lazy_metric;
+use crate::metrics::metrics;
 use crate::plugin::{BoxFuture, Handler, Next, Outcome, Request, SetupCtx};
 
 const LOG: PluginLog = PluginLog("local");
 const TTL: u32 = 604800;
 
-lazy_metric!(LOCALHOST: Counter = register_counter!(
-    "coredns_local_localhost_requests_total",
-    "Counter of special localhost subdomain requests."
-));
+metrics! {
+    LOCALHOST: Counter("coredns_local_localhost_requests_total", "Counter of special localhost subdomain requests.");
+}
 
 pub(crate) struct Local {
     prefix: bool,

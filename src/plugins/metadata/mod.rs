@@ -23,7 +23,7 @@ pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), 
     if let Some(sub) = d.sub().first() {
         return Err(sub.err(format!("unexpected token '{}'", sub.name.text)));
     }
-    let zones = crate::plugins::hosts::zones_from_args(d, &d.args, &ctx.block.zones)?;
+    let zones = crate::pkg::zones::from_args(d, &d.args, &ctx.block.zones)?;
     let m = Arc::new(Metadata {
         zones,
         providers: OnceLock::new(),

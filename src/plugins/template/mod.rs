@@ -8,32 +8,22 @@ mod rrtext;
 
 use std::sync::Arc;
 
-use prometheus::{register_counter_vec, CounterVec};
 use regex::Regex;
 use sextant_corefile::{Directive, Error, Token};
 use sextant_wire::{Class, Edns, EdnsOption, Name, RData, RType, Rcode, Record};
 
-use crate::metrics::lazy_metric;
+use crate::metrics::metrics;
+use crate::pkg::fallthrough::Fall;
+use crate::pkg::zones;
 use crate::plugin::{BoxFuture, Handler, Metadata, Next, Outcome, Request, SetupCtx};
-use crate::plugins::hosts::{fallthrough_zones, zones_from_args};
 
 use gotmpl::{Template as GoTemplate, Value};
 
-lazy_metric!(MATCHES: CounterVec = register_counter_vec!(
-    "coredns_template_matches_total",
-    "Counter of template regex matches.",
-    &["server", "zone", "view", "class", "type"]
-));
-lazy_metric!(FAILURES: CounterVec = register_counter_vec!(
-    "coredns_template_template_failures_total",
-    "Counter of go template failures.",
-    &["server", "zone", "view", "class", "type", "section", "template"]
-));
-lazy_metric!(RR_FAILURES: CounterVec = register_counter_vec!(
-    "coredns_template_rr_failures_total",
-    "Counter of mis-templated RRs.",
-    &["server", "zone", "view", "class", "type", "section", "template"]
-));
+metrics! {
+    MATCHES: CounterVec("coredns_template_matches_total", "Counter of template regex matches.", ["server", "zone", "view", "class", "type"]);
+    FAILURES: CounterVec("coredns_template_template_failures_total", "Counter of go template failures.", ["server", "zone", "view", "class", "type", "section", "template"]);
+    RR_FAILURES: CounterVec("coredns_template_rr_failures_total", "Counter of mis-templated RRs.", ["server", "zone", "view", "class", "type", "section", "template"]);
+}
 
 /// The longest regular expression accepted (CoreDNS's limit against costly compiles).
 const MAX_REGEX_LEN: usize = 10000;
@@ -57,7 +47,7 @@ struct Tmpl {
     authority: Vec<RrTemplate>,
     rcode: Rcode,
     ederror: Option<(u16, String)>,
-    fall: Vec<Name>,
+    fall: Fall,
 }
 
 pub(crate) struct TemplatePlugin {
@@ -119,7 +109,7 @@ fn parse_one(d: &Directive, block_zones: &[String]) -> Result<Tmpl, Error> {
     })?;
     let qtype = parse_type(&d.args[1].text)
         .ok_or_else(|| d.err_at(&d.args[1], format!("invalid RR class {}", d.args[1].text)))?;
-    let zones = zones_from_args(d, &d.args[2..], block_zones)?;
+    let zones = zones::from_args(d, &d.args[2..], block_zones)?;
     let mut t = Tmpl {
         zones,
         qclass,
@@ -130,7 +120,7 @@ fn parse_one(d: &Directive, block_zones: &[String]) -> Result<Tmpl, Error> {
         authority: Vec::new(),
         rcode: Rcode::NOERROR,
         ederror: None,
-        fall: Vec::new(),
+        fall: Fall::default(),
     };
     for sub in d.sub() {
         match sub.name.text.as_str() {
@@ -179,7 +169,7 @@ fn parse_one(d: &Directive, block_zones: &[String]) -> Result<Tmpl, Error> {
                 let reason = sub.args.get(1).map(|r| r.text.clone()).unwrap_or_default();
                 t.ederror = Some((code, reason));
             }
-            "fallthrough" => t.fall = fallthrough_zones(sub)?,
+            "fallthrough" => t.fall = Fall::parse(sub)?,
             // Accepted and ignored, as in CoreDNS (CNAME targets are always resolved).
             "upstream" => {}
             other => return Err(sub.err(format!("unknown property '{other}'"))),
@@ -368,7 +358,7 @@ impl Tmpl {
                 root,
             }));
         }
-        if self.fall.iter().any(|z| q.name.is_subdomain_of(z)) {
+        if self.fall.through(&q.name) {
             Ok(None)
         } else {
             Err(())
@@ -542,7 +532,7 @@ mod tests {
         assert_eq!(t.qtype, None);
         assert_eq!(t.rcode, Rcode::NXDOMAIN);
         assert_eq!(t.ederror, Some((21, "why not".to_string())));
-        assert_eq!(t.fall, vec![Name::parse("in-addr.arpa.").unwrap()]);
+        assert_eq!(t.fall.zones(), [Name::parse("in-addr.arpa.").unwrap()]);
         assert_eq!(t.answer[0].label, "{{.Name}} 60 IN A 1.2.3.4");
     }
 }

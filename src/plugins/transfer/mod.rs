@@ -5,10 +5,11 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use sextant_corefile::{normalize_zone, Directive, Error};
+use sextant_corefile::{Directive, Error};
 use sextant_wire::{Name, RData, RType, Rcode};
 
 use crate::log::PluginLog;
+use crate::pkg::{addr, zones};
 use crate::plugin::{BoxFuture, Handler, Next, Outcome, Proto, Request, SetupCtx};
 
 const LOG: PluginLog = PluginLog("transfer");
@@ -49,32 +50,13 @@ fn parse_peer(s: &str) -> Option<Peer> {
     if s == "*" {
         return Some(Peer::Any);
     }
-    if let Ok(ip) = s.parse::<IpAddr>() {
-        return Some(Peer::Ip(ip));
-    }
-    if let Ok(sa) = s.parse::<std::net::SocketAddr>() {
-        return Some(Peer::Ip(sa.ip()));
-    }
-    None
+    addr::host_port(s, 53).map(|sa| Peer::Ip(sa.ip()))
 }
 
 pub(crate) fn parse(lines: &[&Directive], block_zones: &[String]) -> Result<Vec<Xfr>, Error> {
     let mut out = Vec::new();
     for d in lines {
-        let mut zones = Vec::new();
-        if d.args.is_empty() {
-            for z in block_zones {
-                zones.push(Name::parse(z).map_err(|e| d.err(format!("invalid zone: {e}")))?);
-            }
-        } else {
-            for t in &d.args {
-                for z in normalize_zone(t)? {
-                    zones.push(
-                        Name::parse(&z).map_err(|e| d.err_at(t, format!("invalid zone: {e}")))?,
-                    );
-                }
-            }
-        }
+        let zones = zones::from_args(d, &d.args, block_zones)?;
         let mut to = Vec::new();
         for sub in d.sub() {
             match sub.name.text.as_str() {
@@ -109,10 +91,11 @@ impl Transfer {
     fn longest_match(&self, name: &Name) -> Option<&Xfr> {
         let mut best: Option<(&Xfr, usize)> = None;
         for x in &self.xfrs {
-            for z in &x.zones {
-                if name.is_subdomain_of(z) && best.is_none_or(|(_, n)| z.label_count() > n) {
-                    best = Some((x, z.label_count()));
-                }
+            let Some(n) = zones::matches(&x.zones, name).map(Name::label_count) else {
+                continue;
+            };
+            if best.is_none_or(|(_, b)| n > b) {
+                best = Some((x, n));
             }
         }
         best.map(|(x, _)| x)
