@@ -334,3 +334,60 @@ fn bad_templates_name_file_line_column_and_reload_keeps_the_old_config() {
     assert_eq!(r.answers(), vec!["a.example. 5 IN A 192.0.2.1"]);
     let _ = s.count_lines("[ERROR]");
 }
+
+#[test]
+fn class_any_answers_ch_and_fallthrough_zones_limit_falling_through() {
+    let port = free_port();
+    let cf = format!(
+        r#".:{port} {{
+    template ANY ANY invalid {{
+        rcode NXDOMAIN
+        authority "invalid. 60 {{{{ .Class }}}} SOA ns.invalid. hostmaster.invalid. (1 60 60 60 60)"
+    }}
+    template IN A example.org example.net {{
+        match ^only[.]
+        answer "{{{{ .Name }}}} 60 IN A 192.0.2.7"
+        fallthrough example.net
+    }}
+    whoami
+}}
+"#
+    );
+    let _s = start(&cf, port);
+    // A CH question is refused before any plugin, as CoreDNS does without chaos in the block.
+    let r = udp(
+        addr(port),
+        &Query::new("a.invalid.", RecordType::TXT).class(3),
+        T,
+    )
+    .unwrap();
+    assert_eq!(r.rcode_name(), "REFUSED");
+    let r = udp(addr(port), &Query::new("a.invalid.", RecordType::TXT), T).unwrap();
+    assert_eq!(r.rcode_name(), "NXDOMAIN");
+    assert_eq!(r.flags(), "qr,aa,rd");
+    assert_eq!(
+        r.authority(),
+        vec!["invalid. 60 IN SOA ns.invalid. hostmaster.invalid. 1 60 60 60 60"]
+    );
+    let r = udp(
+        addr(port),
+        &Query::new("only.example.org.", RecordType::A),
+        T,
+    )
+    .unwrap();
+    assert_eq!(r.answers(), vec!["only.example.org. 60 IN A 192.0.2.7"]);
+    // No regex match: example.net falls through to whoami, example.org does not.
+    let r = udp(addr(port), &Query::new("x.example.net.", RecordType::A), T).unwrap();
+    assert_eq!(r.rcode_name(), "NOERROR");
+    assert_eq!(r.additional().len(), 2, "whoami answered");
+    let r = udp(addr(port), &Query::new("x.example.org.", RecordType::A), T).unwrap();
+    assert_eq!(r.rcode_name(), "SERVFAIL");
+    // Another type than the template's: the next plugin.
+    let r = udp(
+        addr(port),
+        &Query::new("x.example.org.", RecordType::AAAA),
+        T,
+    )
+    .unwrap();
+    assert_eq!(r.additional().len(), 2, "whoami answered");
+}

@@ -33,36 +33,88 @@ enum Action {
     Drop,
 }
 
-/// Client networks as (address, mask) pairs over 128 bits: IPv4 as IPv4-mapped IPv6, so one
-/// comparison loop serves both families.
+/// A client address as the policies compare it: IPv4 (IPv4-mapped IPv6 included) or IPv6.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Client {
+    V4(u32),
+    V6(u128),
+}
+
+impl Client {
+    fn of(ip: IpAddr) -> Client {
+        match ip {
+            IpAddr::V4(a) => Client::V4(a.into()),
+            IpAddr::V6(a) => match a.to_ipv4_mapped() {
+                Some(v4) => Client::V4(v4.into()),
+                None => Client::V6(a.into()),
+            },
+        }
+    }
+}
+
+/// Client networks as (network, mask) pairs per family, so a query compares machine words.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 struct Nets {
     all: bool,
-    nets: Vec<(u128, u128)>,
+    v4: Vec<(u32, u32)>,
+    v6: Vec<(u128, u128)>,
 }
 
 impl Nets {
     fn add(&mut self, c: &IpNet) {
-        let (ip, bits) = (c.addr(), c.prefix());
-        let (addr, bits) = match ip {
-            IpAddr::V4(a) => (u128::from(a.to_ipv6_mapped()), 96 + bits as u32),
-            IpAddr::V6(a) => (u128::from(a), bits as u32),
-        };
-        let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
-        self.nets.push((addr & mask, mask));
+        match c.addr() {
+            IpAddr::V4(a) => {
+                let mask = u32::MAX.checked_shl(32 - c.prefix() as u32).unwrap_or(0);
+                self.v4.push((u32::from(a) & mask, mask));
+            }
+            IpAddr::V6(a) => {
+                let mask = u128::MAX.checked_shl(128 - c.prefix() as u32).unwrap_or(0);
+                self.v6.push((u128::from(a) & mask, mask));
+            }
+        }
     }
 
     #[inline]
-    fn contains(&self, ip: u128) -> bool {
-        self.all || self.nets.iter().any(|&(n, m)| ip & m == n)
+    fn contains(&self, ip: Client) -> bool {
+        self.all
+            || match ip {
+                Client::V4(a) => self.v4.iter().any(|&(n, m)| a & m == n),
+                Client::V6(a) => self.v6.iter().any(|&(n, m)| a & m == n),
+            }
+    }
+}
+
+/// Query types: a bitmap of codes below 256 and a list of the others.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Types {
+    low: [u64; 4],
+    high: Vec<u16>,
+}
+
+impl Types {
+    fn add(&mut self, t: RType) {
+        if t.0 < 256 {
+            self.low[(t.0 >> 6) as usize] |= 1 << (t.0 & 63);
+        } else if !self.high.contains(&t.0) {
+            self.high.push(t.0);
+        }
+    }
+
+    #[inline]
+    fn has(&self, t: RType) -> bool {
+        if t.0 < 256 {
+            self.low[(t.0 >> 6) as usize] >> (t.0 & 63) & 1 == 1
+        } else {
+            self.high.contains(&t.0)
+        }
     }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Policy {
     action: Action,
-    /// Empty: every type.
-    types: Vec<RType>,
+    /// `None`: every type.
+    types: Option<Types>,
     nets: Nets,
 }
 
@@ -93,7 +145,7 @@ fn parse_policy(p: &Directive) -> Result<Policy, Error> {
             )))
         }
     };
-    let mut types = Vec::new();
+    let mut types = Types::default();
     let mut all_types = false;
     let mut nets = Nets::default();
     let (mut has_type, mut has_net) = (false, false);
@@ -124,7 +176,7 @@ fn parse_policy(p: &Directive) -> Result<Policy, Error> {
                 }
                 // miekg/dns's StringToType: upper-case mnemonics only.
                 match RType::from_name(&t.text).filter(|_| t.text == t.text.to_ascii_uppercase()) {
-                    Some(rt) => types.push(rt),
+                    Some(rt) => types.add(rt),
                     None => {
                         return Err(p.err_at(
                             t,
@@ -147,9 +199,7 @@ fn parse_policy(p: &Directive) -> Result<Policy, Error> {
             }
         }
     }
-    if !has_type || all_types {
-        types.clear();
-    }
+    let types = (has_type && !all_types).then_some(types);
     if !has_net {
         nets.all = true;
     }
@@ -187,14 +237,6 @@ pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), 
     Ok(())
 }
 
-/// The client address as 128 bits (IPv4 as IPv4-mapped).
-fn client_bits(ip: IpAddr) -> u128 {
-    match ip {
-        IpAddr::V4(a) => u128::from(a.to_ipv6_mapped()),
-        IpAddr::V6(a) => u128::from(a),
-    }
-}
-
 thread_local! {
     /// `coredns_acl_allowed_requests_total` handles by server label (the label lookup hashes
     /// and locks; a cached handle is one atomic add).
@@ -224,7 +266,7 @@ impl Acl {
     /// The action for this request and the zone of the rule that chose it (None: allowed).
     fn decide(&self, req: &Request) -> Option<(Action, &Name)> {
         let q = req.msg.question()?;
-        let ip = client_bits(req.client.ip());
+        let ip = Client::of(req.client.ip());
         for rule in &self.rules {
             // The longest zone of the rule the name is in.
             let Some(zone) = rule
@@ -235,9 +277,10 @@ impl Acl {
             else {
                 continue;
             };
-            let hit = rule.policies.iter().find(|p| {
-                (p.types.is_empty() || p.types.contains(&q.qtype)) && p.nets.contains(ip)
-            });
+            let hit = rule
+                .policies
+                .iter()
+                .find(|p| p.types.as_ref().is_none_or(|t| t.has(q.qtype)) && p.nets.contains(ip));
             match hit.map(|p| p.action) {
                 None => continue,
                 Some(Action::Allow) => return None,

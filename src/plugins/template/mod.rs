@@ -194,10 +194,6 @@ fn parse(lines: &[&Directive], block_zones: &[String]) -> Result<TemplatePlugin,
 
 pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), Error> {
     let p = parse(lines, &ctx.block.zones)?;
-    // CH (and ANY) templates answer CH questions: let them into the block.
-    if p.templates.iter().any(|t| t.qclass != Some(Class::IN)) {
-        ctx.allow_chaos();
-    }
     std::sync::LazyLock::force(&MATCHES);
     std::sync::LazyLock::force(&FAILURES);
     std::sync::LazyLock::force(&RR_FAILURES);
