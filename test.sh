@@ -15,11 +15,12 @@ cd "$(dirname "$0")"
 # knot, unbound: reference servers; bind9-dnsutils, knot-dnsutils: dig, kdig; dnsperf: bench;
 # iproute2, iptables, nftables: namespaces and node-cache; python3-pip: pip for the pyenv-less
 # case; g++: libFuzzer for the fuzz crate; buildah, podman, runc, mmdebstrap, libcap2-bin: the
-# container images (deploy/image.sh, tests/images.rs).
+# container images (deploy/image.sh, tests/images.rs); ldnsutils: ldns-keygen and ldns-signzone sign
+# the zone tests/file.rs serves with DNSSEC records.
 APT_PACKAGES=(
     knot unbound bind9-dnsutils knot-dnsutils dnsperf iproute2 iptables nftables
     python3 python3-pip g++ ca-certificates
-    buildah podman runc mmdebstrap libcap2-bin
+    buildah podman runc mmdebstrap libcap2-bin ldnsutils
 )
 
 as_root() {

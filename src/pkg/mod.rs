@@ -12,11 +12,13 @@
 //! | [`num`] | numeric arguments (Go `strconv.Atoi`, counts) |
 //! | [`flags`] | command-line flags with Go's `flag` rules |
 //! | [`clock`] | the one clock: time that decides behaviour, manual in tests |
+//! | [`authority`] | serving a zone's data: answers, referrals, negative answers with SOA |
 //!
 //! Reverse names (address ↔ `in-addr.arpa.`/`ip6.arpa.` name) are methods of
 //! [`sextant_wire::Name`].
 
 pub(crate) mod addr;
+pub(crate) mod authority;
 pub(crate) mod cidr;
 pub(crate) mod clock;
 pub(crate) mod duration;

@@ -5,6 +5,7 @@ use crate::plugin::PluginDef;
 
 pub(crate) mod acl;
 pub(crate) mod any;
+pub(crate) mod auto;
 pub(crate) mod autopath;
 pub(crate) mod bind;
 pub(crate) mod bufsize;
@@ -15,6 +16,7 @@ pub(crate) mod debug;
 pub(crate) mod dns64;
 pub(crate) mod erratic;
 pub(crate) mod errors;
+pub(crate) mod file;
 pub(crate) mod forward;
 pub(crate) mod header;
 pub(crate) mod health;
@@ -32,6 +34,7 @@ pub(crate) mod ready;
 pub(crate) mod reload;
 pub(crate) mod rewrite;
 pub(crate) mod root;
+pub(crate) mod secondary;
 pub(crate) mod template;
 pub(crate) mod tls;
 pub(crate) mod transfer;
@@ -69,6 +72,9 @@ pub(crate) static ORDER: &[PluginDef] = &[
     PluginDef { name: "transfer", once: false, setup: transfer::setup },
     PluginDef { name: "hosts", once: true, setup: hosts::setup },
     PluginDef { name: "kubernetes", once: true, setup: kubernetes::setup },
+    PluginDef { name: "file", once: false, setup: file::setup },
+    PluginDef { name: "auto", once: false, setup: auto::setup },
+    PluginDef { name: "secondary", once: false, setup: secondary::setup },
     PluginDef { name: "loop", once: true, setup: r#loop::setup },
     PluginDef { name: "forward", once: false, setup: forward::setup },
     PluginDef { name: "erratic", once: false, setup: erratic::setup },

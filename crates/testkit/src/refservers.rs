@@ -136,6 +136,20 @@ impl Knot {
     /// Like [`Knot::start`], listening on `addr` (e.g. port 53 on an address inside a network
     /// namespace; start it from a thread that entered the namespace).
     pub fn start_on(addr: SocketAddr, zone_name: &str, zone_text: &str) -> Result<Knot> {
+        Self::start_with(addr, zone_name, Some(zone_text), "", "")
+    }
+
+    /// Like [`Knot::start_on`] with more configuration: `top` is added at the top level of
+    /// knot.conf (e.g. `remote:` and `acl:` sections), `zone_extra` inside the zone's entry
+    /// (each line indented by four spaces, e.g. `"    notify: sextant\n"`). Without
+    /// `zone_text` the zone has no file: a secondary zone (`master:` in `zone_extra`).
+    pub fn start_with(
+        addr: SocketAddr,
+        zone_name: &str,
+        zone_text: Option<&str>,
+        top: &str,
+        zone_extra: &str,
+    ) -> Result<Knot> {
         require(KNOTD, "knot")?;
         let dir = tempfile::Builder::new().prefix("knot-test-").tempdir()?;
         let d = dir.path();
@@ -146,16 +160,19 @@ impl Knot {
             format!("{zone}.")
         };
         std::fs::create_dir_all(d.join("db"))?;
-        std::fs::write(
-            d.join("zone.db"),
-            format!("$ORIGIN {origin}\n{zone_text}\n"),
-        )?;
+        if let Some(zone_text) = zone_text {
+            std::fs::write(
+                d.join("zone.db"),
+                format!("$ORIGIN {origin}\n{zone_text}\n"),
+            )?;
+        }
         let conf = format!(
             "server:\n    listen: {ip}@{port}\n    rundir: \"{dir}\"\n    pidfile: \"{dir}/knot.pid\"\n    udp-workers: 1\n    tcp-workers: 1\n    background-workers: 1\n\
              database:\n    storage: \"{dir}/db\"\n\
              control:\n    listen: \"{dir}/knot.sock\"\n\
              log:\n  - target: stderr\n    any: info\n\
-             zone:\n  - domain: \"{origin}\"\n    storage: \"{dir}\"\n    file: \"zone.db\"\n",
+             {top}\
+             zone:\n  - domain: \"{origin}\"\n    storage: \"{dir}\"\n    file: \"zone.db\"\n{zone_extra}",
             ip = addr.ip(),
             port = addr.port(),
             dir = d.display(),
@@ -174,6 +191,34 @@ impl std::ops::Deref for Knot {
     type Target = RefServer;
     fn deref(&self) -> &RefServer {
         &self.d
+    }
+}
+
+impl Knot {
+    /// Runs `knotc` against this server's control socket with `args`; returns its output, or
+    /// an error with it when knotc fails.
+    pub fn knotc(&self, args: &[&str]) -> Result<String> {
+        let out = Command::new("/usr/sbin/knotc")
+            .arg("-s")
+            .arg(self.dir().join("knot.sock"))
+            .args(args)
+            .output()
+            .map_err(|e| Error::Command {
+                command: format!("knotc {args:?}"),
+                detail: e.to_string(),
+            })?;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if !out.status.success() {
+            return Err(Error::Command {
+                command: format!("knotc {args:?}"),
+                detail: text,
+            });
+        }
+        Ok(text)
     }
 }
 

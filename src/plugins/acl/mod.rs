@@ -305,7 +305,7 @@ impl Handler for Acl {
         let (rcode, ede, counter) = match action {
             Action::Drop => {
                 DROPPED.with_label_values(&labels).inc();
-                return Box::pin(async { Outcome::dropped("acl") });
+                return Box::pin(async { Outcome::silent("acl") });
             }
             Action::Block => (Rcode::REFUSED, EDE_BLOCKED, &BLOCKED),
             Action::Filter => (Rcode::NOERROR, EDE_FILTERED, &FILTERED),

@@ -184,7 +184,7 @@ impl Handler for Erratic {
         let wait = delay.then_some(c.duration);
         Box::pin(async move {
             if drop {
-                return Outcome::dropped("erratic");
+                return Outcome::silent("erratic");
             }
             if let Some(d) = wait {
                 tokio::time::sleep(d).await;

@@ -1,5 +1,5 @@
 //! The `root` plugin: the directory relative file names of the block's plugins are read from
-//! (`tls` today, like CoreDNS's `file`, `tls` and `dnssec`). No handler.
+//! (`file`, `auto` and `tls`, as in CoreDNS). No handler.
 
 use sextant_corefile::{Directive, Error};
 
