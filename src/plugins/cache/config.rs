@@ -37,6 +37,8 @@ pub(crate) struct Config {
     pub pexcept: Vec<Name>,
     pub nexcept: Vec<Name>,
     pub keepttl: bool,
+    /// `budget SIZE`: bytes shared by every cache of the Corefile that names a budget.
+    pub budget: Option<u64>,
 }
 
 /// CoreDNS `defaultCap`.
@@ -68,6 +70,7 @@ impl Config {
             pexcept: Vec::new(),
             nexcept: Vec::new(),
             keepttl: false,
+            budget: None,
         }
     }
 }
@@ -286,6 +289,11 @@ pub(crate) fn parse(d: &Directive, block_zones: &[String]) -> Result<Config, Err
             "keepttl" => {
                 sub.arg_count(0, 0)?;
                 c.keepttl = true;
+            }
+            "budget" => {
+                sub.arg_count(1, 1)?;
+                let size = crate::pkg::num::size(sub, &a[0])?;
+                c.budget = Some(size);
             }
             other => return Err(sub.err(format!("unknown property '{other}'"))),
         }
