@@ -3,7 +3,7 @@
 
 use std::cell::RefCell;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use prometheus::Counter;
 use sextant_corefile::{Directive, Error};
@@ -52,7 +52,7 @@ impl Client {
     }
 }
 
-/// Client networks as (network, mask) pairs per family, so a query compares machine words.
+/// Client networks of one policy as parsed: (network, mask) pairs per family.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 struct Nets {
     all: bool,
@@ -72,15 +72,6 @@ impl Nets {
                 self.v6.push((u128::from(a) & mask, mask));
             }
         }
-    }
-
-    #[inline]
-    fn contains(&self, ip: Client) -> bool {
-        self.all
-            || match ip {
-                Client::V4(a) => self.v4.iter().any(|&(n, m)| a & m == n),
-                Client::V6(a) => self.v6.iter().any(|&(n, m)| a & m == n),
-            }
     }
 }
 
@@ -118,14 +109,114 @@ struct Policy {
     nets: Nets,
 }
 
+/// One network of a policy on the query path: the policy's index in its rule, the network and
+/// its mask (both 0 for `net *` or a policy without `net`).
+#[derive(Clone, Copy, Debug)]
+struct Entry<T> {
+    net: T,
+    mask: T,
+    policy: u32,
+}
+
+/// An `acl` line, compiled for the query path: every (policy, network) pair of a family in one
+/// flat list in policy order, so a query compares machine words in one loop and reads a policy's
+/// types only when one of its networks holds the client. The first entry that matches both is
+/// the first policy that does, as CoreDNS tries them.
 #[derive(Debug)]
 struct Rule {
     zones: Vec<Name>,
-    policies: Vec<Policy>,
+    /// A zone is the root: every name is in the rule (no name comparison per query).
+    every_name: bool,
+    /// (action, types) by policy index.
+    policies: Vec<(Action, Option<Types>)>,
+    v4: Vec<Entry<u32>>,
+    v6: Vec<Entry<u128>>,
+}
+
+impl Rule {
+    fn new(zones: Vec<Name>, parsed: Vec<Policy>) -> Rule {
+        let mut r = Rule {
+            every_name: zones.iter().any(|z| z.is_root()),
+            zones,
+            policies: Vec::with_capacity(parsed.len()),
+            v4: Vec::new(),
+            v6: Vec::new(),
+        };
+        for (i, p) in parsed.into_iter().enumerate() {
+            let policy = i as u32;
+            if p.nets.all {
+                r.v4.push(Entry { net: 0, mask: 0, policy });
+                r.v6.push(Entry { net: 0, mask: 0, policy });
+            } else {
+                r.v4.extend(p.nets.v4.iter().map(|&(net, mask)| Entry { net, mask, policy }));
+                r.v6.extend(p.nets.v6.iter().map(|&(net, mask)| Entry { net, mask, policy }));
+            }
+            r.policies.push((p.action, p.types));
+        }
+        r
+    }
+
+    /// True when `name` is in one of the rule's zones.
+    #[inline]
+    fn covers(&self, name: &Name) -> bool {
+        self.every_name || self.zones.iter().any(|z| name.is_subdomain_of(z))
+    }
+
+    /// The longest of the rule's zones `name` is in (the metrics' `zone` label).
+    fn zone_of(&self, name: &Name) -> Option<&Name> {
+        self.zones
+            .iter()
+            .filter(|z| name.is_subdomain_of(z))
+            .max_by_key(|z| z.wire_len())
+    }
+
+    /// The action of the first policy whose networks hold `ip` and whose types hold `t`.
+    #[inline]
+    fn action(&self, ip: Client, t: RType) -> Option<Action> {
+        let types_hold = |policy: u32| {
+            let (action, types) = &self.policies[policy as usize];
+            types.as_ref().is_none_or(|ts| ts.has(t)).then_some(*action)
+        };
+        match ip {
+            Client::V4(a) => self
+                .v4
+                .iter()
+                .filter(|e| a & e.mask == e.net)
+                .find_map(|e| types_hold(e.policy)),
+            Client::V6(a) => self
+                .v6
+                .iter()
+                .filter(|e| a & e.mask == e.net)
+                .find_map(|e| types_hold(e.policy)),
+        }
+    }
 }
 
 pub(crate) struct Acl {
     rules: Vec<Rule>,
+    /// `coredns_acl_allowed_requests_total` for the first server label seen (a block is nearly
+    /// always served on one address): one pointer comparison and an atomic add per query.
+    allowed: OnceLock<(Arc<str>, Counter)>,
+}
+
+impl Acl {
+    fn new(rules: Vec<Rule>) -> Acl {
+        Acl {
+            rules,
+            allowed: OnceLock::new(),
+        }
+    }
+
+    fn count_allowed(&self, server: &Arc<str>) {
+        let (s, c) = self
+            .allowed
+            .get_or_init(|| (server.clone(), ALLOWED.with_label_values(&[server, ""])));
+        if Arc::ptr_eq(s, server) {
+            c.inc();
+        } else {
+            count_allowed_elsewhere(server);
+        }
+    }
 }
 
 fn is_section(t: &str) -> bool {
@@ -226,24 +317,24 @@ fn parse(lines: &[&Directive], block_zones: &[String]) -> Result<Vec<Rule>, Erro
     for d in lines {
         let zones = crate::pkg::zones::from_args(d, &d.args, block_zones)?;
         let policies = d.sub().iter().map(parse_policy).collect::<Result<_, _>>()?;
-        rules.push(Rule { zones, policies });
+        rules.push(Rule::new(zones, policies));
     }
     Ok(rules)
 }
 
 pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), Error> {
     let rules = parse(lines, &ctx.block.zones)?;
-    ctx.add_handler(Arc::new(Acl { rules }));
+    ctx.add_handler(Arc::new(Acl::new(rules)));
     Ok(())
 }
 
 thread_local! {
-    /// `coredns_acl_allowed_requests_total` handles by server label (the label lookup hashes
-    /// and locks; a cached handle is one atomic add).
+    /// `coredns_acl_allowed_requests_total` handles by server label for blocks served on more
+    /// than one address (the label lookup hashes and locks; a cached handle is one atomic add).
     static ALLOWED_BY_SERVER: RefCell<Vec<(Arc<str>, Counter)>> = const { RefCell::new(Vec::new()) };
 }
 
-fn count_allowed(server: &Arc<str>) {
+fn count_allowed_elsewhere(server: &Arc<str>) {
     ALLOWED_BY_SERVER.with(|c| {
         let Ok(mut v) = c.try_borrow_mut() else {
             ALLOWED.with_label_values(&[server, ""]).inc();
@@ -268,23 +359,13 @@ impl Acl {
         let q = req.msg.question()?;
         let ip = Client::of(req.client.ip());
         for rule in &self.rules {
-            // The longest zone of the rule the name is in.
-            let Some(zone) = rule
-                .zones
-                .iter()
-                .filter(|z| q.name.is_subdomain_of(z))
-                .max_by_key(|z| z.wire_len())
-            else {
+            if !rule.covers(&q.name) {
                 continue;
-            };
-            let hit = rule
-                .policies
-                .iter()
-                .find(|p| p.types.as_ref().is_none_or(|t| t.has(q.qtype)) && p.nets.contains(ip));
-            match hit.map(|p| p.action) {
+            }
+            match rule.action(ip, q.qtype) {
                 None => continue,
                 Some(Action::Allow) => return None,
-                Some(a) => return Some((a, zone)),
+                Some(a) => return Some((a, rule.zone_of(&q.name)?)),
             }
         }
         None
@@ -298,7 +379,7 @@ impl Handler for Acl {
 
     fn serve<'a>(&'a self, req: &'a mut Request, next: Next<'a>) -> BoxFuture<'a, Outcome> {
         let Some((action, zone)) = self.decide(req) else {
-            count_allowed(&req.server);
+            self.count_allowed(&req.server);
             return next.run(req);
         };
         let labels = [&*req.server, &zone.to_lowercase_string(), ""];
@@ -348,12 +429,12 @@ mod tests {
 
     #[test]
     fn first_matching_policy_acts() {
-        let acl = Acl {
-            rules: rules(
+        let acl = Acl::new(
+            rules(
                 "example.org {\n acl {\n  allow net 192.168.1.0/24\n  block type A AAAA net 192.168.0.0/16 2001:db8::/32\n  filter type MX\n  drop net 10.0.0.1\n }\n}\n",
             )
             .unwrap(),
-        };
+        );
         let a = RType::A;
         assert_eq!(decide(&acl, "192.168.1.9", "a.example.org.", a), None);
         assert_eq!(
@@ -383,6 +464,33 @@ mod tests {
         assert_eq!(decide(&acl, "10.0.0.2", "a.example.org.", RType::TXT), None);
         // Outside the zones: no rule applies.
         assert_eq!(decide(&acl, "10.0.0.1", "a.example.com.", RType::TXT), None);
+    }
+
+    #[test]
+    fn flattened_networks_keep_policy_order() {
+        let cf = sextant_corefile::parse_str(
+            "Corefile",
+            ". {\n acl {\n  block type A net 10.0.0.0/8 192.168.0.0/16\n  filter net 192.168.0.0/16 fd00::/8\n  allow type TXT\n  drop net *\n }\n}\n",
+            std::path::Path::new("."),
+        )
+        .unwrap();
+        let d: Vec<&Directive> = cf.blocks[0].directives.iter().collect();
+        let acl = Acl::new(parse(&d, &[".".to_string()]).unwrap());
+        assert!(acl.rules[0].every_name);
+        let (a, txt) = (RType::A, RType::TXT);
+        assert_eq!(decide(&acl, "192.168.1.1", "x.", a), Some(Action::Block));
+        assert_eq!(decide(&acl, "192.168.1.1", "x.", RType::MX), Some(Action::Filter));
+        assert_eq!(decide(&acl, "fd00::1", "x.", a), Some(Action::Filter));
+        assert_eq!(decide(&acl, "10.1.1.1", "x.", txt), None);
+        assert_eq!(decide(&acl, "10.1.1.1", "x.", RType::MX), Some(Action::Drop));
+        assert_eq!(decide(&acl, "2001:db8::1", "x.", RType::MX), Some(Action::Drop));
+        let q = Message::query(1, Name::parse("x.").unwrap(), a);
+        let req = Request::new(
+            q,
+            "10.1.1.1:53".parse().unwrap(),
+            crate::plugin::Proto::Udp,
+        );
+        assert_eq!(acl.decide(&req).unwrap().1, &Name::root());
     }
 
     #[test]
