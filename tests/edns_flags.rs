@@ -191,6 +191,9 @@ fn bufsize_caps_the_size_upstream_and_for_truncation() {
     )
     .unwrap();
     assert_eq!(r.answers(), vec!["www.example.org. 60 IN A 192.0.2.1"]);
+    // The reply's OPT record carries the size as bufsize left it, like CoreDNS's SizeAndDo
+    // reading the request it passed down (checked against CoreDNS 1.14.7).
+    assert_eq!(r.edns().unwrap().udp_size, 600);
     let seen = up.requests();
     let www = seen
         .iter()
@@ -224,6 +227,31 @@ fn bufsize_caps_the_size_upstream_and_for_truncation() {
             .unwrap()
             .max_payload(),
         512
+    );
+    // Without an argument the size is 1232.
+    let port2 = free_port();
+    let _s2 = start(
+        &format!(".:{port2} {{\n    bufsize\n    forward . {}\n}}\n", up.addr()),
+        port2,
+    );
+    up.reset_counters();
+    let r = udp(
+        addr(port2),
+        &Query::new("www.example.org.", RecordType::A).edns(4096),
+        T,
+    )
+    .unwrap();
+    assert_eq!(r.edns().unwrap().udp_size, 1232);
+    let seen = up.requests();
+    assert_eq!(
+        seen.last()
+            .unwrap()
+            .message
+            .edns
+            .as_ref()
+            .unwrap()
+            .max_payload(),
+        1232
     );
     for (arg, want) in [
         ("511", ":2:13: bufsize: invalid buffer size '511'"),

@@ -75,6 +75,22 @@ fn fixed_records_servfail_and_axfr() {
 }
 
 #[test]
+fn large_answers_thirty_a_records() {
+    let port = free_port();
+    let _s = start("{\n        drop 0\n        large\n    }", "", port);
+    // Thirty copies of the A record (CoreDNS's undocumented `large`); compressed they fit 512
+    // bytes without EDNS, so no TC (CoreDNS 1.14.7 sends the same 30 records in 511 bytes).
+    let r = ask(port, RecordType::A).unwrap();
+    assert_eq!(r.rcode_name(), "NOERROR");
+    assert_eq!(r.flags(), "qr,aa,rd");
+    assert_eq!(r.answers(), vec!["a.example.org. 0 IN A 192.0.2.53"; 30]);
+    assert!(r.len() <= 512, "{} bytes", r.len());
+    // Only A is enlarged.
+    let r = ask(port, RecordType::AAAA).unwrap();
+    assert_eq!(r.answers(), vec!["a.example.org. 0 IN AAAA 2001:db8::53"]);
+}
+
+#[test]
 fn truncate_uses_a_bitwise_and_and_delay_waits() {
     let port = free_port();
     let _s = start(

@@ -129,6 +129,53 @@ fn kubernetes_labels_reach_log_and_template() {
 }
 
 #[test]
+fn metadata_zones_limit_collection_not_the_map() {
+    // `metadata example`: the providers (kubernetes) are asked only for names under `example.`;
+    // elsewhere the request still has a map, so labels plugins set while serving (`log/type`)
+    // exist, like CoreDNS's Collect (a map for every request, providers only in the zones).
+    let port = free_port();
+    let cf = format!(
+        r#"cluster.local:{port} example:{port} {{
+    metadata example
+    log . "META {{name}} {{/kubernetes/kind}} {{/kubernetes/client-namespace}} {{/log/type}}"
+    template IN TXT example {{
+        answer "{{{{ .Name }}}} 5 IN TXT \"{{{{ .Meta \"kubernetes/client-namespace\" }}}}\""
+    }}
+    kubernetes cluster.local {{
+        manifests cluster.yaml
+        pods verified
+    }}
+}}
+"#
+    );
+    let mut s = Sextant::builder(bin(), &cf)
+        .file("cluster.yaml", CLUSTER)
+        .start();
+    s.wait_dns(addr(port), Duration::from_secs(10)).unwrap();
+    let r = udp(
+        addr(port),
+        &Query::new("web.shop.svc.cluster.local.", RecordType::A),
+        T,
+    )
+    .unwrap();
+    assert_eq!(
+        r.answers(),
+        vec!["web.shop.svc.cluster.local. 5 IN A 10.96.0.20"]
+    );
+    let line = s
+        .wait_for_line("META web.shop.svc.cluster.local.", T)
+        .unwrap();
+    assert!(
+        line.ends_with("META web.shop.svc.cluster.local. - - NOERROR"),
+        "{line}"
+    );
+    let r = udp(addr(port), &Query::new("x.example.", RecordType::TXT), T).unwrap();
+    assert_eq!(r.answers(), vec!["x.example. 5 IN TXT shop"]);
+    let line = s.wait_for_line("META x.example.", T).unwrap();
+    assert!(line.ends_with("META x.example. - shop NOERROR"), "{line}");
+}
+
+#[test]
 fn without_metadata_labels_are_unset() {
     let port = free_port();
     let up = Upstream::records(&[]).unwrap();
