@@ -85,6 +85,45 @@ fn header_sets_and_clears_query_and_response_flags() {
 }
 
 #[test]
+fn header_query_set_and_several_flags_per_rule() {
+    let up = upstream();
+    let port = free_port();
+    let cf = format!(
+        ".:{port} {{\n    header {{\n        query set rd\n        response set aa rd\n        response clear ra\n    }}\n    forward . {}\n}}\n",
+        up.addr()
+    );
+    let _s = start(&cf, port);
+    let r = udp(
+        addr(port),
+        &Query::new("www.example.org.", RecordType::A).rd(false),
+        T,
+    )
+    .unwrap();
+    assert_eq!(r.rcode_name(), "NOERROR");
+    assert_eq!(r.flags(), "qr,aa,rd");
+    assert_eq!(r.answers(), vec!["www.example.org. 60 IN A 192.0.2.1"]);
+    // The query was sent without RD; the upstream saw it set.
+    let seen = up.requests();
+    let www = seen
+        .iter()
+        .find(|q| q.name() == "www.example.org.")
+        .unwrap();
+    assert!(www.message.metadata.recursion_desired);
+    for (rules, want) in [
+        ("query set cd", ":3:19: query: setting up rule: unknown/unsupported flag=cd"),
+        ("response flip aa", ":3:18: response: setting up rule: unknown flag action=flip"),
+    ] {
+        let (code, out, err) = Sextant::check(
+            bin(),
+            &format!(".:53 {{\n    header {{\n        {rules}\n    }}\n}}\n"),
+        )
+        .unwrap();
+        assert_ne!(code, 0);
+        assert!(format!("{out}{err}").contains(want), "{rules}: {out}{err}");
+    }
+}
+
+#[test]
 fn minimal_strips_positive_replies_only() {
     let up = upstream();
     let port = free_port();
