@@ -16,6 +16,7 @@ pub(crate) mod debug;
 pub(crate) mod dns64;
 pub(crate) mod erratic;
 pub(crate) mod errors;
+pub(crate) mod etcd;
 pub(crate) mod file;
 pub(crate) mod forward;
 pub(crate) mod header;
@@ -75,6 +76,7 @@ pub(crate) static ORDER: &[PluginDef] = &[
     PluginDef { name: "file", once: false, setup: file::setup },
     PluginDef { name: "auto", once: false, setup: auto::setup },
     PluginDef { name: "secondary", once: false, setup: secondary::setup },
+    PluginDef { name: "etcd", once: true, setup: etcd::setup },
     PluginDef { name: "loop", once: true, setup: r#loop::setup },
     PluginDef { name: "forward", once: false, setup: forward::setup },
     PluginDef { name: "erratic", once: false, setup: erratic::setup },
