@@ -110,8 +110,14 @@ fn header_query_set_and_several_flags_per_rule() {
         .unwrap();
     assert!(www.message.metadata.recursion_desired);
     for (rules, want) in [
-        ("query set cd", ":3:19: query: setting up rule: unknown/unsupported flag=cd"),
-        ("response flip aa", ":3:18: response: setting up rule: unknown flag action=flip"),
+        (
+            "query set cd",
+            ":3:19: query: setting up rule: unknown/unsupported flag=cd",
+        ),
+        (
+            "response flip aa",
+            ":3:18: response: setting up rule: unknown flag action=flip",
+        ),
     ] {
         let (code, out, err) = Sextant::check(
             bin(),
@@ -270,7 +276,10 @@ fn bufsize_caps_the_size_upstream_and_for_truncation() {
     // Without an argument the size is 1232.
     let port2 = free_port();
     let _s2 = start(
-        &format!(".:{port2} {{\n    bufsize\n    forward . {}\n}}\n", up.addr()),
+        &format!(
+            ".:{port2} {{\n    bufsize\n    forward . {}\n}}\n",
+            up.addr()
+        ),
         port2,
     );
     up.reset_counters();

@@ -145,11 +145,29 @@ impl Rule {
         for (i, p) in parsed.into_iter().enumerate() {
             let policy = i as u32;
             if p.nets.all {
-                r.v4.push(Entry { net: 0, mask: 0, policy });
-                r.v6.push(Entry { net: 0, mask: 0, policy });
+                r.v4.push(Entry {
+                    net: 0,
+                    mask: 0,
+                    policy,
+                });
+                r.v6.push(Entry {
+                    net: 0,
+                    mask: 0,
+                    policy,
+                });
             } else {
-                r.v4.extend(p.nets.v4.iter().map(|&(net, mask)| Entry { net, mask, policy }));
-                r.v6.extend(p.nets.v6.iter().map(|&(net, mask)| Entry { net, mask, policy }));
+                r.v4.extend(
+                    p.nets
+                        .v4
+                        .iter()
+                        .map(|&(net, mask)| Entry { net, mask, policy }),
+                );
+                r.v6.extend(
+                    p.nets
+                        .v6
+                        .iter()
+                        .map(|&(net, mask)| Entry { net, mask, policy }),
+                );
             }
             r.policies.push((p.action, p.types));
         }
@@ -479,17 +497,22 @@ mod tests {
         assert!(acl.rules[0].every_name);
         let (a, txt) = (RType::A, RType::TXT);
         assert_eq!(decide(&acl, "192.168.1.1", "x.", a), Some(Action::Block));
-        assert_eq!(decide(&acl, "192.168.1.1", "x.", RType::MX), Some(Action::Filter));
+        assert_eq!(
+            decide(&acl, "192.168.1.1", "x.", RType::MX),
+            Some(Action::Filter)
+        );
         assert_eq!(decide(&acl, "fd00::1", "x.", a), Some(Action::Filter));
         assert_eq!(decide(&acl, "10.1.1.1", "x.", txt), None);
-        assert_eq!(decide(&acl, "10.1.1.1", "x.", RType::MX), Some(Action::Drop));
-        assert_eq!(decide(&acl, "2001:db8::1", "x.", RType::MX), Some(Action::Drop));
-        let q = Message::query(1, Name::parse("x.").unwrap(), a);
-        let req = Request::new(
-            q,
-            "10.1.1.1:53".parse().unwrap(),
-            crate::plugin::Proto::Udp,
+        assert_eq!(
+            decide(&acl, "10.1.1.1", "x.", RType::MX),
+            Some(Action::Drop)
         );
+        assert_eq!(
+            decide(&acl, "2001:db8::1", "x.", RType::MX),
+            Some(Action::Drop)
+        );
+        let q = Message::query(1, Name::parse("x.").unwrap(), a);
+        let req = Request::new(q, "10.1.1.1:53".parse().unwrap(), crate::plugin::Proto::Udp);
         assert_eq!(acl.decide(&req).unwrap().1, &Name::root());
     }
 
