@@ -55,6 +55,8 @@ pub(crate) struct GenerationBuilder {
     pub(crate) invalidation: HashMap<usize, Arc<InvalidationBus>>,
     pub(crate) tls: HashMap<usize, Arc<rustls::ServerConfig>>,
     pub(crate) settings: ProcessSettings,
+    /// Each block's `root` directory, by block index.
+    pub(crate) roots: HashMap<usize, std::path::PathBuf>,
     carry: Arc<Carry>,
     state: Arc<RuntimeState>,
     /// One value per type shared by the plugins of this generation (see [`SetupCtx::shared`]).
@@ -75,6 +77,7 @@ impl GenerationBuilder {
             invalidation: HashMap::new(),
             tls: HashMap::new(),
             settings: ProcessSettings::default(),
+            roots: HashMap::new(),
             carry,
             state,
             shared: HashMap::new(),
@@ -245,6 +248,20 @@ impl SetupCtx<'_> {
         self.gen.tls.insert(self.block.index, cfg);
     }
 
+    /// Sets this block's root directory (the `root` plugin).
+    pub(crate) fn set_root(&mut self, dir: std::path::PathBuf) {
+        self.gen.roots.insert(self.block.index, dir);
+    }
+
+    /// A file name of a Corefile argument, under the block's `root` when it is relative (like
+    /// CoreDNS's `file`, `tls` and `dnssec`).
+    pub(crate) fn file_path(&self, name: &str) -> std::path::PathBuf {
+        under_root(
+            self.gen.roots.get(&self.block.index).map(|p| p.as_path()),
+            name,
+        )
+    }
+
     /// Process-wide settings (lameduck, reload, debug).
     pub(crate) fn settings(&mut self) -> &mut ProcessSettings {
         &mut self.gen.settings
@@ -288,6 +305,14 @@ pub(crate) struct PluginDef {
 
 /// The error CoreDNS gives for a second line of a once-only plugin.
 pub(crate) const ERR_ONCE: &str = "this plugin can only be used once per Server Block";
+
+/// `name` joined to `root` when it is relative and there is a root.
+pub(crate) fn under_root(root: Option<&std::path::Path>, name: &str) -> std::path::PathBuf {
+    match root {
+        Some(r) if std::path::Path::new(name).is_relative() => r.join(name),
+        _ => std::path::PathBuf::from(name),
+    }
+}
 
 #[cfg(test)]
 mod tests {

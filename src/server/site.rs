@@ -165,7 +165,7 @@ impl Site {
         if msg.header.qr {
             return None;
         }
-        let asked = Asked::of(&msg);
+        let mut asked = Asked::of(&msg);
         // Like miekg/dns's accept filter: QUERY and NOTIFY go to the plugins.
         if msg.header.opcode != opcode::QUERY && msg.header.opcode != opcode::NOTIFY {
             let mut r = Message::reply_to(&msg);
@@ -223,14 +223,24 @@ impl Site {
             depth: 0,
             resolver: Some(self.clone() as Arc<dyn Resolver>),
             raw,
+            meta: None,
         };
         let mut out = run_chain(&block, &mut req).await;
+        // The reply is truncated to the buffer size as the chain left it (`bufsize` lowers it),
+        // like CoreDNS's ScrubWriter reading the request it passed down.
+        if let (Some(c), Some(e)) = (asked.edns.as_mut(), req.msg.edns.as_ref()) {
+            c.udp_size = c.udp_size.min(e.udp_size);
+        }
+        // An error reply the server writes copies RD and CD from the query as the chain left
+        // it (`header` may change them), like CoreDNS's errorFunc.
+        asked.rd = req.msg.header.rd;
+        asked.cd = req.msg.header.cd;
         let options = req.msg.edns.as_ref().map_or(&[][..], |e| &e.options[..]);
         if let Some(ext) = out.ext.take() {
             return finish_ext(&asked, options, out, *ext, proto, more);
         }
         // Options are echoed from the request as the chain left it (CoreDNS's rewrite edits
-        // the request its ScrubWriter reads); size and DO are the client's.
+        // the request its ScrubWriter reads); DO is the client's, the size as `bufsize` left it.
         let limit = limit(&asked, proto);
         Some(match out.reply.as_mut() {
             // Finished where it lies: a parsed reply is large, moving it costs a copy.
@@ -319,6 +329,7 @@ impl Resolver for Site {
                 depth: req.depth + 1,
                 resolver: req.resolver.clone(),
                 raw: None,
+                meta: None,
             };
             let block = block.clone();
             let mut out = Next::new(&block.chain).run(&mut sub).await;

@@ -34,7 +34,8 @@ const DEFAULT_ATTEMPTS_PER_UPSTREAM: usize = 2;
 /// What one resolution ended in; shared by every coalesced client query.
 #[derive(Clone, Debug)]
 enum Resolution {
-    Reply(Arc<Message>),
+    /// The reply and the upstream that gave it (metadata `forward/upstream`).
+    Reply(Arc<Message>, std::net::SocketAddr),
     /// Hand the query to the next plugin (`next` / `next_on_nodata`).
     Next,
     Error(String),
@@ -263,7 +264,7 @@ impl Inner {
             {
                 return Resolution::Next;
             }
-            return Resolution::Reply(Arc::new(m));
+            return Resolution::Reply(Arc::new(m), p.addr);
         }
         Resolution::Error(upstream_err.unwrap_or_else(|| "no healthy proxies".to_string()))
     }
@@ -417,7 +418,8 @@ impl Handler for Forward {
                 self.coalesced(req, net, next_is_forward).await
             };
             match res {
-                Resolution::Reply(m) => {
+                Resolution::Reply(m, upstream) => {
+                    req.set_meta("forward/upstream", || upstream.to_string());
                     // The leader without followers holds the only reference: no copy.
                     let mut m = Arc::try_unwrap(m).unwrap_or_else(|m| (*m).clone());
                     m.header.id = req.msg.header.id;
@@ -523,7 +525,7 @@ mod tests {
         })
         .await
         .unwrap();
-        let Resolution::Reply(m) = res else {
+        let Resolution::Reply(m, _) = res else {
             panic!("expected a reply, got {res:?}");
         };
         assert_eq!(m.header.id, 4321);

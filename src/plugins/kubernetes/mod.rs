@@ -20,7 +20,10 @@ use sextant_wire::{Message, Name, RData, RType, Rcode, Record, Reply};
 
 use crate::log::PluginLog;
 use crate::pkg::zones;
-use crate::plugin::{BoxFuture, Handler, Next, Outcome, Readiness, Request, SetupCtx, Transferer};
+use crate::plugin::{
+    BoxFuture, Handler, Metadata, MetadataProvider, Next, Outcome, Readiness, Request, SetupCtx,
+    Transferer,
+};
 use crate::server::invalidate::{Invalidation, InvalidationBus};
 use crate::server::lifecycle::{CarryKey, TaskCtx};
 
@@ -644,6 +647,55 @@ impl Handler for Kubernetes {
 
     fn search_path(&self) -> Option<Arc<dyn crate::plugins::autopath::SearchPath>> {
         Some(self.search.clone())
+    }
+
+    fn metadata_provider(&self) -> Option<&dyn MetadataProvider> {
+        Some(self)
+    }
+}
+
+/// CoreDNS's `kubernetes` metadata: the client pod (found by source address when pods are
+/// watched) and the parts of a question in the plugin's zones.
+impl MetadataProvider for Kubernetes {
+    fn metadata(&self, req: &Request, md: &mut Metadata) {
+        let (snap, _) = self.snapshot();
+        let ip = match req.client.ip() {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+            v4 => v4,
+        };
+        if let Some(pod) = snap.pod_by_ip(ip) {
+            md.set("kubernetes/client-namespace", pod.namespace.to_string());
+            md.set("kubernetes/client-pod-name", pod.name.to_string());
+            for (k, v) in pod.labels.iter() {
+                md.set(&format!("kubernetes/client-label/{k}"), v.to_string());
+            }
+        }
+        let qname = req.qname();
+        let Some(zone) = self
+            .cfg
+            .zones
+            .iter()
+            .filter(|z| qname.is_subdomain_of(z))
+            .max_by_key(|z| z.label_count())
+        else {
+            return;
+        };
+        let r = match lookup::parse_request(&qname, zone, self.cfg.zonal) {
+            Ok(r) => r,
+            Err(NameError) => {
+                md.set("kubernetes/parse-error", "invalid query name".to_string());
+                return;
+            }
+        };
+        md.set("kubernetes/port-name", r.port);
+        md.set("kubernetes/protocol", r.protocol);
+        md.set("kubernetes/endpoint", r.endpoint);
+        if self.cfg.zonal {
+            md.set("kubernetes/zone", r.zone);
+        }
+        md.set("kubernetes/service", r.service);
+        md.set("kubernetes/namespace", r.namespace);
+        md.set("kubernetes/kind", r.pod_or_svc);
     }
 }
 

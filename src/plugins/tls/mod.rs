@@ -1,7 +1,7 @@
 //! The `tls` plugin: the certificate and key a block's `tls://` (DNS over TLS, RFC 7858)
 //! listeners present, and optional client certificate checks.
 
-use sextant_corefile::{Directive, Error};
+use sextant_corefile::{Directive, Error, Token};
 
 use crate::pkg::tls::{self, ClientAuth};
 use crate::plugin::SetupCtx;
@@ -22,7 +22,16 @@ pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), 
             other => return Err(sub.err(format!("unknown option '{other}'"))),
         }
     }
-    let cfg = tls::server_config(d, &d.args, auth)?;
+    // Relative file names are under the block's `root` (CoreDNS joins them the same way).
+    let args: Vec<Token> = d
+        .args
+        .iter()
+        .map(|t| Token {
+            text: ctx.file_path(&t.text).display().to_string(),
+            ..t.clone()
+        })
+        .collect();
+    let cfg = tls::server_config(d, &args, auth)?;
     ctx.set_tls(cfg);
     Ok(())
 }
