@@ -52,6 +52,8 @@ pub(crate) struct Request {
     pub depth: u8,
     /// The server, to re-enter it (None in unit tests).
     pub resolver: Option<Arc<dyn Resolver>>,
+    /// Name of the view of the block serving this request (metric label `view`), if it has one.
+    pub view: Option<Arc<str>>,
 }
 
 impl Request {
@@ -69,6 +71,7 @@ impl Request {
             server: Arc::from("dns://:53"),
             depth: 0,
             resolver: None,
+            view: None,
         }
     }
 
@@ -323,6 +326,12 @@ impl<'a> Next<'a> {
     pub(crate) fn name(&self) -> Option<&'static str> {
         self.rest.first().map(|h| h.name())
     }
+}
+
+/// A server block's view (the `view` plugin): the server routes a query to the block only when
+/// this is true for it (CoreDNS `dnsserver.Viewer`). Called while routing, before the chain.
+pub(crate) trait ViewFilter: Send + Sync {
+    fn matches(&self, req: &mut Request) -> bool;
 }
 
 /// A readiness check registered by a plugin (`ready` plugin polls these).

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use sextant_corefile::{Directive, Error as ConfigError};
 
-use crate::plugin::{Handler, Readiness};
+use crate::plugin::{Handler, Readiness, ViewFilter};
 use crate::server::http::HttpHandler;
 use crate::server::invalidate::InvalidationBus;
 use crate::server::lifecycle::{Carry, Lifecycle, RuntimeState, Spawner, TaskCtx};
@@ -24,6 +24,8 @@ pub(crate) struct BlockInfo {
     pub(crate) port: u16,
     /// Index of the block in the Corefile.
     pub(crate) index: usize,
+    /// Name of the block's view (`view NAME`), for metric labels; None without one.
+    pub(crate) view: Option<String>,
 }
 
 /// Readiness checks of a generation, shared with the `ready` handler (filled during setup).
@@ -53,6 +55,8 @@ pub(crate) struct GenerationBuilder {
     pub(crate) chaos: HashMap<usize, bool>,
     pub(crate) invalidation: HashMap<usize, Arc<InvalidationBus>>,
     pub(crate) tls: HashMap<usize, Arc<rustls::ServerConfig>>,
+    /// Each block's view (name, filter), by block index.
+    pub(crate) views: HashMap<usize, (Arc<str>, Arc<dyn ViewFilter>)>,
     pub(crate) settings: ProcessSettings,
     carry: Arc<Carry>,
     state: Arc<RuntimeState>,
@@ -69,6 +73,7 @@ impl GenerationBuilder {
             chaos: HashMap::new(),
             invalidation: HashMap::new(),
             tls: HashMap::new(),
+            views: HashMap::new(),
             settings: ProcessSettings::default(),
             carry,
             state,
@@ -212,6 +217,12 @@ impl SetupCtx<'_> {
     /// Serves this block's `tls://` keys with this TLS configuration (the `tls` plugin).
     pub(crate) fn set_tls(&mut self, cfg: Arc<rustls::ServerConfig>) {
         self.gen.tls.insert(self.block.index, cfg);
+    }
+
+    /// Routes queries to this block only when `filter` is true for them (the `view` plugin);
+    /// `name` is the block's `view` metric label.
+    pub(crate) fn set_view(&mut self, name: Arc<str>, filter: Arc<dyn ViewFilter>) {
+        self.gen.views.insert(self.block.index, (name, filter));
     }
 
     /// Process-wide settings (lameduck, reload, debug).

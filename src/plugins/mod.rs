@@ -24,6 +24,7 @@ pub(crate) mod rewrite;
 pub(crate) mod tls;
 pub(crate) mod transfer;
 pub(crate) mod util;
+pub(crate) mod view;
 pub(crate) mod whoami;
 
 /// Execution order, whatever the order in the Corefile.
@@ -50,6 +51,7 @@ pub(crate) static ORDER: &[PluginDef] = &[
     PluginDef { name: "loop", once: true, setup: r#loop::setup },
     PluginDef { name: "forward", once: false, setup: forward::setup },
     PluginDef { name: "whoami", once: true, setup: whoami::setup },
+    PluginDef { name: "view", once: true, setup: view::setup },
 ];
 
 /// CoreDNS plugins this build does not have yet: named in `-check` errors as such.

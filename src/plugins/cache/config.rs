@@ -36,6 +36,8 @@ pub(crate) struct Config {
     pub pexcept: Vec<Name>,
     pub nexcept: Vec<Name>,
     pub keepttl: bool,
+    /// The block's view name (metric label `view`), "" without one.
+    pub view: String,
 }
 
 /// CoreDNS `defaultCap`.
@@ -67,6 +69,7 @@ impl Config {
             pexcept: Vec::new(),
             nexcept: Vec::new(),
             keepttl: false,
+            view: String::new(),
         }
     }
 }

@@ -26,7 +26,8 @@ use store::{Clock, Item, Kind, Store, SystemClock};
 const NAME: &str = "cache";
 
 pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), Error> {
-    let cfg = config::parse(lines[0], &ctx.block.zones)?;
+    let mut cfg = config::parse(lines[0], &ctx.block.zones)?;
+    cfg.view = ctx.block.view.clone().unwrap_or_default();
     let bus = ctx.invalidation();
     let cache = Cache::new(cfg, Arc::new(SystemClock), bus, ctx.spawner());
     ctx.add_handler(Arc::new(cache));
@@ -162,7 +163,7 @@ impl Cache {
             .collect();
         let inner = Arc::new(Inner {
             all_zones: zones.iter().any(Name::is_root),
-            metrics: Handles::new(cfg.zones.join(",")),
+            metrics: Handles::new(cfg.zones.join(","), cfg.view.clone()),
             pcache: Store::new(cfg.pcap),
             ncache: Store::new(cfg.ncap),
             pexcept: cfg.pexcept.clone(),
@@ -695,6 +696,7 @@ fn background_request(req: &Request) -> Request {
         server: req.server.clone(),
         depth: req.depth,
         resolver: req.resolver.clone(),
+        view: req.view.clone(),
     }
 }
 
