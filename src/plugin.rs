@@ -276,6 +276,10 @@ pub(crate) trait Handler: Send + Sync + 'static {
     fn transferer(&self) -> Option<&dyn Transferer> {
         None
     }
+    /// The cluster data `k8s_external` serves, if this plugin has it (CoreDNS `Externaler`).
+    fn externaler(&self) -> Option<Arc<dyn crate::plugins::k8s_external::Externaler>> {
+        None
+    }
     /// The client search path this plugin knows (`autopath @<plugin>`), if it has one.
     fn search_path(&self) -> Option<Arc<dyn crate::plugins::autopath::SearchPath>> {
         None

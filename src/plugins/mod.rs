@@ -13,6 +13,7 @@ pub(crate) mod errors;
 pub(crate) mod forward;
 pub(crate) mod health;
 pub(crate) mod hosts;
+pub(crate) mod k8s_external;
 pub(crate) mod kubernetes;
 pub(crate) mod loadbalance;
 pub(crate) mod log;
@@ -47,6 +48,7 @@ pub(crate) static ORDER: &[PluginDef] = &[
     PluginDef { name: "tls", once: true, setup: tls::setup },
     PluginDef { name: "transfer", once: false, setup: transfer::setup },
     PluginDef { name: "hosts", once: true, setup: hosts::setup },
+    PluginDef { name: "k8s_external", once: false, setup: k8s_external::setup },
     PluginDef { name: "kubernetes", once: true, setup: kubernetes::setup },
     PluginDef { name: "loop", once: true, setup: r#loop::setup },
     PluginDef { name: "forward", once: false, setup: forward::setup },
