@@ -456,6 +456,51 @@ def scenario_cluster(env, cl, args):
             "ratios": [(sx, "knot"), (sx, "nsd"), (sl, sx)], "unit": "q/s"}
 
 
+def scenario_file(env, args):
+    """5. Zone file: Sextant `file` vs Knot serving the same 100,000-record zone."""
+    zdir = env.path("filezone")
+    os.makedirs(zdir, exist_ok=True)
+    n = args.zone_records
+    rnd = random.Random(11)
+    names = []
+    with open(os.path.join(zdir, "file.test.zone"), "w") as f:
+        f.write("$ORIGIN file.test.\n$TTL 300\n@ SOA ns1 hostmaster 1 7200 1800 86400 30\n"
+                "@ NS ns1\n@ NS ns2\nns1 A 10.255.0.1\nns2 A 10.255.0.2\n")
+        i = 0
+        while i < n:
+            name = f"host{i // 2}"
+            f.write(f"{name} A 10.{(i >> 16) & 255}.{(i >> 8) & 255}.{i & 255}\n")
+            f.write(f"{name} AAAA 2001:db8::{i:x}\n")
+            names.append(name)
+            i += 2
+    qf = env.path("file-queries.txt")
+    with open(qf, "w") as f:
+        for _ in range(args.queries):
+            r = rnd.random()
+            if r < 0.05:
+                f.write(f"missing{rnd.randrange(10**6)}.file.test A\n")
+            else:
+                f.write(f"{rnd.choice(names)}.file.test {'AAAA' if r < 0.3 else 'A'}\n")
+    zf = os.path.join(zdir, "file.test.zone")
+    p1 = free_port()
+    servers = [sextant(env, "sextant file", f"file.test:{p1} {{\n    errors\n    file {zf} {{\n        reload 0\n    }}\n}}\n",
+                       p1, probe_name="file.test."),
+               knot(env, "knot file", ["file.test"], zdir, free_port())]
+    qfiles = {s.label: (lambda rep: qf) for s in servers}
+
+    def go(st):
+        r = parity(st[0], st[1], qf, args.parity)
+        if r:
+            NOTES.append(f"Zone file: {r[1] - r[0]} of {r[1]} sampled queries got the same answer from Sextant "
+                         f"`file` and Knot (rcode, flags, every section)" + ("; differing: " + "; ".join(r[2]) if r[2] else "") + ".")
+            log(NOTES[-1])
+        return measure(st, qfiles, args)
+
+    res = run_servers(servers, go)
+    return {"title": f"5. Zone file ({n:,} records, authoritative)", "res": res,
+            "ratios": [("sextant file", "knot file")], "unit": "q/s"}
+
+
 def scenario_hits(env, upstream_port, args):
     """2. Cache hits: Sextant cache+forward vs Unbound and dnsmasq, warmed, same upstream."""
     qf = env.path("hit-queries.txt")
@@ -926,7 +971,8 @@ def main():
     ap.add_argument("--large-services", type=int, default=10000)
     ap.add_argument("--large-eps", type=int, default=11)
     ap.add_argument("--large-pods", type=int, default=30000)
-    ap.add_argument("--scenarios", default="cluster,hits,search,nodecache,callgrind,large")
+    ap.add_argument("--scenarios", default="cluster,hits,search,nodecache,file,callgrind,large")
+    ap.add_argument("--zone-records", type=int, default=100000, help="records of the file scenario's zone")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir")
     args = ap.parse_args()
     if args.quick:
@@ -970,6 +1016,9 @@ def main():
                 all_res.append(scenario_nodecache(env, cl, up_port, args))
             upstream.stop()
             upstream = None
+        if "file" in want:
+            log("scenario 5: zone file")
+            all_res.append(scenario_file(env, args))
         if "callgrind" in want:
             log("callgrind: instructions per query")
             cg = callgrind(env, args)

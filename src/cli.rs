@@ -7,6 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::log;
+use crate::pkg;
+use crate::pkg::clock::Clock;
 use crate::server::runtime::{Runtime, Source};
 
 /// The built-in configuration used when there is no Corefile, like CoreDNS.
@@ -28,31 +30,15 @@ fn usage() -> String {
     "Usage of sextant:\n  -check\n    \tparse and set up the Corefile, print every error, do not serve\n  -conf string\n    \tCorefile to load (default \"Corefile\")\n  -dns.port string\n    \tDefault port (default \"53\")\n  -pidfile string\n    \tPath to write pid file\n  -plugins\n    \tList installed plugins\n  -quiet\n    \tQuiet mode (no initialization output)\n  -version\n    \tShow version\n".to_string()
 }
 
-/// Parses Go-style flags: `-flag value`, `-flag=value`, `--flag`.
+/// Parses the flags with Go's `flag` rules (`-flag value`, `-flag=value`, `--flag`).
 pub(crate) fn parse_flags(args: &[String]) -> Result<Flags, String> {
+    let with_usage = |e: String| format!("{e}\n{}", usage());
     let mut f = Flags::default();
-    let mut i = 0;
-    while i < args.len() {
-        let a = &args[i];
-        let stripped = a.trim_start_matches('-');
-        if stripped.len() == a.len() {
-            return Err(format!("unexpected argument {a:?}\n{}", usage()));
-        }
-        let (name, inline) = match stripped.split_once('=') {
-            Some((n, v)) => (n, Some(v.to_string())),
-            None => (stripped, None),
-        };
-        let mut value = || -> Result<String, String> {
-            if let Some(v) = &inline {
-                return Ok(v.clone());
-            }
-            i += 1;
-            args.get(i)
-                .cloned()
-                .ok_or_else(|| format!("flag needs an argument: -{name}\n{}", usage()))
-        };
-        let boolean = |v: &Option<String>| !matches!(v.as_deref(), Some("false") | Some("0"));
-        match name {
+    let mut it = pkg::flags::Flags::new(args);
+    while let Some(flag) = it.next_flag().map_err(|e| with_usage(e.to_string()))? {
+        let mut value = || it.value(&flag).map_err(|e| with_usage(e.to_string()));
+        let boolean = || flag.bool().map_err(|e| with_usage(e.to_string()));
+        match flag.name {
             "conf" => f.conf = Some(PathBuf::from(value()?)),
             "dns.port" => {
                 let v = value()?;
@@ -62,19 +48,16 @@ pub(crate) fn parse_flags(args: &[String]) -> Result<Flags, String> {
                 );
             }
             "pidfile" => f.pidfile = Some(PathBuf::from(value()?)),
-            "plugins" => f.plugins = boolean(&inline),
-            "version" => f.version = boolean(&inline),
-            "quiet" => f.quiet = boolean(&inline),
-            "check" => f.check = boolean(&inline),
+            "plugins" => f.plugins = boolean()?,
+            "version" => f.version = boolean()?,
+            "quiet" => f.quiet = boolean()?,
+            "check" => f.check = boolean()?,
             "h" | "help" => return Err(usage()),
-            other => {
-                return Err(format!(
-                    "flag provided but not defined: -{other}\n{}",
-                    usage()
-                ))
-            }
+            _ => return Err(with_usage(flag.not_defined().to_string())),
         }
-        i += 1;
+    }
+    if let Some(a) = it.rest().first() {
+        return Err(with_usage(format!("unexpected argument {a:?}")));
     }
     Ok(f)
 }
@@ -148,11 +131,7 @@ pub(crate) fn main(args: Vec<String>) -> i32 {
             }
         }
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("sextant")
-        .build()
-    {
+    let rt = match runtime() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("cannot start runtime: {e}");
@@ -160,6 +139,14 @@ pub(crate) fn main(args: Vec<String>) -> i32 {
         }
     };
     rt.block_on(run(flags, source, port))
+}
+
+/// The multi-threaded runtime the server runs on (also node-cache's).
+pub(crate) fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("sextant")
+        .build()
 }
 
 /// Runs the server until a terminating signal; node-cache mode calls this in-process.
@@ -227,7 +214,7 @@ pub(crate) async fn run(flags: Flags, source: Source, port: u16) -> i32 {
     if runtime.reload_settings().await.is_some() {
         log::PluginLog("reload").info(&format!("Running configuration SHA512 = {hash}"));
     }
-    let code = signals(runtime.clone(), sigs).await;
+    let code = signals(runtime.clone(), sigs, Clock::system()).await;
     if let Some(p) = &flags.pidfile {
         let _ = std::fs::remove_file(p);
     }
@@ -245,6 +232,21 @@ fn explain(line: &str) -> String {
         }
     }
     line.to_string()
+}
+
+/// How long until the next reload check: INTERVAL ± JITTER, uniformly; an hour without
+/// `reload`.
+fn reload_wait(settings: Option<(Duration, Duration)>) -> Duration {
+    let Some((interval, jitter)) = settings else {
+        return Duration::from_secs(3600);
+    };
+    let j = jitter.as_millis() as u64;
+    let off = if j > 0 {
+        rand::random::<u64>() % (2 * j + 1)
+    } else {
+        0
+    };
+    (interval + Duration::from_millis(off)).saturating_sub(jitter)
 }
 
 /// The signals the server handles, caught from before the first listener opens (a SIGUSR1
@@ -270,8 +272,8 @@ impl Signals {
     }
 }
 
-/// Waits for signals and the reload timer; returns the exit code.
-async fn signals(runtime: Arc<Runtime>, sigs: Signals) -> i32 {
+/// Waits for signals and the reload timer (on `clock`); returns the exit code.
+async fn signals(runtime: Arc<Runtime>, sigs: Signals, clock: Clock) -> i32 {
     let Signals {
         mut term,
         mut int,
@@ -280,18 +282,7 @@ async fn signals(runtime: Arc<Runtime>, sigs: Signals) -> i32 {
         mut hup,
     } = sigs;
     loop {
-        let wait = match runtime.reload_settings().await {
-            Some((interval, jitter)) => {
-                let j = jitter.as_millis() as u64;
-                let off = if j > 0 {
-                    rand::random::<u64>() % (2 * j + 1)
-                } else {
-                    0
-                };
-                (interval + Duration::from_millis(off)).saturating_sub(jitter)
-            }
-            None => Duration::from_secs(3600),
-        };
+        let wait = reload_wait(runtime.reload_settings().await);
         tokio::select! {
             _ = term.recv() => {
                 runtime.shutdown("SIGTERM: Shutting down servers then terminating").await;
@@ -312,7 +303,7 @@ async fn signals(runtime: Arc<Runtime>, sigs: Signals) -> i32 {
                 log::info("SIGUSR1: Reloading");
                 reload(&runtime, true).await;
             }
-            _ = tokio::time::sleep(wait) => {
+            _ = clock.sleep(wait) => {
                 if runtime.reload_settings().await.is_some() {
                     reload(&runtime, false).await;
                 }
@@ -328,5 +319,71 @@ async fn reload(runtime: &Runtime, force: bool) {
             "Corefile changed but reload failed: {}",
             e.lines().join("; ")
         ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pkg::clock::ManualClock;
+
+    #[test]
+    fn reload_wait_is_interval_plus_or_minus_jitter() {
+        let (i, j) = (Duration::from_secs(30), Duration::from_secs(15));
+        for _ in 0..1000 {
+            let w = reload_wait(Some((i, j)));
+            assert!(w >= i - j && w <= i + j, "{w:?}");
+        }
+        assert_eq!(reload_wait(Some((i, Duration::ZERO))), i);
+        assert_eq!(reload_wait(None), Duration::from_secs(3600));
+    }
+
+    /// The reload timer runs on the clock: it fires once the clock has moved by the wait, and
+    /// not before, without real time passing.
+    #[tokio::test]
+    async fn reload_timer_follows_the_clock() {
+        let m = ManualClock::new();
+        let clock = m.clock();
+        let wait = reload_wait(Some((Duration::from_secs(2), Duration::from_secs(1))));
+        let timer = tokio::spawn(async move { clock.sleep(wait).await });
+        m.sleepers(1).await;
+        m.advance(Duration::from_millis(999));
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!timer.is_finished(), "fired before INTERVAL - JITTER");
+        m.advance(Duration::from_secs(3));
+        tokio::time::timeout(Duration::from_secs(5), timer)
+            .await
+            .expect("fires once the clock passed INTERVAL + JITTER")
+            .unwrap();
+    }
+
+    #[test]
+    fn flags_follow_go_rules() {
+        let a = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        let f = parse_flags(&a(&[
+            "-conf",
+            "/x",
+            "--dns.port=1053",
+            "-quiet",
+            "-check=false",
+        ]))
+        .unwrap();
+        assert_eq!(f.conf, Some(PathBuf::from("/x")));
+        assert_eq!(f.dns_port, Some(1053));
+        assert!(f.quiet && !f.check && !f.version);
+        let e = |s: &[&str]| parse_flags(&a(s)).unwrap_err();
+        assert!(
+            e(&["-nope"]).starts_with("flag provided but not defined: -nope\nUsage of sextant:")
+        );
+        assert!(e(&["-conf"]).starts_with("flag needs an argument: -conf\n"));
+        assert!(e(&["stray"]).starts_with("unexpected argument \"stray\"\n"));
+        assert!(e(&["-quiet=maybe"]).starts_with("invalid boolean value \"maybe\" for -quiet"));
+        assert_eq!(
+            e(&["-dns.port=x"]),
+            "invalid value \"x\" for flag -dns.port"
+        );
+        assert!(e(&["-h"]).starts_with("Usage of sextant:"));
     }
 }

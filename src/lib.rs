@@ -7,6 +7,7 @@ pub(crate) mod cli;
 pub(crate) mod log;
 pub(crate) mod metrics;
 pub(crate) mod nodecache;
+pub(crate) mod pkg;
 pub(crate) mod plugin;
 pub(crate) mod plugins;
 pub(crate) mod server;
@@ -29,7 +30,7 @@ pub mod fuzzing {
     use std::sync::Arc;
 
     pub use crate::plugin::Proto;
-    pub use crate::plugins::hosts::file::{address_from_reverse, parse_ip, Map, ParseOpts};
+    pub use crate::plugins::hosts::file::{parse_ip, Map, ParseOpts};
 
     /// One listener's routing table (blocks and their plugin chains).
     pub struct Site(Arc<crate::server::site::Site>);

@@ -3,10 +3,7 @@
 
 use std::sync::LazyLock;
 
-use prometheus::{
-    register_counter, register_counter_vec, register_gauge_vec, register_histogram,
-    register_histogram_vec, Counter, CounterVec, GaugeVec, Histogram, HistogramVec,
-};
+use prometheus::{Counter, Histogram, HistogramVec};
 use std::cell::RefCell;
 use std::sync::Arc;
 
@@ -17,7 +14,8 @@ use crate::plugin::{Proto, Request};
 /// Version reported as CoreDNS's (dashboards key on it) and ours.
 pub(crate) const COREDNS_VERSION: &str = "1.14.7";
 
-fn exp_buckets(start: f64, factor: f64, n: usize) -> Vec<f64> {
+/// `n` buckets from `start`, each `factor` times the one before (Prometheus' `ExponentialBuckets`).
+pub(crate) fn exp_buckets(start: f64, factor: f64, n: usize) -> Vec<f64> {
     (0..n).map(|i| start * factor.powi(i as i32)).collect()
 }
 
@@ -25,78 +23,59 @@ const SIZE_BUCKETS: &[f64] = &[
     0.0, 100.0, 200.0, 300.0, 400.0, 511.0, 1023.0, 2047.0, 4095.0, 8291.0, 16e3, 32e3, 48e3, 64e3,
 ];
 
-/// Defines a metric registered in the default registry on first use. Registration only fails
-/// for a duplicate name, a programming error, never because of input.
-macro_rules! lazy_metric {
-    ($name:ident : $t:ty = $e:expr) => {
-        pub(crate) static $name: ::std::sync::LazyLock<$t> =
-            ::std::sync::LazyLock::new(|| $e.expect("metric registers once"));
+/// Declares metrics registered in the default registry on first use, one a line:
+/// `NAME: Kind("name", "help" [, [labels]] [, buckets]);` where `Kind` is the `prometheus` type
+/// (`Counter`, `CounterVec`, `Gauge`, `GaugeVec`, `Histogram`, `HistogramVec`). Registration
+/// only fails for a duplicate name, a programming error, never because of input.
+macro_rules! metrics {
+    ($($(#[$attr:meta])* $name:ident: $kind:ident($($arg:tt)*);)*) => {$(
+        $(#[$attr])*
+        pub(crate) static $name: ::std::sync::LazyLock<::prometheus::$kind> =
+            ::std::sync::LazyLock::new(|| {
+                $crate::metrics::register!($kind($($arg)*)).expect("metric registers once")
+            });
+    )*};
+}
+pub(crate) use metrics;
+
+/// The `prometheus` registration macro for one line of [`metrics!`].
+macro_rules! register {
+    (Counter($n:expr, $h:expr)) => {
+        ::prometheus::register_counter!($n, $h)
+    };
+    (Gauge($n:expr, $h:expr)) => {
+        ::prometheus::register_gauge!($n, $h)
+    };
+    (Histogram($n:expr, $h:expr, $b:expr)) => {
+        ::prometheus::register_histogram!($n, $h, $b)
+    };
+    (CounterVec($n:expr, $h:expr, [$($l:expr),*])) => {
+        ::prometheus::register_counter_vec!($n, $h, &[$($l),*])
+    };
+    (GaugeVec($n:expr, $h:expr, [$($l:expr),*])) => {
+        ::prometheus::register_gauge_vec!($n, $h, &[$($l),*])
+    };
+    (HistogramVec($n:expr, $h:expr, [$($l:expr),*], $b:expr)) => {
+        ::prometheus::register_histogram_vec!($n, $h, &[$($l),*], $b)
     };
 }
-pub(crate) use lazy_metric;
+pub(crate) use register;
 
-lazy_metric!(BUILD_INFO: GaugeVec = register_gauge_vec!(
-    "coredns_build_info",
-    "A metric with a constant '1' value labeled by version, revision, and goversion from which CoreDNS was built.",
-    &["version", "revision", "goversion"]
-));
-lazy_metric!(PANICS: Counter = register_counter!("coredns_panics_total", "A metrics that counts the number of panics."));
-lazy_metric!(REQUESTS: CounterVec = register_counter_vec!(
-    "coredns_dns_requests_total",
-    "Counter of DNS requests made per zone, protocol and family.",
-    &["server", "zone", "view", "proto", "family", "type"]
-));
-lazy_metric!(DURATION: HistogramVec = register_histogram_vec!(
-    "coredns_dns_request_duration_seconds",
-    "Histogram of the time (in seconds) each request took per zone.",
-    &["server", "zone", "view"],
-    exp_buckets(0.00025, 2.0, 16)
-));
-lazy_metric!(REQUEST_SIZE: HistogramVec = register_histogram_vec!(
-    "coredns_dns_request_size_bytes",
-    "Size of the EDNS0 UDP buffer in bytes (64K for TCP) per zone and protocol.",
-    &["server", "zone", "view", "proto"],
-    SIZE_BUCKETS.to_vec()
-));
-lazy_metric!(RESPONSE_SIZE: HistogramVec = register_histogram_vec!(
-    "coredns_dns_response_size_bytes",
-    "Size of the returned response in bytes.",
-    &["server", "zone", "view", "proto"],
-    SIZE_BUCKETS.to_vec()
-));
-lazy_metric!(DO_REQUESTS: CounterVec = register_counter_vec!(
-    "coredns_dns_do_requests_total",
-    "Counter of DNS requests with DO bit set per zone.",
-    &["server", "zone", "view"]
-));
-lazy_metric!(RESPONSES: CounterVec = register_counter_vec!(
-    "coredns_dns_responses_total",
-    "Counter of response status codes.",
-    &["server", "zone", "view", "rcode", "plugin"]
-));
-lazy_metric!(PLUGIN_ENABLED: GaugeVec = register_gauge_vec!(
-    "coredns_plugin_enabled",
-    "A metric that indicates whether a plugin is enabled on per server and zone basis.",
-    &["server", "zone", "view", "name"]
-));
-lazy_metric!(RELOAD_FAILED: Counter = register_counter!(
-    "coredns_reload_failed_total",
-    "Counter of the number of failed reload attempts."
-));
-lazy_metric!(RELOAD_VERSION: GaugeVec = register_gauge_vec!(
-    "coredns_reload_version_info",
-    "A metric with a constant '1' value labeled by hash, and value which type of hash generated.",
-    &["hash", "value"]
-));
-lazy_metric!(HEALTH_DURATION: Histogram = register_histogram!(
-    "coredns_health_request_duration_seconds",
-    "Histogram of the time (in seconds) each request took.",
-    exp_buckets(0.00025, 10.0, 5)
-));
-lazy_metric!(HEALTH_FAILURES: Counter = register_counter!(
-    "coredns_health_request_failures_total",
-    "The number of times the health check failed."
-));
+metrics! {
+    BUILD_INFO: GaugeVec("coredns_build_info", "A metric with a constant '1' value labeled by version, revision, and goversion from which CoreDNS was built.", ["version", "revision", "goversion"]);
+    PANICS: Counter("coredns_panics_total", "A metrics that counts the number of panics.");
+    REQUESTS: CounterVec("coredns_dns_requests_total", "Counter of DNS requests made per zone, protocol and family.", ["server", "zone", "view", "proto", "family", "type"]);
+    DURATION: HistogramVec("coredns_dns_request_duration_seconds", "Histogram of the time (in seconds) each request took per zone.", ["server", "zone", "view"], exp_buckets(0.00025, 2.0, 16));
+    REQUEST_SIZE: HistogramVec("coredns_dns_request_size_bytes", "Size of the EDNS0 UDP buffer in bytes (64K for TCP) per zone and protocol.", ["server", "zone", "view", "proto"], SIZE_BUCKETS.to_vec());
+    RESPONSE_SIZE: HistogramVec("coredns_dns_response_size_bytes", "Size of the returned response in bytes.", ["server", "zone", "view", "proto"], SIZE_BUCKETS.to_vec());
+    DO_REQUESTS: CounterVec("coredns_dns_do_requests_total", "Counter of DNS requests with DO bit set per zone.", ["server", "zone", "view"]);
+    RESPONSES: CounterVec("coredns_dns_responses_total", "Counter of response status codes.", ["server", "zone", "view", "rcode", "plugin"]);
+    PLUGIN_ENABLED: GaugeVec("coredns_plugin_enabled", "A metric that indicates whether a plugin is enabled on per server and zone basis.", ["server", "zone", "view", "name"]);
+    RELOAD_FAILED: Counter("coredns_reload_failed_total", "Counter of the number of failed reload attempts.");
+    RELOAD_VERSION: GaugeVec("coredns_reload_version_info", "A metric with a constant '1' value labeled by hash, and value which type of hash generated.", ["hash", "value"]);
+    HEALTH_DURATION: Histogram("coredns_health_request_duration_seconds", "Histogram of the time (in seconds) each request took.", exp_buckets(0.00025, 10.0, 5));
+    HEALTH_FAILURES: Counter("coredns_health_request_failures_total", "The number of times the health check failed.");
+}
 
 /// The `type` label: CoreDNS's monitored types, else `other`.
 pub(crate) fn type_label(t: RType) -> &'static str {

@@ -142,6 +142,39 @@ pub(crate) struct Outcome {
     /// post-process replies (rewrite, loadbalance, ...) call [`Outcome::message_mut`], which turns
     /// it into a `Message` first.
     pub wire: Option<WireReply>,
+    /// Rarely used parts: more messages, no reply at all, a signer (see [`OutcomeExt`]).
+    pub ext: Option<Box<OutcomeExt>>,
+}
+
+/// The rarely used parts of an [`Outcome`].
+#[derive(Default)]
+pub(crate) struct OutcomeExt {
+    /// Messages sent after the reply, over TCP only (the rest of a zone transfer). Each is
+    /// finished like the reply (ID, question, EDNS).
+    pub more: Vec<Message>,
+    /// Send nothing (CoreDNS: a plugin returned without writing, e.g. a dropped NOTIFY).
+    pub silent: bool,
+    /// Signs every message as it leaves, after the server's finishing touches (TSIG).
+    pub signer: Option<Box<dyn ReplySigner>>,
+}
+
+impl std::fmt::Debug for OutcomeExt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OutcomeExt")
+            .field("more", &self.more.len())
+            .field("silent", &self.silent)
+            .field("signer", &self.signer.is_some())
+            .finish()
+    }
+}
+
+/// Signs outgoing messages of one exchange in order (the first, then each message of a
+/// transfer), on their final bytes.
+pub(crate) trait ReplySigner: Send + Sync {
+    /// Bytes a signature adds, kept free when truncating.
+    fn reserve(&self) -> usize;
+    /// Appends the signature to `msg` (a finished message) and adjusts its counts.
+    fn sign(&mut self, msg: &mut Vec<u8>);
 }
 
 /// A reply encoded by a plugin: a whole DNS message for the request's question, without an OPT
@@ -186,6 +219,7 @@ impl Outcome {
             writer: plugin,
             error: None,
             wire: None,
+            ext: None,
         }
     }
 
@@ -210,6 +244,7 @@ impl Outcome {
             writer: plugin,
             error: None,
             wire: Some(w),
+            ext: None,
         }
     }
 
@@ -221,6 +256,7 @@ impl Outcome {
             rcode,
             error: Some(error.into()),
             wire: None,
+            ext: None,
         }
     }
 
@@ -232,7 +268,24 @@ impl Outcome {
             rcode,
             error: None,
             wire: None,
+            ext: None,
         }
+    }
+
+    /// No reply at all (the client sees nothing), like a CoreDNS plugin that returns without
+    /// writing.
+    pub(crate) fn silent(plugin: &'static str) -> Outcome {
+        let mut o = Outcome::rcode(plugin, Rcode::NOERROR);
+        o.ext = Some(Box::new(OutcomeExt {
+            silent: true,
+            ..OutcomeExt::default()
+        }));
+        o
+    }
+
+    /// The rarely used parts, created on first use.
+    pub(crate) fn ext_mut(&mut self) -> &mut OutcomeExt {
+        self.ext.get_or_insert_with(Box::default)
     }
 
     /// The rcode a client will see.
@@ -284,6 +337,18 @@ pub(crate) trait Handler: Send + Sync + 'static {
     fn search_path(&self) -> Option<Arc<dyn crate::plugins::autopath::SearchPath>> {
         None
     }
+    /// Who to tell when a zone changed (the `transfer` plugin's NOTIFY), if this plugin is one.
+    fn notifier(&self) -> Option<Arc<dyn Notifier>> {
+        None
+    }
+}
+
+/// Sends NOTIFY for a changed zone to the secondaries a `transfer` line lists (CoreDNS
+/// `Transfer.Notify`).
+pub(crate) trait Notifier: Send + Sync {
+    /// Notifies the `to` addresses of the `transfer` line matching `zone` (lower-case), in the
+    /// background; failures are logged.
+    fn notify(&self, zone: &Name);
 }
 
 /// A plugin that can hand out a whole zone for AXFR (CoreDNS `transfer.Transferer`).

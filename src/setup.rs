@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use sextant_corefile::{Directive, Error as ConfigError};
 
+use crate::pkg::clock::Clock;
 use crate::plugin::{Handler, Readiness, ViewFilter};
 use crate::server::http::HttpHandler;
 use crate::server::invalidate::InvalidationBus;
@@ -60,6 +61,8 @@ pub(crate) struct GenerationBuilder {
     pub(crate) settings: ProcessSettings,
     carry: Arc<Carry>,
     state: Arc<RuntimeState>,
+    /// The time every plugin of the generation reads and waits on (manual in tests).
+    pub(crate) clock: Clock,
 }
 
 impl GenerationBuilder {
@@ -77,6 +80,7 @@ impl GenerationBuilder {
             settings: ProcessSettings::default(),
             carry,
             state,
+            clock: Clock::system(),
         }
     }
 }
@@ -106,26 +110,31 @@ impl SetupCtx<'_> {
         self.gen.lifecycle.task(self.block.index, f);
     }
 
-    /// Declares a task that calls `f` every `period` (first call one period after the start),
-    /// on the blocking thread pool, since `f` may read files.
+    /// Declares a task that calls `f` every `period` on the generation's clock (first call one
+    /// period after the start; a call that overruns delays the next), on the blocking thread
+    /// pool, since `f` may read files.
     pub(crate) fn periodic<F>(&mut self, period: Duration, f: F)
     where
         F: Fn() + Send + Sync + 'static,
     {
         let f = Arc::new(f);
+        let clock = self.clock();
         self.task(move |t: TaskCtx| async move {
-            let mut tick = tokio::time::interval(period);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            tick.tick().await;
             loop {
                 tokio::select! {
                     _ = t.cancelled() => return,
-                    _ = tick.tick() => {}
+                    _ = clock.sleep(period) => {}
                 }
                 let f = f.clone();
                 let _ = tokio::task::spawn_blocking(move || f()).await;
             }
         });
+    }
+
+    /// The generation's clock: read time and wait on it through this wherever time decides
+    /// behaviour (see [`crate::pkg::clock`]).
+    pub(crate) fn clock(&self) -> Clock {
+        self.gen.clock.clone()
     }
 
     /// Declares work the generation awaits after starting its tasks and before it serves
@@ -254,3 +263,52 @@ pub(crate) struct PluginDef {
 
 /// The error CoreDNS gives for a second line of a once-only plugin.
 pub(crate) const ERR_ONCE: &str = "this plugin can only be used once per Server Block";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pkg::clock::ManualClock;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[tokio::test]
+    async fn periodic_work_runs_on_the_generation_clock_once_committed() {
+        let manual = ManualClock::new();
+        let mut gen = GenerationBuilder::new(Arc::default(), Arc::default());
+        gen.clock = manual.clock();
+        let block = BlockInfo {
+            zones: vec![".".into()],
+            port: 53,
+            index: 0,
+            view: None,
+        };
+        let mut links = Vec::new();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let mut ctx = SetupCtx {
+            block: &block,
+            handlers: Vec::new(),
+            links: &mut links,
+            gen: &mut gen,
+        };
+        let c = calls.clone();
+        ctx.periodic(Duration::from_secs(30), move || {
+            c.fetch_add(1, Ordering::SeqCst);
+        });
+        // Declared only: advancing the clock before the commit runs nothing.
+        manual.advance(Duration::from_secs(60));
+        tokio::task::yield_now().await;
+        assert_eq!(calls.load(Ordering::SeqCst), 0);
+        gen.lifecycle.start(&HashMap::new()).await;
+        manual.sleepers(1).await;
+        for n in 1..=3 {
+            manual.advance(Duration::from_secs(30));
+            let t0 = std::time::Instant::now();
+            while calls.load(Ordering::SeqCst) < n && t0.elapsed() < Duration::from_secs(5) {
+                tokio::task::yield_now().await;
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            assert_eq!(calls.load(Ordering::SeqCst), n, "one call per period");
+            manual.sleepers(1).await;
+        }
+        std::mem::take(&mut gen.lifecycle).retire().await;
+    }
+}

@@ -347,11 +347,82 @@ fn configmap_corefiles_pass_check() {
 fn dockerfile_is_multi_stage_non_root() {
     let d = std::fs::read_to_string(root().join("deploy/Dockerfile")).unwrap();
     assert!(d.contains(" AS build"));
-    assert!(d.contains("FROM gcr.io/distroless/static-debian12:nonroot AS sextant"));
+    // Both images are staged by the script deploy/image.sh uses (tests/images.rs compares the
+    // directives with what buildah built).
+    assert!(d.contains("RUN deploy/image.sh rootfs"));
+    assert!(d.contains("FROM scratch AS sextant"));
+    assert!(d.contains("FROM scratch AS node-cache"));
     assert!(d.contains("USER 65532:65532"));
     assert!(d.contains("ENTRYPOINT [\"/sextant\"]"));
-    assert!(d.contains("--target x86_64-unknown-linux-musl"));
+    // The version label defaults to this crate's version.
+    assert_eq!(
+        d.matches(&format!("ARG VERSION={}\n", env!("CARGO_PKG_VERSION")))
+            .count(),
+        2
+    );
     // The default target (last stage) is the cluster DNS image.
     let last_from = d.lines().rfind(|l| l.starts_with("FROM ")).unwrap();
     assert!(last_from.ends_with("AS sextant"));
+}
+
+/// One value names the image: the chart's `image.tag` (the crate's version) tags both images,
+/// the plain manifests name exactly the chart's default images, and deploy/image.sh builds
+/// images of the same names under localhost/.
+#[test]
+fn images_named_by_one_value() {
+    let values: Value = serde_yaml_ng::from_str(
+        &std::fs::read_to_string(root().join("deploy/helm/sextant/values.yaml")).unwrap(),
+    )
+    .unwrap();
+    let chart: Value = serde_yaml_ng::from_str(
+        &std::fs::read_to_string(root().join("deploy/helm/sextant/Chart.yaml")).unwrap(),
+    )
+    .unwrap();
+    let tag = values["image"]["tag"].as_str().unwrap();
+    assert_eq!(tag, env!("CARGO_PKG_VERSION"));
+    assert_eq!(chart["appVersion"].as_str(), Some(tag));
+    assert!(values["nodeCache"]["image"]["tag"].is_null(), "one tag");
+    let dns = format!("{}:{tag}", values["image"]["repository"].as_str().unwrap());
+    let nc = format!(
+        "{}:{tag}",
+        values["nodeCache"]["image"]["repository"].as_str().unwrap()
+    );
+
+    let images = |path: &str| -> Vec<String> {
+        let text = std::fs::read_to_string(root().join(path)).unwrap();
+        text.lines()
+            .filter_map(|l| l.trim().strip_prefix("image: "))
+            .map(|s| s.trim_matches('"').to_string())
+            .collect()
+    };
+    assert_eq!(images("deploy/sextant.yaml"), [dns.as_str()]);
+    assert_eq!(images("deploy/node-local-dns.yaml"), [nc.as_str()]);
+
+    let image_of = |docs: &[Value], kind: &str, name: &str| {
+        find(docs, kind, name)["spec"]["template"]["spec"]["containers"][0]["image"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let d = docs(&render(&["--set", "nodeCache.enabled=true"]));
+    assert_eq!(image_of(&d, "Deployment", "coredns"), dns);
+    assert_eq!(image_of(&d, "DaemonSet", "node-local-dns"), nc);
+    let d = docs(&render(&[
+        "--set",
+        "nodeCache.enabled=true",
+        "--set",
+        "image.tag=9.9.9",
+    ]));
+    assert!(image_of(&d, "Deployment", "coredns").ends_with("/sextant:9.9.9"));
+    assert!(image_of(&d, "DaemonSet", "node-local-dns").ends_with("/sextant-node-cache:9.9.9"));
+
+    let script = std::fs::read_to_string(root().join("deploy/image.sh")).unwrap();
+    for (built, repo) in [
+        ("localhost/sextant:", &dns),
+        ("localhost/sextant-node-cache:", &nc),
+    ] {
+        assert!(script.contains(built), "{built}");
+        let base = repo.rsplit('/').next().unwrap().split(':').next().unwrap();
+        assert!(built.ends_with(&format!("/{base}:")), "{built} vs {repo}");
+    }
 }

@@ -83,6 +83,15 @@ impl Drop for NsUpstream {
 
 fn sh(ns: &NetNs, prog: &str, args: &[&str]) -> String {
     let out = ns.exec(prog, args).unwrap();
+    let package = if prog.starts_with("ip") && prog.contains("tables") {
+        "iptables"
+    } else {
+        "iproute2"
+    };
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("No such file or directory"),
+        "{prog} not found: install it with `apt-get install -y {package}` (or run ./test.sh)"
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 

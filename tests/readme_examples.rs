@@ -75,12 +75,28 @@ fn relocate(text: &str) -> (String, u16) {
         .unwrap()
         .replace_all(&out, format!(":{tls}").as_str())
         .to_string();
+    // Addresses of primaries and secondaries in examples (transfer from/to) become loopback, so
+    // the examples send nothing off the machine.
+    out = regex::Regex::new(r"\b10\.\d{1,3}\.\d{1,3}\.\d{1,3}([^/\d]|$)")
+        .unwrap()
+        .replace_all(&out, "127.0.0.1$1")
+        .to_string();
     for p in ["1053", "53"] {
         let re = regex::Regex::new(&format!(r":{p}\b")).unwrap();
         out = re.replace_all(&out, format!(":{dns}").as_str()).to_string();
     }
     (out, dns)
 }
+
+/// The zone file the *file* README shows, for examples that name `db.example.org`.
+const EXAMPLE_ZONE: &str = "$TTL 3600
+@\t3600 IN\tSOA sns.dns.icann.org. noc.dns.icann.org. 2017042745 7200 3600 1209600 3600
+\t3600 IN NS a.iana-servers.net.
+\t3600 IN NS b.iana-servers.net.
+
+www     IN A     127.0.0.1
+        IN AAAA  ::1
+";
 
 #[test]
 fn every_readme_corefile_example_checks_and_serves() {
@@ -98,6 +114,8 @@ fn every_readme_corefile_example_checks_and_serves() {
                 Sextant::builder(bin(), &cf)
                     .file("cert.pem", pair.cert.pem())
                     .file("key.pem", pair.signing_key.serialize_pem())
+                    .file("db.example.org", EXAMPLE_ZONE)
+                    .file("example.org.signed", EXAMPLE_ZONE)
                     .arg("-dns.port")
                     .arg(port.to_string())
             };

@@ -9,6 +9,8 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
+use crate::pkg::addr;
+
 pub(crate) const UPSTREAM_SERVERS_VAR: &str = "__PILLAR__UPSTREAM__SERVERS__";
 pub(crate) const CLUSTER_DNS_VAR: &str = "__PILLAR__CLUSTER__DNS__";
 pub(crate) const LOCAL_DNS_VAR: &str = "__PILLAR__LOCAL__DNS__";
@@ -84,15 +86,9 @@ fn validate_forward(servers: &[String]) -> Result<(), String> {
 }
 
 /// `1.2.3.4`, `1.2.3.4:53`, `::1`, `[::1]:53` (a TLS server name after `%` is allowed too).
-pub(crate) fn is_host_port(s: &str) -> bool {
+fn is_host_port(s: &str) -> bool {
     let s = s.split('%').next().unwrap_or(s);
-    if s.parse::<IpAddr>().is_ok() {
-        return true;
-    }
-    if let Ok(sa) = s.parse::<std::net::SocketAddr>() {
-        return sa.port() != 0 || s.ends_with(":0");
-    }
-    false
+    addr::host_port(s, 53).is_some()
 }
 
 /// Reads a ConfigMap folder: every regular file not starting with `.` (Kubernetes' `..data`

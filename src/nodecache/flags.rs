@@ -6,6 +6,9 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::pkg::duration;
+use crate::pkg::flags::Flags;
+
 /// Everything node-cache is told on its command line.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Params {
@@ -165,16 +168,6 @@ pub(crate) fn usage() -> String {
     s
 }
 
-fn parse_bool(name: &str, v: &str) -> Result<bool, String> {
-    match v {
-        "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(true),
-        "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(false),
-        _ => Err(format!(
-            "invalid boolean value {v:?} for -{name}: parse error"
-        )),
-    }
-}
-
 /// `-syncinterval`: Go's flag is a `time.Duration` defaulting to 60 that is later multiplied by
 /// a second, so a bare number means seconds; a Go duration (`30s`, `1m`) is accepted too.
 fn parse_interval(v: &str) -> Result<Duration, String> {
@@ -186,7 +179,7 @@ fn parse_interval(v: &str) -> Result<Duration, String> {
         }
         return Ok(Duration::from_secs(n));
     }
-    match humantime::parse_duration(v) {
+    match duration::parse(v) {
         Ok(d) if !d.is_zero() => Ok(d),
         _ => Err(format!(
             "invalid value {v:?} for flag -syncinterval: parse error"
@@ -197,43 +190,21 @@ fn parse_interval(v: &str) -> Result<Duration, String> {
 /// Parses the arguments after `node-cache`.
 pub(crate) fn parse(args: &[String]) -> Result<Params, String> {
     let mut p = Params::default();
-    let mut i = 0;
-    while i < args.len() {
-        let a = &args[i];
-        if a == "--" {
-            break;
-        }
-        let stripped = a
-            .strip_prefix("--")
-            .or_else(|| a.strip_prefix('-'))
-            .filter(|s| !s.is_empty() && !s.starts_with('-'));
-        let Some(stripped) = stripped else {
-            return Err(format!("unexpected argument {a:?}"));
+    let mut it = Flags::new(args);
+    while let Some(flag) = it.next_flag().map_err(|e| e.to_string())? {
+        let mut value = || {
+            it.value(&flag)
+                .map(str::to_string)
+                .map_err(|e| e.to_string())
         };
-        let (name, inline) = match stripped.split_once('=') {
-            Some((n, v)) => (n, Some(v.to_string())),
-            None => (stripped, None),
-        };
-        let mut value = || -> Result<String, String> {
-            if let Some(v) = &inline {
-                return Ok(v.clone());
-            }
-            i += 1;
-            args.get(i)
-                .cloned()
-                .ok_or_else(|| format!("flag needs an argument: -{name}"))
-        };
-        let boolean = |v: &Option<String>| match v {
-            Some(v) => parse_bool(name, v),
-            None => Ok(true),
-        };
-        match name {
+        let boolean = || flag.bool().map_err(|e| e.to_string());
+        match flag.name {
             "localip" => p.local_ip_str = value()?,
-            "setupinterface" => p.setup_interface = boolean(&inline)?,
+            "setupinterface" => p.setup_interface = boolean()?,
             "interfacename" => p.interface_name = value()?,
             "syncinterval" => p.interval = parse_interval(&value()?)?,
             "metrics-listen-address" => p.metrics_listen_address = value()?,
-            "setupiptables" => p.setup_iptables = boolean(&inline)?,
+            "setupiptables" => p.setup_iptables = boolean()?,
             "basecorefile" => p.base_corefile = PathBuf::from(value()?),
             "corefile" => {
                 let v = value()?;
@@ -260,8 +231,8 @@ pub(crate) fn parse(args: &[String]) -> Result<Params, String> {
                     .parse()
                     .map_err(|_| format!("invalid healthcheck port specified - {v:?}"))?;
             }
-            "skipteardown" => p.skip_teardown = boolean(&inline)?,
-            "reloadwithsignal" => p.reload_with_signal = boolean(&inline)?,
+            "skipteardown" => p.skip_teardown = boolean()?,
+            "reloadwithsignal" => p.reload_with_signal = boolean()?,
             "pidfile" => {
                 let v = value()?;
                 p.pidfile = if v.is_empty() {
@@ -276,11 +247,13 @@ pub(crate) fn parse(args: &[String]) -> Result<Params, String> {
                     .parse()
                     .map_err(|_| format!("invalid port specified - {v:?}"))?;
             }
-            "quiet" => p.quiet = boolean(&inline)?,
+            "quiet" => p.quiet = boolean()?,
             "h" | "help" => return Err(usage()),
-            other => return Err(format!("flag provided but not defined: -{other}")),
+            _ => return Err(flag.not_defined().to_string()),
         }
-        i += 1;
+    }
+    if let Some(a) = it.rest().first() {
+        return Err(format!("unexpected argument {a:?}"));
     }
     validate(&mut p)?;
     Ok(p)

@@ -1,9 +1,9 @@
 //! `coredns_nodecache_setup_errors_total{errortype}` and the HTTP endpoint that serves the
 //! process's metrics on `-metrics-listen-address` (k8s-dns-node-cache's port 9353).
 
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 
-use prometheus::{register_counter_vec, CounterVec};
+use crate::metrics::metrics;
 
 use crate::server::http::{HttpHandler, HttpResponse, HttpServer};
 
@@ -16,14 +16,9 @@ pub(crate) const ERROR_TYPES: [&str; 5] = [
     "configmap",
 ];
 
-pub(crate) static SETUP_ERRORS: LazyLock<CounterVec> = LazyLock::new(|| {
-    register_counter_vec!(
-        "coredns_nodecache_setup_errors_total",
-        "The number of errors during periodic network setup for node-cache",
-        &["errortype"]
-    )
-    .expect("metric registers once")
-});
+metrics! {
+    SETUP_ERRORS: CounterVec("coredns_nodecache_setup_errors_total", "The number of errors during periodic network setup for node-cache", ["errortype"]);
+}
 
 /// Makes every error type exist with value 0.
 pub(crate) fn init() {

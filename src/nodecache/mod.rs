@@ -47,11 +47,7 @@ pub(crate) fn main(args: &[String]) -> i32 {
             return 1;
         }
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("sextant")
-        .build()
-    {
+    let rt = match crate::cli::runtime() {
         Ok(r) => r,
         Err(e) => {
             log::raw(&format!("[FATAL] cannot start runtime: {e}"));

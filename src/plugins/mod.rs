@@ -4,12 +4,14 @@
 use crate::plugin::PluginDef;
 
 pub(crate) mod any;
+pub(crate) mod auto;
 pub(crate) mod autopath;
 pub(crate) mod bind;
 pub(crate) mod cache;
 pub(crate) mod chaos;
 pub(crate) mod debug;
 pub(crate) mod errors;
+pub(crate) mod file;
 pub(crate) mod forward;
 pub(crate) mod health;
 pub(crate) mod hosts;
@@ -22,9 +24,9 @@ pub(crate) mod prometheus;
 pub(crate) mod ready;
 pub(crate) mod reload;
 pub(crate) mod rewrite;
+pub(crate) mod secondary;
 pub(crate) mod tls;
 pub(crate) mod transfer;
-pub(crate) mod util;
 pub(crate) mod view;
 pub(crate) mod whoami;
 
@@ -50,6 +52,9 @@ pub(crate) static ORDER: &[PluginDef] = &[
     PluginDef { name: "hosts", once: true, setup: hosts::setup },
     PluginDef { name: "k8s_external", once: false, setup: k8s_external::setup },
     PluginDef { name: "kubernetes", once: true, setup: kubernetes::setup },
+    PluginDef { name: "file", once: false, setup: file::setup },
+    PluginDef { name: "auto", once: false, setup: auto::setup },
+    PluginDef { name: "secondary", once: false, setup: secondary::setup },
     PluginDef { name: "loop", once: true, setup: r#loop::setup },
     PluginDef { name: "forward", once: false, setup: forward::setup },
     PluginDef { name: "whoami", once: true, setup: whoami::setup },

@@ -439,12 +439,17 @@ async fn tcp_conn<S>(
         tokio::spawn(async move {
             let _guard = guard;
             let _slot = slot;
-            if let Some(reply) = site.handle(&body, peer, local, Proto::Tcp).await {
+            let mut more = Vec::new();
+            if let Some(reply) = site.handle_stream(&body, peer, local, &mut more).await {
                 let mut out = Vec::with_capacity(reply.len() + 2);
-                out.extend_from_slice(&(reply.len() as u16).to_be_bytes());
-                out.extend_from_slice(&reply);
+                for m in std::iter::once(&reply).chain(more.iter()) {
+                    out.extend_from_slice(&(m.len() as u16).to_be_bytes());
+                    out.extend_from_slice(m);
+                }
                 let mut w = wr.lock().await;
-                let _ = tokio::time::timeout(TCP_WRITE, w.write_all(&out)).await;
+                // A zone transfer may be many messages: the write time grows with its size.
+                let limit = TCP_WRITE * (1 + (out.len() / (1 << 20)) as u32);
+                let _ = tokio::time::timeout(limit, w.write_all(&out)).await;
             }
         });
     }

@@ -316,7 +316,7 @@ impl Runtime {
         if let Some(d) = lameduck {
             log::PluginLog("health").info(&format!(
                 "Going into lameduck mode for {}",
-                humantime::format_duration(d)
+                crate::pkg::duration::format(d)
             ));
             tokio::time::sleep(d).await;
         }

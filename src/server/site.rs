@@ -127,6 +127,30 @@ impl Site {
         local: SocketAddr,
         proto: Proto,
     ) -> Option<Vec<u8>> {
+        self.handle_inner(packet, client, local, proto, None).await
+    }
+
+    /// Handles one packet received over TCP: the reply, then any further messages of the same
+    /// exchange (a zone transfer) in `more`.
+    pub(crate) async fn handle_stream(
+        self: &Arc<Site>,
+        packet: &[u8],
+        client: SocketAddr,
+        local: SocketAddr,
+        more: &mut Vec<Vec<u8>>,
+    ) -> Option<Vec<u8>> {
+        self.handle_inner(packet, client, local, Proto::Tcp, Some(more))
+            .await
+    }
+
+    async fn handle_inner(
+        self: &Arc<Site>,
+        packet: &[u8],
+        client: SocketAddr,
+        local: SocketAddr,
+        proto: Proto,
+        more: Option<&mut Vec<Vec<u8>>>,
+    ) -> Option<Vec<u8>> {
         let start = Instant::now();
         // The usual query (one question, at most an OPT) is read by the in-place scanner; the
         // full parser handles the rest and decides on FORMERR.
@@ -145,7 +169,7 @@ impl Site {
                 }
                 // Like miekg/dns's accept filter, the opcode is judged before the body: an
                 // unsupported opcode is NOTIMP whatever follows the header.
-                let rcode = if header.opcode != opcode::QUERY {
+                let rcode = if header.opcode != opcode::QUERY && header.opcode != opcode::NOTIFY {
                     Rcode::NOTIMP
                 } else {
                     Rcode::FORMERR
@@ -166,7 +190,8 @@ impl Site {
             return None;
         }
         let asked = Asked::of(&msg);
-        if msg.header.opcode != opcode::QUERY {
+        // Like miekg/dns's accept filter: QUERY and NOTIFY go to the plugins.
+        if msg.header.opcode != opcode::QUERY && msg.header.opcode != opcode::NOTIFY {
             let mut r = Message::reply_to(&msg);
             r.header.rd = false;
             r.header.cd = false;
@@ -215,6 +240,9 @@ impl Site {
         req.view = block.view.as_ref().map(|(name, _)| name.clone());
         let block = block.clone();
         let mut out = run_chain(&block, &mut req).await;
+        if let Some(ext) = out.ext.take() {
+            return finish_ext(&asked, out, *ext, proto, more);
+        }
         if let Some(w) = out.wire.take() {
             match finish_wire(&asked, w.bytes, proto) {
                 Ok(bytes) => return Some(bytes),
@@ -229,6 +257,36 @@ impl Site {
         let reply = outcome_to_reply(&asked, out);
         Some(finish(&asked, reply, proto))
     }
+}
+
+/// Finishes an outcome with its rarely used parts: nothing for a silent one; the reply, signed
+/// if a signer asks, and over TCP every further message, each finished and signed in turn.
+fn finish_ext(
+    asked: &Asked,
+    out: Outcome,
+    mut ext: crate::plugin::OutcomeExt,
+    proto: Proto,
+    more: Option<&mut Vec<Vec<u8>>>,
+) -> Option<Vec<u8>> {
+    if ext.silent {
+        return None;
+    }
+    let reserve = ext.signer.as_ref().map_or(0, |s| s.reserve());
+    let reply = outcome_to_reply(asked, out);
+    let mut first = finish_reserving(asked, reply, proto, reserve);
+    if let Some(s) = ext.signer.as_mut() {
+        s.sign(&mut first);
+    }
+    if let Some(more) = more {
+        for m in std::mem::take(&mut ext.more) {
+            let mut b = finish_reserving(asked, m, proto, reserve);
+            if let Some(s) = ext.signer.as_mut() {
+                s.sign(&mut b);
+            }
+            more.push(b);
+        }
+    }
+    Some(first)
 }
 
 /// Runs a block's chain with CoreDNS's panic semantics left to the caller (tasks isolate panics).
@@ -255,7 +313,12 @@ pub(crate) fn outcome_to_reply(query: &Asked, mut out: Outcome) -> Message {
 
 /// Final touches before the reply leaves: the client's ID and question, EDNS as the client asked
 /// (our buffer size, DO copied, no options echoed), truncation to what the client can take.
-pub(crate) fn finish(query: &Asked, mut reply: Message, proto: Proto) -> Vec<u8> {
+pub(crate) fn finish(query: &Asked, reply: Message, proto: Proto) -> Vec<u8> {
+    finish_reserving(query, reply, proto, 0)
+}
+
+/// [`finish`], keeping `reserve` bytes of the client's limit free (for a TSIG record).
+fn finish_reserving(query: &Asked, mut reply: Message, proto: Proto, reserve: usize) -> Vec<u8> {
     reply.header.id = query.id;
     reply.header.qr = true;
     reply.header.opcode = query.opcode;
@@ -278,7 +341,9 @@ pub(crate) fn finish(query: &Asked, mut reply: Message, proto: Proto) -> Vec<u8>
         }
         None => reply.edns = None,
     }
-    reply.to_wire_limited(query.limit(proto)).0
+    reply
+        .to_wire_limited(query.limit(proto).saturating_sub(reserve))
+        .0
 }
 
 /// The fast path for a reply a plugin sent as wire bytes (see [`crate::plugin::WireReply`]):

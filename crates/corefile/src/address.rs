@@ -1,9 +1,10 @@
 //! Server block keys and zone arguments: scheme/port splitting, zone normalisation (lower-case FQDN) and
-//! CIDR → reverse-zone expansion, following CoreDNS `core/dnsserver` + `plugin/normalize.go` +
-//! `plugin/pkg/cidr`. Pure: no I/O.
+//! CIDR → reverse-zone expansion (the reverse zones themselves come from `sextant_wire::IpNet`),
+//! following CoreDNS `core/dnsserver` + `plugin/normalize.go`. Pure: no I/O.
 
 use std::fmt;
-use std::net::IpAddr;
+
+use sextant_wire::IpNet;
 
 use crate::{Error, Token};
 
@@ -157,96 +158,13 @@ fn fqdn_lower(s: &str) -> String {
 /// Normalise a host (no scheme, no port) into zones: a CIDR expands to reverse zones.
 fn host_zones(key: &Token, host: &str) -> Result<Vec<String>, Error> {
     check_domain(key, host)?;
-    let Some((ip, prefix)) = parse_cidr(host) else {
+    let Ok(net) = IpNet::parse(host) else {
         return Ok(vec![fqdn_lower(host)]);
     };
     if host.starts_with(':') || (host.starts_with('0') && host.contains(':')) {
         return Err(key.err("", format!("invalid CIDR {host}")));
     }
-    Ok(reverse_zones(ip, prefix))
-}
-
-/// Parse `IP/PREFIX` (fully specified address and a decimal prefix length in range), masked to the network.
-fn parse_cidr(s: &str) -> Option<(IpAddr, u8)> {
-    let (ip, prefix) = s.split_once('/')?;
-    let ip: IpAddr = ip.parse().ok()?;
-    if prefix.is_empty() || prefix.len() > 3 || !prefix.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let prefix: u8 = prefix.parse().ok()?;
-    let bits = if ip.is_ipv4() { 32 } else { 128 };
-    if prefix > bits {
-        return None;
-    }
-    Some((mask(ip, prefix), prefix))
-}
-
-fn to_u128(ip: IpAddr) -> u128 {
-    match ip {
-        IpAddr::V4(v4) => u128::from(u32::from(v4)),
-        IpAddr::V6(v6) => u128::from(v6),
-    }
-}
-
-fn mask(ip: IpAddr, prefix: u8) -> IpAddr {
-    let bits: u32 = if ip.is_ipv4() { 32 } else { 128 };
-    let host_bits = bits - u32::from(prefix);
-    let v = to_u128(ip);
-    let m = if host_bits >= 128 {
-        0
-    } else {
-        v & !((1u128 << host_bits) - 1)
-    };
-    from_u128(ip.is_ipv4(), m)
-}
-
-fn from_u128(v4: bool, v: u128) -> IpAddr {
-    if v4 {
-        IpAddr::V4(std::net::Ipv4Addr::from((v & 0xffff_ffff) as u32))
-    } else {
-        IpAddr::V6(std::net::Ipv6Addr::from(v))
-    }
-}
-
-/// The reverse zones covering `net/prefix`: one zone on an octet (v4) or nibble (v6) boundary, otherwise
-/// the network is split into the subnets at the next boundary, one zone each (CoreDNS `cidr.Split`).
-fn reverse_zones(net: IpAddr, prefix: u8) -> Vec<String> {
-    let v4 = net.is_ipv4();
-    let (bits, unit): (u32, u32) = if v4 { (32, 8) } else { (128, 4) };
-    let prefix = u32::from(prefix);
-    let aligned = prefix.div_ceil(unit) * unit;
-    let count = 1u128 << (aligned - prefix);
-    let step_shift = bits - aligned;
-    let base = to_u128(net);
-    (0..count)
-        .map(|i| {
-            let addr = if step_shift >= 128 {
-                base
-            } else {
-                base.wrapping_add(i << step_shift)
-            };
-            reverse_name(v4, addr, aligned)
-        })
-        .collect()
-}
-
-/// Reverse name of the first `prefix` bits (a multiple of 8 for v4, 4 for v6) of `addr`.
-fn reverse_name(v4: bool, addr: u128, prefix: u32) -> String {
-    let mut labels = Vec::new();
-    if v4 {
-        for i in 0..prefix / 8 {
-            labels.push(((addr >> (24 - 8 * i)) & 0xff).to_string());
-        }
-        labels.reverse();
-        labels.push("in-addr.arpa.".to_string());
-    } else {
-        for i in 0..prefix / 4 {
-            labels.push(format!("{:x}", (addr >> (124 - 4 * i)) & 0xf));
-        }
-        labels.reverse();
-        labels.push("ip6.arpa.".to_string());
-    }
-    labels.join(".")
+    Ok(net.reverse_zones().iter().map(|z| z.to_string()).collect())
 }
 
 /// Parse one key (`dns://cluster.local:53`, `.`, `10.0.0.0/24`) into one or more ZoneAddrs (a CIDR key

@@ -121,6 +121,12 @@ impl Directive {
         }
     }
 
+    /// The one argument of a directive that takes exactly one.
+    pub fn single_arg(&self) -> Result<&Token, Error> {
+        self.arg_count(1, 1)?;
+        Ok(&self.args[0])
+    }
+
     /// The lines of this directive's `{ }` block, or an empty slice when it has none.
     pub fn sub(&self) -> &[Directive] {
         self.block.as_deref().unwrap_or(&[])

@@ -6,57 +6,17 @@
 //! With `MEM_SNAPSHOT=FILE` it then writes the index as a snapshot file and loads it back,
 //! printing the peak of each step.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use sextant_kube::Index;
 
-/// Counts live heap bytes (requested, and as malloc chunks) so the index's own footprint can be
-/// told apart from allocator slack.
-struct Counting;
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static CHUNKS: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-fn chunk(p: *mut u8) -> usize {
-    if p.is_null() {
-        return 0;
-    }
-    // SAFETY: `p` was returned by the system allocator and is not freed yet.
-    unsafe { libc::malloc_usable_size(p.cast()) + 8 }
-}
-
-// SAFETY: defers every call to the system allocator unchanged; only adds counters.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        // SAFETY: same contract as the caller's.
-        let p = unsafe { System.alloc(l) };
-        let now = LIVE.fetch_add(l.size(), Ordering::Relaxed) + l.size();
-        PEAK.fetch_max(now, Ordering::Relaxed);
-        CHUNKS.fetch_add(chunk(p), Ordering::Relaxed);
-        p
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        LIVE.fetch_sub(l.size(), Ordering::Relaxed);
-        CHUNKS.fetch_sub(chunk(p), Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(p, l) }
-    }
-}
+mod memcount;
+use memcount::{status_kib, Counting, CHUNKS, LIVE, PEAK};
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
-
-fn status_kib(field: &str) -> u64 {
-    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    s.lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
 
 fn main() {
     let paths: Vec<PathBuf> = std::env::args_os().skip(1).map(PathBuf::from).collect();

@@ -7,48 +7,21 @@
 //! this process (the earlier way of measuring, which counts the server's list buffers too);
 //! `SCALE_PAGE_SIZE=N` sets the LIST page size (default: `WatchOptions`'s, 100).
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use sextant_fakeapi::{endpoint, endpoint_slice, namespace, pod, service, FakeApi};
 use sextant_kube::{start, ClientConfig, PodsMode, RateLimits, WatchOptions};
 
-/// Counts live heap bytes so the index's own footprint can be told apart from allocator slack.
-struct Counting;
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: defers every call to the system allocator unchanged; only adds counters.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        let now = LIVE.fetch_add(l.size(), Ordering::Relaxed) + l.size();
-        PEAK.fetch_max(now, Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        LIVE.fetch_sub(l.size(), Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(p, l) }
-    }
-}
+mod memcount;
+use memcount::{status_kib, Counting, LIVE, PEAK};
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
 fn live_mib() -> f64 {
     LIVE.load(Ordering::Relaxed) as f64 / 1048576.0
-}
-
-fn rss_kib(field: &str) -> u64 {
-    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    s.lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
 }
 
 fn mib(kib: u64) -> f64 {
@@ -248,7 +221,7 @@ async fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(WatchOptions::default().page_size);
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let base = rss_kib("VmRSS:");
+    let base = status_kib("VmRSS:");
     let live_base = LIVE.load(Ordering::Relaxed);
     println!(
         "fixture: {services} services, {} endpoints, {pods} pods, {NSS} namespaces; fake API {}; page size {}",
@@ -275,7 +248,7 @@ async fn main() {
     assert!(idx.wait_synced(Duration::from_secs(300)).await, "no sync");
     let sync = t0.elapsed();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let after = rss_kib("VmRSS:");
+    let after = status_kib("VmRSS:");
     let c = idx.snapshot().counts();
     let objects = c.services + c.endpoints + c.pods;
     let live_after = LIVE.load(Ordering::Relaxed);
@@ -297,7 +270,7 @@ async fn main() {
     // Forced re-list: forget history, drop watches -> every watcher gets 410 and lists again.
     let _ = std::fs::write("/proc/self/clear_refs", "5"); // reset VmHWM
     let lists0 = api.list_requests();
-    let steady = rss_kib("VmRSS:");
+    let steady = status_kib("VmRSS:");
     PEAK.store(LIVE.load(Ordering::Relaxed), Ordering::Relaxed);
     let t1 = Instant::now();
     api.force_relist().await;
@@ -306,7 +279,7 @@ async fn main() {
     let mut peak = steady;
     let deadline = Instant::now() + Duration::from_secs(300);
     while Instant::now() < deadline {
-        peak = peak.max(rss_kib("VmRSS:"));
+        peak = peak.max(status_kib("VmRSS:"));
         let pages = api.list_requests() - lists0;
         if pages >= pages_needed && idx.snapshot().counts().namespaces == c.namespaces + 1 {
             // all 10k slices re-listed (500 per page) and the index is whole again
@@ -315,7 +288,7 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    peak = peak.max(rss_kib("VmHWM:"));
+    peak = peak.max(status_kib("VmHWM:"));
     println!(
         "re-list: {:.2} s; RSS steady {:.1} MiB, peak during re-list {:.1} MiB ({:.2}x steady; index part {:.2}x)",
         t1.elapsed().as_secs_f64(),
@@ -333,7 +306,7 @@ async fn main() {
     );
     println!(
         "after re-list RSS {:.1} MiB, counts {:?}",
-        mib(rss_kib("VmRSS:")),
+        mib(status_kib("VmRSS:")),
         idx.snapshot().counts()
     );
     idx.stop();

@@ -26,7 +26,7 @@ pub use ns::{NetNs, Veth, IP};
 pub use ports::{free_addr, free_port, free_ports};
 pub use process::{coredns_bin, http_get, send_signal, wait_dns, Sextant, SextantBuilder, Stream};
 pub use proxy::{FaultProxy, Faults, ProxyStats};
-pub use refservers::{Knot, Unbound, KNOTD, UNBOUND};
+pub use refservers::{Knot, RefServer, Unbound, KNOTD, UNBOUND};
 pub use rng::Rng;
 pub use text::{parse_record, parse_records, rcode_name, record_to_string};
 pub use upstream::{

@@ -372,32 +372,20 @@ impl Sextant {
     /// Retry a query (`wait-dns.testkit.invalid. A`) to `addr` until any reply arrives.
     /// Fails early if the process has exited.
     pub fn wait_dns(&mut self, addr: SocketAddr, timeout: Duration) -> Result<Reply> {
-        let deadline = Instant::now() + timeout;
-        let q = Query::new("wait-dns.testkit.invalid.", RecordType::A);
-        for _ in 0..10_000 {
-            if let Some(st) = self.try_exit() {
-                return Err(Error::Exited {
-                    status: st.to_string(),
-                    what: format!("DNS on {addr}"),
-                    output: self.output(),
-                });
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            match udp(addr, &q, left.min(Duration::from_millis(100))) {
-                Ok(r) => return Ok(r),
-                Err(Error::Io(e)) if e.kind() == ErrorKind::ConnectionRefused => {
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                Err(_) => {}
-            }
-        }
-        Err(Error::timeout(
-            timeout,
-            format!("DNS on {addr}; output so far:\n{}", self.output()),
-        ))
+        let reply = retry_dns(addr, timeout, || match self.try_exit() {
+            Some(st) => Err(Error::Exited {
+                status: st.to_string(),
+                what: format!("DNS on {addr}"),
+                output: self.output(),
+            }),
+            None => Ok(()),
+        })?;
+        reply.ok_or_else(|| {
+            Error::timeout(
+                timeout,
+                format!("DNS on {addr}; output so far:\n{}", self.output()),
+            )
+        })
     }
 
     /// Send a signal (`libc::SIGTERM`, `SIGINT`, `SIGQUIT`, `SIGUSR1`, ...).
@@ -485,22 +473,34 @@ pub fn send_signal(pid: u32, sig: i32) -> Result<()> {
 
 /// Retry a query to `addr` until any reply arrives (any rcode), within `timeout`.
 pub fn wait_dns(addr: SocketAddr, timeout: Duration) -> Result<Reply> {
+    retry_dns(addr, timeout, || Ok(()))?
+        .ok_or_else(|| Error::timeout(timeout, format!("DNS on {addr}")))
+}
+
+/// Sends `wait-dns.testkit.invalid. A` to `addr` until any reply arrives (None once `timeout`
+/// has passed); `check` runs before each try and ends the wait with its error.
+fn retry_dns(
+    addr: SocketAddr,
+    timeout: Duration,
+    mut check: impl FnMut() -> Result<()>,
+) -> Result<Option<Reply>> {
     let deadline = Instant::now() + timeout;
     let q = Query::new("wait-dns.testkit.invalid.", RecordType::A);
     for _ in 0..10_000 {
+        check()?;
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             break;
         }
         match udp(addr, &q, left.min(Duration::from_millis(100))) {
-            Ok(r) => return Ok(r),
+            Ok(r) => return Ok(Some(r)),
             Err(Error::Io(e)) if e.kind() == ErrorKind::ConnectionRefused => {
                 std::thread::sleep(Duration::from_millis(20));
             }
             Err(_) => {}
         }
     }
-    Err(Error::timeout(timeout, format!("DNS on {addr}")))
+    Ok(None)
 }
 
 /// A blocking HTTP/1.1 GET: returns `(status, body)`. Handles `Content-Length`, chunked
@@ -750,7 +750,9 @@ mod tests {
         assert!(start.elapsed() < Duration::from_secs(5));
     }
 
-    fn serve_once(resp: &'static [u8]) -> SocketAddr {
+    /// Answers one request with `resp`; keeps the connection open a while after it when
+    /// `linger` (the client must not need EOF), else closes it.
+    fn serve_once_with(resp: &'static [u8], linger: bool) -> SocketAddr {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap();
         std::thread::spawn(move || {
@@ -758,10 +760,15 @@ mod tests {
             let mut buf = [0u8; 1024];
             let _ = c.read(&mut buf);
             c.write_all(resp).unwrap();
-            // Keep the connection open a bit: the client must not need EOF.
-            std::thread::sleep(Duration::from_millis(500));
+            if linger {
+                std::thread::sleep(Duration::from_millis(500));
+            }
         });
         addr
+    }
+
+    fn serve_once(resp: &'static [u8]) -> SocketAddr {
+        serve_once_with(resp, true)
     }
 
     #[test]
@@ -778,15 +785,7 @@ mod tests {
             http_get(a, "/ready", Duration::from_secs(2)).unwrap(),
             (503, "kubernetes\n".into())
         );
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = l.local_addr().unwrap();
-        std::thread::spawn(move || {
-            let (mut c, _) = l.accept().unwrap();
-            let mut buf = [0u8; 1024];
-            let _ = c.read(&mut buf);
-            c.write_all(b"HTTP/1.0 404 Not Found\r\n\r\nno such page")
-                .unwrap();
-        });
+        let addr = serve_once_with(b"HTTP/1.0 404 Not Found\r\n\r\nno such page", false);
         assert_eq!(
             http_get(addr, "/x", Duration::from_secs(2)).unwrap(),
             (404, "no such page".into())

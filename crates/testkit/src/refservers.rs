@@ -30,21 +30,22 @@ fn require(program: &str, package: &str) -> Result<()> {
     }
 }
 
-/// A child process killed (SIGKILL) and reaped on Drop, with its temp dir.
-struct Daemon {
+/// A running reference server: the child process, killed (SIGKILL) and reaped on Drop, with
+/// its temp dir. [`Knot`] and [`Unbound`] dereference to it.
+pub struct RefServer {
     child: Child,
     dir: tempfile::TempDir,
     addr: SocketAddr,
     log: std::path::PathBuf,
 }
 
-impl Daemon {
+impl RefServer {
     fn spawn(
         mut cmd: Command,
         dir: tempfile::TempDir,
         addr: SocketAddr,
         name: &str,
-    ) -> Result<Daemon> {
+    ) -> Result<RefServer> {
         let log = dir.path().join(format!("{name}.log"));
         let out = std::fs::File::create(&log)?;
         let err = out.try_clone()?;
@@ -58,7 +59,7 @@ impl Daemon {
                 command: format!("{cmd:?}"),
                 detail: e.to_string(),
             })?;
-        Ok(Daemon {
+        Ok(RefServer {
             child,
             dir,
             addr,
@@ -66,8 +67,19 @@ impl Daemon {
         })
     }
 
-    fn log_text(&self) -> String {
+    /// Address (UDP and TCP).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The temp dir with its config (and, for Knot, zone file and database).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
     }
 
     /// Wait until `q` gets any reply; fail early if the daemon exits.
@@ -78,7 +90,7 @@ impl Daemon {
                 return Err(Error::Exited {
                     status: st.to_string(),
                     what: what.into(),
-                    output: self.log_text(),
+                    output: self.log(),
                 });
             }
             if Instant::now() >= deadline {
@@ -91,12 +103,12 @@ impl Daemon {
         }
         Err(Error::timeout(
             timeout,
-            format!("{what}; log:\n{}", self.log_text()),
+            format!("{what}; log:\n{}", self.log()),
         ))
     }
 }
 
-impl Drop for Daemon {
+impl Drop for RefServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -111,7 +123,7 @@ impl Drop for Daemon {
 /// let r = udp(k.addr(), &Query::new("ns.example.test.", RecordType::A), std::time::Duration::from_secs(2)).unwrap();
 /// ```
 pub struct Knot {
-    d: Daemon,
+    d: RefServer,
 }
 
 impl Knot {
@@ -124,6 +136,20 @@ impl Knot {
     /// Like [`Knot::start`], listening on `addr` (e.g. port 53 on an address inside a network
     /// namespace; start it from a thread that entered the namespace).
     pub fn start_on(addr: SocketAddr, zone_name: &str, zone_text: &str) -> Result<Knot> {
+        Self::start_with(addr, zone_name, Some(zone_text), "", "")
+    }
+
+    /// Like [`Knot::start_on`] with more configuration: `top` is added at the top level of
+    /// knot.conf (e.g. `remote:` and `acl:` sections), `zone_extra` inside the zone's entry
+    /// (each line indented by four spaces, e.g. `"    notify: sextant\n"`). Without
+    /// `zone_text` the zone has no file: a secondary zone (`master:` in `zone_extra`).
+    pub fn start_with(
+        addr: SocketAddr,
+        zone_name: &str,
+        zone_text: Option<&str>,
+        top: &str,
+        zone_extra: &str,
+    ) -> Result<Knot> {
         require(KNOTD, "knot")?;
         let dir = tempfile::Builder::new().prefix("knot-test-").tempdir()?;
         let d = dir.path();
@@ -134,16 +160,19 @@ impl Knot {
             format!("{zone}.")
         };
         std::fs::create_dir_all(d.join("db"))?;
-        std::fs::write(
-            d.join("zone.db"),
-            format!("$ORIGIN {origin}\n{zone_text}\n"),
-        )?;
+        if let Some(zone_text) = zone_text {
+            std::fs::write(
+                d.join("zone.db"),
+                format!("$ORIGIN {origin}\n{zone_text}\n"),
+            )?;
+        }
         let conf = format!(
             "server:\n    listen: {ip}@{port}\n    rundir: \"{dir}\"\n    pidfile: \"{dir}/knot.pid\"\n    udp-workers: 1\n    tcp-workers: 1\n    background-workers: 1\n\
              database:\n    storage: \"{dir}/db\"\n\
              control:\n    listen: \"{dir}/knot.sock\"\n\
              log:\n  - target: stderr\n    any: info\n\
-             zone:\n  - domain: \"{origin}\"\n    storage: \"{dir}\"\n    file: \"zone.db\"\n",
+             {top}\
+             zone:\n  - domain: \"{origin}\"\n    storage: \"{dir}\"\n    file: \"zone.db\"\n{zone_extra}",
             ip = addr.ip(),
             port = addr.port(),
             dir = d.display(),
@@ -151,32 +180,52 @@ impl Knot {
         std::fs::write(d.join("knot.conf"), conf)?;
         let mut cmd = Command::new(KNOTD);
         cmd.arg("-c").arg(d.join("knot.conf"));
-        let mut daemon = Daemon::spawn(cmd, dir, addr, "knotd")?;
+        let mut daemon = RefServer::spawn(cmd, dir, addr, "knotd")?;
         let q = Query::new(&origin, RecordType::SOA).rd(false);
         daemon.wait_ready(&q, Duration::from_secs(10), "knotd to answer")?;
         Ok(Knot { d: daemon })
     }
+}
 
-    /// Address (UDP and TCP).
-    pub fn addr(&self) -> SocketAddr {
-        self.d.addr
+impl std::ops::Deref for Knot {
+    type Target = RefServer;
+    fn deref(&self) -> &RefServer {
+        &self.d
     }
+}
 
-    /// knotd's log so far.
-    pub fn log(&self) -> String {
-        self.d.log_text()
-    }
-
-    /// The temp dir with config, zone file and database.
-    pub fn dir(&self) -> &Path {
-        self.d.dir.path()
+impl Knot {
+    /// Runs `knotc` against this server's control socket with `args`; returns its output, or
+    /// an error with it when knotc fails.
+    pub fn knotc(&self, args: &[&str]) -> Result<String> {
+        let out = Command::new("/usr/sbin/knotc")
+            .arg("-s")
+            .arg(self.dir().join("knot.sock"))
+            .args(args)
+            .output()
+            .map_err(|e| Error::Command {
+                command: format!("knotc {args:?}"),
+                detail: e.to_string(),
+            })?;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if !out.status.success() {
+            return Err(Error::Command {
+                command: format!("knotc {args:?}"),
+                detail: text,
+            });
+        }
+        Ok(text)
     }
 }
 
 /// Unbound as a caching forwarder on 127.0.0.1 (no chroot, no daemon, no remote control,
 /// no DNSSEC validation), forwarding everything to one upstream.
 pub struct Unbound {
-    d: Daemon,
+    d: RefServer,
 }
 
 impl Unbound {
@@ -205,25 +254,17 @@ impl Unbound {
         std::fs::write(d.join("unbound.conf"), conf)?;
         let mut cmd = Command::new(UNBOUND);
         cmd.arg("-d").arg("-c").arg(d.join("unbound.conf"));
-        let mut daemon = Daemon::spawn(cmd, dir, addr, "unbound")?;
+        let mut daemon = RefServer::spawn(cmd, dir, addr, "unbound")?;
         // Any reply counts (even SERVFAIL if the upstream is down): unbound is listening.
         let q = Query::new("localhost.", RecordType::A);
         daemon.wait_ready(&q, Duration::from_secs(10), "unbound to answer")?;
         Ok(Unbound { d: daemon })
     }
+}
 
-    /// Address (UDP and TCP).
-    pub fn addr(&self) -> SocketAddr {
-        self.d.addr
-    }
-
-    /// unbound's log so far.
-    pub fn log(&self) -> String {
-        self.d.log_text()
-    }
-
-    /// The temp dir with the config.
-    pub fn dir(&self) -> &Path {
-        self.d.dir.path()
+impl std::ops::Deref for Unbound {
+    type Target = RefServer;
+    fn deref(&self) -> &RefServer {
+        &self.d
     }
 }

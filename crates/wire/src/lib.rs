@@ -1,11 +1,13 @@
 //! DNS wire format for Sextant: names, records, whole messages (parse/encode with compression and
-//! truncation) and an in-place query scanner for the hot path. No I/O, no allocation-free promises
+//! truncation), reverse mapping (CIDRs, `in-addr.arpa.`/`ip6.arpa.` names) and an in-place query
+//! scanner for the hot path. No I/O, no allocation-free promises
 //! outside `scan`.
 
 #![forbid(unsafe_code)]
 
 pub mod message;
 pub mod name;
+pub mod reverse;
 pub mod rr;
 pub mod scan;
 pub mod types;
@@ -15,6 +17,7 @@ pub use message::{
     HEADER_LEN,
 };
 pub use name::Name;
+pub use reverse::{CidrError, IpNet};
 pub use rr::{RData, Record, Soa, Srv};
 pub use scan::{scan_query, OptView, QueryView, ScanError};
 pub use types::{opcode, Class, RType, Rcode};

@@ -3,23 +3,18 @@
 //! resolv.conf file or from another plugin through [`SearchPath`] (`@kubernetes`).
 
 use std::net::IpAddr;
-use std::sync::{Arc, LazyLock, OnceLock};
+use std::sync::{Arc, OnceLock};
 
-use prometheus::{register_counter_vec, CounterVec};
 use sextant_corefile::{Directive, Error};
 use sextant_wire::{Message, Name, RData, Rcode, Record};
 
+use crate::metrics::metrics;
+use crate::pkg::zones;
 use crate::plugin::{BoxFuture, Handler, Next, Outcome, Request, SetupCtx};
-use crate::plugins::hosts::zones_from_args;
 
-pub(crate) static SUCCESS: LazyLock<CounterVec> = LazyLock::new(|| {
-    register_counter_vec!(
-        "coredns_autopath_success_total",
-        "Counter of requests that did autopath.",
-        &["server"]
-    )
-    .expect("metric registers once")
-});
+metrics! {
+    SUCCESS: CounterVec("coredns_autopath_success_total", "Counter of requests that did autopath.", ["server"]);
+}
 
 /// A plugin that knows a client's search path (the `kubernetes` plugin, from the client pod's
 /// namespace with `pods verified`). The list is in resolv.conf order, fully qualified, and ends
@@ -84,7 +79,7 @@ pub(crate) fn parse(d: &Directive, block_zones: &[String]) -> Result<(Vec<Name>,
         list.push(Name::root());
         Source::Static(list)
     };
-    let zones = zones_from_args(d, zone_args, block_zones)?;
+    let zones = zones::from_args(d, zone_args, block_zones)?;
     Ok((zones, source))
 }
 
@@ -218,16 +213,11 @@ impl Handler for AutoPath {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pkg::testing::directive;
     use sextant_wire::RType;
-    use std::path::Path;
 
     fn n(s: &str) -> Name {
         Name::parse(s).unwrap()
-    }
-
-    fn directive(text: &str) -> Directive {
-        let cf = sextant_corefile::parse_str("Corefile", text, Path::new(".")).unwrap();
-        cf.blocks[0].directives[0].clone()
     }
 
     #[test]

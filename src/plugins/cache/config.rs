@@ -3,16 +3,17 @@
 
 use std::time::Duration;
 
-use sextant_corefile::{normalize_zone, Directive, Error, Token};
+use sextant_corefile::{Directive, Error, Token};
 use sextant_wire::Name;
 
-use crate::plugins::util::parse_go_duration;
+use crate::pkg::num::atoi;
+use crate::pkg::{duration, zones};
 
 /// Everything the Corefile says about one cache.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Config {
     /// Zones cached (normalised, lower-case FQDN).
-    pub zones: Vec<String>,
+    pub zones: Vec<Name>,
     pub pcap: i64,
     /// Max and min TTL for the success cache, seconds.
     pub pttl: u32,
@@ -47,7 +48,7 @@ pub(crate) const MAX_NTTL: u32 = 1800;
 pub(crate) const MIN_TTL: u32 = 5;
 
 impl Config {
-    pub(crate) fn new(zones: Vec<String>) -> Config {
+    pub(crate) fn new(zones: Vec<Name>) -> Config {
         Config {
             zones,
             pcap: DEFAULT_CAP,
@@ -74,23 +75,8 @@ impl Config {
     }
 }
 
-/// Go's `strconv.Atoi` with its error text.
-fn atoi(d: &Directive, t: &Token) -> Result<i64, Error> {
-    let s = t.text.as_str();
-    let digits = s.strip_prefix(['+', '-']).unwrap_or(s);
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(d.err_at(t, format!("strconv.Atoi: parsing {s:?}: invalid syntax")));
-    }
-    s.parse::<i64>().map_err(|_| {
-        d.err_at(
-            t,
-            format!("strconv.Atoi: parsing {s:?}: value out of range"),
-        )
-    })
-}
-
 fn duration(d: &Directive, t: &Token, what: &str) -> Result<Duration, Error> {
-    parse_go_duration(&t.text).ok_or_else(|| {
+    duration::parse(&t.text).map_err(|_| {
         d.err_at(
             t,
             format!("invalid {what}: time: invalid duration {:?}", t.text),
@@ -142,13 +128,7 @@ pub(crate) fn parse(d: &Directive, block_zones: &[String]) -> Result<Config, Err
             args = &args[1..];
         }
     }
-    if args.is_empty() {
-        c.zones = block_zones.to_vec();
-    } else {
-        for t in args {
-            c.zones.extend(normalize_zone(t)?);
-        }
-    }
+    c.zones = zones::from_args(d, args, block_zones)?;
     let mut stale_seen = false;
     let mut policy_seen = false;
     for sub in d.sub() {

@@ -21,7 +21,9 @@ use crate::server::lifecycle::Spawner;
 use classify::{cache_type, cacheable, clamp_ttl, minimal_ttl, MsgType};
 pub(crate) use config::Config;
 use metrics::{Ctr, Handles, Meter};
-use store::{Clock, Item, Kind, Store, SystemClock};
+use store::{Item, Kind, Store};
+
+use crate::pkg::clock::Clock;
 
 const NAME: &str = "cache";
 
@@ -29,7 +31,7 @@ pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), 
     let mut cfg = config::parse(lines[0], &ctx.block.zones)?;
     cfg.view = ctx.block.view.clone().unwrap_or_default();
     let bus = ctx.invalidation();
-    let cache = Cache::new(cfg, Arc::new(SystemClock), bus, ctx.spawner());
+    let cache = Cache::new(cfg, ctx.clock(), bus, ctx.spawner());
     ctx.add_handler(Arc::new(cache));
     Ok(())
 }
@@ -54,16 +56,18 @@ pub(crate) struct Inner {
     /// Keys the stores: randomly seeded per cache, so nobody outside can pick names that collide
     /// (random-subdomain floods).
     hasher: foldhash::quality::SeedableRandomState,
-    clock: Arc<dyn Clock>,
+    clock: Clock,
     bus: Arc<InvalidationBus>,
     /// Background refreshes run under the generation.
     spawner: Spawner,
 }
 
-/// What identifies one lookup, borrowing the request's question name (the hit path).
+/// What identifies one lookup: the question name, type and class, DO/CD/AD/RD and the keyed
+/// hash. The name is borrowed from the request on the hit path ([`Probe`]) and owned for work
+/// that outlives the borrow ([`Key`]: misses, refreshes).
 #[derive(Clone, Copy)]
-struct Probe<'a> {
-    name: &'a Name,
+struct Lookup<N> {
+    name: N,
     qtype: RType,
     qclass: Class,
     do_bit: bool,
@@ -71,6 +75,25 @@ struct Probe<'a> {
     ad: bool,
     rd: bool,
     hash: u64,
+}
+
+type Probe<'a> = Lookup<&'a Name>;
+type Key = Lookup<Name>;
+
+impl<N> Lookup<N> {
+    /// The same lookup with `name` in place of its name.
+    fn with_name<M>(&self, name: M) -> Lookup<M> {
+        Lookup {
+            name,
+            qtype: self.qtype,
+            qclass: self.qclass,
+            do_bit: self.do_bit,
+            cd: self.cd,
+            ad: self.ad,
+            rd: self.rd,
+            hash: self.hash,
+        }
+    }
 }
 
 impl Probe<'_> {
@@ -79,44 +102,13 @@ impl Probe<'_> {
     }
 
     fn to_key(self) -> Key {
-        Key {
-            name: self.name.clone(),
-            qtype: self.qtype,
-            qclass: self.qclass,
-            do_bit: self.do_bit,
-            cd: self.cd,
-            ad: self.ad,
-            rd: self.rd,
-            hash: self.hash,
-        }
+        self.with_name(self.name.clone())
     }
-}
-
-/// A [`Probe`] that owns its name, for work that outlives the borrow (misses, refreshes).
-#[derive(Clone)]
-struct Key {
-    name: Name,
-    qtype: RType,
-    qclass: Class,
-    do_bit: bool,
-    cd: bool,
-    ad: bool,
-    rd: bool,
-    hash: u64,
 }
 
 impl Key {
     fn probe(&self) -> Probe<'_> {
-        Probe {
-            name: &self.name,
-            qtype: self.qtype,
-            qclass: self.qclass,
-            do_bit: self.do_bit,
-            cd: self.cd,
-            ad: self.ad,
-            rd: self.rd,
-            hash: self.hash,
-        }
+        self.with_name(&self.name)
     }
 }
 
@@ -152,18 +144,15 @@ fn label_zone(z: &Name, name: &Name) -> bool {
 impl Cache {
     pub(crate) fn new(
         cfg: Config,
-        clock: Arc<dyn Clock>,
+        clock: Clock,
         bus: Arc<InvalidationBus>,
         spawner: Spawner,
     ) -> Cache {
-        let zones: Vec<Name> = cfg
-            .zones
-            .iter()
-            .filter_map(|z| Name::parse(z).ok())
-            .collect();
+        let zones = cfg.zones.clone();
+        let label: Vec<String> = zones.iter().map(Name::to_string).collect();
         let inner = Arc::new(Inner {
             all_zones: zones.iter().any(Name::is_root),
-            metrics: Handles::new(cfg.zones.join(","), cfg.view.clone()),
+            metrics: Handles::new(label.join(","), cfg.view.clone()),
             pcache: Store::new(cfg.pcap),
             ncache: Store::new(cfg.ncap),
             pexcept: cfg.pexcept.clone(),
@@ -567,7 +556,9 @@ impl Inner {
         if !started {
             return None;
         }
-        let r = tokio::time::timeout(self.cfg.verify_timeout, rx)
+        let r = self
+            .clock
+            .timeout(self.cfg.verify_timeout, rx)
             .await
             .ok()?
             .ok()?;

@@ -1,4 +1,4 @@
-//! The cache's storage: an injectable clock, cached items (the encoded reply plus the offsets of
+//! The cache's storage: cached items (the encoded reply plus the offsets of
 //! its TTL fields, so a hit is a copy and a few patches) and a 256-shard map with random
 //! eviction per shard, like CoreDNS's `plugin/pkg/cache`. No I/O.
 //!
@@ -12,57 +12,6 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use sextant_wire::{read_name, Class, Message, Name, RType, Rcode, HEADER_LEN};
-
-/// Source of time; tests inject a manual one.
-pub(crate) trait Clock: Send + Sync {
-    fn now(&self) -> Instant;
-}
-
-/// The monotonic system clock.
-pub(crate) struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> Instant {
-        Instant::now()
-    }
-}
-
-/// A clock that moves only when told to (tests).
-#[cfg(test)]
-pub(crate) struct ManualClock {
-    base: Instant,
-    offset: Mutex<Duration>,
-}
-
-#[cfg(test)]
-impl ManualClock {
-    pub(crate) fn new() -> ManualClock {
-        ManualClock {
-            base: Instant::now(),
-            offset: Mutex::new(Duration::ZERO),
-        }
-    }
-
-    pub(crate) fn advance(&self, d: Duration) {
-        if let Ok(mut o) = self.offset.lock() {
-            *o += d;
-        }
-    }
-}
-
-#[cfg(test)]
-impl Default for ManualClock {
-    fn default() -> Self {
-        ManualClock::new()
-    }
-}
-
-#[cfg(test)]
-impl Clock for ManualClock {
-    fn now(&self) -> Instant {
-        self.base + self.offset.lock().map(|o| *o).unwrap_or_default()
-    }
-}
 
 /// Which of the two caches an item lives in (also the metric `type` label).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -117,21 +66,8 @@ pub(crate) fn ttl_offsets(wire: &[u8]) -> Option<Vec<usize>> {
 }
 
 impl Item {
-    /// Encodes `m` (TTLs already rewritten to `ttl`) for storing.
-    #[cfg(test)]
-    pub(crate) fn new(
-        m: &Message,
-        do_bit: bool,
-        cd: bool,
-        answering: bool,
-        ttl: u32,
-        now: Instant,
-    ) -> Option<Item> {
-        Item::from_reply(&mut m.clone(), do_bit, cd, answering, ttl, now)
-    }
-
-    /// [`Item::new`] without copying the message: its ID and OPT record are taken out for the
-    /// encoding and put back.
+    /// Encodes `m` (TTLs already rewritten to `ttl`) for storing, without copying the message:
+    /// its ID and OPT record are taken out for the encoding and put back.
     pub(crate) fn from_reply(
         m: &mut Message,
         do_bit: bool,
@@ -403,7 +339,7 @@ mod tests {
             30,
             RData::A(Ipv4Addr::new(10, 0, 1, 1)),
         ));
-        Item::new(&m, false, false, true, 30, now).unwrap()
+        Item::from_reply(&mut m.clone(), false, false, true, 30, now).unwrap()
     }
 
     #[test]

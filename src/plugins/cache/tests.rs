@@ -6,8 +6,9 @@ use std::sync::Mutex;
 
 use sextant_wire::{Edns, RData, Record, Soa};
 
-use super::store::ManualClock;
 use super::*;
+use crate::pkg::clock::ManualClock;
+use crate::pkg::testing::eventually;
 
 type Script = Box<dyn Fn(&Message) -> Option<Message> + Send + Sync>;
 
@@ -106,7 +107,7 @@ fn rcode_reply(
 
 struct T {
     cache: Cache,
-    clock: Arc<ManualClock>,
+    clock: ManualClock,
     bus: Arc<InvalidationBus>,
     up: Arc<Upstream>,
 }
@@ -123,11 +124,11 @@ fn cfg(line: &str) -> Config {
 }
 
 fn mk(line: &str, up: Arc<Upstream>) -> T {
-    let clock = Arc::new(ManualClock::new());
+    let clock = ManualClock::new();
     let bus = Arc::new(InvalidationBus::default());
     let cache = Cache::new(
         cfg(line),
-        clock.clone(),
+        clock.clock(),
         bus.clone(),
         crate::server::lifecycle::Spawner::for_tests(),
     );
@@ -170,20 +171,18 @@ impl T {
         self.clock.advance(Duration::from_secs(secs));
     }
 
-    /// Waits (bounded) until the upstream saw `n` queries.
+    /// Waits (bounded) until the upstream saw `n` queries, then lets the background refresh
+    /// that sent the last one finish storing.
     async fn wait_calls(&self, n: usize) {
-        for _ in 0..200 {
-            if self.up.calls() >= n {
-                // Let the refresh finish storing.
-                for _ in 0..10 {
-                    tokio::task::yield_now().await;
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        panic!("upstream saw {} queries, wanted {n}", self.up.calls());
+        eventually(&format!("{n} upstream queries"), || self.up.calls() >= n).await;
+        settle().await;
+    }
+}
+
+/// Lets every task the test runtime has ready run (background refreshes are spawned on it).
+async fn settle() {
+    for _ in 0..200 {
+        tokio::task::yield_now().await;
     }
 }
 
@@ -592,7 +591,7 @@ async fn serve_stale_response_ttl_and_recheck() {
     t.wait_calls(2).await;
     t.a("s.example.org.").await;
     t.a("s.example.org.").await;
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    settle().await;
     assert_eq!(t.up.calls(), 2, "no new refresh during the recheck delay");
     t.advance(60);
     t.a("s.example.org.").await;
@@ -717,7 +716,7 @@ async fn servfail_does_not_shadow_a_positive_answer() {
 #[test]
 fn default_config() {
     let c = cfg("cache");
-    assert_eq!(c, Config::new(vec![".".into()]));
+    assert_eq!(c, Config::new(vec![Name::root()]));
     assert_eq!((c.pttl, c.nttl, c.minpttl, c.minnttl), (3600, 1800, 5, 5));
     assert_eq!(Store::new(c.pcap).capacity(), 9984);
     assert_eq!(c.failttl, Duration::from_secs(5));
@@ -730,7 +729,7 @@ fn default_config() {
 #[test]
 fn every_option_parses() {
     let c = cfg("cache 300 example.org 10.0.0.0/24 {\n success 5000 600 10\n denial 2500 60 1\n prefetch 10 2m 20%\n serve_stale 2h verify 100ms 30s 1m\n serve_stale_policy prefer_positive\n servfail 10s\n disable success a.example.org b.example.org\n disable denial\n keepttl\n }");
-    assert_eq!(c.zones, vec!["example.org.", "0.0.10.in-addr.arpa."]);
+    assert_eq!(c.zones, vec![n("example.org."), n("0.0.10.in-addr.arpa.")]);
     assert_eq!((c.pcap, c.pttl, c.minpttl), (5000, 600, 10));
     assert_eq!((c.ncap, c.nttl, c.minnttl), (2500, 60, 1));
     assert_eq!(c.prefetch, 10);
@@ -854,7 +853,8 @@ fn store_counts_items_through_add_replace_evict_and_remove() {
         30,
         RData::A(Ipv4Addr::new(10, 0, 0, 1)),
     ));
-    let it = Arc::new(store::Item::new(&m, false, false, true, 30, now).unwrap());
+    let it =
+        Arc::new(store::Item::from_reply(&mut m.clone(), false, false, true, 30, now).unwrap());
     let s = Store::new(1024);
     assert!(s.is_empty() && s.get(1).is_none());
     for k in 0..6u64 {
@@ -912,4 +912,56 @@ async fn metric_handles_follow_each_server_label() {
     );
     assert_eq!(read(labels[0], &metrics::MISSES, None), 1.0);
     assert_eq!(read(labels[1], &metrics::REQUESTS, None), 2.0);
+}
+
+/// A next plugin that never answers.
+struct Stall;
+
+impl Handler for Stall {
+    fn name(&self) -> &'static str {
+        "forward"
+    }
+
+    fn serve<'a>(&'a self, _req: &'a mut Request, _next: Next<'a>) -> BoxFuture<'a, Outcome> {
+        Box::pin(std::future::pending())
+    }
+}
+
+/// `serve_stale verify TIMEOUT`: when the verifying refresh does not answer, the stale answer is
+/// served once TIMEOUT has passed on the cache's clock, not before.
+#[tokio::test]
+async fn serve_stale_verify_timeout_runs_on_the_clock() {
+    let t = mk(
+        "cache {\n serve_stale 1h verify 5s 30s\n }",
+        Upstream::new(a_reply(10, 1)),
+    );
+    t.a("v.example.org.").await;
+    t.advance(11);
+    let chain: Vec<Arc<dyn Handler>> = vec![Arc::new(Stall)];
+    let mut req = Request::new(
+        q("v.example.org.", RType::A),
+        "127.0.0.1:5353".parse().unwrap(),
+        Proto::Udp,
+    );
+    let serve = t.cache.serve(&mut req, Next::new(&chain));
+    tokio::pin!(serve);
+    tokio::select! {
+        biased;
+        _ = &mut serve => panic!("answered before the verify timeout"),
+        () = t.clock.sleepers(1) => {}
+    }
+    t.clock.advance(Duration::from_millis(4999));
+    tokio::select! {
+        biased;
+        _ = &mut serve => panic!("answered before the verify timeout"),
+        () = settle() => {}
+    }
+    t.clock.advance(Duration::from_millis(1));
+    let out = tokio::time::timeout(Duration::from_secs(5), serve)
+        .await
+        .expect("the stale answer once the timeout passed");
+    let w = out.wire.expect("served from the cache");
+    let m = Message::parse(&w.bytes).unwrap();
+    assert_eq!(m.answers[0].data, RData::A(Ipv4Addr::new(10, 0, 0, 1)));
+    assert_eq!(ttls(&m), vec![30], "RESPONSE_TTL on the stale answer");
 }

@@ -10,8 +10,8 @@ use regex::Regex;
 use sextant_corefile::{Directive, Error};
 
 use crate::log::PluginLog;
+use crate::pkg::duration;
 use crate::plugin::{BoxFuture, Handler, Next, Outcome, Request, SetupCtx};
-use crate::plugins::util::{go_duration, parse_duration};
 
 const LOG: PluginLog = PluginLog("errors");
 
@@ -54,7 +54,7 @@ pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), 
             "stacktrace" => sub.arg_count(0, 0)?,
             "consolidate" => {
                 sub.arg_count(2, 4)?;
-                let period = parse_duration(sub, &sub.args[0])?;
+                let period = duration::arg(sub, &sub.args[0])?;
                 let text = sub.args[1].text.clone();
                 if text.len() > 10000 {
                     return Err(sub.err_at(&sub.args[1], "regexp too long"));
@@ -105,7 +105,7 @@ pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), 
                         &format!(
                             "{n} errors like '{}' occurred in last {}",
                             p.text,
-                            go_duration(p.period)
+                            duration::format(p.period)
                         ),
                     );
                 }

@@ -6,7 +6,6 @@
 mod metrics;
 mod proxy;
 pub(crate) mod setup;
-mod tls;
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -21,6 +20,8 @@ use sextant_corefile::{Directive, Error};
 use sextant_wire::{Class, Message, Name, RType, Rcode};
 use tokio::sync::watch;
 
+use crate::pkg::clock::Clock;
+use crate::pkg::tls;
 use crate::plugin::{BoxFuture, Handler, Next, Outcome, Proto, Request, SetupCtx};
 use proxy::{HealthSettings, Net, Proxy, TlsSettings};
 use setup::{Config, Policy, Transport};
@@ -100,13 +101,14 @@ impl Drop for ConcurrencyGuard<'_> {
 pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), Error> {
     metrics::init();
     let spawner = ctx.spawner();
+    let clock = ctx.clock();
     let mut all = Vec::new();
     for d in lines {
         let cfg = setup::parse(d)?;
         let tls_cfg = match (&cfg.tls, cfg.to.iter().any(|t| t.0 == Transport::Tls)) {
             (_, false) => None,
-            (Some(args), true) => Some(tls::client_config(args).map_err(|e| d.err(e))?),
-            (None, true) => Some(tls::client_config(&[]).map_err(|e| d.err(e))?),
+            (Some(args), true) => Some(tls::client_config(d, args)?),
+            (None, true) => Some(tls::client_config(d, &[])?),
         };
         let mut proxies = Vec::new();
         for (trans, addr) in &cfg.to {
@@ -124,19 +126,15 @@ pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), 
                 }
                 _ => None,
             };
-            proxies.push(Arc::new(new_proxy(&cfg, *addr, tls, spawner.clone())));
+            proxies.push(Arc::new(new_proxy(
+                &cfg,
+                *addr,
+                tls,
+                spawner.clone(),
+                clock.clone(),
+            )));
         }
-        let limit_error = format!("concurrent queries exceeded maximum {}", cfg.max_concurrent);
-        let f = Arc::new(Forward {
-            inner: Arc::new(Inner {
-                cfg,
-                proxies,
-                robin: AtomicU32::new(0),
-            }),
-            concurrent: AtomicU64::new(0),
-            inflight: Arc::new(Mutex::new(HashMap::default())),
-            limit_error,
-        });
+        let f = Arc::new(Forward::new(cfg, proxies));
         all.push(f.clone());
         ctx.add_handler(f);
     }
@@ -152,7 +150,7 @@ pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), 
         loop {
             tokio::select! {
                 _ = t.cancelled() => break,
-                _ = tokio::time::sleep(every) => {}
+                _ = clock.sleep(every) => {}
             }
             for f in &all {
                 for p in &f.inner.proxies {
@@ -272,6 +270,21 @@ impl Inner {
 }
 
 impl Forward {
+    /// One `forward` line with its upstreams.
+    fn new(cfg: Config, proxies: Vec<Arc<Proxy>>) -> Forward {
+        let limit_error = format!("concurrent queries exceeded maximum {}", cfg.max_concurrent);
+        Forward {
+            inner: Arc::new(Inner {
+                cfg,
+                proxies,
+                robin: AtomicU32::new(0),
+            }),
+            concurrent: AtomicU64::new(0),
+            inflight: Arc::new(Mutex::new(HashMap::default())),
+            limit_error,
+        }
+    }
+
     fn matches(&self, qname: &Name) -> bool {
         let cfg = &self.inner.cfg;
         if !qname.is_subdomain_of(&cfg.from) {
@@ -423,6 +436,7 @@ fn new_proxy(
     addr: std::net::SocketAddr,
     tls: Option<TlsSettings>,
     spawner: Spawner,
+    clock: Clock,
 ) -> Proxy {
     Proxy::new(
         addr,
@@ -438,34 +452,32 @@ fn new_proxy(
             tcp: cfg.force_tcp,
         },
         spawner,
+        clock,
     )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sextant_corefile::parse_str;
-    use std::path::Path;
+    use crate::pkg::testing::directive;
 
     /// A `forward` handler for one Corefile block's first directive.
     fn forward(text: &str) -> Forward {
-        let cf = parse_str("Corefile", text, Path::new(".")).unwrap();
-        let cfg = setup::parse(&cf.blocks[0].directives[0]).unwrap();
+        let cfg = setup::parse(&directive(text)).unwrap();
         let proxies = cfg
             .to
             .iter()
-            .map(|(_, addr)| Arc::new(new_proxy(&cfg, *addr, None, Spawner::for_tests())))
+            .map(|(_, addr)| {
+                Arc::new(new_proxy(
+                    &cfg,
+                    *addr,
+                    None,
+                    Spawner::for_tests(),
+                    Clock::system(),
+                ))
+            })
             .collect();
-        Forward {
-            inner: Arc::new(Inner {
-                cfg,
-                proxies,
-                robin: AtomicU32::new(0),
-            }),
-            concurrent: AtomicU64::new(0),
-            inflight: Arc::new(Mutex::new(HashMap::default())),
-            limit_error: String::new(),
-        }
+        Forward::new(cfg, proxies)
     }
 
     /// A waiting query whose leader is dropped before the reply starts over: it sends its own

@@ -18,6 +18,7 @@ use tokio::net::{TcpSocket, UdpSocket};
 use tokio::time::timeout_at;
 use tokio_util::sync::CancellationToken;
 
+use crate::pkg::clock::Clock;
 use crate::server::lifecycle::Spawner;
 
 use super::metrics::{
@@ -80,6 +81,8 @@ pub(super) struct Proxy {
     /// Health-check probes run under the generation; `stop` is its cancellation.
     spawner: Spawner,
     stop: CancellationToken,
+    /// Decides connection expiry and the health-check interval.
+    clock: Clock,
     /// This upstream's `conn_cache_misses_total{proto="udp"}`, looked up on first use (so the
     /// series appears with the first UDP query, as before).
     udp_misses: OnceLock<Counter>,
@@ -239,6 +242,7 @@ impl Proxy {
         source: Option<IpAddr>,
         health: HealthSettings,
         spawner: Spawner,
+        clock: Clock,
     ) -> Proxy {
         let label = addr.to_string();
         Proxy {
@@ -256,6 +260,7 @@ impl Proxy {
             avg_dial_ns: AtomicI64::new(0),
             stop: spawner.token(),
             spawner,
+            clock,
             udp_misses: OnceLock::new(),
             durations: std::array::from_fn(|_| OnceLock::new()),
             label,
@@ -384,7 +389,7 @@ impl Proxy {
     fn take_pooled(&self) -> Option<Pooled> {
         let mut pool = self.pool.lock().ok()?;
         while let Some(p) = pool.pop_front() {
-            if p.used.elapsed() <= self.expire {
+            if self.clock.since(p.used) <= self.expire {
                 return Some(p);
             }
         }
@@ -402,7 +407,7 @@ impl Proxy {
     /// Closes cached connections idle for longer than `expire` (run periodically).
     pub(super) fn sweep(&self) {
         if let Ok(mut pool) = self.pool.lock() {
-            pool.retain(|p| p.used.elapsed() <= self.expire);
+            pool.retain(|p| self.clock.since(p.used) <= self.expire);
         }
     }
 
@@ -463,7 +468,7 @@ impl Proxy {
         Ok(Pooled {
             stream,
             local,
-            used: Instant::now(),
+            used: self.clock.now(),
         })
     }
 
@@ -491,7 +496,7 @@ impl Proxy {
             };
             match self.roundtrip(&mut conn, wire, q, until, cached).await {
                 Ok(m) => {
-                    conn.used = Instant::now();
+                    conn.used = self.clock.now();
                     self.give_back(conn);
                     return Ok(m);
                 }
@@ -657,7 +662,7 @@ impl Proxy {
                 while probes.try_join_next().is_some() {}
                 tokio::select! {
                     _ = me.stop.cancelled() => break,
-                    _ = tokio::time::sleep(me.health.interval) => {}
+                    _ = me.clock.sleep(me.health.interval) => {}
                 }
             }
             me.probing.store(false, Ordering::Release);
@@ -742,5 +747,184 @@ mod tests {
         // The same without TC is bogus.
         bytes[2] &= !0x02;
         assert!(match_reply(&bytes, &q).is_none());
+    }
+}
+
+/// Connection expiry and the health-check interval run on the proxy's clock: these tests move a
+/// manual clock and talk to real upstream sockets on 127.0.0.1.
+#[cfg(test)]
+mod clock_tests {
+    use super::*;
+    use crate::pkg::clock::ManualClock;
+    use crate::pkg::testing::eventually;
+    use std::sync::atomic::AtomicUsize;
+
+    fn proxy(addr: SocketAddr, expire: Duration, interval: Duration, clock: Clock) -> Arc<Proxy> {
+        Arc::new(Proxy::new(
+            addr,
+            None,
+            Duration::from_secs(2),
+            expire,
+            0,
+            None,
+            HealthSettings {
+                interval,
+                recursion_desired: true,
+                domain: Name::root(),
+                tcp: false,
+            },
+            Spawner::for_tests(),
+            clock,
+        ))
+    }
+
+    fn query(name: &str) -> Message {
+        Message::query(7, Name::parse(name).unwrap(), RType::A)
+    }
+
+    /// A TCP upstream that answers every query with an empty reply and counts connections.
+    async fn tcp_upstream() -> (SocketAddr, Arc<AtomicUsize>) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let n = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                n.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut len = [0u8; 2];
+                    while s.read_exact(&mut len).await.is_ok() {
+                        let mut body = vec![0u8; u16::from_be_bytes(len) as usize];
+                        if s.read_exact(&mut body).await.is_err() {
+                            return;
+                        }
+                        let wire = Message::reply_to(&Message::parse(&body).unwrap()).to_wire();
+                        let mut out = (wire.len() as u16).to_be_bytes().to_vec();
+                        out.extend_from_slice(&wire);
+                        if s.write_all(&out).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (addr, accepted)
+    }
+
+    /// A cached connection is reused while it has been idle for at most `expire` on the clock,
+    /// and dropped (a new one is dialled, `sweep` empties the pool) once it has been idle longer.
+    #[tokio::test]
+    async fn idle_connections_expire_by_the_clock() {
+        let (addr, accepted) = tcp_upstream().await;
+        let m = ManualClock::new();
+        let p = proxy(addr, Duration::from_secs(10), Duration::ZERO, m.clock());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let ask = |name: &'static str| {
+            let p = p.clone();
+            async move { p.connect(&query(name), Net::Tcp, deadline).await.unwrap() }
+        };
+        assert_eq!(
+            ask("a.example.").await.questions,
+            query("a.example.").questions
+        );
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+        m.advance(Duration::from_secs(10));
+        ask("b.example.").await;
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            1,
+            "reused at exactly `expire`"
+        );
+        m.advance(Duration::from_secs(10) + Duration::from_millis(1));
+        p.sweep();
+        assert!(
+            p.pool.lock().unwrap().is_empty(),
+            "sweep drops the expired connection"
+        );
+        ask("c.example.").await;
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            2,
+            "a new connection after expiry"
+        );
+        m.advance(Duration::from_secs(11));
+        ask("d.example.").await;
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            3,
+            "expired in the pool, not swept"
+        );
+    }
+
+    /// Receives one datagram on a non-blocking std socket, letting the runtime run meanwhile.
+    async fn recv_probe(up: &std::net::UdpSocket) -> (Message, SocketAddr) {
+        let mut buf = [0u8; 512];
+        let mut got = None;
+        eventually("a health-check probe", || match up.recv_from(&mut buf) {
+            Ok((n, from)) => {
+                got = Some((Message::parse(&buf[..n]).unwrap(), from));
+                true
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => false,
+            Err(e) => panic!("{e}"),
+        })
+        .await;
+        got.unwrap()
+    }
+
+    /// After a failed query the upstream is probed at once, then once per interval of the
+    /// clock (never in between), until a probe is answered; then probing stops.
+    #[tokio::test]
+    async fn health_checks_repeat_on_the_clock_until_one_succeeds() {
+        let up = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        up.set_nonblocking(true).unwrap();
+        let m = ManualClock::new();
+        let interval = Duration::from_secs(3);
+        let p = proxy(
+            up.local_addr().unwrap(),
+            Duration::ZERO,
+            interval,
+            m.clock(),
+        );
+        p.healthcheck();
+        let (probe, _) = recv_probe(&up).await;
+        assert_eq!(probe.questions[0].qtype, RType::NS);
+        assert!(probe.questions[0].name.is_root() && probe.header.rd);
+        // Not answered: the next probe waits for the clock.
+        m.sleepers(1).await;
+        m.advance(interval - Duration::from_millis(1));
+        for _ in 0..200 {
+            tokio::task::yield_now().await;
+        }
+        let mut buf = [0u8; 512];
+        assert_eq!(
+            up.recv_from(&mut buf).unwrap_err().kind(),
+            io::ErrorKind::WouldBlock,
+            "probed again before the interval passed"
+        );
+        m.advance(Duration::from_millis(1));
+        let (probe, from) = recv_probe(&up).await;
+        up.send_to(&Message::reply_to(&probe).to_wire(), from)
+            .unwrap();
+        eventually("the answered probe to count", || {
+            p.ok_epoch.load(Ordering::Acquire) == 1
+        })
+        .await;
+        assert_eq!(p.fails.load(Ordering::Relaxed), 0);
+        assert!(
+            p.probing.load(Ordering::Acquire),
+            "still probing until the next tick"
+        );
+        m.sleepers(1).await;
+        m.advance(interval);
+        eventually("probing to stop after a success", || {
+            !p.probing.load(Ordering::Acquire)
+        })
+        .await;
+        assert_eq!(
+            up.recv_from(&mut buf).unwrap_err().kind(),
+            io::ErrorKind::WouldBlock,
+            "no probe after the success"
+        );
     }
 }

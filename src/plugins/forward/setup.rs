@@ -4,10 +4,10 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use sextant_corefile::{normalize_zone, Directive, Error, Token};
+use sextant_corefile::{Directive, Error, Token};
 use sextant_wire::{Name, Rcode};
 
-use crate::plugins::util::{parse_duration, parse_u64};
+use crate::pkg::{addr, duration, num, zones};
 
 /// Most upstreams one `forward` line may have (CoreDNS `max`).
 pub(crate) const MAX_UPSTREAMS: usize = 15;
@@ -43,7 +43,7 @@ pub(crate) struct Config {
     /// `None`: 2 × number of upstreams (CoreDNS default); `Some(0)`: unlimited.
     pub max_connect_attempts: Option<u32>,
     /// Arguments of `tls` (0 to 3 file names), if given.
-    pub tls: Option<Vec<String>>,
+    pub tls: Option<Vec<Token>>,
     pub tls_servername: Option<String>,
     pub policy: Policy,
     pub hc_interval: Duration,
@@ -87,14 +87,6 @@ impl Config {
     }
 }
 
-fn zone_name(d: &Directive, t: &Token) -> Result<Name, Error> {
-    let zones = normalize_zone(t).map_err(|e| d.err_at(t, e.msg))?;
-    let Some(z) = zones.first() else {
-        return Err(d.err_at(t, format!("unable to normalize '{}'", t.text)));
-    };
-    Name::parse(z).map_err(|e| d.err_at(t, format!("invalid name '{}': {e}", t.text)))
-}
-
 /// Splits `tls://`/`dns://` off an upstream argument.
 fn split_transport(s: &str) -> Result<(Transport, &str), String> {
     match s.split_once("://") {
@@ -105,22 +97,6 @@ fn split_transport(s: &str) -> Result<(Transport, &str), String> {
             "'{other}' is not supported as a destination protocol in forward: {s}"
         )),
     }
-}
-
-/// `IP`, `IP:port`, `[IPv6]:port` with `default_port`.
-pub(crate) fn host_port(s: &str, default_port: u16) -> Option<SocketAddr> {
-    if let Ok(ip) = s.parse::<IpAddr>() {
-        return Some(SocketAddr::new(ip, default_port));
-    }
-    if let Ok(sa) = s.parse::<SocketAddr>() {
-        return Some(sa);
-    }
-    // `[::1]` without a port.
-    let inner = s.strip_prefix('[')?.strip_suffix(']')?;
-    inner
-        .parse::<IpAddr>()
-        .ok()
-        .map(|ip| SocketAddr::new(ip, default_port))
 }
 
 /// The `nameserver` lines of a resolv.conf-style file (port 53).
@@ -147,7 +123,7 @@ fn parse_to(d: &Directive, t: &Token, out: &mut Vec<(Transport, SocketAddr)>) ->
         Transport::Dns => 53,
         Transport::Tls => 853,
     };
-    if let Some(sa) = host_port(host, port) {
+    if let Some(sa) = addr::host_port(host, port) {
         out.push((trans, sa));
         return Ok(());
     }
@@ -172,11 +148,6 @@ fn parse_to(d: &Directive, t: &Token, out: &mut Vec<(Transport, SocketAddr)>) ->
     }
 }
 
-fn one_arg(sub: &Directive) -> Result<&Token, Error> {
-    sub.arg_count(1, 1)?;
-    Ok(&sub.args[0])
-}
-
 fn rcodes(sub: &Directive, allow_noerror: bool) -> Result<Vec<Rcode>, Error> {
     sub.arg_count(1, usize::MAX)?;
     let mut out = Vec::new();
@@ -196,9 +167,7 @@ fn parse_option(sub: &Directive, c: &mut Config) -> Result<(), Error> {
     match sub.name.text.as_str() {
         "except" => {
             sub.arg_count(1, usize::MAX)?;
-            for t in &sub.args {
-                c.except.push(zone_name(sub, t)?);
-            }
+            c.except = zones::normalize_all(sub, &sub.args)?;
         }
         "force_tcp" => {
             sub.arg_count(0, 0)?;
@@ -209,27 +178,20 @@ fn parse_option(sub: &Directive, c: &mut Config) -> Result<(), Error> {
             c.prefer_udp = true;
         }
         "expire" => {
-            c.expire = parse_duration(sub, one_arg(sub)?)?;
+            c.expire = duration::arg(sub, sub.single_arg()?)?;
         }
         "max_idle_conns" => {
-            let t = one_arg(sub)?;
-            c.max_idle_conns = parse_u64(sub, t)? as usize;
+            c.max_idle_conns = num::count(sub, sub.single_arg()?)? as usize;
         }
         "max_fails" => {
-            let t = one_arg(sub)?;
-            c.max_fails = u32::try_from(parse_u64(sub, t)?)
-                .map_err(|_| sub.err_at(t, format!("invalid number '{}'", t.text)))?;
+            c.max_fails = num::count32(sub, sub.single_arg()?)?;
         }
         "max_connect_attempts" => {
-            let t = one_arg(sub)?;
-            c.max_connect_attempts = Some(
-                u32::try_from(parse_u64(sub, t)?)
-                    .map_err(|_| sub.err_at(t, format!("invalid number '{}'", t.text)))?,
-            );
+            c.max_connect_attempts = Some(num::count32(sub, sub.single_arg()?)?);
         }
         "read_timeout" => {
-            let t = one_arg(sub)?;
-            let dur = parse_duration(sub, t)?;
+            let t = sub.single_arg()?;
+            let dur = duration::arg(sub, t)?;
             if dur.is_zero() {
                 return Err(sub.err_at(t, format!("read_timeout must be positive: {}", t.text)));
             }
@@ -237,13 +199,13 @@ fn parse_option(sub: &Directive, c: &mut Config) -> Result<(), Error> {
         }
         "tls" => {
             sub.arg_count(0, 3)?;
-            c.tls = Some(sub.args.iter().map(|t| t.text.clone()).collect());
+            c.tls = Some(sub.args.clone());
         }
         "tls_servername" => {
-            c.tls_servername = Some(one_arg(sub)?.text.clone());
+            c.tls_servername = Some(sub.single_arg()?.text.clone());
         }
         "policy" => {
-            let t = one_arg(sub)?;
+            let t = sub.single_arg()?;
             c.policy = match t.text.as_str() {
                 "random" => Policy::Random,
                 "round_robin" => Policy::RoundRobin,
@@ -253,7 +215,7 @@ fn parse_option(sub: &Directive, c: &mut Config) -> Result<(), Error> {
         }
         "health_check" => {
             sub.arg_count(1, 4)?;
-            c.hc_interval = parse_duration(sub, &sub.args[0])?;
+            c.hc_interval = duration::arg(sub, &sub.args[0])?;
             c.hc_domain = Name::root();
             let mut i = 1;
             while i < sub.args.len() {
@@ -277,8 +239,7 @@ fn parse_option(sub: &Directive, c: &mut Config) -> Result<(), Error> {
             }
         }
         "max_concurrent" => {
-            let t = one_arg(sub)?;
-            c.max_concurrent = parse_u64(sub, t)?;
+            c.max_concurrent = num::count(sub, sub.single_arg()?)?;
         }
         "next" => c.next = rcodes(sub, true)?,
         "next_on_nodata" => {
@@ -291,7 +252,7 @@ fn parse_option(sub: &Directive, c: &mut Config) -> Result<(), Error> {
             c.failfast = true;
         }
         "source_address" => {
-            let t = one_arg(sub)?;
+            let t = sub.single_arg()?;
             c.source_address = Some(
                 t.text
                     .parse()
@@ -306,7 +267,7 @@ fn parse_option(sub: &Directive, c: &mut Config) -> Result<(), Error> {
 /// Parses one `forward` line.
 pub(crate) fn parse(d: &Directive) -> Result<Config, Error> {
     d.arg_count(2, usize::MAX)?;
-    let mut c = Config::new(zone_name(d, &d.args[0])?);
+    let mut c = Config::new(zones::first(d, &d.args[0])?);
     for sub in d.sub() {
         parse_option(sub, &mut c)?;
     }
@@ -337,13 +298,7 @@ pub(crate) fn parse(d: &Directive) -> Result<Config, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sextant_corefile::parse_str;
-    use std::path::Path;
-
-    fn directive(text: &str) -> Directive {
-        let cf = parse_str("Corefile", text, Path::new(".")).unwrap();
-        cf.blocks[0].directives[0].clone()
-    }
+    use crate::pkg::testing::directive;
 
     fn cfg(text: &str) -> Config {
         parse(&directive(text)).unwrap()

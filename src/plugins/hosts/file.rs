@@ -1,5 +1,5 @@
 //! The hosts-file data of the `hosts` plugin: the /etc/hosts line parser, the name and address
-//! maps it fills, lookups (exact, then leftmost `*` wildcard) and reverse-name decoding. No I/O.
+//! maps it fills and lookups (exact, then leftmost `*` wildcard). No I/O.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -148,26 +148,6 @@ fn wildcard_base(name: &Name) -> Option<Name> {
     (first == b"*").then(|| name.parent())
 }
 
-/// The address a reverse name stands for (`4.3.2.1.in-addr.arpa.` → 1.2.3.4; 32 nibbles under
-/// `ip6.arpa.`), decoded the way CoreDNS's `dnsutil.ExtractAddressFromReverse` does.
-pub fn address_from_reverse(name: &Name) -> Option<IpAddr> {
-    let s = name.to_lowercase_string();
-    if let Some(rest) = s.strip_suffix(".in-addr.arpa.") {
-        let mut parts: Vec<&str> = rest.split('.').collect();
-        parts.reverse();
-        let ip: Ipv4Addr = parts.join(".").parse().ok()?;
-        return Some(IpAddr::V4(ip));
-    }
-    if let Some(rest) = s.strip_suffix(".ip6.arpa.") {
-        let mut parts: Vec<&str> = rest.split('.').collect();
-        parts.reverse();
-        let groups: Vec<String> = parts.chunks_exact(4).map(|c| c.concat()).collect();
-        let ip: Ipv6Addr = groups.join(":").parse().ok()?;
-        return Some(unmap(IpAddr::V6(ip)));
-    }
-    None
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -237,17 +217,17 @@ mod tests {
     #[test]
     fn reverse_names() {
         assert_eq!(
-            address_from_reverse(&n("4.3.2.1.in-addr.arpa.")),
+            n("4.3.2.1.in-addr.arpa.").reverse_address(),
             Some("1.2.3.4".parse().unwrap())
         );
-        assert_eq!(address_from_reverse(&n("3.2.1.in-addr.arpa.")), None);
-        assert_eq!(address_from_reverse(&n("example.org.")), None);
+        assert_eq!(n("3.2.1.in-addr.arpa.").reverse_address(), None);
+        assert_eq!(n("example.org.").reverse_address(), None);
         let v6 = "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa.";
         assert_eq!(
-            address_from_reverse(&n(v6)),
+            n(v6).reverse_address(),
             Some("2001:db8::1".parse().unwrap())
         );
-        assert_eq!(address_from_reverse(&n("1.0.ip6.arpa.")), None);
+        assert_eq!(n("1.0.ip6.arpa.").reverse_address(), None);
     }
 
     #[test]

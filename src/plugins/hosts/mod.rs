@@ -5,69 +5,27 @@ pub(crate) mod file;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
-use prometheus::{register_gauge, register_gauge_vec, Gauge, GaugeVec};
-use sextant_corefile::{normalize_zone, Directive, Error, Token};
+use sextant_corefile::{Directive, Error, Token};
 use sextant_wire::{Name, RData, RType, Record};
 
 use crate::log::PluginLog;
+use crate::metrics::metrics;
+use crate::pkg::duration::{self, DurationError};
+use crate::pkg::fallthrough::Fall;
+use crate::pkg::zones;
 use crate::plugin::{BoxFuture, Handler, Next, Outcome, Request, SetupCtx, ERR_ONCE};
-use crate::plugins::util::parse_go_duration;
 
-use file::{address_from_reverse, Map, ParseOpts};
+use file::{Map, ParseOpts};
 
 const LOG: PluginLog = PluginLog("hosts");
 
-pub(crate) static ENTRIES: LazyLock<GaugeVec> = LazyLock::new(|| {
-    register_gauge_vec!(
-        "coredns_hosts_entries",
-        "The combined number of entries in hosts and Corefile.",
-        &["hostsfile"]
-    )
-    .expect("metric registers once")
-});
-pub(crate) static RELOAD_TIME: LazyLock<Gauge> = LazyLock::new(|| {
-    register_gauge!(
-        "coredns_hosts_reload_timestamp_seconds",
-        "The timestamp of the last reload of hosts file."
-    )
-    .expect("metric registers once")
-});
-
-/// Zones given as arguments (normalised, CIDRs expanded), or the block's zones if none; the
-/// zone rule CoreDNS's `OriginsFromArgsOrServerBlock` follows.
-pub(crate) fn zones_from_args(
-    d: &Directive,
-    args: &[Token],
-    block: &[String],
-) -> Result<Vec<Name>, Error> {
-    let mut out = Vec::new();
-    if args.is_empty() {
-        for z in block {
-            if let Ok(n) = Name::parse(z) {
-                out.push(n);
-            }
-        }
-        return Ok(out);
-    }
-    for t in args {
-        let zs = normalize_zone(t).map_err(|e| d.err_at(t, e.msg))?;
-        for z in zs {
-            out.push(Name::parse(&z).map_err(|e| d.err_at(t, format!("invalid zone: {e}")))?);
-        }
-    }
-    Ok(out)
-}
-
-/// `fallthrough [ZONES...]`: no zones means the root.
-pub(crate) fn fallthrough_zones(d: &Directive) -> Result<Vec<Name>, Error> {
-    if d.args.is_empty() {
-        return Ok(vec![Name::root()]);
-    }
-    zones_from_args(d, &d.args, &[])
+metrics! {
+    ENTRIES: GaugeVec("coredns_hosts_entries", "The combined number of entries in hosts and Corefile.", ["hostsfile"]);
+    RELOAD_TIME: Gauge("coredns_hosts_reload_timestamp_seconds", "The timestamp of the last reload of hosts file.");
 }
 
 /// Everything the Corefile says about one `hosts` line.
@@ -78,7 +36,7 @@ pub(crate) struct Config {
     pub ttl: u32,
     pub auto_reverse: bool,
     pub reload: Duration,
-    pub fall: Vec<Name>,
+    pub fall: Fall,
     pub fallthrough_unsupported: bool,
     pub inline: Vec<String>,
 }
@@ -91,7 +49,7 @@ pub(crate) fn parse(d: &Directive, block_zones: &[String]) -> Result<Config, Err
         ttl: 3600,
         auto_reverse: true,
         reload: Duration::from_secs(5),
-        fall: Vec::new(),
+        fall: Fall::default(),
         fallthrough_unsupported: false,
         inline: Vec::new(),
     };
@@ -115,10 +73,10 @@ pub(crate) fn parse(d: &Directive, block_zones: &[String]) -> Result<Config, Err
             }
         }
     }
-    c.origins = zones_from_args(d, zone_args, block_zones)?;
+    c.origins = zones::from_args(d, zone_args, block_zones)?;
     for sub in d.sub() {
         match sub.name.text.as_str() {
-            "fallthrough" => c.fall = fallthrough_zones(sub)?,
+            "fallthrough" => c.fall = Fall::parse(sub)?,
             "fallthrough_unsupported" => {
                 sub.arg_count(0, 0)?;
                 c.fallthrough_unsupported = true;
@@ -142,20 +100,16 @@ pub(crate) fn parse(d: &Directive, block_zones: &[String]) -> Result<Config, Err
                     return Err(sub.err("reload needs a duration (zero seconds to disable)"));
                 }
                 let t = &sub.args[0];
-                if let Some(pos) = t.text.strip_prefix('-') {
-                    if parse_go_duration(pos).is_some() {
-                        return Err(sub.err_at(
-                            t,
-                            format!("invalid negative duration for reload '{}'", t.text),
-                        ));
-                    }
-                }
-                c.reload = parse_go_duration(t.text.trim_start_matches('+')).ok_or_else(|| {
-                    sub.err_at(t, format!("invalid duration for reload '{}'", t.text))
+                c.reload = duration::parse(&t.text).map_err(|e| {
+                    let what = match e {
+                        DurationError::Negative(_) => "invalid negative duration",
+                        _ => "invalid duration",
+                    };
+                    sub.err_at(t, format!("{what} for reload '{}'", t.text))
                 })?;
             }
             other => {
-                if !c.fall.is_empty() {
+                if !c.fall.is_off() {
                     return Err(sub.err(format!("unknown property '{other}'")));
                 }
                 let mut line = sub.name.text.clone();
@@ -167,7 +121,7 @@ pub(crate) fn parse(d: &Directive, block_zones: &[String]) -> Result<Config, Err
             }
         }
     }
-    if c.fallthrough_unsupported && c.fall.is_empty() {
+    if c.fallthrough_unsupported && c.fall.is_off() {
         return Err(d.err("fallthrough_unsupported requires fallthrough"));
     }
     Ok(c)
@@ -185,7 +139,7 @@ pub(crate) struct Hosts {
     label: String,
     zones: Vec<Name>,
     ttl: u32,
-    fall: Vec<Name>,
+    fall: Fall,
     fallthrough_unsupported: bool,
     opts: ParseOpts,
     inline: Map,
@@ -257,10 +211,6 @@ impl Hosts {
         }));
     }
 
-    fn through(&self, qname: &Name) -> bool {
-        self.fall.iter().any(|z| qname.is_subdomain_of(z))
-    }
-
     fn has_address(&self, f: &Map, qname: &Name) -> bool {
         !f.v4(qname).is_empty()
             || !self.inline.v4(qname).is_empty()
@@ -281,7 +231,7 @@ impl Hosts {
         let mut answers = Vec::new();
         match qtype {
             RType::PTR => {
-                let ip: Option<IpAddr> = address_from_reverse(&qname);
+                let ip: Option<IpAddr> = qname.reverse_address();
                 let names: Vec<&Name> = match &ip {
                     Some(ip) => f
                         .map
@@ -309,13 +259,13 @@ impl Hosts {
                 }
             }
             _ => {
-                if self.fallthrough_unsupported && self.through(&qname) {
+                if self.fallthrough_unsupported && self.fall.through(&qname) {
                     return None;
                 }
             }
         }
         if answers.is_empty() && !self.has_address(&f.map, &qname) {
-            if self.through(&qname) {
+            if self.fall.through(&qname) {
                 return None;
             }
             return Some(Err(()));
@@ -395,7 +345,7 @@ mod tests {
         assert_eq!(c.ttl, 3600);
         assert!(c.auto_reverse);
         assert_eq!(c.reload, Duration::from_secs(5));
-        assert!(c.fall.is_empty());
+        assert!(c.fall.is_off());
         assert!(!c.fallthrough_unsupported);
         assert!(c.inline.is_empty());
     }
@@ -416,14 +366,14 @@ mod tests {
         assert_eq!(c.ttl, 60);
         assert!(!c.auto_reverse);
         assert_eq!(c.reload, Duration::ZERO);
-        assert_eq!(c.fall, vec![Name::parse("a.example.com.").unwrap()]);
+        assert_eq!(c.fall.zones(), [Name::parse("a.example.com.").unwrap()]);
         assert!(c.fallthrough_unsupported);
         assert_eq!(
             c.inline,
             vec!["10.0.0.1 a.example.com", "::1 b.example.com c"]
         );
         let c = parse_ok(".:53 {\n hosts {\n  fallthrough\n  reload 1m30s\n }\n}\n");
-        assert_eq!(c.fall, vec![Name::root()]);
+        assert_eq!(c.fall.zones(), [Name::root()]);
         assert_eq!(c.reload, Duration::from_secs(90));
     }
 

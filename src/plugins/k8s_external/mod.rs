@@ -13,8 +13,9 @@ use std::sync::{Arc, OnceLock};
 use sextant_corefile::{Directive, Error};
 use sextant_wire::{Message, Name, RData, RType, Rcode, Record, Soa, Srv};
 
+use crate::pkg::fallthrough::Fall;
+use crate::pkg::{num, zones};
 use crate::plugin::{BoxFuture, Handler, Next, Outcome, Request, SetupCtx, Transferer};
-use crate::plugins::hosts::{fallthrough_zones, zones_from_args};
 use crate::plugins::kubernetes::lookup::addr_record;
 
 const NAME: &str = "k8s_external";
@@ -75,8 +76,7 @@ pub(crate) struct K8sExternal {
     apex: String,
     ttl: u32,
     headless: bool,
-    /// `fallthrough` zones; None when off.
-    fall: Option<Vec<Name>>,
+    fall: Fall,
     source: OnceLock<Arc<dyn Externaler>>,
 }
 
@@ -101,23 +101,18 @@ fn parse(lines: &[&Directive], block_zones: &[String]) -> Result<K8sExternal, Er
         apex: "dns".into(),
         ttl: 5,
         headless: false,
-        fall: None,
+        fall: Fall::default(),
         source: OnceLock::new(),
     };
     // Like CoreDNS, every line is parsed into one instance: the last line's zones win.
     for d in lines {
-        e.zones = zones_from_args(d, &d.args, block_zones)?;
+        e.zones = zones::from_args(d, &d.args, block_zones)?;
         for sub in d.sub() {
             match sub.name.text.as_str() {
                 "ttl" => {
                     sub.arg_count(1, usize::MAX)?;
                     let t = &sub.args[0];
-                    let n: i64 = t.text.parse().map_err(|_| {
-                        sub.err_at(
-                            t,
-                            format!("strconv.Atoi: parsing {:?}: invalid syntax", t.text),
-                        )
-                    })?;
+                    let n = num::atoi(sub, t)?;
                     if !(0..=3600).contains(&n) {
                         return Err(sub.err_at(t, format!("ttl must be in range [0, 3600]: {n}")));
                     }
@@ -128,7 +123,7 @@ fn parse(lines: &[&Directive], block_zones: &[String]) -> Result<K8sExternal, Er
                     e.apex = sub.args[0].text.clone();
                 }
                 "headless" => e.headless = true,
-                "fallthrough" => e.fall = Some(fallthrough_zones(sub)?),
+                "fallthrough" => e.fall = Fall::parse(sub)?,
                 other => return Err(sub.err(format!("unknown property '{other}'"))),
             }
         }
@@ -148,10 +143,7 @@ impl K8sExternal {
 
     /// The longest zone containing `qname` (CoreDNS `plugin.Zones.Matches`).
     fn matches(&self, qname: &Name) -> Option<&Name> {
-        self.zones
-            .iter()
-            .filter(|z| qname.is_subdomain_of(z))
-            .max_by_key(|z| z.label_count())
+        zones::matches(&self.zones, qname)
     }
 
     fn soa(&self, zone: &Name, serial: u32) -> Record {
@@ -421,11 +413,7 @@ impl K8sExternal {
         let serial = src.external_serial();
         let mut m = Self::reply(req);
         if svcs.is_empty() {
-            let fall = self
-                .fall
-                .as_ref()
-                .is_some_and(|f| f.iter().any(|z| qname.is_subdomain_of(z)));
-            if fall && rcode == Rcode::NXDOMAIN {
+            if self.fall.through(&qname) && rcode == Rcode::NXDOMAIN {
                 return next.run(req).await;
             }
             m.set_rcode(rcode);
@@ -532,16 +520,16 @@ mod tests {
         let e = parse_str("k8s_external").unwrap();
         assert_eq!(e.zones, vec![Name::parse("example.com.").unwrap()]);
         assert_eq!((e.ttl, e.apex.as_str(), e.headless), (5, "dns", false));
-        assert!(e.fall.is_none());
+        assert!(e.fall.is_off());
         let e = parse_str(
             "k8s_external foo.com bar.com {\n apex sub\n ttl 60\n headless\n fallthrough\n}",
         )
         .unwrap();
         assert_eq!(e.zones.len(), 2);
         assert_eq!((e.ttl, e.apex.as_str(), e.headless), (60, "sub", true));
-        assert_eq!(e.fall, Some(vec![Name::root()]));
+        assert_eq!(e.fall.zones(), [Name::root()]);
         let e = parse_str("k8s_external {\n fallthrough a.com b.com\n}").unwrap();
-        assert_eq!(e.fall.unwrap().len(), 2);
+        assert_eq!(e.fall.zones().len(), 2);
         let e = parse_str("k8s_external {\n ttl 0\n}").unwrap();
         assert_eq!(e.ttl, 0);
     }

@@ -10,7 +10,7 @@ use arc_swap::ArcSwap;
 use sextant_kube::{Proto, Snapshot};
 use sextant_wire::{Name, RType, Rcode};
 
-use super::lookup::{address_from_reverse, endpoint_hostname, name_in, View};
+use super::lookup::{endpoint_hostname, name_in, View};
 use super::setup::Config;
 use super::Slot;
 use crate::plugins::k8s_external::{ExtHost, ExtService, Externaler, XfrGroup};
@@ -73,7 +73,7 @@ impl Externaler for External {
     ) -> (Vec<ExtService>, Rcode) {
         self.with_view(|v| {
             if qtype == RType::PTR {
-                if let Some(ip) = address_from_reverse(qname) {
+                if let Some(ip) = qname.reverse_address() {
                     let found: Vec<ExtService> = v
                         .snap
                         .services_by_external_ip(ip)

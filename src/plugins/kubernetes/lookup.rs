@@ -9,7 +9,9 @@ use std::net::IpAddr;
 use sextant_kube::{EndpointRef, PodsMode, Proto, ServiceKind, Snapshot};
 use sextant_wire::{Name, RData, Record, Soa, Srv};
 
-use super::setup::{is_reverse, Config};
+use crate::pkg::zones;
+
+use super::setup::Config;
 
 /// CoreDNS's `errNoItems` / `errNsNotExposed` / `errInvalidRequest`: a name error (NXDOMAIN).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -157,31 +159,6 @@ fn match_port_proto(want_port: &str, port: &sextant_kube::Port, want_proto: &str
     port_ok && proto_ok
 }
 
-/// The IP in a full reverse name (`4.3.2.1.in-addr.arpa.`, 32 nibbles `.ip6.arpa.`).
-pub(crate) fn address_from_reverse(name: &Name) -> Option<IpAddr> {
-    let labels: Vec<String> = name
-        .labels()
-        .map(|l| String::from_utf8_lossy(l).to_ascii_lowercase())
-        .collect();
-    let n = labels.len();
-    if n == 6 && labels[4] == "in-addr" && labels[5] == "arpa" {
-        let s = format!("{}.{}.{}.{}", labels[3], labels[2], labels[1], labels[0]);
-        return s.parse::<std::net::Ipv4Addr>().ok().map(IpAddr::V4);
-    }
-    if n == 34 && labels[32] == "ip6" && labels[33] == "arpa" {
-        let mut hex = String::with_capacity(32);
-        for l in labels[..32].iter().rev() {
-            if l.len() != 1 || !l.as_bytes()[0].is_ascii_hexdigit() {
-                return None;
-            }
-            hex.push_str(l);
-        }
-        let v = u128::from_str_radix(&hex, 16).ok()?;
-        return Some(IpAddr::V6(std::net::Ipv6Addr::from(v)));
-    }
-    None
-}
-
 /// One query's view: configuration, snapshot, and this server's own addresses.
 pub(crate) struct View<'a> {
     pub cfg: &'a Config,
@@ -193,12 +170,7 @@ pub(crate) struct View<'a> {
 impl View<'_> {
     /// The longest plugin zone containing `qname`, spelled as in `qname`.
     pub(crate) fn match_zone(&self, qname: &Name) -> Option<Name> {
-        let z = self
-            .cfg
-            .zones
-            .iter()
-            .filter(|z| qname.is_subdomain_of(z))
-            .max_by_key(|z| z.label_count())?;
+        let z = zones::matches(&self.cfg.zones, qname)?;
         let skip = qname.label_count() - z.label_count();
         Name::from_labels(qname.labels().skip(skip)).ok()
     }
@@ -248,7 +220,7 @@ impl View<'_> {
         if r.pod_or_svc.is_empty() {
             return Ok(Vec::new());
         }
-        if is_reverse(qname) {
+        if qname.is_reverse() {
             return Err(NameError);
         }
         if !self.namespace_exposed(&r.namespace) {
@@ -548,7 +520,7 @@ impl View<'_> {
 
     /// CoreDNS `Reverse` + `plugin.PTR`.
     pub(crate) fn ptr(&self, qname: &Name, zone: &Name) -> KResult<Vec<Record>> {
-        let Some(ip) = address_from_reverse(qname) else {
+        let Some(ip) = qname.reverse_address() else {
             self.records(qname, zone)?;
             return Ok(Vec::new());
         };

@@ -20,6 +20,7 @@ use sextant_kube::{Index, Snapshot, WatchOptions};
 use sextant_wire::{Message, Name, RData, RType, Rcode, Record};
 
 use crate::log::PluginLog;
+use crate::pkg::zones;
 use crate::plugin::{BoxFuture, Handler, Next, Outcome, Readiness, Request, SetupCtx, Transferer};
 use crate::server::invalidate::{Invalidation, InvalidationBus};
 use crate::server::lifecycle::{CarryKey, TaskCtx};
@@ -66,12 +67,7 @@ impl crate::plugins::autopath::SearchPath for AutoPathSearch {
         if self.cfg.pods != sextant_kube::PodsMode::Verified {
             return None;
         }
-        let zone = self
-            .cfg
-            .zones
-            .iter()
-            .filter(|z| qname.is_subdomain_of(z))
-            .max_by_key(|z| z.label_count())?;
+        let zone = zones::matches(&self.cfg.zones, qname)?;
         let idx = self.index.load_full()?;
         let snap = idx.snapshot();
         let pod = snap.pod_by_ip(client)?;
@@ -333,13 +329,7 @@ pub(crate) fn invalidation_for(c: &sextant_kube::Change, zones: &[Name]) -> Inva
     if c.all {
         return inv;
     }
-    let forward: Vec<&Name> = zones
-        .iter()
-        .filter(|z| {
-            let s = z.to_lowercase_string();
-            !s.ends_with("in-addr.arpa.") && !s.ends_with("ip6.arpa.")
-        })
-        .collect();
+    let forward: Vec<&Name> = zones.iter().filter(|z| !z.is_reverse()).collect();
     let under = |labels: &[&str], z: &Name| -> Option<Name> {
         let mut n = z.clone();
         for l in labels.iter().rev() {
@@ -360,30 +350,9 @@ pub(crate) fn invalidation_for(c: &sextant_kube::Change, zones: &[Name]) -> Inva
             inv.subtrees.extend(under(&["pod"], z));
         }
     }
-    for ip in &c.ips {
-        if let Ok(n) = Name::parse(&reverse_name(*ip)) {
-            inv.names.push(n);
-        }
-    }
+    inv.names
+        .extend(c.ips.iter().map(|ip| Name::reverse_of(*ip)));
     inv
-}
-
-/// `d.c.b.a.in-addr.arpa.` or the 32-nibble `ip6.arpa.` name of an address.
-fn reverse_name(ip: IpAddr) -> String {
-    match ip {
-        IpAddr::V4(a) => {
-            let o = a.octets();
-            format!("{}.{}.{}.{}.in-addr.arpa.", o[3], o[2], o[1], o[0])
-        }
-        IpAddr::V6(a) => {
-            let mut s = String::with_capacity(72);
-            for b in a.octets().iter().rev() {
-                s.push_str(&format!("{:x}.{:x}.", b & 0xf, b >> 4));
-            }
-            s.push_str("ip6.arpa.");
-            s
-        }
-    }
 }
 
 /// A fully built reply of the plugin.
@@ -648,7 +617,7 @@ impl Handler for Kubernetes {
             // `external`: part of the reply came from outside the index.
             let (m, external) = match res {
                 Err(NameError) => {
-                    if self.cfg.falls_through(&qname) {
+                    if self.cfg.fall.through(&qname) {
                         return next.run(req).await;
                     }
                     let rcode = if synced {

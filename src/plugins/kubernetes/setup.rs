@@ -6,11 +6,13 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use sextant_corefile::{normalize_zone, Directive, Error, Token};
+use sextant_corefile::{Directive, Error};
 use sextant_kube::{ClientConfig, PodsMode, RateLimits};
 use sextant_wire::Name;
 
-use crate::plugins::util::parse_go_duration;
+use crate::pkg::fallthrough::Fall;
+use crate::pkg::zones;
+use crate::pkg::{duration, num};
 
 /// Where the plugin's data comes from.
 #[derive(Debug, Clone, PartialEq)]
@@ -39,8 +41,8 @@ pub(crate) struct Config {
     pub ttl: u32,
     /// `noendpoints`: EndpointSlices are not watched (and ignored when given as manifests).
     pub noendpoints: bool,
-    /// `fallthrough`: None = off; Some(empty) = all zones.
-    pub fallthrough: Option<Vec<Name>>,
+    /// `fallthrough [ZONES...]`.
+    pub fall: Fall,
     pub ignore_empty_service: bool,
     pub zonal: bool,
     pub startup_timeout: Duration,
@@ -65,7 +67,7 @@ impl Config {
             endpoint_pod_names: false,
             ttl: 5,
             noendpoints: false,
-            fallthrough: None,
+            fall: Fall::default(),
             ignore_empty_service: false,
             zonal: false,
             startup_timeout: Duration::from_secs(5),
@@ -78,61 +80,12 @@ impl Config {
     pub(crate) fn primary_zone(&self) -> &Name {
         &self.zones[self.primary]
     }
-
-    /// Whether `fallthrough` applies to `qname`.
-    pub(crate) fn falls_through(&self, qname: &Name) -> bool {
-        match &self.fallthrough {
-            None => false,
-            Some(z) if z.is_empty() => true,
-            Some(z) => z.iter().any(|z| qname.is_subdomain_of(z)),
-        }
-    }
-}
-
-/// True for names under `in-addr.arpa.` or `ip6.arpa.`.
-pub(crate) fn is_reverse(name: &Name) -> bool {
-    // The last two labels, without collecting them.
-    let (mut prev, mut last): (Option<&[u8]>, Option<&[u8]>) = (None, None);
-    for l in name.labels() {
-        prev = last;
-        last = Some(l);
-    }
-    matches!((prev, last), (Some(p), Some(l))
-        if l.eq_ignore_ascii_case(b"arpa")
-            && (p.eq_ignore_ascii_case(b"in-addr") || p.eq_ignore_ascii_case(b"ip6")))
-}
-
-fn zones_from(d: &Directive, args: &[Token], block_zones: &[String]) -> Result<Vec<Name>, Error> {
-    let mut out = Vec::new();
-    if args.is_empty() {
-        for z in block_zones {
-            let n = Name::parse(z).map_err(|e| d.err(format!("invalid zone '{z}': {e}")))?;
-            out.push(n);
-        }
-    } else {
-        for t in args {
-            for z in normalize_zone(t)? {
-                let n = Name::parse(&z).map_err(|e| d.err_at(t, format!("invalid zone: {e}")))?;
-                out.push(n);
-            }
-        }
-    }
-    Ok(out)
-}
-
-fn one_arg(sub: &Directive) -> Result<&Token, Error> {
-    sub.arg_count(1, 1)?;
-    Ok(&sub.args[0])
-}
-
-fn no_args(sub: &Directive) -> Result<(), Error> {
-    sub.arg_count(0, 0)
 }
 
 /// Parses one `kubernetes` directive line and its block.
 pub(crate) fn parse(d: &Directive, block_zones: &[String]) -> Result<Config, Error> {
-    let zones = zones_from(d, &d.args, block_zones)?;
-    let Some(primary) = zones.iter().position(|z| !is_reverse(z)) else {
+    let zones = zones::from_args(d, &d.args, block_zones)?;
+    let Some(primary) = zones.iter().position(|z| !z.is_reverse()) else {
         return Err(d.err("non-reverse zone name must be used"));
     };
     let mut c = Config::new(zones, primary);
@@ -144,11 +97,11 @@ pub(crate) fn parse(d: &Directive, block_zones: &[String]) -> Result<Config, Err
         let name = sub.name.text.as_str();
         match name {
             "endpoint_pod_names" => {
-                no_args(sub)?;
+                sub.arg_count(0, 0)?;
                 c.endpoint_pod_names = true;
             }
             "pods" => {
-                let t = one_arg(sub)?;
+                let t = sub.single_arg()?;
                 c.pods = match t.text.as_str() {
                     "disabled" => PodsMode::Disabled,
                     "insecure" => PodsMode::Insecure,
@@ -204,38 +157,22 @@ pub(crate) fn parse(d: &Directive, block_zones: &[String]) -> Result<Config, Err
                     c.namespace_labels = Some(sel);
                 }
             }
-            "fallthrough" => {
-                let mut z = Vec::new();
-                for t in &sub.args {
-                    for n in normalize_zone(t)? {
-                        z.push(
-                            Name::parse(&n)
-                                .map_err(|e| sub.err_at(t, format!("invalid zone: {e}")))?,
-                        );
-                    }
-                }
-                c.fallthrough = Some(z);
-            }
+            "fallthrough" => c.fall = Fall::parse(sub)?,
             "ttl" => {
                 sub.arg_count(1, usize::MAX)?;
                 let t = &sub.args[0];
-                let v: i64 = t.text.parse().map_err(|_| {
-                    sub.err_at(
-                        t,
-                        format!("strconv.Atoi: parsing {:?}: invalid syntax", t.text),
-                    )
-                })?;
+                let v = num::atoi(sub, t)?;
                 if !(0..=3600).contains(&v) {
                     return Err(sub.err_at(t, format!("ttl must be in range [0, 3600]: {v}")));
                 }
                 c.ttl = v as u32;
             }
             "noendpoints" => {
-                no_args(sub)?;
+                sub.arg_count(0, 0)?;
                 c.noendpoints = true;
             }
             "zonal" => {
-                no_args(sub)?;
+                sub.arg_count(0, 0)?;
                 c.zonal = true;
             }
             "ignore" => {
@@ -262,7 +199,7 @@ pub(crate) fn parse(d: &Directive, block_zones: &[String]) -> Result<Config, Err
             "startup_timeout" => {
                 sub.arg_count(1, usize::MAX)?;
                 let t = &sub.args[0];
-                c.startup_timeout = parse_go_duration(&t.text).ok_or_else(|| {
+                c.startup_timeout = duration::parse(&t.text).map_err(|_| {
                     sub.err_at(
                         t,
                         format!(
@@ -273,7 +210,7 @@ pub(crate) fn parse(d: &Directive, block_zones: &[String]) -> Result<Config, Err
                 })?;
             }
             "apiserver_qps" => {
-                let t = one_arg(sub)?;
+                let t = sub.single_arg()?;
                 let q: f32 = t
                     .text
                     .parse()
@@ -284,7 +221,7 @@ pub(crate) fn parse(d: &Directive, block_zones: &[String]) -> Result<Config, Err
                 c.limits.qps = q;
             }
             "apiserver_burst" | "apiserver_max_inflight" => {
-                let t = one_arg(sub)?;
+                let t = sub.single_arg()?;
                 let v: i64 = t
                     .text
                     .parse()
@@ -310,8 +247,8 @@ pub(crate) fn parse(d: &Directive, block_zones: &[String]) -> Result<Config, Err
                 }
             }
             "relist_period" => {
-                let t = one_arg(sub)?;
-                c.relist_period = parse_go_duration(&t.text).ok_or_else(|| {
+                let t = sub.single_arg()?;
+                c.relist_period = duration::parse(&t.text).map_err(|_| {
                     sub.err_at(
                         t,
                         format!(
@@ -322,7 +259,7 @@ pub(crate) fn parse(d: &Directive, block_zones: &[String]) -> Result<Config, Err
                 })?;
             }
             "snapshot" => {
-                let t = one_arg(sub)?;
+                let t = sub.single_arg()?;
                 c.snapshot = Some(PathBuf::from(&t.text));
             }
             other => return Err(sub.err(format!("unknown property '{other}'"))),

@@ -3,14 +3,15 @@
 
 use std::net::SocketAddr;
 
-use sextant_corefile::{parse_str, Directive};
+use sextant_corefile::parse_str;
 use sextant_fakeapi::{endpoint, endpoint_slice, namespace, pod, service};
 use sextant_kube::{Index, PodsMode};
 use sextant_wire::{Message, Name, RType, Rcode};
 
-use super::lookup::{address_from_reverse, dashed, parse_request};
+use super::lookup::{dashed, parse_request};
 use super::setup::{parse, Config, DataSource};
 use super::Kubernetes;
+use crate::pkg::testing::directive;
 use crate::plugin::{Handler, Next, Proto, Request};
 
 fn objects() -> Vec<serde_json::Value> {
@@ -91,8 +92,7 @@ fn objects() -> Vec<serde_json::Value> {
 
 fn cfg_from(body: &str) -> Config {
     let text = format!("cluster.local 0.10.in-addr.arpa ip6.arpa {{\n kubernetes cluster.local 10.0.0.0/16 172.0.0.0/8 ip6.arpa {{\n{body}\n }}\n}}\n");
-    let cf = parse_str("Corefile", &text, std::path::Path::new(".")).expect("corefile");
-    parse(&cf.blocks[0].directives[0], &[]).expect("config")
+    parse(&directive(&text), &[]).expect("config")
 }
 
 fn handler(body: &str, local: Vec<std::net::IpAddr>) -> Kubernetes {
@@ -762,11 +762,15 @@ fn name_helpers() {
         "2001-db8-3333-4444-5555-6666--0"
     );
     assert_eq!(
-        address_from_reverse(&Name::parse("4.3.2.1.in-addr.arpa.").unwrap()),
+        Name::parse("4.3.2.1.in-addr.arpa.")
+            .unwrap()
+            .reverse_address(),
         Some("1.2.3.4".parse().unwrap())
     );
     assert_eq!(
-        address_from_reverse(&Name::parse("3.2.1.in-addr.arpa.").unwrap()),
+        Name::parse("3.2.1.in-addr.arpa.")
+            .unwrap()
+            .reverse_address(),
         None
     );
     let z = Name::parse("cluster.local.").unwrap();
@@ -802,9 +806,7 @@ fn name_helpers() {
 
 fn parse_err(body: &str) -> String {
     let text = format!("cluster.local {{\n kubernetes {{\n{body}\n }}\n}}\n");
-    let cf = parse_str("Corefile", &text, std::path::Path::new(".")).expect("corefile");
-    let d: &Directive = &cf.blocks[0].directives[0];
-    parse(d, &["cluster.local.".to_string()])
+    parse(&directive(&text), &["cluster.local.".to_string()])
         .expect_err("must fail")
         .to_string()
 }
@@ -827,8 +829,8 @@ fn setup_options() {
         (c.limits.qps, c.limits.burst, c.limits.max_inflight),
         (2.5, 7, 3)
     );
-    assert!(c.falls_through(&Name::parse("1.in-addr.arpa.").unwrap()));
-    assert!(!c.falls_through(&Name::parse("x.cluster.local.").unwrap()));
+    assert!(c.fall.through(&Name::parse("1.in-addr.arpa.").unwrap()));
+    assert!(!c.fall.through(&Name::parse("x.cluster.local.").unwrap()));
     let c = cfg_from("kubeconfig /k ctx\n endpoint http://x");
     assert!(
         matches!(&c.source, DataSource::Api(sextant_kube::ClientConfig::Kubeconfig { context: Some(x), .. }) if x == "ctx")

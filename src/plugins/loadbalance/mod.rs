@@ -13,45 +13,11 @@ use sextant_wire::{Message, Name, RData, RType, Rcode, Record};
 use sha2::{Digest, Sha256};
 
 use crate::log::PluginLog;
+use crate::pkg::cidr::{self, IpNet};
+use crate::pkg::duration;
 use crate::plugin::{BoxFuture, Handler, Next, Outcome, Request, SetupCtx};
-use crate::plugins::util::{go_duration, parse_go_duration};
 
 const LOG: PluginLog = PluginLog("loadbalance");
-
-/// A network for `prefer`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Cidr {
-    net: IpAddr,
-    bits: u8,
-}
-
-impl Cidr {
-    /// Go's `net.ParseCIDR`: `IP/BITS`, host bits allowed (masked off).
-    pub(crate) fn parse(s: &str) -> Option<Cidr> {
-        let (ip, bits) = s.split_once('/')?;
-        let ip: IpAddr = ip.parse().ok()?;
-        if bits.is_empty() || bits.len() > 3 || !bits.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
-        }
-        let bits: u8 = bits.parse().ok()?;
-        let max = if ip.is_ipv4() { 32 } else { 128 };
-        (bits <= max).then_some(Cidr { net: ip, bits })
-    }
-
-    pub(crate) fn contains(&self, ip: &IpAddr) -> bool {
-        match (self.net, ip) {
-            (IpAddr::V4(n), IpAddr::V4(a)) => {
-                let mask = u32::MAX.checked_shl(32 - self.bits as u32).unwrap_or(0);
-                u32::from(n) & mask == u32::from(*a) & mask
-            }
-            (IpAddr::V6(n), IpAddr::V6(a)) => {
-                let mask = u128::MAX.checked_shl(128 - self.bits as u32).unwrap_or(0);
-                u128::from(n) & mask == u128::from(*a) & mask
-            }
-            _ => false,
-        }
-    }
-}
 
 /// Parsed weight file: owner name → (address, weight 1..=255).
 pub(crate) type Weights = HashMap<Name, Vec<(IpAddr, u8)>>;
@@ -177,11 +143,11 @@ pub(crate) enum Policy {
 
 pub(crate) struct LoadBalance {
     policy: Policy,
-    prefer: Vec<Cidr>,
+    prefer: Vec<IpNet>,
 }
 
 /// Parses the `loadbalance` lines of a block.
-pub(crate) fn parse(lines: &[&Directive]) -> Result<(Policy, Vec<Cidr>), Error> {
+pub(crate) fn parse(lines: &[&Directive]) -> Result<(Policy, Vec<IpNet>), Error> {
     let mut policy = Policy::RoundRobin;
     let mut prefer = Vec::new();
     for d in lines {
@@ -212,7 +178,7 @@ pub(crate) fn parse(lines: &[&Directive]) -> Result<(Policy, Vec<Cidr>), Error> 
                                     return Err(sub.err_at(&sub.args[1], "unexpected argument"));
                                 }
                                 let t = &sub.args[0];
-                                reload = parse_go_duration(&t.text).ok_or_else(|| {
+                                reload = duration::parse(&t.text).map_err(|_| {
                                     sub.err_at(t, format!("invalid reload duration '{}'", t.text))
                                 })?;
                             }
@@ -237,16 +203,7 @@ pub(crate) fn parse(lines: &[&Directive]) -> Result<(Policy, Vec<Cidr>), Error> 
             match sub.name.text.as_str() {
                 "prefer" => {
                     for t in &sub.args {
-                        let c = Cidr::parse(&t.text).ok_or_else(|| {
-                            sub.err_at(
-                                t,
-                                format!(
-                                    "invalid CIDR \"{}\": invalid CIDR address: {}",
-                                    t.text, t.text
-                                ),
-                            )
-                        })?;
-                        prefer.push(c);
+                        prefer.push(cidr::arg(sub, t)?);
                     }
                 }
                 other => return Err(sub.err(format!("unknown property '{other}'"))),
@@ -265,7 +222,7 @@ pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), 
             Err(None) if !w.reload.is_zero() => LOG.warning(&format!(
                 "Failed to open weight file:{}. Will try again in {}",
                 "weight file open error",
-                go_duration(w.reload)
+                duration::format(w.reload)
             )),
             Err(None) => return Err(d.err("weight file open error")),
             Err(Some(e)) => return Err(d.err(e)),
@@ -351,7 +308,7 @@ pub(crate) fn round_robin(input: Vec<Record>) -> Vec<Record> {
 
 /// `prefer`: CNAMEs, then addresses in the listed subnets (in list order), the other addresses,
 /// MX, then the rest.
-pub(crate) fn prefer(input: Vec<Record>, nets: &[Cidr]) -> Vec<Record> {
+pub(crate) fn prefer(input: Vec<Record>, nets: &[IpNet]) -> Vec<Record> {
     let (cname, rest, address, mx) = split(input);
     let mut taken = vec![false; address.len()];
     let mut sorted = Vec::with_capacity(address.len());
@@ -427,7 +384,7 @@ mod tests {
         cf.blocks[0].directives.clone()
     }
 
-    fn parse_str(text: &str) -> Result<(Policy, Vec<Cidr>), Error> {
+    fn parse_str(text: &str) -> Result<(Policy, Vec<IpNet>), Error> {
         let ds = directives(text);
         let refs: Vec<&Directive> = ds.iter().filter(|d| d.name.text == "loadbalance").collect();
         parse(&refs)
@@ -585,8 +542,8 @@ mod tests {
     #[test]
     fn prefer_orders_by_subnet_list() {
         let nets = vec![
-            Cidr::parse("10.2.0.0/16").unwrap(),
-            Cidr::parse("10.1.0.0/16").unwrap(),
+            IpNet::parse("10.2.0.0/16").unwrap(),
+            IpNet::parse("10.1.0.0/16").unwrap(),
         ];
         let out = prefer(
             vec![

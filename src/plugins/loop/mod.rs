@@ -192,7 +192,7 @@ impl Handler for Loop {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::Path;
+    use crate::pkg::testing::directive;
 
     fn remote() -> SocketAddr {
         "127.0.0.1:40000".parse().unwrap()
@@ -250,9 +250,7 @@ mod tests {
 
     #[test]
     fn arguments_are_an_error() {
-        let cf = sextant_corefile::parse_str("Corefile", ".:53 {\n loop x\n}\n", Path::new("."))
-            .unwrap();
-        let d = &cf.blocks[0].directives[0];
+        let d = &directive(".:53 {\n loop x\n}\n");
         assert_eq!(
             d.arg_count(0, 0).unwrap_err().to_string(),
             "Corefile:2:7: loop: wrong argument count: expected 0, got 1"

@@ -7,8 +7,9 @@ use std::sync::Arc;
 
 use sextant_corefile::{Directive, Error};
 
+use crate::pkg::addr;
 use crate::plugin::SetupCtx;
-use crate::server::http::{resolve_addr, HttpHandler, HttpResponse};
+use crate::server::http::{HttpHandler, HttpResponse};
 use crate::server::lifecycle::RuntimeState;
 use crate::setup::ReadinessList;
 
@@ -53,13 +54,7 @@ impl HttpHandler for Ready {
 
 pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), Error> {
     let d = lines[0];
-    d.arg_count(0, 1)?;
-    let addr = d
-        .args
-        .first()
-        .map(|t| t.text.clone())
-        .unwrap_or_else(|| DEFAULT_ADDR.to_string());
-    resolve_addr(&addr).map_err(|e| d.err(e))?;
+    let (addr, _) = addr::http_arg(d, DEFAULT_ADDR)?;
     let mut until_ready = true;
     for sub in d.sub() {
         match sub.name.text.as_str() {

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use sextant_corefile::{Directive, Error};
 
+use crate::pkg::duration;
 use crate::plugin::SetupCtx;
-use crate::plugins::util::parse_duration;
 
 pub(crate) const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
 pub(crate) const DEFAULT_JITTER: Duration = Duration::from_secs(15);
@@ -15,11 +15,11 @@ pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), 
     let d = lines[0];
     d.arg_count(0, 2)?;
     let interval = match d.args.first() {
-        Some(t) => parse_duration(d, t)?,
+        Some(t) => duration::arg(d, t)?,
         None => DEFAULT_INTERVAL,
     };
     let mut jitter = match d.args.get(1) {
-        Some(t) => parse_duration(d, t)?,
+        Some(t) => duration::arg(d, t)?,
         None => DEFAULT_JITTER,
     };
     if interval < Duration::from_secs(2) {

@@ -4,7 +4,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use sextant_wire::{Edns, EdnsOption, Message};
+use sextant_wire::{Edns, EdnsOption, IpNet, Message};
 
 use crate::plugin::Proto;
 
@@ -517,18 +517,17 @@ fn variable_data(v: &Variable, msg: &Message, env: &Env) -> Option<Vec<u8>> {
 /// ECS option data for the client's address: family, source prefix, scope 0, the address masked
 /// and cut to the prefix's bytes.
 pub(crate) fn subnet_data(client: IpAddr, v4: u8, v6: u8) -> Vec<u8> {
-    let (family, bits, addr): (u16, u8, Vec<u8>) = match canonical(client) {
-        IpAddr::V4(a) => (1, v4, a.octets().to_vec()),
-        IpAddr::V6(a) => (2, v6, a.octets().to_vec()),
+    let ip = canonical(client);
+    let (family, bits) = if ip.is_ipv4() { (1u16, v4) } else { (2, v6) };
+    // Prefix lengths were checked against the family when the rule was parsed.
+    let net = IpNet::new(ip, bits).map_or(ip, |n| n.addr());
+    let addr = match net {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
     };
     let mut out = family.to_be_bytes().to_vec();
     out.push(bits);
     out.push(0);
-    let need = (bits as usize).div_ceil(8);
-    for (i, b) in addr.iter().take(need).enumerate() {
-        let keep = (bits as usize).saturating_sub(i * 8).min(8);
-        let mask = if keep == 8 { 0xff } else { !(0xffu8 >> keep) };
-        out.push(b & mask);
-    }
+    out.extend(addr.iter().take((bits as usize).div_ceil(8)));
     out
 }

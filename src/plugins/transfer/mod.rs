@@ -1,23 +1,27 @@
 //! The `transfer` plugin: answers AXFR (and IXFR, as a full AXFR unless the client's serial is
 //! current) over TCP to allowed clients, from the first later plugin in the chain that is
-//! authoritative for the zone (CoreDNS `transfer.Transferer`). Refuses UDP and other clients.
+//! authoritative for the zone (CoreDNS `transfer.Transferer`), in messages of at most ~63 kB.
+//! Refuses UDP and other clients. Sends NOTIFY to the `to` addresses when a zone changed.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
-use sextant_corefile::{normalize_zone, Directive, Error};
-use sextant_wire::{Name, RData, RType, Rcode};
+use sextant_corefile::{Directive, Error};
+use sextant_wire::{opcode, Message, Name, Question, RData, RType, Rcode, Record};
 
 use crate::log::PluginLog;
-use crate::plugin::{BoxFuture, Handler, Next, Outcome, Proto, Request, SetupCtx};
+use crate::pkg::{addr, zones};
+use crate::plugin::{BoxFuture, Handler, Next, Notifier, Outcome, Proto, Request, SetupCtx};
+use crate::server::lifecycle::Spawner;
 
 const LOG: PluginLog = PluginLog("transfer");
 
-/// Who may transfer.
+/// Who may transfer (and, for an address, who is notified).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Peer {
     Any,
-    Ip(IpAddr),
+    Addr(SocketAddr),
 }
 
 /// One `transfer` line.
@@ -25,6 +29,8 @@ pub(crate) enum Peer {
 pub(crate) struct Xfr {
     pub zones: Vec<Name>,
     pub to: Vec<Peer>,
+    /// Local address NOTIFY messages are sent from.
+    pub source: Option<IpAddr>,
 }
 
 impl Xfr {
@@ -35,47 +41,30 @@ impl Xfr {
         };
         self.to.iter().any(|p| match p {
             Peer::Any => true,
-            Peer::Ip(a) => *a == ip,
+            Peer::Addr(a) => a.ip() == ip,
         })
     }
 }
 
 pub(crate) struct Transfer {
     xfrs: Vec<Xfr>,
+    spawner: Option<Spawner>,
 }
 
-/// `ADDR`, `ADDR:PORT`, `[V6]:PORT` or `*`.
+/// `ADDR`, `ADDR:PORT`, `[V6]:PORT` (port 53 when none) or `*`.
 fn parse_peer(s: &str) -> Option<Peer> {
     if s == "*" {
         return Some(Peer::Any);
     }
-    if let Ok(ip) = s.parse::<IpAddr>() {
-        return Some(Peer::Ip(ip));
-    }
-    if let Ok(sa) = s.parse::<std::net::SocketAddr>() {
-        return Some(Peer::Ip(sa.ip()));
-    }
-    None
+    addr::host_port(s, 53).map(Peer::Addr)
 }
 
 pub(crate) fn parse(lines: &[&Directive], block_zones: &[String]) -> Result<Vec<Xfr>, Error> {
     let mut out = Vec::new();
     for d in lines {
-        let mut zones = Vec::new();
-        if d.args.is_empty() {
-            for z in block_zones {
-                zones.push(Name::parse(z).map_err(|e| d.err(format!("invalid zone: {e}")))?);
-            }
-        } else {
-            for t in &d.args {
-                for z in normalize_zone(t)? {
-                    zones.push(
-                        Name::parse(&z).map_err(|e| d.err_at(t, format!("invalid zone: {e}")))?,
-                    );
-                }
-            }
-        }
+        let zones = zones::from_args(d, &d.args, block_zones)?;
         let mut to = Vec::new();
+        let mut source = None;
         for sub in d.sub() {
             match sub.name.text.as_str() {
                 "to" => {
@@ -87,21 +76,129 @@ pub(crate) fn parse(lines: &[&Directive], block_zones: &[String]) -> Result<Vec<
                         to.push(p);
                     }
                 }
+                "source" => {
+                    sub.arg_count(1, 1)?;
+                    if source.is_some() {
+                        return Err(sub.err("source already specified"));
+                    }
+                    let a = &sub.args[0];
+                    source = Some(a.text.parse::<IpAddr>().map_err(|_| {
+                        sub.err_at(a, format!("invalid source address {:?}", a.text))
+                    })?);
+                }
                 other => return Err(sub.err(format!("unknown property {other:?}"))),
             }
         }
         if to.is_empty() {
             return Err(d.err("'to' is required"));
         }
-        out.push(Xfr { zones, to });
+        out.push(Xfr { zones, to, source });
     }
     Ok(out)
 }
 
 pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), Error> {
     let xfrs = parse(lines, &ctx.block.zones)?;
-    ctx.add_handler(Arc::new(Transfer { xfrs }));
+    let spawner = Some(ctx.spawner());
+    ctx.add_handler(Arc::new(Transfer { xfrs, spawner }));
     Ok(())
+}
+
+/// Largest batch of records (uncompressed) per transfer message, as CoreDNS (under 64 KiB).
+const BATCH: usize = 63000;
+/// Attempts per NOTIFY target (CoreDNS: 3).
+const NOTIFY_TRIES: usize = 3;
+/// Time one NOTIFY attempt waits for its answer (miekg/dns client default).
+const NOTIFY_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Sends one NOTIFY for `zone` to `to` over UDP, up to three times, until it is answered
+/// NOERROR (CoreDNS `sendNotify`).
+async fn send_notify(zone: &Name, to: SocketAddr, source: Option<IpAddr>) -> Result<(), String> {
+    let bind = match (source, to) {
+        (Some(ip), _) => SocketAddr::new(ip, 0),
+        (None, SocketAddr::V4(_)) => SocketAddr::from(([0, 0, 0, 0], 0)),
+        (None, SocketAddr::V6(_)) => SocketAddr::from(([0u16; 8], 0)),
+    };
+    let mut last = format!("rcode was {:?}", "SERVFAIL");
+    for _ in 0..NOTIFY_TRIES {
+        let mut m = Message::default();
+        m.header.id = rand::random();
+        m.header.opcode = opcode::NOTIFY;
+        m.header.aa = true;
+        m.questions.push(Question::new(zone.clone(), RType::SOA));
+        let r = async {
+            let sock = tokio::net::UdpSocket::bind(bind).await?;
+            sock.connect(to).await?;
+            sock.send(&m.to_wire()).await?;
+            let mut buf = vec![0u8; 4096];
+            loop {
+                let n = sock.recv(&mut buf).await?;
+                if let Ok(reply) = Message::parse(&buf[..n]) {
+                    if reply.header.id == m.header.id && reply.header.qr {
+                        return Ok::<Rcode, std::io::Error>(reply.rcode());
+                    }
+                }
+            }
+        };
+        match tokio::time::timeout(NOTIFY_TIMEOUT, r).await {
+            Ok(Ok(Rcode::NOERROR)) => return Ok(()),
+            Ok(Ok(rc)) => last = format!("rcode was {:?}", rc.to_string()),
+            Ok(Err(e)) => last = format!("{:?}", e.to_string()),
+            Err(_) => last = format!("{:?}", "i/o timeout"),
+        }
+    }
+    Err(format!(
+        "notify for zone {:?} was not accepted by {:?}: {last}",
+        zone.to_string(),
+        to.to_string()
+    ))
+}
+
+impl Notifier for Transfer {
+    fn notify(&self, zone: &Name) {
+        let Some(x) = self.longest_match(zone) else {
+            return;
+        };
+        let targets: Vec<SocketAddr> =
+            x.to.iter()
+                .filter_map(|p| match p {
+                    Peer::Addr(a) => Some(*a),
+                    Peer::Any => None,
+                })
+                .collect();
+        let (zone, source) = (zone.clone(), x.source);
+        let to_list: Vec<String> =
+            x.to.iter()
+                .map(|p| match p {
+                    Peer::Any => "*".to_string(),
+                    Peer::Addr(a) => a.to_string(),
+                })
+                .collect();
+        let Some(sp) = &self.spawner else {
+            return;
+        };
+        sp.spawn(async move {
+            let mut errs = Vec::new();
+            for t in targets {
+                if let Err(e) = send_notify(&zone, t, source).await {
+                    errs.push(e);
+                }
+            }
+            LOG.debug(&format!(
+                "Sent notifies for zone {:?} to [{}]",
+                zone.to_string(),
+                to_list.join(" ")
+            ));
+            if !errs.is_empty() {
+                LOG.warning(&format!("Failed sending notifies: {}", errs.join("\n")));
+            }
+        });
+    }
+}
+
+/// The length of a record without name compression (miekg/dns `Len`).
+fn rr_len(r: &Record) -> usize {
+    r.name.wire_len() + 10 + r.data.wire_len()
 }
 
 impl Transfer {
@@ -109,10 +206,11 @@ impl Transfer {
     fn longest_match(&self, name: &Name) -> Option<&Xfr> {
         let mut best: Option<(&Xfr, usize)> = None;
         for x in &self.xfrs {
-            for z in &x.zones {
-                if name.is_subdomain_of(z) && best.is_none_or(|(_, n)| z.label_count() > n) {
-                    best = Some((x, z.label_count()));
-                }
+            let Some(n) = zones::matches(&x.zones, name).map(Name::label_count) else {
+                continue;
+            };
+            if best.is_none_or(|(_, b)| n > b) {
+                best = Some((x, n));
             }
         }
         best.map(|(x, _)| x)
@@ -122,6 +220,13 @@ impl Transfer {
 impl Handler for Transfer {
     fn name(&self) -> &'static str {
         "transfer"
+    }
+
+    fn notifier(&self) -> Option<Arc<dyn Notifier>> {
+        Some(Arc::new(Transfer {
+            xfrs: self.xfrs.clone(),
+            spawner: self.spawner.clone(),
+        }))
     }
 
     fn serve<'a>(&'a self, req: &'a mut Request, next: Next<'a>) -> BoxFuture<'a, Outcome> {
@@ -160,8 +265,6 @@ impl Handler for Transfer {
             let Some(records) = records else {
                 return next.run(req).await;
             };
-            let mut m = req.reply();
-            m.header.aa = true;
             if records.len() == 1 {
                 if let RData::Soa(s) = &records[0].data {
                     LOG.info(&format!(
@@ -171,21 +274,46 @@ impl Handler for Transfer {
                         s.serial
                     ));
                 }
-            } else {
-                let serial = match records.first().map(|r| &r.data) {
-                    Some(RData::Soa(s)) => s.serial,
-                    _ => 0,
-                };
-                LOG.info(&format!(
-                    "Outgoing transfer of {} records of zone {:?} to {} for {} SOA serial",
-                    records.len(),
-                    req.qname().to_string(),
-                    req.client.ip(),
-                    serial
-                ));
+                let mut m = req.reply();
+                m.answers = records;
+                return Outcome::reply("transfer", m);
             }
-            m.answers = records;
-            Outcome::reply("transfer", m)
+            let serial = match records.first().map(|r| &r.data) {
+                Some(RData::Soa(s)) => s.serial,
+                _ => 0,
+            };
+            let total = records.len();
+            let mut msgs: Vec<Message> = Vec::new();
+            let mut batch: Vec<Record> = Vec::new();
+            let mut size = 0;
+            for r in records {
+                let l = rr_len(&r);
+                if !batch.is_empty() && size + l > BATCH {
+                    let mut m = req.reply();
+                    m.header.aa = true;
+                    m.answers = std::mem::take(&mut batch);
+                    msgs.push(m);
+                    size = 0;
+                }
+                size += l;
+                batch.push(r);
+            }
+            if !batch.is_empty() {
+                let mut m = req.reply();
+                m.header.aa = true;
+                m.answers = batch;
+                msgs.push(m);
+            }
+            LOG.info(&format!(
+                "Outgoing transfer of {total} records of zone {:?} to {} for {serial} SOA serial",
+                req.qname().to_string(),
+                req.client.ip(),
+            ));
+            let mut msgs = msgs.into_iter();
+            let first = msgs.next().unwrap_or_else(|| req.reply());
+            let mut out = Outcome::reply("transfer", first);
+            out.ext_mut().more = msgs.collect();
+            out
         })
     }
 }
@@ -234,5 +362,24 @@ mod tests {
         assert!(e.to_string().starts_with("Corefile:3:3:"), "{e}");
         let e = lines("cluster.local {\n transfer {\n  to\n }\n}\n").unwrap_err();
         assert!(e.to_string().starts_with("Corefile:3:3:"), "{e}");
+        let e =
+            lines("cluster.local {\n transfer {\n  to *\n  source 1.2.3.4\n  source ::1\n }\n}\n")
+                .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "Corefile:5:3: source: source already specified"
+        );
+        let e = lines("cluster.local {\n transfer {\n  to *\n  source nope\n }\n}\n").unwrap_err();
+        assert!(
+            e.to_string().contains("invalid source address \"nope\""),
+            "{e}"
+        );
+        let x = lines(
+            "cluster.local {\n transfer {\n  to 10.0.0.1 [::1]:5300\n  source 127.0.0.1\n }\n}\n",
+        )
+        .unwrap();
+        assert_eq!(x[0].to[0], Peer::Addr("10.0.0.1:53".parse().unwrap()));
+        assert_eq!(x[0].to[1], Peer::Addr("[::1]:5300".parse().unwrap()));
+        assert_eq!(x[0].source, Some("127.0.0.1".parse().unwrap()));
     }
 }

@@ -8,7 +8,7 @@ use std::cmp::Ordering;
 use std::fmt;
 use std::net::IpAddr;
 
-use sextant_wire::{Class, Name, RType};
+use sextant_wire::{Class, IpNet, Name, RType};
 
 /// What an expression can ask about the request it is evaluated for (CoreDNS's
 /// `expression.DefaultEnv`).
@@ -947,50 +947,23 @@ enum Node {
     NameIs(Name),
 }
 
-/// A parsed CIDR (Go's `net.ParseCIDR`): the address masked to its prefix.
+/// A parsed CIDR (Go's `net.ParseCIDR`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Net {
-    addr: IpAddr,
-    prefix: u8,
-}
+pub(crate) struct Net(IpNet);
 
 impl Net {
     pub(crate) fn parse(s: &str) -> Option<Net> {
-        let (a, p) = s.split_once('/')?;
-        if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) || p.len() > 3 {
-            return None;
-        }
-        let addr: IpAddr = a.parse().ok()?;
-        let prefix: u8 = p.parse().ok()?;
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        (prefix <= max).then_some(Net { addr, prefix })
+        IpNet::parse(s).ok().map(Net)
     }
 
     /// Go's `IPNet.Contains`: an IPv4 net also contains IPv4-mapped IPv6 addresses.
     pub(crate) fn contains(&self, ip: IpAddr) -> bool {
-        match (self.addr, ip) {
-            (IpAddr::V4(n), IpAddr::V4(a)) => prefix_eq(&n.octets(), &a.octets(), self.prefix),
-            (IpAddr::V4(n), IpAddr::V6(a)) => match a.to_ipv4_mapped() {
-                Some(a4) => prefix_eq(&n.octets(), &a4.octets(), self.prefix),
-                None => false,
-            },
-            (IpAddr::V6(n), IpAddr::V6(a)) => prefix_eq(&n.octets(), &a.octets(), self.prefix),
-            (IpAddr::V6(_), IpAddr::V4(_)) => false,
-        }
+        let ip = match (self.0.addr(), ip) {
+            (IpAddr::V4(_), IpAddr::V6(a)) => a.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            _ => ip,
+        };
+        self.0.contains(&ip)
     }
-}
-
-fn prefix_eq(a: &[u8], b: &[u8], prefix: u8) -> bool {
-    let full = (prefix / 8) as usize;
-    if a[..full] != b[..full] {
-        return false;
-    }
-    let rest = prefix % 8;
-    if rest == 0 {
-        return true;
-    }
-    let mask = 0xffu8 << (8 - rest);
-    (a[full] & mask) == (b[full] & mask)
 }
 
 /// A compiled expression.

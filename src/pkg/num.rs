@@ -1,0 +1,74 @@
+//! Numeric arguments of Corefile directives: Go's `strconv.Atoi` with its error texts, and
+//! unsigned counts. Errors name the token. No I/O.
+
+use sextant_corefile::{Directive, Error, Token};
+
+/// Go's `strconv.Atoi`: an optional sign and decimal digits; the error text is Go's
+/// (`strconv.Atoi: parsing "x": invalid syntax` / `value out of range`).
+pub(crate) fn atoi(d: &Directive, t: &Token) -> Result<i64, Error> {
+    let s = t.text.as_str();
+    let digits = s.strip_prefix(['+', '-']).unwrap_or(s);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(d.err_at(t, format!("strconv.Atoi: parsing {s:?}: invalid syntax")));
+    }
+    s.parse::<i64>().map_err(|_| {
+        d.err_at(
+            t,
+            format!("strconv.Atoi: parsing {s:?}: value out of range"),
+        )
+    })
+}
+
+/// An unsigned count: `invalid number 'x'`.
+pub(crate) fn count(d: &Directive, t: &Token) -> Result<u64, Error> {
+    t.text
+        .parse()
+        .map_err(|_| d.err_at(t, format!("invalid number '{}'", t.text)))
+}
+
+/// An unsigned count that fits in 32 bits: `invalid number 'x'`.
+pub(crate) fn count32(d: &Directive, t: &Token) -> Result<u32, Error> {
+    u32::try_from(count(d, t)?).map_err(|_| d.err_at(t, format!("invalid number '{}'", t.text)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pkg::testing::line;
+
+    #[test]
+    fn atoi_like_go() {
+        let d = line("x 12 +3 -4 x 1.5 99999999999999999999 -");
+        let v: Vec<Result<i64, String>> = d
+            .args
+            .iter()
+            .map(|t| atoi(&d, t).map_err(|e| e.to_string()))
+            .collect();
+        assert_eq!(v[0], Ok(12));
+        assert_eq!(v[1], Ok(3));
+        assert_eq!(v[2], Ok(-4));
+        assert_eq!(
+            v[3],
+            Err("Corefile:2:13: x: strconv.Atoi: parsing \"x\": invalid syntax".into())
+        );
+        assert!(v[4].as_ref().unwrap_err().ends_with("invalid syntax"));
+        assert!(v[5].as_ref().unwrap_err().ends_with("value out of range"));
+        assert!(v[6].as_ref().unwrap_err().ends_with("invalid syntax"));
+    }
+
+    #[test]
+    fn counts() {
+        let d = line("x 7 -1 4294967296");
+        assert_eq!(count(&d, &d.args[0]).unwrap(), 7);
+        assert_eq!(count32(&d, &d.args[0]).unwrap(), 7);
+        assert_eq!(
+            count(&d, &d.args[1]).unwrap_err().to_string(),
+            "Corefile:2:6: x: invalid number '-1'"
+        );
+        assert_eq!(count(&d, &d.args[2]).unwrap(), 1 << 32);
+        assert_eq!(
+            count32(&d, &d.args[2]).unwrap_err().msg,
+            "invalid number '4294967296'"
+        );
+    }
+}

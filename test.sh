@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# The README's test command. On a fresh Debian 12 machine it installs what the tests need
+# (Debian packages with apt-get, Python packages with pip into the python3 the tests run), then
+# runs the whole suite: cargo test --workspace --no-fail-fast. .ci/run calls it too.
+#
+#   ./test.sh                      install what is missing, run every test
+#   ./test.sh --test images        arguments go to cargo test
+#   ./test.sh --install-only       install, run nothing
+#
+# Installing needs root (or sudo). A test whose tool is still missing fails and names the
+# package to install; none skips.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+# knot, unbound: reference servers; bind9-dnsutils, knot-dnsutils: dig, kdig; dnsperf: bench;
+# iproute2, iptables, nftables: namespaces and node-cache; python3-pip: pip for the pyenv-less
+# case; g++: libFuzzer for the fuzz crate; buildah, podman, runc, mmdebstrap, libcap2-bin: the
+# container images (deploy/image.sh, tests/images.rs); ldnsutils: ldns-keygen and ldns-signzone sign
+# the zone tests/file.rs serves with DNSSEC records.
+APT_PACKAGES=(
+    knot unbound bind9-dnsutils knot-dnsutils dnsperf iproute2 iptables nftables
+    python3 python3-pip g++ ca-certificates
+    buildah podman runc mmdebstrap libcap2-bin ldnsutils
+)
+
+as_root() {
+    if [ "$(id -u)" = 0 ]; then
+        "$@"
+    elif command -v sudo >/dev/null 2>&1; then
+        sudo "$@"
+    else
+        echo "./test.sh: installing needs root: run it as root or install sudo" >&2
+        exit 1
+    fi
+}
+
+install_deps() {
+    local missing=() p
+    for p in "${APT_PACKAGES[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+        echo "== apt-get install ${missing[*]}"
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+            "${missing[@]}" >/dev/null
+    fi
+    # Debian's unbound/knot packages start system services; the tests start their own.
+    if systemctl is-active --quiet unbound knot 2>/dev/null; then
+        as_root systemctl stop unbound knot 2>/dev/null || true
+    fi
+    # deploy/image.sh downloads ca-certificates with apt: it needs package lists.
+    if ! compgen -G '/var/lib/apt/lists/*_Packages*' >/dev/null; then
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    fi
+    echo "== pip install -r requirements-test.txt"
+    local pip=(python3 -m pip install -q --root-user-action=ignore -r requirements-test.txt)
+    # Debian's own python3 refuses pip installs (PEP 668) unless told; pyenv's does not.
+    if python3 -c 'import os, sysconfig, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED")))'; then
+        pip+=(--break-system-packages)
+    fi
+    "${pip[@]}"
+    command -v cargo >/dev/null || {
+        echo "./test.sh: cargo not found: install Rust (rustup) first" >&2
+        exit 1
+    }
+}
+
+if [ "${1:-}" = --install-only ]; then
+    install_deps
+    exit 0
+fi
+install_deps
+echo "== cargo test --workspace --no-fail-fast $*"
+exec cargo test --workspace --no-fail-fast "$@"
