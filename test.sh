@@ -13,13 +13,15 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 # knot, unbound: reference servers; bind9-dnsutils, knot-dnsutils: dig, kdig; dnsperf: bench;
-# iproute2, iptables, nftables: namespaces and node-cache; python3-pip: pip for the pyenv-less
+# iproute2, iptables, nftables: namespaces and node-cache; conntrack: the kube-proxy stand-in of
+# the node-cache tests clears conntrack like kube-proxy; python3-pip: pip for the pyenv-less
 # case; g++: libFuzzer for the fuzz crate; buildah, podman, runc, mmdebstrap, libcap2-bin: the
 # container images (deploy/image.sh, tests/images.rs); ldnsutils: ldns-keygen and ldns-signzone sign
-# the zone tests/file.rs serves with DNSSEC records.
+# the zone tests/file.rs serves with DNSSEC records; musl-tools: a musl (1.2.3, no TCP retry)
+# getaddrinfo client (tests/conformance_reply.rs).
 APT_PACKAGES=(
-    knot unbound bind9-dnsutils knot-dnsutils dnsperf iproute2 iptables nftables
-    python3 python3-pip g++ ca-certificates
+    knot unbound bind9-dnsutils knot-dnsutils dnsperf iproute2 iptables nftables conntrack
+    python3 python3-pip g++ ca-certificates musl-tools
     buildah podman runc mmdebstrap libcap2-bin ldnsutils
 )
 

@@ -24,6 +24,18 @@ pub(crate) struct Flags {
     pub quiet: bool,
     pub pidfile: Option<PathBuf>,
     pub check: bool,
+    /// Told about the server's life (node-cache; not a command-line flag).
+    pub embedder: Option<EmbedderHandle>,
+}
+
+/// An [`Embedder`](crate::server::runtime::Embedder) in [`Flags`].
+#[derive(Clone)]
+pub(crate) struct EmbedderHandle(pub(crate) Arc<dyn crate::server::runtime::Embedder>);
+
+impl std::fmt::Debug for EmbedderHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EmbedderHandle")
+    }
 }
 
 fn usage() -> String {
@@ -153,6 +165,9 @@ pub(crate) fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
 pub(crate) async fn run(flags: Flags, source: Source, port: u16) -> i32 {
     crate::metrics::init();
     let runtime = Runtime::new(source, port);
+    if let Some(e) = &flags.embedder {
+        runtime.set_embedder(e.0.clone());
+    }
     if flags.check {
         // Set up only: the generation is dropped uncommitted, so none of its tasks ever runs.
         return match runtime.build() {

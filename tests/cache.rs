@@ -291,3 +291,55 @@ fn forwarded_answers_are_cached_clamped_and_counted_down() {
         "SERVFAIL cached for 5 s"
     );
 }
+
+/// `budget`: the caches of two server blocks share one memory budget. Thousands of distinct
+/// names through both blocks leave fewer entries in the two caches together than the budget can
+/// hold, each block keeps some, and the evictions are counted.
+#[test]
+fn caches_of_several_blocks_share_one_budget() {
+    let ports = free_ports(2);
+    let (a, m) = (ports[0], ports[1]);
+    let text = format!(
+        "a.example:{a} {{\n    prometheus 127.0.0.1:{m}\n    cache {{\n        success 9984 30\n        budget 64Ki\n    }}\n    whoami\n}}\n.:{a} {{\n    prometheus 127.0.0.1:{m}\n    cache 30 {{\n        budget 64Ki\n    }}\n    whoami\n}}\n"
+    );
+    let mut s = Sextant::start(bin(), &text);
+    let addr: SocketAddr = format!("127.0.0.1:{a}").parse().unwrap();
+    s.wait_dns(addr, Duration::from_secs(5)).unwrap();
+    let maddr: SocketAddr = format!("127.0.0.1:{m}").parse().unwrap();
+    for i in 0..1500 {
+        for zone in ["a.example.", "b.example."] {
+            let r = udp(addr, &Query::new(&format!("n{i}.{zone}"), RecordType::A), T).unwrap();
+            assert_eq!(r.rcode_name(), "NOERROR");
+        }
+    }
+    let (_, body) = http_get(maddr, "/metrics", T).unwrap();
+    let sum = |name: &str, zones: &str| -> f64 {
+        body.lines()
+            .filter(|l| l.starts_with(name) && l.contains(&format!("zones=\"{zones}\"")))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let (ea, eb) = (
+        sum("coredns_cache_entries{", "a.example."),
+        sum("coredns_cache_entries{", "."),
+    );
+    eprintln!("entries: a.example. {ea}, . {eb}");
+    // An entry costs more than 200 bytes, so 64 KiB hold fewer than 330 of the 3000 stored.
+    assert!(ea + eb < 330.0, "{ea} + {eb}");
+    assert!(
+        ea > 30.0 && eb > 30.0,
+        "both blocks keep a share: {ea} {eb}"
+    );
+    let ev = sum("coredns_cache_evictions_total{", "a.example.")
+        + sum("coredns_cache_evictions_total{", ".");
+    assert!(ev > 2000.0, "{ev} evictions counted");
+    // A second block asking for another size is refused, at its line.
+    let bad = ".:1053 {\n    cache {\n        budget 1Mi\n    }\n    whoami\n}\nb.example:1053 {\n    cache {\n        budget 2Mi\n    }\n    whoami\n}\n";
+    let (code, out, _) = Sextant::check(bin(), bad).unwrap();
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("Corefile:9:9")
+            && out.contains("budget 2097152 differs from the budget 1048576"),
+        "{out}"
+    );
+}

@@ -116,10 +116,74 @@ fn check_corefile(name: &str, text: &str) {
 
 #[test]
 fn plain_manifests_validate() {
-    for f in ["deploy/sextant.yaml", "deploy/node-local-dns.yaml"] {
+    for f in [
+        "deploy/sextant.yaml",
+        "deploy/node-local-dns.yaml",
+        "deploy/node-local-dns-samenode.yaml",
+    ] {
         let (ok, out) = validate(&root().join(f));
         assert!(ok, "{f}: {out}");
     }
+    // NodeLocal DNSCache: overlapping upgrades, readiness, the fallback targets.
+    let nl = docs(&std::fs::read_to_string(root().join("deploy/node-local-dns.yaml")).unwrap());
+    let ds = find(&nl, "DaemonSet", "node-local-dns");
+    let ru = &ds["spec"]["updateStrategy"]["rollingUpdate"];
+    assert_eq!(
+        (ru["maxSurge"].as_u64(), ru["maxUnavailable"].as_u64()),
+        (Some(1), Some(0))
+    );
+    let c = &ds["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(c["readinessProbe"]["httpGet"]["port"].as_u64(), Some(8181));
+    assert_eq!(
+        c["readinessProbe"]["httpGet"]["path"].as_str(),
+        Some("/ready")
+    );
+    let args: Vec<&str> = c["args"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    let after = |flag: &str| args[args.iter().position(|a| *a == flag).unwrap() + 1];
+    assert_eq!(
+        after("-fallbackendpoints"),
+        "kube-dns-endpoints.kube-system.svc.__PILLAR__DNS__DOMAIN__"
+    );
+    assert_eq!(after("-rules"), "auto");
+    let eps = find(&nl, "Service", "kube-dns-endpoints");
+    assert_eq!(eps["spec"]["clusterIP"].as_str(), Some("None"));
+    assert_eq!(
+        eps["spec"]["selector"]["k8s-app"].as_str(),
+        Some("kube-dns")
+    );
+    // Without interface or rules: kube-dns selects the caches and prefers the client's node.
+    let sn =
+        docs(&std::fs::read_to_string(root().join("deploy/node-local-dns-samenode.yaml")).unwrap());
+    let svc = find(&sn, "Service", "kube-dns");
+    assert_eq!(
+        svc["spec"]["trafficDistribution"].as_str(),
+        Some("PreferSameNode")
+    );
+    assert_eq!(
+        svc["spec"]["selector"]["k8s-app"].as_str(),
+        Some("node-local-dns")
+    );
+    let ds = find(&sn, "DaemonSet", "node-local-dns");
+    assert!(ds["spec"]["template"]["spec"]["hostNetwork"].is_null());
+    let c = &ds["spec"]["template"]["spec"]["containers"][0];
+    let args: Vec<&str> = c["args"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    for want in ["-setupinterface=false", "-setupiptables=false"] {
+        assert!(args.contains(&want), "{args:?}");
+    }
+    assert_eq!(
+        c["securityContext"]["capabilities"]["add"][0].as_str(),
+        Some("NET_BIND_SERVICE")
+    );
     let d = docs(&std::fs::read_to_string(root().join("deploy/sextant.yaml")).unwrap());
     assert_eq!(
         kinds(&d),
@@ -341,6 +405,18 @@ fn configmap_corefiles_pass_check() {
         .replace("__PILLAR__CLUSTER__DNS__", "127.0.0.1")
         .replace("__PILLAR__UPSTREAM__SERVERS__", "127.0.0.1");
     check_corefile("node-local-dns.Corefile", &rendered);
+    let sn =
+        docs(&std::fs::read_to_string(root().join("deploy/node-local-dns-samenode.yaml")).unwrap());
+    let t = find(&sn, "ConfigMap", "node-local-dns")["data"]["Corefile"]
+        .as_str()
+        .unwrap();
+    assert!(!t.contains("bind "), "{t}");
+    let rendered = t
+        .replace("__PILLAR__DNS__DOMAIN__", "cluster.local")
+        .replace("__PILLAR__CLUSTER__DNS__", "127.0.0.1")
+        .replace("__PILLAR__UPSTREAM__SERVERS__", "127.0.0.1")
+        .replace(":53 {", ":1053 {");
+    check_corefile("node-local-dns-samenode.Corefile", &rendered);
 }
 
 #[test]

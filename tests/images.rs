@@ -598,8 +598,8 @@ const DNS_SERVER: &str = "169.254.20.11";
 const KUBE_DNS_UPSTREAM: &str = "169.254.20.12";
 
 /// Node-cache image: deploy/node-local-dns.yaml after the installer's substitutions (kube-proxy
-/// iptables mode), its DaemonSet args, mounts, NET_ADMIN and the node's resolv.conf, in a
-/// namespace standing in for the node's network.
+/// iptables mode), its DaemonSet args (`-rules auto`: nftables here, no kube-proxy rules), mounts,
+/// NET_ADMIN and the node's resolv.conf, in a namespace standing in for the node's network.
 #[test]
 fn node_cache_image_with_its_flags_and_net_admin() {
     images();
@@ -701,7 +701,8 @@ fn node_cache_image_with_its_flags_and_net_admin() {
         start.elapsed()
     );
 
-    // The interface and the iptables rules node-cache made with the image's iptables.
+    // The interface and the rules node-cache made with the image's nft (`-rules auto` finds no
+    // kube-proxy rules here, so it takes nftables).
     let link = String::from_utf8_lossy(
         &p.dns
             .exec_ok(IP, &["addr", "show", "nodelocaldns"])
@@ -713,19 +714,25 @@ fn node_cache_image_with_its_flags_and_net_admin() {
         assert!(link.contains(&format!("inet {ip}/32")), "{link}");
     }
     let rules = || {
-        String::from_utf8_lossy(&p.dns.exec("iptables-save", &[]).unwrap().stdout)
+        let table = p
+            .dns
+            .exec("nft", &["list", "table", "inet", "sextant-nodelocaldns"])
+            .unwrap();
+        String::from_utf8_lossy(&table.stdout)
             .lines()
             .filter(|l| l.contains("NodeLocal DNS Cache"))
-            .map(String::from)
+            .map(|l| l.trim().to_string())
             .collect::<Vec<_>>()
     };
-    // The rules follow the listeners (node-cache adds them once it serves).
+    // The rules follow the listeners (node-cache adds them once it serves); NOTRACK only while
+    // a socket listens.
     let want: Vec<String> = [LOCAL_DNS, DNS_SERVER]
         .iter()
         .flat_map(|ip| {
-            ["udp", "tcp"].map(|p| {
-                format!("-A PREROUTING -d {ip}/32 -p {p} -m {p} --dport 53 -m comment --comment \"NodeLocal DNS Cache: skip conntrack\" -j NOTRACK")
-            })
+            [
+                format!("ip daddr {ip} tcp dport 53 tcp flags syn / syn,ack socket wildcard 0 notrack comment \"NodeLocal DNS Cache: skip conntrack\""),
+                format!("ip daddr {ip} udp dport 53 socket wildcard 0 notrack comment \"NodeLocal DNS Cache: skip conntrack\""),
+            ]
         })
         .collect();
     let deadline = Instant::now() + Duration::from_secs(10);

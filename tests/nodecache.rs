@@ -114,8 +114,9 @@ fn expected_rules(ips: &[&str]) -> Vec<String> {
     for ip in ips {
         // In insertion order, then reversed below.
         for p in ["tcp", "udp"] {
+            // Only while a socket listens (`-m socket`): else the query is NATed.
             raw_pre.push(format!(
-                "-A PREROUTING -d {ip}/32 -p {p} -m {p} --dport 53 {skip}"
+                "-A PREROUTING -d {ip}/32 -p {p} -m {p} --dport 53 -m socket {skip}"
             ));
             f_in.push(format!(
                 "-A INPUT -d {ip}/32 -p {p} -m {p} --dport 53 {allow}"
@@ -145,6 +146,15 @@ fn expected_rules(ips: &[&str]) -> Vec<String> {
     for mut v in [raw_pre, raw_out, f_in, f_out] {
         v.reverse();
         all.extend(v);
+    }
+    // The fallback chain's jumps, appended to nat PREROUTING (kube-proxy's rules go first).
+    let fallback = "-m comment --comment \"NodeLocal DNS Cache: fallback to cluster DNS\" -j NODE-LOCAL-DNS-FALLBACK";
+    for ip in ips {
+        for p in ["tcp", "udp"] {
+            all.push(format!(
+                "-A PREROUTING -d {ip}/32 -p {p} -m {p} --dport 53 {fallback}"
+            ));
+        }
     }
     all
 }
@@ -358,7 +368,7 @@ fn node_cache_lifecycle_in_namespace() {
 
     // Rules, exactly, once the server is up (pidfile).
     wait_until("iptables rules", Duration::from_secs(5), || {
-        rules_in(&ns).len() == 24
+        rules_in(&ns).len() == 28
     });
     assert_eq!(rules_in(&ns), expected_rules(&[LOCAL_IP, CLUSTER_IP]));
 
@@ -404,6 +414,8 @@ fn node_cache_lifecycle_in_namespace() {
                 LOCAL_IP,
                 "--dport",
                 "53",
+                "-m",
+                "socket",
                 "-j",
                 "NOTRACK",
                 "-m",
@@ -418,12 +430,12 @@ fn node_cache_lifecycle_in_namespace() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(rules_in(&ns).len(), 23);
+    assert_eq!(rules_in(&ns).len(), 27);
     wait_until("rule re-added", Duration::from_secs(5), || {
-        rules_in(&ns).len() == 24
+        rules_in(&ns).len() == 28
     });
     assert!(rules_in(&ns).contains(&format!(
-        "-A PREROUTING -d {LOCAL_IP}/32 -p udp -m udp --dport 53 -m comment --comment \"NodeLocal DNS Cache: skip conntrack\" -j NOTRACK"
+        "-A PREROUTING -d {LOCAL_IP}/32 -p udp -m udp --dport 53 -m socket -m comment --comment \"NodeLocal DNS Cache: skip conntrack\" -j NOTRACK"
     )));
     nc.wait_log(
         "[INFO] Added back nodelocaldns rule - {raw PREROUTING [-p udp -d 169.254.20.10",
@@ -510,7 +522,7 @@ fn skip_teardown_and_no_iptables() {
 #[test]
 fn bad_flags_are_fatal() {
     let out = std::process::Command::new(bin())
-        .args(["node-cache", "-localip", "169.254.20.10,::1"])
+        .args(["node-cache", "-localip", "169.254.20.10,::1,x"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
@@ -519,7 +531,7 @@ fn bad_flags_are_fatal() {
     assert!(lines[0].starts_with("[INFO] Starting node-cache image: sextant-"));
     assert_eq!(
         lines[1],
-        "[FATAL] Error parsing flags - unexpected IP Family for localIP - \"::1\", want IPv6=false, Exiting"
+        "[FATAL] Error parsing flags - invalid localip specified - \"x\", Exiting"
     );
 }
 

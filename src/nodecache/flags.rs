@@ -14,7 +14,7 @@ use crate::pkg::flags::Flags;
 pub(crate) struct Params {
     /// `-localip` as given (comma list), used verbatim in iptables rules.
     pub local_ip_str: String,
-    /// The parsed local IPs, all of one family.
+    /// The parsed local IPs, IPv4 and IPv6 in any mix (one process serves both).
     pub local_ips: Vec<IpAddr>,
     /// `-dns.port` (53): the port the cache listens on, used in the iptables rules.
     pub local_port: u16,
@@ -32,6 +32,11 @@ pub(crate) struct Params {
     pub upstream_svc_name: String,
     pub health_port: u16,
     pub setup_iptables: bool,
+    /// `-rules`: the tool that programs them.
+    pub rules: crate::nodecache::rules::Mode,
+    /// `-fallbackendpoints`: a name whose A/AAAA records are the cluster DNS pods, the
+    /// fallback DNAT targets of the local IPs when no node cache listens.
+    pub fallback_endpoints: Option<String>,
     pub skip_teardown: bool,
     pub reload_with_signal: bool,
     /// `-quiet` (CoreDNS flag): no start-up banner.
@@ -57,6 +62,8 @@ impl Default for Params {
             upstream_svc_name: "kube-dns".into(),
             health_port: 8080,
             setup_iptables: true,
+            rules: crate::nodecache::rules::Mode::Iptables,
+            fallback_endpoints: None,
             skip_teardown: false,
             reload_with_signal: false,
             quiet: false,
@@ -91,6 +98,12 @@ pub(crate) fn usage() -> String {
         ),
         ("dns.port", "string", "Default port", "53"),
         (
+            "fallbackendpoints",
+            "string",
+            "name whose A/AAAA records are the cluster DNS pods: where the local IPs' queries go while no node cache listens",
+            "",
+        ),
+        (
             "health-port",
             "string",
             "port used by health plugin",
@@ -122,6 +135,12 @@ pub(crate) fn usage() -> String {
         ),
         ("pidfile", "string", "Path to write pid file", ""),
         ("quiet", "", "Quiet mode (no initialization output)", ""),
+        (
+            "rules",
+            "string",
+            "what programs the rules: iptables, iptables-legacy, iptables-nft, nftables or auto",
+            "iptables",
+        ),
         (
             "reloadwithsignal",
             "",
@@ -205,6 +224,16 @@ pub(crate) fn parse(args: &[String]) -> Result<Params, String> {
             "syncinterval" => p.interval = parse_interval(&value()?)?,
             "metrics-listen-address" => p.metrics_listen_address = value()?,
             "setupiptables" => p.setup_iptables = boolean()?,
+            "rules" => {
+                let v = value()?;
+                p.rules = crate::nodecache::rules::Mode::parse(&v).ok_or_else(|| {
+                    format!("invalid rules mode {v:?}: want iptables, iptables-legacy, iptables-nft, nftables or auto")
+                })?;
+            }
+            "fallbackendpoints" => {
+                let v = value()?;
+                p.fallback_endpoints = (!v.is_empty()).then_some(v);
+            }
             "basecorefile" => p.base_corefile = PathBuf::from(value()?),
             "corefile" => {
                 let v = value()?;
@@ -267,17 +296,6 @@ fn validate(p: &mut Params) -> Result<(), String> {
             .map_err(|_| format!("invalid localip specified - {s:?}"))?;
         p.local_ips.push(ip);
     }
-    if let Some(first) = p.local_ips.first().copied() {
-        for ip in &p.local_ips {
-            if ip.is_ipv6() != first.is_ipv6() {
-                return Err(format!(
-                    "unexpected IP Family for localIP - {:?}, want IPv6={}",
-                    ip.to_string(),
-                    first.is_ipv6()
-                ));
-            }
-        }
-    }
     if p.setup_interface && (p.interface_name.is_empty() || p.interface_name.len() > 15) {
         return Err(format!(
             "invalid interface name {:?}: must be 1 to 15 bytes",
@@ -291,9 +309,10 @@ fn validate(p: &mut Params) -> Result<(), String> {
 }
 
 impl Params {
-    /// True when the local IPs are IPv6 (they are all of one family).
-    pub(crate) fn is_ipv6(&self) -> bool {
-        self.local_ips.first().is_some_and(|ip| ip.is_ipv6())
+    /// True when some local IP is IPv6.
+    #[cfg(test)]
+    pub(crate) fn has_ipv6(&self) -> bool {
+        self.local_ips.iter().any(|ip| ip.is_ipv6())
     }
 
     /// The local IPs separated by spaces, as substituted into the Corefile.
@@ -357,8 +376,16 @@ mod tests {
             "/tmp/p.pid",
             "-dns.port=1053",
             "-quiet",
+            "-rules=nftables",
+            "-fallbackendpoints",
+            "kube-dns-endpoints.kube-system.svc.cluster.local",
         ]))
         .unwrap();
+        assert_eq!(p.rules, crate::nodecache::rules::Mode::Nftables);
+        assert_eq!(
+            p.fallback_endpoints.as_deref(),
+            Some("kube-dns-endpoints.kube-system.svc.cluster.local")
+        );
         assert_eq!(p.local_ips.len(), 2);
         assert_eq!(p.local_ips_spaced(), "169.254.20.10 10.0.0.10");
         assert!(!p.setup_interface && !p.setup_iptables);
@@ -379,7 +406,7 @@ mod tests {
     fn conf_overrides_corefile_in_any_order() {
         let a = parse(&args(&["-localip=::1", "-conf", "/a", "-corefile", "/b"])).unwrap();
         assert_eq!(a.corefile, PathBuf::from("/a"));
-        assert!(a.conf_given && a.is_ipv6());
+        assert!(a.conf_given && a.has_ipv6());
         let b = parse(&args(&["-localip=::1", "-corefile", "/b", "-conf=/a"])).unwrap();
         assert_eq!(b.corefile, PathBuf::from("/a"));
     }
@@ -400,10 +427,11 @@ mod tests {
             e(&["-localip=1.2.3.4,x"]),
             "invalid localip specified - \"x\""
         );
-        assert_eq!(
-            e(&["-localip=1.2.3.4,::1"]),
-            "unexpected IP Family for localIP - \"::1\", want IPv6=false"
-        );
+        // Both families in one process.
+        let both = parse(&args(&["-localip=169.254.20.10,fd00::10"])).unwrap();
+        assert_eq!(both.local_ips.len(), 2);
+        assert!(both.has_ipv6());
+        assert!(e(&["-localip=1.2.3.4", "-rules=ipfw"]).starts_with("invalid rules mode \"ipfw\""));
         assert_eq!(e(&["-localip"]), "flag needs an argument: -localip");
         assert_eq!(
             e(&["-localip=1.2.3.4", "-nope"]),

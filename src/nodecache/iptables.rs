@@ -1,11 +1,20 @@
-//! The node-cache iptables rules (NOTRACK in `raw`, ACCEPT in `filter`, for each local IP) and
-//! the `iptables`/`ip6tables` binary calls that check, prepend and delete them, waiting for the
-//! xtables lock with `-w`. Blocking; the caller runs it off the async runtime.
+//! The node-cache rules as iptables rules (NOTRACK in `raw`, ACCEPT in `filter`, for each local
+//! IP, with `ip6tables` for IPv6 ones; the fallback DNAT in a `nat` chain of its own) and the
+//! `iptables`/`iptables-legacy`/`iptables-nft` calls that check, prepend, append and delete them,
+//! waiting for the xtables lock with `-w`. Blocking; the caller runs it off the async runtime.
 
+use std::io::Write;
+use std::net::IpAddr;
 use std::process::{Command, Stdio};
+use std::sync::Mutex;
 
-pub(crate) const COMMENT_SKIP_CONNTRACK: &str = "NodeLocal DNS Cache: skip conntrack";
-pub(crate) const COMMENT_ALLOW_TRAFFIC: &str = "NodeLocal DNS Cache: allow DNS traffic";
+use crate::nodecache::rules::{
+    Backend, Event, RulesError, Spec, COMMENT_ALLOW_TRAFFIC, COMMENT_FALLBACK,
+    COMMENT_SKIP_CONNTRACK,
+};
+
+/// The `nat` chain holding the fallback DNAT rules.
+pub(crate) const FALLBACK_CHAIN: &str = "NODE-LOCAL-DNS-FALLBACK";
 
 /// Seconds to wait for the xtables lock.
 const LOCK_WAIT: &str = "5";
@@ -48,7 +57,7 @@ fn rule(
 
 /// The DNS rules per local IP and protocol, in k8s-dns-node-cache's order:
 /// (table, chain, address flag, port flag, target). `-d`/`--dport` match traffic to the IP,
-/// `-s`/`--sport` traffic from it.
+/// `-s`/`--sport` traffic from it. The first one only while a socket serves the IP.
 const DNS_RULES: [(&str, &str, &str, &str, &str); 5] = [
     ("raw", "PREROUTING", "-d", "--dport", "NOTRACK"),
     ("filter", "INPUT", "-d", "--dport", "ACCEPT"),
@@ -73,13 +82,13 @@ pub(crate) fn rules(local_ips: &str, dns_port: u16, health_port: u16) -> Vec<Rul
                 COMMENT_SKIP_CONNTRACK
             };
             for proto in ["tcp", "udp"] {
-                out.push(rule(
-                    table,
-                    chain,
-                    &["-p", proto, addr, ip, port_flag, p],
-                    target,
-                    comment,
-                ));
+                let mut m = vec!["-p", proto, addr, ip, port_flag, p];
+                if chain == "PREROUTING" {
+                    // Only while something listens on the IP: else conntrack and NAT apply and
+                    // the query reaches the cluster DNS (kube-proxy's DNAT, or the fallback).
+                    m.extend(["-m", "socket"]);
+                }
+                out.push(rule(table, chain, &m, target, comment));
             }
         }
         // The health probe on the local IP.
@@ -96,36 +105,76 @@ pub(crate) fn rules(local_ips: &str, dns_port: u16, health_port: u16) -> Vec<Rul
     out
 }
 
-/// Why an iptables call failed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum IptError {
-    /// Another program held the xtables lock past our wait (`iptables_lock` metric).
-    Lock(String),
-    /// Anything else (`iptables` metric).
-    Other(String),
-}
-
-impl IptError {
-    pub(crate) fn metric_label(&self) -> &'static str {
-        match self {
-            IptError::Lock(_) => "iptables_lock",
-            IptError::Other(_) => "iptables",
+/// The jumps from `nat PREROUTING` to the fallback chain, per local IP and protocol. Appended,
+/// so kube-proxy's Service rules (inserted first) win for the kube-dns ClusterIP.
+pub(crate) fn fallback_jumps(local_ips: &str, dns_port: u16) -> Vec<Rule> {
+    let port = dns_port.to_string();
+    let mut out = Vec::new();
+    for ip in local_ips.split(',') {
+        for proto in ["tcp", "udp"] {
+            out.push(rule(
+                "nat",
+                "PREROUTING",
+                &["-p", proto, "-d", ip, "--dport", &port],
+                FALLBACK_CHAIN,
+                COMMENT_FALLBACK,
+            ));
         }
     }
+    out
 }
 
-impl std::fmt::Display for IptError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            IptError::Lock(s) | IptError::Other(s) => f.write_str(s),
+/// The fallback chain's rules in `iptables -S` form: each local IP's DNS traffic DNATed to one
+/// of `targets` at random (kube-proxy's `statistic` spread), same port.
+pub(crate) fn fallback_chain(ips: &[IpAddr], dns_port: u16, targets: &[IpAddr]) -> Vec<String> {
+    let mut out = Vec::new();
+    for ip in ips {
+        let t = Spec::targets_for(*ip, targets);
+        let prefix = if ip.is_ipv6() { 128 } else { 32 };
+        for proto in ["tcp", "udp"] {
+            for (i, target) in t.iter().enumerate() {
+                let left = t.len() - i;
+                let stat = if left > 1 {
+                    format!(
+                        " -m statistic --mode random --probability {:.11}",
+                        1.0 / left as f64
+                    )
+                } else {
+                    String::new()
+                };
+                out.push(format!(
+                    "-A {FALLBACK_CHAIN} -d {ip}/{prefix} -p {proto} -m {proto} --dport {dns_port}{stat} -j DNAT --to-destination {target}"
+                ));
+            }
         }
     }
+    out
 }
 
-/// Runs iptables (v4) or ip6tables for one family.
-#[derive(Debug, Clone)]
+/// True if the chain as listed by `-S` holds `want` (iptables prints probabilities back rounded
+/// to its own precision, so their values are not compared).
+fn same_chain(have: &[String], want: &[String]) -> bool {
+    let norm = |l: &String| {
+        let mut out = Vec::new();
+        let mut skip = false;
+        for t in l.split_whitespace() {
+            if skip {
+                skip = false;
+                continue;
+            }
+            skip = t == "--probability";
+            out.push(t.to_string());
+        }
+        out.join(" ")
+    };
+    have.len() == want.len() && have.iter().map(norm).eq(want.iter().map(norm))
+}
+
+/// Runs one iptables flavour, both families: `iptables{flavour}` and `ip6tables{flavour}`.
 pub(crate) struct Iptables {
-    pub program: String,
+    flavour: &'static str,
+    /// The fallback chain contents last installed, per family.
+    installed: Mutex<[Option<Vec<String>>; 2]>,
 }
 
 /// Result of a rule check.
@@ -135,72 +184,302 @@ enum Check {
 }
 
 impl Iptables {
-    pub(crate) fn new(ipv6: bool) -> Iptables {
+    /// `flavour` is `""`, `"-legacy"` or `"-nft"`.
+    pub(crate) fn new(flavour: &'static str) -> Iptables {
         Iptables {
-            program: if ipv6 { "ip6tables" } else { "iptables" }.to_string(),
+            flavour,
+            installed: Mutex::new([None, None]),
         }
     }
 
-    fn run(&self, op: &str, r: &Rule) -> Result<std::process::Output, IptError> {
-        let mut c = Command::new(&self.program);
+    pub(crate) fn program(&self, ipv6: bool) -> String {
+        format!(
+            "{}{}",
+            if ipv6 { "ip6tables" } else { "iptables" },
+            self.flavour
+        )
+    }
+
+    fn run(&self, program: &str, op: &str, r: &Rule) -> Result<std::process::Output, RulesError> {
+        let mut c = Command::new(program);
         c.args(["-w", LOCK_WAIT, "-t", r.table, op, r.chain]);
         c.args(&r.args);
         c.stdin(Stdio::null());
         c.output()
-            .map_err(|e| IptError::Other(format!("running {}: {e}", self.program)))
+            .map_err(|e| RulesError::Other(format!("running {program}: {e}")))
     }
 
-    fn failure(&self, op: &str, r: &Rule, out: &std::process::Output) -> IptError {
+    fn failure(program: &str, what: &str, out: &std::process::Output) -> RulesError {
         let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
-        let msg = format!("{} {op} {r}: {}: {stderr}", self.program, out.status);
+        let msg = format!("{program} {what}: {}: {stderr}", out.status);
         if stderr.contains("xtables lock") {
-            IptError::Lock(msg)
+            RulesError::Lock(msg)
         } else {
-            IptError::Other(msg)
+            RulesError::Other(msg)
         }
     }
 
-    fn check(&self, r: &Rule) -> Result<Check, IptError> {
-        let out = self.run("-C", r)?;
+    fn check(&self, program: &str, r: &Rule) -> Result<Check, RulesError> {
+        let out = self.run(program, "-C", r)?;
         if out.status.success() {
             return Ok(Check::Present);
         }
-        // Exit 1 with "does a matching rule exist" (or "Bad rule") means absent; lock and
-        // other problems report differently.
+        // Exit 1 with "does a matching rule exist" (or "Bad rule", or a missing chain) means
+        // absent; lock and other problems report differently.
         let stderr = String::from_utf8_lossy(&out.stderr);
         if out.status.code() == Some(1) && !stderr.contains("xtables lock") {
             return Ok(Check::Absent);
         }
-        Err(self.failure("-C", r, &out))
+        Err(Self::failure(program, &format!("-C {r}"), &out))
     }
 
-    /// Makes sure the rule exists, prepending it if not. Returns true if it already existed.
-    pub(crate) fn ensure_prepended(&self, r: &Rule) -> Result<bool, IptError> {
-        if let Check::Present = self.check(r)? {
+    /// Makes sure the rule exists, adding it (`-I` first or `-A` last) if not. Returns true if
+    /// it already existed.
+    fn ensure_rule(&self, program: &str, r: &Rule, op: &str) -> Result<bool, RulesError> {
+        if let Check::Present = self.check(program, r)? {
             return Ok(true);
         }
-        let out = self.run("-I", r)?;
+        let out = self.run(program, op, r)?;
         if out.status.success() {
             Ok(false)
         } else {
-            Err(self.failure("-I", r, &out))
+            Err(Self::failure(program, &format!("{op} {r}"), &out))
         }
     }
 
     /// Deletes every copy of the rule (bounded loop). Returns how many were deleted.
-    pub(crate) fn delete_all(&self, r: &Rule) -> Result<usize, IptError> {
+    fn delete_all(&self, program: &str, r: &Rule) -> Result<usize, RulesError> {
         for n in 0..64 {
-            if let Check::Absent = self.check(r)? {
+            if let Check::Absent = self.check(program, r)? {
                 return Ok(n);
             }
-            let out = self.run("-D", r)?;
+            let out = self.run(program, "-D", r)?;
             if !out.status.success() {
-                return Err(self.failure("-D", r, &out));
+                return Err(Self::failure(program, &format!("-D {r}"), &out));
             }
         }
-        Err(IptError::Other(format!(
+        Err(RulesError::Other(format!(
             "rule {r} still present after 64 deletions"
         )))
+    }
+
+    /// The rules of `-S FALLBACK_CHAIN` in the nat table; None if the chain does not exist.
+    fn chain_rules(&self, program: &str) -> Result<Option<Vec<String>>, RulesError> {
+        let out = Command::new(program)
+            .args(["-w", LOCK_WAIT, "-t", "nat", "-S", FALLBACK_CHAIN])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| RulesError::Other(format!("running {program}: {e}")))?;
+        if out.status.success() {
+            return Ok(Some(
+                String::from_utf8_lossy(&out.stdout)
+                    .lines()
+                    .filter(|l| l.starts_with("-A "))
+                    .map(String::from)
+                    .collect(),
+            ));
+        }
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if stderr.contains("xtables lock") {
+            return Err(Self::failure(program, "-S", &out));
+        }
+        Ok(None)
+    }
+
+    /// Replaces the fallback chain's contents in one `iptables-restore --noflush` transaction
+    /// (creating the chain if needed).
+    fn install_chain(&self, program: &str, rules: &[String]) -> Result<(), RulesError> {
+        let restore = format!("{program}-restore");
+        let mut input = format!("*nat\n:{FALLBACK_CHAIN} - [0:0]\n");
+        for r in rules {
+            input.push_str(r);
+            input.push('\n');
+        }
+        input.push_str("COMMIT\n");
+        let mut child = Command::new(&restore)
+            .args(["-w", LOCK_WAIT, "--noflush"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| RulesError::Other(format!("running {restore}: {e}")))?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin
+                .write_all(input.as_bytes())
+                .map_err(|e| RulesError::Other(format!("{restore}: {e}")))?;
+        }
+        let out = child
+            .wait_with_output()
+            .map_err(|e| RulesError::Other(format!("{restore}: {e}")))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(Self::failure(&restore, FALLBACK_CHAIN, &out))
+        }
+    }
+
+    fn remove_chain(&self, program: &str) -> Result<bool, RulesError> {
+        if self.chain_rules(program)?.is_none() {
+            return Ok(false);
+        }
+        for op in ["-F", "-X"] {
+            let out = Command::new(program)
+                .args(["-w", LOCK_WAIT, "-t", "nat", op, FALLBACK_CHAIN])
+                .stdin(Stdio::null())
+                .output()
+                .map_err(|e| RulesError::Other(format!("running {program}: {e}")))?;
+            if !out.status.success() {
+                return Err(Self::failure(
+                    program,
+                    &format!("{op} {FALLBACK_CHAIN}"),
+                    &out,
+                ));
+            }
+        }
+        Ok(true)
+    }
+
+    fn families(spec: &Spec) -> Vec<(bool, String)> {
+        let mut out = Vec::new();
+        for v6 in [false, true] {
+            let ips: Vec<String> = spec
+                .ips
+                .iter()
+                .filter(|ip| ip.is_ipv6() == v6)
+                .map(|ip| ip.to_string())
+                .collect();
+            if !ips.is_empty() {
+                out.push((v6, ips.join(",")));
+            }
+        }
+        out
+    }
+
+    /// Ensures (or, with `delete`, deletes) the local rules; `only_udp_steering` limits it to
+    /// the UDP NOTRACK rules of PREROUTING.
+    fn local_events(
+        &self,
+        spec: &Spec,
+        ev: &mut Vec<Event>,
+        delete: bool,
+        only_udp_steering: bool,
+    ) {
+        for (v6, ips) in Self::families(spec) {
+            let program = self.program(v6);
+            for r in rules(&ips, spec.port, spec.health_port) {
+                if only_udp_steering
+                    && !(r.chain == "PREROUTING"
+                        && r.args.starts_with(&["-p".into(), "udp".into()]))
+                {
+                    continue;
+                }
+                let name = format!("{r}");
+                if delete {
+                    match self.delete_all(&program, &r) {
+                        Ok(0) => {}
+                        Ok(_) => ev.push(Event::Deleted(name)),
+                        Err(e) => ev.push(Event::Failed(name, e)),
+                    }
+                } else {
+                    match self.ensure_rule(&program, &r, "-I") {
+                        Ok(true) => ev.push(Event::Present(name)),
+                        Ok(false) => ev.push(Event::Added(name)),
+                        Err(e) => ev.push(Event::Failed(name, e)),
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Backend for Iptables {
+    fn describe(&self) -> String {
+        format!("{} and {}", self.program(false), self.program(true))
+    }
+
+    fn ensure(&self, spec: &Spec, targets: &[IpAddr]) -> Vec<Event> {
+        let mut ev = Vec::new();
+        self.local_events(spec, &mut ev, false, false);
+        for (v6, ips) in Self::families(spec) {
+            let program = self.program(v6);
+            let fam: Vec<IpAddr> = spec
+                .ips
+                .iter()
+                .filter(|ip| ip.is_ipv6() == v6)
+                .copied()
+                .collect();
+            let want = fallback_chain(&fam, spec.port, targets);
+            let chain = format!("{{nat {FALLBACK_CHAIN} [{} rules]}}", want.len());
+            // The chain first, so the jumps always have a target.
+            let have = self.chain_rules(&program);
+            let installed = self
+                .installed
+                .lock()
+                .ok()
+                .and_then(|i| i[v6 as usize].clone());
+            match have {
+                Ok(Some(h))
+                    if same_chain(&h, &want)
+                        || installed.as_ref() == Some(&want) && h.len() == want.len() =>
+                {
+                    if let Ok(mut i) = self.installed.lock() {
+                        i[v6 as usize] = Some(want);
+                    }
+                    ev.push(Event::Present(chain))
+                }
+                Ok(_) => match self.install_chain(&program, &want) {
+                    Ok(()) => {
+                        if let Ok(mut i) = self.installed.lock() {
+                            i[v6 as usize] = Some(want);
+                        }
+                        ev.push(Event::Added(chain));
+                    }
+                    Err(e) => ev.push(Event::Failed(chain, e)),
+                },
+                Err(e) => ev.push(Event::Failed(chain, e)),
+            }
+            for r in fallback_jumps(&ips, spec.port) {
+                let name = format!("{r}");
+                match self.ensure_rule(&program, &r, "-A") {
+                    Ok(true) => ev.push(Event::Present(name)),
+                    Ok(false) => ev.push(Event::Added(name)),
+                    Err(e) => ev.push(Event::Failed(name, e)),
+                }
+            }
+        }
+        ev
+    }
+
+    fn remove_local(&self, spec: &Spec) -> Vec<Event> {
+        let mut ev = Vec::new();
+        self.local_events(spec, &mut ev, true, true);
+        ev
+    }
+
+    fn remove_all(&self, spec: &Spec) -> Vec<Event> {
+        let mut ev = Vec::new();
+        self.local_events(spec, &mut ev, true, false);
+        for (v6, ips) in Self::families(spec) {
+            let program = self.program(v6);
+            for r in fallback_jumps(&ips, spec.port) {
+                let name = format!("{r}");
+                match self.delete_all(&program, &r) {
+                    Ok(0) => {}
+                    Ok(_) => ev.push(Event::Deleted(name)),
+                    Err(e) => ev.push(Event::Failed(name, e)),
+                }
+            }
+            let chain = format!("{{nat {FALLBACK_CHAIN}}}");
+            match self.remove_chain(&program) {
+                Ok(false) => {}
+                Ok(true) => ev.push(Event::Deleted(chain)),
+                Err(e) => ev.push(Event::Failed(chain, e)),
+            }
+            if let Ok(mut i) = self.installed.lock() {
+                i[v6 as usize] = None;
+            }
+        }
+        ev
     }
 }
 
@@ -216,7 +495,7 @@ mod tests {
         assert_eq!(r[0].chain, "PREROUTING");
         assert_eq!(
             r[0].args.join(" "),
-            "-p tcp -d 169.254.20.10 --dport 53 -j NOTRACK -m comment --comment NodeLocal DNS Cache: skip conntrack"
+            "-p tcp -d 169.254.20.10 --dport 53 -m socket -j NOTRACK -m comment --comment NodeLocal DNS Cache: skip conntrack"
         );
         assert_eq!((r[3].table, r[3].chain), ("filter", "INPUT"));
         assert!(r[3]
@@ -240,10 +519,45 @@ mod tests {
     }
 
     #[test]
-    fn ports_follow_flags() {
+    fn ports_and_programs_follow_flags() {
         let r = rules("::1", 1053, 9090);
         assert!(r[0].args.contains(&"1053".to_string()));
         assert!(r[11].args.contains(&"9090".to_string()));
-        assert_eq!(Iptables::new(true).program, "ip6tables");
+        let i = Iptables::new("-legacy");
+        assert_eq!(i.program(true), "ip6tables-legacy");
+        assert_eq!(i.program(false), "iptables-legacy");
+        assert_eq!(Iptables::new("").program(true), "ip6tables");
+    }
+
+    #[test]
+    fn fallback_spreads_over_targets_of_the_family() {
+        let ips: Vec<IpAddr> = vec![
+            "169.254.20.10".parse().unwrap(),
+            "fd00::10".parse().unwrap(),
+        ];
+        let targets: Vec<IpAddr> = vec![
+            "203.0.113.2".parse().unwrap(),
+            "203.0.113.3".parse().unwrap(),
+            "2001:db8::2".parse().unwrap(),
+        ];
+        let c = fallback_chain(&ips, 53, &targets);
+        assert_eq!(
+            c,
+            vec![
+                "-A NODE-LOCAL-DNS-FALLBACK -d 169.254.20.10/32 -p tcp -m tcp --dport 53 -m statistic --mode random --probability 0.50000000000 -j DNAT --to-destination 203.0.113.2",
+                "-A NODE-LOCAL-DNS-FALLBACK -d 169.254.20.10/32 -p tcp -m tcp --dport 53 -j DNAT --to-destination 203.0.113.3",
+                "-A NODE-LOCAL-DNS-FALLBACK -d 169.254.20.10/32 -p udp -m udp --dport 53 -m statistic --mode random --probability 0.50000000000 -j DNAT --to-destination 203.0.113.2",
+                "-A NODE-LOCAL-DNS-FALLBACK -d 169.254.20.10/32 -p udp -m udp --dport 53 -j DNAT --to-destination 203.0.113.3",
+                "-A NODE-LOCAL-DNS-FALLBACK -d fd00::10/128 -p tcp -m tcp --dport 53 -j DNAT --to-destination 2001:db8::2",
+                "-A NODE-LOCAL-DNS-FALLBACK -d fd00::10/128 -p udp -m udp --dport 53 -j DNAT --to-destination 2001:db8::2",
+            ]
+        );
+        assert!(fallback_chain(&ips, 53, &[]).is_empty());
+        let j = fallback_jumps("169.254.20.10", 53);
+        assert_eq!(
+            j[1].args.join(" "),
+            "-p udp -d 169.254.20.10 --dport 53 -j NODE-LOCAL-DNS-FALLBACK -m comment --comment NodeLocal DNS Cache: fallback to cluster DNS"
+        );
+        assert_eq!((j[0].table, j[0].chain), ("nat", "PREROUTING"));
     }
 }

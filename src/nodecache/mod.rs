@@ -1,19 +1,26 @@
 //! `sextant node-cache`: the k8s-dns-node-cache image's job in-process — create the listen
-//! interface, install and keep the iptables rules once the server is up, render the Corefile from
-//! its template and the kube-dns ConfigMap (and re-render on change), serve the setup-error metric,
-//! run the normal server, and tear the networking down on exit. Also hosts `sextant migrate`.
+//! interface, install and keep the rules (iptables or nftables) once the server is up, render the
+//! Corefile from its template and the kube-dns ConfigMap (and re-render on change), serve the
+//! setup-error metric, run the normal server, and tear the networking down on exit. Several
+//! instances may run on one node at once (a rolling update with `maxSurge`): they share their
+//! listening sockets and the interface and rules, and only the last one out tears down (see
+//! `peers`). Also hosts `sextant migrate`.
 
 pub(crate) mod config;
+pub(crate) mod fallback;
 pub(crate) mod flags;
 pub(crate) mod iptables;
 pub(crate) mod metrics;
 pub(crate) mod migrate;
 pub(crate) mod netif;
+pub(crate) mod nftables;
+pub(crate) mod peers;
+pub(crate) mod rules;
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
@@ -21,12 +28,16 @@ use crate::log;
 use crate::server::runtime::Source;
 use config::KubeDnsConfig;
 use flags::Params;
-use iptables::{Iptables, Rule};
+use rules::{Backend, Event, Spec};
 
 /// How often the kube-dns ConfigMap folder and the template folder are re-read.
 pub(crate) const CONFIG_SYNC_PERIOD: Duration = Duration::from_secs(10);
 /// Where the kube-dns ConfigMap is used from when `-kubednscm` is not given and it exists.
 pub(crate) const DEFAULT_KUBEDNS_CM_PATH: &str = "/etc/kube-dns";
+/// How long a stopping instance waits for a starting one to serve before leaving anyway.
+const HANDOVER_WAIT: Duration = Duration::from_secs(20);
+/// How long to wait for the lock guarding the interface and rules.
+const LOCK_WAIT: Duration = Duration::from_secs(10);
 
 /// The version logged at start.
 pub(crate) fn version() -> String {
@@ -57,17 +68,35 @@ pub(crate) fn main(args: &[String]) -> i32 {
     rt.block_on(run(params))
 }
 
+/// Where the networking is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Net {
+    /// Set up and kept.
+    Active,
+    /// Shutting down alone: the rules steering traffic to the sockets are gone (queries go to
+    /// the cluster DNS) while the sockets drain; nothing is set up any more.
+    Draining,
+    /// Torn down, or left to another instance.
+    Done,
+}
+
 /// The running node-cache state shared by the background loops and teardown.
 struct App {
     p: Params,
-    rules: Vec<Rule>,
-    ipt: Iptables,
+    spec: Spec,
+    /// The rules tool (None with `-setupiptables=false`).
+    backend: Option<Box<dyn Backend>>,
     cluster_dns: Option<IpAddr>,
     kubedns_dir: Option<PathBuf>,
-    /// Serialises networking changes; `true` once torn down (no more setup after that).
-    net: Mutex<bool>,
+    /// Serialises networking changes within the process.
+    net: Mutex<Net>,
     /// The last kube-dns config read successfully.
     kubedns: Mutex<KubeDnsConfig>,
+    /// This instance's control socket (None if it could not be claimed: then it acts alone and
+    /// never tears down, since it cannot tell whether others run).
+    me: Option<peers::Instance>,
+    /// The fallback DNAT targets last looked up.
+    targets: Mutex<Vec<IpAddr>>,
 }
 
 impl App {
@@ -85,14 +114,57 @@ impl App {
             let d = PathBuf::from(DEFAULT_KUBEDNS_CM_PATH);
             d.exists().then_some(d)
         });
+        let backend = p.setup_iptables.then(|| {
+            let mode = match p.rules {
+                rules::Mode::Auto => {
+                    let (m, why) = rules::detect();
+                    log::info(&format!("Rules mode {m:?} detected: {why}"));
+                    m
+                }
+                m => m,
+            };
+            let b = rules::backend(mode, &p.interface_name);
+            log::info(&format!("Programming the rules with {}", b.describe()));
+            b
+        });
+        let me = match peers::Instance::claim(&p.interface_name) {
+            Ok(i) => Some(i),
+            Err(e) => {
+                log::warning(&format!(
+                    "Cannot coordinate with other node-cache instances ({e}); this one will not tear down"
+                ));
+                None
+            }
+        };
         App {
-            rules: iptables::rules(&p.local_ip_str, p.local_port, p.health_port),
-            ipt: Iptables::new(p.is_ipv6()),
+            spec: Spec {
+                ips: p.local_ips.clone(),
+                port: p.local_port,
+                health_port: p.health_port,
+            },
+            backend,
             cluster_dns,
             kubedns_dir,
-            net: Mutex::new(false),
+            net: Mutex::new(Net::Active),
             kubedns: Mutex::new(KubeDnsConfig::default()),
+            me,
+            targets: Mutex::new(Vec::new()),
             p,
+        }
+    }
+
+    /// Other live instances that are not stopping (they need the interface and rules).
+    fn live_peers(&self) -> Vec<peers::Peer> {
+        let mine = self.me.as_ref().map_or(usize::MAX, |m| m.slot);
+        peers::peers(&self.p.interface_name, mine)
+            .into_iter()
+            .filter(|p| p.state != peers::State::Stopping)
+            .collect()
+    }
+
+    fn set_state(&self, s: peers::State) {
+        if let Some(m) = &self.me {
+            m.set_state(s);
         }
     }
 
@@ -180,28 +252,59 @@ impl App {
         self.kubedns.lock().map(|k| k.clone()).unwrap_or_default()
     }
 
-    /// One networking pass: iptables rules (if asked) and the interface (like `setupNetworking`).
-    fn setup_networking(&self, with_iptables: bool) {
-        let Ok(torn_down) = self.net.lock() else {
-            return;
+    /// Looks the fallback targets up again (`-fallbackendpoints` at the cluster DNS); keeps the
+    /// last answer when the lookup fails or finds nothing.
+    fn refresh_targets(&self) -> Vec<IpAddr> {
+        let old = self.targets.lock().map(|t| t.clone()).unwrap_or_default();
+        let (Some(name), Some(server)) = (&self.p.fallback_endpoints, self.cluster_dns) else {
+            return old;
         };
-        if *torn_down {
-            return;
-        }
-        if with_iptables && self.p.setup_iptables {
-            for r in &self.rules {
-                match self.ipt.ensure_prepended(r) {
-                    Ok(true) => log::debug(&format!(
-                        "iptables rule {r} for nodelocaldns already exists"
-                    )),
-                    Ok(false) => log::info(&format!("Added back nodelocaldns rule - {r}")),
-                    Err(e) => {
-                        log::error(&format!(
-                            "Error checking/adding iptables rule {r}, error - {e}"
-                        ));
-                        metrics::error(e.metric_label());
+        let v4 = self.spec.ips.iter().any(|ip| ip.is_ipv4());
+        let v6 = self.spec.ips.iter().any(|ip| ip.is_ipv6());
+        match fallback::lookup(SocketAddr::new(server, 53), name, v4, v6) {
+            Ok(t) if !t.is_empty() => {
+                if t != old {
+                    log::info(&format!(
+                        "Fallback for the local IPs while no node cache listens: {}",
+                        t.iter()
+                            .map(|a| a.to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ));
+                    if let Ok(mut g) = self.targets.lock() {
+                        *g = t.clone();
                     }
                 }
+                t
+            }
+            Ok(_) => {
+                log::warning(&format!("Fallback endpoints {name}: no addresses"));
+                old
+            }
+            Err(e) => {
+                log::warning(&format!("Fallback endpoints {name}: {e}"));
+                old
+            }
+        }
+    }
+
+    /// One networking pass: the rules (if asked) and the interface (like `setupNetworking`).
+    fn setup_networking(&self, with_rules: bool) {
+        let targets = if with_rules && self.backend.is_some() {
+            self.refresh_targets()
+        } else {
+            Vec::new()
+        };
+        let _lock = peers::lock(&self.p.interface_name, LOCK_WAIT);
+        let Ok(state) = self.net.lock() else {
+            return;
+        };
+        if *state != Net::Active {
+            return;
+        }
+        if with_rules {
+            if let Some(b) = &self.backend {
+                report(b.ensure(&self.spec, &targets), false);
             }
         }
         if self.p.setup_interface {
@@ -230,27 +333,118 @@ impl App {
         }
     }
 
-    /// Removes every rule (looping until gone) and the interface; no setup happens afterwards.
-    fn teardown(&self) {
-        let Ok(mut torn_down) = self.net.lock() else {
+    /// On graceful shutdown, before the listeners stop. With another instance serving (it
+    /// shares this one's sockets), nothing changes: it goes on reading them. Alone, the rules
+    /// steering queries to the sockets go first, so new queries reach the cluster DNS (kube-proxy
+    /// or the fallback DNAT) while the sockets drain what is queued.
+    fn before_close(&self) {
+        self.set_state(peers::State::Stopping);
+        let deadline = Instant::now() + HANDOVER_WAIT;
+        loop {
+            let others = self.live_peers();
+            if let Some(p) = others.iter().find(|p| p.state == peers::State::Serving) {
+                log::info(&format!(
+                    "Node-cache instance pid {} serves the same sockets: handing over",
+                    p.pid
+                ));
+                return;
+            }
+            if others.is_empty() {
+                break;
+            }
+            if Instant::now() >= deadline {
+                log::warning(&format!(
+                    "Node-cache instance pid {} is still starting after {}; leaving the interface and rules to it",
+                    others[0].pid,
+                    crate::pkg::duration::format(HANDOVER_WAIT)
+                ));
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // (Also with -skipteardown: the UDP steering rule only applies while a socket listens,
+        // and the next instance puts it back.)
+        if self.me.is_none() {
+            return;
+        }
+        let Some(_lock) = peers::lock(&self.p.interface_name, LOCK_WAIT) else {
+            log::warning("Could not take the node-cache lock; leaving the rules in place");
             return;
         };
-        *torn_down = true;
-        log::info("Tearing down");
-        if self.p.setup_iptables {
-            for r in &self.rules {
-                if let Err(e) = self.ipt.delete_all(r) {
-                    log::error(&format!("Failed deleting iptables rule {r}, error - {e}"));
-                    metrics::error(e.metric_label());
-                }
-            }
+        if !self.live_peers().is_empty() {
+            return;
         }
+        let Ok(mut state) = self.net.lock() else {
+            return;
+        };
+        *state = Net::Draining;
+        if let Some(b) = &self.backend {
+            log::info("Sending new queries to the cluster DNS while the sockets drain");
+            report(b.remove_local(&self.spec), true);
+        }
+        drop(state);
+        // Packets past the rules a moment ago still arrive; the drain reads them.
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    /// Removes every rule (looping until gone) and the interface — unless another instance
+    /// still uses them; no setup happens afterwards.
+    fn teardown(&self) {
+        if self.p.skip_teardown {
+            return;
+        }
+        if self.me.is_none() {
+            log::warning("Not tearing down: other node-cache instances cannot be seen");
+            return;
+        }
+        let Some(_lock) = peers::lock(&self.p.interface_name, LOCK_WAIT) else {
+            log::warning("Could not take the node-cache lock; not tearing down");
+            return;
+        };
+        let Ok(mut state) = self.net.lock() else {
+            return;
+        };
+        let others = self.live_peers();
+        if let Some(p) = others.first() {
+            *state = Net::Done;
+            log::info(&format!(
+                "Leaving the interface and rules to node-cache instance pid {}",
+                p.pid
+            ));
+            return;
+        }
+        *state = Net::Done;
+        log::info("Tearing down");
+        // The interface first: while the rules remain, queries to the local IPs are still NATed
+        // to the cluster DNS; only the last step takes the node-local IP away.
         if self.p.setup_interface {
             if let Err(e) = netif::remove_device(&self.p.interface_name) {
                 log::error(&format!(
                     "Failed to remove interface {} - {e}",
                     self.p.interface_name
                 ));
+            }
+        }
+        if let Some(b) = &self.backend {
+            report(b.remove_all(&self.spec), true);
+        }
+    }
+}
+
+/// Logs a pass over the rules and counts its errors.
+fn report(events: Vec<Event>, removing: bool) {
+    for e in events {
+        match e {
+            Event::Present(r) => log::debug(&format!("rule {r} for nodelocaldns already exists")),
+            Event::Added(r) => log::info(&format!("Added back nodelocaldns rule - {r}")),
+            Event::Deleted(r) => log::debug(&format!("Deleted nodelocaldns rule - {r}")),
+            Event::Failed(r, err) if removing => {
+                log::error(&format!("Failed deleting rule {r}, error - {err}"));
+                metrics::error(err.metric_label());
+            }
+            Event::Failed(r, err) => {
+                log::error(&format!("Error checking/adding rule {r}, error - {err}"));
+                metrics::error(err.metric_label());
             }
         }
     }
@@ -354,6 +548,23 @@ async fn periodic(app: Arc<App>, stop: CancellationToken) {
     }
 }
 
+/// What the server tells node-cache: when it serves, and when it is about to close its
+/// listeners on a graceful shutdown.
+struct Embedded(Arc<App>);
+
+impl crate::server::runtime::Embedder for Embedded {
+    fn serving(&self) {
+        if self.0.net.lock().is_ok_and(|n| *n == Net::Active) {
+            self.0.set_state(peers::State::Serving);
+        }
+    }
+
+    fn before_close(&self) -> crate::plugin::BoxFuture<'static, ()> {
+        let a = self.0.clone();
+        Box::pin(async move { blocking(move || a.before_close()).await })
+    }
+}
+
 async fn run(p: Params) -> i32 {
     crate::metrics::init();
     metrics::init();
@@ -367,6 +578,11 @@ async fn run(p: Params) -> i32 {
         log::info(&format!("Using Pidfile {}", pf.display()));
     }
     let app = Arc::new(App::new(p));
+    // Before anything binds: share the listening sockets of an instance already running.
+    if let Some(me) = &app.me {
+        let (iface, slot) = (app.p.interface_name.clone(), me.slot);
+        blocking(move || peers::inherit_from_peers(&iface, slot)).await;
+    }
     let _metrics_server = match metrics::serve(&app.p.metrics_listen_address).await {
         Ok(s) => Some(s),
         Err(e) => {
@@ -399,7 +615,7 @@ async fn run(p: Params) -> i32 {
         let base_version = config::read_dir(&base_dir)
             .map(|(_, v)| v)
             .unwrap_or_default();
-        // The interface now; iptables only once the server is up.
+        // The interface now; the rules only once the server is up.
         a.setup_networking(false);
         (kube_version, base_version)
     })
@@ -413,6 +629,7 @@ async fn run(p: Params) -> i32 {
         dns_port: Some(app.p.local_port),
         pidfile: app.p.pidfile.clone(),
         quiet: app.p.quiet,
+        embedder: Some(crate::cli::EmbedderHandle(Arc::new(Embedded(app.clone())))),
         ..Default::default()
     };
     let code = crate::cli::run(
@@ -422,9 +639,7 @@ async fn run(p: Params) -> i32 {
     )
     .await;
     stop.cancel();
-    if !app.p.skip_teardown {
-        let a = app.clone();
-        blocking(move || a.teardown()).await;
-    }
+    let a = app.clone();
+    blocking(move || a.teardown()).await;
     code
 }

@@ -1,6 +1,7 @@
 //! The node-cache network interface, over raw rtnetlink (NETLINK_ROUTE) messages: find a link
 //! by name, create it as type `dummy` (or an empty `bridge` when the kernel has no dummy link
-//! type), give it every local IP as /32 or /128, and delete it. Blocking calls; no other I/O.
+//! type), give it every local IP as /32 or /128 (IPv6 ones without duplicate address detection,
+//! so they are usable at once), and delete it. Blocking calls; no other I/O.
 
 use std::net::IpAddr;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -29,6 +30,7 @@ const IFLA_INFO_KIND: u16 = 1;
 const IFA_ADDRESS: u16 = 1;
 const IFA_LOCAL: u16 = 2;
 const NLA_F_NESTED: u16 = 0x8000;
+const IFA_F_NODAD: u8 = 0x02;
 
 static SEQ: AtomicU32 = AtomicU32::new(1);
 
@@ -234,6 +236,10 @@ impl Netlink {
         let mut fixed = [0u8; 8];
         fixed[0] = family;
         fixed[1] = prefix;
+        if ip.is_ipv6() {
+            // No duplicate address detection: usable at once, on a link that is never up.
+            fixed[2] = IFA_F_NODAD;
+        }
         fixed[4..8].copy_from_slice(&(index as u32).to_ne_bytes());
         let mut m = Msg::new(RTM_NEWADDR, NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL, &fixed);
         m.attr(IFA_LOCAL, &bytes);

@@ -245,7 +245,9 @@ pub(crate) async fn answer(
     let mut l: Lookup = z.lookup(&qname, qtype, dnssec, req.depth);
     if let Some(x) = l.external.clone() {
         let out = req.resolve(x.target.clone(), x.qtype).await;
-        let (answers, res) = match (&out.reply, out.final_rcode()) {
+        // Re-entered lookups come back parsed (Site::resolve decodes).
+        let reply = out.reply.as_ref().and_then(sextant_wire::Reply::as_message);
+        let (answers, res) = match (reply, out.final_rcode()) {
             (Some(m), Rcode::NXDOMAIN) => (m.answers.clone(), Res::NameError),
             (Some(m), Rcode::SERVFAIL) => (m.answers.clone(), Res::ServerFailure),
             (Some(m), Rcode::NOERROR) if m.answers.is_empty() => (Vec::new(), Res::NoData),

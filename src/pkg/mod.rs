@@ -9,7 +9,7 @@
 //! | [`addr`] | `IP[:PORT]` arguments and the HTTP `[ADDRESS]` argument |
 //! | [`tls`] | rustls client and server configurations from PEM files |
 //! | [`duration`] | Go durations: parse and print |
-//! | [`num`] | numeric arguments (Go `strconv.Atoi`, counts) |
+//! | [`num`] | numeric arguments (Go `strconv.Atoi`, counts, sizes in bytes) |
 //! | [`flags`] | command-line flags with Go's `flag` rules |
 //! | [`clock`] | the one clock: time that decides behaviour, manual in tests |
 //! | [`authority`] | serving a zone's data: answers, referrals, negative answers with SOA |

@@ -1,5 +1,5 @@
-//! Numeric arguments of Corefile directives: Go's `strconv.Atoi` with its error texts, and
-//! unsigned counts. Errors name the token. No I/O.
+//! Numeric arguments of Corefile directives: Go's `strconv.Atoi` with its error texts, unsigned
+//! counts, and sizes in bytes. Errors name the token. No I/O.
 
 use sextant_corefile::{Directive, Error, Token};
 
@@ -29,6 +29,39 @@ pub(crate) fn count(d: &Directive, t: &Token) -> Result<u64, Error> {
 /// An unsigned count that fits in 32 bits: `invalid number 'x'`.
 pub(crate) fn count32(d: &Directive, t: &Token) -> Result<u32, Error> {
     u32::try_from(count(d, t)?).map_err(|_| d.err_at(t, format!("invalid number '{}'", t.text)))
+}
+
+/// A size in bytes written the way Kubernetes writes quantities: a whole number with an optional
+/// suffix `k`, `M`, `G` (powers of 1000) or `Ki`, `Mi`, `Gi` (powers of 1024); more than 0.
+pub(crate) fn size(d: &Directive, t: &Token) -> Result<u64, Error> {
+    parse_size(&t.text).filter(|n| *n > 0).ok_or_else(|| {
+        d.err_at(
+            t,
+            format!(
+                "invalid size '{}': a number of bytes, optionally with k, M, G, Ki, Mi or Gi",
+                t.text
+            ),
+        )
+    })
+}
+
+fn parse_size(s: &str) -> Option<u64> {
+    let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    if digits == 0 {
+        return None;
+    }
+    let n: u64 = s[..digits].parse().ok()?;
+    let mult: u64 = match &s[digits..] {
+        "" => 1,
+        "k" => 1000,
+        "M" => 1000 * 1000,
+        "G" => 1000 * 1000 * 1000,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(mult)
 }
 
 #[cfg(test)]
@@ -70,5 +103,24 @@ mod tests {
             count32(&d, &d.args[2]).unwrap_err().msg,
             "invalid number '4294967296'"
         );
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("4096"), Some(4096));
+        assert_eq!(parse_size("64Mi"), Some(64 << 20));
+        assert_eq!(parse_size("2k"), Some(2000));
+        assert_eq!(parse_size("1G"), Some(1_000_000_000));
+        for bad in [
+            "",
+            "Mi",
+            "1.5Mi",
+            "64MB",
+            "-1",
+            "99999999999999999999",
+            "99999999999Gi",
+        ] {
+            assert_eq!(parse_size(bad), None, "{bad}");
+        }
     }
 }

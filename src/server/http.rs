@@ -1,5 +1,7 @@
 //! A small HTTP/1.1 server for /health, /ready and /metrics: GET only, one request per
-//! connection, bounded reads. Routes are swapped atomically on reload; the socket stays.
+//! connection, bounded reads. Routes are swapped atomically on reload; the socket stays. The
+//! listening socket has SO_REUSEPORT and is in the hand-over registry, so a second instance can
+//! serve the same port beside this one (see `listen::handover`).
 
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
@@ -61,7 +63,16 @@ pub(crate) struct HttpServer {
 impl HttpServer {
     /// Binds now (so a reload can fail before swapping) and serves in the background.
     pub(crate) async fn bind(addr: SocketAddr, routes: Routes) -> std::io::Result<HttpServer> {
-        let listener = TcpListener::bind(addr).await?;
+        let listener = Arc::new(TcpListener::from_std(
+            crate::server::listen::tcp_listener_or_inherited(addr)?,
+        )?);
+        if let Ok(a) = listener.local_addr() {
+            crate::server::listen::handover::register(
+                crate::server::listen::handover::SocketKind::Tcp,
+                a,
+                &listener,
+            );
+        }
         let routes = Arc::new(ArcSwap::from_pointee(routes));
         let cancel = CancellationToken::new();
         let r = routes.clone();

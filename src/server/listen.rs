@@ -1,13 +1,18 @@
 //! DNS listeners: per address, SO_REUSEPORT UDP sockets (one per core, each read and answered in
-//! batches by its own thread, see `udp_thread`) and one TCP listener with
+//! batches by its own thread, see `udp_thread`) and one SO_REUSEPORT TCP listener with
 //! RFC 7766 behaviour (pipelining, out-of-order answers, idle and read timeouts, connection and
-//! in-flight caps). The routing table they serve is swapped atomically on reload.
+//! in-flight caps). The routing table they serve is swapped atomically on reload. A stopping
+//! listener drains the datagrams already queued to its UDP sockets before closing them.
+//!
+//! Also the hand-over registry of listening sockets (see [`handover`]): what this process has
+//! open (so a second instance can be given duplicates and read the very same sockets) and what
+//! it inherited from another instance (taken by the next bind of the same address).
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use socket2::{Domain, Protocol, Socket, Type};
@@ -31,6 +36,10 @@ pub(crate) const TCP_WRITE: Duration = Duration::from_secs(5);
 pub(crate) const TCP_MAX_CONNS: usize = 1024;
 /// Queries in flight per TCP connection before reading pauses.
 pub(crate) const TCP_MAX_INFLIGHT: usize = 128;
+/// After a stop, how long an open connection waits for one more query before it closes.
+const TCP_DRAIN: Duration = Duration::from_millis(300);
+/// After a stop, how long open connections are served at most.
+const TCP_DRAIN_MAX: Duration = Duration::from_secs(1);
 
 /// A bound listener address.
 pub(crate) struct Listener {
@@ -41,6 +50,9 @@ pub(crate) struct Listener {
     pub cancel: CancellationToken,
     pub inflight: Arc<AtomicUsize>,
     pub local: Vec<SocketAddr>,
+    /// UDP reader threads and TCP connections still running (after a stop they drain what is
+    /// queued or already sent to them, then end).
+    running: Arc<AtomicUsize>,
 }
 
 /// A blocking UDP socket sharing its port (SO_REUSEPORT) whose reads give up after
@@ -64,7 +76,10 @@ fn udp_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
     Ok(s.into())
 }
 
-fn tcp_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+/// A non-blocking TCP listener sharing its port (SO_REUSEPORT, like CoreDNS's listeners), so a
+/// second instance can bind beside a running one; a port held by a socket without SO_REUSEPORT
+/// is still an error.
+pub(crate) fn tcp_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     let domain = if addr.is_ipv4() {
         Domain::IPV4
     } else {
@@ -75,10 +90,26 @@ fn tcp_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
         s.set_only_v6(true)?;
     }
     s.set_reuse_address(true)?;
+    s.set_reuse_port(true)?;
     s.set_nonblocking(true)?;
     s.bind(&addr.into())?;
     s.listen(1024)?;
     Ok(s.into())
+}
+
+/// The TCP listener for `addr`: the one inherited from another instance if there is one (the
+/// same socket, its accept queue included), else a new one.
+pub(crate) fn tcp_listener_or_inherited(
+    addr: SocketAddr,
+) -> std::io::Result<std::net::TcpListener> {
+    let mut inherited = handover::take(handover::SocketKind::Tcp, addr);
+    match inherited.pop() {
+        Some(s) => {
+            s.set_nonblocking(true)?;
+            Ok(s.into())
+        }
+        None => tcp_listener(addr),
+    }
 }
 
 /// Guard counting a request in flight.
@@ -121,19 +152,28 @@ impl Bound {
         let site = Arc::new(ArcSwap::new(site));
         let cancel = CancellationToken::new();
         let inflight = Arc::new(AtomicUsize::new(0));
+        let running = Arc::new(AtomicUsize::new(0));
         let handle = tokio::runtime::Handle::current();
         for u in self.udp {
             // A thread per socket, blocked in recvmmsg like Knot's UDP workers: no poller
             // round trip and no task wake-up per batch.
+            let u = Arc::new(u);
+            if let Ok(a) = u.local_addr() {
+                handover::register(handover::SocketKind::Udp, a, &u);
+            }
             let (site, c, inflight, handle) = (
                 site.clone(),
                 cancel.clone(),
                 inflight.clone(),
                 handle.clone(),
             );
+            let guard = ThreadCount::new(&running);
             let spawned = std::thread::Builder::new()
                 .name("sextant-udp".into())
-                .spawn(move || udp_thread(Arc::new(u), site, c, inflight, handle));
+                .spawn(move || {
+                    let _running = guard;
+                    udp_thread(u, site, c, inflight, handle)
+                });
             if let Err(e) = spawned {
                 cancel.cancel();
                 return Err(e);
@@ -142,18 +182,22 @@ impl Bound {
         let tls = tls.map(|c| Arc::new(ArcSwap::new(c)));
         for t in self.tcp {
             let l = match TcpListener::from_std(t) {
-                Ok(l) => l,
+                Ok(l) => Arc::new(l),
                 Err(e) => {
                     cancel.cancel();
                     return Err(e);
                 }
             };
+            if let Ok(a) = l.local_addr() {
+                handover::register(handover::SocketKind::Tcp, a, &l);
+            }
             tokio::spawn(tcp_accept(
                 l,
                 site.clone(),
                 tls.clone(),
                 cancel.clone(),
                 inflight.clone(),
+                running.clone(),
             ));
         }
         Ok(Listener {
@@ -162,6 +206,7 @@ impl Bound {
             cancel,
             inflight,
             local: self.local,
+            running,
         })
     }
 }
@@ -181,36 +226,76 @@ impl Listener {
         let mut udp = Vec::new();
         let mut local = Vec::new();
         for a in &addrs {
-            // TCP first, without SO_REUSEPORT, so a port held by another process is an error.
-            let t = tcp_listener(*a)?;
+            // TCP first, so a port held by a socket without SO_REUSEPORT is an error before any
+            // UDP socket exists.
+            let t = tcp_listener_or_inherited(*a)?;
             let bound = t.local_addr()?;
             local.push(bound);
             tcp.push(t);
             if !key.tls {
-                for _ in 0..cores {
-                    udp.push(udp_socket(bound)?);
-                }
+                udp.extend(udp_sockets(bound, cores)?);
             }
         }
         // Best effort: also every IPv6 address when listening on every address.
         if key.ip.is_none() && !key.tls {
             let v6 = SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), local[0].port());
-            if let (Ok(t), Ok(u)) = (tcp_listener(v6), udp_socket(v6)) {
+            if let (Ok(t), Ok(u)) = (tcp_listener_or_inherited(v6), udp_sockets(v6, 1)) {
                 tcp.push(t);
-                udp.push(u);
+                udp.extend(u);
             }
         }
         Ok(Bound { tcp, udp, local })
     }
 
-    /// Stops reading; answers in flight still go out.
+    /// Stops reading; datagrams already queued and answers in flight still go out.
     pub(crate) fn stop(&self) {
         self.cancel.cancel();
+    }
+
+    /// True once every UDP thread has drained its socket and every TCP connection has closed
+    /// (after [`Listener::stop`]).
+    pub(crate) fn drained(&self) -> bool {
+        self.running.load(Ordering::Acquire) == 0
+    }
+}
+
+/// `n` new UDP sockets for `addr`, or all of those inherited from another instance for it
+/// (every one of them gets a reader: a socket nobody reads would swallow what the kernel
+/// hashes to it).
+fn udp_sockets(addr: SocketAddr, n: usize) -> std::io::Result<Vec<std::net::UdpSocket>> {
+    let inherited = handover::take(handover::SocketKind::Udp, addr);
+    if !inherited.is_empty() {
+        return inherited
+            .into_iter()
+            .map(|s| {
+                s.set_read_timeout(Some(UDP_STOP_CHECK))?;
+                Ok(s.into())
+            })
+            .collect();
+    }
+    (0..n).map(|_| udp_socket(addr)).collect()
+}
+
+/// Counts a running thread (or connection task) until dropped.
+struct ThreadCount(Arc<AtomicUsize>);
+
+impl ThreadCount {
+    fn new(c: &Arc<AtomicUsize>) -> ThreadCount {
+        c.fetch_add(1, Ordering::AcqRel);
+        ThreadCount(c.clone())
+    }
+}
+
+impl Drop for ThreadCount {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
 /// How often a UDP thread blocked in recvmmsg looks whether its listener was stopped.
 const UDP_STOP_CHECK: Duration = Duration::from_millis(100);
+/// The longest a stopped listener keeps draining datagrams that are still arriving.
+const UDP_DRAIN_MAX: Duration = Duration::from_millis(500);
 
 fn udp_thread(
     sock: Arc<std::net::UdpSocket>,
@@ -228,6 +313,22 @@ fn udp_thread(
     let fd = sock.as_raw_fd();
     let mut batch = mmsg::RecvBatch::new();
     let mut ready: Vec<(Vec<u8>, SocketAddr)> = Vec::with_capacity(mmsg::BATCH);
+    let mut serve_batch = |batch: &mmsg::RecvBatch, n: usize| {
+        // The whole batch counts as in flight until its replies are out.
+        let batch_guard = InFlight::new(&inflight);
+        let site_now = site.load_full();
+        for i in 0..n {
+            let Some((packet, src)) = batch.get(i) else {
+                continue;
+            };
+            if let Some(reply) = serve_udp(&sock, &handle, &site_now, &inflight, packet, src, local)
+            {
+                ready.push((reply, src));
+            }
+        }
+        send_batch(fd, &mut ready);
+        drop(batch_guard);
+    };
     while !cancel.is_cancelled() {
         let n = match batch.recv_wait(fd) {
             Ok(n) => n,
@@ -246,20 +347,17 @@ fn udp_thread(
                 continue;
             }
         };
-        // The whole batch counts as in flight until its replies are out.
-        let batch_guard = InFlight::new(&inflight);
-        let site_now = site.load_full();
-        for i in 0..n {
-            let Some((packet, src)) = batch.get(i) else {
-                continue;
-            };
-            if let Some(reply) = serve_udp(&sock, &handle, &site_now, &inflight, packet, src, local)
-            {
-                ready.push((reply, src));
-            }
+        serve_batch(&batch, n);
+    }
+    // Stopped: answer what is already queued (closing the socket would drop it), until the
+    // queue is empty or, if datagrams keep arriving, for at most UDP_DRAIN_MAX.
+    let deadline = Instant::now() + UDP_DRAIN_MAX;
+    while Instant::now() < deadline {
+        match batch.recv_queued(fd) {
+            Ok(n) if n > 0 => serve_batch(&batch, n),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            _ => break,
         }
-        send_batch(fd, &mut ready);
-        drop(batch_guard);
     }
 }
 
@@ -344,35 +442,28 @@ async fn handle_owned(
 /// Time allowed for a TLS handshake.
 pub(crate) const TLS_HANDSHAKE: Duration = Duration::from_secs(5);
 
+/// Accepts connections until stopped; `running` counts the open connections (they drain
+/// after the stop, see `tcp_conn`).
 async fn tcp_accept(
-    l: TcpListener,
+    l: Arc<TcpListener>,
     site: Arc<ArcSwap<Site>>,
     tls: Option<Arc<ArcSwap<rustls::ServerConfig>>>,
     cancel: CancellationToken,
     inflight: Arc<AtomicUsize>,
+    running: Arc<AtomicUsize>,
 ) {
     let conns = Arc::new(Semaphore::new(TCP_MAX_CONNS));
-    loop {
-        let permit = tokio::select! {
-            _ = cancel.cancelled() => break,
-            p = conns.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-        };
-        let (stream, peer) = tokio::select! {
-            _ = cancel.cancelled() => break,
-            r = l.accept() => match r {
-                Ok(x) => x,
-                Err(_) => {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-            },
-        };
+    let serve = |stream: tokio::net::TcpStream,
+                 peer: SocketAddr,
+                 permit: tokio::sync::OwnedSemaphorePermit| {
         let site = site.clone();
         let cancel = cancel.clone();
         let inflight = inflight.clone();
         let tls = tls.as_ref().map(|t| t.load_full());
+        let open = ThreadCount::new(&running);
         tokio::spawn(async move {
             let _permit = permit;
+            let _open = open;
             let _ = stream.set_nodelay(true);
             let local = stream
                 .local_addr()
@@ -389,6 +480,34 @@ async fn tcp_accept(
                 }
             }
         });
+    };
+    loop {
+        let permit = tokio::select! {
+            _ = cancel.cancelled() => break,
+            p = conns.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+        };
+        let (stream, peer) = tokio::select! {
+            _ = cancel.cancelled() => break,
+            r = l.accept() => match r {
+                Ok(x) => x,
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+        };
+        serve(stream, peer, permit);
+    }
+    // Stopped: connections whose handshake already completed wait in the accept queue, and
+    // closing the listener would reset them. Take them (they are served in drain mode).
+    for _ in 0..TCP_MAX_CONNS {
+        let Ok(permit) = conns.clone().try_acquire_owned() else {
+            break;
+        };
+        match tokio::time::timeout(Duration::from_millis(1), l.accept()).await {
+            Ok(Ok((stream, peer))) => serve(stream, peer, permit),
+            _ => break,
+        }
     }
 }
 
@@ -405,12 +524,28 @@ async fn tcp_conn<S>(
     let (mut rd, wr) = tokio::io::split(stream);
     let wr = Arc::new(Mutex::new(wr));
     let slots = Arc::new(Semaphore::new(TCP_MAX_INFLIGHT));
+    let mut drain_until: Option<tokio::time::Instant> = None;
     loop {
         let mut len = [0u8; 2];
-        // Wait for the first byte of the next message up to the idle timeout.
-        let first = tokio::select! {
-            _ = cancel.cancelled() => break,
-            r = tokio::time::timeout(TCP_IDLE, rd.read(&mut len[..1])) => r,
+        // Wait for the first byte of the next message up to the idle timeout. Once the
+        // listener stopped, a query already sent (a client that connected just before) is
+        // still answered: the connection closes after TCP_DRAIN without one, or at the latest
+        // TCP_DRAIN_MAX after the stop.
+        let first = match drain_until {
+            Some(end) => {
+                let now = tokio::time::Instant::now();
+                if now >= end {
+                    break;
+                }
+                tokio::time::timeout(TCP_DRAIN.min(end - now), rd.read(&mut len[..1])).await
+            }
+            None => tokio::select! {
+                _ = cancel.cancelled() => {
+                    drain_until = Some(tokio::time::Instant::now() + TCP_DRAIN_MAX);
+                    continue;
+                }
+                r = tokio::time::timeout(TCP_IDLE, rd.read(&mut len[..1])) => r,
+            },
         };
         match first {
             Ok(Ok(1)) => {}
@@ -457,4 +592,197 @@ async fn tcp_conn<S>(
     let _ = tokio::time::timeout(TCP_WRITE, slots.acquire_many(TCP_MAX_INFLIGHT as u32)).await;
     let mut w = wr.lock().await;
     let _ = w.shutdown().await;
+}
+
+/// The hand-over registry: the listening sockets this process has open, and those a running
+/// instance handed to this one at start (see `nodecache::peers`). Two instances holding
+/// duplicates of the same socket both read it; when one exits, the socket, its queued datagrams
+/// and its accept queue live on in the other, so nothing queued is lost.
+pub(crate) mod handover {
+    use std::net::SocketAddr;
+    use std::os::fd::{AsFd, OwnedFd};
+    use std::sync::{Arc, Mutex, Weak};
+
+    use socket2::{Socket, Type};
+
+    /// What a shared listening socket is.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub(crate) enum SocketKind {
+        Udp,
+        /// A listening TCP socket (DNS or HTTP).
+        Tcp,
+    }
+
+    impl SocketKind {
+        pub(crate) fn as_str(self) -> &'static str {
+            match self {
+                SocketKind::Udp => "udp",
+                SocketKind::Tcp => "tcp",
+            }
+        }
+
+        pub(crate) fn parse(s: &str) -> Option<SocketKind> {
+            match s {
+                "udp" => Some(SocketKind::Udp),
+                "tcp" => Some(SocketKind::Tcp),
+                _ => None,
+            }
+        }
+    }
+
+    struct Open {
+        kind: SocketKind,
+        addr: SocketAddr,
+        sock: Weak<dyn AsFd + Send + Sync>,
+    }
+
+    /// Sockets in use, held weakly: a stopped listener's socket closes as usual.
+    static OPEN: Mutex<Vec<Open>> = Mutex::new(Vec::new());
+    /// Sockets handed over by another instance, not yet taken by a bind.
+    static INHERITED: Mutex<Vec<(SocketKind, SocketAddr, Socket)>> = Mutex::new(Vec::new());
+
+    /// Records a socket this process listens on.
+    pub(crate) fn register<T: AsFd + Send + Sync + 'static>(
+        kind: SocketKind,
+        addr: SocketAddr,
+        sock: &Arc<T>,
+    ) {
+        let weak: Weak<dyn AsFd + Send + Sync> = Arc::downgrade(sock) as _;
+        if let Ok(mut open) = OPEN.lock() {
+            open.retain(|o| o.sock.strong_count() > 0);
+            open.push(Open {
+                kind,
+                addr,
+                sock: weak,
+            });
+        }
+    }
+
+    /// Duplicates of every socket this process listens on now, to hand to another instance.
+    pub(crate) fn open_sockets() -> Vec<(SocketKind, SocketAddr, OwnedFd)> {
+        let Ok(mut open) = OPEN.lock() else {
+            return Vec::new();
+        };
+        open.retain(|o| o.sock.strong_count() > 0);
+        open.iter()
+            .filter_map(|o| {
+                let s = o.sock.upgrade()?;
+                let fd = s.as_fd().try_clone_to_owned().ok()?;
+                Some((o.kind, o.addr, fd))
+            })
+            .collect()
+    }
+
+    /// Keeps sockets handed over by another instance for the binds to come. Each must be what
+    /// it claims to be (type and bound address); others are closed and reported.
+    pub(crate) fn inherit(socks: Vec<(SocketKind, SocketAddr, OwnedFd)>) -> Result<usize, String> {
+        let mut ok = Vec::new();
+        let mut bad = Vec::new();
+        for (kind, addr, fd) in socks {
+            let s = Socket::from(fd);
+            let want = match kind {
+                SocketKind::Udp => Type::DGRAM,
+                SocketKind::Tcp => Type::STREAM,
+            };
+            let is_type = s.r#type().is_ok_and(|t| t == want);
+            let bound = s.local_addr().ok().and_then(|a| a.as_socket());
+            let listening = kind == SocketKind::Udp || s.is_listener().unwrap_or(false);
+            if is_type && listening && bound == Some(addr) {
+                ok.push((kind, addr, s));
+            } else {
+                bad.push(format!("{} {addr}", kind.as_str()));
+            }
+        }
+        let n = ok.len();
+        if let Ok(mut inh) = INHERITED.lock() {
+            inh.extend(ok);
+        }
+        if bad.is_empty() {
+            Ok(n)
+        } else {
+            Err(format!(
+                "refused sockets that are not what they claim: {}",
+                bad.join(", ")
+            ))
+        }
+    }
+
+    /// Takes every inherited socket of this kind bound to `addr`.
+    pub(crate) fn take(kind: SocketKind, addr: SocketAddr) -> Vec<Socket> {
+        let Ok(mut inh) = INHERITED.lock() else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < inh.len() {
+            if inh[i].0 == kind && inh[i].1 == addr {
+                out.push(inh.swap_remove(i).2);
+            } else {
+                i += 1;
+            }
+        }
+        out
+    }
+
+    /// Closes the inherited sockets no bind took (addresses this configuration does not serve):
+    /// kept open unread, they would swallow what the kernel hashes to them. Returns them named.
+    pub(crate) fn release_unclaimed() -> Vec<String> {
+        let Ok(mut inh) = INHERITED.lock() else {
+            return Vec::new();
+        };
+        inh.drain(..)
+            .map(|(k, a, _)| format!("{} {a}", k.as_str()))
+            .collect()
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn hands_over_live_sockets_only_and_checks_what_it_inherits() {
+            let u = Arc::new(std::net::UdpSocket::bind("127.0.0.1:0").unwrap());
+            let ua = u.local_addr().unwrap();
+            let t = Arc::new(std::net::TcpListener::bind("127.0.0.1:0").unwrap());
+            let ta = t.local_addr().unwrap();
+            register(SocketKind::Udp, ua, &u);
+            register(SocketKind::Tcp, ta, &t);
+            let gone = Arc::new(std::net::UdpSocket::bind("127.0.0.1:0").unwrap());
+            let ga = gone.local_addr().unwrap();
+            register(SocketKind::Udp, ga, &gone);
+            drop(gone);
+            let open = open_sockets();
+            assert!(open
+                .iter()
+                .any(|(k, a, _)| *k == SocketKind::Udp && *a == ua));
+            assert!(open
+                .iter()
+                .any(|(k, a, _)| *k == SocketKind::Tcp && *a == ta));
+            assert!(!open.iter().any(|(_, a, _)| *a == ga), "a closed socket");
+            // A duplicate is the same socket: what is sent to it can be read from the original.
+            let dup: Vec<_> = open
+                .into_iter()
+                .filter(|(_, a, _)| *a == ua || *a == ta)
+                .collect();
+            assert_eq!(inherit(dup).unwrap(), 2);
+            let mine = take(SocketKind::Udp, ua);
+            assert_eq!(mine.len(), 1);
+            let c = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            c.send_to(b"hi", ua).unwrap();
+            let mine: std::net::UdpSocket = mine.into_iter().next().unwrap().into();
+            mine.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+                .unwrap();
+            let mut buf = [0u8; 8];
+            assert_eq!(mine.recv(&mut buf).unwrap(), 2);
+            assert!(take(SocketKind::Udp, ua).is_empty(), "taken once");
+            assert_eq!(release_unclaimed(), vec![format!("tcp {ta}")]);
+            // A socket claiming another address or kind is refused.
+            let fd = u.as_fd().try_clone_to_owned().unwrap();
+            let err = inherit(vec![(SocketKind::Tcp, ua, fd)]).unwrap_err();
+            assert!(err.contains(&format!("tcp {ua}")), "{err}");
+            let fd = u.as_fd().try_clone_to_owned().unwrap();
+            assert!(inherit(vec![(SocketKind::Udp, ta, fd)]).is_err());
+            assert!(release_unclaimed().is_empty());
+        }
+    }
 }

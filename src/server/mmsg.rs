@@ -55,6 +55,16 @@ impl RecvBatch {
     /// Waits for at least one datagram (up to the socket's receive timeout, then `WouldBlock`)
     /// and reads up to [`BATCH`] of those queued, in one system call.
     pub(super) fn recv_wait(&mut self, fd: RawFd) -> io::Result<usize> {
+        self.recv(fd, libc::MSG_WAITFORONE)
+    }
+
+    /// Reads up to [`BATCH`] of the datagrams already queued without waiting (`WouldBlock` when
+    /// the queue is empty): how a stopping listener drains its socket.
+    pub(super) fn recv_queued(&mut self, fd: RawFd) -> io::Result<usize> {
+        self.recv(fd, libc::MSG_DONTWAIT)
+    }
+
+    fn recv(&mut self, fd: RawFd, flags: libc::c_int) -> io::Result<usize> {
         for h in &mut self.hdrs {
             h.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as u32;
             h.msg_hdr.msg_flags = 0;
@@ -67,7 +77,7 @@ impl RecvBatch {
                 fd,
                 self.hdrs.as_mut_ptr(),
                 BATCH as u32,
-                libc::MSG_WAITFORONE,
+                flags,
                 std::ptr::null_mut(),
             )
         };

@@ -56,6 +56,15 @@ pub(crate) fn config_hash(cf: &sextant_corefile::Corefile, src: &Source) -> Stri
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// What a mode embedding the server (`node-cache`) is told about its life.
+pub(crate) trait Embedder: Send + Sync {
+    /// A configuration has been applied: its listeners are read.
+    fn serving(&self);
+    /// Graceful shutdown, after lameduck and before the listeners stop: node-cache moves the
+    /// traffic elsewhere here, so that closing the sockets loses nothing.
+    fn before_close(&self) -> crate::plugin::BoxFuture<'static, ()>;
+}
+
 /// Why a configuration could not be loaded or applied.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ServeError {
@@ -106,6 +115,7 @@ pub(crate) struct Runtime {
     /// Values handed from one generation to the next.
     carry: Arc<Carry>,
     state: Arc<RuntimeState>,
+    embedder: std::sync::Mutex<Option<Arc<dyn Embedder>>>,
 }
 
 impl Runtime {
@@ -122,7 +132,19 @@ impl Runtime {
             default_port,
             carry: Arc::new(Carry::default()),
             state: Arc::new(RuntimeState::default()),
+            embedder: std::sync::Mutex::new(None),
         })
+    }
+
+    /// Reports this runtime's life to `e` (see [`Embedder`]).
+    pub(crate) fn set_embedder(&self, e: Arc<dyn Embedder>) {
+        if let Ok(mut g) = self.embedder.lock() {
+            *g = Some(e);
+        }
+    }
+
+    fn embedder(&self) -> Option<Arc<dyn Embedder>> {
+        self.embedder.lock().ok().and_then(|g| g.clone())
     }
 
     /// Builds a generation from the source. Nothing is started or bound.
@@ -276,6 +298,19 @@ impl Runtime {
             }
         }
         drop(live);
+        // Sockets handed over by another instance that this configuration does not serve: open
+        // and unread they would swallow what the kernel hashes to them.
+        let unclaimed = crate::server::listen::handover::release_unclaimed();
+        if !unclaimed.is_empty() {
+            log::info(&format!(
+                "Closed {} inherited socket(s) this configuration does not serve: {}",
+                unclaimed.len(),
+                unclaimed.join(", ")
+            ));
+        }
+        if let Some(e) = self.embedder() {
+            e.serving();
+        }
         if let Some(p) = previous {
             p.retire().await;
         }
@@ -307,8 +342,9 @@ impl Runtime {
         Ok(true)
     }
 
-    /// Graceful stop: not ready, then `why` logged, lameduck (still serving), close listeners,
-    /// wait for answers in flight (at most 5 s), retire the generation.
+    /// Graceful stop: not ready, then `why` logged, lameduck (still serving), the embedder's
+    /// `before_close`, close listeners (UDP ones drain their queue), wait for answers in flight
+    /// (at most 5 s), retire the generation.
     pub(crate) async fn shutdown(&self, why: &str) {
         self.state.begin_shutdown();
         log::info(why);
@@ -320,16 +356,20 @@ impl Runtime {
             ));
             tokio::time::sleep(d).await;
         }
+        if let Some(e) = self.embedder() {
+            e.before_close().await;
+        }
         let mut live = self.live.lock().await;
         for l in live.listeners.values() {
             l.stop();
         }
+        // Stopped UDP listeners first drain what is queued to them; then answers in flight.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         while tokio::time::Instant::now() < deadline
             && live
                 .listeners
                 .values()
-                .any(|l| l.inflight.load(Ordering::Acquire) > 0)
+                .any(|l| !l.drained() || l.inflight.load(Ordering::Acquire) > 0)
         {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }

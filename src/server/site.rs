@@ -1,69 +1,52 @@
 //! One listening address's routing table: picks the server block by longest zone match, runs its
-//! plugin chain and turns the outcome into the bytes sent back (EDNS, truncation, error replies).
+//! plugin chain and turns the outcome into the bytes sent back (error replies; the EDNS echo
+//! and truncation rules are CoreDNS's, applied by `sextant_wire::Reply::finish`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+use sextant_wire::reply::client_limit;
 use sextant_wire::{
-    opcode, scan_query, Class, Edns, Message, Name, ParseError, Question, RType, Rcode, HEADER_LEN,
+    opcode, scan_query, Asked, Class, Edns, Message, Name, ParseError, RType, Rcode, Reply,
 };
 
 use crate::plugin::{BoxFuture, Handler, Next, Outcome, Proto, Request, Resolver, ViewFilter};
 
-/// Largest UDP payload Sextant sends (DNS Flag Day 2020) and advertises in its OPT record.
+/// Largest UDP reply Sextant sends (DNS Flag Day 2020), whatever size the client advertises:
+/// the amplification bound of faults.md §5.6. Below it replies are truncated to the client's
+/// size as CoreDNS truncates them (`request.Size`, see [`limit`]). Also the size Sextant
+/// advertises in queries it makes itself (re-entering the server for a CNAME target) and in OPT
+/// records a plugin adds for an extended rcode. The OPT record of a reply carries the client's
+/// own size (CoreDNS's `SizeAndDo`), not this.
 pub(crate) const MAX_UDP_PAYLOAD: u16 = 1232;
 
-/// What the server keeps of a query to shape its reply: ID, opcode, RD/CD, the question as the
-/// client spelled it and its EDNS size and DO bit. Plugins may change the request (`rewrite`),
-/// the reply still answers what the client asked.
-#[derive(Clone, Debug)]
-pub(crate) struct Asked {
-    pub id: u16,
-    pub opcode: u8,
-    pub rd: bool,
-    pub cd: bool,
-    pub question: Option<Question>,
-    /// (UDP payload size, DO) of the client's OPT record.
-    pub edns: Option<(u16, bool)>,
+/// True for the EDNS options a reply without an OPT record of its own echoes from the client's
+/// (CoreDNS's built-in list; the options `rewrite edns0 local` registers there are echoed by
+/// the `rewrite` plugin itself, which puts an OPT record on the reply).
+pub(crate) fn echoed_option(code: u16) -> bool {
+    sextant_wire::reply::ECHOED_OPTIONS.contains(&code)
 }
 
-impl Asked {
-    pub(crate) fn of(m: &Message) -> Asked {
-        Asked {
-            id: m.header.id,
-            opcode: m.header.opcode,
-            rd: m.header.rd,
-            cd: m.header.cd,
-            question: m.questions.first().cloned(),
-            edns: m.edns.as_ref().map(|e| (e.udp_size, e.dnssec_ok)),
-        }
-    }
-
-    /// A reply skeleton, like `Message::reply_to` on the original query.
-    pub(crate) fn reply(&self) -> Message {
-        let mut r = Message::default();
-        r.header.id = self.id;
-        r.header.qr = true;
-        r.header.opcode = self.opcode;
-        r.header.rd = self.rd;
-        r.header.cd = self.cd;
-        r.questions.extend(self.question.iter().cloned());
-        r
-    }
-
-    /// Largest reply the client takes: 64 KiB over TCP; over UDP its EDNS size within
-    /// 512..=[`MAX_UDP_PAYLOAD`], 512 without EDNS.
-    pub(crate) fn limit(&self, proto: Proto) -> usize {
-        match proto {
-            Proto::Tcp => u16::MAX as usize,
-            Proto::Udp => self
-                .edns
-                .map(|(size, _)| size.clamp(512, MAX_UDP_PAYLOAD))
-                .unwrap_or(512) as usize,
-        }
+/// Largest reply the client gets: CoreDNS's `request.Size` (TCP 65535; UDP the client's EDNS
+/// size, at least 512), over UDP at most [`MAX_UDP_PAYLOAD`].
+fn limit(asked: &Asked, proto: Proto) -> usize {
+    let size = client_limit(proto == Proto::Tcp, asked.edns.map(|e| e.udp_size));
+    match proto {
+        Proto::Tcp => size as usize,
+        Proto::Udp => size.min(MAX_UDP_PAYLOAD) as usize,
     }
 }
+
+/// The bytes sent back for `reply` to the client that asked `asked`, echoing options of the
+/// request's OPT record `req_opt` (see [`Reply::finish`]).
+pub(crate) fn finish(asked: &Asked, req_opt: Option<&Edns>, reply: Reply, proto: Proto) -> Vec<u8> {
+    let options = req_opt.map_or(&[][..], |e| &e.options[..]);
+    reply.finish(asked, options, limit(asked, proto), echoed_option)
+}
+
+/// Plugins that open the server to classes other than IN (CoreDNS's `EnableChaos`).
+const OPEN_CLASSES: [&str; 2] = ["chaos", "forward"];
 
 /// A server block as served on one listener.
 pub(crate) struct Block {
@@ -80,14 +63,21 @@ pub(crate) struct Site {
     pub label: Arc<str>,
     /// (zone, block) sorted by zone length, longest first.
     pub zones: Vec<(Name, Arc<Block>)>,
+    /// Queries of any class are let in: some block on this address has `chaos` or `forward`
+    /// (CoreDNS decides per server, that is per listening address, not per block).
+    pub any_class: bool,
 }
 
 impl Site {
     pub(crate) fn new(label: &str, mut zones: Vec<(Name, Arc<Block>)>) -> Site {
         zones.sort_by_key(|(z, _)| std::cmp::Reverse(z.label_count()));
+        let any_class = zones
+            .iter()
+            .any(|(_, b)| b.chaos || b.chain.iter().any(|h| OPEN_CLASSES.contains(&h.name())));
         Site {
             label: Arc::from(label),
             zones,
+            any_class,
         }
     }
 
@@ -196,19 +186,29 @@ impl Site {
             r.header.rd = false;
             r.header.cd = false;
             r.header.rcode = Rcode::NOTIMP.low();
-            return Some(finish(&asked, r, proto));
+            return Some(finish(&asked, msg.edns.as_ref(), Reply::parsed(r), proto));
         }
         if msg.questions.len() != 1 || msg.answers.len() > 1 || msg.authority.len() > 1 {
             let mut r = Message::reply_to(&msg);
             r.set_rcode(Rcode::FORMERR);
-            return Some(finish(&asked, r, proto));
+            return Some(finish(&asked, msg.edns.as_ref(), Reply::parsed(r), proto));
+        }
+        let q = &msg.questions[0];
+        // Like CoreDNS's ServeDNS: the class, then the EDNS version, then the zone.
+        if q.qclass != Class::IN && !self.any_class {
+            crate::metrics::record_dropped(&self.label, proto, packet.len(), Rcode::REFUSED);
+            let mut r = Message::reply_to(&msg);
+            r.set_rcode(Rcode::REFUSED);
+            return Some(finish(&asked, msg.edns.as_ref(), Reply::parsed(r), proto));
         }
         if let Some(e) = &msg.edns {
             if e.version > 0 {
+                // CoreDNS's edns.Version: a fresh OPT record (size 0, version 0) with the
+                // extended rcode, written without the usual EDNS echo.
                 let mut r = Message::reply_to(&msg);
-                r.edns = Some(Edns::new(MAX_UDP_PAYLOAD));
+                r.edns = Some(Edns::new(0));
                 r.set_rcode(Rcode::BADVERS);
-                return Some(finish(&asked, r, proto));
+                return Some(r.to_wire_limited(limit(&asked, proto)).0);
             }
         }
         let mut req = Request {
@@ -228,34 +228,29 @@ impl Site {
             crate::metrics::record_dropped(&self.label, proto, packet.len(), Rcode::REFUSED);
             let mut r = Message::reply_to(&req.msg);
             r.set_rcode(Rcode::REFUSED);
-            return Some(finish(&asked, r, proto));
+            return Some(finish(
+                &asked,
+                req.msg.edns.as_ref(),
+                Reply::parsed(r),
+                proto,
+            ));
         };
-        let qclass = req.qclass();
-        if qclass != Class::IN && !(qclass == Class::CH && block.chaos) {
-            let mut r = Message::reply_to(&req.msg);
-            r.set_rcode(Rcode::REFUSED);
-            return Some(finish(&asked, r, proto));
-        }
         req.zone = zone.clone();
         req.view = block.view.as_ref().map(|(name, _)| name.clone());
         let block = block.clone();
         let mut out = run_chain(&block, &mut req).await;
+        let options = req.msg.edns.as_ref().map_or(&[][..], |e| &e.options[..]);
         if let Some(ext) = out.ext.take() {
-            return finish_ext(&asked, out, *ext, proto, more);
+            return finish_ext(&asked, options, out, *ext, proto, more);
         }
-        if let Some(w) = out.wire.take() {
-            match finish_wire(&asked, w.bytes, proto) {
-                Ok(bytes) => return Some(bytes),
-                Err(bytes) => {
-                    out.wire = Some(crate::plugin::WireReply {
-                        bytes,
-                        uncompressed: w.uncompressed,
-                    })
-                }
-            }
-        }
-        let reply = outcome_to_reply(&asked, out);
-        Some(finish(&asked, reply, proto))
+        // Options are echoed from the request as the chain left it (CoreDNS's rewrite edits
+        // the request its ScrubWriter reads); size and DO are the client's.
+        let limit = limit(&asked, proto);
+        Some(match out.reply.as_mut() {
+            // Finished where it lies: a parsed reply is large, moving it costs a copy.
+            Some(r) => r.take_finished(&asked, options, limit, echoed_option),
+            None => outcome_to_reply(&asked, out).finish(&asked, options, limit, echoed_option),
+        })
     }
 }
 
@@ -263,6 +258,7 @@ impl Site {
 /// if a signer asks, and over TCP every further message, each finished and signed in turn.
 fn finish_ext(
     asked: &Asked,
+    options: &[sextant_wire::EdnsOption],
     out: Outcome,
     mut ext: crate::plugin::OutcomeExt,
     proto: Proto,
@@ -271,15 +267,17 @@ fn finish_ext(
     if ext.silent {
         return None;
     }
+    // A signature's bytes are kept free of the client's limit.
     let reserve = ext.signer.as_ref().map_or(0, |s| s.reserve());
+    let limit = limit(asked, proto).saturating_sub(reserve);
     let reply = outcome_to_reply(asked, out);
-    let mut first = finish_reserving(asked, reply, proto, reserve);
+    let mut first = reply.finish(asked, options, limit, echoed_option);
     if let Some(s) = ext.signer.as_mut() {
         s.sign(&mut first);
     }
     if let Some(more) = more {
         for m in std::mem::take(&mut ext.more) {
-            let mut b = finish_reserving(asked, m, proto, reserve);
+            let mut b = Reply::parsed(m).finish(asked, options, limit, echoed_option);
             if let Some(s) = ext.signer.as_mut() {
                 s.sign(&mut b);
             }
@@ -294,11 +292,10 @@ async fn run_chain(block: &Block, req: &mut Request) -> Outcome {
     Next::new(&block.chain).run(req).await
 }
 
-/// Turns what the chain returned into a reply message.
-pub(crate) fn outcome_to_reply(query: &Asked, mut out: Outcome) -> Message {
-    out.message_mut();
+/// The reply the chain wrote, or the server's error reply for its rcode.
+pub(crate) fn outcome_to_reply(query: &Asked, out: Outcome) -> Reply {
     match out.reply {
-        Some(m) => m,
+        Some(r) => r,
         None => {
             let mut r = query.reply();
             let rc = match out.rcode {
@@ -306,94 +303,9 @@ pub(crate) fn outcome_to_reply(query: &Asked, mut out: Outcome) -> Message {
                 _ => Rcode::SERVFAIL,
             };
             r.set_rcode(rc);
-            r
+            Reply::parsed(r)
         }
     }
-}
-
-/// Final touches before the reply leaves: the client's ID and question, EDNS as the client asked
-/// (our buffer size, DO copied, no options echoed), truncation to what the client can take.
-pub(crate) fn finish(query: &Asked, reply: Message, proto: Proto) -> Vec<u8> {
-    finish_reserving(query, reply, proto, 0)
-}
-
-/// [`finish`], keeping `reserve` bytes of the client's limit free (for a TSIG record).
-fn finish_reserving(query: &Asked, mut reply: Message, proto: Proto, reserve: usize) -> Vec<u8> {
-    reply.header.id = query.id;
-    reply.header.qr = true;
-    reply.header.opcode = query.opcode;
-    reply.header.z = false;
-    if let Some(q) = &query.question {
-        // Keep the client's spelling of the question.
-        reply.questions = vec![q.clone()];
-    }
-    let rcode = reply.rcode();
-    match query.edns {
-        Some((_, dnssec_ok)) => {
-            let mut e = Edns::new(MAX_UDP_PAYLOAD);
-            e.dnssec_ok = dnssec_ok;
-            if let Some(re) = &reply.edns {
-                // Options a plugin set on purpose (e.g. NSID) survive; nothing is echoed blindly.
-                e.options = re.options.clone();
-            }
-            e.ext_rcode = rcode.high();
-            reply.edns = Some(e);
-        }
-        None => reply.edns = None,
-    }
-    reply
-        .to_wire_limited(query.limit(proto).saturating_sub(reserve))
-        .0
-}
-
-/// The fast path for a reply a plugin sent as wire bytes (see [`crate::plugin::WireReply`]):
-/// patches the ID, QR/opcode/Z and the client's spelling of the question in place, and adds the
-/// OPT record the client should see. Gives the bytes back untouched when they do not fit this
-/// query (a different question, or larger than the client's limit): the caller then decodes
-/// them and uses [`finish`], which truncates.
-pub(crate) fn finish_wire(
-    query: &Asked,
-    mut out: Vec<u8>,
-    proto: Proto,
-) -> Result<Vec<u8>, Vec<u8>> {
-    let Some(q) = &query.question else {
-        return Err(out);
-    };
-    let qname = q.name.wire();
-    let qend = HEADER_LEN + qname.len();
-    let fits = match out.get(HEADER_LEN..qend + 4) {
-        Some(stored_q) => {
-            let (sname, stc) = stored_q.split_at(qname.len());
-            out[4..6] == [0, 1]
-                && sname.eq_ignore_ascii_case(qname)
-                && stc[..2] == q.qtype.0.to_be_bytes()
-                && stc[2..] == q.qclass.0.to_be_bytes()
-        }
-        None => false,
-    };
-    let opt_len = if query.edns.is_some() { 11 } else { 0 };
-    let arcount = match out.get(10..12) {
-        Some(b) if fits => u16::from_be_bytes([b[0], b[1]]),
-        _ => return Err(out),
-    };
-    if out.len() + opt_len > query.limit(proto) || (opt_len > 0 && arcount == u16::MAX) {
-        return Err(out);
-    }
-    out[0..2].copy_from_slice(&query.id.to_be_bytes());
-    // QR set, opcode from the query, Z clear; AA/TC/RD/RA/AD/CD/rcode as the plugin wrote them.
-    out[2] = (out[2] & 0x87) | 0x80 | ((query.opcode & 0x0f) << 3);
-    out[3] &= !0x40;
-    out[HEADER_LEN..qend].copy_from_slice(qname);
-    if let Some((_, dnssec_ok)) = query.edns {
-        out[10..12].copy_from_slice(&(arcount + 1).to_be_bytes());
-        out.push(0); // root owner
-        out.extend_from_slice(&RType::OPT.0.to_be_bytes());
-        out.extend_from_slice(&MAX_UDP_PAYLOAD.to_be_bytes());
-        // Extended rcode 0 (wire replies carry a four-bit rcode), version 0, DO as asked.
-        out.extend_from_slice(&[0, 0, if dnssec_ok { 0x80 } else { 0 }, 0]);
-        out.extend_from_slice(&[0, 0]);
-    }
-    Ok(out)
 }
 
 impl Resolver for Site {
@@ -454,49 +366,23 @@ mod tests {
     }
 
     #[test]
-    fn finish_wire_patches_id_question_and_adds_opt() {
-        let mut q = Message::query(0xbeef, Name::parse("A.Example.Org.").unwrap(), RType::A);
-        let bytes = stored("a.example.org.", 2);
-        let out = finish_wire(&Asked::of(&q), bytes.clone(), Proto::Udp).unwrap();
-        let m = Message::parse(&out).unwrap();
-        assert_eq!(m.header.id, 0xbeef);
-        assert!(m.header.qr && m.header.aa);
-        assert!(m.questions[0].name.eq_case_sensitive(&q.questions[0].name));
-        assert_eq!(m.answers.len(), 2);
-        assert!(m.edns.is_none());
-
-        let mut e = Edns::new(4096);
-        e.dnssec_ok = true;
-        q.edns = Some(e);
-        let m = Message::parse(&finish_wire(&Asked::of(&q), bytes.clone(), Proto::Udp).unwrap())
-            .unwrap();
-        let e = m.edns.unwrap();
-        assert_eq!(
-            (e.udp_size, e.dnssec_ok, e.version),
-            (MAX_UDP_PAYLOAD, true, 0)
-        );
-
-        // Another question, or too big for the client: None (the caller decodes and truncates).
-        let other = Message::query(1, Name::parse("b.example.org.").unwrap(), RType::A);
-        assert!(finish_wire(&Asked::of(&other), bytes.clone(), Proto::Udp).is_err());
-        let aaaa = Message::query(1, Name::parse("a.example.org.").unwrap(), RType::AAAA);
-        assert!(finish_wire(&Asked::of(&aaaa), bytes.clone(), Proto::Udp).is_err());
-        let big = stored("a.example.org.", 40);
-        let q512 = Message::query(2, Name::parse("a.example.org.").unwrap(), RType::A);
-        assert!(finish_wire(&Asked::of(&q512), big.clone(), Proto::Udp).is_err());
-        assert!(finish_wire(&Asked::of(&q512), vec![0; 11], Proto::Udp).is_err());
-        assert!(finish_wire(&Asked::of(&q512), big, Proto::Tcp).is_ok());
-    }
-
-    #[test]
-    fn a_wire_outcome_too_big_for_udp_is_truncated_by_finish() {
+    fn a_wire_outcome_too_big_for_udp_keeps_what_fits() {
         let q = Message::query(3, Name::parse("a.example.org.").unwrap(), RType::A);
         let out = Outcome::wire("cache", stored("a.example.org.", 40));
         let reply = outcome_to_reply(&Asked::of(&q), out);
-        let bytes = finish(&Asked::of(&q), reply, Proto::Udp);
+        let bytes = finish(&Asked::of(&q), None, reply, Proto::Udp);
         assert!(bytes.len() <= 512);
         let m = Message::parse(&bytes).unwrap();
         assert!(m.header.tc);
+        assert_eq!(m.answers.len(), (512 - 12 - 19) / 16);
         assert_eq!(m.header.id, 3);
+        let out = Outcome::wire("cache", stored("a.example.org.", 40));
+        let bytes = finish(
+            &Asked::of(&q),
+            None,
+            outcome_to_reply(&Asked::of(&q), out),
+            Proto::Tcp,
+        );
+        assert_eq!(Message::parse(&bytes).unwrap().answers.len(), 40);
     }
 }

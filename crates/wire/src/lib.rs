@@ -7,6 +7,7 @@
 
 pub mod message;
 pub mod name;
+pub mod reply;
 pub mod reverse;
 pub mod rr;
 pub mod scan;
@@ -17,6 +18,7 @@ pub use message::{
     HEADER_LEN,
 };
 pub use name::Name;
+pub use reply::{Asked, ClientEdns, Encoded, Reply};
 pub use reverse::{CidrError, IpNet};
 pub use rr::{RData, Record, Soa, Srv};
 pub use scan::{scan_query, OptView, QueryView, ScanError};

@@ -1,5 +1,5 @@
 //! DNS messages: header flags, EDNS(0), parsing with strict limits, and encoding with name
-//! compression and truncation at RRset boundaries. No I/O.
+//! compression and truncation the way miekg/dns truncates (as many records as fit). No I/O.
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -143,8 +143,28 @@ impl Edns {
         }
     }
 
-    fn wire_len(&self) -> usize {
+    /// Length of the encoded OPT record.
+    pub fn wire_len(&self) -> usize {
         11 + self.options.iter().map(|o| 4 + o.data.len()).sum::<usize>()
+    }
+
+    /// Appends the encoded OPT record (root owner, type 41) to `buf`.
+    pub fn encode_into(&self, buf: &mut Vec<u8>) {
+        buf.push(0);
+        buf.extend_from_slice(&RType::OPT.0.to_be_bytes());
+        buf.extend_from_slice(&self.udp_size.to_be_bytes());
+        let ttl = ((self.ext_rcode as u32) << 24)
+            | ((self.version as u32) << 16)
+            | if self.dnssec_ok { 0x8000 } else { 0 }
+            | (self.z as u32 & 0x7fff);
+        buf.extend_from_slice(&ttl.to_be_bytes());
+        let len: usize = self.options.iter().map(|o| 4 + o.data.len()).sum();
+        buf.extend_from_slice(&(len.min(u16::MAX as usize) as u16).to_be_bytes());
+        for o in &self.options {
+            buf.extend_from_slice(&o.code.to_be_bytes());
+            buf.extend_from_slice(&(o.data.len() as u16).to_be_bytes());
+            buf.extend_from_slice(&o.data);
+        }
     }
 }
 
@@ -296,10 +316,11 @@ impl Message {
         self.encode(usize::MAX).0
     }
 
-    /// Encodes the message into at most `max_len` bytes (at least 512 are always allowed). When the
-    /// answer or authority section does not fit it is cut at an RRset boundary, the sections after
-    /// it are dropped and TC is set; additional RRsets that do not fit are left out without TC.
-    /// The OPT record is always kept. Returns the bytes and whether TC was set by truncation.
+    /// Encodes the message into at most `max_len` bytes (at least 512 are always allowed), the way
+    /// miekg/dns `Msg.Truncate` cuts a reply: as many records as fit, in order (answer, then
+    /// authority, then additional), name compression counted; the first record that does not
+    /// fit ends the message. TC is set when any record was left out (a TC bit already set stays
+    /// set). The OPT record is always kept. Returns the bytes and whether records were left out.
     pub fn to_wire_limited(&self, max_len: usize) -> (Vec<u8>, bool) {
         self.encode(max_len.max(512))
     }
@@ -329,34 +350,36 @@ impl Message {
             e.u16(q.qclass.0);
         }
         let opt_len = self.edns.as_ref().map(Edns::wire_len).unwrap_or(0);
+        // miekg/dns `Msg.Truncate`, which CoreDNS applies to every reply: records are added in
+        // order (answer, authority, additional) while the compressed length stays within the
+        // budget; the first one that does not fit ends the message, and so does one that fills
+        // the budget exactly. TC is set when any record (of any section) was left out.
         let budget = max_len.saturating_sub(opt_len);
         let mut counts = [self.questions.len() as u16, 0, 0, 0];
+        let mut full = e.buf.len() >= budget;
         let mut truncated = false;
-        'sections: for (idx, section) in [&self.answers, &self.authority, &self.additional]
+        for (idx, section) in [&self.answers, &self.authority, &self.additional]
             .into_iter()
             .enumerate()
         {
-            let mut i = 0;
-            while i < section.len() {
-                let mut j = i + 1;
-                while j < section.len() && section[j].same_rrset(&section[i]) {
-                    j += 1;
-                }
+            if full {
+                truncated |= !section.is_empty();
+                continue;
+            }
+            for rr in section {
                 let mark = e.buf.len();
-                for rr in &section[i..j] {
-                    e.record(rr);
-                }
+                e.record(rr);
                 if e.buf.len() > budget {
                     e.rollback(mark);
-                    if idx < 2 {
-                        truncated = true;
-                        break 'sections;
-                    }
-                    i = j;
-                    continue;
+                    full = true;
+                } else {
+                    counts[idx + 1] += 1;
+                    full = e.buf.len() == budget;
                 }
-                counts[idx + 1] += (j - i) as u16;
-                i = j;
+                if full {
+                    truncated |= counts[idx + 1] as usize != section.len();
+                    break;
+                }
             }
         }
         if let Some(edns) = &self.edns {
@@ -796,21 +819,7 @@ impl Encoder {
     }
 
     fn opt(&mut self, e: &Edns) {
-        self.buf.push(0);
-        self.u16(RType::OPT.0);
-        self.u16(e.udp_size);
-        let ttl = ((e.ext_rcode as u32) << 24)
-            | ((e.version as u32) << 16)
-            | if e.dnssec_ok { 0x8000 } else { 0 }
-            | (e.z as u32 & 0x7fff);
-        self.u32(ttl);
-        let len: usize = e.options.iter().map(|o| 4 + o.data.len()).sum();
-        self.u16(len.min(u16::MAX as usize) as u16);
-        for o in &e.options {
-            self.u16(o.code);
-            self.u16(o.data.len() as u16);
-            self.buf.extend_from_slice(&o.data);
-        }
+        e.encode_into(&mut self.buf);
     }
 }
 
@@ -1070,17 +1079,24 @@ mod tests {
         ));
     }
 
-    #[test]
-    fn truncation_at_rrset_boundary() {
+    fn big(count: usize) -> Message {
         let q = Message::query(1, n("big.example."), RType::A);
         let mut m = Message::reply_to(&q);
-        for i in 0..100u8 {
+        for i in 0..count {
             m.answers.push(Record::new(
                 n("big.example."),
                 5,
-                RData::A(Ipv4Addr::new(10, 0, 0, i)),
+                RData::A(Ipv4Addr::new(10, 0, 0, i as u8)),
             ));
         }
+        m
+    }
+
+    /// Like miekg/dns `Truncate`: as many records as fit (not whole RRsets), TC set, the
+    /// sections after the cut left empty.
+    #[test]
+    fn truncation_keeps_the_records_that_fit() {
+        let mut m = big(100);
         m.authority
             .push(Record::new(n("example."), 5, RData::Ns(n("ns.example."))));
         let (w, tc) = m.to_wire_limited(512);
@@ -1088,11 +1104,66 @@ mod tests {
         assert!(w.len() <= 512);
         let back = Message::parse(&w).unwrap();
         assert!(back.header.tc);
-        assert!(back.answers.is_empty(), "one RRset: all or nothing");
+        // 12 header + 17 question, then 16 bytes per compressed A record: 30 fit in 512.
+        assert_eq!(back.answers.len(), 30);
+        assert_eq!(w.len(), 12 + 17 + 30 * 16);
         assert!(back.authority.is_empty());
         let (w, tc) = m.to_wire_limited(4096);
         assert!(!tc);
         assert_eq!(Message::parse(&w).unwrap().answers.len(), 100);
+    }
+
+    /// The OPT record's length comes off the budget and the OPT record is kept.
+    #[test]
+    fn truncation_keeps_the_opt_record() {
+        let mut m = big(100);
+        let mut e = Edns::new(4096);
+        e.options.push(EdnsOption {
+            code: 10,
+            data: vec![7; 8],
+        });
+        m.edns = Some(e.clone());
+        let (w, tc) = m.to_wire_limited(512);
+        assert!(tc);
+        let back = Message::parse(&w).unwrap();
+        // 512 - 23 bytes of OPT = 489: (489 - 29) / 16 = 28 records.
+        assert_eq!(back.answers.len(), 28);
+        assert_eq!(back.edns, Some(e));
+    }
+
+    /// A record that fills the budget exactly is kept and ends the message; left-out
+    /// additional records set TC too (miekg/dns does not special-case the additional section).
+    #[test]
+    fn truncation_exact_fit_and_additional() {
+        // 29 + 30 * 16 = 509; a 3-byte budget gap after 30 records.
+        let mut m = big(30);
+        m.additional.push(Record::new(
+            n("big.example."),
+            5,
+            RData::A(Ipv4Addr::new(10, 0, 1, 1)),
+        ));
+        let (w, tc) = m.to_wire_limited(512);
+        let back = Message::parse(&w).unwrap();
+        assert!(tc && back.header.tc);
+        assert_eq!((back.answers.len(), back.additional.len()), (30, 0));
+        // Exactly 525 bytes: everything fits without TC.
+        let (w, tc) = m.to_wire_limited(525);
+        assert!(!tc);
+        assert_eq!(w.len(), 525);
+        // One answer fills 512 exactly: the authority record after it is left out.
+        let mut m = big(0);
+        m.answers.push(Record::new(
+            n("big.example."),
+            5,
+            RData::Txt(vec![vec![b'x'; 255], vec![b'y'; 214]]),
+        ));
+        m.authority
+            .push(Record::new(n("example."), 5, RData::Ns(n("ns.example."))));
+        let (w, tc) = m.to_wire_limited(512);
+        assert_eq!(w.len(), 512);
+        let back = Message::parse(&w).unwrap();
+        assert!(tc);
+        assert_eq!((back.answers.len(), back.authority.len()), (1, 0));
     }
 
     #[test]

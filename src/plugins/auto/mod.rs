@@ -245,7 +245,8 @@ impl Handler for Auto {
             let mut out =
                 authority::answer("auto", FILE_LOG, &slot, &Fall::default(), req, next).await;
             // auto clears AA on every delegation, even one behind an in-zone CNAME.
-            if let Some(m) = out.reply.as_mut() {
+            // Built replies only, as before: the zone's encoded fast path is sent as it is.
+            if let Some(sextant_wire::Reply::Parsed(m)) = out.reply.as_mut() {
                 if m.answers
                     .iter()
                     .any(|r| r.rtype == sextant_wire::RType::CNAME)

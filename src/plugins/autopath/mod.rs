@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, OnceLock};
 
 use sextant_corefile::{Directive, Error};
-use sextant_wire::{Message, Name, RData, Rcode, Record};
+use sextant_wire::{Message, Name, RData, Rcode, Record, Reply};
 
 use crate::metrics::metrics;
 use crate::pkg::zones;
@@ -184,7 +184,7 @@ impl Handler for AutoPath {
                 if out.error.is_some() {
                     return out;
                 }
-                let Some(reply) = &out.reply else {
+                let Some(reply) = out.reply.as_ref().and_then(Reply::as_message) else {
                     if i == 0 {
                         first_out = Some(out);
                     }
@@ -196,7 +196,7 @@ impl Handler for AutoPath {
                     }
                     continue;
                 }
-                if let Some(m) = out.reply.as_mut() {
+                if let Some(m) = out.message_mut() {
                     cnamer(m, &qname);
                 }
                 SUCCESS.with_label_values(&[&req.server]).inc();

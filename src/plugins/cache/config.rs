@@ -39,6 +39,8 @@ pub(crate) struct Config {
     pub keepttl: bool,
     /// The block's view name (metric label `view`), "" without one.
     pub view: String,
+    /// `budget SIZE`: bytes shared by every cache of the Corefile that names a budget.
+    pub budget: Option<u64>,
 }
 
 /// CoreDNS `defaultCap`.
@@ -71,6 +73,7 @@ impl Config {
             nexcept: Vec::new(),
             keepttl: false,
             view: String::new(),
+            budget: None,
         }
     }
 }
@@ -289,6 +292,11 @@ pub(crate) fn parse(d: &Directive, block_zones: &[String]) -> Result<Config, Err
             "keepttl" => {
                 sub.arg_count(0, 0)?;
                 c.keepttl = true;
+            }
+            "budget" => {
+                sub.arg_count(1, 1)?;
+                let size = crate::pkg::num::size(sub, &a[0])?;
+                c.budget = Some(size);
             }
             other => return Err(sub.err(format!("unknown property '{other}'"))),
         }

@@ -21,17 +21,44 @@ use crate::server::lifecycle::Spawner;
 use classify::{cache_type, cacheable, clamp_ttl, minimal_ttl, MsgType};
 pub(crate) use config::Config;
 use metrics::{Ctr, Handles, Meter};
-use store::{Item, Kind, Store};
+use store::{Budget, Item, Kind, Store};
 
 use crate::pkg::clock::Clock;
 
 const NAME: &str = "cache";
 
+/// The generation's shared memory budget, set by the first `cache` that names one.
+#[derive(Default)]
+struct BudgetSlot(std::sync::Mutex<Option<Arc<Budget>>>);
+
 pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), Error> {
     let mut cfg = config::parse(lines[0], &ctx.block.zones)?;
     cfg.view = ctx.block.view.clone().unwrap_or_default();
+    let budget = match cfg.budget {
+        None => None,
+        Some(size) => {
+            let slot = ctx.shared::<BudgetSlot>();
+            let mut g = slot
+                .0
+                .lock()
+                .map_err(|_| lines[0].err("budget lock poisoned"))?;
+            let b = g.get_or_insert_with(|| Arc::new(Budget::new(size as usize)));
+            if b.limit != size as usize {
+                let at = lines[0]
+                    .sub()
+                    .iter()
+                    .find(|s| s.name.text == "budget")
+                    .unwrap_or(lines[0]);
+                return Err(at.err(format!(
+                    "budget {size} differs from the budget {} of another server block: all caches of a Corefile share one budget",
+                    b.limit
+                )));
+            }
+            Some(b.clone())
+        }
+    };
     let bus = ctx.invalidation();
-    let cache = Cache::new(cfg, ctx.clock(), bus, ctx.spawner());
+    let cache = Cache::with_budget(cfg, ctx.clock(), bus, ctx.spawner(), budget);
     ctx.add_handler(Arc::new(cache));
     Ok(())
 }
@@ -49,8 +76,8 @@ pub(crate) struct Inner {
     all_zones: bool,
     /// Metric handles (and the `zones` label).
     metrics: Handles,
-    pcache: Store,
-    ncache: Store,
+    pcache: Arc<Store>,
+    ncache: Arc<Store>,
     pexcept: Vec<Name>,
     nexcept: Vec<Name>,
     /// Keys the stores: randomly seeded per cache, so nobody outside can pick names that collide
@@ -142,19 +169,31 @@ fn label_zone(z: &Name, name: &Name) -> bool {
 }
 
 impl Cache {
+    #[cfg(test)]
     pub(crate) fn new(
         cfg: Config,
         clock: Clock,
         bus: Arc<InvalidationBus>,
         spawner: Spawner,
     ) -> Cache {
+        Cache::with_budget(cfg, clock, bus, spawner, None)
+    }
+
+    /// A cache whose entries also count against a memory budget shared with other caches.
+    pub(crate) fn with_budget(
+        cfg: Config,
+        clock: Clock,
+        bus: Arc<InvalidationBus>,
+        spawner: Spawner,
+        budget: Option<Arc<Budget>>,
+    ) -> Cache {
         let zones = cfg.zones.clone();
         let label: Vec<String> = zones.iter().map(Name::to_string).collect();
         let inner = Arc::new(Inner {
             all_zones: zones.iter().any(Name::is_root),
             metrics: Handles::new(label.join(","), cfg.view.clone()),
-            pcache: Store::new(cfg.pcap),
-            ncache: Store::new(cfg.ncap),
+            pcache: Store::shared(cfg.pcap, budget.clone()),
+            ncache: Store::shared(cfg.ncap, budget),
             pexcept: cfg.pexcept.clone(),
             nexcept: cfg.nexcept.clone(),
             zones,
@@ -217,6 +256,16 @@ impl Inner {
     }
 
     fn update_entries(&self, server: &Arc<str>) {
+        // Evictions the shared budget made in this cache's stores (possibly while another
+        // cache was storing).
+        for (store, ctr) in [
+            (&self.pcache, Ctr::EvictSuccess),
+            (&self.ncache, Ctr::EvictDenial),
+        ] {
+            for _ in 0..store.take_budget_evictions() {
+                self.metrics.inc(server, ctr);
+            }
+        }
         self.metrics.set_entries(server, false, self.pcache.len());
         self.metrics.set_entries(server, true, self.ncache.len());
     }

@@ -1,17 +1,20 @@
 //! The cache's storage: cached items (the encoded reply plus the offsets of
 //! its TTL fields, so a hit is a copy and a few patches) and a 256-shard map with random
-//! eviction per shard, like CoreDNS's `plugin/pkg/cache`. No I/O.
+//! eviction per shard, like CoreDNS's `plugin/pkg/cache`; optionally a memory [`Budget`] shared
+//! by several stores, which evicts from the largest of them once the bytes they hold together
+//! pass it. No I/O.
 //!
 //! Keys are already the output of the cache's randomly keyed hash, so the shards' maps use them
 //! as they are (no second hash); a hit takes one shard's read lock.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
-use sextant_wire::{read_name, Class, Message, Name, RType, Rcode, HEADER_LEN};
+use sextant_wire::reply::{set_flags, set_ttls, ttl_offsets};
+use sextant_wire::{Class, Message, Name, RType, Rcode};
 
 /// Which of the two caches an item lives in (also the metric `type` label).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,26 +46,6 @@ pub(crate) struct Item {
     freq: Mutex<(Option<Instant>, u64)>,
     refreshing: AtomicBool,
     retry_after: Mutex<Option<Instant>>,
-}
-
-/// Offsets of the TTL fields of every record in an encoded message (None if it is malformed).
-pub(crate) fn ttl_offsets(wire: &[u8]) -> Option<Vec<usize>> {
-    let count = |i: usize| -> Option<usize> {
-        Some(u16::from_be_bytes([*wire.get(i)?, *wire.get(i + 1)?]) as usize)
-    };
-    let (qd, an, ns, ar) = (count(4)?, count(6)?, count(8)?, count(10)?);
-    let mut p = HEADER_LEN;
-    for _ in 0..qd {
-        p = read_name(wire, p).ok()?.1 + 4;
-    }
-    let mut out = Vec::with_capacity(an + ns + ar);
-    for _ in 0..an + ns + ar {
-        p = read_name(wire, p).ok()?.1;
-        let rdlen = count(p + 8)?;
-        out.push(p + 4);
-        p += 10 + rdlen;
-    }
-    (p == wire.len()).then_some(out)
 }
 
 impl Item {
@@ -104,6 +87,16 @@ impl Item {
         })
     }
 
+    /// The memory this item holds, roughly: the item, its encoded reply, its TTL offsets, its
+    /// name and the map slot and reference count around it.
+    pub(crate) fn cost(&self) -> usize {
+        std::mem::size_of::<Item>()
+            + self.wire.capacity()
+            + self.ttl_offsets.capacity() * std::mem::size_of::<usize>()
+            + self.name.wire().len()
+            + 48
+    }
+
     /// Seconds left (negative once expired), truncated like Go's `int(d.Seconds())`.
     pub(crate) fn ttl(&self, now: Instant) -> i64 {
         self.orig_ttl as i64 - now.saturating_duration_since(self.stored).as_secs() as i64
@@ -130,28 +123,20 @@ impl Item {
     /// asked with DO or AD.
     pub(crate) fn to_wire(&self, rd: bool, cd: bool, do_bit: bool, ad: bool, ttl: u32) -> Vec<u8> {
         let mut out = self.wire.clone();
+        // QR and AA always; RD/CD as asked; RA and rcode as stored; AD only for DO or AD.
         let mut f: u16 = 0x8000 | 0x0400 | (self.rcode.low() as u16 & 0x0f);
-        if rd {
-            f |= 0x0100;
-        }
-        if self.ra {
-            f |= 0x0080;
-        }
-        if self.ad && (do_bit || ad) {
-            f |= 0x0020;
-        }
-        if cd {
-            f |= 0x0010;
-        }
-        if out.len() >= HEADER_LEN {
-            out[2..4].copy_from_slice(&f.to_be_bytes());
-        }
-        let t = ttl.to_be_bytes();
-        for &o in &self.ttl_offsets {
-            if let Some(dst) = out.get_mut(o..o + 4) {
-                dst.copy_from_slice(&t);
+        for (set, bit) in [
+            (rd, 0x0100),
+            (self.ra, 0x0080),
+            (self.ad && (do_bit || ad), 0x0020),
+            (cd, 0x0010),
+        ] {
+            if set {
+                f |= bit;
             }
         }
+        set_flags(&mut out, f);
+        set_ttls(&mut out, &self.ttl_offsets, ttl);
         out
     }
 
@@ -226,12 +211,78 @@ impl Hasher for KeyHasher {
 
 type Shard = HashMap<u64, Arc<Item>, BuildHasherDefault<KeyHasher>>;
 
+/// A memory budget shared by several stores (`cache { budget SIZE }` in several server blocks).
+pub(crate) struct Budget {
+    pub limit: usize,
+    used: AtomicUsize,
+    members: Mutex<Vec<Weak<Store>>>,
+}
+
+impl Budget {
+    pub(crate) fn new(limit: usize) -> Budget {
+        Budget {
+            limit,
+            used: AtomicUsize::new(0),
+            members: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Bytes the member stores hold together.
+    pub(crate) fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    fn join(&self, s: &Arc<Store>) {
+        if let Ok(mut m) = self.members.lock() {
+            m.retain(|w| w.strong_count() > 0);
+            m.push(Arc::downgrade(s));
+        }
+    }
+
+    fn charge(&self, add: usize, sub: usize) {
+        if add >= sub {
+            self.used.fetch_add(add - sub, Ordering::Relaxed);
+        } else {
+            // Never below zero, whatever the interleaving.
+            let _ = self
+                .used
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |u| {
+                    Some(u.saturating_sub(sub - add))
+                });
+        }
+    }
+
+    /// While over the limit, evicts a random item of the member holding the most bytes (so a
+    /// busy block cannot starve the others of their share). Bounded per call.
+    fn enforce(&self) {
+        for _ in 0..64 {
+            if self.used() <= self.limit {
+                return;
+            }
+            let victim = self.members.lock().ok().and_then(|m| {
+                m.iter()
+                    .filter_map(Weak::upgrade)
+                    .max_by_key(|s| s.bytes.load(Ordering::Relaxed))
+            });
+            match victim {
+                Some(v) if v.evict_one() => {}
+                _ => return,
+            }
+        }
+    }
+}
+
 /// 256 shards of `key -> item`, each holding at most `shard_cap` items.
 pub(crate) struct Store {
     shards: Vec<RwLock<Shard>>,
     shard_cap: usize,
     /// Items in all shards (kept under the shard locks, read without them).
     count: AtomicUsize,
+    /// Bytes of the items (see [`Item::cost`]).
+    bytes: AtomicUsize,
+    budget: Option<Arc<Budget>>,
+    /// Evictions the shared budget made here, not yet counted in the owner's metric.
+    budget_evictions: AtomicU64,
 }
 
 impl Store {
@@ -242,7 +293,69 @@ impl Store {
             shards: (0..SHARDS).map(|_| RwLock::new(Shard::default())).collect(),
             shard_cap,
             count: AtomicUsize::new(0),
+            bytes: AtomicUsize::new(0),
+            budget: None,
+            budget_evictions: AtomicU64::new(0),
         }
+    }
+
+    /// A store whose items also count against `budget` (when there is one).
+    pub(crate) fn shared(cap: i64, budget: Option<Arc<Budget>>) -> Arc<Store> {
+        let mut s = Store::new(cap);
+        s.budget = budget.clone();
+        let s = Arc::new(s);
+        if let Some(b) = budget {
+            b.join(&s);
+        }
+        s
+    }
+
+    /// Bytes of the items held.
+    #[cfg(test)]
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Evictions the shared budget made in this store since the last call.
+    pub(crate) fn take_budget_evictions(&self) -> u64 {
+        self.budget_evictions.swap(0, Ordering::Relaxed)
+    }
+
+    fn account(&self, add: usize, sub: usize) {
+        if add >= sub {
+            self.bytes.fetch_add(add - sub, Ordering::Relaxed);
+        } else {
+            let _ = self
+                .bytes
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |u| {
+                    Some(u.saturating_sub(sub - add))
+                });
+        }
+        if let Some(b) = &self.budget {
+            b.charge(add, sub);
+        }
+    }
+
+    /// Evicts one random item (for the budget); false if the store is empty.
+    fn evict_one(&self) -> bool {
+        let start = rand::random_range(0..SHARDS);
+        for i in 0..SHARDS {
+            let Ok(mut s) = self.shards[(start + i) % SHARDS].write() else {
+                continue;
+            };
+            if s.is_empty() {
+                continue;
+            }
+            let victim = s.keys().nth(rand::random_range(0..s.len())).copied();
+            if let Some(item) = victim.and_then(|v| s.remove(&v)) {
+                self.count.fetch_sub(1, Ordering::Relaxed);
+                drop(s);
+                self.account(0, item.cost());
+                self.budget_evictions.fetch_add(1, Ordering::Relaxed);
+                return true;
+            }
+        }
+        false
     }
 
     #[cfg(test)]
@@ -264,30 +377,46 @@ impl Store {
         self.shard(key).read().ok()?.get(&key).cloned()
     }
 
-    /// Inserts or replaces; true if another item was evicted (at random) to make room.
+    /// Inserts or replaces; true if another item was evicted (at random) to make room. Then,
+    /// with a shared budget over its limit, items of the largest member store go.
     pub(crate) fn add(&self, key: u64, item: Arc<Item>) -> bool {
-        let Ok(mut s) = self.shard(key).write() else {
-            return false;
-        };
+        let cost = item.cost();
+        let mut freed = 0;
         let mut evicted = false;
-        if s.len() >= self.shard_cap && !s.contains_key(&key) {
-            let victim = s.keys().nth(rand::random_range(0..s.len())).copied();
-            if let Some(v) = victim {
-                s.remove(&v);
-                evicted = true;
+        {
+            let Ok(mut s) = self.shard(key).write() else {
+                return false;
+            };
+            if s.len() >= self.shard_cap && !s.contains_key(&key) {
+                let victim = s.keys().nth(rand::random_range(0..s.len())).copied();
+                if let Some(old) = victim.and_then(|v| s.remove(&v)) {
+                    freed += old.cost();
+                    evicted = true;
+                }
+            }
+            match s.insert(key, item) {
+                Some(old) => freed += old.cost(),
+                None if !evicted => {
+                    self.count.fetch_add(1, Ordering::Relaxed);
+                }
+                None => {}
             }
         }
-        if s.insert(key, item).is_none() && !evicted {
-            self.count.fetch_add(1, Ordering::Relaxed);
+        self.account(cost, freed);
+        if let Some(b) = &self.budget {
+            b.enforce();
         }
         evicted
     }
 
     pub(crate) fn remove(&self, key: u64) {
-        if let Ok(mut s) = self.shard(key).write() {
-            if s.remove(&key).is_some() {
-                self.count.fetch_sub(1, Ordering::Relaxed);
-            }
+        let gone = match self.shard(key).write() {
+            Ok(mut s) => s.remove(&key),
+            Err(_) => None,
+        };
+        if let Some(old) = gone {
+            self.count.fetch_sub(1, Ordering::Relaxed);
+            self.account(0, old.cost());
         }
     }
 
@@ -302,15 +431,23 @@ impl Store {
     /// Drops every item `drop` says yes to; returns how many went.
     pub(crate) fn remove_if(&self, drop: impl Fn(&Item) -> bool) -> usize {
         let mut n = 0;
+        let mut freed = 0;
         for s in &self.shards {
             if let Ok(mut s) = s.write() {
                 let before = s.len();
-                s.retain(|_, i| !drop(i));
+                s.retain(|_, i| {
+                    let gone = drop(i);
+                    if gone {
+                        freed += i.cost();
+                    }
+                    !gone
+                });
                 let gone = before - s.len();
                 self.count.fetch_sub(gone, Ordering::Relaxed);
                 n += gone;
             }
         }
+        self.account(0, freed);
         n
     }
 }
@@ -378,6 +515,41 @@ mod tests {
         // Replacing an existing key never evicts.
         assert!(!s.add(5 * 256, it.clone()));
         assert_eq!(s.remove_if(|_| true), 4);
+    }
+
+    #[test]
+    fn a_shared_budget_evicts_from_the_largest_store() {
+        let now = Instant::now();
+        let cost = item(now).cost();
+        // Room for 10 items across both stores.
+        let b = Arc::new(Budget::new(cost * 10));
+        let big = Store::shared(10000, Some(b.clone()));
+        let small = Store::shared(10000, Some(b.clone()));
+        for k in 0..8u64 {
+            big.add(k, Arc::new(item(now)));
+        }
+        assert_eq!((big.len(), b.used()), (8, 8 * cost));
+        assert_eq!(big.bytes(), 8 * cost);
+        for k in 0..4u64 {
+            small.add(k, Arc::new(item(now)));
+        }
+        // 12 items asked, 10 fit: the two evicted came from the larger store.
+        assert_eq!((big.len(), small.len()), (6, 4));
+        assert_eq!(b.used(), 10 * cost);
+        assert_eq!(big.take_budget_evictions(), 2);
+        assert_eq!(big.take_budget_evictions(), 0);
+        assert_eq!(small.take_budget_evictions(), 0);
+        // Replacing an item costs nothing more; removing one gives its bytes back.
+        small.add(0, Arc::new(item(now)));
+        assert_eq!(b.used(), 10 * cost);
+        small.remove(0);
+        assert_eq!((b.used(), small.bytes()), (9 * cost, 3 * cost));
+        assert_eq!(big.remove_if(|_| true), 6);
+        assert_eq!(b.used(), 3 * cost);
+        // Without a budget a store only counts its own bytes.
+        let alone = Store::new(10000);
+        alone.add(1, Arc::new(item(now)));
+        assert_eq!(alone.bytes(), cost);
     }
 
     #[test]

@@ -152,13 +152,13 @@ impl T {
         let chain: Vec<Arc<dyn Handler>> = vec![self.up.clone()];
         let mut req = Request::new(msg, "127.0.0.1:5353".parse().unwrap(), Proto::Udp);
         let out = self.cache.serve(&mut req, Next::new(&chain)).await;
-        match (&out.reply, &out.wire) {
-            (_, Some(w)) => {
+        match &out.reply {
+            Some(sextant_wire::Reply::Encoded(w)) => {
                 assert_eq!(out.writer, "cache");
                 (Some(Message::parse(&w.bytes).unwrap()), true)
             }
-            (Some(m), None) => (Some(m.clone()), false),
-            (None, None) => (None, false),
+            Some(sextant_wire::Reply::Parsed(m)) => (Some(m.clone()), false),
+            None => (None, false),
         }
     }
 
@@ -960,7 +960,9 @@ async fn serve_stale_verify_timeout_runs_on_the_clock() {
     let out = tokio::time::timeout(Duration::from_secs(5), serve)
         .await
         .expect("the stale answer once the timeout passed");
-    let w = out.wire.expect("served from the cache");
+    let Some(sextant_wire::Reply::Encoded(w)) = out.reply else {
+        panic!("served from the cache as bytes");
+    };
     let m = Message::parse(&w.bytes).unwrap();
     assert_eq!(m.answers[0].data, RData::A(Ipv4Addr::new(10, 0, 0, 1)));
     assert_eq!(ttls(&m), vec![30], "RESPONSE_TTL on the stale answer");

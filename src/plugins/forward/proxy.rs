@@ -149,12 +149,26 @@ pub(super) struct Sent<'a> {
 
 /// [`match_reply`] for a query sent with `sent.id` in place of its own ID.
 pub(super) fn match_sent(bytes: &[u8], sent: Sent<'_>) -> Option<Message> {
-    let query = sent.msg;
-    if bytes.len() < 12 {
-        return None;
+    match_cut(bytes, sent, false)
+}
+
+/// [`match_sent`] for a UDP reply longer than the client takes (CoreDNS reads upstream UDP
+/// replies into a buffer of the client's size, `request.Size`): only the first `limit` bytes
+/// are read, and a matching header makes it an empty truncated reply, TC set whatever the
+/// upstream said (CoreDNS's proxy `truncateResponse`).
+fn match_udp(bytes: &[u8], sent: Sent<'_>) -> Option<Message> {
+    let limit = sextant_wire::reply::client_limit(false, sent.msg.edns.as_ref().map(|e| e.udp_size))
+        as usize;
+    match bytes.get(..limit) {
+        Some(cut) if bytes.len() > limit => match_cut(cut, sent, true),
+        _ => match_sent(bytes, sent),
     }
-    let id = u16::from_be_bytes([bytes[0], bytes[1]]);
-    if id != sent.id || bytes[2] & 0x80 == 0 {
+}
+
+fn match_cut(bytes: &[u8], sent: Sent<'_>, cut: bool) -> Option<Message> {
+    let query = sent.msg;
+    let h = sextant_wire::reply::read_header(bytes)?;
+    if bytes.len() < sextant_wire::HEADER_LEN || h.id != sent.id || !h.qr {
         return None;
     }
     let q = query.questions.first()?;
@@ -167,8 +181,11 @@ pub(super) fn match_sent(bytes: &[u8], sent: Sent<'_>) -> Option<Message> {
             _ => None,
         },
         Err(ParseError::Malformed {
-            header, question, ..
-        }) if header.tc => {
+            mut header,
+            question,
+            ..
+        }) if header.tc || cut => {
+            header.tc = true;
             if let Some(rq) = &question {
                 if !same(&rq.name, rq.qtype, rq.qclass) {
                     return None;
@@ -305,9 +322,7 @@ impl Proxy {
         // bytes (no copy of the message).
         let id: u16 = rand::random();
         let mut wire = query.to_wire();
-        if wire.len() >= 2 {
-            wire[..2].copy_from_slice(&id.to_be_bytes());
-        }
+        sextant_wire::reply::set_id(&mut wire, id);
         let q = Sent { id, msg: query };
         let until = (start + self.read_timeout).min(deadline);
         let res = if self.tls.is_none() && net == Net::Udp {
@@ -378,7 +393,7 @@ impl Proxy {
                         io_text(&e)
                     ))
                 }
-                Ok(Ok(_)) => match match_sent(&buf.0, q) {
+                Ok(Ok(_)) => match match_udp(&buf.0, q) {
                     Some(m) => return Ok(m),
                     None => BOGUS_REPLIES.with_label_values(&[&self.label]).inc(),
                 },

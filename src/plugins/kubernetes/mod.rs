@@ -17,7 +17,7 @@ use std::time::Duration;
 use arc_swap::{ArcSwap, ArcSwapOption};
 use sextant_corefile::{Directive, Error};
 use sextant_kube::{Index, Snapshot, WatchOptions};
-use sextant_wire::{Message, Name, RData, RType, Rcode, Record};
+use sextant_wire::{Message, Name, RData, RType, Rcode, Record, Reply};
 
 use crate::log::PluginLog;
 use crate::pkg::zones;
@@ -480,7 +480,7 @@ impl Kubernetes {
                         external = true;
                         let o = req.resolve(target.clone(), qtype).await;
                         out.push(cname);
-                        if let Some(m) = o.reply {
+                        if let Some(m) = o.reply.and_then(Reply::into_message) {
                             tc |= m.header.tc;
                             out.extend(m.answers);
                         }

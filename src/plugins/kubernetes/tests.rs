@@ -117,8 +117,7 @@ async fn ask_once(k: &Kubernetes, name: &str, qtype: RType) -> Message {
     let q = Message::query(1, Name::parse(name).unwrap(), qtype);
     let mut req = Request::new(q, SocketAddr::from(([127, 0, 0, 1], 5353)), Proto::Udp);
     let mut out = k.serve(&mut req, Next::new(&[])).await;
-    out.message_mut();
-    match out.reply {
+    match out.take_message() {
         Some(m) => m,
         None => {
             let mut m = req.reply();

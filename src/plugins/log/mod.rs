@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use sextant_corefile::{Directive, Error};
-use sextant_wire::{Message, Name, Rcode};
+use sextant_wire::{Message, Name, Rcode, Reply};
 
 use crate::plugin::{BoxFuture, Handler, Next, Outcome, Request, SetupCtx};
 
@@ -192,22 +192,18 @@ impl Handler for Log {
             if rule.classes.is_empty() || rule.classes.contains(&classify(rcode)) {
                 // Like CoreDNS: log what was written, or a synthetic reply with the rcode.
                 let synthetic;
-                let (reply, rsize) = match (&out.reply, &out.wire) {
-                    (Some(m), _) => (m, m.uncompressed_len()),
-                    (None, Some(w)) => {
+                let (reply, rsize) = match &out.reply {
+                    Some(Reply::Parsed(m)) => (m, m.uncompressed_len()),
+                    Some(r @ Reply::Encoded(_)) => {
                         // A reply sent as bytes: the header is all the format needs.
                         synthetic = Message {
-                            header: w.header(),
+                            header: r.header(),
                             ..Message::default()
                         };
-                        let rsize = w.uncompressed.unwrap_or_else(|| {
-                            w.to_message()
-                                .map(|m| m.uncompressed_len())
-                                .unwrap_or(w.bytes.len())
-                        });
+                        let rsize = r.uncompressed_len().unwrap_or_else(|| r.wire_len());
                         (&synthetic, rsize)
                     }
-                    (None, None) => {
+                    None => {
                         let mut m = req.reply();
                         m.set_rcode(rcode);
                         synthetic = m;

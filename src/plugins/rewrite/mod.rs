@@ -10,7 +10,7 @@ pub(crate) mod rules;
 use std::sync::Arc;
 
 use sextant_corefile::{Directive, Error};
-use sextant_wire::{Edns, Message, Name, RData, Rcode, Record};
+use sextant_wire::{Edns, Message, Name, RData, Rcode, Record, Reply};
 
 use crate::log::PluginLog;
 use crate::plugin::{BoxFuture, Handler, Next, Outcome, Request, SetupCtx};
@@ -185,9 +185,8 @@ async fn cname_rewrite(
         return;
     };
     let mut out = req.resolve(to_name.clone(), req.qtype()).await;
-    out.message_mut();
     // A chain that wrote nothing gets the server's error reply: no answer.
-    let (answers, tc) = match out.reply {
+    let (answers, tc) = match out.take_message() {
         Some(up) => (up.answers, up.header.tc),
         None => (Vec::new(), false),
     };
@@ -293,8 +292,7 @@ impl Handler for Rewrite {
             }
             let mut out = next.run(req).await;
             // A reply a later plugin (cache) wrote as bytes is decoded so it can be rewritten.
-            out.message_mut();
-            let mut reply = match out.reply.take() {
+            let mut reply = match out.take_message() {
                 Some(m) => m,
                 None => {
                     // CoreDNS writes the error rcode itself so response rules (rcode) apply.
@@ -312,7 +310,7 @@ impl Handler for Rewrite {
                 echo(&mut reply, &req.msg, &resp, &self.echo);
             }
             Outcome {
-                reply: Some(reply),
+                reply: Some(Reply::parsed(reply)),
                 ..out
             }
         })
