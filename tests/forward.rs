@@ -1078,3 +1078,106 @@ fn check_reports_config_errors_with_position() {
     assert!(all.contains("Corefile:3:16"), "{all}");
     assert!(all.contains("unknown policy 'fastest'"), "{all}");
 }
+
+/// Host-name upstreams (CoreDNS 1.14.4): resolved at start through `resolver`, keeping the TO's
+/// scheme, port and per-upstream TLS server name (`tls://NAME%SNI:PORT`); a name the resolver
+/// does not know fails the start naming the TO.
+#[test]
+fn host_name_upstreams_resolve_through_resolver() {
+    let (dot, pem) = dot_server();
+    let plain = answering("192.0.2.77");
+    let resolver = Upstream::start(|req: &UpstreamRequest| {
+        let known = ["plain.test.", "dot.test."].contains(&req.name().as_str());
+        match req.qtype() {
+            RecordType::A if known => req
+                .reply()
+                .answer(&format!("{} 30 IN A 127.0.0.1", req.name()))
+                .action(),
+            _ => req.reply().action(),
+        }
+    })
+    .unwrap();
+    let r = resolver.addr();
+    let srv = start_with(
+        |b| b.file("ca.pem", &pem),
+        &format!(
+            "forward example.org plain.test:{} {{\n resolver {r}\n }}\n forward . tls://dot.test%dns.test:{} {{\n resolver 127.0.0.1:1 {r}\n tls ca.pem\n }}",
+            plain.addr().port(),
+            dot.port()
+        ),
+    );
+    let got = udp(srv.dns, &a("www.example.org."), T).unwrap();
+    assert_eq!(got.rcode_name(), "NOERROR");
+    assert_eq!(got.answers(), vec!["www.example.org. 300 IN A 192.0.2.77"]);
+    let got = udp(srv.dns, &a("over.tls.example."), T).unwrap();
+    assert_eq!(got.answers(), vec!["over.tls.example. 60 IN A 192.0.2.253"]);
+    // The resolver was asked A and AAAA for each name, with RD.
+    let asked: Vec<(String, RecordType, bool)> = resolver
+        .requests()
+        .iter()
+        .map(|q| (q.name(), q.qtype(), q.message.recursion_desired))
+        .collect();
+    for name in ["plain.test.", "dot.test."] {
+        for t in [RecordType::A, RecordType::AAAA] {
+            assert!(
+                asked.contains(&(name.to_string(), t, true)),
+                "{name} {t} in {asked:?}"
+            );
+        }
+    }
+    // The metric label is the resolved address.
+    assert!(
+        srv.metric(
+            "coredns_proxy_request_duration_seconds_count",
+            &[&format!("to=\"127.0.0.1:{}\"", plain.addr().port())]
+        ) >= 1.0
+    );
+    let (code, out, err) = Sextant::check(
+        bin(),
+        &format!(".:1053 {{\n    forward . nothere.test {{\n        resolver {r}\n    }}\n}}\n"),
+    )
+    .unwrap();
+    let all = format!("{out}{err}");
+    assert_ne!(code, 0);
+    assert!(
+        all.contains("Corefile:2:15")
+            && all.contains("failed to resolve \"nothere.test\": no addresses found"),
+        "{all}"
+    );
+}
+
+/// `max_age`: a connection in steady use is replaced once older than `max_age` (idle `expire`
+/// alone would keep it), seen as new dials in the connection-cache metrics.
+#[test]
+fn max_age_redials_busy_connections() {
+    let up = answering("192.0.2.88");
+    let srv = start(&format!(
+        "forward . {} {{\n force_tcp\n expire 1s\n max_age 1s\n }}",
+        up.addr()
+    ));
+    let started = Instant::now();
+    let mut n = 0;
+    while started.elapsed() < Duration::from_millis(2600) {
+        let r = udp(srv.dns, &a(&format!("q{n}.example.")), T).unwrap();
+        assert_eq!(r.rcode_name(), "NOERROR");
+        n += 1;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let to = format!("to=\"{}\"", up.addr());
+    let misses = srv.metric(
+        "coredns_proxy_conn_cache_misses_total",
+        &["proto=\"tcp\"", &to],
+    );
+    let hits = srv.metric(
+        "coredns_proxy_conn_cache_hits_total",
+        &["proto=\"tcp\"", &to],
+    );
+    assert!(
+        (2.0..=4.0).contains(&misses),
+        "misses {misses}, hits {hits}, {n} queries"
+    );
+    assert!(
+        hits >= n as f64 - 4.0,
+        "misses {misses}, hits {hits}, {n} queries"
+    );
+}

@@ -5,6 +5,7 @@
 
 mod metrics;
 mod proxy;
+mod resolve;
 pub(crate) mod setup;
 
 use std::collections::HashMap;
@@ -105,19 +106,23 @@ pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), 
     let mut all = Vec::new();
     for d in lines {
         let cfg = setup::parse(d)?;
-        let tls_cfg = match (&cfg.tls, cfg.to.iter().any(|t| t.0 == Transport::Tls)) {
+        let tls_cfg = match (
+            &cfg.tls,
+            cfg.to.iter().any(|u| u.transport == Transport::Tls),
+        ) {
             (_, false) => None,
             (Some(args), true) => Some(tls::client_config(d, args)?),
             (None, true) => Some(tls::client_config(d, &[])?),
         };
         let mut proxies = Vec::new();
-        for (trans, addr) in &cfg.to {
-            let tls = match (trans, &tls_cfg) {
+        for u in &cfg.to {
+            let tls = match (u.transport, &tls_cfg) {
                 (Transport::Tls, Some(c)) => {
-                    let server_name = match &cfg.tls_servername {
+                    // `tls_servername`, else the name given with the address, else the IP.
+                    let server_name = match cfg.tls_servername.as_ref().or(u.server_name.as_ref()) {
                         Some(n) => ServerName::try_from(n.clone())
                             .map_err(|_| d.err(format!("invalid tls_servername '{n}'")))?,
-                        None => ServerName::IpAddress(addr.ip().into()),
+                        None => ServerName::IpAddress(u.addr.ip().into()),
                     };
                     Some(TlsSettings {
                         connector: tokio_rustls::TlsConnector::from(c.clone()),
@@ -128,7 +133,7 @@ pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), 
             };
             proxies.push(Arc::new(new_proxy(
                 &cfg,
-                *addr,
+                u.addr,
                 tls,
                 spawner.clone(),
                 clock.clone(),
@@ -438,7 +443,7 @@ fn new_proxy(
     spawner: Spawner,
     clock: Clock,
 ) -> Proxy {
-    Proxy::new(
+    let mut p = Proxy::new(
         addr,
         tls,
         cfg.read_timeout,
@@ -453,7 +458,9 @@ fn new_proxy(
         },
         spawner,
         clock,
-    )
+    );
+    p.max_age = cfg.max_age;
+    p
 }
 
 #[cfg(test)]
@@ -467,10 +474,10 @@ mod tests {
         let proxies = cfg
             .to
             .iter()
-            .map(|(_, addr)| {
+            .map(|u| {
                 Arc::new(new_proxy(
                     &cfg,
-                    *addr,
+                    u.addr,
                     None,
                     Spawner::for_tests(),
                     Clock::system(),

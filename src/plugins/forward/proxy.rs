@@ -38,6 +38,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 struct Pooled {
     stream: Box<dyn Stream>,
     local: SocketAddr,
+    /// When it was dialed (`max_age`).
+    created: Instant,
     used: Instant,
 }
 
@@ -69,6 +71,8 @@ pub(super) struct Proxy {
     pub tls: Option<TlsSettings>,
     pub read_timeout: Duration,
     pub expire: Duration,
+    /// `max_age`: a connection older than this is not reused (zero: no limit).
+    pub max_age: Duration,
     pub max_idle: usize,
     pub source: Option<IpAddr>,
     pub health: HealthSettings,
@@ -267,6 +271,7 @@ impl Proxy {
             tls,
             read_timeout,
             expire,
+            max_age: Duration::ZERO,
             max_idle,
             source,
             health,
@@ -404,11 +409,17 @@ impl Proxy {
     fn take_pooled(&self) -> Option<Pooled> {
         let mut pool = self.pool.lock().ok()?;
         while let Some(p) = pool.pop_front() {
-            if self.clock.since(p.used) <= self.expire {
+            if self.fresh(&p) {
                 return Some(p);
             }
         }
         None
+    }
+
+    /// Idle for at most `expire` and, with `max_age`, opened at most `max_age` ago.
+    fn fresh(&self, p: &Pooled) -> bool {
+        self.clock.since(p.used) <= self.expire
+            && (self.max_age.is_zero() || self.clock.since(p.created) <= self.max_age)
     }
 
     fn give_back(&self, p: Pooled) {
@@ -419,10 +430,11 @@ impl Proxy {
         }
     }
 
-    /// Closes cached connections idle for longer than `expire` (run periodically).
+    /// Closes cached connections idle for longer than `expire` or older than `max_age` (run
+    /// periodically).
     pub(super) fn sweep(&self) {
         if let Ok(mut pool) = self.pool.lock() {
-            pool.retain(|p| self.clock.since(p.used) <= self.expire);
+            pool.retain(|p| self.fresh(p));
         }
     }
 
@@ -480,10 +492,12 @@ impl Proxy {
                 }
             }
         };
+        let now = self.clock.now();
         Ok(Pooled {
             stream,
             local,
-            used: self.clock.now(),
+            created: now,
+            used: now,
         })
     }
 
@@ -869,6 +883,61 @@ mod clock_tests {
             3,
             "expired in the pool, not swept"
         );
+    }
+
+    /// `max_age`: a connection in steady use is still replaced once it is older than `max_age`
+    /// (CoreDNS 1.14.5), while `expire` alone would keep it forever.
+    #[tokio::test]
+    async fn max_age_replaces_busy_connections() {
+        let (addr, accepted) = tcp_upstream().await;
+        let m = ManualClock::new();
+        let mut p = Proxy::new(
+            addr,
+            None,
+            Duration::from_secs(2),
+            Duration::from_secs(10),
+            0,
+            None,
+            HealthSettings {
+                interval: Duration::ZERO,
+                recursion_desired: true,
+                domain: Name::root(),
+                tcp: false,
+            },
+            Spawner::for_tests(),
+            m.clock(),
+        );
+        p.max_age = Duration::from_secs(30);
+        let p = Arc::new(p);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        // Used every 5 s: never idle for `expire`, so only `max_age` ends it.
+        for _ in 0..6 {
+            p.connect(&query("a.example."), Net::Tcp, deadline)
+                .await
+                .unwrap();
+            m.advance(Duration::from_secs(5));
+        }
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            1,
+            "reused up to 30 s after dialing"
+        );
+        m.advance(Duration::from_millis(1));
+        p.sweep();
+        assert!(
+            p.pool.lock().unwrap().is_empty(),
+            "sweep drops the old connection"
+        );
+        p.connect(&query("b.example."), Net::Tcp, deadline)
+            .await
+            .unwrap();
+        assert_eq!(accepted.load(Ordering::SeqCst), 2, "a fresh connection");
+        // Without a sweep, an old connection is skipped when taken from the pool.
+        m.advance(Duration::from_secs(31));
+        p.connect(&query("c.example."), Net::Tcp, deadline)
+            .await
+            .unwrap();
+        assert_eq!(accepted.load(Ordering::SeqCst), 3);
     }
 
     /// Receives one datagram on a non-blocking std socket, letting the runtime run meanwhile.
