@@ -160,7 +160,7 @@ fn acme(d: &Directive) -> Result<(), Error> {
         let t = &sub.args[0];
         match t.text.rsplit_once(':') {
             Some((h, p)) if !h.is_empty() && !p.is_empty() => {}
-            Some((h, _)) if h.is_empty() => {
+            Some(("", _)) => {
                 return Err(sub.err_at(
                     t,
                     format!("invalid ACME resolver {:?}: host is empty", t.text),
