@@ -69,6 +69,8 @@ pub(super) struct Proxy {
     /// Metric label `to` (`IP:port`, IPv6 bracketed).
     pub label: String,
     pub tls: Option<TlsSettings>,
+    /// DNS over HTTPS (`https://` upstreams); `tls` is then unused.
+    pub doh: Option<super::doh::Doh>,
     pub read_timeout: Duration,
     pub expire: Duration,
     /// `max_age`: a connection older than this is not reused (zero: no limit).
@@ -269,6 +271,7 @@ impl Proxy {
         Proxy {
             addr,
             tls,
+            doh: None,
             read_timeout,
             expire,
             max_age: Duration::ZERO,
@@ -330,7 +333,9 @@ impl Proxy {
         sextant_wire::reply::set_id(&mut wire, id);
         let q = Sent { id, msg: query };
         let until = (start + self.read_timeout).min(deadline);
-        let res = if self.tls.is_none() && net == Net::Udp {
+        let res = if let Some(doh) = &self.doh {
+            self.exchange_doh(doh, query, until).await
+        } else if self.tls.is_none() && net == Net::Udp {
             self.udp_misses
                 .get_or_init(|| CONN_MISSES.with_label_values(&[PROXY_NAME, &self.label, "udp"]))
                 .inc();
@@ -406,6 +411,28 @@ impl Proxy {
         }
     }
 
+    /// One DoH exchange: the query goes out with ID 0 (RFC 8484 §4.1), the reply must match it.
+    async fn exchange_doh(
+        &self,
+        doh: &super::doh::Doh,
+        query: &Message,
+        until: Instant,
+    ) -> Result<Message, String> {
+        let mut wire = query.to_wire();
+        sextant_wire::reply::set_id(&mut wire, 0);
+        let body = doh
+            .exchange(&wire, until, &self.spawner, || async {
+                self.dial_tcp(until).await.map(|(tcp, _, _)| tcp)
+            })
+            .await?;
+        match_sent(&body, Sent { id: 0, msg: query }).ok_or_else(|| {
+            format!(
+                "doh {}: the reply is not a DNS reply to the query",
+                self.addr
+            )
+        })
+    }
+
     fn take_pooled(&self) -> Option<Pooled> {
         let mut pool = self.pool.lock().ok()?;
         while let Some(p) = pool.pop_front() {
@@ -443,6 +470,9 @@ impl Proxy {
         if let Ok(mut pool) = self.pool.lock() {
             pool.clear();
         }
+        if let Some(d) = &self.doh {
+            d.clear();
+        }
     }
 
     fn dial_timeout(&self) -> Duration {
@@ -456,7 +486,12 @@ impl Proxy {
         }
     }
 
-    async fn dial(&self, deadline: Instant) -> Result<Pooled, String> {
+    /// A TCP connection to the upstream (from `source_address` if set), within the adaptive
+    /// dial timeout; returns it with the deadline left for a handshake on top.
+    async fn dial_tcp(
+        &self,
+        deadline: Instant,
+    ) -> Result<(tokio::net::TcpStream, SocketAddr, Instant), String> {
         let started = Instant::now();
         let until = (started + self.dial_timeout()).min(deadline);
         let sock = match self.addr {
@@ -481,6 +516,11 @@ impl Proxy {
         let local = tcp
             .local_addr()
             .unwrap_or_else(|_| SocketAddr::new(unspecified(&self.addr), 0));
+        Ok((tcp, local, until))
+    }
+
+    async fn dial(&self, deadline: Instant) -> Result<Pooled, String> {
+        let (tcp, local, until) = self.dial_tcp(deadline).await?;
         let stream: Box<dyn Stream> = match &self.tls {
             None => Box::new(tcp),
             Some(t) => {
@@ -618,6 +658,9 @@ impl Proxy {
         q.header.id = rand::random();
         let wire = q.to_wire();
         let until = Instant::now() + HC_TIMEOUT;
+        if let Some(doh) = &self.doh {
+            return self.exchange_doh(doh, &q, until).await.map(|_| ());
+        }
         if self.tls.is_none() && !self.health.tcp {
             self.exchange_udp(
                 &wire,

@@ -20,6 +20,8 @@ pub(crate) enum Transport {
     Dns,
     /// DNS over TLS.
     Tls,
+    /// DNS over HTTPS (RFC 8484).
+    Https,
 }
 
 /// One upstream of a `forward` line.
@@ -79,6 +81,8 @@ pub(crate) struct Config {
     pub failfast: bool,
     pub read_timeout: Duration,
     pub source_address: Option<IpAddr>,
+    /// `doh_method`: how `https://` upstreams are sent queries (POST by default).
+    pub doh_method: super::doh::Method,
     /// `resolver`: where host-name TOs are resolved (empty: the system resolver).
     pub resolver: Vec<SocketAddr>,
 }
@@ -109,6 +113,7 @@ impl Config {
             failfast: false,
             read_timeout: Duration::from_secs(2),
             source_address: None,
+            doh_method: super::doh::Method::Post,
             resolver: Vec::new(),
         }
     }
@@ -120,6 +125,7 @@ fn split_transport(s: &str) -> Result<(Transport, &str), String> {
         None => Ok((Transport::Dns, s)),
         Some(("dns", rest)) => Ok((Transport::Dns, rest)),
         Some(("tls", rest)) => Ok((Transport::Tls, rest)),
+        Some(("https", rest)) => Ok((Transport::Https, rest)),
         Some((other, _)) => Err(format!(
             "'{other}' is not supported as a destination protocol in forward: {s}"
         )),
@@ -187,6 +193,7 @@ fn classify_to(d: &Directive, t: &Token) -> Result<To, Error> {
     let port = match trans {
         Transport::Dns => 53,
         Transport::Tls => 853,
+        Transport::Https => 443,
     };
     // A zone after `%` is the TLS server name (and an IPv6 scope otherwise, dropped).
     let (host, zone) = split_zone(rest);
@@ -266,6 +273,14 @@ fn parse_option(sub: &Directive, c: &mut Config) -> Result<(), Error> {
         }
         "expire" => {
             c.expire = duration::arg(sub, sub.single_arg()?)?;
+        }
+        "doh_method" => {
+            let t = sub.single_arg()?;
+            c.doh_method = match t.text.as_str() {
+                "POST" => super::doh::Method::Post,
+                "GET" => super::doh::Method::Get,
+                _ => return Err(sub.err_at(t, "doh_method must be either POST or GET")),
+            };
         }
         "max_age" => {
             c.max_age = duration::arg(sub, sub.single_arg()?)?;
@@ -386,6 +401,14 @@ pub(crate) fn parse(d: &Directive) -> Result<Config, Error> {
             duration::format(c.max_age),
             duration::format(c.expire)
         )));
+    }
+    // The DoH path is always /dns-query.
+    for t in &d.args[1..] {
+        if let Ok((Transport::Https, rest)) = split_transport(&t.text) {
+            if rest.contains('/') {
+                return Err(d.err_at(t, format!("paths are not allowed in HTTPS upstream addresses (the /dns-query path is used by default): {}", t.text)));
+            }
+        }
     }
     let mut entries = Vec::new();
     for t in &d.args[1..] {
@@ -516,6 +539,24 @@ mod tests {
             ]
         );
         // The same address twice is kept once whatever its scheme; first one wins.
+        let c = cfg(". {\n forward . https://10.0.0.5 https://[::5]:8443 https://10.0.0.6%x.example {\n  doh_method GET\n }\n}\n");
+        let got: Vec<(Transport, String, Option<&str>)> =
+            c.to.iter()
+                .map(|u| (u.transport, u.addr.to_string(), u.server_name.as_deref()))
+                .collect();
+        assert_eq!(
+            got,
+            vec![
+                (Transport::Https, "10.0.0.5:443".into(), None),
+                (Transport::Https, "[::5]:8443".into(), None),
+                (Transport::Https, "10.0.0.6:443".into(), None),
+            ]
+        );
+        assert_eq!(c.doh_method, super::super::doh::Method::Get);
+        assert_eq!(
+            cfg(". {\n forward . https://10.0.0.5\n}\n").doh_method,
+            super::super::doh::Method::Post
+        );
         let c = cfg(". {\n forward . 10.0.0.1:853 tls://10.0.0.1\n}\n");
         assert_eq!(
             c.to,
@@ -676,7 +717,9 @@ mod tests {
             (". {\n forward . 127.0.0.1 {\n  resolver foo\n }\n}\n", "Corefile:3:12: resolver: resolver must be an IP address or IP:port: \"foo\""),
             (". {\n forward . 127.0.0.1 {\n  resolver\n }\n}\n", "Corefile:3:3: resolver: wrong argument count: expected at least 1, got 0"),
             (". {\n forward . tls://127.0.0.1%a.example {\n  tls_servername b.example\n }\n}\n", "Corefile:2:2: forward: both forward ('b.example') and proxy level ('a.example') TLS servernames are set for upstream proxy 'tls://127.0.0.1:853'"),
-            (". {\n forward . https://1.1.1.1\n}\n", "Corefile:2:12: forward: 'https' is not supported as a destination protocol in forward: https://1.1.1.1"),
+            (". {\n forward . quic://1.1.1.1\n}\n", "Corefile:2:12: forward: 'quic' is not supported as a destination protocol in forward: quic://1.1.1.1"),
+            (". {\n forward . https://1.1.1.1/dns-query\n}\n", "Corefile:2:12: forward: paths are not allowed in HTTPS upstream addresses (the /dns-query path is used by default): https://1.1.1.1/dns-query"),
+            (". {\n forward . https://1.1.1.1 {\n  doh_method PUT\n }\n}\n", "Corefile:3:14: doh_method: doh_method must be either POST or GET"),
             (". {\n forward . 127.0.0.1 {\n  bogus\n }\n}\n", "Corefile:3:3: bogus: unknown property 'bogus'"),
             (". {\n forward . 127.0.0.1 {\n  policy fastest\n }\n}\n", "Corefile:3:10: policy: unknown policy 'fastest'"),
             (". {\n forward . 127.0.0.1 {\n  expire 10\n }\n}\n", "Corefile:3:10: expire: invalid duration '10'"),
