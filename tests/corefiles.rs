@@ -35,6 +35,9 @@ struct Case {
     text: String,
     /// Plugins another branch adds (from `# Needs:`), and that branch.
     needs: Option<(Vec<String>, String)>,
+    /// `# Fails: TEXT -> OWNER`: a known Sextant gap another issue closes; `-check` must still
+    /// fail with TEXT in its error.
+    fails: Option<(String, String)>,
     /// `# Expect: NAME TYPE ANSWER` lines: an answer this Corefile must give.
     expect: Vec<(String, RecordType, String)>,
     /// Files next to the Corefile (`NAME.files/`), relative path and contents.
@@ -69,6 +72,7 @@ fn cases() -> Vec<Case> {
         };
         let text = std::fs::read_to_string(&p).unwrap();
         let mut needs = None;
+        let mut fails = None;
         let mut expect = Vec::new();
         for l in text.lines() {
             if let Some(rest) = l.strip_prefix("# Needs:") {
@@ -77,6 +81,10 @@ fn cases() -> Vec<Case> {
                     plugins.split_whitespace().map(String::from).collect(),
                     branch.trim().to_string(),
                 ));
+            }
+            if let Some(rest) = l.strip_prefix("# Fails:") {
+                let (text, owner) = rest.split_once("->").expect("# Fails: TEXT -> OWNER");
+                fails = Some((text.trim().to_string(), owner.trim().to_string()));
             }
             if let Some(rest) = l.strip_prefix("# Expect:") {
                 let f: Vec<&str> = rest.split_whitespace().collect();
@@ -91,6 +99,7 @@ fn cases() -> Vec<Case> {
             name: name.to_string(),
             text,
             needs,
+            fails,
             expect,
             files,
         });
@@ -347,6 +356,21 @@ fn every_collected_corefile_checks_starts_and_answers() {
                 c.name
             );
             eprintln!("{}: needs {plugins:?}, finished by {branch}", c.name);
+            continue;
+        }
+        if let Some((want, owner)) = &c.fails {
+            let mut b = Sextant::builder(bin(), &text).arg("-check");
+            for (rel, body) in &c.files {
+                b = b.file(rel, body);
+            }
+            let (code, out, err) = Sextant::run_to_end(b, T).unwrap();
+            let all = format!("{out}{err}");
+            assert!(
+                code != 0 && all.contains(want.as_str()),
+                "{}: expected -check to fail with {want:?} (closed by {owner}); update the table:\n{all}",
+                c.name
+            );
+            eprintln!("{}: fails with {want:?}, closed by {owner}", c.name);
             continue;
         }
         let mut b = Sextant::builder(bin(), &text).arg("-check");
