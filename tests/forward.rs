@@ -1144,6 +1144,43 @@ fn host_name_upstreams_resolve_through_resolver() {
             && all.contains("failed to resolve \"nothere.test\": no addresses found"),
         "{all}"
     );
+
+    // The same Corefile on CoreDNS: the same questions to the resolver, the same answers.
+    let Ok(coredns) = std::env::var("COREDNS_BIN") else {
+        eprintln!("host_name_upstreams_resolve_through_resolver: COREDNS_BIN not set, comparison with CoreDNS not run");
+        return;
+    };
+    let resolver_before = resolver.requests().len();
+    let port = free_port();
+    let corefile = format!(
+        ".:{port} {{\n forward example.org plain.test:{} {{\n  resolver {r}\n }}\n forward . tls://dot.test%dns.test:{} {{\n  resolver 127.0.0.1:1 {r}\n  tls ca.pem\n }}\n}}\n",
+        plain.addr().port(),
+        dot.port()
+    );
+    let mut cd = Sextant::builder(Path::new(&coredns), &corefile)
+        .file("ca.pem", &pem)
+        .start();
+    let cda: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    cd.wait_dns(cda, Duration::from_secs(10)).unwrap();
+    for name in ["www.example.org.", "over.tls.example."] {
+        let (x, y) = (
+            udp(srv.dns, &a(name), T).unwrap(),
+            udp(cda, &a(name), T).unwrap(),
+        );
+        assert_eq!(
+            (x.rcode_name(), x.flags(), x.answers()),
+            (y.rcode_name(), y.flags(), y.answers()),
+            "{name}"
+        );
+    }
+    let mut theirs: Vec<(String, RecordType, bool)> = resolver.requests()[resolver_before..]
+        .iter()
+        .map(|q| (q.name(), q.qtype(), q.message.recursion_desired))
+        .collect();
+    let mut ours = asked.clone();
+    theirs.sort_by_key(|x| format!("{x:?}"));
+    ours.sort_by_key(|x| format!("{x:?}"));
+    assert_eq!(ours, theirs, "resolver questions: Sextant vs CoreDNS");
 }
 
 /// `max_age`: a connection in steady use is replaced once older than `max_age` (idle `expire`
