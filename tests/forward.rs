@@ -1520,3 +1520,50 @@ fn dns_over_https_upstreams_post_and_get() {
         );
     }
 }
+
+/// A host-name upstream that no longer resolves at a reload fails that reload (naming the TO);
+/// the running configuration keeps serving through the addresses it resolved at start.
+#[test]
+fn reload_with_an_unresolvable_host_name_keeps_the_running_configuration() {
+    let up = answering("192.0.2.66");
+    let known = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let k = known.clone();
+    let resolver = Upstream::start(move |req: &UpstreamRequest| {
+        if req.qtype() == RecordType::A && k.load(Ordering::SeqCst) {
+            req.reply()
+                .answer(&format!("{} 30 IN A 127.0.0.1", req.name()))
+                .action()
+        } else {
+            req.reply().action()
+        }
+    })
+    .unwrap();
+    let port = free_port();
+    let corefile = |ttl: u32| {
+        format!(
+            ".:{port} {{\n reload 2s 1s\n cache {ttl}\n forward . up.test:{} {{\n  resolver {}\n }}\n}}\n",
+            up.addr().port(),
+            resolver.addr()
+        )
+    };
+    let mut s = Sextant::start(bin(), &corefile(30));
+    let dns: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    s.wait_dns(dns, Duration::from_secs(10)).unwrap();
+    assert_eq!(
+        udp(dns, &a("r1.example."), T).unwrap().answers(),
+        vec!["r1.example. 30 IN A 192.0.2.66"]
+    );
+    known.store(false, Ordering::SeqCst);
+    s.rewrite_corefile(&corefile(31)).unwrap();
+    s.signal(libc::SIGUSR1).unwrap();
+    let line = s.wait_for_line("reload failed", T).unwrap();
+    assert!(
+        line.contains("failed to resolve \"up.test\""),
+        "{line}\n{}",
+        s.output()
+    );
+    assert_eq!(
+        udp(dns, &a("r2.example."), T).unwrap().answers(),
+        vec!["r2.example. 30 IN A 192.0.2.66"]
+    );
+}

@@ -589,7 +589,7 @@ mod tests {
                 sock.send_to(&r.to_wire(), from).unwrap();
             }
         });
-        let c = cfg(&format!(". {{\n forward . 10.0.0.1 dns.example:5353 tls://dns.example%tls.example {{\n  resolver 127.0.0.1:{port} 127.0.0.1:1\n }}\n}}\n"));
+        let c = cfg(&format!(". {{\n forward . 10.0.0.1 dns.example:5353 tls://dns.example%tls.example https://dns.example:8443 {{\n  resolver 127.0.0.1:{port} 127.0.0.1:1\n }}\n}}\n"));
         assert_eq!(c.resolver.len(), 2);
         let got: Vec<(Transport, String, Option<&str>)> =
             c.to.iter()
@@ -607,6 +607,8 @@ mod tests {
                     "[2001:db8::53]:853".into(),
                     Some("tls.example")
                 ),
+                (Transport::Https, "192.0.2.53:8443".into(), None),
+                (Transport::Https, "[2001:db8::53]:8443".into(), None),
             ]
         );
         let e = err(&format!(
