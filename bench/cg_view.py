@@ -7,12 +7,18 @@ answered by three Corefiles:
   hit      a `.` block whose view matches (incidr on 127.0.0.0/8), then a catch-all: every query
            evaluates one view and runs the view's (pass-through) handler.
 Cost = (Ir(start + N queries) - Ir(start)) / N for each, printed with the differences to base.
+Those totals also carry the background work of each process (the second block's own kubernetes
+watch, cache and timers) over a run whose length varies under valgrind, so the routing cost is
+also printed from the profiles themselves: Site::route inclusive (block choice, views included)
+and the view filter inclusive, per query of the first pass.
 With --base-bin, base is also measured on that binary (e.g. a build of main) to show that the
 no-view path did not change. Talks only to 127.0.0.1. Usage:
   python3 bench/cg_view.py --bin target/release/sextant [--base-bin /tmp/sextant-main] [--queries 20000]"""
 
 import argparse
 import os
+import re
+import subprocess
 import shutil
 import sys
 import tempfile
@@ -20,6 +26,19 @@ import tempfile
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench  # noqa: E402
 import gen  # noqa: E402
+
+
+def inclusive(path, pattern):
+    """Sum of the inclusive Ir of the functions whose name matches `pattern` in a callgrind
+    profile (callgrind_annotate's own lines, not its call-graph lines)."""
+    out = subprocess.run(["callgrind_annotate", "--inclusive=yes", "--threshold=100", path],
+                         capture_output=True, text=True).stdout
+    total = 0
+    for line in out.splitlines():
+        m = re.match(r"\s*([\d,]+) \([ \d.]+%\)\s+(\S+?):(.*) \[", line)
+        if m and re.search(pattern, m.group(3)) and "=>" not in line:
+            total += int(m.group(1).replace(",", ""))
+    return total
 
 
 def main():
@@ -69,6 +88,16 @@ def main():
               f"{r['warm_per_query'] or 0:8.0f} Ir/query (second pass), answered {r['answered']}",
               flush=True)
     base = res["base"]
+    route, filt = {}, {}
+    for name in ("base", "miss", "hit"):
+        prof = env.path(f"callgrind.{name}.run.out")
+        n = res[name]["answered"]
+        route[name] = inclusive(prof, r"^sextant::server::site::Site::route$") / n
+        filt[name] = inclusive(prof, r"as sextant::plugin::ViewFilter>::matches$") / n
+    print(f"routing (Site::route inclusive), Ir/query: base {route['base']:.0f}, "
+          f"miss {route['miss']:.0f} ({route['miss'] - route['base']:+.0f}), "
+          f"hit {route['hit']:.0f} ({route['hit'] - route['base']:+.0f}); "
+          f"view filter alone: miss {filt['miss']:.0f}, hit {filt['hit']:.0f}", flush=True)
     for name in ("miss", "hit"):
         d1 = res[name]["per_query"] - base["per_query"]
         d2 = (res[name]["warm_per_query"] or 0) - (base["warm_per_query"] or 0)

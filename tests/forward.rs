@@ -1434,7 +1434,7 @@ fn dns_over_https_upstreams_post_and_get() {
     );
 
     // GET, HTTP/1.1 only, the certificate checked for tls_servername.
-    let (addr1, pem1, seen1, _) = doh_server(false);
+    let (addr1, pem1, seen1, conns1) = doh_server(false);
     let srv1 = start_with(
         |b| b.file("ca.pem", &pem1),
         &format!("forward . https://{addr1} {{\n tls ca.pem\n tls_servername dns.test\n doh_method GET\n }}"),
@@ -1453,6 +1453,16 @@ fn dns_over_https_upstreams_post_and_get() {
     assert!(!b64.contains('='), "no padding after dns=: {b64}");
     assert_eq!(s.version, "HTTP/1.1");
     assert_eq!(s.id, 0);
+    // Queries one after the other reuse the idle HTTP/1.1 connection.
+    for i in 0..3 {
+        let r = udp(srv1.dns, &a(&format!("get{i}.example.")), T).unwrap();
+        assert_eq!(r.rcode_name(), "NOERROR");
+    }
+    assert_eq!(
+        conns1.load(Ordering::SeqCst),
+        1,
+        "one HTTP/1.1 connection, reused"
+    );
 
     // A certificate that does not match: SERVFAIL.
     let bad = start_with(

@@ -1,8 +1,9 @@
 //! DNS over HTTPS (RFC 8484) to an `https://` upstream of `forward` (CoreDNS 1.14.5): the query
 //! (ID 0) is POSTed as `application/dns-message` to `https://IP:PORT/dns-query`, or sent with
 //! GET as `?dns=` base64url when `doh_method GET`. HTTP/2 is negotiated with ALPN and its one
-//! connection per upstream is shared by every query in flight; a server that only speaks
-//! HTTP/1.1 gets a connection per query. Like CoreDNS, the HTTP status is not looked at: the body
+//! connection per upstream is shared by every query in flight; with a server that only speaks
+//! HTTP/1.1, a connection carries one query at a time and up to `idle_cap` idle connections are
+//! kept for reuse (Go's client keeps 2 per host, or `max_idle_conns`). Like CoreDNS, the HTTP status is not looked at: the body
 //! must be a DNS message.
 
 use std::sync::Mutex;
@@ -37,6 +38,10 @@ pub(super) struct Doh {
     pub method: Method,
     /// The shared HTTP/2 connection, while it is open.
     h2: Mutex<Option<http2::SendRequest<Full<Bytes>>>>,
+    /// Idle HTTP/1.1 connections.
+    h1: Mutex<Vec<http1::SendRequest<Full<Bytes>>>>,
+    /// Most idle HTTP/1.1 connections kept.
+    idle_cap: usize,
 }
 
 /// Runs hyper's connection tasks under the generation (plugins do not spawn by themselves).
@@ -86,6 +91,7 @@ impl Doh {
         server_name: ServerName<'static>,
         authority: String,
         method: Method,
+        idle_cap: usize,
     ) -> Doh {
         Doh {
             connector,
@@ -93,6 +99,8 @@ impl Doh {
             authority,
             method,
             h2: Mutex::new(None),
+            h1: Mutex::new(Vec::new()),
+            idle_cap,
         }
     }
 
@@ -123,16 +131,43 @@ impl Doh {
         r.map_err(|e| format!("doh request: {e}"))
     }
 
-    /// The open HTTP/2 connection, if there is one.
-    fn cached(&self) -> Option<http2::SendRequest<Full<Bytes>>> {
-        let g = self.h2.lock().ok()?;
-        g.as_ref().filter(|s| !s.is_closed()).cloned()
+    /// The open HTTP/2 connection, or an idle HTTP/1.1 one, if there is one.
+    fn cached(&self) -> Option<Sender> {
+        if let Some(s) = self
+            .h2
+            .lock()
+            .ok()?
+            .as_ref()
+            .filter(|s| !s.is_closed())
+            .cloned()
+        {
+            return Some(Sender::H2(s));
+        }
+        let mut idle = self.h1.lock().ok()?;
+        while let Some(s) = idle.pop() {
+            if !s.is_closed() {
+                return Some(Sender::H1(s));
+            }
+        }
+        None
+    }
+
+    /// Keeps an HTTP/1.1 connection whose exchange is over for the next query.
+    fn give_back(&self, s: http1::SendRequest<Full<Bytes>>) {
+        if let Ok(mut idle) = self.h1.lock() {
+            if idle.len() < self.idle_cap && !s.is_closed() {
+                idle.push(s);
+            }
+        }
     }
 
     /// Drops the shared connection (retired generation).
     pub(super) fn clear(&self) {
         if let Ok(mut g) = self.h2.lock() {
             *g = None;
+        }
+        if let Ok(mut g) = self.h1.lock() {
+            g.clear();
         }
     }
 
@@ -210,13 +245,14 @@ impl Doh {
         let mut fresh_tried = false;
         loop {
             let (sender, fresh) = match self.cached() {
-                Some(s) => (Sender::H2(s), false),
+                Some(s) => (s, false),
                 None => {
                     let tcp = dial().await?;
                     (self.handshake(tcp, until, spawner).await?, true)
                 }
             };
             let req = self.request(wire, matches!(sender, Sender::H1(_)))?;
+            let mut h1_back = None;
             let sent = async {
                 match sender {
                     Sender::H2(mut s) => {
@@ -225,7 +261,9 @@ impl Doh {
                     }
                     Sender::H1(mut s) => {
                         s.ready().await?;
-                        s.send_request(req).await
+                        let r = s.send_request(req).await;
+                        h1_back = Some(s);
+                        r
                     }
                 }
             };
@@ -248,7 +286,13 @@ impl Doh {
                     "doh {}: reading body ({status}): {e}",
                     self.authority
                 )),
-                Ok(Ok(b)) => Ok(b.to_bytes().to_vec()),
+                Ok(Ok(b)) => {
+                    // The whole body is read: the HTTP/1.1 connection can take the next query.
+                    if let Some(s) = h1_back {
+                        self.give_back(s);
+                    }
+                    Ok(b.to_bytes().to_vec())
+                }
             };
         }
     }

@@ -151,6 +151,12 @@ pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), 
                     server_name,
                     u.addr.to_string(),
                     cfg.doh_method,
+                    // Go's DefaultMaxIdleConnsPerHost unless max_idle_conns says otherwise.
+                    if cfg.max_idle_conns > 0 {
+                        cfg.max_idle_conns
+                    } else {
+                        2
+                    },
                 ));
             }
             proxies.push(Arc::new(p));
