@@ -30,12 +30,13 @@ import gen  # noqa: E402
 
 def inclusive(path, pattern):
     """Sum of the inclusive Ir of the functions whose name matches `pattern` in a callgrind
-    profile (callgrind_annotate's own lines, not its call-graph lines)."""
+    profile: callgrind lists a function once per source file its inlined code comes from, so
+    every file's entry is added."""
     out = subprocess.run(["callgrind_annotate", "--inclusive=yes", "--threshold=100", path],
                          capture_output=True, text=True).stdout
     total = 0
     for line in out.splitlines():
-        m = re.match(r"\s*([\d,]+) \([ \d.]+%\)\s+(\S+?):(.*) \[", line)
+        m = re.match(r"\s*([\d,]+) \([ \d.]+%\)\s+(\S+?):(.*?)( \[[^\]]*\])?$", line)
         if m and re.search(pattern, m.group(3)) and "=>" not in line:
             total += int(m.group(1).replace(",", ""))
     return total
