@@ -211,9 +211,9 @@ fn cluster(rt: &tokio::runtime::Runtime) -> FakeApi {
     api
 }
 
-/// (rcode, flags, answers, authority) with records' whitespace normalised and SOA serials
-/// dropped (they follow the clock of the API's last change).
-type Whole = (String, String, Vec<String>, Vec<String>);
+/// (rcode, flags, answers, authority, additional) with records' whitespace normalised and SOA
+/// serials dropped (they follow the clock of the API's last change).
+type Whole = (String, String, Vec<String>, Vec<String>, Vec<String>);
 
 fn whole(r: &Reply) -> Whole {
     let norm = |v: Vec<String>| -> Vec<String> {
@@ -235,6 +235,7 @@ fn whole(r: &Reply) -> Whole {
         r.flags(),
         norm(r.answers()),
         norm(r.authority()),
+        norm(r.additional()),
     )
 }
 
