@@ -18,11 +18,12 @@ cd "$(dirname "$0")"
 # case; g++: libFuzzer for the fuzz crate; buildah, podman, runc, mmdebstrap, libcap2-bin: the
 # container images (deploy/image.sh, tests/images.rs); ldnsutils: ldns-keygen and ldns-signzone sign
 # the zone tests/file.rs serves with DNSSEC records; musl-tools: a musl (1.2.3, no TCP retry)
-# getaddrinfo client (tests/conformance_reply.rs).
+# getaddrinfo client (tests/conformance_reply.rs); etcd-server, etcd-client: the etcd v3 server and
+# etcdctl of tests/etcd.rs.
 APT_PACKAGES=(
     knot unbound bind9-dnsutils knot-dnsutils dnsperf iproute2 iptables nftables conntrack
     python3 python3-pip g++ ca-certificates musl-tools
-    buildah podman runc mmdebstrap libcap2-bin ldnsutils
+    buildah podman runc mmdebstrap libcap2-bin ldnsutils etcd-server etcd-client
 )
 
 as_root() {
@@ -47,9 +48,9 @@ install_deps() {
         as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
             "${missing[@]}" >/dev/null
     fi
-    # Debian's unbound/knot packages start system services; the tests start their own.
-    if systemctl is-active --quiet unbound knot 2>/dev/null; then
-        as_root systemctl stop unbound knot 2>/dev/null || true
+    # Debian's unbound/knot/etcd-server packages start system services; the tests start their own.
+    if systemctl is-active --quiet unbound knot etcd 2>/dev/null; then
+        as_root systemctl stop unbound knot etcd 2>/dev/null || true
     fi
     # deploy/image.sh downloads ca-certificates with apt: it needs package lists.
     if ! compgen -G '/var/lib/apt/lists/*_Packages*' >/dev/null; then

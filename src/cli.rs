@@ -42,34 +42,51 @@ fn usage() -> String {
     "Usage of sextant:\n  -check\n    \tparse and set up the Corefile, print every error, do not serve\n  -conf string\n    \tCorefile to load (default \"Corefile\")\n  -dns.port string\n    \tDefault port (default \"53\")\n  -pidfile string\n    \tPath to write pid file\n  -plugins\n    \tList installed plugins\n  -quiet\n    \tQuiet mode (no initialization output)\n  -version\n    \tShow version\n".to_string()
 }
 
+/// Why the command line is refused; what Go's `flag` package reports is followed by the usage
+/// text, as it prints it.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum FlagsError {
+    /// `-h`/`-help`: the usage text alone.
+    #[error("{}", usage())]
+    Help,
+    #[error("{0}\n{usage}", usage = usage())]
+    Flag(pkg::flags::FlagError),
+    #[error("unexpected argument {0:?}\n{usage}", usage = usage())]
+    Unexpected(String),
+    #[error("invalid value {0:?} for flag -dns.port")]
+    Port(String),
+}
+
+impl From<pkg::flags::FlagError> for FlagsError {
+    fn from(e: pkg::flags::FlagError) -> Self {
+        FlagsError::Flag(e)
+    }
+}
+
 /// Parses the flags with Go's `flag` rules (`-flag value`, `-flag=value`, `--flag`).
-pub(crate) fn parse_flags(args: &[String]) -> Result<Flags, String> {
-    let with_usage = |e: String| format!("{e}\n{}", usage());
+pub(crate) fn parse_flags(args: &[String]) -> Result<Flags, FlagsError> {
     let mut f = Flags::default();
     let mut it = pkg::flags::Flags::new(args);
-    while let Some(flag) = it.next_flag().map_err(|e| with_usage(e.to_string()))? {
-        let mut value = || it.value(&flag).map_err(|e| with_usage(e.to_string()));
-        let boolean = || flag.bool().map_err(|e| with_usage(e.to_string()));
+    while let Some(flag) = it.next_flag()? {
+        let mut value = || it.value(&flag);
+        let boolean = || flag.bool();
         match flag.name {
             "conf" => f.conf = Some(PathBuf::from(value()?)),
             "dns.port" => {
                 let v = value()?;
-                f.dns_port = Some(
-                    v.parse()
-                        .map_err(|_| format!("invalid value {v:?} for flag -dns.port"))?,
-                );
+                f.dns_port = Some(v.parse().map_err(|_| FlagsError::Port(v.to_string()))?);
             }
             "pidfile" => f.pidfile = Some(PathBuf::from(value()?)),
             "plugins" => f.plugins = boolean()?,
             "version" => f.version = boolean()?,
             "quiet" => f.quiet = boolean()?,
             "check" => f.check = boolean()?,
-            "h" | "help" => return Err(usage()),
-            _ => return Err(with_usage(flag.not_defined().to_string())),
+            "h" | "help" => return Err(FlagsError::Help),
+            _ => return Err(flag.not_defined().into()),
         }
     }
     if let Some(a) = it.rest().first() {
-        return Err(with_usage(format!("unexpected argument {a:?}")));
+        return Err(FlagsError::Unexpected(a.clone()));
     }
     Ok(f)
 }
@@ -388,7 +405,7 @@ mod tests {
         assert_eq!(f.conf, Some(PathBuf::from("/x")));
         assert_eq!(f.dns_port, Some(1053));
         assert!(f.quiet && !f.check && !f.version);
-        let e = |s: &[&str]| parse_flags(&a(s)).unwrap_err();
+        let e = |s: &[&str]| parse_flags(&a(s)).unwrap_err().to_string();
         assert!(
             e(&["-nope"]).starts_with("flag provided but not defined: -nope\nUsage of sextant:")
         );

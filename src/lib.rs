@@ -48,18 +48,30 @@ pub mod fuzzing {
         }
     }
 
+    /// Why [`first_site`] has no routing table.
+    #[derive(Debug, thiserror::Error)]
+    pub enum SiteError {
+        /// The text is not a Corefile.
+        #[error("{0}")]
+        Parse(#[from] sextant_corefile::Error),
+        /// Setting up found these problems.
+        #[error("{0:?}")]
+        Setup(Vec<sextant_corefile::Error>),
+        #[error("no listener")]
+        NoListener,
+    }
+
     /// Sets up `text` as a Corefile (port 53 for keys without one) and returns the routing
     /// table of its first listener.
-    pub fn first_site(text: &str) -> Result<Site, String> {
-        let cf = sextant_corefile::parse_str("Corefile", text, Path::new("."))
-            .map_err(|e| e.to_string())?;
+    pub fn first_site(text: &str) -> Result<Site, SiteError> {
+        let cf = sextant_corefile::parse_str("Corefile", text, Path::new("."))?;
         let gen = crate::server::config::build(&cf, 53, Default::default(), Default::default())
-            .map_err(|e| format!("{e:?}"))?;
+            .map_err(SiteError::Setup)?;
         gen.sites
             .into_values()
             .next()
             .map(Site)
-            .ok_or_else(|| "no listener".to_string())
+            .ok_or(SiteError::NoListener)
     }
 
     /// Builds a configuration generation from Corefile text the way a reload does, and

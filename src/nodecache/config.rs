@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
@@ -21,6 +21,56 @@ const UPSTREAM_TCP_BLOCK: &str =
     "\n    forward . __PILLAR__UPSTREAM__SERVERS__ {\n            force_tcp\n    }\n";
 const UPSTREAM_UDP_BLOCK: &str = "\n    forward . __PILLAR__UPSTREAM__SERVERS__\n";
 
+/// Why the kube-dns ConfigMap folder or its data is refused.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ConfigError {
+    /// A file or folder could not be read.
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config path {:?} is not a directory", .0.display().to_string())]
+    NotDir(PathBuf),
+    #[error("non-utf8 data in {}", .0.display())]
+    NotUtf8(PathBuf),
+    /// A key's value is not the JSON it should be.
+    #[error("invalid {key} value: {source} (value was {value:?})")]
+    Json {
+        key: &'static str,
+        value: String,
+        source: serde_json::Error,
+    },
+    #[error("invalid nameservers {servers:?} for the stub domain {domain}: {source}")]
+    StubDomain {
+        domain: String,
+        servers: Vec<String>,
+        source: NameserverError,
+    },
+    #[error("invalid upstream nameservers {servers:?}: {source}")]
+    Upstream {
+        servers: Vec<String>,
+        source: NameserverError,
+    },
+}
+
+/// A nameserver node-cache cannot forward to.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum NameserverError {
+    #[error("unsupported transport {transport} of nameserver {server}")]
+    Transport { transport: String, server: String },
+    #[error("not an IP address or file: {0:?}")]
+    NotAddress(String),
+}
+
+fn json<T: serde::de::DeserializeOwned>(key: &'static str, value: &str) -> Result<T, ConfigError> {
+    serde_json::from_str(value).map_err(|source| ConfigError::Json {
+        key,
+        value: value.to_string(),
+        source,
+    })
+}
+
 /// The kube-dns ConfigMap's data.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct KubeDnsConfig {
@@ -31,23 +81,13 @@ pub(crate) struct KubeDnsConfig {
 
 impl KubeDnsConfig {
     /// Builds the config from the ConfigMap's key/value data (values are JSON).
-    pub(crate) fn from_data(data: &BTreeMap<String, String>) -> Result<KubeDnsConfig, String> {
+    pub(crate) fn from_data(data: &BTreeMap<String, String>) -> Result<KubeDnsConfig, ConfigError> {
         let mut c = KubeDnsConfig::default();
         for (k, v) in data {
             match k.as_str() {
-                "federations" => {
-                    c.federations = serde_json::from_str(v)
-                        .map_err(|e| format!("invalid federations value: {e} (value was {v:?})"))?
-                }
-                "stubDomains" => {
-                    c.stub_domains = serde_json::from_str(v)
-                        .map_err(|e| format!("invalid stubDomains value: {e} (value was {v:?})"))?
-                }
-                "upstreamNameservers" => {
-                    c.upstream_nameservers = serde_json::from_str(v).map_err(|e| {
-                        format!("invalid upstreamNameservers value: {e} (value was {v:?})")
-                    })?
-                }
+                "federations" => c.federations = json("federations", v)?,
+                "stubDomains" => c.stub_domains = json("stubDomains", v)?,
+                "upstreamNameservers" => c.upstream_nameservers = json("upstreamNameservers", v)?,
                 _ => {}
             }
         }
@@ -56,30 +96,35 @@ impl KubeDnsConfig {
 
     /// node-cache's check: every nameserver is an IP (or IP:port), a file, or `dns://`/`tls://`
     /// one of those; other transports are refused.
-    pub(crate) fn validate_for_node_cache(&self) -> Result<(), String> {
+    pub(crate) fn validate_for_node_cache(&self) -> Result<(), ConfigError> {
         for (domain, ns) in &self.stub_domains {
-            validate_forward(ns).map_err(|e| {
-                format!("invalid nameservers {ns:?} for the stub domain {domain}: {e}")
+            validate_forward(ns).map_err(|source| ConfigError::StubDomain {
+                domain: domain.clone(),
+                servers: ns.clone(),
+                source,
             })?;
         }
-        validate_forward(&self.upstream_nameservers).map_err(|e| {
-            format!(
-                "invalid upstream nameservers {:?}: {e}",
-                self.upstream_nameservers
-            )
+        validate_forward(&self.upstream_nameservers).map_err(|source| ConfigError::Upstream {
+            servers: self.upstream_nameservers.clone(),
+            source,
         })
     }
 }
 
-fn validate_forward(servers: &[String]) -> Result<(), String> {
+fn validate_forward(servers: &[String]) -> Result<(), NameserverError> {
     for s in servers {
         let host = match s.split_once("://") {
             Some(("dns" | "tls", rest)) => rest,
-            Some((t, _)) => return Err(format!("unsupported transport {t} of nameserver {s}")),
+            Some((t, _)) => {
+                return Err(NameserverError::Transport {
+                    transport: t.to_string(),
+                    server: s.clone(),
+                })
+            }
             None => s.as_str(),
         };
         if !is_host_port(host) && !Path::new(host).is_file() {
-            return Err(format!("not an IP address or file: {host:?}"));
+            return Err(NameserverError::NotAddress(host.to_string()));
         }
     }
     Ok(())
@@ -94,16 +139,17 @@ fn is_host_port(s: &str) -> bool {
 /// Reads a ConfigMap folder: every regular file not starting with `.` (Kubernetes' `..data`
 /// symlinks are skipped; the key symlinks are followed). Returns the data and a version hash
 /// (empty when the folder holds no key).
-pub(crate) fn read_dir(dir: &Path) -> Result<(BTreeMap<String, String>, String), String> {
-    let meta = std::fs::metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+pub(crate) fn read_dir(dir: &Path) -> Result<(BTreeMap<String, String>, String), ConfigError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source: std::io::Error| ConfigError::Io { path, source }
+    };
+    let meta = std::fs::metadata(dir).map_err(io(dir))?;
     if !meta.is_dir() {
-        return Err(format!(
-            "config path {:?} is not a directory",
-            dir.display().to_string()
-        ));
+        return Err(ConfigError::NotDir(dir.to_path_buf()));
     }
     let mut data = BTreeMap::new();
-    let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let entries = std::fs::read_dir(dir).map_err(io(dir))?;
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().to_string();
         if name.starts_with('.') {
@@ -116,9 +162,8 @@ pub(crate) fn read_dir(dir: &Path) -> Result<(BTreeMap<String, String>, String),
         if m.is_dir() {
             continue;
         }
-        let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let text =
-            String::from_utf8(bytes).map_err(|_| format!("non-utf8 data in {}", path.display()))?;
+        let bytes = std::fs::read(&path).map_err(io(&path))?;
+        let text = String::from_utf8(bytes).map_err(|_| ConfigError::NotUtf8(path.clone()))?;
         data.insert(name, text);
     }
     let mut h = Sha256::new();
@@ -272,13 +317,14 @@ mod tests {
         data.insert("stubDomains".into(), "{not json".into());
         assert!(KubeDnsConfig::from_data(&data)
             .unwrap_err()
+            .to_string()
             .starts_with("invalid stubDomains value"));
         let cfg = KubeDnsConfig {
             upstream_nameservers: vec!["https://dns.example".into()],
             ..Default::default()
         };
         assert_eq!(
-            cfg.validate_for_node_cache().unwrap_err(),
+            cfg.validate_for_node_cache().unwrap_err().to_string(),
             "invalid upstream nameservers [\"https://dns.example\"]: unsupported transport https of nameserver https://dns.example"
         );
         let cfg = KubeDnsConfig {
@@ -288,6 +334,7 @@ mod tests {
         assert!(cfg
             .validate_for_node_cache()
             .unwrap_err()
+            .to_string()
             .contains("for the stub domain a.b"));
         let ok = KubeDnsConfig {
             upstream_nameservers: vec![
@@ -326,6 +373,7 @@ mod tests {
         assert_eq!(cfg.stub_domains["x.y"], vec!["1.2.3.4".to_string()]);
         assert!(read_dir(&dir.join("stubDomains"))
             .unwrap_err()
+            .to_string()
             .contains("is not a directory"));
         std::fs::remove_dir_all(&dir).unwrap();
     }

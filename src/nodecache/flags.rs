@@ -7,7 +7,44 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::pkg::duration;
-use crate::pkg::flags::Flags;
+use crate::pkg::flags::{FlagError, Flags};
+
+/// Why `sextant node-cache`'s command line is refused, with k8s-dns-node-cache's texts.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum FlagsError {
+    /// `-h`/`-help`: the usage text is the whole message.
+    #[error("{}", usage())]
+    Help,
+    /// What Go's `flag` package reports (syntax, missing value, boolean, unknown flag).
+    #[error("{0}")]
+    Flag(FlagError),
+    #[error("unexpected argument {0:?}")]
+    Unexpected(String),
+    #[error("invalid value {0:?} for flag -syncinterval: must be > 0")]
+    ZeroInterval(String),
+    #[error("invalid value {0:?} for flag -syncinterval: parse error")]
+    Interval(String),
+    #[error(
+        "invalid rules mode {0:?}: want iptables, iptables-legacy, iptables-nft, nftables or auto"
+    )]
+    RulesMode(String),
+    #[error("invalid healthcheck port specified - {0:?}")]
+    HealthPort(String),
+    #[error("invalid port specified - {0:?}")]
+    Port(String),
+    #[error("invalid localip specified - {0:?}")]
+    LocalIp(String),
+    #[error("invalid interface name {0:?}: must be 1 to 15 bytes")]
+    InterfaceLength(String),
+    #[error("invalid interface name {0:?}")]
+    InterfaceName(String),
+}
+
+impl From<FlagError> for FlagsError {
+    fn from(e: FlagError) -> Self {
+        FlagsError::Flag(e)
+    }
+}
 
 /// Everything node-cache is told on its command line.
 #[derive(Debug, Clone, PartialEq)]
@@ -189,34 +226,26 @@ pub(crate) fn usage() -> String {
 
 /// `-syncinterval`: Go's flag is a `time.Duration` defaulting to 60 that is later multiplied by
 /// a second, so a bare number means seconds; a Go duration (`30s`, `1m`) is accepted too.
-fn parse_interval(v: &str) -> Result<Duration, String> {
+fn parse_interval(v: &str) -> Result<Duration, FlagsError> {
     if let Ok(n) = v.parse::<u64>() {
         if n == 0 {
-            return Err(format!(
-                "invalid value {v:?} for flag -syncinterval: must be > 0"
-            ));
+            return Err(FlagsError::ZeroInterval(v.to_string()));
         }
         return Ok(Duration::from_secs(n));
     }
     match duration::parse(v) {
         Ok(d) if !d.is_zero() => Ok(d),
-        _ => Err(format!(
-            "invalid value {v:?} for flag -syncinterval: parse error"
-        )),
+        _ => Err(FlagsError::Interval(v.to_string())),
     }
 }
 
 /// Parses the arguments after `node-cache`.
-pub(crate) fn parse(args: &[String]) -> Result<Params, String> {
+pub(crate) fn parse(args: &[String]) -> Result<Params, FlagsError> {
     let mut p = Params::default();
     let mut it = Flags::new(args);
-    while let Some(flag) = it.next_flag().map_err(|e| e.to_string())? {
-        let mut value = || {
-            it.value(&flag)
-                .map(str::to_string)
-                .map_err(|e| e.to_string())
-        };
-        let boolean = || flag.bool().map_err(|e| e.to_string());
+    while let Some(flag) = it.next_flag()? {
+        let mut value = || it.value(&flag).map(str::to_string);
+        let boolean = || flag.bool();
         match flag.name {
             "localip" => p.local_ip_str = value()?,
             "setupinterface" => p.setup_interface = boolean()?,
@@ -226,9 +255,8 @@ pub(crate) fn parse(args: &[String]) -> Result<Params, String> {
             "setupiptables" => p.setup_iptables = boolean()?,
             "rules" => {
                 let v = value()?;
-                p.rules = crate::nodecache::rules::Mode::parse(&v).ok_or_else(|| {
-                    format!("invalid rules mode {v:?}: want iptables, iptables-legacy, iptables-nft, nftables or auto")
-                })?;
+                p.rules = crate::nodecache::rules::Mode::parse(&v)
+                    .ok_or_else(|| FlagsError::RulesMode(v.clone()))?;
             }
             "fallbackendpoints" => {
                 let v = value()?;
@@ -256,9 +284,7 @@ pub(crate) fn parse(args: &[String]) -> Result<Params, String> {
             "upstreamsvc" => p.upstream_svc_name = value()?,
             "health-port" => {
                 let v = value()?;
-                p.health_port = v
-                    .parse()
-                    .map_err(|_| format!("invalid healthcheck port specified - {v:?}"))?;
+                p.health_port = v.parse().map_err(|_| FlagsError::HealthPort(v.clone()))?;
             }
             "skipteardown" => p.skip_teardown = boolean()?,
             "reloadwithsignal" => p.reload_with_signal = boolean()?,
@@ -272,38 +298,31 @@ pub(crate) fn parse(args: &[String]) -> Result<Params, String> {
             }
             "dns.port" => {
                 let v = value()?;
-                p.local_port = v
-                    .parse()
-                    .map_err(|_| format!("invalid port specified - {v:?}"))?;
+                p.local_port = v.parse().map_err(|_| FlagsError::Port(v.clone()))?;
             }
             "quiet" => p.quiet = boolean()?,
-            "h" | "help" => return Err(usage()),
-            _ => return Err(flag.not_defined().to_string()),
+            "h" | "help" => return Err(FlagsError::Help),
+            _ => return Err(flag.not_defined().into()),
         }
     }
     if let Some(a) = it.rest().first() {
-        return Err(format!("unexpected argument {a:?}"));
+        return Err(FlagsError::Unexpected(a.clone()));
     }
     validate(&mut p)?;
     Ok(p)
 }
 
-fn validate(p: &mut Params) -> Result<(), String> {
+fn validate(p: &mut Params) -> Result<(), FlagsError> {
     p.local_ips.clear();
     for s in p.local_ip_str.split(',') {
-        let ip: IpAddr = s
-            .parse()
-            .map_err(|_| format!("invalid localip specified - {s:?}"))?;
+        let ip: IpAddr = s.parse().map_err(|_| FlagsError::LocalIp(s.to_string()))?;
         p.local_ips.push(ip);
     }
     if p.setup_interface && (p.interface_name.is_empty() || p.interface_name.len() > 15) {
-        return Err(format!(
-            "invalid interface name {:?}: must be 1 to 15 bytes",
-            p.interface_name
-        ));
+        return Err(FlagsError::InterfaceLength(p.interface_name.clone()));
     }
     if p.interface_name.contains(['/', ' ', '\0']) {
-        return Err(format!("invalid interface name {:?}", p.interface_name));
+        return Err(FlagsError::InterfaceName(p.interface_name.clone()));
     }
     Ok(())
 }
@@ -421,7 +440,7 @@ mod tests {
 
     #[test]
     fn errors() {
-        let e = |a: &[&str]| parse(&args(a)).unwrap_err();
+        let e = |a: &[&str]| parse(&args(a)).unwrap_err().to_string();
         assert_eq!(e(&[]), "invalid localip specified - \"\"");
         assert_eq!(
             e(&["-localip=1.2.3.4,x"]),

@@ -1,6 +1,7 @@
 //! `coredns_nodecache_setup_errors_total{errortype}` and the HTTP endpoint that serves the
 //! process's metrics on `-metrics-listen-address` (k8s-dns-node-cache's port 9353).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::metrics::metrics;
@@ -44,9 +45,22 @@ impl HttpHandler for Page {
     }
 }
 
+/// Why the metrics endpoint is not served.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ServeError {
+    /// `-metrics-listen-address` is not an address (the resolver's text).
+    #[error("{0}")]
+    Address(String),
+    #[error("listen tcp {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
 /// Serves `/metrics` on `addr`; the server lives until the process exits.
-pub(crate) async fn serve(addr: &str) -> Result<HttpServer, String> {
-    let sa = crate::server::http::resolve_addr(addr)?;
+pub(crate) async fn serve(addr: &str) -> Result<HttpServer, ServeError> {
+    let sa = crate::server::http::resolve_addr(addr).map_err(ServeError::Address)?;
     HttpServer::bind(
         sa,
         vec![(
@@ -55,5 +69,5 @@ pub(crate) async fn serve(addr: &str) -> Result<HttpServer, String> {
         )],
     )
     .await
-    .map_err(|e| format!("listen tcp {sa}: {e}"))
+    .map_err(|source| ServeError::Listen { addr: sa, source })
 }

@@ -9,7 +9,20 @@ use std::path::Path;
 
 use sextant_corefile::{Corefile, Directive};
 
-use super::config::KubeDnsConfig;
+use super::config::{ConfigError, KubeDnsConfig};
+
+/// Why a kube-dns ConfigMap cannot be translated.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum MigrateError {
+    #[error("invalid YAML: {0}")]
+    Yaml(#[source] serde_yaml_ng::Error),
+    #[error("ConfigMap data values must be strings")]
+    NotString,
+    #[error("no ConfigMap document found")]
+    NoConfigMap,
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+}
 
 fn usage() -> &'static str {
     "Usage: sextant migrate kube-dns [-domain cluster.local] FILE\n       sextant migrate corefile FILE\n"
@@ -110,10 +123,10 @@ pub(crate) struct KubeDnsMigration {
 }
 
 /// The `data` of a ConfigMap document (a `kind: ConfigMap` YAML; the first one if several).
-fn configmap_data(yaml: &str) -> Result<BTreeMap<String, String>, String> {
+fn configmap_data(yaml: &str) -> Result<BTreeMap<String, String>, MigrateError> {
     use serde::Deserialize;
     for doc in serde_yaml_ng::Deserializer::from_str(yaml) {
-        let v = serde_yaml_ng::Value::deserialize(doc).map_err(|e| format!("invalid YAML: {e}"))?;
+        let v = serde_yaml_ng::Value::deserialize(doc).map_err(MigrateError::Yaml)?;
         let kind = v.get("kind").and_then(|k| k.as_str()).unwrap_or("");
         if kind != "ConfigMap" {
             continue;
@@ -122,14 +135,14 @@ fn configmap_data(yaml: &str) -> Result<BTreeMap<String, String>, String> {
         if let Some(serde_yaml_ng::Value::Mapping(m)) = v.get("data") {
             for (k, val) in m {
                 let (Some(k), Some(val)) = (k.as_str(), val.as_str()) else {
-                    return Err("ConfigMap data values must be strings".into());
+                    return Err(MigrateError::NotString);
                 };
                 out.insert(k.to_string(), val.to_string());
             }
         }
         return Ok(out);
     }
-    Err("no ConfigMap document found".into())
+    Err(MigrateError::NoConfigMap)
 }
 
 /// Keeps IP[:port] nameservers, dropping host names as kubeadm did.
@@ -156,7 +169,7 @@ fn omit_hostnames(servers: &[String], notes: &mut Vec<String>, what: &str) -> Ve
 }
 
 /// Translates a kube-dns ConfigMap into kubeadm's CoreDNS Corefile for `domain`.
-pub(crate) fn kube_dns(yaml: &str, domain: &str) -> Result<KubeDnsMigration, String> {
+pub(crate) fn kube_dns(yaml: &str, domain: &str) -> Result<KubeDnsMigration, MigrateError> {
     let data = configmap_data(yaml)?;
     let cfg = KubeDnsConfig::from_data(&data)?;
     let mut notes = Vec::new();
@@ -433,13 +446,14 @@ data:
     #[test]
     fn no_configmap_is_an_error() {
         assert_eq!(
-            kube_dns("kind: Service\n", "c").err().unwrap(),
+            kube_dns("kind: Service\n", "c").err().unwrap().to_string(),
             "no ConfigMap document found"
         );
         assert!(
             kube_dns("kind: ConfigMap\ndata:\n  stubDomains: '{x'\n", "c")
                 .err()
                 .unwrap()
+                .to_string()
                 .starts_with("invalid stubDomains value")
         );
     }

@@ -49,7 +49,7 @@ pub(crate) fn main(args: &[String]) -> i32 {
     log::info(&format!("Starting node-cache image: {}", version()));
     let params = match flags::parse(args) {
         Ok(p) => p,
-        Err(e) if e.starts_with("Usage") => {
+        Err(e @ flags::FlagsError::Help) => {
             eprint!("{e}");
             return 2;
         }

@@ -99,6 +99,22 @@ fn same_user(fd: &OwnedFd) -> bool {
         .is_ok_and(|c| c.uid() == nix::unistd::geteuid().as_raw())
 }
 
+/// Why this instance could not take a control socket.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ClaimError {
+    #[error("control socket: {0}")]
+    Socket(#[source] Errno),
+    #[error("control socket name: {0}")]
+    Name(#[source] Errno),
+    /// Binding or listening on the named socket.
+    #[error("control socket {addr}: {source}")]
+    Bind { addr: String, source: Errno },
+    #[error("control thread: {0}")]
+    Thread(#[source] std::io::Error),
+    #[error("{max} node-cache instances already run for interface {0}", max = MAX_INSTANCES)]
+    Full(String),
+}
+
 /// This instance's control socket, answering the others until dropped.
 pub(crate) struct Instance {
     pub slot: usize,
@@ -108,30 +124,30 @@ pub(crate) struct Instance {
 
 impl Instance {
     /// Takes the first free slot and answers on it from a thread of its own.
-    pub(crate) fn claim(iface: &str) -> Result<Instance, String> {
+    pub(crate) fn claim(iface: &str) -> Result<Instance, ClaimError> {
         for slot in 0..MAX_INSTANCES {
-            let fd = seqpacket().map_err(|e| format!("control socket: {e}"))?;
-            let addr = abstract_name(iface, &slot.to_string())
-                .map_err(|e| format!("control socket name: {e}"))?;
+            let fd = seqpacket().map_err(ClaimError::Socket)?;
+            let addr = abstract_name(iface, &slot.to_string()).map_err(ClaimError::Name)?;
+            let at = |source| ClaimError::Bind {
+                addr: addr.to_string(),
+                source,
+            };
             match bind(fd.as_raw_fd(), &addr) {
                 Ok(()) => {}
                 Err(Errno::EADDRINUSE) => continue,
-                Err(e) => return Err(format!("control socket {addr}: {e}")),
+                Err(e) => return Err(at(e)),
             }
-            listen(&fd, Backlog::new(16).unwrap_or(Backlog::MAXCONN))
-                .map_err(|e| format!("control socket {addr}: {e}"))?;
+            listen(&fd, Backlog::new(16).unwrap_or(Backlog::MAXCONN)).map_err(at)?;
             let fd = Arc::new(fd);
             let state = Arc::new(AtomicU8::new(State::Starting.code()));
             let (f, s) = (fd.clone(), state.clone());
             std::thread::Builder::new()
                 .name("sextant-nc-ctl".into())
                 .spawn(move || serve(f, s))
-                .map_err(|e| format!("control thread: {e}"))?;
+                .map_err(ClaimError::Thread)?;
             return Ok(Instance { slot, fd, state });
         }
-        Err(format!(
-            "{MAX_INSTANCES} node-cache instances already run for interface {iface}"
-        ))
+        Err(ClaimError::Full(iface.to_string()))
     }
 
     pub(crate) fn set_state(&self, s: State) {
@@ -243,13 +259,39 @@ pub(crate) fn peers(iface: &str, mine: usize) -> Vec<Peer> {
         .collect()
 }
 
+/// Why another instance's sockets could not be fetched.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum FetchError {
+    #[error("instance {0} is gone")]
+    Gone(usize),
+    #[error("{0}")]
+    Send(#[source] Errno),
+    #[error("reading sockets: {0}")]
+    Read(#[source] Errno),
+    #[error("instance closed the connection before the end")]
+    Closed,
+    #[error("expected {want} sockets, got {got}")]
+    Count { want: String, got: usize },
+    /// The message's text follows in each of these.
+    #[error("bad kind in {0:?}")]
+    Kind(String),
+    #[error("bad address in {0:?}")]
+    Address(String),
+    #[error("no descriptor with {0:?}")]
+    NoDescriptor(String),
+    #[error("unexpected message {0:?}")]
+    Unexpected(String),
+    #[error("too many messages")]
+    TooMany,
+}
+
 /// Asks instance `slot` for duplicates of its listening sockets.
 pub(crate) fn fetch_sockets(
     iface: &str,
     slot: usize,
-) -> Result<Vec<(SocketKind, SocketAddr, OwnedFd)>, String> {
-    let fd = connect_slot(iface, slot).ok_or_else(|| format!("instance {slot} is gone"))?;
-    send(fd.as_raw_fd(), b"sockets", MsgFlags::empty()).map_err(|e| e.to_string())?;
+) -> Result<Vec<(SocketKind, SocketAddr, OwnedFd)>, FetchError> {
+    let fd = connect_slot(iface, slot).ok_or(FetchError::Gone(slot))?;
+    send(fd.as_raw_fd(), b"sockets", MsgFlags::empty()).map_err(FetchError::Send)?;
     let mut out = Vec::new();
     // At most one message per socket plus the end; bounded anyway.
     for _ in 0..4096 {
@@ -263,7 +305,7 @@ pub(crate) fn fetch_sockets(
                 Some(&mut cmsg),
                 MsgFlags::MSG_CMSG_CLOEXEC,
             )
-            .map_err(|e| format!("reading sockets: {e}"))?;
+            .map_err(FetchError::Read)?;
             let mut fds = Vec::new();
             if let Ok(cmsgs) = msg.cmsgs() {
                 for c in cmsgs {
@@ -277,33 +319,35 @@ pub(crate) fn fetch_sockets(
             (msg.bytes, fds)
         };
         if n == 0 {
-            return Err("instance closed the connection before the end".into());
+            return Err(FetchError::Closed);
         }
         let text = String::from_utf8_lossy(&buf[..n]).into_owned();
         let parts: Vec<&str> = text.split(' ').collect();
         match parts.as_slice() {
             ["end", count] => {
                 if count.parse::<usize>().ok() != Some(out.len()) {
-                    return Err(format!("expected {count} sockets, got {}", out.len()));
+                    return Err(FetchError::Count {
+                        want: count.to_string(),
+                        got: out.len(),
+                    });
                 }
                 return Ok(out);
             }
             ["sock", kind, addr] => {
-                let kind =
-                    SocketKind::parse(kind).ok_or_else(|| format!("bad kind in {text:?}"))?;
+                let kind = SocketKind::parse(kind).ok_or_else(|| FetchError::Kind(text.clone()))?;
                 let addr: SocketAddr = addr
                     .parse()
-                    .map_err(|_| format!("bad address in {text:?}"))?;
+                    .map_err(|_| FetchError::Address(text.clone()))?;
                 let mut fds = fds.into_iter();
                 let sfd = fds
                     .next()
-                    .ok_or_else(|| format!("no descriptor with {text:?}"))?;
+                    .ok_or_else(|| FetchError::NoDescriptor(text.clone()))?;
                 out.push((kind, addr, sfd));
             }
-            _ => return Err(format!("unexpected message {text:?}")),
+            _ => return Err(FetchError::Unexpected(text.clone())),
         }
     }
-    Err("too many messages".into())
+    Err(FetchError::TooMany)
 }
 
 /// Held while the interface and rules are changed; released on drop (or by the kernel when the

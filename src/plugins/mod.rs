@@ -11,6 +11,7 @@ pub(crate) mod cache;
 pub(crate) mod chaos;
 pub(crate) mod debug;
 pub(crate) mod errors;
+pub(crate) mod etcd;
 pub(crate) mod file;
 pub(crate) mod forward;
 pub(crate) mod health;
@@ -55,6 +56,7 @@ pub(crate) static ORDER: &[PluginDef] = &[
     PluginDef { name: "file", once: false, setup: file::setup },
     PluginDef { name: "auto", once: false, setup: auto::setup },
     PluginDef { name: "secondary", once: false, setup: secondary::setup },
+    PluginDef { name: "etcd", once: true, setup: etcd::setup },
     PluginDef { name: "loop", once: true, setup: r#loop::setup },
     PluginDef { name: "forward", once: false, setup: forward::setup },
     PluginDef { name: "whoami", once: true, setup: whoami::setup },

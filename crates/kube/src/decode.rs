@@ -391,28 +391,40 @@ pub(crate) enum Obj<'a> {
     Namespace(NamespaceIn<'a>),
 }
 
+/// Why an object of an indexed kind does not decode.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum DecodeError {
+    /// The deserializer's message.
+    #[error("{0}")]
+    Format(String),
+    /// `apiVersion` is not the one of the kind (the k8s-openapi decoder's text).
+    #[error("invalid value: string {got:?}, expected {want}")]
+    Version { got: String, want: &'static str },
+}
+
 /// The API version each kind must carry when it names one (as the k8s-openapi decoder checks).
-fn check_version(kind: &str, v: Option<&Str<'_>>) -> Result<(), String> {
+fn check_version(kind: &str, v: Option<&Str<'_>>) -> Result<(), DecodeError> {
     let want = if kind == "EndpointSlice" {
         "discovery.k8s.io/v1"
     } else {
         "v1"
     };
     match v {
-        Some(v) if &**v != want => {
-            Err(format!("invalid value: string {:?}, expected {want}", &**v))
-        }
+        Some(v) if &**v != want => Err(DecodeError::Version {
+            got: (**v).to_string(),
+            want,
+        }),
         _ => Ok(()),
     }
 }
 
 /// Decodes an object of `kind` from any deserializer; `Ok(None)` for kinds the index ignores.
-pub(crate) fn decode<'de, D>(kind: &str, d: D) -> Result<Option<Obj<'de>>, String>
+pub(crate) fn decode<'de, D>(kind: &str, d: D) -> Result<Option<Obj<'de>>, DecodeError>
 where
     D: Deserializer<'de>,
     D::Error: fmt::Display,
 {
-    let e = |e: D::Error| e.to_string();
+    let e = |e: D::Error| DecodeError::Format(e.to_string());
     let o = match kind {
         "Service" => Obj::Service(ServiceIn::deserialize(d).map_err(e)?),
         "EndpointSlice" => Obj::Slice(SliceIn::deserialize(d).map_err(e)?),
@@ -495,7 +507,7 @@ pub(crate) fn walk_json<'a>(
                 .and_then(|n| n.metadata)
                 .and_then(|m| m.name)
                 .map_or_else(|| "?".to_string(), |n| n.0.into_owned());
-            bad(name, reason);
+            bad(name, reason.to_string());
         }
     }
     Ok(())
@@ -528,7 +540,7 @@ pub(crate) fn walk_value<'a>(
                 .and_then(|n| n.as_str())
                 .unwrap_or("?")
                 .to_string();
-            bad(name, reason);
+            bad(name, reason.to_string());
         }
     }
 }

@@ -85,6 +85,25 @@ fn apply_objects_replaces_and_dedups_across_slices() {
     assert!(idx.snapshot().service("ns", "good").is_some());
 }
 
+/// An object whose `apiVersion` is not its kind's is refused with the k8s-openapi text.
+#[test]
+fn wrong_api_version_is_reported() {
+    let idx = Index::new_static();
+    let err = idx
+        .apply_objects(vec![
+            serde_json::json!({"apiVersion": "discovery.k8s.io/v1", "kind": "Service",
+                               "metadata": {"namespace": "ns", "name": "old"}}),
+            serde_json::json!({"apiVersion": "v1", "kind": "EndpointSlice",
+                               "metadata": {"namespace": "ns", "name": "slice"}}),
+        ])
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "object \"old\": invalid value: string \"discovery.k8s.io/v1\", expected v1"
+    );
+    assert!(idx.snapshot().service("ns", "old").is_none());
+}
+
 #[tokio::test]
 async fn manifests_load_and_reload() {
     let dir = tempfile::tempdir().unwrap();

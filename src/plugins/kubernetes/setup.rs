@@ -283,9 +283,26 @@ pub(crate) fn parse(d: &Directive, block_zones: &[String]) -> Result<Config, Err
     Ok(c)
 }
 
+/// What is wrong with a label selector (the texts of Kubernetes' selector parser).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SelectorError {
+    #[error("unbalanced ')'")]
+    UnbalancedClose,
+    #[error("unbalanced '('")]
+    UnbalancedOpen,
+    #[error("found '', expected: !, identifier, or 'end of string'")]
+    Empty,
+    #[error("invalid label key {0:?}")]
+    Key(String),
+    #[error("expected ')'")]
+    ExpectedClose,
+    #[error("invalid label value {0:?}")]
+    Value(String),
+}
+
 /// A light syntax check of a Kubernetes label selector (`a=b,c!=d,e in (x, y),!f,g`), so typos
 /// fail at config time like CoreDNS's `ParseToLabelSelector`.
-pub(crate) fn check_selector(sel: &str) -> Result<(), String> {
+pub(crate) fn check_selector(sel: &str) -> Result<(), SelectorError> {
     let mut depth = 0i32;
     let mut part = String::new();
     let mut parts = Vec::new();
@@ -298,7 +315,7 @@ pub(crate) fn check_selector(sel: &str) -> Result<(), String> {
             ')' => {
                 depth -= 1;
                 if depth < 0 {
-                    return Err("unbalanced ')'".into());
+                    return Err(SelectorError::UnbalancedClose);
                 }
                 part.push(ch);
             }
@@ -307,7 +324,7 @@ pub(crate) fn check_selector(sel: &str) -> Result<(), String> {
         }
     }
     if depth != 0 {
-        return Err("unbalanced '('".into());
+        return Err(SelectorError::UnbalancedOpen);
     }
     parts.push(part);
     let key_ok = |k: &str| {
@@ -319,11 +336,11 @@ pub(crate) fn check_selector(sel: &str) -> Result<(), String> {
     for p in parts {
         let p = p.trim();
         if p.is_empty() {
-            return Err("found '', expected: !, identifier, or 'end of string'".into());
+            return Err(SelectorError::Empty);
         }
         if let Some(k) = p.strip_prefix('!') {
             if !key_ok(k.trim()) {
-                return Err(format!("invalid label key {:?}", k.trim()));
+                return Err(SelectorError::Key(k.trim().to_string()));
             }
             continue;
         }
@@ -339,23 +356,23 @@ pub(crate) fn check_selector(sel: &str) -> Result<(), String> {
             (&p[..i], &p[i + 4..])
         } else {
             if !key_ok(p) {
-                return Err(format!("invalid label key {p:?}"));
+                return Err(SelectorError::Key(p.to_string()));
             }
             continue;
         };
         if !key_ok(k.trim()) {
-            return Err(format!("invalid label key {:?}", k.trim()));
+            return Err(SelectorError::Key(k.trim().to_string()));
         }
         let rest = rest.trim();
         if rest.starts_with('(') {
             if !rest.ends_with(')') {
-                return Err("expected ')'".into());
+                return Err(SelectorError::ExpectedClose);
             }
         } else if !rest
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
         {
-            return Err(format!("invalid label value {rest:?}"));
+            return Err(SelectorError::Value(rest.to_string()));
         }
     }
     Ok(())

@@ -22,8 +22,26 @@ const LOG: PluginLog = PluginLog("loadbalance");
 /// Parsed weight file: owner name → (address, weight 1..=255).
 pub(crate) type Weights = HashMap<Name, Vec<(IpAddr, u8)>>;
 
+/// Why a weight file is refused (CoreDNS's texts; `file` is the file's name).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum WeightsError {
+    #[error("wrong domain name:\"{name}\" in weight file {file}. (Maybe a missing weight value?)")]
+    AddressAsName { name: String, file: String },
+    #[error("wrong domain name:\"{name}\" in weight file {file}")]
+    Name { name: String, file: String },
+    #[error("wrong IP address:\"{addr}\" in weight file {file}")]
+    Address { addr: String, file: String },
+    #[error("wrong weight value:\"{weight}\" in weight file {file}")]
+    Weight { weight: String, file: String },
+    #[error("missing domain name in weight file {file}")]
+    NoName { file: String },
+    #[error("could not parse weight line:\"{line}\" in weight file {file}")]
+    Line { line: String, file: String },
+}
+
 /// Parses a weight file: a domain line, then `IP WEIGHT` lines for it; `#` lines are comments.
-pub(crate) fn parse_weights(text: &str, file: &str) -> Result<Weights, String> {
+pub(crate) fn parse_weights(text: &str, file: &str) -> Result<Weights, WeightsError> {
+    let name_of_file = || file.to_string();
     let mut out: Weights = HashMap::new();
     let mut cur: Option<Name> = None;
     for line in text.lines() {
@@ -35,35 +53,44 @@ pub(crate) fn parse_weights(text: &str, file: &str) -> Result<Weights, String> {
         match f.len() {
             1 => {
                 if f[0].parse::<IpAddr>().is_ok() {
-                    return Err(format!("wrong domain name:\"{}\" in weight file {file}. (Maybe a missing weight value?)", f[0]));
+                    return Err(WeightsError::AddressAsName {
+                        name: f[0].to_string(),
+                        file: name_of_file(),
+                    });
                 }
-                let name = Name::parse(f[0])
-                    .map_err(|_| format!("wrong domain name:\"{}\" in weight file {file}", f[0]))?;
+                let name = Name::parse(f[0]).map_err(|_| WeightsError::Name {
+                    name: f[0].to_string(),
+                    file: name_of_file(),
+                })?;
                 out.entry(name.clone()).or_default();
                 cur = Some(name);
             }
             2 => {
-                let ip: IpAddr = f[0]
-                    .parse()
-                    .map_err(|_| format!("wrong IP address:\"{}\" in weight file {file}", f[0]))?;
+                let ip: IpAddr = f[0].parse().map_err(|_| WeightsError::Address {
+                    addr: f[0].to_string(),
+                    file: name_of_file(),
+                })?;
                 let w: u8 = match f[1].parse() {
                     Ok(w) if w > 0 => w,
                     _ => {
-                        return Err(format!(
-                            "wrong weight value:\"{}\" in weight file {file}",
-                            f[1]
-                        ))
+                        return Err(WeightsError::Weight {
+                            weight: f[1].to_string(),
+                            file: name_of_file(),
+                        })
                     }
                 };
                 let Some(name) = &cur else {
-                    return Err(format!("missing domain name in weight file {file}"));
+                    return Err(WeightsError::NoName {
+                        file: name_of_file(),
+                    });
                 };
                 out.entry(name.clone()).or_default().push((ip, w));
             }
             _ => {
-                return Err(format!(
-                    "could not parse weight line:\"{line}\" in weight file {file}"
-                ))
+                return Err(WeightsError::Line {
+                    line: line.to_string(),
+                    file: name_of_file(),
+                })
             }
         }
     }
@@ -79,7 +106,7 @@ pub(crate) struct Weighted {
 
 impl Weighted {
     /// Re-reads the file if its content changed. Open failures are `Err(None)`.
-    fn update(&self) -> Result<(), Option<String>> {
+    fn update(&self) -> Result<(), Option<WeightsError>> {
         let bytes = std::fs::read(&self.file).map_err(|_| None)?;
         let sum: [u8; 32] = Sha256::digest(&bytes).into();
         if let Ok(s) = self.state.read() {
@@ -225,13 +252,15 @@ pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), 
                 duration::format(w.reload)
             )),
             Err(None) => return Err(d.err("weight file open error")),
-            Err(Some(e)) => return Err(d.err(e)),
+            Err(Some(e)) => return Err(d.err(e.to_string())),
         }
         if !w.reload.is_zero() {
             let w = w.clone();
             ctx.periodic(w.reload, move || {
                 if let Err(e) = w.update() {
-                    LOG.error(&e.unwrap_or_else(|| "weight file open error".into()));
+                    LOG.error(
+                        &e.map_or_else(|| "weight file open error".into(), |e| e.to_string()),
+                    );
                 }
             });
         }
@@ -493,27 +522,31 @@ mod tests {
         assert_eq!(w[&Name::parse("www.example.org.").unwrap()].len(), 2);
         assert_eq!(w[&Name::parse("other.org.").unwrap()][0].1, 255);
         assert_eq!(
-            parse_weights("10.0.0.1\n", "f").unwrap_err(),
+            parse_weights("10.0.0.1\n", "f").unwrap_err().to_string(),
             "wrong domain name:\"10.0.0.1\" in weight file f. (Maybe a missing weight value?)"
         );
         assert_eq!(
-            parse_weights("a.org\nx 1\n", "f").unwrap_err(),
+            parse_weights("a.org\nx 1\n", "f").unwrap_err().to_string(),
             "wrong IP address:\"x\" in weight file f"
         );
         assert_eq!(
-            parse_weights("a.org\n10.0.0.1 0\n", "f").unwrap_err(),
+            parse_weights("a.org\n10.0.0.1 0\n", "f")
+                .unwrap_err()
+                .to_string(),
             "wrong weight value:\"0\" in weight file f"
         );
         assert_eq!(
-            parse_weights("a.org\n10.0.0.1 256\n", "f").unwrap_err(),
+            parse_weights("a.org\n10.0.0.1 256\n", "f")
+                .unwrap_err()
+                .to_string(),
             "wrong weight value:\"256\" in weight file f"
         );
         assert_eq!(
-            parse_weights("10.0.0.1 1\n", "f").unwrap_err(),
+            parse_weights("10.0.0.1 1\n", "f").unwrap_err().to_string(),
             "missing domain name in weight file f"
         );
         assert_eq!(
-            parse_weights("a b c\n", "f").unwrap_err(),
+            parse_weights("a b c\n", "f").unwrap_err().to_string(),
             "could not parse weight line:\"a b c\" in weight file f"
         );
     }

@@ -4,7 +4,7 @@
 
 use regex::Regex;
 
-use super::rules::MAX_REGEXP_LEN;
+use super::rules::{RewriteError, MAX_REGEXP_LEN};
 
 #[derive(Clone, Debug)]
 pub(crate) enum CnameMatch {
@@ -32,7 +32,7 @@ fn normalize(s: &str) -> String {
 
 impl CnameRule {
     /// Parses the words after `cname`.
-    pub(crate) fn parse(args: &[String]) -> Result<CnameRule, String> {
+    pub(crate) fn parse(args: &[String]) -> Result<CnameRule, RewriteError> {
         let (kind, from, to) = match args.len() {
             3 => {
                 let k = args[0].to_ascii_lowercase();
@@ -40,7 +40,7 @@ impl CnameRule {
                     k.as_str(),
                     "exact" | "prefix" | "suffix" | "substring" | "regex"
                 ) {
-                    return Err(format!("unknown cname rewrite type: {k}"));
+                    return Err(RewriteError::CnameType(k));
                 }
                 (k, args[1].to_lowercase(), args[2].to_lowercase())
             }
@@ -49,7 +49,7 @@ impl CnameRule {
                 args[0].to_lowercase(),
                 args[1].to_lowercase(),
             ),
-            n => return Err(format!("too few ({n}) arguments for a cname rule")),
+            n => return Err(RewriteError::TooFew { rule: "cname", n }),
         };
         let kind = match kind.as_str() {
             "exact" => {
@@ -64,16 +64,16 @@ impl CnameRule {
             "substring" => CnameMatch::Substring,
             _ => {
                 if from.len() > MAX_REGEXP_LEN {
-                    return Err(format!(
-                        "regex pattern too long in a cname rule: {} > {MAX_REGEXP_LEN}",
-                        from.len()
-                    ));
+                    return Err(RewriteError::RuleRegexTooLong {
+                        rule: "cname",
+                        len: from.len(),
+                    });
                 }
                 let re = Regex::new(&from).map_err(|e| {
                     // The last line of the regex crate's report says what is wrong.
                     let e = e.to_string();
                     let why = e.lines().last().unwrap_or("").trim_start_matches("error: ");
-                    format!("invalid cname rewrite regex pattern: {why}")
+                    RewriteError::CnameRegex(why.to_string())
                 })?;
                 CnameMatch::Regex(re)
             }

@@ -6,6 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use sextant_wire::{Edns, EdnsOption, IpNet, Message};
 
+use super::rules::RewriteError;
 use crate::plugin::Proto;
 
 /// EDNS0 option codes (RFC 6891 registry).
@@ -104,8 +105,8 @@ pub(crate) struct Env {
 }
 
 /// Go's `strconv.ParseUint(s, 0, bits)`, with its error text.
-pub(crate) fn parse_uint0(s: &str, bits: u32) -> Result<u64, String> {
-    let syntax = || format!("strconv.ParseUint: parsing {s:?}: invalid syntax");
+pub(crate) fn parse_uint0(s: &str, bits: u32) -> Result<u64, RewriteError> {
+    let syntax = || RewriteError::UintSyntax(s.to_string());
     let lower = s.to_ascii_lowercase();
     let (base, digits) = if let Some(r) = lower.strip_prefix("0x") {
         (16, r)
@@ -142,9 +143,7 @@ pub(crate) fn parse_uint0(s: &str, bits: u32) -> Result<u64, String> {
         }
     }
     if overflow {
-        return Err(format!(
-            "strconv.ParseUint: parsing {s:?}: value out of range"
-        ));
+        return Err(RewriteError::UintRange(s.to_string()));
     }
     Ok(v)
 }
@@ -184,37 +183,28 @@ fn hex_val(c: u8) -> Option<u8> {
     (c as char).to_digit(16).map(|d| d as u8)
 }
 
-fn invalid_byte(c: u8) -> String {
-    let ch = c as char;
-    if c.is_ascii_graphic() || c == b' ' {
-        format!("encoding/hex: invalid byte: U+{:04X} '{ch}'", c)
-    } else {
-        format!("encoding/hex: invalid byte: U+{:04X}", c)
-    }
-}
-
 /// Go's `hex.DecodeString`, with its error texts.
-pub(crate) fn hex_decode(s: &str) -> Result<Vec<u8>, String> {
+pub(crate) fn hex_decode(s: &str) -> Result<Vec<u8>, RewriteError> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len() / 2);
     let mut j = 1;
     while j < b.len() {
-        let hi = hex_val(b[j - 1]).ok_or_else(|| invalid_byte(b[j - 1]))?;
-        let lo = hex_val(b[j]).ok_or_else(|| invalid_byte(b[j]))?;
+        let hi = hex_val(b[j - 1]).ok_or(RewriteError::HexByte(b[j - 1]))?;
+        let lo = hex_val(b[j]).ok_or(RewriteError::HexByte(b[j]))?;
         out.push(hi << 4 | lo);
         j += 2;
     }
     if b.len() % 2 == 1 {
         let last = b[j - 1];
         if hex_val(last).is_none() {
-            return Err(invalid_byte(last));
+            return Err(RewriteError::HexByte(last));
         }
-        return Err("encoding/hex: odd length hex string".into());
+        return Err(RewriteError::HexOddLength);
     }
     Ok(out)
 }
 
-fn parse_code(s: &str) -> Result<u16, String> {
+fn parse_code(s: &str) -> Result<u16, RewriteError> {
     parse_uint0(s, 16).map(|v| v as u16)
 }
 
@@ -240,9 +230,9 @@ fn parse_variable(v: &str) -> Option<Variable> {
 
 impl Edns0Rule {
     /// Parses the words after `edns0`.
-    pub(crate) fn parse(args: &[String]) -> Result<Edns0Rule, String> {
+    pub(crate) fn parse(args: &[String]) -> Result<Edns0Rule, RewriteError> {
         if args.len() < 2 {
-            return Err("too few arguments for an EDNS0 rule".into());
+            return Err(RewriteError::Edns0TooFew);
         }
         let rule_type = args[0].to_ascii_lowercase();
         let action = match args[1].to_ascii_lowercase().as_str() {
@@ -250,7 +240,7 @@ impl Edns0Rule {
             "replace" => Action::Replace,
             "set" => Action::Set,
             "unset" => return Self::parse_unset(&rule_type, args),
-            other => return Err(format!("invalid action: {other:?}")),
+            other => return Err(RewriteError::Edns0Action(other.to_string())),
         };
         let mut args = args;
         let revert = args.last().is_some_and(|a| a == "revert");
@@ -260,13 +250,13 @@ impl Edns0Rule {
         match rule_type.as_str() {
             "local" => {
                 if args.len() != 4 {
-                    return Err("EDNS0 local rules require three or four args".into());
+                    return Err(RewriteError::Edns0ThreeOrFour("local"));
                 }
                 let data = &args[3];
                 let data = if data.starts_with('{') && data.ends_with('}') {
                     let code = parse_code(&args[2])?;
                     let var = parse_variable(data)
-                        .ok_or_else(|| format!("unsupported variable name {data:?}"))?;
+                        .ok_or_else(|| RewriteError::Edns0Variable(data.clone()))?;
                     return Ok(Edns0Rule::Local {
                         action,
                         code,
@@ -290,21 +280,21 @@ impl Edns0Rule {
             }
             "nsid" => {
                 if args.len() != 2 {
-                    return Err("EDNS0 NSID rules can accept no more than one arg".into());
+                    return Err(RewriteError::Edns0Nsid);
                 }
                 Ok(Edns0Rule::Nsid { action, revert })
             }
             "subnet" => {
                 if args.len() != 4 {
-                    return Err("EDNS0 subnet rules require three or four args".into());
+                    return Err(RewriteError::Edns0ThreeOrFour("subnet"));
                 }
                 let v4 = parse_uint0(&args[2], 16)?;
                 if v4 > 32 {
-                    return Err(format!("invalid IPv4 bit mask length {v4}"));
+                    return Err(RewriteError::Edns0V4Mask(v4));
                 }
                 let v6 = parse_uint0(&args[3], 16)?;
                 if v6 > 128 {
-                    return Err(format!("invalid IPv6 bit mask length {v6}"));
+                    return Err(RewriteError::Edns0V6Mask(v6));
                 }
                 Ok(Edns0Rule::Subnet {
                     action,
@@ -313,15 +303,15 @@ impl Edns0Rule {
                     revert,
                 })
             }
-            _ => Err(format!("invalid rule type {rule_type:?}")),
+            _ => Err(RewriteError::Edns0RuleType(rule_type.to_string())),
         }
     }
 
-    fn parse_unset(rule_type: &str, args: &[String]) -> Result<Edns0Rule, String> {
+    fn parse_unset(rule_type: &str, args: &[String]) -> Result<Edns0Rule, RewriteError> {
         match rule_type {
             "local" => {
                 if args.len() != 3 {
-                    return Err("local unset action requires exactly two arguments".into());
+                    return Err(RewriteError::Edns0Unset("local", "two arguments"));
                 }
                 Ok(Edns0Rule::Local {
                     action: Action::Unset,
@@ -332,7 +322,7 @@ impl Edns0Rule {
             }
             "nsid" => {
                 if args.len() != 2 {
-                    return Err("nsid unset action requires exactly one argument".into());
+                    return Err(RewriteError::Edns0Unset("nsid", "one argument"));
                 }
                 Ok(Edns0Rule::Nsid {
                     action: Action::Unset,
@@ -341,7 +331,7 @@ impl Edns0Rule {
             }
             "subnet" => {
                 if args.len() != 2 {
-                    return Err("subnet unset action requires exactly one argument".into());
+                    return Err(RewriteError::Edns0Unset("subnet", "one argument"));
                 }
                 Ok(Edns0Rule::Subnet {
                     action: Action::Unset,
@@ -350,7 +340,7 @@ impl Edns0Rule {
                     revert: false,
                 })
             }
-            _ => Err(format!("invalid rule type {rule_type:?}")),
+            _ => Err(RewriteError::Edns0RuleType(rule_type.to_string())),
         }
     }
 

@@ -50,8 +50,8 @@ pub(crate) fn parse(lines: &[&Directive]) -> Result<Vec<Rule>, Error> {
     for d in lines {
         let args = flat_args(d);
         let rule = Rule::parse(&args).map_err(|e| match d.args.first() {
-            Some(t) => d.err_at(t, e),
-            None => d.err(e),
+            Some(t) => d.err_at(t, e.to_string()),
+            None => d.err(e.to_string()),
         })?;
         out.push(rule);
     }

@@ -10,6 +10,124 @@ use super::edns0::{Edns0Rule, Env, Revert};
 
 pub(crate) const MAX_REGEXP_LEN: usize = 10000;
 
+/// Why a `rewrite` rule does not parse, with CoreDNS's texts (its typos included). Rule types
+/// are the words users write (`ttl`, `rcode`, `cname`, `local`, ...).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RewriteError {
+    #[error("no rule type specified for rewrite")]
+    NoRuleType,
+    #[error("{0} rule must begin with a rule type")]
+    ModeWithoutType(String),
+    #[error("response rewrites must begin with a name rule")]
+    AnswerFirst,
+    #[error("invalid rule type \"{0}\"")]
+    UnknownRuleType(String),
+    #[error("{0} rules must have exactly two arguments")]
+    TwoArguments(String),
+    #[error("invalid type \"{0}\"")]
+    InvalidType(String),
+    #[error("invalid class \"{0}\"")]
+    InvalidClass(String),
+
+    #[error("too few arguments for a name rule")]
+    NameTooFew,
+    #[error("name rule supports only exact, prefix, suffix, substring, and regex name matching, received: {0}")]
+    NameMatchKind(String),
+    #[error("too few ({n}) arguments for a {rule} rule")]
+    TooFew { rule: &'static str, n: usize },
+    /// CoreDNS's text for too many arguments.
+    #[error("many few arguments for a {0} rule")]
+    TooMany(&'static str),
+    #[error("{0} rule supports only exact, prefix, suffix, substring, and regex name matching")]
+    MatchKind(&'static str),
+    #[error("regex pattern too long in a {rule} rule: {len} > {max}", max = MAX_REGEXP_LEN)]
+    RuleRegexTooLong { rule: &'static str, len: usize },
+    #[error("invalid regex pattern in a {rule} rule: {pattern}")]
+    RuleRegex { rule: &'static str, pattern: String },
+    #[error("invalid TTL '{0}' for a ttl rule")]
+    Ttl(String),
+    #[error("invalid matching RCODE '{0}' for a rcode rule")]
+    MatchingRcode(String),
+    #[error("invalid replacement RCODE '{0}' for a rcode rule")]
+    ReplacementRcode(String),
+
+    // A name rule's regular expressions and its `answer` rules.
+    #[error("regex pattern too long: {0} > {max}", max = MAX_REGEXP_LEN)]
+    RegexTooLong(usize),
+    #[error("invalid regex matching pattern: {0}")]
+    Regex(String),
+    #[error("the rewrite regex pattern ({to}) uses more subexpressions than its corresponding matching regex pattern ({from})")]
+    SubExpressions { to: String, from: String },
+    #[error("invalid arguments for {0} rule")]
+    AnswerArguments(String),
+    #[error("exceeded the number of arguments for a non-answer rule argument for {0} rule")]
+    NotAnAnswer(String),
+    #[error("type missing for answer rule for {0} rule")]
+    AnswerTypeMissing(String),
+    #[error("{field} answer rule for {rule} rule: 2 arguments required")]
+    AnswerTwoArguments { field: String, rule: String },
+    #[error("{field} answer rule for {rule} rule: {source}")]
+    AnswerRegex {
+        field: String,
+        rule: String,
+        source: Box<RewriteError>,
+    },
+    #[error("invalid type \"{field}\" for answer rule for {rule} rule")]
+    AnswerType { field: String, rule: String },
+    /// CoreDNS's text (`anwer`).
+    #[error("auto name answer rule cannot be combined with explicit name anwer rules")]
+    AutoAndNames,
+
+    // `edns0` rules.
+    #[error("too few arguments for an EDNS0 rule")]
+    Edns0TooFew,
+    #[error("invalid action: {0:?}")]
+    Edns0Action(String),
+    #[error("invalid rule type {0:?}")]
+    Edns0RuleType(String),
+    /// `local` and `subnet`.
+    #[error("EDNS0 {0} rules require three or four args")]
+    Edns0ThreeOrFour(&'static str),
+    #[error("EDNS0 NSID rules can accept no more than one arg")]
+    Edns0Nsid,
+    /// `{0} unset action requires exactly {1}`: the rule type and "two arguments"/"one argument".
+    #[error("{0} unset action requires exactly {1}")]
+    Edns0Unset(&'static str, &'static str),
+    #[error("unsupported variable name {0:?}")]
+    Edns0Variable(String),
+    #[error("invalid IPv4 bit mask length {0}")]
+    Edns0V4Mask(u64),
+    #[error("invalid IPv6 bit mask length {0}")]
+    Edns0V6Mask(u64),
+    /// Go's `strconv.ParseUint` texts.
+    #[error("strconv.ParseUint: parsing {0:?}: invalid syntax")]
+    UintSyntax(String),
+    #[error("strconv.ParseUint: parsing {0:?}: value out of range")]
+    UintRange(String),
+    /// Go's `hex.DecodeString` texts.
+    #[error("encoding/hex: invalid byte: {}", hex_byte(*.0))]
+    HexByte(u8),
+    #[error("encoding/hex: odd length hex string")]
+    HexOddLength,
+
+    // `cname` rules.
+    #[error("unknown cname rewrite type: {0}")]
+    CnameType(String),
+    /// The regex crate's reason (the last line of its report).
+    #[error("invalid cname rewrite regex pattern: {0}")]
+    CnameRegex(String),
+}
+
+/// How Go prints a bad hex byte: `U+0067 'g'`, without the quoted character when it is not
+/// printable.
+fn hex_byte(c: u8) -> String {
+    if c.is_ascii_graphic() || c == b' ' {
+        format!("U+{:04X} '{}'", c, c as char)
+    } else {
+        format!("U+{:04X}", c)
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Mode {
     Stop,
@@ -37,7 +155,7 @@ impl Matcher {
         }
     }
 
-    fn parse(kind: &str, arg: &str, what: &str) -> Result<Matcher, String> {
+    fn parse(kind: &str, arg: &str, what: &'static str) -> Result<Matcher, RewriteError> {
         Ok(match kind.to_ascii_lowercase().as_str() {
             "exact" => Matcher::Exact(normalize(arg)),
             "prefix" => Matcher::Prefix(normalize(arg)),
@@ -45,21 +163,17 @@ impl Matcher {
             "substring" => Matcher::Substring(normalize(arg)),
             "regex" => {
                 if arg.len() > MAX_REGEXP_LEN {
-                    return Err(format!(
-                        "regex pattern too long in a {what} rule: {} > {MAX_REGEXP_LEN}",
-                        arg.len()
-                    ));
+                    return Err(RewriteError::RuleRegexTooLong {
+                        rule: what,
+                        len: arg.len(),
+                    });
                 }
-                Matcher::Regex(
-                    Regex::new(arg)
-                        .map_err(|_| format!("invalid regex pattern in a {what} rule: {arg}"))?,
-                )
+                Matcher::Regex(Regex::new(arg).map_err(|_| RewriteError::RuleRegex {
+                    rule: what,
+                    pattern: arg.to_string(),
+                })?)
             }
-            _ => {
-                return Err(format!(
-                "{what} rule supports only exact, prefix, suffix, substring, and regex name matching"
-            ))
-            }
+            _ => return Err(RewriteError::MatchKind(what)),
         })
     }
 }
@@ -205,40 +319,38 @@ fn sub_expr_usage(s: &str) -> usize {
         .count()
 }
 
-fn valid_regex(from: &str, to: &str) -> Result<Regex, String> {
+fn valid_regex(from: &str, to: &str) -> Result<Regex, RewriteError> {
     if from.len() > MAX_REGEXP_LEN {
-        return Err(format!(
-            "regex pattern too long: {} > {MAX_REGEXP_LEN}",
-            from.len()
-        ));
+        return Err(RewriteError::RegexTooLong(from.len()));
     }
-    let re = Regex::new(from).map_err(|_| format!("invalid regex matching pattern: {from}"))?;
+    let re = Regex::new(from).map_err(|_| RewriteError::Regex(from.to_string()))?;
     if sub_expr_usage(to) > re.captures_len() - 1 {
-        return Err(format!("the rewrite regex pattern ({to}) uses more subexpressions than its corresponding matching regex pattern ({from})"));
+        return Err(RewriteError::SubExpressions {
+            to: to.to_string(),
+            from: from.to_string(),
+        });
     }
     Ok(re)
 }
 
-fn parse_answers(name: &str, args: &[String]) -> Result<(bool, Vec<ResponseRule>), String> {
+fn parse_answers(name: &str, args: &[String]) -> Result<(bool, Vec<ResponseRule>), RewriteError> {
     let mut auto = false;
     let mut rules = Vec::new();
     let mut name_rules = 0;
     let mut last = "";
     let mut i = 0;
     if args.len() < 2 {
-        return Err(format!("invalid arguments for {name} rule"));
+        return Err(RewriteError::AnswerArguments(name.to_string()));
     }
     while i < args.len() {
         if last.is_empty() && args[i] != "answer" {
-            return Err(format!(
-                "exceeded the number of arguments for a non-answer rule argument for {name} rule"
-            ));
+            return Err(RewriteError::NotAnAnswer(name.to_string()));
         }
         if args[i] == "answer" {
             i += 1;
         }
         if i >= args.len() {
-            return Err(format!("type missing for answer rule for {name} rule"));
+            return Err(RewriteError::AnswerTypeMissing(name.to_string()));
         }
         last = &args[i];
         i += 1;
@@ -246,12 +358,17 @@ fn parse_answers(name: &str, args: &[String]) -> Result<(bool, Vec<ResponseRule>
             "auto" => auto = true,
             "name" | "value" => {
                 if args.len() - i < 2 {
-                    return Err(format!(
-                        "{last} answer rule for {name} rule: 2 arguments required"
-                    ));
+                    return Err(RewriteError::AnswerTwoArguments {
+                        field: last.to_string(),
+                        rule: name.to_string(),
+                    });
                 }
-                let re = valid_regex(&args[i], &args[i + 1])
-                    .map_err(|e| format!("{last} answer rule for {name} rule: {e}"))?;
+                let re =
+                    valid_regex(&args[i], &args[i + 1]).map_err(|e| RewriteError::AnswerRegex {
+                        field: last.to_string(),
+                        rule: name.to_string(),
+                        source: Box::new(e),
+                    })?;
                 let rw = StrRewriter::Regex(re, normalize(&args[i + 1]));
                 if last == "name" {
                     rules.push(ResponseRule::Name(rw));
@@ -262,23 +379,22 @@ fn parse_answers(name: &str, args: &[String]) -> Result<(bool, Vec<ResponseRule>
                 i += 2;
             }
             other => {
-                return Err(format!(
-                    "invalid type \"{other}\" for answer rule for {name} rule"
-                ))
+                return Err(RewriteError::AnswerType {
+                    field: other.to_string(),
+                    rule: name.to_string(),
+                })
             }
         }
     }
     if auto && name_rules > 0 {
-        return Err(
-            "auto name answer rule cannot be combined with explicit name anwer rules".into(),
-        );
+        return Err(RewriteError::AutoAndNames);
     }
     Ok((auto, rules))
 }
 
-fn parse_name(args: &[String]) -> Result<Kind, String> {
+fn parse_name(args: &[String]) -> Result<Kind, RewriteError> {
     if args.len() < 2 {
-        return Err("too few arguments for a name rule".into());
+        return Err(RewriteError::NameTooFew);
     }
     let (kind, mut from, mut to) = if args.len() == 2 {
         (
@@ -327,7 +443,7 @@ fn parse_name(args: &[String]) -> Result<Kind, String> {
             to = normalize(&args[2]);
             (Matcher::Regex(re), auto)
         }
-        other => return Err(format!("name rule supports only exact, prefix, suffix, substring, and regex name matching, received: {other}")),
+        other => return Err(RewriteError::NameMatchKind(other.to_string())),
     };
     Ok(Kind::Name {
         matcher,
@@ -373,16 +489,18 @@ fn parse_rcode_value(v: &str) -> Option<Rcode> {
     Rcode::from_name(&v.to_ascii_uppercase())
 }
 
-fn parse_ttl(args: &[String]) -> Result<Kind, String> {
+fn parse_ttl(args: &[String]) -> Result<Kind, RewriteError> {
     if args.len() < 2 {
-        return Err(format!("too few ({}) arguments for a ttl rule", args.len()));
+        return Err(RewriteError::TooFew {
+            rule: "ttl",
+            n: args.len(),
+        });
     }
     if args.len() > 3 {
-        return Err("many few arguments for a ttl rule".into());
+        return Err(RewriteError::TooMany("ttl"));
     }
     let v = &args[args.len() - 1];
-    let (min, max) =
-        parse_ttl_value(v).ok_or_else(|| format!("invalid TTL '{v}' for a ttl rule"))?;
+    let (min, max) = parse_ttl_value(v).ok_or_else(|| RewriteError::Ttl(v.clone()))?;
     let m = if args.len() == 3 {
         Matcher::parse(&args[0], &args[1], "ttl")?
     } else {
@@ -391,22 +509,21 @@ fn parse_ttl(args: &[String]) -> Result<Kind, String> {
     Ok(Kind::Respond(m, ResponseRule::Ttl(min, max)))
 }
 
-fn parse_rcode(args: &[String]) -> Result<Kind, String> {
+fn parse_rcode(args: &[String]) -> Result<Kind, RewriteError> {
     if args.len() < 3 {
-        return Err(format!(
-            "too few ({}) arguments for a rcode rule",
-            args.len()
-        ));
+        return Err(RewriteError::TooFew {
+            rule: "rcode",
+            n: args.len(),
+        });
     }
     let (old_s, new_s) = match args.len() {
         3 => (&args[1], &args[2]),
         4 => (&args[2], &args[3]),
-        _ => return Err("many few arguments for a rcode rule".into()),
+        _ => return Err(RewriteError::TooMany("rcode")),
     };
-    let old = parse_rcode_value(old_s)
-        .ok_or_else(|| format!("invalid matching RCODE '{old_s}' for a rcode rule"))?;
-    let new = parse_rcode_value(new_s)
-        .ok_or_else(|| format!("invalid replacement RCODE '{new_s}' for a rcode rule"))?;
+    let old = parse_rcode_value(old_s).ok_or_else(|| RewriteError::MatchingRcode(old_s.clone()))?;
+    let new =
+        parse_rcode_value(new_s).ok_or_else(|| RewriteError::ReplacementRcode(new_s.clone()))?;
     let m = if args.len() == 4 {
         Matcher::parse(&args[0], &args[1], "rcode")?
     } else {
@@ -417,15 +534,15 @@ fn parse_rcode(args: &[String]) -> Result<Kind, String> {
 
 impl Rule {
     /// Parses one rule from its flattened arguments (`[continue|stop] FIELD ...`).
-    pub(crate) fn parse(args: &[String]) -> Result<Rule, String> {
+    pub(crate) fn parse(args: &[String]) -> Result<Rule, RewriteError> {
         if args.is_empty() {
-            return Err("no rule type specified for rewrite".into());
+            return Err(RewriteError::NoRuleType);
         }
         let a0 = args[0].to_ascii_lowercase();
         let (mode, field, rest, expect) = match a0.as_str() {
             "continue" | "stop" => {
                 if args.len() < 2 {
-                    return Err(format!("{a0} rule must begin with a rule type"));
+                    return Err(RewriteError::ModeWithoutType(a0));
                 }
                 let mode = if a0 == "continue" {
                     Mode::Continue
@@ -442,22 +559,22 @@ impl Rule {
             _ => (Mode::Stop, a0.clone(), &args[1..], args.len()),
         };
         let kind = match field.as_str() {
-            "answer" => return Err("response rewrites must begin with a name rule".into()),
+            "answer" => return Err(RewriteError::AnswerFirst),
             "name" => parse_name(rest)?,
             "class" | "type" => {
                 if expect != 3 {
-                    return Err(format!("{field} rules must have exactly two arguments"));
+                    return Err(RewriteError::TwoArguments(field));
                 }
                 if field == "type" {
                     let t = |s: &String| {
                         RType::from_name(&s.to_ascii_uppercase())
-                            .ok_or_else(|| format!("invalid type \"{}\"", s.to_ascii_uppercase()))
+                            .ok_or_else(|| RewriteError::InvalidType(s.to_ascii_uppercase()))
                     };
                     Kind::Type(t(&rest[0])?, t(&rest[1])?)
                 } else {
                     let c = |s: &String| {
                         Class::from_name(&s.to_ascii_uppercase())
-                            .ok_or_else(|| format!("invalid class \"{}\"", s.to_ascii_uppercase()))
+                            .ok_or_else(|| RewriteError::InvalidClass(s.to_ascii_uppercase()))
                     };
                     Kind::Class(c(&rest[0])?, c(&rest[1])?)
                 }
@@ -466,7 +583,7 @@ impl Rule {
             "rcode" => parse_rcode(rest)?,
             "edns0" => Kind::Edns0(Edns0Rule::parse(rest)?),
             "cname" => Kind::Cname(CnameRule::parse(rest)?),
-            _ => return Err(format!("invalid rule type \"{}\"", args[0])),
+            _ => return Err(RewriteError::UnknownRuleType(args[0].clone())),
         };
         Ok(Rule { mode, kind })
     }

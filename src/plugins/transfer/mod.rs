@@ -111,15 +111,39 @@ const NOTIFY_TRIES: usize = 3;
 /// Time one NOTIFY attempt waits for its answer (miekg/dns client default).
 const NOTIFY_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// A NOTIFY its target did not accept, with the last attempt's outcome (CoreDNS's text).
+#[derive(Debug, thiserror::Error)]
+#[error("notify for zone {:?} was not accepted by {:?}: {last}", zone.to_string(), to.to_string())]
+struct NotifyError {
+    zone: Name,
+    to: SocketAddr,
+    last: NotifyAttempt,
+}
+
+/// How one NOTIFY attempt failed.
+#[derive(Debug, thiserror::Error)]
+enum NotifyAttempt {
+    #[error("rcode was {:?}", .0.to_string())]
+    Rcode(Rcode),
+    #[error("{:?}", .0.to_string())]
+    Io(std::io::Error),
+    #[error("{:?}", "i/o timeout")]
+    Timeout,
+}
+
 /// Sends one NOTIFY for `zone` to `to` over UDP, up to three times, until it is answered
 /// NOERROR (CoreDNS `sendNotify`).
-async fn send_notify(zone: &Name, to: SocketAddr, source: Option<IpAddr>) -> Result<(), String> {
+async fn send_notify(
+    zone: &Name,
+    to: SocketAddr,
+    source: Option<IpAddr>,
+) -> Result<(), NotifyError> {
     let bind = match (source, to) {
         (Some(ip), _) => SocketAddr::new(ip, 0),
         (None, SocketAddr::V4(_)) => SocketAddr::from(([0, 0, 0, 0], 0)),
         (None, SocketAddr::V6(_)) => SocketAddr::from(([0u16; 8], 0)),
     };
-    let mut last = format!("rcode was {:?}", "SERVFAIL");
+    let mut last = NotifyAttempt::Rcode(Rcode::SERVFAIL);
     for _ in 0..NOTIFY_TRIES {
         let mut m = Message::default();
         m.header.id = rand::random();
@@ -142,16 +166,16 @@ async fn send_notify(zone: &Name, to: SocketAddr, source: Option<IpAddr>) -> Res
         };
         match tokio::time::timeout(NOTIFY_TIMEOUT, r).await {
             Ok(Ok(Rcode::NOERROR)) => return Ok(()),
-            Ok(Ok(rc)) => last = format!("rcode was {:?}", rc.to_string()),
-            Ok(Err(e)) => last = format!("{:?}", e.to_string()),
-            Err(_) => last = format!("{:?}", "i/o timeout"),
+            Ok(Ok(rc)) => last = NotifyAttempt::Rcode(rc),
+            Ok(Err(e)) => last = NotifyAttempt::Io(e),
+            Err(_) => last = NotifyAttempt::Timeout,
         }
     }
-    Err(format!(
-        "notify for zone {:?} was not accepted by {:?}: {last}",
-        zone.to_string(),
-        to.to_string()
-    ))
+    Err(NotifyError {
+        zone: zone.clone(),
+        to,
+        last,
+    })
 }
 
 impl Notifier for Transfer {
@@ -181,7 +205,7 @@ impl Notifier for Transfer {
             let mut errs = Vec::new();
             for t in targets {
                 if let Err(e) = send_notify(&zone, t, source).await {
-                    errs.push(e);
+                    errs.push(e.to_string());
                 }
             }
             LOG.debug(&format!(
@@ -381,5 +405,33 @@ mod tests {
         assert_eq!(x[0].to[0], Peer::Addr("10.0.0.1:53".parse().unwrap()));
         assert_eq!(x[0].to[1], Peer::Addr("[::1]:5300".parse().unwrap()));
         assert_eq!(x[0].source, Some("127.0.0.1".parse().unwrap()));
+    }
+
+    /// A NOTIFY refused three times over a real UDP socket: CoreDNS's text, with the last rcode.
+    #[tokio::test]
+    async fn refused_notify_names_zone_target_and_rcode() {
+        let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let to = sock.local_addr().unwrap();
+        let answer = tokio::spawn(async move {
+            let mut buf = vec![0u8; 512];
+            for _ in 0..NOTIFY_TRIES {
+                let (n, from) = sock.recv_from(&mut buf).await.unwrap();
+                let mut m = Message::parse(&buf[..n]).unwrap();
+                assert_eq!(m.header.opcode, opcode::NOTIFY);
+                m.header.qr = true;
+                m.set_rcode(Rcode::REFUSED);
+                sock.send_to(&m.to_wire(), from).await.unwrap();
+            }
+        });
+        let zone = Name::parse("example.org.").unwrap();
+        let e = send_notify(&zone, to, None).await.unwrap_err();
+        answer.await.unwrap();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "notify for zone \"example.org.\" was not accepted by \"{to}\": rcode was \"REFUSED\""
+            )
+        );
+        assert_eq!(NotifyAttempt::Timeout.to_string(), "\"i/o timeout\"");
     }
 }
