@@ -180,3 +180,35 @@ fn keylog_and_the_acme_block_form() {
         "{out}{err}"
     );
 }
+
+/// Several `tls` lines in one block are all checked and the last one is used, as in CoreDNS.
+#[test]
+fn the_last_of_several_tls_lines_is_used() {
+    let port = free_port();
+    let (cpem, kpem, der) = cert();
+    let (other_c, other_k, _) = cert();
+    let cf = format!(
+        "tls://.:{port} {{\n    tls other.pem otherkey.pem\n    tls cert.pem key.pem\n    whoami\n}}\n"
+    );
+    let s = Sextant::builder(bin(), &cf)
+        .file("cert.pem", cpem)
+        .file("key.pem", kpem)
+        .file("other.pem", other_c)
+        .file("otherkey.pem", other_k)
+        .start();
+    s.wait_for_line(&format!("tls://.:{port}"), T).unwrap();
+    // The client trusts only the second line's certificate.
+    let r = exchange(port, &der, &[Query::new("last.example.", RecordType::A)]);
+    assert_eq!(r[0].rcode_name(), "NOERROR");
+    // A wrong earlier line is still an error.
+    let (code, out, err) = Sextant::check(
+        bin(),
+        "tls://.:8853 {\n    tls /nonexistent/c.pem /nonexistent/k.pem\n    tls {\n        acme a.example\n    }\n    whoami\n}\n",
+    )
+    .unwrap();
+    assert_ne!(code, 0);
+    assert!(
+        format!("{out}{err}").contains(":2:9: tls: cannot read certificate"),
+        "{out}{err}"
+    );
+}

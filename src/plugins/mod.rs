@@ -48,7 +48,7 @@ pub(crate) static ORDER: &[PluginDef] = &[
     PluginDef { name: "rewrite", once: false, setup: rewrite::setup },
     PluginDef { name: "autopath", once: false, setup: autopath::setup },
     PluginDef { name: "cache", once: true, setup: cache::setup },
-    PluginDef { name: "tls", once: true, setup: tls::setup },
+    PluginDef { name: "tls", once: false, setup: tls::setup },
     PluginDef { name: "transfer", once: false, setup: transfer::setup },
     PluginDef { name: "hosts", once: true, setup: hosts::setup },
     PluginDef { name: "k8s_external", once: false, setup: k8s_external::setup },

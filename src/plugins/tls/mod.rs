@@ -15,10 +15,22 @@ use crate::plugin::SetupCtx;
 
 const LOG: PluginLog = PluginLog("tls");
 
+/// Every `tls` line of the block is checked and set up; like CoreDNS, the last one is used.
 pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), Error> {
-    let d = lines[0];
+    let mut last = None;
+    for d in lines {
+        last = Some(server(d)?);
+    }
+    if let Some(cfg) = last {
+        ctx.set_tls(cfg);
+    }
+    Ok(())
+}
+
+/// One `tls` line: its server configuration.
+fn server(d: &Directive) -> Result<Arc<rustls::ServerConfig>, Error> {
     if d.args.is_empty() {
-        return acme(d);
+        return Err(acme(d));
     }
     d.arg_count(2, 3)?;
     let mut auth = ClientAuth::NoCert;
@@ -59,8 +71,7 @@ pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), 
         c.key_log = Arc::new(KeyLogFile(Mutex::new(file)));
         cfg = Arc::new(c);
     }
-    ctx.set_tls(cfg);
-    Ok(())
+    Ok(cfg)
 }
 
 /// Opens (creating, mode 0600) a key log file for appending, as CoreDNS does.
@@ -100,8 +111,15 @@ impl rustls::KeyLog for KeyLogFile {
 }
 
 /// The ACME block form: every property checked as CoreDNS checks it, then refused, since
-/// obtaining certificates needs an ACME server Sextant does not talk to.
-fn acme(d: &Directive) -> Result<(), Error> {
+/// obtaining certificates needs an ACME server Sextant does not talk to. Returns the error.
+fn acme(d: &Directive) -> Error {
+    match acme_checked(d) {
+        Ok(e) | Err(e) => e,
+    }
+}
+
+/// The ACME checks: `Err` for a wrong property, `Ok` with the "not supported" error otherwise.
+fn acme_checked(d: &Directive) -> Result<Error, Error> {
     let mut seen: Vec<&str> = Vec::new();
     let mut domains = None;
     let mut ca = None;
@@ -177,7 +195,7 @@ fn acme(d: &Directive) -> Result<(), Error> {
             }
         }
     }
-    Err(acme_line.err(
+    Ok(acme_line.err(
         "ACME certificate management is not supported by Sextant (it needs an ACME server); \
          obtain the certificate outside (e.g. cert-manager) and use `tls CERT KEY [CA]`",
     ))
@@ -192,7 +210,6 @@ mod tests {
         acme(&directive(&format!(
             "tls://.:853 {{\n tls {{\n{body} }}\n}}\n"
         )))
-        .unwrap_err()
         .to_string()
     }
 
