@@ -1,10 +1,11 @@
 //! Every Corefile of `tests/corefiles/` (the Corefiles that Kubernetes distributions ship or
 //! document, table in `tests/corefiles/README.md`) passes `-check`, starts and answers over the
 //! wire. Each runs as written, with only what a test box needs changed: listener and HTTP ports
-//! moved to free ones on 127.0.0.1, `bind` to 127.0.0.1, `/etc/coredns/` files taken from
-//! `NAME.files/`, every forward upstream replaced by one scripted upstream, and an `endpoint` to
-//! the fake API server added to `kubernetes`. With `COREDNS_BIN` set, CoreDNS runs the same
-//! rewritten Corefile and every answer must be the same (rcode, flags, sections).
+//! moved to free ones on 127.0.0.1, `bind` to 127.0.0.1, `/etc/coredns/` (and `/etc/pki/` as
+//! `pki/`) files taken from `NAME.files/`, every forward upstream replaced by one scripted
+//! upstream, and an `endpoint` to the fake API server added to `kubernetes`. With `COREDNS_BIN`
+//! set, CoreDNS runs the same rewritten Corefile and every answer must be the same (rcode,
+//! flags, sections).
 //!
 //! A Corefile whose header says `# Needs: PLUGINS -> BRANCH` uses plugins another branch adds: it
 //! must fail `-check` naming the first of them (so the table is updated when they land).
@@ -173,6 +174,7 @@ fn rewrite(text: &str, keys: bool, ports: &mut Ports, api: &str, upstream: Socke
                 "bind" => format!("{indent}bind 127.0.0.1{brace}"),
                 _ => line
                     .replace("/etc/coredns/", "")
+                    .replace("/etc/pki/", "pki/")
                     .replace("{$POD_IP}", "127.0.0.1"),
             }
         };
