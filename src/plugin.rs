@@ -58,6 +58,8 @@ pub(crate) struct Request {
     /// Metadata of this request (CoreDNS's `metadata` plugin): `None` unless the block has the
     /// `metadata` plugin, so setting a label costs nothing elsewhere. See [`Metadata`].
     pub meta: Option<Box<Metadata>>,
+    /// Name of the view of the block serving this request (metric label `view`), if it has one.
+    pub view: Option<Arc<str>>,
 }
 
 impl Request {
@@ -77,6 +79,7 @@ impl Request {
             resolver: None,
             raw: None,
             meta: None,
+            view: None,
         }
     }
 
@@ -354,6 +357,10 @@ pub(crate) trait Handler: Send + Sync + 'static {
     fn transferer(&self) -> Option<&dyn Transferer> {
         None
     }
+    /// The cluster data `k8s_external` serves, if this plugin has it (CoreDNS `Externaler`).
+    fn externaler(&self) -> Option<Arc<dyn crate::plugins::k8s_external::Externaler>> {
+        None
+    }
     /// The client search path this plugin knows (`autopath @<plugin>`), if it has one.
     fn search_path(&self) -> Option<Arc<dyn crate::plugins::autopath::SearchPath>> {
         None
@@ -426,6 +433,12 @@ impl<'a> Next<'a> {
     pub(crate) fn name(&self) -> Option<&'static str> {
         self.rest.first().map(|h| h.name())
     }
+}
+
+/// A server block's view (the `view` plugin): the server routes a query to the block only when
+/// this is true for it (CoreDNS `dnsserver.Viewer`). Called while routing, before the chain.
+pub(crate) trait ViewFilter: Send + Sync {
+    fn matches(&self, req: &mut Request) -> bool;
 }
 
 /// A readiness check registered by a plugin (`ready` plugin polls these).

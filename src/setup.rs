@@ -12,7 +12,7 @@ use std::time::Duration;
 use sextant_corefile::{Directive, Error as ConfigError};
 
 use crate::pkg::clock::Clock;
-use crate::plugin::{Handler, Readiness};
+use crate::plugin::{Handler, Readiness, ViewFilter};
 use crate::server::http::HttpHandler;
 use crate::server::invalidate::InvalidationBus;
 use crate::server::lifecycle::{Carry, Lifecycle, RuntimeState, Spawner, TaskCtx};
@@ -25,6 +25,8 @@ pub(crate) struct BlockInfo {
     pub(crate) port: u16,
     /// Index of the block in the Corefile.
     pub(crate) index: usize,
+    /// Name of the block's view (`view NAME`), for metric labels; None without one.
+    pub(crate) view: Option<String>,
 }
 
 /// Readiness checks of a generation, shared with the `ready` handler (filled during setup).
@@ -54,6 +56,8 @@ pub(crate) struct GenerationBuilder {
     pub(crate) chaos: HashMap<usize, bool>,
     pub(crate) invalidation: HashMap<usize, Arc<InvalidationBus>>,
     pub(crate) tls: HashMap<usize, Arc<rustls::ServerConfig>>,
+    /// Each block's view (name, filter), by block index.
+    pub(crate) views: HashMap<usize, (Arc<str>, Arc<dyn ViewFilter>)>,
     pub(crate) settings: ProcessSettings,
     /// Each block's `root` directory, by block index.
     pub(crate) roots: HashMap<usize, std::path::PathBuf>,
@@ -76,6 +80,7 @@ impl GenerationBuilder {
             chaos: HashMap::new(),
             invalidation: HashMap::new(),
             tls: HashMap::new(),
+            views: HashMap::new(),
             settings: ProcessSettings::default(),
             roots: HashMap::new(),
             carry,
@@ -262,6 +267,12 @@ impl SetupCtx<'_> {
         )
     }
 
+    /// Routes queries to this block only when `filter` is true for them (the `view` plugin);
+    /// `name` is the block's `view` metric label.
+    pub(crate) fn set_view(&mut self, name: Arc<str>, filter: Arc<dyn ViewFilter>) {
+        self.gen.views.insert(self.block.index, (name, filter));
+    }
+
     /// Process-wide settings (lameduck, reload, debug).
     pub(crate) fn settings(&mut self) -> &mut ProcessSettings {
         &mut self.gen.settings
@@ -329,6 +340,7 @@ mod tests {
             zones: vec![".".into()],
             port: 53,
             index: 0,
+            view: None,
         };
         let mut links = Vec::new();
         let calls = Arc::new(AtomicUsize::new(0));

@@ -23,6 +23,7 @@ pub(crate) mod forward;
 pub(crate) mod header;
 pub(crate) mod health;
 pub(crate) mod hosts;
+pub(crate) mod k8s_external;
 pub(crate) mod kubernetes;
 pub(crate) mod loadbalance;
 pub(crate) mod local;
@@ -42,6 +43,7 @@ pub(crate) mod template;
 pub(crate) mod tls;
 pub(crate) mod transfer;
 pub(crate) mod tsig;
+pub(crate) mod view;
 pub(crate) mod whoami;
 
 /// Execution order, whatever the order in the Corefile.
@@ -72,11 +74,12 @@ pub(crate) static ORDER: &[PluginDef] = &[
     PluginDef { name: "cache", once: true, setup: cache::setup },
     PluginDef { name: "header", once: false, setup: header::setup },
     PluginDef { name: "dnssec", once: true, setup: dnssec::setup },
-    PluginDef { name: "tls", once: true, setup: tls::setup },
+    PluginDef { name: "tls", once: false, setup: tls::setup },
     PluginDef { name: "minimal", once: false, setup: minimal::setup },
     PluginDef { name: "template", once: false, setup: template::setup },
     PluginDef { name: "transfer", once: false, setup: transfer::setup },
     PluginDef { name: "hosts", once: true, setup: hosts::setup },
+    PluginDef { name: "k8s_external", once: false, setup: k8s_external::setup },
     PluginDef { name: "kubernetes", once: true, setup: kubernetes::setup },
     PluginDef { name: "file", once: false, setup: file::setup },
     PluginDef { name: "auto", once: false, setup: auto::setup },
@@ -87,6 +90,7 @@ pub(crate) static ORDER: &[PluginDef] = &[
     PluginDef { name: "erratic", once: false, setup: erratic::setup },
     PluginDef { name: "whoami", once: true, setup: whoami::setup },
     PluginDef { name: "sign", once: false, setup: sign::setup },
+    PluginDef { name: "view", once: true, setup: view::setup },
 ];
 
 /// CoreDNS plugins this build does not have yet: named in `-check` errors as such.

@@ -3,6 +3,7 @@
 //! readiness), the query handler (NXDOMAIN/NODATA/SERVFAIL rules, CNAME chasing through the
 //! server) and the AXFR record list for the `transfer` plugin. Answer logic is in `lookup`.
 
+mod external;
 pub(crate) mod lookup;
 mod memo;
 pub(crate) mod setup;
@@ -42,6 +43,8 @@ pub(crate) struct Kubernetes {
     memo_id: u64,
     /// What `autopath @kubernetes` asks.
     search: Arc<AutoPathSearch>,
+    /// What `k8s_external` asks.
+    external: Arc<external::External>,
 }
 
 struct Ready(Slot);
@@ -279,13 +282,21 @@ pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), 
         index: slot.clone(),
         resolv: resolv_search(std::path::Path::new("/etc/resolv.conf")),
     });
+    let empty = Arc::new(Snapshot::default());
+    let external = Arc::new(external::External {
+        cfg: cfg.clone(),
+        index: slot.clone(),
+        local_ips: local_ips.clone(),
+        empty: empty.clone(),
+    });
     ctx.add_handler(Arc::new(Kubernetes {
         cfg,
         index: slot,
-        empty: Arc::new(Snapshot::default()),
+        empty,
         local_ips,
         memo_id: memo::new_id(),
         search,
+        external,
     }));
     Ok(())
 }
@@ -374,16 +385,24 @@ impl Kubernetes {
     pub(crate) fn with_index(cfg: Config, index: Index, local_ips: Vec<IpAddr>) -> Kubernetes {
         let cfg = Arc::new(cfg);
         let index: Slot = Arc::new(ArcSwapOption::from_pointee(Running(index)));
+        let local_ips = Arc::new(ArcSwap::from_pointee(local_ips));
+        let empty = Arc::new(Snapshot::default());
         Kubernetes {
             search: Arc::new(AutoPathSearch {
                 cfg: cfg.clone(),
                 index: index.clone(),
                 resolv: Vec::new(),
             }),
+            external: Arc::new(external::External {
+                cfg: cfg.clone(),
+                index: index.clone(),
+                local_ips: local_ips.clone(),
+                empty: empty.clone(),
+            }),
             cfg,
             index,
-            empty: Arc::new(Snapshot::default()),
-            local_ips: Arc::new(ArcSwap::from_pointee(local_ips)),
+            empty,
+            local_ips,
             memo_id: memo::new_id(),
         }
     }
@@ -647,6 +666,10 @@ impl Handler for Kubernetes {
 
     fn search_path(&self) -> Option<Arc<dyn crate::plugins::autopath::SearchPath>> {
         Some(self.search.clone())
+    }
+
+    fn externaler(&self) -> Option<Arc<dyn crate::plugins::k8s_external::Externaler>> {
+        Some(self.external.clone())
     }
 
     fn metadata_provider(&self) -> Option<&dyn MetadataProvider> {
