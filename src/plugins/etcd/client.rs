@@ -450,44 +450,42 @@ impl Client {
 /// the watch.
 #[allow(clippy::type_complexity)]
 fn watch_events(v: &Value) -> Result<Option<(Vec<(String, Option<Kv>)>, i64)>, String> {
-    {
-        if let Some(e) = v.get("error") {
-            return Err(format!("watch: {}", gateway_error(&json!({"error": e}))));
-        }
-        let r = &v["result"];
-        if int(&r["compact_revision"]) != 0 {
-            return Err(format!(
-                "watch: revision compacted (at {})",
-                int(&r["compact_revision"])
-            ));
-        }
-        if r["canceled"].as_bool().unwrap_or(false) {
-            return Err(format!(
-                "watch canceled: {}",
-                r["cancel_reason"].as_str().unwrap_or("")
-            ));
-        }
-        let Some(events) = r["events"].as_array() else {
-            return Ok(None);
-        };
-        // Replayed events of one revision may come in several responses that all carry the
-        // current header revision: the events' own revisions order them.
-        let revision = events
-            .iter()
-            .map(|e| int(&e["kv"]["mod_revision"]))
-            .max()
-            .unwrap_or(0);
-        let mut changes = Vec::with_capacity(events.len());
-        for e in events {
-            let (k, kv) = key_value(&e["kv"]);
-            if e["type"].as_str() == Some("DELETE") {
-                changes.push((k, None));
-            } else {
-                changes.push((k, Some(kv)));
-            }
-        }
-        Ok(Some((changes, revision)))
+    if let Some(e) = v.get("error") {
+        return Err(format!("watch: {}", gateway_error(&json!({"error": e}))));
     }
+    let r = &v["result"];
+    if int(&r["compact_revision"]) != 0 {
+        return Err(format!(
+            "watch: revision compacted (at {})",
+            int(&r["compact_revision"])
+        ));
+    }
+    if r["canceled"].as_bool().unwrap_or(false) {
+        return Err(format!(
+            "watch canceled: {}",
+            r["cancel_reason"].as_str().unwrap_or("")
+        ));
+    }
+    let Some(events) = r["events"].as_array() else {
+        return Ok(None);
+    };
+    // Replayed events of one revision may come in several responses that all carry the
+    // current header revision: the events' own revisions order them.
+    let revision = events
+        .iter()
+        .map(|e| int(&e["kv"]["mod_revision"]))
+        .max()
+        .unwrap_or(0);
+    let mut changes = Vec::with_capacity(events.len());
+    for e in events {
+        let (k, kv) = key_value(&e["kv"]);
+        if e["type"].as_str() == Some("DELETE") {
+            changes.push((k, None));
+        } else {
+            changes.push((k, Some(kv)));
+        }
+    }
+    Ok(Some((changes, revision)))
 }
 
 impl Client {
