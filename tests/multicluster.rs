@@ -1,0 +1,462 @@
+//! End-to-end tests of the `kubernetes` plugin's `multicluster ZONES` option (the Multi-Cluster
+//! Services API): ServiceImports and their EndpointSlices served by the fake API server, answered
+//! under `clusterset.local` over UDP and TCP (ClusterSetIP and headless imports, SRV, NXDOMAIN
+//! and NODATA, AXFR through `transfer`), changes through the API reflected within the watch
+//! delay, no MCS watch without the option, and bad options failing at start with
+//! file:line:column. The real binary, all on 127.0.0.1.
+//! With `COREDNS_BIN` set, every answer (and the AXFR) is also compared with the real CoreDNS.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use sextant_fakeapi::{
+    endpoint, mc_endpoint_slice, namespace, service, service_import, FakeApi, Kind,
+};
+use sextant_testkit::*;
+
+const T: Duration = Duration::from_secs(5);
+
+fn bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_sextant"))
+}
+
+fn addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// Records with their whitespace collapsed and the SOA serial (a modification time) masked.
+fn norm(v: Vec<String>) -> Vec<String> {
+    v.into_iter()
+        .map(|s| {
+            let mut f: Vec<&str> = s.split_whitespace().collect();
+            if f.get(3) == Some(&"SOA") && f.len() >= 7 {
+                f[6] = "SERIAL";
+            }
+            f.join(" ")
+        })
+        .collect()
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
+/// (rcode, flags, answers, authority, additional), the answer and additional sections sorted
+/// (their order is not defined), over UDP and TCP alike.
+type Whole = (String, String, Vec<String>, Vec<String>, Vec<String>);
+
+fn whole(a: SocketAddr, name: &str, t: RecordType) -> Whole {
+    let q = Query::new(name, t);
+    let u = udp(a, &q, T).unwrap_or_else(|e| panic!("{name} {t}: {e}"));
+    let c = tcp(a, &q, T).unwrap_or_else(|e| panic!("{name} {t}: {e}"));
+    let w = |r: &Reply| {
+        (
+            r.rcode_name(),
+            r.flags(),
+            sorted(norm(r.answers())),
+            norm(r.authority()),
+            sorted(norm(r.additional())),
+        )
+    };
+    assert_eq!(w(&u), w(&c), "{name} {t}: UDP and TCP differ");
+    assert_eq!(u.question().unwrap(), format!("{name} IN {t}"));
+    w(&u)
+}
+
+const SOA: &str =
+    "clusterset.local. 5 IN SOA ns.dns.clusterset.local. hostmaster.clusterset.local. SERIAL 7200 1800 86400 5";
+
+/// Checks a whole reply: rcode, flags, answers, the SOA alone in authority when there is no
+/// answer, additional records.
+fn expect(a: SocketAddr, name: &str, t: RecordType, rcode: &str, answers: &[&str], extra: &[&str]) {
+    let (rc, flags, ans, auth, add) = whole(a, name, t);
+    assert_eq!(rc, rcode, "{name} {t}: {ans:?} {auth:?}");
+    assert_eq!(flags, "qr,aa,rd", "{name} {t}");
+    let want = |v: &[&str]| sorted(v.iter().map(|s| s.to_string()).collect());
+    assert_eq!(ans, want(answers), "{name} {t}");
+    if answers.is_empty() {
+        assert_eq!(auth, vec![SOA.to_string()], "{name} {t}");
+    } else {
+        assert!(auth.is_empty(), "{name} {t}: {auth:?}");
+    }
+    assert_eq!(add, want(extra), "{name} {t}");
+}
+
+/// Polls over UDP until the rcode and the (sorted) answers are the wanted ones, or fails
+/// after `within`.
+fn wait_for(
+    a: SocketAddr,
+    name: &str,
+    t: RecordType,
+    rcode: &str,
+    want: &[&str],
+    within: Duration,
+) {
+    let deadline = Instant::now() + within;
+    let want = sorted(want.iter().map(|s| s.to_string()).collect());
+    loop {
+        let r = udp(a, &Query::new(name, t), T).expect("reply");
+        let got = sorted(norm(r.answers()));
+        if r.rcode_name() == rcode && got == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} {t}: got {} {got:?}, want {rcode} {want:?}",
+            r.rcode_name()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Two imported services seen from cluster "east" and "west": `web` with ClusterSetIPs (and
+/// one slice, for endpoint names), `db` headless; a local service `web` with another address
+/// in cluster.local.
+fn cluster(rt: &tokio::runtime::Runtime) -> FakeApi {
+    let api = rt.block_on(FakeApi::start()).expect("fake api");
+    for ns in ["default", "shop"] {
+        api.apply(namespace(ns)).unwrap();
+    }
+    api.apply(
+        service("shop", "web")
+            .cluster_ip("10.96.0.5")
+            .port("http", 80, "TCP"),
+    )
+    .unwrap();
+    api.apply(
+        service_import("shop", "web")
+            .ip("10.200.0.5")
+            .port("http", 80, "TCP")
+            .port("dns", 53, "UDP"),
+    )
+    .unwrap();
+    api.apply(
+        mc_endpoint_slice("shop", "web-east", "web", "east")
+            .endpoint(endpoint("10.1.1.1").hostname("web-0"))
+            .port("http", 8080, "TCP"),
+    )
+    .unwrap();
+    api.apply(
+        service_import("shop", "db")
+            .headless()
+            .port("pg", 5432, "TCP"),
+    )
+    .unwrap();
+    api.apply(
+        mc_endpoint_slice("shop", "db-east", "db", "east")
+            .endpoint(endpoint("10.1.0.1").hostname("db-0"))
+            .endpoint(endpoint("10.1.0.2"))
+            .port("pg", 5432, "TCP"),
+    )
+    .unwrap();
+    api.apply(
+        mc_endpoint_slice("shop", "db-west", "db", "west")
+            .endpoint(endpoint("10.2.0.1").hostname("db-0"))
+            .endpoint(endpoint("10.2.0.9").ready(Some(false)))
+            .port("pg", 5432, "TCP"),
+    )
+    .unwrap();
+    api
+}
+
+fn corefile(port: u16, api: &FakeApi) -> String {
+    format!(
+        ".:{port} {{\n  kubernetes cluster.local clusterset.local {{\n    endpoint {}\n    multicluster clusterset.local\n  }}\n  transfer clusterset.local {{\n    to *\n  }}\n}}\n",
+        api.url()
+    )
+}
+
+fn start(binary: &Path, cf: &str, port: u16) -> Sextant {
+    let mut s = Sextant::builder(binary, cf).start();
+    s.wait_dns(addr(port), Duration::from_secs(15))
+        .unwrap_or_else(|e| panic!("{e}\n{}", s.output()));
+    // The first sync is visible.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while udp(
+        addr(port),
+        &Query::new("db.shop.svc.clusterset.local.", RecordType::A),
+        T,
+    )
+    .map(|r| r.answers().is_empty())
+    .unwrap_or(true)
+    {
+        assert!(Instant::now() < deadline, "no data\n{}", s.output());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    s
+}
+
+fn axfr(a: SocketAddr, zone: &str) -> Vec<String> {
+    let mut c = TcpConn::connect(a, T).unwrap();
+    c.send_query(&Query::new(zone, RecordType::AXFR)).unwrap();
+    let mut out = Vec::new();
+    loop {
+        let r = c.recv_reply(T).unwrap();
+        assert_eq!(r.rcode_name(), "NOERROR");
+        out.extend(norm(r.answers()));
+        if out.len() > 1 && out.iter().filter(|s| s.contains(" SOA ")).count() >= 2 {
+            return out;
+        }
+    }
+}
+
+/// The questions both servers are asked.
+const QUESTIONS: &[(&str, RecordType)] = &[
+    ("web.shop.svc.clusterset.local.", RecordType::A),
+    ("web.shop.svc.clusterset.local.", RecordType::AAAA),
+    ("web.shop.svc.clusterset.local.", RecordType::SRV),
+    ("web.shop.svc.clusterset.local.", RecordType::TXT),
+    ("web.shop.svc.clusterset.local.", RecordType::PTR),
+    ("_http._tcp.web.shop.svc.clusterset.local.", RecordType::SRV),
+    ("_dns._udp.web.shop.svc.clusterset.local.", RecordType::SRV),
+    ("_http._udp.web.shop.svc.clusterset.local.", RecordType::SRV),
+    ("web-0.east.web.shop.svc.clusterset.local.", RecordType::A),
+    ("web-0.west.web.shop.svc.clusterset.local.", RecordType::A),
+    ("db.shop.svc.clusterset.local.", RecordType::A),
+    ("db.shop.svc.clusterset.local.", RecordType::SRV),
+    ("_pg._tcp.db.shop.svc.clusterset.local.", RecordType::SRV),
+    ("db-0.east.db.shop.svc.clusterset.local.", RecordType::A),
+    ("db-0.west.db.shop.svc.clusterset.local.", RecordType::A),
+    ("10-1-0-2.east.db.shop.svc.clusterset.local.", RecordType::A),
+    ("10-2-0-9.west.db.shop.svc.clusterset.local.", RecordType::A),
+    ("db-0.db.shop.svc.clusterset.local.", RecordType::A),
+    ("db-0.north.db.shop.svc.clusterset.local.", RecordType::A),
+    ("db-0.east.db.shop.svc.clusterset.local.", RecordType::AAAA),
+    ("nosuch.shop.svc.clusterset.local.", RecordType::A),
+    ("shop.svc.clusterset.local.", RecordType::A),
+    ("svc.clusterset.local.", RecordType::A),
+    ("nosuch.svc.clusterset.local.", RecordType::A),
+    ("x.y.db-0.east.db.shop.svc.clusterset.local.", RecordType::A),
+    ("clusterset.local.", RecordType::SOA),
+    ("clusterset.local.", RecordType::A),
+    ("web.shop.svc.cluster.local.", RecordType::A),
+    ("db.shop.svc.cluster.local.", RecordType::A),
+    ("5.0.200.10.in-addr.arpa.", RecordType::PTR),
+];
+
+#[test]
+fn clusterset_answers() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let api = cluster(&rt);
+    let port = free_port();
+    let _s = start(bin(), &corefile(port, &api), port);
+    let a = addr(port);
+    use RecordType::*;
+    // ClusterSetIP import: its ClusterSetIPs, never the local service's ClusterIP.
+    expect(
+        a,
+        "web.shop.svc.clusterset.local.",
+        A,
+        "NOERROR",
+        &["web.shop.svc.clusterset.local. 5 IN A 10.200.0.5"],
+        &[],
+    );
+    expect(
+        a,
+        "web.shop.svc.clusterset.local.",
+        AAAA,
+        "NOERROR",
+        &[],
+        &[],
+    );
+    expect(
+        a,
+        "web.shop.svc.clusterset.local.",
+        TXT,
+        "NOERROR",
+        &[],
+        &[],
+    );
+    expect(
+        a,
+        "web.shop.svc.clusterset.local.",
+        SRV,
+        "NOERROR",
+        &[
+            "web.shop.svc.clusterset.local. 5 IN SRV 0 50 80 web.shop.svc.clusterset.local.",
+            "web.shop.svc.clusterset.local. 5 IN SRV 0 50 53 web.shop.svc.clusterset.local.",
+        ],
+        &["web.shop.svc.clusterset.local. 5 IN A 10.200.0.5"],
+    );
+    expect(a, "_dns._udp.web.shop.svc.clusterset.local.", SRV, "NOERROR",
+        &["_dns._udp.web.shop.svc.clusterset.local. 5 IN SRV 0 100 53 web.shop.svc.clusterset.local."],
+        &["web.shop.svc.clusterset.local. 5 IN A 10.200.0.5"]);
+    expect(
+        a,
+        "_http._udp.web.shop.svc.clusterset.local.",
+        SRV,
+        "NXDOMAIN",
+        &[],
+        &[],
+    );
+    // An endpoint of a ClusterSetIP import, by hostname and cluster id.
+    expect(
+        a,
+        "web-0.east.web.shop.svc.clusterset.local.",
+        A,
+        "NOERROR",
+        &["web-0.east.web.shop.svc.clusterset.local. 5 IN A 10.1.1.1"],
+        &[],
+    );
+    expect(
+        a,
+        "web-0.west.web.shop.svc.clusterset.local.",
+        A,
+        "NXDOMAIN",
+        &[],
+        &[],
+    );
+    // Headless import: every ready endpoint of every cluster.
+    expect(
+        a,
+        "db.shop.svc.clusterset.local.",
+        A,
+        "NOERROR",
+        &[
+            "db.shop.svc.clusterset.local. 5 IN A 10.1.0.1",
+            "db.shop.svc.clusterset.local. 5 IN A 10.1.0.2",
+            "db.shop.svc.clusterset.local. 5 IN A 10.2.0.1",
+        ],
+        &[],
+    );
+    expect(a, "_pg._tcp.db.shop.svc.clusterset.local.", SRV, "NOERROR",
+        &[
+            "_pg._tcp.db.shop.svc.clusterset.local. 5 IN SRV 0 33 5432 db-0.east.db.shop.svc.clusterset.local.",
+            "_pg._tcp.db.shop.svc.clusterset.local. 5 IN SRV 0 33 5432 10-1-0-2.east.db.shop.svc.clusterset.local.",
+            "_pg._tcp.db.shop.svc.clusterset.local. 5 IN SRV 0 33 5432 db-0.west.db.shop.svc.clusterset.local.",
+        ],
+        &[
+            "db-0.east.db.shop.svc.clusterset.local. 5 IN A 10.1.0.1",
+            "10-1-0-2.east.db.shop.svc.clusterset.local. 5 IN A 10.1.0.2",
+            "db-0.west.db.shop.svc.clusterset.local. 5 IN A 10.2.0.1",
+        ]);
+    // <hostname>.<clusterid>.<svc>.<ns>.svc.<zone>
+    expect(
+        a,
+        "db-0.east.db.shop.svc.clusterset.local.",
+        A,
+        "NOERROR",
+        &["db-0.east.db.shop.svc.clusterset.local. 5 IN A 10.1.0.1"],
+        &[],
+    );
+    expect(
+        a,
+        "db-0.west.db.shop.svc.clusterset.local.",
+        A,
+        "NOERROR",
+        &["db-0.west.db.shop.svc.clusterset.local. 5 IN A 10.2.0.1"],
+        &[],
+    );
+    expect(
+        a,
+        "10-1-0-2.east.db.shop.svc.clusterset.local.",
+        A,
+        "NOERROR",
+        &["10-1-0-2.east.db.shop.svc.clusterset.local. 5 IN A 10.1.0.2"],
+        &[],
+    );
+    expect(
+        a,
+        "db-0.east.db.shop.svc.clusterset.local.",
+        AAAA,
+        "NOERROR",
+        &[],
+        &[],
+    );
+    // Not ready, unknown cluster, no cluster label: NXDOMAIN.
+    expect(
+        a,
+        "10-2-0-9.west.db.shop.svc.clusterset.local.",
+        A,
+        "NXDOMAIN",
+        &[],
+        &[],
+    );
+    expect(
+        a,
+        "db-0.north.db.shop.svc.clusterset.local.",
+        A,
+        "NXDOMAIN",
+        &[],
+        &[],
+    );
+    expect(
+        a,
+        "db-0.db.shop.svc.clusterset.local.",
+        A,
+        "NXDOMAIN",
+        &[],
+        &[],
+    );
+    expect(
+        a,
+        "nosuch.shop.svc.clusterset.local.",
+        A,
+        "NXDOMAIN",
+        &[],
+        &[],
+    );
+    expect(
+        a,
+        "x.y.db-0.east.db.shop.svc.clusterset.local.",
+        A,
+        "NXDOMAIN",
+        &[],
+        &[],
+    );
+    // Namespace and apex names: NODATA.
+    expect(a, "shop.svc.clusterset.local.", A, "NOERROR", &[], &[]);
+    expect(a, "nosuch.svc.clusterset.local.", A, "NXDOMAIN", &[], &[]);
+    expect(a, "clusterset.local.", A, "NOERROR", &[], &[]);
+    // The local zone is untouched: the local service, and no import there.
+    let (rc, _, ans, _, _) = whole(a, "web.shop.svc.cluster.local.", A);
+    assert_eq!(
+        (rc.as_str(), ans),
+        (
+            "NOERROR",
+            vec!["web.shop.svc.cluster.local. 5 IN A 10.96.0.5".to_string()]
+        )
+    );
+    let (rc, _, ans, _, _) = whole(a, "db.shop.svc.cluster.local.", A);
+    assert_eq!((rc.as_str(), ans.len()), ("NXDOMAIN", 0));
+}
+
+/// The same cluster and Corefile on the real CoreDNS: every reply and the AXFR must be the
+/// same.
+#[test]
+fn answers_match_coredns() {
+    let Some(coredns) = coredns_bin() else {
+        eprintln!("skipping answers_match_coredns: COREDNS_BIN is not set");
+        return;
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let api = cluster(&rt);
+    let (p1, p2) = (free_port(), free_port());
+    let _ours = start(bin(), &corefile(p1, &api), p1);
+    let _theirs = start(&coredns, &corefile(p2, &api), p2);
+    let mut diffs = Vec::new();
+    for (name, t) in QUESTIONS {
+        let (ours, theirs) = (whole(addr(p1), name, *t), whole(addr(p2), name, *t));
+        if ours != theirs {
+            diffs.push(format!(
+                "{name} {t}:\n  sextant {ours:?}\n  coredns {theirs:?}"
+            ));
+        }
+    }
+    let (ours, theirs) = (
+        axfr(addr(p1), "clusterset.local."),
+        axfr(addr(p2), "clusterset.local."),
+    );
+    // Not a vacuous match: the real CoreDNS served the imports (its AXFR leaves the cluster
+    // id out of endpoint names; so does Sextant's).
+    assert!(
+        theirs.contains(&"db-0.db.shop.svc.clusterset.local. 5 IN A 10.2.0.1".to_string()),
+        "{theirs:#?}"
+    );
+    if ours != theirs {
+        diffs.push(format!("AXFR:\n  sextant {ours:#?}\n  coredns {theirs:#?}"));
+    }
+    assert!(diffs.is_empty(), "{}", diffs.join("\n"));
+}
