@@ -460,3 +460,281 @@ fn answers_match_coredns() {
     }
     assert!(diffs.is_empty(), "{}", diffs.join("\n"));
 }
+
+/// Adding and deleting ServiceImports, changing an import's ClusterSetIP and an MCS slice's
+/// endpoints through the API: the answers follow within the watch delay, through a `cache 30`
+/// in front (the coherent cache drops what changed under the multicluster zone too).
+#[test]
+fn changes_through_the_api() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let api = cluster(&rt);
+    let port = free_port();
+    let cf = format!(
+        ".:{port} {{\n  cache 30\n  kubernetes cluster.local clusterset.local {{\n    endpoint {}\n    multicluster clusterset.local\n    ttl 30\n  }}\n}}\n",
+        api.url()
+    );
+    let _s = start(bin(), &cf, port);
+    let a = addr(port);
+    let within = Duration::from_secs(2);
+    use RecordType::*;
+    let cache = "cache.shop.svc.clusterset.local.";
+    // Cached NXDOMAIN, then the import appears.
+    wait_for(a, cache, A, "NXDOMAIN", &[], T);
+    api.apply(
+        service_import("shop", "cache")
+            .ip("10.200.0.9")
+            .port("redis", 6379, "TCP"),
+    )
+    .unwrap();
+    wait_for(
+        a,
+        cache,
+        A,
+        "NOERROR",
+        &["cache.shop.svc.clusterset.local. 30 IN A 10.200.0.9"],
+        within,
+    );
+    // A new ClusterSetIP.
+    api.apply(
+        service_import("shop", "cache")
+            .ip("10.200.0.10")
+            .port("redis", 6379, "TCP"),
+    )
+    .unwrap();
+    wait_for(
+        a,
+        cache,
+        A,
+        "NOERROR",
+        &["cache.shop.svc.clusterset.local. 30 IN A 10.200.0.10"],
+        within,
+    );
+    // An endpoint added to cluster west's slice of the headless import.
+    let db = "db.shop.svc.clusterset.local.";
+    wait_for(
+        a,
+        db,
+        A,
+        "NOERROR",
+        &[
+            "db.shop.svc.clusterset.local. 30 IN A 10.1.0.1",
+            "db.shop.svc.clusterset.local. 30 IN A 10.1.0.2",
+            "db.shop.svc.clusterset.local. 30 IN A 10.2.0.1",
+        ],
+        T,
+    );
+    let db1 = "db-1.west.db.shop.svc.clusterset.local.";
+    wait_for(a, db1, A, "NXDOMAIN", &[], T);
+    api.apply(
+        mc_endpoint_slice("shop", "db-west", "db", "west")
+            .endpoint(endpoint("10.2.0.1").hostname("db-0"))
+            .endpoint(endpoint("10.2.0.2").hostname("db-1"))
+            .port("pg", 5432, "TCP"),
+    )
+    .unwrap();
+    wait_for(
+        a,
+        db1,
+        A,
+        "NOERROR",
+        &["db-1.west.db.shop.svc.clusterset.local. 30 IN A 10.2.0.2"],
+        within,
+    );
+    // Cluster east's slice goes away.
+    assert!(api.delete(Kind::EndpointSlice, "shop", "db-east"));
+    wait_for(
+        a,
+        db,
+        A,
+        "NOERROR",
+        &[
+            "db.shop.svc.clusterset.local. 30 IN A 10.2.0.1",
+            "db.shop.svc.clusterset.local. 30 IN A 10.2.0.2",
+        ],
+        within,
+    );
+    // The import is deleted: NXDOMAIN, while the local service of that name still answers.
+    let web = "web.shop.svc.clusterset.local.";
+    wait_for(
+        a,
+        web,
+        A,
+        "NOERROR",
+        &["web.shop.svc.clusterset.local. 30 IN A 10.200.0.5"],
+        T,
+    );
+    assert!(api.delete(Kind::ServiceImport, "shop", "web"));
+    wait_for(a, web, A, "NXDOMAIN", &[], within);
+    wait_for(
+        a,
+        "web.shop.svc.cluster.local.",
+        A,
+        "NOERROR",
+        &["web.shop.svc.cluster.local. 30 IN A 10.96.0.5"],
+        T,
+    );
+}
+
+/// The MCS API is watched only with the option: without it, no ServiceImport request and one
+/// EndpointSlice watch; with it, one ServiceImport watch and a second EndpointSlice watch.
+#[test]
+fn mcs_watched_only_with_the_option() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let api = cluster(&rt);
+    let port = free_port();
+    let cf = format!(
+        ".:{port} {{\n  kubernetes cluster.local clusterset.local {{\n    endpoint {}\n  }}\n}}\n",
+        api.url()
+    );
+    let mut s = Sextant::start(bin(), &cf);
+    s.wait_dns(addr(port), Duration::from_secs(15)).unwrap();
+    wait_for(
+        addr(port),
+        "web.shop.svc.cluster.local.",
+        RecordType::A,
+        "NOERROR",
+        &["web.shop.svc.cluster.local. 5 IN A 10.96.0.5"],
+        T,
+    );
+    // Without the option the imports are not answered: clusterset.local is a plain zone.
+    expect(
+        addr(port),
+        "db.shop.svc.clusterset.local.",
+        RecordType::A,
+        "NXDOMAIN",
+        &[],
+        &[],
+    );
+    assert_eq!(api.requests("list", "serviceimports"), 0);
+    assert_eq!(api.requests("watch", "serviceimports"), 0);
+    assert_eq!(api.requests("list", "endpointslices"), 1);
+    drop(s);
+
+    api.reset_counters();
+    let port = free_port();
+    let _s = start(bin(), &corefile(port, &api), port);
+    let deadline = Instant::now() + T;
+    while api.requests("watch", "serviceimports") < 1 || api.requests("watch", "endpointslices") < 2
+    {
+        assert!(Instant::now() < deadline, "watches not opened");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(api.requests("list", "serviceimports"), 1);
+    assert_eq!(api.requests("list", "endpointslices"), 2);
+}
+
+/// A bad `multicluster` option fails at start with file:line:column; a bare one names no zone.
+#[test]
+fn bad_option_is_a_config_error() {
+    let (code, out, err) = Sextant::check(
+        bin(),
+        ".:1053 {\n  kubernetes cluster.local example.org {\n    multicluster clusterset.local\n  }\n}\n",
+    )
+    .unwrap();
+    assert_ne!(code, 0);
+    assert!(
+        format!("{out}{err}").contains(":3:18: multicluster: is not authoritative for the multicluster zone clusterset.local. (authoritative zones: [cluster.local. example.org.])"),
+        "{out}{err}"
+    );
+    // A sub-zone of a plugin zone is not one of them either.
+    let (code, out, err) = Sextant::check(
+        bin(),
+        ".:1053 {\n  kubernetes cluster.local {\n    multicluster cluster.local set.cluster.local\n  }\n}\n",
+    )
+    .unwrap();
+    assert_ne!(code, 0);
+    assert!(
+        format!("{out}{err}").contains(":3:32: multicluster: is not authoritative for the multicluster zone set.cluster.local."),
+        "{out}{err}"
+    );
+    let (code, out, err) = Sextant::check(
+        bin(),
+        ".:1053 {\n  kubernetes cluster.local {\n    multicluster\n  }\n}\n",
+    )
+    .unwrap();
+    assert_eq!(code, 0, "{out}{err}");
+}
+
+/// The other options in a multicluster zone, against the real CoreDNS: `ttl`,
+/// `ignore empty_service`, `endpoint_pod_names`, `namespaces`, `fallthrough` to an upstream;
+/// imports without endpoints, without ports, with an IPv6 ClusterSetIP and an unnamed port.
+#[test]
+fn options_match_coredns() {
+    let Some(coredns) = coredns_bin() else {
+        eprintln!("skipping options_match_coredns: COREDNS_BIN is not set");
+        return;
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let api = cluster(&rt);
+    api.apply(namespace("other")).unwrap();
+    api.apply(
+        service_import("other", "web")
+            .ip("10.200.1.5")
+            .port("http", 80, "TCP"),
+    )
+    .unwrap();
+    api.apply(
+        service_import("shop", "empty")
+            .ip("10.200.0.7")
+            .port("http", 80, "TCP"),
+    )
+    .unwrap();
+    api.apply(service_import("shop", "noports").ip("10.200.0.8"))
+        .unwrap();
+    api.apply(
+        service_import("shop", "v6")
+            .ip("fd00:200::5")
+            .port("", 80, "TCP"),
+    )
+    .unwrap();
+    api.apply(
+        mc_endpoint_slice("shop", "v6-east", "v6", "east")
+            .endpoint(endpoint("10.1.2.1").pod("v6-pod-0"))
+            .port("", 80, "TCP"),
+    )
+    .unwrap();
+    let up = Upstream::start(|req: &UpstreamRequest| {
+        req.reply()
+            .answer(&format!("{} 60 IN A 192.0.2.99", req.name()))
+            .action()
+    })
+    .unwrap();
+    let cf = |port: u16| {
+        format!(
+            ".:{port} {{\n  kubernetes cluster.local clusterset.local {{\n    endpoint {}\n    multicluster clusterset.local\n    ttl 30\n    ignore empty_service\n    endpoint_pod_names\n    namespaces shop\n    fallthrough clusterset.local\n  }}\n  transfer clusterset.local {{\n    to *\n  }}\n  forward . {}\n}}\n",
+            api.url(),
+            up.addr()
+        )
+    };
+    let (p1, p2) = (free_port(), free_port());
+    let _ours = start(bin(), &cf(p1), p1);
+    let _theirs = start(&coredns, &cf(p2), p2);
+    let mut questions: Vec<(&str, RecordType)> = QUESTIONS.to_vec();
+    questions.extend([
+        ("web.other.svc.clusterset.local.", RecordType::A),
+        ("empty.shop.svc.clusterset.local.", RecordType::A),
+        ("noports.shop.svc.clusterset.local.", RecordType::A),
+        ("v6.shop.svc.clusterset.local.", RecordType::AAAA),
+        ("v6.shop.svc.clusterset.local.", RecordType::A),
+        ("v6.shop.svc.clusterset.local.", RecordType::SRV),
+        ("v6-pod-0.east.v6.shop.svc.clusterset.local.", RecordType::A),
+        ("10-1-2-1.east.v6.shop.svc.clusterset.local.", RecordType::A),
+    ]);
+    let mut diffs = Vec::new();
+    for (name, t) in questions {
+        let (ours, theirs) = (whole(addr(p1), name, t), whole(addr(p2), name, t));
+        if ours != theirs {
+            diffs.push(format!(
+                "{name} {t}:\n  sextant {ours:?}\n  coredns {theirs:?}"
+            ));
+        }
+    }
+    let (ours, theirs) = (
+        axfr(addr(p1), "clusterset.local."),
+        axfr(addr(p2), "clusterset.local."),
+    );
+    if ours != theirs {
+        diffs.push(format!("AXFR:\n  sextant {ours:#?}\n  coredns {theirs:#?}"));
+    }
+    assert!(diffs.is_empty(), "{}", diffs.join("\n"));
+}
