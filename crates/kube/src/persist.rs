@@ -72,10 +72,25 @@ pub(crate) fn for_each_object(s: &Snapshot, out: &mut dyn FnMut(Value)) {
             "metadata": {"namespace": &*imp.namespace, "name": &*imp.name}, "spec": spec}),
         );
     }
+    // A slice carrying both service-name labels is in both maps: written once, with both
+    // labels (it is the same object).
+    let mut both: std::collections::HashMap<(&str, &str), Option<&str>> = s
+        .mc_slices
+        .values()
+        .flat_map(|m| m.values())
+        .flat_map(|l| l.values())
+        .map(|sl| ((&*sl.namespace, &*sl.name), None))
+        .collect();
     for (mc, map) in [(false, &s.slices), (true, &s.mc_slices)] {
         for (_, by_svc) in map.iter() {
             for (_, slices) in by_svc.iter() {
                 for sl in slices.values() {
+                    if !mc {
+                        if let Some(local) = both.get_mut(&(&*sl.namespace, &*sl.name)) {
+                            *local = Some(&*sl.service);
+                            continue;
+                        }
+                    }
                     let eps: Vec<Value> = sl
                     .endpoints
                     .iter()
@@ -99,8 +114,12 @@ pub(crate) fn for_each_object(s: &Snapshot, out: &mut dyn FnMut(Value)) {
                     })
                     .collect();
                     let labels = if mc {
-                        json!({crate::MC_SERVICE_NAME_LABEL: &*sl.service,
-                        crate::MC_SOURCE_CLUSTER_LABEL: sl.atom(sl.cluster).unwrap_or("")})
+                        let mut l = json!({crate::MC_SERVICE_NAME_LABEL: &*sl.service,
+                        crate::MC_SOURCE_CLUSTER_LABEL: sl.atom(sl.cluster).unwrap_or("")});
+                        if let Some(Some(local)) = both.get(&(&*sl.namespace, &*sl.name)) {
+                            l[crate::SERVICE_NAME_LABEL] = json!(local);
+                        }
+                        l
                     } else {
                         json!({crate::SERVICE_NAME_LABEL: &*sl.service})
                     };
