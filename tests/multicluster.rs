@@ -163,7 +163,7 @@ fn cluster(rt: &tokio::runtime::Runtime) -> FakeApi {
 
 fn corefile(port: u16, api: &FakeApi) -> String {
     format!(
-        ".:{port} {{\n  kubernetes cluster.local clusterset.local {{\n    endpoint {}\n    multicluster clusterset.local\n  }}\n  transfer clusterset.local {{\n    to *\n  }}\n}}\n",
+        ".:{port} {{\n  kubernetes cluster.local clusterset.local in-addr.arpa {{\n    endpoint {}\n    multicluster clusterset.local\n  }}\n  transfer clusterset.local {{\n    to *\n  }}\n}}\n",
         api.url()
     )
 }
@@ -234,6 +234,11 @@ const QUESTIONS: &[(&str, RecordType)] = &[
     ("web.shop.svc.cluster.local.", RecordType::A),
     ("db.shop.svc.cluster.local.", RecordType::A),
     ("5.0.200.10.in-addr.arpa.", RecordType::PTR),
+    // Not "1.0.1.10.in-addr.arpa." (an MCS endpoint address): CoreDNS's EndpointSlice watch
+    // also indexes MCS slices, under an empty service name, and the PTR it builds
+    // ("db-0..shop.svc.cluster.local.") cannot be packed: it sends no reply at all. Sextant
+    // answers NXDOMAIN (checked in `clusterset_answers`).
+    ("5.0.96.10.in-addr.arpa.", RecordType::PTR),
 ];
 
 #[test]
@@ -421,6 +426,79 @@ fn clusterset_answers() {
     );
     let (rc, _, ans, _, _) = whole(a, "db.shop.svc.cluster.local.", A);
     assert_eq!((rc.as_str(), ans.len()), ("NXDOMAIN", 0));
+    // No PTR from imports (ClusterSetIPs, MCS endpoints): the local cluster's only.
+    for ptr in ["5.0.200.10.in-addr.arpa.", "1.0.1.10.in-addr.arpa."] {
+        let (rc, _, ans, _, _) = whole(a, ptr, PTR);
+        assert_eq!((rc.as_str(), ans.len()), ("NXDOMAIN", 0), "{ptr}");
+    }
+    let (rc, _, ans, _, _) = whole(a, "5.0.96.10.in-addr.arpa.", PTR);
+    assert_eq!(
+        (rc.as_str(), ans),
+        (
+            "NOERROR",
+            vec!["5.0.96.10.in-addr.arpa. 5 IN PTR web.shop.svc.cluster.local.".to_string()]
+        )
+    );
+}
+
+/// The SOA serial (unmasked) of `zone`.
+fn serial(a: SocketAddr, zone: &str) -> u32 {
+    let r = udp(a, &Query::new(zone, RecordType::SOA), T).unwrap();
+    let soa = r.answers().first().cloned().unwrap_or_default();
+    soa.split_whitespace()
+        .nth(6)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{soa}"))
+}
+
+/// As in CoreDNS, a multicluster zone's SOA serial is the time of the last change to imports
+/// or their slices, and the cluster zone's serial ignores those.
+#[test]
+fn multicluster_zone_has_its_own_serial() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let api = cluster(&rt);
+    let port = free_port();
+    let _s = start(bin(), &corefile(port, &api), port);
+    let a = addr(port);
+    let (local, mc) = (serial(a, "cluster.local."), serial(a, "clusterset.local."));
+    assert!(local > 0 && mc > 0, "{local} {mc}");
+    // A second passes; a local service changes: only cluster.local's serial moves.
+    std::thread::sleep(Duration::from_millis(1100));
+    api.apply(
+        service("shop", "web")
+            .cluster_ip("10.96.0.6")
+            .port("http", 80, "TCP"),
+    )
+    .unwrap();
+    wait_for(
+        a,
+        "web.shop.svc.cluster.local.",
+        RecordType::A,
+        "NOERROR",
+        &["web.shop.svc.cluster.local. 5 IN A 10.96.0.6"],
+        T,
+    );
+    let local2 = serial(a, "cluster.local.");
+    assert!(local2 > local, "{local} {local2}");
+    assert_eq!(serial(a, "clusterset.local."), mc);
+    // An import changes: only clusterset.local's serial moves.
+    std::thread::sleep(Duration::from_millis(1100));
+    api.apply(
+        service_import("shop", "web")
+            .ip("10.200.0.6")
+            .port("http", 80, "TCP"),
+    )
+    .unwrap();
+    wait_for(
+        a,
+        "web.shop.svc.clusterset.local.",
+        RecordType::A,
+        "NOERROR",
+        &["web.shop.svc.clusterset.local. 5 IN A 10.200.0.6"],
+        T,
+    );
+    assert!(serial(a, "clusterset.local.") > mc);
+    assert_eq!(serial(a, "cluster.local."), local2);
 }
 
 /// The same cluster and Corefile on the real CoreDNS: every reply and the AXFR must be the
