@@ -587,7 +587,6 @@ impl Writer {
             endpoints: eps.into_boxed_slice(),
             text: text.into_boxed_str(),
             atoms: atoms.into_boxed_slice(),
-            cluster: NO_ATOM,
         }
     }
 
@@ -793,7 +792,7 @@ impl Writer {
         let svc = self.strs.str(svc);
         let mut new = self.convert_slice(ns.clone(), name.clone(), svc.clone(), s);
         let mut atoms = new.atoms.to_vec();
-        new.cluster = atom(&mut atoms, &mut self.strs, cluster);
+        atoms.push(self.strs.str(cluster));
         new.atoms = atoms.into_boxed_slice();
         let key = (ns.clone(), name.clone());
         if self.mc_slice_loc.get(&key) == Some(&svc) {

@@ -170,17 +170,20 @@ pub(crate) struct Slice {
     pub endpoints: Box<[Endpoint]>,
     /// Hostnames and pod names of the endpoints, concatenated.
     pub text: Box<str>,
-    /// Distinct node and zone names of the endpoints (interned, shared between slices), and
-    /// the source cluster of an MCS slice.
+    /// Distinct node and zone names of the endpoints (interned, shared between slices). An
+    /// MCS slice (held apart from the others) has one more, last: the value of its
+    /// `multicluster.kubernetes.io/source-cluster` label, so no slice grows by a field.
     pub atoms: Box<[Arc<str>]>,
-    /// MCS slices: the atom holding the `multicluster.kubernetes.io/source-cluster` label;
-    /// `NO_ATOM` for others.
-    pub cluster: u16,
 }
 
 impl Slice {
     pub(crate) fn atom(&self, i: u16) -> Option<&str> {
         self.atoms.get(usize::from(i)).map(|a| &**a)
+    }
+
+    /// The source cluster of an MCS slice (its last atom); meaningless for other slices.
+    pub(crate) fn mc_cluster(&self) -> &str {
+        self.atoms.last().map_or("", |a| &**a)
     }
 
     pub(crate) fn hostname(&self, e: &Endpoint) -> Option<&str> {
@@ -226,7 +229,7 @@ impl Endpoint {
             node_name: slice.atom(self.node_name),
             zone: slice.atom(self.zone),
             ports: &slice.ports,
-            cluster: slice.atom(slice.cluster),
+            cluster: None,
         }
     }
 }

@@ -115,7 +115,7 @@ pub(crate) fn for_each_object(s: &Snapshot, out: &mut dyn FnMut(Value)) {
                     .collect();
                     let labels = if mc {
                         let mut l = json!({crate::MC_SERVICE_NAME_LABEL: &*sl.service,
-                        crate::MC_SOURCE_CLUSTER_LABEL: sl.atom(sl.cluster).unwrap_or("")});
+                        crate::MC_SOURCE_CLUSTER_LABEL: sl.mc_cluster()});
                         if let Some(Some(local)) = both.get(&(&*sl.namespace, &*sl.name)) {
                             l[crate::SERVICE_NAME_LABEL] = json!(local);
                         }

@@ -351,7 +351,12 @@ impl Snapshot {
             .and_then(|m| m.get(service))
             .into_iter()
             .flat_map(|m| m.values())
-            .flat_map(|sl| sl.endpoints.iter().map(move |e| e.as_ref(sl)))
+            .flat_map(|sl| {
+                sl.endpoints.iter().map(move |e| EndpointRef {
+                    cluster: Some(sl.mc_cluster()),
+                    ..e.as_ref(sl)
+                })
+            })
     }
 }
 
@@ -408,5 +413,7 @@ mod tests {
     #[test]
     fn stored_endpoint_is_small() {
         assert!(std::mem::size_of::<crate::model::Endpoint>() <= 28);
+        // Seven fat pointers; MCS slices add no field.
+        assert!(std::mem::size_of::<crate::model::Slice>() <= 112);
     }
 }
