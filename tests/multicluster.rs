@@ -734,7 +734,8 @@ fn bad_option_is_a_config_error() {
 }
 
 /// The other options in a multicluster zone, against the real CoreDNS: `ttl`,
-/// `ignore empty_service`, `endpoint_pod_names`, `namespaces`, `fallthrough` to an upstream;
+/// `ignore empty_service`, `endpoint_pod_names`, `namespaces`, `pods insecure`, `fallthrough`
+/// to an upstream;
 /// imports without endpoints, without ports, with an IPv6 ClusterSetIP and an unnamed port.
 #[test]
 fn options_match_coredns() {
@@ -779,7 +780,7 @@ fn options_match_coredns() {
     .unwrap();
     let cf = |port: u16| {
         format!(
-            ".:{port} {{\n  kubernetes cluster.local clusterset.local {{\n    endpoint {}\n    multicluster clusterset.local\n    ttl 30\n    ignore empty_service\n    endpoint_pod_names\n    namespaces shop\n    fallthrough clusterset.local\n  }}\n  transfer clusterset.local {{\n    to *\n  }}\n  forward . {}\n}}\n",
+            ".:{port} {{\n  kubernetes cluster.local clusterset.local {{\n    endpoint {}\n    multicluster clusterset.local\n    ttl 30\n    ignore empty_service\n    endpoint_pod_names\n    namespaces shop\n    pods insecure\n    fallthrough clusterset.local\n  }}\n  transfer clusterset.local {{\n    to *\n  }}\n  forward . {}\n}}\n",
             api.url(),
             up.addr()
         )
@@ -797,6 +798,9 @@ fn options_match_coredns() {
         ("v6.shop.svc.clusterset.local.", RecordType::SRV),
         ("v6-pod-0.east.v6.shop.svc.clusterset.local.", RecordType::A),
         ("10-1-2-1.east.v6.shop.svc.clusterset.local.", RecordType::A),
+        ("10-1-0-1.shop.pod.clusterset.local.", RecordType::A),
+        ("10-1-0-1.other.pod.clusterset.local.", RecordType::A),
+        ("dns-version.clusterset.local.", RecordType::TXT),
     ]);
     let mut diffs = Vec::new();
     for (name, t) in questions {

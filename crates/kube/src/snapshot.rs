@@ -415,5 +415,7 @@ mod tests {
         assert!(std::mem::size_of::<crate::model::Endpoint>() <= 28);
         // Seven fat pointers; MCS slices add no field.
         assert!(std::mem::size_of::<crate::model::Slice>() <= 112);
+        // A ServiceImport: two names, a flag, its ClusterSetIPs and ports (88 bytes + heap).
+        assert!(std::mem::size_of::<crate::model::ServiceImport>() <= 88);
     }
 }
