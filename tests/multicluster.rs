@@ -93,14 +93,15 @@ fn wait_for(
     rcode: &str,
     want: &[&str],
     within: Duration,
-) {
-    let deadline = Instant::now() + within;
+) -> Duration {
+    let t0 = Instant::now();
+    let deadline = t0 + within;
     let want = sorted(want.iter().map(|s| s.to_string()).collect());
     loop {
         let r = udp(a, &Query::new(name, t), T).expect("reply");
         let got = sorted(norm(r.answers()));
         if r.rcode_name() == rcode && got == want {
-            return;
+            return t0.elapsed();
         }
         assert!(
             Instant::now() < deadline,
@@ -554,6 +555,7 @@ fn changes_through_the_api() {
     let _s = start(bin(), &cf, port);
     let a = addr(port);
     let within = Duration::from_secs(2);
+    let mut delays = Vec::new();
     use RecordType::*;
     let cache = "cache.shop.svc.clusterset.local.";
     // Cached NXDOMAIN, then the import appears.
@@ -564,14 +566,14 @@ fn changes_through_the_api() {
             .port("redis", 6379, "TCP"),
     )
     .unwrap();
-    wait_for(
+    delays.push(wait_for(
         a,
         cache,
         A,
         "NOERROR",
         &["cache.shop.svc.clusterset.local. 30 IN A 10.200.0.9"],
         within,
-    );
+    ));
     // A new ClusterSetIP.
     api.apply(
         service_import("shop", "cache")
@@ -579,14 +581,14 @@ fn changes_through_the_api() {
             .port("redis", 6379, "TCP"),
     )
     .unwrap();
-    wait_for(
+    delays.push(wait_for(
         a,
         cache,
         A,
         "NOERROR",
         &["cache.shop.svc.clusterset.local. 30 IN A 10.200.0.10"],
         within,
-    );
+    ));
     // An endpoint added to cluster west's slice of the headless import.
     let db = "db.shop.svc.clusterset.local.";
     wait_for(
@@ -610,17 +612,17 @@ fn changes_through_the_api() {
             .port("pg", 5432, "TCP"),
     )
     .unwrap();
-    wait_for(
+    delays.push(wait_for(
         a,
         db1,
         A,
         "NOERROR",
         &["db-1.west.db.shop.svc.clusterset.local. 30 IN A 10.2.0.2"],
         within,
-    );
+    ));
     // Cluster east's slice goes away.
     assert!(api.delete(Kind::EndpointSlice, "shop", "db-east"));
-    wait_for(
+    delays.push(wait_for(
         a,
         db,
         A,
@@ -630,7 +632,7 @@ fn changes_through_the_api() {
             "db.shop.svc.clusterset.local. 30 IN A 10.2.0.2",
         ],
         within,
-    );
+    ));
     // The import is deleted: NXDOMAIN, while the local service of that name still answers.
     let web = "web.shop.svc.clusterset.local.";
     wait_for(
@@ -642,7 +644,7 @@ fn changes_through_the_api() {
         T,
     );
     assert!(api.delete(Kind::ServiceImport, "shop", "web"));
-    wait_for(a, web, A, "NXDOMAIN", &[], within);
+    delays.push(wait_for(a, web, A, "NXDOMAIN", &[], within));
     wait_for(
         a,
         "web.shop.svc.cluster.local.",
@@ -651,6 +653,9 @@ fn changes_through_the_api() {
         &["web.shop.svc.cluster.local. 30 IN A 10.96.0.5"],
         T,
     );
+    // Watch delay per change (import added, ClusterSetIP changed, endpoint added, slice
+    // deleted, import deleted), through the cache.
+    eprintln!("multicluster change -> answer delays: {delays:?}");
 }
 
 /// The MCS API is watched only with the option: without it, no ServiceImport request and one
