@@ -777,6 +777,21 @@ fn options_match_coredns() {
             .port("", 80, "TCP"),
     )
     .unwrap();
+    // A slice without the source-cluster label: its addresses answer the service name, and
+    // `<hostname>.<svc>...` (no cluster label) names them.
+    api.apply(
+        service_import("shop", "nolabel")
+            .headless()
+            .port("pg", 5432, "TCP"),
+    )
+    .unwrap();
+    api.apply(
+        sextant_fakeapi::endpoint_slice("shop", "nolabel-x", "nolabel")
+            .label("multicluster.kubernetes.io/service-name", "nolabel")
+            .endpoint(endpoint("10.1.3.1").hostname("n-0"))
+            .port("pg", 5432, "TCP"),
+    )
+    .unwrap();
     let up = Upstream::start(|req: &UpstreamRequest| {
         req.reply()
             .answer(&format!("{} 60 IN A 192.0.2.99", req.name()))
@@ -806,6 +821,8 @@ fn options_match_coredns() {
         ("10-1-0-1.shop.pod.clusterset.local.", RecordType::A),
         ("10-1-0-1.other.pod.clusterset.local.", RecordType::A),
         ("dns-version.clusterset.local.", RecordType::TXT),
+        ("nolabel.shop.svc.clusterset.local.", RecordType::A),
+        ("n-0.nolabel.shop.svc.clusterset.local.", RecordType::A),
     ]);
     let mut diffs = Vec::new();
     for (name, t) in questions {

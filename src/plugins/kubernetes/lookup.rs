@@ -297,9 +297,15 @@ impl View<'_> {
                     if !match_port_proto(&r.port, p, &r.protocol) {
                         continue;
                     }
-                    let Some(domain) =
-                        name_in(&[&host, cluster, &imp.name, &imp.namespace, "svc"], zone)
-                    else {
+                    // A slice without a source-cluster label has no cluster label to name
+                    // (CoreDNS builds a name with an empty label there, which its SRV replies
+                    // cannot encode); its addresses still answer the service name.
+                    let labels: &[&str] = if cluster.is_empty() {
+                        &[&host, &imp.name, &imp.namespace, "svc"]
+                    } else {
+                        &[&host, cluster, &imp.name, &imp.namespace, "svc"]
+                    };
+                    let Some(domain) = name_in(labels, zone) else {
                         continue;
                     };
                     err = false;
