@@ -842,3 +842,63 @@ fn options_match_coredns() {
     }
     assert!(diffs.is_empty(), "{}", diffs.join("\n"));
 }
+
+/// A reload that turns the option on starts the MCS watches and answers the imports; a reload
+/// with a zone the plugin is not authoritative for is refused and the running one goes on.
+#[test]
+fn reload_turns_multicluster_on() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let api = cluster(&rt);
+    let port = free_port();
+    let plain = format!(
+        ".:{port} {{\n  kubernetes cluster.local clusterset.local {{\n    endpoint {}\n  }}\n}}\n",
+        api.url()
+    );
+    let mut s = Sextant::start(bin(), &plain);
+    let a = addr(port);
+    s.wait_dns(a, Duration::from_secs(15)).unwrap();
+    let db = "db.shop.svc.clusterset.local.";
+    let all = [
+        "db.shop.svc.clusterset.local. 5 IN A 10.1.0.1",
+        "db.shop.svc.clusterset.local. 5 IN A 10.1.0.2",
+        "db.shop.svc.clusterset.local. 5 IN A 10.2.0.1",
+    ];
+    // Without the option clusterset.local is a plain cluster zone: the local service.
+    let web = "web.shop.svc.clusterset.local.";
+    wait_for(
+        a,
+        web,
+        RecordType::A,
+        "NOERROR",
+        &["web.shop.svc.clusterset.local. 5 IN A 10.96.0.5"],
+        T,
+    );
+    wait_for(a, db, RecordType::A, "NXDOMAIN", &[], T);
+    s.rewrite_corefile(&corefile(port, &api)).unwrap();
+    s.signal(libc::SIGUSR1).unwrap();
+    s.wait_for_nth_line("Reloading complete", 1, Duration::from_secs(10))
+        .unwrap();
+    wait_for(a, db, RecordType::A, "NOERROR", &all, T);
+    wait_for(
+        a,
+        web,
+        RecordType::A,
+        "NOERROR",
+        &["web.shop.svc.clusterset.local. 5 IN A 10.200.0.5"],
+        T,
+    );
+    assert_eq!(api.requests("list", "serviceimports"), 1);
+
+    s.rewrite_corefile(&format!(
+        ".:{port} {{\n  kubernetes cluster.local clusterset.local {{\n    endpoint {}\n    multicluster example.org\n  }}\n}}\n",
+        api.url()
+    ))
+    .unwrap();
+    s.signal(libc::SIGUSR1).unwrap();
+    s.wait_for_line(
+        "is not authoritative for the multicluster zone example.org.",
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    wait_for(a, db, RecordType::A, "NOERROR", &all, T);
+}
