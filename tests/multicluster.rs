@@ -203,6 +203,15 @@ fn axfr(a: SocketAddr, zone: &str) -> Vec<String> {
     }
 }
 
+/// An AXFR with its records between the two SOAs sorted (the first and last stay put).
+fn xfr_set(mut v: Vec<String>) -> Vec<String> {
+    let n = v.len();
+    if n > 2 {
+        v[1..n - 1].sort();
+    }
+    v
+}
+
 /// The questions both servers are asked.
 const QUESTIONS: &[(&str, RecordType)] = &[
     ("web.shop.svc.clusterset.local.", RecordType::A),
@@ -427,6 +436,32 @@ fn clusterset_answers() {
     );
     let (rc, _, ans, _, _) = whole(a, "db.shop.svc.cluster.local.", A);
     assert_eq!((rc.as_str(), ans.len()), ("NXDOMAIN", 0));
+    // AXFR through transfer: the imports by name, like services (the NS glue, this host's own
+    // addresses, left out). As in CoreDNS, headless endpoints are named without the cluster.
+    let xfr: Vec<String> = axfr(a, "clusterset.local.")
+        .into_iter()
+        .filter(|r| !r.starts_with("ns.dns.clusterset.local. 0 IN"))
+        .collect();
+    let want = [
+        crate::SOA,
+        "clusterset.local. 5 IN NS ns.dns.clusterset.local.",
+        "db.shop.svc.clusterset.local. 5 IN A 10.1.0.1",
+        "db-0.db.shop.svc.clusterset.local. 5 IN A 10.1.0.1",
+        "_pg._tcp.db.shop.svc.clusterset.local. 5 IN SRV 0 50 5432 db-0.db.shop.svc.clusterset.local.",
+        "db.shop.svc.clusterset.local. 5 IN A 10.1.0.2",
+        "10-1-0-2.db.shop.svc.clusterset.local. 5 IN A 10.1.0.2",
+        "_pg._tcp.db.shop.svc.clusterset.local. 5 IN SRV 0 50 5432 10-1-0-2.db.shop.svc.clusterset.local.",
+        "db.shop.svc.clusterset.local. 5 IN A 10.2.0.1",
+        "db-0.db.shop.svc.clusterset.local. 5 IN A 10.2.0.1",
+        "_pg._tcp.db.shop.svc.clusterset.local. 5 IN SRV 0 100 5432 db-0.db.shop.svc.clusterset.local.",
+        "web.shop.svc.clusterset.local. 5 IN A 10.200.0.5",
+        "web.shop.svc.clusterset.local. 5 IN SRV 0 100 80 web.shop.svc.clusterset.local.",
+        "_http._tcp.web.shop.svc.clusterset.local. 5 IN SRV 0 100 80 web.shop.svc.clusterset.local.",
+        "web.shop.svc.clusterset.local. 5 IN SRV 0 100 53 web.shop.svc.clusterset.local.",
+        "_dns._udp.web.shop.svc.clusterset.local. 5 IN SRV 0 100 53 web.shop.svc.clusterset.local.",
+        crate::SOA,
+    ];
+    assert_eq!(xfr, want);
     // No PTR from imports (ClusterSetIPs, MCS endpoints): the local cluster's only.
     for ptr in ["5.0.200.10.in-addr.arpa.", "1.0.1.10.in-addr.arpa."] {
         let (rc, _, ans, _, _) = whole(a, ptr, PTR);
@@ -524,9 +559,11 @@ fn answers_match_coredns() {
             ));
         }
     }
+    // CoreDNS lists an import's slices in its informer index's (map) order, which varies from
+    // run to run: the records are compared as sets, the SOA framing as is.
     let (ours, theirs) = (
-        axfr(addr(p1), "clusterset.local."),
-        axfr(addr(p2), "clusterset.local."),
+        xfr_set(axfr(addr(p1), "clusterset.local.")),
+        xfr_set(axfr(addr(p2), "clusterset.local.")),
     );
     // Not a vacuous match: the real CoreDNS served the imports (its AXFR leaves the cluster
     // id out of endpoint names; so does Sextant's).
@@ -777,6 +814,15 @@ fn options_match_coredns() {
             .port("", 80, "TCP"),
     )
     .unwrap();
+    // A ClusterSetIP import whose IP is not allocated yet, with a slice.
+    api.apply(service_import("shop", "noips").port("http", 80, "TCP"))
+        .unwrap();
+    api.apply(
+        mc_endpoint_slice("shop", "noips-east", "noips", "east")
+            .endpoint(endpoint("10.1.4.1").hostname("x-0"))
+            .port("http", 80, "TCP"),
+    )
+    .unwrap();
     // A slice without the source-cluster label: its addresses answer the service name, and
     // `<hostname>.<svc>...` (no cluster label) names them.
     api.apply(
@@ -822,6 +868,9 @@ fn options_match_coredns() {
         ("10-1-0-1.other.pod.clusterset.local.", RecordType::A),
         ("dns-version.clusterset.local.", RecordType::TXT),
         ("nolabel.shop.svc.clusterset.local.", RecordType::A),
+        ("noips.shop.svc.clusterset.local.", RecordType::A),
+        ("noips.shop.svc.clusterset.local.", RecordType::SRV),
+        ("x-0.east.noips.shop.svc.clusterset.local.", RecordType::A),
         ("n-0.nolabel.shop.svc.clusterset.local.", RecordType::A),
     ]);
     let mut diffs = Vec::new();
@@ -833,9 +882,11 @@ fn options_match_coredns() {
             ));
         }
     }
+    // CoreDNS lists an import's slices in its informer index's (map) order, which varies from
+    // run to run: the records are compared as sets, the SOA framing as is.
     let (ours, theirs) = (
-        axfr(addr(p1), "clusterset.local."),
-        axfr(addr(p2), "clusterset.local."),
+        xfr_set(axfr(addr(p1), "clusterset.local.")),
+        xfr_set(axfr(addr(p2), "clusterset.local.")),
     );
     if ours != theirs {
         diffs.push(format!("AXFR:\n  sextant {ours:#?}\n  coredns {theirs:#?}"));
