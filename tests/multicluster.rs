@@ -732,7 +732,12 @@ fn mcs_watched_only_with_the_option() {
 
     api.reset_counters();
     let port = free_port();
-    let _s = start(bin(), &corefile(port, &api), port);
+    let mport = free_port();
+    let cf = corefile(port, &api).replace(
+        "  transfer",
+        &format!("  prometheus 127.0.0.1:{mport}\n  transfer"),
+    );
+    let _s = start(bin(), &cf, port);
     let deadline = Instant::now() + T;
     while api.requests("watch", "serviceimports") < 1 || api.requests("watch", "endpointslices") < 2
     {
@@ -741,6 +746,15 @@ fn mcs_watched_only_with_the_option() {
     }
     assert_eq!(api.requests("list", "serviceimports"), 1);
     assert_eq!(api.requests("list", "endpointslices"), 2);
+    // The index counts them: 2 imports, 4 ready MCS endpoint addresses.
+    let (code, body) = http_get(addr(mport), "/metrics", T).unwrap();
+    assert_eq!(code, 200);
+    for line in [
+        "sextant_kubernetes_indexed_objects{kind=\"serviceimports\"} 2",
+        "sextant_kubernetes_indexed_objects{kind=\"multicluster_endpoints\"} 4",
+    ] {
+        assert!(body.contains(line), "{line}\n{body}");
+    }
 }
 
 /// A bad `multicluster` option fails at start with file:line:column; a bare one names no zone.
