@@ -39,6 +39,35 @@ fn in_flight(kill: Instant) -> Instant {
     kill - Duration::from_millis(200)
 }
 
+/// With no node cache running (killed): a TCP connection to each local IP, opened through the
+/// fallback (kube-proxy's DNAT for the ClusterIP, node-cache's for the node-local IP), answers
+/// one query.
+fn hold_through_fallback(lab: &Lab) -> Vec<HeldTcp> {
+    let mut held: Vec<HeldTcp> = [NODE_LOCAL, KUBE_DNS]
+        .iter()
+        .map(|ip| HeldTcp::open(lab, sa(ip, 53)))
+        .collect();
+    for h in &mut held {
+        if let Err(e) = h.ask() {
+            panic!("query to {} through the fallback: {e}", h.target);
+        }
+    }
+    held
+}
+
+/// After a node cache came back: the held connections still answer (they finish through NAT).
+fn ask_held_again(held: &mut [HeldTcp]) {
+    for h in held {
+        if let Err(e) = h.ask() {
+            panic!(
+                "a connection opened through the fallback, asked again after the node cache came back: {} {e}",
+                h.target
+            );
+        }
+    }
+    print("connections opened through the fallback while no node cache ran: answered again after the restart");
+}
+
 /// Two node caches with the same flags, as a DaemonSet with `maxSurge: 1` runs them: the second
 /// shares the first's sockets (DNS on both local IPs, metrics, health, prometheus), the first
 /// hands over on SIGTERM without touching the interface or rules, and a third that fails at
@@ -54,8 +83,8 @@ fn overlapping_upgrade_loses_nothing() {
     let mut a = NodeCache::start(&lab, &opts(&local_ips, &[]));
     a.wait_serving();
     wait_until("rules", Duration::from_secs(5), || {
-        // 12 per IP, 2 jumps per IP, the fallback chain and its 2 x 2 DNAT rules per IP.
-        rules_iptables(&lab).len() == 24 + 4 + 1 + 8
+        // 13 per IP, 2 jumps per IP, the fallback chain and its 2 x 2 DNAT rules per IP.
+        rules_iptables(&lab).len() == 26 + 4 + 1 + 8
     });
     let rules = rules_iptables(&lab);
 
@@ -154,6 +183,11 @@ fn overlapping_upgrade_loses_nothing() {
         "{:?}",
         rules_iptables(&lab)
     );
+    assert_eq!(
+        output(&lab.node, "ipset", &["list", "-n"]),
+        "",
+        "ipset removed"
+    );
     assert!(!lab.links().contains(&"nodelocaldns".to_string()));
     assert_eq!(
         lab.proxy_rules(),
@@ -177,7 +211,7 @@ fn reload_bad_reload_and_sigterm_lose_nothing() {
     let mut a = NodeCache::start(&lab, &opts(&local_ips, &[]));
     a.wait_serving();
     wait_until("rules", Duration::from_secs(5), || {
-        rules_iptables(&lab).len() == 37
+        rules_iptables(&lab).len() == 39
     });
     let s1 = stream(&lab, sa(NODE_LOCAL, 53), QPS, Duration::from_secs(20));
     let s2 = stream(&lab, sa(KUBE_DNS, 53), QPS, Duration::from_secs(20));
@@ -281,7 +315,7 @@ fn sigkill_falls_back_to_cluster_dns_and_restart_takes_over() {
     let mut a = NodeCache::start(&lab, &opts(&local_ips, &[]));
     a.wait_serving();
     wait_until("rules", Duration::from_secs(5), || {
-        rules_iptables(&lab).len() == 37
+        rules_iptables(&lab).len() == 39
     });
     let rules = rules_iptables(&lab);
     let s1 = stream(&lab, sa(NODE_LOCAL, 53), QPS, Duration::from_secs(20));
@@ -296,11 +330,15 @@ fn sigkill_falls_back_to_cluster_dns_and_restart_takes_over() {
         rules,
         "a killed process leaves its rules"
     );
+    // Connections opened through the fallback while no node cache runs, still open when it
+    // comes back: they finish through the cluster DNS (not reset by the returning NOTRACK).
+    let mut held = hold_through_fallback(&lab);
     let t_restart = Instant::now();
     let mut b = NodeCache::start(&lab, &opts(&local_ips, &["-skipteardown"]));
     b.wait_serving();
     let t_serving = Instant::now();
     std::thread::sleep(Duration::from_millis(1500));
+    ask_held_again(&mut held);
     // Queries reach the new instance again (its own request counter moves).
     let requests = || {
         let m = in_ns(lab.node.name(), || {
@@ -376,7 +414,7 @@ fn sigkill_falls_back_to_cluster_dns_and_restart_takes_over() {
     let left = rules_iptables(&lab);
     assert_eq!(
         left.len(),
-        37 - 2,
+        39 - 2,
         "all but the UDP steering rules: {left:?}"
     );
     assert!(!left
@@ -408,7 +446,7 @@ fn cluster_dns_rolling_update_loses_nothing() {
     let mut nc = NodeCache::start(&lab, &opts(&local_ips, &[]));
     nc.wait_serving();
     wait_until("rules", Duration::from_secs(5), || {
-        rules_iptables(&lab).len() == 37
+        rules_iptables(&lab).len() == 39
     });
     let s1 = stream(&lab, sa(KUBE_DNS, 53), QPS, Duration::from_secs(20));
     let s2 = stream(
@@ -506,7 +544,8 @@ fn nftables_mode_end_to_end() {
         output(
             &lab.node,
             "nft",
-            &["list", "table", "inet", "sextant-nodelocaldns"],
+            // Without the elements of its sets (the connections tracked through NAT).
+            &["-t", "list", "table", "inet", "sextant-nodelocaldns"],
         )
     };
     wait_until("nftables table", Duration::from_secs(5), || {
@@ -529,10 +568,12 @@ fn nftables_mode_end_to_end() {
     a.s.kill();
     std::thread::sleep(Duration::from_millis(2000));
     assert_eq!(table(), listing, "a killed process leaves its table");
+    let mut held = hold_through_fallback(&lab);
     let t_restart = Instant::now();
     let mut b = NodeCache::start(&lab, &opts(&local_ips, &["-rules=nftables"]));
     b.wait_serving();
     std::thread::sleep(Duration::from_millis(1500));
+    ask_held_again(&mut held);
     let r1 = s1.finish();
     let r2 = s2.finish();
     for (r, what) in [(&r1, "node-local"), (&r2, "kube-dns")] {
@@ -607,7 +648,7 @@ fn nftables_mode_end_to_end() {
         table() == listing
     });
     b.wait_line(
-        "Added back nodelocaldns rule - {table inet sextant-nodelocaldns [30 rules]}",
+        "Added back nodelocaldns rule - {table inet sextant-nodelocaldns [32 rules]}",
         Duration::from_secs(1),
     );
 
@@ -631,14 +672,27 @@ fn nftables_mode_end_to_end() {
 
 /// `nft list table inet sextant-nodelocaldns` with the two local IPs and two cluster DNS pods.
 const EXPECTED_NFT: &str = r#"table inet sextant-nodelocaldns {
+	set fallback4 {
+		type ipv4_addr . inet_service . ipv4_addr
+		size 65536
+		flags dynamic,timeout
+		timeout 2m
+	}
+
 	chain raw-prerouting {
 		type filter hook prerouting priority raw; policy accept;
-		ip daddr 169.254.20.10 tcp dport 53 tcp flags syn / syn,ack socket wildcard 0 notrack comment "NodeLocal DNS Cache: skip conntrack"
-		ip daddr 169.254.20.10 tcp dport 53 tcp flags != syn / syn,ack socket transparent 0 notrack comment "NodeLocal DNS Cache: skip conntrack"
+		ip daddr 169.254.20.10 tcp dport 53 tcp flags syn / syn,ack ip saddr . tcp sport . ip daddr != @fallback4 socket wildcard 0 notrack comment "NodeLocal DNS Cache: skip conntrack"
+		ip daddr 169.254.20.10 tcp dport 53 tcp flags != syn / syn,ack ip saddr . tcp sport . ip daddr != @fallback4 socket transparent 0 notrack comment "NodeLocal DNS Cache: skip conntrack"
 		ip daddr 169.254.20.10 udp dport 53 socket wildcard 0 notrack comment "NodeLocal DNS Cache: skip conntrack"
-		ip daddr 192.0.2.10 tcp dport 53 tcp flags syn / syn,ack socket wildcard 0 notrack comment "NodeLocal DNS Cache: skip conntrack"
-		ip daddr 192.0.2.10 tcp dport 53 tcp flags != syn / syn,ack socket transparent 0 notrack comment "NodeLocal DNS Cache: skip conntrack"
+		ip daddr 192.0.2.10 tcp dport 53 tcp flags syn / syn,ack ip saddr . tcp sport . ip daddr != @fallback4 socket wildcard 0 notrack comment "NodeLocal DNS Cache: skip conntrack"
+		ip daddr 192.0.2.10 tcp dport 53 tcp flags != syn / syn,ack ip saddr . tcp sport . ip daddr != @fallback4 socket transparent 0 notrack comment "NodeLocal DNS Cache: skip conntrack"
 		ip daddr 192.0.2.10 udp dport 53 socket wildcard 0 notrack comment "NodeLocal DNS Cache: skip conntrack"
+	}
+
+	chain conntrack-prerouting {
+		type filter hook prerouting priority mangle; policy accept;
+		ip daddr 169.254.20.10 tcp dport 53 ct state established,new update @fallback4 { ip saddr . tcp sport . ip daddr } comment "NodeLocal DNS Cache: connections through NAT"
+		ip daddr 192.0.2.10 tcp dport 53 ct state established,new update @fallback4 { ip saddr . tcp sport . ip daddr } comment "NodeLocal DNS Cache: connections through NAT"
 	}
 
 	chain raw-output {
@@ -715,12 +769,13 @@ fn dual_stack_in_one_process() {
     let v4 = || nodelocal_lines(&output(&lab.node, "iptables-legacy-save", &[]));
     let v6 = || nodelocal_lines(&output(&lab.node, "ip6tables-legacy-save", &[]));
     wait_until("rules of both families", Duration::from_secs(5), || {
-        v4().len() == 37 && v6().len() == 37
+        v4().len() == 39 && v6().len() == 39
     });
     let six = v6();
     for want in [
         format!("-A PREROUTING -d {NODE_LOCAL6}/128 -p udp -m udp --dport 53 -m socket -m comment --comment \"NodeLocal DNS Cache: skip conntrack\" -j NOTRACK"),
         format!("-A OUTPUT -s {KUBE_DNS6}/128 -p tcp -m tcp --sport 53 -m comment --comment \"NodeLocal DNS Cache: allow DNS traffic\" -j ACCEPT"),
+        format!("-A PREROUTING -d {NODE_LOCAL6}/128 -p tcp -m tcp --dport 53 -m set ! --match-set NODE-LOCAL-DNS-NAT6 src,src,dst -m socket -m comment --comment \"NodeLocal DNS Cache: skip conntrack\" -j NOTRACK"),
         format!("-A PREROUTING -d {NODE_LOCAL6}/128 -p udp -m udp --dport 53 -m comment --comment \"NodeLocal DNS Cache: fallback to cluster DNS\" -j NODE-LOCAL-DNS-FALLBACK"),
         format!("-A NODE-LOCAL-DNS-FALLBACK -d {NODE_LOCAL6}/128 -p udp -m udp --dport 53 -j DNAT --to-destination {DNS_B6}"),
     ] {
@@ -794,6 +849,11 @@ fn dual_stack_in_one_process() {
     c.s.signal(libc::SIGTERM).unwrap();
     assert!(c.wait_exit(Duration::from_secs(10)).success());
     assert!(v4().is_empty() && v6().is_empty(), "{:?} {:?}", v4(), v6());
+    assert_eq!(
+        output(&lab.node, "ipset", &["list", "-n"]),
+        "",
+        "ipsets removed"
+    );
     assert_eq!(
         lab.proxy_rules(),
         proxy_before,
