@@ -23,7 +23,7 @@ cd "$(dirname "$0")"
 # tests/sign.rs sign with (delv, from bind9-dnsutils, validates the answers); curl: the DoH client
 # (--http2, GET and POST) of tests/transports.rs.
 APT_PACKAGES=(
-    knot unbound bind9-dnsutils knot-dnsutils dnsperf iproute2 iptables nftables conntrack
+    knot unbound bind9-dnsutils knot-dnsutils dnsperf iproute2 iptables nftables conntrack ipset
     python3 python3-pip g++ ca-certificates musl-tools bind9-utils
     buildah podman runc mmdebstrap libcap2-bin ldnsutils etcd-server etcd-client curl
 )
