@@ -292,6 +292,26 @@ pub(crate) trait Handler: Send + Sync + 'static {
     fn notifier(&self) -> Option<Arc<dyn Notifier>> {
         None
     }
+    /// Where to report upstream exchanges as dnstap messages (the `dnstap` plugin), if this
+    /// plugin is that.
+    fn tapper(&self) -> Option<Arc<dyn Tapper>> {
+        None
+    }
+}
+
+/// Receives a plugin's own upstream traffic for dnstap (CoreDNS `forward`'s `tapPlugins`):
+/// never waits, drops when its queues are full.
+pub(crate) trait Tapper: Send + Sync {
+    /// One exchange with `upstream` (over TCP if `tcp`) begun at `started`: FORWARDER_QUERY
+    /// for `query`, then FORWARDER_RESPONSE if `reply` came back.
+    fn forwarded(
+        &self,
+        upstream: SocketAddr,
+        tcp: bool,
+        started: std::time::SystemTime,
+        query: &Message,
+        reply: Option<&Message>,
+    );
 }
 
 /// Sends NOTIFY for a changed zone to the secondaries a `transfer` line lists (CoreDNS

@@ -10,6 +10,7 @@ pub(crate) mod bind;
 pub(crate) mod cache;
 pub(crate) mod chaos;
 pub(crate) mod debug;
+pub(crate) mod dnstap;
 pub(crate) mod errors;
 pub(crate) mod etcd;
 pub(crate) mod file;
@@ -40,6 +41,7 @@ pub(crate) static ORDER: &[PluginDef] = &[
     PluginDef { name: "prometheus", once: true, setup: prometheus::setup },
     PluginDef { name: "errors", once: true, setup: errors::setup },
     PluginDef { name: "log", once: false, setup: log::setup },
+    PluginDef { name: "dnstap", once: false, setup: dnstap::setup },
     PluginDef { name: "any", once: true, setup: any::setup },
     PluginDef { name: "chaos", once: true, setup: chaos::setup },
     PluginDef { name: "loadbalance", once: false, setup: loadbalance::setup },

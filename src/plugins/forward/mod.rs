@@ -10,8 +10,8 @@ pub(crate) mod setup;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::server::lifecycle::Spawner;
 use rand::seq::SliceRandom;
@@ -22,7 +22,7 @@ use tokio::sync::watch;
 
 use crate::pkg::clock::Clock;
 use crate::pkg::tls;
-use crate::plugin::{BoxFuture, Handler, Next, Outcome, Proto, Request, SetupCtx};
+use crate::plugin::{BoxFuture, Handler, Next, Outcome, Proto, Request, SetupCtx, Tapper};
 use proxy::{HealthSettings, Net, Proxy, TlsSettings};
 use setup::{Config, Policy, Transport};
 
@@ -80,6 +80,8 @@ struct Inner {
     cfg: Config,
     proxies: Vec<Arc<Proxy>>,
     robin: AtomicU32,
+    /// The block's `dnstap` plugin, found once the block is set up.
+    tap: OnceLock<Arc<dyn Tapper>>,
 }
 
 /// One `forward` line.
@@ -135,6 +137,13 @@ pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), 
             )));
         }
         let f = Arc::new(Forward::new(cfg, proxies));
+        let inner = f.inner.clone();
+        ctx.link(d, move |chain| {
+            if let Some(t) = chain.iter().find_map(|h| h.tapper()) {
+                let _ = inner.tap.set(t);
+            }
+            Ok(())
+        });
         all.push(f.clone());
         ctx.add_handler(f);
     }
@@ -217,6 +226,7 @@ impl Inner {
                 p = &self.proxies[rand::random_range(0..n)];
             }
             let mut this_net = if p.tls.is_some() { Net::Tcp } else { net };
+            let started = self.tap.get().map(|_| SystemTime::now());
             let res = loop {
                 let r = p.connect(msg, this_net, deadline).await;
                 if let Ok(m) = &r {
@@ -227,6 +237,10 @@ impl Inner {
                 }
                 break r;
             };
+            if let (Some(t), Some(started)) = (self.tap.get(), started) {
+                let reply = res.as_ref().ok();
+                t.forwarded(p.addr, this_net == Net::Tcp, started, msg, reply);
+            }
             let m = match res {
                 Err(e) => {
                     upstream_err = Some(e);
@@ -278,6 +292,7 @@ impl Forward {
                 cfg,
                 proxies,
                 robin: AtomicU32::new(0),
+                tap: OnceLock::new(),
             }),
             concurrent: AtomicU64::new(0),
             inflight: Arc::new(Mutex::new(HashMap::default())),

@@ -1,0 +1,376 @@
+//! The `dnstap` plugin: CLIENT_QUERY and CLIENT_RESPONSE messages for every query of the block,
+//! and FORWARDER_QUERY/FORWARDER_RESPONSE for `forward`'s upstream exchanges (through the
+//! [`Tapper`] capability), sent as dnstap protobuf in Frame Streams to unix or TCP collectors,
+//! one output per `dnstap` line.
+
+mod proto;
+mod writer;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use sextant_corefile::{Directive, Error};
+use sextant_wire::{Asked, Message};
+
+use crate::plugin::{BoxFuture, Handler, Next, Outcome, Proto, Request, SetupCtx, Tapper};
+use proto::{MessageType, SocketFamily, SocketProtocol, TapMessage};
+use writer::{Endpoint, Envelope, Queue};
+
+/// Largest `writebuffer` multiplier (MiB).
+const MAX_WRITE_BUF: usize = 1024;
+/// Largest `queue` multiplier (times 10,000 messages).
+const MAX_QUEUE: usize = 4096;
+/// Default `version` field.
+const DEFAULT_VERSION: &str = concat!("Sextant-", env!("CARGO_PKG_VERSION"));
+
+/// One `dnstap` line, parsed.
+#[derive(Debug, PartialEq, Eq)]
+struct Config {
+    endpoint: Endpoint,
+    full: bool,
+    /// TCP send buffer, MiB.
+    write_buf: usize,
+    /// Queue length, times [`writer::QUEUE_UNIT`].
+    queue: usize,
+    identity: Option<String>,
+    version: Option<String>,
+    extra: Option<String>,
+}
+
+/// A multiplier argument within `1..=max`, with CoreDNS's messages.
+fn multiplier(d: &Directive, i: usize, what: &str, max: usize, unit: &str) -> Result<usize, Error> {
+    let tok = &d.args[i];
+    let v: i64 = tok
+        .text
+        .parse()
+        .map_err(|_| d.err_at(tok, format!("invalid {what} \"{}\"", tok.text)))?;
+    if v < 1 || v > max as i64 {
+        return Err(d.err_at(
+            tok,
+            format!("{what} must be between 1 and {max} ({unit}): {v}"),
+        ));
+    }
+    Ok(v as usize)
+}
+
+fn parse(d: &Directive) -> Result<Config, Error> {
+    d.arg_count(1, usize::MAX)?;
+    let first = d.args[0].text.as_str();
+    if first == "listen" {
+        return Err(d.err_at(
+            &d.args[0],
+            "dnstap listen (accepting collectors) is not supported yet",
+        ));
+    }
+    let endpoint = if let Some(rest) = first.strip_prefix("tcp://") {
+        let host = rest.split('/').next().unwrap_or("");
+        if host.is_empty() {
+            return Err(d.err_at(&d.args[0], format!("invalid endpoint '{first}'")));
+        }
+        Endpoint::Tcp(host.to_string())
+    } else if first.starts_with("tls://") {
+        return Err(d.err_at(&d.args[0], "dnstap over TLS is not supported yet"));
+    } else {
+        Endpoint::Unix(first.strip_prefix("unix://").unwrap_or(first).to_string())
+    };
+    // Like CoreDNS: a second argument other than `full` is ignored.
+    let full = d.args.get(1).is_some_and(|t| t.text == "full");
+    let write_buf = if d.args.len() >= 3 {
+        multiplier(d, 2, "writebuffer", MAX_WRITE_BUF, "MiB units")?
+    } else {
+        1
+    };
+    let queue = if d.args.len() >= 4 {
+        multiplier(d, 3, "queue", MAX_QUEUE, "x10k messages")?
+    } else {
+        1
+    };
+    let mut cfg = Config {
+        endpoint,
+        full,
+        write_buf,
+        queue,
+        identity: None,
+        version: None,
+        extra: None,
+    };
+    for sub in d.sub() {
+        let one = || -> Result<String, Error> {
+            match sub.args.first() {
+                Some(t) => Ok(t.text.clone()),
+                None => Err(d.err_at(&sub.name, "wrong argument count")),
+            }
+        };
+        match sub.name.text.as_str() {
+            "identity" => cfg.identity = Some(one()?),
+            "version" => cfg.version = Some(one()?),
+            "extra" => cfg.extra = Some(one()?),
+            // Only meaningful for TLS endpoints, which are refused above.
+            "skipverify" => {}
+            "tls" => {
+                return Err(d.err_at(&sub.name, "tls directive only valid for listeners"));
+            }
+            other => return Err(d.err_at(&sub.name, format!("unknown property '{other}'"))),
+        }
+    }
+    Ok(cfg)
+}
+
+/// CoreDNS's default identity: the host name.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), Error> {
+    let mut taps = Vec::new();
+    for d in lines {
+        let cfg = parse(d)?;
+        let envelope = Envelope {
+            identity: cfg.identity.unwrap_or_else(hostname).into_bytes(),
+            version: cfg
+                .version
+                .unwrap_or_else(|| DEFAULT_VERSION.to_string())
+                .into_bytes(),
+            extra: cfg.extra.map(String::into_bytes),
+        };
+        let (queue, w) = writer::output(
+            cfg.endpoint,
+            envelope,
+            cfg.queue * writer::QUEUE_UNIT,
+            cfg.write_buf * 1024 * 1024,
+        );
+        ctx.task(move |t| w.run(t));
+        taps.push(Tap {
+            full: cfg.full,
+            queue,
+        });
+    }
+    let taps = Arc::new(Taps {
+        full: taps.iter().any(|t| t.full),
+        taps,
+    });
+    ctx.add_handler(Arc::new(Dnstap { taps }));
+    Ok(())
+}
+
+/// One output and whether it carries the wire messages.
+struct Tap {
+    full: bool,
+    queue: Queue,
+}
+
+/// Every output of the block's `dnstap` lines.
+struct Taps {
+    taps: Vec<Tap>,
+    /// Some output wants wire messages.
+    full: bool,
+}
+
+impl Taps {
+    /// Sends `m` to every output, with the wire messages `wire` only to the `full` ones.
+    fn send(&self, m: TapMessage, wire: impl Fn(&mut TapMessage)) {
+        let n = self.taps.len();
+        let mut m = Some(m);
+        for (i, t) in self.taps.iter().enumerate() {
+            let Some(mut one) = (if i + 1 == n { m.take() } else { m.clone() }) else {
+                return;
+            };
+            if t.full {
+                wire(&mut one);
+            }
+            t.queue.send(one);
+        }
+    }
+}
+
+/// The `dnstap` handler of one block.
+pub(crate) struct Dnstap {
+    taps: Arc<Taps>,
+}
+
+/// Seconds and nanoseconds since the epoch.
+fn timestamp(t: SystemTime) -> (u64, u32) {
+    let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    (d.as_secs(), d.subsec_nanos())
+}
+
+/// The family and address bytes of `a` (an IPv4-mapped IPv6 address counts as IPv4, like
+/// Go's `To4`).
+fn family_and_address(a: &SocketAddr) -> (SocketFamily, Vec<u8>) {
+    let ip = a.ip().to_canonical();
+    match ip {
+        std::net::IpAddr::V4(v4) => (SocketFamily::Inet, v4.octets().to_vec()),
+        std::net::IpAddr::V6(v6) => (SocketFamily::Inet6, v6.octets().to_vec()),
+    }
+}
+
+fn protocol(tcp: bool) -> SocketProtocol {
+    if tcp {
+        SocketProtocol::Tcp
+    } else {
+        SocketProtocol::Udp
+    }
+}
+
+/// A message of type `kind` with the query time set.
+fn message(kind: MessageType, query_time: SystemTime) -> TapMessage {
+    let (s, ns) = timestamp(query_time);
+    TapMessage {
+        r#type: kind as i32,
+        query_time_sec: Some(s),
+        query_time_nsec: Some(ns),
+        ..TapMessage::default()
+    }
+}
+
+fn set_query_address(m: &mut TapMessage, a: &SocketAddr, tcp: bool) {
+    let (family, addr) = family_and_address(a);
+    m.socket_family = Some(family as i32);
+    m.socket_protocol = Some(protocol(tcp) as i32);
+    m.query_address = Some(addr);
+    m.query_port = Some(u32::from(a.port()));
+}
+
+fn set_response_address(m: &mut TapMessage, a: &SocketAddr, tcp: bool) {
+    let (family, addr) = family_and_address(a);
+    m.socket_family = Some(family as i32);
+    m.socket_protocol = Some(protocol(tcp) as i32);
+    m.response_address = Some(addr);
+    m.response_port = Some(u32::from(a.port()));
+}
+
+fn set_response_time(m: &mut TapMessage, t: SystemTime) {
+    let (s, ns) = timestamp(t);
+    m.response_time_sec = Some(s);
+    m.response_time_nsec = Some(ns);
+}
+
+impl Handler for Dnstap {
+    fn name(&self) -> &'static str {
+        "dnstap"
+    }
+
+    fn serve<'a>(&'a self, req: &'a mut Request, next: Next<'a>) -> BoxFuture<'a, Outcome> {
+        Box::pin(async move {
+            let taps = &self.taps;
+            let query_time = SystemTime::now();
+            let tcp = req.proto == Proto::Tcp;
+            let mut q = message(MessageType::ClientQuery, query_time);
+            set_query_address(&mut q, &req.client, tcp);
+            let wire = taps.full.then(|| req.msg.to_wire());
+            taps.send(q, |m| m.query_message = wire.clone());
+            // What the server needs to finish the reply as the client will get it.
+            let asked = taps.full.then(|| Asked::of(&req.msg));
+            let out = next.run(req).await;
+            // Like CoreDNS, only a reply a plugin wrote is tapped: the server's own error
+            // replies (no plugin wrote one) and silent outcomes are not.
+            let silent = out.ext.as_ref().is_some_and(|e| e.silent);
+            let Some(reply) = out.reply.as_ref().filter(|_| !silent) else {
+                return out;
+            };
+            let mut r = message(MessageType::ClientResponse, query_time);
+            set_response_time(&mut r, SystemTime::now());
+            set_query_address(&mut r, &req.client, tcp);
+            let wire = asked.map(|asked| {
+                crate::server::site::finish(&asked, req.msg.edns.as_ref(), reply.clone(), req.proto)
+            });
+            taps.send(r, |m| m.response_message = wire.clone());
+            out
+        })
+    }
+
+    fn tapper(&self) -> Option<Arc<dyn Tapper>> {
+        Some(self.taps.clone())
+    }
+}
+
+impl Tapper for Taps {
+    fn forwarded(
+        &self,
+        upstream: SocketAddr,
+        tcp: bool,
+        started: SystemTime,
+        query: &Message,
+        reply: Option<&Message>,
+    ) {
+        let mut q = message(MessageType::ForwarderQuery, started);
+        set_response_address(&mut q, &upstream, tcp);
+        let qwire = self.full.then(|| query.to_wire());
+        self.send(q, |m| m.query_message = qwire.clone());
+        let Some(reply) = reply else { return };
+        let mut r = message(MessageType::ForwarderResponse, started);
+        set_response_address(&mut r, &upstream, tcp);
+        set_response_time(&mut r, SystemTime::now());
+        let rwire = self.full.then(|| reply.to_wire());
+        self.send(r, |m| m.response_message = rwire.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn directive(text: &str) -> Directive {
+        let cf = sextant_corefile::parse_str(
+            "Corefile",
+            &format!(". {{\n{text}\n}}"),
+            std::path::Path::new("."),
+        )
+        .unwrap();
+        cf.blocks[0].directives[0].clone()
+    }
+
+    #[test]
+    fn endpoints_and_arguments() {
+        let c = parse(&directive("dnstap /tmp/d.sock")).unwrap();
+        assert_eq!(c.endpoint, Endpoint::Unix("/tmp/d.sock".into()));
+        assert!(!c.full);
+        assert_eq!((c.write_buf, c.queue), (1, 1));
+        let c = parse(&directive("dnstap unix:///tmp/d.sock full")).unwrap();
+        assert_eq!(c.endpoint, Endpoint::Unix("/tmp/d.sock".into()));
+        assert!(c.full);
+        let c = parse(&directive("dnstap tcp://127.0.0.1:6000 full 1024 2048")).unwrap();
+        assert_eq!(c.endpoint, Endpoint::Tcp("127.0.0.1:6000".into()));
+        assert_eq!((c.write_buf, c.queue), (1024, 2048));
+        // A second argument other than `full` is ignored, as in CoreDNS.
+        assert!(!parse(&directive("dnstap /tmp/d.sock nope")).unwrap().full);
+        let c = parse(&directive(
+            "dnstap /tmp/d.sock {\nidentity my-dns-server1\nversion MyDNSServer-1.2.3\nextra x\n}",
+        ))
+        .unwrap();
+        assert_eq!(c.identity.as_deref(), Some("my-dns-server1"));
+        assert_eq!(c.version.as_deref(), Some("MyDNSServer-1.2.3"));
+        assert_eq!(c.extra.as_deref(), Some("x"));
+    }
+
+    #[test]
+    fn bad_lines_name_the_place() {
+        for (line, want) in [
+            ("dnstap", "wrong argument count"),
+            ("dnstap /tmp/d full 0", "writebuffer must be between 1 and 1024"),
+            ("dnstap /tmp/d full 1 4097", "queue must be between 1 and 4096"),
+            ("dnstap /tmp/d full x", "invalid writebuffer \"x\""),
+            ("dnstap /tmp/d {\nbogus\n}", "unknown property 'bogus'"),
+            ("dnstap /tmp/d {\nidentity\n}", "wrong argument count"),
+            ("dnstap /tmp/d {\ntls a b\n}", "tls directive only valid for listeners"),
+        ] {
+            let e = parse(&directive(line)).unwrap_err().to_string();
+            assert!(e.contains(want), "{line}: {e}");
+            assert!(e.contains("Corefile:"), "{line}: {e}");
+        }
+    }
+
+    #[test]
+    fn mapped_addresses_count_as_ipv4() {
+        let a: SocketAddr = "[::ffff:10.0.0.1]:53".parse().unwrap();
+        assert_eq!(
+            family_and_address(&a),
+            (SocketFamily::Inet, vec![10, 0, 0, 1])
+        );
+        let a: SocketAddr = "[2001:db8::1]:53".parse().unwrap();
+        assert_eq!(family_and_address(&a).0, SocketFamily::Inet6);
+    }
+}

@@ -1,0 +1,360 @@
+//! The dnstap output of one `dnstap` line: a bounded queue filled at query time (never
+//! waiting: a full queue drops and counts) and the writer task that empties it into a
+//! bidirectional Frame Streams connection (READY/ACCEPT/START, data frames, STOP) over a unix
+//! or TCP socket, redialling when the collector goes away, as CoreDNS's `dio` does.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use prost::Message as _;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UnixStream};
+use tokio::sync::mpsc;
+
+use super::proto::{Dnstap, DnstapType, TapMessage};
+use crate::log::PluginLog;
+use crate::server::lifecycle::TaskCtx;
+
+const LOG: PluginLog = PluginLog("dnstap");
+
+/// Messages queued per unit of the `queue` argument (CoreDNS `queueSize`).
+pub(crate) const QUEUE_UNIT: usize = 10_000;
+/// Dial, handshake and write deadline (CoreDNS `tcpTimeout`).
+const IO_TIMEOUT: Duration = Duration::from_secs(4);
+/// How often drops are reported and a missing connection redialled (CoreDNS
+/// `errorCheckInterval`).
+const CHECK_INTERVAL: Duration = Duration::from_secs(10);
+/// Frame Streams content type of dnstap.
+pub(crate) const CONTENT_TYPE: &[u8] = b"protobuf:dnstap.Dnstap";
+/// Bytes buffered before a write is forced while the queue still has messages.
+const WRITE_CHUNK: usize = 64 * 1024;
+
+/// Frame Streams control frame types.
+const FSTRM_ACCEPT: u32 = 1;
+const FSTRM_START: u32 = 2;
+const FSTRM_STOP: u32 = 3;
+const FSTRM_READY: u32 = 4;
+/// Control field: content type.
+const FSTRM_FIELD_CONTENT_TYPE: u32 = 1;
+/// Largest control frame accepted from the collector.
+const MAX_CONTROL: u32 = 512;
+
+/// Where a `dnstap` line sends its frames.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Endpoint {
+    Unix(String),
+    /// `host:port`, resolved at each dial.
+    Tcp(String),
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Endpoint::Unix(p) => write!(f, "unix://{p}"),
+            Endpoint::Tcp(a) => write!(f, "tcp://{a}"),
+        }
+    }
+}
+
+/// What every frame of one output carries besides the message.
+pub(crate) struct Envelope {
+    pub(crate) identity: Vec<u8>,
+    pub(crate) version: Vec<u8>,
+    pub(crate) extra: Option<Vec<u8>>,
+}
+
+/// The query-time side of one output: queues without waiting.
+pub(crate) struct Queue {
+    tx: mpsc::Sender<TapMessage>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl Queue {
+    /// Queues `m`, or counts it as dropped when the queue is full or the writer gone.
+    pub(crate) fn send(&self, m: TapMessage) {
+        if self.tx.try_send(m).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The writer side of one output, moved into its task.
+pub(crate) struct Writer {
+    endpoint: Endpoint,
+    envelope: Envelope,
+    rx: mpsc::Receiver<TapMessage>,
+    dropped: Arc<AtomicU64>,
+    /// TCP send buffer size (the `writebuffer` argument).
+    sndbuf: usize,
+}
+
+/// A queue of `capacity` messages and the writer that empties it.
+pub(crate) fn output(
+    endpoint: Endpoint,
+    envelope: Envelope,
+    capacity: usize,
+    sndbuf: usize,
+) -> (Queue, Writer) {
+    let (tx, rx) = mpsc::channel(capacity.max(1));
+    let dropped = Arc::new(AtomicU64::new(0));
+    (
+        Queue {
+            tx,
+            dropped: dropped.clone(),
+        },
+        Writer {
+            endpoint,
+            envelope,
+            rx,
+            dropped,
+            sndbuf,
+        },
+    )
+}
+
+/// A connected stream of either kind.
+enum Stream {
+    Unix(UnixStream),
+    Tcp(TcpStream),
+}
+
+impl Stream {
+    async fn write_all(&mut self, b: &[u8]) -> std::io::Result<()> {
+        match self {
+            Stream::Unix(s) => s.write_all(b).await,
+            Stream::Tcp(s) => s.write_all(b).await,
+        }
+    }
+
+    async fn read_exact(&mut self, b: &mut [u8]) -> std::io::Result<()> {
+        match self {
+            Stream::Unix(s) => s.read_exact(b).await.map(|_| ()),
+            Stream::Tcp(s) => s.read_exact(b).await.map(|_| ()),
+        }
+    }
+
+    /// Writes what the socket takes now, without waiting (used while the task is cancelled).
+    fn try_write_all(&self, mut b: &[u8]) {
+        while !b.is_empty() {
+            let r = match self {
+                Stream::Unix(s) => s.try_write(b),
+                Stream::Tcp(s) => s.try_write(b),
+            };
+            match r {
+                Ok(n) if n > 0 => b = &b[n..],
+                _ => return,
+            }
+        }
+    }
+}
+
+/// A control frame: escape, length, type and an optional content type field.
+pub(crate) fn control_frame(kind: u32, content_type: Option<&[u8]>) -> Vec<u8> {
+    let mut body = kind.to_be_bytes().to_vec();
+    if let Some(ct) = content_type {
+        body.extend_from_slice(&FSTRM_FIELD_CONTENT_TYPE.to_be_bytes());
+        body.extend_from_slice(&(ct.len() as u32).to_be_bytes());
+        body.extend_from_slice(ct);
+    }
+    let mut f = 0u32.to_be_bytes().to_vec();
+    f.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    f.extend_from_slice(&body);
+    f
+}
+
+/// Reads one control frame; returns its type and whether it names dnstap's content type.
+async fn read_control(s: &mut Stream) -> Result<(u32, bool), String> {
+    let mut head = [0u8; 8];
+    s.read_exact(&mut head).await.map_err(|e| e.to_string())?;
+    let escape = u32::from_be_bytes([head[0], head[1], head[2], head[3]]);
+    let len = u32::from_be_bytes([head[4], head[5], head[6], head[7]]);
+    if escape != 0 || !(4..=MAX_CONTROL).contains(&len) {
+        return Err("bad control frame".into());
+    }
+    let mut body = vec![0u8; len as usize];
+    s.read_exact(&mut body).await.map_err(|e| e.to_string())?;
+    let kind = u32::from_be_bytes([body[0], body[1], body[2], body[3]]);
+    let mut rest = &body[4..];
+    let mut matches = false;
+    while rest.len() >= 8 {
+        let field = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]);
+        let flen = u32::from_be_bytes([rest[4], rest[5], rest[6], rest[7]]) as usize;
+        rest = &rest[8..];
+        let Some(value) = rest.get(..flen) else {
+            return Err("bad control frame field".into());
+        };
+        if field == FSTRM_FIELD_CONTENT_TYPE && value == CONTENT_TYPE {
+            matches = true;
+        }
+        rest = &rest[flen..];
+    }
+    Ok((kind, matches))
+}
+
+impl Writer {
+    /// Connects and runs the bidirectional handshake: READY, ACCEPT (naming dnstap), START.
+    async fn dial(&self) -> Result<Stream, String> {
+        let fut = async {
+            let mut s = match &self.endpoint {
+                Endpoint::Unix(p) => Stream::Unix(UnixStream::connect(p).await.map_err(|e| {
+                    format!("dial unix {p}: {e}")
+                })?),
+                Endpoint::Tcp(a) => {
+                    let t = TcpStream::connect(a.as_str())
+                        .await
+                        .map_err(|e| format!("dial tcp {a}: {e}"))?;
+                    let _ = socket2::SockRef::from(&t).set_send_buffer_size(self.sndbuf);
+                    Stream::Tcp(t)
+                }
+            };
+            s.write_all(&control_frame(FSTRM_READY, Some(CONTENT_TYPE)))
+                .await
+                .map_err(|e| e.to_string())?;
+            match read_control(&mut s).await? {
+                (FSTRM_ACCEPT, true) => {}
+                (FSTRM_ACCEPT, false) => return Err("collector does not accept dnstap".into()),
+                (k, _) => return Err(format!("unexpected control frame {k} instead of ACCEPT")),
+            }
+            s.write_all(&control_frame(FSTRM_START, Some(CONTENT_TYPE)))
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(s)
+        };
+        match tokio::time::timeout(IO_TIMEOUT, fut).await {
+            Ok(r) => r,
+            Err(_) => Err(format!("dial {}: i/o timeout", self.endpoint)),
+        }
+    }
+
+    /// Appends one data frame for `m` to `buf`.
+    fn frame(&self, m: TapMessage, buf: &mut Vec<u8>) {
+        let d = Dnstap {
+            identity: Some(self.envelope.identity.clone()),
+            version: Some(self.envelope.version.clone()),
+            extra: self.envelope.extra.clone(),
+            r#type: DnstapType::Message as i32,
+            message: Some(m),
+        };
+        let len = d.encoded_len();
+        buf.extend_from_slice(&(len as u32).to_be_bytes());
+        // Encoding into a Vec cannot run out of room.
+        let _ = d.encode(buf);
+    }
+
+    async fn connect(&self) -> Option<Stream> {
+        match self.dial().await {
+            Ok(s) => Some(s),
+            Err(e) => {
+                LOG.error(&format!("No connection to dnstap endpoint: {e}"));
+                None
+            }
+        }
+    }
+
+    /// The task: until the generation is retired, frames queued messages onto the
+    /// connection; without one, queued messages are dropped (counted) and the endpoint is
+    /// redialled every check interval; a failed write redials at once.
+    pub(crate) async fn run(mut self, t: TaskCtx) {
+        let mut conn = tokio::select! {
+            _ = t.cancelled() => return,
+            c = self.connect() => c,
+        };
+        let mut tick = tokio::time::interval(CHECK_INTERVAL);
+        tick.tick().await;
+        let mut buf: Vec<u8> = Vec::with_capacity(WRITE_CHUNK);
+        loop {
+            tokio::select! {
+                _ = t.cancelled() => {
+                    // Last poll: what the socket takes now, then STOP; no waiting for FINISH.
+                    if let Some(s) = &conn {
+                        s.try_write_all(&buf);
+                        s.try_write_all(&control_frame(FSTRM_STOP, None));
+                    }
+                    return;
+                }
+                m = self.rx.recv() => {
+                    let Some(m) = m else { return };
+                    if conn.is_none() {
+                        self.dropped.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    let mut n = 1u64;
+                    self.frame(m, &mut buf);
+                    while buf.len() < WRITE_CHUNK {
+                        match self.rx.try_recv() {
+                            Ok(m) => {
+                                self.frame(m, &mut buf);
+                                n += 1;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    let Some(s) = conn.as_mut() else { continue };
+                    let ok = matches!(
+                        tokio::time::timeout(IO_TIMEOUT, s.write_all(&buf)).await,
+                        Ok(Ok(()))
+                    );
+                    buf.clear();
+                    if !ok {
+                        self.dropped.fetch_add(n, Ordering::Relaxed);
+                        // The broken connection is closed before the new dial.
+                        drop(conn.take());
+                        conn = tokio::select! {
+                            _ = t.cancelled() => return,
+                            c = self.connect() => c,
+                        };
+                    }
+                }
+                _ = tick.tick() => {
+                    let dropped = self.dropped.swap(0, Ordering::Relaxed);
+                    if dropped > 0 {
+                        LOG.warning(&format!("Dropped dnstap messages: {dropped}"));
+                    }
+                    if conn.is_none() {
+                        conn = tokio::select! {
+                            _ = t.cancelled() => return,
+                            c = self.connect() => c,
+                        };
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_frames_follow_frame_streams() {
+        let f = control_frame(FSTRM_READY, Some(CONTENT_TYPE));
+        assert_eq!(&f[..4], &[0, 0, 0, 0]);
+        let len = u32::from_be_bytes([f[4], f[5], f[6], f[7]]) as usize;
+        assert_eq!(len, f.len() - 8);
+        assert_eq!(&f[8..12], &FSTRM_READY.to_be_bytes());
+        assert_eq!(&f[12..16], &1u32.to_be_bytes());
+        assert_eq!(&f[16..20], &(CONTENT_TYPE.len() as u32).to_be_bytes());
+        assert_eq!(&f[20..], CONTENT_TYPE);
+        assert_eq!(control_frame(FSTRM_STOP, None), vec![0, 0, 0, 0, 0, 0, 0, 4, 0, 0, 0, 3]);
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_counts() {
+        let (q, _w) = output(
+            Endpoint::Unix("/nonexistent".into()),
+            Envelope {
+                identity: vec![],
+                version: vec![],
+                extra: None,
+            },
+            2,
+            0,
+        );
+        for _ in 0..5 {
+            q.send(TapMessage::default());
+        }
+        assert_eq!(q.dropped.load(Ordering::Relaxed), 3);
+    }
+}
