@@ -511,3 +511,257 @@ fn a_collector_killed_mid_run_costs_no_answers_and_is_redialled() {
     assert_eq!(taps[0].kind, "CLIENT_QUERY");
     assert!(taps.iter().all(|t| t.query_message.is_none()));
 }
+
+#[test]
+fn a_failed_upstream_is_tapped_per_attempt_and_the_servers_own_error_reply_is_not() {
+    // As CoreDNS 1.14.7 does: one FORWARDER_QUERY per attempt (two for one upstream), no
+    // FORWARDER_RESPONSE without a reply, and no CLIENT_RESPONSE for the SERVFAIL the server
+    // writes when no plugin wrote a reply.
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("fail.sock");
+    let cap = Capture::unix(&sock, &dir.path().join("fail.fstrm"));
+    let port = free_port();
+    let closed = free_port();
+    let cf = format!(
+        ".:{port} {{\n dnstap {} full\n forward . 127.0.0.1:{closed}\n}}\ninvalid.:{port} {{\n whoami\n}}\n",
+        sock.display()
+    );
+    let mut s = Sextant::builder(bin(), &cf).start();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    s.wait_dns(addr, Duration::from_secs(10)).unwrap();
+    let (_, _, r) = ask_udp(addr, &Query::new("down.example.", RecordType::A));
+    assert_eq!(Reply::parse(r).unwrap().rcode_name(), "SERVFAIL");
+    std::thread::sleep(Duration::from_millis(500));
+    let taps = cap.finish();
+    let kinds: Vec<&str> = taps.iter().map(|t| t.kind.as_str()).collect();
+    assert_eq!(
+        kinds,
+        ["CLIENT_QUERY", "FORWARDER_QUERY", "FORWARDER_QUERY"],
+        "{taps:#?}"
+    );
+    assert_eq!(taps[1].response_port, Some(closed));
+}
+
+/// A TLS dnstap collector (Python's `ssl`): answers READY with ACCEPT, reads START, then
+/// appends every data frame to OUT; writes its port to PORTFILE.
+const TLS_COLLECTOR: &str = r#"
+import sys, ssl, socket, struct
+cert, key, port_file, out = sys.argv[1:5]
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(cert, key)
+ls = socket.socket()
+ls.bind(('127.0.0.1', 0))
+ls.listen(4)
+open(port_file, 'w').write(str(ls.getsockname()[1]))
+f = open(out, 'wb')
+CT = b'protobuf:dnstap.Dnstap'
+def rd(s, n):
+    b = b''
+    while len(b) < n:
+        c = s.recv(n - len(b))
+        if not c:
+            raise EOFError
+        b += c
+    return b
+while True:
+    c, _ = ls.accept()
+    try:
+        s = ctx.wrap_socket(c, server_side=True)
+        assert rd(s, 4) == b'\0\0\0\0'
+        ready = rd(s, struct.unpack('!I', rd(s, 4))[0])
+        assert struct.unpack('!I', ready[:4])[0] == 4 and CT in ready
+        s.sendall(struct.pack('!IIIII', 0, 12 + len(CT), 1, 1, len(CT)) + CT)
+        assert rd(s, 4) == b'\0\0\0\0'
+        start = rd(s, struct.unpack('!I', rd(s, 4))[0])
+        assert struct.unpack('!I', start[:4])[0] == 2
+        while True:
+            n = struct.unpack('!I', rd(s, 4))[0]
+            if n == 0:
+                break
+            f.write(struct.pack('!I', n) + rd(s, n))
+            f.flush()
+    except Exception as e:
+        print('collector:', repr(e), flush=True)
+"#;
+
+#[test]
+fn tls_collector_with_skipverify_and_refused_without() {
+    let dir = tempfile::tempdir().unwrap();
+    let pair = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    std::fs::write(dir.path().join("cert.pem"), pair.cert.pem()).unwrap();
+    std::fs::write(dir.path().join("key.pem"), pair.signing_key.serialize_pem()).unwrap();
+    let out = dir.path().join("tls.fstrm");
+    let port_file = dir.path().join("port");
+    let mut collector = Command::new("python3")
+        .arg("-c")
+        .arg(TLS_COLLECTOR)
+        .arg(dir.path().join("cert.pem"))
+        .arg(dir.path().join("key.pem"))
+        .arg(&port_file)
+        .arg(&out)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    let port = loop {
+        if let Ok(p) = std::fs::read_to_string(&port_file) {
+            if let Ok(p) = p.trim().parse::<u16>() {
+                break p;
+            }
+        }
+        assert!(t0.elapsed() < Duration::from_secs(5), "collector did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let up = upstream();
+    // Without skipverify the self-signed certificate is refused: no connection, answers go on.
+    let (s, addr) = start(
+        dir.path(),
+        &format!("dnstap tls://127.0.0.1:{port} full"),
+        &up,
+    );
+    s.wait_for_line("No connection to dnstap endpoint", Duration::from_secs(5))
+        .unwrap();
+    let (_, _, r) = ask_udp(addr, &Query::new("refused.example.", RecordType::A));
+    assert_eq!(Reply::parse(r).unwrap().answers().len(), 1);
+    drop(s);
+    let (s, addr) = start(
+        dir.path(),
+        &format!("dnstap tls://127.0.0.1:{port} full {{\n  skipverify\n }}"),
+        &up,
+    );
+    let (cport, q, r) = ask_tcp(addr, &Query::new("tls.example.", RecordType::A));
+    std::thread::sleep(Duration::from_millis(500));
+    drop(s);
+    let _ = collector.kill();
+    let _ = collector.wait();
+    let taps = decode(&out);
+    let kinds: Vec<&str> = taps.iter().map(|t| t.kind.as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "CLIENT_QUERY",
+            "FORWARDER_QUERY",
+            "FORWARDER_RESPONSE",
+            "CLIENT_RESPONSE"
+        ],
+        "{taps:#?}"
+    );
+    assert_eq!(taps[0].query_port, Some(cport));
+    assert_eq!(taps[0].protocol, "TCP");
+    assert_eq!(taps[0].query_message.as_ref(), Some(&q));
+    assert_eq!(taps[3].response_message.as_ref(), Some(&r));
+}
+
+/// A dnstap sink that connects to a `dnstap listen` socket (unix path or `host:port`): answers
+/// READY with ACCEPT, reads START, appends every data frame to OUT until STOP or EOF.
+const SINK: &str = r#"
+import sys, socket, struct
+target, out = sys.argv[1:3]
+if target.startswith('/'):
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(target)
+else:
+    h, p = target.rsplit(':', 1)
+    s = socket.create_connection((h, int(p)))
+f = open(out, 'wb')
+CT = b'protobuf:dnstap.Dnstap'
+def rd(n):
+    b = b''
+    while len(b) < n:
+        c = s.recv(n - len(b))
+        if not c:
+            raise SystemExit(0)
+        b += c
+    return b
+assert rd(4) == b'\0\0\0\0'
+ready = rd(struct.unpack('!I', rd(4))[0])
+assert struct.unpack('!I', ready[:4])[0] == 4 and CT in ready
+s.sendall(struct.pack('!IIIII', 0, 12 + len(CT), 1, 1, len(CT)) + CT)
+assert rd(4) == b'\0\0\0\0'
+start = rd(struct.unpack('!I', rd(4))[0])
+assert struct.unpack('!I', start[:4])[0] == 2
+print('started', flush=True)
+while True:
+    n = struct.unpack('!I', rd(4))[0]
+    if n == 0:
+        break
+    f.write(struct.pack('!I', n) + rd(n))
+    f.flush()
+"#;
+
+/// Runs [`SINK`] against `target` until it has done the handshake.
+fn sink(target: &str, out: &Path) -> Child {
+    let mut c = Command::new("python3")
+        .arg("-c")
+        .arg(SINK)
+        .arg(target)
+        .arg(out)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(c.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "started", "sink handshake");
+    c
+}
+
+#[test]
+fn listen_sockets_feed_every_connected_sink() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("listen.sock");
+    let tcp_port = free_port();
+    let up = upstream();
+    let (s, addr) = start(
+        dir.path(),
+        &format!(
+            "dnstap listen unix://{} full\n dnstap listen tcp://127.0.0.1:{tcp_port}",
+            sock.display()
+        ),
+        &up,
+    );
+    // No sink yet: queries are answered, their messages discarded.
+    ask_udp(addr, &Query::new("nobody.example.", RecordType::A));
+    let t0 = Instant::now();
+    while !sock.exists() && t0.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut a = sink(sock.to_str().unwrap(), &dir.path().join("a.fstrm"));
+    let mut b = sink(sock.to_str().unwrap(), &dir.path().join("b.fstrm"));
+    let mut c = sink(&format!("127.0.0.1:{tcp_port}"), &dir.path().join("c.fstrm"));
+    std::thread::sleep(Duration::from_millis(300));
+    let (port, _, reply) = ask_udp(addr, &Query::new("heard.example.", RecordType::A));
+    std::thread::sleep(Duration::from_millis(500));
+    // Stopping the server ends the streams: the sinks exit on their own.
+    drop(s);
+    for ch in [&mut a, &mut b, &mut c] {
+        let t0 = Instant::now();
+        while ch.try_wait().unwrap().is_none() && t0.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = ch.kill();
+        let _ = ch.wait();
+    }
+    for (f, full) in [("a.fstrm", true), ("b.fstrm", true), ("c.fstrm", false)] {
+        let taps = decode(&dir.path().join(f));
+        let kinds: Vec<&str> = taps.iter().map(|t| t.kind.as_str()).collect();
+        assert_eq!(
+            kinds,
+            [
+                "CLIENT_QUERY",
+                "FORWARDER_QUERY",
+                "FORWARDER_RESPONSE",
+                "CLIENT_RESPONSE"
+            ],
+            "{f}: {taps:#?}"
+        );
+        assert_eq!(taps[0].query_port, Some(port));
+        assert_eq!(taps[3].response_message.is_some(), full);
+        if full {
+            assert_eq!(taps[3].response_message.as_ref(), Some(&reply));
+        }
+    }
+}

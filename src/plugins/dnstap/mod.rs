@@ -1,7 +1,7 @@
 //! The `dnstap` plugin: CLIENT_QUERY and CLIENT_RESPONSE messages for every query of the block,
 //! and FORWARDER_QUERY/FORWARDER_RESPONSE for `forward`'s upstream exchanges (through the
-//! [`Tapper`] capability), sent as dnstap protobuf in Frame Streams to unix or TCP collectors,
-//! one output per `dnstap` line.
+//! [`Tapper`] capability), sent as dnstap protobuf in Frame Streams to unix, TCP or TLS
+//! collectors, one output per `dnstap` line.
 
 mod proto;
 mod writer;
@@ -15,7 +15,8 @@ use sextant_wire::{Asked, Message};
 
 use crate::plugin::{BoxFuture, Handler, Next, Outcome, Proto, Request, SetupCtx, Tapper};
 use proto::{MessageType, SocketFamily, SocketProtocol, TapMessage};
-use writer::{Endpoint, Envelope, Queue};
+use crate::pkg::tls::ClientAuth;
+use writer::{Endpoint, Envelope, Mode, Queue};
 
 /// Largest `writebuffer` multiplier (MiB).
 const MAX_WRITE_BUF: usize = 1024;
@@ -36,6 +37,13 @@ struct Config {
     identity: Option<String>,
     version: Option<String>,
     extra: Option<String>,
+    /// `skipverify`: a `tls://` collector's certificate is not verified (with `listen`:
+    /// collectors' certificates are verified only if given).
+    skip_verify: bool,
+    /// `listen`: collectors connect to Sextant.
+    listen: bool,
+    /// `tls CERT KEY [CA]` of a `listen tls://` output.
+    tls: Option<Directive>,
 }
 
 /// A multiplier argument within `1..=max`, with CoreDNS's messages.
@@ -56,21 +64,34 @@ fn multiplier(d: &Directive, i: usize, what: &str, max: usize, unit: &str) -> Re
 
 fn parse(d: &Directive) -> Result<Config, Error> {
     d.arg_count(1, usize::MAX)?;
+    let listen = d.args[0].text == "listen";
+    // With `listen`, the arguments after it are read as those of an outgoing line.
+    let args = if listen {
+        if d.args.len() < 2 {
+            return Err(d.err("dnstap listen requires an endpoint argument"));
+        }
+        &d.args[1..]
+    } else {
+        &d.args[..]
+    };
+    let d = &Directive {
+        name: d.name.clone(),
+        args: args.to_vec(),
+        block: d.block.clone(),
+    };
     let first = d.args[0].text.as_str();
-    if first == "listen" {
-        return Err(d.err_at(
-            &d.args[0],
-            "dnstap listen (accepting collectors) is not supported yet",
-        ));
-    }
     let endpoint = if let Some(rest) = first.strip_prefix("tcp://") {
         let host = rest.split('/').next().unwrap_or("");
         if host.is_empty() {
             return Err(d.err_at(&d.args[0], format!("invalid endpoint '{first}'")));
         }
         Endpoint::Tcp(host.to_string())
-    } else if first.starts_with("tls://") {
-        return Err(d.err_at(&d.args[0], "dnstap over TLS is not supported yet"));
+    } else if let Some(rest) = first.strip_prefix("tls://") {
+        let host = rest.split('/').next().unwrap_or("");
+        if host.is_empty() {
+            return Err(d.err_at(&d.args[0], format!("invalid endpoint '{first}'")));
+        }
+        Endpoint::Tls(host.to_string())
     } else {
         Endpoint::Unix(first.strip_prefix("unix://").unwrap_or(first).to_string())
     };
@@ -94,6 +115,9 @@ fn parse(d: &Directive) -> Result<Config, Error> {
         identity: None,
         version: None,
         extra: None,
+        skip_verify: false,
+        listen,
+        tls: None,
     };
     for sub in d.sub() {
         let one = || -> Result<String, Error> {
@@ -106,8 +130,13 @@ fn parse(d: &Directive) -> Result<Config, Error> {
             "identity" => cfg.identity = Some(one()?),
             "version" => cfg.version = Some(one()?),
             "extra" => cfg.extra = Some(one()?),
-            // Only meaningful for TLS endpoints, which are refused above.
-            "skipverify" => {}
+            "skipverify" => cfg.skip_verify = true,
+            "tls" if listen => {
+                if sub.args.len() < 2 {
+                    return Err(d.err_at(&sub.name, "tls requires cert and key file paths"));
+                }
+                cfg.tls = Some(sub.clone());
+            }
             "tls" => {
                 return Err(d.err_at(&sub.name, "tls directive only valid for listeners"));
             }
@@ -128,6 +157,27 @@ pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), 
     let mut taps = Vec::new();
     for d in lines {
         let cfg = parse(d)?;
+        let mode = match (&cfg.endpoint, cfg.listen) {
+            (Endpoint::Tls(_), true) => {
+                let Some(tls) = &cfg.tls else {
+                    return Err(d.err("a dnstap listen tls:// socket needs tls CERT KEY [CA]"));
+                };
+                // With a CA, collectors must show a certificate it signed; `skipverify` makes
+                // that optional (CoreDNS's VerifyClientCertIfGiven).
+                let auth = match (tls.args.len() >= 3, cfg.skip_verify) {
+                    (false, _) => ClientAuth::NoCert,
+                    (true, true) => ClientAuth::VerifyIfGiven,
+                    (true, false) => ClientAuth::RequireAndVerify,
+                };
+                Mode::Listen(Some(crate::pkg::tls::server_config(tls, &tls.args, auth)?))
+            }
+            (_, true) => Mode::Listen(None),
+            (Endpoint::Tls(_), false) if cfg.skip_verify => Mode::Dial(Some(
+                crate::pkg::tls::insecure_client_config().map_err(|e| d.err(e))?,
+            )),
+            (Endpoint::Tls(_), false) => Mode::Dial(Some(crate::pkg::tls::client_config(d, &[])?)),
+            (_, false) => Mode::Dial(None),
+        };
         let envelope = Envelope {
             identity: cfg.identity.unwrap_or_else(hostname).into_bytes(),
             version: cfg
@@ -141,6 +191,7 @@ pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), 
             envelope,
             cfg.queue * writer::QUEUE_UNIT,
             cfg.write_buf * 1024 * 1024,
+            mode,
         );
         ctx.task(move |t| w.run(t));
         taps.push(Tap {
@@ -332,9 +383,20 @@ mod tests {
         let c = parse(&directive("dnstap unix:///tmp/d.sock full")).unwrap();
         assert_eq!(c.endpoint, Endpoint::Unix("/tmp/d.sock".into()));
         assert!(c.full);
+        let c = parse(&directive("dnstap tls://127.0.0.1:6000 full {\nskipverify\n}")).unwrap();
+        assert_eq!(c.endpoint, Endpoint::Tls("127.0.0.1:6000".into()));
+        assert!(c.skip_verify);
         let c = parse(&directive("dnstap tcp://127.0.0.1:6000 full 1024 2048")).unwrap();
         assert_eq!(c.endpoint, Endpoint::Tcp("127.0.0.1:6000".into()));
         assert_eq!((c.write_buf, c.queue), (1024, 2048));
+        let c = parse(&directive("dnstap listen tcp://127.0.0.1:6000 full")).unwrap();
+        assert!(c.listen && c.full);
+        assert_eq!(c.endpoint, Endpoint::Tcp("127.0.0.1:6000".into()));
+        let c = parse(&directive("dnstap listen /tmp/d.sock")).unwrap();
+        assert!(c.listen && !c.full);
+        assert_eq!(c.endpoint, Endpoint::Unix("/tmp/d.sock".into()));
+        let c = parse(&directive("dnstap listen tls://127.0.0.1:6000 {\ntls c.pem k.pem ca.pem\n}"));
+        assert_eq!(c.unwrap().tls.unwrap().args.len(), 3);
         // A second argument other than `full` is ignored, as in CoreDNS.
         assert!(!parse(&directive("dnstap /tmp/d.sock nope")).unwrap().full);
         let c = parse(&directive(
@@ -356,6 +418,8 @@ mod tests {
             ("dnstap /tmp/d {\nbogus\n}", "unknown property 'bogus'"),
             ("dnstap /tmp/d {\nidentity\n}", "wrong argument count"),
             ("dnstap /tmp/d {\ntls a b\n}", "tls directive only valid for listeners"),
+            ("dnstap listen", "dnstap listen requires an endpoint argument"),
+            ("dnstap listen tls://:1 {\ntls a\n}", "tls requires cert and key file paths"),
         ] {
             let e = parse(&directive(line)).unwrap_err().to_string();
             assert!(e.contains(want), "{line}: {e}");

@@ -1,7 +1,7 @@
 //! The dnstap output of one `dnstap` line: a bounded queue filled at query time (never
 //! waiting: a full queue drops and counts) and the writer task that empties it into a
 //! bidirectional Frame Streams connection (READY/ACCEPT/START, data frames, STOP) over a unix
-//! or TCP socket, redialling when the collector goes away, as CoreDNS's `dio` does.
+//! socket, TCP or TLS, redialling when the collector goes away, as CoreDNS's `dio` does.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -29,6 +29,8 @@ const CHECK_INTERVAL: Duration = Duration::from_secs(10);
 pub(crate) const CONTENT_TYPE: &[u8] = b"protobuf:dnstap.Dnstap";
 /// Bytes buffered before a write is forced while the queue still has messages.
 const WRITE_CHUNK: usize = 64 * 1024;
+/// How long the writer lets messages gather after the first one of a batch.
+const BATCH_WINDOW: Duration = Duration::from_millis(10);
 
 /// Frame Streams control frame types.
 const FSTRM_ACCEPT: u32 = 1;
@@ -46,6 +48,8 @@ pub(crate) enum Endpoint {
     Unix(String),
     /// `host:port`, resolved at each dial.
     Tcp(String),
+    /// `host:port` over TLS.
+    Tls(String),
 }
 
 impl std::fmt::Display for Endpoint {
@@ -53,6 +57,7 @@ impl std::fmt::Display for Endpoint {
         match self {
             Endpoint::Unix(p) => write!(f, "unix://{p}"),
             Endpoint::Tcp(a) => write!(f, "tcp://{a}"),
+            Endpoint::Tls(a) => write!(f, "tls://{a}"),
         }
     }
 }
@@ -82,11 +87,22 @@ impl Queue {
 /// The writer side of one output, moved into its task.
 pub(crate) struct Writer {
     endpoint: Endpoint,
-    envelope: Envelope,
+    /// Identity, version and extra of every frame, with the message slot empty.
+    template: Dnstap,
     rx: mpsc::Receiver<TapMessage>,
     dropped: Arc<AtomicU64>,
     /// TCP send buffer size (the `writebuffer` argument).
     sndbuf: usize,
+    mode: Mode,
+}
+
+/// How an output meets its collectors.
+pub(crate) enum Mode {
+    /// Sextant dials the collector (with this client configuration for `tls://`).
+    Dial(Option<Arc<rustls::ClientConfig>>),
+    /// Sextant listens and collectors connect (`dnstap listen`; with this server
+    /// configuration for `tls://`).
+    Listen(Option<Arc<rustls::ServerConfig>>),
 }
 
 /// A queue of `capacity` messages and the writer that empties it.
@@ -95,6 +111,7 @@ pub(crate) fn output(
     envelope: Envelope,
     capacity: usize,
     sndbuf: usize,
+    mode: Mode,
 ) -> (Queue, Writer) {
     let (tx, rx) = mpsc::channel(capacity.max(1));
     let dropped = Arc::new(AtomicU64::new(0));
@@ -105,10 +122,17 @@ pub(crate) fn output(
         },
         Writer {
             endpoint,
-            envelope,
+            template: Dnstap {
+                identity: Some(envelope.identity),
+                version: Some(envelope.version),
+                extra: envelope.extra,
+                r#type: DnstapType::Message as i32,
+                message: None,
+            },
             rx,
             dropped,
             sndbuf,
+            mode,
         },
     )
 }
@@ -117,6 +141,9 @@ pub(crate) fn output(
 enum Stream {
     Unix(UnixStream),
     Tcp(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    /// A collector that connected to a `dnstap listen tls://` socket.
+    TlsIn(Box<tokio_rustls::server::TlsStream<TcpStream>>),
 }
 
 impl Stream {
@@ -124,6 +151,14 @@ impl Stream {
         match self {
             Stream::Unix(s) => s.write_all(b).await,
             Stream::Tcp(s) => s.write_all(b).await,
+            Stream::Tls(s) => {
+                s.write_all(b).await?;
+                s.flush().await
+            }
+            Stream::TlsIn(s) => {
+                s.write_all(b).await?;
+                s.flush().await
+            }
         }
     }
 
@@ -131,15 +166,19 @@ impl Stream {
         match self {
             Stream::Unix(s) => s.read_exact(b).await.map(|_| ()),
             Stream::Tcp(s) => s.read_exact(b).await.map(|_| ()),
+            Stream::Tls(s) => s.read_exact(b).await.map(|_| ()),
+            Stream::TlsIn(s) => s.read_exact(b).await.map(|_| ()),
         }
     }
 
-    /// Writes what the socket takes now, without waiting (used while the task is cancelled).
+    /// Writes what the socket takes now, without waiting (used while the task is cancelled;
+    /// nothing over TLS, whose records cannot be written that way).
     fn try_write_all(&self, mut b: &[u8]) {
         while !b.is_empty() {
             let r = match self {
                 Stream::Unix(s) => s.try_write(b),
                 Stream::Tcp(s) => s.try_write(b),
+                Stream::Tls(_) | Stream::TlsIn(_) => return,
             };
             match r {
                 Ok(n) if n > 0 => b = &b[n..],
@@ -147,6 +186,32 @@ impl Stream {
             }
         }
     }
+}
+
+/// The TLS server name of `host:port`: an IP address or a DNS name.
+fn server_name(addr: &str) -> Result<rustls::pki_types::ServerName<'static>, String> {
+    let host = match addr.rsplit_once(':') {
+        Some((h, _)) => h.trim_start_matches('[').trim_end_matches(']'),
+        None => addr,
+    };
+    rustls::pki_types::ServerName::try_from(host.to_string())
+        .map_err(|_| format!("invalid TLS server name '{host}'"))
+}
+
+/// The writer's side of the bidirectional handshake: READY, the collector's ACCEPT naming
+/// dnstap, START.
+async fn handshake(s: &mut Stream) -> Result<(), String> {
+    s.write_all(&control_frame(FSTRM_READY, Some(CONTENT_TYPE)))
+        .await
+        .map_err(|e| e.to_string())?;
+    match read_control(s).await? {
+        (FSTRM_ACCEPT, true) => {}
+        (FSTRM_ACCEPT, false) => return Err("collector does not accept dnstap".into()),
+        (k, _) => return Err(format!("unexpected control frame {k} instead of ACCEPT")),
+    }
+    s.write_all(&control_frame(FSTRM_START, Some(CONTENT_TYPE)))
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// A control frame: escape, length, type and an optional content type field.
@@ -192,6 +257,63 @@ async fn read_control(s: &mut Stream) -> Result<(u32, bool), String> {
     Ok((kind, matches))
 }
 
+
+/// The socket of a `dnstap listen` output.
+enum Listener {
+    Unix(tokio::net::UnixListener, String),
+    Tcp(tokio::net::TcpListener),
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        // Like Go's unix listener: the socket file goes with it.
+        if let Listener::Unix(_, p) = self {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+async fn bind(endpoint: &Endpoint) -> Result<Listener, String> {
+    match endpoint {
+        Endpoint::Unix(p) => tokio::net::UnixListener::bind(p)
+            .map(|l| Listener::Unix(l, p.clone()))
+            .map_err(|e| format!("listen unix {p}: {e}")),
+        Endpoint::Tcp(a) | Endpoint::Tls(a) => tokio::net::TcpListener::bind(a.as_str())
+            .await
+            .map(Listener::Tcp)
+            .map_err(|e| format!("listen tcp {a}: {e}")),
+    }
+}
+
+/// The next collector on `l` (TLS-accepted when `mode` says so), handshake done.
+async fn accept(l: Option<&Listener>, mode: &Mode) -> Result<Stream, String> {
+    let Some(l) = l else {
+        return std::future::pending().await;
+    };
+    let mut s = match l {
+        Listener::Unix(l, _) => Stream::Unix(l.accept().await.map_err(|e| e.to_string())?.0),
+        Listener::Tcp(l) => {
+            let (t, _) = l.accept().await.map_err(|e| e.to_string())?;
+            match mode {
+                Mode::Listen(Some(cfg)) => {
+                    let acc = tokio_rustls::TlsAcceptor::from(cfg.clone()).accept(t);
+                    match tokio::time::timeout(IO_TIMEOUT, acc).await {
+                        Ok(Ok(c)) => Stream::TlsIn(Box::new(c)),
+                        Ok(Err(e)) => return Err(format!("tls: {e}")),
+                        Err(_) => return Err("tls: i/o timeout".into()),
+                    }
+                }
+                _ => Stream::Tcp(t),
+            }
+        }
+    };
+    match tokio::time::timeout(IO_TIMEOUT, handshake(&mut s)).await {
+        Ok(Ok(())) => Ok(s),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err("handshake: i/o timeout".into()),
+    }
+}
+
 impl Writer {
     /// Connects and runs the bidirectional handshake: READY, ACCEPT (naming dnstap), START.
     async fn dial(&self) -> Result<Stream, String> {
@@ -200,25 +322,25 @@ impl Writer {
                 Endpoint::Unix(p) => Stream::Unix(UnixStream::connect(p).await.map_err(|e| {
                     format!("dial unix {p}: {e}")
                 })?),
-                Endpoint::Tcp(a) => {
+                Endpoint::Tcp(a) | Endpoint::Tls(a) => {
                     let t = TcpStream::connect(a.as_str())
                         .await
                         .map_err(|e| format!("dial tcp {a}: {e}"))?;
                     let _ = socket2::SockRef::from(&t).set_send_buffer_size(self.sndbuf);
-                    Stream::Tcp(t)
+                    match &self.mode {
+                        Mode::Dial(None) | Mode::Listen(_) => Stream::Tcp(t),
+                        Mode::Dial(Some(cfg)) => {
+                            let host = server_name(a)?;
+                            let c = tokio_rustls::TlsConnector::from(cfg.clone())
+                                .connect(host, t)
+                                .await
+                                .map_err(|e| format!("tls {a}: {e}"))?;
+                            Stream::Tls(Box::new(c))
+                        }
+                    }
                 }
             };
-            s.write_all(&control_frame(FSTRM_READY, Some(CONTENT_TYPE)))
-                .await
-                .map_err(|e| e.to_string())?;
-            match read_control(&mut s).await? {
-                (FSTRM_ACCEPT, true) => {}
-                (FSTRM_ACCEPT, false) => return Err("collector does not accept dnstap".into()),
-                (k, _) => return Err(format!("unexpected control frame {k} instead of ACCEPT")),
-            }
-            s.write_all(&control_frame(FSTRM_START, Some(CONTENT_TYPE)))
-                .await
-                .map_err(|e| e.to_string())?;
+            handshake(&mut s).await?;
             Ok(s)
         };
         match tokio::time::timeout(IO_TIMEOUT, fut).await {
@@ -227,19 +349,16 @@ impl Writer {
         }
     }
 
-    /// Appends one data frame for `m` to `buf`.
-    fn frame(&self, m: TapMessage, buf: &mut Vec<u8>) {
-        let d = Dnstap {
-            identity: Some(self.envelope.identity.clone()),
-            version: Some(self.envelope.version.clone()),
-            extra: self.envelope.extra.clone(),
-            r#type: DnstapType::Message as i32,
-            message: Some(m),
-        };
+    /// Appends one data frame for `m` to `buf` (the envelope is kept filled in, only the
+    /// message changes).
+    fn frame(&mut self, m: TapMessage, buf: &mut Vec<u8>) {
+        let d = &mut self.template;
+        d.message = Some(m);
         let len = d.encoded_len();
         buf.extend_from_slice(&(len as u32).to_be_bytes());
         // Encoding into a Vec cannot run out of room.
         let _ = d.encode(buf);
+        d.message = None;
     }
 
     async fn connect(&self) -> Option<Stream> {
@@ -252,10 +371,72 @@ impl Writer {
         }
     }
 
+    /// The task of a `dnstap listen` output: accepts collectors and writes every message to
+    /// each connected one (a collector whose write fails or times out is closed); messages
+    /// are discarded while none is connected. The socket is bound when the generation starts,
+    /// retried every second while taken (the previous generation still holds it during a
+    /// reload).
+    async fn serve(mut self, t: TaskCtx) {
+        let mut listener = None;
+        let mut logged = false;
+        let mut clients: Vec<Stream> = Vec::new();
+        let mut buf: Vec<u8> = Vec::with_capacity(WRITE_CHUNK);
+        let mut retry = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = t.cancelled() => {
+                    for c in &clients {
+                        c.try_write_all(&control_frame(FSTRM_STOP, None));
+                    }
+                    return;
+                }
+                _ = retry.tick(), if listener.is_none() => {
+                    match bind(&self.endpoint).await {
+                        Ok(l) => listener = Some(l),
+                        Err(e) if !logged => {
+                            LOG.error(&format!("Failed to start dnstap listener: {e}"));
+                            logged = true;
+                        }
+                        Err(_) => {}
+                    }
+                }
+                c = accept(listener.as_ref(), &self.mode) => match c {
+                    Ok(s) => clients.push(s),
+                    Err(e) => LOG.warning(&format!("Error accepting dnstap connection: {e}")),
+                },
+                m = self.rx.recv() => {
+                    let Some(m) = m else { return };
+                    if clients.is_empty() {
+                        continue;
+                    }
+                    self.frame(m, &mut buf);
+                    while buf.len() < WRITE_CHUNK {
+                        match self.rx.try_recv() {
+                            Ok(m) => self.frame(m, &mut buf),
+                            Err(_) => break,
+                        }
+                    }
+                    let mut kept = Vec::with_capacity(clients.len());
+                    for mut c in clients.drain(..) {
+                        let w = tokio::time::timeout(IO_TIMEOUT, c.write_all(&buf)).await;
+                        if matches!(w, Ok(Ok(()))) {
+                            kept.push(c);
+                        }
+                    }
+                    clients = kept;
+                    buf.clear();
+                }
+            }
+        }
+    }
+
     /// The task: until the generation is retired, frames queued messages onto the
     /// connection; without one, queued messages are dropped (counted) and the endpoint is
     /// redialled every check interval; a failed write redials at once.
     pub(crate) async fn run(mut self, t: TaskCtx) {
+        if matches!(self.mode, Mode::Listen(_)) {
+            return self.serve(t).await;
+        }
         let mut conn = tokio::select! {
             _ = t.cancelled() => return,
             c = self.connect() => c,
@@ -281,21 +462,43 @@ impl Writer {
                     }
                     let mut n = 1u64;
                     self.frame(m, &mut buf);
-                    while buf.len() < WRITE_CHUNK {
-                        match self.rx.try_recv() {
-                            Ok(m) => {
-                                self.frame(m, &mut buf);
-                                n += 1;
+                    // What else arrives within a short window goes out with it: one wake-up
+                    // and a few large writes per batch instead of a syscall per message.
+                    tokio::select! {
+                        _ = t.cancelled() => {
+                            if let Some(s) = &conn {
+                                s.try_write_all(&buf);
+                                s.try_write_all(&control_frame(FSTRM_STOP, None));
                             }
-                            Err(_) => break,
+                            return;
                         }
+                        _ = tokio::time::sleep(BATCH_WINDOW) => {}
                     }
-                    let Some(s) = conn.as_mut() else { continue };
-                    let ok = matches!(
-                        tokio::time::timeout(IO_TIMEOUT, s.write_all(&buf)).await,
-                        Ok(Ok(()))
-                    );
-                    buf.clear();
+                    let mut ok = true;
+                    loop {
+                        while buf.len() < WRITE_CHUNK {
+                            match self.rx.try_recv() {
+                                Ok(m) => {
+                                    self.frame(m, &mut buf);
+                                    n += 1;
+                                }
+                                Err(_) => break,
+                            }
+                        }
+                        let Some(s) = conn.as_mut() else { break };
+                        if buf.is_empty() {
+                            break;
+                        }
+                        ok = matches!(
+                            tokio::time::timeout(IO_TIMEOUT, s.write_all(&buf)).await,
+                            Ok(Ok(()))
+                        );
+                        buf.clear();
+                        if !ok {
+                            break;
+                        }
+                        n = 0;
+                    }
                     if !ok {
                         self.dropped.fetch_add(n, Ordering::Relaxed);
                         // The broken connection is closed before the new dial.
@@ -351,6 +554,7 @@ mod tests {
             },
             2,
             0,
+            Mode::Dial(None),
         );
         for _ in 0..5 {
             q.send(TapMessage::default());
