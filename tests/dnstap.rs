@@ -62,12 +62,10 @@ impl Capture {
         while t0.elapsed() < Duration::from_secs(5) {
             let up = match listen {
                 ["-u", p] => Path::new(p).exists(),
-                [_, _, _, port] => {
-                    TcpStream::connect(format!("127.0.0.1:{port}")).is_ok_and(|s| {
-                        drop(s);
-                        true
-                    })
-                }
+                [_, _, _, port] => TcpStream::connect(format!("127.0.0.1:{port}")).is_ok_and(|s| {
+                    drop(s);
+                    true
+                }),
                 _ => false,
             };
             if up {
@@ -313,7 +311,10 @@ fn unix_collector_gets_client_and_forwarder_messages_with_wire_bytes() {
     // The reply really is the upstream's answer.
     let r = Reply::parse(ur.clone()).unwrap();
     assert_eq!(r.rcode_name(), "NOERROR");
-    assert_eq!(r.answers(), vec!["udp.example. 300 IN A 192.0.2.7".to_string()]);
+    assert_eq!(
+        r.answers(),
+        vec!["udp.example. 300 IN A 192.0.2.7".to_string()]
+    );
     std::thread::sleep(Duration::from_millis(500));
     let taps = cap.finish();
     drop(s);
@@ -336,7 +337,10 @@ fn unix_collector_gets_client_and_forwarder_messages_with_wire_bytes() {
         assert_eq!(t.identity, "test-node-1");
         assert_eq!(t.version, "Test-9.9");
         assert_eq!(t.family, "INET");
-        assert!(t.query_time >= t0 - 1.0 && t.query_time <= t1 + 1.0, "{t:?}");
+        assert!(
+            t.query_time >= t0 - 1.0 && t.query_time <= t1 + 1.0,
+            "{t:?}"
+        );
     }
     for (i, (proto, port, q, r)) in [("UDP", uport, &uq, &ur), ("TCP", tport, &tq, &tr)]
         .into_iter()
@@ -369,7 +373,11 @@ fn unix_collector_gets_client_and_forwarder_messages_with_wire_bytes() {
             assert_eq!(t.response_port, Some(up.addr().port()));
         }
         let sent = Reply::parse(fq.query_message.clone().unwrap()).unwrap();
-        let name = if i == 0 { "udp.example." } else { "tcp.example." };
+        let name = if i == 0 {
+            "udp.example."
+        } else {
+            "tcp.example."
+        };
         let question = sent.question().unwrap();
         assert!(question.starts_with(name), "{question}");
         let got = Reply::parse(fr.response_message.clone().unwrap()).unwrap();
@@ -384,7 +392,11 @@ fn unix_collector_gets_client_and_forwarder_messages_with_wire_bytes() {
         .iter()
         .map(|l| l.split_whitespace().nth(2).unwrap_or(""))
         .collect();
-    assert_eq!(marks, ["CQ", "FQ", "FR", "CR", "CQ", "FQ", "FR", "CR"], "{lines:#?}");
+    assert_eq!(
+        marks,
+        ["CQ", "FQ", "FR", "CR", "CQ", "FQ", "FR", "CR"],
+        "{lines:#?}"
+    );
     // `DATE TIME CQ 127.0.0.1 UDP 29b "udp.example." IN A`
     assert!(lines[0].contains(" CQ 127.0.0.1 UDP "), "{}", lines[0]);
     assert!(lines[0].contains("\"udp.example.\" IN A"), "{}", lines[0]);
@@ -447,7 +459,10 @@ fn a_collector_appearing_later_is_dialled_and_queries_never_wait() {
     // No collector: queries are answered at once, their messages dropped.
     for i in 0..20 {
         let t = Instant::now();
-        let (_, _, r) = ask_udp(addr, &Query::new(&format!("early{i}.example."), RecordType::A));
+        let (_, _, r) = ask_udp(
+            addr,
+            &Query::new(&format!("early{i}.example."), RecordType::A),
+        );
         assert_eq!(Reply::parse(r).unwrap().answers().len(), 1);
         assert!(t.elapsed() < Duration::from_millis(500));
     }
@@ -474,7 +489,13 @@ fn a_collector_appearing_later_is_dialled_and_queries_never_wait() {
     let dropped: u64 = s
         .lines()
         .iter()
-        .filter_map(|l| l.split("Dropped dnstap messages: ").nth(1)?.trim().parse::<u64>().ok())
+        .filter_map(|l| {
+            l.split("Dropped dnstap messages: ")
+                .nth(1)?
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
         .sum();
     assert_eq!(dropped, 80, "4 messages for each of the 20 early queries");
 }
@@ -609,7 +630,10 @@ fn tls_collector_with_skipverify_and_refused_without() {
                 break p;
             }
         }
-        assert!(t0.elapsed() < Duration::from_secs(5), "collector did not start");
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "collector did not start"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     let up = upstream();
@@ -731,7 +755,10 @@ fn listen_sockets_feed_every_connected_sink() {
     }
     let mut a = sink(sock.to_str().unwrap(), &dir.path().join("a.fstrm"));
     let mut b = sink(sock.to_str().unwrap(), &dir.path().join("b.fstrm"));
-    let mut c = sink(&format!("127.0.0.1:{tcp_port}"), &dir.path().join("c.fstrm"));
+    let mut c = sink(
+        &format!("127.0.0.1:{tcp_port}"),
+        &dir.path().join("c.fstrm"),
+    );
     std::thread::sleep(Duration::from_millis(300));
     let (port, _, reply) = ask_udp(addr, &Query::new("heard.example.", RecordType::A));
     std::thread::sleep(Duration::from_millis(500));

@@ -13,9 +13,9 @@ use std::time::SystemTime;
 use sextant_corefile::{Directive, Error};
 use sextant_wire::{Asked, Message};
 
+use crate::pkg::tls::ClientAuth;
 use crate::plugin::{BoxFuture, Handler, Next, Outcome, Proto, Request, SetupCtx, Tapper};
 use proto::{MessageType, SocketFamily, SocketProtocol, TapMessage};
-use crate::pkg::tls::ClientAuth;
 use writer::{Endpoint, Envelope, Mode, Queue};
 
 /// Largest `writebuffer` multiplier (MiB).
@@ -383,7 +383,10 @@ mod tests {
         let c = parse(&directive("dnstap unix:///tmp/d.sock full")).unwrap();
         assert_eq!(c.endpoint, Endpoint::Unix("/tmp/d.sock".into()));
         assert!(c.full);
-        let c = parse(&directive("dnstap tls://127.0.0.1:6000 full {\nskipverify\n}")).unwrap();
+        let c = parse(&directive(
+            "dnstap tls://127.0.0.1:6000 full {\nskipverify\n}",
+        ))
+        .unwrap();
         assert_eq!(c.endpoint, Endpoint::Tls("127.0.0.1:6000".into()));
         assert!(c.skip_verify);
         let c = parse(&directive("dnstap tcp://127.0.0.1:6000 full 1024 2048")).unwrap();
@@ -395,7 +398,9 @@ mod tests {
         let c = parse(&directive("dnstap listen /tmp/d.sock")).unwrap();
         assert!(c.listen && !c.full);
         assert_eq!(c.endpoint, Endpoint::Unix("/tmp/d.sock".into()));
-        let c = parse(&directive("dnstap listen tls://127.0.0.1:6000 {\ntls c.pem k.pem ca.pem\n}"));
+        let c = parse(&directive(
+            "dnstap listen tls://127.0.0.1:6000 {\ntls c.pem k.pem ca.pem\n}",
+        ));
         assert_eq!(c.unwrap().tls.unwrap().args.len(), 3);
         // A second argument other than `full` is ignored, as in CoreDNS.
         assert!(!parse(&directive("dnstap /tmp/d.sock nope")).unwrap().full);
@@ -412,14 +417,29 @@ mod tests {
     fn bad_lines_name_the_place() {
         for (line, want) in [
             ("dnstap", "wrong argument count"),
-            ("dnstap /tmp/d full 0", "writebuffer must be between 1 and 1024"),
-            ("dnstap /tmp/d full 1 4097", "queue must be between 1 and 4096"),
+            (
+                "dnstap /tmp/d full 0",
+                "writebuffer must be between 1 and 1024",
+            ),
+            (
+                "dnstap /tmp/d full 1 4097",
+                "queue must be between 1 and 4096",
+            ),
             ("dnstap /tmp/d full x", "invalid writebuffer \"x\""),
             ("dnstap /tmp/d {\nbogus\n}", "unknown property 'bogus'"),
             ("dnstap /tmp/d {\nidentity\n}", "wrong argument count"),
-            ("dnstap /tmp/d {\ntls a b\n}", "tls directive only valid for listeners"),
-            ("dnstap listen", "dnstap listen requires an endpoint argument"),
-            ("dnstap listen tls://:1 {\ntls a\n}", "tls requires cert and key file paths"),
+            (
+                "dnstap /tmp/d {\ntls a b\n}",
+                "tls directive only valid for listeners",
+            ),
+            (
+                "dnstap listen",
+                "dnstap listen requires an endpoint argument",
+            ),
+            (
+                "dnstap listen tls://:1 {\ntls a\n}",
+                "tls requires cert and key file paths",
+            ),
         ] {
             let e = parse(&directive(line)).unwrap_err().to_string();
             assert!(e.contains(want), "{line}: {e}");

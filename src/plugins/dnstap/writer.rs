@@ -257,7 +257,6 @@ async fn read_control(s: &mut Stream) -> Result<(u32, bool), String> {
     Ok((kind, matches))
 }
 
-
 /// The socket of a `dnstap listen` output.
 enum Listener {
     Unix(tokio::net::UnixListener, String),
@@ -319,9 +318,11 @@ impl Writer {
     async fn dial(&self) -> Result<Stream, String> {
         let fut = async {
             let mut s = match &self.endpoint {
-                Endpoint::Unix(p) => Stream::Unix(UnixStream::connect(p).await.map_err(|e| {
-                    format!("dial unix {p}: {e}")
-                })?),
+                Endpoint::Unix(p) => Stream::Unix(
+                    UnixStream::connect(p)
+                        .await
+                        .map_err(|e| format!("dial unix {p}: {e}"))?,
+                ),
                 Endpoint::Tcp(a) | Endpoint::Tls(a) => {
                     let t = TcpStream::connect(a.as_str())
                         .await
@@ -540,7 +541,10 @@ mod tests {
         assert_eq!(&f[12..16], &1u32.to_be_bytes());
         assert_eq!(&f[16..20], &(CONTENT_TYPE.len() as u32).to_be_bytes());
         assert_eq!(&f[20..], CONTENT_TYPE);
-        assert_eq!(control_frame(FSTRM_STOP, None), vec![0, 0, 0, 0, 0, 0, 0, 4, 0, 0, 0, 3]);
+        assert_eq!(
+            control_frame(FSTRM_STOP, None),
+            vec![0, 0, 0, 0, 0, 0, 0, 4, 0, 0, 0, 3]
+        );
     }
 
     #[test]
