@@ -12,7 +12,7 @@ use std::time::Duration;
 use sextant_corefile::{Directive, Error as ConfigError};
 
 use crate::pkg::clock::Clock;
-use crate::plugin::{Handler, Readiness};
+use crate::plugin::{Handler, Readiness, ViewFilter};
 use crate::server::http::HttpHandler;
 use crate::server::invalidate::InvalidationBus;
 use crate::server::lifecycle::{Carry, Lifecycle, RuntimeState, Spawner, TaskCtx};
@@ -25,6 +25,8 @@ pub(crate) struct BlockInfo {
     pub(crate) port: u16,
     /// Index of the block in the Corefile.
     pub(crate) index: usize,
+    /// Name of the block's view (`view NAME`), for metric labels; None without one.
+    pub(crate) view: Option<String>,
 }
 
 /// Readiness checks of a generation, shared with the `ready` handler (filled during setup).
@@ -54,7 +56,11 @@ pub(crate) struct GenerationBuilder {
     pub(crate) chaos: HashMap<usize, bool>,
     pub(crate) invalidation: HashMap<usize, Arc<InvalidationBus>>,
     pub(crate) tls: HashMap<usize, Arc<rustls::ServerConfig>>,
+    /// Each block's view (name, filter), by block index.
+    pub(crate) views: HashMap<usize, (Arc<str>, Arc<dyn ViewFilter>)>,
     pub(crate) settings: ProcessSettings,
+    /// Each block's `root` directory, by block index.
+    pub(crate) roots: HashMap<usize, std::path::PathBuf>,
     carry: Arc<Carry>,
     state: Arc<RuntimeState>,
     /// One value per type shared by the plugins of this generation (see [`SetupCtx::shared`]).
@@ -74,7 +80,9 @@ impl GenerationBuilder {
             chaos: HashMap::new(),
             invalidation: HashMap::new(),
             tls: HashMap::new(),
+            views: HashMap::new(),
             settings: ProcessSettings::default(),
+            roots: HashMap::new(),
             carry,
             state,
             shared: HashMap::new(),
@@ -115,13 +123,32 @@ impl SetupCtx<'_> {
     where
         F: Fn() + Send + Sync + 'static,
     {
+        self.periodic_from(false, period, f);
+    }
+
+    /// [`SetupCtx::periodic`] with the first call right at the start (a signer that checks its
+    /// zones when the generation starts, then every `period`).
+    pub(crate) fn periodic_now<F>(&mut self, period: Duration, f: F)
+    where
+        F: Fn() + Send + Sync + 'static,
+    {
+        self.periodic_from(true, period, f);
+    }
+
+    fn periodic_from<F>(&mut self, now: bool, period: Duration, f: F)
+    where
+        F: Fn() + Send + Sync + 'static,
+    {
         let f = Arc::new(f);
         let clock = self.clock();
         self.task(move |t: TaskCtx| async move {
+            let mut first = now;
             loop {
-                tokio::select! {
-                    _ = t.cancelled() => return,
-                    _ = clock.sleep(period) => {}
+                if !std::mem::take(&mut first) {
+                    tokio::select! {
+                        _ = t.cancelled() => return,
+                        _ = clock.sleep(period) => {}
+                    }
                 }
                 let f = f.clone();
                 let _ = tokio::task::spawn_blocking(move || f()).await;
@@ -226,6 +253,26 @@ impl SetupCtx<'_> {
         self.gen.tls.insert(self.block.index, cfg);
     }
 
+    /// Sets this block's root directory (the `root` plugin).
+    pub(crate) fn set_root(&mut self, dir: std::path::PathBuf) {
+        self.gen.roots.insert(self.block.index, dir);
+    }
+
+    /// A file name of a Corefile argument, under the block's `root` when it is relative (like
+    /// CoreDNS's `file`, `tls` and `dnssec`).
+    pub(crate) fn file_path(&self, name: &str) -> std::path::PathBuf {
+        under_root(
+            self.gen.roots.get(&self.block.index).map(|p| p.as_path()),
+            name,
+        )
+    }
+
+    /// Routes queries to this block only when `filter` is true for them (the `view` plugin);
+    /// `name` is the block's `view` metric label.
+    pub(crate) fn set_view(&mut self, name: Arc<str>, filter: Arc<dyn ViewFilter>) {
+        self.gen.views.insert(self.block.index, (name, filter));
+    }
+
     /// Process-wide settings (lameduck, reload, debug).
     pub(crate) fn settings(&mut self) -> &mut ProcessSettings {
         &mut self.gen.settings
@@ -270,6 +317,14 @@ pub(crate) struct PluginDef {
 /// The error CoreDNS gives for a second line of a once-only plugin.
 pub(crate) const ERR_ONCE: &str = "this plugin can only be used once per Server Block";
 
+/// `name` joined to `root` when it is relative and there is a root.
+pub(crate) fn under_root(root: Option<&std::path::Path>, name: &str) -> std::path::PathBuf {
+    match root {
+        Some(r) if std::path::Path::new(name).is_relative() => r.join(name),
+        _ => std::path::PathBuf::from(name),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -285,6 +340,7 @@ mod tests {
             zones: vec![".".into()],
             port: 53,
             index: 0,
+            view: None,
         };
         let mut links = Vec::new();
         let calls = Arc::new(AtomicUsize::new(0));
