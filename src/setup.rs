@@ -56,6 +56,7 @@ pub(crate) struct GenerationBuilder {
     pub(crate) chaos: HashMap<usize, bool>,
     pub(crate) invalidation: HashMap<usize, Arc<InvalidationBus>>,
     pub(crate) tls: HashMap<usize, Arc<rustls::ServerConfig>>,
+    pub(crate) transport: HashMap<usize, crate::server::config::BlockTransport>,
     /// Each block's view (name, filter), by block index.
     pub(crate) views: HashMap<usize, (Arc<str>, Arc<dyn ViewFilter>)>,
     pub(crate) settings: ProcessSettings,
@@ -80,6 +81,7 @@ impl GenerationBuilder {
             chaos: HashMap::new(),
             invalidation: HashMap::new(),
             tls: HashMap::new(),
+            transport: HashMap::new(),
             views: HashMap::new(),
             settings: ProcessSettings::default(),
             roots: HashMap::new(),
@@ -251,6 +253,11 @@ impl SetupCtx<'_> {
     /// Serves this block's `tls://` keys with this TLS configuration (the `tls` plugin).
     pub(crate) fn set_tls(&mut self, cfg: Arc<rustls::ServerConfig>) {
         self.gen.tls.insert(self.block.index, cfg);
+    }
+
+    /// This block's transport limits (`https`, `https3`, `quic`, `grpc_server`).
+    pub(crate) fn transport(&mut self) -> &mut crate::server::config::BlockTransport {
+        self.gen.transport.entry(self.block.index).or_default()
     }
 
     /// Sets this block's root directory (the `root` plugin).

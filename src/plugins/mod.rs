@@ -21,9 +21,13 @@ pub(crate) mod errors;
 pub(crate) mod etcd;
 pub(crate) mod file;
 pub(crate) mod forward;
+pub(crate) mod grpc;
+pub(crate) mod grpc_server;
 pub(crate) mod header;
 pub(crate) mod health;
 pub(crate) mod hosts;
+pub(crate) mod https;
+pub(crate) mod https3;
 pub(crate) mod k8s_external;
 pub(crate) mod kubernetes;
 pub(crate) mod loadbalance;
@@ -34,6 +38,7 @@ pub(crate) mod metadata;
 pub(crate) mod minimal;
 pub(crate) mod nsid;
 pub(crate) mod prometheus;
+pub(crate) mod quic;
 pub(crate) mod ready;
 pub(crate) mod reload;
 pub(crate) mod rewrite;
@@ -53,6 +58,10 @@ pub(crate) static ORDER: &[PluginDef] = &[
     PluginDef { name: "root", once: false, setup: root::setup },
     PluginDef { name: "metadata", once: true, setup: metadata::setup },
     PluginDef { name: "cancel", once: false, setup: cancel::setup },
+    PluginDef { name: "quic", once: true, setup: quic::setup },
+    PluginDef { name: "grpc_server", once: true, setup: grpc_server::setup },
+    PluginDef { name: "https", once: true, setup: https::setup },
+    PluginDef { name: "https3", once: true, setup: https3::setup },
     PluginDef { name: "reload", once: true, setup: reload::setup },
     PluginDef { name: "nsid", once: true, setup: nsid::setup },
     PluginDef { name: "bufsize", once: false, setup: bufsize::setup },
@@ -89,6 +98,7 @@ pub(crate) static ORDER: &[PluginDef] = &[
     PluginDef { name: "etcd", once: true, setup: etcd::setup },
     PluginDef { name: "loop", once: true, setup: r#loop::setup },
     PluginDef { name: "forward", once: false, setup: forward::setup },
+    PluginDef { name: "grpc", once: true, setup: grpc::setup },
     PluginDef { name: "erratic", once: false, setup: erratic::setup },
     PluginDef { name: "whoami", once: true, setup: whoami::setup },
     PluginDef { name: "sign", once: false, setup: sign::setup },

@@ -21,10 +21,13 @@ use tokio::net::TcpListener;
 use tokio::sync::{Mutex, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+use sextant_corefile::Scheme;
+
 use crate::plugin::Proto;
-use crate::server::config::ListenKey;
+use crate::server::config::{ListenKey, TransportOpts};
 use crate::server::mmsg;
 use crate::server::site::Site;
+use crate::server::transport::Limit;
 
 /// TCP idle timeout between queries (CoreDNS: 10 s).
 pub(crate) const TCP_IDLE: Duration = Duration::from_secs(10);
@@ -53,6 +56,17 @@ pub(crate) struct Listener {
     /// UDP reader threads and TCP connections still running (after a stop they drain what is
     /// queued or already sent to them, then end).
     running: Arc<AtomicUsize>,
+    /// Limits and QUIC endpoint of an `https://`, `https3://`, `quic://` or `grpc://` listener.
+    pub transport: Option<Transport>,
+}
+
+/// What a reload may change on a DoH, DoH3, DoQ or gRPC listener besides its routing table.
+pub(crate) struct Transport {
+    scheme: Scheme,
+    opts: Arc<ArcSwap<TransportOpts>>,
+    conns: Arc<Limit>,
+    workers: Arc<Limit>,
+    endpoint: Option<quinn::Endpoint>,
 }
 
 /// A blocking UDP socket sharing its port (SO_REUSEPORT) whose reads give up after
@@ -72,6 +86,22 @@ fn udp_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
     let _ = s.set_recv_buffer_size(4 << 20);
     let _ = s.set_send_buffer_size(4 << 20);
     s.set_read_timeout(Some(UDP_STOP_CHECK))?;
+    s.bind(&addr.into())?;
+    Ok(s.into())
+}
+
+/// The UDP socket of a QUIC endpoint.
+fn quic_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    let domain = if addr.is_ipv4() {
+        Domain::IPV4
+    } else {
+        Domain::IPV6
+    };
+    let s = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    s.set_nonblocking(true)?;
     s.bind(&addr.into())?;
     Ok(s.into())
 }
@@ -113,10 +143,10 @@ pub(crate) fn tcp_listener_or_inherited(
 }
 
 /// Guard counting a request in flight.
-struct InFlight(Arc<AtomicUsize>);
+pub(crate) struct InFlight(Arc<AtomicUsize>);
 
 impl InFlight {
-    fn new(c: &Arc<AtomicUsize>) -> InFlight {
+    pub(crate) fn new(c: &Arc<AtomicUsize>) -> InFlight {
         c.fetch_add(1, Ordering::AcqRel);
         InFlight(c.clone())
     }
@@ -131,6 +161,7 @@ impl Drop for InFlight {
 /// The sockets of a listener address, bound but not yet read: datagrams and connections queue
 /// in the kernel until [`Bound::start`].
 pub(crate) struct Bound {
+    scheme: Scheme,
     tcp: Vec<std::net::TcpListener>,
     udp: Vec<std::net::UdpSocket>,
     local: Vec<SocketAddr>,
@@ -148,7 +179,12 @@ impl Bound {
         self,
         site: Arc<Site>,
         tls: Option<Arc<rustls::ServerConfig>>,
+        opts: Option<TransportOpts>,
     ) -> std::io::Result<Listener> {
+        if !matches!(self.scheme, Scheme::Dns | Scheme::Tls) {
+            let opts = opts.unwrap_or_else(|| TransportOpts::defaults(self.scheme));
+            return self.start_transport(site, tls, opts);
+        }
         let site = Arc::new(ArcSwap::new(site));
         let cancel = CancellationToken::new();
         let inflight = Arc::new(AtomicUsize::new(0));
@@ -207,6 +243,83 @@ impl Bound {
             inflight,
             local: self.local,
             running,
+            transport: None,
+        })
+    }
+
+    /// Starts a DoH, DoH3, DoQ or gRPC listener: an accept task on the bound socket.
+    fn start_transport(
+        self,
+        site: Arc<Site>,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        opts: TransportOpts,
+    ) -> std::io::Result<Listener> {
+        let site = Arc::new(ArcSwap::new(site));
+        let cancel = CancellationToken::new();
+        let inflight = Arc::new(AtomicUsize::new(0));
+        let conns = Limit::new(opts.max_connections);
+        let workers = Limit::new(opts.worker_pool);
+        let opts_slot = Arc::new(ArcSwap::from_pointee(opts));
+        let tls_slot = tls.clone().map(|c| Arc::new(ArcSwap::new(c)));
+        let mut endpoint = None;
+        match self.scheme {
+            Scheme::Quic | Scheme::Https3 => {
+                let tls =
+                    tls.ok_or_else(|| std::io::Error::other("QUIC needs a TLS configuration"))?;
+                let cfg = crate::server::quic::server_config(tls, &opts)
+                    .map_err(std::io::Error::other)?;
+                for (u, local) in self.udp.into_iter().zip(self.local.iter()) {
+                    let ep = crate::server::quic::endpoint(u, cfg.clone())?;
+                    let serving = Arc::new(crate::server::quic::Serving {
+                        scheme: self.scheme,
+                        site: site.clone(),
+                        conns: conns.clone(),
+                        workers: workers.clone(),
+                        cancel: cancel.clone(),
+                        inflight: inflight.clone(),
+                        local: *local,
+                    });
+                    endpoint = Some(ep.clone());
+                    tokio::spawn(crate::server::quic::accept_loop(ep, serving));
+                }
+            }
+            _ => {
+                let serving = Arc::new(crate::server::stream::Serving {
+                    scheme: self.scheme,
+                    site: site.clone(),
+                    tls: tls_slot.clone(),
+                    opts: opts_slot.clone(),
+                    conns: conns.clone(),
+                    cancel: cancel.clone(),
+                    inflight: inflight.clone(),
+                });
+                for t in self.tcp {
+                    let l = match TcpListener::from_std(t) {
+                        Ok(l) => l,
+                        Err(e) => {
+                            cancel.cancel();
+                            return Err(e);
+                        }
+                    };
+                    tokio::spawn(crate::server::stream::accept_loop(l, serving.clone()));
+                }
+            }
+        }
+        Ok(Listener {
+            site,
+            tls: tls_slot,
+            cancel,
+            inflight,
+            local: self.local,
+            // Their connections count in `inflight` while they answer; nothing else drains.
+            running: Arc::new(AtomicUsize::new(0)),
+            transport: Some(Transport {
+                scheme: self.scheme,
+                opts: opts_slot,
+                conns,
+                workers,
+                endpoint,
+            }),
         })
     }
 }
@@ -225,6 +338,22 @@ impl Listener {
         let mut tcp = Vec::new();
         let mut udp = Vec::new();
         let mut local = Vec::new();
+        if matches!(key.scheme, Scheme::Quic | Scheme::Https3) {
+            // One UDP socket for the QUIC endpoint, without SO_REUSEPORT: QUIC connections
+            // live in one process's endpoint.
+            for a in &addrs {
+                let u = quic_socket(*a)?;
+                local.push(u.local_addr()?);
+                udp.push(u);
+            }
+            return Ok(Bound {
+                scheme: key.scheme,
+                tcp,
+                udp,
+                local,
+            });
+        }
+        let plain = key.scheme == Scheme::Dns;
         for a in &addrs {
             // TCP first, so a port held by a socket without SO_REUSEPORT is an error before any
             // UDP socket exists.
@@ -232,19 +361,47 @@ impl Listener {
             let bound = t.local_addr()?;
             local.push(bound);
             tcp.push(t);
-            if !key.tls {
+            if plain {
                 udp.extend(udp_sockets(bound, cores)?);
             }
         }
         // Best effort: also every IPv6 address when listening on every address.
-        if key.ip.is_none() && !key.tls {
+        if key.ip.is_none() && plain {
             let v6 = SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), local[0].port());
             if let (Ok(t), Ok(u)) = (tcp_listener_or_inherited(v6), udp_sockets(v6, 1)) {
                 tcp.push(t);
                 udp.extend(u);
             }
         }
-        Ok(Bound { tcp, udp, local })
+        Ok(Bound {
+            scheme: key.scheme,
+            tcp,
+            udp,
+            local,
+        })
+    }
+
+    /// Takes a reload's TLS configuration and limits: new connections use them.
+    pub(crate) fn update(
+        &self,
+        tls: Option<&Arc<rustls::ServerConfig>>,
+        opts: Option<&TransportOpts>,
+    ) {
+        if let (Some(slot), Some(cfg)) = (&self.tls, tls) {
+            slot.store(cfg.clone());
+        }
+        let (Some(t), Some(o)) = (&self.transport, opts) else {
+            return;
+        };
+        t.opts.store(Arc::new(*o));
+        t.conns.set_max(o.max_connections);
+        t.workers.set_max(o.worker_pool);
+        if let (Some(ep), Some(cfg)) = (&t.endpoint, tls) {
+            match crate::server::quic::server_config(cfg.clone(), o) {
+                Ok(sc) => ep.set_server_config(Some(sc)),
+                Err(e) => crate::log::error(&format!("{}: {e}", t.scheme)),
+            }
+        }
     }
 
     /// Stops reading; datagrams already queued and answers in flight still go out.
