@@ -389,14 +389,16 @@ pub(crate) trait Handler: Send + Sync + 'static {
 /// Receives a plugin's own upstream traffic for dnstap (CoreDNS `forward`'s `tapPlugins`):
 /// never waits, drops when its queues are full.
 pub(crate) trait Tapper: Send + Sync {
-    /// One exchange with `upstream` (over TCP if `tcp`) begun at `started`: FORWARDER_QUERY
-    /// for `query`, then FORWARDER_RESPONSE if `reply` came back.
+    /// One exchange of `req`'s message with `upstream` from local address `local` (over TCP
+    /// if `tcp`) begun at `started`: FORWARDER_QUERY, then FORWARDER_RESPONSE if `reply` came
+    /// back.
     fn forwarded(
         &self,
+        req: &Request,
         upstream: SocketAddr,
+        local: Option<SocketAddr>,
         tcp: bool,
         started: std::time::SystemTime,
-        query: &Message,
         reply: Option<&Message>,
     );
 }

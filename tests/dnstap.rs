@@ -7,6 +7,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sextant_testkit::*;
@@ -130,6 +131,8 @@ struct Tap {
     response_message: Option<Vec<u8>>,
     query_time: f64,
     response_time: Option<f64>,
+    /// The envelope's `extra` field.
+    extra: Option<String>,
 }
 
 /// Decodes a capture file with the `fstrm` and `dnstap-pb` Python packages.
@@ -153,7 +156,8 @@ while codec.process():
         m.query_message.hex() if m.HasField('query_message') else '-',
         m.response_message.hex() if m.HasField('response_message') else '-',
         '%d.%09d' % (m.query_time_sec, m.query_time_nsec),
-        '%d.%09d' % (m.response_time_sec, m.response_time_nsec) if m.HasField('response_time_sec') else '-']
+        '%d.%09d' % (m.response_time_sec, m.response_time_nsec) if m.HasField('response_time_sec') else '-',
+        d.extra.decode() if d.HasField('extra') else '-']
     print('\t'.join(row))
 "#;
 
@@ -201,6 +205,7 @@ fn decode(file: &Path) -> Vec<Tap> {
                 response_message: hex(f[10]),
                 query_time: f[11].parse().unwrap(),
                 response_time: f[12].parse().ok(),
+                extra: Some(f[13]).filter(|e| *e != "-").map(String::from),
             }
         })
         .collect()
@@ -232,6 +237,21 @@ fn upstream() -> Upstream {
             .action()
     })
     .unwrap()
+}
+
+/// An upstream answering every A query with 192.0.2.7 and noting each query's source address.
+fn recording_upstream() -> (Upstream, Arc<Mutex<Vec<SocketAddr>>>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s2 = seen.clone();
+    let up = Upstream::start(move |req: &UpstreamRequest| {
+        s2.lock().unwrap().push(req.src);
+        req.reply()
+            .aa(true)
+            .answer(&format!("{} 300 IN A 192.0.2.7", req.name()))
+            .action()
+    })
+    .unwrap();
+    (up, seen)
 }
 
 /// Sends `q` over UDP from a socket of our own; returns (client port, query bytes, reply bytes).
@@ -295,11 +315,14 @@ fn unix_collector_gets_client_and_forwarder_messages_with_wire_bytes() {
     let sock = dir.path().join("tap.sock");
     let file = dir.path().join("tap.fstrm");
     let cap = Capture::unix(&sock, &file);
-    let up = upstream();
+    let (up, seen) = recording_upstream();
+    // `extra` with placeholders: CoreDNS's replacer without a reply (`{rcode}` is `-`) and
+    // metadata (`forward/upstream`).
     let (s, addr) = start(
         dir.path(),
         &format!(
-            "dnstap unix://{} full {{\n  identity test-node-1\n  version Test-9.9\n }}",
+            "metadata\n dnstap unix://{} full {{\n  identity test-node-1\n  version Test-9.9\n  \
+             extra \"{{type}} {{name}} {{proto}} {{remote}} {{port}} {{/forward/upstream}} {{rcode}} {{nope}}\"\n }}",
             sock.display()
         ),
         &up,
@@ -384,7 +407,32 @@ fn unix_collector_gets_client_and_forwarder_messages_with_wire_bytes() {
         assert_eq!(got.answers(), vec![format!("{name} 300 IN A 192.0.2.7")]);
         assert_eq!(fr.query_time, fq.query_time);
         assert!(fr.response_time.unwrap() >= fr.query_time);
+        // Forwarder side, query address: the local side of forward's socket, as the upstream
+        // saw it (CoreDNS's proxy.Connect localAddr).
+        let src = seen.lock().unwrap()[i];
+        for t in [fq, fr] {
+            assert_eq!(t.query_address, src.ip().to_string());
+            assert_eq!(t.query_port, Some(src.port()), "{t:?}");
+        }
+        // `extra`, filled in per message from the client's request (checked against CoreDNS
+        // 1.14.7 by hand: the same strings, `{nope}` kept as written).
+        let nope = "{nope}";
+        let lower = proto.to_lowercase();
+        let base = format!("A {name} {lower} 127.0.0.1 {port}");
+        assert_eq!(
+            cq.extra.as_deref(),
+            Some(format!("{base} - - {nope}").as_str())
+        );
+        // forward/upstream is set before the exchange, as CoreDNS's forward does.
+        let upstream = up.addr();
+        for t in [fq, fr, cr] {
+            assert_eq!(
+                t.extra.as_deref(),
+                Some(format!("{base} {upstream} - {nope}").as_str())
+            );
+        }
     }
+    assert_eq!(seen.lock().unwrap().len(), 2);
     // Debian's reader agrees on the stream: message types and the questions in it.
     let lines = ldns_lines(&file);
     assert_eq!(lines.len(), 8, "{lines:#?}");

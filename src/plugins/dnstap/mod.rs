@@ -15,7 +15,7 @@ use sextant_wire::{Asked, Message};
 
 use crate::pkg::tls::ClientAuth;
 use crate::plugin::{BoxFuture, Handler, Next, Outcome, Proto, Request, SetupCtx, Tapper};
-use proto::{MessageType, SocketFamily, SocketProtocol, TapMessage};
+use proto::{MessageType, Record};
 use writer::{Endpoint, Envelope, Mode, Queue};
 
 /// Largest `writebuffer` multiplier (MiB).
@@ -178,13 +178,19 @@ pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), 
             (Endpoint::Tls(_), false) => Mode::Dial(Some(crate::pkg::tls::client_config(d, &[])?)),
             (_, false) => Mode::Dial(None),
         };
+        // An `extra` with placeholders is filled in per message (CoreDNS's replacer); a
+        // literal one is encoded with the envelope.
+        let (extra, extra_format) = match cfg.extra {
+            Some(e) if e.contains('{') => (None, Some(e)),
+            e => (e.map(String::into_bytes), None),
+        };
         let envelope = Envelope {
             identity: cfg.identity.unwrap_or_else(hostname).into_bytes(),
             version: cfg
                 .version
                 .unwrap_or_else(|| DEFAULT_VERSION.to_string())
                 .into_bytes(),
-            extra: cfg.extra.map(String::into_bytes),
+            extra,
         };
         let (queue, w) = writer::output(
             cfg.endpoint,
@@ -196,6 +202,7 @@ pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), 
         ctx.task(move |t| w.run(t));
         taps.push(Tap {
             full: cfg.full,
+            extra_format,
             queue,
         });
     }
@@ -207,9 +214,11 @@ pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), 
     Ok(())
 }
 
-/// One output and whether it carries the wire messages.
+/// One output, whether it carries the wire messages and its `extra` format.
 struct Tap {
     full: bool,
+    /// An `extra` with placeholders, filled in per message.
+    extra_format: Option<String>,
     queue: Queue,
 }
 
@@ -221,16 +230,21 @@ struct Taps {
 }
 
 impl Taps {
-    /// Sends `m` to every output, with the wire messages `wire` only to the `full` ones.
-    fn send(&self, m: TapMessage, wire: impl Fn(&mut TapMessage)) {
-        let n = self.taps.len();
-        let mut m = Some(m);
+    /// Sends `r` to every output, with the wire message `wire` only to the `full` ones.
+    fn send(&self, req: &Request, r: Record, mut wire: Option<Vec<u8>>) {
+        let last = self.taps.len().saturating_sub(1);
+        let mut r = Some(r);
         for (i, t) in self.taps.iter().enumerate() {
-            let Some(mut one) = (if i + 1 == n { m.take() } else { m.clone() }) else {
+            let Some(mut one) = (if i == last { r.take() } else { r.clone() }) else {
                 return;
             };
             if t.full {
-                wire(&mut one);
+                one.wire = if i == last { wire.take() } else { wire.clone() };
+            }
+            if let Some(f) = &t.extra_format {
+                let mut s = String::new();
+                crate::plugins::log::render_into(&mut s, f, req, None);
+                one.extra = Some(s);
             }
             t.queue.send(one);
         }
@@ -242,61 +256,18 @@ pub(crate) struct Dnstap {
     taps: Arc<Taps>,
 }
 
-/// Seconds and nanoseconds since the epoch.
-fn timestamp(t: SystemTime) -> (u64, u32) {
-    let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
-    (d.as_secs(), d.subsec_nanos())
-}
-
-/// The family and address bytes of `a` (an IPv4-mapped IPv6 address counts as IPv4, like
-/// Go's `To4`).
-fn family_and_address(a: &SocketAddr) -> (SocketFamily, Vec<u8>) {
-    let ip = a.ip().to_canonical();
-    match ip {
-        std::net::IpAddr::V4(v4) => (SocketFamily::Inet, v4.octets().to_vec()),
-        std::net::IpAddr::V6(v6) => (SocketFamily::Inet6, v6.octets().to_vec()),
+/// A record of type `kind` for an exchange over TCP if `tcp`, begun at `query_time`.
+fn record(kind: MessageType, tcp: bool, query_time: SystemTime) -> Record {
+    Record {
+        kind,
+        tcp,
+        query_addr: None,
+        response_addr: None,
+        query_time,
+        response_time: None,
+        wire: None,
+        extra: None,
     }
-}
-
-fn protocol(tcp: bool) -> SocketProtocol {
-    if tcp {
-        SocketProtocol::Tcp
-    } else {
-        SocketProtocol::Udp
-    }
-}
-
-/// A message of type `kind` with the query time set.
-fn message(kind: MessageType, query_time: SystemTime) -> TapMessage {
-    let (s, ns) = timestamp(query_time);
-    TapMessage {
-        r#type: kind as i32,
-        query_time_sec: Some(s),
-        query_time_nsec: Some(ns),
-        ..TapMessage::default()
-    }
-}
-
-fn set_query_address(m: &mut TapMessage, a: &SocketAddr, tcp: bool) {
-    let (family, addr) = family_and_address(a);
-    m.socket_family = Some(family as i32);
-    m.socket_protocol = Some(protocol(tcp) as i32);
-    m.query_address = Some(addr);
-    m.query_port = Some(u32::from(a.port()));
-}
-
-fn set_response_address(m: &mut TapMessage, a: &SocketAddr, tcp: bool) {
-    let (family, addr) = family_and_address(a);
-    m.socket_family = Some(family as i32);
-    m.socket_protocol = Some(protocol(tcp) as i32);
-    m.response_address = Some(addr);
-    m.response_port = Some(u32::from(a.port()));
-}
-
-fn set_response_time(m: &mut TapMessage, t: SystemTime) {
-    let (s, ns) = timestamp(t);
-    m.response_time_sec = Some(s);
-    m.response_time_nsec = Some(ns);
 }
 
 impl Handler for Dnstap {
@@ -309,10 +280,9 @@ impl Handler for Dnstap {
             let taps = &self.taps;
             let query_time = SystemTime::now();
             let tcp = req.proto == Proto::Tcp;
-            let mut q = message(MessageType::ClientQuery, query_time);
-            set_query_address(&mut q, &req.client, tcp);
-            let wire = taps.full.then(|| req.msg.to_wire());
-            taps.send(q, |m| m.query_message = wire.clone());
+            let mut q = record(MessageType::ClientQuery, tcp, query_time);
+            q.query_addr = Some(req.client);
+            taps.send(req, q, taps.full.then(|| req.msg.to_wire()));
             // What the server needs to finish the reply as the client will get it.
             let asked = taps.full.then(|| Asked::of(&req.msg));
             let out = next.run(req).await;
@@ -322,13 +292,13 @@ impl Handler for Dnstap {
             let Some(reply) = out.reply.as_ref().filter(|_| !silent) else {
                 return out;
             };
-            let mut r = message(MessageType::ClientResponse, query_time);
-            set_response_time(&mut r, SystemTime::now());
-            set_query_address(&mut r, &req.client, tcp);
+            let mut r = record(MessageType::ClientResponse, tcp, query_time);
+            r.response_time = Some(SystemTime::now());
+            r.query_addr = Some(req.client);
             let wire = asked.map(|asked| {
                 crate::server::site::finish(&asked, req.msg.edns.as_ref(), reply.clone(), req.proto)
             });
-            taps.send(r, |m| m.response_message = wire.clone());
+            taps.send(req, r, wire);
             out
         })
     }
@@ -341,22 +311,23 @@ impl Handler for Dnstap {
 impl Tapper for Taps {
     fn forwarded(
         &self,
+        req: &Request,
         upstream: SocketAddr,
+        local: Option<SocketAddr>,
         tcp: bool,
         started: SystemTime,
-        query: &Message,
         reply: Option<&Message>,
     ) {
-        let mut q = message(MessageType::ForwarderQuery, started);
-        set_response_address(&mut q, &upstream, tcp);
-        let qwire = self.full.then(|| query.to_wire());
-        self.send(q, |m| m.query_message = qwire.clone());
+        let mut q = record(MessageType::ForwarderQuery, tcp, started);
+        q.query_addr = local;
+        q.response_addr = Some(upstream);
+        self.send(req, q, self.full.then(|| req.msg.to_wire()));
         let Some(reply) = reply else { return };
-        let mut r = message(MessageType::ForwarderResponse, started);
-        set_response_address(&mut r, &upstream, tcp);
-        set_response_time(&mut r, SystemTime::now());
-        let rwire = self.full.then(|| reply.to_wire());
-        self.send(r, |m| m.response_message = rwire.clone());
+        let mut r = record(MessageType::ForwarderResponse, tcp, started);
+        r.query_addr = local;
+        r.response_addr = Some(upstream);
+        r.response_time = Some(SystemTime::now());
+        self.send(req, r, self.full.then(|| reply.to_wire()));
     }
 }
 
@@ -450,11 +421,12 @@ mod tests {
     #[test]
     fn mapped_addresses_count_as_ipv4() {
         let a: SocketAddr = "[::ffff:10.0.0.1]:53".parse().unwrap();
+        let (f, ip, n) = proto::family_and_address(&a);
         assert_eq!(
-            family_and_address(&a),
-            (SocketFamily::Inet, vec![10, 0, 0, 1])
+            (f, &ip[..n]),
+            (proto::SocketFamily::Inet, &[10, 0, 0, 1][..])
         );
         let a: SocketAddr = "[2001:db8::1]:53".parse().unwrap();
-        assert_eq!(family_and_address(&a).0, SocketFamily::Inet6);
+        assert_eq!(proto::family_and_address(&a).0, proto::SocketFamily::Inet6);
     }
 }

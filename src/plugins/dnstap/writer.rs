@@ -2,17 +2,21 @@
 //! waiting: a full queue drops and counts) and the writer task that empties it into a
 //! bidirectional Frame Streams connection (READY/ACCEPT/START, data frames, STOP) over a unix
 //! socket, TCP or TLS, redialling when the collector goes away, as CoreDNS's `dio` does.
+//!
+//! Cost: the query path only pushes a small [`Record`] onto a mutex-guarded vector (no
+//! allocation once the vector has grown, the writer woken once per batch); the writer takes the
+//! whole batch in one swap, encodes every record into one reused buffer and writes it in a few
+//! large writes.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use prost::Message as _;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 
-use super::proto::{Dnstap, DnstapType, TapMessage};
+use super::proto::{encode_frame, envelope_prefix, Record};
 use crate::log::PluginLog;
 use crate::server::lifecycle::TaskCtx;
 
@@ -69,17 +73,39 @@ pub(crate) struct Envelope {
     pub(crate) extra: Option<Vec<u8>>,
 }
 
+/// What the query path and the writer share.
+struct Shared {
+    /// Records not yet taken by the writer.
+    batch: Mutex<Vec<Record>>,
+    /// Most records `batch` holds; more are dropped.
+    capacity: usize,
+    /// Woken when `batch` goes from empty to not empty.
+    notify: Notify,
+    dropped: AtomicU64,
+}
+
 /// The query-time side of one output: queues without waiting.
 pub(crate) struct Queue {
-    tx: mpsc::Sender<TapMessage>,
-    dropped: Arc<AtomicU64>,
+    shared: Arc<Shared>,
 }
 
 impl Queue {
-    /// Queues `m`, or counts it as dropped when the queue is full or the writer gone.
-    pub(crate) fn send(&self, m: TapMessage) {
-        if self.tx.try_send(m).is_err() {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
+    /// Queues `r`, or counts it as dropped when the queue is full.
+    pub(crate) fn send(&self, r: Record) {
+        let first = {
+            let Ok(mut b) = self.shared.batch.lock() else {
+                return;
+            };
+            if b.len() >= self.shared.capacity {
+                drop(b);
+                self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            b.push(r);
+            b.len() == 1
+        };
+        if first {
+            self.shared.notify.notify_one();
         }
     }
 }
@@ -87,10 +113,15 @@ impl Queue {
 /// The writer side of one output, moved into its task.
 pub(crate) struct Writer {
     endpoint: Endpoint,
-    /// Identity, version and extra of every frame, with the message slot empty.
-    template: Dnstap,
-    rx: mpsc::Receiver<TapMessage>,
-    dropped: Arc<AtomicU64>,
+    /// Identity and version, encoded once.
+    prefix: Vec<u8>,
+    /// The literal `extra` field.
+    extra: Option<Vec<u8>>,
+    shared: Arc<Shared>,
+    /// The batch being encoded (swapped with the shared one, so both keep their capacity).
+    taken: Vec<Record>,
+    /// Reused buffer for one message.
+    scratch: Vec<u8>,
     /// TCP send buffer size (the `writebuffer` argument).
     sndbuf: usize,
     mode: Mode,
@@ -113,24 +144,23 @@ pub(crate) fn output(
     sndbuf: usize,
     mode: Mode,
 ) -> (Queue, Writer) {
-    let (tx, rx) = mpsc::channel(capacity.max(1));
-    let dropped = Arc::new(AtomicU64::new(0));
+    let shared = Arc::new(Shared {
+        batch: Mutex::new(Vec::new()),
+        capacity: capacity.max(1),
+        notify: Notify::new(),
+        dropped: AtomicU64::new(0),
+    });
     (
         Queue {
-            tx,
-            dropped: dropped.clone(),
+            shared: shared.clone(),
         },
         Writer {
             endpoint,
-            template: Dnstap {
-                identity: Some(envelope.identity),
-                version: Some(envelope.version),
-                extra: envelope.extra,
-                r#type: DnstapType::Message as i32,
-                message: None,
-            },
-            rx,
-            dropped,
+            prefix: envelope_prefix(&envelope.identity, &envelope.version),
+            extra: envelope.extra,
+            shared,
+            taken: Vec::new(),
+            scratch: Vec::new(),
             sndbuf,
             mode,
         },
@@ -350,16 +380,23 @@ impl Writer {
         }
     }
 
-    /// Appends one data frame for `m` to `buf` (the envelope is kept filled in, only the
-    /// message changes).
-    fn frame(&mut self, m: TapMessage, buf: &mut Vec<u8>) {
-        let d = &mut self.template;
-        d.message = Some(m);
-        let len = d.encoded_len();
-        buf.extend_from_slice(&(len as u32).to_be_bytes());
-        // Encoding into a Vec cannot run out of room.
-        let _ = d.encode(buf);
-        d.message = None;
+    /// Takes every queued record into `self.taken` (empty when none).
+    fn take(&mut self) {
+        self.taken.clear();
+        if let Ok(mut b) = self.shared.batch.lock() {
+            std::mem::swap(&mut *b, &mut self.taken);
+        }
+    }
+
+    /// Appends the data frame of `self.taken[i]` to `buf`.
+    fn frame(&mut self, i: usize, buf: &mut Vec<u8>) {
+        encode_frame(
+            &self.prefix,
+            self.extra.as_deref(),
+            &self.taken[i],
+            &mut self.scratch,
+            buf,
+        );
     }
 
     async fn connect(&self) -> Option<Stream> {
@@ -405,27 +442,27 @@ impl Writer {
                     Ok(s) => clients.push(s),
                     Err(e) => LOG.warning(&format!("Error accepting dnstap connection: {e}")),
                 },
-                m = self.rx.recv() => {
-                    let Some(m) = m else { return };
+                _ = self.shared.notify.notified() => {
+                    self.take();
                     if clients.is_empty() {
                         continue;
                     }
-                    self.frame(m, &mut buf);
-                    while buf.len() < WRITE_CHUNK {
-                        match self.rx.try_recv() {
-                            Ok(m) => self.frame(m, &mut buf),
-                            Err(_) => break,
+                    let n = self.taken.len();
+                    for i in 0..n {
+                        self.frame(i, &mut buf);
+                        if buf.len() < WRITE_CHUNK && i + 1 < n {
+                            continue;
                         }
-                    }
-                    let mut kept = Vec::with_capacity(clients.len());
-                    for mut c in clients.drain(..) {
-                        let w = tokio::time::timeout(IO_TIMEOUT, c.write_all(&buf)).await;
-                        if matches!(w, Ok(Ok(()))) {
-                            kept.push(c);
+                        let mut kept = Vec::with_capacity(clients.len());
+                        for mut c in clients.drain(..) {
+                            let w = tokio::time::timeout(IO_TIMEOUT, c.write_all(&buf)).await;
+                            if matches!(w, Ok(Ok(()))) {
+                                kept.push(c);
+                            }
                         }
+                        clients = kept;
+                        buf.clear();
                     }
-                    clients = kept;
-                    buf.clear();
                 }
             }
         }
@@ -444,64 +481,51 @@ impl Writer {
         };
         let mut tick = tokio::time::interval(CHECK_INTERVAL);
         tick.tick().await;
-        let mut buf: Vec<u8> = Vec::with_capacity(WRITE_CHUNK);
+        let mut buf: Vec<u8> = Vec::with_capacity(WRITE_CHUNK + 4096);
+        let shared = self.shared.clone();
         loop {
             tokio::select! {
                 _ = t.cancelled() => {
-                    // Last poll: what the socket takes now, then STOP; no waiting for FINISH.
-                    if let Some(s) = &conn {
-                        s.try_write_all(&buf);
-                        s.try_write_all(&control_frame(FSTRM_STOP, None));
-                    }
+                    self.stop(conn.as_ref(), &mut buf);
                     return;
                 }
-                m = self.rx.recv() => {
-                    let Some(m) = m else { return };
+                _ = shared.notify.notified() => {
                     if conn.is_none() {
-                        self.dropped.fetch_add(1, Ordering::Relaxed);
+                        self.take();
+                        shared.dropped.fetch_add(self.taken.len() as u64, Ordering::Relaxed);
                         continue;
                     }
-                    let mut n = 1u64;
-                    self.frame(m, &mut buf);
                     // What else arrives within a short window goes out with it: one wake-up
                     // and a few large writes per batch instead of a syscall per message.
                     tokio::select! {
                         _ = t.cancelled() => {
-                            if let Some(s) = &conn {
-                                s.try_write_all(&buf);
-                                s.try_write_all(&control_frame(FSTRM_STOP, None));
-                            }
+                            self.stop(conn.as_ref(), &mut buf);
                             return;
                         }
                         _ = tokio::time::sleep(BATCH_WINDOW) => {}
                     }
+                    self.take();
+                    let n = self.taken.len();
+                    let mut written = 0;
                     let mut ok = true;
-                    loop {
-                        while buf.len() < WRITE_CHUNK {
-                            match self.rx.try_recv() {
-                                Ok(m) => {
-                                    self.frame(m, &mut buf);
-                                    n += 1;
-                                }
-                                Err(_) => break,
-                            }
+                    for i in 0..n {
+                        self.frame(i, &mut buf);
+                        if buf.len() < WRITE_CHUNK && i + 1 < n {
+                            continue;
                         }
                         let Some(s) = conn.as_mut() else { break };
-                        if buf.is_empty() {
-                            break;
-                        }
                         ok = matches!(
                             tokio::time::timeout(IO_TIMEOUT, s.write_all(&buf)).await,
                             Ok(Ok(()))
                         );
                         buf.clear();
                         if !ok {
+                            shared.dropped.fetch_add((n - written) as u64, Ordering::Relaxed);
                             break;
                         }
-                        n = 0;
+                        written = i + 1;
                     }
                     if !ok {
-                        self.dropped.fetch_add(n, Ordering::Relaxed);
                         // The broken connection is closed before the new dial.
                         drop(conn.take());
                         conn = tokio::select! {
@@ -511,7 +535,7 @@ impl Writer {
                     }
                 }
                 _ = tick.tick() => {
-                    let dropped = self.dropped.swap(0, Ordering::Relaxed);
+                    let dropped = shared.dropped.swap(0, Ordering::Relaxed);
                     if dropped > 0 {
                         LOG.warning(&format!("Dropped dnstap messages: {dropped}"));
                     }
@@ -524,6 +548,19 @@ impl Writer {
                 }
             }
         }
+    }
+
+    /// The task's last poll: what is queued and what the socket takes now, then STOP; no
+    /// waiting for FINISH.
+    fn stop(&mut self, conn: Option<&Stream>, buf: &mut Vec<u8>) {
+        let Some(s) = conn else { return };
+        buf.clear();
+        self.take();
+        for i in 0..self.taken.len() {
+            self.frame(i, buf);
+        }
+        s.try_write_all(buf);
+        s.try_write_all(&control_frame(FSTRM_STOP, None));
     }
 }
 
@@ -560,9 +597,20 @@ mod tests {
             0,
             Mode::Dial(None),
         );
+        let r = Record {
+            kind: super::super::proto::MessageType::ClientQuery,
+            tcp: false,
+            query_addr: None,
+            response_addr: None,
+            query_time: std::time::SystemTime::now(),
+            response_time: None,
+            wire: None,
+            extra: None,
+        };
         for _ in 0..5 {
-            q.send(TapMessage::default());
+            q.send(r.clone());
         }
-        assert_eq!(q.dropped.load(Ordering::Relaxed), 3);
+        assert_eq!(q.shared.dropped.load(Ordering::Relaxed), 3);
+        assert_eq!(q.shared.batch.lock().unwrap().len(), 2);
     }
 }
