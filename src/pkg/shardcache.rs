@@ -1,7 +1,7 @@
 //! A bounded map of `u64 -> Arc<T>` in 256 shards, each with its own lock and random eviction
 //! when full, like CoreDNS's `plugin/pkg/cache` (capacity `max(size / 256, 4)` per shard). Used
-//! by `dnssec` (signatures; `cache` keeps its own store under the shared memory budget). Keys
-//! are already hashes. No I/O.
+//! by `dnssec` (signatures) and by `cache`, whose store wraps it with byte accounting under the
+//! shared memory budget. Keys are already hashes. No I/O.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -15,6 +15,7 @@ const SHARDS: usize = 256;
 pub(crate) struct KeyHasher(u64);
 
 impl Hasher for KeyHasher {
+    #[inline]
     fn finish(&self) -> u64 {
         self.0
     }
@@ -26,12 +27,20 @@ impl Hasher for KeyHasher {
         }
     }
 
+    #[inline]
     fn write_u64(&mut self, v: u64) {
         self.0 = v;
     }
 }
 
 type Shard<T> = HashMap<u64, Arc<T>, BuildHasherDefault<KeyHasher>>;
+
+/// What [`ShardCache::insert`] pushed out: an item evicted at random to make room, and the
+/// item the key held before.
+pub(crate) struct Displaced<T> {
+    pub evicted: Option<Arc<T>>,
+    pub replaced: Option<Arc<T>>,
+}
 
 /// 256 shards of `key -> item`, each holding at most `shard_cap` items.
 pub(crate) struct ShardCache<T> {
@@ -52,12 +61,20 @@ impl<T> ShardCache<T> {
         }
     }
 
+    /// Items it can hold in all.
+    #[cfg(test)]
+    pub(crate) fn capacity(&self) -> usize {
+        self.shard_cap * SHARDS
+    }
+
     /// The shard comes from bits 32..40 of the key: the map inside uses the low bits for its
     /// buckets and the top seven as tags, so neither is constant within a shard.
+    #[inline]
     fn shard(&self, key: u64) -> &RwLock<Shard<T>> {
         &self.shards[((key >> 32) as usize) & (SHARDS - 1)]
     }
 
+    #[inline]
     pub(crate) fn get(&self, key: u64) -> Option<Arc<T>> {
         if self.is_empty() {
             // No lock to take (an empty denial cache in front of every positive hit).
@@ -68,33 +85,65 @@ impl<T> ShardCache<T> {
 
     /// Inserts or replaces; true if another item was evicted (at random) to make room.
     pub(crate) fn add(&self, key: u64, item: Arc<T>) -> bool {
-        let Ok(mut s) = self.shard(key).write() else {
-            return false;
-        };
-        let mut evicted = false;
-        if s.len() >= self.shard_cap && !s.contains_key(&key) {
-            let victim = s.keys().nth(rand::random_range(0..s.len())).copied();
-            if let Some(v) = victim {
-                s.remove(&v);
-                evicted = true;
-            }
-        }
-        if s.insert(key, item).is_none() && !evicted {
-            self.count.fetch_add(1, Ordering::Relaxed);
-        }
-        evicted
+        self.insert(key, item).is_some_and(|d| d.evicted.is_some())
     }
 
+    /// Inserts or replaces, evicting a random item of the shard when it is full; returns what
+    /// went out, or None if the shard's lock is poisoned (and the item was not stored).
+    pub(crate) fn insert(&self, key: u64, item: Arc<T>) -> Option<Displaced<T>> {
+        let mut s = self.shard(key).write().ok()?;
+        let mut evicted = None;
+        if s.len() >= self.shard_cap && !s.contains_key(&key) {
+            let victim = s.keys().nth(rand::random_range(0..s.len())).copied();
+            evicted = victim.and_then(|v| s.remove(&v));
+        }
+        let replaced = s.insert(key, item);
+        if replaced.is_none() && evicted.is_none() {
+            self.count.fetch_add(1, Ordering::Relaxed);
+        }
+        Some(Displaced { evicted, replaced })
+    }
+
+    /// Takes out the item under `key`.
+    pub(crate) fn remove(&self, key: u64) -> Option<Arc<T>> {
+        let gone = self.shard(key).write().ok()?.remove(&key);
+        if gone.is_some() {
+            self.count.fetch_sub(1, Ordering::Relaxed);
+        }
+        gone
+    }
+
+    /// Evicts one random item (starting at a random shard); None if there is none.
+    pub(crate) fn evict_one(&self) -> Option<Arc<T>> {
+        let start = rand::random_range(0..SHARDS);
+        for i in 0..SHARDS {
+            let Ok(mut s) = self.shards[(start + i) % SHARDS].write() else {
+                continue;
+            };
+            if s.is_empty() {
+                continue;
+            }
+            let victim = s.keys().nth(rand::random_range(0..s.len())).copied();
+            if let Some(item) = victim.and_then(|v| s.remove(&v)) {
+                self.count.fetch_sub(1, Ordering::Relaxed);
+                return Some(item);
+            }
+        }
+        None
+    }
+
+    #[inline]
     pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
+    #[inline]
     pub(crate) fn len(&self) -> usize {
         self.count.load(Ordering::Relaxed)
     }
 
     /// Drops every item `drop` says yes to; returns how many went.
-    pub(crate) fn remove_if(&self, drop: impl Fn(&T) -> bool) -> usize {
+    pub(crate) fn remove_if(&self, mut drop: impl FnMut(&T) -> bool) -> usize {
         let mut n = 0;
         for s in &self.shards {
             if let Ok(mut s) = s.write() {

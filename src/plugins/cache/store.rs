@@ -1,20 +1,21 @@
 //! The cache's storage: cached items (the encoded reply plus the offsets of
-//! its TTL fields, so a hit is a copy and a few patches) and a 256-shard map with random
-//! eviction per shard, like CoreDNS's `plugin/pkg/cache`; optionally a memory [`Budget`] shared
+//! its TTL fields, so a hit is a copy and a few patches) in the toolkit's 256-shard map with random
+//! eviction per shard ([`ShardCache`], like CoreDNS's `plugin/pkg/cache`), with the bytes they
+//! hold counted; optionally a memory [`Budget`] shared
 //! by several stores, which evicts from the largest of them once the bytes they hold together
 //! pass it. No I/O.
 //!
 //! Keys are already the output of the cache's randomly keyed hash, so the shards' maps use them
 //! as they are (no second hash); a hit takes one shard's read lock.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use sextant_wire::reply::{set_flags, set_ttls, ttl_offsets};
 use sextant_wire::{Class, Message, Name, RType, Rcode};
+
+use crate::pkg::shardcache::ShardCache;
 
 /// Which of the two caches an item lives in (also the metric `type` label).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -186,31 +187,6 @@ impl Item {
     }
 }
 
-const SHARDS: usize = 256;
-
-/// Passes a key that is already a keyed hash through unchanged.
-#[derive(Default, Clone, Copy)]
-pub(crate) struct KeyHasher(u64);
-
-impl Hasher for KeyHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        // Only `u64` keys are hashed here; fold anything else in anyway.
-        for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ b as u64;
-        }
-    }
-
-    fn write_u64(&mut self, v: u64) {
-        self.0 = v;
-    }
-}
-
-type Shard = HashMap<u64, Arc<Item>, BuildHasherDefault<KeyHasher>>;
-
 /// A memory budget shared by several stores (`cache { budget SIZE }` in several server blocks).
 pub(crate) struct Budget {
     pub limit: usize,
@@ -272,12 +248,9 @@ impl Budget {
     }
 }
 
-/// 256 shards of `key -> item`, each holding at most `shard_cap` items.
+/// The 256-shard map of [`ShardCache`] plus the bytes its items hold (see [`Item::cost`]).
 pub(crate) struct Store {
-    shards: Vec<RwLock<Shard>>,
-    shard_cap: usize,
-    /// Items in all shards (kept under the shard locks, read without them).
-    count: AtomicUsize,
+    map: ShardCache<Item>,
     /// Bytes of the items (see [`Item::cost`]).
     bytes: AtomicUsize,
     budget: Option<Arc<Budget>>,
@@ -288,11 +261,8 @@ pub(crate) struct Store {
 impl Store {
     /// CoreDNS: `max(size / 256, 4)` per shard, so 9984 for 10000 and never below 1024.
     pub(crate) fn new(cap: i64) -> Store {
-        let shard_cap = (cap / SHARDS as i64).max(4) as usize;
         Store {
-            shards: (0..SHARDS).map(|_| RwLock::new(Shard::default())).collect(),
-            shard_cap,
-            count: AtomicUsize::new(0),
+            map: ShardCache::new(cap),
             bytes: AtomicUsize::new(0),
             budget: None,
             budget_evictions: AtomicU64::new(0),
@@ -338,115 +308,65 @@ impl Store {
 
     /// Evicts one random item (for the budget); false if the store is empty.
     fn evict_one(&self) -> bool {
-        let start = rand::random_range(0..SHARDS);
-        for i in 0..SHARDS {
-            let Ok(mut s) = self.shards[(start + i) % SHARDS].write() else {
-                continue;
-            };
-            if s.is_empty() {
-                continue;
-            }
-            let victim = s.keys().nth(rand::random_range(0..s.len())).copied();
-            if let Some(item) = victim.and_then(|v| s.remove(&v)) {
-                self.count.fetch_sub(1, Ordering::Relaxed);
-                drop(s);
-                self.account(0, item.cost());
-                self.budget_evictions.fetch_add(1, Ordering::Relaxed);
-                return true;
-            }
-        }
-        false
+        let Some(item) = self.map.evict_one() else {
+            return false;
+        };
+        self.account(0, item.cost());
+        self.budget_evictions.fetch_add(1, Ordering::Relaxed);
+        true
     }
 
     #[cfg(test)]
     pub(crate) fn capacity(&self) -> usize {
-        self.shard_cap * SHARDS
+        self.map.capacity()
     }
 
-    /// The shard comes from bits 32..40 of the key: the map inside uses the low bits for its
-    /// buckets and the top seven as tags, so neither is constant within a shard.
-    fn shard(&self, key: u64) -> &RwLock<Shard> {
-        &self.shards[((key >> 32) as usize) & (SHARDS - 1)]
-    }
-
+    #[inline]
     pub(crate) fn get(&self, key: u64) -> Option<Arc<Item>> {
-        if self.is_empty() {
-            // No lock to take (an empty denial cache in front of every positive hit).
-            return None;
-        }
-        self.shard(key).read().ok()?.get(&key).cloned()
+        self.map.get(key)
     }
 
     /// Inserts or replaces; true if another item was evicted (at random) to make room. Then,
     /// with a shared budget over its limit, items of the largest member store go.
     pub(crate) fn add(&self, key: u64, item: Arc<Item>) -> bool {
         let cost = item.cost();
-        let mut freed = 0;
-        let mut evicted = false;
-        {
-            let Ok(mut s) = self.shard(key).write() else {
-                return false;
-            };
-            if s.len() >= self.shard_cap && !s.contains_key(&key) {
-                let victim = s.keys().nth(rand::random_range(0..s.len())).copied();
-                if let Some(old) = victim.and_then(|v| s.remove(&v)) {
-                    freed += old.cost();
-                    evicted = true;
-                }
-            }
-            match s.insert(key, item) {
-                Some(old) => freed += old.cost(),
-                None if !evicted => {
-                    self.count.fetch_add(1, Ordering::Relaxed);
-                }
-                None => {}
-            }
-        }
+        let Some(out) = self.map.insert(key, item) else {
+            return false;
+        };
+        let freed = out.evicted.as_ref().map_or(0, |i| i.cost())
+            + out.replaced.as_ref().map_or(0, |i| i.cost());
         self.account(cost, freed);
         if let Some(b) = &self.budget {
             b.enforce();
         }
-        evicted
+        out.evicted.is_some()
     }
 
     pub(crate) fn remove(&self, key: u64) {
-        let gone = match self.shard(key).write() {
-            Ok(mut s) => s.remove(&key),
-            Err(_) => None,
-        };
-        if let Some(old) = gone {
-            self.count.fetch_sub(1, Ordering::Relaxed);
+        if let Some(old) = self.map.remove(key) {
             self.account(0, old.cost());
         }
     }
 
+    #[inline]
     pub(crate) fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.map.is_empty()
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.count.load(Ordering::Relaxed)
+        self.map.len()
     }
 
     /// Drops every item `drop` says yes to; returns how many went.
     pub(crate) fn remove_if(&self, drop: impl Fn(&Item) -> bool) -> usize {
-        let mut n = 0;
         let mut freed = 0;
-        for s in &self.shards {
-            if let Ok(mut s) = s.write() {
-                let before = s.len();
-                s.retain(|_, i| {
-                    let gone = drop(i);
-                    if gone {
-                        freed += i.cost();
-                    }
-                    !gone
-                });
-                let gone = before - s.len();
-                self.count.fetch_sub(gone, Ordering::Relaxed);
-                n += gone;
+        let n = self.map.remove_if(|i| {
+            let gone = drop(i);
+            if gone {
+                freed += i.cost();
             }
-        }
+            gone
+        });
         self.account(0, freed);
         n
     }
