@@ -16,7 +16,6 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::server::lifecycle::Spawner;
-use rand::seq::SliceRandom;
 use rustls::pki_types::ServerName;
 use sextant_corefile::{Directive, Error};
 use sextant_wire::{Class, Message, Name, RType, Rcode};
@@ -26,7 +25,7 @@ use crate::pkg::clock::Clock;
 use crate::pkg::tls;
 use crate::plugin::{BoxFuture, Handler, Next, Outcome, Proto, Request, SetupCtx, Tapper};
 use proxy::{HealthSettings, Net, Proxy, TlsSettings};
-use setup::{Config, Policy, Transport};
+use setup::{Config, Transport};
 
 /// Overall time one client query may spend on upstreams (CoreDNS `defaultTimeout`).
 const OVERALL_DEADLINE: Duration = Duration::from_secs(5);
@@ -207,19 +206,7 @@ pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), 
 impl Inner {
     /// The order upstreams are tried in for one query.
     fn list(&self) -> Vec<usize> {
-        let n = self.proxies.len();
-        let mut idx: Vec<usize> = (0..n).collect();
-        match self.cfg.policy {
-            Policy::Sequential => {}
-            Policy::Random => idx.shuffle(&mut rand::rng()),
-            Policy::RoundRobin => {
-                let start = self.robin.fetch_add(1, Ordering::Relaxed).wrapping_add(1) as usize;
-                if n > 0 {
-                    idx.rotate_left(start % n);
-                }
-            }
-        }
-        idx
+        self.cfg.policy.order(self.proxies.len(), &self.robin)
     }
 
     /// CoreDNS's `ServeDNS` loop for one query.

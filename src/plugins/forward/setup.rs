@@ -3,7 +3,10 @@
 //! host-name TOs (through `resolver` or the system resolver, see [`super::resolve`]).
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
+
+use rand::seq::SliceRandom;
 
 use sextant_corefile::{Directive, Error, Token};
 use sextant_wire::{Name, Rcode};
@@ -49,6 +52,35 @@ pub(crate) enum Policy {
     Random,
     RoundRobin,
     Sequential,
+}
+
+impl Policy {
+    /// The `policy` word `t` of `sub` (`random`, `round_robin`, `sequential`); also `grpc`'s.
+    pub(crate) fn parse(sub: &Directive, t: &Token) -> Result<Policy, Error> {
+        match t.text.as_str() {
+            "random" => Ok(Policy::Random),
+            "round_robin" => Ok(Policy::RoundRobin),
+            "sequential" => Ok(Policy::Sequential),
+            other => Err(sub.err_at(t, format!("unknown policy '{other}'"))),
+        }
+    }
+
+    /// The order `n` upstreams are tried in for one query; `robin` is the line's round-robin
+    /// counter (each query starts one further along).
+    pub(crate) fn order(self, n: usize, robin: &AtomicU32) -> Vec<usize> {
+        let mut idx: Vec<usize> = (0..n).collect();
+        match self {
+            Policy::Sequential => {}
+            Policy::Random => idx.shuffle(&mut rand::rng()),
+            Policy::RoundRobin => {
+                let start = robin.fetch_add(1, Ordering::Relaxed).wrapping_add(1) as usize;
+                if n > 0 {
+                    idx.rotate_left(start % n);
+                }
+            }
+        }
+        idx
+    }
 }
 
 /// One `forward` line, parsed.
@@ -307,12 +339,7 @@ fn parse_option(sub: &Directive, c: &mut Config) -> Result<(), Error> {
         }
         "policy" => {
             let t = sub.single_arg()?;
-            c.policy = match t.text.as_str() {
-                "random" => Policy::Random,
-                "round_robin" => Policy::RoundRobin,
-                "sequential" => Policy::Sequential,
-                other => return Err(sub.err_at(t, format!("unknown policy '{other}'"))),
-            };
+            c.policy = Policy::parse(sub, t)?;
         }
         "health_check" => {
             sub.arg_count(1, 4)?;

@@ -7,13 +7,12 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::AtomicU32;
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use hyper_util::rt::TokioIo;
-use rand::seq::SliceRandom;
 use rustls::pki_types::ServerName;
 use sextant_corefile::{Directive, Error, Token};
 use sextant_wire::{Message, Name, Rcode};
@@ -24,6 +23,7 @@ use crate::pkg::addr::host_port;
 use crate::pkg::addr::resolv_conf;
 use crate::pkg::fallthrough::Fall;
 use crate::plugin::{BoxFuture, Handler, Next, Outcome, Request, SetupCtx};
+use crate::plugins::forward::setup::Policy;
 use crate::server::grpc::{Codec, DnsPacket, MAX_GRPC_MESSAGE, QUERY_PATH};
 use crate::server::lifecycle::Spawner;
 use crate::server::transport::MAX_MESSAGE;
@@ -38,13 +38,6 @@ metrics! {
 const MAX_UPSTREAMS: usize = 15;
 /// Time one query may spend on upstreams (CoreDNS `defaultTimeout`).
 const DEADLINE: Duration = Duration::from_secs(5);
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Policy {
-    Random,
-    RoundRobin,
-    Sequential,
-}
 
 /// Where an upstream is.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -150,12 +143,7 @@ fn parse(d: &Directive) -> Result<Config, Error> {
             "policy" => {
                 sub.arg_count(1, 1)?;
                 let t = &sub.args[0];
-                c.policy = match t.text.as_str() {
-                    "random" => Policy::Random,
-                    "round_robin" => Policy::RoundRobin,
-                    "sequential" => Policy::Sequential,
-                    other => return Err(sub.err_at(t, format!("unknown policy '{other}'"))),
-                };
+                c.policy = Policy::parse(sub, t)?;
             }
             "fallthrough" => c.fall = Fall::parse(sub)?,
             other => return Err(sub.err(format!("unknown property '{other}'"))),
@@ -289,20 +277,9 @@ impl Grpc {
         self.fall.through(qname)
     }
 
+    /// The order upstreams are tried in for one query (`forward`'s policies).
     fn list(&self) -> Vec<usize> {
-        let n = self.upstreams.len();
-        let mut idx: Vec<usize> = (0..n).collect();
-        match self.policy {
-            Policy::Sequential => {}
-            Policy::Random => idx.shuffle(&mut rand::rng()),
-            Policy::RoundRobin => {
-                let start = self.robin.fetch_add(1, Ordering::Relaxed).wrapping_add(1) as usize;
-                if n > 0 {
-                    idx.rotate_left(start % n);
-                }
-            }
-        }
-        idx
+        self.policy.order(self.upstreams.len(), &self.robin)
     }
 
     fn channel(&self, u: &Upstream) -> tonic::transport::Channel {
