@@ -1,5 +1,5 @@
 //! Numeric arguments of Corefile directives: Go's `strconv.Atoi` with its error texts, unsigned
-//! counts, and sizes in bytes. Errors name the token. No I/O.
+//! counts, sizes in bytes, and the transport plugins' limit options. Errors name the token. No I/O.
 
 use sextant_corefile::{Directive, Error, Token};
 
@@ -31,14 +31,30 @@ pub(crate) fn count32(d: &Directive, t: &Token) -> Result<u32, Error> {
     u32::try_from(count(d, t)?).map_err(|_| d.err_at(t, format!("invalid number '{}'", t.text)))
 }
 
-/// One limit option of the transport plugins (`https`, `https3`, `quic`, `grpc_server`):
-/// `NAME VALUE` stored in `slot`, with CoreDNS's errors for a value that is not an integer, is
-/// negative (or zero when `positive`), or was already given in the block.
-pub(crate) fn limit(
-    sub: &Directive,
-    slot: &mut Option<usize>,
+/// The block of a transport plugin (`https`, `https3`, `quic`, `grpc_server`): no arguments,
+/// only the limit options `names` (each at most once, see [`limit`]); their values in `names`'
+/// order.
+pub(crate) fn limits<const N: usize>(
+    d: &Directive,
+    names: [&str; N],
     positive: bool,
-) -> Result<(), Error> {
+) -> Result<[Option<usize>; N], Error> {
+    d.arg_count(0, 0)?;
+    let mut slots = [None; N];
+    for sub in d.sub() {
+        let name = sub.name.text.as_str();
+        match names.iter().position(|n| *n == name) {
+            Some(i) => limit(sub, &mut slots[i], positive)?,
+            None => return Err(sub.err(format!("unknown property '{name}'"))),
+        }
+    }
+    Ok(slots)
+}
+
+/// One limit option of the transport plugins: `NAME VALUE` stored in `slot`, with CoreDNS's
+/// errors for a value that is not an integer, is negative (or zero when `positive`), or was
+/// already given in the block.
+fn limit(sub: &Directive, slot: &mut Option<usize>, positive: bool) -> Result<(), Error> {
     sub.arg_count(1, 1)?;
     let name = &sub.name.text;
     let t = &sub.args[0];

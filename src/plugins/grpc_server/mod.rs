@@ -3,20 +3,11 @@
 
 use sextant_corefile::{Directive, Error};
 
-use crate::pkg::num::limit;
+use crate::pkg::num::limits;
 use crate::plugin::SetupCtx;
 
 pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), Error> {
-    let d = lines[0];
-    d.arg_count(0, 0)?;
-    let (mut streams, mut conns) = (None, None);
-    for sub in d.sub() {
-        match sub.name.text.as_str() {
-            "max_streams" => limit(sub, &mut streams, false)?,
-            "max_connections" => limit(sub, &mut conns, false)?,
-            other => return Err(sub.err(format!("unknown property '{other}'"))),
-        }
-    }
+    let [streams, conns] = limits(lines[0], ["max_streams", "max_connections"], false)?;
     let t = ctx.transport();
     t.grpc_streams = streams;
     t.grpc_connections = conns;

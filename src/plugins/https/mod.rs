@@ -3,19 +3,12 @@
 
 use sextant_corefile::{Directive, Error};
 
-use crate::pkg::num::limit;
+use crate::pkg::num::limits;
 use crate::plugin::SetupCtx;
 
 pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), Error> {
-    let d = lines[0];
-    d.arg_count(0, 0)?;
-    let mut conns = None;
-    for sub in d.sub() {
-        match sub.name.text.as_str() {
-            "max_connections" => limit(sub, &mut conns, false)?,
-            other => return Err(sub.err(format!("unknown property '{other}'"))),
-        }
-    }
-    ctx.transport().https_connections = conns;
+    let [conns] = limits(lines[0], ["max_connections"], false)?;
+    let t = ctx.transport();
+    t.https_connections = conns;
     Ok(())
 }

@@ -4,20 +4,11 @@
 
 use sextant_corefile::{Directive, Error};
 
-use crate::pkg::num::limit;
+use crate::pkg::num::limits;
 use crate::plugin::SetupCtx;
 
 pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), Error> {
-    let d = lines[0];
-    d.arg_count(0, 0)?;
-    let (mut streams, mut workers) = (None, None);
-    for sub in d.sub() {
-        match sub.name.text.as_str() {
-            "max_streams" => limit(sub, &mut streams, true)?,
-            "worker_pool_size" => limit(sub, &mut workers, true)?,
-            other => return Err(sub.err(format!("unknown property '{other}'"))),
-        }
-    }
+    let [streams, workers] = limits(lines[0], ["max_streams", "worker_pool_size"], true)?;
     let t = ctx.transport();
     t.quic_streams = streams;
     t.quic_workers = workers;
