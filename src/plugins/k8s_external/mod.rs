@@ -11,12 +11,12 @@ use std::net::IpAddr;
 use std::sync::{Arc, OnceLock};
 
 use sextant_corefile::{Directive, Error};
-use sextant_wire::{Message, Name, RData, RType, Rcode, Record, Soa, Srv};
+use sextant_wire::{Message, Name, RData, RType, Rcode, Record, Soa};
 
 use crate::pkg::fallthrough::Fall;
 use crate::pkg::{num, zones};
 use crate::plugin::{BoxFuture, Handler, Next, Outcome, Request, SetupCtx, Transferer};
-use crate::plugins::kubernetes::lookup::addr_record;
+use crate::plugins::kubernetes::lookup::{addr_record, srv_record};
 
 const NAME: &str = "k8s_external";
 
@@ -311,7 +311,7 @@ impl K8sExternal {
                             owner.clone(),
                             k8s_ttl,
                             weight,
-                            port,
+                            i32::from(port),
                             target.clone(),
                         ));
                     }
@@ -330,7 +330,7 @@ impl K8sExternal {
                             owner.clone(),
                             k8s_ttl,
                             weight,
-                            port,
+                            i32::from(port),
                             target.clone(),
                         ));
                     }
@@ -465,19 +465,6 @@ fn fqdn(s: &str) -> String {
     } else {
         format!("{s}.")
     }
-}
-
-fn srv_record(owner: Name, ttl: u32, weight: u16, port: u16, target: Name) -> Record {
-    Record::new(
-        owner,
-        ttl,
-        RData::Srv(Srv {
-            priority: 0,
-            weight,
-            port,
-            target,
-        }),
-    )
 }
 
 impl Handler for K8sExternal {

@@ -609,15 +609,12 @@ impl View<'_> {
             }
             let Host::Ip(ip) = it.host else { continue };
             if seen_srv.insert((it.domain.clone(), it.port)) {
-                ans.push(Record::new(
+                ans.push(srv_record(
                     qname.clone(),
                     it.ttl,
-                    RData::Srv(Srv {
-                        priority: 0,
-                        weight,
-                        port: it.port as u16,
-                        target: it.domain.clone(),
-                    }),
+                    weight,
+                    it.port,
+                    it.domain.clone(),
                 ));
             }
             if seen_addr.insert((it.domain.clone(), ip)) {
@@ -687,6 +684,21 @@ pub(crate) fn addr_record(name: Name, ttl: u32, ip: IpAddr) -> Record {
         IpAddr::V4(a) => Record::new(name, ttl, RData::A(a)),
         IpAddr::V6(a) => Record::new(name, ttl, RData::Aaaa(a)),
     }
+}
+
+/// An SRV record of priority 0 (kubernetes' and `k8s_external`'s answers and transfers).
+/// CoreDNS converts the -1 "no port" sentinel with uint16(), giving 65535.
+pub(crate) fn srv_record(owner: Name, ttl: u32, weight: u16, port: i32, target: Name) -> Record {
+    Record::new(
+        owner,
+        ttl,
+        RData::Srv(Srv {
+            priority: 0,
+            weight,
+            port: port as u16,
+            target,
+        }),
+    )
 }
 
 /// Lower-case protocol label of a port (`_tcp`).

@@ -7,23 +7,9 @@
 use std::collections::HashSet;
 
 use sextant_kube::ServiceKind;
-use sextant_wire::{Name, RData, Record, Srv};
+use sextant_wire::{Name, RData, Record};
 
-use super::lookup::{addr_record, name_in, proto_label, View};
-
-fn srv(owner: Name, ttl: u32, weight: u16, port: i32, target: Name) -> Record {
-    Record::new(
-        owner,
-        ttl,
-        RData::Srv(Srv {
-            priority: 0,
-            weight,
-            // CoreDNS converts the -1 "no port" sentinel with uint16(), giving 65535.
-            port: port as u16,
-            target,
-        }),
-    )
-}
+use super::lookup::{addr_record, name_in, proto_label, srv_record as srv, View};
 
 /// AXFR records for `zone` (lower-case), or None when `zone` is not ours.
 pub(super) fn records(view: &View<'_>, zone: &Name, serial: u32) -> Option<Vec<Record>> {
