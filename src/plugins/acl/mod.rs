@@ -430,9 +430,7 @@ mod tests {
     use sextant_wire::Message;
 
     fn rules(text: &str) -> Result<Vec<Rule>, Error> {
-        let cf = sextant_corefile::parse_str("Corefile", text, std::path::Path::new(".")).unwrap();
-        let d: Vec<&Directive> = cf.blocks[0].directives.iter().collect();
-        parse(&d, &["example.org.".to_string()])
+        crate::pkg::testing::with_block(text, |d| parse(d, &["example.org.".to_string()]))
     }
 
     fn decide(acl: &Acl, client: &str, name: &str, t: RType) -> Option<Action> {
@@ -486,14 +484,10 @@ mod tests {
 
     #[test]
     fn flattened_networks_keep_policy_order() {
-        let cf = sextant_corefile::parse_str(
-            "Corefile",
+        let acl = crate::pkg::testing::with_block(
             ". {\n acl {\n  block type A net 10.0.0.0/8 192.168.0.0/16\n  filter net 192.168.0.0/16 fd00::/8\n  allow type TXT\n  drop net *\n }\n}\n",
-            std::path::Path::new("."),
-        )
-        .unwrap();
-        let d: Vec<&Directive> = cf.blocks[0].directives.iter().collect();
-        let acl = Acl::new(parse(&d, &[".".to_string()]).unwrap());
+            |d| Acl::new(parse(d, &[".".to_string()]).unwrap()),
+        );
         assert!(acl.rules[0].every_name);
         let (a, txt) = (RType::A, RType::TXT);
         assert_eq!(decide(&acl, "192.168.1.1", "x.", a), Some(Action::Block));

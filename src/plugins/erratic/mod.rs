@@ -218,9 +218,7 @@ mod tests {
     use super::*;
 
     fn cfg(text: &str) -> Result<Config, Error> {
-        let cf = sextant_corefile::parse_str("Corefile", text, std::path::Path::new(".")).unwrap();
-        let d: Vec<&Directive> = cf.blocks[0].directives.iter().collect();
-        parse(&d)
+        crate::pkg::testing::with_block(text, parse)
     }
 
     #[test]

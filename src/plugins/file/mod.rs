@@ -168,16 +168,9 @@ impl Transferer for File {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sextant_corefile::parse_str;
 
     fn conf(text: &str) -> Result<Config, Error> {
-        let cf = parse_str("Corefile", text, std::path::Path::new(".")).expect("corefile");
-        let ds: Vec<&Directive> = cf.blocks[0]
-            .directives
-            .iter()
-            .filter(|d| d.name.text == "file")
-            .collect();
-        parse(&ds, &["example.org.".to_string()])
+        crate::pkg::testing::with_named(text, "file", |ds| parse(ds, &["example.org.".to_string()]))
     }
 
     #[test]

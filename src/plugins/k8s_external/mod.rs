@@ -492,14 +492,9 @@ mod tests {
     use super::*;
 
     fn parse_str(text: &str) -> Result<K8sExternal, Error> {
-        let cf = sextant_corefile::parse_str(
-            "Corefile",
-            &format!("example.com {{\n{text}\n}}\n"),
-            std::path::Path::new("."),
-        )
-        .unwrap();
-        let lines: Vec<&Directive> = cf.blocks[0].directives.iter().collect();
-        parse(&lines, &["example.com.".to_string()])
+        crate::pkg::testing::with_block(&format!("example.com {{\n{text}\n}}\n"), |lines| {
+            parse(lines, &["example.com.".to_string()])
+        })
     }
 
     #[test]

@@ -630,16 +630,11 @@ impl Transferer for SecondaryPlugin {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sextant_corefile::parse_str;
 
     fn conf(text: &str) -> Result<Parsed, Error> {
-        let cf = parse_str("Corefile", text, std::path::Path::new(".")).expect("corefile");
-        let ds: Vec<&Directive> = cf.blocks[0]
-            .directives
-            .iter()
-            .filter(|d| d.name.text == "secondary")
-            .collect();
-        parse(&ds, &["example.org.".to_string()])
+        crate::pkg::testing::with_named(text, "secondary", |ds| {
+            parse(ds, &["example.org.".to_string()])
+        })
     }
 
     /// A primary on loopback serving one zone over TCP (SOA queries and AXFR; IXFR is refused,

@@ -478,9 +478,7 @@ mod tests {
     use super::*;
 
     fn plugin(text: &str) -> Result<TemplatePlugin, Error> {
-        let cf = sextant_corefile::parse_str("Corefile", text, std::path::Path::new(".")).unwrap();
-        let d: Vec<&Directive> = cf.blocks[0].directives.iter().collect();
-        parse(&d, &["example.".to_string()])
+        crate::pkg::testing::with_block(text, |d| parse(d, &["example.".to_string()]))
     }
 
     #[test]

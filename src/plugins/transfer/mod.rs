@@ -345,16 +345,11 @@ impl Handler for Transfer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sextant_corefile::parse_str;
 
     fn lines(text: &str) -> Result<Vec<Xfr>, Error> {
-        let cf = parse_str("Corefile", text, std::path::Path::new(".")).expect("corefile");
-        let ds: Vec<&Directive> = cf.blocks[0]
-            .directives
-            .iter()
-            .filter(|d| d.name.text == "transfer")
-            .collect();
-        parse(&ds, &["cluster.local.".to_string()])
+        crate::pkg::testing::with_named(text, "transfer", |ds| {
+            parse(ds, &["cluster.local.".to_string()])
+        })
     }
 
     #[test]
