@@ -17,6 +17,20 @@ pub struct Name {
     wire: Vec<u8>,
 }
 
+/// The escape starting with the backslash at `b[i]` in presentation format: `\DDD` (a decimal
+/// byte, at most 255) or `\X` (X itself). Returns the byte and how many input bytes the escape
+/// took, or None for a bad escape (over 255, or nothing after the backslash). Shared by
+/// [`Name::parse`] and the zone crate's character-string and RDATA parsers.
+pub fn unescape_at(b: &[u8], i: usize) -> Option<(u8, usize)> {
+    match b.get(i + 1..i + 4) {
+        Some(d) if d.iter().all(u8::is_ascii_digit) => {
+            let v = (d[0] - b'0') as u32 * 100 + (d[1] - b'0') as u32 * 10 + (d[2] - b'0') as u32;
+            Some((u8::try_from(v).ok()?, 4))
+        }
+        _ => Some((*b.get(i + 1)?, 2)),
+    }
+}
+
 impl Name {
     /// The root name `.`.
     pub fn root() -> Name {
@@ -99,24 +113,9 @@ impl Name {
                     i += 1;
                 }
                 b'\\' => {
-                    let d = bytes.get(i + 1..i + 4);
-                    match d {
-                        Some(d) if d.iter().all(u8::is_ascii_digit) => {
-                            let v = (d[0] - b'0') as u32 * 100
-                                + (d[1] - b'0') as u32 * 10
-                                + (d[2] - b'0') as u32;
-                            if v > 255 {
-                                return Err(WireError::BadEscape);
-                            }
-                            cur.push(v as u8);
-                            i += 4;
-                        }
-                        _ => {
-                            let n = *bytes.get(i + 1).ok_or(WireError::BadEscape)?;
-                            cur.push(n);
-                            i += 2;
-                        }
-                    }
+                    let (v, n) = unescape_at(bytes, i).ok_or(WireError::BadEscape)?;
+                    cur.push(v);
+                    i += n;
                 }
                 _ => {
                     cur.push(c);

@@ -150,23 +150,9 @@ pub(crate) fn unescape(s: &str) -> Option<Vec<u8>> {
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'\\' {
-            let d = b.get(i + 1..i + 4);
-            match d {
-                Some(d) if d.iter().all(u8::is_ascii_digit) => {
-                    let v = (d[0] - b'0') as u32 * 100
-                        + (d[1] - b'0') as u32 * 10
-                        + (d[2] - b'0') as u32;
-                    if v > 255 {
-                        return None;
-                    }
-                    out.push(v as u8);
-                    i += 4;
-                }
-                _ => {
-                    out.push(*b.get(i + 1)?);
-                    i += 2;
-                }
-            }
+            let (v, n) = sextant_wire::name::unescape_at(b, i)?;
+            out.push(v);
+            i += n;
         } else {
             out.push(b[i]);
             i += 1;
