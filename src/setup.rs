@@ -54,6 +54,8 @@ pub(crate) struct GenerationBuilder {
     pub(crate) chaos: HashMap<usize, bool>,
     pub(crate) invalidation: HashMap<usize, Arc<InvalidationBus>>,
     pub(crate) tls: HashMap<usize, Arc<rustls::ServerConfig>>,
+    /// Sockets per listener address asked by a block (`multisocket`).
+    pub(crate) sockets: HashMap<usize, usize>,
     pub(crate) settings: ProcessSettings,
     carry: Arc<Carry>,
     state: Arc<RuntimeState>,
@@ -74,6 +76,7 @@ impl GenerationBuilder {
             chaos: HashMap::new(),
             invalidation: HashMap::new(),
             tls: HashMap::new(),
+            sockets: HashMap::new(),
             settings: ProcessSettings::default(),
             carry,
             state,
@@ -224,6 +227,12 @@ impl SetupCtx<'_> {
     /// Serves this block's `tls://` keys with this TLS configuration (the `tls` plugin).
     pub(crate) fn set_tls(&mut self, cfg: Arc<rustls::ServerConfig>) {
         self.gen.tls.insert(self.block.index, cfg);
+    }
+
+    /// Serves this block's addresses with `n` SO_REUSEPORT sockets each, UDP and TCP (the
+    /// `multisocket` plugin; the first block binding an address decides).
+    pub(crate) fn set_sockets(&mut self, n: usize) {
+        self.gen.sockets.insert(self.block.index, n);
     }
 
     /// Process-wide settings (lameduck, reload, debug).

@@ -20,6 +20,7 @@ pub(crate) mod kubernetes;
 pub(crate) mod loadbalance;
 pub(crate) mod log;
 pub(crate) mod r#loop;
+pub(crate) mod multisocket;
 pub(crate) mod prometheus;
 pub(crate) mod ready;
 pub(crate) mod reload;
@@ -32,6 +33,7 @@ pub(crate) mod whoami;
 /// Execution order, whatever the order in the Corefile.
 #[rustfmt::skip]
 pub(crate) static ORDER: &[PluginDef] = &[
+    PluginDef { name: "multisocket", once: true, setup: multisocket::setup },
     PluginDef { name: "reload", once: true, setup: reload::setup },
     PluginDef { name: "bind", once: false, setup: bind::setup },
     PluginDef { name: "debug", once: true, setup: debug::setup },

@@ -35,11 +35,23 @@ impl ListenKey {
     }
 }
 
+/// How a listener address is served, set by plugins of the first block that binds it (like
+/// CoreDNS's per-address server settings). A listener whose options change on reload is
+/// rebound (beside the old one, which SO_REUSEPORT allows) rather than altered in place.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct ListenOpts {
+    /// `multisocket`: sockets (UDP and TCP, each UDP one with its reader thread) per address.
+    /// None: one UDP socket per core and one TCP listener.
+    pub sockets: Option<usize>,
+}
+
 /// A fully set-up configuration, ready to be bound and swapped in.
 pub(crate) struct Generation {
     pub sites: BTreeMap<ListenKey, Arc<Site>>,
     /// TLS configuration of each `tls://` listener.
     pub tls: BTreeMap<ListenKey, Arc<rustls::ServerConfig>>,
+    /// Options of each listener address.
+    pub opts: BTreeMap<ListenKey, ListenOpts>,
     pub builder: GenerationBuilder,
     /// (server label, zone, plugin names) for `coredns_plugin_enabled`.
     pub enabled: Vec<(String, String, Vec<&'static str>)>,
@@ -161,6 +173,7 @@ pub(crate) fn build(
     let mut banner = Vec::new();
     let mut block_keys: HashMap<usize, Vec<ListenKey>> = HashMap::new();
     let mut tls_cfgs: BTreeMap<ListenKey, Arc<rustls::ServerConfig>> = BTreeMap::new();
+    let mut opts: BTreeMap<ListenKey, ListenOpts> = BTreeMap::new();
     for (bi, addrs, chain, names, pos) in blocks {
         let pos = pos.unwrap_or_else(|| Pos::file_only("Corefile"));
         let block = Arc::new(Block {
@@ -194,6 +207,10 @@ pub(crate) fn build(
                     port: za.port,
                     tls,
                 };
+                // The first block binding an address sets its options.
+                opts.entry(key).or_insert_with(|| ListenOpts {
+                    sockets: gen.sockets.get(&bi).copied(),
+                });
                 if let Some(cfg) = gen.tls.get(&bi).filter(|_| tls) {
                     tls_cfgs.entry(key).or_insert_with(|| cfg.clone());
                 }
@@ -253,6 +270,7 @@ pub(crate) fn build(
     Ok(Generation {
         sites,
         tls: tls_cfgs,
+        opts,
         builder: gen,
         enabled,
         banner,

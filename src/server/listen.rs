@@ -1,5 +1,6 @@
-//! DNS listeners: per address, SO_REUSEPORT UDP sockets (one per core, each read and answered in
-//! batches by its own thread, see `udp_thread`) and one SO_REUSEPORT TCP listener with
+//! DNS listeners: per address, SO_REUSEPORT UDP sockets (one per core or as many as
+//! `multisocket` asks, each read and answered in batches by its own thread, see `udp_thread`)
+//! and SO_REUSEPORT TCP listeners (one, or `multisocket`'s count) with
 //! RFC 7766 behaviour (pipelining, out-of-order answers, idle and read timeouts, connection and
 //! in-flight caps). The routing table they serve is swapped atomically on reload. A stopping
 //! listener drains the datagrams already queued to its UDP sockets before closing them.
@@ -22,7 +23,7 @@ use tokio::sync::{Mutex, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::plugin::Proto;
-use crate::server::config::ListenKey;
+use crate::server::config::{ListenKey, ListenOpts};
 use crate::server::mmsg;
 use crate::server::site::Site;
 
@@ -50,6 +51,8 @@ pub(crate) struct Listener {
     pub cancel: CancellationToken,
     pub inflight: Arc<AtomicUsize>,
     pub local: Vec<SocketAddr>,
+    /// What it was bound with (a change on reload rebinds it).
+    pub opts: ListenOpts,
     /// UDP reader threads and TCP connections still running (after a stop they drain what is
     /// queued or already sent to them, then end).
     running: Arc<AtomicUsize>,
@@ -134,6 +137,7 @@ pub(crate) struct Bound {
     tcp: Vec<std::net::TcpListener>,
     udp: Vec<std::net::UdpSocket>,
     local: Vec<SocketAddr>,
+    opts: ListenOpts,
 }
 
 impl Bound {
@@ -206,6 +210,7 @@ impl Bound {
             cancel,
             inflight,
             local: self.local,
+            opts: self.opts,
             running,
         })
     }
@@ -213,8 +218,9 @@ impl Bound {
 
 impl Listener {
     /// Binds every socket of `key` now, without reading them; fails without leaving anything
-    /// bound.
-    pub(crate) fn bind(key: ListenKey) -> std::io::Result<Bound> {
+    /// bound. Without `multisocket`: one UDP socket (and reader thread) per core and one TCP
+    /// listener; with it, `n` of each.
+    pub(crate) fn bind(key: ListenKey, opts: &ListenOpts) -> std::io::Result<Bound> {
         let addrs: Vec<SocketAddr> = match key.ip {
             Some(ip) => vec![SocketAddr::new(ip, key.port)],
             None => vec![SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), key.port)],
@@ -222,29 +228,37 @@ impl Listener {
         let cores = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1);
+        let n_udp = opts.sockets.unwrap_or(cores);
+        let n_tcp = opts.sockets.unwrap_or(1);
         let mut tcp = Vec::new();
         let mut udp = Vec::new();
         let mut local = Vec::new();
         for a in &addrs {
             // TCP first, so a port held by a socket without SO_REUSEPORT is an error before any
             // UDP socket exists.
-            let t = tcp_listener_or_inherited(*a)?;
-            let bound = t.local_addr()?;
+            let ts = tcp_listeners(*a, n_tcp)?;
+            let bound = ts[0].local_addr()?;
             local.push(bound);
-            tcp.push(t);
+            tcp.extend(ts);
             if !key.tls {
-                udp.extend(udp_sockets(bound, cores)?);
+                udp.extend(udp_sockets(bound, n_udp)?);
             }
         }
         // Best effort: also every IPv6 address when listening on every address.
         if key.ip.is_none() && !key.tls {
             let v6 = SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), local[0].port());
-            if let (Ok(t), Ok(u)) = (tcp_listener_or_inherited(v6), udp_sockets(v6, 1)) {
-                tcp.push(t);
+            let n_v6 = opts.sockets.unwrap_or(1);
+            if let (Ok(t), Ok(u)) = (tcp_listeners(v6, n_tcp), udp_sockets(v6, n_v6)) {
+                tcp.extend(t);
                 udp.extend(u);
             }
         }
-        Ok(Bound { tcp, udp, local })
+        Ok(Bound {
+            tcp,
+            udp,
+            local,
+            opts: opts.clone(),
+        })
     }
 
     /// Stops reading; datagrams already queued and answers in flight still go out.
@@ -257,6 +271,18 @@ impl Listener {
     pub(crate) fn drained(&self) -> bool {
         self.running.load(Ordering::Acquire) == 0
     }
+}
+
+/// `n` TCP listeners for `addr` (the first one inherited from another instance if there is
+/// one); later ones bind the port the first got (the Corefile may ask for port 0). Never empty.
+fn tcp_listeners(addr: SocketAddr, n: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
+    let first = tcp_listener_or_inherited(addr)?;
+    let bound = first.local_addr()?;
+    let mut out = vec![first];
+    for _ in 1..n {
+        out.push(tcp_listener(bound)?);
+    }
+    Ok(out)
 }
 
 /// `n` new UDP sockets for `addr`, or all of those inherited from another instance for it
