@@ -56,6 +56,8 @@ pub(crate) struct GenerationBuilder {
     pub(crate) tls: HashMap<usize, Arc<rustls::ServerConfig>>,
     /// Sockets per listener address asked by a block (`multisocket`).
     pub(crate) sockets: HashMap<usize, usize>,
+    /// TCP and TLS connection timeouts and query cap asked by a block (`timeouts`).
+    pub(crate) timeouts: HashMap<usize, crate::server::config::TimeoutSettings>,
     pub(crate) settings: ProcessSettings,
     carry: Arc<Carry>,
     state: Arc<RuntimeState>,
@@ -77,6 +79,7 @@ impl GenerationBuilder {
             invalidation: HashMap::new(),
             tls: HashMap::new(),
             sockets: HashMap::new(),
+            timeouts: HashMap::new(),
             settings: ProcessSettings::default(),
             carry,
             state,
@@ -233,6 +236,12 @@ impl SetupCtx<'_> {
     /// `multisocket` plugin; the first block binding an address decides).
     pub(crate) fn set_sockets(&mut self, n: usize) {
         self.gen.sockets.insert(self.block.index, n);
+    }
+
+    /// Sets the read, write and idle timeouts and the query cap of this block's TCP and TLS
+    /// connections (the `timeouts` plugin).
+    pub(crate) fn set_timeouts(&mut self, t: crate::server::config::TimeoutSettings) {
+        self.gen.timeouts.insert(self.block.index, t);
     }
 
     /// Process-wide settings (lameduck, reload, debug).

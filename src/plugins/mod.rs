@@ -26,6 +26,7 @@ pub(crate) mod ready;
 pub(crate) mod reload;
 pub(crate) mod rewrite;
 pub(crate) mod secondary;
+pub(crate) mod timeouts;
 pub(crate) mod tls;
 pub(crate) mod transfer;
 pub(crate) mod whoami;
@@ -33,6 +34,7 @@ pub(crate) mod whoami;
 /// Execution order, whatever the order in the Corefile.
 #[rustfmt::skip]
 pub(crate) static ORDER: &[PluginDef] = &[
+    PluginDef { name: "timeouts", once: true, setup: timeouts::setup },
     PluginDef { name: "multisocket", once: true, setup: multisocket::setup },
     PluginDef { name: "reload", once: true, setup: reload::setup },
     PluginDef { name: "bind", once: false, setup: bind::setup },

@@ -43,6 +43,54 @@ pub(crate) struct ListenOpts {
     /// `multisocket`: sockets (UDP and TCP, each UDP one with its reader thread) per address.
     /// None: one UDP socket per core and one TCP listener.
     pub sockets: Option<usize>,
+    /// Timeouts and query cap of TCP and TLS connections (`timeouts`).
+    pub tcp: TcpLimits,
+}
+
+/// How long a TCP or TLS connection may wait and how many queries it may ask.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct TcpLimits {
+    /// Waiting for the first byte of the next message (CoreDNS: 10 s).
+    pub idle: std::time::Duration,
+    /// Receiving the rest of a started message (CoreDNS: 3 s).
+    pub read: std::time::Duration,
+    /// Writing one answer; a write that does not finish closes the connection (CoreDNS: 5 s).
+    pub write: std::time::Duration,
+    /// Queries read from one connection before it is closed; None: unlimited.
+    pub max_queries: Option<u32>,
+}
+
+impl Default for TcpLimits {
+    fn default() -> TcpLimits {
+        TcpLimits {
+            idle: crate::server::listen::TCP_IDLE,
+            read: crate::server::listen::TCP_READ,
+            write: crate::server::listen::TCP_WRITE,
+            max_queries: None,
+        }
+    }
+}
+
+/// What one block's `timeouts` sets (each value applies to every listener of the block; when
+/// several blocks share an address, the last one setting a value wins, as in CoreDNS).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct TimeoutSettings {
+    pub idle: Option<std::time::Duration>,
+    pub read: Option<std::time::Duration>,
+    pub write: Option<std::time::Duration>,
+    /// -1: unlimited.
+    pub max_queries: Option<i64>,
+}
+
+impl TcpLimits {
+    fn apply(&mut self, t: &TimeoutSettings) {
+        self.idle = t.idle.unwrap_or(self.idle);
+        self.read = t.read.unwrap_or(self.read);
+        self.write = t.write.unwrap_or(self.write);
+        if let Some(m) = t.max_queries {
+            self.max_queries = u32::try_from(m).ok().filter(|m| *m > 0);
+        }
+    }
 }
 
 /// A fully set-up configuration, ready to be bound and swapped in.
@@ -208,9 +256,14 @@ pub(crate) fn build(
                     tls,
                 };
                 // The first block binding an address sets its options.
-                opts.entry(key).or_insert_with(|| ListenOpts {
+                let o = opts.entry(key).or_insert_with(|| ListenOpts {
                     sockets: gen.sockets.get(&bi).copied(),
+                    ..Default::default()
                 });
+                // Timeouts: every block sharing the address may set them, the last one wins.
+                if let Some(t) = gen.timeouts.get(&bi) {
+                    o.tcp.apply(t);
+                }
                 if let Some(cfg) = gen.tls.get(&bi).filter(|_| tls) {
                     tls_cfgs.entry(key).or_insert_with(|| cfg.clone());
                 }

@@ -23,7 +23,7 @@ use tokio::sync::{Mutex, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::plugin::Proto;
-use crate::server::config::{ListenKey, ListenOpts};
+use crate::server::config::{ListenKey, ListenOpts, TcpLimits};
 use crate::server::mmsg;
 use crate::server::site::Site;
 
@@ -202,6 +202,7 @@ impl Bound {
                 cancel.clone(),
                 inflight.clone(),
                 running.clone(),
+                self.opts.tcp,
             ));
         }
         Ok(Listener {
@@ -477,6 +478,7 @@ async fn tcp_accept(
     cancel: CancellationToken,
     inflight: Arc<AtomicUsize>,
     running: Arc<AtomicUsize>,
+    limits: TcpLimits,
 ) {
     let conns = Arc::new(Semaphore::new(TCP_MAX_CONNS));
     let serve = |stream: tokio::net::TcpStream,
@@ -495,13 +497,13 @@ async fn tcp_accept(
                 .local_addr()
                 .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
             match tls {
-                None => tcp_conn(stream, peer, local, site, cancel, inflight).await,
+                None => tcp_conn(stream, peer, local, site, cancel, inflight, limits).await,
                 Some(cfg) => {
                     let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
                     if let Ok(Ok(s)) =
                         tokio::time::timeout(TLS_HANDSHAKE, acceptor.accept(stream)).await
                     {
-                        tcp_conn(s, peer, local, site, cancel, inflight).await;
+                        tcp_conn(s, peer, local, site, cancel, inflight, limits).await;
                     }
                 }
             }
@@ -537,6 +539,9 @@ async fn tcp_accept(
     }
 }
 
+/// Serves one connection: pipelined queries answered as they complete, until the client
+/// closes, a timeout of `limits` passes, `limits.max_queries` have been read, or the listener
+/// stops (then it drains briefly).
 async fn tcp_conn<S>(
     stream: S,
     peer: SocketAddr,
@@ -544,14 +549,22 @@ async fn tcp_conn<S>(
     site: Arc<ArcSwap<Site>>,
     cancel: CancellationToken,
     inflight: Arc<AtomicUsize>,
+    limits: TcpLimits,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
 {
     let (mut rd, wr) = tokio::io::split(stream);
     let wr = Arc::new(Mutex::new(wr));
     let slots = Arc::new(Semaphore::new(TCP_MAX_INFLIGHT));
+    // Cancelled when an answer could not be written in time: the stream is broken (a message
+    // may be cut), so the connection closes without writing more.
+    let broken = CancellationToken::new();
     let mut drain_until: Option<tokio::time::Instant> = None;
+    let mut queries: u32 = 0;
     loop {
+        if limits.max_queries.is_some_and(|m| queries >= m) {
+            break;
+        }
         let mut len = [0u8; 2];
         // Wait for the first byte of the next message up to the idle timeout. Once the
         // listener stopped, a query already sent (a client that connected just before) is
@@ -570,7 +583,8 @@ async fn tcp_conn<S>(
                     drain_until = Some(tokio::time::Instant::now() + TCP_DRAIN_MAX);
                     continue;
                 }
-                r = tokio::time::timeout(TCP_IDLE, rd.read(&mut len[..1])) => r,
+                _ = broken.cancelled() => break,
+                r = tokio::time::timeout(limits.idle, rd.read(&mut len[..1])) => r,
             },
         };
         match first {
@@ -584,19 +598,24 @@ async fn tcp_conn<S>(
             rd.read_exact(&mut body).await?;
             Ok::<_, std::io::Error>(body)
         };
-        let body = match tokio::time::timeout(TCP_READ, rest).await {
-            Ok(Ok(b)) => b,
-            _ => break,
+        let body = tokio::select! {
+            _ = broken.cancelled() => break,
+            r = tokio::time::timeout(limits.read, rest) => match r {
+                Ok(Ok(b)) => b,
+                _ => break,
+            },
         };
         if body.is_empty() {
             break;
         }
+        queries = queries.saturating_add(1);
         let Ok(slot) = slots.clone().acquire_owned().await else {
             break;
         };
         let site = site.load_full();
         let wr = wr.clone();
         let guard = InFlight::new(&inflight);
+        let broken = broken.clone();
         tokio::spawn(async move {
             let _guard = guard;
             let _slot = slot;
@@ -608,14 +627,31 @@ async fn tcp_conn<S>(
                     out.extend_from_slice(m);
                 }
                 let mut w = wr.lock().await;
+                if broken.is_cancelled() {
+                    return;
+                }
                 // A zone transfer may be many messages: the write time grows with its size.
-                let limit = TCP_WRITE * (1 + (out.len() / (1 << 20)) as u32);
-                let _ = tokio::time::timeout(limit, w.write_all(&out)).await;
+                let limit = limits.write * (1 + (out.len() / (1 << 20)) as u32);
+                if !matches!(
+                    tokio::time::timeout(limit, w.write_all(&out)).await,
+                    Ok(Ok(()))
+                ) {
+                    broken.cancel();
+                }
             }
         });
     }
     // Let answers in flight on this connection go out before closing it.
-    let _ = tokio::time::timeout(TCP_WRITE, slots.acquire_many(TCP_MAX_INFLIGHT as u32)).await;
+    if !broken.is_cancelled() {
+        tokio::select! {
+            _ = broken.cancelled() => {}
+            _ = tokio::time::timeout(limits.write, slots.acquire_many(TCP_MAX_INFLIGHT as u32)) => {}
+        }
+    }
+    if broken.is_cancelled() {
+        // Nothing more is written; the stream closes when the last task lets go of it.
+        return;
+    }
     let mut w = wr.lock().await;
     let _ = w.shutdown().await;
 }
