@@ -470,7 +470,7 @@ def scenario_file(env, args):
         while i < n:
             name = f"host{i // 2}"
             f.write(f"{name} A 10.{(i >> 16) & 255}.{(i >> 8) & 255}.{i & 255}\n")
-            f.write(f"{name} AAAA 2001:db8::{i:x}\n")
+            f.write(f"{name} AAAA 2001:db8::{i >> 16:x}:{i & 0xffff:x}\n")
             names.append(name)
             i += 2
     qf = env.path("file-queries.txt")
@@ -608,8 +608,31 @@ def scenario_nodecache(env, cl, upstream_port, args):
             "ratios": [("sextant node-cache", "unbound")] if ok else [], "unit": "q/s"}
 
 
+def callgrind_dump(proc, outf, timeout=60):
+    """Instructions of a server running under callgrind from its start until now, read from a
+    dump (`callgrind_control -d`) taken before it is stopped: the shutdown (the generation's state
+    freed, which grows with what the queries cached) is not part of a per-query figure. None when
+    the dump did not come."""
+    if not proc.p or proc.p.poll() is not None:
+        return None
+    dump = outf + ".1"
+    subprocess.run(["callgrind_control", "-d", str(proc.p.pid)], stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL, timeout=timeout)
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            with open(dump) as f:
+                for line in f:
+                    if line.startswith("totals:"):
+                        return int(line.split()[1])
+        except OSError:
+            pass
+        time.sleep(0.2)
+    return None
+
+
 def callgrind_ir(make, qf, label, env):
-    """Ir of a server started by make(port, wrap): start+stop alone ("idle"), with qf sent once
+    """Ir of a server started by make(port, wrap), until a dump before its stop: started alone ("idle"), with qf sent once
     ("run") and sent twice in a row ("run2"). per_query is the first pass (every name new to the
     server); warm_per_query the second pass (the same names again, as a cluster asks them)."""
     irs = {}
@@ -622,16 +645,8 @@ def callgrind_ir(make, qf, label, env):
         if mode != "idle":
             r = dnsperf(p, qf, runs=1 if mode == "run" else 2, clients=1, outstanding=20)
             irs["answered" if mode == "run" else "answered2"] = int(r["completed"])
+        irs[mode] = callgrind_dump(s, outf)
         s.stop()
-        ir = None
-        try:
-            with open(outf) as f:
-                for line in f:
-                    if line.startswith("summary:") or line.startswith("totals:"):
-                        ir = int(line.split()[1])
-        except OSError:
-            pass
-        irs[mode] = ir
     if None in (irs.get("idle"), irs.get("run"), irs.get("run2")) or not irs.get("answered"):
         return None
     irs["per_query"] = (irs["run"] - irs["idle"]) / irs["answered"]

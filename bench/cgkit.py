@@ -7,14 +7,6 @@ import shutil
 import bench
 
 
-def _total_ir(path):
-    with open(path) as f:
-        for line in f:
-            if line.startswith("summary:") or line.startswith("totals:"):
-                return int(line.split()[1])
-    return None
-
-
 def warm_vs_run(env, args, up_port, warm, measured, label, corefile_body):
     """Ir per query of `measured` after `warm`, for Sextant (`corefile_body` inside `.:PORT { }`)
     or, with args.unbound, for Unbound forwarding to `up_port`. Profiles are copied to
@@ -38,7 +30,9 @@ def warm_vs_run(env, args, up_port, warm, measured, label, corefile_body):
             r = bench.dnsperf(p, measured, runs=1, clients=1, outstanding=20)
             irs["answered"] = int(r["completed"])
             print(f"{label}: answered {int(r['completed'])} lost {int(r['lost'])} ({r['rcodes']})", flush=True)
+        # Counted until the last answer (a dump before the stop): freeing what the run cached at
+        # exit is not a cost per query.
+        irs[mode] = bench.callgrind_dump(s, outf)
         s.stop()
-        irs[mode] = _total_ir(outf)
-        shutil.copy(outf, f"/tmp/cg_{label}.{mode}.out")
+        shutil.copy(outf + ".1", f"/tmp/cg_{label}.{mode}.out")
     return irs["warm"], irs[label], irs["answered"]

@@ -52,6 +52,9 @@ pub(crate) struct Request {
     pub depth: u8,
     /// The server, to re-enter it (None in unit tests).
     pub resolver: Option<Arc<dyn Resolver>>,
+    /// The request as received, kept only when it ends with a TSIG record (whose MAC covers
+    /// these exact bytes); None otherwise.
+    pub raw: Option<Arc<[u8]>>,
 }
 
 impl Request {
@@ -69,6 +72,7 @@ impl Request {
             server: Arc::from("dns://:53"),
             depth: 0,
             resolver: None,
+            raw: None,
         }
     }
 

@@ -121,13 +121,32 @@ impl SetupCtx<'_> {
     where
         F: Fn() + Send + Sync + 'static,
     {
+        self.periodic_from(false, period, f);
+    }
+
+    /// [`SetupCtx::periodic`] with the first call right at the start (a signer that checks its
+    /// zones when the generation starts, then every `period`).
+    pub(crate) fn periodic_now<F>(&mut self, period: Duration, f: F)
+    where
+        F: Fn() + Send + Sync + 'static,
+    {
+        self.periodic_from(true, period, f);
+    }
+
+    fn periodic_from<F>(&mut self, now: bool, period: Duration, f: F)
+    where
+        F: Fn() + Send + Sync + 'static,
+    {
         let f = Arc::new(f);
         let clock = self.clock();
         self.task(move |t: TaskCtx| async move {
+            let mut first = now;
             loop {
-                tokio::select! {
-                    _ = t.cancelled() => return,
-                    _ = clock.sleep(period) => {}
+                if !std::mem::take(&mut first) {
+                    tokio::select! {
+                        _ = t.cancelled() => return,
+                        _ = clock.sleep(period) => {}
+                    }
                 }
                 let f = f.clone();
                 let _ = tokio::task::spawn_blocking(move || f()).await;

@@ -98,6 +98,16 @@ www     IN A     127.0.0.1
         IN AAAA  ::1
 ";
 
+/// The DNSSEC key the *dnssec* and *sign* examples name (crates/zone's test data).
+const KEY: &str = "Kexample.org.+013+57158";
+
+fn key_file(ext: &str) -> String {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("crates/zone/src/dnssec/testdata")
+        .join(format!("{KEY}.{ext}"));
+    std::fs::read_to_string(p).unwrap()
+}
+
 #[test]
 fn every_readme_corefile_example_checks_and_serves() {
     let files = readmes();
@@ -116,6 +126,8 @@ fn every_readme_corefile_example_checks_and_serves() {
                     .file("key.pem", pair.signing_key.serialize_pem())
                     .file("db.example.org", EXAMPLE_ZONE)
                     .file("example.org.signed", EXAMPLE_ZONE)
+                    .file(&format!("{KEY}.key"), key_file("key"))
+                    .file(&format!("{KEY}.private"), key_file("private"))
                     .arg("-dns.port")
                     .arg(port.to_string())
             };

@@ -21,7 +21,7 @@
 //!   measured for metrics use `Instant` directly.
 
 use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 /// A cheap, clonable handle on the time: the system's monotonic clock, or in tests a manual one.
 #[derive(Clone, Default)]
@@ -48,6 +48,23 @@ impl Clock {
             return m.now();
         }
         Instant::now()
+    }
+
+    /// The wall-clock time (DNSSEC signature validity, TSIG time): the system's, or in tests the
+    /// manual clock's start time moved by as much as the clock was advanced.
+    pub(crate) fn wall(&self) -> SystemTime {
+        #[cfg(test)]
+        if let Some(m) = &self.manual {
+            return m.wall_base + *m.offset.borrow();
+        }
+        SystemTime::now()
+    }
+
+    /// [`Clock::wall`] in whole seconds since 1970.
+    pub(crate) fn unix(&self) -> u64 {
+        self.wall()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
     }
 
     /// How long ago `earlier` was (zero if it is in the future).
@@ -91,6 +108,7 @@ impl Clock {
 #[cfg(test)]
 struct Manual {
     base: Instant,
+    wall_base: SystemTime,
     offset: tokio::sync::watch::Sender<Duration>,
 }
 
@@ -112,6 +130,7 @@ impl ManualClock {
     pub(crate) fn new() -> ManualClock {
         ManualClock(std::sync::Arc::new(Manual {
             base: Instant::now(),
+            wall_base: SystemTime::now(),
             offset: tokio::sync::watch::channel(Duration::ZERO).0,
         }))
     }
@@ -165,6 +184,9 @@ mod tests {
         assert_eq!(c.clone().now(), m.now());
         assert_eq!(c.since(t0), Duration::from_secs(90));
         assert_eq!(c.since(t0 + Duration::from_secs(100)), Duration::ZERO);
+        let w0 = c.unix();
+        m.advance(Duration::from_secs(86400));
+        assert_eq!(c.unix(), w0 + 86400, "the wall clock moves with it");
     }
 
     #[test]

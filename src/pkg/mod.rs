@@ -13,6 +13,9 @@
 //! | [`flags`] | command-line flags with Go's `flag` rules |
 //! | [`clock`] | the one clock: time that decides behaviour, manual in tests |
 //! | [`authority`] | serving a zone's data: answers, referrals, negative answers with SOA |
+//! | [`shardcache`] | the bounded 256-shard map with random eviction (CoreDNS `plugin/pkg/cache`) |
+//! | [`keyfile`] | DNSSEC key pairs from BIND key files (`key file`) |
+//! | [`tsig`] | TSIG secrets, checking signed requests, signing replies (HMAC by `ring`) |
 //!
 //! Reverse names (address ↔ `in-addr.arpa.`/`ip6.arpa.` name) are methods of
 //! [`sextant_wire::Name`].
@@ -24,8 +27,11 @@ pub(crate) mod clock;
 pub(crate) mod duration;
 pub(crate) mod fallthrough;
 pub(crate) mod flags;
+pub(crate) mod keyfile;
 pub(crate) mod num;
+pub(crate) mod shardcache;
 #[cfg(test)]
 pub(crate) mod testing;
 pub(crate) mod tls;
+pub(crate) mod tsig;
 pub(crate) mod zones;

@@ -10,6 +10,7 @@ pub(crate) mod bind;
 pub(crate) mod cache;
 pub(crate) mod chaos;
 pub(crate) mod debug;
+pub(crate) mod dnssec;
 pub(crate) mod errors;
 pub(crate) mod etcd;
 pub(crate) mod file;
@@ -26,9 +27,11 @@ pub(crate) mod ready;
 pub(crate) mod reload;
 pub(crate) mod rewrite;
 pub(crate) mod secondary;
+pub(crate) mod sign;
 pub(crate) mod timeouts;
 pub(crate) mod tls;
 pub(crate) mod transfer;
+pub(crate) mod tsig;
 pub(crate) mod whoami;
 
 /// Execution order, whatever the order in the Corefile.
@@ -47,9 +50,11 @@ pub(crate) static ORDER: &[PluginDef] = &[
     PluginDef { name: "any", once: true, setup: any::setup },
     PluginDef { name: "chaos", once: true, setup: chaos::setup },
     PluginDef { name: "loadbalance", once: false, setup: loadbalance::setup },
+    PluginDef { name: "tsig", once: true, setup: tsig::setup },
     PluginDef { name: "rewrite", once: false, setup: rewrite::setup },
     PluginDef { name: "autopath", once: false, setup: autopath::setup },
     PluginDef { name: "cache", once: true, setup: cache::setup },
+    PluginDef { name: "dnssec", once: true, setup: dnssec::setup },
     PluginDef { name: "tls", once: true, setup: tls::setup },
     PluginDef { name: "transfer", once: false, setup: transfer::setup },
     PluginDef { name: "hosts", once: true, setup: hosts::setup },
@@ -61,6 +66,7 @@ pub(crate) static ORDER: &[PluginDef] = &[
     PluginDef { name: "loop", once: true, setup: r#loop::setup },
     PluginDef { name: "forward", once: false, setup: forward::setup },
     PluginDef { name: "whoami", once: true, setup: whoami::setup },
+    PluginDef { name: "sign", once: false, setup: sign::setup },
 ];
 
 /// CoreDNS plugins this build does not have yet: named in `-check` errors as such.

@@ -205,6 +205,12 @@ impl Site {
         };
         let zone = zone.clone();
         let block = block.clone();
+        // A TSIG's MAC covers the request's exact bytes: keep them for the `tsig` plugin.
+        let raw = msg
+            .additional
+            .last()
+            .filter(|r| r.rtype == sextant_wire::tsig::TSIG)
+            .map(|_| Arc::from(packet));
         let mut req = Request {
             msg,
             client,
@@ -216,6 +222,7 @@ impl Site {
             server: self.label.clone(),
             depth: 0,
             resolver: Some(self.clone() as Arc<dyn Resolver>),
+            raw,
         };
         let mut out = run_chain(&block, &mut req).await;
         let options = req.msg.edns.as_ref().map_or(&[][..], |e| &e.options[..]);
@@ -311,6 +318,7 @@ impl Resolver for Site {
                 server: self.label.clone(),
                 depth: req.depth + 1,
                 resolver: req.resolver.clone(),
+                raw: None,
             };
             let block = block.clone();
             let mut out = Next::new(&block.chain).run(&mut sub).await;

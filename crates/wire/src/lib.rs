@@ -11,6 +11,7 @@ pub mod reply;
 pub mod reverse;
 pub mod rr;
 pub mod scan;
+pub mod tsig;
 pub mod types;
 
 pub use message::{

@@ -4,7 +4,7 @@
 use sextant_wire::Name;
 
 /// Decodes base64 (padding optional, whitespace not allowed).
-pub(crate) fn base64_decode(s: &str) -> Option<Vec<u8>> {
+pub fn base64_decode(s: &str) -> Option<Vec<u8>> {
     fn val(c: u8) -> Option<u32> {
         Some(match c {
             b'A'..=b'Z' => (c - b'A') as u32,

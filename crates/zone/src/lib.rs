@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 mod codec;
+pub mod dnssec;
 mod lexer;
 mod loc;
 mod parse;
@@ -17,7 +18,7 @@ mod types;
 pub mod wire;
 mod zone;
 
-pub use codec::{base32hex_encode, base64_encode, hex_encode};
+pub use codec::{base32hex_encode, base64_decode, base64_encode, hex_encode};
 pub use parse::{parse_zone, ttl, IncludeLoader};
 pub use rdata::type_bitmap;
 pub use types::{rtype_from_name, rtype_name};

@@ -8,6 +8,9 @@ use crate::codec::absolute_name;
 use crate::lexer::{self, Line, Token};
 use crate::{rdata, types, ZoneError};
 
+/// The record sink: each record with its line.
+type Emit<'a> = dyn FnMut(Record, usize) -> Result<(), String> + 'a;
+
 /// Most `$INCLUDE` levels (as miekg/dns).
 const MAX_INCLUDE_DEPTH: usize = 7;
 /// Most records one `$GENERATE` may produce.
@@ -79,14 +82,31 @@ pub fn parse_zone(
         depth: 0,
         include,
     };
+    parse_text(&mut st, text, &mut |r, _| emit(r))
+}
+
+/// Parses records with a default TTL in force from the start (miekg/dns `ReadRR` reads a lone
+/// record with TTL 3600 when it gives none), handing each record with its line; `$INCLUDE` is
+/// not allowed. Used for DNSKEY key files.
+pub(crate) fn parse_records_default_ttl(
+    text: &str,
+    origin: &Name,
+    file: &str,
+    default_ttl: u32,
+    emit: &mut dyn FnMut(Record, usize) -> Result<(), String>,
+) -> Result<(), ZoneError> {
+    let mut st = State {
+        origin: origin.clone(),
+        default_ttl: Some((default_ttl, false)),
+        owner: None,
+        file: file.to_string(),
+        depth: 0,
+        include: None,
+    };
     parse_text(&mut st, text, emit)
 }
 
-fn parse_text(
-    st: &mut State<'_>,
-    text: &str,
-    emit: &mut dyn FnMut(Record) -> Result<(), String>,
-) -> Result<(), ZoneError> {
+fn parse_text(st: &mut State<'_>, text: &str, emit: &mut Emit<'_>) -> Result<(), ZoneError> {
     for line in lexer::lines(text, &st.file)? {
         let first = &line.tokens[0];
         if !line.blank_start && first.text.starts_with('$') && !first.quoted {
@@ -98,11 +118,7 @@ fn parse_text(
     Ok(())
 }
 
-fn directive(
-    st: &mut State<'_>,
-    line: &Line,
-    emit: &mut dyn FnMut(Record) -> Result<(), String>,
-) -> Result<(), ZoneError> {
+fn directive(st: &mut State<'_>, line: &Line, emit: &mut Emit<'_>) -> Result<(), ZoneError> {
     let t = &line.tokens;
     let d = &t[0];
     let file = st.file.clone();
@@ -174,11 +190,7 @@ fn directive(
     Ok(())
 }
 
-fn record_line(
-    st: &mut State<'_>,
-    line: &Line,
-    emit: &mut dyn FnMut(Record) -> Result<(), String>,
-) -> Result<(), ZoneError> {
+fn record_line(st: &mut State<'_>, line: &Line, emit: &mut Emit<'_>) -> Result<(), ZoneError> {
     let toks = &line.tokens;
     let file = st.file.clone();
     let mut i = 0;
@@ -246,6 +258,9 @@ fn record_line(
         }
         None => match st.default_ttl {
             Some((v, _)) => v,
+            // miekg/dns: a class before the type (and no TTL, no default yet) leaves the TTL
+            // at 0 (the coredns/helm chart's `zoneFiles` example is written like this).
+            None if class.is_some() => 0,
             None => {
                 return Err(token_err(
                     &file,
@@ -274,7 +289,7 @@ fn record_line(
         ttl,
         data,
     };
-    emit(rec).map_err(|m| ZoneError {
+    emit(rec, line.line).map_err(|m| ZoneError {
         file: file.clone(),
         line: line.line,
         col: 1,
@@ -330,11 +345,7 @@ fn substitute(tpl: &str, i: i64) -> Option<String> {
     Some(out)
 }
 
-fn generate(
-    st: &mut State<'_>,
-    line: &Line,
-    emit: &mut dyn FnMut(Record) -> Result<(), String>,
-) -> Result<(), ZoneError> {
+fn generate(st: &mut State<'_>, line: &Line, emit: &mut Emit<'_>) -> Result<(), ZoneError> {
     let t = &line.tokens;
     let file = st.file.clone();
     let range = t
@@ -420,6 +431,9 @@ mod tests {
         // Without $TTL, the previous record's TTL is the default.
         let z = all("a 100 A 1.1.1.1\nb A 2.2.2.2\n").unwrap();
         assert_eq!(z[1].ttl, 100);
+        // A class with neither TTL nor default: TTL 0, as CoreDNS 1.14.7 serves it.
+        let z = all("a IN A 1.1.1.1\nb IN A 2.2.2.2\nc 5 IN A 3.3.3.3\nd IN A 4.4.4.4\n").unwrap();
+        assert_eq!(z.iter().map(|r| r.ttl).collect::<Vec<_>>(), [0, 0, 5, 5]);
         assert_eq!(
             all("a A 1.1.1.1\n").unwrap_err().to_string(),
             "db.test:1:3: missing TTL with no previous value: \"A\""

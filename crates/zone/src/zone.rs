@@ -174,7 +174,7 @@ fn sig_covers(r: &Record, covered: RType) -> bool {
 
 /// Canonical order of two names in wire form (RFC 4034 §6.1): labels compared from the right,
 /// case-insensitively, a shorter label before a longer one it prefixes.
-fn canonical_cmp(a: &[u8], b: &[u8]) -> Ordering {
+pub(crate) fn canonical_cmp(a: &[u8], b: &[u8]) -> Ordering {
     fn offsets(w: &[u8], out: &mut [u8; 128]) -> usize {
         let (mut p, mut n) = (0usize, 0usize);
         while p < w.len() && w[p] != 0 && n < 128 {
@@ -230,6 +230,8 @@ pub struct Zone {
     /// Apex NS records as `type class ttl rdlen rdata` tails (the authority of positive answers).
     ns_tails: Vec<u8>,
     ns_count: u16,
+    /// The zone holds RRSIG records (answers with DO differ from those without).
+    signed: bool,
 }
 
 /// Collects records into a [`Zone`] the way CoreDNS's `Zone.Insert` files them.
@@ -389,7 +391,11 @@ impl Builder {
             index: Vec::new(),
             ns_tails: Vec::new(),
             ns_count: 0,
+            signed: false,
         };
+        z.signed = !z.sig_soa.is_empty()
+            || !z.sig_ns.is_empty()
+            || z.nodes.iter().any(|n| n.set(RType::RRSIG).is_some());
         let size = (z.nodes.len() * 2).next_power_of_two().max(16);
         z.index = vec![0; size];
         for i in 0..z.nodes.len() {
@@ -456,6 +462,12 @@ impl Zone {
             });
         }
         Ok(b.build())
+    }
+
+    /// True when the zone holds RRSIG records: an answer with DO then carries signatures and
+    /// the same answer without DO does not. An unsigned zone answers both alike.
+    pub fn is_signed(&self) -> bool {
+        self.signed
     }
 
     /// The zone's origin (lower-case).
@@ -989,7 +1001,8 @@ impl Zone {
                 .sum::<usize>()
     }
 
-    /// The reply to a plain query for `qname`/`qtype` (no DO, not re-entered) when it is a
+    /// The reply to a plain query for `qname`/`qtype` (no DO, or DO to a zone that is not
+    /// signed: the same answer; not re-entered) when it is a
     /// positive answer from the stored bytes: an exact name outside delegations and DNAMEs,
     /// without a CNAME, holding `qtype`, of a type without additional-section processing.
     /// `query_head` is the query's first 12 bytes (ID and flags are taken from it); `qname` is

@@ -735,6 +735,7 @@ fn background_request(req: &Request) -> Request {
         server: req.server.clone(),
         depth: req.depth,
         resolver: req.resolver.clone(),
+        raw: None,
     }
 }
 

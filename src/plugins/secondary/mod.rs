@@ -16,6 +16,7 @@ use tokio::sync::Notify;
 
 use crate::log::PluginLog;
 use crate::pkg::authority::{self, ZoneSlot};
+use crate::pkg::clock::Clock;
 use crate::pkg::fallthrough::Fall;
 use crate::pkg::zones;
 use crate::plugin::{BoxFuture, Handler, Next, Notifier, Outcome, Request, SetupCtx, Transferer};
@@ -66,6 +67,8 @@ const MAX_RETRY: Duration = Duration::from_secs(10);
 struct Secondary {
     slot: Arc<ZoneSlot>,
     primaries: Vec<SocketAddr>,
+    /// The generation's clock: SOA timers, retry back-off and jitter wait on it.
+    clock: Clock,
     /// Wakes the zone's task when a primary sent NOTIFY.
     notified: Notify,
     notifier: OnceLock<Arc<dyn Notifier>>,
@@ -142,12 +145,14 @@ pub(crate) fn parse(lines: &[&Directive], block: &[String]) -> Result<Parsed, Er
 
 pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), Error> {
     let (zs, fall) = parse(lines, &ctx.block.zones)?;
+    let clock = ctx.clock();
     let zones: Vec<Arc<Secondary>> = zs
         .into_iter()
         .map(|(origin, primaries)| {
             Arc::new(Secondary {
                 slot: Arc::new(ZoneSlot::new(origin, Default::default())),
                 primaries,
+                clock: clock.clone(),
                 notified: Notify::new(),
                 notifier: OnceLock::new(),
             })
@@ -206,7 +211,7 @@ impl Secondary {
                         crate::pkg::duration::format(wait)
                     ));
                     tokio::select! {
-                        _ = tokio::time::sleep(wait) => {}
+                        _ = self.clock.sleep(wait) => {}
                         _ = self.notified.notified() => {}
                     }
                     wait = (wait * 2).min(MAX_RETRY);
@@ -222,26 +227,27 @@ impl Secondary {
         loop {
             let Some(soa) = self.soa() else { return };
             let secs = |v: u32| Duration::from_secs(u64::from(v.max(1)));
-            let start = tokio::time::Instant::now();
-            let mut refresh =
-                tokio::time::interval_at(start + secs(soa.refresh), secs(soa.refresh));
-            let mut retry = tokio::time::interval_at(start + secs(soa.retry), secs(soa.retry));
-            let mut expire = tokio::time::interval_at(start + secs(soa.expire), secs(soa.expire));
+            let (refresh, retry, expire) = (secs(soa.refresh), secs(soa.retry), secs(soa.expire));
+            let start = self.clock.now();
+            let (mut at_refresh, mut at_retry, mut at_expire) =
+                (start + refresh, start + retry, start + expire);
             let mut retry_active = false;
             loop {
                 tokio::select! {
-                    _ = expire.tick() => {
+                    _ = self.clock.sleep_until(at_expire) => {
+                        at_expire += expire;
                         if retry_active {
                             self.slot.set_expired(true);
                             EXPIRED.with_label_values(&[&self.zone_label()]).set(1.0);
                             LOG.error(&format!("Zone {} is expired: no primary answered within the SOA expire time", self.slot.origin));
                         }
                     }
-                    _ = retry.tick() => {
+                    _ = self.clock.sleep_until(at_retry) => {
+                        at_retry += retry;
                         if !retry_active {
                             continue;
                         }
-                        tokio::time::sleep(jitter(2000)).await;
+                        self.clock.sleep(jitter(2000)).await;
                         match self.should_transfer().await {
                             Err(e) => {
                                 LOG.warning(&format!("Failed retry check {e}"));
@@ -256,8 +262,9 @@ impl Secondary {
                         }
                         break;
                     }
-                    _ = refresh.tick() => {
-                        tokio::time::sleep(jitter(5000)).await;
+                    _ = self.clock.sleep_until(at_refresh) => {
+                        at_refresh += refresh;
+                        self.clock.sleep(jitter(5000)).await;
                         match self.should_transfer().await {
                             Err(e) => {
                                 LOG.warning(&format!("Failed refresh check {e}"));
@@ -637,6 +644,163 @@ mod tests {
             .filter(|d| d.name.text == "secondary")
             .collect();
         parse(&ds, &["example.org.".to_string()])
+    }
+
+    /// A primary on loopback serving one zone over TCP (SOA queries and AXFR; IXFR is refused,
+    /// so the secondary falls back to AXFR), whose serial the test moves, or which stops.
+    struct FakePrimary {
+        addr: SocketAddr,
+        serial: Arc<std::sync::atomic::AtomicU32>,
+        up: Arc<std::sync::atomic::AtomicBool>,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    impl FakePrimary {
+        async fn start() -> FakePrimary {
+            use std::sync::atomic::Ordering::SeqCst;
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = l.local_addr().unwrap();
+            let serial = Arc::new(std::sync::atomic::AtomicU32::new(1));
+            let up = Arc::new(std::sync::atomic::AtomicBool::new(true));
+            let (s2, u2) = (serial.clone(), up.clone());
+            let task = tokio::spawn(async move {
+                loop {
+                    let Ok((mut c, _)) = l.accept().await else {
+                        return;
+                    };
+                    if !u2.load(SeqCst) {
+                        continue; // dropped: the client sees the connection close
+                    }
+                    let serial = s2.load(SeqCst);
+                    tokio::spawn(async move {
+                        let mut len = [0u8; 2];
+                        if c.read_exact(&mut len).await.is_err() {
+                            return;
+                        }
+                        let mut b = vec![0u8; u16::from_be_bytes(len) as usize];
+                        if c.read_exact(&mut b).await.is_err() {
+                            return;
+                        }
+                        let q = Message::parse(&b).unwrap();
+                        let n = |s: &str| Name::parse(s).unwrap();
+                        let soa = Record::new(
+                            n("example.test."),
+                            300,
+                            RData::Soa(Soa {
+                                mname: n("ns.example.test."),
+                                rname: n("h.example.test."),
+                                serial,
+                                refresh: 100,
+                                retry: 10,
+                                expire: 1000,
+                                minimum: 30,
+                            }),
+                        );
+                        let mut m = Message::reply_to(&q);
+                        m.header.aa = true;
+                        match q.questions[0].qtype {
+                            RType::SOA => m.answers.push(soa),
+                            RType::AXFR => {
+                                m.answers.push(soa.clone());
+                                m.answers.push(Record::new(
+                                    n("www.example.test."),
+                                    300,
+                                    RData::A(std::net::Ipv4Addr::new(192, 0, 2, serial as u8)),
+                                ));
+                                m.answers.push(soa);
+                            }
+                            _ => m.set_rcode(Rcode::NOTIMP),
+                        }
+                        let w = m.to_wire();
+                        let mut out = (w.len() as u16).to_be_bytes().to_vec();
+                        out.extend_from_slice(&w);
+                        let _ = c.write_all(&out).await;
+                    });
+                }
+            });
+            FakePrimary {
+                addr,
+                serial,
+                up,
+                task,
+            }
+        }
+    }
+
+    /// The SOA timers run on the generation's clock: nothing happens until the manual clock
+    /// passes refresh (100 s, plus up to 5 s of jitter); a primary that stopped answering puts
+    /// the zone on retry, and past expire (1000 s) the zone is expired, until the primary is
+    /// back and a retry brings it in again.
+    #[tokio::test]
+    async fn soa_timers_follow_the_generation_clock() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let p = FakePrimary::start().await;
+        let manual = crate::pkg::clock::ManualClock::new();
+        let z = Arc::new(Secondary {
+            slot: Arc::new(ZoneSlot::new(
+                Name::parse("example.test.").unwrap(),
+                Default::default(),
+            )),
+            primaries: vec![p.addr],
+            clock: manual.clock(),
+            notified: Notify::new(),
+            notifier: OnceLock::new(),
+        });
+        let run = tokio::spawn(z.clone().run());
+        let ev = crate::pkg::testing::eventually;
+        // Moves the clock `step` at a time (letting real work run in between) until `done`.
+        async fn advance_until(
+            m: &crate::pkg::clock::ManualClock,
+            step: Duration,
+            steps: usize,
+            what: &str,
+            done: impl Fn() -> bool,
+        ) {
+            for _ in 0..steps {
+                if done() {
+                    return;
+                }
+                m.advance(step);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            crate::pkg::testing::eventually(what, done).await;
+        }
+        ev("the first transfer", || z.slot.serial() == Some(1)).await;
+        // The refresh, retry and expire timers sleep on the clock (three sleepers).
+        manual.sleepers(3).await;
+        p.serial.store(2, SeqCst);
+        manual.advance(Duration::from_secs(99));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(
+            z.slot.serial(),
+            Some(1),
+            "refresh is 100 s away on the clock"
+        );
+        // Refresh at 100 s, then up to 5 s of jitter, also on the clock.
+        let s = Duration::from_secs(1);
+        advance_until(&manual, s, 20, "serial 2 by refresh", || {
+            z.slot.serial() == Some(2)
+        })
+        .await;
+        // The primary goes away: the next refresh fails, retries fail, the zone expires.
+        p.up.store(false, SeqCst);
+        manual.sleepers(3).await;
+        let ten = Duration::from_secs(10);
+        advance_until(&manual, ten, 200, "the zone to expire", || {
+            z.slot.is_expired()
+        })
+        .await;
+        assert_eq!(z.slot.serial(), Some(2), "the last copy is kept");
+        // Back again: the next retry transfers serial 3 and the zone is served again.
+        p.serial.store(3, SeqCst);
+        p.up.store(true, SeqCst);
+        advance_until(&manual, ten, 100, "serial 3 by retry", || {
+            z.slot.serial() == Some(3)
+        })
+        .await;
+        assert!(!z.slot.is_expired());
+        run.abort();
+        p.task.abort();
     }
 
     #[test]
