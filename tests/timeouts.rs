@@ -154,35 +154,53 @@ fn small_rcvbuf_conn(port: u16) -> TcpStream {
     s.into()
 }
 
+/// True while the server's side of the connection from client port `cport` to `port` exists
+/// (read from /proc/net/tcp, without touching the client socket).
+fn server_side_open(port: u16, cport: u16) -> bool {
+    let local = format!("0100007F:{port:04X}");
+    let remote = format!("0100007F:{cport:04X}");
+    std::fs::read_to_string("/proc/net/tcp")
+        .unwrap()
+        .lines()
+        .skip(1)
+        .any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f[1] == local && f[2] == remote && f[3] == "01"
+        })
+}
+
+/// Floods a connection to `port` without reading, then waits (reading nothing) until the
+/// server closes its side; the time that took after the flood, or None within `limit`.
+fn stall(port: u16, limit: Duration) -> Option<Duration> {
+    let mut c = small_rcvbuf_conn(port);
+    let cport = c.local_addr().unwrap().port();
+    let sent = flood_without_reading(&mut c, 400_000);
+    assert!(sent < 400_000, "the server never stopped reading");
+    let t0 = Instant::now();
+    while t0.elapsed() < limit {
+        if !server_side_open(port, cport) {
+            return Some(t0.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(c);
+    None
+}
+
 #[test]
 fn a_client_that_stops_reading_is_closed_by_the_write_timeout() {
     let (_s, port) =
         start("    timeouts {\n        write 1s\n        idle 60s\n        read 60s\n    }\n");
-    let mut c = small_rcvbuf_conn(port);
-    let sent = flood_without_reading(&mut c, 400_000);
-    assert!(sent < 400_000, "the server never stopped reading");
-    std::thread::sleep(Duration::from_millis(2500));
-    // The server gave up writing after 1 s and closed: what was buffered, then the end.
-    let took = closed_within(&mut c, Duration::from_secs(5));
-    assert!(took.is_some(), "still open after the write timeout");
-
-    // With the default write timeout (5 s) the same stall is survived: the answers keep coming
-    // once the client reads again.
-    let (_d, dport) = start("");
-    let mut c = small_rcvbuf_conn(dport);
-    flood_without_reading(&mut c, 400_000);
-    std::thread::sleep(Duration::from_millis(2500));
-    c.set_read_timeout(Some(T)).unwrap();
-    let mut n = 0usize;
-    let mut buf = [0u8; 65536];
-    let t0 = Instant::now();
-    while n < 1 << 20 && t0.elapsed() < Duration::from_secs(10) {
-        match c.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(k) => n += k,
-        }
-    }
-    assert!(n >= 1 << 20, "only {n} bytes of answers after the stall");
+    let took = stall(port, Duration::from_secs(20)).expect("still open after the write timeout");
+    eprintln!("write 1s: server side closed {took:?} after the client stopped sending");
+    // With a long write timeout the same stall keeps the connection open well past that.
+    let (_l, lport) =
+        start("    timeouts {\n        write 30s\n        idle 60s\n        read 60s\n    }\n");
+    assert_eq!(
+        stall(lport, took + Duration::from_secs(3)),
+        None,
+        "closed although the write timeout is 30 s (the 1 s one closed after {took:?})"
+    );
 }
 
 #[test]
