@@ -25,6 +25,8 @@ pub(crate) struct BlockInfo {
     pub(crate) port: u16,
     /// Index of the block in the Corefile.
     pub(crate) index: usize,
+    /// The first key that is not plain DNS (`tls://...`), as written, if any.
+    pub(crate) non_dns_key: Option<String>,
 }
 
 /// Readiness checks of a generation, shared with the `ready` handler (filled during setup).
@@ -58,6 +60,8 @@ pub(crate) struct GenerationBuilder {
     pub(crate) sockets: HashMap<usize, usize>,
     /// TCP and TLS connection timeouts and query cap asked by a block (`timeouts`).
     pub(crate) timeouts: HashMap<usize, crate::server::config::TimeoutSettings>,
+    /// Blocks whose UDP listeners write through a bounded stack (`shed`).
+    pub(crate) shed: HashMap<usize, crate::server::wstack::DropHook>,
     pub(crate) settings: ProcessSettings,
     carry: Arc<Carry>,
     state: Arc<RuntimeState>,
@@ -80,6 +84,7 @@ impl GenerationBuilder {
             tls: HashMap::new(),
             sockets: HashMap::new(),
             timeouts: HashMap::new(),
+            shed: HashMap::new(),
             settings: ProcessSettings::default(),
             carry,
             state,
@@ -263,6 +268,13 @@ impl SetupCtx<'_> {
         self.gen.timeouts.insert(self.block.index, t);
     }
 
+    /// Makes every UDP socket of this block's listeners write its replies through a bounded
+    /// stack with one writer (the `shed` plugin); `dropped` counts the replies it drops.
+    /// Requests then tell whether their socket's stack is full (`Request::backlogged`).
+    pub(crate) fn set_udp_write_stack(&mut self, dropped: crate::server::wstack::DropHook) {
+        self.gen.shed.insert(self.block.index, dropped);
+    }
+
     /// Process-wide settings (lameduck, reload, debug).
     pub(crate) fn settings(&mut self) -> &mut ProcessSettings {
         &mut self.gen.settings
@@ -322,6 +334,7 @@ mod tests {
             zones: vec![".".into()],
             port: 53,
             index: 0,
+            non_dns_key: None,
         };
         let mut links = Vec::new();
         let calls = Arc::new(AtomicUsize::new(0));

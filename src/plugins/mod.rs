@@ -27,6 +27,7 @@ pub(crate) mod ready;
 pub(crate) mod reload;
 pub(crate) mod rewrite;
 pub(crate) mod secondary;
+pub(crate) mod shed;
 pub(crate) mod sign;
 pub(crate) mod timeouts;
 pub(crate) mod tls;
@@ -44,6 +45,7 @@ pub(crate) static ORDER: &[PluginDef] = &[
     PluginDef { name: "debug", once: true, setup: debug::setup },
     PluginDef { name: "ready", once: true, setup: ready::setup },
     PluginDef { name: "health", once: true, setup: health::setup },
+    PluginDef { name: "shed", once: true, setup: shed::setup },
     PluginDef { name: "prometheus", once: true, setup: prometheus::setup },
     PluginDef { name: "errors", once: true, setup: errors::setup },
     PluginDef { name: "log", once: false, setup: log::setup },

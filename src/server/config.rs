@@ -45,6 +45,8 @@ pub(crate) struct ListenOpts {
     pub sockets: Option<usize>,
     /// Timeouts and query cap of TCP and TLS connections (`timeouts`).
     pub tcp: TcpLimits,
+    /// UDP replies go through a bounded write stack per socket (`shed`), counting drops here.
+    pub shed: Option<crate::server::wstack::DropHook>,
 }
 
 /// How long a TCP or TLS connection may wait and how many queries it may ask.
@@ -176,6 +178,11 @@ pub(crate) fn build(
             zones: addrs.iter().map(|a| a.zone.clone()).collect(),
             port: addrs.first().map(|a| a.port).unwrap_or(default_port),
             index: bi,
+            non_dns_key: sb
+                .keys
+                .iter()
+                .find(|k| k.text.contains("://") && !k.text.starts_with("dns://"))
+                .map(|k| k.text.clone()),
         };
         let mut chain: Vec<Arc<dyn Handler>> = Vec::new();
         let mut names = Vec::new();
@@ -263,6 +270,10 @@ pub(crate) fn build(
                 // Timeouts: every block sharing the address may set them, the last one wins.
                 if let Some(t) = gen.timeouts.get(&bi) {
                     o.tcp.apply(t);
+                }
+                // Any block with `shed` gives the whole listener its write discipline.
+                if let Some(h) = gen.shed.get(&bi) {
+                    o.shed = Some(*h);
                 }
                 if let Some(cfg) = gen.tls.get(&bi).filter(|_| tls) {
                     tls_cfgs.entry(key).or_insert_with(|| cfg.clone());

@@ -22,10 +22,10 @@ use tokio::net::TcpListener;
 use tokio::sync::{Mutex, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use crate::plugin::Proto;
 use crate::server::config::{ListenKey, ListenOpts, TcpLimits};
 use crate::server::mmsg;
 use crate::server::site::Site;
+use crate::server::wstack;
 
 /// TCP idle timeout between queries (CoreDNS: 10 s).
 pub(crate) const TCP_IDLE: Duration = Duration::from_secs(10);
@@ -165,6 +165,28 @@ impl Bound {
             if let Ok(a) = u.local_addr() {
                 handover::register(handover::SocketKind::Udp, a, &u);
             }
+            // With `shed`: the socket's replies go through a bounded stack and its own writer
+            // thread, which ends once the reader and every pending answer are done.
+            let producer = match self.opts.shed {
+                Some(hook) => {
+                    let stack = wstack::WriteStack::new(hook, site.load().label.clone());
+                    let producer = wstack::Producer::new(&stack);
+                    let (w, guard) = (u.clone(), ThreadCount::new(&running));
+                    let spawned = std::thread::Builder::new()
+                        .name("sextant-shed".into())
+                        .spawn(move || {
+                            use std::os::fd::AsRawFd;
+                            let _running = guard;
+                            wstack::writer(w.as_raw_fd(), stack)
+                        });
+                    if let Err(e) = spawned {
+                        cancel.cancel();
+                        return Err(e);
+                    }
+                    Some(producer)
+                }
+                None => None,
+            };
             let (site, c, inflight, handle) = (
                 site.clone(),
                 cancel.clone(),
@@ -176,7 +198,7 @@ impl Bound {
                 .name("sextant-udp".into())
                 .spawn(move || {
                     let _running = guard;
-                    udp_thread(u, site, c, inflight, handle)
+                    udp_thread(u, site, c, inflight, handle, producer)
                 });
             if let Err(e) = spawned {
                 cancel.cancel();
@@ -330,6 +352,7 @@ fn udp_thread(
     cancel: CancellationToken,
     inflight: Arc<AtomicUsize>,
     handle: tokio::runtime::Handle,
+    stack: Option<wstack::Producer>,
 ) {
     use std::os::fd::AsRawFd;
     // Plugins polled here may create timers or spawn tasks: they find the runtime.
@@ -348,12 +371,25 @@ fn udp_thread(
             let Some((packet, src)) = batch.get(i) else {
                 continue;
             };
-            if let Some(reply) = serve_udp(&sock, &handle, &site_now, &inflight, packet, src, local)
-            {
-                ready.push((reply, src));
+            let reply = serve_udp(
+                &sock,
+                &handle,
+                &site_now,
+                &inflight,
+                packet,
+                src,
+                local,
+                stack.as_ref(),
+            );
+            match (reply, &stack) {
+                (Some(reply), None) => ready.push((reply, src)),
+                (Some(reply), Some(p)) => p.stack().push(reply, src),
+                (None, _) => {}
             }
         }
-        send_batch(fd, &mut ready);
+        if !ready.is_empty() {
+            send_batch(fd, &mut ready);
+        }
         drop(batch_guard);
     };
     while !cancel.is_cancelled() {
@@ -426,7 +462,9 @@ async fn send_from_task(sock: &std::net::UdpSocket, reply: &[u8], dst: SocketAdd
 /// Answers one datagram. The handler future is polled once right here: answers that need no
 /// waiting (kubernetes, cache hits, whoami, ...) are returned to be sent with the batch, without
 /// a task; only a future that is still pending (forward, a blocked plugin) becomes a task on the
-/// runtime, which owns a copy of the packet and sends its reply itself.
+/// runtime, which owns a copy of the packet and sends its reply itself (or pushes it onto the
+/// socket's write stack, with `shed`).
+#[allow(clippy::too_many_arguments)]
 fn serve_udp(
     sock: &Arc<std::net::UdpSocket>,
     handle: &tokio::runtime::Handle,
@@ -435,8 +473,16 @@ fn serve_udp(
     packet: &[u8],
     src: SocketAddr,
     local: SocketAddr,
+    stack: Option<&wstack::Producer>,
 ) -> Option<Vec<u8>> {
-    let mut fut = Box::pin(handle_owned(site.clone(), packet.to_vec(), src, local));
+    let backlogged = stack.is_some_and(|p| p.stack().full());
+    let mut fut = Box::pin(handle_owned(
+        site.clone(),
+        packet.to_vec(),
+        src,
+        local,
+        backlogged,
+    ));
     let waker = std::task::Waker::noop();
     let mut cx = std::task::Context::from_waker(waker);
     match fut.as_mut().poll(&mut cx) {
@@ -446,10 +492,14 @@ fn serve_udp(
             // register the waker of their latest poll), so no wake-up is lost.
             let sock = sock.clone();
             let guard = InFlight::new(inflight);
+            let producer = stack.map(|p| wstack::Producer::new(p.stack()));
             handle.spawn(async move {
                 let _guard = guard;
                 if let Some(reply) = fut.await {
-                    send_from_task(&sock, &reply, src).await;
+                    match producer {
+                        Some(p) => p.stack().push(reply, src),
+                        None => send_from_task(&sock, &reply, src).await,
+                    }
                 }
             });
             None
@@ -462,8 +512,9 @@ async fn handle_owned(
     packet: Vec<u8>,
     src: SocketAddr,
     local: SocketAddr,
+    backlogged: bool,
 ) -> Option<Vec<u8>> {
-    site.handle(&packet, src, local, Proto::Udp).await
+    site.handle_udp(&packet, src, local, backlogged).await
 }
 
 /// Time allowed for a TLS handshake.

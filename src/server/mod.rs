@@ -8,3 +8,4 @@ pub(crate) mod listen;
 mod mmsg;
 pub(crate) mod runtime;
 pub(crate) mod site;
+pub(crate) mod wstack;

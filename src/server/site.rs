@@ -103,7 +103,21 @@ impl Site {
         local: SocketAddr,
         proto: Proto,
     ) -> Option<Vec<u8>> {
-        self.handle_inner(packet, client, local, proto, None).await
+        self.handle_inner(packet, client, local, proto, None, false)
+            .await
+    }
+
+    /// Handles one UDP datagram arriving on a socket whose write stack is full or not
+    /// (`backlogged`, see `Request::backlogged`).
+    pub(crate) async fn handle_udp(
+        self: &Arc<Site>,
+        packet: &[u8],
+        client: SocketAddr,
+        local: SocketAddr,
+        backlogged: bool,
+    ) -> Option<Vec<u8>> {
+        self.handle_inner(packet, client, local, Proto::Udp, None, backlogged)
+            .await
     }
 
     /// Handles one packet received over TCP: the reply, then any further messages of the same
@@ -115,7 +129,7 @@ impl Site {
         local: SocketAddr,
         more: &mut Vec<Vec<u8>>,
     ) -> Option<Vec<u8>> {
-        self.handle_inner(packet, client, local, Proto::Tcp, Some(more))
+        self.handle_inner(packet, client, local, Proto::Tcp, Some(more), false)
             .await
     }
 
@@ -126,6 +140,7 @@ impl Site {
         local: SocketAddr,
         proto: Proto,
         more: Option<&mut Vec<Vec<u8>>>,
+        backlogged: bool,
     ) -> Option<Vec<u8>> {
         let start = Instant::now();
         // The usual query (one question, at most an OPT) is read by the in-place scanner; the
@@ -223,6 +238,7 @@ impl Site {
             depth: 0,
             resolver: Some(self.clone() as Arc<dyn Resolver>),
             raw,
+            backlogged,
         };
         let mut out = run_chain(&block, &mut req).await;
         let options = req.msg.edns.as_ref().map_or(&[][..], |e| &e.options[..]);
@@ -319,6 +335,7 @@ impl Resolver for Site {
                 depth: req.depth + 1,
                 resolver: req.resolver.clone(),
                 raw: None,
+                backlogged: false,
             };
             let block = block.clone();
             let mut out = Next::new(&block.chain).run(&mut sub).await;

@@ -736,6 +736,7 @@ fn background_request(req: &Request) -> Request {
         depth: req.depth,
         resolver: req.resolver.clone(),
         raw: None,
+        backlogged: false,
     }
 }
 
