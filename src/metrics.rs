@@ -120,6 +120,7 @@ fn zone_label(req: &Request) -> String {
 struct ZoneHandles {
     server: Arc<str>,
     zone: Name,
+    view: Option<Arc<str>>,
     do_requests: Counter,
     duration: Histogram,
     /// Indexed by [`proto_index`].
@@ -139,17 +140,19 @@ fn proto_index(p: Proto) -> usize {
 }
 
 impl ZoneHandles {
-    fn new(server: &Arc<str>, zone: &Name) -> ZoneHandles {
+    fn new(server: &Arc<str>, zone: &Name, view: &Option<Arc<str>>) -> ZoneHandles {
         let z = zone.to_lowercase_string();
         let s = &**server;
-        let sizes = |v: &HistogramVec| {
-            [Proto::Udp, Proto::Tcp].map(|p| v.with_label_values(&[s, &z, "", p.as_str()]))
+        let v = view.as_deref().unwrap_or("");
+        let sizes = |h: &HistogramVec| {
+            [Proto::Udp, Proto::Tcp].map(|p| h.with_label_values(&[s, &z, v, p.as_str()]))
         };
         ZoneHandles {
             server: server.clone(),
             zone: zone.clone(),
-            do_requests: DO_REQUESTS.with_label_values(&[s, &z, ""]),
-            duration: DURATION.with_label_values(&[s, &z, ""]),
+            view: view.clone(),
+            do_requests: DO_REQUESTS.with_label_values(&[s, &z, v]),
+            duration: DURATION.with_label_values(&[s, &z, v]),
             request_size: sizes(&REQUEST_SIZE),
             response_size: sizes(&RESPONSE_SIZE),
             requests: Vec::new(),
@@ -172,9 +175,9 @@ pub(crate) fn report(req: &Request, rcode: Rcode, plugin: &'static str, reply_si
         let Ok(mut all) = cell.try_borrow_mut() else {
             return false;
         };
-        let pos = all
-            .iter()
-            .position(|h| Arc::ptr_eq(&h.server, &req.server) && h.zone == req.zone);
+        let pos = all.iter().position(|h| {
+            Arc::ptr_eq(&h.server, &req.server) && h.zone == req.zone && h.view == req.view
+        });
         let h = match pos {
             Some(i) => &mut all[i],
             None => {
@@ -182,7 +185,7 @@ pub(crate) fn report(req: &Request, rcode: Rcode, plugin: &'static str, reply_si
                 if all.len() >= HANDLE_CACHE_MAX {
                     all.clear();
                 }
-                all.push(ZoneHandles::new(&req.server, &req.zone));
+                all.push(ZoneHandles::new(&req.server, &req.zone, &req.view));
                 let last = all.len() - 1;
                 &mut all[last]
             }
@@ -209,7 +212,7 @@ fn report_cached(
             let c = REQUESTS.with_label_values(&[
                 &*h.server,
                 &z,
-                "",
+                h.view.as_deref().unwrap_or(""),
                 req.proto.as_str(),
                 family(req),
                 rkey.2,
@@ -224,7 +227,8 @@ fn report_cached(
         Some(i) => i,
         None if h.responses.len() < HANDLE_CACHE_MAX => {
             let z = h.zone.to_lowercase_string();
-            let c = RESPONSES.with_label_values(&[&*h.server, &z, "", &rcode.to_string(), plugin]);
+            let v = h.view.as_deref().unwrap_or("");
+            let c = RESPONSES.with_label_values(&[&*h.server, &z, v, &rcode.to_string(), plugin]);
             h.responses.push((skey, c));
             h.responses.len() - 1
         }
@@ -245,30 +249,31 @@ fn report_cached(
 fn report_slow(req: &Request, rcode: Rcode, plugin: &str, reply_size: usize) {
     let zone = zone_label(req);
     let server = &*req.server;
+    let view = req.view.as_deref().unwrap_or("");
     REQUESTS
         .with_label_values(&[
             server,
             &zone,
-            "",
+            view,
             req.proto.as_str(),
             family(req),
             type_label(req.qtype()),
         ])
         .inc();
     if req.do_bit() {
-        DO_REQUESTS.with_label_values(&[server, &zone, ""]).inc();
+        DO_REQUESTS.with_label_values(&[server, &zone, view]).inc();
     }
     DURATION
-        .with_label_values(&[server, &zone, ""])
+        .with_label_values(&[server, &zone, view])
         .observe(req.start.elapsed().as_secs_f64());
     REQUEST_SIZE
-        .with_label_values(&[server, &zone, "", req.proto.as_str()])
+        .with_label_values(&[server, &zone, view, req.proto.as_str()])
         .observe(req.size as f64);
     RESPONSE_SIZE
-        .with_label_values(&[server, &zone, "", req.proto.as_str()])
+        .with_label_values(&[server, &zone, view, req.proto.as_str()])
         .observe(reply_size as f64);
     RESPONSES
-        .with_label_values(&[server, &zone, "", &rcode.to_string(), plugin])
+        .with_label_values(&[server, &zone, view, &rcode.to_string(), plugin])
         .inc();
 }
 

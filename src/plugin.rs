@@ -58,6 +58,11 @@ pub(crate) struct Request {
     /// The UDP socket the query came in on cannot keep up: its write stack is full (only
     /// with `shed`).
     pub backlogged: bool,
+    /// Metadata of this request (CoreDNS's `metadata` plugin): `None` unless the block has the
+    /// `metadata` plugin, so setting a label costs nothing elsewhere. See [`Metadata`].
+    pub meta: Option<Box<Metadata>>,
+    /// Name of the view of the block serving this request (metric label `view`), if it has one.
+    pub view: Option<Arc<str>>,
 }
 
 impl Request {
@@ -77,7 +82,27 @@ impl Request {
             resolver: None,
             raw: None,
             backlogged: false,
+            meta: None,
+            view: None,
         }
+    }
+
+    /// True when this request carries metadata (the block has the `metadata` plugin).
+    pub(crate) fn meta_enabled(&self) -> bool {
+        self.meta.is_some()
+    }
+
+    /// Sets metadata `label` (`plugin/NAME`) to the value `f` makes, like CoreDNS's
+    /// `metadata.SetValueFunc`; `f` is not called when the request carries no metadata.
+    pub(crate) fn set_meta(&mut self, label: &str, f: impl FnOnce() -> String) {
+        if let Some(m) = self.meta.as_mut() {
+            m.set(label, f());
+        }
+    }
+
+    /// The value of metadata `label`, if the request carries it.
+    pub(crate) fn meta(&self, label: &str) -> Option<&str> {
+        self.meta.as_ref()?.get(label)
     }
 
     /// The question name as sent (case preserved); the root if there is no question.
@@ -124,6 +149,50 @@ impl Request {
             None => Outcome::error("", Rcode::SERVFAIL, "no server to resolve through"),
         }
     }
+}
+
+/// The metadata of one request: `plugin/NAME` labels and their values (CoreDNS's
+/// `metadata.SetValueFunc`/`ValueFunc`). Created by the `metadata` plugin at the start of its
+/// block's chain (or by the server before a `view` filter, through [`MetadataCollector`]);
+/// providers ([`MetadataProvider`]) add their labels then, other plugins as they serve.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Metadata {
+    /// (label, value) in insertion order; a label set twice keeps the last value. A request
+    /// has few labels, so a list beats a map.
+    entries: Vec<(String, String)>,
+}
+
+impl Metadata {
+    /// Sets `label` to `value` (replacing an earlier value).
+    pub(crate) fn set(&mut self, label: &str, value: String) {
+        match self.entries.iter_mut().find(|(l, _)| l == label) {
+            Some(e) => e.1 = value,
+            None => self.entries.push((label.to_string(), value)),
+        }
+    }
+
+    /// The value of `label`.
+    pub(crate) fn get(&self, label: &str) -> Option<&str> {
+        self.entries
+            .iter()
+            .find(|(l, _)| l == label)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A plugin that publishes metadata for each request of its block (CoreDNS's
+/// `metadata.Provider`): called by the `metadata` plugin before the chain runs, so it must be
+/// quick. `kubernetes` publishes `kubernetes/client-namespace` and friends.
+pub(crate) trait MetadataProvider: Send + Sync {
+    fn metadata(&self, req: &Request, md: &mut Metadata);
+}
+
+/// The `metadata` plugin's collector (CoreDNS's `dnsserver.MetadataCollector`): fills
+/// `req.meta` from the block's providers. The chain calls it from the `metadata` handler; a
+/// server-level filter (`view`) that needs metadata before choosing a block calls it first, and
+/// the handler then does not collect again.
+pub(crate) trait MetadataCollector: Send + Sync {
+    fn collect(&self, req: &mut Request);
 }
 
 /// What a handler returns, modelled on CoreDNS's `(rcode, error)` plus the written reply.
@@ -292,8 +361,22 @@ pub(crate) trait Handler: Send + Sync + 'static {
     fn transferer(&self) -> Option<&dyn Transferer> {
         None
     }
+    /// The cluster data `k8s_external` serves, if this plugin has it (CoreDNS `Externaler`).
+    fn externaler(&self) -> Option<Arc<dyn crate::plugins::k8s_external::Externaler>> {
+        None
+    }
     /// The client search path this plugin knows (`autopath @<plugin>`), if it has one.
     fn search_path(&self) -> Option<Arc<dyn crate::plugins::autopath::SearchPath>> {
+        None
+    }
+    /// The metadata this plugin publishes per request (CoreDNS `metadata.Provider`), if any.
+    fn metadata_provider(&self) -> Option<&dyn MetadataProvider> {
+        None
+    }
+    /// The block's metadata collector (only the `metadata` plugin has one). Nothing in the
+    /// server calls it yet: it is there for the `view` plugin's filters.
+    #[allow(dead_code)]
+    fn metadata_collector(&self) -> Option<&dyn MetadataCollector> {
         None
     }
     /// Who to tell when a zone changed (the `transfer` plugin's NOTIFY), if this plugin is one.
@@ -354,6 +437,12 @@ impl<'a> Next<'a> {
     pub(crate) fn name(&self) -> Option<&'static str> {
         self.rest.first().map(|h| h.name())
     }
+}
+
+/// A server block's view (the `view` plugin): the server routes a query to the block only when
+/// this is true for it (CoreDNS `dnsserver.Viewer`). Called while routing, before the chain.
+pub(crate) trait ViewFilter: Send + Sync {
+    fn matches(&self, req: &mut Request) -> bool;
 }
 
 /// A readiness check registered by a plugin (`ready` plugin polls these).

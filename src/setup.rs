@@ -12,7 +12,7 @@ use std::time::Duration;
 use sextant_corefile::{Directive, Error as ConfigError};
 
 use crate::pkg::clock::Clock;
-use crate::plugin::{Handler, Readiness};
+use crate::plugin::{Handler, Readiness, ViewFilter};
 use crate::server::http::HttpHandler;
 use crate::server::invalidate::InvalidationBus;
 use crate::server::lifecycle::{Carry, Lifecycle, RuntimeState, Spawner, TaskCtx};
@@ -27,6 +27,8 @@ pub(crate) struct BlockInfo {
     pub(crate) index: usize,
     /// The first key that is not plain DNS (`tls://...`), as written, if any.
     pub(crate) non_dns_key: Option<String>,
+    /// Name of the block's view (`view NAME`), for metric labels; None without one.
+    pub(crate) view: Option<String>,
 }
 
 /// Readiness checks of a generation, shared with the `ready` handler (filled during setup).
@@ -62,7 +64,11 @@ pub(crate) struct GenerationBuilder {
     pub(crate) timeouts: HashMap<usize, crate::server::config::TimeoutSettings>,
     /// Blocks whose UDP listeners write through a bounded stack (`shed`).
     pub(crate) shed: HashMap<usize, crate::server::wstack::DropHook>,
+    /// Each block's view (name, filter), by block index.
+    pub(crate) views: HashMap<usize, (Arc<str>, Arc<dyn ViewFilter>)>,
     pub(crate) settings: ProcessSettings,
+    /// Each block's `root` directory, by block index.
+    pub(crate) roots: HashMap<usize, std::path::PathBuf>,
     carry: Arc<Carry>,
     state: Arc<RuntimeState>,
     /// One value per type shared by the plugins of this generation (see [`SetupCtx::shared`]).
@@ -85,7 +91,9 @@ impl GenerationBuilder {
             sockets: HashMap::new(),
             timeouts: HashMap::new(),
             shed: HashMap::new(),
+            views: HashMap::new(),
             settings: ProcessSettings::default(),
+            roots: HashMap::new(),
             carry,
             state,
             shared: HashMap::new(),
@@ -275,6 +283,26 @@ impl SetupCtx<'_> {
         self.gen.shed.insert(self.block.index, dropped);
     }
 
+    /// Sets this block's root directory (the `root` plugin).
+    pub(crate) fn set_root(&mut self, dir: std::path::PathBuf) {
+        self.gen.roots.insert(self.block.index, dir);
+    }
+
+    /// A file name of a Corefile argument, under the block's `root` when it is relative (like
+    /// CoreDNS's `file`, `tls` and `dnssec`).
+    pub(crate) fn file_path(&self, name: &str) -> std::path::PathBuf {
+        under_root(
+            self.gen.roots.get(&self.block.index).map(|p| p.as_path()),
+            name,
+        )
+    }
+
+    /// Routes queries to this block only when `filter` is true for them (the `view` plugin);
+    /// `name` is the block's `view` metric label.
+    pub(crate) fn set_view(&mut self, name: Arc<str>, filter: Arc<dyn ViewFilter>) {
+        self.gen.views.insert(self.block.index, (name, filter));
+    }
+
     /// Process-wide settings (lameduck, reload, debug).
     pub(crate) fn settings(&mut self) -> &mut ProcessSettings {
         &mut self.gen.settings
@@ -319,6 +347,14 @@ pub(crate) struct PluginDef {
 /// The error CoreDNS gives for a second line of a once-only plugin.
 pub(crate) const ERR_ONCE: &str = "this plugin can only be used once per Server Block";
 
+/// `name` joined to `root` when it is relative and there is a root.
+pub(crate) fn under_root(root: Option<&std::path::Path>, name: &str) -> std::path::PathBuf {
+    match root {
+        Some(r) if std::path::Path::new(name).is_relative() => r.join(name),
+        _ => std::path::PathBuf::from(name),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -335,6 +371,7 @@ mod tests {
             port: 53,
             index: 0,
             non_dns_key: None,
+            view: None,
         };
         let mut links = Vec::new();
         let calls = Arc::new(AtomicUsize::new(0));

@@ -1078,3 +1078,502 @@ fn check_reports_config_errors_with_position() {
     assert!(all.contains("Corefile:3:16"), "{all}");
     assert!(all.contains("unknown policy 'fastest'"), "{all}");
 }
+
+/// Host-name upstreams (CoreDNS 1.14.4): resolved at start through `resolver`, keeping the TO's
+/// scheme, port and per-upstream TLS server name (`tls://NAME%SNI:PORT`); a name the resolver
+/// does not know fails the start naming the TO.
+#[test]
+fn host_name_upstreams_resolve_through_resolver() {
+    let (dot, pem) = dot_server();
+    let plain = answering("192.0.2.77");
+    let resolver = Upstream::start(|req: &UpstreamRequest| {
+        let known = ["plain.test.", "dot.test."].contains(&req.name().as_str());
+        match req.qtype() {
+            RecordType::A if known => req
+                .reply()
+                .answer(&format!("{} 30 IN A 127.0.0.1", req.name()))
+                .action(),
+            _ => req.reply().action(),
+        }
+    })
+    .unwrap();
+    let r = resolver.addr();
+    let srv = start_with(
+        |b| b.file("ca.pem", &pem),
+        &format!(
+            "forward example.org plain.test:{} {{\n resolver {r}\n }}\n forward . tls://dot.test%dns.test:{} {{\n resolver 127.0.0.1:1 {r}\n tls ca.pem\n }}",
+            plain.addr().port(),
+            dot.port()
+        ),
+    );
+    let got = udp(srv.dns, &a("www.example.org."), T).unwrap();
+    assert_eq!(got.rcode_name(), "NOERROR");
+    assert_eq!(got.answers(), vec!["www.example.org. 300 IN A 192.0.2.77"]);
+    let got = udp(srv.dns, &a("over.tls.example."), T).unwrap();
+    assert_eq!(got.answers(), vec!["over.tls.example. 60 IN A 192.0.2.253"]);
+    // The resolver was asked A and AAAA for each name, with RD.
+    let asked: Vec<(String, RecordType, bool)> = resolver
+        .requests()
+        .iter()
+        .map(|q| (q.name(), q.qtype(), q.message.recursion_desired))
+        .collect();
+    for name in ["plain.test.", "dot.test."] {
+        for t in [RecordType::A, RecordType::AAAA] {
+            assert!(
+                asked.contains(&(name.to_string(), t, true)),
+                "{name} {t} in {asked:?}"
+            );
+        }
+    }
+    // The metric label is the resolved address.
+    assert!(
+        srv.metric(
+            "coredns_proxy_request_duration_seconds_count",
+            &[&format!("to=\"127.0.0.1:{}\"", plain.addr().port())]
+        ) >= 1.0
+    );
+    let (code, out, err) = Sextant::check(
+        bin(),
+        &format!(".:1053 {{\n    forward . nothere.test {{\n        resolver {r}\n    }}\n}}\n"),
+    )
+    .unwrap();
+    let all = format!("{out}{err}");
+    assert_ne!(code, 0);
+    assert!(
+        all.contains("Corefile:2:15")
+            && all.contains("failed to resolve \"nothere.test\": no addresses found"),
+        "{all}"
+    );
+
+    // The same Corefile on CoreDNS: the same questions to the resolver, the same answers.
+    let Ok(coredns) = std::env::var("COREDNS_BIN") else {
+        eprintln!("host_name_upstreams_resolve_through_resolver: COREDNS_BIN not set, comparison with CoreDNS not run");
+        return;
+    };
+    let resolver_before = resolver.requests().len();
+    let port = free_port();
+    let corefile = format!(
+        ".:{port} {{\n forward example.org plain.test:{} {{\n  resolver {r}\n }}\n forward . tls://dot.test%dns.test:{} {{\n  resolver 127.0.0.1:1 {r}\n  tls ca.pem\n }}\n}}\n",
+        plain.addr().port(),
+        dot.port()
+    );
+    let mut cd = Sextant::builder(Path::new(&coredns), &corefile)
+        .file("ca.pem", &pem)
+        .start();
+    let cda: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    cd.wait_dns(cda, Duration::from_secs(10)).unwrap();
+    for name in ["www.example.org.", "over.tls.example."] {
+        let (x, y) = (
+            udp(srv.dns, &a(name), T).unwrap(),
+            udp(cda, &a(name), T).unwrap(),
+        );
+        assert_eq!(
+            (x.rcode_name(), x.flags(), x.answers()),
+            (y.rcode_name(), y.flags(), y.answers()),
+            "{name}"
+        );
+    }
+    let mut theirs: Vec<(String, RecordType, bool)> = resolver.requests()[resolver_before..]
+        .iter()
+        .map(|q| (q.name(), q.qtype(), q.message.recursion_desired))
+        .collect();
+    let mut ours = asked.clone();
+    theirs.sort_by_key(|x| format!("{x:?}"));
+    ours.sort_by_key(|x| format!("{x:?}"));
+    assert_eq!(ours, theirs, "resolver questions: Sextant vs CoreDNS");
+}
+
+/// `max_age`: a connection in steady use is replaced once older than `max_age` (idle `expire`
+/// alone would keep it), seen as new dials in the connection-cache metrics.
+#[test]
+fn max_age_redials_busy_connections() {
+    let up = answering("192.0.2.88");
+    let srv = start(&format!(
+        "forward . {} {{\n force_tcp\n expire 1s\n max_age 1s\n }}",
+        up.addr()
+    ));
+    let started = Instant::now();
+    let mut n = 0;
+    while started.elapsed() < Duration::from_millis(2600) {
+        let r = udp(srv.dns, &a(&format!("q{n}.example.")), T).unwrap();
+        assert_eq!(r.rcode_name(), "NOERROR");
+        n += 1;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let to = format!("to=\"{}\"", up.addr());
+    let misses = srv.metric(
+        "coredns_proxy_conn_cache_misses_total",
+        &["proto=\"tcp\"", &to],
+    );
+    let hits = srv.metric(
+        "coredns_proxy_conn_cache_hits_total",
+        &["proto=\"tcp\"", &to],
+    );
+    assert!(
+        (2.0..=4.0).contains(&misses),
+        "misses {misses}, hits {hits}, {n} queries"
+    );
+    assert!(
+        hits >= n as f64 - 4.0,
+        "misses {misses}, hits {hits}, {n} queries"
+    );
+}
+
+/// What a DoH server saw of one request: method, path and query, content type, accept, HTTP
+/// version, DNS ID on the wire.
+#[derive(Clone, Debug, PartialEq)]
+struct DohSeen {
+    method: String,
+    uri: String,
+    content_type: String,
+    accept: String,
+    version: String,
+    id: u16,
+}
+
+/// RFC 4648 base64url without padding, decoded.
+fn unbase64url(s: &str) -> Option<Vec<u8>> {
+    let val = |c: u8| -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'-' => 62,
+            b'_' => 63,
+            _ => return None,
+        } as u32)
+    };
+    let mut out = Vec::new();
+    for chunk in s.as_bytes().chunks(4) {
+        let mut n = 0u32;
+        for (i, c) in chunk.iter().enumerate() {
+            n |= val(*c)? << (18 - 6 * i);
+        }
+        let bytes = n.to_be_bytes();
+        out.extend_from_slice(&bytes[1..chunk.len()]);
+    }
+    Some(out)
+}
+
+/// A DNS-over-HTTPS server on loopback (hyper over rustls, certificate for `dns.test` and
+/// 127.0.0.1), HTTP/2 when `h2`, else HTTP/1.1 only. Answers `NAME 60 IN A 192.0.2.44` to
+/// `/dns-query` POST and GET. Returns its address, the certificate, what it saw and how many
+/// connections it accepted.
+fn doh_server(
+    h2: bool,
+) -> (
+    SocketAddr,
+    String,
+    Arc<std::sync::Mutex<Vec<DohSeen>>>,
+    Arc<AtomicUsize>,
+) {
+    use http_body_util::{BodyExt, Full};
+    use hyper::body::Bytes;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    let key = rcgen::KeyPair::generate().unwrap();
+    let params =
+        rcgen::CertificateParams::new(vec!["dns.test".to_string(), "127.0.0.1".to_string()])
+            .unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    let pem = cert.pem();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![CertificateDer::from(cert.der().to_vec())],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+        )
+        .unwrap();
+    cfg.alpn_protocols = if h2 {
+        vec![b"h2".to_vec()]
+    } else {
+        vec![b"http/1.1".to_vec()]
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let conns = Arc::new(AtomicUsize::new(0));
+    let (seen2, conns2) = (seen.clone(), conns.clone());
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            for _ in 0..200 {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                conns2.fetch_add(1, Ordering::SeqCst);
+                let (acceptor, seen) = (acceptor.clone(), seen2.clone());
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let svc = hyper::service::service_fn(
+                        move |req: hyper::Request<hyper::body::Incoming>| {
+                            let seen = seen.clone();
+                            async move {
+                                let header = |n: &str| {
+                                    req.headers()
+                                        .get(n)
+                                        .and_then(|v| v.to_str().ok())
+                                        .unwrap_or("")
+                                        .to_string()
+                                };
+                                let (method, uri) =
+                                    (req.method().to_string(), req.uri().to_string());
+                                let (content_type, accept) =
+                                    (header("content-type"), header("accept"));
+                                let version = format!("{:?}", req.version());
+                                let wire = match req.uri().query() {
+                                    Some(q) if method == "GET" => q
+                                        .strip_prefix("dns=")
+                                        .and_then(unbase64url)
+                                        .unwrap_or_default(),
+                                    _ => {
+                                        req.into_body().collect().await.unwrap().to_bytes().to_vec()
+                                    }
+                                };
+                                let q = Message::from_vec(&wire).unwrap();
+                                seen.lock().unwrap().push(DohSeen {
+                                    method,
+                                    uri,
+                                    content_type,
+                                    accept,
+                                    version,
+                                    id: q.metadata.id,
+                                });
+                                let name = q.queries[0].name().to_ascii();
+                                let r = reply_to(&q)
+                                    .answer(&format!("{name} 60 IN A 192.0.2.44"))
+                                    .build()
+                                    .to_vec()
+                                    .unwrap();
+                                Ok::<_, std::convert::Infallible>(
+                                    hyper::Response::builder()
+                                        .header("content-type", "application/dns-message")
+                                        .body(Full::new(Bytes::from(r)))
+                                        .unwrap(),
+                                )
+                            }
+                        },
+                    );
+                    let io = hyper_util::rt::TokioIo::new(tls);
+                    if h2 {
+                        let _ = hyper::server::conn::http2::Builder::new(
+                            hyper_util::rt::TokioExecutor::new(),
+                        )
+                        .serve_connection(io, svc)
+                        .await;
+                    } else {
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(io, svc)
+                            .await;
+                    }
+                });
+            }
+        });
+    });
+    (addr, pem, seen, conns)
+}
+
+/// `https://` upstreams (CoreDNS 1.14.5): POST over HTTP/2 by default on one shared connection,
+/// GET with `doh_method GET`, HTTP/1.1 when the server offers nothing else; ID 0 on the wire and
+/// the client's ID in the reply. With `COREDNS_BIN`, CoreDNS sends the same requests and gets the
+/// same answers.
+#[test]
+fn dns_over_https_upstreams_post_and_get() {
+    let (addr, pem, seen, conns) = doh_server(true);
+    let srv = start_with(
+        |b| b.file("ca.pem", &pem),
+        &format!("forward . https://{addr} {{\n tls ca.pem\n }}"),
+    );
+    let mut answers = Vec::new();
+    for i in 0..4 {
+        let r = udp(srv.dns, &a(&format!("h2-{i}.example.")).id(40 + i), T).unwrap();
+        assert_eq!(r.id(), 40 + i);
+        assert_eq!(r.rcode_name(), "NOERROR");
+        assert_eq!(r.flags(), "qr,rd");
+        assert_eq!(
+            r.answers(),
+            vec![format!("h2-{i}.example. 60 IN A 192.0.2.44")]
+        );
+        answers.push((r.rcode_name(), r.flags(), r.answers()));
+    }
+    let got = seen.lock().unwrap().clone();
+    let queries: Vec<&DohSeen> = got
+        .iter()
+        .filter(|s| s.uri.ends_with("/dns-query"))
+        .collect();
+    assert!(queries.len() >= 4, "{got:?}");
+    for s in &queries {
+        assert_eq!(s.method, "POST");
+        assert_eq!(s.uri, format!("https://{addr}/dns-query"));
+        assert_eq!(s.content_type, "application/dns-message");
+        assert_eq!(s.accept, "application/dns-message");
+        assert_eq!(s.version, "HTTP/2.0");
+        assert_eq!(s.id, 0);
+    }
+    assert_eq!(
+        conns.load(Ordering::SeqCst),
+        1,
+        "one HTTP/2 connection for every query"
+    );
+    assert!(
+        srv.metric(
+            "coredns_proxy_request_duration_seconds_count",
+            &[&format!("to=\"{addr}\""), "rcode=\"NOERROR\""]
+        ) >= 4.0
+    );
+
+    // GET, HTTP/1.1 only, the certificate checked for tls_servername.
+    let (addr1, pem1, seen1, conns1) = doh_server(false);
+    let srv1 = start_with(
+        |b| b.file("ca.pem", &pem1),
+        &format!("forward . https://{addr1} {{\n tls ca.pem\n tls_servername dns.test\n doh_method GET\n }}"),
+    );
+    let r = udp(srv1.dns, &a("get.example.").id(7), T).unwrap();
+    assert_eq!(r.id(), 7);
+    assert_eq!(r.answers(), vec!["get.example. 60 IN A 192.0.2.44"]);
+    let s = seen1.lock().unwrap().clone();
+    let s = s
+        .iter()
+        .find(|s| s.uri.contains("?dns="))
+        .expect("a GET query");
+    assert_eq!(s.method, "GET");
+    assert!(s.uri.starts_with("/dns-query?dns="), "{}", s.uri);
+    let b64 = &s.uri["/dns-query?dns=".len()..];
+    assert!(!b64.contains('='), "no padding after dns=: {b64}");
+    assert_eq!(s.version, "HTTP/1.1");
+    assert_eq!(s.id, 0);
+    // Queries one after the other reuse the idle HTTP/1.1 connection.
+    for i in 0..3 {
+        let r = udp(srv1.dns, &a(&format!("get{i}.example.")), T).unwrap();
+        assert_eq!(r.rcode_name(), "NOERROR");
+    }
+    assert_eq!(
+        conns1.load(Ordering::SeqCst),
+        1,
+        "one HTTP/1.1 connection, reused"
+    );
+
+    // A certificate that does not match: SERVFAIL.
+    let bad = start_with(
+        |b| b.file("ca.pem", &pem),
+        &format!("forward . https://{addr} {{\n tls ca.pem\n tls_servername other.test\n }}"),
+    );
+    assert_eq!(
+        udp(bad.dns, &a("bad.example."), T).unwrap().rcode_name(),
+        "SERVFAIL"
+    );
+
+    let Ok(coredns) = std::env::var("COREDNS_BIN") else {
+        eprintln!("dns_over_https_upstreams_post_and_get: COREDNS_BIN not set, comparison with CoreDNS not run");
+        return;
+    };
+    let before = seen.lock().unwrap().len();
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ca.pem"), &pem).unwrap();
+    std::fs::write(
+        dir.path().join("Corefile"),
+        format!(".:{port} {{\n forward . https://{addr} {{\n  tls ca.pem\n }}\n}}\n"),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(coredns)
+        .current_dir(dir.path())
+        .args(["-conf", "Corefile"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let cd: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    wait_dns(cd, Duration::from_secs(10)).unwrap();
+    for (i, want) in answers.iter().enumerate() {
+        let r = udp(cd, &a(&format!("h2-{i}.example.")).id(40 + i as u16), T).unwrap();
+        assert_eq!(&(r.rcode_name(), r.flags(), r.answers()), want);
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let all = seen.lock().unwrap().clone();
+    let theirs: Vec<&DohSeen> = all[before..]
+        .iter()
+        .filter(|s| s.uri.ends_with("/dns-query"))
+        .collect();
+    assert!(theirs.len() >= 4, "CoreDNS's requests: {theirs:?}");
+    for s in theirs {
+        let ours = &queries[0];
+        assert_eq!(
+            (
+                &s.method,
+                &s.uri,
+                &s.content_type,
+                &s.accept,
+                &s.version,
+                s.id
+            ),
+            (
+                &ours.method,
+                &ours.uri,
+                &ours.content_type,
+                &ours.accept,
+                &ours.version,
+                ours.id
+            ),
+            "CoreDNS's request differs"
+        );
+    }
+}
+
+/// A host-name upstream that no longer resolves at a reload fails that reload (naming the TO);
+/// the running configuration keeps serving through the addresses it resolved at start.
+#[test]
+fn reload_with_an_unresolvable_host_name_keeps_the_running_configuration() {
+    let up = answering("192.0.2.66");
+    let known = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let k = known.clone();
+    let resolver = Upstream::start(move |req: &UpstreamRequest| {
+        if req.qtype() == RecordType::A && k.load(Ordering::SeqCst) {
+            req.reply()
+                .answer(&format!("{} 30 IN A 127.0.0.1", req.name()))
+                .action()
+        } else {
+            req.reply().action()
+        }
+    })
+    .unwrap();
+    let port = free_port();
+    let corefile = |ttl: u32| {
+        format!(
+            ".:{port} {{\n reload 2s 1s\n cache {ttl}\n forward . up.test:{} {{\n  resolver {}\n }}\n}}\n",
+            up.addr().port(),
+            resolver.addr()
+        )
+    };
+    let mut s = Sextant::start(bin(), &corefile(30));
+    let dns: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    s.wait_dns(dns, Duration::from_secs(10)).unwrap();
+    assert_eq!(
+        udp(dns, &a("r1.example."), T).unwrap().answers(),
+        vec!["r1.example. 30 IN A 192.0.2.66"]
+    );
+    known.store(false, Ordering::SeqCst);
+    s.rewrite_corefile(&corefile(31)).unwrap();
+    s.signal(libc::SIGUSR1).unwrap();
+    let line = s.wait_for_line("reload failed", T).unwrap();
+    assert!(
+        line.contains("failed to resolve \"up.test\""),
+        "{line}\n{}",
+        s.output()
+    );
+    assert_eq!(
+        udp(dns, &a("r2.example."), T).unwrap().answers(),
+        vec!["r2.example. 30 IN A 192.0.2.66"]
+    );
+}

@@ -301,3 +301,53 @@ fn check_reports_config_errors_with_position() {
         "{all}"
     );
 }
+
+/// Wildcards (CoreDNS 1.14.5) against the real CoreDNS when `COREDNS_BIN` is set: a file
+/// wildcard and inline entries (an exact name of the other family still lets the wildcard answer
+/// its family), the apex, two labels down, case, the literal `*` name, other types and PTR.
+#[test]
+fn wildcards_answer_like_coredns() {
+    let Ok(coredns) = std::env::var("COREDNS_BIN") else {
+        eprintln!(
+            "wildcards_answer_like_coredns: COREDNS_BIN not set, comparison with CoreDNS not run"
+        );
+        return;
+    };
+    let hosts = "10.0.0.10 *.apps.example.org\n2001:db8::10 *.apps.example.org\n";
+    let corefile = |port: u16| {
+        format!(
+            ".:{port} {{\n  hosts hosts example.org {{\n    192.168.1.10 *.example.org\n    192.168.1.11 www.example.org\n    ::1 v6.example.org\n    fallthrough example.org\n  }}\n  whoami\n}}\n"
+        )
+    };
+    let (p1, p2) = (free_port(), free_port());
+    let _ours = start(&corefile(p1), hosts, p1);
+    let mut theirs = Sextant::builder(Path::new(&coredns), &corefile(p2))
+        .file("hosts", hosts)
+        .start();
+    theirs
+        .wait_dns(addr(p2), Duration::from_secs(10))
+        .expect("CoreDNS answers");
+    for (name, t) in [
+        ("a.example.org.", RecordType::A),
+        ("www.example.org.", RecordType::A),
+        ("v6.example.org.", RecordType::A),
+        ("v6.example.org.", RecordType::AAAA),
+        ("a.example.org.", RecordType::AAAA),
+        ("b.a.example.org.", RecordType::A),
+        ("example.org.", RecordType::A),
+        ("APPS.Example.org.", RecordType::A),
+        ("x.apps.example.org.", RecordType::A),
+        ("x.apps.example.org.", RecordType::AAAA),
+        ("x.y.apps.example.org.", RecordType::A),
+        ("*.example.org.", RecordType::A),
+        ("a.example.org.", RecordType::MX),
+        ("10.0.0.10.in-addr.arpa.", RecordType::PTR),
+        ("11.1.168.192.in-addr.arpa.", RecordType::PTR),
+    ] {
+        let q = Query::new(name, t);
+        let (a, b) = (udp(addr(p1), &q, T).unwrap(), udp(addr(p2), &q, T).unwrap());
+        // The additional section of a fallthrough is whoami's (the client's port differs).
+        let w = |r: &Reply| (r.rcode_name(), r.flags(), r.answers(), r.authority());
+        assert_eq!(w(&a), w(&b), "{name} {t}: Sextant vs CoreDNS");
+    }
+}

@@ -115,3 +115,100 @@ fn tls_key_without_tls_plugin_or_with_bad_files_is_an_error() {
         "{out}{err}"
     );
 }
+
+/// `keylog FILE` writes the session secrets in NSS key-log format (with a warning at start);
+/// the ACME block form is checked, then refused with a clear error naming its position.
+#[test]
+fn keylog_and_the_acme_block_form() {
+    let port = free_port();
+    let (cpem, kpem, der) = cert();
+    let cf = format!(
+        "tls://.:{port} {{\n    tls cert.pem key.pem {{\n        keylog keys.log\n    }}\n    whoami\n}}\n"
+    );
+    let s = Sextant::builder(bin(), &cf)
+        .file("cert.pem", cpem)
+        .file("key.pem", kpem)
+        .start();
+    s.wait_for_line(&format!("tls://.:{port}"), T).unwrap();
+    s.wait_for_line("[WARNING] plugin/tls: Writing TLS Key Log to", T)
+        .unwrap();
+    let r = exchange(port, &der, &[Query::new("k.example.", RecordType::A)]);
+    assert_eq!(r[0].rcode_name(), "NOERROR");
+    let log = std::fs::read_to_string(s.dir().join("keys.log")).unwrap();
+    let labels: Vec<&str> = log.lines().filter_map(|l| l.split(' ').next()).collect();
+    // TLS 1.3: the handshake and traffic secrets, each with the 32-byte client random in hex.
+    for want in [
+        "CLIENT_HANDSHAKE_TRAFFIC_SECRET",
+        "SERVER_HANDSHAKE_TRAFFIC_SECRET",
+        "CLIENT_TRAFFIC_SECRET_0",
+        "SERVER_TRAFFIC_SECRET_0",
+    ] {
+        assert!(labels.contains(&want), "{want} in {log}");
+    }
+    assert!(log
+        .lines()
+        .all(|l| l.split(' ').nth(1).is_some_and(|r| r.len() == 64)));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(s.dir().join("keys.log"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    let (code, out, err) = Sextant::check(
+        bin(),
+        "tls://.:8853 {\n    tls {\n        acme dns.example.org\n        email hostmaster@example.org\n    }\n    whoami\n}\n",
+    )
+    .unwrap();
+    let all = format!("{out}{err}");
+    assert_ne!(code, 0);
+    assert!(
+        all.contains(":3:9: acme: ACME certificate management is not supported"),
+        "{all}"
+    );
+    let (code, out, err) = Sextant::check(
+        bin(),
+        "tls://.:8853 {\n    tls {\n        acme dns.example.org\n        ca ftp://x\n    }\n    whoami\n}\n",
+    )
+    .unwrap();
+    assert_ne!(code, 0);
+    assert!(
+        format!("{out}{err}").contains(":4:12: ca: invalid ACME CA URL \"ftp://x\""),
+        "{out}{err}"
+    );
+}
+
+/// Several `tls` lines in one block are all checked and the last one is used, as in CoreDNS.
+#[test]
+fn the_last_of_several_tls_lines_is_used() {
+    let port = free_port();
+    let (cpem, kpem, der) = cert();
+    let (other_c, other_k, _) = cert();
+    let cf = format!(
+        "tls://.:{port} {{\n    tls other.pem otherkey.pem\n    tls cert.pem key.pem\n    whoami\n}}\n"
+    );
+    let s = Sextant::builder(bin(), &cf)
+        .file("cert.pem", cpem)
+        .file("key.pem", kpem)
+        .file("other.pem", other_c)
+        .file("otherkey.pem", other_k)
+        .start();
+    s.wait_for_line(&format!("tls://.:{port}"), T).unwrap();
+    // The client trusts only the second line's certificate.
+    let r = exchange(port, &der, &[Query::new("last.example.", RecordType::A)]);
+    assert_eq!(r[0].rcode_name(), "NOERROR");
+    // A wrong earlier line is still an error.
+    let (code, out, err) = Sextant::check(
+        bin(),
+        "tls://.:8853 {\n    tls /nonexistent/c.pem /nonexistent/k.pem\n    tls {\n        acme a.example\n    }\n    whoami\n}\n",
+    )
+    .unwrap();
+    assert_ne!(code, 0);
+    assert!(
+        format!("{out}{err}").contains(":2:9: tls: cannot read certificate"),
+        "{out}{err}"
+    );
+}

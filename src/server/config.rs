@@ -103,8 +103,8 @@ pub(crate) struct Generation {
     /// Options of each listener address.
     pub opts: BTreeMap<ListenKey, ListenOpts>,
     pub builder: GenerationBuilder,
-    /// (server label, zone, plugin names) for `coredns_plugin_enabled`.
-    pub enabled: Vec<(String, String, Vec<&'static str>)>,
+    /// (server label, zone, view, plugin names) for `coredns_plugin_enabled`.
+    pub enabled: Vec<(String, String, String, Vec<&'static str>)>,
     /// Banner lines (`.:53`, `cluster.local.:53 on 127.0.0.1`).
     pub banner: Vec<String>,
     /// Listener addresses of each block, by block index.
@@ -183,6 +183,12 @@ pub(crate) fn build(
                 .iter()
                 .find(|k| k.text.contains("://") && !k.text.starts_with("dns://"))
                 .map(|k| k.text.clone()),
+            view: sb
+                .directives
+                .iter()
+                .find(|d| d.name.text == "view")
+                .and_then(|d| d.args.first())
+                .map(|t| t.text.clone()),
         };
         let mut chain: Vec<Arc<dyn Handler>> = Vec::new();
         let mut names = Vec::new();
@@ -234,7 +240,13 @@ pub(crate) fn build(
         let block = Arc::new(Block {
             chain,
             chaos: gen.chaos.get(&bi).copied().unwrap_or(false),
+            view: gen.views.get(&bi).cloned(),
         });
+        let view_label = block
+            .view
+            .as_ref()
+            .map(|(n, _)| n.to_string())
+            .unwrap_or_default();
         let ips: Vec<Option<IpAddr>> = match gen.binds.get(&bi) {
             Some(ips) if !ips.is_empty() => ips.iter().copied().map(Some).collect(),
             _ => vec![None],
@@ -279,7 +291,10 @@ pub(crate) fn build(
                     tls_cfgs.entry(key).or_insert_with(|| cfg.clone());
                 }
                 let list = site_zones.entry(key).or_default();
-                if list.iter().any(|(z, _)| *z == zone) {
+                // Blocks with a view may share a zone with each other and with one block
+                // without a view (CoreDNS registers only unfiltered blocks).
+                if block.view.is_none() && list.iter().any(|(z, b)| *z == zone && b.view.is_none())
+                {
                     errors.push(err(
                         &pos,
                         None,
@@ -292,7 +307,12 @@ pub(crate) fn build(
                 }
                 list.push((zone.clone(), block.clone()));
                 block_keys.entry(bi).or_default().push(key);
-                enabled.push((key.label(), za.zone.clone(), names.clone()));
+                enabled.push((
+                    key.label(),
+                    za.zone.clone(),
+                    view_label.clone(),
+                    names.clone(),
+                ));
                 let scheme = if tls { "tls://" } else { "" };
                 banner.push(match ip {
                     None => format!("{scheme}{}:{}", za.zone, za.port),

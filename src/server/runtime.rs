@@ -295,10 +295,10 @@ impl Runtime {
         live.hash = hash;
         log::set_debug(gen.builder.settings.debug);
         crate::metrics::PLUGIN_ENABLED.reset();
-        for (server, zone, names) in &gen.enabled {
+        for (server, zone, view, names) in &gen.enabled {
             for n in names {
                 crate::metrics::PLUGIN_ENABLED
-                    .with_label_values(&[server, zone, "", n])
+                    .with_label_values(&[server.as_str(), zone, view, n])
                     .set(1.0);
             }
         }

@@ -11,7 +11,7 @@ use sextant_wire::{
     opcode, scan_query, Asked, Class, Edns, Message, Name, ParseError, RType, Rcode, Reply,
 };
 
-use crate::plugin::{BoxFuture, Handler, Next, Outcome, Proto, Request, Resolver};
+use crate::plugin::{BoxFuture, Handler, Next, Outcome, Proto, Request, Resolver, ViewFilter};
 
 /// Largest UDP reply Sextant sends (DNS Flag Day 2020), whatever size the client advertises:
 /// the amplification bound of faults.md §5.6. Below it replies are truncated to the client's
@@ -53,6 +53,8 @@ pub(crate) struct Block {
     pub chain: Vec<Arc<dyn Handler>>,
     /// True when the block has the `chaos` plugin (CH class queries are let in).
     pub chaos: bool,
+    /// The block's view (name, filter): it serves a query only when the filter accepts it.
+    pub view: Option<(Arc<str>, Arc<dyn ViewFilter>)>,
 }
 
 /// All blocks on one listener address, searched by longest zone match.
@@ -79,18 +81,30 @@ impl Site {
         }
     }
 
-    /// The block for `qname`: the longest matching zone. DS queries for a zone apex go to the
-    /// parent zone's block when there is one, like CoreDNS.
-    pub(crate) fn route(&self, qname: &Name, qtype: RType) -> Option<(&Name, &Arc<Block>)> {
+    /// The block for the request's question: the longest matching zone whose view, if it has
+    /// one, accepts the request; blocks sharing a zone are tried in Corefile order. DS queries
+    /// for a zone apex go to the parent zone's block when there is one, like CoreDNS.
+    pub(crate) fn route<'s>(&'s self, req: &mut Request) -> Option<(&'s Name, &'s Arc<Block>)> {
+        let qtype = req.qtype();
         let mut found = None;
         for (z, b) in &self.zones {
-            if qname.is_subdomain_of(z) {
-                if qtype == RType::DS && z == qname && found.is_none() {
-                    found = Some((z, b));
+            let (inside, apex) = match req.msg.questions.first() {
+                Some(q) => (q.name.is_subdomain_of(z), q.name == *z),
+                None => (false, false),
+            };
+            if !inside {
+                continue;
+            }
+            if let Some((_, filter)) = &b.view {
+                if !filter.matches(req) {
                     continue;
                 }
-                return Some((z, b));
             }
+            if qtype == RType::DS && apex && found.is_none() {
+                found = Some((z, b));
+                continue;
+            }
+            return Some((z, b));
         }
         found
     }
@@ -180,7 +194,7 @@ impl Site {
         if msg.header.qr {
             return None;
         }
-        let asked = Asked::of(&msg);
+        let mut asked = Asked::of(&msg);
         // Like miekg/dns's accept filter: QUERY and NOTIFY go to the plugins.
         if msg.header.opcode != opcode::QUERY && msg.header.opcode != opcode::NOTIFY {
             let mut r = Message::reply_to(&msg);
@@ -212,14 +226,6 @@ impl Site {
                 return Some(r.to_wire_limited(limit(&asked, proto)).0);
             }
         }
-        let Some((zone, block)) = self.route(&q.name, q.qtype) else {
-            crate::metrics::record_dropped(&self.label, proto, packet.len(), Rcode::REFUSED);
-            let mut r = Message::reply_to(&msg);
-            r.set_rcode(Rcode::REFUSED);
-            return Some(finish(&asked, msg.edns.as_ref(), Reply::parsed(r), proto));
-        };
-        let zone = zone.clone();
-        let block = block.clone();
         // A TSIG's MAC covers the request's exact bytes: keep them for the `tsig` plugin.
         let raw = msg
             .additional
@@ -233,20 +239,45 @@ impl Site {
             proto,
             size: packet.len(),
             start,
-            zone,
+            zone: Name::root(),
             server: self.label.clone(),
             depth: 0,
             resolver: Some(self.clone() as Arc<dyn Resolver>),
             raw,
             backlogged,
+            meta: None,
+            view: None,
         };
+        let Some((zone, block)) = self.route(&mut req) else {
+            crate::metrics::record_dropped(&self.label, proto, packet.len(), Rcode::REFUSED);
+            let mut r = Message::reply_to(&req.msg);
+            r.set_rcode(Rcode::REFUSED);
+            return Some(finish(
+                &asked,
+                req.msg.edns.as_ref(),
+                Reply::parsed(r),
+                proto,
+            ));
+        };
+        req.zone = zone.clone();
+        req.view = block.view.as_ref().map(|(name, _)| name.clone());
+        let block = block.clone();
         let mut out = run_chain(&block, &mut req).await;
+        // The reply is truncated to the buffer size as the chain left it (`bufsize` lowers it),
+        // like CoreDNS's ScrubWriter reading the request it passed down.
+        if let (Some(c), Some(e)) = (asked.edns.as_mut(), req.msg.edns.as_ref()) {
+            c.udp_size = c.udp_size.min(e.udp_size);
+        }
+        // An error reply the server writes copies RD and CD from the query as the chain left
+        // it (`header` may change them), like CoreDNS's errorFunc.
+        asked.rd = req.msg.header.rd;
+        asked.cd = req.msg.header.cd;
         let options = req.msg.edns.as_ref().map_or(&[][..], |e| &e.options[..]);
         if let Some(ext) = out.ext.take() {
             return finish_ext(&asked, options, out, *ext, proto, more);
         }
         // Options are echoed from the request as the chain left it (CoreDNS's rewrite edits
-        // the request its ScrubWriter reads); size and DO are the client's.
+        // the request its ScrubWriter reads); DO is the client's, the size as `bufsize` left it.
         let limit = limit(&asked, proto);
         Some(match out.reply.as_mut() {
             // Finished where it lies: a parsed reply is large, moving it costs a copy.
@@ -313,16 +344,13 @@ pub(crate) fn outcome_to_reply(query: &Asked, out: Outcome) -> Reply {
 impl Resolver for Site {
     fn resolve<'a>(&'a self, req: &'a Request, name: Name, qtype: RType) -> BoxFuture<'a, Outcome> {
         Box::pin(async move {
-            let mut q = Message::query(rand::random(), name.clone(), qtype);
+            let mut q = Message::query(rand::random(), name, qtype);
             q.edns = req.msg.edns.as_ref().map(|e| {
                 let mut n = Edns::new(e.udp_size.max(MAX_UDP_PAYLOAD));
                 n.dnssec_ok = e.dnssec_ok;
                 n
             });
             q.header.cd = req.msg.header.cd;
-            let Some((zone, block)) = self.route(&name, qtype) else {
-                return Outcome::rcode("", Rcode::REFUSED);
-            };
             let mut sub = Request {
                 size: 0,
                 msg: q,
@@ -330,13 +358,20 @@ impl Resolver for Site {
                 local: req.local,
                 proto: req.proto,
                 start: Instant::now(),
-                zone: zone.clone(),
+                zone: Name::root(),
                 server: self.label.clone(),
                 depth: req.depth + 1,
                 resolver: req.resolver.clone(),
                 raw: None,
                 backlogged: false,
+                meta: None,
+                view: None,
             };
+            let Some((zone, block)) = self.route(&mut sub) else {
+                return Outcome::rcode("", Rcode::REFUSED);
+            };
+            sub.zone = zone.clone();
+            sub.view = block.view.as_ref().map(|(n, _)| n.clone());
             let block = block.clone();
             let mut out = Next::new(&block.chain).run(&mut sub).await;
             // Callers inspect the reply as a message.

@@ -49,6 +49,8 @@ pub struct ServiceBuilder {
     headless: bool,
     external_name: Option<String>,
     external_ips: Vec<String>,
+    /// LoadBalancer ingress entries: (ip, hostname).
+    ingress: Vec<(Option<String>, Option<String>)>,
     ports: Vec<PortSpec>,
     labels: Map<String, Value>,
     publish_not_ready: bool,
@@ -64,6 +66,7 @@ pub fn service(ns: &str, name: &str) -> ServiceBuilder {
         headless: false,
         external_name: None,
         external_ips: Vec::new(),
+        ingress: Vec::new(),
         ports: Vec::new(),
         labels: Map::new(),
         publish_not_ready: false,
@@ -90,6 +93,16 @@ impl ServiceBuilder {
     /// Adds an entry to `spec.externalIPs`.
     pub fn external_ip(mut self, ip: &str) -> Self {
         self.external_ips.push(ip.into());
+        self
+    }
+    /// Makes the service `type: LoadBalancer` with an ingress IP in its status.
+    pub fn lb_ingress_ip(mut self, ip: &str) -> Self {
+        self.ingress.push((Some(ip.into()), None));
+        self
+    }
+    /// Makes the service `type: LoadBalancer` with an ingress hostname in its status.
+    pub fn lb_ingress_hostname(mut self, host: &str) -> Self {
+        self.ingress.push((None, Some(host.into())));
         self
     }
     /// Adds a port (`name` "" = unnamed).
@@ -141,11 +154,25 @@ impl ServiceBuilder {
         if !self.ip_families.is_empty() {
             spec["ipFamilies"] = json!(self.ip_families);
         }
-        json!({
+        let mut obj = json!({
             "apiVersion": "v1", "kind": "Service",
             "metadata": meta(Some(&self.ns), &self.name, &self.labels),
             "spec": spec,
-        })
+        });
+        if !self.ingress.is_empty() {
+            obj["spec"]["type"] = json!("LoadBalancer");
+            let ing: Vec<Value> = self
+                .ingress
+                .iter()
+                .map(|(ip, host)| match (ip, host) {
+                    (Some(ip), _) => json!({"ip": ip}),
+                    (None, Some(h)) => json!({"hostname": h}),
+                    (None, None) => json!({}),
+                })
+                .collect();
+            obj["status"] = json!({"loadBalancer": {"ingress": ing}});
+        }
+        obj
     }
 }
 

@@ -416,6 +416,13 @@ fn start_watch(
         params.get("allowWatchBookmarks").map(String::as_str),
         Some("true" | "1")
     );
+    // Watch-list (client-go's streaming list): the current state as ADDED events, then a
+    // bookmark marking the end of the initial events.
+    let initial = matches!(
+        params.get("sendInitialEvents").map(String::as_str),
+        Some("true" | "1")
+    );
+    let since = if initial { None } else { since };
     let timeout = params
         .get("timeoutSeconds")
         .and_then(|t| t.parse::<u64>().ok())
@@ -423,7 +430,13 @@ fn start_watch(
     let (tx, rx) = mpsc::channel::<Bytes>(64);
     let guard = WatchGuard::new(inner.clone());
     tokio::spawn(watch_task(
-        guard, kind, filter, since, bookmarks, timeout, tx,
+        guard,
+        kind,
+        filter,
+        since,
+        Flags { bookmarks, initial },
+        timeout,
+        tx,
     ));
     let stream = futures::stream::unfold(rx, |mut rx| async move {
         rx.recv()
@@ -438,12 +451,19 @@ fn start_watch(
     r
 }
 
+/// What a watch asked for besides events: periodic bookmarks, and the current state first
+/// (watch-list).
+struct Flags {
+    bookmarks: bool,
+    initial: bool,
+}
+
 async fn watch_task(
     guard: WatchGuard,
     kind: Kind,
     filter: Filter,
     since: Option<u64>,
-    bookmarks: bool,
+    Flags { bookmarks, initial }: Flags,
     timeout: Duration,
     tx: mpsc::Sender<Bytes>,
 ) {
@@ -467,6 +487,15 @@ async fn watch_task(
             for it in items {
                 let line = json!({"type": "ADDED", "object": &*it}).to_string() + "\n";
                 if tx.send(Bytes::from(line)).await.is_err() {
+                    return;
+                }
+            }
+            if initial {
+                let ev = json!({"type": "BOOKMARK", "object": {"kind": kind.name(),
+                    "apiVersion": kind.api_version(),
+                    "metadata": {"resourceVersion": rv.to_string(),
+                        "annotations": {"k8s.io/initial-events-end": "true"}}}});
+                if tx.send(Bytes::from(ev.to_string() + "\n")).await.is_err() {
                     return;
                 }
             }

@@ -175,6 +175,8 @@ pub(crate) struct ServiceSpec<'a> {
 pub(crate) struct Ingress<'a> {
     #[serde(borrow)]
     pub ip: Option<Str<'a>>,
+    #[serde(borrow)]
+    pub hostname: Option<Str<'a>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -228,10 +230,14 @@ impl<'a> From<&'a K8sService> for ServiceIn<'a> {
             }),
             status: k.status.as_ref().map(|st| ServiceStatus {
                 load_balancer: st.load_balancer.as_ref().map(|lb| LoadBalancer {
-                    ingress: lb
-                        .ingress
-                        .as_ref()
-                        .map(|v| v.iter().map(|i| Ingress { ip: s(&i.ip) }).collect()),
+                    ingress: lb.ingress.as_ref().map(|v| {
+                        v.iter()
+                            .map(|i| Ingress {
+                                ip: s(&i.ip),
+                                hostname: s(&i.hostname),
+                            })
+                            .collect()
+                    }),
                 }),
             }),
         }

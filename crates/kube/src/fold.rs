@@ -345,13 +345,24 @@ impl Writer {
             .and_then(|s| s.external_ips.as_ref())
             .map(|v| v.iter().map(|s| &**s).collect())
             .unwrap_or_default();
+        let mut hosts: Vec<Arc<str>> = Vec::new();
         if let Some(ing) = s
             .status
             .as_ref()
             .and_then(|st| st.load_balancer.as_ref())
             .and_then(|lb| lb.ingress.as_ref())
         {
-            ext.extend(ing.iter().filter_map(|i| i.ip.as_deref()));
+            // An ingress entry is its IP if it has one, else its hostname (CoreDNS ToService).
+            for i in ing {
+                match (
+                    i.ip.as_deref().filter(|ip| !ip.is_empty()),
+                    i.hostname.as_deref(),
+                ) {
+                    (Some(ip), _) => ext.push(ip),
+                    (None, Some(h)) if !h.is_empty() => hosts.push(self.strs.str(h)),
+                    _ => {}
+                }
+            }
         }
         Service {
             namespace: ns,
@@ -359,6 +370,7 @@ impl Writer {
             kind,
             ports,
             external_ips: parse_ips(ext),
+            external_hosts: hosts.into(),
         }
     }
 
@@ -378,6 +390,11 @@ impl Writer {
             return;
         }
         if let Some(old) = &old {
+            // CoreDNS moves the external zone's serial only when an update changes the
+            // external addresses of a service.
+            if old.external_ips != new.external_ips || old.external_hosts != new.external_hosts {
+                self.snap.ext_serial = now_unix();
+            }
             self.unindex_service(old);
         } else {
             self.snap.counts.services += 1;
@@ -385,6 +402,9 @@ impl Writer {
         let new = Arc::new(new);
         for ip in new.cluster_ips() {
             self.snap.services_by_ip.insert(*ip, new.clone());
+        }
+        for ip in &new.external_ips {
+            self.snap.services_by_ext_ip.insert(*ip, new.clone());
         }
         self.note_ips(new.cluster_ips().iter().copied());
         match self.snap.services.get_mut(&ns) {
@@ -405,6 +425,11 @@ impl Writer {
         for ip in old.cluster_ips() {
             self.snap
                 .services_by_ip
+                .remove(*ip, |s| s.name == old.name && s.namespace == old.namespace);
+        }
+        for ip in &old.external_ips {
+            self.snap
+                .services_by_ext_ip
                 .remove(*ip, |s| s.name == old.name && s.namespace == old.namespace);
         }
         self.note_ips(old.cluster_ips().iter().copied());

@@ -90,6 +90,8 @@ pub struct Service {
     pub ports: Vec<Port>,
     /// `spec.externalIPs` plus LoadBalancer ingress IPs.
     pub external_ips: Vec<IpAddr>,
+    /// LoadBalancer ingress hostnames (ingress entries without an IP), in order.
+    pub external_hosts: Box<[Arc<str>]>,
 }
 
 impl Service {

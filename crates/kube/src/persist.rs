@@ -49,8 +49,17 @@ pub(crate) fn for_each_object(s: &Snapshot, out: &mut dyn FnMut(Value)) {
                 .map(|i| i.to_string())
                 .collect::<Vec<_>>());
         }
-        out.push(json!({"apiVersion": "v1", "kind": "Service",
-            "metadata": {"namespace": &*svc.namespace, "name": &*svc.name}, "spec": spec}));
+        let mut obj = json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"namespace": &*svc.namespace, "name": &*svc.name}, "spec": spec});
+        if !svc.external_hosts.is_empty() {
+            let ing: Vec<Value> = svc
+                .external_hosts
+                .iter()
+                .map(|h| json!({"hostname": &**h}))
+                .collect();
+            obj["status"] = json!({"loadBalancer": {"ingress": ing}});
+        }
+        out.push(obj);
     }
     for (_, by_svc) in s.slices.iter() {
         for (_, slices) in by_svc.iter() {

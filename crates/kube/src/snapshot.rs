@@ -156,10 +156,15 @@ impl SliceList {
 #[derive(Clone, Default)]
 pub struct Snapshot {
     pub(crate) serial: u32,
+    /// Unix time of the last update that changed a service's external addresses (0: none
+    /// since the start), the SOA serial of `k8s_external` zones.
+    pub(crate) ext_serial: u32,
     pub(crate) namespaces: OrdMap<Arc<str>, Namespace>,
     /// namespace -> name -> service.
     pub(crate) services: OrdMap<Arc<str>, OrdMap<Arc<str>, Arc<Service>>>,
     pub(crate) services_by_ip: IpIndex<Service>,
+    /// Services by external address (`spec.externalIPs`, LoadBalancer ingress IPs).
+    pub(crate) services_by_ext_ip: IpIndex<Service>,
     /// namespace -> service name -> slice name -> slice.
     pub(crate) slices: OrdMap<Arc<str>, OrdMap<Arc<str>, SliceList>>,
     pub(crate) endpoints_by_ip: IpIndex<Slice>,
@@ -182,6 +187,17 @@ impl Snapshot {
     /// Unix time (seconds) of the last DNS-visible change; the SOA serial.
     pub fn serial(&self) -> u32 {
         self.serial
+    }
+
+    /// Unix time of the last update that changed some service's external addresses, 0 if
+    /// none did since the start (CoreDNS's `ExternalSerial`).
+    pub fn ext_serial(&self) -> u32 {
+        self.ext_serial
+    }
+
+    /// Services with `ip` among their external addresses.
+    pub fn services_by_external_ip(&self, ip: IpAddr) -> impl Iterator<Item = &Service> {
+        self.services_by_ext_ip.get(ip).map(|s| &**s)
     }
 
     /// The namespace, if it exists (and matched `namespace_labels`).

@@ -312,6 +312,16 @@ fn json_manifests_stream_into_the_same_index_as_apply_objects() {
     let web = s.service("prod", "web").expect("escaped name decoded");
     assert_eq!(web.cluster_ips(), [ip("10.96.0.20"), ip("fd00::20")]);
     assert_eq!(web.external_ips, [ip("192.0.2.7"), ip("198.51.100.1")]);
+    assert_eq!(
+        &*web.external_hosts,
+        [std::sync::Arc::<str>::from("lb.example")]
+    );
+    let by_ext: Vec<_> = s
+        .services_by_external_ip(ip("198.51.100.1"))
+        .map(|s| s.name.to_string())
+        .collect();
+    assert_eq!(by_ext, ["web"]);
+    assert_eq!(s.ext_serial(), 0, "no service was updated");
     let ports: Vec<_> = web
         .ports
         .iter()

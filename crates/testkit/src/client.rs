@@ -581,6 +581,31 @@ pub fn udp<Q: AsWire + ?Sized>(addr: SocketAddr, query: &Q, timeout: Duration) -
     }
 }
 
+/// Send `query` over UDP from a socket bound to `src` (e.g. `127.0.0.2:0`, to be another client
+/// on loopback) and parse the reply; [`Error::Timeout`] if none within `timeout`.
+pub fn udp_from<Q: AsWire + ?Sized>(
+    src: SocketAddr,
+    addr: SocketAddr,
+    query: &Q,
+    timeout: Duration,
+) -> Result<Reply> {
+    let sock = UdpSocket::bind(src)?;
+    sock.connect(addr)?;
+    sock.send(&query.wire()?)?;
+    sock.set_read_timeout(Some(timeout))?;
+    let mut buf = vec![0u8; 65_535];
+    loop {
+        match sock.recv(&mut buf) {
+            Ok(n) => return Reply::parse(buf[..n].to_vec()),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                return Err(Error::timeout(timeout, format!("UDP reply from {addr}")))
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 /// Send `query` over a fresh TCP connection (length-prefixed) and return the raw reply, or
 /// `None` if the server closed or stayed silent until `timeout`.
 pub fn tcp_raw<Q: AsWire + ?Sized>(

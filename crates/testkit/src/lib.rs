@@ -20,11 +20,11 @@ mod sched;
 mod text;
 mod upstream;
 
-pub use client::{tcp, tcp_raw, udp, udp_raw, AsWire, EdnsInfo, Query, Reply, TcpConn};
+pub use client::{tcp, tcp_raw, udp, udp_from, udp_raw, AsWire, EdnsInfo, Query, Reply, TcpConn};
 pub use error::{Error, Result};
 pub use ns::{NetNs, Veth, IP};
 pub use ports::{free_addr, free_port, free_ports};
-pub use process::{http_get, send_signal, wait_dns, Sextant, SextantBuilder, Stream};
+pub use process::{coredns_bin, http_get, send_signal, wait_dns, Sextant, SextantBuilder, Stream};
 pub use proxy::{FaultProxy, Faults, ProxyStats};
 pub use refservers::{Knot, RefServer, Unbound, KNOTD, UNBOUND};
 pub use rng::Rng;

@@ -643,6 +643,13 @@ fn dechunk_inner(mut body: &[u8]) -> Result<(Vec<u8>, bool)> {
     }
 }
 
+/// The real CoreDNS binary to compare against, from the environment variable `COREDNS_BIN`
+/// (tests that compare skip, saying so, when it is unset or not a file).
+pub fn coredns_bin() -> Option<PathBuf> {
+    let p = PathBuf::from(std::env::var_os("COREDNS_BIN")?);
+    p.is_file().then_some(p)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

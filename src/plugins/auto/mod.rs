@@ -195,7 +195,9 @@ impl Auto {
 
 pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), Error> {
     for d in lines {
-        let c = parse(d, &ctx.block.zones)?;
+        let mut c = parse(d, &ctx.block.zones)?;
+        // A relative directory is under the block's `root`, as in CoreDNS.
+        c.directory = ctx.file_path(&c.directory.to_string_lossy());
         let reload = c.reload;
         let a = Arc::new(Auto {
             c,

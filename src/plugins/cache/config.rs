@@ -37,6 +37,8 @@ pub(crate) struct Config {
     pub pexcept: Vec<Name>,
     pub nexcept: Vec<Name>,
     pub keepttl: bool,
+    /// The block's view name (metric label `view`), "" without one.
+    pub view: String,
     /// `budget SIZE`: bytes shared by every cache of the Corefile that names a budget.
     pub budget: Option<u64>,
 }
@@ -70,6 +72,7 @@ impl Config {
             pexcept: Vec::new(),
             nexcept: Vec::new(),
             keepttl: false,
+            view: String::new(),
             budget: None,
         }
     }

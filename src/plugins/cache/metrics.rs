@@ -36,7 +36,7 @@ const CTRS: usize = 9;
 
 impl Ctr {
     /// The series for `server` and `zones` (`with_label_values` hashes and locks: slow path).
-    fn resolve(self, server: &str, zones: &str) -> Counter {
+    fn resolve(self, server: &str, zones: &str, view: &str) -> Counter {
         let (vec, typ) = match self {
             Ctr::Requests => (&REQUESTS, None),
             Ctr::Misses => (&MISSES, None),
@@ -49,8 +49,8 @@ impl Ctr {
             Ctr::EvictDenial => (&EVICTIONS, Some("denial")),
         };
         match typ {
-            Some(t) => vec.with_label_values(&[server, t, zones, ""]),
-            None => vec.with_label_values(&[server, zones, ""]),
+            Some(t) => vec.with_label_values(&[server, t, zones, view]),
+            None => vec.with_label_values(&[server, zones, view]),
         }
     }
 }
@@ -72,13 +72,15 @@ const SERVERS: usize = 8;
 /// of label values and no lock.
 pub(crate) struct Handles {
     zones: String,
+    view: String,
     servers: [OnceLock<ServerHandles>; SERVERS],
 }
 
 impl Handles {
-    pub(crate) fn new(zones: String) -> Handles {
+    pub(crate) fn new(zones: String, view: String) -> Handles {
         Handles {
             zones,
+            view,
             servers: Default::default(),
         }
     }
@@ -114,6 +116,7 @@ impl Handles {
     pub(crate) fn meter<'a>(&'a self, server: &'a Arc<str>) -> Meter<'a> {
         Meter {
             zones: &self.zones,
+            view: &self.view,
             server,
             slot: self.server(server),
         }
@@ -122,7 +125,7 @@ impl Handles {
     /// Sets `coredns_cache_entries` for `kind` (0 success, 1 denial).
     pub(crate) fn set_entries(&self, server: &Arc<str>, denial: bool, n: usize) {
         let typ = if denial { "denial" } else { "success" };
-        let resolve = || ENTRIES.with_label_values(&[server, typ, &self.zones, ""]);
+        let resolve = || ENTRIES.with_label_values(&[server, typ, &self.zones, &self.view]);
         match self.server(server) {
             Some(h) => h.entries[denial as usize]
                 .get_or_init(resolve)
@@ -135,6 +138,7 @@ impl Handles {
 /// One server label's handles, looked up once per request.
 pub(crate) struct Meter<'a> {
     zones: &'a str,
+    view: &'a str,
     server: &'a Arc<str>,
     slot: Option<&'a ServerHandles>,
 }
@@ -143,9 +147,9 @@ impl Meter<'_> {
     pub(crate) fn inc(&self, c: Ctr) {
         match self.slot {
             Some(h) => h.ctrs[c as usize]
-                .get_or_init(|| c.resolve(self.server, self.zones))
+                .get_or_init(|| c.resolve(self.server, self.zones, self.view))
                 .inc(),
-            None => c.resolve(self.server, self.zones).inc(),
+            None => c.resolve(self.server, self.zones, self.view).inc(),
         }
     }
 }

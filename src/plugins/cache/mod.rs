@@ -32,7 +32,8 @@ const NAME: &str = "cache";
 struct BudgetSlot(std::sync::Mutex<Option<Arc<Budget>>>);
 
 pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), Error> {
-    let cfg = config::parse(lines[0], &ctx.block.zones)?;
+    let mut cfg = config::parse(lines[0], &ctx.block.zones)?;
+    cfg.view = ctx.block.view.clone().unwrap_or_default();
     let budget = match cfg.budget {
         None => None,
         Some(size) => {
@@ -190,7 +191,7 @@ impl Cache {
         let label: Vec<String> = zones.iter().map(Name::to_string).collect();
         let inner = Arc::new(Inner {
             all_zones: zones.iter().any(Name::is_root),
-            metrics: Handles::new(label.join(",")),
+            metrics: Handles::new(label.join(","), cfg.view.clone()),
             pcache: Store::shared(cfg.pcap, budget.clone()),
             ncache: Store::shared(cfg.ncap, budget),
             pexcept: cfg.pexcept.clone(),
@@ -737,6 +738,8 @@ fn background_request(req: &Request) -> Request {
         resolver: req.resolver.clone(),
         raw: None,
         backlogged: false,
+        meta: req.meta.clone(),
+        view: req.view.clone(),
     }
 }
 

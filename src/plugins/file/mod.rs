@@ -65,7 +65,11 @@ pub(crate) struct File {
 }
 
 pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), Error> {
-    let c = parse(lines, &ctx.block.zones)?;
+    let mut c = parse(lines, &ctx.block.zones)?;
+    // Relative zone file names are under the block's `root`, as in CoreDNS.
+    for (path, _) in c.files.iter_mut() {
+        *path = ctx.file_path(&path.to_string_lossy());
+    }
     let mut slots: Vec<Arc<ZoneSlot>> = Vec::new();
     for ((path, origins), d) in c.files.iter().zip(lines) {
         for o in origins {

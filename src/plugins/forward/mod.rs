@@ -3,8 +3,10 @@
 //! `max_connect_attempts`, 5 s deadline, `next`/`failover`), `max_concurrent`, and coalescing of
 //! identical in-flight queries. Wire exchange and health checks live in `proxy`.
 
+mod doh;
 mod metrics;
 mod proxy;
+mod resolve;
 pub(crate) mod setup;
 
 use std::collections::HashMap;
@@ -34,7 +36,8 @@ const DEFAULT_ATTEMPTS_PER_UPSTREAM: usize = 2;
 /// What one resolution ended in; shared by every coalesced client query.
 #[derive(Clone, Debug)]
 enum Resolution {
-    Reply(Arc<Message>),
+    /// The reply and the upstream that gave it (metadata `forward/upstream`).
+    Reply(Arc<Message>, std::net::SocketAddr),
     /// Hand the query to the next plugin (`next` / `next_on_nodata`).
     Next,
     Error(String),
@@ -105,19 +108,30 @@ pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), 
     let mut all = Vec::new();
     for d in lines {
         let cfg = setup::parse(d)?;
-        let tls_cfg = match (&cfg.tls, cfg.to.iter().any(|t| t.0 == Transport::Tls)) {
-            (_, false) => None,
-            (Some(args), true) => Some(tls::client_config(d, args)?),
-            (None, true) => Some(tls::client_config(d, &[])?),
+        let needs = |t: Transport| cfg.to.iter().any(|u| u.transport == t);
+        let tls_args = cfg.tls.as_deref().unwrap_or(&[]);
+        let tls_cfg = match needs(Transport::Tls) {
+            true => Some(tls::client_config(d, tls_args)?),
+            false => None,
+        };
+        // DoH offers HTTP/2 and HTTP/1.1 in ALPN (Go's http.Transport does the same).
+        let doh_cfg = match needs(Transport::Https) {
+            true => {
+                let mut c = (*tls::client_config(d, tls_args)?).clone();
+                c.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+                Some(Arc::new(c))
+            }
+            false => None,
         };
         let mut proxies = Vec::new();
-        for (trans, addr) in &cfg.to {
-            let tls = match (trans, &tls_cfg) {
+        for u in &cfg.to {
+            let tls = match (u.transport, &tls_cfg) {
                 (Transport::Tls, Some(c)) => {
-                    let server_name = match &cfg.tls_servername {
+                    // `tls_servername`, else the name given with the address, else the IP.
+                    let server_name = match cfg.tls_servername.as_ref().or(u.server_name.as_ref()) {
                         Some(n) => ServerName::try_from(n.clone())
                             .map_err(|_| d.err(format!("invalid tls_servername '{n}'")))?,
-                        None => ServerName::IpAddress(addr.ip().into()),
+                        None => ServerName::IpAddress(u.addr.ip().into()),
                     };
                     Some(TlsSettings {
                         connector: tokio_rustls::TlsConnector::from(c.clone()),
@@ -126,13 +140,27 @@ pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), 
                 }
                 _ => None,
             };
-            proxies.push(Arc::new(new_proxy(
-                &cfg,
-                *addr,
-                tls,
-                spawner.clone(),
-                clock.clone(),
-            )));
+            let mut p = new_proxy(&cfg, u.addr, tls, spawner.clone(), clock.clone());
+            if let (Transport::Https, Some(c)) = (u.transport, &doh_cfg) {
+                let server_name = match &cfg.tls_servername {
+                    Some(n) => ServerName::try_from(n.clone())
+                        .map_err(|_| d.err(format!("invalid tls_servername '{n}'")))?,
+                    None => ServerName::IpAddress(u.addr.ip().into()),
+                };
+                p.doh = Some(doh::Doh::new(
+                    tokio_rustls::TlsConnector::from(c.clone()),
+                    server_name,
+                    u.addr.to_string(),
+                    cfg.doh_method,
+                    // Go's DefaultMaxIdleConnsPerHost unless max_idle_conns says otherwise.
+                    if cfg.max_idle_conns > 0 {
+                        cfg.max_idle_conns
+                    } else {
+                        2
+                    },
+                ));
+            }
+            proxies.push(Arc::new(p));
         }
         let f = Arc::new(Forward::new(cfg, proxies));
         all.push(f.clone());
@@ -263,7 +291,7 @@ impl Inner {
             {
                 return Resolution::Next;
             }
-            return Resolution::Reply(Arc::new(m));
+            return Resolution::Reply(Arc::new(m), p.addr);
         }
         Resolution::Error(upstream_err.unwrap_or_else(|| "no healthy proxies".to_string()))
     }
@@ -417,7 +445,8 @@ impl Handler for Forward {
                 self.coalesced(req, net, next_is_forward).await
             };
             match res {
-                Resolution::Reply(m) => {
+                Resolution::Reply(m, upstream) => {
+                    req.set_meta("forward/upstream", || upstream.to_string());
                     // The leader without followers holds the only reference: no copy.
                     let mut m = Arc::try_unwrap(m).unwrap_or_else(|m| (*m).clone());
                     m.header.id = req.msg.header.id;
@@ -438,7 +467,7 @@ fn new_proxy(
     spawner: Spawner,
     clock: Clock,
 ) -> Proxy {
-    Proxy::new(
+    let mut p = Proxy::new(
         addr,
         tls,
         cfg.read_timeout,
@@ -453,7 +482,9 @@ fn new_proxy(
         },
         spawner,
         clock,
-    )
+    );
+    p.max_age = cfg.max_age;
+    p
 }
 
 #[cfg(test)]
@@ -467,10 +498,10 @@ mod tests {
         let proxies = cfg
             .to
             .iter()
-            .map(|(_, addr)| {
+            .map(|u| {
                 Arc::new(new_proxy(
                     &cfg,
-                    *addr,
+                    u.addr,
                     None,
                     Spawner::for_tests(),
                     Clock::system(),
@@ -523,7 +554,7 @@ mod tests {
         })
         .await
         .unwrap();
-        let Resolution::Reply(m) = res else {
+        let Resolution::Reply(m, _) = res else {
             panic!("expected a reply, got {res:?}");
         };
         assert_eq!(m.header.id, 4321);

@@ -38,6 +38,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 struct Pooled {
     stream: Box<dyn Stream>,
     local: SocketAddr,
+    /// When it was dialed (`max_age`).
+    created: Instant,
     used: Instant,
 }
 
@@ -67,8 +69,12 @@ pub(super) struct Proxy {
     /// Metric label `to` (`IP:port`, IPv6 bracketed).
     pub label: String,
     pub tls: Option<TlsSettings>,
+    /// DNS over HTTPS (`https://` upstreams); `tls` is then unused.
+    pub doh: Option<super::doh::Doh>,
     pub read_timeout: Duration,
     pub expire: Duration,
+    /// `max_age`: a connection older than this is not reused (zero: no limit).
+    pub max_age: Duration,
     pub max_idle: usize,
     pub source: Option<IpAddr>,
     pub health: HealthSettings,
@@ -265,8 +271,10 @@ impl Proxy {
         Proxy {
             addr,
             tls,
+            doh: None,
             read_timeout,
             expire,
+            max_age: Duration::ZERO,
             max_idle,
             source,
             health,
@@ -325,7 +333,9 @@ impl Proxy {
         sextant_wire::reply::set_id(&mut wire, id);
         let q = Sent { id, msg: query };
         let until = (start + self.read_timeout).min(deadline);
-        let res = if self.tls.is_none() && net == Net::Udp {
+        let res = if let Some(doh) = &self.doh {
+            self.exchange_doh(doh, query, until).await
+        } else if self.tls.is_none() && net == Net::Udp {
             self.udp_misses
                 .get_or_init(|| CONN_MISSES.with_label_values(&[PROXY_NAME, &self.label, "udp"]))
                 .inc();
@@ -401,14 +411,42 @@ impl Proxy {
         }
     }
 
+    /// One DoH exchange: the query goes out with ID 0 (RFC 8484 §4.1), the reply must match it.
+    async fn exchange_doh(
+        &self,
+        doh: &super::doh::Doh,
+        query: &Message,
+        until: Instant,
+    ) -> Result<Message, String> {
+        let mut wire = query.to_wire();
+        sextant_wire::reply::set_id(&mut wire, 0);
+        let body = doh
+            .exchange(&wire, until, &self.spawner, || async {
+                self.dial_tcp(until).await.map(|(tcp, _, _)| tcp)
+            })
+            .await?;
+        match_sent(&body, Sent { id: 0, msg: query }).ok_or_else(|| {
+            format!(
+                "doh {}: the reply is not a DNS reply to the query",
+                self.addr
+            )
+        })
+    }
+
     fn take_pooled(&self) -> Option<Pooled> {
         let mut pool = self.pool.lock().ok()?;
         while let Some(p) = pool.pop_front() {
-            if self.clock.since(p.used) <= self.expire {
+            if self.fresh(&p) {
                 return Some(p);
             }
         }
         None
+    }
+
+    /// Idle for at most `expire` and, with `max_age`, opened at most `max_age` ago.
+    fn fresh(&self, p: &Pooled) -> bool {
+        self.clock.since(p.used) <= self.expire
+            && (self.max_age.is_zero() || self.clock.since(p.created) <= self.max_age)
     }
 
     fn give_back(&self, p: Pooled) {
@@ -419,10 +457,11 @@ impl Proxy {
         }
     }
 
-    /// Closes cached connections idle for longer than `expire` (run periodically).
+    /// Closes cached connections idle for longer than `expire` or older than `max_age` (run
+    /// periodically).
     pub(super) fn sweep(&self) {
         if let Ok(mut pool) = self.pool.lock() {
-            pool.retain(|p| self.clock.since(p.used) <= self.expire);
+            pool.retain(|p| self.fresh(p));
         }
     }
 
@@ -430,6 +469,9 @@ impl Proxy {
     pub(super) fn clear(&self) {
         if let Ok(mut pool) = self.pool.lock() {
             pool.clear();
+        }
+        if let Some(d) = &self.doh {
+            d.clear();
         }
     }
 
@@ -444,7 +486,12 @@ impl Proxy {
         }
     }
 
-    async fn dial(&self, deadline: Instant) -> Result<Pooled, String> {
+    /// A TCP connection to the upstream (from `source_address` if set), within the adaptive
+    /// dial timeout; returns it with the deadline left for a handshake on top.
+    async fn dial_tcp(
+        &self,
+        deadline: Instant,
+    ) -> Result<(tokio::net::TcpStream, SocketAddr, Instant), String> {
         let started = Instant::now();
         let until = (started + self.dial_timeout()).min(deadline);
         let sock = match self.addr {
@@ -469,6 +516,11 @@ impl Proxy {
         let local = tcp
             .local_addr()
             .unwrap_or_else(|_| SocketAddr::new(unspecified(&self.addr), 0));
+        Ok((tcp, local, until))
+    }
+
+    async fn dial(&self, deadline: Instant) -> Result<Pooled, String> {
+        let (tcp, local, until) = self.dial_tcp(deadline).await?;
         let stream: Box<dyn Stream> = match &self.tls {
             None => Box::new(tcp),
             Some(t) => {
@@ -480,10 +532,12 @@ impl Proxy {
                 }
             }
         };
+        let now = self.clock.now();
         Ok(Pooled {
             stream,
             local,
-            used: self.clock.now(),
+            created: now,
+            used: now,
         })
     }
 
@@ -604,6 +658,9 @@ impl Proxy {
         q.header.id = rand::random();
         let wire = q.to_wire();
         let until = Instant::now() + HC_TIMEOUT;
+        if let Some(doh) = &self.doh {
+            return self.exchange_doh(doh, &q, until).await.map(|_| ());
+        }
         if self.tls.is_none() && !self.health.tcp {
             self.exchange_udp(
                 &wire,
@@ -869,6 +926,61 @@ mod clock_tests {
             3,
             "expired in the pool, not swept"
         );
+    }
+
+    /// `max_age`: a connection in steady use is still replaced once it is older than `max_age`
+    /// (CoreDNS 1.14.5), while `expire` alone would keep it forever.
+    #[tokio::test]
+    async fn max_age_replaces_busy_connections() {
+        let (addr, accepted) = tcp_upstream().await;
+        let m = ManualClock::new();
+        let mut p = Proxy::new(
+            addr,
+            None,
+            Duration::from_secs(2),
+            Duration::from_secs(10),
+            0,
+            None,
+            HealthSettings {
+                interval: Duration::ZERO,
+                recursion_desired: true,
+                domain: Name::root(),
+                tcp: false,
+            },
+            Spawner::for_tests(),
+            m.clock(),
+        );
+        p.max_age = Duration::from_secs(30);
+        let p = Arc::new(p);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        // Used every 5 s: never idle for `expire`, so only `max_age` ends it.
+        for _ in 0..6 {
+            p.connect(&query("a.example."), Net::Tcp, deadline)
+                .await
+                .unwrap();
+            m.advance(Duration::from_secs(5));
+        }
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            1,
+            "reused up to 30 s after dialing"
+        );
+        m.advance(Duration::from_millis(1));
+        p.sweep();
+        assert!(
+            p.pool.lock().unwrap().is_empty(),
+            "sweep drops the old connection"
+        );
+        p.connect(&query("b.example."), Net::Tcp, deadline)
+            .await
+            .unwrap();
+        assert_eq!(accepted.load(Ordering::SeqCst), 2, "a fresh connection");
+        // Without a sweep, an old connection is skipped when taken from the pool.
+        m.advance(Duration::from_secs(31));
+        p.connect(&query("c.example."), Net::Tcp, deadline)
+            .await
+            .unwrap();
+        assert_eq!(accepted.load(Ordering::SeqCst), 3);
     }
 
     /// Receives one datagram on a non-blocking std socket, letting the runtime run meanwhile.

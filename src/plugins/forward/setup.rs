@@ -1,5 +1,6 @@
 //! Parsing of `forward FROM TO... { ... }` lines into [`Config`]: every option, its defaults
-//! and CoreDNS's validation rules. Reads resolv.conf-style files named as TO; no sockets.
+//! and CoreDNS's validation rules. Reads resolv.conf-style files named as TO and resolves
+//! host-name TOs (through `resolver` or the system resolver, see [`super::resolve`]).
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -19,6 +20,27 @@ pub(crate) enum Transport {
     Dns,
     /// DNS over TLS.
     Tls,
+    /// DNS over HTTPS (RFC 8484).
+    Https,
+}
+
+/// One upstream of a `forward` line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Upstream {
+    pub transport: Transport,
+    pub addr: SocketAddr,
+    /// The TLS server name given with the address (`tls://IP%NAME`).
+    pub server_name: Option<String>,
+}
+
+impl Upstream {
+    fn new(transport: Transport, addr: SocketAddr) -> Upstream {
+        Upstream {
+            transport,
+            addr,
+            server_name: None,
+        }
+    }
 }
 
 /// Upstream selection order.
@@ -34,10 +56,13 @@ pub(crate) enum Policy {
 pub(crate) struct Config {
     pub from: Name,
     pub except: Vec<Name>,
-    pub to: Vec<(Transport, SocketAddr)>,
+    pub to: Vec<Upstream>,
     pub force_tcp: bool,
     pub prefer_udp: bool,
     pub expire: Duration,
+    /// `max_age`: cached connections are closed this long after they were opened, whatever
+    /// their use (zero: never).
+    pub max_age: Duration,
     pub max_idle_conns: usize,
     pub max_fails: u32,
     /// `None`: 2 × number of upstreams (CoreDNS default); `Some(0)`: unlimited.
@@ -56,6 +81,10 @@ pub(crate) struct Config {
     pub failfast: bool,
     pub read_timeout: Duration,
     pub source_address: Option<IpAddr>,
+    /// `doh_method`: how `https://` upstreams are sent queries (POST by default).
+    pub doh_method: super::doh::Method,
+    /// `resolver`: where host-name TOs are resolved (empty: the system resolver).
+    pub resolver: Vec<SocketAddr>,
 }
 
 impl Config {
@@ -67,6 +96,7 @@ impl Config {
             force_tcp: false,
             prefer_udp: false,
             expire: Duration::from_secs(10),
+            max_age: Duration::ZERO,
             max_idle_conns: 0,
             max_fails: 2,
             max_connect_attempts: None,
@@ -83,6 +113,8 @@ impl Config {
             failfast: false,
             read_timeout: Duration::from_secs(2),
             source_address: None,
+            doh_method: super::doh::Method::Post,
+            resolver: Vec::new(),
         }
     }
 }
@@ -93,6 +125,7 @@ fn split_transport(s: &str) -> Result<(Transport, &str), String> {
         None => Ok((Transport::Dns, s)),
         Some(("dns", rest)) => Ok((Transport::Dns, rest)),
         Some(("tls", rest)) => Ok((Transport::Tls, rest)),
+        Some(("https", rest)) => Ok((Transport::Https, rest)),
         Some((other, _)) => Err(format!(
             "'{other}' is not supported as a destination protocol in forward: {s}"
         )),
@@ -117,35 +150,96 @@ pub(crate) fn resolv_conf(text: &str) -> Vec<SocketAddr> {
     out
 }
 
-fn parse_to(d: &Directive, t: &Token, out: &mut Vec<(Transport, SocketAddr)>) -> Result<(), Error> {
-    let (trans, host) = split_transport(&t.text).map_err(|e| d.err_at(t, e))?;
+/// CoreDNS's `splitZone`: `IP%NAME[:PORT]` is the address `IP[:PORT]` with the server name
+/// `NAME` (for IPv6, `[IP%NAME]:PORT`).
+fn split_zone(host: &str) -> (String, Option<String>) {
+    let Some(at) = host.rfind('%') else {
+        return (host.to_string(), None);
+    };
+    let mut addr = host[..at].to_string();
+    if addr.starts_with('[') {
+        addr.push(']');
+    }
+    let mut zone = &host[at + 1..];
+    if let Some(colon) = zone.rfind(':') {
+        addr.push_str(&zone[colon..]);
+        zone = zone[..colon].trim_end_matches(']');
+    }
+    (addr, Some(zone.to_string()))
+}
+
+/// Go's `net.SplitHostPort` for the host-name form: `HOST:PORT` or `[HOST]:PORT`.
+fn split_host_port(s: &str) -> Option<(&str, &str)> {
+    if let Some(rest) = s.strip_prefix('[') {
+        let (h, p) = rest.split_once("]:")?;
+        return Some((h, p));
+    }
+    let (h, p) = s.rsplit_once(':')?;
+    (!h.contains(':')).then_some((h, p))
+}
+
+/// What one TO argument stands for, before host names are resolved.
+enum To {
+    /// Addresses (an address, or a file's nameservers).
+    Static(Vec<Upstream>),
+    /// A host name, resolved later: (name, port, transport, server name).
+    Host(String, u16, Transport, Option<String>),
+    /// A file without nameservers: skipped, as CoreDNS skips it.
+    Empty,
+}
+
+fn classify_to(d: &Directive, t: &Token) -> Result<To, Error> {
+    let (trans, rest) = split_transport(&t.text).map_err(|e| d.err_at(t, e))?;
     let port = match trans {
         Transport::Dns => 53,
         Transport::Tls => 853,
+        Transport::Https => 443,
     };
-    if let Some(sa) = addr::host_port(host, port) {
-        out.push((trans, sa));
-        return Ok(());
+    // A zone after `%` is the TLS server name (and an IPv6 scope otherwise, dropped).
+    let (host, zone) = split_zone(rest);
+    let server_name = zone.filter(|_| trans == Transport::Tls);
+    if let Some(addr) = addr::host_port(&host, port) {
+        return Ok(To::Static(vec![Upstream {
+            transport: trans,
+            addr,
+            server_name,
+        }]));
     }
-    // Not an address: a resolv.conf-style file (like CoreDNS `parse.HostPortOrFile`).
-    match std::fs::read_to_string(host) {
-        Ok(text) => {
-            let servers = resolv_conf(&text);
-            if servers.is_empty() {
-                return Err(d.err_at(t, format!("no nameservers found in {host}")));
-            }
-            out.extend(servers.into_iter().map(|sa| {
-                let sa = if trans == Transport::Tls {
-                    SocketAddr::new(sa.ip(), 853)
-                } else {
-                    sa
-                };
-                (trans, sa)
-            }));
-            Ok(())
+    // A resolv.conf-style file (CoreDNS `parse.HostPortOrFile`): its nameservers are plain DNS
+    // on port 53 whatever the scheme.
+    if let Ok(text) = std::fs::read_to_string(rest) {
+        let servers = resolv_conf(&text);
+        if servers.is_empty() {
+            return Ok(To::Empty);
         }
-        Err(_) => Err(d.err_at(t, format!("not an IP address or file: \"{}\"", t.text))),
+        return Ok(To::Static(
+            servers
+                .into_iter()
+                .map(|sa| Upstream::new(Transport::Dns, sa))
+                .collect(),
+        ));
     }
+    // Anything else must be a host name.
+    let (name, port) = match split_host_port(&host) {
+        Some((h, p)) => (
+            h,
+            p.parse::<u16>().map_err(|_| {
+                d.err_at(
+                    t,
+                    format!("not an IP address, file, or valid domain: {:?}", t.text),
+                )
+            })?,
+        ),
+        None => (host.as_str(), port),
+    };
+    let name = name.trim_matches(|c| c == '[' || c == ']');
+    if name.is_empty() || name.parse::<IpAddr>().is_ok() || Name::parse(name).is_err() {
+        return Err(d.err_at(
+            t,
+            format!("not an IP address, file, or valid domain: {:?}", t.text),
+        ));
+    }
+    Ok(To::Host(name.to_string(), port, trans, server_name))
 }
 
 fn rcodes(sub: &Directive, allow_noerror: bool) -> Result<Vec<Rcode>, Error> {
@@ -179,6 +273,31 @@ fn parse_option(sub: &Directive, c: &mut Config) -> Result<(), Error> {
         }
         "expire" => {
             c.expire = duration::arg(sub, sub.single_arg()?)?;
+        }
+        "doh_method" => {
+            let t = sub.single_arg()?;
+            c.doh_method = match t.text.as_str() {
+                "POST" => super::doh::Method::Post,
+                "GET" => super::doh::Method::Get,
+                _ => return Err(sub.err_at(t, "doh_method must be either POST or GET")),
+            };
+        }
+        "max_age" => {
+            c.max_age = duration::arg(sub, sub.single_arg()?)?;
+        }
+        "resolver" => {
+            sub.arg_count(1, usize::MAX)?;
+            let mut out = Vec::new();
+            for t in &sub.args {
+                let sa = addr::host_port(&t.text, 53).ok_or_else(|| {
+                    sub.err_at(
+                        t,
+                        format!("resolver must be an IP address or IP:port: {:?}", t.text),
+                    )
+                })?;
+                out.push(sa);
+            }
+            c.resolver = out;
         }
         "max_idle_conns" => {
             c.max_idle_conns = num::count(sub, sub.single_arg()?)? as usize;
@@ -271,25 +390,79 @@ pub(crate) fn parse(d: &Directive) -> Result<Config, Error> {
     for sub in d.sub() {
         parse_option(sub, &mut c)?;
     }
-    let mut to = Vec::new();
-    for t in &d.args[1..] {
-        parse_to(d, t, &mut to)?;
+    if !c.max_age.is_zero() && c.max_age < c.expire {
+        let at = d
+            .sub()
+            .iter()
+            .find(|s| s.name.text == "max_age")
+            .unwrap_or(d);
+        return Err(at.err(format!(
+            "max_age ({}) must not be less than expire ({})",
+            duration::format(c.max_age),
+            duration::format(c.expire)
+        )));
     }
-    // Duplicates are dropped, first one wins (CoreDNS de-duplicates its TO list).
-    let mut seen = Vec::new();
-    to.retain(|x| {
-        if seen.contains(x) {
-            false
-        } else {
-            seen.push(*x);
-            true
+    // The DoH path is always /dns-query.
+    for t in &d.args[1..] {
+        if let Ok((Transport::Https, rest)) = split_transport(&t.text) {
+            if rest.contains('/') {
+                return Err(d.err_at(t, format!("paths are not allowed in HTTPS upstream addresses (the /dns-query path is used by default): {}", t.text)));
+            }
         }
-    });
-    if to.len() > MAX_UPSTREAMS {
+    }
+    let mut entries = Vec::new();
+    for t in &d.args[1..] {
+        entries.push((t, classify_to(d, t)?));
+    }
+    // Host names are resolved in order and every address is kept once, the first time it is
+    // seen, whatever its scheme (CoreDNS `expandAndDedup`).
+    let mut to: Vec<Upstream> = Vec::new();
+    let mut counted = 0;
+    for (t, e) in entries {
+        let found = match e {
+            To::Empty => continue,
+            To::Static(v) => v,
+            To::Host(name, port, transport, server_name) => {
+                super::resolve::lookup(&name, &c.resolver)
+                    .map_err(|e| d.err_at(t, format!("failed to resolve {name:?}: {e}")))?
+                    .into_iter()
+                    .map(|ip| Upstream {
+                        transport,
+                        addr: SocketAddr::new(ip, port),
+                        server_name: server_name.clone(),
+                    })
+                    .collect()
+            }
+        };
+        counted += 1;
+        for u in found {
+            if !to.iter().any(|x| x.addr == u.addr) {
+                to.push(u);
+            }
+        }
+    }
+    if to.is_empty() {
+        return Err(d.err_at(&d.args[1], "no valid upstream addresses found"));
+    }
+    // CoreDNS counts TO arguments here (a file is one), not addresses.
+    if counted > MAX_UPSTREAMS {
         return Err(d.err_at(
             &d.args[1],
-            format!("more than {MAX_UPSTREAMS} TOs configured: {}", to.len()),
+            format!("more than {MAX_UPSTREAMS} TOs configured: {counted}"),
         ));
+    }
+    let per_upstream_names = to.iter().any(|u| u.server_name.is_some());
+    if let (true, Some(n)) = (per_upstream_names, &c.tls_servername) {
+        let u = to.iter().find(|u| u.server_name.is_some());
+        let (name, addr) = u.map_or((String::new(), String::new()), |u| {
+            (
+                u.server_name.clone().unwrap_or_default(),
+                u.addr.to_string(),
+            )
+        });
+        return Err(d.err(format!(
+            "both forward ('{n}') and proxy level ('{name}') TLS servernames are set for upstream proxy 'tls://{addr}'"
+        )));
     }
     c.to = to;
     Ok(c)
@@ -314,8 +487,13 @@ mod tests {
         assert!(c.from.is_root());
         assert_eq!(
             c.to,
-            vec![(Transport::Dns, "127.0.0.1:53".parse().unwrap())]
+            vec![Upstream::new(
+                Transport::Dns,
+                "127.0.0.1:53".parse().unwrap()
+            )]
         );
+        assert_eq!(c.max_age, Duration::ZERO);
+        assert!(c.resolver.is_empty());
         assert_eq!(c.expire, Duration::from_secs(10));
         assert_eq!(c.max_fails, 2);
         assert_eq!(c.max_connect_attempts, None);
@@ -341,7 +519,112 @@ mod tests {
             (Transport::Dns, "[::2]:53".parse().unwrap()),
             (Transport::Tls, "[::3]:853".parse().unwrap()),
         ];
-        assert_eq!(c.to, want);
+        let got: Vec<(Transport, SocketAddr)> =
+            c.to.iter().map(|u| (u.transport, u.addr)).collect();
+        assert_eq!(got, want);
+        assert!(c.to.iter().all(|u| u.server_name.is_none()));
+        // Per-upstream TLS server names; a scope on a plain address is dropped.
+        let c = cfg(". {\n forward . tls://10.0.0.1%dns.example tls://[::1%dns6.example]:8853 tls://10.0.0.2%n.example:10853 fe80::1%eth0\n}\n");
+        let got: Vec<(Transport, String, Option<&str>)> =
+            c.to.iter()
+                .map(|u| (u.transport, u.addr.to_string(), u.server_name.as_deref()))
+                .collect();
+        assert_eq!(
+            got,
+            vec![
+                (Transport::Tls, "10.0.0.1:853".into(), Some("dns.example")),
+                (Transport::Tls, "[::1]:8853".into(), Some("dns6.example")),
+                (Transport::Tls, "10.0.0.2:10853".into(), Some("n.example")),
+                (Transport::Dns, "[fe80::1]:53".into(), None),
+            ]
+        );
+        // The same address twice is kept once whatever its scheme; first one wins.
+        let c = cfg(". {\n forward . https://10.0.0.5 https://[::5]:8443 https://10.0.0.6%x.example {\n  doh_method GET\n }\n}\n");
+        let got: Vec<(Transport, String, Option<&str>)> =
+            c.to.iter()
+                .map(|u| (u.transport, u.addr.to_string(), u.server_name.as_deref()))
+                .collect();
+        assert_eq!(
+            got,
+            vec![
+                (Transport::Https, "10.0.0.5:443".into(), None),
+                (Transport::Https, "[::5]:8443".into(), None),
+                (Transport::Https, "10.0.0.6:443".into(), None),
+            ]
+        );
+        assert_eq!(c.doh_method, super::super::doh::Method::Get);
+        assert_eq!(
+            cfg(". {\n forward . https://10.0.0.5\n}\n").doh_method,
+            super::super::doh::Method::Post
+        );
+        let c = cfg(". {\n forward . 10.0.0.1:853 tls://10.0.0.1\n}\n");
+        assert_eq!(
+            c.to,
+            vec![Upstream::new(
+                Transport::Dns,
+                "10.0.0.1:853".parse().unwrap()
+            )]
+        );
+    }
+
+    /// Host-name TOs are resolved through `resolver` (a DNS server on loopback here) or the
+    /// system resolver, in order, keeping the TO's scheme, port and server name.
+    #[test]
+    fn host_names_resolve_at_setup() {
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = sock.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 512];
+            while let Ok((n, from)) = sock.recv_from(&mut buf) {
+                let q = sextant_wire::Message::parse(&buf[..n]).unwrap();
+                let mut r = sextant_wire::Message::reply_to(&q);
+                let qn = q.questions[0].name.clone();
+                let data = match q.questions[0].qtype {
+                    sextant_wire::RType::A => sextant_wire::RData::A("192.0.2.53".parse().unwrap()),
+                    _ => sextant_wire::RData::Aaaa("2001:db8::53".parse().unwrap()),
+                };
+                if qn.to_string() == "dns.example." {
+                    r.answers.push(sextant_wire::Record::new(qn, 60, data));
+                }
+                sock.send_to(&r.to_wire(), from).unwrap();
+            }
+        });
+        let c = cfg(&format!(". {{\n forward . 10.0.0.1 dns.example:5353 tls://dns.example%tls.example https://dns.example:8443 {{\n  resolver 127.0.0.1:{port} 127.0.0.1:1\n }}\n}}\n"));
+        assert_eq!(c.resolver.len(), 2);
+        let got: Vec<(Transport, String, Option<&str>)> =
+            c.to.iter()
+                .map(|u| (u.transport, u.addr.to_string(), u.server_name.as_deref()))
+                .collect();
+        assert_eq!(
+            got,
+            vec![
+                (Transport::Dns, "10.0.0.1:53".into(), None),
+                (Transport::Dns, "192.0.2.53:5353".into(), None),
+                (Transport::Dns, "[2001:db8::53]:5353".into(), None),
+                (Transport::Tls, "192.0.2.53:853".into(), Some("tls.example")),
+                (
+                    Transport::Tls,
+                    "[2001:db8::53]:853".into(),
+                    Some("tls.example")
+                ),
+                (Transport::Https, "192.0.2.53:8443".into(), None),
+                (Transport::Https, "[2001:db8::53]:8443".into(), None),
+            ]
+        );
+        let e = err(&format!(
+            ". {{\n forward . nothere.example {{\n  resolver 127.0.0.1:{port}\n }}\n}}\n"
+        ));
+        assert_eq!(e, "Corefile:2:12: forward: failed to resolve \"nothere.example\": no addresses found for \"nothere.example\"");
+        // Without `resolver`, the system resolver (/etc/hosts here).
+        let c = cfg(". {\n forward . localhost:5300\n}\n");
+        assert!(
+            !c.to.is_empty()
+                && c.to
+                    .iter()
+                    .all(|u| u.addr.ip().is_loopback() && u.addr.port() == 5300),
+            "{:?}",
+            c.to
+        );
     }
 
     #[test]
@@ -359,19 +642,40 @@ mod tests {
             "[::1]:53".parse().unwrap(),
             "[fe80::1]:53".parse().unwrap(),
         ];
-        assert_eq!(c.to.iter().map(|x| x.1).collect::<Vec<_>>(), want);
+        assert_eq!(c.to.iter().map(|x| x.addr).collect::<Vec<_>>(), want);
         let empty = dir.path().join("empty.conf");
         std::fs::write(&empty, "search x\n").unwrap();
+        // A file without nameservers is skipped, as CoreDNS skips it.
         let e = err(&format!(". {{\n forward . {}\n}}\n", empty.display()));
-        assert!(
-            e.starts_with("Corefile:2:12: forward: no nameservers found in"),
-            "{e}"
+        assert_eq!(
+            e,
+            "Corefile:2:12: forward: no valid upstream addresses found"
+        );
+        let c = cfg(&format!(
+            ". {{\n forward . {} 10.0.0.9\n}}\n",
+            empty.display()
+        ));
+        assert_eq!(
+            c.to,
+            vec![Upstream::new(
+                Transport::Dns,
+                "10.0.0.9:53".parse().unwrap()
+            )]
         );
     }
 
     #[test]
     fn every_option() {
-        let c = cfg(". {\n forward . 127.0.0.1 {\n  except a.example B.example.\n  force_tcp\n  prefer_udp\n  expire 20s\n  max_idle_conns 7\n  max_fails 3\n  max_connect_attempts 4\n  tls\n  tls_servername dns.example\n  policy round_robin\n  health_check 1s no_rec domain example.org\n  max_concurrent 100\n  next NXDOMAIN servfail\n  next_on_nodata\n  failover REFUSED\n  failfast_all_unhealthy_upstreams\n  read_timeout 300ms\n  source_address 127.0.0.1\n }\n}\n");
+        let c = cfg(". {\n forward . 127.0.0.1 {\n  except a.example B.example.\n  force_tcp\n  prefer_udp\n  expire 20s\n  max_idle_conns 7\n  max_fails 3\n  max_connect_attempts 4\n  tls\n  tls_servername dns.example\n  policy round_robin\n  health_check 1s no_rec domain example.org\n  max_concurrent 100\n  next NXDOMAIN servfail\n  next_on_nodata\n  failover REFUSED\n  failfast_all_unhealthy_upstreams\n  read_timeout 300ms\n  source_address 127.0.0.1\n  max_age 30s\n  resolver 127.0.0.1 [::1]:5353 10.0.0.1:53\n }\n}\n");
+        assert_eq!(c.max_age, Duration::from_secs(30));
+        assert_eq!(
+            c.resolver,
+            vec![
+                "127.0.0.1:53".parse::<SocketAddr>().unwrap(),
+                "[::1]:5353".parse().unwrap(),
+                "10.0.0.1:53".parse().unwrap()
+            ]
+        );
         assert_eq!(
             c.except,
             vec![
@@ -409,8 +713,15 @@ mod tests {
     fn errors_name_position_and_directive() {
         let cases: &[(&str, &str)] = &[
             (". {\n forward .\n}\n", "Corefile:2:2: forward: wrong argument count: expected at least 2, got 1"),
-            (". {\n forward . foo\n}\n", "Corefile:2:12: forward: not an IP address or file: \"foo\""),
-            (". {\n forward . https://1.1.1.1\n}\n", "Corefile:2:12: forward: 'https' is not supported as a destination protocol in forward: https://1.1.1.1"),
+            (". {\n forward . foo..bar\n}\n", "Corefile:2:12: forward: not an IP address, file, or valid domain: \"foo..bar\""),
+            (". {\n forward . 127.0.0.1 {\n  expire 30s\n  max_age 10s\n }\n}\n", "Corefile:4:3: max_age: max_age (10s) must not be less than expire (30s)"),
+            (". {\n forward . 127.0.0.1 {\n  max_age -1s\n }\n}\n", "Corefile:3:11: max_age: invalid duration '-1s'"),
+            (". {\n forward . 127.0.0.1 {\n  resolver foo\n }\n}\n", "Corefile:3:12: resolver: resolver must be an IP address or IP:port: \"foo\""),
+            (". {\n forward . 127.0.0.1 {\n  resolver\n }\n}\n", "Corefile:3:3: resolver: wrong argument count: expected at least 1, got 0"),
+            (". {\n forward . tls://127.0.0.1%a.example {\n  tls_servername b.example\n }\n}\n", "Corefile:2:2: forward: both forward ('b.example') and proxy level ('a.example') TLS servernames are set for upstream proxy 'tls://127.0.0.1:853'"),
+            (". {\n forward . quic://1.1.1.1\n}\n", "Corefile:2:12: forward: 'quic' is not supported as a destination protocol in forward: quic://1.1.1.1"),
+            (". {\n forward . https://1.1.1.1/dns-query\n}\n", "Corefile:2:12: forward: paths are not allowed in HTTPS upstream addresses (the /dns-query path is used by default): https://1.1.1.1/dns-query"),
+            (". {\n forward . https://1.1.1.1 {\n  doh_method PUT\n }\n}\n", "Corefile:3:14: doh_method: doh_method must be either POST or GET"),
             (". {\n forward . 127.0.0.1 {\n  bogus\n }\n}\n", "Corefile:3:3: bogus: unknown property 'bogus'"),
             (". {\n forward . 127.0.0.1 {\n  policy fastest\n }\n}\n", "Corefile:3:10: policy: unknown policy 'fastest'"),
             (". {\n forward . 127.0.0.1 {\n  expire 10\n }\n}\n", "Corefile:3:10: expire: invalid duration '10'"),

@@ -3,6 +3,7 @@
 //! readiness), the query handler (NXDOMAIN/NODATA/SERVFAIL rules, CNAME chasing through the
 //! server) and the AXFR record list for the `transfer` plugin. Answer logic is in `lookup`.
 
+mod external;
 pub(crate) mod lookup;
 mod memo;
 pub(crate) mod setup;
@@ -20,7 +21,10 @@ use sextant_wire::{Message, Name, RData, RType, Rcode, Record, Reply};
 
 use crate::log::PluginLog;
 use crate::pkg::zones;
-use crate::plugin::{BoxFuture, Handler, Next, Outcome, Readiness, Request, SetupCtx, Transferer};
+use crate::plugin::{
+    BoxFuture, Handler, Metadata, MetadataProvider, Next, Outcome, Readiness, Request, SetupCtx,
+    Transferer,
+};
 use crate::server::invalidate::{Invalidation, InvalidationBus};
 use crate::server::lifecycle::{CarryKey, TaskCtx};
 
@@ -39,6 +43,8 @@ pub(crate) struct Kubernetes {
     memo_id: u64,
     /// What `autopath @kubernetes` asks.
     search: Arc<AutoPathSearch>,
+    /// What `k8s_external` asks.
+    external: Arc<external::External>,
 }
 
 struct Ready(Slot);
@@ -276,13 +282,21 @@ pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), 
         index: slot.clone(),
         resolv: resolv_search(std::path::Path::new("/etc/resolv.conf")),
     });
+    let empty = Arc::new(Snapshot::default());
+    let external = Arc::new(external::External {
+        cfg: cfg.clone(),
+        index: slot.clone(),
+        local_ips: local_ips.clone(),
+        empty: empty.clone(),
+    });
     ctx.add_handler(Arc::new(Kubernetes {
         cfg,
         index: slot,
-        empty: Arc::new(Snapshot::default()),
+        empty,
         local_ips,
         memo_id: memo::new_id(),
         search,
+        external,
     }));
     Ok(())
 }
@@ -371,16 +385,24 @@ impl Kubernetes {
     pub(crate) fn with_index(cfg: Config, index: Index, local_ips: Vec<IpAddr>) -> Kubernetes {
         let cfg = Arc::new(cfg);
         let index: Slot = Arc::new(ArcSwapOption::from_pointee(Running(index)));
+        let local_ips = Arc::new(ArcSwap::from_pointee(local_ips));
+        let empty = Arc::new(Snapshot::default());
         Kubernetes {
             search: Arc::new(AutoPathSearch {
                 cfg: cfg.clone(),
                 index: index.clone(),
                 resolv: Vec::new(),
             }),
+            external: Arc::new(external::External {
+                cfg: cfg.clone(),
+                index: index.clone(),
+                local_ips: local_ips.clone(),
+                empty: empty.clone(),
+            }),
             cfg,
             index,
-            empty: Arc::new(Snapshot::default()),
-            local_ips: Arc::new(ArcSwap::from_pointee(local_ips)),
+            empty,
+            local_ips,
             memo_id: memo::new_id(),
         }
     }
@@ -644,6 +666,59 @@ impl Handler for Kubernetes {
 
     fn search_path(&self) -> Option<Arc<dyn crate::plugins::autopath::SearchPath>> {
         Some(self.search.clone())
+    }
+
+    fn externaler(&self) -> Option<Arc<dyn crate::plugins::k8s_external::Externaler>> {
+        Some(self.external.clone())
+    }
+
+    fn metadata_provider(&self) -> Option<&dyn MetadataProvider> {
+        Some(self)
+    }
+}
+
+/// CoreDNS's `kubernetes` metadata: the client pod (found by source address when pods are
+/// watched) and the parts of a question in the plugin's zones.
+impl MetadataProvider for Kubernetes {
+    fn metadata(&self, req: &Request, md: &mut Metadata) {
+        let (snap, _) = self.snapshot();
+        let ip = match req.client.ip() {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+            v4 => v4,
+        };
+        if let Some(pod) = snap.pod_by_ip(ip) {
+            md.set("kubernetes/client-namespace", pod.namespace.to_string());
+            md.set("kubernetes/client-pod-name", pod.name.to_string());
+            for (k, v) in pod.labels.iter() {
+                md.set(&format!("kubernetes/client-label/{k}"), v.to_string());
+            }
+        }
+        let qname = req.qname();
+        let Some(zone) = self
+            .cfg
+            .zones
+            .iter()
+            .filter(|z| qname.is_subdomain_of(z))
+            .max_by_key(|z| z.label_count())
+        else {
+            return;
+        };
+        let r = match lookup::parse_request(&qname, zone, self.cfg.zonal) {
+            Ok(r) => r,
+            Err(NameError) => {
+                md.set("kubernetes/parse-error", "invalid query name".to_string());
+                return;
+            }
+        };
+        md.set("kubernetes/port-name", r.port);
+        md.set("kubernetes/protocol", r.protocol);
+        md.set("kubernetes/endpoint", r.endpoint);
+        if self.cfg.zonal {
+            md.set("kubernetes/zone", r.zone);
+        }
+        md.set("kubernetes/service", r.service);
+        md.set("kubernetes/namespace", r.namespace);
+        md.set("kubernetes/kind", r.pod_or_svc);
     }
 }
 

@@ -7,6 +7,7 @@ use sextant_corefile::{Directive, Error};
 use sextant_wire::{Message, Name, Rcode, Reply};
 
 use crate::plugin::{BoxFuture, Handler, Next, Outcome, Request, SetupCtx};
+use crate::plugins::cache::classify::{typify, MsgType};
 
 /// `{common}`.
 pub(crate) const COMMON: &str = "{remote}:{port} - {>id} \"{type} {class} {name} {proto} {size} {>do} {>bufsize}\" {rcode} {>rflags} {rsize} {duration}";
@@ -170,9 +171,48 @@ fn value(out: &mut String, key: &str, req: &Request, reply: &Message, rsize: usi
         }
         "rsize" => write!(out, "{rsize}"),
         "duration" => write!(out, "{}s", req.start.elapsed().as_secs_f64()),
+        // `{/label}`: a metadata value (`-` when unset or without the metadata plugin).
+        _ if key.len() > 1 && key.starts_with('/') => {
+            out.push_str(req.meta(&key[1..]).unwrap_or("-"));
+            Ok(())
+        }
         _ => return false,
     };
     true
+}
+
+/// CoreDNS's `response.Type` names.
+fn type_name(t: MsgType) -> &'static str {
+    match t {
+        MsgType::NoError => "NOERROR",
+        MsgType::NameError => "NXDOMAIN",
+        MsgType::ServerError => "SERVFAIL",
+        MsgType::NoData => "NODATA",
+        MsgType::Delegation => "DELEGATION",
+        MsgType::Meta => "META",
+        MsgType::Update => "UPDATE",
+        MsgType::OtherError => "OTHERERROR",
+    }
+}
+
+/// `log/type` and `log/class` metadata of the reply (CoreDNS's `response.Typify` and
+/// `Classify`), for `{/log/type}` in formats and later plugins.
+fn set_response_metadata(req: &mut Request, out: &mut Outcome) {
+    let t = match out.message_mut() {
+        Some(m) => typify(m),
+        None => {
+            let mut m = req.reply();
+            m.set_rcode(out.final_rcode());
+            typify(&m)
+        }
+    };
+    let class = match t {
+        MsgType::NoError | MsgType::Delegation => "success",
+        MsgType::NameError | MsgType::NoData => "denial",
+        _ => "error",
+    };
+    req.set_meta("log/type", || type_name(t).to_string());
+    req.set_meta("log/class", || class.to_string());
 }
 
 impl Handler for Log {
@@ -187,7 +227,10 @@ impl Handler for Log {
             let Some(rule) = self.rules.iter().find(|r| qname.is_subdomain_of(&r.scope)) else {
                 return next.run(req).await;
             };
-            let out = next.run(req).await;
+            let mut out = next.run(req).await;
+            if req.meta_enabled() {
+                set_response_metadata(req, &mut out);
+            }
             let rcode = out.final_rcode();
             if rule.classes.is_empty() || rule.classes.contains(&classify(rcode)) {
                 // Like CoreDNS: log what was written, or a synthetic reply with the rcode.
