@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Side-by-side benchmark: Sextant vs Knot DNS, NSD, Unbound and dnsmasq on 127.0.0.1.
+# Side-by-side benchmark: Sextant vs Knot DNS, NSD, Unbound, dnsmasq and dnsdist on 127.0.0.1.
 # Builds the release binary, installs the reference servers and tools from Debian if missing,
 # sets up matplotlib in bench/.venv, then runs bench/bench.py, which writes
 # bench/results/<date>.md, bench/results/<date>.png and docs/performance.md.
@@ -29,7 +29,7 @@ fi
 
 # Reference servers and tools (Debian packages).
 missing=()
-for pair in knotd:knot nsd:nsd unbound:unbound dnsmasq:dnsmasq dnsperf:dnsperf valgrind:valgrind dig:bind9-dnsutils taskset:util-linux; do
+for pair in knotd:knot nsd:nsd unbound:unbound dnsmasq:dnsmasq dnsdist:dnsdist h2load:nghttp2-client openssl:openssl dnsperf:dnsperf valgrind:valgrind dig:bind9-dnsutils taskset:util-linux; do
     cmd=${pair%%:*} pkg=${pair##*:}
     command -v "$cmd" >/dev/null 2>&1 || [[ -x /usr/sbin/$cmd ]] || missing+=("$pkg")
 done
@@ -40,7 +40,7 @@ if [[ ${#missing[@]} -gt 0 ]]; then
 fi
 export PATH=$PATH:/usr/sbin
 # The Debian packages start their services on port 53; the benchmark starts its own copies.
-for svc in knot nsd unbound dnsmasq; do
+for svc in knot nsd unbound dnsmasq dnsdist; do
     if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$svc" 2>/dev/null; then
         echo "run.sh: note: system $svc service is running (the benchmark uses its own instances)"
     fi

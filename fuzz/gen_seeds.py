@@ -207,3 +207,53 @@ d = os.path.join(HERE, "corpus", "setup")
 os.makedirs(d, exist_ok=True)
 for k, v in setups.items():
     open(os.path.join(d, k), "w").write(v)
+
+# doh_request: method byte, request target, NUL, body (see sextant_fuzz::doh_request).
+import base64
+query = packets["plain_a"]
+b64 = base64.urlsafe_b64encode(query).rstrip(b"=")
+doh = {
+    "get": b"\x00/dns-query?dns=" + b64,
+    "get_more_params": b"\x00/dns-query?ct=application/dns-message&dns=" + b64 + b"&x=%41",
+    "get_escaped": b"\x00/dns-query?dns=" + b64.replace(b"-", b"%2D").replace(b"_", b"%5F"),
+    "get_two": b"\x00/dns-query?dns=" + b64 + b"&dns=" + b64,
+    "get_padded": b"\x00/dns-query?dns=" + base64.urlsafe_b64encode(query),
+    "get_semicolon": b"\x00/dns-query?dns=" + b64 + b";x=1",
+    "get_empty": b"\x00/dns-query?dns=",
+    "get_other_path": b"\x00/other?dns=" + b64,
+    "post": b"\x01/dns-query\x00" + query,
+    "post_short": b"\x01/dns-query\x00" + query[:7],
+    "post_reply": b"\x01/dns-query\x00" + query[:2] + bytes([query[2] | 0x80]) + query[3:],
+    "put": b"\x02/dns-query\x00" + query,
+    "head": b"\x03/dns-query?dns=" + b64,
+    "absolute": b"\x00https://localhost/dns-query?dns=" + b64,
+}
+d = os.path.join(HERE, "corpus", "doh_request")
+os.makedirs(d, exist_ok=True)
+for k, v in doh.items():
+    open(os.path.join(d, k), "wb").write(v)
+
+# grpc_packet: protobuf DnsPacket bodies (field 1, bytes) and broken ones.
+def varint(n):
+    out = b""
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out += bytes([b | 0x80])
+        else:
+            return out + bytes([b])
+grpc = {
+    "packet": b"\x0a" + varint(len(query)) + query,
+    "empty": b"",
+    "empty_msg": b"\x0a\x00",
+    "unknown_field": b"\x12\x03abc\x0a" + varint(len(query)) + query,
+    "twice": (b"\x0a" + varint(len(query)) + query) * 2,
+    "short": b"\x0a" + varint(len(query) + 5) + query,
+    "bad_varint": b"\x0a\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff",
+    "wrong_type": b"\x08\x01",
+}
+d = os.path.join(HERE, "corpus", "grpc_packet")
+os.makedirs(d, exist_ok=True)
+for k, v in grpc.items():
+    open(os.path.join(d, k), "wb").write(v)

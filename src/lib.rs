@@ -74,6 +74,35 @@ pub mod fuzzing {
             .ok_or(SiteError::NoListener)
     }
 
+    /// The DNS message of a DoH request (`GET /dns-query?dns=` or a `POST` body), as the
+    /// `https://` and `https3://` listeners decode it; `Err` for a 404 or 400.
+    pub fn doh_request(
+        method: &http::Method,
+        uri: &http::Uri,
+        body: Option<&[u8]>,
+    ) -> Result<Vec<u8>, String> {
+        crate::server::doh::request_message(method, uri, body).map_err(|e| format!("{e:?}"))
+    }
+
+    /// The request check of the HTTPS, QUIC and gRPC listeners (CoreDNS's
+    /// `dnsutil.UnpackRequest`).
+    pub fn transport_request_ok(packet: &[u8]) -> bool {
+        crate::server::transport::check_request(packet).is_ok()
+    }
+
+    /// Decodes a gRPC `coredns.dns.DnsPacket` body with the server's protobuf codec type and
+    /// returns its DNS message; `encode_dns_packet` is the reverse.
+    pub fn decode_dns_packet(data: &[u8]) -> Result<Vec<u8>, String> {
+        <crate::server::grpc::DnsPacket as prost::Message>::decode(data)
+            .map(|p| p.msg)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Encodes a DNS message as a `coredns.dns.DnsPacket`.
+    pub fn encode_dns_packet(msg: &[u8]) -> Vec<u8> {
+        prost::Message::encode_to_vec(&crate::server::grpc::DnsPacket { msg: msg.to_vec() })
+    }
+
     /// Builds a configuration generation from Corefile text the way a reload does, and
     /// returns the configuration hash (SHA512 hex) when it sets up.
     pub fn build_generation(text: &str) -> Option<String> {

@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sextant_corefile::{Directive, Error as ConfigError};
+use sextant_corefile::{Directive, Error as ConfigError, Pos};
 
 use crate::pkg::clock::Clock;
 use crate::plugin::{Handler, Readiness, ViewFilter};
@@ -64,6 +64,9 @@ pub(crate) struct GenerationBuilder {
     pub(crate) timeouts: HashMap<usize, crate::server::config::TimeoutSettings>,
     /// Blocks whose UDP listeners write through a bounded stack (`shed`).
     pub(crate) shed: HashMap<usize, crate::server::wstack::DropHook>,
+    /// PROXY protocol settings of a block and where its `proxyproto` is (`proxyproto`).
+    pub(crate) proxy: HashMap<usize, (Arc<crate::server::proxy::ProxySettings>, Pos)>,
+    pub(crate) transport: HashMap<usize, crate::server::config::BlockTransport>,
     /// Each block's view (name, filter), by block index.
     pub(crate) views: HashMap<usize, (Arc<str>, Arc<dyn ViewFilter>)>,
     pub(crate) settings: ProcessSettings,
@@ -91,6 +94,8 @@ impl GenerationBuilder {
             sockets: HashMap::new(),
             timeouts: HashMap::new(),
             shed: HashMap::new(),
+            proxy: HashMap::new(),
+            transport: HashMap::new(),
             views: HashMap::new(),
             settings: ProcessSettings::default(),
             roots: HashMap::new(),
@@ -281,6 +286,19 @@ impl SetupCtx<'_> {
     /// Requests then tell whether their socket's stack is full (`Request::backlogged`).
     pub(crate) fn set_udp_write_stack(&mut self, dropped: crate::server::wstack::DropHook) {
         self.gen.shed.insert(self.block.index, dropped);
+    }
+
+    /// Reads PROXY protocol headers on this block's listeners (the `proxyproto` plugin; the
+    /// last block of an address with it decides). `at`: where the directive is, for errors.
+    pub(crate) fn set_proxy(&mut self, settings: crate::server::proxy::ProxySettings, at: Pos) {
+        self.gen
+            .proxy
+            .insert(self.block.index, (Arc::new(settings), at));
+    }
+
+    /// This block's transport limits (`https`, `https3`, `quic`, `grpc_server`).
+    pub(crate) fn transport(&mut self) -> &mut crate::server::config::BlockTransport {
+        self.gen.transport.entry(self.block.index).or_default()
     }
 
     /// Sets this block's root directory (the `root` plugin).

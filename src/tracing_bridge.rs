@@ -5,7 +5,9 @@
 use std::fmt::Write as _;
 
 use tracing::field::{Field, Visit};
-use tracing::{Event, Level, Subscriber};
+use tracing::level_filters::LevelFilter;
+use tracing::subscriber::Interest;
+use tracing::{Event, Level, Metadata, Subscriber};
 use tracing_subscriber::layer::{Context, Layer};
 use tracing_subscriber::prelude::*;
 
@@ -35,20 +37,45 @@ impl Visit for Fields {
     }
 }
 
+/// Whether an event is logged: our crates at INFO and above (DEBUG with the debug plugin);
+/// libraries (kube-rs, hyper, h2, quinn) only with the debug plugin, WARN and above: what matters
+/// of their errors our crates already log, with the cause spelled out.
+fn wanted(meta: &Metadata<'_>, debug: bool) -> bool {
+    let level = *meta.level();
+    if meta.target().starts_with("sextant") {
+        level <= Level::INFO || (level == Level::DEBUG && debug)
+    } else {
+        debug && level <= Level::WARN
+    }
+}
+
 impl<S: Subscriber> Layer<S> for Bridge {
+    // Spans are never used, and events that can never be logged are turned off where they are
+    // written: without this every trace-level span of h2 and hyper (several per DoH request)
+    // went through the registry, about a fifth of a DoH request's CPU.
+    fn register_callsite(&self, meta: &'static Metadata<'static>) -> Interest {
+        if meta.is_span() || !(wanted(meta, true)) {
+            Interest::never()
+        } else if wanted(meta, false) {
+            Interest::always()
+        } else {
+            // Depends on the debug plugin, which a reload turns on and off.
+            Interest::sometimes()
+        }
+    }
+
+    fn enabled(&self, meta: &Metadata<'_>, _ctx: Context<'_, S>) -> bool {
+        !meta.is_span() && wanted(meta, crate::log::debug_enabled())
+    }
+
+    fn max_level_hint(&self) -> Option<LevelFilter> {
+        Some(LevelFilter::DEBUG)
+    }
+
     fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
         let meta = event.metadata();
-        let ours = meta.target().starts_with("sextant");
         let level = *meta.level();
-        // Our crates at INFO and above (DEBUG with the debug plugin). Libraries (kube-rs, hyper)
-        // only with the debug plugin: what matters of their errors our crates already log, with
-        // the cause spelled out.
-        let wanted = if ours {
-            level <= Level::INFO || (level == Level::DEBUG && crate::log::debug_enabled())
-        } else {
-            crate::log::debug_enabled() && level <= Level::WARN
-        };
-        if !wanted {
+        if !wanted(meta, crate::log::debug_enabled()) {
             return;
         }
         let mut f = Fields::default();

@@ -70,11 +70,24 @@ fn relocate(text: &str) -> (String, u16) {
                 .to_string();
         }
     }
-    let tls = free_port();
-    out = regex::Regex::new(r":8853\b")
+    // DoT, DoQ, DoH, DoH3 and gRPC ports of the examples; a transport without a port (443 or
+    // 853 by default) gets a free one too.
+    for p in ["8853", "8443", "8053", "5553", "443"] {
+        let re = regex::Regex::new(&format!(r":{p}\b")).unwrap();
+        if re.is_match(&out) {
+            out = re
+                .replace_all(&out, format!(":{}", free_port()).as_str())
+                .to_string();
+        }
+    }
+    out = regex::Regex::new(r"(?m)^((?:tls|https|https3|quic|grpc)://[^\s:{]*)(\s)")
         .unwrap()
-        .replace_all(&out, format!(":{tls}").as_str())
+        .replace_all(&out, |c: &regex::Captures<'_>| {
+            format!("{}:{}{}", &c[1], free_port(), &c[2])
+        })
         .to_string();
+    // `/etc/resolv.conf` becomes a file of the test's own, whose nameserver answers on loopback.
+    out = out.replace("/etc/resolv.conf", "resolv.conf");
     // Addresses of primaries and secondaries in examples (transfer from/to) become loopback, so
     // the examples send nothing off the machine.
     out = regex::Regex::new(r"\b10\.\d{1,3}\.\d{1,3}\.\d{1,3}([^/\d]|$)")
@@ -86,6 +99,56 @@ fn relocate(text: &str) -> (String, u16) {
         out = re.replace_all(&out, format!(":{dns}").as_str()).to_string();
     }
     (out, dns)
+}
+
+/// Answers every query to `ip`:53 (UDP and TCP) with an address, from threads that live as long
+/// as the test. A TCP client that does not speak DNS (a gRPC upstream's HTTP/2 preface announces
+/// a 20 kB message) is disconnected at once, so it fails fast.
+fn answer_everything(ip: &str) {
+    fn reply(packet: &[u8]) -> Option<Vec<u8>> {
+        let q = Message::from_vec(packet).ok()?;
+        let name = q.queries.first()?.name().to_string();
+        reply_to(&q)
+            .answer(&format!("{name} 60 IN A 192.0.2.53"))
+            .build()
+            .to_vec()
+            .ok()
+    }
+    let udp = std::net::UdpSocket::bind(format!("{ip}:53"))
+        .expect("bind port 53 on loopback (tests run as root)");
+    let tcp = std::net::TcpListener::bind(format!("{ip}:53"))
+        .expect("bind port 53 on loopback (tests run as root)");
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 1500];
+        while let Ok((n, from)) = udp.recv_from(&mut buf) {
+            if let Some(r) = reply(&buf[..n]) {
+                let _ = udp.send_to(&r, from);
+            }
+        }
+    });
+    std::thread::spawn(move || {
+        for c in tcp.incoming() {
+            let Ok(mut c) = c else { continue };
+            std::thread::spawn(move || {
+                use std::io::{Read, Write};
+                let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut len = [0u8; 2];
+                while c.read_exact(&mut len).is_ok() {
+                    let n = u16::from_be_bytes(len) as usize;
+                    let mut msg = vec![0u8; n];
+                    if n > 4096 || c.read_exact(&mut msg).is_err() {
+                        return;
+                    }
+                    let Some(r) = reply(&msg) else { return };
+                    let mut out = (r.len() as u16).to_be_bytes().to_vec();
+                    out.extend_from_slice(&r);
+                    if c.write_all(&out).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
 }
 
 /// The zone file the *file* README shows, for examples that name `db.example.org`.
@@ -113,6 +176,15 @@ fn every_readme_corefile_example_checks_and_serves() {
     let files = readmes();
     assert!(files.len() >= 10, "plugin READMEs found: {files:?}");
     let mut count = 0;
+    let key = regex::Regex::new(r"(?m)^(tls|https|https3|quic|grpc)://[^:\s]*:(\d+)").unwrap();
+    // The nameserver of the examples' resolv.conf: port 53 (resolv.conf has no ports) of an
+    // unused loopback address, answering every name with an address.
+    let ns = format!(
+        "127.{}.53.{}",
+        10 + std::process::id() % 200,
+        1 + std::process::id() % 250
+    );
+    answer_everything(&ns);
     for f in files {
         let text = std::fs::read_to_string(&f).unwrap();
         for (i, ex) in corefile_examples(&text).into_iter().enumerate() {
@@ -124,6 +196,8 @@ fn every_readme_corefile_example_checks_and_serves() {
                 Sextant::builder(bin(), &cf)
                     .file("cert.pem", pair.cert.pem())
                     .file("key.pem", pair.signing_key.serialize_pem())
+                    .file("ca.pem", pair.cert.pem())
+                    .file("resolv.conf", format!("nameserver {ns}\n"))
                     .file("db.example.org", EXAMPLE_ZONE)
                     .file("example.org.signed", EXAMPLE_ZONE)
                     .file(&format!("{KEY}.key"), key_file("key"))
@@ -140,9 +214,29 @@ fn every_readme_corefile_example_checks_and_serves() {
                 f.display()
             );
             let mut s = builder().start();
-            if cf.lines().any(|l| l.trim_start().starts_with("tls://")) {
-                // DNS over TLS only: the banner says it listens.
-                s.wait_for_line("tls://", Duration::from_secs(10)).unwrap();
+            if let Some(c) = key.captures(&cf) {
+                // Another transport: its banner, then a query with that transport's client.
+                s.wait_for_line(&format!("{}://", &c[1]), Duration::from_secs(10))
+                    .unwrap();
+                let kind = match &c[1] {
+                    "grpc" if cf.contains("tls cert.pem") => "grpc-tls",
+                    k => k,
+                };
+                let ca = s.dir().join("cert.pem");
+                let out = std::process::Command::new("python3")
+                    .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/transport_client.py"))
+                    .args([kind, "127.0.0.1", &c[2], "example.org", "A", "--ca"])
+                    .arg(&ca)
+                    .output()
+                    .expect("python3 runs");
+                let text = String::from_utf8_lossy(&out.stdout);
+                assert!(
+                    out.status.success() && text.contains("\"rcode\": \"NOERROR\""),
+                    "{} example {i} does not serve over {kind}:\n{cf}\n{text}{}\n{}\n(its Python packages: python3 -m pip install -r requirements-test.txt)",
+                    f.display(),
+                    String::from_utf8_lossy(&out.stderr),
+                    s.output()
+                );
                 continue;
             }
             let addr = SocketAddr::from(([127, 0, 0, 1], port));

@@ -28,6 +28,8 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("kube_objects", kube_objects),
     ("setup", setup),
     ("zone_file", zone_file),
+    ("doh_request", doh_request),
+    ("grpc_packet", grpc_packet),
 ];
 
 /// The zone-file parser (`sextant_zone::parse_zone` into a `Zone`) never panics or hangs on any
@@ -458,4 +460,73 @@ pub fn setup(data: &[u8]) {
         }
     }
     drop(rt);
+}
+
+/// DoH request decoding (`GET /dns-query?dns=`, `POST` bodies, other methods and paths): no
+/// panic; a request it accepts holds at most 64 KiB that pass the transport request check, and
+/// a GET's message re-encoded as base64url decodes to the same bytes. The first byte picks the
+/// method, the bytes up to the first NUL are the request target, the rest is the body.
+pub fn doh_request(data: &[u8]) {
+    let _ = doh_request_inner(data);
+}
+
+fn doh_request_inner(data: &[u8]) -> Result<(), ()> {
+    use sextant::fuzzing::{doh_request as decode, transport_request_ok};
+    let Some((&m, rest)) = data.split_first() else {
+        return Ok(());
+    };
+    let method = match m % 4 {
+        0 => http::Method::GET,
+        1 => http::Method::POST,
+        2 => http::Method::PUT,
+        _ => http::Method::HEAD,
+    };
+    let (target, body) = match rest.iter().position(|&b| b == 0) {
+        Some(i) => (&rest[..i], Some(&rest[i + 1..])),
+        None => (rest, None),
+    };
+    let Ok(uri) = http::Uri::try_from(target) else {
+        return Ok(());
+    };
+    let Ok(packet) = decode(&method, &uri, body) else {
+        return Ok(());
+    };
+    assert!(packet.len() <= 65536, "{} bytes accepted", packet.len());
+    assert!(
+        transport_request_ok(&packet),
+        "accepted a message the check refuses"
+    );
+    assert_eq!(uri.path(), "/dns-query");
+    if method == http::Method::GET {
+        let again = format!("/dns-query?dns={}", b64url(&packet));
+        let uri = http::Uri::try_from(again.as_str()).map_err(|_| ())?;
+        assert_eq!(decode(&method, &uri, None).as_deref(), Ok(&packet[..]));
+    }
+    Ok(())
+}
+
+fn b64url(b: &[u8]) -> String {
+    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in b.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &x)| n | (x as u32) << (16 - 8 * i));
+        for i in 0..=chunk.len() {
+            out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+/// gRPC `DnsPacket` bodies: the protobuf decoder never panics; what it decodes re-encodes and
+/// decodes to the same message; the transport check never panics on the message inside.
+pub fn grpc_packet(data: &[u8]) {
+    use sextant::fuzzing::{decode_dns_packet, encode_dns_packet, transport_request_ok};
+    if let Ok(msg) = decode_dns_packet(data) {
+        let again = encode_dns_packet(&msg);
+        assert_eq!(decode_dns_packet(&again).as_deref(), Ok(&msg[..]));
+        let _ = transport_request_ok(&msg);
+    }
 }

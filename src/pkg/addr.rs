@@ -1,7 +1,7 @@
 //! Network addresses in arguments: upstream and peer addresses (`IP`, `IP:PORT`, `[IPv6]:PORT`,
 //! CoreDNS `parse.HostPort`) and the `[ADDRESS]` argument of the plugins that serve HTTP
-//! (`health`, `ready`, `prometheus`). No I/O beyond resolving a host name given as an HTTP
-//! address.
+//! (`health`, `ready`, `prometheus`), and the nameservers of a resolv.conf-style file's text.
+//! No I/O beyond resolving a host name given as an HTTP address.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -22,6 +22,24 @@ pub(crate) fn host_port(s: &str, default_port: u16) -> Option<SocketAddr> {
         .parse::<IpAddr>()
         .ok()
         .map(|ip| SocketAddr::new(ip, default_port))
+}
+
+/// The `nameserver` lines of a resolv.conf-style file (port 53).
+pub(crate) fn resolv_conf(text: &str) -> Vec<SocketAddr> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let mut f = line.split_whitespace();
+        if f.next() != Some("nameserver") {
+            continue;
+        }
+        let Some(addr) = f.next() else { continue };
+        // A zone suffix (`fe80::1%eth0`) is dropped.
+        let addr = addr.split('%').next().unwrap_or(addr);
+        if let Ok(ip) = addr.parse::<IpAddr>() {
+            out.push(SocketAddr::new(ip, 53));
+        }
+    }
+    out
 }
 
 /// The optional `ADDRESS` argument of an HTTP-serving directive (`default` when absent): the

@@ -288,9 +288,11 @@ pub(crate) async fn answer(
     Outcome::reply(plugin, m)
 }
 
-/// The records of `slot` for a transfer with client serial `serial` (0: AXFR): just the SOA
-/// when the serial is current, else the whole zone (CoreDNS `Zone.Transfer`, IXFR fallback).
-pub(crate) fn transfer(slot: &ZoneSlot, serial: u32) -> Option<Vec<Record>> {
+/// The records of the slot whose origin is `zone`, for a transfer with client serial `serial`
+/// (0: AXFR): just the SOA when the serial is current, else the whole zone (CoreDNS
+/// `Zone.Transfer`, IXFR fallback).
+pub(crate) fn transfer(slots: &[Arc<ZoneSlot>], zone: &Name, serial: u32) -> Option<Vec<Record>> {
+    let slot = slots.iter().find(|s| s.origin == *zone)?;
     let z = slot.zone()?;
     let soa = z.soa()?.clone();
     if serial != 0 && z.serial() == Some(serial) {

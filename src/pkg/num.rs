@@ -31,6 +31,32 @@ pub(crate) fn count32(d: &Directive, t: &Token) -> Result<u32, Error> {
     u32::try_from(count(d, t)?).map_err(|_| d.err_at(t, format!("invalid number '{}'", t.text)))
 }
 
+/// One limit option of the transport plugins (`https`, `https3`, `quic`, `grpc_server`):
+/// `NAME VALUE` stored in `slot`, with CoreDNS's errors for a value that is not an integer, is
+/// negative (or zero when `positive`), or was already given in the block.
+pub(crate) fn limit(
+    sub: &Directive,
+    slot: &mut Option<usize>,
+    positive: bool,
+) -> Result<(), Error> {
+    sub.arg_count(1, 1)?;
+    let name = &sub.name.text;
+    let t = &sub.args[0];
+    let v = atoi(sub, t)
+        .map_err(|e| sub.err_at(t, format!("invalid {name} value '{}': {}", t.text, e.msg)))?;
+    if positive && v <= 0 {
+        return Err(sub.err_at(t, format!("{name} must be a positive integer: {v}")));
+    }
+    if v < 0 {
+        return Err(sub.err_at(t, format!("{name} must be a non-negative integer: {v}")));
+    }
+    if slot.is_some() {
+        return Err(sub.err(format!("{name} already defined for this server block")));
+    }
+    *slot = Some(usize::try_from(v).unwrap_or(usize::MAX));
+    Ok(())
+}
+
 /// A size in bytes written the way Kubernetes writes quantities: a whole number with an optional
 /// suffix `k`, `M`, `G` (powers of 1000) or `Ki`, `Mi`, `Gi` (powers of 1024); more than 0.
 pub(crate) fn size(d: &Directive, t: &Token) -> Result<u64, Error> {
@@ -87,6 +113,35 @@ mod tests {
         assert!(v[4].as_ref().unwrap_err().ends_with("invalid syntax"));
         assert!(v[5].as_ref().unwrap_err().ends_with("value out of range"));
         assert!(v[6].as_ref().unwrap_err().ends_with("invalid syntax"));
+    }
+
+    #[test]
+    fn limits_like_the_transport_plugins() {
+        let mut slot = None;
+        let ok = line("max_streams 16");
+        assert!(limit(&ok, &mut slot, true).is_ok());
+        assert_eq!(slot, Some(16));
+        assert_eq!(
+            limit(&ok, &mut slot, true).unwrap_err().msg,
+            "max_streams already defined for this server block"
+        );
+        let mut slot = None;
+        let zero = line("max_streams 0");
+        assert_eq!(
+            limit(&zero, &mut slot, true).unwrap_err().msg,
+            "max_streams must be a positive integer: 0"
+        );
+        assert!(limit(&zero, &mut slot, false).is_ok());
+        let neg = line("max_connections -1");
+        assert_eq!(
+            limit(&neg, &mut None, false).unwrap_err().msg,
+            "max_connections must be a non-negative integer: -1"
+        );
+        let bad = line("max_connections x");
+        assert_eq!(
+            limit(&bad, &mut None, false).unwrap_err().msg,
+            "invalid max_connections value 'x': strconv.Atoi: parsing \"x\": invalid syntax"
+        );
     }
 
     #[test]

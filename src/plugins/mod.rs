@@ -20,9 +20,13 @@ pub(crate) mod errors;
 pub(crate) mod etcd;
 pub(crate) mod file;
 pub(crate) mod forward;
+pub(crate) mod grpc;
+pub(crate) mod grpc_server;
 pub(crate) mod header;
 pub(crate) mod health;
 pub(crate) mod hosts;
+pub(crate) mod https;
+pub(crate) mod https3;
 pub(crate) mod k8s_external;
 pub(crate) mod kubernetes;
 pub(crate) mod loadbalance;
@@ -34,6 +38,8 @@ pub(crate) mod minimal;
 pub(crate) mod multisocket;
 pub(crate) mod nsid;
 pub(crate) mod prometheus;
+pub(crate) mod proxyproto;
+pub(crate) mod quic;
 pub(crate) mod ready;
 pub(crate) mod reload;
 pub(crate) mod rewrite;
@@ -55,6 +61,11 @@ pub(crate) static ORDER: &[PluginDef] = &[
     PluginDef { name: "root", once: false, setup: root::setup },
     PluginDef { name: "metadata", once: true, setup: metadata::setup },
     PluginDef { name: "cancel", once: false, setup: cancel::setup },
+    PluginDef { name: "proxyproto", once: false, setup: proxyproto::setup },
+    PluginDef { name: "quic", once: true, setup: quic::setup },
+    PluginDef { name: "grpc_server", once: true, setup: grpc_server::setup },
+    PluginDef { name: "https", once: true, setup: https::setup },
+    PluginDef { name: "https3", once: true, setup: https3::setup },
     PluginDef { name: "timeouts", once: true, setup: timeouts::setup },
     PluginDef { name: "multisocket", once: true, setup: multisocket::setup },
     PluginDef { name: "reload", once: true, setup: reload::setup },
@@ -93,6 +104,7 @@ pub(crate) static ORDER: &[PluginDef] = &[
     PluginDef { name: "etcd", once: true, setup: etcd::setup },
     PluginDef { name: "loop", once: true, setup: r#loop::setup },
     PluginDef { name: "forward", once: false, setup: forward::setup },
+    PluginDef { name: "grpc", once: true, setup: grpc::setup },
     PluginDef { name: "erratic", once: false, setup: erratic::setup },
     PluginDef { name: "whoami", once: true, setup: whoami::setup },
     PluginDef { name: "sign", once: false, setup: sign::setup },

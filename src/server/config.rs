@@ -14,19 +14,85 @@ use crate::server::lifecycle::{Carry, RuntimeState};
 use crate::server::site::{Block, Site};
 pub(crate) use crate::setup::GenerationBuilder;
 
-/// Where a listener binds: a specific address or every address, and a port.
+/// Where a listener binds: a specific address or every address, a port, and the transport
+/// (`dns://` plain UDP and TCP, `tls://`, `https://`, `https3://`, `quic://`, `grpc://`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(crate) struct ListenKey {
     pub ip: Option<IpAddr>,
     pub port: u16,
-    /// DNS over TLS (`tls://` keys) instead of plain UDP and TCP.
-    pub tls: bool,
+    pub scheme: Scheme,
+}
+
+/// Limits of the `https`, `https3`, `quic` and `grpc_server` plugins for one listener (CoreDNS
+/// takes them from the first block of an address). `0` is unbounded where CoreDNS allows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct TransportOpts {
+    /// Concurrent connections (`https`, `https3`, `grpc_server` `max_connections`; QUIC has
+    /// no option for it and keeps CoreDNS's 200).
+    pub max_connections: usize,
+    /// Concurrent streams per connection (`https3`, `quic`, `grpc_server` `max_streams`); for
+    /// `https://` the HTTP/2 stream limit Go's server has (250).
+    pub max_streams: usize,
+    /// Streams processed at once over every DoQ connection (`quic` `worker_pool_size`).
+    pub worker_pool: usize,
+    /// `timeouts` idle: an HTTP connection without a request in progress for this long is
+    /// closed (DoH, gRPC); QUIC's idle timeout (DoQ, DoH3).
+    pub idle: std::time::Duration,
+    /// `timeouts` read: reading a DoH request's head and body; a DoQ query on its stream.
+    pub read: std::time::Duration,
+}
+
+impl TransportOpts {
+    /// CoreDNS 1.14.7's defaults for `scheme`.
+    pub(crate) fn defaults(scheme: Scheme) -> TransportOpts {
+        TransportOpts {
+            max_connections: 200,
+            max_streams: if scheme == Scheme::Https { 250 } else { 256 },
+            worker_pool: 1024,
+            idle: crate::server::listen::TCP_IDLE,
+            read: crate::server::listen::TCP_READ,
+        }
+    }
+}
+
+/// What a block's `https`, `https3`, `quic` and `grpc_server` lines set (CoreDNS's
+/// `MaxHTTPSConnections`, `MaxQUICStreams`, ... of `dnsserver.Config`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct BlockTransport {
+    pub https_connections: Option<usize>,
+    pub https3_streams: Option<usize>,
+    pub https3_connections: Option<usize>,
+    pub quic_streams: Option<usize>,
+    pub quic_workers: Option<usize>,
+    pub grpc_streams: Option<usize>,
+    pub grpc_connections: Option<usize>,
+}
+
+impl BlockTransport {
+    /// The limits a `scheme` listener of this block gets.
+    pub(crate) fn resolve(&self, scheme: Scheme) -> TransportOpts {
+        let mut o = TransportOpts::defaults(scheme);
+        let (conns, streams) = match scheme {
+            Scheme::Https => (self.https_connections, None),
+            Scheme::Https3 => (self.https3_connections, self.https3_streams),
+            Scheme::Quic => (None, self.quic_streams),
+            Scheme::Grpc => (self.grpc_connections, self.grpc_streams),
+            Scheme::Dns | Scheme::Tls => (None, None),
+        };
+        o.max_connections = conns.unwrap_or(o.max_connections);
+        o.max_streams = streams.unwrap_or(o.max_streams);
+        if scheme == Scheme::Quic {
+            o.worker_pool = self.quic_workers.unwrap_or(o.worker_pool);
+        }
+        o
+    }
 }
 
 impl ListenKey {
-    /// The `server` metric label: `dns://:53`, `dns://127.0.0.1:53`, `tls://:853`.
+    /// The `server` metric label: `dns://:53`, `dns://127.0.0.1:53`, `tls://:853`,
+    /// `https://:443`.
     pub(crate) fn label(&self) -> String {
-        let scheme = if self.tls { "tls" } else { "dns" };
+        let scheme = self.scheme.as_str();
         match self.ip {
             None => format!("{scheme}://:{}", self.port),
             Some(IpAddr::V4(a)) => format!("{scheme}://{a}:{}", self.port),
@@ -47,6 +113,8 @@ pub(crate) struct ListenOpts {
     pub tcp: TcpLimits,
     /// UDP replies go through a bounded write stack per socket (`shed`), counting drops here.
     pub shed: Option<crate::server::wstack::DropHook>,
+    /// PROXY protocol headers are read on UDP, TCP, TLS, DoH and gRPC (`proxyproto`).
+    pub proxy: Option<Arc<crate::server::proxy::ProxySettings>>,
 }
 
 /// How long a TCP or TLS connection may wait and how many queries it may ask.
@@ -98,10 +166,14 @@ impl TcpLimits {
 /// A fully set-up configuration, ready to be bound and swapped in.
 pub(crate) struct Generation {
     pub sites: BTreeMap<ListenKey, Arc<Site>>,
-    /// TLS configuration of each `tls://` listener.
+    /// TLS configuration of each listener that has one (`tls://`, `quic://`, `https3://`,
+    /// and `https://`/`grpc://` when their block has the `tls` plugin).
     pub tls: BTreeMap<ListenKey, Arc<rustls::ServerConfig>>,
-    /// Options of each listener address.
+    /// Options of each listener address (a change rebinds the listener).
     pub opts: BTreeMap<ListenKey, ListenOpts>,
+    /// Limits of each DoH, DoH3, DoQ and gRPC listener (`https`, `https3`, `quic`,
+    /// `grpc_server`; a change applies in place).
+    pub transport: BTreeMap<ListenKey, TransportOpts>,
     pub builder: GenerationBuilder,
     /// (server label, zone, view, plugin names) for `coredns_plugin_enabled`.
     pub enabled: Vec<(String, String, String, Vec<&'static str>)>,
@@ -138,17 +210,6 @@ pub(crate) fn build(
             match sextant_corefile::parse_key(k, default_port) {
                 Ok(z) => {
                     for za in z {
-                        if za.scheme != Scheme::Dns && za.scheme != Scheme::Tls {
-                            errors.push(err(
-                                &k.pos,
-                                None,
-                                format!(
-                                    "scheme {}:// is not supported by this build (only dns:// and tls://)",
-                                    za.scheme
-                                ),
-                            ));
-                            continue;
-                        }
                         addrs.push(za);
                     }
                 }
@@ -235,6 +296,7 @@ pub(crate) fn build(
     let mut block_keys: HashMap<usize, Vec<ListenKey>> = HashMap::new();
     let mut tls_cfgs: BTreeMap<ListenKey, Arc<rustls::ServerConfig>> = BTreeMap::new();
     let mut opts: BTreeMap<ListenKey, ListenOpts> = BTreeMap::new();
+    let mut transport: BTreeMap<ListenKey, TransportOpts> = BTreeMap::new();
     for (bi, addrs, chain, names, pos) in blocks {
         let pos = pos.unwrap_or_else(|| Pos::file_only("Corefile"));
         let block = Arc::new(Block {
@@ -256,13 +318,16 @@ pub(crate) fn build(
                 errors.push(err(&pos, None, format!("invalid zone {}", za.zone)));
                 continue;
             };
-            let tls = za.scheme == Scheme::Tls;
-            if tls && !gen.tls.contains_key(&bi) {
+            let scheme = za.scheme;
+            // DoT, DoQ and DoH3 cannot run without a certificate; DoH and gRPC then serve
+            // plain HTTP (behind a TLS-terminating proxy), as CoreDNS does.
+            let needs_tls = matches!(scheme, Scheme::Tls | Scheme::Quic | Scheme::Https3);
+            if needs_tls && !gen.tls.contains_key(&bi) {
                 errors.push(err(
                     &pos,
                     None,
                     format!(
-                        "tls://{}:{} needs the tls plugin in its block (tls CERT KEY [CA])",
+                        "{scheme}://{}:{} needs the tls plugin in its block (tls CERT KEY [CA])",
                         za.zone, za.port
                     ),
                 ));
@@ -272,7 +337,7 @@ pub(crate) fn build(
                 let key = ListenKey {
                     ip: *ip,
                     port: za.port,
-                    tls,
+                    scheme,
                 };
                 // The first block binding an address sets its options.
                 let o = opts.entry(key).or_insert_with(|| ListenOpts {
@@ -287,8 +352,25 @@ pub(crate) fn build(
                 if let Some(h) = gen.shed.get(&bi) {
                     o.shed = Some(*h);
                 }
-                if let Some(cfg) = gen.tls.get(&bi).filter(|_| tls) {
-                    tls_cfgs.entry(key).or_insert_with(|| cfg.clone());
+                // PROXY protocol: the last block of the address that has it decides.
+                if let Some((p, ppos)) = gen.proxy.get(&bi) {
+                    if matches!(scheme, Scheme::Quic | Scheme::Https3) {
+                        errors.push(err(
+                            ppos,
+                            Some("proxyproto"),
+                            format!("not supported on {scheme}:// listeners by this build"),
+                        ));
+                    }
+                    o.proxy = Some(p.clone());
+                }
+                if scheme != Scheme::Dns {
+                    if let Some(cfg) = gen.tls.get(&bi) {
+                        tls_cfgs
+                            .entry(key)
+                            .or_insert_with(|| crate::server::transport::with_alpn(scheme, cfg));
+                    }
+                    let o = gen.transport.get(&bi).copied().unwrap_or_default();
+                    transport.entry(key).or_insert(o.resolve(scheme));
                 }
                 let list = site_zones.entry(key).or_default();
                 // Blocks with a view may share a zone with each other and with one block
@@ -299,7 +381,7 @@ pub(crate) fn build(
                         &pos,
                         None,
                         format!(
-                            "cannot serve dns://{}:{} - it is already defined",
+                            "cannot serve {scheme}://{}:{} - it is already defined",
                             za.zone, za.port
                         ),
                     ));
@@ -313,10 +395,13 @@ pub(crate) fn build(
                     view_label.clone(),
                     names.clone(),
                 ));
-                let scheme = if tls { "tls://" } else { "" };
+                let prefix = match scheme {
+                    Scheme::Dns => String::new(),
+                    s => format!("{s}://"),
+                };
                 banner.push(match ip {
-                    None => format!("{scheme}{}:{}", za.zone, za.port),
-                    Some(ip) => format!("{scheme}{}:{} on {}", za.zone, za.port, ip),
+                    None => format!("{prefix}{}:{}", za.zone, za.port),
+                    Some(ip) => format!("{prefix}{}:{} on {}", za.zone, za.port, ip),
                 });
             }
         }
@@ -327,7 +412,7 @@ pub(crate) fn build(
             let wild = ListenKey {
                 ip: None,
                 port: k.port,
-                tls: k.tls,
+                scheme: k.scheme,
             };
             if let Some(wz) = site_zones.get(&wild) {
                 for (z, _) in zones {
@@ -349,12 +434,28 @@ pub(crate) fn build(
         .into_iter()
         .map(|(k, zones)| (k, Arc::new(Site::new(&k.label(), zones))))
         .collect();
+    // `timeouts` of HTTP and QUIC listeners are limits applied in place on reload, not
+    // listener options (a QUIC socket cannot be rebound beside the old one).
+    for (k, o) in opts.iter_mut() {
+        if matches!(k.scheme, Scheme::Dns | Scheme::Tls) {
+            continue;
+        }
+        if let Some(t) = transport.get_mut(k) {
+            t.idle = o.tcp.idle;
+            t.read = o.tcp.read;
+            o.tcp = TcpLimits::default();
+        }
+        if matches!(k.scheme, Scheme::Quic | Scheme::Https3) {
+            o.sockets = None;
+        }
+    }
     banner.sort();
     banner.dedup();
     Ok(Generation {
         sites,
         tls: tls_cfgs,
         opts,
+        transport,
         builder: gen,
         enabled,
         banner,

@@ -1,18 +1,161 @@
-//! A small HTTP/1.1 server for /health, /ready and /metrics: GET only, one request per
-//! connection, bounded reads. Routes are swapped atomically on reload; the socket stays. The
-//! listening socket has SO_REUSEPORT and is in the hand-over registry, so a second instance can
-//! serve the same port beside this one (see `listen::handover`).
+//! The one HTTP stack of every HTTP listener (hyper: HTTP/1.1 with keep-alive, and HTTP/2):
+//! the connection settings (bounded headers, header-read and idle timeouts), the loop that
+//! closes a connection gracefully when it idles out or its listener stops — shared with DoH and
+//! gRPC (`stream.rs`) — and the server of `/health`, `/ready` and `/metrics`: GET and HEAD,
+//! 404 for other paths, 405 with `Allow` for other methods. Routes are swapped atomically on
+//! reload; the socket stays. The listening socket has SO_REUSEPORT and is in the hand-over
+//! registry, so a second instance can serve the same port beside this one (see
+//! `listen::handover`).
 
+use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use bytes::Bytes;
+use http::{header, Method, Response, StatusCode};
+use http_body_util::Full;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
-/// One HTTP answer.
+/// Read and idle timeouts of the health, ready and metrics servers (CoreDNS: 5 s each).
+const PAGE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Time given to requests in progress when the listener stops.
+const GRACE: Duration = Duration::from_secs(5);
+/// Largest request head (request line and headers) read, HTTP/1.1 and HTTP/2 alike.
+pub(crate) const MAX_HEAD: usize = 16 * 1024;
+/// Streams an HTTP/2 client may open at once on the health, ready and metrics listener.
+const MAX_STREAMS: u32 = 16;
+/// Open connections per health, ready or metrics listener (further ones wait in the backlog).
+const MAX_CONNS: usize = 256;
+
+/// hyper's server settings shared by every HTTP listener: keep-alive, a bounded request head,
+/// `header_read` to read a request head, and at most `max_streams` concurrent HTTP/2 streams
+/// (`None`: unbounded). hyper's HTTP/1.1 header-read timer also runs while a kept-alive
+/// connection waits for its next request, so an HTTP/1.1 connection idles out after
+/// `header_read` (HTTP/2 ones after the idle time given to [`drive`]).
+pub(crate) fn builder(
+    max_streams: Option<u32>,
+    header_read: Duration,
+) -> hyper_util::server::conn::auto::Builder<TokioExecutor> {
+    let mut b = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read)
+        .max_buf_size(MAX_HEAD)
+        .keep_alive(true);
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(MAX_HEAD as u32)
+        .max_concurrent_streams(max_streams);
+    b
+}
+
+/// Requests in progress on a connection and the time of the last one's end, for idle timeouts.
+pub(crate) struct Activity {
+    start: Instant,
+    active: AtomicUsize,
+    last_ms: AtomicU64,
+}
+
+impl Default for Activity {
+    fn default() -> Activity {
+        Activity {
+            start: Instant::now(),
+            active: AtomicUsize::new(0),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+}
+
+/// A request in progress; marks the connection active until dropped.
+pub(crate) struct Busy<'a>(&'a Activity);
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::AcqRel);
+        self.0.touch();
+    }
+}
+
+impl Activity {
+    pub(crate) fn busy(&self) -> Busy<'_> {
+        self.active.fetch_add(1, Ordering::AcqRel);
+        Busy(self)
+    }
+
+    fn touch(&self) {
+        let ms = self.start.elapsed().as_millis().min(u64::MAX as u128) as u64;
+        self.last_ms.store(ms, Ordering::Release);
+    }
+
+    /// True when nothing is in progress and nothing happened for `idle`.
+    pub(crate) fn idle_for(&self, idle: Duration) -> bool {
+        let now = self.start.elapsed().as_millis() as u64;
+        self.active.load(Ordering::Acquire) == 0
+            && now.saturating_sub(self.last_ms.load(Ordering::Acquire)) >= idle.as_millis() as u64
+    }
+}
+
+/// Runs a connection to its end: closes it gracefully when it was idle for `idle` or `cancel`
+/// fires, and drops it when requests outlive the grace period.
+pub(crate) async fn drive<F>(
+    fut: F,
+    activity: &Activity,
+    cancel: &CancellationToken,
+    idle: Duration,
+) where
+    F: std::future::Future + GracefulConn,
+{
+    let mut fut = std::pin::pin!(fut);
+    let mut closing: Option<tokio::time::Instant> = None;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = fut.as_mut() => return,
+            _ = cancel.cancelled(), if closing.is_none() => {
+                fut.as_mut().graceful();
+                closing = Some(tokio::time::Instant::now() + GRACE);
+            }
+            _ = tick.tick() => {
+                match closing {
+                    Some(deadline) if tokio::time::Instant::now() >= deadline => return,
+                    Some(_) => {}
+                    None if activity.idle_for(idle) => {
+                        fut.as_mut().graceful();
+                        closing = Some(tokio::time::Instant::now() + GRACE);
+                    }
+                    None => {}
+                }
+            }
+        }
+    }
+}
+
+/// A hyper connection that can be asked to finish what it is doing and close.
+pub(crate) trait GracefulConn {
+    fn graceful(self: std::pin::Pin<&mut Self>);
+}
+
+impl<I, S, E> GracefulConn for hyper_util::server::conn::auto::Connection<'_, I, S, E>
+where
+    S: hyper::service::HttpService<hyper::body::Incoming>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::ResBody: hyper::body::Body + Send + 'static,
+    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, S::ResBody>,
+{
+    fn graceful(self: std::pin::Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+/// One HTTP answer of a health, ready or metrics route.
 pub(crate) struct HttpResponse {
     pub status: u16,
     pub content_type: &'static str,
@@ -75,17 +218,26 @@ impl HttpServer {
         }
         let routes = Arc::new(ArcSwap::from_pointee(routes));
         let cancel = CancellationToken::new();
+        let conns = crate::server::transport::Limit::new(MAX_CONNS);
         let r = routes.clone();
         let c = cancel.clone();
         tokio::spawn(async move {
             loop {
+                let permit = tokio::select! {
+                    _ = c.cancelled() => break,
+                    p = conns.acquire() => p,
+                };
                 tokio::select! {
                     _ = c.cancelled() => break,
                     acc = listener.accept() => {
-                        let Ok((stream, _)) = acc else { continue };
-                        let routes = r.load_full();
+                        let Ok((stream, _)) = acc else {
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                            continue;
+                        };
+                        let (r, c) = (r.clone(), c.clone());
                         tokio::spawn(async move {
-                            let _ = tokio::time::timeout(Duration::from_secs(10), serve(stream, routes)).await;
+                            let _permit = permit;
+                            serve_conn(stream, r, c).await;
                         });
                     }
                 }
@@ -95,52 +247,94 @@ impl HttpServer {
     }
 }
 
-async fn serve(mut s: TcpStream, routes: Arc<Routes>) -> std::io::Result<()> {
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 1024];
-    loop {
-        let n = s.read(&mut chunk).await?;
-        if n == 0 {
-            return Ok(());
+async fn serve_conn(stream: TcpStream, routes: Arc<ArcSwap<Routes>>, cancel: CancellationToken) {
+    let _ = stream.set_nodelay(true);
+    let activity = Arc::new(Activity::default());
+    let a = activity.clone();
+    let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+        let _busy = a.busy();
+        // Routes as they are now: a reload's new routes apply to the next request.
+        let resp = respond(req.method(), req.uri().path(), &routes.load());
+        std::future::ready(Ok::<_, Infallible>(resp))
+    });
+    let b = builder(Some(MAX_STREAMS), PAGE_TIMEOUT);
+    drive(
+        b.serve_connection(TokioIo::new(stream), svc),
+        &activity,
+        &cancel,
+        PAGE_TIMEOUT,
+    )
+    .await;
+}
+
+/// The answer to `method path`: the route's page for GET and HEAD (HEAD with the same headers
+/// and no body), 404 for a path without a route, 405 for another method.
+fn respond(method: &Method, path: &str, routes: &Routes) -> Response<Full<Bytes>> {
+    let head = *method == Method::HEAD;
+    let page = match routes.iter().find(|(p, _)| p == path) {
+        None => HttpResponse::text(404, "404 page not found\n"),
+        Some(_) if *method != Method::GET && !head => {
+            let mut r = HttpResponse::text(405, "405 method not allowed\n").into_response(false);
+            r.headers_mut()
+                .insert(header::ALLOW, header::HeaderValue::from_static("GET, HEAD"));
+            return r;
         }
-        buf.extend_from_slice(&chunk[..n]);
-        if buf.windows(4).any(|w| w == b"\r\n\r\n") || buf.windows(2).any(|w| w == b"\n\n") {
-            break;
-        }
-        if buf.len() > 16 * 1024 {
-            return Ok(());
+        Some((_, h)) => h.get(path),
+    };
+    page.into_response(head)
+}
+
+impl HttpResponse {
+    fn into_response(self, head: bool) -> Response<Full<Bytes>> {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let len = self.body.len();
+        let body = if head { Bytes::new() } else { self.body.into() };
+        let mut r = Response::new(Full::new(body));
+        *r.status_mut() = status;
+        let h = r.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static(self.content_type),
+        );
+        h.insert(header::CONTENT_LENGTH, header::HeaderValue::from(len));
+        r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hyper::body::Body as _;
+
+    struct Page;
+
+    impl HttpHandler for Page {
+        fn get(&self, _path: &str) -> HttpResponse {
+            HttpResponse::text(200, "OK")
         }
     }
-    let text = String::from_utf8_lossy(&buf);
-    let mut parts = text.lines().next().unwrap_or("").split_whitespace();
-    let method = parts.next().unwrap_or("");
-    let target = parts.next().unwrap_or("/");
-    let path = target.split('?').next().unwrap_or("/");
-    let resp = if method != "GET" && method != "HEAD" {
-        HttpResponse::text(405, "method not allowed\n")
-    } else {
-        match routes.iter().find(|(p, _)| p == path) {
-            Some((_, h)) => h.get(path),
-            None => HttpResponse::text(404, "404 page not found\n"),
-        }
-    };
-    let reason = match resp.status {
-        200 => "OK",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        503 => "Service Unavailable",
-        _ => "",
-    };
-    let head = format!(
-        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        resp.status,
-        reason,
-        resp.content_type,
-        resp.body.len()
-    );
-    s.write_all(head.as_bytes()).await?;
-    if method != "HEAD" {
-        s.write_all(&resp.body).await?;
+
+    fn routes() -> Routes {
+        vec![(
+            "/health".to_string(),
+            Arc::new(Page) as Arc<dyn HttpHandler>,
+        )]
     }
-    s.shutdown().await
+
+    #[test]
+    fn methods_and_paths() {
+        let r = routes();
+        let get = respond(&Method::GET, "/health", &r);
+        assert_eq!(get.status(), 200);
+        assert_eq!(get.headers()[header::CONTENT_LENGTH], "2");
+        let head = respond(&Method::HEAD, "/health", &r);
+        assert_eq!(head.status(), 200);
+        assert_eq!(head.headers()[header::CONTENT_LENGTH], "2");
+        assert_eq!(head.into_body().size_hint().exact(), Some(0));
+        let post = respond(&Method::POST, "/health", &r);
+        assert_eq!(post.status(), 405);
+        assert_eq!(post.headers()[header::ALLOW], "GET, HEAD");
+        assert_eq!(respond(&Method::GET, "/nope", &r).status(), 404);
+        assert_eq!(respond(&Method::DELETE, "/nope", &r).status(), 404);
+    }
 }

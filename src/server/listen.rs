@@ -22,9 +22,13 @@ use tokio::net::TcpListener;
 use tokio::sync::{Mutex, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use crate::server::config::{ListenKey, ListenOpts, TcpLimits};
+use sextant_corefile::Scheme;
+
+use crate::server::config::{ListenKey, ListenOpts, TcpLimits, TransportOpts};
 use crate::server::mmsg;
+use crate::server::proxy;
 use crate::server::site::Site;
+use crate::server::transport::Limit;
 use crate::server::wstack;
 
 /// TCP idle timeout between queries (CoreDNS: 10 s).
@@ -56,6 +60,17 @@ pub(crate) struct Listener {
     /// UDP reader threads and TCP connections still running (after a stop they drain what is
     /// queued or already sent to them, then end).
     running: Arc<AtomicUsize>,
+    /// Limits and QUIC endpoint of an `https://`, `https3://`, `quic://` or `grpc://` listener.
+    pub transport: Option<Transport>,
+}
+
+/// What a reload may change on a DoH, DoH3, DoQ or gRPC listener besides its routing table.
+pub(crate) struct Transport {
+    scheme: Scheme,
+    opts: Arc<ArcSwap<TransportOpts>>,
+    conns: Arc<Limit>,
+    workers: Arc<Limit>,
+    endpoint: Option<quinn::Endpoint>,
 }
 
 /// A blocking UDP socket sharing its port (SO_REUSEPORT) whose reads give up after
@@ -75,6 +90,22 @@ fn udp_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
     let _ = s.set_recv_buffer_size(4 << 20);
     let _ = s.set_send_buffer_size(4 << 20);
     s.set_read_timeout(Some(UDP_STOP_CHECK))?;
+    s.bind(&addr.into())?;
+    Ok(s.into())
+}
+
+/// The UDP socket of a QUIC endpoint.
+fn quic_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    let domain = if addr.is_ipv4() {
+        Domain::IPV4
+    } else {
+        Domain::IPV6
+    };
+    let s = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    s.set_nonblocking(true)?;
     s.bind(&addr.into())?;
     Ok(s.into())
 }
@@ -116,10 +147,10 @@ pub(crate) fn tcp_listener_or_inherited(
 }
 
 /// Guard counting a request in flight.
-struct InFlight(Arc<AtomicUsize>);
+pub(crate) struct InFlight(Arc<AtomicUsize>);
 
 impl InFlight {
-    fn new(c: &Arc<AtomicUsize>) -> InFlight {
+    pub(crate) fn new(c: &Arc<AtomicUsize>) -> InFlight {
         c.fetch_add(1, Ordering::AcqRel);
         InFlight(c.clone())
     }
@@ -134,6 +165,7 @@ impl Drop for InFlight {
 /// The sockets of a listener address, bound but not yet read: datagrams and connections queue
 /// in the kernel until [`Bound::start`].
 pub(crate) struct Bound {
+    scheme: Scheme,
     tcp: Vec<std::net::TcpListener>,
     udp: Vec<std::net::UdpSocket>,
     local: Vec<SocketAddr>,
@@ -152,7 +184,12 @@ impl Bound {
         self,
         site: Arc<Site>,
         tls: Option<Arc<rustls::ServerConfig>>,
+        opts: Option<TransportOpts>,
     ) -> std::io::Result<Listener> {
+        if !matches!(self.scheme, Scheme::Dns | Scheme::Tls) {
+            let opts = opts.unwrap_or_else(|| TransportOpts::defaults(self.scheme));
+            return self.start_transport(site, tls, opts);
+        }
         let site = Arc::new(ArcSwap::new(site));
         let cancel = CancellationToken::new();
         let inflight = Arc::new(AtomicUsize::new(0));
@@ -193,12 +230,14 @@ impl Bound {
                 inflight.clone(),
                 handle.clone(),
             );
+            // With `proxyproto`: each socket its own header state (and session table).
+            let proxy = self.opts.proxy.clone().map(proxy::UdpProxy::new);
             let guard = ThreadCount::new(&running);
             let spawned = std::thread::Builder::new()
                 .name("sextant-udp".into())
                 .spawn(move || {
                     let _running = guard;
-                    udp_thread(u, site, c, inflight, handle, producer)
+                    udp_thread(u, site, c, inflight, handle, producer, proxy)
                 });
             if let Err(e) = spawned {
                 cancel.cancel();
@@ -217,14 +256,18 @@ impl Bound {
             if let Ok(a) = l.local_addr() {
                 handover::register(handover::SocketKind::Tcp, a, &l);
             }
+            let ctx = ConnCtx {
+                site: site.clone(),
+                cancel: cancel.clone(),
+                inflight: inflight.clone(),
+                limits: self.opts.tcp,
+            };
             tokio::spawn(tcp_accept(
                 l,
-                site.clone(),
+                ctx,
                 tls.clone(),
-                cancel.clone(),
-                inflight.clone(),
                 running.clone(),
-                self.opts.tcp,
+                self.opts.proxy.clone(),
             ));
         }
         Ok(Listener {
@@ -235,6 +278,86 @@ impl Bound {
             local: self.local,
             opts: self.opts,
             running,
+            transport: None,
+        })
+    }
+
+    /// Starts a DoH, DoH3, DoQ or gRPC listener: an accept task on the bound socket.
+    fn start_transport(
+        self,
+        site: Arc<Site>,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        opts: TransportOpts,
+    ) -> std::io::Result<Listener> {
+        let site = Arc::new(ArcSwap::new(site));
+        let cancel = CancellationToken::new();
+        let inflight = Arc::new(AtomicUsize::new(0));
+        let conns = Limit::new(opts.max_connections);
+        let workers = Limit::new(opts.worker_pool);
+        let opts_slot = Arc::new(ArcSwap::from_pointee(opts));
+        let tls_slot = tls.clone().map(|c| Arc::new(ArcSwap::new(c)));
+        let mut endpoint = None;
+        match self.scheme {
+            Scheme::Quic | Scheme::Https3 => {
+                let tls =
+                    tls.ok_or_else(|| std::io::Error::other("QUIC needs a TLS configuration"))?;
+                let cfg = crate::server::quic::server_config(tls, &opts)
+                    .map_err(std::io::Error::other)?;
+                for (u, local) in self.udp.into_iter().zip(self.local.iter()) {
+                    let ep = crate::server::quic::endpoint(u, cfg.clone())?;
+                    let serving = Arc::new(crate::server::quic::Serving {
+                        scheme: self.scheme,
+                        site: site.clone(),
+                        conns: conns.clone(),
+                        workers: workers.clone(),
+                        cancel: cancel.clone(),
+                        inflight: inflight.clone(),
+                        local: *local,
+                        opts: opts_slot.clone(),
+                    });
+                    endpoint = Some(ep.clone());
+                    tokio::spawn(crate::server::quic::accept_loop(ep, serving));
+                }
+            }
+            _ => {
+                let serving = Arc::new(crate::server::stream::Serving {
+                    scheme: self.scheme,
+                    site: site.clone(),
+                    tls: tls_slot.clone(),
+                    opts: opts_slot.clone(),
+                    conns: conns.clone(),
+                    cancel: cancel.clone(),
+                    inflight: inflight.clone(),
+                    proxy: self.opts.proxy.clone(),
+                });
+                for t in self.tcp {
+                    let l = match TcpListener::from_std(t) {
+                        Ok(l) => l,
+                        Err(e) => {
+                            cancel.cancel();
+                            return Err(e);
+                        }
+                    };
+                    tokio::spawn(crate::server::stream::accept_loop(l, serving.clone()));
+                }
+            }
+        }
+        Ok(Listener {
+            site,
+            tls: tls_slot,
+            cancel,
+            inflight,
+            local: self.local,
+            opts: self.opts,
+            // Their connections count in `inflight` while they answer; nothing else drains.
+            running: Arc::new(AtomicUsize::new(0)),
+            transport: Some(Transport {
+                scheme: self.scheme,
+                opts: opts_slot,
+                conns,
+                workers,
+                endpoint,
+            }),
         })
     }
 }
@@ -256,6 +379,23 @@ impl Listener {
         let mut tcp = Vec::new();
         let mut udp = Vec::new();
         let mut local = Vec::new();
+        if matches!(key.scheme, Scheme::Quic | Scheme::Https3) {
+            // One UDP socket for the QUIC endpoint, without SO_REUSEPORT: QUIC connections
+            // live in one process's endpoint.
+            for a in &addrs {
+                let u = quic_socket(*a)?;
+                local.push(u.local_addr()?);
+                udp.push(u);
+            }
+            return Ok(Bound {
+                scheme: key.scheme,
+                tcp,
+                udp,
+                local,
+                opts: opts.clone(),
+            });
+        }
+        let plain = key.scheme == Scheme::Dns;
         for a in &addrs {
             // TCP first, so a port held by a socket without SO_REUSEPORT is an error before any
             // UDP socket exists.
@@ -263,12 +403,12 @@ impl Listener {
             let bound = ts[0].local_addr()?;
             local.push(bound);
             tcp.extend(ts);
-            if !key.tls {
+            if plain {
                 udp.extend(udp_sockets(bound, n_udp)?);
             }
         }
         // Best effort: also every IPv6 address when listening on every address.
-        if key.ip.is_none() && !key.tls {
+        if key.ip.is_none() && plain {
             let v6 = SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), local[0].port());
             let n_v6 = opts.sockets.unwrap_or(1);
             if let (Ok(t), Ok(u)) = (tcp_listeners(v6, n_tcp), udp_sockets(v6, n_v6)) {
@@ -277,11 +417,35 @@ impl Listener {
             }
         }
         Ok(Bound {
+            scheme: key.scheme,
             tcp,
             udp,
             local,
             opts: opts.clone(),
         })
+    }
+
+    /// Takes a reload's TLS configuration and limits: new connections use them.
+    pub(crate) fn update(
+        &self,
+        tls: Option<&Arc<rustls::ServerConfig>>,
+        opts: Option<&TransportOpts>,
+    ) {
+        if let (Some(slot), Some(cfg)) = (&self.tls, tls) {
+            slot.store(cfg.clone());
+        }
+        let (Some(t), Some(o)) = (&self.transport, opts) else {
+            return;
+        };
+        t.opts.store(Arc::new(*o));
+        t.conns.set_max(o.max_connections);
+        t.workers.set_max(o.worker_pool);
+        if let (Some(ep), Some(cfg)) = (&t.endpoint, tls) {
+            match crate::server::quic::server_config(cfg.clone(), o) {
+                Ok(sc) => ep.set_server_config(Some(sc)),
+                Err(e) => crate::log::error(&format!("{}: {e}", t.scheme)),
+            }
+        }
     }
 
     /// Stops reading; datagrams already queued and answers in flight still go out.
@@ -353,6 +517,7 @@ fn udp_thread(
     inflight: Arc<AtomicUsize>,
     handle: tokio::runtime::Handle,
     stack: Option<wstack::Producer>,
+    mut proxy: Option<proxy::UdpProxy>,
 ) {
     use std::os::fd::AsRawFd;
     // Plugins polled here may create timers or spawn tasks: they find the runtime.
@@ -371,13 +536,22 @@ fn udp_thread(
             let Some((packet, src)) = batch.get(i) else {
                 continue;
             };
+            // PROXY protocol: the payload after the header, and the header's client (the
+            // reply still goes to the proxy, `src`).
+            let (packet, client) = match proxy.as_mut() {
+                None => (packet, src),
+                Some(p) => match p.datagram(packet, src) {
+                    Some(x) => x,
+                    None => continue,
+                },
+            };
             let reply = serve_udp(
                 &sock,
                 &handle,
                 &site_now,
                 &inflight,
                 packet,
-                src,
+                (client, src),
                 local,
                 stack.as_ref(),
             );
@@ -471,7 +645,7 @@ fn serve_udp(
     site: &Arc<Site>,
     inflight: &Arc<AtomicUsize>,
     packet: &[u8],
-    src: SocketAddr,
+    (client, src): (SocketAddr, SocketAddr),
     local: SocketAddr,
     stack: Option<&wstack::Producer>,
 ) -> Option<Vec<u8>> {
@@ -479,7 +653,7 @@ fn serve_udp(
     let mut fut = Box::pin(handle_owned(
         site.clone(),
         packet.to_vec(),
-        src,
+        client,
         local,
         backlogged,
     ));
@@ -524,22 +698,21 @@ pub(crate) const TLS_HANDSHAKE: Duration = Duration::from_secs(5);
 /// after the stop, see `tcp_conn`).
 async fn tcp_accept(
     l: Arc<TcpListener>,
-    site: Arc<ArcSwap<Site>>,
+    ctx: ConnCtx,
     tls: Option<Arc<ArcSwap<rustls::ServerConfig>>>,
-    cancel: CancellationToken,
-    inflight: Arc<AtomicUsize>,
     running: Arc<AtomicUsize>,
-    limits: TcpLimits,
+    proxy: Option<Arc<proxy::ProxySettings>>,
 ) {
     let conns = Arc::new(Semaphore::new(TCP_MAX_CONNS));
+    let cancel = ctx.cancel.clone();
+    let limits = ctx.limits;
     let serve = |stream: tokio::net::TcpStream,
                  peer: SocketAddr,
                  permit: tokio::sync::OwnedSemaphorePermit| {
-        let site = site.clone();
-        let cancel = cancel.clone();
-        let inflight = inflight.clone();
+        let conn = ctx.clone();
         let tls = tls.as_ref().map(|t| t.load_full());
         let open = ThreadCount::new(&running);
+        let proxy = proxy.clone();
         tokio::spawn(async move {
             let _permit = permit;
             let _open = open;
@@ -547,14 +720,13 @@ async fn tcp_accept(
             let local = stream
                 .local_addr()
                 .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
-            match tls {
-                None => tcp_conn(stream, peer, local, site, cancel, inflight, limits).await,
-                Some(cfg) => {
-                    let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
-                    if let Ok(Ok(s)) =
-                        tokio::time::timeout(TLS_HANDSHAKE, acceptor.accept(stream)).await
-                    {
-                        tcp_conn(s, peer, local, site, cancel, inflight, limits).await;
+            match proxy {
+                None => tcp_serve(stream, peer, local, tls, conn).await,
+                // The PROXY header comes before TLS; the read timeout bounds its wait too.
+                Some(p) => {
+                    let wait = proxy::HEADER_TIMEOUT.min(limits.read);
+                    if let Some(a) = proxy::accept(stream, &p, peer, local, wait).await {
+                        tcp_serve(a.stream, a.peer, a.local, tls, conn).await;
                     }
                 }
             }
@@ -586,6 +758,36 @@ async fn tcp_accept(
         match tokio::time::timeout(Duration::from_millis(1), l.accept()).await {
             Ok(Ok((stream, peer))) => serve(stream, peer, permit),
             _ => break,
+        }
+    }
+}
+
+/// What a TCP or TLS connection is served with.
+#[derive(Clone)]
+struct ConnCtx {
+    site: Arc<ArcSwap<Site>>,
+    cancel: CancellationToken,
+    inflight: Arc<AtomicUsize>,
+    limits: TcpLimits,
+}
+
+/// Serves a connection, after a TLS handshake on `tls://` listeners.
+async fn tcp_serve<S>(
+    stream: S,
+    peer: SocketAddr,
+    local: SocketAddr,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    c: ConnCtx,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    match tls {
+        None => tcp_conn(stream, peer, local, c.site, c.cancel, c.inflight, c.limits).await,
+        Some(cfg) => {
+            let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
+            if let Ok(Ok(s)) = tokio::time::timeout(TLS_HANDSHAKE, acceptor.accept(stream)).await {
+                tcp_conn(s, peer, local, c.site, c.cancel, c.inflight, c.limits).await;
+            }
         }
     }
 }

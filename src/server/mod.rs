@@ -1,11 +1,17 @@
 //! The DNS server: configuration generations, listeners, routing and the process runtime.
 
 pub(crate) mod config;
+pub(crate) mod doh;
+pub(crate) mod grpc;
 pub(crate) mod http;
 pub(crate) mod invalidate;
 pub(crate) mod lifecycle;
 pub(crate) mod listen;
 mod mmsg;
+pub(crate) mod proxy;
+pub(crate) mod quic;
 pub(crate) mod runtime;
 pub(crate) mod site;
+pub(crate) mod stream;
+pub(crate) mod transport;
 pub(crate) mod wstack;

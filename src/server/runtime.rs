@@ -242,9 +242,7 @@ impl Runtime {
         for (k, site) in &gen.sites {
             if let Some(l) = live.listeners.get(k) {
                 l.site.store(site.clone());
-                if let (Some(slot), Some(cfg)) = (&l.tls, gen.tls.get(k)) {
-                    slot.store(cfg.clone());
-                }
+                l.update(gen.tls.get(k), gen.transport.get(k));
             }
         }
         for (sa, routes) in &wanted_http {
@@ -256,7 +254,11 @@ impl Runtime {
             let Some(site) = gen.sites.get(&k) else {
                 continue;
             };
-            match b.start(site.clone(), gen.tls.get(&k).cloned()) {
+            match b.start(
+                site.clone(),
+                gen.tls.get(&k).cloned(),
+                gen.transport.get(&k).copied(),
+            ) {
                 Ok(l) => {
                     if let Some(old) = live.listeners.insert(k, l) {
                         old.stop();

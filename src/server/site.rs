@@ -232,7 +232,10 @@ impl Site {
             .last()
             .filter(|r| r.rtype == sextant_wire::tsig::TSIG)
             .map(|_| Arc::from(packet));
-        let mut req = Request {
+        // Boxed: the request lives across the chain's awaits, and inline it made this future
+        // (boxed per UDP query) larger than the allocator's per-thread cache takes (1032 bytes),
+        // which cost a malloc consolidation per query.
+        let mut req = Box::new(Request {
             msg,
             client,
             local,
@@ -247,7 +250,7 @@ impl Site {
             backlogged,
             meta: None,
             view: None,
-        };
+        });
         let Some((zone, block)) = self.route(&mut req) else {
             crate::metrics::record_dropped(&self.label, proto, packet.len(), Rcode::REFUSED);
             let mut r = Message::reply_to(&req.msg);

@@ -9,7 +9,7 @@ use sextant_wire::IpNet;
 use crate::{Error, Token};
 
 /// The transport a server block listens with.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Scheme {
     Dns,
     Tls,

@@ -13,6 +13,7 @@ pub mod rr;
 pub mod scan;
 pub mod tsig;
 pub mod types;
+pub mod typify;
 
 pub use message::{
     opcode_supported, read_name, Edns, EdnsOption, Header, Message, ParseError, Question,

@@ -271,9 +271,7 @@ impl Handler for Auto {
 
 impl Transferer for Auto {
     fn transfer(&self, zone: &Name, serial: u32) -> Option<Vec<Record>> {
-        let zones = self.zones.load();
-        let slot = zones.iter().find(|z| z.origin == *zone)?;
-        authority::transfer(slot, serial)
+        authority::transfer(&self.zones.load(), zone, serial)
     }
 }
 

@@ -2,66 +2,12 @@
 //! cached at all, whether it answers its question (CNAME chain walk), and the TTL it is cached
 //! for. Pure functions over `Message`; no clock, no I/O.
 
-use sextant_wire::{opcode, Class, Message, Name, RData, RType, Rcode, Record};
+use sextant_wire::{Class, Message, Name, RData, RType, Rcode, Record};
 
-/// CoreDNS `response.Type`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum MsgType {
-    NoError,
-    NameError,
-    ServerError,
-    NoData,
-    Delegation,
-    Meta,
-    Update,
-    OtherError,
-}
-
-/// CoreDNS's floor for TTLs it has to make up (`dnsutil.MinimalDefaultTTL`), seconds.
-pub(crate) const MINIMAL_DEFAULT_TTL: u32 = 5;
+pub(crate) use sextant_wire::typify::{typify, MsgType};
 
 fn has_soa(m: &Message) -> bool {
     m.authority.iter().any(|r| r.rtype == RType::SOA)
-}
-
-/// `response.Typify` (without the expired-RRSIG check: Sextant does not interpret RRSIGs).
-pub(crate) fn typify(m: &Message) -> MsgType {
-    if m.header.opcode == opcode::UPDATE {
-        return MsgType::Update;
-    }
-    if m.header.opcode == opcode::NOTIFY {
-        return MsgType::Meta;
-    }
-    if let Some(q) = m.question() {
-        if q.qtype == RType::AXFR || q.qtype == RType::IXFR {
-            return MsgType::Meta;
-        }
-    }
-    let rcode = m.rcode();
-    if !m.answers.is_empty() && rcode == Rcode::NOERROR {
-        return MsgType::NoError;
-    }
-    if !m.answers.is_empty() && rcode == Rcode::NXDOMAIN {
-        return MsgType::OtherError;
-    }
-    let soa = has_soa(m);
-    let ns = m.authority.iter().filter(|r| r.rtype == RType::NS).count();
-    if soa && rcode == Rcode::NOERROR {
-        return MsgType::NoData;
-    }
-    if rcode == Rcode::NXDOMAIN {
-        return MsgType::NameError;
-    }
-    if rcode == Rcode::SERVFAIL || rcode == Rcode::NOTIMP {
-        return MsgType::ServerError;
-    }
-    if ns > 0 && rcode == Rcode::NOERROR {
-        return MsgType::Delegation;
-    }
-    if rcode == Rcode::NOERROR {
-        return MsgType::NoError;
-    }
-    MsgType::OtherError
 }
 
 /// The class the cache files a reply under: a NOERROR reply whose CNAME chain does not reach
@@ -167,20 +113,11 @@ pub(crate) fn is_nodata(m: &Message) -> bool {
     !m.answers.is_empty() && !answers_question(m)
 }
 
-/// CoreDNS `dnsutil.MinimalTTLWithMaximum`: the lowest RR TTL, at most `max`; 5 s for classes
-/// other than NoError/NameError/NoData and for replies without records. For negative answers
-/// the SOA MINIMUM also bounds it (RFC 2308 section 5; CoreDNS looks at RR TTLs only).
+/// CoreDNS `dnsutil.MinimalTTLWithMaximum` ([`sextant_wire::typify::minimal_ttl`]); for
+/// negative answers the SOA MINIMUM also bounds it (RFC 2308 section 5; CoreDNS looks at RR
+/// TTLs only).
 pub(crate) fn minimal_ttl(m: &Message, t: MsgType, max: u32) -> u32 {
-    if !matches!(t, MsgType::NoError | MsgType::NameError | MsgType::NoData) {
-        return MINIMAL_DEFAULT_TTL;
-    }
-    if m.answers.is_empty() && m.authority.is_empty() && m.additional.is_empty() {
-        return MINIMAL_DEFAULT_TTL;
-    }
-    let mut ttl = max;
-    for r in m.answers.iter().chain(&m.authority).chain(&m.additional) {
-        ttl = ttl.min(r.ttl);
-    }
+    let mut ttl = sextant_wire::typify::minimal_ttl(m, t, max);
     if matches!(t, MsgType::NameError | MsgType::NoData) {
         for r in &m.authority {
             if let RData::Soa(s) = &r.data {

@@ -430,49 +430,65 @@ impl Client {
         (true, self.watch(ep, store, clock, token, revision).await)
     }
 
-    /// Applies one watch response; Err ends the watch.
+    /// Applies one watch response; Err ends the watch. True when a put carries a lease.
+    #[cfg(test)]
     fn watch_message(&self, store: &Store, v: &Value) -> Result<bool, String> {
-        if let Some(e) = v.get("error") {
-            return Err(format!("watch: {}", gateway_error(&json!({"error": e}))));
-        }
-        let r = &v["result"];
-        if int(&r["compact_revision"]) != 0 {
-            return Err(format!(
-                "watch: revision compacted (at {})",
-                int(&r["compact_revision"])
-            ));
-        }
-        if r["canceled"].as_bool().unwrap_or(false) {
-            return Err(format!(
-                "watch canceled: {}",
-                r["cancel_reason"].as_str().unwrap_or("")
-            ));
-        }
-        let Some(events) = r["events"].as_array() else {
-            return Ok(false);
-        };
-        // Replayed events of one revision may come in several responses that all carry the
-        // current header revision: the events' own revisions order them.
-        let revision = events
-            .iter()
-            .map(|e| int(&e["kv"]["mod_revision"]))
-            .max()
-            .unwrap_or(0);
-        let mut changes = Vec::with_capacity(events.len());
-        let mut new_lease = false;
-        for e in events {
-            let (k, kv) = key_value(&e["kv"]);
-            if e["type"].as_str() == Some("DELETE") {
-                changes.push((k, None));
-            } else {
-                new_lease |= kv.lease != 0;
-                changes.push((k, Some(kv)));
+        Ok(match watch_events(v)? {
+            Some((changes, revision)) => {
+                let leased = changes
+                    .iter()
+                    .any(|(_, kv)| kv.as_ref().is_some_and(|kv| kv.lease != 0));
+                store.apply(changes, revision);
+                leased
             }
-        }
-        store.apply(changes, revision);
-        Ok(new_lease)
+            None => false,
+        })
     }
+}
 
+/// The changes of one watch response and their revision (None when it has no events); Err ends
+/// the watch.
+#[allow(clippy::type_complexity)]
+fn watch_events(v: &Value) -> Result<Option<(Vec<(String, Option<Kv>)>, i64)>, String> {
+    if let Some(e) = v.get("error") {
+        return Err(format!("watch: {}", gateway_error(&json!({"error": e}))));
+    }
+    let r = &v["result"];
+    if int(&r["compact_revision"]) != 0 {
+        return Err(format!(
+            "watch: revision compacted (at {})",
+            int(&r["compact_revision"])
+        ));
+    }
+    if r["canceled"].as_bool().unwrap_or(false) {
+        return Err(format!(
+            "watch canceled: {}",
+            r["cancel_reason"].as_str().unwrap_or("")
+        ));
+    }
+    let Some(events) = r["events"].as_array() else {
+        return Ok(None);
+    };
+    // Replayed events of one revision may come in several responses that all carry the
+    // current header revision: the events' own revisions order them.
+    let revision = events
+        .iter()
+        .map(|e| int(&e["kv"]["mod_revision"]))
+        .max()
+        .unwrap_or(0);
+    let mut changes = Vec::with_capacity(events.len());
+    for e in events {
+        let (k, kv) = key_value(&e["kv"]);
+        if e["type"].as_str() == Some("DELETE") {
+            changes.push((k, None));
+        } else {
+            changes.push((k, Some(kv)));
+        }
+    }
+    Ok(Some((changes, revision)))
+}
+
+impl Client {
     /// Watches from `revision + 1` until the stream breaks or a liveness read fails.
     async fn watch(
         &self,
@@ -528,14 +544,14 @@ impl Client {
                         };
                         buf.extend_from_slice(&data);
                         let mut used = 0;
-                        let mut new_lease = false;
+                        let mut batches = Vec::new();
                         {
                             let mut it = serde_json::Deserializer::from_slice(&buf).into_iter::<Value>();
                             loop {
                                 match it.next() {
                                     Some(Ok(v)) => {
                                         used = it.byte_offset();
-                                        new_lease |= self.watch_message(store, &v)?;
+                                        batches.extend(watch_events(&v)?);
                                     }
                                     Some(Err(e)) if e.is_eof() => break,
                                     Some(Err(e)) => return Err(format!("watch: bad JSON: {e}")),
@@ -544,8 +560,21 @@ impl Client {
                             }
                         }
                         buf.drain(..used);
-                        if new_lease {
-                            self.leases(ep, token, store, clock, store.unknown_leases()).await;
+                        // A new lease's remaining time is asked before its keys are served, so
+                        // they never answer with the default TTL meanwhile.
+                        let mut new: Vec<i64> = batches
+                            .iter()
+                            .flat_map(|(changes, _)| changes.iter())
+                            .filter_map(|(_, kv)| kv.as_ref().map(|kv| kv.lease))
+                            .filter(|&id| id != 0 && !store.lease_known(id))
+                            .collect();
+                        new.sort_unstable();
+                        new.dedup();
+                        if !new.is_empty() {
+                            self.leases(ep, token, store, clock, new).await;
+                        }
+                        for (changes, revision) in batches {
+                            store.apply(changes, revision);
                         }
                     }
                     _ = clock.sleep_until(next_check) => {

@@ -161,7 +161,13 @@ impl Store {
         v
     }
 
+    /// Whether a lease's remaining time is known.
+    pub(crate) fn lease_known(&self, id: i64) -> bool {
+        self.read().leases.contains_key(&id)
+    }
+
     /// Leases attached to keys whose remaining time is not known.
+    #[cfg(test)]
     pub(crate) fn unknown_leases(&self) -> Vec<i64> {
         let ids = self.lease_ids();
         let d = self.read();

@@ -161,11 +161,7 @@ impl Handler for File {
 
 impl Transferer for File {
     fn transfer(&self, zone: &Name, serial: u32) -> Option<Vec<Record>> {
-        let slot = authority::longest(&self.slots, zone)?;
-        if slot.origin != *zone {
-            return None;
-        }
-        authority::transfer(slot, serial)
+        authority::transfer(&self.slots, zone, serial)
     }
 }
 

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use prometheus::{Counter, Histogram};
 use rustls::pki_types::ServerName;
 use sextant_wire::{Message, Name, ParseError, RType, Rcode};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, Interest};
 use tokio::net::{TcpSocket, UdpSocket};
 use tokio::time::timeout_at;
 use tokio_util::sync::CancellationToken;
@@ -208,43 +208,39 @@ fn match_cut(bytes: &[u8], sent: Sent<'_>, cut: bool) -> Option<Message> {
     }
 }
 
-/// Room for the largest UDP datagram, left uninitialised (`recv_buf` fills the spare capacity;
-/// zero-filling 64 KiB per query was most of a forwarded query's cost). Buffers are kept in a
-/// small per-thread pool: allocating and freeing 64 KiB per query costs a malloc consolidation.
-struct RecvBuf(Vec<u8>);
-
+/// Room for the largest UDP datagram. One per thread, used only between a socket's readiness
+/// and the parse of what it received (no `.await` in between), so a query never holds it across
+/// threads; the buffer is allocated and zeroed once per thread. A 64 KiB buffer per query (even
+/// pooled per thread: a task resumes on another thread about half of the time) cost an
+/// allocation, its free and a malloc consolidation on every forwarded query.
 const RECV_BUF: usize = 65_535;
-/// Buffers kept per thread.
-const RECV_POOL: usize = 4;
 
 thread_local! {
-    static RECV_BUFS: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
+    static RECV_SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-impl RecvBuf {
-    fn take() -> RecvBuf {
-        let pooled = RECV_BUFS
-            .try_with(|p| p.try_borrow_mut().ok().and_then(|mut p| p.pop()))
-            .ok()
-            .flatten();
-        RecvBuf(pooled.unwrap_or_else(|| Vec::with_capacity(RECV_BUF)))
-    }
-}
-
-impl Drop for RecvBuf {
-    fn drop(&mut self) {
-        let buf = std::mem::take(&mut self.0);
-        if buf.capacity() != RECV_BUF {
-            return;
-        }
-        let _ = RECV_BUFS.try_with(|p| {
-            if let Ok(mut p) = p.try_borrow_mut() {
-                if p.len() < RECV_POOL {
-                    p.push(buf);
-                }
+/// Receives one datagram from the connected `sock` into this thread's scratch buffer and
+/// returns what `f` makes of its bytes. Waits like tokio's `recv_buf` (readable or an error, so
+/// an ICMP port unreachable is seen at once); the buffer is borrowed only inside each attempt.
+async fn recv_with<T>(sock: &UdpSocket, mut f: impl FnMut(&[u8]) -> T) -> io::Result<T> {
+    use std::io::Read;
+    let raw = socket2::SockRef::from(sock);
+    sock.async_io(Interest::READABLE | Interest::ERROR, || {
+        let mut read = |buf: &mut Vec<u8>| {
+            if buf.len() != RECV_BUF {
+                buf.resize(RECV_BUF, 0);
             }
-        });
-    }
+            let n = (&*raw).read(buf)?;
+            Ok(f(&buf[..n]))
+        };
+        match RECV_SCRATCH.try_with(|s| s.try_borrow_mut().ok().map(|mut b| read(&mut b))) {
+            Ok(Some(r)) => r,
+            // The thread is exiting (or the buffer is borrowed further up this stack, which
+            // nothing does): a buffer of its own for this attempt.
+            _ => read(&mut Vec::new()),
+        }
+    })
+    .await
 }
 
 fn unspecified(addr: &SocketAddr) -> IpAddr {
@@ -390,23 +386,14 @@ impl Proxy {
                 io_text(&e)
             )
         })?;
-        let mut buf = RecvBuf::take();
+        let read_err =
+            |e: &io::Error| format!("read udp {}->{}: read: {}", local(), self.addr, io_text(e));
         loop {
-            buf.0.clear();
-            match timeout_at(until.into(), sock.recv_buf(&mut buf.0)).await {
+            match timeout_at(until.into(), recv_with(&sock, |bytes| match_udp(bytes, q))).await {
                 Err(_) => return Err(format!("read udp {}->{}: i/o timeout", local(), self.addr)),
-                Ok(Err(e)) => {
-                    return Err(format!(
-                        "read udp {}->{}: read: {}",
-                        local(),
-                        self.addr,
-                        io_text(&e)
-                    ))
-                }
-                Ok(Ok(_)) => match match_udp(&buf.0, q) {
-                    Some(m) => return Ok(m),
-                    None => BOGUS_REPLIES.with_label_values(&[&self.label]).inc(),
-                },
+                Ok(Err(e)) => return Err(read_err(&e)),
+                Ok(Ok(Some(m))) => return Ok(m),
+                Ok(Ok(None)) => BOGUS_REPLIES.with_label_values(&[&self.label]).inc(),
             }
         }
     }

@@ -132,24 +132,6 @@ fn split_transport(s: &str) -> Result<(Transport, &str), String> {
     }
 }
 
-/// The `nameserver` lines of a resolv.conf-style file (port 53).
-pub(crate) fn resolv_conf(text: &str) -> Vec<SocketAddr> {
-    let mut out = Vec::new();
-    for line in text.lines() {
-        let mut f = line.split_whitespace();
-        if f.next() != Some("nameserver") {
-            continue;
-        }
-        let Some(addr) = f.next() else { continue };
-        // A zone suffix (`fe80::1%eth0`) is dropped.
-        let addr = addr.split('%').next().unwrap_or(addr);
-        if let Ok(ip) = addr.parse::<IpAddr>() {
-            out.push(SocketAddr::new(ip, 53));
-        }
-    }
-    out
-}
-
 /// CoreDNS's `splitZone`: `IP%NAME[:PORT]` is the address `IP[:PORT]` with the server name
 /// `NAME` (for IPv6, `[IP%NAME]:PORT`).
 fn split_zone(host: &str) -> (String, Option<String>) {
@@ -208,7 +190,7 @@ fn classify_to(d: &Directive, t: &Token) -> Result<To, Error> {
     // A resolv.conf-style file (CoreDNS `parse.HostPortOrFile`): its nameservers are plain DNS
     // on port 53 whatever the scheme.
     if let Ok(text) = std::fs::read_to_string(rest) {
-        let servers = resolv_conf(&text);
+        let servers = addr::resolv_conf(&text);
         if servers.is_empty() {
             return Ok(To::Empty);
         }

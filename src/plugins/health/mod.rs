@@ -82,7 +82,7 @@ async fn probe(addr: SocketAddr) -> bool {
     let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else {
         return false;
     };
-    if s.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    if s.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
         .await
         .is_err()
     {

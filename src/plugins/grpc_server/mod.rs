@@ -1,0 +1,24 @@
+//! The `grpc_server` plugin: limits of a block's `grpc://` (DNS over gRPC) listeners
+//! (`max_streams`, `max_connections`). The listener itself lives in `src/server/stream.rs`.
+
+use sextant_corefile::{Directive, Error};
+
+use crate::pkg::num::limit;
+use crate::plugin::SetupCtx;
+
+pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), Error> {
+    let d = lines[0];
+    d.arg_count(0, 0)?;
+    let (mut streams, mut conns) = (None, None);
+    for sub in d.sub() {
+        match sub.name.text.as_str() {
+            "max_streams" => limit(sub, &mut streams, false)?,
+            "max_connections" => limit(sub, &mut conns, false)?,
+            other => return Err(sub.err(format!("unknown property '{other}'"))),
+        }
+    }
+    let t = ctx.transport();
+    t.grpc_streams = streams;
+    t.grpc_connections = conns;
+    Ok(())
+}
