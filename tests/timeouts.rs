@@ -1,8 +1,9 @@
 //! The `timeouts` plugin end to end over TCP and DNS over TLS: idle connections closed on time
 //! (and not before), a message left half sent closed by the read timeout, a client that stops
 //! reading closed by the write timeout, `maxtcpqueries` answering exactly that many queries on a
-//! connection, bad options at file:line:column, and (with `COREDNS_BIN`) the same query cap as
-//! CoreDNS.
+//! connection, bad options at file:line:column, DNS over HTTPS connections (HTTP/2 idle,
+//! HTTP/1.1 half request head) closed by idle and read, and (with `COREDNS_BIN`) the same query
+//! cap and the same DoH closing times as CoreDNS.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -396,4 +397,150 @@ fn same_query_cap_as_coredns() {
     let (_s, sport) = start("    timeouts {\n        maxtcpqueries 3\n    }\n");
     assert_eq!(count(sport), theirs);
     assert_eq!(theirs, 3);
+}
+
+/// A DoH listener with `timeouts` and a self-signed certificate: (process, port, certificate).
+fn start_doh(timeouts: &str) -> (Sextant, u16, rustls::pki_types::CertificateDer<'static>) {
+    let port = free_port();
+    let c = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let cf = format!(
+        "https://.:{port} {{\n    bind 127.0.0.1\n    tls cert.pem key.pem\n{timeouts}    whoami\n}}\n"
+    );
+    let s = Sextant::builder(bin(), &cf)
+        .file("cert.pem", c.cert.pem())
+        .file("key.pem", c.signing_key.serialize_pem())
+        .start();
+    s.wait_for_line(&format!("https://.:{port}"), Duration::from_secs(10))
+        .unwrap();
+    (s, port, c.cert.der().clone())
+}
+
+/// A TLS connection to `port` offering `alpn`, with what it sends written; then the time until
+/// the server closes it (None if still open after `limit`).
+fn tls_closed_within(
+    port: u16,
+    der: &rustls::pki_types::CertificateDer<'static>,
+    alpn: &[u8],
+    send: &[u8],
+    limit: Duration,
+) -> Option<Duration> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(der.clone()).unwrap();
+    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    cfg.alpn_protocols = vec![alpn.to_vec()];
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let conn = rustls::ClientConnection::new(Arc::new(cfg), name).unwrap();
+    let sock = TcpStream::connect(addr(port)).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, sock);
+    tls.write_all(send).unwrap();
+    tls.flush().unwrap();
+    assert_eq!(tls.conn.alpn_protocol(), Some(alpn), "ALPN agreed");
+    let t0 = Instant::now();
+    let mut buf = [0u8; 4096];
+    while t0.elapsed() < limit {
+        let left = (limit - t0.elapsed()).max(Duration::from_millis(1));
+        tls.sock.set_read_timeout(Some(left)).unwrap();
+        match tls.read(&mut buf) {
+            Ok(0) => return Some(t0.elapsed()),
+            Ok(_) => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return None
+            }
+            Err(_) => return Some(t0.elapsed()),
+        }
+    }
+    None
+}
+
+/// The HTTP/2 connection preface and an empty SETTINGS frame: an HTTP/2 connection that then
+/// asks nothing.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
+/// An HTTP/1.1 request head that never ends.
+const H1_HALF: &[u8] =
+    b"GET /dns-query?dns=AAABAAABAAAAAAAAAnRvB2V4YW1wbGUAAAEAAQ HTTP/1.1\r\nHost: x\r\n";
+
+#[test]
+fn doh_connections_follow_the_timeouts() {
+    // idle 2s: an HTTP/2 connection that asks nothing is closed (GOAWAY, then EOF) after 2-3 s;
+    // read 1s: an HTTP/1.1 request head left unfinished is closed after about 1 s.
+    let (_s, port, der) = start_doh("    timeouts {\n        read 1s\n        idle 2s\n    }\n");
+    let took = tls_closed_within(port, &der, b"h2", H2_PREFACE, Duration::from_secs(6))
+        .expect("an idle HTTP/2 connection still open after 6 s with idle 2s");
+    eprintln!("idle 2s: HTTP/2 connection closed after {took:?}");
+    assert!(
+        took >= Duration::from_millis(1700) && took < Duration::from_millis(3600),
+        "idle HTTP/2 connection closed after {took:?}"
+    );
+    let took = tls_closed_within(port, &der, b"http/1.1", H1_HALF, Duration::from_secs(6))
+        .expect("a half request head still open after 6 s with read 1s");
+    eprintln!("read 1s: half HTTP/1.1 head closed after {took:?}");
+    assert!(
+        took >= Duration::from_millis(700) && took < Duration::from_millis(2000),
+        "half request head closed after {took:?}"
+    );
+    // Defaults (CoreDNS's idle 10 s, read 3 s): both still open at the times above.
+    let (_d, dport, dder) = start_doh("");
+    assert_eq!(
+        tls_closed_within(dport, &dder, b"h2", H2_PREFACE, Duration::from_secs(4)),
+        None,
+        "default idle closed an HTTP/2 connection within 4 s"
+    );
+    let took = tls_closed_within(dport, &dder, b"http/1.1", H1_HALF, Duration::from_secs(6))
+        .expect("a half request head still open after 6 s by default");
+    assert!(
+        took >= Duration::from_millis(2700),
+        "default read timeout closed a half head after {took:?}"
+    );
+}
+
+#[test]
+fn doh_idle_close_as_coredns() {
+    let Ok(coredns) = std::env::var("COREDNS_BIN") else {
+        eprintln!(
+            "doh_idle_close_as_coredns: COREDNS_BIN not set, comparison with CoreDNS not run"
+        );
+        return;
+    };
+    let port = free_port();
+    let c = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("cert.pem"), c.cert.pem()).unwrap();
+    std::fs::write(dir.path().join("key.pem"), c.signing_key.serialize_pem()).unwrap();
+    std::fs::write(
+        dir.path().join("Corefile"),
+        format!("https://.:{port} {{\n    bind 127.0.0.1\n    tls cert.pem key.pem\n    timeouts {{\n        read 1s\n        idle 2s\n    }}\n    whoami\n}}\n"),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(coredns)
+        .current_dir(dir.path())
+        .args(["-conf", "Corefile"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while TcpStream::connect(addr(port)).is_err() && t0.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let der = c.cert.der().clone();
+    let h2 = tls_closed_within(port, &der, b"h2", H2_PREFACE, Duration::from_secs(6));
+    let h1 = tls_closed_within(port, &der, b"http/1.1", H1_HALF, Duration::from_secs(6));
+    let _ = child.kill();
+    let _ = child.wait();
+    eprintln!("CoreDNS: idle HTTP/2 closed after {h2:?}, half HTTP/1.1 head after {h1:?}");
+    let h2 = h2.expect("CoreDNS kept an idle HTTP/2 connection");
+    let h1 = h1.expect("CoreDNS kept a half head");
+    assert!(h2 >= Duration::from_millis(1700) && h2 < Duration::from_millis(3600));
+    assert!(h1 >= Duration::from_millis(700) && h1 < Duration::from_millis(2000));
 }
