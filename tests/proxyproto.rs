@@ -448,6 +448,65 @@ fn bad_options_are_reported_at_their_position() {
     }
 }
 
+/// Retries `f` for up to 3 s until it gives `want` (after a reload the old sockets drain).
+fn eventually(want: &str, f: impl Fn() -> String) {
+    let t0 = Instant::now();
+    loop {
+        let got = f();
+        if got == want || t0.elapsed() > Duration::from_secs(3) {
+            assert_eq!(got, want);
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_reload_turns_headers_on_and_off() {
+    let (s, port) = start(IGNORE);
+    let v1_client = "NOERROR to.example. 0 IN A 10.2.3.4 | _tcp.to.example. 0 IN SRV 0 0 5555 .";
+    let v2_client = "NOERROR to.example. 0 IN A 10.2.3.4 | _udp.to.example. 0 IN SRV 0 0 5557 .";
+    let tcp = || tcp_case(port, &v1("10.2.3.4", 5555));
+    let udp = || udp_case(port, &v2(0x21, 0x12, [10, 2, 3, 4], 5557));
+    assert_eq!(tcp(), ME_TCP);
+    assert_eq!(udp(), ME_UDP);
+    std::fs::write(s.corefile_path(), corefile(port, USE)).unwrap();
+    s.signal(libc::SIGUSR1).unwrap();
+    s.wait_for_line("Reloading complete", Duration::from_secs(10))
+        .unwrap();
+    eventually(v1_client, tcp);
+    eventually(v2_client, udp);
+    // Without the plugin a header is DNS data again.
+    std::fs::write(s.corefile_path(), corefile(port, "")).unwrap();
+    s.signal(libc::SIGUSR1).unwrap();
+    s.wait_for_nth_line("Reloading complete", 2, Duration::from_secs(10))
+        .unwrap();
+    eventually("NOTIMP ", udp);
+    eventually(ME_UDP, || udp_case(port, b""));
+}
+
+#[test]
+fn quic_listeners_refuse_proxyproto_at_start() {
+    let (pair, _) = tls_pair();
+    let port = free_port();
+    let cf =
+        format!("quic://.:{port} {{\n    tls cert.pem key.pem\n    proxyproto\n    whoami\n}}\n");
+    let (code, out, err) = Sextant::run_to_end(
+        Sextant::builder(bin(), &cf)
+            .file("cert.pem", pair.cert.pem())
+            .file("key.pem", pair.signing_key.serialize_pem())
+            .arg("-check"),
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    assert_ne!(code, 0);
+    assert!(
+        format!("{out}{err}")
+            .contains("Corefile:3:5: proxyproto: not supported on quic:// listeners by this build"),
+        "{out}{err}"
+    );
+}
+
 /// Starts CoreDNS on `cf` in a temporary directory and waits for its TCP port.
 fn coredns(bin: &str, cf: &str, port: u16) -> (std::process::Child, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
