@@ -176,7 +176,7 @@ pub(crate) fn report(req: &Request, rcode: Rcode, plugin: &'static str, reply_si
             return false;
         };
         let pos = all.iter().position(|h| {
-            Arc::ptr_eq(&h.server, &req.server) && h.zone == req.zone && h.view == req.view
+            Arc::ptr_eq(&h.server, &req.server) && h.zone == *req.zone && h.view == req.view
         });
         let h = match pos {
             Some(i) => &mut all[i],
@@ -323,7 +323,7 @@ mod tests {
     fn cached_handles_count_into_the_labelled_series() {
         let q = Message::query(1, Name::parse("a.cached.test.").unwrap(), RType::AAAA);
         let mut req = Request::new(q, "127.0.0.1:5000".parse().unwrap(), Proto::Udp);
-        req.zone = Name::parse("Cached.Test.").unwrap();
+        req.zone = Arc::new(Name::parse("Cached.Test.").unwrap());
         req.server = Arc::from("dns://:15999");
         for _ in 0..3 {
             report(&req, Rcode::NOERROR, "whoami", 60);

@@ -45,7 +45,7 @@ pub(crate) struct Request {
     pub size: usize,
     pub start: Instant,
     /// The server block zone that matched (`.` for the root).
-    pub zone: Name,
+    pub zone: Arc<Name>,
     /// Metric label of the listener, e.g. `dns://:53`.
     pub server: Arc<str>,
     /// How many times this request re-entered the server (CNAME chasing depth).
@@ -76,7 +76,7 @@ impl Request {
             local: SocketAddr::from(([127, 0, 0, 1], 53)),
             proto,
             start: Instant::now(),
-            zone: Name::root(),
+            zone: Arc::new(Name::root()),
             server: Arc::from("dns://:53"),
             depth: 0,
             resolver: None,

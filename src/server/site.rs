@@ -8,7 +8,8 @@ use std::time::Instant;
 
 use sextant_wire::reply::client_limit;
 use sextant_wire::{
-    opcode, scan_query, Asked, Class, Edns, Message, Name, ParseError, RType, Rcode, Reply,
+    opcode, scan_query, Asked, Class, Edns, Message, Name, ParseError, Question, RType, Rcode,
+    Reply, HEADER_LEN,
 };
 
 use crate::plugin::{BoxFuture, Handler, Next, Outcome, Proto, Request, Resolver, ViewFilter};
@@ -61,8 +62,11 @@ pub(crate) struct Block {
 pub(crate) struct Site {
     /// Metric label, e.g. `dns://:53`.
     pub label: Arc<str>,
-    /// (zone, block) sorted by zone length, longest first.
-    pub zones: Vec<(Name, Arc<Block>)>,
+    /// (zone, block) sorted by zone length, longest first; shared so a request names its zone
+    /// without copying it.
+    pub zones: Vec<(Arc<Name>, Arc<Block>)>,
+    /// The root name, a request's zone until it is routed.
+    root: Arc<Name>,
     /// Queries of any class are let in: some block on this address has `chaos` or `forward`
     /// (CoreDNS decides per server, that is per listening address, not per block).
     pub any_class: bool,
@@ -76,7 +80,8 @@ impl Site {
             .any(|(_, b)| b.chaos || b.chain.iter().any(|h| OPEN_CLASSES.contains(&h.name())));
         Site {
             label: Arc::from(label),
-            zones,
+            zones: zones.into_iter().map(|(z, b)| (Arc::new(z), b)).collect(),
+            root: Arc::new(Name::root()),
             any_class,
         }
     }
@@ -84,12 +89,15 @@ impl Site {
     /// The block for the request's question: the longest matching zone whose view, if it has
     /// one, accepts the request; blocks sharing a zone are tried in Corefile order. DS queries
     /// for a zone apex go to the parent zone's block when there is one, like CoreDNS.
-    pub(crate) fn route<'s>(&'s self, req: &mut Request) -> Option<(&'s Name, &'s Arc<Block>)> {
+    pub(crate) fn route<'s>(
+        &'s self,
+        req: &mut Request,
+    ) -> Option<(&'s Arc<Name>, &'s Arc<Block>)> {
         let qtype = req.qtype();
         let mut found = None;
         for (z, b) in &self.zones {
             let (inside, apex) = match req.msg.questions.first() {
-                Some(q) => (q.name.is_subdomain_of(z), q.name == *z),
+                Some(q) => (q.name.is_subdomain_of(z), q.name == **z),
                 None => (false, false),
             };
             if !inside {
@@ -159,9 +167,9 @@ impl Site {
         let start = Instant::now();
         // The usual query (one question, at most an OPT) is read by the in-place scanner; the
         // full parser handles the rest and decides on FORMERR.
-        let parsed = match scan_query(packet) {
-            Ok(v) => Ok(v.to_message()),
-            Err(_) => Message::parse(packet),
+        let (parsed, scanned) = match scan_query(packet) {
+            Ok(v) => (Ok(v.to_message()), true),
+            Err(_) => (Message::parse(packet), false),
         };
         let msg = match parsed {
             Ok(m) => m,
@@ -194,19 +202,28 @@ impl Site {
         if msg.header.qr {
             return None;
         }
-        let mut asked = Asked::of(&msg);
         // Like miekg/dns's accept filter: QUERY and NOTIFY go to the plugins.
         if msg.header.opcode != opcode::QUERY && msg.header.opcode != opcode::NOTIFY {
             let mut r = Message::reply_to(&msg);
             r.header.rd = false;
             r.header.cd = false;
             r.header.rcode = Rcode::NOTIMP.low();
-            return Some(finish(&asked, msg.edns.as_ref(), Reply::parsed(r), proto));
+            return Some(finish(
+                &Asked::of(&msg),
+                msg.edns.as_ref(),
+                Reply::parsed(r),
+                proto,
+            ));
         }
         if msg.questions.len() != 1 || msg.answers.len() > 1 || msg.authority.len() > 1 {
             let mut r = Message::reply_to(&msg);
             r.set_rcode(Rcode::FORMERR);
-            return Some(finish(&asked, msg.edns.as_ref(), Reply::parsed(r), proto));
+            return Some(finish(
+                &Asked::of(&msg),
+                msg.edns.as_ref(),
+                Reply::parsed(r),
+                proto,
+            ));
         }
         let q = &msg.questions[0];
         // Like CoreDNS's ServeDNS: the class, then the EDNS version, then the zone.
@@ -214,7 +231,20 @@ impl Site {
             crate::metrics::record_dropped(&self.label, proto, packet.len(), Rcode::REFUSED);
             let mut r = Message::reply_to(&msg);
             r.set_rcode(Rcode::REFUSED);
-            return Some(finish(&asked, msg.edns.as_ref(), Reply::parsed(r), proto));
+            return Some(finish(
+                &Asked::of(&msg),
+                msg.edns.as_ref(),
+                Reply::parsed(r),
+                proto,
+            ));
+        }
+        // The question as asked is needed only once the chain is done: it is taken back from the
+        // request then, or read again from the packet if the chain changed it (see
+        // `asked_question`), instead of being copied here.
+        let mut asked = Asked::without_question(&msg);
+        let asked_q = AskedQuestion::of(q, packet, scanned);
+        if asked_q.is_none() {
+            asked.question = Some(q.clone());
         }
         if let Some(e) = &msg.edns {
             if e.version > 0 {
@@ -242,7 +272,7 @@ impl Site {
             proto,
             size: packet.len(),
             start,
-            zone: Name::root(),
+            zone: self.root.clone(),
             server: self.label.clone(),
             depth: 0,
             resolver: Some(self.clone() as Arc<dyn Resolver>),
@@ -275,6 +305,9 @@ impl Site {
         // it (`header` may change them), like CoreDNS's errorFunc.
         asked.rd = req.msg.header.rd;
         asked.cd = req.msg.header.cd;
+        if let Some(a) = asked_q {
+            asked.question = a.take(&mut req.msg, packet);
+        }
         let options = req.msg.edns.as_ref().map_or(&[][..], |e| &e.options[..]);
         if let Some(ext) = out.ext.take() {
             return finish_ext(&asked, options, out, *ext, proto, more);
@@ -288,6 +321,73 @@ impl Site {
             None => outcome_to_reply(&asked, out).finish(&asked, options, limit, echoed_option),
         })
     }
+}
+
+/// Where the question of a query lies in its packet, to get it back after the chain without
+/// having copied it before: the usual query spells it uncompressed right after the header.
+#[derive(Clone, Copy)]
+struct AskedQuestion {
+    len: usize,
+    qtype: RType,
+    qclass: Class,
+}
+
+impl AskedQuestion {
+    /// None when `q`'s name is not spelled as is at the packet's offset 12 (the caller copies
+    /// the question then); a query the scanner read (`scanned`) always has it there.
+    #[inline]
+    fn of(q: &Question, packet: &[u8], scanned: bool) -> Option<AskedQuestion> {
+        let len = q.name.wire().len();
+        let there = scanned
+            || packet
+                .get(HEADER_LEN..HEADER_LEN + len)
+                .is_some_and(|w| same_bytes(w, q.name.wire()));
+        there.then_some(AskedQuestion {
+            len,
+            qtype: q.qtype,
+            qclass: q.qclass,
+        })
+    }
+
+    /// The question as asked: moved out of the request if the chain left it as it was (the
+    /// request is done with), else read again from the packet.
+    #[inline]
+    fn take(self, msg: &mut Message, packet: &[u8]) -> Option<Question> {
+        let wire = packet.get(HEADER_LEN..HEADER_LEN + self.len)?;
+        let same = msg.questions.first().is_some_and(|q| {
+            q.qtype == self.qtype && q.qclass == self.qclass && same_bytes(q.name.wire(), wire)
+        });
+        if same {
+            return Some(msg.questions.swap_remove(0));
+        }
+        Some(Question {
+            name: Name::from_wire(wire).ok()?,
+            qtype: self.qtype,
+            qclass: self.qclass,
+        })
+    }
+}
+
+/// Byte equality for names (at most 255 bytes, usually 20 to 40): eight bytes at a time,
+/// inline, where `==` on slices calls `memcmp`.
+#[inline]
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let (mut ca, mut cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    for (x, y) in (&mut ca).zip(&mut cb) {
+        let (mut u, mut v) = ([0u8; 8], [0u8; 8]);
+        u.copy_from_slice(x);
+        v.copy_from_slice(y);
+        if u64::from_ne_bytes(u) != u64::from_ne_bytes(v) {
+            return false;
+        }
+    }
+    ca.remainder()
+        .iter()
+        .zip(cb.remainder())
+        .all(|(x, y)| x == y)
 }
 
 /// Finishes an outcome with its rarely used parts: nothing for a silent one; the reply, signed
@@ -361,7 +461,7 @@ impl Resolver for Site {
                 local: req.local,
                 proto: req.proto,
                 start: Instant::now(),
-                zone: Name::root(),
+                zone: self.root.clone(),
                 server: self.label.clone(),
                 depth: req.depth + 1,
                 resolver: req.resolver.clone(),

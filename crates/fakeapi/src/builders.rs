@@ -263,6 +263,8 @@ pub struct EndpointSliceBuilder {
     ns: String,
     name: String,
     service: String,
+    /// The label naming the service: `kubernetes.io/service-name`, or the MCS one.
+    service_label: &'static str,
     family: String,
     endpoints: Vec<EndpointSpec>,
     ports: Vec<PortSpec>,
@@ -276,12 +278,28 @@ pub fn endpoint_slice(ns: &str, name: &str, service: &str) -> EndpointSliceBuild
         ns: ns.into(),
         name: name.into(),
         service: service.into(),
+        service_label: "kubernetes.io/service-name",
         family: "IPv4".into(),
         endpoints: Vec::new(),
         ports: Vec::new(),
         labels: Map::new(),
         annotations: Map::new(),
     }
+}
+
+/// Starts an EndpointSlice builder of the MCS API: labelled
+/// `multicluster.kubernetes.io/service-name: <service>` and
+/// `multicluster.kubernetes.io/source-cluster: <cluster>` (no `kubernetes.io/service-name`), as
+/// an MCS implementation writes them for a ServiceImport.
+pub fn mc_endpoint_slice(
+    ns: &str,
+    name: &str,
+    service: &str,
+    cluster: &str,
+) -> EndpointSliceBuilder {
+    let mut b = endpoint_slice(ns, name, service);
+    b.service_label = "multicluster.kubernetes.io/service-name";
+    b.label("multicluster.kubernetes.io/source-cluster", cluster)
 }
 
 impl EndpointSliceBuilder {
@@ -318,7 +336,7 @@ impl EndpointSliceBuilder {
     pub fn build(self) -> Value {
         let mut labels = self.labels.clone();
         labels.insert(
-            "kubernetes.io/service-name".into(),
+            self.service_label.into(),
             Value::String(self.service.clone()),
         );
         let mut m = meta(Some(&self.ns), &self.name, &labels);
@@ -337,6 +355,74 @@ impl EndpointSliceBuilder {
 
 impl From<EndpointSliceBuilder> for Value {
     fn from(b: EndpointSliceBuilder) -> Value {
+        b.build()
+    }
+}
+
+/// Builder for a `multicluster.x-k8s.io/v1alpha1 ServiceImport`.
+#[derive(Debug, Clone)]
+pub struct ServiceImportBuilder {
+    ns: String,
+    name: String,
+    type_: String,
+    ips: Vec<String>,
+    ports: Vec<PortSpec>,
+    labels: Map<String, Value>,
+}
+
+/// Starts a ServiceImport builder (type `ClusterSetIP`, no IP until set).
+pub fn service_import(ns: &str, name: &str) -> ServiceImportBuilder {
+    ServiceImportBuilder {
+        ns: ns.into(),
+        name: name.into(),
+        type_: "ClusterSetIP".into(),
+        ips: Vec::new(),
+        ports: Vec::new(),
+        labels: Map::new(),
+    }
+}
+
+impl ServiceImportBuilder {
+    /// Adds a ClusterSetIP (`spec.ips`).
+    pub fn ip(mut self, ip: &str) -> Self {
+        self.ips.push(ip.into());
+        self
+    }
+    /// `spec.type: Headless`.
+    pub fn headless(mut self) -> Self {
+        self.type_ = "Headless".into();
+        self
+    }
+    /// Adds a port (`name` "" = unnamed).
+    pub fn port(mut self, name: &str, port: i32, protocol: &str) -> Self {
+        self.ports.push(PortSpec {
+            name: name.into(),
+            port,
+            protocol: protocol.into(),
+        });
+        self
+    }
+    /// Adds a label.
+    pub fn label(mut self, k: &str, v: &str) -> Self {
+        self.labels.insert(k.into(), Value::String(v.into()));
+        self
+    }
+    /// The object.
+    pub fn build(self) -> Value {
+        let mut spec = json!({"type": self.type_, "ports": ports_json(&self.ports)});
+        if !self.ips.is_empty() {
+            spec["ips"] = json!(self.ips);
+        }
+        json!({
+            "apiVersion": "multicluster.x-k8s.io/v1alpha1", "kind": "ServiceImport",
+            "metadata": meta(Some(&self.ns), &self.name, &self.labels),
+            "spec": spec,
+        })
+    }
+}
+
+impl From<ServiceImportBuilder> for Value {
+    fn from(b: ServiceImportBuilder) -> Value {
         b.build()
     }
 }

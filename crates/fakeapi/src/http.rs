@@ -180,7 +180,7 @@ fn resource_list(group_version: &str, kinds: &[Kind]) -> Value {
 
 fn route(path: &str) -> Option<Target> {
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
-    let core = |k: Kind| k != Kind::EndpointSlice;
+    let core = |k: Kind| k != Kind::EndpointSlice && k != Kind::ServiceImport;
     let (rest, group_ok): (&[&str], fn(Kind) -> bool) = match segs.as_slice() {
         ["version"] => {
             return Some(Target::Discovery(json!({"major": "1", "minor": "34",
@@ -197,7 +197,10 @@ fn route(path: &str) -> Option<Target> {
                 json!({"kind": "APIGroupList", "apiVersion": "v1",
                 "groups": [{"name": "discovery.k8s.io",
                     "versions": [{"groupVersion": "discovery.k8s.io/v1", "version": "v1"}],
-                    "preferredVersion": {"groupVersion": "discovery.k8s.io/v1", "version": "v1"}}]}),
+                    "preferredVersion": {"groupVersion": "discovery.k8s.io/v1", "version": "v1"}},
+                    {"name": "multicluster.x-k8s.io",
+                    "versions": [{"groupVersion": "multicluster.x-k8s.io/v1alpha1", "version": "v1alpha1"}],
+                    "preferredVersion": {"groupVersion": "multicluster.x-k8s.io/v1alpha1", "version": "v1alpha1"}}]}),
             ))
         }
         ["api", "v1"] => {
@@ -212,7 +215,16 @@ fn route(path: &str) -> Option<Target> {
                 &[Kind::EndpointSlice],
             )))
         }
+        ["apis", "multicluster.x-k8s.io", "v1alpha1"] => {
+            return Some(Target::Discovery(resource_list(
+                "multicluster.x-k8s.io/v1alpha1",
+                &[Kind::ServiceImport],
+            )))
+        }
         ["api", "v1", rest @ ..] => (rest, core),
+        ["apis", "multicluster.x-k8s.io", "v1alpha1", rest @ ..] => {
+            (rest, |k| k == Kind::ServiceImport)
+        }
         ["apis", "discovery.k8s.io", "v1", rest @ ..] => (rest, |k| k == Kind::EndpointSlice),
         _ => return None,
     };
@@ -587,6 +599,21 @@ mod tests {
             })
         ));
         assert!(route("/api/v1/endpointslices").is_none());
+        assert!(matches!(
+            route("/apis/multicluster.x-k8s.io/v1alpha1/serviceimports"),
+            Some(Target::Collection {
+                kind: Kind::ServiceImport,
+                ns: None
+            })
+        ));
+        assert!(matches!(
+            route("/apis/multicluster.x-k8s.io/v1alpha1/namespaces/x/serviceimports/y"),
+            Some(Target::Object {
+                kind: Kind::ServiceImport,
+                ..
+            })
+        ));
+        assert!(route("/api/v1/serviceimports").is_none());
         assert!(route("/apis/discovery.k8s.io/v1/services").is_none());
         assert!(matches!(route("/version"), Some(Target::Discovery(_))));
     }

@@ -1,6 +1,6 @@
 //! sextant-fakeapi: a fake Kubernetes API server for tests. It speaks the real list/watch
 //! protocol (JSON over HTTP/1.1, chunked watch streams) on 127.0.0.1 for Services, Namespaces,
-//! Pods and discovery.k8s.io/v1 EndpointSlices, with live-changeable fault knobs and request
+//! Pods, discovery.k8s.io/v1 EndpointSlices and multicluster.x-k8s.io/v1alpha1 ServiceImports, with live-changeable fault knobs and request
 //! counters. Mutations go through the Rust API, never HTTP. It binds loopback only and must not
 //! be used outside tests and benchmarks.
 //!
@@ -31,8 +31,9 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use builders::{
-    endpoint, endpoint_slice, namespace, pod, service, EndpointSliceBuilder, EndpointSpec,
-    NamespaceBuilder, PodBuilder, PortSpec, ServiceBuilder,
+    endpoint, endpoint_slice, mc_endpoint_slice, namespace, pod, service, service_import,
+    EndpointSliceBuilder, EndpointSpec, NamespaceBuilder, PodBuilder, PortSpec, ServiceBuilder,
+    ServiceImportBuilder,
 };
 pub use store::{Kind, StoreError};
 

@@ -19,15 +19,18 @@ pub enum Kind {
     Pod,
     /// `v1 Namespace` (cluster-scoped)
     Namespace,
+    /// `multicluster.x-k8s.io/v1alpha1 ServiceImport` (the MCS API)
+    ServiceImport,
 }
 
 impl Kind {
     /// All kinds.
-    pub const ALL: [Kind; 4] = [
+    pub const ALL: [Kind; 5] = [
         Kind::Service,
         Kind::EndpointSlice,
         Kind::Pod,
         Kind::Namespace,
+        Kind::ServiceImport,
     ];
 
     /// The `kind` field value.
@@ -37,6 +40,7 @@ impl Kind {
             Kind::EndpointSlice => "EndpointSlice",
             Kind::Pod => "Pod",
             Kind::Namespace => "Namespace",
+            Kind::ServiceImport => "ServiceImport",
         }
     }
 
@@ -47,6 +51,7 @@ impl Kind {
             Kind::EndpointSlice => "endpointslices",
             Kind::Pod => "pods",
             Kind::Namespace => "namespaces",
+            Kind::ServiceImport => "serviceimports",
         }
     }
 
@@ -54,6 +59,7 @@ impl Kind {
     pub fn api_version(self) -> &'static str {
         match self {
             Kind::EndpointSlice => "discovery.k8s.io/v1",
+            Kind::ServiceImport => "multicluster.x-k8s.io/v1alpha1",
             _ => "v1",
         }
     }

@@ -1,4 +1,4 @@
-//! Narrow decoding of the four indexed kinds: typed views with only the fields the index
+//! Narrow decoding of the indexed kinds (and the MCS API's ServiceImport): typed views with only the fields the index
 //! reads, borrowing strings from the input where it can (JSON text, `serde_json::Value`, or the
 //! k8s-openapi types of the watch path), and streaming of `List` items out of JSON text
 //! without building a `serde_json::Value` tree. No I/O.
@@ -383,12 +383,116 @@ pub(crate) struct NamespaceIn<'a> {
     pub metadata: Meta<'a>,
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct ImportSpec<'a> {
+    #[serde(borrow, rename = "type")]
+    pub type_: Option<Str<'a>>,
+    #[serde(borrow)]
+    pub ips: Option<Vec<Str<'a>>>,
+    #[serde(borrow)]
+    pub ports: Option<Vec<PortIn<'a>>>,
+}
+
+/// A ServiceImport (`multicluster.x-k8s.io/v1alpha1`), as far as DNS reads it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub(crate) struct ImportIn<'a> {
+    #[serde(borrow)]
+    pub api_version: Option<Str<'a>>,
+    #[serde(borrow)]
+    pub metadata: Meta<'a>,
+    #[serde(borrow)]
+    pub spec: Option<ImportSpec<'a>>,
+}
+
+/// The owned ServiceImport the watcher decodes (the MCS API has no k8s-openapi type): only the
+/// fields DNS reads, everything else skipped while parsing.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub(crate) struct K8sServiceImport {
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    #[serde(default)]
+    pub spec: Option<K8sImportSpec>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub(crate) struct K8sImportSpec {
+    #[serde(default, rename = "type")]
+    pub type_: Option<String>,
+    #[serde(default)]
+    pub ips: Option<Vec<String>>,
+    #[serde(default)]
+    pub ports: Option<Vec<K8sImportPort>>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub(crate) struct K8sImportPort {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub port: Option<i32>,
+    #[serde(default)]
+    pub protocol: Option<String>,
+}
+
+impl kube::Resource for K8sServiceImport {
+    type DynamicType = ();
+    type Scope = kube::core::NamespaceResourceScope;
+    fn kind(_: &()) -> Cow<'_, str> {
+        Cow::Borrowed("ServiceImport")
+    }
+    fn group(_: &()) -> Cow<'_, str> {
+        Cow::Borrowed(MCS_GROUP)
+    }
+    fn version(_: &()) -> Cow<'_, str> {
+        Cow::Borrowed("v1alpha1")
+    }
+    fn plural(_: &()) -> Cow<'_, str> {
+        Cow::Borrowed("serviceimports")
+    }
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
+/// API group of the Multi-Cluster Services API.
+pub(crate) const MCS_GROUP: &str = "multicluster.x-k8s.io";
+/// `apiVersion` of ServiceImports.
+pub(crate) const MCS_API_VERSION: &str = "multicluster.x-k8s.io/v1alpha1";
+
+impl<'a> From<&'a K8sServiceImport> for ImportIn<'a> {
+    fn from(k: &'a K8sServiceImport) -> Self {
+        ImportIn {
+            api_version: None,
+            metadata: Meta::of(&k.metadata),
+            spec: k.spec.as_ref().map(|sp| ImportSpec {
+                type_: s(&sp.type_),
+                ips: strs(&sp.ips),
+                ports: sp.ports.as_ref().map(|ps| {
+                    ps.iter()
+                        .map(|p| PortIn {
+                            name: s(&p.name),
+                            port: p.port,
+                            protocol: s(&p.protocol),
+                        })
+                        .collect()
+                }),
+            }),
+        }
+    }
+}
+
 /// One decoded object of an indexed kind.
 pub(crate) enum Obj<'a> {
     Service(ServiceIn<'a>),
     Slice(SliceIn<'a>),
     Pod(PodIn<'a>),
     Namespace(NamespaceIn<'a>),
+    Import(ImportIn<'a>),
 }
 
 /// Why an object of an indexed kind does not decode.
@@ -404,10 +508,10 @@ pub(crate) enum DecodeError {
 
 /// The API version each kind must carry when it names one (as the k8s-openapi decoder checks).
 fn check_version(kind: &str, v: Option<&Str<'_>>) -> Result<(), DecodeError> {
-    let want = if kind == "EndpointSlice" {
-        "discovery.k8s.io/v1"
-    } else {
-        "v1"
+    let want = match kind {
+        "EndpointSlice" => "discovery.k8s.io/v1",
+        "ServiceImport" => MCS_API_VERSION,
+        _ => "v1",
     };
     match v {
         Some(v) if &**v != want => Err(DecodeError::Version {
@@ -430,6 +534,7 @@ where
         "EndpointSlice" => Obj::Slice(SliceIn::deserialize(d).map_err(e)?),
         "Pod" => Obj::Pod(PodIn::deserialize(d).map_err(e)?),
         "Namespace" => Obj::Namespace(NamespaceIn::deserialize(d).map_err(e)?),
+        "ServiceImport" => Obj::Import(ImportIn::deserialize(d).map_err(e)?),
         _ => return Ok(None),
     };
     let v = match &o {
@@ -437,6 +542,7 @@ where
         Obj::Slice(x) => x.api_version.as_ref(),
         Obj::Pod(x) => x.api_version.as_ref(),
         Obj::Namespace(x) => x.api_version.as_ref(),
+        Obj::Import(x) => x.api_version.as_ref(),
     };
     check_version(kind, v)?;
     Ok(Some(o))

@@ -6,14 +6,14 @@ use std::collections::{HashMap as StdMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use crate::decode::{Meta, Obj, PodIn, ServiceIn, SliceIn};
+use crate::decode::{ImportIn, Meta, Obj, PodIn, ServiceIn, SliceIn};
 use crate::model::{
-    text_at, Change, Endpoint, Labels, Namespace, Pod, Port, Proto, Service, ServiceKind, Slice,
-    NO_ATOM, NO_TEXT,
+    text_at, Change, Endpoint, Labels, Namespace, Pod, Port, Proto, Service, ServiceImport,
+    ServiceKind, Slice, NO_ATOM, NO_TEXT,
 };
 use crate::snapshot::{SliceList, Snapshot};
 
-/// The four watched resources.
+/// The watched resources.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Res {
     /// v1 Service
@@ -24,10 +24,22 @@ pub enum Res {
     Pod,
     /// v1 Namespace
     Namespace,
+    /// multicluster.x-k8s.io/v1alpha1 ServiceImport (`multicluster` only)
+    ServiceImport,
+    /// discovery.k8s.io/v1 EndpointSlices labelled `multicluster.kubernetes.io/service-name`
+    /// (`multicluster` only): a second watch with its own label selector, as CoreDNS runs.
+    McSlice,
 }
 
 impl Res {
-    pub(crate) const ALL: [Res; 4] = [Res::Service, Res::EndpointSlice, Res::Pod, Res::Namespace];
+    pub(crate) const ALL: [Res; 6] = [
+        Res::Service,
+        Res::EndpointSlice,
+        Res::Pod,
+        Res::Namespace,
+        Res::ServiceImport,
+        Res::McSlice,
+    ];
 
     /// Resource name, as used in logs and metric labels.
     pub fn as_str(self) -> &'static str {
@@ -36,6 +48,8 @@ impl Res {
             Res::EndpointSlice => "endpointslices",
             Res::Pod => "pods",
             Res::Namespace => "namespaces",
+            Res::ServiceImport => "serviceimports",
+            Res::McSlice => "multicluster endpointslices",
         }
     }
 
@@ -45,6 +59,8 @@ impl Res {
             Res::EndpointSlice => 2,
             Res::Pod => 4,
             Res::Namespace => 8,
+            Res::ServiceImport => 16,
+            Res::McSlice => 32,
         }
     }
 }
@@ -54,6 +70,10 @@ type Key = (Arc<str>, Arc<str>);
 
 /// Label of an EndpointSlice naming its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+/// Label of an MCS EndpointSlice naming its ServiceImport.
+pub const MC_SERVICE_NAME_LABEL: &str = "multicluster.kubernetes.io/service-name";
+/// Label of an MCS EndpointSlice naming the cluster its endpoints live in.
+pub const MC_SOURCE_CLUSTER_LABEL: &str = "multicluster.kubernetes.io/source-cluster";
 /// Annotation used for the DNS programming latency metric.
 pub const TRIGGER_TIME_ANNOTATION: &str = "endpoints.kubernetes.io/last-change-trigger-time";
 
@@ -139,6 +159,8 @@ pub(crate) struct Writer {
     relist: StdMap<Res, HashSet<Key>>,
     /// (namespace, slice name) -> service name.
     slice_loc: StdMap<(Arc<str>, Arc<str>), Arc<str>>,
+    /// The same for MCS slices: (namespace, slice name) -> ServiceImport name.
+    mc_slice_loc: StdMap<(Arc<str>, Arc<str>), Arc<str>>,
     pub change: Change,
     pub dirty: bool,
     zonal: bool,
@@ -153,6 +175,7 @@ impl Writer {
             strs: Interner::default(),
             relist: StdMap::new(),
             slice_loc: StdMap::new(),
+            mc_slice_loc: StdMap::new(),
             change: Change::default(),
             dirty: false,
             zonal,
@@ -173,6 +196,13 @@ impl Writer {
     fn touch(&mut self) {
         self.dirty = true;
         self.snap.serial = now_unix();
+    }
+
+    /// A multicluster change: moves the multicluster zones' serial only (CoreDNS keeps a
+    /// separate modification time for them).
+    fn touch_mc(&mut self) {
+        self.dirty = true;
+        self.snap.mc_serial = now_unix();
     }
 
     fn note_service(&mut self, ns: &Arc<str>, name: &Arc<str>) {
@@ -259,6 +289,21 @@ impl Writer {
                     .filter(|n| !seen.contains(&(Arc::from(""), (*n).clone())))
                     .map(|n| (Arc::from(""), n.clone())),
             ),
+            Res::ServiceImport => {
+                for (ns, m) in self.snap.imports.iter() {
+                    stale.extend(
+                        m.keys()
+                            .filter(|n| !seen.contains(&(ns.clone(), (*n).clone())))
+                            .map(|n| (ns.clone(), n.clone())),
+                    );
+                }
+            }
+            Res::McSlice => stale.extend(
+                self.mc_slice_loc
+                    .keys()
+                    .filter(|k| !seen.contains(*k))
+                    .cloned(),
+            ),
         }
         drop(seen);
         for (ns, name) in stale {
@@ -274,6 +319,8 @@ impl Writer {
             Res::Service => self.remove_service(ns, name),
             Res::EndpointSlice => self.remove_slice(ns, name),
             Res::Pod => self.remove_pod(ns, name),
+            Res::ServiceImport => self.remove_import(ns, name),
+            Res::McSlice => self.remove_mc_slice(ns, name),
             Res::Namespace => {
                 if let Some(old) = self.snap.namespaces.remove(name) {
                     self.snap.counts.namespaces -= 1;
@@ -658,6 +705,159 @@ impl Writer {
         self.touch();
     }
 
+    // ---------------- multicluster (MCS API) ----------------
+
+    pub(crate) fn upsert_import(&mut self, s: &ImportIn<'_>) {
+        let Some((ns, name)) = self.key_of(&s.metadata) else {
+            return;
+        };
+        self.mark_seen(Res::ServiceImport, &ns, &name);
+        let spec = s.spec.as_ref();
+        let headless = spec.and_then(|s| s.type_.as_deref()) == Some("Headless");
+        let ips = parse_ips(
+            spec.and_then(|s| s.ips.as_ref())
+                .into_iter()
+                .flatten()
+                .map(|s| &**s),
+        );
+        let mut ports: Vec<Port> = spec
+            .and_then(|s| s.ports.as_ref())
+            .map(|ps| {
+                ps.iter()
+                    .map(|p| Port {
+                        name: self.strs.str(p.name.as_deref().unwrap_or("")),
+                        port: p.port.unwrap_or(0),
+                        protocol: Proto::parse(p.protocol.as_deref()),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        ports.shrink_to_fit();
+        let new = ServiceImport {
+            namespace: ns.clone(),
+            name: name.clone(),
+            headless,
+            ips,
+            ports,
+        };
+        let old = self.snap.imports.get(&ns).and_then(|m| m.get(&name));
+        if old.is_some_and(|o| **o == new) {
+            return;
+        }
+        if old.is_none() {
+            self.snap.counts.service_imports += 1;
+        }
+        let new = Arc::new(new);
+        match self.snap.imports.get_mut(&ns) {
+            Some(m) => {
+                m.insert(name.clone(), new);
+            }
+            None => {
+                self.snap
+                    .imports
+                    .insert(ns.clone(), imbl::OrdMap::unit(name.clone(), new));
+            }
+        }
+        self.note_service(&ns, &name);
+        self.touch_mc();
+    }
+
+    fn remove_import(&mut self, ns: &str, name: &str) {
+        let Some(m) = self.snap.imports.get_mut(ns) else {
+            return;
+        };
+        let Some(old) = m.remove(name) else {
+            return;
+        };
+        if m.is_empty() {
+            self.snap.imports.remove(ns);
+        }
+        self.snap.counts.service_imports -= 1;
+        self.note_service(&old.namespace, &old.name);
+        self.touch_mc();
+    }
+
+    /// An EndpointSlice of the MCS API (label `multicluster.kubernetes.io/service-name`); a
+    /// slice without that label is not one (and is dropped if it was).
+    pub(crate) fn upsert_mc_slice(&mut self, s: &SliceIn<'_>) {
+        let Some((ns, name)) = self.key_of_unique(Res::McSlice, &s.metadata) else {
+            return;
+        };
+        let Some(svc) = s.metadata.label(MC_SERVICE_NAME_LABEL) else {
+            self.remove_mc_slice(&ns, &name);
+            return;
+        };
+        self.mark_seen(Res::McSlice, &ns, &name);
+        let cluster = s.metadata.label(MC_SOURCE_CLUSTER_LABEL).unwrap_or("");
+        let svc = self.strs.str(svc);
+        let mut new = self.convert_slice(ns.clone(), name.clone(), svc.clone(), s);
+        let mut atoms = new.atoms.to_vec();
+        atoms.push(self.strs.str(cluster));
+        new.atoms = atoms.into_boxed_slice();
+        let key = (ns.clone(), name.clone());
+        if self.mc_slice_loc.get(&key) == Some(&svc) {
+            let same = self
+                .snap
+                .mc_slices
+                .get(&ns)
+                .and_then(|m| m.get(&svc))
+                .and_then(|m| m.get(&name))
+                .is_some_and(|old| **old == new);
+            if same {
+                return;
+            }
+        }
+        self.remove_mc_slice(&ns, &name);
+        let new = Arc::new(new);
+        self.snap.counts.mc_endpoints += new.endpoints.len();
+        let by_svc = match self.snap.mc_slices.get_mut(&ns) {
+            Some(m) => m,
+            None => {
+                self.snap.mc_slices.insert(ns.clone(), imbl::OrdMap::new());
+                match self.snap.mc_slices.get_mut(&ns) {
+                    Some(m) => m,
+                    None => return,
+                }
+            }
+        };
+        match by_svc.get_mut(&svc) {
+            Some(m) => m.insert(new),
+            None => {
+                let mut m = SliceList::default();
+                m.insert(new);
+                by_svc.insert(svc.clone(), m);
+            }
+        }
+        self.mc_slice_loc.insert(key, svc.clone());
+        self.note_service(&ns, &svc);
+        self.touch_mc();
+    }
+
+    fn remove_mc_slice(&mut self, ns: &str, name: &str) {
+        let key: (Arc<str>, Arc<str>) = (Arc::from(ns), Arc::from(name));
+        let Some(svc) = self.mc_slice_loc.remove(&key) else {
+            return;
+        };
+        let Some(by_svc) = self.snap.mc_slices.get_mut(ns) else {
+            return;
+        };
+        let Some(m) = by_svc.get_mut(&svc) else {
+            return;
+        };
+        let Some(old) = m.remove(name) else {
+            return;
+        };
+        if m.is_empty() {
+            by_svc.remove(&svc);
+            if by_svc.is_empty() {
+                self.snap.mc_slices.remove(ns);
+            }
+        }
+        self.snap.counts.mc_endpoints -= old.endpoints.len();
+        self.note_service(&old.namespace, &old.service);
+        self.touch_mc();
+    }
+
     // ---------------- pods ----------------
 
     pub(crate) fn upsert_pod(&mut self, p: &PodIn<'_>) {
@@ -752,6 +952,10 @@ impl Writer {
                 .get(&ns)
                 .and_then(|m| m.get_key_value(name))
                 .map(|(k, _)| k.clone()),
+            Res::McSlice => self
+                .mc_slice_loc
+                .get_key_value(&(ns.clone(), Arc::from(name)))
+                .map(|(k, _)| k.1.clone()),
             _ => self
                 .slice_loc
                 .get_key_value(&(ns.clone(), Arc::from(name)))
@@ -776,8 +980,14 @@ impl Writer {
                 &s.metadata
             }
             Obj::Slice(s) => {
+                // A slice carrying both service-name labels is in both watches in CoreDNS.
                 self.upsert_slice(s);
+                self.upsert_mc_slice(s);
                 &s.metadata
+            }
+            Obj::Import(i) => {
+                self.upsert_import(i);
+                &i.metadata
             }
             Obj::Pod(p) => {
                 self.upsert_pod(p);

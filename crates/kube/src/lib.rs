@@ -1,5 +1,6 @@
 //! sextant-kube: the Kubernetes data side of Sextant. Lists and watches Services,
-//! EndpointSlices, Namespaces and (with `pods verified`) Pods, and folds them into a compact
+//! EndpointSlices, Namespaces, (with `pods verified`) Pods and (with `multicluster`) the MCS
+//! API's ServiceImports and their EndpointSlices, and folds them into a compact
 //! index of DNS-visible data that the query path reads as one atomic snapshot.
 //!
 //! Contract for the `kubernetes` plugin:
@@ -23,12 +24,15 @@ mod snapshot;
 mod watch;
 
 pub use client::{build_client, ClientConfig, RateLimits, USER_AGENT};
-pub use fold::{Res, SERVICE_NAME_LABEL, TRIGGER_TIME_ANNOTATION};
+pub use fold::{
+    Res, MC_SERVICE_NAME_LABEL, MC_SOURCE_CLUSTER_LABEL, SERVICE_NAME_LABEL,
+    TRIGGER_TIME_ANNOTATION,
+};
 pub use index::Index;
 pub use manifests::{load_manifests, release_memory};
 pub use model::{
     Change, Counts, EndpointHit, EndpointRef, Labels, Namespace, Pod, Port, Proto, Service,
-    ServiceKind, Source,
+    ServiceImport, ServiceKind, Source,
 };
 pub use snapshot::Snapshot;
 pub use watch::{start, start_with_client, PodsMode, WatchOptions, POD_FIELD_SELECTOR};

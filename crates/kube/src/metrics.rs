@@ -132,4 +132,8 @@ pub(crate) fn set_counts(c: Counts) {
     g.with_label_values(&["pods"]).set(c.pods as i64);
     g.with_label_values(&["namespaces"])
         .set(c.namespaces as i64);
+    g.with_label_values(&["serviceimports"])
+        .set(c.service_imports as i64);
+    g.with_label_values(&["multicluster_endpoints"])
+        .set(c.mc_endpoints as i64);
 }

@@ -1,5 +1,5 @@
-//! The compact, DNS-visible data model published by the index: services, ports, endpoints,
-//! pods, namespaces and change notices. Plain data: no I/O, no Kubernetes API types.
+//! The compact, DNS-visible data model published by the index: services, ServiceImports of
+//! the MCS API, ports, endpoints, pods, namespaces and change notices. Plain data: no I/O, no Kubernetes API types.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -109,6 +109,23 @@ impl Service {
     }
 }
 
+/// A ServiceImport of the Multi-Cluster Services API (`multicluster.x-k8s.io/v1alpha1`),
+/// stripped to what DNS needs (CoreDNS `object.ServiceImport`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceImport {
+    /// Namespace (interned).
+    pub namespace: Arc<str>,
+    /// Name (interned).
+    pub name: Arc<str>,
+    /// `spec.type: Headless` (answers come from the imported EndpointSlices); otherwise
+    /// `ClusterSetIP`.
+    pub headless: bool,
+    /// `spec.ips`, the ClusterSetIPs, in order.
+    pub ips: Vec<IpAddr>,
+    /// `spec.ports`, as listed (no sentinel entry: an import without ports has none).
+    pub ports: Vec<Port>,
+}
+
 /// Length marking "no such name" in [`Endpoint`].
 pub(crate) const NO_TEXT: u8 = u8::MAX;
 
@@ -153,13 +170,20 @@ pub(crate) struct Slice {
     pub endpoints: Box<[Endpoint]>,
     /// Hostnames and pod names of the endpoints, concatenated.
     pub text: Box<str>,
-    /// Distinct node and zone names of the endpoints (interned, shared between slices).
+    /// Distinct node and zone names of the endpoints (interned, shared between slices). An
+    /// MCS slice (held apart from the others) has one more, last: the value of its
+    /// `multicluster.kubernetes.io/source-cluster` label, so no slice grows by a field.
     pub atoms: Box<[Arc<str>]>,
 }
 
 impl Slice {
     pub(crate) fn atom(&self, i: u16) -> Option<&str> {
         self.atoms.get(usize::from(i)).map(|a| &**a)
+    }
+
+    /// The source cluster of an MCS slice (its last atom); meaningless for other slices.
+    pub(crate) fn mc_cluster(&self) -> &str {
+        self.atoms.last().map_or("", |a| &**a)
     }
 
     pub(crate) fn hostname(&self, e: &Endpoint) -> Option<&str> {
@@ -191,6 +215,9 @@ pub struct EndpointRef<'a> {
     pub zone: Option<&'a str>,
     /// Ports of the EndpointSlice this address came from (sentinel `-1` entry if none).
     pub ports: &'a [Port],
+    /// The `multicluster.kubernetes.io/source-cluster` label of an MCS slice ("" when the
+    /// label is missing); `None` for the slices of local services.
+    pub cluster: Option<&'a str>,
 }
 
 impl Endpoint {
@@ -202,6 +229,7 @@ impl Endpoint {
             node_name: slice.atom(self.node_name),
             zone: slice.atom(self.zone),
             ports: &slice.ports,
+            cluster: None,
         }
     }
 }
@@ -251,6 +279,10 @@ pub struct Counts {
     pub pods: usize,
     /// Namespaces.
     pub namespaces: usize,
+    /// ServiceImports (only with the `multicluster` option or in manifests).
+    pub service_imports: usize,
+    /// Ready endpoint addresses of MCS EndpointSlices.
+    pub mc_endpoints: usize,
 }
 
 /// What changed in one published update: enough for a DNS cache to drop affected names.

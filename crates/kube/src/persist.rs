@@ -61,10 +61,37 @@ pub(crate) fn for_each_object(s: &Snapshot, out: &mut dyn FnMut(Value)) {
         }
         out.push(obj);
     }
-    for (_, by_svc) in s.slices.iter() {
-        for (_, slices) in by_svc.iter() {
-            for sl in slices.values() {
-                let eps: Vec<Value> = sl
+    for imp in s.service_imports() {
+        let mut spec = json!({"type": if imp.headless { "Headless" } else { "ClusterSetIP" },
+            "ports": ports(&imp.ports)});
+        if !imp.ips.is_empty() {
+            spec["ips"] = json!(imp.ips.iter().map(|i| i.to_string()).collect::<Vec<_>>());
+        }
+        out.push(
+            json!({"apiVersion": crate::decode::MCS_API_VERSION, "kind": "ServiceImport",
+            "metadata": {"namespace": &*imp.namespace, "name": &*imp.name}, "spec": spec}),
+        );
+    }
+    // A slice carrying both service-name labels is in both maps: written once, with both
+    // labels (it is the same object).
+    let mut both: std::collections::HashMap<(&str, &str), Option<&str>> = s
+        .mc_slices
+        .values()
+        .flat_map(|m| m.values())
+        .flat_map(|l| l.values())
+        .map(|sl| ((&*sl.namespace, &*sl.name), None))
+        .collect();
+    for (mc, map) in [(false, &s.slices), (true, &s.mc_slices)] {
+        for (_, by_svc) in map.iter() {
+            for (_, slices) in by_svc.iter() {
+                for sl in slices.values() {
+                    if !mc {
+                        if let Some(local) = both.get_mut(&(&*sl.namespace, &*sl.name)) {
+                            *local = Some(&*sl.service);
+                            continue;
+                        }
+                    }
+                    let eps: Vec<Value> = sl
                     .endpoints
                     .iter()
                     .map(|e| {
@@ -86,12 +113,23 @@ pub(crate) fn for_each_object(s: &Snapshot, out: &mut dyn FnMut(Value)) {
                         v
                     })
                     .collect();
-                out.push(
-                    json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                    let labels = if mc {
+                        let mut l = json!({crate::MC_SERVICE_NAME_LABEL: &*sl.service,
+                        crate::MC_SOURCE_CLUSTER_LABEL: sl.mc_cluster()});
+                        if let Some(Some(local)) = both.get(&(&*sl.namespace, &*sl.name)) {
+                            l[crate::SERVICE_NAME_LABEL] = json!(local);
+                        }
+                        l
+                    } else {
+                        json!({crate::SERVICE_NAME_LABEL: &*sl.service})
+                    };
+                    out.push(
+                        json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
                     "metadata": {"namespace": &*sl.namespace, "name": &*sl.name,
-                        "labels": {crate::SERVICE_NAME_LABEL: &*sl.service}},
+                        "labels": labels},
                     "addressType": "IPv4", "endpoints": eps, "ports": ports(&sl.ports)}),
-                );
+                    );
+                }
             }
         }
     }

@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use imbl::OrdMap;
 
-use crate::model::{Counts, EndpointHit, EndpointRef, Namespace, Pod, Service, Slice};
+use crate::model::{
+    Counts, EndpointHit, EndpointRef, Namespace, Pod, Service, ServiceImport, Slice,
+};
 
 /// The bucket of an address: the address with its last byte zeroed, and that byte.
 fn bucket(ip: IpAddr) -> (IpAddr, u8) {
@@ -171,6 +173,15 @@ pub struct Snapshot {
     /// namespace -> name -> pod.
     pub(crate) pods: OrdMap<Arc<str>, OrdMap<Arc<str>, Arc<Pod>>>,
     pub(crate) pods_by_ip: IpIndex<Pod>,
+    /// Unix time of the last change to ServiceImports or MCS slices (0: none since the
+    /// start), the SOA serial of `multicluster` zones.
+    pub(crate) mc_serial: u32,
+    /// namespace -> name -> ServiceImport (MCS API).
+    pub(crate) imports: OrdMap<Arc<str>, OrdMap<Arc<str>, Arc<ServiceImport>>>,
+    /// namespace -> ServiceImport name -> MCS slices (label
+    /// `multicluster.kubernetes.io/service-name`). Not in `endpoints_by_ip`: CoreDNS answers
+    /// no PTR from them.
+    pub(crate) mc_slices: OrdMap<Arc<str>, OrdMap<Arc<str>, SliceList>>,
     pub(crate) counts: Counts,
 }
 
@@ -310,6 +321,43 @@ impl Snapshot {
     pub fn counts(&self) -> Counts {
         self.counts
     }
+
+    /// Unix time of the last change to ServiceImports or their EndpointSlices, 0 if none
+    /// since the start (CoreDNS's `Modified(ModifiedMultiCluster)`).
+    pub fn mc_serial(&self) -> u32 {
+        self.mc_serial
+    }
+
+    /// A ServiceImport by namespace and name.
+    pub fn service_import(&self, ns: &str, name: &str) -> Option<&ServiceImport> {
+        self.imports.get(ns)?.get(name).map(|s| &**s)
+    }
+
+    /// Every ServiceImport, sorted by (namespace, name).
+    pub fn service_imports(&self) -> impl Iterator<Item = &ServiceImport> {
+        self.imports.values().flat_map(|m| m.values().map(|s| &**s))
+    }
+
+    /// Ready endpoints of a ServiceImport over all its MCS EndpointSlices (every cluster),
+    /// each with the ports and the source cluster of its slice. Order: by slice name, then as
+    /// listed. Not de-duplicated: each slice is one cluster's view, as in CoreDNS.
+    pub fn mc_endpoints<'a>(
+        &'a self,
+        ns: &str,
+        service: &str,
+    ) -> impl Iterator<Item = EndpointRef<'a>> + 'a {
+        self.mc_slices
+            .get(ns)
+            .and_then(|m| m.get(service))
+            .into_iter()
+            .flat_map(|m| m.values())
+            .flat_map(|sl| {
+                sl.endpoints.iter().map(move |e| EndpointRef {
+                    cluster: Some(sl.mc_cluster()),
+                    ..e.as_ref(sl)
+                })
+            })
+    }
 }
 
 #[cfg(test)]
@@ -365,5 +413,9 @@ mod tests {
     #[test]
     fn stored_endpoint_is_small() {
         assert!(std::mem::size_of::<crate::model::Endpoint>() <= 28);
+        // Seven fat pointers; MCS slices add no field.
+        assert!(std::mem::size_of::<crate::model::Slice>() <= 112);
+        // A ServiceImport: two names, a flag, its ClusterSetIPs and ports (88 bytes + heap).
+        assert!(std::mem::size_of::<crate::model::ServiceImport>() <= 88);
     }
 }

@@ -16,6 +16,8 @@ use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 
 use crate::client::{build_client, ClientConfig, RateLimits};
+use crate::decode::K8sServiceImport;
+use crate::fold::MC_SERVICE_NAME_LABEL;
 use crate::fold::{Res, Writer};
 use crate::index::Index;
 use crate::model::Source;
@@ -50,6 +52,9 @@ pub struct WatchOptions {
     pub endpoints: bool,
     /// Store endpoint zones (`zonal`).
     pub zonal: bool,
+    /// Watch the MCS API (`multicluster ZONES`): ServiceImports and the EndpointSlices
+    /// labelled `multicluster.kubernetes.io/service-name`. Off: no extra watch.
+    pub multicluster: bool,
     /// Period of the consistency re-list (0 = never). Default 5 minutes.
     pub resync: Duration,
     /// Page size of LIST requests (0 = kube's default, 500). Default 100: a page is held
@@ -73,6 +78,7 @@ impl Default for WatchOptions {
             pods: PodsMode::Disabled,
             endpoints: true,
             zonal: false,
+            multicluster: false,
             resync: Duration::from_secs(300),
             page_size: 100,
             backoff_min: Duration::from_secs(1),
@@ -101,6 +107,10 @@ pub fn start_with_client(client: Client, opts: WatchOptions) -> Index {
     if opts.pods == PodsMode::Verified {
         needed.push(Res::Pod);
     }
+    if opts.multicluster {
+        needed.push(Res::ServiceImport);
+        needed.push(Res::McSlice);
+    }
     let index = Index::with_needed(needed.clone(), opts.zonal, Source::Api);
     if let Some(p) = opts.snapshot.as_deref().filter(|p| p.exists()) {
         // Before any watcher runs, so a list never races with (and loses to) older data.
@@ -128,59 +138,83 @@ pub fn start_with_client(client: Client, opts: WatchOptions) -> Index {
         match r {
             Res::Namespace => {
                 let api: Api<K8sNamespace> = Api::all(client.clone());
-                tokio::spawn(run(idx, api, base(&opts.namespace_labels), o));
+                tokio::spawn(run(
+                    idx,
+                    api,
+                    base(&opts.namespace_labels),
+                    o,
+                    r,
+                    fold_namespace,
+                ));
             }
             Res::Service => {
                 let api: Api<K8sService> = Api::all(client.clone());
-                tokio::spawn(run(idx, api, base(&opts.labels), o));
+                tokio::spawn(run(idx, api, base(&opts.labels), o, r, fold_service));
             }
             Res::EndpointSlice => {
                 let api: Api<EndpointSlice> = Api::all(client.clone());
-                tokio::spawn(run(idx, api, base(&opts.labels), o));
+                tokio::spawn(run(idx, api, base(&opts.labels), o, r, fold_slice));
             }
             Res::Pod => {
                 let api: Api<K8sPod> = Api::all(client.clone());
                 let cfg = base(&opts.labels).fields(POD_FIELD_SELECTOR);
-                tokio::spawn(run(idx, api, cfg, o));
+                tokio::spawn(run(idx, api, cfg, o, r, fold_pod));
+            }
+            Res::ServiceImport => {
+                // CoreDNS lists ServiceImports with the *namespace* label selector.
+                let api: Api<K8sServiceImport> = Api::all(client.clone());
+                let cfg = base(&opts.namespace_labels);
+                tokio::spawn(run(idx, api, cfg, o, r, fold_import));
+            }
+            Res::McSlice => {
+                // The `labels` selector plus "has the MCS service-name label".
+                let sel = match opts.labels.as_deref().filter(|l| !l.trim().is_empty()) {
+                    Some(l) => format!("{l},{MC_SERVICE_NAME_LABEL}"),
+                    None => MC_SERVICE_NAME_LABEL.to_string(),
+                };
+                let api: Api<EndpointSlice> = Api::all(client.clone());
+                let cfg = base(&Some(sel));
+                tokio::spawn(run(idx, api, cfg, o, r, fold_mc_slice));
             }
         }
     }
     index
 }
 
-/// A watched Kubernetes type and how it folds into the index.
+/// A watched Kubernetes type.
 pub(crate) trait Watched:
     Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static
 {
-    const RES: Res;
-    fn fold(&self, w: &mut Writer);
 }
 
-impl Watched for K8sService {
-    const RES: Res = Res::Service;
-    fn fold(&self, w: &mut Writer) {
-        w.upsert_service(&crate::decode::ServiceIn::from(self));
+impl<K> Watched for K where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static
+{
+}
+
+/// How one watch folds its objects into the index (one type may feed two watches:
+/// EndpointSlices of local services and of ServiceImports).
+type Fold<K> = fn(&K, &mut Writer);
+
+fn fold_service(o: &K8sService, w: &mut Writer) {
+    w.upsert_service(&crate::decode::ServiceIn::from(o));
+}
+fn fold_slice(o: &EndpointSlice, w: &mut Writer) {
+    w.upsert_slice(&crate::decode::SliceIn::from(o));
+}
+fn fold_mc_slice(o: &EndpointSlice, w: &mut Writer) {
+    w.upsert_mc_slice(&crate::decode::SliceIn::from(o));
+}
+fn fold_pod(o: &K8sPod, w: &mut Writer) {
+    w.upsert_pod(&crate::decode::PodIn::from(o));
+}
+fn fold_namespace(o: &K8sNamespace, w: &mut Writer) {
+    if let Some(n) = o.metadata.name.as_deref() {
+        w.upsert_namespace(n);
     }
 }
-impl Watched for EndpointSlice {
-    const RES: Res = Res::EndpointSlice;
-    fn fold(&self, w: &mut Writer) {
-        w.upsert_slice(&crate::decode::SliceIn::from(self));
-    }
-}
-impl Watched for K8sPod {
-    const RES: Res = Res::Pod;
-    fn fold(&self, w: &mut Writer) {
-        w.upsert_pod(&crate::decode::PodIn::from(self));
-    }
-}
-impl Watched for K8sNamespace {
-    const RES: Res = Res::Namespace;
-    fn fold(&self, w: &mut Writer) {
-        if let Some(n) = self.metadata.name.as_deref() {
-            w.upsert_namespace(n);
-        }
-    }
+fn fold_import(o: &K8sServiceImport, w: &mut Writer) {
+    w.upsert_import(&crate::decode::ImportIn::from(o));
 }
 
 /// Retry delay cap while the API server cannot be reached at all (connect refused, reset).
@@ -256,7 +290,14 @@ fn log_error(res: Res, e: &watcher::Error, retry: Duration) {
     }
 }
 
-async fn run<K: Watched>(index: Index, api: Api<K>, cfg: watcher::Config, opts: WatchOptions) {
+async fn run<K: Watched>(
+    index: Index,
+    api: Api<K>,
+    cfg: watcher::Config,
+    opts: WatchOptions,
+    res: Res,
+    fold: Fold<K>,
+) {
     let mut stop = index.shared.stop_tx.subscribe();
     let mut backoff = Backoff::new(opts.backoff_min, opts.backoff_max);
     let far = Duration::from_secs(86400 * 365);
@@ -279,7 +320,7 @@ async fn run<K: Watched>(index: Index, api: Api<K>, cfg: watcher::Config, opts: 
             tokio::select! {
                 _ = stop.changed() => return,
                 _ = &mut resync_at, if !in_init => {
-                    tracing::debug!("plugin/kubernetes: {}: periodic re-list", K::RES.as_str());
+                    tracing::debug!("plugin/kubernetes: {}: periodic re-list", res.as_str());
                     break;
                 }
                 ev = stream.next() => match ev {
@@ -289,7 +330,7 @@ async fn run<K: Watched>(index: Index, api: Api<K>, cfg: watcher::Config, opts: 
                         // off from the minimum (a watch that resumes after errors does not
                         // re-list, so waiting for InitDone would carry a long delay over).
                         backoff.reset();
-                        fold_event(&index, ev, &mut in_init)
+                        fold_event(&index, ev, &mut in_init, res, fold)
                     }
                     Some(Err(e)) => {
                         // An unreachable API server costs nothing to retry: once a second, so
@@ -301,7 +342,7 @@ async fn run<K: Watched>(index: Index, api: Api<K>, cfg: watcher::Config, opts: 
                         } else {
                             d
                         };
-                        log_error(K::RES, &e, d);
+                        log_error(res, &e, d);
                         tokio::select! {
                             _ = stop.changed() => return,
                             _ = tokio::time::sleep(d) => {}
@@ -313,25 +354,31 @@ async fn run<K: Watched>(index: Index, api: Api<K>, cfg: watcher::Config, opts: 
     }
 }
 
-fn fold_event<K: Watched>(index: &Index, ev: Event<K>, in_init: &mut bool) {
+fn fold_event<K: Watched>(
+    index: &Index,
+    ev: Event<K>,
+    in_init: &mut bool,
+    res: Res,
+    fold: Fold<K>,
+) {
     match ev {
         Event::Init => {
             *in_init = true;
-            index.write_quiet(|w| w.begin_relist(K::RES));
+            index.write_quiet(|w| w.begin_relist(res));
         }
-        Event::InitApply(o) => index.write_quiet(|w| o.fold(w)),
+        Event::InitApply(o) => index.write_quiet(|w| fold(&o, w)),
         Event::InitDone => {
             *in_init = false;
-            index.write(|w| w.end_relist(K::RES));
+            index.write(|w| w.end_relist(res));
             // The pages of the list are freed by now: hand their memory back.
             crate::release_memory();
-            tracing::debug!("plugin/kubernetes: {}: list complete", K::RES.as_str());
+            tracing::debug!("plugin/kubernetes: {}: list complete", res.as_str());
         }
-        Event::Apply(o) => index.write(|w| o.fold(w)),
+        Event::Apply(o) => index.write(|w| fold(&o, w)),
         Event::Delete(o) => {
             let ns = o.namespace().unwrap_or_default();
             let name = o.name_any();
-            index.write(|w| w.delete(K::RES, &ns, &name));
+            index.write(|w| w.delete(res, &ns, &name));
         }
     }
 }

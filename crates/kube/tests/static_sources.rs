@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use sextant_fakeapi::{endpoint, endpoint_slice, pod, service};
+use sextant_fakeapi::{endpoint, endpoint_slice, mc_endpoint_slice, pod, service, service_import};
 use sextant_kube::{load_manifests, Index, Source};
 
 fn ip(s: &str) -> IpAddr {
@@ -163,8 +163,45 @@ async fn snapshot_persist_and_load_roundtrip() {
             .port("dns", 53, "UDP")
             .build(),
         pod("ns", "p").ip("10.1.0.1").label("k", "v").build(),
+        service_import("ns", "a")
+            .ip("10.200.0.1")
+            .port("dns", 53, "UDP")
+            .build(),
+        service_import("ns", "h")
+            .headless()
+            .port("", 80, "TCP")
+            .build(),
+        mc_endpoint_slice("ns", "h-east", "h", "east")
+            .endpoint(endpoint("10.2.0.1").hostname("h-0"))
+            .endpoint(endpoint("10.2.0.2").ready(Some(false)))
+            .port("", 80, "TCP")
+            .build(),
+        // Both service-name labels: a local slice and an MCS one at once.
+        mc_endpoint_slice("ns", "a-west", "a", "west")
+            .label("kubernetes.io/service-name", "a")
+            .endpoint(endpoint("10.3.0.1"))
+            .port("dns", 53, "UDP")
+            .build(),
     ])
     .unwrap();
+    {
+        let s = idx.snapshot();
+        assert_eq!(
+            (s.counts().service_imports, s.counts().mc_endpoints),
+            (2, 2)
+        );
+        assert!(s.service_import("ns", "h").is_some_and(|i| i.headless));
+        let h: Vec<_> = s
+            .mc_endpoints("ns", "h")
+            .map(|e| (e.ip.to_string(), e.hostname, e.cluster))
+            .collect();
+        assert_eq!(h, [("10.2.0.1".to_string(), Some("h-0"), Some("east"))]);
+        // MCS endpoints are no PTR source; the doubly labelled slice is in both views.
+        assert_eq!(s.endpoints_by_ip(ip("10.2.0.1")).count(), 0);
+        assert_eq!(s.endpoints_by_ip(ip("10.3.0.1")).count(), 1);
+        assert_eq!(s.mc_endpoints("ns", "a").count(), 1);
+        assert!(s.mc_serial() > 0);
+    }
     let mut ok = false;
     for _ in 0..200 {
         if std::fs::metadata(&path).is_ok_and(|m| m.len() > 0) {
@@ -188,6 +225,13 @@ async fn snapshot_persist_and_load_roundtrip() {
         b.endpoints("ns", "a").collect::<Vec<_>>()
     );
     assert_eq!(a.pod("ns", "p"), b.pod("ns", "p"));
+    for (ns, name) in [("ns", "a"), ("ns", "h")] {
+        assert_eq!(a.service_import(ns, name), b.service_import(ns, name));
+        assert_eq!(
+            a.mc_endpoints(ns, name).collect::<Vec<_>>(),
+            b.mc_endpoints(ns, name).collect::<Vec<_>>()
+        );
+    }
     assert!(back
         .load_snapshot(&dir.path().join("missing.json"))
         .is_err());

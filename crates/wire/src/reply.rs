@@ -58,12 +58,21 @@ pub const ECHOED_OPTIONS: [u16; 5] = [3, 9, 10, 11, 12];
 impl Asked {
     #[inline]
     pub fn of(m: &Message) -> Asked {
+        let mut a = Asked::without_question(m);
+        a.question = m.questions.first().cloned();
+        a
+    }
+
+    /// [`Asked::of`] without copying the question (`question` is None): for a caller that
+    /// fills it in later, once the request is done with.
+    #[inline]
+    pub fn without_question(m: &Message) -> Asked {
         Asked {
             id: m.header.id,
             opcode: m.header.opcode,
             rd: m.header.rd,
             cd: m.header.cd,
-            question: m.questions.first().cloned(),
+            question: None,
             edns: m.edns.as_ref().map(|e| ClientEdns {
                 udp_size: e.udp_size,
                 dnssec_ok: e.dnssec_ok,

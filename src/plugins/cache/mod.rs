@@ -157,6 +157,14 @@ enum Writer {
     Verify { prefetch: bool },
 }
 
+/// What [`Inner::serve_zone`] found when it could not answer at once.
+struct Pending {
+    key: Key,
+    now: Instant,
+    /// The item and its TTL left (stale when not above 0), None on a miss.
+    found: Option<(Arc<Item>, i64)>,
+}
+
 /// What a refresh produced.
 struct Refreshed {
     out: Outcome,
@@ -634,26 +642,46 @@ impl Inner {
         }
     }
 
-    /// CoreDNS `ServeDNS` for a name in the cache's zones. A fresh hit that needs no prefetch
-    /// is served from the borrowed question (no allocation but the reply's bytes); everything
-    /// else takes an owned key.
-    async fn serve_zone(self: &Arc<Self>, req: &mut Request, next: Next<'_>) -> Outcome {
+    /// CoreDNS `ServeDNS` for a name in the cache's zones, its synchronous part: a fresh hit
+    /// that needs no prefetch is answered here from the borrowed question (no allocation but
+    /// the reply's bytes, and no future to build); anything else is left to [`Inner::serve_rest`]
+    /// with an owned key and what the lookup found.
+    fn serve_zone(&self, req: &Request) -> Result<Outcome, Pending> {
         let now = self.clock.now();
         let p = self.probe(req);
         let meter = self.metrics.meter(&req.server);
-        let Some((i, ttl)) = self.get_if_not_stale(now, p, &meter) else {
-            let k = p.to_key();
+        let found = self.get_if_not_stale(now, p, &meter);
+        if let Some((i, ttl)) = &found {
+            if *ttl > 0 && !self.should_prefetch(i, now) {
+                let out_ttl = if self.cfg.keepttl {
+                    i.orig_ttl
+                } else {
+                    *ttl as u32
+                };
+                return Ok(Outcome::wire(
+                    NAME,
+                    i.to_wire(p.rd, p.cd, p.do_bit, p.ad, out_ttl),
+                ));
+            }
+        }
+        Err(Pending {
+            key: p.to_key(),
+            now,
+            found,
+        })
+    }
+
+    /// The rest of `ServeDNS` after [`Inner::serve_zone`]: a miss, a stale item or a prefetch.
+    async fn serve_rest(
+        self: &Arc<Self>,
+        req: &mut Request,
+        next: Next<'_>,
+        l: Pending,
+    ) -> Outcome {
+        let Pending { key: k, now, found } = l;
+        let Some((i, ttl)) = found else {
             return self.refresh(req, next, &k, Writer::Normal).await.out;
         };
-        if ttl > 0 && !self.should_prefetch(&i, now) {
-            let out_ttl = if self.cfg.keepttl {
-                i.orig_ttl
-            } else {
-                ttl as u32
-            };
-            return Outcome::wire(NAME, i.to_wire(p.rd, p.cd, p.do_bit, p.ad, out_ttl));
-        }
-        let k = p.to_key();
         let server = req.server.clone();
         let stale = ttl <= 0;
         if stale {
@@ -767,13 +795,15 @@ impl Handler for Cache {
     }
 
     fn serve<'a>(&'a self, req: &'a mut Request, next: Next<'a>) -> BoxFuture<'a, Outcome> {
-        Box::pin(async move {
-            let qname = req.msg.question().map_or(&*ROOT, |q| &q.name);
-            if !self.inner.all_zones && !self.inner.zones.iter().any(|z| qname.is_subdomain_of(z)) {
-                return next.run(req).await;
-            }
-            self.inner.serve_zone(req, next).await
-        })
+        let qname = req.msg.question().map_or(&*ROOT, |q| &q.name);
+        if !self.inner.all_zones && !self.inner.zones.iter().any(|z| qname.is_subdomain_of(z)) {
+            return next.run(req);
+        }
+        // A fresh hit is a ready future: no state machine of the miss path to build and drop.
+        match self.inner.serve_zone(req) {
+            Ok(out) => Box::pin(std::future::ready(out)),
+            Err(l) => Box::pin(async move { self.inner.serve_rest(req, next, l).await }),
+        }
     }
 }
 

@@ -329,15 +329,18 @@ impl Proxy {
         sextant_wire::reply::set_id(&mut wire, id);
         let q = Sent { id, msg: query };
         let until = (start + self.read_timeout).min(deadline);
+        // The DoH and stream exchanges are boxed: their futures (HTTP/2, TLS) are several times
+        // the UDP one's, and inline they made every forwarded query's future that large, a
+        // copy of kilobytes each time it is boxed.
         let res = if let Some(doh) = &self.doh {
-            self.exchange_doh(doh, query, until).await
+            Box::pin(self.exchange_doh(doh, query, until)).await
         } else if self.tls.is_none() && net == Net::Udp {
             self.udp_misses
                 .get_or_init(|| CONN_MISSES.with_label_values(&[PROXY_NAME, &self.label, "udp"]))
                 .inc();
             self.exchange_udp(&wire, q, until).await
         } else {
-            self.exchange_stream(&wire, q, until, deadline).await
+            Box::pin(self.exchange_stream(&wire, q, until, deadline)).await
         };
         let mut m = res?;
         m.header.id = query.header.id;

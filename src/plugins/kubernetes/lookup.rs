@@ -1,6 +1,7 @@
 //! The answer logic of the `kubernetes` plugin over one index snapshot: query-name parsing
 //! (CoreDNS `parse.go`), service/endpoint/pod lookups (`kubernetes.go`), reverse lookups
-//! (`reverse.go`), `ns.dns` addresses (`ns.go`) and the record builders of `backend_lookup.go`
+//! (`reverse.go`), the MCS answers of `multicluster` zones (`findMultiClusterServices`),
+//! `ns.dns` addresses (`ns.go`) and the record builders of `backend_lookup.go`
 //! except CNAME chasing, which needs the server and lives in the handler. Pure: no I/O.
 
 use std::collections::HashSet;
@@ -43,6 +44,8 @@ pub(crate) struct RecordRequest {
     pub port: String,
     pub protocol: String,
     pub endpoint: String,
+    /// The cluster id of `<hostname>.<clusterid>.<svc>.<ns>.svc.<zone>` (multicluster zones).
+    pub cluster: String,
     pub service: String,
     pub namespace: String,
     pub pod_or_svc: String,
@@ -63,8 +66,14 @@ fn seg(l: &[u8]) -> String {
 }
 
 /// Splits `qname` (lower-cased) below `zone` into its parts, like CoreDNS `parseRequest`. Only
-/// the labels a field takes are turned into strings.
-pub(crate) fn parse_request(qname: &Name, zone: &Name, zonal: bool) -> KResult<RecordRequest> {
+/// the labels a field takes are turned into strings. In a `multicluster` zone two labels left
+/// of the service are `<endpoint>.<cluster>` unless either starts with `_` (then `_port._proto`).
+pub(crate) fn parse_request(
+    qname: &Name,
+    zone: &Name,
+    multicluster: bool,
+    zonal: bool,
+) -> KResult<RecordRequest> {
     let mut r = RecordRequest::default();
     let Some(segs) = qname.prefix_labels(zone) else {
         return Ok(r);
@@ -96,11 +105,16 @@ pub(crate) fn parse_request(qname: &Name, zone: &Name, zonal: bool) -> KResult<R
     match l {
         0 => r.endpoint = seg(segs[0]),
         1 => {
-            r.protocol = strip_underscore(&seg(segs[1])).to_string();
-            r.port = strip_underscore(&seg(segs[0])).to_string();
+            if !multicluster || segs[1].starts_with(b"_") || segs[0].starts_with(b"_") {
+                r.protocol = strip_underscore(&seg(segs[1])).to_string();
+                r.port = strip_underscore(&seg(segs[0])).to_string();
+            } else {
+                r.cluster = seg(segs[1]);
+                r.endpoint = seg(segs[0]);
+            }
         }
         _ => {
-            if !zonal || !is(segs[l], "_zone") || r.pod_or_svc != "svc" {
+            if !zonal || multicluster || !is(segs[l], "_zone") || r.pod_or_svc != "svc" {
                 return Err(NameError);
             }
             if is(segs[l - 1], "prefer") {
@@ -175,6 +189,12 @@ impl View<'_> {
         Name::from_labels(qname.labels().skip(skip)).ok()
     }
 
+    /// True when `zone` (a plugin zone) is in one of the `multicluster` zones (CoreDNS
+    /// `isMultiClusterZone`).
+    pub(crate) fn is_multicluster(&self, zone: &Name) -> bool {
+        !self.cfg.multicluster.is_empty() && zones::matches(&self.cfg.multicluster, zone).is_some()
+    }
+
     pub(crate) fn namespace_exposed(&self, ns: &str) -> bool {
         self.snap.namespace(ns).is_some()
             && (self.cfg.namespaces.is_empty() || self.cfg.namespaces.contains(ns))
@@ -205,7 +225,11 @@ impl View<'_> {
             RData::Soa(Soa {
                 mname,
                 rname: mk("hostmaster"),
-                serial: self.snap.serial(),
+                serial: if self.is_multicluster(zone) {
+                    self.snap.mc_serial()
+                } else {
+                    self.snap.serial()
+                },
                 refresh: 7200,
                 retry: 1800,
                 expire: 86400,
@@ -216,7 +240,8 @@ impl View<'_> {
 
     /// CoreDNS `Records`: services or pods for a forward name.
     pub(crate) fn records(&self, qname: &Name, zone: &Name) -> KResult<Vec<Item>> {
-        let r = parse_request(qname, zone, self.cfg.zonal)?;
+        let multicluster = self.is_multicluster(zone);
+        let r = parse_request(qname, zone, multicluster, self.cfg.zonal)?;
         if r.pod_or_svc.is_empty() {
             return Ok(Vec::new());
         }
@@ -229,7 +254,91 @@ impl View<'_> {
         if r.pod_or_svc == "pod" {
             return self.find_pods(&r, zone);
         }
+        if multicluster {
+            return self.find_mc_services(&r, zone);
+        }
         self.find_services(&r, zone)
+    }
+
+    /// CoreDNS `findMultiClusterServices`: a ServiceImport's ClusterSetIPs, or for a headless
+    /// import (or an endpoint name) the endpoints of its MCS slices, named
+    /// `<hostname>.<clusterid>.<svc>.<ns>.svc.<zone>`.
+    fn find_mc_services(&self, r: &RecordRequest, zone: &Name) -> KResult<Vec<Item>> {
+        if r.service.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ttl = self.cfg.ttl;
+        let Some(imp) = self.snap.service_import(&r.namespace, &r.service) else {
+            return Err(NameError);
+        };
+        if self.cfg.ignore_empty_service
+            && !imp.headless
+            && self
+                .snap
+                .mc_endpoints(&imp.namespace, &imp.name)
+                .next()
+                .is_none()
+        {
+            return Err(NameError);
+        }
+        let mut err = true;
+        let mut out = Vec::new();
+        if imp.headless || !r.endpoint.is_empty() {
+            for ep in self.snap.mc_endpoints(&imp.namespace, &imp.name) {
+                let host = self.hostname(&ep);
+                let cluster = ep.cluster.unwrap_or("");
+                if !r.endpoint.is_empty()
+                    && (!r.cluster.eq_ignore_ascii_case(cluster)
+                        || !r.endpoint.eq_ignore_ascii_case(&host))
+                {
+                    continue;
+                }
+                for p in ep.ports {
+                    if !match_port_proto(&r.port, p, &r.protocol) {
+                        continue;
+                    }
+                    // A slice without a source-cluster label has no cluster label to name
+                    // (CoreDNS builds a name with an empty label there, which its SRV replies
+                    // cannot encode); its addresses still answer the service name.
+                    let labels: &[&str] = if cluster.is_empty() {
+                        &[&host, &imp.name, &imp.namespace, "svc"]
+                    } else {
+                        &[&host, cluster, &imp.name, &imp.namespace, "svc"]
+                    };
+                    let Some(domain) = name_in(labels, zone) else {
+                        continue;
+                    };
+                    err = false;
+                    out.push(Item {
+                        host: Host::Ip(ep.ip),
+                        port: p.port,
+                        ttl,
+                        domain,
+                    });
+                }
+            }
+        } else {
+            let domain = name_in(&[&imp.name, &imp.namespace, "svc"], zone).ok_or(NameError)?;
+            for p in &imp.ports {
+                if !match_port_proto(&r.port, p, &r.protocol) {
+                    continue;
+                }
+                err = false;
+                for ip in &imp.ips {
+                    out.push(Item {
+                        host: Host::Ip(*ip),
+                        port: p.port,
+                        ttl,
+                        domain: domain.clone(),
+                    });
+                }
+            }
+        }
+        if err {
+            Err(NameError)
+        } else {
+            Ok(out)
+        }
     }
 
     fn find_pods(&self, r: &RecordRequest, zone: &Name) -> KResult<Vec<Item>> {
@@ -474,7 +583,7 @@ impl View<'_> {
             return Ok(Vec::new());
         }
         if found.is_ok() && self.cfg.zonal {
-            if let Ok(r) = parse_request(qname, zone, true) {
+            if let Ok(r) = parse_request(qname, zone, self.is_multicluster(zone), true) {
                 if !r.zone.is_empty() {
                     return Ok(Vec::new());
                 }

@@ -123,6 +123,7 @@ fn watch_options(cfg: &Config) -> WatchOptions {
         pods: cfg.pods,
         endpoints: !cfg.noendpoints,
         zonal: cfg.zonal,
+        multicluster: !cfg.multicluster.is_empty(),
         resync: cfg.relist_period,
         snapshot: cfg.snapshot.clone(),
         ..WatchOptions::default()
@@ -703,7 +704,10 @@ impl MetadataProvider for Kubernetes {
         else {
             return;
         };
-        let r = match lookup::parse_request(&qname, zone, self.cfg.zonal) {
+        // CoreDNS decides "multicluster" here from the request's zone, which its metadata
+        // collector leaves empty: names are always parsed as in a plain zone, and
+        // `kubernetes/cluster` is never set.
+        let r = match lookup::parse_request(&qname, zone, false, self.cfg.zonal) {
             Ok(r) => r,
             Err(NameError) => {
                 md.set("kubernetes/parse-error", "invalid query name".to_string());

@@ -45,6 +45,9 @@ pub(crate) struct Config {
     pub fall: Fall,
     pub ignore_empty_service: bool,
     pub zonal: bool,
+    /// `multicluster ZONES`: the zones answered from the MCS API (ServiceImports), each one of
+    /// `zones`. Empty: the option is off and nothing of the MCS API is watched.
+    pub multicluster: Vec<Name>,
     pub startup_timeout: Duration,
     /// `snapshot FILE`: persist the index there and load it at start.
     pub snapshot: Option<PathBuf>,
@@ -70,6 +73,7 @@ impl Config {
             fall: Fall::default(),
             ignore_empty_service: false,
             zonal: false,
+            multicluster: Vec::new(),
             startup_timeout: Duration::from_secs(5),
             snapshot: None,
             relist_period: Duration::from_secs(300),
@@ -194,7 +198,25 @@ pub(crate) fn parse(d: &Directive, block_zones: &[String]) -> Result<Config, Err
                 ));
             }
             "multicluster" => {
-                return Err(sub.err("multicluster is not supported yet by Sextant"));
+                // CoreDNS: `OriginsFromArgsOrServerBlock(args, [])`, so a bare `multicluster`
+                // names no zone; each zone must be one the plugin is authoritative for.
+                let mut mc = Vec::new();
+                for t in &sub.args {
+                    for z in zones::normalize(sub, t)? {
+                        if !c.zones.contains(&z) {
+                            let auth: Vec<String> = c.zones.iter().map(|z| z.to_string()).collect();
+                            return Err(sub.err_at(
+                                t,
+                                format!(
+                                    "is not authoritative for the multicluster zone {z} (authoritative zones: [{}])",
+                                    auth.join(" ")
+                                ),
+                            ));
+                        }
+                        mc.push(z);
+                    }
+                }
+                c.multicluster = mc;
             }
             "startup_timeout" => {
                 sub.arg_count(1, usize::MAX)?;

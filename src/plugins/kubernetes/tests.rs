@@ -777,6 +777,7 @@ fn name_helpers() {
         &Name::parse("_http._tcp.svc1.testns.svc.cluster.local.").unwrap(),
         &z,
         false,
+        false,
     )
     .unwrap();
     assert_eq!(
@@ -791,6 +792,7 @@ fn name_helpers() {
     let r = parse_request(
         &Name::parse("eu-west.1a.pin._zone.db.ns.svc.cluster.local.").unwrap(),
         &z,
+        false,
         true,
     )
     .unwrap();
@@ -798,9 +800,29 @@ fn name_helpers() {
     assert!(parse_request(
         &Name::parse("eu.pin._zone.db.ns.svc.cluster.local.").unwrap(),
         &z,
+        false,
         false
     )
     .is_err());
+    // Multicluster zones: two labels left of the service are <endpoint>.<cluster>, unless
+    // either starts with "_"; zonal names are not defined there.
+    let mc = |n: &str| parse_request(&Name::parse(n).unwrap(), &z, true, true);
+    let r = mc("DB-0.East.db.ns.svc.cluster.local.").unwrap();
+    assert_eq!(
+        (r.endpoint.as_str(), r.cluster.as_str(), r.port.as_str()),
+        ("db-0", "east", "")
+    );
+    let r = mc("_pg._tcp.db.ns.svc.cluster.local.").unwrap();
+    assert_eq!(
+        (r.port.as_str(), r.protocol.as_str(), r.cluster.as_str()),
+        ("pg", "tcp", "")
+    );
+    let r = mc("pg._tcp.db.ns.svc.cluster.local.").unwrap();
+    assert_eq!((r.port.as_str(), r.protocol.as_str()), ("pg", "tcp"));
+    let r = mc("_pg.tcp.db.ns.svc.cluster.local.").unwrap();
+    assert_eq!((r.port.as_str(), r.protocol.as_str()), ("pg", "tcp"));
+    assert!(mc("eu.pin._zone.db.ns.svc.cluster.local.").is_err());
+    assert!(mc("a.b.c.db.ns.svc.cluster.local.").is_err());
 }
 
 fn parse_err(body: &str) -> String {
@@ -839,6 +861,19 @@ fn setup_options() {
         c.source,
         DataSource::Api(sextant_kube::ClientConfig::InCluster)
     );
+    assert!(c.multicluster.is_empty());
+    // As in CoreDNS, a bare `multicluster` names no zone (not the block's).
+    assert!(cfg_from("multicluster").multicluster.is_empty());
+    let c = cfg_from("multicluster Cluster.Local. ip6.arpa");
+    assert_eq!(
+        c.multicluster,
+        vec![
+            Name::parse("cluster.local.").unwrap(),
+            Name::parse("ip6.arpa.").unwrap()
+        ]
+    );
+    assert!(super::watch_options(&c).multicluster);
+    assert!(!super::watch_options(&cfg_from("")).multicluster);
     assert_eq!((c.ttl, c.startup_timeout.as_secs()), (5, 5));
 }
 
@@ -907,8 +942,8 @@ fn setup_errors() {
         "Corefile:3:13: noendpoints: wrong argument count: expected 0, got 1"
     );
     assert_eq!(
-        parse_err("multicluster"),
-        "Corefile:3:1: multicluster: multicluster is not supported yet by Sextant"
+        parse_err("multicluster clusterset.local"),
+        "Corefile:3:14: multicluster: is not authoritative for the multicluster zone clusterset.local. (authoritative zones: [cluster.local.])"
     );
     assert!(parse_err("labels a in (b").contains("unable to parse label selector value"));
     assert_eq!(
