@@ -2,6 +2,7 @@
 //! plugin chain and turns the outcome into the bytes sent back (error replies; the EDNS echo
 //! and truncation rules are CoreDNS's, applied by `sextant_wire::Reply::finish`).
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -117,42 +118,41 @@ impl Site {
         found
     }
 
-    /// Handles one packet; returns the reply bytes, or None to send nothing.
-    pub(crate) async fn handle(
-        self: &Arc<Site>,
-        packet: &[u8],
+    /// Handles one packet; returns the reply bytes, or None to send nothing. (Not an `async fn`
+    /// itself: a wrapper layer would hold a second copy of the arguments in every query's
+    /// future.)
+    pub(crate) fn handle<'a>(
+        self: &'a Arc<Site>,
+        packet: &'a [u8],
         client: SocketAddr,
         local: SocketAddr,
         proto: Proto,
-    ) -> Option<Vec<u8>> {
+    ) -> impl Future<Output = Option<Vec<u8>>> + Send + 'a {
         self.handle_inner(packet, client, local, proto, None, false)
-            .await
     }
 
     /// Handles one UDP datagram arriving on a socket whose write stack is full or not
     /// (`backlogged`, see `Request::backlogged`).
-    pub(crate) async fn handle_udp(
-        self: &Arc<Site>,
-        packet: &[u8],
+    pub(crate) fn handle_udp<'a>(
+        self: &'a Arc<Site>,
+        packet: &'a [u8],
         client: SocketAddr,
         local: SocketAddr,
         backlogged: bool,
-    ) -> Option<Vec<u8>> {
+    ) -> impl Future<Output = Option<Vec<u8>>> + Send + 'a {
         self.handle_inner(packet, client, local, Proto::Udp, None, backlogged)
-            .await
     }
 
     /// Handles one packet received over TCP: the reply, then any further messages of the same
     /// exchange (a zone transfer) in `more`.
-    pub(crate) async fn handle_stream(
-        self: &Arc<Site>,
-        packet: &[u8],
+    pub(crate) fn handle_stream<'a>(
+        self: &'a Arc<Site>,
+        packet: &'a [u8],
         client: SocketAddr,
         local: SocketAddr,
-        more: &mut Vec<Vec<u8>>,
-    ) -> Option<Vec<u8>> {
+        more: &'a mut Vec<Vec<u8>>,
+    ) -> impl Future<Output = Option<Vec<u8>>> + Send + 'a {
         self.handle_inner(packet, client, local, Proto::Tcp, Some(more), false)
-            .await
     }
 
     async fn handle_inner(
@@ -262,10 +262,10 @@ impl Site {
             .last()
             .filter(|r| r.rtype == sextant_wire::tsig::TSIG)
             .map(|_| Arc::from(packet));
-        // Boxed: the request lives across the chain's awaits, and inline it made this future
-        // (boxed per UDP query) larger than the allocator's per-thread cache takes (1032 bytes),
-        // which cost a malloc consolidation per query.
-        let mut req = Box::new(Request {
+        // Inline: this future (boxed per UDP query) must stay within what the allocator's
+        // per-thread cache takes (1032 bytes), else every query costs a malloc consolidation;
+        // `handle` adds no layer of its own for that reason (see the `future_sizes` test).
+        let mut req = Request {
             msg,
             client,
             local,
@@ -280,7 +280,7 @@ impl Site {
             backlogged,
             meta: None,
             view: None,
-        });
+        };
         let Some((zone, block)) = self.route(&mut req) else {
             crate::metrics::record_dropped(&self.label, proto, packet.len(), Rcode::REFUSED);
             let mut r = Message::reply_to(&req.msg);
@@ -295,7 +295,7 @@ impl Site {
         req.zone = zone.clone();
         req.view = block.view.as_ref().map(|(name, _)| name.clone());
         let block = block.clone();
-        let mut out = run_chain(&block, &mut req).await;
+        let mut out = Next::new(&block.chain).run(&mut req).await;
         // The reply is truncated to the buffer size as the chain left it (`bufsize` lowers it),
         // like CoreDNS's ScrubWriter reading the request it passed down.
         if let (Some(c), Some(e)) = (asked.edns.as_mut(), req.msg.edns.as_ref()) {
@@ -424,9 +424,6 @@ fn finish_ext(
 }
 
 /// Runs a block's chain with CoreDNS's panic semantics left to the caller (tasks isolate panics).
-async fn run_chain(block: &Block, req: &mut Request) -> Outcome {
-    Next::new(&block.chain).run(req).await
-}
 
 /// The reply the chain wrote, or the server's error reply for its rcode.
 pub(crate) fn outcome_to_reply(query: &Asked, out: Outcome) -> Reply {
