@@ -423,8 +423,6 @@ fn finish_ext(
     Some(first)
 }
 
-/// Runs a block's chain with CoreDNS's panic semantics left to the caller (tasks isolate panics).
-
 /// The reply the chain wrote, or the server's error reply for its rcode.
 pub(crate) fn outcome_to_reply(query: &Asked, out: Outcome) -> Reply {
     match out.reply {
