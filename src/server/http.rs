@@ -28,6 +28,8 @@ const GRACE: Duration = Duration::from_secs(5);
 /// After an idle connection was told to go away, how long it may take to close (Go's HTTP/2
 /// server: `goAwayTimeout`, 1 s).
 const IDLE_CLOSE: Duration = Duration::from_secs(1);
+/// How often a connection looks whether it is idle (the idle time is met within this).
+const IDLE_CHECK: Duration = Duration::from_millis(250);
 /// Largest request head (request line and headers) read, HTTP/1.1 and HTTP/2 alike.
 pub(crate) const MAX_HEAD: usize = 16 * 1024;
 /// Streams an HTTP/2 client may open at once on the health, ready and metrics listener.
@@ -95,17 +97,6 @@ impl Activity {
         self.last_ms.store(ms, Ordering::Release);
     }
 
-    /// How long until the connection has been idle for `idle` if nothing happens (`idle`
-    /// while a request is in progress).
-    pub(crate) fn idle_left(&self, idle: Duration) -> Duration {
-        if self.active.load(Ordering::Acquire) > 0 {
-            return idle;
-        }
-        let now = self.start.elapsed().as_millis() as u64;
-        let since = now.saturating_sub(self.last_ms.load(Ordering::Acquire));
-        idle.saturating_sub(Duration::from_millis(since))
-    }
-
     /// True when nothing is in progress and nothing happened for `idle`.
     pub(crate) fn idle_for(&self, idle: Duration) -> bool {
         let now = self.start.elapsed().as_millis() as u64;
@@ -127,24 +118,19 @@ pub(crate) async fn drive<F>(
 {
     let mut fut = std::pin::pin!(fut);
     let mut closing: Option<tokio::time::Instant> = None;
+    let mut tick = tokio::time::interval(IDLE_CHECK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        // Sleep until the connection could be idle for `idle`, or until the closing deadline.
-        let wake = match closing {
-            Some(deadline) => deadline,
-            None => {
-                tokio::time::Instant::now()
-                    + activity.idle_left(idle).max(Duration::from_millis(10))
-            }
-        };
         tokio::select! {
             _ = fut.as_mut() => return,
             _ = cancel.cancelled(), if closing.is_none() => {
                 fut.as_mut().graceful();
                 closing = Some(tokio::time::Instant::now() + GRACE);
             }
-            _ = tokio::time::sleep_until(wake) => {
+            _ = tick.tick() => {
                 match closing {
-                    Some(_) => return,
+                    Some(deadline) if tokio::time::Instant::now() >= deadline => return,
+                    Some(_) => {}
                     None if activity.idle_for(idle) => {
                         fut.as_mut().graceful();
                         closing = Some(tokio::time::Instant::now() + IDLE_CLOSE);
