@@ -21,11 +21,13 @@ cd "$(dirname "$0")"
 # getaddrinfo client (tests/conformance_reply.rs); etcd-server, etcd-client: the etcd v3 server and
 # etcdctl of tests/etcd.rs; bind9-utils: dnssec-keygen makes the KSK/ZSK pairs tests/dnssec.rs and
 # tests/sign.rs sign with (delv, from bind9-dnsutils, validates the answers); curl: the DoH client
-# (--http2, GET and POST) of tests/transports.rs.
+# (--http2, GET and POST) of tests/transports.rs; fstrm-bin,
+# dnstap-ldns: the dnstap collector (fstrm_capture) and reader of tests/dnstap.rs.
 APT_PACKAGES=(
-    knot unbound bind9-dnsutils knot-dnsutils dnsperf iproute2 iptables nftables conntrack
+    knot unbound bind9-dnsutils knot-dnsutils dnsperf iproute2 iptables nftables conntrack ipset
     python3 python3-pip g++ ca-certificates musl-tools bind9-utils
     buildah podman runc mmdebstrap libcap2-bin ldnsutils etcd-server etcd-client curl
+    fstrm-bin dnstap-ldns
 )
 
 as_root() {

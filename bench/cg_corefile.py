@@ -1,7 +1,9 @@
 """Instructions per cluster-name query for whole Corefiles (issue 19), with callgrind:
 Ir(start + warm-up + N queries) - Ir(start + warm-up), divided by N, like cg_hits.py. The
 Corefiles are the kubeadm default and variants of it: `aks` adds the AKS default templates,
-`acl10` ten acl policies that do not match the client (every query is checked against all ten).
+`acl10` ten acl policies that do not match the client (every query is checked against all ten),
+`dnstap` / `dnstap-full` add `dnstap unix://SOCK [full]` with Debian's fstrm_capture collecting
+(its output discarded; the server's writer task is counted, the dump waits for it to drain).
 The queries are cluster names (bench/gen.py's mix); an upstream is never asked. The `reload`
 plugin's periodic check (every 30 s +- 15 s, it re-reads the manifests: ~430 M instructions) lands
 in some runs and not others; its inclusive cost is subtracted from both profiles, so the figure is
@@ -61,9 +63,17 @@ def body(kind, env, up_port):
         b += AKS
     elif kind == "acl10":
         b += ACL10
+    elif kind in ("dnstap", "dnstap-full"):
+        b += f"    dnstap unix://{env.path('tap.sock')}{' full' if kind == 'dnstap-full' else ''}\n"
     elif kind != "kubeadm":
         raise SystemExit(f"unknown corefile {kind}")
     return b
+
+
+def collector(env):
+    """fstrm_capture on the dnstap socket, writing to /dev/null."""
+    return subprocess.Popen(["fstrm_capture", "-t", "protobuf:dnstap.Dnstap", "-u", env.path("tap.sock"),
+                             "-w", "/dev/null"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def main():
@@ -88,6 +98,8 @@ def main():
     qf = env.path("queries.txt")
     gen.write_queries(qf, cl.cluster_queries(args.queries, 21))
     up_port = bench.closed_port() if hasattr(bench, "closed_port") else bench.free_port()
+    kinds = args.qps.split(",") if args.qps else [args.corefile]
+    cap = collector(env) if any(k.startswith("dnstap") for k in kinds) else None
     try:
         if args.qps:
             kinds = args.qps.split(",")
@@ -114,7 +126,8 @@ def main():
                 print(f"{k}: median {m:.0f} q/s over {args.runs} runs of {args.duration} s; ratio to {kinds[0]} {m / base:.3f}")
         else:
             ir_warm, ir_run, answered = cgkit.warm_vs_run(env, args, up_port, warm, qf, args.corefile,
-                                                          body(args.corefile, env, up_port))
+                                                          body(args.corefile, env, up_port),
+                                                          settle=2 if cap else 0)
             rl_warm = reload_ir(f"/tmp/cg_{args.corefile}.warm.out")
             rl_run = reload_ir(f"/tmp/cg_{args.corefile}.{args.corefile}.out")
             per = ((ir_run - rl_run) - (ir_warm - rl_warm)) / answered
@@ -122,6 +135,9 @@ def main():
                   f" (reload checks {rl_run:,}); queries {answered:,}")
             print(f"instructions per cluster-name query ({args.corefile}): {per:,.0f}")
     finally:
+        if cap:
+            cap.terminate()
+            cap.wait()
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
 

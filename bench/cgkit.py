@@ -3,14 +3,17 @@ callgrind twice, once answering a warm-up file only and once the warm-up then th
 the difference in instructions, divided by the measured answers, is the cost per query."""
 
 import shutil
+import time
 
 import bench
 
 
-def warm_vs_run(env, args, up_port, warm, measured, label, corefile_body):
+def warm_vs_run(env, args, up_port, warm, measured, label, corefile_body, settle=0):
     """Ir per query of `measured` after `warm`, for Sextant (`corefile_body` inside `.:PORT { }`)
     or, with args.unbound, for Unbound forwarding to `up_port`. Profiles are copied to
-    /tmp/cg_<label>.{warm,<label>}.out. Returns (warm Ir, run Ir, answered)."""
+    /tmp/cg_<label>.{warm,<label>}.out. `settle` seconds pass before each dump (background work
+    triggered by the queries, such as dnstap's writer, gets done). Returns (warm Ir, run Ir,
+    answered)."""
     irs = {}
     for mode in ("warm", label):
         p = bench.free_port()
@@ -30,6 +33,7 @@ def warm_vs_run(env, args, up_port, warm, measured, label, corefile_body):
             r = bench.dnsperf(p, measured, runs=1, clients=1, outstanding=20)
             irs["answered"] = int(r["completed"])
             print(f"{label}: answered {int(r['completed'])} lost {int(r['lost'])} ({r['rcodes']})", flush=True)
+        time.sleep(settle)
         # Counted until the last answer (a dump before the stop): freeing what the run cached at
         # exit is not a cost per query.
         irs[mode] = bench.callgrind_dump(s, outf)

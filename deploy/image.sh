@@ -27,7 +27,7 @@ NC_IMAGE=localhost/sextant-node-cache:$TAG
 DRIVER=${SEXTANT_STORAGE_DRIVER:-vfs}
 OUT=target/image
 # Debian packages of the node-cache image (their dependencies come along).
-NC_PACKAGES=iptables,nftables
+NC_PACKAGES=iptables,nftables,ipset
 
 need() { # program package
     command -v "$1" >/dev/null 2>&1 || {

@@ -383,6 +383,28 @@ pub(crate) trait Handler: Send + Sync + 'static {
     fn notifier(&self) -> Option<Arc<dyn Notifier>> {
         None
     }
+    /// Where to report upstream exchanges as dnstap messages (the `dnstap` plugin), if this
+    /// plugin is that.
+    fn tapper(&self) -> Option<Arc<dyn Tapper>> {
+        None
+    }
+}
+
+/// Receives a plugin's own upstream traffic for dnstap (CoreDNS `forward`'s `tapPlugins`):
+/// never waits, drops when its queues are full.
+pub(crate) trait Tapper: Send + Sync {
+    /// One exchange of `req`'s message with `upstream` from local address `local` (over TCP
+    /// if `tcp`) begun at `started`: FORWARDER_QUERY, then FORWARDER_RESPONSE if `reply` came
+    /// back.
+    fn forwarded(
+        &self,
+        req: &Request,
+        upstream: SocketAddr,
+        local: Option<SocketAddr>,
+        tcp: bool,
+        started: std::time::SystemTime,
+        reply: Option<&Message>,
+    );
 }
 
 /// Sends NOTIFY for a changed zone to the secondaries a `transfer` line lists (CoreDNS

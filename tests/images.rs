@@ -733,7 +733,7 @@ fn node_cache_image_with_its_flags_and_net_admin() {
         .iter()
         .flat_map(|ip| {
             [
-                format!("ip daddr {ip} tcp dport 53 tcp flags syn / syn,ack socket wildcard 0 notrack comment \"NodeLocal DNS Cache: skip conntrack\""),
+                format!("ip daddr {ip} tcp dport 53 tcp flags syn / syn,ack ip saddr . tcp sport . ip daddr != @fallback4 socket wildcard 0 notrack comment \"NodeLocal DNS Cache: skip conntrack\""),
                 format!("ip daddr {ip} udp dport 53 socket wildcard 0 notrack comment \"NodeLocal DNS Cache: skip conntrack\""),
             ]
         })

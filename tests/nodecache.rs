@@ -95,7 +95,21 @@ fn sh(ns: &NetNs, prog: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// node-cache fills an ipset in iptables mode (without the tool its rules differ, see
+/// src/nodecache/iptables.rs).
+fn need_ipset() {
+    let ok = std::process::Command::new("ipset")
+        .arg("version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        ok,
+        "ipset not found: install it with `apt-get install -y ipset` (or run ./test.sh)"
+    );
+}
+
 fn rules_in(ns: &NetNs) -> Vec<String> {
+    need_ipset();
     sh(ns, "iptables-save", &[])
         .lines()
         .filter(|l| l.contains("NodeLocal DNS Cache"))
@@ -111,12 +125,19 @@ fn expected_rules(ips: &[&str]) -> Vec<String> {
     let mut raw_out = Vec::new();
     let mut f_in = Vec::new();
     let mut f_out = Vec::new();
+    let mut mangle_pre = Vec::new();
     for ip in ips {
         // In insertion order, then reversed below.
         for p in ["tcp", "udp"] {
-            // Only while a socket listens (`-m socket`): else the query is NATed.
+            // Only while a socket listens (`-m socket`): else the query is NATed. For TCP, not
+            // for a connection conntrack tracks (NATed before a node cache listened).
+            let tracked = if p == "tcp" {
+                "-m set ! --match-set NODE-LOCAL-DNS-NAT4 src,src,dst "
+            } else {
+                ""
+            };
             raw_pre.push(format!(
-                "-A PREROUTING -d {ip}/32 -p {p} -m {p} --dport 53 -m socket {skip}"
+                "-A PREROUTING -d {ip}/32 -p {p} -m {p} --dport 53 {tracked}-m socket {skip}"
             ));
             f_in.push(format!(
                 "-A INPUT -d {ip}/32 -p {p} -m {p} --dport 53 {allow}"
@@ -141,9 +162,12 @@ fn expected_rules(ips: &[&str]) -> Vec<String> {
         raw_out.push(format!(
             "-A OUTPUT -s {ip}/32 -p tcp -m tcp --sport 8080 {skip}"
         ));
+        mangle_pre.push(format!(
+            "-A PREROUTING -d {ip}/32 -p tcp -m tcp --dport 53 -m conntrack --ctstate NEW,ESTABLISHED -m comment --comment \"NodeLocal DNS Cache: connections through NAT\" -j SET --add-set NODE-LOCAL-DNS-NAT4 src,src,dst --exist --timeout 120"
+        ));
     }
     let mut all = Vec::new();
-    for mut v in [raw_pre, raw_out, f_in, f_out] {
+    for mut v in [mangle_pre, raw_pre, raw_out, f_in, f_out] {
         v.reverse();
         all.extend(v);
     }
@@ -368,7 +392,7 @@ fn node_cache_lifecycle_in_namespace() {
 
     // Rules, exactly, once the server is up (pidfile).
     wait_until("iptables rules", Duration::from_secs(5), || {
-        rules_in(&ns).len() == 28
+        rules_in(&ns).len() == 30
     });
     assert_eq!(rules_in(&ns), expected_rules(&[LOCAL_IP, CLUSTER_IP]));
 
@@ -430,9 +454,9 @@ fn node_cache_lifecycle_in_namespace() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(rules_in(&ns).len(), 27);
+    assert_eq!(rules_in(&ns).len(), 29);
     wait_until("rule re-added", Duration::from_secs(5), || {
-        rules_in(&ns).len() == 28
+        rules_in(&ns).len() == 30
     });
     assert!(rules_in(&ns).contains(&format!(
         "-A PREROUTING -d {LOCAL_IP}/32 -p udp -m udp --dport 53 -m socket -m comment --comment \"NodeLocal DNS Cache: skip conntrack\" -j NOTRACK"

@@ -39,6 +39,48 @@ fn in_flight(kill: Instant) -> Instant {
     kill - Duration::from_millis(200)
 }
 
+/// After a SIGKILL at `t_kill` and a restart at `t_restart`: queries were answered again within
+/// 2 s, and within the first half of the time without a node cache, so by the fallback (not the
+/// restarted node cache).
+fn assert_fallback_answered(r: &Report, t_kill: Instant, t_restart: Instant, what: &str) {
+    let recovered = r.recovered_after(t_kill);
+    assert!(
+        recovered < Duration::from_secs(2) && recovered < (t_restart - t_kill) / 2,
+        "answered again {recovered:?} after the kill, restart {:?} after it: {}",
+        t_restart - t_kill,
+        r.summary(what)
+    );
+}
+
+/// With no node cache running (killed): a TCP connection to each local IP, opened through the
+/// fallback (kube-proxy's DNAT for the ClusterIP, node-cache's for the node-local IP), answers
+/// one query.
+fn hold_through_fallback(lab: &Lab) -> Vec<HeldTcp> {
+    let mut held: Vec<HeldTcp> = [NODE_LOCAL, KUBE_DNS]
+        .iter()
+        .map(|ip| HeldTcp::open(lab, sa(ip, 53)))
+        .collect();
+    for h in &mut held {
+        if let Err(e) = h.ask() {
+            panic!("query to {} through the fallback: {e}", h.target);
+        }
+    }
+    held
+}
+
+/// After a node cache came back: the held connections still answer (they finish through NAT).
+fn ask_held_again(held: &mut [HeldTcp]) {
+    for h in held {
+        if let Err(e) = h.ask() {
+            panic!(
+                "a connection opened through the fallback, asked again after the node cache came back: {} {e}",
+                h.target
+            );
+        }
+    }
+    print("connections opened through the fallback while no node cache ran: answered again after the restart");
+}
+
 /// Two node caches with the same flags, as a DaemonSet with `maxSurge: 1` runs them: the second
 /// shares the first's sockets (DNS on both local IPs, metrics, health, prometheus), the first
 /// hands over on SIGTERM without touching the interface or rules, and a third that fails at
@@ -53,15 +95,15 @@ fn overlapping_upgrade_loses_nothing() {
     let local_ips = format!("{NODE_LOCAL},{KUBE_DNS}");
     let mut a = NodeCache::start(&lab, &opts(&local_ips, &[]));
     a.wait_serving();
-    wait_until("rules", Duration::from_secs(5), || {
-        // 12 per IP, 2 jumps per IP, the fallback chain and its 2 x 2 DNAT rules per IP.
-        rules_iptables(&lab).len() == 24 + 4 + 1 + 8
+    wait_until("rules", Duration::from_secs(10), || {
+        // 13 per IP, 2 jumps per IP, the fallback chain and its 2 x 2 DNAT rules per IP.
+        rules_iptables(&lab).len() == 26 + 4 + 1 + 8
     });
     let rules = rules_iptables(&lab);
 
     let s1 = stream(&lab, sa(NODE_LOCAL, 53), QPS, Duration::from_secs(20));
     let s2 = stream(&lab, sa(KUBE_DNS, 53), QPS, Duration::from_secs(20));
-    std::thread::sleep(Duration::from_secs(1));
+    std::thread::sleep(Duration::from_millis(500));
     let t_b = Instant::now();
     let mut b = NodeCache::start(&lab, &opts(&local_ips, &[]));
     b.wait_serving();
@@ -76,7 +118,7 @@ fn overlapping_upgrade_loses_nothing() {
         "{}",
         b.s.output()
     );
-    std::thread::sleep(Duration::from_millis(500));
+    std::thread::sleep(Duration::from_millis(300));
 
     // A replacement that fails at start (a broken template) leaves the interface and rules.
     let mut broken = opts(&local_ips, &[]);
@@ -99,7 +141,7 @@ fn overlapping_upgrade_loses_nothing() {
         "rules untouched by the failed start"
     );
     assert!(lab.links().contains(&"nodelocaldns".to_string()));
-    std::thread::sleep(Duration::from_secs(1));
+    std::thread::sleep(Duration::from_millis(500));
 
     let t_term = Instant::now();
     a.s.signal(libc::SIGTERM).unwrap();
@@ -119,7 +161,7 @@ fn overlapping_upgrade_loses_nothing() {
         a.s.output()
     );
     assert_eq!(rules_iptables(&lab), rules, "rules untouched by A's exit");
-    std::thread::sleep(Duration::from_secs(2));
+    std::thread::sleep(Duration::from_secs(1));
     let r1 = s1.finish();
     let r2 = s2.finish();
     for r in [&r1, &r2] {
@@ -139,7 +181,7 @@ fn overlapping_upgrade_loses_nothing() {
         r1.summary("node-local"),
         r2.summary("kube-dns")
     );
-    assert!(r1.sent() > 800 && r2.sent() > 800);
+    assert!(r1.sent() > 500 && r2.sent() > 500);
 
     // B, the last one, tears down exactly what node-cache added.
     b.s.signal(libc::SIGTERM).unwrap();
@@ -153,6 +195,11 @@ fn overlapping_upgrade_loses_nothing() {
         rules_iptables(&lab).is_empty(),
         "{:?}",
         rules_iptables(&lab)
+    );
+    assert_eq!(
+        output(&lab.node, "ipset", &["list", "-n"]),
+        "",
+        "ipset removed"
     );
     assert!(!lab.links().contains(&"nodelocaldns".to_string()));
     assert_eq!(
@@ -176,18 +223,18 @@ fn reload_bad_reload_and_sigterm_lose_nothing() {
     let local_ips = format!("{NODE_LOCAL},{KUBE_DNS}");
     let mut a = NodeCache::start(&lab, &opts(&local_ips, &[]));
     a.wait_serving();
-    wait_until("rules", Duration::from_secs(5), || {
-        rules_iptables(&lab).len() == 37
+    wait_until("rules", Duration::from_secs(10), || {
+        rules_iptables(&lab).len() == 39
     });
     let s1 = stream(&lab, sa(NODE_LOCAL, 53), QPS, Duration::from_secs(20));
     let s2 = stream(&lab, sa(KUBE_DNS, 53), QPS, Duration::from_secs(20));
-    std::thread::sleep(Duration::from_secs(1));
+    std::thread::sleep(Duration::from_millis(500));
 
     let t_reload = Instant::now();
     a.s.signal(libc::SIGUSR1).unwrap();
     a.s.wait_for_nth_line("Reloading complete", 1, Duration::from_secs(5))
         .unwrap();
-    std::thread::sleep(Duration::from_secs(1));
+    std::thread::sleep(Duration::from_millis(500));
 
     let t_changed = Instant::now();
     let conf = a.s.dir().join("Corefile");
@@ -198,7 +245,7 @@ fn reload_bad_reload_and_sigterm_lose_nothing() {
     a.s.signal(libc::SIGUSR1).unwrap();
     a.s.wait_for_nth_line("Reloading complete", 2, Duration::from_secs(5))
         .unwrap();
-    std::thread::sleep(Duration::from_secs(1));
+    std::thread::sleep(Duration::from_millis(500));
 
     let t_bad = Instant::now();
     a.s.write_file(
@@ -209,7 +256,7 @@ fn reload_bad_reload_and_sigterm_lose_nothing() {
     a.s.signal(libc::SIGUSR1).unwrap();
     a.s.wait_for_line("reload failed", Duration::from_secs(5))
         .unwrap();
-    std::thread::sleep(Duration::from_secs(1));
+    std::thread::sleep(Duration::from_millis(500));
 
     let t_term = Instant::now();
     a.s.signal(libc::SIGTERM).unwrap();
@@ -235,7 +282,7 @@ fn reload_bad_reload_and_sigterm_lose_nothing() {
         "{out}"
     );
     assert!(out.contains("[INFO] Tearing down"), "{out}");
-    std::thread::sleep(Duration::from_secs(2));
+    std::thread::sleep(Duration::from_secs(1));
     let r1 = s1.finish();
     let r2 = s2.finish();
     for (r, what) in [(&r1, "node-local"), (&r2, "kube-dns")] {
@@ -280,27 +327,31 @@ fn sigkill_falls_back_to_cluster_dns_and_restart_takes_over() {
     let local_ips = format!("{NODE_LOCAL},{KUBE_DNS}");
     let mut a = NodeCache::start(&lab, &opts(&local_ips, &[]));
     a.wait_serving();
-    wait_until("rules", Duration::from_secs(5), || {
-        rules_iptables(&lab).len() == 37
+    wait_until("rules", Duration::from_secs(10), || {
+        rules_iptables(&lab).len() == 39
     });
     let rules = rules_iptables(&lab);
     let s1 = stream(&lab, sa(NODE_LOCAL, 53), QPS, Duration::from_secs(20));
     let s2 = stream(&lab, sa(KUBE_DNS, 53), QPS, Duration::from_secs(20));
-    std::thread::sleep(Duration::from_millis(1500));
+    std::thread::sleep(Duration::from_millis(500));
 
     let t_kill = Instant::now();
     a.s.kill();
-    std::thread::sleep(Duration::from_millis(2500));
+    std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(
         rules_iptables(&lab),
         rules,
         "a killed process leaves its rules"
     );
+    // Connections opened through the fallback while no node cache runs, still open when it
+    // comes back: they finish through the cluster DNS (not reset by the returning NOTRACK).
+    let mut held = hold_through_fallback(&lab);
     let t_restart = Instant::now();
     let mut b = NodeCache::start(&lab, &opts(&local_ips, &["-skipteardown"]));
     b.wait_serving();
     let t_serving = Instant::now();
-    std::thread::sleep(Duration::from_millis(1500));
+    std::thread::sleep(Duration::from_millis(1000));
+    ask_held_again(&mut held);
     // Queries reach the new instance again (its own request counter moves).
     let requests = || {
         let m = in_ns(lab.node.name(), || {
@@ -332,11 +383,7 @@ fn sigkill_falls_back_to_cluster_dns_and_restart_takes_over() {
             r.lost_between(t_restart, Instant::now()),
             r.sent()
         ));
-        assert!(
-            r.recovered_after(t_kill) < Duration::from_secs(2),
-            "{}",
-            r.summary(what)
-        );
+        assert_fallback_answered(r, t_kill, t_restart, what);
         assert_eq!(
             r.lost_between(r.start, in_flight(t_kill)),
             0,
@@ -354,12 +401,12 @@ fn sigkill_falls_back_to_cluster_dns_and_restart_takes_over() {
     // DNS and the interface and rules stay, so both IPs keep answering after the exit.
     let s3 = stream(&lab, sa(NODE_LOCAL, 53), QPS, Duration::from_secs(20));
     let s4 = stream(&lab, sa(KUBE_DNS, 53), QPS, Duration::from_secs(20));
-    std::thread::sleep(Duration::from_secs(1));
+    std::thread::sleep(Duration::from_millis(500));
     let t_term = Instant::now();
     b.s.signal(libc::SIGTERM).unwrap();
     assert!(b.wait_exit(Duration::from_secs(10)).success());
     let t_gone = Instant::now();
-    std::thread::sleep(Duration::from_secs(2));
+    std::thread::sleep(Duration::from_secs(1));
     let r3 = s3.finish();
     let r4 = s4.finish();
     for (r, what) in [(&r3, "node-local"), (&r4, "kube-dns")] {
@@ -376,7 +423,7 @@ fn sigkill_falls_back_to_cluster_dns_and_restart_takes_over() {
     let left = rules_iptables(&lab);
     assert_eq!(
         left.len(),
-        37 - 2,
+        39 - 2,
         "all but the UDP steering rules: {left:?}"
     );
     assert!(!left
@@ -407,8 +454,8 @@ fn cluster_dns_rolling_update_loses_nothing() {
     let local_ips = format!("{NODE_LOCAL},{KUBE_DNS}");
     let mut nc = NodeCache::start(&lab, &opts(&local_ips, &[]));
     nc.wait_serving();
-    wait_until("rules", Duration::from_secs(5), || {
-        rules_iptables(&lab).len() == 37
+    wait_until("rules", Duration::from_secs(10), || {
+        rules_iptables(&lab).len() == 39
     });
     let s1 = stream(&lab, sa(KUBE_DNS, 53), QPS, Duration::from_secs(20));
     let s2 = stream(
@@ -417,7 +464,7 @@ fn cluster_dns_rolling_update_loses_nothing() {
         QPS,
         Duration::from_secs(20),
     );
-    std::thread::sleep(Duration::from_secs(1));
+    std::thread::sleep(Duration::from_millis(500));
 
     let t_new = Instant::now();
     let mut new = cluster_dns(&lab, DNS_C);
@@ -426,7 +473,7 @@ fn cluster_dns_rolling_update_loses_nothing() {
     });
     lab.set_endpoints(&[DNS_A, DNS_B, DNS_C]);
     let t_joined = Instant::now();
-    std::thread::sleep(Duration::from_secs(1));
+    std::thread::sleep(Duration::from_millis(500));
 
     let t_term = Instant::now();
     old.signal(libc::SIGTERM).unwrap();
@@ -442,7 +489,7 @@ fn cluster_dns_rolling_update_loses_nothing() {
         .expect("old instance exits");
     let t_gone = Instant::now();
     assert!(st.success(), "{}", old.output());
-    std::thread::sleep(Duration::from_millis(1500));
+    std::thread::sleep(Duration::from_millis(1000));
     let r1 = s1.finish();
     let r2 = s2.finish();
     for (r, what) in [
@@ -506,7 +553,8 @@ fn nftables_mode_end_to_end() {
         output(
             &lab.node,
             "nft",
-            &["list", "table", "inet", "sextant-nodelocaldns"],
+            // Without the elements of its sets (the connections tracked through NAT).
+            &["-t", "list", "table", "inet", "sextant-nodelocaldns"],
         )
     };
     wait_until("nftables table", Duration::from_secs(5), || {
@@ -524,15 +572,17 @@ fn nftables_mode_end_to_end() {
 
     let s1 = stream(&lab, sa(NODE_LOCAL, 53), QPS, Duration::from_secs(20));
     let s2 = stream(&lab, sa(KUBE_DNS, 53), QPS, Duration::from_secs(20));
-    std::thread::sleep(Duration::from_secs(1));
+    std::thread::sleep(Duration::from_millis(500));
     let t_kill = Instant::now();
     a.s.kill();
-    std::thread::sleep(Duration::from_millis(2000));
+    std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(table(), listing, "a killed process leaves its table");
+    let mut held = hold_through_fallback(&lab);
     let t_restart = Instant::now();
     let mut b = NodeCache::start(&lab, &opts(&local_ips, &["-rules=nftables"]));
     b.wait_serving();
-    std::thread::sleep(Duration::from_millis(1500));
+    std::thread::sleep(Duration::from_millis(1000));
+    ask_held_again(&mut held);
     let r1 = s1.finish();
     let r2 = s2.finish();
     for (r, what) in [(&r1, "node-local"), (&r2, "kube-dns")] {
@@ -543,11 +593,7 @@ fn nftables_mode_end_to_end() {
             r.lost_between(t_restart, Instant::now()),
             r.sent()
         ));
-        assert!(
-            r.recovered_after(t_kill) < Duration::from_secs(2),
-            "{}",
-            r.summary(what)
-        );
+        assert_fallback_answered(r, t_kill, t_restart, what);
         assert_eq!(
             r.lost_between(r.start, in_flight(t_kill)),
             0,
@@ -607,7 +653,7 @@ fn nftables_mode_end_to_end() {
         table() == listing
     });
     b.wait_line(
-        "Added back nodelocaldns rule - {table inet sextant-nodelocaldns [30 rules]}",
+        "Added back nodelocaldns rule - {table inet sextant-nodelocaldns [32 rules]}",
         Duration::from_secs(1),
     );
 
@@ -631,14 +677,27 @@ fn nftables_mode_end_to_end() {
 
 /// `nft list table inet sextant-nodelocaldns` with the two local IPs and two cluster DNS pods.
 const EXPECTED_NFT: &str = r#"table inet sextant-nodelocaldns {
+	set fallback4 {
+		type ipv4_addr . inet_service . ipv4_addr
+		size 65536
+		flags dynamic,timeout
+		timeout 2m
+	}
+
 	chain raw-prerouting {
 		type filter hook prerouting priority raw; policy accept;
-		ip daddr 169.254.20.10 tcp dport 53 tcp flags syn / syn,ack socket wildcard 0 notrack comment "NodeLocal DNS Cache: skip conntrack"
-		ip daddr 169.254.20.10 tcp dport 53 tcp flags != syn / syn,ack socket transparent 0 notrack comment "NodeLocal DNS Cache: skip conntrack"
+		ip daddr 169.254.20.10 tcp dport 53 tcp flags syn / syn,ack ip saddr . tcp sport . ip daddr != @fallback4 socket wildcard 0 notrack comment "NodeLocal DNS Cache: skip conntrack"
+		ip daddr 169.254.20.10 tcp dport 53 tcp flags != syn / syn,ack ip saddr . tcp sport . ip daddr != @fallback4 socket transparent 0 notrack comment "NodeLocal DNS Cache: skip conntrack"
 		ip daddr 169.254.20.10 udp dport 53 socket wildcard 0 notrack comment "NodeLocal DNS Cache: skip conntrack"
-		ip daddr 192.0.2.10 tcp dport 53 tcp flags syn / syn,ack socket wildcard 0 notrack comment "NodeLocal DNS Cache: skip conntrack"
-		ip daddr 192.0.2.10 tcp dport 53 tcp flags != syn / syn,ack socket transparent 0 notrack comment "NodeLocal DNS Cache: skip conntrack"
+		ip daddr 192.0.2.10 tcp dport 53 tcp flags syn / syn,ack ip saddr . tcp sport . ip daddr != @fallback4 socket wildcard 0 notrack comment "NodeLocal DNS Cache: skip conntrack"
+		ip daddr 192.0.2.10 tcp dport 53 tcp flags != syn / syn,ack ip saddr . tcp sport . ip daddr != @fallback4 socket transparent 0 notrack comment "NodeLocal DNS Cache: skip conntrack"
 		ip daddr 192.0.2.10 udp dport 53 socket wildcard 0 notrack comment "NodeLocal DNS Cache: skip conntrack"
+	}
+
+	chain conntrack-prerouting {
+		type filter hook prerouting priority mangle; policy accept;
+		ip daddr 169.254.20.10 tcp dport 53 ct state established,new update @fallback4 { ip saddr . tcp sport . ip daddr } comment "NodeLocal DNS Cache: connections through NAT"
+		ip daddr 192.0.2.10 tcp dport 53 ct state established,new update @fallback4 { ip saddr . tcp sport . ip daddr } comment "NodeLocal DNS Cache: connections through NAT"
 	}
 
 	chain raw-output {
@@ -714,13 +773,14 @@ fn dual_stack_in_one_process() {
     );
     let v4 = || nodelocal_lines(&output(&lab.node, "iptables-legacy-save", &[]));
     let v6 = || nodelocal_lines(&output(&lab.node, "ip6tables-legacy-save", &[]));
-    wait_until("rules of both families", Duration::from_secs(5), || {
-        v4().len() == 37 && v6().len() == 37
+    wait_until("rules of both families", Duration::from_secs(10), || {
+        v4().len() == 39 && v6().len() == 39
     });
     let six = v6();
     for want in [
         format!("-A PREROUTING -d {NODE_LOCAL6}/128 -p udp -m udp --dport 53 -m socket -m comment --comment \"NodeLocal DNS Cache: skip conntrack\" -j NOTRACK"),
         format!("-A OUTPUT -s {KUBE_DNS6}/128 -p tcp -m tcp --sport 53 -m comment --comment \"NodeLocal DNS Cache: allow DNS traffic\" -j ACCEPT"),
+        format!("-A PREROUTING -d {NODE_LOCAL6}/128 -p tcp -m tcp --dport 53 -m set ! --match-set NODE-LOCAL-DNS-NAT6 src,src,dst -m socket -m comment --comment \"NodeLocal DNS Cache: skip conntrack\" -j NOTRACK"),
         format!("-A PREROUTING -d {NODE_LOCAL6}/128 -p udp -m udp --dport 53 -m comment --comment \"NodeLocal DNS Cache: fallback to cluster DNS\" -j NODE-LOCAL-DNS-FALLBACK"),
         format!("-A NODE-LOCAL-DNS-FALLBACK -d {NODE_LOCAL6}/128 -p udp -m udp --dport 53 -j DNAT --to-destination {DNS_B6}"),
     ] {
@@ -742,15 +802,15 @@ fn dual_stack_in_one_process() {
         .iter()
         .map(|t| stream(&lab, *t, QPS / 2, Duration::from_secs(20)))
         .collect();
-    std::thread::sleep(Duration::from_secs(1));
+    std::thread::sleep(Duration::from_millis(500));
     let t_b = Instant::now();
     let mut b = NodeCache::start(&lab, &o);
     b.wait_serving();
-    std::thread::sleep(Duration::from_millis(500));
+    std::thread::sleep(Duration::from_millis(300));
     let t_term = Instant::now();
     a.s.signal(libc::SIGTERM).unwrap();
     assert!(a.wait_exit(Duration::from_secs(10)).success());
-    std::thread::sleep(Duration::from_secs(1));
+    std::thread::sleep(Duration::from_millis(500));
     let t_kill = Instant::now();
     b.s.kill();
     std::thread::sleep(Duration::from_millis(1500));
@@ -779,11 +839,7 @@ fn dual_stack_in_one_process() {
             "{}",
             r.summary("upgrade")
         );
-        assert!(
-            r.recovered_after(t_kill) < Duration::from_secs(2),
-            "{}",
-            r.summary("kill")
-        );
+        assert_fallback_answered(r, t_kill, t_restart, "kill");
         assert_eq!(
             r.lost_between(t_restart, Instant::now()),
             0,
@@ -794,6 +850,11 @@ fn dual_stack_in_one_process() {
     c.s.signal(libc::SIGTERM).unwrap();
     assert!(c.wait_exit(Duration::from_secs(10)).success());
     assert!(v4().is_empty() && v6().is_empty(), "{:?} {:?}", v4(), v6());
+    assert_eq!(
+        output(&lab.node, "ipset", &["list", "-n"]),
+        "",
+        "ipsets removed"
+    );
     assert_eq!(
         lab.proxy_rules(),
         proxy_before,

@@ -2,6 +2,13 @@
 //! IP, with `ip6tables` for IPv6 ones; the fallback DNAT in a `nat` chain of its own) and the
 //! `iptables`/`iptables-legacy`/`iptables-nft` calls that check, prepend, append and delete them,
 //! waiting for the xtables lock with `-w`. Blocking; the caller runs it off the async runtime.
+//!
+//! A TCP connection conntrack tracks (opened through the fallback or kube-proxy's DNAT while no
+//! node cache listened) is remembered in the ipset `NODE-LOCAL-DNS-NAT4`/`-NAT6` (client address
+//! and port, local IP; refreshed by each of its packets from `mangle PREROUTING`, forgotten 2
+//! minutes after the last): the TCP NOTRACK rule skips its packets, so once a node cache listens
+//! again they still reach conntrack and its NAT instead of the new listener, which would answer
+//! them with a reset. Without the `ipset` tool the rules go without that exception (logged).
 
 use std::io::Write;
 use std::net::IpAddr;
@@ -10,7 +17,7 @@ use std::sync::Mutex;
 
 use crate::nodecache::rules::{
     Backend, Event, RulesError, Spec, COMMENT_ALLOW_TRAFFIC, COMMENT_FALLBACK,
-    COMMENT_SKIP_CONNTRACK,
+    COMMENT_SKIP_CONNTRACK, COMMENT_TRACKED,
 };
 
 /// The `nat` chain holding the fallback DNAT rules.
@@ -18,6 +25,13 @@ pub(crate) const FALLBACK_CHAIN: &str = "NODE-LOCAL-DNS-FALLBACK";
 
 /// Seconds to wait for the xtables lock.
 const LOCK_WAIT: &str = "5";
+
+/// The ipset of tracked TCP connections per family (see the module doc).
+pub(crate) const TRACKED_SET4: &str = "NODE-LOCAL-DNS-NAT4";
+pub(crate) const TRACKED_SET6: &str = "NODE-LOCAL-DNS-NAT6";
+
+/// Seconds a tracked connection stays in the set after its last packet.
+const TRACKED_TIMEOUT: &str = "120";
 
 /// One rule: table, chain, match and target arguments.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,9 +81,15 @@ const DNS_RULES: [(&str, &str, &str, &str, &str); 5] = [
     ("raw", "OUTPUT", "-d", "--dport", "NOTRACK"),
 ];
 
-/// The rules for every local IP, in the order k8s-dns-node-cache ensures them (each prepended,
-/// so the chain ends up holding them in reverse).
-pub(crate) fn rules(local_ips: &str, dns_port: u16, health_port: u16) -> Vec<Rule> {
+/// The rules for every local IP (all of one family), in the order k8s-dns-node-cache ensures
+/// them (each prepended, so the chain ends up holding them in reverse), then the rule filling
+/// `tracked` (the ipset of tracked TCP connections; None without the ipset tool).
+pub(crate) fn rules(
+    local_ips: &str,
+    dns_port: u16,
+    health_port: u16,
+    tracked: Option<&str>,
+) -> Vec<Rule> {
     let port = dns_port.to_string();
     let hport = health_port.to_string();
     let (p, hp) = (port.as_str(), hport.as_str());
@@ -84,6 +104,11 @@ pub(crate) fn rules(local_ips: &str, dns_port: u16, health_port: u16) -> Vec<Rul
             for proto in ["tcp", "udp"] {
                 let mut m = vec!["-p", proto, addr, ip, port_flag, p];
                 if chain == "PREROUTING" {
+                    if let (Some(set), "tcp") = (tracked, proto) {
+                        // Not for a connection conntrack tracks (NATed before a node cache
+                        // listened): the listener would reset it.
+                        m.extend(["-m", "set", "!", "--match-set", set, "src,src,dst"]);
+                    }
                     // Only while something listens on the IP: else conntrack and NAT apply and
                     // the query reaches the cluster DNS (kube-proxy's DNAT, or the fallback).
                     m.extend(["-m", "socket"]);
@@ -100,6 +125,40 @@ pub(crate) fn rules(local_ips: &str, dns_port: u16, health_port: u16) -> Vec<Rul
                 "NOTRACK",
                 COMMENT_SKIP_CONNTRACK,
             ));
+        }
+        if let Some(set) = tracked {
+            // After conntrack, before NAT: the connections conntrack tracks.
+            let a: Vec<String> = [
+                "-p",
+                "tcp",
+                "-d",
+                ip,
+                "--dport",
+                p,
+                "-m",
+                "conntrack",
+                "--ctstate",
+                "NEW,ESTABLISHED",
+                "-j",
+                "SET",
+                "--add-set",
+                set,
+                "src,src,dst",
+                "--exist",
+                "--timeout",
+                TRACKED_TIMEOUT,
+                "-m",
+                "comment",
+                "--comment",
+                COMMENT_TRACKED,
+            ]
+            .map(String::from)
+            .to_vec();
+            out.push(Rule {
+                table: "mangle",
+                chain: "PREROUTING",
+                args: a,
+            });
         }
     }
     out
@@ -173,6 +232,8 @@ fn same_chain(have: &[String], want: &[String]) -> bool {
 /// Runs one iptables flavour, both families: `iptables{flavour}` and `ip6tables{flavour}`.
 pub(crate) struct Iptables {
     flavour: &'static str,
+    /// Whether the `ipset` tool runs (for the tracked-connection sets).
+    ipset: bool,
     /// The fallback chain contents last installed, per family.
     installed: Mutex<[Option<Vec<String>>; 2]>,
 }
@@ -186,9 +247,50 @@ enum Check {
 impl Iptables {
     /// `flavour` is `""`, `"-legacy"` or `"-nft"`.
     pub(crate) fn new(flavour: &'static str) -> Iptables {
+        let ipset = Command::new("ipset")
+            .arg("version")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ipset {
+            crate::log::warning(
+                "ipset not found: a TCP connection NATed to the cluster DNS while no node cache listened is reset if it is still open when one listens again",
+            );
+        }
         Iptables {
             flavour,
+            ipset,
             installed: Mutex::new([None, None]),
+        }
+    }
+
+    /// The tracked-connection set of a family, None without the ipset tool.
+    fn tracked_set(&self, ipv6: bool) -> Option<&'static str> {
+        match (self.ipset, ipv6) {
+            (false, _) => None,
+            (true, false) => Some(TRACKED_SET4),
+            (true, true) => Some(TRACKED_SET6),
+        }
+    }
+
+    /// Runs `ipset` with `args`; true if it succeeded.
+    fn ipset(&self, args: &[&str]) -> Result<(), RulesError> {
+        let out = Command::new("ipset")
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| RulesError::Other(format!("running ipset: {e}")))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(RulesError::Other(format!(
+                "ipset {}: {}: {}",
+                args.join(" "),
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            )))
         }
     }
 
@@ -366,7 +468,27 @@ impl Iptables {
     ) {
         for (v6, ips) in Self::families(spec) {
             let program = self.program(v6);
-            for r in rules(&ips, spec.port, spec.health_port) {
+            let set = self.tracked_set(v6);
+            if let (Some(set), false) = (set, delete) {
+                // Before the rules naming it; `-exist`: kept as it is (with its connections)
+                // when another instance created it.
+                let family = if v6 { "inet6" } else { "inet" };
+                if let Err(e) = self.ipset(&[
+                    "create",
+                    set,
+                    "hash:ip,port,ip",
+                    "family",
+                    family,
+                    "timeout",
+                    TRACKED_TIMEOUT,
+                    "maxelem",
+                    "65536",
+                    "-exist",
+                ]) {
+                    ev.push(Event::Failed(format!("{{ipset {set}}}"), e));
+                }
+            }
+            for r in rules(&ips, spec.port, spec.health_port, set) {
                 if only_udp_steering
                     && !(r.chain == "PREROUTING"
                         && r.args.starts_with(&["-p".into(), "udp".into()]))
@@ -478,6 +600,16 @@ impl Backend for Iptables {
             if let Ok(mut i) = self.installed.lock() {
                 i[v6 as usize] = None;
             }
+            // Once no rule names it.
+            if let Some(set) = self.tracked_set(v6) {
+                let name = format!("{{ipset {set}}}");
+                if self.ipset(&["list", "-n", set]).is_ok() {
+                    match self.ipset(&["destroy", set]) {
+                        Ok(()) => ev.push(Event::Deleted(name)),
+                        Err(e) => ev.push(Event::Failed(name, e)),
+                    }
+                }
+            }
         }
         ev
     }
@@ -489,7 +621,7 @@ mod tests {
 
     #[test]
     fn twelve_rules_per_ip_in_upstream_order() {
-        let r = rules("169.254.20.10,10.0.0.10", 53, 8080);
+        let r = rules("169.254.20.10,10.0.0.10", 53, 8080, None);
         assert_eq!(r.len(), 24);
         assert_eq!(r[0].table, "raw");
         assert_eq!(r[0].chain, "PREROUTING");
@@ -519,8 +651,28 @@ mod tests {
     }
 
     #[test]
+    fn tracked_connections_skip_the_tcp_notrack() {
+        let r = rules("169.254.20.10,10.0.0.10", 53, 8080, Some(TRACKED_SET4));
+        assert_eq!(r.len(), 26);
+        assert_eq!(
+            r[0].args.join(" "),
+            "-p tcp -d 169.254.20.10 --dport 53 -m set ! --match-set NODE-LOCAL-DNS-NAT4 src,src,dst -m socket -j NOTRACK -m comment --comment NodeLocal DNS Cache: skip conntrack"
+        );
+        assert!(r[1]
+            .args
+            .join(" ")
+            .starts_with("-p udp -d 169.254.20.10 --dport 53 -m socket -j NOTRACK"));
+        assert_eq!((r[12].table, r[12].chain), ("mangle", "PREROUTING"));
+        assert_eq!(
+            r[12].args.join(" "),
+            "-p tcp -d 169.254.20.10 --dport 53 -m conntrack --ctstate NEW,ESTABLISHED -j SET --add-set NODE-LOCAL-DNS-NAT4 src,src,dst --exist --timeout 120 -m comment --comment NodeLocal DNS Cache: connections through NAT"
+        );
+        assert!(r[25].args.join(" ").contains("-d 10.0.0.10 "));
+    }
+
+    #[test]
     fn ports_and_programs_follow_flags() {
-        let r = rules("::1", 1053, 9090);
+        let r = rules("::1", 1053, 9090, None);
         assert!(r[0].args.contains(&"1053".to_string()));
         assert!(r[11].args.contains(&"9090".to_string()));
         let i = Iptables::new("-legacy");

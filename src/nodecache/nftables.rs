@@ -4,6 +4,13 @@
 //!
 //! Its filter-input ACCEPT rules only accept within this table: a DROP elsewhere (another
 //! table, or iptables) still drops; in iptables mode the ACCEPT sits in the shared filter chain.
+//!
+//! A TCP connection conntrack tracks (opened through the fallback or kube-proxy's DNAT while no
+//! node cache listened) is remembered in the `fallback4`/`fallback6` sets (client address and
+//! port, local IP; refreshed by each of its packets, forgotten 2 minutes after the last): its
+//! packets skip the NOTRACK rules, so once a node cache listens again they still reach conntrack
+//! and its NAT instead of the new listener, which would answer them with a reset. The sets
+//! survive a replacement of the rules (only the chains are replaced).
 
 use std::io::Write;
 use std::net::IpAddr;
@@ -12,7 +19,7 @@ use std::sync::Mutex;
 
 use crate::nodecache::rules::{
     Backend, Event, RulesError, Spec, COMMENT_ALLOW_TRAFFIC, COMMENT_FALLBACK,
-    COMMENT_SKIP_CONNTRACK,
+    COMMENT_SKIP_CONNTRACK, COMMENT_TRACKED,
 };
 
 /// Programs node-cache's nftables table.
@@ -30,30 +37,58 @@ fn fam(ip: IpAddr) -> &'static str {
     }
 }
 
+/// The chains of the table, in script order.
+const CHAINS: [&str; 6] = [
+    "raw-prerouting",
+    "conntrack-prerouting",
+    "raw-output",
+    "filter-input",
+    "filter-output",
+    "nat-prerouting",
+];
+
+/// The set of tracked TCP connections for a family (see the module doc).
+fn tracked_set(ip: IpAddr) -> &'static str {
+    if ip.is_ipv6() {
+        "fallback6"
+    } else {
+        "fallback4"
+    }
+}
+
 /// The table's contents. With `draining`, without the UDP NOTRACK rules of prerouting (what is
 /// left while the sockets drain on shutdown, see `Backend::remove_local`).
 pub(crate) fn script(table: &str, spec: &Spec, targets: &[IpAddr], draining: bool) -> String {
     let (p, hp) = (spec.port, spec.health_port);
     let skip = format!("comment \"{COMMENT_SKIP_CONNTRACK}\"");
     let allow = format!("comment \"{COMMENT_ALLOW_TRAFFIC}\"");
+    let tracked = format!("comment \"{COMMENT_TRACKED}\"");
     let mut pre = Vec::new();
+    let mut ct_pre = Vec::new();
     let mut raw_out = Vec::new();
     let mut input = Vec::new();
     let mut output = Vec::new();
     let mut nat = Vec::new();
     for ip in &spec.ips {
         let f = fam(*ip);
+        let set = tracked_set(*ip);
+        let conn = format!("{f} saddr . tcp sport . {f} daddr");
         for proto in ["tcp", "udp"] {
             // Only while a socket (not a wildcard one) serves the IP. `socket wildcard` cannot
             // look at a connection still in its handshake (no full socket yet), so TCP packets
             // other than the SYN ask `socket transparent 0` instead, which any socket answers:
-            // for them the lookup finds the connection's own socket first.
+            // for them the lookup finds the connection's own socket first — or the listener,
+            // for a connection NATed to the cluster DNS before it listened: the set excepts
+            // those.
             if proto == "tcp" {
                 pre.push(format!(
-                    "{f} daddr {ip} tcp dport {p} tcp flags syn / syn,ack socket wildcard 0 notrack {skip}"
+                    "{f} daddr {ip} tcp dport {p} tcp flags syn / syn,ack {conn} != @{set} socket wildcard 0 notrack {skip}"
                 ));
                 pre.push(format!(
-                    "{f} daddr {ip} tcp dport {p} tcp flags != syn / syn,ack socket transparent 0 notrack {skip}"
+                    "{f} daddr {ip} tcp dport {p} tcp flags != syn / syn,ack {conn} != @{set} socket transparent 0 notrack {skip}"
+                ));
+                ct_pre.push(format!(
+                    "{f} daddr {ip} tcp dport {p} ct state established,new update @{set} {{ {conn} }} {tracked}"
                 ));
             } else if !draining {
                 pre.push(format!(
@@ -99,12 +134,33 @@ pub(crate) fn script(table: &str, spec: &Spec, targets: &[IpAddr], draining: boo
         c
     };
     let mut s = format!("table inet {table} {{\n");
+    let mut sets: Vec<&str> = spec.ips.iter().map(|ip| tracked_set(*ip)).collect();
+    sets.sort_unstable();
+    sets.dedup();
+    for set in sets {
+        let a = if set == "fallback6" {
+            "ipv6_addr"
+        } else {
+            "ipv4_addr"
+        };
+        s.push_str(&format!(
+            "\tset {set} {{\n\t\ttype {a} . inet_service . {a}\n\t\tsize 65536\n\t\tflags dynamic,timeout\n\t\ttimeout 2m\n\t}}\n"
+        ));
+    }
     s.push_str(&chain(
         "raw-prerouting",
         "prerouting",
         "filter",
         "raw",
         &pre,
+    ));
+    // After conntrack, before any NAT: connections conntrack tracks.
+    s.push_str(&chain(
+        "conntrack-prerouting",
+        "prerouting",
+        "filter",
+        "mangle",
+        &ct_pre,
     ));
     s.push_str(&chain("raw-output", "output", "filter", "raw", &raw_out));
     s.push_str(&chain("filter-input", "input", "filter", "filter", &input));
@@ -184,16 +240,29 @@ impl Nftables {
         }
     }
 
-    /// The table's listing, None if it does not exist.
+    /// The table's listing without the sets' elements (`-t`), None if it does not exist.
     fn listing(&self) -> Option<String> {
-        self.nft(&["list", "table", "inet", &self.table], None).ok()
+        self.nft(&["-t", "list", "table", "inet", &self.table], None)
+            .ok()
     }
 
-    /// Replaces the table with `script` in one transaction.
+    /// Replaces the table's chains with `script`'s in one transaction, keeping the sets and
+    /// their elements (the connections they except from NOTRACK are still open). If that fails
+    /// (a set of another definition, left by another version), replaces the whole table.
     fn replace(&self, script: &str) -> Result<(), RulesError> {
         let t = &self.table;
-        let text = format!("table inet {t} {{}}\ndelete table inet {t}\n{script}");
-        self.nft(&["-f", "-"], Some(&text))?;
+        let mut text = format!("add table inet {t}\n");
+        for c in CHAINS {
+            text.push_str(&format!("add chain inet {t} {c}\n"));
+        }
+        for c in CHAINS {
+            text.push_str(&format!("delete chain inet {t} {c}\n"));
+        }
+        text.push_str(script);
+        if self.nft(&["-f", "-"], Some(&text)).is_err() {
+            let text = format!("table inet {t} {{}}\ndelete table inet {t}\n{script}");
+            self.nft(&["-f", "-"], Some(&text))?;
+        }
         if let Ok(mut i) = self.installed.lock() {
             *i = Some(script.to_string());
         }
@@ -308,19 +377,23 @@ mod tests {
             "2001:db8::2".parse().unwrap(),
         ];
         let s = script("sextant-nodelocaldns", &spec(), &targets, false);
-        assert!(s.starts_with("table inet sextant-nodelocaldns {\n\tchain raw-prerouting {\n\t\ttype filter hook prerouting priority raw; policy accept;\n\t\tip daddr 169.254.20.10 tcp dport 53 tcp flags syn / syn,ack socket wildcard 0 notrack comment \"NodeLocal DNS Cache: skip conntrack\"\n\t\tip daddr 169.254.20.10 tcp dport 53 tcp flags != syn / syn,ack socket transparent 0 notrack comment"), "{s}");
+        assert!(s.starts_with("table inet sextant-nodelocaldns {\n\tset fallback4 {\n\t\ttype ipv4_addr . inet_service . ipv4_addr\n\t\tsize 65536\n\t\tflags dynamic,timeout\n\t\ttimeout 2m\n\t}\n\tset fallback6 {\n"), "{s}");
+        assert!(s.contains("\tchain raw-prerouting {\n\t\ttype filter hook prerouting priority raw; policy accept;\n\t\tip daddr 169.254.20.10 tcp dport 53 tcp flags syn / syn,ack ip saddr . tcp sport . ip daddr != @fallback4 socket wildcard 0 notrack comment \"NodeLocal DNS Cache: skip conntrack\"\n\t\tip daddr 169.254.20.10 tcp dport 53 tcp flags != syn / syn,ack ip saddr . tcp sport . ip daddr != @fallback4 socket transparent 0 notrack comment"), "{s}");
         assert!(s.contains("\t\tip6 daddr fd00::10 udp dport 53 socket wildcard 0 notrack comment"));
         assert!(s.contains("\t\tip daddr 169.254.20.10 udp dport 53 dnat ip to numgen random mod 2 map { 0 : 203.0.113.2, 1 : 203.0.113.3 } comment \"NodeLocal DNS Cache: fallback to cluster DNS\"\n"), "{s}");
         assert!(s.contains("\t\tip6 daddr fd00::10 tcp dport 53 dnat ip6 to 2001:db8::2 comment"));
         assert!(s.contains("type nat hook prerouting priority dstnat + 10; policy accept;"));
-        // 2 IPs x (11 DNS + 2 health) + 2 x 2 fallback.
-        assert_eq!(count_rules(&s), 30);
+        // 2 IPs x (11 DNS + 1 tracked + 2 health) + 2 x 2 fallback.
+        assert_eq!(count_rules(&s), 32);
+        assert!(s.contains("\t\tip6 daddr fd00::10 tcp dport 53 tcp flags != syn / syn,ack ip6 saddr . tcp sport . ip6 daddr != @fallback6 socket transparent 0 notrack comment"), "{s}");
+        assert!(s.contains("\t\tip daddr 169.254.20.10 tcp dport 53 ct state established,new update @fallback4 { ip saddr . tcp sport . ip daddr } comment \"NodeLocal DNS Cache: connections through NAT\"\n"), "{s}");
+        assert!(s.contains("\tset fallback6 {\n\t\ttype ipv6_addr . inet_service . ipv6_addr\n"));
         assert_eq!(targets_in(&s), targets);
         let keep = script("t", &spec(), &targets, true);
-        assert_eq!(count_rules(&keep), 28);
+        assert_eq!(count_rules(&keep), 30);
         assert!(!keep.contains("udp dport 53 socket"));
-        assert!(keep.contains("tcp dport 53 tcp flags syn / syn,ack socket wildcard 0 notrack"));
+        assert!(keep.contains("tcp dport 53 tcp flags syn / syn,ack ip saddr . tcp sport . ip daddr != @fallback4 socket wildcard 0 notrack"));
         assert_eq!(targets_in(&keep), targets);
-        assert_eq!(count_rules(&script("t", &spec(), &[], false)), 26);
+        assert_eq!(count_rules(&script("t", &spec(), &[], false)), 28);
     }
 }

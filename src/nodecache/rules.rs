@@ -14,6 +14,7 @@ use std::process::{Command, Stdio};
 pub(crate) const COMMENT_SKIP_CONNTRACK: &str = "NodeLocal DNS Cache: skip conntrack";
 pub(crate) const COMMENT_ALLOW_TRAFFIC: &str = "NodeLocal DNS Cache: allow DNS traffic";
 pub(crate) const COMMENT_FALLBACK: &str = "NodeLocal DNS Cache: fallback to cluster DNS";
+pub(crate) const COMMENT_TRACKED: &str = "NodeLocal DNS Cache: connections through NAT";
 
 /// What the rules are about.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -15,6 +15,7 @@ pub(crate) mod chaos;
 pub(crate) mod debug;
 pub(crate) mod dns64;
 pub(crate) mod dnssec;
+pub(crate) mod dnstap;
 pub(crate) mod erratic;
 pub(crate) mod errors;
 pub(crate) mod etcd;
@@ -79,6 +80,7 @@ pub(crate) static ORDER: &[PluginDef] = &[
     PluginDef { name: "prometheus", once: true, setup: prometheus::setup },
     PluginDef { name: "errors", once: true, setup: errors::setup },
     PluginDef { name: "log", once: false, setup: log::setup },
+    PluginDef { name: "dnstap", once: false, setup: dnstap::setup },
     PluginDef { name: "local", once: false, setup: local::setup },
     PluginDef { name: "dns64", once: false, setup: dns64::setup },
     PluginDef { name: "any", once: true, setup: any::setup },

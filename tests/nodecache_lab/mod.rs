@@ -149,6 +149,15 @@ kube-dns-endpoints.kube-system.svc.cluster.local. 5 AAAA 2001:db8:113::3
 impl Lab {
     pub(crate) fn new(tag: &str, proxy: Proxy, v6: bool) -> Lab {
         raise_nofile();
+        // node-cache fills an ipset in iptables mode (without the tool its rules differ).
+        let ipset = std::process::Command::new("ipset")
+            .arg("version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        assert!(
+            ipset,
+            "ipset not found: install it with `apt-get install -y ipset` (or run ./test.sh)"
+        );
         let node = NetNs::create(&format!("{tag}n")).unwrap();
         let pod = NetNs::create(&format!("{tag}p")).unwrap();
         let dns = NetNs::create(&format!("{tag}d")).unwrap();
@@ -850,4 +859,62 @@ pub(crate) fn ready(lab: &Lab, ip: &str) -> u16 {
             .map(|r| r.0)
             .unwrap_or(0)
     })
+}
+
+/// A TCP connection from the `pod` namespace kept open across an event, to ask one query on it
+/// before and one after (a stub resolver reusing its connection, or one slow to send its query).
+pub(crate) struct HeldTcp {
+    pub target: SocketAddr,
+    conn: std::net::TcpStream,
+    n: u64,
+}
+
+impl HeldTcp {
+    /// Connects (no query yet).
+    pub(crate) fn open(lab: &Lab, target: SocketAddr) -> HeldTcp {
+        let conn = in_ns(lab.pod.name(), move || {
+            std::net::TcpStream::connect_timeout(&target, Duration::from_secs(2))
+        })
+        .unwrap_or_else(|e| panic!("tcp connect {target}: {e}"));
+        conn.set_read_timeout(Some(LOST_AFTER)).unwrap();
+        HeldTcp { target, conn, n: 0 }
+    }
+
+    /// Asks the stream's next kind of question on the held connection; Err says why it got no
+    /// correct answer.
+    pub(crate) fn ask(&mut self) -> Result<(), String> {
+        use std::io::{Read, Write};
+        let a = ask(self.n);
+        self.n += 1;
+        let id = rand_id();
+        let q = Query::new(&a.name, RecordType::A).id(id).to_bytes();
+        let mut msg = (q.len() as u16).to_be_bytes().to_vec();
+        msg.extend_from_slice(&q);
+        self.conn
+            .write_all(&msg)
+            .map_err(|e| format!("tcp write: {e}"))?;
+        let mut len = [0u8; 2];
+        self.conn
+            .read_exact(&mut len)
+            .map_err(|e| format!("tcp read: {e}"))?;
+        let mut body = vec![0u8; u16::from_be_bytes(len) as usize];
+        self.conn
+            .read_exact(&mut body)
+            .map_err(|e| format!("tcp read: {e}"))?;
+        let r = Reply::parse(body).map_err(|e| format!("unparsable answer: {e}"))?;
+        let got: Vec<String> = r
+            .answers()
+            .iter()
+            .map(|s| {
+                let f: Vec<&str> = s.split_whitespace().collect();
+                let mut g = vec![f[0]];
+                g.extend_from_slice(&f[2..]);
+                g.join(" ")
+            })
+            .collect();
+        if r.id() != id || r.rcode_name() != "NOERROR" || got != a.want || !r.has_flag("qr") {
+            return Err(format!("wrong: {} {got:?} for {}", r.rcode_name(), a.name));
+        }
+        Ok(())
+    }
 }

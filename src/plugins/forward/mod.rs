@@ -12,8 +12,8 @@ pub(crate) mod setup;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::server::lifecycle::Spawner;
 use rand::seq::SliceRandom;
@@ -24,7 +24,7 @@ use tokio::sync::watch;
 
 use crate::pkg::clock::Clock;
 use crate::pkg::tls;
-use crate::plugin::{BoxFuture, Handler, Next, Outcome, Proto, Request, SetupCtx};
+use crate::plugin::{BoxFuture, Handler, Next, Outcome, Proto, Request, SetupCtx, Tapper};
 use proxy::{HealthSettings, Net, Proxy, TlsSettings};
 use setup::{Config, Policy, Transport};
 
@@ -83,6 +83,8 @@ struct Inner {
     cfg: Config,
     proxies: Vec<Arc<Proxy>>,
     robin: AtomicU32,
+    /// The block's `dnstap` plugin, found once the block is set up.
+    tap: OnceLock<Arc<dyn Tapper>>,
 }
 
 /// One `forward` line.
@@ -163,6 +165,13 @@ pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), 
             proxies.push(Arc::new(p));
         }
         let f = Arc::new(Forward::new(cfg, proxies));
+        let inner = f.inner.clone();
+        ctx.link(d, move |chain| {
+            if let Some(t) = chain.iter().find_map(|h| h.tapper()) {
+                let _ = inner.tap.set(t);
+            }
+            Ok(())
+        });
         all.push(f.clone());
         ctx.add_handler(f);
     }
@@ -214,7 +223,7 @@ impl Inner {
     }
 
     /// CoreDNS's `ServeDNS` loop for one query.
-    async fn resolve(&self, msg: &Message, net: Net, next_is_forward: bool) -> Resolution {
+    async fn resolve(&self, req: &mut Request, net: Net, next_is_forward: bool) -> Resolution {
         let cfg = &self.cfg;
         let n = self.proxies.len();
         let list = self.list();
@@ -245,8 +254,16 @@ impl Inner {
                 p = &self.proxies[rand::random_range(0..n)];
             }
             let mut this_net = if p.tls.is_some() { Net::Tcp } else { net };
+            // Like CoreDNS, set before the exchange: dnstap's `extra` sees it.
+            req.set_meta("forward/upstream", || p.addr.to_string());
+            let started = self.tap.get().map(|_| SystemTime::now());
+            // The local side of the upstream socket, asked for only when tapped.
+            let mut local = None;
+            let mut want_local = started.is_some().then_some(&mut local);
             let res = loop {
-                let r = p.connect(msg, this_net, deadline).await;
+                let r = p
+                    .connect_from(&req.msg, this_net, deadline, want_local.as_deref_mut())
+                    .await;
                 if let Ok(m) = &r {
                     if m.header.tc && this_net == Net::Udp && !cfg.force_tcp && cfg.prefer_udp {
                         this_net = Net::Tcp;
@@ -255,6 +272,10 @@ impl Inner {
                 }
                 break r;
             };
+            if let (Some(t), Some(started)) = (self.tap.get(), started) {
+                let reply = res.as_ref().ok();
+                t.forwarded(req, p.addr, local, this_net == Net::Tcp, started, reply);
+            }
             let m = match res {
                 Err(e) => {
                     upstream_err = Some(e);
@@ -306,6 +327,7 @@ impl Forward {
                 cfg,
                 proxies,
                 robin: AtomicU32::new(0),
+                tap: OnceLock::new(),
             }),
             concurrent: AtomicU64::new(0),
             inflight: Arc::new(Mutex::new(HashMap::default())),
@@ -328,7 +350,7 @@ impl Forward {
     /// first query for a key (the leader) runs the exchange itself; the others wait for its
     /// result. Should the leader's future be dropped before it has one, its entry goes with it
     /// and each waiting query starts over (one of them becoming the new leader).
-    async fn coalesced(&self, req: &Request, net: Net, next_is_forward: bool) -> Resolution {
+    async fn coalesced(&self, req: &mut Request, net: Net, next_is_forward: bool) -> Resolution {
         let key = Key {
             name: req.qname().to_lowercase(),
             qtype: req.qtype(),
@@ -362,7 +384,7 @@ impl Forward {
                     inflight: &self.inflight,
                     key: Some(key),
                 };
-                let res = self.inner.resolve(&req.msg, net, next_is_forward).await;
+                let res = self.inner.resolve(req, net, next_is_forward).await;
                 if let Some(tx) = lead.finish() {
                     if tx.receiver_count() > 0 {
                         tx.send_replace(Some(res.clone()));
@@ -440,7 +462,7 @@ impl Handler for Forward {
             // each time round a forwarding loop (CoreDNS does not coalesce at all), else the
             // copy coming back would wait on itself and the loop would go unnoticed.
             let res = if req.qtype() == RType::HINFO {
-                self.inner.resolve(&req.msg, net, next_is_forward).await
+                self.inner.resolve(req, net, next_is_forward).await
             } else {
                 self.coalesced(req, net, next_is_forward).await
             };
@@ -520,17 +542,20 @@ mod tests {
         let f = forward(&format!(". {{\n forward . 127.0.0.1:{port}\n}}\n"));
         let mut q = Message::query(4321, Name::parse("Drop.Example.").unwrap(), RType::A);
         q.header.rd = true;
-        let req = Request::new(q, "127.0.0.1:5353".parse().unwrap(), Proto::Udp);
+        let client = "127.0.0.1:5353".parse().unwrap();
+        let mut req = Request::new(q.clone(), client, Proto::Udp);
+        let questions = q.questions.clone();
+        let mut req2 = Request::new(q, client, Proto::Udp);
         let mut buf = [0u8; 512];
 
         // The leader sends its query; the upstream never answers it.
-        let mut leader = Box::pin(f.coalesced(&req, Net::Udp, false));
+        let mut leader = Box::pin(f.coalesced(&mut req, Net::Udp, false));
         tokio::select! {
             _ = &mut leader => panic!("the leader finished without a reply"),
             r = up.recv_from(&mut buf) => { r.unwrap(); }
         }
         // A second identical query waits on the leader.
-        let mut follower = Box::pin(f.coalesced(&req, Net::Udp, false));
+        let mut follower = Box::pin(f.coalesced(&mut req2, Net::Udp, false));
         tokio::select! {
             biased;
             _ = &mut follower => panic!("the follower finished without a reply"),
@@ -544,7 +569,7 @@ mod tests {
         let answer = async {
             let (n, from) = up.recv_from(&mut buf).await.unwrap();
             let sent = Message::parse(&buf[..n]).unwrap();
-            assert_eq!(sent.questions, req.msg.questions);
+            assert_eq!(sent.questions, questions);
             let mut r = Message::reply_to(&sent);
             r.header.ra = true;
             up.send_to(&r.to_wire(), from).await.unwrap();

@@ -315,11 +315,24 @@ impl Proxy {
 
     /// Sends `query` (the client's message; a fresh random ID is used on the wire) and returns
     /// the upstream's reply with the client's ID restored.
+    #[cfg(test)]
     pub(super) async fn connect(
         &self,
         query: &Message,
         net: Net,
         deadline: Instant,
+    ) -> Result<Message, String> {
+        self.connect_from(query, net, deadline, None).await
+    }
+
+    /// [`connect`](Self::connect), also filling `local` (when given) with the local address of
+    /// the socket the query went out on (for dnstap; not known for DoH).
+    pub(super) async fn connect_from(
+        &self,
+        query: &Message,
+        net: Net,
+        deadline: Instant,
+        local: Option<&mut Option<SocketAddr>>,
     ) -> Result<Message, String> {
         let start = Instant::now();
         // The client's message encoded as it is, then the fresh ID written over the first two
@@ -338,9 +351,9 @@ impl Proxy {
             self.udp_misses
                 .get_or_init(|| CONN_MISSES.with_label_values(&[PROXY_NAME, &self.label, "udp"]))
                 .inc();
-            self.exchange_udp(&wire, q, until).await
+            self.exchange_udp(&wire, q, until, local).await
         } else {
-            Box::pin(self.exchange_stream(&wire, q, until, deadline)).await
+            Box::pin(self.exchange_stream(&wire, q, until, deadline, local)).await
         };
         let mut m = res?;
         m.header.id = query.header.id;
@@ -374,13 +387,17 @@ impl Proxy {
         wire: &[u8],
         q: Sent<'_>,
         until: Instant,
+        tapped: Option<&mut Option<SocketAddr>>,
     ) -> Result<Message, String> {
         let bind = SocketAddr::new(self.source.unwrap_or_else(|| unspecified(&self.addr)), 0);
         let sock = self
             .udp_socket()
             .map_err(|e| format!("dial udp {}: {}", self.addr, io_text(&e)))?;
-        // The local address only goes into error messages: asked for only then.
+        // The local address only goes into error messages and dnstap: asked for only then.
         let local = || sock.local_addr().unwrap_or(bind);
+        if let Some(t) = tapped {
+            *t = Some(local());
+        }
         sock.send(wire).await.map_err(|e| {
             format!(
                 "write udp {}->{}: write: {}",
@@ -537,6 +554,7 @@ impl Proxy {
         q: Sent<'_>,
         until: Instant,
         deadline: Instant,
+        mut tapped: Option<&mut Option<SocketAddr>>,
     ) -> Result<Message, String> {
         loop {
             let (mut conn, cached) = match self.take_pooled() {
@@ -553,6 +571,9 @@ impl Proxy {
                     (self.dial(deadline.min(until)).await?, false)
                 }
             };
+            if let Some(t) = tapped.as_deref_mut() {
+                *t = Some(conn.local);
+            }
             match self.roundtrip(&mut conn, wire, q, until, cached).await {
                 Ok(m) => {
                     conn.used = self.clock.now();
@@ -659,6 +680,7 @@ impl Proxy {
                     msg: &q,
                 },
                 until,
+                None,
             )
             .await
             .map(|_| ())

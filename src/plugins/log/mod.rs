@@ -98,14 +98,14 @@ pub(crate) fn classify(rcode: Rcode) -> Class {
     }
 }
 
-/// Fills in a log format for one answered query, appending to `out`, with no allocation per
-/// placeholder.
+/// Fills in a log format (CoreDNS's replacer) for one query, appending to `out`, with no
+/// allocation per placeholder. Without a reply (`dnstap`'s `extra`, CoreDNS's replacer without
+/// a recorder) `{rcode}`, `{rsize}`, `{duration}` and `{>rflags}` are `-`.
 pub(crate) fn render_into(
     out: &mut String,
     format: &str,
     req: &Request,
-    reply: &Message,
-    rsize: usize,
+    reply: Option<(&Message, usize)>,
 ) {
     let mut rest = format;
     // Byte searches: '{' and '}' are ASCII, so the split points are char boundaries.
@@ -117,7 +117,7 @@ pub(crate) fn render_into(
             return;
         };
         let key = &after[1..close];
-        if !value(out, key, req, reply, rsize) {
+        if !value(out, key, req, reply) {
             out.push_str(&after[..=close]);
         }
         rest = &after[close + 1..];
@@ -134,7 +134,32 @@ fn write_ip(out: &mut String, ip: std::net::IpAddr) {
 }
 
 /// Appends the value of placeholder `key`; false when the key is unknown.
-fn value(out: &mut String, key: &str, req: &Request, reply: &Message, rsize: usize) -> bool {
+fn value(out: &mut String, key: &str, req: &Request, reply: Option<(&Message, usize)>) -> bool {
+    use std::fmt::Write;
+    let Some((reply, rsize)) = reply else {
+        return match key {
+            "rcode" | "rsize" | "duration" | ">rflags" => {
+                out.push('-');
+                true
+            }
+            _ => value_of_query(out, key, req),
+        };
+    };
+    let _ = match key {
+        "rcode" => write!(out, "{}", reply.rcode()),
+        ">rflags" => {
+            out.push_str(&reply.header.flags_string());
+            Ok(())
+        }
+        "rsize" => write!(out, "{rsize}"),
+        "duration" => write!(out, "{}s", req.start.elapsed().as_secs_f64()),
+        _ => return value_of_query(out, key, req),
+    };
+    true
+}
+
+/// Appends the value of a placeholder that depends only on the query; false when unknown.
+fn value_of_query(out: &mut String, key: &str, req: &Request) -> bool {
     use std::fmt::Write;
     let _ = match key {
         "remote" => {
@@ -164,13 +189,6 @@ fn value(out: &mut String, key: &str, req: &Request, reply: &Message, rsize: usi
         "size" => write!(out, "{}", req.size),
         ">do" => write!(out, "{}", req.do_bit()),
         ">bufsize" => write!(out, "{}", req.bufsize()),
-        "rcode" => write!(out, "{}", reply.rcode()),
-        ">rflags" => {
-            out.push_str(&reply.header.flags_string());
-            Ok(())
-        }
-        "rsize" => write!(out, "{rsize}"),
-        "duration" => write!(out, "{}s", req.start.elapsed().as_secs_f64()),
         // `{/label}`: a metadata value (`-` when unset or without the metadata plugin).
         _ if key.len() > 1 && key.starts_with('/') => {
             out.push_str(req.meta(&key[1..]).unwrap_or("-"));
@@ -255,7 +273,7 @@ impl Handler for Log {
                 };
                 let mut line = String::with_capacity(rule.format.len() + 96);
                 line.push_str("[INFO] ");
-                render_into(&mut line, &rule.format, req, reply, rsize);
+                render_into(&mut line, &rule.format, req, Some((reply, rsize)));
                 crate::log::query(line.as_bytes());
             }
             out
