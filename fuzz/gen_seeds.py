@@ -257,3 +257,35 @@ d = os.path.join(HERE, "corpus", "grpc_packet")
 os.makedirs(d, exist_ok=True)
 for k, v in grpc.items():
     open(os.path.join(d, k), "wb").write(v)
+
+# proxy_header: PROXY protocol v1 lines and v2 headers (each family, LOCAL, TLVs), with DNS
+# data after them, and broken ones.
+def pp2(cmd, fam, addrs):
+    return b"\r\n\r\n\x00\r\nQUIT\n" + bytes([cmd, fam]) + len(addrs).to_bytes(2, "big") + addrs
+v4 = bytes([10, 1, 2, 3, 192, 0, 2, 1, 0x30, 0x39, 0, 53])
+v6 = bytes(15) + b"\x01" + bytes(15) + b"\x02" + b"\x03\xe8\x00\x35"
+pp = {
+    "v1_tcp4": b"PROXY TCP4 10.1.2.3 192.0.2.1 12345 53\r\n" + query,
+    "v1_tcp6": b"PROXY TCP6 2001:db8::1 ::ffff:10.0.0.1 1 65535\r\n",
+    "v1_unknown": b"PROXY UNKNOWN ffff::1 ffff::2 1 2\r\n",
+    "v1_no_crlf": b"PROXY TCP4 10.1.2.3 192.0.2.1 12345 53\n",
+    "v1_long": b"PROXY TCP4 " + b"1" * 120 + b"\r\n",
+    "v1_bad_port": b"PROXY TCP4 1.2.3.4 1.2.3.4 01 65536\r\n",
+    "v2_udp4": pp2(0x21, 0x12, v4) + query,
+    "v2_tcp4": pp2(0x21, 0x11, v4),
+    "v2_udp6": pp2(0x21, 0x22, v6) + query,
+    "v2_local": pp2(0x20, 0x00, b""),
+    "v2_local_short": pp2(0x20, 0x11, b"\x01\x02\x03"),
+    "v2_tlv": pp2(0x21, 0x11, v4 + b"\x04\x00\x01\xff"),
+    "v2_unix": pp2(0x21, 0x31, bytes(216)),
+    "v2_header_only": pp2(0x21, 0x12, v4),
+    "v2_cut": pp2(0x21, 0x12, v4)[:20],
+    "v2_bad_command": pp2(0x22, 0x11, v4),
+    "v2_too_long": pp2(0x21, 0x11, bytes(4097)),
+    "dns": query,
+    "signature_only": b"\r\n\r\n\x00\r\nQUIT\n",
+}
+d = os.path.join(HERE, "corpus", "proxy_header")
+os.makedirs(d, exist_ok=True)
+for k, v in pp.items():
+    open(os.path.join(d, k), "wb").write(v)

@@ -28,7 +28,7 @@ triple="$(rustc -vV | sed -n 's/^host: //p')"
 cargo build --release --manifest-path "$here/Cargo.toml" --features libfuzzer --bins \
   --target "$triple" --config "profile.release.package.\"*\".opt-level=${FUZZ_DEPS_OPT:-1}"
 if [ "$target" = all ]; then
-  for t in wire_parse scan_query differential request_path corefile hosts_file kube_objects setup zone_file doh_request grpc_packet; do
+  for t in wire_parse scan_query differential request_path corefile hosts_file kube_objects setup zone_file doh_request grpc_packet proxy_header; do
     echo "== fuzz $t for ${secs}s"
     "$0" "$t" "$secs" "$@"
   done

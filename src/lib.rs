@@ -103,6 +103,73 @@ pub mod fuzzing {
         prost::Message::encode_to_vec(&crate::server::grpc::DnsPacket { msg: msg.to_vec() })
     }
 
+    /// What the PROXY protocol decoder found at the start of some bytes.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub enum ProxyHeader {
+        /// No signature: the bytes are DNS data.
+        None,
+        /// A stream that must send more before it is decided.
+        Incomplete,
+        /// A header of `len` bytes.
+        Header {
+            len: usize,
+            version: u8,
+            local: bool,
+            family: u8,
+            source: Option<SocketAddr>,
+            destination: Option<SocketAddr>,
+        },
+    }
+
+    /// The PROXY protocol decoder of every listener (`complete`: the bytes are a whole
+    /// datagram or a stream that ended); `Err` with go-proxyproto's text.
+    pub fn proxy_header(data: &[u8], complete: bool) -> Result<ProxyHeader, String> {
+        use crate::pkg::proxyproto::{decode, Decoded};
+        match decode(data, complete) {
+            Ok(Decoded::None) => Ok(ProxyHeader::None),
+            Ok(Decoded::Incomplete) => Ok(ProxyHeader::Incomplete),
+            Ok(Decoded::Header { header, len }) => Ok(ProxyHeader::Header {
+                len,
+                version: header.version,
+                local: header.local,
+                family: header.family,
+                source: header.source,
+                destination: header.destination,
+            }),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// One datagram from `peer` through a UDP listener's PROXY handling (every source allowed,
+    /// with session tracking when `sessions`): the offset of the DNS payload in `packet` and
+    /// the client plugins see, or None when dropped. `state` carries the sessions across calls.
+    pub fn proxy_datagram(
+        state: &mut Option<ProxyUdp>,
+        sessions: bool,
+        packet: &[u8],
+        peer: SocketAddr,
+    ) -> Option<(usize, SocketAddr)> {
+        let p = state.get_or_insert_with(|| {
+            ProxyUdp(crate::server::proxy::UdpProxy::new(Arc::new(
+                crate::server::proxy::ProxySettings {
+                    allow: Vec::new(),
+                    default: None,
+                    session_ttl: if sessions {
+                        std::time::Duration::from_secs(60)
+                    } else {
+                        std::time::Duration::ZERO
+                    },
+                    max_sessions: 4,
+                },
+            )))
+        });
+        let (payload, client) = p.0.datagram(packet, peer)?;
+        Some((packet.len() - payload.len(), client))
+    }
+
+    /// A UDP socket's PROXY state, for [`proxy_datagram`].
+    pub struct ProxyUdp(crate::server::proxy::UdpProxy);
+
     /// Builds a configuration generation from Corefile text the way a reload does, and
     /// returns the configuration hash (SHA512 hex) when it sets up.
     pub fn build_generation(text: &str) -> Option<String> {

@@ -55,6 +55,9 @@ pub(crate) struct Request {
     /// The request as received, kept only when it ends with a TSIG record (whose MAC covers
     /// these exact bytes); None otherwise.
     pub raw: Option<Arc<[u8]>>,
+    /// The UDP socket the query came in on cannot keep up: its write stack is full (only
+    /// with `shed`).
+    pub backlogged: bool,
     /// Metadata of this request (CoreDNS's `metadata` plugin): `None` unless the block has the
     /// `metadata` plugin, so setting a label costs nothing elsewhere. See [`Metadata`].
     pub meta: Option<Box<Metadata>>,
@@ -78,6 +81,7 @@ impl Request {
             depth: 0,
             resolver: None,
             raw: None,
+            backlogged: false,
             meta: None,
             view: None,
         }

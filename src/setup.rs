@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sextant_corefile::{Directive, Error as ConfigError};
+use sextant_corefile::{Directive, Error as ConfigError, Pos};
 
 use crate::pkg::clock::Clock;
 use crate::plugin::{Handler, Readiness, ViewFilter};
@@ -25,6 +25,8 @@ pub(crate) struct BlockInfo {
     pub(crate) port: u16,
     /// Index of the block in the Corefile.
     pub(crate) index: usize,
+    /// The first key that is not plain DNS (`tls://...`), as written, if any.
+    pub(crate) non_dns_key: Option<String>,
     /// Name of the block's view (`view NAME`), for metric labels; None without one.
     pub(crate) view: Option<String>,
 }
@@ -56,6 +58,14 @@ pub(crate) struct GenerationBuilder {
     pub(crate) chaos: HashMap<usize, bool>,
     pub(crate) invalidation: HashMap<usize, Arc<InvalidationBus>>,
     pub(crate) tls: HashMap<usize, Arc<rustls::ServerConfig>>,
+    /// Sockets per listener address asked by a block (`multisocket`).
+    pub(crate) sockets: HashMap<usize, usize>,
+    /// TCP and TLS connection timeouts and query cap asked by a block (`timeouts`).
+    pub(crate) timeouts: HashMap<usize, crate::server::config::TimeoutSettings>,
+    /// Blocks whose UDP listeners write through a bounded stack (`shed`).
+    pub(crate) shed: HashMap<usize, crate::server::wstack::DropHook>,
+    /// PROXY protocol settings of a block and where its `proxyproto` is (`proxyproto`).
+    pub(crate) proxy: HashMap<usize, (Arc<crate::server::proxy::ProxySettings>, Pos)>,
     pub(crate) transport: HashMap<usize, crate::server::config::BlockTransport>,
     /// Each block's view (name, filter), by block index.
     pub(crate) views: HashMap<usize, (Arc<str>, Arc<dyn ViewFilter>)>,
@@ -81,6 +91,10 @@ impl GenerationBuilder {
             chaos: HashMap::new(),
             invalidation: HashMap::new(),
             tls: HashMap::new(),
+            sockets: HashMap::new(),
+            timeouts: HashMap::new(),
+            shed: HashMap::new(),
+            proxy: HashMap::new(),
             transport: HashMap::new(),
             views: HashMap::new(),
             settings: ProcessSettings::default(),
@@ -255,6 +269,33 @@ impl SetupCtx<'_> {
         self.gen.tls.insert(self.block.index, cfg);
     }
 
+    /// Serves this block's addresses with `n` SO_REUSEPORT sockets each, UDP and TCP (the
+    /// `multisocket` plugin; the first block binding an address decides).
+    pub(crate) fn set_sockets(&mut self, n: usize) {
+        self.gen.sockets.insert(self.block.index, n);
+    }
+
+    /// Sets the read, write and idle timeouts and the query cap of this block's TCP and TLS
+    /// connections (the `timeouts` plugin).
+    pub(crate) fn set_timeouts(&mut self, t: crate::server::config::TimeoutSettings) {
+        self.gen.timeouts.insert(self.block.index, t);
+    }
+
+    /// Makes every UDP socket of this block's listeners write its replies through a bounded
+    /// stack with one writer (the `shed` plugin); `dropped` counts the replies it drops.
+    /// Requests then tell whether their socket's stack is full (`Request::backlogged`).
+    pub(crate) fn set_udp_write_stack(&mut self, dropped: crate::server::wstack::DropHook) {
+        self.gen.shed.insert(self.block.index, dropped);
+    }
+
+    /// Reads PROXY protocol headers on this block's listeners (the `proxyproto` plugin; the
+    /// last block of an address with it decides). `at`: where the directive is, for errors.
+    pub(crate) fn set_proxy(&mut self, settings: crate::server::proxy::ProxySettings, at: Pos) {
+        self.gen
+            .proxy
+            .insert(self.block.index, (Arc::new(settings), at));
+    }
+
     /// This block's transport limits (`https`, `https3`, `quic`, `grpc_server`).
     pub(crate) fn transport(&mut self) -> &mut crate::server::config::BlockTransport {
         self.gen.transport.entry(self.block.index).or_default()
@@ -347,6 +388,7 @@ mod tests {
             zones: vec![".".into()],
             port: 53,
             index: 0,
+            non_dns_key: None,
             view: None,
         };
         let mut links = Vec::new();

@@ -30,6 +30,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("zone_file", zone_file),
     ("doh_request", doh_request),
     ("grpc_packet", grpc_packet),
+    ("proxy_header", proxy_header),
 ];
 
 /// The zone-file parser (`sextant_zone::parse_zone` into a `Zone`) never panics or hangs on any
@@ -528,5 +529,80 @@ pub fn grpc_packet(data: &[u8]) {
         let again = encode_dns_packet(&msg);
         assert_eq!(decode_dns_packet(&again).as_deref(), Ok(&msg[..]));
         let _ = transport_request_ok(&msg);
+    }
+}
+
+/// The PROXY protocol header decoder (v1 and v2, streams and datagrams) and a UDP listener's
+/// handling of it: no panic; a header lies inside the bytes and within the protocol's sizes
+/// (v1 at most 107 bytes, v2 at most 16 + 4096); a stream's answer is the datagram answer for
+/// the header's own bytes; any shorter prefix of a stream's header is still undecided, and a
+/// stream still undecided never holds a header once complete; a datagram's DNS payload is a
+/// suffix of it and its client is the header's source or the sender.
+pub fn proxy_header(data: &[u8]) {
+    use sextant::fuzzing::{proxy_datagram, proxy_header as decode, ProxyHeader};
+    let whole = decode(data, true);
+    assert_ne!(
+        whole,
+        Ok(ProxyHeader::Incomplete),
+        "a complete input is decided"
+    );
+    let stream = decode(data, false);
+    match &stream {
+        Ok(ProxyHeader::Header { len, version, .. }) => {
+            assert!(
+                *len <= data.len(),
+                "header of {len} bytes in {}",
+                data.len()
+            );
+            let max = if *version == 1 { 107 } else { 16 + 4096 };
+            assert!(*len <= max, "v{version} header of {len} bytes");
+            assert_eq!(
+                decode(&data[..*len], true),
+                stream,
+                "the header's own bytes"
+            );
+            assert_eq!(whole, stream, "more bytes after a header change nothing");
+            for cut in [0, 1, 4, 5, 11, 12, 15, 16, len / 2, len.saturating_sub(1)] {
+                if cut < *len {
+                    let early = decode(&data[..cut], false);
+                    assert!(
+                        early == Ok(ProxyHeader::Incomplete),
+                        "{cut} of {len} bytes decided early: {early:?}"
+                    );
+                }
+            }
+        }
+        Ok(ProxyHeader::Incomplete) => {
+            assert!(
+                !matches!(whole, Ok(ProxyHeader::Header { .. })),
+                "an undecided stream holds a header once complete: {whole:?}"
+            );
+        }
+        Ok(ProxyHeader::None) => assert_eq!(whole, stream),
+        Err(_) => assert!(whole.is_err(), "a stream error is a datagram error"),
+    }
+    // The UDP side, with and without sessions; the same bytes twice from one proxy.
+    let peer = SocketAddr::from(([127, 0, 0, 1], 4000));
+    for sessions in [false, true] {
+        let mut state = None;
+        for _ in 0..2 {
+            if let Some((off, client)) = proxy_datagram(&mut state, sessions, data, peer) {
+                assert!(off <= data.len());
+                let from_header = match &whole {
+                    Ok(ProxyHeader::Header { len, source, .. }) => {
+                        assert_eq!(off, *len, "payload after the header");
+                        *source
+                    }
+                    _ => {
+                        assert_eq!(off, 0, "no header: the whole datagram");
+                        None
+                    }
+                };
+                assert!(
+                    client == peer || Some(client) == from_header,
+                    "client {client} from nowhere"
+                );
+            }
+        }
     }
 }

@@ -15,6 +15,7 @@
 //! | [`authority`] | serving a zone's data: answers, referrals, negative answers with SOA |
 //! | [`shardcache`] | the bounded 256-shard map with random eviction (CoreDNS `plugin/pkg/cache`) |
 //! | [`keyfile`] | DNSSEC key pairs from BIND key files (`key file`) |
+//! | [`proxyproto`] | the PROXY protocol v1/v2 header decoder (streams and datagrams) |
 //! | [`tsig`] | TSIG secrets, checking signed requests, signing replies (HMAC by `ring`) |
 //!
 //! Reverse names (address ↔ `in-addr.arpa.`/`ip6.arpa.` name) are methods of
@@ -29,6 +30,7 @@ pub(crate) mod fallthrough;
 pub(crate) mod flags;
 pub(crate) mod keyfile;
 pub(crate) mod num;
+pub(crate) mod proxyproto;
 pub(crate) mod shardcache;
 #[cfg(test)]
 pub(crate) mod testing;

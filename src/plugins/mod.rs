@@ -36,16 +36,20 @@ pub(crate) mod log;
 pub(crate) mod r#loop;
 pub(crate) mod metadata;
 pub(crate) mod minimal;
+pub(crate) mod multisocket;
 pub(crate) mod nsid;
 pub(crate) mod prometheus;
+pub(crate) mod proxyproto;
 pub(crate) mod quic;
 pub(crate) mod ready;
 pub(crate) mod reload;
 pub(crate) mod rewrite;
 pub(crate) mod root;
 pub(crate) mod secondary;
+pub(crate) mod shed;
 pub(crate) mod sign;
 pub(crate) mod template;
+pub(crate) mod timeouts;
 pub(crate) mod tls;
 pub(crate) mod transfer;
 pub(crate) mod tsig;
@@ -58,10 +62,13 @@ pub(crate) static ORDER: &[PluginDef] = &[
     PluginDef { name: "root", once: false, setup: root::setup },
     PluginDef { name: "metadata", once: true, setup: metadata::setup },
     PluginDef { name: "cancel", once: false, setup: cancel::setup },
+    PluginDef { name: "proxyproto", once: false, setup: proxyproto::setup },
     PluginDef { name: "quic", once: true, setup: quic::setup },
     PluginDef { name: "grpc_server", once: true, setup: grpc_server::setup },
     PluginDef { name: "https", once: true, setup: https::setup },
     PluginDef { name: "https3", once: true, setup: https3::setup },
+    PluginDef { name: "timeouts", once: true, setup: timeouts::setup },
+    PluginDef { name: "multisocket", once: true, setup: multisocket::setup },
     PluginDef { name: "reload", once: true, setup: reload::setup },
     PluginDef { name: "nsid", once: true, setup: nsid::setup },
     PluginDef { name: "bufsize", once: false, setup: bufsize::setup },
@@ -69,6 +76,7 @@ pub(crate) static ORDER: &[PluginDef] = &[
     PluginDef { name: "debug", once: true, setup: debug::setup },
     PluginDef { name: "ready", once: true, setup: ready::setup },
     PluginDef { name: "health", once: true, setup: health::setup },
+    PluginDef { name: "shed", once: true, setup: shed::setup },
     PluginDef { name: "prometheus", once: true, setup: prometheus::setup },
     PluginDef { name: "errors", once: true, setup: errors::setup },
     PluginDef { name: "log", once: false, setup: log::setup },

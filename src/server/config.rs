@@ -35,6 +35,11 @@ pub(crate) struct TransportOpts {
     pub max_streams: usize,
     /// Streams processed at once over every DoQ connection (`quic` `worker_pool_size`).
     pub worker_pool: usize,
+    /// `timeouts` idle: an HTTP connection without a request in progress for this long is
+    /// closed (DoH, gRPC); QUIC's idle timeout (DoQ, DoH3).
+    pub idle: std::time::Duration,
+    /// `timeouts` read: reading a DoH request's head and body; a DoQ query on its stream.
+    pub read: std::time::Duration,
 }
 
 impl TransportOpts {
@@ -44,6 +49,8 @@ impl TransportOpts {
             max_connections: 200,
             max_streams: if scheme == Scheme::Https { 250 } else { 256 },
             worker_pool: 1024,
+            idle: crate::server::listen::TCP_IDLE,
+            read: crate::server::listen::TCP_READ,
         }
     }
 }
@@ -94,14 +101,79 @@ impl ListenKey {
     }
 }
 
+/// How a listener address is served, set by plugins of the first block that binds it (like
+/// CoreDNS's per-address server settings). A listener whose options change on reload is
+/// rebound (beside the old one, which SO_REUSEPORT allows) rather than altered in place.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct ListenOpts {
+    /// `multisocket`: sockets (UDP and TCP, each UDP one with its reader thread) per address.
+    /// None: one UDP socket per core and one TCP listener.
+    pub sockets: Option<usize>,
+    /// Timeouts and query cap of TCP and TLS connections (`timeouts`).
+    pub tcp: TcpLimits,
+    /// UDP replies go through a bounded write stack per socket (`shed`), counting drops here.
+    pub shed: Option<crate::server::wstack::DropHook>,
+    /// PROXY protocol headers are read on UDP, TCP, TLS, DoH and gRPC (`proxyproto`).
+    pub proxy: Option<Arc<crate::server::proxy::ProxySettings>>,
+}
+
+/// How long a TCP or TLS connection may wait and how many queries it may ask.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct TcpLimits {
+    /// Waiting for the first byte of the next message (CoreDNS: 10 s).
+    pub idle: std::time::Duration,
+    /// Receiving the rest of a started message (CoreDNS: 3 s).
+    pub read: std::time::Duration,
+    /// Writing one answer; a write that does not finish closes the connection (CoreDNS: 5 s).
+    pub write: std::time::Duration,
+    /// Queries read from one connection before it is closed; None: unlimited.
+    pub max_queries: Option<u32>,
+}
+
+impl Default for TcpLimits {
+    fn default() -> TcpLimits {
+        TcpLimits {
+            idle: crate::server::listen::TCP_IDLE,
+            read: crate::server::listen::TCP_READ,
+            write: crate::server::listen::TCP_WRITE,
+            max_queries: None,
+        }
+    }
+}
+
+/// What one block's `timeouts` sets (each value applies to every listener of the block; when
+/// several blocks share an address, the last one setting a value wins, as in CoreDNS).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct TimeoutSettings {
+    pub idle: Option<std::time::Duration>,
+    pub read: Option<std::time::Duration>,
+    pub write: Option<std::time::Duration>,
+    /// -1: unlimited.
+    pub max_queries: Option<i64>,
+}
+
+impl TcpLimits {
+    fn apply(&mut self, t: &TimeoutSettings) {
+        self.idle = t.idle.unwrap_or(self.idle);
+        self.read = t.read.unwrap_or(self.read);
+        self.write = t.write.unwrap_or(self.write);
+        if let Some(m) = t.max_queries {
+            self.max_queries = u32::try_from(m).ok().filter(|m| *m > 0);
+        }
+    }
+}
+
 /// A fully set-up configuration, ready to be bound and swapped in.
 pub(crate) struct Generation {
     pub sites: BTreeMap<ListenKey, Arc<Site>>,
     /// TLS configuration of each listener that has one (`tls://`, `quic://`, `https3://`,
     /// and `https://`/`grpc://` when their block has the `tls` plugin).
     pub tls: BTreeMap<ListenKey, Arc<rustls::ServerConfig>>,
-    /// Limits of each listener (`https`, `https3`, `quic`, `grpc_server`).
-    pub opts: BTreeMap<ListenKey, TransportOpts>,
+    /// Options of each listener address (a change rebinds the listener).
+    pub opts: BTreeMap<ListenKey, ListenOpts>,
+    /// Limits of each DoH, DoH3, DoQ and gRPC listener (`https`, `https3`, `quic`,
+    /// `grpc_server`; a change applies in place).
+    pub transport: BTreeMap<ListenKey, TransportOpts>,
     pub builder: GenerationBuilder,
     /// (server label, zone, view, plugin names) for `coredns_plugin_enabled`.
     pub enabled: Vec<(String, String, String, Vec<&'static str>)>,
@@ -167,6 +239,11 @@ pub(crate) fn build(
             zones: addrs.iter().map(|a| a.zone.clone()).collect(),
             port: addrs.first().map(|a| a.port).unwrap_or(default_port),
             index: bi,
+            non_dns_key: sb
+                .keys
+                .iter()
+                .find(|k| k.text.contains("://") && !k.text.starts_with("dns://"))
+                .map(|k| k.text.clone()),
             view: sb
                 .directives
                 .iter()
@@ -218,7 +295,8 @@ pub(crate) fn build(
     let mut banner = Vec::new();
     let mut block_keys: HashMap<usize, Vec<ListenKey>> = HashMap::new();
     let mut tls_cfgs: BTreeMap<ListenKey, Arc<rustls::ServerConfig>> = BTreeMap::new();
-    let mut opts: BTreeMap<ListenKey, TransportOpts> = BTreeMap::new();
+    let mut opts: BTreeMap<ListenKey, ListenOpts> = BTreeMap::new();
+    let mut transport: BTreeMap<ListenKey, TransportOpts> = BTreeMap::new();
     for (bi, addrs, chain, names, pos) in blocks {
         let pos = pos.unwrap_or_else(|| Pos::file_only("Corefile"));
         let block = Arc::new(Block {
@@ -261,6 +339,30 @@ pub(crate) fn build(
                     port: za.port,
                     scheme,
                 };
+                // The first block binding an address sets its options.
+                let o = opts.entry(key).or_insert_with(|| ListenOpts {
+                    sockets: gen.sockets.get(&bi).copied(),
+                    ..Default::default()
+                });
+                // Timeouts: every block sharing the address may set them, the last one wins.
+                if let Some(t) = gen.timeouts.get(&bi) {
+                    o.tcp.apply(t);
+                }
+                // Any block with `shed` gives the whole listener its write discipline.
+                if let Some(h) = gen.shed.get(&bi) {
+                    o.shed = Some(*h);
+                }
+                // PROXY protocol: the last block of the address that has it decides.
+                if let Some((p, ppos)) = gen.proxy.get(&bi) {
+                    if matches!(scheme, Scheme::Quic | Scheme::Https3) {
+                        errors.push(err(
+                            ppos,
+                            Some("proxyproto"),
+                            format!("not supported on {scheme}:// listeners by this build"),
+                        ));
+                    }
+                    o.proxy = Some(p.clone());
+                }
                 if scheme != Scheme::Dns {
                     if let Some(cfg) = gen.tls.get(&bi) {
                         tls_cfgs
@@ -268,7 +370,7 @@ pub(crate) fn build(
                             .or_insert_with(|| crate::server::transport::with_alpn(scheme, cfg));
                     }
                     let o = gen.transport.get(&bi).copied().unwrap_or_default();
-                    opts.entry(key).or_insert(o.resolve(scheme));
+                    transport.entry(key).or_insert(o.resolve(scheme));
                 }
                 let list = site_zones.entry(key).or_default();
                 // Blocks with a view may share a zone with each other and with one block
@@ -332,12 +434,28 @@ pub(crate) fn build(
         .into_iter()
         .map(|(k, zones)| (k, Arc::new(Site::new(&k.label(), zones))))
         .collect();
+    // `timeouts` of HTTP and QUIC listeners are limits applied in place on reload, not
+    // listener options (a QUIC socket cannot be rebound beside the old one).
+    for (k, o) in opts.iter_mut() {
+        if matches!(k.scheme, Scheme::Dns | Scheme::Tls) {
+            continue;
+        }
+        if let Some(t) = transport.get_mut(k) {
+            t.idle = o.tcp.idle;
+            t.read = o.tcp.read;
+            o.tcp = TcpLimits::default();
+        }
+        if matches!(k.scheme, Scheme::Quic | Scheme::Https3) {
+            o.sockets = None;
+        }
+    }
     banner.sort();
     banner.dedup();
     Ok(Generation {
         sites,
         tls: tls_cfgs,
         opts,
+        transport,
         builder: gen,
         enabled,
         banner,

@@ -206,6 +206,8 @@ pub(crate) struct Conn {
     pub peer: SocketAddr,
     pub local: SocketAddr,
     pub activity: Activity,
+    /// Time allowed to read a request body (`timeouts` read).
+    pub read: Duration,
 }
 
 /// hyper's request handler for `https://`.
@@ -217,7 +219,7 @@ pub(crate) async fn handle_http(
     let (parts, body) = req.into_parts();
     let body = if parts.method == Method::POST && parts.uri.path() == PATH {
         let read = Limited::new(body, MAX_BODY).collect();
-        match tokio::time::timeout(READ_TIMEOUT, read).await {
+        match tokio::time::timeout(conn.read, read).await {
             Ok(Ok(c)) => Some(c.to_bytes()),
             _ => None,
         }

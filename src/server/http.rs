@@ -21,14 +21,15 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
-/// Idle time after which a DoH or gRPC connection is closed (CoreDNS's idle timeout).
-pub(crate) const IDLE: Duration = Duration::from_secs(10);
-/// Time allowed to read a DoH or gRPC request's header (CoreDNS's read timeout).
-pub(crate) const HEADER_READ: Duration = Duration::from_secs(3);
 /// Read and idle timeouts of the health, ready and metrics servers (CoreDNS: 5 s each).
 const PAGE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Time given to requests in progress when the listener stops.
 const GRACE: Duration = Duration::from_secs(5);
+/// After an idle connection was told to go away, how long it may take to close (Go's HTTP/2
+/// server: `goAwayTimeout`, 1 s).
+const IDLE_CLOSE: Duration = Duration::from_secs(1);
+/// How often a connection looks whether it is idle (the idle time is met within this).
+const IDLE_CHECK: Duration = Duration::from_millis(250);
 /// Largest request head (request line and headers) read, HTTP/1.1 and HTTP/2 alike.
 pub(crate) const MAX_HEAD: usize = 16 * 1024;
 /// Streams an HTTP/2 client may open at once on the health, ready and metrics listener.
@@ -104,7 +105,8 @@ impl Activity {
     }
 }
 
-/// Runs a connection to its end: closes it gracefully when it was idle for `idle` or `cancel`
+/// Runs a connection to its end: closes it gracefully when it was idle for `idle` (GOAWAY on
+/// HTTP/2, then closed at the latest [`IDLE_CLOSE`] later, as Go's server does) or `cancel`
 /// fires, and drops it when requests outlive the grace period.
 pub(crate) async fn drive<F>(
     fut: F,
@@ -116,7 +118,7 @@ pub(crate) async fn drive<F>(
 {
     let mut fut = std::pin::pin!(fut);
     let mut closing: Option<tokio::time::Instant> = None;
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut tick = tokio::time::interval(IDLE_CHECK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
@@ -131,7 +133,7 @@ pub(crate) async fn drive<F>(
                     Some(_) => {}
                     None if activity.idle_for(idle) => {
                         fut.as_mut().graceful();
-                        closing = Some(tokio::time::Instant::now() + GRACE);
+                        closing = Some(tokio::time::Instant::now() + IDLE_CLOSE);
                     }
                     None => {}
                 }

@@ -1,5 +1,6 @@
-//! DNS listeners: per address, SO_REUSEPORT UDP sockets (one per core, each read and answered in
-//! batches by its own thread, see `udp_thread`) and one SO_REUSEPORT TCP listener with
+//! DNS listeners: per address, SO_REUSEPORT UDP sockets (one per core or as many as
+//! `multisocket` asks, each read and answered in batches by its own thread, see `udp_thread`)
+//! and SO_REUSEPORT TCP listeners (one, or `multisocket`'s count) with
 //! RFC 7766 behaviour (pipelining, out-of-order answers, idle and read timeouts, connection and
 //! in-flight caps). The routing table they serve is swapped atomically on reload. A stopping
 //! listener drains the datagrams already queued to its UDP sockets before closing them.
@@ -23,11 +24,12 @@ use tokio_util::sync::CancellationToken;
 
 use sextant_corefile::Scheme;
 
-use crate::plugin::Proto;
-use crate::server::config::{ListenKey, TransportOpts};
+use crate::server::config::{ListenKey, ListenOpts, TcpLimits, TransportOpts};
 use crate::server::mmsg;
+use crate::server::proxy;
 use crate::server::site::Site;
 use crate::server::transport::Limit;
+use crate::server::wstack;
 
 /// TCP idle timeout between queries (CoreDNS: 10 s).
 pub(crate) const TCP_IDLE: Duration = Duration::from_secs(10);
@@ -53,6 +55,8 @@ pub(crate) struct Listener {
     pub cancel: CancellationToken,
     pub inflight: Arc<AtomicUsize>,
     pub local: Vec<SocketAddr>,
+    /// What it was bound with (a change on reload rebinds it).
+    pub opts: ListenOpts,
     /// UDP reader threads and TCP connections still running (after a stop they drain what is
     /// queued or already sent to them, then end).
     running: Arc<AtomicUsize>,
@@ -165,6 +169,7 @@ pub(crate) struct Bound {
     tcp: Vec<std::net::TcpListener>,
     udp: Vec<std::net::UdpSocket>,
     local: Vec<SocketAddr>,
+    opts: ListenOpts,
 }
 
 impl Bound {
@@ -197,18 +202,42 @@ impl Bound {
             if let Ok(a) = u.local_addr() {
                 handover::register(handover::SocketKind::Udp, a, &u);
             }
+            // With `shed`: the socket's replies go through a bounded stack and its own writer
+            // thread, which ends once the reader and every pending answer are done.
+            let producer = match self.opts.shed {
+                Some(hook) => {
+                    let stack = wstack::WriteStack::new(hook, site.load().label.clone());
+                    let producer = wstack::Producer::new(&stack);
+                    let (w, guard) = (u.clone(), ThreadCount::new(&running));
+                    let spawned = std::thread::Builder::new()
+                        .name("sextant-shed".into())
+                        .spawn(move || {
+                            use std::os::fd::AsRawFd;
+                            let _running = guard;
+                            wstack::writer(w.as_raw_fd(), stack)
+                        });
+                    if let Err(e) = spawned {
+                        cancel.cancel();
+                        return Err(e);
+                    }
+                    Some(producer)
+                }
+                None => None,
+            };
             let (site, c, inflight, handle) = (
                 site.clone(),
                 cancel.clone(),
                 inflight.clone(),
                 handle.clone(),
             );
+            // With `proxyproto`: each socket its own header state (and session table).
+            let proxy = self.opts.proxy.clone().map(proxy::UdpProxy::new);
             let guard = ThreadCount::new(&running);
             let spawned = std::thread::Builder::new()
                 .name("sextant-udp".into())
                 .spawn(move || {
                     let _running = guard;
-                    udp_thread(u, site, c, inflight, handle)
+                    udp_thread(u, site, c, inflight, handle, producer, proxy)
                 });
             if let Err(e) = spawned {
                 cancel.cancel();
@@ -227,13 +256,18 @@ impl Bound {
             if let Ok(a) = l.local_addr() {
                 handover::register(handover::SocketKind::Tcp, a, &l);
             }
+            let ctx = ConnCtx {
+                site: site.clone(),
+                cancel: cancel.clone(),
+                inflight: inflight.clone(),
+                limits: self.opts.tcp,
+            };
             tokio::spawn(tcp_accept(
                 l,
-                site.clone(),
+                ctx,
                 tls.clone(),
-                cancel.clone(),
-                inflight.clone(),
                 running.clone(),
+                self.opts.proxy.clone(),
             ));
         }
         Ok(Listener {
@@ -242,6 +276,7 @@ impl Bound {
             cancel,
             inflight,
             local: self.local,
+            opts: self.opts,
             running,
             transport: None,
         })
@@ -278,6 +313,7 @@ impl Bound {
                         cancel: cancel.clone(),
                         inflight: inflight.clone(),
                         local: *local,
+                        opts: opts_slot.clone(),
                     });
                     endpoint = Some(ep.clone());
                     tokio::spawn(crate::server::quic::accept_loop(ep, serving));
@@ -292,6 +328,7 @@ impl Bound {
                     conns: conns.clone(),
                     cancel: cancel.clone(),
                     inflight: inflight.clone(),
+                    proxy: self.opts.proxy.clone(),
                 });
                 for t in self.tcp {
                     let l = match TcpListener::from_std(t) {
@@ -311,6 +348,7 @@ impl Bound {
             cancel,
             inflight,
             local: self.local,
+            opts: self.opts,
             // Their connections count in `inflight` while they answer; nothing else drains.
             running: Arc::new(AtomicUsize::new(0)),
             transport: Some(Transport {
@@ -326,8 +364,9 @@ impl Bound {
 
 impl Listener {
     /// Binds every socket of `key` now, without reading them; fails without leaving anything
-    /// bound.
-    pub(crate) fn bind(key: ListenKey) -> std::io::Result<Bound> {
+    /// bound. Without `multisocket`: one UDP socket (and reader thread) per core and one TCP
+    /// listener; with it, `n` of each.
+    pub(crate) fn bind(key: ListenKey, opts: &ListenOpts) -> std::io::Result<Bound> {
         let addrs: Vec<SocketAddr> = match key.ip {
             Some(ip) => vec![SocketAddr::new(ip, key.port)],
             None => vec![SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), key.port)],
@@ -335,6 +374,8 @@ impl Listener {
         let cores = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1);
+        let n_udp = opts.sockets.unwrap_or(cores);
+        let n_tcp = opts.sockets.unwrap_or(1);
         let mut tcp = Vec::new();
         let mut udp = Vec::new();
         let mut local = Vec::new();
@@ -351,25 +392,27 @@ impl Listener {
                 tcp,
                 udp,
                 local,
+                opts: opts.clone(),
             });
         }
         let plain = key.scheme == Scheme::Dns;
         for a in &addrs {
             // TCP first, so a port held by a socket without SO_REUSEPORT is an error before any
             // UDP socket exists.
-            let t = tcp_listener_or_inherited(*a)?;
-            let bound = t.local_addr()?;
+            let ts = tcp_listeners(*a, n_tcp)?;
+            let bound = ts[0].local_addr()?;
             local.push(bound);
-            tcp.push(t);
+            tcp.extend(ts);
             if plain {
-                udp.extend(udp_sockets(bound, cores)?);
+                udp.extend(udp_sockets(bound, n_udp)?);
             }
         }
         // Best effort: also every IPv6 address when listening on every address.
         if key.ip.is_none() && plain {
             let v6 = SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), local[0].port());
-            if let (Ok(t), Ok(u)) = (tcp_listener_or_inherited(v6), udp_sockets(v6, 1)) {
-                tcp.push(t);
+            let n_v6 = opts.sockets.unwrap_or(1);
+            if let (Ok(t), Ok(u)) = (tcp_listeners(v6, n_tcp), udp_sockets(v6, n_v6)) {
+                tcp.extend(t);
                 udp.extend(u);
             }
         }
@@ -378,6 +421,7 @@ impl Listener {
             tcp,
             udp,
             local,
+            opts: opts.clone(),
         })
     }
 
@@ -414,6 +458,18 @@ impl Listener {
     pub(crate) fn drained(&self) -> bool {
         self.running.load(Ordering::Acquire) == 0
     }
+}
+
+/// `n` TCP listeners for `addr` (the first one inherited from another instance if there is
+/// one); later ones bind the port the first got (the Corefile may ask for port 0). Never empty.
+fn tcp_listeners(addr: SocketAddr, n: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
+    let first = tcp_listener_or_inherited(addr)?;
+    let bound = first.local_addr()?;
+    let mut out = vec![first];
+    for _ in 1..n {
+        out.push(tcp_listener(bound)?);
+    }
+    Ok(out)
 }
 
 /// `n` new UDP sockets for `addr`, or all of those inherited from another instance for it
@@ -460,6 +516,8 @@ fn udp_thread(
     cancel: CancellationToken,
     inflight: Arc<AtomicUsize>,
     handle: tokio::runtime::Handle,
+    stack: Option<wstack::Producer>,
+    mut proxy: Option<proxy::UdpProxy>,
 ) {
     use std::os::fd::AsRawFd;
     // Plugins polled here may create timers or spawn tasks: they find the runtime.
@@ -478,12 +536,34 @@ fn udp_thread(
             let Some((packet, src)) = batch.get(i) else {
                 continue;
             };
-            if let Some(reply) = serve_udp(&sock, &handle, &site_now, &inflight, packet, src, local)
-            {
-                ready.push((reply, src));
+            // PROXY protocol: the payload after the header, and the header's client (the
+            // reply still goes to the proxy, `src`).
+            let (packet, client) = match proxy.as_mut() {
+                None => (packet, src),
+                Some(p) => match p.datagram(packet, src) {
+                    Some(x) => x,
+                    None => continue,
+                },
+            };
+            let reply = serve_udp(
+                &sock,
+                &handle,
+                &site_now,
+                &inflight,
+                packet,
+                (client, src),
+                local,
+                stack.as_ref(),
+            );
+            match (reply, &stack) {
+                (Some(reply), None) => ready.push((reply, src)),
+                (Some(reply), Some(p)) => p.stack().push(reply, src),
+                (None, _) => {}
             }
         }
-        send_batch(fd, &mut ready);
+        if !ready.is_empty() {
+            send_batch(fd, &mut ready);
+        }
         drop(batch_guard);
     };
     while !cancel.is_cancelled() {
@@ -556,17 +636,27 @@ async fn send_from_task(sock: &std::net::UdpSocket, reply: &[u8], dst: SocketAdd
 /// Answers one datagram. The handler future is polled once right here: answers that need no
 /// waiting (kubernetes, cache hits, whoami, ...) are returned to be sent with the batch, without
 /// a task; only a future that is still pending (forward, a blocked plugin) becomes a task on the
-/// runtime, which owns a copy of the packet and sends its reply itself.
+/// runtime, which owns a copy of the packet and sends its reply itself (or pushes it onto the
+/// socket's write stack, with `shed`).
+#[allow(clippy::too_many_arguments)]
 fn serve_udp(
     sock: &Arc<std::net::UdpSocket>,
     handle: &tokio::runtime::Handle,
     site: &Arc<Site>,
     inflight: &Arc<AtomicUsize>,
     packet: &[u8],
-    src: SocketAddr,
+    (client, src): (SocketAddr, SocketAddr),
     local: SocketAddr,
+    stack: Option<&wstack::Producer>,
 ) -> Option<Vec<u8>> {
-    let mut fut = Box::pin(handle_owned(site.clone(), packet.to_vec(), src, local));
+    let backlogged = stack.is_some_and(|p| p.stack().full());
+    let mut fut = Box::pin(handle_owned(
+        site.clone(),
+        packet.to_vec(),
+        client,
+        local,
+        backlogged,
+    ));
     let waker = std::task::Waker::noop();
     let mut cx = std::task::Context::from_waker(waker);
     match fut.as_mut().poll(&mut cx) {
@@ -576,10 +666,14 @@ fn serve_udp(
             // register the waker of their latest poll), so no wake-up is lost.
             let sock = sock.clone();
             let guard = InFlight::new(inflight);
+            let producer = stack.map(|p| wstack::Producer::new(p.stack()));
             handle.spawn(async move {
                 let _guard = guard;
                 if let Some(reply) = fut.await {
-                    send_from_task(&sock, &reply, src).await;
+                    match producer {
+                        Some(p) => p.stack().push(reply, src),
+                        None => send_from_task(&sock, &reply, src).await,
+                    }
                 }
             });
             None
@@ -592,8 +686,9 @@ async fn handle_owned(
     packet: Vec<u8>,
     src: SocketAddr,
     local: SocketAddr,
+    backlogged: bool,
 ) -> Option<Vec<u8>> {
-    site.handle(&packet, src, local, Proto::Udp).await
+    site.handle_udp(&packet, src, local, backlogged).await
 }
 
 /// Time allowed for a TLS handshake.
@@ -603,21 +698,21 @@ pub(crate) const TLS_HANDSHAKE: Duration = Duration::from_secs(5);
 /// after the stop, see `tcp_conn`).
 async fn tcp_accept(
     l: Arc<TcpListener>,
-    site: Arc<ArcSwap<Site>>,
+    ctx: ConnCtx,
     tls: Option<Arc<ArcSwap<rustls::ServerConfig>>>,
-    cancel: CancellationToken,
-    inflight: Arc<AtomicUsize>,
     running: Arc<AtomicUsize>,
+    proxy: Option<Arc<proxy::ProxySettings>>,
 ) {
     let conns = Arc::new(Semaphore::new(TCP_MAX_CONNS));
+    let cancel = ctx.cancel.clone();
+    let limits = ctx.limits;
     let serve = |stream: tokio::net::TcpStream,
                  peer: SocketAddr,
                  permit: tokio::sync::OwnedSemaphorePermit| {
-        let site = site.clone();
-        let cancel = cancel.clone();
-        let inflight = inflight.clone();
+        let conn = ctx.clone();
         let tls = tls.as_ref().map(|t| t.load_full());
         let open = ThreadCount::new(&running);
+        let proxy = proxy.clone();
         tokio::spawn(async move {
             let _permit = permit;
             let _open = open;
@@ -625,14 +720,13 @@ async fn tcp_accept(
             let local = stream
                 .local_addr()
                 .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
-            match tls {
-                None => tcp_conn(stream, peer, local, site, cancel, inflight).await,
-                Some(cfg) => {
-                    let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
-                    if let Ok(Ok(s)) =
-                        tokio::time::timeout(TLS_HANDSHAKE, acceptor.accept(stream)).await
-                    {
-                        tcp_conn(s, peer, local, site, cancel, inflight).await;
+            match proxy {
+                None => tcp_serve(stream, peer, local, tls, conn).await,
+                // The PROXY header comes before TLS; the read timeout bounds its wait too.
+                Some(p) => {
+                    let wait = proxy::HEADER_TIMEOUT.min(limits.read);
+                    if let Some(a) = proxy::accept(stream, &p, peer, local, wait).await {
+                        tcp_serve(a.stream, a.peer, a.local, tls, conn).await;
                     }
                 }
             }
@@ -668,6 +762,39 @@ async fn tcp_accept(
     }
 }
 
+/// What a TCP or TLS connection is served with.
+#[derive(Clone)]
+struct ConnCtx {
+    site: Arc<ArcSwap<Site>>,
+    cancel: CancellationToken,
+    inflight: Arc<AtomicUsize>,
+    limits: TcpLimits,
+}
+
+/// Serves a connection, after a TLS handshake on `tls://` listeners.
+async fn tcp_serve<S>(
+    stream: S,
+    peer: SocketAddr,
+    local: SocketAddr,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    c: ConnCtx,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    match tls {
+        None => tcp_conn(stream, peer, local, c.site, c.cancel, c.inflight, c.limits).await,
+        Some(cfg) => {
+            let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
+            if let Ok(Ok(s)) = tokio::time::timeout(TLS_HANDSHAKE, acceptor.accept(stream)).await {
+                tcp_conn(s, peer, local, c.site, c.cancel, c.inflight, c.limits).await;
+            }
+        }
+    }
+}
+
+/// Serves one connection: pipelined queries answered as they complete, until the client
+/// closes, a timeout of `limits` passes, `limits.max_queries` have been read, or the listener
+/// stops (then it drains briefly).
 async fn tcp_conn<S>(
     stream: S,
     peer: SocketAddr,
@@ -675,14 +802,22 @@ async fn tcp_conn<S>(
     site: Arc<ArcSwap<Site>>,
     cancel: CancellationToken,
     inflight: Arc<AtomicUsize>,
+    limits: TcpLimits,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
 {
     let (mut rd, wr) = tokio::io::split(stream);
     let wr = Arc::new(Mutex::new(wr));
     let slots = Arc::new(Semaphore::new(TCP_MAX_INFLIGHT));
+    // Cancelled when an answer could not be written in time: the stream is broken (a message
+    // may be cut), so the connection closes without writing more.
+    let broken = CancellationToken::new();
     let mut drain_until: Option<tokio::time::Instant> = None;
+    let mut queries: u32 = 0;
     loop {
+        if limits.max_queries.is_some_and(|m| queries >= m) {
+            break;
+        }
         let mut len = [0u8; 2];
         // Wait for the first byte of the next message up to the idle timeout. Once the
         // listener stopped, a query already sent (a client that connected just before) is
@@ -701,7 +836,8 @@ async fn tcp_conn<S>(
                     drain_until = Some(tokio::time::Instant::now() + TCP_DRAIN_MAX);
                     continue;
                 }
-                r = tokio::time::timeout(TCP_IDLE, rd.read(&mut len[..1])) => r,
+                _ = broken.cancelled() => break,
+                r = tokio::time::timeout(limits.idle, rd.read(&mut len[..1])) => r,
             },
         };
         match first {
@@ -715,19 +851,24 @@ async fn tcp_conn<S>(
             rd.read_exact(&mut body).await?;
             Ok::<_, std::io::Error>(body)
         };
-        let body = match tokio::time::timeout(TCP_READ, rest).await {
-            Ok(Ok(b)) => b,
-            _ => break,
+        let body = tokio::select! {
+            _ = broken.cancelled() => break,
+            r = tokio::time::timeout(limits.read, rest) => match r {
+                Ok(Ok(b)) => b,
+                _ => break,
+            },
         };
         if body.is_empty() {
             break;
         }
+        queries = queries.saturating_add(1);
         let Ok(slot) = slots.clone().acquire_owned().await else {
             break;
         };
         let site = site.load_full();
         let wr = wr.clone();
         let guard = InFlight::new(&inflight);
+        let broken = broken.clone();
         tokio::spawn(async move {
             let _guard = guard;
             let _slot = slot;
@@ -739,14 +880,31 @@ async fn tcp_conn<S>(
                     out.extend_from_slice(m);
                 }
                 let mut w = wr.lock().await;
+                if broken.is_cancelled() {
+                    return;
+                }
                 // A zone transfer may be many messages: the write time grows with its size.
-                let limit = TCP_WRITE * (1 + (out.len() / (1 << 20)) as u32);
-                let _ = tokio::time::timeout(limit, w.write_all(&out)).await;
+                let limit = limits.write * (1 + (out.len() / (1 << 20)) as u32);
+                if !matches!(
+                    tokio::time::timeout(limit, w.write_all(&out)).await,
+                    Ok(Ok(()))
+                ) {
+                    broken.cancel();
+                }
             }
         });
     }
     // Let answers in flight on this connection go out before closing it.
-    let _ = tokio::time::timeout(TCP_WRITE, slots.acquire_many(TCP_MAX_INFLIGHT as u32)).await;
+    if !broken.is_cancelled() {
+        tokio::select! {
+            _ = broken.cancelled() => {}
+            _ = tokio::time::timeout(limits.write, slots.acquire_many(TCP_MAX_INFLIGHT as u32)) => {}
+        }
+    }
+    if broken.is_cancelled() {
+        // Nothing more is written; the stream closes when the last task lets go of it.
+        return;
+    }
     let mut w = wr.lock().await;
     let _ = w.shutdown().await;
 }
@@ -955,7 +1113,7 @@ mod tests {
     fn a_udp_query_future_fits_the_allocator_cache() {
         let site = Arc::new(Site::new("dns://:53", vec![]));
         let a = SocketAddr::from(([127, 0, 0, 1], 53));
-        let f = handle_owned(site, vec![0; 12], a, a);
+        let f = handle_owned(site, vec![0; 12], a, a, false);
         let n = std::mem::size_of_val(&f);
         eprintln!("handle_owned future: {n} bytes");
         assert!(n <= 1032, "handle_owned future: {n} bytes");

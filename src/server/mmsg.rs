@@ -209,6 +209,19 @@ pub(super) fn send(fd: RawFd, out: &[(Vec<u8>, SocketAddr)]) -> io::Result<usize
     Ok(sent as usize)
 }
 
+/// Waits up to `timeout` for room to send on `fd`; true if there is.
+pub(super) fn wait_writable(fd: RawFd, timeout: std::time::Duration) -> bool {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+    // SAFETY: one pollfd on this stack frame, alive for the call; the kernel writes revents.
+    let n = unsafe { libc::poll(&mut p, 1, ms) };
+    n > 0 && p.revents & libc::POLLOUT != 0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -25,10 +25,6 @@ const DOQ_INTERNAL_ERROR: u32 = 1;
 const DOQ_PROTOCOL_ERROR: u32 = 2;
 /// HTTP/3's H3_EXCESSIVE_LOAD, sent to connections over the limit.
 const H3_EXCESSIVE_LOAD: u32 = 0x107;
-/// Time allowed to read a query from a stream (CoreDNS's read timeout).
-const READ_TIMEOUT: Duration = Duration::from_secs(3);
-/// Idle time after which QUIC closes a connection (CoreDNS's idle timeout).
-const IDLE: Duration = Duration::from_secs(10);
 /// Time allowed for the QUIC handshake.
 const HANDSHAKE: Duration = Duration::from_secs(5);
 /// EDNS TCP keepalive option: not allowed over DoQ (RFC 9250 section 5.5.2).
@@ -49,7 +45,7 @@ pub(crate) fn server_config(
         t.max_concurrent_bidi_streams(n);
         t.max_concurrent_uni_streams(n);
     }
-    t.max_idle_timeout(quinn::IdleTimeout::try_from(IDLE).ok());
+    t.max_idle_timeout(quinn::IdleTimeout::try_from(opts.idle).ok());
     sc.transport_config(Arc::new(t));
     Ok(sc)
 }
@@ -63,6 +59,8 @@ pub(crate) struct Serving {
     pub cancel: CancellationToken,
     pub inflight: Arc<AtomicUsize>,
     pub local: SocketAddr,
+    /// Limits and timeouts, swapped on reload.
+    pub opts: Arc<ArcSwap<TransportOpts>>,
 }
 
 /// Makes the endpoint on a bound UDP socket; it reads nothing until [`accept_loop`] runs.
@@ -172,7 +170,7 @@ async fn doq_stream(
         recv.read_exact(&mut body).await.ok()?;
         Some(body)
     };
-    let packet = match tokio::time::timeout(READ_TIMEOUT, read).await {
+    let packet = match tokio::time::timeout(s.opts.load().read, read).await {
         Ok(Some(p)) => p,
         _ => return close_doq(conn, s, DOQ_PROTOCOL_ERROR),
     };

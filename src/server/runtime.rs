@@ -201,8 +201,11 @@ impl Runtime {
         }
         let mut bound = BTreeMap::new();
         for k in gen.sites.keys() {
-            if !live.listeners.contains_key(k) {
-                match Listener::bind(*k) {
+            let opts = gen.opts.get(k).cloned().unwrap_or_default();
+            // New, or bound with other options (then rebound beside the old one, which stops
+            // once the new one reads).
+            if live.listeners.get(k).is_none_or(|l| l.opts != opts) {
+                match Listener::bind(*k, &opts) {
                     Ok(b) => {
                         bound.insert(*k, b);
                     }
@@ -222,9 +225,9 @@ impl Runtime {
         let mut addrs: HashMap<usize, Vec<SocketAddr>> = HashMap::new();
         for (bi, keys) in &gen.block_keys {
             for k in keys {
-                let local = match (live.listeners.get(k), bound.get(k)) {
-                    (Some(l), _) => l.local.clone(),
-                    (None, Some(b)) => b.local().to_vec(),
+                let local = match (bound.get(k), live.listeners.get(k)) {
+                    (Some(b), _) => b.local().to_vec(),
+                    (None, Some(l)) => l.local.clone(),
                     (None, None) => Vec::new(),
                 };
                 addrs
@@ -239,7 +242,7 @@ impl Runtime {
         for (k, site) in &gen.sites {
             if let Some(l) = live.listeners.get(k) {
                 l.site.store(site.clone());
-                l.update(gen.tls.get(k), gen.opts.get(k));
+                l.update(gen.tls.get(k), gen.transport.get(k));
             }
         }
         for (sa, routes) in &wanted_http {
@@ -254,10 +257,12 @@ impl Runtime {
             match b.start(
                 site.clone(),
                 gen.tls.get(&k).cloned(),
-                gen.opts.get(&k).copied(),
+                gen.transport.get(&k).copied(),
             ) {
                 Ok(l) => {
-                    live.listeners.insert(k, l);
+                    if let Some(old) = live.listeners.insert(k, l) {
+                        old.stop();
+                    }
                 }
                 // Threads could not be made: this address stays closed, the rest serves.
                 Err(e) => log::error(&format!("listen {}: {e}", k.label())),

@@ -128,7 +128,19 @@ impl Site {
         local: SocketAddr,
         proto: Proto,
     ) -> impl Future<Output = Option<Vec<u8>>> + Send + 'a {
-        self.handle_inner(packet, client, local, proto, None)
+        self.handle_inner(packet, client, local, proto, None, false)
+    }
+
+    /// Handles one UDP datagram arriving on a socket whose write stack is full or not
+    /// (`backlogged`, see `Request::backlogged`).
+    pub(crate) fn handle_udp<'a>(
+        self: &'a Arc<Site>,
+        packet: &'a [u8],
+        client: SocketAddr,
+        local: SocketAddr,
+        backlogged: bool,
+    ) -> impl Future<Output = Option<Vec<u8>>> + Send + 'a {
+        self.handle_inner(packet, client, local, Proto::Udp, None, backlogged)
     }
 
     /// Handles one packet received over TCP: the reply, then any further messages of the same
@@ -140,7 +152,7 @@ impl Site {
         local: SocketAddr,
         more: &'a mut Vec<Vec<u8>>,
     ) -> impl Future<Output = Option<Vec<u8>>> + Send + 'a {
-        self.handle_inner(packet, client, local, Proto::Tcp, Some(more))
+        self.handle_inner(packet, client, local, Proto::Tcp, Some(more), false)
     }
 
     async fn handle_inner(
@@ -150,6 +162,7 @@ impl Site {
         local: SocketAddr,
         proto: Proto,
         more: Option<&mut Vec<Vec<u8>>>,
+        backlogged: bool,
     ) -> Option<Vec<u8>> {
         let start = Instant::now();
         // The usual query (one question, at most an OPT) is read by the in-place scanner; the
@@ -264,6 +277,7 @@ impl Site {
             depth: 0,
             resolver: Some(self.clone() as Arc<dyn Resolver>),
             raw,
+            backlogged,
             meta: None,
             view: None,
         };
@@ -409,8 +423,6 @@ fn finish_ext(
     Some(first)
 }
 
-/// Runs a block's chain with CoreDNS's panic semantics left to the caller (tasks isolate panics).
-
 /// The reply the chain wrote, or the server's error reply for its rcode.
 pub(crate) fn outcome_to_reply(query: &Asked, out: Outcome) -> Reply {
     match out.reply {
@@ -449,6 +461,7 @@ impl Resolver for Site {
                 depth: req.depth + 1,
                 resolver: req.resolver.clone(),
                 raw: None,
+                backlogged: false,
                 meta: None,
                 view: None,
             };

@@ -1,8 +1,10 @@
 //! The TCP side of `https://` (DoH over HTTP/1.1 and HTTP/2) and `grpc://` (HTTP/2 only)
 //! listeners: accepts under the connection limit, TLS with the scheme's ALPN when the block has
 //! the `tls` plugin (plain HTTP otherwise, as behind a TLS-terminating proxy), then hyper serves
-//! the connection on the one HTTP stack (`http.rs`: CoreDNS's timeouts, 3 s to read a request
-//! and 10 s idle, and bounded request heads) until it closes, idles out or the listener stops.
+//! the connection on the one HTTP stack (`http.rs`: bounded request heads, and the `timeouts`
+//! plugin's read and idle timeouts, by default CoreDNS's 3 s to read a request and 10 s idle)
+//! until it closes, idles out or the listener stops. With `proxyproto`, the PROXY header is read
+//! first, before TLS.
 
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicUsize;
@@ -31,6 +33,8 @@ pub(crate) struct Serving {
     pub conns: Arc<Limit>,
     pub cancel: CancellationToken,
     pub inflight: Arc<AtomicUsize>,
+    /// PROXY protocol headers are read before TLS (`proxyproto`).
+    pub proxy: Option<Arc<crate::server::proxy::ProxySettings>>,
 }
 
 /// Accepts connections until cancelled; at most `max_connections` at once (further ones wait
@@ -64,11 +68,27 @@ async fn serve_conn(stream: TcpStream, peer: SocketAddr, s: Arc<Serving>) {
     let local = stream
         .local_addr()
         .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+    match s.proxy.clone() {
+        None => serve_tls(stream, peer, local, s).await,
+        Some(p) => {
+            let wait = crate::server::proxy::HEADER_TIMEOUT.min(s.opts.load().read);
+            if let Some(a) = crate::server::proxy::accept(stream, &p, peer, local, wait).await {
+                serve_tls(a.stream, a.peer, a.local, s).await;
+            }
+        }
+    }
+}
+
+async fn serve_tls<S>(stream: S, peer: SocketAddr, local: SocketAddr, s: Arc<Serving>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
     let conn = Arc::new(Conn {
         site: s.site.clone(),
         peer,
         local,
         activity: Activity::default(),
+        read: s.opts.load().read,
     });
     let tls = s.tls.as_ref().map(|t| t.load_full());
     match tls {
@@ -91,7 +111,7 @@ where
         0 => None,
         n => Some(n.min(u32::MAX as usize) as u32),
     };
-    let builder = http::builder(streams, http::HEADER_READ);
+    let builder = http::builder(streams, opts.read);
     let c = conn.clone();
     let inflight = s.inflight.clone();
     match s.scheme {
@@ -109,7 +129,7 @@ where
                 builder.serve_connection(io, svc),
                 &conn.activity,
                 &s.cancel,
-                http::IDLE,
+                opts.idle,
             )
             .await;
         }
@@ -126,7 +146,7 @@ where
                 builder.serve_connection(io, svc),
                 &conn.activity,
                 &s.cancel,
-                http::IDLE,
+                opts.idle,
             )
             .await;
         }

@@ -765,6 +765,7 @@ fn background_request(req: &Request) -> Request {
         depth: req.depth,
         resolver: req.resolver.clone(),
         raw: None,
+        backlogged: false,
         meta: req.meta.clone(),
         view: req.view.clone(),
     }
