@@ -100,6 +100,18 @@ impl Directive {
         tok.err(&self.name.text, msg)
     }
 
+    /// Caddy's `ArgErr`, which CoreDNS plugins return for a missing or extra argument:
+    /// `Wrong argument count or unexpected line ending after 'TOKEN'`, at `after`.
+    pub fn arg_err(&self, after: &Token) -> Error {
+        self.err_at(
+            after,
+            format!(
+                "Wrong argument count or unexpected line ending after '{}'",
+                after.text
+            ),
+        )
+    }
+
     /// Check `min <= args.len() <= max` (`usize::MAX` = no upper bound). Too many arguments are reported at
     /// the first extra one, too few at the directive name.
     pub fn arg_count(&self, min: usize, max: usize) -> Result<(), Error> {

@@ -47,9 +47,7 @@ pub(crate) fn parse(d: &Directive, block: &[String], base: &Path) -> Result<Conf
         match sub.name.text.as_str() {
             "key" => {
                 let Some(kind) = sub.args.first() else {
-                    return Err(
-                        sub.err("Wrong argument count or unexpected line ending after 'key'")
-                    );
+                    return Err(sub.arg_err(&sub.name));
                 };
                 match kind.text.as_str() {
                     "file" => {
@@ -76,9 +74,7 @@ pub(crate) fn parse(d: &Directive, block: &[String], base: &Path) -> Result<Conf
             }
             "cache_capacity" => {
                 let Some(t) = sub.args.first() else {
-                    return Err(sub.err(
-                        "Wrong argument count or unexpected line ending after 'cache_capacity'",
-                    ));
+                    return Err(sub.arg_err(&sub.name));
                 };
                 capacity = crate::pkg::num::atoi(sub, t)?;
             }

@@ -10,16 +10,6 @@ use sextant_corefile::{Directive, Error};
 use crate::plugin::SetupCtx;
 use crate::server::proxy::{Policy, ProxySettings, DEFAULT_MAX_SESSIONS};
 
-fn wrong_count(d: &Directive, after: &sextant_corefile::Token) -> Error {
-    d.err_at(
-        after,
-        format!(
-            "Wrong argument count or unexpected line ending after '{}'",
-            after.text
-        ),
-    )
-}
-
 /// Every `proxyproto` line of a block adds to one setting, as CoreDNS reads them: `allow`
 /// lists add up, the last `default` and `udp_session_tracking` win.
 fn parse(lines: &[&Directive]) -> Result<ProxySettings, Error> {
@@ -31,7 +21,7 @@ fn parse(lines: &[&Directive]) -> Result<ProxySettings, Error> {
     };
     for d in lines {
         if let Some(extra) = d.args.first() {
-            return Err(wrong_count(d, extra));
+            return Err(d.arg_err(extra));
         }
         for sub in d.sub() {
             let last = sub.args.last().unwrap_or(&sub.name);
@@ -43,19 +33,19 @@ fn parse(lines: &[&Directive]) -> Result<ProxySettings, Error> {
                 }
                 "default" => {
                     let [v] = sub.args.as_slice() else {
-                        return Err(wrong_count(d, last));
+                        return Err(d.arg_err(last));
                     };
                     s.default = Some(match v.text.to_ascii_lowercase().as_str() {
                         "use" => Policy::Use,
                         "ignore" => Policy::Ignore,
                         "reject" => Policy::Reject,
                         "skip" => Policy::Skip,
-                        _ => return Err(wrong_count(d, v)),
+                        _ => return Err(d.arg_err(v)),
                     });
                 }
                 "udp_session_tracking" => {
                     if sub.args.is_empty() || sub.args.len() > 2 {
-                        return Err(wrong_count(d, last));
+                        return Err(d.arg_err(last));
                     }
                     let t = &sub.args[0];
                     // A negative duration parses, as in Go, and turns tracking off.

@@ -103,9 +103,7 @@ pub(crate) fn parse(lines: &[&Directive], block: &[String]) -> Result<Parsed, Er
             match sub.name.text.as_str() {
                 "transfer" => {
                     let Some(kind) = sub.args.first() else {
-                        return Err(sub.err(
-                            "Wrong argument count or unexpected line ending after 'transfer'",
-                        ));
+                        return Err(sub.arg_err(&sub.name));
                     };
                     if kind.text != "from" {
                         return Err(sub.err_at(kind, format!("unknown property {}", kind.text)));

@@ -28,13 +28,7 @@ struct Shed;
 pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), Error> {
     let d = lines[0];
     if let Some(extra) = d.args.first() {
-        return Err(d.err_at(
-            extra,
-            format!(
-                "Wrong argument count or unexpected line ending after '{}'",
-                extra.text
-            ),
-        ));
+        return Err(d.arg_err(extra));
     }
     if d.block.is_some() {
         return Err(d.err("shed takes no options"));

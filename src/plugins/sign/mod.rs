@@ -64,7 +64,7 @@ impl ZoneSigner {
 /// is a KSK among them, in which case ZSKs sign everything but the DNSKEY RRset.
 fn key_files(sub: &Directive) -> Result<Vec<Arc<SigningKey>>, Error> {
     let Some(kind) = sub.args.first() else {
-        return Err(sub.err("Wrong argument count or unexpected line ending after 'key'"));
+        return Err(sub.arg_err(&sub.name));
     };
     match kind.text.as_str() {
         "file" => {
@@ -99,10 +99,7 @@ pub(crate) fn parse(lines: &[&Directive], block: &[String]) -> Result<Vec<ZoneSi
     let mut out = Vec::new();
     for d in lines {
         let Some(db) = d.args.first() else {
-            return Err(d.err(format!(
-                "Wrong argument count or unexpected line ending after '{}'",
-                d.name.text
-            )));
+            return Err(d.arg_err(&d.name));
         };
         if db.text.contains('\u{FFFD}') {
             return Err(d.err_at(

@@ -30,13 +30,7 @@ fn duration(d: &Directive, t: &sextant_corefile::Token) -> Result<Duration, Erro
 
 fn parse(d: &Directive) -> Result<TimeoutSettings, Error> {
     if let Some(extra) = d.args.first() {
-        return Err(d.err_at(
-            extra,
-            format!(
-                "Wrong argument count or unexpected line ending after '{}'",
-                extra.text
-            ),
-        ));
+        return Err(d.arg_err(extra));
     }
     let mut t = TimeoutSettings::default();
     let mut set = 0;
@@ -44,13 +38,7 @@ fn parse(d: &Directive) -> Result<TimeoutSettings, Error> {
         let name = sub.name.text.as_str();
         if sub.args.len() != 1 || sub.block.is_some() {
             let after = sub.args.last().unwrap_or(&sub.name);
-            return Err(d.err_at(
-                after,
-                format!(
-                    "Wrong argument count or unexpected line ending after '{}'",
-                    after.text
-                ),
-            ));
+            return Err(d.arg_err(after));
         }
         let v = &sub.args[0];
         if name == "maxtcpqueries" {

@@ -117,10 +117,7 @@ pub(crate) fn parse_secrets_file(text: &str, file: &str) -> Result<Vec<(Name, Ve
 fn parse_types(sub: &Directive) -> Result<Require, Error> {
     let mut r = Require::default();
     let Some(first) = sub.args.first() else {
-        return Err(sub.err(format!(
-            "Wrong argument count or unexpected line ending after '{}'",
-            sub.name.text
-        )));
+        return Err(sub.arg_err(&sub.name));
     };
     match first.text.as_str() {
         "all" => r.all = true,
@@ -141,10 +138,7 @@ fn parse_types(sub: &Directive) -> Result<Require, Error> {
 fn parse_opcodes(sub: &Directive) -> Result<Require, Error> {
     let mut r = Require::default();
     let Some(first) = sub.args.first() else {
-        return Err(sub.err(format!(
-            "Wrong argument count or unexpected line ending after '{}'",
-            sub.name.text
-        )));
+        return Err(sub.arg_err(&sub.name));
     };
     match first.text.as_str() {
         "all" => r.all = true,
@@ -191,9 +185,7 @@ pub(crate) fn parse(d: &Directive, block: &[String], base: &Path) -> Result<Conf
         match sub.name.text.as_str() {
             "secret" => {
                 if sub.args.len() != 2 {
-                    return Err(
-                        sub.err("Wrong argument count or unexpected line ending after 'secret'")
-                    );
+                    return Err(sub.arg_err(&sub.name));
                 }
                 let (n, k) = (&sub.args[0], &sub.args[1]);
                 let name = key_name(&n.text)
@@ -208,9 +200,7 @@ pub(crate) fn parse(d: &Directive, block: &[String], base: &Path) -> Result<Conf
             }
             "secrets" => {
                 if sub.args.len() != 1 {
-                    return Err(
-                        sub.err("Wrong argument count or unexpected line ending after 'secrets'")
-                    );
+                    return Err(sub.arg_err(&sub.name));
                 }
                 let a = &sub.args[0];
                 let path = base.join(&a.text);
