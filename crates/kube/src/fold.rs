@@ -68,6 +68,27 @@ impl Res {
 /// (namespace, name) of an object; namespace "" for cluster-scoped ones.
 type Key = (Arc<str>, Arc<str>);
 
+/// Slices by namespace, then by service (the cluster's and the multicluster ones alike).
+type SlicesByService = imbl::OrdMap<Arc<str>, imbl::OrdMap<Arc<str>, SliceList>>;
+
+/// Files slice `new` under namespace `ns` and service `svc`, making both levels as needed.
+fn add_slice(map: &mut SlicesByService, ns: &Arc<str>, svc: &Arc<str>, new: Arc<Slice>) {
+    if !map.contains_key(ns) {
+        map.insert(ns.clone(), imbl::OrdMap::new());
+    }
+    let Some(by_svc) = map.get_mut(ns) else {
+        return;
+    };
+    match by_svc.get_mut(svc) {
+        Some(m) => m.insert(new),
+        None => {
+            let mut m = SliceList::default();
+            m.insert(new);
+            by_svc.insert(svc.clone(), m);
+        }
+    }
+}
+
 /// Label of an EndpointSlice naming its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 /// Label of an MCS EndpointSlice naming its ServiceImport.
@@ -632,24 +653,7 @@ impl Writer {
         }
         self.snap.counts.endpoints += new.endpoints.len();
         self.note_ips(new.endpoints.iter().map(|e| e.ip));
-        let by_svc = match self.snap.slices.get_mut(&ns) {
-            Some(m) => m,
-            None => {
-                self.snap.slices.insert(ns.clone(), imbl::OrdMap::new());
-                match self.snap.slices.get_mut(&ns) {
-                    Some(m) => m,
-                    None => return,
-                }
-            }
-        };
-        match by_svc.get_mut(&svc) {
-            Some(m) => m.insert(new),
-            None => {
-                let mut m = SliceList::default();
-                m.insert(new);
-                by_svc.insert(svc.clone(), m);
-            }
-        }
+        add_slice(&mut self.snap.slices, &ns, &svc, new);
         self.slice_loc.insert(key, svc.clone());
         self.note_service(&ns, &svc);
         self.touch();
@@ -810,24 +814,7 @@ impl Writer {
         self.remove_mc_slice(&ns, &name);
         let new = Arc::new(new);
         self.snap.counts.mc_endpoints += new.endpoints.len();
-        let by_svc = match self.snap.mc_slices.get_mut(&ns) {
-            Some(m) => m,
-            None => {
-                self.snap.mc_slices.insert(ns.clone(), imbl::OrdMap::new());
-                match self.snap.mc_slices.get_mut(&ns) {
-                    Some(m) => m,
-                    None => return,
-                }
-            }
-        };
-        match by_svc.get_mut(&svc) {
-            Some(m) => m.insert(new),
-            None => {
-                let mut m = SliceList::default();
-                m.insert(new);
-                by_svc.insert(svc.clone(), m);
-            }
-        }
+        add_slice(&mut self.snap.mc_slices, &ns, &svc, new);
         self.mc_slice_loc.insert(key, svc.clone());
         self.note_service(&ns, &svc);
         self.touch_mc();
