@@ -296,8 +296,21 @@ class Env:
     def __init__(self, args, work):
         self.args, self.work = args, work
         self.bin = args.bin
+        # CoreDNS built by the user (COREDNS_BIN), measured beside Sextant in every scenario,
+        # with the fake API server (`crates/fakeapi/examples/serve.rs`) serving it the cluster
+        # Sextant reads from a manifest.
+        self.coredns, self.fakeapi = args.coredns, args.fakeapi
+        self.apis = []
         out = subprocess.run([self.bin, "-plugins"], stdout=subprocess.PIPE, text=True).stdout
         self.plugins = {l.strip()[4:] for l in out.splitlines() if l.strip().startswith("dns.")}
+
+    def cluster_api(self):
+        """The fake API server serving the generated cluster (started once), for CoreDNS."""
+        if not self.coredns:
+            return None
+        if not getattr(self, "_cluster_api", None):
+            self._cluster_api = fake_api(self, self.path("cluster.json"))
+        return self._cluster_api
 
     def has(self, *names):
         return all(n in self.plugins for n in names)
@@ -314,6 +327,43 @@ def sextant(env, label, corefile, port, probe_name="probe.invalid.", out=None, t
     CONFIGS.setdefault(label, re.sub(r":\d{4,5}\b", ":PORT", corefile))
     argv = (wrap or []) + [env.bin, "-conf", os.path.join(d, "Corefile"), "-quiet"]
     return Proc(label, argv, d, port, out=out, probe_name=probe_name, ready_timeout=timeout)
+
+
+def fake_api(env, manifest):
+    """Starts the fake API server with `manifest`'s objects (on core 1, beside the load
+    generator: it only serves the list and the watch); returns its URL."""
+    argv = ["taskset", "-c", CLIENT_CORE, env.fakeapi, manifest]
+    record(argv)
+    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                         start_new_session=True)
+    env.apis.append(p)
+    url = p.stdout.readline().strip()
+    if not url.startswith("http"):
+        raise RuntimeError(f"fake API server for {manifest} did not start")
+    return url
+
+
+def coredns(env, label, corefile, port, probe_name="probe.invalid.", out=None, timeout=90, api=None):
+    """CoreDNS with Sextant's Corefile of the same scenario; `manifests FILE` (Sextant's
+    API-less source) becomes `endpoint URL` of a fake API server serving that file."""
+    if "manifests " in corefile:
+        corefile = re.sub(r"manifests \S+", f"endpoint {api}", corefile)
+    d = env.path("cd-" + re.sub(r"[^a-z0-9]+", "-", label.lower()))
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, "Corefile"), "w") as f:
+        f.write(corefile)
+    CONFIGS.setdefault(label, re.sub(r":\d{4,5}\b", ":PORT", corefile))
+    return Proc(label, [env.coredns, "-conf", os.path.join(d, "Corefile"), "-quiet"], d, port, out=out,
+                probe_name=probe_name, ready_timeout=timeout)
+
+
+def twin(env, sx, label, api=None):
+    """The CoreDNS twin of Sextant server `sx` (same Corefile, another port), or None."""
+    if not env.coredns:
+        return None
+    p = free_port()
+    conf = open(os.path.join(sx.cwd, "Corefile")).read().replace(f":{sx.port} {{", f":{p} {{")
+    return coredns(env, label, conf, p, probe_name=sx.probe_name, api=api)
 
 
 def knot(env, label, zones, zdir, port, core=SERVER_CORE):
@@ -502,6 +552,11 @@ def scenario_cluster(env, cl, args):
                            probe_name="cluster.local.", out="/dev/null"))
     servers.append(knot(env, "knot", ["cluster.local", "in-addr.arpa", "ip6.arpa"], zdir, free_port()))
     servers.append(nsd(env, "nsd", ["cluster.local", "in-addr.arpa", "ip6.arpa"], zdir, free_port()))
+    cd = None
+    if what == "kubernetes":
+        cd = twin(env, servers[0], "coredns kubernetes", env.cluster_api())
+        if cd:
+            servers.append(cd)
     qfiles = {s.label: (lambda rep: qf) for s in servers}
 
     def go(st):
@@ -517,7 +572,7 @@ def scenario_cluster(env, cl, args):
     res = run_servers(servers, go)
     sx, sl = f"sextant {what}", f"sextant {what}+log"
     return {"title": "1. Cluster names (authoritative)", "res": res,
-            "ratios": [(sx, "knot"), (sx, "nsd"), (sl, sx)], "unit": "q/s"}
+            "ratios": [(sx, "knot"), (sx, "nsd"), (sl, sx)] + ([(sx, cd.label)] if cd else []), "unit": "q/s"}
 
 
 def scenario_file(env, args):
@@ -550,6 +605,9 @@ def scenario_file(env, args):
     servers = [sextant(env, "sextant file", f"file.test:{p1} {{\n    errors\n    file {zf} {{\n        reload 0\n    }}\n}}\n",
                        p1, probe_name="file.test."),
                knot(env, "knot file", ["file.test"], zdir, free_port())]
+    cd = twin(env, servers[0], "coredns file")
+    if cd:
+        servers.append(cd)
     qfiles = {s.label: (lambda rep: qf) for s in servers}
 
     def go(st):
@@ -562,7 +620,8 @@ def scenario_file(env, args):
 
     res = run_servers(servers, go)
     return {"title": f"5. Zone file ({n:,} records, authoritative)", "res": res,
-            "ratios": [("sextant file", "knot file")], "unit": "q/s"}
+            "ratios": [("sextant file", "knot file")] + ([("sextant file", cd.label)] if cd else []),
+            "unit": "q/s"}
 
 
 def scenario_dnssec(env, args):
@@ -599,12 +658,17 @@ def scenario_dnssec(env, args):
                      f"example.org:{p2} {{\n    errors\n    dnssec {{\n        key file {os.path.join(zdir, key)}\n"
                      f"    }}\n    file {zf}\n}}\n", p2, probe_name="example.org.")
     servers = [plain, signed]
+    ratios = [("sextant file+dnssec (DO)", "sextant file (DO)")]
+    if env.coredns:
+        servers += [twin(env, plain, "coredns file (DO)"), twin(env, signed, "coredns file+dnssec (DO)")]
+        ratios += [("coredns file+dnssec (DO)", "coredns file (DO)"),
+                   ("sextant file+dnssec (DO)", "coredns file+dnssec (DO)")]
     for s in servers:
         s.extra = ["-D"]
     qfiles = {s.label: (lambda rep: qf) for s in servers}
     res = run_servers(servers, lambda st: measure(st, qfiles, args, warm=True))
     return {"title": f"5b. Online DNSSEC signing ({n:,} names, DO on every query, warmed)", "res": res,
-            "ratios": [("sextant file+dnssec (DO)", "sextant file (DO)")], "unit": "q/s"}
+            "ratios": ratios, "unit": "q/s"}
 
 
 def scenario_hits(env, upstream_port, args):
@@ -620,11 +684,16 @@ def scenario_hits(env, upstream_port, args):
                                p, probe_name="localhost."))
     else:
         NOTES.append("Cache hits: this build lacks `cache`/`forward`; only the reference servers ran.")
+    cd = twin(env, servers[0], "coredns cache+forward") if ok else None
     servers.append(unbound(env, "unbound", free_port(), [(".", upstream_port, False)]))
     servers.append(dnsmasq(env, "dnsmasq", free_port(), upstream_port))
+    if cd:
+        servers.append(cd)
     qfiles = {s.label: (lambda rep: qf) for s in servers}
     res = run_servers(servers, lambda st: measure(st, qfiles, args, warm=True))
     r = [("sextant cache+forward", "unbound"), ("sextant cache+forward", "dnsmasq")] if ok else []
+    if cd:
+        r.append(("sextant cache+forward", cd.label))
     return {"title": "2. Cache hits (forwarder, warmed)", "res": res, "ratios": r, "unit": "q/s"}
 
 
@@ -656,6 +725,13 @@ def scenario_search(env, upstream_port, args):
                 f"    local-data: \"{z} 30 IN SOA ns.dns.{z} hostmaster.{z} 1 7200 1800 86400 30\"\n")
     servers.append(unbound(env, "unbound", free_port(), [(".", upstream_port, False)], ub_extra))
     per["unbound"] = 5
+    pairs = []
+    for sxl in ("sextant kubeadm", "sextant kubeadm+autopath"):
+        if env.coredns and sxl in per:
+            cdl = sxl.replace("sextant", "coredns")
+            servers.append(twin(env, next(x for x in servers if x.label == sxl), cdl, env.cluster_api()))
+            per[cdl] = per[sxl]
+            pairs.append((sxl, cdl))
     lookups = max(500, args.queries // 5)
     counter = [0]
 
@@ -671,7 +747,7 @@ def scenario_search(env, upstream_port, args):
 
     qfiles = {s.label: files_for(s.label) for s in servers}
     res = run_servers(servers, lambda st: measure(st, qfiles, args, per_lookup=per))
-    ratios = [(x, "unbound") for x in ("sextant kubeadm", "sextant kubeadm+autopath") if x in per]
+    ratios = [(x, "unbound") for x in ("sextant kubeadm", "sextant kubeadm+autopath") if x in per] + pairs
     return {"title": "3. Cache misses with the ndots:5 search path (lookups, 5 queries each; 1 with autopath)",
             "res": res, "ratios": ratios, "unit": "lookups/s", "per": per}
 
@@ -708,10 +784,18 @@ def scenario_nodecache(env, cl, upstream_port, args):
     fw = [(z, upstream_port, True) for z in ("cluster.local", "in-addr.arpa", "ip6.arpa")]
     servers.append(unbound(env, "unbound", free_port(), fw + [(".", upstream_port, False)],
                            "    cache-max-negative-ttl: 5\n"))
+    ratios = [("sextant node-cache", "unbound")] if ok else []
+    if ok and env.coredns:
+        # Its own health and metrics ports: CoreDNS cannot share Sextant's.
+        p = free_port()
+        servers.append(coredns(env, "coredns node-cache",
+                               nodecache_corefile(p, upstream_port, upstream_port, free_port(), free_port()),
+                               p, probe_name="cluster.local."))
+        ratios.append(("sextant node-cache", "coredns node-cache"))
     qfiles = {s.label: (lambda rep: qf) for s in servers}
     res = run_servers(servers, lambda st: measure(st, qfiles, args, warm=True))
     return {"title": "4. Node-cache mode (NodeLocal DNSCache Corefile, warmed)", "res": res,
-            "ratios": [("sextant node-cache", "unbound")] if ok else [], "unit": "q/s"}
+            "ratios": ratios, "unit": "q/s"}
 
 
 def callgrind_dump(proc, outf, timeout=60):
@@ -804,27 +888,39 @@ def scenario_transports(env, upstream_port, args):
                  su, probe_name="localhost.")
     du, dt, dh = free_port(), free_port(), free_port()
     dd = dnsdist(env, "dnsdist", du, dt, dh, upstream_port, cert, key)
+    procs = [sx, dd]
+    if env.coredns:
+        cu, ct, ch = free_port(), free_port(), free_port()
+        procs.append(coredns(env, "coredns dot+doh",
+                             f".:{cu} {{\n{fwd}}}\ntls://.:{ct} {{\n{tls}{fwd}}}\nhttps://.:{ch} {{\n{tls}{fwd}}}\n",
+                             cu, probe_name="localhost."))
 
     def doh(port):
         uris = env.path(f"doh-uris-{port}.txt")
         doh_uris(qf, port, uris)
         return lambda _port, _qf, **kw: h2load(port, uris, **kw)
 
-    def go(procs):
-        s, d = procs
+    def go(started):
+        s, d = started[0], started[1]
+        c = started[2] if len(started) > 2 else None
         out = {}
-        for kind, views in (("DoT", [Transport(s, "sextant DoT", st, ["-m", "dot"]),
-                                     Transport(d, "dnsdist DoT", dt, ["-m", "dot"])]),
-                            ("DoH", [Transport(s, "sextant DoH", sh, runner=doh(sh)),
-                                     Transport(d, "dnsdist DoH", dh, runner=doh(dh))])):
+        dot = [Transport(s, "sextant DoT", st, ["-m", "dot"]), Transport(d, "dnsdist DoT", dt, ["-m", "dot"])]
+        dohs = [Transport(s, "sextant DoH", sh, runner=doh(sh)), Transport(d, "dnsdist DoH", dh, runner=doh(dh))]
+        if c:
+            dot.append(Transport(c, "coredns DoT", ct, ["-m", "dot"]))
+            dohs.append(Transport(c, "coredns DoH", ch, runner=doh(ch)))
+        for kind, views in (("DoT", dot), ("DoH", dohs)):
             log(f"  {kind}")
             qfiles = {v.label: (lambda rep: qf) for v in views}
             out.update(measure(views, qfiles, args, lat_rate=args.transport_rate))
         return out
 
-    res = run_servers([sx, dd], go)
+    res = run_servers(procs, go)
+    ratios = [("sextant DoT", "dnsdist DoT"), ("sextant DoH", "dnsdist DoH")]
+    if env.coredns:
+        ratios += [("sextant DoT", "coredns DoT"), ("sextant DoH", "coredns DoH")]
     return {"title": "6. DoT and DoH frontends (forwarding, no cache, same backend)", "res": res,
-            "ratios": [("sextant DoT", "dnsdist DoT"), ("sextant DoH", "dnsdist DoH")], "unit": "q/s",
+            "ratios": ratios, "unit": "q/s",
             "target": "transport"}
 
 
@@ -919,6 +1015,18 @@ def large_cluster(env, args):
         time.sleep(1)
         out[f"{key}_rss_kib"], out[f"{key}_hwm_kib"] = s.mem()
         s.stop()
+    if env.coredns:
+        # CoreDNS reads the same objects from the fake API server (list, then watch).
+        for key, mf in (("empty", empty), ("large", path)):
+            p = free_port()
+            s = coredns(env, f"coredns large {key}", f".:{p} {{\n{k8s_block(env, mf, pods='verified')}}}\n", p,
+                        probe_name="cluster.local.", timeout=300, api=fake_api(env, mf))
+            t0 = time.time()
+            s.start()
+            out[f"coredns_{key}_start_s"] = time.time() - t0
+            time.sleep(1)
+            out[f"coredns_{key}_rss_kib"], out[f"coredns_{key}_hwm_kib"] = s.mem()
+            s.stop()
     c = out["counts"]
     objs = c["services"] + c["endpoints"] + c["pods"]
     out["objects"] = objs
@@ -1065,7 +1173,13 @@ def report(all_res, cg, large, args, started, load_before, load_after, sextant_r
               f"| empty cluster | {large['empty_rss_kib'] / 1024:.1f} | {large['empty_hwm_kib'] / 1024:.1f} | "
               f"{large['empty_start_s']:.1f} |",
               f"| large cluster | {large['large_rss_kib'] / 1024:.1f} | {large['large_hwm_kib'] / 1024:.1f} | "
-              f"{large['large_start_s']:.1f} |", "",
+              f"{large['large_start_s']:.1f} |"]
+        for key in ("empty", "large"):
+            if f"coredns_{key}_rss_kib" in large:
+                L.append(f"| CoreDNS, {key} cluster (from the fake API server) | "
+                         f"{large[f'coredns_{key}_rss_kib'] / 1024:.1f} | {large[f'coredns_{key}_hwm_kib'] / 1024:.1f} | "
+                         f"{large[f'coredns_{key}_start_s']:.1f} |")
+        L += ["",
               f"**{large['bytes_per_object']:,.0f} bytes per object** (RSS difference / "
               f"{large['objects']:,} services + endpoints + pods). VmHWM includes parsing the manifest "
               "file, which an API-server watch does in pages.", ""]
@@ -1233,6 +1347,10 @@ def main():
                     help="fixed rate for the DoT/DoH latency runs")
     ap.add_argument("--zone-records", type=int, default=100000, help="records of the file scenario's zone")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir")
+    ap.add_argument("--coredns", default=None,
+                    help="a CoreDNS binary you built (run.sh: COREDNS_BIN), measured beside Sextant")
+    ap.add_argument("--fakeapi", default=None,
+                    help="the fake API server (crates/fakeapi example `serve`) that serves CoreDNS the cluster")
     args = ap.parse_args()
     if args.quick:
         args.runs, args.duration, args.lat_duration = 1, 3, 2
@@ -1242,7 +1360,14 @@ def main():
     started = datetime.datetime.now(datetime.timezone.utc)
     load_before = machine_note()
     work = tempfile.mkdtemp(prefix="sextant-bench-")
+    if args.coredns and not args.fakeapi:
+        ap.error("--coredns needs --fakeapi (bench/run.sh builds it when COREDNS_BIN is set)")
     env = Env(args, work)
+    if args.coredns:
+        NOTES.append(f"CoreDNS (`{args.coredns}`, built by the user) ran beside Sextant with the same "
+                     "Corefiles; its cluster came from the fake API server (`endpoint`) serving the "
+                     "manifest Sextant reads. Not run under callgrind (a Go binary under valgrind is not "
+                     "a fair instruction count).")
     log(f"work dir {work}; Sextant plugins: {', '.join(sorted(env.plugins))}")
     want = set(args.scenarios.split(","))
     cl = gen.Cluster(args.services, args.eps, 10**9, 1)
@@ -1297,6 +1422,8 @@ def main():
     finally:
         if upstream:
             upstream.stop()
+        for a in env.apis:
+            a.terminate()
     rev = subprocess.run(["git", "-C", args.root, "describe", "--always", "--dirty"], stdout=subprocess.PIPE,
                          text=True).stdout.strip()
     mdp, pngp, md = report(all_res, cg, large, args, started, load_before, machine_note(), rev)
