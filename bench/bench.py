@@ -25,9 +25,11 @@ import gen
 HERE = os.path.dirname(os.path.abspath(__file__))
 COMMANDS = []  # every command run, for the report
 NOTES = []
+API_SCALE = {}
 CONFIGS = {}  # Sextant label -> Corefile (ports masked), for the report
 CLK = os.sysconf("SC_CLK_TCK")
-ALL_SCENARIOS = ["cluster", "hits", "search", "nodecache", "file", "dnssec", "transports", "callgrind", "large"]
+ALL_SCENARIOS = ["cluster", "hits", "search", "nodecache", "file", "dnssec", "transports", "callgrind", "large",
+                 "api"]
 SERVER_CORE = "0"
 CLIENT_CORE = "1"
 
@@ -329,18 +331,61 @@ def sextant(env, label, corefile, port, probe_name="probe.invalid.", out=None, t
     return Proc(label, argv, d, port, out=out, probe_name=probe_name, ready_timeout=timeout)
 
 
-def fake_api(env, manifest):
+def fake_api(env, manifest, control=False):
     """Starts the fake API server with `manifest`'s objects (on core 1, beside the load
-    generator: it only serves the list and the watch); returns its URL."""
+    generator: it only serves the list and the watch); returns its URL, and with `control` also
+    the process, whose stdin takes the example's commands (`compact`, `churn RATE SECONDS`)."""
     argv = ["taskset", "-c", CLIENT_CORE, env.fakeapi, manifest]
     record(argv)
     p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                         start_new_session=True)
+                         stdin=subprocess.PIPE, start_new_session=True)
     env.apis.append(p)
     url = p.stdout.readline().strip()
     if not url.startswith("http"):
         raise RuntimeError(f"fake API server for {manifest} did not start")
-    return url
+    return (url, p) if control else url
+
+
+def api_command(p, line):
+    p.stdin.write(line + "\n")
+    p.stdin.flush()
+    return p.stdout.readline().strip()
+
+
+def dns_answers(port, name, qtype=1, timeout=0.5):
+    """True when 127.0.0.1:port answers `name` with NOERROR and at least one answer record."""
+    qid = random.randrange(65536)
+    q = struct.pack(">HHHHHH", qid, 0x0100, 1, 0, 0, 0)
+    for label in name.rstrip(".").split("."):
+        q += bytes([len(label)]) + label.encode()
+    q += b"\x00" + struct.pack(">HH", qtype, 1)
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(timeout)
+    try:
+        s.sendto(q, ("127.0.0.1", port))
+        d, _ = s.recvfrom(4096)
+        return len(d) >= 12 and d[:2] == q[:2] and d[3] & 0x0F == 0 and struct.unpack(">H", d[6:8])[0] > 0
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+def histogram_quantiles(metrics, name, qs):
+    """Upper bucket bounds (seconds) holding the quantiles `qs` of a Prometheus histogram, its
+    label sets summed; (count, [bounds])."""
+    buckets, count = {}, 0.0
+    for line in metrics.splitlines():
+        if line.startswith(name + "_bucket{"):
+            le = re.search(r'le="([^"]+)"', line).group(1)
+            buckets[float(le)] = buckets.get(float(le), 0.0) + float(line.rsplit(" ", 1)[1])
+        elif line.startswith(name + "_count"):
+            count += float(line.rsplit(" ", 1)[1])
+    out = []
+    for q in qs:
+        b = next((le for le in sorted(buckets) if count and buckets[le] >= q * count), None)
+        out.append(b)
+    return count, out
 
 
 def coredns(env, label, corefile, port, probe_name="probe.invalid.", out=None, timeout=90, api=None):
@@ -992,6 +1037,66 @@ def callgrind(env, args):
     return out
 
 
+def api_at_scale(env, args):
+    """The API path at cluster scale (issue 17), Sextant and (with COREDNS_BIN) CoreDNS in turn,
+    each with its own fake API server holding the same generated cluster, `pods verified`:
+    time until the last service answers, steady RSS, the peak RSS while everything is listed
+    again after a compaction (every watch gets 410 Expired, as after an API server restart), and
+    the DNS programming latency histogram while EndpointSlices change at a fixed rate."""
+    if not env.has("kubernetes", "prometheus") or not env.fakeapi:
+        NOTES.append("API at scale: needs `kubernetes`, `prometheus` and the fake API server "
+                     "(bench/run.sh builds it); not measured.")
+        return None
+    big = gen.Cluster(args.api_services, args.api_eps, args.api_pods, 5)
+    path = env.path("api.json")
+    big.write_manifests(path)
+    last = next(x for x in reversed(big.services) if x["kind"] == "ClusterIP")
+    late = f"{last['name']}.{last['ns']}.svc.{gen.ZONE}."
+    out = {"counts": big.counts(), "rate": args.api_churn_rate, "seconds": args.api_churn_seconds, "rows": {}}
+    for who in ["sextant"] + (["coredns"] if env.coredns else []):
+        url, api = fake_api(env, path, control=True)
+        p, mp = free_port(), free_port()
+        conf = (f".:{p} {{\n    kubernetes {gen.ZONE} in-addr.arpa ip6.arpa {{\n        endpoint {url}\n"
+                f"        pods verified\n    }}\n    prometheus 127.0.0.1:{mp}\n}}\n")
+        make = sextant if who == "sextant" else coredns
+        s = make(env, f"api {who}", conf, p, probe_name=gen.ZONE + ".", timeout=300)
+        row = {}
+        t0 = time.time()
+        s.start()
+        while not dns_answers(p, late) and time.time() - t0 < 300:
+            time.sleep(0.05)
+        row["ready_s"] = time.time() - t0
+        time.sleep(2)
+        row["steady_kib"] = s.mem()[0]
+        for pid in s.pids():
+            try:
+                with open(f"/proc/{pid}/clear_refs", "w") as f:
+                    f.write("5")  # resets VmHWM to the current RSS
+            except OSError:
+                pass
+        api_command(api, "compact")
+        peak, end = 0, time.time() + args.api_relist_window
+        while time.time() < end:
+            peak = max(peak, s.mem()[0])
+            time.sleep(0.05)
+        row["relist_peak_kib"] = max(peak, s.mem()[1])
+        row["after_relist_kib"] = s.mem()[0]
+        row["churn"] = api_command(api, f"churn {args.api_churn_rate} {args.api_churn_seconds}")
+        time.sleep(1)
+        try:
+            import urllib.request
+            m = urllib.request.urlopen(f"http://127.0.0.1:{mp}/metrics", timeout=5).read().decode()
+        except OSError:
+            m = ""
+        n, (p50, p99) = histogram_quantiles(m, "coredns_kubernetes_dns_programming_duration_seconds", (0.5, 0.99))
+        row["programmed"], row["p50_s"], row["p99_s"] = n, p50, p99
+        s.stop()
+        api.terminate()
+        out["rows"][who] = row
+        log(f"  api {who}: {row}")
+    return out
+
+
 def large_cluster(env, args):
     """RSS after loading a large generated cluster from manifests, and bytes per object."""
     if not env.has("kubernetes"):
@@ -1185,6 +1290,23 @@ def report(all_res, cg, large, args, started, load_before, load_after, sextant_r
               "file, which an API-server watch does in pages.", ""]
     else:
         L += ["Not measured on this build.", ""]
+    L += ["## API at cluster scale", ""]
+    if API_SCALE:
+        c = API_SCALE["counts"]
+        L += [f"{c['services']:,} services, {c['endpoints']:,} endpoints, {c['pods']:,} pods from the fake API "
+              f"server, `pods verified`; a compaction makes every watch fail with 410 and the server lists "
+              f"everything again; then {API_SCALE['rate']} EndpointSlice changes a second for "
+              f"{API_SCALE['seconds']} s (`coredns_kubernetes_dns_programming_duration_seconds`, bucket bounds).", "",
+              "| server | ready after s | steady RSS MiB | peak RSS during the re-list MiB | peak / steady | "
+              "changes programmed | p50 ≤ ms | p99 ≤ ms |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        for who, r in API_SCALE["rows"].items():
+            ms = lambda x: fmt(x * 1000 if x is not None else None)  # noqa: E731
+            L.append(f"| {who} | {r['ready_s']:.1f} | {r['steady_kib'] / 1024:.1f} | "
+                     f"{r['relist_peak_kib'] / 1024:.1f} | {r['relist_peak_kib'] / max(1, r['steady_kib']):.2f} | "
+                     f"{fmt(r['programmed'])} | {ms(r['p50_s'])} | {ms(r['p99_s'])} |")
+        L.append("")
+    else:
+        L += ["Not measured on this build.", ""]
     L += ["## Commands", "", "Reproduce with `bench/run.sh" + (" --quick" if args.quick else "") + "`. "
           "Every command the run started (query files and temp dirs vary):", "", "```"] + COMMANDS + ["```", ""]
     L += ["Sextant Corefiles (ports masked; `manifests` paths are the generated cluster):", ""]
@@ -1347,6 +1469,12 @@ def main():
                     help="fixed rate for the DoT/DoH latency runs")
     ap.add_argument("--zone-records", type=int, default=100000, help="records of the file scenario's zone")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir")
+    ap.add_argument("--api-services", type=int, default=10000)
+    ap.add_argument("--api-eps", type=int, default=10)
+    ap.add_argument("--api-pods", type=int, default=100000)
+    ap.add_argument("--api-churn-rate", type=int, default=100, help="EndpointSlice changes a second")
+    ap.add_argument("--api-churn-seconds", type=int, default=10)
+    ap.add_argument("--api-relist-window", type=int, default=10, help="seconds sampled after the compaction")
     ap.add_argument("--coredns", default=None,
                     help="a CoreDNS binary you built (run.sh: COREDNS_BIN), measured beside Sextant")
     ap.add_argument("--fakeapi", default=None,
@@ -1356,6 +1484,8 @@ def main():
         args.runs, args.duration, args.lat_duration = 1, 3, 2
         args.queries, args.cg_queries = min(args.queries, 50000), min(args.cg_queries, 5000)
         args.large_services, args.large_pods = min(args.large_services, 2000), min(args.large_pods, 6000)
+        args.api_services, args.api_pods = min(args.api_services, 2000), min(args.api_pods, 20000)
+        args.api_churn_seconds = min(args.api_churn_seconds, 5)
     args.out = args.out or os.path.join(args.root, "bench", "results")
     started = datetime.datetime.now(datetime.timezone.utc)
     load_before = machine_note()
@@ -1419,6 +1549,9 @@ def main():
             log("large cluster memory")
             large = large_cluster(env, args)
             log(f"large: {large}")
+        if "api" in want:
+            log("API at cluster scale")
+            API_SCALE.update(api_at_scale(env, args) or {})
     finally:
         if upstream:
             upstream.stop()
