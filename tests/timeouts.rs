@@ -544,3 +544,143 @@ fn doh_idle_close_as_coredns() {
     assert!(h2 >= Duration::from_millis(1700) && h2 < Duration::from_millis(3600));
     assert!(h1 >= Duration::from_millis(700) && h1 < Duration::from_millis(2000));
 }
+
+/// A plain-HTTP DoH listener (no `tls`: as behind a TLS-terminating proxy) whose
+/// `big.example.` TXT answer is ~50 KB (one record of 200 strings: cheap to make), so 200
+/// unread answers (10 MB) fill the buffers (the kernel grows a send buffer up to 4 MB).
+fn start_doh_big(timeouts: &str) -> (Sextant, u16) {
+    let port = free_port();
+    let strings: String = (0..200)
+        .map(|i| format!("    \"{}\"\n", format!("{i:03}").repeat(83)))
+        .collect();
+    let zone = format!(
+        "$ORIGIN example.\n@ 3600 IN SOA ns.example. admin.example. 1 7200 3600 1209600 3600\n@ 3600 IN NS ns.example.\nbig 60 IN TXT (\n{strings})\n"
+    );
+    let cf = format!(
+        "https://.:{port} {{\n    bind 127.0.0.1\n{timeouts}    file db.example example.\n}}\n"
+    );
+    let s = Sextant::builder(bin(), &cf)
+        .file("db.example", zone)
+        .start();
+    s.wait_for_line(&format!("https://.:{port}"), Duration::from_secs(10))
+        .unwrap();
+    (s, port)
+}
+
+/// `/dns-query?dns=...` for `big.example. TXT` (ID 0, as RFC 8484 asks).
+fn big_path() -> String {
+    use base64::Engine as _;
+    let q = Query::new("big.example.", RecordType::TXT).id(0).to_bytes();
+    format!(
+        "/dns-query?dns={}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(q)
+    )
+}
+
+/// 200 pipelined HTTP/1.1 GET requests.
+fn h1_requests() -> Vec<u8> {
+    let one = format!("GET {} HTTP/1.1\r\nHost: x\r\n\r\n", big_path());
+    one.repeat(200).into_bytes()
+}
+
+/// An HTTP/2 connection (prior knowledge) with windows so large that flow control never holds
+/// the server back, then 200 GET streams (under the 250 concurrent streams allowed).
+fn h2_requests() -> Vec<u8> {
+    let frame = |kind: u8, flags: u8, stream: u32, payload: &[u8]| {
+        let mut f = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+        f.extend_from_slice(&[kind, flags]);
+        f.extend_from_slice(&stream.to_be_bytes());
+        f.extend_from_slice(payload);
+        f
+    };
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    // SETTINGS_INITIAL_WINDOW_SIZE = 2^31-1; the connection window raised to the same.
+    out.extend(frame(0x4, 0, 0, &[0, 4, 0x7f, 0xff, 0xff, 0xff]));
+    out.extend(frame(0x8, 0, 0, &(0x7fff_ffffu32 - 65535).to_be_bytes()));
+    let path = big_path();
+    // HPACK: :method GET (2), :scheme http (6), :path and :authority as literals with an
+    // indexed name (4 and 1), not indexed.
+    let mut block = vec![0x82, 0x86, 0x04, path.len() as u8];
+    block.extend_from_slice(path.as_bytes());
+    block.extend_from_slice(&[0x01, 1, b'x']);
+    for i in 0..200u32 {
+        // END_STREAM | END_HEADERS
+        out.extend(frame(0x1, 0x5, 2 * i + 1, &block));
+    }
+    out
+}
+
+/// The server side of the connection from client port `cport` to `port`: (established, bytes
+/// in its send queue), from /proc/net/tcp; None once it is gone.
+fn server_side(port: u16, cport: u16) -> Option<(bool, u64)> {
+    let local = format!("0100007F:{port:04X}");
+    let remote = format!("0100007F:{cport:04X}");
+    std::fs::read_to_string("/proc/net/tcp")
+        .unwrap()
+        .lines()
+        .skip(1)
+        .find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f[1] == local && f[2] == remote).then(|| {
+                let tx = f[4].split(':').next().unwrap();
+                (f[3] == "01", u64::from_str_radix(tx, 16).unwrap())
+            })
+        })
+}
+
+/// Sends `requests` on a connection to `port` with a small receive buffer and reads nothing;
+/// the time from the server's last write (its send queue stops growing: its writes block)
+/// until it closes its side, or None if it is still open `limit` after that.
+fn stall_http(port: u16, requests: &[u8], limit: Duration) -> Option<Duration> {
+    let mut c = small_rcvbuf_conn(port);
+    let cport = c.local_addr().unwrap().port();
+    c.set_write_timeout(Some(Duration::from_secs(2))).unwrap();
+    c.write_all(requests).unwrap();
+    let (mut queued, mut since) = (0, Instant::now());
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(30) {
+        match server_side(port, cport) {
+            Some((true, tx)) => {
+                if tx != queued {
+                    (queued, since) = (tx, Instant::now());
+                } else if since.elapsed() > limit {
+                    return None;
+                }
+            }
+            _ => return Some(since.elapsed()),
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("the server kept writing for 30 s");
+}
+
+#[test]
+fn doh_clients_that_stop_reading_are_closed_by_the_write_timeout() {
+    // HTTP/1.1 pipelined and HTTP/2 requests whose answers are never read: closed about 1 s
+    // after the server's writes block with `write 1s`, and still open 3 s after with
+    // `write 30s`.
+    let (_s, port) = start_doh_big(
+        "    timeouts {\n        write 1s\n        idle 60s\n        read 60s\n    }\n",
+    );
+    let (_l, lport) = start_doh_big(
+        "    timeouts {\n        write 30s\n        idle 60s\n        read 60s\n    }\n",
+    );
+    // One protocol at a time: the answers cost CPU to make, and a process busy making one
+    // connection's would be late to notice the other's timeout.
+    for (name, req) in [("HTTP/1.1", h1_requests()), ("HTTP/2", h2_requests())] {
+        let r = req.clone();
+        let long = std::thread::spawn(move || stall_http(lport, &r, Duration::from_secs(3)));
+        let short = stall_http(port, &req, Duration::from_secs(4));
+        let long = long.join().unwrap();
+        eprintln!("{name}: write 1s: closed {short:?} after writes blocked; write 30s: {long:?}");
+        let took = short.unwrap_or_else(|| panic!("{name}: still open 4 s after writes block"));
+        assert!(
+            took >= Duration::from_millis(700) && took < Duration::from_millis(2000),
+            "{name}: closed {took:?} after its writes blocked"
+        );
+        assert_eq!(
+            long, None,
+            "{name}: closed although the write timeout is 30 s"
+        );
+    }
+}
