@@ -3,8 +3,9 @@
 //! before; without `timeouts`, CoreDNS's 10 s), `timeouts read` on a DoQ stream left unfinished
 //! (the connection is closed with DOQ_PROTOCOL_ERROR), and `proxyproto` in front of `quic://`:
 //! a relay that prepends a PROXY v2 header to every datagram, as a UDP load balancer does, makes
-//! `whoami` and `acl` see the header's client; sources outside `allow` under `default ignore`,
-//! `use`, `reject` and `skip`; without a relay the connection's own address stands.
+//! `whoami` and `acl` see the header's client (and `whoami` over DNS over HTTP/3 behind it);
+//! sources outside `allow` under `default ignore`, `use`, `reject` and `skip`; without a relay
+//! the connection's own address stands.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
@@ -92,6 +93,37 @@ async fn doq_ask(conn: &quinn::Connection) -> String {
     let r = Reply::parse(body[2..].to_vec()).unwrap();
     assert_eq!(r.id(), 0);
     assert_eq!(r.question().unwrap(), "to.example. IN A");
+    format!("{} {}", r.rcode_name(), r.additional().join(" | "))
+}
+
+/// One DoH3 GET for `to.example. A` (ID 0): the reply as [`doq_ask`] gives it.
+async fn doh3_ask(conn: quinn::Connection) -> String {
+    use base64::Engine as _;
+    use bytes::Buf as _;
+    let (mut driver, mut send) = h3::client::new(h3_quinn::Connection::new(conn))
+        .await
+        .unwrap();
+    tokio::spawn(async move { std::future::poll_fn(|cx| driver.poll_close(cx)).await });
+    let q = Query::new("to.example.", RecordType::A).id(0).to_bytes();
+    let uri = format!(
+        "https://localhost/dns-query?dns={}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(q)
+    );
+    let req = http::Request::get(uri).body(()).unwrap();
+    let mut stream = send.send_request(req).await.unwrap();
+    stream.finish().await.unwrap();
+    let resp = stream.recv_response().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = Vec::new();
+    while let Some(mut chunk) = stream.recv_data().await.unwrap() {
+        while chunk.has_remaining() {
+            let c = chunk.chunk();
+            body.extend_from_slice(c);
+            let n = c.len();
+            chunk.advance(n);
+        }
+    }
+    let r = Reply::parse(body).unwrap();
     format!("{} {}", r.rcode_name(), r.additional().join(" | "))
 }
 
@@ -264,9 +296,9 @@ async fn quic_idle_and_read_timeouts() {
 }
 
 /// Runs futures concurrently, results in order.
-async fn futures_join<F: std::future::Future>(fs: impl Iterator<Item = F>) -> Vec<F::Output>
+async fn futures_join<F>(fs: impl Iterator<Item = F>) -> Vec<F::Output>
 where
-    F: Send + 'static,
+    F: std::future::Future + Send + 'static,
     F::Output: Send + 'static,
 {
     let mut set = Vec::new();
@@ -282,7 +314,7 @@ where
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxyproto_in_front_of_quic() {
-    let ports: Vec<u16> = (0..5).map(|_| free_port()).collect();
+    let ports: Vec<u16> = (0..6).map(|_| free_port()).collect();
     let acl = "    acl {\n        block net 10.2.3.0/24\n    }\n";
     let outside = |default: &str| {
         format!("    proxyproto {{\n        allow 10.0.0.0/8\n{default}    }}\n    whoami\n")
@@ -297,6 +329,7 @@ async fn proxyproto_in_front_of_quic() {
         ("quic", ports[2], &outside("        default use\n")),
         ("quic", ports[3], &outside("        default reject\n")),
         ("quic", ports[4], &outside("        default skip\n")),
+        ("https3", ports[5], "    proxyproto\n    whoami\n"),
     ]);
     let ep = client(&der, b"doq");
     let me = ep.local_addr().unwrap().port();
@@ -339,6 +372,17 @@ async fn proxyproto_in_front_of_quic() {
     let r = relay(local(ports[2]), via("10.9.9.9:5555")).await;
     let conn = connect(&ep, r).await.expect("use: no handshake");
     assert_eq!(doq_ask(&conn).await, whoami("10.9.9.9", 5555));
+    // DNS over HTTP/3 behind the same kind of relay: the header's client.
+    let h3_ep = client(&der, b"h3");
+    let r = relay(local(ports[5]), via("10.9.9.9:5555")).await;
+    let conn = connect(&h3_ep, r)
+        .await
+        .expect("DoH3: no handshake through the relay");
+    let got = doh3_ask(conn).await;
+    assert!(
+        got.starts_with("NOERROR to.example. 0 IN A 10.9.9.9 | ") && got.ends_with(" 5555 ."),
+        "{got}"
+    );
     // default reject: a datagram with a header is dropped (no handshake); plain QUIC is served.
     // default skip: the header stays in the datagram, which is not QUIC then (no handshake).
     for port in [ports[3], ports[4]] {
@@ -350,4 +394,62 @@ async fn proxyproto_in_front_of_quic() {
         let conn = connect(&ep, local(port)).await.unwrap();
         assert_eq!(doq_ask(&conn).await, whoami("127.0.0.1", me));
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxyproto_in_front_of_quic_as_coredns() {
+    let Ok(coredns) = std::env::var("COREDNS_BIN") else {
+        eprintln!(
+            "proxyproto_in_front_of_quic_as_coredns: COREDNS_BIN not set, comparison with CoreDNS not run"
+        );
+        return;
+    };
+    let c = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("cert.pem"), c.cert.pem()).unwrap();
+    std::fs::write(dir.path().join("key.pem"), c.signing_key.serialize_pem()).unwrap();
+    let body = "    proxyproto\n    acl {\n        block net 10.2.3.0/24\n    }\n    whoami\n";
+    let answers = |port: u16, der: rustls::pki_types::CertificateDer<'static>| async move {
+        let ep = client(&der, b"doq");
+        let mut out = Vec::new();
+        for c in ["10.9.9.9:5555", "10.2.3.4:5556"] {
+            let r = relay(local(port), c.parse().unwrap()).await;
+            let conn = connect(&ep, r)
+                .await
+                .expect("no handshake through the relay");
+            // CoreDNS's whoami gives an IPv4 client of a PROXY header as an IPv4-mapped AAAA
+            // (see the proxyproto README): the same address.
+            out.push(doq_ask(&conn).await.replace("IN AAAA ::ffff:", "IN A "));
+        }
+        out
+    };
+    let port = free_port();
+    std::fs::write(
+        dir.path().join("Corefile"),
+        format!("quic://.:{port} {{\n    bind 127.0.0.1\n    tls cert.pem key.pem\n{body}}}\n"),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(coredns)
+        .current_dir(dir.path())
+        .args(["-conf", "Corefile"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let theirs = answers(port, c.cert.der().clone()).await;
+    let _ = child.kill();
+    let _ = child.wait();
+    let sport = free_port();
+    let (_s, der) = start(&[("quic", sport, body)]);
+    let ours = answers(sport, der).await;
+    eprintln!("CoreDNS {theirs:?}\nSextant {ours:?}");
+    assert_eq!(ours, theirs);
+    assert_eq!(
+        ours,
+        [
+            "NOERROR to.example. 0 IN A 10.9.9.9 | _udp.to.example. 0 IN SRV 0 0 5555 .",
+            "REFUSED "
+        ]
+    );
 }

@@ -636,6 +636,49 @@ mod tests {
     }
 
     #[test]
+    fn quic_datagrams_lose_their_headers_even_in_gro_batches() {
+        let peer: SocketAddr = "127.0.0.1:4000".parse().unwrap();
+        let client: SocketAddr = "10.1.2.3:5555".parse().unwrap();
+        let mut q = QuicProxy {
+            udp: Some(UdpProxy::new(Arc::new(settings(&[], None, 0)))),
+            back: Sessions::new(Duration::from_secs(30), 8),
+        };
+        let meta = |len: usize, stride: usize| quinn::udp::RecvMeta {
+            addr: peer,
+            len,
+            stride,
+            ..Default::default()
+        };
+        // Two segments of one GRO batch (28-byte header, 6 and 4 bytes of QUIC each).
+        let mut buf = v2_udp([10, 1, 2, 3], 5555, b"quic-1");
+        let stride = buf.len();
+        buf.extend(v2_udp([10, 1, 2, 3], 5555, b"qc-2"));
+        let mut m = meta(buf.len(), stride);
+        assert!(q.rewrite(&mut buf, &mut m));
+        assert_eq!((m.addr, m.len, m.stride), (client, 10, 6));
+        assert_eq!(&buf[..10], b"quic-1qc-2");
+        assert_eq!(q.back.lookup(client, Instant::now()), Some(peer));
+        // Segments naming different clients: the batch is dropped; so is a bad header.
+        let mut buf = v2_udp([10, 1, 2, 3], 5555, b"quic-1");
+        buf.extend(v2_udp([10, 9, 9, 9], 5555, b"qc-2"));
+        let mut m = meta(buf.len(), stride);
+        assert!(!q.rewrite(&mut buf, &mut m));
+        let mut bad = b"PROXY TCP4 1.2.3.4 1.2.3.4 1 1\r\nquic".to_vec();
+        let mut m = meta(bad.len(), bad.len());
+        assert!(!q.rewrite(&mut bad, &mut m));
+        // Without a header (and proxyproto off) the datagram passes as it is.
+        let mut plain = b"quic".to_vec();
+        let mut m = meta(4, 4);
+        assert!(q.rewrite(&mut plain, &mut m));
+        assert_eq!((m.addr, m.len), (peer, 4));
+        q.udp = None;
+        let mut hdr = v2_udp([10, 1, 2, 3], 5555, b"quic-1");
+        let mut m = meta(hdr.len(), hdr.len());
+        assert!(q.rewrite(&mut hdr, &mut m));
+        assert_eq!((m.addr, m.len), (peer, 34));
+    }
+
+    #[test]
     fn udp_sessions_from_header_only_datagrams() {
         let peer: SocketAddr = "127.0.0.1:4000".parse().unwrap();
         let mut u = UdpProxy::new(Arc::new(settings(&[], None, 30)));
