@@ -27,7 +27,7 @@ COMMANDS = []  # every command run, for the report
 NOTES = []
 CONFIGS = {}  # Sextant label -> Corefile (ports masked), for the report
 CLK = os.sysconf("SC_CLK_TCK")
-ALL_SCENARIOS = ["cluster", "hits", "search", "nodecache", "file", "transports", "callgrind", "large"]
+ALL_SCENARIOS = ["cluster", "hits", "search", "nodecache", "file", "dnssec", "transports", "callgrind", "large"]
 SERVER_CORE = "0"
 CLIENT_CORE = "1"
 
@@ -563,6 +563,48 @@ def scenario_file(env, args):
     res = run_servers(servers, go)
     return {"title": f"5. Zone file ({n:,} records, authoritative)", "res": res,
             "ratios": [("sextant file", "knot file")], "unit": "q/s"}
+
+
+def scenario_dnssec(env, args):
+    """5b. Online signing: the same zone served by `file` with and without `dnssec` (an ECDSA
+    P-256 key), every query with DO, warmed so the signatures come from the signature cache;
+    the signed throughput against the unsigned one."""
+    zdir = env.path("dnsseczone")
+    os.makedirs(zdir, exist_ok=True)
+    n = 5000  # under dnssec's default cache_capacity (10,000 signatures)
+    rnd = random.Random(13)
+    with open(os.path.join(zdir, "example.org.zone"), "w") as f:
+        f.write("$ORIGIN example.org.\n$TTL 300\n@ SOA ns1 hostmaster 1 7200 1800 86400 30\n"
+                "@ NS ns1\nns1 A 10.255.0.1\n")
+        for i in range(n):
+            f.write(f"host{i} A 10.{(i >> 16) & 255}.{(i >> 8) & 255}.{i & 255}\n")
+    keydir = os.path.join(args.root, "crates/zone/src/dnssec/testdata")
+    key = "Kexample.org.+013+57158"
+    for ext in ("key", "private"):
+        shutil.copy(os.path.join(keydir, f"{key}.{ext}"), zdir)
+    qf = env.path("dnssec-queries.txt")
+    with open(qf, "w") as f:
+        for _ in range(args.queries):
+            r = rnd.random()
+            if r < 0.05:
+                # a few names, so their signed denials are cached too
+                f.write(f"missing{rnd.randrange(100)}.example.org A\n")
+            else:
+                f.write(f"host{rnd.randrange(n)}.example.org {'AAAA' if r < 0.1 else 'A'}\n")
+    zf = os.path.join(zdir, "example.org.zone")
+    p1, p2 = free_port(), free_port()
+    plain = sextant(env, "sextant file (DO)",
+                    f"example.org:{p1} {{\n    errors\n    file {zf}\n}}\n", p1, probe_name="example.org.")
+    signed = sextant(env, "sextant file+dnssec (DO)",
+                     f"example.org:{p2} {{\n    errors\n    dnssec {{\n        key file {os.path.join(zdir, key)}\n"
+                     f"    }}\n    file {zf}\n}}\n", p2, probe_name="example.org.")
+    servers = [plain, signed]
+    for s in servers:
+        s.extra = ["-D"]
+    qfiles = {s.label: (lambda rep: qf) for s in servers}
+    res = run_servers(servers, lambda st: measure(st, qfiles, args, warm=True))
+    return {"title": f"5b. Online DNSSEC signing ({n:,} names, DO on every query, warmed)", "res": res,
+            "ratios": [("sextant file+dnssec (DO)", "sextant file (DO)")], "unit": "q/s"}
 
 
 def scenario_hits(env, upstream_port, args):
@@ -1241,6 +1283,9 @@ def main():
         if "file" in want:
             log("scenario 5: zone file")
             all_res.append(scenario_file(env, args))
+        if "dnssec" in want:
+            log("scenario 5b: online DNSSEC signing")
+            all_res.append(scenario_dnssec(env, args))
         if "callgrind" in want:
             log("callgrind: instructions per query")
             cg = callgrind(env, args)
