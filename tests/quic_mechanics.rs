@@ -5,7 +5,8 @@
 //! a relay that prepends a PROXY v2 header to every datagram, as a UDP load balancer does, makes
 //! `whoami` and `acl` see the header's client (and `whoami` over DNS over HTTP/3 behind it);
 //! sources outside `allow` under `default ignore`, `use`, `reject` and `skip`; without a relay
-//! the connection's own address stands.
+//! the connection's own address stands; a reload turns it on in place; and (with `COREDNS_BIN`)
+//! the same answers as CoreDNS through the relay.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
@@ -451,5 +452,41 @@ async fn proxyproto_in_front_of_quic_as_coredns() {
             "NOERROR to.example. 0 IN A 10.9.9.9 | _udp.to.example. 0 IN SRV 0 0 5555 .",
             "REFUSED "
         ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_turns_proxyproto_on_for_a_quic_listener_in_place() {
+    // The QUIC socket is not rebound (it cannot be, beside itself): the new settings apply to
+    // the next datagrams, and a connection made before the reload keeps working.
+    let port = free_port();
+    let (s, der) = start(&[("quic", port, "    whoami\n")]);
+    let ep = client(&der, b"doq");
+    let me = ep.local_addr().unwrap().port();
+    let before = connect(&ep, local(port)).await.unwrap();
+    let r = relay(local(port), "10.9.9.9:5555".parse().unwrap()).await;
+    assert!(
+        connect(&ep, r).await.is_none(),
+        "a header taken without proxyproto"
+    );
+    let cf = std::fs::read_to_string(s.corefile_path()).unwrap();
+    std::fs::write(
+        s.corefile_path(),
+        cf.replace("    whoami\n", "    proxyproto\n    whoami\n"),
+    )
+    .unwrap();
+    s.signal(libc::SIGUSR1).unwrap();
+    s.wait_for_line("Reloading complete", Duration::from_secs(10))
+        .unwrap();
+    let conn = connect(&ep, r)
+        .await
+        .expect("no handshake through the relay after the reload");
+    assert_eq!(
+        doq_ask(&conn).await,
+        "NOERROR to.example. 0 IN A 10.9.9.9 | _udp.to.example. 0 IN SRV 0 0 5555 ."
+    );
+    assert_eq!(
+        doq_ask(&before).await,
+        format!("NOERROR to.example. 0 IN A 127.0.0.1 | _udp.to.example. 0 IN SRV 0 0 {me} .")
     );
 }
