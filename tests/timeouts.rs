@@ -2,8 +2,9 @@
 //! (and not before), a message left half sent closed by the read timeout, a client that stops
 //! reading closed by the write timeout, `maxtcpqueries` answering exactly that many queries on a
 //! connection, bad options at file:line:column, DNS over HTTPS connections (HTTP/2 idle,
-//! HTTP/1.1 half request head) closed by idle and read, and (with `COREDNS_BIN`) the same query
-//! cap and the same DoH closing times as CoreDNS.
+//! HTTP/1.1 half request head) closed by idle and read, DoH clients that read nothing (HTTP/1.1
+//! and HTTP/2) closed by write, and (with `COREDNS_BIN`) the same query cap and the same DoH
+//! closing times as CoreDNS.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -550,6 +551,17 @@ fn doh_idle_close_as_coredns() {
 /// unread answers (10 MB) fill the buffers (the kernel grows a send buffer up to 4 MB).
 fn start_doh_big(timeouts: &str) -> (Sextant, u16) {
     let port = free_port();
+    let (cf, zone) = doh_big_files(port, timeouts);
+    let s = Sextant::builder(bin(), &cf)
+        .file("db.example", zone)
+        .start();
+    s.wait_for_line(&format!("https://.:{port}"), Duration::from_secs(10))
+        .unwrap();
+    (s, port)
+}
+
+/// The Corefile and zone file (`db.example`) of [`start_doh_big`].
+fn doh_big_files(port: u16, timeouts: &str) -> (String, String) {
     let strings: String = (0..200)
         .map(|i| format!("    \"{}\"\n", format!("{i:03}").repeat(83)))
         .collect();
@@ -559,12 +571,7 @@ fn start_doh_big(timeouts: &str) -> (Sextant, u16) {
     let cf = format!(
         "https://.:{port} {{\n    bind 127.0.0.1\n{timeouts}    file db.example example.\n}}\n"
     );
-    let s = Sextant::builder(bin(), &cf)
-        .file("db.example", zone)
-        .start();
-    s.wait_for_line(&format!("https://.:{port}"), Duration::from_secs(10))
-        .unwrap();
-    (s, port)
+    (cf, zone)
 }
 
 /// `/dns-query?dns=...` for `big.example. TXT` (ID 0, as RFC 8484 asks).
@@ -683,4 +690,44 @@ fn doh_clients_that_stop_reading_are_closed_by_the_write_timeout() {
             "{name}: closed although the write timeout is 30 s"
         );
     }
+}
+
+#[test]
+fn doh_write_timeout_as_coredns() {
+    let Ok(coredns) = std::env::var("COREDNS_BIN") else {
+        eprintln!(
+            "doh_write_timeout_as_coredns: COREDNS_BIN not set, comparison with CoreDNS not run"
+        );
+        return;
+    };
+    // Plain-HTTP DoH (CoreDNS speaks HTTP/2 only over TLS): pipelined HTTP/1.1 requests whose
+    // answers are never read are closed about `write` after the writes block, as in Sextant.
+    let port = free_port();
+    let (cf, zone) = doh_big_files(
+        port,
+        "    timeouts {\n        write 1s\n        idle 60s\n        read 60s\n    }\n",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("Corefile"), cf).unwrap();
+    std::fs::write(dir.path().join("db.example"), zone).unwrap();
+    let mut child = std::process::Command::new(coredns)
+        .current_dir(dir.path())
+        .args(["-conf", "Corefile"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while TcpStream::connect(addr(port)).is_err() && t0.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let took = stall_http(port, &h1_requests(), Duration::from_secs(4));
+    let _ = child.kill();
+    let _ = child.wait();
+    eprintln!("CoreDNS write 1s: HTTP/1.1 closed {took:?} after writes blocked");
+    let took = took.expect("CoreDNS kept a client that reads nothing");
+    assert!(
+        took >= Duration::from_millis(200) && took < Duration::from_millis(2000),
+        "{took:?}"
+    );
 }
