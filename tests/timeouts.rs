@@ -547,21 +547,28 @@ fn doh_idle_close_as_coredns() {
 }
 
 /// A plain-HTTP DoH listener (no `tls`: as behind a TLS-terminating proxy) whose
-/// `big.example.` TXT answer is ~50 KB (one record of 200 strings: cheap to make), so 200
-/// unread answers (10 MB) fill the buffers (the kernel grows a send buffer up to 4 MB).
-fn start_doh_big(timeouts: &str) -> (Sextant, u16) {
+/// `big.example.` TXT answer is ~50 KB (one record of 200 strings: cheap to make), so
+/// [`REQUESTS`] unread answers (6 MB) fill the buffers (the kernel grows a send buffer up to
+/// 4 MB; on loopback it stopped near 2.8 MB).
+fn start_big(scheme: &str, timeouts: &str) -> (Sextant, u16) {
     let port = free_port();
-    let (cf, zone) = doh_big_files(port, timeouts);
+    let (cf, zone) = big_files(scheme, port, timeouts);
     let s = Sextant::builder(bin(), &cf)
         .file("db.example", zone)
         .start();
-    s.wait_for_line(&format!("https://.:{port}"), Duration::from_secs(10))
+    s.wait_for_line(&format!("{scheme}://.:{port}"), Duration::from_secs(10))
         .unwrap();
     (s, port)
 }
 
-/// The Corefile and zone file (`db.example`) of [`start_doh_big`].
-fn doh_big_files(port: u16, timeouts: &str) -> (String, String) {
+/// `timeouts` that leave only the write timeout short, and its long counterpart.
+const WRITE_1S: &str =
+    "    timeouts {\n        write 1s\n        idle 60s\n        read 60s\n    }\n";
+const WRITE_30S: &str =
+    "    timeouts {\n        write 30s\n        idle 60s\n        read 60s\n    }\n";
+
+/// The Corefile and zone file (`db.example`) of [`start_big`].
+fn big_files(scheme: &str, port: u16, timeouts: &str) -> (String, String) {
     let strings: String = (0..200)
         .map(|i| format!("    \"{}\"\n", format!("{i:03}").repeat(83)))
         .collect();
@@ -569,7 +576,7 @@ fn doh_big_files(port: u16, timeouts: &str) -> (String, String) {
         "$ORIGIN example.\n@ 3600 IN SOA ns.example. admin.example. 1 7200 3600 1209600 3600\n@ 3600 IN NS ns.example.\nbig 60 IN TXT (\n{strings})\n"
     );
     let cf = format!(
-        "https://.:{port} {{\n    bind 127.0.0.1\n{timeouts}    file db.example example.\n}}\n"
+        "{scheme}://.:{port} {{\n    bind 127.0.0.1\n{timeouts}    file db.example example.\n}}\n"
     );
     (cf, zone)
 }
@@ -584,35 +591,73 @@ fn big_path() -> String {
     )
 }
 
-/// 200 pipelined HTTP/1.1 GET requests.
+/// Requests per stalled connection.
+const REQUESTS: u32 = 120;
+
+/// [`REQUESTS`] pipelined HTTP/1.1 GET requests.
 fn h1_requests() -> Vec<u8> {
     let one = format!("GET {} HTTP/1.1\r\nHost: x\r\n\r\n", big_path());
-    one.repeat(200).into_bytes()
+    one.repeat(REQUESTS as usize).into_bytes()
 }
 
-/// An HTTP/2 connection (prior knowledge) with windows so large that flow control never holds
-/// the server back, then 200 GET streams (under the 250 concurrent streams allowed).
-fn h2_requests() -> Vec<u8> {
-    let frame = |kind: u8, flags: u8, stream: u32, payload: &[u8]| {
-        let mut f = (payload.len() as u32).to_be_bytes()[1..].to_vec();
-        f.extend_from_slice(&[kind, flags]);
-        f.extend_from_slice(&stream.to_be_bytes());
-        f.extend_from_slice(payload);
-        f
-    };
+/// An HTTP/2 frame.
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let mut f = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+    f.extend_from_slice(&[kind, flags]);
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// The HTTP/2 preface (prior knowledge) with windows so large that flow control never holds
+/// the server back.
+fn h2_preface() -> Vec<u8> {
     let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
     // SETTINGS_INITIAL_WINDOW_SIZE = 2^31-1; the connection window raised to the same.
-    out.extend(frame(0x4, 0, 0, &[0, 4, 0x7f, 0xff, 0xff, 0xff]));
-    out.extend(frame(0x8, 0, 0, &(0x7fff_ffffu32 - 65535).to_be_bytes()));
+    out.extend(h2_frame(0x4, 0, 0, &[0, 4, 0x7f, 0xff, 0xff, 0xff]));
+    out.extend(h2_frame(0x8, 0, 0, &(0x7fff_ffffu32 - 65535).to_be_bytes()));
+    out
+}
+
+/// An HTTP/2 connection with [`REQUESTS`] DoH GET streams (under the 250 concurrent streams
+/// allowed).
+fn h2_requests() -> Vec<u8> {
+    let mut out = h2_preface();
     let path = big_path();
     // HPACK: :method GET (2), :scheme http (6), :path and :authority as literals with an
     // indexed name (4 and 1), not indexed.
     let mut block = vec![0x82, 0x86, 0x04, path.len() as u8];
     block.extend_from_slice(path.as_bytes());
     block.extend_from_slice(&[0x01, 1, b'x']);
-    for i in 0..200u32 {
+    for i in 0..REQUESTS {
         // END_STREAM | END_HEADERS
-        out.extend(frame(0x1, 0x5, 2 * i + 1, &block));
+        out.extend(h2_frame(0x1, 0x5, 2 * i + 1, &block));
+    }
+    out
+}
+
+/// An HTTP/2 connection with [`REQUESTS`] gRPC `DnsService/Query` calls for `big.example. TXT`.
+fn grpc_requests() -> Vec<u8> {
+    let mut out = h2_preface();
+    let path = b"/coredns.dns.DnsService/Query";
+    // HPACK: :method POST (3), :scheme http (6), :path and :authority literals, content-type
+    // (31) application/grpc, te: trailers.
+    let mut block = vec![0x83, 0x86, 0x04, path.len() as u8];
+    block.extend_from_slice(path);
+    block.extend_from_slice(&[0x01, 1, b'x', 0x0f, 0x10, 16]);
+    block.extend_from_slice(b"application/grpc");
+    block.extend_from_slice(&[0x00, 2, b't', b'e', 8]);
+    block.extend_from_slice(b"trailers");
+    // One gRPC message: not compressed, length, then DnsPacket { msg = 1: bytes }.
+    let q = Query::new("big.example.", RecordType::TXT).id(0).to_bytes();
+    let mut pb = vec![0x0a, q.len() as u8];
+    pb.extend_from_slice(&q);
+    let mut body = vec![0];
+    body.extend_from_slice(&(pb.len() as u32).to_be_bytes());
+    body.extend_from_slice(&pb);
+    for i in 0..REQUESTS {
+        out.extend(h2_frame(0x1, 0x4, 2 * i + 1, &block));
+        out.extend(h2_frame(0x0, 0x1, 2 * i + 1, &body));
     }
     out
 }
@@ -662,34 +707,37 @@ fn stall_http(port: u16, requests: &[u8], limit: Duration) -> Option<Duration> {
 }
 
 #[test]
-fn doh_clients_that_stop_reading_are_closed_by_the_write_timeout() {
-    // HTTP/1.1 pipelined and HTTP/2 requests whose answers are never read: closed about 1 s
-    // after the server's writes block with `write 1s`, and still open 3 s after with
-    // `write 30s`.
-    let (_s, port) = start_doh_big(
-        "    timeouts {\n        write 1s\n        idle 60s\n        read 60s\n    }\n",
+fn doh_and_grpc_clients_that_stop_reading_are_closed_by_the_write_timeout() {
+    // HTTP/1.1 pipelined and HTTP/2 DoH requests, and gRPC calls, whose answers are never
+    // read: closed about 1 s after the server's writes block with `write 1s`, and still open
+    // 3 s after with `write 30s`. One at a time: a busy machine delays the sampling of the
+    // send queue, which the bounds are measured from.
+    let (_s, port) = start_big("https", WRITE_1S);
+    let (_l, lport) = start_big("https", WRITE_30S);
+    let (_g, gport) = start_big("grpc", WRITE_1S);
+    let (_gl, glport) = start_big("grpc", WRITE_30S);
+    stalls("HTTP/1.1", port, lport, h1_requests());
+    stalls("HTTP/2", port, lport, h2_requests());
+    stalls("gRPC", gport, glport, grpc_requests());
+}
+
+/// Stalls a connection to `port` (`write 1s`) and one to `lport` (`write 30s`) with `req`
+/// at once: the first closes about 1 s after its writes block, the second is open 3 s after.
+fn stalls(name: &str, port: u16, lport: u16, req: Vec<u8>) {
+    let r = req.clone();
+    let long = std::thread::spawn(move || stall_http(lport, &r, Duration::from_secs(3)));
+    let short = stall_http(port, &req, Duration::from_secs(4));
+    let long = long.join().unwrap();
+    eprintln!("{name}: write 1s: closed {short:?} after writes blocked; write 30s: {long:?}");
+    let took = short.unwrap_or_else(|| panic!("{name}: still open 4 s after writes block"));
+    assert!(
+        took >= Duration::from_millis(500) && took < Duration::from_millis(2500),
+        "{name}: closed {took:?} after its writes blocked"
     );
-    let (_l, lport) = start_doh_big(
-        "    timeouts {\n        write 30s\n        idle 60s\n        read 60s\n    }\n",
+    assert_eq!(
+        long, None,
+        "{name}: closed although the write timeout is 30 s"
     );
-    // One protocol at a time: the answers cost CPU to make, and a process busy making one
-    // connection's would be late to notice the other's timeout.
-    for (name, req) in [("HTTP/1.1", h1_requests()), ("HTTP/2", h2_requests())] {
-        let r = req.clone();
-        let long = std::thread::spawn(move || stall_http(lport, &r, Duration::from_secs(3)));
-        let short = stall_http(port, &req, Duration::from_secs(4));
-        let long = long.join().unwrap();
-        eprintln!("{name}: write 1s: closed {short:?} after writes blocked; write 30s: {long:?}");
-        let took = short.unwrap_or_else(|| panic!("{name}: still open 4 s after writes block"));
-        assert!(
-            took >= Duration::from_millis(700) && took < Duration::from_millis(2000),
-            "{name}: closed {took:?} after its writes blocked"
-        );
-        assert_eq!(
-            long, None,
-            "{name}: closed although the write timeout is 30 s"
-        );
-    }
 }
 
 #[test]
@@ -703,10 +751,7 @@ fn doh_write_timeout_as_coredns() {
     // Plain-HTTP DoH (CoreDNS speaks HTTP/2 only over TLS): pipelined HTTP/1.1 requests whose
     // answers are never read are closed about `write` after the writes block, as in Sextant.
     let port = free_port();
-    let (cf, zone) = doh_big_files(
-        port,
-        "    timeouts {\n        write 1s\n        idle 60s\n        read 60s\n    }\n",
-    );
+    let (cf, zone) = big_files("https", port, WRITE_1S);
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("Corefile"), cf).unwrap();
     std::fs::write(dir.path().join("db.example"), zone).unwrap();
