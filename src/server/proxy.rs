@@ -218,8 +218,9 @@ impl Sessions {
 /// header is decoded and stripped under the listener's policy (as for plain UDP, without
 /// session tracking, which CoreDNS does not give QUIC), quinn sees the header's client as the
 /// datagram's source, so connections, plugins and logs see that client, and what quinn sends
-/// to such a client goes to the proxy it came through. Without `proxyproto` (which a reload
-/// may turn on or off) datagrams pass untouched.
+/// to such a client goes to the proxy it came through (to an address no datagram came from
+/// lately: nowhere). Without `proxyproto` (which a reload may turn on or off) datagrams pass
+/// untouched.
 pub(crate) struct QuicSocket {
     inner: Arc<dyn quinn::AsyncUdpSocket>,
     on: std::sync::atomic::AtomicBool,
@@ -228,8 +229,9 @@ pub(crate) struct QuicSocket {
 
 struct QuicProxy {
     udp: Option<UdpProxy>,
-    /// Header client -> the proxy address its datagrams came from, refreshed by each datagram
-    /// and each send; kept a while past QUIC's idle timeout, so no live connection loses it.
+    /// Source quinn saw (a header's client, or the sender itself) -> the address its
+    /// datagrams came from, refreshed by each datagram and each send; kept a while past QUIC's
+    /// idle timeout, so no live connection loses it.
     back: Sessions,
 }
 
@@ -332,10 +334,10 @@ impl QuicProxy {
             meta.len = w;
             meta.stride = stride - skip;
         }
-        if client != peer {
-            self.back.store(client, peer, Instant::now());
-            meta.addr = client;
-        }
+        // Every source is remembered, direct ones too: a destination not in the table is
+        // then one forgotten (more live clients than the table holds), which is not sent to.
+        self.back.store(client, peer, Instant::now());
+        meta.addr = client;
         true
     }
 }
@@ -351,7 +353,12 @@ impl quinn::AsyncUdpSocket for QuicSocket {
                 Ok(mut st) => st.back.lookup(transmit.destination, Instant::now()),
                 Err(_) => None,
             };
-            if let Some(proxy) = proxy {
+            // Unknown: a header's client whose proxy was forgotten; never sent to directly
+            // (QUIC takes it as a loss).
+            let Some(proxy) = proxy else {
+                return Ok(());
+            };
+            if proxy != transmit.destination {
                 return self.inner.try_send(&quinn::udp::Transmit {
                     destination: proxy,
                     ecn: transmit.ecn,
@@ -671,6 +678,7 @@ mod tests {
         let mut m = meta(4, 4);
         assert!(q.rewrite(&mut plain, &mut m));
         assert_eq!((m.addr, m.len), (peer, 4));
+        assert_eq!(q.back.lookup(peer, Instant::now()), Some(peer));
         q.udp = None;
         let mut hdr = v2_udp([10, 1, 2, 3], 5555, b"quic-1");
         let mut m = meta(hdr.len(), hdr.len());
