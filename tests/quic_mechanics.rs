@@ -6,7 +6,7 @@
 //! `whoami` and `acl` see the header's client (and `whoami` over DNS over HTTP/3 behind it);
 //! sources outside `allow` under `default ignore`, `use`, `reject` and `skip`; without a relay
 //! the connection's own address stands; a reload turns it on in place; and (with `COREDNS_BIN`)
-//! the same answers as CoreDNS through the relay.
+//! the same answers as CoreDNS through the relay and the same idle and read closings.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
@@ -489,4 +489,78 @@ async fn a_reload_turns_proxyproto_on_for_a_quic_listener_in_place() {
         doq_ask(&before).await,
         format!("NOERROR to.example. 0 IN A 127.0.0.1 | _udp.to.example. 0 IN SRV 0 0 {me} .")
     );
+}
+
+/// DoQ `idle 1s` and `read 1s` on `port`s served by someone: (a silent connection's end and
+/// whether it was the idle timeout, an unfinished stream's close code and time).
+async fn doq_timeouts(
+    der: &rustls::pki_types::CertificateDer<'static>,
+    idle_port: u16,
+    read_port: u16,
+) -> (Option<(Duration, bool)>, Option<(u64, Duration)>) {
+    let ep = client(der, b"doq");
+    let idle = silent_end(&ep, local(idle_port), Duration::from_secs(4)).await;
+    let conn = connect(&ep, local(read_port)).await.expect("no handshake");
+    let (mut send, _recv) = conn.open_bi().await.unwrap();
+    send.write_all(&[0, 40, 1, 2, 3]).await.unwrap();
+    let t0 = Instant::now();
+    let read = match tokio::time::timeout(Duration::from_secs(4), conn.closed()).await {
+        Ok(quinn::ConnectionError::ApplicationClosed(c)) => {
+            Some((c.error_code.into_inner(), t0.elapsed()))
+        }
+        _ => None,
+    };
+    (idle, read)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quic_timeouts_as_coredns() {
+    let Ok(coredns) = std::env::var("COREDNS_BIN") else {
+        eprintln!("quic_timeouts_as_coredns: COREDNS_BIN not set, comparison with CoreDNS not run");
+        return;
+    };
+    let idle = "    timeouts {\n        idle 1s\n    }\n    whoami\n";
+    let read = "    timeouts {\n        read 1s\n        idle 30s\n    }\n    whoami\n";
+    let c = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("cert.pem"), c.cert.pem()).unwrap();
+    std::fs::write(dir.path().join("key.pem"), c.signing_key.serialize_pem()).unwrap();
+    let (ip, rp) = (free_port(), free_port());
+    let block = |port: u16, body: &str| {
+        format!("quic://.:{port} {{\n    bind 127.0.0.1\n    tls cert.pem key.pem\n{body}}}\n")
+    };
+    std::fs::write(
+        dir.path().join("Corefile"),
+        block(ip, idle) + &block(rp, read),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(coredns)
+        .current_dir(dir.path())
+        .args(["-conf", "Corefile"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let theirs = doq_timeouts(c.cert.der(), ip, rp).await;
+    let _ = child.kill();
+    let _ = child.wait();
+    let (sip, srp) = (free_port(), free_port());
+    let (_s, der) = start(&[("quic", sip, idle), ("quic", srp, read)]);
+    let ours = doq_timeouts(&der, sip, srp).await;
+    eprintln!("CoreDNS {theirs:?}\nSextant {ours:?}");
+    for (who, (idle, read)) in [("CoreDNS", theirs), ("Sextant", ours)] {
+        let (took, by_idle) = idle.unwrap_or_else(|| panic!("{who}: silent DoQ connection kept"));
+        assert!(by_idle, "{who}: not closed by the idle timeout");
+        assert!(
+            took >= Duration::from_millis(800) && took < Duration::from_millis(2500),
+            "{who}: idle {took:?}"
+        );
+        let (code, took) = read.unwrap_or_else(|| panic!("{who}: unfinished stream kept"));
+        assert_eq!(code, 2, "{who}: DOQ_PROTOCOL_ERROR");
+        assert!(
+            took >= Duration::from_millis(800) && took < Duration::from_millis(2000),
+            "{who}: read {took:?}"
+        );
+    }
 }
