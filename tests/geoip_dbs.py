@@ -45,7 +45,7 @@ CAMBRIDGE = {
     ],
 }
 
-# The loopback network: where the tests' own queries come from.
+# The loopback network: where the tests' own queries come from (127.0.0.2 is in Springfield).
 EXAMPLESHIRE = {
     "city": {"names": names("Exampleshire", de="Beispielstadt")},
     "continent": {"code": "EU", "names": names("Europe")},
@@ -107,6 +107,7 @@ def main(out):
 
     w = v6_writer("GeoLite2-City")
     add(w, ["127.0.0.0/8"], EXAMPLESHIRE, mapped=True)
+    add(w, ["127.0.0.2/32"], SPRINGFIELD, mapped=True)
     add(w, ["81.2.69.142/32"], CAMBRIDGE, mapped=True)
     add(w, ["198.51.100.0/24"], SPRINGFIELD, mapped=True)
     add(w, ["203.0.113.0/24"], COUNTRY_ONLY)  # no mapped alias
@@ -128,6 +129,10 @@ def main(out):
     add(w, ["127.0.0.0/8"], {
         "autonomous_system_number": MmdbU32(64500),
         "autonomous_system_organization": "Loopback Networks",
+    }, mapped=True)
+    add(w, ["127.0.0.2/32"], {
+        "autonomous_system_number": MmdbU32(64502),
+        "autonomous_system_organization": "Second Loopback",
     }, mapped=True)
     add(w, ["81.2.69.142/32"], {
         "autonomous_system_number": MmdbU32(12345),
