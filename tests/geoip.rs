@@ -162,7 +162,11 @@ fn observe(s: &Sextant, port: u16) -> Vec<(String, String)> {
         let line = s
             .wait_for_line(&format!("META {name} "), T)
             .unwrap_or_else(|e| panic!("log line of {name}: {e}\n{}", s.output()));
-        let line = line.split_once(&format!("META {name} ")).unwrap().1.to_string();
+        let line = line
+            .split_once(&format!("META {name} "))
+            .unwrap()
+            .1
+            .to_string();
         out.push((answers[0].clone(), line));
     }
     out
@@ -171,12 +175,7 @@ fn observe(s: &Sextant, port: u16) -> Vec<(String, String)> {
 fn expect(rows: &[(&str, &str)]) -> Vec<(String, String)> {
     rows.iter()
         .enumerate()
-        .map(|(i, (txt, log))| {
-            (
-                format!("q{i}.example. 5 IN TXT {txt}"),
-                log.to_string(),
-            )
-        })
+        .map(|(i, (txt, log))| (format!("q{i}.example. 5 IN TXT {txt}"), log.to_string()))
         .collect()
 }
 
@@ -245,7 +244,12 @@ fn asn_database_labels() {
 fn ipv4_only_country_database_cannot_look_up_subnets() {
     let dbs = Dbs::write();
     let port = free_port();
-    let s = start_with(bin(), &labels_corefile(port, "country.mmdb", true), port, &dbs);
+    let s = start_with(
+        bin(),
+        &labels_corefile(port, "country.mmdb", true),
+        port,
+        &dbs,
+    );
     // An ECS address is looked up as an IPv6 (IPv4-mapped) address, which an IPv4-only
     // database refuses: no label at all, as in CoreDNS.
     let unset = ("||", "-|-|-|-|-|-|-|-|-|-|-|-|-");
@@ -269,11 +273,19 @@ fn ipv4_only_country_database_cannot_look_up_subnets() {
 fn without_metadata_nothing_is_looked_up() {
     let dbs = Dbs::write();
     let port = free_port();
-    let s = start_with(bin(), &labels_corefile(port, "city.mmdb", false), port, &dbs);
+    let s = start_with(
+        bin(),
+        &labels_corefile(port, "city.mmdb", false),
+        port,
+        &dbs,
+    );
     let r = udp(v4(port), &Query::new("a.example.", RecordType::TXT), T).unwrap();
     assert_eq!(r.answers(), vec!["a.example. 5 IN TXT ||"]);
     let line = s.wait_for_line("META a.example. ", T).unwrap();
-    assert!(line.ends_with("META a.example. -|-|-|-|-|-|-|-|-|-|-|-|-"), "{line}");
+    assert!(
+        line.ends_with("META a.example. -|-|-|-|-|-|-|-|-|-|-|-|-"),
+        "{line}"
+    );
 }
 
 /// The same Corefiles and queries on the real CoreDNS: every answer and log line agrees.
@@ -486,16 +498,21 @@ fn reload_with_a_bad_database_keeps_the_running_one() {
     let cf = labels_corefile(port, "city.mmdb", true);
     let s = start_with(bin(), &cf, port, &dbs);
     let city = || {
-        udp(v4(port), &query("r.example.", RecordType::TXT, &subnet("81.2.69.142", 32)), T)
-            .unwrap()
-            .answers()
+        udp(
+            v4(port),
+            &query("r.example.", RecordType::TXT, &subnet("81.2.69.142", 32)),
+            T,
+        )
+        .unwrap()
+        .answers()
     };
     let cambridge = vec!["r.example. 5 IN TXT Cambridge|GB|".to_string()];
     assert_eq!(city(), cambridge);
     // The database file is replaced by a broken one: the reload (SIGUSR1 reloads even when
     // the Corefile is unchanged) fails at the geoip line and the running configuration keeps
     // its database.
-    s.write_file("city.mmdb", &dbs.bytes("city.mmdb")[..100]).unwrap();
+    s.write_file("city.mmdb", &dbs.bytes("city.mmdb")[..100])
+        .unwrap();
     s.signal(libc::SIGUSR1).unwrap();
     let line = s.wait_for_line("reload failed", T).unwrap();
     assert!(
@@ -509,7 +526,11 @@ fn reload_with_a_bad_database_keeps_the_running_one() {
     let deadline = Instant::now() + Duration::from_secs(10);
     let asn = vec!["r.example. 5 IN TXT ||12345".to_string()];
     while city() != asn {
-        assert!(Instant::now() < deadline, "reload did not apply\n{}", s.output());
+        assert!(
+            Instant::now() < deadline,
+            "reload did not apply\n{}",
+            s.output()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }

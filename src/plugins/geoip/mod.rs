@@ -112,6 +112,14 @@ fn parse<'d>(lines: &[&'d Directive]) -> Result<(&'d Token, bool), Error> {
 fn open(path: &str, edns_subnet: bool) -> Result<GeoIp, String> {
     let bytes = std::fs::read(path)
         .map_err(|e| format!("failed to open database file: open {path}: {}", io_text(&e)))?;
+    let base = std::path::Path::new(path)
+        .file_name()
+        .map_or_else(|| path.to_string(), |n| n.to_string_lossy().into_owned());
+    from_bytes(bytes, &base, edns_subnet)
+}
+
+/// Checks the database in `bytes` (from the file named `base`).
+fn from_bytes(bytes: Vec<u8>, base: &str, edns_subnet: bool) -> Result<GeoIp, String> {
     let reader = Reader::from_source(bytes)
         .map_err(|e| format!("failed to open database file: error opening database: {e}"))?;
     let kind = reader.metadata().database_type.clone();
@@ -120,9 +128,6 @@ fn open(path: &str, edns_subnet: bool) -> Result<GeoIp, String> {
             "failed to open database file: geoip2: reader does not support the {kind:?} database type"
         )
     })?;
-    let base = std::path::Path::new(path)
-        .file_name()
-        .map_or_else(|| path.to_string(), |n| n.to_string_lossy().into_owned());
     // Like CoreDNS, one lookup per schema at setup: a database whose records do not decode
     // fails now rather than at every query.
     let probe = |schema: &str, r: Result<(), maxminddb::MaxMindDbError>| {

@@ -132,3 +132,108 @@ fn floats_as_go_formats_them() {
     assert_eq!(go_float(f64::NEG_INFINITY), "-Inf");
     assert_eq!(go_float(f64::NAN), "NaN");
 }
+
+/// The databases of tests/geoip_dbs.py (written with `mmdb-writer`).
+fn dbs() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new("python3")
+        .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/geoip_dbs.py"))
+        .arg(dir.path())
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "writing the geoip databases failed (python3 -m pip install -r requirements-test.txt): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    dir
+}
+
+fn labels(g: &GeoIp, client: &str, ecs: Option<&[u8]>) -> Metadata {
+    let mut q = sextant_wire::Message::query(
+        1,
+        sextant_wire::Name::parse("a.example.").unwrap(),
+        sextant_wire::RType::A,
+    );
+    if let Some(data) = ecs {
+        let mut e = sextant_wire::Edns::new(1232);
+        e.options.push(sextant_wire::EdnsOption {
+            code: ECS,
+            data: data.to_vec(),
+        });
+        q.edns = Some(e);
+    }
+    let req = Request::new(q, client.parse().unwrap(), crate::plugin::Proto::Udp);
+    let mut md = Metadata::default();
+    g.metadata(&req, &mut md);
+    md
+}
+
+#[test]
+fn lookups_by_client_and_subnet() {
+    let dir = dbs();
+    let city = open(dir.path().join("city.mmdb").to_str().unwrap(), true).unwrap();
+    let md = labels(&city, "127.0.0.1:5", None);
+    assert_eq!(md.get("geoip/city/name"), Some("Exampleshire"));
+    assert_eq!(md.get("geoip/asn/number"), None);
+    // An IPv4-mapped client address is the IPv4 address.
+    let md = labels(&city, "[::ffff:127.0.0.2]:5", None);
+    assert_eq!(md.get("geoip/city/name"), Some("Springfield"));
+    assert_eq!(md.get("geoip/subdivisions/code"), Some("IL,"));
+    let md = labels(&city, "127.0.0.1:5", Some(&[0, 1, 32, 0, 81, 2, 69, 142]));
+    assert_eq!(md.get("geoip/postalcode"), Some("CB4"));
+    assert_eq!(md.get("geoip/latitude"), Some("52.2242"));
+    // Without `edns-subnet` the option is ignored.
+    let plain = open(dir.path().join("city.mmdb").to_str().unwrap(), false).unwrap();
+    let md = labels(&plain, "127.0.0.1:5", Some(&[0, 1, 32, 0, 81, 2, 69, 142]));
+    assert_eq!(md.get("geoip/city/name"), Some("Exampleshire"));
+    // An option miekg/dns would refuse: the client's address.
+    let md = labels(&city, "127.0.0.1:5", Some(&[0, 7, 0, 0]));
+    assert_eq!(md.get("geoip/city/name"), Some("Exampleshire"));
+    // IPv4-only database: an IPv6 client cannot be looked up, so no label is set.
+    let country = open(dir.path().join("country.mmdb").to_str().unwrap(), false).unwrap();
+    assert_eq!(labels(&country, "[::1]:5", None), Metadata::default());
+    assert_eq!(
+        labels(&country, "127.0.0.1:5", None).get("geoip/country/code"),
+        Some("NL")
+    );
+}
+
+/// A broken database file never panics: every truncation and many single-byte changes of a
+/// real one are refused at setup or, when they still open, looked up without a panic.
+#[test]
+fn damaged_databases_never_panic() {
+    let dir = dbs();
+    for name in ["city.mmdb", "asn.mmdb", "country.mmdb"] {
+        let good = std::fs::read(dir.path().join(name)).unwrap();
+        let ask = |g: &GeoIp| {
+            for c in [
+                "127.0.0.1:5",
+                "127.0.0.2:5",
+                "[2001:db8::1]:5",
+                "[::1]:5",
+                "10.0.0.1:5",
+            ] {
+                let _ = labels(g, c, None);
+            }
+            let _ = labels(g, "127.0.0.1:5", Some(&[0, 1, 32, 0, 81, 2, 69, 142]));
+        };
+        for n in 0..good.len() {
+            if let Ok(g) = from_bytes(good[..n].to_vec(), name, true) {
+                ask(&g);
+            }
+        }
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        for _ in 0..3000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let mut bad = good.clone();
+            let at = (seed % bad.len() as u64) as usize;
+            bad[at] ^= (seed >> 32) as u8 | 1;
+            if let Ok(g) = from_bytes(bad, name, true) {
+                ask(&g);
+            }
+        }
+    }
+}
