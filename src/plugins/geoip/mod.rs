@@ -140,7 +140,7 @@ fn from_bytes(bytes: Vec<u8>, base: &str, edns_subnet: bool) -> Result<GeoIp, St
             "city",
             reader
                 .lookup(PROBE)
-                .and_then(|r| r.decode::<geoip2::City<'_>>().map(drop)),
+                .and_then(|r| r.decode::<CityRecord<'_>>().map(drop)),
         )?;
     }
     if asn {
@@ -190,43 +190,106 @@ impl GeoIp {
         }
     }
 
-    fn set_city(md: &mut Metadata, c: &geoip2::City<'_>) {
+    fn set_city(md: &mut Metadata, c: &CityRecord<'_>) {
         let s = |v: Option<&str>| v.unwrap_or_default().to_string();
-        md.set("geoip/city/name", s(c.city.names.english));
-        md.set("geoip/country/name", s(c.country.names.english));
-        md.set("geoip/continent/name", s(c.continent.names.english));
-        md.set("geoip/country/code", s(c.country.iso_code));
-        let subs: Vec<&str> = c
-            .subdivisions
-            .iter()
-            .map(|d| d.iso_code.unwrap_or_default())
-            .collect();
-        md.set("geoip/subdivisions/code", subs.join(","));
-        md.set(
-            "geoip/country/is_in_european_union",
-            c.country.is_in_european_union.unwrap_or(false).to_string(),
-        );
-        md.set("geoip/continent/code", s(c.continent.code));
-        md.set(
-            "geoip/latitude",
-            c.location.latitude.map(go_float).unwrap_or_default(),
-        );
-        md.set(
-            "geoip/longitude",
-            c.location.longitude.map(go_float).unwrap_or_default(),
-        );
-        md.set("geoip/timezone", s(c.location.time_zone));
-        md.set("geoip/postalcode", s(c.postal.code));
+        md.set_static("geoip/city/name", s(c.city.names.en));
+        md.set_static("geoip/country/name", s(c.country.names.en));
+        md.set_static("geoip/continent/name", s(c.continent.names.en));
+        md.set_static("geoip/country/code", s(c.country.iso_code));
+        let mut subs = String::new();
+        for (i, d) in c.subdivisions.iter().enumerate() {
+            if i > 0 {
+                subs.push(',');
+            }
+            subs.push_str(d.iso_code.unwrap_or_default());
+        }
+        md.set_static("geoip/subdivisions/code", subs);
+        let eu = c.country.is_in_european_union.unwrap_or(false);
+        md.set_static("geoip/country/is_in_european_union", eu.to_string());
+        md.set_static("geoip/continent/code", s(c.continent.code));
+        let coord = |v: Option<f64>| v.map(go_float).unwrap_or_default();
+        md.set_static("geoip/latitude", coord(c.location.latitude));
+        md.set_static("geoip/longitude", coord(c.location.longitude));
+        md.set_static("geoip/timezone", s(c.location.time_zone));
+        md.set_static("geoip/postalcode", s(c.postal.code));
     }
 
     fn set_asn(md: &mut Metadata, a: Option<&geoip2::Asn<'_>>) {
         let number = a.and_then(|a| a.autonomous_system_number).unwrap_or(0);
-        let org = a
-            .and_then(|a| a.autonomous_system_organization)
-            .unwrap_or_default();
-        md.set("geoip/asn/number", number.to_string());
-        md.set("geoip/asn/org", org.to_string());
+        let org = a.and_then(|a| a.autonomous_system_organization);
+        md.set_static("geoip/asn/number", number.to_string());
+        md.set_static("geoip/asn/org", org.unwrap_or_default().to_string());
     }
+}
+
+/// The fields of a City-schema record the labels come from (a subset of
+/// `maxminddb::geoip2::City`: the record's other fields are skipped, not decoded).
+#[derive(serde::Deserialize, Default)]
+struct CityRecord<'a> {
+    #[serde(borrow, default)]
+    city: Named<'a>,
+    #[serde(borrow, default)]
+    continent: Continent<'a>,
+    #[serde(borrow, default)]
+    country: Country<'a>,
+    #[serde(borrow, default)]
+    location: Location<'a>,
+    #[serde(borrow, default)]
+    postal: Postal<'a>,
+    #[serde(borrow, default)]
+    subdivisions: Vec<Subdivision<'a>>,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct English<'a> {
+    #[serde(borrow, default)]
+    en: Option<&'a str>,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct Named<'a> {
+    #[serde(borrow, default)]
+    names: English<'a>,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct Continent<'a> {
+    #[serde(borrow, default)]
+    code: Option<&'a str>,
+    #[serde(borrow, default)]
+    names: English<'a>,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct Country<'a> {
+    #[serde(borrow, default)]
+    iso_code: Option<&'a str>,
+    #[serde(default)]
+    is_in_european_union: Option<bool>,
+    #[serde(borrow, default)]
+    names: English<'a>,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct Location<'a> {
+    #[serde(default)]
+    latitude: Option<f64>,
+    #[serde(default)]
+    longitude: Option<f64>,
+    #[serde(borrow, default)]
+    time_zone: Option<&'a str>,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct Postal<'a> {
+    #[serde(borrow, default)]
+    code: Option<&'a str>,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct Subdivision<'a> {
+    #[serde(borrow, default)]
+    iso_code: Option<&'a str>,
 }
 
 /// The address of an ECS option as miekg/dns decodes it: family 1 into an IPv4-mapped IPv6
@@ -276,7 +339,7 @@ impl MetadataProvider for GeoIp {
             }
         };
         if self.city {
-            match found.decode::<geoip2::City<'_>>() {
+            match found.decode::<CityRecord<'_>>() {
                 Ok(c) => Self::set_city(md, &c.unwrap_or_default()),
                 Err(e) => LOG.debug(&format!(
                     "Setting up city metadata failed due to database lookup error: {e}"
