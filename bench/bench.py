@@ -1470,7 +1470,7 @@ def main():
     ap.add_argument("--zone-records", type=int, default=100000, help="records of the file scenario's zone")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir")
     ap.add_argument("--api-services", type=int, default=10000)
-    ap.add_argument("--api-eps", type=int, default=10)
+    ap.add_argument("--api-eps", type=int, default=11)
     ap.add_argument("--api-pods", type=int, default=100000)
     ap.add_argument("--api-churn-rate", type=int, default=100, help="EndpointSlice changes a second")
     ap.add_argument("--api-churn-seconds", type=int, default=10)
