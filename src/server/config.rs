@@ -306,11 +306,11 @@ pub(crate) fn build(
     let mut transport: BTreeMap<ListenKey, TransportOpts> = BTreeMap::new();
     for (bi, addrs, chain, names, pos) in blocks {
         let pos = pos.unwrap_or_else(|| Pos::file_only("Corefile"));
-        let block = Arc::new(Block {
+        let block = Arc::new(Block::new(
             chain,
-            chaos: gen.chaos.get(&bi).copied().unwrap_or(false),
-            view: gen.views.get(&bi).cloned(),
-        });
+            gen.chaos.get(&bi).copied().unwrap_or(false),
+            gen.views.get(&bi).cloned(),
+        ));
         let view_label = block
             .view
             .as_ref()
