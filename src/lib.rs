@@ -81,7 +81,9 @@ pub mod fuzzing {
         uri: &http::Uri,
         body: Option<&[u8]>,
     ) -> Result<Vec<u8>, String> {
-        crate::server::doh::request_message(method, uri, body).map_err(|e| format!("{e:?}"))
+        crate::server::doh::request_message(method, uri, body)
+            .map(std::borrow::Cow::into_owned)
+            .map_err(|e| format!("{e:?}"))
     }
 
     /// The request check of the HTTPS, QUIC and gRPC listeners (CoreDNS's

@@ -4,6 +4,7 @@
 //! undecodable requests 400, a chain that writes nothing 500; replies carry
 //! `Cache-Control: max-age=` of their lowest TTL. This module decides; the listeners carry bytes.
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,13 +17,13 @@ use http::{header, Method, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use sextant_corefile::Scheme;
-use sextant_wire::typify::{minimal_ttl, typify};
+use sextant_wire::typify::{minimal_ttl, minimal_ttl_of_wire, typify};
 use sextant_wire::Message;
 
 use crate::plugin::Proto;
 use crate::server::http::Activity;
 use crate::server::site::Site;
-use crate::server::transport::{check_request, status_label, HTTPS3_RESPONSES, HTTPS_RESPONSES};
+use crate::server::transport::{accept_request, status_label, HTTPS3_RESPONSES, HTTPS_RESPONSES};
 
 /// The only path DoH is served on.
 pub(crate) const PATH: &str = "/dns-query";
@@ -49,23 +50,23 @@ pub(crate) enum Refusal {
 /// The DNS message of a DoH request: the `dns` parameter of a GET, the body of a POST (`None`
 /// when the body was too large or could not be read). The message must pass CoreDNS's request
 /// check ([`check_request`]).
-pub(crate) fn request_message(
+pub(crate) fn request_message<'a>(
     method: &Method,
     uri: &Uri,
-    body: Option<&[u8]>,
-) -> Result<Vec<u8>, Refusal> {
+    body: Option<&'a [u8]>,
+) -> Result<Cow<'a, [u8]>, Refusal> {
     if uri.path() != PATH {
         return Err(Refusal::NotFound);
     }
     let packet = match *method {
-        Method::GET => get_message(uri.query().unwrap_or(""))?,
+        Method::GET => Cow::Owned(get_message(uri.query().unwrap_or(""))?),
         Method::POST => match body {
-            Some(b) if b.len() <= MAX_BODY => b.to_vec(),
+            Some(b) if b.len() <= MAX_BODY => Cow::Borrowed(b),
             _ => return Err(Refusal::Invalid("http: request body too large".into())),
         },
         ref m => return Err(Refusal::Invalid(format!("method not allowed: {m}"))),
     };
-    check_request(&packet).map_err(|e| Refusal::Invalid(e.to_string()))?;
+    accept_request(&packet).map_err(|e| Refusal::Invalid(e.to_string()))?;
     Ok(packet)
 }
 
@@ -94,12 +95,16 @@ fn get_message(query: &str) -> Result<Vec<u8>, Refusal> {
         return Err(Refusal::Invalid("dns query too large".into()));
     }
     base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(b64)
+        .decode(b64.as_bytes())
         .map_err(|e| Refusal::Invalid(format!("illegal base64 data: {e}")))
 }
 
-/// Go's `url.QueryUnescape`: `+` is a space, `%XX` a byte; a bad escape is an error.
-fn unescape(s: &str) -> Option<String> {
+/// Go's `url.QueryUnescape`: `+` is a space, `%XX` a byte; a bad escape is an error. A string
+/// without `+` or `%` (a base64url value always) is itself.
+fn unescape(s: &str) -> Option<Cow<'_, str>> {
+    if !s.bytes().any(|c| c == b'+' || c == b'%') {
+        return Some(Cow::Borrowed(s));
+    }
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -116,12 +121,16 @@ fn unescape(s: &str) -> Option<String> {
         }
         i += 1;
     }
-    String::from_utf8(out).ok()
+    String::from_utf8(out).ok().map(Cow::Owned)
 }
 
 /// `max-age` of a reply: its lowest TTL as CoreDNS computes it (5 s for errors and replies
 /// without records, at most an hour).
 pub(crate) fn max_age(reply: &[u8]) -> u32 {
+    // Read in place; only bytes the walk cannot read (none Sextant writes) are parsed.
+    if let Some(age) = minimal_ttl_of_wire(reply, MAX_AGE) {
+        return age;
+    }
     match Message::parse(reply) {
         Ok(m) => minimal_ttl(&m, typify(&m), MAX_AGE),
         Err(_) => sextant_wire::typify::MINIMAL_DEFAULT_TTL,
@@ -134,10 +143,34 @@ pub(crate) fn answer(reply: Vec<u8>) -> Response<Bytes> {
     let mut r = Response::new(Bytes::from(reply));
     let h = r.headers_mut();
     h.insert(header::CONTENT_TYPE, header::HeaderValue::from_static(MIME));
-    if let Ok(v) = header::HeaderValue::from_str(&format!("max-age={age}")) {
-        h.insert(header::CACHE_CONTROL, v);
-    }
+    h.insert(header::CACHE_CONTROL, cache_control(age));
     r
+}
+
+/// `max-age=AGE`, written without the formatting machinery (one header per reply).
+fn cache_control(age: u32) -> header::HeaderValue {
+    const PREFIX: &[u8] = b"max-age=";
+    let mut buf = [0u8; PREFIX.len() + 10];
+    buf[..PREFIX.len()].copy_from_slice(PREFIX);
+    let mut digits = [0u8; 10];
+    let mut n = 0;
+    let mut v = age;
+    loop {
+        digits[n] = b'0' + (v % 10) as u8;
+        n += 1;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    for (i, d) in digits[..n].iter().rev().enumerate() {
+        buf[PREFIX.len() + i] = *d;
+    }
+    match header::HeaderValue::from_bytes(&buf[..PREFIX.len() + n]) {
+        Ok(v) => v,
+        // Digits and ASCII letters are always a valid header value.
+        Err(_) => header::HeaderValue::from_static("max-age=5"),
+    }
 }
 
 /// An error page the way Go's `http.Error` writes it.
@@ -188,15 +221,50 @@ pub(crate) async fn serve(
             }
         }
     };
-    let metric = if scheme == Scheme::Https3 {
-        &HTTPS3_RESPONSES
-    } else {
-        &HTTPS_RESPONSES
-    };
-    metric
-        .with_label_values(&[&*site.label, &status_label(resp.status().as_u16())])
-        .inc();
+    count_response(
+        &site.label,
+        scheme == Scheme::Https3,
+        resp.status().as_u16(),
+    );
     resp
+}
+
+/// Label handles of `coredns_dns_https{,3}_responses_total` cached per thread, keyed by the
+/// site's label (the same `Arc` while its generation lives), HTTP/3 or not, and status:
+/// `with_label_values` hashes the labels and takes a lock on every call.
+type ResponseHandles = Vec<((Arc<str>, bool, u16), prometheus::Counter)>;
+
+/// Handles kept per thread; past this many (old generations' labels) the cache starts over.
+const RESPONSE_HANDLES_MAX: usize = 32;
+
+thread_local! {
+    static RESPONSE_HANDLES: std::cell::RefCell<ResponseHandles> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Counts one DoH response with status `status` of the site labelled `label`.
+fn count_response(label: &Arc<str>, h3: bool, status: u16) {
+    RESPONSE_HANDLES.with(|cell| {
+        let mut all = cell.borrow_mut();
+        let hit = all
+            .iter()
+            .find(|((l, h, s), _)| Arc::ptr_eq(l, label) && *h == h3 && *s == status);
+        if let Some((_, c)) = hit {
+            c.inc();
+            return;
+        }
+        let metric = if h3 {
+            &HTTPS3_RESPONSES
+        } else {
+            &HTTPS_RESPONSES
+        };
+        let c = metric.with_label_values(&[&**label, &status_label(status)]);
+        c.inc();
+        if all.len() >= RESPONSE_HANDLES_MAX {
+            all.clear();
+        }
+        all.push(((label.clone(), h3, status), c));
+    });
 }
 
 /// What one HTTP connection of an `https://` listener knows: the routing table (swapped on
@@ -258,9 +326,9 @@ mod tests {
         let q = query();
         let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&q);
         let got = request_message(&Method::GET, &uri(&format!("/dns-query?dns={b64}")), None);
-        assert_eq!(got.unwrap(), q);
+        assert_eq!(&*got.unwrap(), &q[..]);
         let got = request_message(&Method::POST, &uri("/dns-query"), Some(&q));
-        assert_eq!(got.unwrap(), q);
+        assert_eq!(&*got.unwrap(), &q[..]);
         // Other parameters are ignored; an escaped value is unescaped first.
         let got = request_message(
             &Method::GET,
@@ -270,7 +338,7 @@ mod tests {
             )),
             None,
         );
-        assert_eq!(got.unwrap(), q);
+        assert_eq!(&*got.unwrap(), &q[..]);
     }
 
     #[test]
@@ -315,6 +383,13 @@ mod tests {
             get_message(&format!("dns={long}")),
             Err(Refusal::Invalid("dns query too large".into()))
         );
+    }
+
+    #[test]
+    fn cache_control_spells_the_age() {
+        for age in [0, 5, 30, 300, 3600, u32::MAX] {
+            assert_eq!(cache_control(age), format!("max-age={age}").as_str());
+        }
     }
 
     #[test]

@@ -12,7 +12,7 @@ use tonic::{Request, Response, Status};
 
 use crate::plugin::Proto;
 use crate::server::doh::Conn;
-use crate::server::transport::{check_request, MAX_MESSAGE};
+use crate::server::transport::{accept_request, MAX_MESSAGE};
 
 /// `coredns.dns.DnsPacket`.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -47,7 +47,7 @@ impl tonic::server::UnaryService<DnsPacket> for Query {
                     packet.len()
                 )));
             }
-            check_request(&packet).map_err(|e| Status::unknown(e.to_string()))?;
+            accept_request(&packet).map_err(|e| Status::unknown(e.to_string()))?;
             let site = conn.site.load_full();
             // A chain that writes nothing leaves CoreDNS's response writer holding the query,
             // which it sends back as it is.

@@ -144,13 +144,16 @@ where
             .await;
         }
         _ => {
+            // hyper runs each HTTP/2 stream as a task holding this future, and moves the task
+            // (several times) and its result by value: boxed, the task is a few words and the
+            // request's state (a chain's future, ~2 KiB) is written once, where it stays.
             let svc = hyper::service::service_fn(move |req| {
                 let _g = crate::server::listen::InFlight::new(&inflight);
                 let c = c.clone();
-                async move {
+                Box::pin(async move {
                     let _g = _g;
                     crate::server::doh::handle_http(req, c).await
-                }
+                })
             });
             http::drive(
                 builder.serve_connection(io, svc),

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use sextant_corefile::Scheme;
-use sextant_wire::{opcode, Message};
+use sextant_wire::{opcode, scan_query, Message};
 use tokio::sync::Notify;
 
 use crate::metrics::metrics;
@@ -45,6 +45,26 @@ impl std::fmt::Display for Rejected {
 /// CoreDNS's `dnsutil.UnpackRequest`: the header must pass miekg/dns's accept filter and the
 /// whole message must parse. Returns the parsed message.
 pub(crate) fn check_request(packet: &[u8]) -> Result<Message, Rejected> {
+    accept_header(packet)?;
+    Message::parse(packet).map_err(|_| Rejected::Malformed)
+}
+
+/// [`check_request`] without the parsed message, for a caller that hands the packet on to
+/// `Site::handle` (which reads it again): the usual query is only scanned in place
+/// (`scan_query` accepts only packets `Message::parse` reads, and reads them the same), the
+/// rest is parsed in full.
+pub(crate) fn accept_request(packet: &[u8]) -> Result<(), Rejected> {
+    accept_header(packet)?;
+    if scan_query(packet).is_ok() {
+        return Ok(());
+    }
+    Message::parse(packet)
+        .map(drop)
+        .map_err(|_| Rejected::Malformed)
+}
+
+/// miekg/dns's `DefaultMsgAcceptFunc` on the header of a request.
+fn accept_header(packet: &[u8]) -> Result<(), Rejected> {
     let h = packet.get(..12).ok_or(Rejected::Short)?;
     let count = |i: usize| u16::from_be_bytes([h[i], h[i + 1]]);
     let qr = h[2] & 0x80 != 0;
@@ -58,7 +78,7 @@ pub(crate) fn check_request(packet: &[u8]) -> Result<Message, Rejected> {
     {
         return Err(Rejected::NotAQuery);
     }
-    Message::parse(packet).map_err(|_| Rejected::Malformed)
+    Ok(())
 }
 
 /// The TLS configuration a listener of `scheme` uses: the `tls` plugin's, with the ALPN

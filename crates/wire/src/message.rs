@@ -607,6 +607,56 @@ impl Reader<'_> {
     }
 }
 
+/// [`read_name`] without building the name: the offset after the name at `pos` and the name's
+/// uncompressed length (1 for the root), with the same checks.
+pub fn skip_name(buf: &[u8], pos: usize) -> Result<(usize, usize), WireError> {
+    let mut len_total = 0;
+    let mut p = pos;
+    let mut next = None;
+    let mut hops = 0;
+    loop {
+        let len = *buf.get(p).ok_or(WireError::NameTruncated)? as usize;
+        match len & 0xc0 {
+            0x00 => {
+                if len == 0 {
+                    len_total += 1;
+                    if len_total > MAX_NAME_LEN {
+                        return Err(WireError::NameTooLong);
+                    }
+                    return Ok((next.unwrap_or(p + 1), len_total));
+                }
+                if len > MAX_LABEL_LEN {
+                    return Err(WireError::LabelTooLong);
+                }
+                if buf.len() < p + 1 + len {
+                    return Err(WireError::NameTruncated);
+                }
+                len_total += 1 + len;
+                if len_total + 1 > MAX_NAME_LEN {
+                    return Err(WireError::NameTooLong);
+                }
+                p += 1 + len;
+            }
+            0xc0 => {
+                let lo = *buf.get(p + 1).ok_or(WireError::NameTruncated)? as usize;
+                let target = ((len & 0x3f) << 8) | lo;
+                if target >= p || target < HEADER_LEN {
+                    return Err(WireError::BadPointer);
+                }
+                hops += 1;
+                if hops > MAX_POINTER_HOPS {
+                    return Err(WireError::BadPointer);
+                }
+                if next.is_none() {
+                    next = Some(p + 2);
+                }
+                p = target;
+            }
+            _ => return Err(WireError::BadLabelType),
+        }
+    }
+}
+
 /// Reads a possibly compressed name at `pos` of `buf`; returns it and the offset after it.
 pub fn read_name(buf: &[u8], pos: usize) -> Result<(Name, usize), WireError> {
     let mut wire = Vec::with_capacity(32);
