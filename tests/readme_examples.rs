@@ -72,7 +72,11 @@ fn relocate(text: &str) -> (String, u16) {
     }
     // DoT, DoQ, DoH, DoH3 and gRPC ports of the examples; a transport without a port (443 or
     // 853 by default) gets a free one too.
-    for p in ["8853", "8443", "8053", "5553", "443"] {
+    for p in [
+        "8853", "8443", "8053", "5553", "443", // transports
+        "6053", "6060", // pprof
+        "9411", "8126", // trace collectors (nothing listens; spans are dropped)
+    ] {
         let re = regex::Regex::new(&format!(r":{p}\b")).unwrap();
         if re.is_match(&out) {
             out = re
@@ -86,6 +90,8 @@ fn relocate(text: &str) -> (String, u16) {
             format!("{}:{}{}", &c[1], free_port(), &c[2])
         })
         .to_string();
+    // Trace collectors named by host name are looked up on loopback only.
+    out = out.replace("tracinghost", "localhost");
     // `/etc/resolv.conf` becomes a file of the test's own, whose nameserver answers on loopback.
     out = out.replace("/etc/resolv.conf", "resolv.conf");
     // Addresses of primaries and secondaries in examples (transfer from/to) become loopback, so

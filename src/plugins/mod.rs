@@ -38,6 +38,7 @@ pub(crate) mod metadata;
 pub(crate) mod minimal;
 pub(crate) mod multisocket;
 pub(crate) mod nsid;
+pub(crate) mod pprof;
 pub(crate) mod prometheus;
 pub(crate) mod proxyproto;
 pub(crate) mod quic;
@@ -76,6 +77,7 @@ pub(crate) static ORDER: &[PluginDef] = &[
     PluginDef { name: "debug", once: true, setup: debug::setup },
     PluginDef { name: "ready", once: true, setup: ready::setup },
     PluginDef { name: "health", once: true, setup: health::setup },
+    PluginDef { name: "pprof", once: true, setup: pprof::setup },
     PluginDef { name: "shed", once: true, setup: shed::setup },
     PluginDef { name: "prometheus", once: true, setup: prometheus::setup },
     PluginDef { name: "errors", once: true, setup: errors::setup },
