@@ -52,6 +52,7 @@ pub(crate) mod sign;
 pub(crate) mod template;
 pub(crate) mod timeouts;
 pub(crate) mod tls;
+pub(crate) mod trace;
 pub(crate) mod transfer;
 pub(crate) mod tsig;
 pub(crate) mod view;
@@ -75,6 +76,7 @@ pub(crate) static ORDER: &[PluginDef] = &[
     PluginDef { name: "bufsize", once: false, setup: bufsize::setup },
     PluginDef { name: "bind", once: false, setup: bind::setup },
     PluginDef { name: "debug", once: true, setup: debug::setup },
+    PluginDef { name: "trace", once: false, setup: trace::setup },
     PluginDef { name: "ready", once: true, setup: ready::setup },
     PluginDef { name: "health", once: true, setup: health::setup },
     PluginDef { name: "pprof", once: true, setup: pprof::setup },

@@ -280,6 +280,7 @@ impl Site {
             backlogged,
             meta: None,
             view: None,
+            trace: None,
         };
         let Some((zone, block)) = self.route(&mut req) else {
             crate::metrics::record_dropped(&self.label, proto, packet.len(), Rcode::REFUSED);
@@ -464,6 +465,7 @@ impl Resolver for Site {
                 backlogged: false,
                 meta: None,
                 view: None,
+                trace: None,
             };
             let Some((zone, block)) = self.route(&mut sub) else {
                 return Outcome::rcode("", Rcode::REFUSED);
