@@ -4,7 +4,7 @@ use super::*;
 use crate::pkg::testing::with_named;
 
 fn cfg(text: &str) -> Result<Config, String> {
-    with_named(text, "trace", |lines| parse(lines)).map_err(|e| e.to_string())
+    with_named(text, "trace", parse).map_err(|e| e.to_string())
 }
 
 fn ok(body: &str) -> Config {
