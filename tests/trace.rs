@@ -25,11 +25,17 @@ struct Receiver {
 
 impl Receiver {
     fn start() -> Receiver {
+        Receiver::start_with(&[])
+    }
+
+    /// With `tls` (certificate and key files), over HTTPS.
+    fn start_with(tls: &[&Path]) -> Receiver {
         let port = free_port();
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/trace_receiver.py");
         let mut child = Command::new("python3")
             .arg(script)
             .arg(port.to_string())
+            .args(tls)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -287,6 +293,55 @@ fn zipkin_every_samples_one_in_n_and_marks_errors() {
         .filter(|s| s["traceId"] == root["traceId"] && s["name"] == "connect")
         .count();
     assert!(connects >= 1, "{spans:#?}");
+    drop(s);
+}
+
+#[test]
+fn zipkin_over_https_verified_against_the_system_roots() {
+    let dir = tempfile::tempdir().unwrap();
+    let pair = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, pair.cert.pem()).unwrap();
+    std::fs::write(&key, pair.signing_key.serialize_pem()).unwrap();
+    let rx = Receiver::start_with(&[&cert, &key]);
+    let dns = free_port();
+    let cf = format!(
+        ".:{dns} {{\n    trace https://localhost:{}/api/v2/spans {{\n        zipkin_max_batch_interval 100ms\n    }}\n    whoami\n}}\n",
+        rx.port
+    );
+    // The self-signed certificate is the only trusted root (rustls-native-certs reads
+    // SSL_CERT_FILE).
+    let mut s = Sextant::builder(bin(), &cf)
+        .env("SSL_CERT_FILE", &cert)
+        .start();
+    let addr = SocketAddr::from(([127, 0, 0, 1], dns));
+    s.wait_dns(addr, Duration::from_secs(10)).unwrap();
+    let r = udp(
+        addr,
+        &Query::new("tls.example.", RecordType::A),
+        Duration::from_secs(3),
+    )
+    .unwrap();
+    assert_eq!(r.rcode_name(), "NOERROR");
+    let spans = rx.wait_spans("servedns", 2);
+    assert!(
+        spans
+            .iter()
+            .any(|s| s["tags"]["coredns.io/name"] == "tls.example."),
+        "{spans:#?}"
+    );
+    assert!(spans.iter().any(|s| s["name"] == "whoami"), "{spans:#?}");
+    drop(s);
+    // Without that root the certificate is refused: the error is logged, nothing is sent.
+    let before = rx.requests().len();
+    let mut s = Sextant::start(bin(), &cf);
+    s.wait_dns(addr, Duration::from_secs(10)).unwrap();
+    s.wait_for_line(
+        "[ERROR] plugin/trace: failed to send the request: TLS handshake",
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    assert_eq!(rx.requests().len(), before);
     drop(s);
 }
 

@@ -2,9 +2,11 @@
 """A Zipkin/Datadog collector for tests/trace.rs: accepts POSTs on 127.0.0.1:PORT, decodes each
 body by its content type (Zipkin v2 JSON, or Datadog msgpack with the `msgpack` package) and
 prints one JSON line per request: {"path", "headers", "body"}. Answers 202 (Zipkin) or 200 with
-the agent's `rate_by_service` (Datadog). Usage: trace_receiver.py PORT"""
+the agent's `rate_by_service` (Datadog). With CERT and KEY it speaks HTTPS.
+Usage: trace_receiver.py PORT [CERT KEY]"""
 import http.server
 import json
+import ssl
 import sys
 
 import msgpack  # python3 -m pip install -r requirements-test.txt
@@ -41,6 +43,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
 
 server = http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler)
+if len(sys.argv) > 3:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(sys.argv[2], sys.argv[3])
+    server.socket = ctx.wrap_socket(server.socket, server_side=True)
 sys.stdout.write("listening\n")
 sys.stdout.flush()
 server.serve_forever()

@@ -78,11 +78,16 @@ const DATADOG_TAGS: Tags = Tags {
 
 pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), Error> {
     let cfg = parse(lines)?;
+    // An https collector is verified against the system's roots (SSL_CERT_FILE honoured).
+    let tls = match report::check_endpoint(&cfg.endpoint) {
+        Ok(true) => Some(crate::pkg::tls::client_config(lines[lines.len() - 1], &[])?),
+        _ => None,
+    };
     let local = ctx
         .bound()
         .first()
         .map(|ip| std::net::SocketAddr::new(*ip, ctx.block.port));
-    let reporter = Arc::new(Reporter::new(&cfg, local));
+    let reporter = Arc::new(Reporter::new(&cfg, local, tls));
     let r = reporter.clone();
     let clock = ctx.clock();
     ctx.task(move |t| async move { r.run(t, clock).await });

@@ -6,7 +6,7 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -53,6 +53,8 @@ struct Queue {
 /// Where and how a block's traces are sent.
 pub(crate) struct Reporter {
     endpoint: Endpoint,
+    /// The TLS client of an `https` endpoint.
+    tls: Option<Arc<rustls::ClientConfig>>,
     target: Option<Target>,
     service: String,
     /// The block's bound address, Zipkin's `localEndpoint` (CoreDNS: the first listen host).
@@ -69,6 +71,8 @@ pub(crate) struct Reporter {
 /// An HTTP URL split for the client.
 #[derive(Clone, Debug, PartialEq)]
 struct Target {
+    /// `https`: TLS verified against the system's roots.
+    tls: bool,
     host: String,
     port: u16,
     /// Path and query.
@@ -88,15 +92,16 @@ fn target(endpoint: &Endpoint) -> Result<Target, String> {
     let uri: http::Uri = url
         .parse()
         .map_err(|e| format!("invalid endpoint '{url}': {e}"))?;
-    match uri.scheme_str() {
-        Some("http") => {}
+    let tls = match uri.scheme_str() {
+        Some("http") => false,
+        Some("https") => true,
         Some(s) => {
             return Err(format!(
-                "endpoint '{url}': scheme '{s}' is not supported (only http)"
+                "endpoint '{url}': scheme '{s}' is not supported (http or https)"
             ))
         }
         None => return Err(format!("invalid endpoint '{url}': no scheme")),
-    }
+    };
     let auth = uri
         .authority()
         .ok_or_else(|| format!("invalid endpoint '{url}': no host"))?;
@@ -105,8 +110,9 @@ fn target(endpoint: &Endpoint) -> Result<Target, String> {
         return Err(format!("invalid endpoint '{url}': no host"));
     }
     Ok(Target {
+        tls,
         host: host.to_string(),
-        port: auth.port_u16().unwrap_or(80),
+        port: auth.port_u16().unwrap_or(if tls { 443 } else { 80 }),
         path: uri
             .path_and_query()
             .map_or("/".to_string(), |p| p.as_str().to_string()),
@@ -114,14 +120,19 @@ fn target(endpoint: &Endpoint) -> Result<Target, String> {
     })
 }
 
-/// Checks that an endpoint can be sent to (an http URL with a host).
-pub(super) fn check_endpoint(endpoint: &Endpoint) -> Result<(), String> {
-    target(endpoint).map(|_| ())
+/// Checks that an endpoint can be sent to (an http or https URL with a host); true for https.
+pub(super) fn check_endpoint(endpoint: &Endpoint) -> Result<bool, String> {
+    target(endpoint).map(|t| t.tls)
 }
 
 impl Reporter {
-    pub(crate) fn new(cfg: &Config, local: Option<SocketAddr>) -> Reporter {
+    pub(crate) fn new(
+        cfg: &Config,
+        local: Option<SocketAddr>,
+        tls: Option<Arc<rustls::ClientConfig>>,
+    ) -> Reporter {
         Reporter {
+            tls,
             target: target(&cfg.endpoint).ok(),
             endpoint: cfg.endpoint.clone(),
             service: cfg.service.clone(),
@@ -236,9 +247,11 @@ impl Reporter {
         if !self.datadog() {
             headers.push(("b3", "0".to_string()));
         }
-        let status = tokio::time::timeout(POST_TIMEOUT, post(target, content_type, headers, body))
-            .await
-            .map_err(|_| "timed out".to_string())??;
+        let tls = self.tls.clone();
+        let status =
+            tokio::time::timeout(POST_TIMEOUT, post(target, tls, content_type, headers, body))
+                .await
+                .map_err(|_| "timed out".to_string())??;
         if !(200..300).contains(&status) {
             return Err(format!("collector answered HTTP {status}"));
         }
@@ -368,9 +381,13 @@ impl Reporter {
     }
 }
 
-/// One POST on its own connection; the response status.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
+/// One POST on its own connection (TLS with `tls` for an https target); the response status.
 async fn post(
     target: &Target,
+    tls: Option<Arc<rustls::ClientConfig>>,
     content_type: &str,
     headers: Vec<(&'static str, String)>,
     body: Vec<u8>,
@@ -390,7 +407,21 @@ async fn post(
         }
     }
     let stream = stream.ok_or(last)?;
-    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+    let io: Box<dyn Io> = match (target.tls, tls) {
+        (false, _) => Box::new(stream),
+        (true, None) => return Err("no TLS configuration".to_string()),
+        (true, Some(cfg)) => {
+            let name = rustls::pki_types::ServerName::try_from(target.host.clone())
+                .map_err(|e| format!("TLS server name {:?}: {e}", target.host))?;
+            Box::new(
+                tokio_rustls::TlsConnector::from(cfg)
+                    .connect(name, stream)
+                    .await
+                    .map_err(|e| format!("TLS handshake: {e}"))?,
+            )
+        }
+    };
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
         .await
         .map_err(|e| format!("HTTP: {e}"))?;
     let mut req = http::Request::post(target.path.as_str())
@@ -441,8 +472,10 @@ mod tests {
         );
         let t = target(&Endpoint::Zipkin("http://[::1]/x".into())).unwrap();
         assert_eq!((t.host.as_str(), t.port), ("::1", 80));
-        assert!(target(&Endpoint::Zipkin("https://h/api/v2/spans".into()))
+        let t = target(&Endpoint::Zipkin("https://h/api/v2/spans".into())).unwrap();
+        assert_eq!((t.tls, t.port), (true, 443));
+        assert!(target(&Endpoint::Zipkin("ftp://h/api/v2/spans".into()))
             .unwrap_err()
-            .contains("scheme 'https' is not supported"));
+            .contains("scheme 'ftp' is not supported"));
     }
 }

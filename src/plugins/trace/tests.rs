@@ -87,5 +87,5 @@ fn errors_name_the_place() {
     assert!(err("trace {\n zipkin_max_batch_size x\n}").contains("strconv.Atoi"));
     assert!(err("trace {\n zipkin_max_batch_interval 1x\n}").contains("zipkin_max_batch_interval"));
     assert!(err("trace {\n nope\n}").contains("unknown property 'nope'"));
-    assert!(err("trace https://h/api/v2/spans").contains("only http"));
+    assert!(err("trace httpx://h/api/v2/spans").contains("scheme 'httpx' is not supported"));
 }
