@@ -3,12 +3,14 @@ Ir(start + warm-up + N queries) - Ir(start + warm-up), divided by N, like cg_hit
 Corefiles are the kubeadm default and variants of it: `aks` adds the AKS default templates,
 `acl10` ten acl policies that do not match the client (every query is checked against all ten),
 `dnstap` / `dnstap-full` add `dnstap unix://SOCK [full]` with Debian's fstrm_capture collecting
-(its output discarded; the server's writer task is counted, the dump waits for it to drain).
+(its output discarded; the server's writer task is counted, the dump waits for it to drain);
+`metadata` adds `metadata`, `geoip` adds `metadata` and `geoip` with a City database written by
+tests/geoip_dbs.py (every query is looked up there).
 The queries are cluster names (bench/gen.py's mix); an upstream is never asked. The `reload`
 plugin's periodic check (every 30 s +- 15 s, it re-reads the manifests: ~430 M instructions) lands
 in some runs and not others; its inclusive cost is subtracted from both profiles, so the figure is
 the queries' alone. Only talks to 127.0.0.1. Usage:
-  python3 bench/cg_corefile.py --bin target/release/sextant [--corefile kubeadm|aks|acl10] [--queries 20000]
+  python3 bench/cg_corefile.py --bin target/release/sextant [--corefile kubeadm|aks|acl10|metadata|geoip] [--queries 20000]
 Throughput instead of instructions (dnsperf, the servers round-robin, `--qps kubeadm,aks`):
   python3 bench/cg_corefile.py --bin target/release/sextant --qps kubeadm,aks [--runs 5 --duration 10]"""
 
@@ -63,6 +65,15 @@ def body(kind, env, up_port):
         b += AKS
     elif kind == "acl10":
         b += ACL10
+    elif kind == "metadata":
+        b += "    metadata\n"
+    elif kind == "geoip":
+        # A City database from tests/geoip_dbs.py (mmdb-writer); queries come from 127.0.0.1,
+        # which it places in "Exampleshire".
+        dbdir = env.path("geoip")
+        subprocess.run([sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..",
+                                                     "tests", "geoip_dbs.py"), dbdir], check=True)
+        b += f"    metadata\n    geoip {os.path.join(dbdir, 'city.mmdb')}\n"
     elif kind in ("dnstap", "dnstap-full"):
         b += f"    dnstap unix://{env.path('tap.sock')}{' full' if kind == 'dnstap-full' else ''}\n"
     elif kind != "kubeadm":

@@ -54,7 +54,7 @@ impl ZoneSlot {
         self.expired.store(false, Ordering::Release);
         if large {
             // Building it (and dropping the copy it replaces) left the heap at its peak.
-            crate::pkg::mem::release_free();
+            sextant_kube::release_memory();
         }
     }
 

@@ -17,7 +17,6 @@
 //! | [`keyfile`] | DNSSEC key pairs from BIND key files (`key file`) |
 //! | [`proxyproto`] | the PROXY protocol v1/v2 header decoder (streams and datagrams) |
 //! | [`tsig`] | TSIG secrets, checking signed requests, signing replies (HMAC by `ring`) |
-//! | [`mem`] | giving freed heap memory back to the system after a large load |
 //!
 //! Reverse names (address ↔ `in-addr.arpa.`/`ip6.arpa.` name) are methods of
 //! [`sextant_wire::Name`].
@@ -30,7 +29,6 @@ pub(crate) mod duration;
 pub(crate) mod fallthrough;
 pub(crate) mod flags;
 pub(crate) mod keyfile;
-pub(crate) mod mem;
 pub(crate) mod num;
 pub(crate) mod proxyproto;
 pub(crate) mod shardcache;

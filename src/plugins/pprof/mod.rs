@@ -217,10 +217,57 @@ fn heap(debug: bool) -> HttpResponse {
              sites. Its totals are at /debug/pprof/heap?debug=1\n",
         );
     }
-    match crate::pkg::mem::figures() {
+    match allocator_figures() {
         Some(text) => HttpResponse::text(200, text),
         None => HttpResponse::text(501, "heap: this allocator gives no figures\n"),
     }
+}
+
+/// The allocator's totals as text: glibc's `mallinfo2` over every arena, and the resident set
+/// size; None where the allocator gives none.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn allocator_figures() -> Option<String> {
+    // SAFETY: mallinfo2 takes no arguments, only reads glibc's own arena counters under their
+    // locks and returns a plain struct by value; it is safe from any thread at any time.
+    let m = unsafe { libc::mallinfo2() };
+    let rss = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .map(|v| v.trim().to_string())
+        })
+        .unwrap_or_else(|| "-".to_string());
+    Some(format!(
+        "# heap figures of the system allocator (glibc mallinfo2)\n\
+         # in_use_bytes: allocated and not freed (uordblks + hblkhd)\n\
+         in_use_bytes {}\n\
+         heap_in_use_bytes {}\n\
+         mmap_in_use_bytes {}\n\
+         mmap_chunks {}\n\
+         heap_total_bytes {}\n\
+         free_bytes {}\n\
+         free_chunks {}\n\
+         fastbin_free_bytes {}\n\
+         top_releasable_bytes {}\n\
+         # resident set size of the process\n\
+         vm_rss {}\n",
+        m.uordblks + m.hblkhd,
+        m.uordblks,
+        m.hblkhd,
+        m.hblks,
+        m.arena,
+        m.fordblks,
+        m.ordblks,
+        m.fsmblks,
+        m.keepcost,
+        rss
+    ))
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn allocator_figures() -> Option<String> {
+    None
 }
 
 #[cfg(test)]
