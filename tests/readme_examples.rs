@@ -57,9 +57,41 @@ fn readmes() -> Vec<PathBuf> {
 
 /// Replaces well-known ports (DNS 53/1053, health 8080, ready 8181, metrics 9153/9253 and the
 /// 1xxxx variants used in examples) with free ones; returns the new text and the DNS port.
-fn relocate(text: &str) -> (String, u16) {
+/// Every `forward` upstream given as an address off loopback (`8.8.8.8`, `10.0.0.10:1234`,
+/// `[2003::1]:53`, `tls://9.9.9.9`) becomes `ns`, the test's loopback nameserver on port 53 (its
+/// transport kept: a TLS or HTTPS upstream then fails on loopback), so no example sends a query
+/// off the machine.
+fn relocate(text: &str, ns: &str) -> (String, u16) {
     let dns = free_port();
-    let mut out = text.to_string();
+    let upstream = regex::Regex::new(
+        r"^((?:[a-z0-9]+://)?)(?:\[[0-9A-Fa-f:.]+\]|\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3})(?::\d+)?$",
+    )
+    .unwrap();
+    let mut out = String::new();
+    for line in text.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        if words.first() == Some(&"forward") && words.len() > 2 {
+            let indent = &line[..line.len() - line.trim_start().len()];
+            let mut new = vec!["forward".to_string(), words[1].to_string()];
+            for w in &words[2..] {
+                match upstream.captures(w) {
+                    Some(c) => {
+                        let addr = &w[c[1].len()..];
+                        if addr.starts_with("127.") || addr.starts_with("[::1]") {
+                            new.push(w.to_string());
+                        } else {
+                            new.push(format!("{}{ns}", &c[1]));
+                        }
+                    }
+                    None => new.push(w.to_string()),
+                }
+            }
+            out.push_str(&format!("{indent}{}\n", new.join(" ")));
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
     for p in [
         "18080", "18181", "19153", "19253", "8080", "8181", "9153", "9253",
     ] {
@@ -189,7 +221,7 @@ fn every_readme_corefile_example_checks_and_serves() {
         let text = std::fs::read_to_string(&f).unwrap();
         for (i, ex) in corefile_examples(&text).into_iter().enumerate() {
             count += 1;
-            let (cf, port) = relocate(&ex);
+            let (cf, port) = relocate(&ex, &ns);
             // Examples that name certificate files get a fresh self-signed pair.
             let pair = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
             let builder = || {
