@@ -373,9 +373,8 @@ pub(crate) trait Handler: Send + Sync + 'static {
     fn metadata_provider(&self) -> Option<&dyn MetadataProvider> {
         None
     }
-    /// The block's metadata collector (only the `metadata` plugin has one). Nothing in the
-    /// server calls it yet: it is there for the `view` plugin's filters.
-    #[allow(dead_code)]
+    /// The block's metadata collector (only the `metadata` plugin has one); routing calls it
+    /// before a block's `view` filter.
     fn metadata_collector(&self) -> Option<&dyn MetadataCollector> {
         None
     }

@@ -300,9 +300,16 @@ pub(crate) fn build(
     for (bi, addrs, chain, names, pos) in blocks {
         let pos = pos.unwrap_or_else(|| Pos::file_only("Corefile"));
         let block = Arc::new(Block {
-            chain,
             chaos: gen.chaos.get(&bi).copied().unwrap_or(false),
             view: gen.views.get(&bi).cloned(),
+            collector: match gen.views.contains_key(&bi) {
+                true => chain
+                    .iter()
+                    .find(|h| h.metadata_collector().is_some())
+                    .cloned(),
+                false => None,
+            },
+            chain,
         });
         let view_label = block
             .view

@@ -57,6 +57,10 @@ pub(crate) struct Block {
     pub chaos: bool,
     /// The block's view (name, filter): it serves a query only when the filter accepts it.
     pub view: Option<(Arc<str>, Arc<dyn ViewFilter>)>,
+    /// The block's `metadata` handler, when it has one and a view: routing collects the
+    /// block's metadata before asking its view (CoreDNS collects for each block it tries, so a
+    /// view expression can read `metadata()`).
+    pub collector: Option<Arc<dyn Handler>>,
 }
 
 /// All blocks on one listener address, searched by longest zone match.
@@ -103,6 +107,13 @@ impl Site {
             };
             if !inside {
                 continue;
+            }
+            if let Some(c) = b.collector.as_ref().and_then(|h| h.metadata_collector()) {
+                c.collect(req);
+            } else if req.meta.is_some() && b.chain.iter().any(|h| h.name() == "metadata") {
+                // A view block tried before collected its own metadata; this block's
+                // `metadata` handler collects afresh, as CoreDNS's server does for each block.
+                req.meta = None;
             }
             if let Some((_, filter)) = &b.view {
                 if !filter.matches(req) {

@@ -11,7 +11,10 @@ use std::sync::Arc;
 use sextant_corefile::{Directive, Error, Pos};
 use sextant_wire::{Class, Name, RType};
 
-use crate::plugin::{BoxFuture, Handler, Next, Outcome, Proto, Request, SetupCtx, ViewFilter};
+use crate::plugin::{
+    BoxFuture, Handler, Metadata, MetadataProvider, Next, Outcome, Proto, Request, SetupCtx,
+    ViewFilter,
+};
 
 /// One block's view: its name and compiled expressions (all must be true).
 pub(crate) struct View {
@@ -85,6 +88,18 @@ impl Handler for View {
     fn serve<'a>(&'a self, req: &'a mut Request, next: Next<'a>) -> BoxFuture<'a, Outcome> {
         next.run(req)
     }
+
+    fn metadata_provider(&self) -> Option<&dyn MetadataProvider> {
+        Some(self)
+    }
+}
+
+/// `view/name`: the name of the view of the block handling the request (CoreDNS's *view* is a
+/// metadata provider too).
+impl MetadataProvider for View {
+    fn metadata(&self, _req: &Request, md: &mut Metadata) {
+        md.set("view/name", self.name.to_string());
+    }
 }
 
 /// The request as the expression language sees it (CoreDNS's `request.Request` methods).
@@ -140,9 +155,9 @@ impl expr::Env for ReqEnv<'_> {
             Proto::Udp => i64::from(self.0.bufsize()),
         }
     }
-    fn metadata(&self, _label: &str) -> Option<String> {
-        // The request carries no metadata until the `metadata` plugin's API is on main.
-        None
+    fn metadata(&self, label: &str) -> Option<String> {
+        // What the block's `metadata` collected before its view was asked (src/server/site.rs).
+        self.0.meta(label).map(str::to_string)
     }
 }
 
