@@ -196,6 +196,17 @@ www     IN A     127.0.0.1
 /// The DNSSEC key the *dnssec* and *sign* examples name (crates/zone's test data).
 const KEY: &str = "Kexample.org.+013+57158";
 
+/// The names CoreDNS's dnssec README gives its keys.
+const KEY2: &str = "Kexample.org.+013+45330";
+const CLUSTER_KEY: &str = "Kcluster.local+013+45129";
+
+fn data_file(name: &str, ext: &str) -> String {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(format!("{name}.{ext}"));
+    std::fs::read_to_string(p).unwrap()
+}
+
 fn key_file(ext: &str) -> String {
     let p = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("crates/zone/src/dnssec/testdata")
@@ -221,6 +232,7 @@ fn every_readme_corefile_example_checks_and_serves() {
         let text = std::fs::read_to_string(&f).unwrap();
         for (i, ex) in corefile_examples(&text).into_iter().enumerate() {
             count += 1;
+            let started = std::time::Instant::now();
             let (cf, port) = relocate(&ex, &ns);
             // Examples that name certificate files get a fresh self-signed pair.
             let pair = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
@@ -234,6 +246,15 @@ fn every_readme_corefile_example_checks_and_serves() {
                     .file("example.org.signed", EXAMPLE_ZONE)
                     .file(&format!("{KEY}.key"), key_file("key"))
                     .file(&format!("{KEY}.private"), key_file("private"))
+                    // The key names of CoreDNS's dnssec README: the same example.org key, and
+                    // a cluster.local one (tests/data).
+                    .file(&format!("{KEY2}.key"), key_file("key"))
+                    .file(&format!("{KEY2}.private"), key_file("private"))
+                    .file(&format!("{CLUSTER_KEY}.key"), data_file(CLUSTER_KEY, "key"))
+                    .file(
+                        &format!("{CLUSTER_KEY}.private"),
+                        data_file(CLUSTER_KEY, "private"),
+                    )
                     .arg("-dns.port")
                     .arg(port.to_string())
             };
@@ -279,6 +300,11 @@ fn every_readme_corefile_example_checks_and_serves() {
                     s.output()
                 );
             }
+            eprintln!(
+                "{} example {i}: {} ms",
+                f.display(),
+                started.elapsed().as_millis()
+            );
         }
     }
     assert!(count >= 10, "examples found: {count}");
