@@ -136,9 +136,21 @@ fn expected_rules(ips: &[&str]) -> Vec<String> {
             } else {
                 ""
             };
-            raw_pre.push(format!(
-                "-A PREROUTING -d {ip}/32 -p {p} -m {p} --dport 53 {tracked}-m socket {skip}"
-            ));
+            // TCP in two: SYNs (steering new connections, removed first on shutdown) and
+            // the rest.
+            let flags: &[&str] = if p == "tcp" {
+                &[
+                    "--tcp-flags FIN,SYN,RST,ACK SYN ",
+                    "! --tcp-flags FIN,SYN,RST,ACK SYN ",
+                ]
+            } else {
+                &[""]
+            };
+            for f in flags {
+                raw_pre.push(format!(
+                    "-A PREROUTING -d {ip}/32 -p {p} -m {p} --dport 53 {f}{tracked}-m socket {skip}"
+                ));
+            }
             f_in.push(format!(
                 "-A INPUT -d {ip}/32 -p {p} -m {p} --dport 53 {allow}"
             ));
@@ -392,7 +404,7 @@ fn node_cache_lifecycle_in_namespace() {
 
     // Rules, exactly, once the server is up (pidfile).
     wait_until("iptables rules", Duration::from_secs(5), || {
-        rules_in(&ns).len() == 30
+        rules_in(&ns).len() == 32
     });
     assert_eq!(rules_in(&ns), expected_rules(&[LOCAL_IP, CLUSTER_IP]));
 
@@ -454,9 +466,9 @@ fn node_cache_lifecycle_in_namespace() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(rules_in(&ns).len(), 29);
+    assert_eq!(rules_in(&ns).len(), 31);
     wait_until("rule re-added", Duration::from_secs(5), || {
-        rules_in(&ns).len() == 30
+        rules_in(&ns).len() == 32
     });
     assert!(rules_in(&ns).contains(&format!(
         "-A PREROUTING -d {LOCAL_IP}/32 -p udp -m udp --dport 53 -m socket -m comment --comment \"NodeLocal DNS Cache: skip conntrack\" -j NOTRACK"

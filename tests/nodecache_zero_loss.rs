@@ -96,8 +96,8 @@ fn overlapping_upgrade_loses_nothing() {
     let mut a = NodeCache::start(&lab, &opts(&local_ips, &[]));
     a.wait_serving();
     wait_until("rules", Duration::from_secs(10), || {
-        // 13 per IP, 2 jumps per IP, the fallback chain and its 2 x 2 DNAT rules per IP.
-        rules_iptables(&lab).len() == 26 + 4 + 1 + 8
+        // 14 per IP, 2 jumps per IP, the fallback chain and its 2 x 2 DNAT rules per IP.
+        rules_iptables(&lab).len() == 28 + 4 + 1 + 8
     });
     let rules = rules_iptables(&lab);
 
@@ -210,7 +210,7 @@ fn overlapping_upgrade_loses_nothing() {
 }
 
 /// One node cache alone: a forced reload (SIGUSR1), a reload of a changed Corefile, a reload of
-/// a broken one, then SIGTERM. On SIGTERM the UDP steering rule goes first (new queries reach
+/// a broken one, then SIGTERM. On SIGTERM the steering rules (UDP, TCP SYNs) go first (new queries reach
 /// the cluster DNS through kube-proxy or the fallback DNAT), the sockets drain, then everything
 /// is torn down. Zero queries lost until the process is gone, and none to the kube-dns
 /// ClusterIP after it either.
@@ -224,7 +224,7 @@ fn reload_bad_reload_and_sigterm_lose_nothing() {
     let mut a = NodeCache::start(&lab, &opts(&local_ips, &[]));
     a.wait_serving();
     wait_until("rules", Duration::from_secs(10), || {
-        rules_iptables(&lab).len() == 39
+        rules_iptables(&lab).len() == 41
     });
     let s1 = stream(&lab, sa(NODE_LOCAL, 53), QPS, Duration::from_secs(20));
     let s2 = stream(&lab, sa(KUBE_DNS, 53), QPS, Duration::from_secs(20));
@@ -328,7 +328,7 @@ fn sigkill_falls_back_to_cluster_dns_and_restart_takes_over() {
     let mut a = NodeCache::start(&lab, &opts(&local_ips, &[]));
     a.wait_serving();
     wait_until("rules", Duration::from_secs(10), || {
-        rules_iptables(&lab).len() == 39
+        rules_iptables(&lab).len() == 41
     });
     let rules = rules_iptables(&lab);
     let s1 = stream(&lab, sa(NODE_LOCAL, 53), QPS, Duration::from_secs(20));
@@ -423,12 +423,13 @@ fn sigkill_falls_back_to_cluster_dns_and_restart_takes_over() {
     let left = rules_iptables(&lab);
     assert_eq!(
         left.len(),
-        39 - 2,
-        "all but the UDP steering rules: {left:?}"
+        41 - 4,
+        "all but the steering rules (UDP and TCP SYNs): {left:?}"
     );
-    assert!(!left
-        .iter()
-        .any(|l| l.contains("-A PREROUTING") && l.contains("-p udp") && l.contains("-m socket")));
+    assert!(!left.iter().any(|l| l.contains("-A PREROUTING")
+        && l.contains("-m socket")
+        && (l.contains("-p udp")
+            || l.contains(" --tcp-flags FIN,SYN,RST,ACK SYN") && !l.contains("! --tcp-flags"))));
     assert!(lab.links().contains(&"nodelocaldns".to_string()));
 }
 
@@ -455,7 +456,7 @@ fn cluster_dns_rolling_update_loses_nothing() {
     let mut nc = NodeCache::start(&lab, &opts(&local_ips, &[]));
     nc.wait_serving();
     wait_until("rules", Duration::from_secs(10), || {
-        rules_iptables(&lab).len() == 39
+        rules_iptables(&lab).len() == 41
     });
     let s1 = stream(&lab, sa(KUBE_DNS, 53), QPS, Duration::from_secs(20));
     let s2 = stream(
@@ -774,13 +775,13 @@ fn dual_stack_in_one_process() {
     let v4 = || nodelocal_lines(&output(&lab.node, "iptables-legacy-save", &[]));
     let v6 = || nodelocal_lines(&output(&lab.node, "ip6tables-legacy-save", &[]));
     wait_until("rules of both families", Duration::from_secs(10), || {
-        v4().len() == 39 && v6().len() == 39
+        v4().len() == 41 && v6().len() == 41
     });
     let six = v6();
     for want in [
         format!("-A PREROUTING -d {NODE_LOCAL6}/128 -p udp -m udp --dport 53 -m socket -m comment --comment \"NodeLocal DNS Cache: skip conntrack\" -j NOTRACK"),
         format!("-A OUTPUT -s {KUBE_DNS6}/128 -p tcp -m tcp --sport 53 -m comment --comment \"NodeLocal DNS Cache: allow DNS traffic\" -j ACCEPT"),
-        format!("-A PREROUTING -d {NODE_LOCAL6}/128 -p tcp -m tcp --dport 53 -m set ! --match-set NODE-LOCAL-DNS-NAT6 src,src,dst -m socket -m comment --comment \"NodeLocal DNS Cache: skip conntrack\" -j NOTRACK"),
+        format!("-A PREROUTING -d {NODE_LOCAL6}/128 -p tcp -m tcp --dport 53 --tcp-flags FIN,SYN,RST,ACK SYN -m set ! --match-set NODE-LOCAL-DNS-NAT6 src,src,dst -m socket -m comment --comment \"NodeLocal DNS Cache: skip conntrack\" -j NOTRACK"),
         format!("-A PREROUTING -d {NODE_LOCAL6}/128 -p udp -m udp --dport 53 -m comment --comment \"NodeLocal DNS Cache: fallback to cluster DNS\" -j NODE-LOCAL-DNS-FALLBACK"),
         format!("-A NODE-LOCAL-DNS-FALLBACK -d {NODE_LOCAL6}/128 -p udp -m udp --dport 53 -j DNAT --to-destination {DNS_B6}"),
     ] {
@@ -861,4 +862,128 @@ fn dual_stack_in_one_process() {
         "kube-proxy's rules untouched"
     );
     assert!(!lab.links().contains(&"nodelocaldns".to_string()));
+}
+
+/// TCP connections opened back to back (as many as four clients manage, at most 400 a second
+/// each) to both local IPs across lone SIGTERMs with `-skipteardown` and restarts: none is reset
+/// or lost. A SYN reaching the listener as it closes would be reset, so on shutdown the SYN
+/// steering rule goes before the listener drains its accept queue; connections opened while
+/// no node cache runs go through NAT and stay there after the restart.
+#[test]
+fn tcp_connections_across_lone_sigterms_and_restarts_are_never_reset() {
+    tcp_across_sigterms("nctc", &["-skipteardown"], &|lab| {
+        rules_iptables(lab).len() == 41
+    });
+}
+
+/// The same with the rules in nftables.
+#[test]
+fn tcp_connections_across_lone_sigterms_and_restarts_are_never_reset_nftables() {
+    tcp_across_sigterms("nctn", &["-skipteardown", "-rules=nftables"], &|lab| {
+        output(
+            &lab.node,
+            "nft",
+            &["-t", "list", "table", "inet", "sextant-nodelocaldns"],
+        )
+        .contains("dnat ip to")
+    });
+}
+
+fn tcp_across_sigterms(name: &str, flags: &[&'static str], rules_ready: &dyn Fn(&Lab) -> bool) {
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    let _serial = serial();
+    let lab = Lab::new(name, Proxy::IptablesNft, false);
+    let _knots = [lab.knot(DNS_A), lab.knot(DNS_B), lab.knot(UPSTREAM)];
+    lab.set_endpoints(&[DNS_A, DNS_B]);
+    let local_ips = format!("{NODE_LOCAL},{KUBE_DNS}");
+    let mut nc = NodeCache::start(&lab, &opts(&local_ips, flags));
+    nc.wait_serving();
+    wait_until("rules", Duration::from_secs(10), || rules_ready(&lab));
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let clients: Vec<_> = (0..4)
+        .map(|c| {
+            let stop = stop.clone();
+            let target = sa(if c % 2 == 0 { NODE_LOCAL } else { KUBE_DNS }, 53);
+            spawn_in_ns(lab.pod.name(), move || {
+                // (ok, failures): at most 400 connections a second, 12,000 in all.
+                let (mut ok, mut failed) = (0u32, Vec::new());
+                let a = ask(0);
+                let every = Duration::from_micros(2500);
+                let mut next = Instant::now();
+                for i in 0..12_000u16 {
+                    if stop.load(Ordering::SeqCst) || Instant::now() > deadline {
+                        break;
+                    }
+                    let now = Instant::now();
+                    if next > now {
+                        std::thread::sleep(next - now);
+                    }
+                    next += every;
+                    let q = Query::new(&a.name, RecordType::A).id(i).to_bytes();
+                    let r = (|| -> std::io::Result<Vec<u8>> {
+                        let mut c =
+                            std::net::TcpStream::connect_timeout(&target, Duration::from_secs(2))?;
+                        c.set_read_timeout(Some(Duration::from_secs(2)))?;
+                        let mut msg = (q.len() as u16).to_be_bytes().to_vec();
+                        msg.extend_from_slice(&q);
+                        c.write_all(&msg)?;
+                        let mut len = [0u8; 2];
+                        c.read_exact(&mut len)?;
+                        let mut body = vec![0u8; u16::from_be_bytes(len) as usize];
+                        c.read_exact(&mut body)?;
+                        Ok(body)
+                    })();
+                    match r {
+                        Ok(b) if b.len() > 12 && b[..2] == i.to_be_bytes() && b[3] & 0x0f == 0 => {
+                            ok += 1
+                        }
+                        Ok(b) => failed.push(format!("{target} #{i}: bad answer {b:?}")),
+                        Err(e) => failed.push(format!("{target} #{i}: {e}")),
+                    }
+                }
+                (ok, failed)
+            })
+        })
+        .collect();
+
+    // Three rounds: SIGTERM (the sockets drain to the cluster DNS), a moment without a node
+    // cache, a restart.
+    let mut terms = 0;
+    for _ in 0..3 {
+        std::thread::sleep(Duration::from_millis(700));
+        nc.s.signal(libc::SIGTERM).unwrap();
+        assert!(nc.wait_exit(Duration::from_secs(10)).success());
+        terms += 1;
+        std::thread::sleep(Duration::from_millis(300));
+        nc = NodeCache::start(&lab, &opts(&local_ips, flags));
+        nc.wait_serving();
+    }
+    std::thread::sleep(Duration::from_millis(700));
+    stop.store(true, Ordering::SeqCst);
+    let (mut ok, mut failed) = (0, Vec::new());
+    for c in clients {
+        let (o, f) = c.join().unwrap();
+        ok += o;
+        failed.extend(f);
+    }
+    print(&format!(
+        "TCP connections across {terms} lone SIGTERMs and restarts ({}): {} of {} failed",
+        flags.join(" "),
+        failed.len(),
+        ok as usize + failed.len()
+    ));
+    assert!(ok > 2_000, "too few connections to say anything: {ok}");
+    assert!(
+        failed.is_empty(),
+        "{} failed: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(20)]
+    );
+    nc.s.signal(libc::SIGTERM).unwrap();
+    assert!(nc.wait_exit(Duration::from_secs(10)).success());
 }

@@ -102,8 +102,22 @@ pub(crate) fn rules(
                 COMMENT_SKIP_CONNTRACK
             };
             for proto in ["tcp", "udp"] {
-                let mut m = vec!["-p", proto, addr, ip, port_flag, p];
-                if chain == "PREROUTING" {
+                if chain != "PREROUTING" {
+                    let m = ["-p", proto, addr, ip, port_flag, p];
+                    out.push(rule(table, chain, &m, target, comment));
+                    continue;
+                }
+                // TCP's rule comes in two: the SYN one steers new connections to the listener
+                // and goes on shutdown with the UDP one (see `is_steering`); the other keeps
+                // the connections already there (handshakes included) on their socket.
+                let flags: &[&[&str]] = if proto == "tcp" {
+                    &[&["--syn"], &["!", "--syn"]]
+                } else {
+                    &[&[]]
+                };
+                for f in flags {
+                    let mut m = vec!["-p", proto, addr, ip, port_flag, p];
+                    m.extend_from_slice(f);
                     if let (Some(set), "tcp") = (tracked, proto) {
                         // Not for a connection conntrack tracks (NATed before a node cache
                         // listened): the listener would reset it.
@@ -112,8 +126,8 @@ pub(crate) fn rules(
                     // Only while something listens on the IP: else conntrack and NAT apply and
                     // the query reaches the cluster DNS (kube-proxy's DNAT, or the fallback).
                     m.extend(["-m", "socket"]);
+                    out.push(rule(table, chain, &m, target, comment));
                 }
-                out.push(rule(table, chain, &m, target, comment));
             }
         }
         // The health probe on the local IP.
@@ -159,6 +173,56 @@ pub(crate) fn rules(
                 chain: "PREROUTING",
                 args: a,
             });
+        }
+    }
+    out
+}
+
+/// True for the NOTRACK rules of PREROUTING that steer new queries to the local sockets: UDP,
+/// and TCP SYNs. On a lone shutdown they go first, so new queries and connections reach the
+/// cluster DNS while handshakes already under way complete on the listener, which takes them
+/// before it closes (a SYN reaching a closing listener would be reset).
+fn is_steering(r: &Rule) -> bool {
+    let a = &r.args;
+    r.chain == "PREROUTING"
+        && r.table == "raw"
+        && (a.starts_with(&["-p".into(), "udp".into()])
+            || a.windows(2).any(|w| w[1] == "--syn" && w[0] != "!"))
+}
+
+/// The single TCP NOTRACK rule of PREROUTING that earlier versions installed (SYNs and the
+/// rest together), with and without the tracked-connections exception: a teardown removes it
+/// too, when an instance of such a version left it.
+fn legacy_tcp_steering(local_ips: &str, dns_port: u16, tracked: Option<&str>) -> Vec<Rule> {
+    let port = dns_port.to_string();
+    let mut out = Vec::new();
+    for ip in local_ips.split(',') {
+        let mut m = vec!["-p", "tcp", "-d", ip, "--dport", &port];
+        out.push(rule(
+            "raw",
+            "PREROUTING",
+            &[&m[..], &["-m", "socket"]].concat(),
+            "NOTRACK",
+            COMMENT_SKIP_CONNTRACK,
+        ));
+        if let Some(set) = tracked {
+            m.extend([
+                "-m",
+                "set",
+                "!",
+                "--match-set",
+                set,
+                "src,src,dst",
+                "-m",
+                "socket",
+            ]);
+            out.push(rule(
+                "raw",
+                "PREROUTING",
+                &m,
+                "NOTRACK",
+                COMMENT_SKIP_CONNTRACK,
+            ));
         }
     }
     out
@@ -457,15 +521,9 @@ impl Iptables {
         out
     }
 
-    /// Ensures (or, with `delete`, deletes) the local rules; `only_udp_steering` limits it to
-    /// the UDP NOTRACK rules of PREROUTING.
-    fn local_events(
-        &self,
-        spec: &Spec,
-        ev: &mut Vec<Event>,
-        delete: bool,
-        only_udp_steering: bool,
-    ) {
+    /// Ensures (or, with `delete`, deletes) the local rules; `only_steering` limits it to the
+    /// rules steering new queries to the sockets (see [`is_steering`]).
+    fn local_events(&self, spec: &Spec, ev: &mut Vec<Event>, delete: bool, only_steering: bool) {
         for (v6, ips) in Self::families(spec) {
             let program = self.program(v6);
             let set = self.tracked_set(v6);
@@ -489,10 +547,7 @@ impl Iptables {
                 }
             }
             for r in rules(&ips, spec.port, spec.health_port, set) {
-                if only_udp_steering
-                    && !(r.chain == "PREROUTING"
-                        && r.args.starts_with(&["-p".into(), "udp".into()]))
-                {
+                if only_steering && !is_steering(&r) {
                     continue;
                 }
                 let name = format!("{r}");
@@ -583,9 +638,10 @@ impl Backend for Iptables {
         self.local_events(spec, &mut ev, true, false);
         for (v6, ips) in Self::families(spec) {
             let program = self.program(v6);
-            for r in fallback_jumps(&ips, spec.port) {
+            let legacy = legacy_tcp_steering(&ips, spec.port, self.tracked_set(v6));
+            for r in legacy.iter().chain(&fallback_jumps(&ips, spec.port)) {
                 let name = format!("{r}");
-                match self.delete_all(&program, &r) {
+                match self.delete_all(&program, r) {
                     Ok(0) => {}
                     Ok(_) => ev.push(Event::Deleted(name)),
                     Err(e) => ev.push(Event::Failed(name, e)),
@@ -620,61 +676,88 @@ mod tests {
     use super::*;
 
     #[test]
-    fn twelve_rules_per_ip_in_upstream_order() {
+    fn thirteen_rules_per_ip_in_upstream_order() {
         let r = rules("169.254.20.10,10.0.0.10", 53, 8080, None);
-        assert_eq!(r.len(), 24);
+        assert_eq!(r.len(), 26);
         assert_eq!(r[0].table, "raw");
         assert_eq!(r[0].chain, "PREROUTING");
         assert_eq!(
             r[0].args.join(" "),
-            "-p tcp -d 169.254.20.10 --dport 53 -m socket -j NOTRACK -m comment --comment NodeLocal DNS Cache: skip conntrack"
+            "-p tcp -d 169.254.20.10 --dport 53 --syn -m socket -j NOTRACK -m comment --comment NodeLocal DNS Cache: skip conntrack"
         );
-        assert_eq!((r[3].table, r[3].chain), ("filter", "INPUT"));
-        assert!(r[3]
+        assert_eq!(
+            r[1].args.join(" "),
+            "-p tcp -d 169.254.20.10 --dport 53 ! --syn -m socket -j NOTRACK -m comment --comment NodeLocal DNS Cache: skip conntrack"
+        );
+        assert_eq!((r[4].table, r[4].chain), ("filter", "INPUT"));
+        assert!(r[4]
             .args
             .join(" ")
             .starts_with("-p udp -d 169.254.20.10 --dport 53 -j ACCEPT"));
-        assert_eq!((r[6].table, r[6].chain), ("filter", "OUTPUT"));
-        assert!(r[6]
+        assert_eq!((r[7].table, r[7].chain), ("filter", "OUTPUT"));
+        assert!(r[7]
             .args
             .join(" ")
             .starts_with("-p tcp -s 169.254.20.10 --sport 53 -j ACCEPT"));
-        assert!(r[10]
-            .args
-            .join(" ")
-            .starts_with("-p tcp -d 169.254.20.10 --dport 8080 -j NOTRACK"));
         assert!(r[11]
             .args
             .join(" ")
+            .starts_with("-p tcp -d 169.254.20.10 --dport 8080 -j NOTRACK"));
+        assert!(r[12]
+            .args
+            .join(" ")
             .starts_with("-p tcp -s 169.254.20.10 --sport 8080 -j NOTRACK"));
-        assert!(r[12].args.join(" ").contains("-d 10.0.0.10 "));
+        assert!(r[13].args.join(" ").contains("-d 10.0.0.10 "));
+        // What goes first on a lone shutdown: UDP and TCP SYN steering, per IP.
+        let steering: Vec<usize> = (0..r.len()).filter(|&i| is_steering(&r[i])).collect();
+        assert_eq!(steering, vec![0, 2, 13, 15]);
     }
 
     #[test]
     fn tracked_connections_skip_the_tcp_notrack() {
         let r = rules("169.254.20.10,10.0.0.10", 53, 8080, Some(TRACKED_SET4));
-        assert_eq!(r.len(), 26);
+        assert_eq!(r.len(), 28);
         assert_eq!(
             r[0].args.join(" "),
-            "-p tcp -d 169.254.20.10 --dport 53 -m set ! --match-set NODE-LOCAL-DNS-NAT4 src,src,dst -m socket -j NOTRACK -m comment --comment NodeLocal DNS Cache: skip conntrack"
+            "-p tcp -d 169.254.20.10 --dport 53 --syn -m set ! --match-set NODE-LOCAL-DNS-NAT4 src,src,dst -m socket -j NOTRACK -m comment --comment NodeLocal DNS Cache: skip conntrack"
         );
-        assert!(r[1]
+        assert_eq!(
+            r[1].args.join(" "),
+            "-p tcp -d 169.254.20.10 --dport 53 ! --syn -m set ! --match-set NODE-LOCAL-DNS-NAT4 src,src,dst -m socket -j NOTRACK -m comment --comment NodeLocal DNS Cache: skip conntrack"
+        );
+        assert!(r[2]
             .args
             .join(" ")
             .starts_with("-p udp -d 169.254.20.10 --dport 53 -m socket -j NOTRACK"));
-        assert_eq!((r[12].table, r[12].chain), ("mangle", "PREROUTING"));
+        assert_eq!((r[13].table, r[13].chain), ("mangle", "PREROUTING"));
         assert_eq!(
-            r[12].args.join(" "),
+            r[13].args.join(" "),
             "-p tcp -d 169.254.20.10 --dport 53 -m conntrack --ctstate NEW,ESTABLISHED -j SET --add-set NODE-LOCAL-DNS-NAT4 src,src,dst --exist --timeout 120 -m comment --comment NodeLocal DNS Cache: connections through NAT"
         );
-        assert!(r[25].args.join(" ").contains("-d 10.0.0.10 "));
+        assert!(r[27].args.join(" ").contains("-d 10.0.0.10 "));
+    }
+
+    #[test]
+    fn teardown_knows_the_single_tcp_rule_of_earlier_versions() {
+        // Exactly what earlier versions installed, with and without the ipset.
+        let r: Vec<String> = legacy_tcp_steering("169.254.20.10", 53, Some(TRACKED_SET4))
+            .iter()
+            .map(|r| format!("{} {} {}", r.table, r.chain, r.args.join(" ")))
+            .collect();
+        assert_eq!(
+            r,
+            [
+                "raw PREROUTING -p tcp -d 169.254.20.10 --dport 53 -m socket -j NOTRACK -m comment --comment NodeLocal DNS Cache: skip conntrack",
+                "raw PREROUTING -p tcp -d 169.254.20.10 --dport 53 -m set ! --match-set NODE-LOCAL-DNS-NAT4 src,src,dst -m socket -j NOTRACK -m comment --comment NodeLocal DNS Cache: skip conntrack",
+            ]
+        );
     }
 
     #[test]
     fn ports_and_programs_follow_flags() {
         let r = rules("::1", 1053, 9090, None);
         assert!(r[0].args.contains(&"1053".to_string()));
-        assert!(r[11].args.contains(&"9090".to_string()));
+        assert!(r[12].args.contains(&"9090".to_string()));
         let i = Iptables::new("-legacy");
         assert_eq!(i.program(true), "ip6tables-legacy");
         assert_eq!(i.program(false), "iptables-legacy");

@@ -56,8 +56,9 @@ fn tracked_set(ip: IpAddr) -> &'static str {
     }
 }
 
-/// The table's contents. With `draining`, without the UDP NOTRACK rules of prerouting (what is
-/// left while the sockets drain on shutdown, see `Backend::remove_local`).
+/// The table's contents. With `draining`, without the NOTRACK rules of prerouting that steer
+/// new queries to the sockets, UDP and TCP SYNs (what is left while the sockets drain on
+/// shutdown, see `Backend::remove_local`).
 pub(crate) fn script(table: &str, spec: &Spec, targets: &[IpAddr], draining: bool) -> String {
     let (p, hp) = (spec.port, spec.health_port);
     let skip = format!("comment \"{COMMENT_SKIP_CONNTRACK}\"");
@@ -81,9 +82,12 @@ pub(crate) fn script(table: &str, spec: &Spec, targets: &[IpAddr], draining: boo
             // for a connection NATed to the cluster DNS before it listened: the set excepts
             // those.
             if proto == "tcp" {
-                pre.push(format!(
-                    "{f} daddr {ip} tcp dport {p} tcp flags syn / syn,ack {conn} != @{set} socket wildcard 0 notrack {skip}"
-                ));
+                // The SYN rule steers new connections: it goes while the listener drains.
+                if !draining {
+                    pre.push(format!(
+                        "{f} daddr {ip} tcp dport {p} tcp flags syn / syn,ack {conn} != @{set} socket wildcard 0 notrack {skip}"
+                    ));
+                }
                 pre.push(format!(
                     "{f} daddr {ip} tcp dport {p} tcp flags != syn / syn,ack {conn} != @{set} socket transparent 0 notrack {skip}"
                 ));
@@ -305,7 +309,7 @@ impl Backend for Nftables {
         if self.listing().is_none() {
             return Vec::new();
         }
-        // The fallback targets as installed; only the UDP steering goes.
+        // The fallback targets as installed; only the steering goes.
         let targets = self
             .installed
             .lock()
@@ -314,7 +318,7 @@ impl Backend for Nftables {
             .map(|s| targets_in(&s))
             .unwrap_or_default();
         let keep = script(&self.table, spec, &targets, true);
-        let name = format!("{{table inet {} UDP steering rules}}", self.table);
+        let name = format!("{{table inet {} steering rules}}", self.table);
         match self.replace(&keep) {
             Ok(()) => vec![Event::Deleted(name)],
             Err(e) => vec![Event::Failed(name, e)],
@@ -390,9 +394,10 @@ mod tests {
         assert!(s.contains("\tset fallback6 {\n\t\ttype ipv6_addr . inet_service . ipv6_addr\n"));
         assert_eq!(targets_in(&s), targets);
         let keep = script("t", &spec(), &targets, true);
-        assert_eq!(count_rules(&keep), 30);
+        assert_eq!(count_rules(&keep), 28);
         assert!(!keep.contains("udp dport 53 socket"));
-        assert!(keep.contains("tcp dport 53 tcp flags syn / syn,ack ip saddr . tcp sport . ip daddr != @fallback4 socket wildcard 0 notrack"));
+        assert!(!keep.contains("tcp flags syn / syn,ack"));
+        assert!(keep.contains("tcp dport 53 tcp flags != syn / syn,ack ip saddr . tcp sport . ip daddr != @fallback4 socket transparent 0 notrack"));
         assert_eq!(targets_in(&keep), targets);
         assert_eq!(count_rules(&script("t", &spec(), &[], false)), 28);
     }

@@ -83,10 +83,11 @@ pub(crate) trait Backend: Send + Sync {
     fn describe(&self) -> String;
     /// Puts back whatever rule is missing and installs the fallback targets if they changed.
     fn ensure(&self, spec: &Spec, targets: &[IpAddr]) -> Vec<Event>;
-    /// Removes the rules that steer UDP queries to the local sockets (the conditional NOTRACK
-    /// of PREROUTING), keeping everything else: new UDP queries go to the cluster DNS (NAT)
-    /// while the sockets drain. TCP needs no such step: once the listener closes, new
-    /// connections find no socket and are NATed, while established ones still find theirs.
+    /// Removes the rules that steer new queries to the local sockets (the conditional NOTRACK
+    /// of PREROUTING for UDP and for TCP SYNs), keeping everything else: new queries and
+    /// connections go to the cluster DNS (NAT) while the sockets drain, and a TCP handshake
+    /// already under way completes on the listener, which takes it before closing. (With the
+    /// SYN rule left, a SYN reaching the listener as it closes would be reset.)
     fn remove_local(&self, spec: &Spec) -> Vec<Event>;
     /// Removes everything it added.
     fn remove_all(&self, spec: &Spec) -> Vec<Event>;
