@@ -357,8 +357,11 @@ thread_local! {
     /// `coredns_acl_allowed_requests_total` handles by server and view label for blocks served
     /// on more than one address (the label lookup hashes and locks; a cached handle is one
     /// atomic add).
-    static ALLOWED_BY_SERVER: RefCell<Vec<(Arc<str>, Arc<str>, Counter)>> = const { RefCell::new(Vec::new()) };
+    static ALLOWED_BY_SERVER: RefCell<Vec<AllowedHandle>> = const { RefCell::new(Vec::new()) };
 }
+
+/// (server label, view label, counter handle).
+type AllowedHandle = (Arc<str>, Arc<str>, Counter);
 
 fn count_allowed_elsewhere(server: &Arc<str>, view: &Arc<str>) {
     ALLOWED_BY_SERVER.with(|c| {
