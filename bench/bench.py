@@ -25,9 +25,11 @@ import gen
 HERE = os.path.dirname(os.path.abspath(__file__))
 COMMANDS = []  # every command run, for the report
 NOTES = []
+API_SCALE = {}
 CONFIGS = {}  # Sextant label -> Corefile (ports masked), for the report
 CLK = os.sysconf("SC_CLK_TCK")
-ALL_SCENARIOS = ["cluster", "hits", "search", "nodecache", "file", "transports", "callgrind", "large"]
+ALL_SCENARIOS = ["cluster", "hits", "search", "nodecache", "file", "dnssec", "transports", "callgrind", "large",
+                 "api"]
 SERVER_CORE = "0"
 CLIENT_CORE = "1"
 
@@ -296,8 +298,21 @@ class Env:
     def __init__(self, args, work):
         self.args, self.work = args, work
         self.bin = args.bin
+        # CoreDNS built by the user (COREDNS_BIN), measured beside Sextant in every scenario,
+        # with the fake API server (`crates/fakeapi/examples/serve.rs`) serving it the cluster
+        # Sextant reads from a manifest.
+        self.coredns, self.fakeapi = args.coredns, args.fakeapi
+        self.apis = []
         out = subprocess.run([self.bin, "-plugins"], stdout=subprocess.PIPE, text=True).stdout
         self.plugins = {l.strip()[4:] for l in out.splitlines() if l.strip().startswith("dns.")}
+
+    def cluster_api(self):
+        """The fake API server serving the generated cluster (started once), for CoreDNS."""
+        if not self.coredns:
+            return None
+        if not getattr(self, "_cluster_api", None):
+            self._cluster_api = fake_api(self, self.path("cluster.json"))
+        return self._cluster_api
 
     def has(self, *names):
         return all(n in self.plugins for n in names)
@@ -314,6 +329,86 @@ def sextant(env, label, corefile, port, probe_name="probe.invalid.", out=None, t
     CONFIGS.setdefault(label, re.sub(r":\d{4,5}\b", ":PORT", corefile))
     argv = (wrap or []) + [env.bin, "-conf", os.path.join(d, "Corefile"), "-quiet"]
     return Proc(label, argv, d, port, out=out, probe_name=probe_name, ready_timeout=timeout)
+
+
+def fake_api(env, manifest, control=False):
+    """Starts the fake API server with `manifest`'s objects (on core 1, beside the load
+    generator: it only serves the list and the watch); returns its URL, and with `control` also
+    the process, whose stdin takes the example's commands (`compact`, `churn RATE SECONDS`)."""
+    argv = ["taskset", "-c", CLIENT_CORE, env.fakeapi, manifest]
+    record(argv)
+    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                         stdin=subprocess.PIPE, start_new_session=True)
+    env.apis.append(p)
+    url = p.stdout.readline().strip()
+    if not url.startswith("http"):
+        raise RuntimeError(f"fake API server for {manifest} did not start")
+    return (url, p) if control else url
+
+
+def api_command(p, line):
+    p.stdin.write(line + "\n")
+    p.stdin.flush()
+    return p.stdout.readline().strip()
+
+
+def dns_answers(port, name, qtype=1, timeout=0.5):
+    """True when 127.0.0.1:port answers `name` with NOERROR and at least one answer record."""
+    qid = random.randrange(65536)
+    q = struct.pack(">HHHHHH", qid, 0x0100, 1, 0, 0, 0)
+    for label in name.rstrip(".").split("."):
+        q += bytes([len(label)]) + label.encode()
+    q += b"\x00" + struct.pack(">HH", qtype, 1)
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(timeout)
+    try:
+        s.sendto(q, ("127.0.0.1", port))
+        d, _ = s.recvfrom(4096)
+        return len(d) >= 12 and d[:2] == q[:2] and d[3] & 0x0F == 0 and struct.unpack(">H", d[6:8])[0] > 0
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+def histogram_quantiles(metrics, name, qs):
+    """Upper bucket bounds (seconds) holding the quantiles `qs` of a Prometheus histogram, its
+    label sets summed; (count, [bounds])."""
+    buckets, count = {}, 0.0
+    for line in metrics.splitlines():
+        if line.startswith(name + "_bucket{"):
+            le = re.search(r'le="([^"]+)"', line).group(1)
+            buckets[float(le)] = buckets.get(float(le), 0.0) + float(line.rsplit(" ", 1)[1])
+        elif line.startswith(name + "_count"):
+            count += float(line.rsplit(" ", 1)[1])
+    out = []
+    for q in qs:
+        b = next((le for le in sorted(buckets) if count and buckets[le] >= q * count), None)
+        out.append(b)
+    return count, out
+
+
+def coredns(env, label, corefile, port, probe_name="probe.invalid.", out=None, timeout=90, api=None):
+    """CoreDNS with Sextant's Corefile of the same scenario; `manifests FILE` (Sextant's
+    API-less source) becomes `endpoint URL` of a fake API server serving that file."""
+    if "manifests " in corefile:
+        corefile = re.sub(r"manifests \S+", f"endpoint {api}", corefile)
+    d = env.path("cd-" + re.sub(r"[^a-z0-9]+", "-", label.lower()))
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, "Corefile"), "w") as f:
+        f.write(corefile)
+    CONFIGS.setdefault(label, re.sub(r":\d{4,5}\b", ":PORT", corefile))
+    return Proc(label, [env.coredns, "-conf", os.path.join(d, "Corefile"), "-quiet"], d, port, out=out,
+                probe_name=probe_name, ready_timeout=timeout)
+
+
+def twin(env, sx, label, api=None):
+    """The CoreDNS twin of Sextant server `sx` (same Corefile, another port), or None."""
+    if not env.coredns:
+        return None
+    p = free_port()
+    conf = open(os.path.join(sx.cwd, "Corefile")).read().replace(f":{sx.port} {{", f":{p} {{")
+    return coredns(env, label, conf, p, probe_name=sx.probe_name, api=api)
 
 
 def knot(env, label, zones, zdir, port, core=SERVER_CORE):
@@ -502,6 +597,11 @@ def scenario_cluster(env, cl, args):
                            probe_name="cluster.local.", out="/dev/null"))
     servers.append(knot(env, "knot", ["cluster.local", "in-addr.arpa", "ip6.arpa"], zdir, free_port()))
     servers.append(nsd(env, "nsd", ["cluster.local", "in-addr.arpa", "ip6.arpa"], zdir, free_port()))
+    cd = None
+    if what == "kubernetes":
+        cd = twin(env, servers[0], "coredns kubernetes", env.cluster_api())
+        if cd:
+            servers.append(cd)
     qfiles = {s.label: (lambda rep: qf) for s in servers}
 
     def go(st):
@@ -517,7 +617,7 @@ def scenario_cluster(env, cl, args):
     res = run_servers(servers, go)
     sx, sl = f"sextant {what}", f"sextant {what}+log"
     return {"title": "1. Cluster names (authoritative)", "res": res,
-            "ratios": [(sx, "knot"), (sx, "nsd"), (sl, sx)], "unit": "q/s"}
+            "ratios": [(sx, "knot"), (sx, "nsd"), (sl, sx)] + ([(sx, cd.label)] if cd else []), "unit": "q/s"}
 
 
 def scenario_file(env, args):
@@ -550,6 +650,9 @@ def scenario_file(env, args):
     servers = [sextant(env, "sextant file", f"file.test:{p1} {{\n    errors\n    file {zf} {{\n        reload 0\n    }}\n}}\n",
                        p1, probe_name="file.test."),
                knot(env, "knot file", ["file.test"], zdir, free_port())]
+    cd = twin(env, servers[0], "coredns file")
+    if cd:
+        servers.append(cd)
     qfiles = {s.label: (lambda rep: qf) for s in servers}
 
     def go(st):
@@ -562,7 +665,55 @@ def scenario_file(env, args):
 
     res = run_servers(servers, go)
     return {"title": f"5. Zone file ({n:,} records, authoritative)", "res": res,
-            "ratios": [("sextant file", "knot file")], "unit": "q/s"}
+            "ratios": [("sextant file", "knot file")] + ([("sextant file", cd.label)] if cd else []),
+            "unit": "q/s"}
+
+
+def scenario_dnssec(env, args):
+    """5b. Online signing: the same zone served by `file` with and without `dnssec` (an ECDSA
+    P-256 key), every query with DO, warmed so the signatures come from the signature cache;
+    the signed throughput against the unsigned one."""
+    zdir = env.path("dnsseczone")
+    os.makedirs(zdir, exist_ok=True)
+    n = 5000  # under dnssec's default cache_capacity (10,000 signatures)
+    rnd = random.Random(13)
+    with open(os.path.join(zdir, "example.org.zone"), "w") as f:
+        f.write("$ORIGIN example.org.\n$TTL 300\n@ SOA ns1 hostmaster 1 7200 1800 86400 30\n"
+                "@ NS ns1\nns1 A 10.255.0.1\n")
+        for i in range(n):
+            f.write(f"host{i} A 10.{(i >> 16) & 255}.{(i >> 8) & 255}.{i & 255}\n")
+    keydir = os.path.join(args.root, "crates/zone/src/dnssec/testdata")
+    key = "Kexample.org.+013+57158"
+    for ext in ("key", "private"):
+        shutil.copy(os.path.join(keydir, f"{key}.{ext}"), zdir)
+    qf = env.path("dnssec-queries.txt")
+    with open(qf, "w") as f:
+        for _ in range(args.queries):
+            r = rnd.random()
+            if r < 0.05:
+                # a few names, so their signed denials are cached too
+                f.write(f"missing{rnd.randrange(100)}.example.org A\n")
+            else:
+                f.write(f"host{rnd.randrange(n)}.example.org {'AAAA' if r < 0.1 else 'A'}\n")
+    zf = os.path.join(zdir, "example.org.zone")
+    p1, p2 = free_port(), free_port()
+    plain = sextant(env, "sextant file (DO)",
+                    f"example.org:{p1} {{\n    errors\n    file {zf}\n}}\n", p1, probe_name="example.org.")
+    signed = sextant(env, "sextant file+dnssec (DO)",
+                     f"example.org:{p2} {{\n    errors\n    dnssec {{\n        key file {os.path.join(zdir, key)}\n"
+                     f"    }}\n    file {zf}\n}}\n", p2, probe_name="example.org.")
+    servers = [plain, signed]
+    ratios = [("sextant file+dnssec (DO)", "sextant file (DO)")]
+    if env.coredns:
+        servers += [twin(env, plain, "coredns file (DO)"), twin(env, signed, "coredns file+dnssec (DO)")]
+        ratios += [("coredns file+dnssec (DO)", "coredns file (DO)"),
+                   ("sextant file+dnssec (DO)", "coredns file+dnssec (DO)")]
+    for s in servers:
+        s.extra = ["-D"]
+    qfiles = {s.label: (lambda rep: qf) for s in servers}
+    res = run_servers(servers, lambda st: measure(st, qfiles, args, warm=True))
+    return {"title": f"5b. Online DNSSEC signing ({n:,} names, DO on every query, warmed)", "res": res,
+            "ratios": ratios, "unit": "q/s"}
 
 
 def scenario_hits(env, upstream_port, args):
@@ -578,11 +729,16 @@ def scenario_hits(env, upstream_port, args):
                                p, probe_name="localhost."))
     else:
         NOTES.append("Cache hits: this build lacks `cache`/`forward`; only the reference servers ran.")
+    cd = twin(env, servers[0], "coredns cache+forward") if ok else None
     servers.append(unbound(env, "unbound", free_port(), [(".", upstream_port, False)]))
     servers.append(dnsmasq(env, "dnsmasq", free_port(), upstream_port))
+    if cd:
+        servers.append(cd)
     qfiles = {s.label: (lambda rep: qf) for s in servers}
     res = run_servers(servers, lambda st: measure(st, qfiles, args, warm=True))
     r = [("sextant cache+forward", "unbound"), ("sextant cache+forward", "dnsmasq")] if ok else []
+    if cd:
+        r.append(("sextant cache+forward", cd.label))
     return {"title": "2. Cache hits (forwarder, warmed)", "res": res, "ratios": r, "unit": "q/s"}
 
 
@@ -614,6 +770,13 @@ def scenario_search(env, upstream_port, args):
                 f"    local-data: \"{z} 30 IN SOA ns.dns.{z} hostmaster.{z} 1 7200 1800 86400 30\"\n")
     servers.append(unbound(env, "unbound", free_port(), [(".", upstream_port, False)], ub_extra))
     per["unbound"] = 5
+    pairs = []
+    for sxl in ("sextant kubeadm", "sextant kubeadm+autopath"):
+        if env.coredns and sxl in per:
+            cdl = sxl.replace("sextant", "coredns")
+            servers.append(twin(env, next(x for x in servers if x.label == sxl), cdl, env.cluster_api()))
+            per[cdl] = per[sxl]
+            pairs.append((sxl, cdl))
     lookups = max(500, args.queries // 5)
     counter = [0]
 
@@ -629,7 +792,7 @@ def scenario_search(env, upstream_port, args):
 
     qfiles = {s.label: files_for(s.label) for s in servers}
     res = run_servers(servers, lambda st: measure(st, qfiles, args, per_lookup=per))
-    ratios = [(x, "unbound") for x in ("sextant kubeadm", "sextant kubeadm+autopath") if x in per]
+    ratios = [(x, "unbound") for x in ("sextant kubeadm", "sextant kubeadm+autopath") if x in per] + pairs
     return {"title": "3. Cache misses with the ndots:5 search path (lookups, 5 queries each; 1 with autopath)",
             "res": res, "ratios": ratios, "unit": "lookups/s", "per": per}
 
@@ -666,10 +829,18 @@ def scenario_nodecache(env, cl, upstream_port, args):
     fw = [(z, upstream_port, True) for z in ("cluster.local", "in-addr.arpa", "ip6.arpa")]
     servers.append(unbound(env, "unbound", free_port(), fw + [(".", upstream_port, False)],
                            "    cache-max-negative-ttl: 5\n"))
+    ratios = [("sextant node-cache", "unbound")] if ok else []
+    if ok and env.coredns:
+        # Its own health and metrics ports: CoreDNS cannot share Sextant's.
+        p = free_port()
+        servers.append(coredns(env, "coredns node-cache",
+                               nodecache_corefile(p, upstream_port, upstream_port, free_port(), free_port()),
+                               p, probe_name="cluster.local."))
+        ratios.append(("sextant node-cache", "coredns node-cache"))
     qfiles = {s.label: (lambda rep: qf) for s in servers}
     res = run_servers(servers, lambda st: measure(st, qfiles, args, warm=True))
     return {"title": "4. Node-cache mode (NodeLocal DNSCache Corefile, warmed)", "res": res,
-            "ratios": [("sextant node-cache", "unbound")] if ok else [], "unit": "q/s"}
+            "ratios": ratios, "unit": "q/s"}
 
 
 def callgrind_dump(proc, outf, timeout=60):
@@ -762,27 +933,39 @@ def scenario_transports(env, upstream_port, args):
                  su, probe_name="localhost.")
     du, dt, dh = free_port(), free_port(), free_port()
     dd = dnsdist(env, "dnsdist", du, dt, dh, upstream_port, cert, key)
+    procs = [sx, dd]
+    if env.coredns:
+        cu, ct, ch = free_port(), free_port(), free_port()
+        procs.append(coredns(env, "coredns dot+doh",
+                             f".:{cu} {{\n{fwd}}}\ntls://.:{ct} {{\n{tls}{fwd}}}\nhttps://.:{ch} {{\n{tls}{fwd}}}\n",
+                             cu, probe_name="localhost."))
 
     def doh(port):
         uris = env.path(f"doh-uris-{port}.txt")
         doh_uris(qf, port, uris)
         return lambda _port, _qf, **kw: h2load(port, uris, **kw)
 
-    def go(procs):
-        s, d = procs
+    def go(started):
+        s, d = started[0], started[1]
+        c = started[2] if len(started) > 2 else None
         out = {}
-        for kind, views in (("DoT", [Transport(s, "sextant DoT", st, ["-m", "dot"]),
-                                     Transport(d, "dnsdist DoT", dt, ["-m", "dot"])]),
-                            ("DoH", [Transport(s, "sextant DoH", sh, runner=doh(sh)),
-                                     Transport(d, "dnsdist DoH", dh, runner=doh(dh))])):
+        dot = [Transport(s, "sextant DoT", st, ["-m", "dot"]), Transport(d, "dnsdist DoT", dt, ["-m", "dot"])]
+        dohs = [Transport(s, "sextant DoH", sh, runner=doh(sh)), Transport(d, "dnsdist DoH", dh, runner=doh(dh))]
+        if c:
+            dot.append(Transport(c, "coredns DoT", ct, ["-m", "dot"]))
+            dohs.append(Transport(c, "coredns DoH", ch, runner=doh(ch)))
+        for kind, views in (("DoT", dot), ("DoH", dohs)):
             log(f"  {kind}")
             qfiles = {v.label: (lambda rep: qf) for v in views}
             out.update(measure(views, qfiles, args, lat_rate=args.transport_rate))
         return out
 
-    res = run_servers([sx, dd], go)
+    res = run_servers(procs, go)
+    ratios = [("sextant DoT", "dnsdist DoT"), ("sextant DoH", "dnsdist DoH")]
+    if env.coredns:
+        ratios += [("sextant DoT", "coredns DoT"), ("sextant DoH", "coredns DoH")]
     return {"title": "6. DoT and DoH frontends (forwarding, no cache, same backend)", "res": res,
-            "ratios": [("sextant DoT", "dnsdist DoT"), ("sextant DoH", "dnsdist DoH")], "unit": "q/s",
+            "ratios": ratios, "unit": "q/s",
             "target": "transport"}
 
 
@@ -854,6 +1037,66 @@ def callgrind(env, args):
     return out
 
 
+def api_at_scale(env, args):
+    """The API path at cluster scale (issue 17), Sextant and (with COREDNS_BIN) CoreDNS in turn,
+    each with its own fake API server holding the same generated cluster, `pods verified`:
+    time until the last service answers, steady RSS, the peak RSS while everything is listed
+    again after a compaction (every watch gets 410 Expired, as after an API server restart), and
+    the DNS programming latency histogram while EndpointSlices change at a fixed rate."""
+    if not env.has("kubernetes", "prometheus") or not env.fakeapi:
+        NOTES.append("API at scale: needs `kubernetes`, `prometheus` and the fake API server "
+                     "(bench/run.sh builds it); not measured.")
+        return None
+    big = gen.Cluster(args.api_services, args.api_eps, args.api_pods, 5)
+    path = env.path("api.json")
+    big.write_manifests(path)
+    last = next(x for x in reversed(big.services) if x["kind"] == "ClusterIP")
+    late = f"{last['name']}.{last['ns']}.svc.{gen.ZONE}."
+    out = {"counts": big.counts(), "rate": args.api_churn_rate, "seconds": args.api_churn_seconds, "rows": {}}
+    for who in ["sextant"] + (["coredns"] if env.coredns else []):
+        url, api = fake_api(env, path, control=True)
+        p, mp = free_port(), free_port()
+        conf = (f".:{p} {{\n    kubernetes {gen.ZONE} in-addr.arpa ip6.arpa {{\n        endpoint {url}\n"
+                f"        pods verified\n    }}\n    prometheus 127.0.0.1:{mp}\n}}\n")
+        make = sextant if who == "sextant" else coredns
+        s = make(env, f"api {who}", conf, p, probe_name=gen.ZONE + ".", timeout=300)
+        row = {}
+        t0 = time.time()
+        s.start()
+        while not dns_answers(p, late) and time.time() - t0 < 300:
+            time.sleep(0.05)
+        row["ready_s"] = time.time() - t0
+        time.sleep(2)
+        row["steady_kib"] = s.mem()[0]
+        for pid in s.pids():
+            try:
+                with open(f"/proc/{pid}/clear_refs", "w") as f:
+                    f.write("5")  # resets VmHWM to the current RSS
+            except OSError:
+                pass
+        api_command(api, "compact")
+        peak, end = 0, time.time() + args.api_relist_window
+        while time.time() < end:
+            peak = max(peak, s.mem()[0])
+            time.sleep(0.05)
+        row["relist_peak_kib"] = max(peak, s.mem()[1])
+        row["after_relist_kib"] = s.mem()[0]
+        row["churn"] = api_command(api, f"churn {args.api_churn_rate} {args.api_churn_seconds}")
+        time.sleep(1)
+        try:
+            import urllib.request
+            m = urllib.request.urlopen(f"http://127.0.0.1:{mp}/metrics", timeout=5).read().decode()
+        except OSError:
+            m = ""
+        n, (p50, p99) = histogram_quantiles(m, "coredns_kubernetes_dns_programming_duration_seconds", (0.5, 0.99))
+        row["programmed"], row["p50_s"], row["p99_s"] = n, p50, p99
+        s.stop()
+        api.terminate()
+        out["rows"][who] = row
+        log(f"  api {who}: {row}")
+    return out
+
+
 def large_cluster(env, args):
     """RSS after loading a large generated cluster from manifests, and bytes per object."""
     if not env.has("kubernetes"):
@@ -877,6 +1120,18 @@ def large_cluster(env, args):
         time.sleep(1)
         out[f"{key}_rss_kib"], out[f"{key}_hwm_kib"] = s.mem()
         s.stop()
+    if env.coredns:
+        # CoreDNS reads the same objects from the fake API server (list, then watch).
+        for key, mf in (("empty", empty), ("large", path)):
+            p = free_port()
+            s = coredns(env, f"coredns large {key}", f".:{p} {{\n{k8s_block(env, mf, pods='verified')}}}\n", p,
+                        probe_name="cluster.local.", timeout=300, api=fake_api(env, mf))
+            t0 = time.time()
+            s.start()
+            out[f"coredns_{key}_start_s"] = time.time() - t0
+            time.sleep(1)
+            out[f"coredns_{key}_rss_kib"], out[f"coredns_{key}_hwm_kib"] = s.mem()
+            s.stop()
     c = out["counts"]
     objs = c["services"] + c["endpoints"] + c["pods"]
     out["objects"] = objs
@@ -1023,10 +1278,33 @@ def report(all_res, cg, large, args, started, load_before, load_after, sextant_r
               f"| empty cluster | {large['empty_rss_kib'] / 1024:.1f} | {large['empty_hwm_kib'] / 1024:.1f} | "
               f"{large['empty_start_s']:.1f} |",
               f"| large cluster | {large['large_rss_kib'] / 1024:.1f} | {large['large_hwm_kib'] / 1024:.1f} | "
-              f"{large['large_start_s']:.1f} |", "",
+              f"{large['large_start_s']:.1f} |"]
+        for key in ("empty", "large"):
+            if f"coredns_{key}_rss_kib" in large:
+                L.append(f"| CoreDNS, {key} cluster (from the fake API server) | "
+                         f"{large[f'coredns_{key}_rss_kib'] / 1024:.1f} | {large[f'coredns_{key}_hwm_kib'] / 1024:.1f} | "
+                         f"{large[f'coredns_{key}_start_s']:.1f} |")
+        L += ["",
               f"**{large['bytes_per_object']:,.0f} bytes per object** (RSS difference / "
               f"{large['objects']:,} services + endpoints + pods). VmHWM includes parsing the manifest "
               "file, which an API-server watch does in pages.", ""]
+    else:
+        L += ["Not measured on this build.", ""]
+    L += ["## API at cluster scale", ""]
+    if API_SCALE:
+        c = API_SCALE["counts"]
+        L += [f"{c['services']:,} services, {c['endpoints']:,} endpoints, {c['pods']:,} pods from the fake API "
+              f"server, `pods verified`; a compaction makes every watch fail with 410 and the server lists "
+              f"everything again; then {API_SCALE['rate']} EndpointSlice changes a second for "
+              f"{API_SCALE['seconds']} s (`coredns_kubernetes_dns_programming_duration_seconds`, bucket bounds).", "",
+              "| server | ready after s | steady RSS MiB | peak RSS during the re-list MiB | peak / steady | "
+              "changes programmed | p50 ≤ ms | p99 ≤ ms |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        for who, r in API_SCALE["rows"].items():
+            ms = lambda x: fmt(x * 1000 if x is not None else None)  # noqa: E731
+            L.append(f"| {who} | {r['ready_s']:.1f} | {r['steady_kib'] / 1024:.1f} | "
+                     f"{r['relist_peak_kib'] / 1024:.1f} | {r['relist_peak_kib'] / max(1, r['steady_kib']):.2f} | "
+                     f"{fmt(r['programmed'])} | {ms(r['p50_s'])} | {ms(r['p99_s'])} |")
+        L.append("")
     else:
         L += ["Not measured on this build.", ""]
     L += ["## Commands", "", "Reproduce with `bench/run.sh" + (" --quick" if args.quick else "") + "`. "
@@ -1191,16 +1469,35 @@ def main():
                     help="fixed rate for the DoT/DoH latency runs")
     ap.add_argument("--zone-records", type=int, default=100000, help="records of the file scenario's zone")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir")
+    ap.add_argument("--api-services", type=int, default=10000)
+    ap.add_argument("--api-eps", type=int, default=11)
+    ap.add_argument("--api-pods", type=int, default=100000)
+    ap.add_argument("--api-churn-rate", type=int, default=100, help="EndpointSlice changes a second")
+    ap.add_argument("--api-churn-seconds", type=int, default=10)
+    ap.add_argument("--api-relist-window", type=int, default=10, help="seconds sampled after the compaction")
+    ap.add_argument("--coredns", default=None,
+                    help="a CoreDNS binary you built (run.sh: COREDNS_BIN), measured beside Sextant")
+    ap.add_argument("--fakeapi", default=None,
+                    help="the fake API server (crates/fakeapi example `serve`) that serves CoreDNS the cluster")
     args = ap.parse_args()
     if args.quick:
         args.runs, args.duration, args.lat_duration = 1, 3, 2
         args.queries, args.cg_queries = min(args.queries, 50000), min(args.cg_queries, 5000)
         args.large_services, args.large_pods = min(args.large_services, 2000), min(args.large_pods, 6000)
+        args.api_services, args.api_pods = min(args.api_services, 2000), min(args.api_pods, 20000)
+        args.api_churn_seconds = min(args.api_churn_seconds, 5)
     args.out = args.out or os.path.join(args.root, "bench", "results")
     started = datetime.datetime.now(datetime.timezone.utc)
     load_before = machine_note()
     work = tempfile.mkdtemp(prefix="sextant-bench-")
+    if args.coredns and not args.fakeapi:
+        ap.error("--coredns needs --fakeapi (bench/run.sh builds it when COREDNS_BIN is set)")
     env = Env(args, work)
+    if args.coredns:
+        NOTES.append(f"CoreDNS (`{args.coredns}`, built by the user) ran beside Sextant with the same "
+                     "Corefiles; its cluster came from the fake API server (`endpoint`) serving the "
+                     "manifest Sextant reads. Not run under callgrind (a Go binary under valgrind is not "
+                     "a fair instruction count).")
     log(f"work dir {work}; Sextant plugins: {', '.join(sorted(env.plugins))}")
     want = set(args.scenarios.split(","))
     cl = gen.Cluster(args.services, args.eps, 10**9, 1)
@@ -1241,6 +1538,9 @@ def main():
         if "file" in want:
             log("scenario 5: zone file")
             all_res.append(scenario_file(env, args))
+        if "dnssec" in want:
+            log("scenario 5b: online DNSSEC signing")
+            all_res.append(scenario_dnssec(env, args))
         if "callgrind" in want:
             log("callgrind: instructions per query")
             cg = callgrind(env, args)
@@ -1249,9 +1549,14 @@ def main():
             log("large cluster memory")
             large = large_cluster(env, args)
             log(f"large: {large}")
+        if "api" in want:
+            log("API at cluster scale")
+            API_SCALE.update(api_at_scale(env, args) or {})
     finally:
         if upstream:
             upstream.stop()
+        for a in env.apis:
+            a.terminate()
     rev = subprocess.run(["git", "-C", args.root, "describe", "--always", "--dirty"], stdout=subprocess.PIPE,
                          text=True).stdout.strip()
     mdp, pngp, md = report(all_res, cg, large, args, started, load_before, machine_note(), rev)

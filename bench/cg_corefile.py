@@ -5,12 +5,14 @@ Corefiles are the kubeadm default and variants of it: `aks` adds the AKS default
 `view2` two blocks of the kubeadm plugins chosen by `view` (the first view's expression is false
 for the client, so every query evaluates both),
 `dnstap` / `dnstap-full` add `dnstap unix://SOCK [full]` with Debian's fstrm_capture collecting
-(its output discarded; the server's writer task is counted, the dump waits for it to drain).
+(its output discarded; the server's writer task is counted, the dump waits for it to drain);
+`metadata` adds `metadata`, `geoip` adds `metadata` and `geoip` with a City database written by
+tests/geoip_dbs.py (every query is looked up there).
 The queries are cluster names (bench/gen.py's mix); an upstream is never asked. The `reload`
 plugin's periodic check (every 30 s +- 15 s, it re-reads the manifests: ~430 M instructions) lands
 in some runs and not others; its inclusive cost is subtracted from both profiles, so the figure is
 the queries' alone. Only talks to 127.0.0.1. Usage:
-  python3 bench/cg_corefile.py --bin target/release/sextant [--corefile kubeadm|aks|acl10|view2] [--queries 20000]
+  python3 bench/cg_corefile.py --bin target/release/sextant [--corefile kubeadm|aks|acl10|view2|metadata|geoip] [--queries 20000]
 Throughput instead of instructions (dnsperf, the servers round-robin, `--qps kubeadm,aks`):
   python3 bench/cg_corefile.py --bin target/release/sextant --qps kubeadm,aks [--runs 5 --duration 10]"""
 
@@ -71,6 +73,15 @@ def body(kind, env, up_port):
         b = ("    view other {\n        expr incidr(client_ip(), '10.0.0.0/8')\n    }\n" + b
              + "}\n.:@PORT@ {\n    view local {\n        expr incidr(client_ip(), '127.0.0.0/8')\n    }\n"
              + body("kubeadm", env, up_port))
+    elif kind == "metadata":
+        b += "    metadata\n"
+    elif kind == "geoip":
+        # A City database from tests/geoip_dbs.py (mmdb-writer); queries come from 127.0.0.1,
+        # which it places in "Exampleshire".
+        dbdir = env.path("geoip")
+        subprocess.run([sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..",
+                                                     "tests", "geoip_dbs.py"), dbdir], check=True)
+        b += f"    metadata\n    geoip {os.path.join(dbdir, 'city.mmdb')}\n"
     elif kind in ("dnstap", "dnstap-full"):
         b += f"    dnstap unix://{env.path('tap.sock')}{' full' if kind == 'dnstap-full' else ''}\n"
     elif kind != "kubeadm":

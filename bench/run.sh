@@ -9,7 +9,10 @@
 #   bench/run.sh --help       all options (sizes, durations, rate, scenarios)
 #
 # Options after the script name are passed to bench.py. Set SEXTANT_BIN to skip the build and
-# use that binary.
+# use that binary. Set COREDNS_BIN to a CoreDNS binary you built yourself (this script never
+# builds or downloads it) to measure it beside Sextant in every scenario, reading the cluster
+# from the fake API server (crates/fakeapi's `serve` example, built here; it also serves the
+# API-at-scale scenario).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -17,7 +20,7 @@ cd "$root"
 
 for a in "$@"; do
     if [[ $a == -h || $a == --help ]]; then
-        sed -n '2,12p' "$0"
+        sed -n '2,14p' "$0"
         exec python3 bench/bench.py --help
     fi
 done
@@ -60,4 +63,12 @@ if [[ -z ${SEXTANT_BIN:-} ]]; then
     SEXTANT_BIN=$target/release/sextant
 fi
 
-exec "$venv/bin/python" bench/bench.py --bin "$SEXTANT_BIN" --root "$root" "$@"
+# The fake API server (the API-at-scale scenario, and CoreDNS's cluster with COREDNS_BIN).
+cargo build --release -p sextant-fakeapi --example serve
+extra=(--fakeapi "${CARGO_TARGET_DIR:-$root/target}/release/examples/serve")
+if [[ -n ${COREDNS_BIN:-} ]]; then
+    [[ -x $COREDNS_BIN ]] || { echo "run.sh: COREDNS_BIN=$COREDNS_BIN is not executable" >&2; exit 1; }
+    extra+=(--coredns "$COREDNS_BIN")
+fi
+
+exec "$venv/bin/python" bench/bench.py --bin "$SEXTANT_BIN" --root "$root" "${extra[@]}" "$@"

@@ -159,7 +159,7 @@ impl Request {
 pub(crate) struct Metadata {
     /// (label, value) in insertion order; a label set twice keeps the last value. A request
     /// has few labels, so a list beats a map.
-    entries: Vec<(String, String)>,
+    entries: Vec<(std::borrow::Cow<'static, str>, String)>,
 }
 
 impl Metadata {
@@ -167,7 +167,15 @@ impl Metadata {
     pub(crate) fn set(&mut self, label: &str, value: String) {
         match self.entries.iter_mut().find(|(l, _)| l == label) {
             Some(e) => e.1 = value,
-            None => self.entries.push((label.to_string(), value)),
+            None => self.entries.push((label.to_string().into(), value)),
+        }
+    }
+
+    /// [`Metadata::set`] for a label known at compile time (not copied).
+    pub(crate) fn set_static(&mut self, label: &'static str, value: String) {
+        match self.entries.iter_mut().find(|(l, _)| l == label) {
+            Some(e) => e.1 = value,
+            None => self.entries.push((label.into(), value)),
         }
     }
 
@@ -373,8 +381,8 @@ pub(crate) trait Handler: Send + Sync + 'static {
     fn metadata_provider(&self) -> Option<&dyn MetadataProvider> {
         None
     }
-    /// The block's metadata collector (only the `metadata` plugin has one); routing calls it
-    /// before a block's `view` filter.
+    /// The block's metadata collector (only the `metadata` plugin has one): the server calls
+    /// it while routing a request, before the block's view filter reads the metadata.
     fn metadata_collector(&self) -> Option<&dyn MetadataCollector> {
         None
     }

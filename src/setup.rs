@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sextant_corefile::{Directive, Error as ConfigError, Pos};
+use sextant_corefile::{Directive, Error as ConfigError};
 
 use crate::pkg::clock::Clock;
 use crate::plugin::{Handler, Readiness, ViewFilter};
@@ -65,7 +65,7 @@ pub(crate) struct GenerationBuilder {
     /// Blocks whose UDP listeners write through a bounded stack (`shed`).
     pub(crate) shed: HashMap<usize, crate::server::wstack::DropHook>,
     /// PROXY protocol settings of a block and where its `proxyproto` is (`proxyproto`).
-    pub(crate) proxy: HashMap<usize, (Arc<crate::server::proxy::ProxySettings>, Pos)>,
+    pub(crate) proxy: HashMap<usize, Arc<crate::server::proxy::ProxySettings>>,
     pub(crate) transport: HashMap<usize, crate::server::config::BlockTransport>,
     /// Each block's view (name, filter), by block index.
     pub(crate) views: HashMap<usize, (Arc<str>, Arc<dyn ViewFilter>)>,
@@ -289,11 +289,9 @@ impl SetupCtx<'_> {
     }
 
     /// Reads PROXY protocol headers on this block's listeners (the `proxyproto` plugin; the
-    /// last block of an address with it decides). `at`: where the directive is, for errors.
-    pub(crate) fn set_proxy(&mut self, settings: crate::server::proxy::ProxySettings, at: Pos) {
-        self.gen
-            .proxy
-            .insert(self.block.index, (Arc::new(settings), at));
+    /// last block of an address with it decides).
+    pub(crate) fn set_proxy(&mut self, settings: crate::server::proxy::ProxySettings) {
+        self.gen.proxy.insert(self.block.index, Arc::new(settings));
     }
 
     /// This block's transport limits (`https`, `https3`, `quic`, `grpc_server`).

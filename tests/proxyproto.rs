@@ -485,28 +485,6 @@ fn a_reload_turns_headers_on_and_off() {
     eventually(ME_UDP, || udp_case(port, b""));
 }
 
-#[test]
-fn quic_listeners_refuse_proxyproto_at_start() {
-    let (pair, _) = tls_pair();
-    let port = free_port();
-    let cf =
-        format!("quic://.:{port} {{\n    tls cert.pem key.pem\n    proxyproto\n    whoami\n}}\n");
-    let (code, out, err) = Sextant::run_to_end(
-        Sextant::builder(bin(), &cf)
-            .file("cert.pem", pair.cert.pem())
-            .file("key.pem", pair.signing_key.serialize_pem())
-            .arg("-check"),
-        Duration::from_secs(10),
-    )
-    .unwrap();
-    assert_ne!(code, 0);
-    assert!(
-        format!("{out}{err}")
-            .contains("Corefile:3:5: proxyproto: not supported on quic:// listeners by this build"),
-        "{out}{err}"
-    );
-}
-
 /// Starts CoreDNS on `cf` in a temporary directory and waits for its TCP port.
 fn coredns(bin: &str, cf: &str, port: u16) -> (std::process::Child, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();

@@ -120,6 +120,8 @@ fn relocate(text: &str, ns: &str) -> (String, u16) {
         .to_string();
     // `/etc/resolv.conf` becomes a file of the test's own, whose nameserver answers on loopback.
     out = out.replace("/etc/resolv.conf", "resolv.conf");
+    // The geoip examples' database is one the test writes (see [`geoip_city_db`]).
+    out = out.replace("/opt/geoip2/db/", "");
     // Addresses of primaries and secondaries in examples (transfer from/to) become loopback, so
     // the examples send nothing off the machine.
     out = regex::Regex::new(r"\b10\.\d{1,3}\.\d{1,3}\.\d{1,3}([^/\d]|$)")
@@ -193,6 +195,23 @@ www     IN A     127.0.0.1
         IN AAAA  ::1
 ";
 
+/// The City database the *geoip* examples name (`GeoLite2-City.mmdb`), written by
+/// tests/geoip_dbs.py with the `mmdb-writer` package.
+fn geoip_city_db() -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new("python3")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/geoip_dbs.py"))
+        .arg(dir.path())
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "writing the geoip databases failed (python3 -m pip install -r requirements-test.txt): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::read(dir.path().join("city.mmdb")).unwrap()
+}
+
 /// The DNSSEC key the *dnssec* and *sign* examples name (crates/zone's test data).
 const KEY: &str = "Kexample.org.+013+57158";
 
@@ -228,6 +247,7 @@ fn every_readme_corefile_example_checks_and_serves() {
         1 + std::process::id() % 250
     );
     answer_everything(&ns);
+    let city_db = geoip_city_db();
     for f in files {
         let text = std::fs::read_to_string(&f).unwrap();
         for (i, ex) in corefile_examples(&text).into_iter().enumerate() {
@@ -244,6 +264,9 @@ fn every_readme_corefile_example_checks_and_serves() {
                     .file("resolv.conf", format!("nameserver {ns}\n"))
                     .file("db.example.org", EXAMPLE_ZONE)
                     .file("example.org.signed", EXAMPLE_ZONE)
+                    .file("example.com.db", EXAMPLE_ZONE)
+                    .file("example.com.exampleshire-db", EXAMPLE_ZONE)
+                    .file("GeoLite2-City.mmdb", &city_db)
                     .file(&format!("{KEY}.key"), key_file("key"))
                     .file(&format!("{KEY}.private"), key_file("private"))
                     // The key names of CoreDNS's dnssec README: the same example.org key, and

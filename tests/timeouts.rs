@@ -2,8 +2,9 @@
 //! (and not before), a message left half sent closed by the read timeout, a client that stops
 //! reading closed by the write timeout, `maxtcpqueries` answering exactly that many queries on a
 //! connection, bad options at file:line:column, DNS over HTTPS connections (HTTP/2 idle,
-//! HTTP/1.1 half request head) closed by idle and read, and (with `COREDNS_BIN`) the same query
-//! cap and the same DoH closing times as CoreDNS.
+//! HTTP/1.1 half request head) closed by idle and read, DoH clients that read nothing (HTTP/1.1
+//! and HTTP/2) closed by write, and (with `COREDNS_BIN`) the same query cap and the same DoH
+//! closing times as CoreDNS.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -543,4 +544,235 @@ fn doh_idle_close_as_coredns() {
     let h1 = h1.expect("CoreDNS kept a half head");
     assert!(h2 >= Duration::from_millis(1700) && h2 < Duration::from_millis(3600));
     assert!(h1 >= Duration::from_millis(700) && h1 < Duration::from_millis(2000));
+}
+
+/// A plain-HTTP DoH listener (no `tls`: as behind a TLS-terminating proxy) whose
+/// `big.example.` TXT answer is ~50 KB (one record of 200 strings: cheap to make), so
+/// [`REQUESTS`] unread answers (6 MB) fill the buffers (the kernel grows a send buffer up to
+/// 4 MB; on loopback it stopped near 2.8 MB).
+fn start_big(scheme: &str, timeouts: &str) -> (Sextant, u16) {
+    let port = free_port();
+    let (cf, zone) = big_files(scheme, port, timeouts);
+    let s = Sextant::builder(bin(), &cf)
+        .file("db.example", zone)
+        .start();
+    s.wait_for_line(&format!("{scheme}://.:{port}"), Duration::from_secs(10))
+        .unwrap();
+    (s, port)
+}
+
+/// `timeouts` that leave only the write timeout short, and its long counterpart.
+const WRITE_1S: &str =
+    "    timeouts {\n        write 1s\n        idle 60s\n        read 60s\n    }\n";
+const WRITE_30S: &str =
+    "    timeouts {\n        write 30s\n        idle 60s\n        read 60s\n    }\n";
+
+/// The Corefile and zone file (`db.example`) of [`start_big`].
+fn big_files(scheme: &str, port: u16, timeouts: &str) -> (String, String) {
+    let strings: String = (0..200)
+        .map(|i| format!("    \"{}\"\n", format!("{i:03}").repeat(83)))
+        .collect();
+    let zone = format!(
+        "$ORIGIN example.\n@ 3600 IN SOA ns.example. admin.example. 1 7200 3600 1209600 3600\n@ 3600 IN NS ns.example.\nbig 60 IN TXT (\n{strings})\n"
+    );
+    let cf = format!(
+        "{scheme}://.:{port} {{\n    bind 127.0.0.1\n{timeouts}    file db.example example.\n}}\n"
+    );
+    (cf, zone)
+}
+
+/// `/dns-query?dns=...` for `big.example. TXT` (ID 0, as RFC 8484 asks).
+fn big_path() -> String {
+    use base64::Engine as _;
+    let q = Query::new("big.example.", RecordType::TXT).id(0).to_bytes();
+    format!(
+        "/dns-query?dns={}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(q)
+    )
+}
+
+/// Requests per stalled connection.
+const REQUESTS: u32 = 120;
+
+/// [`REQUESTS`] pipelined HTTP/1.1 GET requests.
+fn h1_requests() -> Vec<u8> {
+    let one = format!("GET {} HTTP/1.1\r\nHost: x\r\n\r\n", big_path());
+    one.repeat(REQUESTS as usize).into_bytes()
+}
+
+/// An HTTP/2 frame.
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let mut f = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+    f.extend_from_slice(&[kind, flags]);
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// The HTTP/2 preface (prior knowledge) with windows so large that flow control never holds
+/// the server back.
+fn h2_preface() -> Vec<u8> {
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    // SETTINGS_INITIAL_WINDOW_SIZE = 2^31-1; the connection window raised to the same.
+    out.extend(h2_frame(0x4, 0, 0, &[0, 4, 0x7f, 0xff, 0xff, 0xff]));
+    out.extend(h2_frame(0x8, 0, 0, &(0x7fff_ffffu32 - 65535).to_be_bytes()));
+    out
+}
+
+/// An HTTP/2 connection with [`REQUESTS`] DoH GET streams (under the 250 concurrent streams
+/// allowed).
+fn h2_requests() -> Vec<u8> {
+    let mut out = h2_preface();
+    let path = big_path();
+    // HPACK: :method GET (2), :scheme http (6), :path and :authority as literals with an
+    // indexed name (4 and 1), not indexed.
+    let mut block = vec![0x82, 0x86, 0x04, path.len() as u8];
+    block.extend_from_slice(path.as_bytes());
+    block.extend_from_slice(&[0x01, 1, b'x']);
+    for i in 0..REQUESTS {
+        // END_STREAM | END_HEADERS
+        out.extend(h2_frame(0x1, 0x5, 2 * i + 1, &block));
+    }
+    out
+}
+
+/// An HTTP/2 connection with [`REQUESTS`] gRPC `DnsService/Query` calls for `big.example. TXT`.
+fn grpc_requests() -> Vec<u8> {
+    let mut out = h2_preface();
+    let path = b"/coredns.dns.DnsService/Query";
+    // HPACK: :method POST (3), :scheme http (6), :path and :authority literals, content-type
+    // (31) application/grpc, te: trailers.
+    let mut block = vec![0x83, 0x86, 0x04, path.len() as u8];
+    block.extend_from_slice(path);
+    block.extend_from_slice(&[0x01, 1, b'x', 0x0f, 0x10, 16]);
+    block.extend_from_slice(b"application/grpc");
+    block.extend_from_slice(&[0x00, 2, b't', b'e', 8]);
+    block.extend_from_slice(b"trailers");
+    // One gRPC message: not compressed, length, then DnsPacket { msg = 1: bytes }.
+    let q = Query::new("big.example.", RecordType::TXT).id(0).to_bytes();
+    let mut pb = vec![0x0a, q.len() as u8];
+    pb.extend_from_slice(&q);
+    let mut body = vec![0];
+    body.extend_from_slice(&(pb.len() as u32).to_be_bytes());
+    body.extend_from_slice(&pb);
+    for i in 0..REQUESTS {
+        out.extend(h2_frame(0x1, 0x4, 2 * i + 1, &block));
+        out.extend(h2_frame(0x0, 0x1, 2 * i + 1, &body));
+    }
+    out
+}
+
+/// The server side of the connection from client port `cport` to `port`: (established, bytes
+/// in its send queue), from /proc/net/tcp; None once it is gone.
+fn server_side(port: u16, cport: u16) -> Option<(bool, u64)> {
+    let local = format!("0100007F:{port:04X}");
+    let remote = format!("0100007F:{cport:04X}");
+    std::fs::read_to_string("/proc/net/tcp")
+        .unwrap()
+        .lines()
+        .skip(1)
+        .find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f[1] == local && f[2] == remote).then(|| {
+                let tx = f[4].split(':').next().unwrap();
+                (f[3] == "01", u64::from_str_radix(tx, 16).unwrap())
+            })
+        })
+}
+
+/// Sends `requests` on a connection to `port` with a small receive buffer and reads nothing;
+/// the time from the server's last write (its send queue stops growing: its writes block)
+/// until it closes its side, or None if it is still open `limit` after that.
+fn stall_http(port: u16, requests: &[u8], limit: Duration) -> Option<Duration> {
+    let mut c = small_rcvbuf_conn(port);
+    let cport = c.local_addr().unwrap().port();
+    c.set_write_timeout(Some(Duration::from_secs(2))).unwrap();
+    c.write_all(requests).unwrap();
+    let (mut queued, mut since) = (0, Instant::now());
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(30) {
+        match server_side(port, cport) {
+            Some((true, tx)) => {
+                if tx != queued {
+                    (queued, since) = (tx, Instant::now());
+                } else if since.elapsed() > limit {
+                    return None;
+                }
+            }
+            _ => return Some(since.elapsed()),
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("the server kept writing for 30 s");
+}
+
+#[test]
+fn doh_and_grpc_clients_that_stop_reading_are_closed_by_the_write_timeout() {
+    // HTTP/1.1 pipelined and HTTP/2 DoH requests, and gRPC calls, whose answers are never
+    // read: closed about 1 s after the server's writes block with `write 1s`, and still open
+    // 3 s after with `write 30s`. One at a time: a busy machine delays the sampling of the
+    // send queue, which the bounds are measured from.
+    let (_s, port) = start_big("https", WRITE_1S);
+    let (_l, lport) = start_big("https", WRITE_30S);
+    let (_g, gport) = start_big("grpc", WRITE_1S);
+    let (_gl, glport) = start_big("grpc", WRITE_30S);
+    stalls("HTTP/1.1", port, lport, h1_requests());
+    stalls("HTTP/2", port, lport, h2_requests());
+    stalls("gRPC", gport, glport, grpc_requests());
+}
+
+/// Stalls a connection to `port` (`write 1s`) and one to `lport` (`write 30s`) with `req`
+/// at once: the first closes about 1 s after its writes block, the second is open 3 s after.
+fn stalls(name: &str, port: u16, lport: u16, req: Vec<u8>) {
+    let r = req.clone();
+    let long = std::thread::spawn(move || stall_http(lport, &r, Duration::from_secs(3)));
+    let short = stall_http(port, &req, Duration::from_secs(4));
+    let long = long.join().unwrap();
+    eprintln!("{name}: write 1s: closed {short:?} after writes blocked; write 30s: {long:?}");
+    let took = short.unwrap_or_else(|| panic!("{name}: still open 4 s after writes block"));
+    assert!(
+        took >= Duration::from_millis(500) && took < Duration::from_millis(2500),
+        "{name}: closed {took:?} after its writes blocked"
+    );
+    assert_eq!(
+        long, None,
+        "{name}: closed although the write timeout is 30 s"
+    );
+}
+
+#[test]
+fn doh_write_timeout_as_coredns() {
+    let Ok(coredns) = std::env::var("COREDNS_BIN") else {
+        eprintln!(
+            "doh_write_timeout_as_coredns: COREDNS_BIN not set, comparison with CoreDNS not run"
+        );
+        return;
+    };
+    // Plain-HTTP DoH (CoreDNS speaks HTTP/2 only over TLS): pipelined HTTP/1.1 requests whose
+    // answers are never read are closed about `write` after the writes block, as in Sextant.
+    let port = free_port();
+    let (cf, zone) = big_files("https", port, WRITE_1S);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("Corefile"), cf).unwrap();
+    std::fs::write(dir.path().join("db.example"), zone).unwrap();
+    let mut child = std::process::Command::new(coredns)
+        .current_dir(dir.path())
+        .args(["-conf", "Corefile"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while TcpStream::connect(addr(port)).is_err() && t0.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let took = stall_http(port, &h1_requests(), Duration::from_secs(4));
+    let _ = child.kill();
+    let _ = child.wait();
+    eprintln!("CoreDNS write 1s: HTTP/1.1 closed {took:?} after writes blocked");
+    let took = took.expect("CoreDNS kept a client that reads nothing");
+    assert!(
+        took >= Duration::from_millis(200) && took < Duration::from_millis(2000),
+        "{took:?}"
+    );
 }

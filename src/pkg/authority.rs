@@ -17,6 +17,9 @@ use crate::log::PluginLog;
 use crate::pkg::fallthrough::Fall;
 use crate::plugin::{Next, Outcome, Request};
 
+/// Names from which a zone counts as large: installing one gives the heap's free memory back.
+const LARGE_ZONE: usize = 10_000;
+
 /// One zone as served: its origin and its current data (None until loaded or transferred).
 pub(crate) struct ZoneSlot {
     pub(crate) origin: Name,
@@ -46,8 +49,13 @@ impl ZoneSlot {
 
     /// Replaces the data (and clears `expired`), like CoreDNS `Zone.setData`.
     pub(crate) fn set(&self, z: Zone) {
+        let large = z.len() >= LARGE_ZONE;
         self.data.store(Some(Arc::new(z)));
         self.expired.store(false, Ordering::Release);
+        if large {
+            // Building it (and dropping the copy it replaces) left the heap at its peak.
+            sextant_kube::release_memory();
+        }
     }
 
     pub(crate) fn set_expired(&self, on: bool) {

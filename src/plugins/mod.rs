@@ -21,6 +21,7 @@ pub(crate) mod errors;
 pub(crate) mod etcd;
 pub(crate) mod file;
 pub(crate) mod forward;
+pub(crate) mod geoip;
 pub(crate) mod grpc;
 pub(crate) mod grpc_server;
 pub(crate) mod header;
@@ -61,6 +62,7 @@ pub(crate) mod whoami;
 pub(crate) static ORDER: &[PluginDef] = &[
     PluginDef { name: "root", once: false, setup: root::setup },
     PluginDef { name: "metadata", once: true, setup: metadata::setup },
+    PluginDef { name: "geoip", once: false, setup: geoip::setup },
     PluginDef { name: "cancel", once: false, setup: cancel::setup },
     PluginDef { name: "proxyproto", once: false, setup: proxyproto::setup },
     PluginDef { name: "quic", once: true, setup: quic::setup },

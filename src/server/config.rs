@@ -40,6 +40,9 @@ pub(crate) struct TransportOpts {
     pub idle: std::time::Duration,
     /// `timeouts` read: reading a DoH request's head and body; a DoQ query on its stream.
     pub read: std::time::Duration,
+    /// `timeouts` write: how long a write to a DoH or gRPC connection may stay blocked (the
+    /// client reads nothing) before the connection is closed.
+    pub write: std::time::Duration,
 }
 
 impl TransportOpts {
@@ -51,6 +54,7 @@ impl TransportOpts {
             worker_pool: 1024,
             idle: crate::server::listen::TCP_IDLE,
             read: crate::server::listen::TCP_READ,
+            write: crate::server::listen::TCP_WRITE,
         }
     }
 }
@@ -174,6 +178,9 @@ pub(crate) struct Generation {
     /// Limits of each DoH, DoH3, DoQ and gRPC listener (`https`, `https3`, `quic`,
     /// `grpc_server`; a change applies in place).
     pub transport: BTreeMap<ListenKey, TransportOpts>,
+    /// PROXY settings of each `quic://` and `https3://` listener with `proxyproto` (applied in
+    /// place: a QUIC socket cannot be rebound beside itself).
+    pub quic_proxy: BTreeMap<ListenKey, Arc<crate::server::proxy::ProxySettings>>,
     pub builder: GenerationBuilder,
     /// (server label, zone, view, plugin names) for `coredns_plugin_enabled`.
     pub enabled: Vec<(String, String, String, Vec<&'static str>)>,
@@ -299,18 +306,11 @@ pub(crate) fn build(
     let mut transport: BTreeMap<ListenKey, TransportOpts> = BTreeMap::new();
     for (bi, addrs, chain, names, pos) in blocks {
         let pos = pos.unwrap_or_else(|| Pos::file_only("Corefile"));
-        let block = Arc::new(Block {
-            chaos: gen.chaos.get(&bi).copied().unwrap_or(false),
-            view: gen.views.get(&bi).cloned(),
-            collector: match gen.views.contains_key(&bi) {
-                true => chain
-                    .iter()
-                    .find(|h| h.metadata_collector().is_some())
-                    .cloned(),
-                false => None,
-            },
+        let block = Arc::new(Block::new(
             chain,
-        });
+            gen.chaos.get(&bi).copied().unwrap_or(false),
+            gen.views.get(&bi).cloned(),
+        ));
         let view_label = block
             .view
             .as_ref()
@@ -360,14 +360,7 @@ pub(crate) fn build(
                     o.shed = Some(*h);
                 }
                 // PROXY protocol: the last block of the address that has it decides.
-                if let Some((p, ppos)) = gen.proxy.get(&bi) {
-                    if matches!(scheme, Scheme::Quic | Scheme::Https3) {
-                        errors.push(err(
-                            ppos,
-                            Some("proxyproto"),
-                            format!("not supported on {scheme}:// listeners by this build"),
-                        ));
-                    }
+                if let Some(p) = gen.proxy.get(&bi) {
                     o.proxy = Some(p.clone());
                 }
                 if scheme != Scheme::Dns {
@@ -442,7 +435,9 @@ pub(crate) fn build(
         .map(|(k, zones)| (k, Arc::new(Site::new(&k.label(), zones))))
         .collect();
     // `timeouts` of HTTP and QUIC listeners are limits applied in place on reload, not
-    // listener options (a QUIC socket cannot be rebound beside the old one).
+    // listener options (a QUIC socket cannot be rebound beside the old one); so is the PROXY
+    // protocol of QUIC listeners.
+    let mut quic_proxy = BTreeMap::new();
     for (k, o) in opts.iter_mut() {
         if matches!(k.scheme, Scheme::Dns | Scheme::Tls) {
             continue;
@@ -450,10 +445,14 @@ pub(crate) fn build(
         if let Some(t) = transport.get_mut(k) {
             t.idle = o.tcp.idle;
             t.read = o.tcp.read;
+            t.write = o.tcp.write;
             o.tcp = TcpLimits::default();
         }
         if matches!(k.scheme, Scheme::Quic | Scheme::Https3) {
             o.sockets = None;
+            if let Some(p) = o.proxy.take() {
+                quic_proxy.insert(*k, p);
+            }
         }
     }
     banner.sort();
@@ -463,6 +462,7 @@ pub(crate) fn build(
         tls: tls_cfgs,
         opts,
         transport,
+        quic_proxy,
         builder: gen,
         enabled,
         banner,

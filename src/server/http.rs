@@ -107,12 +107,14 @@ impl Activity {
 
 /// Runs a connection to its end: closes it gracefully when it was idle for `idle` (GOAWAY on
 /// HTTP/2, then closed at the latest [`IDLE_CLOSE`] later, as Go's server does) or `cancel`
-/// fires, and drops it when requests outlive the grace period.
+/// fires, drops it when requests outlive the grace period, and drops it at once when its
+/// writes have been blocked for the write timeout (`stall`).
 pub(crate) async fn drive<F>(
     fut: F,
     activity: &Activity,
     cancel: &CancellationToken,
     idle: Duration,
+    stall: Option<&WriteStall>,
 ) where
     F: std::future::Future + GracefulConn,
 {
@@ -128,6 +130,9 @@ pub(crate) async fn drive<F>(
                 closing = Some(tokio::time::Instant::now() + GRACE);
             }
             _ = tick.tick() => {
+                if stall.is_some_and(WriteStall::expired) {
+                    return;
+                }
                 match closing {
                     Some(deadline) if tokio::time::Instant::now() >= deadline => return,
                     Some(_) => {}
@@ -158,6 +163,128 @@ where
 {
     fn graceful(self: std::pin::Pin<&mut Self>) {
         self.graceful_shutdown();
+    }
+}
+
+/// Since when a connection's writes have been blocked (the client reads nothing), for the
+/// `timeouts` plugin's write timeout on DoH and gRPC: [`WriteTimeout`] records it, [`drive`]
+/// closes the connection once it lasts `limit` (within [`IDLE_CHECK`]), as a write deadline
+/// does in Go. hyper's HTTP/2 side does not always write again when woken, so the check is
+/// the driver's, not the stream's.
+pub(crate) struct WriteStall {
+    start: Instant,
+    /// Milliseconds since `start` + 1 when the current block began; 0: writes flow.
+    since: AtomicU64,
+    limit: Duration,
+}
+
+impl WriteStall {
+    pub(crate) fn new(limit: Duration) -> Arc<WriteStall> {
+        Arc::new(WriteStall {
+            start: Instant::now(),
+            since: AtomicU64::new(0),
+            limit,
+        })
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.start.elapsed().as_millis().min(u64::MAX as u128 - 1) as u64
+    }
+
+    /// True when the writes have been blocked for the limit.
+    fn expired(&self) -> bool {
+        match self.since.load(Ordering::Acquire) {
+            0 => false,
+            s => self.now_ms().saturating_sub(s - 1) >= self.limit.as_millis() as u64,
+        }
+    }
+}
+
+/// A connection stream that records in its [`WriteStall`] when its writes block and when
+/// they flow again; a connection whose writes never block pays one atomic load per write.
+pub(crate) struct WriteTimeout<S> {
+    inner: S,
+    stall: Arc<WriteStall>,
+}
+
+impl<S> WriteTimeout<S> {
+    pub(crate) fn new(inner: S, stall: Arc<WriteStall>) -> WriteTimeout<S> {
+        WriteTimeout { inner, stall }
+    }
+
+    /// After a write (`wrote`), flush or shutdown returned `r`: bytes that went out end a
+    /// block (a flush of a socket is done at once and says nothing of bytes still waiting);
+    /// a write that cannot proceed starts one.
+    fn watch<T>(
+        &self,
+        r: std::task::Poll<std::io::Result<T>>,
+        wrote: bool,
+    ) -> std::task::Poll<std::io::Result<T>> {
+        let st = &self.stall;
+        match &r {
+            std::task::Poll::Ready(_) if wrote => {
+                if st.since.load(Ordering::Relaxed) != 0 {
+                    st.since.store(0, Ordering::Release);
+                }
+            }
+            std::task::Poll::Ready(_) => {}
+            std::task::Poll::Pending => {
+                if st.since.load(Ordering::Relaxed) == 0 {
+                    st.since.store(st.now_ms() + 1, Ordering::Release);
+                }
+            }
+        }
+        r
+    }
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for WriteTimeout<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for WriteTimeout<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let r = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.watch(r, true)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let r = std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.watch(r, true)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let r = std::pin::Pin::new(&mut self.inner).poll_flush(cx);
+        self.watch(r, false)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let r = std::pin::Pin::new(&mut self.inner).poll_shutdown(cx);
+        self.watch(r, false)
     }
 }
 
@@ -269,6 +396,7 @@ async fn serve_conn(stream: TcpStream, routes: Arc<ArcSwap<Routes>>, cancel: Can
         &activity,
         &cancel,
         PAGE_TIMEOUT,
+        None,
     )
     .await;
 }

@@ -71,6 +71,8 @@ pub(crate) struct Transport {
     conns: Arc<Limit>,
     workers: Arc<Limit>,
     endpoint: Option<quinn::Endpoint>,
+    /// The QUIC endpoint's socket, for its PROXY settings.
+    quic_socket: Option<Arc<proxy::QuicSocket>>,
 }
 
 /// A blocking UDP socket sharing its port (SO_REUSEPORT) whose reads give up after
@@ -185,10 +187,11 @@ impl Bound {
         site: Arc<Site>,
         tls: Option<Arc<rustls::ServerConfig>>,
         opts: Option<TransportOpts>,
+        quic_proxy: Option<Arc<proxy::ProxySettings>>,
     ) -> std::io::Result<Listener> {
         if !matches!(self.scheme, Scheme::Dns | Scheme::Tls) {
             let opts = opts.unwrap_or_else(|| TransportOpts::defaults(self.scheme));
-            return self.start_transport(site, tls, opts);
+            return self.start_transport(site, tls, opts, quic_proxy);
         }
         let site = Arc::new(ArcSwap::new(site));
         let cancel = CancellationToken::new();
@@ -288,6 +291,7 @@ impl Bound {
         site: Arc<Site>,
         tls: Option<Arc<rustls::ServerConfig>>,
         opts: TransportOpts,
+        quic_proxy: Option<Arc<proxy::ProxySettings>>,
     ) -> std::io::Result<Listener> {
         let site = Arc::new(ArcSwap::new(site));
         let cancel = CancellationToken::new();
@@ -297,6 +301,7 @@ impl Bound {
         let opts_slot = Arc::new(ArcSwap::from_pointee(opts));
         let tls_slot = tls.clone().map(|c| Arc::new(ArcSwap::new(c)));
         let mut endpoint = None;
+        let mut quic_socket = None;
         match self.scheme {
             Scheme::Quic | Scheme::Https3 => {
                 let tls =
@@ -304,7 +309,9 @@ impl Bound {
                 let cfg = crate::server::quic::server_config(tls, &opts)
                     .map_err(std::io::Error::other)?;
                 for (u, local) in self.udp.into_iter().zip(self.local.iter()) {
-                    let ep = crate::server::quic::endpoint(u, cfg.clone())?;
+                    let sock = proxy::QuicSocket::new(u, quic_proxy.clone(), opts.idle)?;
+                    let ep = crate::server::quic::endpoint(sock.clone(), cfg.clone())?;
+                    quic_socket = Some(sock);
                     let serving = Arc::new(crate::server::quic::Serving {
                         scheme: self.scheme,
                         site: site.clone(),
@@ -357,6 +364,7 @@ impl Bound {
                 conns,
                 workers,
                 endpoint,
+                quic_socket,
             }),
         })
     }
@@ -430,6 +438,7 @@ impl Listener {
         &self,
         tls: Option<&Arc<rustls::ServerConfig>>,
         opts: Option<&TransportOpts>,
+        quic_proxy: Option<&Arc<proxy::ProxySettings>>,
     ) {
         if let (Some(slot), Some(cfg)) = (&self.tls, tls) {
             slot.store(cfg.clone());
@@ -440,6 +449,9 @@ impl Listener {
         t.opts.store(Arc::new(*o));
         t.conns.set_max(o.max_connections);
         t.workers.set_max(o.worker_pool);
+        if let Some(q) = &t.quic_socket {
+            q.set(quic_proxy.cloned(), o.idle);
+        }
         if let (Some(ep), Some(cfg)) = (&t.endpoint, tls) {
             match crate::server::quic::server_config(cfg.clone(), o) {
                 Ok(sc) => ep.set_server_config(Some(sc)),

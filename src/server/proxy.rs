@@ -2,8 +2,10 @@
 //! its listeners with go-proxyproto: the policy by the connecting address (`allow` CIDRs and
 //! `default`), the header read at the start of a TCP connection before TLS or HTTP (the stream
 //! then goes on with the bytes after it), and the per-datagram header of UDP (v2 only) with the
-//! optional session table of header-only datagrams (`udp_session_tracking`). Plugins see the
-//! header's client; replies go back to the proxy. The header decoder is `pkg::proxyproto`.
+//! optional session table of header-only datagrams (`udp_session_tracking`), and the same
+//! per-datagram header in front of a QUIC endpoint (`quic://`, `https3://`: [`QuicSocket`]).
+//! Plugins see the header's client; replies go back to the proxy. The header decoder is
+//! `pkg::proxyproto`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
@@ -208,6 +210,219 @@ impl Sessions {
     #[cfg(test)]
     fn len(&self) -> usize {
         self.map.len()
+    }
+}
+
+/// The UDP socket of a QUIC endpoint (`quic://`, `https3://`) with the PROXY protocol in
+/// front of it, as CoreDNS wraps the packet connection of its QUIC servers: each datagram's v2
+/// header is decoded and stripped under the listener's policy (as for plain UDP, without
+/// session tracking, which CoreDNS does not give QUIC), quinn sees the header's client as the
+/// datagram's source, so connections, plugins and logs see that client, and what quinn sends
+/// to such a client goes to the proxy it came through (to an address no datagram came from
+/// lately: nowhere). Without `proxyproto` (which a reload may turn on or off) datagrams pass
+/// untouched.
+pub(crate) struct QuicSocket {
+    inner: Arc<dyn quinn::AsyncUdpSocket>,
+    on: std::sync::atomic::AtomicBool,
+    state: std::sync::Mutex<QuicProxy>,
+}
+
+struct QuicProxy {
+    udp: Option<UdpProxy>,
+    /// Source quinn saw (a header's client, or the sender itself) -> the address its
+    /// datagrams came from, refreshed by each datagram and each send; kept a while past QUIC's
+    /// idle timeout, so no live connection loses it.
+    back: Sessions,
+}
+
+/// How long past the idle timeout a client's proxy address is kept.
+const QUIC_BACK_MARGIN: Duration = Duration::from_secs(30);
+
+impl std::fmt::Debug for QuicSocket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QuicSocket")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl QuicSocket {
+    pub(crate) fn new(
+        sock: std::net::UdpSocket,
+        settings: Option<Arc<ProxySettings>>,
+        idle: Duration,
+    ) -> std::io::Result<Arc<QuicSocket>> {
+        use quinn::Runtime as _;
+        let inner = quinn::TokioRuntime.wrap_udp_socket(sock)?;
+        let s = Arc::new(QuicSocket {
+            inner,
+            on: std::sync::atomic::AtomicBool::new(false),
+            state: std::sync::Mutex::new(QuicProxy {
+                udp: None,
+                back: Sessions::new(idle + QUIC_BACK_MARGIN, DEFAULT_MAX_SESSIONS),
+            }),
+        });
+        s.set(settings, idle);
+        Ok(s)
+    }
+
+    /// The listener's PROXY settings (None: off) and QUIC idle timeout, on start and reload.
+    /// Known clients keep their proxy address.
+    pub(crate) fn set(&self, settings: Option<Arc<ProxySettings>>, idle: Duration) {
+        let Ok(mut st) = self.state.lock() else {
+            return;
+        };
+        st.back.ttl = idle + QUIC_BACK_MARGIN;
+        if let Some(s) = &settings {
+            st.back.cap = s.max_sessions.max(DEFAULT_MAX_SESSIONS);
+        }
+        st.udp = settings.map(|s| {
+            UdpProxy::new(Arc::new(ProxySettings {
+                session_ttl: Duration::ZERO,
+                ..(*s).clone()
+            }))
+        });
+        self.on
+            .store(st.udp.is_some(), std::sync::atomic::Ordering::Release);
+    }
+}
+
+impl QuicProxy {
+    /// Rewrites one received buffer in place (one datagram, or several of one size under GRO
+    /// with `stride`): headers stripped, the source made the header's client. False: drop it.
+    fn rewrite(&mut self, buf: &mut [u8], meta: &mut quinn::udp::RecvMeta) -> bool {
+        let Some(udp) = self.udp.as_mut() else {
+            return true;
+        };
+        let peer = meta.addr;
+        let len = meta.len.min(buf.len());
+        let stride = if meta.stride == 0 { len } else { meta.stride };
+        // Every segment of a batch comes from the same proxy; each must carry the same header
+        // length and client (a batch that does not is dropped whole).
+        let mut found: Option<(usize, SocketAddr)> = None;
+        let mut start = 0;
+        while start < len {
+            let end = (start + stride).min(len);
+            let seg = &buf[start..end];
+            let Some((payload, client)) = udp.datagram(seg, peer) else {
+                return false;
+            };
+            let skip = seg.len() - payload.len();
+            match found {
+                None => found = Some((skip, client)),
+                Some(f) if f == (skip, client) => {}
+                Some(_) => return false,
+            }
+            start = end;
+        }
+        let Some((skip, client)) = found else {
+            return false;
+        };
+        if skip > 0 {
+            // Move each segment's payload down over the headers.
+            let mut w = 0;
+            let mut start = 0;
+            while start < len {
+                let end = (start + stride).min(len);
+                buf.copy_within(start + skip..end, w);
+                w += end - start - skip;
+                start = end;
+            }
+            if w == 0 {
+                return false;
+            }
+            meta.len = w;
+            meta.stride = stride - skip;
+        }
+        // Every source is remembered, direct ones too: a destination not in the table is
+        // then one forgotten (more live clients than the table holds), which is not sent to.
+        self.back.store(client, peer, Instant::now());
+        meta.addr = client;
+        true
+    }
+}
+
+impl quinn::AsyncUdpSocket for QuicSocket {
+    fn create_io_poller(self: Arc<Self>) -> Pin<Box<dyn quinn::UdpPoller>> {
+        self.inner.clone().create_io_poller()
+    }
+
+    fn try_send(&self, transmit: &quinn::udp::Transmit<'_>) -> std::io::Result<()> {
+        if self.on.load(std::sync::atomic::Ordering::Acquire) {
+            let proxy = match self.state.lock() {
+                Ok(mut st) => st.back.lookup(transmit.destination, Instant::now()),
+                Err(_) => None,
+            };
+            // Unknown: a header's client whose proxy was forgotten; never sent to directly
+            // (QUIC takes it as a loss).
+            let Some(proxy) = proxy else {
+                return Ok(());
+            };
+            if proxy != transmit.destination {
+                return self.inner.try_send(&quinn::udp::Transmit {
+                    destination: proxy,
+                    ecn: transmit.ecn,
+                    contents: transmit.contents,
+                    segment_size: transmit.segment_size,
+                    src_ip: transmit.src_ip,
+                });
+            }
+        }
+        self.inner.try_send(transmit)
+    }
+
+    fn poll_recv(
+        &self,
+        cx: &mut Context<'_>,
+        bufs: &mut [std::io::IoSliceMut<'_>],
+        meta: &mut [quinn::udp::RecvMeta],
+    ) -> Poll<std::io::Result<usize>> {
+        loop {
+            let n = match self.inner.poll_recv(cx, bufs, meta) {
+                Poll::Ready(Ok(n)) => n,
+                other => return other,
+            };
+            if !self.on.load(std::sync::atomic::Ordering::Acquire) {
+                return Poll::Ready(Ok(n));
+            }
+            let Ok(mut st) = self.state.lock() else {
+                return Poll::Ready(Ok(n));
+            };
+            let mut kept = 0;
+            for i in 0..n.min(bufs.len()).min(meta.len()) {
+                let mut m = meta[i];
+                if !st.rewrite(&mut bufs[i], &mut m) {
+                    continue;
+                }
+                if kept != i {
+                    let (to, from) = bufs.split_at_mut(i);
+                    let l = m.len.min(to[kept].len());
+                    to[kept][..l].copy_from_slice(&from[0][..l]);
+                }
+                meta[kept] = m;
+                kept += 1;
+            }
+            if kept > 0 {
+                return Poll::Ready(Ok(kept));
+            }
+            // Everything was dropped: read on.
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+
+    fn max_transmit_segments(&self) -> usize {
+        self.inner.max_transmit_segments()
+    }
+
+    fn max_receive_segments(&self) -> usize {
+        self.inner.max_receive_segments()
+    }
+
+    fn may_fragment(&self) -> bool {
+        self.inner.may_fragment()
     }
 }
 
@@ -425,6 +640,50 @@ mod tests {
         assert_eq!(u.datagram(b"plain", peer), Some((&b"plain"[..], peer)));
         let mut u = UdpProxy::new(Arc::new(settings(&["10.0.0.0/8"], Some(Policy::Skip), 0)));
         assert_eq!(u.datagram(&pkt, peer), Some((&pkt[..], peer)));
+    }
+
+    #[test]
+    fn quic_datagrams_lose_their_headers_even_in_gro_batches() {
+        let peer: SocketAddr = "127.0.0.1:4000".parse().unwrap();
+        let client: SocketAddr = "10.1.2.3:5555".parse().unwrap();
+        let mut q = QuicProxy {
+            udp: Some(UdpProxy::new(Arc::new(settings(&[], None, 0)))),
+            back: Sessions::new(Duration::from_secs(30), 8),
+        };
+        let meta = |len: usize, stride: usize| quinn::udp::RecvMeta {
+            addr: peer,
+            len,
+            stride,
+            ..Default::default()
+        };
+        // Two segments of one GRO batch (28-byte header, 6 and 4 bytes of QUIC each).
+        let mut buf = v2_udp([10, 1, 2, 3], 5555, b"quic-1");
+        let stride = buf.len();
+        buf.extend(v2_udp([10, 1, 2, 3], 5555, b"qc-2"));
+        let mut m = meta(buf.len(), stride);
+        assert!(q.rewrite(&mut buf, &mut m));
+        assert_eq!((m.addr, m.len, m.stride), (client, 10, 6));
+        assert_eq!(&buf[..10], b"quic-1qc-2");
+        assert_eq!(q.back.lookup(client, Instant::now()), Some(peer));
+        // Segments naming different clients: the batch is dropped; so is a bad header.
+        let mut buf = v2_udp([10, 1, 2, 3], 5555, b"quic-1");
+        buf.extend(v2_udp([10, 9, 9, 9], 5555, b"qc-2"));
+        let mut m = meta(buf.len(), stride);
+        assert!(!q.rewrite(&mut buf, &mut m));
+        let mut bad = b"PROXY TCP4 1.2.3.4 1.2.3.4 1 1\r\nquic".to_vec();
+        let mut m = meta(bad.len(), bad.len());
+        assert!(!q.rewrite(&mut bad, &mut m));
+        // Without a header (and proxyproto off) the datagram passes as it is.
+        let mut plain = b"quic".to_vec();
+        let mut m = meta(4, 4);
+        assert!(q.rewrite(&mut plain, &mut m));
+        assert_eq!((m.addr, m.len), (peer, 4));
+        assert_eq!(q.back.lookup(peer, Instant::now()), Some(peer));
+        q.udp = None;
+        let mut hdr = v2_udp([10, 1, 2, 3], 5555, b"quic-1");
+        let mut m = meta(hdr.len(), hdr.len());
+        assert!(q.rewrite(&mut hdr, &mut m));
+        assert_eq!((m.addr, m.len), (peer, 34));
     }
 
     #[test]

@@ -63,12 +63,13 @@ pub(crate) struct Serving {
     pub opts: Arc<ArcSwap<TransportOpts>>,
 }
 
-/// Makes the endpoint on a bound UDP socket; it reads nothing until [`accept_loop`] runs.
+/// Makes the endpoint on a bound UDP socket (wrapped for the PROXY protocol, which a reload
+/// may turn on); it reads nothing until [`accept_loop`] runs.
 pub(crate) fn endpoint(
-    sock: std::net::UdpSocket,
+    sock: Arc<crate::server::proxy::QuicSocket>,
     cfg: quinn::ServerConfig,
 ) -> std::io::Result<quinn::Endpoint> {
-    quinn::Endpoint::new(
+    quinn::Endpoint::new_with_abstract_socket(
         quinn::EndpointConfig::default(),
         Some(cfg),
         sock,

@@ -242,7 +242,7 @@ impl Runtime {
         for (k, site) in &gen.sites {
             if let Some(l) = live.listeners.get(k) {
                 l.site.store(site.clone());
-                l.update(gen.tls.get(k), gen.transport.get(k));
+                l.update(gen.tls.get(k), gen.transport.get(k), gen.quic_proxy.get(k));
             }
         }
         for (sa, routes) in &wanted_http {
@@ -258,6 +258,7 @@ impl Runtime {
                 site.clone(),
                 gen.tls.get(&k).cloned(),
                 gen.transport.get(&k).copied(),
+                gen.quic_proxy.get(&k).cloned(),
             ) {
                 Ok(l) => {
                     if let Some(old) = live.listeners.insert(k, l) {

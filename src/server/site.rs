@@ -57,10 +57,29 @@ pub(crate) struct Block {
     pub chaos: bool,
     /// The block's view (name, filter): it serves a query only when the filter accepts it.
     pub view: Option<(Arc<str>, Arc<dyn ViewFilter>)>,
-    /// The block's `metadata` handler, when it has one and a view: routing collects the
-    /// block's metadata before asking its view (CoreDNS collects for each block it tries, so a
-    /// view expression can read `metadata()`).
+    /// The block's `metadata` plugin, whose collector fills a request's metadata while it is
+    /// routed, before the view filters read it (CoreDNS's `metaCollector`).
     pub collector: Option<Arc<dyn Handler>>,
+}
+
+impl Block {
+    /// A block serving `chain`; its metadata collector is the first one in the chain.
+    pub(crate) fn new(
+        chain: Vec<Arc<dyn Handler>>,
+        chaos: bool,
+        view: Option<(Arc<str>, Arc<dyn ViewFilter>)>,
+    ) -> Block {
+        let collector = chain
+            .iter()
+            .find(|h| h.metadata_collector().is_some())
+            .cloned();
+        Block {
+            chain,
+            chaos,
+            view,
+            collector,
+        }
+    }
 }
 
 /// All blocks on one listener address, searched by longest zone match.
@@ -93,7 +112,9 @@ impl Site {
 
     /// The block for the request's question: the longest matching zone whose view, if it has
     /// one, accepts the request; blocks sharing a zone are tried in Corefile order. DS queries
-    /// for a zone apex go to the parent zone's block when there is one, like CoreDNS.
+    /// for a zone apex go to the parent zone's block when there is one, like CoreDNS. Like
+    /// CoreDNS, each block tried that has the `metadata` plugin collects the request's metadata
+    /// first (a fresh map each time), so its view can read it and its chain finds it there.
     pub(crate) fn route<'s>(
         &'s self,
         req: &mut Request,
@@ -113,10 +134,6 @@ impl Site {
             }
             if let Some(c) = b.collector.as_ref().and_then(|h| h.metadata_collector()) {
                 c.collect(req);
-            } else if req.meta.is_some() && b.chain.iter().any(|h| h.name() == "metadata") {
-                // A view block tried before collected its own metadata; this block's
-                // `metadata` handler collects afresh, as CoreDNS's server does for each block.
-                req.meta = None;
             }
             if let Some((_, filter)) = &b.view {
                 if !filter.matches(req) {

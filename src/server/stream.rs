@@ -2,9 +2,9 @@
 //! listeners: accepts under the connection limit, TLS with the scheme's ALPN when the block has
 //! the `tls` plugin (plain HTTP otherwise, as behind a TLS-terminating proxy), then hyper serves
 //! the connection on the one HTTP stack (`http.rs`: bounded request heads, and the `timeouts`
-//! plugin's read and idle timeouts, by default CoreDNS's 3 s to read a request and 10 s idle)
-//! until it closes, idles out or the listener stops. With `proxyproto`, the PROXY header is read
-//! first, before TLS.
+//! plugin's read, idle and write timeouts, by default CoreDNS's 3 s to read a request, 10 s idle
+//! and 5 s for a blocked write) until it closes, idles out, stops reading or the listener stops.
+//! With `proxyproto`, the PROXY header is read first, before TLS.
 
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicUsize;
@@ -68,19 +68,28 @@ async fn serve_conn(stream: TcpStream, peer: SocketAddr, s: Arc<Serving>) {
     let local = stream
         .local_addr()
         .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+    // Below TLS: a client that stops reading blocks the socket's writes, whatever the layer
+    // above is doing.
+    let stall = http::WriteStall::new(s.opts.load().write);
+    let stream = http::WriteTimeout::new(stream, stall.clone());
     match s.proxy.clone() {
-        None => serve_tls(stream, peer, local, s).await,
+        None => serve_tls(stream, peer, local, stall, s).await,
         Some(p) => {
             let wait = crate::server::proxy::HEADER_TIMEOUT.min(s.opts.load().read);
             if let Some(a) = crate::server::proxy::accept(stream, &p, peer, local, wait).await {
-                serve_tls(a.stream, a.peer, a.local, s).await;
+                serve_tls(a.stream, a.peer, a.local, stall, s).await;
             }
         }
     }
 }
 
-async fn serve_tls<S>(stream: S, peer: SocketAddr, local: SocketAddr, s: Arc<Serving>)
-where
+async fn serve_tls<S>(
+    stream: S,
+    peer: SocketAddr,
+    local: SocketAddr,
+    stall: Arc<http::WriteStall>,
+    s: Arc<Serving>,
+) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
 {
     let conn = Arc::new(Conn {
@@ -92,17 +101,17 @@ where
     });
     let tls = s.tls.as_ref().map(|t| t.load_full());
     match tls {
-        None => serve_http(TokioIo::new(stream), conn, &s).await,
+        None => serve_http(TokioIo::new(stream), conn, &stall, &s).await,
         Some(cfg) => {
             let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
             if let Ok(Ok(t)) = tokio::time::timeout(TLS_HANDSHAKE, acceptor.accept(stream)).await {
-                serve_http(TokioIo::new(t), conn, &s).await;
+                serve_http(TokioIo::new(t), conn, &stall, &s).await;
             }
         }
     }
 }
 
-async fn serve_http<I>(io: I, conn: Arc<Conn>, s: &Serving)
+async fn serve_http<I>(io: I, conn: Arc<Conn>, stall: &http::WriteStall, s: &Serving)
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
@@ -130,6 +139,7 @@ where
                 &conn.activity,
                 &s.cancel,
                 opts.idle,
+                Some(stall),
             )
             .await;
         }
@@ -147,6 +157,7 @@ where
                 &conn.activity,
                 &s.cancel,
                 opts.idle,
+                Some(stall),
             )
             .await;
         }

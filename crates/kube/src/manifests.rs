@@ -203,8 +203,9 @@ impl Index {
     }
 }
 
-/// Hands the memory freed after loading a large manifest back to the system (glibc keeps freed
-/// pages unless asked).
+/// Hands the memory freed after loading something large back to the system (glibc keeps freed
+/// pages unless asked): a manifest, a list from the API server, and (from the server) a large
+/// zone. Walks every arena: never on the query path.
 pub fn release_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only walks glibc's own arenas and returns free pages to the kernel; it

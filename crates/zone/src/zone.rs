@@ -67,13 +67,14 @@ pub enum InsertError {
     TooLong(String),
 }
 
-/// One RRset: its type, the owner spelling if it differs from the node's (SRV owners keep
-/// their case in CoreDNS), and its records as `type class ttl rdlen rdata` tails.
-#[derive(Clone, Debug)]
-struct Set {
+/// One RRset, as stored in its node: its type, the owner spelling if it differs from the
+/// node's (SRV owners keep their case in CoreDNS), in wire form, and its records as
+/// `type class ttl rdlen rdata` tails.
+#[derive(Clone, Copy, Debug)]
+struct Set<'a> {
     rtype: RType,
-    owner: Option<Name>,
-    tails: Box<[u8]>,
+    owner: Option<&'a [u8]>,
+    tails: &'a [u8],
 }
 
 const F_CUT: u8 = 1;
@@ -81,11 +82,14 @@ const F_BELOW_CUT: u8 = 2;
 const F_DNAME_ABOVE: u8 = 4;
 const F_CNAME: u8 = 8;
 
-/// One owner name and its RRsets.
+/// One owner name and its RRsets, packed into one allocation (a zone holds one node per name,
+/// and one allocation per name, per RRset and per RRset's data made most of a large zone's
+/// memory): the name's length and wire form, then per RRset its type (2 bytes), the length (1
+/// byte, 0 for none) and wire form of its own owner spelling, the length of its tails (4 bytes)
+/// and the tails.
 #[derive(Clone, Debug)]
 struct Node {
-    name: Name,
-    sets: Box<[Set]>,
+    blob: Box<[u8]>,
     flags: u8,
 }
 
@@ -103,9 +107,14 @@ fn tails_iter(t: &[u8]) -> impl Iterator<Item = (RType, Class, u32, &[u8])> {
     })
 }
 
-impl Set {
+/// A name stored in a node (checked when it was inserted).
+fn stored_name(w: &[u8]) -> Name {
+    Name::from_wire(w).unwrap_or_else(|_| Name::root())
+}
+
+impl Set<'_> {
     fn records(&self, owner: &Name) -> Vec<Record> {
-        tails_iter(&self.tails)
+        tails_iter(self.tails)
             .map(|(rtype, class, ttl, d)| Record {
                 name: owner.clone(),
                 rtype,
@@ -117,19 +126,95 @@ impl Set {
     }
 
     fn len(&self) -> usize {
-        tails_iter(&self.tails).count()
+        tails_iter(self.tails).count()
     }
 }
 
 impl Node {
-    fn set(&self, t: RType) -> Option<&Set> {
-        self.sets.iter().find(|s| s.rtype == t)
+    /// Packs `name` and its `(type, owner spelling, tails)` sets (see [`Node`]).
+    fn new(name: &Name, sets: &[(RType, Option<Name>, Vec<u8>)]) -> Node {
+        let size = 1
+            + name.wire_len()
+            + sets
+                .iter()
+                .map(|(_, o, t)| 7 + o.as_ref().map_or(0, Name::wire_len) + t.len())
+                .sum::<usize>();
+        let mut b = Vec::with_capacity(size);
+        // Names are at most 255 octets; tails at most 65535 records of 65545 octets each.
+        b.push(name.wire_len() as u8);
+        b.extend_from_slice(name.wire());
+        for (t, o, tails) in sets {
+            b.extend_from_slice(&t.0.to_be_bytes());
+            match o {
+                Some(o) => {
+                    b.push(o.wire_len() as u8);
+                    b.extend_from_slice(o.wire());
+                }
+                None => b.push(0),
+            }
+            b.extend_from_slice(&(tails.len() as u32).to_be_bytes());
+            b.extend_from_slice(tails);
+        }
+        Node {
+            blob: b.into_boxed_slice(),
+            flags: 0,
+        }
+    }
+
+    /// The owner name in wire form.
+    fn name_wire(&self) -> &[u8] {
+        let b = &self.blob;
+        b.get(1..1 + *b.first().unwrap_or(&0) as usize)
+            .unwrap_or(&[0])
+    }
+
+    fn name(&self) -> Name {
+        stored_name(self.name_wire())
+    }
+
+    fn is_named(&self, name: &Name) -> bool {
+        self.name_wire().eq_ignore_ascii_case(name.wire())
+    }
+
+    /// The RRsets, in insertion order.
+    fn sets(&self) -> impl Iterator<Item = Set<'_>> {
+        let b = &self.blob[..];
+        let mut p = 1 + self.name_wire().len();
+        std::iter::from_fn(move || {
+            let h = b.get(p..p + 3)?;
+            let rtype = RType(u16::from_be_bytes([h[0], h[1]]));
+            let ol = h[2] as usize;
+            let owner = if ol == 0 {
+                None
+            } else {
+                Some(b.get(p + 3..p + 3 + ol)?)
+            };
+            let q = p + 3 + ol;
+            let l = b.get(q..q + 4)?;
+            let tl = u32::from_be_bytes([l[0], l[1], l[2], l[3]]) as usize;
+            let tails = b.get(q + 4..q + 4 + tl)?;
+            p = q + 4 + tl;
+            Some(Set {
+                rtype,
+                owner,
+                tails,
+            })
+        })
+    }
+
+    fn set(&self, t: RType) -> Option<Set<'_>> {
+        self.sets().find(|s| s.rtype == t)
+    }
+
+    /// The owner a set's records carry: its own spelling, else the node's name.
+    fn owner_of(&self, s: &Set<'_>) -> Name {
+        s.owner.map(stored_name).unwrap_or_else(|| self.name())
     }
 
     /// The records of type `t` with their stored owner (CoreDNS `Elem.Type`).
     fn rrs(&self, t: RType) -> Vec<Record> {
         match self.set(t) {
-            Some(s) => s.records(s.owner.as_ref().unwrap_or(&self.name)),
+            Some(s) => s.records(&self.owner_of(&s)),
             None => Vec::new(),
         }
     }
@@ -160,9 +245,8 @@ impl Node {
 
     /// Every record of the node (CoreDNS `Elem.All`), sets in insertion order.
     fn all(&self) -> Vec<Record> {
-        self.sets
-            .iter()
-            .flat_map(|s| s.records(s.owner.as_ref().unwrap_or(&self.name)))
+        self.sets()
+            .flat_map(|s| s.records(&self.owner_of(&s)))
             .collect()
     }
 }
@@ -367,20 +451,9 @@ impl Builder {
         let mut nodes: Vec<Node> = self
             .nodes
             .into_values()
-            .map(|(name, sets)| Node {
-                name,
-                sets: sets
-                    .into_iter()
-                    .map(|(rtype, owner, tails)| Set {
-                        rtype,
-                        owner,
-                        tails: tails.into_boxed_slice(),
-                    })
-                    .collect(),
-                flags: 0,
-            })
+            .map(|(name, sets)| Node::new(&name, &sets))
             .collect();
-        nodes.sort_by(|a, b| canonical_cmp(a.name.wire(), b.name.wire()));
+        nodes.sort_by(|a, b| canonical_cmp(a.name_wire(), b.name_wire()));
         let mut z = Zone {
             origin,
             soa: self.soa,
@@ -399,7 +472,7 @@ impl Builder {
         let size = (z.nodes.len() * 2).next_power_of_two().max(16);
         z.index = vec![0; size];
         for i in 0..z.nodes.len() {
-            let mut slot = hash_name(z.nodes[i].name.wire()) as usize & (size - 1);
+            let mut slot = hash_name(z.nodes[i].name_wire()) as usize & (size - 1);
             while z.index[slot] != 0 {
                 slot = (slot + 1) & (size - 1);
             }
@@ -409,13 +482,13 @@ impl Builder {
         let mut flags = vec![0u8; z.nodes.len()];
         for (i, n) in z.nodes.iter().enumerate() {
             let mut f = 0;
-            if n.set(RType::NS).is_some() && n.name != z.origin {
+            if n.set(RType::NS).is_some() && !n.is_named(&z.origin) {
                 f |= F_CUT;
             }
             if n.set(RType::CNAME).is_some() {
                 f |= F_CNAME;
             }
-            let mut a = n.name.clone();
+            let mut a = n.name();
             while a != z.origin && !a.is_root() {
                 a = a.parent();
                 if let Some(p) = z.search(&a) {
@@ -507,7 +580,7 @@ impl Zone {
                 return None;
             }
             let i = v as usize - 1;
-            if self.nodes[i].name.wire().eq_ignore_ascii_case(w) {
+            if self.nodes[i].name_wire().eq_ignore_ascii_case(w) {
                 return Some(i);
             }
             slot = (slot + 1) & mask;
@@ -522,7 +595,7 @@ impl Zone {
     fn prev(&self, name: &Name) -> Option<&Node> {
         let i = self
             .nodes
-            .partition_point(|n| canonical_cmp(n.name.wire(), name.wire()) != Ordering::Greater);
+            .partition_point(|n| canonical_cmp(n.name_wire(), name.wire()) != Ordering::Greater);
         i.checked_sub(1).map(|i| &self.nodes[i])
     }
 
@@ -530,14 +603,14 @@ impl Zone {
     fn next(&self, name: &Name) -> Option<&Node> {
         let i = self
             .nodes
-            .partition_point(|n| canonical_cmp(n.name.wire(), name.wire()) == Ordering::Less);
+            .partition_point(|n| canonical_cmp(n.name_wire(), name.wire()) == Ordering::Less);
         self.nodes.get(i)
     }
 
     /// A name strictly below `name` exists (CoreDNS `hasDescendant`).
     fn has_descendant(&self, name: &Name) -> bool {
         match self.next(name) {
-            Some(x) => x.name != *name && x.name.is_subdomain_of(name),
+            Some(x) => !x.is_named(name) && x.name().is_subdomain_of(name),
             None => false,
         }
     }
@@ -608,7 +681,7 @@ impl Zone {
         dnssec: bool,
     ) -> Option<(Vec<Record>, Vec<Record>)> {
         let mut ns = elem.rrs(RType::NS);
-        if ns.is_empty() || (qtype == RType::DS && elem.name == *qname) {
+        if ns.is_empty() || (qtype == RType::DS && elem.is_named(qname)) {
             return None;
         }
         let extra = self.glue(&ns, dnssec);
@@ -707,7 +780,7 @@ impl Zone {
                         if let Ok(wc) = parts.parent().prepend(b"*") {
                             if let Some(w) = self.search(&wc) {
                                 wild_elem = Some(w);
-                                wild_name = Some(w.name.clone());
+                                wild_name = Some(w.name());
                             } else if self.has_descendant(&wc) {
                                 wild_elem = None;
                                 wild_name = Some(wc);
@@ -815,9 +888,9 @@ impl Zone {
                 ret.extend(deny.with_sigs(RType::NSEC, true));
                 if rcode == Res::NameError {
                     if let Some(ce) = self.closest_encloser(qname) {
-                        if let Ok(wc) = ce.name.prepend(b"*") {
+                        if let Ok(wc) = ce.name().prepend(b"*") {
                             if let Some(ss) = self.prev(&wc) {
-                                if ss.name != deny.name {
+                                if !ss.name_wire().eq_ignore_ascii_case(deny.name_wire()) {
                                     ret.extend(ss.with_sigs(RType::NSEC, true));
                                 }
                             }
@@ -995,8 +1068,7 @@ impl Zone {
             + self
                 .nodes
                 .iter()
-                .flat_map(|n| n.sets.iter())
-                .map(Set::len)
+                .map(|n| n.sets().map(|s| s.len()).sum::<usize>())
                 .sum::<usize>()
     }
 
@@ -1027,7 +1099,7 @@ impl Zone {
             return None;
         }
         let set = node.set(qtype)?;
-        let owner = set.owner.as_ref().unwrap_or(&node.name).wire();
+        let owner = set.owner.unwrap_or(node.name_wire());
         let mut out = Vec::with_capacity(
             12 + qname.len() + 4 + set.tails.len() + owner.len() + 64 + self.ns_tails.len(),
         );
@@ -1048,7 +1120,7 @@ impl Zone {
         let mut owner_ptr: Option<u16> = (owner == qname).then_some(12);
         let mut an = 0u16;
         let mut p = 0;
-        let t = &set.tails;
+        let t = set.tails;
         while p + 10 <= t.len() {
             let len = u16::from_be_bytes([t[p + 8], t[p + 9]]) as usize;
             match owner_ptr {

@@ -83,7 +83,7 @@ fn parse(lines: &[&Directive]) -> Result<ProxySettings, Error> {
 
 pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), Error> {
     let s = parse(lines)?;
-    ctx.set_proxy(s, lines[0].name.pos.clone());
+    ctx.set_proxy(s);
     Ok(())
 }
 

@@ -94,8 +94,7 @@ impl Handler for View {
     }
 }
 
-/// `view/name`: the name of the view of the block handling the request (CoreDNS's *view* is a
-/// metadata provider too).
+/// `view/name`: the name of the view of the block handling the request.
 impl MetadataProvider for View {
     fn metadata(&self, _req: &Request, md: &mut Metadata) {
         md.set("view/name", self.name.to_string());
@@ -156,7 +155,7 @@ impl expr::Env for ReqEnv<'_> {
         }
     }
     fn metadata(&self, label: &str) -> Option<String> {
-        // What the block's `metadata` collected before its view was asked (src/server/site.rs).
+        // Collected by the block's `metadata` plugin while the request is routed.
         self.0.meta(label).map(str::to_string)
     }
 }
