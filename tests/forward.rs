@@ -1651,3 +1651,51 @@ fn next_on_nodata_and_source_address() {
     s.wait_dns(dns, Duration::from_secs(10)).unwrap();
     assert_eq!(ask(dns), ours, "differs from CoreDNS");
 }
+
+/// `max_idle_conns`: a burst of 8 concurrent queries forced over TCP to an upstream that takes
+/// 1 s opens 8 connections; afterwards at most `max_idle_conns` of them stay cached, so a
+/// second burst dials the rest again. Without the option every connection is kept and the second
+/// burst dials none.
+#[test]
+fn max_idle_conns_bounds_the_cached_connections() {
+    for (opt, second_burst_dials) in [("max_idle_conns 1", 7), ("", 0)] {
+        let up = Upstream::start(|req: &UpstreamRequest| {
+            Action::Delay(
+                Duration::from_secs(1),
+                Box::new(
+                    req.reply()
+                        .answer(&format!("{} 300 IN A 192.0.2.1", req.name()))
+                        .action(),
+                ),
+            )
+        })
+        .unwrap();
+        let srv = start(&format!(
+            "forward . {} {{\n force_tcp\n {opt}\n }}",
+            up.addr()
+        ));
+        let burst = |round: u32| {
+            let hs: Vec<_> = (0..8)
+                .map(|i| {
+                    let dns = srv.dns;
+                    std::thread::spawn(move || {
+                        udp(dns, &a(&format!("r{round}q{i}.example.org.")), T).unwrap()
+                    })
+                })
+                .collect();
+            for h in hs {
+                assert_eq!(h.join().unwrap().rcode_name(), "NOERROR", "{opt}");
+            }
+        };
+        burst(1);
+        let first = up.stats().tcp_connections;
+        assert_eq!(first, 8, "{opt}: one connection per query in flight");
+        std::thread::sleep(Duration::from_millis(200));
+        burst(2);
+        assert_eq!(
+            up.stats().tcp_connections - first,
+            second_burst_dials,
+            "{opt}: connections dialled by the second burst"
+        );
+    }
+}
