@@ -52,6 +52,13 @@ install_deps() {
         as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
             "${missing[@]}" >/dev/null
     fi
+    # go tool pprof reads the CPU profile of tests/pprof.rs: the machine's Go if there is one,
+    # else Debian's.
+    if ! command -v go >/dev/null 2>&1 && [ ! -x /usr/local/go/bin/go ]; then
+        echo "== apt-get install golang-go"
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends golang-go >/dev/null
+    fi
     # Debian's unbound/knot/etcd-server packages start system services; the tests start their own.
     if systemctl is-active --quiet unbound knot etcd 2>/dev/null; then
         as_root systemctl stop unbound knot etcd 2>/dev/null || true

@@ -2,6 +2,8 @@
 Ir(start + warm-up + N queries) - Ir(start + warm-up), divided by N, like cg_hits.py. The
 Corefiles are the kubeadm default and variants of it: `aks` adds the AKS default templates,
 `acl10` ten acl policies that do not match the client (every query is checked against all ten),
+`view2` two blocks of the kubeadm plugins chosen by `view` (the first view's expression is false
+for the client, so every query evaluates both),
 `dnstap` / `dnstap-full` add `dnstap unix://SOCK [full]` with Debian's fstrm_capture collecting
 (its output discarded; the server's writer task is counted, the dump waits for it to drain);
 `metadata` adds `metadata`, `geoip` adds `metadata` and `geoip` with a City database written by
@@ -10,7 +12,7 @@ The queries are cluster names (bench/gen.py's mix); an upstream is never asked. 
 plugin's periodic check (every 30 s +- 15 s, it re-reads the manifests: ~430 M instructions) lands
 in some runs and not others; its inclusive cost is subtracted from both profiles, so the figure is
 the queries' alone. Only talks to 127.0.0.1. Usage:
-  python3 bench/cg_corefile.py --bin target/release/sextant [--corefile kubeadm|aks|acl10|metadata|geoip] [--queries 20000]
+  python3 bench/cg_corefile.py --bin target/release/sextant [--corefile kubeadm|aks|acl10|view2|metadata|geoip] [--queries 20000]
 Throughput instead of instructions (dnsperf, the servers round-robin, `--qps kubeadm,aks`):
   python3 bench/cg_corefile.py --bin target/release/sextant --qps kubeadm,aks [--runs 5 --duration 10]"""
 
@@ -65,6 +67,12 @@ def body(kind, env, up_port):
         b += AKS
     elif kind == "acl10":
         b += ACL10
+    elif kind == "view2":
+        # Two blocks for the same zone chosen by view: the first's expression is false for the
+        # benchmark's client (127.0.0.1), the second's true; both hold the kubeadm plugins.
+        b = ("    view other {\n        expr incidr(client_ip(), '10.0.0.0/8')\n    }\n" + b
+             + "}\n.:@PORT@ {\n    view local {\n        expr incidr(client_ip(), '127.0.0.0/8')\n    }\n"
+             + body("kubeadm", env, up_port))
     elif kind == "metadata":
         b += "    metadata\n"
     elif kind == "geoip":
@@ -117,7 +125,8 @@ def main():
             servers = []
             for k in kinds:
                 p = bench.free_port()
-                servers.append(bench.sextant(env, f"sextant {k}", f".:{p} {{\n{body(k, env, up_port)}}}\n", p,
+                text = f".:{p} {{\n{body(k, env, up_port)}}}\n".replace("@PORT@", str(p))
+                servers.append(bench.sextant(env, f"sextant {k}", text, p,
                                              probe_name="cluster.local."))
             for s in servers:
                 s.start()

@@ -9,7 +9,8 @@ import bench
 
 
 def warm_vs_run(env, args, up_port, warm, measured, label, corefile_body, settle=0):
-    """Ir per query of `measured` after `warm`, for Sextant (`corefile_body` inside `.:PORT { }`)
+    """Ir per query of `measured` after `warm`, for Sextant (`corefile_body` inside `.:PORT { }`,
+    `@PORT@` in it standing for PORT)
     or, with args.unbound, for Unbound forwarding to `up_port`. Profiles are copied to
     /tmp/cg_<label>.{warm,<label>}.out. `settle` seconds pass before each dump (background work
     triggered by the queries, such as dnstap's writer, gets done). Returns (warm Ir, run Ir,
@@ -24,7 +25,8 @@ def warm_vs_run(env, args, up_port, warm, measured, label, corefile_body, settle
             s.argv = wrap + s.argv
             s.ready_timeout = 300
         else:
-            s = bench.sextant(env, f"cg {mode}", f".:{p} {{\n{corefile_body}}}\n", p,
+            # A body may close the block and open more on the same port (`@PORT@`).
+            s = bench.sextant(env, f"cg {mode}", f".:{p} {{\n{corefile_body}}}\n".replace("@PORT@", str(p)), p,
                               probe_name="localhost.", timeout=300, wrap=wrap)
         s.start()
         r = bench.dnsperf(p, warm, runs=1, clients=1, outstanding=20)

@@ -63,6 +63,97 @@ pub(crate) struct Request {
     pub meta: Option<Box<Metadata>>,
     /// Name of the view of the block serving this request (metric label `view`), if it has one.
     pub view: Option<Arc<str>>,
+    /// The spans of this request when the `trace` plugin samples it (CoreDNS's OpenTracing
+    /// span in the context); `None` otherwise, so nothing is recorded elsewhere.
+    pub trace: Option<Box<Trace>>,
+}
+
+/// The spans of one traced request: the `trace` plugin opens the root span, wraps each plugin
+/// after it in a span, and reports them when the query is answered; a plugin may add spans of
+/// its own work (`forward`'s `connect`) with [`Trace::open`] and [`Trace::close`].
+#[derive(Debug)]
+pub(crate) struct Trace {
+    /// The span open now: the parent of the next one opened.
+    pub(crate) current: u64,
+    /// Finished spans, in the order they finished.
+    pub(crate) spans: Vec<Span>,
+}
+
+/// One finished span.
+#[derive(Debug, Clone)]
+pub(crate) struct Span {
+    pub(crate) name: &'static str,
+    pub(crate) id: u64,
+    /// 0 for the root span.
+    pub(crate) parent: u64,
+    /// Start, in microseconds since the Unix epoch.
+    pub(crate) start_us: u64,
+    pub(crate) duration: std::time::Duration,
+    pub(crate) tags: Vec<(&'static str, String)>,
+    /// The error the span's work ended with, if any.
+    pub(crate) error: Option<String>,
+    /// A server span (Zipkin's kind `SERVER`): the root span of a query.
+    pub(crate) server: bool,
+}
+
+/// A span opened with [`Trace::open`], to be closed with [`Trace::close`].
+#[derive(Debug)]
+pub(crate) struct OpenSpan {
+    name: &'static str,
+    id: u64,
+    parent: u64,
+    start_us: u64,
+    start: Instant,
+}
+
+impl Trace {
+    /// A trace whose root span has id `trace_id` (open now).
+    pub(crate) fn new(trace_id: u64) -> Trace {
+        Trace {
+            current: trace_id,
+            spans: Vec::with_capacity(8),
+        }
+    }
+
+    /// Opens span `name`, a child of the span open now, which it replaces until closed.
+    pub(crate) fn open(&mut self, name: &'static str) -> OpenSpan {
+        let id = loop {
+            let id: u64 = rand::random();
+            if id != 0 {
+                break id;
+            }
+        };
+        let parent = std::mem::replace(&mut self.current, id);
+        OpenSpan {
+            name,
+            id,
+            parent,
+            start_us: now_us(),
+            start: Instant::now(),
+        }
+    }
+
+    /// Closes `span` with `tags`; its parent is the open span again.
+    pub(crate) fn close(&mut self, span: OpenSpan, tags: Vec<(&'static str, String)>) {
+        self.current = span.parent;
+        self.spans.push(Span {
+            name: span.name,
+            id: span.id,
+            parent: span.parent,
+            start_us: span.start_us,
+            duration: span.start.elapsed(),
+            tags,
+            error: None,
+            server: false,
+        });
+    }
+}
+
+/// Microseconds since the Unix epoch.
+pub(crate) fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
 }
 
 impl Request {
@@ -84,6 +175,7 @@ impl Request {
             backlogged: false,
             meta: None,
             view: None,
+            trace: None,
         }
     }
 

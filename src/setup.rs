@@ -241,6 +241,14 @@ impl SetupCtx<'_> {
             .extend(ips);
     }
 
+    /// The addresses `bind` restricted this block to (empty without `bind`).
+    pub(crate) fn bound(&self) -> &[IpAddr] {
+        self.gen
+            .binds
+            .get(&self.block.index)
+            .map_or(&[], |v| v.as_slice())
+    }
+
     /// True when `bind` restricted this block to some addresses.
     pub(crate) fn is_bound(&self) -> bool {
         self.gen

@@ -170,3 +170,105 @@ fn bad_rules_name_file_line_column() {
         assert!(format!("{out}{err}").contains(want), "{rule}: {out}{err}");
     }
 }
+
+/// Runs two blocks of the same zone, one with a view, each with its own `acl`, on `binary`;
+/// sends queries from several sources and returns the acl counters scraped from /metrics.
+fn view_counters(binary: &Path) -> (u16, Vec<String>) {
+    let (port, mport) = (free_port(), free_port());
+    let cf = format!(
+        r#"example.org:{port} {{
+    view inner {{
+        expr incidr(client_ip(), '127.0.1.0/24')
+    }}
+    prometheus 127.0.0.1:{mport}
+    acl {{
+        block net 127.0.1.5
+        allow
+    }}
+    whoami
+}}
+example.org:{port} {{
+    prometheus 127.0.0.1:{mport}
+    acl {{
+        filter type TXT
+        drop net 127.0.0.3
+    }}
+    whoami
+}}
+"#
+    );
+    let mut s = Sextant::start(binary, &cf);
+    s.wait_dns(
+        SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    let q = |t| Query::new("a.example.org.", t).edns(1232);
+    let rcode = |src: &str, t| from(src, port, &q(t), T).map(|r| r.rcode_name());
+    // The view's block: 127.0.1.5 blocked, 127.0.1.6 allowed (twice).
+    assert_eq!(
+        rcode("127.0.1.5", RecordType::A).as_deref(),
+        Some("REFUSED")
+    );
+    assert_eq!(
+        rcode("127.0.1.6", RecordType::A).as_deref(),
+        Some("NOERROR")
+    );
+    assert_eq!(
+        rcode("127.0.1.6", RecordType::TXT).as_deref(),
+        Some("NOERROR")
+    );
+    // The block without a view: TXT filtered, 127.0.0.3 dropped, the rest allowed.
+    let r = from("127.0.0.2", port, &q(RecordType::TXT), T).unwrap();
+    assert_eq!(
+        (r.rcode_name().as_str(), r.edns().unwrap().options),
+        ("NOERROR", vec![(15, 17u16.to_be_bytes().to_vec())])
+    );
+    assert_eq!(
+        rcode("127.0.0.2", RecordType::A).as_deref(),
+        Some("NOERROR")
+    );
+    assert!(from(
+        "127.0.0.3",
+        port,
+        &q(RecordType::A),
+        Duration::from_millis(500)
+    )
+    .is_none());
+    let mut m = metrics(SocketAddr::from(([127, 0, 0, 1], mport)));
+    m.sort();
+    (port, m)
+}
+
+/// The counters carry the `view` label of the block that handled the query (CoreDNS's
+/// `metrics.WithView`): the view's name in the view's block, empty in the other.
+#[test]
+fn counters_carry_the_blocks_view_name() {
+    let (port, m) = view_counters(bin());
+    let server = format!("dns://:{port}");
+    let want = [
+        format!("coredns_acl_allowed_requests_total{{server=\"{server}\",view=\"\"}} 1"),
+        format!("coredns_acl_allowed_requests_total{{server=\"{server}\",view=\"inner\"}} 2"),
+        format!("coredns_acl_blocked_requests_total{{server=\"{server}\",view=\"inner\",zone=\"example.org.\"}} 1"),
+        format!("coredns_acl_dropped_requests_total{{server=\"{server}\",view=\"\",zone=\"example.org.\"}} 1"),
+        format!("coredns_acl_filtered_requests_total{{server=\"{server}\",view=\"\",zone=\"example.org.\"}} 1"),
+    ];
+    let counters: Vec<&String> = m.iter().filter(|l| !l.starts_with('#')).collect();
+    assert_eq!(counters, want.iter().collect::<Vec<_>>(), "{m:#?}");
+
+    let Some(cd) = coredns_bin() else {
+        eprintln!("COREDNS_BIN not set: the view labels are not compared with CoreDNS");
+        return;
+    };
+    let (cport, cm) = view_counters(&cd);
+    let theirs: Vec<String> = cm
+        .iter()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| l.replace(&format!("dns://:{cport}"), &server))
+        .collect();
+    assert_eq!(
+        counters,
+        theirs.iter().collect::<Vec<_>>(),
+        "differs from CoreDNS"
+    );
+}

@@ -1,11 +1,13 @@
 //! Every Corefile of `tests/corefiles/` (the Corefiles that Kubernetes distributions ship or
 //! document, table in `tests/corefiles/README.md`) passes `-check`, starts and answers over the
 //! wire. Each runs as written, with only what a test box needs changed: listener and HTTP ports
-//! moved to free ones on 127.0.0.1, `bind` to 127.0.0.1, `/etc/coredns/` (and `/etc/pki/` as
-//! `pki/`) files taken from `NAME.files/`, every forward upstream replaced by one scripted
+//! moved to free ones on 127.0.0.1, each `bind` address to its own 127.0.0.N (the first to
+//! 127.0.0.1), `/etc/coredns/` (and `/etc/pki/` as `pki/`, kops' `/rootfs/etc/` as
+//! `rootfs/etc/`) files taken from `NAME.files/`, every forward upstream replaced by one scripted
 //! upstream, and an `endpoint` to the fake API server added to `kubernetes`. With `COREDNS_BIN`
 //! set, CoreDNS runs the same rewritten Corefile and every answer must be the same (rcode,
-//! flags, sections).
+//! flags, sections). `# Expect:` lines name answers the Corefile must give over 127.0.0.1,
+//! `# Expect6:` lines the same over `[::1]`.
 //!
 //! A Corefile whose header says `# Needs: PLUGINS -> BRANCH` uses plugins another branch adds: it
 //! must fail `-check` naming one of them (so the table is updated when they land); `# Fails:
@@ -42,6 +44,8 @@ struct Case {
     fails: Option<(String, String)>,
     /// `# Expect: NAME TYPE ANSWER` lines: an answer this Corefile must give.
     expect: Vec<(String, RecordType, String)>,
+    /// `# Expect6: NAME TYPE ANSWER` lines: the same, asked over IPv6 (`[::1]`).
+    expect6: Vec<(String, RecordType, String)>,
     /// Files next to the Corefile (`NAME.files/`), relative path and contents.
     files: Vec<(String, String)>,
 }
@@ -76,6 +80,7 @@ fn cases() -> Vec<Case> {
         let mut needs = None;
         let mut fails = None;
         let mut expect = Vec::new();
+        let mut expect6 = Vec::new();
         for l in text.lines() {
             if let Some(rest) = l.strip_prefix("# Needs:") {
                 let (plugins, branch) = rest.split_once("->").expect("# Needs: P... -> BRANCH");
@@ -88,10 +93,12 @@ fn cases() -> Vec<Case> {
                 let (text, owner) = rest.split_once("->").expect("# Fails: TEXT -> OWNER");
                 fails = Some((text.trim().to_string(), owner.trim().to_string()));
             }
-            if let Some(rest) = l.strip_prefix("# Expect:") {
-                let f: Vec<&str> = rest.split_whitespace().collect();
-                let t: RecordType = f[1].parse().unwrap();
-                expect.push((f[0].to_string(), t, f[2..].join(" ")));
+            for (prefix, to) in [("# Expect:", &mut expect), ("# Expect6:", &mut expect6)] {
+                if let Some(rest) = l.strip_prefix(prefix) {
+                    let f: Vec<&str> = rest.split_whitespace().collect();
+                    let t: RecordType = f[1].parse().unwrap();
+                    to.push((f[0].to_string(), t, f[2..].join(" ")));
+                }
             }
         }
         let mut files = Vec::new();
@@ -103,6 +110,7 @@ fn cases() -> Vec<Case> {
             needs,
             fails,
             expect,
+            expect6,
             files,
         });
     }
@@ -110,14 +118,42 @@ fn cases() -> Vec<Case> {
     out
 }
 
-/// Free loopback addresses for one run: the DNS port and one address per distinct HTTP address
-/// of the Corefile (blocks that share an address keep sharing it).
+/// Free loopback addresses for one run: the DNS port, one address per distinct HTTP address
+/// of the Corefile (blocks that share an address keep sharing it), and one loopback address
+/// per distinct `bind` address, in order of appearance (the first is 127.0.0.1, where the
+/// common questions go; blocks of the same zone on different addresses stay apart).
 struct Ports {
     dns: u16,
     http: HashMap<String, String>,
+    binds: Vec<String>,
 }
 
 impl Ports {
+    fn new() -> Ports {
+        Ports {
+            dns: free_port(),
+            http: HashMap::new(),
+            binds: Vec::new(),
+        }
+    }
+
+    /// The loopback address standing in for the Corefile's `bind` address `orig`.
+    fn bind(&mut self, orig: &str) -> String {
+        let i = match self.binds.iter().position(|b| b == orig) {
+            Some(i) => i,
+            None => {
+                self.binds.push(orig.to_string());
+                self.binds.len() - 1
+            }
+        };
+        format!("127.0.0.{}", i + 1)
+    }
+
+    /// The test's address of the listener the Corefile binds to `orig`.
+    fn listener(&mut self, orig: &str) -> SocketAddr {
+        SocketAddr::new(self.bind(orig).parse().unwrap(), self.dns)
+    }
+
     fn http(&mut self, plugin: &str, orig: Option<&str>) -> String {
         let key = format!("{plugin} {}", orig.unwrap_or(""));
         self.http
@@ -172,10 +208,14 @@ fn rewrite(text: &str, keys: bool, ports: &mut Ports, api: &str, upstream: Socke
                 "forward" if args.len() >= 2 => {
                     format!("{indent}forward {} {upstream}{brace}", args[0])
                 }
-                "bind" => format!("{indent}bind 127.0.0.1{brace}"),
+                "bind" => {
+                    let a: Vec<String> = args.iter().map(|a| ports.bind(a)).collect();
+                    format!("{indent}bind {}{brace}", a.join(" "))
+                }
                 _ => line
                     .replace("/etc/coredns/", "")
                     .replace("/etc/pki/", "pki/")
+                    .replace("/rootfs/etc/", "rootfs/etc/")
                     .replace("{$POD_IP}", "127.0.0.1"),
             }
         };
@@ -337,10 +377,7 @@ fn every_collected_corefile_checks_starts_and_answers() {
     }
     let mut ran = Vec::new();
     for c in &cases {
-        let mut ports = Ports {
-            dns: free_port(),
-            http: HashMap::new(),
-        };
+        let mut ports = Ports::new();
         let text = rewrite(&c.text, true, &mut ports, &api.url(), upstream.addr());
         if let Some((plugins, branch)) = &c.needs {
             let mut b = Sextant::builder(bin(), &text).arg("-check");
@@ -432,11 +469,22 @@ fn every_collected_corefile_checks_starts_and_answers() {
                 c.name
             );
         }
+        let ours6 = SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, ports.dns));
+        let mut answers6 = Vec::new();
+        for (name, t, want) in &c.expect6 {
+            let q = Query::new(name, *t).edns(1232);
+            let r =
+                udp(ours6, &q, T).unwrap_or_else(|e| panic!("{} {name} {t} over ::1: {e}", c.name));
+            let got = whole(&r);
+            assert!(
+                got.2.iter().any(|a| a.ends_with(want.as_str())),
+                "{}: {name} {t} over ::1 should answer {want}: {got:?}",
+                c.name
+            );
+            answers6.push(((name.clone(), *t), got));
+        }
         if let Some(cd) = &coredns {
-            let mut cports = Ports {
-                dns: free_port(),
-                http: HashMap::new(),
-            };
+            let mut cports = Ports::new();
             let _theirs = start(cd, c, &mut cports, &api, upstream.addr());
             let theirs = SocketAddr::from(([127, 0, 0, 1], cports.dns));
             for ((name, t), w) in &answers {
@@ -444,8 +492,143 @@ fn every_collected_corefile_checks_starts_and_answers() {
                 let r = udp(theirs, &q, T).unwrap();
                 assert_eq!(&whole(&r), w, "{}: {name} {t} differs from CoreDNS", c.name);
             }
+            let theirs6 = SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, cports.dns));
+            for ((name, t), w) in &answers6 {
+                let q = Query::new(name, *t).edns(1232);
+                let r = udp(theirs6, &q, T).unwrap();
+                assert_eq!(
+                    &whole(&r),
+                    w,
+                    "{}: {name} {t} over ::1 differs from CoreDNS",
+                    c.name
+                );
+            }
         }
         ran.push(c.name.clone());
     }
     eprintln!("served and answered: {ran:?}");
+}
+
+/// NSID option code (RFC 5001).
+const NSID: u16 = 3;
+
+/// AKS LocalDNS runs one Corefile with two listeners: 169.254.10.10 for node (VnetDNS) traffic
+/// and 169.254.10.11 for pods (KubeDNS traffic), each with `.` and `cluster.local` blocks. Each
+/// listener is asked directly: its NSID, the whoami health check both share, the two Azure
+/// templates (NXDOMAIN for deep internal.cloudapp.net names and reddog.microsoft.com, a short
+/// internal.cloudapp.net name falls through to the upstream), cluster names forwarded over TCP
+/// (`force_tcp`), and with `COREDNS_BIN` the same answers from CoreDNS.
+#[test]
+fn aks_localdns_answers_on_both_listeners() {
+    let c = cases()
+        .into_iter()
+        .find(|c| c.name == "aks-localdns")
+        .expect("tests/corefiles/aks-localdns.Corefile");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let api = cluster(&rt);
+    let upstream = Upstream::start(|req: &UpstreamRequest| match req.qtype() {
+        RecordType::A => req
+            .reply()
+            .answer(&format!("{} 60 IN A {UPSTREAM_A}", req.name()))
+            .action(),
+        _ => req.reply().action(),
+    })
+    .unwrap();
+
+    /// What one listener answers: per question, the whole answer and the NSID option.
+    fn ask(node: SocketAddr, pod: SocketAddr) -> Vec<(String, Whole, Option<String>)> {
+        let mut out = Vec::new();
+        for (who, at) in [("node", node), ("pod", pod)] {
+            for (name, t) in [
+                ("www.example.org.", RecordType::A),
+                ("kubernetes.default.svc.cluster.local.", RecordType::A),
+                ("a.b.c.d.internal.cloudapp.net.", RecordType::A),
+                ("vm1.internal.cloudapp.net.", RecordType::A),
+                ("x.reddog.microsoft.com.", RecordType::AAAA),
+                ("health-check.localdns.local.", RecordType::A),
+            ] {
+                let q = Query::new(name, t).edns(1232).edns_option(NSID, &[]);
+                let r = udp(at, &q, T).unwrap_or_else(|e| panic!("{who} {name} {t}: {e}"));
+                let nsid = r.edns().and_then(|e| {
+                    e.options
+                        .iter()
+                        .find(|(code, _)| *code == NSID)
+                        .map(|(_, d)| String::from_utf8_lossy(d).into_owned())
+                });
+                let mut w = whole(&r);
+                // whoami's SRV carries the client's source port: keep its A record only.
+                w.4.retain(|rr| !rr.contains(" SRV "));
+                out.push((format!("{who} {name} {t}"), w, nsid));
+            }
+        }
+        out
+    }
+
+    let mut ports = Ports::new();
+    let _s = start(bin(), &c, &mut ports, &api, upstream.addr());
+    let node = ports.listener("169.254.10.10");
+    let pod = ports.listener("169.254.10.11");
+    assert_eq!(
+        (node.ip().to_string(), pod.ip().to_string()),
+        ("127.0.0.1".to_string(), "127.0.0.2".to_string())
+    );
+    let tcp_before = upstream.queries_tcp();
+    let ours = ask(node, pod);
+    let get = |key: &str| -> (Whole, Option<String>) {
+        ours.iter()
+            .find(|(k, _, _)| k == key)
+            .map(|(_, w, n)| (w.clone(), n.clone()))
+            .unwrap()
+    };
+    for (who, nsid) in [("node", "localdns"), ("pod", "localdns-pod")] {
+        let (w, n) = get(&format!("{who} www.example.org. A"));
+        assert_eq!(w.0, "NOERROR", "{who}: {w:?}");
+        assert_eq!(w.2, vec![format!("www.example.org. 60 IN A {UPSTREAM_A}")]);
+        assert_eq!(n.as_deref(), Some(nsid), "{who}: NSID");
+        let (w, n) = get(&format!("{who} kubernetes.default.svc.cluster.local. A"));
+        assert_eq!(
+            w.2,
+            vec![format!(
+                "kubernetes.default.svc.cluster.local. 60 IN A {UPSTREAM_A}"
+            )],
+            "{who}"
+        );
+        assert_eq!(n.as_deref(), Some(nsid), "{who}: NSID of cluster.local");
+        let (w, n) = get(&format!("{who} a.b.c.d.internal.cloudapp.net. A"));
+        assert_eq!((w.0.as_str(), w.2.len()), ("NXDOMAIN", 0), "{who}: {w:?}");
+        assert_eq!(n.as_deref(), Some(nsid), "{who}: NSID of a template answer");
+        let (w, _) = get(&format!("{who} vm1.internal.cloudapp.net. A"));
+        assert_eq!(
+            w.2,
+            vec![format!("vm1.internal.cloudapp.net. 60 IN A {UPSTREAM_A}")],
+            "{who}: a short internal name falls through to the upstream"
+        );
+        let (w, _) = get(&format!("{who} x.reddog.microsoft.com. AAAA"));
+        assert_eq!((w.0.as_str(), w.2.len()), ("NXDOMAIN", 0), "{who}: {w:?}");
+        let (w, _) = get(&format!("{who} health-check.localdns.local. A"));
+        assert_eq!(w.0, "NOERROR", "{who}: {w:?}");
+        assert!(
+            w.4.iter()
+                .any(|rr| rr.starts_with("health-check.localdns.local. 0 IN A 127.0.0.1")),
+            "{who}: whoami names the client: {w:?}"
+        );
+    }
+    assert!(
+        upstream.queries_tcp() >= tcp_before + 2,
+        "cluster.local is forwarded over TCP (force_tcp) from both listeners"
+    );
+
+    let Some(cd) = std::env::var("COREDNS_BIN").ok().map(PathBuf::from) else {
+        eprintln!("COREDNS_BIN not set: LocalDNS answers are checked, not compared with CoreDNS");
+        return;
+    };
+    let mut cports = Ports::new();
+    let _t = start(&cd, &c, &mut cports, &api, upstream.addr());
+    let theirs = ask(
+        cports.listener("169.254.10.10"),
+        cports.listener("169.254.10.11"),
+    );
+    for ((k, w, n), (_, tw, tn)) in ours.iter().zip(&theirs) {
+        assert_eq!((w, n), (tw, tn), "{k} differs from CoreDNS");
+    }
 }

@@ -384,6 +384,98 @@ fn chart_renders_and_validates() {
     check_corefile("cf/Corefile", &main);
 }
 
+/// The coredns/helm chart's `zoneFiles` value, as in its values.yaml example: the file lands in
+/// the `coredns` ConfigMap beside the Corefile and is mounted at /etc/coredns/FILENAME (the
+/// Deployment's config volume lists it), and a server block naming it with `file` (here in
+/// `extraServerBlocks`) passes -check with the main Corefile and serves the zone from that
+/// layout: SOA and A at the apex, the wildcard, NODATA with the SOA (the records have no TTL and
+/// the zone no `$TTL`: TTL 0, as CoreDNS 1.14.7 serves them).
+#[test]
+fn chart_zone_files_are_mounted_and_served() {
+    use sextant_testkit::{free_port, udp, Query, RecordType, Sextant};
+    let zone = "example.com.   IN SOA sns.dns.icann.com. noc.dns.icann.com. 2015082541 7200 3600 1209600 3600\n\
+                example.com.   IN NS  b.iana-servers.net.\n\
+                example.com.   IN NS  a.iana-servers.net.\n\
+                example.com.   IN A   192.168.99.102\n\
+                *.example.com. IN A   192.168.99.102\n";
+    let values = tmp("zonefiles.yaml");
+    let indented: String = zone.lines().map(|l| format!("      {l}\n")).collect();
+    std::fs::write(
+        &values,
+        format!(
+            "zoneFiles:\n  - filename: example.db\n    domain: example.com\n    contents: |\n{indented}\
+             extraServerBlocks: |\n  example.com:53 {{\n      file /etc/coredns/example.db\n  }}\n"
+        ),
+    )
+    .unwrap();
+    let text = render(&["-f", values.to_str().unwrap()]);
+    let path = tmp("chart-zonefiles.yaml");
+    std::fs::write(&path, &text).unwrap();
+    let (ok, out) = validate(&path);
+    assert!(ok, "{out}");
+    let d = docs(&text);
+    let cm = &find(&d, "ConfigMap", "coredns")["data"];
+    assert_eq!(cm["example.db"].as_str(), Some(zone));
+    let items = &find(&d, "Deployment", "coredns")["spec"]["template"]["spec"]["volumes"][0];
+    assert_eq!(items["name"].as_str(), Some("config-volume"));
+    let paths: Vec<(&str, &str)> = items["configMap"]["items"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|i| (i["key"].as_str().unwrap(), i["path"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        paths,
+        [("Corefile", "Corefile"), ("example.db", "example.db")]
+    );
+    let extra = find(&d, "ConfigMap", "coredns-custom")["data"]["extra.server"]
+        .as_str()
+        .unwrap();
+
+    // /etc/coredns as the pod sees it: the config volume's items, custom/ the optional one.
+    let dir = tmp("zonefiles-etc-coredns");
+    std::fs::create_dir_all(dir.join("custom")).unwrap();
+    let etc = format!("{}/", dir.display());
+    for (key, file) in &paths {
+        let body = cm[*key].as_str().unwrap().replace("/etc/coredns/", &etc);
+        std::fs::write(dir.join(file), body).unwrap();
+    }
+    let extra = extra.replace("/etc/coredns/", &etc);
+    std::fs::write(dir.join("custom/extra.server"), &extra).unwrap();
+    let main = std::fs::read_to_string(dir.join("Corefile")).unwrap();
+    check_corefile("zonefiles.Corefile", &main);
+
+    // Serve the zone's block as rendered, on a free port.
+    let port = free_port();
+    let mut s = Sextant::builder(
+        Path::new(env!("CARGO_BIN_EXE_sextant")),
+        &extra.replace(":53 {", &format!(":{port} {{")),
+    )
+    .start();
+    let at = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    s.wait_dns(at, std::time::Duration::from_secs(10)).unwrap();
+    let t = std::time::Duration::from_secs(3);
+    let r = udp(at, &Query::new("example.com.", RecordType::A), t).unwrap();
+    assert_eq!(
+        (r.rcode_name(), r.flags()),
+        ("NOERROR".into(), "qr,aa,rd".into())
+    );
+    assert_eq!(r.answers(), ["example.com. 0 IN A 192.168.99.102"]);
+    let r = udp(at, &Query::new("www.example.com.", RecordType::A), t).unwrap();
+    assert_eq!(r.answers(), ["www.example.com. 0 IN A 192.168.99.102"]);
+    let r = udp(at, &Query::new("example.com.", RecordType::SOA), t).unwrap();
+    assert_eq!(r.answers().len(), 1, "{:?}", r.answers());
+    assert!(r.answers()[0].contains("IN SOA sns.dns.icann.com. noc.dns.icann.com. 2015082541"));
+    let r = udp(at, &Query::new("www.example.com.", RecordType::TXT), t).unwrap();
+    assert_eq!((r.rcode_name(), r.answers().len()), ("NOERROR".into(), 0));
+    assert_eq!(
+        r.authority().len(),
+        1,
+        "NODATA carries the SOA: {:?}",
+        r.authority()
+    );
+}
+
 #[test]
 fn configmap_corefiles_pass_check() {
     let plain = docs(&std::fs::read_to_string(root().join("deploy/sextant.yaml")).unwrap());

@@ -1577,3 +1577,125 @@ fn reload_with_an_unresolvable_host_name_keeps_the_running_configuration() {
         vec!["r2.example. 30 IN A 192.0.2.66"]
     );
 }
+
+/// `next_on_nodata`: a NOERROR reply without answers from the first forward hands the query to
+/// the next `forward`; a reply with answers (or NXDOMAIN) is sent as is. `source_address`: the
+/// upstream sees the queries (and health checks) come from that address. With `COREDNS_BIN`
+/// the answers are compared with CoreDNS 1.14.7's.
+#[test]
+fn next_on_nodata_and_source_address() {
+    let first = Upstream::start(|req: &UpstreamRequest| match req.name().as_str() {
+        "has.test." => req
+            .reply()
+            .answer(&format!("{} 300 IN A 192.0.2.1", req.name()))
+            .action(),
+        "gone.test." => req.reply().rcode(ResponseCode::NXDomain).action(),
+        _ => req.reply().action(),
+    })
+    .unwrap();
+    let second = answering("192.0.2.2");
+    let lines = format!(
+        "forward . {} {{\n  next_on_nodata\n  source_address 127.0.0.7\n }}\n forward . {}",
+        first.addr(),
+        second.addr()
+    );
+    let ask = |dns: SocketAddr| -> Vec<(String, Vec<String>)> {
+        ["has.test.", "nodata.test.", "gone.test."]
+            .iter()
+            .map(|n| {
+                let r = udp(dns, &a(n), Duration::from_secs(5)).unwrap();
+                (r.rcode_name(), r.answers())
+            })
+            .collect()
+    };
+    let srv = start(&lines);
+    let ours = ask(srv.dns);
+    assert_eq!(
+        ours,
+        vec![
+            (
+                "NOERROR".to_string(),
+                vec!["has.test. 300 IN A 192.0.2.1".to_string()]
+            ),
+            (
+                "NOERROR".to_string(),
+                vec!["nodata.test. 300 IN A 192.0.2.2".to_string()]
+            ),
+            ("NXDOMAIN".to_string(), vec![]),
+        ]
+    );
+    // Only NODATA went on to the second forward; every query left from 127.0.0.7.
+    let names: Vec<String> = second.requests().iter().map(|r| r.name()).collect();
+    assert_eq!(names, ["nodata.test."]);
+    let srcs: Vec<String> = first
+        .requests()
+        .iter()
+        .map(|r| r.src.ip().to_string())
+        .collect();
+    assert!(
+        !srcs.is_empty() && srcs.iter().all(|s| s == "127.0.0.7"),
+        "{srcs:?}"
+    );
+    drop(srv);
+    let Some(cd) = coredns_bin() else {
+        eprintln!("COREDNS_BIN not set: next_on_nodata not compared with CoreDNS");
+        return;
+    };
+    let port = free_port();
+    let mut s = Sextant::builder(
+        &cd,
+        &format!(".:{port} {{\n {lines}\n}}\ninvalid.:{port} {{\n whoami\n}}\n"),
+    )
+    .start();
+    let dns: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    s.wait_dns(dns, Duration::from_secs(10)).unwrap();
+    assert_eq!(ask(dns), ours, "differs from CoreDNS");
+}
+
+/// `max_idle_conns`: a burst of 8 concurrent queries forced over TCP to an upstream that takes
+/// 1 s opens 8 connections; afterwards at most `max_idle_conns` of them stay cached, so a
+/// second burst dials the rest again. Without the option every connection is kept and the second
+/// burst dials none.
+#[test]
+fn max_idle_conns_bounds_the_cached_connections() {
+    for (opt, second_burst_dials) in [("max_idle_conns 1", 7), ("", 0)] {
+        let up = Upstream::start(|req: &UpstreamRequest| {
+            Action::Delay(
+                Duration::from_secs(1),
+                Box::new(
+                    req.reply()
+                        .answer(&format!("{} 300 IN A 192.0.2.1", req.name()))
+                        .action(),
+                ),
+            )
+        })
+        .unwrap();
+        let srv = start(&format!(
+            "forward . {} {{\n force_tcp\n {opt}\n }}",
+            up.addr()
+        ));
+        let burst = |round: u32| {
+            let hs: Vec<_> = (0..8)
+                .map(|i| {
+                    let dns = srv.dns;
+                    std::thread::spawn(move || {
+                        udp(dns, &a(&format!("r{round}q{i}.example.org.")), T).unwrap()
+                    })
+                })
+                .collect();
+            for h in hs {
+                assert_eq!(h.join().unwrap().rcode_name(), "NOERROR", "{opt}");
+            }
+        };
+        burst(1);
+        let first = up.stats().tcp_connections;
+        assert_eq!(first, 8, "{opt}: one connection per query in flight");
+        std::thread::sleep(Duration::from_millis(200));
+        burst(2);
+        assert_eq!(
+            up.stats().tcp_connections - first,
+            second_burst_dials,
+            "{opt}: connections dialled by the second burst"
+        );
+    }
+}

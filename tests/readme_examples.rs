@@ -57,9 +57,41 @@ fn readmes() -> Vec<PathBuf> {
 
 /// Replaces well-known ports (DNS 53/1053, health 8080, ready 8181, metrics 9153/9253 and the
 /// 1xxxx variants used in examples) with free ones; returns the new text and the DNS port.
-fn relocate(text: &str) -> (String, u16) {
+/// Every `forward` upstream given as an address off loopback (`8.8.8.8`, `10.0.0.10:1234`,
+/// `[2003::1]:53`, `tls://9.9.9.9`) becomes `ns`, the test's loopback nameserver on port 53 (its
+/// transport kept: a TLS or HTTPS upstream then fails on loopback), so no example sends a query
+/// off the machine.
+fn relocate(text: &str, ns: &str) -> (String, u16) {
     let dns = free_port();
-    let mut out = text.to_string();
+    let upstream = regex::Regex::new(
+        r"^((?:[a-z0-9]+://)?)(?:\[[0-9A-Fa-f:.]+\]|\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3})(?::\d+)?$",
+    )
+    .unwrap();
+    let mut out = String::new();
+    for line in text.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        if words.first() == Some(&"forward") && words.len() > 2 {
+            let indent = &line[..line.len() - line.trim_start().len()];
+            let mut new = vec!["forward".to_string(), words[1].to_string()];
+            for w in &words[2..] {
+                match upstream.captures(w) {
+                    Some(c) => {
+                        let addr = &w[c[1].len()..];
+                        if addr.starts_with("127.") || addr.starts_with("[::1]") {
+                            new.push(w.to_string());
+                        } else {
+                            new.push(format!("{}{ns}", &c[1]));
+                        }
+                    }
+                    None => new.push(w.to_string()),
+                }
+            }
+            out.push_str(&format!("{indent}{}\n", new.join(" ")));
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
     for p in [
         "18080", "18181", "19153", "19253", "8080", "8181", "9153", "9253",
     ] {
@@ -72,7 +104,11 @@ fn relocate(text: &str) -> (String, u16) {
     }
     // DoT, DoQ, DoH, DoH3 and gRPC ports of the examples; a transport without a port (443 or
     // 853 by default) gets a free one too.
-    for p in ["8853", "8443", "8053", "5553", "443"] {
+    for p in [
+        "8853", "8443", "8053", "5553", "443", // transports
+        "6053", "6060", // pprof
+        "9411", "8126", // trace collectors (nothing listens; spans are dropped)
+    ] {
         let re = regex::Regex::new(&format!(r":{p}\b")).unwrap();
         if re.is_match(&out) {
             out = re
@@ -86,6 +122,8 @@ fn relocate(text: &str) -> (String, u16) {
             format!("{}:{}{}", &c[1], free_port(), &c[2])
         })
         .to_string();
+    // Trace collectors named by host name are looked up on loopback only.
+    out = out.replace("tracinghost", "localhost");
     // `/etc/resolv.conf` becomes a file of the test's own, whose nameserver answers on loopback.
     out = out.replace("/etc/resolv.conf", "resolv.conf");
     // The geoip examples' database is one the test writes (see [`geoip_city_db`]).
@@ -183,6 +221,17 @@ fn geoip_city_db() -> Vec<u8> {
 /// The DNSSEC key the *dnssec* and *sign* examples name (crates/zone's test data).
 const KEY: &str = "Kexample.org.+013+57158";
 
+/// The names CoreDNS's dnssec README gives its keys.
+const KEY2: &str = "Kexample.org.+013+45330";
+const CLUSTER_KEY: &str = "Kcluster.local+013+45129";
+
+fn data_file(name: &str, ext: &str) -> String {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(format!("{name}.{ext}"));
+    std::fs::read_to_string(p).unwrap()
+}
+
 fn key_file(ext: &str) -> String {
     let p = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("crates/zone/src/dnssec/testdata")
@@ -209,7 +258,8 @@ fn every_readme_corefile_example_checks_and_serves() {
         let text = std::fs::read_to_string(&f).unwrap();
         for (i, ex) in corefile_examples(&text).into_iter().enumerate() {
             count += 1;
-            let (cf, port) = relocate(&ex);
+            let started = std::time::Instant::now();
+            let (cf, port) = relocate(&ex, &ns);
             // Examples that name certificate files get a fresh self-signed pair.
             let pair = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
             let builder = || {
@@ -225,6 +275,15 @@ fn every_readme_corefile_example_checks_and_serves() {
                     .file("GeoLite2-City.mmdb", &city_db)
                     .file(&format!("{KEY}.key"), key_file("key"))
                     .file(&format!("{KEY}.private"), key_file("private"))
+                    // The key names of CoreDNS's dnssec README: the same example.org key, and
+                    // a cluster.local one (tests/data).
+                    .file(&format!("{KEY2}.key"), key_file("key"))
+                    .file(&format!("{KEY2}.private"), key_file("private"))
+                    .file(&format!("{CLUSTER_KEY}.key"), data_file(CLUSTER_KEY, "key"))
+                    .file(
+                        &format!("{CLUSTER_KEY}.private"),
+                        data_file(CLUSTER_KEY, "private"),
+                    )
                     .arg("-dns.port")
                     .arg(port.to_string())
             };
@@ -270,6 +329,11 @@ fn every_readme_corefile_example_checks_and_serves() {
                     s.output()
                 );
             }
+            eprintln!(
+                "{} example {i}: {} ms",
+                f.display(),
+                started.elapsed().as_millis()
+            );
         }
     }
     assert!(count >= 10, "examples found: {count}");

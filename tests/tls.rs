@@ -212,3 +212,115 @@ fn the_last_of_several_tls_lines_is_used() {
         "{out}{err}"
     );
 }
+
+/// A DoT handshake and one `whoami` query with an optional client certificate (chain PEM, key
+/// PEM); Err when the server refuses the handshake or closes before answering.
+fn try_exchange(
+    port: u16,
+    server: &rustls::pki_types::CertificateDer<'static>,
+    client: Option<(&str, &str)>,
+) -> Result<Reply, String> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(server.clone()).unwrap();
+    let b = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots);
+    let cfg = match client {
+        None => b.with_no_client_auth(),
+        Some((c, k)) => b
+            .with_client_auth_cert(
+                rustls::pki_types::CertificateDer::pem_slice_iter(c.as_bytes())
+                    .collect::<Result<Vec<_>, _>>()
+                    .unwrap(),
+                rustls::pki_types::PrivateKeyDer::from_pem_slice(k.as_bytes()).unwrap(),
+            )
+            .unwrap(),
+    };
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let conn = rustls::ClientConnection::new(Arc::new(cfg), name).unwrap();
+    let sock = TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], port)), T).unwrap();
+    sock.set_read_timeout(Some(T)).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, sock);
+    let b = Query::new("who.example.", RecordType::A).id(7).to_bytes();
+    let mut framed = (b.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&b);
+    tls.write_all(&framed).map_err(|e| e.to_string())?;
+    let mut len = [0u8; 2];
+    tls.read_exact(&mut len).map_err(|e| e.to_string())?;
+    let mut body = vec![0u8; u16::from_be_bytes(len) as usize];
+    tls.read_exact(&mut body).map_err(|e| e.to_string())?;
+    Reply::parse(body).map_err(|e| e.to_string())
+}
+
+/// `client_auth` over the wire, each mode with three clients: none, a certificate signed by
+/// the block's CA, a self-signed one. `request` and `require` verify a certificate that is sent,
+/// as `verify_if_given` and `require_and_verify` do (the README's difference from CoreDNS).
+#[test]
+fn client_auth_modes_over_dot() {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let (spem, skey, sder) = cert();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let signed = CertificateParams::new(vec!["client".to_string()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    let (signed_pem, signed_key) = (signed.pem(), key.serialize_pem());
+    let other = rcgen::generate_simple_self_signed(vec!["client".to_string()]).unwrap();
+    let (other_pem, other_key) = (other.cert.pem(), other.signing_key.serialize_pem());
+    // (mode, answers without a certificate, with the CA's, with a self-signed one)
+    for (mode, none, good, bad) in [
+        ("nocert", true, true, true),
+        ("request", true, true, false),
+        ("verify_if_given", true, true, false),
+        ("require", false, true, false),
+        ("require_and_verify", false, true, false),
+    ] {
+        let port = free_port();
+        let cf = format!(
+            "tls://.:{port} {{\n    tls cert.pem key.pem ca.pem {{\n        client_auth {mode}\n    }}\n    whoami\n}}\n"
+        );
+        let s = Sextant::builder(bin(), &cf)
+            .file("cert.pem", spem.clone())
+            .file("key.pem", skey.clone())
+            .file("ca.pem", ca.pem())
+            .start();
+        s.wait_for_line(&format!("tls://.:{port}"), T).unwrap();
+        for (who, client, want) in [
+            ("no certificate", None, none),
+            (
+                "a certificate of the CA",
+                Some((signed_pem.as_str(), signed_key.as_str())),
+                good,
+            ),
+            (
+                "a self-signed certificate",
+                Some((other_pem.as_str(), other_key.as_str())),
+                bad,
+            ),
+        ] {
+            let got = try_exchange(port, &sder, client);
+            match (&got, want) {
+                (Ok(r), true) => {
+                    assert_eq!(r.rcode_name(), "NOERROR", "{mode}, {who}");
+                    assert_eq!(r.id(), 7, "{mode}, {who}");
+                    // whoami: the client's address and TCP port (RFC 7858 runs over TCP).
+                    assert!(
+                        r.additional().iter().any(|a| a.contains("127.0.0.1"))
+                            && r.additional().iter().any(|a| a.contains("_tcp")),
+                        "{mode}, {who}: {:?}",
+                        r.additional()
+                    );
+                }
+                (Err(_), false) => {}
+                _ => panic!("client_auth {mode}, {who}: got {got:?}, expected an answer: {want}"),
+            }
+        }
+    }
+}

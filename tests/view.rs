@@ -400,3 +400,62 @@ fn answers_match_coredns() {
         }
     }
 }
+
+/// Two blocks of one zone with `metadata`: the view's expression reads `metadata()` (the block's
+/// metadata is collected before its view is asked, as CoreDNS's server does), the view publishes
+/// `view/name`, and the block chosen after a view that failed collects its own metadata afresh
+/// (no `view/name` there).
+fn metadata_corefile(port: u16) -> String {
+    format!(
+        r#"example.org:{port} {{
+    metadata
+    view inner {{
+        expr metadata('view/name') == 'inner' && incidr(client_ip(), '127.0.1.0/24')
+    }}
+    template IN TXT example.org {{
+        answer "{{{{ .Name }}}} 60 IN TXT \"view={{{{ .Meta \"view/name\" }}}}\""
+    }}
+}}
+example.org:{port} {{
+    metadata
+    template IN TXT example.org {{
+        answer "{{{{ .Name }}}} 60 IN TXT \"view={{{{ .Meta \"view/name\" }}}}\""
+    }}
+}}
+"#
+    )
+}
+
+#[test]
+fn view_expressions_read_the_blocks_metadata() {
+    let port = free_port();
+    let _s = start(&metadata_corefile(port), port);
+    let txt = |src: &str| ask(src, v4(port), "a.example.org.", RecordType::TXT);
+    assert_eq!(
+        txt("127.0.1.4:0"),
+        (
+            "NOERROR".to_string(),
+            vec!["a.example.org. 60 IN TXT view=inner".to_string()]
+        )
+    );
+    assert_eq!(
+        txt("127.0.0.1:0"),
+        (
+            "NOERROR".to_string(),
+            vec!["a.example.org. 60 IN TXT view=".to_string()]
+        )
+    );
+    let Some(coredns) = coredns_bin() else {
+        eprintln!("COREDNS_BIN not set: view metadata answers not compared with CoreDNS");
+        return;
+    };
+    let p2 = free_port();
+    let _t = start_with(&coredns, &metadata_corefile(p2), p2);
+    for src in ["127.0.1.4:0", "127.0.0.1:0"] {
+        assert_eq!(
+            txt(src),
+            ask(src, v4(p2), "a.example.org.", RecordType::TXT),
+            "from {src}: differs from CoreDNS"
+        );
+    }
+}

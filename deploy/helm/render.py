@@ -5,6 +5,7 @@ Supports exactly the template subset the chart uses, with Helm's semantics:
   {{ .Values.a.b }}  {{ .Release.Namespace }}  {{ .Chart.AppVersion }}  "literals"
   pipes: quote, nindent N, indent N, toYaml (also as a prefix function: toYaml X)
   {{- if X }} ... {{- else }} ... {{- end }}  (truthiness like Go templates)
+  {{- range .Values.list }} ... {{ .field }} ... {{- end }}  (`.` is each element)
   whitespace trimming with {{- and -}}
 Anything else is an error, so the chart cannot drift into constructs this renderer ignores.
 
@@ -107,6 +108,61 @@ def truthy(v):
     return bool(v) and v != 0
 
 
+def parse(parts, i=0, closers=()):
+    """Nests the flat token list: returns (nodes, index after, closer met). A node is
+    ("text", s), ("act", expr), ("if", expr, then, else) or ("range", expr, body)."""
+    nodes = []
+    while i < len(parts):
+        p = parts[i]
+        i += 1
+        if p[0] == "text":
+            nodes.append(("text", p[1]))
+            continue
+        act = p[1]
+        if act in closers:
+            return nodes, i, act
+        if act.startswith("if "):
+            then, i, closer = parse(parts, i, ("else", "end"))
+            other = []
+            if closer == "else":
+                other, i, closer = parse(parts, i, ("end",))
+            if closer != "end":
+                raise SystemExit("render.py: unterminated if")
+            nodes.append(("if", act[3:], then, other))
+        elif act.startswith("range "):
+            body, i, closer = parse(parts, i, ("end",))
+            if closer != "end":
+                raise SystemExit("render.py: unterminated range")
+            nodes.append(("range", act[6:], body))
+        elif act in ("else", "end"):
+            raise SystemExit(f"render.py: {act} without if or range")
+        elif act.startswith("/*"):
+            continue
+        else:
+            nodes.append(("act", act))
+    if closers:
+        raise SystemExit(f"render.py: missing {{{{ end }}}} (expected one of {closers})")
+    return nodes, i, None
+
+
+def emit(nodes, ctx, out):
+    for n in nodes:
+        if n[0] == "text":
+            out.append(n[1])
+        elif n[0] == "act":
+            out.append(as_text(evaluate(ctx, n[1])))
+        elif n[0] == "if":
+            emit(n[2] if truthy(evaluate(ctx, n[1])) else n[3], ctx, out)
+        else:
+            # range over a list: `.` is each element in turn (Helm's semantics); nothing for an
+            # empty or unset list.
+            items = evaluate(ctx, n[1]) or []
+            if not isinstance(items, list):
+                raise SystemExit(f"render.py: range over a non-list {n[1]!r}")
+            for item in items:
+                emit(n[2], item, out)
+
+
 def render(text, ctx):
     # Tokenise into text and actions, applying trim markers.
     parts = []
@@ -121,38 +177,9 @@ def render(text, ctx):
     for i, p in enumerate(parts):
         if p[0] == "act" and p[2] and i + 1 < len(parts):
             parts[i + 1][1] = parts[i + 1][1].lstrip(" \t\n")
+    nodes, _, _ = parse(parts)
     out = []
-    # Stack of (emitting, branch_taken) for if/else/end.
-    stack = []
-
-    def emitting():
-        return all(e for e, _ in stack)
-
-    for p in parts:
-        if p[0] == "text":
-            if emitting():
-                out.append(p[1])
-            continue
-        act = p[1]
-        if act.startswith("if "):
-            cond = truthy(evaluate(ctx, act[3:])) if emitting() else False
-            stack.append((cond, cond))
-        elif act == "else":
-            if not stack:
-                raise SystemExit("render.py: else without if")
-            _, taken = stack.pop()
-            stack.append((not taken, True))
-        elif act == "end":
-            if not stack:
-                raise SystemExit("render.py: end without if")
-            stack.pop()
-        elif act.startswith("/*"):
-            continue
-        else:
-            if emitting():
-                out.append(as_text(evaluate(ctx, act)))
-    if stack:
-        raise SystemExit("render.py: unterminated if")
+    emit(nodes, ctx, out)
     return "".join(out)
 
 

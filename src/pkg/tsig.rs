@@ -1,7 +1,8 @@
-//! TSIG keys and MACs (RFC 8945) with `ring`'s HMAC: a secret set by key name, checking a
-//! signed request against it (BADKEY, BADSIG, BADTIME as miekg/dns decides them), and the
-//! signer that puts a TSIG on every message of the reply (the response MAC over the request's,
-//! then each later TCP message over the previous one with the timers only). No I/O.
+//! TSIG keys and MACs (RFC 8945) with `ring`'s HMAC (and HMAC-SHA224 over `sha2`, which `ring`
+//! lacks): a secret set by key name, checking a signed request against it (BADKEY, BADSIG,
+//! BADTIME as miekg/dns decides them), and the signer that puts a TSIG on every message of the
+//! reply (the response MAC over the request's, then each later TCP message over the previous
+//! one with the timers only). No I/O.
 
 use std::collections::HashMap;
 
@@ -14,15 +15,89 @@ use crate::plugin::ReplySigner;
 /// Fudge of the signatures Sextant makes (miekg/dns: 300 s when none is set).
 pub(crate) const FUDGE: u16 = 300;
 
-/// The HMAC of a TSIG algorithm name; None for one Sextant does not have (hmac-md5,
-/// hmac-sha224: `ring` has neither).
-pub(crate) fn algorithm(name: &Name) -> Option<hmac::Algorithm> {
+/// A TSIG algorithm Sextant computes MACs with.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Algorithm {
+    Ring(hmac::Algorithm),
+    /// HMAC-SHA224 (RFC 4231), built here on `sha2`: `ring` has no SHA-224.
+    Sha224,
+}
+
+/// The HMAC of a TSIG algorithm name, the ones miekg/dns 1.1.72 (CoreDNS 1.14.7) knows; None for
+/// any other, hmac-md5 included (miekg/dns dropped it: CoreDNS answers such a request BADSIG
+/// when it has the key).
+pub(crate) fn algorithm(name: &Name) -> Option<Algorithm> {
     match name.to_lowercase_string().as_str() {
-        "hmac-sha1." => Some(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY),
-        "hmac-sha256." => Some(hmac::HMAC_SHA256),
-        "hmac-sha384." => Some(hmac::HMAC_SHA384),
-        "hmac-sha512." => Some(hmac::HMAC_SHA512),
+        "hmac-sha1." => Some(Algorithm::Ring(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY)),
+        "hmac-sha224." => Some(Algorithm::Sha224),
+        "hmac-sha256." => Some(Algorithm::Ring(hmac::HMAC_SHA256)),
+        "hmac-sha384." => Some(Algorithm::Ring(hmac::HMAC_SHA384)),
+        "hmac-sha512." => Some(Algorithm::Ring(hmac::HMAC_SHA512)),
         _ => None,
+    }
+}
+
+/// A key ready to make and check MACs with.
+#[derive(Clone)]
+pub(crate) enum MacKey {
+    Ring(hmac::Key),
+    /// The HMAC-SHA224 key block (64 bytes: the secret, or its digest when longer, zero-padded).
+    Sha224(Box<[u8; 64]>),
+}
+
+impl MacKey {
+    pub(crate) fn new(alg: Algorithm, secret: &[u8]) -> MacKey {
+        match alg {
+            Algorithm::Ring(a) => MacKey::Ring(hmac::Key::new(a, secret)),
+            Algorithm::Sha224 => {
+                use sha2::Digest;
+                let mut block = Box::new([0u8; 64]);
+                if secret.len() > 64 {
+                    let d = sha2::Sha224::digest(secret);
+                    block[..d.len()].copy_from_slice(&d);
+                } else {
+                    block[..secret.len()].copy_from_slice(secret);
+                }
+                MacKey::Sha224(block)
+            }
+        }
+    }
+
+    /// Length of the MACs this key makes.
+    pub(crate) fn output_len(&self) -> usize {
+        match self {
+            MacKey::Ring(k) => k.algorithm().digest_algorithm().output_len(),
+            MacKey::Sha224(_) => 28,
+        }
+    }
+
+    pub(crate) fn sign(&self, data: &[u8]) -> Vec<u8> {
+        match self {
+            MacKey::Ring(k) => hmac::sign(k, data).as_ref().to_vec(),
+            MacKey::Sha224(block) => {
+                use sha2::Digest;
+                let pad = |byte: u8| block.map(|b| b ^ byte);
+                let mut inner = sha2::Sha224::new();
+                inner.update(pad(0x36));
+                inner.update(data);
+                let mut outer = sha2::Sha224::new();
+                outer.update(pad(0x5c));
+                outer.update(inner.finalize());
+                outer.finalize().to_vec()
+            }
+        }
+    }
+
+    /// True when `mac` is this key's MAC of `data` (compared in constant time).
+    pub(crate) fn verify(&self, data: &[u8], mac: &[u8]) -> bool {
+        match self {
+            MacKey::Ring(k) => hmac::verify(k, data, mac).is_ok(),
+            MacKey::Sha224(_) => {
+                let want = self.sign(data);
+                want.len() == mac.len()
+                    && want.iter().zip(mac).fold(0u8, |d, (a, b)| d | (a ^ b)) == 0
+            }
+        }
     }
 }
 
@@ -68,7 +143,7 @@ pub(crate) enum Verdict {
 pub(crate) struct Checked {
     pub(crate) tsig: Tsig,
     pub(crate) verdict: Verdict,
-    key: Option<hmac::Key>,
+    key: Option<MacKey>,
 }
 
 impl std::fmt::Debug for Checked {
@@ -84,19 +159,26 @@ impl std::fmt::Debug for Checked {
 /// None when the request carries no TSIG (or it cannot be read).
 pub(crate) fn check(raw: &[u8], secrets: &Secrets, now: u64) -> Option<Checked> {
     let (off, tsig) = find_tsig(raw).ok()??;
-    let alg = algorithm(&tsig.algorithm);
-    let secret = secrets.get(&tsig.key.to_lowercase());
-    let (Some(alg), Some(secret)) = (alg, secret) else {
+    // miekg/dns: an unknown key name is BADKEY; a known key with an algorithm it cannot compute
+    // (hmac-md5, anything else) fails as a bad signature, BADSIG.
+    let Some(secret) = secrets.get(&tsig.key.to_lowercase()) else {
         return Some(Checked {
             tsig,
             verdict: Verdict::Bad(tsig_error::BADKEY),
             key: None,
         });
     };
-    let key = hmac::Key::new(alg, secret);
+    let Some(alg) = algorithm(&tsig.algorithm) else {
+        return Some(Checked {
+            tsig,
+            verdict: Verdict::Bad(tsig_error::BADSIG),
+            key: None,
+        });
+    };
+    let key = MacKey::new(alg, secret);
     let unsigned = strip_tsig(raw, off, tsig.orig_id);
     let input = mac_input(&[], &unsigned, &tsig, false);
-    let verdict = if hmac::verify(&key, &input, &tsig.mac).is_err() {
+    let verdict = if !key.verify(&input, &tsig.mac) {
         Verdict::Bad(tsig_error::BADSIG)
     } else if now.abs_diff(tsig.time_signed) > u64::from(tsig.fudge) {
         Verdict::Bad(tsig_error::BADTIME)
@@ -135,11 +217,7 @@ impl Signer {
 
 impl ReplySigner for Signer {
     fn reserve(&self) -> usize {
-        let mac = self
-            .checked
-            .key
-            .as_ref()
-            .map_or(0, |k| k.algorithm().digest_algorithm().output_len());
+        let mac = self.checked.key.as_ref().map_or(0, MacKey::output_len);
         Tsig::record_len(&self.checked.tsig.key, &self.checked.tsig.algorithm, mac, 6)
     }
 
@@ -170,7 +248,7 @@ impl ReplySigner for Signer {
         let signs = error != tsig_error::BADKEY && error != tsig_error::BADSIG;
         if let (true, Some(key)) = (signs, self.checked.key.as_ref()) {
             let input = mac_input(&self.prior_mac, msg, &t, !self.first);
-            t.mac = hmac::sign(key, &input).as_ref().to_vec();
+            t.mac = key.sign(&input);
             self.prior_mac = t.mac.clone();
         } else {
             t.time_signed = 0;
@@ -191,7 +269,7 @@ pub(crate) fn sign_request(
     now: u64,
 ) -> Vec<u8> {
     let alg = self::algorithm(algorithm).expect("known algorithm");
-    let k = hmac::Key::new(alg, secret);
+    let k = MacKey::new(alg, secret);
     let mut t = Tsig {
         key: key.clone(),
         algorithm: algorithm.clone(),
@@ -203,7 +281,7 @@ pub(crate) fn sign_request(
         other: Vec::new(),
     };
     let input = mac_input(&[], msg, &t, false);
-    t.mac = hmac::sign(&k, &input).as_ref().to_vec();
+    t.mac = k.sign(&input);
     append_tsig(msg, &t);
     t.mac
 }
@@ -217,9 +295,9 @@ pub(crate) fn verify_reply(raw: &[u8], secret: &[u8], prior: &[u8], timers_only:
     let Some(alg) = algorithm(&t.algorithm) else {
         return false;
     };
-    let k = hmac::Key::new(alg, secret);
+    let k = MacKey::new(alg, secret);
     let unsigned = strip_tsig(raw, off, t.orig_id);
-    hmac::verify(&k, &mac_input(prior, &unsigned, &t, timers_only), &t.mac).is_ok()
+    k.verify(&mac_input(prior, &unsigned, &t, timers_only), &t.mac)
 }
 
 #[cfg(test)]
@@ -242,7 +320,13 @@ mod tests {
     fn request_verdicts() {
         let now = 1_700_000_000;
         let q = Message::query(7, n("example.org."), RType::SOA).to_wire();
-        for alg in ["hmac-sha1.", "hmac-sha256.", "hmac-sha384.", "hmac-sha512."] {
+        for alg in [
+            "hmac-sha1.",
+            "hmac-sha224.",
+            "hmac-sha256.",
+            "hmac-sha384.",
+            "hmac-sha512.",
+        ] {
             let mut m = q.clone();
             sign_request(
                 &mut m,
@@ -272,6 +356,58 @@ mod tests {
             Verdict::Bad(17)
         );
         assert!(check(&q, &secrets(), now).is_none());
+    }
+
+    /// RFC 4231 test cases 1 and 6 (a key longer than the block) for HMAC-SHA224.
+    #[test]
+    fn hmac_sha224_matches_rfc_4231() {
+        let hex = |s: &str| -> Vec<u8> {
+            (0..s.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+                .collect()
+        };
+        let k = MacKey::new(Algorithm::Sha224, &[0x0b; 20]);
+        assert_eq!(
+            k.sign(b"Hi There"),
+            hex("896fb1128abbdf196832107cd49df33f47b4b1169912ba4f53684b22")
+        );
+        let k = MacKey::new(Algorithm::Sha224, &[0xaa; 131]);
+        let mac = k.sign(b"Test Using Larger Than Block-Size Key - Hash Key First");
+        assert_eq!(
+            mac,
+            hex("95e9a0db962095adaebe9b2d6f0dbce2d499f112f2d2b7273fa6870e")
+        );
+        assert!(k.verify(
+            b"Test Using Larger Than Block-Size Key - Hash Key First",
+            &mac
+        ));
+        assert!(!k.verify(b"Test", &mac));
+    }
+
+    #[test]
+    fn a_known_key_with_an_unknown_algorithm_is_badsig() {
+        let now = 1_700_000_000;
+        let mut m = Message::query(7, n("example.org."), RType::SOA).to_wire();
+        sign_request(
+            &mut m,
+            &n("key.example."),
+            &n("hmac-sha256."),
+            b"0123456789abcdef",
+            now,
+        );
+        // The same request claiming hmac-md5: CoreDNS (miekg/dns) cannot compute it.
+        let (off, mut t) = find_tsig(&m).unwrap().unwrap();
+        t.algorithm = n("hmac-md5.sig-alg.reg.int.");
+        m.truncate(off);
+        let c = m[10..12].to_vec();
+        let arcount = u16::from_be_bytes([c[0], c[1]]) - 1;
+        m[10..12].copy_from_slice(&arcount.to_be_bytes());
+        append_tsig(&mut m, &t);
+        assert_eq!(
+            check(&m, &secrets(), now).unwrap().verdict,
+            Verdict::Bad(tsig_error::BADSIG)
+        );
     }
 
     #[test]

@@ -39,6 +39,7 @@ pub(crate) mod metadata;
 pub(crate) mod minimal;
 pub(crate) mod multisocket;
 pub(crate) mod nsid;
+pub(crate) mod pprof;
 pub(crate) mod prometheus;
 pub(crate) mod proxyproto;
 pub(crate) mod quic;
@@ -52,6 +53,7 @@ pub(crate) mod sign;
 pub(crate) mod template;
 pub(crate) mod timeouts;
 pub(crate) mod tls;
+pub(crate) mod trace;
 pub(crate) mod transfer;
 pub(crate) mod tsig;
 pub(crate) mod view;
@@ -76,8 +78,10 @@ pub(crate) static ORDER: &[PluginDef] = &[
     PluginDef { name: "bufsize", once: false, setup: bufsize::setup },
     PluginDef { name: "bind", once: false, setup: bind::setup },
     PluginDef { name: "debug", once: true, setup: debug::setup },
+    PluginDef { name: "trace", once: false, setup: trace::setup },
     PluginDef { name: "ready", once: true, setup: ready::setup },
     PluginDef { name: "health", once: true, setup: health::setup },
+    PluginDef { name: "pprof", once: true, setup: pprof::setup },
     PluginDef { name: "shed", once: true, setup: shed::setup },
     PluginDef { name: "prometheus", once: true, setup: prometheus::setup },
     PluginDef { name: "errors", once: true, setup: errors::setup },

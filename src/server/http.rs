@@ -1,8 +1,9 @@
 //! The one HTTP stack of every HTTP listener (hyper: HTTP/1.1 with keep-alive, and HTTP/2):
 //! the connection settings (bounded headers, header-read and idle timeouts), the loop that
 //! closes a connection gracefully when it idles out or its listener stops — shared with DoH and
-//! gRPC (`stream.rs`) — and the server of `/health`, `/ready` and `/metrics`: GET and HEAD,
-//! 404 for other paths, 405 with `Allow` for other methods. Routes are swapped atomically on
+//! gRPC (`stream.rs`) — and the server of `/health`, `/ready`, `/metrics` and `/debug/pprof/`:
+//! GET and HEAD, 404 for other paths, 405 with `Allow` for other methods; a route ending in `/`
+//! serves its whole subtree (Go's `ServeMux` rule). Routes are swapped atomically on
 //! reload; the socket stays. The listening socket has SO_REUSEPORT and is in the hand-over
 //! registry, so a second instance can serve the same port beside this one (see
 //! `listen::handover`).
@@ -288,11 +289,13 @@ impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for WriteTimeout<S>
     }
 }
 
-/// One HTTP answer of a health, ready or metrics route.
+/// One HTTP answer of a route.
 pub(crate) struct HttpResponse {
     pub status: u16,
     pub content_type: &'static str,
     pub body: Vec<u8>,
+    /// Further headers (`Location`, `Content-Disposition`).
+    pub headers: Vec<(header::HeaderName, String)>,
 }
 
 impl HttpResponse {
@@ -301,14 +304,49 @@ impl HttpResponse {
             status,
             content_type: "text/plain; charset=utf-8",
             body: body.into(),
+            headers: Vec::new(),
         }
+    }
+
+    /// The response with header `name: value` added.
+    pub(crate) fn with_header(mut self, name: header::HeaderName, value: String) -> HttpResponse {
+        self.headers.push((name, value));
+        self
+    }
+}
+
+/// A GET or HEAD request as a route sees it.
+pub(crate) struct HttpRequest {
+    pub path: String,
+    /// The query string (after `?`), if any.
+    pub query: Option<String>,
+}
+
+impl HttpRequest {
+    /// The first value of query parameter `name` (not percent-decoded: the parameters served
+    /// here are numbers and flags).
+    pub(crate) fn param(&self, name: &str) -> Option<&str> {
+        self.query.as_deref()?.split('&').find_map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            (k == name).then_some(v)
+        })
     }
 }
 
 /// Something served at a path.
 pub(crate) trait HttpHandler: Send + Sync {
     fn get(&self, path: &str) -> HttpResponse;
+
+    /// Answers `req`, possibly after a while (a CPU profile records for the seconds asked);
+    /// the page of [`HttpHandler::get`] unless the handler needs the query or time. The future
+    /// is dropped when the client goes away or the listener stops.
+    fn serve(self: Arc<Self>, req: HttpRequest) -> BoxFuture<'static, HttpResponse> {
+        let page = self.get(&req.path);
+        Box::pin(std::future::ready(page))
+    }
 }
+
+type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 
 /// Routes of one address: path -> handler.
 pub(crate) type Routes = Vec<(String, Arc<dyn HttpHandler>)>;
@@ -385,10 +423,12 @@ async fn serve_conn(stream: TcpStream, routes: Arc<ArcSwap<Routes>>, cancel: Can
     let activity = Arc::new(Activity::default());
     let a = activity.clone();
     let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-        let _busy = a.busy();
+        a.active.fetch_add(1, Ordering::AcqRel);
         // Routes as they are now: a reload's new routes apply to the next request.
-        let resp = respond(req.method(), req.uri().path(), &routes.load());
-        std::future::ready(Ok::<_, Infallible>(resp))
+        Answer {
+            page: respond(req.method(), req.uri(), &routes.load()),
+            activity: a.clone(),
+        }
     });
     let b = builder(Some(MAX_STREAMS), PAGE_TIMEOUT);
     drive(
@@ -401,21 +441,71 @@ async fn serve_conn(stream: TcpStream, routes: Arc<ArcSwap<Routes>>, cancel: Can
     .await;
 }
 
-/// The answer to `method path`: the route's page for GET and HEAD (HEAD with the same headers
+/// A page being made; marks its connection active until dropped.
+struct Answer {
+    page: BoxFuture<'static, Response<Full<Bytes>>>,
+    activity: Arc<Activity>,
+}
+
+impl std::future::Future for Answer {
+    type Output = Result<Response<Full<Bytes>>, Infallible>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        self.page.as_mut().poll(cx).map(Ok)
+    }
+}
+
+impl Drop for Answer {
+    fn drop(&mut self) {
+        self.activity.active.fetch_sub(1, Ordering::AcqRel);
+        self.activity.touch();
+    }
+}
+
+/// The route serving `path`: the one named exactly, else the longest route ending in `/` that
+/// `path` starts with (Go's `ServeMux`: `/debug/pprof/` serves `/debug/pprof/heap`).
+fn route<'r>(routes: &'r Routes, path: &str) -> Option<&'r Arc<dyn HttpHandler>> {
+    if let Some((_, h)) = routes.iter().find(|(p, _)| p == path) {
+        return Some(h);
+    }
+    routes
+        .iter()
+        .filter(|(p, _)| p.ends_with('/') && path.starts_with(p.as_str()))
+        .max_by_key(|(p, _)| p.len())
+        .map(|(_, h)| h)
+}
+
+/// The answer to `method uri`: the route's page for GET and HEAD (HEAD with the same headers
 /// and no body), 404 for a path without a route, 405 for another method.
-fn respond(method: &Method, path: &str, routes: &Routes) -> Response<Full<Bytes>> {
+fn respond(
+    method: &Method,
+    uri: &http::Uri,
+    routes: &Routes,
+) -> BoxFuture<'static, Response<Full<Bytes>>> {
     let head = *method == Method::HEAD;
-    let page = match routes.iter().find(|(p, _)| p == path) {
-        None => HttpResponse::text(404, "404 page not found\n"),
+    let path = uri.path();
+    let ready = |r: Response<Full<Bytes>>| -> BoxFuture<'static, Response<Full<Bytes>>> {
+        Box::pin(std::future::ready(r))
+    };
+    match route(routes, path) {
+        None => ready(HttpResponse::text(404, "404 page not found\n").into_response(head)),
         Some(_) if *method != Method::GET && !head => {
             let mut r = HttpResponse::text(405, "405 method not allowed\n").into_response(false);
             r.headers_mut()
                 .insert(header::ALLOW, header::HeaderValue::from_static("GET, HEAD"));
-            return r;
+            ready(r)
         }
-        Some((_, h)) => h.get(path),
-    };
-    page.into_response(head)
+        Some(h) => {
+            let page = h.clone().serve(HttpRequest {
+                path: path.to_string(),
+                query: uri.query().map(str::to_string),
+            });
+            Box::pin(async move { page.await.into_response(head) })
+        }
+    }
 }
 
 impl HttpResponse {
@@ -431,6 +521,11 @@ impl HttpResponse {
             header::HeaderValue::from_static(self.content_type),
         );
         h.insert(header::CONTENT_LENGTH, header::HeaderValue::from(len));
+        for (name, value) in self.headers {
+            if let Ok(v) = header::HeaderValue::from_str(&value) {
+                h.insert(name, v);
+            }
+        }
         r
     }
 }
@@ -455,20 +550,55 @@ mod tests {
         )]
     }
 
+    fn get(method: Method, uri: &str, r: &Routes) -> Response<Full<Bytes>> {
+        let uri: http::Uri = uri.parse().unwrap();
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(respond(&method, &uri, r))
+    }
+
     #[test]
     fn methods_and_paths() {
         let r = routes();
-        let get = respond(&Method::GET, "/health", &r);
+        let get = get(Method::GET, "/health", &r);
         assert_eq!(get.status(), 200);
         assert_eq!(get.headers()[header::CONTENT_LENGTH], "2");
-        let head = respond(&Method::HEAD, "/health", &r);
+        let head = super::tests::get(Method::HEAD, "/health", &r);
         assert_eq!(head.status(), 200);
         assert_eq!(head.headers()[header::CONTENT_LENGTH], "2");
         assert_eq!(head.into_body().size_hint().exact(), Some(0));
-        let post = respond(&Method::POST, "/health", &r);
+        let post = super::tests::get(Method::POST, "/health", &r);
         assert_eq!(post.status(), 405);
         assert_eq!(post.headers()[header::ALLOW], "GET, HEAD");
-        assert_eq!(respond(&Method::GET, "/nope", &r).status(), 404);
-        assert_eq!(respond(&Method::DELETE, "/nope", &r).status(), 404);
+        assert_eq!(super::tests::get(Method::GET, "/nope", &r).status(), 404);
+        assert_eq!(super::tests::get(Method::DELETE, "/nope", &r).status(), 404);
+        // A route is exact unless it ends in `/`, which serves its subtree.
+        assert_eq!(
+            super::tests::get(Method::GET, "/health/x", &r).status(),
+            404
+        );
+        let mut r = routes();
+        r.push((
+            "/debug/".to_string(),
+            Arc::new(Page) as Arc<dyn HttpHandler>,
+        ));
+        assert_eq!(
+            super::tests::get(Method::GET, "/debug/a/b?x=1", &r).status(),
+            200
+        );
+        assert_eq!(super::tests::get(Method::GET, "/debug", &r).status(), 404);
+    }
+
+    #[test]
+    fn query_parameters() {
+        let q = |s: &str| HttpRequest {
+            path: "/".into(),
+            query: Some(s.into()),
+        };
+        assert_eq!(q("seconds=5&debug=1").param("seconds"), Some("5"));
+        assert_eq!(q("seconds=5&debug=1").param("debug"), Some("1"));
+        assert_eq!(q("gc").param("gc"), Some(""));
+        assert_eq!(q("a=1").param("b"), None);
     }
 }

@@ -123,6 +123,9 @@ impl Site {
         let mut found = None;
         for (z, b) in &self.zones {
             let (inside, apex) = match req.msg.questions.first() {
+                // Every name is under the root: no label comparison (blocks for `.`, the
+                // common case, and each view block of `.` would pay one per query).
+                Some(q) if z.is_root() => (true, q.name.is_root()),
                 Some(q) => (q.name.is_subdomain_of(z), q.name == **z),
                 None => (false, false),
             };
@@ -308,6 +311,7 @@ impl Site {
             backlogged,
             meta: None,
             view: None,
+            trace: None,
         };
         let Some((zone, block)) = self.route(&mut req) else {
             crate::metrics::record_dropped(&self.label, proto, packet.len(), Rcode::REFUSED);
@@ -492,6 +496,7 @@ impl Resolver for Site {
                 backlogged: false,
                 meta: None,
                 view: None,
+                trace: None,
             };
             let Some((zone, block)) = self.route(&mut sub) else {
                 return Outcome::rcode("", Rcode::REFUSED);

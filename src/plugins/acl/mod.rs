@@ -215,24 +215,31 @@ pub(crate) struct Acl {
     /// `coredns_acl_allowed_requests_total` for the first server label seen (a block is nearly
     /// always served on one address): one pointer comparison and an atomic add per query.
     allowed: OnceLock<(Arc<str>, Counter)>,
+    /// The `view` label: the name of the block's view (`view NAME`), empty without one, as
+    /// CoreDNS labels the counters with the view of the server block that handles the query.
+    view: Arc<str>,
 }
 
 impl Acl {
-    fn new(rules: Vec<Rule>) -> Acl {
+    fn new(rules: Vec<Rule>, view: Option<&str>) -> Acl {
         Acl {
             rules,
             allowed: OnceLock::new(),
+            view: view.unwrap_or("").into(),
         }
     }
 
     fn count_allowed(&self, server: &Arc<str>) {
-        let (s, c) = self
-            .allowed
-            .get_or_init(|| (server.clone(), ALLOWED.with_label_values(&[server, ""])));
+        let (s, c) = self.allowed.get_or_init(|| {
+            (
+                server.clone(),
+                ALLOWED.with_label_values(&[server, &self.view]),
+            )
+        });
         if Arc::ptr_eq(s, server) {
             c.inc();
         } else {
-            count_allowed_elsewhere(server);
+            count_allowed_elsewhere(server, &self.view);
         }
     }
 }
@@ -342,32 +349,39 @@ fn parse(lines: &[&Directive], block_zones: &[String]) -> Result<Vec<Rule>, Erro
 
 pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), Error> {
     let rules = parse(lines, &ctx.block.zones)?;
-    ctx.add_handler(Arc::new(Acl::new(rules)));
+    ctx.add_handler(Arc::new(Acl::new(rules, ctx.block.view.as_deref())));
     Ok(())
 }
 
 thread_local! {
-    /// `coredns_acl_allowed_requests_total` handles by server label for blocks served on more
-    /// than one address (the label lookup hashes and locks; a cached handle is one atomic add).
-    static ALLOWED_BY_SERVER: RefCell<Vec<(Arc<str>, Counter)>> = const { RefCell::new(Vec::new()) };
+    /// `coredns_acl_allowed_requests_total` handles by server and view label for blocks served
+    /// on more than one address (the label lookup hashes and locks; a cached handle is one
+    /// atomic add).
+    static ALLOWED_BY_SERVER: RefCell<Vec<AllowedHandle>> = const { RefCell::new(Vec::new()) };
 }
 
-fn count_allowed_elsewhere(server: &Arc<str>) {
+/// (server label, view label, counter handle).
+type AllowedHandle = (Arc<str>, Arc<str>, Counter);
+
+fn count_allowed_elsewhere(server: &Arc<str>, view: &Arc<str>) {
     ALLOWED_BY_SERVER.with(|c| {
         let Ok(mut v) = c.try_borrow_mut() else {
-            ALLOWED.with_label_values(&[server, ""]).inc();
+            ALLOWED.with_label_values(&[server, view]).inc();
             return;
         };
-        if let Some((_, h)) = v.iter().find(|(s, _)| Arc::ptr_eq(s, server)) {
+        if let Some((.., h)) = v
+            .iter()
+            .find(|(s, w, _)| Arc::ptr_eq(s, server) && Arc::ptr_eq(w, view))
+        {
             h.inc();
             return;
         }
         if v.len() >= 16 {
             v.clear(); // old generations' server labels age out
         }
-        let h = ALLOWED.with_label_values(&[server, ""]);
+        let h = ALLOWED.with_label_values(&[server, view]);
         h.inc();
-        v.push((server.clone(), h));
+        v.push((server.clone(), view.clone(), h));
     });
 }
 
@@ -400,7 +414,7 @@ impl Handler for Acl {
             self.count_allowed(&req.server);
             return next.run(req);
         };
-        let labels = [&*req.server, &zone.to_lowercase_string(), ""];
+        let labels = [&*req.server, &zone.to_lowercase_string(), &*self.view];
         let (rcode, ede, counter) = match action {
             Action::Drop => {
                 DROPPED.with_label_values(&labels).inc();
@@ -450,6 +464,7 @@ mod tests {
                 "example.org {\n acl {\n  allow net 192.168.1.0/24\n  block type A AAAA net 192.168.0.0/16 2001:db8::/32\n  filter type MX\n  drop net 10.0.0.1\n }\n}\n",
             )
             .unwrap(),
+            None,
         );
         let a = RType::A;
         assert_eq!(decide(&acl, "192.168.1.9", "a.example.org.", a), None);
@@ -486,7 +501,7 @@ mod tests {
     fn flattened_networks_keep_policy_order() {
         let acl = crate::pkg::testing::with_block(
             ". {\n acl {\n  block type A net 10.0.0.0/8 192.168.0.0/16\n  filter net 192.168.0.0/16 fd00::/8\n  allow type TXT\n  drop net *\n }\n}\n",
-            |d| Acl::new(parse(d, &[".".to_string()]).unwrap()),
+            |d| Acl::new(parse(d, &[".".to_string()]).unwrap(), None),
         );
         assert!(acl.rules[0].every_name);
         let (a, txt) = (RType::A, RType::TXT);

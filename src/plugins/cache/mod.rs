@@ -768,6 +768,7 @@ fn background_request(req: &Request) -> Request {
         backlogged: false,
         meta: req.meta.clone(),
         view: req.view.clone(),
+        trace: None,
     }
 }
 

@@ -247,6 +247,8 @@ impl Inner {
             // The local side of the upstream socket, asked for only when tapped.
             let mut local = None;
             let mut want_local = started.is_some().then_some(&mut local);
+            // CoreDNS's `connect` span, when the query is traced.
+            let span = req.trace.as_mut().map(|t| t.open("connect"));
             let res = loop {
                 let r = p
                     .connect_from(&req.msg, this_net, deadline, want_local.as_deref_mut())
@@ -259,6 +261,9 @@ impl Inner {
                 }
                 break r;
             };
+            if let (Some(t), Some(span)) = (req.trace.as_mut(), span) {
+                t.close(span, vec![("peer.address", p.addr.to_string())]);
+            }
             if let (Some(t), Some(started)) = (self.tap.get(), started) {
                 let reply = res.as_ref().ok();
                 t.forwarded(req, p.addr, local, this_net == Net::Tcp, started, reply);

@@ -19,6 +19,7 @@ impl HttpHandler for MetricsPage {
             status: 200,
             content_type: "text/plain; version=0.0.4; charset=utf-8",
             body: crate::metrics::gather_text(),
+            headers: Vec::new(),
         }
     }
 }
