@@ -214,6 +214,11 @@ pub struct Sextant {
     exit: Option<ExitStatus>,
 }
 
+/// How long an exited process's output readers get to reach the end of its pipes (they lag the
+/// exit by a scheduling delay; a child of the process that still holds the pipes would keep
+/// them open for good).
+const OUTPUT_AFTER_EXIT: Duration = Duration::from_millis(300);
+
 impl Sextant {
     /// A builder for `bin` with `corefile` as the Corefile text.
     pub fn builder(bin: &Path, corefile: &str) -> SextantBuilder {
@@ -400,16 +405,21 @@ impl Sextant {
         self.exit
     }
 
-    /// The exit status if the process has exited, without waiting.
+    /// The exit status if the process has exited, without waiting (except for its last output:
+    /// once it has exited, [`Sextant::output`] holds everything it wrote).
     pub fn exited(&mut self) -> Option<ExitStatus> {
-        self.try_exit()
+        let st = self.try_exit()?;
+        self.wait_output_eof(OUTPUT_AFTER_EXIT);
+        Some(st)
     }
 
-    /// Wait up to `timeout` for the process to exit.
+    /// Wait up to `timeout` for the process to exit; once it has, [`Sextant::output`] holds
+    /// everything it wrote (the readers reached the end of its pipes, see [`OUTPUT_AFTER_EXIT`]).
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(st) = self.try_exit() {
+                self.wait_output_eof(OUTPUT_AFTER_EXIT);
                 return Some(st);
             }
             if Instant::now() >= deadline {
