@@ -301,7 +301,7 @@ class Env:
         # CoreDNS built by the user (COREDNS_BIN), measured beside Sextant in every scenario,
         # with the fake API server (`crates/fakeapi/examples/serve.rs`) serving it the cluster
         # Sextant reads from a manifest.
-        self.coredns, self.fakeapi = args.coredns, args.fakeapi
+        self.coredns, self.fakeapi = getattr(args, "coredns", None), getattr(args, "fakeapi", None)
         self.apis = []
         out = subprocess.run([self.bin, "-plugins"], stdout=subprocess.PIPE, text=True).stdout
         self.plugins = {l.strip()[4:] for l in out.splitlines() if l.strip().startswith("dns.")}
