@@ -959,7 +959,13 @@ fn tcp_across_sigterms(name: &str, flags: &[&'static str], rules_ready: &dyn Fn(
         nc.s.signal(libc::SIGTERM).unwrap();
         assert!(nc.wait_exit(Duration::from_secs(10)).success());
         terms += 1;
-        std::thread::sleep(Duration::from_millis(300));
+        // NC_GAP_MS lengthens the time without a node cache (default 300 ms): with 2,500 ms,
+        // iptables mode resets some connections (issue 16, open; nftables mode does not).
+        let gap = std::env::var("NC_GAP_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(300);
+        std::thread::sleep(Duration::from_millis(gap));
         nc = NodeCache::start(&lab, &opts(&local_ips, flags));
         nc.wait_serving();
     }
