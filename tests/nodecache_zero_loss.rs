@@ -865,8 +865,8 @@ fn dual_stack_in_one_process() {
 }
 
 /// TCP connections opened back to back (as many as four clients manage, at most 400 a second
-/// each) to both local IPs across lone SIGTERMs with `-skipteardown` and restarts: none is reset
-/// or lost. A SYN reaching the listener as it closes would be reset, so on shutdown the SYN
+/// each) to both local IPs across lone SIGTERMs with `-skipteardown` and restarts 2.5 s later:
+/// none is reset or lost. A SYN reaching the listener as it closes would be reset, so on shutdown the SYN
 /// steering rule goes before the listener drains its accept queue; connections opened while
 /// no node cache runs go through NAT and stay there after the restart.
 #[test]
@@ -959,12 +959,13 @@ fn tcp_across_sigterms(name: &str, flags: &[&'static str], rules_ready: &dyn Fn(
         nc.s.signal(libc::SIGTERM).unwrap();
         assert!(nc.wait_exit(Duration::from_secs(10)).success());
         terms += 1;
-        // NC_GAP_MS lengthens the time without a node cache (default 300 ms): with 2,500 ms,
-        // iptables mode resets some connections (issue 16, open; nftables mode does not).
+        // Long enough for thousands of connections through NAT: in iptables mode they must
+        // all be in the ipset (its hash sized for them from the start: a packet-path add
+        // cannot grow it) or the returning listener resets them. NC_GAP_MS overrides it.
         let gap = std::env::var("NC_GAP_MS")
             .ok()
             .and_then(|v| v.parse().ok())
-            .unwrap_or(300);
+            .unwrap_or(2500);
         std::thread::sleep(Duration::from_millis(gap));
         nc = NodeCache::start(&lab, &opts(&local_ips, flags));
         nc.wait_serving();

@@ -539,11 +539,20 @@ impl Iptables {
                     family,
                     "timeout",
                     TRACKED_TIMEOUT,
+                    // Sized for every element from the start: an add from the packet path
+                    // cannot grow the hash, it fails while a resize is pending (a burst of
+                    // connections through NAT then leaves some out, and the listener resets
+                    // them once it is back).
+                    "hashsize",
+                    "65536",
                     "maxelem",
                     "65536",
                     "-exist",
                 ]) {
-                    ev.push(Event::Failed(format!("{{ipset {set}}}"), e));
+                    // A set made with other parameters (an earlier version's) is kept and used.
+                    if self.ipset(&["list", "-n", set]).is_err() {
+                        ev.push(Event::Failed(format!("{{ipset {set}}}"), e));
+                    }
                 }
             }
             for r in rules(&ips, spec.port, spec.health_port, set) {
