@@ -607,9 +607,15 @@ impl Reader<'_> {
     }
 }
 
-/// [`read_name`] without building the name: the offset after the name at `pos` and the name's
-/// uncompressed length (1 for the root), with the same checks.
-pub fn skip_name(buf: &[u8], pos: usize) -> Result<(usize, usize), WireError> {
+/// Walks the possibly compressed name at `pos` of `buf` with every check of [`read_name`],
+/// handing each label (its length byte and bytes) to `label`; returns the offset after the name
+/// and its uncompressed length (1 for the root).
+#[inline(always)]
+fn walk_name(
+    buf: &[u8],
+    pos: usize,
+    mut label: impl FnMut(&[u8]),
+) -> Result<(usize, usize), WireError> {
     let mut len_total = 0;
     let mut p = pos;
     let mut next = None;
@@ -628,13 +634,12 @@ pub fn skip_name(buf: &[u8], pos: usize) -> Result<(usize, usize), WireError> {
                 if len > MAX_LABEL_LEN {
                     return Err(WireError::LabelTooLong);
                 }
-                if buf.len() < p + 1 + len {
-                    return Err(WireError::NameTruncated);
-                }
+                let l = buf.get(p..p + 1 + len).ok_or(WireError::NameTruncated)?;
                 len_total += 1 + len;
                 if len_total + 1 > MAX_NAME_LEN {
                     return Err(WireError::NameTooLong);
                 }
+                label(l);
                 p += 1 + len;
             }
             0xc0 => {
@@ -657,56 +662,19 @@ pub fn skip_name(buf: &[u8], pos: usize) -> Result<(usize, usize), WireError> {
     }
 }
 
+/// [`read_name`] without building the name: the offset after the name at `pos` and the name's
+/// uncompressed length (1 for the root), with the same checks.
+pub fn skip_name(buf: &[u8], pos: usize) -> Result<(usize, usize), WireError> {
+    walk_name(buf, pos, |_| {})
+}
+
 /// Reads a possibly compressed name at `pos` of `buf`; returns it and the offset after it.
 pub fn read_name(buf: &[u8], pos: usize) -> Result<(Name, usize), WireError> {
     let mut wire = Vec::with_capacity(32);
-    let mut p = pos;
-    let mut next = None;
-    let mut hops = 0;
-    loop {
-        let len = *buf.get(p).ok_or(WireError::NameTruncated)? as usize;
-        match len & 0xc0 {
-            0x00 => {
-                if len == 0 {
-                    wire.push(0);
-                    if wire.len() > MAX_NAME_LEN {
-                        return Err(WireError::NameTooLong);
-                    }
-                    let after = next.unwrap_or(p + 1);
-                    // Every label was checked above and the length just now.
-                    return Ok((Name::from_checked_wire(wire), after));
-                }
-                if len > MAX_LABEL_LEN {
-                    return Err(WireError::LabelTooLong);
-                }
-                let label = buf
-                    .get(p + 1..p + 1 + len)
-                    .ok_or(WireError::NameTruncated)?;
-                wire.push(len as u8);
-                wire.extend_from_slice(label);
-                if wire.len() + 1 > MAX_NAME_LEN {
-                    return Err(WireError::NameTooLong);
-                }
-                p += 1 + len;
-            }
-            0xc0 => {
-                let lo = *buf.get(p + 1).ok_or(WireError::NameTruncated)? as usize;
-                let target = ((len & 0x3f) << 8) | lo;
-                if target >= p || target < HEADER_LEN {
-                    return Err(WireError::BadPointer);
-                }
-                hops += 1;
-                if hops > MAX_POINTER_HOPS {
-                    return Err(WireError::BadPointer);
-                }
-                if next.is_none() {
-                    next = Some(p + 2);
-                }
-                p = target;
-            }
-            _ => return Err(WireError::BadLabelType),
-        }
-    }
+    let (after, _) = walk_name(buf, pos, |l| wire.extend_from_slice(l))?;
+    wire.push(0);
+    // Every label and the total length were checked by the walk.
+    Ok((Name::from_checked_wire(wire), after))
 }
 
 struct Encoder {
