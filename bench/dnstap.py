@@ -1,12 +1,15 @@
 #!/usr/bin/env python3
 """dnstap's cost: the same Corefile with and without `dnstap`, in the same run.
 
-Sextant serves `whoami` on 127.0.0.1 pinned to core 0; dnsperf (core 1) saturates it for
-DURATION seconds per figure; Debian's fstrm_capture (core 1) collects the dnstap stream into a
-file. Variants, alternated ROUNDS times: no dnstap, `dnstap SOCK`, `dnstap SOCK full`. Reported:
+Sextant serves on 127.0.0.1 pinned to core 0; dnsperf (core 1) saturates it for DURATION
+seconds per figure; Debian's fstrm_capture (core 1) collects the dnstap stream into a file.
+Variants, alternated ROUNDS times: no dnstap, `dnstap SOCK`, `dnstap SOCK full`. Reported:
 q/s (median), server CPU per query, frames the collector got and drops the server logged.
+BASE `whoami` (default): `whoami` answers 1000 names; `kubeadm`: the kubeadm Corefile of
+bench/cg_corefile.py answers the cluster names of bench/gen.py (2000 services), what a cluster
+asks.
 
-    SEXTANT_BIN=target/release/sextant python3 bench/dnstap.py [DURATION] [ROUNDS]
+    SEXTANT_BIN=target/release/sextant python3 bench/dnstap.py [DURATION] [ROUNDS] [BASE]
 """
 
 import os
@@ -21,6 +24,7 @@ import time
 BIN = os.environ.get("SEXTANT_BIN", "target/release/sextant")
 DURATION = int(sys.argv[1]) if len(sys.argv) > 1 else 10
 ROUNDS = int(sys.argv[2]) if len(sys.argv) > 2 else 3
+BASE = sys.argv[3] if len(sys.argv) > 3 else "whoami"
 TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -35,10 +39,10 @@ def cpu(pid):
     return (int(f[11]) + int(f[12])) / TICK
 
 
-def wait_dns(port):
+def wait_dns(port, probe):
     for _ in range(200):
         r = subprocess.run(["dig", "+short", "+time=1", "+tries=1", "-p", str(port), "@127.0.0.1",
-                            "example.org"], capture_output=True)
+                            probe], capture_output=True)
         if r.returncode == 0:
             return
         time.sleep(0.05)
@@ -60,15 +64,15 @@ def frames(path):
     return n
 
 
-def run(d, label, lines, qfile):
+def run(d, label, body, qfile, probe):
     port = free_port()
     cf = os.path.join(d, f"Corefile.{label}")
-    open(cf, "w").write(f".:{port} {{\n{lines}\n    whoami\n}}\n")
+    open(cf, "w").write(f".:{port} {{\n{body}\n}}\n")
     log = open(os.path.join(d, f"log.{label}"), "w")
     srv = subprocess.Popen(["taskset", "-c", "0", BIN, "-conf", cf], stdout=log, stderr=log,
                            cwd=d)
     try:
-        wait_dns(port)
+        wait_dns(port, probe)
         c0 = cpu(srv.pid)
         argv = ["taskset", "-c", "1", "dnsperf", "-s", "127.0.0.1", "-p", str(port), "-d", qfile,
                 "-T", "1", "-c", "4", "-q", "200", "-t", "2", "-l", str(DURATION)]
@@ -88,37 +92,61 @@ def run(d, label, lines, qfile):
 def main():
     d = tempfile.mkdtemp(prefix="dnstap-bench-")
     qfile = os.path.join(d, "queries")
-    open(qfile, "w").write("".join(f"q{i}.example.org A\n" for i in range(1000)))
     sock = os.path.join(d, "tap.sock")
+    if BASE == "kubeadm":
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        import argparse
+        import bench
+        import cg_corefile
+        import gen
+        env = bench.Env(argparse.Namespace(bin=os.path.abspath(BIN)), d)
+        cl = gen.Cluster(2000, 3, 10**9, 1)
+        cl.write_manifests(env.path("cluster.json"))
+        gen.write_queries(qfile, cl.cluster_queries(20000, 21))
+        up = free_port()  # nothing listens there: no query of the mix is forwarded
+        variants = [(k, cg_corefile.body(k, env, up)) for k in ("kubeadm", "dnstap", "dnstap-full")]
+        probe = "kubernetes.default.svc.cluster.local"
+        what = "the kubeadm Corefile of bench/cg_corefile.py answering 20,000 cluster names"
+    elif BASE == "whoami":
+        open(qfile, "w").write("".join(f"q{i}.example.org A\n" for i in range(1000)))
+        variants = [("base", "    whoami"), ("dnstap", f"    dnstap {sock}\n    whoami"),
+                    ("dnstap-full", f"    dnstap {sock} full\n    whoami")]
+        probe = "example.org"
+        what = "1000 distinct names, `whoami` answering"
+    else:
+        raise SystemExit(f"unknown base {BASE}")
     out = os.path.join(d, "tap.fstrm")
     cap = subprocess.Popen(["taskset", "-c", "1", "fstrm_capture", "-t", "protobuf:dnstap.Dnstap",
                             "-u", sock, "-w", out], stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL)
     while not os.path.exists(sock):
         time.sleep(0.05)
-    variants = [("base", ""), ("dnstap", f"    dnstap {sock}"),
-                ("dnstap-full", f"    dnstap {sock} full")]
     res = {v: [] for v, _ in variants}
     try:
         for r in range(ROUNDS):
-            for label, lines in variants:
-                res[label].append(run(d, label, lines, qfile))
+            for label, body in variants:
+                res[label].append(run(d, label, body, qfile, probe))
                 print(label, r, res[label][-1], flush=True)
     finally:
         cap.terminate()
         cap.wait()
-    base = statistics.median(x[0] for x in res["base"])
-    print(f"\n`SEXTANT_BIN={BIN} python3 bench/dnstap.py {DURATION} {ROUNDS}`; dnsperf: "
+    first = variants[0][0]
+    base = statistics.median(x[0] for x in res[first])
+    base_cpu = statistics.median(x[1] for x in res[first])
+    print(f"\n`SEXTANT_BIN={BIN} python3 bench/dnstap.py {DURATION} {ROUNDS} {BASE}`; dnsperf: "
           f"`taskset -c 1 dnsperf -s 127.0.0.1 -p PORT -d QUERYFILE -T 1 -c 4 -q 200 -t 2 -l "
-          f"{DURATION}`, 1000 distinct names, `whoami` answering, median of {ROUNDS}.\n")
-    print("| Corefile | q/s (median) | vs no dnstap | server CPU µs/query | lost | dnstap drops |")
-    print("|---|---|---|---|---|---|")
+          f"{DURATION}`, {what}, median of {ROUNDS}.\n")
+    print("| Corefile | q/s (median) | vs no dnstap | server CPU µs/query (median) | vs no dnstap "
+          "| per round | lost | dnstap drops |")
+    print("|---|---|---|---|---|---|---|---|")
     for label, _ in variants:
         rs = res[label]
         q = statistics.median(x[0] for x in rs)
         c = statistics.median(x[1] for x in rs)
+        rounds = " ".join(f"{x[1]:.2f}" for x in rs)
         print(f"| {label} | {q:,.0f} | {100 * (q / base - 1):+.1f}% | {c:.2f} | "
-              f"{sum(x[3] for x in rs)} | {sum(x[4] for x in rs)} |")
+              f"{100 * (c / base_cpu - 1):+.1f}% | {rounds} | {sum(x[3] for x in rs)} | "
+              f"{sum(x[4] for x in rs)} |")
     want = sum(2 * x[2] for label in ("dnstap", "dnstap-full") for x in res[label])
     print(f"\nframes collected by fstrm_capture: {frames(out):,} of {want:,} "
           f"(two per completed query of the dnstap runs, plus start-up probes)")

@@ -53,11 +53,15 @@ pub(crate) struct Request {
     /// The server, to re-enter it (None in unit tests).
     pub resolver: Option<Arc<dyn Resolver>>,
     /// The request as received, kept only when it ends with a TSIG record (whose MAC covers
-    /// these exact bytes); None otherwise.
+    /// these exact bytes) or when the block's reply tap asks for it (`dnstap ... full` logs
+    /// the query's bytes); None otherwise.
     pub raw: Option<Arc<[u8]>>,
     /// The UDP socket the query came in on cannot keep up: its write stack is full (only
     /// with `shed`).
     pub backlogged: bool,
+    /// The server hands the bytes of every reply it sends for this request to the block's
+    /// [`ReplyTap`] (set for the requests of a client, not for the server's own lookups).
+    pub reply_tapped: bool,
     /// Metadata of this request (CoreDNS's `metadata` plugin): `None` unless the block has the
     /// `metadata` plugin, so setting a label costs nothing elsewhere. See [`Metadata`].
     pub meta: Option<Box<Metadata>>,
@@ -173,6 +177,7 @@ impl Request {
             resolver: None,
             raw: None,
             backlogged: false,
+            reply_tapped: false,
             meta: None,
             view: None,
             trace: None,
@@ -487,6 +492,27 @@ pub(crate) trait Handler: Send + Sync + 'static {
     fn tapper(&self) -> Option<Arc<dyn Tapper>> {
         None
     }
+    /// Where the server reports the replies it sends (the `dnstap` plugin's
+    /// CLIENT_RESPONSE), if this plugin is that; the server finds it when it builds the block.
+    fn reply_tap(&self) -> Option<Arc<dyn ReplyTap>> {
+        None
+    }
+}
+
+/// Gets the exact bytes of each reply the server sends for a plugin-written reply, once the
+/// server has finished it (ID, question, EDNS, truncation, signature): dnstap's
+/// CLIENT_RESPONSE without a copy of the reply finished a second time. The server calls it
+/// for the requests it marks [`Request::reply_tapped`], once per message sent (each message of
+/// a zone transfer); never for its own error replies or a silent outcome. Must not wait.
+pub(crate) trait ReplyTap: Send + Sync {
+    /// The server keeps the query's bytes in [`Request::raw`] for the plugins.
+    fn wants_query_bytes(&self) -> bool;
+    /// The server leaves the request as the chain left it, question included (the tap
+    /// reads it, e.g. to fill in placeholders); otherwise it may take the question out
+    /// before calling [`ReplyTap::replied`].
+    fn reads_request(&self) -> bool;
+    /// `wire` goes to the client of `req`.
+    fn replied(&self, req: &Request, wire: &[u8]);
 }
 
 /// Receives a plugin's own upstream traffic for dnstap (CoreDNS `forward`'s `tapPlugins`):

@@ -13,7 +13,9 @@ use sextant_wire::{
     Reply, HEADER_LEN,
 };
 
-use crate::plugin::{BoxFuture, Handler, Next, Outcome, Proto, Request, Resolver, ViewFilter};
+use crate::plugin::{
+    BoxFuture, Handler, Next, Outcome, Proto, ReplyTap, Request, Resolver, ViewFilter,
+};
 
 /// Largest UDP reply Sextant sends (DNS Flag Day 2020), whatever size the client advertises:
 /// the amplification bound of faults.md §5.6. Below it replies are truncated to the client's
@@ -60,6 +62,17 @@ pub(crate) struct Block {
     /// The block's `metadata` plugin, whose collector fills a request's metadata while it is
     /// routed, before the view filters read it (CoreDNS's `metaCollector`).
     pub collector: Option<Arc<dyn Handler>>,
+    /// Where the replies sent for the block's requests are reported (its `dnstap` plugin).
+    pub tap: Option<BlockTap>,
+}
+
+/// A block's [`ReplyTap`] and what it asks of the server, read once.
+pub(crate) struct BlockTap {
+    tap: Arc<dyn ReplyTap>,
+    /// Keep the query's bytes in `Request::raw`.
+    query_bytes: bool,
+    /// Leave the question in the request until the tap has seen the reply.
+    reads_request: bool,
 }
 
 impl Block {
@@ -73,11 +86,20 @@ impl Block {
             .iter()
             .find(|h| h.metadata_collector().is_some())
             .cloned();
+        let tap = chain
+            .iter()
+            .find_map(|h| h.reply_tap())
+            .map(|tap| BlockTap {
+                query_bytes: tap.wants_query_bytes(),
+                reads_request: tap.reads_request(),
+                tap,
+            });
         Block {
             chain,
             chaos,
             view,
             collector,
+            tap,
         }
     }
 }
@@ -309,6 +331,7 @@ impl Site {
             resolver: Some(self.clone() as Arc<dyn Resolver>),
             raw,
             backlogged,
+            reply_tapped: false,
             meta: None,
             view: None,
             trace: None,
@@ -327,6 +350,19 @@ impl Site {
         req.zone = zone.clone();
         req.view = block.view.as_ref().map(|(name, _)| name.clone());
         let block = block.clone();
+        let mut asked_q = asked_q;
+        if let Some(t) = &block.tap {
+            req.reply_tapped = true;
+            if t.query_bytes && req.raw.is_none() {
+                req.raw = Some(Arc::from(packet));
+            }
+            if t.reads_request && asked_q.is_some() {
+                // The tap reads the request after the reply is finished: the question is
+                // copied now instead of being taken back from it.
+                asked.question = req.msg.questions.first().cloned();
+                asked_q = None;
+            }
+        }
         let mut out = Next::new(&block.chain).run(&mut req).await;
         // The reply is truncated to the buffer size as the chain left it (`bufsize` lowers it),
         // like CoreDNS's ScrubWriter reading the request it passed down.
@@ -341,17 +377,27 @@ impl Site {
             asked.question = a.take(&mut req.msg, packet);
         }
         let options = req.msg.edns.as_ref().map_or(&[][..], |e| &e.options[..]);
+        // A reply a plugin wrote goes to the tap as sent; the server's own error reply does not.
+        let tap = block
+            .tap
+            .as_ref()
+            .filter(|_| out.reply.is_some())
+            .map(|t| (&*t.tap, &req));
         if let Some(ext) = out.ext.take() {
-            return finish_ext(&asked, options, out, *ext, proto, more);
+            return finish_ext(&asked, options, out, *ext, proto, more, tap);
         }
         // Options are echoed from the request as the chain left it (CoreDNS's rewrite edits
         // the request its ScrubWriter reads); DO is the client's, the size as `bufsize` left it.
         let limit = limit(&asked, proto);
-        Some(match out.reply.as_mut() {
+        let wire = match out.reply.as_mut() {
             // Finished where it lies: a parsed reply is large, moving it costs a copy.
             Some(r) => r.take_finished(&asked, options, limit, echoed_option),
             None => outcome_to_reply(&asked, out).finish(&asked, options, limit, echoed_option),
-        })
+        };
+        if let Some((t, req)) = tap {
+            t.replied(req, &wire);
+        }
+        Some(wire)
     }
 }
 
@@ -431,6 +477,7 @@ fn finish_ext(
     mut ext: crate::plugin::OutcomeExt,
     proto: Proto,
     more: Option<&mut Vec<Vec<u8>>>,
+    tap: Option<(&dyn ReplyTap, &Request)>,
 ) -> Option<Vec<u8>> {
     if ext.silent {
         return None;
@@ -443,11 +490,17 @@ fn finish_ext(
     if let Some(s) = ext.signer.as_mut() {
         s.sign(&mut first);
     }
+    if let Some((t, req)) = tap {
+        t.replied(req, &first);
+    }
     if let Some(more) = more {
         for m in std::mem::take(&mut ext.more) {
             let mut b = Reply::parsed(m).finish(asked, options, limit, echoed_option);
             if let Some(s) = ext.signer.as_mut() {
                 s.sign(&mut b);
+            }
+            if let Some((t, req)) = tap {
+                t.replied(req, &b);
             }
             more.push(b);
         }
@@ -494,6 +547,7 @@ impl Resolver for Site {
                 resolver: req.resolver.clone(),
                 raw: None,
                 backlogged: false,
+                reply_tapped: false,
                 meta: None,
                 view: None,
                 trace: None,

@@ -325,6 +325,14 @@ impl Message {
         self.encode(max_len.max(512))
     }
 
+    /// Encodes the whole message without name compression (miekg/dns `Pack` of a message that
+    /// has `Compress` off, as a parsed query has: what CoreDNS's dnstap logs for one).
+    pub fn to_wire_uncompressed(&self) -> Vec<u8> {
+        let mut e = Encoder::new();
+        e.compress = false;
+        self.encode_with(e, usize::MAX).0
+    }
+
     /// Length of the message encoded without name compression (miekg/dns `Len()` of a message
     /// that has `Compress` off, which is what CoreDNS logs as the response size).
     pub fn uncompressed_len(&self) -> usize {
@@ -963,11 +971,9 @@ mod tests {
             data: vec![0; 8],
         });
         m.edns = Some(e);
-        let mut enc = Encoder::new();
-        enc.compress = false;
-        let plain = m.encode_with(enc, usize::MAX).0.len();
-        assert_eq!(m.uncompressed_len(), plain);
-        assert!(m.to_wire().len() < plain);
+        let plain = m.to_wire_uncompressed();
+        assert_eq!(m.uncompressed_len(), plain.len());
+        assert!(m.to_wire().len() < plain.len());
     }
 
     /// Compression matches case exactly (miekg/dns does): a name spelled differently from an

@@ -133,6 +133,60 @@ pub fn scan_query(packet: &[u8]) -> Result<QueryView<'_>, ScanError> {
 }
 
 impl QueryView<'_> {
+    /// True when `msg` still is the query these bytes spell, so that encoding it gives exactly
+    /// the packet: same header, the one question as spelled, no other records, and the same
+    /// OPT record (size, flags, options in order) or none. Allocates nothing: a plugin that
+    /// must log the query as it is now (dnstap) takes the packet instead of encoding `msg`.
+    pub fn spells(&self, msg: &Message) -> bool {
+        let [q] = &msg.questions[..] else {
+            return false;
+        };
+        if msg.header != Header::from_flags(self.id, self.flags)
+            || !msg.answers.is_empty()
+            || !msg.authority.is_empty()
+            || !msg.additional.is_empty()
+            || q.qtype != self.qtype
+            || q.qclass != self.qclass
+            || q.name.wire() != self.qname
+        {
+            return false;
+        }
+        match (&msg.edns, self.opt) {
+            (None, None) => true,
+            (Some(e), Some(o)) => {
+                let p = self.packet;
+                let ttl = u32::from_be_bytes([
+                    p[o.offset + 5],
+                    p[o.offset + 6],
+                    p[o.offset + 7],
+                    p[o.offset + 8],
+                ]);
+                if e.udp_size != o.udp_size
+                    || e.ext_rcode != (ttl >> 24) as u8
+                    || e.version != (ttl >> 16) as u8
+                    || e.dnssec_ok != (ttl & 0x8000 != 0)
+                    || e.z != (ttl & 0x7fff) as u16
+                {
+                    return false;
+                }
+                // The scanner walked the options: each header and body is inside the packet.
+                let mut at = o.offset + 11;
+                for opt in &e.options {
+                    let (Some(code), Some(len)) = (be16(p, at), be16(p, at + 2)) else {
+                        return false;
+                    };
+                    let len = len as usize;
+                    if code != opt.code || p.get(at + 4..at + 4 + len) != Some(&opt.data[..]) {
+                        return false;
+                    }
+                    at += 4 + len;
+                }
+                at == p.len()
+            }
+            _ => false,
+        }
+    }
+
     /// The query as a [`Message`], built from what the scan found instead of parsing the packet
     /// again: the same message `Message::parse` returns for every packet the scanner accepts
     /// (the `differential` fuzz target checks this).
@@ -185,6 +239,49 @@ impl QueryView<'_> {
 mod tests {
     use super::*;
     use crate::{Edns, Message, Name};
+
+    #[test]
+    fn a_query_spells_its_packet_until_edited() {
+        let mut q = Message::query(7, Name::parse("MiXed.example.org.").unwrap(), RType::A);
+        let mut e = Edns::new(1232);
+        e.dnssec_ok = true;
+        e.z = 0x0123;
+        e.options.push(EdnsOption {
+            code: 10,
+            data: vec![1; 8],
+        });
+        e.options.push(EdnsOption {
+            code: 65001,
+            data: b"xyz".to_vec(),
+        });
+        q.edns = Some(e);
+        q.header.cd = true;
+        let w = q.to_wire();
+        let v = scan_query(&w).unwrap();
+        assert!(v.spells(&q));
+        assert!(v.spells(&v.to_message()));
+        let edits: [fn(&mut Message); 7] = [
+            |m| m.edns.as_mut().unwrap().udp_size = 512,
+            |m| m.edns.as_mut().unwrap().options.pop().map(|_| ()).unwrap(),
+            |m| m.edns.as_mut().unwrap().options[0].data[0] = 2,
+            |m| m.edns = None,
+            |m| m.header.rd = false,
+            |m| m.questions[0].name = Name::parse("mixed.example.org.").unwrap(),
+            |m| m.questions[0].qtype = RType::AAAA,
+        ];
+        for (i, edit) in edits.iter().enumerate() {
+            let mut m = q.clone();
+            edit(&mut m);
+            assert!(!v.spells(&m), "edit {i}");
+        }
+        let plain = Message::query(8, Name::parse("a.example.").unwrap(), RType::A);
+        let w = plain.to_wire();
+        let v = scan_query(&w).unwrap();
+        assert!(v.spells(&plain));
+        let mut m = plain.clone();
+        m.edns = Some(Edns::new(512));
+        assert!(!v.spells(&m));
+    }
 
     #[test]
     fn scans_plain_and_edns_queries() {

@@ -766,6 +766,7 @@ fn background_request(req: &Request) -> Request {
         resolver: req.resolver.clone(),
         raw: None,
         backlogged: false,
+        reply_tapped: false,
         meta: req.meta.clone(),
         view: req.view.clone(),
         trace: None,

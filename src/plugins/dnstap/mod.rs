@@ -6,16 +6,20 @@
 mod proto;
 mod writer;
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use sextant_corefile::{Directive, Error};
 use sextant_wire::{Asked, Message};
 
 use crate::pkg::tls::ClientAuth;
-use crate::plugin::{BoxFuture, Handler, Next, Outcome, Proto, Request, SetupCtx, Tapper};
-use proto::{MessageType, Record};
+use crate::plugin::{
+    BoxFuture, Handler, Next, Outcome, Proto, ReplyTap, Request, SetupCtx, Tapper,
+};
+use proto::{MessageType, Nanos, Record};
 use writer::{Endpoint, Envelope, Mode, Queue};
 
 /// Largest `writebuffer` multiplier (MiB).
@@ -208,10 +212,66 @@ pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), 
     }
     let taps = Arc::new(Taps {
         full: taps.iter().any(|t| t.full),
+        extras: taps.iter().any(|t| t.extra_format.is_some()),
         taps,
+        clock: WallClock::new(),
     });
+    let t = taps.clone();
+    ctx.periodic(CLOCK_CHECK, move || t.clock.check());
     ctx.add_handler(Arc::new(Dnstap { taps }));
     Ok(())
+}
+
+/// How often the wall clock is read again (see [`WallClock`]).
+const CLOCK_CHECK: Duration = Duration::from_secs(10);
+
+/// Wall-clock times of the dnstap messages, read from the monotonic clock: the time a query
+/// arrived (`Request::start`) maps to the same wall time for its CLIENT_QUERY and
+/// CLIENT_RESPONSE without a clock read, and a response time costs one monotonic read. The
+/// wall clock is read again every [`CLOCK_CHECK`]; a step of more than a millisecond (NTP,
+/// an operator) moves the mapping.
+struct WallClock {
+    base: Instant,
+    /// Nanoseconds since the Unix epoch at `base`.
+    wall_at_base: AtomicU64,
+}
+
+impl WallClock {
+    fn new() -> WallClock {
+        let base = Instant::now();
+        let c = WallClock {
+            base,
+            wall_at_base: AtomicU64::new(0),
+        };
+        c.wall_at_base.store(c.measure(), Ordering::Relaxed);
+        c
+    }
+
+    /// The wall time at `base`, as the clocks read now.
+    fn measure(&self) -> u64 {
+        let wall = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
+        let mono = self.base.elapsed();
+        wall.saturating_sub(mono).as_nanos() as u64
+    }
+
+    /// Reads the wall clock again; moves the mapping only for a step (reading the two clocks
+    /// one after the other differs by some nanoseconds each time, which would make a query's
+    /// two messages disagree on its time).
+    fn check(&self) {
+        let now = self.measure();
+        let was = self.wall_at_base.load(Ordering::Relaxed);
+        if now.abs_diff(was) > 1_000_000 {
+            self.wall_at_base.store(now, Ordering::Relaxed);
+        }
+    }
+
+    /// The wall time of `t`.
+    fn at(&self, t: Instant) -> Nanos {
+        let since = t.saturating_duration_since(self.base).as_nanos() as Nanos;
+        self.wall_at_base.load(Ordering::Relaxed) + since
+    }
 }
 
 /// One output, whether it carries the wire messages and its `extra` format.
@@ -227,28 +287,65 @@ struct Taps {
     taps: Vec<Tap>,
     /// Some output wants wire messages.
     full: bool,
+    /// Some output fills in `extra` per message.
+    extras: bool,
+    clock: WallClock,
 }
 
 impl Taps {
     /// Sends `r` to every output, with the wire message `wire` only to the `full` ones.
-    fn send(&self, req: &Request, r: Record, mut wire: Option<Vec<u8>>) {
+    fn send(&self, req: &Request, r: Record, wire: Option<&[u8]>) {
         let last = self.taps.len().saturating_sub(1);
         let mut r = Some(r);
         for (i, t) in self.taps.iter().enumerate() {
             let Some(mut one) = (if i == last { r.take() } else { r.clone() }) else {
                 return;
             };
-            if t.full {
-                one.wire = if i == last { wire.take() } else { wire.clone() };
-            }
             if let Some(f) = &t.extra_format {
                 let mut s = String::new();
                 crate::plugins::log::render_into(&mut s, f, req, None);
                 one.extra = Some(s);
             }
-            t.queue.send(one);
+            t.queue.send(one, wire.filter(|_| t.full));
         }
     }
+
+    /// CLIENT_QUERY for `req`, with the query as it reaches dnstap.
+    fn client_query(&self, req: &Request) {
+        let mut q = record(
+            MessageType::ClientQuery,
+            req.proto == Proto::Tcp,
+            self.clock.at(req.start),
+        );
+        q.query_addr = Some(req.client);
+        let wire = self.full.then(|| query_wire(req));
+        self.send(req, q, wire.as_deref());
+    }
+
+    /// CLIENT_RESPONSE for `req` with the reply `wire`.
+    fn client_response(&self, req: &Request, wire: Option<&[u8]>) {
+        let mut r = record(
+            MessageType::ClientResponse,
+            req.proto == Proto::Tcp,
+            self.clock.at(req.start),
+        );
+        r.response_time = self.clock.at(Instant::now());
+        r.query_addr = Some(req.client);
+        self.send(req, r, wire);
+    }
+}
+
+/// The query as dnstap logs it: CoreDNS packs the message as the plugins before dnstap left it
+/// (`bufsize` lowers the EDNS size). When that still is the query as received, which the
+/// server kept (`Request::raw`), its bytes are taken as they are; otherwise the message is
+/// encoded, without name compression as CoreDNS packs a parsed query.
+fn query_wire(req: &Request) -> Cow<'_, [u8]> {
+    if let Some(raw) = req.raw.as_deref() {
+        if sextant_wire::scan_query(raw).is_ok_and(|v| v.spells(&req.msg)) {
+            return Cow::Borrowed(raw);
+        }
+    }
+    Cow::Owned(req.msg.to_wire_uncompressed())
 }
 
 /// The `dnstap` handler of one block.
@@ -257,14 +354,14 @@ pub(crate) struct Dnstap {
 }
 
 /// A record of type `kind` for an exchange over TCP if `tcp`, begun at `query_time`.
-fn record(kind: MessageType, tcp: bool, query_time: SystemTime) -> Record {
+fn record(kind: MessageType, tcp: bool, query_time: Nanos) -> Record {
     Record {
         kind,
         tcp,
         query_addr: None,
         response_addr: None,
         query_time,
-        response_time: None,
+        response_time: 0,
         wire: None,
         extra: None,
     }
@@ -276,13 +373,14 @@ impl Handler for Dnstap {
     }
 
     fn serve<'a>(&'a self, req: &'a mut Request, next: Next<'a>) -> BoxFuture<'a, Outcome> {
+        self.taps.client_query(req);
+        if req.reply_tapped {
+            // The server hands the reply's bytes to `ReplyTap::replied` as it sends them.
+            return next.run(req);
+        }
+        // The server's own lookups: the reply is tapped here, finished as the server would.
         Box::pin(async move {
             let taps = &self.taps;
-            let query_time = SystemTime::now();
-            let tcp = req.proto == Proto::Tcp;
-            let mut q = record(MessageType::ClientQuery, tcp, query_time);
-            q.query_addr = Some(req.client);
-            taps.send(req, q, taps.full.then(|| req.msg.to_wire()));
             // What the server needs to finish the reply as the client will get it.
             let asked = taps.full.then(|| Asked::of(&req.msg));
             let out = next.run(req).await;
@@ -292,19 +390,34 @@ impl Handler for Dnstap {
             let Some(reply) = out.reply.as_ref().filter(|_| !silent) else {
                 return out;
             };
-            let mut r = record(MessageType::ClientResponse, tcp, query_time);
-            r.response_time = Some(SystemTime::now());
-            r.query_addr = Some(req.client);
             let wire = asked.map(|asked| {
                 crate::server::site::finish(&asked, req.msg.edns.as_ref(), reply.clone(), req.proto)
             });
-            taps.send(req, r, wire);
+            taps.client_response(req, wire.as_deref());
             out
         })
     }
 
     fn tapper(&self) -> Option<Arc<dyn Tapper>> {
         Some(self.taps.clone())
+    }
+
+    fn reply_tap(&self) -> Option<Arc<dyn ReplyTap>> {
+        Some(self.taps.clone())
+    }
+}
+
+impl ReplyTap for Taps {
+    fn wants_query_bytes(&self) -> bool {
+        self.full
+    }
+
+    fn reads_request(&self) -> bool {
+        self.extras
+    }
+
+    fn replied(&self, req: &Request, wire: &[u8]) {
+        self.client_response(req, Some(wire));
     }
 }
 
@@ -318,16 +431,19 @@ impl Tapper for Taps {
         started: SystemTime,
         reply: Option<&Message>,
     ) {
+        let started = proto::nanos(started);
         let mut q = record(MessageType::ForwarderQuery, tcp, started);
         q.query_addr = local;
         q.response_addr = Some(upstream);
-        self.send(req, q, self.full.then(|| req.msg.to_wire()));
+        let wire = self.full.then(|| req.msg.to_wire());
+        self.send(req, q, wire.as_deref());
         let Some(reply) = reply else { return };
         let mut r = record(MessageType::ForwarderResponse, tcp, started);
         r.query_addr = local;
         r.response_addr = Some(upstream);
-        r.response_time = Some(SystemTime::now());
-        self.send(req, r, self.full.then(|| reply.to_wire()));
+        r.response_time = proto::nanos(SystemTime::now());
+        let wire = self.full.then(|| reply.to_wire());
+        self.send(req, r, wire.as_deref());
     }
 }
 
@@ -416,6 +532,23 @@ mod tests {
             assert!(e.contains(want), "{line}: {e}");
             assert!(e.contains("Corefile:"), "{line}: {e}");
         }
+    }
+
+    #[test]
+    fn the_wall_clock_maps_instants_and_moves_only_for_a_step() {
+        let c = WallClock::new();
+        let t = Instant::now();
+        let wall = proto::nanos(SystemTime::now());
+        let mapped = c.at(t);
+        assert!(wall.abs_diff(mapped) < 50_000_000, "{wall} {mapped}");
+        // The same instant maps to the same time, also after a check without a step.
+        c.check();
+        assert_eq!(c.at(t), mapped);
+        assert_eq!(c.at(t + Duration::from_millis(3)), mapped + 3_000_000);
+        // A step (the base's wall time off by a second) is corrected.
+        c.wall_at_base.fetch_add(1_000_000_000, Ordering::Relaxed);
+        c.check();
+        assert!(c.at(t).abs_diff(mapped) < 1_000_000);
     }
 
     #[test]

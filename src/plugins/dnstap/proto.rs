@@ -1,25 +1,38 @@
 //! The dnstap protobuf message set (`dnstap.proto`, proto2, package `dnstap`): the writer's
-//! encoder of one [`Record`] into a data frame (prost's field encoders writing straight into the
-//! reused frame buffer, no message struct built per message) and, for tests, the schema as prost
-//! messages to decode frames with.
+//! encoder of one [`Record`] into a data frame (prost's field encoders writing into a buffer on
+//! the stack and the reused frame buffer, no message struct built per message) and, for tests,
+//! the schema as prost messages to decode frames with.
 
 use std::net::SocketAddr;
 use std::time::SystemTime;
 
+/// Nanoseconds since the Unix epoch.
+pub(crate) type Nanos = u64;
+
+/// `t` in nanoseconds since the Unix epoch.
+pub(crate) fn nanos(t: SystemTime) -> Nanos {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos() as Nanos
+}
+
+use prost::bytes::BufMut;
 use prost::encoding::{encode_key, encode_varint, encoded_len_varint, key_len, WireType};
 
-/// One dnstap message as the query path leaves it (addresses, times and, with `full`, the
-/// wire bytes); the writer task encodes it.
+/// One dnstap message as the query path leaves it (addresses, times and, with `full`, where
+/// its wire bytes lie in the batch's byte buffer); the writer task encodes it.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Record {
     pub(crate) kind: MessageType,
     pub(crate) tcp: bool,
     pub(crate) query_addr: Option<SocketAddr>,
     pub(crate) response_addr: Option<SocketAddr>,
-    pub(crate) query_time: SystemTime,
-    pub(crate) response_time: Option<SystemTime>,
-    /// The query (CLIENT_QUERY, FORWARDER_QUERY) or response (the *_RESPONSE types) message.
-    pub(crate) wire: Option<Vec<u8>>,
+    pub(crate) query_time: Nanos,
+    /// 0 for none.
+    pub(crate) response_time: Nanos,
+    /// The query (CLIENT_QUERY, FORWARDER_QUERY) or response (the *_RESPONSE types) message:
+    /// its start and end in the bytes queued with the record (no allocation per message).
+    pub(crate) wire: Option<(usize, usize)>,
     /// The `extra` field with its placeholders filled in (None: the output's literal one).
     pub(crate) extra: Option<String>,
 }
@@ -33,26 +46,25 @@ pub(crate) fn envelope_prefix(identity: &[u8], version: &[u8]) -> Vec<u8> {
     b
 }
 
-fn put_bytes(tag: u32, v: &[u8], b: &mut Vec<u8>) {
+fn put_bytes(tag: u32, v: &[u8], b: &mut impl BufMut) {
     encode_key(tag, WireType::LengthDelimited, b);
     encode_varint(v.len() as u64, b);
-    b.extend_from_slice(v);
+    b.put_slice(v);
 }
 
-fn put_varint(tag: u32, v: u64, b: &mut Vec<u8>) {
+fn put_varint(tag: u32, v: u64, b: &mut impl BufMut) {
     encode_key(tag, WireType::Varint, b);
     encode_varint(v, b);
 }
 
-fn put_fixed32(tag: u32, v: u32, b: &mut Vec<u8>) {
+fn put_fixed32(tag: u32, v: u32, b: &mut impl BufMut) {
     encode_key(tag, WireType::ThirtyTwoBit, b);
-    b.extend_from_slice(&v.to_le_bytes());
+    b.put_u32_le(v);
 }
 
 /// Seconds and nanoseconds since the epoch.
-fn timestamp(t: SystemTime) -> (u64, u32) {
-    let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
-    (d.as_secs(), d.subsec_nanos())
+fn timestamp(t: Nanos) -> (u64, u32) {
+    (t / 1_000_000_000, (t % 1_000_000_000) as u32)
 }
 
 /// The family and address bytes of `a` (an IPv4-mapped IPv6 address counts as IPv4, like
@@ -68,66 +80,74 @@ pub(crate) fn family_and_address(a: &SocketAddr) -> (SocketFamily, [u8; 16], usi
     }
 }
 
-/// Appends the `dnstap.Message` of `r` to `b`.
-fn put_message(r: &Record, b: &mut Vec<u8>) {
-    put_varint(1, r.kind as u64, b);
+/// Room for the fields of a `dnstap.Message` other than its wire message: at most 82 bytes
+/// (three enums, two addresses of 16 bytes, two ports, two times).
+const FIELDS: usize = 96;
+
+/// The fields of `r`'s `dnstap.Message` other than its wire message, encoded into `out`:
+/// returns the length of fields 1 to 9 (the query message, field 10, goes after them) and the
+/// whole length (fields 12 and 13 follow; the response message, field 14, goes last).
+fn put_fields(r: &Record, out: &mut [u8; FIELDS]) -> (usize, usize) {
+    let mut b = &mut out[..];
+    put_varint(1, r.kind as u64, &mut b);
+    let qa = r.query_addr.as_ref().map(family_and_address);
+    let ra = r.response_addr.as_ref().map(family_and_address);
     // The family of the last address set, as CoreDNS's msg.Set*Address leave it.
-    if let Some(a) = r.response_addr.as_ref().or(r.query_addr.as_ref()) {
-        let (family, _, _) = family_and_address(a);
-        put_varint(2, family as u64, b);
+    if let Some((family, _, _)) = ra.as_ref().or(qa.as_ref()) {
+        put_varint(2, *family as u64, &mut b);
         let proto = if r.tcp {
             SocketProtocol::Tcp
         } else {
             SocketProtocol::Udp
         };
-        put_varint(3, proto as u64, b);
+        put_varint(3, proto as u64, &mut b);
+    }
+    if let Some((_, ip, n)) = &qa {
+        put_bytes(4, &ip[..*n], &mut b);
+    }
+    if let Some((_, ip, n)) = &ra {
+        put_bytes(5, &ip[..*n], &mut b);
     }
     if let Some(a) = &r.query_addr {
-        let (_, ip, n) = family_and_address(a);
-        put_bytes(4, &ip[..n], b);
+        put_varint(6, u64::from(a.port()), &mut b);
     }
     if let Some(a) = &r.response_addr {
-        let (_, ip, n) = family_and_address(a);
-        put_bytes(5, &ip[..n], b);
-    }
-    if let Some(a) = &r.query_addr {
-        put_varint(6, u64::from(a.port()), b);
-    }
-    if let Some(a) = &r.response_addr {
-        put_varint(7, u64::from(a.port()), b);
+        put_varint(7, u64::from(a.port()), &mut b);
     }
     let (s, ns) = timestamp(r.query_time);
-    put_varint(8, s, b);
-    put_fixed32(9, ns, b);
-    let response = matches!(
-        r.kind,
-        MessageType::ClientResponse | MessageType::ForwarderResponse
-    );
-    if let (Some(w), false) = (&r.wire, response) {
-        put_bytes(10, w, b);
+    put_varint(8, s, &mut b);
+    put_fixed32(9, ns, &mut b);
+    let head = FIELDS - b.len();
+    if r.response_time != 0 {
+        let (s, ns) = timestamp(r.response_time);
+        put_varint(12, s, &mut b);
+        put_fixed32(13, ns, &mut b);
     }
-    if let Some(t) = r.response_time {
-        let (s, ns) = timestamp(t);
-        put_varint(12, s, b);
-        put_fixed32(13, ns, b);
-    }
-    if let (Some(w), true) = (&r.wire, response) {
-        put_bytes(14, w, b);
-    }
+    (head, FIELDS - b.len())
 }
 
 /// Appends one Frame Streams data frame (length, then the `dnstap.Dnstap` envelope: `prefix`,
-/// the extra field, the message, type MESSAGE) for `r` to `buf`; `scratch` is a reused buffer
-/// for the message.
+/// the extra field, the message, type MESSAGE) for `r` (whose wire message lies in `bytes`) to
+/// `buf`. The message's fields are encoded on the stack and `buf` grows once per frame.
 pub(crate) fn encode_frame(
     prefix: &[u8],
     extra: Option<&[u8]>,
     r: &Record,
-    scratch: &mut Vec<u8>,
+    bytes: &[u8],
     buf: &mut Vec<u8>,
 ) {
-    scratch.clear();
-    put_message(r, scratch);
+    let mut fields = [0u8; FIELDS];
+    let (head, all) = put_fields(r, &mut fields);
+    let wire = r.wire.and_then(|(s, e)| bytes.get(s..e));
+    let response = matches!(
+        r.kind,
+        MessageType::ClientResponse | MessageType::ForwarderResponse
+    );
+    let wire_tag = if response { 14 } else { 10 };
+    let wire_len = wire.map_or(0, |w| {
+        key_len(wire_tag) + encoded_len_varint(w.len() as u64) + w.len()
+    });
+    let msg_len = all + wire_len;
     let extra = r.extra.as_deref().map(str::as_bytes).or(extra);
     let extra_len = extra.map_or(0, |e| {
         key_len(3) + encoded_len_varint(e.len() as u64) + e.len()
@@ -135,16 +155,30 @@ pub(crate) fn encode_frame(
     let len = prefix.len()
         + extra_len
         + key_len(14)
-        + encoded_len_varint(scratch.len() as u64)
-        + scratch.len()
+        + encoded_len_varint(msg_len as u64)
+        + msg_len
         + key_len(15)
         + 1;
-    buf.extend_from_slice(&(len as u32).to_be_bytes());
-    buf.extend_from_slice(prefix);
+    buf.reserve(4 + len);
+    buf.put_u32(len as u32);
+    buf.put_slice(prefix);
     if let Some(e) = extra {
         put_bytes(3, e, buf);
     }
-    put_bytes(14, scratch, buf);
+    encode_key(14, WireType::LengthDelimited, buf);
+    encode_varint(msg_len as u64, buf);
+    match wire {
+        Some(w) if !response => {
+            buf.put_slice(&fields[..head]);
+            put_bytes(10, w, buf);
+            buf.put_slice(&fields[head..all]);
+        }
+        Some(w) => {
+            buf.put_slice(&fields[..all]);
+            put_bytes(14, w, buf);
+        }
+        None => buf.put_slice(&fields[..all]),
+    }
     put_varint(15, DnstapType::Message as u64, buf);
 }
 
@@ -247,30 +281,31 @@ mod tests {
         let t = SystemTime::UNIX_EPOCH + std::time::Duration::new(1_700_000_000, 123_456_789);
         let t2 = t + std::time::Duration::from_millis(3);
         let prefix = envelope_prefix(b"host", b"Sextant-x");
-        let (mut scratch, mut buf) = (Vec::new(), Vec::new());
+        let mut buf = Vec::new();
         let r = Record {
             kind: MessageType::ForwarderResponse,
             tcp: true,
             query_addr: Some("[::ffff:10.0.0.1]:40000".parse().unwrap()),
             response_addr: Some("[2001:db8::53]:53".parse().unwrap()),
-            query_time: t,
-            response_time: Some(t2),
-            wire: Some(vec![1, 2, 3]),
+            query_time: nanos(t),
+            response_time: nanos(t2),
+            wire: Some((1, 4)),
             extra: None,
         };
-        encode_frame(&prefix, Some(b"lit"), &r, &mut scratch, &mut buf);
+        let bytes = [9, 1, 2, 3];
+        encode_frame(&prefix, Some(b"lit"), &r, &bytes, &mut buf);
         let first = buf.len();
         let q = Record {
             kind: MessageType::ClientQuery,
             tcp: false,
             query_addr: Some("192.0.2.7:5353".parse().unwrap()),
             response_addr: None,
-            query_time: t,
-            response_time: None,
-            wire: Some(vec![9]),
+            query_time: nanos(t),
+            response_time: 0,
+            wire: Some((0, 1)),
             extra: Some("rendered".into()),
         };
-        encode_frame(&prefix, Some(b"lit"), &q, &mut scratch, &mut buf);
+        encode_frame(&prefix, Some(b"lit"), &q, &bytes, &mut buf);
         let d = decode(&buf[..first]);
         let want = TapMessage {
             r#type: MessageType::ForwarderResponse as i32,

@@ -3,10 +3,10 @@
 //! bidirectional Frame Streams connection (READY/ACCEPT/START, data frames, STOP) over a unix
 //! socket, TCP or TLS, redialling when the collector goes away, as CoreDNS's `dio` does.
 //!
-//! Cost: the query path only pushes a small [`Record`] onto a mutex-guarded vector (no
-//! allocation once the vector has grown, the writer woken once per batch); the writer takes the
-//! whole batch in one swap, encodes every record into one reused buffer and writes it in a few
-//! large writes.
+//! Cost: the query path only pushes a small [`Record`] onto a mutex-guarded vector and, with
+//! `full`, appends the message's bytes to one byte buffer beside it (no allocation once both
+//! have grown, the writer woken once per batch); the writer takes the whole batch in one swap,
+//! encodes every record into one reused buffer and writes it in a few large writes.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -73,10 +73,18 @@ pub(crate) struct Envelope {
     pub(crate) extra: Option<Vec<u8>>,
 }
 
+/// Records not yet written and the wire messages they point into.
+#[derive(Default)]
+struct Batch {
+    records: Vec<Record>,
+    /// The wire messages of `full` records, one after another.
+    bytes: Vec<u8>,
+}
+
 /// What the query path and the writer share.
 struct Shared {
     /// Records not yet taken by the writer.
-    batch: Mutex<Vec<Record>>,
+    batch: Mutex<Batch>,
     /// Most records `batch` holds; more are dropped.
     capacity: usize,
     /// Woken when `batch` goes from empty to not empty.
@@ -90,19 +98,25 @@ pub(crate) struct Queue {
 }
 
 impl Queue {
-    /// Queues `r`, or counts it as dropped when the queue is full.
-    pub(crate) fn send(&self, r: Record) {
+    /// Queues `r` with its wire message `wire` (copied), or counts it as dropped when the
+    /// queue is full.
+    pub(crate) fn send(&self, mut r: Record, wire: Option<&[u8]>) {
         let first = {
             let Ok(mut b) = self.shared.batch.lock() else {
                 return;
             };
-            if b.len() >= self.shared.capacity {
+            if b.records.len() >= self.shared.capacity {
                 drop(b);
                 self.shared.dropped.fetch_add(1, Ordering::Relaxed);
                 return;
             }
-            b.push(r);
-            b.len() == 1
+            if let Some(w) = wire {
+                let start = b.bytes.len();
+                b.bytes.extend_from_slice(w);
+                r.wire = Some((start, start + w.len()));
+            }
+            b.records.push(r);
+            b.records.len() == 1
         };
         if first {
             self.shared.notify.notify_one();
@@ -119,9 +133,7 @@ pub(crate) struct Writer {
     extra: Option<Vec<u8>>,
     shared: Arc<Shared>,
     /// The batch being encoded (swapped with the shared one, so both keep their capacity).
-    taken: Vec<Record>,
-    /// Reused buffer for one message.
-    scratch: Vec<u8>,
+    taken: Batch,
     /// TCP send buffer size (the `writebuffer` argument).
     sndbuf: usize,
     mode: Mode,
@@ -145,7 +157,7 @@ pub(crate) fn output(
     mode: Mode,
 ) -> (Queue, Writer) {
     let shared = Arc::new(Shared {
-        batch: Mutex::new(Vec::new()),
+        batch: Mutex::new(Batch::default()),
         capacity: capacity.max(1),
         notify: Notify::new(),
         dropped: AtomicU64::new(0),
@@ -159,8 +171,7 @@ pub(crate) fn output(
             prefix: envelope_prefix(&envelope.identity, &envelope.version),
             extra: envelope.extra,
             shared,
-            taken: Vec::new(),
-            scratch: Vec::new(),
+            taken: Batch::default(),
             sndbuf,
             mode,
         },
@@ -382,7 +393,8 @@ impl Writer {
 
     /// Takes every queued record into `self.taken` (empty when none).
     fn take(&mut self) {
-        self.taken.clear();
+        self.taken.records.clear();
+        self.taken.bytes.clear();
         if let Ok(mut b) = self.shared.batch.lock() {
             std::mem::swap(&mut *b, &mut self.taken);
         }
@@ -393,8 +405,8 @@ impl Writer {
         encode_frame(
             &self.prefix,
             self.extra.as_deref(),
-            &self.taken[i],
-            &mut self.scratch,
+            &self.taken.records[i],
+            &self.taken.bytes,
             buf,
         );
     }
@@ -447,7 +459,7 @@ impl Writer {
                     if clients.is_empty() {
                         continue;
                     }
-                    let n = self.taken.len();
+                    let n = self.taken.records.len();
                     for i in 0..n {
                         self.frame(i, &mut buf);
                         if buf.len() < WRITE_CHUNK && i + 1 < n {
@@ -492,7 +504,7 @@ impl Writer {
                 _ = shared.notify.notified() => {
                     if conn.is_none() {
                         self.take();
-                        shared.dropped.fetch_add(self.taken.len() as u64, Ordering::Relaxed);
+                        shared.dropped.fetch_add(self.taken.records.len() as u64, Ordering::Relaxed);
                         continue;
                     }
                     // What else arrives within a short window goes out with it: one wake-up
@@ -505,7 +517,7 @@ impl Writer {
                         _ = tokio::time::sleep(BATCH_WINDOW) => {}
                     }
                     self.take();
-                    let n = self.taken.len();
+                    let n = self.taken.records.len();
                     let mut written = 0;
                     let mut ok = true;
                     for i in 0..n {
@@ -556,7 +568,7 @@ impl Writer {
         let Some(s) = conn else { return };
         buf.clear();
         self.take();
-        for i in 0..self.taken.len() {
+        for i in 0..self.taken.records.len() {
             self.frame(i, buf);
         }
         s.try_write_all(buf);
@@ -602,15 +614,19 @@ mod tests {
             tcp: false,
             query_addr: None,
             response_addr: None,
-            query_time: std::time::SystemTime::now(),
-            response_time: None,
+            query_time: 1,
+            response_time: 0,
             wire: None,
             extra: None,
         };
-        for _ in 0..5 {
-            q.send(r.clone());
+        for i in 0..5u8 {
+            q.send(r.clone(), Some(&[i, i][..]));
         }
         assert_eq!(q.shared.dropped.load(Ordering::Relaxed), 3);
-        assert_eq!(q.shared.batch.lock().unwrap().len(), 2);
+        let b = q.shared.batch.lock().unwrap();
+        assert_eq!(b.records.len(), 2);
+        // The wire bytes of the queued records only, each record pointing at its own.
+        assert_eq!(b.bytes, [0, 0, 1, 1]);
+        assert_eq!(b.records[1].wire, Some((2, 4)));
     }
 }
