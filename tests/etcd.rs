@@ -1,8 +1,10 @@
 //! The `etcd` plugin end to end against a real etcd v3 (Debian's `etcd-server`, started here on
 //! loopback high ports with a temporary data dir; records written with `etcdctl`): whole
 //! answers for SkyDNS keys and their changes through the watch, etcd stopped mid-run (the last
-//! good data served, said in the log and `sextant_etcd_up`) and started again, TLS with client
-//! certificates and user/password authentication, bad options, and (with `COREDNS_BIN`) the
+//! good data served, said in the log and `sextant_etcd_up`) and started again, TLS with and
+//! without client certificates, user/password authentication with a client certificate that has
+//! a CommonName, etcd's authentication by the certificate's CommonName (a user with a read role
+//! answers, one without gets SERVFAIL and a log line), bad options, and (with `COREDNS_BIN`) the
 //! same answers as CoreDNS for the same keys.
 
 use std::net::SocketAddr;
@@ -46,18 +48,23 @@ impl Pki {
         let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
         let write = |name: &str, text: String| std::fs::write(dir.path().join(name), text).unwrap();
         write("ca.pem", ca.pem());
-        // "client" has a subject CommonName (rcgen's default); "anon" has no subject at all,
-        // which etcd's JSON gateway needs once authentication is on (it refuses a CommonName
-        // it would not use as the user).
-        for (name, sans, subject) in [
-            ("server", vec!["127.0.0.1".to_string()], false),
-            ("client", vec!["client".to_string()], true),
-            ("anon", vec!["anon".to_string()], false),
+        // Client certificates with a subject CommonName, the user etcd takes when a request
+        // carries no token: "client" (no such user), "reader" (a user with read on /skydns/)
+        // and "stranger" (a user without a role).
+        for (name, cn) in [
+            ("server", None),
+            ("client", Some("client")),
+            ("reader", Some("reader")),
+            ("stranger", Some("stranger")),
         ] {
             let key = KeyPair::generate().unwrap();
+            let sans = vec![cn.unwrap_or("127.0.0.1").to_string()];
             let mut params = CertificateParams::new(sans).unwrap();
-            if !subject {
-                params.distinguished_name = rcgen::DistinguishedName::new();
+            params.distinguished_name = rcgen::DistinguishedName::new();
+            if let Some(cn) = cn {
+                params
+                    .distinguished_name
+                    .push(rcgen::DnType::CommonName, cn);
             }
             let cert = params.signed_by(&key, &ca).unwrap();
             write(&format!("{name}.pem"), cert.pem());
@@ -78,18 +85,26 @@ struct Etcd {
     port: u16,
     peer: u16,
     tls: Option<Pki>,
+    /// With TLS: etcd asks for client certificates (`--client-cert-auth`).
+    client_cert_auth: bool,
     /// `user:password` for etcdctl once authentication is on.
     user: Option<String>,
 }
 
 impl Etcd {
+    /// An etcd over plain HTTP, or over TLS asking for client certificates.
     fn start(tls: bool) -> Etcd {
+        Etcd::start_with(tls, tls)
+    }
+
+    fn start_with(tls: bool, client_cert_auth: bool) -> Etcd {
         let mut e = Etcd {
             child: None,
             data: tempfile::tempdir().unwrap(),
             port: free_port(),
             peer: free_port(),
             tls: tls.then(Pki::new),
+            client_cert_auth,
             user: None,
         };
         e.run();
@@ -125,10 +140,12 @@ impl Etcd {
             cmd.arg("--cert-file")
                 .arg(p.path("server.pem"))
                 .arg("--key-file")
-                .arg(p.path("server-key.pem"))
-                .arg("--client-cert-auth")
-                .arg("--trusted-ca-file")
-                .arg(p.path("ca.pem"));
+                .arg(p.path("server-key.pem"));
+            if self.client_cert_auth {
+                cmd.arg("--client-cert-auth")
+                    .arg("--trusted-ca-file")
+                    .arg(p.path("ca.pem"));
+            }
         }
         self.child = Some(cmd.spawn().unwrap());
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -528,14 +545,15 @@ fn etcd_stopped_mid_run_keeps_the_last_good_data() {
     let a = local(port);
     s.wait_dns(a, Duration::from_secs(10)).unwrap();
     let m = local(mport);
-    s.wait_for_line("synced 13 keys", Duration::from_secs(10))
+    // The zone's 12 keys (fill's reverse key is outside the zone, not read).
+    s.wait_for_line("synced 12 keys", Duration::from_secs(10))
         .unwrap();
     assert_eq!(metric(m, "sextant_etcd_up{"), Some(1.0));
-    assert_eq!(metric(m, "sextant_etcd_keys{"), Some(13.0));
+    assert_eq!(metric(m, "sextant_etcd_keys{"), Some(12.0));
 
     e.stop();
     s.wait_for_line(
-        "serving the last good data (13 keys",
+        "serving the last good data (12 keys",
         Duration::from_secs(10),
     )
     .unwrap();
@@ -655,7 +673,8 @@ fn tls_client_certificates_and_credentials() {
     assert_eq!(r.answers(), ["x1.skydns.local. 60 IN A 1.1.1.1"]);
     drop(s);
 
-    // Authentication on: a root user with a password.
+    // Authentication on: a root user with a password. The client certificate keeps its
+    // CommonName ("client", no such user): the password's token is what etcd uses.
     e.ctl(&["user", "add", "root:s3cret"]);
     e.ctl(&["auth", "enable"]);
     e.user = Some("root:s3cret".into());
@@ -663,13 +682,7 @@ fn tls_client_certificates_and_credentials() {
         "/skydns/local/skydns/secure",
         r#"{"host":"192.0.2.44","ttl":44}"#,
     );
-    let p = e.tls.as_ref().unwrap();
-    let tls = format!(
-        "        tls {} {} {}\n",
-        p.path("anon.pem"),
-        p.path("anon-key.pem"),
-        p.path("ca.pem")
-    );
+    let tls = tls_client;
     let port = free_port();
     let cf = corefile(
         port,
@@ -699,6 +712,7 @@ fn tls_client_certificates_and_credentials() {
     drop(s);
 
     // A wrong password: nothing is read, the log says why.
+    let p = e.tls.as_ref().unwrap();
     let port = free_port();
     let cf = corefile(
         port,
@@ -707,8 +721,15 @@ fn tls_client_certificates_and_credentials() {
     );
     let mut s = Sextant::builder(bin(), &cf).start();
     s.wait_dns(local(port), Duration::from_secs(10)).unwrap();
-    s.wait_for_line("authentication failed", Duration::from_secs(10))
-        .unwrap();
+    s.wait_for_line(
+        &format!(
+            "etcd at {} refused access: authenticate: etcdserver: authentication failed, \
+             invalid user ID or password; no data yet, answering SERVFAIL",
+            e.url()
+        ),
+        Duration::from_secs(10),
+    )
+    .unwrap();
     let r = udp(local(port), &q("secure.skydns.local.", RecordType::A), T).unwrap();
     assert_eq!(r.rcode_name(), "SERVFAIL");
     drop(s);
@@ -728,6 +749,131 @@ fn tls_client_certificates_and_credentials() {
     s.wait_for_line("unreachable", Duration::from_secs(10))
         .unwrap();
     let r = udp(local(port), &q("secure.skydns.local.", RecordType::A), T).unwrap();
+    assert_eq!(r.rcode_name(), "SERVFAIL");
+}
+
+/// etcd's authentication by client certificate: with `--client-cert-auth` and authentication
+/// on, a request without a token is made as the user named by the certificate's CommonName.
+#[test]
+fn client_certificate_common_name_is_the_user() {
+    let mut e = Etcd::start(true);
+    fill(&e);
+    e.ctl(&["user", "add", "root:s3cret"]);
+    e.ctl(&["role", "add", "dns-read"]);
+    e.ctl(&[
+        "role",
+        "grant-permission",
+        "dns-read",
+        "--prefix=true",
+        "read",
+        "/skydns/",
+    ]);
+    // etcd 3.4's etcdctl has no --no-password: the passwords are never used.
+    e.ctl(&["user", "add", "reader:unused-1"]);
+    e.ctl(&["user", "grant-role", "reader", "dns-read"]);
+    e.ctl(&["user", "add", "stranger:unused-2"]);
+    e.ctl(&["auth", "enable"]);
+    e.user = Some("root:s3cret".into());
+    let p = e.tls.as_ref().unwrap();
+    let tls = |who: &str| {
+        format!(
+            "        tls {} {} {}\n",
+            p.path(&format!("{who}.pem")),
+            p.path(&format!("{who}-key.pem")),
+            p.path("ca.pem")
+        )
+    };
+
+    // "reader" may read /skydns/: whole answers, and changes through the watch.
+    let port = free_port();
+    let mut s = Sextant::builder(bin(), &corefile(port, &e.url(), &tls("reader"))).start();
+    let a = local(port);
+    s.wait_dns(a, Duration::from_secs(10)).unwrap();
+    let r = until(
+        a,
+        &q("svc.skydns.local.", RecordType::SRV),
+        "the sync as reader",
+        |r| r.rcode_name() == "NOERROR",
+    );
+    assert_eq!(r.flags(), "qr,aa");
+    assert_eq!(
+        r.answers(),
+        [
+            "svc.skydns.local. 300 IN SRV 10 25 80 a.svc.skydns.local.",
+            "svc.skydns.local. 30 IN SRV 10 75 8080 b.svc.skydns.local."
+        ]
+    );
+    assert_eq!(
+        r.additional(),
+        [
+            "a.svc.skydns.local. 300 IN A 10.0.0.1",
+            "b.svc.skydns.local. 30 IN A 10.0.0.2"
+        ]
+    );
+    e.put("/skydns/local/skydns/x1", r#"{"host":"1.1.1.7","ttl":60}"#);
+    until(
+        a,
+        &q("x1.skydns.local.", RecordType::A),
+        "a change over the watch as reader",
+        |r| r.answers() == ["x1.skydns.local. 60 IN A 1.1.1.7"],
+    );
+    drop(s);
+
+    // "stranger" has no role: etcd refuses the read; SERVFAIL with the SOA, and the log says
+    // who etcd took the client for.
+    let port = free_port();
+    let mut s = Sextant::builder(bin(), &corefile(port, &e.url(), &tls("stranger"))).start();
+    let a = local(port);
+    s.wait_dns(a, Duration::from_secs(10)).unwrap();
+    s.wait_for_line(
+        &format!(
+            "etcd at {} refused access: range /skydns/local/skydns/: etcdserver: permission denied \
+             (without `credentials` etcd's user is the CommonName of the client certificate); \
+             no data yet, answering SERVFAIL",
+            e.url()
+        ),
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    let r = udp(a, &q("x1.skydns.local.", RecordType::A), T).unwrap();
+    assert_eq!(
+        (r.rcode_name().as_str(), r.flags().as_str()),
+        ("SERVFAIL", "qr,aa")
+    );
+    assert!(r.answers().is_empty());
+    assert_eq!(authority(&r), [SOA]);
+}
+
+/// TLS that checks the server only: an etcd that asks for no client certificate.
+#[test]
+fn tls_without_a_client_certificate() {
+    let e = Etcd::start_with(true, false);
+    fill(&e);
+    let p = e.tls.as_ref().unwrap();
+    let port = free_port();
+    let tls = format!("        tls {}\n", p.path("ca.pem"));
+    let mut s = Sextant::builder(bin(), &corefile(port, &e.url(), &tls)).start();
+    let a = local(port);
+    s.wait_dns(a, Duration::from_secs(10)).unwrap();
+    let r = until(
+        a,
+        &q("x1.skydns.local.", RecordType::A),
+        "the TLS sync",
+        |r| r.rcode_name() == "NOERROR",
+    );
+    assert_eq!(r.answers(), ["x1.skydns.local. 60 IN A 1.1.1.1"]);
+    // Another CA: the server's certificate is refused.
+    let other = Pki::new();
+    let port = free_port();
+    let tls = format!("        tls {}\n", other.path("ca.pem"));
+    let mut s = Sextant::builder(bin(), &corefile(port, &e.url(), &tls)).start();
+    s.wait_dns(local(port), Duration::from_secs(10)).unwrap();
+    s.wait_for_line(
+        "unreachable: transport error: TLS handshake: invalid peer certificate",
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    let r = udp(local(port), &q("x1.skydns.local.", RecordType::A), T).unwrap();
     assert_eq!(r.rcode_name(), "SERVFAIL");
 }
 

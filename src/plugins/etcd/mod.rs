@@ -4,6 +4,7 @@
 
 pub(crate) mod client;
 pub(crate) mod metrics;
+pub(crate) mod proto;
 pub(crate) mod service;
 pub(crate) mod store;
 
@@ -196,12 +197,14 @@ pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), 
         c.tls.clone(),
         c.credentials.clone(),
         &c.path,
+        &c.zones,
     ));
     let (s, cl, ck) = (store.clone(), client.clone(), clock.clone());
     ctx.task(move |t| async move {
+        let spawner = t.spawner();
         tokio::select! {
             _ = t.cancelled() => {}
-            _ = cl.run(&s, &ck) => {}
+            _ = cl.run(&s, &ck, &spawner) => {}
         }
     });
     let s = store.clone();
