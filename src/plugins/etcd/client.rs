@@ -372,9 +372,10 @@ impl Client {
                 Scheme::Https | Scheme::Bare => self.tls.clone(),
             },
         };
-        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{}", ep.authority()))
-            .map_err(|e| Failure::unreachable(format!("endpoint: {e}")))?
-            .executor(spawner.clone());
+        let endpoint =
+            tonic::transport::Endpoint::from_shared(format!("http://{}", ep.authority()))
+                .map_err(|e| Failure::unreachable(format!("endpoint: {e}")))?
+                .executor(spawner.clone());
         // The connector bounds the TCP connect and the TLS handshake; this, the HTTP/2
         // handshake too.
         tokio::time::timeout(3 * TIMEOUT, endpoint.connect_with_connector(connector))
@@ -743,7 +744,9 @@ impl Client {
 /// The changes of one watch response and their revision (None when it has no events); Err ends
 /// the watch.
 #[allow(clippy::type_complexity)]
-fn watch_events(w: proto::WatchResponse) -> Result<Option<(Vec<(String, Option<Kv>)>, i64)>, Failure> {
+fn watch_events(
+    w: proto::WatchResponse,
+) -> Result<Option<(Vec<(String, Option<Kv>)>, i64)>, Failure> {
     if w.compact_revision != 0 {
         return Err(Failure::unreachable(format!(
             "watch: revision compacted (at {})",
@@ -849,7 +852,11 @@ mod tests {
             ],
             ..Default::default()
         };
-        assert_eq!(c.watch_message(&store, put), Ok(true), "a leased key is new");
+        assert_eq!(
+            c.watch_message(&store, put),
+            Ok(true),
+            "a leased key is new"
+        );
         assert_eq!((store.len(), store.revision()), (2, 3));
         assert_eq!(store.unknown_leases(), [77]);
         let del = WatchResponse {
@@ -923,8 +930,14 @@ mod tests {
         assert_eq!(
             keys(&["skydns.local.", "0.0.10.in-addr.arpa."], "skydns"),
             [
-                ("/skydns/arpa/in-addr/10/0/0/".into(), "/skydns/arpa/in-addr/10/0/00".into()),
-                ("/skydns/local/skydns/".into(), "/skydns/local/skydns0".into())
+                (
+                    "/skydns/arpa/in-addr/10/0/0/".into(),
+                    "/skydns/arpa/in-addr/10/0/00".into()
+                ),
+                (
+                    "/skydns/local/skydns/".into(),
+                    "/skydns/local/skydns0".into()
+                )
             ]
         );
         assert_eq!(

@@ -176,7 +176,10 @@ mod tests {
         let e = &w.events[0];
         assert_eq!(e.r#type, EVENT_DELETE);
         let kv = e.kv.as_ref().unwrap();
-        assert_eq!((kv.key.as_slice(), kv.mod_revision, kv.lease), (&b"k"[..], 9, 5));
+        assert_eq!(
+            (kv.key.as_slice(), kv.mod_revision, kv.lease),
+            (&b"k"[..], 9, 5)
+        );
         // WatchRequest{create_request{key:"k", start_revision:3}}
         let w = WatchRequest {
             create_request: Some(WatchCreateRequest {
