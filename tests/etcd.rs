@@ -968,14 +968,22 @@ fn fallthrough_hands_names_without_data_to_the_next_plugin() {
     fill(&e);
     let port = free_port();
     // hosts runs before etcd (CoreDNS's order): it falls through to etcd, which falls through
-    // to whoami for names etcd has no data for.
+    // to whoami for names etcd has no data for. The first endpoint has no etcd: the next one
+    // is used.
+    let dead = format!("http://127.0.0.1:{}", free_port());
     let cf = format!(
-        "skydns.local:{port} {{\n    hosts {{\n        192.0.2.1 fromhosts.skydns.local\n        fallthrough\n    }}\n    etcd {{\n        endpoint {}\n        fallthrough\n    }}\n    whoami\n}}\n",
+        "skydns.local:{port} {{\n    hosts {{\n        192.0.2.1 fromhosts.skydns.local\n        fallthrough\n    }}\n    etcd {{\n        endpoint {dead} {}\n        fallthrough\n    }}\n    whoami\n}}\n",
         e.url()
     );
     let mut s = Sextant::builder(bin(), &cf).start();
     let a = local(port);
     s.wait_dns(a, Duration::from_secs(10)).unwrap();
+    s.wait_for_line(
+        &format!("synced 12 keys at revision 14 from {}", e.url()),
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    assert_eq!(s.count_lines(&format!("etcd at {dead} unreachable: ")), 1);
     let r = udp(a, &q("x1.skydns.local.", RecordType::A), T).unwrap();
     assert_eq!(r.answers(), ["x1.skydns.local. 60 IN A 1.1.1.1"]);
     let r = udp(a, &q("fromhosts.skydns.local.", RecordType::A), T).unwrap();
