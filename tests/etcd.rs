@@ -49,7 +49,7 @@ impl Pki {
         let write = |name: &str, text: String| std::fs::write(dir.path().join(name), text).unwrap();
         write("ca.pem", ca.pem());
         // Client certificates with a subject CommonName, the user etcd takes when a request
-        // carries no token: "client" (no such user), "reader" (a user with read on /skydns/)
+        // carries no token: "client" (no such user), "reader" (a user with read on the zone)
         // and "stranger" (a user without a role).
         for (name, cn) in [
             ("server", None),
@@ -379,13 +379,16 @@ fn answers_from_skydns_keys_and_follows_changes() {
     fill(&e);
     let port = free_port();
     let cf = format!(
-        "skydns.local:{port} 0.0.10.in-addr.arpa:{port} {{\n    etcd skydns.local 10.0.0.0/24 {{\n        endpoint {}\n    }}\n}}\nexample.net:{port} {{\n    hosts {{\n        192.0.2.80 outside.example.net\n    }}\n}}\n",
+        "skydns.local:{port} 0.0.10.in-addr.arpa:{port} apex.test:{port} {{\n    etcd skydns.local 10.0.0.0/24 apex.test {{\n        endpoint {}\n    }}\n}}\nexample.net:{port} {{\n    hosts {{\n        192.0.2.80 outside.example.net\n    }}\n}}\n",
         e.url()
     );
     e.put(
         "/skydns/local/skydns/out",
         r#"{"host":"outside.example.net","port":25,"ttl":70}"#,
     );
+    // A zone with nothing under it but the key of its name (read for the zone name, as
+    // CoreDNS does when the subtree is empty).
+    e.put("/skydns/test/apex", r#"{"host":"192.0.2.99","ttl":99}"#);
     let mut s = Sextant::builder(bin(), &cf).start();
     let a = local(port);
     s.wait_dns(a, Duration::from_secs(10)).unwrap();
@@ -520,6 +523,20 @@ fn answers_from_skydns_keys_and_follows_changes() {
         ("NXDOMAIN", "qr,aa")
     );
     assert_eq!(authority(&r), [SOA]);
+
+    let r = udp(a, &q("apex.test.", RecordType::A), T).unwrap();
+    assert_eq!(
+        (r.rcode_name().as_str(), r.flags().as_str()),
+        ("NOERROR", "qr,aa")
+    );
+    assert_eq!(r.answers(), ["apex.test. 99 IN A 192.0.2.99"]);
+    e.put("/skydns/test/apex", r#"{"host":"192.0.2.98","ttl":99}"#);
+    until(
+        a,
+        &q("apex.test.", RecordType::A),
+        "the change of the zone name's key",
+        |r| r.answers() == ["apex.test. 99 IN A 192.0.2.98"],
+    );
 
     // Changes arrive through the watch: a new key, a changed one, a deleted one.
     e.put(
@@ -844,7 +861,7 @@ fn client_certificate_common_name_is_the_user() {
         "dns-read",
         "--prefix=true",
         "read",
-        "/skydns/",
+        "/skydns/local/skydns/",
     ]);
     // etcd 3.4's etcdctl has no --no-password: the passwords are never used.
     e.ctl(&["user", "add", "reader:unused-1"]);
@@ -862,7 +879,8 @@ fn client_certificate_common_name_is_the_user() {
         )
     };
 
-    // "reader" may read /skydns/: whole answers, and changes through the watch.
+    // "reader" may read the zone's keys (not the key of the zone name itself, which is then
+    // left out, as CoreDNS would be refused it): whole answers, and changes through the watch.
     let port = free_port();
     let mut s = Sextant::builder(bin(), &corefile(port, &e.url(), &tls("reader"))).start();
     let a = local(port);
@@ -1056,10 +1074,13 @@ fn same_answers_as_coredns() {
     let (p1, p2) = (free_port(), free_port());
     // A second block answers the names outside the etcd zone that CNAME, SRV and MX targets
     // point at (resolved through the whole server, CoreDNS's upstream).
+    // A third has only the key of its zone name.
+    e.put("/skydns/test/apex", r#"{"host":"192.0.2.99","ttl":99}"#);
     let with_hosts = |port: u16| {
         format!(
-            "{}example.net:{port} {{\n    hosts {{\n        192.0.2.80 outside.example.net\n        2001:db8::80 outside.example.net\n    }}\n}}\n",
-            corefile(port, &e.url(), "")
+            "{}example.net:{port} {{\n    hosts {{\n        192.0.2.80 outside.example.net\n        2001:db8::80 outside.example.net\n    }}\n}}\napex.test:{port} {{\n    etcd {{\n        endpoint {}\n    }}\n}}\n",
+            corefile(port, &e.url(), ""),
+            e.url()
         )
     };
     let _coredns = CoreDns::start("same_answers_as_coredns", &with_hosts(p1), p1).unwrap();
@@ -1100,6 +1121,9 @@ fn same_answers_as_coredns() {
         ("out.skydns.local.", RecordType::SRV),
         ("out.skydns.local.", RecordType::MX),
         ("out.skydns.local.", RecordType::TXT),
+        ("apex.test.", RecordType::A),
+        ("apex.test.", RecordType::AAAA),
+        ("x.apex.test.", RecordType::A),
     ] {
         let a = udp(local(p1), &q(name, t).edns(1232), T).unwrap();
         let b = udp(local(p2), &q(name, t).edns(1232), T).unwrap();

@@ -1,8 +1,8 @@
 //! The etcd v3 client of the etcd plugin, over etcd's gRPC API (HTTP/2, plain or TLS, tonic
 //! with the hand-written messages of [`super::proto`]): `Auth.Authenticate` for `credentials`
-//! (the token sent in the `token` metadata), a paged `KV.Range` of the whole path, then a
-//! `Watch` from the next revision that keeps the local [`Store`] current, a liveness read every
-//! few seconds, and lease times from `Lease.LeaseTimeToLive`. Without `credentials`, an etcd
+//! (the token sent in the `token` metadata), a paged `KV.Range` of each zone's keys at one
+//! revision, then `Watch`es from the next revision that keep the local [`Store`] current, a
+//! liveness read every few seconds, and lease times from `Lease.LeaseTimeToLive`. Without `credentials`, an etcd
 //! with client-certificate authentication takes the user from the certificate's CommonName.
 //! When etcd cannot be reached the store keeps its last good data and is marked down (log and
 //! `sextant_etcd_up`); the session is retried with backoff over the endpoints in turn.
@@ -21,7 +21,6 @@ use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
-use super::metrics::SYNC_FAILURES;
 use super::proto::{self, Codec};
 use super::store::{Kv, Store};
 use crate::log::PluginLog;
@@ -258,11 +257,16 @@ fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     vec![0] // every key
 }
 
-/// One range of keys the plugin reads and watches: every key under one zone's path.
+/// One range of keys the plugin reads and watches: every key under one zone's path, or the
+/// key of the zone name itself.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Span {
     key: Vec<u8>,
+    /// The range end; empty for the single key `key`.
     end: Vec<u8>,
+    /// A zone name's own key, which CoreDNS reads only when nothing is under it: a user who
+    /// may not read it (a role granting `PATH/<zone>/` only) goes without it.
+    optional: bool,
 }
 
 impl Span {
@@ -273,8 +277,9 @@ impl Span {
 }
 
 /// The spans of `zones` under the etcd path `path`: `PATH/<zone labels reversed>/` each (a
-/// zone's names and subtrees are all there, and CoreDNS reads nothing else for it, so a role
-/// with read on those prefixes is enough for both), without a span inside another.
+/// zone's names and subtrees are all there), without a span inside another, then the zone
+/// names' own keys that no span holds. CoreDNS reads nothing else for these zones, so a role
+/// with read on the same keys is enough for both.
 fn spans(zones: &[sextant_wire::Name], path: &str) -> Vec<Span> {
     let mut keys: Vec<String> = zones
         .iter()
@@ -289,15 +294,28 @@ fn spans(zones: &[sextant_wire::Name], path: &str) -> Vec<Span> {
     keys.sort();
     keys.dedup();
     let mut out: Vec<Span> = Vec::new();
-    for k in keys {
+    for k in &keys {
         // Sorted: a prefix of `k` comes before it.
         if out.iter().any(|s| k.as_bytes().starts_with(&s.key)) {
             continue;
         }
-        let key = k.into_bytes();
+        let key = k.clone().into_bytes();
         out.push(Span {
             end: prefix_end(&key),
             key,
+            optional: false,
+        });
+    }
+    let prefixes = out.len();
+    for k in &keys {
+        let exact = k.trim_end_matches('/').as_bytes();
+        if exact.is_empty() || out[..prefixes].iter().any(|s| exact.starts_with(&s.key)) {
+            continue;
+        }
+        out.push(Span {
+            key: exact.to_vec(),
+            end: Vec::new(),
+            optional: true,
         });
     }
     out
@@ -319,7 +337,6 @@ pub(crate) struct Client {
     cert_user: bool,
     /// The ranges read and watched, one per zone (never empty).
     spans: Vec<Span>,
-    labels: [String; 2],
 }
 
 impl Client {
@@ -346,14 +363,6 @@ impl Client {
                 .as_ref()
                 .is_some_and(|c| c.client_auth_cert_resolver.has_certs());
         Client {
-            labels: [
-                endpoints
-                    .iter()
-                    .map(|e| e.to_string())
-                    .collect::<Vec<_>>()
-                    .join(","),
-                path.to_string(),
-            ],
             spans,
             endpoints,
             tls,
@@ -455,17 +464,20 @@ impl Client {
         }
     }
 
-    /// Every span, page by page, all at the revision of the first page.
+    /// Every span, page by page, all at the revision of the first page; also the spans read
+    /// (an optional span etcd refuses is left out).
     async fn range(
         &self,
         ch: &Channel,
         token: Option<&Token>,
-    ) -> Result<(BTreeMap<String, Kv>, i64), Failure> {
+    ) -> Result<(BTreeMap<String, Kv>, i64, Vec<Span>), Failure> {
         let mut out = BTreeMap::new();
         let mut revision = 0i64;
+        let mut read = Vec::with_capacity(self.spans.len());
         for span in &self.spans {
             let what = span.what();
             let mut from = span.key.clone();
+            let mut kvs = Vec::new();
             loop {
                 let req = proto::RangeRequest {
                     key: from,
@@ -475,26 +487,37 @@ impl Client {
                     count_only: false,
                 };
                 let r: proto::RangeResponse =
-                    self.unary(ch, proto::RANGE, &what, req, token).await?;
+                    match self.unary(ch, proto::RANGE, &what, req, token).await {
+                        Ok(r) => r,
+                        Err(f) if span.optional && f.code == Some(Code::PermissionDenied) => {
+                            LOG.debug(&format!("{}; the zone name's own key is not read", f.text));
+                            break;
+                        }
+                        Err(f) => return Err(f),
+                    };
                 if revision == 0 {
                     revision = r.header.map_or(0, |h| h.revision);
                 }
-                let mut last = None;
-                for kv in r.kvs {
-                    last = Some(kv.key.clone());
-                    let (k, v) = key_value(kv);
-                    out.insert(k, v);
-                }
-                match last {
-                    Some(mut l) if r.more => {
-                        l.push(0);
-                        from = l;
+                let more = r.more;
+                kvs.extend(r.kvs);
+                match kvs.last() {
+                    Some(l) if more => {
+                        let mut next = l.key.clone();
+                        next.push(0);
+                        from = next;
                     }
-                    _ => break,
+                    _ => {
+                        read.push(span.clone());
+                        break;
+                    }
                 }
             }
+            for kv in kvs {
+                let (k, v) = key_value(kv);
+                out.insert(k, v);
+            }
         }
-        Ok((out, revision))
+        Ok((out, revision, read))
     }
 
     /// Fetches the remaining time of `ids`; failures leave them unknown.
@@ -564,9 +587,7 @@ impl Client {
             if synced {
                 delay = FIRST_RETRY;
             }
-            SYNC_FAILURES
-                .with_label_values(&[&self.labels[0], &self.labels[1]])
-                .inc();
+            store.sync_failed();
             let msg = format!(
                 "etcd at {ep} {}; {}",
                 self.reason(&err),
@@ -620,7 +641,7 @@ impl Client {
             Ok(t) => t,
             Err(e) => return (false, e),
         };
-        let (kvs, revision) = match self.range(&ch, token.as_ref()).await {
+        let (kvs, revision, spans) = match self.range(&ch, token.as_ref()).await {
             Ok(r) => r,
             Err(e) => return (false, e),
         };
@@ -637,7 +658,8 @@ impl Client {
         }
         (
             true,
-            self.watch(&ch, store, clock, &mut token, revision).await,
+            self.watch(&ch, &spans, store, clock, &mut token, revision)
+                .await,
         )
     }
 
@@ -660,6 +682,7 @@ impl Client {
     async fn watch(
         &self,
         ch: &Channel,
+        spans: &[Span],
         store: &Store,
         clock: &Clock,
         token: &mut Option<Token>,
@@ -667,8 +690,7 @@ impl Client {
     ) -> Failure {
         // One watch per span on the stream, which stays open (etcd ends the watches of a
         // client that closed its side).
-        let creates: Vec<proto::WatchRequest> = self
-            .spans
+        let creates: Vec<proto::WatchRequest> = spans
             .iter()
             .map(|span| proto::WatchRequest {
                 create_request: Some(proto::WatchCreateRequest {
@@ -833,12 +855,20 @@ mod tests {
         );
         assert_eq!(
             c.spans,
-            [Span {
-                key: b"/skydns/".to_vec(),
-                end: b"/skydns0".to_vec()
-            }]
+            [
+                Span {
+                    key: b"/skydns/".to_vec(),
+                    end: b"/skydns0".to_vec(),
+                    optional: false
+                },
+                Span {
+                    key: b"/skydns".to_vec(),
+                    end: Vec::new(),
+                    optional: true
+                }
+            ]
         );
-        let store = Store::new("e".into(), "p".into());
+        let store = Store::new("e".into(), "p".into(), "z".into());
         store.replace(BTreeMap::new(), 1);
         let created = WatchResponse {
             created: true,
@@ -920,9 +950,11 @@ mod tests {
             spans(&z, path)
                 .into_iter()
                 .map(|s| {
-                    (
+                    format!(
+                        "{}..{}{}",
                         String::from_utf8(s.key).unwrap(),
                         String::from_utf8(s.end).unwrap(),
+                        if s.optional { " optional" } else { "" }
                     )
                 })
                 .collect::<Vec<_>>()
@@ -930,23 +962,20 @@ mod tests {
         assert_eq!(
             keys(&["skydns.local.", "0.0.10.in-addr.arpa."], "skydns"),
             [
-                (
-                    "/skydns/arpa/in-addr/10/0/0/".into(),
-                    "/skydns/arpa/in-addr/10/0/00".into()
-                ),
-                (
-                    "/skydns/local/skydns/".into(),
-                    "/skydns/local/skydns0".into()
-                )
+                "/skydns/arpa/in-addr/10/0/0/../skydns/arpa/in-addr/10/0/00",
+                "/skydns/local/skydns/../skydns/local/skydns0",
+                "/skydns/arpa/in-addr/10/0/0.. optional",
+                "/skydns/local/skydns.. optional",
             ]
         );
+        // Zones inside another: its span holds theirs, and their names' keys.
         assert_eq!(
             keys(&["a.local.", "local.", "b.local.", "local."], "/skydns"),
-            [("/skydns/local/".to_string(), "/skydns/local0".to_string())]
+            ["/skydns/local/../skydns/local0", "/skydns/local.. optional"]
         );
         assert_eq!(
             keys(&["."], "skydns"),
-            [("/skydns/".to_string(), "/skydns0".to_string())]
+            ["/skydns/../skydns0", "/skydns.. optional"]
         );
     }
 

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
-use super::metrics::{KEYS, REVISION, UP};
+use super::metrics::{KEYS, REVISION, SYNC_FAILURES, UP};
 use super::service::Service;
 
 /// One key's value.
@@ -73,16 +73,16 @@ pub(crate) enum Status {
 pub(crate) struct Store {
     data: RwLock<Data>,
     status: tokio::sync::watch::Sender<Status>,
-    /// Metric labels: endpoints, path.
-    labels: [String; 2],
+    /// Metric labels: endpoints, path, zones.
+    labels: [String; 3],
 }
 
 impl Store {
-    pub(crate) fn new(endpoints: String, path: String) -> Store {
+    pub(crate) fn new(endpoints: String, path: String, zones: String) -> Store {
         Store {
             data: RwLock::default(),
             status: tokio::sync::watch::Sender::new(Status::Starting),
-            labels: [endpoints, path],
+            labels: [endpoints, path, zones],
         }
     }
 
@@ -94,8 +94,13 @@ impl Store {
         self.data.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn labels(&self) -> [&str; 2] {
-        [&self.labels[0], &self.labels[1]]
+    fn labels(&self) -> [&str; 3] {
+        [&self.labels[0], &self.labels[1], &self.labels[2]]
+    }
+
+    /// Counts a failed read or watch.
+    pub(crate) fn sync_failed(&self) {
+        SYNC_FAILURES.with_label_values(&self.labels()).inc();
     }
 
     /// Replaces the copy with a full read at `revision`.
@@ -267,7 +272,7 @@ mod tests {
     use super::*;
 
     fn store(keys: &[&str]) -> Store {
-        let s = Store::new("e".into(), "p".into());
+        let s = Store::new("e".into(), "p".into(), "z".into());
         let kvs = keys
             .iter()
             .map(|k| (k.to_string(), Kv::new(br#"{"host":"10.0.0.1"}"#, 0)))
@@ -299,7 +304,7 @@ mod tests {
 
     #[test]
     fn unsynced_is_unavailable_and_stale_events_are_ignored() {
-        let s = Store::new("e".into(), "p".into());
+        let s = Store::new("e".into(), "p".into(), "z".into());
         assert!(matches!(s.get("/x", true), Err(GetError::Unavailable(_))));
         s.replace(BTreeMap::new(), 7);
         s.apply(vec![("/x".into(), Some(Kv::new(b"{}", 0)))], 8);
