@@ -987,10 +987,10 @@ fn fallthrough_hands_names_without_data_to_the_next_plugin() {
     let port = free_port();
     // hosts runs before etcd (CoreDNS's order): it falls through to etcd, which falls through
     // to whoami for names etcd has no data for. The first endpoint has no etcd: the next one
-    // is used.
+    // is used. Credentials for an etcd without authentication are not needed, and not an error.
     let dead = format!("http://127.0.0.1:{}", free_port());
     let cf = format!(
-        "skydns.local:{port} {{\n    hosts {{\n        192.0.2.1 fromhosts.skydns.local\n        fallthrough\n    }}\n    etcd {{\n        endpoint {dead} {}\n        fallthrough\n    }}\n    whoami\n}}\n",
+        "skydns.local:{port} {{\n    hosts {{\n        192.0.2.1 fromhosts.skydns.local\n        fallthrough\n    }}\n    etcd {{\n        endpoint {dead} {}\n        credentials nobody nothing\n        fallthrough\n    }}\n    whoami\n}}\n",
         e.url()
     );
     let mut s = Sextant::builder(bin(), &cf).start();
@@ -1074,11 +1074,12 @@ fn same_answers_as_coredns() {
     let (p1, p2) = (free_port(), free_port());
     // A second block answers the names outside the etcd zone that CNAME, SRV and MX targets
     // point at (resolved through the whole server, CoreDNS's upstream).
-    // A third has only the key of its zone name.
+    // A third has only the key of its zone name (and credentials, which an etcd without
+    // authentication ignores).
     e.put("/skydns/test/apex", r#"{"host":"192.0.2.99","ttl":99}"#);
     let with_hosts = |port: u16| {
         format!(
-            "{}example.net:{port} {{\n    hosts {{\n        192.0.2.80 outside.example.net\n        2001:db8::80 outside.example.net\n    }}\n}}\napex.test:{port} {{\n    etcd {{\n        endpoint {}\n    }}\n}}\n",
+            "{}example.net:{port} {{\n    hosts {{\n        192.0.2.80 outside.example.net\n        2001:db8::80 outside.example.net\n    }}\n}}\napex.test:{port} {{\n    etcd {{\n        endpoint {}\n        credentials nobody nothing\n    }}\n}}\n",
             corefile(port, &e.url(), ""),
             e.url()
         )

@@ -335,7 +335,8 @@ pub(crate) struct Client {
     /// No `credentials` but a client certificate: etcd's user is then the certificate's
     /// CommonName (said in the log when etcd refuses).
     cert_user: bool,
-    /// The ranges read and watched, one per zone (never empty).
+    /// The ranges read and watched: each zone's keys, then the zone names' own keys (never
+    /// empty).
     spans: Vec<Span>,
 }
 
