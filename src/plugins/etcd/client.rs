@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tonic::codegen::tokio_stream::{self, StreamExt as _};
+use tonic::codegen::tokio_stream;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::Channel;
 use tonic::{Code, Status};
@@ -689,19 +689,21 @@ impl Client {
         token: &mut Option<Token>,
         revision: i64,
     ) -> Failure {
-        // One watch per span on the stream, which stays open (etcd ends the watches of a
-        // client that closed its side).
-        let creates: Vec<proto::WatchRequest> = spans
-            .iter()
-            .map(|span| proto::WatchRequest {
+        // One watch per span on the stream. The request side stays open while the watches are
+        // followed and ends when this returns (the sender dropped): without that, hyper's task
+        // sending it would keep the HTTP/2 stream, and so the connection, alive after a hung
+        // etcd was left.
+        let (requests_tx, requests) = tokio::sync::mpsc::unbounded_channel();
+        for span in spans {
+            let _ = requests_tx.send(proto::WatchRequest {
                 create_request: Some(proto::WatchCreateRequest {
                     key: span.key.clone(),
                     range_end: span.end.clone(),
                     start_revision: revision + 1,
                 }),
-            })
-            .collect();
-        let requests = tokio_stream::iter(creates).chain(tokio_stream::pending());
+            });
+        }
+        let requests = tokio_stream::wrappers::UnboundedReceiverStream::new(requests);
         let mut req = tonic::Request::new(requests);
         if let Some(t) = token.as_ref() {
             req.metadata_mut().insert("token", t.clone());
