@@ -9,10 +9,7 @@ BASE `whoami` (default): `whoami` answers 1000 names; `kubeadm`: the kubeadm Cor
 bench/cg_corefile.py answers the cluster names of bench/gen.py (2000 services), what a cluster
 asks.
 
-RATE (q/s) sends at that fixed rate (dnsperf -Q) instead of saturating the server: on a shared
-machine the saturated rate varies from run to run, and the CPU per query with it (batching).
-
-    SEXTANT_BIN=target/release/sextant python3 bench/dnstap.py [DURATION] [ROUNDS] [BASE] [RATE]
+    SEXTANT_BIN=target/release/sextant python3 bench/dnstap.py [DURATION] [ROUNDS] [BASE]
 """
 
 import os
@@ -28,7 +25,6 @@ BIN = os.environ.get("SEXTANT_BIN", "target/release/sextant")
 DURATION = int(sys.argv[1]) if len(sys.argv) > 1 else 10
 ROUNDS = int(sys.argv[2]) if len(sys.argv) > 2 else 3
 BASE = sys.argv[3] if len(sys.argv) > 3 else "whoami"
-RATE = int(sys.argv[4]) if len(sys.argv) > 4 else None
 TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -80,8 +76,6 @@ def run(d, label, body, qfile, probe):
         c0 = cpu(srv.pid)
         argv = ["taskset", "-c", "1", "dnsperf", "-s", "127.0.0.1", "-p", str(port), "-d", qfile,
                 "-T", "1", "-c", "4", "-q", "200", "-t", "2", "-l", str(DURATION)]
-        if RATE:
-            argv += ["-Q", str(RATE)]
         out = subprocess.run(argv, capture_output=True, text=True).stdout
         c1 = cpu(srv.pid)
     finally:
@@ -139,10 +133,9 @@ def main():
     first = variants[0][0]
     base = statistics.median(x[0] for x in res[first])
     base_cpu = statistics.median(x[1] for x in res[first])
-    rate = f" {RATE}" if RATE else ""
-    print(f"\n`SEXTANT_BIN={BIN} python3 bench/dnstap.py {DURATION} {ROUNDS} {BASE}{rate}`; dnsperf: "
+    print(f"\n`SEXTANT_BIN={BIN} python3 bench/dnstap.py {DURATION} {ROUNDS} {BASE}`; dnsperf: "
           f"`taskset -c 1 dnsperf -s 127.0.0.1 -p PORT -d QUERYFILE -T 1 -c 4 -q 200 -t 2 -l "
-          f"{DURATION}{' -Q' + rate if RATE else ''}`, {what}, median of {ROUNDS}.\n")
+          f"{DURATION}`, {what}, median of {ROUNDS}.\n")
     print("| Corefile | q/s (median) | vs no dnstap | server CPU µs/query (median) | vs no dnstap "
           "| per round | lost | dnstap drops |")
     print("|---|---|---|---|---|---|---|---|")
