@@ -37,10 +37,40 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 
 struct Pooled {
     stream: Box<dyn Stream>,
+    /// Bytes read from `stream` past the last message taken (see [`Pooled::read_message`]).
+    read: Vec<u8>,
     local: SocketAddr,
     /// When it was dialed (`max_age`).
     created: Instant,
     used: Instant,
+}
+
+/// Room asked for when reading a message whose length is not yet known: a typical reply and
+/// its length prefix arrive in one read.
+const READ_AHEAD: usize = 2048;
+
+impl Pooled {
+    /// The next DNS message of the stream (RFC 1035 4.2.2: a two-byte length, then the message),
+    /// read with as few reads as the bytes arrive in (a one-byte read, a two-byte read and the
+    /// body's cost three system calls per reply); bytes past the message stay for the next one.
+    /// A stream that ends before a whole message is `UnexpectedEof`.
+    async fn read_message(&mut self) -> io::Result<Vec<u8>> {
+        loop {
+            let want = match self.read.get(..2) {
+                Some(len) => 2 + u16::from_be_bytes([len[0], len[1]]) as usize,
+                None => READ_AHEAD,
+            };
+            if self.read.len() >= 2 && self.read.len() >= want {
+                let body = self.read[2..want].to_vec();
+                self.read.drain(..want);
+                return Ok(body);
+            }
+            self.read.reserve(want - self.read.len());
+            if self.stream.read_buf(&mut self.read).await? == 0 {
+                return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
+            }
+        }
+    }
 }
 
 /// TLS settings of a `tls://` upstream.
@@ -542,6 +572,7 @@ impl Proxy {
         let now = self.clock.now();
         Ok(Pooled {
             stream,
+            read: Vec::new(),
             local,
             created: now,
             used: now,
@@ -621,19 +652,7 @@ impl Proxy {
         }
         let mut first = true;
         loop {
-            let mut len = [0u8; 2];
-            let read = async {
-                let n = conn.stream.read(&mut len[..1]).await?;
-                if n == 0 {
-                    return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
-                }
-                conn.stream.read_exact(&mut len[1..]).await?;
-                let size = u16::from_be_bytes(len) as usize;
-                let mut body = vec![0u8; size];
-                conn.stream.read_exact(&mut body).await?;
-                Ok::<_, io::Error>(body)
-            };
-            let body = match timeout_at(until.into(), read).await {
+            let body = match timeout_at(until.into(), conn.read_message()).await {
                 Err(_) => {
                     return Err(StreamError::Other(format!(
                         "read {net} {local}->{remote}: i/o timeout"
