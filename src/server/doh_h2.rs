@@ -197,7 +197,14 @@ async fn respond_to(req: Request<RecvStream>, conn: Arc<Conn>) -> Response<Bytes
     .await
 }
 
-/// A request body of at most [`MAX_BODY`] bytes (`None` when larger or broken off).
+/// Bytes of a too large body read and dropped before the refusal is sent.
+const DRAIN_MAX: usize = 1024 * 1024;
+
+/// A request body of at most [`MAX_BODY`] bytes (`None` when larger or broken off). The rest of
+/// a larger one is read and dropped (up to [`DRAIN_MAX`]) before the refusal goes out: an
+/// answer that ends the stream while the client still sends makes h2 reset the stream at once,
+/// and a client still uploading (curl) then sees the reset, not the 400 before it. (On hyper's
+/// task-per-stream side the reset happened to come later.)
 async fn read_body(mut body: RecvStream) -> Option<Bytes> {
     let mut first: Option<Bytes> = None;
     let mut more = BytesMut::new();
@@ -206,6 +213,14 @@ async fn read_body(mut body: RecvStream) -> Option<Bytes> {
         let _ = body.flow_control().release_capacity(chunk.len());
         let had = first.as_ref().map_or(0, Bytes::len) + more.len();
         if had + chunk.len() > MAX_BODY {
+            let mut dropped = had + chunk.len();
+            while dropped <= DRAIN_MAX {
+                let Some(Ok(chunk)) = body.data().await else {
+                    break;
+                };
+                let _ = body.flow_control().release_capacity(chunk.len());
+                dropped += chunk.len();
+            }
             return None;
         }
         match &first {

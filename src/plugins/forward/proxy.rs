@@ -789,6 +789,40 @@ mod tests {
         q
     }
 
+    /// Messages come out whole and in order however the bytes arrive: several in one read,
+    /// one split over many reads, an empty one; a stream ending inside one is an EOF.
+    #[tokio::test]
+    async fn read_message_takes_one_message_at_a_time() {
+        let (client, mut server) = tokio::io::duplex(64);
+        let mut conn = Pooled {
+            stream: Box::new(client),
+            read: Vec::new(),
+            local: "127.0.0.1:1".parse().unwrap(),
+            created: Instant::now(),
+            used: Instant::now(),
+        };
+        let long: Vec<u8> = (0..300u16).map(|i| i as u8).collect();
+        let mut bytes = vec![0, 3, b'a', b'b', b'c', 0, 0, 0, 1, b'z'];
+        bytes.extend_from_slice(&300u16.to_be_bytes());
+        bytes.extend_from_slice(&long);
+        bytes.extend_from_slice(&[0, 9, b'x']);
+        let writer = tokio::spawn(async move {
+            // In pieces of 7 bytes: lengths and bodies split across reads.
+            for piece in bytes.chunks(7) {
+                server.write_all(piece).await.unwrap();
+                tokio::task::yield_now().await;
+            }
+            server.shutdown().await.unwrap();
+        });
+        assert_eq!(conn.read_message().await.unwrap(), b"abc");
+        assert_eq!(conn.read_message().await.unwrap(), b"");
+        assert_eq!(conn.read_message().await.unwrap(), b"z");
+        assert_eq!(conn.read_message().await.unwrap(), long);
+        let e = conn.read_message().await.unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
+        writer.await.unwrap();
+    }
+
     fn reply(q: &Message) -> Message {
         let mut r = Message::reply_to(q);
         r.header.ra = true;
