@@ -263,7 +263,7 @@ fn send(respond: &mut SendResponse<Bytes>, resp: Response<Bytes>) {
 thread_local! {
     /// The `Date` value of the current second, made once a second per thread.
     static DATE: std::cell::RefCell<(u64, HeaderValue)> =
-        std::cell::RefCell::new((0, HeaderValue::from_static("")));
+        const { std::cell::RefCell::new((0, HeaderValue::from_static(""))) };
 }
 
 /// The `Date` header's value now (RFC 9110 IMF-fixdate).
