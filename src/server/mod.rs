@@ -2,6 +2,7 @@
 
 pub(crate) mod config;
 pub(crate) mod doh;
+mod doh_h2;
 pub(crate) mod grpc;
 pub(crate) mod http;
 pub(crate) mod invalidate;
