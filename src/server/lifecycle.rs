@@ -183,6 +183,20 @@ impl Spawner {
     }
 }
 
+/// hyper's and tonic's connection tasks (HTTP/2 connections, tonic's channel workers) run as
+/// the generation's work: plugins hand the spawner to them as their executor.
+impl<F> hyper::rt::Executor<F> for Spawner
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, fut: F) {
+        self.spawn(async move {
+            fut.await;
+        });
+    }
+}
+
 /// Decrements [`TASKS`] when a task ends, however it ends.
 struct Counted;
 

@@ -160,13 +160,23 @@ impl Handler for Dnssec {
     }
 
     fn serve<'a>(&'a self, req: &'a mut Request, next: Next<'a>) -> BoxFuture<'a, Outcome> {
-        let qname = req.qname().to_lowercase();
-        let Some(zone) = zones::matches(&self.signer.zones, &qname).cloned() else {
+        // Borrowed: zone matching and name equality ignore case, so neither the name nor the
+        // zone is copied on the query path.
+        let zones = &self.signer.zones;
+        let Some(zone) = req
+            .msg
+            .question()
+            .and_then(|q| zones::matches(zones, &q.name))
+        else {
             return next.run(req);
         };
         let do_bit = req.do_bit();
         if req.qtype() == RType::DNSKEY {
-            if let Some(z) = self.signer.zones.iter().find(|z| **z == qname) {
+            if let Some(z) = req
+                .msg
+                .question()
+                .and_then(|q| zones.iter().find(|z| **z == q.name))
+            {
                 let meter = self.meter(&req.server);
                 let m = self.signer.dnskey_reply(req.reply(), z, do_bit, &meter);
                 return Box::pin(async move { Outcome::reply("dnssec", m) });
@@ -189,7 +199,7 @@ impl Handler for Dnssec {
                 }
             }
             if let Some(Reply::Encoded(w)) = &out.reply {
-                if let Some(bytes) = self.signer.sign_wire(&w.bytes, &zone, &meter) {
+                if let Some(bytes) = self.signer.sign_wire(&w.bytes, zone, &meter) {
                     let writer = out.writer;
                     let ext = out.ext.take();
                     let mut o = Outcome::wire(writer, bytes);
@@ -202,8 +212,9 @@ impl Handler for Dnssec {
             };
             let zone = m
                 .question()
-                .and_then(|q| zones::matches(&self.signer.zones, &q.name.to_lowercase()).cloned())
-                .unwrap_or(zone);
+                .and_then(|q| zones::matches(zones, &q.name))
+                .unwrap_or(zone)
+                .clone();
             self.signer.sign_message(m, &zone, &meter);
             out.rcode = m.rcode();
             out

@@ -365,8 +365,10 @@ impl Signer {
         if let Some(s) = self.memo.get(h) {
             if s.unsigned[2..] == unsigned[2..] && fresh(s.inception, s.expiration, self.now()) {
                 meter.hits.inc_by(f64::from(s.nsigs));
-                let mut out = s.signed.to_vec();
-                out[0..2].copy_from_slice(&unsigned[0..2]);
+                // Room for the OPT record the server appends, so it does not reallocate.
+                let mut out = Vec::with_capacity(s.signed.len() + 64);
+                out.extend_from_slice(&unsigned[0..2]);
+                out.extend_from_slice(&s.signed[2..]);
                 return Some(out);
             }
         }

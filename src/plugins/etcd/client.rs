@@ -1,26 +1,31 @@
-//! The etcd v3 client of the etcd plugin, over etcd's JSON gRPC gateway (HTTP/1.1, plain or
-//! TLS, with `/v3/auth/authenticate` tokens): a paginated `/v3/kv/range` of the whole path,
-//! then a `/v3/watch` from the next revision that keeps the local [`Store`] current, a
-//! liveness read every few seconds, and lease times from `/v3/lease/timetolive`. When etcd
-//! cannot be reached the store keeps its last good data and is marked down (log and
+//! The etcd v3 client of the etcd plugin, over etcd's gRPC API (HTTP/2, plain or TLS, tonic
+//! with the hand-written messages of [`super::proto`]): `Auth.Authenticate` for `credentials`
+//! (the token sent in the `token` metadata), a paged `KV.Range` of each zone's keys at one
+//! revision, then `Watch`es from the next revision that keep the local [`Store`] current, a
+//! liveness read every few seconds, and lease times from `Lease.LeaseTimeToLive`. Without `credentials`, an etcd
+//! with client-certificate authentication takes the user from the certificate's CommonName.
+//! When etcd cannot be reached the store keeps its last good data and is marked down (log and
 //! `sextant_etcd_up`); the session is retried with backoff over the endpoints in turn.
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use base64::engine::general_purpose::STANDARD as B64;
-use base64::Engine as _;
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
-use serde_json::{json, Value};
 use tokio::io::{AsyncRead, AsyncWrite};
+use tonic::codegen::tokio_stream;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::transport::Channel;
+use tonic::{Code, Status};
 
-use super::metrics::SYNC_FAILURES;
+use super::proto::{self, Codec};
 use super::store::{Kv, Store};
 use crate::log::PluginLog;
 use crate::pkg::clock::Clock;
+use crate::server::lifecycle::Spawner;
 
 const LOG: PluginLog = PluginLog("etcd");
 
@@ -113,8 +118,132 @@ impl std::fmt::Display for Endpoint {
     }
 }
 
+/// Largest gRPC message received (etcd clientv3's default `MaxCallRecvMsgSize`).
+const MAX_RECV: usize = i32::MAX as usize;
+
+/// An `Auth.Authenticate` token, sent in the `token` metadata of every call.
+type Token = MetadataValue<Ascii>;
+
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// Opens the byte stream of an endpoint's channel: TCP, or TLS over TCP (ALPN h2).
+#[derive(Clone)]
+struct Connector {
+    host: String,
+    port: u16,
+    tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl Connector {
+    async fn open(self) -> Result<Box<dyn Io>, String> {
+        let tcp = tokio::time::timeout(
+            TIMEOUT,
+            tokio::net::TcpStream::connect((self.host.as_str(), self.port)),
+        )
+        .await
+        .map_err(|_| "connect timed out".to_string())?
+        .map_err(|e| format!("connect: {e}"))?;
+        let _ = tcp.set_nodelay(true);
+        let Some(cfg) = self.tls else {
+            return Ok(Box::new(tcp));
+        };
+        let name = rustls::pki_types::ServerName::try_from(self.host.clone())
+            .map_err(|e| format!("TLS server name {:?}: {e}", self.host))?;
+        let s = tokio::time::timeout(
+            TIMEOUT,
+            tokio_rustls::TlsConnector::from(cfg).connect(name, tcp),
+        )
+        .await
+        .map_err(|_| "TLS handshake timed out".to_string())?
+        .map_err(|e| format!("TLS handshake: {e}"))?;
+        Ok(Box::new(s))
+    }
+}
+
+impl tower_service::Service<http::Uri> for Connector {
+    type Response = TokioIo<Box<dyn Io>>;
+    type Error = std::io::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: http::Uri) -> Self::Future {
+        let c = self.clone();
+        Box::pin(async move {
+            c.open()
+                .await
+                .map(TokioIo::new)
+                .map_err(std::io::Error::other)
+        })
+    }
+}
+
+/// Why a call or a session failed: the text logged, and etcd's gRPC code when etcd answered.
+#[derive(Debug, PartialEq)]
+struct Failure {
+    text: String,
+    code: Option<Code>,
+}
+
+impl Failure {
+    /// A failure to reach etcd (connection, TLS, timeout, a broken stream).
+    fn unreachable(text: impl Into<String>) -> Failure {
+        Failure {
+            text: text.into(),
+            code: None,
+        }
+    }
+
+    /// An error status of the call `what`.
+    fn status(what: &str, s: &Status) -> Failure {
+        let mut text = s.message().to_string();
+        push_causes(&mut text, std::error::Error::source(s));
+        if text.is_empty() {
+            text = format!("{:?}", s.code());
+        }
+        Failure {
+            text: format!("{what}: {text}"),
+            code: Some(s.code()),
+        }
+    }
+
+    /// etcd answered but refused: bad credentials, no user, no permission on the path.
+    fn refused(&self) -> bool {
+        matches!(
+            self.code,
+            Some(
+                Code::PermissionDenied
+                    | Code::Unauthenticated
+                    | Code::InvalidArgument
+                    | Code::FailedPrecondition
+            )
+        )
+    }
+}
+
+/// Appends the causes of an error (tonic and hyper keep the useful part there) to `text`.
+fn push_causes(text: &mut String, mut cause: Option<&(dyn std::error::Error + 'static)>) {
+    while let Some(e) = cause {
+        let t = e.to_string();
+        if !text.contains(&t) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&t);
+        }
+        cause = e.source();
+    }
+}
+
+/// An error and its causes.
+fn error_text(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    push_causes(&mut text, e.source());
+    text
+}
 
 /// The first key after every key starting with `prefix` (etcd's `WithPrefix` range end).
 fn prefix_end(prefix: &[u8]) -> Vec<u8> {
@@ -128,41 +257,74 @@ fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     vec![0] // every key
 }
 
-/// An int64 of the gateway's JSON (a string, or a number).
-fn int(v: &Value) -> i64 {
-    match v {
-        Value::String(s) => s.parse().unwrap_or(0),
-        Value::Number(n) => n.as_i64().unwrap_or(0),
-        _ => 0,
+/// One range of keys the plugin reads and watches: every key under one zone's path, or the
+/// key of the zone name itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Span {
+    key: Vec<u8>,
+    /// The range end; empty for the single key `key`.
+    end: Vec<u8>,
+    /// A zone name's own key, which CoreDNS reads only when nothing is under it: a user who
+    /// may not read it (a role granting `PATH/<zone>/` only) goes without it.
+    optional: bool,
+}
+
+impl Span {
+    /// What a read of the span is called in the log.
+    fn what(&self) -> String {
+        format!("range {}", String::from_utf8_lossy(&self.key))
     }
 }
 
-fn b64(v: &Value) -> Vec<u8> {
-    v.as_str()
-        .and_then(|s| B64.decode(s).ok())
-        .unwrap_or_default()
-}
-
-/// The gateway's error text.
-fn gateway_error(v: &Value) -> String {
-    for k in ["error", "message"] {
-        match v.get(k) {
-            Some(Value::String(s)) => return s.clone(),
-            Some(Value::Object(o)) => {
-                if let Some(Value::String(s)) = o.get("message") {
-                    return s.clone();
-                }
+/// The spans of `zones` under the etcd path `path`: `PATH/<zone labels reversed>/` each (a
+/// zone's names and subtrees are all there), without a span inside another, then the zone
+/// names' own keys that no span holds. CoreDNS reads nothing else for these zones, so a role
+/// with read on the same keys is enough for both.
+fn spans(zones: &[sextant_wire::Name], path: &str) -> Vec<Span> {
+    let mut keys: Vec<String> = zones
+        .iter()
+        .map(|z| {
+            let mut k = super::service::path(z, path);
+            if !k.ends_with('/') {
+                k.push('/');
             }
-            _ => {}
+            k
+        })
+        .collect();
+    keys.sort();
+    keys.dedup();
+    let mut out: Vec<Span> = Vec::new();
+    for k in &keys {
+        // Sorted: a prefix of `k` comes before it.
+        if out.iter().any(|s| k.as_bytes().starts_with(&s.key)) {
+            continue;
         }
+        let key = k.clone().into_bytes();
+        out.push(Span {
+            end: prefix_end(&key),
+            key,
+            optional: false,
+        });
     }
-    v.to_string()
+    let prefixes = out.len();
+    for k in &keys {
+        let exact = k.trim_end_matches('/').as_bytes();
+        if exact.is_empty() || out[..prefixes].iter().any(|s| exact.starts_with(&s.key)) {
+            continue;
+        }
+        out.push(Span {
+            key: exact.to_vec(),
+            end: Vec::new(),
+            optional: true,
+        });
+    }
+    out
 }
 
-/// A key and its value from the gateway's JSON.
-fn key_value(kv: &Value) -> (String, Kv) {
-    let key = String::from_utf8_lossy(&b64(&kv["key"])).into_owned();
-    (key, Kv::new(&b64(&kv["value"]), int(&kv["lease"])))
+/// A key and its value.
+fn key_value(kv: proto::KeyValue) -> (String, Kv) {
+    let key = String::from_utf8_lossy(&kv.key).into_owned();
+    (key, Kv::new(&kv.value, kv.lease))
 }
 
 /// The plugin's connection settings.
@@ -170,10 +332,12 @@ pub(crate) struct Client {
     endpoints: Vec<Endpoint>,
     tls: Option<Arc<rustls::ClientConfig>>,
     credentials: Option<(String, String)>,
-    /// The watched range: every key starting with the path.
-    key: Vec<u8>,
-    range_end: Vec<u8>,
-    labels: [String; 2],
+    /// No `credentials` but a client certificate: etcd's user is then the certificate's
+    /// CommonName (said in the log when etcd refuses).
+    cert_user: bool,
+    /// The ranges read and watched: each zone's keys, then the zone names' own keys (never
+    /// empty).
+    spans: Vec<Span>,
 }
 
 impl Client {
@@ -182,219 +346,263 @@ impl Client {
         tls: Option<Arc<rustls::ClientConfig>>,
         credentials: Option<(String, String)>,
         path: &str,
+        zones: &[sextant_wire::Name],
     ) -> Client {
-        let root = super::service::path(&sextant_wire::Name::root(), path);
-        let key = root.into_bytes();
+        let mut spans = spans(zones, path);
+        if spans.is_empty() {
+            // No zone (not from setup): the whole path.
+            spans = self::spans(&[sextant_wire::Name::root()], path);
+        }
+        // gRPC over TLS is HTTP/2, which etcd's TLS listener picks by ALPN.
+        let tls = tls.map(|c| {
+            let mut c = (*c).clone();
+            c.alpn_protocols = vec![b"h2".to_vec()];
+            Arc::new(c)
+        });
+        let cert_user = credentials.is_none()
+            && tls
+                .as_ref()
+                .is_some_and(|c| c.client_auth_cert_resolver.has_certs());
         Client {
-            labels: [
-                endpoints
-                    .iter()
-                    .map(|e| e.to_string())
-                    .collect::<Vec<_>>()
-                    .join(","),
-                path.to_string(),
-            ],
-            range_end: prefix_end(&key),
-            key,
+            spans,
             endpoints,
             tls,
             credentials,
+            cert_user,
         }
     }
 
-    async fn connect(&self, ep: &Endpoint) -> Result<Box<dyn Io>, String> {
-        let tcp = tokio::time::timeout(
-            TIMEOUT,
-            tokio::net::TcpStream::connect((ep.host.as_str(), ep.port)),
-        )
-        .await
-        .map_err(|_| "connect timed out".to_string())?
-        .map_err(|e| format!("connect: {e}"))?;
-        let _ = tcp.set_nodelay(true);
-        let tls = match ep.scheme {
-            Scheme::Http => None,
-            Scheme::Https | Scheme::Bare => self.tls.clone(),
+    /// An HTTP/2 connection to `ep`, its tasks run by `spawner`.
+    async fn channel(&self, ep: &Endpoint, spawner: &Spawner) -> Result<Channel, Failure> {
+        let connector = Connector {
+            host: ep.host.clone(),
+            port: ep.port,
+            tls: match ep.scheme {
+                Scheme::Http => None,
+                Scheme::Https | Scheme::Bare => self.tls.clone(),
+            },
         };
-        let Some(cfg) = tls else {
-            return Ok(Box::new(tcp));
-        };
-        let name = rustls::pki_types::ServerName::try_from(ep.host.clone())
-            .map_err(|e| format!("TLS server name {:?}: {e}", ep.host))?;
-        let s = tokio::time::timeout(
-            TIMEOUT,
-            tokio_rustls::TlsConnector::from(cfg).connect(name, tcp),
-        )
-        .await
-        .map_err(|_| "TLS handshake timed out".to_string())?
-        .map_err(|e| format!("TLS handshake: {e}"))?;
-        Ok(Box::new(s))
+        let endpoint =
+            tonic::transport::Endpoint::from_shared(format!("http://{}", ep.authority()))
+                .map_err(|e| Failure::unreachable(format!("endpoint: {e}")))?
+                .executor(spawner.clone());
+        // The connector bounds the TCP connect and the TLS handshake; this, the HTTP/2
+        // handshake too.
+        tokio::time::timeout(3 * TIMEOUT, endpoint.connect_with_connector(connector))
+            .await
+            .map_err(|_| Failure::unreachable("connect timed out"))?
+            .map_err(|e| Failure::unreachable(error_text(&e)))
     }
 
-    fn request(
+    /// One unary call, bounded by [`TIMEOUT`].
+    async fn unary<Req, Resp>(
         &self,
-        ep: &Endpoint,
-        path: &str,
-        body: &Value,
-        token: Option<&str>,
-    ) -> Result<http::Request<Full<Bytes>>, String> {
-        let mut b = http::Request::post(path)
-            .header(http::header::HOST, ep.authority())
-            .header(http::header::CONTENT_TYPE, "application/json");
-        if let Some(t) = token {
-            b = b.header(http::header::AUTHORIZATION, t);
-        }
-        b.body(Full::new(Bytes::from(body.to_string())))
-            .map_err(|e| e.to_string())
-    }
-
-    /// One unary gateway call on its own connection.
-    async fn call(
-        &self,
-        ep: &Endpoint,
-        path: &str,
-        body: Value,
-        token: Option<&str>,
-    ) -> Result<Value, String> {
+        ch: &Channel,
+        path: &'static str,
+        what: &str,
+        req: Req,
+        token: Option<&Token>,
+    ) -> Result<Resp, Failure>
+    where
+        Req: prost::Message + Send + Sync + 'static,
+        Resp: prost::Message + Default + Send + Sync + 'static,
+    {
         let work = async {
-            let io = self.connect(ep).await?;
-            let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+            let mut g = tonic::client::Grpc::new(ch.clone()).max_decoding_message_size(MAX_RECV);
+            g.ready()
                 .await
-                .map_err(|e| format!("HTTP: {e}"))?;
-            let req = self.request(ep, path, &body, token)?;
-            let exchange = async move {
-                let resp = tx
-                    .send_request(req)
-                    .await
-                    .map_err(|e| format!("HTTP: {e}"))?;
-                let status = resp.status();
-                let bytes = resp
-                    .into_body()
-                    .collect()
-                    .await
-                    .map_err(|e| format!("HTTP body: {e}"))?
-                    .to_bytes();
-                drop(tx);
-                Ok::<_, String>((status, bytes))
-            };
-            let (r, _) = tokio::join!(exchange, conn);
-            let (status, bytes) = r?;
-            let v: Value = serde_json::from_slice(&bytes).map_err(|e| {
-                format!(
-                    "{path}: HTTP {status}: not JSON ({e}): {}",
-                    String::from_utf8_lossy(&bytes[..bytes.len().min(200)])
-                )
-            })?;
-            if !status.is_success() {
-                return Err(format!("{path}: {}", gateway_error(&v)));
+                .map_err(|e| Failure::unreachable(format!("{what}: {}", error_text(&e))))?;
+            let mut r = tonic::Request::new(req);
+            if let Some(t) = token {
+                r.metadata_mut().insert("token", t.clone());
             }
-            Ok(v)
+            g.unary::<Req, Resp, Codec<Req, Resp>>(
+                r,
+                http::uri::PathAndQuery::from_static(path),
+                Codec::default(),
+            )
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|s| Failure::status(what, &s))
         };
         tokio::time::timeout(TIMEOUT, work)
             .await
-            .map_err(|_| format!("{path}: timed out"))?
+            .map_err(|_| Failure::unreachable(format!("{what}: timed out")))?
     }
 
-    async fn authenticate(&self, ep: &Endpoint) -> Result<Option<String>, String> {
+    /// A token for `credentials` (None without them, or when etcd has authentication off,
+    /// as etcd's own client does).
+    async fn authenticate(&self, ch: &Channel) -> Result<Option<Token>, Failure> {
         let Some((user, pass)) = &self.credentials else {
             return Ok(None);
         };
-        let v = self
-            .call(
-                ep,
-                "/v3/auth/authenticate",
-                json!({"name": user, "password": pass}),
+        let req = proto::AuthenticateRequest {
+            name: user.clone(),
+            password: pass.clone(),
+        };
+        match self
+            .unary::<_, proto::AuthenticateResponse>(
+                ch,
+                proto::AUTHENTICATE,
+                "authenticate",
+                req,
                 None,
             )
-            .await?;
-        match v.get("token").and_then(Value::as_str) {
-            Some(t) => Ok(Some(t.to_string())),
-            None => Err(format!("authentication: no token in {v}")),
+            .await
+        {
+            Ok(r) if r.token.is_empty() => Ok(None),
+            Ok(r) => r.token.parse().map(Some).map_err(|_| Failure {
+                text: "authenticate: the token is not ASCII".into(),
+                code: Some(Code::Unauthenticated),
+            }),
+            Err(f)
+                if f.code == Some(Code::FailedPrecondition)
+                    && f.text.contains("authentication is not enabled") =>
+            {
+                Ok(None)
+            }
+            Err(f) => Err(f),
         }
     }
 
-    /// The whole range, page by page at one revision.
+    /// Every span, page by page, all at the revision of the first page; also the spans read
+    /// (an optional span etcd refuses is left out).
     async fn range(
         &self,
-        ep: &Endpoint,
-        token: Option<&str>,
-    ) -> Result<(BTreeMap<String, Kv>, i64), String> {
+        ch: &Channel,
+        token: Option<&Token>,
+    ) -> Result<(BTreeMap<String, Kv>, i64, Vec<Span>), Failure> {
         let mut out = BTreeMap::new();
-        let mut from = self.key.clone();
         let mut revision = 0i64;
-        loop {
-            let mut body = json!({
-                "key": B64.encode(&from),
-                "range_end": B64.encode(&self.range_end),
-                "limit": PAGE,
-            });
-            if revision != 0 {
-                body["revision"] = json!(revision);
-            }
-            let v = self.call(ep, "/v3/kv/range", body, token).await?;
-            if revision == 0 {
-                revision = int(&v["header"]["revision"]);
-            }
-            let kvs = v["kvs"].as_array().cloned().unwrap_or_default();
-            let mut last = None;
-            for kv in &kvs {
-                let (k, val) = key_value(kv);
-                last = Some(b64(&kv["key"]));
-                out.insert(k, val);
-            }
-            let more = v["more"].as_bool().unwrap_or(false);
-            match last {
-                Some(mut l) if more => {
-                    l.push(0);
-                    from = l;
+        let mut read = Vec::with_capacity(self.spans.len());
+        for span in &self.spans {
+            let what = span.what();
+            let mut from = span.key.clone();
+            let mut kvs = Vec::new();
+            loop {
+                let req = proto::RangeRequest {
+                    key: from,
+                    range_end: span.end.clone(),
+                    limit: PAGE,
+                    revision,
+                    count_only: false,
+                };
+                let r: proto::RangeResponse =
+                    match self.unary(ch, proto::RANGE, &what, req, token).await {
+                        Ok(r) => r,
+                        Err(f) if span.optional && f.code == Some(Code::PermissionDenied) => {
+                            LOG.debug(&format!("{}; the zone name's own key is not read", f.text));
+                            break;
+                        }
+                        Err(f) => return Err(f),
+                    };
+                if revision == 0 {
+                    revision = r.header.map_or(0, |h| h.revision);
                 }
-                _ => return Ok((out, revision)),
+                let more = r.more;
+                kvs.extend(r.kvs);
+                match kvs.last() {
+                    Some(l) if more => {
+                        let mut next = l.key.clone();
+                        next.push(0);
+                        from = next;
+                    }
+                    _ => {
+                        read.push(span.clone());
+                        break;
+                    }
+                }
+            }
+            for kv in kvs {
+                let (k, v) = key_value(kv);
+                out.insert(k, v);
             }
         }
+        Ok((out, revision, read))
     }
 
     /// Fetches the remaining time of `ids`; failures leave them unknown.
     async fn leases(
         &self,
-        ep: &Endpoint,
-        token: Option<&str>,
+        ch: &Channel,
+        token: Option<&Token>,
         store: &Store,
         clock: &Clock,
         ids: Vec<i64>,
     ) {
         for id in ids {
             let at = clock.now();
-            if let Ok(v) = self
-                .call(ep, "/v3/lease/timetolive", json!({"ID": id}), token)
+            if let Ok(r) = self
+                .unary::<_, proto::LeaseTimeToLiveResponse>(
+                    ch,
+                    proto::LEASE_TIME_TO_LIVE,
+                    "lease time-to-live",
+                    proto::LeaseTimeToLiveRequest { id },
+                    token,
+                )
                 .await
             {
-                store.set_lease(id, int(&v["TTL"]), at);
+                store.set_lease(id, r.ttl, at);
             }
         }
     }
 
-    /// Keeps `store` in sync until the generation ends.
-    pub(crate) async fn run(&self, store: &Store, clock: &Clock) {
+    /// A small read that proves the connection and the token alive; an expired token (etcd's
+    /// JWT tokens, or simple ones lost in an etcd restart) is renewed once.
+    async fn probe(&self, ch: &Channel, token: &mut Option<Token>) -> Result<(), Failure> {
+        let span = &self.spans[0];
+        let what = span.what();
+        let req = || proto::RangeRequest {
+            key: span.key.clone(),
+            range_end: span.end.clone(),
+            count_only: true,
+            ..Default::default()
+        };
+        let r = self
+            .unary::<_, proto::RangeResponse>(ch, proto::RANGE, &what, req(), token.as_ref())
+            .await;
+        match r {
+            Err(f) if f.code == Some(Code::Unauthenticated) && self.credentials.is_some() => {
+                *token = self.authenticate(ch).await?;
+                self.unary::<_, proto::RangeResponse>(
+                    ch,
+                    proto::RANGE,
+                    &what,
+                    req(),
+                    token.as_ref(),
+                )
+                .await
+                .map(drop)
+            }
+            r => r.map(drop),
+        }
+    }
+
+    /// Keeps `store` in sync until the generation ends; connections run under `spawner`.
+    pub(crate) async fn run(&self, store: &Store, clock: &Clock, spawner: &Spawner) {
         let mut i = 0usize;
         let mut delay = FIRST_RETRY;
         loop {
             let ep = &self.endpoints[i % self.endpoints.len()];
-            let (synced, err) = self.session(ep, store, clock).await;
+            let (synced, err) = self.session(ep, store, clock, spawner).await;
             if synced {
                 delay = FIRST_RETRY;
             }
-            SYNC_FAILURES
-                .with_label_values(&[&self.labels[0], &self.labels[1]])
-                .inc();
-            let msg = if store.synced() {
-                format!(
-                    "etcd at {ep} unreachable: {err}; serving the last good data ({} keys at revision {})",
-                    store.len(),
-                    store.revision()
-                )
-            } else {
-                format!("etcd at {ep} unreachable: {err}; no data yet, answering SERVFAIL")
-            };
-            if store.set_down(&err) {
+            store.sync_failed();
+            let msg = format!(
+                "etcd at {ep} {}; {}",
+                self.reason(&err),
+                if store.synced() {
+                    format!(
+                        "serving the last good data ({} keys at revision {})",
+                        store.len(),
+                        store.revision()
+                    )
+                } else {
+                    "no data yet, answering SERVFAIL".to_string()
+                }
+            );
+            if store.set_down(&err.text) {
                 LOG.error(&msg);
             } else {
                 LOG.debug(&msg);
@@ -405,20 +613,42 @@ impl Client {
         }
     }
 
+    /// The log's words for `err`.
+    fn reason(&self, err: &Failure) -> String {
+        if !err.refused() {
+            return format!("unreachable: {}", err.text);
+        }
+        let hint = if self.cert_user {
+            " (without `credentials` etcd's user is the CommonName of the client certificate)"
+        } else {
+            ""
+        };
+        format!("refused access: {}{hint}", err.text)
+    }
+
     /// Reads the range and watches it; returns (a full read happened, why it ended).
-    async fn session(&self, ep: &Endpoint, store: &Store, clock: &Clock) -> (bool, String) {
-        let token = match self.authenticate(ep).await {
+    async fn session(
+        &self,
+        ep: &Endpoint,
+        store: &Store,
+        clock: &Clock,
+        spawner: &Spawner,
+    ) -> (bool, Failure) {
+        let ch = match self.channel(ep, spawner).await {
+            Ok(c) => c,
+            Err(e) => return (false, e),
+        };
+        let mut token = match self.authenticate(&ch).await {
             Ok(t) => t,
             Err(e) => return (false, e),
         };
-        let token = token.as_deref();
-        let (kvs, revision) = match self.range(ep, token).await {
+        let (kvs, revision, spans) = match self.range(&ch, token.as_ref()).await {
             Ok(r) => r,
             Err(e) => return (false, e),
         };
         let was_down = store.status_now() != super::store::Status::Up;
         store.replace(kvs, revision);
-        self.leases(ep, token, store, clock, store.lease_ids())
+        self.leases(&ch, token.as_ref(), store, clock, store.lease_ids())
             .await;
         store.set_up();
         if was_down {
@@ -427,13 +657,17 @@ impl Client {
                 store.len()
             ));
         }
-        (true, self.watch(ep, store, clock, token, revision).await)
+        (
+            true,
+            self.watch(&ch, &spans, store, clock, &mut token, revision)
+                .await,
+        )
     }
 
     /// Applies one watch response; Err ends the watch. True when a put carries a lease.
     #[cfg(test)]
-    fn watch_message(&self, store: &Store, v: &Value) -> Result<bool, String> {
-        Ok(match watch_events(v)? {
+    fn watch_message(&self, store: &Store, w: proto::WatchResponse) -> Result<bool, Failure> {
+        Ok(match watch_events(w)? {
             Some((changes, revision)) => {
                 let leased = changes
                     .iter()
@@ -444,169 +678,142 @@ impl Client {
             None => false,
         })
     }
+
+    /// Watches from `revision + 1` until the stream breaks or a liveness read fails.
+    async fn watch(
+        &self,
+        ch: &Channel,
+        spans: &[Span],
+        store: &Store,
+        clock: &Clock,
+        token: &mut Option<Token>,
+        revision: i64,
+    ) -> Failure {
+        // One watch per span on the stream. The request side stays open while the watches are
+        // followed and ends when this returns (the sender dropped): without that, hyper's task
+        // sending it would keep the HTTP/2 stream, and so the connection, alive after a hung
+        // etcd was left.
+        let (requests_tx, requests) = tokio::sync::mpsc::unbounded_channel();
+        for span in spans {
+            let _ = requests_tx.send(proto::WatchRequest {
+                create_request: Some(proto::WatchCreateRequest {
+                    key: span.key.clone(),
+                    range_end: span.end.clone(),
+                    start_revision: revision + 1,
+                }),
+            });
+        }
+        let requests = tokio_stream::wrappers::UnboundedReceiverStream::new(requests);
+        let mut req = tonic::Request::new(requests);
+        if let Some(t) = token.as_ref() {
+            req.metadata_mut().insert("token", t.clone());
+        }
+        let mut g = tonic::client::Grpc::new(ch.clone()).max_decoding_message_size(MAX_RECV);
+        let open = async {
+            g.ready()
+                .await
+                .map_err(|e| Failure::unreachable(format!("watch: {}", error_text(&e))))?;
+            g.streaming::<_, proto::WatchRequest, proto::WatchResponse, _>(
+                req,
+                http::uri::PathAndQuery::from_static(proto::WATCH),
+                Codec::default(),
+            )
+            .await
+            .map_err(|s| Failure::status("watch", &s))
+        };
+        let mut stream = match tokio::time::timeout(TIMEOUT, open).await {
+            Err(_) => return Failure::unreachable("watch: timed out"),
+            Ok(Err(f)) => return f,
+            Ok(Ok(r)) => r.into_inner(),
+        };
+        let mut next_check = clock.now() + LIVENESS;
+        loop {
+            tokio::select! {
+                m = stream.message() => {
+                    let w = match m {
+                        Ok(Some(w)) => w,
+                        Ok(None) => return Failure::unreachable("watch stream ended"),
+                        Err(s) => return Failure::status("watch", &s),
+                    };
+                    let (changes, revision) = match watch_events(w) {
+                        Ok(Some(c)) => c,
+                        Ok(None) => continue,
+                        Err(f) => return f,
+                    };
+                    // A new lease's remaining time is asked before its keys are served, so
+                    // they never answer with the default TTL meanwhile.
+                    let mut new: Vec<i64> = changes
+                        .iter()
+                        .filter_map(|(_, kv)| kv.as_ref().map(|kv| kv.lease))
+                        .filter(|&id| id != 0 && !store.lease_known(id))
+                        .collect();
+                    new.sort_unstable();
+                    new.dedup();
+                    if !new.is_empty() {
+                        self.leases(ch, token.as_ref(), store, clock, new).await;
+                    }
+                    store.apply(changes, revision);
+                }
+                _ = clock.sleep_until(next_check) => {
+                    next_check = clock.now() + LIVENESS;
+                    if let Err(f) = self.probe(ch, token).await {
+                        return f;
+                    }
+                    self.leases(ch, token.as_ref(), store, clock, store.lease_ids()).await;
+                }
+            }
+        }
+    }
 }
 
 /// The changes of one watch response and their revision (None when it has no events); Err ends
 /// the watch.
 #[allow(clippy::type_complexity)]
-fn watch_events(v: &Value) -> Result<Option<(Vec<(String, Option<Kv>)>, i64)>, String> {
-    if let Some(e) = v.get("error") {
-        return Err(format!("watch: {}", gateway_error(&json!({"error": e}))));
-    }
-    let r = &v["result"];
-    if int(&r["compact_revision"]) != 0 {
-        return Err(format!(
+fn watch_events(
+    w: proto::WatchResponse,
+) -> Result<Option<(Vec<(String, Option<Kv>)>, i64)>, Failure> {
+    if w.compact_revision != 0 {
+        return Err(Failure::unreachable(format!(
             "watch: revision compacted (at {})",
-            int(&r["compact_revision"])
-        ));
+            w.compact_revision
+        )));
     }
-    if r["canceled"].as_bool().unwrap_or(false) {
-        return Err(format!(
-            "watch canceled: {}",
-            r["cancel_reason"].as_str().unwrap_or("")
-        ));
+    if w.canceled {
+        // etcd cancels a watch it may not create (no read permission) with the reason.
+        let code = w
+            .cancel_reason
+            .contains("permission denied")
+            .then_some(Code::PermissionDenied);
+        return Err(Failure {
+            text: format!("watch canceled: {}", w.cancel_reason),
+            code,
+        });
     }
-    let Some(events) = r["events"].as_array() else {
-        return Ok(None);
-    };
     // Replayed events of one revision may come in several responses that all carry the
     // current header revision: the events' own revisions order them.
-    let revision = events
+    let revision = w
+        .events
         .iter()
-        .map(|e| int(&e["kv"]["mod_revision"]))
-        .max()
-        .unwrap_or(0);
-    let mut changes = Vec::with_capacity(events.len());
-    for e in events {
-        let (k, kv) = key_value(&e["kv"]);
-        if e["type"].as_str() == Some("DELETE") {
-            changes.push((k, None));
-        } else {
-            changes.push((k, Some(kv)));
-        }
+        .filter_map(|e| e.kv.as_ref())
+        .map(|kv| kv.mod_revision)
+        .max();
+    let Some(revision) = revision else {
+        return Ok(None);
+    };
+    let mut changes = Vec::with_capacity(w.events.len());
+    for e in w.events {
+        let Some(kv) = e.kv else { continue };
+        let delete = e.r#type == proto::EVENT_DELETE;
+        let (k, kv) = key_value(kv);
+        changes.push((k, (!delete).then_some(kv)));
     }
     Ok(Some((changes, revision)))
-}
-
-impl Client {
-    /// Watches from `revision + 1` until the stream breaks or a liveness read fails.
-    async fn watch(
-        &self,
-        ep: &Endpoint,
-        store: &Store,
-        clock: &Clock,
-        token: Option<&str>,
-        revision: i64,
-    ) -> String {
-        let io = match self.connect(ep).await {
-            Ok(io) => io,
-            Err(e) => return e,
-        };
-        let (mut tx, conn) = match hyper::client::conn::http1::handshake(TokioIo::new(io)).await {
-            Ok(x) => x,
-            Err(e) => return format!("HTTP: {e}"),
-        };
-        let body = json!({"create_request": {
-            "key": B64.encode(&self.key),
-            "range_end": B64.encode(&self.range_end),
-            "start_revision": revision + 1,
-        }});
-        let req = match self.request(ep, "/v3/watch", &body, token) {
-            Ok(r) => r,
-            Err(e) => return e,
-        };
-        let work = async move {
-            let resp = tokio::time::timeout(TIMEOUT, tx.send_request(req))
-                .await
-                .map_err(|_| "watch: timed out".to_string())?
-                .map_err(|e| format!("watch: {e}"))?;
-            if !resp.status().is_success() {
-                let st = resp.status();
-                let b = resp.into_body().collect().await.map(|b| b.to_bytes());
-                let text = b
-                    .map(|b| String::from_utf8_lossy(&b).into_owned())
-                    .unwrap_or_default();
-                return Err(format!("watch: HTTP {st}: {text}"));
-            }
-            let mut body = resp.into_body();
-            let mut buf: Vec<u8> = Vec::new();
-            let mut next_check = clock.now() + LIVENESS;
-            loop {
-                tokio::select! {
-                    f = body.frame() => {
-                        let data = match f {
-                            None => return Err("watch stream ended".to_string()),
-                            Some(Err(e)) => return Err(format!("watch stream: {e}")),
-                            Some(Ok(frame)) => match frame.into_data() {
-                                Ok(d) => d,
-                                Err(_) => continue,
-                            },
-                        };
-                        buf.extend_from_slice(&data);
-                        let mut used = 0;
-                        let mut batches = Vec::new();
-                        {
-                            let mut it = serde_json::Deserializer::from_slice(&buf).into_iter::<Value>();
-                            loop {
-                                match it.next() {
-                                    Some(Ok(v)) => {
-                                        used = it.byte_offset();
-                                        batches.extend(watch_events(&v)?);
-                                    }
-                                    Some(Err(e)) if e.is_eof() => break,
-                                    Some(Err(e)) => return Err(format!("watch: bad JSON: {e}")),
-                                    None => break,
-                                }
-                            }
-                        }
-                        buf.drain(..used);
-                        // A new lease's remaining time is asked before its keys are served, so
-                        // they never answer with the default TTL meanwhile.
-                        let mut new: Vec<i64> = batches
-                            .iter()
-                            .flat_map(|(changes, _)| changes.iter())
-                            .filter_map(|(_, kv)| kv.as_ref().map(|kv| kv.lease))
-                            .filter(|&id| id != 0 && !store.lease_known(id))
-                            .collect();
-                        new.sort_unstable();
-                        new.dedup();
-                        if !new.is_empty() {
-                            self.leases(ep, token, store, clock, new).await;
-                        }
-                        for (changes, revision) in batches {
-                            store.apply(changes, revision);
-                        }
-                    }
-                    _ = clock.sleep_until(next_check) => {
-                        next_check = clock.now() + LIVENESS;
-                        let probe = json!({
-                            "key": B64.encode(&self.key),
-                            "range_end": B64.encode(&self.range_end),
-                            "count_only": true,
-                        });
-                        self.call(ep, "/v3/kv/range", probe, token).await?;
-                        self.leases(ep, token, store, clock, store.lease_ids()).await;
-                    }
-                }
-            }
-        };
-        tokio::pin!(conn);
-        tokio::select! {
-            r = work => match r {
-                Ok(()) => "watch ended".to_string(),
-                Err(e) => e,
-            },
-            r = &mut conn => match r {
-                Ok(()) => "watch connection closed".to_string(),
-                Err(e) => format!("watch connection: {e}"),
-            },
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proto::{Event, KeyValue, WatchResponse};
 
     #[test]
     fn endpoints() {
@@ -628,8 +835,16 @@ mod tests {
         }
     }
 
-    fn b(s: &str) -> String {
-        B64.encode(s)
+    fn event(delete: bool, key: &str, value: &str, rev: i64, lease: i64) -> Event {
+        Event {
+            r#type: if delete { proto::EVENT_DELETE } else { 0 },
+            kv: Some(KeyValue {
+                key: key.as_bytes().to_vec(),
+                mod_revision: rev,
+                value: value.as_bytes().to_vec(),
+                lease,
+            }),
+        }
     }
 
     #[test]
@@ -639,45 +854,131 @@ mod tests {
             None,
             None,
             "skydns",
+            &[],
         );
         assert_eq!(
-            (c.key.as_slice(), c.range_end.as_slice()),
-            (&b"/skydns"[..], &b"/skydnt"[..])
+            c.spans,
+            [
+                Span {
+                    key: b"/skydns/".to_vec(),
+                    end: b"/skydns0".to_vec(),
+                    optional: false
+                },
+                Span {
+                    key: b"/skydns".to_vec(),
+                    end: Vec::new(),
+                    optional: true
+                }
+            ]
         );
-        let store = Store::new("e".into(), "p".into());
+        let store = Store::new("e".into(), "p".into(), "z".into());
         store.replace(BTreeMap::new(), 1);
-        let created = json!({"result": {"header": {"revision": "1"}, "created": true}});
-        assert_eq!(c.watch_message(&store, &created), Ok(false));
-        let put = json!({"result": {"header": {"revision": "3"}, "events": [
-            {"kv": {"key": b("/skydns/a"), "value": b(r#"{"host":"10.0.0.1"}"#), "mod_revision": "2"}},
-            {"kv": {"key": b("/skydns/b"), "value": b("{}"), "mod_revision": "3", "lease": "77"}}
-        ]}});
+        let created = WatchResponse {
+            created: true,
+            ..Default::default()
+        };
+        assert_eq!(c.watch_message(&store, created), Ok(false));
+        let put = WatchResponse {
+            events: vec![
+                event(false, "/skydns/a", r#"{"host":"10.0.0.1"}"#, 2, 0),
+                event(false, "/skydns/b", "{}", 3, 77),
+            ],
+            ..Default::default()
+        };
         assert_eq!(
-            c.watch_message(&store, &put),
+            c.watch_message(&store, put),
             Ok(true),
             "a leased key is new"
         );
         assert_eq!((store.len(), store.revision()), (2, 3));
         assert_eq!(store.unknown_leases(), [77]);
-        let del = json!({"result": {"header": {"revision": "4"}, "events": [
-            {"type": "DELETE", "kv": {"key": b("/skydns/a"), "mod_revision": "4"}}
-        ]}});
-        assert_eq!(c.watch_message(&store, &del), Ok(false));
+        let del = WatchResponse {
+            events: vec![event(true, "/skydns/a", "", 4, 0)],
+            ..Default::default()
+        };
+        assert_eq!(c.watch_message(&store, del), Ok(false));
         assert_eq!((store.len(), store.revision()), (1, 4));
-        let compacted = json!({"result": {"header": {"revision": "9"}, "compact_revision": "5"}});
-        assert!(c
-            .watch_message(&store, &compacted)
-            .unwrap_err()
-            .contains("compacted"));
-        let canceled = json!({"result": {"canceled": true, "cancel_reason": "x"}});
-        assert!(c
-            .watch_message(&store, &canceled)
-            .unwrap_err()
-            .contains("canceled"));
-        let err = json!({"error": {"grpc_code": 16, "message": "etcdserver: invalid auth token"}});
+        let compacted = WatchResponse {
+            compact_revision: 5,
+            canceled: true,
+            ..Default::default()
+        };
+        let f = c.watch_message(&store, compacted).unwrap_err();
+        assert!(f.text.contains("compacted") && !f.refused(), "{f:?}");
+        let denied = WatchResponse {
+            canceled: true,
+            cancel_reason: "etcdserver: permission denied".into(),
+            ..Default::default()
+        };
+        let f = c.watch_message(&store, denied).unwrap_err();
+        assert_eq!(f.text, "watch canceled: etcdserver: permission denied");
+        assert!(f.refused());
+        assert_eq!((store.len(), store.revision()), (1, 4), "kept");
+    }
+
+    #[test]
+    fn failures_say_what_etcd_answered() {
+        let f = Failure::status(
+            "authenticate",
+            &Status::invalid_argument(
+                "etcdserver: authentication failed, invalid user ID or password",
+            ),
+        );
         assert_eq!(
-            c.watch_message(&store, &err).unwrap_err(),
-            "watch: etcdserver: invalid auth token"
+            f.text,
+            "authenticate: etcdserver: authentication failed, invalid user ID or password"
+        );
+        assert!(f.refused());
+        let c = Client::new(
+            vec![Endpoint::parse("127.0.0.1:1").unwrap()],
+            None,
+            None,
+            "skydns",
+            &[],
+        );
+        assert_eq!(
+            c.reason(&f),
+            "refused access: authenticate: etcdserver: authentication failed, invalid user ID or password"
+        );
+        let f = Failure::status("watch", &Status::unavailable("error reading a body"));
+        assert!(!f.refused());
+        assert_eq!(c.reason(&f), "unreachable: watch: error reading a body");
+    }
+
+    #[test]
+    fn one_span_per_zone_none_inside_another() {
+        let n = |s: &str| sextant_wire::Name::parse(s).unwrap();
+        let keys = |zones: &[&str], path: &str| {
+            let z: Vec<_> = zones.iter().map(|z| n(z)).collect();
+            spans(&z, path)
+                .into_iter()
+                .map(|s| {
+                    format!(
+                        "{}..{}{}",
+                        String::from_utf8(s.key).unwrap(),
+                        String::from_utf8(s.end).unwrap(),
+                        if s.optional { " optional" } else { "" }
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            keys(&["skydns.local.", "0.0.10.in-addr.arpa."], "skydns"),
+            [
+                "/skydns/arpa/in-addr/10/0/0/../skydns/arpa/in-addr/10/0/00",
+                "/skydns/local/skydns/../skydns/local/skydns0",
+                "/skydns/arpa/in-addr/10/0/0.. optional",
+                "/skydns/local/skydns.. optional",
+            ]
+        );
+        // Zones inside another: its span holds theirs, and their names' keys.
+        assert_eq!(
+            keys(&["a.local.", "local.", "b.local.", "local."], "/skydns"),
+            ["/skydns/local/../skydns/local0", "/skydns/local.. optional"]
+        );
+        assert_eq!(
+            keys(&["."], "skydns"),
+            ["/skydns/../skydns0", "/skydns.. optional"]
         );
     }
 

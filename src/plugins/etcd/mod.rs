@@ -1,9 +1,10 @@
 //! The `etcd` plugin: SkyDNS service discovery from etcd v3 (CoreDNS `plugin/etcd`), answered
-//! from a local copy of the path that a watch keeps current (see [`client`]); setup, the
+//! from a local copy of its zones' keys that watches keep current (see [`client`]); setup, the
 //! handler, and CoreDNS's backend lookup (`plugin/backend_lookup.go`) over SkyDNS services.
 
 pub(crate) mod client;
 pub(crate) mod metrics;
+pub(crate) mod proto;
 pub(crate) mod service;
 pub(crate) mod store;
 
@@ -158,12 +159,14 @@ pub(crate) fn parse(d: &Directive, block_zones: &[String]) -> Result<Config, Err
     Ok(c)
 }
 
-/// The identity of a local copy: a reload with the same etcd, path and credentials keeps it
-/// (and its data, should etcd be down then).
+/// The identity of a local copy: a reload with the same etcd, path, zones and credentials
+/// keeps it (and its data, should etcd be down then). Blocks with other zones have copies of
+/// their own (each holds its zones' keys only).
 #[derive(PartialEq)]
 struct CopyKey {
     endpoints: Vec<String>,
     path: String,
+    zones: Vec<Name>,
     credentials: Option<(String, String)>,
     tls: Option<Vec<String>>,
 }
@@ -178,6 +181,7 @@ pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), 
     let key = CopyKey {
         endpoints: c.endpoints.iter().map(|e| e.to_string()).collect(),
         path: c.path.clone(),
+        zones: c.zones.clone(),
         credentials: c.credentials.clone(),
         tls: c.tls_args.clone(),
     };
@@ -185,7 +189,12 @@ pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), 
     let store = match carry.get(&key) {
         Some(s) => s,
         None => {
-            let s = Arc::new(Store::new(key.endpoints.join(","), c.path.clone()));
+            let zones: Vec<String> = c.zones.iter().map(|z| z.to_string()).collect();
+            let s = Arc::new(Store::new(
+                key.endpoints.join(","),
+                c.path.clone(),
+                zones.join(","),
+            ));
             carry.put(key, &s);
             s
         }
@@ -196,12 +205,14 @@ pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), 
         c.tls.clone(),
         c.credentials.clone(),
         &c.path,
+        &c.zones,
     ));
     let (s, cl, ck) = (store.clone(), client.clone(), clock.clone());
     ctx.task(move |t| async move {
+        let spawner = t.spawner();
         tokio::select! {
             _ = t.cancelled() => {}
-            _ = cl.run(&s, &ck) => {}
+            _ = cl.run(&s, &ck, &spawner) => {}
         }
     });
     let s = store.clone();

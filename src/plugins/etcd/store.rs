@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
-use super::metrics::{KEYS, REVISION, UP};
+use super::metrics::{KEYS, REVISION, SYNC_FAILURES, UP};
 use super::service::Service;
 
 /// One key's value.
@@ -47,7 +47,10 @@ struct Lease {
 #[derive(Default)]
 struct Data {
     kvs: BTreeMap<String, Kv>,
+    /// The newest revision seen (of the full read or of a watch).
     revision: i64,
+    /// The revision of the last full read: older watched changes are already in it.
+    read_revision: i64,
     /// True once a full copy was read.
     synced: bool,
     leases: HashMap<i64, Lease>,
@@ -70,16 +73,16 @@ pub(crate) enum Status {
 pub(crate) struct Store {
     data: RwLock<Data>,
     status: tokio::sync::watch::Sender<Status>,
-    /// Metric labels: endpoints, path.
-    labels: [String; 2],
+    /// Metric labels: endpoints, path, zones.
+    labels: [String; 3],
 }
 
 impl Store {
-    pub(crate) fn new(endpoints: String, path: String) -> Store {
+    pub(crate) fn new(endpoints: String, path: String, zones: String) -> Store {
         Store {
             data: RwLock::default(),
             status: tokio::sync::watch::Sender::new(Status::Starting),
-            labels: [endpoints, path],
+            labels: [endpoints, path, zones],
         }
     }
 
@@ -91,8 +94,13 @@ impl Store {
         self.data.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn labels(&self) -> [&str; 2] {
-        [&self.labels[0], &self.labels[1]]
+    fn labels(&self) -> [&str; 3] {
+        [&self.labels[0], &self.labels[1], &self.labels[2]]
+    }
+
+    /// Counts a failed read or watch.
+    pub(crate) fn sync_failed(&self) {
+        SYNC_FAILURES.with_label_values(&self.labels()).inc();
     }
 
     /// Replaces the copy with a full read at `revision`.
@@ -103,6 +111,7 @@ impl Store {
             .retain(|id, _| kvs.values().any(|kv| kv.lease == *id));
         d.kvs = kvs;
         d.revision = revision;
+        d.read_revision = revision;
         d.synced = true;
         KEYS.with_label_values(&self.labels())
             .set(d.kvs.len() as f64);
@@ -111,10 +120,12 @@ impl Store {
             .set(revision as f64);
     }
 
-    /// Applies watched changes at `revision`: a value to put, or None to delete.
+    /// Applies watched changes at `revision`: a value to put, or None to delete. Changes of
+    /// different watches (one per zone, on keys apart) may come out of revision order; a
+    /// change the full read already holds is ignored.
     pub(crate) fn apply(&self, events: Vec<(String, Option<Kv>)>, revision: i64) {
         let mut d = self.write();
-        if revision <= d.revision {
+        if revision <= d.read_revision {
             return;
         }
         for (k, v) in events {
@@ -127,12 +138,12 @@ impl Store {
                 }
             }
         }
-        d.revision = revision;
+        d.revision = d.revision.max(revision);
         KEYS.with_label_values(&self.labels())
             .set(d.kvs.len() as f64);
         REVISION
             .with_label_values(&self.labels())
-            .set(revision as f64);
+            .set(d.revision as f64);
     }
 
     pub(crate) fn revision(&self) -> i64 {
@@ -261,7 +272,7 @@ mod tests {
     use super::*;
 
     fn store(keys: &[&str]) -> Store {
-        let s = Store::new("e".into(), "p".into());
+        let s = Store::new("e".into(), "p".into(), "z".into());
         let kvs = keys
             .iter()
             .map(|k| (k.to_string(), Kv::new(br#"{"host":"10.0.0.1"}"#, 0)))
@@ -293,12 +304,15 @@ mod tests {
 
     #[test]
     fn unsynced_is_unavailable_and_stale_events_are_ignored() {
-        let s = Store::new("e".into(), "p".into());
+        let s = Store::new("e".into(), "p".into(), "z".into());
         assert!(matches!(s.get("/x", true), Err(GetError::Unavailable(_))));
         s.replace(BTreeMap::new(), 7);
         s.apply(vec![("/x".into(), Some(Kv::new(b"{}", 0)))], 8);
-        s.apply(vec![("/x".into(), None)], 8); // not newer: ignored
-        assert_eq!(s.len(), 1);
+        s.apply(vec![("/x".into(), None)], 7); // in the full read already: ignored
+        assert_eq!((s.len(), s.revision()), (1, 8));
+        // Another zone's watch, behind the first one: applied, the revision stays.
+        s.apply(vec![("/y".into(), Some(Kv::new(b"{}", 0)))], 8);
+        assert_eq!((s.len(), s.revision()), (2, 8));
         // An etcd rebuilt from scratch: a full read at a lower revision replaces the copy.
         s.replace(BTreeMap::new(), 2);
         assert_eq!((s.len(), s.revision()), (0, 2));

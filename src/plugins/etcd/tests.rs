@@ -74,7 +74,7 @@ fn bad_options_name_file_line_column() {
 
 /// A handler over a copy holding `keys` (JSON values), with `fallthrough` if asked.
 fn etcd(keys: &[(&str, &str)], fall: bool) -> Etcd {
-    let store = Arc::new(Store::new("e".into(), "skydns".into()));
+    let store = Arc::new(Store::new("e".into(), "skydns".into(), "z".into()));
     let kvs: BTreeMap<String, store::Kv> = keys
         .iter()
         .map(|(k, v)| (k.to_string(), store::Kv::new(v.as_bytes(), 0)))
@@ -322,7 +322,7 @@ async fn fallthrough_and_no_data_yet() {
     assert_eq!(rc, Rcode::REFUSED, "fell through to the next plugin");
     let e = etcd(&[], false);
     let fresh = Etcd {
-        store: Arc::new(Store::new("e".into(), "p".into())),
+        store: Arc::new(Store::new("e".into(), "p".into(), "z".into())),
         ..e
     };
     let (rc, _, auth, _) = ask(&fresh, "x.skydns.local.", RType::A).await;

@@ -44,22 +44,6 @@ pub(super) struct Doh {
     idle_cap: usize,
 }
 
-/// Runs hyper's connection tasks under the generation (plugins do not spawn by themselves).
-#[derive(Clone)]
-struct Exec(Spawner);
-
-impl<F> hyper::rt::Executor<F> for Exec
-where
-    F: std::future::Future + Send + 'static,
-    F::Output: Send + 'static,
-{
-    fn execute(&self, fut: F) {
-        self.0.spawn(async move {
-            fut.await;
-        });
-    }
-}
-
 /// RFC 4648 base64url without padding (Go's `base64.RawURLEncoding`).
 fn base64url(data: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
@@ -193,7 +177,7 @@ impl Doh {
         let h2 = tls.get_ref().1.alpn_protocol() == Some(&b"h2"[..]);
         let io = TokioIo::new(tls);
         if h2 {
-            let hs = http2::Builder::new(Exec(spawner.clone())).handshake(io);
+            let hs = http2::Builder::new(spawner.clone()).handshake(io);
             let (sender, conn) = match timeout_at(until.into(), hs).await {
                 Err(_) => {
                     return Err(format!(

@@ -205,19 +205,6 @@ pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), 
     Ok(())
 }
 
-/// Runs tonic's and hyper's connection tasks under the generation.
-#[derive(Clone)]
-struct GenExec(Spawner);
-
-impl<F> hyper::rt::Executor<F> for GenExec
-where
-    F: Future<Output = ()> + Send + 'static,
-{
-    fn execute(&self, fut: F) {
-        self.0.spawn(fut);
-    }
-}
-
 type Io = Either<
     Either<tokio::net::TcpStream, tokio_rustls::client::TlsStream<tokio::net::TcpStream>>,
     tokio::net::UnixStream,
@@ -299,7 +286,7 @@ impl Grpc {
                     tls,
                 };
                 tonic::transport::Endpoint::from_static("http://upstream")
-                    .executor(GenExec(self.spawner.clone()))
+                    .executor(self.spawner.clone())
                     .connect_timeout(DEADLINE)
                     .connect_with_connector_lazy(connector)
             })
