@@ -785,7 +785,7 @@ fn udp_rcvbuf(port: u16) -> u64 {
         .expect("ss (Debian package iproute2: apt-get install iproute2)");
     let text = String::from_utf8_lossy(&out.stdout);
     let rb = text
-        .split(|c| c == ',' || c == '(')
+        .split([',', '('])
         .find_map(|f| f.strip_prefix("rb")?.parse().ok());
     rb.unwrap_or_else(|| panic!("no rb in ss output: {text}"))
 }
