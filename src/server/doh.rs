@@ -1,6 +1,6 @@
 //! DNS over HTTPS (RFC 8484) as CoreDNS serves it: `GET /dns-query?dns=` (base64url) and
 //! `POST /dns-query` with an `application/dns-message` body, over HTTP/1.1 and HTTP/2
-//! (`https://`, hyper) or HTTP/3 (`https3://`, see [`crate::server::quic`]). Other paths get 404,
+//! (`https://`: hyper, and `doh_h2.rs` for HTTP/2 over TLS) or HTTP/3 (`https3://`, see [`crate::server::quic`]). Other paths get 404,
 //! undecodable requests 400, a chain that writes nothing 500; replies carry
 //! `Cache-Control: max-age=` of their lowest TTL. This module decides; the listeners carry bytes.
 

@@ -3,6 +3,7 @@
 pub(crate) mod backlog;
 pub(crate) mod config;
 pub(crate) mod doh;
+mod doh_h2;
 pub(crate) mod grpc;
 pub(crate) mod http;
 pub(crate) mod invalidate;

@@ -150,18 +150,23 @@ impl Runtime {
     /// Builds a generation from the source. Nothing is started or bound.
     pub(crate) fn build(&self) -> Result<(Generation, String), ServeError> {
         let cf = self.source.load().map_err(ServeError::Config)?;
+        let hash = config_hash(&cf, &self.source);
+        Ok((self.build_parsed(&cf)?, hash))
+    }
+
+    /// Builds a generation from a parsed Corefile (its warnings logged). Nothing is started or
+    /// bound.
+    fn build_parsed(&self, cf: &sextant_corefile::Corefile) -> Result<Generation, ServeError> {
         for w in &cf.warnings {
             log::warning(&w.to_string());
         }
-        let hash = config_hash(&cf, &self.source);
-        let gen = build(
-            &cf,
+        build(
+            cf,
             self.default_port,
             self.carry.clone(),
             self.state.clone(),
         )
-        .map_err(ServeError::Config)?;
-        Ok((gen, hash))
+        .map_err(ServeError::Config)
     }
 
     /// Commits a generation: binds what is new (without reading it yet), starts the
@@ -333,12 +338,18 @@ impl Runtime {
         self.live.lock().await.hash.clone()
     }
 
-    /// Re-reads the Corefile; applies it if it changed (or if `force`).
+    /// Re-reads the Corefile; applies it if it changed (or if `force`). Like CoreDNS's `reload`,
+    /// an unchanged Corefile is only parsed and hashed: building a generation sets up every
+    /// plugin (the `kubernetes` plugin loads its manifests, hundreds of millions of
+    /// instructions for a large cluster), which on the runtime's thread held up the forwarded
+    /// queries' replies at every periodic check.
     pub(crate) async fn reload(&self, force: bool) -> Result<bool, ServeError> {
-        let (gen, hash) = self.build()?;
+        let cf = self.source.load().map_err(ServeError::Config)?;
+        let hash = config_hash(&cf, &self.source);
         if !force && hash == self.current_hash().await {
             return Ok(false);
         }
+        let gen = self.build_parsed(&cf)?;
         log::info("Reloading");
         self.apply(gen, hash.clone()).await?;
         crate::metrics::RELOAD_VERSION.reset();

@@ -1,7 +1,8 @@
 //! The TCP side of `https://` (DoH over HTTP/1.1 and HTTP/2) and `grpc://` (HTTP/2 only)
 //! listeners: accepts under the connection limit, TLS with the scheme's ALPN when the block has
 //! the `tls` plugin (plain HTTP otherwise, as behind a TLS-terminating proxy), then hyper serves
-//! the connection on the one HTTP stack (`http.rs`: bounded request heads, and the `timeouts`
+//! the connection on the one HTTP stack — DoH over TLS with ALPN `h2` on hyper's HTTP/2 layer
+//! driven directly (`doh_h2.rs`) — (`http.rs`: bounded request heads, and the `timeouts`
 //! plugin's read, idle and write timeouts, by default CoreDNS's 3 s to read a request, 10 s idle
 //! and 5 s for a blocked write) until it closes, idles out, stops reading or the listener stops.
 //! With `proxyproto`, the PROXY header is read first, before TLS.
@@ -105,10 +106,30 @@ async fn serve_tls<S>(
         Some(cfg) => {
             let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
             if let Ok(Ok(t)) = tokio::time::timeout(TLS_HANDSHAKE, acceptor.accept(stream)).await {
-                serve_http(TokioIo::new(t), conn, &stall, &s).await;
+                let h2 = t.get_ref().1.alpn_protocol() == Some(&b"h2"[..]);
+                if h2 && s.scheme == Scheme::Https {
+                    serve_doh_h2(t, conn, &stall, &s).await;
+                } else {
+                    serve_http(TokioIo::new(t), conn, &stall, &s).await;
+                }
             }
         }
     }
+}
+
+/// DoH over HTTP/2 (TLS with ALPN `h2`) on h2 directly, every request in the connection's task
+/// (`doh_h2.rs`), with the timeouts of [`serve_http`].
+async fn serve_doh_h2<I>(io: I, conn: Arc<Conn>, stall: &http::WriteStall, s: &Serving)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let opts = **s.opts.load();
+    let streams = match opts.max_streams {
+        0 => None,
+        n => Some(n.min(u32::MAX as usize) as u32),
+    };
+    let serve = crate::server::doh_h2::Serve::new(io, streams, conn.clone(), s.inflight.clone());
+    http::drive(serve, &conn.activity, &s.cancel, opts.idle, Some(stall)).await;
 }
 
 async fn serve_http<I>(io: I, conn: Arc<Conn>, stall: &http::WriteStall, s: &Serving)

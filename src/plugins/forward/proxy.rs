@@ -37,10 +37,40 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 
 struct Pooled {
     stream: Box<dyn Stream>,
+    /// Bytes read from `stream` past the last message taken (see [`Pooled::read_message`]).
+    read: Vec<u8>,
     local: SocketAddr,
     /// When it was dialed (`max_age`).
     created: Instant,
     used: Instant,
+}
+
+/// Room asked for when reading a message whose length is not yet known: a typical reply and
+/// its length prefix arrive in one read.
+const READ_AHEAD: usize = 2048;
+
+impl Pooled {
+    /// The next DNS message of the stream (RFC 1035 4.2.2: a two-byte length, then the message),
+    /// read with as few reads as the bytes arrive in (a one-byte read, a two-byte read and the
+    /// body's cost three system calls per reply); bytes past the message stay for the next one.
+    /// A stream that ends before a whole message is `UnexpectedEof`.
+    async fn read_message(&mut self) -> io::Result<Vec<u8>> {
+        loop {
+            let want = match self.read.get(..2) {
+                Some(len) => 2 + u16::from_be_bytes([len[0], len[1]]) as usize,
+                None => READ_AHEAD,
+            };
+            if self.read.len() >= 2 && self.read.len() >= want {
+                let body = self.read[2..want].to_vec();
+                self.read.drain(..want);
+                return Ok(body);
+            }
+            self.read.reserve(want - self.read.len());
+            if self.stream.read_buf(&mut self.read).await? == 0 {
+                return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
+            }
+        }
+    }
 }
 
 /// TLS settings of a `tls://` upstream.
@@ -542,6 +572,7 @@ impl Proxy {
         let now = self.clock.now();
         Ok(Pooled {
             stream,
+            read: Vec::new(),
             local,
             created: now,
             used: now,
@@ -621,19 +652,7 @@ impl Proxy {
         }
         let mut first = true;
         loop {
-            let mut len = [0u8; 2];
-            let read = async {
-                let n = conn.stream.read(&mut len[..1]).await?;
-                if n == 0 {
-                    return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
-                }
-                conn.stream.read_exact(&mut len[1..]).await?;
-                let size = u16::from_be_bytes(len) as usize;
-                let mut body = vec![0u8; size];
-                conn.stream.read_exact(&mut body).await?;
-                Ok::<_, io::Error>(body)
-            };
-            let body = match timeout_at(until.into(), read).await {
+            let body = match timeout_at(until.into(), conn.read_message()).await {
                 Err(_) => {
                     return Err(StreamError::Other(format!(
                         "read {net} {local}->{remote}: i/o timeout"
@@ -768,6 +787,40 @@ mod tests {
         let mut q = Message::query(0x1234, Name::parse("www.Example.org.").unwrap(), RType::A);
         q.header.rd = true;
         q
+    }
+
+    /// Messages come out whole and in order however the bytes arrive: several in one read,
+    /// one split over many reads, an empty one; a stream ending inside one is an EOF.
+    #[tokio::test]
+    async fn read_message_takes_one_message_at_a_time() {
+        let (client, mut server) = tokio::io::duplex(64);
+        let mut conn = Pooled {
+            stream: Box::new(client),
+            read: Vec::new(),
+            local: "127.0.0.1:1".parse().unwrap(),
+            created: Instant::now(),
+            used: Instant::now(),
+        };
+        let long: Vec<u8> = (0..300u16).map(|i| i as u8).collect();
+        let mut bytes = vec![0, 3, b'a', b'b', b'c', 0, 0, 0, 1, b'z'];
+        bytes.extend_from_slice(&300u16.to_be_bytes());
+        bytes.extend_from_slice(&long);
+        bytes.extend_from_slice(&[0, 9, b'x']);
+        let writer = tokio::spawn(async move {
+            // In pieces of 7 bytes: lengths and bodies split across reads.
+            for piece in bytes.chunks(7) {
+                server.write_all(piece).await.unwrap();
+                tokio::task::yield_now().await;
+            }
+            server.shutdown().await.unwrap();
+        });
+        assert_eq!(conn.read_message().await.unwrap(), b"abc");
+        assert_eq!(conn.read_message().await.unwrap(), b"");
+        assert_eq!(conn.read_message().await.unwrap(), b"z");
+        assert_eq!(conn.read_message().await.unwrap(), long);
+        let e = conn.read_message().await.unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
+        writer.await.unwrap();
     }
 
     fn reply(q: &Message) -> Message {

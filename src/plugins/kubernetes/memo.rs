@@ -13,9 +13,12 @@ use sextant_kube::Snapshot;
 
 /// Replies kept per generation, plugin instance and thread: [`BUDGET`] shared out over the
 /// worker threads (one per core), at least [`MIN_ENTRIES`]. When the current generation is full
-/// it becomes the previous one and the one before is dropped; a hit in the previous generation
+/// it becomes the previous one and the one before is retired; a hit in the previous generation
 /// moves the reply back into the current one. So the names a cluster keeps asking stay, a flood
-/// of distinct names costs at most two generations per thread, and nothing scans.
+/// of distinct names costs at most two generations per thread (plus one being freed), and nothing
+/// scans. A retired generation is freed [`FREE_PER_PUT`] entries per later insertion, never at
+/// once: dropping 65,536 replies in one go (131,072 frees) stopped the thread's queries for
+/// milliseconds every few seconds under a stream of distinct names (the ndots:5 search path).
 pub(super) fn max_entries() -> usize {
     static MAX: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     *MAX.get_or_init(|| {
@@ -28,6 +31,12 @@ const BUDGET: usize = 65536;
 const MIN_ENTRIES: usize = 2048;
 /// Plugin instances remembered per thread (older generations after reloads fall out).
 const MAX_TABLES: usize = 4;
+/// Entries of retired generations freed per insertion: a generation is refilled by
+/// `max_entries()` insertions, by which time the one retired before it is long gone.
+const FREE_PER_PUT: usize = 4;
+/// Retired generations waiting to be freed at most (after many snapshot changes in a row the
+/// oldest is freed at once; each then holds only what was inserted since the change before).
+const MAX_RETIRED: usize = 8;
 /// Longest key: a name (255) plus type, class and flags.
 const MAX_KEY: usize = 255 + 5;
 
@@ -85,6 +94,8 @@ struct Table {
     source: Source,
     map: Map,
     previous: Map,
+    /// Generations that went out, being freed a few entries per insertion.
+    retired: Vec<std::collections::hash_map::IntoIter<Box<[u8]>, Entry>>,
 }
 
 thread_local! {
@@ -139,14 +150,19 @@ fn with_table<R>(
                     source: Source::new(snap, local, synced),
                     map: Map::default(),
                     previous: Map::default(),
+                    retired: Vec::new(),
                 });
                 tables.len() - 1
             }
         };
         let table = &mut tables[pos];
         if !table.source.is(snap, local, synced) {
-            table.map.clear();
-            table.previous.clear();
+            let (map, previous) = (
+                std::mem::take(&mut table.map),
+                std::mem::take(&mut table.previous),
+            );
+            table.retire(map);
+            table.retire(previous);
             table.source = Source::new(snap, local, synced);
         }
         f(table)
@@ -188,10 +204,43 @@ pub(super) fn put(
 
 impl Table {
     fn insert(&mut self, k: Box<[u8]>, e: Entry) {
+        self.free_some();
         if self.map.len() >= max_entries() {
-            self.previous = std::mem::take(&mut self.map);
+            // Full: sized as it ended up, so the new generation never rehashes while it fills.
+            let fresh = Map::with_capacity_and_hasher(self.map.capacity(), Default::default());
+            let old =
+                std::mem::replace(&mut self.previous, std::mem::replace(&mut self.map, fresh));
+            self.retire(old);
         }
         self.map.insert(k, e);
+    }
+
+    /// Hands a generation over to be freed bit by bit (an empty one goes at once).
+    fn retire(&mut self, map: Map) {
+        if map.is_empty() {
+            return;
+        }
+        if self.retired.len() >= MAX_RETIRED {
+            self.retired.remove(0);
+        }
+        self.retired.push(map.into_iter());
+    }
+
+    /// Frees up to [`FREE_PER_PUT`] entries of the retired generations.
+    fn free_some(&mut self) {
+        let mut budget = FREE_PER_PUT;
+        while budget > 0 {
+            let Some(oldest) = self.retired.first_mut() else {
+                return;
+            };
+            match oldest.next() {
+                Some(_) => budget -= 1,
+                // Empty: only its table is left, one allocation.
+                None => {
+                    self.retired.remove(0);
+                }
+            }
+        }
     }
 }
 
@@ -203,6 +252,17 @@ pub(super) fn len(id: u64) -> usize {
             .iter()
             .find(|t| t.id == id)
             .map_or(0, |t| t.map.len() + t.previous.len())
+    })
+}
+
+/// Entries of retired generations this thread has not freed yet for plugin `id` (tests).
+#[cfg(test)]
+pub(super) fn retired_len(id: u64) -> usize {
+    TABLES.with(|t| {
+        t.borrow()
+            .iter()
+            .find(|t| t.id == id)
+            .map_or(0, |t| t.retired.iter().map(|r| r.len()).sum::<usize>())
     })
 }
 
@@ -282,5 +342,42 @@ mod tests {
         assert!(get(id, &snap, &local, true, &key(3 * max_entries() - 1)).is_some());
         let long = vec![1u8; 300];
         assert!(Key::new(&long, 1, 1, false, false).is_none());
+    }
+
+    /// A generation that goes out is freed a few entries per later insertion, never all at
+    /// once, and is gone well before the next one goes out; so is what a new snapshot empties.
+    #[test]
+    fn retired_generations_are_freed_a_few_entries_at_a_time() {
+        let id = new_id();
+        let snap = Arc::new(Snapshot::default());
+        let local = Arc::new(vec![]);
+        let key = |i: usize| {
+            let name = format!("\x06{i:06}\x00");
+            Key::new(name.as_bytes(), 1, 1, false, false).unwrap()
+        };
+        let max = max_entries();
+        // Two full generations: the next insertion retires the first.
+        for i in 0..2 * max {
+            put(id, &snap, &local, true, &key(i), entry(b"x"));
+        }
+        assert_eq!(retired_len(id), 0);
+        put(id, &snap, &local, true, &key(2 * max), entry(b"x"));
+        assert_eq!(retired_len(id), max, "retired whole, freed later");
+        for n in 1..=10 {
+            put(id, &snap, &local, true, &key(2 * max + n), entry(b"x"));
+            assert_eq!(retired_len(id), max - n * FREE_PER_PUT);
+        }
+        for i in 2 * max + 11..3 * max {
+            put(id, &snap, &local, true, &key(i), entry(b"x"));
+        }
+        assert_eq!(retired_len(id), 0, "freed before the next generation fills");
+        // A new snapshot: both generations retired, answered from neither, freed as it goes.
+        let held = len(id);
+        let snap2 = Arc::new(Snapshot::default());
+        assert!(get(id, &snap2, &local, true, &key(3 * max - 1)).is_none());
+        assert_eq!((len(id), retired_len(id)), (0, held));
+        put(id, &snap2, &local, true, &key(0), entry(b"y"));
+        assert_eq!(retired_len(id), held - FREE_PER_PUT);
+        assert_eq!(get(id, &snap2, &local, true, &key(0)).unwrap().0, b"y");
     }
 }
