@@ -29,7 +29,7 @@ API_SCALE = {}
 CONFIGS = {}  # Sextant label -> Corefile (ports masked), for the report
 CLK = os.sysconf("SC_CLK_TCK")
 ALL_SCENARIOS = ["cluster", "hits", "search", "nodecache", "file", "dnssec", "transports", "callgrind", "large",
-                 "api"]
+                 "api", "overload"]
 SERVER_CORE = "0"
 CLIENT_CORE = "1"
 
@@ -1161,6 +1161,259 @@ def large_cluster(env, args):
     return out
 
 
+# ---- overload --------------------------------------------------------------------------------
+
+
+OVERLOAD = {}  # the overload scenario's figures, for the report and the chart
+OVERLOAD_LEVELS = (1, 2, 3, 5)
+
+
+class CpuCap:
+    """A cgroup that holds its processes to `quota` of one core (cgroup v1 `cpu`, or v2
+    `cpu.max`), so that one dnsperf on the other core can offer several times what a server
+    answers. Needs root. `shares` puts the group ahead of other work on the machine (v1
+    cpu.shares / v2 cpu.weight) without letting it use more than its quota."""
+    PERIOD = 10000  # microseconds
+
+    def __init__(self, name, quota):
+        v1 = "/sys/fs/cgroup/cpu"
+        if os.path.exists(os.path.join(v1, "cpu.cfs_quota_us")):
+            self.dir, self.v2 = os.path.join(v1, name), False
+        elif "cpu" in open("/sys/fs/cgroup/cgroup.controllers").read().split() \
+                if os.path.exists("/sys/fs/cgroup/cgroup.controllers") else False:
+            self.dir, self.v2 = os.path.join("/sys/fs/cgroup", name), True
+        else:
+            raise RuntimeError("no cgroup cpu controller (v1 /sys/fs/cgroup/cpu or v2 cpu.max)")
+        os.makedirs(self.dir, exist_ok=True)
+        q = max(1000, int(self.PERIOD * quota))
+        if self.v2:
+            self._w("cpu.max", f"{q} {self.PERIOD}")
+            self._w("cpu.weight", "1000")
+        else:
+            self._w("cpu.cfs_period_us", str(self.PERIOD))
+            self._w("cpu.cfs_quota_us", str(q))
+            self._w("cpu.shares", "10240")
+        record(["echo", f"{q} {self.PERIOD}", ">", self.dir + ("/cpu.max" if self.v2 else
+                                                                 "/cpu.cfs_{quota,period}_us")])
+
+    def _w(self, f, v):
+        with open(os.path.join(self.dir, f), "w") as fh:
+            fh.write(v)
+
+    def add(self, proc):
+        for pid in proc.pids():
+            try:
+                self._w("cgroup.procs", str(pid))
+            except OSError:
+                pass
+
+    def close(self):
+        try:
+            os.rmdir(self.dir)
+        except OSError:
+            pass
+
+
+class RssPeak:
+    """Samples a server's VmRSS every 50 ms in a thread while in a `with` block."""
+
+    def __init__(self, proc):
+        self.proc, self.peak = proc, 0
+
+    def __enter__(self):
+        import threading
+        self.stop = threading.Event()
+
+        def run():
+            while not self.stop.is_set():
+                self.peak = max(self.peak, self.proc.mem()[0])
+                self.stop.wait(0.05)
+        self.t = threading.Thread(target=run, daemon=True)
+        self.t.start()
+        return self
+
+    def __exit__(self, *a):
+        self.stop.set()
+        self.t.join()
+        self.peak = max(self.peak, self.proc.mem()[0])
+
+
+def slow_upstream(env, delay_ms, max_seconds):
+    """bench/slowup.py on core 1: answers every query after delay_ms; returns (port, process)."""
+    argv = ["taskset", "-c", CLIENT_CORE, sys.executable, os.path.join(HERE, "slowup.py"),
+            "--delay-ms", str(delay_ms), "--max-seconds", str(max_seconds)]
+    record(argv)
+    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+                         start_new_session=True)
+    env.apis.append(p)
+    line = p.stdout.readline().strip()
+    if not line.isdigit():
+        raise RuntimeError("the slow upstream (bench/slowup.py) did not start")
+    return int(line), p
+
+
+def overload_mix(path, cq, hq, n, miss, tag, seed):
+    """n queries: cluster names (cq) and cache hits (hq) in proportion 7:2, and a fraction `miss`
+    of names never asked before (`<tag>-<i>.example.com`: cache misses that go to the slow
+    upstream; Knot answers them from its wildcard)."""
+    rnd = random.Random(seed)
+    hit_share = (1 - miss) * 2 / 9
+    with open(path, "w") as f:
+        for i in range(n):
+            r = rnd.random()
+            if r < miss:
+                f.write(f"{tag}-{i}.{gen.EXT_ZONE}. A\n")
+            elif r < miss + hit_share:
+                f.write("%s %s\n" % hq[rnd.randrange(len(hq))])
+            else:
+                f.write("%s %s\n" % cq[rnd.randrange(len(cq))])
+    return path
+
+
+def no_timer_slack():
+    """In a child before exec: timer slack 1 ns (PR_SET_TIMERSLACK). dnsperf yields with sleep(0)
+    after every other query until it has sent -q queries, and the default 50 us slack makes each
+    such yield a real sleep: at -q in the tens of thousands, most of a run."""
+    import ctypes
+    ctypes.CDLL(None).prctl(29, 1, 0, 0, 0)
+
+
+def overload_dnsperf(port, qf, duration, rate, tag):
+    """One dnsperf at `rate` q/s (closed loop with rate None) for `duration` s, nice -10 on core 1;
+    a query unanswered after 1 s is lost. Returns sent/answered/goodput and latency percentiles
+    of the answered ones, all and those for cluster names (cluster.local and the reverse zones:
+    never the upstream's, where a cache hit whose entry just expired waits for it)."""
+    outstanding = 2000 if rate is None else min(65000, max(2000, int(rate * 1.2)))
+    argv = ["nice", "-n", "-10", "taskset", "-c", CLIENT_CORE, "dnsperf", "-s", "127.0.0.1", "-p", str(port),
+            "-d", qf, "-T", "1", "-c", "4", "-q", str(outstanding), "-t", "1", "-l", str(duration), "-v"]
+    if rate:
+        argv += ["-Q", str(rate)]
+    record(["QUERYFILE" if a == qf else "PORT" if a == str(port) else
+            "RATE" if rate and a == str(rate) else "OUTSTANDING" if a == str(outstanding) else a for a in argv])
+    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=no_timer_slack)
+    lat, local, rc, tail = [], [], {}, []
+    for line in p.stdout:
+        if line.startswith("> "):
+            parts = line.split()
+            if len(parts) == 5:  # > RCODE name type seconds
+                try:
+                    s = float(parts[4])
+                except ValueError:
+                    continue
+                rc[parts[1]] = rc.get(parts[1], 0) + 1
+                if parts[1] in ("NOERROR", "NXDOMAIN"):
+                    lat.append(s)
+                    if parts[2].endswith((gen.ZONE + ".", ".arpa.")):
+                        local.append(s)
+        else:
+            tail.append(line)
+    p.wait()
+    out = "".join(tail)
+    get = lambda pat: float(re.search(pat, out).group(1)) if re.search(pat, out) else 0.0  # noqa: E731
+    runtime = get(r"Run time \(s\):\s+([\d.]+)") or duration
+    sent = get(r"Queries sent:\s+(\d+)")
+    good = len(lat)
+    return {"sent": sent, "offered_qps": sent / runtime, "answered": sum(rc.values()), "good": good,
+            "goodput": good / runtime, "rcodes": rc, "p50_ms": pct(lat, 50) * 1000, "p99_ms": pct(lat, 99) * 1000,
+            "p99_cluster_ms": pct(local, 99) * 1000, "runtime": runtime}
+
+
+def scenario_overload(env, cl, args):
+    """7. Overload: each server in a cgroup held to a fraction of a core (CpuCap), its capacity
+    measured closed-loop on the mix (cluster names, cache hits, unique names that miss the cache
+    and go to a deliberately slow upstream), then offered 1x, 2x, 3x and 5x that capacity at a
+    fixed rate: goodput (NOERROR/NXDOMAIN answers within 1 s per second), p99 of the answered,
+    peak RSS against RSS at rest, and whether the server survived. Sextant runs the kubeadm
+    Corefile (kubernetes, forward with max_concurrent 1000, cache 30, ...); Knot is authoritative
+    for the same names (the misses from example.com's wildcard); Unbound serves the cluster zones
+    as auth-zones and forwards the rest to the same slow upstream, cache-max-ttl 30."""
+    try:
+        cap = CpuCap("sextant-bench-overload", args.overload_quota)
+    except (OSError, RuntimeError) as e:
+        NOTES.append(f"Overload: not measured ({e}; needs root and a cgroup cpu controller).")
+        return None
+    zdir = env.path("zones")
+    d = args.overload_duration
+    budget = (3 + len(OVERLOAD_LEVELS)) * (d + 3) * 4 + 300
+    up, upp = slow_upstream(env, args.overload_delay_ms, budget)
+    log(f"slow upstream on 127.0.0.1:{up} (core {CLIENT_CORE}, {args.overload_delay_ms} ms)")
+    cq = cl.cluster_queries(100000, 17)
+    hq = gen.hit_queries(args.hosts, 20000, 19)
+    hf = env.path("overload-hits.txt")
+    gen.write_queries(hf, sorted(set(hq)))
+    servers = []
+    if env.has("kubernetes", "forward", "cache"):
+        p = free_port()
+        opt = lambda name, line: line if env.has(name) else ""  # noqa: E731
+        conf = (f".:{p} {{\n    errors\n"
+                + opt("health", f"    health 127.0.0.1:{free_port()} {{\n        lameduck 5s\n    }}\n")
+                + opt("ready", f"    ready 127.0.0.1:{free_port()}\n")
+                + k8s_block(env, env.path("cluster.json"), "        fallthrough in-addr.arpa ip6.arpa\n")
+                + opt("prometheus", f"    prometheus 127.0.0.1:{free_port()}\n")
+                + f"    forward . 127.0.0.1:{up} {{\n        max_concurrent 1000\n    }}\n    cache 30\n"
+                + opt("loop", "    loop\n") + opt("reload", "    reload\n") + opt("loadbalance", "    loadbalance\n")
+                + "}\n")
+        servers.append(sextant(env, "sextant kubeadm", conf, p, probe_name="cluster.local."))
+        if env.coredns:
+            servers.append(twin(env, servers[0], "coredns kubeadm", env.cluster_api()))
+    else:
+        NOTES.append("Overload: this build lacks `kubernetes`/`forward`/`cache`; only Knot and Unbound ran.")
+    servers.append(knot(env, "knot", ["cluster.local", "in-addr.arpa", "ip6.arpa", gen.EXT_ZONE], zdir, free_port()))
+    auth = "".join(f"auth-zone:\n    name: \"{z}.\"\n    zonefile: \"{os.path.join(zdir, z + '.zone')}\"\n"
+                   f"    for-downstream: yes\n    for-upstream: yes\n    fallback-enabled: no\n"
+                   for z in ("cluster.local", "in-addr.arpa", "ip6.arpa"))
+    servers.append(unbound(env, "unbound", free_port(), [(".", up, False)], auth))
+    out = {"quota": args.overload_quota, "delay_ms": args.overload_delay_ms, "miss": args.overload_miss,
+           "duration": d, "levels": list(OVERLOAD_LEVELS), "rows": {}}
+    n = [0]
+
+    def mix(rate, tag):
+        n[0] += 1
+        lines = min(2_000_000, max(50000, int((rate or 60000) * d * 1.1)))
+        return overload_mix(env.path(f"overload-{n[0]}.txt"), cq, hq, lines, args.overload_miss, tag, n[0])
+
+    try:
+        for s in servers:
+            log(f"overload: starting {s.label} on 127.0.0.1:{s.port}, held to {args.overload_quota} of a core")
+            s.start()
+            cap.add(s)
+            try:
+                time.sleep(1)
+                row = {"idle_kib": s.mem()[0], "levels": []}
+                dnsperf(s.port, hf, runs=1, outstanding=1000)  # the hit names into the cache
+                cap.add(s)  # threads or children started since
+                with RssPeak(s) as rp:
+                    tag = f"ovc{random.randrange(10**6)}"
+                    c = overload_dnsperf(s.port, mix(None, tag), d, None, tag)
+                c["rss_peak_kib"] = rp.peak
+                row["capacity"] = c
+                row["steady_kib"] = s.mem()[0]
+                log(f"  {s.label:18s} capacity {c['goodput']:9.0f} q/s good, p99 {c['p99_ms']:.1f} ms, "
+                    f"RSS {rp.peak / 1024:.1f} MiB (idle {row['idle_kib'] / 1024:.1f})")
+                base = max(1, int(c["goodput"]))
+                for k in OVERLOAD_LEVELS:
+                    tag = f"ov{k}x{random.randrange(10**6)}"
+                    with RssPeak(s) as rp:
+                        r = overload_dnsperf(s.port, mix(base * k, tag), d, base * k, tag)
+                    r.update(k=k, target=base * k, rss_peak_kib=rp.peak)
+                    row["levels"].append(r)
+                    log(f"  {s.label:18s} {k}x: offered {r['offered_qps']:9.0f} q/s, goodput {r['goodput']:9.0f}, "
+                        f"p99 {r['p99_ms']:.1f} ms (cluster names {r['p99_cluster_ms']:.1f}), RSS {rp.peak / 1024:.1f} MiB")
+                    if s.p.poll() is not None:
+                        break
+                row["alive"] = s.p.poll() is None and probe(s.port, s.probe_name, timeout=2)
+                row["panics"] = len(re.findall(r"panicked at|fatal error|SIGSEGV", s.tail()))
+                row["after_kib"] = s.mem()[0]
+                row["peak"] = max([c["goodput"]] + [x["goodput"] for x in row["levels"]])
+                out["rows"][s.label] = row
+            finally:
+                s.stop()
+    finally:
+        upp.terminate()
+        cap.close()
+    return out
+
+
 # ---- report ----------------------------------------------------------------------------------
 
 
@@ -1329,6 +1582,7 @@ def report(all_res, cg, large, args, started, load_before, load_after, sextant_r
         L.append("")
     else:
         L += ["Not measured on this build.", ""]
+    L += overload_section(args, date)
     L += ["## Commands", "", "Reproduce with `bench/run.sh" + (" --quick" if args.quick else "") + "`. "
           "Every command the run started (query files and temp dirs vary):", "", "```"] + COMMANDS + ["```", ""]
     L += ["Sextant Corefiles (ports masked; `manifests` paths are the generated cluster):", ""]
@@ -1342,6 +1596,91 @@ def report(all_res, cg, large, args, started, load_before, load_after, sextant_r
     pngp = os.path.join(args.out, f"{date}.png")
     draw(chart, pngp, started)
     return mdp, pngp, md
+
+
+def overload_section(args, date):
+    """The overload section of the report (Markdown lines) and its chart, `<date>-overload.png`
+    beside the report."""
+    L = ["## Overload (goodput against offered load)", ""]
+    if not OVERLOAD.get("rows"):
+        return L + ["Not measured on this run.", ""]
+    o = OVERLOAD
+    L += [f"Each server alone, pinned to core {SERVER_CORE} in a cgroup held to {o['quota']:g} of a core (so that "
+          f"one dnsperf on core {CLIENT_CORE}, `nice -10`, can offer several times what it answers). The mix: "
+          f"cluster names and cache hits 7:2, and {o['miss'] * 100:g}% names never asked before, which miss the "
+          f"cache and go to a deliberately slow upstream on core {CLIENT_CORE} (`bench/slowup.py`, every answer "
+          f"{o['delay_ms']} ms late). Sextant runs the kubeadm Corefile (`forward` with `max_concurrent 1000`, "
+          f"`cache 30`); Knot is authoritative for the same names (the never-asked ones from a wildcard); "
+          f"Unbound serves the cluster zones as `auth-zone`s and forwards the rest to the same slow upstream. "
+          f"Capacity is the closed-loop goodput (4 sockets, 2,000 outstanding); then dnsperf offers 1×, 2×, 3× "
+          f"and 5× that rate (`-Q`) for {o['duration']} s each. **Goodput**: NOERROR/NXDOMAIN answers within "
+          f"1 s (dnsperf's timeout), per second; **p99** over those answers, and over those for cluster names "
+          f"(the other names include cache hits whose entry just expired, which wait for the slow upstream); **RSS**: the peak during the level (sampled every 50 ms) against RSS at rest after start "
+          f"(before any query) and against RSS after the capacity run (caches filled at capacity: what the "
+          f"overload adds).",
+          "", f"![goodput against offered load]({date}-overload.png)", "",
+          "| server | load | offered q/s | goodput q/s | of peak | p50 ms | p99 ms | p99 cluster names ms | "
+          "RSS peak MiB | / at rest | / after capacity run | rcodes (not NOERROR/NXDOMAIN) |",
+          "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    verdict = []
+    for label, row in o["rows"].items():
+        peak, idle, steady = row["peak"], max(1, row["idle_kib"]), max(1, row.get("steady_kib", 0))
+        for x in [dict(row["capacity"], k=None)] + row["levels"]:
+            other = ", ".join(f"{k} {v}" for k, v in sorted(x["rcodes"].items()) if k not in ("NOERROR", "NXDOMAIN"))
+            load = "capacity (closed loop)" if x["k"] is None else f"{x['k']}×"
+            L.append(f"| {label} | {load} | "
+                     f"{fmt(x['offered_qps'])} | {fmt(x['goodput'])} | {x['goodput'] / peak * 100:.0f}% | "
+                     f"{fmt(x['p50_ms'], 2)} | {fmt(x['p99_ms'], 1)} | {fmt(x['p99_cluster_ms'], 1)} | "
+                     f"{x['rss_peak_kib'] / 1024:.1f} | {x['rss_peak_kib'] / idle:.2f} | "
+                     f"{'' if x['k'] is None else format(x['rss_peak_kib'] / steady, '.2f')} | {other} |")
+        lv = row["levels"]
+        worst = min((x["goodput"] / peak for x in lv), default=0)
+        worst_cap = min((x["goodput"] / max(1, row["capacity"]["goodput"]) for x in lv), default=0)
+        p99 = max((x["p99_ms"] for x in lv), default=float("nan"))
+        rss = max([x["rss_peak_kib"] for x in lv] + [row["capacity"]["rss_peak_kib"]]) / idle
+        grown = max((x["rss_peak_kib"] for x in lv), default=0) / steady
+        ok = worst >= 0.9 and rss < 2 and row["alive"] and not row["panics"] and len(lv) == len(o["levels"])
+        verdict.append(f"| {label} | {worst * 100:.0f}% | {worst_cap * 100:.0f}% | {fmt(p99, 1)} | {rss:.2f} | {grown:.2f} | "
+                       f"{'yes' if row['alive'] and not row['panics'] else '**no**'} | "
+                       f"{'**met**' if ok else '**NOT met**'} |")
+    L += ["", "| server | lowest goodput / peak (target ≥ 90%) | lowest goodput / closed-loop capacity | "
+          "highest p99 ms | RSS peak / at rest (target < 2) | RSS peak under 1-5× / after the capacity run | "
+          "alive, no panic | targets |",
+          "|---|---:|---:|---:|---:|---:|---|---|"] + verdict + [""]
+    draw_overload(os.path.join(args.out, f"{date}-overload.png"))
+    return L
+
+
+def draw_overload(path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.3))
+    for label, row in OVERLOAD["rows"].items():
+        pts = [(0, 0), (row["capacity"]["offered_qps"], row["capacity"]["goodput"])]
+        lv = sorted((x["offered_qps"], x["goodput"]) for x in row["levels"])
+        a1.plot([p[0] for p in lv], [p[1] for p in lv], marker="o", label=label)
+        a1.plot([p[0] for p in pts[1:]], [p[1] for p in pts[1:]], marker="x", color=a1.lines[-1].get_color(),
+                linestyle="none")
+        a2.plot([x["k"] for x in row["levels"]], [x["goodput"] / row["peak"] for x in row["levels"]],
+                marker="o", label=label)
+    a1.set_xlabel("offered q/s (achieved by dnsperf)")
+    a1.set_ylabel("goodput q/s (answered within 1 s)")
+    a1.set_title("goodput against offered load (x: closed-loop capacity)", fontsize=9)
+    a2.axhline(0.9, color="red", linewidth=0.8, linestyle="--", label="target: 90% of peak")
+    a2.set_ylim(0, 1.1)
+    a2.set_xticks(OVERLOAD["levels"])
+    a2.set_xlabel("offered load (× the server's own capacity)")
+    a2.set_ylabel("goodput / peak goodput")
+    a2.set_title(f"held to {OVERLOAD['quota']:g} core; {OVERLOAD['miss'] * 100:g}% misses to a "
+                 f"{OVERLOAD['delay_ms']} ms upstream", fontsize=9)
+    for a in (a1, a2):
+        a.legend(fontsize=8)
+        a.grid(alpha=0.3)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def draw(chart, path, started):
@@ -1386,6 +1725,10 @@ def update_docs(root, mdp, pngp, md):
     rel_png = os.path.relpath(pngp, os.path.join(root, "docs"))
     body = md.split("\n", 1)[1]
     body = body.split("\n## Commands")[0]
+    # images beside the report (the overload chart) seen from docs/
+    body = re.sub(r"\]\(([0-9-]+-[a-z]+\.png)\)",
+                  lambda m: "](" + os.path.relpath(os.path.join(os.path.dirname(pngp), m.group(1)),
+                                                   os.path.join(root, "docs")) + ")", body)
     fp = os.path.join(root, "bench", "findings.md")
     findings = open(fp).read() if os.path.exists(fp) else ""
     text = f"""# Performance
@@ -1442,6 +1785,14 @@ What each scenario does:
    The callgrind section also runs the cluster queries against the same server with idle
    `tls://`, `https://`, `https3://`, `quic://` and `grpc://` blocks configured: the UDP path must
    cost the same (±2%).
+7. **Overload**: each server alone in a cgroup held to a tenth of a core, so one dnsperf can offer
+   several times its capacity; a mix of cluster names, cache hits and 10% never-asked names that
+   go to a deliberately slow upstream (`bench/slowup.py`, 250 ms); Sextant with the kubeadm Corefile
+   (`forward` `max_concurrent 1000`, `cache 30`), Knot authoritative for the same names, Unbound with
+   the cluster zones as `auth-zone`s forwarding the rest to the same upstream. Capacity closed-loop,
+   then 1×, 2×, 3× and 5× of it offered at a fixed rate: goodput (answers within 1 s) against
+   offered load, p99 of the answered, peak RSS against RSS at rest, crash check. Targets: goodput
+   ≥ 90% of peak at every level, p99 bounded, RSS < 2× at rest.
 
 Per server: median queries/s of the throughput runs, server CPU seconds per 1,000 answered queries
 (utime+stime of the server's process tree from `/proc/<pid>/stat`; dnsperf saturates its own core,
@@ -1499,6 +1850,12 @@ def main():
     ap.add_argument("--api-churn-rate", type=int, default=100, help="EndpointSlice changes a second")
     ap.add_argument("--api-churn-seconds", type=int, default=10)
     ap.add_argument("--api-relist-window", type=int, default=10, help="seconds sampled after the compaction")
+    ap.add_argument("--overload-quota", type=float, default=0.1,
+                    help="overload scenario: share of one core each server is held to (cgroup cpu quota)")
+    ap.add_argument("--overload-delay-ms", type=int, default=250, help="overload scenario: the slow upstream's delay")
+    ap.add_argument("--overload-miss", type=float, default=0.1,
+                    help="overload scenario: share of never-asked names (cache misses to the slow upstream)")
+    ap.add_argument("--overload-duration", type=int, default=10, help="overload scenario: seconds per level")
     ap.add_argument("--coredns", default=None,
                     help="a CoreDNS binary you built (run.sh: COREDNS_BIN), measured beside Sextant")
     ap.add_argument("--fakeapi", default=None,
@@ -1510,6 +1867,7 @@ def main():
         args.large_services, args.large_pods = min(args.large_services, 2000), min(args.large_pods, 6000)
         args.api_services, args.api_pods = min(args.api_services, 2000), min(args.api_pods, 20000)
         args.api_churn_seconds = min(args.api_churn_seconds, 5)
+        args.overload_duration = min(args.overload_duration, 4)
     args.out = args.out or os.path.join(args.root, "bench", "results")
     started = datetime.datetime.now(datetime.timezone.utc)
     load_before = machine_note()
@@ -1576,6 +1934,9 @@ def main():
         if "api" in want:
             log("API at cluster scale")
             API_SCALE.update(api_at_scale(env, args) or {})
+        if "overload" in want:
+            log("scenario 7: overload")
+            OVERLOAD.update(scenario_overload(env, cl, args) or {})
     finally:
         if upstream:
             upstream.stop()
@@ -1589,7 +1950,7 @@ def main():
     else:
         doc = "(docs/performance.md untouched: not every scenario ran)"
     with open(os.path.join(args.out, "latest.json"), "w") as f:
-        json.dump({"results": all_res, "callgrind": cg, "large": large, "notes": NOTES}, f, indent=1,
+        json.dump({"results": all_res, "callgrind": cg, "large": large, "overload": OVERLOAD, "notes": NOTES}, f, indent=1,
                   default=str)
     log(f"wrote {mdp}, {pngp}, {doc}")
     if not args.keep:

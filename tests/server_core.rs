@@ -776,3 +776,115 @@ fn chaos_class_answers_only_with_chaos() {
     .unwrap();
     assert_eq!(r.answers().len(), 1);
 }
+
+/// The receive buffer (`rb`, bytes) of the UDP socket bound to 127.0.0.1:port, from `ss -m`.
+fn udp_rcvbuf(port: u16) -> u64 {
+    let out = std::process::Command::new("ss")
+        .args(["-uanmH", &format!("sport = :{port}")])
+        .output()
+        .expect("ss (Debian package iproute2: apt-get install iproute2)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rb = text
+        .split([',', '('])
+        .find_map(|f| f.strip_prefix("rb")?.parse().ok());
+    rb.unwrap_or_else(|| panic!("no rb in ss output: {text}"))
+}
+
+/// The value of an unlabelled metric (0 before it first counts).
+fn plain_metric(mport: u16, name: &str) -> f64 {
+    let (_, body) = http_get(addr(mport), "/metrics", T).unwrap();
+    body.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} "))?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// A server that falls behind (here stopped by SIGSTOP while queries arrive) does not answer
+/// queries that waited in its UDP receive queue longer than a second: they are dropped and
+/// counted, a query sent after it resumes is answered at once, the socket's receive buffer
+/// shrinks (the kernel drops the excess of an overload on arrival instead of queueing seconds
+/// of work), and it grows back to its full size while queries are read as they come.
+#[test]
+fn udp_queries_that_waited_over_a_second_are_dropped_and_the_buffer_follows_the_pace() {
+    let (port, mport) = (free_port(), free_port());
+    let s = start(
+        &format!(".:{port} {{\n    bind 127.0.0.1\n    multisocket 1\n    prometheus 127.0.0.1:{mport}\n    whoami\n}}\n"),
+        port,
+    );
+    let full = udp_rcvbuf(port);
+    assert!(full >= 4 << 20, "receive buffer at rest: {full}");
+    let before = plain_metric(mport, "sextant_udp_stale_dropped_total");
+    let old = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.signal(libc::SIGSTOP).unwrap();
+    // kill() returns before every thread has stopped: wait until they all have.
+    let all_stopped = || {
+        std::fs::read_dir(format!("/proc/{}/task", s.pid()))
+            .unwrap()
+            .flatten()
+            .all(|t| {
+                let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+                stat.rsplit(')')
+                    .next()
+                    .unwrap_or("")
+                    .trim_start()
+                    .starts_with('T')
+            })
+    };
+    let deadline = Instant::now() + T;
+    while !all_stopped() {
+        assert!(Instant::now() < deadline, "sextant did not stop");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    for id in 0..50u16 {
+        let q = Query::new("old.example.", RecordType::A).id(id);
+        old.send_to(&q.to_bytes(), addr(port)).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(1300));
+    s.signal(libc::SIGCONT).unwrap();
+
+    let r = udp(
+        addr(port),
+        &Query::new("new.example.", RecordType::A).id(4242),
+        T,
+    )
+    .unwrap();
+    assert_eq!((r.id(), r.rcode_name()), (4242, "NOERROR".to_string()));
+    assert_eq!(r.question().unwrap(), "new.example. IN A");
+    old.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut buf = [0u8; 512];
+    if let Ok((n, _)) = old.recv_from(&mut buf) {
+        panic!(
+            "a query that waited 1.3 s was answered: {:?}",
+            Reply::parse(buf[..n].to_vec())
+        );
+    }
+    assert_eq!(
+        plain_metric(mport, "sextant_udp_stale_dropped_total") - before,
+        50.0
+    );
+    let shrunk = udp_rcvbuf(port);
+    assert!(
+        shrunk <= full / 4,
+        "receive buffer after a 1.3 s wait: {shrunk} of {full}"
+    );
+
+    // Queries read as they come: doubling once a second back to the full size.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut id = 0u16;
+    while udp_rcvbuf(port) < full {
+        assert!(
+            Instant::now() < deadline,
+            "buffer still {} of {full}",
+            udp_rcvbuf(port)
+        );
+        id += 1;
+        let r = udp(
+            addr(port),
+            &Query::new("new.example.", RecordType::A).id(id),
+            T,
+        )
+        .unwrap();
+        assert_eq!(r.id(), id);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use sextant_corefile::Scheme;
 
+use crate::server::backlog;
 use crate::server::config::{ListenKey, ListenOpts, TcpLimits, TransportOpts};
 use crate::server::mmsg;
 use crate::server::proxy;
@@ -89,11 +90,14 @@ fn udp_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
     }
     s.set_reuse_address(true)?;
     s.set_reuse_port(true)?;
-    let _ = s.set_recv_buffer_size(4 << 20);
+    let _ = s.set_recv_buffer_size(backlog::FULL);
     let _ = s.set_send_buffer_size(4 << 20);
     s.set_read_timeout(Some(UDP_STOP_CHECK))?;
     s.bind(&addr.into())?;
-    Ok(s.into())
+    let s: std::net::UdpSocket = s.into();
+    // Without receive times queries are served however long they waited (see `backlog`).
+    let _ = mmsg::enable_timestamps(std::os::fd::AsRawFd::as_raw_fd(&s));
+    Ok(s)
 }
 
 /// The UDP socket of a QUIC endpoint.
@@ -494,6 +498,7 @@ fn udp_sockets(addr: SocketAddr, n: usize) -> std::io::Result<Vec<std::net::UdpS
             .into_iter()
             .map(|s| {
                 s.set_read_timeout(Some(UDP_STOP_CHECK))?;
+                let _ = mmsg::enable_timestamps(std::os::fd::AsRawFd::as_raw_fd(&s));
                 Ok(s.into())
             })
             .collect();
@@ -540,11 +545,29 @@ fn udp_thread(
     let fd = sock.as_raw_fd();
     let mut batch = mmsg::RecvBatch::new();
     let mut ready: Vec<(Vec<u8>, SocketAddr)> = Vec::with_capacity(mmsg::BATCH);
+    let mut queue = backlog::Backlog::new();
     let mut serve_batch = |batch: &mmsg::RecvBatch, n: usize| {
         // The whole batch counts as in flight until its replies are out.
         let batch_guard = InFlight::new(&inflight);
         let site_now = site.load_full();
+        // How long the batch waited in the socket (its first datagram is the oldest): a
+        // query that waited too long is dropped, and the receive buffer follows the pace.
+        let now = std::time::SystemTime::now();
+        let waited = |i: usize| {
+            batch
+                .received_at(i)
+                .and_then(|t| now.duration_since(t).ok())
+        };
+        if let Some(w) = waited(0) {
+            if let Some(size) = queue.observe(w, Instant::now()) {
+                let _ = socket2::SockRef::from(&*sock).set_recv_buffer_size(size);
+            }
+        }
         for i in 0..n {
+            if waited(i).is_some_and(|w| w > backlog::STALE) {
+                backlog::stale_dropped();
+                continue;
+            }
             let Some((packet, src)) = batch.get(i) else {
                 continue;
             };

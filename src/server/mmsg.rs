@@ -1,5 +1,6 @@
 //! Batched UDP I/O for the listeners: `recvmmsg` fills up to [`BATCH`] datagrams in one system
-//! call and `sendmmsg` sends the replies ready by then in one more. Only the FFI and its buffers
+//! call and `sendmmsg` sends the replies ready by then in one more, and each datagram's kernel
+//! receive time (`SO_TIMESTAMPNS`) is read from its control message. Only the FFI and its buffers
 //! live here; what to answer is `listen`'s business.
 
 use std::io;
@@ -11,6 +12,12 @@ use std::os::fd::RawFd;
 pub(super) const BATCH: usize = 32;
 /// Largest datagram (a UDP payload can be no larger).
 const SLOT: usize = 65535;
+/// Control-message room per datagram, in u64 words (aligned for `cmsghdr`): one
+/// `SCM_TIMESTAMPNS` (a header and a timespec, 32 bytes) with room to spare.
+const CTRL_WORDS: usize = 8;
+/// `SO_TIMESTAMPNS` (= `SCM_TIMESTAMPNS`), asm-generic's value (x86, arm, riscv; the 64-bit
+/// timespec on 64-bit targets): the libc crate does not export it for linux-gnu.
+const SO_TIMESTAMPNS: libc::c_int = 35;
 
 /// Receive buffers for one socket: [`BATCH`] full-size slots (allocated zeroed, so untouched
 /// pages cost no memory) and the headers the kernel fills.
@@ -19,6 +26,7 @@ pub(super) struct RecvBatch {
     addrs: Vec<libc::sockaddr_storage>,
     iovs: Vec<libc::iovec>,
     hdrs: Vec<libc::mmsghdr>,
+    ctrl: Vec<u64>,
 }
 
 // SAFETY: the raw pointers inside point into the batch's own vectors, which never move after
@@ -33,6 +41,7 @@ impl RecvBatch {
             addrs: vec![unsafe { MaybeUninit::zeroed().assume_init() }; BATCH],
             iovs: Vec::with_capacity(BATCH),
             hdrs: Vec::with_capacity(BATCH),
+            ctrl: vec![0u64; CTRL_WORDS * BATCH],
         };
         for i in 0..BATCH {
             b.iovs.push(libc::iovec {
@@ -47,6 +56,7 @@ impl RecvBatch {
             h.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as u32;
             h.msg_hdr.msg_iov = &mut b.iovs[i];
             h.msg_hdr.msg_iovlen = 1;
+            h.msg_hdr.msg_control = b.ctrl[i * CTRL_WORDS..].as_mut_ptr().cast();
             b.hdrs.push(h);
         }
         b
@@ -68,6 +78,7 @@ impl RecvBatch {
         for h in &mut self.hdrs {
             h.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as u32;
             h.msg_hdr.msg_flags = 0;
+            h.msg_hdr.msg_controllen = CTRL_WORDS * 8;
             h.msg_len = 0;
         }
         // SAFETY: every header points at its own address slot and iovec, which point into
@@ -98,6 +109,56 @@ impl RecvBatch {
         let data = &self.buf[i * SLOT..i * SLOT + len];
         Some((data, from_storage(&self.addrs[i])?))
     }
+
+    /// When the kernel received datagram `i` of the last read (wall clock, as `SO_TIMESTAMPNS`
+    /// gives it), or None when the socket does not ask for timestamps.
+    pub(super) fn received_at(&self, i: usize) -> Option<std::time::SystemTime> {
+        let h = self.hdrs.get(i)?;
+        if h.msg_hdr.msg_controllen == 0 || h.msg_hdr.msg_flags & libc::MSG_CTRUNC != 0 {
+            return None;
+        }
+        // SAFETY: the header's control pointer and the length the kernel wrote describe this
+        // datagram's slot of `self.ctrl` (CTRL_WORDS words, never shorter than msg_controllen);
+        // CMSG_FIRSTHDR/NXTHDR stay within msg_control..msg_control+msg_controllen.
+        unsafe {
+            let mut c = libc::CMSG_FIRSTHDR(&h.msg_hdr);
+            while !c.is_null() {
+                if (*c).cmsg_level == libc::SOL_SOCKET
+                    && (*c).cmsg_type == SO_TIMESTAMPNS
+                    && (*c).cmsg_len as usize
+                        >= libc::CMSG_LEN(std::mem::size_of::<libc::timespec>() as u32) as usize
+                {
+                    let ts: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
+                    let secs = u64::try_from(ts.tv_sec).ok()?;
+                    let nanos = u32::try_from(ts.tv_nsec).ok()?;
+                    return std::time::UNIX_EPOCH
+                        .checked_add(std::time::Duration::new(secs, nanos));
+                }
+                c = libc::CMSG_NXTHDR(&h.msg_hdr, c);
+            }
+        }
+        None
+    }
+}
+
+/// Asks the kernel to stamp each datagram `fd` receives with its receive time
+/// (`SO_TIMESTAMPNS`), read back with [`RecvBatch::received_at`].
+pub(super) fn enable_timestamps(fd: RawFd) -> io::Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: `on` lives for the call and its size is passed; the kernel only reads it.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            SO_TIMESTAMPNS,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 fn from_storage(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
@@ -274,5 +335,42 @@ mod tests {
             let (n, from) = client.recv_from(&mut buf).unwrap();
             assert_eq!((&buf[..n], from), (&[i + 100; 3][..], to));
         }
+        // Without SO_TIMESTAMPNS there is no receive time.
+        assert_eq!(b.received_at(0), None);
+    }
+
+    #[test]
+    fn a_timestamped_socket_reports_when_each_datagram_arrived() {
+        let server = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        server
+            .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        enable_timestamps(server.as_raw_fd()).unwrap();
+        let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let before = std::time::SystemTime::now();
+        client
+            .send_to(b"one", server.local_addr().unwrap())
+            .unwrap();
+        client
+            .send_to(b"two", server.local_addr().unwrap())
+            .unwrap();
+        let mut b = RecvBatch::new();
+        let mut got = Vec::new();
+        while got.len() < 2 {
+            let n = b.recv_wait(server.as_raw_fd()).unwrap();
+            for i in 0..n {
+                got.push((b.get(i).unwrap().0.to_vec(), b.received_at(i).unwrap()));
+            }
+        }
+        let after = std::time::SystemTime::now();
+        assert_eq!(got[0].0, b"one");
+        assert_eq!(got[1].0, b"two");
+        for (_, at) in &got {
+            assert!(
+                *at >= before - std::time::Duration::from_millis(1) && *at <= after,
+                "{at:?}"
+            );
+        }
+        assert!(got[0].1 <= got[1].1);
     }
 }

@@ -1,5 +1,6 @@
 //! The DNS server: configuration generations, listeners, routing and the process runtime.
 
+pub(crate) mod backlog;
 pub(crate) mod config;
 pub(crate) mod doh;
 mod doh_h2;

@@ -198,13 +198,12 @@ impl Handler for Dnssec {
                     return out;
                 }
             }
-            if let Some(Reply::Encoded(w)) = &out.reply {
-                if let Some(bytes) = self.signer.sign_wire(&w.bytes, zone, &meter) {
-                    let writer = out.writer;
-                    let ext = out.ext.take();
-                    let mut o = Outcome::wire(writer, bytes);
-                    o.ext = ext;
-                    return o;
+            if let Some(Reply::Encoded(w)) = &mut out.reply {
+                if self.signer.sign_wire(&mut w.bytes, zone, &meter) {
+                    w.uncompressed = None;
+                    out.rcode = out.reply.as_ref().map_or(out.rcode, Reply::rcode);
+                    out.error = None;
+                    return out;
                 }
             }
             let Some(m) = out.message_mut() else {

@@ -355,23 +355,35 @@ impl Signer {
         meter.entries.set(self.sigs.len() as f64);
     }
 
-    /// A reply a plugin sent as wire bytes (no OPT), signed: from the memo while its
-    /// signatures are fresh, else decoded, signed and remembered. None if it does not decode.
-    pub(crate) fn sign_wire(&self, unsigned: &[u8], zone: &Name, meter: &Meter) -> Option<Vec<u8>> {
-        if unsigned.len() < 12 {
-            return None;
+    /// A reply a plugin sent as wire bytes (no OPT), signed in place: from the memo while its
+    /// signatures are fresh, else decoded, signed and remembered. False (bytes unchanged) if it
+    /// does not decode.
+    pub(crate) fn sign_wire(&self, bytes: &mut Vec<u8>, zone: &Name, meter: &Meter) -> bool {
+        if bytes.len() < 12 {
+            return false;
         }
-        let h = self.hash(&unsigned[2..]);
+        let h = self.hash(&bytes[2..]);
         if let Some(s) = self.memo.get(h) {
-            if s.unsigned[2..] == unsigned[2..] && fresh(s.inception, s.expiration, self.now()) {
+            if s.unsigned[2..] == bytes[2..] && fresh(s.inception, s.expiration, self.now()) {
                 meter.hits.inc_by(f64::from(s.nsigs));
-                // Room for the OPT record the server appends, so it does not reallocate.
+                // The client's ID and the signed copy, in a new buffer with room for the OPT
+                // record the server appends (growing the old one costs a realloc and a copy).
                 let mut out = Vec::with_capacity(s.signed.len() + 64);
-                out.extend_from_slice(&unsigned[0..2]);
+                out.extend_from_slice(&bytes[0..2]);
                 out.extend_from_slice(&s.signed[2..]);
-                return Some(out);
+                *bytes = out;
+                return true;
             }
         }
+        let Some(signed) = self.sign_new(bytes, h, zone, meter) else {
+            return false;
+        };
+        *bytes = signed;
+        true
+    }
+
+    /// The miss of [`Signer::sign_wire`]: decode, sign, remember.
+    fn sign_new(&self, unsigned: &[u8], h: u64, zone: &Name, meter: &Meter) -> Option<Vec<u8>> {
         let mut m = Message::parse(unsigned).ok()?;
         if m.edns.is_some() {
             return None;
