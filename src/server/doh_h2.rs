@@ -182,6 +182,11 @@ async fn respond_to(req: Request<RecvStream>, conn: Arc<Conn>) -> Response<Bytes
             .ok()
             .flatten()
     } else {
+        // A body nobody reads (a PUT, a POST elsewhere): read and dropped before the refusal,
+        // for the reason `read_body` gives.
+        if !body.is_end_stream() {
+            let _ = tokio::time::timeout(conn.read, drain(body, 0)).await;
+        }
         None
     };
     let site = conn.site.load_full();
@@ -213,14 +218,7 @@ async fn read_body(mut body: RecvStream) -> Option<Bytes> {
         let _ = body.flow_control().release_capacity(chunk.len());
         let had = first.as_ref().map_or(0, Bytes::len) + more.len();
         if had + chunk.len() > MAX_BODY {
-            let mut dropped = had + chunk.len();
-            while dropped <= DRAIN_MAX {
-                let Some(Ok(chunk)) = body.data().await else {
-                    break;
-                };
-                let _ = body.flow_control().release_capacity(chunk.len());
-                dropped += chunk.len();
-            }
+            drain(body, had + chunk.len()).await;
             return None;
         }
         match &first {
@@ -238,6 +236,18 @@ async fn read_body(mut body: RecvStream) -> Option<Bytes> {
     } else {
         more.freeze()
     })
+}
+
+/// Reads the rest of a body and drops it, until it ends or [`DRAIN_MAX`] bytes (counting the
+/// `dropped` ones already read) are gone.
+async fn drain(mut body: RecvStream, mut dropped: usize) {
+    while dropped <= DRAIN_MAX {
+        let Some(Ok(chunk)) = body.data().await else {
+            break;
+        };
+        let _ = body.flow_control().release_capacity(chunk.len());
+        dropped += chunk.len();
+    }
 }
 
 /// Sends `resp` on its stream with the headers hyper adds (`Date`, and `Content-Length` of a
