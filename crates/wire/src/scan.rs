@@ -155,12 +155,7 @@ impl QueryView<'_> {
             (None, None) => true,
             (Some(e), Some(o)) => {
                 let p = self.packet;
-                let ttl = u32::from_be_bytes([
-                    p[o.offset + 5],
-                    p[o.offset + 6],
-                    p[o.offset + 7],
-                    p[o.offset + 8],
-                ]);
+                let ttl = self.opt_ttl(o);
                 if e.udp_size != o.udp_size
                     || e.ext_rcode != (ttl >> 24) as u8
                     || e.version != (ttl >> 16) as u8
@@ -187,18 +182,25 @@ impl QueryView<'_> {
         }
     }
 
+    /// The TTL field of the OPT record at `o` (extended rcode, version, DO and Z); the scanner
+    /// checked the record's fixed part is inside the packet.
+    fn opt_ttl(&self, o: OptView) -> u32 {
+        let p = self.packet;
+        u32::from_be_bytes([
+            p[o.offset + 5],
+            p[o.offset + 6],
+            p[o.offset + 7],
+            p[o.offset + 8],
+        ])
+    }
+
     /// The query as a [`Message`], built from what the scan found instead of parsing the packet
     /// again: the same message `Message::parse` returns for every packet the scanner accepts
     /// (the `differential` fuzz target checks this).
     pub fn to_message(&self) -> Message {
         let edns = self.opt.map(|o| {
             let p = self.packet;
-            let ttl = u32::from_be_bytes([
-                p[o.offset + 5],
-                p[o.offset + 6],
-                p[o.offset + 7],
-                p[o.offset + 8],
-            ]);
+            let ttl = self.opt_ttl(o);
             let mut options = Vec::new();
             let mut q = o.offset + 11;
             // The scanner walked these already: each header and body is inside the packet.
