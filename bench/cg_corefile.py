@@ -7,12 +7,13 @@ for the client, so every query evaluates both),
 `dnstap` / `dnstap-full` add `dnstap unix://SOCK [full]` with Debian's fstrm_capture collecting
 (its output discarded; the server's writer task is counted, the dump waits for it to drain);
 `metadata` adds `metadata`, `geoip` adds `metadata` and `geoip` with a City database written by
-tests/geoip_dbs.py (every query is looked up there).
+tests/geoip_dbs.py (every query is looked up there), `log` adds `log` (CoreDNS's default format on
+standard output, which the bench writes to a file).
 The queries are cluster names (bench/gen.py's mix); an upstream is never asked. The `reload`
 plugin's periodic check (every 30 s +- 15 s, it re-reads the manifests: ~430 M instructions) lands
 in some runs and not others; its inclusive cost is subtracted from both profiles, so the figure is
 the queries' alone. Only talks to 127.0.0.1. Usage:
-  python3 bench/cg_corefile.py --bin target/release/sextant [--corefile kubeadm|aks|acl10|view2|metadata|geoip] [--queries 20000]
+  python3 bench/cg_corefile.py --bin target/release/sextant [--corefile kubeadm|aks|acl10|view2|metadata|geoip|log|dnstap] [--queries 20000]
 Throughput instead of instructions (dnsperf, the servers round-robin, `--qps kubeadm,aks`):
   python3 bench/cg_corefile.py --bin target/release/sextant --qps kubeadm,aks [--runs 5 --duration 10]"""
 
@@ -82,6 +83,10 @@ def body(kind, env, up_port):
         subprocess.run([sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..",
                                                      "tests", "geoip_dbs.py"), dbdir], check=True)
         b += f"    metadata\n    geoip {os.path.join(dbdir, 'city.mmdb')}\n"
+    elif kind == "log":
+        # CoreDNS's default query log on standard output (the Proc's file, as a container
+        # runtime reads the pipe).
+        b += "    log\n"
     elif kind in ("dnstap", "dnstap-full"):
         b += f"    dnstap unix://{env.path('tap.sock')}{' full' if kind == 'dnstap-full' else ''}\n"
     elif kind != "kubeadm":

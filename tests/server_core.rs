@@ -349,6 +349,63 @@ fn log_classes_filter_lines() {
 }
 
 #[test]
+fn log_lines_are_all_written_across_reload_and_sigterm() {
+    // Query log lines are written in batches (src/log.rs): none may be lost or reordered when
+    // the configuration is reloaded or when the server stops on SIGTERM right after answering.
+    let port = free_port();
+    let mut s = start(&format!(".:{port} {{\n    log\n    whoami\n}}\n"), port);
+    let ask = |phase: &str| {
+        for i in 0..150u16 {
+            let q = Query::new(&format!("q{i}.{phase}.example."), RecordType::A).id(i);
+            assert_eq!(udp(addr(port), &q, T).unwrap().rcode_name(), "NOERROR");
+        }
+    };
+    ask("before");
+    s.rewrite_corefile(&format!(
+        ".:{port} {{\n    errors\n    log\n    whoami\n}}\n"
+    ))
+    .unwrap();
+    s.signal(libc::SIGUSR1).unwrap();
+    s.wait_for_line("Reloading complete", Duration::from_secs(10))
+        .unwrap();
+    ask("after");
+    s.signal(libc::SIGTERM).unwrap();
+    assert!(
+        s.wait_exit(Duration::from_secs(10)).is_some(),
+        "exits on SIGTERM"
+    );
+    let lines = s.lines();
+    let mut want = Vec::new();
+    for phase in ["before", "after"] {
+        want.extend((0..150).map(|i| format!(" - {i} \"A IN q{i}.{phase}.example. udp ")));
+    }
+    let got: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains(".example. udp "))
+        .collect();
+    assert_eq!(got.len(), want.len(), "query lines:\n{}", s.output());
+    for (line, w) in got.iter().zip(&want) {
+        assert!(
+            line.contains(w.as_str()),
+            "{line:?} is not {w:?} (order kept)"
+        );
+    }
+    let reloaded = lines
+        .iter()
+        .position(|l| l.contains("Reloading complete"))
+        .unwrap();
+    let first_after = lines
+        .iter()
+        .position(|l| l.contains(".after.example."))
+        .unwrap();
+    let last_before = lines
+        .iter()
+        .rposition(|l| l.contains(".before.example."))
+        .unwrap();
+    assert!(last_before < reloaded && reloaded < first_after);
+}
+
+#[test]
 fn metrics_have_coredns_names_and_labels() {
     let (port, mport) = (free_port(), free_port());
     let cf = format!(".:{port} {{\n    prometheus 127.0.0.1:{mport}\n    whoami\n}}\n");

@@ -72,24 +72,26 @@ impl Header {
     /// Set flags joined by `,` in CoreDNS's order `qr,aa,tc,rd,ra,z,ad,cd`.
     pub fn flags_string(&self) -> String {
         let mut out = String::new();
-        for (set, name) in [
-            (self.qr, "qr"),
-            (self.aa, "aa"),
-            (self.tc, "tc"),
-            (self.rd, "rd"),
-            (self.ra, "ra"),
-            (self.z, "z"),
-            (self.ad, "ad"),
-            (self.cd, "cd"),
-        ] {
+        self.write_flags(&mut out);
+        out
+    }
+
+    /// Appends [`Header::flags_string`] to `out`.
+    pub fn write_flags(&self, out: &mut String) {
+        const NAMES: [&str; 8] = ["qr", "aa", "tc", "rd", "ra", "z", "ad", "cd"];
+        let set = [
+            self.qr, self.aa, self.tc, self.rd, self.ra, self.z, self.ad, self.cd,
+        ];
+        let mut first = true;
+        for (set, name) in set.into_iter().zip(NAMES) {
             if set {
-                if !out.is_empty() {
+                if !first {
                     out.push(',');
                 }
+                first = false;
                 out.push_str(name);
             }
         }
-        out
     }
 }
 

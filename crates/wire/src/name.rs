@@ -256,14 +256,31 @@ impl Name {
             out.push('.');
             return;
         }
-        for l in self.labels() {
-            if l.iter()
-                .all(|&b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-            {
-                out.extend(l.iter().map(|b| b.to_ascii_lowercase() as char));
-            } else {
-                let _ = write_label(out, &l.to_ascii_lowercase());
+        // A name of plain labels is lower-cased here in one pass over its wire form and
+        // appended in one go: each label takes as many bytes as on the wire (its length byte
+        // becomes the dot), so a name fits. Anything else takes the escaping path.
+        let mut buf = [0u8; 255];
+        let mut n = 0;
+        let mut plain = true;
+        'labels: for l in self.labels() {
+            for &b in l {
+                if !(b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+                    plain = false;
+                    break 'labels;
+                }
+                buf[n] = b.to_ascii_lowercase();
+                n += 1;
             }
+            buf[n] = b'.';
+            n += 1;
+        }
+        if plain {
+            // Only ASCII letters, digits, '-', '_' and '.' are in `buf`.
+            out.push_str(std::str::from_utf8(&buf[..n]).unwrap_or_default());
+            return;
+        }
+        for l in self.labels() {
+            let _ = write_label(out, &l.to_ascii_lowercase());
             out.push('.');
         }
     }
@@ -377,6 +394,9 @@ mod tests {
             "a\\.B.c.",
             "x\\032Y.z.",
             "_Srv._TCP.k8s.local.",
+            "Ab.x\\.Y.Cd.",
+            // The longest name: 255 bytes on the wire, 254 in presentation form.
+            format!("{0}.{0}.{0}.{1}.", "A".repeat(63), "b".repeat(61)).as_str(),
         ] {
             let n = Name::parse(t).unwrap();
             let mut out = String::from("> ");
