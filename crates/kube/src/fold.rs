@@ -782,9 +782,9 @@ impl Writer {
             }
         }
         for e in old.endpoints.iter() {
-            self.snap
-                .endpoints_by_ip
-                .remove(old.ip(e), |s| s.name == old.name && s.namespace == old.namespace);
+            self.snap.endpoints_by_ip.remove(old.ip(e), |s| {
+                s.name == old.name && s.namespace == old.namespace
+            });
         }
         self.snap.counts.endpoints -= old.endpoints.len();
         self.note_ips(old.endpoints.iter().map(|e| old.ip(e)));
@@ -881,7 +881,11 @@ impl Writer {
         let mut atoms = new.atoms.to_vec();
         atoms.push(self.strs.str(cluster));
         new.atoms = atoms.into_boxed_slice();
-        if self.mc_slice_loc.get(&ns, &name).is_some_and(|old| **old == new) {
+        if self
+            .mc_slice_loc
+            .get(&ns, &name)
+            .is_some_and(|old| **old == new)
+        {
             return;
         }
         self.remove_mc_slice(&ns, &name);
