@@ -4,7 +4,7 @@
 //! server's own addresses or the synced state change. No lock: each worker thread has its own.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
@@ -47,21 +47,62 @@ pub(super) fn new_id() -> u64 {
     NEXT_ID.fetch_add(1, Ordering::Relaxed)
 }
 
-/// A remembered reply: the bytes (ID 0, no OPT) and the message's uncompressed length (for
-/// `log`).
-pub(super) struct Entry {
-    pub bytes: Box<[u8]>,
-    pub uncompressed: usize,
+/// A remembered reply and its key in one allocation (one malloc and one free per reply, not
+/// two): the key's bytes, then the reply's bytes (no OPT), and the message's uncompressed
+/// length (for `log`). Hashed and compared by the key alone, so a table finds it by key bytes.
+struct Entry {
+    buf: Box<[u8]>,
+    key_len: u16,
+    uncompressed: u32,
 }
 
 impl Entry {
-    /// The bytes in a new buffer with room for the OPT record the server appends.
-    fn copy(&self) -> Vec<u8> {
-        let mut v = Vec::with_capacity(self.bytes.len() + 11);
-        v.extend_from_slice(&self.bytes);
-        v
+    fn new(key: &Key, reply: &[u8], uncompressed: usize) -> Entry {
+        let k = key.bytes();
+        let mut v = Vec::with_capacity(k.len() + reply.len());
+        v.extend_from_slice(k);
+        v.extend_from_slice(reply);
+        Entry {
+            buf: v.into_boxed_slice(),
+            key_len: k.len() as u16,
+            uncompressed: u32::try_from(uncompressed).unwrap_or(u32::MAX),
+        }
+    }
+
+    fn key(&self) -> &[u8] {
+        &self.buf[..usize::from(self.key_len)]
+    }
+
+    /// The reply in a new buffer with room for the OPT record the server appends, and its
+    /// uncompressed length.
+    fn copy(&self) -> (Vec<u8>, usize) {
+        let bytes = &self.buf[usize::from(self.key_len)..];
+        let mut v = Vec::with_capacity(bytes.len() + 11);
+        v.extend_from_slice(bytes);
+        (v, self.uncompressed as usize)
     }
 }
+
+impl std::borrow::Borrow<[u8]> for Entry {
+    fn borrow(&self) -> &[u8] {
+        self.key()
+    }
+}
+
+impl std::hash::Hash for Entry {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        // As `[u8]` hashes, so a lookup by key bytes finds it.
+        self.key().hash(state);
+    }
+}
+
+impl PartialEq for Entry {
+    fn eq(&self, other: &Entry) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for Entry {}
 
 /// What a table's replies were built from. Weak pointers: the memo never keeps an old snapshot's
 /// contents alive, and the allocation it pins cannot be reused by a newer snapshot (no ABA).
@@ -87,7 +128,7 @@ impl Source {
     }
 }
 
-type Map = HashMap<Box<[u8]>, Entry, foldhash::fast::RandomState>;
+type Map = HashSet<Entry, foldhash::fast::RandomState>;
 
 struct Table {
     id: u64,
@@ -95,7 +136,7 @@ struct Table {
     map: Map,
     previous: Map,
     /// Generations that went out, being freed a few entries per insertion.
-    retired: Vec<std::collections::hash_map::IntoIter<Box<[u8]>, Entry>>,
+    retired: Vec<std::collections::hash_set::IntoIter<Entry>>,
 }
 
 thread_local! {
@@ -179,31 +220,32 @@ pub(super) fn get(
 ) -> Option<(Vec<u8>, usize)> {
     with_table(id, snap, local, synced, |t| {
         if let Some(e) = t.map.get(key.bytes()) {
-            return Some((e.copy(), e.uncompressed));
+            return Some(e.copy());
         }
-        let (k, e) = t.previous.remove_entry(key.bytes())?;
-        let out = (e.copy(), e.uncompressed);
-        t.insert(k, e);
+        let e = t.previous.take(key.bytes())?;
+        let out = e.copy();
+        t.insert(e);
         Some(out)
     })
 }
 
-/// Remembers a reply built from `snap`/`local`/`synced`.
+/// Remembers a reply (its bytes and uncompressed length) built from `snap`/`local`/`synced`.
 pub(super) fn put(
     id: u64,
     snap: &Arc<Snapshot>,
     local: &Arc<Vec<IpAddr>>,
     synced: bool,
     key: &Key,
-    entry: Entry,
+    reply: &[u8],
+    uncompressed: usize,
 ) {
     with_table(id, snap, local, synced, |t| {
-        t.insert(key.bytes().into(), entry)
+        t.insert(Entry::new(key, reply, uncompressed))
     })
 }
 
 impl Table {
-    fn insert(&mut self, k: Box<[u8]>, e: Entry) {
+    fn insert(&mut self, e: Entry) {
         self.free_some();
         if self.map.len() >= max_entries() {
             // Full: sized as it ended up, so the new generation never rehashes while it fills.
@@ -212,7 +254,7 @@ impl Table {
                 std::mem::replace(&mut self.previous, std::mem::replace(&mut self.map, fresh));
             self.retire(old);
         }
-        self.map.insert(k, e);
+        self.map.replace(e);
     }
 
     /// Hands a generation over to be freed bit by bit (an empty one goes at once).
@@ -270,13 +312,6 @@ pub(super) fn retired_len(id: u64) -> usize {
 mod tests {
     use super::*;
 
-    fn entry(b: &[u8]) -> Entry {
-        Entry {
-            bytes: b.into(),
-            uncompressed: b.len(),
-        }
-    }
-
     #[test]
     fn a_reply_is_kept_per_question_spelling_and_flags() {
         let id = new_id();
@@ -284,7 +319,7 @@ mod tests {
         let local = Arc::new(vec![]);
         let k = Key::new(b"\x01a\x00", 1, 1, true, false).unwrap();
         assert!(get(id, &snap, &local, true, &k).is_none());
-        put(id, &snap, &local, true, &k, entry(b"abc"));
+        put(id, &snap, &local, true, &k, b"abc", 3);
         assert_eq!(get(id, &snap, &local, true, &k).unwrap().0, b"abc");
         for other in [
             Key::new(b"\x01A\x00", 1, 1, true, false).unwrap(),
@@ -305,12 +340,12 @@ mod tests {
         let snap = Arc::new(Snapshot::default());
         let local = Arc::new(vec![]);
         let k = Key::new(b"\x01a\x00", 1, 1, false, false).unwrap();
-        put(id, &snap, &local, true, &k, entry(b"x"));
+        put(id, &snap, &local, true, &k, b"x", 1);
         assert!(get(id, &snap, &local, false, &k).is_none());
-        put(id, &snap, &local, true, &k, entry(b"x"));
+        put(id, &snap, &local, true, &k, b"x", 1);
         let local2 = Arc::new(vec![IpAddr::from([10, 0, 0, 1])]);
         assert!(get(id, &snap, &local2, true, &k).is_none());
-        put(id, &snap, &local, true, &k, entry(b"x"));
+        put(id, &snap, &local, true, &k, b"x", 1);
         let snap2 = Arc::new(Snapshot::default());
         assert!(get(id, &snap2, &local, true, &k).is_none());
         assert_eq!(len(id), 0);
@@ -326,9 +361,9 @@ mod tests {
             Key::new(name.as_bytes(), 1, 1, false, false).unwrap()
         };
         let hot = Key::new(b"\x03hot\x00", 1, 1, false, false).unwrap();
-        put(id, &snap, &local, true, &hot, entry(b"hot"));
+        put(id, &snap, &local, true, &hot, b"hot", 3);
         for i in 0..(3 * max_entries()) {
-            put(id, &snap, &local, true, &key(i), entry(b"x"));
+            put(id, &snap, &local, true, &key(i), b"x", 1);
             assert!(len(id) <= 2 * max_entries());
             if i % 1000 == 0 {
                 assert!(
@@ -358,17 +393,17 @@ mod tests {
         let max = max_entries();
         // Two full generations: the next insertion retires the first.
         for i in 0..2 * max {
-            put(id, &snap, &local, true, &key(i), entry(b"x"));
+            put(id, &snap, &local, true, &key(i), b"x", 1);
         }
         assert_eq!(retired_len(id), 0);
-        put(id, &snap, &local, true, &key(2 * max), entry(b"x"));
+        put(id, &snap, &local, true, &key(2 * max), b"x", 1);
         assert_eq!(retired_len(id), max, "retired whole, freed later");
         for n in 1..=10 {
-            put(id, &snap, &local, true, &key(2 * max + n), entry(b"x"));
+            put(id, &snap, &local, true, &key(2 * max + n), b"x", 1);
             assert_eq!(retired_len(id), max - n * FREE_PER_PUT);
         }
         for i in 2 * max + 11..3 * max {
-            put(id, &snap, &local, true, &key(i), entry(b"x"));
+            put(id, &snap, &local, true, &key(i), b"x", 1);
         }
         assert_eq!(retired_len(id), 0, "freed before the next generation fills");
         // A new snapshot: both generations retired, answered from neither, freed as it goes.
@@ -376,7 +411,7 @@ mod tests {
         let snap2 = Arc::new(Snapshot::default());
         assert!(get(id, &snap2, &local, true, &key(3 * max - 1)).is_none());
         assert_eq!((len(id), retired_len(id)), (0, held));
-        put(id, &snap2, &local, true, &key(0), entry(b"y"));
+        put(id, &snap2, &local, true, &key(0), b"y", 1);
         assert_eq!(retired_len(id), held - FREE_PER_PUT);
         assert_eq!(get(id, &snap2, &local, true, &key(0)).unwrap().0, b"y");
     }
