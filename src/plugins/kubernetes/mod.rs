@@ -649,11 +649,7 @@ impl Handler for Kubernetes {
                 Some(k) if !external => {
                     let bytes = m.to_wire();
                     let ulen = m.uncompressed_len();
-                    let entry = memo::Entry {
-                        bytes: bytes.as_slice().into(),
-                        uncompressed: ulen,
-                    };
-                    memo::put(self.memo_id, &snap, &local, synced, &k, entry);
+                    memo::put(self.memo_id, &snap, &local, synced, &k, &bytes, ulen);
                     Outcome::wire_sized("kubernetes", bytes, Some(ulen))
                 }
                 _ => Outcome::reply("kubernetes", m),
