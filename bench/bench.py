@@ -959,11 +959,15 @@ def scenario_transports(env, upstream_port, args):
     cert, key = tls_pair(env)
     qf = env.path("transport-queries.txt")
     gen.write_queries(qf, gen.hit_queries(args.hosts, args.queries, 13))
-    su, st, sh = free_port(), free_port(), free_port()
+    su, st, sh, shu = free_port(), free_port(), free_port(), free_port()
     fwd = f"    forward . 127.0.0.1:{upstream_port}\n"
     tls = f"    tls {cert} {key}\n"
+    # A DoH query counts as TCP, so `forward` asks the backend over TCP (CoreDNS's rule);
+    # `prefer_udp` makes it ask over UDP first, as dnsdist's default backend does.
+    fwd_udp = f"    forward . 127.0.0.1:{upstream_port} {{\n        prefer_udp\n    }}\n"
     sx = sextant(env, "sextant dot+doh",
-                 f".:{su} {{\n{fwd}}}\ntls://.:{st} {{\n{tls}{fwd}}}\nhttps://.:{sh} {{\n{tls}{fwd}}}\n",
+                 f".:{su} {{\n{fwd}}}\ntls://.:{st} {{\n{tls}{fwd}}}\nhttps://.:{sh} {{\n{tls}{fwd}}}\n"
+                 f"https://.:{shu} {{\n{tls}{fwd_udp}}}\n",
                  su, probe_name="localhost.")
     du, dt, dh = free_port(), free_port(), free_port()
     dd = dnsdist(env, "dnsdist", du, dt, dh, upstream_port, cert, key)
@@ -988,7 +992,8 @@ def scenario_transports(env, upstream_port, args):
         out = {}
         dot = [Transport(s, "sextant DoT", st, ["-m", "dot"]), Transport(d, "dnsdist DoT", dt, ["-m", "dot"])]
         dohs = [Transport(s, "sextant DoH", sh, runner=doh(sh)), Transport(d, "dnsdist DoH", dh, runner=doh(dh)),
-                Transport(t, "dnsdist DoH tcp-backend", th, runner=doh(th))]
+                Transport(t, "dnsdist DoH tcp-backend", th, runner=doh(th)),
+                Transport(s, "sextant DoH prefer_udp", shu, runner=doh(shu))]
         if c:
             dot.append(Transport(c, "coredns DoT", ct, ["-m", "dot"]))
             dohs.append(Transport(c, "coredns DoH", ch, runner=doh(ch)))
@@ -1000,7 +1005,7 @@ def scenario_transports(env, upstream_port, args):
 
     res = run_servers(procs, go)
     ratios = [("sextant DoT", "dnsdist DoT"), ("sextant DoH", "dnsdist DoH"),
-              ("sextant DoH", "dnsdist DoH tcp-backend")]
+              ("sextant DoH", "dnsdist DoH tcp-backend"), ("sextant DoH prefer_udp", "dnsdist DoH")]
     if env.coredns:
         ratios += [("sextant DoT", "coredns DoT"), ("sextant DoH", "coredns DoH")]
     return {"title": "6. DoT and DoH frontends (forwarding, no cache, same backend)", "res": res,
@@ -1514,7 +1519,7 @@ def report(all_res, cg, large, args, started, load_before, load_after, sextant_r
                 if a.endswith("+log") and rr[0] and rr[1]:
                     cap = 1 / rr[1]
                     L.append(f"| `log` overhead: capacity with log (CPU per query without / with) | "
-                             f"{cap:.2f} | target ≥ 0.70: **{'met' if cap >= 0.7 else 'NOT met'}** | | | |")
+                             f"{cap:.2f} | target ≥ 0.90: **{'met' if cap >= 0.9 else 'NOT met'}** | | | |")
             L.append("")
     if cg and cg.get("knot"):
         chart.append(("instructions per\ncluster query\n/ knot", None,

@@ -98,6 +98,8 @@ pub(crate) struct Span {
     pub(crate) error: Option<String>,
     /// A server span (Zipkin's kind `SERVER`): the root span of a query.
     pub(crate) server: bool,
+    /// The root span shares the id of the DoH client's span (`trace`'s `client_server`).
+    pub(crate) shared: bool,
 }
 
 /// A span opened with [`Trace::open`], to be closed with [`Trace::close`].
@@ -111,10 +113,10 @@ pub(crate) struct OpenSpan {
 }
 
 impl Trace {
-    /// A trace whose root span has id `trace_id` (open now).
-    pub(crate) fn new(trace_id: u64) -> Trace {
+    /// A trace whose root span has id `root` (open now).
+    pub(crate) fn new(root: u64) -> Trace {
         Trace {
-            current: trace_id,
+            current: root,
             spans: Vec::with_capacity(8),
         }
     }
@@ -149,6 +151,7 @@ impl Trace {
             tags,
             error: None,
             server: false,
+            shared: false,
         });
     }
 }

@@ -423,7 +423,10 @@ fn reload_storm_while_not_ready() {
     eprintln!("(fds, rss KiB, threads) before {before:?} after {after:?}");
     assert_eq!(stats.failed(), 0, "{}", stats.report());
     assert_eq!(s.count_lines("panic"), 0);
-    assert!(after.0 <= before.0 + 6, "fds {before:?} -> {after:?}");
+    // `before` is taken while the API is down; `after` holds its 3 watches and the API
+    // client's pooled connections (+6 in most runs, +7 once). A leak per reload of the storm
+    // would show as ~100 fds or more.
+    assert!(after.0 <= before.0 + 10, "fds {before:?} -> {after:?}");
     assert!(after.2 <= before.2 + 2, "threads {before:?} -> {after:?}");
 }
 

@@ -455,3 +455,179 @@ fn a_collector_that_never_answers_does_not_slow_queries() {
     );
     drop(s);
 }
+
+/// A DoH GET of `name` A with curl over HTTP/2, with extra headers; its HTTP status.
+fn doh_get(port: u16, ca: &Path, name: &str, headers: &[&str]) -> u16 {
+    use base64::Engine;
+    let q = Query::new(name, RecordType::A).id(0).to_bytes();
+    let url = format!(
+        "https://localhost:{port}/dns-query?dns={}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(q)
+    );
+    let resolve = format!("localhost:{port}:127.0.0.1");
+    let mut cmd = Command::new("curl");
+    cmd.args([
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "--max-time",
+        "5",
+    ])
+    .args(["--http2", "--resolve", &resolve, "--cacert"])
+    .arg(ca);
+    for h in headers {
+        cmd.args(["-H", h]);
+    }
+    let out = cmd
+        .arg(url)
+        .output()
+        .expect("curl runs (apt-get install curl)");
+    String::from_utf8_lossy(&out.stdout).parse().unwrap_or(0)
+}
+
+/// The spans of the trace with id `trace` (waits until its `servedns` span came).
+fn trace_spans(rx: &Receiver, trace: &str) -> Vec<Value> {
+    let t0 = Instant::now();
+    loop {
+        let spans: Vec<Value> = rx
+            .spans()
+            .into_iter()
+            .filter(|s| s["traceId"] == trace)
+            .collect();
+        if spans.iter().any(|s| s["name"] == "servedns") {
+            return spans;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "trace {trace} did not come: {:#?}",
+            rx.spans()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A DoH client's B3 headers (CoreDNS reads them from the HTTP request): the trace is joined,
+/// as a child of the client's span, or with `client_server` as the server side of that span
+/// (`shared`); the client's sampling decision and debug flag hold. Checked against CoreDNS
+/// 1.14.7's spans for the same requests.
+#[test]
+fn zipkin_joins_a_doh_clients_b3_trace() {
+    let dir = tempfile::tempdir().unwrap();
+    let pair = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, pair.cert.pem()).unwrap();
+    std::fs::write(&key, pair.signing_key.serialize_pem()).unwrap();
+    let rx = Receiver::start();
+    let (child, shared, dns) = (free_port(), free_port(), free_port());
+    let block = |port: u16, opt: &str| {
+        format!(
+            "https://.:{port} {{\n    bind 127.0.0.1\n    tls {} {}\n    trace 127.0.0.1:{} {{\n        zipkin_max_batch_interval 100ms\n{opt}    }}\n    whoami\n}}\n",
+            cert.display(),
+            key.display(),
+            rx.port
+        )
+    };
+    let cf = format!(
+        "{}{}.:{dns} {{\n    bind 127.0.0.1\n    whoami\n}}\n",
+        block(child, ""),
+        block(shared, "        client_server\n")
+    );
+    let (s, _) = start(&cf, dns);
+    s.wait_for_line(&format!("https://.:{shared}"), Duration::from_secs(5))
+        .unwrap();
+    let multi = [
+        "X-B3-TraceId: 463ac35c9f6413ad48485a3953bb6124",
+        "X-B3-SpanId: a2fb4a1d1a96d312",
+        "X-B3-ParentSpanId: 0020000000000001",
+        "X-B3-Sampled: 1",
+    ];
+    assert_eq!(doh_get(child, &cert, "one.example.", &multi), 200);
+    let spans = trace_spans(&rx, "463ac35c9f6413ad48485a3953bb6124");
+    let root = spans.iter().find(|s| s["name"] == "servedns").unwrap();
+    assert_eq!(root["parentId"], "a2fb4a1d1a96d312", "{spans:#?}");
+    assert_ne!(root["id"], "a2fb4a1d1a96d312");
+    assert_eq!(root["kind"], "SERVER");
+    assert_eq!(root["tags"]["coredns.io/proto"], "tcp");
+    assert!(root.get("shared").is_none() && root.get("debug").is_none());
+    let whoami = spans.iter().find(|s| s["name"] == "whoami").unwrap();
+    assert_eq!(whoami["parentId"], root["id"]);
+
+    // client_server: the same span, shared; its parent is the client span's parent.
+    assert_eq!(doh_get(shared, &cert, "two.example.", &multi), 200);
+    let t0 = Instant::now();
+    let root = loop {
+        let got = rx
+            .spans()
+            .into_iter()
+            .find(|s| s["name"] == "servedns" && s["tags"]["coredns.io/name"] == "two.example.");
+        if let Some(r) = got {
+            break r;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10), "{:#?}", rx.spans());
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(root["traceId"], "463ac35c9f6413ad48485a3953bb6124");
+    assert_eq!(
+        (&root["id"], &root["parentId"], &root["shared"]),
+        (
+            &Value::from("a2fb4a1d1a96d312"),
+            &Value::from("0020000000000001"),
+            &Value::from(true)
+        )
+    );
+
+    // The single `b3` header, debug: every span of the trace says so.
+    let single = ["b3: 80f198ee56343ba8-e457b5a2e4d86bd1-d"];
+    assert_eq!(doh_get(child, &cert, "three.example.", &single), 200);
+    let spans = trace_spans(&rx, "80f198ee56343ba8");
+    assert_eq!(spans.len(), 2, "{spans:#?}");
+    assert!(spans.iter().all(|s| s["debug"] == true), "{spans:#?}");
+    let root = spans.iter().find(|s| s["name"] == "servedns").unwrap();
+    assert_eq!(root["parentId"], "e457b5a2e4d86bd1");
+
+    // Not sampled by the client (either form): nothing is sent. A broken context: a trace of
+    // its own. X-B3-Flags alone: a trace of its own, debug.
+    for h in ["b3: 80f198ee56343ba8-e457b5a2e4d86bd2-0", "X-B3-Sampled: 0"] {
+        assert_eq!(doh_get(child, &cert, "unsampled.example.", &[h]), 200);
+    }
+    assert_eq!(
+        doh_get(
+            child,
+            &cert,
+            "broken.example.",
+            &["X-B3-TraceId: zz", "X-B3-SpanId: a2fb4a1d1a96d312"]
+        ),
+        200
+    );
+    assert_eq!(
+        doh_get(child, &cert, "flags.example.", &["X-B3-Flags: 1"]),
+        200
+    );
+    let by_name = |name: &str| -> Vec<Value> {
+        rx.spans()
+            .into_iter()
+            .filter(|s| s["name"] == "servedns" && s["tags"]["coredns.io/name"] == name)
+            .collect()
+    };
+    let t0 = Instant::now();
+    while by_name("flags.example.").is_empty() || by_name("broken.example.").is_empty() {
+        assert!(t0.elapsed() < Duration::from_secs(10), "{:#?}", rx.spans());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Sent in order, one batch interval apart at most: the unsampled ones would be there.
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        by_name("unsampled.example.").is_empty(),
+        "{:#?}",
+        rx.spans()
+    );
+    let broken = &by_name("broken.example.")[0];
+    assert!(broken.get("parentId").is_none() && broken.get("debug").is_none());
+    assert_eq!(broken["traceId"], broken["id"]);
+    let flags = &by_name("flags.example.")[0];
+    assert!(flags.get("parentId").is_none());
+    assert_eq!(flags["debug"], true);
+    drop(s);
+}

@@ -197,6 +197,7 @@ pub(crate) async fn serve(
     scheme: Scheme,
     method: &Method,
     uri: &Uri,
+    headers: &http::HeaderMap,
     body: Option<&[u8]>,
     peer: SocketAddr,
     local: SocketAddr,
@@ -215,7 +216,9 @@ pub(crate) async fn serve(
             } else {
                 Proto::Tcp
             };
-            match site.handle(&packet, peer, local, proto).await {
+            // The `trace` plugin joins the client's trace through its B3 headers.
+            let handled = site.handle(&packet, peer, local, proto);
+            match crate::plugins::trace::http_scope(headers, handled).await {
                 Some(reply) => answer(reply),
                 None => error(StatusCode::INTERNAL_SERVER_ERROR, "No response"),
             }
@@ -300,6 +303,7 @@ pub(crate) async fn handle_http(
         Scheme::Https,
         &parts.method,
         &parts.uri,
+        &parts.headers,
         body.as_deref(),
         conn.peer,
         conn.local,

@@ -195,6 +195,7 @@ async fn respond_to(req: Request<RecvStream>, conn: Arc<Conn>) -> Response<Bytes
         Scheme::Https,
         &parts.method,
         &parts.uri,
+        &parts.headers,
         body.as_deref(),
         conn.peer,
         conn.local,

@@ -264,6 +264,7 @@ async fn serve_h3(conn: quinn::Connection, s: &Arc<Serving>) {
                 Scheme::Https3,
                 req.method(),
                 req.uri(),
+                req.headers(),
                 body.as_deref(),
                 peer,
                 s.local,

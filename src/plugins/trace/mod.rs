@@ -4,6 +4,7 @@
 //! finished traces go to a bounded queue that a generation task sends to Zipkin (v2 JSON) or
 //! the Datadog agent (msgpack, `/v0.4/traces`). Without `trace` nothing is recorded.
 
+mod b3;
 mod report;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,6 +16,7 @@ use sextant_corefile::{Directive, Error, Token};
 use crate::pkg::{duration, num};
 use crate::plugin::{BoxFuture, Handler, Next, Outcome, Request, SetupCtx, Span, Trace};
 
+pub(crate) use b3::scope as http_scope;
 pub(crate) use report::Reporter;
 
 const DEFAULT_SERVICE: &str = "coredns";
@@ -110,6 +112,7 @@ pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), 
         count: AtomicU64::new(0),
         datadog: matches!(cfg.endpoint, Endpoint::Datadog(_)),
         every: cfg.every,
+        shared: cfg.client_server,
         reporter,
         wrapped,
     }));
@@ -238,6 +241,8 @@ pub(crate) struct TraceHandler {
     count: AtomicU64,
     datadog: bool,
     every: u64,
+    /// `client_server`: a DoH client's span and the `servedns` span are one shared span.
+    shared: bool,
     reporter: Arc<Reporter>,
     /// The plugins after `trace`, each wrapped in a span (Zipkin only; set when linked).
     wrapped: Arc<OnceLock<Vec<Arc<dyn Handler>>>>,
@@ -261,15 +266,35 @@ impl Handler for TraceHandler {
 
 impl TraceHandler {
     async fn traced<'a>(&'a self, req: &'a mut Request, next: Next<'a>) -> Outcome {
-        let trace_id = report::span_id();
         let start_us = crate::plugin::now_us();
         let start = Instant::now();
-        req.trace = Some(Box::new(Trace::new(trace_id)));
-        let high = self.reporter.trace_id_high(start_us);
+        // A DoH client's B3 context (Zipkin only, as in CoreDNS): the span joins its trace, as
+        // a child of the client's span, or as that span's server side with `client_server`.
+        let parent = if self.datadog { None } else { b3::current() };
+        let (trace_id, high, root_id, root_parent, shared) = match parent {
+            Some(p) if p.joins() => {
+                let high = (p.trace_high != 0).then_some(p.trace_high);
+                if self.shared && p.span != 0 {
+                    (p.trace, high, p.span, p.parent.unwrap_or(0), true)
+                } else {
+                    (p.trace, high, report::span_id(), p.span, false)
+                }
+            }
+            _ => {
+                let id = report::span_id();
+                (id, self.reporter.trace_id_high(start_us), id, 0, false)
+            }
+        };
         req.set_meta("trace/traceid", || match high {
             Some(h) => format!("{h:016x}{trace_id:016x}"),
             None => format!("{trace_id:016x}"),
         });
+        let debug = parent.is_some_and(|p| p.debug);
+        if !debug && parent.and_then(|p| p.sampled) == Some(false) {
+            // The client decided not to sample: nothing is recorded (zipkin-go's unsampled span).
+            return next.run(req).await;
+        }
+        req.trace = Some(Box::new(Trace::new(root_id)));
         let rest = next.handlers();
         let out = match self.wrapped.get() {
             Some(w) if !self.datadog && w.len() == rest.len() => Next::new(w).run(req).await,
@@ -283,8 +308,8 @@ impl TraceHandler {
         };
         let root = Span {
             name: "servedns",
-            id: trace_id,
-            parent: 0,
+            id: root_id,
+            parent: root_parent,
             start_us,
             duration: start.elapsed(),
             tags: vec![
@@ -296,8 +321,9 @@ impl TraceHandler {
             ],
             error: out.error.clone(),
             server: true,
+            shared,
         };
-        self.reporter.submit(trace_id, high, spans, root);
+        self.reporter.submit(trace_id, high, debug, spans, root);
         out
     }
 }

@@ -39,8 +39,10 @@ pub(crate) fn span_id() -> u64 {
 /// A finished trace waiting to be sent.
 struct Queued {
     trace_id: u64,
-    /// Datadog's upper 64 bits of the 128-bit trace id.
+    /// Upper 64 bits of a 128-bit trace id: Datadog's, or a joined DoH client's (Zipkin).
     high: Option<u64>,
+    /// A B3 debug trace (Zipkin's `debug` on every span).
+    debug: bool,
     spans: Vec<Span>,
 }
 
@@ -162,6 +164,7 @@ impl Reporter {
         &self,
         trace_id: u64,
         high: Option<u64>,
+        debug: bool,
         mut spans: Vec<Span>,
         root: Span,
     ) {
@@ -171,6 +174,7 @@ impl Reporter {
         q.traces.push_back(Queued {
             trace_id,
             high,
+            debug,
             spans,
         });
         q.spans += n;
@@ -272,7 +276,11 @@ impl Reporter {
         for tr in batch {
             for s in &tr.spans {
                 let mut o = Map::new();
-                o.insert("traceId".into(), format!("{:016x}", tr.trace_id).into());
+                let trace_id = match tr.high {
+                    Some(h) => format!("{h:016x}{:016x}", tr.trace_id),
+                    None => format!("{:016x}", tr.trace_id),
+                };
+                o.insert("traceId".into(), trace_id.into());
                 o.insert("id".into(), format!("{:016x}", s.id).into());
                 if s.parent != 0 {
                     o.insert("parentId".into(), format!("{:016x}", s.parent).into());
@@ -280,6 +288,12 @@ impl Reporter {
                 o.insert("name".into(), s.name.into());
                 if s.server {
                     o.insert("kind".into(), "SERVER".into());
+                }
+                if s.shared {
+                    o.insert("shared".into(), true.into());
+                }
+                if tr.debug {
+                    o.insert("debug".into(), true.into());
                 }
                 o.insert("timestamp".into(), s.start_us.into());
                 o.insert(
