@@ -4,6 +4,7 @@
 //! server) and the AXFR record list for the `transfer` plugin. Answer logic is in `lookup`.
 
 mod external;
+mod fast;
 pub(crate) mod lookup;
 mod memo;
 pub(crate) mod setup;
@@ -45,6 +46,9 @@ pub(crate) struct Kubernetes {
     search: Arc<AutoPathSearch>,
     /// What `k8s_external` asks.
     external: Arc<external::External>,
+    /// Service and endpoint addresses are answered by the `fast` path first (the tests turn it
+    /// off to compare its bytes with the general path's).
+    fast: bool,
 }
 
 struct Ready(Slot);
@@ -298,6 +302,7 @@ pub(crate) fn setup(ctx: &mut SetupCtx<'_>, lines: &[&Directive]) -> Result<(), 
         memo_id: memo::new_id(),
         search,
         external,
+        fast: true,
     }));
     Ok(())
 }
@@ -405,6 +410,7 @@ impl Kubernetes {
             empty,
             local_ips,
             memo_id: memo::new_id(),
+            fast: true,
         }
     }
 
@@ -599,6 +605,14 @@ impl Handler for Kubernetes {
             if let Some(k) = &key {
                 if let Some((bytes, ulen)) = memo::get(self.memo_id, &snap, &local, synced, k) {
                     return Outcome::wire_sized("kubernetes", bytes, Some(ulen));
+                }
+                // First time asked: the addresses of a service or endpoint, or the name
+                // error of a search-path name, straight into bytes; else the general path.
+                if self.fast {
+                    if let Some((bytes, ulen)) = fast::answer(&self.cfg, &snap, synced, &req.msg) {
+                        memo::put(self.memo_id, &snap, &local, synced, k, &bytes, ulen);
+                        return Outcome::wire_sized("kubernetes", bytes, Some(ulen));
+                    }
                 }
             }
             let qname = req.qname();
