@@ -41,49 +41,53 @@ fn builder(max_streams: Option<u32>) -> h2::server::Builder {
     b
 }
 
-/// One request's work, polled by its connection.
-type Work = Pin<Box<dyn Future<Output = ()> + Send>>;
+/// Starts one request's work (`answer`).
+type Start<W> = fn(Request<RecvStream>, SendResponse<Bytes>, Arc<Conn>, &Arc<AtomicUsize>) -> W;
 
 /// An HTTP/2 DoH connection: handshake, then requests accepted and answered in this future.
-pub(crate) struct Serve<T> {
-    state: State<T>,
+/// `W` is the type of one request's work ([`answer`]'s future), kept unboxed in the set the
+/// connection polls: one allocation per request (the set's node) instead of two.
+pub(crate) struct Serve<T, W> {
+    state: State<T, W>,
+    start: Start<W>,
     conn: Arc<Conn>,
     inflight: Arc<AtomicUsize>,
     /// Asked to close before the handshake ended: GOAWAY as soon as it has.
     graceful: bool,
 }
 
-enum State<T> {
+enum State<T, W> {
     Handshake(Handshake<T, Bytes>),
     Serving {
         h2: Connection<T, Bytes>,
-        requests: FuturesUnordered<Work>,
+        requests: FuturesUnordered<W>,
     },
     Done,
 }
 
-impl<T> Serve<T>
+/// Serves one HTTP/2 DoH connection on `io` (TLS done, ALPN `h2`).
+pub(crate) fn serve<T>(
+    io: T,
+    max_streams: Option<u32>,
+    conn: Arc<Conn>,
+    inflight: Arc<AtomicUsize>,
+) -> impl Future<Output = ()> + GracefulConn + Send
 where
-    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
 {
-    pub(crate) fn new(
-        io: T,
-        max_streams: Option<u32>,
-        conn: Arc<Conn>,
-        inflight: Arc<AtomicUsize>,
-    ) -> Serve<T> {
-        Serve {
-            state: State::Handshake(builder(max_streams).handshake(io)),
-            conn,
-            inflight,
-            graceful: false,
-        }
+    Serve {
+        state: State::Handshake(builder(max_streams).handshake(io)),
+        start: answer,
+        conn,
+        inflight,
+        graceful: false,
     }
 }
 
-impl<T> Future for Serve<T>
+impl<T, W> Future for Serve<T, W>
 where
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    W: Future<Output = ()>,
 {
     type Output = ();
 
@@ -113,8 +117,8 @@ where
                     while let Poll::Ready(Some(())) = requests.poll_next_unpin(cx) {}
                     match h2.poll_accept(cx) {
                         Poll::Ready(Some(Ok((req, respond)))) => {
-                            let work = answer(req, respond, me.conn.clone(), &me.inflight);
-                            requests.push(Box::pin(work));
+                            let work = (me.start)(req, respond, me.conn.clone(), &me.inflight);
+                            requests.push(work);
                         }
                         // The connection failed or closed: requests still running have
                         // nowhere to send their answers.
@@ -131,9 +135,10 @@ where
     }
 }
 
-impl<T> GracefulConn for Serve<T>
+impl<T, W> GracefulConn for Serve<T, W>
 where
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    W: Future<Output = ()>,
 {
     fn graceful(self: Pin<&mut Self>) {
         let me = self.get_mut();

@@ -128,7 +128,7 @@ where
         0 => None,
         n => Some(n.min(u32::MAX as usize) as u32),
     };
-    let serve = crate::server::doh_h2::Serve::new(io, streams, conn.clone(), s.inflight.clone());
+    let serve = crate::server::doh_h2::serve(io, streams, conn.clone(), s.inflight.clone());
     http::drive(serve, &conn.activity, &s.cancel, opts.idle, Some(stall)).await;
 }
 

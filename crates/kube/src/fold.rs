@@ -89,6 +89,85 @@ fn add_slice(map: &mut SlicesByService, ns: &Arc<str>, svc: &Arc<str>, new: Arc<
     }
 }
 
+/// The stored slices by (namespace, slice name), for deletes by name and the end of a
+/// re-list. A set of the slices themselves, found by the names they hold: one pointer a slot
+/// (a map of name pairs to service names took 48).
+#[derive(Default)]
+struct SliceSet(HashSet<ByName>);
+
+/// A slice hashed and compared by (namespace, name).
+struct ByName(Arc<Slice>);
+
+/// What a slice is looked up by in a [`SliceSet`]: its (namespace, name).
+trait NsName {
+    fn ns_name(&self) -> (&str, &str);
+}
+
+impl NsName for ByName {
+    fn ns_name(&self) -> (&str, &str) {
+        (&self.0.namespace, &self.0.name)
+    }
+}
+
+impl NsName for (&str, &str) {
+    fn ns_name(&self) -> (&str, &str) {
+        *self
+    }
+}
+
+impl std::hash::Hash for dyn NsName + '_ {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.ns_name().hash(h);
+    }
+}
+
+impl PartialEq for dyn NsName + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.ns_name() == other.ns_name()
+    }
+}
+
+impl Eq for dyn NsName + '_ {}
+
+impl std::hash::Hash for ByName {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        (self as &dyn NsName).hash(h);
+    }
+}
+
+impl PartialEq for ByName {
+    fn eq(&self, other: &Self) -> bool {
+        self.ns_name() == other.ns_name()
+    }
+}
+
+impl Eq for ByName {}
+
+impl<'a> std::borrow::Borrow<dyn NsName + 'a> for ByName {
+    fn borrow(&self) -> &(dyn NsName + 'a) {
+        self
+    }
+}
+
+impl SliceSet {
+    fn get(&self, ns: &str, name: &str) -> Option<&Arc<Slice>> {
+        self.0.get(&(ns, name) as &dyn NsName).map(|b| &b.0)
+    }
+
+    /// Adds `s`, replacing the slice of the same namespace and name.
+    fn put(&mut self, s: Arc<Slice>) {
+        self.0.replace(ByName(s));
+    }
+
+    fn take(&mut self, ns: &str, name: &str) -> Option<Arc<Slice>> {
+        self.0.take(&(ns, name) as &dyn NsName).map(|b| b.0)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Arc<Slice>> {
+        self.0.iter().map(|b| &b.0)
+    }
+}
+
 /// Label of an EndpointSlice naming its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 /// Label of an MCS EndpointSlice naming its ServiceImport.
@@ -178,10 +257,10 @@ pub(crate) struct Writer {
     strs: Interner,
     /// Seen keys per resource while a (re-)list is in progress.
     relist: StdMap<Res, HashSet<Key>>,
-    /// (namespace, slice name) -> service name.
-    slice_loc: StdMap<(Arc<str>, Arc<str>), Arc<str>>,
-    /// The same for MCS slices: (namespace, slice name) -> ServiceImport name.
-    mc_slice_loc: StdMap<(Arc<str>, Arc<str>), Arc<str>>,
+    /// The stored slices by (namespace, slice name); each names its service.
+    slice_loc: SliceSet,
+    /// The same for MCS slices (each names its ServiceImport).
+    mc_slice_loc: SliceSet,
     pub change: Change,
     pub dirty: bool,
     zonal: bool,
@@ -195,8 +274,8 @@ impl Writer {
             snap: Snapshot::default(),
             strs: Interner::default(),
             relist: StdMap::new(),
-            slice_loc: StdMap::new(),
-            mc_slice_loc: StdMap::new(),
+            slice_loc: SliceSet::default(),
+            mc_slice_loc: SliceSet::default(),
             change: Change::default(),
             dirty: false,
             zonal,
@@ -290,9 +369,9 @@ impl Writer {
             }
             Res::EndpointSlice => stale.extend(
                 self.slice_loc
-                    .keys()
-                    .filter(|k| !seen.contains(*k))
-                    .cloned(),
+                    .iter()
+                    .map(|s| (s.namespace.clone(), s.name.clone()))
+                    .filter(|k| !seen.contains(k)),
             ),
             Res::Pod => {
                 for (ns, m) in self.snap.pods.iter() {
@@ -321,9 +400,9 @@ impl Writer {
             }
             Res::McSlice => stale.extend(
                 self.mc_slice_loc
-                    .keys()
-                    .filter(|k| !seen.contains(*k))
-                    .cloned(),
+                    .iter()
+                    .map(|s| (s.namespace.clone(), s.name.clone()))
+                    .filter(|k| !seen.contains(k)),
             ),
         }
         drop(seen);
@@ -390,7 +469,7 @@ impl Writer {
                     Some(list) if !list.is_empty() => parse_ips(list.iter().map(|s| &**s)),
                     _ => parse_ips([cip]),
                 };
-                ServiceKind::ClusterIp(ips)
+                ServiceKind::ClusterIp(ips.into())
             }
         };
         let mut ports: Vec<Port> = spec
@@ -408,7 +487,6 @@ impl Writer {
         if ports.is_empty() {
             ports.push(sentinel_port(&mut self.strs));
         }
-        ports.shrink_to_fit();
         let mut ext: Vec<&str> = spec
             .and_then(|s| s.external_ips.as_ref())
             .map(|v| v.iter().map(|s| &**s).collect())
@@ -436,8 +514,8 @@ impl Writer {
             namespace: ns,
             name,
             kind,
-            ports,
-            external_ips: parse_ips(ext),
+            ports: ports.into_boxed_slice(),
+            external_ips: parse_ips(ext).into_boxed_slice(),
             external_hosts: hosts.into(),
         }
     }
@@ -545,6 +623,7 @@ impl Writer {
             ports.push(sentinel_port(&mut self.strs));
         }
         let mut eps: Vec<Endpoint> = Vec::new();
+        let mut v6: Vec<std::net::Ipv6Addr> = Vec::new();
         let mut text = String::new();
         let mut atoms: Vec<Arc<str>> = Vec::new();
         for e in s.endpoints.iter().flatten() {
@@ -584,14 +663,30 @@ impl Writer {
                 .map_or(NO_ATOM, |z| atom(&mut atoms, &mut self.strs, z));
             for ip in ips {
                 let dup = eps.iter().any(|x| {
-                    x.ip == ip
+                    let xip = match (x.v6, usize::try_from(x.addr)) {
+                        (true, Ok(i)) => v6.get(i).map(|a| IpAddr::V6(*a)),
+                        (true, Err(_)) => None,
+                        (false, _) => Some(IpAddr::V4(x.addr.into())),
+                    };
+                    xip == Some(ip)
                         && text_at(&text, x.text, x.host_len) == text_at(&text, start, host_len)
                 });
                 if dup {
                     continue;
                 }
+                let (addr, is_v6) = match ip {
+                    IpAddr::V4(a) => (u32::from(a), false),
+                    IpAddr::V6(a) => {
+                        let Ok(i) = u32::try_from(v6.len()) else {
+                            continue;
+                        };
+                        v6.push(a);
+                        (i, true)
+                    }
+                };
                 eps.push(Endpoint {
-                    ip,
+                    addr,
+                    v6: is_v6,
                     text: start,
                     host_len,
                     pod_len,
@@ -606,6 +701,7 @@ impl Writer {
             service,
             ports: ports.into_boxed_slice(),
             endpoints: eps.into_boxed_slice(),
+            v6: v6.into_boxed_slice(),
             text: text.into_boxed_str(),
             atoms: atoms.into_boxed_slice(),
         }
@@ -627,34 +723,22 @@ impl Writer {
         };
         let svc = self.strs.str(svc);
         let new = self.convert_slice(ns.clone(), name.clone(), svc.clone(), s);
-        let key = (ns.clone(), name.clone());
-        let old_svc = self.slice_loc.get(&key).cloned();
-        if old_svc.as_ref() == Some(&svc) {
-            let same = self
-                .snap
-                .slices
-                .get(&ns)
-                .and_then(|m| m.get(&svc))
-                .and_then(|m| m.get(&name))
-                .is_some_and(|old| **old == new);
-            if same {
-                return;
-            }
-        }
-        if old_svc.is_some() {
-            self.remove_slice(&ns, &name);
+        match self.slice_loc.get(&ns, &name) {
+            Some(old) if **old == new => return,
+            Some(_) => self.remove_slice(&ns, &name),
+            None => {}
         }
         if !self.in_relist(Res::EndpointSlice) {
             self.observe_programming(s, &ns, &svc);
         }
         let new = Arc::new(new);
         for e in new.endpoints.iter() {
-            self.snap.endpoints_by_ip.insert(e.ip, new.clone());
+            self.snap.endpoints_by_ip.insert(new.ip(e), new.clone());
         }
         self.snap.counts.endpoints += new.endpoints.len();
-        self.note_ips(new.endpoints.iter().map(|e| e.ip));
+        self.note_ips(new.endpoints.iter().map(|e| new.ip(e)));
+        self.slice_loc.put(new.clone());
         add_slice(&mut self.snap.slices, &ns, &svc, new);
-        self.slice_loc.insert(key, svc.clone());
         self.note_service(&ns, &svc);
         self.touch();
     }
@@ -679,8 +763,7 @@ impl Writer {
     }
 
     fn remove_slice(&mut self, ns: &str, name: &str) {
-        let key: (Arc<str>, Arc<str>) = (Arc::from(ns), Arc::from(name));
-        let Some(svc) = self.slice_loc.remove(&key) else {
+        let Some(svc) = self.slice_loc.take(ns, name).map(|s| s.service.clone()) else {
             return;
         };
         let Some(by_svc) = self.snap.slices.get_mut(ns) else {
@@ -699,12 +782,12 @@ impl Writer {
             }
         }
         for e in old.endpoints.iter() {
-            self.snap
-                .endpoints_by_ip
-                .remove(e.ip, |s| s.name == old.name && s.namespace == old.namespace);
+            self.snap.endpoints_by_ip.remove(old.ip(e), |s| {
+                s.name == old.name && s.namespace == old.namespace
+            });
         }
         self.snap.counts.endpoints -= old.endpoints.len();
-        self.note_ips(old.endpoints.iter().map(|e| e.ip));
+        self.note_ips(old.endpoints.iter().map(|e| old.ip(e)));
         self.note_service(&old.namespace, &old.service);
         self.touch();
     }
@@ -798,31 +881,24 @@ impl Writer {
         let mut atoms = new.atoms.to_vec();
         atoms.push(self.strs.str(cluster));
         new.atoms = atoms.into_boxed_slice();
-        let key = (ns.clone(), name.clone());
-        if self.mc_slice_loc.get(&key) == Some(&svc) {
-            let same = self
-                .snap
-                .mc_slices
-                .get(&ns)
-                .and_then(|m| m.get(&svc))
-                .and_then(|m| m.get(&name))
-                .is_some_and(|old| **old == new);
-            if same {
-                return;
-            }
+        if self
+            .mc_slice_loc
+            .get(&ns, &name)
+            .is_some_and(|old| **old == new)
+        {
+            return;
         }
         self.remove_mc_slice(&ns, &name);
         let new = Arc::new(new);
         self.snap.counts.mc_endpoints += new.endpoints.len();
+        self.mc_slice_loc.put(new.clone());
         add_slice(&mut self.snap.mc_slices, &ns, &svc, new);
-        self.mc_slice_loc.insert(key, svc.clone());
         self.note_service(&ns, &svc);
         self.touch_mc();
     }
 
     fn remove_mc_slice(&mut self, ns: &str, name: &str) {
-        let key: (Arc<str>, Arc<str>) = (Arc::from(ns), Arc::from(name));
-        let Some(svc) = self.mc_slice_loc.remove(&key) else {
+        let Some(svc) = self.mc_slice_loc.take(ns, name).map(|s| s.service.clone()) else {
             return;
         };
         let Some(by_svc) = self.snap.mc_slices.get_mut(ns) else {
@@ -875,7 +951,7 @@ impl Writer {
         let new = Pod {
             namespace: ns.clone(),
             name: name.clone(),
-            ips,
+            ips: ips.into(),
             labels: self.strs.labels(labels),
         };
         let old = self.snap.pods.get(&ns).and_then(|m| m.get(&name)).cloned();
@@ -939,14 +1015,8 @@ impl Writer {
                 .get(&ns)
                 .and_then(|m| m.get_key_value(name))
                 .map(|(k, _)| k.clone()),
-            Res::McSlice => self
-                .mc_slice_loc
-                .get_key_value(&(ns.clone(), Arc::from(name)))
-                .map(|(k, _)| k.1.clone()),
-            _ => self
-                .slice_loc
-                .get_key_value(&(ns.clone(), Arc::from(name)))
-                .map(|(k, _)| k.1.clone()),
+            Res::McSlice => self.mc_slice_loc.get(&ns, name).map(|s| s.name.clone()),
+            _ => self.slice_loc.get(&ns, name).map(|s| s.name.clone()),
         };
         let name = existing.unwrap_or_else(|| Arc::from(name));
         Some((ns, name))

@@ -31,7 +31,7 @@ pub use fold::{
 pub use index::Index;
 pub use manifests::{load_manifests, release_memory};
 pub use model::{
-    Change, Counts, EndpointHit, EndpointRef, Labels, Namespace, Pod, Port, Proto, Service,
+    Change, Counts, EndpointHit, EndpointRef, Ips, Labels, Namespace, Pod, Port, Proto, Service,
     ServiceImport, ServiceKind, Source,
 };
 pub use snapshot::Snapshot;

@@ -1,7 +1,7 @@
 //! The compact, DNS-visible data model published by the index: services, ServiceImports of
 //! the MCS API, ports, endpoints, pods, namespaces and change notices. Plain data: no I/O, no Kubernetes API types.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 /// Port protocol.
@@ -45,6 +45,76 @@ impl Proto {
     }
 }
 
+/// The addresses of an object, in order, as the slice they deref to. Most objects have one
+/// address: it is stored inline (no allocation of its own, 24 bytes in all); two or more (dual
+/// stack) live in a boxed slice.
+#[derive(Clone, Default, PartialEq, Eq, Hash)]
+pub struct Ips(IpsRepr);
+
+#[derive(Clone, Default, PartialEq, Eq, Hash)]
+enum IpsRepr {
+    #[default]
+    None,
+    One(IpAddr),
+    Many(Box<[IpAddr]>),
+}
+
+impl Ips {
+    /// No address.
+    pub const fn new() -> Ips {
+        Ips(IpsRepr::None)
+    }
+}
+
+impl From<Vec<IpAddr>> for Ips {
+    fn from(v: Vec<IpAddr>) -> Ips {
+        Ips(match v.as_slice() {
+            [] => IpsRepr::None,
+            [one] => IpsRepr::One(*one),
+            _ => IpsRepr::Many(v.into_boxed_slice()),
+        })
+    }
+}
+
+impl FromIterator<IpAddr> for Ips {
+    fn from_iter<I: IntoIterator<Item = IpAddr>>(it: I) -> Ips {
+        Ips::from(it.into_iter().collect::<Vec<_>>())
+    }
+}
+
+impl std::ops::Deref for Ips {
+    type Target = [IpAddr];
+
+    fn deref(&self) -> &[IpAddr] {
+        match &self.0 {
+            IpsRepr::None => &[],
+            IpsRepr::One(ip) => std::slice::from_ref(ip),
+            IpsRepr::Many(ips) => ips,
+        }
+    }
+}
+
+impl<'a> IntoIterator for &'a Ips {
+    type Item = &'a IpAddr;
+    type IntoIter = std::slice::Iter<'a, IpAddr>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
+
+impl std::fmt::Debug for Ips {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+impl PartialEq<Vec<IpAddr>> for Ips {
+    fn eq(&self, other: &Vec<IpAddr>) -> bool {
+        **self == **other
+    }
+}
+
 /// A service or endpoint port. An object without ports is stored with a single sentinel port
 /// `{name: "", port: -1}` (as CoreDNS does) which must produce no SRV record.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -69,7 +139,7 @@ impl Port {
 pub enum ServiceKind {
     /// ClusterIP service: `spec.clusterIPs` (or `[spec.clusterIP]`), all families, in order.
     /// May be empty for a service whose IP is not allocated yet.
-    ClusterIp(Vec<IpAddr>),
+    ClusterIp(Ips),
     /// `clusterIP: None`: answers come from ready endpoints.
     Headless,
     /// `type: ExternalName`: the target, as written in the object (may be an IP literal, which
@@ -87,9 +157,9 @@ pub struct Service {
     /// Kind and addresses.
     pub kind: ServiceKind,
     /// Ports (sentinel `-1` entry if the service declares none).
-    pub ports: Vec<Port>,
+    pub ports: Box<[Port]>,
     /// `spec.externalIPs` plus LoadBalancer ingress IPs.
-    pub external_ips: Vec<IpAddr>,
+    pub external_ips: Box<[IpAddr]>,
     /// LoadBalancer ingress hostnames (ingress entries without an IP), in order.
     pub external_hosts: Box<[Arc<str>]>,
 }
@@ -142,13 +212,16 @@ pub(crate) fn text_at(text: &str, start: u32, len: u8) -> Option<&str> {
 pub(crate) const NO_ATOM: u16 = u16::MAX;
 
 /// One ready endpoint address as stored (one entry per address of an EndpointSlice endpoint).
-/// Kept small (28 bytes): names that are unique per endpoint (hostname, then pod name) live
-/// in the slice's `text` (both are DNS labels, so a byte holds their length; longer ones are
-/// not stored), names shared across the cluster (node, zone) are interned `atoms` of the
-/// slice referenced by index.
+/// Kept small (16 bytes): an IPv4 address is stored in place, an IPv6 one in the slice's `v6`
+/// (read both with [`Slice::ip`]); names that are unique per endpoint (hostname, then pod
+/// name) live in the slice's `text` (both are DNS labels, so a byte holds their length;
+/// longer ones are not stored), names shared across the cluster (node, zone) are interned
+/// `atoms` of the slice referenced by index.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Endpoint {
-    pub ip: IpAddr,
+    /// The IPv4 address, or (`v6`) the index of the IPv6 address in the slice's `v6`.
+    pub addr: u32,
+    pub v6: bool,
     /// Start of the hostname in the slice's `text`; the pod name follows it.
     pub text: u32,
     /// Length of the hostname, `NO_TEXT` if none.
@@ -168,6 +241,9 @@ pub(crate) struct Slice {
     pub service: Arc<str>,
     pub ports: Box<[Port]>,
     pub endpoints: Box<[Endpoint]>,
+    /// The IPv6 addresses of the endpoints (a slice has one address family: one of `v6` and
+    /// the endpoints' own IPv4 fields is unused).
+    pub v6: Box<[Ipv6Addr]>,
     /// Hostnames and pod names of the endpoints, concatenated.
     pub text: Box<str>,
     /// Distinct node and zone names of the endpoints (interned, shared between slices). An
@@ -177,6 +253,16 @@ pub(crate) struct Slice {
 }
 
 impl Slice {
+    /// The address of one of this slice's endpoints.
+    pub(crate) fn ip(&self, e: &Endpoint) -> IpAddr {
+        if e.v6 {
+            let a = usize::try_from(e.addr).ok().and_then(|i| self.v6.get(i));
+            IpAddr::V6(a.copied().unwrap_or(Ipv6Addr::UNSPECIFIED))
+        } else {
+            IpAddr::V4(Ipv4Addr::from(e.addr))
+        }
+    }
+
     pub(crate) fn atom(&self, i: u16) -> Option<&str> {
         self.atoms.get(usize::from(i)).map(|a| &**a)
     }
@@ -223,7 +309,7 @@ pub struct EndpointRef<'a> {
 impl Endpoint {
     pub(crate) fn as_ref<'a>(&self, slice: &'a Slice) -> EndpointRef<'a> {
         EndpointRef {
-            ip: self.ip,
+            ip: slice.ip(self),
             hostname: slice.hostname(self),
             pod_name: slice.pod_name(self),
             node_name: slice.atom(self.node_name),
@@ -256,7 +342,7 @@ pub struct Pod {
     /// Name.
     pub name: Arc<str>,
     /// `status.podIPs` (or `[status.podIP]`).
-    pub ips: Vec<IpAddr>,
+    pub ips: Ips,
     /// Labels, sorted by key; label sets are shared between pods that have the same ones.
     pub labels: Labels,
 }

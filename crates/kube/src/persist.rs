@@ -96,7 +96,7 @@ pub(crate) fn for_each_object(s: &Snapshot, out: &mut dyn FnMut(Value)) {
                     .iter()
                     .map(|e| {
                         let mut v =
-                            json!({"addresses": [e.ip.to_string()], "conditions": {"ready": true}});
+                            json!({"addresses": [sl.ip(e).to_string()], "conditions": {"ready": true}});
                         let r = e.as_ref(sl);
                         if let Some(h) = r.hostname {
                             v["hostname"] = json!(h);

@@ -30,15 +30,38 @@ fn bucket(ip: IpAddr) -> (IpAddr, u8) {
 }
 
 /// Address -> objects (several per address allowed, kept in insertion order). Addresses are
-/// grouped by all but their last byte: one map entry per group holds a sorted list of
-/// (last byte, object), 16 bytes per address instead of a map entry of its own. Persistent:
-/// cloning is O(1) and an update copies one group.
+/// grouped by all but their last byte: one map entry per group holds the last bytes, sorted,
+/// and beside them the objects, 9 bytes per address instead of a map entry of its own (or of
+/// 16 for a list of (byte, object) pairs, padded). Persistent: cloning is O(1) and an update
+/// copies one group.
 pub(crate) struct IpIndex<T> {
     map: OrdMap<IpAddr, Arc<Group<T>>>,
 }
 
-/// The objects of one address group: (last byte, object), sorted by last byte.
-type Group<T> = Vec<(u8, Arc<T>)>;
+/// The objects of one address group: `low[i]` is the last byte of the address of `objs[i]`,
+/// sorted by it.
+struct Group<T> {
+    low: Vec<u8>,
+    objs: Vec<Arc<T>>,
+}
+
+impl<T> Default for Group<T> {
+    fn default() -> Self {
+        Group {
+            low: Vec::new(),
+            objs: Vec::new(),
+        }
+    }
+}
+
+impl<T> Group<T> {
+    /// The positions of the objects whose address ends in `low`.
+    fn range(&self, low: u8) -> std::ops::Range<usize> {
+        let start = self.low.partition_point(|b| *b < low);
+        let end = start + self.low[start..].iter().take_while(|b| **b == low).count();
+        start..end
+    }
+}
 
 impl<T> Clone for IpIndex<T> {
     fn clone(&self) -> Self {
@@ -58,12 +81,8 @@ impl<T> IpIndex<T> {
     /// Objects at `ip`, in insertion order.
     pub(crate) fn get(&self, ip: IpAddr) -> impl Iterator<Item = &Arc<T>> {
         let (key, low) = bucket(ip);
-        let list: &[(u8, Arc<T>)] = self.map.get(&key).map_or(&[], |l| l.as_slice());
-        let start = list.partition_point(|(b, _)| *b < low);
-        list[start..]
-            .iter()
-            .take_while(move |(b, _)| *b == low)
-            .map(|(_, v)| v)
+        let objs: &[Arc<T>] = self.map.get(&key).map_or(&[], |g| &g.objs[g.range(low)]);
+        objs.iter()
     }
 
     /// Adds `v` at `ip` (after those already there) unless this very object is there already.
@@ -73,19 +92,24 @@ impl<T> IpIndex<T> {
         if Arc::get_mut(slot).is_none() {
             // Shared with a published snapshot: copy with room for exactly one more, so
             // updates after the first load do not leave doubled capacity behind.
-            let mut v = Vec::with_capacity(slot.len() + 1);
-            v.extend(slot.iter().cloned());
-            *slot = Arc::new(v);
+            let n = slot.low.len() + 1;
+            let mut g = Group {
+                low: Vec::with_capacity(n),
+                objs: Vec::with_capacity(n),
+            };
+            g.low.extend_from_slice(&slot.low);
+            g.objs.extend(slot.objs.iter().cloned());
+            *slot = Arc::new(g);
         }
-        let Some(list) = Arc::get_mut(slot) else {
+        let Some(g) = Arc::get_mut(slot) else {
             return;
         };
-        let start = list.partition_point(|(b, _)| *b < low);
-        let end = start + list[start..].iter().take_while(|(b, _)| *b == low).count();
-        if list[start..end].iter().any(|(_, x)| Arc::ptr_eq(x, &v)) {
+        let r = g.range(low);
+        if g.objs[r.clone()].iter().any(|x| Arc::ptr_eq(x, &v)) {
             return;
         }
-        list.insert(end, (low, v));
+        g.low.insert(r.end, low);
+        g.objs.insert(r.end, v);
     }
 
     /// Removes the objects at `ip` that match `pred`.
@@ -94,19 +118,21 @@ impl<T> IpIndex<T> {
         let Some(cur) = self.map.get(&key) else {
             return;
         };
-        if !cur.iter().any(|(b, x)| *b == low && pred(x)) {
+        let r = cur.range(low);
+        let gone = |i: usize| r.contains(&i) && pred(&cur.objs[i]);
+        if !r.clone().any(gone) {
             return;
         }
-        let kept: Vec<(u8, Arc<T>)> = cur
-            .iter()
-            .filter(|(b, x)| *b != low || !pred(x))
-            .cloned()
-            .collect();
-        if kept.is_empty() {
+        let keep: Vec<usize> = (0..cur.low.len()).filter(|i| !gone(*i)).collect();
+        if keep.is_empty() {
             self.map.remove(&key);
-        } else {
-            self.map.insert(key, Arc::new(kept));
+            return;
         }
+        let g = Group {
+            low: keep.iter().map(|i| cur.low[*i]).collect(),
+            objs: keep.iter().map(|i| cur.objs[*i].clone()).collect(),
+        };
+        self.map.insert(key, Arc::new(g));
     }
 }
 
@@ -117,10 +143,6 @@ pub(crate) struct SliceList(Arc<[Arc<Slice>]>);
 impl SliceList {
     fn find(&self, name: &str) -> Result<usize, usize> {
         self.0.binary_search_by(|s| (*s.name).cmp(name))
-    }
-
-    pub(crate) fn get(&self, name: &str) -> Option<&Arc<Slice>> {
-        self.find(name).ok().map(|i| &self.0[i])
     }
 
     /// Adds or replaces (by name) a slice.
@@ -251,7 +273,7 @@ impl Snapshot {
                 && t.namespace == slice.namespace
                 && t.endpoints
                     .iter()
-                    .any(|e| e.ip == ip && t.hostname(e) == hostname)
+                    .any(|e| t.ip(e) == ip && t.hostname(e) == hostname)
         })
     }
 
@@ -271,7 +293,7 @@ impl Snapshot {
             .flat_map(move |sl| {
                 sl.endpoints
                     .iter()
-                    .filter(move |e| !multi || !self.dup_in_earlier(sl, e.ip, sl.hostname(e)))
+                    .filter(move |e| !multi || !self.dup_in_earlier(sl, sl.ip(e), sl.hostname(e)))
                     .map(move |e| e.as_ref(sl))
             })
     }
@@ -291,8 +313,8 @@ impl Snapshot {
         self.endpoints_by_ip.get(ip).flat_map(move |sl| {
             sl.endpoints
                 .iter()
-                .filter(move |e| e.ip == ip)
-                .filter(move |e| !self.dup_in_earlier(sl, e.ip, sl.hostname(e)))
+                .filter(move |e| sl.ip(e) == ip)
+                .filter(move |e| !self.dup_in_earlier(sl, ip, sl.hostname(e)))
                 .map(move |e| EndpointHit {
                     namespace: &sl.namespace,
                     service: &sl.service,
@@ -412,9 +434,14 @@ mod tests {
 
     #[test]
     fn stored_endpoint_is_small() {
-        assert!(std::mem::size_of::<crate::model::Endpoint>() <= 28);
-        // Seven fat pointers; MCS slices add no field.
-        assert!(std::mem::size_of::<crate::model::Slice>() <= 112);
+        // An IPv4 address in place (IPv6 ones in the slice's `v6`).
+        assert!(std::mem::size_of::<crate::model::Endpoint>() <= 16);
+        // Eight fat pointers; MCS slices add no field.
+        assert!(std::mem::size_of::<crate::model::Slice>() <= 128);
+        // One address inline, in the space of a Vec.
+        assert!(std::mem::size_of::<crate::model::Ips>() <= 24);
+        // With its Arc counts, a 128-byte malloc chunk.
+        assert!(std::mem::size_of::<crate::model::Service>() <= 104);
         // A ServiceImport: two names, a flag, its ClusterSetIPs and ports (88 bytes + heap).
         assert!(std::mem::size_of::<crate::model::ServiceImport>() <= 88);
     }

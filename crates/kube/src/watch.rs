@@ -112,6 +112,7 @@ pub fn start_with_client(client: Client, opts: WatchOptions) -> Index {
         needed.push(Res::McSlice);
     }
     let index = Index::with_needed(needed.clone(), opts.zonal, Source::Api);
+    crate::manifests::trim_freed_memory_eagerly();
     if let Some(p) = opts.snapshot.as_deref().filter(|p| p.exists()) {
         // Before any watcher runs, so a list never races with (and loses to) older data.
         match index.load_snapshot(p) {

@@ -355,7 +355,7 @@ fn json_manifests_stream_into_the_same_index_as_apply_objects() {
     assert_eq!(nss, ["empty-ns", "prod"]);
     let web = s.service("prod", "web").expect("escaped name decoded");
     assert_eq!(web.cluster_ips(), [ip("10.96.0.20"), ip("fd00::20")]);
-    assert_eq!(web.external_ips, [ip("192.0.2.7"), ip("198.51.100.1")]);
+    assert_eq!(*web.external_ips, [ip("192.0.2.7"), ip("198.51.100.1")]);
     assert_eq!(
         &*web.external_hosts,
         [std::sync::Arc::<str>::from("lb.example")]

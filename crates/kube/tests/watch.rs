@@ -113,7 +113,7 @@ async fn initial_sync_and_events_are_folded() {
     let dual = s.service("ns", "dual").unwrap();
     assert_eq!(
         dual.kind,
-        ServiceKind::ClusterIp(vec![ip("10.0.0.10"), ip("fd00::10")])
+        ServiceKind::ClusterIp(vec![ip("10.0.0.10"), ip("fd00::10")].into())
     );
     assert_eq!(dual.ports.len(), 2);
     assert_eq!(&*dual.ports[1].name, "");

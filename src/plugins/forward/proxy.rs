@@ -39,6 +39,8 @@ struct Pooled {
     stream: Box<dyn Stream>,
     /// Bytes read from `stream` past the last message taken (see [`Pooled::read_message`]).
     read: Vec<u8>,
+    /// The framed query being written (kept: one allocation per connection, not per query).
+    write: Vec<u8>,
     local: SocketAddr,
     /// When it was dialed (`max_age`).
     created: Instant,
@@ -50,26 +52,50 @@ struct Pooled {
 const READ_AHEAD: usize = 2048;
 
 impl Pooled {
-    /// The next DNS message of the stream (RFC 1035 4.2.2: a two-byte length, then the message),
-    /// read with as few reads as the bytes arrive in (a one-byte read, a two-byte read and the
-    /// body's cost three system calls per reply); bytes past the message stay for the next one.
-    /// A stream that ends before a whole message is `UnexpectedEof`.
-    async fn read_message(&mut self) -> io::Result<Vec<u8>> {
+    /// Reads the next DNS message of the stream (RFC 1035 4.2.2: a two-byte length, then the
+    /// message) with as few reads as the bytes arrive in (a one-byte read, a two-byte read and
+    /// the body's cost three system calls per reply) and returns its length: the message is
+    /// then `self.read[2..2 + len]`, read in place (no copy), until [`Pooled::consume`] drops
+    /// it; bytes past the message stay for the next one. A stream that ends before a whole
+    /// message is `UnexpectedEof`.
+    async fn read_message(&mut self) -> io::Result<usize> {
         loop {
             let want = match self.read.get(..2) {
                 Some(len) => 2 + u16::from_be_bytes([len[0], len[1]]) as usize,
                 None => READ_AHEAD,
             };
             if self.read.len() >= 2 && self.read.len() >= want {
-                let body = self.read[2..want].to_vec();
-                self.read.drain(..want);
-                return Ok(body);
+                return Ok(want - 2);
             }
             self.read.reserve(want - self.read.len());
             if self.stream.read_buf(&mut self.read).await? == 0 {
                 return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
             }
         }
+    }
+
+    /// The message [`Pooled::read_message`] read (`len` bytes).
+    fn message(&self, len: usize) -> &[u8] {
+        self.read.get(2..2 + len).unwrap_or_default()
+    }
+
+    /// Drops the message of `len` bytes read last (and its length prefix).
+    fn consume(&mut self, len: usize) {
+        let n = (2 + len).min(self.read.len());
+        if n == self.read.len() {
+            self.read.clear();
+        } else {
+            self.read.drain(..n);
+        }
+    }
+
+    /// Test helper: the next message, copied out.
+    #[cfg(test)]
+    async fn next_message(&mut self) -> io::Result<Vec<u8>> {
+        let len = self.read_message().await?;
+        let body = self.message(len).to_vec();
+        self.consume(len);
+        Ok(body)
     }
 }
 
@@ -122,6 +148,10 @@ pub(super) struct Proxy {
     /// This upstream's `conn_cache_misses_total{proto="udp"}`, looked up on first use (so the
     /// series appears with the first UDP query, as before).
     udp_misses: OnceLock<Counter>,
+    /// This upstream's `conn_cache_hits_total` and `conn_cache_misses_total` of its stream
+    /// protocol (`tcp` or `tcp-tls`), looked up on first use like `udp_misses`.
+    stream_hits: OnceLock<Counter>,
+    stream_misses: OnceLock<Counter>,
     /// This upstream's `request_duration_seconds` per rcode below [`RCODE_HANDLES`], looked up
     /// on first use (a label lookup hashes and allocates per query).
     durations: [OnceLock<Histogram>; RCODE_HANDLES],
@@ -313,6 +343,8 @@ impl Proxy {
             spawner,
             clock,
             udp_misses: OnceLock::new(),
+            stream_hits: OnceLock::new(),
+            stream_misses: OnceLock::new(),
             durations: std::array::from_fn(|_| OnceLock::new()),
             label,
         }
@@ -576,6 +608,7 @@ impl Proxy {
         Ok(Pooled {
             stream,
             read: Vec::new(),
+            write: Vec::new(),
             local,
             created: now,
             used: now,
@@ -591,16 +624,17 @@ impl Proxy {
         mut tapped: Option<&mut Option<SocketAddr>>,
     ) -> Result<Message, String> {
         loop {
+            let labels = || [PROXY_NAME, &self.label, self.stream_proto()];
             let (mut conn, cached) = match self.take_pooled() {
                 Some(c) => {
-                    CONN_HITS
-                        .with_label_values(&[PROXY_NAME, &self.label, self.stream_proto()])
+                    self.stream_hits
+                        .get_or_init(|| CONN_HITS.with_label_values(&labels()))
                         .inc();
                     (c, true)
                 }
                 None => {
-                    CONN_MISSES
-                        .with_label_values(&[PROXY_NAME, &self.label, self.stream_proto()])
+                    self.stream_misses
+                        .get_or_init(|| CONN_MISSES.with_label_values(&labels()))
                         .inc();
                     (self.dial(deadline.min(until)).await?, false)
                 }
@@ -631,14 +665,17 @@ impl Proxy {
     ) -> Result<Message, StreamError> {
         let (local, remote) = (conn.local, self.addr);
         let net = if self.tls.is_some() { "tcp-tls" } else { "tcp" };
-        let mut framed = Vec::with_capacity(wire.len() + 2);
+        let mut framed = std::mem::take(&mut conn.write);
+        framed.clear();
         framed.extend_from_slice(&(wire.len() as u16).to_be_bytes());
         framed.extend_from_slice(wire);
         let write = async {
             conn.stream.write_all(&framed).await?;
             conn.stream.flush().await
         };
-        match timeout_at(until.into(), write).await {
+        let written = timeout_at(until.into(), write).await;
+        conn.write = framed;
+        match written {
             Err(_) => {
                 return Err(StreamError::Other(format!(
                     "write {net} {local}->{remote}: i/o timeout"
@@ -655,7 +692,7 @@ impl Proxy {
         }
         let mut first = true;
         loop {
-            let body = match timeout_at(until.into(), conn.read_message()).await {
+            let len = match timeout_at(until.into(), conn.read_message()).await {
                 Err(_) => {
                     return Err(StreamError::Other(format!(
                         "read {net} {local}->{remote}: i/o timeout"
@@ -673,10 +710,12 @@ impl Proxy {
                         io_text(&e)
                     )))
                 }
-                Ok(Ok(b)) => b,
+                Ok(Ok(len)) => len,
             };
             first = false;
-            match match_sent(&body, q) {
+            let matched = match_sent(conn.message(len), q);
+            conn.consume(len);
+            match matched {
                 Some(m) => return Ok(m),
                 None => BOGUS_REPLIES.with_label_values(&[&self.label]).inc(),
             }
@@ -800,6 +839,7 @@ mod tests {
         let mut conn = Pooled {
             stream: Box::new(client),
             read: Vec::new(),
+            write: Vec::new(),
             local: "127.0.0.1:1".parse().unwrap(),
             created: Instant::now(),
             used: Instant::now(),
@@ -817,11 +857,11 @@ mod tests {
             }
             server.shutdown().await.unwrap();
         });
-        assert_eq!(conn.read_message().await.unwrap(), b"abc");
-        assert_eq!(conn.read_message().await.unwrap(), b"");
-        assert_eq!(conn.read_message().await.unwrap(), b"z");
-        assert_eq!(conn.read_message().await.unwrap(), long);
-        let e = conn.read_message().await.unwrap_err();
+        assert_eq!(conn.next_message().await.unwrap(), b"abc");
+        assert_eq!(conn.next_message().await.unwrap(), b"");
+        assert_eq!(conn.next_message().await.unwrap(), b"z");
+        assert_eq!(conn.next_message().await.unwrap(), long);
+        let e = conn.next_message().await.unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
         writer.await.unwrap();
     }
