@@ -756,16 +756,36 @@ def scenario_hits(env, upstream_port, args):
     return {"title": "2. Cache hits (forwarder, warmed)", "res": res, "ratios": r, "unit": "q/s"}
 
 
+def search_resolv(env):
+    """The resolv.conf of a pod in ns-0 (ndots:5), for `autopath`; returns its path."""
+    resolv = env.path("autopath-resolv.conf")
+    with open(resolv, "w") as f:
+        f.write(f"search ns-0.svc.{gen.ZONE} svc.{gen.ZONE} {gen.ZONE} {gen.HOST_SEARCH}\noptions ndots:5\n")
+    return resolv
+
+
+def search_body(env, upstream_port):
+    """The search-path scenario's Corefile block body (kubeadm's plugins that answer lookups;
+    the cluster from env's cluster.json); `autopath RESOLV` is appended for the autopath row."""
+    return (f"    errors\n{k8s_block(env, env.path('cluster.json'), '        fallthrough in-addr.arpa ip6.arpa' + chr(10))}"
+            f"    forward . 127.0.0.1:{upstream_port}\n"
+            f"    cache 30 {{\n        disable success cluster.local\n        disable denial cluster.local\n    }}\n")
+
+
+def search_unbound_extra():
+    """Unbound's side of the search-path scenario: cluster.local a static local zone (every
+    name under it NXDOMAIN), as the cluster's own names are not asked there."""
+    z = gen.ZONE + "."
+    return (f"    local-zone: \"{z}\" static\n"
+            f"    local-data: \"{z} 30 IN SOA ns.dns.{z} hostmaster.{z} 1 7200 1800 86400 30\"\n")
+
+
 def scenario_search(env, upstream_port, args):
     """3. Cache misses and ndots:5 search-path expansion: five queries per lookup (four NXDOMAIN),
     or one with autopath, vs Unbound (cluster.local as a static local zone)."""
     servers, per = [], {}
-    resolv = env.path("autopath-resolv.conf")
-    with open(resolv, "w") as f:
-        f.write(f"search ns-0.svc.{gen.ZONE} svc.{gen.ZONE} {gen.ZONE} {gen.HOST_SEARCH}\noptions ndots:5\n")
-    base = (f"    errors\n{k8s_block(env, env.path('cluster.json'), '        fallthrough in-addr.arpa ip6.arpa' + chr(10))}"
-            f"    forward . 127.0.0.1:{upstream_port}\n"
-            f"    cache 30 {{\n        disable success cluster.local\n        disable denial cluster.local\n    }}\n")
+    resolv = search_resolv(env)
+    base = search_body(env, upstream_port)
     if env.has("kubernetes", "forward", "cache"):
         p = free_port()
         servers.append(sextant(env, "sextant kubeadm", f".:{p} {{\n{base}}}\n", p, probe_name="localhost."))
@@ -779,10 +799,7 @@ def scenario_search(env, upstream_port, args):
             NOTES.append("Search path: this build lacks `autopath`; the autopath row is missing.")
     else:
         NOTES.append("Search path: this build lacks `kubernetes`/`forward`/`cache`; only Unbound ran.")
-    z = gen.ZONE + "."
-    ub_extra = (f"    local-zone: \"{z}\" static\n"
-                f"    local-data: \"{z} 30 IN SOA ns.dns.{z} hostmaster.{z} 1 7200 1800 86400 30\"\n")
-    servers.append(unbound(env, "unbound", free_port(), [(".", upstream_port, False)], ub_extra))
+    servers.append(unbound(env, "unbound", free_port(), [(".", upstream_port, False)], search_unbound_extra()))
     per["unbound"] = 5
     pairs = []
     for sxl in ("sextant kubeadm", "sextant kubeadm+autopath"):

@@ -8,20 +8,20 @@ import time
 import bench
 
 
-def warm_vs_run(env, args, up_port, warm, measured, label, corefile_body, settle=0):
+def warm_vs_run(env, args, up_port, warm, measured, label, corefile_body, settle=0, unbound_extra=""):
     """Ir per query of `measured` after `warm`, for Sextant (`corefile_body` inside `.:PORT { }`,
     `@PORT@` in it standing for PORT)
     or, with args.unbound, for Unbound forwarding to `up_port`. Profiles are copied to
     /tmp/cg_<label>.{warm,<label>}.out. `settle` seconds pass before each dump (background work
-    triggered by the queries, such as dnstap's writer, gets done). Returns (warm Ir, run Ir,
-    answered)."""
+    triggered by the queries, such as dnstap's writer, gets done). `unbound_extra`: more lines of
+    Unbound's `server:` clause. Returns (warm Ir, run Ir, answered)."""
     irs = {}
     for mode in ("warm", label):
         p = bench.free_port()
         outf = env.path(f"callgrind.{mode}.out")
         wrap = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={outf}"]
         if args.unbound:
-            s = bench.unbound(env, f"cg {mode}", p, [(".", up_port, False)])
+            s = bench.unbound(env, f"cg {mode}", p, [(".", up_port, False)], unbound_extra)
             s.argv = wrap + s.argv
             s.ready_timeout = 300
         else:

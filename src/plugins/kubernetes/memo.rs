@@ -4,41 +4,44 @@
 //! server's own addresses or the synced state change. No lock: each worker thread has its own.
 
 use std::cell::RefCell;
-use std::collections::HashSet;
+use std::collections::HashMap;
+use std::hash::{BuildHasher, BuildHasherDefault};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
 use sextant_kube::Snapshot;
 
-/// Replies kept per generation, plugin instance and thread: [`BUDGET`] shared out over the
-/// worker threads (one per core), at least [`MIN_ENTRIES`]. When the current generation is full
-/// it becomes the previous one and the one before is retired; a hit in the previous generation
-/// moves the reply back into the current one. So the names a cluster keeps asking stay, a flood
-/// of distinct names costs at most two generations per thread (plus one being freed), and nothing
-/// scans. A retired generation is freed [`FREE_PER_PUT`] entries per later insertion, never at
-/// once: dropping 65,536 replies in one go (131,072 frees) stopped the thread's queries for
-/// milliseconds every few seconds under a stream of distinct names (the ndots:5 search path).
-pub(super) fn max_entries() -> usize {
+use crate::pkg::shardcache::KeyHasher;
+
+/// Bytes of entries per generation, plugin instance and thread: [`BUDGET`] shared out over the
+/// worker threads (one per core), at least [`MIN_BYTES`]. When the current generation is full
+/// it becomes the previous one and the one before is emptied for reuse; a hit in the previous
+/// generation copies the reply into the current one. So the names a cluster keeps asking stay,
+/// and a flood of distinct names (the ndots:5 search path's NXDOMAINs) holds at most two
+/// generations' bytes per thread. A generation is one buffer of entries back to back and one
+/// index of hashes to offsets: storing a reply allocates nothing once the buffers have grown,
+/// and going to the next generation frees nothing (the old one is cleared and refilled), so
+/// there is no per-entry free to stall a thread, and no per-entry allocator overhead.
+pub(super) fn gen_bytes() -> usize {
     static MAX: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     *MAX.get_or_init(|| {
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        (BUDGET / threads).max(MIN_ENTRIES)
+        (BUDGET / threads).max(MIN_BYTES)
     })
 }
-/// Entries per generation over all threads (a reply is ~100-300 bytes).
-const BUDGET: usize = 65536;
-const MIN_ENTRIES: usize = 2048;
+/// Bytes per generation over all threads. An entry is its key (the name as asked, ~30-80
+/// bytes), its reply (~100-300 bytes) and 8 bytes of lengths, plus ~20 bytes of index: 4 MiB
+/// holds ~15,000 replies, and two generations keep the ~10,000 distinct names of the kubeadm
+/// instruction benchmark (bench/cg_corefile.py) on each of two threads.
+const BUDGET: usize = 4 << 20;
+const MIN_BYTES: usize = 1 << 20;
 /// Plugin instances remembered per thread (older generations after reloads fall out).
 const MAX_TABLES: usize = 4;
-/// Entries of retired generations freed per insertion: a generation is refilled by
-/// `max_entries()` insertions, by which time the one retired before it is long gone.
-const FREE_PER_PUT: usize = 4;
-/// Retired generations waiting to be freed at most (after many snapshot changes in a row the
-/// oldest is freed at once; each then holds only what was inserted since the change before).
-const MAX_RETIRED: usize = 8;
 /// Longest key: a name (255) plus type, class and flags.
 const MAX_KEY: usize = 255 + 5;
+/// Bytes before an entry's key: key length (u16), reply length (u16), uncompressed length (u32).
+const HEAD: usize = 8;
 
 /// Hands out instance ids, so a reloaded plugin never reads its predecessor's replies.
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -46,63 +49,6 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 pub(super) fn new_id() -> u64 {
     NEXT_ID.fetch_add(1, Ordering::Relaxed)
 }
-
-/// A remembered reply and its key in one allocation (one malloc and one free per reply, not
-/// two): the key's bytes, then the reply's bytes (no OPT), and the message's uncompressed
-/// length (for `log`). Hashed and compared by the key alone, so a table finds it by key bytes.
-struct Entry {
-    buf: Box<[u8]>,
-    key_len: u16,
-    uncompressed: u32,
-}
-
-impl Entry {
-    fn new(key: &Key, reply: &[u8], uncompressed: usize) -> Entry {
-        let k = key.bytes();
-        let mut v = Vec::with_capacity(k.len() + reply.len());
-        v.extend_from_slice(k);
-        v.extend_from_slice(reply);
-        Entry {
-            buf: v.into_boxed_slice(),
-            key_len: k.len() as u16,
-            uncompressed: u32::try_from(uncompressed).unwrap_or(u32::MAX),
-        }
-    }
-
-    fn key(&self) -> &[u8] {
-        &self.buf[..usize::from(self.key_len)]
-    }
-
-    /// The reply in a new buffer with room for the OPT record the server appends, and its
-    /// uncompressed length.
-    fn copy(&self) -> (Vec<u8>, usize) {
-        let bytes = &self.buf[usize::from(self.key_len)..];
-        let mut v = Vec::with_capacity(bytes.len() + 11);
-        v.extend_from_slice(bytes);
-        (v, self.uncompressed as usize)
-    }
-}
-
-impl std::borrow::Borrow<[u8]> for Entry {
-    fn borrow(&self) -> &[u8] {
-        self.key()
-    }
-}
-
-impl std::hash::Hash for Entry {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        // As `[u8]` hashes, so a lookup by key bytes finds it.
-        self.key().hash(state);
-    }
-}
-
-impl PartialEq for Entry {
-    fn eq(&self, other: &Entry) -> bool {
-        self.key() == other.key()
-    }
-}
-
-impl Eq for Entry {}
 
 /// What a table's replies were built from. Weak pointers: the memo never keeps an old snapshot's
 /// contents alive, and the allocation it pins cannot be reused by a newer snapshot (no ABA).
@@ -128,15 +74,65 @@ impl Source {
     }
 }
 
-type Map = HashSet<Entry, foldhash::fast::RandomState>;
+/// One generation: entries back to back in `arena` (`HEAD` bytes of lengths, the key, the
+/// reply), found by the key's hash. Two keys with the same 64-bit hash share a slot: the later
+/// one wins, and a lookup compares the stored key, so a collision is only a miss.
+#[derive(Default)]
+struct Gen {
+    arena: Vec<u8>,
+    index: HashMap<u64, u32, BuildHasherDefault<KeyHasher>>,
+}
+
+impl Gen {
+    /// The stored entry for `key` (hash `h`): (reply bytes, uncompressed length).
+    fn find(&self, h: u64, key: &[u8]) -> Option<(&[u8], usize)> {
+        let at = *self.index.get(&h)? as usize;
+        let e = self.arena.get(at..)?;
+        let klen = u16::from_le_bytes([e[0], e[1]]) as usize;
+        let rlen = u16::from_le_bytes([e[2], e[3]]) as usize;
+        let ulen = u32::from_le_bytes([e[4], e[5], e[6], e[7]]) as usize;
+        let stored = e.get(HEAD..HEAD + klen)?;
+        if stored != key {
+            return None;
+        }
+        Some((e.get(HEAD + klen..HEAD + klen + rlen)?, ulen))
+    }
+
+    /// Bytes an entry takes in the arena.
+    fn need(key: &[u8], reply: &[u8]) -> usize {
+        HEAD + key.len() + reply.len()
+    }
+
+    fn push(&mut self, h: u64, key: &[u8], reply: &[u8], ulen: usize) {
+        let at = self.arena.len() as u32;
+        self.arena
+            .extend_from_slice(&(key.len() as u16).to_le_bytes());
+        self.arena
+            .extend_from_slice(&(reply.len() as u16).to_le_bytes());
+        self.arena
+            .extend_from_slice(&(ulen.min(u32::MAX as usize) as u32).to_le_bytes());
+        self.arena.extend_from_slice(key);
+        self.arena.extend_from_slice(reply);
+        self.index.insert(h, at);
+    }
+
+    fn clear(&mut self) {
+        self.arena.clear();
+        self.index.clear();
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.index.len()
+    }
+}
 
 struct Table {
     id: u64,
     source: Source,
-    map: Map,
-    previous: Map,
-    /// Generations that went out, being freed a few entries per insertion.
-    retired: Vec<std::collections::hash_set::IntoIter<Entry>>,
+    hasher: foldhash::fast::RandomState,
+    current: Gen,
+    previous: Gen,
 }
 
 thread_local! {
@@ -189,28 +185,25 @@ fn with_table<R>(
                 tables.push(Table {
                     id,
                     source: Source::new(snap, local, synced),
-                    map: Map::default(),
-                    previous: Map::default(),
-                    retired: Vec::new(),
+                    hasher: foldhash::fast::RandomState::default(),
+                    current: Gen::default(),
+                    previous: Gen::default(),
                 });
                 tables.len() - 1
             }
         };
         let table = &mut tables[pos];
         if !table.source.is(snap, local, synced) {
-            let (map, previous) = (
-                std::mem::take(&mut table.map),
-                std::mem::take(&mut table.previous),
-            );
-            table.retire(map);
-            table.retire(previous);
+            table.current.clear();
+            table.previous.clear();
             table.source = Source::new(snap, local, synced);
         }
         f(table)
     })
 }
 
-/// The remembered reply for `key`, copied out: (bytes, uncompressed length).
+/// The remembered reply for `key`, copied out into a buffer with room for the OPT record the
+/// server appends: (bytes, uncompressed length).
 pub(super) fn get(
     id: u64,
     snap: &Arc<Snapshot>,
@@ -219,17 +212,25 @@ pub(super) fn get(
     key: &Key,
 ) -> Option<(Vec<u8>, usize)> {
     with_table(id, snap, local, synced, |t| {
-        if let Some(e) = t.map.get(key.bytes()) {
-            return Some(e.copy());
+        let key = key.bytes();
+        let h = t.hasher.hash_one(key);
+        let copy = |(reply, ulen): (&[u8], usize)| {
+            let mut v = Vec::with_capacity(reply.len() + 11);
+            v.extend_from_slice(reply);
+            (v, ulen)
+        };
+        if let Some(found) = t.current.find(h, key) {
+            return Some(copy(found));
         }
-        let e = t.previous.take(key.bytes())?;
-        let out = e.copy();
-        t.insert(e);
-        Some(out)
+        let (v, ulen) = copy(t.previous.find(h, key)?);
+        // Asked again: into the current generation, so it outlives the previous one.
+        t.insert(h, key, &v, ulen);
+        Some((v, ulen))
     })
 }
 
-/// Remembers a reply (its bytes and uncompressed length) built from `snap`/`local`/`synced`.
+/// Remembers `reply` (ID 0, no OPT; `ulen` its uncompressed length, for `log`), built from
+/// `snap`/`local`/`synced`.
 pub(super) fn put(
     id: u64,
     snap: &Arc<Snapshot>,
@@ -237,52 +238,32 @@ pub(super) fn put(
     synced: bool,
     key: &Key,
     reply: &[u8],
-    uncompressed: usize,
+    ulen: usize,
 ) {
     with_table(id, snap, local, synced, |t| {
-        t.insert(Entry::new(key, reply, uncompressed))
+        let key = key.bytes();
+        let h = t.hasher.hash_one(key);
+        t.insert(h, key, reply, ulen)
     })
 }
 
 impl Table {
-    fn insert(&mut self, e: Entry) {
-        self.free_some();
-        if self.map.len() >= max_entries() {
-            // Full: sized as it ended up, so the new generation never rehashes while it fills.
-            let fresh = Map::with_capacity_and_hasher(self.map.capacity(), Default::default());
-            let old =
-                std::mem::replace(&mut self.previous, std::mem::replace(&mut self.map, fresh));
-            self.retire(old);
-        }
-        self.map.replace(e);
-    }
-
-    /// Hands a generation over to be freed bit by bit (an empty one goes at once).
-    fn retire(&mut self, map: Map) {
-        if map.is_empty() {
+    fn insert(&mut self, h: u64, key: &[u8], reply: &[u8], ulen: usize) {
+        let need = Gen::need(key, reply);
+        let max = gen_bytes();
+        // A reply larger than a quarter generation is built again each time instead.
+        if reply.len() > u16::MAX as usize || need > max / 4 {
             return;
         }
-        if self.retired.len() >= MAX_RETIRED {
-            self.retired.remove(0);
+        if self.current.arena.len() + need > max {
+            // Full: the previous generation goes and its buffers take the next entries.
+            std::mem::swap(&mut self.current, &mut self.previous);
+            self.current.clear();
         }
-        self.retired.push(map.into_iter());
-    }
-
-    /// Frees up to [`FREE_PER_PUT`] entries of the retired generations.
-    fn free_some(&mut self) {
-        let mut budget = FREE_PER_PUT;
-        while budget > 0 {
-            let Some(oldest) = self.retired.first_mut() else {
-                return;
-            };
-            match oldest.next() {
-                Some(_) => budget -= 1,
-                // Empty: only its table is left, one allocation.
-                None => {
-                    self.retired.remove(0);
-                }
-            }
+        if self.current.arena.capacity() == 0 {
+            self.current.arena.reserve_exact(max);
         }
+        self.current.push(h, key, reply, ulen);
     }
 }
 
@@ -293,24 +274,28 @@ pub(super) fn len(id: u64) -> usize {
         t.borrow()
             .iter()
             .find(|t| t.id == id)
-            .map_or(0, |t| t.map.len() + t.previous.len())
+            .map_or(0, |t| t.current.len() + t.previous.len())
     })
 }
 
-/// Entries of retired generations this thread has not freed yet for plugin `id` (tests).
+/// Arena bytes this thread holds for plugin `id` (tests).
 #[cfg(test)]
-pub(super) fn retired_len(id: u64) -> usize {
+pub(super) fn bytes(id: u64) -> usize {
     TABLES.with(|t| {
         t.borrow()
             .iter()
             .find(|t| t.id == id)
-            .map_or(0, |t| t.retired.iter().map(|r| r.len()).sum::<usize>())
+            .map_or(0, |t| t.current.arena.len() + t.previous.arena.len())
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn put_bytes(id: u64, snap: &Arc<Snapshot>, local: &Arc<Vec<IpAddr>>, k: &Key, b: &[u8]) {
+        put(id, snap, local, true, k, b, b.len());
+    }
 
     #[test]
     fn a_reply_is_kept_per_question_spelling_and_flags() {
@@ -319,8 +304,11 @@ mod tests {
         let local = Arc::new(vec![]);
         let k = Key::new(b"\x01a\x00", 1, 1, true, false).unwrap();
         assert!(get(id, &snap, &local, true, &k).is_none());
-        put(id, &snap, &local, true, &k, b"abc", 3);
-        assert_eq!(get(id, &snap, &local, true, &k).unwrap().0, b"abc");
+        put(id, &snap, &local, true, &k, b"abc", 7);
+        assert_eq!(
+            get(id, &snap, &local, true, &k).unwrap(),
+            (b"abc".to_vec(), 7)
+        );
         for other in [
             Key::new(b"\x01A\x00", 1, 1, true, false).unwrap(),
             Key::new(b"\x01a\x00", 28, 1, true, false).unwrap(),
@@ -332,6 +320,9 @@ mod tests {
         }
         // Another instance never sees it.
         assert!(get(new_id(), &snap, &local, true, &k).is_none());
+        // A new reply for the same question replaces the old one.
+        put(id, &snap, &local, true, &k, b"defg", 4);
+        assert_eq!(get(id, &snap, &local, true, &k).unwrap().0, b"defg");
     }
 
     #[test]
@@ -340,79 +331,84 @@ mod tests {
         let snap = Arc::new(Snapshot::default());
         let local = Arc::new(vec![]);
         let k = Key::new(b"\x01a\x00", 1, 1, false, false).unwrap();
-        put(id, &snap, &local, true, &k, b"x", 1);
+        put_bytes(id, &snap, &local, &k, b"x");
         assert!(get(id, &snap, &local, false, &k).is_none());
-        put(id, &snap, &local, true, &k, b"x", 1);
+        put_bytes(id, &snap, &local, &k, b"x");
         let local2 = Arc::new(vec![IpAddr::from([10, 0, 0, 1])]);
         assert!(get(id, &snap, &local2, true, &k).is_none());
-        put(id, &snap, &local, true, &k, b"x", 1);
+        put_bytes(id, &snap, &local, &k, b"x");
         let snap2 = Arc::new(Snapshot::default());
         assert!(get(id, &snap2, &local, true, &k).is_none());
-        assert_eq!(len(id), 0);
+        assert_eq!((len(id), bytes(id)), (0, 0));
     }
 
+    /// Bounded in bytes (two generations), keeping a name that is asked while a stream of
+    /// distinct names goes through, and dropping the oldest of those.
     #[test]
-    fn the_table_is_bounded_and_keeps_what_is_asked() {
+    fn the_table_is_bounded_in_bytes_and_keeps_what_is_asked() {
         let id = new_id();
         let snap = Arc::new(Snapshot::default());
         let local = Arc::new(vec![]);
         let key = |i: usize| {
-            let name = format!("\x06{i:06}\x00");
+            let name = format!("\x07{i:07}\x00");
             Key::new(name.as_bytes(), 1, 1, false, false).unwrap()
         };
+        let reply = [7u8; 150];
+        let per = Gen::need(key(0).bytes(), &reply);
+        let n = 3 * gen_bytes() / per;
         let hot = Key::new(b"\x03hot\x00", 1, 1, false, false).unwrap();
-        put(id, &snap, &local, true, &hot, b"hot", 3);
-        for i in 0..(3 * max_entries()) {
-            put(id, &snap, &local, true, &key(i), b"x", 1);
-            assert!(len(id) <= 2 * max_entries());
+        put_bytes(id, &snap, &local, &hot, b"hot");
+        for i in 0..n {
+            put_bytes(id, &snap, &local, &key(i), &reply);
+            assert!(bytes(id) <= 2 * gen_bytes());
             if i % 1000 == 0 {
-                assert!(
-                    get(id, &snap, &local, true, &hot).is_some(),
+                assert_eq!(
+                    get(id, &snap, &local, true, &hot).map(|r| r.0),
+                    Some(b"hot".to_vec()),
                     "hot name lost at {i}"
                 );
             }
         }
+        assert!(len(id) >= gen_bytes() / per, "a full generation is kept");
         // The oldest cold names are gone, the newest are there.
         assert!(get(id, &snap, &local, true, &key(0)).is_none());
-        assert!(get(id, &snap, &local, true, &key(3 * max_entries() - 1)).is_some());
+        assert_eq!(get(id, &snap, &local, true, &key(n - 1)).unwrap().0, reply);
         let long = vec![1u8; 300];
         assert!(Key::new(&long, 1, 1, false, false).is_none());
+        // A reply of more than a quarter generation is not kept.
+        let big = Key::new(b"\x03big\x00", 1, 1, false, false).unwrap();
+        put_bytes(id, &snap, &local, &big, &vec![0u8; gen_bytes() / 4 + 1]);
+        assert!(get(id, &snap, &local, true, &big).is_none());
     }
 
-    /// A generation that goes out is freed a few entries per later insertion, never all at
-    /// once, and is gone well before the next one goes out; so is what a new snapshot empties.
+    /// A generation's buffers are reused by the next one: once two generations have filled,
+    /// storing more allocates nothing (the arena's capacity stays what it was).
     #[test]
-    fn retired_generations_are_freed_a_few_entries_at_a_time() {
+    fn generations_reuse_their_buffers() {
         let id = new_id();
         let snap = Arc::new(Snapshot::default());
         let local = Arc::new(vec![]);
         let key = |i: usize| {
-            let name = format!("\x06{i:06}\x00");
+            let name = format!("\x07{i:07}\x00");
             Key::new(name.as_bytes(), 1, 1, false, false).unwrap()
         };
-        let max = max_entries();
-        // Two full generations: the next insertion retires the first.
-        for i in 0..2 * max {
-            put(id, &snap, &local, true, &key(i), b"x", 1);
+        let reply = [9u8; 200];
+        let per = Gen::need(key(0).bytes(), &reply);
+        let caps = || {
+            TABLES.with(|t| {
+                let t = t.borrow();
+                let t = t.iter().find(|t| t.id == id).unwrap();
+                (t.current.arena.capacity(), t.previous.arena.capacity())
+            })
+        };
+        for i in 0..2 * gen_bytes() / per + 10 {
+            put_bytes(id, &snap, &local, &key(i), &reply);
         }
-        assert_eq!(retired_len(id), 0);
-        put(id, &snap, &local, true, &key(2 * max), b"x", 1);
-        assert_eq!(retired_len(id), max, "retired whole, freed later");
-        for n in 1..=10 {
-            put(id, &snap, &local, true, &key(2 * max + n), b"x", 1);
-            assert_eq!(retired_len(id), max - n * FREE_PER_PUT);
+        let (a, b) = caps();
+        assert_eq!((a, b), (gen_bytes(), gen_bytes()));
+        for i in 0..3 * gen_bytes() / per {
+            put_bytes(id, &snap, &local, &key(1_000_000 + i), &reply);
+            assert_eq!(caps(), (a, b));
         }
-        for i in 2 * max + 11..3 * max {
-            put(id, &snap, &local, true, &key(i), b"x", 1);
-        }
-        assert_eq!(retired_len(id), 0, "freed before the next generation fills");
-        // A new snapshot: both generations retired, answered from neither, freed as it goes.
-        let held = len(id);
-        let snap2 = Arc::new(Snapshot::default());
-        assert!(get(id, &snap2, &local, true, &key(3 * max - 1)).is_none());
-        assert_eq!((len(id), retired_len(id)), (0, held));
-        put(id, &snap2, &local, true, &key(0), b"y", 1);
-        assert_eq!(retired_len(id), held - FREE_PER_PUT);
-        assert_eq!(get(id, &snap2, &local, true, &key(0)).unwrap().0, b"y");
     }
 }
