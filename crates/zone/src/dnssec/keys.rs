@@ -230,6 +230,17 @@ impl SigningKey {
                 } else {
                     (&signature::ECDSA_P384_SHA384_FIXED_SIGNING, 48)
                 };
+                // The private scalar is a big-endian integer: BIND's dnssec-keygen drops its
+                // leading zero bytes (one key in 256 has a 31-byte P-256 scalar), and Go's
+                // reader takes it as a big.Int, so a shorter value is padded on the left.
+                let d = match d.iter().position(|&b| b != 0) {
+                    Some(first) if d.len() - first <= len => {
+                        let mut padded = vec![0u8; len - (d.len() - first)];
+                        padded.extend_from_slice(&d[first..]);
+                        padded
+                    }
+                    _ => d,
+                };
                 if d.len() != len || public.len() != 2 * len {
                     return Err(err(
                         private_file,

@@ -97,6 +97,25 @@ fn rfc8080_second_example() {
 const RFC6605_P256_KEY: &str = "example.net. 3600 IN DNSKEY 257 3 13 ( GojIhhXUN/u4v54ZQqGSnyhWJwaubCvTmeexv7bR6edbkrSqQpF64cYbcB7wNcP+e+MAnLr+Wi9xMWyQLc8NAA== )";
 const RFC6605_P256_PRIV: &str = "Private-key-format: v1.2\nAlgorithm: 13 (ECDSAP256SHA256)\nPrivateKey: GU6SnQ/Ou+xC5RumuIUIuJZteXT2z0O/ok1s38Et6mQ=\n";
 
+/// P-256 with the private scalar 1, whose public key is the curve's generator: a `.private` file
+/// written without leading zero bytes (BIND does so for one key in 256) still loads and signs.
+#[test]
+fn ecdsa_private_key_without_leading_zeros_is_padded() {
+    let key = "example.net. 3600 IN DNSKEY 256 3 13 axfR8uEsQkf4vOblY6RA8ncDfYEt6zOg9KE5RdiYwpZP40Li/hp/m47n60p8D54WK84zV2sxXs7LtkBoN79R9Q==";
+    for scalar in ["AQ==", "AAAB"] {
+        let private = format!(
+            "Private-key-format: v1.3\nAlgorithm: 13 (ECDSAP256SHA256)\nPrivateKey: {scalar}\n"
+        );
+        let k = SigningKey::from_files(key, "k.key", &private, "k.private").unwrap();
+        let sig = k.sign_bytes(b"data").unwrap();
+        assert!(verify_bytes(&k.rdata, b"data", &sig));
+        assert!(!verify_bytes(&k.rdata, b"other", &sig));
+    }
+    // A scalar that does not match the public key is still refused.
+    let private = "Private-key-format: v1.3\nAlgorithm: 13 (ECDSAP256SHA256)\nPrivateKey: Ag==\n";
+    assert!(SigningKey::from_files(key, "k.key", private, "k.private").is_err());
+}
+
 #[test]
 fn rfc6605_ecdsa_published_signatures_verify_and_ours_too() {
     let k =
