@@ -11,7 +11,7 @@ use crate::model::{
     text_at, Change, Endpoint, Labels, Namespace, Pod, Port, Proto, Service, ServiceImport,
     ServiceKind, Slice, NO_ATOM, NO_TEXT,
 };
-use crate::snapshot::{SliceList, Snapshot};
+use crate::snapshot::{Named, SliceList, Snapshot};
 
 /// The watched resources.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -423,6 +423,7 @@ impl Writer {
             Res::McSlice => self.remove_mc_slice(ns, name),
             Res::Namespace => {
                 if let Some(old) = self.snap.namespaces.remove(name) {
+                    self.snap.namespaces_by_name.update(name, "", |_| None);
                     self.snap.counts.namespaces -= 1;
                     if !self.change.all {
                         self.change.namespaces.push(old.name);
@@ -445,6 +446,9 @@ impl Writer {
         self.snap
             .namespaces
             .insert(name.clone(), Namespace { name: name.clone() });
+        self.snap
+            .namespaces_by_name
+            .update(&name, "", |_| Some(Namespace { name: name.clone() }));
         self.snap.counts.namespaces += 1;
         if !self.change.all {
             self.change.namespaces.push(name);
@@ -553,6 +557,12 @@ impl Writer {
             self.snap.services_by_ext_ip.insert(*ip, new.clone());
         }
         self.note_ips(new.cluster_ips().iter().copied());
+        self.snap.by_name.update(&ns, &name, |cur| {
+            Some(Named {
+                service: Some(new.clone()),
+                slices: cur.map(|c| c.slices.clone()).unwrap_or_default(),
+            })
+        });
         match self.snap.services.get_mut(&ns) {
             Some(m) => {
                 m.insert(name.clone(), new);
@@ -591,6 +601,12 @@ impl Writer {
         if m.is_empty() {
             self.snap.services.remove(ns);
         }
+        self.snap.by_name.update(ns, name, |cur| {
+            cur.filter(|c| !c.slices.is_empty()).map(|c| Named {
+                service: None,
+                slices: c.slices.clone(),
+            })
+        });
         self.snap.counts.services -= 1;
         self.unindex_service(&old);
         self.note_service(&old.namespace, &old.name);
@@ -739,8 +755,25 @@ impl Writer {
         self.note_ips(new.endpoints.iter().map(|e| new.ip(e)));
         self.slice_loc.put(new.clone());
         add_slice(&mut self.snap.slices, &ns, &svc, new);
+        self.file_slices(&ns, &svc);
         self.note_service(&ns, &svc);
         self.touch();
+    }
+
+    /// Files the slices of service `svc` in `ns` (as `snap.slices` now holds them) in
+    /// `snap.by_name`, beside the service of that name.
+    fn file_slices(&mut self, ns: &str, svc: &str) {
+        let slices = self
+            .snap
+            .slices
+            .get(ns)
+            .and_then(|m| m.get(svc))
+            .cloned()
+            .unwrap_or_default();
+        self.snap.by_name.update(ns, svc, |cur| {
+            let service = cur.and_then(|c| c.service.clone());
+            (service.is_some() || !slices.is_empty()).then_some(Named { service, slices })
+        });
     }
 
     fn observe_programming(&mut self, s: &SliceIn<'_>, ns: &str, svc: &str) {
@@ -781,6 +814,7 @@ impl Writer {
                 self.snap.slices.remove(ns);
             }
         }
+        self.file_slices(ns, &svc);
         for e in old.endpoints.iter() {
             self.snap.endpoints_by_ip.remove(old.ip(e), |s| {
                 s.name == old.name && s.namespace == old.namespace

@@ -12,6 +12,7 @@
 //!   instead of NXDOMAIN until then). After a sync the index is never emptied by an outage.
 //! * [`Index::subscribe`] yields a [`Change`] per published update for cache invalidation.
 
+mod byname;
 mod client;
 mod decode;
 mod fold;
@@ -34,7 +35,7 @@ pub use model::{
     Change, Counts, EndpointHit, EndpointRef, Ips, Labels, Namespace, Pod, Port, Proto, Service,
     ServiceImport, ServiceKind, Source,
 };
-pub use snapshot::Snapshot;
+pub use snapshot::{ServiceEntry, Snapshot};
 pub use watch::{start, start_with_client, PodsMode, WatchOptions, POD_FIELD_SELECTOR};
 
 /// Errors of this crate.

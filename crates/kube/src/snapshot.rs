@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use imbl::OrdMap;
 
+use crate::byname::{HashIndex, Keyed};
 use crate::model::{
     Counts, EndpointHit, EndpointRef, Namespace, Pod, Service, ServiceImport, Slice,
 };
@@ -176,6 +177,49 @@ impl SliceList {
     }
 }
 
+/// What the query path finds under a (namespace, name): the service of that name (if any) and
+/// the EndpointSlices that name it (if any), both in one lookup.
+#[derive(Clone, Default)]
+pub(crate) struct Named {
+    pub(crate) service: Option<Arc<Service>>,
+    pub(crate) slices: SliceList,
+}
+
+impl Keyed for Named {
+    fn is(&self, ns: &str, name: &str) -> bool {
+        match (&self.service, self.slices.values().next()) {
+            (Some(s), _) => *s.name == *name && *s.namespace == *ns,
+            (None, Some(sl)) => *sl.service == *name && *sl.namespace == *ns,
+            (None, None) => false,
+        }
+    }
+}
+
+impl Keyed for Namespace {
+    fn is(&self, ns: &str, _: &str) -> bool {
+        *self.name == *ns
+    }
+}
+
+/// A service and the endpoints of its name, found with one lookup ([`Snapshot::lookup`]).
+pub struct ServiceEntry<'a> {
+    snap: &'a Snapshot,
+    named: &'a Named,
+}
+
+impl<'a> ServiceEntry<'a> {
+    /// The service, if one of that name exists (EndpointSlices may name a service that does
+    /// not).
+    pub fn service(&self) -> Option<&'a Service> {
+        self.named.service.as_deref()
+    }
+
+    /// Its ready endpoints, as [`Snapshot::endpoints`] gives them.
+    pub fn endpoints(&self) -> impl Iterator<Item = EndpointRef<'a>> + 'a {
+        self.snap.endpoints_of(Some(&self.named.slices))
+    }
+}
+
 /// One consistent view of the index. Cloning is O(1).
 #[derive(Clone, Default)]
 pub struct Snapshot {
@@ -184,6 +228,8 @@ pub struct Snapshot {
     /// since the start), the SOA serial of `k8s_external` zones.
     pub(crate) ext_serial: u32,
     pub(crate) namespaces: OrdMap<Arc<str>, Namespace>,
+    /// The same namespaces by hash (key (name, "")), for queries.
+    pub(crate) namespaces_by_name: HashIndex<Namespace>,
     /// namespace -> name -> service.
     pub(crate) services: OrdMap<Arc<str>, OrdMap<Arc<str>, Arc<Service>>>,
     pub(crate) services_by_ip: IpIndex<Service>,
@@ -191,6 +237,9 @@ pub struct Snapshot {
     pub(crate) services_by_ext_ip: IpIndex<Service>,
     /// namespace -> service name -> slice name -> slice.
     pub(crate) slices: OrdMap<Arc<str>, OrdMap<Arc<str>, SliceList>>,
+    /// (namespace, name) -> the service and the slices of that name (the same objects as in
+    /// `services` and `slices`), by hash: what queries look up.
+    pub(crate) by_name: HashIndex<Named>,
     pub(crate) endpoints_by_ip: IpIndex<Slice>,
     /// namespace -> name -> pod.
     pub(crate) pods: OrdMap<Arc<str>, OrdMap<Arc<str>, Arc<Pod>>>,
@@ -235,7 +284,7 @@ impl Snapshot {
 
     /// The namespace, if it exists (and matched `namespace_labels`).
     pub fn namespace(&self, ns: &str) -> Option<&Namespace> {
-        self.namespaces.get(ns)
+        self.namespaces_by_name.get(ns, "")
     }
 
     /// All namespaces, sorted by name.
@@ -246,7 +295,16 @@ impl Snapshot {
     /// A service by namespace and name. Kubernetes names are lower-case: callers lower-case the
     /// query labels first.
     pub fn service(&self, ns: &str, name: &str) -> Option<&Service> {
-        self.services.get(ns)?.get(name).map(|s| &**s)
+        self.by_name.get(ns, name)?.service.as_deref()
+    }
+
+    /// The service named `name` in `ns` and the endpoints of that name, with one lookup
+    /// (None when neither exists). Names are lower-case, as for [`Snapshot::service`].
+    pub fn lookup(&self, ns: &str, name: &str) -> Option<ServiceEntry<'_>> {
+        Some(ServiceEntry {
+            snap: self,
+            named: self.by_name.get(ns, name)?,
+        })
     }
 
     /// Every service, sorted by (namespace, name) (for AXFR).
@@ -285,7 +343,14 @@ impl Snapshot {
         ns: &str,
         service: &str,
     ) -> impl Iterator<Item = EndpointRef<'a>> + 'a {
-        let slices = self.slices.get(ns).and_then(|m| m.get(service));
+        self.endpoints_of(self.by_name.get(ns, service).map(|n| &n.slices))
+    }
+
+    /// The ready endpoints of these slices (of one service), as `endpoints` gives them.
+    fn endpoints_of<'a>(
+        &'a self,
+        slices: Option<&'a SliceList>,
+    ) -> impl Iterator<Item = EndpointRef<'a>> + 'a {
         let multi = slices.is_some_and(|s| s.len() > 1);
         slices
             .into_iter()

@@ -472,3 +472,112 @@ fn manifest_files_check_everything_before_applying() {
     idx.load_manifest_files(&[broken]).unwrap();
     assert_eq!(idx.snapshot().counts().services, 0);
 }
+
+/// The by-name lookups (`namespace`, `service`, `lookup`, `endpoints`) agree with the ordered
+/// listings through adds, replacements, slices that move to another service or name no service,
+/// deletions and a namespace that goes away; a snapshot taken before keeps what it saw.
+#[test]
+fn name_lookups_follow_every_change() {
+    // (namespace, service, slice) triples and the services that exist, per round.
+    fn objects(round: usize) -> (Vec<serde_json::Value>, Vec<(String, String)>) {
+        let mut objs = Vec::new();
+        let mut services = Vec::new();
+        for i in 0..400 {
+            let ns = format!("ns{}", i % 5);
+            if round == 1 && ns == "ns4" {
+                continue; // the whole namespace is gone
+            }
+            let name = format!("svc{i}");
+            if round == 0 || i % 3 != 0 {
+                objs.push(
+                    service(&ns, &name)
+                        .cluster_ip(&format!("10.1.{}.{}", i / 250, i % 250))
+                        .port("p", 80, "TCP")
+                        .build(),
+                );
+                services.push((ns.clone(), name.clone()));
+            }
+            // Round 1 moves the slices of every fourth service to "other{i}" (no service).
+            let owner = if round == 1 && i % 4 == 0 {
+                format!("other{i}")
+            } else {
+                name.clone()
+            };
+            for k in 0..1 + i % 2 {
+                if round == 1 && i % 7 == 0 && k == 0 {
+                    continue; // a slice deleted
+                }
+                objs.push(
+                    endpoint_slice(&ns, &format!("{name}-{k}"), &owner)
+                        .endpoint(endpoint(&format!("10.2.{}.{}", i / 100, 2 * (i % 100) + k)))
+                        .port("p", 80, "TCP")
+                        .build(),
+                );
+            }
+        }
+        (objs, services)
+    }
+    let idx = Index::new_static();
+    let mut before = None;
+    for round in 0..2 {
+        let (objs, want) = objects(round);
+        idx.apply_objects(objs).unwrap();
+        let s = idx.snapshot();
+        let listed: Vec<(String, String)> = s
+            .services()
+            .map(|v| (v.namespace.to_string(), v.name.to_string()))
+            .collect();
+        let mut sorted = want.clone();
+        sorted.sort();
+        assert_eq!(listed, sorted, "round {round}");
+        for i in 0..400 {
+            let ns = format!("ns{}", i % 5);
+            let name = format!("svc{i}");
+            let exists = want.contains(&(ns.clone(), name.clone()));
+            assert_eq!(s.namespace(&ns).is_some(), round == 0 || i % 5 != 4);
+            let svc = s.service(&ns, &name);
+            assert_eq!(svc.is_some(), exists, "{ns}/{name} round {round}");
+            if let Some(v) = svc {
+                assert_eq!((&*v.namespace, &*v.name), (ns.as_str(), name.as_str()));
+            }
+            // Endpoints by name: the slices that name it, wherever they came from.
+            let mut eps: Vec<IpAddr> = s.endpoints(&ns, &name).map(|e| e.ip).collect();
+            let mut want_eps: Vec<IpAddr> = Vec::new();
+            let gone = round == 1 && i % 5 == 4;
+            let moved = round == 1 && i % 4 == 0;
+            for k in 0..1 + i % 2 {
+                if !gone && !moved && !(round == 1 && i % 7 == 0 && k == 0) {
+                    want_eps.push(ip(&format!("10.2.{}.{}", i / 100, 2 * (i % 100) + k)));
+                }
+            }
+            eps.sort();
+            assert_eq!(eps, want_eps, "{ns}/{name} round {round}");
+            let entry = s.lookup(&ns, &name);
+            assert_eq!(entry.is_some(), exists || !want_eps.is_empty());
+            if let Some(e) = entry {
+                assert_eq!(e.service().map(|v| &*v.name), svc.map(|v| &*v.name));
+                assert_eq!(e.endpoints().count(), want_eps.len());
+            }
+            // Slices that name no service are found by that name.
+            let other = format!("other{i}");
+            let orphan = s.lookup(&ns, &other);
+            let kept = (0..1 + i % 2).filter(|k| !(i % 7 == 0 && *k == 0)).count();
+            assert_eq!(orphan.is_some(), moved && !gone && kept > 0, "{ns}/{other}");
+            if let Some(o) = orphan {
+                assert!(o.service().is_none());
+                assert!(o.endpoints().count() >= 1);
+            }
+            // Another namespace's name is not this one's.
+            assert!(s.service(&format!("ns{}", (i + 1) % 5), &name).is_none());
+        }
+        if round == 0 {
+            before = Some(s.clone());
+        }
+    }
+    // The first round's snapshot is unchanged by the second.
+    let s0 = before.unwrap();
+    assert!(s0.namespace("ns4").is_some());
+    assert!(s0.service("ns0", "svc0").is_some());
+    assert_eq!(s0.endpoints("ns0", "svc0").count(), 1);
+    assert_eq!(s0.services().count(), 400);
+}

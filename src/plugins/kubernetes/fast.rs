@@ -26,8 +26,15 @@ const MAX_ADDRS: usize = 32;
 /// turns such bytes into U+FFFD, which no object's name holds: it answers NXDOMAIN).
 fn lower<'b>(l: &[u8], buf: &'b mut [u8; MAX_LABEL_LEN]) -> Option<&'b str> {
     let out = buf.get_mut(..l.len())?;
+    let mut high = 0u8;
     for (d, s) in out.iter_mut().zip(l) {
+        high |= *s;
         *d = s.to_ascii_lowercase();
+    }
+    if high < 0x80 {
+        // SAFETY: every byte of `out` is below 0x80 (an ASCII lower-casing of bytes that all
+        // were), and ASCII is UTF-8.
+        return Some(unsafe { std::str::from_utf8_unchecked(out) });
     }
     std::str::from_utf8(out).ok()
 }
@@ -36,24 +43,31 @@ fn lower<'b>(l: &[u8], buf: &'b mut [u8; MAX_LABEL_LEN]) -> Option<&'b str> {
 /// zeros) is `label`, if it is one.
 fn dashed_v4(label: &str) -> Option<std::net::Ipv4Addr> {
     let mut octets = [0u8; 4];
-    let mut parts = label.split('-');
-    for o in &mut octets {
-        let p = parts.next()?.as_bytes();
-        if p.is_empty() || p.len() > 3 || (p.len() > 1 && p[0] == b'0') {
-            return None;
-        }
-        let mut v: u16 = 0;
-        for d in p {
-            if !d.is_ascii_digit() {
-                return None;
+    let mut i = 0;
+    // The octet being read and its digits so far.
+    let (mut v, mut digits) = (0u16, 0);
+    for &b in label.as_bytes() {
+        match b {
+            b'0'..=b'9' => {
+                // At most three digits, no leading zero.
+                if digits == 3 || (digits == 1 && v == 0) {
+                    return None;
+                }
+                v = v * 10 + u16::from(b - b'0');
+                digits += 1;
             }
-            v = v * 10 + u16::from(d - b'0');
+            b'-' if digits > 0 && i < 3 => {
+                octets[i] = u8::try_from(v).ok()?;
+                i += 1;
+                (v, digits) = (0, 0);
+            }
+            _ => return None,
         }
-        *o = u8::try_from(v).ok()?;
     }
-    if parts.next().is_some() {
+    if digits == 0 || i != 3 {
         return None;
     }
+    octets[3] = u8::try_from(v).ok()?;
     Some(std::net::Ipv4Addr::from(octets))
 }
 
@@ -187,13 +201,15 @@ pub(super) fn answer(
     } else {
         None
     };
+    // One lookup for the service and its endpoints; the namespace must exist too (a missing
+    // namespace or service is the same name error).
+    let Some((svc, entry)) = snap.lookup(ns, name).and_then(|e| Some((e.service()?, e))) else {
+        return name_error();
+    };
     if snap.namespace(ns).is_none() || (!cfg.namespaces.is_empty() && !cfg.namespaces.contains(ns))
     {
         return name_error();
     }
-    let Some(svc) = snap.service(ns, name) else {
-        return name_error();
-    };
     let mut ips: [IpAddr; MAX_ADDRS] = [IpAddr::from([0u8; 4]); MAX_ADDRS];
     let mut count = 0;
     // The general path's "items found" (its NXDOMAIN when not).
@@ -239,7 +255,7 @@ pub(super) fn answer(
             // fits, it is compared by address instead of being written out.
             let v4_fits = fits(15);
             let asked_v4 = endpoint.map(dashed_v4);
-            for ep in snap.endpoints(&svc.namespace, &svc.name) {
+            for ep in entry.endpoints() {
                 if ep.ports.is_empty() {
                     continue;
                 }
@@ -426,6 +442,14 @@ mod tests {
             "1--2-3",
             "",
             "1-2-3-0004",
+            "1-2-3-4-",
+            "-1-2-3-4",
+            "1-2-3-00",
+            "1-2-3-",
+            "1-2-3-4a",
+            "1.2.3.4",
+            "1-2-3-1000",
+            "1-2-3-256",
         ] {
             assert_eq!(dashed_v4(l), None, "{l}");
         }

@@ -5,7 +5,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::hash::{BuildHasher, BuildHasherDefault};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
@@ -38,8 +38,10 @@ const BUDGET: usize = 4 << 20;
 const MIN_BYTES: usize = 1 << 20;
 /// Plugin instances remembered per thread (older generations after reloads fall out).
 const MAX_TABLES: usize = 4;
-/// Longest key: a name (255) plus type, class and flags.
-const MAX_KEY: usize = 255 + 5;
+/// Longest name in a key.
+const MAX_NAME: usize = 255;
+/// A key's bytes after the name: type, class and flags.
+const TAIL: usize = 5;
 /// Bytes before an entry's key: key length (u16), reply length (u16), uncompressed length (u32).
 const HEAD: usize = 8;
 
@@ -85,33 +87,37 @@ struct Gen {
 
 impl Gen {
     /// The stored entry for `key` (hash `h`): (reply bytes, uncompressed length).
-    fn find(&self, h: u64, key: &[u8]) -> Option<(&[u8], usize)> {
+    fn find(&self, h: u64, key: &Key<'_>) -> Option<(&[u8], usize)> {
         let at = *self.index.get(&h)? as usize;
-        let e = self.arena.get(at..)?;
-        let klen = u16::from_le_bytes([e[0], e[1]]) as usize;
-        let rlen = u16::from_le_bytes([e[2], e[3]]) as usize;
-        let ulen = u32::from_le_bytes([e[4], e[5], e[6], e[7]]) as usize;
-        let stored = e.get(HEAD..HEAD + klen)?;
-        if stored != key {
+        let (head, e) = self.arena.get(at..)?.split_first_chunk::<HEAD>()?;
+        let klen = u16::from_le_bytes([head[0], head[1]]) as usize;
+        let rlen = u16::from_le_bytes([head[2], head[3]]) as usize;
+        let ulen = u32::from_le_bytes([head[4], head[5], head[6], head[7]]) as usize;
+        if klen != key.len() {
             return None;
         }
-        Some((e.get(HEAD + klen..HEAD + klen + rlen)?, ulen))
+        let (name, rest) = e.split_at_checked(key.name.len())?;
+        let (tail, rest) = rest.split_first_chunk::<TAIL>()?;
+        if tail != &key.tail || name != key.name {
+            return None;
+        }
+        Some((rest.get(..rlen)?, ulen))
     }
 
     /// Bytes an entry takes in the arena.
-    fn need(key: &[u8], reply: &[u8]) -> usize {
+    fn need(key: &Key<'_>, reply: &[u8]) -> usize {
         HEAD + key.len() + reply.len()
     }
 
-    fn push(&mut self, h: u64, key: &[u8], reply: &[u8], ulen: usize) {
+    fn push(&mut self, h: u64, key: &Key<'_>, reply: &[u8], ulen: usize) {
         let at = self.arena.len() as u32;
-        self.arena
-            .extend_from_slice(&(key.len() as u16).to_le_bytes());
-        self.arena
-            .extend_from_slice(&(reply.len() as u16).to_le_bytes());
-        self.arena
-            .extend_from_slice(&(ulen.min(u32::MAX as usize) as u32).to_le_bytes());
-        self.arena.extend_from_slice(key);
+        let mut head = [0u8; HEAD];
+        head[..2].copy_from_slice(&(key.len() as u16).to_le_bytes());
+        head[2..4].copy_from_slice(&(reply.len() as u16).to_le_bytes());
+        head[4..].copy_from_slice(&(ulen.min(u32::MAX as usize) as u32).to_le_bytes());
+        self.arena.extend_from_slice(&head);
+        self.arena.extend_from_slice(key.name);
+        self.arena.extend_from_slice(&key.tail);
         self.arena.extend_from_slice(reply);
         self.index.insert(h, at);
     }
@@ -140,28 +146,41 @@ thread_local! {
 }
 
 /// The memo key of a question: name bytes as sent, type, class, RD and CD. None for names
-/// longer than a valid name (never memoised).
-pub(super) struct Key {
-    buf: [u8; MAX_KEY],
-    len: usize,
+/// longer than a valid name (never memoised). It borrows the name: making one copies nothing.
+pub(super) struct Key<'a> {
+    name: &'a [u8],
+    tail: [u8; TAIL],
 }
 
-impl Key {
-    pub(super) fn new(qname: &[u8], qtype: u16, qclass: u16, rd: bool, cd: bool) -> Option<Key> {
-        let n = qname.len();
-        if n + 5 > MAX_KEY {
+impl<'a> Key<'a> {
+    pub(super) fn new(
+        qname: &'a [u8],
+        qtype: u16,
+        qclass: u16,
+        rd: bool,
+        cd: bool,
+    ) -> Option<Key<'a>> {
+        if qname.len() > MAX_NAME {
             return None;
         }
-        let mut buf = [0u8; MAX_KEY];
-        buf[..n].copy_from_slice(qname);
-        buf[n..n + 2].copy_from_slice(&qtype.to_be_bytes());
-        buf[n + 2..n + 4].copy_from_slice(&qclass.to_be_bytes());
-        buf[n + 4] = u8::from(rd) | (u8::from(cd) << 1);
-        Some(Key { buf, len: n + 5 })
+        let [t0, t1] = qtype.to_be_bytes();
+        let [c0, c1] = qclass.to_be_bytes();
+        Some(Key {
+            name: qname,
+            tail: [t0, t1, c0, c1, u8::from(rd) | (u8::from(cd) << 1)],
+        })
     }
 
-    fn bytes(&self) -> &[u8] {
-        &self.buf[..self.len]
+    fn len(&self) -> usize {
+        self.name.len() + TAIL
+    }
+
+    /// The key's hash under `hasher`: the name's bytes, then the tail's.
+    fn hash(&self, hasher: &foldhash::fast::RandomState) -> u64 {
+        let mut h = hasher.build_hasher();
+        h.write(self.name);
+        h.write(&self.tail);
+        h.finish()
     }
 }
 
@@ -204,16 +223,30 @@ fn with_table<R>(
 
 /// The remembered reply for `key`, copied out into a buffer with room for the OPT record the
 /// server appends: (bytes, uncompressed length).
-pub(super) fn get(
+#[cfg(test)]
+fn get(
     id: u64,
     snap: &Arc<Snapshot>,
     local: &Arc<Vec<IpAddr>>,
     synced: bool,
-    key: &Key,
+    key: &Key<'_>,
+) -> Option<(Vec<u8>, usize)> {
+    get_or_fill(id, snap, local, synced, key, || None)
+}
+
+/// The remembered reply for `key` as [`get`] gives it; when there is none, `fill`'s reply (if
+/// it gives one) is remembered and returned: one look in the table for both, and one hash of
+/// the key. `fill` runs while this thread's tables are borrowed: it must not use the memo.
+pub(super) fn get_or_fill(
+    id: u64,
+    snap: &Arc<Snapshot>,
+    local: &Arc<Vec<IpAddr>>,
+    synced: bool,
+    key: &Key<'_>,
+    fill: impl FnOnce() -> Option<(Vec<u8>, usize)>,
 ) -> Option<(Vec<u8>, usize)> {
     with_table(id, snap, local, synced, |t| {
-        let key = key.bytes();
-        let h = t.hasher.hash_one(key);
+        let h = key.hash(&t.hasher);
         let copy = |(reply, ulen): (&[u8], usize)| {
             let mut v = Vec::with_capacity(reply.len() + 11);
             v.extend_from_slice(reply);
@@ -222,8 +255,13 @@ pub(super) fn get(
         if let Some(found) = t.current.find(h, key) {
             return Some(copy(found));
         }
-        let (v, ulen) = copy(t.previous.find(h, key)?);
-        // Asked again: into the current generation, so it outlives the previous one.
+        if let Some(found) = t.previous.find(h, key) {
+            let (v, ulen) = copy(found);
+            // Asked again: into the current generation, so it outlives the previous one.
+            t.insert(h, key, &v, ulen);
+            return Some((v, ulen));
+        }
+        let (v, ulen) = fill()?;
         t.insert(h, key, &v, ulen);
         Some((v, ulen))
     })
@@ -236,19 +274,18 @@ pub(super) fn put(
     snap: &Arc<Snapshot>,
     local: &Arc<Vec<IpAddr>>,
     synced: bool,
-    key: &Key,
+    key: &Key<'_>,
     reply: &[u8],
     ulen: usize,
 ) {
     with_table(id, snap, local, synced, |t| {
-        let key = key.bytes();
-        let h = t.hasher.hash_one(key);
+        let h = key.hash(&t.hasher);
         t.insert(h, key, reply, ulen)
     })
 }
 
 impl Table {
-    fn insert(&mut self, h: u64, key: &[u8], reply: &[u8], ulen: usize) {
+    fn insert(&mut self, h: u64, key: &Key<'_>, reply: &[u8], ulen: usize) {
         let need = Gen::need(key, reply);
         let max = gen_bytes();
         // A reply larger than a quarter generation is built again each time instead.
@@ -293,8 +330,41 @@ pub(super) fn bytes(id: u64) -> usize {
 mod tests {
     use super::*;
 
-    fn put_bytes(id: u64, snap: &Arc<Snapshot>, local: &Arc<Vec<IpAddr>>, k: &Key, b: &[u8]) {
+    fn put_bytes(id: u64, snap: &Arc<Snapshot>, local: &Arc<Vec<IpAddr>>, k: &Key<'_>, b: &[u8]) {
         put(id, snap, local, true, k, b, b.len());
+    }
+
+    /// The A/IN key of a name, RD and CD clear.
+    fn key(name: &[u8]) -> Key<'_> {
+        Key::new(name, 1, 1, false, false).unwrap()
+    }
+
+    /// `get_or_fill` answers from the table when it can, else from `fill`, whose reply it
+    /// remembers (and nothing when `fill` has none).
+    #[test]
+    fn a_miss_is_filled_and_remembered() {
+        let id = new_id();
+        let snap = Arc::new(Snapshot::default());
+        let local = Arc::new(vec![]);
+        let (a, b) = (key(b"\x01a\x00"), key(b"\x01b\x00"));
+        let calls = std::cell::Cell::new(0);
+        let fill = |r: Option<&[u8]>| {
+            calls.set(calls.get() + 1);
+            r.map(|r| (r.to_vec(), r.len() + 1))
+        };
+        let got = get_or_fill(id, &snap, &local, true, &a, || fill(Some(b"one")));
+        assert_eq!(got, Some((b"one".to_vec(), 4)));
+        let got = get_or_fill(id, &snap, &local, true, &a, || fill(Some(b"two")));
+        assert_eq!(got, Some((b"one".to_vec(), 4)));
+        assert_eq!(calls.get(), 1, "a hit does not call fill");
+        assert_eq!(get(id, &snap, &local, true, &a), Some((b"one".to_vec(), 4)));
+        assert_eq!(
+            get_or_fill(id, &snap, &local, true, &b, || fill(None)),
+            None
+        );
+        assert_eq!(calls.get(), 2);
+        assert_eq!(get(id, &snap, &local, true, &b), None);
+        assert_eq!(len(id), 1);
     }
 
     #[test]
@@ -349,17 +419,14 @@ mod tests {
         let id = new_id();
         let snap = Arc::new(Snapshot::default());
         let local = Arc::new(vec![]);
-        let key = |i: usize| {
-            let name = format!("\x07{i:07}\x00");
-            Key::new(name.as_bytes(), 1, 1, false, false).unwrap()
-        };
+        let name = |i: usize| format!("\x07{i:07}\x00").into_bytes();
         let reply = [7u8; 150];
-        let per = Gen::need(key(0).bytes(), &reply);
+        let per = Gen::need(&key(&name(0)), &reply);
         let n = 3 * gen_bytes() / per;
         let hot = Key::new(b"\x03hot\x00", 1, 1, false, false).unwrap();
         put_bytes(id, &snap, &local, &hot, b"hot");
         for i in 0..n {
-            put_bytes(id, &snap, &local, &key(i), &reply);
+            put_bytes(id, &snap, &local, &key(&name(i)), &reply);
             assert!(bytes(id) <= 2 * gen_bytes());
             if i % 1000 == 0 {
                 assert_eq!(
@@ -371,8 +438,11 @@ mod tests {
         }
         assert!(len(id) >= gen_bytes() / per, "a full generation is kept");
         // The oldest cold names are gone, the newest are there.
-        assert!(get(id, &snap, &local, true, &key(0)).is_none());
-        assert_eq!(get(id, &snap, &local, true, &key(n - 1)).unwrap().0, reply);
+        assert!(get(id, &snap, &local, true, &key(&name(0))).is_none());
+        assert_eq!(
+            get(id, &snap, &local, true, &key(&name(n - 1))).unwrap().0,
+            reply
+        );
         let long = vec![1u8; 300];
         assert!(Key::new(&long, 1, 1, false, false).is_none());
         // A reply of more than a quarter generation is not kept.
@@ -388,12 +458,9 @@ mod tests {
         let id = new_id();
         let snap = Arc::new(Snapshot::default());
         let local = Arc::new(vec![]);
-        let key = |i: usize| {
-            let name = format!("\x07{i:07}\x00");
-            Key::new(name.as_bytes(), 1, 1, false, false).unwrap()
-        };
+        let name = |i: usize| format!("\x07{i:07}\x00").into_bytes();
         let reply = [9u8; 200];
-        let per = Gen::need(key(0).bytes(), &reply);
+        let per = Gen::need(&key(&name(0)), &reply);
         let caps = || {
             TABLES.with(|t| {
                 let t = t.borrow();
@@ -402,12 +469,12 @@ mod tests {
             })
         };
         for i in 0..2 * gen_bytes() / per + 10 {
-            put_bytes(id, &snap, &local, &key(i), &reply);
+            put_bytes(id, &snap, &local, &key(&name(i)), &reply);
         }
         let (a, b) = caps();
         assert_eq!((a, b), (gen_bytes(), gen_bytes()));
         for i in 0..3 * gen_bytes() / per {
-            put_bytes(id, &snap, &local, &key(1_000_000 + i), &reply);
+            put_bytes(id, &snap, &local, &key(&name(1_000_000 + i)), &reply);
             assert_eq!(caps(), (a, b));
         }
     }

@@ -578,7 +578,7 @@ impl Kubernetes {
 
 /// The memo key of a request, if its reply may be memoised: a first-level query (re-entered
 /// lookups want a message, not bytes) with one question.
-fn memo_key(req: &Request) -> Option<memo::Key> {
+fn memo_key(req: &Request) -> Option<memo::Key<'_>> {
     if req.depth > 0 {
         return None;
     }
@@ -603,16 +603,18 @@ impl Handler for Kubernetes {
             let local = self.local_ips.load_full();
             let key = memo_key(req);
             if let Some(k) = &key {
-                if let Some((bytes, ulen)) = memo::get(self.memo_id, &snap, &local, synced, k) {
+                // Remembered, or else (first time asked) the addresses of a service or
+                // endpoint, or the name error of a search-path name, straight into bytes (and
+                // remembered); else the general path.
+                let fast = || {
+                    self.fast
+                        .then(|| fast::answer(&self.cfg, &snap, synced, &req.msg))
+                        .flatten()
+                };
+                if let Some((bytes, ulen)) =
+                    memo::get_or_fill(self.memo_id, &snap, &local, synced, k, fast)
+                {
                     return Outcome::wire_sized("kubernetes", bytes, Some(ulen));
-                }
-                // First time asked: the addresses of a service or endpoint, or the name
-                // error of a search-path name, straight into bytes; else the general path.
-                if self.fast {
-                    if let Some((bytes, ulen)) = fast::answer(&self.cfg, &snap, synced, &req.msg) {
-                        memo::put(self.memo_id, &snap, &local, synced, k, &bytes, ulen);
-                        return Outcome::wire_sized("kubernetes", bytes, Some(ulen));
-                    }
                 }
             }
             let qname = req.qname();
