@@ -1,7 +1,7 @@
 //! The shared index handle: holds the writer behind a mutex, publishes snapshots through
 //! `ArcSwap`, tracks sync state and broadcasts change notices. No network I/O here.
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -19,6 +19,8 @@ pub(crate) struct Shared {
     writer: Mutex<Writer>,
     needed: Vec<Res>,
     pub(crate) synced_tx: watch::Sender<bool>,
+    /// The value `synced_tx` holds, read by every query without the channel's lock.
+    synced: AtomicBool,
     changes: broadcast::Sender<Change>,
     pub(crate) stop_tx: watch::Sender<bool>,
     source: AtomicU8,
@@ -52,6 +54,7 @@ impl Index {
                 writer: Mutex::new(Writer::new(zonal)),
                 needed,
                 synced_tx: watch::channel(false).0,
+                synced: AtomicBool::new(false),
                 changes: broadcast::channel(1024).0,
                 stop_tx: watch::channel(false).0,
                 source: AtomicU8::new(source as u8),
@@ -63,7 +66,7 @@ impl Index {
     /// synced from the start; zone data is stored.
     pub fn new_static() -> Index {
         let idx = Index::with_needed(Vec::new(), true, Source::Manifests);
-        idx.shared.synced_tx.send_replace(true);
+        idx.mark_synced();
         idx
     }
 
@@ -74,7 +77,13 @@ impl Index {
 
     /// True once every watcher has completed its first full list (static indexes: always).
     pub fn synced(&self) -> bool {
-        *self.shared.synced_tx.borrow()
+        self.shared.synced.load(Ordering::Acquire)
+    }
+
+    /// From now on synced (it never goes back): the flag, then the waiters.
+    pub(crate) fn mark_synced(&self) {
+        self.shared.synced.store(true, Ordering::Release);
+        self.shared.synced_tx.send_replace(true);
     }
 
     /// Waits until synced or `timeout`; returns `synced()`.
@@ -149,7 +158,7 @@ impl Index {
             self.set_source(Source::Api);
         }
         if !self.synced() && w.synced(&self.shared.needed) {
-            self.shared.synced_tx.send_replace(true);
+            self.mark_synced();
         }
     }
 

@@ -255,7 +255,7 @@ impl Index {
         });
         drop(file);
         crate::release_memory();
-        self.shared.synced_tx.send_replace(true);
+        self.mark_synced();
         Ok(())
     }
 }

@@ -147,10 +147,12 @@ pub(super) fn answer(
         return None;
     }
     let zone = zones::matches(&cfg.zones, &q.name)?;
-    if zone.is_root() || q.name.is_reverse() {
+    let wire = q.name.wire();
+    // Only a name ending in `arpa` can be a reverse name: the full check for those alone.
+    let arpa = wire.len() >= 6 && wire[wire.len() - 6..].eq_ignore_ascii_case(b"\x04arpa\x00");
+    if zone.is_root() || (arpa && q.name.is_reverse()) {
         return None;
     }
-    let wire = q.name.wire();
     // The labels in front of the zone (at most 8 here).
     let mut labels: [&[u8]; 8] = [&[]; 8];
     let mut n = 0;
@@ -255,9 +257,10 @@ pub(super) fn answer(
             // fits, it is compared by address instead of being written out.
             let v4_fits = fits(15);
             let asked_v4 = endpoint.map(dashed_v4);
-            for ep in entry.endpoints() {
+            // Internal iteration (`try_for_each`): tighter than stepping the nested iterator.
+            entry.endpoints().try_for_each(|ep| -> Option<()> {
                 if ep.ports.is_empty() {
-                    continue;
+                    return Some(());
                 }
                 let text = ep.hostname.filter(|h| !h.is_empty()).or_else(|| {
                     ep.pod_name
@@ -271,7 +274,7 @@ pub(super) fn answer(
                             found = true;
                             add(ep.ip)?;
                         }
-                        continue;
+                        return Some(());
                     }
                     (None, ip) => {
                         dashed = Host::dashed(ip);
@@ -280,14 +283,15 @@ pub(super) fn answer(
                 };
                 if let Some(e) = &endpoint {
                     if !e.as_bytes().eq_ignore_ascii_case(host) {
-                        continue;
+                        return Some(());
                     }
                 }
                 if fits(host.len()) {
                     found = true;
                     add(ep.ip)?;
                 }
-            }
+                Some(())
+            })?;
         }
     }
     if !found {
@@ -328,15 +332,15 @@ fn start(
         rcode: rcode.low(),
         ..Header::default()
     };
-    out.extend_from_slice(&header.id.to_be_bytes());
-    out.extend_from_slice(&header.flags().to_be_bytes());
-    out.extend_from_slice(&[0, 1]);
-    out.extend_from_slice(&(answers as u16).to_be_bytes());
-    out.extend_from_slice(&(authority as u16).to_be_bytes());
-    out.extend_from_slice(&[0, 0]);
+    let [i0, i1] = header.id.to_be_bytes();
+    let [f0, f1] = header.flags().to_be_bytes();
+    let [a0, a1] = (answers as u16).to_be_bytes();
+    let [n0, n1] = (authority as u16).to_be_bytes();
+    out.extend_from_slice(&[i0, i1, f0, f1, 0, 1, a0, a1, n0, n1, 0, 0]);
     out.extend_from_slice(q.name.wire());
-    out.extend_from_slice(&q.qtype.0.to_be_bytes());
-    out.extend_from_slice(&q.qclass.0.to_be_bytes());
+    let [t0, t1] = q.qtype.0.to_be_bytes();
+    let [c0, c1] = q.qclass.0.to_be_bytes();
+    out.extend_from_slice(&[t0, t1, c0, c1]);
     out
 }
 
@@ -360,18 +364,21 @@ fn negative(
     const RDLEN: u16 = 9 + 13 + 20;
     let len = HEADER_LEN + qlen + 4 + 2 + 10 + usize::from(RDLEN);
     let mut out = start(msg, rcode, 0, 1, len + 11);
-    out.extend_from_slice(&zone_ptr);
-    out.extend_from_slice(&RType::SOA.0.to_be_bytes());
-    out.extend_from_slice(&1u16.to_be_bytes());
-    out.extend_from_slice(&ttl.min(300).to_be_bytes());
-    out.extend_from_slice(&RDLEN.to_be_bytes());
-    out.extend_from_slice(b"\x02ns\x03dns");
-    out.extend_from_slice(&zone_ptr);
-    out.extend_from_slice(b"\x0ahostmaster");
-    out.extend_from_slice(&zone_ptr);
-    for v in [serial, 7200, 1800, 86400, ttl] {
-        out.extend_from_slice(&v.to_be_bytes());
+    // Owner, type, class, TTL, RDLENGTH; MNAME, RNAME; the five numbers.
+    let mut soa = [0u8; 12 + RDLEN as usize];
+    let [z0, z1] = zone_ptr;
+    let [t0, t1] = RType::SOA.0.to_be_bytes();
+    let [l0, l1, l2, l3] = ttl.min(300).to_be_bytes();
+    let [r0, r1] = RDLEN.to_be_bytes();
+    soa[..12].copy_from_slice(&[z0, z1, t0, t1, 0, 1, l0, l1, l2, l3, r0, r1]);
+    soa[12..21].copy_from_slice(b"\x02ns\x03dns\xc0\x00");
+    soa[19..21].copy_from_slice(&zone_ptr);
+    soa[21..34].copy_from_slice(b"\x0ahostmaster\xc0\x00");
+    soa[32..34].copy_from_slice(&zone_ptr);
+    for (i, v) in [serial, 7200, 1800, 86400, ttl].into_iter().enumerate() {
+        soa[34 + 4 * i..38 + 4 * i].copy_from_slice(&v.to_be_bytes());
     }
+    out.extend_from_slice(&soa);
     let soa = zone_len + 10 + (zone_len + 7) + (zone_len + 11) + 20;
     (out, HEADER_LEN + qlen + 4 + soa)
 }
@@ -391,22 +398,22 @@ fn encode(msg: &Message, ips: &[IpAddr], ttl: u32) -> (Vec<u8>, usize) {
     let len = HEADER_LEN + qname.len() + 4 + ips.len() * (2 + 10 + rdlen);
     // Room for the OPT record the server appends.
     let mut out = start(msg, Rcode::NOERROR, ips.len(), 0, len + 11);
+    // Owner (a pointer to the question's name), type, class, TTL, RDLENGTH, address.
+    let [l0, l1, l2, l3] = ttl.to_be_bytes();
     for ip in ips {
-        out.extend_from_slice(&[0xc0, 0x0c]);
         match ip {
             IpAddr::V4(a) => {
-                out.extend_from_slice(&RType::A.0.to_be_bytes());
-                out.extend_from_slice(&1u16.to_be_bytes());
-                out.extend_from_slice(&ttl.to_be_bytes());
-                out.extend_from_slice(&4u16.to_be_bytes());
-                out.extend_from_slice(&a.octets());
+                let [t0, t1] = RType::A.0.to_be_bytes();
+                let mut rr = [0xc0, 0x0c, t0, t1, 0, 1, l0, l1, l2, l3, 0, 4, 0, 0, 0, 0];
+                rr[12..].copy_from_slice(&a.octets());
+                out.extend_from_slice(&rr);
             }
             IpAddr::V6(a) => {
-                out.extend_from_slice(&RType::AAAA.0.to_be_bytes());
-                out.extend_from_slice(&1u16.to_be_bytes());
-                out.extend_from_slice(&ttl.to_be_bytes());
-                out.extend_from_slice(&16u16.to_be_bytes());
-                out.extend_from_slice(&a.octets());
+                let [t0, t1] = RType::AAAA.0.to_be_bytes();
+                let mut rr = [0u8; 28];
+                rr[..12].copy_from_slice(&[0xc0, 0x0c, t0, t1, 0, 1, l0, l1, l2, l3, 0, 16]);
+                rr[12..].copy_from_slice(&a.octets());
+                out.extend_from_slice(&rr);
             }
         }
     }

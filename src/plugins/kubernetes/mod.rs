@@ -599,24 +599,32 @@ impl Handler for Kubernetes {
 
     fn serve<'a>(&'a self, req: &'a mut Request, next: Next<'a>) -> BoxFuture<'a, Outcome> {
         Box::pin(async move {
-            let (snap, synced) = self.snapshot();
-            let local = self.local_ips.load_full();
             let key = memo_key(req);
             if let Some(k) = &key {
                 // Remembered, or else (first time asked) the addresses of a service or
                 // endpoint, or the name error of a search-path name, straight into bytes (and
-                // remembered); else the general path.
+                // remembered); else the general path. The index, snapshot and addresses are
+                // read through guards here: no reference count moves.
+                let running = self.index.load();
+                let (guard, synced) = match running.as_ref() {
+                    Some(i) => (Some(i.snapshot()), i.synced()),
+                    None => (None, false),
+                };
+                let snap = guard.as_deref().unwrap_or(&self.empty);
+                let local = self.local_ips.load();
                 let fast = || {
                     self.fast
-                        .then(|| fast::answer(&self.cfg, &snap, synced, &req.msg))
+                        .then(|| fast::answer(&self.cfg, snap, synced, &req.msg))
                         .flatten()
                 };
                 if let Some((bytes, ulen)) =
-                    memo::get_or_fill(self.memo_id, &snap, &local, synced, k, fast)
+                    memo::get_or_fill(self.memo_id, snap, &local, synced, k, fast)
                 {
                     return Outcome::wire_sized("kubernetes", bytes, Some(ulen));
                 }
             }
+            let (snap, synced) = self.snapshot();
+            let local = self.local_ips.load_full();
             let qname = req.qname();
             let qtype = req.qtype();
             let view = View {
