@@ -330,7 +330,7 @@ impl Message {
     /// Encodes the whole message without name compression (miekg/dns `Pack` of a message that
     /// has `Compress` off, as a parsed query has: what CoreDNS's dnstap logs for one).
     pub fn to_wire_uncompressed(&self) -> Vec<u8> {
-        let mut e = Encoder::new();
+        let mut e = Encoder::with_capacity(self.uncompressed_len());
         e.compress = false;
         self.encode_with(e, usize::MAX).0
     }
@@ -348,7 +348,10 @@ impl Message {
     }
 
     fn encode(&self, max_len: usize) -> (Vec<u8>, bool) {
-        self.encode_with(Encoder::new(), max_len)
+        // Compressed, the message takes at most its uncompressed length (or the limit): the
+        // buffer is allocated once at about its final size.
+        let cap = self.uncompressed_len().min(max_len);
+        self.encode_with(Encoder::with_capacity(cap), max_len)
     }
 
     fn encode_with(&self, mut e: Encoder, max_len: usize) -> (Vec<u8>, bool) {
@@ -405,7 +408,7 @@ impl Message {
         for (k, c) in counts.iter().enumerate() {
             e.buf[4 + 2 * k..6 + 2 * k].copy_from_slice(&c.to_be_bytes());
         }
-        (e.buf, truncated)
+        (e.finish(), truncated)
     }
 }
 
@@ -696,41 +699,67 @@ struct Encoder {
 /// Name suffixes already written, for compression: a flat table searched linearly while it is
 /// small (the usual answer has a handful of names), with a hash index once it grows. Suffixes
 /// match byte for byte, case included, like miekg/dns (CoreDNS): a name is never sent in
-/// another name's spelling.
+/// another name's spelling. Each name written is copied once into `arena`; its suffixes are
+/// slices of that copy, found by a 32-bit hash first and compared only when it matches.
 #[derive(Default)]
 struct Compression {
-    /// Wire suffixes as written, back to back.
+    /// Wire names as written (uncompressed), back to back.
     arena: Vec<u8>,
-    /// (start in `arena`, length, offset in the message).
-    entries: Vec<(u32, u16, u16)>,
+    /// (hash of the suffix, start in `arena`, length, offset in the message).
+    entries: Vec<(u32, u32, u16, u16)>,
     /// Index over `entries` once there are more than [`Compression::LINEAR`].
     index: Option<HashMap<Vec<u8>, u16>>,
+}
+
+thread_local! {
+    /// A compression table kept between encodings on this thread (cleared, not freed), so an
+    /// encoding allocates only the message's own bytes.
+    static SCRATCH: std::cell::Cell<Option<Compression>> = const { std::cell::Cell::new(None) };
+}
+
+/// FNV-1a over `bytes`, continued from `h`: the suffix hashes are built right to left, one
+/// label at a time.
+fn suffix_hash(mut h: u32, bytes: &[u8]) -> u32 {
+    for &b in bytes {
+        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+    }
+    h
 }
 
 impl Compression {
     const LINEAR: usize = 48;
 
-    fn get(&self, suffix: &[u8]) -> Option<u16> {
+    fn get(&self, suffix: &[u8], hash: u32) -> Option<u16> {
         if let Some(ix) = &self.index {
             return ix.get(suffix).copied();
         }
-        self.entries.iter().find_map(|&(start, len, off)| {
-            let stored = &self.arena[start as usize..start as usize + len as usize];
-            (stored == suffix).then_some(off)
+        self.entries.iter().find_map(|&(h, start, len, off)| {
+            (h == hash && &self.arena[start as usize..start as usize + len as usize] == suffix)
+                .then_some(off)
         })
     }
 
-    fn insert(&mut self, suffix: &[u8], off: u16) {
+    /// Records the suffixes of `wire` starting at `starts` (each written at `at + start`).
+    fn insert(&mut self, wire: &[u8], starts: &[u8], hashes: &[u32], at: usize) {
         if let Some(ix) = &mut self.index {
-            ix.insert(suffix.to_vec(), off);
+            for &s in starts {
+                ix.insert(wire[s as usize..].to_vec(), (at + s as usize) as u16);
+            }
             return;
         }
-        let start = self.arena.len() as u32;
-        self.arena.extend_from_slice(suffix);
-        self.entries.push((start, suffix.len() as u16, off));
+        let base = self.arena.len() as u32;
+        self.arena.extend_from_slice(wire);
+        for (&s, &h) in starts.iter().zip(hashes) {
+            self.entries.push((
+                h,
+                base + u32::from(s),
+                (wire.len() - s as usize) as u16,
+                (at + s as usize) as u16,
+            ));
+        }
         if self.entries.len() > Self::LINEAR {
             let mut ix = HashMap::with_capacity(self.entries.len() * 2);
-            for &(start, len, off) in &self.entries {
+            for &(_, start, len, off) in &self.entries {
                 let key = self.arena[start as usize..start as usize + len as usize].to_vec();
                 ix.entry(key).or_insert(off);
             }
@@ -741,22 +770,40 @@ impl Compression {
     fn truncate(&mut self, len: usize) {
         match &mut self.index {
             Some(ix) => ix.retain(|_, off| (*off as usize) < len),
-            None => self.entries.retain(|&(_, _, off)| (off as usize) < len),
+            None => self.entries.retain(|&(_, _, _, off)| (off as usize) < len),
         }
+    }
+
+    fn clear(&mut self) {
+        self.arena.clear();
+        self.entries.clear();
+        self.index = None;
     }
 }
 
 impl Encoder {
-    fn new() -> Encoder {
+    fn with_capacity(cap: usize) -> Encoder {
+        let names = SCRATCH.with(|s| s.take()).unwrap_or_else(|| Compression {
+            arena: Vec::with_capacity(256),
+            entries: Vec::with_capacity(16),
+            index: None,
+        });
         Encoder {
-            buf: Vec::with_capacity(512),
-            names: Compression {
-                arena: Vec::with_capacity(256),
-                entries: Vec::with_capacity(16),
-                index: None,
-            },
+            buf: Vec::with_capacity(cap),
+            names,
             compress: true,
         }
+    }
+
+    /// The encoded bytes; the compression table goes back to the thread for the next encoding
+    /// (unless it grew large).
+    fn finish(self) -> Vec<u8> {
+        let Encoder { buf, mut names, .. } = self;
+        if names.arena.capacity() <= 4096 && names.entries.capacity() <= 256 {
+            names.clear();
+            SCRATCH.with(|s| s.set(Some(names)));
+        }
+        buf
     }
 
     fn u16(&mut self, v: u16) {
@@ -773,25 +820,55 @@ impl Encoder {
     }
 
     fn name(&mut self, name: &Name, compress: bool) {
-        let compress = compress && self.compress;
         let wire = name.wire();
+        if !(compress && self.compress) {
+            self.buf.extend_from_slice(wire);
+            return;
+        }
+        // Label starts (a name has at most 127 labels besides the root) and the hash of the
+        // suffix at each, built from the right.
+        let mut starts = [0u8; MAX_NAME_LEN / 2];
+        let mut n = 0;
         let mut p = 0;
         while wire[p] != 0 {
-            let suffix = &wire[p..];
-            if compress {
-                if let Some(off) = self.names.get(suffix) {
-                    self.u16(0xc000 | off);
-                    return;
-                }
-                if self.buf.len() < 0x4000 {
-                    self.names.insert(suffix, self.buf.len() as u16);
-                }
-            }
-            let l = wire[p] as usize;
-            self.buf.extend_from_slice(&wire[p..p + 1 + l]);
-            p += 1 + l;
+            starts[n] = p as u8;
+            n += 1;
+            p += 1 + wire[p] as usize;
         }
-        self.buf.push(0);
+        let mut hashes = [0u32; MAX_NAME_LEN / 2];
+        let mut h = 0x811c_9dc5;
+        for i in (0..n).rev() {
+            let s = starts[i] as usize;
+            let e = if i + 1 < n { starts[i + 1] as usize } else { p };
+            h = suffix_hash(h, &wire[s..e]);
+            hashes[i] = h;
+        }
+        // The longest suffix already written, if any.
+        let mut hit = None;
+        for i in 0..n {
+            if let Some(off) = self.names.get(&wire[starts[i] as usize..], hashes[i]) {
+                hit = Some((i, off));
+                break;
+            }
+        }
+        let plain = hit.map_or(n, |(i, _)| i);
+        let at = self.buf.len();
+        // Suffixes written at offsets a pointer can reach.
+        let reach = starts[..plain]
+            .iter()
+            .take_while(|&&s| at + (s as usize) < 0x4000)
+            .count();
+        if reach > 0 {
+            self.names
+                .insert(wire, &starts[..reach], &hashes[..reach], at);
+        }
+        match hit {
+            Some((i, off)) => {
+                self.buf.extend_from_slice(&wire[..starts[i] as usize]);
+                self.u16(0xc000 | off);
+            }
+            None => self.buf.extend_from_slice(wire),
+        }
     }
 
     fn record(&mut self, rr: &Record) {
