@@ -330,7 +330,7 @@ impl Message {
     /// Encodes the whole message without name compression (miekg/dns `Pack` of a message that
     /// has `Compress` off, as a parsed query has: what CoreDNS's dnstap logs for one).
     pub fn to_wire_uncompressed(&self) -> Vec<u8> {
-        let mut e = Encoder::with_capacity(self.uncompressed_len());
+        let mut e = Encoder::with_capacity(512);
         e.compress = false;
         self.encode_with(e, usize::MAX).0
     }
@@ -348,10 +348,7 @@ impl Message {
     }
 
     fn encode(&self, max_len: usize) -> (Vec<u8>, bool) {
-        // Compressed, the message takes at most its uncompressed length (or the limit): the
-        // buffer is allocated once at about its final size.
-        let cap = self.uncompressed_len().min(max_len);
-        self.encode_with(Encoder::with_capacity(cap), max_len)
+        self.encode_with(Encoder::with_capacity(512), max_len)
     }
 
     fn encode_with(&self, mut e: Encoder, max_len: usize) -> (Vec<u8>, bool) {
@@ -700,13 +697,13 @@ struct Encoder {
 /// small (the usual answer has a handful of names), with a hash index once it grows. Suffixes
 /// match byte for byte, case included, like miekg/dns (CoreDNS): a name is never sent in
 /// another name's spelling. Each name written is copied once into `arena`; its suffixes are
-/// slices of that copy, found by a 32-bit hash first and compared only when it matches.
+/// slices of that copy.
 #[derive(Default)]
 struct Compression {
     /// Wire names as written (uncompressed), back to back.
     arena: Vec<u8>,
-    /// (hash of the suffix, start in `arena`, length, offset in the message).
-    entries: Vec<(u32, u32, u16, u16)>,
+    /// (start in `arena`, length, offset in the message).
+    entries: Vec<(u32, u16, u16)>,
     /// Index over `entries` once there are more than [`Compression::LINEAR`].
     index: Option<HashMap<Vec<u8>, u16>>,
 }
@@ -717,49 +714,43 @@ thread_local! {
     static SCRATCH: std::cell::Cell<Option<Compression>> = const { std::cell::Cell::new(None) };
 }
 
-/// FNV-1a over `bytes`, continued from `h`: the suffix hashes are built right to left, one
-/// label at a time.
-fn suffix_hash(mut h: u32, bytes: &[u8]) -> u32 {
-    for &b in bytes {
-        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
-    }
-    h
-}
-
 impl Compression {
     const LINEAR: usize = 48;
 
-    fn get(&self, suffix: &[u8], hash: u32) -> Option<u16> {
+    fn get(&self, suffix: &[u8]) -> Option<u16> {
         if let Some(ix) = &self.index {
             return ix.get(suffix).copied();
         }
-        self.entries.iter().find_map(|&(h, start, len, off)| {
-            (h == hash && &self.arena[start as usize..start as usize + len as usize] == suffix)
+        let len = suffix.len() as u16;
+        self.entries.iter().find_map(|&(start, l, off)| {
+            (l == len && &self.arena[start as usize..start as usize + l as usize] == suffix)
                 .then_some(off)
         })
     }
 
-    /// Records the suffixes of `wire` starting at `starts` (each written at `at + start`).
-    fn insert(&mut self, wire: &[u8], starts: &[u8], hashes: &[u32], at: usize) {
-        if let Some(ix) = &mut self.index {
-            for &s in starts {
-                ix.insert(wire[s as usize..].to_vec(), (at + s as usize) as u16);
-            }
-            return;
-        }
+    /// Records the suffixes of `wire` that start before `end` (`wire` written at `at`; only
+    /// those a pointer can reach).
+    fn insert(&mut self, wire: &[u8], end: usize, at: usize) {
         let base = self.arena.len() as u32;
-        self.arena.extend_from_slice(wire);
-        for (&s, &h) in starts.iter().zip(hashes) {
-            self.entries.push((
-                h,
-                base + u32::from(s),
-                (wire.len() - s as usize) as u16,
-                (at + s as usize) as u16,
-            ));
+        if self.index.is_none() {
+            self.arena.extend_from_slice(wire);
         }
-        if self.entries.len() > Self::LINEAR {
+        let mut p = 0;
+        while p < end && at + p < 0x4000 {
+            let off = (at + p) as u16;
+            match &mut self.index {
+                Some(ix) => {
+                    ix.insert(wire[p..].to_vec(), off);
+                }
+                None => self
+                    .entries
+                    .push((base + p as u32, (wire.len() - p) as u16, off)),
+            }
+            p += 1 + wire[p] as usize;
+        }
+        if self.index.is_none() && self.entries.len() > Self::LINEAR {
             let mut ix = HashMap::with_capacity(self.entries.len() * 2);
-            for &(_, start, len, off) in &self.entries {
+            for &(start, len, off) in &self.entries {
                 let key = self.arena[start as usize..start as usize + len as usize].to_vec();
                 ix.entry(key).or_insert(off);
             }
@@ -770,7 +761,7 @@ impl Compression {
     fn truncate(&mut self, len: usize) {
         match &mut self.index {
             Some(ix) => ix.retain(|_, off| (*off as usize) < len),
-            None => self.entries.retain(|&(_, _, _, off)| (off as usize) < len),
+            None => self.entries.retain(|&(_, _, off)| (off as usize) < len),
         }
     }
 
@@ -825,46 +816,24 @@ impl Encoder {
             self.buf.extend_from_slice(wire);
             return;
         }
-        // Label starts (a name has at most 127 labels besides the root) and the hash of the
-        // suffix at each, built from the right.
-        let mut starts = [0u8; MAX_NAME_LEN / 2];
-        let mut n = 0;
+        // The longest suffix already written, if any: its start in `wire` and its offset.
+        let mut hit = None;
         let mut p = 0;
         while wire[p] != 0 {
-            starts[n] = p as u8;
-            n += 1;
-            p += 1 + wire[p] as usize;
-        }
-        let mut hashes = [0u32; MAX_NAME_LEN / 2];
-        let mut h = 0x811c_9dc5;
-        for i in (0..n).rev() {
-            let s = starts[i] as usize;
-            let e = if i + 1 < n { starts[i + 1] as usize } else { p };
-            h = suffix_hash(h, &wire[s..e]);
-            hashes[i] = h;
-        }
-        // The longest suffix already written, if any.
-        let mut hit = None;
-        for i in 0..n {
-            if let Some(off) = self.names.get(&wire[starts[i] as usize..], hashes[i]) {
-                hit = Some((i, off));
+            if let Some(off) = self.names.get(&wire[p..]) {
+                hit = Some((p, off));
                 break;
             }
+            p += 1 + wire[p] as usize;
         }
-        let plain = hit.map_or(n, |(i, _)| i);
         let at = self.buf.len();
-        // Suffixes written at offsets a pointer can reach.
-        let reach = starts[..plain]
-            .iter()
-            .take_while(|&&s| at + (s as usize) < 0x4000)
-            .count();
-        if reach > 0 {
-            self.names
-                .insert(wire, &starts[..reach], &hashes[..reach], at);
+        // The suffixes written here in full, where a pointer can reach them.
+        if p > 0 && at < 0x4000 {
+            self.names.insert(wire, p, at);
         }
         match hit {
-            Some((i, off)) => {
-                self.buf.extend_from_slice(&wire[..starts[i] as usize]);
+            Some((p, off)) => {
+                self.buf.extend_from_slice(&wire[..p]);
                 self.u16(0xc000 | off);
             }
             None => self.buf.extend_from_slice(wire),
