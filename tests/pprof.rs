@@ -103,7 +103,7 @@ fn pages_status_codes_and_heap_figures() {
         let text = String::from_utf8(body).unwrap();
         let in_use: u64 = text
             .lines()
-            .find_map(|l| l.strip_prefix("committed_bytes "))
+            .find_map(|l| l.strip_prefix("in_use_bytes "))
             .unwrap_or_else(|| panic!("{text}"))
             .parse()
             .unwrap();

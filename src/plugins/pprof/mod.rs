@@ -1,6 +1,6 @@
 //! The `pprof` plugin: `/debug/pprof/` on an HTTP address (default `localhost:6053`): an index,
 //! CPU profiles in pprof's gzipped protobuf format (`go tool pprof` reads them), the command
-//! line, and the allocator's heap figures as text. Profiles Sextant cannot take answer
+//! line, and the system allocator's heap figures as text. Profiles Sextant cannot take answer
 //! 501 saying why.
 
 use std::sync::Arc;
@@ -29,7 +29,7 @@ const PROFILES: &[(&str, &str)] = &[
     ),
     (
         "heap",
-        "The allocator's figures as text with ?debug=1 (no per-call-site samples).",
+        "The system allocator's figures as text with ?debug=1 (no per-call-site samples).",
     ),
     ("allocs", "The same figures as heap."),
     (
@@ -208,48 +208,66 @@ fn index() -> HttpResponse {
 }
 
 /// The heap page: the allocator's totals as text with `debug`; without it (what `go tool
-/// pprof` asks for) 501, since the allocator keeps no call sites to build samples from.
+/// pprof` asks for) 501, since the system allocator keeps no call sites to build samples from.
 fn heap(debug: bool) -> HttpResponse {
     if !debug {
         return HttpResponse::text(
             501,
-            "heap: no heap profile: Sextant's allocator (mimalloc) records no call \
+            "heap: no heap profile: Sextant uses the system allocator, which records no call \
              sites. Its totals are at /debug/pprof/heap?debug=1\n",
         );
     }
-    HttpResponse::text(200, allocator_figures())
+    match allocator_figures() {
+        Some(text) => HttpResponse::text(200, text),
+        None => HttpResponse::text(501, "heap: this allocator gives no figures\n"),
+    }
 }
 
-/// The allocator's totals as text: mimalloc's (the binary's global allocator, src/main.rs)
-/// memory committed now and at most, and the resident set size now and at most.
-fn allocator_figures() -> String {
-    let mut f = [0usize; 8];
-    let [elapsed, user, system, rss, peak_rss, commit, peak_commit, faults] = &mut f;
-    // SAFETY: mi_process_info only writes one usize through each of the eight pointers, which
-    // point at distinct live locals; it reads mimalloc's own counters and is safe from any
-    // thread at any time.
-    unsafe {
-        libmimalloc_sys::mi_process_info(
-            elapsed,
-            user,
-            system,
-            rss,
-            peak_rss,
-            commit,
-            peak_commit,
-            faults,
-        );
-    }
-    format!(
-        "# heap figures of the allocator (mimalloc mi_process_info)\n\
-         # committed_bytes: memory the allocator holds from the system\n\
-         committed_bytes {commit}\n\
-         peak_committed_bytes {peak_commit}\n\
+/// The allocator's totals as text: glibc's `mallinfo2` over every arena, and the resident set
+/// size; None where the allocator gives none.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn allocator_figures() -> Option<String> {
+    // SAFETY: mallinfo2 takes no arguments, only reads glibc's own arena counters under their
+    // locks and returns a plain struct by value; it is safe from any thread at any time.
+    let m = unsafe { libc::mallinfo2() };
+    let rss = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .map(|v| v.trim().to_string())
+        })
+        .unwrap_or_else(|| "-".to_string());
+    Some(format!(
+        "# heap figures of the system allocator (glibc mallinfo2)\n\
+         # in_use_bytes: allocated and not freed (uordblks + hblkhd)\n\
+         in_use_bytes {}\n\
+         heap_in_use_bytes {}\n\
+         mmap_in_use_bytes {}\n\
+         mmap_chunks {}\n\
+         heap_total_bytes {}\n\
+         free_bytes {}\n\
+         free_chunks {}\n\
+         fastbin_free_bytes {}\n\
+         top_releasable_bytes {}\n\
          # resident set size of the process\n\
-         rss_bytes {rss}\n\
-         peak_rss_bytes {peak_rss}\n\
-         page_faults {faults}\n",
-    )
+         vm_rss {}\n",
+        m.uordblks + m.hblkhd,
+        m.uordblks,
+        m.hblkhd,
+        m.hblks,
+        m.arena,
+        m.fordblks,
+        m.ordblks,
+        m.fsmblks,
+        m.keepcost,
+        rss
+    ))
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn allocator_figures() -> Option<String> {
+    None
 }
 
 #[cfg(test)]
@@ -297,15 +315,12 @@ mod tests {
         let h = heap(true);
         assert_eq!(h.status, 200);
         let text = String::from_utf8(h.body).unwrap();
-        // The unit tests run on the system allocator: mimalloc has committed little or
-        // nothing here, but the resident set is the process's.
-        let rss: u64 = text
+        let in_use: u64 = text
             .lines()
-            .find_map(|l| l.strip_prefix("rss_bytes "))
+            .find_map(|l| l.strip_prefix("in_use_bytes "))
             .unwrap()
             .parse()
             .unwrap();
-        assert!(rss > 0, "{text}");
-        assert!(text.contains("committed_bytes "), "{text}");
+        assert!(in_use > 0, "{text}");
     }
 }
