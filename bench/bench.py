@@ -1340,6 +1340,74 @@ def overload_dnsperf(port, qf, duration, rate, tag):
             "p99_cluster_ms": pct(local, 99) * 1000, "runtime": runtime}
 
 
+def udp_drops(port):
+    """Datagrams the kernel dropped on arrival at the UDP sockets bound to `port` (the `drops`
+    column of /proc/net/udp and udp6: a full receive buffer), summed."""
+    n = 0
+    for f in ("/proc/net/udp", "/proc/net/udp6"):
+        try:
+            with open(f) as fh:
+                next(fh)
+                for line in fh:
+                    x = line.split()
+                    if int(x[1].rsplit(":", 1)[1], 16) == port:
+                        n += int(x[-1])
+        except (OSError, StopIteration, ValueError, IndexError):
+            pass
+    return n
+
+
+# Sextant's counters read around each overload level: where the queries went.
+OVERLOAD_METRICS = {
+    "requests": "coredns_dns_requests_total",
+    "stale_dropped": "sextant_udp_stale_dropped_total",
+    "cache_hits": "coredns_cache_hits_total",
+    "cache_misses": "coredns_cache_misses_total",
+    "cache_evictions": "coredns_cache_evictions_total",
+    "forwarded": "coredns_forward_requests_total",
+    "forward_rejects": "coredns_forward_max_concurrent_rejects_total",
+}
+
+
+def metric_sums(mport):
+    """{key: sum over label sets} of OVERLOAD_METRICS from a /metrics endpoint ({} if none)."""
+    if not mport:
+        return {}
+    import urllib.request
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=5).read().decode()
+    except OSError:
+        return {}
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("#"):
+            continue
+        name = line.split("{", 1)[0].split(" ", 1)[0]
+        for k, m in OVERLOAD_METRICS.items():
+            if name == m:
+                try:
+                    out[k] = out.get(k, 0) + float(line.rsplit(" ", 1)[1])
+                except ValueError:
+                    pass
+    return out
+
+
+class LevelCounters:
+    """CPU seconds, kernel drops and (Sextant) metric deltas over one overload level."""
+
+    def __init__(self, proc, mport):
+        self.proc, self.mport = proc, mport
+
+    def __enter__(self):
+        self.cpu, self.drops, self.m = self.proc.cpu(), udp_drops(self.proc.port), metric_sums(self.mport)
+        return self
+
+    def __exit__(self, *a):
+        m = metric_sums(self.mport)
+        self.out = {"cpu_s": self.proc.cpu() - self.cpu, "kernel_drops": udp_drops(self.proc.port) - self.drops}
+        self.out.update({k: v - self.m.get(k, 0) for k, v in m.items()})
+
+
 def scenario_overload(env, cl, args):
     """7. Overload: each server in a cgroup held to a fraction of a core (CpuCap), its capacity
     measured closed-loop on the mix (cluster names, cache hits, unique names that miss the cache
@@ -1367,15 +1435,17 @@ def scenario_overload(env, cl, args):
     if env.has("kubernetes", "forward", "cache"):
         p = free_port()
         opt = lambda name, line: line if env.has(name) else ""  # noqa: E731
+        mport = free_port()
         conf = (f".:{p} {{\n    errors\n"
                 + opt("health", f"    health 127.0.0.1:{free_port()} {{\n        lameduck 5s\n    }}\n")
                 + opt("ready", f"    ready 127.0.0.1:{free_port()}\n")
                 + k8s_block(env, env.path("cluster.json"), "        fallthrough in-addr.arpa ip6.arpa\n")
-                + opt("prometheus", f"    prometheus 127.0.0.1:{free_port()}\n")
+                + opt("prometheus", f"    prometheus 127.0.0.1:{mport}\n")
                 + f"    forward . 127.0.0.1:{up} {{\n        max_concurrent 1000\n    }}\n    cache 30\n"
                 + opt("loop", "    loop\n") + opt("reload", "    reload\n") + opt("loadbalance", "    loadbalance\n")
                 + "}\n")
         servers.append(sextant(env, "sextant kubeadm", conf, p, probe_name="cluster.local."))
+        servers[-1].metrics_port = mport if env.has("prometheus") else None
         if env.coredns:
             servers.append(twin(env, servers[0], "coredns kubeadm", env.cluster_api()))
     else:
@@ -1404,29 +1474,46 @@ def scenario_overload(env, cl, args):
                 row = {"idle_kib": s.mem()[0], "levels": []}
                 dnsperf(s.port, hf, runs=1, outstanding=1000)  # the hit names into the cache
                 cap.add(s)  # threads or children started since
-                with RssPeak(s) as rp:
+                mp = getattr(s, "metrics_port", None)
+                with RssPeak(s) as rp, LevelCounters(s, mp) as lc:
                     tag = f"ovc{random.randrange(10**6)}"
                     c = overload_dnsperf(s.port, mix(None, tag), d, None, tag)
                 c["rss_peak_kib"] = rp.peak
+                c["counters"] = lc.out
                 row["capacity"] = c
                 row["steady_kib"] = s.mem()[0]
                 log(f"  {s.label:18s} capacity {c['goodput']:9.0f} q/s good, p99 {c['p99_ms']:.1f} ms, "
-                    f"RSS {rp.peak / 1024:.1f} MiB (idle {row['idle_kib'] / 1024:.1f})")
-                base = max(1, int(c["goodput"]))
+                    f"RSS {rp.peak / 1024:.1f} MiB (idle {row['idle_kib'] / 1024:.1f}); "
+                    + ", ".join(f"{k2} {v:.0f}" if k2 != "cpu_s" else f"cpu {v:.2f} s" for k2, v in lc.out.items()))
+                # The closed loop understates what a server answers: a query the kernel drops
+                # (2,000 outstanding are more than a small or shrunk receive buffer holds) keeps
+                # its slot for dnsperf's 1 s timeout, and the server idles meanwhile. Capacity is
+                # the better of it and the goodput at an open-loop 2x of it.
+                with RssPeak(s) as rp, LevelCounters(s, mp) as lc:
+                    tag = f"ovp{random.randrange(10**6)}"
+                    o = overload_dnsperf(s.port, mix(2 * max(1, int(c["goodput"])), tag), d,
+                                         2 * max(1, int(c["goodput"])), tag)
+                o.update(rss_peak_kib=rp.peak, counters=lc.out)
+                row["open_loop"] = o
+                log(f"  {s.label:18s} open loop at 2x closed-loop: offered {o['offered_qps']:9.0f} q/s, "
+                    f"goodput {o['goodput']:9.0f}")
+                base = max(1, int(c["goodput"]), int(o["goodput"]))
+                row["capacity_qps"] = base
                 for k in OVERLOAD_LEVELS:
                     tag = f"ov{k}x{random.randrange(10**6)}"
-                    with RssPeak(s) as rp:
+                    with RssPeak(s) as rp, LevelCounters(s, mp) as lc:
                         r = overload_dnsperf(s.port, mix(base * k, tag), d, base * k, tag)
-                    r.update(k=k, target=base * k, rss_peak_kib=rp.peak)
+                    r.update(k=k, target=base * k, rss_peak_kib=rp.peak, counters=lc.out)
                     row["levels"].append(r)
                     log(f"  {s.label:18s} {k}x: offered {r['offered_qps']:9.0f} q/s, goodput {r['goodput']:9.0f}, "
-                        f"p99 {r['p99_ms']:.1f} ms (cluster names {r['p99_cluster_ms']:.1f}), RSS {rp.peak / 1024:.1f} MiB")
+                        f"p99 {r['p99_ms']:.1f} ms (cluster names {r['p99_cluster_ms']:.1f}), RSS {rp.peak / 1024:.1f} MiB; "
+                        + ", ".join(f"{k2} {v:.0f}" if k2 != "cpu_s" else f"cpu {v:.2f} s" for k2, v in lc.out.items()))
                     if s.p.poll() is not None:
                         break
                 row["alive"] = s.p.poll() is None and probe(s.port, s.probe_name, timeout=2)
                 row["panics"] = len(re.findall(r"panicked at|fatal error|SIGSEGV", s.tail()))
                 row["after_kib"] = s.mem()[0]
-                row["peak"] = max([c["goodput"]] + [x["goodput"] for x in row["levels"]])
+                row["peak"] = max([c["goodput"], o["goodput"]] + [x["goodput"] for x in row["levels"]])
                 out["rows"][s.label] = row
             finally:
                 s.stop()
@@ -1634,8 +1721,10 @@ def overload_section(args, date):
           f"{o['delay_ms']} ms late). Sextant runs the kubeadm Corefile (`forward` with `max_concurrent 1000`, "
           f"`cache 30`); Knot is authoritative for the same names (the never-asked ones from a wildcard); "
           f"Unbound serves the cluster zones as `auth-zone`s and forwards the rest to the same slow upstream. "
-          f"Capacity is the closed-loop goodput (4 sockets, 2,000 outstanding); then dnsperf offers 1×, 2×, 3× "
-          f"and 5× that rate (`-Q`) for {o['duration']} s each. **Goodput**: NOERROR/NXDOMAIN answers within "
+          f"Capacity is the higher of the closed-loop goodput (4 sockets, 2,000 outstanding) and the goodput "
+          f"when twice that is offered open loop (the closed loop understates it: each query the kernel drops "
+          f"holds one of dnsperf's slots for its 1 s timeout while the server idles); then dnsperf offers 1×, "
+          f"2×, 3× and 5× capacity (`-Q`) for {o['duration']} s each. **Goodput**: NOERROR/NXDOMAIN answers within "
           f"1 s (dnsperf's timeout), per second; **p99** over those answers, and over those for cluster names "
           f"(the other names include cache hits whose entry just expired, which wait for the slow upstream); **RSS**: the peak during the level (sampled every 50 ms) against RSS at rest after start "
           f"(before any query) and against RSS after the capacity run (caches filled at capacity: what the "
@@ -1647,17 +1736,19 @@ def overload_section(args, date):
     verdict = []
     for label, row in o["rows"].items():
         peak, idle, steady = row["peak"], max(1, row["idle_kib"]), max(1, row.get("steady_kib", 0))
-        for x in [dict(row["capacity"], k=None)] + row["levels"]:
+        first = [dict(row["capacity"], k=None)] + ([dict(row["open_loop"], k="open")] if "open_loop" in row else [])
+        for x in first + row["levels"]:
             other = ", ".join(f"{k} {v}" for k, v in sorted(x["rcodes"].items()) if k not in ("NOERROR", "NXDOMAIN"))
-            load = "capacity (closed loop)" if x["k"] is None else f"{x['k']}×"
+            load = {None: "closed loop", "open": "open loop, 2× closed loop"}.get(x["k"], f"{x['k']}×")
             L.append(f"| {label} | {load} | "
                      f"{fmt(x['offered_qps'])} | {fmt(x['goodput'])} | {x['goodput'] / peak * 100:.0f}% | "
                      f"{fmt(x['p50_ms'], 2)} | {fmt(x['p99_ms'], 1)} | {fmt(x['p99_cluster_ms'], 1)} | "
                      f"{x['rss_peak_kib'] / 1024:.1f} | {x['rss_peak_kib'] / idle:.2f} | "
                      f"{'' if x['k'] is None else format(x['rss_peak_kib'] / steady, '.2f')} | {other} |")
+        base = row.get("capacity_qps", row["capacity"]["goodput"])
         lv = row["levels"]
         worst = min((x["goodput"] / peak for x in lv), default=0)
-        worst_cap = min((x["goodput"] / max(1, row["capacity"]["goodput"]) for x in lv), default=0)
+        worst_cap = min((x["goodput"] / max(1, base) for x in lv), default=0)
         p99 = max((x["p99_ms"] for x in lv), default=float("nan"))
         rss = max([x["rss_peak_kib"] for x in lv] + [row["capacity"]["rss_peak_kib"]]) / idle
         grown = max((x["rss_peak_kib"] for x in lv), default=0) / steady
@@ -1665,7 +1756,7 @@ def overload_section(args, date):
         verdict.append(f"| {label} | {worst * 100:.0f}% | {worst_cap * 100:.0f}% | {fmt(p99, 1)} | {rss:.2f} | {grown:.2f} | "
                        f"{'yes' if row['alive'] and not row['panics'] else '**no**'} | "
                        f"{'**met**' if ok else '**NOT met**'} |")
-    L += ["", "| server | lowest goodput / peak (target ≥ 90%) | lowest goodput / closed-loop capacity | "
+    L += ["", "| server | lowest goodput / peak (target ≥ 90%) | lowest goodput / capacity | "
           "highest p99 ms | RSS peak / at rest (target < 2) | RSS peak under 1-5× / after the capacity run | "
           "alive, no panic | targets |",
           "|---|---:|---:|---:|---:|---:|---|---|"] + verdict + [""]
