@@ -131,10 +131,11 @@ fn relays_over_udp_and_tcp_with_client_id_case_and_edns() {
     }
     let ids: std::collections::HashSet<u16> = up.requests().iter().map(|r| r.id()).collect();
     assert!(ids.len() >= 18, "upstream IDs not random: {ids:?}");
-    // Source ports vary too (a fresh socket per UDP query).
+    // One after another, they all go out on one cached socket (CoreDNS keeps UDP sockets
+    // for `expire` too).
     let ports: std::collections::HashSet<u16> =
         up.requests().iter().map(|r| r.src.port()).collect();
-    assert!(ports.len() >= 18, "source ports not varied: {ports:?}");
+    assert_eq!(ports.len(), 1, "UDP socket not reused: {ports:?}");
     let to = format!("to=\"{}\"", up.addr());
     let count = |rc: &str| {
         srv.metric(
@@ -613,6 +614,77 @@ fn duplicate_answers_give_one_reply() {
     sock.set_read_timeout(Some(Duration::from_millis(400)))
         .unwrap();
     assert!(sock.recv(&mut buf).is_err());
+}
+
+/// UDP sockets are cached per upstream like TCP connections, and a late reply for an earlier
+/// query on a reused socket never answers a later one: each query gets a reply with the previous
+/// query's ID and the same question (a different address) just before the right one, and a
+/// duplicate of its own reply, changed, 100 ms later, when the socket is idle in the cache.
+#[test]
+fn reused_udp_sockets_never_take_a_late_reply_for_a_later_query() {
+    let previous_id = Arc::new(std::sync::Mutex::new(None::<u16>));
+    let asked = Arc::new(AtomicUsize::new(0));
+    let (prev, n) = (previous_id.clone(), asked.clone());
+    let up = Upstream::start(move |req: &UpstreamRequest| {
+        if req.name() != "late.example." {
+            return req.reply().action();
+        }
+        let i = n.fetch_add(1, Ordering::SeqCst) + 1;
+        let late = |id: u16| {
+            req.reply()
+                .id(id)
+                .answer("late.example. 60 IN A 6.6.6.6")
+                .action()
+        };
+        let mut prev = prev.lock().unwrap();
+        let mut acts: Vec<Action> = prev.iter().map(|&id| late(id)).collect();
+        acts.push(
+            req.reply()
+                .answer(&format!("late.example. 60 IN A 192.0.2.{i}"))
+                .action(),
+        );
+        acts.push(Action::Delay(
+            Duration::from_millis(100),
+            Box::new(late(req.id())),
+        ));
+        *prev = Some(req.id());
+        Action::Multiple(acts)
+    })
+    .unwrap();
+    let srv = start(&format!("forward . {}", up.addr()));
+    for i in 1..=4 {
+        let r = udp(srv.dns, &a("late.example.").id(9), T).unwrap();
+        assert_eq!(r.id(), 9);
+        assert_eq!(
+            r.answers(),
+            vec![format!("late.example. 60 IN A 192.0.2.{i}")],
+            "query {i}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let seen: Vec<_> = up
+        .requests()
+        .into_iter()
+        .filter(|r| r.name() == "late.example.")
+        .collect();
+    assert_eq!(seen.len(), 4);
+    assert!(
+        seen.iter().all(|r| r.src == seen[0].src),
+        "not one reused socket: {:?}",
+        seen.iter().map(|r| r.src).collect::<Vec<_>>()
+    );
+    assert!(
+        seen.windows(2).all(|w| w[0].id() != w[1].id()),
+        "an ID repeated on the socket"
+    );
+    let to = format!("to=\"{}\"", up.addr());
+    let cache = |m: &str| srv.metric(m, &["proto=\"udp\"", &to]);
+    assert_eq!(cache("coredns_proxy_conn_cache_misses_total"), 1.0);
+    assert_eq!(cache("coredns_proxy_conn_cache_hits_total"), 3.0);
+    // The three replies ahead of the right one, and the delayed duplicates found on reuse
+    // (the last one is still waiting in the socket).
+    let bogus = srv.metric("sextant_forward_bogus_replies_total", &[&to]);
+    assert!((3.0..=6.0).contains(&bogus), "bogus replies {bogus}");
 }
 
 fn fd_count(pid: u32) -> usize {

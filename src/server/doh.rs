@@ -143,8 +143,45 @@ pub(crate) fn answer(reply: Vec<u8>) -> Response<Bytes> {
     let mut r = Response::new(Bytes::from(reply));
     let h = r.headers_mut();
     h.insert(header::CONTENT_TYPE, header::HeaderValue::from_static(MIME));
-    h.insert(header::CACHE_CONTROL, cache_control(age));
+    h.insert(
+        header::CACHE_CONTROL,
+        AGES.with(|c| cached_value(c, age, cache_control)),
+    );
     r
+}
+
+/// Slots of a [`Values`] cache.
+pub(crate) const VALUE_SLOTS: usize = 64;
+
+/// Header values made from a number, kept per thread in a direct-mapped cache (slot: the
+/// number modulo [`VALUE_SLOTS`]): a cached value is a reference-counted clone, while making
+/// one validates the text and copies it into a new allocation (one `Cache-Control` and one
+/// `Content-Length` per DoH answer, nearly always a value seen just before).
+pub(crate) type Values = [Option<(u32, header::HeaderValue)>; VALUE_SLOTS];
+
+thread_local! {
+    /// `Cache-Control` values by age.
+    static AGES: std::cell::RefCell<Values> =
+        const { std::cell::RefCell::new([const { None }; VALUE_SLOTS]) };
+}
+
+/// The value `make(n)` from `cache` (made and kept there when not cached).
+pub(crate) fn cached_value(
+    cache: &std::cell::RefCell<Values>,
+    n: u32,
+    make: fn(u32) -> header::HeaderValue,
+) -> header::HeaderValue {
+    let Ok(mut slots) = cache.try_borrow_mut() else {
+        return make(n);
+    };
+    match &mut slots[n as usize % VALUE_SLOTS] {
+        Some((k, v)) if *k == n => v.clone(),
+        slot => {
+            let v = make(n);
+            *slot = Some((n, v.clone()));
+            v
+        }
+    }
 }
 
 /// `max-age=AGE`, written without the formatting machinery (one header per reply).
@@ -394,6 +431,19 @@ mod tests {
         for age in [0, 5, 30, 300, 3600, u32::MAX] {
             assert_eq!(cache_control(age), format!("max-age={age}").as_str());
         }
+    }
+
+    /// The per-thread cache gives the value of the number asked for, whatever shares its slot.
+    #[test]
+    fn cached_values_are_the_values_of_their_number() {
+        let cache = std::cell::RefCell::new([const { None }; VALUE_SLOTS]);
+        let n = VALUE_SLOTS as u32;
+        for age in [5, 5 + n, 5, 300, 300 + 2 * n, 5 + n, 0, n] {
+            let v = cached_value(&cache, age, cache_control);
+            assert_eq!(v, format!("max-age={age}").as_str());
+        }
+        let r = answer(Message::reply_to(&Message::query(0, Name::root(), RType::A)).to_wire());
+        assert_eq!(r.headers()[header::CACHE_CONTROL], "max-age=5");
     }
 
     #[test]

@@ -20,7 +20,7 @@ use h2::{Reason, RecvStream};
 use http::{header, HeaderValue, Method, Request, Response};
 use sextant_corefile::Scheme;
 
-use crate::server::doh::{Conn, MAX_BODY, PATH};
+use crate::server::doh::{cached_value, Conn, Values, MAX_BODY, PATH, VALUE_SLOTS};
 use crate::server::http::{GracefulConn, MAX_HEAD};
 use crate::server::listen::InFlight;
 
@@ -267,12 +267,26 @@ fn send(respond: &mut SendResponse<Bytes>, resp: Response<Bytes>) {
     }
     head.headers
         .entry(header::CONTENT_LENGTH)
-        .or_insert_with(|| HeaderValue::from(body.len()));
+        .or_insert_with(|| content_length(body.len()));
     match respond.send_response(Response::from_parts(head, ()), false) {
         Ok(mut stream) => {
             let _ = stream.send_data(body, true);
         }
         Err(_) => respond.send_reset(Reason::INTERNAL_ERROR),
+    }
+}
+
+thread_local! {
+    /// `Content-Length` values by length.
+    static LENGTHS: std::cell::RefCell<Values> =
+        const { std::cell::RefCell::new([const { None }; VALUE_SLOTS]) };
+}
+
+/// The `Content-Length` value of a body of `len` bytes.
+fn content_length(len: usize) -> HeaderValue {
+    match u32::try_from(len) {
+        Ok(n) => LENGTHS.with(|c| cached_value(c, n, HeaderValue::from)),
+        Err(_) => HeaderValue::from(len),
     }
 }
 

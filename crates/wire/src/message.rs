@@ -330,7 +330,7 @@ impl Message {
     /// Encodes the whole message without name compression (miekg/dns `Pack` of a message that
     /// has `Compress` off, as a parsed query has: what CoreDNS's dnstap logs for one).
     pub fn to_wire_uncompressed(&self) -> Vec<u8> {
-        let mut e = Encoder::new();
+        let mut e = Encoder::with_capacity(512);
         e.compress = false;
         self.encode_with(e, usize::MAX).0
     }
@@ -348,7 +348,7 @@ impl Message {
     }
 
     fn encode(&self, max_len: usize) -> (Vec<u8>, bool) {
-        self.encode_with(Encoder::new(), max_len)
+        self.encode_with(Encoder::with_capacity(512), max_len)
     }
 
     fn encode_with(&self, mut e: Encoder, max_len: usize) -> (Vec<u8>, bool) {
@@ -405,7 +405,7 @@ impl Message {
         for (k, c) in counts.iter().enumerate() {
             e.buf[4 + 2 * k..6 + 2 * k].copy_from_slice(&c.to_be_bytes());
         }
-        (e.buf, truncated)
+        (e.finish(), truncated)
     }
 }
 
@@ -696,15 +696,22 @@ struct Encoder {
 /// Name suffixes already written, for compression: a flat table searched linearly while it is
 /// small (the usual answer has a handful of names), with a hash index once it grows. Suffixes
 /// match byte for byte, case included, like miekg/dns (CoreDNS): a name is never sent in
-/// another name's spelling.
+/// another name's spelling. Each name written is copied once into `arena`; its suffixes are
+/// slices of that copy.
 #[derive(Default)]
 struct Compression {
-    /// Wire suffixes as written, back to back.
+    /// Wire names as written (uncompressed), back to back.
     arena: Vec<u8>,
     /// (start in `arena`, length, offset in the message).
     entries: Vec<(u32, u16, u16)>,
     /// Index over `entries` once there are more than [`Compression::LINEAR`].
     index: Option<HashMap<Vec<u8>, u16>>,
+}
+
+thread_local! {
+    /// A compression table kept between encodings on this thread (cleared, not freed), so an
+    /// encoding allocates only the message's own bytes.
+    static SCRATCH: std::cell::Cell<Option<Compression>> = const { std::cell::Cell::new(None) };
 }
 
 impl Compression {
@@ -714,21 +721,34 @@ impl Compression {
         if let Some(ix) = &self.index {
             return ix.get(suffix).copied();
         }
-        self.entries.iter().find_map(|&(start, len, off)| {
-            let stored = &self.arena[start as usize..start as usize + len as usize];
-            (stored == suffix).then_some(off)
+        let len = suffix.len() as u16;
+        self.entries.iter().find_map(|&(start, l, off)| {
+            (l == len && &self.arena[start as usize..start as usize + l as usize] == suffix)
+                .then_some(off)
         })
     }
 
-    fn insert(&mut self, suffix: &[u8], off: u16) {
-        if let Some(ix) = &mut self.index {
-            ix.insert(suffix.to_vec(), off);
-            return;
+    /// Records the suffixes of `wire` that start before `end` (`wire` written at `at`; only
+    /// those a pointer can reach).
+    fn insert(&mut self, wire: &[u8], end: usize, at: usize) {
+        let base = self.arena.len() as u32;
+        if self.index.is_none() {
+            self.arena.extend_from_slice(wire);
         }
-        let start = self.arena.len() as u32;
-        self.arena.extend_from_slice(suffix);
-        self.entries.push((start, suffix.len() as u16, off));
-        if self.entries.len() > Self::LINEAR {
+        let mut p = 0;
+        while p < end && at + p < 0x4000 {
+            let off = (at + p) as u16;
+            match &mut self.index {
+                Some(ix) => {
+                    ix.insert(wire[p..].to_vec(), off);
+                }
+                None => self
+                    .entries
+                    .push((base + p as u32, (wire.len() - p) as u16, off)),
+            }
+            p += 1 + wire[p] as usize;
+        }
+        if self.index.is_none() && self.entries.len() > Self::LINEAR {
             let mut ix = HashMap::with_capacity(self.entries.len() * 2);
             for &(start, len, off) in &self.entries {
                 let key = self.arena[start as usize..start as usize + len as usize].to_vec();
@@ -744,19 +764,37 @@ impl Compression {
             None => self.entries.retain(|&(_, _, off)| (off as usize) < len),
         }
     }
+
+    fn clear(&mut self) {
+        self.arena.clear();
+        self.entries.clear();
+        self.index = None;
+    }
 }
 
 impl Encoder {
-    fn new() -> Encoder {
+    fn with_capacity(cap: usize) -> Encoder {
+        let names = SCRATCH.with(|s| s.take()).unwrap_or_else(|| Compression {
+            arena: Vec::with_capacity(256),
+            entries: Vec::with_capacity(16),
+            index: None,
+        });
         Encoder {
-            buf: Vec::with_capacity(512),
-            names: Compression {
-                arena: Vec::with_capacity(256),
-                entries: Vec::with_capacity(16),
-                index: None,
-            },
+            buf: Vec::with_capacity(cap),
+            names,
             compress: true,
         }
+    }
+
+    /// The encoded bytes; the compression table goes back to the thread for the next encoding
+    /// (unless it grew large).
+    fn finish(self) -> Vec<u8> {
+        let Encoder { buf, mut names, .. } = self;
+        if names.arena.capacity() <= 4096 && names.entries.capacity() <= 256 {
+            names.clear();
+            SCRATCH.with(|s| s.set(Some(names)));
+        }
+        buf
     }
 
     fn u16(&mut self, v: u16) {
@@ -773,25 +811,33 @@ impl Encoder {
     }
 
     fn name(&mut self, name: &Name, compress: bool) {
-        let compress = compress && self.compress;
         let wire = name.wire();
+        if !(compress && self.compress) {
+            self.buf.extend_from_slice(wire);
+            return;
+        }
+        // The longest suffix already written, if any: its start in `wire` and its offset.
+        let mut hit = None;
         let mut p = 0;
         while wire[p] != 0 {
-            let suffix = &wire[p..];
-            if compress {
-                if let Some(off) = self.names.get(suffix) {
-                    self.u16(0xc000 | off);
-                    return;
-                }
-                if self.buf.len() < 0x4000 {
-                    self.names.insert(suffix, self.buf.len() as u16);
-                }
+            if let Some(off) = self.names.get(&wire[p..]) {
+                hit = Some((p, off));
+                break;
             }
-            let l = wire[p] as usize;
-            self.buf.extend_from_slice(&wire[p..p + 1 + l]);
-            p += 1 + l;
+            p += 1 + wire[p] as usize;
         }
-        self.buf.push(0);
+        let at = self.buf.len();
+        // The suffixes written here in full, where a pointer can reach them.
+        if p > 0 && at < 0x4000 {
+            self.names.insert(wire, p, at);
+        }
+        match hit {
+            Some((p, off)) => {
+                self.buf.extend_from_slice(&wire[..p]);
+                self.u16(0xc000 | off);
+            }
+            None => self.buf.extend_from_slice(wire),
+        }
     }
 
     fn record(&mut self, rr: &Record) {

@@ -1,6 +1,7 @@
-//! One upstream of `forward`: query exchange over UDP (a fresh socket per query), TCP and TLS
-//! (cached connections with `expire`/`max_idle_conns`), RFC 5452 reply matching (ID, question,
-//! source via connected sockets; bogus replies are counted and never end the wait), and the
+//! One upstream of `forward`: query exchange over UDP, TCP and TLS (cached sockets and
+//! connections with `expire`/`max_age`/`max_idle_conns`, as CoreDNS), RFC 5452 reply matching
+//! (ID, question, source via connected sockets; bogus replies are counted and never end the
+//! wait; a reused UDP socket never takes a late reply to an earlier query), and the
 //! failure-triggered health check that marks the upstream up or down.
 
 use std::collections::VecDeque;
@@ -45,6 +46,38 @@ struct Pooled {
     /// When it was dialed (`max_age`).
     created: Instant,
     used: Instant,
+}
+
+/// A UDP socket connected to the upstream, cached between exchanges like a TCP connection
+/// (CoreDNS keeps its UDP `dns.Conn`s in the same pool). It goes back to the cache only after
+/// an exchange that got its reply (a timeout or an error closes it), so what can still arrive
+/// on it is a late duplicate of a reply already taken: such datagrams are dropped before the
+/// socket is reused (see [`Proxy::take_udp`]), a query never reuses one of the IDs of the last
+/// [`RECENT_IDS`] queries answered on it, and replies are matched on ID and question.
+struct PooledUdp {
+    sock: UdpSocket,
+    /// IDs of the last queries answered on this socket (`answered` of them are set).
+    ids: [u16; RECENT_IDS],
+    answered: usize,
+    created: Instant,
+    used: Instant,
+}
+
+/// How many IDs of queries answered on a cached UDP socket a new query on it avoids.
+const RECENT_IDS: usize = 8;
+
+/// Late datagrams dropped from a cached UDP socket before it is closed instead of reused.
+const MAX_STALE: usize = 16;
+
+impl PooledUdp {
+    fn recent(&self) -> &[u16] {
+        &self.ids[..self.answered.min(RECENT_IDS)]
+    }
+
+    fn answered(&mut self, id: u16) {
+        self.ids[self.answered % RECENT_IDS] = id;
+        self.answered = self.answered.wrapping_add(1);
+    }
 }
 
 /// Room asked for when reading a message whose length is not yet known: a typical reply and
@@ -139,14 +172,17 @@ pub(super) struct Proxy {
     /// Bumped by every successful probe.
     ok_epoch: AtomicU64,
     pool: Mutex<VecDeque<Pooled>>,
+    /// Cached UDP sockets (oldest first, as CoreDNS takes them).
+    udp_pool: Mutex<VecDeque<PooledUdp>>,
     avg_dial_ns: AtomicI64,
     /// Health-check probes run under the generation; `stop` is its cancellation.
     spawner: Spawner,
     stop: CancellationToken,
     /// Decides connection expiry and the health-check interval.
     clock: Clock,
-    /// This upstream's `conn_cache_misses_total{proto="udp"}`, looked up on first use (so the
-    /// series appears with the first UDP query, as before).
+    /// This upstream's `conn_cache_hits_total` and `conn_cache_misses_total` with
+    /// `proto="udp"`, looked up on first use (so the series appear with the first UDP query).
+    udp_hits: OnceLock<Counter>,
     udp_misses: OnceLock<Counter>,
     /// This upstream's `conn_cache_hits_total` and `conn_cache_misses_total` of its stream
     /// protocol (`tcp` or `tcp-tls`), looked up on first use like `udp_misses`.
@@ -338,10 +374,12 @@ impl Proxy {
             probing: AtomicBool::new(false),
             ok_epoch: AtomicU64::new(0),
             pool: Mutex::new(VecDeque::new()),
+            udp_pool: Mutex::new(VecDeque::new()),
             avg_dial_ns: AtomicI64::new(0),
             stop: spawner.token(),
             spawner,
             clock,
+            udp_hits: OnceLock::new(),
             udp_misses: OnceLock::new(),
             stream_hits: OnceLock::new(),
             stream_misses: OnceLock::new(),
@@ -413,10 +451,7 @@ impl Proxy {
         let res = if let Some(doh) = &self.doh {
             Box::pin(self.exchange_doh(doh, query, until)).await
         } else if self.tls.is_none() && net == Net::Udp {
-            self.udp_misses
-                .get_or_init(|| CONN_MISSES.with_label_values(&[PROXY_NAME, &self.label, "udp"]))
-                .inc();
-            Box::pin(self.exchange_udp(&wire, q, until, local)).await
+            Box::pin(self.exchange_udp(&mut wire, q, until, local, true)).await
         } else {
             Box::pin(self.exchange_stream(&wire, q, until, deadline, local)).await
         };
@@ -447,17 +482,130 @@ impl Proxy {
         UdpSocket::from_std(sock.into())
     }
 
+    /// A cached UDP socket (counted as a cache hit) or a new one (a miss).
+    fn udp_conn(&self) -> io::Result<PooledUdp> {
+        let labels = |proto| [PROXY_NAME, &self.label, proto];
+        if let Some(c) = self.take_udp() {
+            self.udp_hits
+                .get_or_init(|| CONN_HITS.with_label_values(&labels("udp")))
+                .inc();
+            return Ok(c);
+        }
+        self.udp_misses
+            .get_or_init(|| CONN_MISSES.with_label_values(&labels("udp")))
+            .inc();
+        let now = self.clock.now();
+        Ok(PooledUdp {
+            sock: self.udp_socket()?,
+            ids: [0; RECENT_IDS],
+            answered: 0,
+            created: now,
+            used: now,
+        })
+    }
+
+    /// The oldest cached UDP socket still fresh, emptied of late datagrams (dropped and counted
+    /// as bogus replies). A socket with an error pending (an ICMP error that came after its
+    /// last reply) or with more than [`MAX_STALE`] late datagrams is closed instead.
+    ///
+    /// The drain costs no extra system call: the socket's readiness is still set from the read
+    /// that ended its last exchange, so the read that finds it empty clears it, and the wait
+    /// for the next reply then starts without a read that would have found nothing.
+    fn take_udp(&self) -> Option<PooledUdp> {
+        let mut byte = [0u8; 1];
+        loop {
+            let c = {
+                let mut pool = self.udp_pool.lock().ok()?;
+                loop {
+                    let c = pool.pop_front()?;
+                    if self.fresh(c.used, c.created) {
+                        break c;
+                    }
+                }
+            };
+            let mut stale = 0;
+            let usable = loop {
+                match c.sock.try_recv(&mut byte) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break true,
+                    Err(_) => break false,
+                    Ok(_) => {
+                        BOGUS_REPLIES.with_label_values(&[&self.label]).inc();
+                        stale += 1;
+                        if stale > MAX_STALE {
+                            break false;
+                        }
+                    }
+                }
+            };
+            if usable {
+                return Some(c);
+            }
+        }
+    }
+
+    fn give_back_udp(&self, c: PooledUdp) {
+        if self.stop.is_cancelled() {
+            return;
+        }
+        if let Ok(mut pool) = self.udp_pool.lock() {
+            if self.max_idle == 0 || pool.len() < self.max_idle {
+                pool.push_back(c);
+            }
+        }
+    }
+
+    /// One UDP exchange, on a cached socket when `cached` (queries) or a fresh one (health
+    /// probes, as CoreDNS's). On a cached socket the query's ID is redrawn (in `wire` too)
+    /// while it equals one of the IDs recently answered there; the socket goes back to the
+    /// cache only once the reply came.
     async fn exchange_udp(
         &self,
+        wire: &mut [u8],
+        mut q: Sent<'_>,
+        until: Instant,
+        tapped: Option<&mut Option<SocketAddr>>,
+        cached: bool,
+    ) -> Result<Message, String> {
+        let bind = SocketAddr::new(self.source.unwrap_or_else(|| unspecified(&self.addr)), 0);
+        let dial_err = |e: io::Error| format!("dial udp {}: {}", self.addr, io_text(&e));
+        let mut conn = if cached {
+            self.udp_conn().map_err(dial_err)?
+        } else {
+            let now = self.clock.now();
+            PooledUdp {
+                sock: self.udp_socket().map_err(dial_err)?,
+                ids: [0; RECENT_IDS],
+                answered: 0,
+                created: now,
+                used: now,
+            }
+        };
+        if conn.recent().contains(&q.id) {
+            while conn.recent().contains(&q.id) {
+                q.id = rand::random();
+            }
+            sextant_wire::reply::set_id(wire, q.id);
+        }
+        let m = self
+            .udp_roundtrip(&conn.sock, wire, q, until, tapped, bind)
+            .await?;
+        if cached {
+            conn.answered(q.id);
+            conn.used = self.clock.now();
+            self.give_back_udp(conn);
+        }
+        Ok(m)
+    }
+
+    async fn udp_roundtrip(
+        &self,
+        sock: &UdpSocket,
         wire: &[u8],
         q: Sent<'_>,
         until: Instant,
         tapped: Option<&mut Option<SocketAddr>>,
+        bind: SocketAddr,
     ) -> Result<Message, String> {
-        let bind = SocketAddr::new(self.source.unwrap_or_else(|| unspecified(&self.addr)), 0);
-        let sock = self
-            .udp_socket()
-            .map_err(|e| format!("dial udp {}: {}", self.addr, io_text(&e)))?;
         // The local address only goes into error messages and dnstap: asked for only then.
         let local = || sock.local_addr().unwrap_or(bind);
         if let Some(t) = tapped {
@@ -474,7 +622,7 @@ impl Proxy {
         let read_err =
             |e: &io::Error| format!("read udp {}->{}: read: {}", local(), self.addr, io_text(e));
         loop {
-            match timeout_at(until.into(), recv_with(&sock, |bytes| match_udp(bytes, q))).await {
+            match timeout_at(until.into(), recv_with(sock, |bytes| match_udp(bytes, q))).await {
                 Err(_) => return Err(format!("read udp {}->{}: i/o timeout", local(), self.addr)),
                 Ok(Err(e)) => return Err(read_err(&e)),
                 Ok(Ok(Some(m))) => return Ok(m),
@@ -508,17 +656,17 @@ impl Proxy {
     fn take_pooled(&self) -> Option<Pooled> {
         let mut pool = self.pool.lock().ok()?;
         while let Some(p) = pool.pop_front() {
-            if self.fresh(&p) {
+            if self.fresh(p.used, p.created) {
                 return Some(p);
             }
         }
         None
     }
 
-    /// Idle for at most `expire` and, with `max_age`, opened at most `max_age` ago.
-    fn fresh(&self, p: &Pooled) -> bool {
-        self.clock.since(p.used) <= self.expire
-            && (self.max_age.is_zero() || self.clock.since(p.created) <= self.max_age)
+    /// Last used at most `expire` ago and, with `max_age`, opened at most `max_age` ago.
+    fn fresh(&self, used: Instant, created: Instant) -> bool {
+        self.clock.since(used) <= self.expire
+            && (self.max_age.is_zero() || self.clock.since(created) <= self.max_age)
     }
 
     fn give_back(&self, p: Pooled) {
@@ -529,17 +677,23 @@ impl Proxy {
         }
     }
 
-    /// Closes cached connections idle for longer than `expire` or older than `max_age` (run
-    /// periodically).
+    /// Closes cached connections and sockets idle for longer than `expire` or older than
+    /// `max_age` (run periodically).
     pub(super) fn sweep(&self) {
         if let Ok(mut pool) = self.pool.lock() {
-            pool.retain(|p| self.fresh(p));
+            pool.retain(|p| self.fresh(p.used, p.created));
+        }
+        if let Ok(mut pool) = self.udp_pool.lock() {
+            pool.retain(|c| self.fresh(c.used, c.created));
         }
     }
 
-    /// Drops every cached connection.
+    /// Drops every cached connection and socket.
     pub(super) fn clear(&self) {
         if let Ok(mut pool) = self.pool.lock() {
+            pool.clear();
+        }
+        if let Ok(mut pool) = self.udp_pool.lock() {
             pool.clear();
         }
         if let Some(d) = &self.doh {
@@ -728,20 +882,21 @@ impl Proxy {
         let mut q = Message::query(0, self.health.domain.clone(), RType::NS);
         q.header.rd = self.health.recursion_desired;
         q.header.id = rand::random();
-        let wire = q.to_wire();
+        let mut wire = q.to_wire();
         let until = Instant::now() + HC_TIMEOUT;
         if let Some(doh) = &self.doh {
             return self.exchange_doh(doh, &q, until).await.map(|_| ());
         }
         if self.tls.is_none() && !self.health.tcp {
             self.exchange_udp(
-                &wire,
+                &mut wire,
                 Sent {
                     id: q.header.id,
                     msg: &q,
                 },
                 until,
                 None,
+                false,
             )
             .await
             .map(|_| ())

@@ -71,6 +71,28 @@ fn dashed_v4(label: &str) -> Option<std::net::Ipv4Addr> {
     Some(std::net::Ipv4Addr::from(octets))
 }
 
+/// `<port>.<protocol>.<service>.<namespace>.svc.<zone>` (`labels` in front of the zone), which
+/// is also the first name of the ndots:5 search path for a dotted name (`a.b.c.<ns>.svc.<zone>`):
+/// its name error (`name_error`) when the namespace is not served or the service does not exist,
+/// as `parse_request` and `find_services` decide; None (the general path) otherwise.
+fn port_form_name_error<R>(
+    cfg: &Config,
+    snap: &Snapshot,
+    labels: &[&[u8]; 8],
+    name_error: impl FnOnce() -> Option<R>,
+) -> Option<R> {
+    let mut bufs = [[0u8; MAX_LABEL_LEN]; 2];
+    let [ns_buf, name_buf] = &mut bufs;
+    let ns = lower(labels[3], ns_buf)?;
+    let name = lower(labels[2], name_buf)?;
+    let served =
+        snap.namespace(ns).is_some() && (cfg.namespaces.is_empty() || cfg.namespaces.contains(ns));
+    if served && snap.service(ns, name).is_some() {
+        return None;
+    }
+    name_error()
+}
+
 /// An endpoint's DNS label (`lookup::endpoint_hostname`) in a stack buffer.
 struct Host {
     buf: [u8; 48],
@@ -190,6 +212,9 @@ pub(super) fn answer(
             return None;
         }
         return name_error();
+    }
+    if n == 5 {
+        return port_form_name_error(cfg, snap, &labels, name_error);
     }
     if !(3..=4).contains(&n) {
         return None;
