@@ -15,9 +15,9 @@ use sextant_kube::Snapshot;
 use crate::pkg::shardcache::KeyHasher;
 
 /// Bytes of entries per generation, plugin instance and thread: [`BUDGET`] shared out over the
-/// worker threads (one per core), at least [`MIN_BYTES`] and at most [`MAX_BYTES`]. When the current generation is full
-/// it becomes the previous one and the one before is emptied for reuse; a hit in the previous
-/// generation copies the reply into the current one. So the names a cluster keeps asking stay,
+/// worker threads (one per core), at least [`MIN_BYTES`] and at most [`MAX_BYTES`]. When the
+/// current generation is full it becomes the previous one and the one before is emptied for
+/// reuse; a hit in the previous generation copies the reply into the current one. So the names a cluster keeps asking stay,
 /// and a flood of distinct names (the ndots:5 search path's NXDOMAINs) holds at most two
 /// generations' bytes per thread. A generation is one buffer of entries back to back and one
 /// index of hashes to offsets: storing a reply allocates nothing once the buffers have grown,
