@@ -13,8 +13,7 @@
 #   deploy/image.sh           build both images with buildah, print their names and sizes
 #   deploy/image.sh rootfs    only stage the two root file systems in target/image/{sextant,node-cache}
 #                             (what deploy/Dockerfile runs, so Docker builds the same images)
-#   deploy/image.sh binary    only build the static release binary (.ci/run builds it ahead of
-#                             tests/images.rs, in the background)
+#   deploy/image.sh binary    only build the static release binary and print its path
 #
 # Environment: SEXTANT_IMAGE_TAG (default dev), SEXTANT_STORAGE_DRIVER (default vfs; podman must
 # use the same), SEXTANT_REFRESH_ROOTFS=1 rebuilds the cached Debian root file system.

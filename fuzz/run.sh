@@ -4,7 +4,7 @@
 #   fuzz/run.sh <target> [seconds] [extra libFuzzer flags...]
 # Targets: wire_parse scan_query differential request_path corefile hosts_file kube_objects setup.
 #   fuzz/run.sh all <seconds-each> [flags...]   runs every target in turn (what CI does)
-#   fuzz/run.sh build                            only builds them (.ci/run builds ahead, in the background)
+#   fuzz/run.sh build                            only builds them (.ci/run: FUZZ_CLIPPY=1, after the tests)
 # Exit status is libFuzzer's: non-zero on a crash, a timeout (-timeout) or running out of memory.
 # New crashes land in fuzz/artifacts/<target>/; copy them to fuzz/regressions/<target>/ once
 # fixed, so `cargo test -p sextant-fuzz` replays them forever.
@@ -27,9 +27,18 @@ triple="$(rustc -vV | sed -n 's/^host: //p')"
 # Dependencies at opt-level 1 (they are most of the build; our crates stay at 3); set
 # FUZZ_DEPS_OPT=3 for long runs.
 # (`all` runs each target through this script again: built once, not checked 12 more times.)
+# FUZZ_CLIPPY=1 (.ci/run): the workspace's crates are compiled by clippy-driver with -Dwarnings,
+# so the fuzz targets, which `cargo test` does not build, get the lints of `cargo clippy
+# --all-targets`; a later run without it must then be given FUZZ_BUILT=1 (the changed compiler
+# would rebuild them).
+lint=()
+if [ -n "${FUZZ_CLIPPY:-}" ]; then
+  lint=(--config "build.rustc-workspace-wrapper=\"$(rustc --print sysroot)/bin/clippy-driver\"")
+  export CLIPPY_ARGS=-Dwarnings
+fi
 if [ -z "${FUZZ_BUILT:-}" ]; then
   cargo build --release --manifest-path "$here/Cargo.toml" --features libfuzzer --bins \
-    --target "$triple" --config "profile.release.package.\"*\".opt-level=${FUZZ_DEPS_OPT:-1}"
+    --target "$triple" --config "profile.release.package.\"*\".opt-level=${FUZZ_DEPS_OPT:-1}" "${lint[@]}"
 fi
 if [ "$target" = build ]; then
   exit 0
