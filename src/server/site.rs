@@ -184,18 +184,6 @@ impl Site {
         self.handle_inner(packet, client, local, proto, None, false)
     }
 
-    /// Handles one UDP datagram arriving on a socket whose write stack is full or not
-    /// (`backlogged`, see `Request::backlogged`).
-    pub(crate) fn handle_udp<'a>(
-        self: &'a Arc<Site>,
-        packet: &'a [u8],
-        client: SocketAddr,
-        local: SocketAddr,
-        backlogged: bool,
-    ) -> impl Future<Output = Option<Vec<u8>>> + Send + 'a {
-        self.handle_inner(packet, client, local, Proto::Udp, None, backlogged)
-    }
-
     /// Handles one packet received over TCP: the reply, then any further messages of the same
     /// exchange (a zone transfer) in `more`.
     pub(crate) fn handle_stream<'a>(
@@ -217,6 +205,47 @@ impl Site {
         more: Option<&mut Vec<Vec<u8>>>,
         backlogged: bool,
     ) -> Option<Vec<u8>> {
+        let mut r = match self.read(packet, client, local, proto, backlogged) {
+            Ok(r) => r,
+            Err(reply) => return reply,
+        };
+        let out = Next::new(&r.block.chain).run(&mut r.req).await;
+        r.finish(out, packet, proto, more)
+    }
+
+    /// Answers one UDP datagram arriving on a socket whose write stack is full or not
+    /// (`backlogged`, see `Request::backlogged`) at once when the block's chain can
+    /// without waiting ([`Next::run_now`]): Ok(what to send); else Err(the query read and
+    /// routed), for [`Routed::run`] to serve with the chain's futures.
+    #[allow(clippy::result_large_err)] // Moved once; boxing it would cost a malloc per query.
+    pub(crate) fn handle_udp_now(
+        self: &Arc<Site>,
+        packet: &[u8],
+        client: SocketAddr,
+        local: SocketAddr,
+        backlogged: bool,
+    ) -> Result<Option<Vec<u8>>, Routed> {
+        let mut r = match self.read(packet, client, local, Proto::Udp, backlogged) {
+            Ok(r) => r,
+            Err(reply) => return Ok(reply),
+        };
+        match Next::new(&r.block.chain).run_now(&mut r.req) {
+            Some(out) => Ok(r.finish(out, packet, Proto::Udp, None)),
+            None => Err(r),
+        }
+    }
+
+    /// Reads `packet` and routes it to its block: the request for the chain, or Err(the reply
+    /// the server sends itself, or None for nothing) when the query goes no further.
+    #[allow(clippy::result_large_err)] // Moved once; boxing it would cost a malloc per query.
+    fn read(
+        self: &Arc<Site>,
+        packet: &[u8],
+        client: SocketAddr,
+        local: SocketAddr,
+        proto: Proto,
+        backlogged: bool,
+    ) -> Result<Routed, Option<Vec<u8>>> {
         let start = Instant::now();
         // The usual query (one question, at most an OPT) is read by the in-place scanner; the
         // full parser handles the rest and decides on FORMERR.
@@ -226,12 +255,12 @@ impl Site {
         };
         let msg = match parsed {
             Ok(m) => m,
-            Err(ParseError::NoHeader) => return None,
+            Err(ParseError::NoHeader) => return Err(None),
             Err(ParseError::Malformed {
                 header, question, ..
             }) => {
                 if header.qr {
-                    return None;
+                    return Err(None);
                 }
                 // Like miekg/dns's accept filter, the opcode is judged before the body: an
                 // unsupported opcode is NOTIMP whatever follows the header.
@@ -249,11 +278,11 @@ impl Site {
                     r.questions.push(q);
                 }
                 crate::metrics::record_dropped(&self.label, proto, packet.len(), rcode);
-                return Some(r.to_wire_limited(512).0);
+                return Err(Some(r.to_wire_limited(512).0));
             }
         };
         if msg.header.qr {
-            return None;
+            return Err(None);
         }
         // Like miekg/dns's accept filter: QUERY and NOTIFY go to the plugins.
         if msg.header.opcode != opcode::QUERY && msg.header.opcode != opcode::NOTIFY {
@@ -261,22 +290,22 @@ impl Site {
             r.header.rd = false;
             r.header.cd = false;
             r.header.rcode = Rcode::NOTIMP.low();
-            return Some(finish(
+            return Err(Some(finish(
                 &Asked::of(&msg),
                 msg.edns.as_ref(),
                 Reply::parsed(r),
                 proto,
-            ));
+            )));
         }
         if msg.questions.len() != 1 || msg.answers.len() > 1 || msg.authority.len() > 1 {
             let mut r = Message::reply_to(&msg);
             r.set_rcode(Rcode::FORMERR);
-            return Some(finish(
+            return Err(Some(finish(
                 &Asked::of(&msg),
                 msg.edns.as_ref(),
                 Reply::parsed(r),
                 proto,
-            ));
+            )));
         }
         let q = &msg.questions[0];
         // Like CoreDNS's ServeDNS: the class, then the EDNS version, then the zone.
@@ -284,12 +313,12 @@ impl Site {
             crate::metrics::record_dropped(&self.label, proto, packet.len(), Rcode::REFUSED);
             let mut r = Message::reply_to(&msg);
             r.set_rcode(Rcode::REFUSED);
-            return Some(finish(
+            return Err(Some(finish(
                 &Asked::of(&msg),
                 msg.edns.as_ref(),
                 Reply::parsed(r),
                 proto,
-            ));
+            )));
         }
         // The question as asked is needed only once the chain is done: it is taken back from the
         // request then, or read again from the packet if the chain changed it (see
@@ -306,7 +335,7 @@ impl Site {
                 let mut r = Message::reply_to(&msg);
                 r.edns = Some(Edns::new(0));
                 r.set_rcode(Rcode::BADVERS);
-                return Some(r.to_wire_limited(limit(&asked, proto)).0);
+                return Err(Some(r.to_wire_limited(limit(&asked, proto)).0));
             }
         }
         // A TSIG's MAC covers the request's exact bytes: keep them for the `tsig` plugin.
@@ -315,9 +344,9 @@ impl Site {
             .last()
             .filter(|r| r.rtype == sextant_wire::tsig::TSIG)
             .map(|_| Arc::from(packet));
-        // Inline: this future (boxed per UDP query) must stay within what the allocator's
-        // per-thread cache takes (1032 bytes), else every query costs a malloc consolidation;
-        // `handle` adds no layer of its own for that reason (see the `future_sizes` test).
+        // A UDP query whose chain must wait is boxed with this request (`Routed::run`): that
+        // future must stay within what the allocator's per-thread cache takes (1032 bytes),
+        // else every such query costs a malloc consolidation.
         let mut req = Request {
             msg,
             client,
@@ -340,12 +369,12 @@ impl Site {
             crate::metrics::record_dropped(&self.label, proto, packet.len(), Rcode::REFUSED);
             let mut r = Message::reply_to(&req.msg);
             r.set_rcode(Rcode::REFUSED);
-            return Some(finish(
+            return Err(Some(finish(
                 &asked,
                 req.msg.edns.as_ref(),
                 Reply::parsed(r),
                 proto,
-            ));
+            )));
         };
         req.zone = zone.clone();
         req.view = block.view.as_ref().map(|(name, _)| name.clone());
@@ -363,7 +392,48 @@ impl Site {
                 asked_q = None;
             }
         }
-        let mut out = Next::new(&block.chain).run(&mut req).await;
+        Ok(Routed {
+            req,
+            asked,
+            asked_q,
+            block,
+        })
+    }
+}
+
+/// A query read and routed to its block, its chain not run yet.
+pub(crate) struct Routed {
+    req: Request,
+    /// The query as asked, for the reply's header and EDNS.
+    asked: Asked,
+    /// Where the question lies in the packet, when it is taken back after the chain.
+    asked_q: Option<AskedQuestion>,
+    block: Arc<Block>,
+}
+
+impl Routed {
+    /// Runs the chain and finishes its reply: the rest of [`Site::handle_udp_now`] when the
+    /// chain must wait, owning the packet (`packet`, the datagram as received).
+    pub(crate) async fn run(mut self, packet: Vec<u8>) -> Option<Vec<u8>> {
+        let out = Next::new(&self.block.chain).run(&mut self.req).await;
+        self.finish(out, &packet, Proto::Udp, None)
+    }
+
+    /// The bytes sent back for the chain's outcome `out` (`more`: a TCP exchange's further
+    /// messages).
+    fn finish(
+        self,
+        mut out: Outcome,
+        packet: &[u8],
+        proto: Proto,
+        more: Option<&mut Vec<Vec<u8>>>,
+    ) -> Option<Vec<u8>> {
+        let Routed {
+            mut req,
+            mut asked,
+            asked_q,
+            block,
+        } = self;
         // The reply is truncated to the buffer size as the chain left it (`bufsize` lowers it),
         // like CoreDNS's ScrubWriter reading the request it passed down.
         if let (Some(c), Some(e)) = (asked.edns.as_mut(), req.msg.edns.as_ref()) {
