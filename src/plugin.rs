@@ -475,6 +475,11 @@ pub(crate) trait Handler: Send + Sync + 'static {
         let _ = (req, next);
         None
     }
+    /// What [`Handler::serve_now`] does, so the server tries it only for chains where it may
+    /// answer (a try that declines is not free).
+    fn now(&self) -> Now {
+        Now::Never
+    }
     /// The zone-transfer side of this plugin, if it has one (CoreDNS `transfer.Transferer`); the
     /// `transfer` plugin looks for it among the handlers after itself.
     fn transferer(&self) -> Option<&dyn Transferer> {
@@ -559,6 +564,30 @@ pub(crate) trait Transferer: Send + Sync {
     /// The records of `zone` in transfer order (SOA first and last), or just the SOA when
     /// `serial` (from an IXFR) is current; None when the plugin is not authoritative for it.
     fn transfer(&self, zone: &Name, serial: u32) -> Option<Vec<sextant_wire::Record>>;
+}
+
+/// What a handler's [`Handler::serve_now`] does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Now {
+    /// Always declines.
+    Never,
+    /// Answers what the rest of the chain answers at once (a wrapper such as `errors`).
+    Passes,
+    /// May answer at once itself.
+    Answers,
+}
+
+/// True when `serve_now` may answer for a chain: some handler answers at once and every one
+/// before it passes.
+pub(crate) fn chain_answers_now(chain: &[Arc<dyn Handler>]) -> bool {
+    for h in chain {
+        match h.now() {
+            Now::Never => return false,
+            Now::Passes => {}
+            Now::Answers => return true,
+        }
+    }
+    false
 }
 
 /// The rest of the chain after the current handler.

@@ -64,6 +64,8 @@ pub(crate) struct Block {
     pub collector: Option<Arc<dyn Handler>>,
     /// Where the replies sent for the block's requests are reported (its `dnstap` plugin).
     pub tap: Option<BlockTap>,
+    /// The chain may answer a query at once, without futures (`plugin::chain_answers_now`).
+    pub now: bool,
 }
 
 /// A block's [`ReplyTap`] and what it asks of the server, read once.
@@ -95,6 +97,7 @@ impl Block {
                 tap,
             });
         Block {
+            now: crate::plugin::chain_answers_now(&chain),
             chain,
             chaos,
             view,
@@ -116,6 +119,9 @@ pub(crate) struct Site {
     /// Queries of any class are let in: some block on this address has `chaos` or `forward`
     /// (CoreDNS decides per server, that is per listening address, not per block).
     pub any_class: bool,
+    /// Some block's chain may answer a query at once (`Block::now`): UDP queries are tried
+    /// with [`Site::handle_udp_now`] first.
+    pub now: bool,
 }
 
 impl Site {
@@ -124,7 +130,9 @@ impl Site {
         let any_class = zones
             .iter()
             .any(|(_, b)| b.chaos || b.chain.iter().any(|h| OPEN_CLASSES.contains(&h.name())));
+        let now = zones.iter().any(|(_, b)| b.now);
         Site {
+            now,
             label: Arc::from(label),
             zones: zones.into_iter().map(|(z, b)| (Arc::new(z), b)).collect(),
             root: Arc::new(Name::root()),
@@ -181,7 +189,19 @@ impl Site {
         local: SocketAddr,
         proto: Proto,
     ) -> impl Future<Output = Option<Vec<u8>>> + Send + 'a {
-        self.handle_inner(packet, client, local, proto, None, false)
+        self.handle_inner(packet, client, local, proto, None, false, None)
+    }
+
+    /// Handles one UDP datagram arriving on a socket whose write stack is full or not
+    /// (`backlogged`, see `Request::backlogged`).
+    pub(crate) fn handle_udp<'a>(
+        self: &'a Arc<Site>,
+        packet: &'a [u8],
+        client: SocketAddr,
+        local: SocketAddr,
+        backlogged: bool,
+    ) -> impl Future<Output = Option<Vec<u8>>> + Send + 'a {
+        self.handle_inner(packet, client, local, Proto::Udp, None, backlogged, None)
     }
 
     /// Handles one packet received over TCP: the reply, then any further messages of the same
@@ -193,9 +213,45 @@ impl Site {
         local: SocketAddr,
         more: &'a mut Vec<Vec<u8>>,
     ) -> impl Future<Output = Option<Vec<u8>>> + Send + 'a {
-        self.handle_inner(packet, client, local, Proto::Tcp, Some(more), false)
+        self.handle_inner(packet, client, local, Proto::Tcp, Some(more), false, None)
     }
 
+    /// Answers one UDP datagram as [`Site::handle_udp`] does when the block's chain can at once,
+    /// without futures ([`Next::run_now`]): Some(what to send), on the packet as received, no
+    /// copy of it, nothing boxed. None when the chain cannot: nothing has been done then that
+    /// anyone could see (the query was read and routed only), so the caller serves the packet
+    /// with [`Site::handle_udp`] instead.
+    pub(crate) fn handle_udp_now(
+        self: &Arc<Site>,
+        packet: &[u8],
+        client: SocketAddr,
+        local: SocketAddr,
+        backlogged: bool,
+    ) -> Option<Option<Vec<u8>>> {
+        let mut declined = false;
+        let done = {
+            let fut = std::pin::pin!(self.handle_inner(
+                packet,
+                client,
+                local,
+                Proto::Udp,
+                None,
+                backlogged,
+                Some(&mut declined),
+            ));
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            // Never pending: with `now` set, the chain runs without futures.
+            match fut.poll(&mut cx) {
+                std::task::Poll::Ready(reply) => Some(reply),
+                std::task::Poll::Pending => None,
+            }
+        };
+        done.filter(|_| !declined)
+    }
+
+    /// `now`: run the chain with [`Next::run_now`] only, without waiting; if it declines, set
+    /// the flag and return None at once.
+    #[allow(clippy::too_many_arguments)]
     async fn handle_inner(
         self: &Arc<Site>,
         packet: &[u8],
@@ -204,48 +260,8 @@ impl Site {
         proto: Proto,
         more: Option<&mut Vec<Vec<u8>>>,
         backlogged: bool,
+        now: Option<&mut bool>,
     ) -> Option<Vec<u8>> {
-        let mut r = match self.read(packet, client, local, proto, backlogged) {
-            Ok(r) => r,
-            Err(reply) => return reply,
-        };
-        let out = Next::new(&r.block.chain).run(&mut r.req).await;
-        r.finish(out, packet, proto, more)
-    }
-
-    /// Answers one UDP datagram arriving on a socket whose write stack is full or not
-    /// (`backlogged`, see `Request::backlogged`) at once when the block's chain can
-    /// without waiting ([`Next::run_now`]): Ok(what to send); else Err(the query read and
-    /// routed), for [`Routed::run`] to serve with the chain's futures.
-    #[allow(clippy::result_large_err)] // Moved once; boxing it would cost a malloc per query.
-    pub(crate) fn handle_udp_now(
-        self: &Arc<Site>,
-        packet: &[u8],
-        client: SocketAddr,
-        local: SocketAddr,
-        backlogged: bool,
-    ) -> Result<Option<Vec<u8>>, Routed> {
-        let mut r = match self.read(packet, client, local, Proto::Udp, backlogged) {
-            Ok(r) => r,
-            Err(reply) => return Ok(reply),
-        };
-        match Next::new(&r.block.chain).run_now(&mut r.req) {
-            Some(out) => Ok(r.finish(out, packet, Proto::Udp, None)),
-            None => Err(r),
-        }
-    }
-
-    /// Reads `packet` and routes it to its block: the request for the chain, or Err(the reply
-    /// the server sends itself, or None for nothing) when the query goes no further.
-    #[allow(clippy::result_large_err)] // Moved once; boxing it would cost a malloc per query.
-    fn read(
-        self: &Arc<Site>,
-        packet: &[u8],
-        client: SocketAddr,
-        local: SocketAddr,
-        proto: Proto,
-        backlogged: bool,
-    ) -> Result<Routed, Option<Vec<u8>>> {
         let start = Instant::now();
         // The usual query (one question, at most an OPT) is read by the in-place scanner; the
         // full parser handles the rest and decides on FORMERR.
@@ -255,12 +271,12 @@ impl Site {
         };
         let msg = match parsed {
             Ok(m) => m,
-            Err(ParseError::NoHeader) => return Err(None),
+            Err(ParseError::NoHeader) => return None,
             Err(ParseError::Malformed {
                 header, question, ..
             }) => {
                 if header.qr {
-                    return Err(None);
+                    return None;
                 }
                 // Like miekg/dns's accept filter, the opcode is judged before the body: an
                 // unsupported opcode is NOTIMP whatever follows the header.
@@ -278,11 +294,11 @@ impl Site {
                     r.questions.push(q);
                 }
                 crate::metrics::record_dropped(&self.label, proto, packet.len(), rcode);
-                return Err(Some(r.to_wire_limited(512).0));
+                return Some(r.to_wire_limited(512).0);
             }
         };
         if msg.header.qr {
-            return Err(None);
+            return None;
         }
         // Like miekg/dns's accept filter: QUERY and NOTIFY go to the plugins.
         if msg.header.opcode != opcode::QUERY && msg.header.opcode != opcode::NOTIFY {
@@ -290,22 +306,22 @@ impl Site {
             r.header.rd = false;
             r.header.cd = false;
             r.header.rcode = Rcode::NOTIMP.low();
-            return Err(Some(finish(
+            return Some(finish(
                 &Asked::of(&msg),
                 msg.edns.as_ref(),
                 Reply::parsed(r),
                 proto,
-            )));
+            ));
         }
         if msg.questions.len() != 1 || msg.answers.len() > 1 || msg.authority.len() > 1 {
             let mut r = Message::reply_to(&msg);
             r.set_rcode(Rcode::FORMERR);
-            return Err(Some(finish(
+            return Some(finish(
                 &Asked::of(&msg),
                 msg.edns.as_ref(),
                 Reply::parsed(r),
                 proto,
-            )));
+            ));
         }
         let q = &msg.questions[0];
         // Like CoreDNS's ServeDNS: the class, then the EDNS version, then the zone.
@@ -313,12 +329,12 @@ impl Site {
             crate::metrics::record_dropped(&self.label, proto, packet.len(), Rcode::REFUSED);
             let mut r = Message::reply_to(&msg);
             r.set_rcode(Rcode::REFUSED);
-            return Err(Some(finish(
+            return Some(finish(
                 &Asked::of(&msg),
                 msg.edns.as_ref(),
                 Reply::parsed(r),
                 proto,
-            )));
+            ));
         }
         // The question as asked is needed only once the chain is done: it is taken back from the
         // request then, or read again from the packet if the chain changed it (see
@@ -335,7 +351,7 @@ impl Site {
                 let mut r = Message::reply_to(&msg);
                 r.edns = Some(Edns::new(0));
                 r.set_rcode(Rcode::BADVERS);
-                return Err(Some(r.to_wire_limited(limit(&asked, proto)).0));
+                return Some(r.to_wire_limited(limit(&asked, proto)).0);
             }
         }
         // A TSIG's MAC covers the request's exact bytes: keep them for the `tsig` plugin.
@@ -344,9 +360,9 @@ impl Site {
             .last()
             .filter(|r| r.rtype == sextant_wire::tsig::TSIG)
             .map(|_| Arc::from(packet));
-        // A UDP query whose chain must wait is boxed with this request (`Routed::run`): that
-        // future must stay within what the allocator's per-thread cache takes (1032 bytes),
-        // else every such query costs a malloc consolidation.
+        // Inline: this future (boxed per UDP query) must stay within what the allocator's
+        // per-thread cache takes (1032 bytes), else every query costs a malloc consolidation;
+        // `handle` adds no layer of its own for that reason (see the `future_sizes` test).
         let mut req = Request {
             msg,
             client,
@@ -369,12 +385,12 @@ impl Site {
             crate::metrics::record_dropped(&self.label, proto, packet.len(), Rcode::REFUSED);
             let mut r = Message::reply_to(&req.msg);
             r.set_rcode(Rcode::REFUSED);
-            return Err(Some(finish(
+            return Some(finish(
                 &asked,
                 req.msg.edns.as_ref(),
                 Reply::parsed(r),
                 proto,
-            )));
+            ));
         };
         req.zone = zone.clone();
         req.view = block.view.as_ref().map(|(name, _)| name.clone());
@@ -392,48 +408,16 @@ impl Site {
                 asked_q = None;
             }
         }
-        Ok(Routed {
-            req,
-            asked,
-            asked_q,
-            block,
-        })
-    }
-}
-
-/// A query read and routed to its block, its chain not run yet.
-pub(crate) struct Routed {
-    req: Request,
-    /// The query as asked, for the reply's header and EDNS.
-    asked: Asked,
-    /// Where the question lies in the packet, when it is taken back after the chain.
-    asked_q: Option<AskedQuestion>,
-    block: Arc<Block>,
-}
-
-impl Routed {
-    /// Runs the chain and finishes its reply: the rest of [`Site::handle_udp_now`] when the
-    /// chain must wait, owning the packet (`packet`, the datagram as received).
-    pub(crate) async fn run(mut self, packet: Vec<u8>) -> Option<Vec<u8>> {
-        let out = Next::new(&self.block.chain).run(&mut self.req).await;
-        self.finish(out, &packet, Proto::Udp, None)
-    }
-
-    /// The bytes sent back for the chain's outcome `out` (`more`: a TCP exchange's further
-    /// messages).
-    fn finish(
-        self,
-        mut out: Outcome,
-        packet: &[u8],
-        proto: Proto,
-        more: Option<&mut Vec<Vec<u8>>>,
-    ) -> Option<Vec<u8>> {
-        let Routed {
-            mut req,
-            mut asked,
-            asked_q,
-            block,
-        } = self;
+        let mut out = match now {
+            None => Next::new(&block.chain).run(&mut req).await,
+            Some(declined) => match Next::new(&block.chain).run_now(&mut req) {
+                Some(out) => out,
+                None => {
+                    *declined = true;
+                    return None;
+                }
+            },
+        };
         // The reply is truncated to the buffer size as the chain left it (`bufsize` lowers it),
         // like CoreDNS's ScrubWriter reading the request it passed down.
         if let (Some(c), Some(e)) = (asked.edns.as_mut(), req.msg.edns.as_ref()) {

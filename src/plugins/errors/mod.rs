@@ -153,6 +153,10 @@ impl Handler for Errors {
         })
     }
 
+    fn now(&self) -> crate::plugin::Now {
+        crate::plugin::Now::Passes
+    }
+
     fn serve_now(&self, req: &mut Request, next: Next<'_>) -> Option<Outcome> {
         let out = next.run_now(req)?;
         if let Some(e) = &out.error {

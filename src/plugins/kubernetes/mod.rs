@@ -692,6 +692,10 @@ impl Handler for Kubernetes {
         self.remembered(req)
     }
 
+    fn now(&self) -> crate::plugin::Now {
+        crate::plugin::Now::Answers
+    }
+
     fn transferer(&self) -> Option<&dyn Transferer> {
         Some(self)
     }
