@@ -44,20 +44,36 @@ def record(argv):
         COMMANDS.append(s)
 
 
+_HANDED_OUT = set()
+
+
 def free_port():
+    """A port free for both UDP and TCP on 127.0.0.1, below the kernel's ephemeral range
+    (net.ipv4.ip_local_port_range), so that no client socket of the run (dnsperf, h2load, the
+    servers' own upstream sockets) can take it between this check and the server's bind; never
+    the same port twice in one run."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    rng = random.Random()
     while True:
+        port = rng.randrange(10000, max(low, 10001))
+        if port in _HANDED_OUT:
+            continue
         u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        u.bind(("127.0.0.1", 0))
-        port = u.getsockname()[1]
         t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
+            u.bind(("127.0.0.1", port))
             t.bind(("127.0.0.1", port))
-            return port
         except OSError:
             continue
         finally:
             u.close()
             t.close()
+        _HANDED_OUT.add(port)
+        return port
 
 
 def probe(port, name="probe.invalid.", timeout=0.3):
