@@ -6,6 +6,10 @@
 #   ./test.sh                      install what is missing, run every test
 #   ./test.sh --test images        arguments go to cargo test
 #   ./test.sh --install-only       install, run nothing
+#   ./test.sh --clippy [args]      the same run, with clippy (-D warnings) linting every crate of the
+#                                  workspace as cargo compiles it for the tests: what
+#                                  `cargo clippy --workspace --all-targets -- -D warnings` checks,
+#                                  without a second compilation (.ci/run does this)
 #
 # Installing needs root (or sudo). A test whose tool is still missing fails and names the
 # package to install; none skips.
@@ -84,6 +88,22 @@ if [ "${1:-}" = --install-only ]; then
     install_deps
     exit 0
 fi
+lint=()
+if [ "${1:-}" = --clippy ]; then
+    shift
+    # clippy-driver is rustc plus clippy's lints: as the workspace crates' compiler (cargo's
+    # rustc-workspace-wrapper, given as --config so the processes the tests start do not inherit
+    # it), every lib, bin, test and example that `cargo test` builds is linted as `cargo clippy
+    # --all-targets` would lint it; CLIPPY_ARGS (read by clippy-driver only) makes any warning an
+    # error. Dependencies are compiled by rustc as before.
+    driver="$(rustc --print sysroot)/bin/clippy-driver"
+    [ -x "$driver" ] || {
+        echo "./test.sh: $driver not found: rustup component add clippy" >&2
+        exit 1
+    }
+    lint=(--config "build.rustc-workspace-wrapper=\"$driver\"")
+    export CLIPPY_ARGS=-Dwarnings
+fi
 install_deps
-echo "== cargo test --workspace --no-fail-fast $*"
-exec cargo test --workspace --no-fail-fast "$@"
+echo "== cargo test --workspace --no-fail-fast ${lint[*]} $*"
+exec cargo test --workspace --no-fail-fast "${lint[@]}" "$@"

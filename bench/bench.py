@@ -182,6 +182,22 @@ class Proc:
                 pass
         return rss, hwm  # KiB
 
+    def mem_split(self):
+        """(RssAnon, RssFile) in KiB: the process's own memory, and the pages of its binary and
+        libraries it has mapped (shared with the page cache)."""
+        anon = file = 0
+        for pid in self.pids():
+            try:
+                with open(f"/proc/{pid}/status") as f:
+                    for line in f:
+                        if line.startswith("RssAnon:"):
+                            anon += int(line.split()[1])
+                        elif line.startswith("RssFile:"):
+                            file += int(line.split()[1])
+            except OSError:
+                pass
+        return anon, file
+
     def stop(self):
         if self.p and self.p.poll() is None:
             self.p.send_signal(signal.SIGTERM)
@@ -459,10 +475,13 @@ def nsd(env, label, zones, zdir, port):
     return Proc(label, ["nsd", "-d", "-c", os.path.join(d, "nsd.conf")], d, port, probe_name=zones[0] + ".")
 
 
-def unbound(env, label, port, forwards, extra=""):
-    """forwards: list of (zone, port, tcp)."""
+def unbound(env, label, port, forwards, extra="", control=False):
+    """forwards: list of (zone, port, tcp). control: remote control on a unix socket in its
+    directory (no certificates), for `unbound-control -c DIR/unbound.conf stats_noreset`."""
     d = env.path("unbound-" + label.replace(" ", "-"))
     os.makedirs(d, exist_ok=True)
+    rc = (f"remote-control:\n    control-enable: yes\n    control-interface: \"{d}/control.sock\"\n"
+          f"    control-use-cert: no\n") if control else "remote-control:\n    control-enable: no\n"
     conf = (f"server:\n    interface: 127.0.0.1\n    port: {port}\n    do-daemonize: no\n    chroot: \"\"\n"
             f"    username: \"\"\n    directory: \"{d}\"\n    pidfile: \"{d}/unbound.pid\"\n"
             f"    use-syslog: no\n    logfile: \"\"\n    verbosity: 0\n    num-threads: 1\n    do-ip6: no\n"
@@ -470,8 +489,7 @@ def unbound(env, label, port, forwards, extra=""):
             f"    module-config: \"iterator\"\n    qname-minimisation: no\n    minimal-responses: no\n"
             f"    cache-max-ttl: 30\n    cache-max-negative-ttl: 30\n"
             f"    local-zone: \"10.in-addr.arpa.\" nodefault\n    local-zone: \"d.f.ip6.arpa.\" nodefault\n"
-            f"    local-zone: \"local.\" nodefault\n{extra}"
-            f"remote-control:\n    control-enable: no\n")
+            f"    local-zone: \"local.\" nodefault\n{extra}{rc}")
     for z, p, tcp in forwards:
         conf += (f"forward-zone:\n    name: \"{z.rstrip('.')}.\"\n    forward-addr: 127.0.0.1@{p}\n"
                  f"    forward-tcp-upstream: {'yes' if tcp else 'no'}\n")
@@ -479,6 +497,42 @@ def unbound(env, label, port, forwards, extra=""):
         f.write(conf)
     return Proc(label, ["unbound", "-d", "-c", os.path.join(d, "unbound.conf")], d, port,
                 probe_name="localhost.")
+
+
+def unbound_cache_counts(proc):
+    """{msg.cache.count, rrset.cache.count} of an Unbound started with `control=True`: extended
+    statistics are switched on only now (`set_option`), so they cost nothing while it is measured."""
+    conf = os.path.join(proc.cwd, "unbound.conf")
+    out = {}
+    try:
+        subprocess.run(["unbound-control", "-c", conf, "set_option", "extended-statistics:", "yes"],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=20, check=True)
+        r = subprocess.run(["unbound-control", "-c", conf, "stats_noreset"], stdout=subprocess.PIPE,
+                           stderr=subprocess.DEVNULL, text=True, timeout=20, check=True)
+    except (OSError, subprocess.SubprocessError) as e:
+        log(f"unbound-control failed: {e}")
+        return out
+    for line in r.stdout.splitlines():
+        k, _, v = line.partition("=")
+        if k in ("msg.cache.count", "rrset.cache.count"):
+            out[k] = int(float(v))
+    return out
+
+
+def sextant_cache_counts(mport):
+    """{success, denial}: coredns_cache_entries summed over the caches, from /metrics on mport."""
+    import urllib.request
+    out = {}
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=5).read().decode()
+    except OSError as e:
+        log(f"/metrics on {mport}: {e}")
+        return out
+    for line in text.splitlines():
+        if line.startswith("coredns_cache_entries{"):
+            typ = "denial" if 'type="denial"' in line else "success"
+            out[typ] = out.get(typ, 0) + int(float(line.rsplit(" ", 1)[1]))
+    return out
 
 
 def dnsmasq(env, label, port, upstream):
@@ -542,6 +596,8 @@ def measure(servers, qfiles, args, warm=False, per_lookup=None, lat_files=None, 
         e["lat_qps"] = r["qps"]
         rss, hwm = s.mem()
         e["rss_kib"], e["hwm_kib"] = rss, hwm
+        if hasattr(s, "mem_split"):
+            e["rss_anon_kib"], e["rss_file_kib"] = s.mem_split()
         e["qps_med"] = median(e["qps"])
         e["cpu_per_k_med"] = median(e["cpu_per_k"])
         if per_lookup:
@@ -796,26 +852,57 @@ def search_unbound_extra():
             f"    local-data: \"{z} 30 IN SOA ns.dns.{z} hostmaster.{z} 1 7200 1800 86400 30\"\n")
 
 
+# Unbound's message cache in the search scenario, sized to hold about as many replies as
+# Sextant's `cache 30` (9,984 success + 9,984 denial entries): with the default 4m it held
+# ~15,400 of the scenario's replies (bench/cache_mem.py --unbound: 4m -> 15,391 messages and
+# 16,536 RRsets after 40,000 lookups; 5376k -> 20,199 and 16,512).
+SEARCH_UNBOUND_MSG_CACHE = "5312k"
+
+
+def with_metrics_block(corefile, port):
+    """`corefile` plus a server block of its own serving /metrics, for a zone nobody asks on the
+    same port (so the measured block's plugins are unchanged, and no socket or thread is added);
+    returns (corefile, metrics port)."""
+    mport = free_port()
+    return corefile + f"metrics.invalid.:{port} {{\n    prometheus 127.0.0.1:{mport}\n}}\n", mport
+
+
 def scenario_search(env, upstream_port, args):
     """3. Cache misses and ndots:5 search-path expansion: five queries per lookup (four NXDOMAIN),
-    or one with autopath, vs Unbound (cluster.local as a static local zone)."""
+    or one with autopath, vs Unbound (cluster.local as a static local zone).
+
+    Memory is compared at equal cache entry counts (issue 17): at the end of the scenario the
+    report gives each server's entries beside its RSS (Sextant: coredns_cache_entries from
+    /metrics, served by a block of its own; Unbound: msg.cache.count and rrset.cache.count from
+    `unbound-control stats_noreset`, extended statistics switched on only then). Sextant keeps
+    kubeadm's `cache 30` (at most 9,984 success + 9,984 denial entries; the scenario's unique
+    names fill both); Unbound's default 4 MB message cache holds only ~15,400 of these replies,
+    so it runs with `msg-cache-size: SEARCH_UNBOUND_MSG_CACHE`, sized to hold about as many
+    (its RRset cache keeps its default 4 MB, which holds the ~10,000 answer RRsets those
+    replies point to)."""
     servers, per = [], {}
     resolv = search_resolv(env)
     base = search_body(env, upstream_port)
     if env.has("kubernetes", "forward", "cache"):
         p = free_port()
-        servers.append(sextant(env, "sextant kubeadm", f".:{p} {{\n{base}}}\n", p, probe_name="localhost."))
+        cf, mport = with_metrics_block(f".:{p} {{\n{base}}}\n", p)
+        servers.append(sextant(env, "sextant kubeadm", cf, p, probe_name="localhost."))
+        servers[-1].mport = mport
         per["sextant kubeadm"] = 5
         if env.has("autopath"):
             p = free_port()
-            servers.append(sextant(env, "sextant kubeadm+autopath",
-                                   f".:{p} {{\n{base}    autopath {resolv}\n}}\n", p, probe_name="localhost."))
+            cf, mport = with_metrics_block(f".:{p} {{\n{base}    autopath {resolv}\n}}\n", p)
+            servers.append(sextant(env, "sextant kubeadm+autopath", cf, p, probe_name="localhost."))
+            servers[-1].mport = mport
             per["sextant kubeadm+autopath"] = 1
         else:
             NOTES.append("Search path: this build lacks `autopath`; the autopath row is missing.")
     else:
         NOTES.append("Search path: this build lacks `kubernetes`/`forward`/`cache`; only Unbound ran.")
-    servers.append(unbound(env, "unbound", free_port(), [(".", upstream_port, False)], search_unbound_extra()))
+    servers.append(unbound(env, "unbound", free_port(), [(".", upstream_port, False)],
+                           search_unbound_extra() + f"    msg-cache-size: {SEARCH_UNBOUND_MSG_CACHE}\n",
+                           control=True))
+    servers[-1].unbound_control = True
     per["unbound"] = 5
     pairs = []
     for sxl in ("sextant kubeadm", "sextant kubeadm+autopath"):
@@ -838,7 +925,19 @@ def scenario_search(env, upstream_port, args):
         return f
 
     qfiles = {s.label: files_for(s.label) for s in servers}
-    res = run_servers(servers, lambda st: measure(st, qfiles, args, per_lookup=per))
+
+    def go(st):
+        r = measure(st, qfiles, args, per_lookup=per)
+        for s in st:
+            if getattr(s, "mport", None):
+                r[s.label]["entries"] = sextant_cache_counts(s.mport)
+            elif getattr(s, "unbound_control", False):
+                r[s.label]["entries"] = unbound_cache_counts(s)
+            if "entries" in r[s.label]:
+                log(f"  {s.label:34s} cache entries {r[s.label]['entries']}")
+        return r
+
+    res = run_servers(servers, go)
     ratios = [(x, "unbound") for x in ("sextant kubeadm", "sextant kubeadm+autopath") if x in per] + pairs
     return {"title": "3. Cache misses with the ndots:5 search path (lookups, 5 queries each; 1 with autopath)",
             "res": res, "ratios": ratios, "unit": "lookups/s", "per": per}
@@ -1603,6 +1702,19 @@ def report(all_res, cg, large, args, started, load_before, load_after, sextant_r
                      f"{fmt(e['p50_ms'], 3)} | {fmt(e['p99_ms'], 3)} | {e['lost']} / {e['lat_lost']} | "
                      f"{fmt(e['rss_kib'] / 1024, 1)} | {fmt(e['hwm_kib'] / 1024, 1)} | {e['rcodes']} |")
         L.append("")
+        ents = {label: e["entries"] for label, e in res.items() if e.get("entries") is not None}
+        if ents:
+            L += ["Cache entries at the end of the scenario, beside the RSS above (Sextant: "
+                  "`coredns_cache_entries`; Unbound: `msg.cache.count` / `rrset.cache.count`):", "",
+                  "| server | cache entries | VmRSS MiB | RssAnon MiB | RssFile MiB (binary, libraries) |",
+                  "|---|---|---:|---:|---:|"]
+            for label, en in ents.items():
+                e = res[label]
+                shown = ", ".join(f"{k} {v:,}" for k, v in en.items())
+                L.append(f"| {label} | {shown} | {fmt(e['rss_kib'] / 1024, 1)} | "
+                         f"{fmt(e.get('rss_anon_kib', float('nan')) / 1024, 1)} | "
+                         f"{fmt(e.get('rss_file_kib', float('nan')) / 1024, 1)} |")
+            L.append("")
         if sc["ratios"]:
             L += ["| ratio | throughput (higher is better) | CPU per query (lower is better) | p50 | p99 | RSS |",
                   "|---|---:|---:|---:|---:|---:|"]

@@ -13,6 +13,8 @@
 #   deploy/image.sh           build both images with buildah, print their names and sizes
 #   deploy/image.sh rootfs    only stage the two root file systems in target/image/{sextant,node-cache}
 #                             (what deploy/Dockerfile runs, so Docker builds the same images)
+#   deploy/image.sh binary    only build the static release binary (.ci/run builds it ahead of
+#                             tests/images.rs, in the background)
 #
 # Environment: SEXTANT_IMAGE_TAG (default dev), SEXTANT_STORAGE_DRIVER (default vfs; podman must
 # use the same), SEXTANT_REFRESH_ROOTFS=1 rebuilds the cached Debian root file system.
@@ -66,7 +68,7 @@ build_binary() {
     RUSTFLAGS="-C target-feature=+crt-static" \
         CARGO_PROFILE_RELEASE_DEBUG=0 CARGO_PROFILE_RELEASE_STRIP=symbols \
         cargo build --release --locked --target "$host" --bin sextant >&2
-    BIN=target/$host/release/sextant
+    BIN=${CARGO_TARGET_DIR:-target}/$host/release/sextant
     if LC_ALL=C ldd "$BIN" 2>&1 | grep -q '=>'; then
         echo "deploy/image.sh: $BIN is dynamically linked" >&2
         exit 1
@@ -216,6 +218,10 @@ pushed_size() { # image
 human() { awk -v b="$1" 'BEGIN { printf "%.1f MB", b / 1000000 }'; }
 
 case "${1:-all}" in
+binary)
+    build_binary
+    echo "$BIN"
+    ;;
 rootfs)
     stage
     ;;
@@ -245,7 +251,7 @@ all)
     done
     ;;
 *)
-    echo "usage: deploy/image.sh [rootfs]" >&2
+    echo "usage: deploy/image.sh [rootfs|binary]" >&2
     exit 2
     ;;
 esac

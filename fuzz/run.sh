@@ -4,6 +4,7 @@
 #   fuzz/run.sh <target> [seconds] [extra libFuzzer flags...]
 # Targets: wire_parse scan_query differential request_path corefile hosts_file kube_objects setup.
 #   fuzz/run.sh all <seconds-each> [flags...]   runs every target in turn (what CI does)
+#   fuzz/run.sh build                            only builds them (.ci/run builds ahead, in the background)
 # Exit status is libFuzzer's: non-zero on a crash, a timeout (-timeout) or running out of memory.
 # New crashes land in fuzz/artifacts/<target>/; copy them to fuzz/regressions/<target>/ once
 # fixed, so `cargo test -p sextant-fuzz` replays them forever.
@@ -25,12 +26,18 @@ triple="$(rustc -vV | sed -n 's/^host: //p')"
 # All targets in one build: after the first, the others are already there.
 # Dependencies at opt-level 1 (they are most of the build; our crates stay at 3); set
 # FUZZ_DEPS_OPT=3 for long runs.
-cargo build --release --manifest-path "$here/Cargo.toml" --features libfuzzer --bins \
-  --target "$triple" --config "profile.release.package.\"*\".opt-level=${FUZZ_DEPS_OPT:-1}"
+# (`all` runs each target through this script again: built once, not checked 12 more times.)
+if [ -z "${FUZZ_BUILT:-}" ]; then
+  cargo build --release --manifest-path "$here/Cargo.toml" --features libfuzzer --bins \
+    --target "$triple" --config "profile.release.package.\"*\".opt-level=${FUZZ_DEPS_OPT:-1}"
+fi
+if [ "$target" = build ]; then
+  exit 0
+fi
 if [ "$target" = all ]; then
   for t in wire_parse scan_query differential request_path corefile hosts_file kube_objects setup zone_file doh_request grpc_packet proxy_header; do
     echo "== fuzz $t for ${secs}s"
-    "$0" "$t" "$secs" "$@"
+    FUZZ_BUILT=1 "$0" "$t" "$secs" "$@"
   done
   exit 0
 fi

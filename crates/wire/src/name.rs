@@ -17,6 +17,29 @@ pub struct Name {
     wire: Vec<u8>,
 }
 
+/// [`Name::is_subdomain_of`] for a name kept as its uncompressed wire bytes (`name`, ending in
+/// the root label, as [`Name::wire`] gives them): true if it equals `zone` or is below it
+/// (case-insensitive, label aligned). False for bytes that are not such a name.
+pub fn wire_is_subdomain(name: &[u8], zone: &Name) -> bool {
+    let (a, b) = (name.len(), zone.wire.len());
+    if b > a {
+        return false;
+    }
+    let off = a - b;
+    // `off` must be a label boundary: a few steps, cheaper than comparing bytes.
+    let mut pos = 0;
+    while pos < off {
+        pos += 1 + name[pos] as usize;
+    }
+    if pos != off {
+        return false;
+    }
+    // Names almost always arrive in the zone's case: one memcmp, and the byte-wise
+    // case-folding comparison only when that fails.
+    let tail = &name[off..];
+    tail == &zone.wire[..] || tail.eq_ignore_ascii_case(&zone.wire)
+}
+
 /// The escape starting with the backslash at `b[i]` in presentation format: `\DDD` (a decimal
 /// byte, at most 255) or `\X` (X itself). Returns the byte and how many input bytes the escape
 /// took, or None for a bad escape (over 255, or nothing after the backslash). Shared by
@@ -158,23 +181,7 @@ impl Name {
 
     /// True if `self` equals `zone` or is below it (case-insensitive, label aligned).
     pub fn is_subdomain_of(&self, zone: &Name) -> bool {
-        let (a, b) = (self.wire.len(), zone.wire.len());
-        if b > a {
-            return false;
-        }
-        let off = a - b;
-        // `off` must be a label boundary: a few steps, cheaper than comparing bytes.
-        let mut pos = 0;
-        while pos < off {
-            pos += 1 + self.wire[pos] as usize;
-        }
-        if pos != off {
-            return false;
-        }
-        // Names almost always arrive in the zone's case: one memcmp, and the byte-wise
-        // case-folding comparison only when that fails.
-        let tail = &self.wire[off..];
-        tail == &zone.wire[..] || tail.eq_ignore_ascii_case(&zone.wire)
+        wire_is_subdomain(&self.wire, zone)
     }
 
     /// The labels of `self` in front of `zone`, if `self` is at or below `zone`.

@@ -421,9 +421,9 @@ pub fn ttl_offsets(bytes: &[u8]) -> Option<Vec<usize>> {
 
 /// Writes `ttl` into every TTL field at `offsets` (from [`ttl_offsets`]).
 #[inline]
-pub fn set_ttls(bytes: &mut [u8], offsets: &[usize], ttl: u32) {
+pub fn set_ttls(bytes: &mut [u8], offsets: impl IntoIterator<Item = usize>, ttl: u32) {
     let t = ttl.to_be_bytes();
-    for &o in offsets {
+    for o in offsets {
         if let Some(dst) = bytes.get_mut(o..o + 4) {
             dst.copy_from_slice(&t);
         }
@@ -601,7 +601,7 @@ mod tests {
         );
         let offs = ttl_offsets(&b).unwrap();
         assert_eq!(offs.len(), 3);
-        set_ttls(&mut b, &offs, 7);
+        set_ttls(&mut b, offs.iter().copied(), 7);
         let m = Message::parse(&b).unwrap();
         assert!(m.answers.iter().all(|r| r.ttl == 7));
         assert!(answers_question(

@@ -741,12 +741,12 @@ fn ascii_lower8(x: u64) -> u64 {
 
 /// The item that answers `k`: `i` itself or the last known good answer it keeps.
 fn answering_item(i: &Arc<Item>, k: &Probe<'_>) -> Option<Arc<Item>> {
-    if i.answering && k.matches(i) {
+    if i.answering() && k.matches(i) {
         return Some(i.clone());
     }
     i.last_known_good
         .as_ref()
-        .filter(|l| l.answering && k.matches(l))
+        .filter(|l| l.answering() && k.matches(l))
         .cloned()
 }
 
@@ -777,17 +777,12 @@ impl Invalidate for Inner {
     fn invalidate(&self, inv: &Invalidation) {
         let hit = |i: &Item| {
             inv.all
-                || inv.names.contains(&i.name)
-                || inv.subtrees.iter().any(|z| i.name.is_subdomain_of(z))
+                || inv.names.iter().any(|n| i.name_is(n))
+                || inv.subtrees.iter().any(|z| i.name_under(z))
         };
         self.pcache.remove_if(hit);
-        self.ncache.remove_if(|i| {
-            hit(i)
-                || inv
-                    .negative_subtrees
-                    .iter()
-                    .any(|z| i.name.is_subdomain_of(z))
-        });
+        self.ncache
+            .remove_if(|i| hit(i) || inv.negative_subtrees.iter().any(|z| i.name_under(z)));
     }
 }
 

@@ -12,6 +12,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
+use sextant_wire::message::{skip_name, HEADER_LEN};
+use sextant_wire::name::wire_is_subdomain;
 use sextant_wire::reply::{set_flags, set_ttls, ttl_offsets};
 use sextant_wire::{Class, Message, Name, RType, Rcode};
 
@@ -24,34 +26,51 @@ pub(crate) enum Kind {
     Denial,
 }
 
-/// One cached reply.
+/// One cached reply: two allocations, this (in its `Arc`) and `data`, the encoded reply with
+/// the offsets of its TTL fields after it. The question name is read from the reply's bytes
+/// (uncompressed at offset 12), not kept a second time. About 128 + (reply + 2 per record +
+/// 8, rounded up to 16) bytes from the allocator plus the slot in the map: bench/cache_mem.py
+/// measures ~370 bytes of RSS an entry (search-path names), where separate name, reply and
+/// offset buffers took ~940.
 pub(crate) struct Item {
-    pub name: Name,
+    /// The reply encoded without OPT, every TTL set to `orig_ttl`; then, from `wire_len` on,
+    /// where the four TTL bytes of each record sit in it (u16, little endian).
+    data: Box<[u8]>,
+    wire_len: u32,
+    pub orig_ttl: u32,
     pub qtype: RType,
     pub qclass: Class,
-    pub do_bit: bool,
-    pub cd: bool,
     pub rcode: Rcode,
-    pub ad: bool,
-    pub ra: bool,
-    /// True if the reply answers its question (for `serve_stale_policy prefer_positive`).
-    pub answering: bool,
-    /// The reply encoded without OPT, every TTL set to `orig_ttl`.
-    pub wire: Vec<u8>,
-    /// Where the four TTL bytes of each record sit in `wire`.
-    pub ttl_offsets: Vec<usize>,
-    pub orig_ttl: u32,
+    /// DO, CD, AD, RA and `answering` (see [`Item::answering`]).
+    bits: u8,
+    refreshing: AtomicBool,
     pub stored: Instant,
     /// A positive answer kept when a non-answer replaced it (prefer_positive).
     pub last_known_good: Option<Arc<Item>>,
-    freq: Mutex<(Option<Instant>, u64)>,
-    refreshing: AtomicBool,
-    retry_after: Mutex<Option<Instant>>,
+    /// Prefetch popularity and the stale-refresh recheck time.
+    state: Mutex<State>,
+}
+
+const DO: u8 = 1;
+const CD: u8 = 2;
+const AD: u8 = 4;
+const RA: u8 = 8;
+const ANSWERING: u8 = 16;
+
+/// What hits and refreshes change in an [`Item`].
+#[derive(Default)]
+struct State {
+    /// CoreDNS `freq`: the last hit and the hits counted.
+    last_hit: Option<Instant>,
+    hits: u64,
+    /// No background refresh before this (a failed stale refresh's recheck delay).
+    retry_after: Option<Instant>,
 }
 
 impl Item {
     /// Encodes `m` (TTLs already rewritten to `ttl`) for storing, without copying the message:
-    /// its ID and OPT record are taken out for the encoding and put back.
+    /// its ID and OPT record are taken out for the encoding and put back. None if it has no
+    /// question or is too long for 16-bit offsets.
     pub(crate) fn from_reply(
         m: &mut Message,
         do_bit: bool,
@@ -62,43 +81,88 @@ impl Item {
     ) -> Option<Item> {
         let edns = m.edns.take();
         let id = std::mem::replace(&mut m.header.id, 0);
-        let mut wire = m.to_wire();
-        // The encoder starts with room for 512 bytes; an item keeps only its own (a reply of
-        // ~100 bytes held 512 for as long as it was cached: ~4 MiB per 10,000 items).
-        wire.shrink_to_fit();
+        let wire = m.to_wire();
         m.edns = edns;
         m.header.id = id;
         let q = m.question()?;
-        let ttl_offsets = ttl_offsets(&wire)?;
+        let offsets = ttl_offsets(&wire)?;
+        if wire.len() > u16::MAX as usize {
+            return None;
+        }
+        // One exact-size buffer (the encoder's has room for 512 bytes; shrinking it in place
+        // would leave the rest as a hole next to a long-lived block).
+        let mut data = Vec::with_capacity(wire.len() + 2 * offsets.len());
+        data.extend_from_slice(&wire);
+        for o in offsets {
+            data.extend_from_slice(&(o as u16).to_le_bytes());
+        }
+        let bits = [
+            (do_bit, DO),
+            (cd, CD),
+            (m.header.ad, AD),
+            (m.header.ra, RA),
+            (answering, ANSWERING),
+        ]
+        .iter()
+        .fold(0, |b, &(set, bit)| if set { b | bit } else { b });
         Some(Item {
-            name: q.name.clone(),
+            data: data.into_boxed_slice(),
+            wire_len: wire.len() as u32,
+            orig_ttl: ttl,
             qtype: q.qtype,
             qclass: q.qclass,
-            do_bit,
-            cd,
             rcode: m.rcode(),
-            ad: m.header.ad,
-            ra: m.header.ra,
-            answering,
-            wire,
-            ttl_offsets,
-            orig_ttl: ttl,
+            bits,
+            refreshing: AtomicBool::new(false),
             stored: now,
             last_known_good: None,
-            freq: Mutex::new((None, 0)),
-            refreshing: AtomicBool::new(false),
-            retry_after: Mutex::new(None),
+            state: Mutex::new(State::default()),
         })
     }
 
-    /// The memory this item holds, roughly: the item, its encoded reply, its TTL offsets, its
-    /// name and the map slot and reference count around it.
+    fn wire(&self) -> &[u8] {
+        &self.data[..self.wire_len as usize]
+    }
+
+    fn ttl_offsets(&self) -> impl Iterator<Item = usize> + '_ {
+        self.data[self.wire_len as usize..]
+            .chunks_exact(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]) as usize)
+    }
+
+    /// The question name's wire bytes (uncompressed at offset 12: the first name of a message).
+    pub(crate) fn qname(&self) -> &[u8] {
+        let w = self.wire();
+        match skip_name(w, HEADER_LEN) {
+            Ok((end, _)) => &w[HEADER_LEN..end],
+            Err(_) => &[],
+        }
+    }
+
+    /// True if the question name is `name` (case-insensitively).
+    pub(crate) fn name_is(&self, name: &Name) -> bool {
+        let n = name.wire();
+        // A name's wire form is self-delimiting: the stored bytes of `n`'s length equal to `n`
+        // are the whole stored name (length bytes are below 64, untouched by case folding).
+        self.wire()
+            .get(HEADER_LEN..HEADER_LEN + n.len())
+            .is_some_and(|s| s == n || s.eq_ignore_ascii_case(n))
+    }
+
+    /// True if the question name is `zone` or below it.
+    pub(crate) fn name_under(&self, zone: &Name) -> bool {
+        wire_is_subdomain(self.qname(), zone)
+    }
+
+    /// True if the reply answers its question (for `serve_stale_policy prefer_positive`).
+    pub(crate) fn answering(&self) -> bool {
+        self.bits & ANSWERING != 0
+    }
+
+    /// The memory this item holds, roughly: the item, its bytes, and the map slot, reference
+    /// counts and allocator headers around them.
     pub(crate) fn cost(&self) -> usize {
-        std::mem::size_of::<Item>()
-            + self.wire.capacity()
-            + self.ttl_offsets.capacity() * std::mem::size_of::<usize>()
-            + self.name.wire().len()
-            + 48
+        std::mem::size_of::<Item>() + self.data.len() + 48
     }
 
     /// Seconds left (negative once expired), truncated like Go's `int(d.Seconds())`.
@@ -117,22 +181,22 @@ impl Item {
     ) -> bool {
         self.qtype == qtype
             && self.qclass == qclass
-            && self.do_bit == do_bit
-            && self.cd == cd
-            && self.name == *name
+            && (self.bits & DO != 0) == do_bit
+            && (self.bits & CD != 0) == cd
+            && self.name_is(name)
     }
 
     /// The reply for a query with header flags `rd`/`cd` and DO/AD wishes, every TTL `ttl`.
     /// Like CoreDNS's `toMsg`: AA always set, RA and rcode as stored, AD only if the client
     /// asked with DO or AD.
     pub(crate) fn to_wire(&self, rd: bool, cd: bool, do_bit: bool, ad: bool, ttl: u32) -> Vec<u8> {
-        let mut out = self.wire.clone();
+        let mut out = self.wire().to_vec();
         // QR and AA always; RD/CD as asked; RA and rcode as stored; AD only for DO or AD.
         let mut f: u16 = 0x8000 | 0x0400 | (self.rcode.low() as u16 & 0x0f);
         for (set, bit) in [
             (rd, 0x0100),
-            (self.ra, 0x0080),
-            (self.ad && (do_bit || ad), 0x0020),
+            (self.bits & RA != 0, 0x0080),
+            (self.bits & AD != 0 && (do_bit || ad), 0x0020),
             (cd, 0x0010),
         ] {
             if set {
@@ -140,39 +204,40 @@ impl Item {
             }
         }
         set_flags(&mut out, f);
-        set_ttls(&mut out, &self.ttl_offsets, ttl);
+        set_ttls(&mut out, self.ttl_offsets(), ttl);
         out
     }
 
     /// CoreDNS `freq.Update`: counts hits with gaps shorter than `d`.
     pub(crate) fn update_freq(&self, d: Duration, now: Instant) -> u64 {
-        let Ok(mut f) = self.freq.lock() else {
+        let Ok(mut f) = self.state.lock() else {
             return 0;
         };
-        let fresh = match f.0 {
+        let fresh = match f.last_hit {
             Some(last) => now.checked_sub(d).is_none_or(|earliest| last >= earliest),
             None => false,
         };
-        f.0 = Some(now);
-        f.1 = if fresh { f.1 + 1 } else { 1 };
-        f.1
+        f.last_hit = Some(now);
+        f.hits = if fresh { f.hits + 1 } else { 1 };
+        f.hits
     }
 
     pub(crate) fn hits(&self) -> u64 {
-        self.freq.lock().map(|f| f.1).unwrap_or(0)
+        self.state.lock().map(|f| f.hits).unwrap_or(0)
     }
 
     pub(crate) fn reset_freq(&self, now: Instant, hits: u64) {
-        if let Ok(mut f) = self.freq.lock() {
-            *f = (Some(now), hits);
+        if let Ok(mut f) = self.state.lock() {
+            f.last_hit = Some(now);
+            f.hits = hits;
         }
     }
 
     /// At most one refresh in flight; none before `retry_after` when a recheck delay is set.
     pub(crate) fn begin_refresh(&self, now: Instant, recheck: Duration) -> bool {
         if !recheck.is_zero() {
-            if let Ok(r) = self.retry_after.lock() {
-                if r.is_some_and(|t| now < t) {
+            if let Ok(r) = self.state.lock() {
+                if r.retry_after.is_some_and(|t| now < t) {
                     return false;
                 }
             }
@@ -183,8 +248,8 @@ impl Item {
     }
 
     pub(crate) fn end_refresh(&self, now: Instant, recheck: Duration, refreshed: bool) {
-        if let Ok(mut r) = self.retry_after.lock() {
-            *r = (!recheck.is_zero() && !refreshed).then(|| now + recheck);
+        if let Ok(mut r) = self.state.lock() {
+            r.retry_after = (!recheck.is_zero() && !refreshed).then(|| now + recheck);
         }
         self.refreshing.store(false, Ordering::Release);
     }
@@ -406,7 +471,14 @@ mod tests {
     fn ttl_patching_and_flags() {
         let now = Instant::now();
         let i = item(now);
-        assert_eq!(i.ttl_offsets.len(), 4);
+        assert_eq!(i.ttl_offsets().count(), 4);
+        assert_eq!(i.qname(), Name::parse("a.example.").unwrap().wire());
+        assert!(i.name_is(&Name::parse("A.Example.").unwrap()));
+        assert!(!i.name_is(&Name::parse("a.example.com.").unwrap()));
+        assert!(!i.name_is(&Name::parse("example.").unwrap()));
+        assert!(i.name_under(&Name::parse("EXAMPLE.").unwrap()));
+        assert!(i.name_under(&Name::root()));
+        assert!(!i.name_under(&Name::parse("b.example.").unwrap()));
         let w = i.to_wire(true, true, false, false, 17);
         let m = Message::parse(&w).unwrap();
         assert!(m.header.aa && m.header.rd && m.header.cd && m.header.qr);
@@ -415,6 +487,20 @@ mod tests {
         assert_eq!(m.answers.len(), 3);
         assert_eq!(i.ttl(now + Duration::from_millis(29_999)), 1);
         assert_eq!(i.ttl(now + Duration::from_secs(31)), -1);
+    }
+
+    #[test]
+    fn an_item_is_small() {
+        // Two allocations per entry: this (in its Arc) and the reply with its TTL offsets. The
+        // search path's ~20,000 entries are ~1/3 of the scenario's RSS (issue 17): keep it so.
+        assert!(
+            std::mem::size_of::<Item>() <= 104,
+            "{}",
+            std::mem::size_of::<Item>()
+        );
+        let i = item(Instant::now());
+        assert_eq!(i.data.len(), i.wire().len() + 2 * 4);
+        assert_eq!(i.data.len(), i.wire_len as usize + 8);
     }
 
     #[test]

@@ -304,39 +304,128 @@ fn match_cut(bytes: &[u8], sent: Sent<'_>, cut: bool) -> Option<Message> {
     }
 }
 
-/// Room for the largest UDP datagram. One per thread, used only between a socket's readiness
-/// and the parse of what it received (no `.await` in between), so a query never holds it across
-/// threads; the buffer is allocated and zeroed once per thread. A 64 KiB buffer per query (even
-/// pooled per thread: a task resumes on another thread about half of the time) cost an
-/// allocation, its free and a malloc consolidation on every forwarded query.
+/// Room for the largest UDP datagram. The scratch holds two, one per thread, used only between a
+/// socket's readiness and the parse of what it received (no `.await` in between), so a query
+/// never holds it across threads; the buffer is allocated and zeroed once per thread. A 64 KiB
+/// buffer per query (even pooled per thread: a task resumes on another thread about half of the
+/// time) cost an allocation, its free and a malloc consolidation on every forwarded query.
 const RECV_BUF: usize = 65_535;
 
 thread_local! {
     static RECV_SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// Receives one datagram from the connected `sock` into this thread's scratch buffer and
-/// returns what `f` makes of its bytes. Waits like tokio's `recv_buf` (readable or an error, so
-/// an ICMP port unreachable is seen at once); the buffer is borrowed only inside each attempt.
-async fn recv_with<T>(sock: &UdpSocket, mut f: impl FnMut(&[u8]) -> T) -> io::Result<T> {
-    use std::io::Read;
-    let raw = socket2::SockRef::from(sock);
-    sock.async_io(Interest::READABLE | Interest::ERROR, || {
-        let mut read = |buf: &mut Vec<u8>| {
-            if buf.len() != RECV_BUF {
-                buf.resize(RECV_BUF, 0);
-            }
-            let n = (&*raw).read(buf)?;
-            Ok(f(&buf[..n]))
+/// Receives the datagrams queued on the connected `sock`, up to two in one `recvmmsg`, into this
+/// thread's scratch buffer and hands each to `f` in order of arrival. Waits like tokio's
+/// `recv_buf` (readable or an error, so an ICMP port unreachable is seen at once); the buffer is
+/// borrowed only inside each attempt.
+///
+/// Asking for two tells, without another system call, whether the read emptied the socket: when
+/// fewer than two came, the socket's readiness is cleared (the readiness seen before the call,
+/// so a datagram arriving meanwhile still wakes its reader). A cached socket whose last exchange
+/// emptied it then shows nothing to drop before its reuse ([`Proxy::take_udp`]), where a read
+/// that finds nothing would otherwise be spent on every forwarded query.
+async fn recv_with(sock: &UdpSocket, mut f: impl FnMut(&[u8])) -> io::Result<()> {
+    let interest = Interest::READABLE | Interest::ERROR;
+    loop {
+        let ready = sock.ready(interest).await?;
+        // `try_io` takes one interest (a combined one would never run the read): the error
+        // alone when that is all there is, so the read reports it.
+        let one = if ready.is_readable() || ready.is_read_closed() {
+            Interest::READABLE
+        } else {
+            Interest::ERROR
         };
-        match RECV_SCRATCH.try_with(|s| s.try_borrow_mut().ok().map(|mut b| read(&mut b))) {
-            Ok(Some(r)) => r,
-            // The thread is exiting (or the buffer is borrowed further up this stack, which
-            // nothing does): a buffer of its own for this attempt.
-            _ => read(&mut Vec::new()),
+        let mut got = false;
+        let res = sock.try_io(one, || {
+            let mut read = |buf: &mut Vec<u8>| {
+                if buf.len() != 2 * RECV_BUF {
+                    buf.resize(2 * RECV_BUF, 0);
+                }
+                recv2(sock, buf, &mut f)
+            };
+            let (n, emptied) = match RECV_SCRATCH
+                .try_with(|s| s.try_borrow_mut().ok().map(|mut b| read(&mut b)))
+            {
+                Ok(Some(r)) => r?,
+                // The thread is exiting (or the buffer is borrowed further up this stack, which
+                // nothing does): a buffer of its own for this attempt.
+                _ => read(&mut Vec::new())?,
+            };
+            got = n > 0;
+            if emptied {
+                // Clears the readiness: the socket is empty.
+                Err(io::ErrorKind::WouldBlock.into())
+            } else {
+                Ok(())
+            }
+        });
+        match res {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if got {
+                    return Ok(());
+                }
+            }
+            Err(e) => return Err(e),
         }
-    })
-    .await
+    }
+}
+
+/// One `recvmmsg` of at most two datagrams into the two halves of `buf` (`2 * RECV_BUF` bytes),
+/// each passed to `f`: how many came, and whether that emptied the socket (fewer than two).
+fn recv2(sock: &UdpSocket, buf: &mut [u8], f: &mut impl FnMut(&[u8])) -> io::Result<(usize, bool)> {
+    use std::os::fd::AsRawFd;
+    let (first, second) = buf.split_at_mut(RECV_BUF);
+    let mut iovs = [
+        libc::iovec {
+            iov_base: first.as_mut_ptr().cast(),
+            iov_len: first.len(),
+        },
+        libc::iovec {
+            iov_base: second.as_mut_ptr().cast(),
+            iov_len: second.len(),
+        },
+    ];
+    // SAFETY: mmsghdr is plain old data; zero is "no address, no control data, no flags".
+    let mut hdrs: [libc::mmsghdr; 2] = unsafe { std::mem::MaybeUninit::zeroed().assume_init() };
+    for (h, iov) in hdrs.iter_mut().zip(iovs.iter_mut()) {
+        h.msg_hdr.msg_iov = iov;
+        h.msg_hdr.msg_iovlen = 1;
+    }
+    // SAFETY: the socket's descriptor stays open for the call (`sock` is borrowed); each header
+    // points at its own iovec, which points into its half of `buf`; all outlive the call and the
+    // kernel writes within the given lengths. The socket is connected: no address is asked for.
+    let n = unsafe {
+        libc::recvmmsg(
+            sock.as_raw_fd(),
+            hdrs.as_mut_ptr(),
+            2,
+            libc::MSG_DONTWAIT,
+            std::ptr::null_mut(),
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let n = n as usize;
+    for (h, part) in hdrs.iter().zip([&*first, &*second]).take(n) {
+        f(&part[..(h.msg_len as usize).min(part.len())]);
+    }
+    Ok((n, n < 2))
+}
+
+/// What `sock` is marked ready for (readable, or an error), without a system call: something
+/// came after the read that emptied it, or that read did not empty it. `None`: nothing.
+fn pending(sock: &UdpSocket) -> Option<tokio::io::Ready> {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    let ready = std::pin::pin!(sock.ready(Interest::READABLE | Interest::ERROR));
+    match std::future::Future::poll(ready, &mut cx) {
+        std::task::Poll::Ready(Ok(r)) => Some(r),
+        // The runtime is shutting down: treated as an error (the socket is not reused).
+        std::task::Poll::Ready(Err(_)) => Some(tokio::io::Ready::ERROR),
+        std::task::Poll::Pending => None,
+    }
 }
 
 fn unspecified(addr: &SocketAddr) -> IpAddr {
@@ -508,9 +597,9 @@ impl Proxy {
     /// as bogus replies). A socket with an error pending (an ICMP error that came after its
     /// last reply) or with more than [`MAX_STALE`] late datagrams is closed instead.
     ///
-    /// The drain costs no extra system call: the socket's readiness is still set from the read
-    /// that ended its last exchange, so the read that finds it empty clears it, and the wait
-    /// for the next reply then starts without a read that would have found nothing.
+    /// A socket that nothing reached since the read that emptied it (its readiness is clear,
+    /// see [`recv_with`]) is taken without a system call; one marked readable is read until
+    /// empty, which also clears its readiness for the wait of its next exchange.
     fn take_udp(&self) -> Option<PooledUdp> {
         let mut byte = [0u8; 1];
         loop {
@@ -523,16 +612,22 @@ impl Proxy {
                     }
                 }
             };
-            let mut stale = 0;
-            let usable = loop {
-                match c.sock.try_recv(&mut byte) {
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break true,
-                    Err(_) => break false,
-                    Ok(_) => {
-                        BOGUS_REPLIES.with_label_values(&[&self.label]).inc();
-                        stale += 1;
-                        if stale > MAX_STALE {
-                            break false;
+            let usable = match pending(&c.sock) {
+                None => true,
+                Some(r) if r.is_error() => false,
+                Some(_) => {
+                    let mut stale = 0;
+                    loop {
+                        match c.sock.try_recv(&mut byte) {
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break true,
+                            Err(_) => break false,
+                            Ok(_) => {
+                                BOGUS_REPLIES.with_label_values(&[&self.label]).inc();
+                                stale += 1;
+                                if stale > MAX_STALE {
+                                    break false;
+                                }
+                            }
                         }
                     }
                 }
@@ -622,11 +717,27 @@ impl Proxy {
         let read_err =
             |e: &io::Error| format!("read udp {}->{}: read: {}", local(), self.addr, io_text(e));
         loop {
-            match timeout_at(until.into(), recv_with(sock, |bytes| match_udp(bytes, q))).await {
+            let mut reply = None;
+            let mut bogus = 0u32;
+            let take = |bytes: &[u8]| match match_udp(bytes, q) {
+                Some(m) if reply.is_none() => reply = Some(m),
+                // Not the reply, or a second copy of it read with it: dropped.
+                _ => bogus += 1,
+            };
+            let res = timeout_at(until.into(), recv_with(sock, take)).await;
+            if bogus > 0 {
+                BOGUS_REPLIES
+                    .with_label_values(&[&self.label])
+                    .inc_by(f64::from(bogus));
+            }
+            match res {
                 Err(_) => return Err(format!("read udp {}->{}: i/o timeout", local(), self.addr)),
                 Ok(Err(e)) => return Err(read_err(&e)),
-                Ok(Ok(Some(m))) => return Ok(m),
-                Ok(Ok(None)) => BOGUS_REPLIES.with_label_values(&[&self.label]).inc(),
+                Ok(Ok(())) => {
+                    if let Some(m) = reply {
+                        return Ok(m);
+                    }
+                }
             }
         }
     }

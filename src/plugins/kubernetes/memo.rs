@@ -15,9 +15,9 @@ use sextant_kube::Snapshot;
 use crate::pkg::shardcache::KeyHasher;
 
 /// Bytes of entries per generation, plugin instance and thread: [`BUDGET`] shared out over the
-/// worker threads (one per core), at least [`MIN_BYTES`]. When the current generation is full
-/// it becomes the previous one and the one before is emptied for reuse; a hit in the previous
-/// generation copies the reply into the current one. So the names a cluster keeps asking stay,
+/// worker threads (one per core), at least [`MIN_BYTES`] and at most [`MAX_BYTES`]. When the
+/// current generation is full it becomes the previous one and the one before is emptied for
+/// reuse; a hit in the previous generation copies the reply into the current one. So the names a cluster keeps asking stay,
 /// and a flood of distinct names (the ndots:5 search path's NXDOMAINs) holds at most two
 /// generations' bytes per thread. A generation is one buffer of entries back to back and one
 /// index of hashes to offsets: storing a reply allocates nothing once the buffers have grown,
@@ -27,7 +27,7 @@ pub(super) fn gen_bytes() -> usize {
     static MAX: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     *MAX.get_or_init(|| {
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        (BUDGET / threads).max(MIN_BYTES)
+        (BUDGET / threads).clamp(MIN_BYTES, MAX_BYTES)
     })
 }
 /// Bytes per generation over all threads. An entry is its key (the name as asked, ~30-80
@@ -36,6 +36,11 @@ pub(super) fn gen_bytes() -> usize {
 /// instruction benchmark (bench/cg_corefile.py) on each of two threads.
 const BUDGET: usize = 4 << 20;
 const MIN_BYTES: usize = 1 << 20;
+/// What one thread's generation needs for those ~10,000 names. On one core the whole budget
+/// went to one thread, and a flood of distinct names (the search path's NXDOMAINs, each asked
+/// once) kept 2 x 4 MiB resident where 2 x 2 MiB hold the same working set (issue 17: the
+/// search-path scenario's RSS against Unbound's).
+const MAX_BYTES: usize = 2 << 20;
 /// Plugin instances remembered per thread (older generations after reloads fall out).
 const MAX_TABLES: usize = 4;
 /// Longest name in a key.
