@@ -464,6 +464,22 @@ pub(crate) trait Handler: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     /// Serves a query; call `next.run(req)` to pass it down the chain.
     fn serve<'a>(&'a self, req: &'a mut Request, next: Next<'a>) -> BoxFuture<'a, Outcome>;
+    /// Serves the query at once, without a future, when this plugin's answer needs no waiting:
+    /// Some(outcome), exactly what `serve` would have given; None when it cannot, and then
+    /// nothing has happened that anyone could see (no metric, no log, no state changed but
+    /// caches of what it would compute anyway), so the caller runs `serve` instead. Spares the
+    /// boxed future of each plugin for answers such as the `kubernetes` plugin's remembered
+    /// replies. A plugin that passes the query on calls `next.run_now(req)` and declines when
+    /// that does. The default declines.
+    fn serve_now(&self, req: &mut Request, next: Next<'_>) -> Option<Outcome> {
+        let _ = (req, next);
+        None
+    }
+    /// What [`Handler::serve_now`] does, so the server tries it only for chains where it may
+    /// answer (a try that declines is not free).
+    fn now(&self) -> Now {
+        Now::Never
+    }
     /// The zone-transfer side of this plugin, if it has one (CoreDNS `transfer.Transferer`); the
     /// `transfer` plugin looks for it among the handlers after itself.
     fn transferer(&self) -> Option<&dyn Transferer> {
@@ -550,6 +566,30 @@ pub(crate) trait Transferer: Send + Sync {
     fn transfer(&self, zone: &Name, serial: u32) -> Option<Vec<sextant_wire::Record>>;
 }
 
+/// What a handler's [`Handler::serve_now`] does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Now {
+    /// Always declines.
+    Never,
+    /// Answers what the rest of the chain answers at once (a wrapper such as `errors`).
+    Passes,
+    /// May answer at once itself.
+    Answers,
+}
+
+/// True when `serve_now` may answer for a chain: some handler answers at once and every one
+/// before it passes.
+pub(crate) fn chain_answers_now(chain: &[Arc<dyn Handler>]) -> bool {
+    for h in chain {
+        match h.now() {
+            Now::Never => return false,
+            Now::Passes => {}
+            Now::Answers => return true,
+        }
+    }
+    false
+}
+
 /// The rest of the chain after the current handler.
 #[derive(Clone, Copy)]
 pub(crate) struct Next<'a> {
@@ -570,6 +610,13 @@ impl<'a> Next<'a> {
             Some((h, rest)) => h.serve(req, Next { rest }),
             None => Box::pin(async { Outcome::error("", Rcode::SERVFAIL, "no next plugin found") }),
         }
+    }
+
+    /// Runs the next handler without a future if it can answer at once ([`Handler::serve_now`]);
+    /// None when it cannot (run the chain with [`Next::run`] then) or at the end of the chain.
+    pub(crate) fn run_now(self, req: &mut Request) -> Option<Outcome> {
+        let (h, rest) = self.rest.split_first()?;
+        h.serve_now(req, Next { rest })
     }
 
     /// The rest of the chain as an owned list, for work that outlives this request (a cache's

@@ -668,7 +668,10 @@ async fn send_from_task(sock: &std::net::UdpSocket, reply: &[u8], dst: SocketAdd
     }
 }
 
-/// Answers one datagram. The handler future is polled once right here: answers that need no
+/// Answers one datagram. Where a chain may answer at once without futures (`Site::now`: the
+/// kubernetes plugin's remembered and fast-path replies behind `errors`), that is tried first
+/// (`Site::handle_udp_now`), on the packet as received: no copy of it, no boxed future.
+/// Otherwise the handler future is polled once right here: answers that need no
 /// waiting (kubernetes, cache hits, whoami, ...) are returned to be sent with the batch, without
 /// a task; only a future that is still pending (forward, a blocked plugin) becomes a task on the
 /// runtime, which owns a copy of the packet and sends its reply itself (or pushes it onto the
@@ -685,6 +688,11 @@ fn serve_udp(
     stack: Option<&wstack::Producer>,
 ) -> Option<Vec<u8>> {
     let backlogged = stack.is_some_and(|p| p.stack().full());
+    if site.now {
+        if let Some(reply) = site.handle_udp_now(packet, client, local, backlogged) {
+            return reply;
+        }
+    }
     let mut fut = Box::pin(handle_owned(
         site.clone(),
         packet.to_vec(),

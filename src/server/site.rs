@@ -64,6 +64,8 @@ pub(crate) struct Block {
     pub collector: Option<Arc<dyn Handler>>,
     /// Where the replies sent for the block's requests are reported (its `dnstap` plugin).
     pub tap: Option<BlockTap>,
+    /// The chain may answer a query at once, without futures (`plugin::chain_answers_now`).
+    pub now: bool,
 }
 
 /// A block's [`ReplyTap`] and what it asks of the server, read once.
@@ -95,6 +97,7 @@ impl Block {
                 tap,
             });
         Block {
+            now: crate::plugin::chain_answers_now(&chain),
             chain,
             chaos,
             view,
@@ -116,6 +119,9 @@ pub(crate) struct Site {
     /// Queries of any class are let in: some block on this address has `chaos` or `forward`
     /// (CoreDNS decides per server, that is per listening address, not per block).
     pub any_class: bool,
+    /// Some block's chain may answer a query at once (`Block::now`): UDP queries are tried
+    /// with [`Site::handle_udp_now`] first.
+    pub now: bool,
 }
 
 impl Site {
@@ -124,7 +130,9 @@ impl Site {
         let any_class = zones
             .iter()
             .any(|(_, b)| b.chaos || b.chain.iter().any(|h| OPEN_CLASSES.contains(&h.name())));
+        let now = zones.iter().any(|(_, b)| b.now);
         Site {
+            now,
             label: Arc::from(label),
             zones: zones.into_iter().map(|(z, b)| (Arc::new(z), b)).collect(),
             root: Arc::new(Name::root()),
@@ -181,7 +189,7 @@ impl Site {
         local: SocketAddr,
         proto: Proto,
     ) -> impl Future<Output = Option<Vec<u8>>> + Send + 'a {
-        self.handle_inner(packet, client, local, proto, None, false)
+        self.handle_inner(packet, client, local, proto, None, false, None)
     }
 
     /// Handles one UDP datagram arriving on a socket whose write stack is full or not
@@ -193,7 +201,7 @@ impl Site {
         local: SocketAddr,
         backlogged: bool,
     ) -> impl Future<Output = Option<Vec<u8>>> + Send + 'a {
-        self.handle_inner(packet, client, local, Proto::Udp, None, backlogged)
+        self.handle_inner(packet, client, local, Proto::Udp, None, backlogged, None)
     }
 
     /// Handles one packet received over TCP: the reply, then any further messages of the same
@@ -205,9 +213,45 @@ impl Site {
         local: SocketAddr,
         more: &'a mut Vec<Vec<u8>>,
     ) -> impl Future<Output = Option<Vec<u8>>> + Send + 'a {
-        self.handle_inner(packet, client, local, Proto::Tcp, Some(more), false)
+        self.handle_inner(packet, client, local, Proto::Tcp, Some(more), false, None)
     }
 
+    /// Answers one UDP datagram as [`Site::handle_udp`] does when the block's chain can at once,
+    /// without futures ([`Next::run_now`]): Some(what to send), on the packet as received, no
+    /// copy of it, nothing boxed. None when the chain cannot: nothing has been done then that
+    /// anyone could see (the query was read and routed only), so the caller serves the packet
+    /// with [`Site::handle_udp`] instead.
+    pub(crate) fn handle_udp_now(
+        self: &Arc<Site>,
+        packet: &[u8],
+        client: SocketAddr,
+        local: SocketAddr,
+        backlogged: bool,
+    ) -> Option<Option<Vec<u8>>> {
+        let mut declined = false;
+        let done = {
+            let fut = std::pin::pin!(self.handle_inner(
+                packet,
+                client,
+                local,
+                Proto::Udp,
+                None,
+                backlogged,
+                Some(&mut declined),
+            ));
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            // Never pending: with `now` set, the chain runs without futures.
+            match fut.poll(&mut cx) {
+                std::task::Poll::Ready(reply) => Some(reply),
+                std::task::Poll::Pending => None,
+            }
+        };
+        done.filter(|_| !declined)
+    }
+
+    /// `now`: run the chain with [`Next::run_now`] only, without waiting; if it declines, set
+    /// the flag and return None at once.
+    #[allow(clippy::too_many_arguments)]
     async fn handle_inner(
         self: &Arc<Site>,
         packet: &[u8],
@@ -216,6 +260,7 @@ impl Site {
         proto: Proto,
         more: Option<&mut Vec<Vec<u8>>>,
         backlogged: bool,
+        now: Option<&mut bool>,
     ) -> Option<Vec<u8>> {
         let start = Instant::now();
         // The usual query (one question, at most an OPT) is read by the in-place scanner; the
@@ -363,7 +408,16 @@ impl Site {
                 asked_q = None;
             }
         }
-        let mut out = Next::new(&block.chain).run(&mut req).await;
+        let mut out = match now {
+            None => Next::new(&block.chain).run(&mut req).await,
+            Some(declined) => match Next::new(&block.chain).run_now(&mut req) {
+                Some(out) => out,
+                None => {
+                    *declined = true;
+                    return None;
+                }
+            },
+        };
         // The reply is truncated to the buffer size as the chain left it (`bufsize` lowers it),
         // like CoreDNS's ScrubWriter reading the request it passed down.
         if let (Some(c), Some(e)) = (asked.edns.as_mut(), req.msg.edns.as_ref()) {

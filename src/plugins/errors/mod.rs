@@ -152,4 +152,16 @@ impl Handler for Errors {
             out
         })
     }
+
+    fn now(&self) -> crate::plugin::Now {
+        crate::plugin::Now::Passes
+    }
+
+    fn serve_now(&self, req: &mut Request, next: Next<'_>) -> Option<Outcome> {
+        let out = next.run_now(req)?;
+        if let Some(e) = &out.error {
+            self.log(req, &out, e);
+        }
+        Some(out)
+    }
 }

@@ -592,6 +592,31 @@ fn memo_key(req: &Request) -> Option<memo::Key<'_>> {
     )
 }
 
+impl Kubernetes {
+    /// The reply to `req` when it needs neither the general path nor waiting: remembered, or
+    /// else (first time asked) the addresses of a service or endpoint, or the name error of a
+    /// search-path name, straight into bytes (and remembered). None: the general path answers.
+    /// The index, snapshot and addresses are read through guards here: no reference count
+    /// moves.
+    fn remembered(&self, req: &Request) -> Option<Outcome> {
+        let k = memo_key(req)?;
+        let running = self.index.load();
+        let (guard, synced) = match running.as_ref() {
+            Some(i) => (Some(i.snapshot()), i.synced()),
+            None => (None, false),
+        };
+        let snap = guard.as_deref().unwrap_or(&self.empty);
+        let local = self.local_ips.load();
+        let fast = || {
+            self.fast
+                .then(|| fast::answer(&self.cfg, snap, synced, &req.msg))
+                .flatten()
+        };
+        let (bytes, ulen) = memo::get_or_fill(self.memo_id, snap, &local, synced, &k, fast)?;
+        Some(Outcome::wire_sized("kubernetes", bytes, Some(ulen)))
+    }
+}
+
 impl Handler for Kubernetes {
     fn name(&self) -> &'static str {
         "kubernetes"
@@ -599,30 +624,10 @@ impl Handler for Kubernetes {
 
     fn serve<'a>(&'a self, req: &'a mut Request, next: Next<'a>) -> BoxFuture<'a, Outcome> {
         Box::pin(async move {
-            let key = memo_key(req);
-            if let Some(k) = &key {
-                // Remembered, or else (first time asked) the addresses of a service or
-                // endpoint, or the name error of a search-path name, straight into bytes (and
-                // remembered); else the general path. The index, snapshot and addresses are
-                // read through guards here: no reference count moves.
-                let running = self.index.load();
-                let (guard, synced) = match running.as_ref() {
-                    Some(i) => (Some(i.snapshot()), i.synced()),
-                    None => (None, false),
-                };
-                let snap = guard.as_deref().unwrap_or(&self.empty);
-                let local = self.local_ips.load();
-                let fast = || {
-                    self.fast
-                        .then(|| fast::answer(&self.cfg, snap, synced, &req.msg))
-                        .flatten()
-                };
-                if let Some((bytes, ulen)) =
-                    memo::get_or_fill(self.memo_id, snap, &local, synced, k, fast)
-                {
-                    return Outcome::wire_sized("kubernetes", bytes, Some(ulen));
-                }
+            if let Some(out) = self.remembered(req) {
+                return out;
             }
+            let key = memo_key(req);
             let (snap, synced) = self.snapshot();
             let local = self.local_ips.load_full();
             let qname = req.qname();
@@ -679,6 +684,16 @@ impl Handler for Kubernetes {
                 _ => Outcome::reply("kubernetes", m),
             }
         })
+    }
+
+    /// The remembered or fast-path reply, which needs no waiting (and the general path's
+    /// first step in `serve`, so both give the same).
+    fn serve_now(&self, req: &mut Request, _next: Next<'_>) -> Option<Outcome> {
+        self.remembered(req)
+    }
+
+    fn now(&self) -> crate::plugin::Now {
+        crate::plugin::Now::Answers
     }
 
     fn transferer(&self) -> Option<&dyn Transferer> {

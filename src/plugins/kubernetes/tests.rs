@@ -187,6 +187,24 @@ async fn wire_of(
     }
 }
 
+/// The reply `serve_now` gives for one question (as [`wire_of`]), None when it declines.
+fn now_of(
+    k: &Kubernetes,
+    name: &str,
+    qtype: RType,
+    rd: bool,
+    cd: bool,
+) -> Option<(Vec<u8>, Option<usize>)> {
+    let mut q = Message::query(7, Name::parse(name).unwrap(), qtype);
+    q.header.rd = rd;
+    q.header.cd = cd;
+    let mut req = Request::new(q, SocketAddr::from(([127, 0, 0, 1], 5353)), Proto::Udp);
+    match k.serve_now(&mut req, Next::new(&[]))?.reply {
+        Some(sextant_wire::Reply::Encoded(e)) => Some((e.bytes, e.uncompressed)),
+        other => panic!("serve_now wrote {other:?}"),
+    }
+}
+
 /// The fast path (`fast.rs`) writes the same bytes as the general path, for every A/AAAA name
 /// of the fixture (services, endpoints by hostname and dashed address, in other spellings,
 /// names it leaves to the general path) under the options that touch these answers; and it
@@ -274,7 +292,7 @@ async fn fast_path_matches_the_general_path() {
         "pods insecure",
         "fallthrough",
     ];
-    let mut fast_answered = 0;
+    let (mut fast_answered, mut now_answered, mut memo_answered) = (0, 0, 0);
     for body in bodies {
         let fast = handler(body, vec![]);
         let mut slow = handler(body, vec![]);
@@ -282,18 +300,35 @@ async fn fast_path_matches_the_general_path() {
         for name in &names {
             for qtype in [RType::A, RType::AAAA] {
                 for (rd, cd) in [(true, false), (false, true)] {
+                    // The first answer without a future (the chain's `serve_now`) is the
+                    // general path's, when it gives one: it does for what the fast path
+                    // answers, never for the rest.
+                    let now = now_of(&fast, name, qtype, rd, cd);
                     // Each handler asked twice (the second from its memo).
                     let f = wire_of(&fast, name, qtype, rd, cd).await;
                     let s = wire_of(&slow, name, qtype, rd, cd).await;
                     assert_eq!(f, s, "{body:?}: {name} {qtype:?} rd={rd} cd={cd}");
+                    if let Some(now) = &now {
+                        assert_eq!(now, &s, "serve_now {body:?}: {name} {qtype:?}");
+                        now_answered += 1;
+                    }
                     assert_eq!(wire_of(&fast, name, qtype, rd, cd).await, s);
                     assert_eq!(wire_of(&slow, name, qtype, rd, cd).await, s);
+                    // Remembered now (the general path's replies too, unless they hold data
+                    // from outside the index): `serve_now` sends them.
+                    if let Some(now) = now_of(&slow, name, qtype, rd, cd) {
+                        assert_eq!(now, s, "serve_now (memo) {body:?}: {name} {qtype:?}");
+                        memo_answered += 1;
+                    }
                     let mut q = Message::query(7, Name::parse(name).unwrap(), qtype);
                     q.header.rd = rd;
                     q.header.cd = cd;
-                    if super::fast::answer(&fast.cfg, &fast.snapshot().0, true, &q).is_some() {
+                    let fast_answers =
+                        super::fast::answer(&fast.cfg, &fast.snapshot().0, true, &q).is_some();
+                    if fast_answers {
                         fast_answered += 1;
                     }
+                    assert_eq!(now.is_some(), fast_answers, "{body:?}: {name} {qtype:?}");
                 }
             }
         }
@@ -301,6 +336,11 @@ async fn fast_path_matches_the_general_path() {
     assert!(
         fast_answered > 100,
         "the fast path answered {fast_answered} questions"
+    );
+    assert_eq!(now_answered, fast_answered);
+    assert!(
+        memo_answered > now_answered,
+        "serve_now sent {memo_answered} remembered replies"
     );
 }
 
