@@ -168,35 +168,27 @@ class Proc:
                 pass
         return t / CLK
 
-    def mem(self):
-        rss = hwm = 0
+    def _status_kib(self, *keys):
+        """The sum over the process tree of /proc/PID/status fields (KiB), in the order asked."""
+        tot = dict.fromkeys(keys, 0)
         for pid in self.pids():
             try:
                 with open(f"/proc/{pid}/status") as f:
                     for line in f:
-                        if line.startswith("VmRSS:"):
-                            rss += int(line.split()[1])
-                        elif line.startswith("VmHWM:"):
-                            hwm += int(line.split()[1])
+                        k = line.split(":", 1)[0]
+                        if k in tot:
+                            tot[k] += int(line.split()[1])
             except OSError:
                 pass
-        return rss, hwm  # KiB
+        return tuple(tot[k] for k in keys)
+
+    def mem(self):
+        return self._status_kib("VmRSS", "VmHWM")  # KiB
 
     def mem_split(self):
         """(RssAnon, RssFile) in KiB: the process's own memory, and the pages of its binary and
         libraries it has mapped (shared with the page cache)."""
-        anon = file = 0
-        for pid in self.pids():
-            try:
-                with open(f"/proc/{pid}/status") as f:
-                    for line in f:
-                        if line.startswith("RssAnon:"):
-                            anon += int(line.split()[1])
-                        elif line.startswith("RssFile:"):
-                            file += int(line.split()[1])
-            except OSError:
-                pass
-        return anon, file
+        return self._status_kib("RssAnon", "RssFile")
 
     def stop(self):
         if self.p and self.p.poll() is None:
