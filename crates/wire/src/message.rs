@@ -323,6 +323,8 @@ impl Message {
     /// authority, then additional), name compression counted; the first record that does not
     /// fit ends the message. TC is set when any record was left out (a TC bit already set stays
     /// set). The OPT record is always kept. Returns the bytes and whether records were left out.
+    /// The header, question and OPT record are never cut, so when they alone pass `max_len` the
+    /// result is longer than `max_len` and holds no other record (miekg/dns does the same).
     pub fn to_wire_limited(&self, max_len: usize) -> (Vec<u8>, bool) {
         self.encode(max_len.max(512))
     }
@@ -1200,6 +1202,28 @@ mod tests {
         let back = Message::parse(&w).unwrap();
         // 512 - 23 bytes of OPT = 489: (489 - 29) / 16 = 28 records.
         assert_eq!(back.answers.len(), 28);
+        assert_eq!(back.edns, Some(e));
+    }
+
+    /// When the question and the OPT record alone pass the limit (a fuzzer found one: a 500-byte
+    /// option), no record fits: they all go, TC is set, and the message keeps its question and
+    /// OPT even though it is longer than the limit, as miekg/dns `Msg.Truncate` leaves it.
+    #[test]
+    fn truncation_when_question_and_opt_pass_the_limit() {
+        let mut m = big(3);
+        let mut e = Edns::new(4096);
+        e.options.push(EdnsOption {
+            code: 65001,
+            data: vec![0; 500],
+        });
+        m.edns = Some(e.clone());
+        let (w, tc) = m.to_wire_limited(512);
+        assert!(tc);
+        assert!(w.len() > 512);
+        let back = Message::parse(&w).unwrap();
+        assert!(back.header.tc);
+        assert_eq!(back.questions, m.questions);
+        assert_eq!((back.answers.len(), back.additional.len()), (0, 0));
         assert_eq!(back.edns, Some(e));
     }
 
