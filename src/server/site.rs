@@ -263,123 +263,131 @@ impl Site {
         now: Option<&mut bool>,
     ) -> Option<Vec<u8>> {
         let start = Instant::now();
-        // The usual query (one question, at most an OPT) is read by the in-place scanner; the
-        // full parser handles the rest and decides on FORMERR.
-        let (parsed, scanned) = match scan_query(packet) {
-            Ok(v) => (Ok(v.to_message()), true),
-            Err(_) => (Message::parse(packet), false),
-        };
-        let msg = match parsed {
-            Ok(m) => m,
-            Err(ParseError::NoHeader) => return None,
-            Err(ParseError::Malformed {
-                header, question, ..
-            }) => {
-                if header.qr {
-                    return None;
+        // Scoped: the parsed message is moved into the request, but a local that lives to the
+        // end of the function keeps its room in this future (boxed per UDP query) even once
+        // moved from; declared in this block, it is gone before the chain's await.
+        let (mut req, mut asked, asked_q) = {
+            // The usual query (one question, at most an OPT) is read by the in-place scanner;
+            // the full parser handles the rest and decides on FORMERR.
+            let (parsed, scanned) = match scan_query(packet) {
+                Ok(v) => (Ok(v.to_message()), true),
+                Err(_) => (Message::parse(packet), false),
+            };
+            let msg = match parsed {
+                Ok(m) => m,
+                Err(ParseError::NoHeader) => return None,
+                Err(ParseError::Malformed {
+                    header, question, ..
+                }) => {
+                    if header.qr {
+                        return None;
+                    }
+                    // Like miekg/dns's accept filter, the opcode is judged before the body: an
+                    // unsupported opcode is NOTIMP whatever follows the header.
+                    let rcode = if header.opcode != opcode::QUERY && header.opcode != opcode::NOTIFY
+                    {
+                        Rcode::NOTIMP
+                    } else {
+                        Rcode::FORMERR
+                    };
+                    let mut r = Message::default();
+                    r.header.id = header.id;
+                    r.header.qr = true;
+                    r.header.opcode = header.opcode;
+                    r.header.rcode = rcode.low();
+                    if let Some(q) = question {
+                        r.questions.push(q);
+                    }
+                    crate::metrics::record_dropped(&self.label, proto, packet.len(), rcode);
+                    return Some(r.to_wire_limited(512).0);
                 }
-                // Like miekg/dns's accept filter, the opcode is judged before the body: an
-                // unsupported opcode is NOTIMP whatever follows the header.
-                let rcode = if header.opcode != opcode::QUERY && header.opcode != opcode::NOTIFY {
-                    Rcode::NOTIMP
-                } else {
-                    Rcode::FORMERR
-                };
-                let mut r = Message::default();
-                r.header.id = header.id;
-                r.header.qr = true;
-                r.header.opcode = header.opcode;
-                r.header.rcode = rcode.low();
-                if let Some(q) = question {
-                    r.questions.push(q);
-                }
-                crate::metrics::record_dropped(&self.label, proto, packet.len(), rcode);
-                return Some(r.to_wire_limited(512).0);
+            };
+            if msg.header.qr {
+                return None;
             }
-        };
-        if msg.header.qr {
-            return None;
-        }
-        // Like miekg/dns's accept filter: QUERY and NOTIFY go to the plugins.
-        if msg.header.opcode != opcode::QUERY && msg.header.opcode != opcode::NOTIFY {
-            let mut r = Message::reply_to(&msg);
-            r.header.rd = false;
-            r.header.cd = false;
-            r.header.rcode = Rcode::NOTIMP.low();
-            return Some(finish(
-                &Asked::of(&msg),
-                msg.edns.as_ref(),
-                Reply::parsed(r),
-                proto,
-            ));
-        }
-        if msg.questions.len() != 1 || msg.answers.len() > 1 || msg.authority.len() > 1 {
-            let mut r = Message::reply_to(&msg);
-            r.set_rcode(Rcode::FORMERR);
-            return Some(finish(
-                &Asked::of(&msg),
-                msg.edns.as_ref(),
-                Reply::parsed(r),
-                proto,
-            ));
-        }
-        let q = &msg.questions[0];
-        // Like CoreDNS's ServeDNS: the class, then the EDNS version, then the zone.
-        if q.qclass != Class::IN && !self.any_class {
-            crate::metrics::record_dropped(&self.label, proto, packet.len(), Rcode::REFUSED);
-            let mut r = Message::reply_to(&msg);
-            r.set_rcode(Rcode::REFUSED);
-            return Some(finish(
-                &Asked::of(&msg),
-                msg.edns.as_ref(),
-                Reply::parsed(r),
-                proto,
-            ));
-        }
-        // The question as asked is needed only once the chain is done: it is taken back from the
-        // request then, or read again from the packet if the chain changed it (see
-        // `asked_question`), instead of being copied here.
-        let mut asked = Asked::without_question(&msg);
-        let asked_q = AskedQuestion::of(q, packet, scanned);
-        if asked_q.is_none() {
-            asked.question = Some(q.clone());
-        }
-        if let Some(e) = &msg.edns {
-            if e.version > 0 {
-                // CoreDNS's edns.Version: a fresh OPT record (size 0, version 0) with the
-                // extended rcode, written without the usual EDNS echo.
+            // Like miekg/dns's accept filter: QUERY and NOTIFY go to the plugins.
+            if msg.header.opcode != opcode::QUERY && msg.header.opcode != opcode::NOTIFY {
                 let mut r = Message::reply_to(&msg);
-                r.edns = Some(Edns::new(0));
-                r.set_rcode(Rcode::BADVERS);
-                return Some(r.to_wire_limited(limit(&asked, proto)).0);
+                r.header.rd = false;
+                r.header.cd = false;
+                r.header.rcode = Rcode::NOTIMP.low();
+                return Some(finish(
+                    &Asked::of(&msg),
+                    msg.edns.as_ref(),
+                    Reply::parsed(r),
+                    proto,
+                ));
             }
-        }
-        // A TSIG's MAC covers the request's exact bytes: keep them for the `tsig` plugin.
-        let raw = msg
-            .additional
-            .last()
-            .filter(|r| r.rtype == sextant_wire::tsig::TSIG)
-            .map(|_| Arc::from(packet));
-        // Inline: this future (boxed per UDP query) must stay within what the allocator's
-        // per-thread cache takes (1032 bytes), else every query costs a malloc consolidation;
-        // `handle` adds no layer of its own for that reason (see the `future_sizes` test).
-        let mut req = Request {
-            msg,
-            client,
-            local,
-            proto,
-            size: packet.len(),
-            start,
-            zone: self.root.clone(),
-            server: self.label.clone(),
-            depth: 0,
-            resolver: Some(self.clone() as Arc<dyn Resolver>),
-            raw,
-            backlogged,
-            reply_tapped: false,
-            meta: None,
-            view: None,
-            trace: None,
+            if msg.questions.len() != 1 || msg.answers.len() > 1 || msg.authority.len() > 1 {
+                let mut r = Message::reply_to(&msg);
+                r.set_rcode(Rcode::FORMERR);
+                return Some(finish(
+                    &Asked::of(&msg),
+                    msg.edns.as_ref(),
+                    Reply::parsed(r),
+                    proto,
+                ));
+            }
+            let q = &msg.questions[0];
+            // Like CoreDNS's ServeDNS: the class, then the EDNS version, then the zone.
+            if q.qclass != Class::IN && !self.any_class {
+                crate::metrics::record_dropped(&self.label, proto, packet.len(), Rcode::REFUSED);
+                let mut r = Message::reply_to(&msg);
+                r.set_rcode(Rcode::REFUSED);
+                return Some(finish(
+                    &Asked::of(&msg),
+                    msg.edns.as_ref(),
+                    Reply::parsed(r),
+                    proto,
+                ));
+            }
+            // The question as asked is needed only once the chain is done: it is taken back from the
+            // request then, or read again from the packet if the chain changed it (see
+            // `asked_question`), instead of being copied here.
+            let mut asked = Asked::without_question(&msg);
+            let asked_q = AskedQuestion::of(q, packet, scanned);
+            if asked_q.is_none() {
+                asked.question = Some(q.clone());
+            }
+            if let Some(e) = &msg.edns {
+                if e.version > 0 {
+                    // CoreDNS's edns.Version: a fresh OPT record (size 0, version 0) with the
+                    // extended rcode, written without the usual EDNS echo.
+                    let mut r = Message::reply_to(&msg);
+                    r.edns = Some(Edns::new(0));
+                    r.set_rcode(Rcode::BADVERS);
+                    return Some(r.to_wire_limited(limit(&asked, proto)).0);
+                }
+            }
+            // A TSIG's MAC covers the request's exact bytes: keep them for the `tsig` plugin.
+            let raw = msg
+                .additional
+                .last()
+                .filter(|r| r.rtype == sextant_wire::tsig::TSIG)
+                .map(|_| Arc::from(packet));
+            // Inline: this future (boxed per UDP query) must stay a small-bin block for glibc
+            // (at most 1000 bytes), else a query whose block is not in the thread's cache costs
+            // a malloc consolidation; `handle` adds no layer of its own for that reason (see
+            // listen.rs `a_udp_query_future_is_a_small_allocation`).
+            let req = Request {
+                msg,
+                client,
+                local,
+                proto,
+                size: packet.len(),
+                start,
+                zone: self.root.clone(),
+                server: self.label.clone(),
+                depth: 0,
+                resolver: Some(self.clone() as Arc<dyn Resolver>),
+                raw,
+                backlogged,
+                reply_tapped: false,
+                meta: None,
+                view: None,
+                trace: None,
+            };
+            (req, asked, asked_q)
         };
         let Some((zone, block)) = self.route(&mut req) else {
             crate::metrics::record_dropped(&self.label, proto, packet.len(), Rcode::REFUSED);
