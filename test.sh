@@ -24,11 +24,12 @@ cd "$(dirname "$0")"
 # the zone tests/file.rs serves with DNSSEC records; musl-tools: a musl (1.2.3, no TCP retry)
 # getaddrinfo client (tests/conformance_reply.rs); etcd-server, etcd-client: the etcd v3 server and
 # etcdctl of tests/etcd.rs; bind9-utils: dnssec-keygen makes the KSK/ZSK pairs tests/dnssec.rs and
-# tests/sign.rs sign with (delv, from bind9-dnsutils, validates the answers); curl: the DoH client
-# (--http2, GET and POST) of tests/transports.rs; fstrm-bin,
+# tests/sign.rs sign with (delv, from bind9-dnsutils, validates the answers); knot-dnssecutils:
+# kzonecheck, which checks tests/sign.rs's signed zone (knot does not pull it in without
+# recommends); curl: the DoH client (--http2, GET and POST) of tests/transports.rs; fstrm-bin,
 # dnstap-ldns: the dnstap collector (fstrm_capture) and reader of tests/dnstap.rs.
 APT_PACKAGES=(
-    knot unbound bind9-dnsutils knot-dnsutils dnsperf iproute2 iptables nftables conntrack ipset
+    knot knot-dnssecutils unbound bind9-dnsutils knot-dnsutils dnsperf iproute2 iptables nftables conntrack ipset
     python3 python3-pip g++ ca-certificates musl-tools bind9-utils
     buildah podman runc mmdebstrap libcap2-bin ldnsutils etcd-server etcd-client curl
     fstrm-bin dnstap-ldns
