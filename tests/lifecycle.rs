@@ -199,6 +199,20 @@ fn soak_corefile(port: u16, [mport, rport, hport]: [u16; 3], up: &str, v: usize)
     )
 }
 
+/// The process's (fds, RSS KiB, threads) a second after a reload, fds the least of ten samples:
+/// by then the configuration's `forward` has its pooled upstream sockets open (none in the
+/// middle of the reloads, where each instance lives a few ms), and the load's TCP queries come
+/// and go (one or two at a time). A leak raises the least too.
+fn settled(pid: u32) -> (usize, u64, u64) {
+    std::thread::sleep(Duration::from_secs(1));
+    let mut s = proc_stats(pid);
+    for _ in 0..9 {
+        std::thread::sleep(Duration::from_millis(100));
+        s.0 = s.0.min(proc_stats(pid).0);
+    }
+    s
+}
+
 #[test]
 fn soak_1000_reloads_under_queries() {
     const RELOADS: usize = 1000;
@@ -249,11 +263,10 @@ fn soak_1000_reloads_under_queries() {
             .unwrap();
         reload_and_wait(&s, "Reloading complete", i);
         if i == 99 {
-            warm = Some(proc_stats(s.pid()));
+            warm = Some(settled(s.pid()));
         }
     }
-    std::thread::sleep(Duration::from_secs(1));
-    let end = proc_stats(s.pid());
+    let end = settled(s.pid());
     let stats = load.stop();
     let warm = warm.unwrap();
     eprintln!(
@@ -262,7 +275,9 @@ fn soak_1000_reloads_under_queries() {
     );
     assert_eq!(stats.failed(), 0, "{}", stats.report());
     assert!(stats.ok() > 1000, "{}", stats.report());
-    assert!(end.0 <= warm.0 + 2, "fds {warm:?} -> {end:?}");
+    // forward pools as many upstream sockets as the load had in flight at once (more on a
+    // loaded machine, 22-25 seen); a descriptor leaked per reload would be hundreds.
+    assert!(end.0 <= warm.0 + 6, "fds {warm:?} -> {end:?}");
     assert!(end.2 <= warm.2 + 2, "threads {warm:?} -> {end:?}");
     assert!(end.1 <= warm.1 + 2048, "rss {warm:?} -> {end:?}");
     assert_eq!(s.count_lines("panic"), 0);
