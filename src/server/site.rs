@@ -42,6 +42,12 @@ fn limit(asked: &Asked, proto: Proto) -> usize {
     }
 }
 
+/// The bytes of a reply the server writes itself, for a query the checks ahead of the chain
+/// turn away (`r`, made from `msg` with its rcode set).
+fn early_reply(msg: &Message, r: Message, proto: Proto) -> Vec<u8> {
+    finish(&Asked::of(msg), msg.edns.as_ref(), Reply::parsed(r), proto)
+}
+
 /// The bytes sent back for `reply` to the client that asked `asked`, echoing options of the
 /// request's OPT record `req_opt` (see [`Reply::finish`]).
 pub(crate) fn finish(asked: &Asked, req_opt: Option<&Edns>, reply: Reply, proto: Proto) -> Vec<u8> {
@@ -311,22 +317,12 @@ impl Site {
                 r.header.rd = false;
                 r.header.cd = false;
                 r.header.rcode = Rcode::NOTIMP.low();
-                return Some(finish(
-                    &Asked::of(&msg),
-                    msg.edns.as_ref(),
-                    Reply::parsed(r),
-                    proto,
-                ));
+                return Some(early_reply(&msg, r, proto));
             }
             if msg.questions.len() != 1 || msg.answers.len() > 1 || msg.authority.len() > 1 {
                 let mut r = Message::reply_to(&msg);
                 r.set_rcode(Rcode::FORMERR);
-                return Some(finish(
-                    &Asked::of(&msg),
-                    msg.edns.as_ref(),
-                    Reply::parsed(r),
-                    proto,
-                ));
+                return Some(early_reply(&msg, r, proto));
             }
             let q = &msg.questions[0];
             // Like CoreDNS's ServeDNS: the class, then the EDNS version, then the zone.
@@ -334,15 +330,10 @@ impl Site {
                 crate::metrics::record_dropped(&self.label, proto, packet.len(), Rcode::REFUSED);
                 let mut r = Message::reply_to(&msg);
                 r.set_rcode(Rcode::REFUSED);
-                return Some(finish(
-                    &Asked::of(&msg),
-                    msg.edns.as_ref(),
-                    Reply::parsed(r),
-                    proto,
-                ));
+                return Some(early_reply(&msg, r, proto));
             }
-            // The question as asked is needed only once the chain is done: it is taken back from the
-            // request then, or read again from the packet if the chain changed it (see
+            // The question as asked is needed only once the chain is done: it is taken back from
+            // the request then, or read again from the packet if the chain changed it (see
             // `asked_question`), instead of being copied here.
             let mut asked = Asked::without_question(&msg);
             let asked_q = AskedQuestion::of(q, packet, scanned);
