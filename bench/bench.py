@@ -1587,7 +1587,8 @@ def scenario_overload(env, cl, args):
     zdir = env.path("zones")
     d = args.overload_duration
     reps = max(1, args.runs)
-    budget = ((1 + len(OVERLOAD_PROBES) + (1 + len(OVERLOAD_LEVELS)) * reps) * (d + 3) + args.overload_warmup + 5) * 4 + 300
+    runs = 1 + len(OVERLOAD_PROBES) + (1 + len(OVERLOAD_LEVELS)) * reps
+    budget = (runs * (d + 3) + args.overload_warmup + 5) * 4 + 300
     up, upp = slow_upstream(env, args.overload_delay_ms, budget)
     log(f"slow upstream on 127.0.0.1:{up} (core {CLIENT_CORE}, {args.overload_delay_ms} ms)")
     cq = cl.cluster_queries(100000, 17)
@@ -1622,7 +1623,8 @@ def scenario_overload(env, cl, args):
         want = args.overload_servers.split(",")
         servers = [s for s in servers if s.label.split()[0] in want]
     out = {"quota": args.overload_quota, "delay_ms": args.overload_delay_ms, "miss": args.overload_miss,
-           "duration": d, "reps": reps, "warmup": args.overload_warmup, "levels": list(OVERLOAD_LEVELS), "probes": list(OVERLOAD_PROBES), "rows": {}}
+           "duration": d, "reps": reps, "warmup": args.overload_warmup, "levels": list(OVERLOAD_LEVELS),
+           "probes": list(OVERLOAD_PROBES), "rows": {}}
     n = [0]
 
     def mix(rate, tag):
