@@ -1693,8 +1693,8 @@ def scenario_overload(env, cl, args):
                         if s.p.poll() is not None:
                             break
                         if k == 1:
-                            sat = sorted(x["goodput"] for j in OVERLOAD_LEVELS if j > 1 for x in got[j])
-                            rate = max(base, int(sat[(len(sat) - 1) // 2])) if sat else base
+                            sat = [x["goodput"] for j in OVERLOAD_LEVELS if j > 1 for x in got[j]]
+                            rate = max(base, int(median(sat))) if sat else base
                         else:
                             rate = None if k == 0 else base * k
                         got[k].append(measure(rate, f"ov{k}x", k or None))
@@ -2143,10 +2143,13 @@ What each scenario does:
    several times its capacity; a mix of cluster names, cache hits and 10% never-asked names that
    go to a deliberately slow upstream (`bench/slowup.py`, 250 ms); Sextant with the kubeadm Corefile
    (`forward` `max_concurrent 1000`, `cache 30`), Knot authoritative for the same names, Unbound with
-   the cluster zones as `auth-zone`s forwarding the rest to the same upstream. Capacity closed-loop,
-   then 1×, 2×, 3× and 5× of it offered at a fixed rate: goodput (answers within 1 s) against
-   offered load, p99 of the answered, peak RSS against RSS at rest, crash check. Targets: goodput
-   ≥ 90% of peak at every level, p99 bounded, RSS < 2× at rest.
+   the cluster zones as `auth-zone`s forwarding the rest to the same upstream. A warm-up of the
+   mix (`--overload-warmup`), capacity estimated once (best of the closed loop and 2×/4× of it
+   open loop), then `--runs` rounds of the closed loop and 1×, 2×, 3× and 5× offered at a fixed
+   rate (1× at the saturated goodput measured so far), the median of each: goodput (answers within
+   1 s) against offered load, p99 of the answered, peak RSS against RSS at rest, crash check.
+   `--overload-servers` picks servers. Targets: goodput ≥ 90% of peak at every level, p99
+   bounded, RSS < 2× at rest.
 
 Per server: median queries/s of the throughput runs, server CPU seconds per 1,000 answered queries
 (utime+stime of the server's process tree from `/proc/<pid>/stat`; dnsperf saturates its own core,
