@@ -33,6 +33,8 @@ APT_PACKAGES=(
     python3 python3-pip g++ ca-certificates musl-tools bind9-utils
     buildah podman runc mmdebstrap libcap2-bin ldnsutils etcd-server etcd-client curl
     fstrm-bin dnstap-ldns
+    # make: tikv-jemalloc-sys builds jemalloc (the allocator) with configure and make.
+    make
 )
 
 as_root() {

@@ -3,6 +3,7 @@
 //! Everything is crate-private; the binary enters through [`run`], and the fuzz targets reach
 //! the few functions they drive through [`fuzzing`].
 
+pub(crate) mod alloc;
 pub(crate) mod cli;
 pub(crate) mod log;
 pub(crate) mod metrics;
@@ -17,6 +18,7 @@ pub(crate) mod tracing_bridge;
 /// Runs the command line (`sextant ARGS...`) and returns the process exit code, with every log
 /// line written out.
 pub fn run(args: Vec<String>) -> i32 {
+    alloc::init();
     let code = cli::main(args);
     log::flush();
     code

@@ -108,6 +108,18 @@ fn pages_status_codes_and_heap_figures() {
             .parse()
             .unwrap();
         assert!(in_use > 100_000, "{text}");
+        // jemalloc's own figures: what is resident covers what is allocated.
+        let figure = |k: &str| -> u64 {
+            text.lines()
+                .find_map(|l| l.strip_prefix(k))
+                .unwrap_or_else(|| panic!("{k}: {text}"))
+                .trim()
+                .parse()
+                .unwrap()
+        };
+        assert_eq!(figure("allocated_bytes "), in_use, "{text}");
+        assert!(figure("resident_bytes ") >= in_use, "{text}");
+        assert!(figure("mapped_bytes ") >= figure("active_bytes "), "{text}");
         for p in [
             "goroutine",
             "block",

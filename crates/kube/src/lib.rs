@@ -30,7 +30,7 @@ pub use fold::{
     TRIGGER_TIME_ANNOTATION,
 };
 pub use index::Index;
-pub use manifests::{load_manifests, release_memory};
+pub use manifests::{load_manifests, release_memory, set_memory_release};
 pub use model::{
     Change, Counts, EndpointHit, EndpointRef, Ips, Labels, Namespace, Pod, Port, Proto, Service,
     ServiceImport, ServiceKind, Source,

@@ -219,10 +219,25 @@ pub(crate) fn trim_freed_memory_eagerly() {
     }
 }
 
-/// Hands the memory freed after loading something large back to the system (glibc keeps freed
-/// pages unless asked): a manifest, a list from the API server, and (from the server) a large
-/// zone. Walks every arena: never on the query path.
+/// How the program's allocator hands freed memory back, when it is not glibc's (see
+/// [`set_memory_release`]).
+static RELEASE: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
+
+/// Tells [`release_memory`] how to hand freed memory back when the program's global allocator is
+/// not glibc's malloc (Sextant's is jemalloc); the first call wins.
+pub fn set_memory_release(release: fn()) {
+    let _ = RELEASE.set(release);
+}
+
+/// Hands the memory freed after loading something large back to the system (allocators keep
+/// freed pages unless asked): a manifest, a list from the API server, and (from the server) a
+/// large zone. Walks every arena: never on the query path. The allocator's own way if one was
+/// set ([`set_memory_release`]), else glibc's `malloc_trim`.
 pub fn release_memory() {
+    if let Some(release) = RELEASE.get() {
+        release();
+        return;
+    }
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only walks glibc's own arenas and returns free pages to the kernel; it
     // takes no pointers from us and is safe to call at any time from any thread.

@@ -1,6 +1,6 @@
 //! The `pprof` plugin: `/debug/pprof/` on an HTTP address (default `localhost:6053`): an index,
 //! CPU profiles in pprof's gzipped protobuf format (`go tool pprof` reads them), the command
-//! line, and the system allocator's heap figures as text. Profiles Sextant cannot take answer
+//! line, and the allocator's (jemalloc's) heap figures as text. Profiles Sextant cannot take answer
 //! 501 saying why.
 
 use std::sync::Arc;
@@ -29,7 +29,7 @@ const PROFILES: &[(&str, &str)] = &[
     ),
     (
         "heap",
-        "The system allocator's figures as text with ?debug=1 (no per-call-site samples).",
+        "The allocator's (jemalloc's) figures as text with ?debug=1 (no per-call-site samples).",
     ),
     ("allocs", "The same figures as heap."),
     (
@@ -208,13 +208,13 @@ fn index() -> HttpResponse {
 }
 
 /// The heap page: the allocator's totals as text with `debug`; without it (what `go tool
-/// pprof` asks for) 501, since the system allocator keeps no call sites to build samples from.
+/// pprof` asks for) 501, since the allocator keeps no call sites to build samples from.
 fn heap(debug: bool) -> HttpResponse {
     if !debug {
         return HttpResponse::text(
             501,
-            "heap: no heap profile: Sextant uses the system allocator, which records no call \
-             sites. Its totals are at /debug/pprof/heap?debug=1\n",
+            "heap: no heap profile: Sextant's allocator (jemalloc) records no call sites \
+             (sampling them would cost every query). Its totals are at /debug/pprof/heap?debug=1\n",
         );
     }
     match allocator_figures() {
@@ -223,13 +223,10 @@ fn heap(debug: bool) -> HttpResponse {
     }
 }
 
-/// The allocator's totals as text: glibc's `mallinfo2` over every arena, and the resident set
+/// The allocator's totals as text: jemalloc's statistics (`stats.*`) and the resident set
 /// size; None where the allocator gives none.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn allocator_figures() -> Option<String> {
-    // SAFETY: mallinfo2 takes no arguments, only reads glibc's own arena counters under their
-    // locks and returns a plain struct by value; it is safe from any thread at any time.
-    let m = unsafe { libc::mallinfo2() };
+    let figures = crate::alloc::figures()?;
     let rss = std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
@@ -238,36 +235,22 @@ fn allocator_figures() -> Option<String> {
                 .map(|v| v.trim().to_string())
         })
         .unwrap_or_else(|| "-".to_string());
-    Some(format!(
-        "# heap figures of the system allocator (glibc mallinfo2)\n\
-         # in_use_bytes: allocated and not freed (uordblks + hblkhd)\n\
-         in_use_bytes {}\n\
-         heap_in_use_bytes {}\n\
-         mmap_in_use_bytes {}\n\
-         mmap_chunks {}\n\
-         heap_total_bytes {}\n\
-         free_bytes {}\n\
-         free_chunks {}\n\
-         fastbin_free_bytes {}\n\
-         top_releasable_bytes {}\n\
-         # resident set size of the process\n\
-         vm_rss {}\n",
-        m.uordblks + m.hblkhd,
-        m.uordblks,
-        m.hblkhd,
-        m.hblks,
-        m.arena,
-        m.fordblks,
-        m.ordblks,
-        m.fsmblks,
-        m.keepcost,
-        rss
-    ))
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn allocator_figures() -> Option<String> {
-    None
+    let mut text = String::from(
+        "# heap figures of the allocator (jemalloc's stats.*, in bytes)\n\
+         # in_use_bytes: allocated and not freed (stats.allocated)\n",
+    );
+    for (name, v) in &figures {
+        if *name == "allocated" {
+            text.push_str(&format!("in_use_bytes {v}\n"));
+        }
+    }
+    for (name, v) in &figures {
+        text.push_str(&format!("{name}_bytes {v}\n"));
+    }
+    text.push_str(&format!(
+        "# resident set size of the process\nvm_rss {rss}\n"
+    ));
+    Some(text)
 }
 
 #[cfg(test)]
