@@ -151,17 +151,28 @@ fn cpu_profile_is_read_by_go_tool_pprof() {
     let dns = SocketAddr::from(([127, 0, 0, 1], dns));
     let http = SocketAddr::from(([127, 0, 0, 1], http));
     s.wait_dns(dns, Duration::from_secs(10)).unwrap();
-    // Load for the profile to see: queries for 2.5 s from another thread (bounded by time
-    // and count, loopback only).
+    // Load for the profile to see: queries for 2.5 s from four threads (bounded by time and
+    // count, loopback only). One client waiting for each answer kept the server so idle that
+    // a 2 s profile at 100 Hz sometimes caught no sample of it at all.
+    let loaders: Vec<_> = (0..4)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let end = Instant::now() + Duration::from_millis(2500);
+                let q = Query::new("example.org.", RecordType::A);
+                let mut n = 0;
+                while Instant::now() < end && n < 200_000 {
+                    let _ = udp(dns, &q, Duration::from_secs(1));
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
     let load = std::thread::spawn(move || {
-        let end = Instant::now() + Duration::from_millis(2500);
-        let q = Query::new("example.org.", RecordType::A);
-        let mut n = 0;
-        while Instant::now() < end && n < 200_000 {
-            let _ = udp(dns, &q, Duration::from_secs(1));
-            n += 1;
-        }
-        n
+        loaders
+            .into_iter()
+            .map(|t| t.join().unwrap_or(0))
+            .sum::<usize>()
     });
     std::thread::sleep(Duration::from_millis(100));
     let second = std::thread::spawn(move || {
