@@ -27,6 +27,7 @@ use sextant_corefile::Scheme;
 use crate::server::backlog;
 use crate::server::config::{ListenKey, ListenOpts, TcpLimits, TransportOpts};
 use crate::server::mmsg;
+use crate::server::outbox;
 use crate::server::proxy;
 use crate::server::site::Site;
 use crate::server::transport::Limit;
@@ -546,6 +547,8 @@ fn udp_thread(
     let mut batch = mmsg::RecvBatch::new();
     let mut ready: Vec<(Vec<u8>, SocketAddr)> = Vec::with_capacity(mmsg::BATCH);
     let mut queue = backlog::Backlog::new();
+    // Replies of this socket's waiting queries, handed back while this thread is busy.
+    let outbox = Arc::new(outbox::Outbox::new());
     let mut serve_batch = |batch: &mmsg::RecvBatch, n: usize| {
         // The whole batch counts as in flight until its replies are out.
         let batch_guard = InFlight::new(&inflight);
@@ -589,6 +592,7 @@ fn udp_thread(
                 (client, src),
                 local,
                 stack.as_ref(),
+                &outbox,
             );
             match (reply, &stack) {
                 (Some(reply), None) => ready.push((reply, src)),
@@ -596,12 +600,19 @@ fn udp_thread(
                 (None, _) => {}
             }
         }
+        outbox.drain_into(&mut ready);
         if !ready.is_empty() {
             send_batch(fd, &mut ready);
         }
         drop(batch_guard);
     };
     while !cancel.is_cancelled() {
+        // About to wait: what was handed over goes out now, and tasks send their own replies
+        // until datagrams come.
+        let mut handed = outbox.set_idle();
+        if !handed.is_empty() {
+            send_batch(fd, &mut handed);
+        }
         let n = match batch.recv_wait(fd) {
             Ok(n) => n,
             Err(e)
@@ -619,6 +630,7 @@ fn udp_thread(
                 continue;
             }
         };
+        outbox.set_busy();
         serve_batch(&batch, n);
     }
     // Stopped: answer what is already queued (closing the socket would drop it), until the
@@ -626,10 +638,18 @@ fn udp_thread(
     let deadline = Instant::now() + UDP_DRAIN_MAX;
     while Instant::now() < deadline {
         match batch.recv_queued(fd) {
-            Ok(n) if n > 0 => serve_batch(&batch, n),
+            Ok(n) if n > 0 => {
+                outbox.set_busy();
+                serve_batch(&batch, n)
+            }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             _ => break,
         }
+    }
+    // Gone: tasks still waiting send their own replies from now on.
+    let mut handed = outbox.set_idle();
+    if !handed.is_empty() {
+        send_batch(fd, &mut handed);
     }
 }
 
@@ -686,6 +706,7 @@ fn serve_udp(
     (client, src): (SocketAddr, SocketAddr),
     local: SocketAddr,
     stack: Option<&wstack::Producer>,
+    outbox: &Arc<outbox::Outbox>,
 ) -> Option<Vec<u8>> {
     let backlogged = stack.is_some_and(|p| p.stack().full());
     if site.now {
@@ -710,12 +731,18 @@ fn serve_udp(
             let sock = sock.clone();
             let guard = InFlight::new(inflight);
             let producer = stack.map(|p| wstack::Producer::new(p.stack()));
+            let outbox = outbox.clone();
             handle.spawn(async move {
                 let _guard = guard;
                 if let Some(reply) = fut.await {
                     match producer {
                         Some(p) => p.stack().push(reply, src),
-                        None => send_from_task(&sock, &reply, src).await,
+                        None => {
+                            // With the next batch of the socket's reader if it is busy.
+                            for (reply, dst) in outbox.offer(reply, src) {
+                                send_from_task(&sock, &reply, dst).await;
+                            }
+                        }
                     }
                 }
             });

@@ -10,6 +10,7 @@ pub(crate) mod invalidate;
 pub(crate) mod lifecycle;
 pub(crate) mod listen;
 mod mmsg;
+mod outbox;
 pub(crate) mod proxy;
 pub(crate) mod quic;
 pub(crate) mod runtime;
