@@ -21,9 +21,9 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 #[export_name = "_rjem_malloc_conf"]
 static MALLOC_CONF: &[u8; 10] = b"narenas:1\0";
 
-/// jemalloc's index that names every arena at once (`MALLCTL_ARENAS_ALL`).
+/// The mallctl that purges every arena (4096 is `MALLCTL_ARENAS_ALL`, every arena at once).
 #[cfg(not(fuzzing))]
-const ARENAS_ALL: &std::ffi::CStr = c"arena.4096.purge";
+const PURGE_ALL: &std::ffi::CStr = c"arena.4096.purge";
 
 /// Called once at start: the kube crate's `release_memory` (after a manifest, a list from the
 /// API server, a large zone) purges jemalloc's arenas instead of trimming glibc's.
@@ -44,7 +44,7 @@ fn release() {
     // zero; the name is a NUL-terminated constant.
     unsafe {
         tikv_jemalloc_sys::mallctl(
-            ARENAS_ALL.as_ptr(),
+            PURGE_ALL.as_ptr(),
             std::ptr::null_mut(),
             std::ptr::null_mut(),
             std::ptr::null_mut(),

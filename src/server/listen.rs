@@ -609,10 +609,7 @@ fn udp_thread(
     while !cancel.is_cancelled() {
         // About to wait: what was handed over goes out now, and tasks send their own replies
         // until datagrams come.
-        let mut handed = outbox.set_idle();
-        if !handed.is_empty() {
-            send_batch(fd, &mut handed);
-        }
+        send_batch(fd, &mut outbox.set_idle());
         let n = match batch.recv_wait(fd) {
             Ok(n) => n,
             Err(e)
@@ -647,10 +644,7 @@ fn udp_thread(
         }
     }
     // Gone: tasks still waiting send their own replies from now on.
-    let mut handed = outbox.set_idle();
-    if !handed.is_empty() {
-        send_batch(fd, &mut handed);
-    }
+    send_batch(fd, &mut outbox.set_idle());
 }
 
 /// Sends the replies that are ready with `sendmmsg`; when the socket buffer is full, waits
@@ -737,12 +731,18 @@ fn serve_udp(
                 if let Some(reply) = fut.await {
                     match producer {
                         Some(p) => p.stack().push(reply, src),
-                        None => {
-                            // With the next batch of the socket's reader if it is busy.
-                            for (reply, dst) in outbox.offer(reply, src) {
-                                send_from_task(&sock, &reply, dst).await;
+                        // With the next batch of the socket's reader if it is busy.
+                        None => match outbox.offer(reply, src) {
+                            outbox::Offer::Taken => {}
+                            outbox::Offer::Yours(reply, dst) => {
+                                send_from_task(&sock, &reply, dst).await
                             }
-                        }
+                            outbox::Offer::All(all) => {
+                                for (reply, dst) in all {
+                                    send_from_task(&sock, &reply, dst).await;
+                                }
+                            }
+                        },
                     }
                 }
             });

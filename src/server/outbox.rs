@@ -20,6 +20,18 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
+/// What a task does with its reply after offering it ([`Outbox::offer`]).
+#[derive(Debug, PartialEq)]
+pub(crate) enum Offer {
+    /// The reader sends it.
+    Taken,
+    /// The reader is not busy: the task sends its own reply.
+    Yours(Vec<u8>, SocketAddr),
+    /// The reader went idle while the reply was handed over: the task sends everything that
+    /// was handed over (its own reply among it).
+    All(Vec<(Vec<u8>, SocketAddr)>),
+}
+
 /// Replies waiting for the reader's next send.
 pub(crate) struct Outbox {
     busy: AtomicBool,
@@ -57,12 +69,11 @@ impl Outbox {
         std::mem::take(&mut *q)
     }
 
-    /// A task's reply: handed to the reader if it is busy. Returns what the task must send
-    /// itself: its reply when the reader is not busy, everything handed over when the reader
-    /// stopped being busy while the reply was being handed over, else nothing.
-    pub(crate) fn offer(&self, reply: Vec<u8>, dst: SocketAddr) -> Vec<(Vec<u8>, SocketAddr)> {
+    /// A task's reply: handed to the reader if it is busy; [`Offer`] says what the task must
+    /// send itself.
+    pub(crate) fn offer(&self, reply: Vec<u8>, dst: SocketAddr) -> Offer {
         if !self.busy.load(Ordering::SeqCst) {
-            return vec![(reply, dst)];
+            return Offer::Yours(reply, dst);
         }
         self.queue
             .lock()
@@ -71,9 +82,9 @@ impl Outbox {
         // The reader takes the queue after it marks itself idle; if it did so before our push,
         // it saw an empty queue and we see idle here.
         if self.busy.load(Ordering::SeqCst) {
-            return Vec::new();
+            return Offer::Taken;
         }
-        self.take()
+        Offer::All(self.take())
     }
 }
 
@@ -86,10 +97,19 @@ mod tests {
         SocketAddr::from(([127, 0, 0, 1], port))
     }
 
+    /// What the task sends itself, as a list.
+    fn offer(o: &Outbox, reply: Vec<u8>, dst: SocketAddr) -> Vec<(Vec<u8>, SocketAddr)> {
+        match o.offer(reply, dst) {
+            Offer::Taken => Vec::new(),
+            Offer::Yours(reply, dst) => vec![(reply, dst)],
+            Offer::All(all) => all,
+        }
+    }
+
     #[test]
     fn an_idle_reader_leaves_the_reply_to_the_task() {
         let o = Outbox::new();
-        assert_eq!(o.offer(vec![1], dst(1)), vec![(vec![1], dst(1))]);
+        assert_eq!(offer(&o, vec![1], dst(1)), vec![(vec![1], dst(1))]);
         let mut out = Vec::new();
         o.drain_into(&mut out);
         assert!(out.is_empty());
@@ -99,17 +119,17 @@ mod tests {
     fn a_busy_reader_takes_the_replies_before_it_sends_and_when_it_goes_idle() {
         let o = Outbox::new();
         o.set_busy();
-        assert!(o.offer(vec![1], dst(1)).is_empty());
-        assert!(o.offer(vec![2], dst(2)).is_empty());
+        assert!(offer(&o, vec![1], dst(1)).is_empty());
+        assert!(offer(&o, vec![2], dst(2)).is_empty());
         let mut out = vec![(vec![0], dst(9))];
         o.drain_into(&mut out);
         assert_eq!(
             out,
             vec![(vec![0], dst(9)), (vec![1], dst(1)), (vec![2], dst(2))]
         );
-        assert!(o.offer(vec![3], dst(3)).is_empty());
+        assert!(offer(&o, vec![3], dst(3)).is_empty());
         assert_eq!(o.set_idle(), vec![(vec![3], dst(3))]);
-        assert_eq!(o.offer(vec![4], dst(4)), vec![(vec![4], dst(4))]);
+        assert_eq!(offer(&o, vec![4], dst(4)), vec![(vec![4], dst(4))]);
     }
 
     #[test]
@@ -147,7 +167,7 @@ mod tests {
                         start.wait();
                         for i in 0..EACH {
                             let id = ((t * EACH + i) as u32).to_be_bytes().to_vec();
-                            sent.extend(o.offer(id, dst(1)));
+                            sent.extend(offer(&o, id, dst(1)));
                             offered.fetch_add(1, Ordering::SeqCst);
                         }
                         sent

@@ -239,10 +239,8 @@ fn allocator_figures() -> Option<String> {
         "# heap figures of the allocator (jemalloc's stats.*, in bytes)\n\
          # in_use_bytes: allocated and not freed (stats.allocated)\n",
     );
-    for (name, v) in &figures {
-        if *name == "allocated" {
-            text.push_str(&format!("in_use_bytes {v}\n"));
-        }
+    if let Some((_, v)) = figures.iter().find(|(name, _)| *name == "allocated") {
+        text.push_str(&format!("in_use_bytes {v}\n"));
     }
     for (name, v) in &figures {
         text.push_str(&format!("{name}_bytes {v}\n"));
